@@ -1,0 +1,36 @@
+//! The Holdfast wire protocol, shared by the server and the agent desktop app.
+//!
+//! Everything here is sans-IO: no sockets, no clock, no global RNG. Callers
+//! pass bytes, the current [`std::time::Instant`] and randomness in, and get
+//! back bytes to send and decisions to act on. The spec is `PROTOCOL.md`
+//! beside this crate.
+//!
+//! - [`codec`]: length-delimited framing with a hard maximum frame length.
+//! - [`handshake`]: ClientHello/ServerHello, X25519 key agreement, HKDF key
+//!   schedule, server fingerprints for pinning.
+//! - [`seal`]: encrypt-then-MAC sealed frames (AES-256-CBC + HMAC-SHA256)
+//!   with an implicit per-direction counter.
+//! - [`ids`]: client-generated action ids (UUIDv7 layout).
+//! - [`agent`]: the agent-channel message enums and their bincode encoding.
+//! - [`visitor`]: the visitor-channel JSON messages (WebSocket and long-poll).
+//! - [`error`]: wire error codes shared by both channels.
+//! - [`delivery`]: the sender-side outbox and receiver-side inbox machines.
+//! - [`liveness`]: heartbeat and dead-peer timer.
+//! - [`backoff`]: reconnect backoff with full jitter.
+
+pub mod agent;
+pub mod backoff;
+pub mod codec;
+pub mod delivery;
+pub mod error;
+pub mod handshake;
+pub mod ids;
+pub mod liveness;
+pub mod seal;
+pub mod visitor;
+
+/// The protocol version this crate speaks. Both channels carry it.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Default maximum frame length on the agent channel (1 MiB).
+pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;

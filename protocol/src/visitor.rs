@@ -1,0 +1,445 @@
+//! Visitor-channel JSON messages.
+//!
+//! Over WebSocket (`GET /v1/visitor/ws`) each text frame is one
+//! [`VisitorIn`] or [`VisitorOut`] object, tagged by its `"t"` field. Over
+//! long-poll the same objects travel in arrays: `POST /v1/visitor/lp` takes a
+//! [`LongPollRequest`] and answers a [`LongPollResponse`];
+//! `GET /v1/visitor/poll?token=…&after=SEQ` answers a [`LongPollResponse`]
+//! after at most ~25 s.
+//!
+//! Parsing goes through [`parse_in`], which applies size limits before and
+//! field limits after deserializing, so no handler sees an unbounded string.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{ConversationId, MessageId, Seq};
+use crate::error::ErrorCode;
+use crate::ids::MsgId;
+
+/// A page the visitor is looking at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageInfo {
+    pub url: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub referrer: Option<String>,
+}
+
+/// Browser to server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum VisitorIn {
+    /// First message on every WebSocket and the start of a long-poll session.
+    Hello {
+        /// The site key from the script tag.
+        site: String,
+        /// The token from an earlier `welcome`; absent for a new visitor.
+        #[serde(default)]
+        token: Option<String>,
+        /// Last event seq this browser applied; absent on first visit.
+        #[serde(default)]
+        after: Option<Seq>,
+        #[serde(default)]
+        page: Option<PageInfo>,
+        #[serde(default)]
+        user_agent: Option<String>,
+        #[serde(default)]
+        lang: Option<String>,
+        /// Protocol version; absent means 1.
+        #[serde(default)]
+        v: Option<u16>,
+    },
+    /// A chat message; idempotent by `id`.
+    Send { id: MsgId, body: String },
+    /// A message left while no agent is online; idempotent by `id`.
+    LeaveMessage {
+        id: MsgId,
+        body: String,
+        #[serde(default)]
+        email: Option<String>,
+    },
+    /// A page view or a single-page-app navigation.
+    Page(PageInfo),
+    /// `Holdfast.identify(...)` from the host site.
+    Identify {
+        id: String,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        email: Option<String>,
+        /// hex(HMAC-SHA256(site secret, id)); required when the site has a
+        /// secret.
+        #[serde(default)]
+        hash: Option<String>,
+        /// Custom attributes: strings, numbers or booleans.
+        #[serde(default)]
+        attrs: BTreeMap<String, serde_json::Value>,
+    },
+    /// Cumulative ack of events.
+    Ack { seq: Seq },
+    /// Application heartbeat (browsers cannot send WebSocket pings).
+    Ping,
+}
+
+/// Server to browser.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum VisitorOut {
+    Welcome {
+        visitor: String,
+        /// Server-signed; store it and send it in every later `hello`.
+        token: String,
+        /// Replay follows from `after` when true; a `snapshot` follows when
+        /// false.
+        resumed: bool,
+        agents_online: bool,
+        heartbeat_ms: u32,
+    },
+    Event {
+        seq: Seq,
+        event: VisitorEvent,
+    },
+    /// Sent instead of a replay when the cursor is older than retention.
+    Snapshot {
+        seq: Seq,
+        recovered: bool,
+        conversation: Option<ConversationView>,
+        messages: Vec<VisitorMessage>,
+    },
+    /// The result of a `send` or `leave_message`: durable.
+    Ack {
+        id: MsgId,
+        conversation: ConversationId,
+        message: MessageId,
+        at_ms: i64,
+    },
+    Pong,
+    /// Whether any agent is online changed.
+    Agents {
+        online: bool,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+        /// The action this answers, if any.
+        #[serde(default)]
+        id: Option<MsgId>,
+    },
+    GoingAway {
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VisitorConvState {
+    Queued,
+    Active,
+    Closed,
+    LeftMessage,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationView {
+    pub id: ConversationId,
+    pub state: VisitorConvState,
+    pub agent_name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sender {
+    Visitor,
+    Agent,
+    System,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorMessage {
+    pub conversation: ConversationId,
+    pub message: MessageId,
+    pub id: MsgId,
+    pub from: Sender,
+    pub name: Option<String>,
+    pub body: String,
+    pub at_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum VisitorEvent {
+    Message(VisitorMessage),
+    Conversation(ConversationView),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LongPollRequest {
+    #[serde(default)]
+    pub token: Option<String>,
+    pub msgs: Vec<VisitorIn>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LongPollResponse {
+    pub msgs: Vec<VisitorOut>,
+}
+
+/// Limits applied by [`parse_in`]. Lengths are in bytes of UTF-8.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_text: usize,
+    pub max_body: usize,
+    pub max_url: usize,
+    pub max_title: usize,
+    pub max_short: usize,
+    pub max_attrs: usize,
+    pub max_attr_value: usize,
+    pub max_batch: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_text: 64 * 1024,
+            max_body: 8 * 1024,
+            max_url: 2048,
+            max_title: 512,
+            max_short: 256,
+            max_attrs: 50,
+            max_attr_value: 1024,
+            max_batch: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VisitorParseError {
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("invalid JSON message: {0}")]
+    Json(String),
+    #[error("field `{field}` is invalid: {why}")]
+    Field { field: &'static str, why: String },
+}
+
+impl VisitorParseError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            VisitorParseError::TooLarge { .. } => ErrorCode::TooLarge,
+            _ => ErrorCode::BadRequest,
+        }
+    }
+}
+
+fn check_len(field: &'static str, s: &str, max: usize) -> Result<(), VisitorParseError> {
+    if s.len() > max {
+        return Err(VisitorParseError::Field {
+            field,
+            why: format!("{} bytes, limit {max}", s.len()),
+        });
+    }
+    // NUL and other C0 controls except tab/newline have no business in chat
+    // text and confuse log and terminal viewers.
+    if s.chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        return Err(VisitorParseError::Field {
+            field,
+            why: "contains control characters".into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_opt(field: &'static str, s: &Option<String>, max: usize) -> Result<(), VisitorParseError> {
+    match s {
+        Some(s) => check_len(field, s, max),
+        None => Ok(()),
+    }
+}
+
+fn check_body(field: &'static str, s: &str, lim: &Limits) -> Result<(), VisitorParseError> {
+    check_len(field, s, lim.max_body)?;
+    if s.trim().is_empty() {
+        return Err(VisitorParseError::Field {
+            field,
+            why: "empty".into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_page(p: &PageInfo, lim: &Limits) -> Result<(), VisitorParseError> {
+    check_len("url", &p.url, lim.max_url)?;
+    check_len("title", &p.title, lim.max_title)?;
+    check_opt("referrer", &p.referrer, lim.max_url)
+}
+
+/// Validate an already-deserialized message against `lim`.
+pub fn validate_in(msg: &VisitorIn, lim: &Limits) -> Result<(), VisitorParseError> {
+    match msg {
+        VisitorIn::Hello {
+            site,
+            token,
+            page,
+            user_agent,
+            lang,
+            ..
+        } => {
+            check_len("site", site, lim.max_short)?;
+            check_opt("token", token, lim.max_short * 2)?;
+            if let Some(p) = page {
+                check_page(p, lim)?;
+            }
+            check_opt("user_agent", user_agent, lim.max_title)?;
+            check_opt("lang", lang, 35)
+        }
+        VisitorIn::Send { body, .. } => check_body("body", body, lim),
+        VisitorIn::LeaveMessage { body, email, .. } => {
+            check_body("body", body, lim)?;
+            check_opt("email", email, lim.max_short)
+        }
+        VisitorIn::Page(p) => check_page(p, lim),
+        VisitorIn::Identify {
+            id,
+            name,
+            email,
+            hash,
+            attrs,
+        } => {
+            check_len("id", id, lim.max_short)?;
+            if id.is_empty() {
+                return Err(VisitorParseError::Field {
+                    field: "id",
+                    why: "empty".into(),
+                });
+            }
+            check_opt("name", name, lim.max_short)?;
+            check_opt("email", email, lim.max_short)?;
+            check_opt("hash", hash, 128)?;
+            if attrs.len() > lim.max_attrs {
+                return Err(VisitorParseError::Field {
+                    field: "attrs",
+                    why: format!("{} attributes, limit {}", attrs.len(), lim.max_attrs),
+                });
+            }
+            for (k, v) in attrs {
+                check_len("attrs key", k, lim.max_short)?;
+                match v {
+                    serde_json::Value::String(s) => {
+                        check_len("attrs value", s, lim.max_attr_value)?
+                    }
+                    serde_json::Value::Number(_)
+                    | serde_json::Value::Bool(_)
+                    | serde_json::Value::Null => {}
+                    _ => {
+                        return Err(VisitorParseError::Field {
+                            field: "attrs value",
+                            why: "must be a string, number, boolean or null".into(),
+                        });
+                    }
+                }
+            }
+            Ok(())
+        }
+        VisitorIn::Ack { .. } | VisitorIn::Ping => Ok(()),
+    }
+}
+
+/// Parse and validate one inbound visitor message.
+pub fn parse_in(text: &[u8], lim: &Limits) -> Result<VisitorIn, VisitorParseError> {
+    if text.len() > lim.max_text {
+        return Err(VisitorParseError::TooLarge {
+            len: text.len(),
+            max: lim.max_text,
+        });
+    }
+    let msg: VisitorIn =
+        serde_json::from_slice(text).map_err(|e| VisitorParseError::Json(e.to_string()))?;
+    validate_in(&msg, lim)?;
+    Ok(msg)
+}
+
+/// Parse and validate a long-poll POST body.
+pub fn parse_long_poll(text: &[u8], lim: &Limits) -> Result<LongPollRequest, VisitorParseError> {
+    let max = lim.max_text.saturating_mul(4);
+    if text.len() > max {
+        return Err(VisitorParseError::TooLarge {
+            len: text.len(),
+            max,
+        });
+    }
+    let req: LongPollRequest =
+        serde_json::from_slice(text).map_err(|e| VisitorParseError::Json(e.to_string()))?;
+    if req.msgs.len() > lim.max_batch {
+        return Err(VisitorParseError::Field {
+            field: "msgs",
+            why: format!("{} messages, limit {}", req.msgs.len(), lim.max_batch),
+        });
+    }
+    check_opt("token", &req.token, lim.max_short * 2)?;
+    for m in &req.msgs {
+        validate_in(m, lim)?;
+    }
+    Ok(req)
+}
+
+/// Render an attribute value as the text agents see.
+pub fn attr_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_send_and_rejects_oversize() {
+        let lim = Limits::default();
+        let m = parse_in(
+            br#"{"t":"send","id":"01901234-5678-7fff-bfff-ffffffffffff","body":"<img src=x onerror=alert(1)>"}"#,
+            &lim,
+        )
+        .unwrap();
+        assert!(
+            matches!(m, VisitorIn::Send { ref body, .. } if body == "<img src=x onerror=alert(1)>")
+        );
+        let big = format!(
+            r#"{{"t":"send","id":"01901234-5678-7fff-bfff-ffffffffffff","body":"{}"}}"#,
+            "a".repeat(9000)
+        );
+        assert!(matches!(
+            parse_in(big.as_bytes(), &lim),
+            Err(VisitorParseError::Field { field: "body", .. })
+        ));
+        let huge = vec![b' '; lim.max_text + 1];
+        assert_eq!(
+            parse_in(&huge, &lim).unwrap_err().code(),
+            ErrorCode::TooLarge
+        );
+        assert!(parse_in(br#"{"t":"nope"}"#, &lim).is_err());
+        assert!(parse_in(br#"{"t":"send","id":"x","body":"hi"}"#, &lim).is_err());
+    }
+
+    #[test]
+    fn ping_and_page() {
+        let lim = Limits::default();
+        assert_eq!(parse_in(br#"{"t":"ping"}"#, &lim).unwrap(), VisitorIn::Ping);
+        let p = parse_in(br#"{"t":"page","url":"https://a/b","title":"B"}"#, &lim).unwrap();
+        assert_eq!(
+            p,
+            VisitorIn::Page(PageInfo {
+                url: "https://a/b".into(),
+                title: "B".into(),
+                referrer: None
+            })
+        );
+    }
+}
