@@ -24,12 +24,18 @@ pub enum FrameError {
     Io(#[from] io::Error),
 }
 
-/// A tokio-util codec over [`LengthDelimitedCodec`] with a typed oversize
-/// error carrying the announced length.
+/// A tokio-util codec with a typed oversize error carrying the announced
+/// length. Encoding goes through [`LengthDelimitedCodec`]; decoding keeps its
+/// own two-state machine, because the length must be checked exactly once,
+/// when the header arrives, and the inner codec hides whether it has already
+/// consumed a header (peeking on every call misread payload bytes as a
+/// length whenever TCP split a frame after its header).
 #[derive(Debug)]
 pub struct FrameCodec {
     inner: LengthDelimitedCodec,
     max: usize,
+    /// Payload length of the frame whose header was consumed, if any.
+    pending: Option<usize>,
 }
 
 impl FrameCodec {
@@ -40,7 +46,11 @@ impl FrameCodec {
             .big_endian()
             .max_frame_length(max)
             .new_codec();
-        Self { inner, max }
+        Self {
+            inner,
+            max,
+            pending: None,
+        }
     }
 
     /// The configured maximum payload length.
@@ -60,16 +70,29 @@ impl Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
-        // Peek the header ourselves so the error names the announced length.
-        // The inner codec would refuse too, but only with an opaque io::Error.
-        if src.len() >= HEADER_LEN {
-            let mut head = &src[..HEADER_LEN];
-            let len = head.get_u32() as usize;
-            if len > self.max {
-                return Err(FrameError::Oversize { len, max: self.max });
+        let len = match self.pending {
+            Some(len) => len,
+            None => {
+                if src.len() < HEADER_LEN {
+                    return Ok(None);
+                }
+                let mut head = &src[..HEADER_LEN];
+                let len = head.get_u32() as usize;
+                if len > self.max {
+                    return Err(FrameError::Oversize { len, max: self.max });
+                }
+                src.advance(HEADER_LEN);
+                // Bounded by `max`, so a hostile header cannot balloon this.
+                src.reserve(len.saturating_sub(src.len()));
+                self.pending = Some(len);
+                len
             }
+        };
+        if src.len() < len {
+            return Ok(None);
         }
-        Ok(self.inner.decode(src)?)
+        self.pending = None;
+        Ok(Some(src.split_to(len)))
     }
 }
 
@@ -125,6 +148,25 @@ mod tests {
             other => panic!("expected oversize, got {other:?}"),
         }
         assert_eq!(buf.capacity(), cap_before);
+    }
+
+    /// Found by the frame_decoder fuzz target: a frame split right after its
+    /// header must not have its payload read as a second header.
+    #[test]
+    fn split_after_header_is_not_misread_as_a_length() {
+        let mut c = FrameCodec::new(4096);
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 0x2f][..]);
+        assert!(c.decode(&mut buf).unwrap().is_none());
+        let payload = [0xffu8; 0x2f];
+        for b in payload {
+            buf.extend_from_slice(&[b]);
+            let r = c.decode(&mut buf).unwrap();
+            if buf.is_empty() && r.is_some() {
+                assert_eq!(&r.unwrap()[..], &payload[..]);
+                return;
+            }
+        }
+        panic!("frame never decoded");
     }
 
     #[test]

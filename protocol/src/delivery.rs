@@ -179,6 +179,9 @@ pub struct Inbox {
     acked: Seq,
     first_unacked_at: Option<Instant>,
     ack_due_now: bool,
+    /// The latest time we were told, so a due-now ack can be scheduled
+    /// without reading the clock.
+    last_now: Option<Instant>,
     policy: AckPolicy,
 }
 
@@ -190,6 +193,7 @@ impl Inbox {
             acked: cursor,
             first_unacked_at: None,
             ack_due_now: false,
+            last_now: None,
             policy,
         }
     }
@@ -218,6 +222,7 @@ impl Inbox {
     /// The event `seq` (just approved by [`Inbox::check`]) is applied and
     /// durable.
     pub fn applied(&mut self, seq: Seq, now: Instant) {
+        self.last_now = Some(now);
         if seq == self.cursor + 1 {
             self.cursor = seq;
             self.first_unacked_at.get_or_insert(now);
@@ -226,6 +231,7 @@ impl Inbox {
 
     /// Jump the cursor (after applying a snapshot).
     pub fn reset_to(&mut self, seq: Seq, now: Instant) {
+        self.last_now = Some(now);
         self.cursor = seq;
         self.acked = self.acked.min(seq);
         self.first_unacked_at = Some(now);
@@ -241,6 +247,7 @@ impl Inbox {
 
     /// A cumulative ack to send now, if one is due.
     pub fn poll_ack(&mut self, now: Instant) -> Option<Seq> {
+        self.last_now = Some(now);
         let waiting = self.cursor - self.acked;
         let by_time = self
             .first_unacked_at
@@ -257,7 +264,9 @@ impl Inbox {
     /// When [`Inbox::poll_ack`] will next have something, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.ack_due_now {
-            return self.first_unacked_at.or(Some(Instant::now()));
+            // Due already: any instant not in the future will do. A driver
+            // that has never passed a time polls after each frame anyway.
+            return self.first_unacked_at.or(self.last_now);
         }
         self.first_unacked_at.map(|t| t + self.policy.max_delay)
     }

@@ -1,4 +1,160 @@
-//! The Holdfast server. It is built up in issue 3; for now it only re-exports
-//! the protocol crate it is built on, so the workspace links end to end.
+//! The Holdfast server: one binary, embedded SQLite, two gateways.
+//!
+//! - [`config`]: settings from TOML, `HOLDFAST_*` env and flags.
+//! - [`store`]: SQLite schema, the group-commit writer, read queries.
+//! - [`hub`]: in-memory presence, visitors, and the live-connection registry.
+//! - [`agent_gw`]: the agent TCP gateway (protocol crate, sealed frames).
+//! - [`visitor_gw`]: HTTP: visitor WebSocket and long-poll, widget assets,
+//!   `/healthz`, `/metrics`.
+//! - [`auth`], [`token`], [`throttle`], [`identity`]: passwords, visitor
+//!   tokens and identify hashes, rate limits, the server's static key.
+//! - [`admin`]: site and agent management used by the CLI and `--demo`.
+//! - [`metrics`]: Prometheus counters.
 
-pub use holdfast_protocol as protocol;
+pub mod admin;
+pub mod agent_gw;
+pub mod assets;
+pub mod auth;
+pub mod config;
+pub mod hub;
+pub mod identity;
+pub mod metrics;
+pub mod store;
+pub mod throttle;
+pub mod token;
+pub mod visitor_gw;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use holdfast_protocol::handshake::{Fingerprint, ServerIdentity};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ServerConfig;
+
+/// Everything a connection task needs, behind one `Arc`.
+#[derive(Debug)]
+pub struct Ctx {
+    pub cfg: ServerConfig,
+    pub identity: ServerIdentity,
+    pub tokens: token::TokenKey,
+    pub writer: store::WriterHandle,
+    pub reads: store::ReadPool,
+    pub hub: Arc<hub::Hub>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub throttle: throttle::LoginThrottle,
+    pub agent_ip_limiter: throttle::ConnLimiter,
+    pub visitor_ip_limiter: throttle::ConnLimiter,
+    pub http_buckets:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, throttle::TokenBucket>>,
+    pub lp_buckets: std::sync::Mutex<std::collections::HashMap<String, throttle::TokenBucket>>,
+    pub shutdown: CancellationToken,
+}
+
+/// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
+#[derive(Debug)]
+pub struct RunningServer {
+    pub http_addr: SocketAddr,
+    pub agent_addr: SocketAddr,
+    pub fingerprint: Fingerprint,
+    pub ctx: Arc<Ctx>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stop accepting, tell every connection the server is going away, and
+    /// wait for everything already submitted to be committed.
+    pub async fn shutdown(mut self) {
+        self.ctx.shutdown.cancel();
+        self.ctx.hub.kick_all();
+        for t in self.tasks.drain(..) {
+            let _ignored = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        if let Err(e) = self.ctx.writer.barrier().await {
+            tracing::error!("final flush failed: {e}");
+        }
+        // Give connection tasks a moment to notice and drop their handles.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(self.writer_thread.take());
+        tracing::info!("server stopped");
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.ctx.shutdown.clone()
+    }
+}
+
+/// Open the data dir, bind both listeners and start serving.
+pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
+    let identity = identity::load_or_create(&cfg.data_dir).context("loading the server key")?;
+    let conn = store::open_connection(&cfg.data_dir)
+        .with_context(|| format!("opening the database in {}", cfg.data_dir.display()))?;
+    if cfg.demo {
+        let created = admin::ensure_demo(&conn).context("creating the demo site")?;
+        admin::print_demo(&cfg, &identity.fingerprint(), created);
+    }
+    let agent_listener = TcpListener::bind(cfg.agent_listen)
+        .await
+        .with_context(|| format!("cannot bind the agent port {}", cfg.agent_listen))?;
+    let http_listener = std::net::TcpListener::bind(cfg.http)
+        .with_context(|| format!("cannot bind the HTTP port {}", cfg.http))?;
+    http_listener
+        .set_nonblocking(true)
+        .context("configuring the HTTP listener")?;
+    let agent_addr = agent_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let metrics = Arc::new(metrics::Metrics::default());
+    let reads = store::ReadPool::new(&cfg.data_dir);
+    let hub = hub::Hub::new(
+        cfg.hub.clone(),
+        metrics.clone(),
+        reads.clone(),
+        tokio::runtime::Handle::current(),
+    );
+    let (writer, writer_thread) =
+        store::writer::spawn(conn, cfg.writer.clone(), hub.clone(), metrics.clone());
+    let tokens = token::TokenKey::derive(&identity.secret_bytes());
+    let fingerprint = identity.fingerprint();
+    let ctx = Arc::new(Ctx {
+        throttle: throttle::LoginThrottle::new(cfg.throttle.clone()),
+        agent_ip_limiter: throttle::ConnLimiter::new(cfg.agent_max_per_ip),
+        visitor_ip_limiter: throttle::ConnLimiter::new(cfg.visitor.max_ws_per_ip),
+        http_buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
+        lp_buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
+        cfg,
+        identity,
+        tokens,
+        writer,
+        reads,
+        hub,
+        metrics,
+        shutdown: CancellationToken::new(),
+    });
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(agent_gw::serve(agent_listener, ctx.clone())));
+    tasks.push(tokio::spawn(visitor_gw::serve(http_listener, ctx.clone())));
+    let sweeper = ctx.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = sweeper.shutdown.cancelled() => break,
+                _ = tick.tick() => sweeper.hub.sweep(sweeper.cfg.visitor.poll_timeout + Duration::from_secs(5)),
+            }
+        }
+    }));
+    tracing::info!(%http_addr, %agent_addr, %fingerprint, "holdfast server listening");
+    Ok(RunningServer {
+        http_addr,
+        agent_addr,
+        fingerprint,
+        ctx,
+        tasks,
+        writer_thread: Some(writer_thread),
+    })
+}

@@ -1,4 +1,33 @@
-//! The Holdfast test harness. End-to-end tests arrive with the server
-//! (issue 3); the protocol's own tests live beside it in `protocol/tests`.
+//! The Holdfast test harness, shared by every end-to-end and fault test.
+//!
+//! - [`server`]: start a real server in-process on port 0, or the real
+//!   binary as a child process that can be SIGKILLed and restarted.
+//! - [`visitor`]: scripted visitors over WebSocket and over long-poll.
+//! - [`raw_agent`]: a protocol-level agent for hostile-input tests.
+//! - [`proxy`]: a TCP fault proxy (blackhole, reset, slice, latency).
+//! - [`checker`]: counts lost, duplicated and reordered messages.
+//!
+//! Test code may unwrap: a panic is how a test fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
-pub use holdfast_protocol as protocol;
+pub mod checker;
+pub mod proxy;
+pub mod raw_agent;
+pub mod server;
+pub mod visitor;
+
+/// Start tracing once per test binary; `HOLDFAST_LOG=debug` to see it.
+pub fn init_logs() {
+    let _ignored = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}

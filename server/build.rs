@@ -1,0 +1,66 @@
+//! Embed `assets/widget/**` and `assets/demo/**` into the binary.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn mime(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("js") => "application/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("html") => "text/html; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("mp3") => "audio/mpeg",
+        Some("ogg") => "audio/ogg",
+        Some("wav") => "audio/wav",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+fn walk(dir: &Path, url_prefix: &str, out: &mut Vec<(String, std::path::PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            walk(&p, &format!("{url_prefix}/{name}"), out);
+        } else {
+            out.push((format!("{url_prefix}/{name}"), p));
+        }
+    }
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("assets");
+    println!("cargo::rerun-if-changed={}", root.display());
+    let mut files = Vec::new();
+    walk(&root.join("widget"), "/widget", &mut files);
+    walk(&root.join("demo"), "/demo", &mut files);
+    let mut code = String::from("pub static ASSETS: &[Asset] = &[\n");
+    for (url, path) in &files {
+        println!("cargo::rerun-if-changed={}", path.display());
+        let abs = path.canonicalize().unwrap_or_else(|_| path.clone());
+        let _ = writeln!(
+            code,
+            "    ({url:?}, {:?}, include_bytes!({:?})),",
+            mime(path),
+            abs.display().to_string()
+        );
+    }
+    code.push_str("];\n");
+    let out = Path::new(&std::env::var("OUT_DIR").unwrap_or_default()).join("assets.rs");
+    if let Err(e) = std::fs::write(&out, code) {
+        println!("cargo::warning=cannot write {}: {e}", out.display());
+    }
+}

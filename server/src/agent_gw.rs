@@ -1,0 +1,632 @@
+//! The agent gateway: raw TCP, the protocol crate's handshake and sealed
+//! frames, login, resume, commands and live pushes.
+//!
+//! Each connection is one task. It registers with the hub *before* reading
+//! the replay from the store, so an event committed in between is either in
+//! the replay or in the live queue; the task sends every seq exactly once by
+//! tracking the last seq it sent and filling any gap from the store.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use holdfast_protocol::agent::{
+    AckBatch, ClientMsg, CommandResult, Event, LiveEvent, LoginOk, Query, Resume, Seq, ServerMsg,
+    Snapshot, WireError,
+};
+use holdfast_protocol::codec::{FrameCodec, FrameError};
+use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::handshake::server_accept_with;
+use holdfast_protocol::liveness::{Liveness, LivenessAction};
+use holdfast_protocol::seal::{Opener, Sealer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::{sleep, sleep_until, timeout};
+use tokio_util::codec::Framed;
+
+use crate::Ctx;
+use crate::hub::AgentPush;
+use crate::store::reads::{self, AgentRow};
+use crate::store::writer::AgentActor;
+use crate::store::{Op, StoreError};
+
+/// Why a connection ended, for the log.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("peer closed the connection")]
+    PeerClosed,
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("handshake: {0}")]
+    Handshake(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("bad frame: {0}")]
+    Open(#[from] holdfast_protocol::seal::OpenError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("login refused: {0}")]
+    Refused(String),
+    #[error("no heartbeat for {0:?}: peer declared dead")]
+    Dead(Duration),
+    #[error("slow consumer: outbound queue full")]
+    Kicked,
+    #[error("server shutting down")]
+    Shutdown,
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("seal: {0}")]
+    Seal(#[from] holdfast_protocol::seal::SealError),
+}
+
+type Io = Framed<TcpStream, FrameCodec>;
+
+/// Accept agent connections until shutdown.
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
+    let limit = Arc::new(Semaphore::new(ctx.cfg.agent_max_connections));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            () = ctx.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("agent accept failed: {e}; retrying in {backoff:?}");
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "agent connection limit reached; refusing");
+            continue;
+        };
+        let Some(slot) = ctx.agent_ip_limiter.acquire(peer.ip()) else {
+            tracing::warn!(%peer, "too many agent connections from this address; refusing");
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            handle(stream, peer, ctx, permit).await;
+        });
+    }
+}
+
+async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, _permit: OwnedSemaphorePermit) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, "set_nodelay: {e}");
+    }
+    let mut io = Framed::new(stream, FrameCodec::new(ctx.cfg.max_frame));
+    let mut conn = match establish(&mut io, peer, &ctx).await {
+        Ok(c) => c,
+        Err(e) => {
+            if matches!(
+                e,
+                End::Frame(FrameError::Oversize { .. }) | End::Open(_) | End::Handshake(_)
+            ) {
+                ctx.metrics.rejected_frames.inc();
+            }
+            tracing::info!(%peer, "agent connection ended before login: {e}");
+            return;
+        }
+    };
+    let agent = conn.agent.id;
+    let result = conn.run(&mut io, &ctx).await;
+    ctx.hub.unregister_agent(agent, conn.conn_id);
+    match &result {
+        End::Dead(_) => ctx.metrics.dead_peer_cuts.inc(),
+        End::Frame(FrameError::Oversize { .. }) | End::Open(_) | End::Protocol(_) => {
+            ctx.metrics.rejected_frames.inc();
+        }
+        _ => {}
+    }
+    tracing::info!(%peer, agent, "agent connection ended: {result}");
+}
+
+fn seal(sealer: &mut Sealer, msg: &ServerMsg) -> Result<Vec<u8>, End> {
+    // The thread-local RNG must not live across an await, so draw here.
+    Ok(sealer.seal_with(&mut rand::rng(), &msg.encode())?)
+}
+
+struct Session {
+    sealer: Sealer,
+    opener: Opener,
+    liveness: Liveness,
+}
+
+impl Session {
+    async fn send(&mut self, io: &mut Io, msg: &ServerMsg) -> Result<(), End> {
+        let frame = seal(&mut self.sealer, msg)?;
+        io.send(Bytes::from(frame)).await?;
+        self.liveness
+            .on_send(tokio::time::Instant::now().into_std());
+        Ok(())
+    }
+
+    /// Queue without flushing; call `flush` after a burst.
+    async fn feed(&mut self, io: &mut Io, msg: &ServerMsg) -> Result<(), End> {
+        let frame = seal(&mut self.sealer, msg)?;
+        io.feed(Bytes::from(frame)).await?;
+        self.liveness
+            .on_send(tokio::time::Instant::now().into_std());
+        Ok(())
+    }
+
+    async fn error(
+        &mut self,
+        io: &mut Io,
+        code: ErrorCode,
+        message: impl Into<String>,
+        retry_after_ms: Option<u32>,
+    ) {
+        let msg = ServerMsg::Error(WireError {
+            code,
+            message: message.into(),
+            retry_after_ms,
+        });
+        // The connection is about to close; a failed error send changes nothing.
+        let _ignored = self.send(io, &msg).await;
+    }
+
+    fn open(&mut self, frame: &[u8]) -> Result<ClientMsg, End> {
+        let plain = self.opener.open(frame)?;
+        ClientMsg::decode(&plain).map_err(|e| End::Protocol(e.to_string()))
+    }
+}
+
+struct Conn {
+    session: Session,
+    agent: AgentRow,
+    device: holdfast_protocol::ids::MsgId,
+    conn_id: u64,
+    rx: mpsc::Receiver<AgentPush>,
+    kick: tokio_util::sync::CancellationToken,
+    /// The last event seq written to this connection.
+    sent: Seq,
+}
+
+async fn flush(io: &mut Io) -> Result<(), End> {
+    SinkExt::<Bytes>::flush(io).await.map_err(End::from)
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+async fn next_frame(
+    io: &mut Io,
+    what: &'static str,
+    limit: Duration,
+) -> Result<bytes::BytesMut, End> {
+    match timeout(limit, io.next()).await {
+        Err(_) => Err(End::Timeout(what)),
+        Ok(None) => Err(End::PeerClosed),
+        Ok(Some(r)) => Ok(r?),
+    }
+}
+
+async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn, End> {
+    let hs_timeout = ctx.cfg.handshake_timeout;
+    let hello = next_frame(io, "ClientHello", hs_timeout).await?;
+    let accepted = server_accept_with(&ctx.identity, &mut rand::rng(), &hello);
+    let accepted = match accepted {
+        Ok(a) => a,
+        Err(refusal) => {
+            if let Some(reply) = refusal.reply {
+                let _ignored = io.send(Bytes::from(reply)).await;
+            }
+            return Err(End::Handshake(refusal.error.to_string()));
+        }
+    };
+    io.send(Bytes::from(accepted.reply)).await?;
+    let mut session = Session {
+        sealer: accepted.session.sealer,
+        opener: accepted.session.opener,
+        liveness: Liveness::new(ctx.cfg.liveness, now()),
+    };
+    let frame = next_frame(io, "Login", hs_timeout).await?;
+    let login = match session.open(&frame)? {
+        ClientMsg::Login(l) => l,
+        other => {
+            session
+                .error(
+                    io,
+                    ErrorCode::BadRequest,
+                    "the first message must be Login",
+                    None,
+                )
+                .await;
+            return Err(End::Protocol(format!("expected Login, got {other:?}")));
+        }
+    };
+    session.liveness.on_recv(now());
+    let keys = vec![
+        format!("u:{}", login.username.to_lowercase()),
+        format!("ip:{}", peer.ip()),
+    ];
+    if let Some(wait) = ctx.throttle.blocked(&keys, now()) {
+        ctx.metrics.logins_throttled.inc();
+        let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
+        session
+            .error(
+                io,
+                ErrorCode::Throttled,
+                format!(
+                    "too many failed logins; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+                Some(ms),
+            )
+            .await;
+        return Err(End::Refused("throttled".into()));
+    }
+    let username = login.username.clone();
+    let row = ctx
+        .reads
+        .run(move |c| reads::agent_by_username(c, &username))
+        .await?;
+    let password = zeroize::Zeroizing::new(login.password.clone());
+    let hash = row.as_ref().map(|r| r.password_hash.clone());
+    let verified = tokio::task::spawn_blocking(move || {
+        crate::auth::verify_password(&password, hash.as_deref())
+    })
+    .await
+    .unwrap_or(false);
+    let row = match row {
+        Some(r) if verified => r,
+        _ => {
+            ctx.throttle.fail(&keys, now());
+            ctx.metrics.login_failures.inc();
+            // Slow every failure down a little more than a success costs.
+            sleep(ctx.cfg.login_failure_delay).await;
+            session
+                .error(
+                    io,
+                    ErrorCode::Unauthorized,
+                    "wrong username or password",
+                    None,
+                )
+                .await;
+            return Err(End::Refused(format!(
+                "wrong password for {:?}",
+                login.username
+            )));
+        }
+    };
+    if row.disabled {
+        session
+            .error(
+                io,
+                ErrorCode::Disabled,
+                "this agent account is disabled",
+                None,
+            )
+            .await;
+        return Err(End::Refused(format!("{} is disabled", row.username)));
+    }
+    ctx.throttle.succeed(&keys);
+    let (agent_id, device) = (row.id, login.device_id);
+    let commands_acked = ctx
+        .writer
+        .call(|reply| Op::AgentLogin {
+            agent: agent_id,
+            device,
+            reply,
+        })
+        .await?;
+    // Register before reading the log: see the module docs.
+    let reg = ctx.hub.register_agent(row.id, row.site, &row.display_name);
+    let mut conn = Conn {
+        session,
+        agent: row,
+        device,
+        conn_id: reg.id,
+        rx: reg.rx,
+        kick: reg.kick,
+        sent: 0,
+    };
+    if let Err(e) = conn
+        .resume(io, ctx, login.resume_after, commands_acked)
+        .await
+    {
+        ctx.hub.unregister_agent(agent_id, conn.conn_id);
+        return Err(e);
+    }
+    Ok(conn)
+}
+
+impl Conn {
+    async fn resume(
+        &mut self,
+        io: &mut Io,
+        ctx: &Arc<Ctx>,
+        after: Option<Seq>,
+        commands_acked: Seq,
+    ) -> Result<(), End> {
+        let (agent, site) = (self.agent.id, self.agent.site);
+        let (floor, head) = ctx
+            .reads
+            .run(move |c| reads::agent_log_bounds(c, agent))
+            .await?;
+        let replay = after.filter(|a| *a >= floor && *a <= head);
+        let login_ok = ServerMsg::LoginOk(LoginOk {
+            agent,
+            display_name: self.agent.display_name.clone(),
+            site,
+            resume: match replay {
+                Some(a) => Resume::Replay { after: a },
+                None => Resume::Snapshot,
+            },
+            commands_acked,
+            heartbeat_ms: u32::try_from(ctx.cfg.liveness.heartbeat.as_millis()).unwrap_or(u32::MAX),
+            dead_after_ms: u32::try_from(ctx.cfg.liveness.dead_after.as_millis())
+                .unwrap_or(u32::MAX),
+            server_time_ms: crate::store::now_ms(),
+        });
+        self.session.send(io, &login_ok).await?;
+        match replay {
+            Some(a) => {
+                ctx.metrics.resumes_replay.inc();
+                self.sent = a;
+                self.catch_up(io, ctx, Seq::MAX).await?;
+            }
+            None => {
+                ctx.metrics.resumes_snapshot.inc();
+                // Head and contents must come from one read transaction, or
+                // an event could be both in the snapshot and replayed after.
+                let (seq, conversations, messages) = ctx
+                    .reads
+                    .run(move |c| {
+                        c.execute_batch("BEGIN")?;
+                        let r = (|| {
+                            let head = reads::log_head(c, &reads::agent_key(agent))?;
+                            let (cs, ms) = reads::agent_snapshot(c, agent, site)?;
+                            Ok((head, cs, ms))
+                        })();
+                        let _ignored = c.execute_batch("COMMIT");
+                        r
+                    })
+                    .await?;
+                self.session
+                    .send(
+                        io,
+                        &ServerMsg::Snapshot(Snapshot {
+                            seq,
+                            recovered: false,
+                            conversations,
+                            messages,
+                        }),
+                    )
+                    .await?;
+                self.sent = seq;
+            }
+        }
+        let visitors = ctx.hub.visitors_of_site(site);
+        self.session
+            .send(io, &ServerMsg::Live(LiveEvent::Visitors(visitors)))
+            .await?;
+        // This agent may take waiting conversations now.
+        let _queued = ctx.writer.try_submit(Op::AssignQueued { site });
+        Ok(())
+    }
+
+    /// Send stored events after `self.sent`, up to `until`.
+    async fn catch_up(&mut self, io: &mut Io, ctx: &Arc<Ctx>, until: Seq) -> Result<(), End> {
+        let agent = self.agent.id;
+        loop {
+            let after = self.sent;
+            let page = ctx
+                .reads
+                .run(move |c| reads::agent_events_after(c, agent, after, 512))
+                .await?;
+            let n = page.len();
+            for (seq, event) in page {
+                if seq > until {
+                    break;
+                }
+                self.push_event(io, seq, event).await?;
+            }
+            flush(io).await?;
+            if n < 512 || self.sent >= until {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn push_event(&mut self, io: &mut Io, seq: Seq, event: Event) -> Result<(), End> {
+        self.session
+            .feed(io, &ServerMsg::Event { seq, event })
+            .await?;
+        self.sent = seq;
+        Ok(())
+    }
+
+    async fn run(&mut self, io: &mut Io, ctx: &Arc<Ctx>) -> End {
+        match self.run_inner(io, ctx).await {
+            Ok(()) => End::PeerClosed,
+            Err(e) => e,
+        }
+    }
+
+    async fn run_inner(&mut self, io: &mut Io, ctx: &Arc<Ctx>) -> Result<(), End> {
+        let actor = AgentActor {
+            id: self.agent.id,
+            site: self.agent.site,
+            name: self.agent.display_name.clone(),
+        };
+        let mut pending: VecDeque<oneshot::Receiver<Result<CommandResult, StoreError>>> =
+            VecDeque::new();
+        let mut acked_up_to: Seq = 0;
+        let (query_tx, mut query_rx) = mpsc::channel::<ServerMsg>(16);
+        loop {
+            let deadline = tokio::time::Instant::from_std(self.session.liveness.poll_timeout());
+            tokio::select! {
+                biased;
+                () = self.kick.cancelled() => {
+                    self.session.error(io, ErrorCode::GoingAway, "outbound queue full; resume from your cursor", None).await;
+                    return Err(End::Kicked);
+                }
+                () = ctx.shutdown.cancelled() => {
+                    let _ignored = self.session.send(io, &ServerMsg::GoingAway { reason: "server going away".into() }).await;
+                    return Err(End::Shutdown);
+                }
+                res = async {
+                    match pending.front_mut() {
+                        Some(rx) => rx.await,
+                        None => std::future::pending().await,
+                    }
+                }, if !pending.is_empty() => {
+                    pending.pop_front();
+                    let mut results = Vec::new();
+                    let mut first = Some(res);
+                    loop {
+                        let r = match first.take() {
+                            Some(r) => r,
+                            None => match pending.front_mut().map(|rx| rx.try_recv()) {
+                                Some(Ok(r)) => { pending.pop_front(); Ok(r) }
+                                _ => break,
+                            },
+                        };
+                        match r {
+                            Ok(Ok(result)) => results.push(result),
+                            Ok(Err(e)) => {
+                                if !results.is_empty() {
+                                    acked_up_to = acked_up_to.max(results.iter().map(|r| r.seq).max().unwrap_or(0));
+                                    self.session.send(io, &ServerMsg::Ack(AckBatch { up_to: acked_up_to, results })).await?;
+                                }
+                                self.session.error(io, ErrorCode::Unavailable, format!("cannot commit right now: {e}"), Some(1000)).await;
+                                return Err(End::Store(e));
+                            }
+                            Err(_) => return Err(End::Store(StoreError::WriterGone)),
+                        }
+                    }
+                    acked_up_to = acked_up_to.max(results.iter().map(|r| r.seq).max().unwrap_or(0));
+                    ctx.metrics.messages_in.add(results.len() as u64);
+                    self.session.send(io, &ServerMsg::Ack(AckBatch { up_to: acked_up_to, results })).await?;
+                }
+                push = self.rx.recv() => {
+                    let Some(push) = push else { return Err(End::Kicked) };
+                    self.handle_push(io, ctx, push).await?;
+                    // Drain whatever else is ready, then flush once.
+                    while let Ok(push) = self.rx.try_recv() {
+                        self.handle_push(io, ctx, push).await?;
+                    }
+                    flush(io).await?;
+                }
+                q = query_rx.recv() => {
+                    if let Some(msg) = q {
+                        self.session.send(io, &msg).await?;
+                    }
+                }
+                frame = io.next() => {
+                    let frame = match frame {
+                        None => return Ok(()),
+                        Some(Err(FrameError::Oversize { len, max })) => {
+                            self.session.error(io, ErrorCode::TooLarge, format!("frame of {len} bytes exceeds the limit of {max}"), None).await;
+                            return Err(End::Frame(FrameError::Oversize { len, max }));
+                        }
+                        Some(Err(e)) => return Err(e.into()),
+                        Some(Ok(f)) => f,
+                    };
+                    self.session.liveness.on_recv(now());
+                    let msg = match self.session.open(&frame) {
+                        Ok(m) => m,
+                        Err(End::Protocol(why)) => {
+                            self.session.error(io, ErrorCode::BadRequest, format!("malformed message: {why}"), None).await;
+                            return Err(End::Protocol(why));
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    match msg {
+                        ClientMsg::Command(cmd) => {
+                            let (tx, rx) = oneshot::channel();
+                            ctx.writer.submit(Op::AgentCommand { actor: actor.clone(), device: self.device, cmd, reply: tx }).await?;
+                            pending.push_back(rx);
+                        }
+                        ClientMsg::Ack { up_to } => {
+                            if up_to > self.sent {
+                                self.session.error(io, ErrorCode::BadRequest, format!("ack {up_to} is beyond the last event sent ({})", self.sent), None).await;
+                                return Err(End::Protocol("ack beyond sent".into()));
+                            }
+                        }
+                        ClientMsg::Heartbeat => {}
+                        ClientMsg::Query(q) => self.spawn_query(ctx, q, query_tx.clone()),
+                        ClientMsg::Login(_) => {
+                            self.session.error(io, ErrorCode::BadRequest, "already logged in", None).await;
+                            return Err(End::Protocol("second Login".into()));
+                        }
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    match self.session.liveness.poll(now()) {
+                        LivenessAction::Idle => {}
+                        LivenessAction::SendHeartbeat => self.session.send(io, &ServerMsg::Heartbeat).await?,
+                        LivenessAction::Dead => return Err(End::Dead(self.session.liveness.silence(now()))),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_push(
+        &mut self,
+        io: &mut Io,
+        ctx: &Arc<Ctx>,
+        push: AgentPush,
+    ) -> Result<(), End> {
+        match push {
+            AgentPush::Event(seq, event) => {
+                if seq <= self.sent {
+                    return Ok(());
+                }
+                if seq > self.sent + 1 {
+                    // Committed between our replay read and registration.
+                    self.catch_up(io, ctx, seq - 1).await?;
+                }
+                if seq == self.sent + 1 {
+                    ctx.metrics.messages_out.inc();
+                    self.push_event(io, seq, (*event).clone()).await?;
+                }
+                Ok(())
+            }
+            AgentPush::Live(ev) => self.session.feed(io, &ServerMsg::Live((*ev).clone())).await,
+        }
+    }
+
+    fn spawn_query(&self, ctx: &Arc<Ctx>, q: Query, tx: mpsc::Sender<ServerMsg>) {
+        let site = self.agent.site;
+        let reads = ctx.reads.clone();
+        tokio::spawn(async move {
+            match q {
+                Query::History {
+                    request,
+                    visitor,
+                    before,
+                    limit,
+                } => {
+                    let result = reads
+                        .run(move |c| reads::history(c, site, &visitor, before, limit))
+                        .await
+                        .unwrap_or_else(|e| {
+                            holdfast_protocol::agent::QueryResult::Refused(WireError {
+                                code: ErrorCode::Unavailable,
+                                message: e.to_string(),
+                                retry_after_ms: Some(1000),
+                            })
+                        });
+                    let _ignored = tx.send(ServerMsg::QueryResult { request, result }).await;
+                }
+            }
+        });
+    }
+}

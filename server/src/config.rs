@@ -1,0 +1,266 @@
+//! Server settings. Precedence: command-line flag, then `HOLDFAST_*`
+//! environment variable (clap reads both into [`Overrides`]), then the TOML
+//! file, then the defaults here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use holdfast_protocol::liveness::LivenessConfig;
+use holdfast_protocol::visitor::Limits;
+use serde::Deserialize;
+
+use crate::hub::HubConfig;
+use crate::store::WriterConfig;
+use crate::throttle::ThrottleConfig;
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct VisitorConfig {
+    pub max_ws_per_ip: usize,
+    /// Messages per second per visitor connection, and the burst allowed.
+    pub msg_rate: f64,
+    pub msg_burst: f64,
+    /// HTTP requests per second per address (long-poll), and burst.
+    pub http_rate: f64,
+    pub http_burst: f64,
+    /// How long a long-poll is held open when there is nothing to send.
+    pub poll_timeout: Duration,
+    /// Browsers throttle timers in background tabs to about once a minute,
+    /// so the visitor dead-peer cut is longer than the agents' 10 s.
+    pub liveness: LivenessConfig,
+    pub limits: Limits,
+    /// Per-WebSocket buffers. tungstenite's 128 KiB defaults would cost
+    /// gigabytes at 10k idle visitors.
+    pub ws_read_buffer: usize,
+    pub ws_write_buffer: usize,
+    pub hello_timeout: Duration,
+}
+
+impl Default for VisitorConfig {
+    fn default() -> Self {
+        Self {
+            max_ws_per_ip: 256,
+            msg_rate: 5.0,
+            msg_burst: 20.0,
+            http_rate: 20.0,
+            http_burst: 60.0,
+            poll_timeout: Duration::from_secs(25),
+            liveness: LivenessConfig {
+                heartbeat: Duration::from_secs(3),
+                dead_after: Duration::from_secs(75),
+            },
+            limits: Limits::default(),
+            ws_read_buffer: 4 * 1024,
+            ws_write_buffer: 0,
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub agent_listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub demo: bool,
+    /// The address visitors and agents use to reach this server, for the
+    /// demo banner; derived from `http` when unset.
+    pub public_url: Option<String>,
+    pub max_frame: usize,
+    pub liveness: LivenessConfig,
+    pub handshake_timeout: Duration,
+    pub login_failure_delay: Duration,
+    pub agent_max_connections: usize,
+    pub agent_max_per_ip: usize,
+    pub writer: WriterConfig,
+    pub hub: HubConfig,
+    pub throttle: ThrottleConfig,
+    pub visitor: VisitorConfig,
+}
+
+pub fn default_data_dir() -> PathBuf {
+    directories::ProjectDirs::from("io", "Holdfast", "holdfast-server")
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("holdfast-data"))
+}
+
+impl ServerConfig {
+    pub fn with_defaults(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            agent_listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
+            tls: None,
+            demo: false,
+            public_url: None,
+            max_frame: holdfast_protocol::DEFAULT_MAX_FRAME,
+            liveness: LivenessConfig::default(),
+            handshake_timeout: Duration::from_secs(10),
+            login_failure_delay: Duration::from_millis(300),
+            agent_max_connections: 10_000,
+            agent_max_per_ip: 256,
+            writer: WriterConfig::default(),
+            hub: HubConfig::default(),
+            throttle: ThrottleConfig::default(),
+            visitor: VisitorConfig::default(),
+        }
+    }
+
+    /// Loopback, ephemeral ports: for tests and benchmarks.
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        let mut c = Self::with_defaults(data_dir);
+        c.http = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.agent_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.login_failure_delay = Duration::from_millis(20);
+        c
+    }
+
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        if let Some(u) = &self.public_url {
+            return u.trim_end_matches('/').to_string();
+        }
+        let host = if bound.ip().is_unspecified() {
+            "localhost".to_string()
+        } else {
+            bound.ip().to_string()
+        };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{host}:{}", bound.port())
+    }
+}
+
+/// The TOML file. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub http: Option<SocketAddr>,
+    pub agent_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub demo: Option<bool>,
+    pub public_url: Option<String>,
+    pub max_frame: Option<usize>,
+    pub heartbeat_ms: Option<u64>,
+    pub dead_after_ms: Option<u64>,
+    pub retention_days: Option<u64>,
+    pub group_commit: Option<bool>,
+    pub max_batch: Option<usize>,
+}
+
+/// Values from flags or the environment (flags win; clap does that part).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub http: Option<SocketAddr>,
+    pub agent_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub demo: bool,
+    pub public_url: Option<String>,
+    pub max_frame: Option<usize>,
+    pub heartbeat_ms: Option<u64>,
+    pub dead_after_ms: Option<u64>,
+    pub retention_days: Option<u64>,
+    pub group_commit: Option<bool>,
+}
+
+pub fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+/// Merge flags/env over the file over defaults.
+pub fn resolve(file: FileConfig, o: Overrides) -> anyhow::Result<ServerConfig> {
+    let data_dir = o
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(default_data_dir);
+    let mut c = ServerConfig::with_defaults(data_dir);
+    if let Some(v) = o.http.or(file.http) {
+        c.http = v;
+    }
+    if let Some(v) = o.agent_listen.or(file.agent_listen) {
+        c.agent_listen = v;
+    }
+    c.demo = o.demo || file.demo.unwrap_or(false);
+    c.public_url = o.public_url.or(file.public_url);
+    if let Some(v) = o.max_frame.or(file.max_frame) {
+        anyhow::ensure!(v >= 1024, "max_frame must be at least 1024 bytes, got {v}");
+        c.max_frame = v;
+    }
+    if let Some(v) = o.heartbeat_ms.or(file.heartbeat_ms) {
+        c.liveness.heartbeat = Duration::from_millis(v);
+    }
+    if let Some(v) = o.dead_after_ms.or(file.dead_after_ms) {
+        c.liveness.dead_after = Duration::from_millis(v);
+    }
+    anyhow::ensure!(
+        c.liveness.dead_after > c.liveness.heartbeat,
+        "dead_after ({:?}) must be longer than the heartbeat ({:?})",
+        c.liveness.dead_after,
+        c.liveness.heartbeat
+    );
+    if let Some(v) = o.retention_days.or(file.retention_days) {
+        c.writer.retention = Duration::from_secs(v.max(1) * 24 * 3600);
+    }
+    if let Some(v) = o.group_commit.or(file.group_commit) {
+        c.writer.group_commit = v;
+    }
+    if let Some(v) = file.max_batch {
+        c.writer.max_batch = v.max(1);
+    }
+    c.tls = match (o.tls_cert.or(file.tls_cert), o.tls_key.or(file.tls_key)) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+    };
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            http = "127.0.0.1:9000"
+            agent_listen = "127.0.0.1:9001"
+            heartbeat_ms = 1000
+            "#,
+        )
+        .unwrap();
+        let o = Overrides {
+            http: Some("127.0.0.1:9100".parse().unwrap()),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        let c = resolve(file, o).unwrap();
+        assert_eq!(c.http.port(), 9100);
+        assert_eq!(c.agent_listen.port(), 9001);
+        assert_eq!(c.liveness.heartbeat, Duration::from_secs(1));
+        assert_eq!(c.liveness.dead_after, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unknown_keys_and_half_tls_are_errors() {
+        assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+        let o = Overrides {
+            tls_cert: Some("c.pem".into()),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        assert!(resolve(FileConfig::default(), o).is_err());
+    }
+}

@@ -1,0 +1,523 @@
+//! The in-memory hub: who is connected, who is on which page, and the
+//! registry of live connections with their bounded outbound queues.
+//!
+//! The hub holds no durable data; the store does. It only routes committed
+//! events to live connections. A connection whose queue is full is cut (its
+//! kick token fires) instead of growing memory; it resumes later from its
+//! cursor. Unregistering removes that exact connection, never a newer one
+//! for the same agent or visitor.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use holdfast_protocol::agent::{
+    AgentId, Event, LiveEvent, PageView, Presence, Seq, SiteId, VisitorInfo,
+};
+use holdfast_protocol::visitor::VisitorEvent;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::store::ReadPool;
+use crate::store::reads::{self, TRAIL_LEN};
+use crate::store::writer::Effect;
+
+/// What an agent connection receives.
+#[derive(Debug, Clone)]
+pub enum AgentPush {
+    Event(Seq, Arc<Event>),
+    Live(Arc<LiveEvent>),
+}
+
+/// What a visitor connection receives.
+#[derive(Debug, Clone)]
+pub enum VisitorPush {
+    Event(Seq, Arc<VisitorEvent>),
+    Agents(bool),
+}
+
+/// A live connection's side of the registry.
+#[derive(Debug)]
+pub struct Registration<T> {
+    pub id: u64,
+    pub rx: mpsc::Receiver<T>,
+    pub kick: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Conn<T> {
+    id: u64,
+    tx: mpsc::Sender<T>,
+    kick: CancellationToken,
+}
+
+#[derive(Debug)]
+struct AgentLive {
+    site: SiteId,
+    name: String,
+    presence: Presence,
+    conns: Vec<Conn<AgentPush>>,
+}
+
+#[derive(Debug)]
+struct VisitorLive {
+    info: VisitorInfo,
+    conns: Vec<Conn<VisitorPush>>,
+    /// Long-polls currently held open.
+    polls: usize,
+    last_poll: Option<Instant>,
+    /// Wakes long-polls when an event is committed.
+    notify: Arc<Notify>,
+    /// When the last connection went away (a grace period follows, so a page
+    /// navigation does not flicker the visitor off the agents' list).
+    gone_since: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub agent_queue: usize,
+    pub visitor_queue: usize,
+    /// How long a visitor stays listed after their last tab closed.
+    pub visitor_grace: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            agent_queue: 4096,
+            visitor_queue: 256,
+            visitor_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    agents: HashMap<AgentId, AgentLive>,
+    visitors: HashMap<String, VisitorLive>,
+    next_conn: u64,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<State>,
+    cfg: HubConfig,
+    metrics: Arc<Metrics>,
+    reads: ReadPool,
+    rt: tokio::runtime::Handle,
+    /// Background refreshes hold a weak reference back, avoiding a cycle.
+    me: Weak<Hub>,
+}
+
+/// Send to one connection; a full queue cuts it.
+fn push<T>(conn: &Conn<T>, item: T, metrics: &Metrics) -> bool {
+    match conn.tx.try_send(item) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics.slow_consumer_cuts.inc();
+            conn.kick.cancel();
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+impl Hub {
+    pub fn new(
+        cfg: HubConfig,
+        metrics: Arc<Metrics>,
+        reads: ReadPool,
+        rt: tokio::runtime::Handle,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            state: Mutex::new(State::default()),
+            cfg,
+            metrics,
+            reads,
+            rt,
+            me: me.clone(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug; the state is still
+        // a consistent routing table, so keep serving rather than cascade.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn broadcast_live(&self, st: &mut State, site: SiteId, ev: LiveEvent) {
+        let ev = Arc::new(ev);
+        for a in st.agents.values_mut().filter(|a| a.site == site) {
+            a.conns
+                .retain(|c| push(c, AgentPush::Live(ev.clone()), &self.metrics));
+        }
+    }
+
+    fn broadcast_agents_online(&self, st: &mut State, site: SiteId) {
+        let online = st
+            .agents
+            .values()
+            .any(|a| a.site == site && a.presence == Presence::Online && !a.conns.is_empty());
+        for v in st.visitors.values_mut().filter(|v| v.info.site == site) {
+            v.conns
+                .retain(|c| push(c, VisitorPush::Agents(online), &self.metrics));
+        }
+    }
+
+    pub fn register_agent(
+        &self,
+        agent: AgentId,
+        site: SiteId,
+        name: &str,
+    ) -> Registration<AgentPush> {
+        let (tx, rx) = mpsc::channel(self.cfg.agent_queue.max(1));
+        let kick = CancellationToken::new();
+        let mut st = self.lock();
+        st.next_conn += 1;
+        let id = st.next_conn;
+        let entry = st.agents.entry(agent).or_insert_with(|| AgentLive {
+            site,
+            name: name.to_string(),
+            presence: Presence::Offline,
+            conns: Vec::new(),
+        });
+        entry.conns.push(Conn {
+            id,
+            tx,
+            kick: kick.clone(),
+        });
+        let came_online = entry.presence == Presence::Offline;
+        if came_online {
+            entry.presence = Presence::Online;
+            self.broadcast_live(
+                &mut st,
+                site,
+                LiveEvent::AgentPresence {
+                    agent,
+                    name: name.to_string(),
+                    presence: Presence::Online,
+                },
+            );
+            self.broadcast_agents_online(&mut st, site);
+        }
+        self.metrics.agent_connections.inc();
+        Registration { id, rx, kick }
+    }
+
+    /// Remove exactly this connection. Returns true when it was the agent's
+    /// last one.
+    pub fn unregister_agent(&self, agent: AgentId, conn: u64) -> bool {
+        let mut st = self.lock();
+        let Some(a) = st.agents.get_mut(&agent) else {
+            return false;
+        };
+        let before = a.conns.len();
+        a.conns.retain(|c| c.id != conn);
+        if a.conns.len() < before {
+            self.metrics.agent_connections.dec();
+        }
+        if !a.conns.is_empty() {
+            return false;
+        }
+        let (site, name) = (a.site, a.name.clone());
+        a.presence = Presence::Offline;
+        self.broadcast_live(
+            &mut st,
+            site,
+            LiveEvent::AgentPresence {
+                agent,
+                name,
+                presence: Presence::Offline,
+            },
+        );
+        self.broadcast_agents_online(&mut st, site);
+        true
+    }
+
+    pub fn set_presence(&self, agent: AgentId, presence: Presence) {
+        let mut st = self.lock();
+        let Some(a) = st.agents.get_mut(&agent) else {
+            return;
+        };
+        if a.conns.is_empty() || a.presence == presence {
+            return;
+        }
+        a.presence = presence;
+        let (site, name) = (a.site, a.name.clone());
+        self.broadcast_live(
+            &mut st,
+            site,
+            LiveEvent::AgentPresence {
+                agent,
+                name,
+                presence,
+            },
+        );
+        self.broadcast_agents_online(&mut st, site);
+    }
+
+    /// Online, connected agents of a site (for auto-assignment).
+    pub fn available_agents(&self, site: SiteId) -> Vec<AgentId> {
+        let st = self.lock();
+        let mut v: Vec<AgentId> = st
+            .agents
+            .iter()
+            .filter(|(_, a)| {
+                a.site == site && a.presence == Presence::Online && !a.conns.is_empty()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub fn agents_online(&self, site: SiteId) -> bool {
+        !self.available_agents(site).is_empty()
+    }
+
+    pub fn presence(&self, agent: AgentId) -> Presence {
+        self.lock()
+            .agents
+            .get(&agent)
+            .map_or(Presence::Offline, |a| a.presence)
+    }
+
+    /// Register a visitor tab (WebSocket). `info` is the stored record.
+    pub fn register_visitor(&self, mut info: VisitorInfo) -> Registration<VisitorPush> {
+        let (tx, rx) = mpsc::channel(self.cfg.visitor_queue.max(1));
+        let kick = CancellationToken::new();
+        let mut st = self.lock();
+        st.next_conn += 1;
+        let id = st.next_conn;
+        let site = info.site;
+        let entry = self.visitor_entry(&mut st, &mut info);
+        entry.conns.push(Conn {
+            id,
+            tx,
+            kick: kick.clone(),
+        });
+        entry.gone_since = None;
+        let snapshot = entry.info.clone();
+        self.broadcast_live(&mut st, site, LiveEvent::Visitor(snapshot));
+        self.metrics.visitor_ws_connections.inc();
+        Registration { id, rx, kick }
+    }
+
+    fn visitor_entry<'a>(&self, st: &'a mut State, info: &mut VisitorInfo) -> &'a mut VisitorLive {
+        let now = crate::store::now_ms();
+        let entry = st.visitors.entry(info.id.clone()).or_insert_with(|| {
+            let mut i = info.clone();
+            i.visit_started_ms = now;
+            VisitorLive {
+                info: i,
+                conns: Vec::new(),
+                polls: 0,
+                last_poll: None,
+                notify: Arc::new(Notify::new()),
+                gone_since: None,
+            }
+        });
+        entry.info.online = true;
+        entry
+    }
+
+    pub fn unregister_visitor(&self, visitor: &str, conn: u64) {
+        let mut st = self.lock();
+        let Some(v) = st.visitors.get_mut(visitor) else {
+            return;
+        };
+        let before = v.conns.len();
+        v.conns.retain(|c| c.id != conn);
+        if v.conns.len() < before {
+            self.metrics.visitor_ws_connections.dec();
+        }
+        if v.conns.is_empty() && v.polls == 0 {
+            v.gone_since = Some(Instant::now());
+        }
+    }
+
+    /// A long-poll began: the visitor is online while polls keep coming.
+    pub fn poll_begin(&self, mut info: VisitorInfo) -> Arc<Notify> {
+        let mut st = self.lock();
+        let site = info.site;
+        let fresh = !st.visitors.get(&info.id).is_some_and(|v| v.info.online);
+        let entry = self.visitor_entry(&mut st, &mut info);
+        entry.polls += 1;
+        entry.last_poll = Some(Instant::now());
+        entry.gone_since = None;
+        let notify = entry.notify.clone();
+        let snapshot = entry.info.clone();
+        if fresh {
+            self.broadcast_live(&mut st, site, LiveEvent::Visitor(snapshot));
+        }
+        self.metrics.visitor_long_polls.inc();
+        notify
+    }
+
+    pub fn poll_end(&self, visitor: &str) {
+        let mut st = self.lock();
+        if let Some(v) = st.visitors.get_mut(visitor) {
+            v.polls = v.polls.saturating_sub(1);
+            v.last_poll = Some(Instant::now());
+            self.metrics.visitor_long_polls.dec();
+        }
+    }
+
+    /// Whether the visitor is known to the hub (online or within grace).
+    pub fn visitor_live(&self, visitor: &str) -> Option<VisitorInfo> {
+        self.lock().visitors.get(visitor).map(|v| v.info.clone())
+    }
+
+    pub fn visitor_page(&self, visitor: &str, page: PageView, user_agent: Option<String>) {
+        let mut st = self.lock();
+        let Some(v) = st.visitors.get_mut(visitor) else {
+            return;
+        };
+        if v.info.trail.is_empty() {
+            v.info.referrer = page.referrer.clone();
+        }
+        v.info.trail.push(page);
+        if v.info.trail.len() > TRAIL_LEN {
+            let excess = v.info.trail.len() - TRAIL_LEN;
+            v.info.trail.drain(..excess);
+        }
+        if user_agent.is_some() {
+            v.info.user_agent = user_agent;
+        }
+        let (site, info) = (v.info.site, v.info.clone());
+        self.broadcast_live(&mut st, site, LiveEvent::Visitor(info));
+    }
+
+    /// Online visitors of a site, for an agent's login.
+    pub fn visitors_of_site(&self, site: SiteId) -> Vec<VisitorInfo> {
+        let st = self.lock();
+        let mut v: Vec<VisitorInfo> = st
+            .visitors
+            .values()
+            .filter(|v| v.info.site == site && v.info.online)
+            .map(|v| v.info.clone())
+            .collect();
+        v.sort_by(|a, b| {
+            a.visit_started_ms
+                .cmp(&b.visit_started_ms)
+                .then(a.id.cmp(&b.id))
+        });
+        v
+    }
+
+    /// Drop visitors whose grace period is over.
+    pub fn sweep(&self, poll_timeout: Duration) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let grace = self.cfg.visitor_grace;
+        let gone: Vec<(String, SiteId)> = st
+            .visitors
+            .iter()
+            .filter(|(_, v)| {
+                let ws_gone = v.conns.is_empty() && v.polls == 0;
+                let since = v
+                    .gone_since
+                    .or_else(|| v.last_poll.map(|t| t + poll_timeout))
+                    .unwrap_or(now);
+                ws_gone && now.saturating_duration_since(since) >= grace
+            })
+            .map(|(k, v)| (k.clone(), v.info.site))
+            .collect();
+        for (id, site) in gone {
+            st.visitors.remove(&id);
+            self.broadcast_live(&mut st, site, LiveEvent::VisitorGone { visitor: id });
+        }
+    }
+
+    /// Route committed effects to live connections. Called by the writer
+    /// thread right after each commit, in commit order.
+    pub fn publish(&self, effects: Vec<Effect>) {
+        if effects.is_empty() {
+            return;
+        }
+        let mut refresh = Vec::new();
+        {
+            let mut st = self.lock();
+            for e in effects {
+                match e {
+                    Effect::AgentEvent { agent, seq, event } => {
+                        if let Some(a) = st.agents.get_mut(&agent) {
+                            a.conns.retain(|c| {
+                                push(c, AgentPush::Event(seq, event.clone()), &self.metrics)
+                            });
+                            self.metrics.events_pushed.inc();
+                        }
+                    }
+                    Effect::VisitorEvent {
+                        visitor,
+                        seq,
+                        event,
+                    } => {
+                        if let Some(v) = st.visitors.get_mut(&visitor) {
+                            v.conns.retain(|c| {
+                                push(c, VisitorPush::Event(seq, event.clone()), &self.metrics)
+                            });
+                            v.notify.notify_waiters();
+                            self.metrics.events_pushed.inc();
+                        }
+                    }
+                    Effect::VisitorChanged { visitor } => {
+                        if st.visitors.contains_key(&visitor) && !refresh.contains(&visitor) {
+                            refresh.push(visitor);
+                        }
+                    }
+                    Effect::Presence { .. } => {}
+                }
+            }
+        }
+        for visitor in refresh {
+            self.refresh_visitor(visitor);
+        }
+    }
+
+    /// Reload a visitor's stored fields and tell the site's agents.
+    fn refresh_visitor(&self, visitor: String) {
+        let reads = self.reads.clone();
+        let hub = self.me.clone();
+        self.rt.spawn(async move {
+            let id = visitor.clone();
+            let Ok(Some(stored)) = reads.run(move |c| reads::visitor_info(c, &id)).await else {
+                return;
+            };
+            if let Some(h) = hub.upgrade() {
+                h.merge_visitor(stored);
+            }
+        });
+    }
+
+    fn merge_visitor(&self, stored: VisitorInfo) {
+        let mut st = self.lock();
+        let Some(v) = st.visitors.get_mut(&stored.id) else {
+            return;
+        };
+        v.info.name = stored.name;
+        v.info.email = stored.email;
+        v.info.attrs = stored.attrs;
+        v.info.verified = stored.verified;
+        v.info.conversation = stored.conversation;
+        let (site, info) = (v.info.site, v.info.clone());
+        self.broadcast_live(&mut st, site, LiveEvent::Visitor(info));
+    }
+
+    /// Tell every connection to go away (shutdown).
+    pub fn kick_all(&self) {
+        let st = self.lock();
+        for a in st.agents.values() {
+            for c in &a.conns {
+                c.kick.cancel();
+            }
+        }
+        for v in st.visitors.values() {
+            for c in &v.conns {
+                c.kick.cancel();
+            }
+            v.notify.notify_waiters();
+        }
+    }
+}

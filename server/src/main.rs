@@ -1,0 +1,285 @@
+//! `holdfast-server`: serve, manage sites and agents, show the fingerprint.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use holdfast_server::config::{self, Overrides};
+use holdfast_server::{admin, identity, store};
+
+#[derive(Debug, Parser)]
+#[command(name = "holdfast-server", version, about = "Holdfast live chat server")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Args)]
+struct DataDir {
+    /// Data directory (database and server key). Default: the OS data dir.
+    #[arg(long, env = "HOLDFAST_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn path(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(config::default_data_dir)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage sites.
+    Site {
+        #[command(subcommand)]
+        cmd: SiteCmd,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Manage agents.
+    Agent {
+        #[command(subcommand)]
+        cmd: AgentCmd,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Print the server's key fingerprint, for agents to check.
+    Fingerprint {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, env = "HOLDFAST_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "HOLDFAST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP/WebSocket address [default: 0.0.0.0:8080]
+    #[arg(long, env = "HOLDFAST_HTTP")]
+    http: Option<SocketAddr>,
+    /// Agent TCP address [default: 0.0.0.0:7070]
+    #[arg(long, env = "HOLDFAST_AGENT_LISTEN")]
+    agent_listen: Option<SocketAddr>,
+    /// PEM certificate chain for HTTPS/WSS.
+    #[arg(long, env = "HOLDFAST_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS/WSS.
+    #[arg(long, env = "HOLDFAST_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Create a demo site and agent if missing, and print how to use them.
+    #[arg(long, env = "HOLDFAST_DEMO")]
+    demo: bool,
+    /// Public base URL shown in the demo banner (e.g. https://chat.example.com).
+    #[arg(long, env = "HOLDFAST_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Maximum agent frame size in bytes.
+    #[arg(long, env = "HOLDFAST_MAX_FRAME")]
+    max_frame: Option<usize>,
+    /// Heartbeat interval in milliseconds [default: 3000]
+    #[arg(long, env = "HOLDFAST_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    /// Dead-peer timeout in milliseconds [default: 10000]
+    #[arg(long, env = "HOLDFAST_DEAD_AFTER_MS")]
+    dead_after_ms: Option<u64>,
+    /// Event log retention in days [default: 7]
+    #[arg(long, env = "HOLDFAST_RETENTION_DAYS")]
+    retention_days: Option<u64>,
+    /// Group commit on or off (off only to measure what it buys).
+    #[arg(long, env = "HOLDFAST_GROUP_COMMIT")]
+    group_commit: Option<bool>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SiteCmd {
+    /// Add a site. Its key goes in the widget's data-site attribute.
+    Add {
+        key: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Secret for verifying Holdfast.identify() hashes.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCmd {
+    /// Add an agent to a site. The password is read from HOLDFAST_PASSWORD or --password.
+    Add {
+        username: String,
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, env = "HOLDFAST_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Maximum concurrent chats.
+        #[arg(long, default_value_t = 5)]
+        capacity: u32,
+    },
+    /// Set an agent's password.
+    Passwd {
+        username: String,
+        #[arg(long, env = "HOLDFAST_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    List,
+    /// Disable (or with --enable, re-enable) an agent.
+    Disable {
+        username: String,
+        #[arg(long)]
+        enable: bool,
+    },
+}
+
+#[allow(clippy::print_stdout)]
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve(a) => serve(a),
+        Cmd::Fingerprint { dir } => {
+            let id = identity::load_or_create(&dir.path()).context("loading the server key")?;
+            println!("{}", id.fingerprint());
+            Ok(())
+        }
+        Cmd::Site { cmd, dir } => {
+            let conn = store::open_connection(&dir.path()).context("opening the database")?;
+            match cmd {
+                SiteCmd::Add { key, name, secret } => {
+                    let name = name.unwrap_or_else(|| key.clone());
+                    let s = admin::add_site(&conn, &key, &name, secret.as_deref())?;
+                    println!(
+                        "site {} added (id {}); embed with data-site=\"{}\"",
+                        s.key, s.id, s.key
+                    );
+                }
+                SiteCmd::List => {
+                    for s in store::reads::list_sites(&conn)? {
+                        let secret = if s.secret.is_some() {
+                            "identify: verified"
+                        } else {
+                            "identify: open"
+                        };
+                        println!("{}\t{}\t{}\t{secret}", s.id, s.key, s.name);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Cmd::Agent { cmd, dir } => {
+            let conn = store::open_connection(&dir.path()).context("opening the database")?;
+            match cmd {
+                AgentCmd::Add {
+                    username,
+                    site,
+                    name,
+                    password,
+                    capacity,
+                } => {
+                    let name = name.unwrap_or_else(|| username.clone());
+                    let a = admin::add_agent(&conn, &site, &username, &name, &password, capacity)?;
+                    println!("agent {} added (id {}) to site {site}", a.username, a.id);
+                }
+                AgentCmd::Passwd { username, password } => {
+                    admin::set_password(&conn, &username, &password)?;
+                    println!("password changed for {username}");
+                }
+                AgentCmd::List => {
+                    let sites = store::reads::list_sites(&conn)?;
+                    for a in store::reads::list_agents(&conn)? {
+                        let site = sites
+                            .iter()
+                            .find(|s| s.id == a.site)
+                            .map_or("?", |s| s.key.as_str());
+                        let state = if a.disabled { "disabled" } else { "enabled" };
+                        println!(
+                            "{}\t{}\t{}\t{site}\tcapacity {}\t{state}",
+                            a.id, a.username, a.display_name, a.capacity
+                        );
+                    }
+                }
+                AgentCmd::Disable { username, enable } => {
+                    admin::set_disabled(&conn, &username, !enable)?;
+                    println!("{username} {}", if enable { "enabled" } else { "disabled" });
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let file = match &a.config {
+        Some(p) => config::load_file(p)?,
+        None => config::FileConfig::default(),
+    };
+    let cfg = config::resolve(
+        file,
+        Overrides {
+            data_dir: a.data_dir,
+            http: a.http,
+            agent_listen: a.agent_listen,
+            tls_cert: a.tls_cert,
+            tls_key: a.tls_key,
+            demo: a.demo,
+            public_url: a.public_url,
+            max_frame: a.max_frame,
+            heartbeat_ms: a.heartbeat_ms,
+            dead_after_ms: a.dead_after_ms,
+            retention_days: a.retention_days,
+            group_commit: a.group_commit,
+        },
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let server = holdfast_server::start(cfg).await?;
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections, flushing the writer");
+        server.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ignored = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ignored = tokio::signal::ctrl_c().await;
+    }
+}

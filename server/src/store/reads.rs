@@ -1,0 +1,523 @@
+//! Read queries. Each takes a plain `&Connection`, so the writer thread can
+//! use the same code inside its transaction.
+
+use holdfast_protocol::agent::{
+    AgentId, Author, ChatMessage, ConversationId, ConversationInfo, ConversationState, Event,
+    MessageId, PageView, QueryResult, Seq, SiteId, VisitorInfo,
+};
+use holdfast_protocol::ids::MsgId;
+use holdfast_protocol::visitor::{
+    ConversationView, Sender, VisitorConvState, VisitorEvent, VisitorMessage,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::StoreError;
+
+/// How many page views of a visitor's trail are kept in memory and sent live.
+pub const TRAIL_LEN: usize = 20;
+
+#[derive(Clone, Debug)]
+pub struct SiteRow {
+    pub id: SiteId,
+    pub key: String,
+    pub name: String,
+    pub secret: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct AgentRow {
+    pub id: AgentId,
+    pub site: SiteId,
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub capacity: u32,
+    pub disabled: bool,
+}
+
+impl std::fmt::Debug for AgentRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentRow")
+            .field("id", &self.id)
+            .field("site", &self.site)
+            .field("username", &self.username)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn state_to_int(s: ConversationState) -> i64 {
+    match s {
+        ConversationState::Queued => 0,
+        ConversationState::Active => 1,
+        ConversationState::Closed => 2,
+        ConversationState::LeftMessage => 3,
+    }
+}
+
+pub fn state_from_int(i: i64) -> ConversationState {
+    match i {
+        0 => ConversationState::Queued,
+        1 => ConversationState::Active,
+        3 => ConversationState::LeftMessage,
+        _ => ConversationState::Closed,
+    }
+}
+
+pub fn visitor_state(s: ConversationState) -> VisitorConvState {
+    match s {
+        ConversationState::Queued => VisitorConvState::Queued,
+        ConversationState::Active => VisitorConvState::Active,
+        ConversationState::Closed => VisitorConvState::Closed,
+        ConversationState::LeftMessage => VisitorConvState::LeftMessage,
+    }
+}
+
+pub const AUTHOR_VISITOR: i64 = 0;
+pub const AUTHOR_AGENT: i64 = 1;
+pub const AUTHOR_SYSTEM: i64 = 2;
+
+fn u64_col(row: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    let v: i64 = row.get(i)?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+fn opt_u64_col(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<u64>> {
+    let v: Option<i64> = row.get(i)?;
+    Ok(v.and_then(|v| u64::try_from(v).ok()))
+}
+
+pub fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub fn site_by_key(conn: &Connection, key: &str) -> Result<Option<SiteRow>, StoreError> {
+    let mut st = conn.prepare_cached("SELECT id, key, name, secret FROM sites WHERE key = ?1")?;
+    Ok(st
+        .query_row([key], |r| {
+            Ok(SiteRow {
+                id: u64_col(r, 0)?,
+                key: r.get(1)?,
+                name: r.get(2)?,
+                secret: r.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
+pub fn list_sites(conn: &Connection) -> Result<Vec<SiteRow>, StoreError> {
+    let mut st = conn.prepare_cached("SELECT id, key, name, secret FROM sites ORDER BY id")?;
+    let rows = st.query_map([], |r| {
+        Ok(SiteRow {
+            id: u64_col(r, 0)?,
+            key: r.get(1)?,
+            name: r.get(2)?,
+            secret: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+const AGENT_COLS: &str = "id, site_id, username, display_name, password_hash, capacity, disabled";
+
+fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
+    Ok(AgentRow {
+        id: u64_col(r, 0)?,
+        site: u64_col(r, 1)?,
+        username: r.get(2)?,
+        display_name: r.get(3)?,
+        password_hash: r.get(4)?,
+        capacity: u32::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+        disabled: r.get::<_, i64>(6)? != 0,
+    })
+}
+
+pub fn agent_by_username(
+    conn: &Connection,
+    username: &str,
+) -> Result<Option<AgentRow>, StoreError> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {AGENT_COLS} FROM agents WHERE username = ?1"
+    ))?;
+    Ok(st.query_row([username], agent_row).optional()?)
+}
+
+pub fn agent_by_id(conn: &Connection, id: AgentId) -> Result<Option<AgentRow>, StoreError> {
+    let mut st = conn.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"))?;
+    Ok(st.query_row([to_i64(id)], agent_row).optional()?)
+}
+
+pub fn agents_of_site(conn: &Connection, site: SiteId) -> Result<Vec<AgentRow>, StoreError> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {AGENT_COLS} FROM agents WHERE site_id = ?1 ORDER BY id"
+    ))?;
+    let rows = st.query_map([to_i64(site)], agent_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn list_agents(conn: &Connection) -> Result<Vec<AgentRow>, StoreError> {
+    let mut st = conn.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents ORDER BY id"))?;
+    let rows = st.query_map([], agent_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn agent_key(agent: AgentId) -> String {
+    format!("a:{agent}")
+}
+
+pub fn visitor_key(visitor: &str) -> String {
+    format!("v:{visitor}")
+}
+
+/// The newest seq ever assigned to a recipient.
+pub fn log_head(conn: &Connection, recipient: &str) -> Result<Seq, StoreError> {
+    let mut st = conn.prepare_cached("SELECT head FROM log_heads WHERE recipient = ?1")?;
+    let head: Option<i64> = st.query_row([recipient], |r| r.get(0)).optional()?;
+    Ok(head.and_then(|h| u64::try_from(h).ok()).unwrap_or(0))
+}
+
+/// (floor, head): events floor+1 ..= head are still stored. A cursor below
+/// the floor cannot be replayed and gets a snapshot.
+pub fn agent_log_bounds(conn: &Connection, agent: AgentId) -> Result<(Seq, Seq), StoreError> {
+    let head = log_head(conn, &agent_key(agent))?;
+    let mut st = conn.prepare_cached("SELECT MIN(seq) FROM agent_events WHERE agent_id = ?1")?;
+    let min: Option<i64> = st.query_row([to_i64(agent)], |r| r.get(0))?;
+    let floor = min
+        .and_then(|m| u64::try_from(m).ok())
+        .map_or(head, |m| m - 1);
+    Ok((floor, head))
+}
+
+pub fn visitor_log_bounds(conn: &Connection, visitor: &str) -> Result<(Seq, Seq), StoreError> {
+    let head = log_head(conn, &visitor_key(visitor))?;
+    let mut st =
+        conn.prepare_cached("SELECT MIN(seq) FROM visitor_events WHERE visitor_id = ?1")?;
+    let min: Option<i64> = st.query_row([visitor], |r| r.get(0))?;
+    let floor = min
+        .and_then(|m| u64::try_from(m).ok())
+        .map_or(head, |m| m - 1);
+    Ok((floor, head))
+}
+
+pub fn decode_agent_event(bytes: &[u8]) -> Result<Event, StoreError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(e, _)| e)
+        .map_err(|e| StoreError::Corrupt(format!("agent event: {e}")))
+}
+
+pub fn encode_agent_event(e: &Event) -> Result<Vec<u8>, StoreError> {
+    bincode::serde::encode_to_vec(e, bincode::config::standard())
+        .map_err(|e| StoreError::Corrupt(format!("agent event encode: {e}")))
+}
+
+pub fn agent_events_after(
+    conn: &Connection,
+    agent: AgentId,
+    after: Seq,
+    limit: u32,
+) -> Result<Vec<(Seq, Event)>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT seq, event FROM agent_events WHERE agent_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let rows = st.query_map(params![to_i64(agent), to_i64(after), limit], |r| {
+        Ok((u64_col(r, 0)?, r.get::<_, Vec<u8>>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, bytes) = row?;
+        out.push((seq, decode_agent_event(&bytes)?));
+    }
+    Ok(out)
+}
+
+pub fn visitor_events_after(
+    conn: &Connection,
+    visitor: &str,
+    after: Seq,
+    limit: u32,
+) -> Result<Vec<(Seq, VisitorEvent)>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT seq, event FROM visitor_events WHERE visitor_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let rows = st.query_map(params![visitor, to_i64(after), limit], |r| {
+        Ok((u64_col(r, 0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, text) = row?;
+        let ev = serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("visitor event: {e}")))?;
+        out.push((seq, ev));
+    }
+    Ok(out)
+}
+
+const CONV_SELECT: &str = "SELECT c.id, c.site_id, c.visitor_id, v.name, c.state, c.assigned_agent, a.display_name, \
+     c.opened_ms, c.updated_ms, c.contact_email \
+     FROM conversations c LEFT JOIN visitors v ON v.id = c.visitor_id \
+     LEFT JOIN agents a ON a.id = c.assigned_agent";
+
+fn conv_row(r: &Row<'_>) -> rusqlite::Result<ConversationInfo> {
+    Ok(ConversationInfo {
+        id: u64_col(r, 0)?,
+        site: u64_col(r, 1)?,
+        visitor: r.get(2)?,
+        visitor_name: r.get(3)?,
+        state: state_from_int(r.get(4)?),
+        assigned: opt_u64_col(r, 5)?,
+        assigned_name: r.get(6)?,
+        opened_at_ms: r.get(7)?,
+        updated_at_ms: r.get(8)?,
+        contact_email: r.get(9)?,
+    })
+}
+
+pub fn conversation(
+    conn: &Connection,
+    id: ConversationId,
+) -> Result<Option<ConversationInfo>, StoreError> {
+    let mut st = conn.prepare_cached(&format!("{CONV_SELECT} WHERE c.id = ?1"))?;
+    Ok(st.query_row([to_i64(id)], conv_row).optional()?)
+}
+
+/// The visitor's conversation that is not closed, if any.
+pub fn open_conversation(
+    conn: &Connection,
+    visitor: &str,
+) -> Result<Option<ConversationInfo>, StoreError> {
+    let mut st = conn.prepare_cached(&format!(
+        "{CONV_SELECT} WHERE c.visitor_id = ?1 AND c.state != 2 ORDER BY c.id DESC LIMIT 1"
+    ))?;
+    Ok(st.query_row([visitor], conv_row).optional()?)
+}
+
+const MSG_SELECT: &str = "SELECT m.id, m.conversation_id, m.client_id, m.author_kind, m.author_agent, \
+     a.display_name, c.visitor_id, m.body, m.at_ms \
+     FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+     LEFT JOIN agents a ON a.id = m.author_agent";
+
+fn msg_row(r: &Row<'_>) -> rusqlite::Result<ChatMessage> {
+    let client: Vec<u8> = r.get(2)?;
+    let mut id = [0u8; 16];
+    if client.len() == 16 {
+        id.copy_from_slice(&client);
+    }
+    let kind: i64 = r.get(3)?;
+    let author = match kind {
+        AUTHOR_AGENT => Author::Agent {
+            agent: opt_u64_col(r, 4)?.unwrap_or(0),
+            name: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+        },
+        AUTHOR_VISITOR => Author::Visitor { visitor: r.get(6)? },
+        _ => Author::System,
+    };
+    Ok(ChatMessage {
+        conversation: u64_col(r, 1)?,
+        message: u64_col(r, 0)?,
+        client_id: MsgId(id),
+        author,
+        body: r.get(7)?,
+        at_ms: r.get(8)?,
+    })
+}
+
+pub fn message(conn: &Connection, id: MessageId) -> Result<Option<ChatMessage>, StoreError> {
+    let mut st = conn.prepare_cached(&format!("{MSG_SELECT} WHERE m.id = ?1"))?;
+    Ok(st.query_row([to_i64(id)], msg_row).optional()?)
+}
+
+/// Up to `limit` newest messages of a conversation, oldest first.
+pub fn recent_messages(
+    conn: &Connection,
+    conversation: ConversationId,
+    limit: u32,
+) -> Result<Vec<ChatMessage>, StoreError> {
+    let mut st = conn.prepare_cached(&format!(
+        "{MSG_SELECT} WHERE m.conversation_id = ?1 ORDER BY m.id DESC LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![to_i64(conversation), limit], msg_row)?;
+    let mut out: Vec<ChatMessage> = rows.collect::<Result<_, _>>()?;
+    out.reverse();
+    Ok(out)
+}
+
+/// What an agent's device needs when its cursor cannot be replayed: every
+/// conversation it could act on, with recent messages.
+pub fn agent_snapshot(
+    conn: &Connection,
+    agent: AgentId,
+    site: SiteId,
+) -> Result<(Vec<ConversationInfo>, Vec<ChatMessage>), StoreError> {
+    let mut st = conn.prepare_cached(&format!(
+        "{CONV_SELECT} WHERE c.site_id = ?1 AND (c.state IN (0, 3) OR (c.state = 1 AND c.assigned_agent = ?2)) \
+         ORDER BY c.id"
+    ))?;
+    let convs: Vec<ConversationInfo> = st
+        .query_map(params![to_i64(site), to_i64(agent)], conv_row)?
+        .collect::<Result<_, _>>()?;
+    let mut msgs = Vec::new();
+    for c in &convs {
+        msgs.extend(recent_messages(conn, c.id, 200)?);
+    }
+    Ok((convs, msgs))
+}
+
+pub fn visitor_message(m: &ChatMessage) -> VisitorMessage {
+    let (from, name) = match &m.author {
+        Author::Visitor { .. } => (Sender::Visitor, None),
+        Author::Agent { name, .. } => (Sender::Agent, Some(name.clone())),
+        Author::System => (Sender::System, None),
+    };
+    VisitorMessage {
+        conversation: m.conversation,
+        message: m.message,
+        id: m.client_id,
+        from,
+        name,
+        body: m.body.clone(),
+        at_ms: m.at_ms,
+    }
+}
+
+pub fn conversation_view(c: &ConversationInfo) -> ConversationView {
+    ConversationView {
+        id: c.id,
+        state: visitor_state(c.state),
+        agent_name: c.assigned_name.clone(),
+    }
+}
+
+/// What a visitor's browser needs when its cursor cannot be replayed.
+pub fn visitor_snapshot(
+    conn: &Connection,
+    visitor: &str,
+) -> Result<(Option<ConversationView>, Vec<VisitorMessage>), StoreError> {
+    let mut st = conn.prepare_cached(&format!(
+        "{CONV_SELECT} WHERE c.visitor_id = ?1 ORDER BY c.id DESC LIMIT 1"
+    ))?;
+    let conv = st.query_row([visitor], conv_row).optional()?;
+    let Some(conv) = conv else {
+        return Ok((None, Vec::new()));
+    };
+    let msgs = recent_messages(conn, conv.id, 200)?
+        .iter()
+        .map(visitor_message)
+        .collect();
+    Ok((Some(conversation_view(&conv)), msgs))
+}
+
+pub fn trail(conn: &Connection, visitor: &str, limit: usize) -> Result<Vec<PageView>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT url, title, referrer, at_ms FROM page_views WHERE visitor_id = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![visitor, i64::try_from(limit).unwrap_or(20)], |r| {
+        Ok(PageView {
+            url: r.get(0)?,
+            title: r.get(1)?,
+            referrer: r.get(2)?,
+            at_ms: r.get(3)?,
+        })
+    })?;
+    let mut out: Vec<PageView> = rows.collect::<Result<_, _>>()?;
+    out.reverse();
+    Ok(out)
+}
+
+/// The stored part of a visitor's record; the hub overlays live fields.
+pub fn visitor_info(conn: &Connection, visitor: &str) -> Result<Option<VisitorInfo>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, site_id, name, email, attrs, verified, user_agent, first_seen_ms, last_seen_ms \
+         FROM visitors WHERE id = ?1",
+    )?;
+    let row = st
+        .query_row([visitor], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                u64_col(r, 1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)? != 0,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, i64>(8)?,
+            ))
+        })
+        .optional()?;
+    let Some((id, site, name, email, attrs, verified, user_agent, first_seen, last_seen)) = row
+    else {
+        return Ok(None);
+    };
+    let attrs: Vec<(String, String)> = serde_json::from_str(&attrs).unwrap_or_default();
+    let trail = trail(conn, &id, TRAIL_LEN)?;
+    let conversation = open_conversation(conn, &id)?.map(|c| c.id);
+    Ok(Some(VisitorInfo {
+        referrer: trail.first().and_then(|p| p.referrer.clone()),
+        id,
+        site,
+        name,
+        email,
+        attrs,
+        verified,
+        online: false,
+        user_agent,
+        visit_started_ms: last_seen,
+        first_seen_ms: first_seen,
+        trail,
+        conversation,
+    }))
+}
+
+/// One page of a visitor's whole history, newest messages first.
+pub fn history(
+    conn: &Connection,
+    site: SiteId,
+    visitor: &str,
+    before: Option<MessageId>,
+    limit: u32,
+) -> Result<QueryResult, StoreError> {
+    let info = visitor_info(conn, visitor)?;
+    let Some(info) = info.filter(|v| v.site == site) else {
+        return Ok(QueryResult::Refused(holdfast_protocol::agent::WireError {
+            code: holdfast_protocol::error::ErrorCode::NotFound,
+            message: "no such visitor on your site".into(),
+            retry_after_ms: None,
+        }));
+    };
+    let limit = limit.clamp(1, 500);
+    let mut st = conn.prepare_cached(&format!(
+        "{CONV_SELECT} WHERE c.visitor_id = ?1 ORDER BY c.id DESC"
+    ))?;
+    let conversations: Vec<ConversationInfo> = st
+        .query_map([visitor], conv_row)?
+        .collect::<Result<_, _>>()?;
+    let mut st = conn.prepare_cached(&format!(
+        "{MSG_SELECT} WHERE c.visitor_id = ?1 AND m.id < ?2 ORDER BY m.id DESC LIMIT ?3"
+    ))?;
+    let before = before.map_or(i64::MAX, to_i64);
+    let mut messages: Vec<ChatMessage> = st
+        .query_map(params![visitor, before, limit + 1], msg_row)?
+        .collect::<Result<_, _>>()?;
+    let more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+    Ok(QueryResult::History {
+        visitor: Some(Box::new(info)),
+        conversations,
+        messages,
+        more,
+    })
+}
+
+pub fn device_commands_acked(
+    conn: &Connection,
+    agent: AgentId,
+    device: &MsgId,
+) -> Result<Seq, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT commands_acked FROM devices WHERE agent_id = ?1 AND device_id = ?2",
+    )?;
+    let v: Option<i64> = st
+        .query_row(params![to_i64(agent), &device.0[..]], |r| r.get(0))
+        .optional()?;
+    Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+}

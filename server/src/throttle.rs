@@ -1,0 +1,215 @@
+//! Throttling for agent logins and visitor traffic.
+//!
+//! - [`LoginThrottle`]: after a few failed logins for a username or from an
+//!   address, further attempts are refused for a doubling lock-out, so a
+//!   brute force gets a handful of guesses per minute instead of thousands.
+//! - [`TokenBucket`]: a per-connection message rate limit.
+//! - [`ConnLimiter`]: concurrent connections per IP address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct ThrottleConfig {
+    /// Failures allowed before lock-outs start.
+    pub free_failures: u32,
+    pub first_lockout: Duration,
+    pub max_lockout: Duration,
+    /// Forget a key this long after its last failure.
+    pub forget_after: Duration,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            free_failures: 5,
+            first_lockout: Duration::from_secs(2),
+            max_lockout: Duration::from_secs(300),
+            forget_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    failures: u32,
+    locked_until: Option<Instant>,
+    last: Instant,
+}
+
+#[derive(Debug)]
+pub struct LoginThrottle {
+    cfg: ThrottleConfig,
+    map: Mutex<HashMap<String, Entry>>,
+}
+
+impl LoginThrottle {
+    pub fn new(cfg: ThrottleConfig) -> Self {
+        Self {
+            cfg,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// If any key is locked out, how long until it is not.
+    pub fn blocked(&self, keys: &[String], now: Instant) -> Option<Duration> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .filter_map(|k| map.get(k))
+            .filter_map(|e| e.locked_until)
+            .filter(|t| *t > now)
+            .map(|t| t - now)
+            .max()
+    }
+
+    pub fn fail(&self, keys: &[String], now: Instant) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            let forget = self.cfg.forget_after;
+            map.retain(|_, e| now.saturating_duration_since(e.last) < forget);
+        }
+        for k in keys {
+            let e = map.entry(k.clone()).or_insert(Entry {
+                failures: 0,
+                locked_until: None,
+                last: now,
+            });
+            e.failures += 1;
+            e.last = now;
+            if e.failures > self.cfg.free_failures {
+                let doublings = (e.failures - self.cfg.free_failures - 1).min(16);
+                let lock = self
+                    .cfg
+                    .first_lockout
+                    .saturating_mul(1 << doublings)
+                    .min(self.cfg.max_lockout);
+                e.locked_until = Some(now + lock);
+            }
+        }
+    }
+
+    pub fn succeed(&self, keys: &[String]) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            map.remove(k);
+        }
+    }
+}
+
+/// A classic token bucket.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(rate_per_sec: f64, burst: f64, now: Instant) -> Self {
+        Self {
+            rate: rate_per_sec,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    pub fn take(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Concurrent connections per source address.
+#[derive(Debug, Clone)]
+pub struct ConnLimiter {
+    max_per_ip: usize,
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Releases its slot when dropped.
+#[derive(Debug)]
+pub struct ConnSlot {
+    ip: IpAddr,
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ConnLimiter {
+    pub fn new(max_per_ip: usize) -> Self {
+        Self {
+            max_per_ip,
+            map: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn acquire(&self, ip: IpAddr) -> Option<ConnSlot> {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(ConnSlot {
+            ip,
+            map: self.map.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lockout_doubles_and_success_clears() {
+        let t = LoginThrottle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        let keys = vec!["u:bob".to_string()];
+        for _ in 0..5 {
+            t.fail(&keys, now);
+        }
+        assert_eq!(t.blocked(&keys, now), None);
+        t.fail(&keys, now);
+        assert_eq!(t.blocked(&keys, now), Some(Duration::from_secs(2)));
+        t.fail(&keys, now);
+        assert_eq!(t.blocked(&keys, now), Some(Duration::from_secs(4)));
+        t.succeed(&keys);
+        assert_eq!(t.blocked(&keys, now), None);
+    }
+
+    #[test]
+    fn bucket_and_limiter() {
+        let now = Instant::now();
+        let mut b = TokenBucket::new(1.0, 2.0, now);
+        assert!(b.take(now) && b.take(now) && !b.take(now));
+        assert!(b.take(now + Duration::from_secs(1)));
+        let l = ConnLimiter::new(1);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let s = l.acquire(ip).unwrap();
+        assert!(l.acquire(ip).is_none());
+        drop(s);
+        assert!(l.acquire(ip).is_some());
+    }
+}

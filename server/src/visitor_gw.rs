@@ -1,0 +1,940 @@
+//! The HTTP side: visitor WebSocket and long-poll, embedded widget assets,
+//! `/healthz` and `/metrics`.
+//!
+//! Both visitor transports share [`handle_msg`], so a message means the same
+//! thing however it arrived.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use holdfast_protocol::agent::{PageView, Seq};
+use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::liveness::{Liveness, LivenessAction};
+use holdfast_protocol::visitor::{
+    self, LongPollResponse, PageInfo, VisitorEvent, VisitorIn, VisitorOut,
+};
+use serde::Deserialize;
+use tokio::time::{sleep_until, timeout};
+
+use crate::Ctx;
+use crate::hub::VisitorPush;
+use crate::store::reads::{self, SiteRow};
+use crate::store::writer::VisitorSendOutcome;
+use crate::store::{Op, StoreError, now_ms};
+use crate::throttle::TokenBucket;
+
+/// Serve HTTP (and HTTPS when configured) until shutdown.
+pub async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>) {
+    let app = router(ctx.clone());
+    let shutdown = ctx.shutdown.clone();
+    match &ctx.cfg.tls {
+        Some(tls) => {
+            let config =
+                match axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(
+                            "cannot load TLS certificate {} / key {}: {e}",
+                            tls.cert.display(),
+                            tls.key.display()
+                        );
+                        ctx.shutdown.cancel();
+                        return;
+                    }
+                };
+            let handle = axum_server::Handle::new();
+            let h2 = handle.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                h2.graceful_shutdown(Some(Duration::from_secs(5)));
+            });
+            let server = match axum_server::from_tcp_rustls(listener, config) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot start the TLS listener: {e}");
+                    return;
+                }
+            };
+            if let Err(e) = server
+                .handle(handle)
+                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                .await
+            {
+                tracing::error!("https server failed: {e}");
+            }
+        }
+        None => {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("cannot use the HTTP listener: {e}");
+                    return;
+                }
+            };
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+            if let Err(e) = served {
+                tracing::error!("http server failed: {e}");
+            }
+        }
+    }
+}
+
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    let body_limit = ctx.cfg.visitor.limits.max_text.saturating_mul(4);
+    Router::new()
+        .route("/v1/visitor/ws", get(ws_upgrade))
+        .route("/v1/visitor/lp", post(long_poll_send))
+        .route("/v1/visitor/poll", get(long_poll_recv))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/widget.js", get(|| async { asset("/widget/widget.js") }))
+        .route("/widget/{*path}", get(widget_file))
+        .route("/demo", get(|| async { asset("/demo/index.html") }))
+        .route("/demo/", get(|| async { asset("/demo/index.html") }))
+        .route("/demo/{*path}", get(demo_file))
+        .route("/", get(|| async { Redirect::temporary("/demo") }))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(ctx)
+}
+
+fn asset(path: &str) -> Response {
+    match crate::assets::find(path) {
+        Some((_, mime, bytes)) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                (
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+async fn widget_file(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    asset(&format!("/widget/{path}"))
+}
+
+async fn demo_file(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    asset(&format!("/demo/{path}"))
+}
+
+async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ctx.metrics.render(),
+    )
+        .into_response()
+}
+
+/// A visitor, once its hello checked out.
+#[derive(Debug)]
+struct Visitor {
+    id: String,
+    site: SiteRow,
+    token: String,
+    user_agent: Option<String>,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> VisitorOut {
+    VisitorOut::Error {
+        code,
+        message: message.into(),
+        id: None,
+    }
+}
+
+struct HelloResult {
+    visitor: Visitor,
+    resumed: bool,
+    after: Seq,
+}
+
+/// Validate a hello: site key, token (if any), create or refresh the visitor.
+async fn hello(
+    ctx: &Arc<Ctx>,
+    site: String,
+    token: Option<String>,
+    after: Option<Seq>,
+    page: Option<PageInfo>,
+    user_agent: Option<String>,
+    v: Option<u16>,
+) -> Result<HelloResult, VisitorOut> {
+    let version = v.unwrap_or(1);
+    if version != holdfast_protocol::PROTOCOL_VERSION {
+        return Err(err(
+            ErrorCode::VersionMismatch,
+            format!(
+                "protocol version mismatch: server speaks {}, widget speaks {version}",
+                holdfast_protocol::PROTOCOL_VERSION
+            ),
+        ));
+    }
+    let key = site.clone();
+    let site = ctx
+        .reads
+        .run(move |c| reads::site_by_key(c, &key))
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| err(ErrorCode::NotFound, format!("unknown site key {site:?}")))?;
+    let known = match token {
+        None => None,
+        Some(t) => match ctx.tokens.verify(&t) {
+            Some((id, s)) if s == site.id => Some(id),
+            _ => {
+                ctx.metrics.rejected_frames.inc();
+                return Err(err(
+                    ErrorCode::Unauthorized,
+                    "invalid visitor token; start a new session without it",
+                ));
+            }
+        },
+    };
+    let site_id = site.id;
+    let ua = user_agent.clone();
+    let page = page.map(page_view);
+    let id = ctx
+        .writer
+        .call(|reply| Op::VisitorHello {
+            site: site_id,
+            visitor: known.clone(),
+            user_agent: ua,
+            page,
+            reply,
+        })
+        .await
+        .map_err(store_err)?;
+    let token = ctx
+        .tokens
+        .issue(&id, site.id)
+        .ok_or_else(|| err(ErrorCode::Internal, "cannot issue a token"))?;
+    // A new identity (unknown or fresh token) has no history to resume.
+    let after = if known.as_deref() == Some(id.as_str()) {
+        after.unwrap_or(0)
+    } else {
+        0
+    };
+    let vid = id.clone();
+    let (floor, head) = ctx
+        .reads
+        .run(move |c| reads::visitor_log_bounds(c, &vid))
+        .await
+        .map_err(store_err)?;
+    let visitor = Visitor {
+        id,
+        site,
+        token,
+        user_agent,
+    };
+    Ok(HelloResult {
+        resumed: after >= floor && after <= head,
+        after,
+        visitor,
+    })
+}
+
+fn store_err(e: StoreError) -> VisitorOut {
+    tracing::warn!("visitor request failed in storage: {e}");
+    err(
+        ErrorCode::Unavailable,
+        "the server cannot store that right now; it will be retried",
+    )
+}
+
+fn page_view(p: PageInfo) -> PageView {
+    PageView {
+        url: p.url,
+        title: p.title,
+        referrer: p.referrer.filter(|r| !r.is_empty()),
+        at_ms: now_ms(),
+    }
+}
+
+fn record_page(ctx: &Arc<Ctx>, v: &Visitor, p: PageInfo) {
+    let page = page_view(p);
+    ctx.hub.visitor_page(&v.id, page.clone(), None);
+    if !ctx.writer.try_submit(Op::PageView {
+        visitor: v.id.clone(),
+        page,
+    }) {
+        tracing::warn!("page view dropped: writer queue full");
+    }
+}
+
+/// Stored visitor record with live bits, for registering with the hub.
+async fn visitor_info(
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+) -> Result<holdfast_protocol::agent::VisitorInfo, VisitorOut> {
+    let id = v.id.clone();
+    let mut info = ctx
+        .reads
+        .run(move |c| reads::visitor_info(c, &id))
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| err(ErrorCode::Internal, "visitor vanished"))?;
+    info.user_agent = v.user_agent.clone().or(info.user_agent);
+    info.online = true;
+    Ok(info)
+}
+
+/// Handle one post-hello message; returns the reply, if any.
+async fn handle_msg(
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    bucket: &mut TokenBucket,
+    msg: VisitorIn,
+    sent: Seq,
+) -> Option<VisitorOut> {
+    match msg {
+        VisitorIn::Hello { .. } => Some(err(ErrorCode::BadRequest, "already said hello")),
+        VisitorIn::Ping => Some(VisitorOut::Pong),
+        VisitorIn::Send { id, body } => Some(send(ctx, v, bucket, id, body, None).await),
+        VisitorIn::LeaveMessage { id, body, email } => {
+            Some(send(ctx, v, bucket, id, body, Some(email)).await)
+        }
+        VisitorIn::Page(p) => {
+            if !bucket.take(Instant::now()) {
+                return Some(err(ErrorCode::RateLimited, "too many page views"));
+            }
+            record_page(ctx, v, p);
+            None
+        }
+        VisitorIn::Identify {
+            id,
+            name,
+            email,
+            hash,
+            attrs,
+        } => {
+            let verified = match (&v.site.secret, hash) {
+                (Some(secret), Some(h)) if crate::token::verify_identity(secret, &id, &h) => true,
+                (Some(_), _) => {
+                    ctx.metrics.rejected_frames.inc();
+                    return Some(err(
+                        ErrorCode::BadIdentity,
+                        "identify rejected: this site requires hash = HMAC-SHA256(site secret, id) and it did not match",
+                    ));
+                }
+                (None, _) => false,
+            };
+            let attrs = attrs
+                .iter()
+                .map(|(k, val)| (k.clone(), visitor::attr_text(val)))
+                .collect();
+            let visitor = v.id.clone();
+            let r = ctx
+                .writer
+                .call(|reply| Op::Identify {
+                    visitor,
+                    external_id: id,
+                    name,
+                    email,
+                    attrs,
+                    verified,
+                    reply,
+                })
+                .await;
+            r.err().map(store_err)
+        }
+        VisitorIn::Ack { seq } => {
+            if !ctx.writer.try_submit(Op::Delivered {
+                visitor: v.id.clone(),
+                up_to: seq.min(sent),
+            }) {
+                tracing::debug!("delivery receipt dropped: writer queue full");
+            }
+            None
+        }
+    }
+}
+
+async fn send(
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    bucket: &mut TokenBucket,
+    id: holdfast_protocol::ids::MsgId,
+    body: String,
+    leave: Option<Option<String>>,
+) -> VisitorOut {
+    if !bucket.take(Instant::now()) {
+        return VisitorOut::Error {
+            code: ErrorCode::RateLimited,
+            message: "sending too fast; retry shortly".into(),
+            id: Some(id),
+        };
+    }
+    let (visitor, site) = (v.id.clone(), v.site.id);
+    let r = ctx
+        .writer
+        .call(|reply| Op::VisitorSend {
+            visitor,
+            site,
+            id,
+            body,
+            leave,
+            reply,
+        })
+        .await;
+    match r {
+        Ok(VisitorSendOutcome::Done {
+            conversation,
+            message,
+            at_ms,
+        }) => {
+            ctx.metrics.messages_in.inc();
+            VisitorOut::Ack {
+                id,
+                conversation,
+                message,
+                at_ms,
+            }
+        }
+        Ok(VisitorSendOutcome::Rejected { code, message }) => VisitorOut::Error {
+            code,
+            message,
+            id: Some(id),
+        },
+        Err(e) => {
+            let VisitorOut::Error { code, message, .. } = store_err(e) else {
+                return err(ErrorCode::Internal, "unreachable");
+            };
+            VisitorOut::Error {
+                code,
+                message,
+                id: Some(id),
+            }
+        }
+    }
+}
+
+fn client_ua(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .map(|s| s.chars().take(512).collect())
+}
+
+// ------------------------------------------------------------------ WebSocket
+
+async fn ws_upgrade(
+    State(ctx): State<Arc<Ctx>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(slot) = ctx.visitor_ip_limiter.acquire(peer.ip()) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from your address\n",
+        )
+            .into_response();
+    };
+    let vc = &ctx.cfg.visitor;
+    let max = vc.limits.max_text;
+    let ua = client_ua(&headers);
+    ws.read_buffer_size(vc.ws_read_buffer)
+        .write_buffer_size(vc.ws_write_buffer)
+        .max_write_buffer_size(256 * 1024)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            ws_session(socket, ctx, ua).await;
+        })
+}
+
+async fn ws_send(socket: &mut WebSocket, out: &VisitorOut) -> bool {
+    match serde_json::to_string(out) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn ws_session(mut socket: WebSocket, ctx: Arc<Ctx>, ua: Option<String>) {
+    let first = timeout(ctx.cfg.visitor.hello_timeout, socket.recv()).await;
+    let text = match first {
+        Ok(Some(Ok(Message::Text(t)))) => t,
+        Ok(Some(Ok(_))) => {
+            ws_send(
+                &mut socket,
+                &err(
+                    ErrorCode::BadRequest,
+                    "the first message must be a JSON hello",
+                ),
+            )
+            .await;
+            return;
+        }
+        _ => return,
+    };
+    let lim = &ctx.cfg.visitor.limits;
+    let (site, token, after, page, user_agent, v) = match visitor::parse_in(text.as_bytes(), lim) {
+        Ok(VisitorIn::Hello {
+            site,
+            token,
+            after,
+            page,
+            user_agent,
+            v,
+            ..
+        }) => (site, token, after, page, user_agent, v),
+        Ok(_) => {
+            ws_send(
+                &mut socket,
+                &err(ErrorCode::BadRequest, "the first message must be a hello"),
+            )
+            .await;
+            return;
+        }
+        Err(e) => {
+            ctx.metrics.rejected_frames.inc();
+            ws_send(&mut socket, &err(e.code(), e.to_string())).await;
+            return;
+        }
+    };
+    let h = match hello(&ctx, site, token, after, page, user_agent.or(ua), v).await {
+        Ok(h) => h,
+        Err(e) => {
+            ws_send(&mut socket, &e).await;
+            return;
+        }
+    };
+    let info = match visitor_info(&ctx, &h.visitor).await {
+        Ok(i) => i,
+        Err(e) => {
+            ws_send(&mut socket, &e).await;
+            return;
+        }
+    };
+    let reg = ctx.hub.register_visitor(info);
+    let v = h.visitor;
+    let conn_id = reg.id;
+    let end = ws_loop(&mut socket, &ctx, &v, h.resumed, h.after, reg).await;
+    ctx.hub.unregister_visitor(&v.id, conn_id);
+    if end == "dead" {
+        ctx.metrics.dead_peer_cuts.inc();
+    }
+    tracing::debug!(visitor = %v.id, "visitor websocket ended: {end}");
+}
+
+/// Replay or snapshot; returns the last seq sent.
+async fn catch_up_ws(
+    socket: &mut WebSocket,
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    after: Seq,
+    until: Seq,
+) -> Result<Seq, ()> {
+    let mut sent = after;
+    loop {
+        let id = v.id.clone();
+        let from = sent;
+        let page = ctx
+            .reads
+            .run(move |c| reads::visitor_events_after(c, &id, from, 256))
+            .await
+            .map_err(|_| ())?;
+        let n = page.len();
+        for (seq, event) in page {
+            if seq > until {
+                return Ok(sent);
+            }
+            if !ws_send(socket, &VisitorOut::Event { seq, event }).await {
+                return Err(());
+            }
+            sent = seq;
+        }
+        if n < 256 {
+            return Ok(sent);
+        }
+    }
+}
+
+async fn snapshot(ctx: &Arc<Ctx>, v: &Visitor) -> Result<VisitorOut, VisitorOut> {
+    let id = v.id.clone();
+    ctx.reads
+        .run(move |c| {
+            c.execute_batch("BEGIN")?;
+            let r = (|| {
+                let head = reads::log_head(c, &reads::visitor_key(&id))?;
+                let (conversation, messages) = reads::visitor_snapshot(c, &id)?;
+                Ok(VisitorOut::Snapshot {
+                    seq: head,
+                    recovered: false,
+                    conversation,
+                    messages,
+                })
+            })();
+            let _ignored = c.execute_batch("COMMIT");
+            r
+        })
+        .await
+        .map_err(store_err)
+}
+
+async fn ws_loop(
+    socket: &mut WebSocket,
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    resumed: bool,
+    after: Seq,
+    mut reg: crate::hub::Registration<VisitorPush>,
+) -> &'static str {
+    let welcome = VisitorOut::Welcome {
+        visitor: v.id.clone(),
+        token: v.token.clone(),
+        resumed,
+        agents_online: ctx.hub.agents_online(v.site.id),
+        heartbeat_ms: u32::try_from(ctx.cfg.visitor.liveness.heartbeat.as_millis()).unwrap_or(3000),
+    };
+    if !ws_send(socket, &welcome).await {
+        return "send failed";
+    }
+    let mut sent = if resumed {
+        match catch_up_ws(socket, ctx, v, after, Seq::MAX).await {
+            Ok(s) => s,
+            Err(()) => return "replay failed",
+        }
+    } else {
+        match snapshot(ctx, v).await {
+            Ok(snap) => {
+                let seq = match &snap {
+                    VisitorOut::Snapshot { seq, .. } => *seq,
+                    _ => 0,
+                };
+                if !ws_send(socket, &snap).await {
+                    return "send failed";
+                }
+                seq
+            }
+            Err(e) => {
+                ws_send(socket, &e).await;
+                return "snapshot failed";
+            }
+        }
+    };
+    let vc = &ctx.cfg.visitor;
+    let mut bucket = TokenBucket::new(vc.msg_rate, vc.msg_burst, Instant::now());
+    let now = || tokio::time::Instant::now().into_std();
+    let mut live = Liveness::new(vc.liveness, now());
+    loop {
+        let deadline = tokio::time::Instant::from_std(live.poll_timeout());
+        tokio::select! {
+            biased;
+            () = reg.kick.cancelled() => {
+                let reason = if ctx.shutdown.is_cancelled() { "server going away" } else { "too slow; reconnect and resume" };
+                ws_send(socket, &VisitorOut::GoingAway { reason: reason.into() }).await;
+                return "kicked";
+            }
+            () = ctx.shutdown.cancelled() => {
+                ws_send(socket, &VisitorOut::GoingAway { reason: "server going away".into() }).await;
+                return "shutdown";
+            }
+            push = reg.rx.recv() => {
+                match push {
+                    None => return "hub dropped",
+                    Some(VisitorPush::Agents(online)) => {
+                        if !ws_send(socket, &VisitorOut::Agents { online }).await { return "send failed"; }
+                    }
+                    Some(VisitorPush::Event(seq, event)) => {
+                        if seq <= sent { continue; }
+                        if seq > sent + 1 {
+                            match catch_up_ws(socket, ctx, v, sent, seq - 1).await {
+                                Ok(s) => sent = s,
+                                Err(()) => return "replay failed",
+                            }
+                        }
+                        if seq == sent + 1 {
+                            let ev: VisitorEvent = (*event).clone();
+                            if !ws_send(socket, &VisitorOut::Event { seq, event: ev }).await { return "send failed"; }
+                            ctx.metrics.messages_out.inc();
+                            sent = seq;
+                        }
+                    }
+                }
+            }
+            msg = socket.recv() => {
+                let text = match msg {
+                    None | Some(Err(_)) => return "closed",
+                    Some(Ok(Message::Close(_))) => return "closed",
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => { live.on_recv(now()); continue; }
+                    Some(Ok(Message::Binary(_))) => {
+                        ws_send(socket, &err(ErrorCode::BadRequest, "binary frames are not part of the protocol")).await;
+                        continue;
+                    }
+                };
+                live.on_recv(now());
+                let reply = match visitor::parse_in(text.as_bytes(), &vc.limits) {
+                    Ok(m) => handle_msg(ctx, v, &mut bucket, m, sent).await,
+                    Err(e) => {
+                        ctx.metrics.rejected_frames.inc();
+                        Some(err(e.code(), e.to_string()))
+                    }
+                };
+                if let Some(r) = reply
+                    && !ws_send(socket, &r).await
+                {
+                    return "send failed";
+                }
+            }
+            () = sleep_until(deadline) => {
+                // The browser pings us; we only need to notice silence.
+                if live.poll(now()) == LivenessAction::Dead {
+                    return "dead";
+                }
+                live.on_send(now());
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ long-poll
+
+fn http_allowed(ctx: &Arc<Ctx>, peer: SocketAddr) -> bool {
+    let mut map = ctx.http_buckets.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    if map.len() > 50_000 {
+        map.clear();
+    }
+    let vc = &ctx.cfg.visitor;
+    map.entry(peer.ip())
+        .or_insert_with(|| TokenBucket::new(vc.http_rate, vc.http_burst, now))
+        .take(now)
+}
+
+fn lp_response(status: StatusCode, msgs: Vec<VisitorOut>) -> Response {
+    (status, axum::Json(LongPollResponse { msgs })).into_response()
+}
+
+async fn long_poll_send(
+    State(ctx): State<Arc<Ctx>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !http_allowed(&ctx, peer) {
+        return lp_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            vec![err(ErrorCode::RateLimited, "too many requests")],
+        );
+    }
+    let req = match visitor::parse_long_poll(&body, &ctx.cfg.visitor.limits) {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.metrics.rejected_frames.inc();
+            let status = if e.code() == ErrorCode::TooLarge {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return lp_response(status, vec![err(e.code(), e.to_string())]);
+        }
+    };
+    let ua = client_ua(&headers);
+    let mut current: Option<Visitor> = match req.token {
+        None => None,
+        Some(t) => match resolve_token(&ctx, &t, ua.clone()).await {
+            Ok(v) => Some(v),
+            Err(e) => return lp_response(StatusCode::UNAUTHORIZED, vec![e]),
+        },
+    };
+    let vc = &ctx.cfg.visitor;
+    let mut out = Vec::new();
+    for msg in req.msgs {
+        if let VisitorIn::Hello {
+            site,
+            token,
+            after,
+            page,
+            user_agent,
+            v,
+            ..
+        } = msg
+        {
+            match hello(&ctx, site, token, after, page, user_agent.or(ua.clone()), v).await {
+                Ok(h) => {
+                    out.push(VisitorOut::Welcome {
+                        visitor: h.visitor.id.clone(),
+                        token: h.visitor.token.clone(),
+                        resumed: h.resumed,
+                        agents_online: ctx.hub.agents_online(h.visitor.site.id),
+                        heartbeat_ms: u32::try_from(vc.liveness.heartbeat.as_millis())
+                            .unwrap_or(3000),
+                    });
+                    current = Some(h.visitor);
+                }
+                Err(e) => out.push(e),
+            }
+            continue;
+        }
+        let Some(v) = current.as_ref() else {
+            out.push(err(
+                ErrorCode::Unauthorized,
+                "send a hello or a token first",
+            ));
+            continue;
+        };
+        let mut bucket = lp_bucket(&ctx, &v.id);
+        let head = Seq::MAX;
+        if let Some(r) = handle_msg(&ctx, v, &mut bucket, msg, head).await {
+            out.push(r);
+        }
+        store_lp_bucket(&ctx, &v.id, bucket);
+    }
+    lp_response(StatusCode::OK, out)
+}
+
+fn lp_bucket(ctx: &Arc<Ctx>, visitor: &str) -> TokenBucket {
+    let vc = &ctx.cfg.visitor;
+    let map = ctx.lp_buckets.lock().unwrap_or_else(|p| p.into_inner());
+    map.get(visitor)
+        .cloned()
+        .unwrap_or_else(|| TokenBucket::new(vc.msg_rate, vc.msg_burst, Instant::now()))
+}
+
+/// Long-poll visitors have no connection to hang a rate limiter on, so their
+/// buckets are kept by visitor id between requests.
+fn store_lp_bucket(ctx: &Arc<Ctx>, visitor: &str, b: TokenBucket) {
+    let mut map = ctx.lp_buckets.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() > 50_000 {
+        map.clear();
+    }
+    map.insert(visitor.to_string(), b);
+}
+
+async fn resolve_token(
+    ctx: &Arc<Ctx>,
+    token: &str,
+    ua: Option<String>,
+) -> Result<Visitor, VisitorOut> {
+    let Some((id, site_id)) = ctx.tokens.verify(token) else {
+        ctx.metrics.rejected_frames.inc();
+        return Err(err(ErrorCode::Unauthorized, "invalid visitor token"));
+    };
+    let site = ctx
+        .reads
+        .run(move |c| Ok(reads::list_sites(c)?.into_iter().find(|s| s.id == site_id)))
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| {
+            err(
+                ErrorCode::Unauthorized,
+                "the site of this token no longer exists",
+            )
+        })?;
+    Ok(Visitor {
+        id,
+        site,
+        token: token.to_string(),
+        user_agent: ua,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct PollParams {
+    token: String,
+    #[serde(default)]
+    after: Seq,
+}
+
+async fn long_poll_recv(
+    State(ctx): State<Arc<Ctx>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<PollParams>,
+) -> Response {
+    if !http_allowed(&ctx, peer) {
+        return lp_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            vec![err(ErrorCode::RateLimited, "too many requests")],
+        );
+    }
+    let v = match resolve_token(&ctx, &q.token, client_ua(&headers)).await {
+        Ok(v) => v,
+        Err(e) => return lp_response(StatusCode::UNAUTHORIZED, vec![e]),
+    };
+    let info = match visitor_info(&ctx, &v).await {
+        Ok(i) => i,
+        Err(e) => return lp_response(StatusCode::SERVICE_UNAVAILABLE, vec![e]),
+    };
+    let notify = ctx.hub.poll_begin(info);
+    let out = poll_events(&ctx, &v, q.after, &notify).await;
+    ctx.hub.poll_end(&v.id);
+    match out {
+        Ok(msgs) => lp_response(StatusCode::OK, msgs),
+        Err(e) => lp_response(StatusCode::SERVICE_UNAVAILABLE, vec![e]),
+    }
+}
+
+async fn poll_events(
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    after: Seq,
+    notify: &tokio::sync::Notify,
+) -> Result<Vec<VisitorOut>, VisitorOut> {
+    let id = v.id.clone();
+    let (floor, head) = ctx
+        .reads
+        .run(move |c| reads::visitor_log_bounds(c, &id))
+        .await
+        .map_err(store_err)?;
+    if after < floor || after > head {
+        return Ok(vec![snapshot(ctx, v).await?]);
+    }
+    // `after` doubles as the cumulative ack of everything before it.
+    if after > 0 {
+        let _queued = ctx.writer.try_submit(Op::Delivered {
+            visitor: v.id.clone(),
+            up_to: after,
+        });
+    }
+    let deadline = tokio::time::Instant::now() + ctx.cfg.visitor.poll_timeout;
+    loop {
+        // Arm the notification before reading, so an event committed between
+        // the read and the wait still wakes us.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let id = v.id.clone();
+        let events = ctx
+            .reads
+            .run(move |c| reads::visitor_events_after(c, &id, after, 256))
+            .await
+            .map_err(store_err)?;
+        if !events.is_empty() {
+            ctx.metrics.messages_out.add(events.len() as u64);
+            return Ok(events
+                .into_iter()
+                .map(|(seq, event)| VisitorOut::Event { seq, event })
+                .collect());
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline) => return Ok(vec![VisitorOut::Pong]),
+            () = ctx.shutdown.cancelled() => {
+                return Ok(vec![VisitorOut::GoingAway { reason: "server going away".into() }]);
+            }
+        }
+    }
+}

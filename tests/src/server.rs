@@ -1,0 +1,246 @@
+//! Real servers for tests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use holdfast_server::config::ServerConfig;
+use holdfast_server::{RunningServer, admin, store};
+
+/// A server running in this process on loopback ports chosen by the OS.
+#[derive(Debug)]
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub server: Option<RunningServer>,
+    pub site_key: String,
+}
+
+pub const PASSWORD: &str = "hunter22";
+
+/// Create the data dir with one site "acme" and agents `alice` and `bob`
+/// (password [`PASSWORD`]), plus a second site "other" with agent `mallory`.
+pub fn seed(dir: &Path) {
+    let conn = store::open_connection(dir).unwrap();
+    admin::add_site(&conn, "acme", "Acme", None).unwrap();
+    admin::add_site(&conn, "other", "Other Co", Some("other-secret")).unwrap();
+    admin::add_agent(&conn, "acme", "alice", "Alice", PASSWORD, 2).unwrap();
+    admin::add_agent(&conn, "acme", "bob", "Bob", PASSWORD, 2).unwrap();
+    admin::add_agent(&conn, "other", "mallory", "Mallory", PASSWORD, 2).unwrap();
+}
+
+/// Settings for fast tests: short heartbeats, loopback.
+pub fn fast_config(dir: &Path) -> ServerConfig {
+    let mut cfg = ServerConfig::for_tests(dir.to_path_buf());
+    cfg.liveness.heartbeat = Duration::from_millis(200);
+    cfg.liveness.dead_after = Duration::from_millis(800);
+    cfg.visitor.liveness.heartbeat = Duration::from_millis(200);
+    cfg.visitor.liveness.dead_after = Duration::from_millis(2000);
+    cfg.visitor.poll_timeout = Duration::from_secs(2);
+    cfg.hub.visitor_grace = Duration::from_millis(300);
+    cfg
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        crate::init_logs();
+        let dir = tempfile::tempdir().unwrap();
+        seed(dir.path());
+        let mut cfg = fast_config(dir.path());
+        tweak(&mut cfg);
+        let server = holdfast_server::start(cfg).await.unwrap();
+        Self {
+            dir,
+            server: Some(server),
+            site_key: "acme".into(),
+        }
+    }
+
+    pub fn running(&self) -> &RunningServer {
+        self.server.as_ref().unwrap()
+    }
+
+    pub fn http(&self) -> SocketAddr {
+        self.running().http_addr
+    }
+
+    pub fn agent_addr(&self) -> SocketAddr {
+        self.running().agent_addr
+    }
+
+    /// Graceful stop, then start again on the same data dir and ports.
+    pub async fn restart(&mut self) {
+        let old = self.server.take().unwrap();
+        let (http, agent) = (old.http_addr, old.agent_addr);
+        old.shutdown().await;
+        let mut cfg = fast_config(self.dir.path());
+        cfg.http = http;
+        cfg.agent_listen = agent;
+        // The old sockets may linger briefly; retry the bind.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match holdfast_server::start(cfg.clone()).await {
+                Ok(s) => {
+                    self.server = Some(s);
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("restart bind retry: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("restart failed: {e:#}"),
+            }
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// Path of the `holdfast-server` binary built by cargo for this test run.
+pub fn server_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("HOLDFAST_SERVER_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/holdfast-server
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = profile_dir.join("holdfast-server");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "holdfast-server",
+                "--bin",
+                "holdfast-server",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building holdfast-server failed");
+    }
+    bin
+}
+
+/// Pick a free loopback port (the OS may hand it out again, so use at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real server binary as a child process: SIGKILL it and restart it on
+/// the same data dir and ports.
+#[derive(Debug)]
+pub struct ServerProcess {
+    pub dir: PathBuf,
+    pub http: SocketAddr,
+    pub agent: SocketAddr,
+    pub child: Option<Child>,
+    pub extra_args: Vec<String>,
+}
+
+impl ServerProcess {
+    pub fn start(dir: &Path, extra_args: &[&str]) -> Self {
+        let mut p = Self {
+            dir: dir.to_path_buf(),
+            http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            agent: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            child: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        p.spawn();
+        p
+    }
+
+    pub fn spawn(&mut self) {
+        let bin = server_binary();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut child = Command::new(&bin)
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(&self.dir)
+                .arg("--http")
+                .arg(self.http.to_string())
+                .arg("--agent-listen")
+                .arg(self.agent.to_string())
+                .args(&self.extra_args)
+                .env(
+                    "HOLDFAST_LOG",
+                    std::env::var("HOLDFAST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            // Ready when both ports accept.
+            let ready = loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break false;
+                }
+                if std::net::TcpStream::connect(self.agent).is_ok()
+                    && std::net::TcpStream::connect(self.http).is_ok()
+                {
+                    break true;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("server process did not become ready");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if ready {
+                self.child = Some(child);
+                return;
+            }
+            // Exited (port still held by the killed predecessor): retry.
+            assert!(Instant::now() < deadline, "server process kept exiting");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

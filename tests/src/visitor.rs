@@ -1,0 +1,377 @@
+//! Scripted visitors: one over WebSocket, one over HTTP long-poll. Both keep
+//! a cursor and record every event they applied, so tests can count.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use holdfast_protocol::agent::Seq;
+use holdfast_protocol::ids::MsgId;
+use holdfast_protocol::visitor::{
+    LongPollRequest, LongPollResponse, PageInfo, VisitorEvent, VisitorIn, VisitorOut,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+pub fn new_id() -> MsgId {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    MsgId::generate(ms, &mut rand::rng())
+}
+
+pub fn hello(site: &str, token: Option<String>, after: Option<Seq>, url: &str) -> VisitorIn {
+    VisitorIn::Hello {
+        site: site.into(),
+        token,
+        after,
+        page: Some(PageInfo {
+            url: url.into(),
+            title: format!("Page {url}"),
+            referrer: Some("https://search.example/?q=holdfast".into()),
+        }),
+        user_agent: Some("HoldfastTest/1.0 (X11; Linux x86_64)".into()),
+        lang: Some("en".into()),
+        v: None,
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A visitor tab over WebSocket.
+#[derive(Debug)]
+pub struct WsVisitor {
+    ws: Ws,
+    pub visitor: String,
+    pub token: String,
+    pub cursor: Seq,
+    /// Every event applied, in order.
+    pub events: Vec<(Seq, VisitorEvent)>,
+    /// Everything else received (acks, errors, pongs, snapshots).
+    pub other: Vec<VisitorOut>,
+    pub welcome: VisitorOut,
+}
+
+impl WsVisitor {
+    pub async fn connect(http: SocketAddr, site: &str) -> anyhow::Result<Self> {
+        Self::connect_with(http, hello(site, None, None, "https://shop.example/")).await
+    }
+
+    /// Connect with an explicit hello.
+    pub async fn connect_with(http: SocketAddr, hello: VisitorIn) -> anyhow::Result<Self> {
+        let after = match &hello {
+            VisitorIn::Hello { after, .. } => after.unwrap_or(0),
+            _ => 0,
+        };
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://{http}/v1/visitor/ws")).await?;
+        ws.send(Message::Text(serde_json::to_string(&hello)?.into()))
+            .await?;
+        let first = next_json(&mut ws, Duration::from_secs(5)).await?;
+        let VisitorOut::Welcome { visitor, token, .. } = &first else {
+            anyhow::bail!("expected welcome, got {first:?}");
+        };
+        Ok(Self {
+            visitor: visitor.clone(),
+            token: token.clone(),
+            ws,
+            cursor: after,
+            events: Vec::new(),
+            other: Vec::new(),
+            welcome: first,
+        })
+    }
+
+    /// Resume as the same visitor from our cursor (a page reload).
+    pub async fn reconnect(self, http: SocketAddr, site: &str) -> anyhow::Result<Self> {
+        let (token, cursor, events) = (self.token.clone(), self.cursor, self.events);
+        drop(self.ws);
+        let mut v = Self::connect_with(
+            http,
+            hello(
+                site,
+                Some(token),
+                Some(cursor),
+                "https://shop.example/again",
+            ),
+        )
+        .await?;
+        v.events = events;
+        Ok(v)
+    }
+
+    pub async fn send_json(&mut self, msg: &VisitorIn) -> anyhow::Result<()> {
+        self.ws
+            .send(Message::Text(serde_json::to_string(msg)?.into()))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn send_raw(&mut self, text: &str) -> anyhow::Result<()> {
+        self.ws.send(Message::Text(text.to_string().into())).await?;
+        Ok(())
+    }
+
+    /// Send a chat message; returns its id (the ack arrives later).
+    pub async fn say(&mut self, body: &str) -> anyhow::Result<MsgId> {
+        let id = new_id();
+        self.send_json(&VisitorIn::Send {
+            id,
+            body: body.into(),
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// Send and wait for the ack (or error) for it.
+    pub async fn say_acked(&mut self, body: &str) -> anyhow::Result<VisitorOut> {
+        let id = self.say(body).await?;
+        self.wait_for(Duration::from_secs(10), |m| match m {
+            VisitorOut::Ack { id: a, .. } => *a == id,
+            VisitorOut::Error { id: Some(a), .. } => *a == id,
+            _ => false,
+        })
+        .await
+    }
+
+    /// Read until a message matches `pred`; events are applied on the way
+    /// (duplicates by seq are dropped, as the widget does) and acked.
+    pub async fn wait_for(
+        &mut self,
+        limit: Duration,
+        mut pred: impl FnMut(&VisitorOut) -> bool,
+    ) -> anyhow::Result<VisitorOut> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            anyhow::ensure!(!left.is_zero(), "timed out waiting");
+            let m = next_json(&mut self.ws, left).await?;
+            self.apply(&m).await?;
+            if pred(&m) {
+                return Ok(m);
+            }
+        }
+    }
+
+    async fn apply(&mut self, m: &VisitorOut) -> anyhow::Result<()> {
+        match m {
+            VisitorOut::Event { seq, event } => {
+                if *seq == self.cursor + 1 {
+                    self.cursor = *seq;
+                    self.events.push((*seq, event.clone()));
+                    self.send_json(&VisitorIn::Ack { seq: *seq }).await?;
+                } else if *seq > self.cursor + 1 {
+                    anyhow::bail!("gap: cursor {} got {}", self.cursor, seq);
+                }
+            }
+            VisitorOut::Snapshot { seq, .. } => {
+                self.cursor = *seq;
+                self.other.push(m.clone());
+            }
+            other => self.other.push(other.clone()),
+        }
+        Ok(())
+    }
+
+    /// Wait for a chat message event whose body matches.
+    pub async fn wait_message(&mut self, body: &str) -> anyhow::Result<()> {
+        self.wait_for(Duration::from_secs(10), |m| {
+            matches!(m, VisitorOut::Event { event: VisitorEvent::Message(msg), .. } if msg.body == body)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Bodies of every chat message applied so far, in order.
+    pub fn bodies(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                VisitorEvent::Message(m) => Some(m.body.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+async fn next_json(ws: &mut Ws, limit: Duration) -> anyhow::Result<VisitorOut> {
+    loop {
+        let m = tokio::time::timeout(limit, ws.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out waiting for a websocket message"))?;
+        match m {
+            None => anyhow::bail!("websocket closed"),
+            Some(Err(e)) => anyhow::bail!("websocket error: {e}"),
+            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t)?),
+            Some(Ok(Message::Close(_))) => anyhow::bail!("websocket closed by server"),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client for loopback tests: one request per connection.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr).await?;
+    let body = body.unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: HoldfastTest/1.0\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP header end"))?;
+    let head = std::str::from_utf8(&buf[..split])?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("no status"))?
+        .parse()?;
+    let mut body = buf[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body)?;
+    }
+    Ok((status, body))
+}
+
+fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| anyhow::anyhow!("bad chunk"))?;
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..line_end])?.trim(), 16)?;
+        b = &b[line_end + 2..];
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&b[..n]);
+        b = &b[n + 2..];
+    }
+}
+
+/// A visitor over long-poll only.
+#[derive(Debug)]
+pub struct LpVisitor {
+    pub http: SocketAddr,
+    pub visitor: String,
+    pub token: String,
+    pub cursor: Seq,
+    pub events: Vec<(Seq, VisitorEvent)>,
+}
+
+impl LpVisitor {
+    pub async fn post(
+        http: SocketAddr,
+        req: &LongPollRequest,
+    ) -> anyhow::Result<(u16, LongPollResponse)> {
+        let body = serde_json::to_vec(req)?;
+        let (status, body) = http_request(http, "POST", "/v1/visitor/lp", Some(&body)).await?;
+        Ok((status, serde_json::from_slice(&body)?))
+    }
+
+    pub async fn connect(http: SocketAddr, site: &str) -> anyhow::Result<Self> {
+        let (_, resp) = Self::post(
+            http,
+            &LongPollRequest {
+                token: None,
+                msgs: vec![hello(site, None, None, "https://shop.example/lp")],
+            },
+        )
+        .await?;
+        let Some(VisitorOut::Welcome { visitor, token, .. }) = resp.msgs.first() else {
+            anyhow::bail!("expected welcome, got {:?}", resp.msgs);
+        };
+        Ok(Self {
+            http,
+            visitor: visitor.clone(),
+            token: token.clone(),
+            cursor: 0,
+            events: Vec::new(),
+        })
+    }
+
+    pub async fn send(&self, msgs: Vec<VisitorIn>) -> anyhow::Result<Vec<VisitorOut>> {
+        let (status, resp) = Self::post(
+            self.http,
+            &LongPollRequest {
+                token: Some(self.token.clone()),
+                msgs,
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            status == 200,
+            "long-poll POST status {status}: {:?}",
+            resp.msgs
+        );
+        Ok(resp.msgs)
+    }
+
+    pub async fn say(&self, body: &str) -> anyhow::Result<VisitorOut> {
+        let id = new_id();
+        let mut r = self
+            .send(vec![VisitorIn::Send {
+                id,
+                body: body.into(),
+            }])
+            .await?;
+        r.pop().ok_or_else(|| anyhow::anyhow!("no reply"))
+    }
+
+    /// One poll: returns what arrived (possibly nothing, after the hold).
+    pub async fn poll(&mut self) -> anyhow::Result<Vec<VisitorOut>> {
+        let path = format!(
+            "/v1/visitor/poll?token={}&after={}",
+            self.token, self.cursor
+        );
+        let (status, body) = http_request(self.http, "GET", &path, None).await?;
+        anyhow::ensure!(status == 200, "poll status {status}");
+        let resp: LongPollResponse = serde_json::from_slice(&body)?;
+        for m in &resp.msgs {
+            match m {
+                VisitorOut::Event { seq, event } if *seq == self.cursor + 1 => {
+                    self.cursor = *seq;
+                    self.events.push((*seq, event.clone()));
+                }
+                VisitorOut::Snapshot { seq, .. } => self.cursor = *seq,
+                _ => {}
+            }
+        }
+        Ok(resp.msgs)
+    }
+
+    pub async fn wait_message(&mut self, body: &str) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while tokio::time::Instant::now() < deadline {
+            self.poll().await?;
+            if self
+                .events
+                .iter()
+                .any(|(_, e)| matches!(e, VisitorEvent::Message(m) if m.body == body))
+            {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("message {body:?} never arrived over long-poll")
+    }
+}
