@@ -250,11 +250,13 @@ async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn
         }
     };
     session.liveness.on_recv(now());
-    let keys = vec![
-        format!("u:{}", login.username.to_lowercase()),
-        format!("ip:{}", peer.ip()),
-    ];
-    if let Some(wait) = ctx.throttle.blocked(&keys, now()) {
+    let user_key = vec![format!("u:{}", login.username.to_lowercase())];
+    let ip_key = vec![format!("ip:{}", peer.ip())];
+    let blocked = ctx
+        .throttle
+        .blocked(&user_key, now())
+        .max(ctx.ip_throttle.blocked(&ip_key, now()));
+    if let Some(wait) = blocked {
         ctx.metrics.logins_throttled.inc();
         let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
         session
@@ -285,7 +287,8 @@ async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn
     let row = match row {
         Some(r) if verified => r,
         _ => {
-            ctx.throttle.fail(&keys, now());
+            ctx.throttle.fail(&user_key, now());
+            ctx.ip_throttle.fail(&ip_key, now());
             ctx.metrics.login_failures.inc();
             // Slow every failure down a little more than a success costs.
             sleep(ctx.cfg.login_failure_delay).await;
@@ -314,7 +317,7 @@ async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn
             .await;
         return Err(End::Refused(format!("{} is disabled", row.username)));
     }
-    ctx.throttle.succeed(&keys);
+    ctx.throttle.succeed(&user_key);
     let (agent_id, device) = (row.id, login.device_id);
     let commands_acked = ctx
         .writer

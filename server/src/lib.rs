@@ -45,7 +45,11 @@ pub struct Ctx {
     pub reads: store::ReadPool,
     pub hub: Arc<hub::Hub>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Failed logins per username.
     pub throttle: throttle::LoginThrottle,
+    /// Failed logins per source address: looser, since a whole office may
+    /// share one NAT address.
+    pub ip_throttle: throttle::LoginThrottle,
     pub agent_ip_limiter: throttle::ConnLimiter,
     pub visitor_ip_limiter: throttle::ConnLimiter,
     pub http_buckets:
@@ -122,6 +126,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let fingerprint = identity.fingerprint();
     let ctx = Arc::new(Ctx {
         throttle: throttle::LoginThrottle::new(cfg.throttle.clone()),
+        ip_throttle: throttle::LoginThrottle::new(throttle::ThrottleConfig {
+            free_failures: cfg.throttle.free_failures.saturating_mul(6),
+            ..cfg.throttle.clone()
+        }),
         agent_ip_limiter: throttle::ConnLimiter::new(cfg.agent_max_per_ip),
         visitor_ip_limiter: throttle::ConnLimiter::new(cfg.visitor.max_ws_per_ip),
         http_buckets: std::sync::Mutex::new(std::collections::HashMap::new()),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct ThrottleConfig {
-    /// Failures allowed before lock-outs start.
+    /// After this many consecutive failures, attempts are locked out.
     pub free_failures: u32,
     pub first_lockout: Duration,
     pub max_lockout: Duration,
@@ -78,8 +78,8 @@ impl LoginThrottle {
             });
             e.failures += 1;
             e.last = now;
-            if e.failures > self.cfg.free_failures {
-                let doublings = (e.failures - self.cfg.free_failures - 1).min(16);
+            if e.failures >= self.cfg.free_failures {
+                let doublings = (e.failures - self.cfg.free_failures).min(16);
                 let lock = self
                     .cfg
                     .first_lockout
@@ -187,7 +187,7 @@ mod tests {
         let t = LoginThrottle::new(ThrottleConfig::default());
         let now = Instant::now();
         let keys = vec!["u:bob".to_string()];
-        for _ in 0..5 {
+        for _ in 0..4 {
             t.fail(&keys, now);
         }
         assert_eq!(t.blocked(&keys, now), None);

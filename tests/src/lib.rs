@@ -16,6 +16,7 @@
 )]
 
 pub mod checker;
+pub mod flows;
 pub mod proxy;
 pub mod raw_agent;
 pub mod server;

@@ -32,10 +32,14 @@ pub fn seed(dir: &Path) {
 /// Settings for fast tests: short heartbeats, loopback.
 pub fn fast_config(dir: &Path) -> ServerConfig {
     let mut cfg = ServerConfig::for_tests(dir.to_path_buf());
-    cfg.liveness.heartbeat = Duration::from_millis(200);
-    cfg.liveness.dead_after = Duration::from_millis(800);
+    // Scripted agents only talk when a test makes them, so the server's
+    // silence cut is long here; liveness tests set short values themselves.
+    cfg.liveness.heartbeat = Duration::from_millis(500);
+    cfg.liveness.dead_after = Duration::from_secs(60);
     cfg.visitor.liveness.heartbeat = Duration::from_millis(200);
-    cfg.visitor.liveness.dead_after = Duration::from_millis(2000);
+    // Scripted visitors only talk when a test makes them, so their silence
+    // cut is long; tests of it set their own.
+    cfg.visitor.liveness.dead_after = Duration::from_secs(60);
     cfg.visitor.poll_timeout = Duration::from_secs(2);
     cfg.hub.visitor_grace = Duration::from_millis(300);
     cfg
