@@ -160,9 +160,9 @@ mod tests {
         let payload = [0xffu8; 0x2f];
         for b in payload {
             buf.extend_from_slice(&[b]);
-            let r = c.decode(&mut buf).unwrap();
-            if buf.is_empty() && r.is_some() {
-                assert_eq!(&r.unwrap()[..], &payload[..]);
+            if let Some(frame) = c.decode(&mut buf).unwrap() {
+                assert!(buf.is_empty());
+                assert_eq!(&frame[..], &payload[..]);
                 return;
             }
         }

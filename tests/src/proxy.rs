@@ -192,7 +192,7 @@ async fn pump(
         let prev = f
             .cut_after
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-                (c > 0).then(|| if c > len { c - len } else { 0 })
+                (c > 0).then(|| c.saturating_sub(len))
             });
         if let Ok(c) = prev
             && c <= len
