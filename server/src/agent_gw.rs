@@ -475,13 +475,13 @@ impl Conn {
             let deadline = tokio::time::Instant::from_std(self.session.liveness.poll_timeout());
             tokio::select! {
                 biased;
-                () = self.kick.cancelled() => {
-                    self.session.error(io, ErrorCode::GoingAway, "outbound queue full; resume from your cursor", None).await;
-                    return Err(End::Kicked);
-                }
                 () = ctx.shutdown.cancelled() => {
                     let _ignored = self.session.send(io, &ServerMsg::GoingAway { reason: "server going away".into() }).await;
                     return Err(End::Shutdown);
+                }
+                () = self.kick.cancelled() => {
+                    self.session.error(io, ErrorCode::GoingAway, "outbound queue full; resume from your cursor", None).await;
+                    return Err(End::Kicked);
                 }
                 res = async {
                     match pending.front_mut() {

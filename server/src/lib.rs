@@ -78,6 +78,14 @@ impl RunningServer {
         for t in self.tasks.drain(..) {
             let _ignored = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
+        // Let connection tasks deliver their goodbyes before the runtime goes.
+        let m = &self.ctx.metrics;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while (m.agent_connections.get() > 0 || m.visitor_ws_connections.get() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if let Err(e) = self.ctx.writer.barrier().await {
             tracing::error!("final flush failed: {e}");
         }

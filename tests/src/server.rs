@@ -108,30 +108,28 @@ impl TestServer {
     }
 }
 
-/// Path of the `holdfast-server` binary built by cargo for this test run.
+/// Path of the `holdfast-server` binary, built for this test run.
 pub fn server_binary() -> PathBuf {
     if let Ok(p) = std::env::var("HOLDFAST_SERVER_BIN") {
         return p.into();
     }
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/holdfast-server
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = profile_dir.join("holdfast-server");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "holdfast-server",
-                "--bin",
-                "holdfast-server",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building holdfast-server failed");
-    }
-    bin
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/<test> -> target/<profile>/holdfast-server
+            let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+            // `cargo test -p holdfast-tests` does not rebuild another
+            // package's binary, so make sure it is current (a no-op when it is).
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "holdfast-server", "--bin", "holdfast-server"])
+                .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
+                .status()
+                .unwrap();
+            assert!(status.success(), "building holdfast-server failed");
+            profile_dir.join("holdfast-server")
+        })
+        .clone()
 }
 
 /// Pick a free loopback port (the OS may hand it out again, so use at once).

@@ -161,7 +161,9 @@ impl WsVisitor {
                 if *seq == self.cursor + 1 {
                     self.cursor = *seq;
                     self.events.push((*seq, event.clone()));
-                    self.send_json(&VisitorIn::Ack { seq: *seq }).await?;
+                    // Acks are advisory (the cursor is what resumes), and the
+                    // socket may already be closing: keep reading regardless.
+                    let _ = self.send_json(&VisitorIn::Ack { seq: *seq }).await;
                 } else if *seq > self.cursor + 1 {
                     anyhow::bail!("gap: cursor {} got {}", self.cursor, seq);
                 }
