@@ -122,7 +122,14 @@ pub fn server_binary() -> PathBuf {
             // `cargo test -p holdfast-tests` does not rebuild another
             // package's binary, so make sure it is current (a no-op when it is).
             let status = Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "holdfast-server", "--bin", "holdfast-server"])
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "holdfast-server",
+                    "--bin",
+                    "holdfast-server",
+                ])
                 .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
                 .status()
                 .unwrap();

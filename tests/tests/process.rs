@@ -19,9 +19,13 @@ async fn login_device(
     cursor: Option<u64>,
 ) -> (RawAgent, Resume, u64, Vec<String>) {
     let mut a = RawAgent::handshake(p.agent).await.unwrap();
-    a.send(&RawAgent::login_msg("alice", PASSWORD, device, cursor)).await.unwrap();
+    a.send(&RawAgent::login_msg("alice", PASSWORD, device, cursor))
+        .await
+        .unwrap();
     let ok = a.recv(T).await.unwrap().unwrap();
-    let ServerMsg::LoginOk(ok) = ok else { panic!("{ok:?}") };
+    let ServerMsg::LoginOk(ok) = ok else {
+        panic!("{ok:?}")
+    };
     let mut cursor = cursor.unwrap_or(0);
     let mut bodies = Vec::new();
     // Read everything the server has for us until it goes quiet.
@@ -79,20 +83,39 @@ async fn sigkill_between_send_and_delivery_loses_nothing_acked() {
         Ok(_) => 1,
         Err(e) => panic!("{e}"),
     };
-    a.recv_until(T, |m| matches!(m, ServerMsg::Ack(_))).await.unwrap();
+    a.recv_until(T, |m| matches!(m, ServerMsg::Ack(_)))
+        .await
+        .unwrap();
     let mut replies = Vec::new();
     for i in 0..10 {
         let body = format!("reply {i}");
-        let o = run(&mut a, Action::Send { conversation: conv, body: body.clone() }).await;
+        let o = run(
+            &mut a,
+            Action::Send {
+                conversation: conv,
+                body: body.clone(),
+            },
+        )
+        .await;
         assert!(matches!(o, Outcome::Done { .. }), "{o:?}");
         replies.push(body);
     }
     p.kill9();
     p.spawn();
-    let mut v = WsVisitor::connect_with(p.http, hello("acme", Some(token), Some(vcursor), "https://shop.example/back"))
-        .await
-        .unwrap();
-    let VisitorOut::Welcome { resumed, .. } = &v.welcome else { panic!() };
+    let mut v = WsVisitor::connect_with(
+        p.http,
+        hello(
+            "acme",
+            Some(token),
+            Some(vcursor),
+            "https://shop.example/back",
+        ),
+    )
+    .await
+    .unwrap();
+    let VisitorOut::Welcome { resumed, .. } = &v.welcome else {
+        panic!()
+    };
     assert!(*resumed);
     v.wait_message("reply 9").await.unwrap();
     let got: Vec<String> = v
@@ -116,16 +139,28 @@ async fn sigterm_says_going_away_and_keeps_everything() {
     let (mut a, _, _, _) = login_device(&p, device, None).await;
     let mut v = WsVisitor::connect(p.http, "acme").await.unwrap();
     v.say_acked("before shutdown").await.unwrap();
-    a.recv_until(T, |m| matches!(m, ServerMsg::Event { event: Event::Message(_), .. }))
-        .await
-        .unwrap();
+    a.recv_until(T, |m| {
+        matches!(
+            m,
+            ServerMsg::Event {
+                event: Event::Message(_),
+                ..
+            }
+        )
+    })
+    .await
+    .unwrap();
 
     let status = tokio::task::spawn_blocking(move || {
         let s = p.terminate();
         (s, p)
     });
-    a.recv_until(T, |m| matches!(m, ServerMsg::GoingAway { .. })).await.unwrap();
-    v.wait_for(T, |m| matches!(m, VisitorOut::GoingAway { .. })).await.unwrap();
+    a.recv_until(T, |m| matches!(m, ServerMsg::GoingAway { .. }))
+        .await
+        .unwrap();
+    v.wait_for(T, |m| matches!(m, VisitorOut::GoingAway { .. }))
+        .await
+        .unwrap();
     let (status, mut p) = status.await.unwrap();
     assert!(status.unwrap().success(), "clean exit on SIGTERM");
 
@@ -133,8 +168,15 @@ async fn sigterm_says_going_away_and_keeps_everything() {
     let (_, _, _, bodies) = login_device(&p, new_id(), None).await;
     let _ = bodies;
     let mut a2 = RawAgent::handshake(p.agent).await.unwrap();
-    a2.send(&RawAgent::login_msg("alice", PASSWORD, new_id(), None)).await.unwrap();
-    let snap = a2.recv_until(T, |m| matches!(m, ServerMsg::Snapshot(_))).await.unwrap();
-    let ServerMsg::Snapshot(s) = snap else { unreachable!() };
+    a2.send(&RawAgent::login_msg("alice", PASSWORD, new_id(), None))
+        .await
+        .unwrap();
+    let snap = a2
+        .recv_until(T, |m| matches!(m, ServerMsg::Snapshot(_)))
+        .await
+        .unwrap();
+    let ServerMsg::Snapshot(s) = snap else {
+        unreachable!()
+    };
     assert!(s.messages.iter().any(|m| m.body == "before shutdown"));
 }

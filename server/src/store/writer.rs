@@ -44,6 +44,8 @@ pub struct WriterConfig {
     pub retention: Duration,
     /// Capacity of the op queue; senders wait when it is full.
     pub queue: usize,
+    /// How often expired events are pruned.
+    pub prune_every: Duration,
 }
 
 impl Default for WriterConfig {
@@ -53,6 +55,7 @@ impl Default for WriterConfig {
             group_commit: true,
             retention: Duration::from_secs(7 * 24 * 3600),
             queue: 8192,
+            prune_every: Duration::from_secs(60),
         }
     }
 }
@@ -299,7 +302,7 @@ impl Writer {
                     self.process(vec![op]);
                 }
             }
-            if self.last_prune.elapsed() > Duration::from_secs(60) {
+            if self.last_prune.elapsed() >= self.cfg.prune_every {
                 self.prune();
             }
         }

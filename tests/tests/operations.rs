@@ -1,0 +1,337 @@
+//! Operations: health and metrics, dead-peer cuts, slow consumers, retention
+//! snapshots, and native TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use holdfast_protocol::agent::{ConversationState, Event, Resume, ServerMsg};
+use holdfast_protocol::visitor::{VisitorIn, VisitorOut};
+use holdfast_tests::flows::{T, agent};
+use holdfast_tests::proxy::Proxy;
+use holdfast_tests::raw_agent::RawAgent;
+use holdfast_tests::server::{PASSWORD, TestServer};
+use holdfast_tests::visitor::{WsVisitor, http_request, new_id};
+
+#[tokio::test]
+async fn healthz_and_metrics_report_what_happened() {
+    let srv = TestServer::start().await;
+    let _alice = agent(&srv, "alice").await;
+    let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
+    v.say_acked("count me").await.unwrap();
+    let (status, body) = http_request(srv.http(), "GET", "/healthz", None)
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_slice()), (200, &b"ok\n"[..]));
+    let (status, body) = http_request(srv.http(), "GET", "/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    for line in [
+        "holdfast_agent_connections 1",
+        "holdfast_visitor_ws_connections 1",
+        "holdfast_messages_in_total 1",
+        "holdfast_resumes_snapshot_total 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(text.contains("holdfast_commit_batch_ops_count"));
+    assert!(text.contains("holdfast_commit_seconds_bucket{le=\"0.01\"}"));
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_blackholed_agent_is_cut_after_the_silence_limit() {
+    let srv = TestServer::start_with(|c| {
+        c.liveness.heartbeat = Duration::from_millis(100);
+        c.liveness.dead_after = Duration::from_millis(500);
+    })
+    .await;
+    let proxy = Proxy::start(srv.agent_addr()).await;
+    let (mut a, ok) = RawAgent::login(proxy.addr, "alice", PASSWORD)
+        .await
+        .unwrap();
+    assert!(matches!(ok, ServerMsg::LoginOk(_)));
+    // While the link is healthy the server heartbeats us.
+    a.recv_until(T, |m| matches!(m, ServerMsg::Heartbeat))
+        .await
+        .unwrap();
+    let cuts = || srv.running().ctx.metrics.dead_peer_cuts.get();
+    assert_eq!(cuts(), 0);
+    // Speak once, then pull the cable: the silence clock starts here.
+    a.send(&holdfast_protocol::agent::ClientMsg::Heartbeat)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    proxy.blackhole(true);
+    let start = Instant::now();
+    while cuts() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "never cut");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(350),
+        "cut too early: {took:?}"
+    );
+    assert!(
+        !srv.running().ctx.hub.agents_online(1),
+        "agent marked offline"
+    );
+    srv.stop().await;
+}
+
+/// At the real defaults (3 s heartbeat, 10 s silence), a pulled cable is
+/// noticed between 10 and about 11 s.
+#[tokio::test]
+async fn dead_peer_cut_at_the_real_three_second_defaults() {
+    let srv = TestServer::start_with(|c| {
+        c.liveness = holdfast_protocol::liveness::LivenessConfig::default();
+    })
+    .await;
+    let proxy = Proxy::start(srv.agent_addr()).await;
+    let (mut a, ok) = RawAgent::login(proxy.addr, "alice", PASSWORD)
+        .await
+        .unwrap();
+    let ServerMsg::LoginOk(ok) = ok else { panic!() };
+    assert_eq!((ok.heartbeat_ms, ok.dead_after_ms), (3000, 10_000));
+    let t0 = Instant::now();
+    a.recv_until(Duration::from_secs(5), |m| {
+        matches!(m, ServerMsg::Heartbeat)
+    })
+    .await
+    .unwrap();
+    let hb = t0.elapsed();
+    assert!(
+        hb >= Duration::from_millis(2500),
+        "heartbeat only after quiet: {hb:?}"
+    );
+    a.send(&holdfast_protocol::agent::ClientMsg::Heartbeat)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    proxy.blackhole(true);
+    let start = Instant::now();
+    while srv.running().ctx.metrics.dead_peer_cuts.get() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(15), "never cut");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = start.elapsed();
+    eprintln!("blackhole to dead-peer cut at defaults: {took:?}");
+    assert!(
+        took >= Duration::from_millis(9500) && took <= Duration::from_millis(11_500),
+        "{took:?}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_cut_and_resumes_without_loss() {
+    let srv = TestServer::start_with(|c| {
+        c.hub.agent_queue = 8;
+        c.visitor.msg_rate = 10_000.0;
+        c.visitor.msg_burst = 10_000.0;
+    })
+    .await;
+    let device = new_id();
+    let mut a = RawAgent::handshake(srv.agent_addr()).await.unwrap();
+    a.send(&RawAgent::login_msg("alice", PASSWORD, device, None))
+        .await
+        .unwrap();
+    let snap = a
+        .recv_until(T, |m| matches!(m, ServerMsg::Snapshot(_)))
+        .await
+        .unwrap();
+    let ServerMsg::Snapshot(s) = snap else {
+        unreachable!()
+    };
+    // Alice stops reading. A visitor floods big messages.
+    let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
+    let big = "x".repeat(8000);
+    let n = 600;
+    for i in 0..n {
+        v.send_json(&VisitorIn::Send {
+            id: new_id(),
+            body: format!("{i:04} {big}"),
+        })
+        .await
+        .unwrap();
+    }
+    let mut acks = 0;
+    v.wait_for(Duration::from_secs(120), |m| {
+        acks += usize::from(matches!(m, VisitorOut::Ack { .. }));
+        acks == n
+    })
+    .await
+    .unwrap();
+    let start = Instant::now();
+    while srv.running().ctx.metrics.slow_consumer_cuts.get() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "slow consumer never cut"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(a);
+    // Resume from the cursor: every message exactly once, in order.
+    let mut a = RawAgent::handshake(srv.agent_addr()).await.unwrap();
+    a.send(&RawAgent::login_msg("alice", PASSWORD, device, Some(s.seq)))
+        .await
+        .unwrap();
+    let ok = a.recv(T).await.unwrap().unwrap();
+    assert!(
+        matches!(ok, ServerMsg::LoginOk(ref o) if o.resume == Resume::Replay { after: s.seq }),
+        "{ok:?}"
+    );
+    let mut got = Vec::new();
+    let mut last = s.seq;
+    while got.len() < n {
+        match a.recv(Duration::from_secs(20)).await.unwrap() {
+            Some(ServerMsg::Event { seq, event }) => {
+                assert_eq!(seq, last + 1);
+                last = seq;
+                if let Event::Message(m) = event {
+                    got.push(m.body[..4].to_string());
+                }
+            }
+            Some(_) => {}
+            None => panic!("closed"),
+        }
+    }
+    let want: Vec<String> = (0..n).map(|i| format!("{i:04}")).collect();
+    assert_eq!(got, want);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_retention_gets_an_explicit_snapshot() {
+    let srv = TestServer::start_with(|c| {
+        c.writer.retention = Duration::from_millis(1);
+        c.writer.prune_every = Duration::from_millis(50);
+    })
+    .await;
+    let device = new_id();
+    let mut a = RawAgent::handshake(srv.agent_addr()).await.unwrap();
+    a.send(&RawAgent::login_msg("alice", PASSWORD, device, None))
+        .await
+        .unwrap();
+    let snap = a
+        .recv_until(T, |m| matches!(m, ServerMsg::Snapshot(_)))
+        .await
+        .unwrap();
+    let ServerMsg::Snapshot(s) = snap else {
+        unreachable!()
+    };
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
+    v.send_json(&VisitorIn::LeaveMessage {
+        id: new_id(),
+        body: "while you were out".into(),
+        email: None,
+    })
+    .await
+    .unwrap();
+    v.wait_for(T, |m| matches!(m, VisitorOut::Ack { .. }))
+        .await
+        .unwrap();
+    // Let pruning run past those events, then nudge the writer once more.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = v.say_acked("nudge").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = v.say_acked("nudge 2").await;
+
+    let mut a = RawAgent::handshake(srv.agent_addr()).await.unwrap();
+    a.send(&RawAgent::login_msg("alice", PASSWORD, device, Some(s.seq)))
+        .await
+        .unwrap();
+    let ok = a.recv(T).await.unwrap().unwrap();
+    let ServerMsg::LoginOk(ok) = ok else {
+        panic!("{ok:?}")
+    };
+    assert_eq!(
+        ok.resume,
+        Resume::Snapshot,
+        "cursor {} is older than retention",
+        s.seq
+    );
+    let snap = a
+        .recv_until(T, |m| matches!(m, ServerMsg::Snapshot(_)))
+        .await
+        .unwrap();
+    let ServerMsg::Snapshot(snap) = snap else {
+        unreachable!()
+    };
+    assert!(!snap.recovered);
+    assert!(snap.seq > s.seq);
+    assert!(
+        snap.conversations
+            .iter()
+            .any(|c| c.state == ConversationState::LeftMessage
+                || c.state == ConversationState::Active)
+    );
+    assert!(snap.messages.iter().any(|m| m.body == "while you were out"));
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn native_tls_serves_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed by scripts/test-all");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let (c2, k2) = (cert.clone(), key.clone());
+    let srv = TestServer::start_with(move |c| {
+        c.tls = Some(holdfast_server::config::TlsFiles { cert: c2, key: k2 });
+    })
+    .await;
+    let url = format!("https://localhost:{}/healthz", srv.http().port());
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&cert)
+        .args([
+            "--resolve",
+            &format!("localhost:{}:127.0.0.1", srv.http().port()),
+            &url,
+        ])
+        .output()
+        .await
+        .expect("curl is installed by scripts/test-all");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP on the TLS port is not served as plaintext.
+    let r = http_request(srv.http(), "GET", "/healthz", None).await;
+    assert!(!matches!(r, Ok((200, _))));
+    srv.stop().await;
+}
