@@ -1,0 +1,265 @@
+//! Starting the core, and the handle the UI holds.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use holdfast_protocol::agent::{Action, ConversationId, MessageId, Presence};
+use holdfast_protocol::delivery::Outbox;
+use holdfast_protocol::ids::MsgId;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+use zeroize::Zeroizing;
+
+use crate::config::ClientConfig;
+use crate::core::{Core, CoreParts, Pending, Request};
+use crate::error::ClientError;
+use crate::store::{ConversationSummary, MessageOrder, Store, StoredMessage, Workspace};
+use crate::update::{ConnState, ConnectionStatus, Update};
+
+/// Capacity of the update channel. Past it, updates are dropped and a
+/// `Resync` follows (see [`crate::update`]).
+pub const UPDATE_CAPACITY: usize = 1024;
+const REQUEST_CAPACITY: usize = 64;
+
+/// Open the store, restore the outbox and spawn the core task. Must be
+/// called inside a tokio runtime.
+pub fn start(config: ClientConfig) -> Result<(ClientHandle, mpsc::Receiver<Update>), ClientError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
+    config.validate()?;
+    let mut store = Store::open(&config.store_path)?;
+    match store.account()? {
+        Some(a) if a.server != config.server || a.username != config.username => {
+            return Err(ClientError::AccountMismatch {
+                stored_server: a.server,
+                stored_user: a.username,
+                server: config.server,
+                user: config.username,
+            });
+        }
+        Some(_) => {}
+        None => store.set_account(&config.server, &config.username)?,
+    }
+    let outbox = Outbox::restore(
+        store.commands_acked()?,
+        store.outbox()?.into_iter().map(|e| {
+            (
+                e.seq,
+                Pending {
+                    id: e.id,
+                    action: e.action,
+                },
+            )
+        }),
+    );
+    let cursor = store.cursor()?;
+    let device_id = store.device_id();
+    let reader = Store::open(&config.store_path)?;
+
+    let (req_tx, req_rx) = mpsc::channel(REQUEST_CAPACITY);
+    let (upd_tx, upd_rx) = mpsc::channel(UPDATE_CAPACITY);
+    let (status_tx, status_rx) = watch::channel(ConnectionStatus {
+        state: ConnState::Disconnected,
+        unsent: outbox.unacked(),
+    });
+    let core = Core::new(CoreParts {
+        cfg: config,
+        store,
+        outbox,
+        cursor,
+        requests: req_rx,
+        updates: upd_tx,
+        status: status_tx,
+    });
+    let task = runtime.spawn(core.run());
+    Ok((
+        ClientHandle {
+            requests: req_tx,
+            status: status_rx,
+            reader: Arc::new(Mutex::new(reader)),
+            abort: task.abort_handle(),
+            device_id,
+        },
+        upd_rx,
+    ))
+}
+
+/// The UI's handle on the core. Cheap to clone. When every clone is
+/// dropped, the core shuts down as if `shutdown` had been called.
+///
+/// Action methods return once the action is durably in the local outbox;
+/// the server's verdict arrives later as an [`Update`]. Read methods query
+/// the store directly through a separate read connection; they block for a
+/// few milliseconds at most.
+#[derive(Debug, Clone)]
+pub struct ClientHandle {
+    requests: mpsc::Sender<Request>,
+    status: watch::Receiver<ConnectionStatus>,
+    reader: Arc<Mutex<Store>>,
+    abort: AbortHandle,
+    device_id: MsgId,
+}
+
+impl ClientHandle {
+    async fn request(&self, req: Request) -> Result<(), ClientError> {
+        self.requests
+            .send(req)
+            .await
+            .map_err(|_| ClientError::Stopped)
+    }
+
+    async fn action(&self, action: Action) -> Result<MsgId, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::Action { action, reply }).await?;
+        rx.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Post a message; it shows as `Queued` at once (an `Update::Message`).
+    pub async fn send_message(
+        &self,
+        conversation: ConversationId,
+        body: impl Into<String>,
+    ) -> Result<MsgId, ClientError> {
+        self.action(Action::Send {
+            conversation,
+            body: body.into(),
+        })
+        .await
+    }
+
+    /// Open a conversation with a browsing visitor.
+    pub async fn invite(
+        &self,
+        visitor: impl Into<String>,
+        body: impl Into<String>,
+    ) -> Result<MsgId, ClientError> {
+        self.action(Action::Invite {
+            visitor: visitor.into(),
+            body: body.into(),
+        })
+        .await
+    }
+
+    pub async fn accept(&self, conversation: ConversationId) -> Result<MsgId, ClientError> {
+        self.action(Action::Accept { conversation }).await
+    }
+
+    pub async fn close(&self, conversation: ConversationId) -> Result<MsgId, ClientError> {
+        self.action(Action::Close { conversation }).await
+    }
+
+    pub async fn set_presence(&self, presence: Presence) -> Result<MsgId, ClientError> {
+        self.action(Action::SetPresence { presence }).await
+    }
+
+    /// Ask for a page of a visitor's history. Returns the request id the
+    /// `Update::History` will carry. Sent when live; kept and resent after a
+    /// reconnect until answered.
+    pub async fn load_history(
+        &self,
+        visitor: impl Into<String>,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<u32, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::History {
+            visitor: visitor.into(),
+            before,
+            limit,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| ClientError::Stopped)
+    }
+
+    /// Drop the current connection (or wait) and connect at once.
+    pub async fn reconnect_now(&self) -> Result<(), ClientError> {
+        self.request(Request::ReconnectNow).await
+    }
+
+    /// Answer `Update::FingerprintUnknown`. After a mismatch (or a refusal),
+    /// `true` replaces the pin with the key the server presented and
+    /// connects again.
+    pub async fn trust_fingerprint(&self, trust: bool) -> Result<(), ClientError> {
+        self.request(Request::Trust(trust)).await
+    }
+
+    /// Use another password from now on and connect again.
+    pub async fn set_password(&self, password: Zeroizing<String>) -> Result<(), ClientError> {
+        self.request(Request::SetPassword(password)).await
+    }
+
+    /// Everything in `conversation` so far has been read.
+    pub async fn mark_read(&self, conversation: ConversationId) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::MarkRead {
+            conversation,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Stop the core and close its store. Unsent actions stay in the outbox
+    /// for the next start. Returns once the store is closed.
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        if self.request(Request::Shutdown { reply }).await.is_err() {
+            return Ok(()); // already stopped
+        }
+        let _stopped = rx.await;
+        Ok(())
+    }
+
+    /// Kill the core task at its next await point, with no graceful steps,
+    /// as a crash would. For fault-injection tests.
+    #[doc(hidden)]
+    pub fn abort(&self) {
+        self.abort.abort();
+    }
+
+    /// Whether the core task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.requests.is_closed()
+    }
+
+    /// The current connection status.
+    pub fn status(&self) -> ConnectionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that always holds the latest status (never lags).
+    pub fn status_watch(&self) -> watch::Receiver<ConnectionStatus> {
+        self.status.clone()
+    }
+
+    pub fn device_id(&self) -> MsgId {
+        self.device_id
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Store> {
+        // A panic while reading cannot leave a read connection inconsistent.
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Everything the UI needs to draw, from the store.
+    pub fn cached_workspace(&self) -> Result<Workspace, ClientError> {
+        Ok(self.reader().cached_workspace()?)
+    }
+
+    pub fn conversations(&self) -> Result<Vec<ConversationSummary>, ClientError> {
+        Ok(self.reader().conversations()?)
+    }
+
+    /// See [`Store::messages_page`].
+    pub fn messages_page(
+        &self,
+        conversation: ConversationId,
+        before: Option<MessageOrder>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, ClientError> {
+        Ok(self.reader().messages_page(conversation, before, limit)?)
+    }
+
+    pub fn unread(&self, conversation: ConversationId) -> Result<u32, ClientError> {
+        Ok(self.reader().unread(conversation)?)
+    }
+}

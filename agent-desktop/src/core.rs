@@ -1,0 +1,1172 @@
+//! The client core: one tokio task that owns the connection, the store and
+//! the protocol's sans-IO machines, and drives them.
+//!
+//! ```text
+//! Disconnected → Connecting → Handshaking → [AwaitingTrust] → LoggingIn → Live
+//!      ↑                                                                   │
+//!      └──────────── BackingOff(retry_at) ←── any failure ─────────────────┘
+//!                    Stopped(reason)     ←── key mismatch, refused login, shutdown
+//! ```
+//!
+//! Each pass through [`Core::session`] is one connection; it ends in an
+//! [`End`] that says what comes next. Requests from the UI are served in every
+//! state, so an action typed while offline is in the durable outbox before the
+//! call returns, whatever the connection is doing.
+//!
+//! The store is used synchronously from this task. It is the only writer and
+//! each write is one small transaction (well under a millisecond with WAL on
+//! this class of machine), so handing it to a blocking thread would add a
+//! hop per event without adding throughput.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use holdfast_protocol::agent::{
+    Action, ClientMsg, Command, CommandResult, Event, LiveEvent, Login, LoginOk, MessageId,
+    Outcome, Query, Seq, ServerMsg, Snapshot, VisitorInfo, WireError,
+};
+use holdfast_protocol::backoff::Backoff;
+use holdfast_protocol::codec::FrameCodec;
+use holdfast_protocol::delivery::{Inbox, Outbox, Verdict};
+use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::handshake::{
+    ClientHandshake, Fingerprint, HandshakeError, PinCheck, check_pin,
+};
+use holdfast_protocol::ids::MsgId;
+use holdfast_protocol::liveness::{Liveness, LivenessAction, LivenessConfig};
+use holdfast_protocol::seal::{Opener, Sealer, sealed_len};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::codec::Framed;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::config::ClientConfig;
+use crate::error::{ClientError, StoreError};
+use crate::store::{self, AckedCommand, EventEffect, Session, Store};
+use crate::update::{ConnState, ConnectionStatus, StopReason, Update};
+
+/// Commands handed to the socket per loop turn, so a long outbox replay
+/// does not starve reading.
+const TRANSMIT_BATCH: usize = 64;
+/// Visitor changes are cached for a quick start, not for correctness (the
+/// server resends the list after every login), so they are written at most
+/// this often instead of once per page view.
+const VISITOR_FLUSH: Duration = Duration::from_secs(2);
+/// How often to retry telling a lagging UI to resync.
+const RESYNC_RETRY: Duration = Duration::from_millis(50);
+
+/// An unacked command as the outbox machine holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) id: MsgId,
+    pub(crate) action: Action,
+}
+
+/// A request from a [`crate::ClientHandle`].
+#[derive(Debug)]
+pub(crate) enum Request {
+    Action {
+        action: Action,
+        reply: oneshot::Sender<Result<MsgId, ClientError>>,
+    },
+    History {
+        visitor: String,
+        before: Option<MessageId>,
+        limit: u32,
+        reply: oneshot::Sender<u32>,
+    },
+    ReconnectNow,
+    Trust(bool),
+    SetPassword(Zeroizing<String>),
+    MarkRead {
+        conversation: u64,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// How a connection (or a wait) ended, and so what comes next.
+enum End {
+    /// Stop the task; answer the shutdown request, if there was one.
+    Shutdown(Option<oneshot::Sender<()>>),
+    /// Connect again at once (user asked, or a decision was just made).
+    RetryNow,
+    /// Connect again after `after`, or after the backoff's next delay.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Do not connect again until the user acts.
+    Stop(StopReason),
+}
+
+fn retry(reason: impl Into<String>) -> End {
+    End::Retry {
+        reason: reason.into(),
+        after: None,
+    }
+}
+
+/// What a request asks of the state the core is in.
+enum Control {
+    Continue,
+    Reconnect,
+    Trust(bool),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Sends updates without ever waiting on the UI (see [`crate::update`]).
+struct Emitter {
+    tx: mpsc::Sender<Update>,
+    lagged: bool,
+}
+
+impl Emitter {
+    /// Returns true when this call is the one that found the UI lagging.
+    fn emit(&mut self, update: Update) -> bool {
+        if self.lagged && !self.retry_resync() {
+            return false;
+        }
+        match self.tx.try_send(update) {
+            Ok(()) => false,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("the UI is not keeping up; dropping updates until it resyncs");
+                self.lagged = true;
+                true
+            }
+            // Nobody listens any more; the handles decide when to stop.
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Try to deliver the pending Resync; true when none is pending.
+    fn retry_resync(&mut self) -> bool {
+        if !self.lagged {
+            return true;
+        }
+        match self.tx.try_send(Update::Resync) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.lagged = false;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+        }
+    }
+}
+
+/// One live connection after the handshake.
+struct Link {
+    framed: Framed<TcpStream, FrameCodec>,
+    sealer: Sealer,
+    opener: Opener,
+    liveness: Liveness,
+    io_timeout: Duration,
+}
+
+impl Link {
+    async fn send(&mut self, msgs: &[ClientMsg]) -> Result<(), String> {
+        let mut frames = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let sealed = self
+                .sealer
+                .seal_with(&mut rand::rng(), &m.encode())
+                .map_err(|e| format!("cannot seal a frame: {e}"))?;
+            frames.push(Bytes::from(sealed));
+        }
+        self.write(frames).await
+    }
+
+    /// The Login carries the password: keep its plaintext out of freed
+    /// memory.
+    async fn send_login(&mut self, login: Login) -> Result<(), String> {
+        let msg = ClientMsg::Login(login);
+        let plain = Zeroizing::new(msg.encode());
+        if let ClientMsg::Login(mut l) = msg {
+            l.password.zeroize();
+        }
+        let sealed = self
+            .sealer
+            .seal_with(&mut rand::rng(), &plain)
+            .map_err(|e| format!("cannot seal a frame: {e}"))?;
+        self.write(vec![Bytes::from(sealed)]).await
+    }
+
+    /// Writes are bounded by the dead-peer time too: a peer that stops
+    /// reading fills our socket buffer, and an unbounded write would hang
+    /// the task past any liveness check.
+    async fn write(&mut self, frames: Vec<Bytes>) -> Result<(), String> {
+        let framed = &mut self.framed;
+        let io = async move {
+            for f in frames {
+                framed.feed(f).await?;
+            }
+            SinkExt::<Bytes>::flush(framed).await
+        };
+        match tokio::time::timeout(self.io_timeout, io).await {
+            Err(_) => Err(format!(
+                "the server took no data for {} ms",
+                self.io_timeout.as_millis()
+            )),
+            Ok(Err(e)) => Err(format!("connection lost while sending: {e}")),
+            Ok(Ok(())) => {
+                self.liveness.on_send(Instant::now());
+                Ok(())
+            }
+        }
+    }
+
+    fn open(&mut self, frame: &[u8]) -> Result<ServerMsg, String> {
+        let plain = self
+            .opener
+            .open(frame)
+            .map_err(|e| format!("protocol error: {e}"))?;
+        ServerMsg::decode(&plain).map_err(|e| format!("protocol error: {e}"))
+    }
+}
+
+fn tokio_instant(t: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(t)
+}
+
+/// Sleep until `t`, or forever.
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(tokio_instant(t)).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(crate) struct Core {
+    cfg: ClientConfig,
+    store: Store,
+    requests: mpsc::Receiver<Request>,
+    updates: Emitter,
+    status: watch::Sender<ConnectionStatus>,
+    state: ConnState,
+    outbox: Outbox<Pending>,
+    inbox: Inbox,
+    /// No snapshot or event was ever applied: log in without a cursor.
+    fresh: bool,
+    backoff: Backoff,
+    next_request: u32,
+    /// History queries not answered yet; resent after a reconnect since
+    /// they are plain reads.
+    queries: BTreeMap<u32, Query>,
+    unsent_queries: VecDeque<u32>,
+    visitors: BTreeMap<String, VisitorInfo>,
+    dirty_visitors: BTreeSet<String>,
+    visitors_dirty_since: Option<Instant>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("state", &self.state)
+            .field("unsent", &self.outbox.unacked())
+            .field("cursor", &self.inbox.cursor())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything [`Core::new`] needs, gathered by [`crate::start`].
+pub(crate) struct CoreParts {
+    pub(crate) cfg: ClientConfig,
+    pub(crate) store: Store,
+    pub(crate) outbox: Outbox<Pending>,
+    pub(crate) cursor: Option<Seq>,
+    pub(crate) requests: mpsc::Receiver<Request>,
+    pub(crate) updates: mpsc::Sender<Update>,
+    pub(crate) status: watch::Sender<ConnectionStatus>,
+}
+
+impl Core {
+    pub(crate) fn new(p: CoreParts) -> Self {
+        let visitors = match p.store.visitors() {
+            Ok(v) => v.into_iter().map(|v| (v.id.clone(), v)).collect(),
+            Err(e) => {
+                tracing::warn!("cannot read cached visitors: {e}");
+                BTreeMap::new()
+            }
+        };
+        Self {
+            inbox: Inbox::new(p.cursor.unwrap_or(0), p.cfg.ack_policy),
+            fresh: p.cursor.is_none(),
+            backoff: Backoff::new(p.cfg.backoff, rand::random()),
+            cfg: p.cfg,
+            store: p.store,
+            requests: p.requests,
+            updates: Emitter {
+                tx: p.updates,
+                lagged: false,
+            },
+            status: p.status,
+            state: ConnState::Disconnected,
+            outbox: p.outbox,
+            next_request: 1,
+            queries: BTreeMap::new(),
+            unsent_queries: VecDeque::new(),
+            visitors,
+            dirty_visitors: BTreeSet::new(),
+            visitors_dirty_since: None,
+        }
+    }
+
+    // ------------------------------------------------------------ top level
+
+    pub(crate) async fn run(mut self) {
+        let mut end = self.session().await;
+        loop {
+            end = match end {
+                End::Shutdown(reply) => {
+                    self.finish(reply);
+                    return;
+                }
+                End::RetryNow => self.session().await,
+                End::Retry { reason, after } => {
+                    let delay = after.unwrap_or_else(|| self.backoff.next_delay());
+                    let retry_at = Instant::now() + delay;
+                    tracing::info!(%reason, delay_ms = delay.as_millis(), "reconnecting later");
+                    self.set_state(ConnState::BackingOff { retry_at, reason });
+                    match self.idle(Some(retry_at)).await {
+                        Some(end) => end,
+                        None => self.session().await,
+                    }
+                }
+                End::Stop(reason) => {
+                    tracing::warn!(%reason, "stopped until the user acts");
+                    self.set_state(ConnState::Stopped { reason });
+                    match self.idle(None).await {
+                        Some(end) => end,
+                        None => self.session().await,
+                    }
+                }
+            };
+        }
+    }
+
+    fn finish(mut self, reply: Option<oneshot::Sender<()>>) {
+        self.flush_visitors();
+        self.set_state(ConnState::Stopped {
+            reason: StopReason::Shutdown,
+        });
+        // Close the store before answering, so the caller may reopen or
+        // delete it as soon as shutdown() returns.
+        let Core { store, .. } = self;
+        drop(store);
+        if let Some(reply) = reply {
+            let _ignored = reply.send(());
+        }
+    }
+
+    /// Wait while backing off or stopped. `None` means: connect now.
+    async fn idle(&mut self, until: Option<Instant>) -> Option<End> {
+        loop {
+            if until.is_some_and(|t| Instant::now() >= t) {
+                return None;
+            }
+            let wake = [until, self.housekeeping_due()].into_iter().flatten().min();
+            tokio::select! {
+                req = self.requests.recv() => {
+                    let Some(req) = req else { return Some(End::Shutdown(None)) };
+                    match self.on_request(req) {
+                        Control::Continue => {}
+                        Control::Reconnect => return None,
+                        Control::Shutdown(reply) => return Some(End::Shutdown(Some(reply))),
+                        Control::Trust(yes) => {
+                            if yes && let Some(fp) = self.trust_target() {
+                                if let Err(e) = self.pin(&fp) {
+                                    return Some(self.store_failed(e));
+                                }
+                                return None;
+                            }
+                        }
+                    }
+                }
+                () = sleep_until_opt(wake) => self.housekeeping(),
+            }
+        }
+    }
+
+    /// The key a `trust_fingerprint(true)` accepts in the current state.
+    fn trust_target(&self) -> Option<Fingerprint> {
+        match &self.state {
+            ConnState::Stopped {
+                reason: StopReason::FingerprintMismatch { presented, .. },
+            } => Some(*presented),
+            ConnState::Stopped {
+                reason: StopReason::FingerprintRefused { fingerprint },
+            } => Some(*fingerprint),
+            _ => None,
+        }
+    }
+
+    /// Await `fut` while serving requests. `Err` ends the attempt.
+    async fn wait<T>(&mut self, fut: impl Future<Output = T>) -> Result<T, End> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Ok(out),
+                req = self.requests.recv() => {
+                    let Some(req) = req else { return Err(End::Shutdown(None)) };
+                    match self.on_request(req) {
+                        // A trust answer outside the prompt has nothing to apply to.
+                        Control::Continue | Control::Trust(_) => {}
+                        Control::Reconnect => return Err(End::RetryNow),
+                        Control::Shutdown(reply) => return Err(End::Shutdown(Some(reply))),
+                    }
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ one connection
+
+    async fn session(&mut self) -> End {
+        match self.establish().await {
+            Ok(link) => self.live(link).await,
+            Err(end) => end,
+        }
+    }
+
+    /// Connect, handshake, check the pin and log in.
+    async fn establish(&mut self) -> Result<Link, End> {
+        let server = self.cfg.server.clone();
+        let io_timeout = self.cfg.liveness.dead_after;
+
+        self.set_state(ConnState::Connecting);
+        let stream = match self
+            .wait(tokio::time::timeout(
+                io_timeout,
+                TcpStream::connect(server.clone()),
+            ))
+            .await?
+        {
+            Err(_) => return Err(retry(format!("timed out connecting to {server}"))),
+            Ok(Err(e)) => return Err(retry(format!("cannot reach {server}: {e}"))),
+            Ok(Ok(s)) => s,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+        let mut framed = Framed::new(stream, FrameCodec::new(self.cfg.max_frame));
+
+        self.set_state(ConnState::Handshaking);
+        let hs = ClientHandshake::generate(&mut rand::rng());
+        let hello = Bytes::copy_from_slice(hs.hello());
+        let reply = self
+            .wait(tokio::time::timeout(io_timeout, async {
+                framed.send(hello).await?;
+                framed.next().await.transpose()
+            }))
+            .await?;
+        let reply = match reply {
+            Err(_) => return Err(retry(format!("{server} did not answer the handshake"))),
+            Ok(Err(e)) => return Err(retry(format!("handshake with {server} failed: {e}"))),
+            Ok(Ok(None)) => {
+                return Err(retry(format!(
+                    "{server} closed the connection during the handshake"
+                )));
+            }
+            Ok(Ok(Some(r))) => r,
+        };
+        let session = match hs.handle_reply(&reply) {
+            Ok(s) => s,
+            Err(e @ HandshakeError::VersionMismatch { .. }) => {
+                return Err(self.login_refused(ErrorCode::VersionMismatch, e.to_string()));
+            }
+            Err(e) => return Err(retry(format!("handshake with {server} failed: {e}"))),
+        };
+
+        self.check_server_key(&server, &session.server_static)
+            .await?;
+
+        self.set_state(ConnState::LoggingIn);
+        let mut link = Link {
+            framed,
+            sealer: session.sealer,
+            opener: session.opener,
+            liveness: Liveness::new(self.cfg.liveness, Instant::now()),
+            io_timeout,
+        };
+        let login = Login {
+            username: self.cfg.username.clone(),
+            password: self.cfg.password.as_str().to_owned(),
+            device_id: self.store.device_id(),
+            resume_after: (!self.fresh).then(|| self.inbox.cursor()),
+            client: format!(
+                "holdfast-agent {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS
+            ),
+        };
+        let answer = self
+            .wait(tokio::time::timeout(io_timeout, async {
+                link.send_login(login).await?;
+                match link.framed.next().await {
+                    None => Err(format!("{server} closed the connection during login")),
+                    Some(Err(e)) => Err(format!("connection lost during login: {e}")),
+                    Some(Ok(frame)) => link.open(&frame),
+                }
+            }))
+            .await?;
+        let answer = match answer {
+            Err(_) => return Err(retry(format!("{server} did not answer the login"))),
+            Ok(Err(reason)) => return Err(retry(reason)),
+            Ok(Ok(msg)) => msg,
+        };
+        link.liveness.on_recv(Instant::now());
+        match answer {
+            ServerMsg::LoginOk(ok) => {
+                self.on_login_ok(ok, &mut link)?;
+                Ok(link)
+            }
+            ServerMsg::Error(e) => Err(self.login_error(e)),
+            ServerMsg::GoingAway { reason } => {
+                Err(retry(format!("the server is going away: {reason}")))
+            }
+            other => Err(retry(format!(
+                "protocol error: expected LoginOk, got {}",
+                msg_name(&other)
+            ))),
+        }
+    }
+
+    /// Pinning happens before anything sealed is sent: the first sealed
+    /// frame carries the password.
+    async fn check_server_key(&mut self, server: &str, key: &[u8; 32]) -> Result<(), End> {
+        let stored = self
+            .store
+            .pinned_fingerprint(server)
+            .map_err(|e| self.store_failed(e))?;
+        let pinned = stored.or(self.cfg.expected_fingerprint);
+        match check_pin(pinned.as_ref(), key) {
+            PinCheck::Match => {
+                if stored.is_none()
+                    && let Some(fp) = pinned
+                {
+                    self.pin(&fp).map_err(|e| self.store_failed(e))?;
+                }
+                Ok(())
+            }
+            PinCheck::FirstUse(fingerprint) => {
+                if self.cfg.trust_on_first_use {
+                    tracing::info!(%fingerprint, %server, "pinning the server key on first use");
+                    return self.pin(&fingerprint).map_err(|e| self.store_failed(e));
+                }
+                self.await_trust(server, fingerprint).await
+            }
+            PinCheck::Mismatch { pinned, presented } => {
+                tracing::error!(%server, %pinned, %presented, "server key does not match the pin");
+                self.emit(Update::FingerprintMismatch {
+                    server: server.to_owned(),
+                    pinned,
+                    presented,
+                });
+                Err(End::Stop(StopReason::FingerprintMismatch {
+                    pinned,
+                    presented,
+                }))
+            }
+        }
+    }
+
+    async fn await_trust(&mut self, server: &str, fingerprint: Fingerprint) -> Result<(), End> {
+        self.emit(Update::FingerprintUnknown {
+            server: server.to_owned(),
+            fingerprint,
+        });
+        self.set_state(ConnState::AwaitingTrust { fingerprint });
+        loop {
+            let Some(req) = self.requests.recv().await else {
+                return Err(End::Shutdown(None));
+            };
+            match self.on_request(req) {
+                Control::Continue => {}
+                Control::Trust(true) => {
+                    return self.pin(&fingerprint).map_err(|e| self.store_failed(e));
+                }
+                Control::Trust(false) => {
+                    return Err(End::Stop(StopReason::FingerprintRefused { fingerprint }));
+                }
+                Control::Reconnect => return Err(End::RetryNow),
+                Control::Shutdown(reply) => return Err(End::Shutdown(Some(reply))),
+            }
+        }
+    }
+
+    fn pin(&mut self, fp: &Fingerprint) -> Result<(), StoreError> {
+        self.store.pin_fingerprint(&self.cfg.server, fp)
+    }
+
+    fn login_error(&mut self, e: WireError) -> End {
+        let retry_after = e
+            .retry_after_ms
+            .map(|ms| Duration::from_millis(u64::from(ms)));
+        match e.code {
+            ErrorCode::Unauthorized | ErrorCode::Disabled | ErrorCode::VersionMismatch => {
+                self.login_refused(e.code, e.message)
+            }
+            code => {
+                self.emit(Update::LoginFailed {
+                    code,
+                    message: e.message.clone(),
+                    retry_after,
+                });
+                let reason = format!("login failed ({code}): {}", e.message);
+                match code {
+                    ErrorCode::Throttled | ErrorCode::RateLimited => End::Retry {
+                        reason,
+                        after: Some(retry_after.unwrap_or_else(|| self.backoff.next_delay())),
+                    },
+                    _ => retry(reason),
+                }
+            }
+        }
+    }
+
+    fn login_refused(&mut self, code: ErrorCode, message: String) -> End {
+        self.emit(Update::LoginFailed {
+            code,
+            message: message.clone(),
+            retry_after: None,
+        });
+        End::Stop(StopReason::LoginRejected { code, message })
+    }
+
+    fn on_login_ok(&mut self, ok: LoginOk, link: &mut Link) -> Result<(), End> {
+        self.backoff.reset();
+        let session = Session {
+            agent: ok.agent,
+            display_name: ok.display_name.clone(),
+            site: ok.site,
+        };
+        self.store
+            .set_session(&session)
+            .map_err(|e| self.store_failed(e))?;
+        // Never slower than the server expects of us; the dead-peer time
+        // stays ours.
+        let server_hb = Duration::from_millis(u64::from(ok.heartbeat_ms));
+        let heartbeat = if server_hb.is_zero() {
+            self.cfg.liveness.heartbeat
+        } else {
+            self.cfg.liveness.heartbeat.min(server_hb)
+        };
+        link.liveness = Liveness::new(
+            LivenessConfig {
+                heartbeat,
+                dead_after: self.cfg.liveness.dead_after,
+            },
+            Instant::now(),
+        );
+
+        let acked = ok.commands_acked;
+        if acked >= self.outbox.next_seq() {
+            // The server has committed seqs this store never numbered (it was
+            // restored from an older copy). Renumber what is left after
+            // them; the ids keep resends idempotent.
+            tracing::warn!(
+                acked,
+                next = self.outbox.next_seq(),
+                "renumbering the outbox"
+            );
+            let entries = self
+                .store
+                .rebase_outbox(acked)
+                .map_err(|e| self.store_failed(e))?;
+            self.outbox = Outbox::restore(
+                acked,
+                entries.into_iter().map(|e| {
+                    (
+                        e.seq,
+                        Pending {
+                            id: e.id,
+                            action: e.action,
+                        },
+                    )
+                }),
+            );
+        } else if acked > self.outbox.acked()
+            && let Some(end) = self.on_ack(acked, &[])
+        {
+            return Err(end);
+        }
+        self.outbox.on_reconnect();
+        self.inbox.on_reconnect();
+        self.unsent_queries = self.queries.keys().copied().collect();
+        self.emit(Update::LoggedIn {
+            agent: ok.agent,
+            display_name: ok.display_name,
+            site: ok.site,
+        });
+        tracing::info!(server = %self.cfg.server, unsent = self.outbox.unacked(), "logged in");
+        self.set_state(ConnState::Live);
+        Ok(())
+    }
+
+    async fn live(&mut self, mut link: Link) -> End {
+        loop {
+            if let Err(end) = self.pump(&mut link).await {
+                return end;
+            }
+            let deadline = self.deadline(&link);
+            tokio::select! {
+                frame = link.framed.next() => {
+                    let msg = match frame {
+                        None => return retry("the server closed the connection"),
+                        Some(Err(e)) => return retry(format!("connection lost: {e}")),
+                        Some(Ok(f)) => match link.open(&f) {
+                            Ok(m) => m,
+                            Err(reason) => return retry(reason),
+                        },
+                    };
+                    link.liveness.on_recv(Instant::now());
+                    if let Some(end) = self.on_server_msg(msg) {
+                        return end;
+                    }
+                }
+                req = self.requests.recv() => {
+                    let Some(req) = req else { return End::Shutdown(None) };
+                    match self.on_request(req) {
+                        Control::Continue | Control::Trust(_) => {}
+                        Control::Reconnect => return End::RetryNow,
+                        Control::Shutdown(reply) => return End::Shutdown(Some(reply)),
+                    }
+                }
+                () = tokio::time::sleep_until(tokio_instant(deadline)) => self.housekeeping(),
+            }
+        }
+    }
+
+    /// Send whatever is due: outbox commands, queries, the event ack, a
+    /// heartbeat. Also the dead-peer check.
+    async fn pump(&mut self, link: &mut Link) -> Result<(), End> {
+        let now = Instant::now();
+        if link.liveness.poll(now) == LivenessAction::Dead {
+            return Err(retry(format!(
+                "no traffic from the server for {} ms; connection considered dead",
+                link.liveness.silence(now).as_millis()
+            )));
+        }
+        let mut out = Vec::new();
+        for _ in 0..TRANSMIT_BATCH {
+            let Some((seq, p)) = self.outbox.poll_transmit() else {
+                break;
+            };
+            out.push(ClientMsg::Command(Command {
+                id: p.id,
+                seq,
+                action: p.action.clone(),
+            }));
+        }
+        while let Some(r) = self.unsent_queries.pop_front() {
+            if let Some(q) = self.queries.get(&r) {
+                out.push(ClientMsg::Query(q.clone()));
+            }
+        }
+        if let Some(up_to) = self.inbox.poll_ack(now) {
+            out.push(ClientMsg::Ack { up_to });
+        }
+        if out.is_empty() && link.liveness.poll(now) == LivenessAction::SendHeartbeat {
+            out.push(ClientMsg::Heartbeat);
+        }
+        if !out.is_empty() {
+            link.send(&out).await.map_err(retry)?;
+        }
+        Ok(())
+    }
+
+    fn deadline(&self, link: &Link) -> Instant {
+        let now = Instant::now();
+        if self.outbox.in_flight() < self.outbox.unacked() {
+            return now;
+        }
+        [
+            Some(link.liveness.poll_timeout()),
+            self.inbox.poll_timeout(),
+            self.housekeeping_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now)
+    }
+
+    // ------------------------------------------------------------ server messages
+
+    fn on_server_msg(&mut self, msg: ServerMsg) -> Option<End> {
+        match msg {
+            ServerMsg::Ack(batch) => self.on_ack(batch.up_to, &batch.results),
+            ServerMsg::Event { seq, event } => self.on_event(seq, event),
+            ServerMsg::Snapshot(s) => self.on_snapshot(s),
+            ServerMsg::Live(ev) => {
+                self.on_live(ev);
+                None
+            }
+            ServerMsg::Heartbeat => None,
+            ServerMsg::Error(e) => self.on_error(e),
+            ServerMsg::GoingAway { reason } => {
+                Some(retry(format!("the server is going away: {reason}")))
+            }
+            ServerMsg::QueryResult { request, result } => {
+                if self.queries.remove(&request).is_some() {
+                    self.emit(Update::History { request, result });
+                }
+                None
+            }
+            ServerMsg::LoginOk(_) => Some(retry("protocol error: LoginOk after login")),
+        }
+    }
+
+    /// Disk first, memory second: if the store fails, the outbox rows stay
+    /// and are resent later, which the server answers idempotently.
+    fn on_ack(&mut self, up_to: Seq, results: &[CommandResult]) -> Option<End> {
+        if up_to >= self.outbox.next_seq() {
+            return Some(retry(format!(
+                "protocol error: ack up to {up_to}, but only {} commands were ever numbered",
+                self.outbox.next_seq().saturating_sub(1)
+            )));
+        }
+        if up_to <= self.outbox.acked() {
+            return None;
+        }
+        let acked = match self.store.apply_ack(up_to, results) {
+            Ok(a) => a,
+            Err(e) => return Some(self.store_failed(e)),
+        };
+        if let Err(e) = self.outbox.on_ack(up_to) {
+            return Some(retry(format!("protocol error: {e}")));
+        }
+        for a in acked {
+            self.emit_acked(a);
+        }
+        self.publish();
+        None
+    }
+
+    fn emit_acked(&mut self, a: AckedCommand) {
+        match a.outcome {
+            Some(Outcome::Rejected { code, message }) => {
+                tracing::warn!(id = %a.id, %code, %message, "command rejected");
+                self.emit(Update::CommandRejected {
+                    id: a.id,
+                    code,
+                    message,
+                });
+            }
+            Some(Outcome::Done {
+                conversation,
+                message,
+                ..
+            }) => self.emit(Update::CommandDone {
+                id: a.id,
+                conversation,
+                message,
+            }),
+            None => self.emit(Update::CommandDone {
+                id: a.id,
+                conversation: None,
+                message: None,
+            }),
+        }
+        if let Some(m) = a.message {
+            self.emit(Update::MessageState {
+                client_id: m.client_id,
+                conversation: m.conversation,
+                message: m.message,
+                state: m.state,
+            });
+        }
+    }
+
+    fn on_event(&mut self, seq: Seq, event: Event) -> Option<End> {
+        match self.inbox.check(seq) {
+            Err(gap) => Some(retry(format!("protocol error: {gap}"))),
+            Ok(Verdict::Duplicate) => None,
+            Ok(Verdict::Apply) => {
+                let effect = match self.store.apply_event(seq, &event) {
+                    Ok(e) => e,
+                    Err(e) => return Some(self.store_failed(e)),
+                };
+                self.inbox.applied(seq, Instant::now());
+                self.fresh = false;
+                match effect {
+                    EventEffect::Message { message, new: true } => {
+                        self.emit(Update::Message(message));
+                    }
+                    EventEffect::Message {
+                        message,
+                        new: false,
+                    } => {
+                        self.emit(Update::MessageState {
+                            client_id: message.client_id,
+                            conversation: message.conversation,
+                            message: message.message,
+                            state: message.state,
+                        });
+                    }
+                    EventEffect::Conversation(c) => self.emit(Update::Conversation(c)),
+                    EventEffect::Delivered { changed, .. } => {
+                        for m in changed {
+                            self.emit(Update::MessageState {
+                                client_id: m.client_id,
+                                conversation: m.conversation,
+                                message: m.message,
+                                state: m.state,
+                            });
+                        }
+                    }
+                    EventEffect::Nothing => {}
+                }
+                None
+            }
+        }
+    }
+
+    fn on_snapshot(&mut self, s: Snapshot) -> Option<End> {
+        if let Err(e) = self.store.apply_snapshot(&s) {
+            return Some(self.store_failed(e));
+        }
+        self.inbox.reset_to(s.seq, Instant::now());
+        self.fresh = false;
+        if !s.recovered {
+            tracing::info!(
+                seq = s.seq,
+                "applied a snapshot; history in between may be missing"
+            );
+        }
+        self.emit(Update::SnapshotApplied {
+            recovered: s.recovered,
+        });
+        None
+    }
+
+    fn on_live(&mut self, ev: LiveEvent) {
+        match ev {
+            LiveEvent::Visitors(list) => {
+                if let Err(e) = self.store.replace_visitors(&list) {
+                    tracing::warn!("cannot cache the visitor list: {e}");
+                }
+                self.dirty_visitors.clear();
+                self.visitors_dirty_since = None;
+                self.visitors = list.iter().map(|v| (v.id.clone(), v.clone())).collect();
+                self.emit(Update::Visitors(list));
+            }
+            LiveEvent::Visitor(v) => {
+                self.mark_visitor_dirty(v.id.clone());
+                self.visitors.insert(v.id.clone(), v.clone());
+                self.emit(Update::Visitor(Box::new(v)));
+            }
+            LiveEvent::VisitorGone { visitor } => {
+                self.mark_visitor_dirty(visitor.clone());
+                self.visitors.remove(&visitor);
+                self.emit(Update::VisitorGone { visitor });
+            }
+            LiveEvent::AgentPresence {
+                agent,
+                name,
+                presence,
+            } => self.emit(Update::AgentPresence {
+                agent,
+                name,
+                presence,
+            }),
+        }
+    }
+
+    fn on_error(&mut self, e: WireError) -> Option<End> {
+        match e.code {
+            ErrorCode::Unauthorized | ErrorCode::Disabled => {
+                Some(self.login_refused(e.code, e.message))
+            }
+            ErrorCode::GoingAway => Some(retry(format!("the server is going away: {}", e.message))),
+            code => {
+                tracing::warn!(%code, message = %e.message, "server error");
+                self.emit(Update::ServerError {
+                    code,
+                    message: e.message,
+                });
+                None
+            }
+        }
+    }
+
+    /// A store failure ends the connection: nothing unstored was acked, and
+    /// the next connection replays from the durable cursor.
+    fn store_failed(&mut self, e: StoreError) -> End {
+        tracing::error!("local store failed: {e}");
+        self.emit(Update::StoreFailed {
+            message: e.to_string(),
+        });
+        retry(format!("local store failed: {e}"))
+    }
+
+    // ------------------------------------------------------------ requests
+
+    fn on_request(&mut self, req: Request) -> Control {
+        match req {
+            Request::Action { action, reply } => {
+                let r = self.enqueue(action);
+                let _ignored = reply.send(r);
+                Control::Continue
+            }
+            Request::History {
+                visitor,
+                before,
+                limit,
+                reply,
+            } => {
+                let request = self.next_request;
+                self.next_request = self.next_request.checked_add(1).unwrap_or(1);
+                self.queries.insert(
+                    request,
+                    Query::History {
+                        request,
+                        visitor,
+                        before,
+                        limit,
+                    },
+                );
+                if self.state == ConnState::Live {
+                    self.unsent_queries.push_back(request);
+                }
+                let _ignored = reply.send(request);
+                Control::Continue
+            }
+            Request::ReconnectNow => Control::Reconnect,
+            Request::Trust(yes) => Control::Trust(yes),
+            Request::SetPassword(p) => {
+                self.cfg.password = p;
+                Control::Reconnect
+            }
+            Request::MarkRead {
+                conversation,
+                reply,
+            } => {
+                let r = self
+                    .store
+                    .mark_read(conversation)
+                    .map_err(ClientError::from);
+                let _ignored = reply.send(r);
+                Control::Continue
+            }
+            Request::Shutdown { reply } => Control::Shutdown(reply),
+        }
+    }
+
+    /// Make an action durable and queue it. It is transmitted by the next
+    /// pump if the link is live, else after the next login.
+    fn enqueue(&mut self, action: Action) -> Result<MsgId, ClientError> {
+        let now = store::now_ms();
+        let id = MsgId::generate(u64::try_from(now).unwrap_or(0), &mut rand::rng());
+        let seq = self.outbox.next_seq();
+        // An action too big for a frame could never be sent and would block
+        // everything queued after it.
+        let len = sealed_len(
+            ClientMsg::Command(Command {
+                id,
+                seq,
+                action: action.clone(),
+            })
+            .encode()
+            .len(),
+        );
+        if len > self.cfg.max_frame {
+            return Err(ClientError::TooLarge {
+                len,
+                max: self.cfg.max_frame,
+            });
+        }
+        let stored = self.store.enqueue(seq, id, &action, now)?;
+        let pushed = self.outbox.push(Pending { id, action });
+        debug_assert_eq!(pushed, seq);
+        if let Some(m) = stored {
+            self.emit(Update::Message(m));
+        }
+        self.publish();
+        Ok(id)
+    }
+
+    // ------------------------------------------------------------ housekeeping
+
+    fn mark_visitor_dirty(&mut self, id: String) {
+        self.dirty_visitors.insert(id);
+        self.visitors_dirty_since.get_or_insert_with(Instant::now);
+    }
+
+    fn housekeeping_due(&self) -> Option<Instant> {
+        let flush = self.visitors_dirty_since.map(|t| t + VISITOR_FLUSH);
+        let resync = self.updates.lagged.then(|| Instant::now() + RESYNC_RETRY);
+        [flush, resync].into_iter().flatten().min()
+    }
+
+    fn housekeeping(&mut self) {
+        if self
+            .visitors_dirty_since
+            .is_some_and(|t| Instant::now() >= t + VISITOR_FLUSH)
+        {
+            self.flush_visitors();
+        }
+        self.updates.retry_resync();
+    }
+
+    fn flush_visitors(&mut self) {
+        if self.dirty_visitors.is_empty() {
+            self.visitors_dirty_since = None;
+            return;
+        }
+        let ids = std::mem::take(&mut self.dirty_visitors);
+        let upserts = ids.iter().filter_map(|id| self.visitors.get(id));
+        let removed = ids
+            .iter()
+            .filter(|id| !self.visitors.contains_key(*id))
+            .map(String::as_str);
+        if let Err(e) = self.store.update_visitors(upserts, removed) {
+            tracing::warn!("cannot cache visitor changes: {e}");
+        }
+        self.visitors_dirty_since = None;
+    }
+
+    // ------------------------------------------------------------ status and updates
+
+    fn emit(&mut self, update: Update) {
+        if self.updates.emit(update) {
+            // The UI will re-read the store: make the visitor cache current.
+            self.flush_visitors();
+        }
+    }
+
+    fn set_state(&mut self, state: ConnState) {
+        self.state = state;
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let status = ConnectionStatus {
+            state: self.state.clone(),
+            unsent: self.outbox.unacked(),
+        };
+        if *self.status.borrow() != status {
+            self.status.send_replace(status.clone());
+            self.emit(Update::Connection(status));
+        }
+    }
+}
+
+fn msg_name(m: &ServerMsg) -> &'static str {
+    match m {
+        ServerMsg::LoginOk(_) => "LoginOk",
+        ServerMsg::Ack(_) => "Ack",
+        ServerMsg::Event { .. } => "Event",
+        ServerMsg::Snapshot(_) => "Snapshot",
+        ServerMsg::Live(_) => "Live",
+        ServerMsg::Heartbeat => "Heartbeat",
+        ServerMsg::Error(_) => "Error",
+        ServerMsg::GoingAway { .. } => "GoingAway",
+        ServerMsg::QueryResult { .. } => "QueryResult",
+    }
+}

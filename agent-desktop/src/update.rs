@@ -1,0 +1,182 @@
+//! What the core tells the UI.
+//!
+//! Updates are notifications, not the record: the store is. The channel is
+//! bounded and the core never waits on it. If the UI falls behind, updates
+//! are dropped and, once there is room again, an [`Update::Resync`] says to
+//! re-read the store ([`crate::ClientHandle::cached_workspace`]) and the
+//! current status ([`crate::ClientHandle::status`]). Nothing durable is lost
+//! that way: every message, conversation and delivery state is in the store
+//! before its update is sent.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use holdfast_protocol::agent::{
+    AgentId, ConversationId, ConversationInfo, MessageId, Presence, QueryResult, SiteId,
+    VisitorInfo,
+};
+use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::handshake::Fingerprint;
+use holdfast_protocol::ids::MsgId;
+
+use crate::store::{DeliveryState, StoredMessage};
+
+/// Where the connection stands, plus how many actions wait in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionStatus {
+    pub state: ConnState,
+    pub unsent: usize,
+}
+
+/// The connection state machine's states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnState {
+    /// Not started yet.
+    Disconnected,
+    /// Opening the TCP connection.
+    Connecting,
+    /// Exchanging hellos and checking the server's key.
+    Handshaking,
+    /// Waiting for the user to accept or refuse an unknown server key
+    /// (`ClientHandle::trust_fingerprint`).
+    AwaitingTrust {
+        fingerprint: Fingerprint,
+    },
+    /// Login sent, waiting for the answer.
+    LoggingIn,
+    Live,
+    /// Will try again at `retry_at` (or at once on `reconnect_now`).
+    BackingOff {
+        retry_at: Instant,
+        reason: String,
+    },
+    /// Will not try again until the user acts.
+    Stopped {
+        reason: StopReason,
+    },
+}
+
+/// Why the client stopped trying. Each needs a user decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// The server presented another key than the pinned one. Continuing
+    /// needs `trust_fingerprint(true)`, which replaces the pin.
+    FingerprintMismatch {
+        pinned: Fingerprint,
+        presented: Fingerprint,
+    },
+    /// The user refused an unknown server key.
+    FingerprintRefused { fingerprint: Fingerprint },
+    /// The server refused the login (wrong password, disabled account,
+    /// another protocol version). `set_password` or `reconnect_now` retries.
+    LoginRejected { code: ErrorCode, message: String },
+    /// `shutdown` was called.
+    Shutdown,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::FingerprintMismatch { pinned, presented } => write!(
+                f,
+                "the server's key changed: pinned {pinned}, presented {presented}"
+            ),
+            StopReason::FingerprintRefused { fingerprint } => {
+                write!(f, "the server key {fingerprint} was not trusted")
+            }
+            StopReason::LoginRejected { code, message } => {
+                write!(f, "login refused ({code}): {message}")
+            }
+            StopReason::Shutdown => f.write_str("shut down"),
+        }
+    }
+}
+
+/// A notification from the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    Connection(ConnectionStatus),
+    /// Nothing is pinned for this server: ask the user to compare the
+    /// fingerprint (with `holdfast-server fingerprint`) and answer with
+    /// `trust_fingerprint`.
+    FingerprintUnknown {
+        server: String,
+        fingerprint: Fingerprint,
+    },
+    /// The server's key does not match the pin: a hard stop. Show both.
+    FingerprintMismatch {
+        server: String,
+        pinned: Fingerprint,
+        presented: Fingerprint,
+    },
+    /// The login (or the handshake, for `VersionMismatch`) was refused.
+    /// With `retry_after` set (throttled), the core retries by itself.
+    LoginFailed {
+        code: ErrorCode,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    LoggedIn {
+        agent: AgentId,
+        display_name: String,
+        site: SiteId,
+    },
+    /// The whole visitor list (after each login).
+    Visitors(Vec<VisitorInfo>),
+    /// One visitor arrived, navigated or identified.
+    Visitor(Box<VisitorInfo>),
+    VisitorGone {
+        visitor: String,
+    },
+    AgentPresence {
+        agent: AgentId,
+        name: String,
+        presence: Presence,
+    },
+    Conversation(ConversationInfo),
+    /// A message to add: queued locally or new from the server. Key it by
+    /// `client_id`.
+    Message(StoredMessage),
+    /// A message already shown changed (acked, echoed, delivered, failed).
+    MessageState {
+        client_id: MsgId,
+        conversation: ConversationId,
+        message: Option<MessageId>,
+        state: DeliveryState,
+    },
+    /// The server committed a command.
+    CommandDone {
+        id: MsgId,
+        conversation: Option<ConversationId>,
+        message: Option<MessageId>,
+    },
+    /// The server durably refused a command.
+    CommandRejected {
+        id: MsgId,
+        code: ErrorCode,
+        message: String,
+    },
+    /// The answer to `load_history`.
+    History {
+        request: u32,
+        result: QueryResult,
+    },
+    /// Local conversations and messages were replaced by a server snapshot:
+    /// re-read the store. `recovered: false` means history in between may be
+    /// missing.
+    SnapshotApplied {
+        recovered: bool,
+    },
+    /// A non-fatal error from the server.
+    ServerError {
+        code: ErrorCode,
+        message: String,
+    },
+    /// The local store failed; the connection is reset and retried, and
+    /// nothing was acked that is not stored.
+    StoreFailed {
+        message: String,
+    },
+    /// Updates were dropped because the UI was slow: re-read the store.
+    Resync,
+}
