@@ -154,6 +154,15 @@ pub struct FileConfig {
     pub retention_days: Option<u64>,
     pub group_commit: Option<bool>,
     pub max_batch: Option<usize>,
+    /// Messages per second each visitor connection may send, and burst.
+    pub visitor_msg_rate: Option<f64>,
+    pub visitor_msg_burst: Option<f64>,
+    /// Concurrent connections per source address.
+    pub visitor_max_ws_per_ip: Option<usize>,
+    pub agent_max_per_ip: Option<usize>,
+    /// HTTP requests per second per address (long-poll), and burst.
+    pub http_rate: Option<f64>,
+    pub http_burst: Option<f64>,
 }
 
 /// Values from flags or the environment (flags win; clap does that part).
@@ -218,6 +227,24 @@ pub fn resolve(file: FileConfig, o: Overrides) -> anyhow::Result<ServerConfig> {
     }
     if let Some(v) = file.max_batch {
         c.writer.max_batch = v.max(1);
+    }
+    if let Some(v) = file.visitor_msg_rate {
+        c.visitor.msg_rate = v;
+    }
+    if let Some(v) = file.visitor_msg_burst {
+        c.visitor.msg_burst = v;
+    }
+    if let Some(v) = file.visitor_max_ws_per_ip {
+        c.visitor.max_ws_per_ip = v;
+    }
+    if let Some(v) = file.agent_max_per_ip {
+        c.agent_max_per_ip = v;
+    }
+    if let Some(v) = file.http_rate {
+        c.visitor.http_rate = v;
+    }
+    if let Some(v) = file.http_burst {
+        c.visitor.http_burst = v;
     }
     c.tls = match (o.tls_cert.or(file.tls_cert), o.tls_key.or(file.tls_key)) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
