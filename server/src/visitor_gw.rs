@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use holdfast_protocol::agent::{PageView, Seq};
@@ -23,6 +23,8 @@ use holdfast_protocol::visitor::{
 };
 use serde::Deserialize;
 use tokio::time::{sleep_until, timeout};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{Any, CorsLayer};
 
 use crate::Ctx;
 use crate::hub::VisitorPush;
@@ -96,46 +98,85 @@ pub async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>) {
 
 pub fn router(ctx: Arc<Ctx>) -> Router {
     let body_limit = ctx.cfg.visitor.limits.max_text.saturating_mul(4);
-    Router::new()
-        .route("/v1/visitor/ws", get(ws_upgrade))
+    // The widget runs on customers' own domains, so the long-poll fallback
+    // is always a cross-origin request (a JSON POST even needs a preflight).
+    // Any origin may call it: the visitor token travels in the body or the
+    // query, never in a cookie, so there is no ambient credential to abuse.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(3600));
+    let long_poll = Router::new()
         .route("/v1/visitor/lp", post(long_poll_send))
         .route("/v1/visitor/poll", get(long_poll_recv))
+        .layer(cors);
+    let files = Router::new()
+        .route(
+            "/widget.js",
+            get(|h: HeaderMap| async move { asset("/widget/widget.js", &h) }),
+        )
+        .route("/widget/{*path}", get(widget_file))
+        .route(
+            "/demo",
+            get(|h: HeaderMap| async move { asset("/demo/index.html", &h) }),
+        )
+        .route(
+            "/demo/",
+            get(|h: HeaderMap| async move { asset("/demo/index.html", &h) }),
+        )
+        .route("/demo/{*path}", get(demo_file))
+        .layer(CompressionLayer::new());
+    Router::new()
+        .route("/v1/visitor/ws", get(ws_upgrade))
+        .merge(long_poll)
+        .merge(files)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .route("/widget.js", get(|| async { asset("/widget/widget.js") }))
-        .route("/widget/{*path}", get(widget_file))
-        .route("/demo", get(|| async { asset("/demo/index.html") }))
-        .route("/demo/", get(|| async { asset("/demo/index.html") }))
-        .route("/demo/{*path}", get(demo_file))
         .route("/", get(|| async { Redirect::temporary("/demo") }))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(ctx)
 }
 
-fn asset(path: &str) -> Response {
-    match crate::assets::find(path) {
-        Some((_, mime, bytes)) => (
-            [
-                (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
-                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-                (
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                ),
-            ],
-            *bytes,
-        )
-            .into_response(),
-        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+fn asset(path: &str, req: &HeaderMap) -> Response {
+    let Some((_, mime, bytes)) = crate::assets::find(path) else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let etag = crate::assets::etag(path).unwrap_or("\"0\"");
+    let fresh = req
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
+        // no-cache means "revalidate", so a deploy reaches every visitor on
+        // their next page load while unchanged files cost a 304.
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (header::ETAG, HeaderValue::from_static(etag)),
+    ];
+    if fresh {
+        (StatusCode::NOT_MODIFIED, headers).into_response()
+    } else {
+        (headers, *bytes).into_response()
     }
 }
 
-async fn widget_file(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
-    asset(&format!("/widget/{path}"))
+async fn widget_file(
+    axum::extract::Path(path): axum::extract::Path<String>,
+    h: HeaderMap,
+) -> Response {
+    asset(&format!("/widget/{path}"), &h)
 }
 
-async fn demo_file(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
-    asset(&format!("/demo/{path}"))
+async fn demo_file(
+    axum::extract::Path(path): axum::extract::Path<String>,
+    h: HeaderMap,
+) -> Response {
+    asset(&format!("/demo/{path}"), &h)
 }
 
 async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {

@@ -6,6 +6,8 @@
 //! - [`raw_agent`]: a protocol-level agent for hostile-input tests.
 //! - [`proxy`]: a TCP fault proxy (blackhole, reset, slice, latency).
 //! - [`checker`]: counts lost, duplicated and reordered messages.
+//! - [`core_agent`]: the real agent client core as a test peer.
+//! - [`browser`]: a small WebDriver client for headless Chromium.
 //!
 //! Test code may unwrap: a panic is how a test fails.
 #![allow(
@@ -16,7 +18,9 @@
     clippy::cast_possible_truncation
 )]
 
+pub mod browser;
 pub mod checker;
+pub mod core_agent;
 pub mod flows;
 pub mod proxy;
 pub mod raw_agent;

@@ -1,0 +1,1000 @@
+/*! Holdfast visitor widget | plain ES5, no dependencies | see assets/widget/README.md */
+(function (win, doc) {
+  'use strict';
+
+  var prior = win.Holdfast;
+  if (prior && prior.version) return; // loaded twice: keep the first
+
+  // ------------------------------------------------------------ options
+
+  function findScript() {
+    if (doc.currentScript) return doc.currentScript;
+    var all = doc.getElementsByTagName('script');
+    for (var i = all.length - 1; i >= 0; i--) {
+      if (all[i].getAttribute('data-site') && /widget(\.min)?\.js([?#]|$)/.test(all[i].src)) return all[i];
+    }
+    return null;
+  }
+  var tag = findScript();
+  function opt(name) {
+    return tag ? tag.getAttribute('data-' + name) : null;
+  }
+  var SITE = opt('site');
+  if (!SITE) {
+    if (win.console) console.error('Holdfast: the script tag needs data-site="SITE_KEY"');
+    return;
+  }
+  // The server is wherever this script came from, unless data-server says.
+  var BASE = opt('server');
+  if (!BASE) {
+    var src = /^(https?:\/\/[^\/?#]+)([^?#]*)/i.exec(tag.src) || ['', '', ''];
+    BASE = src[1] + src[2].replace(/\/(widget\/)?widget(\.min)?\.js$/, '');
+  }
+  BASE = BASE.replace(/\/+$/, '');
+  var WS_URL = BASE.replace(/^http/i, 'ws') + '/v1/visitor/ws';
+  var nav = win.navigator || {};
+  var LANG = opt('lang') || nav.language || nav.userLanguage || 'en';
+  var ZH = /^zh/i.test(LANG);
+  // auto (default), websocket or longpoll
+  var MODE = (opt('transport') || 'auto').toLowerCase();
+  var useLP = MODE === 'longpoll' || typeof win.WebSocket === 'undefined';
+
+  var STR = ZH ? {
+    open: '打开聊天', close: '关闭聊天', title: '在线客服', sub: '我们通常几分钟内回复',
+    queued: '正在为您接入客服…', active: '为您服务：', closed: '本次对话已结束',
+    label: '消息', ph: '输入消息…', send: '发送', offline: '离线 — 恢复连接后发送',
+    connecting: '正在连接…', sending: '发送中…', failed: '发送失败：', you: '您',
+    leaveT: '当前没有客服在线', leaveP: '请留言，我们会尽快回复您。', email: '电子邮件（可选）',
+    leave: '留言', thanks: '谢谢！我们已收到您的留言。', tooLong: '消息太长了', log: '聊天记录'
+  } : {
+    open: 'Open chat', close: 'Close chat', title: 'Chat with us', sub: 'We usually reply in a few minutes',
+    queued: 'Finding someone to help you…', active: 'You are chatting with ', closed: 'This chat has ended',
+    label: 'Message', ph: 'Type your message…', send: 'Send', offline: 'Offline — will send when back',
+    connecting: 'Connecting…', sending: 'Sending…', failed: 'Not sent: ', you: 'You',
+    leaveT: 'No one is online right now', leaveP: 'Leave a message and we will get back to you.',
+    email: 'Email (optional)', leave: 'Leave message', thanks: 'Thanks! We got your message.',
+    tooLong: 'That message is too long', log: 'Messages'
+  };
+
+  // ------------------------------------------------------------ helpers
+
+  function now() {
+    return new Date().getTime();
+  }
+  function each(a, f) {
+    for (var i = 0; i < a.length; i++) f(a[i], i);
+  }
+  function listen(t, ev, f) {
+    if (t && t.addEventListener) t.addEventListener(ev, f, false);
+  }
+  function utf8len(s) {
+    return unescape(encodeURIComponent(s)).length;
+  }
+  // Lone surrogates cannot be encoded as UTF-8: replace them.
+  function whole(s) {
+    var o = '', i, c, d;
+    for (i = 0; i < s.length; i++) {
+      c = s.charCodeAt(i);
+      d = s.charCodeAt(i + 1);
+      if (c >= 0xd800 && c < 0xdc00 && d >= 0xdc00 && d < 0xe000) o += s.charAt(i) + s.charAt(++i);
+      else o += c >= 0xd800 && c < 0xe000 ? '\ufffd' : s.charAt(i);
+    }
+    return o;
+  }
+  // Control characters (except tab, CR, LF) are refused by the server;
+  // lengths are limited in UTF-8 bytes.
+  function clean(s, max) {
+    s = whole(String(s == null ? '' : s).replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/g, ''));
+    while (max && utf8len(s) > max) s = whole(s.slice(0, Math.floor(s.length * 0.9)));
+    return s;
+  }
+  function rand(n) {
+    var c = win.crypto || win.msCrypto, a, i;
+    if (c && c.getRandomValues && win.Uint8Array) {
+      a = new Uint8Array(n);
+      c.getRandomValues(a);
+      return a;
+    }
+    for (a = [], i = 0; i < n; i++) a.push(Math.floor(Math.random() * 256));
+    return a;
+  }
+  // UUIDv7: 48-bit millisecond time, version 7, variant 10, random rest.
+  function uuid7() {
+    var b = rand(16), t = now(), hi = Math.floor(t / 4294967296), lo = t % 4294967296, s = '', i, h;
+    var head = [hi >>> 8 & 255, hi & 255, lo >>> 24 & 255, lo >>> 16 & 255, lo >>> 8 & 255, lo & 255];
+    for (i = 0; i < 16; i++) {
+      h = i < 6 ? head[i] : i === 6 ? 0x70 | b[i] & 15 : i === 8 ? 0x80 | b[i] & 63 : b[i];
+      s += (h < 16 ? '0' : '') + h.toString(16) + (i === 3 || i === 5 || i === 7 || i === 9 ? '-' : '');
+    }
+    return s;
+  }
+  function parse(s) {
+    try {
+      return JSON.parse(s);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // ------------------------------------------------------------ storage
+  // Everything is namespaced per site key. Without localStorage (privacy
+  // modes) the widget still works, it just forgets on reload.
+
+  var NS = 'holdfast:' + SITE + ':', mem = {}, LS = null, SS = null;
+  try {
+    LS = win.localStorage;
+    LS.setItem(NS + 'probe', '1');
+    LS.removeItem(NS + 'probe');
+  } catch (e) {
+    LS = null;
+  }
+  try {
+    SS = win.sessionStorage;
+  } catch (e) {
+    SS = null;
+  }
+  function sget(k) {
+    try {
+      if (LS) return LS.getItem(NS + k);
+    } catch (e) { /* fall through */ }
+    return mem.hasOwnProperty(k) ? mem[k] : null;
+  }
+  function sset(k, v) {
+    mem[k] = v;
+    try {
+      if (LS) {
+        if (v == null) LS.removeItem(NS + k);
+        else LS.setItem(NS + k, v);
+      }
+    } catch (e) { /* quota: memory copy still holds it */ }
+  }
+  function jget(k, d) {
+    var v = parse(sget(k));
+    return v == null ? d : v;
+  }
+  function jset(k, v) {
+    sset(k, v == null ? null : JSON.stringify(v));
+  }
+
+  // ------------------------------------------------------------ state
+
+  var TAB = uuid7();
+  var S = {
+    token: sget('token'),
+    visitor: null,
+    cursor: 0, // last event seq applied (and stored) by any tab
+    conv: null, // ConversationView
+    convSeq: 0,
+    msgs: {}, // by client id
+    agents: true,
+    online: false, // transport welcomed
+    open: false,
+    fatal: null,
+    idn: null // last identify payload
+  };
+  var listeners = { message: [] };
+
+  function logFromStorage() {
+    var l = jget('log', null);
+    return l && typeof l === 'object' ? l : null;
+  }
+  function mergeLog(l) {
+    if (!l || (S.visitor && l.visitor && l.visitor !== S.visitor)) return false;
+    var changed = false;
+    if (!S.visitor) S.visitor = l.visitor || null;
+    if (l.cursor > S.cursor) S.cursor = l.cursor;
+    if (l.convSeq > S.convSeq) {
+      S.convSeq = l.convSeq;
+      S.conv = l.conv || null;
+      changed = true;
+    }
+    each(l.msgs || [], function (m) {
+      var mine = S.msgs[m.id];
+      if (!mine || (mine.message == null && (m.message != null || m.failed))) {
+        S.msgs[m.id] = m;
+        changed = true;
+      }
+    });
+    return changed;
+  }
+  // The cursor and the messages it covers are written in one setItem, so
+  // they can never disagree. Merge first: another tab may have gone further.
+  function saveLog(force) {
+    if (!force) mergeLog(logFromStorage());
+    var list = [], k;
+    for (k in S.msgs) {
+      if (S.msgs.hasOwnProperty(k) && (S.msgs[k].message != null || S.msgs[k].failed)) list.push(S.msgs[k]);
+    }
+    list.sort(order);
+    if (list.length > 200) list = list.slice(list.length - 200);
+    jset('log', { visitor: S.visitor, cursor: S.cursor, conv: S.conv, convSeq: S.convSeq, msgs: list });
+  }
+  function resetLog() {
+    S.cursor = 0;
+    S.conv = null;
+    S.convSeq = 0;
+    for (var k in S.msgs) {
+      if (S.msgs.hasOwnProperty(k) && S.msgs[k].message != null) {
+        delete S.msgs[k];
+        unplace(k);
+      }
+    }
+  }
+
+  // The outbox is always read fresh: other tabs change it too.
+  function outbox() {
+    var o = jget('outbox', []);
+    return o && o.length ? o : [];
+  }
+  function unqueue(id) {
+    var o = outbox(), n = [];
+    each(o, function (e) {
+      if (e.id !== id) n.push(e);
+    });
+    if (n.length !== o.length) jset('outbox', n.length ? n : null);
+  }
+
+  // One tab at a time sends from the shared outbox: the holder of a lease
+  // in localStorage, renewed while it is connected. The server dedupes by
+  // id as well, so a rare overlap at handover cannot create a duplicate.
+  function leader() {
+    var l = jget('lock', null), t = now();
+    if (!l || l.tab === TAB || l.exp < t) {
+      jset('lock', { tab: TAB, exp: t + 5000 });
+      return true;
+    }
+    return false;
+  }
+  function unlock() {
+    var l = jget('lock', null);
+    if (l && l.tab === TAB) sset('lock', null);
+  }
+
+  // ------------------------------------------------------------ messages
+
+  function key(m) {
+    return m.message != null ? [0, m.message] : [1, m.at || m.at_ms || 0];
+  }
+  function order(a, b) {
+    var x = key(a), y = key(b);
+    return x[0] - y[0] || x[1] - y[1];
+  }
+  function emit(m) {
+    each(listeners.message, function (f) {
+      try {
+        f({ id: m.id, conversation: m.conversation, message: m.message, from: m.from, name: m.name, body: m.body, at_ms: m.at_ms });
+      } catch (e) {
+        if (win.console) console.error(e);
+      }
+    });
+  }
+  // A server message (from an event, a snapshot or an ack).
+  function addMsg(m, live) {
+    var old = S.msgs[m.id];
+    S.msgs[m.id] = {
+      id: m.id, conversation: m.conversation, message: m.message, from: m.from || (old && old.from) || 'visitor',
+      name: m.name || null, body: m.body != null ? m.body : old && old.body, at_ms: m.at_ms
+    };
+    place(S.msgs[m.id]);
+    if (live && (!old || old.message == null)) {
+      emit(S.msgs[m.id]);
+      // An agent writing to a visitor whose widget is closed: an invitation.
+      if (m.from === 'agent' && !S.open) api.open(true);
+    }
+  }
+  function pending(e) {
+    if (S.msgs[e.id] && (S.msgs[e.id].message != null || S.msgs[e.id].failed)) return;
+    S.msgs[e.id] = { id: e.id, from: 'visitor', body: e.body, at: e.at, pending: true, t: e.t };
+    place(S.msgs[e.id]);
+  }
+
+  // ------------------------------------------------------------ transport
+
+  var T = null; // the live transport: {kind, send(msg), close()}
+  var gen = 0; // bumps whenever a transport ends; stale callbacks check it
+  var connSeq = 0; // last seq received on this connection (gap check)
+  var attempt = 0, retryTimer = null, wsFails = 0, everOnline = false;
+  var inflight = {}; // outbox id -> gen it was sent on
+  var helloAfter = 0, reportedUrl = null, helloUrl = null, referrer = doc.referrer || '';
+  var ackTimer = null, unacked = 0, flushTimer = null;
+
+  function pageInfo() {
+    return {
+      url: clean(win.location.href, 2048),
+      title: clean(doc.title || '', 512),
+      referrer: clean(referrer, 2048) || null
+    };
+  }
+  function hello() {
+    // A reconnect on the same page is not a new page view.
+    helloUrl = reportedUrl !== win.location.href ? win.location.href : null;
+    var page = helloUrl ? pageInfo() : null;
+    helloAfter = S.token ? S.cursor : 0;
+    return {
+      t: 'hello', site: SITE, token: S.token || null, after: S.token ? helloAfter : null, page: page,
+      user_agent: clean(nav.userAgent || '', 500) || null, lang: clean(LANG, 35), v: 1
+    };
+  }
+  function send(m) {
+    if (T && S.online) T.send(m);
+  }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    if (T || S.fatal) return;
+    if (nav.onLine === false) {
+      // Certainly offline: wait for the `online` event (or a slow retry in
+      // case the browser is wrong).
+      setState();
+      retryTimer = setTimeout(connect, 10000);
+      return;
+    }
+    if (useLP) lpStart();
+    else wsStart();
+  }
+  function lost(beforeWelcome) {
+    gen++;
+    T = null;
+    S.online = false;
+    clearTimeout(ackTimer);
+    ackTimer = null;
+    unlock();
+    if (beforeWelcome && MODE === 'auto') {
+      // WebSocket failing twice while the browser is online: a proxy may be
+      // blocking it; try long-poll. If long-poll fails too, go back.
+      if (!useLP && nav.onLine !== false && ++wsFails >= 2) useLP = true;
+      else if (useLP && typeof win.WebSocket !== 'undefined' && wsFails >= 2) {
+        useLP = false;
+        wsFails = 0;
+      }
+    }
+    setState();
+    if (S.fatal) return;
+    // Full jitter: uniform in [0, min(10 s, 250 ms * 2^n)].
+    var delay = Math.random() * Math.min(10000, 250 * Math.pow(2, attempt++));
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(connect, delay);
+  }
+  function drop() {
+    if (T) {
+      var t = T;
+      lost(!S.online);
+      t.close();
+    }
+  }
+
+  function onMsg(m) {
+    if (!m || typeof m !== 'object') return;
+    switch (m.t) {
+      case 'welcome':
+        if (S.visitor && S.visitor !== m.visitor) resetLog();
+        // WebSocket: a replay after `after` or a snapshot follows. Long-poll:
+        // the first poll brings either.
+        connSeq = T && T.kind === 'lp' ? S.cursor : m.resumed ? helloAfter : -1;
+        S.visitor = m.visitor;
+        S.token = m.token;
+        sset('token', m.token);
+        S.agents = !!m.agents_online;
+        S.online = everOnline = true;
+        attempt = 0;
+        wsFails = 0;
+        if (T) T.hb = Math.max(m.heartbeat_ms || 3000, 100);
+        if (helloUrl) reportedUrl = helloUrl;
+        if (S.idn) send(S.idn);
+        if (reportedUrl !== win.location.href) report();
+        setState();
+        flush();
+        break;
+      case 'event':
+        if (connSeq >= 0 && m.seq <= connSeq) return ackSoon(true); // duplicate
+        if (connSeq >= 0 && m.seq > connSeq + 1) return drop(); // gap: resume from the cursor
+        connSeq = m.seq;
+        apply(m.event, m.seq);
+        if (m.seq > S.cursor) S.cursor = m.seq;
+        saveLog();
+        ackSoon(false);
+        break;
+      case 'snapshot':
+        resetLog();
+        each(m.messages || [], function (x) {
+          addMsg(x, false);
+          unqueue(x.id);
+        });
+        S.conv = m.conversation || null;
+        S.convSeq = S.cursor = connSeq = m.seq;
+        saveLog(true);
+        ackSoon(true);
+        setState();
+        break;
+      case 'ack':
+        done(m.id);
+        var p = S.msgs[m.id] || {};
+        if (p.message == null) addMsg({ id: m.id, conversation: m.conversation, message: m.message, from: 'visitor', body: p.body, at_ms: m.at_ms }, false);
+        saveLog();
+        break;
+      case 'agents':
+        S.agents = !!m.online;
+        setState();
+        break;
+      case 'error':
+        onError(m);
+        break;
+      case 'going_away':
+        drop();
+        break;
+      default: // pong and anything newer
+    }
+  }
+  var RETRY = { throttled: 1, rate_limited: 1, unavailable: 1, going_away: 1 };
+  function onError(m) {
+    if (m.id) {
+      if (RETRY[m.code]) {
+        delete inflight[m.id];
+        clearTimeout(flushTimer);
+        flushTimer = setTimeout(flush, 1000 + Math.random() * 1000);
+        return;
+      }
+      // Not retryable: drop it from the outbox and show it failed.
+      done(m.id);
+      var p = S.msgs[m.id];
+      if (p) {
+        p.failed = m.code;
+        p.pending = false;
+        place(p);
+        saveLog();
+      }
+      return;
+    }
+    if (m.code === 'unauthorized') {
+      // Our token is no longer accepted: start afresh as a new visitor.
+      S.token = null;
+      sset('token', null);
+      resetLog();
+      saveLog(true);
+      attempt = 0;
+      drop();
+    } else if (m.code === 'not_found' || m.code === 'version_mismatch') {
+      S.fatal = m.message;
+      if (win.console) console.error('Holdfast: ' + m.message);
+      drop();
+    } else if (m.code === 'bad_identity') {
+      S.idn = null;
+      if (win.console) console.error('Holdfast.identify: ' + m.message);
+    } else if (win.console) {
+      console.warn('Holdfast: ' + m.code + ': ' + m.message);
+    }
+  }
+  function done(id) {
+    delete inflight[id];
+    unqueue(id);
+  }
+  function apply(ev, seq) {
+    if (!ev) return;
+    if (ev.kind === 'message') {
+      addMsg(ev, true);
+      unqueue(ev.id); // in the log means durable: no need to send again
+    } else if (ev.kind === 'conversation' && seq > S.convSeq) {
+      S.conv = { id: ev.id, state: ev.state, agent_name: ev.agent_name };
+      S.convSeq = seq;
+      setState();
+    }
+  }
+  // Cumulative acks, batched: 50 ms after the first unacked event, or at
+  // once after 64 or after a duplicate. Long-poll acks with `after`.
+  function ackSoon(now_) {
+    if (!T || T.kind !== 'ws') return;
+    if (now_ || ++unacked >= 64) return sendAck();
+    if (!ackTimer) ackTimer = setTimeout(sendAck, 50);
+  }
+  function sendAck() {
+    clearTimeout(ackTimer);
+    ackTimer = null;
+    unacked = 0;
+    if (connSeq > 0) send({ t: 'ack', seq: connSeq });
+  }
+
+  // Send the outbox in order: everything not yet sent on this connection.
+  function flush() {
+    if (!T || !S.online || !leader()) return;
+    var batch = [];
+    each(outbox(), function (e) {
+      if (inflight[e.id] === gen) return;
+      inflight[e.id] = gen;
+      batch.push(e.t === 'leave_message' ? { t: e.t, id: e.id, body: e.body, email: e.email || null } : { t: 'send', id: e.id, body: e.body });
+    });
+    if (batch.length) T.sendMany(batch);
+  }
+  function enqueue(t, body, email) {
+    var e = { id: uuid7(), t: t, body: body, at: now() };
+    if (email) e.email = email;
+    var o = outbox();
+    o.push(e);
+    jset('outbox', o); // durable before the first send
+    pending(e);
+    flush();
+  }
+  function report() {
+    if (!S.online) return; // the next hello carries the page
+    var p = pageInfo();
+    reportedUrl = win.location.href;
+    send({ t: 'page', url: p.url, title: p.title, referrer: p.referrer });
+  }
+
+  // --- WebSocket
+
+  function wsStart() {
+    var g = ++gen, ws, hbTimer;
+    try {
+      ws = new win.WebSocket(WS_URL);
+    } catch (e) {
+      return lost(true);
+    }
+    var t = T = {
+      kind: 'ws', hb: 0, sentAt: now(), recvAt: now(),
+      send: function (m) {
+        if (ws.readyState !== 1) return;
+        ws.send(JSON.stringify(m));
+        t.sentAt = now();
+      },
+      sendMany: function (ms) {
+        each(ms, t.send);
+      },
+      close: function () {
+        clearInterval(hbTimer);
+        try {
+          ws.close();
+        } catch (e) { /* already closed */ }
+      }
+    };
+    var opened = now();
+    // Application heartbeat: ping after heartbeat_ms of quiet; a link
+    // silent for ~3.3 heartbeats (10 s at the default 3 s) is dead.
+    hbTimer = setInterval(function () {
+      if (g !== gen) return clearInterval(hbTimer);
+      var n = now();
+      if (!t.hb) {
+        if (n - opened > 10000) drop(); // no welcome: blocked or broken
+        return;
+      }
+      if (n - t.sentAt >= t.hb) t.send({ t: 'ping' });
+      if (n - t.recvAt > Math.max(t.hb * 10 / 3, 2000)) drop();
+    }, 250);
+    ws.onopen = function () {
+      if (g === gen) t.send(hello());
+    };
+    ws.onmessage = function (e) {
+      if (g !== gen) return;
+      t.recvAt = now();
+      onMsg(parse(e.data));
+    };
+    ws.onclose = ws.onerror = function () {
+      clearInterval(hbTimer);
+      if (g === gen) lost(!S.online);
+    };
+    setState();
+  }
+
+  // --- Long-poll
+
+  function xhr(method, url, body, timeout, cb) {
+    var x = new XMLHttpRequest(), fin = false;
+    function end() {
+      if (fin) return;
+      fin = true;
+      cb(x.status, parse(x.responseText));
+    }
+    x.open(method, url, true);
+    x.timeout = timeout;
+    // text/plain keeps a cross-origin POST "simple" (no preflight).
+    if (body) x.setRequestHeader('Content-Type', 'text/plain;charset=UTF-8');
+    x.onreadystatechange = function () {
+      if (x.readyState === 4) end();
+    };
+    x.ontimeout = x.onerror = x.onabort = function () {
+      if (!fin) {
+        fin = true;
+        cb(0, null);
+      }
+    };
+    x.send(body || null);
+    return x;
+  }
+  function lpStart() {
+    var g = ++gen, reqs = [];
+    var t = T = {
+      kind: 'lp',
+      send: function (m) {
+        t.sendMany([m]);
+      },
+      sendMany: function (ms) {
+        for (var i = 0; i < ms.length; i += 64) post(ms.slice(i, i + 64));
+      },
+      close: function () {
+        each(reqs, function (r) {
+          r.abort();
+        });
+      }
+    };
+    function req(method, url, body, timeout, cb) {
+      var r = xhr(method, url, body, timeout, function (status, data) {
+        for (var i = 0; i < reqs.length; i++) if (reqs[i] === r) reqs.splice(i, 1);
+        if (g !== gen) return;
+        if (status === 401) return onError({ code: 'unauthorized', message: 'token refused' });
+        if (status === 0 || status >= 500 || status === 429 || !data || !data.msgs) return lost(!S.online);
+        cb(data.msgs);
+      });
+      reqs.push(r);
+    }
+    function handle(out) {
+      for (var i = 0; i < out.length && g === gen; i++) onMsg(out[i]);
+    }
+    function post(msgs) {
+      req('POST', BASE + '/v1/visitor/lp', JSON.stringify({ token: S.token, msgs: msgs }), 30000, handle);
+    }
+    // The pending poll is the liveness check; `after` is the cumulative ack.
+    function poll() {
+      req('GET', BASE + '/v1/visitor/poll?token=' + encodeURIComponent(S.token) + '&after=' + Math.max(connSeq, 0), null, 60000, function (out) {
+        handle(out);
+        if (g === gen) poll();
+      });
+    }
+    req('POST', BASE + '/v1/visitor/lp', JSON.stringify({ token: null, msgs: [hello()] }), 30000, function (out) {
+      handle(out);
+      if (g === gen && S.online) poll();
+      else if (g === gen) lost(true);
+    });
+    setState();
+  }
+
+  // ------------------------------------------------------------ browser events
+
+  listen(win, 'online', function () {
+    attempt = 0;
+    if (!T) connect();
+  });
+  listen(win, 'offline', function () {
+    drop(); // the link is gone; `online` brings it back at once
+  });
+  listen(win, 'pagehide', unlock);
+  listen(win, 'pageshow', function (e) {
+    if (e.persisted && !T) connect();
+  });
+  listen(win, 'storage', function (e) {
+    if (!e.key || e.key.indexOf(NS) !== 0) return;
+    var k = e.key.slice(NS.length);
+    if (k === 'log') {
+      if (mergeLog(parse(e.newValue))) {
+        for (var id in S.msgs) if (S.msgs.hasOwnProperty(id)) place(S.msgs[id]);
+        setState();
+      }
+    } else if (k === 'outbox') {
+      each(outbox(), pending);
+      flush();
+    } else if (k === 'lock') {
+      flush();
+    }
+  });
+  // Renew the lease, and pick up another tab's outbox if it went away.
+  setInterval(function () {
+    if (S.online && outbox().length) flush();
+    else if (S.online) leader();
+  }, 2000);
+  // Single-page apps: report every history change as a page view.
+  function navigated() {
+    setTimeout(function () {
+      if (reportedUrl === win.location.href) return;
+      if (reportedUrl) referrer = reportedUrl;
+      report();
+    }, 50);
+  }
+  var H = win.history;
+  each(['pushState', 'replaceState'], function (name) {
+    var orig = H && H[name];
+    if (typeof orig !== 'function') return;
+    H[name] = function () {
+      var r = orig.apply(this, arguments);
+      navigated();
+      return r;
+    };
+  });
+  listen(win, 'popstate', navigated);
+  listen(win, 'hashchange', navigated);
+
+  // ------------------------------------------------------------ UI
+
+  var D = doc, root = null, frame = null, ui = {}, nodes = {};
+  var CSS = [
+    // Page CSS cannot reach into the shadow root (or iframe); the host's
+    // inherited properties are cut off by `all: initial` on the host.
+    ':host{all:initial}',
+    '*{box-sizing:border-box;margin:0;padding:0}',
+    '.hf{font:15px/1.45 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"Helvetica Neue",Arial,"PingFang SC","Microsoft YaHei",sans-serif;color:#1d2330;text-align:left}',
+    '[hidden]{display:none!important}',
+    '.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}',
+    'button,textarea,input{font:inherit;color:inherit;border:0;background:none}',
+    'button{cursor:pointer}',
+    ':focus-visible{outline:3px solid #ffb020;outline-offset:2px}',
+    '.go{position:fixed;right:20px;bottom:20px;width:58px;height:58px;border-radius:50%;background:#2452c8;color:#fff;display:flex;align-items:center;justify-content:center;box-shadow:0 6px 20px rgba(20,30,70,.35);z-index:2147483000;transition:transform .15s}',
+    '.go:hover{transform:scale(1.06)}',
+    '.go svg,.x svg,.sb svg{width:26px;height:26px;fill:currentColor}',
+    '.p{position:fixed;right:20px;bottom:92px;width:370px;height:560px;max-height:calc(100% - 112px);background:#fff;border-radius:16px;box-shadow:0 16px 48px rgba(20,30,70,.3);display:flex;flex-direction:column;overflow:hidden;z-index:2147483001}',
+    '.hd{background:#2452c8;color:#fff;padding:16px 14px 16px 18px;display:flex;align-items:center}',
+    '.hd div{flex:1}',
+    'h2{font-size:17px;font-weight:600;line-height:1.25}',
+    '.sub{font-size:13px;opacity:.88;margin-top:2px}',
+    '.x{width:36px;height:36px;margin-left:10px;border-radius:50%;display:flex;align-items:center;justify-content:center;color:#fff}',
+    '.x:hover{background:rgba(255,255,255,.16)}',
+    '.x svg{width:22px;height:22px}',
+    '.st{background:#fff4d6;color:#6b4a00;font-size:13px;padding:7px 18px;border-bottom:1px solid #f1dfa8}',
+    '.lg{flex:1;overflow-y:auto;padding:16px 14px;background:#f5f7fb;display:flex;flex-direction:column}',
+    '.m+.m{margin-top:8px}',
+    '.m{max-width:82%;align-self:flex-start}',
+    '.m.visitor{align-self:flex-end}',
+    '.m.system{align-self:center;max-width:92%;color:#5e6678;font-size:13px;text-align:center}',
+    '.who{font-size:12px;color:#5e6678;margin:0 4px 2px}',
+    '.visitor .who{text-align:right}',
+    '.b{padding:9px 13px;border-radius:16px;background:#fff;border:1px solid #e3e7ef;white-space:pre-wrap;word-wrap:break-word;overflow-wrap:anywhere}',
+    '.visitor .b{background:#2452c8;color:#fff;border-color:#2452c8}',
+    '.system .b{background:none;border:0;padding:2px}',
+    '.wait .b{opacity:.7}',
+    '.bad .b{background:#fde8e8;color:#8a1c1c;border-color:#f3b9b9}',
+    '.s{font-size:12px;color:#5e6678;margin:2px 6px 0;text-align:right}',
+    '.bad .s{color:#a11}',
+    '.lv{padding:14px 18px;display:flex;flex-direction:column;border-top:1px solid #e3e7ef}',
+    '.lv>*+*{margin-top:8px}',
+    '.lv h3{font-size:15px;font-weight:600}',
+    '.lv p{font-size:13px;color:#5e6678}',
+    '.lv label{font-size:13px;font-weight:600}',
+    '.lv textarea,.lv input,.cp textarea{display:block;width:100%;border:1px solid #c9d0dd;border-radius:10px;padding:9px 11px;background:#fff;color:#1d2330}',
+    '.lv textarea{height:84px;resize:none}',
+    '.lv button{align-self:flex-end;background:#2452c8;color:#fff;border-radius:10px;padding:9px 16px;font-weight:600}',
+    '.cp{display:flex;align-items:flex-end;padding:10px 12px;border-top:1px solid #e3e7ef;background:#fff}',
+    '.cp textarea{flex:1;resize:none;height:44px;max-height:120px;margin-right:8px}',
+    '.sb{width:44px;height:44px;border-radius:50%;background:#2452c8;color:#fff;display:flex;align-items:center;justify-content:center;flex:none}',
+    '.sb svg{width:22px;height:22px}',
+    // Phones (the class follows the page's width, also from inside an iframe).
+    '.sm .p{right:0;bottom:0;width:100%;height:100%;max-height:none;border-radius:0}',
+    '.sm.on .go{display:none}'
+  ].join('\n');
+
+  function el(name, cls, attrs, kids) {
+    var n = D.createElement(name), k;
+    if (cls) n.className = cls;
+    for (k in attrs || {}) if (attrs.hasOwnProperty(k)) n.setAttribute(k, attrs[k]);
+    each(kids || [], function (c) {
+      n.appendChild(typeof c === 'string' ? D.createTextNode(c) : c);
+    });
+    return n;
+  }
+  function icon(path) {
+    var ns = 'http://www.w3.org/2000/svg', s = D.createElementNS(ns, 'svg'), p = D.createElementNS(ns, 'path');
+    s.setAttribute('viewBox', '0 0 24 24');
+    s.setAttribute('aria-hidden', 'true');
+    s.setAttribute('focusable', 'false');
+    p.setAttribute('d', path);
+    s.appendChild(p);
+    return s;
+  }
+  function text(n, s) {
+    n.textContent = s; // text, never HTML
+  }
+
+  // Shadow DOM when available; otherwise an iframe, which isolates styles
+  // just as well in older browsers.
+  function mount() {
+    if (root) return;
+    var host = D.createElement('holdfast-widget');
+    host.style.cssText = 'all:initial!important;display:block!important;position:fixed!important;top:0!important;left:0!important;width:0!important;height:0!important;z-index:2147483000!important';
+    if (host.attachShadow && opt('isolation') !== 'iframe') {
+      root = host.attachShadow({ mode: 'open' });
+      doc.body.appendChild(host);
+    } else {
+      frame = D.createElement('iframe');
+      frame.title = STR.title;
+      frame.style.cssText = 'position:fixed!important;right:0!important;bottom:0!important;border:0!important;background:transparent!important;z-index:2147483000!important;width:100px;height:100px';
+      frame.setAttribute('allowtransparency', 'true');
+      doc.body.appendChild(frame);
+      var fd = frame.contentWindow.document;
+      fd.open();
+      fd.write('<!DOCTYPE html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"></head><body style="margin:0;background:transparent"></body></html>');
+      fd.close();
+      D = fd;
+      root = fd.body;
+    }
+    root.appendChild(el('style', null, null, [CSS]));
+    ui.send = el('button', 'sb', { type: 'submit', 'aria-label': STR.send }, [icon('M3.4 20.4 21 12 3.4 3.6 3.4 10l12.6 2-12.6 2z')]);
+    ui.input = el('textarea', null, { id: 'hf-in', rows: '1', placeholder: STR.ph, maxlength: '8000' });
+    ui.compose = el('form', 'cp', null, [el('label', 'sr', { 'for': 'hf-in' }, [STR.label]), ui.input, ui.send]);
+    ui.lmsg = el('textarea', null, { id: 'hf-lm', maxlength: '8000' });
+    ui.lmail = el('input', null, { id: 'hf-le', type: 'email', autocomplete: 'email' });
+    ui.lnote = el('p', null, { role: 'status' }, [STR.leaveP]);
+    ui.leave = el('form', 'lv', { hidden: '' }, [
+      el('h3', null, null, [STR.leaveT]), ui.lnote,
+      el('label', null, { 'for': 'hf-lm' }, [STR.label]), ui.lmsg,
+      el('label', null, { 'for': 'hf-le' }, [STR.email]), ui.lmail,
+      el('button', null, { type: 'submit' }, [STR.leave])
+    ]);
+    ui.log = el('div', 'lg', { role: 'log', 'aria-live': 'polite', 'aria-relevant': 'additions', 'aria-label': STR.log, tabindex: '0' });
+    ui.status = el('div', 'st', { role: 'status', 'aria-live': 'polite', hidden: '' });
+    ui.sub = el('p', 'sub', null, [STR.sub]);
+    ui.close = el('button', 'x', { type: 'button', 'aria-label': STR.close }, [icon('M18.3 5.7 12 12l6.3 6.3-1.4 1.4L10.6 13.4 4.3 19.7l-1.4-1.4L9.2 12 2.9 5.7l1.4-1.4 6.3 6.3 6.3-6.3z')]);
+    ui.panel = el('div', 'p', { id: 'hf-panel', role: 'dialog', 'aria-labelledby': 'hf-title', hidden: '' }, [
+      el('div', 'hd', null, [el('div', null, null, [el('h2', null, { id: 'hf-title' }, [STR.title]), ui.sub]), ui.close]),
+      ui.status, ui.log, ui.leave, ui.compose
+    ]);
+    ui.go = el('button', 'go', { type: 'button', 'aria-label': STR.open, 'aria-expanded': 'false', 'aria-controls': 'hf-panel' },
+      [icon('M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H8l-5 4V5a2 2 0 0 1 1-2zm3 6v2h2V9zm4 0v2h2V9zm4 0v2h2V9z')]);
+    ui.top = el('div', 'hf', { lang: ZH ? 'zh-CN' : 'en' }, [ui.panel, ui.go]);
+    root.appendChild(ui.top);
+
+    listen(ui.go, 'click', function () {
+      if (S.open) api.close();
+      else api.open();
+    });
+    listen(ui.close, 'click', function () {
+      api.close();
+    });
+    listen(ui.compose, 'submit', function (e) {
+      e.preventDefault();
+      submit(ui.input, 'send');
+    });
+    listen(ui.input, 'keydown', function (e) {
+      // Enter sends, Shift+Enter is a new line; not while an IME composes.
+      if ((e.key === 'Enter' || e.keyCode === 13) && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
+        e.preventDefault();
+        submit(ui.input, 'send');
+      }
+    });
+    listen(ui.leave, 'submit', function (e) {
+      e.preventDefault();
+      if (submit(ui.lmsg, 'leave_message', clean(ui.lmail.value, 256).replace(/^\s+|\s+$/g, ''))) text(ui.lnote, STR.thanks);
+    });
+    listen(ui.top, 'keydown', keys);
+    listen(win, 'resize', show);
+    var k;
+    for (k in S.msgs) if (S.msgs.hasOwnProperty(k)) place(S.msgs[k]);
+    show();
+    setState();
+  }
+  function keys(e) {
+    if ((e.key === 'Escape' || e.key === 'Esc' || e.keyCode === 27) && S.open) {
+      e.preventDefault();
+      api.close();
+    }
+  }
+  function submit(box, t, email) {
+    var body = clean(box.value, 0);
+    if (!/\S/.test(body)) return false;
+    if (utf8len(body) > 8192) {
+      status(STR.tooLong);
+      return false;
+    }
+    box.value = '';
+    enqueue(t, body, email);
+    return true;
+  }
+  function pad(n) {
+    return (n < 10 ? '0' : '') + n;
+  }
+  function unplace(id) {
+    var n = nodes[id];
+    if (n && n.parentNode) n.parentNode.removeChild(n);
+    delete nodes[id];
+  }
+  // Create or update one message's node and keep the list in order.
+  function place(m) {
+    if (!ui.log) return;
+    var n = nodes[m.id], from = m.from || 'visitor', t = new Date(m.at_ms || m.at || now());
+    var st = m.failed ? STR.failed + m.failed : m.message == null ? STR.sending : '';
+    var cls = 'm ' + from + (m.failed ? ' bad' : m.message == null ? ' wait' : '');
+    var who = (from === 'agent' ? m.name || '' : from === 'visitor' ? STR.you : '') + (from === 'system' ? '' : ' · ' + pad(t.getHours()) + ':' + pad(t.getMinutes()));
+    if (!n) {
+      n = nodes[m.id] = el('div', cls, { 'data-id': m.id }, [el('div', 'who'), el('div', 'b'), el('div', 's')]);
+      text(n.childNodes[1], m.body || '');
+    }
+    n.className = cls;
+    text(n.childNodes[0], who);
+    text(n.childNodes[2], st);
+    n.childNodes[2].hidden = !st;
+    var list = ui.log, c = list.firstChild, bottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    while (c && (c === n || order(S.msgs[c.getAttribute('data-id')] || {}, m) <= 0)) c = c.nextSibling;
+    if (n.nextSibling !== c || n.parentNode !== list) list.insertBefore(n, c);
+    if (bottom || from === 'visitor') list.scrollTop = list.scrollHeight;
+  }
+  function status(s) {
+    if (!ui.status) return;
+    text(ui.status, s || '');
+    ui.status.hidden = !s;
+  }
+  var offlineTimer = null, started = now();
+  function setState() {
+    if (!ui.top) return;
+    var c = S.conv, busy = c && (c.state === 'active' || c.state === 'queued');
+    text(ui.sub, !c ? STR.sub : c.state === 'active' && c.agent_name ? STR.active + c.agent_name : c.state === 'queued' ? STR.queued : c.state === 'closed' ? STR.closed : STR.sub);
+    var leave = !S.agents && !busy;
+    ui.leave.hidden = !leave;
+    ui.compose.hidden = leave;
+    // Give a fresh page a moment to connect before crying "offline".
+    clearTimeout(offlineTimer);
+    if (S.online) status('');
+    else if (nav.onLine === false || everOnline || outbox().length || now() - started > 3000) status(STR.offline);
+    else {
+      status(STR.connecting);
+      offlineTimer = setTimeout(setState, 3100);
+    }
+  }
+  function show() {
+    if (!ui.top) return;
+    ui.panel.hidden = !S.open;
+    ui.go.setAttribute('aria-expanded', S.open ? 'true' : 'false');
+    var small = win.innerWidth <= 480;
+    ui.top.className = 'hf' + (S.open ? ' on' : '') + (small ? ' sm' : '');
+    if (frame) {
+      frame.style.width = S.open ? small ? '100%' : '410px' : '100px';
+      frame.style.height = S.open ? small ? '100%' : Math.min(672, win.innerHeight) + 'px' : '100px';
+    }
+    if (S.open) ui.log.scrollTop = ui.log.scrollHeight;
+  }
+
+  // ------------------------------------------------------------ public API
+
+  var api = {
+    version: '1',
+    open: function (quiet) {
+      S.open = true;
+      try {
+        if (SS) SS.setItem(NS + 'open', '1');
+      } catch (e) { /* ignore */ }
+      show();
+      if (ui.input && quiet !== true) (ui.compose.hidden ? ui.lmsg : ui.input).focus();
+    },
+    close: function () {
+      var inside = ui.top && (frame ? D.activeElement && D.activeElement !== D.body : root.activeElement);
+      S.open = false;
+      try {
+        if (SS) SS.removeItem(NS + 'open');
+      } catch (e) { /* ignore */ }
+      show();
+      if (inside) ui.go.focus();
+    },
+    on: function (ev, fn) {
+      if (listeners[ev] && typeof fn === 'function') listeners[ev].push(fn);
+    },
+    // identify({id, name, email, hash, ...custom attributes})
+    identify: function (o) {
+      if (!o || o.id == null) return;
+      var attrs = {}, k, v, n = 0;
+      for (k in o) {
+        if (!o.hasOwnProperty(k) || k === 'id' || k === 'name' || k === 'email' || k === 'hash' || n >= 50) continue;
+        v = o[k];
+        if (v === null || typeof v === 'boolean' || (typeof v === 'number' && isFinite(v))) attrs[clean(k, 256)] = v;
+        else if (typeof v === 'string') attrs[clean(k, 256)] = clean(v, 1024);
+        else continue;
+        n++;
+      }
+      S.idn = {
+        t: 'identify', id: clean(o.id, 256), name: o.name == null ? null : clean(o.name, 256),
+        email: o.email == null ? null : clean(o.email, 256), hash: o.hash == null ? null : clean(o.hash, 128), attrs: attrs
+      };
+      send(S.idn);
+    },
+    // The pre-load queue: Holdfast.push(['identify', {...}]), ['open'], ...
+    push: function (cmd) {
+      if (cmd && typeof api[cmd[0]] === 'function' && cmd[0] !== 'push') api[cmd[0]].apply(api, [].slice.call(cmd, 1));
+    }
+  };
+  win.Holdfast = api;
+
+  // ------------------------------------------------------------ start
+
+  mergeLog(logFromStorage());
+  each(outbox(), pending);
+  try {
+    S.open = !!(SS && SS.getItem(NS + 'open'));
+  } catch (e) { /* ignore */ }
+  if (prior && prior.length) each(prior, api.push);
+  connect();
+  if (doc.body) mount();
+  else listen(doc, 'DOMContentLoaded', mount);
+})(window, document);

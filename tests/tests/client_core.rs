@@ -1,0 +1,322 @@
+//! The real agent client core (the library the desktop app runs) against a
+//! real server and real visitors, over real TCP, with link faults in
+//! between. Every message has a unique body and goes through the checker.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use holdfast_agent::{ConnState, DeliveryState, StopReason, Update};
+use holdfast_protocol::agent::Author;
+use holdfast_protocol::handshake::ServerIdentity;
+use holdfast_protocol::visitor::{VisitorIn, VisitorOut};
+use holdfast_tests::checker::{Checker, SendOutcome};
+use holdfast_tests::core_agent::{CoreAgent, fast_config};
+use holdfast_tests::proxy::Proxy;
+use holdfast_tests::server::TestServer;
+use holdfast_tests::visitor::{WsVisitor, hello, new_id};
+
+fn core(srv: &TestServer, server: &str, user: &str, dir: &tempfile::TempDir) -> CoreAgent {
+    CoreAgent::start(fast_config(
+        server,
+        user,
+        &dir.path().join(format!("{user}.sqlite3")),
+        srv.running().fingerprint,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitor_and_client_core_talk_through_every_delivery_state() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = core(&srv, &srv.agent_addr().to_string(), "alice", &dir);
+    alice.live().await;
+
+    let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
+    let seen = alice.visitor_where(|i| i.id == v.visitor).await;
+    assert_eq!(seen.trail.last().unwrap().url, "https://shop.example/");
+
+    v.say_acked("Where is my order #1142?").await.unwrap();
+    let m = alice.visitor_message().await;
+    assert_eq!(m.body, "Where is my order #1142?");
+    assert_eq!(
+        m.author,
+        Author::Visitor {
+            visitor: v.visitor.clone()
+        }
+    );
+
+    let id = alice
+        .handle
+        .send_message(m.conversation, "It left the warehouse today.")
+        .await
+        .unwrap();
+    // Queued locally first, then acked by the server, then delivered once
+    // the visitor's tab acks it.
+    let queued = alice
+        .until("the queued copy", |u| match u {
+            Update::Message(s) if s.client_id == id => Some(s.state),
+            _ => None,
+        })
+        .await;
+    assert_eq!(queued, DeliveryState::Queued);
+    let (_, got) = tokio::join!(
+        async {
+            alice.state_of(id, DeliveryState::Sent).await;
+            alice.state_of(id, DeliveryState::Delivered).await;
+        },
+        v.wait_message("It left the warehouse today.")
+    );
+    got.unwrap();
+    assert_eq!(
+        alice.bodies(m.conversation),
+        ["Where is my order #1142?", "It left the warehouse today."]
+    );
+    assert_eq!(alice.handle.status().unsent, 0);
+    alice.shutdown().await;
+    srv.stop().await;
+}
+
+/// The agent keeps typing while the cable is pulled (the link stays open
+/// but carries nothing), while the connection is reset or closed, and while
+/// it arrives one byte at a time; the visitor's tab loses its socket too. Nothing is lost, duplicated or reordered, and
+/// what was queued goes out by itself when the link returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_faults_on_both_sides_lose_and_duplicate_nothing() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent_link = Proxy::start(srv.agent_addr()).await;
+    let visitor_link = Proxy::start(srv.http()).await;
+    let mut alice = core(&srv, &agent_link.addr.to_string(), "alice", &dir);
+    alice.live().await;
+
+    let mut v = WsVisitor::connect(visitor_link.addr, "acme").await.unwrap();
+    v.say_acked("v-0").await.unwrap();
+    let first = alice.visitor_message().await;
+    let conversation = first.conversation;
+
+    let mut check = Checker::default();
+    check.sent("visitor", "v-0", SendOutcome::Acked);
+    let mut agent_ids = Vec::new();
+    let mut restore_to_delivered = Vec::new();
+    const ROUNDS: usize = 8;
+    const PER_ROUND: usize = 5;
+    for round in 0..ROUNDS {
+        // The agent's link fails in a different way each round.
+        match round % 4 {
+            0 => agent_link.blackhole(true),
+            1 => agent_link.reset_all(),
+            2 => agent_link.close_all(),
+            _ => agent_link.slice(true),
+        }
+        for i in 0..PER_ROUND {
+            let body = format!("a-{round}-{i}");
+            let id = alice
+                .handle
+                .send_message(conversation, body.clone())
+                .await
+                .unwrap();
+            // Written to the local outbox before send_message returned:
+            // from here on the client core owns it.
+            check.sent("agent", &body, SendOutcome::Acked);
+            agent_ids.push(id);
+        }
+        if round % 4 == 0 {
+            // Only the heartbeat can notice a pulled cable.
+            let state = alice.not_live().await;
+            assert!(
+                matches!(
+                    state,
+                    ConnState::BackingOff { .. } | ConnState::Connecting | ConnState::Handshaking
+                ),
+                "{state:?}"
+            );
+            assert_eq!(alice.handle.status().unsent, PER_ROUND);
+            agent_link.blackhole(false);
+        }
+        let restored = Instant::now();
+        agent_link.slice(false);
+
+        // The visitor's socket drops; the tab reloads and resumes from its
+        // cursor, resending its unacked message with the same id.
+        let body = format!("v-{}", round + 1);
+        let id = new_id();
+        v.send_json(&VisitorIn::Send {
+            id,
+            body: body.clone(),
+        })
+        .await
+        .unwrap();
+        if round % 2 == 0 {
+            visitor_link.reset_all();
+        } else {
+            visitor_link.close_all();
+        }
+        v = reconnect(v, &visitor_link).await;
+        v.send_json(&VisitorIn::Send {
+            id,
+            body: body.clone(),
+        })
+        .await
+        .unwrap();
+        v.wait_for(
+            Duration::from_secs(10),
+            |m| matches!(m, VisitorOut::Ack { id: a, .. } if *a == id),
+        )
+        .await
+        .unwrap();
+        check.sent("visitor", &body, SendOutcome::Acked);
+
+        // Everything queued this round reaches the visitor.
+        let last = format!("a-{round}-{}", PER_ROUND - 1);
+        // (It may already have arrived while the tab waited for its ack.)
+        while !v.bodies().contains(&last) {
+            v.wait_for(Duration::from_secs(10), |m| {
+                matches!(m, VisitorOut::Event { .. })
+            })
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "round {round}: {last} not delivered: {e:#}; have {:?}",
+                    v.bodies()
+                )
+            });
+        }
+        restore_to_delivered.push(restored.elapsed());
+    }
+
+    // Let the agent side catch up with the last visitor message.
+    let last_v = format!("v-{ROUNDS}");
+    alice
+        .until("the last visitor message", |u| match u {
+            Update::Message(m) if m.body == last_v => Some(()),
+            _ => None,
+        })
+        .await;
+    // The server's acks for the last round may still be on their way.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alice.handle.status().unsent > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(alice.handle.status().unsent, 0);
+    let states: Vec<_> = alice
+        .handle
+        .messages_page(conversation, None, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|m| agent_ids.contains(&m.client_id))
+        .map(|m| m.state)
+        .collect();
+    assert_eq!(states.len(), agent_ids.len());
+    assert!(
+        states
+            .iter()
+            .all(|s| matches!(s, DeliveryState::Sent | DeliveryState::Delivered)),
+        "{states:?}"
+    );
+
+    for body in v.bodies() {
+        check.received("visitor", &body);
+    }
+    for body in alice.bodies(conversation) {
+        check.received("agent", &body);
+    }
+    let report = check.report(&[("agent", "visitor"), ("visitor", "agent")]);
+    let mut delays: Vec<_> = restore_to_delivered
+        .iter()
+        .map(Duration::as_millis)
+        .collect();
+    delays.sort_unstable();
+    println!(
+        "client core under link faults: {report}; link restore → backlog delivered, median {} ms, max {} ms",
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    );
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.duplicated, 0, "{report}");
+    assert_eq!(report.reordered, 0, "{report}");
+    assert_eq!(report.unexpected, 0, "{report}");
+    assert_eq!(report.acked, 1 + ROUNDS + ROUNDS * PER_ROUND);
+    alice.shutdown().await;
+    srv.stop().await;
+}
+
+async fn reconnect(v: WsVisitor, link: &Proxy) -> WsVisitor {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (token, cursor, events) = (v.token.clone(), v.cursor, v.events.clone());
+    drop(v);
+    loop {
+        let h = hello(
+            "acme",
+            Some(token.clone()),
+            Some(cursor),
+            "https://shop.example/",
+        );
+        match WsVisitor::connect_with(link.addr, h).await {
+            Ok(mut v) => {
+                v.events = events;
+                return v;
+            }
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("visitor reconnect: {e:#}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("visitor could not reconnect: {e:#}"),
+        }
+    }
+}
+
+/// A server presenting a different key than the one pinned is a hard stop:
+/// no login is sent, nothing in the outbox leaves, and both fingerprints
+/// are shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_fingerprint_is_a_hard_stop() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let impostor = ServerIdentity::from_secret_bytes([7; 32]).fingerprint();
+    let mut cfg = fast_config(
+        &srv.agent_addr().to_string(),
+        "alice",
+        &dir.path().join("alice.sqlite3"),
+        impostor,
+    );
+    cfg.trust_on_first_use = false;
+    let mut alice = CoreAgent::start(cfg);
+    let (pinned, presented) = alice
+        .until("a fingerprint mismatch", |u| match u {
+            Update::FingerprintMismatch {
+                pinned, presented, ..
+            } => Some((*pinned, *presented)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(pinned, impostor);
+    assert_eq!(presented, srv.running().fingerprint);
+    let state = alice
+        .until("the core to stop", |u| match u {
+            Update::Connection(s) if matches!(s.state, ConnState::Stopped { .. }) => {
+                Some(s.state.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert!(
+        matches!(
+            state,
+            ConnState::Stopped {
+                reason: StopReason::FingerprintMismatch { .. }
+            }
+        ),
+        "{state:?}"
+    );
+    // It does not quietly retry: the server sees no login in the next
+    // second.
+    assert!(
+        !alice
+            .seen
+            .iter()
+            .any(|u| matches!(u, Update::LoggedIn { .. })),
+        "logged in to a server with the wrong key"
+    );
+    alice.shutdown().await;
+    srv.stop().await;
+}

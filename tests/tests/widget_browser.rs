@@ -1,0 +1,1021 @@
+//! The visitor widget in a real browser: headless Chromium (WebDriver via
+//! chromedriver, CDP through ChromeDriver) loads the demo page from a real
+//! server, and a real agent client talks to it over the agent protocol.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use holdfast_agent::DeliveryState;
+use holdfast_protocol::agent::{
+    Action, Author, ChatMessage, Event, LiveEvent, Outcome, ServerMsg, VisitorInfo,
+};
+use holdfast_protocol::visitor::{Sender, VisitorConvState};
+use holdfast_server::{admin, store};
+use holdfast_tests::browser::{self, Browser, ENTER};
+use holdfast_tests::core_agent::{self, CoreAgent};
+use holdfast_tests::flows::{agent, run};
+use holdfast_tests::proxy::Proxy;
+use holdfast_tests::raw_agent::RawAgent;
+use holdfast_tests::server::{PASSWORD, TestServer};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const T: Duration = Duration::from_secs(15);
+/// The widget's shadow root, in page JavaScript.
+const ROOT: &str = "document.querySelector('holdfast-widget').shadowRoot";
+const HOSTILE: &str = "<img src=x onerror=alert(1)>";
+
+/// A real server whose data dir also holds the demo site (the one the demo
+/// page's script tag names) and an agent "barista" on it.
+async fn demo_server() -> TestServer {
+    TestServer::start_with(|cfg| {
+        let conn = store::open_connection(&cfg.data_dir).unwrap();
+        admin::ensure_demo(&conn).unwrap();
+        admin::add_agent(&conn, "demo", "barista", "Bea", PASSWORD, 5).unwrap();
+    })
+    .await
+}
+
+fn url(srv: &TestServer, path: &str) -> String {
+    format!("http://{}{path}", srv.http())
+}
+
+/// A JavaScript string literal.
+fn lit(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+async fn wait(b: &Browser, expr: &str) -> serde_json::Value {
+    b.wait(expr, T).await.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The demo page at `path`, with its widget mounted.
+async fn load(b: &Browser, srv: &TestServer, path: &str) {
+    b.goto(&url(srv, path)).await.unwrap();
+    wait(
+        b,
+        &format!("!!(document.querySelector('holdfast-widget') && {ROOT}.querySelector('.go'))"),
+    )
+    .await;
+}
+
+/// Click the launcher like a user; the panel opens with focus in the input.
+async fn open_widget(b: &Browser) {
+    let go = b
+        .element(&format!("return {ROOT}.querySelector('.go')"))
+        .await
+        .unwrap();
+    b.click(&go).await.unwrap();
+    wait(b, &format!("!{ROOT}.querySelector('.p').hidden")).await;
+    wait(
+        b,
+        &format!("{ROOT}.activeElement && {ROOT}.activeElement.id === 'hf-in'"),
+    )
+    .await;
+}
+
+/// Connected: the status line (offline/connecting) is gone.
+async fn wait_online(b: &Browser) {
+    wait(b, &format!("{ROOT}.querySelector('.st').hidden")).await;
+}
+
+/// Type a message and press Enter, with real key events.
+async fn say(b: &Browser, text: &str) {
+    let input = b
+        .element(&format!("return {ROOT}.querySelector('#hf-in')"))
+        .await
+        .unwrap();
+    b.type_into(&input, &format!("{text}{ENTER}"))
+        .await
+        .unwrap();
+}
+
+/// JavaScript: how many message bubbles of `class` show exactly `text`.
+fn count_js(class: &str, text: &str) -> String {
+    format!(
+        "Array.prototype.filter.call({ROOT}.querySelectorAll('.m.{class} .b'), \
+         function (n) {{ return n.textContent === {}; }}).length",
+        lit(text)
+    )
+}
+
+/// Wait until a confirmed (not pending) bubble of `class` shows `text`.
+async fn wait_shown(b: &Browser, class: &str, text: &str) {
+    wait(
+        b,
+        &format!(
+            "Array.prototype.some.call({ROOT}.querySelectorAll('.m.{class}:not(.wait) .b'), \
+             function (n) {{ return n.textContent === {}; }})",
+            lit(text)
+        ),
+    )
+    .await;
+}
+
+fn visitor_message(m: &ServerMsg) -> Option<&ChatMessage> {
+    match m {
+        ServerMsg::Event {
+            event: Event::Message(c),
+            ..
+        } if matches!(c.author, Author::Visitor { .. }) => Some(c),
+        _ => None,
+    }
+}
+
+async fn next_visitor_message(a: &mut RawAgent) -> ChatMessage {
+    let m = a
+        .recv_until(T, |m| visitor_message(m).is_some())
+        .await
+        .unwrap_or_else(|e| panic!("the agent got no visitor message: {e}"));
+    visitor_message(&m).unwrap().clone()
+}
+
+/// Every visitor message the agent receives within `quiet` (there should be
+/// none: used to prove nothing leaks out while offline or is sent twice).
+async fn visitor_messages_within(a: &mut RawAgent, quiet: Duration) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + quiet;
+    let mut got = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return got;
+        }
+        match a.recv(left).await {
+            Ok(Some(m)) => got.extend(visitor_message(&m).map(|c| c.body.clone())),
+            Ok(None) => panic!("the server closed the agent's connection"),
+            Err(_) => return got, // timed out: quiet
+        }
+    }
+}
+
+async fn visitor_where(a: &mut RawAgent, pred: impl Fn(&VisitorInfo) -> bool) -> VisitorInfo {
+    let m = a
+        .recv_until(
+            T,
+            |m| matches!(m, ServerMsg::Live(LiveEvent::Visitor(i)) if pred(i)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the agent never saw the expected visitor state: {e}"));
+    let ServerMsg::Live(LiveEvent::Visitor(i)) = m else {
+        unreachable!()
+    };
+    i
+}
+
+async fn reply(a: &mut RawAgent, conversation: u64, body: &str) {
+    let o = run(
+        a,
+        Action::Send {
+            conversation,
+            body: body.into(),
+        },
+    )
+    .await;
+    assert!(
+        matches!(o, Outcome::Done { .. }),
+        "agent reply failed: {o:?}"
+    );
+}
+
+/// The visitor's messages as the server stored them, in commit order.
+fn stored_visitor_bodies(srv: &TestServer, visitor: &str) -> Vec<String> {
+    let conn = store::open_connection(srv.dir.path()).unwrap();
+    let (_, msgs) = store::reads::visitor_snapshot(&conn, visitor).unwrap();
+    msgs.into_iter()
+        .filter(|m| m.from == Sender::Visitor)
+        .map(|m| m.body)
+        .collect()
+}
+
+fn gauge(srv: &TestServer, name: &str) -> u64 {
+    let m = &srv.running().ctx.metrics;
+    match name {
+        "ws" => m.visitor_ws_connections.get(),
+        _ => m.visitor_long_polls.get(),
+    }
+}
+
+/// 1. The demo page loads, the agent sees the visitor and its trail (with
+///    the identity queued before the script loaded), a message typed in the
+///    widget reaches the agent and the agent's reply appears in the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_page_chats_with_a_real_agent() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    load(&b, &srv, "/demo").await;
+
+    // Single-page navigation shows up in the trail, live.
+    let coffee = b
+        .element("return document.querySelector('a[data-route=coffee]')")
+        .await
+        .unwrap();
+    b.click(&coffee).await.unwrap();
+    let info = visitor_where(&mut bea, |i| {
+        i.name.as_deref() == Some("Demo shopper")
+            && i.trail
+                .last()
+                .is_some_and(|p| p.url.ends_with("/demo?p=coffee"))
+    })
+    .await;
+    let last = info.trail.last().unwrap();
+    assert_eq!(last.title, "Coffee — Harbor & Pine");
+    assert!(
+        last.referrer
+            .as_deref()
+            .is_some_and(|r| r.ends_with("/demo")),
+        "{last:?}"
+    );
+    assert!(
+        info.trail.iter().any(|p| p.url.ends_with("/demo")),
+        "{:?}",
+        info.trail
+    );
+    assert!(
+        info.attrs
+            .contains(&("plan".to_string(), "Bean Club".to_string())),
+        "{:?}",
+        info.attrs
+    );
+
+    open_widget(&b).await;
+    wait_online(&b).await;
+    // The shop's heavy-handed CSS (dashed hot-pink textareas, uppercase
+    // buttons) does not reach into the widget.
+    let styles = b
+        .js(
+            &format!(
+                "return [getComputedStyle({ROOT}.querySelector('#hf-in')).borderTopStyle, \
+                 getComputedStyle({ROOT}.querySelector('.sb')).textTransform, \
+                 getComputedStyle(document.querySelector('button')).textTransform];"
+            ),
+            json!([]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(styles, json!(["solid", "none", "uppercase"]));
+    say(&b, "Hello from a real browser!").await;
+    let m = next_visitor_message(&mut bea).await;
+    assert_eq!(m.body, "Hello from a real browser!");
+    assert_eq!(
+        wait(&b, &format!("{ROOT}.querySelector('#hf-in').value === ''")).await,
+        json!(true)
+    );
+    wait_shown(&b, "visitor", "Hello from a real browser!").await;
+
+    reply(
+        &mut bea,
+        m.conversation,
+        "Hi, I'm Bea. How can I help? 你好",
+    )
+    .await;
+    wait_shown(&b, "agent", "Hi, I'm Bea. How can I help? 你好").await;
+    // Each message once, in order; the header names the agent.
+    let bodies = b
+        .js(
+            &format!(
+                "return Array.prototype.map.call({ROOT}.querySelectorAll('.m .b'), \
+                 function (n) {{ return n.textContent; }});"
+            ),
+            json!([]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        bodies,
+        json!([
+            "Hello from a real browser!",
+            "Hi, I'm Bea. How can I help? 你好"
+        ])
+    );
+    wait(
+        &b,
+        &format!("{ROOT}.querySelector('.sub').textContent.indexOf('Bea') >= 0"),
+    )
+    .await;
+
+    // Esc closes the panel and gives focus back to the launcher.
+    let input = b
+        .element(&format!("return {ROOT}.querySelector('#hf-in')"))
+        .await
+        .unwrap();
+    b.type_into(&input, "\u{E00C}").await.unwrap();
+    wait(
+        &b,
+        &format!(
+            "{ROOT}.querySelector('.p').hidden && {ROOT}.activeElement === {ROOT}.querySelector('.go')"
+        ),
+    )
+    .await;
+
+    // An agent message while the widget is closed opens it (an invitation),
+    // without taking the focus away from where the visitor is.
+    reply(&mut bea, m.conversation, "Anything else I can help with?").await;
+    wait_shown(&b, "agent", "Anything else I can help with?").await;
+    wait(
+        &b,
+        &format!(
+            "!{ROOT}.querySelector('.p').hidden && {ROOT}.activeElement === {ROOT}.querySelector('.go')"
+        ),
+    )
+    .await;
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// The same conversation with the real agent client core (the library the
+/// desktop app runs) on the other end: the visitor's message lands in its
+/// local store, and its reply shows in the page and comes back as
+/// delivered once the browser has acked it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_page_chats_with_the_agent_client_core() {
+    let srv = demo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bea = CoreAgent::start(core_agent::fast_config(
+        &srv.agent_addr().to_string(),
+        "barista",
+        &dir.path().join("barista.sqlite3"),
+        srv.running().fingerprint,
+    ));
+    bea.live().await;
+    let b = Browser::start().await.unwrap();
+    load(&b, &srv, "/demo").await;
+    let shopper = bea
+        .visitor_where(|i| i.name.as_deref() == Some("Demo shopper"))
+        .await;
+    assert!(
+        shopper.trail.iter().any(|p| p.url.ends_with("/demo")),
+        "{:?}",
+        shopper.trail
+    );
+    open_widget(&b).await;
+    wait_online(&b).await;
+    say(&b, "Do you ship to Shenzhen? 深圳").await;
+    let m = bea.visitor_message().await;
+    assert_eq!(m.body, "Do you ship to Shenzhen? 深圳");
+    let id = bea
+        .handle
+        .send_message(m.conversation, "We do, in 5–7 days.")
+        .await
+        .unwrap();
+    wait_shown(&b, "agent", "We do, in 5–7 days.").await;
+    bea.state_of(id, DeliveryState::Delivered).await;
+    assert_eq!(
+        bea.bodies(m.conversation),
+        ["Do you ship to Shenzhen? 深圳", "We do, in 5–7 days."]
+    );
+    b.quit().await;
+    bea.shutdown().await;
+    srv.stop().await;
+}
+
+/// 2. Airplane mode: three messages typed offline survive a reload attempt
+///    while still offline, and reach the agent exactly once each, in order,
+///    when the network is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn airplane_mode_messages_arrive_exactly_once_in_order() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    load(&b, &srv, "/demo").await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    assert_eq!(gauge(&srv, "ws"), 1, "the widget should be on a WebSocket");
+
+    b.set_offline(true).await.unwrap();
+    wait(
+        &b,
+        &format!(
+            "!{ROOT}.querySelector('.st').hidden && {ROOT}.querySelector('.st').textContent === {}",
+            lit("Offline — will send when back")
+        ),
+    )
+    .await;
+    let sent = ["Offline one", "Offline two", "Offline three"];
+    for s in sent {
+        say(&b, s).await;
+    }
+    // All three are in the durable outbox (and shown as pending).
+    wait(
+        &b,
+        "(JSON.parse(localStorage.getItem('holdfast:demo:outbox')) || []).length === 3",
+    )
+    .await;
+    assert_eq!(
+        wait(
+            &b,
+            &format!("{ROOT}.querySelectorAll('.m.visitor.wait').length")
+        )
+        .await,
+        json!(3)
+    );
+    assert_eq!(
+        visitor_messages_within(&mut bea, Duration::from_millis(500)).await,
+        Vec::<String>::new(),
+        "nothing may get through while offline"
+    );
+    assert_eq!(
+        b.js(
+            "return JSON.parse(localStorage.getItem('holdfast:demo:outbox')).length;",
+            json!([])
+        )
+        .await
+        .unwrap(),
+        json!(3),
+        "the outbox must hold all three until the server acks them"
+    );
+
+    // Reload while still offline: like a real browser, that fails and shows
+    // the browser's own error page; the widget's page (and its JavaScript
+    // state) is gone, only localStorage remains.
+    let _reload_fails = b.refresh().await;
+    wait(&b, "typeof window.Holdfast === 'undefined'").await;
+    // Network back, and the visitor opens the page again.
+    b.set_offline(false).await.unwrap();
+    load(&b, &srv, "/demo").await;
+
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(next_visitor_message(&mut bea).await);
+    }
+    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, sent, "the agent got these, in this order");
+    for s in sent {
+        wait_shown(&b, "visitor", s).await;
+    }
+    wait(&b, "localStorage.getItem('holdfast:demo:outbox') === null").await;
+
+    // One more reload with nothing pending, then a round trip: nothing is
+    // resent, and the page still shows each message exactly once.
+    load(&b, &srv, "/demo").await;
+    reply(&mut bea, got[0].conversation, "All three arrived.").await;
+    wait_shown(&b, "agent", "All three arrived.").await;
+    for s in sent {
+        assert_eq!(wait(&b, &count_js("visitor", s)).await, json!(1), "{s}");
+    }
+    assert_eq!(
+        visitor_messages_within(&mut bea, Duration::from_millis(300)).await,
+        Vec::<String>::new(),
+        "a message reached the agent twice"
+    );
+    let Author::Visitor { visitor } = &got[0].author else {
+        unreachable!()
+    };
+    assert_eq!(stored_visitor_bodies(&srv, visitor), sent);
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// 3. Without WebSocket in the page the same conversation runs over
+///    long-poll; and with WebSocket present but refused by a proxy, the
+///    widget falls back by itself. (Also: the Chinese UI by browser language.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_fallback_without_or_with_blocked_websocket() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    let no_ws = b
+        .on_new_document(
+            "try { delete window.WebSocket; } catch (e) {} window.WebSocket = undefined; \
+             Object.defineProperty(navigator, 'language', { get: function () { return 'zh-CN'; } });",
+        )
+        .await
+        .unwrap();
+    load(&b, &srv, "/demo").await;
+    assert_eq!(
+        b.js("return typeof WebSocket;", json!([])).await.unwrap(),
+        json!("undefined")
+    );
+    // Chinese by browser language.
+    assert_eq!(
+        b.js(
+            &format!("return {ROOT}.querySelector('.go').getAttribute('aria-label');"),
+            json!([])
+        )
+        .await
+        .unwrap(),
+        json!("打开聊天")
+    );
+    open_widget(&b).await;
+    wait_online(&b).await;
+    say(&b, "Hello over long-poll").await;
+    let m = next_visitor_message(&mut bea).await;
+    assert_eq!(m.body, "Hello over long-poll");
+    reply(&mut bea, m.conversation, "Long-poll reply").await;
+    wait_shown(&b, "agent", "Long-poll reply").await;
+    // Server side: a poll is held open and no WebSocket was ever made.
+    let deadline = tokio::time::Instant::now() + T;
+    while gauge(&srv, "lp") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no long-poll held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gauge(&srv, "ws"), 0, "a WebSocket was used");
+
+    // WebSocket exists but a proxy in the way refuses the upgrade (as some
+    // corporate proxies do): the widget falls back by itself.
+    b.cdp(
+        "Page.removeScriptToEvaluateOnNewDocument",
+        json!({ "identifier": no_ws }),
+    )
+    .await
+    .unwrap();
+    let (proxy, refused) = no_websocket_proxy(srv.http()).await;
+    b.goto(&format!("http://{proxy}/demo")).await.unwrap();
+    wait(
+        &b,
+        &format!("!!(document.querySelector('holdfast-widget') && {ROOT}.querySelector('.go'))"),
+    )
+    .await;
+    assert_eq!(
+        b.js("return typeof WebSocket;", json!([])).await.unwrap(),
+        json!("function")
+    );
+    open_widget(&b).await;
+    wait_online(&b).await;
+    assert!(
+        refused.load(Ordering::SeqCst) >= 1,
+        "the widget never tried WebSocket"
+    );
+    say(&b, "Still here, WebSocket blocked").await;
+    let m = next_visitor_message(&mut bea).await;
+    assert_eq!(m.body, "Still here, WebSocket blocked");
+    reply(&mut bea, m.conversation, "Got it").await;
+    wait_shown(&b, "agent", "Got it").await;
+    assert_eq!(gauge(&srv, "ws"), 0, "a WebSocket got through");
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// An HTTP proxy that forwards everything except WebSocket upgrades, which
+/// it refuses with 403. Returns its address and the count of refusals.
+async fn no_websocket_proxy(target: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = Arc::new(AtomicU64::new(0));
+    let count = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if text.contains("upgrade: websocket") {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = client
+                        .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let Ok(mut server) = TcpStream::connect(target).await else {
+                    return;
+                };
+                if server.write_all(&head).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (addr, refused)
+}
+
+/// 4. Markup from either side is shown as text: no element is created and
+///    no script runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_markup_shows_as_literal_text() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    b.on_new_document(
+        "window.__alerts = 0; window.alert = window.confirm = window.prompt = \
+         function () { window.__alerts++; };",
+    )
+    .await
+    .unwrap();
+    load(&b, &srv, "/demo").await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    say(&b, HOSTILE).await;
+    let m = next_visitor_message(&mut bea).await;
+    assert_eq!(m.body, HOSTILE);
+    reply(&mut bea, m.conversation, HOSTILE).await;
+    wait_shown(&b, "agent", HOSTILE).await;
+    wait_shown(&b, "visitor", HOSTILE).await;
+
+    let check = b
+        .js(
+            &format!(
+                "var r = {ROOT}; return {{ \
+                   imgs: r.querySelectorAll('img').length + document.querySelectorAll('img').length, \
+                   alerts: window.__alerts, \
+                   html: r.querySelector('.m.agent .b').innerHTML }};"
+            ),
+            json!([]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(check["imgs"], json!(0), "{check}");
+    assert_eq!(check["alerts"], json!(0), "{check}");
+    assert_eq!(check["html"], json!("&lt;img src=x onerror=alert(1)&gt;"));
+    assert_eq!(b.alert_text().await, None, "a dialog is open");
+    // After a reload (messages from localStorage and the server) still text.
+    load(&b, &srv, "/demo").await;
+    wait_shown(&b, "agent", HOSTILE).await;
+    assert_eq!(
+        b.js(
+            &format!("return {ROOT}.querySelectorAll('img').length + window.__alerts;"),
+            json!([])
+        )
+        .await
+        .unwrap(),
+        json!(0)
+    );
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// 5. A screenshot of the demo page with the widget open (written to
+///    assets/screenshots/ with HOLDFAST_WRITE_SCREENSHOTS=1), and the panel
+///    fitting a 360 px wide phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshot_of_the_demo_with_the_widget_open() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    load(&b, &srv, "/demo").await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    say(&b, "Hi! Which roast would you suggest for a V60?").await;
+    let m = next_visitor_message(&mut bea).await;
+    reply(
+        &mut bea,
+        m.conversation,
+        "Try the Ethiopia Guji: bright and floral in a V60. 15 g to 250 ml, medium-fine.",
+    )
+    .await;
+    wait_shown(
+        &b,
+        "agent",
+        "Try the Ethiopia Guji: bright and floral in a V60. 15 g to 250 ml, medium-fine.",
+    )
+    .await;
+    // No caret or focus ring in the picture.
+    b.js(
+        "document.activeElement && document.activeElement.blur();",
+        json!([]),
+    )
+    .await
+    .unwrap();
+
+    let shot = b.cmd("GET", "/screenshot", None).await.unwrap();
+    let png = browser::base64_decode(shot.as_str().unwrap()).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert_eq!(&png[12..16], b"IHDR");
+    let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert!(w >= 1000 && h >= 600, "{w}x{h}");
+    // Not blank: decode it in the browser and count distinct colours.
+    let colours = b
+        .cmd(
+            "POST",
+            "/execute/async",
+            Some(json!({
+                "script": "var done = arguments[1], img = new Image();
+                    img.onload = function () {
+                      var c = document.createElement('canvas');
+                      c.width = img.width; c.height = img.height;
+                      var g = c.getContext('2d'); g.drawImage(img, 0, 0);
+                      var d = g.getImageData(0, 0, c.width, c.height).data, seen = {}, n = 0;
+                      for (var i = 0; i < d.length; i += 4 * 97) {
+                        var k = d[i] + ',' + d[i + 1] + ',' + d[i + 2];
+                        if (!seen[k]) { seen[k] = 1; n++; }
+                      }
+                      done(n);
+                    };
+                    img.onerror = function () { done(-1); };
+                    img.src = 'data:image/png;base64,' + arguments[0];",
+                "args": [shot],
+            })),
+        )
+        .await
+        .unwrap();
+    assert!(
+        colours.as_i64().unwrap() > 50,
+        "blank screenshot? {colours}"
+    );
+    if std::env::var("HOLDFAST_WRITE_SCREENSHOTS").as_deref() == Ok("1") {
+        let out =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/screenshots/widget-demo.png");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        std::fs::write(&out, &png).unwrap();
+    }
+
+    // A 360 px phone: the panel fills the screen and stays usable.
+    b.cdp(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 360, "height": 740, "deviceScaleFactor": 1, "mobile": true }),
+    )
+    .await
+    .unwrap();
+    let fits = wait(
+        &b,
+        &format!(
+            "(function () {{ var p = {ROOT}.querySelector('.p').getBoundingClientRect(), \
+               s = {ROOT}.querySelector('.sb').getBoundingClientRect(); \
+               return window.innerWidth === 360 && p.left >= 0 && p.right <= 360 && p.width >= 340 \
+                 && s.right <= 360 && s.bottom <= window.innerHeight; }})()"
+        ),
+    )
+    .await;
+    assert_eq!(fits, json!(true));
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// 6. Without Shadow DOM the widget isolates itself in an iframe; with no
+///    agent online it offers the "leave a message" form (message + email).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iframe_fallback_and_leave_a_message_when_no_agent_is_online() {
+    let srv = demo_server().await;
+    let b = Browser::start().await.unwrap();
+    b.on_new_document("delete Element.prototype.attachShadow;")
+        .await
+        .unwrap();
+    b.goto(&url(&srv, "/demo")).await.unwrap();
+    let frame = "document.querySelector('iframe[title=\"Chat with us\"]')";
+    wait(
+        &b,
+        &format!("!!({frame} && {frame}.contentDocument.querySelector('.go'))"),
+    )
+    .await;
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('holdfast-widget').length;",
+            json!([])
+        )
+        .await
+        .unwrap(),
+        json!(0)
+    );
+    let el = b.element(&format!("return {frame};")).await.unwrap();
+    b.cmd(
+        "POST",
+        "/frame",
+        Some(json!({ "id": { browser::ELEMENT: el } })),
+    )
+    .await
+    .unwrap();
+    let go = b
+        .element("return document.querySelector('.go');")
+        .await
+        .unwrap();
+    b.click(&go).await.unwrap();
+    // No agent online: the form replaces the chat composer, focused.
+    wait(
+        &b,
+        "!document.querySelector('.lv').hidden && document.querySelector('.cp').hidden \
+         && document.activeElement.id === 'hf-lm' \
+         && getComputedStyle(document.activeElement).borderTopStyle === 'solid'",
+    )
+    .await;
+    let body = "Please call me back about a bulk order.";
+    let msg = b
+        .element("return document.querySelector('#hf-lm');")
+        .await
+        .unwrap();
+    b.type_into(&msg, body).await.unwrap();
+    let email = b
+        .element("return document.querySelector('#hf-le');")
+        .await
+        .unwrap();
+    b.type_into(&email, "sam@example.com").await.unwrap();
+    let submit = b
+        .element("return document.querySelector('.lv button');")
+        .await
+        .unwrap();
+    b.click(&submit).await.unwrap();
+    wait(
+        &b,
+        &format!(
+            "Array.prototype.some.call(document.querySelectorAll('.m.visitor:not(.wait) .b'), \
+             function (n) {{ return n.textContent === {}; }})",
+            lit(body)
+        ),
+    )
+    .await;
+    wait(
+        &b,
+        "document.querySelector('.lv p').textContent.indexOf('Thanks') === 0",
+    )
+    .await;
+    b.cmd("POST", "/frame/parent", None).await.unwrap();
+
+    // The server has it as a left message, with the email.
+    let visitor = wait(
+        &b,
+        "JSON.parse(localStorage.getItem('holdfast:demo:log') || '{}').visitor",
+    )
+    .await;
+    let conn = store::open_connection(srv.dir.path()).unwrap();
+    let (conv, msgs) = store::reads::visitor_snapshot(&conn, visitor.as_str().unwrap()).unwrap();
+    let conv = conv.expect("a conversation");
+    assert_eq!(conv.state, VisitorConvState::LeftMessage);
+    assert_eq!(
+        msgs.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        [body]
+    );
+    let info = store::reads::conversation(&conn, conv.id).unwrap().unwrap();
+    assert_eq!(info.contact_email.as_deref(), Some("sam@example.com"));
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// 7. Two tabs of one visitor both show the conversation; a message typed
+///    in either reaches the agent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tabs_share_one_conversation_and_send_nothing_twice() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    load(&b, &srv, "/demo").await;
+    let first = b.cmd("GET", "/window", None).await.unwrap();
+    open_widget(&b).await;
+    wait_online(&b).await;
+    say(&b, "From tab one").await;
+    let m = next_visitor_message(&mut bea).await;
+    assert_eq!(m.body, "From tab one");
+
+    let second = b
+        .cmd("POST", "/window/new", Some(json!({ "type": "tab" })))
+        .await
+        .unwrap();
+    b.cmd(
+        "POST",
+        "/window",
+        Some(json!({ "handle": second["handle"] })),
+    )
+    .await
+    .unwrap();
+    load(&b, &srv, "/demo").await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    wait_shown(&b, "visitor", "From tab one").await;
+    say(&b, "From tab two").await;
+    let m2 = next_visitor_message(&mut bea).await;
+    assert_eq!(m2.body, "From tab two");
+    assert_eq!(
+        m2.conversation, m.conversation,
+        "one visitor, one conversation"
+    );
+    reply(&mut bea, m.conversation, "Hello, both tabs").await;
+    wait_shown(&b, "agent", "Hello, both tabs").await;
+    wait_shown(&b, "visitor", "From tab two").await;
+
+    b.cmd("POST", "/window", Some(json!({ "handle": first })))
+        .await
+        .unwrap();
+    wait_shown(&b, "agent", "Hello, both tabs").await;
+    wait_shown(&b, "visitor", "From tab two").await;
+    for (class, text) in [
+        ("visitor", "From tab one"),
+        ("visitor", "From tab two"),
+        ("agent", "Hello, both tabs"),
+    ] {
+        assert_eq!(wait(&b, &count_js(class, text)).await, json!(1), "{text}");
+    }
+    assert_eq!(
+        visitor_messages_within(&mut bea, Duration::from_millis(300)).await,
+        Vec::<String>::new(),
+        "a message reached the agent twice"
+    );
+    let Author::Visitor { visitor } = &m.author else {
+        unreachable!()
+    };
+    assert_eq!(
+        stored_visitor_bodies(&srv, visitor),
+        ["From tab one", "From tab two"]
+    );
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// 8. A pulled cable (bytes vanish, no browser `offline` event): the
+///    application heartbeat notices the dead link, and a message typed into
+///    it is resent after the network heals and reaches the agent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_notices_a_pulled_cable_and_resends_once() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let proxy = Proxy::start(srv.http()).await;
+    let b = Browser::start().await.unwrap();
+    b.goto(&format!("http://{}/demo", proxy.addr))
+        .await
+        .unwrap();
+    wait(
+        &b,
+        &format!("!!(document.querySelector('holdfast-widget') && {ROOT}.querySelector('.go'))"),
+    )
+    .await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+
+    proxy.blackhole(true);
+    proxy.refuse_new(true);
+    // Typed into the dead link: the WebSocket accepts it, the cable eats it.
+    say(&b, "Typed as the cable was pulled").await;
+    wait(
+        &b,
+        &format!(
+            "navigator.onLine && {ROOT}.querySelector('.st').textContent === {}",
+            lit("Offline — will send when back")
+        ),
+    )
+    .await;
+    assert_eq!(
+        visitor_messages_within(&mut bea, Duration::from_millis(300)).await,
+        Vec::<String>::new()
+    );
+    proxy.heal();
+    let m = next_visitor_message(&mut bea).await;
+    assert_eq!(m.body, "Typed as the cable was pulled");
+    wait_shown(&b, "visitor", "Typed as the cable was pulled").await;
+    reply(&mut bea, m.conversation, "Welcome back").await;
+    wait_shown(&b, "agent", "Welcome back").await;
+    assert_eq!(
+        visitor_messages_within(&mut bea, Duration::from_millis(300)).await,
+        Vec::<String>::new(),
+        "a message reached the agent twice"
+    );
+    let Author::Visitor { visitor } = &m.author else {
+        unreachable!()
+    };
+    assert_eq!(
+        stored_visitor_bodies(&srv, visitor),
+        ["Typed as the cable was pulled"]
+    );
+    b.quit().await;
+    proxy.stop();
+    srv.stop().await;
+}
+
+/// The one tag on a page of another origin (`localhost` embedding a widget
+/// from `127.0.0.1`), as a real shop embeds `chat.example.com/widget.js`.
+async fn cross_origin_conversation(transport: &str) {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    let port = srv.http().port();
+    b.goto(&format!("http://localhost:{port}/healthz"))
+        .await
+        .unwrap();
+    b.js(
+        "var s = document.createElement('script'); s.async = true; s.src = arguments[0]; \
+         s.setAttribute('data-site', 'demo'); s.setAttribute('data-transport', arguments[1]); \
+         document.body.appendChild(s);",
+        json!([format!("http://127.0.0.1:{port}/widget.js"), transport]),
+    )
+    .await
+    .unwrap();
+    wait(
+        &b,
+        &format!("!!(document.querySelector('holdfast-widget') && {ROOT}.querySelector('.go'))"),
+    )
+    .await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    say(&b, "Hello from another origin").await;
+    let m = next_visitor_message(&mut bea).await;
+    assert_eq!(m.body, "Hello from another origin");
+    reply(&mut bea, m.conversation, "Hello back").await;
+    wait_shown(&b, "agent", "Hello back").await;
+    assert_eq!(
+        gauge(&srv, "ws"),
+        u64::from(transport == "websocket"),
+        "transport"
+    );
+    b.quit().await;
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_origin_embedding_over_websocket() {
+    cross_origin_conversation("websocket").await;
+}
+
+/// Long-poll from another origin needs CORS headers (a JSON POST even
+/// needs a preflight): without them the browser hides every response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_origin_embedding_over_long_poll() {
+    cross_origin_conversation("longpoll").await;
+}
