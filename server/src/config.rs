@@ -54,6 +54,9 @@ impl Default for VisitorConfig {
             poll_timeout: Duration::from_secs(25),
             liveness: LivenessConfig {
                 heartbeat: Duration::from_secs(3),
+                // Not the agents' 10 s: browsers throttle background tabs'
+                // timers to about one run a minute, so a hidden tab can be
+                // silent that long while perfectly alive (PROTOCOL.md §12).
                 dead_after: Duration::from_secs(75),
             },
             limits: Limits::default(),
