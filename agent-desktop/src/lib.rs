@@ -13,6 +13,9 @@
 //! - [`update`]: [`Update`], [`ConnectionStatus`], [`ConnState`].
 //! - [`config`]: [`ClientConfig`] and [`default_store_path`].
 //! - [`error`]: [`StoreError`] and [`ClientError`].
+//! - [`ui`] (feature `desktop`, on by default): the iced desktop app that
+//!   the `holdfast-agent` binary runs. It sits on the modules above and
+//!   holds no networking of its own.
 //!
 //! Delivery, in short: an action is written to the outbox before the call
 //! that made it returns and before its first send; it leaves the outbox only
@@ -25,6 +28,8 @@ pub mod config;
 mod core;
 pub mod error;
 pub mod store;
+#[cfg(feature = "desktop")]
+pub mod ui;
 pub mod update;
 
 pub use holdfast_protocol as protocol;

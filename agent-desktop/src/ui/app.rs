@@ -1,0 +1,1374 @@
+//! The application state and its update logic (the view is in `view.rs`).
+//!
+//! The app is two screens over one client session: the login screen until
+//! the first successful sign-in (or straight to the workspace when a cached
+//! store for the remembered account exists), then the workspace. A server
+//! key prompt can cover either. All networking is the core's: the app holds
+//! a [`ClientHandle`] for commands and reads the core's [`Update`]s as a
+//! stream turned into messages, tagged with a session epoch so a stream from
+//! a replaced session can never touch the new one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use holdfast_protocol::agent::{
+    Author, ChatMessage, ConversationId, ConversationInfo, ConversationState, Presence,
+    QueryResult, VisitorInfo,
+};
+use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::handshake::Fingerprint;
+use iced::Task;
+use iced::widget::text_editor;
+use zeroize::Zeroizing;
+
+use crate::store::{RECENT_PER_CONVERSATION, Session, now_ms};
+use crate::ui::format;
+use crate::ui::notify::{Alert, Notifier};
+use crate::ui::prefs::Prefs;
+use crate::{
+    ClientConfig, ClientHandle, ConnState, ConnectionStatus, ConversationSummary, StopReason,
+    Store, StoredMessage, Update, Workspace, default_store_path,
+};
+
+/// Messages of one conversation kept in memory when it is not open. The
+/// store has the rest; keeping only a window is what keeps memory flat over
+/// a long day.
+pub const KEEP_PER_CONVERSATION: usize = RECENT_PER_CONVERSATION as usize;
+/// Page size for "Load earlier messages" (local store) and for visitor
+/// history (server).
+pub const PAGE: u32 = 50;
+pub const HISTORY_PAGE: u32 = 20;
+/// Visitor histories kept in memory at once.
+const HISTORY_KEEP: usize = 32;
+const DEFAULT_INVITE: &str = "Hi! Can I help you with anything?";
+
+/// How the app was started (command line, or a test).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub server: Option<String>,
+    pub username: Option<String>,
+    /// Sign in at once with this password (from the environment; never
+    /// stored).
+    pub password: Option<Zeroizing<String>>,
+    /// Use this store instead of the per-account one under the data dir.
+    pub store: Option<PathBuf>,
+    /// Where the remembered server and username live; `None` to remember
+    /// nothing.
+    pub prefs_path: Option<PathBuf>,
+    /// Show OS notifications and play the chime.
+    pub notifications: bool,
+    /// Local time offset for timestamps, in seconds east of UTC.
+    pub utc_offset_secs: i32,
+    /// Adjust the client configuration before start (tests shorten
+    /// timings).
+    pub tune: Option<fn(&mut ClientConfig)>,
+    /// A server key fingerprint preconfigured by the installer, pinned on
+    /// first contact instead of asking.
+    pub expected_fingerprint: Option<Fingerprint>,
+    /// Benchmark mode: print the time from this instant to the first frame
+    /// on stderr, then exit.
+    pub exit_after_first_frame: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Message {
+    // Login screen.
+    ServerChanged(String),
+    UsernameChanged(String),
+    PasswordChanged(String),
+    SignIn,
+    StartCore,
+    CancelSignIn,
+    // Server key prompt.
+    Trust(bool),
+    // The core.
+    Core(u64, Box<Update>),
+    CoreEnded(u64),
+    // Workspace.
+    Tick,
+    Focus(bool),
+    FirstFrame,
+    SelectConversation(ConversationId),
+    SelectVisitor(String),
+    InviteTextChanged(String),
+    Invite(String),
+    Accept(ConversationId),
+    CloseConversation(ConversationId),
+    SetPresence(Presence),
+    Compose(text_editor::Action),
+    Send,
+    LoadEarlier,
+    /// Load a visitor's history: the newest page, or (`older`) the page
+    /// before the oldest one loaded.
+    LoadHistory {
+        visitor: String,
+        older: bool,
+    },
+    HistoryRequested(String, Result<u32, String>),
+    ReconnectNow,
+    SignOut,
+    SignedOut,
+    DismissBanner,
+    /// An action reached the outbox (or failed to).
+    ActionDone(Result<(), String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    Login,
+    Workspace,
+}
+
+/// A server key decision the user has to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustPrompt {
+    Unknown {
+        server: String,
+        fingerprint: Fingerprint,
+    },
+    Mismatch {
+        server: String,
+        pinned: Fingerprint,
+        presented: Fingerprint,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct LoginForm {
+    pub server: String,
+    pub username: String,
+    pub password: Zeroizing<String>,
+    pub error: Option<String>,
+    /// A sign-in is in progress.
+    pub busy: bool,
+}
+
+/// One conversation as the workspace shows it.
+#[derive(Debug, Clone)]
+pub struct Conv {
+    pub info: ConversationInfo,
+    pub unread: u32,
+    /// A window of the newest messages, oldest first.
+    pub messages: Vec<StoredMessage>,
+    /// Older messages exist in the store.
+    pub more_before: bool,
+}
+
+impl Conv {
+    fn from_summary(s: ConversationSummary, recent: Vec<StoredMessage>) -> Self {
+        let more_before = recent.len() >= KEEP_PER_CONVERSATION;
+        let mut messages = recent;
+        if messages.is_empty()
+            && let Some(m) = s.last_message
+        {
+            messages.push(m);
+        }
+        Self {
+            info: s.info,
+            unread: s.unread,
+            messages,
+            more_before,
+        }
+    }
+
+    pub fn last(&self) -> Option<&StoredMessage> {
+        self.messages.last()
+    }
+
+    /// Insert or replace by client id; true if it was not there.
+    fn upsert(&mut self, m: StoredMessage) -> bool {
+        if let Some(old) = self
+            .messages
+            .iter_mut()
+            .find(|o| o.client_id == m.client_id)
+        {
+            *old = m;
+            return false;
+        }
+        let at = self.messages.partition_point(|o| o.order <= m.order);
+        self.messages.insert(at, m);
+        true
+    }
+
+    fn trim(&mut self) {
+        if self.messages.len() > KEEP_PER_CONVERSATION {
+            let cut = self.messages.len() - KEEP_PER_CONVERSATION;
+            self.messages.drain(..cut);
+            self.more_before = true;
+        }
+    }
+}
+
+/// A visitor's past conversations, paged from the server.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub conversations: Vec<ConversationInfo>,
+    /// Newest first, as the server pages them.
+    pub messages: Vec<ChatMessage>,
+    pub more: bool,
+    pub loading: bool,
+    pub error: Option<String>,
+}
+
+/// The workspace's data: the cache as it was read, then kept current by
+/// the core's updates.
+#[derive(Debug, Default)]
+pub struct Desk {
+    pub me: Option<Session>,
+    pub presence: Option<Presence>,
+    pub visitors: HashMap<String, VisitorInfo>,
+    pub convs: HashMap<ConversationId, Conv>,
+    pub selected: Option<ConversationId>,
+    pub details_visitor: Option<String>,
+    pub drafts: HashMap<ConversationId, text_editor::Content>,
+    pub invite_text: String,
+    pub history: HashMap<String, History>,
+    pub history_requests: HashMap<u32, String>,
+    /// Answers that arrived before their request id did.
+    orphan_history: HashMap<u32, QueryResult>,
+    /// Select the conversation that an invite to (or an accept of) this
+    /// opens, when it arrives.
+    pub pending_open: Option<PendingOpen>,
+    /// The last error worth showing above the workspace.
+    pub banner: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingOpen {
+    Visitor(String),
+    Conversation(ConversationId),
+}
+
+impl Desk {
+    pub fn unread_total(&self) -> u32 {
+        self.convs.values().map(|c| c.unread).sum()
+    }
+
+    /// Unassigned conversations waiting for an agent, longest wait first.
+    pub fn queue(&self) -> Vec<&Conv> {
+        let mut q: Vec<&Conv> = self
+            .convs
+            .values()
+            .filter(|c| {
+                c.info.assigned.is_none()
+                    && matches!(
+                        c.info.state,
+                        ConversationState::Queued | ConversationState::LeftMessage
+                    )
+            })
+            .collect();
+        q.sort_by_key(|c| (c.info.opened_at_ms, c.info.id));
+        q
+    }
+
+    /// My open conversations, most recently active first.
+    pub fn mine(&self) -> Vec<&Conv> {
+        let me = self.me.as_ref().map(|s| s.agent);
+        let mut v: Vec<&Conv> = self
+            .convs
+            .values()
+            .filter(|c| c.info.state == ConversationState::Active && c.info.assigned == me)
+            .collect();
+        v.sort_by_key(|c| {
+            let last = c.last().map_or(c.info.updated_at_ms, |m| m.at_ms);
+            (std::cmp::Reverse(last.max(c.info.updated_at_ms)), c.info.id)
+        });
+        v
+    }
+
+    /// Online visitors, newest visit first.
+    pub fn visitors_sorted(&self) -> Vec<&VisitorInfo> {
+        let mut v: Vec<&VisitorInfo> = self.visitors.values().filter(|v| v.online).collect();
+        v.sort_by(|a, b| {
+            b.visit_started_ms
+                .cmp(&a.visit_started_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        v
+    }
+
+    /// Open a conversation in the chat pane; returns its visitor.
+    fn select_local(&mut self, id: ConversationId) -> Option<String> {
+        let visitor = self.convs.get(&id)?.info.visitor.clone();
+        self.selected = Some(id);
+        self.details_visitor = Some(visitor.clone());
+        self.drafts.entry(id).or_default();
+        Some(visitor)
+    }
+
+    /// With nothing open, open my most recent conversation, so the app
+    /// starts where the agent left off.
+    fn select_default(&mut self) {
+        if self.selected.is_some() {
+            return;
+        }
+        if let Some(id) = self.mine().first().map(|c| c.info.id) {
+            self.select_local(id);
+        }
+    }
+
+    fn load(&mut self, ws: Workspace) {
+        let Workspace {
+            session,
+            conversations,
+            mut recent,
+            visitors,
+            ..
+        } = ws;
+        if session.is_some() {
+            self.me = session;
+        }
+        // Drafts, selection and history survive a reload; data is replaced.
+        self.convs = conversations
+            .into_iter()
+            .map(|s| {
+                let id = s.info.id;
+                let msgs = recent.remove(&id).unwrap_or_default();
+                (id, Conv::from_summary(s, msgs))
+            })
+            .collect();
+        self.visitors = visitors.into_iter().map(|v| (v.id.clone(), v)).collect();
+        self.select_default();
+    }
+}
+
+/// The whole app.
+#[derive(Debug)]
+pub struct App {
+    pub opts: Options,
+    pub screen: Screen,
+    pub login: LoginForm,
+    pub trust: Option<TrustPrompt>,
+    pub desk: Desk,
+    pub status: ConnectionStatus,
+    /// Signed in during this run (a `LoggedIn` arrived).
+    pub signed_in: bool,
+    /// The store the current or next session uses.
+    pub store_path: Option<PathBuf>,
+    /// Password for re-signing in from the workspace's connection bar.
+    pub bar_password: Zeroizing<String>,
+    pub focused: bool,
+    pub now_ms: i64,
+    pub now: Instant,
+    pub notifier: Notifier,
+    handle: Option<ClientHandle>,
+    epoch: u64,
+}
+
+impl App {
+    /// Boot: remembered account, cached workspace, and a sign-in at once
+    /// when a password was supplied.
+    pub fn new(mut opts: Options) -> (Self, Task<Message>) {
+        let prefs = opts
+            .prefs_path
+            .as_deref()
+            .map(Prefs::load)
+            .unwrap_or_default();
+        let server = opts
+            .server
+            .clone()
+            .or_else(|| (!prefs.server.is_empty()).then(|| prefs.server.clone()))
+            .unwrap_or_else(|| "localhost:7070".to_owned());
+        let username = opts
+            .username
+            .clone()
+            .or_else(|| (!prefs.username.is_empty()).then(|| prefs.username.clone()))
+            .unwrap_or_default();
+        let password = opts.password.take();
+        let mut app = Self {
+            notifier: Notifier::new(opts.notifications),
+            opts,
+            screen: Screen::Login,
+            login: LoginForm {
+                server,
+                username,
+                password: password.unwrap_or_default(),
+                error: None,
+                busy: false,
+            },
+            trust: None,
+            desk: Desk {
+                invite_text: DEFAULT_INVITE.to_owned(),
+                ..Desk::default()
+            },
+            status: ConnectionStatus {
+                state: ConnState::Disconnected,
+                unsent: 0,
+            },
+            signed_in: false,
+            store_path: None,
+            bar_password: Zeroizing::default(),
+            focused: true,
+            now_ms: now_ms(),
+            now: Instant::now(),
+            handle: None,
+            epoch: 0,
+        };
+        if !app.login.username.is_empty() {
+            app.open_cached();
+        }
+        let task = if app.login.password.is_empty() || app.login.username.is_empty() {
+            Task::none()
+        } else {
+            Task::done(Message::SignIn)
+        };
+        (app, task)
+    }
+
+    /// Show the remembered account's cached workspace at once, before any
+    /// network, if its store exists.
+    fn open_cached(&mut self) {
+        let Ok(path) = self.resolve_store_path() else {
+            return;
+        };
+        if !path.exists() {
+            return;
+        }
+        let read = Store::open(&path).and_then(|s| {
+            let account = s.account()?;
+            Ok((account, s.cached_workspace()?))
+        });
+        match read {
+            Ok((Some(account), ws))
+                if account.server == self.login.server
+                    && account.username == self.login.username
+                    && ws.session.is_some() =>
+            {
+                self.status.unsent = ws.unsent;
+                self.desk.load(ws);
+                self.store_path = Some(path);
+                self.screen = Screen::Workspace;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot read the cached workspace: {e}"),
+        }
+    }
+
+    fn resolve_store_path(&self) -> Result<PathBuf, String> {
+        match &self.opts.store {
+            Some(p) => Ok(p.clone()),
+            None => default_store_path(self.login.server.trim(), self.login.username.trim())
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    pub fn handle(&self) -> Option<&ClientHandle> {
+        self.handle.as_ref()
+    }
+
+    pub fn title(&self) -> String {
+        let unread = self.desk.unread_total();
+        let who = self
+            .desk
+            .me
+            .as_ref()
+            .map(|s| format!(" — {}", s.display_name))
+            .unwrap_or_default();
+        if unread > 0 {
+            format!("({unread}) Holdfast{who}")
+        } else {
+            format!("Holdfast{who}")
+        }
+    }
+
+    /// The connection bar's words.
+    pub fn connection_text(&self) -> String {
+        let unsent = self.status.unsent;
+        let unsent_part = if unsent > 0 {
+            format!(" · {unsent} unsent")
+        } else {
+            String::new()
+        };
+        match &self.status.state {
+            ConnState::Live => format!("Connected{unsent_part}"),
+            ConnState::BackingOff { retry_at, .. } => {
+                let left = format::seconds_left(retry_at.saturating_duration_since(self.now));
+                format!("Reconnecting in {left} s{unsent_part}")
+            }
+            ConnState::Connecting
+            | ConnState::Handshaking
+            | ConnState::LoggingIn
+            | ConnState::AwaitingTrust { .. } => format!("Connecting…{unsent_part}"),
+            ConnState::Disconnected | ConnState::Stopped { .. } => {
+                format!("Offline · {unsent} unsent")
+            }
+        }
+    }
+
+    /// The bar needs a password: never signed in this run, or refused.
+    pub fn needs_password(&self) -> bool {
+        self.handle.is_none()
+            || matches!(
+                self.status.state,
+                ConnState::Stopped {
+                    reason: StopReason::LoginRejected { .. }
+                }
+            )
+    }
+
+    pub fn update(&mut self, message: Message) -> Task<Message> {
+        match message {
+            Message::ServerChanged(s) => {
+                self.login.server = s;
+                Task::none()
+            }
+            Message::UsernameChanged(s) => {
+                self.login.username = s;
+                Task::none()
+            }
+            Message::PasswordChanged(s) => {
+                if self.screen == Screen::Login {
+                    self.login.password = Zeroizing::new(s);
+                } else {
+                    self.bar_password = Zeroizing::new(s);
+                }
+                Task::none()
+            }
+            Message::SignIn => self.sign_in(),
+            Message::StartCore => self.start_core(),
+            Message::CancelSignIn => {
+                self.login.busy = false;
+                self.stop_session()
+            }
+            Message::Trust(yes) => {
+                let prompt = self.trust.take();
+                let Some(h) = self.handle.clone() else {
+                    return Task::none();
+                };
+                if !yes && matches!(prompt, Some(TrustPrompt::Mismatch { .. })) {
+                    // A refused mismatch is the end of this session: back to
+                    // the sign-in screen with the reason.
+                    self.login.error = Some(
+                        "Not connected: the server's key did not match the pinned key.".to_owned(),
+                    );
+                    self.login.busy = false;
+                    self.screen = Screen::Login;
+                    return self.stop_session();
+                }
+                if !yes {
+                    self.login.busy = false;
+                    self.login.error =
+                        Some("Not connected: the server key was not trusted.".into());
+                }
+                Task::perform(
+                    async move { h.trust_fingerprint(yes).await.map_err(|e| e.to_string()) },
+                    Message::ActionDone,
+                )
+            }
+            Message::Core(epoch, update) => {
+                if epoch != self.epoch {
+                    return Task::none();
+                }
+                self.on_update(*update)
+            }
+            Message::CoreEnded(epoch) => {
+                if epoch == self.epoch {
+                    self.handle = None;
+                }
+                Task::none()
+            }
+            Message::Tick => {
+                self.now_ms = now_ms();
+                self.now = Instant::now();
+                Task::none()
+            }
+            Message::FirstFrame => match self.opts.exit_after_first_frame {
+                Some(started) => {
+                    eprintln!(
+                        "first-frame-ms {:.1}",
+                        started.elapsed().as_secs_f64() * 1000.0
+                    );
+                    iced::exit()
+                }
+                None => Task::none(),
+            },
+            Message::Focus(f) => {
+                self.focused = f;
+                if f {
+                    self.mark_selected_read()
+                } else {
+                    Task::none()
+                }
+            }
+            Message::SelectConversation(id) => self.select(id),
+            Message::SelectVisitor(v) => {
+                self.desk.details_visitor = Some(v.clone());
+                self.ensure_history(v)
+            }
+            Message::InviteTextChanged(s) => {
+                self.desk.invite_text = s;
+                Task::none()
+            }
+            Message::Invite(visitor) => {
+                let body = self.desk.invite_text.trim().to_owned();
+                let body = if body.is_empty() {
+                    DEFAULT_INVITE.to_owned()
+                } else {
+                    body
+                };
+                self.desk.pending_open = Some(PendingOpen::Visitor(visitor.clone()));
+                self.desk.details_visitor = Some(visitor.clone());
+                self.with_handle(move |h| async move { h.invite(visitor, body).await.map(drop) })
+            }
+            Message::Accept(id) => {
+                self.desk.pending_open = Some(PendingOpen::Conversation(id));
+                self.with_handle(move |h| async move { h.accept(id).await.map(drop) })
+            }
+            Message::CloseConversation(id) => {
+                self.with_handle(move |h| async move { h.close(id).await.map(drop) })
+            }
+            Message::SetPresence(p) => {
+                self.desk.presence = Some(p);
+                self.with_handle(move |h| async move { h.set_presence(p).await.map(drop) })
+            }
+            Message::Compose(action) => {
+                if let Some(id) = self.desk.selected {
+                    self.desk.drafts.entry(id).or_default().perform(action);
+                }
+                Task::none()
+            }
+            Message::Send => self.send(),
+            Message::LoadEarlier => {
+                self.load_earlier();
+                Task::none()
+            }
+            Message::LoadHistory { visitor, older } => self.load_history(visitor, older),
+            Message::HistoryRequested(visitor, res) => {
+                match res {
+                    Ok(req) => {
+                        if let Some(result) = self.desk.orphan_history.remove(&req) {
+                            self.apply_history(&visitor, result);
+                        } else {
+                            self.desk.history_requests.insert(req, visitor);
+                        }
+                    }
+                    Err(e) => {
+                        let h = self.desk.history.entry(visitor).or_default();
+                        h.loading = false;
+                        h.error = Some(e);
+                    }
+                }
+                Task::none()
+            }
+            Message::ReconnectNow => self.with_handle(|h| async move { h.reconnect_now().await }),
+            Message::SignOut => {
+                self.screen = Screen::Login;
+                self.signed_in = false;
+                self.desk = Desk {
+                    invite_text: DEFAULT_INVITE.to_owned(),
+                    ..Desk::default()
+                };
+                self.stop_session()
+            }
+            Message::SignedOut => Task::none(),
+            Message::DismissBanner => {
+                self.desk.banner = None;
+                Task::none()
+            }
+            Message::ActionDone(res) => {
+                if let Err(e) = res {
+                    self.desk.banner = Some(e);
+                }
+                Task::none()
+            }
+        }
+    }
+
+    fn with_handle<F, Fut>(&mut self, f: F) -> Task<Message>
+    where
+        F: FnOnce(ClientHandle) -> Fut,
+        Fut: Future<Output = Result<(), crate::ClientError>> + Send + 'static,
+    {
+        match self.handle.clone() {
+            Some(h) => {
+                let fut = f(h);
+                Task::perform(
+                    async move { fut.await.map_err(|e| e.to_string()) },
+                    Message::ActionDone,
+                )
+            }
+            None => {
+                self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+                Task::none()
+            }
+        }
+    }
+
+    fn stop_session(&mut self) -> Task<Message> {
+        self.epoch += 1;
+        self.trust = None;
+        self.status.state = ConnState::Disconnected;
+        match self.handle.take() {
+            Some(h) => Task::perform(async move { h.shutdown().await }, |_| Message::SignedOut),
+            None => Task::none(),
+        }
+    }
+
+    fn sign_in(&mut self) -> Task<Message> {
+        if self.screen == Screen::Workspace && !self.bar_password.is_empty() {
+            let pw = std::mem::take(&mut self.bar_password);
+            if let Some(h) = self.handle.clone() {
+                return Task::perform(
+                    async move { h.set_password(pw).await.map_err(|e| e.to_string()) },
+                    Message::ActionDone,
+                );
+            }
+            self.login.password = pw;
+        }
+        if self.login.server.trim().is_empty() {
+            self.login.error = Some("Enter the server address (host:port).".into());
+            return Task::none();
+        }
+        if self.login.username.trim().is_empty() {
+            self.login.error = Some("Enter your username.".into());
+            return Task::none();
+        }
+        if self.login.password.is_empty() {
+            self.login.error = Some("Enter your password.".into());
+            return Task::none();
+        }
+        self.login.error = None;
+        self.login.busy = true;
+        // A previous session (another account, or a refused one) must have
+        // closed its store before the next one opens it.
+        let stop = self.stop_session();
+        stop.chain(Task::done(Message::StartCore))
+    }
+
+    fn start_core(&mut self) -> Task<Message> {
+        let path = match self.resolve_store_path() {
+            Ok(p) => p,
+            Err(e) => return self.fail_sign_in(e),
+        };
+        let mut cfg = ClientConfig::new(
+            self.login.server.trim(),
+            self.login.username.trim(),
+            self.login.password.clone(),
+            path.clone(),
+        );
+        cfg.expected_fingerprint = self.opts.expected_fingerprint;
+        if let Some(tune) = self.opts.tune {
+            tune(&mut cfg);
+        }
+        if let Some(dir) = path.parent()
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            return self.fail_sign_in(format!("Cannot create {}: {e}", dir.display()));
+        }
+        let (handle, rx) = match crate::start(cfg) {
+            Ok(x) => x,
+            Err(e) => return self.fail_sign_in(e.to_string()),
+        };
+        self.epoch += 1;
+        let epoch = self.epoch;
+        match handle.cached_workspace() {
+            Ok(ws) => {
+                self.status.unsent = ws.unsent;
+                self.desk.load(ws);
+            }
+            Err(e) => tracing::warn!("cannot read the cached workspace: {e}"),
+        }
+        self.status = handle.status();
+        self.store_path = Some(path);
+        self.handle = Some(handle);
+        let updates =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|u| (u, rx)) },
+            );
+        Task::run(updates, move |u| Message::Core(epoch, Box::new(u)))
+            .chain(Task::done(Message::CoreEnded(epoch)))
+    }
+
+    fn fail_sign_in(&mut self, error: String) -> Task<Message> {
+        self.login.busy = false;
+        if self.screen == Screen::Login {
+            self.login.error = Some(error);
+        } else {
+            self.desk.banner = Some(error);
+        }
+        Task::none()
+    }
+
+    fn remember_account(&self) {
+        let Some(path) = &self.opts.prefs_path else {
+            return;
+        };
+        let prefs = Prefs {
+            server: self.login.server.trim().to_owned(),
+            username: self.login.username.trim().to_owned(),
+        };
+        if let Err(e) = prefs.save(path) {
+            tracing::warn!("cannot save prefs to {}: {e}", path.display());
+        }
+    }
+
+    fn on_update(&mut self, update: Update) -> Task<Message> {
+        match update {
+            Update::Connection(s) => {
+                self.now = Instant::now();
+                if self.screen == Screen::Login
+                    && self.login.busy
+                    && let ConnState::BackingOff { retry_at, reason } = &s.state
+                    && !self.signed_in
+                {
+                    let left = format::seconds_left(retry_at.saturating_duration_since(self.now));
+                    self.login.error = Some(format!(
+                        "Cannot reach {}: {reason}. Retrying in {left} s.",
+                        self.login.server.trim()
+                    ));
+                }
+                self.status = s;
+                Task::none()
+            }
+            Update::FingerprintUnknown {
+                server,
+                fingerprint,
+            } => {
+                self.trust = Some(TrustPrompt::Unknown {
+                    server,
+                    fingerprint,
+                });
+                Task::none()
+            }
+            Update::FingerprintMismatch {
+                server,
+                pinned,
+                presented,
+            } => {
+                self.trust = Some(TrustPrompt::Mismatch {
+                    server,
+                    pinned,
+                    presented,
+                });
+                Task::none()
+            }
+            Update::LoginFailed {
+                code,
+                message,
+                retry_after,
+            } => {
+                let text = login_error_text(code, &message, retry_after);
+                if self.screen == Screen::Login {
+                    self.login.error = Some(text);
+                    if retry_after.is_none() {
+                        self.login.busy = false;
+                    }
+                } else {
+                    self.desk.banner = Some(text);
+                }
+                Task::none()
+            }
+            Update::LoggedIn {
+                agent,
+                display_name,
+                site,
+            } => {
+                self.desk.me = Some(Session {
+                    agent,
+                    display_name,
+                    site,
+                });
+                self.signed_in = true;
+                self.login.busy = false;
+                self.login.error = None;
+                self.login.password = Zeroizing::default();
+                self.desk.banner = None;
+                if self.desk.presence.is_none() {
+                    self.desk.presence = Some(Presence::Online);
+                }
+                self.screen = Screen::Workspace;
+                self.remember_account();
+                self.desk.select_default();
+                let read = self.mark_selected_read();
+                let history = match self.desk.details_visitor.clone() {
+                    Some(v) => self.ensure_history(v),
+                    None => Task::none(),
+                };
+                Task::batch([read, history])
+            }
+            Update::Visitors(list) => {
+                self.desk.visitors = list.into_iter().map(|v| (v.id.clone(), v)).collect();
+                Task::none()
+            }
+            Update::Visitor(v) => {
+                self.desk.visitors.insert(v.id.clone(), *v);
+                Task::none()
+            }
+            Update::VisitorGone { visitor } => {
+                self.desk.visitors.remove(&visitor);
+                Task::none()
+            }
+            Update::AgentPresence {
+                agent, presence, ..
+            } => {
+                if self.desk.me.as_ref().is_some_and(|m| m.agent == agent) {
+                    self.desk.presence = Some(presence);
+                }
+                Task::none()
+            }
+            Update::Conversation(info) => self.on_conversation(info),
+            Update::Message(m) => self.on_message(m),
+            Update::MessageState {
+                client_id,
+                conversation,
+                message,
+                state,
+            } => {
+                if let Some(c) = self.desk.convs.get_mut(&conversation)
+                    && let Some(m) = c.messages.iter_mut().find(|m| m.client_id == client_id)
+                {
+                    m.state = state;
+                    if message.is_some() {
+                        m.message = message;
+                    }
+                }
+                Task::none()
+            }
+            Update::CommandDone { .. } => Task::none(),
+            Update::CommandRejected { code, message, .. } => {
+                self.desk.banner = Some(format!("The server refused that ({code}): {message}"));
+                Task::none()
+            }
+            Update::History { request, result } => {
+                match self.desk.history_requests.remove(&request) {
+                    Some(visitor) => self.apply_history(&visitor, result),
+                    None => {
+                        // Bounded: only requests this app made can be
+                        // answered, and each is answered once.
+                        self.desk.orphan_history.insert(request, result);
+                    }
+                }
+                Task::none()
+            }
+            Update::SnapshotApplied { .. } | Update::Resync => {
+                if let Some(h) = &self.handle {
+                    match h.cached_workspace() {
+                        Ok(ws) => self.desk.load(ws),
+                        Err(e) => self.desk.banner = Some(e.to_string()),
+                    }
+                    self.status = h.status();
+                }
+                // What is on screen in a focused window has been read, even
+                // if the snapshot brought older read marks.
+                self.mark_selected_read()
+            }
+            Update::ServerError { code, message } => {
+                self.desk.banner = Some(format!("Server error ({code}): {message}"));
+                Task::none()
+            }
+            Update::StoreFailed { message } => {
+                self.desk.banner = Some(format!("Local store error: {message}"));
+                Task::none()
+            }
+        }
+    }
+
+    fn on_conversation(&mut self, info: ConversationInfo) -> Task<Message> {
+        let id = info.id;
+        let me = self.desk.me.as_ref().map(|s| s.agent);
+        let previous = self.desk.convs.get(&id).map(|c| c.info.state);
+        let waiting = info.assigned.is_none() && info.state == ConversationState::Queued;
+        if waiting && previous != Some(ConversationState::Queued) && !self.focused {
+            self.notifier.alert(Alert {
+                title: "New chat waiting".into(),
+                body: format::visitor_label(info.visitor_name.as_deref(), &info.visitor),
+            });
+        }
+        let mine = info.assigned.is_some() && info.assigned == me;
+        let open_now = mine
+            && match &self.desk.pending_open {
+                Some(PendingOpen::Visitor(v)) => *v == info.visitor,
+                Some(PendingOpen::Conversation(c)) => *c == id,
+                None => false,
+            };
+        let closed = info.state == ConversationState::Closed;
+        let selected = self.desk.selected == Some(id);
+        match self.desk.convs.get_mut(&id) {
+            Some(c) => {
+                c.info = info;
+                // A closed chat is history: keep only its preview in memory
+                // unless it is on screen (the store has the rest).
+                if closed && !selected && c.messages.len() > 1 {
+                    let cut = c.messages.len() - 1;
+                    c.messages.drain(..cut);
+                    c.more_before = true;
+                }
+            }
+            None => {
+                self.desk.convs.insert(
+                    id,
+                    Conv {
+                        info,
+                        unread: 0,
+                        messages: Vec::new(),
+                        more_before: false,
+                    },
+                );
+            }
+        }
+        if closed
+            && !selected
+            && self
+                .desk
+                .drafts
+                .get(&id)
+                .is_some_and(|d| d.text().trim().is_empty())
+        {
+            self.desk.drafts.remove(&id);
+        }
+        if open_now || (mine && self.desk.selected.is_none()) {
+            if open_now {
+                self.desk.pending_open = None;
+            }
+            return self.select(id);
+        }
+        Task::none()
+    }
+
+    fn on_message(&mut self, m: StoredMessage) -> Task<Message> {
+        let conv_id = m.conversation;
+        let from_visitor = matches!(m.author, Author::Visitor { .. });
+        let body = m.body.clone();
+        let selected = self.desk.selected == Some(conv_id);
+        let Some(c) = self.desk.convs.get_mut(&conv_id) else {
+            // The conversation's own event comes first; if not, the store
+            // has it.
+            if let Some(h) = &self.handle
+                && let Ok(list) = h.conversations()
+            {
+                for s in list {
+                    let id = s.info.id;
+                    self.desk
+                        .convs
+                        .entry(id)
+                        .or_insert_with(|| Conv::from_summary(s, Vec::new()));
+                }
+                if self.desk.convs.contains_key(&conv_id) {
+                    return self.on_message(m);
+                }
+            }
+            return Task::none();
+        };
+        let new = c.upsert(m);
+        if !selected {
+            c.trim();
+        }
+        let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
+        if !(new && from_visitor) {
+            return Task::none();
+        }
+        if !self.focused {
+            self.notifier.alert(Alert {
+                title: format!("Message from {name}"),
+                body: format::preview(&body, 120),
+            });
+        }
+        if selected && self.focused {
+            self.mark_selected_read()
+        } else {
+            c.unread = c.unread.saturating_add(1);
+            Task::none()
+        }
+    }
+
+    fn select(&mut self, id: ConversationId) -> Task<Message> {
+        // The one we leave goes back to a small window.
+        if let Some(prev) = self.desk.selected
+            && prev != id
+            && let Some(c) = self.desk.convs.get_mut(&prev)
+        {
+            c.trim();
+        }
+        let Some(visitor) = self.desk.select_local(id) else {
+            return Task::none();
+        };
+        let read = self.mark_selected_read();
+        Task::batch([read, self.ensure_history(visitor)])
+    }
+
+    fn mark_selected_read(&mut self) -> Task<Message> {
+        let Some(id) = self.desk.selected else {
+            return Task::none();
+        };
+        let Some(c) = self.desk.convs.get_mut(&id) else {
+            return Task::none();
+        };
+        if c.unread == 0 || !self.focused {
+            return Task::none();
+        }
+        c.unread = 0;
+        match self.handle.clone() {
+            Some(h) => Task::perform(
+                async move { h.mark_read(id).await.map_err(|e| e.to_string()) },
+                Message::ActionDone,
+            ),
+            None => Task::none(),
+        }
+    }
+
+    fn send(&mut self) -> Task<Message> {
+        let Some(id) = self.desk.selected else {
+            return Task::none();
+        };
+        let Some(draft) = self.desk.drafts.get(&id) else {
+            return Task::none();
+        };
+        let text = draft.text();
+        let body = text.trim_end_matches(['\n', '\r']).to_owned();
+        if body.trim().is_empty() {
+            return Task::none();
+        }
+        let Some(h) = self.handle.clone() else {
+            self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+            return Task::none();
+        };
+        self.desk.drafts.insert(id, text_editor::Content::new());
+        Task::perform(
+            async move {
+                h.send_message(id, body)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
+            Message::ActionDone,
+        )
+    }
+
+    fn load_earlier(&mut self) {
+        let Some(id) = self.desk.selected else { return };
+        let Some(h) = self.handle.clone() else {
+            return self.load_earlier_from_file(id);
+        };
+        let Some(c) = self.desk.convs.get_mut(&id) else {
+            return;
+        };
+        let before = c.messages.first().map(|m| m.order);
+        match h.messages_page(id, before, PAGE) {
+            Ok(page) => prepend(c, page),
+            Err(e) => self.desk.banner = Some(e.to_string()),
+        }
+    }
+
+    /// Paging before a session exists (cached workspace, no password yet).
+    fn load_earlier_from_file(&mut self, id: ConversationId) {
+        let Some(path) = self.store_path.clone() else {
+            return;
+        };
+        let Some(c) = self.desk.convs.get_mut(&id) else {
+            return;
+        };
+        let before = c.messages.first().map(|m| m.order);
+        match Store::open(&path).and_then(|s| s.messages_page(id, before, PAGE)) {
+            Ok(page) => prepend(c, page),
+            Err(e) => self.desk.banner = Some(e.to_string()),
+        }
+    }
+
+    /// Refresh the newest page of a visitor's history (merged with what is
+    /// loaded, so older pages already fetched stay).
+    fn ensure_history(&mut self, visitor: String) -> Task<Message> {
+        self.load_history(visitor, false)
+    }
+
+    fn load_history(&mut self, visitor: String, older: bool) -> Task<Message> {
+        let Some(h) = self.handle.clone() else {
+            return Task::none();
+        };
+        // Histories of visitors looked at earlier in the day are dropped
+        // past a few dozen; they reload on demand.
+        if self.desk.history.len() >= HISTORY_KEEP && !self.desk.history.contains_key(&visitor) {
+            let keep = self.desk.details_visitor.clone();
+            self.desk
+                .history
+                .retain(|v, h| h.loading || Some(v) == keep.as_ref());
+        }
+        let entry = self.desk.history.entry(visitor.clone()).or_default();
+        if entry.loading {
+            return Task::none();
+        }
+        entry.loading = true;
+        entry.error = None;
+        let before = if older {
+            entry.messages.last().map(|m| m.message)
+        } else {
+            None
+        };
+        let v = visitor.clone();
+        Task::perform(
+            async move {
+                h.load_history(v, before, HISTORY_PAGE)
+                    .await
+                    .map_err(|e| e.to_string())
+            },
+            move |res| Message::HistoryRequested(visitor.clone(), res),
+        )
+    }
+
+    fn apply_history(&mut self, visitor: &str, result: QueryResult) {
+        let h = self.desk.history.entry(visitor.to_owned()).or_default();
+        h.loading = false;
+        match result {
+            QueryResult::History {
+                visitor: info,
+                conversations,
+                messages,
+                more,
+            } => {
+                for c in conversations {
+                    match h.conversations.iter_mut().find(|o| o.id == c.id) {
+                        Some(o) => *o = c,
+                        None => h.conversations.push(c),
+                    }
+                }
+                h.conversations
+                    .sort_by_key(|c| std::cmp::Reverse(c.opened_at_ms));
+                for m in messages {
+                    if !h.messages.iter().any(|o| o.message == m.message) {
+                        h.messages.push(m);
+                    }
+                }
+                h.messages.sort_by_key(|m| std::cmp::Reverse(m.message));
+                // A refresh of the newest page says nothing about whether
+                // older pages remain once some have been loaded.
+                h.more = more || (h.more && h.messages.len() > HISTORY_PAGE as usize);
+                if let Some(info) = info {
+                    self.desk
+                        .visitors
+                        .entry(info.id.clone())
+                        .or_insert_with(|| *info);
+                }
+            }
+            QueryResult::Refused(e) => {
+                h.error = Some(format!("History refused ({}): {}", e.code, e.message));
+            }
+        }
+    }
+}
+
+fn prepend(c: &mut Conv, mut page: Vec<StoredMessage>) {
+    c.more_before = page.len() >= PAGE as usize;
+    page.retain(|m| !c.messages.iter().any(|o| o.client_id == m.client_id));
+    page.append(&mut c.messages);
+    c.messages = page;
+}
+
+fn login_error_text(
+    code: ErrorCode,
+    message: &str,
+    retry_after: Option<std::time::Duration>,
+) -> String {
+    match code {
+        ErrorCode::Unauthorized => "Wrong username or password.".to_owned(),
+        ErrorCode::Disabled => "This account is disabled; ask your administrator.".to_owned(),
+        ErrorCode::VersionMismatch => format!(
+            "Incompatible version: this app and the server speak different protocol versions \
+             ({message}). Update the app or the server."
+        ),
+        ErrorCode::Throttled => {
+            let secs = retry_after.map_or(0, format::seconds_left);
+            format!("Too many failed sign-ins. Trying again in {secs} s.")
+        }
+        _ => format!("Sign-in failed ({code}): {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use holdfast_protocol::ids::MsgId;
+
+    use super::*;
+    use crate::store::{DeliveryState, MessageOrder};
+
+    fn info(id: ConversationId) -> ConversationInfo {
+        ConversationInfo {
+            id,
+            site: 1,
+            visitor: format!("v-{id}"),
+            visitor_name: None,
+            state: ConversationState::Active,
+            assigned: Some(7),
+            assigned_name: None,
+            opened_at_ms: 0,
+            updated_at_ms: 0,
+            contact_email: None,
+        }
+    }
+
+    fn msg(conv: ConversationId, n: u64) -> StoredMessage {
+        StoredMessage {
+            order: MessageOrder(i64::try_from(n).unwrap_or(i64::MAX)),
+            conversation: conv,
+            message: Some(n),
+            client_id: MsgId::v7(n, [u8::try_from(conv).unwrap_or(0); 10]),
+            author: Author::Visitor {
+                visitor: format!("v-{conv}"),
+            },
+            body: format!("m{n}"),
+            at_ms: 0,
+            state: DeliveryState::Sent,
+        }
+    }
+
+    #[test]
+    fn upsert_orders_dedups_and_trims() {
+        let mut c = Conv {
+            info: info(1),
+            unread: 0,
+            messages: Vec::new(),
+            more_before: false,
+        };
+        assert!(c.upsert(msg(1, 5)));
+        assert!(c.upsert(msg(1, 3)));
+        assert!(!c.upsert(msg(1, 5)), "same client id is an update");
+        let order: Vec<u64> = c.messages.iter().filter_map(|m| m.message).collect();
+        assert_eq!(order, [3, 5]);
+        for n in 10..300 {
+            c.upsert(msg(1, n));
+            c.trim();
+        }
+        assert_eq!(c.messages.len(), KEEP_PER_CONVERSATION);
+        assert!(c.more_before);
+        assert_eq!(c.last().and_then(|m| m.message), Some(299));
+    }
+
+    #[test]
+    fn queue_and_mine_split_by_assignment() {
+        let mut d = Desk {
+            me: Some(Session {
+                agent: 7,
+                display_name: "A".into(),
+                site: 1,
+            }),
+            ..Desk::default()
+        };
+        for (id, assigned, state) in [
+            (1, Some(7), ConversationState::Active),
+            (2, None, ConversationState::Queued),
+            (3, Some(8), ConversationState::Active),
+            (4, None, ConversationState::LeftMessage),
+            (5, Some(7), ConversationState::Closed),
+        ] {
+            let mut i = info(id);
+            i.assigned = assigned;
+            i.state = state;
+            i.opened_at_ms = i64::try_from(10 - id).unwrap_or(0);
+            d.convs.insert(
+                id,
+                Conv {
+                    info: i,
+                    unread: u32::try_from(id).unwrap_or(0),
+                    messages: Vec::new(),
+                    more_before: false,
+                },
+            );
+        }
+        let mine: Vec<_> = d.mine().iter().map(|c| c.info.id).collect();
+        assert_eq!(mine, [1]);
+        // Longest wait first.
+        let queue: Vec<_> = d.queue().iter().map(|c| c.info.id).collect();
+        assert_eq!(queue, [4, 2]);
+        assert_eq!(d.unread_total(), 15);
+    }
+}

@@ -1,0 +1,67 @@
+//! The desktop app: an iced 0.14 UI over the client core.
+//!
+//! - `app`: state, messages and update logic ([`App`], [`Message`],
+//!   [`Options`]).
+//! - `view`: drawing, with stable widget ids for tests.
+//! - `format`: timestamps, durations, User-Agent parsing, previews.
+//! - `prefs`: the remembered server and username (never the password).
+//! - `notify`: OS notifications and the chime when the window is unfocused.
+//!
+//! The UI holds no networking code: commands go through the
+//! [`crate::ClientHandle`], and the core's [`crate::Update`] channel is
+//! consumed as a stream of messages (see `App::start_core`), in the way
+//! halloy's `data/src/stream.rs` feeds its screens.
+
+pub mod app;
+pub mod format;
+pub mod notify;
+pub mod prefs;
+pub mod view;
+
+use std::time::Duration;
+
+use iced::{Subscription, Theme, window};
+
+pub use app::{App, Message, Options, Screen, TrustPrompt};
+
+/// A CJK-capable fallback font (Droid Sans Fallback, Apache-2.0), bundled
+/// so Chinese and Japanese render even where no CJK system font is
+/// installed. System fonts are still used first; this only fills gaps.
+pub const CJK_FONT: &[u8] = include_bytes!("../../../assets/fonts/DroidSansFallbackFull.ttf");
+
+/// Run the app until its window closes.
+pub fn run(options: Options) -> iced::Result {
+    iced::application(move || App::new(options.clone()), App::update, App::view)
+        .title(App::title)
+        .subscription(subscription)
+        .theme(theme)
+        .font(CJK_FONT)
+        .window(window::Settings {
+            size: iced::Size::new(1280.0, 800.0),
+            min_size: Some(iced::Size::new(900.0, 560.0)),
+            ..window::Settings::default()
+        })
+        .run()
+}
+
+pub fn theme(_: &App) -> Theme {
+    Theme::Light
+}
+
+/// A one-second tick only where something on screen counts time (time on
+/// site, waiting time, the reconnect countdown), and window focus always.
+pub fn subscription(app: &App) -> Subscription<Message> {
+    let focus = iced::event::listen_with(|event, _status, _window| match event {
+        iced::Event::Window(window::Event::Focused) => Some(Message::Focus(true)),
+        iced::Event::Window(window::Event::Unfocused) => Some(Message::Focus(false)),
+        _ => None,
+    });
+    let mut subs = vec![focus];
+    if app.screen == Screen::Workspace || app.login.busy {
+        subs.push(iced::time::every(Duration::from_secs(1)).map(|_| Message::Tick));
+    }
+    if app.opts.exit_after_first_frame.is_some() {
+        subs.push(window::frames().map(|_| Message::FirstFrame));
+    }
+    Subscription::batch(subs)
+}

@@ -1,0 +1,75 @@
+//! What the app remembers between runs: the server address and username of
+//! the last sign-in. Never the password: it lives only in memory (zeroized
+//! on drop) for the life of the process. An OS keyring was considered and
+//! left out: the maintained crates need a running Secret Service, which a
+//! headless box or a bare window manager does not have, and a silent
+//! fallback to a file would be exactly the plain-text store to avoid.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prefs {
+    pub server: String,
+    pub username: String,
+}
+
+/// `~/.config/holdfast/agent.json` on Linux.
+pub fn default_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("io", "Holdfast", "Holdfast")
+        .map(|d| d.config_dir().join("agent.json"))
+}
+
+impl Prefs {
+    /// The saved prefs, or the defaults when there are none or they do not
+    /// parse (a broken prefs file must never keep the app from starting).
+    pub fn load(path: &Path) -> Self {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!("ignoring unreadable prefs {}: {e}", path.display());
+                Self::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
+            Err(e) => {
+                tracing::warn!("cannot read prefs {}: {e}", path.display());
+                Self::default()
+            }
+        }
+    }
+
+    /// Write atomically (temp file + rename) so a crash mid-write leaves the
+    /// old prefs, not a torn file.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn round_trip_and_no_password_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/agent.json");
+        assert_eq!(Prefs::load(&path), Prefs::default());
+        let p = Prefs {
+            server: "chat.example:7070".into(),
+            username: "alice".into(),
+        };
+        p.save(&path).unwrap();
+        assert_eq!(Prefs::load(&path), p);
+        let raw = std::fs::read_to_string(&path).unwrap();
+        assert!(!raw.contains("password"), "{raw}");
+        std::fs::write(&path, "{not json").unwrap();
+        assert_eq!(Prefs::load(&path), Prefs::default());
+    }
+}

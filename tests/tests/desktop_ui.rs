@@ -1,0 +1,522 @@
+//! The desktop app driven like a person would: `iced_test` simulators of the
+//! real views, clicked and typed into by widget id and by text, against a
+//! real in-process server and real WebSocket visitors. Each interaction's
+//! messages go through the app's real `update`, and every `Task` it returns
+//! (including the core's update stream) runs on the test's tokio runtime,
+//! feeding its messages back in order.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use holdfast_agent::protocol::backoff::BackoffConfig;
+use holdfast_agent::protocol::handshake::Fingerprint;
+use holdfast_agent::protocol::liveness::LivenessConfig;
+use holdfast_agent::ui::{App, Message, Options, Screen};
+use holdfast_agent::{ClientConfig, ConnState, Store};
+use holdfast_tests::proxy::Proxy;
+use holdfast_tests::server::{PASSWORD, TestServer};
+use holdfast_tests::visitor::WsVisitor;
+use iced::keyboard::key::Named;
+use iced::widget::Id;
+use iced::{Settings, Task};
+use iced_test::Simulator;
+use iced_test::runtime::Action;
+use iced_test::selector::Candidate;
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn fast(cfg: &mut ClientConfig) {
+    cfg.backoff = BackoffConfig {
+        base: Duration::from_millis(1500),
+        cap: Duration::from_secs(3),
+    };
+    cfg.liveness = LivenessConfig {
+        heartbeat: Duration::from_millis(300),
+        dead_after: Duration::from_millis(1500),
+    };
+}
+
+fn options(dir: &Path, server: String) -> Options {
+    Options {
+        server: Some(server),
+        username: None,
+        password: None,
+        store: Some(dir.join("agent.sqlite3")),
+        prefs_path: Some(dir.join("prefs.json")),
+        notifications: false,
+        utc_offset_secs: 0,
+        tune: Some(fast),
+        exit_after_first_frame: None,
+        expected_fingerprint: None,
+    }
+}
+
+/// The app plus a runner for the tasks its `update` returns.
+struct Driver {
+    app: App,
+    tx: mpsc::UnboundedSender<Message>,
+    rx: mpsc::UnboundedReceiver<Message>,
+}
+
+impl Driver {
+    fn new(options: Options) -> Self {
+        let (app, task) = App::new(options);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let d = Self { app, tx, rx };
+        d.spawn(task);
+        d
+    }
+
+    fn spawn(&self, task: Task<Message>) {
+        let Some(mut stream) = iced_test::runtime::task::into_stream(task) else {
+            return;
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some(action) = stream.next().await {
+                if let Action::Output(m) = action {
+                    let _ = tx.send(m);
+                }
+            }
+        });
+    }
+
+    fn apply(&mut self, m: Message) {
+        let task = self.app.update(m);
+        self.spawn(task);
+    }
+
+    /// Build the current view, let `f` click and type in it, then apply
+    /// what it produced.
+    fn interact(&mut self, f: impl FnOnce(&mut Simulator<'_, Message>)) {
+        let messages: Vec<Message> = {
+            let mut ui =
+                Simulator::with_size(Settings::default(), (1280.0, 800.0), self.app.view());
+            f(&mut ui);
+            ui.into_messages().collect()
+        };
+        for m in messages {
+            self.apply(m);
+        }
+    }
+
+    fn click_id(&mut self, id: &str) {
+        let id = Id::from(id.to_owned());
+        self.interact(|ui| {
+            ui.click(id.clone())
+                .unwrap_or_else(|e| panic!("cannot click {id:?}: {e}"));
+        });
+    }
+
+    fn click_text(&mut self, text: &'static str) {
+        self.interact(|ui| {
+            ui.click(text)
+                .unwrap_or_else(|e| panic!("cannot click {text:?}: {e}"));
+        });
+    }
+
+    /// Every text on screen, in widget-tree order.
+    fn texts(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), self.app.view());
+        let _none = ui.find(|c: Candidate<'_>| {
+            if let Candidate::Text { content, .. } = c {
+                out.push(content.to_owned());
+            }
+            None::<()>
+        });
+        out
+    }
+
+    fn shows(&self, needle: &str) -> bool {
+        self.texts().iter().any(|t| t.contains(needle))
+    }
+
+    fn has_id(&self, id: &str) -> bool {
+        let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), self.app.view());
+        ui.find(Id::from(id.to_owned())).is_ok()
+    }
+
+    /// The delivery label under the message with this body.
+    fn label_of(&self, body: &str) -> Option<String> {
+        let texts = self.texts();
+        let at = texts.iter().rposition(|t| t == body)?;
+        texts[at..]
+            .iter()
+            .find(|t| matches!(t.as_str(), "Queued" | "Sent" | "Delivered" | "Failed"))
+            .cloned()
+    }
+
+    /// Apply messages as they come until `pred` holds; `on_step` sees the
+    /// app after every message (to record transient states).
+    async fn until_with(
+        &mut self,
+        what: &str,
+        mut on_step: impl FnMut(&Self),
+        pred: impl Fn(&Self) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut next_tick = tokio::time::Instant::now();
+        loop {
+            on_step(self);
+            if pred(self) {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            assert!(
+                now < deadline,
+                "timed out waiting for {what}; on screen: {:?}",
+                self.texts()
+            );
+            if now >= next_tick {
+                self.apply(Message::Tick);
+                next_tick = now + Duration::from_millis(250);
+            }
+            if let Ok(Some(m)) =
+                tokio::time::timeout(Duration::from_millis(50), self.rx.recv()).await
+            {
+                self.apply(m);
+            }
+        }
+    }
+
+    async fn until(&mut self, what: &str, pred: impl Fn(&Self) -> bool) {
+        self.until_with(what, |_| {}, pred).await;
+    }
+
+    /// Log in through the login screen, trusting the server key.
+    async fn sign_in(&mut self, user: &str) {
+        let user = user.to_owned();
+        self.interact(|ui| {
+            ui.click(Id::new("login-user")).unwrap();
+            ui.typewrite(&user);
+            ui.click(Id::new("login-password")).unwrap();
+            ui.typewrite(PASSWORD);
+            ui.click("Sign in").unwrap();
+        });
+        assert!(self.app.login.busy, "sign-in did not start");
+        self.until("the fingerprint prompt", |d| d.shows("First connection"))
+            .await;
+        self.click_text("Trust this server");
+        self.until("the workspace", |d| {
+            d.app.screen == Screen::Workspace && d.shows("Connected")
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_in_invite_chat_and_survive_an_outage() {
+    let srv = TestServer::start().await;
+    let proxy = Proxy::start(srv.agent_addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Driver::new(options(dir.path(), proxy.addr.to_string()));
+    assert_eq!(d.app.screen, Screen::Login);
+    assert!(d.has_id("login-server"));
+
+    d.sign_in("alice").await;
+    let prefs = std::fs::read_to_string(dir.path().join("prefs.json")).unwrap();
+    assert!(
+        prefs.contains("alice") && !prefs.contains(PASSWORD),
+        "{prefs}"
+    );
+
+    // A visitor arrives and shows up with their page and browser.
+    let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
+    let vid = v.visitor.clone();
+    d.until("the visitor in the list", |d| {
+        d.has_id(&format!("visitor-{vid}"))
+    })
+    .await;
+    assert!(d.shows("Page https://shop.example/"), "{:?}", d.texts());
+    assert!(d.shows("HoldfastTest 1.0 · Linux"), "{:?}", d.texts());
+
+    // Invite them: the conversation opens in the chat pane.
+    d.click_id(&format!("invite-{vid}"));
+    d.until("the invited conversation to open", |d| {
+        d.app.desk.selected.is_some() && d.has_id("composer")
+    })
+    .await;
+    v.wait_message("Hi! Can I help you with anything?")
+        .await
+        .unwrap();
+
+    // The visitor answers, in Chinese with an emoji and a long word.
+    let long = "x".repeat(300);
+    let question = format!("你好！我的订单在哪里？ 📦 {long}");
+    v.say_acked(&question).await.unwrap();
+    let q = question.clone();
+    d.until("the visitor's message", |d| d.shows(&q)).await;
+
+    // Reply with Enter; Shift+Enter would have added a line instead.
+    d.interact(|ui| {
+        ui.click(Id::new("composer")).unwrap();
+        ui.typewrite("It ships today.");
+        ui.tap_key(Named::Enter);
+    });
+    let mut seen: Vec<String> = Vec::new();
+    let mut record = |d: &Driver| {
+        if let Some(l) = d.label_of("It ships today.")
+            && seen.last() != Some(&l)
+        {
+            seen.push(l);
+        }
+    };
+    d.until_with("the reply acked", &mut record, |d| {
+        d.label_of("It ships today.").as_deref() == Some("Sent")
+    })
+    .await;
+    // Delivered once the visitor's browser has it.
+    v.wait_message("It ships today.").await.unwrap();
+    d.until_with("the reply delivered", &mut record, |d| {
+        d.label_of("It ships today.").as_deref() == Some("Delivered")
+    })
+    .await;
+    assert_eq!(seen, ["Queued", "Sent", "Delivered"]);
+    // The draft was cleared by sending.
+    let conv = d.app.desk.selected.unwrap();
+    assert_eq!(d.app.desk.drafts[&conv].text().trim(), "");
+
+    // The link drops and stays down: the bar says so and offers a retry.
+    proxy.refuse_new(true);
+    proxy.reset_all();
+    d.until("the reconnecting bar", |d| d.shows("Reconnecting in"))
+        .await;
+    assert!(d.shows("Reconnect now"));
+
+    // The agent keeps typing; the message queues and is counted.
+    d.interact(|ui| {
+        ui.click(Id::new("composer")).unwrap();
+        ui.typewrite("Sent while offline");
+        ui.tap_key(Named::Enter);
+    });
+    d.until("the queued message", |d| {
+        d.label_of("Sent while offline").as_deref() == Some("Queued") && d.shows("1 unsent")
+    })
+    .await;
+
+    // Back online: "Reconnect now", and it goes out by itself.
+    proxy.heal();
+    d.click_text("Reconnect now");
+    d.until("reconnected and acked", |d| {
+        d.shows("Connected") && d.label_of("Sent while offline").as_deref() != Some("Queued")
+    })
+    .await;
+    v.wait_message("Sent while offline").await.unwrap();
+    d.until("the offline message delivered", |d| {
+        d.label_of("Sent while offline").as_deref() == Some("Delivered")
+    })
+    .await;
+    assert_eq!(
+        v.bodies()
+            .iter()
+            .filter(|b| *b == "Sent while offline")
+            .count(),
+        1
+    );
+
+    // Per-conversation drafts: type without sending, leave, come back.
+    d.interact(|ui| {
+        ui.click(Id::new("composer")).unwrap();
+        ui.typewrite("half a thought");
+    });
+    assert_eq!(d.app.desk.drafts[&conv].text().trim_end(), "half a thought");
+
+    // Close the conversation.
+    d.click_id("close-conversation");
+    d.until("the conversation closed", |d| {
+        d.shows("This conversation is not open; replies are off.")
+    })
+    .await;
+
+    // Past conversations load from the server into the details panel.
+    d.apply(Message::LoadHistory {
+        visitor: vid.clone(),
+        older: false,
+    });
+    d.until("history", |d| {
+        d.app
+            .desk
+            .history
+            .get(&vid)
+            .is_some_and(|h| !h.loading && h.messages.len() >= 4)
+    })
+    .await;
+
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
+    proxy.stop();
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_queue_accept_notifications_and_unread_title() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    d.sign_in("bob").await;
+
+    // Away: new chats wait in the queue instead of being assigned.
+    d.click_text("Away");
+    d.until("away", |d| {
+        d.app.desk.presence == Some(holdfast_agent::protocol::agent::Presence::Away)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    d.apply(Message::Focus(false));
+    let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
+    v.say_acked("Anyone there?").await.unwrap();
+    d.until("the waiting chat", |d| !d.app.desk.queue().is_empty())
+        .await;
+    let cid = d.app.desk.queue()[0].info.id;
+    assert!(
+        d.shows(&format!("#1 Visitor {}", &v.visitor[..8])),
+        "{:?}",
+        d.texts()
+    );
+    assert!(d.shows("Waiting (1)"));
+    assert!(
+        d.app
+            .notifier
+            .log
+            .iter()
+            .any(|a| a.title == "New chat waiting"),
+        "{:?}",
+        d.app.notifier.log
+    );
+
+    // Accept: it becomes mine and opens.
+    d.click_id(&format!("accept-{cid}"));
+    d.until("the accepted chat open", |d| {
+        d.app.desk.selected == Some(cid) && d.has_id("composer")
+    })
+    .await;
+    assert!(d.shows("Waiting (0)"));
+
+    // While unfocused, messages notify and count as unread in the window
+    // title, even in the open conversation.
+    assert!(
+        d.app.title().starts_with("(1) Holdfast"),
+        "{}",
+        d.app.title()
+    );
+    v.say_acked("Hello?").await.unwrap();
+    d.until("the unread count in the title", |d| {
+        d.app.title().starts_with("(2) Holdfast")
+    })
+    .await;
+    assert!(
+        d.app.notifier.log.iter().any(|a| a.body == "Hello?"),
+        "{:?}",
+        d.app.notifier.log
+    );
+    // Focusing the window reads the open conversation.
+    d.apply(Message::Focus(true));
+    assert_eq!(d.app.desk.unread_total(), 0);
+    assert!(!d.app.title().starts_with('('));
+
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_errors_are_clear() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // Nothing listens there.
+    let closed = holdfast_tests::server::free_port();
+    let mut d = Driver::new(options(dir.path(), format!("127.0.0.1:{closed}")));
+    d.interact(|ui| {
+        ui.click(Id::new("login-user")).unwrap();
+        ui.typewrite("alice");
+        ui.click(Id::new("login-password")).unwrap();
+        ui.typewrite("whatever");
+        ui.click("Sign in").unwrap();
+    });
+    d.until("unreachable", |d| d.shows("Cannot reach 127.0.0.1:"))
+        .await;
+    d.click_text("Cancel");
+    assert!(!d.app.login.busy);
+
+    // Wrong password against the real server (after trusting its key).
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut d = Driver::new(options(dir2.path(), srv.agent_addr().to_string()));
+    d.interact(|ui| {
+        ui.click(Id::new("login-user")).unwrap();
+        ui.typewrite("alice");
+        ui.click(Id::new("login-password")).unwrap();
+        ui.typewrite("not-the-password");
+        ui.click("Sign in").unwrap();
+    });
+    d.until("the fingerprint prompt", |d| d.shows("First connection"))
+        .await;
+    d.click_text("Trust this server");
+    d.until("wrong password", |d| d.shows("Wrong username or password."))
+        .await;
+    assert_eq!(d.app.screen, Screen::Login);
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
+
+    // A pinned key that does not match: a red hard stop with both.
+    let dir3 = tempfile::tempdir().unwrap();
+    let store = dir3.path().join("agent.sqlite3");
+    let fake = Fingerprint([7; 32]);
+    {
+        let mut s = Store::open(&store).unwrap();
+        s.pin_fingerprint(&srv.agent_addr().to_string(), &fake)
+            .unwrap();
+    }
+    let mut d = Driver::new(options(dir3.path(), srv.agent_addr().to_string()));
+    d.interact(|ui| {
+        ui.click(Id::new("login-user")).unwrap();
+        ui.typewrite("alice");
+        ui.click(Id::new("login-password")).unwrap();
+        ui.typewrite(PASSWORD);
+        ui.click("Sign in").unwrap();
+    });
+    d.until("the mismatch stop", |d| {
+        d.has_id("fingerprint-mismatch") && matches!(d.app.status.state, ConnState::Stopped { .. })
+    })
+    .await;
+    assert!(d.shows(&fake.to_string()), "{:?}", d.texts());
+    assert!(d.shows("Presented fingerprint"));
+    assert!(matches!(d.app.status.state, ConnState::Stopped { .. }));
+    d.click_text("Disconnect");
+    assert_eq!(d.app.screen, Screen::Login);
+    assert!(d.shows("did not match"));
+
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_from_the_cache_before_the_server_answers() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    d.sign_in("alice").await;
+    let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
+    v.say_acked("Remember me").await.unwrap();
+    d.until("the chat", |d| d.shows("Remember me")).await;
+    d.app.handle().unwrap().shutdown().await.unwrap();
+    srv.stop().await;
+
+    // Next run: the server is gone, no password: the workspace is there at
+    // once, read from the store, with the way to sign in in the bar.
+    let d = Driver::new(Options {
+        server: None,
+        ..options(dir.path(), String::new())
+    });
+    assert_eq!(d.app.screen, Screen::Workspace);
+    assert!(d.shows("Remember me"), "{:?}", d.texts());
+    assert!(d.shows("Offline · 0 unsent"));
+    assert!(d.has_id("bar-password"));
+}

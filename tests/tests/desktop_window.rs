@@ -1,0 +1,163 @@
+//! The real `holdfast-agent` binary opens its real window under Xvfb, signs
+//! in to a real server with demo traffic, and a screenshot taken with
+//! ImageMagick's `import` shows a drawn workspace, not a blank screen.
+//!
+//! Needs `Xvfb` and `import` (Debian: `xvfb`, `imagemagick`; installed by
+//! `scripts/test-all`). Set `HOLDFAST_SCREENSHOT=path.png` to keep the
+//! capture (that is how `assets/screenshots/agent-workspace.png` is made).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/desktop_demo.rs"]
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use holdfast_tests::server::{PASSWORD, TestServer};
+
+/// Kills its child on drop, so a failing assertion leaves no X server or
+/// app behind.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `holdfast-agent` binary of this build, rebuilt if stale: another
+/// package's binary is not built by `cargo test -p holdfast-tests`.
+fn agent_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("HOLDFAST_AGENT_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let mut args = vec![
+        "build",
+        "-q",
+        "-p",
+        "holdfast-agent",
+        "--bin",
+        "holdfast-agent",
+    ];
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        args.push("--release");
+    }
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "building holdfast-agent failed");
+    profile_dir.join("holdfast-agent")
+}
+
+fn start_xvfb() -> (Reaper, String) {
+    // A display number no other test run on this machine is likely to hold.
+    let base = 40 + std::process::id() % 400;
+    for n in base..base + 50 {
+        if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+            || Path::new(&format!("/tmp/.X{n}-lock")).exists()
+        {
+            continue;
+        }
+        let display = format!(":{n}");
+        let child = Command::new("Xvfb")
+            .args([&display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb is not installed (Debian: apt-get install xvfb)");
+        let reaper = Reaper(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+                return (reaper, display);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("Xvfb did not start on {display}");
+    }
+    panic!("no free X display number");
+}
+
+/// Distinct colours in a PNG, by ImageMagick.
+fn colours(png: &Path) -> usize {
+    let out = Command::new("identify")
+        .args(["-format", "%k"])
+        .arg(png)
+        .output()
+        .expect("ImageMagick is not installed (Debian: apt-get install imagemagick)");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn screenshot(display: &str, out: &Path) -> bool {
+    Command::new("import")
+        .args(["-display", display, "-window", "root"])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_window_draws_the_workspace_under_xvfb() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("alice.sqlite3");
+    let _visitors = demo::populate(&srv, &store).await;
+    let (_xvfb, display) = start_xvfb();
+
+    let app = Command::new(agent_binary())
+        .args(["--server", &srv.agent_addr().to_string(), "--user", "alice"])
+        .args(["--password-env", "HOLDFAST_TEST_PASSWORD", "--no-notify"])
+        .arg("--store")
+        .arg(&store)
+        .arg("--prefs")
+        .arg(dir.path().join("prefs.json"))
+        .env("HOLDFAST_TEST_PASSWORD", PASSWORD)
+        .env("DISPLAY", &display)
+        .env_remove("WAYLAND_DISPLAY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut app = Reaper(app);
+
+    // Poll until the capture is a drawn window: an empty Xvfb root is one
+    // colour; the workspace has text, cards and the connection bar. Then
+    // one more second so the live visitor list has arrived.
+    let shot = dir.path().join("shot.png");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = app.0.try_wait() {
+            panic!("the app exited early: {status}");
+        }
+        if screenshot(&display, &shot) {
+            n = colours(&shot);
+            if n > 64 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(n > 64, "the window looks blank: {n} colours");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(screenshot(&display, &shot));
+    let n = colours(&shot);
+    assert!(n > 64, "the window looks blank: {n} colours");
+    if let Ok(keep) = std::env::var("HOLDFAST_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+    let _ = app.0.kill();
+    srv.stop().await;
+}
