@@ -13,6 +13,8 @@
 //! - [`update`]: [`Update`], [`ConnectionStatus`], [`ConnState`].
 //! - [`config`]: [`ClientConfig`] and [`default_store_path`].
 //! - [`error`]: [`StoreError`] and [`ClientError`].
+//! - [`preconfig`]: what an installer preconfigured for this machine (server
+//!   and pinned fingerprint), from a file or the Windows registry.
 //! - [`ui`] (feature `desktop`, on by default): the iced desktop app that
 //!   the `holdfast-agent` binary runs. It sits on the modules above and
 //!   holds no networking of its own.
@@ -27,6 +29,7 @@ pub mod client;
 pub mod config;
 mod core;
 pub mod error;
+pub mod preconfig;
 pub mod store;
 #[cfg(feature = "desktop")]
 pub mod ui;

@@ -1,4 +1,6 @@
 //! `holdfast-agent`: the Holdfast agent desktop app.
+// A GUI app: no console window next to it when started from a shortcut.
+#![cfg_attr(windows, windows_subsystem = "windows")]
 
 use std::path::PathBuf;
 
@@ -60,6 +62,15 @@ fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    // A broken admin file is reported, not fatal: the agent can still type
+    // the server in and be asked about its key.
+    let preconfig = match holdfast_agent::preconfig::Preconfig::load() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("ignoring the preconfiguration: {e}");
+            None
+        }
+    };
     let options = Options {
         server: args.server,
         username: args.user,
@@ -70,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         utc_offset_secs,
         tune: None,
         expected_fingerprint: None,
+        preconfig,
         exit_after_first_frame: args.bench_first_frame.then_some(started),
     };
     ui::run(options).context("the window could not be opened")

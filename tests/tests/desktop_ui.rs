@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use holdfast_agent::preconfig::Preconfig;
 use holdfast_agent::protocol::backoff::BackoffConfig;
 use holdfast_agent::protocol::handshake::Fingerprint;
 use holdfast_agent::protocol::liveness::LivenessConfig;
@@ -51,6 +52,7 @@ fn options(dir: &Path, server: String) -> Options {
         tune: Some(fast),
         exit_after_first_frame: None,
         expected_fingerprint: None,
+        preconfig: None,
     }
 }
 
@@ -493,6 +495,33 @@ async fn login_errors_are_clear() {
     d.click_text("Disconnect");
     assert_eq!(d.app.screen, Screen::Login);
     assert!(d.shows("did not match"));
+
+    // An installer's preconfiguration names the server and its key: the
+    // login form starts with that server, and a server presenting another
+    // key is stopped the same way, on the very first contact.
+    let dir4 = tempfile::tempdir().unwrap();
+    let mut d = Driver::new(Options {
+        server: None,
+        preconfig: Some(Preconfig {
+            server: Some(srv.agent_addr().to_string()),
+            fingerprint: Some(fake),
+            source: "test".into(),
+        }),
+        ..options(dir4.path(), String::new())
+    });
+    assert_eq!(d.app.login.server, srv.agent_addr().to_string());
+    d.interact(|ui| {
+        ui.click(Id::new("login-user")).unwrap();
+        ui.typewrite("alice");
+        ui.click(Id::new("login-password")).unwrap();
+        ui.typewrite(PASSWORD);
+        ui.click("Sign in").unwrap();
+    });
+    d.until("the mismatch stop from the preconfigured pin", |d| {
+        d.has_id("fingerprint-mismatch") && matches!(d.app.status.state, ConnState::Stopped { .. })
+    })
+    .await;
+    assert!(d.shows(&fake.to_string()), "{:?}", d.texts());
 
     srv.stop().await;
 }

@@ -66,6 +66,9 @@ pub struct Options {
     /// A server key fingerprint preconfigured by the installer, pinned on
     /// first contact instead of asking.
     pub expected_fingerprint: Option<Fingerprint>,
+    /// What an admin preconfigured for this machine (installer): the
+    /// default server, and the key to pin when first talking to it.
+    pub preconfig: Option<crate::preconfig::Preconfig>,
     /// Benchmark mode: print the time from this instant to the first frame
     /// on stderr, then exit.
     pub exit_after_first_frame: Option<Instant>,
@@ -369,6 +372,7 @@ impl App {
             .server
             .clone()
             .or_else(|| (!prefs.server.is_empty()).then(|| prefs.server.clone()))
+            .or_else(|| opts.preconfig.as_ref().and_then(|p| p.server.clone()))
             .unwrap_or_else(|| "localhost:7070".to_owned());
         let username = opts
             .username
@@ -747,7 +751,14 @@ impl App {
             self.login.password.clone(),
             path.clone(),
         );
-        cfg.expected_fingerprint = self.opts.expected_fingerprint;
+        // The installer's pin applies only to the server it names, so an
+        // agent who types another address still gets the trust prompt.
+        cfg.expected_fingerprint = self.opts.expected_fingerprint.or_else(|| {
+            self.opts
+                .preconfig
+                .as_ref()
+                .and_then(|p| p.fingerprint_for(self.login.server.trim()))
+        });
         if let Some(tune) = self.opts.tune {
             tune(&mut cfg);
         }
