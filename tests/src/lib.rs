@@ -8,6 +8,7 @@
 //! - [`checker`]: counts lost, duplicated and reordered messages.
 //! - [`core_agent`]: the real agent client core as a test peer.
 //! - [`browser`]: a small WebDriver client for headless Chromium.
+//! - [`chaos`]: the chaos run (every fault at once, real processes, checker).
 //!
 //! Test code may unwrap: a panic is how a test fails.
 #![allow(
@@ -19,6 +20,7 @@
 )]
 
 pub mod browser;
+pub mod chaos;
 pub mod checker;
 pub mod core_agent;
 pub mod flows;

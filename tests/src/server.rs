@@ -117,19 +117,28 @@ pub fn server_binary() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let exe = std::env::current_exe().unwrap();
-            // target/<profile>/deps/<test> -> target/<profile>/holdfast-server
-            let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+            // A test is target/<profile>/deps/<test>; a harness binary such
+            // as holdfast-chaos is target/<profile>/<bin>. Either way the
+            // server is target/<profile>/holdfast-server.
+            let mut profile_dir = exe.parent().unwrap();
+            if profile_dir.file_name().is_some_and(|n| n == "deps") {
+                profile_dir = profile_dir.parent().unwrap();
+            }
             // `cargo test -p holdfast-tests` does not rebuild another
             // package's binary, so make sure it is current (a no-op when it is).
+            let mut args = vec![
+                "build",
+                "-q",
+                "-p",
+                "holdfast-server",
+                "--bin",
+                "holdfast-server",
+            ];
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                args.push("--release");
+            }
             let status = Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "-q",
-                    "-p",
-                    "holdfast-server",
-                    "--bin",
-                    "holdfast-server",
-                ])
+                .args(args)
                 .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
                 .status()
                 .unwrap();

@@ -150,6 +150,9 @@ async fn main() -> anyhow::Result<()> {
 
     let stats = Arc::new(Stats::default());
     let stop = tokio_util::sync::CancellationToken::new();
+    // Agents keep reading for a drain period after the senders stop, so
+    // messages still in flight at the stop are counted, not dropped.
+    let agents_stop = tokio_util::sync::CancellationToken::new();
 
     // Agents: log in, read forever, time every visitor message.
     for i in 0..args.agents {
@@ -159,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
             matches!(ok, ServerMsg::LoginOk(_)),
             "agent {user} login failed: {ok:?}"
         );
-        let (stats, stop) = (stats.clone(), stop.clone());
+        let (stats, stop) = (stats.clone(), agents_stop.clone());
         tokio::spawn(async move {
             let mut last_ack = Instant::now();
             loop {
@@ -296,6 +299,7 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = t0.elapsed();
     let cpu1 = pid.and_then(proc_stat);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    agents_stop.cancel();
 
     let mut lat = stats.latencies_us.lock().await.clone();
     lat.sort_unstable();
