@@ -37,6 +37,22 @@ use crate::throttle::TokenBucket;
 pub async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>) {
     let app = router(ctx.clone());
     let shutdown = ctx.shutdown.clone();
+    let handle = axum_server::Handle::new();
+    let h2 = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        h2.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    // A client that sends half a request and stalls (slowloris) would hold
+    // its socket forever: hyper only enforces a header deadline once it has
+    // a timer. Requests get as long as a WebSocket gets for its hello.
+    let header_timeout = ctx.cfg.visitor.hello_timeout;
+    let harden = |b: &mut hyper_util::server::conn::auto::Builder<_>| {
+        b.http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout);
+    };
     match &ctx.cfg.tls {
         Some(tls) => {
             let config =
@@ -54,42 +70,28 @@ pub async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>) {
                         return;
                     }
                 };
-            let handle = axum_server::Handle::new();
-            let h2 = handle.clone();
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                h2.graceful_shutdown(Some(Duration::from_secs(5)));
-            });
-            let server = match axum_server::from_tcp_rustls(listener, config) {
+            let mut server = match axum_server::from_tcp_rustls(listener, config) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!("cannot start the TLS listener: {e}");
                     return;
                 }
             };
-            if let Err(e) = server
-                .handle(handle)
-                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-                .await
-            {
+            harden(server.http_builder());
+            if let Err(e) = server.handle(handle).serve(service).await {
                 tracing::error!("https server failed: {e}");
             }
         }
         None => {
-            let listener = match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => l,
+            let mut server = match axum_server::from_tcp(listener) {
+                Ok(s) => s,
                 Err(e) => {
                     tracing::error!("cannot use the HTTP listener: {e}");
                     return;
                 }
             };
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-            if let Err(e) = served {
+            harden(server.http_builder());
+            if let Err(e) = server.handle(handle).serve(service).await {
                 tracing::error!("http server failed: {e}");
             }
         }
