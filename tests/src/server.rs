@@ -115,37 +115,37 @@ pub fn server_binary() -> PathBuf {
     }
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            // A test is target/<profile>/deps/<test>; a harness binary such
-            // as holdfast-chaos is target/<profile>/<bin>. Either way the
-            // server is target/<profile>/holdfast-server.
-            let mut profile_dir = exe.parent().unwrap();
-            if profile_dir.file_name().is_some_and(|n| n == "deps") {
-                profile_dir = profile_dir.parent().unwrap();
-            }
-            // `cargo test -p holdfast-tests` does not rebuild another
-            // package's binary, so make sure it is current (a no-op when it is).
-            let mut args = vec![
-                "build",
-                "-q",
-                "-p",
-                "holdfast-server",
-                "--bin",
-                "holdfast-server",
-            ];
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                args.push("--release");
-            }
-            let status = Command::new(env!("CARGO"))
-                .args(args)
-                .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
-                .status()
-                .unwrap();
-            assert!(status.success(), "building holdfast-server failed");
-            profile_dir.join("holdfast-server")
-        })
+        .get_or_init(|| workspace_binary("holdfast-server", "holdfast-server"))
         .clone()
+}
+
+/// Binary `bin` of workspace package `package`, built into this build's
+/// target dir and profile. `cargo test -p holdfast-tests` does not rebuild
+/// another package's binary, so make sure it is current (a no-op when it is).
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // A test is target/<profile>/deps/<test>, an example
+    // target/<profile>/examples/<name>, and a harness binary such as
+    // holdfast-chaos target/<profile>/<bin>. Either way the binary is
+    // target/<profile>/<bin>.
+    let mut profile_dir = exe.parent().unwrap();
+    if profile_dir
+        .file_name()
+        .is_some_and(|n| n == "deps" || n == "examples")
+    {
+        profile_dir = profile_dir.parent().unwrap();
+    }
+    let mut args = vec!["build", "-q", "-p", package, "--bin", bin];
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        args.push("--release");
+    }
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "building {bin} failed");
+    profile_dir.join(bin)
 }
 
 /// Pick a free loopback port (the OS may hand it out again, so use at once).

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use holdfast_tests::server::{PASSWORD, TestServer};
+use holdfast_tests::server::{PASSWORD, TestServer, workspace_binary};
 
 /// Kills its child on drop, so a failing assertion leaves no X server or
 /// app behind.
@@ -33,27 +33,7 @@ fn agent_binary() -> PathBuf {
     if let Ok(p) = std::env::var("HOLDFAST_AGENT_BIN") {
         return p.into();
     }
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let mut args = vec![
-        "build",
-        "-q",
-        "-p",
-        "holdfast-agent",
-        "--bin",
-        "holdfast-agent",
-    ];
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        args.push("--release");
-    }
-    let status = Command::new(env!("CARGO"))
-        .args(args)
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building holdfast-agent failed");
-    profile_dir.join("holdfast-agent")
+    workspace_binary("holdfast-agent", "holdfast-agent")
 }
 
 fn start_xvfb() -> (Reaper, String) {
