@@ -391,6 +391,25 @@ async fn waiting_queue_accept_notifications_and_unread_title() {
         "{:?}",
         d.app.notifier.log
     );
+    // The same alert when the chat reaches the window through a store
+    // reload (the core coalesces updates into Resync when the UI lags).
+    d.app.notifier.log.clear();
+    d.app.desk.convs.remove(&cid);
+    let epoch = d.app.core_epoch();
+    d.apply(Message::Core(
+        epoch,
+        Box::new(holdfast_agent::Update::Resync),
+    ));
+    assert!(d.app.desk.convs.contains_key(&cid));
+    assert!(
+        d.app
+            .notifier
+            .log
+            .iter()
+            .any(|a| a.title == "New chat waiting"),
+        "{:?}",
+        d.app.notifier.log
+    );
 
     // Accept: it becomes mine and opens.
     d.click_id(&format!("accept-{cid}"));

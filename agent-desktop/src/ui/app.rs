@@ -955,11 +955,32 @@ impl App {
             }
             Update::SnapshotApplied { .. } | Update::Resync => {
                 if let Some(h) = &self.handle {
+                    let waiting_before: Vec<ConversationId> = self
+                        .desk
+                        .convs
+                        .values()
+                        .filter(|c| is_waiting(&c.info))
+                        .map(|c| c.info.id)
+                        .collect();
                     match h.cached_workspace() {
                         Ok(ws) => self.desk.load(ws),
                         Err(e) => self.desk.banner = Some(e.to_string()),
                     }
                     self.status = h.status();
+                    // A chat that started waiting while updates were
+                    // coalesced into this reload still deserves its alert.
+                    if !self.focused {
+                        let new: Vec<Alert> = self
+                            .desk
+                            .convs
+                            .values()
+                            .filter(|c| is_waiting(&c.info) && !waiting_before.contains(&c.info.id))
+                            .map(|c| waiting_alert(&c.info))
+                            .collect();
+                        for a in new {
+                            self.notifier.alert(a);
+                        }
+                    }
                 }
                 // What is on screen in a focused window has been read, even
                 // if the snapshot brought older read marks.
@@ -976,16 +997,18 @@ impl App {
         }
     }
 
+    /// The current core session's epoch: updates tagged with an older one
+    /// are ignored (tests inject updates with it).
+    pub fn core_epoch(&self) -> u64 {
+        self.epoch
+    }
+
     fn on_conversation(&mut self, info: ConversationInfo) -> Task<Message> {
         let id = info.id;
         let me = self.desk.me.as_ref().map(|s| s.agent);
         let previous = self.desk.convs.get(&id).map(|c| c.info.state);
-        let waiting = info.assigned.is_none() && info.state == ConversationState::Queued;
-        if waiting && previous != Some(ConversationState::Queued) && !self.focused {
-            self.notifier.alert(Alert {
-                title: "New chat waiting".into(),
-                body: format::visitor_label(info.visitor_name.as_deref(), &info.visitor),
-            });
+        if is_waiting(&info) && previous != Some(ConversationState::Queued) && !self.focused {
+            self.notifier.alert(waiting_alert(&info));
         }
         let mine = info.assigned.is_some() && info.assigned == me;
         let open_now = mine
@@ -1282,6 +1305,18 @@ fn login_error_text(
             format!("Too many failed sign-ins. Trying again in {secs} s.")
         }
         _ => format!("Sign-in failed ({code}): {message}"),
+    }
+}
+
+/// In the queue with no agent yet.
+fn is_waiting(info: &ConversationInfo) -> bool {
+    info.assigned.is_none() && info.state == ConversationState::Queued
+}
+
+fn waiting_alert(info: &ConversationInfo) -> Alert {
+    Alert {
+        title: "New chat waiting".into(),
+        body: format::visitor_label(info.visitor_name.as_deref(), &info.visitor),
     }
 }
 
