@@ -40,9 +40,11 @@ fn walk(dir: &Path, url_prefix: &str, out: &mut Vec<(String, std::path::PathBuf)
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("assets");
+    // Read the manifest dir when the script runs, not when it was compiled:
+    // cargo reuses a compiled build script across checkouts that share a
+    // target dir, and a baked-in path would point at the old checkout.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    let root = Path::new(&manifest).join("..").join("assets");
     println!("cargo::rerun-if-changed={}", root.display());
     let mut files = Vec::new();
     walk(&root.join("widget"), "/widget", &mut files);

@@ -142,6 +142,8 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     let status = Command::new(env!("CARGO"))
         .args(args)
         .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
+        // So a harness binary works when started from any directory.
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .unwrap();
     assert!(status.success(), "building {bin} failed");
