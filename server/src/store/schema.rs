@@ -148,6 +148,16 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Savepoint (statement) journals stay in memory instead of spilling to
+    // temp files: the writer opens one savepoint per op.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Plan each statement once. Without this, SQLite (built with STAT4)
+    // re-prepares some cached statements on every new binding, which was
+    // a sixth of the writer's CPU in the load profile (BENCHMARKS.md).
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
 }

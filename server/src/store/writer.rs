@@ -209,9 +209,21 @@ pub fn spawn(
     metrics: Arc<Metrics>,
 ) -> (WriterHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+    let checkpointer = spawn_checkpointer(&conn);
+    // The writer touches index pages all over the database (message ids are
+    // random); SQLite's default 2 MB cache made it re-read pages through
+    // pread on most commits. 8 MB is allocated only as pages are used, and
+    // is 8 MB of the 100 MB budget for 15k visitors (BENCHMARKS.md).
+    if let Err(e) = conn.pragma_update(None, "cache_size", -8_192) {
+        tracing::warn!("cannot set the writer's cache size: {e}");
+    }
     let handle = std::thread::Builder::new()
         .name("holdfast-writer".into())
-        .spawn(move || Writer::new(conn, cfg, hub, metrics).run(rx));
+        .spawn(move || {
+            Writer::new(conn, cfg, hub, metrics).run(rx);
+            // Dropping the sender stops the checkpointer.
+            drop(checkpointer);
+        });
     match handle {
         Ok(join) => (WriterHandle { tx }, join),
         // Without a writer thread the server cannot do anything useful; the
@@ -220,6 +232,48 @@ pub fn spawn(
             tracing::error!("cannot start writer thread: {e}");
             let (tx2, _) = mpsc::channel(1);
             (WriterHandle { tx: tx2 }, std::thread::spawn(|| {}))
+        }
+    }
+}
+
+/// Move WAL checkpoints off the writer thread. SQLite's automatic
+/// checkpoint runs inside the commit that crosses 1,000 WAL pages, so the
+/// writer (and every op queued behind it) waited for the copy into the main
+/// file and its fsync. A second connection checkpoints PASSIVE (never blocking
+/// the writer or readers) every 250 ms instead. Returns a guard whose drop
+/// stops the thread; if the thread cannot start, the writer keeps SQLite's
+/// automatic checkpoints.
+fn spawn_checkpointer(conn: &Connection) -> Option<std::sync::mpsc::Sender<()>> {
+    let path = conn.path().filter(|p| !p.is_empty())?.to_string();
+    let ck = Connection::open(&path)
+        .and_then(|c| super::schema::configure(&c).map(|()| c))
+        .map_err(|e| tracing::warn!("no checkpoint thread, keeping auto-checkpoint: {e}"))
+        .ok()?;
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let started = std::thread::Builder::new()
+        .name("holdfast-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stop_rx.recv_timeout(Duration::from_millis(250))
+            {
+                if let Err(e) =
+                    ck.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
+                {
+                    tracing::warn!("WAL checkpoint failed: {e}");
+                }
+            }
+        });
+    match started {
+        Ok(_) => match conn.pragma_update(None, "wal_autocheckpoint", 0) {
+            Ok(()) => Some(stop_tx),
+            Err(e) => {
+                tracing::warn!("cannot switch off auto-checkpoint: {e}");
+                Some(stop_tx)
+            }
+        },
+        Err(e) => {
+            tracing::warn!("no checkpoint thread, keeping auto-checkpoint: {e}");
+            None
         }
     }
 }
@@ -341,7 +395,8 @@ impl Writer {
             let mut ctx = OpCtx::default();
             // Each op runs in its own savepoint, so a failing op is undone
             // without losing the rest of the batch.
-            if let Err(e) = tx.execute_batch("SAVEPOINT op") {
+            // Cached statements: execute_batch would parse the SQL on every op.
+            if let Err(e) = exec_cached(&tx, "SAVEPOINT op") {
                 let msg = e.to_string();
                 fail_op(op, &msg);
                 fatal = Some(msg);
@@ -354,7 +409,7 @@ impl Writer {
                     .or_else(|| self.heads.get(key).copied())
             };
             match apply(&tx, &self.hub, op, &mut ctx, &lookup) {
-                Ok(p) => match tx.execute_batch("RELEASE op") {
+                Ok(p) => match exec_cached(&tx, "RELEASE op") {
                     Ok(()) => {
                         batch_heads.extend(ctx.heads);
                         effects.extend(ctx.effects);
@@ -455,6 +510,10 @@ fn fail_op(op: Op, msg: &str) {
         Op::Identify { reply, .. } | Op::Barrier { reply } => Pending::Unit(reply).fail(err),
         Op::PageView { .. } | Op::Delivered { .. } | Op::AssignQueued { .. } => {}
     }
+}
+
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 fn persist_heads(conn: &Connection, heads: &HashMap<String, Seq>) -> Result<(), StoreError> {
