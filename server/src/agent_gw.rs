@@ -279,11 +279,18 @@ async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn
         .await?;
     let password = zeroize::Zeroizing::new(login.password.clone());
     let hash = row.as_ref().map(|r| r.password_hash.clone());
-    let verified = tokio::task::spawn_blocking(move || {
-        crate::auth::verify_password(&password, hash.as_deref())
-    })
-    .await
-    .unwrap_or(false);
+    // Each Argon2 check takes 19 MiB and a core for tens of ms. Without a
+    // bound, a reconnect storm of 100 agents ran them all at once and the
+    // server's RSS jumped by over 100 MB (BENCHMARKS.md, reconnect storm).
+    // Logins queue here instead, one per core.
+    let verified = match password_gate().acquire().await {
+        Ok(_permit) => tokio::task::spawn_blocking(move || {
+            crate::auth::verify_password(&password, hash.as_deref())
+        })
+        .await
+        .unwrap_or(false),
+        Err(_) => false,
+    };
     let row = match row {
         Some(r) if verified => r,
         _ => {
@@ -632,4 +639,12 @@ impl Conn {
             }
         });
     }
+}
+
+/// At most one password verification per core at a time.
+fn password_gate() -> &'static tokio::sync::Semaphore {
+    static GATE: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    GATE.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    })
 }

@@ -37,7 +37,8 @@ pub struct VisitorConfig {
     pub liveness: LivenessConfig,
     pub limits: Limits,
     /// Per-WebSocket buffers. tungstenite's 128 KiB defaults would cost
-    /// gigabytes at 10k idle visitors.
+    /// gigabytes at 10k idle visitors; a chat message is a few hundred
+    /// bytes, and a bigger frame still arrives (the buffer grows for it).
     pub ws_read_buffer: usize,
     pub ws_write_buffer: usize,
     pub hello_timeout: Duration,
@@ -60,7 +61,7 @@ impl Default for VisitorConfig {
                 dead_after: Duration::from_secs(75),
             },
             limits: Limits::default(),
-            ws_read_buffer: 4 * 1024,
+            ws_read_buffer: 1024,
             ws_write_buffer: 0,
             hello_timeout: Duration::from_secs(10),
         }

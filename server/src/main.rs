@@ -142,6 +142,25 @@ enum AgentCmd {
 }
 
 #[allow(clippy::print_stdout)]
+/// glibc raises its mmap threshold to the size of the largest block freed
+/// (up to 32 MiB). After the first agent login, every Argon2 buffer (19 MiB)
+/// therefore came from a heap arena and stayed resident: five logins left the
+/// idle server at 67 MB instead of 10 MB (BENCHMARKS.md). A fixed threshold
+/// keeps big buffers in their own mappings, which go back to the OS on free.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn fixed_mmap_threshold() {
+    // SAFETY: mallopt only changes an allocator tunable. It runs first thing
+    // in main, before any other thread exists, and takes no pointers.
+    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024) };
+    if ok != 1 {
+        tracing::warn!("mallopt(M_MMAP_THRESHOLD) failed; idle RSS may stay high after logins");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fixed_mmap_threshold() {}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -150,6 +169,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    fixed_mmap_threshold();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Serve(a) => serve(a),
