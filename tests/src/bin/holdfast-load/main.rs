@@ -1,8 +1,12 @@
-//! `holdfast-load`: drive a Holdfast server with visitor WebSockets and
-//! agent TCP sessions, timestamp every message, and report latency from
-//! send to delivery, throughput, errors, and the server's commit batches.
+//! `holdfast-load`: drive a Holdfast server (or, for comparison, a plain
+//! Node `ws` server or Mosquitto) with visitors and agents, timestamp every
+//! message, and report latency, throughput, errors and the server's RSS and
+//! CPU from `/proc`. It targets loopback only and every run stops by itself.
 //!
-//! It targets loopback only and every run stops by itself.
+//! - `main` (this file): arguments, spawning the target, the `chat`, `idle`
+//!   and `storm` modes, agents, child processes and the report.
+//! - `shard`: one process's visitor WebSockets (up to 15,000 per process).
+//! - `mqtt`: the chat workload over MQTT QoS 1, for the Mosquitto comparison.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,32 +14,61 @@
     clippy::cast_possible_truncation
 )]
 
-use std::net::{IpAddr, SocketAddr};
+mod mqtt;
+mod shard;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
-use holdfast_protocol::agent::{Event, ServerMsg};
-use holdfast_protocol::visitor::{VisitorIn, VisitorOut};
+use holdfast_protocol::agent::{Action, Author, ClientMsg, ConversationId, Event, ServerMsg};
 use holdfast_tests::raw_agent::RawAgent;
 use holdfast_tests::server::ServerProcess;
-use holdfast_tests::visitor::{hello, http_request, new_id};
-use tokio::sync::Mutex;
-use tokio_tungstenite::tungstenite::Message;
+use holdfast_tests::visitor::{http_request, new_id};
+use shard::{Partial, Phase, Shard, ShardCfg, WsTarget};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// Visitors and agents exchange timestamped messages at a fixed rate.
+    Chat,
+    /// Idle visitors connected in steps; the target's RSS at each step.
+    Idle,
+    /// Everyone dropped at once (RST), then reconnect, resume and resend.
+    Storm,
+}
 
 #[derive(Debug, Parser)]
-#[command(about = "Load generator for a Holdfast server (loopback only)")]
+#[command(about = "Load generator for Holdfast and what users would pick instead (loopback only)")]
 struct Args {
-    /// Start a fresh server (the release binary next to this one) on a temp dir.
+    #[arg(long, value_enum, default_value = "chat")]
+    mode: Mode,
+    /// Start a fresh Holdfast server (the release binary next to this one) on a temp dir.
     #[arg(long)]
     spawn: bool,
-    /// HTTP address of an existing server (with --agent and --site).
+    /// HTTP address of an existing Holdfast server (with --agent).
     #[arg(long)]
     http: Option<SocketAddr>,
     #[arg(long)]
     agent: Option<SocketAddr>,
+    /// PID of an existing target, to sample its RSS and CPU.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Idle mode against a plain Node `ws` server: the directory holding
+    /// `server.js` and its installed `node_modules` (tests/bench/node-ws).
+    #[arg(long)]
+    spawn_node: Option<PathBuf>,
+    /// Chat mode over MQTT against a freshly started Debian `mosquitto`.
+    #[arg(long)]
+    spawn_mosquitto: bool,
+    /// Chat mode over MQTT against an existing broker.
+    #[arg(long)]
+    mqtt: Option<SocketAddr>,
     #[arg(long, default_value = "load")]
     site: String,
     /// Agent usernames are PREFIX-0 .. PREFIX-(M-1), password "load-pass".
@@ -48,34 +81,50 @@ struct Args {
     /// Visitor-to-agent messages per second, in total.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
+    /// Agent-to-visitor messages per second, in total.
+    #[arg(long, default_value_t = 0.0)]
+    agent_rate: f64,
     /// Seconds of load after everyone is connected.
     #[arg(long, default_value_t = 10)]
     duration: u64,
     /// Message body size in bytes.
     #[arg(long, default_value_t = 100)]
     size: usize,
+    /// Idle mode: visitor counts to measure at, in order.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![0, 1_000, 5_000, 10_000, 15_000])]
+    steps: Vec<usize>,
+    /// Idle mode: seconds to let each step settle before sampling.
+    #[arg(long, default_value_t = 5)]
+    settle: u64,
     /// Write the report as JSON here.
     #[arg(long)]
-    json: Option<std::path::PathBuf>,
+    json: Option<PathBuf>,
     /// Switch group commit off in the spawned server (to measure what it buys).
     #[arg(long)]
     no_group_commit: bool,
+    /// Pin the spawned target to these CPUs (taskset list, e.g. "0"). Run the
+    /// generator itself under `taskset -c 1` so the two do not share a core.
+    #[arg(long)]
+    pin_server: Option<String>,
+    /// Connections per generator process; more visitors start child
+    /// processes (the open-file limit here is 20,000 per process).
+    #[arg(long, default_value_t = 15_000)]
+    per_process: usize,
+    #[arg(long, hide = true)]
+    child: bool,
+    #[arg(long, hide = true, default_value_t = 0)]
+    offset: usize,
+    #[arg(long, hide = true)]
+    plain_ws: bool,
+    #[arg(long, hide = true)]
+    open_chat: bool,
 }
 
-fn now_ns() -> u64 {
+pub fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
-}
-
-#[derive(Default)]
-struct Stats {
-    latencies_us: Mutex<Vec<u64>>,
-    sent: AtomicU64,
-    acked: AtomicU64,
-    delivered: AtomicU64,
-    errors: AtomicU64,
 }
 
 fn pct(sorted: &[u64], p: f64) -> u64 {
@@ -86,13 +135,28 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn source_addr(i: usize) -> IpAddr {
-    // Spread across 127.0.0.2.. so one address's ~28k ports never run out.
-    let n = 2 + (i / 20_000) as u8;
-    IpAddr::from([127, 0, 0, n])
+fn lat_json(sorted: &[u64]) -> serde_json::Value {
+    serde_json::json!({
+        "count": sorted.len(),
+        "p50": pct(sorted, 0.5), "p90": pct(sorted, 0.9), "p99": pct(sorted, 0.99),
+        "p999": pct(sorted, 0.999), "max": sorted.last().copied().unwrap_or(0),
+    })
 }
 
-fn proc_stat(pid: u32) -> Option<(u64, u64)> {
+fn lat_line(name: &str, sorted: &[u64]) {
+    let ms = |p| pct(sorted, p) as f64 / 1000.0;
+    println!(
+        "  {name:<16} n {:>8}  p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  p99.9 {:>8.2} ms",
+        sorted.len(),
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999)
+    );
+}
+
+/// (RSS in KB, utime + stime in clock ticks) of a process.
+pub fn proc_stat(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kb = status
         .lines()
@@ -108,271 +172,948 @@ fn proc_stat(pid: u32) -> Option<(u64, u64)> {
     Some((rss_kb, ticks))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let _dir;
-    let mut _proc = None;
-    let (http, agent_addr, pid) = if args.spawn {
-        let dir = tempfile::tempdir()?;
-        {
-            let conn = holdfast_server::store::open_connection(dir.path())?;
-            holdfast_server::admin::add_site(&conn, &args.site, "Load test", None)?;
-            let cap = (args.visitors / args.agents.max(1) + 1) as u32;
-            for i in 0..args.agents {
-                let u = format!("{}-{i}", args.agent_prefix);
-                holdfast_server::admin::add_agent(&conn, &args.site, &u, &u, "load-pass", cap)?;
-            }
+/// Samples the target's RSS every 50 ms in the background, keeping the peak.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    pid: Option<u32>,
+    peak_kb: Arc<AtomicU64>,
+}
+
+impl Sampler {
+    pub fn start(pid: Option<u32>) -> Self {
+        let peak_kb = Arc::new(AtomicU64::new(0));
+        if let Some(pid) = pid {
+            let peak = peak_kb.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Some((rss, _)) = proc_stat(pid) {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
         }
-        let cfg = dir.path().join("load.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "visitor_msg_rate = 100000.0\nvisitor_msg_burst = 100000.0\nvisitor_max_ws_per_ip = 100000\nagent_max_per_ip = 100000\ngroup_commit = {}\n",
-                !args.no_group_commit
-            ),
-        )?;
-        let cfg_s = cfg.to_string_lossy().to_string();
-        let p = ServerProcess::start(dir.path(), &["--config", &cfg_s]);
-        let pid = p.child.as_ref().map(|c| c.id());
-        let r = (p.http, p.agent, pid);
-        _proc = Some(p);
-        _dir = Some(dir);
-        r
-    } else {
-        _dir = None;
-        (
-            args.http.expect("--http or --spawn"),
-            args.agent.expect("--agent or --spawn"),
-            None,
-        )
-    };
+        Self { pid, peak_kb }
+    }
+    /// Reset the peak to the current RSS.
+    pub fn reset(&self) {
+        let now = self.pid.and_then(proc_stat).map_or(0, |s| s.0);
+        self.peak_kb.store(now, Ordering::Relaxed);
+    }
+    pub fn peak_kb(&self) -> u64 {
+        self.peak_kb.load(Ordering::Relaxed)
+    }
+    pub fn ticks(&self) -> Option<u64> {
+        self.pid.and_then(proc_stat).map(|s| s.1)
+    }
+    pub fn cpu_percent(t0: Option<u64>, t1: Option<u64>, secs: f64) -> f64 {
+        match (t0, t1) {
+            (Some(a), Some(b)) => (b - a) as f64 / 100.0 / secs * 100.0,
+            _ => f64::NAN,
+        }
+    }
+}
 
-    let stats = Arc::new(Stats::default());
-    let stop = tokio_util::sync::CancellationToken::new();
-    // Agents keep reading for a drain period after the senders stop, so
-    // messages still in flight at the stop are counted, not dropped.
-    let agents_stop = tokio_util::sync::CancellationToken::new();
+fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
+    let ok = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()?
+        .success();
+    anyhow::ensure!(ok, "taskset -a -p -c {cpus} {pid} failed");
+    Ok(())
+}
 
-    // Agents: log in, read forever, time every visitor message.
-    for i in 0..args.agents {
-        let user = format!("{}-{i}", args.agent_prefix);
-        let (mut a, ok) = RawAgent::login(agent_addr, &user, "load-pass").await?;
-        anyhow::ensure!(
-            matches!(ok, ServerMsg::LoginOk(_)),
-            "agent {user} login failed: {ok:?}"
-        );
-        let (stats, stop) = (stats.clone(), agents_stop.clone());
-        tokio::spawn(async move {
-            let mut last_ack = Instant::now();
-            loop {
-                let m = tokio::select! {
-                    () = stop.cancelled() => return,
-                    m = a.recv(Duration::from_secs(30)) => m,
+/// A spawned process that is killed when the run ends, however it ends.
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{addr} is not listening after 10 s")
+}
+
+// ---------------------------------------------------------------- shards
+
+/// A shard in this process or in a `--child` process.
+enum AnyShard {
+    Local(Shard, usize),
+    Remote {
+        size: usize,
+        child: tokio::process::Child,
+        stdin: tokio::process::ChildStdin,
+        lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    },
+}
+
+impl AnyShard {
+    fn size(&self) -> usize {
+        match self {
+            AnyShard::Local(_, n) | AnyShard::Remote { size: n, .. } => *n,
+        }
+    }
+
+    async fn ask(&mut self, cmd: &str, expect: &str) -> anyhow::Result<String> {
+        let AnyShard::Remote { stdin, lines, .. } = self else {
+            anyhow::bail!("not a child shard");
+        };
+        stdin.write_all(format!("{cmd}\n").as_bytes()).await?;
+        stdin.flush().await?;
+        let line = tokio::time::timeout(Duration::from_secs(300), lines.next_line())
+            .await
+            .map_err(|_| anyhow::anyhow!("child did not answer {cmd}"))??
+            .ok_or_else(|| anyhow::anyhow!("child exited during {cmd}"))?;
+        line.strip_prefix(expect)
+            .map(|r| r.trim().to_string())
+            .ok_or_else(|| anyhow::anyhow!("child answered {cmd} with {line}"))
+    }
+
+    async fn connect_upto(&mut self, k: usize) -> anyhow::Result<()> {
+        match self {
+            AnyShard::Local(s, _) => s.connect_upto(k).await,
+            AnyShard::Remote { .. } => self
+                .ask(&format!("CONNECT {k}"), "CONNECTED")
+                .await
+                .map(drop),
+        }
+    }
+
+    async fn set_phase(&mut self, p: Phase) -> anyhow::Result<()> {
+        match self {
+            AnyShard::Local(s, _) => {
+                s.set_phase(p);
+                Ok(())
+            }
+            AnyShard::Remote { .. } => {
+                let cmd = match p {
+                    Phase::Hold => "HOLD".to_string(),
+                    Phase::Send { per_visitor } => format!("SEND {per_visitor}"),
+                    Phase::Quit => "QUIT".to_string(),
+                    Phase::Storm { .. } => anyhow::bail!("storm runs in one process"),
                 };
-                match m {
-                    Ok(Some(ServerMsg::Event { seq, event })) => {
-                        if let Event::Message(msg) = event
-                            && let Some(t) = msg
-                                .body
-                                .strip_prefix("t=")
-                                .and_then(|b| b.split(' ').next())
-                            && let Ok(t) = t.parse::<u64>()
-                        {
-                            let us = now_ns().saturating_sub(t) / 1000;
-                            stats.latencies_us.lock().await.push(us);
-                            stats.delivered.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if last_ack.elapsed() > Duration::from_millis(50) {
-                            let _ = a
-                                .send(&holdfast_protocol::agent::ClientMsg::Ack { up_to: seq })
-                                .await;
-                            last_ack = Instant::now();
-                        }
-                    }
-                    Ok(Some(ServerMsg::Heartbeat)) => {
-                        let _ = a
-                            .send(&holdfast_protocol::agent::ClientMsg::Heartbeat)
-                            .await;
-                    }
-                    Ok(Some(ServerMsg::Snapshot(s))) => {
-                        let _ = a
-                            .send(&holdfast_protocol::agent::ClientMsg::Ack { up_to: s.seq })
-                            .await;
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => {
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                }
+                self.ask(&cmd, "OK").await.map(drop)
             }
-        });
-    }
-
-    // Visitors: connect from spread source addresses, open a chat, then send
-    // at their share of the rate.
-    let per_visitor = args.rate / args.visitors.max(1) as f64;
-    let body_pad = "x".repeat(args.size.saturating_sub(40));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(args.visitors.max(1));
-    let go = Arc::new(tokio::sync::Notify::new());
-    for i in 0..args.visitors {
-        let sock = tokio::net::TcpSocket::new_v4()?;
-        sock.bind(SocketAddr::new(source_addr(i), 0))?;
-        let stream = sock.connect(http).await?;
-        let (mut ws, _) =
-            tokio_tungstenite::client_async(format!("ws://{http}/v1/visitor/ws"), stream).await?;
-        let h = hello(&args.site, None, None, &format!("https://load.example/{i}"));
-        ws.send(Message::Text(serde_json::to_string(&h)?.into()))
-            .await?;
-        let (stats, stop, pad, ready, go) = (
-            stats.clone(),
-            stop.clone(),
-            body_pad.clone(),
-            ready_tx.clone(),
-            go.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let (mut tx, mut rx) = ws.split();
-            let reader = {
-                let stats = stats.clone();
-                tokio::spawn(async move {
-                    while let Some(Ok(Message::Text(t))) = rx.next().await {
-                        match serde_json::from_str::<VisitorOut>(&t) {
-                            Ok(VisitorOut::Ack { .. }) => {
-                                stats.acked.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(VisitorOut::Error { .. }) => {
-                                stats.errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                            _ => {}
-                        }
-                    }
-                })
-            };
-            let _ = ready.send(()).await;
-            go.notified().await;
-            let period = Duration::from_secs_f64(1.0 / per_visitor.max(0.001));
-            // Spread first sends so visitors are not in lockstep.
-            let offset = period.mul_f64((i as f64 * 0.618_033_988).fract());
-            tokio::time::sleep(offset).await;
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                let body = format!("t={} {pad}", now_ns());
-                let m = VisitorIn::Send { id: new_id(), body };
-                if tx
-                    .send(Message::Text(serde_json::to_string(&m).unwrap().into()))
-                    .await
-                    .is_err()
-                {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            reader.abort();
-        }));
-    }
-    for _ in 0..args.visitors {
-        ready_rx.recv().await;
-    }
-    let connect_time = started.elapsed();
-    let cpu0 = pid.and_then(proc_stat);
-    let t0 = Instant::now();
-    go.notify_waiters();
-    let mut peak_rss = 0;
-    while t0.elapsed() < Duration::from_secs(args.duration) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Some((rss, _)) = pid.and_then(proc_stat) {
-            peak_rss = peak_rss.max(rss);
         }
     }
-    stop.cancel();
-    let elapsed = t0.elapsed();
-    let cpu1 = pid.and_then(proc_stat);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    agents_stop.cancel();
 
-    let mut lat = stats.latencies_us.lock().await.clone();
-    lat.sort_unstable();
-    let (_, metrics) = http_request(http, "GET", "/metrics", None).await?;
-    let metrics = String::from_utf8_lossy(&metrics).to_string();
-    let metric = |name: &str| -> f64 {
-        metrics
-            .lines()
+    async fn take(&mut self) -> anyhow::Result<Partial> {
+        match self {
+            AnyShard::Local(s, _) => Ok(s.take()),
+            AnyShard::Remote { .. } => {
+                Ok(serde_json::from_str(&self.ask("TAKE", "PARTIAL").await?)?)
+            }
+        }
+    }
+
+    async fn quit(self) {
+        match self {
+            AnyShard::Local(s, _) => s.quit(),
+            AnyShard::Remote {
+                mut stdin,
+                mut child,
+                ..
+            } => {
+                let _ = stdin.write_all(b"QUIT\n").await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            }
+        }
+    }
+}
+
+/// This process holds the agents and up to `per_process - agents`
+/// visitors; each further `per_process` visitors get a child process.
+fn make_shards(
+    args: &Args,
+    target: &WsTarget,
+    open_chat: bool,
+    rst: bool,
+    total: usize,
+) -> anyhow::Result<Vec<AnyShard>> {
+    let mut shards = Vec::new();
+    let local = total.min(args.per_process.saturating_sub(args.agents));
+    let cfg = |offset| ShardCfg {
+        target: target.clone(),
+        site: args.site.clone(),
+        offset,
+        open_chat,
+        size: args.size,
+        rst,
+    };
+    shards.push(AnyShard::Local(Shard::new(cfg(0)), local));
+    let mut offset = local;
+    while offset < total {
+        let n = (total - offset).min(args.per_process);
+        let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+        cmd.args([
+            "--child",
+            "--http",
+            &target.addr.to_string(),
+            "--site",
+            &args.site,
+            "--offset",
+            &offset.to_string(),
+            "--visitors",
+            &n.to_string(),
+            "--size",
+            &args.size.to_string(),
+        ]);
+        if !target.holdfast {
+            cmd.arg("--plain-ws");
+        }
+        if open_chat {
+            cmd.arg("--open-chat");
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        shards.push(AnyShard::Remote {
+            size: n,
+            child,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+        });
+        offset += n;
+    }
+    Ok(shards)
+}
+
+/// Connect the first `k` visitors overall, filling shards in order.
+async fn connect_total(shards: &mut [AnyShard], k: usize) -> anyhow::Result<()> {
+    let mut start = 0;
+    let futs = shards.iter_mut().map(|s| {
+        let n = k.saturating_sub(start).min(s.size());
+        start += s.size();
+        s.connect_upto(n)
+    });
+    for r in futures_util::future::join_all(futs).await {
+        r?;
+    }
+    Ok(())
+}
+
+async fn phase_all(shards: &mut [AnyShard], p: Phase) -> anyhow::Result<()> {
+    for s in shards.iter_mut() {
+        s.set_phase(p).await?;
+    }
+    Ok(())
+}
+
+async fn take_all(shards: &mut [AnyShard]) -> anyhow::Result<Partial> {
+    let mut total = Partial::default();
+    for s in shards.iter_mut() {
+        let p = s.take().await?;
+        total.sent += p.sent;
+        total.acked += p.acked;
+        total.received += p.received;
+        total.errors += p.errors;
+        total.retries += p.retries;
+        total.lat_us.extend(p.lat_us);
+        total.resumed_us.extend(p.resumed_us);
+    }
+    Ok(total)
+}
+
+/// `--child`: one shard driven by line commands on stdin.
+async fn child_main(args: Args) -> anyhow::Result<()> {
+    let target = WsTarget {
+        addr: args
+            .http
+            .ok_or_else(|| anyhow::anyhow!("--child needs --http"))?,
+        path: if args.plain_ws {
+            "/".into()
+        } else {
+            "/v1/visitor/ws".into()
+        },
+        holdfast: !args.plain_ws,
+    };
+    let mut shard = Shard::new(ShardCfg {
+        target,
+        site: args.site.clone(),
+        offset: args.offset,
+        open_chat: args.open_chat,
+        size: args.size,
+        rst: false,
+    });
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let mut w = line.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some("CONNECT"), Some(k)) => match shard.connect_upto(k.parse()?).await {
+                Ok(()) => println!("CONNECTED {}", shard.connected()),
+                Err(e) => println!("ERROR {e}"),
+            },
+            (Some("SEND"), Some(r)) => {
+                shard.set_phase(Phase::Send {
+                    per_visitor: r.parse()?,
+                });
+                println!("OK");
+            }
+            (Some("HOLD"), _) => {
+                shard.set_phase(Phase::Hold);
+                println!("OK");
+            }
+            (Some("TAKE"), _) => println!("PARTIAL {}", serde_json::to_string(&shard.take())?),
+            (Some("QUIT"), _) => break,
+            _ => println!("ERROR unknown command {line}"),
+        }
+    }
+    shard.quit();
+    Ok(())
+}
+
+// ---------------------------------------------------------------- agents
+
+#[derive(Debug, Default)]
+struct AgentShared {
+    received: AtomicU64,
+    sent: AtomicU64,
+    acked: AtomicU64,
+    errors: AtomicU64,
+    duplicates: AtomicU64,
+    retries: AtomicU64,
+    opened: AtomicU64,
+    lat_us: std::sync::Mutex<Vec<u64>>,
+    resumed_us: std::sync::Mutex<Vec<u64>>,
+    /// Storm: client ids of the messages queued while offline, and when the
+    /// last one arrived (µs after the drop).
+    storm_ids: std::sync::Mutex<HashSet<holdfast_protocol::ids::MsgId>>,
+    storm_last_us: AtomicU64,
+}
+
+struct AgentCfg {
+    addr: SocketAddr,
+    user: String,
+    size: usize,
+    rst: bool,
+}
+
+enum AStep {
+    Phase(bool),
+    Msg(anyhow::Result<Option<ServerMsg>>),
+    Send,
+    Ack,
+}
+
+async fn agent_login(
+    cfg: &AgentCfg,
+    device: holdfast_protocol::ids::MsgId,
+    resume: Option<u64>,
+) -> anyhow::Result<RawAgent> {
+    let mut a = RawAgent::handshake(cfg.addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    if cfg.rst {
+        #[allow(deprecated)] // set_zero_linger is not in this tokio yet
+        a.io.get_ref().set_linger(Some(Duration::ZERO))?;
+    }
+    a.send(&RawAgent::login_msg(&cfg.user, "load-pass", device, resume))
+        .await?;
+    loop {
+        match a.recv(Duration::from_secs(30)).await? {
+            Some(ServerMsg::LoginOk(_)) => return Ok(a),
+            Some(ServerMsg::Error(e)) => anyhow::bail!("login of {} refused: {e:?}", cfg.user),
+            Some(_) => {}
+            None => anyhow::bail!("closed during login of {}", cfg.user),
+        }
+    }
+}
+
+async fn agent_task(
+    cfg: AgentCfg,
+    mut a: RawAgent,
+    device: holdfast_protocol::ids::MsgId,
+    shared: Arc<AgentShared>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let pad = "x".repeat(cfg.size.saturating_sub(40));
+    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    let mut last_seq = 0u64;
+    let mut convs: Vec<ConversationId> = Vec::new();
+    let mut known: HashSet<ConversationId> = HashSet::new();
+    let mut rr = 0usize;
+    let mut period = Duration::from_secs(1);
+    let mut next_send: Option<Instant> = None;
+    let mut ack_at: Option<Instant> = None;
+    let mut storm_at: Option<Instant> = None;
+    loop {
+        let step = tokio::select! {
+            r = phase.changed() => AStep::Phase(r.is_ok()),
+            m = a.recv(Duration::from_secs(3600)) => AStep::Msg(m),
+            () = tokio::time::sleep_until(next_send.unwrap_or(far).into()), if next_send.is_some() && !convs.is_empty() => AStep::Send,
+            () = tokio::time::sleep_until(ack_at.unwrap_or(far).into()), if ack_at.is_some() => AStep::Ack,
+        };
+        let now = Instant::now();
+        match step {
+            AStep::Phase(false) => return,
+            AStep::Phase(true) => {
+                let p = *phase.borrow_and_update();
+                match p {
+                    Phase::Quit => return,
+                    Phase::Hold => next_send = None,
+                    Phase::Send { per_visitor } => {
+                        if per_visitor > 0.0 {
+                            period = Duration::from_secs_f64(1.0 / per_visitor);
+                            next_send = Some(now + period.mul_f64(rand::random::<f64>()));
+                        }
+                    }
+                    Phase::Storm { at } => {
+                        storm_at = Some(at);
+                        next_send = None;
+                        ack_at = None;
+                        drop(a); // SO_LINGER 0: the server sees an RST
+                        let mut cap = Duration::from_millis(250);
+                        a = loop {
+                            tokio::time::sleep(cap.mul_f64(rand::random::<f64>())).await;
+                            match agent_login(&cfg, device, Some(last_seq)).await {
+                                Ok(a) => break a,
+                                Err(_) => {
+                                    shared.retries.fetch_add(1, Ordering::Relaxed);
+                                    cap = (cap * 2).min(Duration::from_secs(10));
+                                }
+                            }
+                        };
+                        shared
+                            .resumed_us
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(at.elapsed().as_micros() as u64);
+                    }
+                }
+            }
+            AStep::Msg(Ok(Some(ServerMsg::Event { seq, event }))) => {
+                if seq <= last_seq {
+                    shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                last_seq = seq;
+                if ack_at.is_none() {
+                    ack_at = Some(now + Duration::from_millis(50));
+                }
+                let Event::Message(msg) = event else { continue };
+                if !matches!(msg.author, Author::Visitor { .. }) {
+                    continue;
+                }
+                if known.insert(msg.conversation) {
+                    convs.push(msg.conversation);
+                }
+                if msg.body == "open" {
+                    shared.opened.fetch_add(1, Ordering::Relaxed);
+                } else if let Some(t) = msg
+                    .body
+                    .strip_prefix("t=")
+                    .and_then(|b| b.split(' ').next())
+                    .and_then(|t| t.parse::<u64>().ok())
+                {
+                    let us = now_ns().saturating_sub(t) / 1000;
+                    shared
+                        .lat_us
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(us);
+                    shared.received.fetch_add(1, Ordering::Relaxed);
+                } else if msg.body.starts_with("s=") {
+                    let fresh = shared
+                        .storm_ids
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(msg.client_id);
+                    if fresh {
+                        if let Some(at) = storm_at {
+                            shared
+                                .storm_last_us
+                                .fetch_max(at.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        }
+                    } else {
+                        shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            AStep::Msg(Ok(Some(ServerMsg::Ack(b)))) => {
+                shared
+                    .acked
+                    .fetch_add(b.results.len() as u64, Ordering::Relaxed);
+            }
+            AStep::Msg(Ok(Some(ServerMsg::Heartbeat))) => {
+                let _ = a.send(&ClientMsg::Heartbeat).await;
+            }
+            AStep::Msg(Ok(Some(ServerMsg::Snapshot(s)))) => {
+                last_seq = s.seq;
+                let _ = a.send(&ClientMsg::Ack { up_to: s.seq }).await;
+            }
+            AStep::Msg(Ok(Some(_))) => {}
+            AStep::Msg(Ok(None) | Err(_)) => {
+                if storm_at.is_none() {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                // Dropped outside a storm: wait for the end of the run.
+                let _ = phase.changed().await;
+                return;
+            }
+            AStep::Ack => {
+                ack_at = None;
+                let _ = a.send(&ClientMsg::Ack { up_to: last_seq }).await;
+            }
+            AStep::Send => {
+                let due = next_send.unwrap_or(now) + period;
+                next_send = Some(if due < now { now + period } else { due });
+                let conversation = convs[rr % convs.len()];
+                rr += 1;
+                let body = format!("a={} {pad}", now_ns());
+                if a.command(Action::Send { conversation, body }).await.is_ok() {
+                    shared.sent.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Log in `args.agents` agents; they run until the phase says Quit.
+async fn start_agents(
+    args: &Args,
+    addr: SocketAddr,
+    rst: bool,
+) -> anyhow::Result<(Arc<AgentShared>, watch::Sender<Phase>)> {
+    let shared = Arc::new(AgentShared::default());
+    let (tx, _) = watch::channel(Phase::Hold);
+    for i in 0..args.agents {
+        let cfg = AgentCfg {
+            addr,
+            user: format!("{}-{i}", args.agent_prefix),
+            size: args.size,
+            rst,
+        };
+        let device = new_id();
+        let a = agent_login(&cfg, device, None).await?;
+        tokio::spawn(agent_task(cfg, a, device, shared.clone(), tx.subscribe()));
+    }
+    Ok((shared, tx))
+}
+
+// ---------------------------------------------------------------- targets
+
+struct Target {
+    ws: WsTarget,
+    agent: Option<SocketAddr>,
+    pid: Option<u32>,
+    name: String,
+    _guards: Vec<Box<dyn std::any::Any>>,
+}
+
+fn spawn_holdfast(args: &Args) -> anyhow::Result<Target> {
+    let dir = tempfile::tempdir()?;
+    {
+        let conn = holdfast_server::store::open_connection(dir.path())?;
+        holdfast_server::admin::add_site(&conn, &args.site, "Load test", None)?;
+        let cap = (args.visitors / args.agents.max(1) + 1) as u32;
+        for i in 0..args.agents {
+            let u = format!("{}-{i}", args.agent_prefix);
+            holdfast_server::admin::add_agent(&conn, &args.site, &u, &u, "load-pass", cap)?;
+        }
+    }
+    let cfg = dir.path().join("load.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "visitor_msg_rate = 100000.0\nvisitor_msg_burst = 100000.0\nvisitor_max_ws_per_ip = 100000\nagent_max_per_ip = 100000\ngroup_commit = {}\n",
+            !args.no_group_commit
+        ),
+    )?;
+    let cfg_s = cfg.to_string_lossy().to_string();
+    let p = ServerProcess::start(dir.path(), &["--config", &cfg_s]);
+    let pid = p.child.as_ref().map(std::process::Child::id);
+    if let (Some(cpus), Some(pid)) = (&args.pin_server, pid) {
+        pin(pid, cpus)?;
+    }
+    Ok(Target {
+        ws: WsTarget {
+            addr: p.http,
+            path: "/v1/visitor/ws".into(),
+            holdfast: true,
+        },
+        agent: Some(p.agent),
+        pid,
+        name: "holdfast".into(),
+        _guards: vec![Box::new(p), Box::new(dir)],
+    })
+}
+
+async fn spawn_node(args: &Args, dir: &std::path::Path) -> anyhow::Result<Target> {
+    anyhow::ensure!(
+        dir.join("node_modules/ws").is_dir(),
+        "{} has no node_modules/ws: run `npm ci` there first",
+        dir.display()
+    );
+    let port = holdfast_tests::server::free_port();
+    let child = std::process::Command::new("node")
+        .arg(dir.join("server.js"))
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let guard = KillOnDrop(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr).await?;
+    if let Some(cpus) = &args.pin_server {
+        pin(pid, cpus)?;
+    }
+    let version = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    Ok(Target {
+        ws: WsTarget {
+            addr,
+            path: "/".into(),
+            holdfast: false,
+        },
+        agent: None,
+        pid: Some(pid),
+        name: format!("node {version} + ws"),
+        _guards: vec![Box::new(guard)],
+    })
+}
+
+// ---------------------------------------------------------------- modes
+
+async fn idle(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
+    let max = args.steps.iter().copied().max().unwrap_or(0);
+    let sampler = Sampler::start(t.pid);
+    let mut _agents = None;
+    if let Some(addr) = t.agent
+        && args.agents > 0
+    {
+        _agents = Some(start_agents(args, addr, false).await?);
+    }
+    let mut shards = make_shards(args, &t.ws, false, false, max)?;
+    let mut rows = Vec::new();
+    println!(
+        "holdfast-load idle: {} ({} agents), {} per process",
+        t.name,
+        if t.agent.is_some() { args.agents } else { 0 },
+        args.per_process
+    );
+    println!(
+        "  {:>8} {:>10} {:>12} {:>8} {:>9}",
+        "visitors", "RSS MB", "KB/visitor", "CPU %", "connect s"
+    );
+    let mut base_kb = None;
+    for &k in &args.steps {
+        let t0 = Instant::now();
+        connect_total(&mut shards, k).await?;
+        let connect_s = t0.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(args.settle)).await;
+        let c0 = sampler.ticks();
+        let c_t0 = Instant::now();
+        let mut samples = Vec::new();
+        for _ in 0..5 {
+            if let Some((rss, _)) = t.pid.and_then(proc_stat) {
+                samples.push(rss);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let cpu = Sampler::cpu_percent(c0, sampler.ticks(), c_t0.elapsed().as_secs_f64());
+        samples.sort_unstable();
+        let rss = samples.get(samples.len() / 2).copied().unwrap_or(0);
+        let base = *base_kb.get_or_insert(rss);
+        let per = if k > 0 {
+            (rss as f64 - base as f64) / k as f64
+        } else {
+            0.0
+        };
+        println!(
+            "  {k:>8} {:>10.1} {:>12.2} {:>8.1} {:>9.1}",
+            rss as f64 / 1024.0,
+            per,
+            cpu,
+            connect_s
+        );
+        rows.push(serde_json::json!({"visitors": k, "rss_kb": rss, "kb_per_visitor": per, "cpu_percent": cpu, "connect_s": connect_s}));
+    }
+    let p = take_all(&mut shards).await?;
+    println!("  visitor errors {}", p.errors);
+    for s in shards {
+        s.quit().await;
+    }
+    Ok(serde_json::json!({
+        "mode": "idle", "target": t.name, "agents": if t.agent.is_some() { args.agents } else { 0 },
+        "steps": rows, "errors": p.errors,
+    }))
+}
+
+async fn metrics(http: SocketAddr) -> (f64, f64, f64) {
+    let Ok((_, body)) = http_request(http, "GET", "/metrics", None).await else {
+        return (0.0, 0.0, 0.0);
+    };
+    let text = String::from_utf8_lossy(&body).to_string();
+    let m = |name: &str| -> f64 {
+        text.lines()
             .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    let batches = metric("holdfast_commit_batch_ops_count");
-    let ops = metric("holdfast_commit_batch_ops_sum");
-    let commit_s = metric("holdfast_commit_seconds_sum");
-    let cpu_pct = match (cpu0, cpu1) {
-        (Some((_, a)), Some((_, b))) => (b - a) as f64 / 100.0 / elapsed.as_secs_f64() * 100.0,
-        _ => f64::NAN,
-    };
-    let sent = stats.sent.load(Ordering::Relaxed);
-    let delivered = stats.delivered.load(Ordering::Relaxed);
-    let report = serde_json::json!({
-        "visitors": args.visitors, "agents": args.agents, "target_rate": args.rate,
-        "duration_s": elapsed.as_secs_f64(), "connect_s": connect_time.as_secs_f64(),
-        "sent": sent, "acked": stats.acked.load(Ordering::Relaxed), "delivered": delivered,
-        "errors": stats.errors.load(Ordering::Relaxed),
-        "throughput_msgs_per_s": delivered as f64 / elapsed.as_secs_f64(),
-        "latency_us": { "p50": pct(&lat, 0.5), "p90": pct(&lat, 0.9), "p99": pct(&lat, 0.99), "p999": pct(&lat, 0.999), "max": lat.last().copied().unwrap_or(0) },
-        "commit": { "batches": batches, "ops": ops, "mean_batch": if batches > 0.0 { ops / batches } else { 0.0 }, "mean_commit_ms": if batches > 0.0 { commit_s / batches * 1000.0 } else { 0.0 } },
-        "server": { "peak_rss_kb": peak_rss, "cpu_percent": cpu_pct },
-        "group_commit": !args.no_group_commit,
-    });
-    println!(
-        "holdfast-load: {} visitors, {} agents, target {:.0} msg/s for {:.1} s",
-        args.visitors,
-        args.agents,
-        args.rate,
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "  sent {sent}  acked {}  delivered {delivered}  errors {}",
-        stats.acked.load(Ordering::Relaxed),
-        stats.errors.load(Ordering::Relaxed)
-    );
-    println!(
-        "  throughput {:.0} msg/s delivered",
-        delivered as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "  latency send->agent  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms",
-        pct(&lat, 0.5) as f64 / 1000.0,
-        pct(&lat, 0.9) as f64 / 1000.0,
-        pct(&lat, 0.99) as f64 / 1000.0,
-        pct(&lat, 0.999) as f64 / 1000.0
-    );
-    println!(
-        "  commits {batches:.0}  ops {ops:.0}  mean batch {:.1} ops  mean commit {:.3} ms",
-        if batches > 0.0 { ops / batches } else { 0.0 },
-        if batches > 0.0 {
-            commit_s / batches * 1000.0
-        } else {
-            0.0
-        }
-    );
-    if pid.is_some() {
-        println!("  server peak RSS {} KB  CPU {cpu_pct:.0}%", peak_rss);
+    (
+        m("holdfast_commit_batch_ops_count"),
+        m("holdfast_commit_batch_ops_sum"),
+        m("holdfast_commit_seconds_sum"),
+    )
+}
+
+async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
+    let agent_addr = t
+        .agent
+        .ok_or_else(|| anyhow::anyhow!("chat mode needs agents"))?;
+    let sampler = Sampler::start(t.pid);
+    let (agents, agent_phase) = start_agents(args, agent_addr, false).await?;
+    let mut shards = make_shards(args, &t.ws, true, false, args.visitors)?;
+    let t_connect = Instant::now();
+    connect_total(&mut shards, args.visitors).await?;
+    let connect_s = t_connect.elapsed().as_secs_f64();
+    // Every opening message reaches an agent before the clock starts, so
+    // agents know their conversations.
+    let wait = Instant::now();
+    while (agents.opened.load(Ordering::Relaxed) as usize) < args.visitors
+        && wait.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if let Some(p) = args.json {
+    let _ = take_all(&mut shards).await?;
+    let (b0, o0, s0) = metrics(t.ws.addr).await;
+    sampler.reset();
+    let c0 = sampler.ticks();
+    let t0 = Instant::now();
+    let per_visitor = args.rate / args.visitors.max(1) as f64;
+    phase_all(&mut shards, Phase::Send { per_visitor }).await?;
+    let _ = agent_phase.send(Phase::Send {
+        per_visitor: args.agent_rate / args.agents.max(1) as f64,
+    });
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    phase_all(&mut shards, Phase::Hold).await?;
+    let _ = agent_phase.send(Phase::Hold);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = Sampler::cpu_percent(c0, sampler.ticks(), elapsed);
+    let peak = sampler.peak_kb();
+    // Drain: count what was in flight when the senders stopped.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (b1, o1, s1) = metrics(t.ws.addr).await;
+    let v = take_all(&mut shards).await?;
+    let _ = agent_phase.send(Phase::Quit);
+    for s in shards {
+        s.quit().await;
+    }
+    let mut v2a = std::mem::take(&mut *agents.lat_us.lock().unwrap());
+    v2a.sort_unstable();
+    let mut a2v = v.lat_us;
+    a2v.sort_unstable();
+    let (batches, ops, commit_s) = (b1 - b0, o1 - o0, s1 - s0);
+    let mean_batch = if batches > 0.0 { ops / batches } else { 0.0 };
+    let mean_commit_ms = if batches > 0.0 {
+        commit_s / batches * 1000.0
+    } else {
+        0.0
+    };
+    let errors = v.errors + agents.errors.load(Ordering::Relaxed);
+    let a_sent = agents.sent.load(Ordering::Relaxed);
+    let a_acked = agents.acked.load(Ordering::Relaxed);
+    println!(
+        "holdfast-load chat: {} visitors, {} agents, {:.0} + {:.0} msg/s offered for {elapsed:.1} s (connect {connect_s:.1} s)",
+        args.visitors, args.agents, args.rate, args.agent_rate
+    );
+    println!(
+        "  visitor->agent  sent {}  acked {}  delivered {}  = {:.0} msg/s",
+        v.sent,
+        v.acked,
+        v2a.len(),
+        v2a.len() as f64 / elapsed
+    );
+    println!(
+        "  agent->visitor  sent {a_sent}  acked {a_acked}  delivered {}  = {:.0} msg/s",
+        a2v.len(),
+        a2v.len() as f64 / elapsed
+    );
+    lat_line("visitor->agent", &v2a);
+    lat_line("agent->visitor", &a2v);
+    println!(
+        "  commits {batches:.0}  mean batch {mean_batch:.1} ops  mean commit {mean_commit_ms:.3} ms  errors {errors}  duplicates {}",
+        agents.duplicates.load(Ordering::Relaxed)
+    );
+    println!("  server peak RSS {peak} KB  CPU {cpu:.0}%");
+    Ok(serde_json::json!({
+        "mode": "chat", "target": t.name, "visitors": args.visitors, "agents": args.agents,
+        "rate": args.rate, "agent_rate": args.agent_rate, "size": args.size,
+        "duration_s": elapsed, "connect_s": connect_s,
+        "v2a": { "sent": v.sent, "acked": v.acked, "delivered": v2a.len(), "per_s": v2a.len() as f64 / elapsed, "latency_us": lat_json(&v2a) },
+        "a2v": { "sent": a_sent, "acked": a_acked, "delivered": a2v.len(), "per_s": a2v.len() as f64 / elapsed, "latency_us": lat_json(&a2v) },
+        "commit": { "batches": batches, "ops": ops, "mean_batch": mean_batch, "mean_commit_ms": mean_commit_ms },
+        "errors": errors, "duplicates": agents.duplicates.load(Ordering::Relaxed),
+        "server": { "peak_rss_kb": peak, "cpu_percent": cpu },
+        "group_commit": !args.no_group_commit,
+    }))
+}
+
+async fn storm(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(
+        args.visitors + args.agents <= args.per_process,
+        "storm runs in one process: at most {} connections",
+        args.per_process
+    );
+    let agent_addr = t
+        .agent
+        .ok_or_else(|| anyhow::anyhow!("storm needs a Holdfast server"))?;
+    let sampler = Sampler::start(t.pid);
+    let (agents, agent_phase) = start_agents(args, agent_addr, true).await?;
+    let mut shards = make_shards(args, &t.ws, true, true, args.visitors)?;
+    let t_connect = Instant::now();
+    connect_total(&mut shards, args.visitors).await?;
+    let connect_s = t_connect.elapsed().as_secs_f64();
+    let wait = Instant::now();
+    while (agents.opened.load(Ordering::Relaxed) as usize) < args.visitors
+        && wait.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = take_all(&mut shards).await?;
+    let before_kb = t.pid.and_then(proc_stat).map_or(0, |s| s.0);
+    sampler.reset();
+    let at = Instant::now();
+    let _ = agent_phase.send(Phase::Storm { at });
+    phase_all(&mut shards, Phase::Storm { at }).await?;
+    let mut acc = Partial::default();
+    let deadline = Duration::from_secs(180);
+    let (mut resumed_all_s, mut delivered_all_s) = (f64::NAN, f64::NAN);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let p = take_all(&mut shards).await?;
+        acc.sent += p.sent;
+        acc.acked += p.acked;
+        acc.errors += p.errors;
+        acc.retries += p.retries;
+        acc.resumed_us.extend(p.resumed_us);
+        let agents_back = agents.resumed_us.lock().unwrap().len();
+        let got = agents.storm_ids.lock().unwrap().len();
+        if resumed_all_s.is_nan()
+            && acc.resumed_us.len() == args.visitors
+            && agents_back == args.agents
+        {
+            let last_agent = agents
+                .resumed_us
+                .lock()
+                .unwrap()
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(0);
+            let last_visitor = acc.resumed_us.iter().copied().max().unwrap_or(0);
+            resumed_all_s = last_agent.max(last_visitor) as f64 / 1e6;
+        }
+        if got >= args.visitors && (acc.acked as usize) >= args.visitors {
+            delivered_all_s = agents.storm_last_us.load(Ordering::Relaxed) as f64 / 1e6;
+        }
+        if (!resumed_all_s.is_nan() && !delivered_all_s.is_nan()) || at.elapsed() > deadline {
+            break;
+        }
+    }
+    let peak = sampler.peak_kb();
+    let mut vr = acc.resumed_us.clone();
+    vr.sort_unstable();
+    let mut ar = agents.resumed_us.lock().unwrap().clone();
+    ar.sort_unstable();
+    let got = agents.storm_ids.lock().unwrap().len();
+    let dups = agents.duplicates.load(Ordering::Relaxed);
+    let retries = acc.retries + agents.retries.load(Ordering::Relaxed);
+    let _ = agent_phase.send(Phase::Quit);
+    for s in shards {
+        s.quit().await;
+    }
+    println!(
+        "holdfast-load storm: {} visitors + {} agents dropped at once (RST), connected in {connect_s:.1} s",
+        args.visitors, args.agents
+    );
+    println!(
+        "  all resumed after {resumed_all_s:.2} s; all {got} queued messages delivered to agents after {delivered_all_s:.2} s"
+    );
+    println!(
+        "  visitor resume p50 {:.2} s  p99 {:.2} s; agent resume p50 {:.2} s  max {:.2} s",
+        pct(&vr, 0.5) as f64 / 1e6,
+        pct(&vr, 0.99) as f64 / 1e6,
+        pct(&ar, 0.5) as f64 / 1e6,
+        pct(&ar, 1.0) as f64 / 1e6
+    );
+    println!(
+        "  acked {} of {}  duplicates {dups}  retries {retries}  errors {}",
+        acc.acked, args.visitors, acc.errors
+    );
+    println!("  server RSS before {before_kb} KB, peak during the storm {peak} KB");
+    Ok(serde_json::json!({
+        "mode": "storm", "visitors": args.visitors, "agents": args.agents, "connect_s": connect_s,
+        "all_resumed_s": resumed_all_s, "backlog_delivered_s": delivered_all_s,
+        "delivered": got, "acked": acc.acked, "duplicates": dups, "retries": retries, "errors": acc.errors,
+        "visitor_resume_us": lat_json(&vr), "agent_resume_us": lat_json(&ar),
+        "server": { "rss_before_kb": before_kb, "peak_rss_kb": peak },
+    }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.child {
+        return child_main(args).await;
+    }
+    let report = if args.spawn_mosquitto || args.mqtt.is_some() {
+        mqtt::run(&args).await?
+    } else {
+        let t = if let Some(dir) = &args.spawn_node {
+            spawn_node(&args, dir).await?
+        } else if args.spawn {
+            spawn_holdfast(&args)?
+        } else {
+            Target {
+                ws: WsTarget {
+                    addr: args
+                        .http
+                        .ok_or_else(|| anyhow::anyhow!("--spawn, --spawn-node or --http"))?,
+                    path: "/v1/visitor/ws".into(),
+                    holdfast: true,
+                },
+                agent: args.agent,
+                pid: args.server_pid,
+                name: "holdfast".into(),
+                _guards: Vec::new(),
+            }
+        };
+        match args.mode {
+            Mode::Idle => idle(&args, &t).await?,
+            Mode::Chat => chat(&args, &t).await?,
+            Mode::Storm => storm(&args, &t).await?,
+        }
+    };
+    if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
     }
-    for t in tasks {
-        t.abort();
-    }
-    Ok(())
+    // Open sockets and tasks end with the process.
+    std::process::exit(0)
 }
