@@ -514,21 +514,47 @@ async fn ws_send(socket: &mut WebSocket, out: &VisitorOut) -> bool {
 }
 
 async fn ws_session(mut socket: WebSocket, ctx: Arc<Ctx>, ua: Option<String>) {
+    // The opening is boxed and ends before the loop: a task's future is as
+    // big as its biggest await point, and an idle visitor should only pay
+    // for the select loop (the session future went from 3.9 KB to ~1.4 KB).
+    let Some((v, resumed, after, reg)) = Box::pin(ws_open(&mut socket, &ctx, ua)).await else {
+        return;
+    };
+    let conn_id = reg.id;
+    let end = ws_loop(&mut socket, &ctx, &v, resumed, after, reg).await;
+    ctx.hub.unregister_visitor(&v.id, conn_id);
+    if end == "dead" {
+        ctx.metrics.dead_peer_cuts.inc();
+    }
+    tracing::debug!(visitor = %v.id, "visitor websocket ended: {end}");
+}
+
+/// Read the hello and register the visitor; None when the session is over.
+async fn ws_open(
+    socket: &mut WebSocket,
+    ctx: &Arc<Ctx>,
+    ua: Option<String>,
+) -> Option<(
+    Visitor,
+    bool,
+    Seq,
+    crate::hub::Registration<crate::hub::VisitorPush>,
+)> {
     let first = timeout(ctx.cfg.visitor.hello_timeout, socket.recv()).await;
     let text = match first {
         Ok(Some(Ok(Message::Text(t)))) => t,
         Ok(Some(Ok(_))) => {
             ws_send(
-                &mut socket,
+                socket,
                 &err(
                     ErrorCode::BadRequest,
                     "the first message must be a JSON hello",
                 ),
             )
             .await;
-            return;
+            return None;
         }
-        _ => return,
+        _ => return None,
     };
     let lim = &ctx.cfg.visitor.limits;
     let (site, token, after, page, user_agent, v) = match visitor::parse_in(text.as_bytes(), lim) {
@@ -543,41 +569,34 @@ async fn ws_session(mut socket: WebSocket, ctx: Arc<Ctx>, ua: Option<String>) {
         }) => (site, token, after, page, user_agent, v),
         Ok(_) => {
             ws_send(
-                &mut socket,
+                socket,
                 &err(ErrorCode::BadRequest, "the first message must be a hello"),
             )
             .await;
-            return;
+            return None;
         }
         Err(e) => {
             ctx.metrics.rejected_frames.inc();
-            ws_send(&mut socket, &err(e.code(), e.to_string())).await;
-            return;
+            ws_send(socket, &err(e.code(), e.to_string())).await;
+            return None;
         }
     };
-    let h = match hello(&ctx, site, token, after, page, user_agent.or(ua), v).await {
+    let h = match hello(ctx, site, token, after, page, user_agent.or(ua), v).await {
         Ok(h) => h,
         Err(e) => {
-            ws_send(&mut socket, &e).await;
-            return;
+            ws_send(socket, &e).await;
+            return None;
         }
     };
-    let info = match visitor_info(&ctx, &h.visitor).await {
+    let info = match visitor_info(ctx, &h.visitor).await {
         Ok(i) => i,
         Err(e) => {
-            ws_send(&mut socket, &e).await;
-            return;
+            ws_send(socket, &e).await;
+            return None;
         }
     };
     let reg = ctx.hub.register_visitor(info);
-    let v = h.visitor;
-    let conn_id = reg.id;
-    let end = ws_loop(&mut socket, &ctx, &v, h.resumed, h.after, reg).await;
-    ctx.hub.unregister_visitor(&v.id, conn_id);
-    if end == "dead" {
-        ctx.metrics.dead_peer_cuts.inc();
-    }
-    tracing::debug!(visitor = %v.id, "visitor websocket ended: {end}");
+    Some((h.visitor, h.resumed, h.after, reg))
 }
 
 /// Replay or snapshot; returns the last seq sent.
@@ -654,12 +673,12 @@ async fn ws_loop(
         return "send failed";
     }
     let mut sent = if resumed {
-        match catch_up_ws(socket, ctx, v, after, Seq::MAX).await {
+        match Box::pin(catch_up_ws(socket, ctx, v, after, Seq::MAX)).await {
             Ok(s) => s,
             Err(()) => return "replay failed",
         }
     } else {
-        match snapshot(ctx, v).await {
+        match Box::pin(snapshot(ctx, v)).await {
             Ok(snap) => {
                 let seq = match &snap {
                     VisitorOut::Snapshot { seq, .. } => *seq,
@@ -702,7 +721,7 @@ async fn ws_loop(
                     Some(VisitorPush::Event(seq, event)) => {
                         if seq <= sent { continue; }
                         if seq > sent + 1 {
-                            match catch_up_ws(socket, ctx, v, sent, seq - 1).await {
+                            match Box::pin(catch_up_ws(socket, ctx, v, sent, seq - 1)).await {
                                 Ok(s) => sent = s,
                                 Err(()) => return "replay failed",
                             }
@@ -729,7 +748,7 @@ async fn ws_loop(
                 };
                 live.on_recv(now());
                 let reply = match visitor::parse_in(text.as_bytes(), &vc.limits) {
-                    Ok(m) => handle_msg(ctx, v, &mut bucket, m, sent).await,
+                    Ok(m) => Box::pin(handle_msg(ctx, v, &mut bucket, m, sent)).await,
                     Err(e) => {
                         ctx.metrics.rejected_frames.inc();
                         Some(err(e.code(), e.to_string()))
