@@ -1,0 +1,105 @@
+//! The load generator's own checks: short runs of each mode against a real
+//! server, asserting on what it counted (never on timings, which belong in
+//! BENCHMARKS.md). They also prove the generator can be trusted: every
+//! message it sent was acked and delivered exactly once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn load(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast-load"))
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "holdfast-load {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap()
+}
+
+#[test]
+fn chat_both_ways_counts_every_message_once() {
+    let r = load(&[
+        "--spawn",
+        "--visitors",
+        "20",
+        "--agents",
+        "3",
+        "--rate",
+        "200",
+        "--agent-rate",
+        "60",
+        "--duration",
+        "2",
+        "--size",
+        "120",
+    ]);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["duplicates"], 0, "{r}");
+    let v2a = &r["v2a"];
+    let sent = v2a["sent"].as_u64().unwrap();
+    assert!(sent > 200, "{r}");
+    assert_eq!(v2a["acked"], sent, "{r}");
+    assert_eq!(v2a["delivered"], sent, "{r}");
+    let a2v = &r["a2v"];
+    let sent = a2v["sent"].as_u64().unwrap();
+    assert!(sent > 50, "{r}");
+    assert_eq!(a2v["acked"], sent, "{r}");
+    assert_eq!(a2v["delivered"], sent, "{r}");
+    assert!(r["commit"]["batches"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["server"]["peak_rss_kb"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
+fn idle_spreads_visitors_over_child_processes() {
+    // --per-process 40 with 2 agents: this process holds 38 visitors and two
+    // children hold the rest, as 15,000 per process does at full scale.
+    let r = load(&[
+        "--mode",
+        "idle",
+        "--spawn",
+        "--agents",
+        "2",
+        "--steps",
+        "0,30,100",
+        "--settle",
+        "0",
+        "--per-process",
+        "40",
+    ]);
+    assert_eq!(r["errors"], 0, "{r}");
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    for s in steps {
+        assert!(s["rss_kb"].as_u64().unwrap() > 0, "{r}");
+    }
+}
+
+#[test]
+fn storm_resumes_everyone_and_delivers_the_backlog_once() {
+    let r = load(&[
+        "--mode",
+        "storm",
+        "--spawn",
+        "--visitors",
+        "60",
+        "--agents",
+        "4",
+    ]);
+    assert_eq!(r["delivered"], 60, "{r}");
+    assert_eq!(r["acked"], 60, "{r}");
+    assert_eq!(r["duplicates"], 0, "{r}");
+    assert!(r["all_resumed_s"].as_f64().unwrap().is_finite(), "{r}");
+    assert!(
+        r["backlog_delivered_s"].as_f64().unwrap().is_finite(),
+        "{r}"
+    );
+}
