@@ -141,7 +141,6 @@ enum AgentCmd {
     },
 }
 
-#[allow(clippy::print_stdout)]
 /// glibc raises its mmap threshold to the size of the largest block freed
 /// (up to 32 MiB). After the first agent login, every Argon2 buffer (19 MiB)
 /// therefore came from a heap arena and stayed resident: five logins left the
@@ -150,8 +149,9 @@ enum AgentCmd {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn fixed_mmap_threshold() {
-    // SAFETY: mallopt only changes an allocator tunable. It runs first thing
-    // in main, before any other thread exists, and takes no pointers.
+    // SAFETY: mallopt only changes an allocator tunable and takes no
+    // pointers. It runs early in main, before the runtime or any other
+    // thread exists.
     let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024) };
     if ok != 1 {
         tracing::warn!("mallopt(M_MMAP_THRESHOLD) failed; idle RSS may stay high after logins");
@@ -161,6 +161,7 @@ fn fixed_mmap_threshold() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn fixed_mmap_threshold() {}
 
+#[allow(clippy::print_stdout)]
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -2,7 +2,7 @@
 //! server, asserting on what it counted (never on timings, which belong in
 //! BENCHMARKS.md). They also prove the generator can be trusted: every
 //! message it sent was acked and delivered exactly once.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::process::Command;
 

@@ -246,6 +246,7 @@ async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
 // ---------------------------------------------------------------- shards
 
 /// A shard in this process or in a `--child` process.
+#[allow(clippy::large_enum_variant)] // a handful per run; boxing buys nothing
 enum AnyShard {
     Local(Shard, usize),
     Remote {
@@ -507,6 +508,7 @@ struct AgentCfg {
     rst: bool,
 }
 
+#[allow(clippy::large_enum_variant)] // one at a time on each agent's stack
 enum AStep {
     Phase(bool),
     Msg(anyhow::Result<Option<ServerMsg>>),
@@ -1080,6 +1082,14 @@ async fn storm(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // A load generator pointed at a real deployment is an attack; this one
+    // only ever talks to this machine.
+    for a in [args.http, args.agent, args.mqtt].into_iter().flatten() {
+        anyhow::ensure!(
+            a.ip().is_loopback(),
+            "holdfast-load targets loopback only, not {a}"
+        );
+    }
     if args.child {
         return child_main(args).await;
     }
