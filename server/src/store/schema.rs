@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Each entry upgrades the schema from version `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sites (
     id INTEGER PRIMARY KEY,
     key TEXT NOT NULL UNIQUE,
@@ -104,7 +105,15 @@ CREATE TABLE log_heads (
     recipient TEXT PRIMARY KEY,
     head INTEGER NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    // 2: auto-assignment counts each online agent's active conversations for
+    // every new chat. Without this index that was a scan of all conversations
+    // per agent, and 5,000 visitors opening chats with 100 agents took 49 s
+    // instead of seconds (BENCHMARKS.md, reconnect storm).
+    r#"
+CREATE INDEX conversations_agent_state ON conversations(assigned_agent, state);
+"#,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -160,4 +169,80 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn indexes(conn: &Connection) -> Vec<String> {
+        let mut st = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'conversations'")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_version_1_database_upgrades_in_place_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            // What a server from before migration 2 left behind.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO conversations (site_id, visitor_id, state, assigned_agent, opened_ms, updated_ms) \
+                 VALUES (1, 'v', 1, 7, 0, 0)",
+                [],
+            )
+            .unwrap();
+            assert!(!indexes(&conn).contains(&"conversations_agent_state".to_string()));
+        }
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(usize::try_from(v).unwrap(), SCHEMA_VERSION);
+        assert!(indexes(&conn).contains(&"conversations_agent_state".to_string()));
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM conversations WHERE assigned_agent = 7 AND state = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        // The assignment count uses the index instead of scanning.
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM conversations WHERE assigned_agent = ?1 AND state = 1",
+                [7],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("conversations_agent_state"), "{plan}");
+        // Running it again is a no-op.
+        migrate(&mut conn).unwrap();
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(SCHEMA_VERSION + 1).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(MigrateError::TooNew { .. })
+        ));
+    }
 }
