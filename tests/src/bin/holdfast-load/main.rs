@@ -428,6 +428,7 @@ async fn take_all(shards: &mut [AnyShard]) -> anyhow::Result<Partial> {
         total.received += p.received;
         total.errors += p.errors;
         total.retries += p.retries;
+        total.reconnects += p.reconnects;
         total.lat_us.extend(p.lat_us);
         total.resumed_us.extend(p.resumed_us);
     }
@@ -492,6 +493,8 @@ struct AgentShared {
     errors: AtomicU64,
     duplicates: AtomicU64,
     retries: AtomicU64,
+    /// Connections the server closed outside a storm, each resumed.
+    reconnects: AtomicU64,
     opened: AtomicU64,
     lat_us: std::sync::Mutex<Vec<u64>>,
     resumed_us: std::sync::Mutex<Vec<u64>>,
@@ -583,17 +586,7 @@ async fn agent_task(
                         next_send = None;
                         ack_at = None;
                         drop(a); // SO_LINGER 0: the server sees an RST
-                        let mut cap = Duration::from_millis(250);
-                        a = loop {
-                            tokio::time::sleep(cap.mul_f64(rand::random::<f64>())).await;
-                            match agent_login(&cfg, device, Some(last_seq)).await {
-                                Ok(a) => break a,
-                                Err(_) => {
-                                    shared.retries.fetch_add(1, Ordering::Relaxed);
-                                    cap = (cap * 2).min(Duration::from_secs(10));
-                                }
-                            }
-                        };
+                        a = agent_reconnect(&cfg, device, last_seq, &shared).await;
                         shared
                             .resumed_us
                             .lock()
@@ -664,12 +657,14 @@ async fn agent_task(
             }
             AStep::Msg(Ok(Some(_))) => {}
             AStep::Msg(Ok(None) | Err(_)) => {
-                if storm_at.is_none() {
-                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                if matches!(*phase.borrow(), Phase::Quit) {
+                    return;
                 }
-                // Dropped outside a storm: wait for the end of the run.
-                let _ = phase.changed().await;
-                return;
+                // Closed by the server (a kick when this agent's queue
+                // overflowed, say): come back and resume, as the app does.
+                shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                drop(a);
+                a = agent_reconnect(&cfg, device, last_seq, &shared).await;
             }
             AStep::Ack => {
                 ack_at = None;
@@ -686,6 +681,27 @@ async fn agent_task(
                 } else {
                     shared.errors.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+        }
+    }
+}
+
+/// Reconnect with full-jitter backoff (250 ms doubling to 10 s) and resume
+/// after the last event seen.
+async fn agent_reconnect(
+    cfg: &AgentCfg,
+    device: holdfast_protocol::ids::MsgId,
+    last_seq: u64,
+    shared: &AgentShared,
+) -> RawAgent {
+    let mut cap = Duration::from_millis(250);
+    loop {
+        tokio::time::sleep(cap.mul_f64(rand::random::<f64>())).await;
+        match agent_login(cfg, device, Some(last_seq)).await {
+            Ok(a) => return a,
+            Err(_) => {
+                shared.retries.fetch_add(1, Ordering::Relaxed);
+                cap = (cap * 2).min(Duration::from_secs(10));
             }
         }
     }
@@ -959,8 +975,9 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     lat_line("visitor->agent", &v2a);
     lat_line("agent->visitor", &a2v);
     println!(
-        "  commits {batches:.0}  mean batch {mean_batch:.1} ops  mean commit {mean_commit_ms:.3} ms  errors {errors}  duplicates {}",
-        agents.duplicates.load(Ordering::Relaxed)
+        "  commits {batches:.0}  mean batch {mean_batch:.1} ops  mean commit {mean_commit_ms:.3} ms  errors {errors}  duplicates {}  reconnects {}",
+        agents.duplicates.load(Ordering::Relaxed),
+        agents.reconnects.load(Ordering::Relaxed) + v.reconnects
     );
     println!("  server peak RSS {peak} KB  CPU {cpu:.0}%");
     Ok(serde_json::json!({
@@ -971,6 +988,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         "a2v": { "sent": a_sent, "acked": a_acked, "delivered": a2v.len(), "per_s": a2v.len() as f64 / elapsed, "latency_us": lat_json(&a2v) },
         "commit": { "batches": batches, "ops": ops, "mean_batch": mean_batch, "mean_commit_ms": mean_commit_ms },
         "errors": errors, "duplicates": agents.duplicates.load(Ordering::Relaxed),
+        "reconnects": { "agents": agents.reconnects.load(Ordering::Relaxed), "visitors": v.reconnects },
         "server": { "peak_rss_kb": peak, "cpu_percent": cpu },
         "group_commit": !args.no_group_commit,
     }))
@@ -1014,6 +1032,7 @@ async fn storm(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         acc.acked += p.acked;
         acc.errors += p.errors;
         acc.retries += p.retries;
+        acc.reconnects += p.reconnects;
         acc.resumed_us.extend(p.resumed_us);
         let agents_back = agents.resumed_us.lock().unwrap().len();
         let got = agents.storm_ids.lock().unwrap().len();
@@ -1066,14 +1085,19 @@ async fn storm(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         pct(&ar, 1.0) as f64 / 1e6
     );
     println!(
-        "  acked {} of {}  duplicates {dups}  retries {retries}  errors {}",
-        acc.acked, args.visitors, acc.errors
+        "  acked {} of {}  duplicates {dups}  retries {retries}  errors {}  later reconnects: agents {} visitors {}",
+        acc.acked,
+        args.visitors,
+        acc.errors,
+        agents.reconnects.load(Ordering::Relaxed),
+        acc.reconnects
     );
     println!("  server RSS before {before_kb} KB, peak during the storm {peak} KB");
     Ok(serde_json::json!({
         "mode": "storm", "visitors": args.visitors, "agents": args.agents, "connect_s": connect_s,
         "all_resumed_s": resumed_all_s, "backlog_delivered_s": delivered_all_s,
         "delivered": got, "acked": acc.acked, "duplicates": dups, "retries": retries, "errors": acc.errors,
+        "reconnects": { "agents": agents.reconnects.load(Ordering::Relaxed), "visitors": acc.reconnects },
         "visitor_resume_us": lat_json(&vr), "agent_resume_us": lat_json(&ar),
         "server": { "rss_before_kb": before_kb, "peak_rss_kb": peak },
     }))

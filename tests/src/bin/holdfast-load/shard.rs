@@ -63,6 +63,9 @@ pub struct Partial {
     pub resumed_us: Vec<u64>,
     /// Storm only: reconnect attempts that failed and were retried.
     pub retries: u64,
+    /// Connections the server closed outside a storm, each resumed.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -85,6 +88,7 @@ struct Shared {
     received: AtomicU64,
     errors: AtomicU64,
     retries: AtomicU64,
+    reconnects: AtomicU64,
     lat_us: std::sync::Mutex<Vec<u64>>,
     resumed_us: std::sync::Mutex<Vec<u64>>,
 }
@@ -168,6 +172,7 @@ impl Shard {
             received: s.received.swap(0, Ordering::Relaxed),
             errors: s.errors.swap(0, Ordering::Relaxed),
             retries: s.retries.swap(0, Ordering::Relaxed),
+            reconnects: s.reconnects.swap(0, Ordering::Relaxed),
             lat_us: std::mem::take(&mut *s.lat_us.lock().unwrap_or_else(|e| e.into_inner())),
             resumed_us: std::mem::take(
                 &mut *s.resumed_us.lock().unwrap_or_else(|e| e.into_inner()),
@@ -330,7 +335,6 @@ impl Visitor {
         let mut unacked = 0u32;
         // Storm: the one message queued while offline, until acked.
         let mut outbox: Option<(holdfast_protocol::ids::MsgId, String)> = None;
-        let mut storm_at: Option<Instant> = None;
         loop {
             let ping_at = last_out + s.heartbeat;
             let step = tokio::select! {
@@ -358,7 +362,6 @@ impl Visitor {
                             next_send = None;
                             ack_at = None;
                             unacked = 0;
-                            storm_at = Some(at);
                             let token = s.token.clone();
                             drop(s); // both halves: the socket goes with an RST
                             let body = format!("s={} storm", now_ns());
@@ -427,14 +430,7 @@ impl Visitor {
                     true
                 }
                 Step::Incoming(Some(Ok(_))) => true,
-                Step::Incoming(None | Some(Err(_))) => {
-                    if storm_at.is_none() {
-                        self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // Wait for the next phase change (Quit) without spinning.
-                    let _ = self.phase.changed().await;
-                    return;
-                }
+                Step::Incoming(None | Some(Err(_))) => false,
                 Step::Ping => s.tx.send(text(&VisitorIn::Ping)).await.is_ok(),
                 Step::Ack => {
                     ack_at = None;
@@ -459,9 +455,27 @@ impl Visitor {
                 }
             };
             if !sent_ok {
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                let _ = self.phase.changed().await;
-                return;
+                if matches!(*self.phase.borrow(), Phase::Quit) {
+                    return;
+                }
+                // The server closed the socket (a kick when this tab's queue
+                // overflowed, say): come back and resume as the widget does,
+                // resending the message queued during a storm if unacked.
+                self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                let token = s.token.clone();
+                drop(s);
+                s = self.reconnect(token, last_seq).await;
+                ack_at = None;
+                unacked = 0;
+                if let Some((id, body)) = &outbox {
+                    let m = VisitorIn::Send {
+                        id: *id,
+                        body: body.clone(),
+                    };
+                    let _ = s.tx.send(text(&m)).await;
+                }
+                last_out = Instant::now();
+                continue;
             }
             if was_out {
                 last_out = Instant::now();
