@@ -263,7 +263,9 @@ pub struct Snapshot {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LiveEvent {
-    /// 0: the full list of visitors on the agent's site now (after login).
+    /// 0: the full list of visitors on the agent's site now, replacing any
+    /// earlier list: after login, and again when this agent's presence
+    /// updates overflowed its queue and were dropped.
     Visitors(Vec<VisitorInfo>),
     /// 1: a visitor arrived, navigated or identified.
     Visitor(VisitorInfo),

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use holdfast_protocol::agent::{
     AckBatch, ClientMsg, CommandResult, Event, LiveEvent, LoginOk, Query, Resume, Seq, ServerMsg,
-    Snapshot, WireError,
+    Snapshot, VisitorInfo, WireError,
 };
 use holdfast_protocol::codec::{FrameCodec, FrameError};
 use holdfast_protocol::error::ErrorCode;
@@ -133,6 +133,52 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, _permit: Own
     tracing::info!(%peer, agent, "agent connection ended: {result}");
 }
 
+/// Send the whole visitor list without exceeding a frame. It goes as one
+/// `Visitors` when it fits; otherwise the first part is a `Visitors` (which
+/// replaces the client's list) and the rest follow as `Visitor` upserts.
+/// With 5,000 visitors on a site the single message was 1.2 MB, over the
+/// 1 MiB frame limit, and no agent could log in (BENCHMARKS.md, storm).
+async fn send_visitor_list(
+    session: &mut Session,
+    io: &mut Io,
+    ctx: &Ctx,
+    visitors: Vec<VisitorInfo>,
+) -> Result<(), End> {
+    // Half the smaller of our limit and the client's default leaves room
+    // for the envelope, sealing and a client built with the default.
+    let budget = ctx.cfg.max_frame.min(holdfast_protocol::DEFAULT_MAX_FRAME) / 2;
+    let mut first = Vec::new();
+    let mut size = 0;
+    let mut rest = visitors.into_iter();
+    let mut spill = None;
+    for v in rest.by_ref() {
+        let n = ServerMsg::Live(LiveEvent::Visitor(v.clone()))
+            .encode()
+            .len();
+        if size + n > budget && !first.is_empty() {
+            spill = Some(v);
+            break;
+        }
+        size += n;
+        first.push(v);
+    }
+    session
+        .feed(io, &ServerMsg::Live(LiveEvent::Visitors(first)))
+        .await?;
+    // Flush as we go, so the write buffer holds a few hundred upserts, not
+    // the whole list: 100 agents logging in at once to a site with 5,000
+    // visitors would otherwise buffer 120 MB.
+    for (i, v) in spill.into_iter().chain(rest).enumerate() {
+        session
+            .feed(io, &ServerMsg::Live(LiveEvent::Visitor(v)))
+            .await?;
+        if i % 256 == 255 {
+            flush(io).await?;
+        }
+    }
+    Ok(())
+}
+
 fn seal(sealer: &mut Sealer, msg: &ServerMsg) -> Result<Vec<u8>, End> {
     // The thread-local RNG must not live across an await, so draw here.
     Ok(sealer.seal_with(&mut rand::rng(), &msg.encode())?)
@@ -191,6 +237,8 @@ struct Conn {
     conn_id: u64,
     rx: mpsc::Receiver<AgentPush>,
     kick: tokio_util::sync::CancellationToken,
+    /// Presence changes were dropped for a full queue: resend the list.
+    live_stale: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The last event seq written to this connection.
     sent: Seq,
 }
@@ -343,6 +391,7 @@ async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn
         conn_id: reg.id,
         rx: reg.rx,
         kick: reg.kick,
+        live_stale: reg.live_stale,
         sent: 0,
     };
     if let Err(e) = conn
@@ -383,6 +432,11 @@ impl Conn {
                 .unwrap_or(u32::MAX),
             server_time_ms: crate::store::now_ms(),
         });
+        // The silence clock starts now: a login that waited its turn for the
+        // password check (one per core) could otherwise be cut as a dead
+        // peer right after LoginOk, before the client had any reason to
+        // speak (seen in the reconnect storm, BENCHMARKS.md).
+        self.session.liveness = Liveness::new(ctx.cfg.liveness, now());
         self.session.send(io, &login_ok).await?;
         match replay {
             Some(a) => {
@@ -422,9 +476,8 @@ impl Conn {
             }
         }
         let visitors = ctx.hub.visitors_of_site(site);
-        self.session
-            .send(io, &ServerMsg::Live(LiveEvent::Visitors(visitors)))
-            .await?;
+        send_visitor_list(&mut self.session, io, ctx, visitors).await?;
+        flush(io).await?;
         // This agent may take waiting conversations now.
         let _queued = ctx.writer.try_submit(Op::AssignQueued { site });
         Ok(())
@@ -530,6 +583,13 @@ impl Conn {
                     // Drain whatever else is ready, then flush once.
                     while let Ok(push) = self.rx.try_recv() {
                         self.handle_push(io, ctx, push).await?;
+                    }
+                    // Caught up after dropping presence changes: the whole
+                    // list now supersedes them (read after the swap, so it
+                    // is at least as new as anything dropped).
+                    if self.live_stale.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                        let visitors = ctx.hub.visitors_of_site(self.agent.site);
+                        send_visitor_list(&mut self.session, io, ctx, visitors).await?;
                     }
                     flush(io).await?;
                 }

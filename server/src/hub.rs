@@ -4,10 +4,14 @@
 //! The hub holds no durable data; the store does. It only routes committed
 //! events to live connections. A connection whose queue is full is cut (its
 //! kick token fires) instead of growing memory; it resumes later from its
-//! cursor. Unregistering removes that exact connection, never a newer one
+//! cursor. Presence is the exception: it is not durable and a newer list
+//! supersedes it, so an agent whose queue is full of presence changes (5,000
+//! visitors reconnecting at once) drops them, is marked stale, and gets the
+//! whole current list once it has caught up. Unregistering removes that exact connection, never a newer one
 //! for the same agent or visitor.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -43,6 +47,9 @@ pub struct Registration<T> {
     pub id: u64,
     pub rx: mpsc::Receiver<T>,
     pub kick: CancellationToken,
+    /// Set when live (presence) updates were dropped for a full queue; the
+    /// connection then sends the whole visitor list again.
+    pub live_stale: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -50,6 +57,7 @@ struct Conn<T> {
     id: u64,
     tx: mpsc::Sender<T>,
     kick: CancellationToken,
+    live_stale: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -110,6 +118,21 @@ pub struct Hub {
     me: Weak<Hub>,
 }
 
+/// Send a presence change to an agent; a full queue drops it and marks the
+/// connection stale instead of cutting it (see the module docs).
+fn push_live(conn: &Conn<AgentPush>, ev: Arc<LiveEvent>, metrics: &Metrics) -> bool {
+    match conn.tx.try_send(AgentPush::Live(ev)) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            if !conn.live_stale.swap(true, Ordering::AcqRel) {
+                metrics.live_resyncs.inc();
+            }
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
 /// Send to one connection; a full queue cuts it.
 fn push<T>(conn: &Conn<T>, item: T, metrics: &Metrics) -> bool {
     match conn.tx.try_send(item) {
@@ -149,8 +172,7 @@ impl Hub {
     fn broadcast_live(&self, st: &mut State, site: SiteId, ev: LiveEvent) {
         let ev = Arc::new(ev);
         for a in st.agents.values_mut().filter(|a| a.site == site) {
-            a.conns
-                .retain(|c| push(c, AgentPush::Live(ev.clone()), &self.metrics));
+            a.conns.retain(|c| push_live(c, ev.clone(), &self.metrics));
         }
     }
 
@@ -182,10 +204,12 @@ impl Hub {
             presence: Presence::Offline,
             conns: Vec::new(),
         });
+        let live_stale = Arc::new(AtomicBool::new(false));
         entry.conns.push(Conn {
             id,
             tx,
             kick: kick.clone(),
+            live_stale: live_stale.clone(),
         });
         let came_online = entry.presence == Presence::Offline;
         if came_online {
@@ -202,7 +226,12 @@ impl Hub {
             self.broadcast_agents_online(&mut st, site);
         }
         self.metrics.agent_connections.inc();
-        Registration { id, rx, kick }
+        Registration {
+            id,
+            rx,
+            kick,
+            live_stale,
+        }
     }
 
     /// Remove exactly this connection. Returns true when it was the agent's
@@ -292,16 +321,23 @@ impl Hub {
         let id = st.next_conn;
         let site = info.site;
         let entry = self.visitor_entry(&mut st, &mut info);
+        let live_stale = Arc::new(AtomicBool::new(false));
         entry.conns.push(Conn {
             id,
             tx,
             kick: kick.clone(),
+            live_stale: live_stale.clone(),
         });
         entry.gone_since = None;
         let snapshot = entry.info.clone();
         self.broadcast_live(&mut st, site, LiveEvent::Visitor(snapshot));
         self.metrics.visitor_ws_connections.inc();
-        Registration { id, rx, kick }
+        Registration {
+            id,
+            rx,
+            kick,
+            live_stale,
+        }
     }
 
     fn visitor_entry<'a>(&self, st: &'a mut State, info: &mut VisitorInfo) -> &'a mut VisitorLive {
@@ -519,5 +555,83 @@ impl Hub {
             }
             v.notify.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::writer::Effect;
+    use holdfast_protocol::agent::{Author, ChatMessage};
+
+    fn visitor(i: usize) -> VisitorInfo {
+        VisitorInfo {
+            id: format!("v{i}"),
+            site: 1,
+            name: None,
+            email: None,
+            attrs: Vec::new(),
+            verified: false,
+            online: true,
+            user_agent: None,
+            referrer: None,
+            visit_started_ms: 0,
+            first_seen_ms: 0,
+            trail: Vec::new(),
+            conversation: None,
+        }
+    }
+
+    fn event(i: u64) -> Effect {
+        Effect::AgentEvent {
+            agent: 1,
+            seq: i,
+            event: Arc::new(Event::Message(ChatMessage {
+                conversation: 1,
+                message: i,
+                client_id: holdfast_protocol::ids::MsgId([0; 16]),
+                author: Author::System,
+                body: String::new(),
+                at_ms: 0,
+            })),
+        }
+    }
+
+    fn hub(dir: &std::path::Path) -> (Arc<Hub>, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        let cfg = HubConfig {
+            agent_queue: 3,
+            ..HubConfig::default()
+        };
+        let h = Hub::new(
+            cfg,
+            metrics.clone(),
+            ReadPool::new(dir),
+            tokio::runtime::Handle::current(),
+        );
+        (h, metrics)
+    }
+
+    #[tokio::test]
+    async fn a_presence_flood_marks_the_agent_stale_instead_of_cutting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, metrics) = hub(dir.path());
+        let mut reg = h.register_agent(1, 1, "Alice");
+        // The agent does not read; 20 visitors arrive (20 presence changes
+        // into a queue of 3).
+        let _visitors: Vec<_> = (0..20).map(|i| h.register_visitor(visitor(i))).collect();
+        assert!(!reg.kick.is_cancelled(), "cut for presence alone");
+        assert!(reg.live_stale.load(Ordering::Acquire));
+        assert_eq!(metrics.live_resyncs.get(), 1);
+        assert_eq!(metrics.slow_consumer_cuts.get(), 0);
+        // What it missed is in the current list, which the gateway resends.
+        assert_eq!(h.visitors_of_site(1).len(), 20);
+        // Durable events still cut a full queue: they must be resumed from
+        // the log, never silently dropped.
+        while reg.rx.try_recv().is_ok() {}
+        h.publish((1..=4).map(event).collect());
+        assert!(reg.kick.is_cancelled());
+        assert_eq!(metrics.slow_consumer_cuts.get(), 1);
     }
 }

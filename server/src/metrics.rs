@@ -118,6 +118,7 @@ pub struct Metrics {
     pub resumes_snapshot: Counter,
     pub dead_peer_cuts: Counter,
     pub slow_consumer_cuts: Counter,
+    pub live_resyncs: Counter,
     pub login_failures: Counter,
     pub logins_throttled: Counter,
     pub rejected_frames: Counter,
@@ -139,6 +140,7 @@ impl Default for Metrics {
             resumes_snapshot: Counter::default(),
             dead_peer_cuts: Counter::default(),
             slow_consumer_cuts: Counter::default(),
+            live_resyncs: Counter::default(),
             login_failures: Counter::default(),
             logins_throttled: Counter::default(),
             rejected_frames: Counter::default(),
@@ -182,7 +184,7 @@ impl Metrics {
             "gauge",
             self.visitor_long_polls.get(),
         );
-        let counters: [(&str, &str, &Counter); 11] = [
+        let counters: [(&str, &str, &Counter); 12] = [
             (
                 "holdfast_messages_in_total",
                 "Chat messages committed.",
@@ -217,6 +219,11 @@ impl Metrics {
                 "holdfast_slow_consumer_cuts_total",
                 "Connections cut for a full outbound queue.",
                 &self.slow_consumer_cuts,
+            ),
+            (
+                "holdfast_live_resyncs_total",
+                "Agents whose presence updates overflowed and got the whole list again.",
+                &self.live_resyncs,
             ),
             (
                 "holdfast_login_failures_total",

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use holdfast_protocol::agent::{ConversationState, Event, Resume, ServerMsg};
+use holdfast_protocol::agent::{ConversationState, Event, LiveEvent, Resume, ServerMsg};
 use holdfast_protocol::visitor::{VisitorIn, VisitorOut};
 use holdfast_tests::flows::{T, agent};
 use holdfast_tests::proxy::Proxy;
@@ -333,5 +333,44 @@ async fn native_tls_serves_https() {
     // Plain HTTP on the TLS port is not served as plaintext.
     let r = http_request(srv.http(), "GET", "/healthz", None).await;
     assert!(!matches!(r, Ok((200, _))));
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_visitor_list_bigger_than_a_frame_arrives_in_parts() {
+    // With a 16 KiB frame limit, 120 visitors do not fit in one `Visitors`
+    // message (at full scale: 5,000 visitors against 1 MiB). Login used to
+    // fail there for every agent; now the list comes in parts.
+    let srv = TestServer::start_with(|c| c.max_frame = 16 * 1024).await;
+    let mut visitors = Vec::new();
+    for _ in 0..120 {
+        visitors.push(WsVisitor::connect(srv.http(), "acme").await.unwrap());
+    }
+    let mut a = RawAgent::handshake(srv.agent_addr()).await.unwrap();
+    a.send(&RawAgent::login_msg("alice", PASSWORD, new_id(), None))
+        .await
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut first_part = None;
+    let start = Instant::now();
+    while seen.len() < 120 {
+        assert!(start.elapsed() < T, "only {} visitors listed", seen.len());
+        match a.recv(T).await.unwrap() {
+            Some(ServerMsg::Live(LiveEvent::Visitors(list))) => {
+                assert!(first_part.is_none(), "a second full list");
+                first_part = Some(list.len());
+                seen.extend(list.into_iter().map(|v| v.id));
+            }
+            Some(ServerMsg::Live(LiveEvent::Visitor(v))) => {
+                assert!(first_part.is_some(), "an upsert before the list");
+                seen.insert(v.id);
+            }
+            Some(_) => {}
+            None => panic!("the server closed the login"),
+        }
+    }
+    let first = first_part.unwrap();
+    assert!(first > 0 && first < 120, "first part had {first}");
+    drop(visitors);
     srv.stop().await;
 }
