@@ -517,6 +517,7 @@ enum AStep {
     Msg(anyhow::Result<Option<ServerMsg>>),
     Send,
     Ack,
+    Heartbeat,
 }
 
 async fn agent_login(
@@ -560,14 +561,21 @@ async fn agent_task(
     let mut next_send: Option<Instant> = None;
     let mut ack_at: Option<Instant> = None;
     let mut storm_at: Option<Instant> = None;
+    // As the app does: a heartbeat after 3 s of sending nothing else.
+    let mut last_out = Instant::now();
     loop {
+        let heartbeat_at = last_out + Duration::from_secs(3);
         let step = tokio::select! {
             r = phase.changed() => AStep::Phase(r.is_ok()),
             m = a.recv(Duration::from_secs(3600)) => AStep::Msg(m),
             () = tokio::time::sleep_until(next_send.unwrap_or(far).into()), if next_send.is_some() && !convs.is_empty() => AStep::Send,
             () = tokio::time::sleep_until(ack_at.unwrap_or(far).into()), if ack_at.is_some() => AStep::Ack,
+            () = tokio::time::sleep_until(heartbeat_at.into()) => AStep::Heartbeat,
         };
         let now = Instant::now();
+        if matches!(step, AStep::Send | AStep::Ack | AStep::Heartbeat) {
+            last_out = now;
+        }
         match step {
             AStep::Phase(false) => return,
             AStep::Phase(true) => {
@@ -587,6 +595,7 @@ async fn agent_task(
                         ack_at = None;
                         drop(a); // SO_LINGER 0: the server sees an RST
                         a = agent_reconnect(&cfg, device, last_seq, &shared).await;
+                        last_out = Instant::now();
                         shared
                             .resumed_us
                             .lock()
@@ -648,7 +657,8 @@ async fn agent_task(
                     .acked
                     .fetch_add(b.results.len() as u64, Ordering::Relaxed);
             }
-            AStep::Msg(Ok(Some(ServerMsg::Heartbeat))) => {
+            AStep::Msg(Ok(Some(ServerMsg::Heartbeat))) => {}
+            AStep::Heartbeat => {
                 let _ = a.send(&ClientMsg::Heartbeat).await;
             }
             AStep::Msg(Ok(Some(ServerMsg::Snapshot(s)))) => {
@@ -665,6 +675,7 @@ async fn agent_task(
                 shared.reconnects.fetch_add(1, Ordering::Relaxed);
                 drop(a);
                 a = agent_reconnect(&cfg, device, last_seq, &shared).await;
+                last_out = Instant::now();
             }
             AStep::Ack => {
                 ack_at = None;
@@ -881,6 +892,24 @@ async fn idle(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// Named counters from the server's `/metrics` (0 when absent).
+async fn counters(http: SocketAddr, names: &[&str]) -> Vec<f64> {
+    let text = match http_request(http, "GET", "/metrics", None).await {
+        Ok((_, body)) => String::from_utf8_lossy(&body).to_string(),
+        Err(_) => String::new(),
+    };
+    names
+        .iter()
+        .map(|name| {
+            text.lines()
+                .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        })
+        .collect()
+}
+
 async fn metrics(http: SocketAddr) -> (f64, f64, f64) {
     let Ok((_, body)) = http_request(http, "GET", "/metrics", None).await else {
         return (0.0, 0.0, 0.0);
@@ -1059,6 +1088,15 @@ async fn storm(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         }
     }
     let peak = sampler.peak_kb();
+    let server_counts = counters(
+        t.ws.addr,
+        &[
+            "holdfast_slow_consumer_cuts_total",
+            "holdfast_dead_peer_cuts_total",
+            "holdfast_live_resyncs_total",
+        ],
+    )
+    .await;
     let mut vr = acc.resumed_us.clone();
     vr.sort_unstable();
     let mut ar = agents.resumed_us.lock().unwrap().clone();
@@ -1093,13 +1131,18 @@ async fn storm(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         acc.reconnects
     );
     println!("  server RSS before {before_kb} KB, peak during the storm {peak} KB");
+    println!(
+        "  server counters: slow-consumer cuts {}  dead-peer cuts {}  presence resyncs {}",
+        server_counts[0], server_counts[1], server_counts[2]
+    );
     Ok(serde_json::json!({
         "mode": "storm", "visitors": args.visitors, "agents": args.agents, "connect_s": connect_s,
         "all_resumed_s": resumed_all_s, "backlog_delivered_s": delivered_all_s,
         "delivered": got, "acked": acc.acked, "duplicates": dups, "retries": retries, "errors": acc.errors,
         "reconnects": { "agents": agents.reconnects.load(Ordering::Relaxed), "visitors": acc.reconnects },
         "visitor_resume_us": lat_json(&vr), "agent_resume_us": lat_json(&ar),
-        "server": { "rss_before_kb": before_kb, "peak_rss_kb": peak },
+        "server": { "rss_before_kb": before_kb, "peak_rss_kb": peak,
+            "slow_consumer_cuts": server_counts[0], "dead_peer_cuts": server_counts[1], "live_resyncs": server_counts[2] },
     }))
 }
 
