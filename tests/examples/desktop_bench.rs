@@ -19,10 +19,11 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use holdfast_agent::{ConnState, Update, start};
+use holdfast_tests::Reaper;
 use holdfast_tests::server::{PASSWORD, TestServer};
 use holdfast_tests::visitor::WsVisitor;
 
@@ -33,15 +34,6 @@ mod demo;
 const CONVERSATIONS: usize = 200;
 const PER_CONVERSATION: usize = 50;
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
-
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn app_binary() -> PathBuf {
     if let Ok(p) = std::env::var("HOLDFAST_AGENT_BIN") {

@@ -29,6 +29,18 @@ pub mod raw_agent;
 pub mod server;
 pub mod visitor;
 
+/// A child process killed (and reaped) on drop, so a failing assertion or
+/// an early return leaves no X server, app or broker behind.
+#[derive(Debug)]
+pub struct Reaper(pub std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Start tracing once per test binary; `HOLDFAST_LOG=debug` to see it.
 pub fn init_logs() {
     let _ignored = tracing_subscriber::fmt()

@@ -11,21 +11,11 @@
 mod demo;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use holdfast_tests::Reaper;
 use holdfast_tests::server::{PASSWORD, TestServer, workspace_binary};
-
-/// Kills its child on drop, so a failing assertion leaves no X server or
-/// app behind.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The `holdfast-agent` binary of this build, rebuilt if stale: another
 /// package's binary is not built by `cargo test -p holdfast-tests`.

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use holdfast_protocol::agent::{Action, Author, ClientMsg, ConversationId, Event, ServerMsg};
+use holdfast_tests::Reaper;
 use holdfast_tests::raw_agent::RawAgent;
 use holdfast_tests::server::ServerProcess;
 use holdfast_tests::visitor::{http_request, new_id};
@@ -120,6 +121,11 @@ struct Args {
     open_chat: bool,
 }
 
+/// The send time stamped into a message body as `<prefix><ns> ...`.
+pub fn stamp(body: &str, prefix: &str) -> Option<u64> {
+    body.strip_prefix(prefix)?.split(' ').next()?.parse().ok()
+}
+
 pub fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -153,6 +159,43 @@ fn lat_line(name: &str, sorted: &[u64]) {
         ms(0.99),
         ms(0.999)
     );
+}
+
+/// One direction of a chat run: what was sent, acked, and delivered with
+/// which latencies (sorted, µs).
+#[derive(Debug)]
+pub struct Flow<'a> {
+    pub sent: u64,
+    pub acked: u64,
+    pub lat: &'a [u64],
+}
+
+/// Print both directions (counts, then latencies) and return their JSON.
+pub fn report_flows(
+    v2a: &Flow<'_>,
+    a2v: &Flow<'_>,
+    elapsed: f64,
+) -> (serde_json::Value, serde_json::Value) {
+    let flows = [("visitor->agent", v2a), ("agent->visitor", a2v)];
+    for (name, f) in flows {
+        println!(
+            "  {name}  sent {}  acked {}  delivered {}  = {:.0} msg/s",
+            f.sent,
+            f.acked,
+            f.lat.len(),
+            f.lat.len() as f64 / elapsed
+        );
+    }
+    for (name, f) in flows {
+        lat_line(name, f.lat);
+    }
+    let json = |f: &Flow<'_>| {
+        serde_json::json!({
+            "sent": f.sent, "acked": f.acked, "delivered": f.lat.len(),
+            "per_s": f.lat.len() as f64 / elapsed, "latency_us": lat_json(f.lat),
+        })
+    };
+    (json(v2a), json(a2v))
 }
 
 /// (RSS in KB, utime + stime in clock ticks) of a process.
@@ -222,15 +265,6 @@ fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
         .success();
     anyhow::ensure!(ok, "taskset -a -p -c {cpus} {pid} failed");
     Ok(())
-}
-
-/// A spawned process that is killed when the run ends, however it ends.
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
@@ -622,12 +656,7 @@ async fn agent_task(
                 }
                 if msg.body == "open" {
                     shared.opened.fetch_add(1, Ordering::Relaxed);
-                } else if let Some(t) = msg
-                    .body
-                    .strip_prefix("t=")
-                    .and_then(|b| b.split(' ').next())
-                    .and_then(|t| t.parse::<u64>().ok())
-                {
+                } else if let Some(t) = stamp(&msg.body, "t=") {
                     let us = now_ns().saturating_sub(t) / 1000;
                     shared
                         .lat_us
@@ -705,17 +734,7 @@ async fn agent_reconnect(
     last_seq: u64,
     shared: &AgentShared,
 ) -> RawAgent {
-    let mut cap = Duration::from_millis(250);
-    loop {
-        tokio::time::sleep(cap.mul_f64(rand::random::<f64>())).await;
-        match agent_login(cfg, device, Some(last_seq)).await {
-            Ok(a) => return a,
-            Err(_) => {
-                shared.retries.fetch_add(1, Ordering::Relaxed);
-                cap = (cap * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
+    shard::with_backoff(&shared.retries, || agent_login(cfg, device, Some(last_seq))).await
 }
 
 /// Log in `args.agents` agents; they run until the phase says Quit.
@@ -801,7 +820,7 @@ async fn spawn_node(args: &Args, dir: &std::path::Path) -> anyhow::Result<Target
         .stdout(std::process::Stdio::null())
         .spawn()?;
     let pid = child.id();
-    let guard = KillOnDrop(child);
+    let guard = Reaper(child);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr).await?;
     if let Some(cpus) = &args.pin_server {
@@ -910,23 +929,18 @@ async fn counters(http: SocketAddr, names: &[&str]) -> Vec<f64> {
         .collect()
 }
 
+/// (commit batches, ops in them, seconds spent committing) so far.
 async fn metrics(http: SocketAddr) -> (f64, f64, f64) {
-    let Ok((_, body)) = http_request(http, "GET", "/metrics", None).await else {
-        return (0.0, 0.0, 0.0);
-    };
-    let text = String::from_utf8_lossy(&body).to_string();
-    let m = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    (
-        m("holdfast_commit_batch_ops_count"),
-        m("holdfast_commit_batch_ops_sum"),
-        m("holdfast_commit_seconds_sum"),
+    let c = counters(
+        http,
+        &[
+            "holdfast_commit_batch_ops_count",
+            "holdfast_commit_batch_ops_sum",
+            "holdfast_commit_seconds_sum",
+        ],
     )
+    .await;
+    (c[0], c[1], c[2])
 }
 
 async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
@@ -989,20 +1003,19 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         "holdfast-load chat: {} visitors, {} agents, {:.0} + {:.0} msg/s offered for {elapsed:.1} s (connect {connect_s:.1} s)",
         args.visitors, args.agents, args.rate, args.agent_rate
     );
-    println!(
-        "  visitor->agent  sent {}  acked {}  delivered {}  = {:.0} msg/s",
-        v.sent,
-        v.acked,
-        v2a.len(),
-        v2a.len() as f64 / elapsed
+    let (v2a_json, a2v_json) = report_flows(
+        &Flow {
+            sent: v.sent,
+            acked: v.acked,
+            lat: &v2a,
+        },
+        &Flow {
+            sent: a_sent,
+            acked: a_acked,
+            lat: &a2v,
+        },
+        elapsed,
     );
-    println!(
-        "  agent->visitor  sent {a_sent}  acked {a_acked}  delivered {}  = {:.0} msg/s",
-        a2v.len(),
-        a2v.len() as f64 / elapsed
-    );
-    lat_line("visitor->agent", &v2a);
-    lat_line("agent->visitor", &a2v);
     println!(
         "  commits {batches:.0}  mean batch {mean_batch:.1} ops  mean commit {mean_commit_ms:.3} ms  errors {errors}  duplicates {}  reconnects {}",
         agents.duplicates.load(Ordering::Relaxed),
@@ -1013,8 +1026,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         "mode": "chat", "target": t.name, "visitors": args.visitors, "agents": args.agents,
         "rate": args.rate, "agent_rate": args.agent_rate, "size": args.size,
         "duration_s": elapsed, "connect_s": connect_s,
-        "v2a": { "sent": v.sent, "acked": v.acked, "delivered": v2a.len(), "per_s": v2a.len() as f64 / elapsed, "latency_us": lat_json(&v2a) },
-        "a2v": { "sent": a_sent, "acked": a_acked, "delivered": a2v.len(), "per_s": a2v.len() as f64 / elapsed, "latency_us": lat_json(&a2v) },
+        "v2a": v2a_json, "a2v": a2v_json,
         "commit": { "batches": batches, "ops": ops, "mean_batch": mean_batch, "mean_commit_ms": mean_commit_ms },
         "errors": errors, "duplicates": agents.duplicates.load(Ordering::Relaxed),
         "reconnects": { "agents": agents.reconnects.load(Ordering::Relaxed), "visitors": v.reconnects },

@@ -16,7 +16,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::shard::Phase;
-use crate::{Args, KillOnDrop, Sampler, lat_json, lat_line, now_ns, pin, wait_listening};
+use crate::{Args, Flow, Sampler, now_ns, pin, report_flows, wait_listening};
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -30,13 +30,7 @@ struct Counters {
 }
 
 fn stamp(payload: &[u8], prefix: &str) -> Option<u64> {
-    std::str::from_utf8(payload)
-        .ok()?
-        .strip_prefix(prefix)?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()
+    crate::stamp(std::str::from_utf8(payload).ok()?, prefix)
 }
 
 /// One MQTT client: connect (persistent session), subscribe if asked, then
@@ -185,7 +179,7 @@ pub async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start mosquitto (apt install mosquitto): {e}"))?;
         let pid = child.id();
-        _guards.push(Box::new(KillOnDrop(child)));
+        _guards.push(Box::new(holdfast_tests::Reaper(child)));
         _guards.push(Box::new(dir));
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         wait_listening(addr).await?;
@@ -290,22 +284,19 @@ pub async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         "holdfast-load mqtt: {name}: {} publishers, {} subscribers (QoS 1), {:.0} + {:.0} msg/s offered for {elapsed:.1} s (connect {connect_s:.1} s)",
         args.visitors, agents, args.rate, args.agent_rate
     );
-    println!(
-        "  visitor->agent  sent {}  acked {}  delivered {}  = {:.0} msg/s",
-        g(&c.v_sent),
-        g(&c.v_acked),
-        v2a.len(),
-        v2a.len() as f64 / elapsed
+    let (v2a_json, a2v_json) = report_flows(
+        &Flow {
+            sent: g(&c.v_sent),
+            acked: g(&c.v_acked),
+            lat: &v2a,
+        },
+        &Flow {
+            sent: g(&c.a_sent),
+            acked: g(&c.a_acked),
+            lat: &a2v,
+        },
+        elapsed,
     );
-    println!(
-        "  agent->visitor  sent {}  acked {}  delivered {}  = {:.0} msg/s",
-        g(&c.a_sent),
-        g(&c.a_acked),
-        a2v.len(),
-        a2v.len() as f64 / elapsed
-    );
-    lat_line("visitor->agent", &v2a);
-    lat_line("agent->visitor", &a2v);
     println!(
         "  errors {}  broker peak RSS {peak} KB  CPU {cpu:.0}%",
         g(&c.errors)
@@ -314,8 +305,7 @@ pub async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         "mode": "chat", "target": name, "protocol": "mqtt qos1", "visitors": args.visitors, "agents": agents,
         "rate": args.rate, "agent_rate": args.agent_rate, "size": args.size,
         "duration_s": elapsed, "connect_s": connect_s,
-        "v2a": { "sent": g(&c.v_sent), "acked": g(&c.v_acked), "delivered": v2a.len(), "per_s": v2a.len() as f64 / elapsed, "latency_us": lat_json(&v2a) },
-        "a2v": { "sent": g(&c.a_sent), "acked": g(&c.a_acked), "delivered": a2v.len(), "per_s": a2v.len() as f64 / elapsed, "latency_us": lat_json(&a2v) },
+        "v2a": v2a_json, "a2v": a2v_json,
         "errors": g(&c.errors),
         "server": { "peak_rss_kb": peak, "cpu_percent": cpu },
     }))

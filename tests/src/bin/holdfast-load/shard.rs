@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use holdfast_protocol::backoff::{Backoff, BackoffConfig};
+use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::visitor::{Sender, VisitorEvent, VisitorIn, VisitorOut};
 use holdfast_tests::visitor::{hello, new_id};
 use serde::{Deserialize, Serialize};
@@ -22,7 +24,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::now_ns;
+use crate::{now_ns, stamp};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -211,6 +213,39 @@ enum Step {
     Send,
 }
 
+/// Retry `attempt` as the real clients do, with the protocol's own
+/// full-jitter backoff (250 ms doubling to 10 s, a delay before every try),
+/// counting the tries that failed.
+pub async fn with_backoff<T, F, Fut>(retries: &AtomicU64, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut backoff = Backoff::new(BackoffConfig::default(), rand::random());
+    loop {
+        tokio::time::sleep(backoff.next_delay()).await;
+        match attempt().await {
+            Ok(v) => return v,
+            Err(_) => {
+                retries.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Resend the message queued while offline, if any (idempotent by its id).
+/// True when one was sent.
+async fn resend(s: &mut Session, outbox: Option<&(MsgId, String)>) -> bool {
+    let Some((id, body)) = outbox else {
+        return false;
+    };
+    let m = VisitorIn::Send {
+        id: *id,
+        body: body.clone(),
+    };
+    s.tx.send(text(&m)).await.is_ok()
+}
+
 fn text(m: &VisitorIn) -> Message {
     Message::Text(serde_json::to_string(m).unwrap_or_default().into())
 }
@@ -270,20 +305,13 @@ impl Visitor {
         }
     }
 
-    /// Reconnect after a drop as the widget does: full-jitter backoff from
-    /// 250 ms doubling to 10 s, resuming from the last applied event.
+    /// Reconnect after a drop as the widget does, resuming from the last
+    /// applied event.
     async fn reconnect(&self, token: Option<String>, after: u64) -> Session {
-        let mut cap = Duration::from_millis(250);
-        loop {
-            tokio::time::sleep(cap.mul_f64(rand::random::<f64>())).await;
-            match self.connect(token.clone(), Some(after)).await {
-                Ok(s) => return s,
-                Err(_) => {
-                    self.shared.retries.fetch_add(1, Ordering::Relaxed);
-                    cap = (cap * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+        with_backoff(&self.shared.retries, || {
+            self.connect(token.clone(), Some(after))
+        })
+        .await
     }
 
     async fn run(mut self, ready: oneshot::Sender<Result<(), String>>) {
@@ -334,7 +362,7 @@ impl Visitor {
         let mut ack_at: Option<Instant> = None;
         let mut unacked = 0u32;
         // Storm: the one message queued while offline, until acked.
-        let mut outbox: Option<(holdfast_protocol::ids::MsgId, String)> = None;
+        let mut outbox: Option<(MsgId, String)> = None;
         loop {
             let ping_at = last_out + s.heartbeat;
             let step = tokio::select! {
@@ -372,14 +400,8 @@ impl Visitor {
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .push(at.elapsed().as_micros() as u64);
-                            if let Some((id, body)) = &outbox {
-                                let m = VisitorIn::Send {
-                                    id: *id,
-                                    body: body.clone(),
-                                };
-                                if s.tx.send(text(&m)).await.is_ok() {
-                                    self.shared.sent.fetch_add(1, Ordering::Relaxed);
-                                }
+                            if resend(&mut s, outbox.as_ref()).await {
+                                self.shared.sent.fetch_add(1, Ordering::Relaxed);
                             }
                             last_out = Instant::now();
                         }
@@ -399,11 +421,7 @@ impl Visitor {
                                 last_seq = seq;
                                 if let VisitorEvent::Message(m) = event
                                     && m.from == Sender::Agent
-                                    && let Some(t) = m
-                                        .body
-                                        .strip_prefix("a=")
-                                        .and_then(|b| b.split(' ').next())
-                                        .and_then(|t| t.parse::<u64>().ok())
+                                    && let Some(t) = stamp(&m.body, "a=")
                                 {
                                     let us = now_ns().saturating_sub(t) / 1000;
                                     self.shared
@@ -467,13 +485,7 @@ impl Visitor {
                 s = self.reconnect(token, last_seq).await;
                 ack_at = None;
                 unacked = 0;
-                if let Some((id, body)) = &outbox {
-                    let m = VisitorIn::Send {
-                        id: *id,
-                        body: body.clone(),
-                    };
-                    let _ = s.tx.send(text(&m)).await;
-                }
+                resend(&mut s, outbox.as_ref()).await;
                 last_out = Instant::now();
                 continue;
             }
