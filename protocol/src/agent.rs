@@ -382,6 +382,14 @@ impl ClientMsg {
     }
 }
 
+impl VisitorInfo {
+    /// Its size on the wire, without the few bytes of the enclosing
+    /// message: lets the server split a long visitor list across frames.
+    pub fn encoded_len(&self) -> usize {
+        encode(self).len()
+    }
+}
+
 impl ServerMsg {
     pub fn encode(&self) -> Vec<u8> {
         encode(self)

@@ -145,16 +145,14 @@ async fn send_visitor_list(
     visitors: Vec<VisitorInfo>,
 ) -> Result<(), End> {
     // Half the smaller of our limit and the client's default leaves room
-    // for the envelope, sealing and a client built with the default.
+    // for the envelopes, sealing and a client built with the default.
     let budget = ctx.cfg.max_frame.min(holdfast_protocol::DEFAULT_MAX_FRAME) / 2;
     let mut first = Vec::new();
     let mut size = 0;
     let mut rest = visitors.into_iter();
     let mut spill = None;
     for v in rest.by_ref() {
-        let n = ServerMsg::Live(LiveEvent::Visitor(v.clone()))
-            .encode()
-            .len();
+        let n = v.encoded_len();
         if size + n > budget && !first.is_empty() {
             spill = Some(v);
             break;
