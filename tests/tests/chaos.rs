@@ -125,21 +125,28 @@ impl AgentProcess {
     }
 }
 
-/// Dead-link detection with the real client core at the shipped defaults
-/// (3 s heartbeat, dead after 10 s): blackhole to "declared dead" and to the
-/// reconnect attempt, three times.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_link_detected_within_ten_seconds_at_defaults() {
+/// The real server at its shipped defaults, and alice's real client core
+/// as a process reaching it through a fault proxy.
+async fn alice_behind_a_proxy() -> (tempfile::TempDir, ServerProcess, Proxy, AgentProcess) {
     holdfast_tests::init_logs();
     let dir = tempfile::tempdir().unwrap();
     seed(&dir.path().join("srv"));
     let srv = ServerProcess::start(&dir.path().join("srv"), &[]);
     let proxy = Proxy::start(srv.agent).await;
-    let mut a = AgentProcess::start(
+    let a = AgentProcess::start(
         &proxy.addr.to_string(),
         "alice",
         &dir.path().join("alice.sqlite3"),
     );
+    (dir, srv, proxy, a)
+}
+
+/// Dead-link detection with the real client core at the shipped defaults
+/// (3 s heartbeat, dead after 10 s): blackhole to "declared dead" and to the
+/// reconnect attempt, three times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_link_detected_within_ten_seconds_at_defaults() {
+    let (_dir, _srv, proxy, mut a) = alice_behind_a_proxy().await;
     let mut dead = Vec::new();
     let mut attempt = Vec::new();
     for round in 0..3 {
@@ -186,16 +193,7 @@ async fn dead_link_detected_within_ten_seconds_at_defaults() {
 /// mistaken for a dead one, by either side, at the default timings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_false_disconnects_under_high_latency_at_defaults() {
-    holdfast_tests::init_logs();
-    let dir = tempfile::tempdir().unwrap();
-    seed(&dir.path().join("srv"));
-    let srv = ServerProcess::start(&dir.path().join("srv"), &[]);
-    let proxy = Proxy::start(srv.agent).await;
-    let mut a = AgentProcess::start(
-        &proxy.addr.to_string(),
-        "alice",
-        &dir.path().join("alice.sqlite3"),
-    );
+    let (_dir, srv, proxy, mut a) = alice_behind_a_proxy().await;
     a.wait(Duration::from_secs(30), |l| l == "state live").await;
     proxy.latency(Duration::from_millis(500), Duration::from_millis(300));
     let accepted = proxy.connections_accepted();

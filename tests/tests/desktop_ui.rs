@@ -189,16 +189,21 @@ impl Driver {
         self.until_with(what, |_| {}, pred).await;
     }
 
-    /// Log in through the login screen, trusting the server key.
-    async fn sign_in(&mut self, user: &str) {
-        let user = user.to_owned();
+    /// Type a username and password into the login form and press Sign in.
+    fn submit_login(&mut self, user: &str, password: &str) {
+        let (user, password) = (user.to_owned(), password.to_owned());
         self.interact(|ui| {
             ui.click(Id::new("login-user")).unwrap();
             ui.typewrite(&user);
             ui.click(Id::new("login-password")).unwrap();
-            ui.typewrite(PASSWORD);
+            ui.typewrite(&password);
             ui.click("Sign in").unwrap();
         });
+    }
+
+    /// Log in through the login screen, trusting the server key.
+    async fn sign_in(&mut self, user: &str) {
+        self.submit_login(user, PASSWORD);
         assert!(self.app.login.busy, "sign-in did not start");
         self.until("the fingerprint prompt", |d| d.shows("First connection"))
             .await;
@@ -455,13 +460,7 @@ async fn login_errors_are_clear() {
     // Nothing listens there.
     let closed = holdfast_tests::server::free_port();
     let mut d = Driver::new(options(dir.path(), format!("127.0.0.1:{closed}")));
-    d.interact(|ui| {
-        ui.click(Id::new("login-user")).unwrap();
-        ui.typewrite("alice");
-        ui.click(Id::new("login-password")).unwrap();
-        ui.typewrite("whatever");
-        ui.click("Sign in").unwrap();
-    });
+    d.submit_login("alice", "whatever");
     d.until("unreachable", |d| d.shows("Cannot reach 127.0.0.1:"))
         .await;
     d.click_text("Cancel");
@@ -470,13 +469,7 @@ async fn login_errors_are_clear() {
     // Wrong password against the real server (after trusting its key).
     let dir2 = tempfile::tempdir().unwrap();
     let mut d = Driver::new(options(dir2.path(), srv.agent_addr().to_string()));
-    d.interact(|ui| {
-        ui.click(Id::new("login-user")).unwrap();
-        ui.typewrite("alice");
-        ui.click(Id::new("login-password")).unwrap();
-        ui.typewrite("not-the-password");
-        ui.click("Sign in").unwrap();
-    });
+    d.submit_login("alice", "not-the-password");
     d.until("the fingerprint prompt", |d| d.shows("First connection"))
         .await;
     d.click_text("Trust this server");
@@ -497,13 +490,7 @@ async fn login_errors_are_clear() {
             .unwrap();
     }
     let mut d = Driver::new(options(dir3.path(), srv.agent_addr().to_string()));
-    d.interact(|ui| {
-        ui.click(Id::new("login-user")).unwrap();
-        ui.typewrite("alice");
-        ui.click(Id::new("login-password")).unwrap();
-        ui.typewrite(PASSWORD);
-        ui.click("Sign in").unwrap();
-    });
+    d.submit_login("alice", PASSWORD);
     d.until("the mismatch stop", |d| {
         d.has_id("fingerprint-mismatch") && matches!(d.app.status.state, ConnState::Stopped { .. })
     })
@@ -529,13 +516,7 @@ async fn login_errors_are_clear() {
         ..options(dir4.path(), String::new())
     });
     assert_eq!(d.app.login.server, srv.agent_addr().to_string());
-    d.interact(|ui| {
-        ui.click(Id::new("login-user")).unwrap();
-        ui.typewrite("alice");
-        ui.click(Id::new("login-password")).unwrap();
-        ui.typewrite(PASSWORD);
-        ui.click("Sign in").unwrap();
-    });
+    d.submit_login("alice", PASSWORD);
     d.until("the mismatch stop from the preconfigured pin", |d| {
         d.has_id("fingerprint-mismatch") && matches!(d.app.status.state, ConnState::Stopped { .. })
     })
