@@ -1047,34 +1047,10 @@ async fn send_from_agent(book: &SharedBook, a: &mut AgentProc) -> bool {
 
 // ---------------------------------------------------------------- the run
 
-/// The `holdfast-chaos-agent` binary next to the running executable (a test
-/// in `target/<profile>/deps/` or a binary in `target/<profile>/`), built
+/// The `holdfast-chaos-agent` binary next to the running executable, built
 /// first so `cargo run --bin holdfast-chaos` needs nothing else.
 pub fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let mut profile_dir = exe.parent().expect("exe dir").to_path_buf();
-    if profile_dir.file_name().is_some_and(|n| n == "deps") {
-        profile_dir.pop();
-    }
-    let mut args = vec![
-        "build",
-        "-q",
-        "-p",
-        "holdfast-tests",
-        "--bin",
-        "holdfast-chaos-agent",
-    ];
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        args.push("--release");
-    }
-    let target = profile_dir.parent().expect("target dir");
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(args)
-        .env("CARGO_TARGET_DIR", target)
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building holdfast-chaos-agent failed");
-    profile_dir.join("holdfast-chaos-agent")
+    crate::server::workspace_binary("holdfast-tests", "holdfast-chaos-agent")
 }
 
 fn write_config(dir: &Path) -> PathBuf {

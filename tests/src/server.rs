@@ -119,23 +119,37 @@ pub fn server_binary() -> PathBuf {
         .clone()
 }
 
-/// Binary `bin` of workspace package `package`, built into this build's
-/// target dir and profile. `cargo test -p holdfast-tests` does not rebuild
-/// another package's binary, so make sure it is current (a no-op when it is).
+/// Binary `bin` of workspace package `package`, in this build's target dir
+/// and profile, built first if stale: `cargo test -p holdfast-tests` does not
+/// build another package's binaries.
+///
+/// Inside a test, the build selects what the suite selects (`cargo test
+/// --no-run --workspace --all-targets`, which is what `scripts/test-all` has
+/// just built), so it is a sub-second no-op there. Cargo resolves dependency
+/// features over the packages it is asked for: `-p holdfast-agent` alone
+/// turns off a few features of futures-util, iced_graphics and others, which
+/// re-compiles a second copy of most of the tree in the middle of the run.
+/// On a cold CI machine that cost minutes of both cores and gigabytes of
+/// disk. A harness binary started by hand (`cargo run --bin holdfast-load`)
+/// builds just the one package, as a user would expect.
 pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // A test is target/<profile>/deps/<test>, an example
     // target/<profile>/examples/<name>, and a harness binary such as
-    // holdfast-chaos target/<profile>/<bin>. Either way the binary is
+    // holdfast-load target/<profile>/<bin>. Either way the binary is
     // target/<profile>/<bin>.
     let mut profile_dir = exe.parent().unwrap();
-    if profile_dir
+    let in_test = profile_dir
         .file_name()
-        .is_some_and(|n| n == "deps" || n == "examples")
-    {
+        .is_some_and(|n| n == "deps" || n == "examples");
+    if in_test {
         profile_dir = profile_dir.parent().unwrap();
     }
-    let mut args = vec!["build", "-q", "-p", package, "--bin", bin];
+    let mut args = if in_test {
+        vec!["test", "--no-run", "-q", "--workspace", "--all-targets"]
+    } else {
+        vec!["build", "-q", "-p", package, "--bin", bin]
+    };
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         args.push("--release");
     }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use holdfast_tests::server::{free_port, server_binary};
+use holdfast_tests::server::{free_port, server_binary, workspace_binary};
 
 // ------------------------------------------------------------------ helpers
 
@@ -637,24 +637,7 @@ fn wait_healthy(port: u16, within: Duration) -> bool {
 
 /// The desktop app for this platform, built like the server binary is.
 fn desktop_binary() -> PathBuf {
-    let profile_dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .to_path_buf();
-    run(Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "holdfast-agent",
-            "--bin",
-            "holdfast-agent",
-        ])
-        .current_dir(repo())
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap()));
-    profile_dir.join("holdfast-agent")
+    workspace_binary("holdfast-agent", "holdfast-agent")
 }
 
 #[test]

@@ -10,6 +10,12 @@ fn load(args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_holdfast-load"))
+        // The server this test run built: the generator is a binary outside
+        // deps/, so it would otherwise build one with a narrower selection.
+        .env(
+            "HOLDFAST_SERVER_BIN",
+            holdfast_tests::server::server_binary(),
+        )
         .args(args)
         .arg("--json")
         .arg(&json)
