@@ -24,6 +24,8 @@ use holdfast_protocol::liveness::{Liveness, LivenessAction};
 use holdfast_protocol::seal::{Opener, Sealer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::pushq::Recv;
 use tokio::time::{sleep, sleep_until, timeout};
 use tokio_util::codec::Framed;
 
@@ -233,10 +235,9 @@ struct Conn {
     agent: AgentRow,
     device: holdfast_protocol::ids::MsgId,
     conn_id: u64,
-    rx: mpsc::Receiver<AgentPush>,
-    kick: tokio_util::sync::CancellationToken,
-    /// Presence changes were dropped for a full queue: resend the list.
-    live_stale: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Pushes from the hub, its kick, and its stale mark (presence changes
+    /// were dropped for a full queue: resend the list).
+    rx: crate::pushq::Receiver<AgentPush>,
     /// The last event seq written to this connection.
     sent: Seq,
 }
@@ -388,8 +389,6 @@ async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn
         device,
         conn_id: reg.id,
         rx: reg.rx,
-        kick: reg.kick,
-        live_stale: reg.live_stale,
         sent: 0,
     };
     if let Err(e) = conn
@@ -537,10 +536,6 @@ impl Conn {
                     let _ignored = self.session.send(io, &ServerMsg::GoingAway { reason: "server going away".into() }).await;
                     return Err(End::Shutdown);
                 }
-                () = self.kick.cancelled() => {
-                    self.session.error(io, ErrorCode::GoingAway, "outbound queue full; resume from your cursor", None).await;
-                    return Err(End::Kicked);
-                }
                 res = async {
                     match pending.front_mut() {
                         Some(rx) => rx.await,
@@ -576,16 +571,23 @@ impl Conn {
                     self.session.send(io, &ServerMsg::Ack(AckBatch { up_to: acked_up_to, results })).await?;
                 }
                 push = self.rx.recv() => {
-                    let Some(push) = push else { return Err(End::Kicked) };
+                    let push = match push {
+                        Recv::Item(push) => push,
+                        Recv::Kicked => {
+                            self.session.error(io, ErrorCode::GoingAway, "outbound queue full; resume from your cursor", None).await;
+                            return Err(End::Kicked);
+                        }
+                        Recv::Closed => return Err(End::Kicked),
+                    };
                     self.handle_push(io, ctx, push).await?;
                     // Drain whatever else is ready, then flush once.
-                    while let Ok(push) = self.rx.try_recv() {
+                    while let Some(push) = self.rx.try_recv() {
                         self.handle_push(io, ctx, push).await?;
                     }
                     // Caught up after dropping presence changes: the whole
                     // list now supersedes them (read after the swap, so it
                     // is at least as new as anything dropped).
-                    if self.live_stale.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                    if self.rx.take_stale() {
                         let visitors = ctx.hub.visitors_of_site(self.agent.site);
                         send_visitor_list(&mut self.session, io, ctx, visitors).await?;
                     }

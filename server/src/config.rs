@@ -37,8 +37,10 @@ pub struct VisitorConfig {
     pub liveness: LivenessConfig,
     pub limits: Limits,
     /// Per-WebSocket buffers. tungstenite's 128 KiB defaults would cost
-    /// gigabytes at 10k idle visitors; a chat message is a few hundred
-    /// bytes, and a bigger frame still arrives (the buffer grows for it).
+    /// gigabytes at 10k idle visitors. Every idle tab keeps its read buffer,
+    /// so it is small: pings and most chat messages fit, a longer message
+    /// takes another read, and a frame bigger than the buffer still arrives
+    /// (the buffer grows for it).
     pub ws_read_buffer: usize,
     pub ws_write_buffer: usize,
     pub hello_timeout: Duration,
@@ -61,7 +63,7 @@ impl Default for VisitorConfig {
                 dead_after: Duration::from_secs(75),
             },
             limits: Limits::default(),
-            ws_read_buffer: 1024,
+            ws_read_buffer: 256,
             ws_write_buffer: 0,
             hello_timeout: Duration::from_secs(10),
         }

@@ -3,7 +3,7 @@
 //!
 //! The hub holds no durable data; the store does. It only routes committed
 //! events to live connections. A connection whose queue is full is cut (its
-//! kick token fires) instead of growing memory; it resumes later from its
+//! queue answers `Kicked`) instead of growing memory; it resumes later from its
 //! cursor. Presence is the exception: it is not durable and a newer list
 //! supersedes it, so an agent whose queue is full of presence changes (5,000
 //! visitors reconnecting at once) drops them, is marked stale, and gets the
@@ -11,7 +11,6 @@
 //! for the same agent or visitor.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -19,10 +18,10 @@ use holdfast_protocol::agent::{
     AgentId, Event, LiveEvent, PageView, Presence, Seq, SiteId, VisitorInfo,
 };
 use holdfast_protocol::visitor::VisitorEvent;
-use tokio::sync::{Notify, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
+use crate::pushq::{self, TrySendError};
 use crate::store::ReadPool;
 use crate::store::reads::{self, TRAIL_LEN};
 use crate::store::writer::Effect;
@@ -45,19 +44,16 @@ pub enum VisitorPush {
 #[derive(Debug)]
 pub struct Registration<T> {
     pub id: u64,
-    pub rx: mpsc::Receiver<T>,
-    pub kick: CancellationToken,
-    /// Set when live (presence) updates were dropped for a full queue; the
-    /// connection then sends the whole visitor list again.
-    pub live_stale: Arc<AtomicBool>,
+    /// Pushes, the kick, and the stale mark (set when presence updates were
+    /// dropped for a full queue: the connection then sends the whole visitor
+    /// list again).
+    pub rx: pushq::Receiver<T>,
 }
 
 #[derive(Debug)]
 struct Conn<T> {
     id: u64,
-    tx: mpsc::Sender<T>,
-    kick: CancellationToken,
-    live_stale: Arc<AtomicBool>,
+    tx: pushq::Sender<T>,
 }
 
 #[derive(Debug)]
@@ -75,8 +71,9 @@ struct VisitorLive {
     /// Long-polls currently held open.
     polls: usize,
     last_poll: Option<Instant>,
-    /// Wakes long-polls when an event is committed.
-    notify: Arc<Notify>,
+    /// Wakes long-polls when an event is committed. Made by the first
+    /// long-poll: most visitors use a WebSocket, and each idle one counts.
+    notify: Option<Arc<Notify>>,
     /// When the last connection went away (a grace period follows, so a page
     /// navigation does not flicker the visitor off the agents' list).
     gone_since: Option<Instant>,
@@ -104,6 +101,8 @@ impl Default for HubConfig {
 struct State {
     agents: HashMap<AgentId, AgentLive>,
     visitors: HashMap<String, VisitorLive>,
+    /// Shutting down: `kick_all` has run.
+    closing: bool,
     next_conn: u64,
 }
 
@@ -123,13 +122,13 @@ pub struct Hub {
 fn push_live(conn: &Conn<AgentPush>, ev: Arc<LiveEvent>, metrics: &Metrics) -> bool {
     match conn.tx.try_send(AgentPush::Live(ev)) {
         Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            if !conn.live_stale.swap(true, Ordering::AcqRel) {
+        Err(TrySendError::Full(_)) => {
+            if conn.tx.mark_stale() {
                 metrics.live_resyncs.inc();
             }
             true
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(TrySendError::Closed(_)) => false,
     }
 }
 
@@ -137,12 +136,12 @@ fn push_live(conn: &Conn<AgentPush>, ev: Arc<LiveEvent>, metrics: &Metrics) -> b
 fn push<T>(conn: &Conn<T>, item: T, metrics: &Metrics) -> bool {
     match conn.tx.try_send(item) {
         Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Err(TrySendError::Full(_)) => {
             metrics.slow_consumer_cuts.inc();
-            conn.kick.cancel();
+            conn.tx.kick();
             false
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(TrySendError::Closed(_)) => false,
     }
 }
 
@@ -193,9 +192,11 @@ impl Hub {
         site: SiteId,
         name: &str,
     ) -> Registration<AgentPush> {
-        let (tx, rx) = mpsc::channel(self.cfg.agent_queue.max(1));
-        let kick = CancellationToken::new();
+        let (tx, rx) = pushq::channel(self.cfg.agent_queue);
         let mut st = self.lock();
+        if st.closing {
+            tx.kick();
+        }
         st.next_conn += 1;
         let id = st.next_conn;
         let entry = st.agents.entry(agent).or_insert_with(|| AgentLive {
@@ -204,13 +205,7 @@ impl Hub {
             presence: Presence::Offline,
             conns: Vec::new(),
         });
-        let live_stale = Arc::new(AtomicBool::new(false));
-        entry.conns.push(Conn {
-            id,
-            tx,
-            kick: kick.clone(),
-            live_stale: live_stale.clone(),
-        });
+        entry.conns.push(Conn { id, tx });
         let came_online = entry.presence == Presence::Offline;
         if came_online {
             entry.presence = Presence::Online;
@@ -226,12 +221,7 @@ impl Hub {
             self.broadcast_agents_online(&mut st, site);
         }
         self.metrics.agent_connections.inc();
-        Registration {
-            id,
-            rx,
-            kick,
-            live_stale,
-        }
+        Registration { id, rx }
     }
 
     /// Remove exactly this connection. Returns true when it was the agent's
@@ -314,30 +304,21 @@ impl Hub {
 
     /// Register a visitor tab (WebSocket). `info` is the stored record.
     pub fn register_visitor(&self, mut info: VisitorInfo) -> Registration<VisitorPush> {
-        let (tx, rx) = mpsc::channel(self.cfg.visitor_queue.max(1));
-        let kick = CancellationToken::new();
+        let (tx, rx) = pushq::channel(self.cfg.visitor_queue);
         let mut st = self.lock();
+        if st.closing {
+            tx.kick();
+        }
         st.next_conn += 1;
         let id = st.next_conn;
         let site = info.site;
         let entry = self.visitor_entry(&mut st, &mut info);
-        let live_stale = Arc::new(AtomicBool::new(false));
-        entry.conns.push(Conn {
-            id,
-            tx,
-            kick: kick.clone(),
-            live_stale: live_stale.clone(),
-        });
+        entry.conns.push(Conn { id, tx });
         entry.gone_since = None;
         let snapshot = entry.info.clone();
         self.broadcast_live(&mut st, site, LiveEvent::Visitor(snapshot));
         self.metrics.visitor_ws_connections.inc();
-        Registration {
-            id,
-            rx,
-            kick,
-            live_stale,
-        }
+        Registration { id, rx }
     }
 
     fn visitor_entry<'a>(&self, st: &'a mut State, info: &mut VisitorInfo) -> &'a mut VisitorLive {
@@ -350,7 +331,7 @@ impl Hub {
                 conns: Vec::new(),
                 polls: 0,
                 last_poll: None,
-                notify: Arc::new(Notify::new()),
+                notify: None,
                 gone_since: None,
             }
         });
@@ -382,7 +363,10 @@ impl Hub {
         entry.polls += 1;
         entry.last_poll = Some(Instant::now());
         entry.gone_since = None;
-        let notify = entry.notify.clone();
+        let notify = entry
+            .notify
+            .get_or_insert_with(|| Arc::new(Notify::new()))
+            .clone();
         let snapshot = entry.info.clone();
         if fresh {
             self.broadcast_live(&mut st, site, LiveEvent::Visitor(snapshot));
@@ -494,7 +478,9 @@ impl Hub {
                             v.conns.retain(|c| {
                                 push(c, VisitorPush::Event(seq, event.clone()), &self.metrics)
                             });
-                            v.notify.notify_waiters();
+                            if let Some(n) = &v.notify {
+                                n.notify_waiters();
+                            }
                             self.metrics.events_pushed.inc();
                         }
                     }
@@ -541,19 +527,23 @@ impl Hub {
         self.broadcast_live(&mut st, site, LiveEvent::Visitor(info));
     }
 
-    /// Tell every connection to go away (shutdown).
+    /// Tell every connection to go away (shutdown), and any that registers
+    /// from now on as it registers.
     pub fn kick_all(&self) {
-        let st = self.lock();
+        let mut st = self.lock();
+        st.closing = true;
         for a in st.agents.values() {
             for c in &a.conns {
-                c.kick.cancel();
+                c.tx.kick();
             }
         }
         for v in st.visitors.values() {
             for c in &v.conns {
-                c.kick.cancel();
+                c.tx.kick();
             }
-            v.notify.notify_waiters();
+            if let Some(n) = &v.notify {
+                n.notify_waiters();
+            }
         }
     }
 }
@@ -621,17 +611,17 @@ mod tests {
         // The agent does not read; 20 visitors arrive (20 presence changes
         // into a queue of 3).
         let _visitors: Vec<_> = (0..20).map(|i| h.register_visitor(visitor(i))).collect();
-        assert!(!reg.kick.is_cancelled(), "cut for presence alone");
-        assert!(reg.live_stale.load(Ordering::Acquire));
+        assert!(!reg.rx.is_kicked(), "cut for presence alone");
+        assert!(reg.rx.take_stale());
         assert_eq!(metrics.live_resyncs.get(), 1);
         assert_eq!(metrics.slow_consumer_cuts.get(), 0);
         // What it missed is in the current list, which the gateway resends.
         assert_eq!(h.visitors_of_site(1).len(), 20);
         // Durable events still cut a full queue: they must be resumed from
         // the log, never silently dropped.
-        while reg.rx.try_recv().is_ok() {}
+        while reg.rx.try_recv().is_some() {}
         h.publish((1..=4).map(event).collect());
-        assert!(reg.kick.is_cancelled());
+        assert!(reg.rx.is_kicked());
         assert_eq!(metrics.slow_consumer_cuts.get(), 1);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: settings from TOML, `HOLDFAST_*` env and flags.
 //! - [`store`]: SQLite schema, the group-commit writer, read queries.
-//! - [`hub`]: in-memory presence, visitors, and the live-connection registry.
+//! - [`hub`]: in-memory presence, visitors, and the live-connection registry;
+//!   [`pushq`]: the small bounded queue from the hub to each connection.
 //! - [`agent_gw`]: the agent TCP gateway (protocol crate, sealed frames).
 //! - [`visitor_gw`]: HTTP: visitor WebSocket and long-poll, widget assets,
 //!   `/healthz`, `/metrics`.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod hub;
 pub mod identity;
 pub mod metrics;
+pub mod pushq;
 pub mod store;
 pub mod throttle;
 pub mod token;

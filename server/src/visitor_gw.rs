@@ -28,6 +28,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::Ctx;
 use crate::hub::VisitorPush;
+use crate::pushq::Recv;
 use crate::store::reads::{self, SiteRow};
 use crate::store::writer::VisitorSendOutcome;
 use crate::store::{Op, StoreError, now_ms};
@@ -500,10 +501,10 @@ async fn ws_upgrade(
         .max_write_buffer_size(256 * 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| async move {
-            let _slot = slot;
-            ws_session(socket, ctx, ua).await;
-        })
+        // No async block around the session: a block's captures stay in its
+        // future for its whole life, which kept a second copy of the socket
+        // (and of ua, slot and ctx) in every idle visitor's task.
+        .on_upgrade(move |socket| ws_session(Box::new(socket), ctx, ua, slot))
 }
 
 async fn ws_send(socket: &mut WebSocket, out: &VisitorOut) -> bool {
@@ -513,10 +514,19 @@ async fn ws_send(socket: &mut WebSocket, out: &VisitorOut) -> bool {
     }
 }
 
-async fn ws_session(mut socket: WebSocket, ctx: Arc<Ctx>, ua: Option<String>) {
-    // The opening is boxed and ends before the loop: a task's future is as
-    // big as its biggest await point, and an idle visitor should only pay
-    // for the select loop (the session future went from 3.9 KB to ~1.4 KB).
+/// One visitor WebSocket, from hello to close.
+///
+/// An idle visitor's memory is mostly this future, so it is kept small (see
+/// BENCHMARKS.md, section 6): the opening is boxed and ends before the loop,
+/// because a future is as big as its biggest await point; the socket and
+/// the visitor live in boxes, because an async fn keeps each argument twice
+/// (as captured and as moved into the body) for its whole life.
+async fn ws_session(
+    mut socket: Box<WebSocket>,
+    ctx: Arc<Ctx>,
+    ua: Option<String>,
+    _slot: crate::throttle::ConnSlot,
+) {
     let Some((v, resumed, after, reg)) = Box::pin(ws_open(&mut socket, &ctx, ua)).await else {
         return;
     };
@@ -535,7 +545,7 @@ async fn ws_open(
     ctx: &Arc<Ctx>,
     ua: Option<String>,
 ) -> Option<(
-    Visitor,
+    Box<Visitor>,
     bool,
     Seq,
     crate::hub::Registration<crate::hub::VisitorPush>,
@@ -596,7 +606,11 @@ async fn ws_open(
         }
     };
     let reg = ctx.hub.register_visitor(info);
-    Some((h.visitor, h.resumed, h.after, reg))
+    let mut v = Box::new(h.visitor);
+    // Registering was its only use; the hub entry keeps the user agent, and
+    // an idle session should not hold a second copy.
+    v.user_agent = None;
+    Some((v, h.resumed, h.after, reg))
 }
 
 /// Replay or snapshot; returns the last seq sent.
@@ -654,14 +668,15 @@ async fn snapshot(ctx: &Arc<Ctx>, v: &Visitor) -> Result<VisitorOut, VisitorOut>
         .map_err(store_err)
 }
 
-async fn ws_loop(
+/// Welcome, then the snapshot or the replay after `after`: the seq sent.
+/// Boxed by its caller so none of this stays in an idle visitor's future.
+async fn ws_greet(
     socket: &mut WebSocket,
     ctx: &Arc<Ctx>,
     v: &Visitor,
     resumed: bool,
     after: Seq,
-    mut reg: crate::hub::Registration<VisitorPush>,
-) -> &'static str {
+) -> Result<Seq, &'static str> {
     let welcome = VisitorOut::Welcome {
         visitor: v.id.clone(),
         token: v.token.clone(),
@@ -670,12 +685,12 @@ async fn ws_loop(
         heartbeat_ms: u32::try_from(ctx.cfg.visitor.liveness.heartbeat.as_millis()).unwrap_or(3000),
     };
     if !ws_send(socket, &welcome).await {
-        return "send failed";
+        return Err("send failed");
     }
-    let mut sent = if resumed {
+    let sent = if resumed {
         match Box::pin(catch_up_ws(socket, ctx, v, after, Seq::MAX)).await {
             Ok(s) => s,
-            Err(()) => return "replay failed",
+            Err(()) => return Err("replay failed"),
         }
     } else {
         match Box::pin(snapshot(ctx, v)).await {
@@ -685,15 +700,30 @@ async fn ws_loop(
                     _ => 0,
                 };
                 if !ws_send(socket, &snap).await {
-                    return "send failed";
+                    return Err("send failed");
                 }
                 seq
             }
             Err(e) => {
                 ws_send(socket, &e).await;
-                return "snapshot failed";
+                return Err("snapshot failed");
             }
         }
+    };
+    Ok(sent)
+}
+
+async fn ws_loop(
+    socket: &mut WebSocket,
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    resumed: bool,
+    after: Seq,
+    mut reg: crate::hub::Registration<VisitorPush>,
+) -> &'static str {
+    let mut sent = match Box::pin(ws_greet(socket, ctx, v, resumed, after)).await {
+        Ok(sent) => sent,
+        Err(end) => return end,
     };
     let vc = &ctx.cfg.visitor;
     let mut bucket = TokenBucket::new(vc.msg_rate, vc.msg_burst, Instant::now());
@@ -703,22 +733,25 @@ async fn ws_loop(
         let deadline = tokio::time::Instant::from_std(live.poll_timeout());
         tokio::select! {
             biased;
-            () = reg.kick.cancelled() => {
-                let reason = if ctx.shutdown.is_cancelled() { "server going away" } else { "too slow; reconnect and resume" };
-                ws_send(socket, &VisitorOut::GoingAway { reason: reason.into() }).await;
-                return "kicked";
-            }
-            () = ctx.shutdown.cancelled() => {
-                ws_send(socket, &VisitorOut::GoingAway { reason: "server going away".into() }).await;
-                return "shutdown";
-            }
+            // Shutdown kicks every queue too (Hub::kick_all), so this one
+            // branch covers both: a select arm is paid for in every idle
+            // visitor's future.
             push = reg.rx.recv() => {
                 match push {
-                    None => return "hub dropped",
-                    Some(VisitorPush::Agents(online)) => {
+                    Recv::Kicked => {
+                        let (reason, end) = if ctx.shutdown.is_cancelled() {
+                            ("server going away", "shutdown")
+                        } else {
+                            ("too slow; reconnect and resume", "kicked")
+                        };
+                        ws_send(socket, &VisitorOut::GoingAway { reason: reason.into() }).await;
+                        return end;
+                    }
+                    Recv::Closed => return "hub dropped",
+                    Recv::Item(VisitorPush::Agents(online)) => {
                         if !ws_send(socket, &VisitorOut::Agents { online }).await { return "send failed"; }
                     }
-                    Some(VisitorPush::Event(seq, event)) => {
+                    Recv::Item(VisitorPush::Event(seq, event)) => {
                         if seq <= sent { continue; }
                         if seq > sent + 1 {
                             match Box::pin(catch_up_ws(socket, ctx, v, sent, seq - 1)).await {

@@ -1,0 +1,294 @@
+//! A small bounded queue from the hub to one live connection.
+//!
+//! Every visitor tab and agent device holds one, so its empty size is paid
+//! once per connection: at 15,000 idle visitors tokio's `mpsc` cost about
+//! 1 KB each (a cache-padded channel plus a first block of 32 slots), the
+//! biggest item after the session task itself. This one is a `VecDeque`
+//! under a mutex and a `Notify`: about 120 bytes until something is queued.
+//!
+//! One sender (the hub's entry), one receiver (the connection task). The
+//! hub only ever calls `try_send`: a full queue is the hub's signal to cut
+//! or mark the connection, never to wait. The queue also carries the hub's
+//! two other signals to the connection, a kick (go away now) and a stale
+//! mark (presence was dropped; resend the list), so that a connection needs
+//! no cancellation token or flag of its own.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+/// Why `try_send` did not queue the item.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TrySendError<T> {
+    /// The queue holds its capacity already.
+    Full(T),
+    /// The receiver is gone.
+    Closed(T),
+}
+
+/// What `recv` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recv<T> {
+    Item(T),
+    /// The hub cut this connection (queue full, or shutdown): stop now,
+    /// even with items still queued; the client resumes from its cursor.
+    Kicked,
+    /// The sender is gone and the queue drained.
+    Closed,
+}
+
+#[derive(Debug)]
+struct State<T> {
+    items: VecDeque<T>,
+    cap: usize,
+    sender_gone: bool,
+    receiver_gone: bool,
+    kicked: bool,
+    stale: bool,
+}
+
+#[derive(Debug)]
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    ready: Notify,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A panic while holding this lock leaves a consistent deque behind.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The hub's end.
+#[derive(Debug)]
+pub struct Sender<T>(Arc<Shared<T>>);
+
+/// The connection's end.
+#[derive(Debug)]
+pub struct Receiver<T>(Arc<Shared<T>>);
+
+/// A queue that holds at most `cap` items (at least one).
+pub fn channel<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            cap: cap.max(1),
+            sender_gone: false,
+            receiver_gone: false,
+            kicked: false,
+            stale: false,
+        }),
+        ready: Notify::new(),
+    });
+    (Sender(shared.clone()), Receiver(shared))
+}
+
+/// A deque that grew past this during a burst is freed once drained, so a
+/// busy agent's burst does not stay resident for the rest of its session.
+const KEEP_CAPACITY: usize = 64;
+
+impl<T> Sender<T> {
+    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        {
+            let mut st = self.0.lock();
+            if st.receiver_gone {
+                return Err(TrySendError::Closed(item));
+            }
+            if st.items.len() >= st.cap {
+                return Err(TrySendError::Full(item));
+            }
+            st.items.push_back(item);
+        }
+        // With no waiter this stores a permit, so a receiver that checked
+        // the queue just before this push still wakes.
+        self.0.ready.notify_one();
+        Ok(())
+    }
+
+    /// Tell the connection to go away; `recv` answers `Kicked` from now on.
+    pub fn kick(&self) {
+        self.0.lock().kicked = true;
+        self.0.ready.notify_one();
+    }
+
+    /// Mark the connection stale; true if it was not already.
+    pub fn mark_stale(&self) -> bool {
+        !std::mem::replace(&mut self.0.lock().stale, true)
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.0.lock().sender_gone = true;
+        self.0.ready.notify_one();
+    }
+}
+
+impl<T> Receiver<T> {
+    /// The next item, a kick, or the end. Cancel-safe: an item leaves the
+    /// queue only when it is returned.
+    pub async fn recv(&mut self) -> Recv<T> {
+        loop {
+            {
+                let mut st = self.0.lock();
+                if st.kicked {
+                    return Recv::Kicked;
+                }
+                if let Some(item) = pop(&mut st) {
+                    return Recv::Item(item);
+                }
+                if st.sender_gone {
+                    return Recv::Closed;
+                }
+            }
+            self.0.ready.notified().await;
+        }
+    }
+
+    /// The next item if one is queued now (none once kicked).
+    pub fn try_recv(&mut self) -> Option<T> {
+        let mut st = self.0.lock();
+        if st.kicked { None } else { pop(&mut st) }
+    }
+
+    /// Whether the hub has kicked this connection.
+    pub fn is_kicked(&self) -> bool {
+        self.0.lock().kicked
+    }
+
+    /// Clear the stale mark; true if it was set.
+    pub fn take_stale(&self) -> bool {
+        std::mem::take(&mut self.0.lock().stale)
+    }
+}
+
+fn pop<T>(st: &mut State<T>) -> Option<T> {
+    let item = st.items.pop_front();
+    if st.items.is_empty() && st.items.capacity() > KEEP_CAPACITY {
+        st.items = VecDeque::new();
+    }
+    item
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.receiver_gone = true;
+        st.items = VecDeque::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn items_arrive_in_order_up_to_the_capacity() {
+        let (tx, mut rx) = channel(3);
+        for i in 0..3 {
+            tx.try_send(i).unwrap();
+        }
+        assert_eq!(tx.try_send(3), Err(TrySendError::Full(3)));
+        assert_eq!(rx.recv().await, Recv::Item(0));
+        tx.try_send(3).unwrap();
+        assert_eq!(rx.try_recv(), Some(1));
+        assert_eq!(rx.recv().await, Recv::Item(2));
+        assert_eq!(rx.recv().await, Recv::Item(3));
+        assert_eq!(rx.try_recv(), None);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_wakes_for_a_later_send() {
+        let (tx, mut rx) = channel(1);
+        let waiter = tokio::spawn(async move { rx.recv().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx.try_send(7).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert_eq!(got.unwrap().unwrap(), Recv::Item(7));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_recv_loses_nothing() {
+        let (tx, mut rx) = channel(4);
+        // Dropped while waiting, as a select! loop drops its losing arms.
+        let timed_out = tokio::time::timeout(Duration::from_millis(10), rx.recv()).await;
+        assert!(timed_out.is_err());
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        assert_eq!(rx.recv().await, Recv::Item(1));
+        assert_eq!(rx.recv().await, Recv::Item(2));
+    }
+
+    #[tokio::test]
+    async fn the_receiver_drains_then_sees_the_sender_gone() {
+        let (tx, mut rx) = channel(4);
+        tx.try_send(1).unwrap();
+        drop(tx);
+        assert_eq!(rx.recv().await, Recv::Item(1));
+        assert_eq!(rx.recv().await, Recv::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_wakes_when_the_sender_goes() {
+        let (tx, mut rx) = channel::<u32>(4);
+        let waiter = tokio::spawn(async move { rx.recv().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(tx);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert_eq!(got.unwrap().unwrap(), Recv::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_kick_wakes_the_receiver_and_goes_before_queued_items() {
+        let (tx, mut rx) = channel(4);
+        tx.try_send(1).unwrap();
+        assert_eq!(rx.recv().await, Recv::Item(1));
+        let waiter = tokio::spawn(async move {
+            let first = rx.recv().await;
+            (first, rx)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx.kick();
+        let (first, mut rx) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first, Recv::Kicked);
+        tx.try_send(2).unwrap();
+        assert_eq!(rx.try_recv(), None);
+        assert_eq!(rx.recv().await, Recv::Kicked);
+        assert!(rx.is_kicked());
+    }
+
+    #[test]
+    fn the_stale_mark_is_set_once_and_taken_once() {
+        let (tx, rx) = channel::<u32>(4);
+        assert!(!rx.take_stale());
+        assert!(tx.mark_stale());
+        assert!(!tx.mark_stale());
+        assert!(rx.take_stale());
+        assert!(!rx.take_stale());
+    }
+
+    #[test]
+    fn sending_to_a_dropped_receiver_is_closed() {
+        let (tx, rx) = channel(4);
+        drop(rx);
+        assert_eq!(tx.try_send(1), Err(TrySendError::Closed(1)));
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_memory_back() {
+        let (tx, mut rx) = channel(4096);
+        for i in 0..1000 {
+            tx.try_send(i).unwrap();
+        }
+        while rx.try_recv().is_some() {}
+        assert_eq!(tx.0.lock().items.capacity(), 0);
+    }
+}
