@@ -624,4 +624,22 @@ mod tests {
         assert!(reg.rx.is_kicked());
         assert_eq!(metrics.slow_consumer_cuts.get(), 1);
     }
+
+    #[tokio::test]
+    async fn shutdown_kicks_every_connection_and_any_that_registers_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _metrics) = hub(dir.path());
+        let agent = h.register_agent(1, 1, "Alice");
+        let before = h.register_visitor(visitor(1));
+        assert!(!agent.rx.is_kicked() && !before.rx.is_kicked());
+        h.kick_all();
+        assert!(agent.rx.is_kicked());
+        assert!(before.rx.is_kicked());
+        // A hello that was in flight when shutdown began.
+        let mut late = h.register_visitor(visitor(2));
+        let got = tokio::time::timeout(Duration::from_secs(5), late.rx.recv()).await;
+        assert!(matches!(got, Ok(crate::pushq::Recv::Kicked)), "{got:?}");
+        let late_agent = h.register_agent(2, 1, "Bob");
+        assert!(late_agent.rx.is_kicked());
+    }
 }
