@@ -24,13 +24,12 @@ use holdfast_protocol::liveness::{Liveness, LivenessAction};
 use holdfast_protocol::seal::{Opener, Sealer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
-
-use crate::pushq::Recv;
 use tokio::time::{sleep, sleep_until, timeout};
 use tokio_util::codec::Framed;
 
 use crate::Ctx;
 use crate::hub::AgentPush;
+use crate::pushq::Recv;
 use crate::store::reads::{self, AgentRow};
 use crate::store::writer::AgentActor;
 use crate::store::{Op, StoreError};

@@ -3,12 +3,12 @@
 //!
 //! The hub holds no durable data; the store does. It only routes committed
 //! events to live connections. A connection whose queue is full is cut (its
-//! queue answers `Kicked`) instead of growing memory; it resumes later from its
-//! cursor. Presence is the exception: it is not durable and a newer list
+//! queue answers `Kicked`) instead of growing memory; it resumes later from
+//! its cursor. Presence is the exception: it is not durable and a newer list
 //! supersedes it, so an agent whose queue is full of presence changes (5,000
 //! visitors reconnecting at once) drops them, is marked stale, and gets the
-//! whole current list once it has caught up. Unregistering removes that exact connection, never a newer one
-//! for the same agent or visitor.
+//! whole current list once it has caught up. Unregistering removes that
+//! exact connection, never a newer one for the same agent or visitor.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -94,6 +94,21 @@ impl Default for HubConfig {
             visitor_queue: 256,
             visitor_grace: Duration::from_secs(10),
         }
+    }
+}
+
+impl State {
+    /// A new connection's two ends, under the lock that registers it: kicked
+    /// at once if shutdown has begun, so a hello in flight cannot slip past
+    /// `kick_all`.
+    fn connect<T>(&mut self, queue: usize) -> (Conn<T>, Registration<T>) {
+        let (tx, rx) = pushq::channel(queue);
+        if self.closing {
+            tx.kick();
+        }
+        self.next_conn += 1;
+        let id = self.next_conn;
+        (Conn { id, tx }, Registration { id, rx })
     }
 }
 
@@ -192,20 +207,15 @@ impl Hub {
         site: SiteId,
         name: &str,
     ) -> Registration<AgentPush> {
-        let (tx, rx) = pushq::channel(self.cfg.agent_queue);
         let mut st = self.lock();
-        if st.closing {
-            tx.kick();
-        }
-        st.next_conn += 1;
-        let id = st.next_conn;
+        let (conn, reg) = st.connect(self.cfg.agent_queue);
         let entry = st.agents.entry(agent).or_insert_with(|| AgentLive {
             site,
             name: name.to_string(),
             presence: Presence::Offline,
             conns: Vec::new(),
         });
-        entry.conns.push(Conn { id, tx });
+        entry.conns.push(conn);
         let came_online = entry.presence == Presence::Offline;
         if came_online {
             entry.presence = Presence::Online;
@@ -221,7 +231,7 @@ impl Hub {
             self.broadcast_agents_online(&mut st, site);
         }
         self.metrics.agent_connections.inc();
-        Registration { id, rx }
+        reg
     }
 
     /// Remove exactly this connection. Returns true when it was the agent's
@@ -304,21 +314,16 @@ impl Hub {
 
     /// Register a visitor tab (WebSocket). `info` is the stored record.
     pub fn register_visitor(&self, mut info: VisitorInfo) -> Registration<VisitorPush> {
-        let (tx, rx) = pushq::channel(self.cfg.visitor_queue);
         let mut st = self.lock();
-        if st.closing {
-            tx.kick();
-        }
-        st.next_conn += 1;
-        let id = st.next_conn;
+        let (conn, reg) = st.connect(self.cfg.visitor_queue);
         let site = info.site;
         let entry = self.visitor_entry(&mut st, &mut info);
-        entry.conns.push(Conn { id, tx });
+        entry.conns.push(conn);
         entry.gone_since = None;
         let snapshot = entry.info.clone();
         self.broadcast_live(&mut st, site, LiveEvent::Visitor(snapshot));
         self.metrics.visitor_ws_connections.inc();
-        Registration { id, rx }
+        reg
     }
 
     fn visitor_entry<'a>(&self, st: &'a mut State, info: &mut VisitorInfo) -> &'a mut VisitorLive {
