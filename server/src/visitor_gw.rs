@@ -531,7 +531,10 @@ async fn ws_session(
         return;
     };
     let conn_id = reg.id;
-    let end = ws_loop(&mut socket, &ctx, &v, resumed, after, reg).await;
+    let end = match Box::pin(ws_greet(&mut socket, &ctx, &v, resumed, after)).await {
+        Ok(sent) => ws_loop(&mut socket, &ctx, &v, sent, reg).await,
+        Err(end) => end,
+    };
     ctx.hub.unregister_visitor(&v.id, conn_id);
     if end == "dead" {
         ctx.metrics.dead_peer_cuts.inc();
@@ -669,7 +672,8 @@ async fn snapshot(ctx: &Arc<Ctx>, v: &Visitor) -> Result<VisitorOut, VisitorOut>
 }
 
 /// Welcome, then the snapshot or the replay after `after`: the seq sent.
-/// Boxed by its caller so none of this stays in an idle visitor's future.
+/// Boxed by its caller and over before the loop starts, so none of this
+/// stays in an idle visitor's future.
 async fn ws_greet(
     socket: &mut WebSocket,
     ctx: &Arc<Ctx>,
@@ -688,12 +692,12 @@ async fn ws_greet(
         return Err("send failed");
     }
     let sent = if resumed {
-        match Box::pin(catch_up_ws(socket, ctx, v, after, Seq::MAX)).await {
+        match catch_up_ws(socket, ctx, v, after, Seq::MAX).await {
             Ok(s) => s,
             Err(()) => return Err("replay failed"),
         }
     } else {
-        match Box::pin(snapshot(ctx, v)).await {
+        match snapshot(ctx, v).await {
             Ok(snap) => {
                 let seq = match &snap {
                     VisitorOut::Snapshot { seq, .. } => *seq,
@@ -713,18 +717,15 @@ async fn ws_greet(
     Ok(sent)
 }
 
+/// Pushes out, messages in, until the visitor goes; `sent` is the last seq
+/// the greeting sent.
 async fn ws_loop(
     socket: &mut WebSocket,
     ctx: &Arc<Ctx>,
     v: &Visitor,
-    resumed: bool,
-    after: Seq,
+    mut sent: Seq,
     mut reg: crate::hub::Registration<VisitorPush>,
 ) -> &'static str {
-    let mut sent = match Box::pin(ws_greet(socket, ctx, v, resumed, after)).await {
-        Ok(sent) => sent,
-        Err(end) => return end,
-    };
     let vc = &ctx.cfg.visitor;
     let mut bucket = TokenBucket::new(vc.msg_rate, vc.msg_burst, Instant::now());
     let now = || tokio::time::Instant::now().into_std();
