@@ -119,6 +119,15 @@ pub fn server_binary() -> PathBuf {
         .clone()
 }
 
+/// Path of the desktop app (`holdfast-agent`) binary, built for this test
+/// run, or the one `HOLDFAST_AGENT_BIN` names.
+pub fn agent_app_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("HOLDFAST_AGENT_BIN") {
+        return p.into();
+    }
+    workspace_binary("holdfast-agent", "holdfast-agent")
+}
+
 /// Binary `bin` of workspace package `package`, in this build's target dir
 /// and profile, built first if stale: `cargo test -p holdfast-tests` does not
 /// build another package's binaries.

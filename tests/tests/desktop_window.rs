@@ -10,21 +10,12 @@
 #[path = "support/desktop_demo.rs"]
 mod demo;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use holdfast_tests::Reaper;
-use holdfast_tests::server::{PASSWORD, TestServer, workspace_binary};
-
-/// The `holdfast-agent` binary of this build, rebuilt if stale: another
-/// package's binary is not built by `cargo test -p holdfast-tests`.
-fn agent_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("HOLDFAST_AGENT_BIN") {
-        return p.into();
-    }
-    workspace_binary("holdfast-agent", "holdfast-agent")
-}
+use holdfast_tests::server::{PASSWORD, TestServer, agent_app_binary};
 
 fn start_xvfb() -> (Reaper, String) {
     // A display number no other test run on this machine is likely to hold.
@@ -86,7 +77,7 @@ async fn the_real_window_draws_the_workspace_under_xvfb() {
     let _visitors = demo::populate(&srv, &store).await;
     let (_xvfb, display) = start_xvfb();
 
-    let app = Command::new(agent_binary())
+    let app = Command::new(agent_app_binary())
         .args(["--server", &srv.agent_addr().to_string(), "--user", "alice"])
         .args(["--password-env", "HOLDFAST_TEST_PASSWORD", "--no-notify"])
         .arg("--store")

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use holdfast_tests::server::{free_port, server_binary, workspace_binary};
+use holdfast_tests::server::{agent_app_binary, free_port, server_binary};
 
 // ------------------------------------------------------------------ helpers
 
@@ -635,15 +635,10 @@ fn wait_healthy(port: u16, within: Duration) -> bool {
     false
 }
 
-/// The desktop app for this platform, built like the server binary is.
-fn desktop_binary() -> PathBuf {
-    workspace_binary("holdfast-agent", "holdfast-agent")
-}
-
 #[test]
 fn agent_deb_installs_the_app_with_menu_entry_icons_and_preconfig_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let deb = Deb::build("agent", &desktop_binary(), tmp.path());
+    let deb = Deb::build("agent", &agent_app_binary(), tmp.path());
     assert_eq!(deb.field("Package"), "holdfast-agent");
     assert!(deb.field("Depends").contains("libxkbcommon0"));
     assert_eq!(
