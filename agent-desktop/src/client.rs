@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use holdfast_protocol::agent::{Action, ConversationId, MessageId, Presence};
+use holdfast_protocol::agent::{Action, AgentId, ConversationId, MessageId, Presence};
 use holdfast_protocol::delivery::Outbox;
 use holdfast_protocol::ids::MsgId;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -13,7 +13,7 @@ use crate::config::ClientConfig;
 use crate::core::{Core, CoreParts, Pending, Request};
 use crate::error::ClientError;
 use crate::store::{ConversationSummary, MessageOrder, Store, StoredMessage, Workspace};
-use crate::update::{ConnState, ConnectionStatus, Update};
+use crate::update::{ConnState, ConnectionStatus, SignOutResult, Update};
 
 /// Capacity of the update channel. Past it, updates are dropped and a
 /// `Resync` follows (see [`crate::update`]).
@@ -148,6 +148,36 @@ impl ClientHandle {
 
     pub async fn set_presence(&self, presence: Presence) -> Result<MsgId, ClientError> {
         self.action(Action::SetPresence { presence }).await
+    }
+
+    /// Hand a conversation to another agent. `from` is who serves it now as
+    /// this app last saw it (`None` for a waiting chat): if it has changed
+    /// hands since, the server refuses, so two people moving one chat at
+    /// once cannot both win.
+    pub async fn transfer(
+        &self,
+        conversation: ConversationId,
+        from: Option<AgentId>,
+        to: AgentId,
+        note: Option<String>,
+    ) -> Result<MsgId, ClientError> {
+        self.action(Action::Transfer {
+            conversation,
+            from,
+            to,
+            note: note.filter(|n| !n.trim().is_empty()),
+        })
+        .await
+    }
+
+    /// Sign out on purpose: once everything queued is acked, the server
+    /// hands this agent's open chats back (unless another of its devices is
+    /// connected) and the core stops. Offline, it answers at once and the
+    /// server's grace period takes over. Call `shutdown` after it.
+    pub async fn sign_out(&self) -> Result<SignOutResult, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::SignOut { reply }).await?;
+        rx.await.map_err(|_| ClientError::Stopped)
     }
 
     /// Ask for a page of a visitor's history. Returns the request id the

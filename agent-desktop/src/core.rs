@@ -46,7 +46,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::config::ClientConfig;
 use crate::error::{ClientError, StoreError};
 use crate::store::{self, AckedCommand, EventEffect, Session, Store};
-use crate::update::{ConnState, ConnectionStatus, StopReason, Update};
+use crate::update::{ConnState, ConnectionStatus, SignOutResult, StopReason, Update};
 
 /// Commands handed to the socket per loop turn, so a long outbox replay
 /// does not starve reading.
@@ -57,6 +57,9 @@ const TRANSMIT_BATCH: usize = 64;
 const VISITOR_FLUSH: Duration = Duration::from_secs(2);
 /// How often to retry telling a lagging UI to resync.
 const RESYNC_RETRY: Duration = Duration::from_millis(50);
+/// How long a sign-out waits for the outbox to drain and the server to
+/// confirm before the app goes on without it.
+const SIGN_OUT_WAIT: Duration = Duration::from_secs(5);
 
 /// An unacked command as the outbox machine holds it.
 #[derive(Debug, Clone)]
@@ -88,6 +91,9 @@ pub(crate) enum Request {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    SignOut {
+        reply: oneshot::Sender<SignOutResult>,
+    },
 }
 
 /// How a connection (or a wait) ended, and so what comes next.
@@ -118,6 +124,14 @@ enum Control {
     Reconnect,
     Trust(bool),
     Shutdown(oneshot::Sender<()>),
+    SignOut(oneshot::Sender<SignOutResult>),
+}
+
+/// A sign-out waiting for the outbox to drain and the server's answer.
+struct SigningOut {
+    reply: oneshot::Sender<SignOutResult>,
+    deadline: Instant,
+    sent: bool,
 }
 
 /// Sends updates without ever waiting on the UI (see [`crate::update`]).
@@ -261,6 +275,7 @@ pub(crate) struct Core {
     visitors: BTreeMap<String, VisitorInfo>,
     dirty_visitors: BTreeSet<String>,
     visitors_dirty_since: Option<Instant>,
+    signing_out: Option<SigningOut>,
 }
 
 impl std::fmt::Debug for Core {
@@ -313,6 +328,7 @@ impl Core {
             visitors,
             dirty_visitors: BTreeSet::new(),
             visitors_dirty_since: None,
+            signing_out: None,
         }
     }
 
@@ -377,6 +393,9 @@ impl Core {
                         Control::Continue => {}
                         Control::Reconnect => return None,
                         Control::Shutdown(reply) => return Some(End::Shutdown(Some(reply))),
+                        Control::SignOut(reply) => {
+                            let _ignored = reply.send(SignOutResult::Offline);
+                        }
                         Control::Trust(yes) => {
                             if yes && let Some(fp) = self.trust_target() {
                                 if let Err(e) = self.pin(&fp) {
@@ -418,6 +437,9 @@ impl Core {
                         Control::Continue | Control::Trust(_) => {}
                         Control::Reconnect => return Err(End::RetryNow),
                         Control::Shutdown(reply) => return Err(End::Shutdown(Some(reply))),
+                        Control::SignOut(reply) => {
+                            let _ignored = reply.send(SignOutResult::Offline);
+                        }
                     }
                 }
             }
@@ -427,10 +449,16 @@ impl Core {
     // ------------------------------------------------------------ one connection
 
     async fn session(&mut self) -> End {
-        match self.establish().await {
+        let end = match self.establish().await {
             Ok(link) => self.live(link).await,
             Err(end) => end,
+        };
+        // The link is gone before the server confirmed: the grace period
+        // takes over, and the app need not wait.
+        if let Some(s) = self.signing_out.take() {
+            let _ignored = s.reply.send(SignOutResult::Offline);
         }
+        end
     }
 
     /// Connect, handshake, check the pin and log in.
@@ -595,6 +623,9 @@ impl Core {
                 }
                 Control::Reconnect => return Err(End::RetryNow),
                 Control::Shutdown(reply) => return Err(End::Shutdown(Some(reply))),
+                Control::SignOut(reply) => {
+                    let _ignored = reply.send(SignOutResult::Offline);
+                }
             }
         }
     }
@@ -608,9 +639,10 @@ impl Core {
             .retry_after_ms
             .map(|ms| Duration::from_millis(u64::from(ms)));
         match e.code {
-            ErrorCode::Unauthorized | ErrorCode::Disabled | ErrorCode::VersionMismatch => {
-                self.login_refused(e.code, e.message)
-            }
+            ErrorCode::Unauthorized
+            | ErrorCode::Disabled
+            | ErrorCode::Revoked
+            | ErrorCode::VersionMismatch => self.login_refused(e.code, e.message),
             code => {
                 self.emit(Update::LoginFailed {
                     code,
@@ -735,6 +767,13 @@ impl Core {
                         Control::Continue | Control::Trust(_) => {}
                         Control::Reconnect => return End::RetryNow,
                         Control::Shutdown(reply) => return End::Shutdown(Some(reply)),
+                        Control::SignOut(reply) => {
+                            self.signing_out = Some(SigningOut {
+                                reply,
+                                deadline: Instant::now() + SIGN_OUT_WAIT,
+                                sent: false,
+                            });
+                        }
                     }
                 }
                 () = tokio::time::sleep_until(tokio_instant(deadline)) => self.housekeeping(),
@@ -771,6 +810,22 @@ impl Core {
         if let Some(up_to) = self.inbox.poll_ack(now) {
             out.push(ClientMsg::Ack { up_to });
         }
+        // A sign-out goes once everything before it is acked, so the chats
+        // it hands back carry every reply the agent wrote.
+        if let Some(s) = self.signing_out.take() {
+            if now >= s.deadline {
+                let _ignored = s.reply.send(SignOutResult::TimedOut);
+            } else {
+                let ready = !s.sent && self.outbox.unacked() == 0;
+                if ready {
+                    out.push(ClientMsg::SignOut);
+                }
+                self.signing_out = Some(SigningOut {
+                    sent: s.sent || ready,
+                    ..s
+                });
+            }
+        }
         if out.is_empty() && link.liveness.poll(now) == LivenessAction::SendHeartbeat {
             out.push(ClientMsg::Heartbeat);
         }
@@ -789,6 +844,7 @@ impl Core {
             Some(link.liveness.poll_timeout()),
             self.inbox.poll_timeout(),
             self.housekeeping_due(),
+            self.signing_out.as_ref().map(|s| s.deadline),
         ]
         .into_iter()
         .flatten()
@@ -819,6 +875,12 @@ impl Core {
                 None
             }
             ServerMsg::LoginOk(_) => Some(retry("protocol error: LoginOk after login")),
+            ServerMsg::SignedOut => {
+                if let Some(s) = self.signing_out.take() {
+                    let _ignored = s.reply.send(SignOutResult::Released);
+                }
+                Some(End::Stop(StopReason::SignedOut))
+            }
         }
     }
 
@@ -874,12 +936,7 @@ impl Core {
             }),
         }
         if let Some(m) = a.message {
-            self.emit(Update::MessageState {
-                client_id: m.client_id,
-                conversation: m.conversation,
-                message: m.message,
-                state: m.state,
-            });
+            self.emit(Update::message_state(&m));
         }
     }
 
@@ -894,33 +951,8 @@ impl Core {
                 };
                 self.inbox.applied(seq, Instant::now());
                 self.fresh = false;
-                match effect {
-                    EventEffect::Message { message, new: true } => {
-                        self.emit(Update::Message(message));
-                    }
-                    EventEffect::Message {
-                        message,
-                        new: false,
-                    } => {
-                        self.emit(Update::MessageState {
-                            client_id: message.client_id,
-                            conversation: message.conversation,
-                            message: message.message,
-                            state: message.state,
-                        });
-                    }
-                    EventEffect::Conversation(c) => self.emit(Update::Conversation(c)),
-                    EventEffect::Delivered { changed, .. } => {
-                        for m in changed {
-                            self.emit(Update::MessageState {
-                                client_id: m.client_id,
-                                conversation: m.conversation,
-                                message: m.message,
-                                state: m.state,
-                            });
-                        }
-                    }
-                    EventEffect::Nothing => {}
+                for u in event_updates(effect) {
+                    self.emit(u);
                 }
                 None
             }
@@ -966,21 +998,16 @@ impl Core {
                 self.visitors.remove(&visitor);
                 self.emit(Update::VisitorGone { visitor });
             }
-            LiveEvent::AgentPresence {
-                agent,
-                name,
-                presence,
-            } => self.emit(Update::AgentPresence {
-                agent,
-                name,
-                presence,
-            }),
+            // Superseded by TeamMember; servers no longer send it.
+            LiveEvent::AgentPresence { .. } => {}
+            LiveEvent::Team(list) => self.emit(Update::Team(list)),
+            LiveEvent::TeamMember(m) => self.emit(Update::TeamMember(m)),
         }
     }
 
     fn on_error(&mut self, e: WireError) -> Option<End> {
         match e.code {
-            ErrorCode::Unauthorized | ErrorCode::Disabled => {
+            ErrorCode::Unauthorized | ErrorCode::Disabled | ErrorCode::Revoked => {
                 Some(self.login_refused(e.code, e.message))
             }
             ErrorCode::GoingAway => Some(retry(format!("the server is going away: {}", e.message))),
@@ -1055,6 +1082,7 @@ impl Core {
                 Control::Continue
             }
             Request::Shutdown { reply } => Control::Shutdown(reply),
+            Request::SignOut { reply } => Control::SignOut(reply),
         }
     }
 
@@ -1157,6 +1185,22 @@ impl Core {
     }
 }
 
+/// What the UI hears about an applied event.
+pub(crate) fn event_updates(effect: EventEffect) -> Vec<Update> {
+    match effect {
+        EventEffect::Message { message, new: true } => vec![Update::Message(message)],
+        EventEffect::Message {
+            message,
+            new: false,
+        } => vec![Update::message_state(&message)],
+        EventEffect::Conversation(c) => vec![Update::Conversation(c)],
+        EventEffect::Delivered { changed, .. } => {
+            changed.iter().map(Update::message_state).collect()
+        }
+        EventEffect::Nothing => Vec::new(),
+    }
+}
+
 fn msg_name(m: &ServerMsg) -> &'static str {
     match m {
         ServerMsg::LoginOk(_) => "LoginOk",
@@ -1168,5 +1212,6 @@ fn msg_name(m: &ServerMsg) -> &'static str {
         ServerMsg::Error(_) => "Error",
         ServerMsg::GoingAway { .. } => "GoingAway",
         ServerMsg::QueryResult { .. } => "QueryResult",
+        ServerMsg::SignedOut => "SignedOut",
     }
 }

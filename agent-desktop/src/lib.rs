@@ -43,4 +43,4 @@ pub use error::{ClientError, StoreError};
 pub use store::{
     ConversationSummary, DeliveryState, MessageOrder, Store, StoredMessage, Workspace,
 };
-pub use update::{ConnState, ConnectionStatus, StopReason, Update};
+pub use update::{ConnState, ConnectionStatus, SignOutResult, StopReason, Update};

@@ -12,14 +12,14 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
-    AgentId, ConversationId, ConversationInfo, MessageId, Presence, QueryResult, SiteId,
+    AgentId, ConversationId, ConversationInfo, MessageId, QueryResult, SiteId, TeamMember,
     VisitorInfo,
 };
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::handshake::Fingerprint;
 use holdfast_protocol::ids::MsgId;
 
-use crate::store::{DeliveryState, StoredMessage};
+use crate::store::{DeliveryState, MessageOrder, StoredMessage};
 
 /// Where the connection stands, plus how many actions wait in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +72,8 @@ pub enum StopReason {
     LoginRejected { code: ErrorCode, message: String },
     /// `shutdown` was called.
     Shutdown,
+    /// The agent signed out (`sign_out`).
+    SignedOut,
 }
 
 impl fmt::Display for StopReason {
@@ -88,6 +90,34 @@ impl fmt::Display for StopReason {
                 write!(f, "login refused ({code}): {message}")
             }
             StopReason::Shutdown => f.write_str("shut down"),
+            StopReason::SignedOut => f.write_str("signed out"),
+        }
+    }
+}
+
+/// How a sign-out went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignOutResult {
+    /// The server committed everything queued before it and handed the
+    /// agent's open chats back (or left them with its other device).
+    Released,
+    /// Not connected: unsent actions stay in the outbox for the next
+    /// sign-in, and the server hands the chats back once the grace period
+    /// is over.
+    Offline,
+    /// Connected, but the server did not confirm in time; as for `Offline`.
+    TimedOut,
+}
+
+impl Update {
+    /// The change to a message the UI already shows.
+    pub fn message_state(m: &StoredMessage) -> Self {
+        Update::MessageState {
+            client_id: m.client_id,
+            conversation: m.conversation,
+            message: m.message,
+            state: m.state,
+            order: m.order,
         }
     }
 }
@@ -128,21 +158,23 @@ pub enum Update {
     VisitorGone {
         visitor: String,
     },
-    AgentPresence {
-        agent: AgentId,
-        name: String,
-        presence: Presence,
-    },
+    /// Every agent of the site (after each login).
+    Team(Vec<TeamMember>),
+    /// One agent's presence, role, capacity or load changed.
+    TeamMember(TeamMember),
     Conversation(ConversationInfo),
     /// A message to add: queued locally or new from the server. Key it by
     /// `client_id`.
     Message(StoredMessage),
     /// A message already shown changed (acked, echoed, delivered, failed).
+    /// `order` is where it sits now: an acked message moves from the end
+    /// of the queue to where the server committed it.
     MessageState {
         client_id: MsgId,
         conversation: ConversationId,
         message: Option<MessageId>,
         state: DeliveryState,
+        order: MessageOrder,
     },
     /// The server committed a command.
     CommandDone {

@@ -42,6 +42,13 @@ pub enum ClientMsg {
     Heartbeat,
     /// 4: a read that is not an action: answered by [`ServerMsg::QueryResult`].
     Query(Query),
+    /// 5: the agent is signing out of this device on purpose. Once every
+    /// command before it is acked, the server releases the agent's open
+    /// chats (unless another device of the agent is still connected),
+    /// answers [`ServerMsg::SignedOut`] and closes. Not an outbox command: a
+    /// sign-out that never reached the server must not take effect at the
+    /// next sign-in.
+    SignOut,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +100,18 @@ pub enum Action {
     Close { conversation: ConversationId },
     /// 4: change presence.
     SetPresence { presence: Presence },
+    /// 5: hand a conversation to another agent of the site. The assignee
+    /// may transfer its own chat; a supervisor or admin any chat of the
+    /// site, including a waiting one. `from` is the assignee the sender saw:
+    /// if the chat has changed hands since, the transfer is refused
+    /// (`Conflict`), so of two transfers racing for one chat exactly one
+    /// wins. `note` is shown to agents only.
+    Transfer {
+        conversation: ConversationId,
+        from: Option<AgentId>,
+        to: AgentId,
+        note: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -100,6 +119,48 @@ pub enum Presence {
     Online,
     Away,
     Offline,
+}
+
+/// What an agent may do beyond serving its own chats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// 0: serves chats.
+    Agent,
+    /// 1: also reads every chat of the site live, and transfers any of them.
+    Supervisor,
+    /// 2: a supervisor who also manages the site (canned replies, rules).
+    Admin,
+}
+
+impl Role {
+    /// Supervisors and admins oversee every chat of the site.
+    pub fn oversees(self) -> bool {
+        self >= Role::Supervisor
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Agent => "agent",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "agent" => Ok(Role::Agent),
+            "supervisor" => Ok(Role::Supervisor),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role {other:?}: use agent, supervisor or admin"
+            )),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +199,10 @@ pub enum ServerMsg {
     GoingAway { reason: String },
     /// 8: the answer to a [`Query`].
     QueryResult { request: u32, result: QueryResult },
+    /// 9: the answer to [`ClientMsg::SignOut`]: the agent's chats are
+    /// released (or stay with its other connected device); the server closes
+    /// the connection next.
+    SignedOut,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,12 +336,37 @@ pub enum LiveEvent {
     Visitor(VisitorInfo),
     /// 2: a visitor left the site.
     VisitorGone { visitor: String },
-    /// 3: an agent's presence changed.
+    /// 3: an agent's presence changed. No longer sent: [`LiveEvent::TeamMember`]
+    /// carries presence with role and load. Kept so the variant numbers
+    /// after it stay put.
     AgentPresence {
         agent: AgentId,
         name: String,
         presence: Presence,
     },
+    /// 4: every agent of the site with presence and load, replacing any
+    /// earlier list: after login. The receiving agent finds its own role
+    /// here.
+    Team(Vec<TeamMember>),
+    /// 5: one agent's presence, role, capacity or load changed.
+    TeamMember(TeamMember),
+}
+
+/// One agent of the site as the team panel shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamMember {
+    pub agent: AgentId,
+    pub name: String,
+    pub role: Role,
+    /// `Offline` when no device of the agent is connected.
+    pub presence: Presence,
+    /// Open chats assigned to the agent.
+    pub active: u32,
+    /// The most open chats auto-assignment and transfers give the agent.
+    pub capacity: u32,
+    /// Disabled accounts are listed (their chats moved on) but cannot take
+    /// chats.
+    pub disabled: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

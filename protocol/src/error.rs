@@ -40,11 +40,14 @@ pub enum ErrorCode {
     Disabled,
     /// 13: the identify hash did not match the site secret.
     BadIdentity,
+    /// 14: an administrator ended this session (the password was changed);
+    /// sign in again. Not retryable with the same credentials.
+    Revoked,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Throttled,
@@ -59,6 +62,7 @@ impl ErrorCode {
         ErrorCode::Conflict,
         ErrorCode::Disabled,
         ErrorCode::BadIdentity,
+        ErrorCode::Revoked,
     ];
 
     /// Whether a client should retry the same request later unchanged.
@@ -90,6 +94,7 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::Disabled => "disabled",
             ErrorCode::BadIdentity => "bad identity",
+            ErrorCode::Revoked => "session revoked",
         };
         f.write_str(s)
     }

@@ -13,6 +13,8 @@
 //! - [`ids`]: client-generated action ids (UUIDv7 layout).
 //! - [`agent`]: the agent-channel message enums and their bincode encoding.
 //! - [`visitor`]: the visitor-channel JSON messages (WebSocket and long-poll).
+//! - [`notice`]: system lines (joined, transferred, closed, requeued, notes),
+//!   carried in chat messages on both channels.
 //! - [`error`]: wire error codes shared by both channels.
 //! - [`delivery`]: the sender-side outbox and receiver-side inbox machines.
 //! - [`liveness`]: heartbeat and dead-peer timer.
@@ -26,6 +28,7 @@ pub mod error;
 pub mod handshake;
 pub mod ids;
 pub mod liveness;
+pub mod notice;
 pub mod seal;
 pub mod visitor;
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{ConversationId, MessageId, Seq};
 use crate::error::ErrorCode;
 use crate::ids::MsgId;
+use crate::notice::Notice;
 
 /// A page the visitor is looking at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +83,10 @@ pub enum VisitorIn {
     Ack { seq: Seq },
     /// Application heartbeat (browsers cannot send WebSocket pings).
     Ping,
+    /// The visitor ends the open chat; idempotent by `id`. Answered with an
+    /// `ack` whose `message` is the "ended" system line (or, when there was
+    /// no open chat, an `error` with code `not_found`).
+    EndChat { id: MsgId },
 }
 
 /// Server to browser.
@@ -127,6 +132,10 @@ pub enum VisitorOut {
         /// The action this answers, if any.
         #[serde(default)]
         id: Option<MsgId>,
+        /// For `rate_limited`: when the refused action (and, in order, those
+        /// after it) may be sent again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u32>,
     },
     GoingAway {
         reason: String,
@@ -166,6 +175,10 @@ pub struct VisitorMessage {
     pub name: Option<String>,
     pub body: String,
     pub at_ms: i64,
+    /// For `from: "system"`: what happened, to render in the visitor's
+    /// language (`body` has it in English).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<Notice>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,7 +358,7 @@ pub fn validate_in(msg: &VisitorIn, lim: &Limits) -> Result<(), VisitorParseErro
             }
             Ok(())
         }
-        VisitorIn::Ack { .. } | VisitorIn::Ping => Ok(()),
+        VisitorIn::Ack { .. } | VisitorIn::Ping | VisitorIn::EndChat { .. } => Ok(()),
     }
 }
 

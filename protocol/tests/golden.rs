@@ -664,6 +664,7 @@ fn visitor_message() -> VisitorMessage {
         name: Some("Alice".into()),
         body: "Of course.".into(),
         at_ms: T0 + 2_000,
+        notice: None,
     }
 }
 
@@ -792,6 +793,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                         name: None,
                         body: "Hi".into(),
                         at_ms: T0 + 1_000,
+                        notice: None,
                     },
                     VisitorMessage {
                         conversation: 12,
@@ -801,6 +803,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                         name: None,
                         body: "Alice joined".into(),
                         at_ms: T0 + 1_500,
+                        notice: None,
                     },
                 ],
             }),
@@ -817,6 +820,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                 code: ErrorCode::RateLimited,
                 message: "slow down".into(),
                 id: Some(id(2)),
+                retry_after_ms: None,
             }),
         ),
         (

@@ -20,6 +20,7 @@ use holdfast_protocol::handshake::{
     VERSION_REFUSAL_TYPE,
 };
 use holdfast_protocol::ids::MsgId;
+use holdfast_protocol::notice::{LeaveReason, Notice};
 use holdfast_protocol::seal::{self, Direction, DirectionKeys, Opener, Sealer};
 use holdfast_protocol::visitor::{
     self, ConversationView, Limits, PageInfo, Sender, VisitorConvState, VisitorEvent, VisitorIn,
@@ -628,12 +629,25 @@ fn visitor_message() -> impl Strategy<Value = VisitorMessage> {
         Just(Sender::Agent),
         Just(Sender::System)
     ];
+    let notice = option::of(prop_oneof![
+        text().prop_map(|agent| Notice::Joined { agent }),
+        (opt_text(), text(), text()).prop_map(|(from, to, by)| Notice::Transferred {
+            from,
+            to,
+            by
+        }),
+        Just(Notice::ClosedByVisitor),
+        text().prop_map(|agent| Notice::Requeued {
+            agent,
+            reason: LeaveReason::Offline
+        }),
+    ]);
     (
         (any::<u64>(), any::<u64>(), msg_id(), from),
-        (opt_text(), text(), any::<i64>()),
+        (opt_text(), text(), any::<i64>(), notice),
     )
         .prop_map(
-            |((conversation, message, id, from), (name, body, at_ms))| VisitorMessage {
+            |((conversation, message, id, from), (name, body, at_ms, notice))| VisitorMessage {
                 conversation,
                 message,
                 id,
@@ -641,6 +655,7 @@ fn visitor_message() -> impl Strategy<Value = VisitorMessage> {
                 name,
                 body,
                 at_ms,
+                notice,
             },
         )
 }
@@ -687,8 +702,18 @@ fn visitor_out() -> impl Strategy<Value = VisitorOut> {
         ),
         Just(VisitorOut::Pong),
         any::<bool>().prop_map(|online| VisitorOut::Agents { online }),
-        (error_code(), text(), option::of(msg_id()))
-            .prop_map(|(code, message, id)| VisitorOut::Error { code, message, id }),
+        (
+            error_code(),
+            text(),
+            option::of(msg_id()),
+            option::of(any::<u32>())
+        )
+            .prop_map(|(code, message, id, retry_after_ms)| VisitorOut::Error {
+                code,
+                message,
+                id,
+                retry_after_ms
+            }),
         text().prop_map(|reason| VisitorOut::GoingAway { reason }),
     ]
 }

@@ -1499,11 +1499,13 @@ impl ServerCore {
                 message: None,
                 at_ms: at,
             },
-            Action::Invite { .. } | Action::SetPresence { .. } => Outcome::Done {
-                conversation: None,
-                message: None,
-                at_ms: at,
-            },
+            Action::Invite { .. } | Action::SetPresence { .. } | Action::Transfer { .. } => {
+                Outcome::Done {
+                    conversation: None,
+                    message: None,
+                    at_ms: at,
+                }
+            }
         };
         let result = CommandResult {
             seq: cmd.seq,

@@ -2,6 +2,7 @@
 //! their own connection; SQLite's locking makes that safe while a server runs
 //! on the same data dir.
 
+use holdfast_protocol::agent::Role;
 use holdfast_protocol::handshake::Fingerprint;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -9,6 +10,7 @@ use crate::auth;
 use crate::config::ServerConfig;
 use crate::store::reads::{self, AgentRow, SiteRow, to_i64};
 use crate::store::{StoreError, now_ms};
+use crate::sweeps::{CHANGE_DISABLED, CHANGE_PASSWORD, CHANGE_PROFILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -61,6 +63,46 @@ pub fn add_site(
     reads::site_by_key(conn, key)?.ok_or_else(|| AdminError::NoSite(key.into()))
 }
 
+/// An origin as browsers send it: scheme, host and port, nothing more.
+fn valid_origin(o: &str) -> Result<String, AdminError> {
+    let o = o.trim().trim_end_matches('/');
+    let rest = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"));
+    let ok = rest.is_some_and(|host| {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+    });
+    if !ok {
+        return Err(AdminError::Invalid(format!(
+            "{o:?} is not an origin: use scheme://host[:port], like https://shop.example.com"
+        )));
+    }
+    Ok(o.to_ascii_lowercase())
+}
+
+/// Replace the origins a site's widget may run on; empty allows any.
+pub fn set_site_origins(
+    conn: &Connection,
+    key: &str,
+    origins: &[String],
+) -> Result<SiteRow, AdminError> {
+    let list = origins
+        .iter()
+        .map(|o| valid_origin(o))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = conn.execute(
+        "UPDATE sites SET origins = ?2 WHERE key = ?1",
+        params![key, list.join("\n")],
+    )?;
+    if n == 0 {
+        return Err(AdminError::NoSite(key.into()));
+    }
+    reads::site_by_key(conn, key)?.ok_or_else(|| AdminError::NoSite(key.into()))
+}
+
 pub fn add_agent(
     conn: &Connection,
     site_key: &str,
@@ -68,6 +110,7 @@ pub fn add_agent(
     display_name: &str,
     password: &str,
     capacity: u32,
+    role: Role,
 ) -> Result<AgentRow, AdminError> {
     valid_key(username, "a username")?;
     let site =
@@ -77,41 +120,123 @@ pub fn add_agent(
     }
     let hash = auth::hash_password(password)?;
     conn.execute(
-        "INSERT INTO agents (site_id, username, display_name, password_hash, capacity, created_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO agents (site_id, username, display_name, password_hash, capacity, created_ms, role) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             to_i64(site.id),
             username,
             display_name,
             hash,
             capacity,
-            now_ms()
+            now_ms(),
+            reads::role_to_int(role)
         ],
     )?;
     reads::agent_by_username(conn, username)?.ok_or_else(|| AdminError::NoAgent(username.into()))
 }
 
-pub fn set_password(conn: &Connection, username: &str, password: &str) -> Result<(), AdminError> {
-    let hash = auth::hash_password(password)?;
-    let n = conn.execute(
-        "UPDATE agents SET password_hash = ?2 WHERE username = ?1",
-        params![username, hash],
-    )?;
-    if n == 0 {
-        return Err(AdminError::NoAgent(username.into()));
+/// Apply `change` to the agent's row and record it in the change feed in one
+/// transaction, so a running server acts on it (ends sessions, refreshes the
+/// team panel) whenever the row changed, and never on a change that did not
+/// commit. `revoke` bumps the auth epoch: every session opened before may no
+/// longer act.
+fn change_agent(
+    conn: &Connection,
+    username: &str,
+    kind: i64,
+    revoke: bool,
+    change: impl FnOnce(&Connection, i64) -> Result<(), AdminError>,
+) -> Result<(), AdminError> {
+    let tx = conn.unchecked_transaction()?;
+    let id: i64 = tx
+        .query_row(
+            "SELECT id FROM agents WHERE username = ?1",
+            [username],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| AdminError::NoAgent(username.into()))?;
+    change(&tx, id)?;
+    if revoke {
+        tx.execute(
+            "UPDATE agents SET auth_epoch = auth_epoch + 1 WHERE id = ?1",
+            [id],
+        )?;
     }
+    tx.execute(
+        "INSERT INTO agent_changes (agent_id, kind, at_ms) VALUES (?1, ?2, ?3)",
+        params![id, kind, now_ms()],
+    )?;
+    tx.commit()?;
     Ok(())
 }
 
+/// Set a new password; sessions opened with the old one end.
+pub fn set_password(conn: &Connection, username: &str, password: &str) -> Result<(), AdminError> {
+    let hash = auth::hash_password(password)?;
+    change_agent(conn, username, CHANGE_PASSWORD, true, |c, id| {
+        c.execute(
+            "UPDATE agents SET password_hash = ?2 WHERE id = ?1",
+            params![id, hash],
+        )?;
+        Ok(())
+    })
+}
+
+/// Disable (sessions end, chats go back to the queue) or enable an agent.
 pub fn set_disabled(conn: &Connection, username: &str, disabled: bool) -> Result<(), AdminError> {
-    let n = conn.execute(
-        "UPDATE agents SET disabled = ?2 WHERE username = ?1",
-        params![username, i64::from(disabled)],
-    )?;
-    if n == 0 {
-        return Err(AdminError::NoAgent(username.into()));
+    let kind = if disabled {
+        CHANGE_DISABLED
+    } else {
+        CHANGE_PROFILE
+    };
+    change_agent(conn, username, kind, disabled, |c, id| {
+        c.execute(
+            "UPDATE agents SET disabled = ?2 WHERE id = ?1",
+            params![id, i64::from(disabled)],
+        )?;
+        Ok(())
+    })
+}
+
+/// Change an agent's role, capacity or display name; sessions stay, and the
+/// team panel shows the change.
+pub fn update_agent(
+    conn: &Connection,
+    username: &str,
+    role: Option<Role>,
+    capacity: Option<u32>,
+    name: Option<&str>,
+) -> Result<AgentRow, AdminError> {
+    if let Some(n) = name
+        && (n.trim().is_empty() || n.len() > 64)
+    {
+        return Err(AdminError::Invalid(
+            "a display name must be 1-64 bytes".into(),
+        ));
     }
-    Ok(())
+    change_agent(conn, username, CHANGE_PROFILE, false, |c, id| {
+        if let Some(r) = role {
+            c.execute(
+                "UPDATE agents SET role = ?2 WHERE id = ?1",
+                params![id, reads::role_to_int(r)],
+            )?;
+        }
+        if let Some(cap) = capacity {
+            c.execute(
+                "UPDATE agents SET capacity = ?2 WHERE id = ?1",
+                params![id, cap],
+            )?;
+        }
+        if let Some(n) = name {
+            c.execute(
+                "UPDATE agents SET display_name = ?2 WHERE id = ?1",
+                params![id, n.trim()],
+            )?;
+        }
+        Ok(())
+    })?;
+    reads::agent_by_username(conn, username)?.ok_or_else(|| AdminError::NoAgent(username.into()))
 }
 
 pub const DEMO_SITE: &str = "demo";
@@ -134,7 +259,15 @@ pub fn ensure_demo(conn: &Connection) -> Result<bool, AdminError> {
         )
         .optional()?;
     if exists.is_none() {
-        add_agent(conn, DEMO_SITE, DEMO_AGENT, "Demo Agent", DEMO_PASSWORD, 5)?;
+        add_agent(
+            conn,
+            DEMO_SITE,
+            DEMO_AGENT,
+            "Demo Agent",
+            DEMO_PASSWORD,
+            5,
+            Role::Agent,
+        )?;
         created = true;
     }
     Ok(created)

@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use holdfast_protocol::agent::{
-    AckBatch, ClientMsg, CommandResult, Event, LiveEvent, LoginOk, Query, Resume, Seq, ServerMsg,
-    Snapshot, VisitorInfo, WireError,
+    AckBatch, ClientMsg, CommandResult, Event, LiveEvent, LoginOk, Presence, Query, Resume, Seq,
+    ServerMsg, Snapshot, TeamMember, VisitorInfo, WireError,
 };
 use holdfast_protocol::codec::{FrameCodec, FrameError};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::handshake::server_accept_with;
 use holdfast_protocol::liveness::{Liveness, LivenessAction};
+use holdfast_protocol::notice::LeaveReason;
 use holdfast_protocol::seal::{Opener, Sealer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -57,6 +58,10 @@ enum End {
     Kicked,
     #[error("server shutting down")]
     Shutdown,
+    #[error("signed out")]
+    SignedOut,
+    #[error("session revoked: {0}")]
+    Revoked(String),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("seal: {0}")]
@@ -372,6 +377,10 @@ async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn
     }
     ctx.throttle.succeed(&user_key);
     let (agent_id, device) = (row.id, login.device_id);
+    let active = ctx
+        .reads
+        .run(move |c| reads::agent_load(c, agent_id))
+        .await?;
     let commands_acked = ctx
         .writer
         .call(|reply| Op::AgentLogin {
@@ -381,7 +390,7 @@ async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn
         })
         .await?;
     // Register before reading the log: see the module docs.
-    let reg = ctx.hub.register_agent(row.id, row.site, &row.display_name);
+    let reg = ctx.hub.register_agent(row.site, team_member(&row, active));
     let mut conn = Conn {
         session,
         agent: row,
@@ -409,6 +418,7 @@ impl Conn {
         commands_acked: Seq,
     ) -> Result<(), End> {
         let (agent, site) = (self.agent.id, self.agent.site);
+        let oversees = self.agent.role.oversees();
         let (floor, head) = ctx
             .reads
             .run(move |c| reads::agent_log_bounds(c, agent))
@@ -450,7 +460,7 @@ impl Conn {
                         c.execute_batch("BEGIN")?;
                         let r = (|| {
                             let head = reads::log_head(c, &reads::agent_key(agent))?;
-                            let (cs, ms) = reads::agent_snapshot(c, agent, site)?;
+                            let (cs, ms) = reads::agent_snapshot(c, agent, site, oversees)?;
                             Ok((head, cs, ms))
                         })();
                         let _ignored = c.execute_batch("COMMIT");
@@ -473,6 +483,13 @@ impl Conn {
         }
         let visitors = ctx.hub.visitors_of_site(site);
         send_visitor_list(&mut self.session, io, ctx, visitors).await?;
+        let rows = ctx.reads.run(move |c| reads::team(c, site)).await?;
+        let team = ctx
+            .hub
+            .team(rows.iter().map(|(r, n)| team_member(r, *n)).collect());
+        self.session
+            .feed(io, &ServerMsg::Live(LiveEvent::Team(team)))
+            .await?;
         flush(io).await?;
         // This agent may take waiting conversations now.
         let _queued = ctx.writer.try_submit(Op::AssignQueued { site });
@@ -522,6 +539,7 @@ impl Conn {
             id: self.agent.id,
             site: self.agent.site,
             name: self.agent.display_name.clone(),
+            epoch: self.agent.auth_epoch,
         };
         let mut pending: VecDeque<oneshot::Receiver<Result<CommandResult, StoreError>>> =
             VecDeque::new();
@@ -558,6 +576,10 @@ impl Conn {
                                 if !results.is_empty() {
                                     acked_up_to = acked_up_to.max(results.iter().map(|r| r.seq).max().unwrap_or(0));
                                     self.session.send(io, &ServerMsg::Ack(AckBatch { up_to: acked_up_to, results })).await?;
+                                }
+                                if let StoreError::Revoked { code, message } = e {
+                                    self.session.error(io, code, message.clone(), None).await;
+                                    return Err(End::Revoked(message));
                                 }
                                 self.session.error(io, ErrorCode::Unavailable, format!("cannot commit right now: {e}"), Some(1000)).await;
                                 return Err(End::Store(e));
@@ -634,6 +656,9 @@ impl Conn {
                             self.session.error(io, ErrorCode::BadRequest, "already logged in", None).await;
                             return Err(End::Protocol("second Login".into()));
                         }
+                        ClientMsg::SignOut => {
+                            return self.sign_out(io, ctx, &mut pending, &mut acked_up_to).await;
+                        }
                     }
                 }
                 () = sleep_until(deadline) => {
@@ -669,7 +694,58 @@ impl Conn {
                 Ok(())
             }
             AgentPush::Live(ev) => self.session.feed(io, &ServerMsg::Live((*ev).clone())).await,
+            AgentPush::Revoke(code, message) => {
+                self.session
+                    .error(io, code, message.to_string(), None)
+                    .await;
+                Err(End::Revoked(message.to_string()))
+            }
         }
+    }
+
+    /// `ClientMsg::SignOut`: ack what came before it, hand the agent's chats
+    /// back (the writer keeps them if another device is still connected),
+    /// say so, and end.
+    async fn sign_out(
+        &mut self,
+        io: &mut Io,
+        ctx: &Arc<Ctx>,
+        pending: &mut VecDeque<oneshot::Receiver<Result<CommandResult, StoreError>>>,
+        acked_up_to: &mut Seq,
+    ) -> Result<(), End> {
+        let mut results = Vec::new();
+        while let Some(rx) = pending.pop_front() {
+            match rx.await {
+                Ok(Ok(r)) => results.push(r),
+                Ok(Err(e)) => return Err(End::Store(e)),
+                Err(_) => return Err(End::Store(StoreError::WriterGone)),
+            }
+        }
+        if !results.is_empty() {
+            *acked_up_to = (*acked_up_to).max(results.iter().map(|r| r.seq).max().unwrap_or(0));
+            ctx.metrics.messages_in.add(results.len() as u64);
+            self.session
+                .send(
+                    io,
+                    &ServerMsg::Ack(AckBatch {
+                        up_to: *acked_up_to,
+                        results,
+                    }),
+                )
+                .await?;
+        }
+        // No new chats for an agent on its way out.
+        ctx.hub.set_presence(self.agent.id, Presence::Offline);
+        let agent = self.agent.id;
+        ctx.writer
+            .call(|reply| Op::ReleaseChats {
+                agent,
+                reason: LeaveReason::SignedOut,
+                reply: Some(reply),
+            })
+            .await?;
+        self.session.send(io, &ServerMsg::SignedOut).await?;
+        Err(End::SignedOut)
     }
 
     fn spawn_query(&self, ctx: &Arc<Ctx>, q: Query, tx: mpsc::Sender<ServerMsg>) {
@@ -697,6 +773,19 @@ impl Conn {
                 }
             }
         });
+    }
+}
+
+/// An agent's team row: presence is the hub's to fill in.
+pub fn team_member(row: &AgentRow, active: u32) -> TeamMember {
+    TeamMember {
+        agent: row.id,
+        name: row.display_name.clone(),
+        role: row.role,
+        presence: Presence::Offline,
+        active,
+        capacity: row.capacity,
+        disabled: row.disabled,
     }
 }
 

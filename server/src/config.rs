@@ -90,6 +90,13 @@ pub struct ServerConfig {
     pub hub: HubConfig,
     pub throttle: ThrottleConfig,
     pub visitor: VisitorConfig,
+    /// Where `/metrics` (and a second `/healthz`) are served; `None` turns
+    /// the admin listener off. Not the visitor port: metrics name sites,
+    /// counts and timings that are nobody's business on the internet.
+    pub admin_listen: Option<SocketAddr>,
+    /// How long an agent may be offline (no device connected) before its
+    /// open chats go back to the queue.
+    pub owner_grace: Duration,
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -117,6 +124,8 @@ impl ServerConfig {
             hub: HubConfig::default(),
             throttle: ThrottleConfig::default(),
             visitor: VisitorConfig::default(),
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            owner_grace: Duration::from_secs(120),
         }
     }
 
@@ -126,6 +135,7 @@ impl ServerConfig {
         c.http = SocketAddr::from(([127, 0, 0, 1], 0));
         c.agent_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         c.login_failure_delay = Duration::from_millis(20);
+        c.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         c
     }
 
@@ -169,6 +179,10 @@ pub struct FileConfig {
     /// HTTP requests per second per address (long-poll), and burst.
     pub http_rate: Option<f64>,
     pub http_burst: Option<f64>,
+    /// Admin listener (`/metrics`), or "off".
+    pub admin_listen: Option<String>,
+    /// Seconds an agent may be offline before its chats are handed back.
+    pub owner_grace_secs: Option<u64>,
 }
 
 /// Values from flags or the environment (flags win; clap does that part).
@@ -186,6 +200,8 @@ pub struct Overrides {
     pub dead_after_ms: Option<u64>,
     pub retention_days: Option<u64>,
     pub group_commit: Option<bool>,
+    pub admin_listen: Option<String>,
+    pub owner_grace_secs: Option<u64>,
 }
 
 pub fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -251,6 +267,17 @@ pub fn resolve(file: FileConfig, o: Overrides) -> anyhow::Result<ServerConfig> {
     }
     if let Some(v) = file.http_burst {
         c.visitor.http_burst = v;
+    }
+    if let Some(v) = o.admin_listen.or(file.admin_listen) {
+        c.admin_listen = match v.trim() {
+            "off" | "none" | "" => None,
+            addr => Some(addr.parse().with_context(|| {
+                format!("admin_listen must be host:port or \"off\", got {addr:?}")
+            })?),
+        };
+    }
+    if let Some(v) = o.owner_grace_secs.or(file.owner_grace_secs) {
+        c.owner_grace = Duration::from_secs(v);
     }
     c.tls = match (o.tls_cert.or(file.tls_cert), o.tls_key.or(file.tls_key)) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),

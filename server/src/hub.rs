@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
-    AgentId, Event, LiveEvent, PageView, Presence, Seq, SiteId, VisitorInfo,
+    AgentId, Event, LiveEvent, PageView, Presence, Seq, SiteId, TeamMember, VisitorInfo,
 };
+use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::visitor::VisitorEvent;
 use tokio::sync::Notify;
 
@@ -31,6 +32,9 @@ use crate::store::writer::Effect;
 pub enum AgentPush {
     Event(Seq, Arc<Event>),
     Live(Arc<LiveEvent>),
+    /// The session lost its rights (disabled, password changed): say why
+    /// and close.
+    Revoke(ErrorCode, Arc<str>),
 }
 
 /// What a visitor connection receives.
@@ -59,9 +63,22 @@ struct Conn<T> {
 #[derive(Debug)]
 struct AgentLive {
     site: SiteId,
-    name: String,
     presence: Presence,
     conns: Vec<Conn<AgentPush>>,
+    /// The agent's team row (name, role, capacity, load) as last committed.
+    member: TeamMember,
+    /// When the last connection went away: the grace period before the
+    /// agent's open chats are handed back runs from here.
+    offline_since: Option<Instant>,
+}
+
+impl AgentLive {
+    fn member(&self) -> TeamMember {
+        TeamMember {
+            presence: self.presence,
+            ..self.member.clone()
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -190,6 +207,15 @@ impl Hub {
         }
     }
 
+    /// Tell the site's agents about one agent's presence, role or load.
+    fn broadcast_member(&self, st: &mut State, agent: AgentId) {
+        let Some(a) = st.agents.get(&agent) else {
+            return;
+        };
+        let (site, member) = (a.site, a.member());
+        self.broadcast_live(st, site, LiveEvent::TeamMember(member));
+    }
+
     fn broadcast_agents_online(&self, st: &mut State, site: SiteId) {
         let online = st
             .agents
@@ -201,33 +227,29 @@ impl Hub {
         }
     }
 
-    pub fn register_agent(
-        &self,
-        agent: AgentId,
-        site: SiteId,
-        name: &str,
-    ) -> Registration<AgentPush> {
+    /// Register an agent connection; `member` is its team row as read at
+    /// login.
+    pub fn register_agent(&self, site: SiteId, member: TeamMember) -> Registration<AgentPush> {
         let mut st = self.lock();
         let (conn, reg) = st.connect(self.cfg.agent_queue);
+        let agent = member.agent;
         let entry = st.agents.entry(agent).or_insert_with(|| AgentLive {
             site,
-            name: name.to_string(),
             presence: Presence::Offline,
             conns: Vec::new(),
+            member: member.clone(),
+            offline_since: None,
         });
+        entry.member = member;
         entry.conns.push(conn);
+        entry.offline_since = None;
         let came_online = entry.presence == Presence::Offline;
         if came_online {
             entry.presence = Presence::Online;
-            self.broadcast_live(
-                &mut st,
-                site,
-                LiveEvent::AgentPresence {
-                    agent,
-                    name: name.to_string(),
-                    presence: Presence::Online,
-                },
-            );
+        }
+        // Even a second device broadcasts: the row may have changed.
+        self.broadcast_member(&mut st, agent);
+        if came_online {
             self.broadcast_agents_online(&mut st, site);
         }
         self.metrics.agent_connections.inc();
@@ -249,18 +271,13 @@ impl Hub {
         if !a.conns.is_empty() {
             return false;
         }
-        let (site, name) = (a.site, a.name.clone());
-        a.presence = Presence::Offline;
-        self.broadcast_live(
-            &mut st,
-            site,
-            LiveEvent::AgentPresence {
-                agent,
-                name,
-                presence: Presence::Offline,
-            },
-        );
-        self.broadcast_agents_online(&mut st, site);
+        a.offline_since = Some(Instant::now());
+        if a.presence != Presence::Offline {
+            let site = a.site;
+            a.presence = Presence::Offline;
+            self.broadcast_member(&mut st, agent);
+            self.broadcast_agents_online(&mut st, site);
+        }
         true
     }
 
@@ -273,17 +290,69 @@ impl Hub {
             return;
         }
         a.presence = presence;
-        let (site, name) = (a.site, a.name.clone());
-        self.broadcast_live(
-            &mut st,
-            site,
-            LiveEvent::AgentPresence {
-                agent,
-                name,
-                presence,
-            },
-        );
+        let site = a.site;
+        self.broadcast_member(&mut st, agent);
         self.broadcast_agents_online(&mut st, site);
+    }
+
+    /// How many connections (devices) the agent has now.
+    pub fn connections(&self, agent: AgentId) -> usize {
+        self.lock().agents.get(&agent).map_or(0, |a| a.conns.len())
+    }
+
+    /// Since when the agent has had no connection: `None` while connected,
+    /// and for an agent this server has not seen since it started (the
+    /// caller counts from the start).
+    pub fn offline_since(&self, agent: AgentId) -> Option<Instant> {
+        self.lock().agents.get(&agent).and_then(|a| a.offline_since)
+    }
+
+    /// The team as the hub knows it: presence for the agents it has seen,
+    /// over the stored rows the caller read.
+    pub fn team(&self, mut rows: Vec<TeamMember>) -> Vec<TeamMember> {
+        let st = self.lock();
+        for m in &mut rows {
+            m.presence = st.agents.get(&m.agent).map_or(Presence::Offline, |a| {
+                if a.conns.is_empty() {
+                    Presence::Offline
+                } else {
+                    a.presence
+                }
+            });
+        }
+        rows
+    }
+
+    /// An agent's stored row changed (committed by the writer, or by the
+    /// CLI): keep it and tell the site.
+    pub fn update_member(&self, site: SiteId, member: TeamMember) {
+        let mut st = self.lock();
+        let agent = member.agent;
+        match st.agents.get_mut(&agent) {
+            Some(a) => {
+                a.member = member;
+                self.broadcast_member(&mut st, agent);
+            }
+            None => {
+                // Not connected since start: offline, but the panel still
+                // wants its load.
+                self.broadcast_live(&mut st, site, LiveEvent::TeamMember(member));
+            }
+        }
+    }
+
+    /// End every session of the agent, with the reason, within a moment.
+    pub fn revoke(&self, agent: AgentId, code: ErrorCode, message: &str) {
+        let st = self.lock();
+        let Some(a) = st.agents.get(&agent) else {
+            return;
+        };
+        let msg: Arc<str> = Arc::from(message);
+        for c in &a.conns {
+            if c.tx.try_send(AgentPush::Revoke(code, msg.clone())).is_err() {
+                c.tx.kick();
+            }
+        }
     }
 
     /// Online, connected agents of a site (for auto-assignment).
@@ -495,6 +564,18 @@ impl Hub {
                         }
                     }
                     Effect::Presence { .. } => {}
+                    Effect::Team { site, member } => {
+                        let agent = member.agent;
+                        match st.agents.get_mut(&agent) {
+                            Some(a) => {
+                                a.member = member;
+                                self.broadcast_member(&mut st, agent);
+                            }
+                            None => {
+                                self.broadcast_live(&mut st, site, LiveEvent::TeamMember(member));
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -593,6 +674,18 @@ mod tests {
         }
     }
 
+    fn member(agent: AgentId, name: &str) -> TeamMember {
+        TeamMember {
+            agent,
+            name: name.into(),
+            role: holdfast_protocol::agent::Role::Agent,
+            presence: Presence::Offline,
+            active: 0,
+            capacity: 5,
+            disabled: false,
+        }
+    }
+
     fn hub(dir: &std::path::Path) -> (Arc<Hub>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::default());
         let cfg = HubConfig {
@@ -612,7 +705,7 @@ mod tests {
     async fn a_presence_flood_marks_the_agent_stale_instead_of_cutting_it() {
         let dir = tempfile::tempdir().unwrap();
         let (h, metrics) = hub(dir.path());
-        let mut reg = h.register_agent(1, 1, "Alice");
+        let mut reg = h.register_agent(1, member(1, "Alice"));
         // The agent does not read; 20 visitors arrive (20 presence changes
         // into a queue of 3).
         let _visitors: Vec<_> = (0..20).map(|i| h.register_visitor(visitor(i))).collect();
@@ -634,7 +727,7 @@ mod tests {
     async fn shutdown_kicks_every_connection_and_any_that_registers_later() {
         let dir = tempfile::tempdir().unwrap();
         let (h, _metrics) = hub(dir.path());
-        let agent = h.register_agent(1, 1, "Alice");
+        let agent = h.register_agent(1, member(1, "Alice"));
         let before = h.register_visitor(visitor(1));
         assert!(!agent.rx.is_kicked() && !before.rx.is_kicked());
         h.kick_all();
@@ -644,7 +737,7 @@ mod tests {
         let mut late = h.register_visitor(visitor(2));
         let got = tokio::time::timeout(Duration::from_secs(5), late.rx.recv()).await;
         assert!(matches!(got, Ok(crate::pushq::Recv::Kicked)), "{got:?}");
-        let late_agent = h.register_agent(2, 1, "Bob");
+        let late_agent = h.register_agent(1, member(2, "Bob"));
         assert!(late_agent.rx.is_kicked());
     }
 }

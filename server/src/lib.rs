@@ -10,7 +10,10 @@
 //! - [`auth`], [`token`], [`throttle`], [`identity`]: passwords, visitor
 //!   tokens and identify hashes, rate limits, the server's static key.
 //! - [`admin`]: site and agent management used by the CLI and `--demo`.
-//! - [`metrics`]: Prometheus counters.
+//! - [`sweeps`]: the background tasks: hand back the chats of agents
+//!   offline past the grace period, and act on CLI changes to agents
+//!   (disable, password) within a second.
+//! - [`metrics`]: Prometheus counters, served on the admin listener.
 
 pub mod admin;
 pub mod agent_gw;
@@ -22,6 +25,7 @@ pub mod identity;
 pub mod metrics;
 pub mod pushq;
 pub mod store;
+pub mod sweeps;
 pub mod throttle;
 pub mod token;
 pub mod visitor_gw;
@@ -56,7 +60,7 @@ pub struct Ctx {
     pub visitor_ip_limiter: throttle::ConnLimiter,
     pub http_buckets:
         std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, throttle::TokenBucket>>,
-    pub lp_buckets: std::sync::Mutex<std::collections::HashMap<String, throttle::TokenBucket>>,
+    pub lp_buckets: std::sync::Mutex<std::collections::HashMap<String, throttle::SendGate>>,
     pub shutdown: CancellationToken,
 }
 
@@ -65,6 +69,8 @@ pub struct Ctx {
 pub struct RunningServer {
     pub http_addr: SocketAddr,
     pub agent_addr: SocketAddr,
+    /// `/metrics` and `/healthz` for operators; `None` when turned off.
+    pub admin_addr: Option<SocketAddr>,
     pub fingerprint: Fingerprint,
     pub ctx: Arc<Ctx>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -119,8 +125,23 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     http_listener
         .set_nonblocking(true)
         .context("configuring the HTTP listener")?;
+    let admin_listener = match cfg.admin_listen {
+        Some(a) => {
+            let l = std::net::TcpListener::bind(a).with_context(|| {
+                format!("cannot bind the admin port {a} (set --admin-listen, or \"off\")")
+            })?;
+            l.set_nonblocking(true)
+                .context("configuring the admin listener")?;
+            Some(l)
+        }
+        None => None,
+    };
     let agent_addr = agent_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()?;
 
     let metrics = Arc::new(metrics::Metrics::default());
     let reads = store::ReadPool::new(&cfg.data_dir);
@@ -156,6 +177,11 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(agent_gw::serve(agent_listener, ctx.clone())));
     tasks.push(tokio::spawn(visitor_gw::serve(http_listener, ctx.clone())));
+    if let Some(l) = admin_listener {
+        tasks.push(tokio::spawn(visitor_gw::serve_admin(l, ctx.clone())));
+    }
+    tasks.push(tokio::spawn(sweeps::owner_sweep(ctx.clone())));
+    tasks.push(tokio::spawn(sweeps::agent_changes(ctx.clone())));
     let sweeper = ctx.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -166,10 +192,11 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             }
         }
     }));
-    tracing::info!(%http_addr, %agent_addr, %fingerprint, "holdfast server listening");
+    tracing::info!(%http_addr, %agent_addr, ?admin_addr, %fingerprint, "holdfast server listening");
     Ok(RunningServer {
         http_addr,
         agent_addr,
+        admin_addr,
         fingerprint,
         ctx,
         tasks,

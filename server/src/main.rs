@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use holdfast_protocol::agent::Role;
 use holdfast_server::config::{self, Overrides};
 use holdfast_server::{admin, identity, store};
 
@@ -95,6 +96,13 @@ struct ServeArgs {
     /// Group commit on or off (off only to measure what it buys).
     #[arg(long, env = "HOLDFAST_GROUP_COMMIT")]
     group_commit: Option<bool>,
+    /// Admin listener for /metrics and /healthz, or "off" [default: 127.0.0.1:9090]
+    #[arg(long, env = "HOLDFAST_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
+    /// How long an agent may be offline before its open chats go back to
+    /// the queue, in seconds [default: 120]
+    #[arg(long, env = "HOLDFAST_OWNER_GRACE_SECS")]
+    owner_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +115,15 @@ enum SiteCmd {
         /// Secret for verifying Holdfast.identify() hashes.
         #[arg(long)]
         secret: Option<String>,
+        /// An origin the widget may run on (https://shop.example.com);
+        /// repeat for more. Without any, every origin may.
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+    },
+    /// Replace the origins a site's widget may run on (none: any origin).
+    Origins {
+        key: String,
+        origins: Vec<String>,
     },
     List,
 }
@@ -125,15 +142,30 @@ enum AgentCmd {
         /// Maximum concurrent chats.
         #[arg(long, default_value_t = 5)]
         capacity: u32,
+        /// agent, supervisor (reads and transfers every chat of the site)
+        /// or admin.
+        #[arg(long, default_value = "agent")]
+        role: Role,
     },
-    /// Set an agent's password.
+    /// Change an agent's role, capacity or display name. Sessions stay open.
+    Set {
+        username: String,
+        #[arg(long)]
+        role: Option<Role>,
+        #[arg(long)]
+        capacity: Option<u32>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Set an agent's password. Sessions signed in with the old one end.
     Passwd {
         username: String,
         #[arg(long, env = "HOLDFAST_PASSWORD", hide_env_values = true)]
         password: String,
     },
     List,
-    /// Disable (or with --enable, re-enable) an agent.
+    /// Disable (or with --enable, re-enable) an agent. Its sessions end at
+    /// once and its open chats go back to the queue.
     Disable {
         username: String,
         #[arg(long)]
@@ -182,13 +214,25 @@ fn main() -> anyhow::Result<()> {
         Cmd::Site { cmd, dir } => {
             let conn = store::open_connection(&dir.path()).context("opening the database")?;
             match cmd {
-                SiteCmd::Add { key, name, secret } => {
+                SiteCmd::Add {
+                    key,
+                    name,
+                    secret,
+                    origins,
+                } => {
                     let name = name.unwrap_or_else(|| key.clone());
-                    let s = admin::add_site(&conn, &key, &name, secret.as_deref())?;
+                    let mut s = admin::add_site(&conn, &key, &name, secret.as_deref())?;
+                    if !origins.is_empty() {
+                        s = admin::set_site_origins(&conn, &key, &origins)?;
+                    }
                     println!(
                         "site {} added (id {}); embed with data-site=\"{}\"",
                         s.key, s.id, s.key
                     );
+                }
+                SiteCmd::Origins { key, origins } => {
+                    let s = admin::set_site_origins(&conn, &key, &origins)?;
+                    println!("{}: {}", s.key, origins_text(&s.origins));
                 }
                 SiteCmd::List => {
                     for s in store::reads::list_sites(&conn)? {
@@ -197,7 +241,13 @@ fn main() -> anyhow::Result<()> {
                         } else {
                             "identify: open"
                         };
-                        println!("{}\t{}\t{}\t{secret}", s.id, s.key, s.name);
+                        println!(
+                            "{}\t{}\t{}\t{secret}\torigins: {}",
+                            s.id,
+                            s.key,
+                            s.name,
+                            origins_text(&s.origins)
+                        );
                     }
                 }
             }
@@ -212,10 +262,28 @@ fn main() -> anyhow::Result<()> {
                     name,
                     password,
                     capacity,
+                    role,
                 } => {
                     let name = name.unwrap_or_else(|| username.clone());
-                    let a = admin::add_agent(&conn, &site, &username, &name, &password, capacity)?;
-                    println!("agent {} added (id {}) to site {site}", a.username, a.id);
+                    let a = admin::add_agent(
+                        &conn, &site, &username, &name, &password, capacity, role,
+                    )?;
+                    println!(
+                        "{} {} added (id {}) to site {site}",
+                        a.role, a.username, a.id
+                    );
+                }
+                AgentCmd::Set {
+                    username,
+                    role,
+                    capacity,
+                    name,
+                } => {
+                    let a = admin::update_agent(&conn, &username, role, capacity, name.as_deref())?;
+                    println!(
+                        "{}: {} · {} · capacity {}",
+                        a.username, a.display_name, a.role, a.capacity
+                    );
                 }
                 AgentCmd::Passwd { username, password } => {
                     admin::set_password(&conn, &username, &password)?;
@@ -230,8 +298,8 @@ fn main() -> anyhow::Result<()> {
                             .map_or("?", |s| s.key.as_str());
                         let state = if a.disabled { "disabled" } else { "enabled" };
                         println!(
-                            "{}\t{}\t{}\t{site}\tcapacity {}\t{state}",
-                            a.id, a.username, a.display_name, a.capacity
+                            "{}\t{}\t{}\t{site}\t{}\tcapacity {}\t{state}",
+                            a.id, a.username, a.display_name, a.role, a.capacity
                         );
                     }
                 }
@@ -265,6 +333,8 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             dead_after_ms: a.dead_after_ms,
             retention_days: a.retention_days,
             group_commit: a.group_commit,
+            admin_listen: a.admin_listen,
+            owner_grace_secs: a.owner_grace_secs,
         },
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -278,6 +348,14 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         server.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+fn origins_text(origins: &[String]) -> String {
+    if origins.is_empty() {
+        "any".to_owned()
+    } else {
+        origins.join(" ")
+    }
 }
 
 async fn wait_for_signal() {

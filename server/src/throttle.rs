@@ -3,7 +3,8 @@
 //! - [`LoginThrottle`]: after a few failed logins for a username or from an
 //!   address, further attempts are refused for a doubling lock-out, so a
 //!   brute force gets a handful of guesses per minute instead of thousands.
-//! - [`TokenBucket`]: a per-connection message rate limit.
+//! - [`TokenBucket`]: a rate limit; [`SendGate`]: the one on a visitor's
+//!   messages, which also keeps their order when one is refused.
 //! - [`ConnLimiter`]: concurrent connections per IP address.
 
 use std::collections::HashMap;
@@ -128,6 +129,81 @@ impl TokenBucket {
             false
         }
     }
+
+    /// How long until the next token (after a refused `take`).
+    pub fn wait(&self) -> Duration {
+        if self.rate <= 0.0 {
+            return Duration::from_secs(60);
+        }
+        Duration::from_secs_f64(((1.0 - self.tokens).max(0.0) / self.rate).min(60.0))
+    }
+}
+
+/// The rate limit on a visitor's messages, and the order it keeps.
+///
+/// A refused message blocks every later one until it is sent again and
+/// accepted: otherwise a client that pipelines (sends B while A waits for
+/// its answer) could have B stored before A, out of the order it was
+/// typed. The block lapses after a minute in case the client gave A up.
+#[derive(Debug, Clone)]
+pub struct SendGate {
+    bucket: TokenBucket,
+    blocked: Option<(holdfast_protocol::ids::MsgId, Instant)>,
+}
+
+/// Why the gate refused, and when to try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub retry_after: Duration,
+    /// The earlier message that must be resent first, when it is not this
+    /// one.
+    pub waiting_for: Option<holdfast_protocol::ids::MsgId>,
+}
+
+const BLOCK_LAPSES: Duration = Duration::from_secs(60);
+
+impl SendGate {
+    pub fn new(rate_per_sec: f64, burst: f64, now: Instant) -> Self {
+        Self {
+            bucket: TokenBucket::new(rate_per_sec, burst, now),
+            blocked: None,
+        }
+    }
+
+    /// Let `id` through, or say why not.
+    pub fn admit(
+        &mut self,
+        id: holdfast_protocol::ids::MsgId,
+        now: Instant,
+    ) -> Result<(), Refused> {
+        if let Some((first, since)) = self.blocked {
+            if now.saturating_duration_since(since) >= BLOCK_LAPSES {
+                self.blocked = None;
+            } else if first != id {
+                return Err(Refused {
+                    retry_after: self.bucket.wait(),
+                    waiting_for: Some(first),
+                });
+            }
+        }
+        if self.bucket.take(now) {
+            self.blocked = None;
+            Ok(())
+        } else {
+            if self.blocked.is_none() {
+                self.blocked = Some((id, now));
+            }
+            Err(Refused {
+                retry_after: self.bucket.wait(),
+                waiting_for: None,
+            })
+        }
+    }
+
+    /// For rate limits on things that have no order (page views).
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.bucket.take(now)
+    }
 }
 
 /// Concurrent connections per source address.
@@ -211,5 +287,29 @@ mod tests {
         assert!(l.acquire(ip).is_none());
         drop(s);
         assert!(l.acquire(ip).is_some());
+    }
+
+    #[test]
+    fn a_refused_message_holds_back_the_ones_after_it() {
+        use holdfast_protocol::ids::MsgId;
+        let t0 = Instant::now();
+        let (a, b) = (MsgId([1; 16]), MsgId([2; 16]));
+        let mut g = SendGate::new(1.0, 1.0, t0);
+        assert_eq!(g.admit(MsgId([0; 16]), t0), Ok(()));
+        let refused = g.admit(a, t0).unwrap_err();
+        assert_eq!(refused.waiting_for, None);
+        assert!(refused.retry_after > Duration::ZERO);
+        // B arrives later, when a token is there: still refused, since A
+        // came first and has not been stored.
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(g.admit(b, t1).unwrap_err().waiting_for, Some(a));
+        assert_eq!(g.admit(a, t1), Ok(()));
+        assert_eq!(g.admit(b, t1 + Duration::from_secs(1)), Ok(()));
+        // A block the client gave up on lapses.
+        let t2 = t1 + Duration::from_secs(10);
+        assert_eq!(g.admit(a, t2), Ok(()));
+        assert!(g.admit(b, t2).is_err());
+        let later = t2 + BLOCK_LAPSES + Duration::from_secs(1);
+        assert_eq!(g.admit(MsgId([3; 16]), later), Ok(()));
     }
 }

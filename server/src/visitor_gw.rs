@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use holdfast_protocol::agent::{PageView, Seq};
 use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::liveness::{Liveness, LivenessAction};
 use holdfast_protocol::visitor::{
     self, LongPollResponse, PageInfo, VisitorEvent, VisitorIn, VisitorOut,
@@ -32,7 +33,7 @@ use crate::pushq::Recv;
 use crate::store::reads::{self, SiteRow};
 use crate::store::writer::VisitorSendOutcome;
 use crate::store::{Op, StoreError, now_ms};
-use crate::throttle::TokenBucket;
+use crate::throttle::{SendGate, TokenBucket};
 
 /// Serve HTTP (and HTTPS when configured) until shutdown.
 pub async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>) {
@@ -105,6 +106,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
     // is always a cross-origin request (a JSON POST even needs a preflight).
     // Any origin may call it: the visitor token travels in the body or the
     // query, never in a cookie, so there is no ambient credential to abuse.
+    // A site that lists its origins gets them checked at hello.
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST])
@@ -114,31 +116,71 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/v1/visitor/lp", post(long_poll_send))
         .route("/v1/visitor/poll", get(long_poll_recv))
         .layer(cors);
-    let files = Router::new()
+    let mut files = Router::new()
         .route(
             "/widget.js",
             get(|h: HeaderMap| async move { asset("/widget/widget.js", &h) }),
         )
-        .route("/widget/{*path}", get(widget_file))
-        .route(
-            "/demo",
-            get(|h: HeaderMap| async move { asset("/demo/index.html", &h) }),
-        )
-        .route(
-            "/demo/",
-            get(|h: HeaderMap| async move { asset("/demo/index.html", &h) }),
-        )
-        .route("/demo/{*path}", get(demo_file))
-        .layer(CompressionLayer::new());
+        .route("/widget/{*path}", get(widget_file));
+    // The demo shop exists only with --demo: a production server shows no
+    // demo pieces, and its front page just says what it is.
+    if ctx.cfg.demo {
+        files = files
+            .route(
+                "/demo",
+                get(|h: HeaderMap| async move { asset("/demo/index.html", &h) }),
+            )
+            .route(
+                "/demo/",
+                get(|h: HeaderMap| async move { asset("/demo/index.html", &h) }),
+            )
+            .route("/demo/{*path}", get(demo_file))
+            .route("/", get(|| async { Redirect::temporary("/demo") }));
+    } else {
+        files = files.route("/", get(front_page));
+    }
     Router::new()
         .route("/v1/visitor/ws", get(ws_upgrade))
         .merge(long_poll)
-        .merge(files)
+        .merge(files.layer(CompressionLayer::new()))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-        .route("/", get(|| async { Redirect::temporary("/demo") }))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(ctx)
+}
+
+async fn front_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        "Holdfast chat server.\n\nAdd the chat to a site with:\n  \
+         <script src=\"/widget.js\" data-site=\"SITE_KEY\" async></script>\n",
+    )
+        .into_response()
+}
+
+/// The operators' listener: `/metrics` and `/healthz`, on an address that is
+/// not public by default (`--admin-listen`, 127.0.0.1:9090).
+pub async fn serve_admin(listener: std::net::TcpListener, ctx: Arc<Ctx>) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(ctx.clone());
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot use the admin listener: {e}");
+            return;
+        }
+    };
+    let shutdown = ctx.shutdown.clone();
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+    {
+        tracing::error!("admin listener failed: {e}");
+    }
 }
 
 fn asset(path: &str, req: &HeaderMap) -> Response {
@@ -204,6 +246,56 @@ fn err(code: ErrorCode, message: impl Into<String>) -> VisitorOut {
         code,
         message: message.into(),
         id: None,
+        retry_after_ms: None,
+    }
+}
+
+/// An error answering the action `id`.
+fn err_for(id: MsgId, code: ErrorCode, message: impl Into<String>) -> VisitorOut {
+    VisitorOut::Error {
+        code,
+        message: message.into(),
+        id: Some(id),
+        retry_after_ms: None,
+    }
+}
+
+/// What a hello asks for, with where it came from.
+struct HelloReq {
+    site: String,
+    token: Option<String>,
+    after: Option<Seq>,
+    page: Option<PageInfo>,
+    user_agent: Option<String>,
+    v: Option<u16>,
+    /// The page's origin (the `Origin` header), checked against the site's
+    /// allowed origins.
+    origin: Option<String>,
+}
+
+impl HelloReq {
+    /// The fields of a `hello`; `None` for any other message.
+    fn from_msg(msg: VisitorIn, origin: Option<String>, ua: Option<String>) -> Option<Self> {
+        match msg {
+            VisitorIn::Hello {
+                site,
+                token,
+                after,
+                page,
+                user_agent,
+                v,
+                ..
+            } => Some(Self {
+                site,
+                token,
+                after,
+                page,
+                user_agent: user_agent.or(ua),
+                v,
+                origin,
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -213,16 +305,18 @@ struct HelloResult {
     after: Seq,
 }
 
-/// Validate a hello: site key, token (if any), create or refresh the visitor.
-async fn hello(
-    ctx: &Arc<Ctx>,
-    site: String,
-    token: Option<String>,
-    after: Option<Seq>,
-    page: Option<PageInfo>,
-    user_agent: Option<String>,
-    v: Option<u16>,
-) -> Result<HelloResult, VisitorOut> {
+/// Validate a hello: site key, origin, token (if any), create or refresh the
+/// visitor.
+async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut> {
+    let HelloReq {
+        site,
+        token,
+        after,
+        page,
+        user_agent,
+        v,
+        origin,
+    } = req;
     let version = v.unwrap_or(1);
     if version != holdfast_protocol::PROTOCOL_VERSION {
         return Err(err(
@@ -240,6 +334,17 @@ async fn hello(
         .await
         .map_err(store_err)?
         .ok_or_else(|| err(ErrorCode::NotFound, format!("unknown site key {site:?}")))?;
+    if !site.allows_origin(origin.as_deref()) {
+        ctx.metrics.rejected_frames.inc();
+        return Err(err(
+            ErrorCode::Forbidden,
+            format!(
+                "site {:?} does not allow its chat on {}; add the origin with `holdfast-server site origins`",
+                site.key,
+                origin.as_deref().unwrap_or("this page")
+            ),
+        ));
+    }
     let known = match token {
         None => None,
         Some(t) => match ctx.tokens.verify(&t) {
@@ -345,19 +450,27 @@ async fn visitor_info(
 async fn handle_msg(
     ctx: &Arc<Ctx>,
     v: &Visitor,
-    bucket: &mut TokenBucket,
+    gate: &mut SendGate,
     msg: VisitorIn,
     sent: Seq,
 ) -> Option<VisitorOut> {
     match msg {
         VisitorIn::Hello { .. } => Some(err(ErrorCode::BadRequest, "already said hello")),
         VisitorIn::Ping => Some(VisitorOut::Pong),
-        VisitorIn::Send { id, body } => Some(send(ctx, v, bucket, id, body, None).await),
+        VisitorIn::Send { id, body } => Some(send(ctx, v, gate, id, body, None).await),
         VisitorIn::LeaveMessage { id, body, email } => {
-            Some(send(ctx, v, bucket, id, body, Some(email)).await)
+            Some(send(ctx, v, gate, id, body, Some(email)).await)
+        }
+        VisitorIn::EndChat { id } => {
+            let visitor = v.id.clone();
+            let r = ctx
+                .writer
+                .call(|reply| Op::VisitorEndChat { visitor, id, reply })
+                .await;
+            Some(action_reply(ctx, id, r))
         }
         VisitorIn::Page(p) => {
-            if !bucket.take(Instant::now()) {
+            if !gate.take(Instant::now()) {
                 return Some(err(ErrorCode::RateLimited, "too many page views"));
             }
             record_page(ctx, v, p);
@@ -415,18 +528,34 @@ async fn handle_msg(
 async fn send(
     ctx: &Arc<Ctx>,
     v: &Visitor,
-    bucket: &mut TokenBucket,
-    id: holdfast_protocol::ids::MsgId,
+    gate: &mut SendGate,
+    id: MsgId,
     body: String,
     leave: Option<Option<String>>,
 ) -> VisitorOut {
-    if !bucket.take(Instant::now()) {
+    if let Err(r) = gate.admit(id, Instant::now()) {
+        let message = match r.waiting_for {
+            Some(first) => {
+                format!("sending too fast; {first} was refused first: send it again, then this one")
+            }
+            None => "sending too fast; send this again shortly, before anything after it".into(),
+        };
         return VisitorOut::Error {
             code: ErrorCode::RateLimited,
-            message: "sending too fast; retry shortly".into(),
+            message,
             id: Some(id),
+            retry_after_ms: Some(
+                u32::try_from(r.retry_after.as_millis())
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+            ),
         };
     }
+    // A left message shows agents the page it was left on.
+    let page = leave
+        .as_ref()
+        .and_then(|_| ctx.hub.visitor_live(&v.id))
+        .and_then(|info| info.trail.last().cloned());
     let (visitor, site) = (v.id.clone(), v.site.id);
     let r = ctx
         .writer
@@ -436,9 +565,19 @@ async fn send(
             id,
             body,
             leave,
+            page,
             reply,
         })
         .await;
+    action_reply(ctx, id, r)
+}
+
+/// The answer to a visitor action: its ack once durable, or why not.
+fn action_reply(
+    ctx: &Arc<Ctx>,
+    id: MsgId,
+    r: Result<VisitorSendOutcome, StoreError>,
+) -> VisitorOut {
     match r {
         Ok(VisitorSendOutcome::Done {
             conversation,
@@ -453,22 +592,20 @@ async fn send(
                 at_ms,
             }
         }
-        Ok(VisitorSendOutcome::Rejected { code, message }) => VisitorOut::Error {
-            code,
-            message,
-            id: Some(id),
+        Ok(VisitorSendOutcome::Rejected { code, message }) => err_for(id, code, message),
+        Err(e) => match store_err(e) {
+            VisitorOut::Error { code, message, .. } => err_for(id, code, message),
+            other => other,
         },
-        Err(e) => {
-            let VisitorOut::Error { code, message, .. } = store_err(e) else {
-                return err(ErrorCode::Internal, "unreachable");
-            };
-            VisitorOut::Error {
-                code,
-                message,
-                id: Some(id),
-            }
-        }
     }
+}
+
+fn client_origin(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::ORIGIN)
+        .and_then(|h| h.to_str().ok())
+        .filter(|o| *o != "null")
+        .map(|s| s.chars().take(256).collect())
 }
 
 fn client_ua(headers: &HeaderMap) -> Option<String> {
@@ -495,7 +632,10 @@ async fn ws_upgrade(
     };
     let vc = &ctx.cfg.visitor;
     let max = vc.limits.max_text;
-    let ua = client_ua(&headers);
+    let opening = Box::new(Opening {
+        ua: client_ua(&headers),
+        origin: client_origin(&headers),
+    });
     ws.read_buffer_size(vc.ws_read_buffer)
         .write_buffer_size(vc.ws_write_buffer)
         .max_write_buffer_size(256 * 1024)
@@ -504,7 +644,15 @@ async fn ws_upgrade(
         // No async block around the session: a block's captures stay in its
         // future for its whole life, which kept a second copy of the socket
         // (and of ua, slot and ctx) in every idle visitor's task.
-        .on_upgrade(move |socket| ws_session(Box::new(socket), ctx, ua, slot))
+        .on_upgrade(move |socket| ws_session(Box::new(socket), ctx, opening, slot))
+}
+
+/// What the upgrade request said that the hello needs; boxed, since the
+/// session future keeps its arguments for its whole life.
+#[derive(Debug)]
+struct Opening {
+    ua: Option<String>,
+    origin: Option<String>,
 }
 
 async fn ws_send(socket: &mut WebSocket, out: &VisitorOut) -> bool {
@@ -524,10 +672,10 @@ async fn ws_send(socket: &mut WebSocket, out: &VisitorOut) -> bool {
 async fn ws_session(
     mut socket: Box<WebSocket>,
     ctx: Arc<Ctx>,
-    ua: Option<String>,
+    opening: Box<Opening>,
     _slot: crate::throttle::ConnSlot,
 ) {
-    let Some((v, resumed, after, reg)) = Box::pin(ws_open(&mut socket, &ctx, ua)).await else {
+    let Some((v, resumed, after, reg)) = Box::pin(ws_open(&mut socket, &ctx, opening)).await else {
         return;
     };
     let conn_id = reg.id;
@@ -546,7 +694,7 @@ async fn ws_session(
 async fn ws_open(
     socket: &mut WebSocket,
     ctx: &Arc<Ctx>,
-    ua: Option<String>,
+    opening: Box<Opening>,
 ) -> Option<(
     Box<Visitor>,
     bool,
@@ -570,31 +718,26 @@ async fn ws_open(
         _ => return None,
     };
     let lim = &ctx.cfg.visitor.limits;
-    let (site, token, after, page, user_agent, v) = match visitor::parse_in(text.as_bytes(), lim) {
-        Ok(VisitorIn::Hello {
-            site,
-            token,
-            after,
-            page,
-            user_agent,
-            v,
-            ..
-        }) => (site, token, after, page, user_agent, v),
-        Ok(_) => {
-            ws_send(
-                socket,
-                &err(ErrorCode::BadRequest, "the first message must be a hello"),
-            )
-            .await;
-            return None;
-        }
+    let Opening { ua, origin } = *opening;
+    let req = match visitor::parse_in(text.as_bytes(), lim) {
+        Ok(m) => match HelloReq::from_msg(m, origin, ua) {
+            Some(r) => r,
+            None => {
+                ws_send(
+                    socket,
+                    &err(ErrorCode::BadRequest, "the first message must be a hello"),
+                )
+                .await;
+                return None;
+            }
+        },
         Err(e) => {
             ctx.metrics.rejected_frames.inc();
             ws_send(socket, &err(e.code(), e.to_string())).await;
             return None;
         }
     };
-    let h = match hello(ctx, site, token, after, page, user_agent.or(ua), v).await {
+    let h = match hello(ctx, req).await {
         Ok(h) => h,
         Err(e) => {
             ws_send(socket, &e).await;
@@ -727,7 +870,7 @@ async fn ws_loop(
     mut reg: crate::hub::Registration<VisitorPush>,
 ) -> &'static str {
     let vc = &ctx.cfg.visitor;
-    let mut bucket = TokenBucket::new(vc.msg_rate, vc.msg_burst, Instant::now());
+    let mut gate = SendGate::new(vc.msg_rate, vc.msg_burst, Instant::now());
     let now = || tokio::time::Instant::now().into_std();
     let mut live = Liveness::new(vc.liveness, now());
     loop {
@@ -782,7 +925,7 @@ async fn ws_loop(
                 };
                 live.on_recv(now());
                 let reply = match visitor::parse_in(text.as_bytes(), &vc.limits) {
-                    Ok(m) => Box::pin(handle_msg(ctx, v, &mut bucket, m, sent)).await,
+                    Ok(m) => Box::pin(handle_msg(ctx, v, &mut gate, m, sent)).await,
                     Err(e) => {
                         ctx.metrics.rejected_frames.inc();
                         Some(err(e.code(), e.to_string()))
@@ -856,19 +999,11 @@ async fn long_poll_send(
         },
     };
     let vc = &ctx.cfg.visitor;
+    let origin = client_origin(&headers);
     let mut out = Vec::new();
     for msg in req.msgs {
-        if let VisitorIn::Hello {
-            site,
-            token,
-            after,
-            page,
-            user_agent,
-            v,
-            ..
-        } = msg
-        {
-            match hello(&ctx, site, token, after, page, user_agent.or(ua.clone()), v).await {
+        if let Some(req) = HelloReq::from_msg(msg.clone(), origin.clone(), ua.clone()) {
+            match hello(&ctx, req).await {
                 Ok(h) => {
                     out.push(VisitorOut::Welcome {
                         visitor: h.visitor.id.clone(),
@@ -891,27 +1026,27 @@ async fn long_poll_send(
             ));
             continue;
         };
-        let mut bucket = lp_bucket(&ctx, &v.id);
+        let mut gate = lp_gate(&ctx, &v.id);
         let head = Seq::MAX;
-        if let Some(r) = handle_msg(&ctx, v, &mut bucket, msg, head).await {
+        if let Some(r) = handle_msg(&ctx, v, &mut gate, msg, head).await {
             out.push(r);
         }
-        store_lp_bucket(&ctx, &v.id, bucket);
+        store_lp_gate(&ctx, &v.id, gate);
     }
     lp_response(StatusCode::OK, out)
 }
 
-fn lp_bucket(ctx: &Arc<Ctx>, visitor: &str) -> TokenBucket {
+fn lp_gate(ctx: &Arc<Ctx>, visitor: &str) -> SendGate {
     let vc = &ctx.cfg.visitor;
     let map = ctx.lp_buckets.lock().unwrap_or_else(|p| p.into_inner());
     map.get(visitor)
         .cloned()
-        .unwrap_or_else(|| TokenBucket::new(vc.msg_rate, vc.msg_burst, Instant::now()))
+        .unwrap_or_else(|| SendGate::new(vc.msg_rate, vc.msg_burst, Instant::now()))
 }
 
 /// Long-poll visitors have no connection to hang a rate limiter on, so their
-/// buckets are kept by visitor id between requests.
-fn store_lp_bucket(ctx: &Arc<Ctx>, visitor: &str, b: TokenBucket) {
+/// gates are kept by visitor id between requests.
+fn store_lp_gate(ctx: &Arc<Ctx>, visitor: &str, b: SendGate) {
     let mut map = ctx.lp_buckets.lock().unwrap_or_else(|p| p.into_inner());
     if map.len() > 50_000 {
         map.clear();

@@ -124,7 +124,16 @@ async fn one_run(display: &str) -> Run {
     .await;
     {
         let conn = holdfast_server::store::open_connection(srv.dir.path()).unwrap();
-        holdfast_server::admin::add_agent(&conn, "acme", "bench", "Bench", PASSWORD, 1000).unwrap();
+        holdfast_server::admin::add_agent(
+            &conn,
+            "acme",
+            "bench",
+            "Bench",
+            PASSWORD,
+            1000,
+            holdfast_protocol::agent::Role::Agent,
+        )
+        .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("bench.sqlite3");

@@ -580,7 +580,7 @@ impl VisitorTask {
                                 lock(&self.book).acked(&body);
                             }
                         }
-                        VisitorOut::Error { code, message, id } => {
+                        VisitorOut::Error { code, message, id, .. } => {
                             lock(&self.book).visitor_errors.push(format!("{me}: {code} {message}"));
                             if id.is_some() {
                                 // Not stored: reconnect, which resends it.
@@ -1084,6 +1084,7 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
                 &format!("Chaos Agent {k}"),
                 PASSWORD,
                 u32::try_from(cfg.visitors + 10).unwrap_or(100),
+                holdfast_protocol::agent::Role::Agent,
             )
             .expect("add agent");
         }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use holdfast_protocol::agent::Role;
 use holdfast_server::config::ServerConfig;
 use holdfast_server::{RunningServer, admin, store};
 
@@ -24,9 +25,18 @@ pub fn seed(dir: &Path) {
     let conn = store::open_connection(dir).unwrap();
     admin::add_site(&conn, "acme", "Acme", None).unwrap();
     admin::add_site(&conn, "other", "Other Co", Some("other-secret")).unwrap();
-    admin::add_agent(&conn, "acme", "alice", "Alice", PASSWORD, 2).unwrap();
-    admin::add_agent(&conn, "acme", "bob", "Bob", PASSWORD, 2).unwrap();
-    admin::add_agent(&conn, "other", "mallory", "Mallory", PASSWORD, 2).unwrap();
+    admin::add_agent(&conn, "acme", "alice", "Alice", PASSWORD, 2, Role::Agent).unwrap();
+    admin::add_agent(&conn, "acme", "bob", "Bob", PASSWORD, 2, Role::Agent).unwrap();
+    admin::add_agent(
+        &conn,
+        "other",
+        "mallory",
+        "Mallory",
+        PASSWORD,
+        2,
+        Role::Agent,
+    )
+    .unwrap();
 }
 
 /// Settings for fast tests: short heartbeats, loopback.

@@ -36,7 +36,16 @@ async fn demo_server() -> TestServer {
     TestServer::start_with(|cfg| {
         let conn = store::open_connection(&cfg.data_dir).unwrap();
         admin::ensure_demo(&conn).unwrap();
-        admin::add_agent(&conn, "demo", "barista", "Bea", PASSWORD, 5).unwrap();
+        admin::add_agent(
+            &conn,
+            "demo",
+            "barista",
+            "Bea",
+            PASSWORD,
+            5,
+            holdfast_protocol::agent::Role::Agent,
+        )
+        .unwrap();
     })
     .await
 }

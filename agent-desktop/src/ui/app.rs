@@ -13,8 +13,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use holdfast_protocol::agent::{
-    Author, ChatMessage, ConversationId, ConversationInfo, ConversationState, Presence,
-    QueryResult, VisitorInfo,
+    AgentId, ConversationId, ConversationInfo, ConversationState, Presence, QueryResult,
 };
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::handshake::Fingerprint;
@@ -22,26 +21,20 @@ use iced::Task;
 use iced::widget::text_editor;
 use zeroize::Zeroizing;
 
-use crate::store::{RECENT_PER_CONVERSATION, Session, now_ms};
+use crate::store::{Session, now_ms};
+use crate::ui::desk::{DEFAULT_INVITE, Desk, HISTORY_PAGE, PendingOpen, message_text};
 use crate::ui::format;
 use crate::ui::notify::{Alert, Notifier};
 use crate::ui::prefs::Prefs;
 use crate::{
-    ClientConfig, ClientHandle, ConnState, ConnectionStatus, ConversationSummary, StopReason,
-    Store, StoredMessage, Update, Workspace, default_store_path,
+    ClientConfig, ClientHandle, ConnState, ConnectionStatus, SignOutResult, StopReason, Store,
+    StoredMessage, Update, default_store_path,
 };
 
-/// Messages of one conversation kept in memory when it is not open. The
-/// store has the rest; keeping only a window is what keeps memory flat over
-/// a long day.
-pub const KEEP_PER_CONVERSATION: usize = RECENT_PER_CONVERSATION as usize;
-/// Page size for "Load earlier messages" (local store) and for visitor
-/// history (server).
+/// Page size for "Load earlier messages" (local store).
 pub const PAGE: u32 = 50;
-pub const HISTORY_PAGE: u32 = 20;
 /// Visitor histories kept in memory at once.
 const HISTORY_KEEP: usize = 32;
-const DEFAULT_INVITE: &str = "Hi! Can I help you with anything?";
 
 /// How the app was started (command line, or a test).
 #[derive(Debug, Clone, Default)]
@@ -110,7 +103,22 @@ pub enum Message {
     },
     HistoryRequested(String, Result<u32, String>),
     ReconnectNow,
+    /// "Open chat" on a visitor in the list.
+    OpenVisitorChat(String),
+    // Transfer.
+    TransferOpen(ConversationId),
+    TransferTo(AgentId),
+    TransferNote(String),
+    TransferSend,
+    TransferCancel,
+    // Signing out.
     SignOut,
+    /// Sign out and let the server hand the open chats back.
+    SignOutConfirm,
+    /// Transfer every open chat to this agent, then sign out.
+    SignOutTransferAll(AgentId),
+    SignOutCancel,
+    SignOutFinished(Result<SignOutResult, String>),
     SignedOut,
     DismissBanner,
     /// An action reached the outbox (or failed to).
@@ -137,203 +145,27 @@ pub enum TrustPrompt {
     },
 }
 
+/// The transfer panel of one conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferForm {
+    pub conversation: ConversationId,
+    /// Who served it when the panel opened: the server refuses the transfer
+    /// if that changed meanwhile.
+    pub from: Option<AgentId>,
+    pub to: Option<AgentId>,
+    pub note: String,
+}
+
 #[derive(Debug, Default)]
 pub struct LoginForm {
     pub server: String,
     pub username: String,
     pub password: Zeroizing<String>,
     pub error: Option<String>,
+    /// Something to know that is not an error (how the last sign-out went).
+    pub notice: Option<String>,
     /// A sign-in is in progress.
     pub busy: bool,
-}
-
-/// One conversation as the workspace shows it.
-#[derive(Debug, Clone)]
-pub struct Conv {
-    pub info: ConversationInfo,
-    pub unread: u32,
-    /// A window of the newest messages, oldest first.
-    pub messages: Vec<StoredMessage>,
-    /// Older messages exist in the store.
-    pub more_before: bool,
-}
-
-impl Conv {
-    fn from_summary(s: ConversationSummary, recent: Vec<StoredMessage>) -> Self {
-        let more_before = recent.len() >= KEEP_PER_CONVERSATION;
-        let mut messages = recent;
-        if messages.is_empty()
-            && let Some(m) = s.last_message
-        {
-            messages.push(m);
-        }
-        Self {
-            info: s.info,
-            unread: s.unread,
-            messages,
-            more_before,
-        }
-    }
-
-    pub fn last(&self) -> Option<&StoredMessage> {
-        self.messages.last()
-    }
-
-    /// Insert or replace by client id; true if it was not there.
-    fn upsert(&mut self, m: StoredMessage) -> bool {
-        if let Some(old) = self
-            .messages
-            .iter_mut()
-            .find(|o| o.client_id == m.client_id)
-        {
-            *old = m;
-            return false;
-        }
-        let at = self.messages.partition_point(|o| o.order <= m.order);
-        self.messages.insert(at, m);
-        true
-    }
-
-    fn trim(&mut self) {
-        if self.messages.len() > KEEP_PER_CONVERSATION {
-            let cut = self.messages.len() - KEEP_PER_CONVERSATION;
-            self.messages.drain(..cut);
-            self.more_before = true;
-        }
-    }
-}
-
-/// A visitor's past conversations, paged from the server.
-#[derive(Debug, Clone, Default)]
-pub struct History {
-    pub conversations: Vec<ConversationInfo>,
-    /// Newest first, as the server pages them.
-    pub messages: Vec<ChatMessage>,
-    pub more: bool,
-    pub loading: bool,
-    pub error: Option<String>,
-}
-
-/// The workspace's data: the cache as it was read, then kept current by
-/// the core's updates.
-#[derive(Debug, Default)]
-pub struct Desk {
-    pub me: Option<Session>,
-    pub presence: Option<Presence>,
-    pub visitors: HashMap<String, VisitorInfo>,
-    pub convs: HashMap<ConversationId, Conv>,
-    pub selected: Option<ConversationId>,
-    pub details_visitor: Option<String>,
-    pub drafts: HashMap<ConversationId, text_editor::Content>,
-    pub invite_text: String,
-    pub history: HashMap<String, History>,
-    pub history_requests: HashMap<u32, String>,
-    /// Answers that arrived before their request id did.
-    orphan_history: HashMap<u32, QueryResult>,
-    /// Select the conversation that an invite to (or an accept of) this
-    /// opens, when it arrives.
-    pub pending_open: Option<PendingOpen>,
-    /// The last error worth showing above the workspace.
-    pub banner: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PendingOpen {
-    Visitor(String),
-    Conversation(ConversationId),
-}
-
-impl Desk {
-    pub fn unread_total(&self) -> u32 {
-        self.convs.values().map(|c| c.unread).sum()
-    }
-
-    /// Unassigned conversations waiting for an agent, longest wait first.
-    pub fn queue(&self) -> Vec<&Conv> {
-        let mut q: Vec<&Conv> = self
-            .convs
-            .values()
-            .filter(|c| {
-                c.info.assigned.is_none()
-                    && matches!(
-                        c.info.state,
-                        ConversationState::Queued | ConversationState::LeftMessage
-                    )
-            })
-            .collect();
-        q.sort_by_key(|c| (c.info.opened_at_ms, c.info.id));
-        q
-    }
-
-    /// My open conversations, most recently active first.
-    pub fn mine(&self) -> Vec<&Conv> {
-        let me = self.me.as_ref().map(|s| s.agent);
-        let mut v: Vec<&Conv> = self
-            .convs
-            .values()
-            .filter(|c| c.info.state == ConversationState::Active && c.info.assigned == me)
-            .collect();
-        v.sort_by_key(|c| {
-            let last = c.last().map_or(c.info.updated_at_ms, |m| m.at_ms);
-            (std::cmp::Reverse(last.max(c.info.updated_at_ms)), c.info.id)
-        });
-        v
-    }
-
-    /// Online visitors, newest visit first.
-    pub fn visitors_sorted(&self) -> Vec<&VisitorInfo> {
-        let mut v: Vec<&VisitorInfo> = self.visitors.values().filter(|v| v.online).collect();
-        v.sort_by(|a, b| {
-            b.visit_started_ms
-                .cmp(&a.visit_started_ms)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        v
-    }
-
-    /// Open a conversation in the chat pane; returns its visitor.
-    fn select_local(&mut self, id: ConversationId) -> Option<String> {
-        let visitor = self.convs.get(&id)?.info.visitor.clone();
-        self.selected = Some(id);
-        self.details_visitor = Some(visitor.clone());
-        self.drafts.entry(id).or_default();
-        Some(visitor)
-    }
-
-    /// With nothing open, open my most recent conversation, so the app
-    /// starts where the agent left off.
-    fn select_default(&mut self) {
-        if self.selected.is_some() {
-            return;
-        }
-        if let Some(id) = self.mine().first().map(|c| c.info.id) {
-            self.select_local(id);
-        }
-    }
-
-    fn load(&mut self, ws: Workspace) {
-        let Workspace {
-            session,
-            conversations,
-            mut recent,
-            visitors,
-            ..
-        } = ws;
-        if session.is_some() {
-            self.me = session;
-        }
-        // Drafts, selection and history survive a reload; data is replaced.
-        self.convs = conversations
-            .into_iter()
-            .map(|s| {
-                let id = s.info.id;
-                let msgs = recent.remove(&id).unwrap_or_default();
-                (id, Conv::from_summary(s, msgs))
-            })
-            .collect();
-        self.visitors = visitors.into_iter().map(|v| (v.id.clone(), v)).collect();
-        self.select_default();
-    }
 }
 
 /// The whole app.
@@ -355,8 +187,15 @@ pub struct App {
     pub now_ms: i64,
     pub now: Instant,
     pub notifier: Notifier,
+    pub transfer: Option<TransferForm>,
+    /// Asking before a sign-out that leaves open chats behind.
+    pub sign_out_prompt: bool,
+    /// A sign-out is waiting for the server.
+    pub signing_out: bool,
     handle: Option<ClientHandle>,
     epoch: u64,
+    /// History answers that arrived before their request id did.
+    orphan_history: HashMap<u32, QueryResult>,
 }
 
 impl App {
@@ -389,13 +228,11 @@ impl App {
                 username,
                 password: password.unwrap_or_default(),
                 error: None,
+                notice: None,
                 busy: false,
             },
             trust: None,
-            desk: Desk {
-                invite_text: DEFAULT_INVITE.to_owned(),
-                ..Desk::default()
-            },
+            desk: Desk::new(),
             status: ConnectionStatus {
                 state: ConnState::Disconnected,
                 unsent: 0,
@@ -406,8 +243,12 @@ impl App {
             focused: true,
             now_ms: now_ms(),
             now: Instant::now(),
+            transfer: None,
+            sign_out_prompt: false,
+            signing_out: false,
             handle: None,
             epoch: 0,
+            orphan_history: HashMap::new(),
         };
         if !app.login.username.is_empty() {
             app.open_cached();
@@ -641,7 +482,7 @@ impl App {
             Message::HistoryRequested(visitor, res) => {
                 match res {
                     Ok(req) => {
-                        if let Some(result) = self.desk.orphan_history.remove(&req) {
+                        if let Some(result) = self.orphan_history.remove(&req) {
                             self.apply_history(&visitor, result);
                         } else {
                             self.desk.history_requests.insert(req, visitor);
@@ -656,13 +497,84 @@ impl App {
                 Task::none()
             }
             Message::ReconnectNow => self.with_handle(|h| async move { h.reconnect_now().await }),
+            Message::OpenVisitorChat(visitor) => self.open_visitor_chat(&visitor),
+            Message::TransferOpen(id) => {
+                let from = self
+                    .desk
+                    .convs
+                    .get(&id)
+                    .filter(|c| c.info.state == ConversationState::Active)
+                    .and_then(|c| c.info.assigned);
+                self.transfer = Some(TransferForm {
+                    conversation: id,
+                    from,
+                    to: None,
+                    note: String::new(),
+                });
+                Task::none()
+            }
+            Message::TransferTo(agent) => {
+                if let Some(t) = &mut self.transfer {
+                    t.to = Some(agent);
+                }
+                Task::none()
+            }
+            Message::TransferNote(note) => {
+                if let Some(t) = &mut self.transfer {
+                    t.note = note;
+                }
+                Task::none()
+            }
+            Message::TransferCancel => {
+                self.transfer = None;
+                Task::none()
+            }
+            Message::TransferSend => {
+                let Some(TransferForm {
+                    conversation,
+                    from,
+                    to: Some(to),
+                    note,
+                }) = self.transfer.take()
+                else {
+                    return Task::none();
+                };
+                let note = Some(note.trim().to_owned()).filter(|n| !n.is_empty());
+                self.with_handle(move |h| async move {
+                    h.transfer(conversation, from, to, note).await.map(drop)
+                })
+            }
             Message::SignOut => {
+                if self.desk.mine().is_empty() {
+                    self.sign_out(None)
+                } else {
+                    self.sign_out_prompt = true;
+                    Task::none()
+                }
+            }
+            Message::SignOutConfirm => self.sign_out(None),
+            Message::SignOutTransferAll(to) => self.sign_out(Some(to)),
+            Message::SignOutCancel => {
+                self.sign_out_prompt = false;
+                Task::none()
+            }
+            Message::SignOutFinished(result) => {
+                self.signing_out = false;
+                self.login.notice = Some(match result {
+                    Ok(SignOutResult::Released) => {
+                        "Signed out. Your open chats were handed on.".to_owned()
+                    }
+                    Ok(SignOutResult::Offline | SignOutResult::TimedOut) | Err(_) => {
+                        "Signed out while offline. Anything unsent goes out at your next \
+                         sign-in; the server hands your open chats on once you have been \
+                         offline for its grace period (2 minutes by default)."
+                            .to_owned()
+                    }
+                });
                 self.screen = Screen::Login;
                 self.signed_in = false;
-                self.desk = Desk {
-                    invite_text: DEFAULT_INVITE.to_owned(),
-                    ..Desk::default()
-                };
+                self.desk = Desk::new();
+                self.transfer = None;
                 self.stop_session()
             }
             Message::SignedOut => Task::none(),
@@ -861,6 +773,18 @@ impl App {
                 retry_after,
             } => {
                 let text = login_error_text(code, &message, retry_after);
+                // The account lost its rights mid-session: back to the
+                // sign-in screen, saying why.
+                if matches!(code, ErrorCode::Disabled | ErrorCode::Revoked)
+                    && self.screen == Screen::Workspace
+                {
+                    self.screen = Screen::Login;
+                    self.signed_in = false;
+                    self.transfer = None;
+                    self.login.busy = false;
+                    self.login.error = Some(text);
+                    return Task::none();
+                }
                 if self.screen == Screen::Login {
                     self.login.error = Some(text);
                     if retry_after.is_none() {
@@ -911,12 +835,12 @@ impl App {
                 self.desk.visitors.remove(&visitor);
                 Task::none()
             }
-            Update::AgentPresence {
-                agent, presence, ..
-            } => {
-                if self.desk.me.as_ref().is_some_and(|m| m.agent == agent) {
-                    self.desk.presence = Some(presence);
-                }
+            Update::Team(list) => {
+                self.desk.apply_team(list);
+                Task::none()
+            }
+            Update::TeamMember(m) => {
+                self.desk.apply_member(m);
                 Task::none()
             }
             Update::Conversation(info) => self.on_conversation(info),
@@ -926,15 +850,10 @@ impl App {
                 conversation,
                 message,
                 state,
+                order,
             } => {
-                if let Some(c) = self.desk.convs.get_mut(&conversation)
-                    && let Some(m) = c.messages.iter_mut().find(|m| m.client_id == client_id)
-                {
-                    m.state = state;
-                    if message.is_some() {
-                        m.message = message;
-                    }
-                }
+                self.desk
+                    .apply_state(conversation, client_id, message, state, order);
                 Task::none()
             }
             Update::CommandDone { .. } => Task::none(),
@@ -948,7 +867,7 @@ impl App {
                     None => {
                         // Bounded: only requests this app made can be
                         // answered, and each is answered once.
-                        self.desk.orphan_history.insert(request, result);
+                        self.orphan_history.insert(request, result);
                     }
                 }
                 Task::none()
@@ -1005,7 +924,7 @@ impl App {
 
     fn on_conversation(&mut self, info: ConversationInfo) -> Task<Message> {
         let id = info.id;
-        let me = self.desk.me.as_ref().map(|s| s.agent);
+        let me = self.desk.my_id();
         let previous = self.desk.convs.get(&id).map(|c| c.info.state);
         if is_waiting(&info) && previous != Some(ConversationState::Queued) && !self.focused {
             self.notifier.alert(waiting_alert(&info));
@@ -1019,28 +938,26 @@ impl App {
             };
         let closed = info.state == ConversationState::Closed;
         let selected = self.desk.selected == Some(id);
-        match self.desk.convs.get_mut(&id) {
-            Some(c) => {
-                c.info = info;
-                // A closed chat is history: keep only its preview in memory
-                // unless it is on screen (the store has the rest).
-                if closed && !selected && c.messages.len() > 1 {
-                    let cut = c.messages.len() - 1;
-                    c.messages.drain(..cut);
-                    c.more_before = true;
-                }
-            }
-            None => {
-                self.desk.convs.insert(
-                    id,
-                    Conv {
-                        info,
-                        unread: 0,
-                        messages: Vec::new(),
-                        more_before: false,
-                    },
-                );
-            }
+        // A transfer panel for a chat that changed hands meanwhile would
+        // only be refused: close it.
+        if self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.conversation == id && t.from != info.assigned)
+        {
+            self.transfer = None;
+        }
+        self.desk.apply_conversation(info);
+        if let Some(c) = self.desk.convs.get_mut(&id)
+            && closed
+            && !selected
+            && c.messages.len() > 1
+        {
+            // A closed chat is history: keep only its preview in memory
+            // unless it is on screen (the store has the rest).
+            let cut = c.messages.len() - 1;
+            c.messages.drain(..cut);
+            c.more_before = true;
         }
         if closed
             && !selected
@@ -1063,10 +980,9 @@ impl App {
 
     fn on_message(&mut self, m: StoredMessage) -> Task<Message> {
         let conv_id = m.conversation;
-        let from_visitor = matches!(m.author, Author::Visitor { .. });
-        let body = m.body.clone();
+        let body = message_text(&m);
         let selected = self.desk.selected == Some(conv_id);
-        let Some(c) = self.desk.convs.get_mut(&conv_id) else {
+        if !self.desk.convs.contains_key(&conv_id) {
             // The conversation's own event comes first; if not, the store
             // has it.
             if let Some(h) = &self.handle
@@ -1077,20 +993,24 @@ impl App {
                     self.desk
                         .convs
                         .entry(id)
-                        .or_insert_with(|| Conv::from_summary(s, Vec::new()));
-                }
-                if self.desk.convs.contains_key(&conv_id) {
-                    return self.on_message(m);
+                        .or_insert_with(|| crate::ui::desk::Conv::from_summary(s, Vec::new()));
                 }
             }
+            if !self.desk.convs.contains_key(&conv_id) {
+                return Task::none();
+            }
+        }
+        let Some(applied) = self.desk.apply_message(m) else {
             return Task::none();
         };
-        let new = c.upsert(m);
+        let Some(c) = self.desk.convs.get_mut(&conv_id) else {
+            return Task::none();
+        };
         if !selected {
             c.trim();
         }
         let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
-        if !(new && from_visitor) {
+        if !(applied.new && applied.from_visitor) {
             return Task::none();
         }
         if !self.focused {
@@ -1105,6 +1025,66 @@ impl App {
             c.unread = c.unread.saturating_add(1);
             Task::none()
         }
+    }
+
+    /// "Open chat" on a visitor: mine or waiting opens; someone else's
+    /// opens read-only for a supervisor, and otherwise says who serves it.
+    fn open_visitor_chat(&mut self, visitor: &str) -> Task<Message> {
+        let conv = self
+            .desk
+            .visitors
+            .get(visitor)
+            .and_then(|v| v.conversation)
+            .and_then(|id| self.desk.convs.get(&id));
+        let Some(c) = conv else {
+            self.desk.banner = Some(
+                "That chat is not on this device yet; it appears once the server sends it.".into(),
+            );
+            return Task::none();
+        };
+        let id = c.info.id;
+        let theirs = c.info.state == ConversationState::Active
+            && c.info.assigned.is_some()
+            && c.info.assigned != self.desk.my_id();
+        if theirs && !self.desk.oversees() {
+            let who = self
+                .desk
+                .serving_name(&c.info)
+                .unwrap_or_else(|| "Another agent".into());
+            self.desk.banner = Some(format!(
+                "{who} is serving this visitor. A supervisor can transfer the chat to you."
+            ));
+            return Task::none();
+        }
+        self.select(id)
+    }
+
+    /// Sign out: optionally hand every open chat to `to` first; the server
+    /// releases what is left once everything queued is acked.
+    fn sign_out(&mut self, to: Option<AgentId>) -> Task<Message> {
+        self.sign_out_prompt = false;
+        let Some(h) = self.handle.clone() else {
+            return Task::done(Message::SignOutFinished(Ok(SignOutResult::Offline)));
+        };
+        let me = self.desk.my_id();
+        let chats: Vec<ConversationId> = match to {
+            Some(_) => self.desk.mine().iter().map(|c| c.info.id).collect(),
+            None => Vec::new(),
+        };
+        self.signing_out = true;
+        Task::perform(
+            async move {
+                if let Some(to) = to {
+                    for id in chats {
+                        h.transfer(id, me, to, None)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                h.sign_out().await.map_err(|e| e.to_string())
+            },
+            Message::SignOutFinished,
+        )
     }
 
     fn select(&mut self, id: ConversationId) -> Task<Message> {
@@ -1180,7 +1160,7 @@ impl App {
         };
         let before = c.messages.first().map(|m| m.order);
         match h.messages_page(id, before, PAGE) {
-            Ok(page) => prepend(c, page),
+            Ok(page) => c.prepend(page, PAGE as usize),
             Err(e) => self.desk.banner = Some(e.to_string()),
         }
     }
@@ -1195,7 +1175,7 @@ impl App {
         };
         let before = c.messages.first().map(|m| m.order);
         match Store::open(&path).and_then(|s| s.messages_page(id, before, PAGE)) {
-            Ok(page) => prepend(c, page),
+            Ok(page) => c.prepend(page, PAGE as usize),
             Err(e) => self.desk.banner = Some(e.to_string()),
         }
     }
@@ -1242,50 +1222,13 @@ impl App {
 
     fn apply_history(&mut self, visitor: &str, result: QueryResult) {
         let h = self.desk.history.entry(visitor.to_owned()).or_default();
-        h.loading = false;
-        match result {
-            QueryResult::History {
-                visitor: info,
-                conversations,
-                messages,
-                more,
-            } => {
-                for c in conversations {
-                    match h.conversations.iter_mut().find(|o| o.id == c.id) {
-                        Some(o) => *o = c,
-                        None => h.conversations.push(c),
-                    }
-                }
-                h.conversations
-                    .sort_by_key(|c| std::cmp::Reverse(c.opened_at_ms));
-                for m in messages {
-                    if !h.messages.iter().any(|o| o.message == m.message) {
-                        h.messages.push(m);
-                    }
-                }
-                h.messages.sort_by_key(|m| std::cmp::Reverse(m.message));
-                // A refresh of the newest page says nothing about whether
-                // older pages remain once some have been loaded.
-                h.more = more || (h.more && h.messages.len() > HISTORY_PAGE as usize);
-                if let Some(info) = info {
-                    self.desk
-                        .visitors
-                        .entry(info.id.clone())
-                        .or_insert_with(|| *info);
-                }
-            }
-            QueryResult::Refused(e) => {
-                h.error = Some(format!("History refused ({}): {}", e.code, e.message));
-            }
+        if let Some(info) = h.apply(result) {
+            self.desk
+                .visitors
+                .entry(info.id.clone())
+                .or_insert_with(|| *info);
         }
     }
-}
-
-fn prepend(c: &mut Conv, mut page: Vec<StoredMessage>) {
-    c.more_before = page.len() >= PAGE as usize;
-    page.retain(|m| !c.messages.iter().any(|o| o.client_id == m.client_id));
-    page.append(&mut c.messages);
-    c.messages = page;
 }
 
 fn login_error_text(
@@ -1295,7 +1238,14 @@ fn login_error_text(
 ) -> String {
     match code {
         ErrorCode::Unauthorized => "Wrong username or password.".to_owned(),
-        ErrorCode::Disabled => "This account is disabled; ask your administrator.".to_owned(),
+        ErrorCode::Disabled => {
+            "Your account was disabled by an administrator. Your open chats went back to \
+             the queue."
+                .to_owned()
+        }
+        ErrorCode::Revoked => {
+            "Your password was changed. Sign in again with the new one.".to_owned()
+        }
         ErrorCode::VersionMismatch => format!(
             "Incompatible version: this app and the server speak different protocol versions \
              ({message}). Update the app or the server."
@@ -1317,104 +1267,5 @@ fn waiting_alert(info: &ConversationInfo) -> Alert {
     Alert {
         title: "New chat waiting".into(),
         body: format::visitor_label(info.visitor_name.as_deref(), &info.visitor),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use holdfast_protocol::ids::MsgId;
-
-    use super::*;
-    use crate::store::{DeliveryState, MessageOrder};
-
-    fn info(id: ConversationId) -> ConversationInfo {
-        ConversationInfo {
-            id,
-            site: 1,
-            visitor: format!("v-{id}"),
-            visitor_name: None,
-            state: ConversationState::Active,
-            assigned: Some(7),
-            assigned_name: None,
-            opened_at_ms: 0,
-            updated_at_ms: 0,
-            contact_email: None,
-        }
-    }
-
-    fn msg(conv: ConversationId, n: u64) -> StoredMessage {
-        StoredMessage {
-            order: MessageOrder(i64::try_from(n).unwrap_or(i64::MAX)),
-            conversation: conv,
-            message: Some(n),
-            client_id: MsgId::v7(n, [u8::try_from(conv).unwrap_or(0); 10]),
-            author: Author::Visitor {
-                visitor: format!("v-{conv}"),
-            },
-            body: format!("m{n}"),
-            at_ms: 0,
-            state: DeliveryState::Sent,
-        }
-    }
-
-    #[test]
-    fn upsert_orders_dedups_and_trims() {
-        let mut c = Conv {
-            info: info(1),
-            unread: 0,
-            messages: Vec::new(),
-            more_before: false,
-        };
-        assert!(c.upsert(msg(1, 5)));
-        assert!(c.upsert(msg(1, 3)));
-        assert!(!c.upsert(msg(1, 5)), "same client id is an update");
-        let order: Vec<u64> = c.messages.iter().filter_map(|m| m.message).collect();
-        assert_eq!(order, [3, 5]);
-        for n in 10..300 {
-            c.upsert(msg(1, n));
-            c.trim();
-        }
-        assert_eq!(c.messages.len(), KEEP_PER_CONVERSATION);
-        assert!(c.more_before);
-        assert_eq!(c.last().and_then(|m| m.message), Some(299));
-    }
-
-    #[test]
-    fn queue_and_mine_split_by_assignment() {
-        let mut d = Desk {
-            me: Some(Session {
-                agent: 7,
-                display_name: "A".into(),
-                site: 1,
-            }),
-            ..Desk::default()
-        };
-        for (id, assigned, state) in [
-            (1, Some(7), ConversationState::Active),
-            (2, None, ConversationState::Queued),
-            (3, Some(8), ConversationState::Active),
-            (4, None, ConversationState::LeftMessage),
-            (5, Some(7), ConversationState::Closed),
-        ] {
-            let mut i = info(id);
-            i.assigned = assigned;
-            i.state = state;
-            i.opened_at_ms = i64::try_from(10 - id).unwrap_or(0);
-            d.convs.insert(
-                id,
-                Conv {
-                    info: i,
-                    unread: u32::try_from(id).unwrap_or(0),
-                    messages: Vec::new(),
-                    more_before: false,
-                },
-            );
-        }
-        let mine: Vec<_> = d.mine().iter().map(|c| c.info.id).collect();
-        assert_eq!(mine, [1]);
-        // Longest wait first.
-        let queue: Vec<_> = d.queue().iter().map(|c| c.info.id).collect();
-        assert_eq!(queue, [4, 2]);
-        assert_eq!(d.unread_total(), 15);
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - `app`: state, messages and update logic ([`App`], [`Message`],
 //!   [`Options`]).
+//! - `desk`: the workspace's data (conversations in commit order, visitors,
+//!   histories, the team), kept current by the core's updates.
 //! - `view`: drawing, with stable widget ids for tests.
 //! - `format`: timestamps, durations, User-Agent parsing, previews.
 //! - `prefs`: the remembered server and username (never the password).
@@ -13,6 +15,7 @@
 //! halloy's `data/src/stream.rs` feeds its screens.
 
 pub mod app;
+pub mod desk;
 pub mod format;
 pub mod notify;
 pub mod prefs;

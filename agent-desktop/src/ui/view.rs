@@ -6,7 +6,10 @@
 //! interprets markup, and wraps at any glyph so one long unbroken string
 //! cannot push the layout wider than the window.
 
-use holdfast_protocol::agent::{Author, ConversationState, Presence, VisitorInfo};
+use holdfast_protocol::agent::{
+    Author, ConversationState, Presence, Role, TeamMember, VisitorInfo,
+};
+use holdfast_protocol::notice::Notice;
 use iced::widget::text::Wrapping;
 use iced::widget::{
     Column, button, column, container, row, rule, scrollable, space, text, text_editor, text_input,
@@ -15,7 +18,8 @@ use iced::{Alignment, Border, Color, Element, Fill, Length, Theme, border, keybo
 
 use crate::ConnState;
 use crate::store::{DeliveryState, StoredMessage};
-use crate::ui::app::{App, Message, Screen, TrustPrompt};
+use crate::ui::app::{App, Message, Screen, TransferForm, TrustPrompt};
+use crate::ui::desk::{Conv, message_text};
 use crate::ui::format;
 
 const SIDE: f32 = 330.0;
@@ -63,6 +67,7 @@ impl App {
         let content: Element<'_, Message> = match (&self.trust, self.screen) {
             (Some(prompt), _) => self.trust_view(prompt),
             (None, Screen::Login) => self.login_view(),
+            (None, Screen::Workspace) if self.sign_out_prompt => self.sign_out_view(),
             (None, Screen::Workspace) => self.workspace_view(),
         };
         if self.screen == Screen::Workspace {
@@ -125,6 +130,14 @@ impl App {
                     .padding(10)
                     .width(Fill)
                     .style(container::danger),
+            );
+        } else if let Some(n) = &f.notice {
+            form = form.push(
+                container(body_text(n.as_str()))
+                    .id("login-notice")
+                    .padding(10)
+                    .width(Fill)
+                    .style(container::bordered_box),
             );
         }
         form = form.push(
@@ -252,10 +265,20 @@ impl App {
             space::horizontal(),
             presence_button("Online", Presence::Online),
             presence_button("Away", Presence::Away),
-            button(text("Sign out").size(13))
+            container(
+                button(
+                    text(if self.signing_out {
+                        "Signing out…"
+                    } else {
+                        "Sign out"
+                    })
+                    .size(13)
+                )
                 .padding([4, 10])
                 .style(button::text)
-                .on_press(Message::SignOut),
+                .on_press_maybe((!self.signing_out).then_some(Message::SignOut)),
+            )
+            .id("sign-out"),
         ]
         .spacing(10)
         .padding([6, 12])
@@ -337,15 +360,88 @@ impl App {
         col.into()
     }
 
+    /// Asked before signing out with open chats.
+    fn sign_out_view(&self) -> Element<'_, Message> {
+        let mine = self.desk.mine();
+        let live = matches!(self.status.state, ConnState::Live);
+        let mut col = column![
+            heading(format!(
+                "You have {} open chat{}",
+                mine.len(),
+                if mine.len() == 1 { "" } else { "s" }
+            )),
+            body_text(
+                "Visitors are waiting on these. Hand them to a colleague, or let them go back \
+                 to the queue, where the next available agent takes them."
+            ),
+        ]
+        .spacing(10)
+        .max_width(560);
+        for c in &mine {
+            let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
+            let last = c
+                .last_said()
+                .map(|m| format::preview(&message_text(m), 60))
+                .unwrap_or_default();
+            col = col.push(small(format!("• {name}: {last}")));
+        }
+        if !live {
+            col = col.push(
+                body_text(
+                    "You are offline: the server cannot be told now. Your chats go back to the \
+                     queue once you have been offline for the server's grace period (2 minutes \
+                     by default).",
+                )
+                .style(text::danger),
+            );
+        }
+        col = col.push(
+            container(
+                button(text("Return them to the queue and sign out"))
+                    .style(button::primary)
+                    .padding([6, 14])
+                    .on_press(Message::SignOutConfirm),
+            )
+            .id("sign-out-release"),
+        );
+        let targets = self.desk.transfer_targets(self.desk.my_id());
+        if live && !targets.is_empty() {
+            col = col.push(text("Or transfer them all to:"));
+            let mut row_ = row![].spacing(8);
+            for m in targets {
+                row_ = row_.push(
+                    container(
+                        button(text(format!("{} ({}/{})", m.name, m.active, m.capacity)).size(13))
+                            .style(button::secondary)
+                            .on_press(Message::SignOutTransferAll(m.agent)),
+                    )
+                    .id(format!("sign-out-to-{}", m.agent)),
+                );
+            }
+            col = col.push(row_.wrap());
+        }
+        col = col.push(
+            container(
+                button(text("Cancel"))
+                    .style(button::text)
+                    .on_press(Message::SignOutCancel),
+            )
+            .id("sign-out-cancel"),
+        );
+        container(container(col).id("sign-out-prompt").padding(24).style(card))
+            .center(Fill)
+            .into()
+    }
+
     fn workspace_view(&self) -> Element<'_, Message> {
-        let side = scrollable(
-            column![self.queue_view(), self.mine_view(), self.visitors_view()]
-                .spacing(16)
-                .padding(10),
-        )
-        .id("side")
-        .width(SIDE)
-        .height(Fill);
+        let mut side_col = column![self.queue_view(), self.mine_view()]
+            .spacing(16)
+            .padding(10);
+        if self.desk.oversees() {
+            side_col = side_col.push(self.team_chats_view());
+        }
+        side_col = side_col.push(self.team_view()).push(self.visitors_view());
+        let side = scrollable(side_col).id("side").width(SIDE).height(Fill);
         row![
             side,
             rule::vertical(1),
@@ -432,10 +528,21 @@ impl App {
                         button(text("Open chat").size(12))
                             .padding([3, 8])
                             .style(button::secondary)
-                            .on_press(Message::SelectConversation(c)),
+                            .on_press(Message::OpenVisitorChat(v.id.clone())),
                     )
                     .id(format!("open-{}", v.id)),
                 );
+                if let Some(conv) = self.desk.convs.get(&c) {
+                    let serving = (conv.info.state == ConversationState::Active)
+                        .then(|| self.desk.serving_name(&conv.info))
+                        .flatten();
+                    let label = match serving {
+                        _ if self.desk.is_mine(c) => "Chatting with you".to_owned(),
+                        Some(n) => format!("Chatting with {n}"),
+                        None => "Waiting in the queue".to_owned(),
+                    };
+                    actions = actions.push(small(label).style(muted));
+                }
             }
             None => {
                 actions = actions.push(
@@ -469,14 +576,18 @@ impl App {
             let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
             let waited = format::elapsed(self.now_ms - c.info.opened_at_ms);
             let preview = c
-                .last()
-                .map(|m| format::preview(&m.body, 60))
+                .last_said()
+                .map(|m| format::preview(&message_text(m), 60))
                 .unwrap_or_default();
             let left = if c.info.state == ConversationState::LeftMessage {
                 " · left a message"
             } else {
                 ""
             };
+            let mut details = column![].spacing(1);
+            for line in left_message_lines(c) {
+                details = details.push(small(line).style(muted));
+            }
             col = col.push(
                 container(
                     column![
@@ -485,6 +596,7 @@ impl App {
                             small(format!("waiting {waited}{left}")).style(muted),
                         ],
                         small(preview),
+                        details,
                         container(
                             button(text("Accept").size(12))
                                 .padding([3, 10])
@@ -516,8 +628,8 @@ impl App {
             let selected = self.desk.selected == Some(c.info.id);
             let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
             let preview = c
-                .last()
-                .map(|m| format::preview(&m.body, 60))
+                .last_said()
+                .map(|m| format::preview(&message_text(m), 60))
                 .unwrap_or_default();
             let mut top = row![text(name).size(14).width(Fill)].align_y(Alignment::Center);
             if c.unread > 0 {
@@ -553,6 +665,60 @@ impl App {
         col.into()
     }
 
+    fn team_view(&self) -> Element<'_, Message> {
+        let team = self.desk.team_sorted();
+        let mut col = Column::new()
+            .spacing(4)
+            .push(heading(format!("Team ({})", team.len())));
+        let me = self.desk.my_id();
+        for m in team {
+            col = col
+                .push(container(team_row(m, Some(m.agent) == me)).id(format!("team-{}", m.agent)));
+        }
+        col.into()
+    }
+
+    /// A supervisor's view of everyone else's open chats.
+    fn team_chats_view(&self) -> Element<'_, Message> {
+        let chats = self.desk.team_chats();
+        let mut col = Column::new()
+            .spacing(6)
+            .push(heading(format!("Team chats ({})", chats.len())));
+        if chats.is_empty() {
+            col = col.push(small("No one else has an open chat.").style(muted));
+        }
+        for c in chats {
+            let selected = self.desk.selected == Some(c.info.id);
+            let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
+            let who = self.desk.serving_name(&c.info).unwrap_or_default();
+            let preview = c
+                .last_said()
+                .map(|m| format::preview(&message_text(m), 50))
+                .unwrap_or_default();
+            col = col.push(
+                container(
+                    button(
+                        column![
+                            row![text(name).size(14).width(Fill), small(who).style(muted)],
+                            small(preview).style(muted)
+                        ]
+                        .spacing(2),
+                    )
+                    .width(Fill)
+                    .padding(8)
+                    .style(if selected {
+                        button::primary
+                    } else {
+                        button::secondary
+                    })
+                    .on_press(Message::SelectConversation(c.info.id)),
+                )
+                .id(format!("team-conv-{}", c.info.id)),
+            );
+        }
+        col.into()
+    }
+
     fn chat_view(&self) -> Element<'_, Message> {
         let Some(c) = self.desk.selected.and_then(|id| self.desk.convs.get(&id)) else {
             return container(
@@ -563,18 +729,37 @@ impl App {
             .into();
         };
         let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
-        let open = c.info.state == ConversationState::Active;
+        let mine = self.desk.is_mine(c.info.id);
+        let oversees = self.desk.oversees();
+        let active = c.info.state == ConversationState::Active;
+        let serving = self.desk.serving_name(&c.info);
         let mut header = row![text(name).size(18).width(Fill)]
             .spacing(10)
             .align_y(Alignment::Center);
         let state_label = match c.info.state {
-            ConversationState::Queued => "waiting",
-            ConversationState::Active => "open",
-            ConversationState::Closed => "closed",
-            ConversationState::LeftMessage => "left a message",
+            ConversationState::Queued => "waiting".to_owned(),
+            ConversationState::Active if mine => "open".to_owned(),
+            ConversationState::Active => format!(
+                "{} is serving · read-only",
+                serving.clone().unwrap_or_else(|| "another agent".into())
+            ),
+            ConversationState::Closed => "closed".to_owned(),
+            ConversationState::LeftMessage => "left a message".to_owned(),
         };
         header = header.push(small(state_label).style(muted));
-        if open {
+        let can_transfer = (mine || oversees) && c.info.state != ConversationState::Closed;
+        if can_transfer && self.transfer.is_none() {
+            header = header.push(
+                container(
+                    button(text("Transfer…").size(13))
+                        .padding([4, 10])
+                        .style(button::secondary)
+                        .on_press(Message::TransferOpen(c.info.id)),
+                )
+                .id("transfer"),
+            );
+        }
+        if active && (mine || oversees) {
             header = header.push(
                 container(
                     button(text("Close conversation").size(13))
@@ -584,6 +769,27 @@ impl App {
                 )
                 .id("close-conversation"),
             );
+        }
+        let mut top = column![container(header).padding([8, 14])];
+        let left = left_message_lines(c);
+        if !left.is_empty() {
+            let mut block = column![].spacing(2);
+            for line in left {
+                block = block.push(small(line));
+            }
+            top = top.push(
+                container(block)
+                    .id("left-message")
+                    .padding([4, 14])
+                    .width(Fill),
+            );
+        }
+        if let Some(t) = self
+            .transfer
+            .as_ref()
+            .filter(|t| t.conversation == c.info.id)
+        {
+            top = top.push(self.transfer_panel(t));
         }
         let mut msgs = Column::new().spacing(8).padding([8, 14]);
         if c.more_before {
@@ -606,7 +812,7 @@ impl App {
             .height(Fill)
             .width(Fill);
         let composer: Element<'_, Message> = match self.desk.drafts.get(&c.info.id) {
-            Some(draft) if open => {
+            Some(draft) if active && mine => {
                 let editor = text_editor(draft)
                     .id("composer")
                     .placeholder("Write a reply. Enter sends, Shift+Enter starts a new line.")
@@ -633,12 +839,21 @@ impl App {
                 .align_y(Alignment::End)
                 .into()
             }
+            _ if active => container(
+                small(format!(
+                    "Read-only: {} is serving this chat.",
+                    serving.unwrap_or_else(|| "another agent".into())
+                ))
+                .style(muted),
+            )
+            .id("read-only")
+            .into(),
             _ => small("This conversation is not open; replies are off.")
                 .style(muted)
                 .into(),
         };
         column![
-            container(header).padding([8, 14]),
+            top,
             rule::horizontal(1),
             transcript,
             container(composer).padding(10),
@@ -648,12 +863,90 @@ impl App {
         .into()
     }
 
+    fn transfer_panel<'a>(&'a self, t: &'a TransferForm) -> Element<'a, Message> {
+        let targets = self.desk.transfer_targets(t.from);
+        let mut col = column![small("Transfer to:")].spacing(6);
+        if targets.is_empty() {
+            col = col.push(
+                small("No one else is online with room for another chat.").style(text::danger),
+            );
+        }
+        let mut choices = row![].spacing(6);
+        for m in targets {
+            let chosen = t.to == Some(m.agent);
+            choices = choices.push(
+                container(
+                    button(text(format!("{} ({}/{})", m.name, m.active, m.capacity)).size(13))
+                        .padding([4, 10])
+                        .style(if chosen {
+                            button::primary
+                        } else {
+                            button::secondary
+                        })
+                        .on_press(Message::TransferTo(m.agent)),
+                )
+                .id(format!("transfer-to-{}", m.agent)),
+            );
+        }
+        col = col.push(choices.wrap());
+        col = col.push(
+            text_input("Note for the next agent (only agents see it)", &t.note)
+                .id("transfer-note")
+                .on_input(Message::TransferNote)
+                .size(13)
+                .padding(6),
+        );
+        col = col.push(
+            row![
+                container(
+                    button(text("Transfer").size(13))
+                        .padding([4, 12])
+                        .style(button::primary)
+                        .on_press_maybe(t.to.map(|_| Message::TransferSend)),
+                )
+                .id("transfer-send"),
+                button(text("Cancel").size(13))
+                    .padding([4, 12])
+                    .style(button::text)
+                    .on_press(Message::TransferCancel),
+            ]
+            .spacing(8),
+        );
+        container(col)
+            .id("transfer-panel")
+            .padding([6, 14])
+            .width(Fill)
+            .style(card)
+            .into()
+    }
+
     fn bubble<'a>(&'a self, m: &'a StoredMessage) -> Element<'a, Message> {
         let time = format::clock(m.at_ms, self.opts.utc_offset_secs);
         match &m.author {
-            Author::System => container(small(m.body.as_str()).style(muted))
-                .center_x(Fill)
+            Author::System => match Notice::parse(&m.body) {
+                Some(Notice::Note { author, text: note }) => container(
+                    column![
+                        small(format!("Note from {author} · agents only · {time}")),
+                        body_text(note),
+                    ]
+                    .spacing(2),
+                )
+                .padding([6, 10])
+                .width(Fill)
+                .style(|theme: &Theme| {
+                    let p = theme.extended_palette();
+                    container::Style {
+                        background: Some(p.warning.weak.color.into()),
+                        text_color: Some(p.warning.weak.text),
+                        border: border::rounded(6),
+                        ..container::Style::default()
+                    }
+                })
                 .into(),
+                _ => container(small(format!("{} · {time}", message_text(m))).style(muted))
+                    .center_x(Fill)
+                    .into(),
+            },
             Author::Visitor { .. } => {
                 let b = container(
                     column![body_text(m.body.as_str()), small(time).style(muted)].spacing(2),
@@ -826,12 +1119,14 @@ impl App {
                         .rev()
                         .filter(|m| m.conversation == conv.id)
                     {
-                        let who = match &m.author {
-                            Author::Visitor { .. } => "Visitor".to_owned(),
-                            Author::Agent { name, .. } => name.clone(),
-                            Author::System => "—".to_owned(),
+                        let line = match &m.author {
+                            Author::Visitor { .. } => format!("Visitor: {}", m.body),
+                            Author::Agent { name, .. } => format!("{name}: {}", m.body),
+                            Author::System => {
+                                format!("— {}", holdfast_protocol::notice::system_text(&m.body))
+                            }
                         };
-                        block = block.push(small(format!("{who}: {}", m.body)));
+                        block = block.push(small(line));
                     }
                     col = col.push(container(block).padding(6).width(Fill).style(card));
                 }
@@ -861,6 +1156,65 @@ impl App {
             .height(Fill)
             .into()
     }
+}
+
+/// One member of the team panel: presence, name, role and load.
+fn team_row(m: &TeamMember, me: bool) -> Element<'_, Message> {
+    let (dot, label) = match m.presence {
+        Presence::Online => ("●", "online"),
+        Presence::Away => ("◐", "away"),
+        Presence::Offline => ("○", "offline"),
+    };
+    let role = match m.role {
+        Role::Agent => String::new(),
+        r => format!(" · {r}"),
+    };
+    let you = if me { " (you)" } else { "" };
+    let online = m.presence == Presence::Online;
+    row![
+        text(dot).size(12).style(move |theme: &Theme| text::Style {
+            color: Some(if online {
+                theme.extended_palette().success.base.color
+            } else {
+                theme.extended_palette().background.strong.color
+            }),
+        }),
+        small(format!("{}{you}{role}", m.name)).width(Fill),
+        small(format!("{label} · {}/{}", m.active, m.capacity)).style(muted),
+    ]
+    .spacing(6)
+    .align_y(Alignment::Center)
+    .into()
+}
+
+/// What a left message tells the agent: how to reach the visitor, and the
+/// page it was left on.
+fn left_message_lines(c: &Conv) -> Vec<String> {
+    let mut out = Vec::new();
+    let (email, url) = match c.left_message() {
+        Some(Notice::LeftMessage { email, url, title }) => (
+            email.or_else(|| c.info.contact_email.clone()),
+            url.map(|u| match title {
+                Some(t) => format!("{t} — {u}"),
+                None => u,
+            }),
+        ),
+        _ => (c.info.contact_email.clone(), None),
+    };
+    if c.info.state != ConversationState::LeftMessage && email.is_none() && url.is_none() {
+        return out;
+    }
+    match email {
+        Some(e) => out.push(format!("✉ {e}")),
+        None if c.info.state == ConversationState::LeftMessage => {
+            out.push("No email left: your reply waits for the visitor's return.".to_owned());
+        }
+        None => {}
+    }
+    if let Some(u) = url {
+        out.push(format!("Left on {u}"));
+    }
+    out
 }
 
 /// The words shown under the agent's own messages.

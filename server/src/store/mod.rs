@@ -7,7 +7,10 @@
 //!   commits (one fsync for the batch), and only then replies to each op and
 //!   publishes its events. Nothing is acked or delivered before it is durable.
 //! - [`reads`]: queries for logins, replay, snapshots and history.
+//! - `ownership` (private): the writer's rules for who owns a chat:
+//!   transfer, and handing back the chats of an agent who left.
 
+mod ownership;
 pub mod reads;
 pub mod schema;
 pub mod writer;
@@ -35,6 +38,13 @@ pub enum StoreError {
     Io {
         path: PathBuf,
         source: std::io::Error,
+    },
+    /// The acting agent's session no longer has the right to act (disabled,
+    /// or opened before a password change). Nothing was applied.
+    #[error("{message}")]
+    Revoked {
+        code: holdfast_protocol::error::ErrorCode,
+        message: String,
     },
 }
 

@@ -3,9 +3,10 @@
 
 use holdfast_protocol::agent::{
     AgentId, Author, ChatMessage, ConversationId, ConversationInfo, ConversationState, Event,
-    MessageId, PageView, QueryResult, Seq, SiteId, VisitorInfo,
+    MessageId, PageView, QueryResult, Role, Seq, SiteId, VisitorInfo,
 };
 use holdfast_protocol::ids::MsgId;
+use holdfast_protocol::notice::Notice;
 use holdfast_protocol::visitor::{
     ConversationView, Sender, VisitorConvState, VisitorEvent, VisitorMessage,
 };
@@ -22,6 +23,51 @@ pub struct SiteRow {
     pub key: String,
     pub name: String,
     pub secret: Option<String>,
+    /// Origins (`https://shop.example`) the widget may run on; empty means
+    /// any.
+    pub origins: Vec<String>,
+}
+
+impl SiteRow {
+    /// Whether a page on `origin` may act as a visitor of this site. A
+    /// request without an Origin header is not from a browser page, so the
+    /// check (which protects visitors' browsers, not the server) passes.
+    pub fn allows_origin(&self, origin: Option<&str>) -> bool {
+        match origin {
+            _ if self.origins.is_empty() => true,
+            None => true,
+            Some(o) => self
+                .origins
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(o.trim_end_matches('/'))),
+        }
+    }
+}
+
+fn origins_col(r: &Row<'_>, i: usize) -> rusqlite::Result<Vec<String>> {
+    let text: String = r.get(i)?;
+    Ok(text
+        .split('\n')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+pub fn role_to_int(r: Role) -> i64 {
+    match r {
+        Role::Agent => 0,
+        Role::Supervisor => 1,
+        Role::Admin => 2,
+    }
+}
+
+pub fn role_from_int(i: i64) -> Role {
+    match i {
+        1 => Role::Supervisor,
+        2 => Role::Admin,
+        _ => Role::Agent,
+    }
 }
 
 #[derive(Clone)]
@@ -33,6 +79,10 @@ pub struct AgentRow {
     pub password_hash: String,
     pub capacity: u32,
     pub disabled: bool,
+    pub role: Role,
+    /// Bumped by a password change or a disable: a session opened under an
+    /// older epoch may no longer act.
+    pub auth_epoch: i64,
 }
 
 impl std::fmt::Debug for AgentRow {
@@ -42,6 +92,7 @@ impl std::fmt::Debug for AgentRow {
             .field("site", &self.site)
             .field("username", &self.username)
             .field("disabled", &self.disabled)
+            .field("role", &self.role)
             .finish_non_exhaustive()
     }
 }
@@ -91,34 +142,36 @@ pub fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+const SITE_COLS: &str = "id, key, name, secret, origins";
+
+fn site_row(r: &Row<'_>) -> rusqlite::Result<SiteRow> {
+    Ok(SiteRow {
+        id: u64_col(r, 0)?,
+        key: r.get(1)?,
+        name: r.get(2)?,
+        secret: r.get(3)?,
+        origins: origins_col(r, 4)?,
+    })
+}
+
 pub fn site_by_key(conn: &Connection, key: &str) -> Result<Option<SiteRow>, StoreError> {
-    let mut st = conn.prepare_cached("SELECT id, key, name, secret FROM sites WHERE key = ?1")?;
-    Ok(st
-        .query_row([key], |r| {
-            Ok(SiteRow {
-                id: u64_col(r, 0)?,
-                key: r.get(1)?,
-                name: r.get(2)?,
-                secret: r.get(3)?,
-            })
-        })
-        .optional()?)
+    let mut st = conn.prepare_cached(&format!("SELECT {SITE_COLS} FROM sites WHERE key = ?1"))?;
+    Ok(st.query_row([key], site_row).optional()?)
+}
+
+pub fn site_by_id(conn: &Connection, id: SiteId) -> Result<Option<SiteRow>, StoreError> {
+    let mut st = conn.prepare_cached(&format!("SELECT {SITE_COLS} FROM sites WHERE id = ?1"))?;
+    Ok(st.query_row([to_i64(id)], site_row).optional()?)
 }
 
 pub fn list_sites(conn: &Connection) -> Result<Vec<SiteRow>, StoreError> {
-    let mut st = conn.prepare_cached("SELECT id, key, name, secret FROM sites ORDER BY id")?;
-    let rows = st.query_map([], |r| {
-        Ok(SiteRow {
-            id: u64_col(r, 0)?,
-            key: r.get(1)?,
-            name: r.get(2)?,
-            secret: r.get(3)?,
-        })
-    })?;
+    let mut st = conn.prepare_cached(&format!("SELECT {SITE_COLS} FROM sites ORDER BY id"))?;
+    let rows = st.query_map([], site_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-const AGENT_COLS: &str = "id, site_id, username, display_name, password_hash, capacity, disabled";
+const AGENT_COLS: &str =
+    "id, site_id, username, display_name, password_hash, capacity, disabled, role, auth_epoch";
 
 fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
     Ok(AgentRow {
@@ -129,7 +182,71 @@ fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
         password_hash: r.get(4)?,
         capacity: u32::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
         disabled: r.get::<_, i64>(6)? != 0,
+        role: role_from_int(r.get(7)?),
+        auth_epoch: r.get(8)?,
     })
+}
+
+/// How many open chats an agent has.
+pub fn agent_load(conn: &Connection, agent: AgentId) -> Result<u32, StoreError> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM conversations WHERE assigned_agent = ?1 AND state = 1",
+        )?
+        .query_row([to_i64(agent)], |r| r.get(0))?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// Every agent of a site with its open-chat count, for the team panel.
+pub fn team(conn: &Connection, site: SiteId) -> Result<Vec<(AgentRow, u32)>, StoreError> {
+    agents_of_site(conn, site)?
+        .into_iter()
+        .map(|a| {
+            let load = agent_load(conn, a.id)?;
+            Ok((a, load))
+        })
+        .collect()
+}
+
+/// Agents that own at least one open chat (uses the partial index).
+pub fn active_owners(conn: &Connection) -> Result<Vec<AgentId>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT DISTINCT assigned_agent FROM conversations WHERE state = 1 AND assigned_agent IS NOT NULL",
+    )?;
+    let rows = st.query_map([], |r| u64_col(r, 0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The open chats an agent owns, oldest first.
+pub fn owned_conversations(
+    conn: &Connection,
+    agent: AgentId,
+) -> Result<Vec<ConversationId>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT id FROM conversations WHERE assigned_agent = ?1 AND state = 1 ORDER BY id",
+    )?;
+    let rows = st.query_map([to_i64(agent)], |r| u64_col(r, 0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What changed about agents since `after` (written by the CLI), oldest
+/// first: (change id, agent, kind).
+pub fn agent_changes_after(
+    conn: &Connection,
+    after: i64,
+) -> Result<Vec<(i64, AgentId, i64)>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, agent_id, kind FROM agent_changes WHERE id > ?1 ORDER BY id LIMIT 256",
+    )?;
+    let rows = st.query_map([after], |r| Ok((r.get(0)?, u64_col(r, 1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn last_agent_change(conn: &Connection) -> Result<i64, StoreError> {
+    let v: Option<i64> = conn
+        .prepare_cached("SELECT MAX(id) FROM agent_changes")?
+        .query_row([], |r| r.get(0))?;
+    Ok(v.unwrap_or(0))
 }
 
 pub fn agent_by_username(
@@ -326,7 +443,8 @@ pub fn message(conn: &Connection, id: MessageId) -> Result<Option<ChatMessage>, 
     Ok(st.query_row([to_i64(id)], msg_row).optional()?)
 }
 
-/// Up to `limit` newest messages of a conversation, oldest first.
+/// Up to `limit` newest messages of a conversation, oldest first, agent-only
+/// ones included: for agents.
 pub fn recent_messages(
     conn: &Connection,
     conversation: ConversationId,
@@ -341,19 +459,38 @@ pub fn recent_messages(
     Ok(out)
 }
 
+/// Up to `limit` newest messages a visitor may see, oldest first: never an
+/// agent-only one.
+fn recent_public_messages(
+    conn: &Connection,
+    conversation: ConversationId,
+    limit: u32,
+) -> Result<Vec<ChatMessage>, StoreError> {
+    let mut st = conn.prepare_cached(&format!(
+        "{MSG_SELECT} WHERE m.conversation_id = ?1 AND m.internal = 0 ORDER BY m.id DESC LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![to_i64(conversation), limit], msg_row)?;
+    let mut out: Vec<ChatMessage> = rows.collect::<Result<_, _>>()?;
+    out.reverse();
+    Ok(out)
+}
+
 /// What an agent's device needs when its cursor cannot be replayed: every
 /// conversation it could act on, with recent messages.
+/// A supervisor's covers every open chat of the site, since it watches them
+/// all; anyone else's the waiting ones and its own.
 pub fn agent_snapshot(
     conn: &Connection,
     agent: AgentId,
     site: SiteId,
+    oversees: bool,
 ) -> Result<(Vec<ConversationInfo>, Vec<ChatMessage>), StoreError> {
     let mut st = conn.prepare_cached(&format!(
-        "{CONV_SELECT} WHERE c.site_id = ?1 AND (c.state IN (0, 3) OR (c.state = 1 AND c.assigned_agent = ?2)) \
+        "{CONV_SELECT} WHERE c.site_id = ?1 AND (c.state IN (0, 3) OR (c.state = 1 AND (c.assigned_agent = ?2 OR ?3))) \
          ORDER BY c.id"
     ))?;
     let convs: Vec<ConversationInfo> = st
-        .query_map(params![to_i64(site), to_i64(agent)], conv_row)?
+        .query_map(params![to_i64(site), to_i64(agent), oversees], conv_row)?
         .collect::<Result<_, _>>()?;
     let mut msgs = Vec::new();
     for c in &convs {
@@ -362,21 +499,30 @@ pub fn agent_snapshot(
     Ok((convs, msgs))
 }
 
-pub fn visitor_message(m: &ChatMessage) -> VisitorMessage {
-    let (from, name) = match &m.author {
-        Author::Visitor { .. } => (Sender::Visitor, None),
-        Author::Agent { name, .. } => (Sender::Agent, Some(name.clone())),
-        Author::System => (Sender::System, None),
+/// A message as a visitor sees it. Every visitor path (live event, replay,
+/// snapshot, long-poll) goes through here or through the event it built.
+/// Agent-only lines never get this far: they have no visitor event and
+/// snapshots skip them; `None` here is the last guard.
+pub fn visitor_message(m: &ChatMessage) -> Option<VisitorMessage> {
+    let (from, name, body, notice) = match &m.author {
+        Author::Visitor { .. } => (Sender::Visitor, None, m.body.clone(), None),
+        Author::Agent { name, .. } => (Sender::Agent, Some(name.clone()), m.body.clone(), None),
+        Author::System => match Notice::parse(&m.body) {
+            Some(n) if n.agents_only() => return None,
+            Some(n) => (Sender::System, None, n.english(), Some(n)),
+            None => (Sender::System, None, m.body.clone(), None),
+        },
     };
-    VisitorMessage {
+    Some(VisitorMessage {
         conversation: m.conversation,
         message: m.message,
         id: m.client_id,
         from,
         name,
-        body: m.body.clone(),
+        body,
         at_ms: m.at_ms,
-    }
+        notice,
+    })
 }
 
 pub fn conversation_view(c: &ConversationInfo) -> ConversationView {
@@ -399,9 +545,9 @@ pub fn visitor_snapshot(
     let Some(conv) = conv else {
         return Ok((None, Vec::new()));
     };
-    let msgs = recent_messages(conn, conv.id, 200)?
+    let msgs = recent_public_messages(conn, conv.id, 200)?
         .iter()
-        .map(visitor_message)
+        .filter_map(visitor_message)
         .collect();
     Ok((Some(conversation_view(&conv)), msgs))
 }

@@ -113,6 +113,27 @@ CREATE TABLE log_heads (
     r#"
 CREATE INDEX conversations_agent_state ON conversations(assigned_agent, state);
 "#,
+    // 3: chat ownership and trust. Roles; an epoch that revokes sessions
+    // opened before a password change or a disable; agent-only messages
+    // (notes, left-message details) that no visitor path may return; the
+    // origins a site's widget may run on; how often a chat changed hands (a
+    // new owner then needs its history); the change feed the running server
+    // polls to act within a second on what the CLI did; and the owners of
+    // open chats, for the grace-period sweep.
+    r#"
+ALTER TABLE agents ADD COLUMN role INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN auth_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN internal INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sites ADD COLUMN origins TEXT NOT NULL DEFAULT '';
+ALTER TABLE conversations ADD COLUMN handoffs INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE agent_changes (
+    id INTEGER PRIMARY KEY,
+    agent_id INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX conversations_active_owner ON conversations(assigned_agent) WHERE state = 1;
+"#,
 ];
 
 /// The schema version this build writes.

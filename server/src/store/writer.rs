@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
     Action, AgentId, Author, ChatMessage, Command, CommandResult, ConversationId, ConversationInfo,
-    ConversationState, Event, MessageId, Outcome, PageView, Presence, Seq, SiteId,
+    ConversationState, Event, MessageId, Outcome, PageView, Presence, Seq, SiteId, TeamMember,
 };
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
+use holdfast_protocol::notice::{LeaveReason, Notice};
 use holdfast_protocol::visitor::VisitorEvent;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
@@ -66,6 +67,9 @@ pub struct AgentActor {
     pub id: AgentId,
     pub site: SiteId,
     pub name: String,
+    /// The account's auth epoch when this session logged in: a password
+    /// change or a disable bumps it, and the session may then act no more.
+    pub epoch: i64,
 }
 
 /// What a visitor's send resolved to.
@@ -116,7 +120,23 @@ pub enum Op {
         body: String,
         /// `Some(email)` for a left message.
         leave: Option<Option<String>>,
+        /// The page the visitor is on (shown to agents with a left message).
+        page: Option<PageView>,
         reply: Reply<VisitorSendOutcome>,
+    },
+    /// The visitor ends the open chat; idempotent by `id`.
+    VisitorEndChat {
+        visitor: String,
+        id: MsgId,
+        reply: Reply<VisitorSendOutcome>,
+    },
+    /// Hand an agent's open chats back to the queue (or to another agent by
+    /// the normal rules). For `Offline` and `SignedOut` nothing happens if
+    /// the agent still has a connected device by the time this runs.
+    ReleaseChats {
+        agent: AgentId,
+        reason: LeaveReason,
+        reply: Option<Reply<()>>,
     },
     PageView {
         visitor: String,
@@ -166,6 +186,12 @@ pub enum Effect {
     Presence {
         agent: AgentId,
         presence: Presence,
+    },
+    /// An agent's stored team data (role, capacity, load) as committed; the
+    /// hub adds presence and tells the site's agents.
+    Team {
+        site: SiteId,
+        member: TeamMember,
     },
 }
 
@@ -486,6 +512,10 @@ impl Writer {
 fn clone_err(e: &StoreError) -> StoreError {
     match e {
         StoreError::Full(m) => StoreError::Full(m.clone()),
+        StoreError::Revoked { code, message } => StoreError::Revoked {
+            code: *code,
+            message: message.clone(),
+        },
         other => StoreError::Corrupt(other.to_string()),
     }
 }
@@ -504,10 +534,15 @@ fn fail_op(op: Op, msg: &str) {
             let _ignored = reply.send(Err(err()));
         }
         Op::VisitorHello { reply, .. } => Pending::Hello(reply, String::new()).fail(err),
-        Op::VisitorSend { reply, .. } => {
+        Op::VisitorSend { reply, .. } | Op::VisitorEndChat { reply, .. } => {
             let _ignored = reply.send(Err(err()));
         }
         Op::Identify { reply, .. } | Op::Barrier { reply } => Pending::Unit(reply).fail(err),
+        Op::ReleaseChats { reply, .. } => {
+            if let Some(r) = reply {
+                Pending::Unit(r).fail(err);
+            }
+        }
         Op::PageView { .. } | Op::Delivered { .. } | Op::AssignQueued { .. } => {}
     }
 }
@@ -594,19 +629,25 @@ fn apply(
             id,
             body,
             leave,
+            page,
             reply,
-        } => match w.visitor_send(&visitor, site, id, &body, leave) {
-            Ok(v) => Ok(Some(Pending::Send(reply, v))),
-            Err(e) => Err((
-                e,
-                Some(Pending::Send(
-                    reply,
-                    VisitorSendOutcome::Rejected {
-                        code: ErrorCode::Unavailable,
-                        message: String::new(),
-                    },
-                )),
-            )),
+        } => {
+            let r = w.visitor_action(&visitor, id, |w| {
+                w.visitor_post(&visitor, site, id, &body, leave, page)
+            });
+            send_result(r, reply)
+        }
+        Op::VisitorEndChat { visitor, id, reply } => {
+            let r = w.visitor_action(&visitor, id, |w| w.visitor_end_chat(&visitor, id));
+            send_result(r, reply)
+        }
+        Op::ReleaseChats {
+            agent,
+            reason,
+            reply,
+        } => match w.release_chats(agent, reason) {
+            Ok(()) => Ok(reply.map(Pending::Unit)),
+            Err(e) => Err((e, reply.map(Pending::Unit))),
         },
         Op::PageView { visitor, page } => w
             .page_view(&visitor, &page)
@@ -628,19 +669,42 @@ fn apply(
             .delivered(&visitor, up_to)
             .map(|()| None)
             .map_err(|e| (e, None)),
-        Op::AssignQueued { site } => w.assign_queued(site).map(|()| None).map_err(|e| (e, None)),
+        Op::AssignQueued { site } => w
+            .assign_queued(site, None)
+            .map(|()| None)
+            .map_err(|e| (e, None)),
         Op::Barrier { reply } => Ok(Some(Pending::Unit(reply))),
     }
 }
 
-fn rejected(code: ErrorCode, message: impl Into<String>) -> Outcome {
+#[allow(clippy::result_large_err)]
+fn send_result(
+    r: Result<VisitorSendOutcome, StoreError>,
+    reply: Reply<VisitorSendOutcome>,
+) -> ApplyResult {
+    match r {
+        Ok(v) => Ok(Some(Pending::Send(reply, v))),
+        Err(e) => Err((
+            e,
+            Some(Pending::Send(
+                reply,
+                VisitorSendOutcome::Rejected {
+                    code: ErrorCode::Unavailable,
+                    message: String::new(),
+                },
+            )),
+        )),
+    }
+}
+
+pub(super) fn rejected(code: ErrorCode, message: impl Into<String>) -> Outcome {
     Outcome::Rejected {
         code,
         message: message.into(),
     }
 }
 
-fn check_body(body: &str) -> Option<Outcome> {
+pub(super) fn check_body(body: &str) -> Option<Outcome> {
     if body.trim().is_empty() {
         return Some(rejected(ErrorCode::BadRequest, "message is empty"));
     }
@@ -665,9 +729,9 @@ fn decode_outcome(b: &[u8]) -> Result<Outcome, StoreError> {
 }
 
 /// The business logic of one op, inside its savepoint.
-struct Tx<'a> {
-    conn: &'a Connection,
-    hub: &'a Hub,
+pub(super) struct Tx<'a> {
+    pub(super) conn: &'a Connection,
+    pub(super) hub: &'a Hub,
     ctx: &'a mut OpCtx,
     heads: &'a dyn Fn(&str) -> Option<Seq>,
 }
@@ -734,7 +798,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    fn site_agents(&self, site: SiteId) -> Result<Vec<AgentId>, StoreError> {
+    pub(super) fn site_agents(&self, site: SiteId) -> Result<Vec<AgentId>, StoreError> {
         Ok(reads::agents_of_site(self.conn, site)?
             .into_iter()
             .filter(|a| !a.disabled)
@@ -742,11 +806,26 @@ impl Tx<'_> {
             .collect())
     }
 
-    /// Who receives a conversation's messages: its agent once assigned,
-    /// every agent of the site while it waits.
+    /// Supervisors and admins of a site, who watch every chat live.
+    fn overseers(&self, site: SiteId) -> Result<Vec<AgentId>, StoreError> {
+        Ok(reads::agents_of_site(self.conn, site)?
+            .into_iter()
+            .filter(|a| !a.disabled && a.role.oversees())
+            .map(|a| a.id)
+            .collect())
+    }
+
+    /// Who receives a conversation's messages: its agent and the site's
+    /// supervisors once assigned, every agent of the site while it waits.
     fn message_recipients(&self, c: &ConversationInfo) -> Result<Vec<AgentId>, StoreError> {
         match (c.state, c.assigned) {
-            (ConversationState::Active | ConversationState::Closed, Some(a)) => Ok(vec![a]),
+            (ConversationState::Active | ConversationState::Closed, Some(a)) => {
+                let mut v = self.overseers(c.site)?;
+                if !v.contains(&a) {
+                    v.push(a);
+                }
+                Ok(v)
+            }
             _ => self.site_agents(c.site),
         }
     }
@@ -762,31 +841,41 @@ impl Tx<'_> {
         reads::device_commands_acked(self.conn, agent, device)
     }
 
+    /// The actor's account as it is now, if this session may still act.
+    /// Checked inside the transaction, so nothing a disabled agent (or a
+    /// session from before a password change) sends is applied, however
+    /// late the server noticed the change.
+    fn current_actor(&self, actor: &AgentActor) -> Result<reads::AgentRow, StoreError> {
+        match reads::agent_by_id(self.conn, actor.id)? {
+            Some(r) if r.disabled => Err(StoreError::Revoked {
+                code: ErrorCode::Disabled,
+                message: "your account was disabled".into(),
+            }),
+            Some(r) if r.auth_epoch != actor.epoch => Err(StoreError::Revoked {
+                code: ErrorCode::Revoked,
+                message: "your password was changed; sign in again".into(),
+            }),
+            Some(r) => Ok(r),
+            None => Err(StoreError::Revoked {
+                code: ErrorCode::Disabled,
+                message: "your account no longer exists".into(),
+            }),
+        }
+    }
+
     fn agent_command(
         &mut self,
         actor: &AgentActor,
         device: &MsgId,
         cmd: &Command,
     ) -> Result<CommandResult, StoreError> {
+        let me = self.current_actor(actor)?;
         let actor_key = agent_key(actor.id);
-        let prior: Option<(String, Vec<u8>)> = self
-            .conn
-            .prepare_cached("SELECT actor, outcome FROM actions WHERE client_id = ?1")?
-            .query_row([&cmd.id.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let outcome = match prior {
-            // A resend: answer with the original result, apply nothing.
-            Some((who, bytes)) if who == actor_key => decode_outcome(&bytes)?,
-            Some(_) => rejected(
-                ErrorCode::Conflict,
-                "this action id was already used by someone else",
-            ),
+        let outcome = match self.prior_outcome(&cmd.id, &actor_key)? {
+            Some(o) => o,
             None => {
-                let outcome = self.agent_action(actor, cmd)?;
-                self.conn
-                    .prepare_cached("INSERT INTO actions (client_id, actor, seq, outcome) VALUES (?1, ?2, ?3, ?4)")?
-                    .execute(params![&cmd.id.0[..], actor_key, to_i64(cmd.seq), encode_outcome(&outcome)?])
-                    .map_err(StoreError::from_sqlite)?;
+                let outcome = self.agent_action(actor, &me, cmd)?;
+                self.record_outcome(&cmd.id, &actor_key, cmd.seq, &outcome)?;
                 outcome
             }
         };
@@ -803,31 +892,79 @@ impl Tx<'_> {
         })
     }
 
-    /// Look up a conversation the actor may touch.
-    fn conv_for(
+    /// The idempotency check, for both channels: the original outcome of an
+    /// action id this actor already used; a refusal if someone else used it;
+    /// `None` if it is new.
+    fn prior_outcome(&self, id: &MsgId, actor_key: &str) -> Result<Option<Outcome>, StoreError> {
+        let prior: Option<(String, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT actor, outcome FROM actions WHERE client_id = ?1")?
+            .query_row([&id.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(match prior {
+            // A resend: answer with the original result, apply nothing.
+            Some((who, bytes)) if who == actor_key => Some(decode_outcome(&bytes)?),
+            Some(_) => Some(rejected(
+                ErrorCode::Conflict,
+                "this action id was already used by someone else",
+            )),
+            None => None,
+        })
+    }
+
+    fn record_outcome(
+        &self,
+        id: &MsgId,
+        actor_key: &str,
+        seq: Seq,
+        outcome: &Outcome,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO actions (client_id, actor, seq, outcome) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                &id.0[..],
+                actor_key,
+                to_i64(seq),
+                encode_outcome(outcome)?
+            ])
+            .map_err(StoreError::from_sqlite)?;
+        Ok(())
+    }
+
+    /// Look up a conversation the actor may touch. Another site's
+    /// conversation gets the same answer as one that does not exist, so ids
+    /// cannot be probed across sites.
+    pub(super) fn conv_for(
         &self,
         actor: &AgentActor,
         id: ConversationId,
     ) -> Result<Result<ConversationInfo, Outcome>, StoreError> {
         match reads::conversation(self.conn, id)? {
-            None => Ok(Err(rejected(
+            Some(c) if c.site == actor.site => Ok(Ok(c)),
+            _ => Ok(Err(rejected(
                 ErrorCode::NotFound,
                 format!("no conversation {id}"),
             ))),
-            Some(c) if c.site != actor.site => Ok(Err(rejected(
-                ErrorCode::Forbidden,
-                format!("conversation {id} belongs to another site"),
-            ))),
-            Some(c) => Ok(Ok(c)),
         }
     }
 
-    fn agent_action(&mut self, actor: &AgentActor, cmd: &Command) -> Result<Outcome, StoreError> {
+    fn agent_action(
+        &mut self,
+        actor: &AgentActor,
+        me: &reads::AgentRow,
+        cmd: &Command,
+    ) -> Result<Outcome, StoreError> {
         let now = now_ms();
         let done = |conversation, message| Outcome::Done {
             conversation,
             message,
             at_ms: now,
+        };
+        let author = Author::Agent {
+            agent: actor.id,
+            name: me.display_name.clone(),
         };
         match &cmd.action {
             Action::Send { conversation, body } => {
@@ -842,21 +979,16 @@ impl Tx<'_> {
                     return Ok(rejected(ErrorCode::Conflict, "conversation is closed"));
                 }
                 if c.state != ConversationState::Active || c.assigned != Some(actor.id) {
+                    let who = c.assigned_name.as_deref().filter(|_| c.assigned.is_some());
                     return Ok(rejected(
                         ErrorCode::Conflict,
-                        "conversation is not assigned to you; accept it first",
+                        match who {
+                            Some(n) => format!("{n} is serving this conversation, not you"),
+                            None => "conversation is not assigned to you; accept it first".into(),
+                        },
                     ));
                 }
-                let m = self.post(
-                    &c,
-                    Author::Agent {
-                        agent: actor.id,
-                        name: actor.name.clone(),
-                    },
-                    body,
-                    cmd.id,
-                    now,
-                )?;
+                let m = self.post(&c, author, body, cmd.id, now, false)?;
                 Ok(done(Some(c.id), Some(m)))
             }
             Action::Invite { visitor, body } => {
@@ -868,15 +1000,8 @@ impl Tx<'_> {
                     .prepare_cached("SELECT site_id FROM visitors WHERE id = ?1")?
                     .query_row([visitor], |r| r.get(0))
                     .optional()?;
-                match site {
-                    None => return Ok(rejected(ErrorCode::NotFound, "no such visitor")),
-                    Some(s) if u64::try_from(s).ok() != Some(actor.site) => {
-                        return Ok(rejected(
-                            ErrorCode::Forbidden,
-                            "visitor belongs to another site",
-                        ));
-                    }
-                    Some(_) => {}
+                if site.and_then(|s| u64::try_from(s).ok()) != Some(actor.site) {
+                    return Ok(rejected(ErrorCode::NotFound, "no such visitor"));
                 }
                 let c = match reads::open_conversation(self.conn, visitor)? {
                     Some(c)
@@ -884,12 +1009,18 @@ impl Tx<'_> {
                     {
                         return Ok(rejected(
                             ErrorCode::Conflict,
-                            "visitor is already chatting with another agent",
+                            format!(
+                                "{} is already chatting with this visitor",
+                                c.assigned_name.as_deref().unwrap_or("another agent")
+                            ),
                         ));
                     }
                     Some(c) if c.state == ConversationState::Active => c,
                     Some(c) => {
-                        self.set_state(c.id, ConversationState::Active, Some(actor.id), now)?
+                        let c =
+                            self.set_state(&c, ConversationState::Active, Some(actor.id), now)?;
+                        self.joined(&c, &me.display_name, now)?;
+                        c
                     }
                     None => {
                         let id = self.create_conversation(
@@ -900,19 +1031,13 @@ impl Tx<'_> {
                             None,
                             now,
                         )?;
-                        self.announce(id, now)?
+                        let c = self.announce(id, now)?;
+                        self.team_effect(actor.id)?;
+                        self.joined(&c, &me.display_name, now)?;
+                        c
                     }
                 };
-                let m = self.post(
-                    &c,
-                    Author::Agent {
-                        agent: actor.id,
-                        name: actor.name.clone(),
-                    },
-                    body,
-                    cmd.id,
-                    now,
-                )?;
+                let m = self.post(&c, author, body, cmd.id, now, false)?;
                 Ok(done(Some(c.id), Some(m)))
             }
             Action::Accept { conversation } => {
@@ -923,8 +1048,9 @@ impl Tx<'_> {
                 match c.state {
                     ConversationState::Queued | ConversationState::LeftMessage => {
                         let c =
-                            self.set_state(c.id, ConversationState::Active, Some(actor.id), now)?;
+                            self.set_state(&c, ConversationState::Active, Some(actor.id), now)?;
                         self.backfill(&c, actor.id, now)?;
+                        self.joined(&c, &me.display_name, now)?;
                         Ok(done(Some(c.id), None))
                     }
                     ConversationState::Active if c.assigned == Some(actor.id) => {
@@ -932,7 +1058,10 @@ impl Tx<'_> {
                     }
                     ConversationState::Active => Ok(rejected(
                         ErrorCode::Conflict,
-                        "another agent already took it",
+                        format!(
+                            "{} already took it",
+                            c.assigned_name.as_deref().unwrap_or("another agent")
+                        ),
                     )),
                     ConversationState::Closed => {
                         Ok(rejected(ErrorCode::Conflict, "conversation is closed"))
@@ -946,13 +1075,21 @@ impl Tx<'_> {
                 };
                 match c.state {
                     ConversationState::Closed => Ok(done(Some(c.id), None)),
-                    ConversationState::Active if c.assigned != Some(actor.id) => Ok(rejected(
-                        ErrorCode::Forbidden,
-                        "conversation is assigned to another agent",
-                    )),
+                    ConversationState::Active
+                        if c.assigned != Some(actor.id) && !me.role.oversees() =>
+                    {
+                        Ok(rejected(
+                            ErrorCode::Forbidden,
+                            "conversation is assigned to another agent",
+                        ))
+                    }
                     _ => {
-                        self.set_state(c.id, ConversationState::Closed, c.assigned, now)?;
-                        self.assign_queued(actor.site)?;
+                        let line = Notice::ClosedByAgent {
+                            agent: me.display_name.clone(),
+                        };
+                        self.system_line(&c, &line, now)?;
+                        self.set_state(&c, ConversationState::Closed, c.assigned, now)?;
+                        self.assign_queued(actor.site, None)?;
                         Ok(done(Some(c.id), None))
                     }
                 }
@@ -966,10 +1103,16 @@ impl Tx<'_> {
                     presence: *presence,
                 });
                 if *presence == Presence::Online {
-                    self.assign_queued(actor.site)?;
+                    self.assign_queued(actor.site, None)?;
                 }
                 Ok(done(None, None))
             }
+            Action::Transfer {
+                conversation,
+                from,
+                to,
+                note,
+            } => self.transfer(actor, me, *conversation, *from, *to, note.as_deref(), now),
         }
     }
 
@@ -1007,38 +1150,87 @@ impl Tx<'_> {
         Ok(c)
     }
 
-    fn set_state(
+    /// Move a conversation to `state` and `assigned`, and tell everyone. A
+    /// change of owner counts as a handoff (the next owner needs the
+    /// history) and updates both agents' load on the team panel.
+    pub(super) fn set_state(
         &mut self,
-        id: ConversationId,
+        c: &ConversationInfo,
         state: ConversationState,
         assigned: Option<AgentId>,
         now: i64,
     ) -> Result<ConversationInfo, StoreError> {
+        let handoff = c.assigned.is_some() && c.assigned != assigned;
         self.conn
-            .prepare_cached("UPDATE conversations SET state = ?2, assigned_agent = ?3, updated_ms = ?4 WHERE id = ?1")?
-            .execute(params![to_i64(id), state_to_int(state), assigned.map(to_i64), now])
+            .prepare_cached(
+                "UPDATE conversations SET state = ?2, assigned_agent = ?3, updated_ms = ?4, \
+                 handoffs = handoffs + ?5 WHERE id = ?1",
+            )?
+            .execute(params![
+                to_i64(c.id),
+                state_to_int(state),
+                assigned.map(to_i64),
+                now,
+                i64::from(handoff)
+            ])
             .map_err(StoreError::from_sqlite)?;
-        let c = self.announce(id, now)?;
+        let updated = self.announce(c.id, now)?;
         self.ctx.effects.push(Effect::VisitorChanged {
-            visitor: c.visitor.clone(),
+            visitor: updated.visitor.clone(),
         });
-        Ok(c)
+        let load_changed = c.assigned != assigned
+            || (c.state == ConversationState::Active) != (state == ConversationState::Active);
+        if load_changed {
+            for a in [c.assigned, assigned].into_iter().flatten() {
+                self.team_effect(a)?;
+            }
+        }
+        Ok(updated)
     }
 
-    /// An agent who takes over a conversation already has its messages if
-    /// they were broadcast while it waited; this covers agents created since.
-    fn backfill(
+    /// The agent's team row as committed, for the hub to pass on.
+    pub(super) fn team_effect(&mut self, agent: AgentId) -> Result<(), StoreError> {
+        let Some(row) = reads::agent_by_id(self.conn, agent)? else {
+            return Ok(());
+        };
+        let active = reads::agent_load(self.conn, agent)?;
+        self.ctx.effects.push(Effect::Team {
+            site: row.site,
+            member: TeamMember {
+                agent,
+                name: row.display_name,
+                role: row.role,
+                presence: Presence::Offline,
+                active,
+                capacity: row.capacity,
+                disabled: row.disabled,
+            },
+        });
+        Ok(())
+    }
+
+    /// A new owner gets the history it has not seen: every message if the
+    /// chat changed hands before (its messages then went only to the owner
+    /// and the supervisors), or if the agent was created after it opened.
+    pub(super) fn backfill(
         &mut self,
         c: &ConversationInfo,
         agent: AgentId,
         now: i64,
     ) -> Result<(), StoreError> {
-        let created: Option<i64> = self
+        let row: Option<(i64, i64)> = self
             .conn
-            .prepare_cached("SELECT created_ms FROM agents WHERE id = ?1")?
-            .query_row([to_i64(agent)], |r| r.get(0))
+            .prepare_cached(
+                "SELECT a.created_ms, c.handoffs FROM agents a, conversations c WHERE a.id = ?1 AND c.id = ?2",
+            )?
+            .query_row(params![to_i64(agent), to_i64(c.id)], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
-        if created.is_none_or(|t| t <= c.opened_at_ms) {
+        let Some((created, handoffs)) = row else {
+            return Ok(());
+        };
+        if created <= c.opened_at_ms && handoffs == 0 {
             return Ok(());
         }
         for m in reads::recent_messages(self.conn, c.id, 200)? {
@@ -1047,13 +1239,17 @@ impl Tx<'_> {
         Ok(())
     }
 
-    fn post(
+    /// Store a message and send it to its recipients. `internal` lines go to
+    /// agents only: no visitor event is written for them, and visitor
+    /// snapshots skip them.
+    pub(super) fn post(
         &mut self,
         c: &ConversationInfo,
         author: Author,
         body: &str,
         client_id: MsgId,
         now: i64,
+        internal: bool,
     ) -> Result<MessageId, StoreError> {
         let (kind, agent) = match &author {
             Author::Agent { agent, .. } => (AUTHOR_AGENT, Some(*agent)),
@@ -1062,10 +1258,10 @@ impl Tx<'_> {
         };
         self.conn
             .prepare_cached(
-                "INSERT INTO messages (conversation_id, client_id, author_kind, author_agent, body, at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO messages (conversation_id, client_id, author_kind, author_agent, body, at_ms, internal) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![to_i64(c.id), &client_id.0[..], kind, agent.map(to_i64), body, now])
+            .execute(params![to_i64(c.id), &client_id.0[..], kind, agent.map(to_i64), body, now, internal])
             .map_err(StoreError::from_sqlite)?;
         let id = u64::try_from(self.conn.last_insert_rowid()).unwrap_or(0);
         self.conn
@@ -1080,13 +1276,49 @@ impl Tx<'_> {
             body: body.to_string(),
             at_ms: now,
         };
-        let vmsg = reads::visitor_message(&msg);
+        let vmsg = if internal {
+            None
+        } else {
+            reads::visitor_message(&msg)
+        };
         for a in self.message_recipients(c)? {
             self.agent_event(a, Event::Message(msg.clone()), now)?;
         }
-        let agent_msg = agent.map(|_| id);
-        self.visitor_event(&c.visitor, VisitorEvent::Message(vmsg), agent_msg, now)?;
+        if let Some(vmsg) = vmsg {
+            let agent_msg = agent.map(|_| id);
+            self.visitor_event(&c.visitor, VisitorEvent::Message(vmsg), agent_msg, now)?;
+        }
         Ok(id)
+    }
+
+    /// Post a system line; agent-only notices stay internal.
+    pub(super) fn system_line(
+        &mut self,
+        c: &ConversationInfo,
+        notice: &Notice,
+        now: i64,
+    ) -> Result<MessageId, StoreError> {
+        // System lines have no client; a fresh id keeps the column unique.
+        let id = MsgId::generate(u64::try_from(now).unwrap_or(0), &mut rand::rng());
+        self.post(
+            c,
+            Author::System,
+            &notice.to_body(),
+            id,
+            now,
+            notice.agents_only(),
+        )
+    }
+
+    fn joined(&mut self, c: &ConversationInfo, name: &str, now: i64) -> Result<(), StoreError> {
+        self.system_line(
+            c,
+            &Notice::Joined {
+                agent: name.to_owned(),
+            },
+            now,
+        )
+        .map(drop)
     }
 
     fn visitor_hello(
@@ -1132,29 +1364,20 @@ impl Tx<'_> {
         Ok(id)
     }
 
-    fn visitor_send(
+    /// A visitor action, applied once per id: a resend gets the original
+    /// outcome.
+    fn visitor_action(
         &mut self,
         visitor: &str,
-        site: SiteId,
         id: MsgId,
-        body: &str,
-        leave: Option<Option<String>>,
+        apply: impl FnOnce(&mut Self) -> Result<Outcome, StoreError>,
     ) -> Result<VisitorSendOutcome, StoreError> {
         let actor_key = visitor_key(visitor);
-        let prior: Option<(String, Vec<u8>)> = self
-            .conn
-            .prepare_cached("SELECT actor, outcome FROM actions WHERE client_id = ?1")?
-            .query_row([&id.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let outcome = match prior {
-            Some((who, bytes)) if who == actor_key => decode_outcome(&bytes)?,
-            Some(_) => rejected(ErrorCode::Conflict, "this message id was already used"),
+        let outcome = match self.prior_outcome(&id, &actor_key)? {
+            Some(o) => o,
             None => {
-                let o = self.visitor_post(visitor, site, id, body, leave)?;
-                self.conn
-                    .prepare_cached("INSERT INTO actions (client_id, actor, seq, outcome) VALUES (?1, ?2, 0, ?3)")?
-                    .execute(params![&id.0[..], actor_key, encode_outcome(&o)?])
-                    .map_err(StoreError::from_sqlite)?;
+                let o = apply(self)?;
+                self.record_outcome(&id, &actor_key, 0, &o)?;
                 o
             }
         };
@@ -1179,11 +1402,13 @@ impl Tx<'_> {
         id: MsgId,
         body: &str,
         leave: Option<Option<String>>,
+        page: Option<PageView>,
     ) -> Result<Outcome, StoreError> {
         if let Some(bad) = check_body(body) {
             return Ok(bad);
         }
         let now = now_ms();
+        let mut joined = None;
         let c = match reads::open_conversation(self.conn, visitor)? {
             Some(c) => {
                 if let Some(Some(email)) = &leave {
@@ -1197,13 +1422,13 @@ impl Tx<'_> {
                 c
             }
             None => {
-                let (state, email) = match leave {
-                    Some(email) => (ConversationState::LeftMessage, email),
+                let (state, email) = match &leave {
+                    Some(email) => (ConversationState::LeftMessage, email.clone()),
                     None => (ConversationState::Queued, None),
                 };
                 let cid = self.create_conversation(site, visitor, state, None, email, now)?;
                 if state == ConversationState::Queued
-                    && let Some(agent) = self.pick_agent(site)?
+                    && let Some(agent) = self.pick_agent(site, None)?
                 {
                     self.conn
                         .prepare_cached(
@@ -1211,6 +1436,8 @@ impl Tx<'_> {
                         )?
                         .execute(params![to_i64(cid), to_i64(agent)])
                         .map_err(StoreError::from_sqlite)?;
+                    self.team_effect(agent)?;
+                    joined = Some(agent);
                 }
                 self.announce(cid, now)?
             }
@@ -1223,7 +1450,21 @@ impl Tx<'_> {
             body,
             id,
             now,
+            false,
         )?;
+        if let Some(email) = leave {
+            let line = Notice::LeftMessage {
+                email,
+                url: page.as_ref().map(|p| p.url.clone()),
+                title: page.map(|p| p.title).filter(|t| !t.is_empty()),
+            };
+            self.system_line(&c, &line, now)?;
+        }
+        if let Some(agent) = joined
+            && let Some(row) = reads::agent_by_id(self.conn, agent)?
+        {
+            self.joined(&c, &row.display_name, now)?;
+        }
         Ok(Outcome::Done {
             conversation: Some(c.id),
             message: Some(m),
@@ -1231,27 +1472,41 @@ impl Tx<'_> {
         })
     }
 
-    /// The least-busy online agent of the site with spare capacity.
-    fn pick_agent(&self, site: SiteId) -> Result<Option<AgentId>, StoreError> {
+    fn visitor_end_chat(&mut self, visitor: &str, _id: MsgId) -> Result<Outcome, StoreError> {
+        let now = now_ms();
+        let Some(c) = reads::open_conversation(self.conn, visitor)? else {
+            return Ok(rejected(
+                ErrorCode::NotFound,
+                "there is no open chat to end",
+            ));
+        };
+        let m = self.system_line(&c, &Notice::ClosedByVisitor, now)?;
+        self.set_state(&c, ConversationState::Closed, c.assigned, now)?;
+        self.assign_queued(c.site, None)?;
+        Ok(Outcome::Done {
+            conversation: Some(c.id),
+            message: Some(m),
+            at_ms: now,
+        })
+    }
+
+    /// The least-busy online agent of the site with spare capacity, other
+    /// than `exclude` (an agent on its way out).
+    pub(super) fn pick_agent(
+        &self,
+        site: SiteId,
+        exclude: Option<AgentId>,
+    ) -> Result<Option<AgentId>, StoreError> {
         let online = self.hub.available_agents(site);
-        if online.is_empty() {
-            return Ok(None);
-        }
         let mut best: Option<(u32, AgentId)> = None;
-        for agent in online {
+        for agent in online.into_iter().filter(|a| Some(*a) != exclude) {
             let Some(row) = reads::agent_by_id(self.conn, agent)? else {
                 continue;
             };
             if row.disabled {
                 continue;
             }
-            let load: i64 = self
-                .conn
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM conversations WHERE assigned_agent = ?1 AND state = 1",
-                )?
-                .query_row([to_i64(agent)], |r| r.get(0))?;
-            let load = u32::try_from(load).unwrap_or(u32::MAX);
+            let load = reads::agent_load(self.conn, agent)?;
             if load >= row.capacity {
                 continue;
             }
@@ -1262,7 +1517,12 @@ impl Tx<'_> {
         Ok(best.map(|(_, a)| a))
     }
 
-    fn assign_queued(&mut self, site: SiteId) -> Result<(), StoreError> {
+    /// Hand waiting chats, oldest first, to available agents.
+    pub(super) fn assign_queued(
+        &mut self,
+        site: SiteId,
+        exclude: Option<AgentId>,
+    ) -> Result<(), StoreError> {
         let queued: Vec<i64> = self
             .conn
             .prepare_cached(
@@ -1272,11 +1532,18 @@ impl Tx<'_> {
             .collect::<Result<_, _>>()?;
         let now = now_ms();
         for id in queued {
-            let Some(agent) = self.pick_agent(site)? else {
+            let Some(agent) = self.pick_agent(site, exclude)? else {
                 break;
             };
             let id = u64::try_from(id).unwrap_or(0);
-            self.set_state(id, ConversationState::Active, Some(agent), now)?;
+            let Some(c) = reads::conversation(self.conn, id)? else {
+                continue;
+            };
+            let c = self.set_state(&c, ConversationState::Active, Some(agent), now)?;
+            self.backfill(&c, agent, now)?;
+            if let Some(name) = c.assigned_name.clone() {
+                self.joined(&c, &name, now)?;
+            }
         }
         Ok(())
     }

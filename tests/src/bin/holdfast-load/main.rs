@@ -777,7 +777,15 @@ fn spawn_holdfast(args: &Args) -> anyhow::Result<Target> {
         let cap = (args.visitors / args.agents.max(1) + 1) as u32;
         for i in 0..args.agents {
             let u = format!("{}-{i}", args.agent_prefix);
-            holdfast_server::admin::add_agent(&conn, &args.site, &u, &u, "load-pass", cap)?;
+            holdfast_server::admin::add_agent(
+                &conn,
+                &args.site,
+                &u,
+                &u,
+                "load-pass",
+                cap,
+                holdfast_protocol::agent::Role::Agent,
+            )?;
         }
     }
     let cfg = dir.path().join("load.toml");

@@ -1,0 +1,594 @@
+//! The workspace's data, as the agent sees it: conversations with a window
+//! of their messages, the visitor list, visitor histories and the team.
+//!
+//! It is filled from the store at start and after every resync, and kept
+//! current by the core's updates. Order is a property here, not a case:
+//! every conversation's messages are kept sorted by [`MessageOrder`] (the
+//! server's commit order, with this device's queued messages after all of
+//! them), and any update that moves a message (an ack, an echo from another
+//! device, a replay) moves it, so what arrives in which order cannot change
+//! what is shown.
+
+use std::collections::{BTreeMap, HashMap};
+
+use holdfast_protocol::agent::{
+    AgentId, Author, ChatMessage, ConversationId, ConversationInfo, ConversationState, MessageId,
+    Presence, QueryResult, Role, TeamMember, VisitorInfo,
+};
+use holdfast_protocol::ids::MsgId;
+use holdfast_protocol::notice::{Notice, system_text};
+use iced::widget::text_editor;
+
+use crate::store::{DeliveryState, MessageOrder, RECENT_PER_CONVERSATION, Session};
+use crate::{ConversationSummary, StoredMessage, Workspace};
+
+/// Messages of one conversation kept in memory when it is not open. The
+/// store has the rest; keeping only a window is what keeps memory flat over
+/// a long day.
+pub const KEEP_PER_CONVERSATION: usize = RECENT_PER_CONVERSATION as usize;
+/// Page size for visitor history (server).
+pub const HISTORY_PAGE: u32 = 20;
+pub const DEFAULT_INVITE: &str = "Hi! Can I help you with anything?";
+
+/// One conversation as the workspace shows it.
+#[derive(Debug, Clone)]
+pub struct Conv {
+    pub info: ConversationInfo,
+    pub unread: u32,
+    /// A window of the newest messages, sorted by `order`.
+    pub messages: Vec<StoredMessage>,
+    /// Older messages exist in the store.
+    pub more_before: bool,
+}
+
+impl Conv {
+    pub fn new(info: ConversationInfo) -> Self {
+        Self {
+            info,
+            unread: 0,
+            messages: Vec::new(),
+            more_before: false,
+        }
+    }
+
+    pub fn from_summary(s: ConversationSummary, recent: Vec<StoredMessage>) -> Self {
+        let more_before = recent.len() >= KEEP_PER_CONVERSATION;
+        let mut c = Self {
+            info: s.info,
+            unread: s.unread,
+            messages: Vec::new(),
+            more_before,
+        };
+        for m in recent {
+            c.upsert(m);
+        }
+        if c.messages.is_empty()
+            && let Some(m) = s.last_message
+        {
+            c.upsert(m);
+        }
+        c
+    }
+
+    pub fn last(&self) -> Option<&StoredMessage> {
+        self.messages.last()
+    }
+
+    /// The newest message a person wrote: what a list row previews.
+    pub fn last_said(&self) -> Option<&StoredMessage> {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| !matches!(m.author, Author::System))
+    }
+
+    /// The left-message details (email, page), if the visitor left one.
+    pub fn left_message(&self) -> Option<Notice> {
+        self.messages.iter().rev().find_map(|m| match &m.author {
+            Author::System => {
+                Notice::parse(&m.body).filter(|n| matches!(n, Notice::LeftMessage { .. }))
+            }
+            _ => None,
+        })
+    }
+
+    /// Insert or replace by client id, at the place its order says; true
+    /// if it was not there.
+    pub fn upsert(&mut self, m: StoredMessage) -> bool {
+        let old = self
+            .messages
+            .iter()
+            .position(|o| o.client_id == m.client_id);
+        if let Some(i) = old {
+            self.messages.remove(i);
+        }
+        let at = self.messages.partition_point(|o| o.order <= m.order);
+        self.messages.insert(at, m);
+        old.is_none()
+    }
+
+    /// A shown message changed state and, perhaps, place.
+    pub fn restate(
+        &mut self,
+        client_id: MsgId,
+        message: Option<MessageId>,
+        state: DeliveryState,
+        order: MessageOrder,
+    ) {
+        let Some(m) = self.messages.iter().find(|m| m.client_id == client_id) else {
+            return;
+        };
+        let mut m = m.clone();
+        m.state = state;
+        m.order = order;
+        if message.is_some() {
+            m.message = message;
+        }
+        self.upsert(m);
+    }
+
+    pub fn trim(&mut self) {
+        if self.messages.len() > KEEP_PER_CONVERSATION {
+            let cut = self.messages.len() - KEEP_PER_CONVERSATION;
+            self.messages.drain(..cut);
+            self.more_before = true;
+        }
+    }
+
+    /// Older messages from the store, in front of the window.
+    pub fn prepend(&mut self, page: Vec<StoredMessage>, page_size: usize) {
+        self.more_before = page.len() >= page_size;
+        for m in page {
+            if !self.messages.iter().any(|o| o.client_id == m.client_id) {
+                self.upsert(m);
+            }
+        }
+    }
+}
+
+/// A visitor's past conversations, paged from the server and kept current
+/// by live updates while it is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub conversations: Vec<ConversationInfo>,
+    /// Newest first, as the server pages them.
+    pub messages: Vec<ChatMessage>,
+    pub more: bool,
+    pub loading: bool,
+    pub error: Option<String>,
+}
+
+impl History {
+    fn merge_conversation(&mut self, c: ConversationInfo) {
+        match self.conversations.iter_mut().find(|o| o.id == c.id) {
+            Some(o) => *o = c,
+            None => self.conversations.push(c),
+        }
+        self.conversations
+            .sort_by_key(|c| std::cmp::Reverse(c.opened_at_ms));
+    }
+
+    fn merge_message(&mut self, m: ChatMessage) {
+        match self.messages.iter_mut().find(|o| o.message == m.message) {
+            Some(o) => *o = m,
+            None => self.messages.push(m),
+        }
+        self.messages.sort_by_key(|m| std::cmp::Reverse(m.message));
+    }
+
+    /// Merge one page from the server.
+    pub fn apply(&mut self, result: QueryResult) -> Option<Box<VisitorInfo>> {
+        self.loading = false;
+        match result {
+            QueryResult::History {
+                visitor,
+                conversations,
+                messages,
+                more,
+            } => {
+                for c in conversations {
+                    self.merge_conversation(c);
+                }
+                for m in messages {
+                    self.merge_message(m);
+                }
+                // A refresh of the newest page says nothing about whether
+                // older pages remain once some have been loaded.
+                self.more = more || (self.more && self.messages.len() > HISTORY_PAGE as usize);
+                visitor
+            }
+            QueryResult::Refused(e) => {
+                self.error = Some(format!("History refused ({}): {}", e.code, e.message));
+                None
+            }
+        }
+    }
+}
+
+/// A message as history holds it; `None` while it has no server id.
+fn as_chat(m: &StoredMessage) -> Option<ChatMessage> {
+    Some(ChatMessage {
+        conversation: m.conversation,
+        message: m.message?,
+        client_id: m.client_id,
+        author: m.author.clone(),
+        body: m.body.clone(),
+        at_ms: m.at_ms,
+    })
+}
+
+/// What applying a message changed, for the app's side effects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageApplied {
+    /// It was not shown before.
+    pub new: bool,
+    pub from_visitor: bool,
+}
+
+/// The workspace's data: the cache as it was read, then kept current by
+/// the core's updates.
+#[derive(Debug, Default)]
+pub struct Desk {
+    pub me: Option<Session>,
+    pub presence: Option<Presence>,
+    pub visitors: HashMap<String, VisitorInfo>,
+    pub convs: HashMap<ConversationId, Conv>,
+    pub team: BTreeMap<AgentId, TeamMember>,
+    pub selected: Option<ConversationId>,
+    pub details_visitor: Option<String>,
+    pub drafts: HashMap<ConversationId, text_editor::Content>,
+    pub invite_text: String,
+    pub history: HashMap<String, History>,
+    pub history_requests: HashMap<u32, String>,
+    /// Select the conversation that an invite to (or an accept of) this
+    /// opens, when it arrives.
+    pub pending_open: Option<PendingOpen>,
+    /// The last error worth showing above the workspace.
+    pub banner: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingOpen {
+    Visitor(String),
+    Conversation(ConversationId),
+}
+
+impl Desk {
+    pub fn new() -> Self {
+        Self {
+            invite_text: DEFAULT_INVITE.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    pub fn unread_total(&self) -> u32 {
+        self.convs.values().map(|c| c.unread).sum()
+    }
+
+    pub fn my_id(&self) -> Option<AgentId> {
+        self.me.as_ref().map(|s| s.agent)
+    }
+
+    /// This agent's role, as the team list says (agent until it arrives).
+    pub fn my_role(&self) -> Role {
+        self.my_id()
+            .and_then(|id| self.team.get(&id))
+            .map_or(Role::Agent, |m| m.role)
+    }
+
+    pub fn oversees(&self) -> bool {
+        self.my_role().oversees()
+    }
+
+    /// Unassigned conversations waiting for an agent, longest wait first.
+    pub fn queue(&self) -> Vec<&Conv> {
+        let mut q: Vec<&Conv> = self
+            .convs
+            .values()
+            .filter(|c| {
+                c.info.assigned.is_none()
+                    && matches!(
+                        c.info.state,
+                        ConversationState::Queued | ConversationState::LeftMessage
+                    )
+            })
+            .collect();
+        q.sort_by_key(|c| (c.info.opened_at_ms, c.info.id));
+        q
+    }
+
+    /// My open conversations, most recently active first.
+    pub fn mine(&self) -> Vec<&Conv> {
+        let me = self.my_id();
+        self.active_where(|c| c.info.assigned == me)
+    }
+
+    /// Other agents' open conversations, for a supervisor.
+    pub fn team_chats(&self) -> Vec<&Conv> {
+        let me = self.my_id();
+        self.active_where(|c| c.info.assigned.is_some() && c.info.assigned != me)
+    }
+
+    fn active_where(&self, keep: impl Fn(&Conv) -> bool) -> Vec<&Conv> {
+        let mut v: Vec<&Conv> = self
+            .convs
+            .values()
+            .filter(|c| c.info.state == ConversationState::Active && keep(c))
+            .collect();
+        v.sort_by_key(|c| {
+            let last = c.last().map_or(c.info.updated_at_ms, |m| m.at_ms);
+            (std::cmp::Reverse(last.max(c.info.updated_at_ms)), c.info.id)
+        });
+        v
+    }
+
+    /// Whether I serve this conversation now.
+    pub fn is_mine(&self, id: ConversationId) -> bool {
+        self.convs.get(&id).is_some_and(|c| {
+            c.info.state == ConversationState::Active
+                && c.info.assigned.is_some()
+                && c.info.assigned == self.my_id()
+        })
+    }
+
+    /// Online visitors, newest visit first.
+    pub fn visitors_sorted(&self) -> Vec<&VisitorInfo> {
+        let mut v: Vec<&VisitorInfo> = self.visitors.values().filter(|v| v.online).collect();
+        v.sort_by(|a, b| {
+            b.visit_started_ms
+                .cmp(&a.visit_started_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        v
+    }
+
+    /// The team, online first, then by name.
+    pub fn team_sorted(&self) -> Vec<&TeamMember> {
+        let rank = |p: Presence| match p {
+            Presence::Online => 0,
+            Presence::Away => 1,
+            Presence::Offline => 2,
+        };
+        let mut v: Vec<&TeamMember> = self.team.values().filter(|m| !m.disabled).collect();
+        v.sort_by(|a, b| {
+            (rank(a.presence), a.name.to_lowercase(), a.agent).cmp(&(
+                rank(b.presence),
+                b.name.to_lowercase(),
+                b.agent,
+            ))
+        });
+        v
+    }
+
+    /// Agents a chat could be transferred to now: online, with room, and
+    /// not the one serving it.
+    pub fn transfer_targets(&self, serving: Option<AgentId>) -> Vec<&TeamMember> {
+        self.team_sorted()
+            .into_iter()
+            .filter(|m| {
+                Some(m.agent) != serving && m.presence == Presence::Online && m.active < m.capacity
+            })
+            .collect()
+    }
+
+    /// Open a conversation in the chat pane; returns its visitor.
+    pub fn select_local(&mut self, id: ConversationId) -> Option<String> {
+        let visitor = self.convs.get(&id)?.info.visitor.clone();
+        self.selected = Some(id);
+        self.details_visitor = Some(visitor.clone());
+        self.drafts.entry(id).or_default();
+        Some(visitor)
+    }
+
+    /// With nothing open, open my most recent conversation, so the app
+    /// starts where the agent left off.
+    pub fn select_default(&mut self) {
+        if self.selected.is_some() {
+            return;
+        }
+        if let Some(id) = self.mine().first().map(|c| c.info.id) {
+            self.select_local(id);
+        }
+    }
+
+    /// Replace the data with the store's (start, snapshot, resync). Drafts,
+    /// selection, team and history survive.
+    pub fn load(&mut self, ws: Workspace) {
+        let Workspace {
+            session,
+            conversations,
+            mut recent,
+            visitors,
+            ..
+        } = ws;
+        if session.is_some() {
+            self.me = session;
+        }
+        self.convs = conversations
+            .into_iter()
+            .map(|s| {
+                let id = s.info.id;
+                let msgs = recent.remove(&id).unwrap_or_default();
+                (id, Conv::from_summary(s, msgs))
+            })
+            .collect();
+        self.visitors = visitors.into_iter().map(|v| (v.id.clone(), v)).collect();
+        self.select_default();
+    }
+
+    /// A conversation appeared or changed.
+    pub fn apply_conversation(&mut self, info: ConversationInfo) {
+        if let Some(h) = self.history.get_mut(&info.visitor) {
+            h.merge_conversation(info.clone());
+        }
+        if let Some(v) = self.visitors.get_mut(&info.visitor) {
+            if info.state == ConversationState::Closed {
+                if v.conversation == Some(info.id) {
+                    v.conversation = None;
+                }
+            } else {
+                v.conversation = Some(info.id);
+            }
+        }
+        match self.convs.get_mut(&info.id) {
+            Some(c) => c.info = info,
+            None => {
+                self.convs.insert(info.id, Conv::new(info));
+            }
+        }
+    }
+
+    /// A message to show (queued here, or new from the server). `None` when
+    /// its conversation is unknown.
+    pub fn apply_message(&mut self, m: StoredMessage) -> Option<MessageApplied> {
+        let from_visitor = matches!(m.author, Author::Visitor { .. });
+        let c = self.convs.get_mut(&m.conversation)?;
+        if let (Some(chat), Some(h)) = (as_chat(&m), self.history.get_mut(&c.info.visitor)) {
+            h.merge_message(chat);
+        }
+        let new = c.upsert(m);
+        Some(MessageApplied { new, from_visitor })
+    }
+
+    /// A shown message was acked, echoed, delivered or refused.
+    pub fn apply_state(
+        &mut self,
+        conversation: ConversationId,
+        client_id: MsgId,
+        message: Option<MessageId>,
+        state: DeliveryState,
+        order: MessageOrder,
+    ) {
+        let Some(c) = self.convs.get_mut(&conversation) else {
+            return;
+        };
+        c.restate(client_id, message, state, order);
+        if let Some(m) = c.messages.iter().find(|m| m.client_id == client_id)
+            && let (Some(chat), Some(h)) = (as_chat(m), self.history.get_mut(&c.info.visitor))
+        {
+            h.merge_message(chat);
+        }
+    }
+
+    pub fn apply_team(&mut self, list: Vec<TeamMember>) {
+        self.team = list.into_iter().map(|m| (m.agent, m)).collect();
+        self.sync_my_presence();
+    }
+
+    pub fn apply_member(&mut self, m: TeamMember) {
+        self.team.insert(m.agent, m);
+        self.sync_my_presence();
+    }
+
+    fn sync_my_presence(&mut self) {
+        if let Some(me) = self.my_id().and_then(|id| self.team.get(&id))
+            && me.presence != Presence::Offline
+        {
+            self.presence = Some(me.presence);
+        }
+    }
+
+    /// Who serves a conversation, for the words on screen.
+    pub fn serving_name(&self, c: &ConversationInfo) -> Option<String> {
+        let a = c.assigned?;
+        self.team
+            .get(&a)
+            .map(|m| m.name.clone())
+            .or_else(|| c.assigned_name.clone())
+    }
+}
+
+/// How a message reads in a list or a notification.
+pub fn message_text(m: &StoredMessage) -> String {
+    match m.author {
+        Author::System => system_text(&m.body),
+        _ => m.body.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: ConversationId) -> ConversationInfo {
+        ConversationInfo {
+            id,
+            site: 1,
+            visitor: format!("v-{id}"),
+            visitor_name: None,
+            state: ConversationState::Active,
+            assigned: Some(7),
+            assigned_name: None,
+            opened_at_ms: 0,
+            updated_at_ms: 0,
+            contact_email: None,
+        }
+    }
+
+    fn msg(conv: ConversationId, n: u64) -> StoredMessage {
+        StoredMessage {
+            order: MessageOrder(i64::try_from(n).unwrap_or(i64::MAX)),
+            conversation: conv,
+            message: Some(n),
+            client_id: MsgId::v7(n, [u8::try_from(conv).unwrap_or(0); 10]),
+            author: Author::Visitor {
+                visitor: format!("v-{conv}"),
+            },
+            body: format!("m{n}"),
+            at_ms: 0,
+            state: DeliveryState::Sent,
+        }
+    }
+
+    #[test]
+    fn upsert_orders_dedups_and_trims() {
+        let mut c = Conv::new(info(1));
+        assert!(c.upsert(msg(1, 5)));
+        assert!(c.upsert(msg(1, 3)));
+        assert!(!c.upsert(msg(1, 5)), "same client id is an update");
+        let order: Vec<u64> = c.messages.iter().filter_map(|m| m.message).collect();
+        assert_eq!(order, [3, 5]);
+        for n in 10..300 {
+            c.upsert(msg(1, n));
+            c.trim();
+        }
+        assert_eq!(c.messages.len(), KEEP_PER_CONVERSATION);
+        assert!(c.more_before);
+        assert_eq!(c.last().and_then(|m| m.message), Some(299));
+    }
+
+    #[test]
+    fn queue_and_mine_split_by_assignment() {
+        let mut d = Desk {
+            me: Some(Session {
+                agent: 7,
+                display_name: "A".into(),
+                site: 1,
+            }),
+            ..Desk::default()
+        };
+        for (id, assigned, state) in [
+            (1, Some(7), ConversationState::Active),
+            (2, None, ConversationState::Queued),
+            (3, Some(8), ConversationState::Active),
+            (4, None, ConversationState::LeftMessage),
+            (5, Some(7), ConversationState::Closed),
+        ] {
+            let mut i = info(id);
+            i.assigned = assigned;
+            i.state = state;
+            i.opened_at_ms = i64::try_from(10 - id).unwrap_or(0);
+            let mut c = Conv::new(i);
+            c.unread = u32::try_from(id).unwrap_or(0);
+            d.convs.insert(id, c);
+        }
+        let mine: Vec<_> = d.mine().iter().map(|c| c.info.id).collect();
+        assert_eq!(mine, [1]);
+        let team: Vec<_> = d.team_chats().iter().map(|c| c.info.id).collect();
+        assert_eq!(team, [3]);
+        // Longest wait first.
+        let queue: Vec<_> = d.queue().iter().map(|c| c.info.id).collect();
+        assert_eq!(queue, [4, 2]);
+        assert_eq!(d.unread_total(), 15);
+    }
+}

@@ -1,0 +1,172 @@
+//! Who owns a chat: transfers, and what happens to an agent's chats when
+//! the agent leaves. Every open chat has exactly one owner or waits in the
+//! queue. These run on the writer thread inside an op's savepoint, like
+//! every other rule, so two transfers (or a transfer and a release) racing
+//! for one chat are applied one after the other and the second sees what
+//! the first did.
+
+use holdfast_protocol::agent::{AgentId, ConversationId, ConversationState, Outcome, Presence};
+use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::notice::{LeaveReason, Notice};
+
+use super::StoreError;
+use super::reads::{self, AgentRow};
+use super::writer::{AgentActor, Tx, check_body, rejected};
+
+impl Tx<'_> {
+    /// `Action::Transfer`: the owner hands its chat on, or a supervisor
+    /// moves (or assigns) any chat of the site.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn transfer(
+        &mut self,
+        actor: &AgentActor,
+        me: &AgentRow,
+        conversation: ConversationId,
+        from: Option<AgentId>,
+        to: AgentId,
+        note: Option<&str>,
+        now: i64,
+    ) -> Result<Outcome, StoreError> {
+        let note = note.map(str::trim).filter(|n| !n.is_empty());
+        if let Some(n) = note
+            && let Some(bad) = check_body(n)
+        {
+            return Ok(bad);
+        }
+        let c = match self.conv_for(actor, conversation)? {
+            Ok(c) => c,
+            Err(o) => return Ok(o),
+        };
+        if c.state == ConversationState::Closed {
+            return Ok(rejected(ErrorCode::Conflict, "conversation is closed"));
+        }
+        let owns = c.state == ConversationState::Active && c.assigned == Some(actor.id);
+        if !owns && !me.role.oversees() {
+            return Ok(rejected(
+                ErrorCode::Forbidden,
+                "only the agent serving a chat, or a supervisor, can transfer it",
+            ));
+        }
+        // Compare-and-set on the owner the sender saw: of two transfers
+        // racing for one chat, the second finds it moved and is refused.
+        let current = if c.state == ConversationState::Active {
+            c.assigned
+        } else {
+            None
+        };
+        if current != from {
+            return Ok(rejected(
+                ErrorCode::Conflict,
+                match c.assigned_name.as_deref().filter(|_| current.is_some()) {
+                    Some(n) => format!("the chat has moved on: {n} is serving it now"),
+                    None => "the chat has moved on: it is waiting in the queue now".into(),
+                },
+            ));
+        }
+        if current == Some(to) {
+            return Ok(rejected(
+                ErrorCode::Conflict,
+                "that agent is already serving this chat",
+            ));
+        }
+        let target = match reads::agent_by_id(self.conn, to)? {
+            Some(t) if t.site == actor.site => t,
+            _ => return Ok(rejected(ErrorCode::NotFound, format!("no agent {to}"))),
+        };
+        if let Some(why) = self.cannot_take(&target)? {
+            return Ok(rejected(ErrorCode::Conflict, why));
+        }
+        // The lines go first, so the agent handing over sees them too; the
+        // new owner gets them with the rest of the history.
+        let from_name = match current {
+            Some(a) => reads::agent_by_id(self.conn, a)?.map(|r| r.display_name),
+            None => None,
+        };
+        let line = Notice::Transferred {
+            from: from_name,
+            to: target.display_name.clone(),
+            by: me.display_name.clone(),
+        };
+        let message = self.system_line(&c, &line, now)?;
+        if let Some(text) = note {
+            let note = Notice::Note {
+                author: me.display_name.clone(),
+                text: text.to_owned(),
+            };
+            self.system_line(&c, &note, now)?;
+        }
+        let c = self.set_state(&c, ConversationState::Active, Some(to), now)?;
+        self.backfill(&c, to, now)?;
+        Ok(Outcome::Done {
+            conversation: Some(c.id),
+            message: Some(message),
+            at_ms: now,
+        })
+    }
+
+    /// Why `target` cannot take a chat now, in words for the sender.
+    fn cannot_take(&self, target: &AgentRow) -> Result<Option<String>, StoreError> {
+        let name = &target.display_name;
+        if target.disabled {
+            return Ok(Some(format!("{name}'s account is disabled")));
+        }
+        match self.hub.presence(target.id) {
+            Presence::Online => {}
+            Presence::Away => return Ok(Some(format!("{name} is away"))),
+            Presence::Offline => return Ok(Some(format!("{name} is offline"))),
+        }
+        let load = reads::agent_load(self.conn, target.id)?;
+        if load >= target.capacity {
+            return Ok(Some(format!(
+                "{name} is at capacity ({load} of {} chats)",
+                target.capacity
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Hand an agent's open chats back: each goes to the queue with a line
+    /// saying why, and then to an available agent by the normal rules. A
+    /// sign-out or the offline sweep changes nothing if the agent is
+    /// connected again (or still, on another device) by now.
+    pub(super) fn release_chats(
+        &mut self,
+        agent: AgentId,
+        reason: LeaveReason,
+    ) -> Result<(), StoreError> {
+        let still_here = match reason {
+            LeaveReason::Offline => self.hub.connections(agent) > 0,
+            // The device signing out is still connected while this runs.
+            LeaveReason::SignedOut => self.hub.connections(agent) > 1,
+            LeaveReason::Disabled => false,
+        };
+        if still_here {
+            return Ok(());
+        }
+        let Some(row) = reads::agent_by_id(self.conn, agent)? else {
+            return Ok(());
+        };
+        let owned = reads::owned_conversations(self.conn, agent)?;
+        if owned.is_empty() {
+            return Ok(());
+        }
+        let now = super::now_ms();
+        for id in owned {
+            let Some(c) = reads::conversation(self.conn, id)? else {
+                continue;
+            };
+            let line = Notice::Requeued {
+                agent: row.display_name.clone(),
+                reason,
+            };
+            self.system_line(&c, &line, now)?;
+            self.set_state(&c, ConversationState::Queued, None, now)?;
+        }
+        tracing::info!(
+            agent,
+            ?reason,
+            "released an agent's open chats to the queue"
+        );
+        self.assign_queued(row.site, Some(agent))
+    }
+}

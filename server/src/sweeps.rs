@@ -1,0 +1,150 @@
+//! Background tasks that keep promises no request triggers.
+//!
+//! - [`owner_sweep`]: an agent who stays offline past the grace period gets
+//!   its open chats handed back, so no chat is stranded with someone who is
+//!   not there. The grace runs from the agent's last disconnect, or from the
+//!   server's start for agents it has not seen since (a restart does not
+//!   reset anyone's clock to "connected").
+//! - [`agent_changes`]: the CLI writes `agent disable`, `agent passwd` and
+//!   profile changes to the database from another process; this polls their
+//!   change feed and, within a fraction of a second, ends the sessions that
+//!   lost their rights and refreshes the team panel. The writer also checks
+//!   every command against the account row, so nothing is applied between
+//!   the change and the poll.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::notice::LeaveReason;
+
+use crate::Ctx;
+use crate::store::Op;
+use crate::store::reads;
+
+/// Kinds in the `agent_changes` table.
+pub const CHANGE_DISABLED: i64 = 0;
+pub const CHANGE_PASSWORD: i64 = 1;
+pub const CHANGE_PROFILE: i64 = 2;
+
+/// How often the change feed is read: well inside the one second in which
+/// a revoked session must end.
+const CHANGES_EVERY: Duration = Duration::from_millis(200);
+
+pub async fn owner_sweep(ctx: Arc<Ctx>) {
+    let started = Instant::now();
+    let grace = ctx.cfg.owner_grace;
+    let every = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let owners = match ctx.reads.run(reads::active_owners).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!("ownership sweep cannot read chat owners: {e}");
+                continue;
+            }
+        };
+        for agent in owners {
+            if ctx.hub.connections(agent) > 0 {
+                continue;
+            }
+            let since = ctx.hub.offline_since(agent).unwrap_or(started);
+            if since.elapsed() >= grace {
+                // Idempotent: a second release finds nothing to hand back,
+                // and the writer skips it if the agent came back meanwhile.
+                let _queued = ctx.writer.try_submit(Op::ReleaseChats {
+                    agent,
+                    reason: LeaveReason::Offline,
+                    reply: None,
+                });
+            }
+        }
+    }
+}
+
+pub async fn agent_changes(ctx: Arc<Ctx>) {
+    let mut cursor = match ctx.reads.run(reads::last_agent_change).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot read the agent change feed; CLI changes need a restart: {e}");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(CHANGES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let after = cursor;
+        let changes = match ctx
+            .reads
+            .run(move |c| reads::agent_changes_after(c, after))
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot read the agent change feed: {e}");
+                continue;
+            }
+        };
+        for (id, agent, kind) in changes {
+            cursor = id;
+            apply_change(&ctx, agent, kind).await;
+        }
+    }
+}
+
+async fn apply_change(ctx: &Arc<Ctx>, agent: u64, kind: i64) {
+    match kind {
+        CHANGE_DISABLED => {
+            tracing::info!(
+                agent,
+                "agent disabled: ending its sessions and handing back its chats"
+            );
+            ctx.hub
+                .revoke(agent, ErrorCode::Disabled, "your account was disabled");
+            let _queued = ctx
+                .writer
+                .submit(Op::ReleaseChats {
+                    agent,
+                    reason: LeaveReason::Disabled,
+                    reply: None,
+                })
+                .await;
+        }
+        CHANGE_PASSWORD => {
+            tracing::info!(
+                agent,
+                "password changed: ending the sessions opened with the old one"
+            );
+            ctx.hub.revoke(
+                agent,
+                ErrorCode::Revoked,
+                "your password was changed; sign in again",
+            );
+        }
+        _ => {}
+    }
+    // Every change may move the team panel (disabled, name, role, capacity).
+    let row = ctx
+        .reads
+        .run(move |c| {
+            let Some(row) = reads::agent_by_id(c, agent)? else {
+                return Ok(None);
+            };
+            let load = reads::agent_load(c, agent)?;
+            Ok(Some((row, load)))
+        })
+        .await;
+    if let Ok(Some((row, load))) = row {
+        ctx.hub
+            .update_member(row.site, crate::agent_gw::team_member(&row, load));
+    }
+}
