@@ -483,17 +483,24 @@ impl Conn {
         }
         let visitors = ctx.hub.visitors_of_site(site);
         send_visitor_list(&mut self.session, io, ctx, visitors).await?;
+        self.send_team(io, ctx).await?;
+        flush(io).await?;
+        // This agent may take waiting conversations now.
+        let _queued = ctx.writer.try_submit(Op::AssignQueued { site });
+        Ok(())
+    }
+
+    /// The whole team, replacing the client's list: after login, and after
+    /// team updates were dropped for a full queue.
+    async fn send_team(&mut self, io: &mut Io, ctx: &Arc<Ctx>) -> Result<(), End> {
+        let site = self.agent.site;
         let rows = ctx.reads.run(move |c| reads::team(c, site)).await?;
         let team = ctx
             .hub
             .team(rows.iter().map(|(r, n)| team_member(r, *n)).collect());
         self.session
             .feed(io, &ServerMsg::Live(LiveEvent::Team(team)))
-            .await?;
-        flush(io).await?;
-        // This agent may take waiting conversations now.
-        let _queued = ctx.writer.try_submit(Op::AssignQueued { site });
-        Ok(())
+            .await
     }
 
     /// Send stored events after `self.sent`, up to `until`.
@@ -611,6 +618,7 @@ impl Conn {
                     if self.rx.take_stale() {
                         let visitors = ctx.hub.visitors_of_site(self.agent.site);
                         send_visitor_list(&mut self.session, io, ctx, visitors).await?;
+                        self.send_team(io, ctx).await?;
                     }
                     flush(io).await?;
                 }
@@ -714,11 +722,18 @@ impl Conn {
         acked_up_to: &mut Seq,
     ) -> Result<(), End> {
         let mut results = Vec::new();
+        let mut failed = None;
         while let Some(rx) = pending.pop_front() {
             match rx.await {
                 Ok(Ok(r)) => results.push(r),
-                Ok(Err(e)) => return Err(End::Store(e)),
-                Err(_) => return Err(End::Store(StoreError::WriterGone)),
+                Ok(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
+                Err(_) => {
+                    failed = Some(StoreError::WriterGone);
+                    break;
+                }
             }
         }
         if !results.is_empty() {
@@ -734,8 +749,32 @@ impl Conn {
                 )
                 .await?;
         }
-        // No new chats for an agent on its way out.
-        ctx.hub.set_presence(self.agent.id, Presence::Offline);
+        // A command before the sign-out was refused: say why, as for any
+        // other command, and end without signing out.
+        if let Some(e) = failed {
+            return Err(match e {
+                StoreError::Revoked { code, message } => {
+                    self.session.error(io, code, message.clone(), None).await;
+                    End::Revoked(message)
+                }
+                e => {
+                    self.session
+                        .error(
+                            io,
+                            ErrorCode::Unavailable,
+                            format!("cannot commit right now: {e}"),
+                            Some(1000),
+                        )
+                        .await;
+                    End::Store(e)
+                }
+            });
+        }
+        // No new chats for an agent on its way out; presence is per agent,
+        // so an agent still connected on another device stays as it was.
+        if ctx.hub.connections(self.agent.id) <= 1 {
+            ctx.hub.set_presence(self.agent.id, Presence::Offline);
+        }
         let agent = self.agent.id;
         ctx.writer
             .call(|reply| Op::ReleaseChats {

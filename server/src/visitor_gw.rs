@@ -376,11 +376,14 @@ async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut>
         .tokens
         .issue(&id, site.id)
         .ok_or_else(|| err(ErrorCode::Internal, "cannot issue a token"))?;
-    // A new identity (unknown or fresh token) has no history to resume.
-    let after = if known.as_deref() == Some(id.as_str()) {
-        after.unwrap_or(0)
+    // A new identity (unknown or fresh token) has no history to resume: it
+    // replays its (empty) log from the start. A known one without a cursor
+    // has lost its local state (another browser, cleared storage) and gets
+    // a snapshot, as the spec says, rather than every event since seq 1.
+    let (after, resumable) = if known.as_deref() == Some(id.as_str()) {
+        (after.unwrap_or(0), after.is_some())
     } else {
-        0
+        (0, true)
     };
     let vid = id.clone();
     let (floor, head) = ctx
@@ -395,7 +398,7 @@ async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut>
         user_agent,
     };
     Ok(HelloResult {
-        resumed: after >= floor && after <= head,
+        resumed: resumable && after >= floor && after <= head,
         after,
         visitor,
     })
@@ -600,11 +603,13 @@ fn action_reply(
     }
 }
 
+/// The page's origin. An opaque origin (`null`: sandboxed iframes, data:
+/// URLs) is kept as "null", which no allow-list contains, so a site with a
+/// list cannot be embedded from anywhere through a sandbox.
 fn client_origin(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::ORIGIN)
         .and_then(|h| h.to_str().ok())
-        .filter(|o| *o != "null")
         .map(|s| s.chars().take(256).collect())
 }
 

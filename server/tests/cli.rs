@@ -113,13 +113,49 @@ fn sites_and_agents_are_managed_from_the_cli() {
     assert!(o.status.success());
     let o = run(d, &["agent", "list"]);
     assert!(
-        stdout(&o).contains("ann\tAnn\tshop\tcapacity 3\tdisabled"),
+        stdout(&o).contains("ann\tAnn\tshop\tagent\tcapacity 3\tdisabled"),
         "{}",
         stdout(&o)
     );
     let o = run(d, &["agent", "disable", "ann", "--enable"]);
     assert!(o.status.success());
     assert!(stdout(&run(d, &["agent", "list"])).contains("enabled"));
+    // Roles, capacity and names change without a new account.
+    let o = run(
+        d,
+        &[
+            "agent",
+            "set",
+            "ann",
+            "--role",
+            "supervisor",
+            "--capacity",
+            "4",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&run(d, &["agent", "list"])).contains("ann\tAnn\tshop\tsupervisor\tcapacity 4"),
+        "{}",
+        stdout(&run(d, &["agent", "list"]))
+    );
+    let o = run(d, &["agent", "set", "ann", "--role", "boss"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unknown role"), "{}", stderr(&o));
+    // Origins the widget may run on: normalised, checked, and listed.
+    let o = run(d, &["site", "origins", "shop", "https://Shop.Example/"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&run(d, &["site", "list"])).contains("origins: https://shop.example"),
+        "{}",
+        stdout(&run(d, &["site", "list"]))
+    );
+    let o = run(d, &["site", "origins", "shop", "shop.example/path"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is not an origin"), "{}", stderr(&o));
+    let o = run(d, &["site", "origins", "shop"]);
+    assert!(o.status.success());
+    assert!(stdout(&run(d, &["site", "list"])).contains("origins: any"));
     // Passwords are stored as argon2id hashes, never as text.
     let db = std::fs::read(d.join("holdfast.db")).unwrap();
     let text = String::from_utf8_lossy(&db);

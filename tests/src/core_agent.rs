@@ -8,8 +8,9 @@ use std::time::Duration;
 use holdfast_agent::{
     ClientConfig, ClientHandle, ConnState, DeliveryState, StoredMessage, Update, start,
 };
-use holdfast_protocol::agent::{Author, ConversationId, VisitorInfo};
+use holdfast_protocol::agent::{Author, ConversationId, ConversationInfo, TeamMember, VisitorInfo};
 use holdfast_protocol::backoff::BackoffConfig;
+use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::handshake::Fingerprint;
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::liveness::LivenessConfig;
@@ -139,6 +140,89 @@ impl CoreAgent {
             _ => None,
         })
         .await;
+    }
+
+    /// The server's verdict on the command `id`.
+    pub async fn outcome(&mut self, id: MsgId) -> Result<(), (ErrorCode, String)> {
+        self.until("a command outcome", |u| match u {
+            Update::CommandDone { id: i, .. } if *i == id => Some(Ok(())),
+            Update::CommandRejected {
+                id: i,
+                code,
+                message,
+            } if *i == id => Some(Err((*code, message.clone()))),
+            _ => None,
+        })
+        .await
+    }
+
+    /// A conversation for which `pred` holds in its latest state: one seen
+    /// already, or the next update.
+    pub async fn conversation_where(
+        &mut self,
+        pred: impl Fn(&ConversationInfo) -> bool,
+    ) -> ConversationInfo {
+        let mut latest: std::collections::BTreeMap<ConversationId, &ConversationInfo> =
+            std::collections::BTreeMap::new();
+        for u in &self.seen {
+            if let Update::Conversation(c) = u {
+                latest.insert(c.id, c);
+            }
+        }
+        if let Some(c) = latest.values().find(|c| pred(c)) {
+            return (*c).clone();
+        }
+        // A snapshot fills the store without an update per conversation.
+        if let Ok(list) = self.handle.conversations()
+            && let Some(s) = list.into_iter().find(|s| pred(&s.info))
+        {
+            return s.info;
+        }
+        self.until("a matching conversation", |u| match u {
+            Update::Conversation(c) if pred(c) => Some(c.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The team member `agent` once `pred` holds for its latest state.
+    pub async fn member_where(
+        &mut self,
+        agent: u64,
+        pred: impl Fn(&TeamMember) -> bool,
+    ) -> TeamMember {
+        let mut latest = None;
+        for u in &self.seen {
+            match u {
+                Update::TeamMember(m) if m.agent == agent => latest = Some(m),
+                Update::Team(list) => {
+                    if let Some(m) = list.iter().find(|m| m.agent == agent) {
+                        latest = Some(m);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(m) = latest.filter(|m| pred(m)) {
+            return m.clone();
+        }
+        self.until("a matching team member", |u| match u {
+            Update::TeamMember(m) if m.agent == agent && pred(m) => Some(m.clone()),
+            Update::Team(list) => list.iter().find(|m| m.agent == agent && pred(m)).cloned(),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Every message in a conversation as the local store has it, in the
+    /// order the app shows them.
+    pub fn messages(&self, conversation: ConversationId) -> Vec<StoredMessage> {
+        let mut page = self
+            .handle
+            .messages_page(conversation, None, 10_000)
+            .expect("read the local store");
+        page.sort_by_key(|m| m.order);
+        page
     }
 
     /// Every message body in a conversation as the local store has it,

@@ -199,6 +199,8 @@ pub struct ServerProcess {
     pub dir: PathBuf,
     pub http: SocketAddr,
     pub agent: SocketAddr,
+    /// `/metrics` and `/healthz`.
+    pub admin: SocketAddr,
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
 }
@@ -209,6 +211,7 @@ impl ServerProcess {
             dir: dir.to_path_buf(),
             http: SocketAddr::from(([127, 0, 0, 1], free_port())),
             agent: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
             child: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
@@ -228,6 +231,8 @@ impl ServerProcess {
                 .arg(self.http.to_string())
                 .arg("--agent-listen")
                 .arg(self.agent.to_string())
+                .arg("--admin-listen")
+                .arg(self.admin.to_string())
                 .args(&self.extra_args)
                 .env(
                     "HOLDFAST_LOG",
@@ -244,6 +249,7 @@ impl ServerProcess {
                 }
                 if std::net::TcpStream::connect(self.agent).is_ok()
                     && std::net::TcpStream::connect(self.http).is_ok()
+                    && std::net::TcpStream::connect(self.admin).is_ok()
                 {
                     break true;
                 }

@@ -103,12 +103,49 @@ async fn long_poll_answers_cross_origin_preflights() {
     assert!(status >= 400, "{status}");
     assert_eq!(header(&head, "access-control-allow-origin"), Some("*"));
 
-    // The agent-facing and operational endpoints do not opt in.
+    // The operational endpoints do not opt in.
     let (_, head, _) = raw(
         srv.http(),
-        "GET /metrics HTTP/1.1\r\nOrigin: https://shop.example",
+        "GET /healthz HTTP/1.1\r\nOrigin: https://shop.example",
     )
     .await;
     assert_eq!(header(&head, "access-control-allow-origin"), None);
+    srv.stop().await;
+}
+
+/// A server started without `--demo` shows no demo pieces, and its metrics
+/// are on the admin listener only, never on the visitors' port.
+#[tokio::test]
+async fn production_defaults_show_no_demo_and_keep_metrics_private() {
+    let srv = TestServer::start().await;
+    let http = srv.http();
+    let (status, head, body) = raw(http, "GET / HTTP/1.1").await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&head, "location"), None, "no redirect to a demo");
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert!(body.contains("Holdfast chat server"), "{body}");
+    assert!(!body.to_lowercase().contains("demo"), "{body}");
+    for path in ["/demo", "/demo/", "/demo/index.html", "/metrics"] {
+        let (status, _, _) = raw(http, &format!("GET {path} HTTP/1.1")).await;
+        assert_eq!(status, 404, "{path} on the public port");
+    }
+    let admin = srv.running().admin_addr.expect("an admin listener");
+    assert!(admin.ip().is_loopback());
+    let (status, _, body) = raw(admin, "GET /metrics HTTP/1.1").await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("holdfast_agent_connections"));
+    let (status, _, body) = raw(admin, "GET /healthz HTTP/1.1").await;
+    assert_eq!((status, body.as_slice()), (200, &b"ok\n"[..]));
+    srv.stop().await;
+
+    // With --demo the shop is there, and the front page leads to it.
+    let srv = TestServer::start_with(|c| c.demo = true).await;
+    let (status, head, _) = raw(srv.http(), "GET / HTTP/1.1").await;
+    assert_eq!(status, 307);
+    assert_eq!(header(&head, "location"), Some("/demo"));
+    let (status, _, _) = raw(srv.http(), "GET /demo HTTP/1.1").await;
+    assert_eq!(status, 200);
+    let (status, _, _) = raw(srv.http(), "GET /metrics HTTP/1.1").await;
+    assert_eq!(status, 404, "metrics stay private even in the demo");
     srv.stop().await;
 }

@@ -22,9 +22,8 @@ async fn healthz_and_metrics_report_what_happened() {
         .await
         .unwrap();
     assert_eq!((status, body.as_slice()), (200, &b"ok\n"[..]));
-    let (status, body) = http_request(srv.http(), "GET", "/metrics", None)
-        .await
-        .unwrap();
+    let admin = srv.running().admin_addr.unwrap();
+    let (status, body) = http_request(admin, "GET", "/metrics", None).await.unwrap();
     assert_eq!(status, 200);
     let text = String::from_utf8(body).unwrap();
     for line in [

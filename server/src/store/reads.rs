@@ -667,3 +667,30 @@ pub fn device_commands_acked(
         .optional()?;
     Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allow_list_admits_its_origins_only() {
+        let mut site = SiteRow {
+            id: 1,
+            key: "shop".into(),
+            name: "Shop".into(),
+            secret: None,
+            origins: Vec::new(),
+        };
+        assert!(site.allows_origin(Some("https://anywhere.example")));
+        site.origins = vec!["https://shop.example".into()];
+        assert!(site.allows_origin(Some("https://shop.example")));
+        assert!(site.allows_origin(Some("HTTPS://Shop.Example/")));
+        assert!(!site.allows_origin(Some("https://evil.example")));
+        assert!(!site.allows_origin(Some("https://shop.example.evil.example")));
+        assert!(!site.allows_origin(Some("http://shop.example")));
+        // Sandboxed iframes and data: URLs send an opaque origin.
+        assert!(!site.allows_origin(Some("null")));
+        // Not from a browser page at all (curl, a server): nothing to protect.
+        assert!(site.allows_origin(None));
+    }
+}

@@ -1019,6 +1019,7 @@ impl Tx<'_> {
                     Some(c) => {
                         let c =
                             self.set_state(&c, ConversationState::Active, Some(actor.id), now)?;
+                        self.backfill(&c, actor.id, now)?;
                         self.joined(&c, &me.display_name, now)?;
                         c
                     }

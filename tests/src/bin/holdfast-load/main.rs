@@ -57,6 +57,9 @@ struct Args {
     http: Option<SocketAddr>,
     #[arg(long)]
     agent: Option<SocketAddr>,
+    /// The existing server's admin listener, for its counters.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
     /// PID of an existing target, to sample its RSS and CPU.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -764,6 +767,8 @@ async fn start_agents(
 struct Target {
     ws: WsTarget,
     agent: Option<SocketAddr>,
+    /// Where the server's `/metrics` is, if it has one.
+    admin: Option<SocketAddr>,
     pid: Option<u32>,
     name: String,
     _guards: Vec<Box<dyn std::any::Any>>,
@@ -809,6 +814,7 @@ fn spawn_holdfast(args: &Args) -> anyhow::Result<Target> {
             holdfast: true,
         },
         agent: Some(p.agent),
+        admin: Some(p.admin),
         pid,
         name: "holdfast".into(),
         _guards: vec![Box::new(p), Box::new(dir)],
@@ -846,6 +852,7 @@ async fn spawn_node(args: &Args, dir: &std::path::Path) -> anyhow::Result<Target
             holdfast: false,
         },
         agent: None,
+        admin: None,
         pid: Some(pid),
         name: format!("node {version} + ws"),
         _guards: vec![Box::new(guard)],
@@ -920,10 +927,13 @@ async fn idle(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
 }
 
 /// Named counters from the server's `/metrics` (0 when absent).
-async fn counters(http: SocketAddr, names: &[&str]) -> Vec<f64> {
-    let text = match http_request(http, "GET", "/metrics", None).await {
-        Ok((_, body)) => String::from_utf8_lossy(&body).to_string(),
-        Err(_) => String::new(),
+async fn counters(admin: Option<SocketAddr>, names: &[&str]) -> Vec<f64> {
+    let text = match admin {
+        Some(a) => match http_request(a, "GET", "/metrics", None).await {
+            Ok((_, body)) => String::from_utf8_lossy(&body).to_string(),
+            Err(_) => String::new(),
+        },
+        None => String::new(),
     };
     names
         .iter()
@@ -938,9 +948,9 @@ async fn counters(http: SocketAddr, names: &[&str]) -> Vec<f64> {
 }
 
 /// (commit batches, ops in them, seconds spent committing) so far.
-async fn metrics(http: SocketAddr) -> (f64, f64, f64) {
+async fn metrics(admin: Option<SocketAddr>) -> (f64, f64, f64) {
     let c = counters(
-        http,
+        admin,
         &[
             "holdfast_commit_batch_ops_count",
             "holdfast_commit_batch_ops_sum",
@@ -970,7 +980,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = take_all(&mut shards).await?;
-    let (b0, o0, s0) = metrics(t.ws.addr).await;
+    let (b0, o0, s0) = metrics(t.admin).await;
     sampler.reset();
     let c0 = sampler.ticks();
     let t0 = Instant::now();
@@ -987,7 +997,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     let peak = sampler.peak_kb();
     // Drain: count what was in flight when the senders stopped.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (b1, o1, s1) = metrics(t.ws.addr).await;
+    let (b1, o1, s1) = metrics(t.admin).await;
     let v = take_all(&mut shards).await?;
     let _ = agent_phase.send(Phase::Quit);
     for s in shards {
@@ -1109,7 +1119,7 @@ async fn storm(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     }
     let peak = sampler.peak_kb();
     let server_counts = counters(
-        t.ws.addr,
+        t.admin,
         &[
             "holdfast_slow_consumer_cuts_total",
             "holdfast_dead_peer_cuts_total",
@@ -1197,6 +1207,7 @@ async fn main() -> anyhow::Result<()> {
                     holdfast: true,
                 },
                 agent: args.agent,
+                admin: args.admin,
                 pid: args.server_pid,
                 name: "holdfast".into(),
                 _guards: Vec::new(),
