@@ -32,7 +32,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use holdfast_protocol::agent::{
     AckBatch, Action, Author, ChatMessage, ClientMsg, Command, CommandResult, ConversationInfo,
     ConversationState, DECODE_LIMIT, Event, LiveEvent, Login, LoginOk, Outcome, PageView, Presence,
-    Query, QueryResult, Resume, ServerMsg, Snapshot, VisitorInfo, WireError,
+    Query, QueryResult, Resume, Role, ServerMsg, Snapshot, TeamMember, VisitorInfo, WireError,
 };
 use holdfast_protocol::backoff::BackoffConfig;
 use holdfast_protocol::codec::{FrameCodec, FrameError, HEADER_LEN};
@@ -45,6 +45,7 @@ use holdfast_protocol::handshake::{
 };
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::liveness::LivenessConfig;
+use holdfast_protocol::notice::{LeaveReason, Notice};
 use holdfast_protocol::seal::{
     Direction, DirectionKeys, IV_LEN, MIN_SEALED_LEN, OpenError, Opener, Sealer, TAG_LEN,
     max_plaintext, sealed_len,
@@ -355,6 +356,54 @@ fn wire_error(code: ErrorCode, message: &str, retry_after_ms: Option<u32>) -> Wi
     }
 }
 
+fn member(
+    agent: u64,
+    name: &str,
+    role: Role,
+    presence: Presence,
+    (active, capacity): (u32, u32),
+    disabled: bool,
+) -> TeamMember {
+    TeamMember {
+        agent,
+        name: name.into(),
+        role,
+        presence,
+        active,
+        capacity,
+        disabled,
+    }
+}
+
+/// Alice hands conversation 12 to Bob: the line both channels show.
+fn transferred() -> Notice {
+    Notice::Transferred {
+        from: Some("Alice".into()),
+        to: "Bob".into(),
+        by: "Alice".into(),
+    }
+}
+
+/// The note that came with that transfer: agents only.
+fn transfer_note() -> Notice {
+    Notice::Note {
+        author: "Alice".into(),
+        text: "VIP, wants a refund".into(),
+    }
+}
+
+/// A system line as agents receive it: the notice as JSON in the body.
+fn notice_line(message: u64, client_id: MsgId, notice: &Notice) -> ChatMessage {
+    ChatMessage {
+        conversation: 12,
+        message,
+        client_id,
+        author: Author::System,
+        body: notice.to_body(),
+        at_ms: T0 + 3_000,
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 enum Msg {
     C(ClientMsg),
@@ -447,8 +496,34 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 },
             )),
         ),
+        (
+            "client_command_transfer".into(),
+            C(command(
+                14,
+                Action::Transfer {
+                    conversation: 12,
+                    from: Some(3),
+                    to: 4,
+                    note: Some("VIP, wants a refund".into()),
+                },
+            )),
+        ),
+        (
+            // A supervisor assigning a waiting chat: no owner, no note.
+            "client_command_transfer_waiting".into(),
+            C(command(
+                15,
+                Action::Transfer {
+                    conversation: 13,
+                    from: None,
+                    to: 4,
+                    note: None,
+                },
+            )),
+        ),
         ("client_ack".into(), C(ClientMsg::Ack { up_to: 300 })),
         ("client_heartbeat".into(), C(ClientMsg::Heartbeat)),
+        ("client_sign_out".into(), C(ClientMsg::SignOut)),
         (
             "client_query_history".into(),
             C(ClientMsg::Query(Query::History {
@@ -521,6 +596,20 @@ fn agent_samples() -> Vec<(String, Msg)> {
             }),
         ),
         (
+            "server_event_message_notice".into(),
+            S(ServerMsg::Event {
+                seq: 47,
+                event: Event::Message(notice_line(348, id(6), &transferred())),
+            }),
+        ),
+        (
+            "server_event_message_note".into(),
+            S(ServerMsg::Event {
+                seq: 48,
+                event: Event::Message(notice_line(349, id(7), &transfer_note())),
+            }),
+        ),
+        (
             "server_event_conversation".into(),
             S(ServerMsg::Event {
                 seq: 45,
@@ -572,6 +661,33 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 presence: Presence::Away,
             })),
         ),
+        (
+            "server_live_team".into(),
+            S(ServerMsg::Live(LiveEvent::Team(vec![
+                member(3, "Alice", Role::Agent, Presence::Online, (2, 5), false),
+                member(4, "Bob", Role::Agent, Presence::Away, (1, 5), false),
+                member(
+                    5,
+                    "Carol",
+                    Role::Supervisor,
+                    Presence::Online,
+                    (0, 3),
+                    false,
+                ),
+                member(6, "Dan", Role::Admin, Presence::Offline, (0, 5), true),
+            ]))),
+        ),
+        (
+            "server_live_team_member".into(),
+            S(ServerMsg::Live(LiveEvent::TeamMember(member(
+                4,
+                "Bob",
+                Role::Agent,
+                Presence::Online,
+                (2, 5),
+                false,
+            )))),
+        ),
         ("server_heartbeat".into(), S(ServerMsg::Heartbeat)),
         (
             "server_error".into(),
@@ -581,6 +697,15 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 Some(2_000),
             ))),
         ),
+        (
+            "server_error_revoked".into(),
+            S(ServerMsg::Error(wire_error(
+                ErrorCode::Revoked,
+                "your password was changed; sign in again",
+                None,
+            ))),
+        ),
+        ("server_signed_out".into(), S(ServerMsg::SignedOut)),
         (
             "server_going_away".into(),
             S(ServerMsg::GoingAway {
@@ -606,9 +731,10 @@ fn agent_samples() -> Vec<(String, Msg)> {
             "server_query_result_refused".into(),
             S(ServerMsg::QueryResult {
                 request: 6,
+                // Another site's visitor gets the answer an unknown one gets.
                 result: QueryResult::Refused(wire_error(
-                    ErrorCode::Forbidden,
-                    "visitor belongs to another site",
+                    ErrorCode::NotFound,
+                    "no such visitor on your site",
                     None,
                 )),
             }),
@@ -665,6 +791,22 @@ fn visitor_message() -> VisitorMessage {
         body: "Of course.".into(),
         at_ms: T0 + 2_000,
         notice: None,
+    }
+}
+
+/// The transfer line as the visitor sees it: English text, and the notice
+/// to render it in the visitor's language instead.
+fn visitor_notice_message() -> VisitorMessage {
+    let notice = transferred();
+    VisitorMessage {
+        conversation: 12,
+        message: 348,
+        id: id(6),
+        from: Sender::System,
+        name: None,
+        body: notice.english(),
+        at_ms: T0 + 3_000,
+        notice: Some(notice),
     }
 }
 
@@ -752,6 +894,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
         ),
         ("in_ack", Json::In(VisitorIn::Ack { seq: 8 })),
         ("in_ping", Json::In(VisitorIn::Ping)),
+        ("in_end_chat", Json::In(VisitorIn::EndChat { id: id(8) })),
         (
             "out_welcome",
             Json::Out(VisitorOut::Welcome {
@@ -763,6 +906,13 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
             }),
         ),
         ("out_event_message", Json::Out(out_event_message())),
+        (
+            "out_event_message_notice",
+            Json::Out(VisitorOut::Event {
+                seq: 10,
+                event: VisitorEvent::Message(visitor_notice_message()),
+            }),
+        ),
         (
             "out_event_conversation",
             Json::Out(VisitorOut::Event {
@@ -815,12 +965,36 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
             Json::Out(VisitorOut::Agents { online: false }),
         ),
         (
+            // The answer to `in_end_chat` when there is nothing to end.
             "out_error",
             Json::Out(VisitorOut::Error {
-                code: ErrorCode::RateLimited,
-                message: "slow down".into(),
-                id: Some(id(2)),
+                code: ErrorCode::NotFound,
+                message: "there is no open chat to end".into(),
+                id: Some(id(8)),
                 retry_after_ms: None,
+            }),
+        ),
+        (
+            "out_error_rate_limited",
+            Json::Out(VisitorOut::Error {
+                code: ErrorCode::RateLimited,
+                message: "sending too fast; send this again shortly, before anything after it"
+                    .into(),
+                id: Some(id(2)),
+                retry_after_ms: Some(200),
+            }),
+        ),
+        (
+            // The next send, refused because the one above must go first.
+            "out_error_held_back",
+            Json::Out(VisitorOut::Error {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "sending too fast; {} was refused first: send it again, then this one",
+                    id(2)
+                ),
+                id: Some(id(9)),
+                retry_after_ms: Some(200),
             }),
         ),
         (
@@ -974,6 +1148,7 @@ fn agent_enums() -> Vec<(&'static str, Vec<String>)> {
         ("Author", variants::<Author>(EXTERNAL)),
         ("ConversationState", variants::<ConversationState>(EXTERNAL)),
         ("LiveEvent", variants::<LiveEvent>(EXTERNAL)),
+        ("Role", variants::<Role>(EXTERNAL)),
         ("QueryResult", variants::<QueryResult>(EXTERNAL)),
         ("ErrorCode", variants::<ErrorCode>(EXTERNAL)),
     ]
@@ -1133,8 +1308,18 @@ fn walk(seen: &mut Seen, msg: &Msg) {
                 }
                 ServerMsg::Live(l) => {
                     note(seen, "LiveEvent", l);
-                    if let LiveEvent::AgentPresence { presence, .. } = l {
-                        note(seen, "Presence", presence);
+                    let members = match l {
+                        LiveEvent::AgentPresence { presence, .. } => {
+                            note(seen, "Presence", presence);
+                            &[][..]
+                        }
+                        LiveEvent::Team(team) => &team[..],
+                        LiveEvent::TeamMember(m) => std::slice::from_ref(m),
+                        _ => &[][..],
+                    };
+                    for m in members {
+                        note(seen, "Role", &m.role);
+                        note(seen, "Presence", &m.presence);
                     }
                 }
                 ServerMsg::Error(e) => note(seen, "ErrorCode", &e.code),
@@ -1582,9 +1767,15 @@ mod erased {
 
 #[test]
 fn decode_refuses_what_the_spec_refuses() {
-    // Unknown variant index.
-    assert!(ClientMsg::decode(&[0x05]).is_err());
-    assert!(ServerMsg::decode(&[0x09]).is_err());
+    // Unknown variant index: one past the last of each.
+    assert_eq!(ClientMsg::decode(&[0x05]).unwrap(), ClientMsg::SignOut);
+    assert_eq!(ServerMsg::decode(&[0x09]).unwrap(), ServerMsg::SignedOut);
+    assert!(ClientMsg::decode(&[0x06]).is_err());
+    assert!(ServerMsg::decode(&[0x0a]).is_err());
+    let mut code = ServerMsg::Error(wire_error(ErrorCode::Revoked, "", None)).encode();
+    assert_eq!(h(&code), "060e0000");
+    code[1] = 0x0f;
+    assert!(ServerMsg::decode(&code).is_err());
     // Option tag other than 0/1, bool other than 0/1.
     let mut ok = ServerMsg::Error(wire_error(ErrorCode::BadRequest, "", None)).encode();
     assert_eq!(h(&ok), "06000000");
@@ -1643,6 +1834,8 @@ fn visitor_optional_fields_may_be_omitted() {
     assert_eq!(err.code(), ErrorCode::BadRequest);
 }
 
+/// Every string under `key`, at any depth, except inside a message's
+/// `notice`: its `kind` and `from` are the notice's, not the message's.
 fn json_strings_at(v: &serde_json::Value, key: &str, out: &mut BTreeSet<String>) {
     match v {
         serde_json::Value::Object(m) => {
@@ -1652,7 +1845,9 @@ fn json_strings_at(v: &serde_json::Value, key: &str, out: &mut BTreeSet<String>)
                 {
                     out.insert(s.to_string());
                 }
-                json_strings_at(x, key, out);
+                if k != "notice" {
+                    json_strings_at(x, key, out);
+                }
             }
         }
         serde_json::Value::Array(a) => a.iter().for_each(|x| json_strings_at(x, key, out)),
@@ -1704,7 +1899,7 @@ fn every_visitor_variant_has_a_fixture() {
 const DOC: &str = include_str!("../PROTOCOL.md");
 
 /// Bincode examples PROTOCOL.md must quote in full.
-const DOC_EXAMPLES: [&str; 7] = [
+const DOC_EXAMPLES: [&str; 16] = [
     "client_heartbeat",
     "client_ack",
     "client_command_send",
@@ -1712,6 +1907,15 @@ const DOC_EXAMPLES: [&str; 7] = [
     "server_login_ok_replay",
     "server_error",
     "error_code_bad_request",
+    "client_command_transfer",
+    "client_command_transfer_waiting",
+    "client_sign_out",
+    "server_signed_out",
+    "server_error_revoked",
+    "server_live_team_member",
+    "server_live_team",
+    "server_event_message_notice",
+    "server_event_message_note",
 ];
 
 fn pinned() -> Vec<(String, String)> {
@@ -1961,17 +2165,19 @@ fn protocol_md_visitor_tag_tables_match_the_code() {
             Json::Out(_) | Json::LpResp(_) => outbound.push(msg.to_text()),
         }
     }
-    // The exact text (so in field order) of a sample object with this tag.
+    // The exact text (so in field order) of the sample object with this tag
+    // that has the most fields: some optional fields are left out when
+    // absent, and the table lists them all.
     let find = |texts: &[String], tag_key: &str, tag: &str| -> String {
-        for text in texts {
-            for candidate in split_objects(text) {
-                let v: serde_json::Value = serde_json::from_str(&candidate).unwrap();
-                if v.get(tag_key).and_then(|t| t.as_str()) == Some(tag) {
-                    return candidate;
-                }
-            }
-        }
-        panic!("no sample with {tag_key}={tag}");
+        texts
+            .iter()
+            .flat_map(|text| split_objects(text))
+            .filter(|candidate| {
+                let v: serde_json::Value = serde_json::from_str(candidate).unwrap();
+                v.get(tag_key).and_then(|t| t.as_str()) == Some(tag)
+            })
+            .max_by_key(|candidate| keys_of(candidate).len())
+            .unwrap_or_else(|| panic!("no sample with {tag_key}={tag}"))
     };
     for (name, vars) in visitor_enums() {
         let rows = table_after(&format!("<!-- tags: {name} -->"));
@@ -2084,7 +2290,11 @@ fn protocol_md_struct_tables_match_the_code() {
                 agent_name: None,
             }),
         ),
-        ("VisitorMessage", j(&visitor_message())),
+        ("VisitorMessage", j(&visitor_notice_message())),
+        (
+            "TeamMember",
+            j(&member(1, "", Role::Agent, Presence::Online, (0, 0), false)),
+        ),
         (
             "LongPollRequest",
             j(&LongPollRequest {
@@ -2099,6 +2309,67 @@ fn protocol_md_struct_tables_match_the_code() {
         let want: Vec<Vec<String>> = keys_of(&json).into_iter().map(|k| vec![k]).collect();
         assert_eq!(got, want, "field table for {name}");
     }
+}
+
+/// One notice of every kind.
+fn notices() -> Vec<Notice> {
+    vec![
+        Notice::Joined {
+            agent: "Alice".into(),
+        },
+        transferred(),
+        Notice::ClosedByAgent {
+            agent: "Alice".into(),
+        },
+        Notice::ClosedByVisitor,
+        Notice::Requeued {
+            agent: "Alice".into(),
+            reason: LeaveReason::SignedOut,
+        },
+        Notice::LeftMessage {
+            email: Some("dana@example.com".into()),
+            url: Some("https://shop.example/pricing".into()),
+            title: Some("Pricing".into()),
+        },
+        transfer_note(),
+    ]
+}
+
+#[test]
+fn protocol_md_notice_tables_match_the_code() {
+    let kinds = variants::<Notice>(r#"{"kind":"zz_no_such_variant"}"#);
+    let rows = table_after("<!-- tags: Notice -->");
+    let want: Vec<Vec<String>> = kinds.iter().map(|k| vec![k.clone()]).collect();
+    assert_eq!(columns(&rows, 1), want, "notice kinds");
+    let samples: BTreeMap<String, Notice> = notices()
+        .into_iter()
+        .map(|n| {
+            let v: serde_json::Value = serde_json::from_str(&n.to_body()).unwrap();
+            (v["kind"].as_str().unwrap().to_string(), n)
+        })
+        .collect();
+    assert_eq!(samples.keys().collect::<Vec<_>>(), {
+        let mut k: Vec<&String> = kinds.iter().collect();
+        k.sort();
+        k
+    });
+    for row in &rows {
+        let notice = &samples[&row[0]];
+        let body = notice.to_body();
+        assert_eq!(Notice::parse(&body).as_ref(), Some(notice), "{body}");
+        check_fields(&format!("Notice {}", row[0]), &row[1], &body, Some("kind"));
+        let agents_only = if notice.agents_only() { "yes" } else { "no" };
+        assert_eq!(row[2], agents_only, "agents-only column for {}", row[0]);
+    }
+    let reasons: Vec<Vec<String>> = variants::<LeaveReason>(EXTERNAL)
+        .into_iter()
+        .map(|r| vec![r])
+        .collect();
+    assert_eq!(
+        columns(&table_after("<!-- tags: LeaveReason -->"), 1),
+        reasons,
+        "requeue reasons"
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use holdfast_protocol::PROTOCOL_VERSION;
 use holdfast_protocol::agent::{
     AckBatch, Action, AgentId, Author, ChatMessage, ClientMsg, Command, ConversationInfo,
     ConversationState, Event, LiveEvent, Login, LoginOk, Outcome, PageView, Presence, Query,
-    QueryResult, Resume, ServerMsg, Snapshot, VisitorInfo, WireError,
+    QueryResult, Resume, Role, ServerMsg, Snapshot, TeamMember, VisitorInfo, WireError,
 };
 use holdfast_protocol::codec::{FrameCodec, FrameError, HEADER_LEN};
 use holdfast_protocol::error::ErrorCode;
@@ -257,6 +257,10 @@ fn presence() -> impl Strategy<Value = Presence> {
     ]
 }
 
+fn role() -> impl Strategy<Value = Role> {
+    prop_oneof![Just(Role::Agent), Just(Role::Supervisor), Just(Role::Admin)]
+}
+
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         (any::<u64>(), text()).prop_map(|(conversation, body)| Action::Send { conversation, body }),
@@ -264,6 +268,18 @@ fn action() -> impl Strategy<Value = Action> {
         any::<u64>().prop_map(|conversation| Action::Accept { conversation }),
         any::<u64>().prop_map(|conversation| Action::Close { conversation }),
         presence().prop_map(|presence| Action::SetPresence { presence }),
+        (
+            any::<u64>(),
+            option::of(any::<u64>()),
+            any::<u64>(),
+            opt_text()
+        )
+            .prop_map(|(conversation, from, to, note)| Action::Transfer {
+                conversation,
+                from,
+                to,
+                note
+            }),
     ]
 }
 
@@ -297,6 +313,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         any::<u64>().prop_map(|up_to| ClientMsg::Ack { up_to }),
         Just(ClientMsg::Heartbeat),
         query,
+        Just(ClientMsg::SignOut),
     ]
 }
 
@@ -446,6 +463,24 @@ fn event() -> impl Strategy<Value = Event> {
     ]
 }
 
+fn team_member() -> impl Strategy<Value = TeamMember> {
+    (
+        (any::<u64>(), text(), role(), presence()),
+        (any::<u32>(), any::<u32>(), any::<bool>()),
+    )
+        .prop_map(
+            |((agent, name, role, presence), (active, capacity, disabled))| TeamMember {
+                agent,
+                name,
+                role,
+                presence,
+                active,
+                capacity,
+                disabled,
+            },
+        )
+}
+
 fn live_event() -> impl Strategy<Value = LiveEvent> {
     prop_oneof![
         vec(visitor_info(), 0..3).prop_map(LiveEvent::Visitors),
@@ -458,6 +493,8 @@ fn live_event() -> impl Strategy<Value = LiveEvent> {
                 presence,
             }
         }),
+        vec(team_member(), 0..5).prop_map(LiveEvent::Team),
+        team_member().prop_map(LiveEvent::TeamMember),
     ]
 }
 
@@ -534,6 +571,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         text().prop_map(|reason| ServerMsg::GoingAway { reason }),
         (any::<u32>(), query_result)
             .prop_map(|(request, result)| ServerMsg::QueryResult { request, result }),
+        Just(ServerMsg::SignedOut),
     ]
 }
 
@@ -606,6 +644,7 @@ fn visitor_in() -> impl Strategy<Value = VisitorIn> {
         identify,
         any::<u64>().prop_map(|seq| VisitorIn::Ack { seq }),
         Just(VisitorIn::Ping),
+        msg_id().prop_map(|id| VisitorIn::EndChat { id }),
     ]
 }
 
@@ -623,28 +662,40 @@ fn conversation_view() -> impl Strategy<Value = ConversationView> {
     })
 }
 
-fn visitor_message() -> impl Strategy<Value = VisitorMessage> {
-    let from = prop_oneof![
-        Just(Sender::Visitor),
-        Just(Sender::Agent),
-        Just(Sender::System)
+/// Every kind of notice, agents-only ones included: the type does not stop
+/// the server from putting one in a visitor message, so the encoding must
+/// carry any of them.
+fn notice() -> impl Strategy<Value = Notice> {
+    let reason = prop_oneof![
+        Just(LeaveReason::SignedOut),
+        Just(LeaveReason::Disabled),
+        Just(LeaveReason::Offline),
     ];
-    let notice = option::of(prop_oneof![
+    prop_oneof![
         text().prop_map(|agent| Notice::Joined { agent }),
         (opt_text(), text(), text()).prop_map(|(from, to, by)| Notice::Transferred {
             from,
             to,
             by
         }),
+        text().prop_map(|agent| Notice::ClosedByAgent { agent }),
         Just(Notice::ClosedByVisitor),
-        text().prop_map(|agent| Notice::Requeued {
-            agent,
-            reason: LeaveReason::Offline
-        }),
-    ]);
+        (text(), reason).prop_map(|(agent, reason)| Notice::Requeued { agent, reason }),
+        (opt_text(), opt_text(), opt_text())
+            .prop_map(|(email, url, title)| { Notice::LeftMessage { email, url, title } }),
+        (text(), text()).prop_map(|(author, text)| Notice::Note { author, text }),
+    ]
+}
+
+fn visitor_message() -> impl Strategy<Value = VisitorMessage> {
+    let from = prop_oneof![
+        Just(Sender::Visitor),
+        Just(Sender::Agent),
+        Just(Sender::System)
+    ];
     (
         (any::<u64>(), any::<u64>(), msg_id(), from),
-        (opt_text(), text(), any::<i64>(), notice),
+        (opt_text(), text(), any::<i64>(), option::of(notice())),
     )
         .prop_map(
             |((conversation, message, id, from), (name, body, at_ms, notice))| VisitorMessage {
@@ -806,6 +857,13 @@ proptest! {
         prop_assert_eq!(back, msg);
     }
 
+    /// A system line's body reads back as the notice it was written from,
+    /// whatever text the names and notes hold.
+    #[test]
+    fn notice_bodies_parse_back(n in notice()) {
+        prop_assert_eq!(Notice::parse(&n.to_body()), Some(n));
+    }
+
     /// Whatever `parse_in` accepts must be something the server could have
     /// produced: it re-serializes to JSON that parses to the same message.
     #[test]
@@ -878,6 +936,7 @@ fn json_noise() -> impl Strategy<Value = Vec<u8>> {
             "\"identify\"",
             "\"ack\"",
             "\"ping\"",
+            "\"end_chat\"",
             "\"id\"",
             "\"body\"",
             "\"url\"",
