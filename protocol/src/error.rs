@@ -17,8 +17,9 @@ pub enum ErrorCode {
     Throttled,
     /// 3: the peer speaks another protocol version.
     VersionMismatch,
-    /// 4: authenticated, but not allowed to touch that object (other site,
-    /// other visitor's conversation).
+    /// 4: authenticated, but not allowed to do that (an agent moving someone
+    /// else's chat, a widget on an origin its site does not allow). Objects
+    /// of another site answer `NotFound`, so their ids cannot be probed.
     Forbidden,
     /// 5: no such object.
     NotFound,

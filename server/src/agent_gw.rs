@@ -702,7 +702,8 @@ impl Conn {
                 Ok(())
             }
             AgentPush::Live(ev) => self.session.feed(io, &ServerMsg::Live((*ev).clone())).await,
-            AgentPush::Revoke(code, message) => {
+            AgentPush::Revoke(_, _, epoch) if self.agent.auth_epoch >= epoch => Ok(()),
+            AgentPush::Revoke(code, message, _) => {
                 self.session
                     .error(io, code, message.to_string(), None)
                     .await;

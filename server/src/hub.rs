@@ -33,8 +33,9 @@ pub enum AgentPush {
     Event(Seq, Arc<Event>),
     Live(Arc<LiveEvent>),
     /// The session lost its rights (disabled, password changed): say why
-    /// and close.
-    Revoke(ErrorCode, Arc<str>),
+    /// and close, unless it was opened at `epoch` or later (a sign-in with
+    /// the new password that raced the change feed).
+    Revoke(ErrorCode, Arc<str>, i64),
 }
 
 /// What a visitor connection receives.
@@ -341,15 +342,19 @@ impl Hub {
         }
     }
 
-    /// End every session of the agent, with the reason, within a moment.
-    pub fn revoke(&self, agent: AgentId, code: ErrorCode, message: &str) {
+    /// End every session of the agent opened before auth epoch `epoch`,
+    /// with the reason, within a moment.
+    pub fn revoke(&self, agent: AgentId, code: ErrorCode, message: &str, epoch: i64) {
         let st = self.lock();
         let Some(a) = st.agents.get(&agent) else {
             return;
         };
         let msg: Arc<str> = Arc::from(message);
         for c in &a.conns {
-            if c.tx.try_send(AgentPush::Revoke(code, msg.clone())).is_err() {
+            if c.tx
+                .try_send(AgentPush::Revoke(code, msg.clone(), epoch))
+                .is_err()
+            {
                 c.tx.kick();
             }
         }

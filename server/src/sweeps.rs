@@ -102,14 +102,38 @@ pub async fn agent_changes(ctx: Arc<Ctx>) {
 }
 
 async fn apply_change(ctx: &Arc<Ctx>, agent: u64, kind: i64) {
+    // The row as it is now: its epoch tells sessions opened before the
+    // change from one opened since with the new password.
+    let row = ctx
+        .reads
+        .run(move |c| {
+            let Some(row) = reads::agent_by_id(c, agent)? else {
+                return Ok(None);
+            };
+            let load = reads::agent_load(c, agent)?;
+            Ok(Some((row, load)))
+        })
+        .await;
+    let (row, load) = match row {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(agent, "cannot read a changed agent: {e}");
+            return;
+        }
+    };
     match kind {
         CHANGE_DISABLED => {
             tracing::info!(
                 agent,
                 "agent disabled: ending its sessions and handing back its chats"
             );
-            ctx.hub
-                .revoke(agent, ErrorCode::Disabled, "your account was disabled");
+            ctx.hub.revoke(
+                agent,
+                ErrorCode::Disabled,
+                "your account was disabled",
+                i64::MAX,
+            );
             let _queued = ctx
                 .writer
                 .submit(Op::ReleaseChats {
@@ -128,23 +152,12 @@ async fn apply_change(ctx: &Arc<Ctx>, agent: u64, kind: i64) {
                 agent,
                 ErrorCode::Revoked,
                 "your password was changed; sign in again",
+                row.auth_epoch,
             );
         }
         _ => {}
     }
     // Every change may move the team panel (disabled, name, role, capacity).
-    let row = ctx
-        .reads
-        .run(move |c| {
-            let Some(row) = reads::agent_by_id(c, agent)? else {
-                return Ok(None);
-            };
-            let load = reads::agent_load(c, agent)?;
-            Ok(Some((row, load)))
-        })
-        .await;
-    if let Ok(Some((row, load))) = row {
-        ctx.hub
-            .update_member(row.site, crate::agent_gw::team_member(&row, load));
-    }
+    ctx.hub
+        .update_member(row.site, crate::agent_gw::team_member(&row, load));
 }

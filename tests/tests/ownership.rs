@@ -789,13 +789,16 @@ async fn an_agent_offline_past_the_grace_period_loses_its_chats_and_one_back_in_
 /// why, and hands the chats on at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disable_ends_the_session_within_a_second_and_hands_the_chats_on() {
+    // Found (or built) before anything is connected, so no session idles
+    // through a build.
+    let cli = holdfast_tests::server::server_binary();
     let srv = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let bob_id = agent_id(&srv, "bob");
     let mut alice = live(&srv, "alice", &dir).await;
     let (mut v, conv) = chat_with(&srv, &mut alice, "help").await;
     let mut bob = live(&srv, "bob", &dir).await;
-    let out = std::process::Command::new(holdfast_tests::server::server_binary())
+    let out = std::process::Command::new(&cli)
         .args(["agent", "disable", "alice", "--data-dir"])
         .arg(srv.dir.path())
         .output()
@@ -909,12 +912,13 @@ async fn disable_during_an_outage() {
 /// (they follow the grace period, not a disable).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwd_ends_the_old_sessions_and_the_new_password_signs_in() {
+    let cli = holdfast_tests::server::server_binary();
     let srv = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let alice_id = agent_id(&srv, "alice");
     let mut alice = live(&srv, "alice", &dir).await;
     let (_v, conv) = chat_with(&srv, &mut alice, "hi").await;
-    let out = std::process::Command::new(holdfast_tests::server::server_binary())
+    let out = std::process::Command::new(&cli)
         .args([
             "agent",
             "passwd",
@@ -1294,5 +1298,50 @@ async fn sign_out_acks_what_came_before_it_then_closes() {
     }
     assert_eq!(acked, seq);
     assert!(signed_out);
+    srv.stop().await;
+}
+
+/// A sign-in with the new password that lands before the server has read
+/// the change is not ended by it; the session from before is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_opened_with_the_new_password_survives_the_revocation() {
+    let srv = TestServer::start().await;
+    let (mut old, _) = RawAgent::login(srv.agent_addr(), "alice", PASSWORD)
+        .await
+        .unwrap();
+    {
+        let conn = store::open_connection(srv.dir.path()).unwrap();
+        admin::set_password(&conn, "alice", "the-new-one").unwrap();
+    }
+    let (mut new, ok) = RawAgent::login(srv.agent_addr(), "alice", "the-new-one")
+        .await
+        .unwrap();
+    assert!(matches!(ok, ServerMsg::LoginOk(_)), "{ok:?}");
+    let e = old
+        .recv_until(WAIT, |m| matches!(m, ServerMsg::Error(_)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(e, ServerMsg::Error(ref w) if w.code == ErrorCode::Revoked),
+        "{e:?}"
+    );
+    // Well past the next poll of the change feed, the new session works.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (seq, _) = new
+        .command(Action::SetPresence {
+            presence: Presence::Away,
+        })
+        .await
+        .unwrap();
+    let m = new
+        .recv_until(WAIT, |m| {
+            matches!(m, ServerMsg::Ack(_) | ServerMsg::Error(_))
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(m, ServerMsg::Ack(ref b) if b.up_to == seq),
+        "{m:?}"
+    );
     srv.stop().await;
 }
