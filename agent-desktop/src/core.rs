@@ -45,7 +45,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::config::ClientConfig;
 use crate::error::{ClientError, StoreError};
-use crate::store::{self, AckedCommand, EventEffect, Session, Store};
+use crate::store::{self, AckedCommand, EventEffect, Session, Store, StoredMessage};
 use crate::update::{ConnState, ConnectionStatus, SignOutResult, StopReason, Update};
 
 /// Commands handed to the socket per loop turn, so a long outbox replay
@@ -935,8 +935,8 @@ impl Core {
                 message: None,
             }),
         }
-        if let Some(m) = a.message {
-            self.emit(Update::message_state(&m));
+        if let Some(u) = ack_update(a.message.as_ref()) {
+            self.emit(u);
         }
     }
 
@@ -1183,6 +1183,11 @@ impl Core {
             self.emit(Update::Connection(status));
         }
     }
+}
+
+/// What the UI hears about a message an ack settled.
+pub(crate) fn ack_update(message: Option<&StoredMessage>) -> Option<Update> {
+    message.map(Update::message_state)
 }
 
 /// What the UI hears about an applied event.

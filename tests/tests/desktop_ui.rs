@@ -16,6 +16,7 @@ use holdfast_agent::protocol::handshake::Fingerprint;
 use holdfast_agent::protocol::liveness::LivenessConfig;
 use holdfast_agent::ui::{App, Message, Options, Screen};
 use holdfast_agent::{ClientConfig, ConnState, Store};
+use holdfast_tests::core_agent::{self, CoreAgent};
 use holdfast_tests::proxy::Proxy;
 use holdfast_tests::server::{PASSWORD, TestServer};
 use holdfast_tests::visitor::WsVisitor;
@@ -548,4 +549,288 @@ async fn starts_from_the_cache_before_the_server_answers() {
     assert!(d.shows("Remember me"), "{:?}", d.texts());
     assert!(d.shows("Offline · 0 unsent"));
     assert!(d.has_id("bar-password"));
+}
+
+/// Position of the first text containing `needle`, in widget-tree order.
+fn at(texts: &[String], needle: &str) -> usize {
+    texts
+        .iter()
+        .position(|t| t.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not on screen: {texts:?}"))
+}
+
+fn agent_id(srv: &TestServer, user: &str) -> u64 {
+    let conn = holdfast_server::store::open_connection(srv.dir.path()).unwrap();
+    holdfast_server::store::reads::agent_by_username(&conn, user)
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+fn core(srv: &TestServer, user: &str, dir: &Path) -> CoreAgent {
+    CoreAgent::start(core_agent::fast_config(
+        &srv.agent_addr().to_string(),
+        user,
+        &dir.join(format!("{user}-core.sqlite3")),
+        srv.running().fingerprint,
+    ))
+}
+
+/// An afternoon's trust issues, on screen: the reply stays where it was
+/// committed, the team panel, a transfer with a note, "Open chat" on
+/// someone else's visitor, a left message with its email and page, and a
+/// sign-out that asks first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_team_transfer_left_message_and_sign_out_on_screen() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bob_id = agent_id(&srv, "bob");
+    let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    d.sign_in("alice").await;
+    let mut bob = core(&srv, "bob", dir.path());
+    bob.live().await;
+    d.until("Bob online in the team panel", |d| {
+        d.has_id(&format!("team-{bob_id}")) && d.shows("online · 0/2")
+    })
+    .await;
+    assert!(d.shows("Alice (you)"), "{:?}", d.texts());
+
+    // A visitor writes; Alice (the least busy, lowest id) gets the chat.
+    let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
+    v.say_acked("question 1").await.unwrap();
+    d.until("the chat open", |d| {
+        d.has_id("composer") && d.shows("question 1")
+    })
+    .await;
+    d.interact(|ui| {
+        ui.click(Id::new("composer")).unwrap();
+        ui.typewrite("answer 1");
+        ui.tap_key(Named::Enter);
+    });
+    d.until("the answer acked", |d| {
+        d.label_of("answer 1").as_deref() == Some("Sent")
+            || d.label_of("answer 1").as_deref() == Some("Delivered")
+    })
+    .await;
+    v.say_acked("question 2").await.unwrap();
+    v.say_acked("question 3").await.unwrap();
+    d.until("both questions", |d| d.shows("question 3")).await;
+    // The reply sits where the server committed it, not at the bottom, and
+    // the list's preview is the newest question.
+    let all = d.texts();
+    let t = &all[at(&all, "Close conversation")..];
+    let (q1, a1, q2, q3) = (
+        at(t, "question 1"),
+        at(t, "answer 1"),
+        at(t, "question 2"),
+        at(t, "question 3"),
+    );
+    assert!(q1 < a1 && a1 < q2 && q2 < q3, "{t:?}");
+    let conv = d.app.desk.selected.unwrap();
+    let mine = d.app.desk.mine();
+    assert_eq!(
+        mine[0].last_said().map(|m| m.body.as_str()),
+        Some("question 3")
+    );
+
+    // Transfer to Bob with a note only agents see.
+    d.click_id("transfer");
+    d.until("the transfer panel", |d| d.has_id("transfer-panel"))
+        .await;
+    d.click_id(&format!("transfer-to-{bob_id}"));
+    d.interact(|ui| {
+        ui.click(Id::new("transfer-note")).unwrap();
+        ui.typewrite("wants a refund");
+    });
+    d.click_id("transfer-send");
+    bob.conversation_where(|c| c.id == conv && c.assigned == Some(bob_id))
+        .await;
+    d.until("the transfer on screen", |d| {
+        d.shows("Alice transferred the chat to Bob") && d.shows("My conversations (0)")
+    })
+    .await;
+    assert!(d.shows("Note from Alice · agents only"), "{:?}", d.texts());
+    assert!(d.shows("wants a refund"));
+    assert!(!d.has_id("composer"), "a transferred chat is read-only");
+
+    // "Open chat" on Bob's visitor says who serves it.
+    let vid = v.visitor.clone();
+    d.until("the visitor served by Bob", |d| {
+        d.shows("Chatting with Bob")
+    })
+    .await;
+    d.click_id(&format!("open-{vid}"));
+    assert!(
+        d.shows("Bob is serving this visitor. A supervisor can transfer the chat to you."),
+        "{:?}",
+        d.texts()
+    );
+    d.click_text("Dismiss");
+
+    // Everyone away: a visitor leaves a message with an email.
+    let p = bob
+        .handle
+        .set_presence(holdfast_agent::protocol::agent::Presence::Away)
+        .await
+        .unwrap();
+    bob.outcome(p).await.unwrap();
+    d.click_text("Away");
+    d.until("away", |d| {
+        d.app.desk.presence == Some(holdfast_agent::protocol::agent::Presence::Away)
+    })
+    .await;
+    let mut lm = WsVisitor::connect_with(
+        srv.http(),
+        holdfast_tests::visitor::hello("acme", None, None, "https://shop.example/pricing"),
+    )
+    .await
+    .unwrap();
+    lm.send_json(
+        &holdfast_agent::protocol::visitor::VisitorIn::LeaveMessage {
+            id: holdfast_tests::visitor::new_id(),
+            body: "Do you ship to Norway?".into(),
+            email: Some("dana@example.com".into()),
+        },
+    )
+    .await
+    .unwrap();
+    d.until("the left message in the queue", |d| {
+        d.shows("✉ dana@example.com")
+            && d.shows("Do you ship to Norway?")
+            && d.shows("Left on Page https://shop.example/pricing — https://shop.example/pricing")
+    })
+    .await;
+    let left = d.app.desk.queue()[0].info.id;
+    d.click_id(&format!("accept-{left}"));
+    d.until("the left message open", |d| {
+        d.app.desk.selected == Some(left) && d.has_id("composer") && d.has_id("left-message")
+    })
+    .await;
+    d.interact(|ui| {
+        ui.click(Id::new("composer")).unwrap();
+        ui.typewrite("Yes, we do.");
+        ui.tap_key(Named::Enter);
+    });
+    d.until("the reply acked", |d| {
+        d.label_of("Yes, we do.").as_deref() == Some("Sent")
+    })
+    .await;
+
+    // Signing out with an open chat asks first, then hands it back.
+    d.click_id("sign-out");
+    d.until("the sign-out prompt", |d| d.has_id("sign-out-prompt"))
+        .await;
+    assert!(d.shows("You have 1 open chat"), "{:?}", d.texts());
+    d.click_id("sign-out-release");
+    d.until("signed out", |d| {
+        d.app.screen == Screen::Login && d.has_id("login-notice")
+    })
+    .await;
+    assert!(d.shows("Signed out. Your open chats were handed on."));
+    let q = bob
+        .conversation_where(|c| {
+            c.id == left && c.state == holdfast_agent::protocol::agent::ConversationState::Queued
+        })
+        .await;
+    assert_eq!(q.assigned, None);
+    lm.close().await;
+    bob.shutdown().await;
+    srv.stop().await;
+}
+
+/// `agent disable` and `agent passwd` take the app back to the sign-in
+/// screen within a second, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_and_passwd_say_why_on_screen() {
+    let srv = TestServer::start().await;
+    for (user, change, words) in [
+        (
+            "alice",
+            "disable",
+            "Your account was disabled by an administrator",
+        ),
+        (
+            "bob",
+            "passwd",
+            "Your password was changed. Sign in again with the new one.",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+        d.sign_in(user).await;
+        {
+            let conn = holdfast_server::store::open_connection(srv.dir.path()).unwrap();
+            match change {
+                "disable" => holdfast_server::admin::set_disabled(&conn, user, true).unwrap(),
+                _ => holdfast_server::admin::set_password(&conn, user, "new-pass-1").unwrap(),
+            }
+        }
+        let t0 = std::time::Instant::now();
+        d.until("the sign-in screen with the reason", |d| {
+            d.app.screen == Screen::Login && d.shows(words)
+        })
+        .await;
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert!(d.has_id("login-error"));
+        if let Some(h) = d.app.handle() {
+            h.shutdown().await.unwrap();
+        }
+    }
+    srv.stop().await;
+}
+
+/// A supervisor reads someone else's chat live, read-only, and can move it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_opens_a_chat_read_only() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = holdfast_server::store::open_connection(srv.dir.path()).unwrap();
+        holdfast_server::admin::add_agent(
+            &conn,
+            "acme",
+            "sue",
+            "Sue",
+            PASSWORD,
+            5,
+            holdfast_agent::protocol::agent::Role::Supervisor,
+        )
+        .unwrap();
+    }
+    let mut alice = core(&srv, "alice", dir.path());
+    alice.live().await;
+    let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
+    v.say_acked("my order is late").await.unwrap();
+    let c = alice
+        .conversation_where(|c| {
+            c.state == holdfast_agent::protocol::agent::ConversationState::Active
+        })
+        .await;
+    let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    d.sign_in("sue").await;
+    d.until("the team chats", |d| d.shows("Team chats (1)"))
+        .await;
+    assert!(d.shows("Sue (you) · supervisor"), "{:?}", d.texts());
+    d.click_id(&format!("team-conv-{}", c.id));
+    d.until("the chat, read-only", |d| {
+        d.shows("my order is late") && d.has_id("read-only")
+    })
+    .await;
+    assert!(!d.has_id("composer"));
+    assert!(d.shows("Alice is serving · read-only"), "{:?}", d.texts());
+    assert!(d.has_id("transfer"));
+    // Live: Alice's reply appears without reselecting.
+    let r = alice
+        .handle
+        .send_message(c.id, "it ships today")
+        .await
+        .unwrap();
+    alice.outcome(r).await.unwrap();
+    d.until("Alice's reply", |d| d.shows("it ships today"))
+        .await;
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
+    alice.shutdown().await;
+    srv.stop().await;
 }
