@@ -45,7 +45,11 @@
     label: '消息', ph: '输入消息…', send: '发送', offline: '离线 — 恢复连接后发送',
     connecting: '正在连接…', sending: '发送中…', failed: '发送失败：', you: '您',
     leaveT: '当前没有客服在线', leaveP: '请留言，我们会尽快回复您。', email: '电子邮件（可选）',
-    leave: '留言', thanks: '谢谢！我们已收到您的留言。', tooLong: '消息太长了', log: '聊天记录'
+    leave: '留言', thanks: '谢谢！我们已收到您的留言。', tooLong: '消息太长了', log: '聊天记录',
+    end: '结束对话', endL: '结束本次对话', endQ: '要结束本次对话吗？', yes: '结束', no: '继续聊天',
+    joined: '{agent} 加入了对话', handed: '{by} 将对话转给了 {to}', moved: '{by} 将对话从 {from} 转给了 {to}',
+    assigned: '{by} 将对话分配给了 {to}', closed_by_agent: '{agent} 结束了对话', closed_by_visitor: '您结束了对话',
+    requeued: '{agent} 已离开 — 您已回到队列中，下一位有空的客服会回复您'
   } : {
     open: 'Open chat', close: 'Close chat', title: 'Chat with us', sub: 'We usually reply in a few minutes',
     queued: 'Finding someone to help you…', active: 'You are chatting with ', closed: 'This chat has ended',
@@ -53,8 +57,16 @@
     connecting: 'Connecting…', sending: 'Sending…', failed: 'Not sent: ', you: 'You',
     leaveT: 'No one is online right now', leaveP: 'Leave a message and we will get back to you.',
     email: 'Email (optional)', leave: 'Leave message', thanks: 'Thanks! We got your message.',
-    tooLong: 'That message is too long', log: 'Messages'
+    tooLong: 'That message is too long', log: 'Messages',
+    end: 'End chat', endL: 'End this chat', endQ: 'End this chat?', yes: 'End it', no: 'Keep chatting',
+    joined: '{agent} joined the chat', handed: '{by} transferred the chat to {to}',
+    moved: '{by} moved the chat from {from} to {to}', assigned: '{by} assigned the chat to {to}',
+    closed_by_agent: '{agent} ended the chat', closed_by_visitor: 'You ended the chat',
+    requeued: '{agent} had to leave — you are back in the queue; the next available agent will reply'
   };
+
+  // The notice kinds a visitor can see, with their own line in STR.
+  var SYS = { joined: 1, handed: 1, moved: 1, assigned: 1, closed_by_agent: 1, closed_by_visitor: 1, requeued: 1 };
 
   // ------------------------------------------------------------ helpers
 
@@ -262,7 +274,7 @@
   function emit(m) {
     each(listeners.message, function (f) {
       try {
-        f({ id: m.id, conversation: m.conversation, message: m.message, from: m.from, name: m.name, body: m.body, at_ms: m.at_ms });
+        f({ id: m.id, conversation: m.conversation, message: m.message, from: m.from, name: m.name, body: m.body, at_ms: m.at_ms, notice: m.notice });
       } catch (e) {
         if (win.console) console.error(e);
       }
@@ -273,7 +285,8 @@
     var old = S.msgs[m.id];
     S.msgs[m.id] = {
       id: m.id, conversation: m.conversation, message: m.message, from: m.from || (old && old.from) || 'visitor',
-      name: m.name || null, body: m.body != null ? m.body : old && old.body, at_ms: m.at_ms
+      name: m.name || null, body: m.body != null ? m.body : old && old.body, at_ms: m.at_ms,
+      notice: m.notice || (old && old.notice) || null
     };
     place(S.msgs[m.id]);
     if (live && (!old || old.message == null)) {
@@ -283,7 +296,8 @@
     }
   }
   function pending(e) {
-    if (S.msgs[e.id] && (S.msgs[e.id].message != null || S.msgs[e.id].failed)) return;
+    // Ending a chat is an action, not a bubble: its system line shows it.
+    if (e.t === 'end_chat' || (S.msgs[e.id] && (S.msgs[e.id].message != null || S.msgs[e.id].failed))) return;
     S.msgs[e.id] = { id: e.id, from: 'visitor', body: e.body, at: e.at, pending: true, t: e.t };
     place(S.msgs[e.id]);
   }
@@ -294,21 +308,28 @@
   var gen = 0; // bumps whenever a transport ends; stale callbacks check it
   var connSeq = 0; // last seq received on this connection (gap check)
   var attempt = 0, retryTimer = null, wsFails = 0, everOnline = false;
-  var inflight = {}; // outbox id -> gen it was sent on
-  var helloAfter = 0, reportedUrl = null, helloUrl = null, referrer = doc.referrer || '';
-  var ackTimer = null, unacked = 0, flushTimer = null;
+  // Stop-and-wait: only the outbox's oldest entry is ever on the wire, so
+  // a rate limit or a lost connection cannot get a later message stored
+  // before an earlier one. `flying` is [id, gen] of that entry.
+  var flying = null, holdUntil = 0;
+  var helloAfter = 0, ackTimer = null, unacked = 0, flushTimer = null;
+  // Page views the server has not heard of, oldest first: the landing page,
+  // then each navigation, even those before the first welcome. A hello
+  // carries the first; `page` messages the rest.
+  var here = win.location.href, views = [{ url: here, title: doc.title, referrer: doc.referrer }], helloView = null;
 
-  function pageInfo() {
+  function pageInfo(v) {
     return {
-      url: clean(win.location.href, 2048),
-      title: clean(doc.title || '', 512),
-      referrer: clean(referrer, 2048) || null
+      url: clean(v.url, 2048),
+      // The landing page's title may not be parsed yet when the script starts.
+      title: clean((v.url === win.location.href ? doc.title : v.title) || '', 512),
+      referrer: clean(v.referrer || '', 2048) || null
     };
   }
   function hello() {
     // A reconnect on the same page is not a new page view.
-    helloUrl = reportedUrl !== win.location.href ? win.location.href : null;
-    var page = helloUrl ? pageInfo() : null;
+    helloView = views[0] || null;
+    var page = helloView ? pageInfo(helloView) : null;
     helloAfter = S.token ? S.cursor : 0;
     return {
       t: 'hello', site: SITE, token: S.token || null, after: S.token ? helloAfter : null, page: page,
@@ -334,6 +355,7 @@
     else wsStart();
   }
   function lost(beforeWelcome) {
+    if (S.fatal) return;
     gen++;
     T = null;
     S.online = false;
@@ -350,7 +372,6 @@
       }
     }
     setState();
-    if (S.fatal) return;
     // Full jitter: uniform in [0, min(10 s, 250 ms * 2^n)].
     var delay = Math.random() * Math.min(10000, 250 * Math.pow(2, attempt++));
     clearTimeout(retryTimer);
@@ -380,9 +401,10 @@
         attempt = 0;
         wsFails = 0;
         if (T) T.hb = Math.max(m.heartbeat_ms || 3000, 100);
-        if (helloUrl) reportedUrl = helloUrl;
+        if (helloView && views[0] === helloView) views.shift();
+        helloView = null;
         if (S.idn) send(S.idn);
-        if (reportedUrl !== win.location.href) report();
+        report();
         setState();
         flush();
         break;
@@ -408,10 +430,11 @@
         setState();
         break;
       case 'ack':
-        done(m.id);
-        var p = S.msgs[m.id] || {};
-        if (p.message == null) addMsg({ id: m.id, conversation: m.conversation, message: m.message, from: 'visitor', body: p.body, at_ms: m.at_ms }, false);
+        var p = S.msgs[m.id];
+        // An end_chat's ack names its system line, which comes as an event.
+        if (p && p.message == null) addMsg({ id: m.id, conversation: m.conversation, message: m.message, from: 'visitor', body: p.body, at_ms: m.at_ms }, false);
         saveLog();
+        done(m.id);
         break;
       case 'agents':
         S.agents = !!m.online;
@@ -427,12 +450,18 @@
     }
   }
   var RETRY = { throttled: 1, rate_limited: 1, unavailable: 1, going_away: 1 };
+  // Answering a hello, these mean this page will never get a chat.
+  var FATAL = { not_found: 1, forbidden: 1, version_mismatch: 1 };
   function onError(m) {
     if (m.id) {
       if (RETRY[m.code]) {
-        delete inflight[m.id];
+        // Send the head again once the server says it may, and nothing
+        // else before it: the server refuses the rest until then anyway.
+        flying = null;
+        var wait = m.retry_after_ms > 0 ? m.retry_after_ms + 10 + Math.random() * 40 : 1000 + Math.random() * 1000;
+        holdUntil = now() + wait;
         clearTimeout(flushTimer);
-        flushTimer = setTimeout(flush, 1000 + Math.random() * 1000);
+        flushTimer = setTimeout(flush, wait);
         return;
       }
       // Not retryable: drop it from the outbox and show it failed.
@@ -454,10 +483,8 @@
       saveLog(true);
       attempt = 0;
       drop();
-    } else if (m.code === 'not_found' || m.code === 'version_mismatch') {
-      S.fatal = m.message;
-      if (win.console) console.error('Holdfast: ' + m.message);
-      drop();
+    } else if (FATAL[m.code] && !S.online) {
+      fatal(m.message);
     } else if (m.code === 'bad_identity') {
       S.idn = null;
       if (win.console) console.error('Holdfast.identify: ' + m.message);
@@ -466,14 +493,32 @@
     }
   }
   function done(id) {
-    delete inflight[id];
+    if (flying && flying[0] === id) flying = null;
     unqueue(id);
+    setState();
+    flush();
+  }
+  // Gone for good: say why once, leave the page as it was, stop everything.
+  function fatal(why) {
+    S.fatal = why || 'refused';
+    if (win.console) console.error('Holdfast: ' + S.fatal);
+    gen++;
+    var t = T, host = frame || (root && root.host);
+    T = null;
+    S.online = false;
+    if (t) t.close();
+    each([retryTimer, ackTimer, flushTimer, offlineTimer], clearTimeout);
+    clearInterval(ticker);
+    unlock();
+    if (host && host.parentNode) host.parentNode.removeChild(host);
+    ui = {};
+    nodes = {};
   }
   function apply(ev, seq) {
     if (!ev) return;
     if (ev.kind === 'message') {
       addMsg(ev, true);
-      unqueue(ev.id); // in the log means durable: no need to send again
+      done(ev.id); // in the log means durable: no need to send again
     } else if (ev.kind === 'conversation' && seq > S.convSeq) {
       S.conv = { id: ev.id, state: ev.state, agent_name: ev.agent_name };
       S.convSeq = seq;
@@ -494,16 +539,15 @@
     if (connSeq > 0) send({ t: 'ack', seq: connSeq });
   }
 
-  // Send the outbox in order: everything not yet sent on this connection.
+  // Send the outbox's oldest entry, unless it is already on this
+  // connection or the server asked us to wait.
   function flush() {
-    if (!T || !S.online || !leader()) return;
-    var batch = [];
-    each(outbox(), function (e) {
-      if (inflight[e.id] === gen) return;
-      inflight[e.id] = gen;
-      batch.push(e.t === 'leave_message' ? { t: e.t, id: e.id, body: e.body, email: e.email || null } : { t: 'send', id: e.id, body: e.body });
-    });
-    if (batch.length) T.sendMany(batch);
+    if (!T || !S.online || !leader() || now() < holdUntil) return;
+    var e = outbox()[0];
+    if (!e || (flying && flying[0] === e.id && flying[1] === gen)) return;
+    flying = [e.id, gen];
+    T.send(e.t === 'end_chat' ? { t: e.t, id: e.id } :
+      e.t === 'leave_message' ? { t: e.t, id: e.id, body: e.body, email: e.email || null } : { t: 'send', id: e.id, body: e.body });
   }
   function enqueue(t, body, email) {
     var e = { id: uuid7(), t: t, body: body, at: now() };
@@ -512,13 +556,14 @@
     o.push(e);
     jset('outbox', o); // durable before the first send
     pending(e);
+    setState();
     flush();
   }
   function report() {
-    if (!S.online) return; // the next hello carries the page
-    var p = pageInfo();
-    reportedUrl = win.location.href;
-    send({ t: 'page', url: p.url, title: p.title, referrer: p.referrer });
+    while (S.online && views.length) {
+      var p = pageInfo(views.shift());
+      send({ t: 'page', url: p.url, title: p.title, referrer: p.referrer });
+    }
   }
 
   // --- WebSocket
@@ -536,9 +581,6 @@
         if (ws.readyState !== 1) return;
         ws.send(JSON.stringify(m));
         t.sentAt = now();
-      },
-      sendMany: function (ms) {
-        each(ms, t.send);
       },
       close: function () {
         clearInterval(hbTimer);
@@ -605,10 +647,7 @@
     var t = T = {
       kind: 'lp',
       send: function (m) {
-        t.sendMany([m]);
-      },
-      sendMany: function (ms) {
-        for (var i = 0; i < ms.length; i += 64) post(ms.slice(i, i + 64));
+        post([m]);
       },
       close: function () {
         each(reqs, function (r) {
@@ -670,21 +709,25 @@
       }
     } else if (k === 'outbox') {
       each(outbox(), pending);
+      setState(); // another tab may be ending the chat
       flush();
     } else if (k === 'lock') {
       flush();
     }
   });
   // Renew the lease, and pick up another tab's outbox if it went away.
-  setInterval(function () {
+  var ticker = setInterval(function () {
     if (S.online && outbox().length) flush();
     else if (S.online) leader();
   }, 2000);
-  // Single-page apps: report every history change as a page view.
+  // Single-page apps: report every history change as a page view, with
+  // the page the visitor was on as its referrer.
   function navigated() {
     setTimeout(function () {
-      if (reportedUrl === win.location.href) return;
-      if (reportedUrl) referrer = reportedUrl;
+      if (here === win.location.href) return;
+      views.push({ url: win.location.href, title: doc.title, referrer: here });
+      if (views.length > 20) views.shift();
+      here = win.location.href;
       report();
     }, 50);
   }
@@ -724,7 +767,12 @@
     'h2{font-size:17px;font-weight:600;line-height:1.25}',
     '.sub{font-size:13px;opacity:.88;margin-top:2px}',
     '.x{width:36px;height:36px;margin-left:10px;border-radius:50%;display:flex;align-items:center;justify-content:center;color:#fff}',
-    '.x:hover{background:rgba(255,255,255,.16)}',
+    '.x:hover,.end:hover{background:rgba(255,255,255,.16)}',
+    '.end{font-size:13px;font-weight:600;color:#fff;border:1px solid rgba(255,255,255,.7);border-radius:16px;padding:4px 11px;margin-left:10px;white-space:nowrap}',
+    '.ask{display:flex;align-items:center;flex-wrap:wrap;padding:8px 14px 8px 18px;background:#eef2fb;border-bottom:1px solid #d6ddee;font-size:13px}',
+    '.ask span{flex:1;margin-right:6px}',
+    '.ask button{margin:2px 0 2px 8px;padding:5px 12px;border-radius:8px;font-weight:600;border:1px solid #c9d0dd;background:#fff}',
+    '.ask .yes{background:#b3261e;border-color:#b3261e;color:#fff}',
     '.x svg{width:22px;height:22px}',
     '.st{background:#fff4d6;color:#6b4a00;font-size:13px;padding:7px 18px;border-bottom:1px solid #f1dfa8}',
     '.lg{flex:1;overflow-y:auto;padding:16px 14px;background:#f5f7fb;display:flex;flex-direction:column}',
@@ -783,7 +831,7 @@
   // Shadow DOM when available; otherwise an iframe, which isolates styles
   // just as well in older browsers.
   function mount() {
-    if (root) return;
+    if (root || S.fatal) return;
     var host = D.createElement('holdfast-widget');
     host.style.cssText = 'all:initial!important;display:block!important;position:fixed!important;top:0!important;left:0!important;width:0!important;height:0!important;z-index:2147483000!important';
     if (host.attachShadow && opt('isolation') !== 'iframe') {
@@ -819,9 +867,13 @@
     ui.status = el('div', 'st', { role: 'status', 'aria-live': 'polite', hidden: '' });
     ui.sub = el('p', 'sub', null, [STR.sub]);
     ui.close = el('button', 'x', { type: 'button', 'aria-label': STR.close }, [icon('M18.3 5.7 12 12l6.3 6.3-1.4 1.4L10.6 13.4 4.3 19.7l-1.4-1.4L9.2 12 2.9 5.7l1.4-1.4 6.3 6.3 6.3-6.3z')]);
+    ui.end = el('button', 'end', { type: 'button', 'aria-label': STR.endL, hidden: '' }, [STR.end]);
+    ui.yes = el('button', 'yes', { type: 'button' }, [STR.yes]);
+    ui.no = el('button', 'no', { type: 'button' }, [STR.no]);
+    ui.ask = el('div', 'ask', { role: 'group', 'aria-labelledby': 'hf-ask', hidden: '' }, [el('span', null, { id: 'hf-ask' }, [STR.endQ]), ui.yes, ui.no]);
     ui.panel = el('div', 'p', { id: 'hf-panel', role: 'dialog', 'aria-labelledby': 'hf-title', hidden: '' }, [
-      el('div', 'hd', null, [el('div', null, null, [el('h2', null, { id: 'hf-title' }, [STR.title]), ui.sub]), ui.close]),
-      ui.status, ui.log, ui.leave, ui.compose
+      el('div', 'hd', null, [el('div', null, null, [el('h2', null, { id: 'hf-title' }, [STR.title]), ui.sub]), ui.end, ui.close]),
+      ui.ask, ui.status, ui.log, ui.leave, ui.compose
     ]);
     ui.go = el('button', 'go', { type: 'button', 'aria-label': STR.open, 'aria-expanded': 'false', 'aria-controls': 'hf-panel' },
       [icon('M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H8l-5 4V5a2 2 0 0 1 1-2zm3 6v2h2V9zm4 0v2h2V9zm4 0v2h2V9z')]);
@@ -834,6 +886,17 @@
     });
     listen(ui.close, 'click', function () {
       api.close();
+    });
+    // Asked inline, not with window.confirm: that would block the page.
+    listen(ui.end, 'click', function () {
+      ui.ask.hidden = false;
+      ui.yes.focus();
+    });
+    listen(ui.no, 'click', unask);
+    listen(ui.yes, 'click', function () {
+      ui.ask.hidden = true;
+      enqueue('end_chat');
+      ui.input.focus();
     });
     listen(ui.compose, 'submit', function (e) {
       e.preventDefault();
@@ -860,8 +923,13 @@
   function keys(e) {
     if ((e.key === 'Escape' || e.key === 'Esc' || e.keyCode === 27) && S.open) {
       e.preventDefault();
-      api.close();
+      if (ui.ask.hidden) api.close();
+      else unask();
     }
+  }
+  function unask() {
+    ui.ask.hidden = true;
+    ui.end.focus();
   }
   function submit(box, t, email) {
     var body = clean(box.value, 0);
@@ -888,19 +956,31 @@
     var n = nodes[m.id], from = m.from || 'visitor', t = new Date(m.at_ms || m.at || now());
     var st = m.failed ? STR.failed + m.failed : m.message == null ? STR.sending : '';
     var cls = 'm ' + from + (m.failed ? ' bad' : m.message == null ? ' wait' : '');
-    var who = (from === 'agent' ? m.name || '' : from === 'visitor' ? STR.you : '') + (from === 'system' ? '' : ' · ' + pad(t.getHours()) + ':' + pad(t.getMinutes()));
+    var who = from === 'system' ? '' : (from === 'agent' ? m.name || '' : STR.you) + ' · ' + pad(t.getHours()) + ':' + pad(t.getMinutes());
     if (!n) {
       n = nodes[m.id] = el('div', cls, { 'data-id': m.id }, [el('div', 'who'), el('div', 'b'), el('div', 's')]);
-      text(n.childNodes[1], m.body || '');
+      text(n.childNodes[1], from === 'system' ? said(m) : m.body || '');
     }
     n.className = cls;
     text(n.childNodes[0], who);
+    n.childNodes[0].hidden = !who;
     text(n.childNodes[2], st);
     n.childNodes[2].hidden = !st;
     var list = ui.log, c = list.firstChild, bottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     while (c && (c === n || order(S.msgs[c.getAttribute('data-id')] || {}, m) <= 0)) c = c.nextSibling;
     if (n.nextSibling !== c || n.parentNode !== list) list.insertBefore(n, c);
     if (bottom || from === 'visitor') list.scrollTop = list.scrollHeight;
+  }
+  // A system line in the visitor's language; its English body otherwise.
+  function said(m) {
+    var n = m.notice || {}, k = n.kind, f = n.from;
+    if (k === 'transferred') k = f == null ? 'assigned' : f === n.by ? 'handed' : 'moved';
+    var s = SYS.hasOwnProperty(k) ? STR[k] : null, ok = true;
+    s = s && s.replace(/\{(\w+)\}/g, function (x, name) {
+      if (typeof n[name] !== 'string') ok = false;
+      return n[name];
+    });
+    return ok && s ? s : m.body || '';
   }
   function status(s) {
     if (!ui.status) return;
@@ -912,6 +992,12 @@
     if (!ui.top) return;
     var c = S.conv, busy = c && (c.state === 'active' || c.state === 'queued');
     text(ui.sub, !c ? STR.sub : c.state === 'active' && c.agent_name ? STR.active + c.agent_name : c.state === 'queued' ? STR.queued : c.state === 'closed' ? STR.closed : STR.sub);
+    var ending = false;
+    each(outbox(), function (e) {
+      if (e.t === 'end_chat') ending = true;
+    });
+    ui.end.hidden = !busy || ending;
+    if (ui.end.hidden) ui.ask.hidden = true;
     var leave = !S.agents && !busy;
     ui.leave.hidden = !leave;
     ui.compose.hidden = leave;

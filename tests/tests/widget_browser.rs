@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use holdfast_agent::DeliveryState;
 use holdfast_protocol::agent::{
-    Action, Author, ChatMessage, Event, LiveEvent, Outcome, ServerMsg, VisitorInfo,
+    Action, Author, ChatMessage, ClientMsg, ConversationState, Event, LiveEvent, Outcome,
+    ServerMsg, VisitorInfo,
 };
 use holdfast_protocol::visitor::{Sender, VisitorConvState};
+use holdfast_server::config::ServerConfig;
 use holdfast_server::{admin, store};
 use holdfast_tests::browser::{self, Browser, ENTER};
 use holdfast_tests::core_agent::{self, CoreAgent};
-use holdfast_tests::flows::{agent, run};
+use holdfast_tests::flows::{agent, run, wait_conv};
 use holdfast_tests::proxy::Proxy;
 use holdfast_tests::raw_agent::RawAgent;
 use holdfast_tests::server::{PASSWORD, TestServer};
@@ -33,7 +35,14 @@ const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 /// A real server whose data dir also holds the demo site (the one the demo
 /// page's script tag names) and an agent "barista" on it.
 async fn demo_server() -> TestServer {
+    demo_server_with(|_| {}).await
+}
+
+/// [`demo_server`], with `tweak` applied to its configuration.
+async fn demo_server_with(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
     TestServer::start_with(|cfg| {
+        // The server serves the demo page only in demo mode.
+        cfg.demo = true;
         let conn = store::open_connection(&cfg.data_dir).unwrap();
         admin::ensure_demo(&conn).unwrap();
         admin::add_agent(
@@ -46,6 +55,7 @@ async fn demo_server() -> TestServer {
             holdfast_protocol::agent::Role::Agent,
         )
         .unwrap();
+        tweak(cfg);
     })
     .await
 }
@@ -284,7 +294,8 @@ async fn demo_page_chats_with_a_real_agent() {
     )
     .await;
     wait_shown(&b, "agent", "Hi, I'm Bea. How can I help? 你好").await;
-    // Each message once, in order; the header names the agent.
+    // Each message once, in order, with the line saying who joined; the
+    // header names the agent.
     let bodies = b
         .js(
             &format!(
@@ -299,6 +310,7 @@ async fn demo_page_chats_with_a_real_agent() {
         bodies,
         json!([
             "Hello from a real browser!",
+            "Bea joined the chat",
             "Hi, I'm Bea. How can I help? 你好"
         ])
     );
@@ -374,8 +386,19 @@ async fn demo_page_chats_with_the_agent_client_core() {
         .unwrap();
     wait_shown(&b, "agent", "We do, in 5–7 days.").await;
     bea.state_of(id, DeliveryState::Delivered).await;
+    // The "joined" system line sits between them; these are the people.
+    let mut page = bea
+        .handle
+        .messages_page(m.conversation, None, 10_000)
+        .unwrap();
+    page.sort_by_key(|m| m.order);
+    let said: Vec<String> = page
+        .into_iter()
+        .filter(|m| m.author != Author::System)
+        .map(|m| m.body)
+        .collect();
     assert_eq!(
-        bea.bodies(m.conversation),
+        said,
         ["Do you ship to Shenzhen? 深圳", "We do, in 5–7 days."]
     );
     b.quit().await;
@@ -1027,4 +1050,546 @@ async fn cross_origin_embedding_over_websocket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_origin_embedding_over_long_poll() {
     cross_origin_conversation("longpoll").await;
+}
+
+/// What a widget tried, as the server's side of a proxy saw it.
+#[derive(Debug, Default)]
+struct Attempts {
+    websockets: AtomicU64,
+    long_poll_posts: AtomicU64,
+}
+
+impl Attempts {
+    /// Each WebSocket and each long-poll POST starts with a hello when the
+    /// widget has never been welcomed.
+    fn hellos(&self) -> u64 {
+        self.websockets.load(Ordering::SeqCst) + self.long_poll_posts.load(Ordering::SeqCst)
+    }
+}
+
+/// A pass-through HTTP proxy that counts WebSocket upgrades and long-poll
+/// POSTs. Plain requests are forced to `Connection: close`, because only
+/// the first request on a connection is looked at: one request per
+/// connection means none goes uncounted.
+async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<Attempts>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Attempts::default());
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i;
+                    }
+                    match client.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let lower = head.to_ascii_lowercase();
+                let upgrade = lower.contains("upgrade: websocket");
+                if upgrade {
+                    count.websockets.fetch_add(1, Ordering::SeqCst);
+                } else if lower.starts_with("post /v1/visitor/lp") {
+                    count.long_poll_posts.fetch_add(1, Ordering::SeqCst);
+                }
+                let mut out = Vec::new();
+                if upgrade {
+                    out.extend_from_slice(&buf);
+                } else {
+                    for line in head.split("\r\n") {
+                        let l = line.to_ascii_lowercase();
+                        if !l.starts_with("connection:") && !l.starts_with("keep-alive:") {
+                            out.extend_from_slice(line.as_bytes());
+                            out.extend_from_slice(b"\r\n");
+                        }
+                    }
+                    out.extend_from_slice(b"Connection: close\r\n\r\n");
+                    out.extend_from_slice(&buf[end + 4..]);
+                }
+                let Ok(mut server) = TcpStream::connect(target).await else {
+                    return;
+                };
+                if server.write_all(&out).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Put the one tag (with these `data-` attributes) on a plain page of
+/// `origin`, with `console.error` recorded in `window.__errors`. The panel
+/// starts closed, whatever an earlier page of the tab left open.
+async fn embed(b: &Browser, origin: &str, attrs: &[(&str, &str)]) {
+    b.goto(&format!("{origin}/healthz")).await.unwrap();
+    let attrs: serde_json::Map<String, serde_json::Value> = attrs
+        .iter()
+        .map(|(k, v)| (format!("data-{k}"), json!(v)))
+        .collect();
+    b.js(
+        "sessionStorage.clear(); \
+         window.__errors = []; var orig = console.error; \
+         console.error = function () { \
+           window.__errors.push(Array.prototype.join.call(arguments, ' ')); \
+           return orig.apply(console, arguments); }; \
+         var s = document.createElement('script'); s.async = true; s.src = arguments[0]; \
+         for (var k in arguments[1]) s.setAttribute(k, arguments[1][k]); \
+         document.body.appendChild(s);",
+        json!([format!("{origin}/widget.js"), attrs]),
+    )
+    .await
+    .unwrap();
+}
+
+/// The server refuses the widget's hello for good (`expect` is in its
+/// reason): the widget logs that once, takes itself off the page and does
+/// not try again.
+async fn refused_for_good(
+    b: &Browser,
+    srv: &TestServer,
+    site: &str,
+    transport: &str,
+    expect: &str,
+) {
+    let (proxy, seen) = counting_proxy(srv.http()).await;
+    embed(
+        b,
+        &format!("http://{proxy}"),
+        &[("site", site), ("transport", transport)],
+    )
+    .await;
+    wait(b, "window.__errors.length > 0").await;
+    // Long enough for several reconnects at the widget's backoff, and for
+    // the "offline" notice a fresh page shows after 3 s.
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let page = b
+        .js(
+            "return { host: document.querySelectorAll('holdfast-widget').length, \
+               frames: document.querySelectorAll('iframe').length, \
+               errors: window.__errors.filter(function (e) { return /^Holdfast/.test(e); }) };",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page["host"],
+        json!(0),
+        "{transport}: the widget stayed: {page}"
+    );
+    assert_eq!(page["frames"], json!(0), "{transport}: {page}");
+    let errors = page["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{transport}: one error, once: {page}");
+    let error = errors[0].as_str().unwrap();
+    assert!(error.contains(expect), "{transport}: {error}");
+    let hellos = seen.hellos();
+    assert!(
+        (1..=2).contains(&hellos),
+        "{transport}: {hellos} hellos reached the server ({seen:?})"
+    );
+}
+
+/// 9. A script tag with a site key the server does not know: no widget,
+///    one console error naming the key, no reconnect storm (on every
+///    transport, and `auto` does not "fall back" to long-poll and retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_site_key_shows_no_widget_and_logs_once() {
+    let srv = demo_server().await;
+    let b = Browser::start().await.unwrap();
+    for transport in ["websocket", "longpoll", "auto"] {
+        refused_for_good(&b, &srv, "nosuch", transport, "\"nosuch\"").await;
+    }
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// 10. A site with an origin allow-list that leaves out the page's origin:
+///     no widget, one console error, no reconnect storm. With the origin
+///     listed, the same tag chats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_not_allowed_shows_no_widget() {
+    let srv = demo_server().await;
+    let conn = store::open_connection(srv.dir.path()).unwrap();
+    admin::set_site_origins(&conn, "demo", &["https://shop.example".to_string()]).unwrap();
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    for transport in ["websocket", "longpoll", "auto"] {
+        refused_for_good(&b, &srv, "demo", transport, "does not allow its chat").await;
+    }
+
+    let page = format!("http://{}", srv.http());
+    admin::set_site_origins(
+        &conn,
+        "demo",
+        &["https://shop.example".to_string(), page.clone()],
+    )
+    .unwrap();
+    for transport in ["websocket", "longpoll"] {
+        embed(&b, &page, &[("site", "demo"), ("transport", transport)]).await;
+        wait(
+            &b,
+            &format!(
+                "!!(document.querySelector('holdfast-widget') && {ROOT}.querySelector('.go'))"
+            ),
+        )
+        .await;
+        open_widget(&b).await;
+        wait_online(&b).await;
+        let text = format!("Allowed now, over {transport}");
+        say(&b, &text).await;
+        let m = next_visitor_message(&mut bea).await;
+        assert_eq!(m.body, text);
+        reply(&mut bea, m.conversation, &format!("Welcome, {transport}")).await;
+        wait_shown(&b, "agent", &format!("Welcome, {transport}")).await;
+        assert_eq!(
+            b.js("return window.__errors.length;", json!([]))
+                .await
+                .unwrap(),
+            json!(0)
+        );
+    }
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// Every bubble's text in the widget's log, in the order shown.
+async fn shown(b: &Browser, class: &str) -> Vec<String> {
+    let v = b
+        .js(
+            &format!(
+                "return Array.prototype.map.call({ROOT}.querySelectorAll('.m.{class} .b'), \
+                 function (n) {{ return n.textContent; }});"
+            ),
+            json!([]),
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+/// Twelve numbered messages typed as fast as WebDriver types, into a
+/// server that takes one a second after a burst of two.
+async fn typed_order_under_a_rate_limit(long_poll: bool) {
+    let srv = demo_server_with(|cfg| {
+        cfg.visitor.msg_rate = 1.0;
+        cfg.visitor.msg_burst = 2.0;
+    })
+    .await;
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    if long_poll {
+        b.on_new_document(
+            "try { delete window.WebSocket; } catch (e) {} window.WebSocket = undefined;",
+        )
+        .await
+        .unwrap();
+    }
+    load(&b, &srv, "/demo").await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    let typed: Vec<String> = (1..=12).map(|i| format!("Numbered {i:02}")).collect();
+    let started = tokio::time::Instant::now();
+    for t in &typed {
+        say(&b, t).await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..typed.len() {
+        got.push(next_visitor_message(&mut bea).await);
+    }
+    // Ten messages over the burst at one a second: the limit was hit.
+    assert!(
+        started.elapsed() > Duration::from_secs(7),
+        "no rate limit was hit ({:?})",
+        started.elapsed()
+    );
+    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, typed, "the agent got these, in this order");
+    assert_eq!(
+        visitor_messages_within(&mut bea, Duration::from_millis(500)).await,
+        Vec::<String>::new(),
+        "a message reached the agent twice"
+    );
+    let Author::Visitor { visitor } = &got[0].author else {
+        unreachable!()
+    };
+    assert_eq!(stored_visitor_bodies(&srv, visitor), typed);
+    for t in &typed {
+        wait_shown(&b, "visitor", t).await;
+    }
+    assert_eq!(shown(&b, "visitor").await, typed);
+    wait(&b, "localStorage.getItem('holdfast:demo:outbox') === null").await;
+    assert_eq!(
+        gauge(&srv, "ws"),
+        u64::from(!long_poll),
+        "the wrong transport"
+    );
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// 11. Under a tight per-connection send limit the widget sends one
+///     message at a time and waits as told, so the agent gets every
+///     message once, in the order typed, over both transports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_messages_arrive_in_typed_order() {
+    typed_order_under_a_rate_limit(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_messages_arrive_in_typed_order_over_long_poll() {
+    typed_order_under_a_rate_limit(true).await;
+}
+
+/// JavaScript: the header's status line says exactly `text`.
+fn sub_is(text: &str) -> String {
+    format!("{ROOT}.querySelector('.sub').textContent === {}", lit(text))
+}
+
+/// 12. A transfer and an agent leaving, as the visitor sees them: system
+///     lines in the visitor's language, the header naming whoever serves
+///     the chat now, and never the note that came with the transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_lines_follow_a_transfer() {
+    let srv = demo_server_with(|cfg| {
+        let conn = store::open_connection(&cfg.data_dir).unwrap();
+        admin::add_agent(
+            &conn,
+            "demo",
+            "brewer",
+            "Bob",
+            PASSWORD,
+            5,
+            holdfast_protocol::agent::Role::Agent,
+        )
+        .unwrap();
+    })
+    .await;
+    let conn = store::open_connection(srv.dir.path()).unwrap();
+    let id_of = |name: &str| {
+        store::reads::agent_by_username(&conn, name)
+            .unwrap()
+            .unwrap()
+            .id
+    };
+    let (bea_id, bob_id) = (id_of("barista"), id_of("brewer"));
+    // Only Bea is online when the chat starts, so it is hers.
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    load(&b, &srv, "/demo").await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    say(&b, "Can someone help with a wholesale order?").await;
+    let m = next_visitor_message(&mut bea).await;
+    wait_shown(&b, "system", "Bea joined the chat").await;
+    wait(&b, &sub_is("You are chatting with Bea")).await;
+
+    let mut bob = agent(&srv, "brewer").await;
+    let o = run(
+        &mut bea,
+        Action::Transfer {
+            conversation: m.conversation,
+            from: Some(bea_id),
+            to: bob_id,
+            note: Some("vip".into()),
+        },
+    )
+    .await;
+    assert!(matches!(o, Outcome::Done { .. }), "transfer failed: {o:?}");
+    wait_shown(&b, "system", "Bea transferred the chat to Bob").await;
+    wait(&b, &sub_is("You are chatting with Bob")).await;
+    reply(&mut bob, m.conversation, "Bob here, happy to help.").await;
+    wait_shown(&b, "agent", "Bob here, happy to help.").await;
+
+    // Bob signs out: the chat goes back to the queue, and to Bea, the one
+    // agent left.
+    bob.send(&ClientMsg::SignOut).await.unwrap();
+    let requeued =
+        "Bob had to leave — you are back in the queue; the next available agent will reply";
+    wait_shown(&b, "system", requeued).await;
+    wait(&b, &sub_is("You are chatting with Bea")).await;
+    assert_eq!(
+        shown(&b, "system").await,
+        [
+            "Bea joined the chat",
+            "Bea transferred the chat to Bob",
+            requeued,
+            "Bea joined the chat"
+        ]
+    );
+    let all = b
+        .js(
+            &format!("return {ROOT}.querySelector('.hf').textContent;"),
+            json!([]),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !all.as_str().unwrap().contains("vip"),
+        "the agents' note reached the visitor: {all}"
+    );
+
+    // The same visitor in Chinese: the stored lines render in Chinese too.
+    let page = format!("http://{}", srv.http());
+    embed(&b, &page, &[("site", "demo"), ("lang", "zh-CN")]).await;
+    wait(
+        &b,
+        &format!("!!(document.querySelector('holdfast-widget') && {ROOT}.querySelector('.go'))"),
+    )
+    .await;
+    open_widget(&b).await;
+    wait_shown(&b, "system", "Bea 将对话转给了 Bob").await;
+    wait(&b, &sub_is("为您服务：Bea")).await;
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// 13. The visitor ends the chat from the header, confirming inline; the
+///     agent sees it closed by the visitor, and the next message starts a
+///     new chat. An end typed offline waits in the outbox across a failed
+///     reload and still ends the chat once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitor_can_end_the_chat() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    b.on_new_document(
+        "window.__dialogs = 0; window.alert = window.confirm = window.prompt = \
+         function () { window.__dialogs++; return true; };",
+    )
+    .await
+    .unwrap();
+    load(&b, &srv, "/demo").await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    let end = format!("{ROOT}.querySelector('.end')");
+    let ask = format!("{ROOT}.querySelector('.ask')");
+    assert_eq!(
+        b.js(&format!("return {end}.hidden;"), json!([]))
+            .await
+            .unwrap(),
+        json!(true),
+        "End chat shows with no chat"
+    );
+    say(&b, "Just browsing, thanks").await;
+    let m = next_visitor_message(&mut bea).await;
+    wait(&b, &format!("!{end}.hidden")).await;
+    assert_eq!(
+        b.js(
+            &format!("return [{end}.textContent, {end}.getAttribute('aria-label')];"),
+            json!([])
+        )
+        .await
+        .unwrap(),
+        json!(["End chat", "End this chat"])
+    );
+
+    // Asked, then kept: nothing happens.
+    let click = |sel: &'static str| {
+        let b = &b;
+        async move {
+            let e = b
+                .element(&format!("return {ROOT}.querySelector('{sel}')"))
+                .await
+                .unwrap();
+            b.click(&e).await.unwrap();
+        }
+    };
+    click(".end").await;
+    wait(
+        &b,
+        &format!("!{ask}.hidden && {ROOT}.activeElement === {ROOT}.querySelector('.yes')"),
+    )
+    .await;
+    click(".no").await;
+    wait(&b, &format!("{ask}.hidden && !{end}.hidden")).await;
+    // Asked, then confirmed.
+    click(".end").await;
+    click(".yes").await;
+    bea.recv_until(T, |x| {
+        matches!(x, ServerMsg::Event { event: Event::Message(c), .. } if c.author == Author::System
+            && c.conversation == m.conversation
+            && serde_json::from_str::<serde_json::Value>(&c.body).is_ok_and(|v| v["kind"] == "closed_by_visitor"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the agent never saw the visitor end the chat: {e}"));
+    let closed = wait_conv(&mut bea, |c| c.id == m.conversation).await;
+    assert_eq!(closed.state, ConversationState::Closed, "{closed:?}");
+    wait_shown(&b, "system", "You ended the chat").await;
+    wait(&b, &sub_is("This chat has ended")).await;
+    wait(&b, &format!("{end}.hidden")).await;
+    assert_eq!(
+        b.js("return window.__dialogs;", json!([])).await.unwrap(),
+        json!(0),
+        "a browser dialog was used"
+    );
+    assert_eq!(
+        shown(&b, "visitor").await,
+        ["Just browsing, thanks"],
+        "ending is not a bubble"
+    );
+
+    // The composer still works: the next message is a new chat.
+    say(&b, "Actually, one more question").await;
+    let m2 = next_visitor_message(&mut bea).await;
+    assert_eq!(m2.body, "Actually, one more question");
+    assert_ne!(
+        m2.conversation, m.conversation,
+        "a closed chat was reopened"
+    );
+    wait(&b, &sub_is("You are chatting with Bea")).await;
+    wait(&b, &format!("!{end}.hidden")).await;
+
+    // Ended while offline: the end waits in the outbox, through a reload
+    // that fails, and goes out once the network is back.
+    b.set_offline(true).await.unwrap();
+    wait(
+        &b,
+        &format!(
+            "{ROOT}.querySelector('.st').textContent === {}",
+            lit("Offline — will send when back")
+        ),
+    )
+    .await;
+    click(".end").await;
+    click(".yes").await;
+    wait(
+        &b,
+        "(JSON.parse(localStorage.getItem('holdfast:demo:outbox')) || [])\
+         .filter(function (e) { return e.t === 'end_chat'; }).length === 1",
+    )
+    .await;
+    wait(&b, &format!("{end}.hidden")).await;
+    let _reload_fails = b.refresh().await;
+    wait(&b, "typeof window.Holdfast === 'undefined'").await;
+    b.set_offline(false).await.unwrap();
+    load(&b, &srv, "/demo").await;
+    let closed = wait_conv(&mut bea, |c| {
+        c.id == m2.conversation && c.state == ConversationState::Closed
+    })
+    .await;
+    assert_eq!(closed.assigned_name.as_deref(), Some("Bea"));
+    wait(&b, "localStorage.getItem('holdfast:demo:outbox') === null").await;
+    wait(
+        &b,
+        &format!("{}.length === 2", count_system_js("You ended the chat")),
+    )
+    .await;
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// JavaScript: the system lines that read exactly `text`.
+fn count_system_js(text: &str) -> String {
+    format!(
+        "Array.prototype.filter.call({ROOT}.querySelectorAll('.m.system .b'), \
+         function (n) {{ return n.textContent === {}; }})",
+        lit(text)
+    )
 }
