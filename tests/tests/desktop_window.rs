@@ -74,7 +74,7 @@ async fn the_real_window_draws_the_workspace_under_xvfb() {
     let srv = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("alice.sqlite3");
-    let _visitors = demo::populate(&srv, &store).await;
+    let _demo = demo::populate(&srv, &store).await;
     let (_xvfb, display) = start_xvfb();
 
     let app = Command::new(agent_app_binary())

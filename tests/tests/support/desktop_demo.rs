@@ -79,11 +79,24 @@ const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 
 const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
 const SAFARI: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
 
+/// What keeps the demo alive: its visitors and Bob's client, who must stay
+/// connected while the app is looked at.
+#[allow(dead_code)]
+pub struct Demo {
+    pub visitors: Vec<WsVisitor>,
+    pub bob: holdfast_agent::ClientHandle,
+}
+
 /// Start demo traffic and leave `alice`'s store pinned and filled: two open
-/// conversations (one in Chinese with an emoji), a waiting chat, and a
-/// browsing visitor. Returns the visitors, who must stay connected.
-pub async fn populate(srv: &TestServer, store: &Path) -> Vec<WsVisitor> {
+/// conversations (one in Chinese with an emoji), one Bob handed to her with
+/// a note, a waiting chat, a browsing visitor, and Bob online in the team.
+pub async fn populate(srv: &TestServer, store: &Path) -> Demo {
     let addr = srv.agent_addr().to_string();
+    {
+        // Room for the three chats; the fourth waits.
+        let conn = holdfast_server::store::open_connection(srv.dir.path()).unwrap();
+        holdfast_server::admin::update_agent(&conn, "alice", None, Some(3), None).unwrap();
+    }
     let (h, mut rx) = start(client_config(&addr, "alice", store)).unwrap();
     wait(&mut rx, |u| {
         matches!(u, Update::Connection(s) if s.state == ConnState::Live).then_some(())
@@ -146,6 +159,72 @@ pub async fn populate(srv: &TestServer, store: &Path) -> Vec<WsVisitor> {
     .await
     .unwrap();
 
+    // Bob serves a visitor, then hands the chat to Alice with a note.
+    let bob_store = store.with_file_name("bob-demo.sqlite3");
+    let (bob, mut bob_rx) = start(client_config(&addr, "bob", &bob_store)).unwrap();
+    wait(&mut bob_rx, |u| {
+        matches!(u, Update::Connection(s) if s.state == ConnState::Live).then_some(())
+    })
+    .await;
+    let ids = {
+        let conn = holdfast_server::store::open_connection(srv.dir.path()).unwrap();
+        let id = |u: &str| {
+            holdfast_server::store::reads::agent_by_username(&conn, u)
+                .unwrap()
+                .unwrap()
+                .id
+        };
+        (id("alice"), id("bob"))
+    };
+    let (alice_id, bob_id) = ids;
+    // Alice's two chats make Bob the least busy.
+    let mut lena = visitor(
+        srv,
+        "Lena Fischer",
+        SAFARI,
+        &[("plan", "Business".into()), ("seats", 40.into())],
+        &[("https://shop.example/invoices", "Invoices")],
+    )
+    .await;
+    lena.say_acked("I was charged twice for invoice INV-2231.")
+        .await
+        .unwrap();
+    let conv3 = wait(&mut bob_rx, |u| match u {
+        Update::Conversation(c) if c.visitor == lena.visitor && c.assigned == Some(bob_id) => {
+            Some(c.id)
+        }
+        _ => None,
+    })
+    .await;
+    bob.send_message(
+        conv3,
+        "Sorry about that, Lena. Billing can refund it; one moment.",
+    )
+    .await
+    .unwrap();
+    bob.transfer(
+        conv3,
+        Some(bob_id),
+        alice_id,
+        Some("Duplicate charge on INV-2231, refund approved. Please confirm with her.".into()),
+    )
+    .await
+    .unwrap();
+    wait(&mut rx, |u| match u {
+        Update::Conversation(c) if c.id == conv3 && c.assigned == Some(alice_id) => Some(()),
+        _ => None,
+    })
+    .await;
+    lena.wait_message("Sorry about that, Lena. Billing can refund it; one moment.")
+        .await
+        .unwrap();
+    h.send_message(
+        conv3,
+        "Hi Lena, I'm Alice from billing: the refund is on its way.",
+    )
+    .await
+    .unwrap();
+
     // Everything acked before the store is handed to the app.
     let mut st = h.status_watch();
     tokio::time::timeout(Duration::from_secs(10), st.wait_for(|s| s.unsent == 0))
@@ -154,7 +233,16 @@ pub async fn populate(srv: &TestServer, store: &Path) -> Vec<WsVisitor> {
         .unwrap();
     h.shutdown().await.unwrap();
 
-    // Alice is at capacity (2) once she is back: this one waits.
+    // Bob steps away, and Alice is at capacity (3) once she is back: this
+    // one waits.
+    bob.set_presence(holdfast_agent::protocol::agent::Presence::Away)
+        .await
+        .unwrap();
+    let mut bst = bob.status_watch();
+    tokio::time::timeout(Duration::from_secs(10), bst.wait_for(|s| s.unsent == 0))
+        .await
+        .unwrap()
+        .unwrap();
     let mut ana = visitor(
         srv,
         "Ana Souza",
@@ -180,7 +268,10 @@ pub async fn populate(srv: &TestServer, store: &Path) -> Vec<WsVisitor> {
         ],
     )
     .await;
-    vec![mei, jonas, ana, browsing]
+    Demo {
+        visitors: vec![mei, jonas, lena, ana, browsing],
+        bob,
+    }
 }
 
 async fn wait<T>(
