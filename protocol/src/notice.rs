@@ -113,6 +113,24 @@ impl Notice {
     }
 }
 
+impl Notice {
+    /// The line in English as the visitor reads it (the `body` of a visitor
+    /// system message, a fallback for widgets that do not know the kind).
+    pub fn english_for_visitor(&self) -> String {
+        match self {
+            Notice::Joined { agent } => format!("{agent} joined the chat"),
+            Notice::Transferred { to, .. } => format!("You are now chatting with {to}"),
+            Notice::ClosedByAgent { agent } => format!("{agent} ended the chat"),
+            Notice::ClosedByVisitor => "You ended the chat".to_owned(),
+            Notice::Requeued { agent, .. } => {
+                format!("{agent} had to leave; the next available agent will reply")
+            }
+            // Never sent to visitors.
+            Notice::LeftMessage { .. } | Notice::Note { .. } => String::new(),
+        }
+    }
+}
+
 /// How a system line reads: its notice in English, or its body as it is.
 pub fn system_text(body: &str) -> String {
     Notice::parse(body).map_or_else(|| body.to_owned(), |n| n.english())

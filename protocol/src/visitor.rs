@@ -376,6 +376,17 @@ pub fn parse_in(text: &[u8], lim: &Limits) -> Result<VisitorIn, VisitorParseErro
     Ok(msg)
 }
 
+/// The action id of a message that failed [`parse_in`], when it has one, so
+/// the refusal can name the action: a client that sends one action at a time
+/// would otherwise wait for an answer that never names it.
+pub fn action_id(text: &[u8], lim: &Limits) -> Option<MsgId> {
+    if text.len() > lim.max_text {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(text).ok()?;
+    serde_json::from_value(v.get("id")?.clone()).ok()
+}
+
 /// Parse and validate a long-poll POST body.
 pub fn parse_long_poll(text: &[u8], lim: &Limits) -> Result<LongPollRequest, VisitorParseError> {
     let max = lim.max_text.saturating_mul(4);
@@ -439,6 +450,23 @@ mod tests {
         );
         assert!(parse_in(br#"{"t":"nope"}"#, &lim).is_err());
         assert!(parse_in(br#"{"t":"send","id":"x","body":"hi"}"#, &lim).is_err());
+    }
+
+    #[test]
+    fn a_refused_action_keeps_its_id() {
+        let lim = Limits::default();
+        let text = format!(
+            r#"{{"t":"send","id":"01901234-5678-7fff-bfff-ffffffffffff","body":"{}"}}"#,
+            "a".repeat(9000)
+        );
+        assert!(parse_in(text.as_bytes(), &lim).is_err());
+        assert_eq!(
+            action_id(text.as_bytes(), &lim).map(|i| i.to_string()),
+            Some("01901234-5678-7fff-bfff-ffffffffffff".into())
+        );
+        assert_eq!(action_id(br#"{"t":"ping"}"#, &lim), None);
+        assert_eq!(action_id(b"not json", &lim), None);
+        assert_eq!(action_id(br#"{"id":"nope"}"#, &lim), None);
     }
 
     #[test]

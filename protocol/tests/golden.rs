@@ -804,7 +804,7 @@ fn visitor_notice_message() -> VisitorMessage {
         id: id(6),
         from: Sender::System,
         name: None,
-        body: notice.english(),
+        body: notice.english_for_visitor(),
         at_ms: T0 + 3_000,
         notice: Some(notice),
     }

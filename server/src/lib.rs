@@ -60,7 +60,9 @@ pub struct Ctx {
     pub visitor_ip_limiter: throttle::ConnLimiter,
     pub http_buckets:
         std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, throttle::TokenBucket>>,
-    pub lp_buckets: std::sync::Mutex<std::collections::HashMap<String, throttle::SendGate>>,
+    pub lp_buckets: std::sync::Mutex<
+        std::collections::HashMap<String, Arc<tokio::sync::Mutex<throttle::SendGate>>>,
+    >,
     pub shutdown: CancellationToken,
 }
 

@@ -465,6 +465,9 @@ async fn handle_msg(
             Some(send(ctx, v, gate, id, body, Some(email)).await)
         }
         VisitorIn::EndChat { id } => {
+            if let Err(r) = gate.admit(id, Instant::now()) {
+                return Some(rate_limited(id, r));
+            }
             let visitor = v.id.clone();
             let r = ctx
                 .writer
@@ -537,22 +540,7 @@ async fn send(
     leave: Option<Option<String>>,
 ) -> VisitorOut {
     if let Err(r) = gate.admit(id, Instant::now()) {
-        let message = match r.waiting_for {
-            Some(first) => {
-                format!("sending too fast; {first} was refused first: send it again, then this one")
-            }
-            None => "sending too fast; send this again shortly, before anything after it".into(),
-        };
-        return VisitorOut::Error {
-            code: ErrorCode::RateLimited,
-            message,
-            id: Some(id),
-            retry_after_ms: Some(
-                u32::try_from(r.retry_after.as_millis())
-                    .unwrap_or(u32::MAX)
-                    .max(1),
-            ),
-        };
+        return rate_limited(id, r);
     }
     // A left message shows agents the page it was left on.
     let page = leave
@@ -573,6 +561,25 @@ async fn send(
         })
         .await;
     action_reply(ctx, id, r)
+}
+
+fn rate_limited(id: MsgId, r: crate::throttle::Refused) -> VisitorOut {
+    let message = match r.waiting_for {
+        Some(first) => {
+            format!("sending too fast; {first} was refused first: send it again, then this one")
+        }
+        None => "sending too fast; send this again shortly, before anything after it".into(),
+    };
+    VisitorOut::Error {
+        code: ErrorCode::RateLimited,
+        message,
+        id: Some(id),
+        retry_after_ms: Some(
+            u32::try_from(r.retry_after.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1),
+        ),
+    }
 }
 
 /// The answer to a visitor action: its ack once durable, or why not.
@@ -933,7 +940,10 @@ async fn ws_loop(
                     Ok(m) => Box::pin(handle_msg(ctx, v, &mut gate, m, sent)).await,
                     Err(e) => {
                         ctx.metrics.rejected_frames.inc();
-                        Some(err(e.code(), e.to_string()))
+                        Some(match visitor::action_id(text.as_bytes(), &vc.limits) {
+                            Some(id) => err_for(id, e.code(), e.to_string()),
+                            None => err(e.code(), e.to_string()),
+                        })
                     }
                 };
                 if let Some(r) = reply
@@ -1031,32 +1041,35 @@ async fn long_poll_send(
             ));
             continue;
         };
-        let mut gate = lp_gate(&ctx, &v.id);
+        // Held across the writer's answer: two POSTs of one visitor at once
+        // take turns, so neither the count nor the order can be raced.
+        let gate = lp_gate(&ctx, &v.id);
+        let mut gate = gate.lock().await;
         let head = Seq::MAX;
         if let Some(r) = handle_msg(&ctx, v, &mut gate, msg, head).await {
             out.push(r);
         }
-        store_lp_gate(&ctx, &v.id, gate);
     }
     lp_response(StatusCode::OK, out)
 }
 
-fn lp_gate(ctx: &Arc<Ctx>, visitor: &str) -> SendGate {
-    let vc = &ctx.cfg.visitor;
-    let map = ctx.lp_buckets.lock().unwrap_or_else(|p| p.into_inner());
-    map.get(visitor)
-        .cloned()
-        .unwrap_or_else(|| SendGate::new(vc.msg_rate, vc.msg_burst, Instant::now()))
-}
-
 /// Long-poll visitors have no connection to hang a rate limiter on, so their
 /// gates are kept by visitor id between requests.
-fn store_lp_gate(ctx: &Arc<Ctx>, visitor: &str, b: SendGate) {
+fn lp_gate(ctx: &Arc<Ctx>, visitor: &str) -> Arc<tokio::sync::Mutex<SendGate>> {
+    let vc = &ctx.cfg.visitor;
     let mut map = ctx.lp_buckets.lock().unwrap_or_else(|p| p.into_inner());
     if map.len() > 50_000 {
-        map.clear();
+        map.retain(|_, g| Arc::strong_count(g) > 1);
     }
-    map.insert(visitor.to_string(), b);
+    map.entry(visitor.to_owned())
+        .or_insert_with(|| {
+            Arc::new(tokio::sync::Mutex::new(SendGate::new(
+                vc.msg_rate,
+                vc.msg_burst,
+                Instant::now(),
+            )))
+        })
+        .clone()
 }
 
 async fn resolve_token(

@@ -226,14 +226,13 @@ impl CoreAgent {
     }
 
     /// Every message body in a conversation as the local store has it,
-    /// oldest first.
+    /// oldest first: what people wrote, without system lines.
     pub fn bodies(&self, conversation: ConversationId) -> Vec<String> {
-        let mut page = self
-            .handle
-            .messages_page(conversation, None, 10_000)
-            .expect("read the local store");
-        page.sort_by_key(|m| m.order);
-        page.into_iter().map(|m| m.body).collect()
+        self.messages(conversation)
+            .into_iter()
+            .filter(|m| !matches!(m.author, Author::System))
+            .map(|m| m.body)
+            .collect()
     }
 
     pub async fn shutdown(self) {

@@ -26,12 +26,14 @@ pub async fn agent(srv: &TestServer, name: &str) -> RawAgent {
     a
 }
 
+/// The body of a chat message event a person wrote; `None` for anything
+/// else, system lines ("Alice joined the chat") included.
 pub fn body(m: &ServerMsg) -> Option<&str> {
     match m {
         ServerMsg::Event {
             event: Event::Message(msg),
             ..
-        } => Some(&msg.body),
+        } if !matches!(msg.author, holdfast_protocol::agent::Author::System) => Some(&msg.body),
         _ => None,
     }
 }

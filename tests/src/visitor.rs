@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use holdfast_protocol::agent::Seq;
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::visitor::{
-    LongPollRequest, LongPollResponse, PageInfo, VisitorEvent, VisitorIn, VisitorOut,
+    LongPollRequest, LongPollResponse, PageInfo, Sender, VisitorEvent, VisitorIn, VisitorOut,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -186,12 +186,13 @@ impl WsVisitor {
         .map(|_| ())
     }
 
-    /// Bodies of every chat message applied so far, in order.
+    /// Bodies of every chat message applied so far, in order: what people
+    /// wrote, without system lines ("Alice joined the chat").
     pub fn bodies(&self) -> Vec<String> {
         self.events
             .iter()
             .filter_map(|(_, e)| match e {
-                VisitorEvent::Message(m) => Some(m.body.clone()),
+                VisitorEvent::Message(m) if m.from != Sender::System => Some(m.body.clone()),
                 _ => None,
             })
             .collect()
@@ -360,6 +361,17 @@ impl LpVisitor {
             }
         }
         Ok(resp.msgs)
+    }
+
+    /// What people wrote, in order, without system lines.
+    pub fn bodies(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                VisitorEvent::Message(m) if m.from != Sender::System => Some(m.body.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     pub async fn wait_message(&mut self, body: &str) -> anyhow::Result<()> {

@@ -150,14 +150,6 @@ async fn visitor_and_agent_talk_over_long_poll() {
         .await
         .unwrap();
     let v = tokio::time::timeout(T, waiter).await.unwrap().unwrap();
-    let bodies: Vec<_> = v
-        .events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            VisitorEvent::Message(m) => Some(m.body.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(bodies, vec!["Long-poll hello", "Reply over long-poll"]);
+    assert_eq!(v.bodies(), vec!["Long-poll hello", "Reply over long-poll"]);
     srv.stop().await;
 }

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use holdfast_protocol::agent::{
-    Action, ClientMsg, ConversationState, LiveEvent, Outcome, Presence, Query, QueryResult, Resume,
-    ServerMsg,
+    Action, Author, ClientMsg, ConversationState, LiveEvent, Outcome, Presence, Query, QueryResult,
+    Resume, ServerMsg,
 };
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::visitor::{VisitorConvState, VisitorEvent, VisitorIn, VisitorOut};
@@ -325,53 +325,60 @@ async fn history_spans_every_visit_and_pages() {
             limit,
         })
     };
-    alice.send(&history(None, 2)).await.unwrap();
-    let r = alice
-        .recv_until(T, |m| matches!(m, ServerMsg::QueryResult { .. }))
-        .await
-        .unwrap();
-    let ServerMsg::QueryResult {
-        request: 7,
-        result:
-            QueryResult::History {
-                conversations,
-                messages,
-                more,
-                visitor,
-            },
-    } = r
-    else {
-        panic!("{r:?}")
-    };
-    assert_eq!(conversations.len(), 2);
-    assert!(
-        visitor.unwrap().trail.len() >= 2,
-        "trail covers both visits"
-    );
-    let page1: Vec<_> = messages.iter().map(|m| m.body.clone()).collect();
-    assert_eq!(page1, vec!["welcome back", "second visit"]);
-    assert!(more);
-    alice
-        .send(&history(messages.last().map(|m| m.message), 10))
-        .await
-        .unwrap();
-    let r = alice
-        .recv_until(T, |m| matches!(m, ServerMsg::QueryResult { .. }))
-        .await
-        .unwrap();
-    let ServerMsg::QueryResult {
-        result: QueryResult::History { messages, more, .. },
-        ..
-    } = r
-    else {
-        panic!()
-    };
-    let page2: Vec<_> = messages.iter().map(|m| m.body.clone()).collect();
+    // Page back two messages at a time until the start: every message of
+    // both visits, newest first, each once (system lines are messages too).
+    let mut all = Vec::new();
+    let mut before = None;
+    let mut pages = 0;
+    loop {
+        alice.send(&history(before, 2)).await.unwrap();
+        let r = alice
+            .recv_until(T, |m| matches!(m, ServerMsg::QueryResult { .. }))
+            .await
+            .unwrap();
+        let ServerMsg::QueryResult {
+            request: 7,
+            result:
+                QueryResult::History {
+                    conversations,
+                    messages,
+                    more,
+                    visitor,
+                },
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        pages += 1;
+        assert_eq!(conversations.len(), 2);
+        assert!(
+            visitor.unwrap().trail.len() >= 2,
+            "trail covers both visits"
+        );
+        assert!(messages.len() <= 2);
+        before = messages.last().map(|m| m.message);
+        all.extend(messages);
+        if !more {
+            break;
+        }
+    }
+    assert!(pages > 2, "{pages} pages");
+    let ids: Vec<u64> = all.iter().map(|m| m.message).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+    let said: Vec<_> = all
+        .iter()
+        .filter(|m| !matches!(m.author, Author::System))
+        .map(|m| m.body.clone())
+        .collect();
     assert_eq!(
-        page2,
-        vec!["first visit, message 2", "first visit, message 1"]
+        said,
+        [
+            "welcome back",
+            "second visit",
+            "first visit, message 2",
+            "first visit, message 1"
+        ]
     );
-    assert!(!more);
     srv.stop().await;
 }
 

@@ -220,15 +220,22 @@ async fn malformed_visitor_json_gets_an_error_and_the_socket_survives() {
         };
         assert_eq!(code, ErrorCode::BadRequest, "{bad}");
     }
+    // A send that fails validation is refused by its id, so a widget that
+    // waits for each answer is not left waiting.
+    let big_id = new_id();
     let big = format!(
-        r#"{{"t":"send","id":"{}","body":"{}"}}"#,
-        new_id(),
+        r#"{{"t":"send","id":"{big_id}","body":"{}"}}"#,
         "x".repeat(9000)
     );
     v.send_raw(&big).await.unwrap();
-    v.wait_for(T, |m| matches!(m, VisitorOut::Error { .. }))
+    let m = v
+        .wait_for(T, |m| matches!(m, VisitorOut::Error { .. }))
         .await
         .unwrap();
+    assert!(
+        matches!(m, VisitorOut::Error { id: Some(i), code: ErrorCode::BadRequest, .. } if i == big_id),
+        "{m:?}"
+    );
     v.send_json(&VisitorIn::Ping).await.unwrap();
     v.wait_for(T, |m| matches!(m, VisitorOut::Pong))
         .await
@@ -389,15 +396,14 @@ async fn an_agent_of_one_site_cannot_reach_another() {
         },
     )
     .await;
-    assert!(
-        matches!(
-            o,
-            Outcome::Rejected {
-                code: ErrorCode::Forbidden,
-                ..
-            }
-        ),
-        "{o:?}"
+    // The same answer as for a conversation that does not exist, so ids
+    // cannot be probed across sites.
+    assert_eq!(
+        o,
+        Outcome::Rejected {
+            code: ErrorCode::NotFound,
+            message: format!("no conversation {}", by.conversation),
+        }
     );
     for action in [
         Action::Accept {
@@ -416,7 +422,7 @@ async fn an_agent_of_one_site_cannot_reach_another() {
             matches!(
                 o,
                 Outcome::Rejected {
-                    code: ErrorCode::Forbidden,
+                    code: ErrorCode::NotFound,
                     ..
                 }
             ),
@@ -463,5 +469,41 @@ async fn an_agent_of_one_site_cannot_reach_another() {
             "site B agent got an event: {m:?}"
         );
     }
+    srv.stop().await;
+}
+
+/// Long-poll POSTs of one visitor sent at once cannot each spend the same
+/// tokens: they take turns, so the limit holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_long_poll_posts_cannot_race_the_rate_limit() {
+    let srv = TestServer::start_with(|c| {
+        c.visitor.msg_rate = 0.5;
+        c.visitor.msg_burst = 2.0;
+    })
+    .await;
+    let lp = LpVisitor::connect(srv.http(), "acme").await.unwrap();
+    let posts = (0..10).map(|i| {
+        let (http, token) = (lp.http, lp.token.clone());
+        tokio::spawn(async move {
+            let req = holdfast_protocol::visitor::LongPollRequest {
+                token: Some(token),
+                msgs: vec![VisitorIn::Send {
+                    id: new_id(),
+                    body: format!("burst {i}"),
+                }],
+            };
+            LpVisitor::post(http, &req).await.unwrap().1.msgs
+        })
+    });
+    let mut acked = 0;
+    for p in posts {
+        for m in p.await.unwrap() {
+            if matches!(m, VisitorOut::Ack { .. }) {
+                acked += 1;
+            }
+        }
+    }
+    assert!(acked <= 3, "{acked} of 10 got through a burst of 2");
+    assert!(acked >= 2);
     srv.stop().await;
 }

@@ -35,7 +35,9 @@ async fn login_device(
             ServerMsg::Event { seq, event } => {
                 assert_eq!(seq, cursor + 1, "events arrive in seq order without gaps");
                 cursor = seq;
-                if let Event::Message(msg) = event {
+                if let Event::Message(msg) = event
+                    && !matches!(msg.author, holdfast_protocol::agent::Author::System)
+                {
                     bodies.push(msg.body);
                 }
             }

@@ -509,7 +509,7 @@ pub fn visitor_message(m: &ChatMessage) -> Option<VisitorMessage> {
         Author::Agent { name, .. } => (Sender::Agent, Some(name.clone()), m.body.clone(), None),
         Author::System => match Notice::parse(&m.body) {
             Some(n) if n.agents_only() => return None,
-            Some(n) => (Sender::System, None, n.english(), Some(n)),
+            Some(n) => (Sender::System, None, n.english_for_visitor(), Some(n)),
             None => (Sender::System, None, m.body.clone(), None),
         },
     };
