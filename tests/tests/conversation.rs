@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use holdfast_protocol::agent::{Action, ConversationState, Event, LiveEvent, Resume, ServerMsg};
-use holdfast_protocol::visitor::{VisitorEvent, VisitorOut};
+use holdfast_protocol::visitor::VisitorOut;
 use holdfast_tests::raw_agent::RawAgent;
 use holdfast_tests::server::{PASSWORD, TestServer};
 use holdfast_tests::visitor::{LpVisitor, WsVisitor};
