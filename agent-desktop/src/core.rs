@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use holdfast_protocol::agent::{
     Action, ClientMsg, Command, CommandResult, Event, LiveEvent, Login, LoginOk, MessageId,
-    Outcome, Query, Seq, ServerMsg, Snapshot, VisitorInfo, WireError,
+    Outcome, Query, Seq, ServerMsg, Snapshot, SnapshotPart, VisitorInfo, WireError,
 };
 use holdfast_protocol::backoff::Backoff;
 use holdfast_protocol::codec::FrameCodec;
@@ -276,6 +276,11 @@ pub(crate) struct Core {
     dirty_visitors: BTreeSet<String>,
     visitors_dirty_since: Option<Instant>,
     signing_out: Option<SigningOut>,
+    /// The server's resume ticket from the last login: the next reconnect
+    /// needs no password check. Memory only, like the password.
+    ticket: Option<Zeroizing<Vec<u8>>>,
+    /// Pieces of a snapshot too big for one frame, until its last part.
+    snapshot_parts: Option<SnapshotPart>,
 }
 
 impl std::fmt::Debug for Core {
@@ -329,6 +334,8 @@ impl Core {
             dirty_visitors: BTreeSet::new(),
             visitors_dirty_since: None,
             signing_out: None,
+            ticket: None,
+            snapshot_parts: None,
         }
     }
 
@@ -526,6 +533,7 @@ impl Core {
             password: self.cfg.password.as_str().to_owned(),
             device_id: self.store.device_id(),
             resume_after: (!self.fresh).then(|| self.inbox.cursor()),
+            ticket: self.ticket.as_ref().map(|t| t.to_vec()),
             client: format!(
                 "holdfast-agent {} ({})",
                 env!("CARGO_PKG_VERSION"),
@@ -672,6 +680,8 @@ impl Core {
 
     fn on_login_ok(&mut self, ok: LoginOk, link: &mut Link) -> Result<(), End> {
         self.backoff.reset();
+        self.snapshot_parts = None;
+        self.ticket = (!ok.ticket.is_empty()).then(|| Zeroizing::new(ok.ticket.clone()));
         let session = Session {
             agent: ok.agent,
             display_name: ok.display_name.clone(),
@@ -858,7 +868,30 @@ impl Core {
         match msg {
             ServerMsg::Ack(batch) => self.on_ack(batch.up_to, &batch.results),
             ServerMsg::Event { seq, event } => self.on_event(seq, event),
-            ServerMsg::Snapshot(s) => self.on_snapshot(s),
+            ServerMsg::Snapshot(s) => {
+                let s = match self.snapshot_parts.take() {
+                    Some(mut parts) => {
+                        parts.conversations.extend(s.conversations);
+                        parts.messages.extend(s.messages);
+                        Snapshot {
+                            conversations: parts.conversations,
+                            messages: parts.messages,
+                            ..s
+                        }
+                    }
+                    None => s,
+                };
+                self.on_snapshot(s)
+            }
+            ServerMsg::SnapshotPart(p) => {
+                let parts = self.snapshot_parts.get_or_insert_with(|| SnapshotPart {
+                    conversations: Vec::new(),
+                    messages: Vec::new(),
+                });
+                parts.conversations.extend(p.conversations);
+                parts.messages.extend(p.messages);
+                None
+            }
             ServerMsg::Live(ev) => {
                 self.on_live(ev);
                 None
@@ -1068,6 +1101,7 @@ impl Core {
             Request::Trust(yes) => Control::Trust(yes),
             Request::SetPassword(p) => {
                 self.cfg.password = p;
+                self.ticket = None;
                 Control::Reconnect
             }
             Request::MarkRead {
@@ -1218,5 +1252,6 @@ fn msg_name(m: &ServerMsg) -> &'static str {
         ServerMsg::GoingAway { .. } => "GoingAway",
         ServerMsg::QueryResult { .. } => "QueryResult",
         ServerMsg::SignedOut => "SignedOut",
+        ServerMsg::SnapshotPart(_) => "SnapshotPart",
     }
 }

@@ -139,6 +139,8 @@ impl Conn {
             heartbeat_ms: 3000,
             dead_after_ms: 10_000,
             server_time_ms: 0,
+            ticket: Vec::new(),
+            ticket_expires_ms: 0,
         }))
         .await;
     }
@@ -785,6 +787,7 @@ fn visitor(id: &str) -> VisitorInfo {
         name: None,
         email: None,
         attrs: vec![],
+        external_id: None,
         verified: false,
         online: true,
         user_agent: Some("Mozilla/5.0".into()),

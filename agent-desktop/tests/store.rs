@@ -439,6 +439,7 @@ fn workspace_has_everything_to_draw() {
         name: None,
         email: None,
         attrs: vec![("plan".into(), "pro".into())],
+        external_id: None,
         verified: false,
         online: true,
         user_agent: None,

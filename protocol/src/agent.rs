@@ -62,6 +62,10 @@ pub struct Login {
     pub resume_after: Option<Seq>,
     /// Free text such as "holdfast-agent 0.1.0 (linux)", for logs.
     pub client: String,
+    /// A resume ticket from an earlier `LoginOk` of this device: when it is
+    /// valid the password is not checked (it may be empty), so a reconnect
+    /// after a network blip costs no password hash.
+    pub ticket: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Login {
@@ -72,6 +76,7 @@ impl std::fmt::Debug for Login {
             .field("device_id", &self.device_id)
             .field("resume_after", &self.resume_after)
             .field("client", &self.client)
+            .field("ticket", &self.ticket.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -203,6 +208,16 @@ pub enum ServerMsg {
     /// released (or stay with its other connected device); the server closes
     /// the connection next.
     SignedOut,
+    /// 10: part of a snapshot too big for one frame, sent before the
+    /// [`ServerMsg::Snapshot`] that ends it. A client gathers the parts and
+    /// applies them together with the final one, never alone.
+    SnapshotPart(SnapshotPart),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPart {
+    pub conversations: Vec<ConversationInfo>,
+    pub messages: Vec<ChatMessage>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +232,11 @@ pub struct LoginOk {
     pub heartbeat_ms: u32,
     pub dead_after_ms: u32,
     pub server_time_ms: i64,
+    /// A resume ticket for this device's next login (see `Login::ticket`),
+    /// valid until `ticket_expires_ms` unless the account's password changes
+    /// or it is disabled. Empty when the server issues none.
+    pub ticket: Vec<u8>,
+    pub ticket_expires_ms: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,7 +405,10 @@ pub struct VisitorInfo {
     pub email: Option<String>,
     /// Site-supplied custom attributes, sorted by key.
     pub attrs: Vec<(String, String)>,
-    /// Identity confirmed by the site's HMAC.
+    /// The site's own id for the visitor, from `identify`.
+    pub external_id: Option<String>,
+    /// `external_id` is confirmed by the site's HMAC. Only the id: the
+    /// name, email and attributes are what the visitor's page stated.
     pub verified: bool,
     pub online: bool,
     pub user_agent: Option<String>,
@@ -478,6 +501,12 @@ impl VisitorInfo {
     pub fn encoded_len(&self) -> usize {
         encode(self).len()
     }
+}
+
+/// The size of any wire value, without the enclosing message: lets a sender
+/// split long lists (visitors, snapshots, history) across frames.
+pub fn encoded_len<T: Serialize>(v: &T) -> usize {
+    encode(v).len()
 }
 
 impl ServerMsg {

@@ -57,6 +57,14 @@ impl FrameCodec {
     pub fn max_frame_length(&self) -> usize {
         self.max
     }
+
+    /// Change the maximum, for frames whose header has not arrived yet: a
+    /// server allows only small frames before login, and its full limit
+    /// after.
+    pub fn set_max_frame_length(&mut self, max: usize) {
+        self.max = max;
+        self.inner.set_max_frame_length(max);
+    }
 }
 
 impl Default for FrameCodec {

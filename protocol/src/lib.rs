@@ -32,8 +32,16 @@ pub mod notice;
 pub mod seal;
 pub mod visitor;
 
-/// The protocol version this crate speaks. Both channels carry it.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The agent channel's protocol version, carried in both hellos. Version 2
+/// (chat ownership: the team, transfer, sign-out, resume tickets, snapshots
+/// in parts) changed structs that version 1 clients cannot decode, so the
+/// handshake refuses the other version with both numbers named instead of
+/// letting an old app fail on the first new message.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The visitor channel's version, in `hello.v`. Its changes since version 1
+/// only added optional fields and new message types a widget may ignore.
+pub const VISITOR_PROTOCOL_VERSION: u16 = 1;
 
 /// Default maximum frame length on the agent channel (1 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;

@@ -29,6 +29,14 @@ pub struct PageInfo {
     pub referrer: Option<String>,
 }
 
+/// The identity a page vouches for, with the site's HMAC of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityProof {
+    pub id: String,
+    #[serde(default)]
+    pub hash: Option<String>,
+}
+
 /// Browser to server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -52,6 +60,11 @@ pub enum VisitorIn {
         /// Protocol version; absent means 1.
         #[serde(default)]
         v: Option<u16>,
+        /// The verified identity the page has for this visitor, if any
+        /// (what `Holdfast.identify` got). A token that belongs to a
+        /// verified identity resumes only with the same one.
+        #[serde(default)]
+        identity: Option<IdentityProof>,
     },
     /// A chat message; idempotent by `id`.
     Send { id: MsgId, body: String },

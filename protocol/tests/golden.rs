@@ -265,6 +265,7 @@ fn visitor_info() -> VisitorInfo {
         name: Some("Dana".into()),
         email: Some("dana@example.com".into()),
         attrs: vec![("plan".into(), "pro".into()), ("seats".into(), "12".into())],
+        external_id: Some("user-829".into()),
         verified: true,
         online: true,
         user_agent: Some("Mozilla/5.0".into()),
@@ -324,6 +325,7 @@ fn client_login() -> ClientMsg {
         device_id: device(),
         resume_after: Some(41),
         client: "holdfast-agent 0.1.0 (linux)".into(),
+        ticket: None,
     })
 }
 
@@ -337,6 +339,8 @@ fn login_ok(resume: Resume) -> ServerMsg {
         heartbeat_ms: 3_000,
         dead_after_ms: 10_000,
         server_time_ms: T0,
+        ticket: Vec::new(),
+        ticket_expires_ms: 0,
     })
 }
 
@@ -439,6 +443,7 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 device_id: device(),
                 resume_after: None,
                 client: "holdfast-agent 0.1.0 (linux)".into(),
+                ticket: None,
             })),
         ),
         (
@@ -856,6 +861,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                 user_agent: Some("Mozilla/5.0".into()),
                 lang: Some("en-GB".into()),
                 v: Some(1),
+                identity: None,
             }),
         ),
         (
@@ -868,6 +874,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                 user_agent: None,
                 lang: None,
                 v: None,
+                identity: None,
             }),
         ),
         ("in_send", Json::In(in_send())),

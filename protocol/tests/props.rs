@@ -284,17 +284,26 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 fn client_msg() -> impl Strategy<Value = ClientMsg> {
-    let login = (text(), text(), msg_id(), option::of(any::<u64>()), text()).prop_map(
-        |(username, password, device_id, resume_after, client)| {
-            ClientMsg::Login(Login {
-                username,
-                password,
-                device_id,
-                resume_after,
-                client,
-            })
-        },
-    );
+    let login = (
+        text(),
+        text(),
+        msg_id(),
+        option::of(any::<u64>()),
+        text(),
+        option::of(vec(any::<u8>(), 0..80)),
+    )
+        .prop_map(
+            |(username, password, device_id, resume_after, client, ticket)| {
+                ClientMsg::Login(Login {
+                    username,
+                    password,
+                    device_id,
+                    resume_after,
+                    client,
+                    ticket,
+                })
+            },
+        );
     let command = (msg_id(), any::<u64>(), action())
         .prop_map(|(id, seq, action)| ClientMsg::Command(Command { id, seq, action }));
     let query = (any::<u32>(), text(), option::of(any::<u64>()), any::<u32>()).prop_map(
@@ -398,7 +407,7 @@ fn visitor_info() -> impl Strategy<Value = VisitorInfo> {
         (any::<bool>(), any::<bool>(), opt_text(), opt_text()),
         (any::<i64>(), any::<i64>()),
         vec(page_view(), 0..4),
-        option::of(any::<u64>()),
+        (option::of(any::<u64>()), opt_text()),
     )
         .prop_map(
             |(
@@ -407,13 +416,14 @@ fn visitor_info() -> impl Strategy<Value = VisitorInfo> {
                 (verified, online, user_agent, referrer),
                 (visit_started_ms, first_seen_ms),
                 trail,
-                conversation,
+                (conversation, external_id),
             )| VisitorInfo {
                 id,
                 site,
                 name,
                 email,
                 attrs,
+                external_id,
                 verified,
                 online,
                 user_agent,
@@ -506,11 +516,13 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
     let login_ok = (
         (any::<u64>(), text(), any::<u64>(), resume, any::<u64>()),
         (any::<u32>(), any::<u32>(), any::<i64>()),
+        (vec(any::<u8>(), 0..80), any::<i64>()),
     )
         .prop_map(
             |(
                 (agent, display_name, site, resume, commands_acked),
                 (heartbeat_ms, dead_after_ms, server_time_ms),
+                (ticket, ticket_expires_ms),
             )| {
                 ServerMsg::LoginOk(LoginOk {
                     agent,
@@ -521,6 +533,8 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                     heartbeat_ms,
                     dead_after_ms,
                     server_time_ms,
+                    ticket,
+                    ticket_expires_ms,
                 })
             },
         );
@@ -616,6 +630,7 @@ fn visitor_in() -> impl Strategy<Value = VisitorIn> {
                 user_agent,
                 lang,
                 v,
+                identity: None,
             },
         );
     let identify = (

@@ -898,6 +898,7 @@ impl SimClient {
                 // from it can neither skip nor repeat an event.
                 resume_after: Some(self.inbox.cursor()),
                 client: "holdfast-sim".into(),
+                ticket: None,
             });
             self.send(&login, net, now)?;
             // Resend unacked commands right behind the login instead of
@@ -1409,6 +1410,8 @@ impl ServerCore {
                     heartbeat_ms: 3000,
                     dead_after_ms: 10_000,
                     server_time_ms: at_ms(self.start, now),
+                    ticket: Vec::new(),
+                    ticket_expires_ms: 0,
                 });
                 self.send(conn, &ok, net, now)?;
                 self.fan_out(conn, net, now)?;

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use holdfast_protocol::agent::{
     AckBatch, ClientMsg, CommandResult, Event, LiveEvent, LoginOk, Presence, Query, Resume, Seq,
-    ServerMsg, Snapshot, TeamMember, VisitorInfo, WireError,
+    ServerMsg, Snapshot, SnapshotPart, TeamMember, VisitorInfo, WireError,
 };
 use holdfast_protocol::codec::{FrameCodec, FrameError};
 use holdfast_protocol::error::ErrorCode;
@@ -62,6 +62,12 @@ enum End {
     SignedOut,
     #[error("session revoked: {0}")]
     Revoked(String),
+    #[error("closed before login to make room for a less crowded address")]
+    Evicted,
+    #[error("the server is full: {0} agent sessions")]
+    Full(usize),
+    #[error("the peer stopped reading: a write took longer than {0:?}")]
+    WriteStalled(Duration),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("seal: {0}")]
@@ -71,6 +77,11 @@ enum End {
 type Io = Framed<TcpStream, FrameCodec>;
 
 /// Accept agent connections until shutdown.
+///
+/// A connection starts in the pre-auth pool (small frames, a short
+/// deadline, its own cap; see [`crate::login`]) and takes a place among the
+/// logged-in sessions only once its Login is good, so sockets that never
+/// log in cannot use up the places of those that do.
 pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
     let limit = Arc::new(Semaphore::new(ctx.cfg.agent_max_connections));
     let mut backoff = Duration::from_millis(5);
@@ -92,28 +103,52 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "agent connection limit reached; refusing");
-            continue;
-        };
         let Some(slot) = ctx.agent_ip_limiter.acquire(peer.ip()) else {
             tracing::warn!(%peer, "too many agent connections from this address; refusing");
             continue;
         };
-        let ctx = ctx.clone();
+        let Some(preauth) = ctx.preauth.admit(peer.ip()) else {
+            ctx.metrics.preauth_refused.inc();
+            tracing::warn!(%peer, "too many agent connections waiting to log in; refusing");
+            continue;
+        };
+        let (ctx, limit) = (ctx.clone(), limit.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            handle(stream, peer, ctx, permit).await;
+            handle(stream, peer, ctx, limit, preauth).await;
         });
     }
 }
 
-async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, _permit: OwnedSemaphorePermit) {
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    limit: Arc<Semaphore>,
+    preauth: crate::login::PreAuthSlot,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "set_nodelay: {e}");
     }
-    let mut io = Framed::new(stream, FrameCodec::new(ctx.cfg.max_frame));
-    let mut conn = match establish(&mut io, peer, &ctx).await {
+    // Before login only frames the size of a hello or a Login are read,
+    // so an unauthenticated socket holds a few KiB, not a megabyte.
+    let mut io = Framed::new(
+        stream,
+        FrameCodec::new(ctx.preauth.config().max_frame.min(ctx.cfg.max_frame)),
+    );
+    let deadline = ctx.preauth.config().deadline;
+    let opened = tokio::select! {
+        r = timeout(deadline, establish(&mut io, peer, &ctx, &limit)) => match r {
+            Ok(r) => r,
+            Err(_) => Err(End::Timeout("a complete login")),
+        },
+        () = preauth.cancelled.cancelled() => {
+            ctx.metrics.preauth_evicted.inc();
+            Err(End::Evicted)
+        }
+    };
+    drop(preauth);
+    let (mut conn, _permit) = match opened {
         Ok(c) => c,
         Err(e) => {
             if matches!(
@@ -126,6 +161,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, _permit: Own
             return;
         }
     };
+    io.codec_mut().set_max_frame_length(ctx.cfg.max_frame);
     let agent = conn.agent.id;
     let result = conn.run(&mut io, &ctx).await;
     ctx.hub.unregister_agent(agent, conn.conn_id);
@@ -177,10 +213,67 @@ async fn send_visitor_list(
             .feed(io, &ServerMsg::Live(LiveEvent::Visitor(v)))
             .await?;
         if i % 256 == 255 {
-            flush(io).await?;
+            session.flush(io).await?;
         }
     }
     Ok(())
+}
+
+/// Send a snapshot without exceeding a frame: when it does not fit in one,
+/// `SnapshotPart`s carry the first pieces and the `Snapshot` the last. A
+/// fresh device of an agent with 1.9 MB of history could never log in while
+/// it had to fit one 1 MiB frame.
+async fn send_snapshot(
+    session: &mut Session,
+    io: &mut Io,
+    ctx: &Ctx,
+    seq: Seq,
+    conversations: Vec<holdfast_protocol::agent::ConversationInfo>,
+    messages: Vec<holdfast_protocol::agent::ChatMessage>,
+) -> Result<(), End> {
+    let budget = ctx.cfg.max_frame.min(holdfast_protocol::DEFAULT_MAX_FRAME) / 2;
+    let mut part = SnapshotPart {
+        conversations: Vec::new(),
+        messages: Vec::new(),
+    };
+    let mut size = 0;
+    for c in conversations {
+        let n = holdfast_protocol::agent::encoded_len(&c);
+        if size + n > budget && size > 0 {
+            session.feed(io, &ServerMsg::SnapshotPart(part)).await?;
+            part = SnapshotPart {
+                conversations: Vec::new(),
+                messages: Vec::new(),
+            };
+            size = 0;
+        }
+        size += n;
+        part.conversations.push(c);
+    }
+    for m in messages {
+        let n = holdfast_protocol::agent::encoded_len(&m);
+        if size + n > budget && size > 0 {
+            session.feed(io, &ServerMsg::SnapshotPart(part)).await?;
+            part = SnapshotPart {
+                conversations: Vec::new(),
+                messages: Vec::new(),
+            };
+            size = 0;
+        }
+        size += n;
+        part.messages.push(m);
+    }
+    session
+        .send(
+            io,
+            &ServerMsg::Snapshot(Snapshot {
+                seq,
+                recovered: false,
+                conversations: part.conversations,
+                messages: part.messages,
+            }),
+        )
+        .await
 }
 
 fn seal(sealer: &mut Sealer, msg: &ServerMsg) -> Result<Vec<u8>, End> {
@@ -192,12 +285,19 @@ struct Session {
     sealer: Sealer,
     opener: Opener,
     liveness: Liveness,
+    /// The longest a write may wait for the peer to read. A peer that
+    /// heartbeats but never reads would otherwise park this task in a
+    /// write forever, holding everything queued for it.
+    write_stall: Duration,
 }
 
 impl Session {
     async fn send(&mut self, io: &mut Io, msg: &ServerMsg) -> Result<(), End> {
         let frame = seal(&mut self.sealer, msg)?;
-        io.send(Bytes::from(frame)).await?;
+        match timeout(self.write_stall, io.send(Bytes::from(frame))).await {
+            Ok(r) => r?,
+            Err(_) => return Err(End::WriteStalled(self.write_stall)),
+        }
         self.liveness
             .on_send(tokio::time::Instant::now().into_std());
         Ok(())
@@ -206,10 +306,20 @@ impl Session {
     /// Queue without flushing; call `flush` after a burst.
     async fn feed(&mut self, io: &mut Io, msg: &ServerMsg) -> Result<(), End> {
         let frame = seal(&mut self.sealer, msg)?;
-        io.feed(Bytes::from(frame)).await?;
+        match timeout(self.write_stall, io.feed(Bytes::from(frame))).await {
+            Ok(r) => r?,
+            Err(_) => return Err(End::WriteStalled(self.write_stall)),
+        }
         self.liveness
             .on_send(tokio::time::Instant::now().into_std());
         Ok(())
+    }
+
+    async fn flush(&mut self, io: &mut Io) -> Result<(), End> {
+        match timeout(self.write_stall, SinkExt::<Bytes>::flush(io)).await {
+            Ok(r) => r.map_err(End::from),
+            Err(_) => Err(End::WriteStalled(self.write_stall)),
+        }
     }
 
     async fn error(
@@ -234,8 +344,20 @@ impl Session {
     }
 }
 
+/// Queries run one at a time per connection; a few more may wait. An agent
+/// that sent 3,000 history queries without reading had every answer held
+/// in memory at once (2.5 GB).
+const MAX_QUEUED_QUERIES: usize = 4;
+
+#[derive(Debug, Default)]
+struct QueryState {
+    in_flight: bool,
+    queued: VecDeque<Query>,
+}
+
 struct Conn {
     session: Session,
+    query: QueryState,
     agent: AgentRow,
     device: holdfast_protocol::ids::MsgId,
     conn_id: u64,
@@ -244,10 +366,6 @@ struct Conn {
     rx: crate::pushq::Receiver<AgentPush>,
     /// The last event seq written to this connection.
     sent: Seq,
-}
-
-async fn flush(io: &mut Io) -> Result<(), End> {
-    SinkExt::<Bytes>::flush(io).await.map_err(End::from)
 }
 
 fn now() -> Instant {
@@ -266,7 +384,12 @@ async fn next_frame(
     }
 }
 
-async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn, End> {
+async fn establish(
+    io: &mut Io,
+    peer: SocketAddr,
+    ctx: &Arc<Ctx>,
+    limit: &Arc<Semaphore>,
+) -> Result<(Conn, OwnedSemaphorePermit), End> {
     let hs_timeout = ctx.cfg.handshake_timeout;
     let hello = next_frame(io, "ClientHello", hs_timeout).await?;
     let accepted = server_accept_with(&ctx.identity, &mut rand::rng(), &hello);
@@ -284,6 +407,7 @@ async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn
         sealer: accepted.session.sealer,
         opener: accepted.session.opener,
         liveness: Liveness::new(ctx.cfg.liveness, now()),
+        write_stall: ctx.cfg.liveness.dead_after,
     };
     let frame = next_frame(io, "Login", hs_timeout).await?;
     let login = match session.open(&frame)? {
@@ -301,81 +425,32 @@ async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn
         }
     };
     session.liveness.on_recv(now());
-    let user_key = vec![format!("u:{}", login.username.to_lowercase())];
-    let ip_key = vec![format!("ip:{}", peer.ip())];
-    let blocked = ctx
-        .throttle
-        .blocked(&user_key, now())
-        .max(ctx.ip_throttle.blocked(&ip_key, now()));
-    if let Some(wait) = blocked {
-        ctx.metrics.logins_throttled.inc();
-        let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
-        session
-            .error(
-                io,
-                ErrorCode::Throttled,
-                format!(
-                    "too many failed logins; try again in {} s",
-                    wait.as_secs().max(1)
-                ),
-                Some(ms),
-            )
-            .await;
-        return Err(End::Refused("throttled".into()));
-    }
-    let username = login.username.clone();
-    let row = ctx
-        .reads
-        .run(move |c| reads::agent_by_username(c, &username))
-        .await?;
-    let password = zeroize::Zeroizing::new(login.password.clone());
-    let hash = row.as_ref().map(|r| r.password_hash.clone());
-    // Each Argon2 check takes 19 MiB and a core for tens of ms. Without a
-    // bound, a reconnect storm of 100 agents ran them all at once and the
-    // server's RSS jumped by over 100 MB (BENCHMARKS.md, reconnect storm).
-    // Logins queue here instead, one per core.
-    let verified = match password_gate().acquire().await {
-        Ok(_permit) => tokio::task::spawn_blocking(move || {
-            crate::auth::verify_password(&password, hash.as_deref())
-        })
-        .await
-        .unwrap_or(false),
-        Err(_) => false,
-    };
-    let row = match row {
-        Some(r) if verified => r,
-        _ => {
-            ctx.throttle.fail(&user_key, now());
-            ctx.ip_throttle.fail(&ip_key, now());
-            ctx.metrics.login_failures.inc();
-            // Slow every failure down a little more than a success costs.
-            sleep(ctx.cfg.login_failure_delay).await;
+    let (row, proof) = match crate::login::authenticate(ctx, &login, peer.ip()).await {
+        Ok(r) => r,
+        Err(refusal) => {
+            let ms = refusal
+                .retry_after
+                .map(|w| u32::try_from(w.as_millis()).unwrap_or(u32::MAX).max(1));
             session
-                .error(
-                    io,
-                    ErrorCode::Unauthorized,
-                    "wrong username or password",
-                    None,
-                )
+                .error(io, refusal.code, refusal.message, ms)
                 .await;
-            return Err(End::Refused(format!(
-                "wrong password for {:?}",
-                login.username
-            )));
+            return Err(End::Refused(refusal.why));
         }
     };
-    if row.disabled {
+    // A place among the logged-in sessions, taken only now.
+    let Ok(permit) = limit.clone().try_acquire_owned() else {
+        let max = ctx.cfg.agent_max_connections;
         session
             .error(
                 io,
-                ErrorCode::Disabled,
-                "this agent account is disabled",
-                None,
+                ErrorCode::Unavailable,
+                format!("the server has its maximum of {max} agent sessions; try again later"),
+                Some(5000),
             )
             .await;
-        return Err(End::Refused(format!("{} is disabled", row.username)));
-    }
-    ctx.throttle.succeed(&user_key);
+        return Err(End::Full(max));
+    };
+    tracing::debug!(%peer, agent = row.id, ?proof, "logged in");
     let (agent_id, device) = (row.id, login.device_id);
     let active = ctx
         .reads
@@ -398,6 +473,7 @@ async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn
         conn_id: reg.id,
         rx: reg.rx,
         sent: 0,
+        query: QueryState::default(),
     };
     if let Err(e) = conn
         .resume(io, ctx, login.resume_after, commands_acked)
@@ -406,7 +482,7 @@ async fn establish(io: &mut Io, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<Conn
         ctx.hub.unregister_agent(agent_id, conn.conn_id);
         return Err(e);
     }
-    Ok(conn)
+    Ok((conn, permit))
 }
 
 impl Conn {
@@ -419,6 +495,8 @@ impl Conn {
     ) -> Result<(), End> {
         let (agent, site) = (self.agent.id, self.agent.site);
         let oversees = self.agent.role.oversees();
+        let (ticket, ticket_expires_ms) =
+            crate::login::issue_ticket(ctx, &self.agent, self.device);
         let (floor, head) = ctx
             .reads
             .run(move |c| reads::agent_log_bounds(c, agent))
@@ -437,6 +515,8 @@ impl Conn {
             dead_after_ms: u32::try_from(ctx.cfg.liveness.dead_after.as_millis())
                 .unwrap_or(u32::MAX),
             server_time_ms: crate::store::now_ms(),
+            ticket,
+            ticket_expires_ms,
         });
         // The silence clock starts now: a login that waited its turn for the
         // password check (one per core) could otherwise be cut as a dead
@@ -467,24 +547,14 @@ impl Conn {
                         r
                     })
                     .await?;
-                self.session
-                    .send(
-                        io,
-                        &ServerMsg::Snapshot(Snapshot {
-                            seq,
-                            recovered: false,
-                            conversations,
-                            messages,
-                        }),
-                    )
-                    .await?;
+                send_snapshot(&mut self.session, io, ctx, seq, conversations, messages).await?;
                 self.sent = seq;
             }
         }
         let visitors = ctx.hub.visitors_of_site(site);
         send_visitor_list(&mut self.session, io, ctx, visitors).await?;
         self.send_team(io, ctx).await?;
-        flush(io).await?;
+        self.session.flush(io).await?;
         // This agent may take waiting conversations now.
         let _queued = ctx.writer.try_submit(Op::AssignQueued { site });
         Ok(())
@@ -519,7 +589,7 @@ impl Conn {
                 }
                 self.push_event(io, seq, event).await?;
             }
-            flush(io).await?;
+            self.session.flush(io).await?;
             if n < 512 || self.sent >= until {
                 return Ok(());
             }
@@ -620,11 +690,16 @@ impl Conn {
                         send_visitor_list(&mut self.session, io, ctx, visitors).await?;
                         self.send_team(io, ctx).await?;
                     }
-                    flush(io).await?;
+                    self.session.flush(io).await?;
                 }
                 q = query_rx.recv() => {
                     if let Some(msg) = q {
                         self.session.send(io, &msg).await?;
+                        self.query.in_flight = false;
+                        if let Some(next) = self.query.queued.pop_front() {
+                            self.query.in_flight = true;
+                            self.spawn_query(ctx, next, query_tx.clone());
+                        }
                     }
                 }
                 frame = io.next() => {
@@ -659,7 +734,23 @@ impl Conn {
                             }
                         }
                         ClientMsg::Heartbeat => {}
-                        ClientMsg::Query(q) => self.spawn_query(ctx, q, query_tx.clone()),
+                        ClientMsg::Query(q) => {
+                            if !self.query.in_flight {
+                                self.query.in_flight = true;
+                                self.spawn_query(ctx, q, query_tx.clone());
+                            } else if self.query.queued.len() < MAX_QUEUED_QUERIES {
+                                self.query.queued.push_back(q);
+                            } else {
+                                ctx.metrics.queries_refused.inc();
+                                let Query::History { request, .. } = q;
+                                let refused = holdfast_protocol::agent::QueryResult::Refused(WireError {
+                                    code: ErrorCode::RateLimited,
+                                    message: format!("{MAX_QUEUED_QUERIES} queries are already waiting; send the next when one is answered"),
+                                    retry_after_ms: Some(1000),
+                                });
+                                self.session.send(io, &ServerMsg::QueryResult { request, result: refused }).await?;
+                            }
+                        }
                         ClientMsg::Login(_) => {
                             self.session.error(io, ErrorCode::BadRequest, "already logged in", None).await;
                             return Err(End::Protocol("second Login".into()));
@@ -827,12 +918,4 @@ pub fn team_member(row: &AgentRow, active: u32) -> TeamMember {
         capacity: row.capacity,
         disabled: row.disabled,
     }
-}
-
-/// At most one password verification per core at a time.
-fn password_gate() -> &'static tokio::sync::Semaphore {
-    static GATE: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    GATE.get_or_init(|| {
-        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
-    })
 }

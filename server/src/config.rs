@@ -97,6 +97,10 @@ pub struct ServerConfig {
     /// How long an agent may be offline (no device connected) before its
     /// open chats go back to the queue.
     pub owner_grace: Duration,
+    /// Agent connections that have not logged in yet.
+    pub preauth: crate::login::PreAuthConfig,
+    /// How long a resume ticket lets a device reconnect without a password.
+    pub ticket_lifetime: Duration,
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -126,6 +130,8 @@ impl ServerConfig {
             visitor: VisitorConfig::default(),
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             owner_grace: Duration::from_secs(120),
+            preauth: crate::login::PreAuthConfig::default(),
+            ticket_lifetime: Duration::from_secs(12 * 3600),
         }
     }
 

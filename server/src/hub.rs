@@ -612,6 +612,7 @@ impl Hub {
         v.info.name = stored.name;
         v.info.email = stored.email;
         v.info.attrs = stored.attrs;
+        v.info.external_id = stored.external_id;
         v.info.verified = stored.verified;
         v.info.conversation = stored.conversation;
         let (site, info) = (v.info.site, v.info.clone());
@@ -653,6 +654,7 @@ mod tests {
             name: None,
             email: None,
             attrs: Vec::new(),
+            external_id: None,
             verified: false,
             online: true,
             user_agent: None,

@@ -9,6 +9,8 @@
 //!   `/healthz`, `/metrics`.
 //! - [`auth`], [`token`], [`throttle`], [`identity`]: passwords, visitor
 //!   tokens and identify hashes, rate limits, the server's static key.
+//! - [`login`], [`ticket`]: who may log in (the pre-auth pool, the login
+//!   throttle, resume tickets that spare reconnects a password hash).
 //! - [`admin`]: site and agent management used by the CLI and `--demo`.
 //! - [`sweeps`]: the background tasks: hand back the chats of agents
 //!   offline past the grace period, and act on CLI changes to agents
@@ -22,11 +24,13 @@ pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod identity;
+pub mod login;
 pub mod metrics;
 pub mod pushq;
 pub mod store;
 pub mod sweeps;
 pub mod throttle;
+pub mod ticket;
 pub mod token;
 pub mod visitor_gw;
 
@@ -47,11 +51,14 @@ pub struct Ctx {
     pub cfg: ServerConfig,
     pub identity: ServerIdentity,
     pub tokens: token::TokenKey,
+    pub tickets: ticket::TicketKey,
+    /// Agent connections that have not logged in yet.
+    pub preauth: Arc<login::PreAuthPool>,
     pub writer: store::WriterHandle,
     pub reads: store::ReadPool,
     pub hub: Arc<hub::Hub>,
     pub metrics: Arc<metrics::Metrics>,
-    /// Failed logins per username.
+    /// Failed logins per username at a source address.
     pub throttle: throttle::LoginThrottle,
     /// Failed logins per source address: looser, since a whole office may
     /// share one NAT address.
@@ -156,6 +163,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let (writer, writer_thread) =
         store::writer::spawn(conn, cfg.writer.clone(), hub.clone(), metrics.clone());
     let tokens = token::TokenKey::derive(&identity.secret_bytes());
+    let tickets = ticket::TicketKey::derive(&identity.secret_bytes());
+    // An unknown username waits as long as a password check takes here.
+    tokio::task::spawn_blocking(auth::measure_verify_time);
     let fingerprint = identity.fingerprint();
     let ctx = Arc::new(Ctx {
         throttle: throttle::LoginThrottle::new(cfg.throttle.clone()),
@@ -164,6 +174,8 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             ..cfg.throttle.clone()
         }),
         agent_ip_limiter: throttle::ConnLimiter::new(cfg.agent_max_per_ip),
+        preauth: login::PreAuthPool::new(cfg.preauth.clone()),
+        tickets,
         visitor_ip_limiter: throttle::ConnLimiter::new(cfg.visitor.max_ws_per_ip),
         http_buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
         lp_buckets: std::sync::Mutex::new(std::collections::HashMap::new()),

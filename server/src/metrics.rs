@@ -123,6 +123,11 @@ pub struct Metrics {
     pub logins_throttled: Counter,
     pub rejected_frames: Counter,
     pub commit_failures: Counter,
+    pub logins_by_ticket: Counter,
+    pub preauth_refused: Counter,
+    pub preauth_evicted: Counter,
+    pub visitor_limited: Counter,
+    pub queries_refused: Counter,
     pub commit_batch: Histogram,
     pub commit_seconds: Histogram,
 }
@@ -145,6 +150,11 @@ impl Default for Metrics {
             logins_throttled: Counter::default(),
             rejected_frames: Counter::default(),
             commit_failures: Counter::default(),
+            logins_by_ticket: Counter::default(),
+            preauth_refused: Counter::default(),
+            preauth_evicted: Counter::default(),
+            visitor_limited: Counter::default(),
+            queries_refused: Counter::default(),
             commit_batch: Histogram::new(BATCH_BOUNDS),
             commit_seconds: Histogram::new(LATENCY_BOUNDS),
         }
@@ -184,7 +194,7 @@ impl Metrics {
             "gauge",
             self.visitor_long_polls.get(),
         );
-        let counters: [(&str, &str, &Counter); 12] = [
+        let counters: [(&str, &str, &Counter); 17] = [
             (
                 "holdfast_messages_in_total",
                 "Chat messages committed.",
@@ -244,6 +254,31 @@ impl Metrics {
                 "holdfast_commit_failures_total",
                 "Group commits that failed (nothing acked).",
                 &self.commit_failures,
+            ),
+            (
+                "holdfast_logins_by_ticket_total",
+                "Agent logins by resume ticket (no password hash).",
+                &self.logins_by_ticket,
+            ),
+            (
+                "holdfast_preauth_refused_total",
+                "Agent connections refused before login (pre-auth pool full, or the address's share).",
+                &self.preauth_refused,
+            ),
+            (
+                "holdfast_preauth_evicted_total",
+                "Connections not logged in yet, closed to make room for a less crowded address.",
+                &self.preauth_evicted,
+            ),
+            (
+                "holdfast_visitor_limited_total",
+                "Visitor actions refused by a per-address or per-visitor limit.",
+                &self.visitor_limited,
+            ),
+            (
+                "holdfast_queries_refused_total",
+                "Agent queries refused while another was in flight.",
+                &self.queries_refused,
             ),
         ];
         for (name, help, c) in counters {

@@ -1,8 +1,9 @@
 //! Throttling for agent logins and visitor traffic.
 //!
-//! - [`LoginThrottle`]: after a few failed logins for a username or from an
-//!   address, further attempts are refused for a doubling lock-out, so a
-//!   brute force gets a handful of guesses per minute instead of thousands.
+//! - [`LoginThrottle`]: after a few failed logins under a key (an address,
+//!   or a username at an address), further attempts are refused for a
+//!   doubling lock-out, so a brute force gets a handful of guesses per
+//!   minute instead of thousands.
 //! - [`TokenBucket`]: a rate limit; [`SendGate`]: the one on a visitor's
 //!   messages, which also keeps their order when one is refused.
 //! - [`ConnLimiter`]: concurrent connections per IP address.
@@ -14,11 +15,13 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct ThrottleConfig {
-    /// After this many consecutive failures, attempts are locked out.
+    /// After this many failures (attempts in flight count too), a key is
+    /// locked out.
     pub free_failures: u32,
     pub first_lockout: Duration,
     pub max_lockout: Duration,
-    /// Forget a key this long after its last failure.
+    /// Failures older than this no longer count: one typo a morning does
+    /// not add up to a lockout by the afternoon.
     pub forget_after: Duration,
 }
 
@@ -28,7 +31,7 @@ impl Default for ThrottleConfig {
             free_failures: 5,
             first_lockout: Duration::from_secs(2),
             max_lockout: Duration::from_secs(300),
-            forget_after: Duration::from_secs(3600),
+            forget_after: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -36,14 +39,55 @@ impl Default for ThrottleConfig {
 #[derive(Debug)]
 struct Entry {
     failures: u32,
+    /// Attempts started and not yet decided.
+    in_flight: u32,
     locked_until: Option<Instant>,
     last: Instant,
 }
 
+/// Failed logins per key, with a doubling lock-out.
+///
+/// An attempt is counted when it *starts* ([`LoginThrottle::begin`]), not
+/// when its password check ends: otherwise 60 logins sent at once all get
+/// checked before the first failure is counted. Keys are chosen by the
+/// caller; the gateway uses the source address and the (username, address)
+/// pair, never the username alone, so guessing at someone's account from
+/// one address slows that address down and never locks the owner out.
 #[derive(Debug)]
 pub struct LoginThrottle {
     cfg: ThrottleConfig,
     map: Mutex<HashMap<String, Entry>>,
+}
+
+/// One attempt in progress; say how it went with `fail` or `succeed`.
+/// Dropped undecided (the connection went away mid-check), it counts as
+/// a failure, so hanging up early is not a free guess.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    throttle: &'a LoginThrottle,
+    keys: Vec<String>,
+    decided: bool,
+}
+
+impl Attempt<'_> {
+    pub fn fail(mut self, now: Instant) {
+        self.decided = true;
+        self.throttle.finish(&self.keys, Some(now));
+    }
+
+    /// The attempt succeeded: its keys start clean again.
+    pub fn succeed(mut self) {
+        self.decided = true;
+        self.throttle.finish(&self.keys, None);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.decided {
+            self.throttle.finish(&self.keys, Some(Instant::now()));
+        }
+    }
 }
 
 impl LoginThrottle {
@@ -54,48 +98,97 @@ impl LoginThrottle {
         }
     }
 
-    /// If any key is locked out, how long until it is not.
-    pub fn blocked(&self, keys: &[String], now: Instant) -> Option<Duration> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter()
-            .filter_map(|k| map.get(k))
-            .filter_map(|e| e.locked_until)
-            .filter(|t| *t > now)
-            .map(|t| t - now)
-            .max()
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn fail(&self, keys: &[String], now: Instant) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+    fn lockout(&self, failures: u32) -> Option<Duration> {
+        let over = failures.checked_sub(self.cfg.free_failures)?;
+        Some(
+            self.cfg
+                .first_lockout
+                .saturating_mul(1 << over.min(16))
+                .min(self.cfg.max_lockout),
+        )
+    }
+
+    /// Start an attempt under `keys`, or say how long they are locked out.
+    pub fn begin(&self, keys: Vec<String>, now: Instant) -> Result<Attempt<'_>, Duration> {
+        let mut map = self.lock();
         if map.len() > 100_000 {
             let forget = self.cfg.forget_after;
-            map.retain(|_, e| now.saturating_duration_since(e.last) < forget);
+            map.retain(|_, e| e.in_flight > 0 || now.saturating_duration_since(e.last) < forget);
         }
-        for k in keys {
+        let mut wait = None::<Duration>;
+        for k in &keys {
+            let Some(e) = map.get_mut(k) else { continue };
+            if now.saturating_duration_since(e.last) >= self.cfg.forget_after && e.in_flight == 0 {
+                e.failures = 0;
+                e.locked_until = None;
+            }
+            if let Some(t) = e.locked_until.filter(|t| *t > now) {
+                wait = Some(wait.map_or(t - now, |w| w.max(t - now)));
+            } else if e.failures + e.in_flight >= self.cfg.free_failures {
+                // Attempts in flight would take it over the limit: the
+                // next one waits for them to be decided.
+                wait = Some(wait.map_or(self.cfg.first_lockout, |w| {
+                    w.max(self.cfg.first_lockout)
+                }));
+            }
+        }
+        if let Some(w) = wait {
+            return Err(w);
+        }
+        for k in &keys {
             let e = map.entry(k.clone()).or_insert(Entry {
                 failures: 0,
+                in_flight: 0,
                 locked_until: None,
                 last: now,
             });
-            e.failures += 1;
+            e.in_flight += 1;
             e.last = now;
-            if e.failures >= self.cfg.free_failures {
-                let doublings = (e.failures - self.cfg.free_failures).min(16);
-                let lock = self
-                    .cfg
-                    .first_lockout
-                    .saturating_mul(1 << doublings)
-                    .min(self.cfg.max_lockout);
-                e.locked_until = Some(now + lock);
+        }
+        drop(map);
+        Ok(Attempt {
+            throttle: self,
+            keys,
+            decided: false,
+        })
+    }
+
+    fn finish(&self, keys: &[String], failed_at: Option<Instant>) {
+        let mut map = self.lock();
+        for k in keys {
+            let Some(e) = map.get_mut(k) else { continue };
+            e.in_flight = e.in_flight.saturating_sub(1);
+            match failed_at {
+                Some(now) => {
+                    e.failures = e.failures.saturating_add(1);
+                    e.last = now;
+                    e.locked_until = self.lockout(e.failures).map(|d| now + d);
+                }
+                None => {
+                    e.failures = 0;
+                    e.locked_until = None;
+                    if e.in_flight == 0 {
+                        map.remove(k);
+                    }
+                }
             }
         }
     }
 
-    pub fn succeed(&self, keys: &[String]) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        for k in keys {
-            map.remove(k);
-        }
+    /// If any key is locked out now, how long until it is not.
+    pub fn blocked(&self, keys: &[String], now: Instant) -> Option<Duration> {
+        let map = self.lock();
+        keys.iter()
+            .filter_map(|k| map.get(k))
+            .filter(|e| now.saturating_duration_since(e.last) < self.cfg.forget_after)
+            .filter_map(|e| e.locked_until)
+            .filter(|t| *t > now)
+            .map(|t| t - now)
+            .max()
     }
 }
 
@@ -262,17 +355,49 @@ mod tests {
     fn lockout_doubles_and_success_clears() {
         let t = LoginThrottle::new(ThrottleConfig::default());
         let now = Instant::now();
-        let keys = vec!["u:bob".to_string()];
+        let keys = || vec!["u:bob".to_string()];
         for _ in 0..4 {
-            t.fail(&keys, now);
+            t.begin(keys(), now).unwrap().fail(now);
         }
-        assert_eq!(t.blocked(&keys, now), None);
-        t.fail(&keys, now);
-        assert_eq!(t.blocked(&keys, now), Some(Duration::from_secs(2)));
-        t.fail(&keys, now);
-        assert_eq!(t.blocked(&keys, now), Some(Duration::from_secs(4)));
-        t.succeed(&keys);
-        assert_eq!(t.blocked(&keys, now), None);
+        assert_eq!(t.blocked(&keys(), now), None);
+        t.begin(keys(), now).unwrap().fail(now);
+        assert_eq!(t.blocked(&keys(), now), Some(Duration::from_secs(2)));
+        assert!(t.begin(keys(), now).is_err(), "locked");
+        let later = now + Duration::from_secs(3);
+        t.begin(keys(), later).unwrap().fail(later);
+        assert_eq!(t.blocked(&keys(), later), Some(Duration::from_secs(4)));
+        let after = later + Duration::from_secs(5);
+        t.begin(keys(), after).unwrap().succeed();
+        assert_eq!(t.blocked(&keys(), after), None);
+        assert!(t.begin(keys(), after).is_ok());
+    }
+
+    #[test]
+    fn attempts_count_when_they_start_not_when_they_end() {
+        let t = LoginThrottle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        let keys = || vec!["ip:10.0.0.1".to_string()];
+        // 61 at once: only the free ones start; the rest wait.
+        let started: Vec<_> = (0..61).filter_map(|_| t.begin(keys(), now).ok()).collect();
+        assert_eq!(started.len(), 5);
+        // Hanging up mid-check counts as a failure.
+        drop(started);
+        assert!(t.blocked(&keys(), now).is_some());
+    }
+
+    #[test]
+    fn failures_decay() {
+        let cfg = ThrottleConfig::default();
+        let t = LoginThrottle::new(cfg.clone());
+        let now = Instant::now();
+        let keys = || vec!["ip:10.0.0.1".to_string()];
+        for _ in 0..4 {
+            t.begin(keys(), now).unwrap().fail(now);
+        }
+        // A typo much later is the first of a new count, not the fifth.
+        let later = now + cfg.forget_after + Duration::from_secs(1);
+        t.begin(keys(), later).unwrap().fail(later);
+        assert_eq!(t.blocked(&keys(), later), None);
     }
 
     #[test]

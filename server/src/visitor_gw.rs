@@ -318,12 +318,12 @@ async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut>
         origin,
     } = req;
     let version = v.unwrap_or(1);
-    if version != holdfast_protocol::PROTOCOL_VERSION {
+    if version != holdfast_protocol::VISITOR_PROTOCOL_VERSION {
         return Err(err(
             ErrorCode::VersionMismatch,
             format!(
                 "protocol version mismatch: server speaks {}, widget speaks {version}",
-                holdfast_protocol::PROTOCOL_VERSION
+                holdfast_protocol::VISITOR_PROTOCOL_VERSION
             ),
         ));
     }

@@ -124,6 +124,7 @@ impl RawAgent {
             device_id: device,
             resume_after,
             client: "raw-agent test".into(),
+            ticket: None,
         })
     }
 

@@ -35,6 +35,7 @@ pub fn hello(site: &str, token: Option<String>, after: Option<Seq>, url: &str) -
         user_agent: Some("HoldfastTest/1.0 (X11; Linux x86_64)".into()),
         lang: Some("en".into()),
         v: None,
+        identity: None,
     }
 }
 

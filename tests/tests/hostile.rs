@@ -123,11 +123,20 @@ async fn bad_protocol_version_is_refused_naming_both_versions() {
     let ConnectError::Handshake(e) = err else {
         panic!("{err:?}")
     };
-    assert_eq!(e, HandshakeError::VersionMismatch { ours: 9, theirs: 1 });
+    assert_eq!(e, HandshakeError::VersionMismatch { ours: 9, theirs: 2 });
     assert!(
-        e.to_string().contains("version 9") && e.to_string().contains("version 1"),
+        e.to_string().contains("version 9") && e.to_string().contains("version 2"),
         "{e}"
     );
+    // A version 1 app (before chat ownership) is told to update, rather
+    // than failing on the first message it cannot decode.
+    let err = RawAgent::handshake_version(srv.agent_addr(), 1)
+        .await
+        .unwrap_err();
+    let ConnectError::Handshake(e) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(e, HandshakeError::VersionMismatch { ours: 1, theirs: 2 });
     srv.stop().await;
 }
 

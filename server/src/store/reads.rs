@@ -14,6 +14,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::StoreError;
 
+/// The most message bytes in one page of history: a quarter of the smallest
+/// frame a client accepts, so no page can outgrow a frame.
+pub const HISTORY_PAGE_BYTES: usize = 256 * 1024;
+
 /// How many page views of a visitor's trail are kept in memory and sent live.
 pub const TRAIL_LEN: usize = 20;
 
@@ -572,8 +576,8 @@ pub fn trail(conn: &Connection, visitor: &str, limit: usize) -> Result<Vec<PageV
 /// The stored part of a visitor's record; the hub overlays live fields.
 pub fn visitor_info(conn: &Connection, visitor: &str) -> Result<Option<VisitorInfo>, StoreError> {
     let mut st = conn.prepare_cached(
-        "SELECT id, site_id, name, email, attrs, verified, user_agent, first_seen_ms, last_seen_ms \
-         FROM visitors WHERE id = ?1",
+        "SELECT id, site_id, name, email, attrs, verified, user_agent, first_seen_ms, last_seen_ms, \
+         external_id FROM visitors WHERE id = ?1",
     )?;
     let row = st
         .query_row([visitor], |r| {
@@ -587,10 +591,12 @@ pub fn visitor_info(conn: &Connection, visitor: &str) -> Result<Option<VisitorIn
                 r.get::<_, Option<String>>(6)?,
                 r.get::<_, i64>(7)?,
                 r.get::<_, i64>(8)?,
+                r.get::<_, Option<String>>(9)?,
             ))
         })
         .optional()?;
-    let Some((id, site, name, email, attrs, verified, user_agent, first_seen, last_seen)) = row
+    let Some((id, site, name, email, attrs, verified, user_agent, first_seen, last_seen, external)) =
+        row
     else {
         return Ok(None);
     };
@@ -604,6 +610,7 @@ pub fn visitor_info(conn: &Connection, visitor: &str) -> Result<Option<VisitorIn
         name,
         email,
         attrs,
+        external_id: external,
         verified,
         online: false,
         user_agent,
@@ -644,8 +651,17 @@ pub fn history(
     let mut messages: Vec<ChatMessage> = st
         .query_map(params![visitor, before, limit + 1], msg_row)?
         .collect::<Result<_, _>>()?;
-    let more = messages.len() > limit as usize;
+    let mut more = messages.len() > limit as usize;
     messages.truncate(limit as usize);
+    // A page must fit one frame however long the messages are.
+    let mut size = 0;
+    if let Some(cut) = messages.iter().position(|m| {
+        size += holdfast_protocol::agent::encoded_len(m);
+        size > HISTORY_PAGE_BYTES
+    }) {
+        messages.truncate(cut.max(1));
+        more = true;
+    }
     Ok(QueryResult::History {
         visitor: Some(Box::new(info)),
         conversations,
