@@ -431,9 +431,7 @@ async fn establish(
             let ms = refusal
                 .retry_after
                 .map(|w| u32::try_from(w.as_millis()).unwrap_or(u32::MAX).max(1));
-            session
-                .error(io, refusal.code, refusal.message, ms)
-                .await;
+            session.error(io, refusal.code, refusal.message, ms).await;
             return Err(End::Refused(refusal.why));
         }
     };
@@ -495,8 +493,7 @@ impl Conn {
     ) -> Result<(), End> {
         let (agent, site) = (self.agent.id, self.agent.site);
         let oversees = self.agent.role.oversees();
-        let (ticket, ticket_expires_ms) =
-            crate::login::issue_ticket(ctx, &self.agent, self.device);
+        let (ticket, ticket_expires_ms) = crate::login::issue_ticket(ctx, &self.agent, self.device);
         let (floor, head) = ctx
             .reads
             .run(move |c| reads::agent_log_bounds(c, agent))

@@ -27,9 +27,6 @@ pub struct VisitorConfig {
     /// Messages per second per visitor connection, and the burst allowed.
     pub msg_rate: f64,
     pub msg_burst: f64,
-    /// HTTP requests per second per address (long-poll), and burst.
-    pub http_rate: f64,
-    pub http_burst: f64,
     /// How long a long-poll is held open when there is nothing to send.
     pub poll_timeout: Duration,
     /// Browsers throttle timers in background tabs to about once a minute,
@@ -44,6 +41,70 @@ pub struct VisitorConfig {
     pub ws_read_buffer: usize,
     pub ws_write_buffer: usize,
     pub hello_timeout: Duration,
+    /// Per visitor (all its tabs) and per address (see `limits`).
+    pub rates: crate::limits::LimitsConfig,
+    /// How long a visitor token is good for; every welcome issues a new one.
+    pub token_lifetime: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the real client: behind
+    /// them, every visitor would otherwise share the proxy's address and
+    /// its limits.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// An address range, `10.0.0.0/8` or `2001:db8::/32` (a bare address is a
+/// /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let bits = u32::from(self.prefix.min(32));
+                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let bits = u32::from(self.prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            // An IPv4 client seen through an IPv6 socket.
+            (IpAddr::V4(_), IpAddr::V6(b)) => b
+                .to_ipv4_mapped()
+                .is_some_and(|b| self.contains(IpAddr::V4(b))),
+            (IpAddr::V6(_), IpAddr::V4(_)) => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or CIDR range"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix must be 0-{max}"))?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
 }
 
 impl Default for VisitorConfig {
@@ -52,8 +113,6 @@ impl Default for VisitorConfig {
             max_ws_per_ip: 256,
             msg_rate: 5.0,
             msg_burst: 20.0,
-            http_rate: 20.0,
-            http_burst: 60.0,
             poll_timeout: Duration::from_secs(25),
             liveness: LivenessConfig {
                 heartbeat: Duration::from_secs(3),
@@ -66,6 +125,9 @@ impl Default for VisitorConfig {
             ws_read_buffer: 256,
             ws_write_buffer: 0,
             hello_timeout: Duration::from_secs(10),
+            rates: crate::limits::LimitsConfig::default(),
+            token_lifetime: Duration::from_secs(90 * 24 * 3600),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -189,6 +251,37 @@ pub struct FileConfig {
     pub admin_listen: Option<String>,
     /// Seconds an agent may be offline before its chats are handed back.
     pub owner_grace_secs: Option<u64>,
+    /// Reverse proxies (addresses or CIDRs) trusted for X-Forwarded-For.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Days a visitor token is good for.
+    pub visitor_token_days: Option<u64>,
+    /// Per-visitor and per-address limits: messages, page views,
+    /// identifies a second (and their bursts), and new visitors a second
+    /// per address.
+    pub visitor_messages_per_sec: Option<f64>,
+    pub visitor_messages_burst: Option<u32>,
+    pub addr_messages_per_sec: Option<f64>,
+    pub addr_messages_burst: Option<u32>,
+    pub visitor_pages_per_sec: Option<f64>,
+    pub visitor_pages_burst: Option<u32>,
+    pub addr_pages_per_sec: Option<f64>,
+    pub addr_pages_burst: Option<u32>,
+    pub visitor_identifies_per_sec: Option<f64>,
+    pub visitor_identifies_burst: Option<u32>,
+    pub addr_identifies_per_sec: Option<f64>,
+    pub addr_identifies_burst: Option<u32>,
+    pub addr_new_visitors_per_sec: Option<f64>,
+    pub addr_new_visitors_burst: Option<u32>,
+    /// Agent connections not logged in yet: in all, per address, the
+    /// largest frame before login (bytes), and the deadline (seconds).
+    pub preauth_max: Option<usize>,
+    pub preauth_max_per_ip: Option<usize>,
+    pub preauth_max_frame: Option<usize>,
+    pub preauth_deadline_secs: Option<u64>,
+    /// Hours a resume ticket is good for.
+    pub ticket_hours: Option<u64>,
+    /// Logged-in agent sessions in all.
+    pub agent_max_connections: Option<usize>,
 }
 
 /// Values from flags or the environment (flags win; clap does that part).
@@ -214,6 +307,13 @@ pub fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+/// A burst given as a TOML float (older files wrote `http_burst = 60.0`).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn burst_from(v: f64) -> u32 {
+    // Clamped first, so the cast cannot truncate or wrap.
+    v.clamp(1.0, f64::from(u32::MAX)) as u32
 }
 
 /// Merge flags/env over the file over defaults.
@@ -269,10 +369,10 @@ pub fn resolve(file: FileConfig, o: Overrides) -> anyhow::Result<ServerConfig> {
         c.agent_max_per_ip = v;
     }
     if let Some(v) = file.http_rate {
-        c.visitor.http_rate = v;
+        c.visitor.rates.addr_http_requests.per_second = v;
     }
     if let Some(v) = file.http_burst {
-        c.visitor.http_burst = v;
+        c.visitor.rates.addr_http_requests.burst = burst_from(v);
     }
     if let Some(v) = o.admin_listen.or(file.admin_listen) {
         c.admin_listen = match v.trim() {
@@ -284,6 +384,83 @@ pub fn resolve(file: FileConfig, o: Overrides) -> anyhow::Result<ServerConfig> {
     }
     if let Some(v) = o.owner_grace_secs.or(file.owner_grace_secs) {
         c.owner_grace = Duration::from_secs(v);
+    }
+    if let Some(list) = file.trusted_proxies {
+        c.visitor.trusted_proxies = list
+            .iter()
+            .map(|s| s.parse::<Cidr>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
+    }
+    if let Some(d) = file.visitor_token_days {
+        c.visitor.token_lifetime = Duration::from_secs(d.max(1) * 24 * 3600);
+    }
+    let r = &mut c.visitor.rates;
+    for (rate, per_sec, burst) in [
+        (
+            &mut r.visitor_messages,
+            file.visitor_messages_per_sec,
+            file.visitor_messages_burst,
+        ),
+        (
+            &mut r.addr_messages,
+            file.addr_messages_per_sec,
+            file.addr_messages_burst,
+        ),
+        (
+            &mut r.visitor_pages,
+            file.visitor_pages_per_sec,
+            file.visitor_pages_burst,
+        ),
+        (
+            &mut r.addr_pages,
+            file.addr_pages_per_sec,
+            file.addr_pages_burst,
+        ),
+        (
+            &mut r.visitor_identifies,
+            file.visitor_identifies_per_sec,
+            file.visitor_identifies_burst,
+        ),
+        (
+            &mut r.addr_identifies,
+            file.addr_identifies_per_sec,
+            file.addr_identifies_burst,
+        ),
+        (
+            &mut r.addr_new_visitors,
+            file.addr_new_visitors_per_sec,
+            file.addr_new_visitors_burst,
+        ),
+    ] {
+        if let Some(v) = per_sec {
+            rate.per_second = v;
+        }
+        if let Some(v) = burst {
+            rate.burst = v;
+        }
+    }
+    if let Some(v) = file.preauth_max {
+        c.preauth.max = v.max(1);
+    }
+    if let Some(v) = file.preauth_max_per_ip {
+        c.preauth.max_per_ip = v.max(1);
+    }
+    if let Some(v) = file.preauth_max_frame {
+        anyhow::ensure!(
+            v >= 1024,
+            "preauth_max_frame must be at least 1024 bytes, got {v}"
+        );
+        c.preauth.max_frame = v;
+    }
+    if let Some(v) = file.preauth_deadline_secs {
+        c.preauth.deadline = Duration::from_secs(v.max(1));
+    }
+    if let Some(h) = file.ticket_hours {
+        c.ticket_lifetime = Duration::from_secs(h * 3600);
+    }
+    if let Some(v) = file.agent_max_connections {
+        c.agent_max_connections = v.max(1);
     }
     c.tls = match (o.tls_cert.or(file.tls_cert), o.tls_key.or(file.tls_key)) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),

@@ -45,6 +45,52 @@ pub enum VisitorPush {
     Agents(bool),
 }
 
+fn visitor_weight(v: &VisitorInfo) -> usize {
+    let trail: usize = v
+        .trail
+        .iter()
+        .map(|p| 32 + p.url.len() + p.title.len() + p.referrer.as_ref().map_or(0, String::len))
+        .sum();
+    let attrs: usize = v.attrs.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    200 + v.id.len()
+        + v.name.as_ref().map_or(0, String::len)
+        + v.email.as_ref().map_or(0, String::len)
+        + v.user_agent.as_ref().map_or(0, String::len)
+        + trail
+        + attrs
+}
+
+impl pushq::Weigh for AgentPush {
+    fn weight(&self) -> usize {
+        match self {
+            AgentPush::Event(_, e) => match &**e {
+                Event::Message(m) => 128 + m.body.len(),
+                Event::Conversation(_) => 256,
+                Event::Delivered { .. } => 48,
+            },
+            AgentPush::Live(l) => match &**l {
+                LiveEvent::Visitors(list) => list.iter().map(visitor_weight).sum(),
+                LiveEvent::Visitor(v) => visitor_weight(v),
+                LiveEvent::Team(t) => 96 * t.len(),
+                _ => 96,
+            },
+            AgentPush::Revoke(_, m, _) => 64 + m.len(),
+        }
+    }
+}
+
+impl pushq::Weigh for VisitorPush {
+    fn weight(&self) -> usize {
+        match self {
+            VisitorPush::Event(_, e) => match &**e {
+                VisitorEvent::Message(m) => 160 + m.body.len(),
+                VisitorEvent::Conversation(_) => 96,
+            },
+            VisitorPush::Agents(_) => 16,
+        }
+    }
+}
+
 /// A live connection's side of the registry.
 #[derive(Debug)]
 pub struct Registration<T> {
@@ -103,6 +149,14 @@ pub struct HubConfig {
     pub visitor_queue: usize,
     /// How long a visitor stays listed after their last tab closed.
     pub visitor_grace: Duration,
+    /// Bytes a connection's queue may hold before it is cut (agents) or
+    /// marked stale (agents' presence), and how long it may hold items
+    /// without taking any.
+    pub agent_queue_bytes: usize,
+    pub visitor_queue_bytes: usize,
+    pub queue_stall: Duration,
+    /// How often changed visitors are sent to agents.
+    pub presence_every: Duration,
 }
 
 impl Default for HubConfig {
@@ -111,6 +165,10 @@ impl Default for HubConfig {
             agent_queue: 4096,
             visitor_queue: 256,
             visitor_grace: Duration::from_secs(10),
+            agent_queue_bytes: 16 * 1024 * 1024,
+            visitor_queue_bytes: 512 * 1024,
+            queue_stall: Duration::from_secs(30),
+            presence_every: Duration::from_millis(250),
         }
     }
 }
@@ -119,8 +177,8 @@ impl State {
     /// A new connection's two ends, under the lock that registers it: kicked
     /// at once if shutdown has begun, so a hello in flight cannot slip past
     /// `kick_all`.
-    fn connect<T>(&mut self, queue: usize) -> (Conn<T>, Registration<T>) {
-        let (tx, rx) = pushq::channel(queue);
+    fn connect<T: pushq::Weigh>(&mut self, bounds: pushq::Bounds) -> (Conn<T>, Registration<T>) {
+        let (tx, rx) = pushq::bounded(bounds);
         if self.closing {
             tx.kick();
         }
@@ -134,6 +192,11 @@ impl State {
 struct State {
     agents: HashMap<AgentId, AgentLive>,
     visitors: HashMap<String, VisitorLive>,
+    /// Visitors whose new state agents have not been sent yet: sent in
+    /// one go every `presence_every`, the latest state only, so a visitor
+    /// who navigates (or identifies) 1,000 times a second costs agents a
+    /// few updates a second, not 1,000.
+    dirty: std::collections::HashSet<String>,
     /// Shutting down: `kick_all` has run.
     closing: bool,
     next_conn: u64,
@@ -166,7 +229,7 @@ fn push_live(conn: &Conn<AgentPush>, ev: Arc<LiveEvent>, metrics: &Metrics) -> b
 }
 
 /// Send to one connection; a full queue cuts it.
-fn push<T>(conn: &Conn<T>, item: T, metrics: &Metrics) -> bool {
+fn push<T: pushq::Weigh>(conn: &Conn<T>, item: T, metrics: &Metrics) -> bool {
     match conn.tx.try_send(item) {
         Ok(()) => true,
         Err(TrySendError::Full(_)) => {
@@ -232,7 +295,11 @@ impl Hub {
     /// login.
     pub fn register_agent(&self, site: SiteId, member: TeamMember) -> Registration<AgentPush> {
         let mut st = self.lock();
-        let (conn, reg) = st.connect(self.cfg.agent_queue);
+        let (conn, reg) = st.connect(pushq::Bounds {
+            items: self.cfg.agent_queue,
+            bytes: self.cfg.agent_queue_bytes,
+            stall: self.cfg.queue_stall,
+        });
         let agent = member.agent;
         let entry = st.agents.entry(agent).or_insert_with(|| AgentLive {
             site,
@@ -389,13 +456,18 @@ impl Hub {
     /// Register a visitor tab (WebSocket). `info` is the stored record.
     pub fn register_visitor(&self, mut info: VisitorInfo) -> Registration<VisitorPush> {
         let mut st = self.lock();
-        let (conn, reg) = st.connect(self.cfg.visitor_queue);
+        let (conn, reg) = st.connect(pushq::Bounds {
+            items: self.cfg.visitor_queue,
+            bytes: self.cfg.visitor_queue_bytes,
+            stall: self.cfg.queue_stall,
+        });
         let site = info.site;
         let entry = self.visitor_entry(&mut st, &mut info);
         entry.conns.push(conn);
         entry.gone_since = None;
-        let snapshot = entry.info.clone();
-        self.broadcast_live(&mut st, site, LiveEvent::Visitor(snapshot));
+        let id = entry.info.id.clone();
+        let _ = site;
+        st.dirty.insert(id);
         self.metrics.visitor_ws_connections.inc();
         reg
     }
@@ -446,9 +518,10 @@ impl Hub {
             .notify
             .get_or_insert_with(|| Arc::new(Notify::new()))
             .clone();
-        let snapshot = entry.info.clone();
+        let id = entry.info.id.clone();
+        let _ = site;
         if fresh {
-            self.broadcast_live(&mut st, site, LiveEvent::Visitor(snapshot));
+            st.dirty.insert(id);
         }
         self.metrics.visitor_long_polls.inc();
         notify
@@ -484,8 +557,7 @@ impl Hub {
         if user_agent.is_some() {
             v.info.user_agent = user_agent;
         }
-        let (site, info) = (v.info.site, v.info.clone());
-        self.broadcast_live(&mut st, site, LiveEvent::Visitor(info));
+        st.dirty.insert(visitor.to_owned());
     }
 
     /// Online visitors of a site, for an agent's login.
@@ -503,6 +575,27 @@ impl Hub {
                 .then(a.id.cmp(&b.id))
         });
         v
+    }
+
+    /// Send agents the latest state of every visitor that changed since the
+    /// last call. Run every `presence_every`.
+    pub fn flush_presence(&self) {
+        let mut st = self.lock();
+        if st.dirty.is_empty() {
+            return;
+        }
+        let dirty = std::mem::take(&mut st.dirty);
+        for id in dirty {
+            let Some(v) = st.visitors.get(&id) else {
+                continue;
+            };
+            let (site, info) = (v.info.site, v.info.clone());
+            self.broadcast_live(&mut st, site, LiveEvent::Visitor(info));
+        }
+    }
+
+    pub fn presence_every(&self) -> Duration {
+        self.cfg.presence_every
     }
 
     /// Drop visitors whose grace period is over.
@@ -525,6 +618,7 @@ impl Hub {
             .collect();
         for (id, site) in gone {
             st.visitors.remove(&id);
+            st.dirty.remove(&id);
             self.broadcast_live(&mut st, site, LiveEvent::VisitorGone { visitor: id });
         }
     }
@@ -615,8 +709,7 @@ impl Hub {
         v.info.external_id = stored.external_id;
         v.info.verified = stored.verified;
         v.info.conversation = stored.conversation;
-        let (site, info) = (v.info.site, v.info.clone());
-        self.broadcast_live(&mut st, site, LiveEvent::Visitor(info));
+        st.dirty.insert(stored.id);
     }
 
     /// Tell every connection to go away (shutdown), and any that registers

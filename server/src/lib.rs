@@ -24,6 +24,7 @@ pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod identity;
+pub mod limits;
 pub mod login;
 pub mod metrics;
 pub mod pushq;
@@ -65,8 +66,8 @@ pub struct Ctx {
     pub ip_throttle: throttle::LoginThrottle,
     pub agent_ip_limiter: throttle::ConnLimiter,
     pub visitor_ip_limiter: throttle::ConnLimiter,
-    pub http_buckets:
-        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, throttle::TokenBucket>>,
+    /// Per-visitor and per-address limits on what visitors do.
+    pub visitor_limits: limits::VisitorLimits,
     pub lp_buckets: std::sync::Mutex<
         std::collections::HashMap<String, Arc<tokio::sync::Mutex<throttle::SendGate>>>,
     >,
@@ -175,9 +176,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         }),
         agent_ip_limiter: throttle::ConnLimiter::new(cfg.agent_max_per_ip),
         preauth: login::PreAuthPool::new(cfg.preauth.clone()),
+        visitor_limits: limits::VisitorLimits::new(&cfg.visitor.rates),
         tickets,
         visitor_ip_limiter: throttle::ConnLimiter::new(cfg.visitor.max_ws_per_ip),
-        http_buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
         lp_buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
         cfg,
         identity,
@@ -195,6 +196,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         tasks.push(tokio::spawn(visitor_gw::serve_admin(l, ctx.clone())));
     }
     tasks.push(tokio::spawn(sweeps::owner_sweep(ctx.clone())));
+    tasks.push(tokio::spawn(sweeps::presence(ctx.clone())));
     tasks.push(tokio::spawn(sweeps::agent_changes(ctx.clone())));
     let sweeper = ctx.clone();
     tasks.push(tokio::spawn(async move {

@@ -322,7 +322,11 @@ fn ticket_ok(ctx: &Ctx, bytes: &[u8], row: &AgentRow, login: &Login) -> bool {
 }
 
 /// A fresh ticket for this device, valid for the configured lifetime.
-pub fn issue_ticket(ctx: &Ctx, row: &AgentRow, device: holdfast_protocol::ids::MsgId) -> (Vec<u8>, i64) {
+pub fn issue_ticket(
+    ctx: &Ctx,
+    row: &AgentRow,
+    device: holdfast_protocol::ids::MsgId,
+) -> (Vec<u8>, i64) {
     let expires_ms = now_ms()
         .saturating_add(i64::try_from(ctx.cfg.ticket_lifetime.as_millis()).unwrap_or(i64::MAX));
     let t = Ticket {
@@ -369,7 +373,10 @@ mod tests {
         // crowded one.
         let mine = p.admit(fresh).expect("a place for a fresh address");
         assert!(held[0].cancelled.is_cancelled());
-        assert!(!held[8].cancelled.is_cancelled(), "b was not the most crowded");
+        assert!(
+            !held[8].cancelled.is_cancelled(),
+            "b was not the most crowded"
+        );
         assert_eq!(p.len(), 10);
         // The evicted connection leaving does not free a second place.
         held.remove(0);

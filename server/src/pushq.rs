@@ -8,15 +8,51 @@
 //!
 //! One sender (the hub's entry), one receiver (the connection task). The
 //! hub only ever calls `try_send`: a full queue is the hub's signal to cut
-//! or mark the connection, never to wait. The queue also carries the hub's
+//! or mark the connection, never to wait. "Full" means any of: as many
+//! items as its capacity, as many bytes as its byte budget (a count alone
+//! let one agent that never read hold 600 MB of visitor updates), or no
+//! item taken for longer than its stall limit (a consumer that stopped
+//! reading is cut by age, not only by size). The queue also carries the hub's
 //! two other signals to the connection, a kick (go away now) and a stale
 //! mark (presence was dropped; resend the list), so that a connection needs
 //! no cancellation token or flag of its own.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+/// What an item costs in memory, roughly: its encoded size is close enough.
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for u32 {
+    fn weight(&self) -> usize {
+        4
+    }
+}
+
+/// A queue's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub items: usize,
+    pub bytes: usize,
+    /// How long items may wait with none taken.
+    pub stall: Duration,
+}
+
+impl Bounds {
+    /// A bound on the count only (tests, and callers that weigh nothing).
+    pub fn items(n: usize) -> Self {
+        Self {
+            items: n,
+            bytes: usize::MAX,
+            stall: Duration::MAX,
+        }
+    }
+}
 
 /// Why `try_send` did not queue the item.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,8 +76,11 @@ pub enum Recv<T> {
 
 #[derive(Debug)]
 struct State<T> {
-    items: VecDeque<T>,
-    cap: usize,
+    items: VecDeque<(T, u32)>,
+    bounds: Bounds,
+    bytes: usize,
+    /// Since when items have waited with none taken.
+    stalled_since: Option<Instant>,
     sender_gone: bool,
     receiver_gone: bool,
     kicked: bool,
@@ -71,10 +110,20 @@ pub struct Receiver<T>(Arc<Shared<T>>);
 
 /// A queue that holds at most `cap` items (at least one).
 pub fn channel<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
+    bounded(Bounds::items(cap))
+}
+
+/// A queue within `bounds` (at least one item fits, whatever its weight).
+pub fn bounded<T>(bounds: Bounds) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
-            cap: cap.max(1),
+            bounds: Bounds {
+                items: bounds.items.max(1),
+                ..bounds
+            },
+            bytes: 0,
+            stalled_since: None,
             sender_gone: false,
             receiver_gone: false,
             kicked: false,
@@ -89,17 +138,27 @@ pub fn channel<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
 /// busy agent's burst does not stay resident for the rest of its session.
 const KEEP_CAPACITY: usize = 64;
 
-impl<T> Sender<T> {
+impl<T: Weigh> Sender<T> {
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         {
             let mut st = self.0.lock();
             if st.receiver_gone {
                 return Err(TrySendError::Closed(item));
             }
-            if st.items.len() >= st.cap {
+            let w = item.weight();
+            let b = st.bounds;
+            let stalled = st.stalled_since.is_some_and(|t| t.elapsed() >= b.stall);
+            if !st.items.is_empty()
+                && (st.items.len() >= b.items || st.bytes.saturating_add(w) > b.bytes || stalled)
+            {
                 return Err(TrySendError::Full(item));
             }
-            st.items.push_back(item);
+            if st.items.is_empty() {
+                st.stalled_since = Some(Instant::now());
+            }
+            st.bytes = st.bytes.saturating_add(w);
+            st.items
+                .push_back((item, u32::try_from(w).unwrap_or(u32::MAX)));
         }
         // With no waiter this stores a permit, so a receiver that checked
         // the queue just before this push still wakes.
@@ -107,6 +166,13 @@ impl<T> Sender<T> {
         Ok(())
     }
 
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.0.lock().bytes
+    }
+}
+
+impl<T> Sender<T> {
     /// Tell the connection to go away; `recv` answers `Kicked` from now on.
     pub fn kick(&self) {
         self.0.lock().kicked = true;
@@ -165,11 +231,17 @@ impl<T> Receiver<T> {
 }
 
 fn pop<T>(st: &mut State<T>) -> Option<T> {
-    let item = st.items.pop_front();
-    if st.items.is_empty() && st.items.capacity() > KEEP_CAPACITY {
-        st.items = VecDeque::new();
+    let (item, w) = st.items.pop_front()?;
+    st.bytes = st.bytes.saturating_sub(w as usize);
+    if st.items.is_empty() {
+        st.stalled_since = None;
+        if st.items.capacity() > KEEP_CAPACITY {
+            st.items = VecDeque::new();
+        }
+    } else {
+        st.stalled_since = Some(Instant::now());
     }
-    item
+    Some(item)
 }
 
 impl<T> Drop for Receiver<T> {
@@ -177,6 +249,7 @@ impl<T> Drop for Receiver<T> {
         let mut st = self.0.lock();
         st.receiver_gone = true;
         st.items = VecDeque::new();
+        st.bytes = 0;
     }
 }
 
@@ -280,6 +353,32 @@ mod tests {
         let (tx, rx) = channel(4);
         drop(rx);
         assert_eq!(tx.try_send(1), Err(TrySendError::Closed(1)));
+    }
+
+    #[test]
+    fn bytes_and_stalls_fill_a_queue_too() {
+        let (tx, mut rx) = bounded::<u32>(Bounds {
+            items: 100,
+            bytes: 10,
+            stall: Duration::from_millis(50),
+        });
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        assert_eq!(tx.queued_bytes(), 8);
+        assert_eq!(tx.try_send(3), Err(TrySendError::Full(3)), "over 10 bytes");
+        assert_eq!(rx.try_recv(), Some(1));
+        tx.try_send(3).unwrap();
+        // Nothing taken for longer than the stall limit: full, whatever
+        // the room.
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(rx.try_recv(), Some(2));
+        tx.try_send(4).ok();
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(matches!(tx.try_send(5), Err(TrySendError::Full(5))));
+        // One item always fits an empty queue, however heavy.
+        while rx.try_recv().is_some() {}
+        assert_eq!(tx.queued_bytes(), 0);
+        tx.try_send(6).unwrap();
     }
 
     #[test]

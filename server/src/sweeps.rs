@@ -5,6 +5,8 @@
 //!   not there. The grace runs from the agent's last disconnect, or from the
 //!   server's start for agents it has not seen since (a restart does not
 //!   reset anyone's clock to "connected").
+//! - [`presence`]: sends agents the visitors that changed, at most every
+//!   250 ms each, latest state only.
 //! - [`agent_changes`]: the CLI writes `agent disable`, `agent passwd` and
 //!   profile changes to the database from another process; this polls their
 //!   change feed and, within a fraction of a second, ends the sessions that
@@ -63,6 +65,18 @@ pub async fn owner_sweep(ctx: Arc<Ctx>) {
                     reply: None,
                 });
             }
+        }
+    }
+}
+
+/// Send agents what changed about visitors, coalesced (see the hub).
+pub async fn presence(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(ctx.hub.presence_every());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => ctx.hub.flush_presence(),
         }
     }
 }

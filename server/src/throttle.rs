@@ -131,9 +131,7 @@ impl LoginThrottle {
             } else if e.failures + e.in_flight >= self.cfg.free_failures {
                 // Attempts in flight would take it over the limit: the
                 // next one waits for them to be decided.
-                wait = Some(wait.map_or(self.cfg.first_lockout, |w| {
-                    w.max(self.cfg.first_lockout)
-                }));
+                wait = Some(wait.map_or(self.cfg.first_lockout, |w| w.max(self.cfg.first_lockout)));
             }
         }
         if let Some(w) = wait {
@@ -293,9 +291,12 @@ impl SendGate {
         }
     }
 
-    /// For rate limits on things that have no order (page views).
-    pub fn take(&mut self, now: Instant) -> bool {
-        self.bucket.take(now)
+    /// Another limit refused `id` after this gate let it through: hold its
+    /// place all the same, so nothing after it is stored first.
+    pub fn hold(&mut self, id: holdfast_protocol::ids::MsgId, now: Instant) {
+        if self.blocked.is_none() {
+            self.blocked = Some((id, now));
+        }
     }
 }
 

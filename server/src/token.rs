@@ -1,9 +1,15 @@
 //! Server-signed visitor tokens and site identity hashes.
 //!
-//! A token is `hex(visitor_id(16) ‖ site_id(8, BE) ‖ tag(16))` with
-//! `tag = HMAC-SHA256(token_key, "hf-visitor-v1" ‖ visitor_id ‖ site_id)[..16]`.
+//! A token is `hex(visitor_id(16) ‖ site_id(8) ‖ issued_s(8) ‖ tag(16))`,
+//! integers big-endian, with
+//! `tag = HMAC-SHA256(token_key, "hf-visitor-v2" ‖ the 32 bytes before it)[..16]`.
 //! The key is derived from the server's static secret, so tokens survive
-//! restarts and cannot be minted without it.
+//! restarts and cannot be minted without it. A token is good for a lifetime
+//! from its issue (`visitor_token_lifetime`, 90 days by default); every
+//! `welcome` carries a fresh one, so a visitor who comes back within that
+//! time never notices. Tokens from before issue times existed (80 hex
+//! digits, "hf-visitor-v1") are still accepted, once, and replaced by the
+//! next welcome.
 
 use hmac::{Hmac, KeyInit, Mac};
 use holdfast_protocol::agent::SiteId;
@@ -23,17 +29,16 @@ impl std::fmt::Debug for TokenKey {
 }
 
 fn mac(key: &[u8]) -> HmacSha256 {
-    let mut block = Zeroizing::new([0u8; 64]);
-    if key.len() <= 64 {
-        block[..key.len()].copy_from_slice(key);
-        <HmacSha256 as KeyInit>::new(&(*block).into())
-    } else {
-        // Long keys are hashed first, exactly as HMAC specifies.
-        use sha2::Digest;
-        let d = Sha256::digest(key);
-        block[..32].copy_from_slice(&d);
-        <HmacSha256 as KeyInit>::new(&(*block).into())
-    }
+    // HMAC takes a key of any length (a long one is hashed first, as the
+    // RFC says); new_from_slice never refuses one.
+    <HmacSha256 as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| <HmacSha256 as KeyInit>::new(&[0u8; 64].into()))
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl TokenKey {
@@ -47,32 +52,59 @@ impl TokenKey {
         TokenKey(k)
     }
 
-    fn tag(&self, id: &[u8; 16], site: SiteId) -> [u8; 16] {
+    fn tag(&self, body: &[u8]) -> [u8; 16] {
         let mut m = mac(self.0.as_ref());
-        m.update(b"hf-visitor-v1");
-        m.update(id);
-        m.update(&site.to_be_bytes());
+        m.update(b"hf-visitor-v2");
+        m.update(body);
         let full = m.finalize().into_bytes();
         let mut t = [0u8; 16];
         t.copy_from_slice(&full[..16]);
         t
     }
 
-    /// Issue a token for `visitor` (a 32-hex-digit id) on `site`.
+    /// Issue a token for `visitor` (a 32-hex-digit id) on `site`, now.
     pub fn issue(&self, visitor: &str, site: SiteId) -> Option<String> {
+        self.issue_at(visitor, site, now_s())
+    }
+
+    fn issue_at(&self, visitor: &str, site: SiteId, issued_s: u64) -> Option<String> {
         let id = parse_visitor_id(visitor)?;
-        let mut raw = Vec::with_capacity(40);
+        let mut raw = Vec::with_capacity(48);
         raw.extend_from_slice(&id);
         raw.extend_from_slice(&site.to_be_bytes());
-        raw.extend_from_slice(&self.tag(&id, site));
+        raw.extend_from_slice(&issued_s.to_be_bytes());
+        let tag = self.tag(&raw);
+        raw.extend_from_slice(&tag);
         Some(hex::encode(raw))
     }
 
-    /// Check a token; returns the visitor id and site it was issued for.
-    pub fn verify(&self, token: &str) -> Option<(String, SiteId)> {
-        if token.len() != 80 {
+    /// Check a token against `lifetime`; returns the visitor id and site it
+    /// was issued for.
+    pub fn verify(&self, token: &str, lifetime: std::time::Duration) -> Option<(String, SiteId)> {
+        match token.len() {
+            96 => {}
+            80 => return self.verify_legacy(token),
+            _ => return None,
+        }
+        let raw = hex::decode(token).ok()?;
+        let (body, tag) = raw.split_at(32);
+        let mut m = mac(self.0.as_ref());
+        m.update(b"hf-visitor-v2");
+        m.update(body);
+        // Constant-time comparison of the truncated tag.
+        m.verify_truncated_left(tag).ok()?;
+        let mut site = [0u8; 8];
+        site.copy_from_slice(&body[16..24]);
+        let mut issued = [0u8; 8];
+        issued.copy_from_slice(&body[24..32]);
+        let issued = u64::from_be_bytes(issued);
+        if now_s().saturating_sub(issued) > lifetime.as_secs() {
             return None;
         }
+        Some((hex::encode(&body[..16]), u64::from_be_bytes(site)))
+    }
+
+    fn verify_legacy(&self, token: &str) -> Option<(String, SiteId)> {
         let raw = hex::decode(token).ok()?;
         let mut id = [0u8; 16];
         id.copy_from_slice(&raw[..16]);
@@ -83,7 +115,6 @@ impl TokenKey {
         m.update(b"hf-visitor-v1");
         m.update(&id);
         m.update(&site.to_be_bytes());
-        // Constant-time comparison of the truncated tag.
         m.verify_truncated_left(&raw[24..40]).ok()?;
         Some((hex::encode(id), site))
     }
@@ -122,18 +153,40 @@ pub fn identity_hash(site_secret: &str, id: &str) -> String {
 mod tests {
     use super::*;
 
+    const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
     #[test]
     fn tokens_verify_and_forgeries_do_not() {
         let k = TokenKey::derive(&[9; 32]);
         let v = new_visitor_id();
         let t = k.issue(&v, 3).unwrap();
-        assert_eq!(k.verify(&t), Some((v.clone(), 3)));
+        assert_eq!(k.verify(&t, DAY), Some((v.clone(), 3)));
         let mut forged = t.clone().into_bytes();
-        forged[79] = if forged[79] == b'0' { b'1' } else { b'0' };
-        assert_eq!(k.verify(std::str::from_utf8(&forged).unwrap()), None);
+        forged[95] = if forged[95] == b'0' { b'1' } else { b'0' };
+        assert_eq!(k.verify(std::str::from_utf8(&forged).unwrap(), DAY), None);
         let other = TokenKey::derive(&[8; 32]);
-        assert_eq!(other.verify(&t), None);
-        assert_eq!(k.verify("zz"), None);
+        assert_eq!(other.verify(&t, DAY), None);
+        assert_eq!(k.verify("zz", DAY), None);
+    }
+
+    #[test]
+    fn tokens_expire_and_old_ones_still_open_once() {
+        let k = TokenKey::derive(&[9; 32]);
+        let v = new_visitor_id();
+        let old = k.issue_at(&v, 3, now_s() - 2 * 86_400).unwrap();
+        assert_eq!(k.verify(&old, DAY), None, "two days old, one day lifetime");
+        assert_eq!(k.verify(&old, 3 * DAY), Some((v.clone(), 3)));
+        // A token from before issue times (80 hex digits, v1 tag).
+        let id = parse_visitor_id(&v).unwrap();
+        let mut m = mac(k.0.as_ref());
+        m.update(b"hf-visitor-v1");
+        m.update(&id);
+        m.update(&3u64.to_be_bytes());
+        let tag = m.finalize().into_bytes();
+        let mut raw = id.to_vec();
+        raw.extend_from_slice(&3u64.to_be_bytes());
+        raw.extend_from_slice(&tag[..16]);
+        assert_eq!(k.verify(&hex::encode(raw), DAY), Some((v, 3)));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Both visitor transports share [`handle_msg`], so a message means the same
 //! thing however it arrived.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ use crate::pushq::Recv;
 use crate::store::reads::{self, SiteRow};
 use crate::store::writer::VisitorSendOutcome;
 use crate::store::{Op, StoreError, now_ms};
-use crate::throttle::{SendGate, TokenBucket};
+use crate::throttle::SendGate;
 
 /// Serve HTTP (and HTTPS when configured) until shutdown.
 pub async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>) {
@@ -110,7 +110,10 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static(TOKEN_HEADER),
+        ])
         .max_age(Duration::from_secs(3600));
     let long_poll = Router::new()
         .route("/v1/visitor/lp", post(long_poll_send))
@@ -183,6 +186,13 @@ pub async fn serve_admin(listener: std::net::TcpListener, ctx: Arc<Ctx>) {
     }
 }
 
+/// The demo pages' policy: scripts and connections from this server only
+/// (WebSocket included), styles inline (the shop's and the widget's), no
+/// framing, no plugins.
+const DEMO_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; connect-src 'self' ws: wss:; frame-src 'self'; frame-ancestors 'none'; \
+     base-uri 'none'; form-action 'self'; object-src 'none'";
+
 fn asset(path: &str, req: &HeaderMap) -> Response {
     let Some((_, mime, bytes)) = crate::assets::find(path) else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
@@ -203,11 +213,27 @@ fn asset(path: &str, req: &HeaderMap) -> Response {
         ),
         (header::ETAG, HeaderValue::from_static(etag)),
     ];
-    if fresh {
+    let mut resp = if fresh {
         (StatusCode::NOT_MODIFIED, headers).into_response()
     } else {
         (headers, *bytes).into_response()
+    };
+    if path.starts_with("/demo/") {
+        // The demo shop is a page on this origin: it runs no inline script
+        // and may not be framed, so a hostile visitor field that slipped
+        // into it could neither run nor be clickjacked.
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DEMO_CSP),
+        );
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("strict-origin-when-cross-origin"),
+        );
     }
+    resp
 }
 
 async fn widget_file(
@@ -239,6 +265,12 @@ struct Visitor {
     site: SiteRow,
     token: String,
     user_agent: Option<String>,
+    /// The client's address, for the per-address limits.
+    ip: IpAddr,
+}
+
+fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> VisitorOut {
@@ -271,11 +303,20 @@ struct HelloReq {
     /// The page's origin (the `Origin` header), checked against the site's
     /// allowed origins.
     origin: Option<String>,
+    /// The identity the page vouches for.
+    identity: Option<visitor::IdentityProof>,
+    /// The client's address (through trusted proxies).
+    ip: IpAddr,
 }
 
 impl HelloReq {
     /// The fields of a `hello`; `None` for any other message.
-    fn from_msg(msg: VisitorIn, origin: Option<String>, ua: Option<String>) -> Option<Self> {
+    fn from_msg(
+        msg: VisitorIn,
+        origin: Option<String>,
+        ua: Option<String>,
+        ip: IpAddr,
+    ) -> Option<Self> {
         match msg {
             VisitorIn::Hello {
                 site,
@@ -284,6 +325,7 @@ impl HelloReq {
                 page,
                 user_agent,
                 v,
+                identity,
                 ..
             } => Some(Self {
                 site,
@@ -293,6 +335,8 @@ impl HelloReq {
                 user_agent: user_agent.or(ua),
                 v,
                 origin,
+                identity,
+                ip,
             }),
             _ => None,
         }
@@ -316,6 +360,8 @@ async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut>
         user_agent,
         v,
         origin,
+        identity,
+        ip,
     } = req;
     let version = v.unwrap_or(1);
     if version != holdfast_protocol::VISITOR_PROTOCOL_VERSION {
@@ -347,17 +393,53 @@ async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut>
     }
     let known = match token {
         None => None,
-        Some(t) => match ctx.tokens.verify(&t) {
+        Some(t) => match ctx.tokens.verify(&t, ctx.cfg.visitor.token_lifetime) {
             Some((id, s)) if s == site.id => Some(id),
             _ => {
                 ctx.metrics.rejected_frames.inc();
                 return Err(err(
                     ErrorCode::Unauthorized,
-                    "invalid visitor token; start a new session without it",
+                    "invalid or expired visitor token; start a new session without it",
                 ));
             }
         },
     };
+    // A token that belongs to a verified identity resumes only with that
+    // identity: another signed-in user of the same browser (or a copied
+    // token) starts a new visitor instead of reading this one's chat.
+    let known = match known {
+        Some(id) => {
+            let vid = id.clone();
+            let bound = ctx
+                .reads
+                .run(move |c| reads::verified_identity(c, &vid))
+                .await
+                .map_err(store_err)?;
+            let proven = |want: &str| {
+                identity.as_ref().is_some_and(|p| {
+                    p.id == want
+                        && matches!((&site.secret, &p.hash), (Some(secret), Some(h))
+                            if crate::token::verify_identity(secret, &p.id, h))
+                })
+            };
+            match bound {
+                Some(external) if !proven(&external) => None,
+                _ => Some(id),
+            }
+        }
+        None => None,
+    };
+    if known.is_none()
+        && let Err(l) = ctx.visitor_limits.new_visitor(ip)
+    {
+        ctx.metrics.visitor_limited.inc();
+        return Err(VisitorOut::Error {
+            code: ErrorCode::RateLimited,
+            message: l.message("new visitors"),
+            id: None,
+            retry_after_ms: Some(ms(l.retry_after)),
+        });
+    }
     let site_id = site.id;
     let ua = user_agent.clone();
     let page = page.map(page_view);
@@ -396,6 +478,7 @@ async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut>
         site,
         token,
         user_agent,
+        ip,
     };
     Ok(HelloResult {
         resumed: resumable && after >= floor && after <= head,
@@ -468,6 +551,9 @@ async fn handle_msg(
             if let Err(r) = gate.admit(id, Instant::now()) {
                 return Some(rate_limited(id, r));
             }
+            if let Err(r) = shared_limits(ctx, v, gate, id) {
+                return Some(r);
+            }
             let visitor = v.id.clone();
             let r = ctx
                 .writer
@@ -476,8 +562,9 @@ async fn handle_msg(
             Some(action_reply(ctx, id, r))
         }
         VisitorIn::Page(p) => {
-            if !gate.take(Instant::now()) {
-                return Some(err(ErrorCode::RateLimited, "too many page views"));
+            if let Err(l) = ctx.visitor_limits.page(&v.id, v.ip) {
+                ctx.metrics.visitor_limited.inc();
+                return Some(err(ErrorCode::RateLimited, l.message("page views")));
             }
             record_page(ctx, v, p);
             None
@@ -489,6 +576,10 @@ async fn handle_msg(
             hash,
             attrs,
         } => {
+            if let Err(l) = ctx.visitor_limits.identify(&v.id, v.ip) {
+                ctx.metrics.visitor_limited.inc();
+                return Some(err(ErrorCode::RateLimited, l.message("identifies")));
+            }
             let verified = match (&v.site.secret, hash) {
                 (Some(secret), Some(h)) if crate::token::verify_identity(secret, &id, &h) => true,
                 (Some(_), _) => {
@@ -517,7 +608,17 @@ async fn handle_msg(
                     reply,
                 })
                 .await;
-            r.err().map(store_err)
+            match r {
+                Ok(true) => None,
+                // This visitor is bound to another verified identity (the
+                // browser now belongs to someone else): the client starts a
+                // new visitor, and identifies that one.
+                Ok(false) => Some(err(
+                    ErrorCode::Unauthorized,
+                    "this visitor belongs to another signed-in user; start a new session without the token",
+                )),
+                Err(e) => Some(store_err(e)),
+            }
         }
         VisitorIn::Ack { seq } => {
             if !ctx.writer.try_submit(Op::Delivered {
@@ -542,6 +643,9 @@ async fn send(
     if let Err(r) = gate.admit(id, Instant::now()) {
         return rate_limited(id, r);
     }
+    if let Err(r) = shared_limits(ctx, v, gate, id) {
+        return r;
+    }
     // A left message shows agents the page it was left on.
     let page = leave
         .as_ref()
@@ -561,6 +665,30 @@ async fn send(
         })
         .await;
     action_reply(ctx, id, r)
+}
+
+/// The visitor's and the address's share, after the connection's own: a
+/// refusal here holds the action's place in the order like any other.
+fn shared_limits(
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    gate: &mut SendGate,
+    id: MsgId,
+) -> Result<(), VisitorOut> {
+    let Err(l) = ctx.visitor_limits.message(&v.id, v.ip) else {
+        return Ok(());
+    };
+    ctx.metrics.visitor_limited.inc();
+    gate.hold(id, Instant::now());
+    Err(VisitorOut::Error {
+        code: ErrorCode::RateLimited,
+        message: format!(
+            "{}; send this again then, before anything after it",
+            l.message("messages")
+        ),
+        id: Some(id),
+        retry_after_ms: Some(ms(l.retry_after)),
+    })
 }
 
 fn rate_limited(id: MsgId, r: crate::throttle::Refused) -> VisitorOut {
@@ -613,6 +741,26 @@ fn action_reply(
 /// The page's origin. An opaque origin (`null`: sandboxed iframes, data:
 /// URLs) is kept as "null", which no allow-list contains, so a site with a
 /// list cannot be embedded from anywhere through a sandbox.
+/// The client's address: the peer's, or, when the peer is a trusted
+/// reverse proxy, the nearest address in `X-Forwarded-For` that is not one
+/// of them (what a client puts further left it could have made up).
+fn client_ip(ctx: &Ctx, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let trusted = &ctx.cfg.visitor.trusted_proxies;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if trusted.is_empty() || !is_trusted(peer.ip()) {
+        return peer.ip();
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for h in headers.get_all("x-forwarded-for") {
+        let Ok(h) = h.to_str() else { continue };
+        hops.extend(h.split(',').filter_map(|a| a.trim().parse::<IpAddr>().ok()));
+    }
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(*ip))
+        .unwrap_or(peer.ip())
+}
+
 fn client_origin(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::ORIGIN)
@@ -635,7 +783,8 @@ async fn ws_upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let Some(slot) = ctx.visitor_ip_limiter.acquire(peer.ip()) else {
+    let ip = client_ip(&ctx, peer, &headers);
+    let Some(slot) = ctx.visitor_ip_limiter.acquire(ip) else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             "too many connections from your address\n",
@@ -647,6 +796,7 @@ async fn ws_upgrade(
     let opening = Box::new(Opening {
         ua: client_ua(&headers),
         origin: client_origin(&headers),
+        ip,
     });
     ws.read_buffer_size(vc.ws_read_buffer)
         .write_buffer_size(vc.ws_write_buffer)
@@ -665,6 +815,7 @@ async fn ws_upgrade(
 struct Opening {
     ua: Option<String>,
     origin: Option<String>,
+    ip: IpAddr,
 }
 
 async fn ws_send(socket: &mut WebSocket, out: &VisitorOut) -> bool {
@@ -730,9 +881,9 @@ async fn ws_open(
         _ => return None,
     };
     let lim = &ctx.cfg.visitor.limits;
-    let Opening { ua, origin } = *opening;
+    let Opening { ua, origin, ip } = *opening;
     let req = match visitor::parse_in(text.as_bytes(), lim) {
-        Ok(m) => match HelloReq::from_msg(m, origin, ua) {
+        Ok(m) => match HelloReq::from_msg(m, origin, ua, ip) {
             Some(r) => r,
             None => {
                 ws_send(
@@ -965,17 +1116,18 @@ async fn ws_loop(
 
 // ------------------------------------------------------------------ long-poll
 
-fn http_allowed(ctx: &Arc<Ctx>, peer: SocketAddr) -> bool {
-    let mut map = ctx.http_buckets.lock().unwrap_or_else(|p| p.into_inner());
-    let now = Instant::now();
-    if map.len() > 50_000 {
-        map.clear();
-    }
-    let vc = &ctx.cfg.visitor;
-    map.entry(peer.ip())
-        .or_insert_with(|| TokenBucket::new(vc.http_rate, vc.http_burst, now))
-        .take(now)
+/// The visitor token of a long-poll request: the `X-Holdfast-Token`
+/// header, where proxies do not log it; the body's or the query's from
+/// widgets older than the header (deprecated).
+fn lp_token(headers: &HeaderMap, fallback: Option<String>) -> Option<String> {
+    headers
+        .get(TOKEN_HEADER)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or(fallback)
 }
+
+const TOKEN_HEADER: &str = "x-holdfast-token";
 
 fn lp_response(status: StatusCode, msgs: Vec<VisitorOut>) -> Response {
     (status, axum::Json(LongPollResponse { msgs })).into_response()
@@ -987,7 +1139,8 @@ async fn long_poll_send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !http_allowed(&ctx, peer) {
+    let ip = client_ip(&ctx, peer, &headers);
+    if !ctx.visitor_limits.http_request(ip) {
         return lp_response(
             StatusCode::TOO_MANY_REQUESTS,
             vec![err(ErrorCode::RateLimited, "too many requests")],
@@ -1006,9 +1159,9 @@ async fn long_poll_send(
         }
     };
     let ua = client_ua(&headers);
-    let mut current: Option<Visitor> = match req.token {
+    let mut current: Option<Visitor> = match lp_token(&headers, req.token) {
         None => None,
-        Some(t) => match resolve_token(&ctx, &t, ua.clone()).await {
+        Some(t) => match resolve_token(&ctx, &t, ua.clone(), ip).await {
             Ok(v) => Some(v),
             Err(e) => return lp_response(StatusCode::UNAUTHORIZED, vec![e]),
         },
@@ -1017,7 +1170,7 @@ async fn long_poll_send(
     let origin = client_origin(&headers);
     let mut out = Vec::new();
     for msg in req.msgs {
-        if let Some(req) = HelloReq::from_msg(msg.clone(), origin.clone(), ua.clone()) {
+        if let Some(req) = HelloReq::from_msg(msg.clone(), origin.clone(), ua.clone(), ip) {
             match hello(&ctx, req).await {
                 Ok(h) => {
                     out.push(VisitorOut::Welcome {
@@ -1076,14 +1229,18 @@ async fn resolve_token(
     ctx: &Arc<Ctx>,
     token: &str,
     ua: Option<String>,
+    ip: IpAddr,
 ) -> Result<Visitor, VisitorOut> {
-    let Some((id, site_id)) = ctx.tokens.verify(token) else {
+    let Some((id, site_id)) = ctx.tokens.verify(token, ctx.cfg.visitor.token_lifetime) else {
         ctx.metrics.rejected_frames.inc();
-        return Err(err(ErrorCode::Unauthorized, "invalid visitor token"));
+        return Err(err(
+            ErrorCode::Unauthorized,
+            "invalid or expired visitor token",
+        ));
     };
     let site = ctx
         .reads
-        .run(move |c| Ok(reads::list_sites(c)?.into_iter().find(|s| s.id == site_id)))
+        .run(move |c| reads::site_by_id(c, site_id))
         .await
         .map_err(store_err)?
         .ok_or_else(|| {
@@ -1097,12 +1254,15 @@ async fn resolve_token(
         site,
         token: token.to_string(),
         user_agent: ua,
+        ip,
     })
 }
 
 #[derive(Debug, Deserialize)]
 struct PollParams {
-    token: String,
+    /// Deprecated: widgets send the `X-Holdfast-Token` header.
+    #[serde(default)]
+    token: Option<String>,
     #[serde(default)]
     after: Seq,
 }
@@ -1113,13 +1273,23 @@ async fn long_poll_recv(
     headers: HeaderMap,
     Query(q): Query<PollParams>,
 ) -> Response {
-    if !http_allowed(&ctx, peer) {
+    let ip = client_ip(&ctx, peer, &headers);
+    if !ctx.visitor_limits.http_request(ip) {
         return lp_response(
             StatusCode::TOO_MANY_REQUESTS,
             vec![err(ErrorCode::RateLimited, "too many requests")],
         );
     }
-    let v = match resolve_token(&ctx, &q.token, client_ua(&headers)).await {
+    let Some(token) = lp_token(&headers, q.token) else {
+        return lp_response(
+            StatusCode::UNAUTHORIZED,
+            vec![err(
+                ErrorCode::Unauthorized,
+                "no visitor token (X-Holdfast-Token)",
+            )],
+        );
+    };
+    let v = match resolve_token(&ctx, &token, client_ua(&headers), ip).await {
         Ok(v) => v,
         Err(e) => return lp_response(StatusCode::UNAUTHORIZED, vec![e]),
     };

@@ -1055,12 +1055,7 @@ pub fn agent_binary() -> PathBuf {
 
 fn write_config(dir: &Path) -> PathBuf {
     let p = dir.join("chaos.toml");
-    std::fs::write(
-        &p,
-        "visitor_msg_rate = 100000.0\nvisitor_msg_burst = 100000.0\n\
-         http_rate = 100000.0\nhttp_burst = 100000.0\n",
-    )
-    .expect("write server config");
+    std::fs::write(&p, crate::server::LOOPBACK_LOAD_TOML).expect("write server config");
     p
 }
 

@@ -52,8 +52,49 @@ pub fn fast_config(dir: &Path) -> ServerConfig {
     cfg.visitor.liveness.dead_after = Duration::from_secs(60);
     cfg.visitor.poll_timeout = Duration::from_secs(2);
     cfg.hub.visitor_grace = Duration::from_millis(300);
+    // Every test visitor and agent comes from 127.0.0.1: the per-address
+    // shares would make them all one greedy neighbour. Tests of those
+    // limits set their own.
+    let r = &mut cfg.visitor.rates;
+    for rate in [
+        &mut r.addr_messages,
+        &mut r.addr_pages,
+        &mut r.addr_identifies,
+        &mut r.addr_new_visitors,
+        &mut r.addr_http_requests,
+    ] {
+        *rate = holdfast_server::limits::Rate::new(10_000.0, 100_000);
+    }
+    cfg.preauth.max_per_ip = cfg.preauth.max;
     cfg
 }
+
+/// Config-file lines for servers driven from one address by thousands of
+/// clients (the load generator, the chaos run): no per-address or
+/// per-visitor share gets in the way of the traffic they measure.
+pub const LOOPBACK_LOAD_TOML: &str = "\
+visitor_msg_rate = 100000.0
+visitor_msg_burst = 100000.0
+http_rate = 100000.0
+http_burst = 100000.0
+visitor_max_ws_per_ip = 100000
+agent_max_per_ip = 100000
+visitor_messages_per_sec = 100000.0
+visitor_messages_burst = 100000
+addr_messages_per_sec = 100000.0
+addr_messages_burst = 100000
+visitor_pages_per_sec = 100000.0
+visitor_pages_burst = 100000
+addr_pages_per_sec = 100000.0
+addr_pages_burst = 100000
+visitor_identifies_per_sec = 100000.0
+visitor_identifies_burst = 100000
+addr_identifies_per_sec = 100000.0
+addr_identifies_burst = 100000
+addr_new_visitors_per_sec = 100000.0
+addr_new_visitors_burst = 100000
+preauth_max_per_ip = 1024
+";
 
 impl TestServer {
     pub async fn start() -> Self {

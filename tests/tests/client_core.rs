@@ -182,6 +182,14 @@ async fn link_faults_on_both_sides_lose_and_duplicate_nothing() {
             });
         }
         restore_to_delivered.push(restored.elapsed());
+        // The round's messages reached the visitor, so they are committed;
+        // their acks may still be crossing a slow link. The next round
+        // counts its own unsent messages, so it starts from none.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alice.handle.status().unsent > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(alice.handle.status().unsent, 0, "round {round}: acks lost");
     }
 
     // Let the agent side catch up with the last visitor message.

@@ -18,6 +18,13 @@ use super::StoreError;
 /// frame a client accepts, so no page can outgrow a frame.
 pub const HISTORY_PAGE_BYTES: usize = 256 * 1024;
 
+/// The most message bytes a visitor's snapshot carries (its newest ones).
+pub const VISITOR_SNAPSHOT_BYTES: usize = 64 * 1024;
+
+/// How many page views of a visitor's trail are stored; older ones are
+/// deleted as new ones come (and all with retention).
+pub const TRAIL_KEEP: i64 = 100;
+
 /// How many page views of a visitor's trail are kept in memory and sent live.
 pub const TRAIL_LEN: usize = 20;
 
@@ -549,10 +556,24 @@ pub fn visitor_snapshot(
     let Some(conv) = conv else {
         return Ok((None, Vec::new()));
     };
-    let msgs = recent_public_messages(conn, conv.id, 200)?
+    let mut msgs: Vec<VisitorMessage> = recent_public_messages(conn, conv.id, 200)?
         .iter()
         .filter_map(visitor_message)
         .collect();
+    // The newest messages that fit a WebSocket write: a snapshot over the
+    // socket's 256 KiB write buffer never arrived, and the widget kept
+    // reconnecting for it. The widget keeps its own copy of older ones.
+    let mut size = 0;
+    let keep = msgs
+        .iter()
+        .rev()
+        .take_while(|m| {
+            size += 192 + m.body.len();
+            size <= VISITOR_SNAPSHOT_BYTES
+        })
+        .count()
+        .max(1.min(msgs.len()));
+    msgs.drain(..msgs.len() - keep);
     Ok((Some(conversation_view(&conv)), msgs))
 }
 
@@ -571,6 +592,15 @@ pub fn trail(conn: &Connection, visitor: &str, limit: usize) -> Result<Vec<PageV
     let mut out: Vec<PageView> = rows.collect::<Result<_, _>>()?;
     out.reverse();
     Ok(out)
+}
+
+/// The site's id for a visitor, if it was verified with the site's HMAC.
+pub fn verified_identity(conn: &Connection, visitor: &str) -> Result<Option<String>, StoreError> {
+    let row: Option<Option<String>> = conn
+        .prepare_cached("SELECT external_id FROM visitors WHERE id = ?1 AND verified = 1")?
+        .query_row([visitor], |r| r.get(0))
+        .optional()?;
+    Ok(row.flatten())
 }
 
 /// The stored part of a visitor's record; the hub overlays live fields.

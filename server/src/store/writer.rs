@@ -149,7 +149,9 @@ pub enum Op {
         email: Option<String>,
         attrs: Vec<(String, String)>,
         verified: bool,
-        reply: Reply<()>,
+        /// False when the visitor is bound to another verified identity;
+        /// nothing is changed then.
+        reply: Reply<bool>,
     },
     /// The visitor acked events up to `up_to`.
     Delivered {
@@ -310,6 +312,7 @@ enum Pending {
     Hello(Reply<String>, String),
     Send(Reply<VisitorSendOutcome>, VisitorSendOutcome),
     Unit(Reply<()>),
+    Flag(Reply<bool>, bool),
 }
 
 impl Pending {
@@ -322,6 +325,7 @@ impl Pending {
             Pending::Hello(r, _) => r.send(Err(err())).is_ok(),
             Pending::Send(r, _) => r.send(Err(err())).is_ok(),
             Pending::Unit(r) => r.send(Err(err())).is_ok(),
+            Pending::Flag(r, _) => r.send(Err(err())).is_ok(),
         };
     }
 
@@ -332,6 +336,7 @@ impl Pending {
             Pending::Hello(r, v) => r.send(Ok(v)).is_ok(),
             Pending::Send(r, v) => r.send(Ok(v)).is_ok(),
             Pending::Unit(r) => r.send(Ok(())).is_ok(),
+            Pending::Flag(r, v) => r.send(Ok(v)).is_ok(),
         };
     }
 }
@@ -500,6 +505,11 @@ impl Writer {
                 self.conn
                     .execute("DELETE FROM visitor_events WHERE at_ms < ?1", [cutoff])
                     .map(|b| a + b)
+            })
+            .and_then(|n| {
+                self.conn
+                    .execute("DELETE FROM page_views WHERE at_ms < ?1", [cutoff])
+                    .map(|p| n + p)
             });
         match r {
             Ok(0) => {}
@@ -537,7 +547,8 @@ fn fail_op(op: Op, msg: &str) {
         Op::VisitorSend { reply, .. } | Op::VisitorEndChat { reply, .. } => {
             let _ignored = reply.send(Err(err()));
         }
-        Op::Identify { reply, .. } | Op::Barrier { reply } => Pending::Unit(reply).fail(err),
+        Op::Identify { reply, .. } => Pending::Flag(reply, false).fail(err),
+        Op::Barrier { reply } => Pending::Unit(reply).fail(err),
         Op::ReleaseChats { reply, .. } => {
             if let Some(r) = reply {
                 Pending::Unit(r).fail(err);
@@ -662,8 +673,8 @@ fn apply(
             verified,
             reply,
         } => match w.identify(&visitor, &external_id, name, email, &attrs, verified) {
-            Ok(()) => Ok(Some(Pending::Unit(reply))),
-            Err(e) => Err((e, Some(Pending::Unit(reply)))),
+            Ok(ok) => Ok(Some(Pending::Flag(reply, ok))),
+            Err(e) => Err((e, Some(Pending::Flag(reply, false)))),
         },
         Op::Delivered { visitor, up_to } => w
             .delivered(&visitor, up_to)
@@ -1554,6 +1565,15 @@ impl Tx<'_> {
             .prepare_cached("INSERT INTO page_views (visitor_id, url, title, referrer, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
             .execute(params![visitor, page.url, page.title, page.referrer, page.at_ms])
             .map_err(StoreError::from_sqlite)?;
+        // A visitor's trail keeps its newest views only: page views were
+        // never pruned, and one address wrote 1,426 a second.
+        self.conn
+            .prepare_cached(
+                "DELETE FROM page_views WHERE visitor_id = ?1 AND id < \
+                 (SELECT id FROM page_views WHERE visitor_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )?
+            .execute(params![visitor, reads::TRAIL_KEEP - 1])
+            .map_err(StoreError::from_sqlite)?;
         self.conn
             .prepare_cached("UPDATE visitors SET last_seen_ms = ?2 WHERE id = ?1")?
             .execute(params![visitor, page.at_ms])
@@ -1569,7 +1589,14 @@ impl Tx<'_> {
         email: Option<String>,
         attrs: &[(String, String)],
         verified: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        // A visitor bound to a verified identity stays bound to it: another
+        // identity, verified or not, needs a new visitor.
+        if let Some(bound) = reads::verified_identity(self.conn, visitor)?
+            && bound != external_id
+        {
+            return Ok(false);
+        }
         let attrs = serde_json::to_string(attrs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.conn
             .prepare_cached(
@@ -1581,7 +1608,7 @@ impl Tx<'_> {
         self.ctx.effects.push(Effect::VisitorChanged {
             visitor: visitor.to_string(),
         });
-        Ok(())
+        Ok(true)
     }
 
     fn delivered(&mut self, visitor: &str, up_to: Seq) -> Result<(), StoreError> {

@@ -797,7 +797,8 @@ fn spawn_holdfast(args: &Args) -> anyhow::Result<Target> {
     std::fs::write(
         &cfg,
         format!(
-            "visitor_msg_rate = 100000.0\nvisitor_msg_burst = 100000.0\nvisitor_max_ws_per_ip = 100000\nagent_max_per_ip = 100000\ngroup_commit = {}\n",
+            "{}group_commit = {}\n",
+            holdfast_tests::server::LOOPBACK_LOAD_TOML,
             !args.no_group_commit
         ),
     )?;
