@@ -32,7 +32,8 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use holdfast_protocol::agent::{
     AckBatch, Action, Author, ChatMessage, ClientMsg, Command, CommandResult, ConversationInfo,
     ConversationState, DECODE_LIMIT, Event, LiveEvent, Login, LoginOk, Outcome, PageView, Presence,
-    Query, QueryResult, Resume, Role, ServerMsg, Snapshot, TeamMember, VisitorInfo, WireError,
+    Query, QueryResult, Resume, Role, ServerMsg, Snapshot, SnapshotPart, TeamMember, VisitorInfo,
+    WireError,
 };
 use holdfast_protocol::backoff::BackoffConfig;
 use holdfast_protocol::codec::{FrameCodec, FrameError, HEADER_LEN};
@@ -51,11 +52,11 @@ use holdfast_protocol::seal::{
     max_plaintext, sealed_len,
 };
 use holdfast_protocol::visitor::{
-    ConversationView, Limits, LongPollRequest, LongPollResponse, PageInfo, Sender,
+    ConversationView, IdentityProof, Limits, LongPollRequest, LongPollResponse, PageInfo, Sender,
     VisitorConvState, VisitorEvent, VisitorIn, VisitorMessage, VisitorOut, parse_in,
     parse_long_poll,
 };
-use holdfast_protocol::{DEFAULT_MAX_FRAME, PROTOCOL_VERSION};
+use holdfast_protocol::{DEFAULT_MAX_FRAME, PROTOCOL_VERSION, VISITOR_PROTOCOL_VERSION};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -115,31 +116,31 @@ const SERVER_EPH_PUBLIC: &str = "5869aff450549732cbaaed5e5df9b30a6da31cb0e5742ba
 const SERVER_STATIC_PUBLIC: &str =
     "64b101b1d0be5a8704bd078f9895001fc03e8e9f9522f188dd128d9846d48466";
 const CLIENT_HELLO: &str =
-    "4846535401000107a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
-const SERVER_HELLO: &str = "484653540200015869aff450549732cbaaed5e5df9b30a6da31cb0e5742bad5ad4a1a768f1a67b64b101b1d0be5a8704bd078f9895001fc03e8e9f9522f188dd128d9846d48466";
-const SALT: &str = "7b91d34b1c75378aa14fd11fceb257f8163fb5269daf9457150b69896f13801a";
+    "4846535401000207a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
+const SERVER_HELLO: &str = "484653540200025869aff450549732cbaaed5e5df9b30a6da31cb0e5742bad5ad4a1a768f1a67b64b101b1d0be5a8704bd078f9895001fc03e8e9f9522f188dd128d9846d48466";
+const SALT: &str = "92297e9f2d3469be34581246de21726fb6e72cf88b46b84ac2f2b4d8e0f1cc7d";
 const DH_EPH: &str = "a84dc7c3c8f058b1b2dc4cd1e9b5dc0a7987f88b6a9564cde3391fc421159e77";
 const DH_STATIC: &str = "26c2c17fdb82161cb21ad16e721315355b64d1763119b10bfc962530dc7cc163";
-const KEY_C2S_ENC: &str = "674c802326ecc7a7e98b2b70141e6023ee38efe1b6b784db2b9d38380ce65853";
-const KEY_C2S_MAC: &str = "2975bcb1df293ae257437d411f66ab3de5e6fb7c61f64721fcffe54d5ba2f5ad";
-const KEY_S2C_ENC: &str = "ba85daa02dd2c9cb047360853264d4be99df4434851d415af2a642cac7ae81eb";
-const KEY_S2C_MAC: &str = "863d0682b1c7805782e4901ffbafb3e1e519f8a34eb5c2617a6728ba3d31d558";
+const KEY_C2S_ENC: &str = "f60da2eb35513e8696b9a00d340b34028bd1e2e78cc009db13d4e211515c9734";
+const KEY_C2S_MAC: &str = "2b0c0fa85a9cb687d9997bba8deecfe0cd28e4551728e5608a1e7f1bc09e715b";
+const KEY_S2C_ENC: &str = "a906e09286187cddfbaf6f7ae1252124e83b65c9e2005d3f7c567c57170bd688";
+const KEY_S2C_MAC: &str = "bf5087d50af6105f748089adee747c984b48115c43d43655329e8995a5d9940b";
 const FINGERPRINT: &str =
     "bc84:1db8:fea3:efd8:4555:a7f8:eeb9:2503:3c90:c9d5:034b:1a4c:48a6:c87d:e3c0:ebde";
-/// A client announcing version 2 ...
-const CLIENT_HELLO_V2: &str =
-    "4846535401000207a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
-/// ... and the server's refusal (server 1, client 2).
-const VERSION_REFUSAL: &str = "484653540300010002";
+/// A version 1 client (an agent app built before version 2) ...
+const CLIENT_HELLO_V1: &str =
+    "4846535401000107a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
+/// ... and the server's refusal (server 2, client 1).
+const VERSION_REFUSAL: &str = "484653540300020001";
 /// The first sealed frame of the session: `client_login` under the c2s keys, counter 0.
-const LOGIN_FRAME: &str = "6162636465666768696a6b6c6d6e6f709e951b3864ba7d5c6792c09f7911a8da6b409fdb903131b763fa947dba524ec0cbfaae983a2bfb0f7d503af661ade009248f5e2d51e1593d96d61eedd3dab409cf527d23570b6b0a70281d10f154d53135f0c259884a23a45dace3d07bb60497";
+const LOGIN_FRAME: &str = "6162636465666768696a6b6c6d6e6f709dd8969265dd4d953dd4979c0f00a0201083941882773dde76329dfd4d70911d0252d103f5758281f3b0646f28781e34f60330923e1bcb48133289ee278ebdb7151c5933ef0d710d9e355ca9364164168b18e5c0c81ce39795cc7dcd999d7949";
 /// The server's first sealed frame: `server_login_ok_replay` under the s2c keys, counter 0.
-const LOGIN_OK_FRAME: &str = "7172737475767778797a7b7c7d7e7f80cdd0994cf9b00ade65fbb7081aca76b21caacb5a0c9b7ef20d820063a2b592dc178f1d1c64c5a6223a629f2b946258dc0ac4a5014814b7604562dfb0deb034ea";
+const LOGIN_OK_FRAME: &str = "7172737475767778797a7b7c7d7e7f80a2b4d3470976a0c9cbb56f2d38d30d3c7915306efcc7203deea8527696abaebc07bf0e9ca35591eb487236deafe20b9245bd53cbc4154d6a8a8439814a7b953c";
 /// The ClientHello as it goes on the wire: length prefix and payload.
 const CLIENT_HELLO_FRAMED: &str =
-    "000000274846535401000107a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
+    "000000274846535401000207a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
 /// The Login frame as it goes on the wire.
-const LOGIN_FRAME_FRAMED: &str = "000000706162636465666768696a6b6c6d6e6f709e951b3864ba7d5c6792c09f7911a8da6b409fdb903131b763fa947dba524ec0cbfaae983a2bfb0f7d503af661ade009248f5e2d51e1593d96d61eedd3dab409cf527d23570b6b0a70281d10f154d53135f0c259884a23a45dace3d07bb60497";
+const LOGIN_FRAME_FRAMED: &str = "000000706162636465666768696a6b6c6d6e6f709dd8969265dd4d953dd4979c0f00a0201083941882773dde76329dfd4d70911d0252d103f5758281f3b0646f28781e34f60330923e1bcb48133289ee278ebdb7151c5933ef0d710d9e355ca9364164168b18e5c0c81ce39795cc7dcd999d7949";
 
 const SEAL_C2S_0: &str = "c0c1c2c3c4c5c6c7c8c9cacbcccdcecf02237f5b80287b49f0a8ae4a95d6b036fd0e68984fff7f7313ec7ceadaa3e3460df0caaeb924e0448f7675b95b27a0ef";
 const SEAL_C2S_1: &str = "d0d1d2d3d4d5d6d7d8d9dadbdcdddedfbafc05c0ae405caea82a290f9fdce533eeb8187c2ca647d2d43fc642d90cb171988ff94b8334196e2e54fce8f49e89de";
@@ -344,6 +345,56 @@ fn login_ok(resume: Resume) -> ServerMsg {
     })
 }
 
+/// When the sample ticket expires: 12 h, the server's default lifetime,
+/// after the login at `T0` that issued it.
+const TICKET_EXPIRES_MS: i64 = T0 + 12 * 3_600_000;
+
+/// A resume ticket as the reference server would issue it to `device()` of
+/// agent 3 (auth epoch 1) if it were the test-vector server of section 19.1.
+/// Clients never look inside one; it is built the way PROTOCOL.md section
+/// 9.2 describes the reference server's, so the example is one a server
+/// would really issue, and the spec's layout and key derivation add up.
+fn ticket() -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&3u64.to_be_bytes());
+    body.extend_from_slice(&device().0);
+    body.extend_from_slice(&1i64.to_be_bytes());
+    body.extend_from_slice(&TICKET_EXPIRES_MS.to_be_bytes());
+    let key = reference_hkdf(
+        b"holdfast resume tickets",
+        &SERVER_STATIC_SECRET,
+        b"hf-ticket-v1",
+    );
+    let tag = hmac(&key, &[b"hf-ticket-v1", &body]);
+    [body, tag.to_vec()].concat()
+}
+
+/// The LoginOk of the session vector, as a server that issues tickets
+/// sends it.
+fn login_ok_with_ticket() -> ServerMsg {
+    match login_ok(Resume::Replay { after: 41 }) {
+        ServerMsg::LoginOk(ok) => ServerMsg::LoginOk(LoginOk {
+            ticket: ticket(),
+            ticket_expires_ms: TICKET_EXPIRES_MS,
+            ..ok
+        }),
+        _ => unreachable!(),
+    }
+}
+
+/// The same device reconnecting with that ticket after a network blip: no
+/// password needed.
+fn client_login_ticket() -> ClientMsg {
+    ClientMsg::Login(Login {
+        username: "alice".into(),
+        password: String::new(),
+        device_id: device(),
+        resume_after: Some(57),
+        client: "holdfast-agent 0.1.0 (linux)".into(),
+        ticket: Some(ticket()),
+    })
+}
+
 fn command(seq: u64, action: Action) -> ClientMsg {
     ClientMsg::Command(Command {
         id: id(1),
@@ -446,6 +497,7 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 ticket: None,
             })),
         ),
+        ("client_login_ticket".into(), C(client_login_ticket())),
         (
             "client_command_send".into(),
             C(command(
@@ -546,6 +598,7 @@ fn agent_samples() -> Vec<(String, Msg)> {
             "server_login_ok_snapshot".into(),
             S(login_ok(Resume::Snapshot)),
         ),
+        ("server_login_ok_ticket".into(), S(login_ok_with_ticket())),
         (
             "server_ack_done".into(),
             S(ServerMsg::Ack(AckBatch {
@@ -632,6 +685,15 @@ fn agent_samples() -> Vec<(String, Msg)> {
             }),
         ),
         (
+            // A piece of a snapshot too big for one frame (a real one
+            // holds up to half a MiB): conversations first, then messages.
+            "server_snapshot_part".into(),
+            S(ServerMsg::SnapshotPart(SnapshotPart {
+                conversations: vec![conversation(12, ConversationState::Active)],
+                messages: vec![chat_message(345, visitor_author(), "Hi")],
+            })),
+        ),
+        (
             "server_snapshot".into(),
             S(ServerMsg::Snapshot(Snapshot {
                 seq: 500,
@@ -651,6 +713,15 @@ fn agent_samples() -> Vec<(String, Msg)> {
         (
             "server_live_visitor".into(),
             S(ServerMsg::Live(LiveEvent::Visitor(visitor_info()))),
+        ),
+        (
+            // A site without a secret: the id is what the page said, so
+            // it is not verified.
+            "server_live_visitor_unverified".into(),
+            S(ServerMsg::Live(LiveEvent::Visitor(VisitorInfo {
+                verified: false,
+                ..visitor_info()
+            }))),
         ),
         (
             "server_live_visitor_gone".into(),
@@ -838,6 +909,9 @@ fn out_event_message() -> VisitorOut {
     }
 }
 
+/// A made-up `hash` of `identify` and of `hello.identity`.
+const IDENTIFY_HASH: &str = "5f1e8c7d2a1b0c9d8e7f6a5b4c3d2e1f00112233445566778899aabbccddeeff";
+
 /// One representative value for every visitor-channel message.
 fn visitor_samples() -> Vec<(&'static str, Json)> {
     let page = PageInfo {
@@ -877,6 +951,24 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                 identity: None,
             }),
         ),
+        (
+            // A page that called `Holdfast.identify` before the widget
+            // connected vouches for the identity in its hello.
+            "in_hello_identity",
+            Json::In(VisitorIn::Hello {
+                site: "pk_demo".into(),
+                token: Some("tok.v-7f3a.sig".into()),
+                after: Some(7),
+                page: None,
+                user_agent: None,
+                lang: None,
+                v: Some(1),
+                identity: Some(IdentityProof {
+                    id: "user-829".into(),
+                    hash: Some(IDENTIFY_HASH.into()),
+                }),
+            }),
+        ),
         ("in_send", Json::In(in_send())),
         (
             "in_leave_message",
@@ -893,9 +985,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                 id: "user-829".into(),
                 name: Some("Dana".into()),
                 email: Some("dana@example.com".into()),
-                hash: Some(
-                    "5f1e8c7d2a1b0c9d8e7f6a5b4c3d2e1f00112233445566778899aabbccddeeff".into(),
-                ),
+                hash: Some(IDENTIFY_HASH.into()),
                 attrs,
             }),
         ),
@@ -1313,6 +1403,12 @@ fn walk(seen: &mut Seen, msg: &Msg) {
                         .for_each(|c| note_conversation(seen, c));
                     s.messages.iter().for_each(|cm| note_message(seen, cm));
                 }
+                ServerMsg::SnapshotPart(p) => {
+                    p.conversations
+                        .iter()
+                        .for_each(|c| note_conversation(seen, c));
+                    p.messages.iter().for_each(|cm| note_message(seen, cm));
+                }
                 ServerMsg::Live(l) => {
                     note(seen, "LiveEvent", l);
                     let members = match l {
@@ -1374,7 +1470,7 @@ fn handshake_and_key_schedule_vector() {
     assert_eq!(hello.len(), CLIENT_HELLO_LEN);
     assert_eq!(
         hello,
-        [&b"HFST"[..], &[0x01, 0x00, 0x01], c_eph_pub.as_bytes()].concat()
+        [&b"HFST"[..], &[0x01, 0x00, 0x02], c_eph_pub.as_bytes()].concat()
     );
     let identity = ServerIdentity::from_secret_bytes(SERVER_STATIC_SECRET);
     assert_eq!(h(identity.public_bytes()), SERVER_STATIC_PUBLIC);
@@ -1386,7 +1482,7 @@ fn handshake_and_key_schedule_vector() {
         reply,
         [
             &b"HFST"[..],
-            &[0x02, 0x00, 0x01],
+            &[0x02, 0x00, 0x02],
             s_eph_pub.as_bytes(),
             s_static_pub.as_bytes()
         ]
@@ -1457,22 +1553,26 @@ fn handshake_and_key_schedule_vector() {
 #[test]
 fn version_refusal_vector() {
     let identity = ServerIdentity::from_secret_bytes(SERVER_STATIC_SECRET);
-    let client = ClientHandshake::with_version(CLIENT_EPH_SECRET, 2);
-    assert_eq!(h(client.hello()), CLIENT_HELLO_V2);
+    // An agent app of version 1 meets a version 2 server: it hears both
+    // numbers instead of failing on the first message it cannot decode.
+    let client = ClientHandshake::with_version(CLIENT_EPH_SECRET, 1);
+    assert_eq!(h(client.hello()), CLIENT_HELLO_V1);
     let refusal = server_accept(&identity, SERVER_EPH_SECRET, client.hello()).unwrap_err();
     assert_eq!(
         refusal.error,
-        HandshakeError::VersionMismatch { ours: 1, theirs: 2 }
+        HandshakeError::VersionMismatch { ours: 2, theirs: 1 }
     );
     let reply = refusal.reply.unwrap();
     assert_eq!(h(&reply), VERSION_REFUSAL);
     assert_eq!(reply.len(), VERSION_REFUSAL_LEN);
     assert_eq!(
         client.handle_reply(&reply).unwrap_err(),
-        HandshakeError::VersionMismatch { ours: 2, theirs: 1 }
+        HandshakeError::VersionMismatch { ours: 1, theirs: 2 }
     );
-    // A future, longer hello still hears which versions differ.
-    let mut long = hex::decode(CLIENT_HELLO_V2).unwrap();
+    // The version is read before the length is checked, so a hello of
+    // another version and another length (a future one) still hears which
+    // versions differ.
+    let mut long = hex::decode(CLIENT_HELLO_V1).unwrap();
     long.extend_from_slice(&[0; 32]);
     let refusal = server_accept(&identity, SERVER_EPH_SECRET, &long).unwrap_err();
     assert_eq!(h(refusal.reply.unwrap()), VERSION_REFUSAL);
@@ -1659,6 +1759,30 @@ fn length_delimited_frames() {
     assert!(codec.decode(&mut buf).unwrap().is_none());
 }
 
+/// Before login the reference server reads frames of at most 8 KiB (its
+/// `preauth.max_frame` setting). PROTOCOL.md promises that any Login with a
+/// ticket and up to 8,000 bytes of strings fits in one.
+const PRE_LOGIN_MAX_FRAME: usize = 8 * 1024;
+
+#[test]
+fn a_login_fits_the_pre_login_frame_limit() {
+    assert_eq!(max_plaintext(PRE_LOGIN_MAX_FRAME), 8_143);
+    let fattest = ClientMsg::Login(Login {
+        username: "u".repeat(2_000),
+        password: "p".repeat(4_000),
+        device_id: device(),
+        resume_after: Some(u64::MAX),
+        client: "c".repeat(2_000),
+        ticket: Some(ticket()),
+    });
+    let len = fattest.encode().len();
+    assert!(sealed_len(len) <= PRE_LOGIN_MAX_FRAME, "{len} bytes");
+    // The realistic ones are tiny.
+    for login in [client_login(), client_login_ticket()] {
+        assert!(sealed_len(login.encode().len()) <= 256);
+    }
+}
+
 // ================================================================ tests: agent messages
 
 #[test]
@@ -1776,9 +1900,15 @@ mod erased {
 fn decode_refuses_what_the_spec_refuses() {
     // Unknown variant index: one past the last of each.
     assert_eq!(ClientMsg::decode(&[0x05]).unwrap(), ClientMsg::SignOut);
-    assert_eq!(ServerMsg::decode(&[0x09]).unwrap(), ServerMsg::SignedOut);
+    assert_eq!(
+        ServerMsg::decode(&[0x0a, 0x00, 0x00]).unwrap(),
+        ServerMsg::SnapshotPart(SnapshotPart {
+            conversations: vec![],
+            messages: vec![],
+        })
+    );
     assert!(ClientMsg::decode(&[0x06]).is_err());
-    assert!(ServerMsg::decode(&[0x0a]).is_err());
+    assert!(ServerMsg::decode(&[0x0b]).is_err());
     let mut code = ServerMsg::Error(wire_error(ErrorCode::Revoked, "", None)).encode();
     assert_eq!(h(&code), "060e0000");
     code[1] = 0x0f;
@@ -1823,6 +1953,22 @@ fn visitor_optional_fields_may_be_omitted() {
     let samples: BTreeMap<&str, Json> = visitor_samples().into_iter().collect();
     let minimal = parse_in(br#"{"t":"hello","site":"pk_demo"}"#, &lim).unwrap();
     assert_eq!(Json::In(minimal), samples["in_hello_new_visitor"]);
+    // An identity without a hash (a site without a secret).
+    let hello = parse_in(
+        br#"{"t":"hello","site":"pk_demo","identity":{"id":"user-829"}}"#,
+        &lim,
+    )
+    .unwrap();
+    let VisitorIn::Hello { identity, .. } = hello else {
+        panic!("not a hello: {hello:?}");
+    };
+    assert_eq!(
+        identity,
+        Some(IdentityProof {
+            id: "user-829".into(),
+            hash: None,
+        })
+    );
     let page = parse_in(br#"{"url":"https://a/","t":"page"}"#, &lim).unwrap();
     assert_eq!(
         page,
@@ -1906,12 +2052,15 @@ fn every_visitor_variant_has_a_fixture() {
 const DOC: &str = include_str!("../PROTOCOL.md");
 
 /// Bincode examples PROTOCOL.md must quote in full.
-const DOC_EXAMPLES: [&str; 16] = [
+const DOC_EXAMPLES: [&str; 19] = [
     "client_heartbeat",
     "client_ack",
     "client_command_send",
     "client_login",
     "server_login_ok_replay",
+    "client_login_ticket",
+    "server_login_ok_ticket",
+    "server_snapshot_part",
     "server_error",
     "error_code_bad_request",
     "client_command_transfer",
@@ -1943,7 +2092,7 @@ fn pinned() -> Vec<(String, String)> {
         ("KEY_S2C_ENC", KEY_S2C_ENC.into()),
         ("KEY_S2C_MAC", KEY_S2C_MAC.into()),
         ("FINGERPRINT", FINGERPRINT.into()),
-        ("CLIENT_HELLO_V2", CLIENT_HELLO_V2.into()),
+        ("CLIENT_HELLO_V1", CLIENT_HELLO_V1.into()),
         ("VERSION_REFUSAL", VERSION_REFUSAL.into()),
         ("LOGIN_IV", h(LOGIN_IV)),
         ("LOGIN_OK_IV", h(LOGIN_OK_IV)),
@@ -1981,6 +2130,16 @@ fn pinned() -> Vec<(String, String)> {
     v.push((
         "SEAL_PT_1 padded".into(),
         h([SEAL_PT_1, &[0x0b; 11]].concat()),
+    ));
+    // The example ticket, and the key the test-vector server makes them with.
+    v.push(("TICKET".into(), h(ticket())));
+    v.push((
+        "TICKET_KEY".into(),
+        h(reference_hkdf(
+            b"holdfast resume tickets",
+            &SERVER_STATIC_SECRET,
+            b"hf-ticket-v1",
+        )),
     ));
     let samples: BTreeMap<String, Msg> = agent_samples().into_iter().collect();
     for name in DOC_EXAMPLES {
@@ -2278,6 +2437,13 @@ fn protocol_md_struct_tables_match_the_code() {
             j(&conversation(1, ConversationState::Queued)),
         ),
         ("Snapshot", j(&snapshot)),
+        (
+            "SnapshotPart",
+            j(&SnapshotPart {
+                conversations: vec![],
+                messages: vec![],
+            }),
+        ),
         ("PageView", j(&page_views()[0])),
         ("VisitorInfo", j(&visitor_info())),
         ("WireError", j(&wire_error(ErrorCode::Internal, "", None))),
@@ -2287,6 +2453,13 @@ fn protocol_md_struct_tables_match_the_code() {
                 url: String::new(),
                 title: String::new(),
                 referrer: None,
+            }),
+        ),
+        (
+            "IdentityProof",
+            j(&IdentityProof {
+                id: String::new(),
+                hash: None,
             }),
         ),
         (
@@ -2433,6 +2606,10 @@ fn protocol_md_error_codes_limits_and_constants_match_the_code() {
     let ms = |d: std::time::Duration| d.as_millis().to_string();
     let constants: Vec<(&str, String)> = vec![
         ("PROTOCOL_VERSION", PROTOCOL_VERSION.to_string()),
+        (
+            "VISITOR_PROTOCOL_VERSION",
+            VISITOR_PROTOCOL_VERSION.to_string(),
+        ),
         ("HEADER_LEN", HEADER_LEN.to_string()),
         ("DEFAULT_MAX_FRAME", DEFAULT_MAX_FRAME.to_string()),
         ("CLIENT_HELLO_LEN", CLIENT_HELLO_LEN.to_string()),

@@ -11,7 +11,8 @@ use holdfast_protocol::PROTOCOL_VERSION;
 use holdfast_protocol::agent::{
     AckBatch, Action, AgentId, Author, ChatMessage, ClientMsg, Command, ConversationInfo,
     ConversationState, Event, LiveEvent, Login, LoginOk, Outcome, PageView, Presence, Query,
-    QueryResult, Resume, Role, ServerMsg, Snapshot, TeamMember, VisitorInfo, WireError,
+    QueryResult, Resume, Role, ServerMsg, Snapshot, SnapshotPart, TeamMember, VisitorInfo,
+    WireError, encoded_len,
 };
 use holdfast_protocol::codec::{FrameCodec, FrameError, HEADER_LEN};
 use holdfast_protocol::error::ErrorCode;
@@ -23,8 +24,8 @@ use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::{LeaveReason, Notice};
 use holdfast_protocol::seal::{self, Direction, DirectionKeys, Opener, Sealer};
 use holdfast_protocol::visitor::{
-    self, ConversationView, Limits, PageInfo, Sender, VisitorConvState, VisitorEvent, VisitorIn,
-    VisitorMessage, VisitorOut,
+    self, ConversationView, IdentityProof, Limits, PageInfo, Sender, VisitorConvState,
+    VisitorEvent, VisitorIn, VisitorMessage, VisitorOut,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::option;
@@ -241,6 +242,17 @@ fn opt_text() -> BoxedStrategy<Option<String>> {
     option::of(text()).boxed()
 }
 
+/// Resume tickets: opaque to clients, so any bytes, with the reference
+/// server's 72 often.
+fn ticket() -> BoxedStrategy<Vec<u8>> {
+    prop_oneof![
+        vec(any::<u8>(), 72),
+        vec(any::<u8>(), 0..80),
+        Just(Vec::new()),
+    ]
+    .boxed()
+}
+
 fn msg_id() -> impl Strategy<Value = MsgId> {
     any::<[u8; 16]>().prop_map(MsgId)
 }
@@ -283,27 +295,29 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
-fn client_msg() -> impl Strategy<Value = ClientMsg> {
-    let login = (
+fn login() -> impl Strategy<Value = Login> {
+    (
         text(),
         text(),
         msg_id(),
         option::of(any::<u64>()),
         text(),
-        option::of(vec(any::<u8>(), 0..80)),
+        option::of(ticket()),
     )
         .prop_map(
-            |(username, password, device_id, resume_after, client, ticket)| {
-                ClientMsg::Login(Login {
-                    username,
-                    password,
-                    device_id,
-                    resume_after,
-                    client,
-                    ticket,
-                })
+            |(username, password, device_id, resume_after, client, ticket)| Login {
+                username,
+                password,
+                device_id,
+                resume_after,
+                client,
+                ticket,
             },
-        );
+        )
+}
+
+fn client_msg() -> impl Strategy<Value = ClientMsg> {
+    let login = login().prop_map(ClientMsg::Login);
     let command = (msg_id(), any::<u64>(), action())
         .prop_map(|(id, seq, action)| ClientMsg::Command(Command { id, seq, action }));
     let query = (any::<u32>(), text(), option::of(any::<u64>()), any::<u32>()).prop_map(
@@ -516,7 +530,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
     let login_ok = (
         (any::<u64>(), text(), any::<u64>(), resume, any::<u64>()),
         (any::<u32>(), any::<u32>(), any::<i64>()),
-        (vec(any::<u8>(), 0..80), any::<i64>()),
+        (ticket(), any::<i64>()),
     )
         .prop_map(
             |(
@@ -557,6 +571,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 messages,
             })
         });
+    let snapshot_part = snapshot_part().prop_map(ServerMsg::SnapshotPart);
     let query_result = prop_oneof![
         (
             option::of(visitor_info().prop_map(Box::new)),
@@ -586,7 +601,26 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         (any::<u32>(), query_result)
             .prop_map(|(request, result)| ServerMsg::QueryResult { request, result }),
         Just(ServerMsg::SignedOut),
+        snapshot_part,
     ]
+}
+
+fn snapshot_part() -> impl Strategy<Value = SnapshotPart> {
+    (vec(conversation_info(), 0..4), vec(chat_message(), 0..6)).prop_map(
+        |(conversations, messages)| SnapshotPart {
+            conversations,
+            messages,
+        },
+    )
+}
+
+/// bincode's varint length prefix of a list of `n` elements.
+fn varint_len(n: usize) -> usize {
+    match n {
+        0..=250 => 1,
+        251..=0xffff => 3,
+        _ => 5,
+    }
 }
 
 // ------------------------------------------------------------------ visitor messages
@@ -611,8 +645,12 @@ fn page_info() -> impl Strategy<Value = PageInfo> {
     })
 }
 
-fn visitor_in() -> impl Strategy<Value = VisitorIn> {
-    let hello = (
+fn identity() -> impl Strategy<Value = IdentityProof> {
+    (text(), opt_text()).prop_map(|(id, hash)| IdentityProof { id, hash })
+}
+
+fn hello() -> impl Strategy<Value = VisitorIn> {
+    (
         (text(), opt_text(), option::of(any::<u64>())),
         (
             option::of(page_info()),
@@ -620,9 +658,10 @@ fn visitor_in() -> impl Strategy<Value = VisitorIn> {
             opt_text(),
             option::of(any::<u16>()),
         ),
+        option::of(identity()),
     )
         .prop_map(
-            |((site, token, after), (page, user_agent, lang, v))| VisitorIn::Hello {
+            |((site, token, after), (page, user_agent, lang, v), identity)| VisitorIn::Hello {
                 site,
                 token,
                 after,
@@ -630,9 +669,12 @@ fn visitor_in() -> impl Strategy<Value = VisitorIn> {
                 user_agent,
                 lang,
                 v,
-                identity: None,
+                identity,
             },
-        );
+        )
+}
+
+fn visitor_in() -> impl Strategy<Value = VisitorIn> {
     let identify = (
         text(),
         opt_text(),
@@ -648,7 +690,7 @@ fn visitor_in() -> impl Strategy<Value = VisitorIn> {
             attrs,
         });
     prop_oneof![
-        hello,
+        hello(),
         (msg_id(), text()).prop_map(|(id, body)| VisitorIn::Send { id, body }),
         (msg_id(), text(), opt_text()).prop_map(|(id, body, email)| VisitorIn::LeaveMessage {
             id,
@@ -845,6 +887,81 @@ proptest! {
         let bytes = msg.encode();
         prop_assert!(!bytes.is_empty());
         prop_assert_eq!(ServerMsg::decode(&bytes).unwrap(), msg);
+    }
+
+    /// A snapshot sent in parts costs what its pieces cost: a part is its
+    /// tag, two list lengths and the items' own encodings, so a server can
+    /// fill a frame by adding up `encoded_len` of each item, and a client
+    /// that concatenates the parts gets every item back unchanged.
+    #[test]
+    fn snapshot_parts_cost_their_items(part in snapshot_part()) {
+        let items: usize = part.conversations.iter().map(encoded_len).sum::<usize>()
+            + part.messages.iter().map(encoded_len).sum::<usize>();
+        let overhead = 1 + varint_len(part.conversations.len()) + varint_len(part.messages.len());
+        let msg = ServerMsg::SnapshotPart(part.clone());
+        prop_assert_eq!(msg.encode().len(), items + overhead);
+        prop_assert_eq!(encoded_len(&msg), items + overhead);
+        match ServerMsg::decode(&msg.encode()).unwrap() {
+            ServerMsg::SnapshotPart(back) => prop_assert_eq!(back, part),
+            other => prop_assert!(false, "decoded as {:?}", other),
+        }
+    }
+
+    /// A ticket travels byte for byte, whatever its length, both ways: the
+    /// client never looks inside, so the encoding must not either.
+    #[test]
+    fn tickets_travel_byte_for_byte(t in ticket(), expires in any::<i64>(), login in login()) {
+        let with = ClientMsg::Login(Login { ticket: Some(t.clone()), ..login.clone() });
+        let without = ClientMsg::Login(Login { ticket: None, ..login });
+        let (a, b) = (with.encode(), without.encode());
+        // The ticket is the last field: the two encodings share everything
+        // before it, and differ by the Some tag, a length and the bytes.
+        prop_assert_eq!(&a[..b.len() - 1], &b[..b.len() - 1]);
+        prop_assert_eq!(a.len(), b.len() + varint_len(t.len()) + t.len());
+        prop_assert_eq!(&a[a.len() - t.len()..], &t[..]);
+        prop_assert_eq!(ClientMsg::decode(&a).unwrap(), with);
+        let ok = ServerMsg::LoginOk(LoginOk {
+            agent: 3,
+            display_name: "Alice".into(),
+            site: 1,
+            resume: Resume::Snapshot,
+            commands_acked: 0,
+            heartbeat_ms: 3_000,
+            dead_after_ms: 10_000,
+            server_time_ms: 0,
+            ticket: t.clone(),
+            ticket_expires_ms: expires,
+        });
+        match ServerMsg::decode(&ok.encode()).unwrap() {
+            ServerMsg::LoginOk(back) => {
+                prop_assert_eq!(back.ticket, t);
+                prop_assert_eq!(back.ticket_expires_ms, expires);
+            }
+            other => prop_assert!(false, "decoded as {:?}", other),
+        }
+    }
+
+    /// A hello's identity survives JSON, and leaving it out (or its hash)
+    /// is the same as null: widgets built before it never send it.
+    #[test]
+    fn hello_identity_may_be_left_out(msg in hello()) {
+        let VisitorIn::Hello { identity, .. } = &msg else {
+            return Err(TestCaseError::fail("hello() made something else"));
+        };
+        let mut json = serde_json::to_value(&msg).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        match identity {
+            None => {
+                prop_assert_eq!(obj.remove("identity"), Some(serde_json::Value::Null));
+            }
+            Some(IdentityProof { hash: None, .. }) => {
+                let inner = obj.get_mut("identity").unwrap().as_object_mut().unwrap();
+                prop_assert_eq!(inner.remove("hash"), Some(serde_json::Value::Null));
+            }
+            Some(_) => {}
+        }
+        let back: VisitorIn = serde_json::from_value(json).unwrap();
+        prop_assert_eq!(back, msg);
     }
 
     /// One extra byte after a message is refused, not silently ignored: a
