@@ -810,7 +810,7 @@ async fn version_refusal_names_both_versions_and_stops() {
         .unwrap();
     let mut framed = Framed::new(stream, FrameCodec::default());
     framed.next().await.unwrap().unwrap();
-    let refusal = holdfast_protocol::handshake::encode_version_refusal(9, 1);
+    let refusal = holdfast_protocol::handshake::encode_version_refusal(9, 2);
     framed.send(Bytes::from(refusal)).await.unwrap();
     let (code, message) = wait_for(&mut rx, |u| match u {
         Update::LoginFailed { code, message, .. } => Some((*code, message.clone())),
@@ -818,7 +818,7 @@ async fn version_refusal_names_both_versions_and_stops() {
     })
     .await;
     assert_eq!(code, ErrorCode::VersionMismatch);
-    assert!(message.contains('9') && message.contains('1'), "{message}");
+    assert!(message.contains('9') && message.contains('2'), "{message}");
     wait_state(&mut rx, |s| matches!(s, ConnState::Stopped { .. })).await;
     assert!(
         peer.quiet_for(Duration::from_millis(300)).await,

@@ -484,10 +484,10 @@ mod tests {
         let refusal = server_accept(&id, [5; 32], c.hello()).unwrap_err();
         assert_eq!(
             refusal.error,
-            HandshakeError::VersionMismatch { ours: 1, theirs: 9 }
+            HandshakeError::VersionMismatch { ours: 2, theirs: 9 }
         );
         let err = c.handle_reply(&refusal.reply.unwrap()).unwrap_err();
-        assert_eq!(err, HandshakeError::VersionMismatch { ours: 9, theirs: 1 });
+        assert_eq!(err, HandshakeError::VersionMismatch { ours: 9, theirs: 2 });
         let text = err.to_string();
         assert!(text.contains('9') && text.contains('1'), "{text}");
     }

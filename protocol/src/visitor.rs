@@ -304,6 +304,17 @@ fn check_page(p: &PageInfo, lim: &Limits) -> Result<(), VisitorParseError> {
     check_opt("referrer", &p.referrer, lim.max_url)
 }
 
+fn check_identity_id(id: &str, lim: &Limits) -> Result<(), VisitorParseError> {
+    check_len("id", id, lim.max_short)?;
+    if id.is_empty() {
+        return Err(VisitorParseError::Field {
+            field: "id",
+            why: "empty".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Validate an already-deserialized message against `lim`.
 pub fn validate_in(msg: &VisitorIn, lim: &Limits) -> Result<(), VisitorParseError> {
     match msg {
@@ -313,6 +324,7 @@ pub fn validate_in(msg: &VisitorIn, lim: &Limits) -> Result<(), VisitorParseErro
             page,
             user_agent,
             lang,
+            identity,
             ..
         } => {
             check_len("site", site, lim.max_short)?;
@@ -321,6 +333,10 @@ pub fn validate_in(msg: &VisitorIn, lim: &Limits) -> Result<(), VisitorParseErro
                 check_page(p, lim)?;
             }
             check_opt("user_agent", user_agent, lim.max_title)?;
+            if let Some(p) = identity {
+                check_identity_id(&p.id, lim)?;
+                check_opt("identity.hash", &p.hash, 128)?;
+            }
             check_opt("lang", lang, 35)
         }
         VisitorIn::Send { body, .. } => check_body("body", body, lim),
@@ -336,13 +352,7 @@ pub fn validate_in(msg: &VisitorIn, lim: &Limits) -> Result<(), VisitorParseErro
             hash,
             attrs,
         } => {
-            check_len("id", id, lim.max_short)?;
-            if id.is_empty() {
-                return Err(VisitorParseError::Field {
-                    field: "id",
-                    why: "empty".into(),
-                });
-            }
+            check_identity_id(id, lim)?;
             check_opt("name", name, lim.max_short)?;
             check_opt("email", email, lim.max_short)?;
             check_opt("hash", hash, 128)?;

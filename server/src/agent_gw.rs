@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use holdfast_protocol::agent::{
-    AckBatch, ClientMsg, CommandResult, Event, LiveEvent, LoginOk, Presence, Query, Resume, Seq,
-    ServerMsg, Snapshot, SnapshotPart, TeamMember, VisitorInfo, WireError,
+    AckBatch, ClientMsg, CommandResult, Event, LiveEvent, Login, LoginOk, Presence, Query, Resume,
+    Seq, ServerMsg, Snapshot, SnapshotPart, TeamMember, VisitorInfo, WireError,
 };
 use holdfast_protocol::codec::{FrameCodec, FrameError};
 use holdfast_protocol::error::ErrorCode;
@@ -137,8 +137,8 @@ async fn handle(
         FrameCodec::new(ctx.preauth.config().max_frame.min(ctx.cfg.max_frame)),
     );
     let deadline = ctx.preauth.config().deadline;
-    let opened = tokio::select! {
-        r = timeout(deadline, establish(&mut io, peer, &ctx, &limit)) => match r {
+    let greeted = tokio::select! {
+        r = timeout(deadline, greet(&mut io, &ctx)) => match r {
             Ok(r) => r,
             Err(_) => Err(End::Timeout("a complete login")),
         },
@@ -148,6 +148,10 @@ async fn handle(
         }
     };
     drop(preauth);
+    let opened = match greeted {
+        Ok((session, login)) => establish(&mut io, peer, &ctx, &limit, session, login).await,
+        Err(e) => Err(e),
+    };
     let (mut conn, _permit) = match opened {
         Ok(c) => c,
         Err(e) => {
@@ -384,12 +388,11 @@ async fn next_frame(
     }
 }
 
-async fn establish(
-    io: &mut Io,
-    peer: SocketAddr,
-    ctx: &Arc<Ctx>,
-    limit: &Arc<Semaphore>,
-) -> Result<(Conn, OwnedSemaphorePermit), End> {
+/// The peer's part of opening a session: its hello and its Login frame.
+/// This is all the pre-auth deadline and pool cover; what the server does
+/// next (queueing for a password check, the resume) is not the peer's
+/// delay to be cut for.
+async fn greet(io: &mut Io, ctx: &Arc<Ctx>) -> Result<(Session, Login), End> {
     let hs_timeout = ctx.cfg.handshake_timeout;
     let hello = next_frame(io, "ClientHello", hs_timeout).await?;
     let accepted = server_accept_with(&ctx.identity, &mut rand::rng(), &hello);
@@ -425,6 +428,18 @@ async fn establish(
         }
     };
     session.liveness.on_recv(now());
+    Ok((session, login))
+}
+
+/// Check the Login and open the session: register, then resume.
+async fn establish(
+    io: &mut Io,
+    peer: SocketAddr,
+    ctx: &Arc<Ctx>,
+    limit: &Arc<Semaphore>,
+    mut session: Session,
+    login: Login,
+) -> Result<(Conn, OwnedSemaphorePermit), End> {
     let (row, proof) = match crate::login::authenticate(ctx, &login, peer.ip()).await {
         Ok(r) => r,
         Err(refusal) => {

@@ -244,7 +244,15 @@ pub async fn authenticate(
         }
     };
     let ip_attempt = ctx.ip_throttle.begin(ip_keys, now).map_err(throttled)?;
-    let user_attempt = ctx.throttle.begin(user_keys, now).map_err(throttled)?;
+    let user_attempt = match ctx.throttle.begin(user_keys, now) {
+        Ok(a) => a,
+        Err(wait) => {
+            // Refused for the name: no password was tried from the
+            // address, so its count does not move.
+            ip_attempt.cancel();
+            return Err(throttled(wait));
+        }
+    };
     let verified = match &row {
         Some(r) => {
             let hash = r.password_hash.clone();

@@ -82,6 +82,15 @@ impl Attempt<'_> {
     }
 }
 
+impl Attempt<'_> {
+    /// Never decided: another key refused the attempt before its check, so
+    /// it counts neither way.
+    pub fn cancel(mut self) {
+        self.decided = true;
+        self.throttle.undo(&self.keys);
+    }
+}
+
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if !self.decided {
@@ -128,7 +137,7 @@ impl LoginThrottle {
             }
             if let Some(t) = e.locked_until.filter(|t| *t > now) {
                 wait = Some(wait.map_or(t - now, |w| w.max(t - now)));
-            } else if e.failures + e.in_flight >= self.cfg.free_failures {
+            } else if e.in_flight > 0 && e.failures + e.in_flight >= self.cfg.free_failures {
                 // Attempts in flight would take it over the limit: the
                 // next one waits for them to be decided.
                 wait = Some(wait.map_or(self.cfg.first_lockout, |w| w.max(self.cfg.first_lockout)));
@@ -153,6 +162,15 @@ impl LoginThrottle {
             keys,
             decided: false,
         })
+    }
+
+    fn undo(&self, keys: &[String]) {
+        let mut map = self.lock();
+        for k in keys {
+            if let Some(e) = map.get_mut(k) {
+                e.in_flight = e.in_flight.saturating_sub(1);
+            }
+        }
     }
 
     fn finish(&self, keys: &[String], failed_at: Option<Instant>) {

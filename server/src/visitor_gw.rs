@@ -551,7 +551,7 @@ async fn handle_msg(
             if let Err(r) = gate.admit(id, Instant::now()) {
                 return Some(rate_limited(id, r));
             }
-            if let Err(r) = shared_limits(ctx, v, gate, id) {
+            if let Some(r) = shared_limits(ctx, v, gate, id) {
                 return Some(r);
             }
             let visitor = v.id.clone();
@@ -643,7 +643,7 @@ async fn send(
     if let Err(r) = gate.admit(id, Instant::now()) {
         return rate_limited(id, r);
     }
-    if let Err(r) = shared_limits(ctx, v, gate, id) {
+    if let Some(r) = shared_limits(ctx, v, gate, id) {
         return r;
     }
     // A left message shows agents the page it was left on.
@@ -668,19 +668,19 @@ async fn send(
 }
 
 /// The visitor's and the address's share, after the connection's own: a
-/// refusal here holds the action's place in the order like any other.
+/// refusal (`Some`) holds the action's place in the order like any other.
 fn shared_limits(
     ctx: &Arc<Ctx>,
     v: &Visitor,
     gate: &mut SendGate,
     id: MsgId,
-) -> Result<(), VisitorOut> {
+) -> Option<VisitorOut> {
     let Err(l) = ctx.visitor_limits.message(&v.id, v.ip) else {
-        return Ok(());
+        return None;
     };
     ctx.metrics.visitor_limited.inc();
     gate.hold(id, Instant::now());
-    Err(VisitorOut::Error {
+    Some(VisitorOut::Error {
         code: ErrorCode::RateLimited,
         message: format!(
             "{}; send this again then, before anything after it",

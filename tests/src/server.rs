@@ -57,6 +57,9 @@ pub fn fast_config(dir: &Path) -> ServerConfig {
     // limits set their own.
     let r = &mut cfg.visitor.rates;
     for rate in [
+        &mut r.visitor_messages,
+        &mut r.visitor_pages,
+        &mut r.visitor_identifies,
         &mut r.addr_messages,
         &mut r.addr_pages,
         &mut r.addr_identifies,

@@ -130,6 +130,8 @@ async fn a_slow_consumer_is_cut_and_resumes_without_loss() {
         c.hub.agent_queue = 8;
         c.visitor.msg_rate = 10_000.0;
         c.visitor.msg_burst = 10_000.0;
+        // The flooding visitor reads its own echoes (4.8 MB) as it goes.
+        c.hub.visitor_queue_bytes = 64 * 1024 * 1024;
     })
     .await;
     let device = new_id();

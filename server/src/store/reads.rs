@@ -668,18 +668,21 @@ pub fn history(
         }));
     };
     let limit = limit.clamp(1, 500);
+    // The first page lists the visitor's latest conversations; later pages
+    // only those their messages belong to, so a visitor with a thousand
+    // visits does not resend them all with every page.
     let mut st = conn.prepare_cached(&format!(
-        "{CONV_SELECT} WHERE c.visitor_id = ?1 ORDER BY c.id DESC"
+        "{CONV_SELECT} WHERE c.visitor_id = ?1 ORDER BY c.id DESC LIMIT 50"
     ))?;
-    let conversations: Vec<ConversationInfo> = st
+    let mut conversations: Vec<ConversationInfo> = st
         .query_map([visitor], conv_row)?
         .collect::<Result<_, _>>()?;
     let mut st = conn.prepare_cached(&format!(
         "{MSG_SELECT} WHERE c.visitor_id = ?1 AND m.id < ?2 ORDER BY m.id DESC LIMIT ?3"
     ))?;
-    let before = before.map_or(i64::MAX, to_i64);
+    let before_id = before.map_or(i64::MAX, to_i64);
     let mut messages: Vec<ChatMessage> = st
-        .query_map(params![visitor, before, limit + 1], msg_row)?
+        .query_map(params![visitor, before_id, limit + 1], msg_row)?
         .collect::<Result<_, _>>()?;
     let mut more = messages.len() > limit as usize;
     messages.truncate(limit as usize);
@@ -691,6 +694,16 @@ pub fn history(
     }) {
         messages.truncate(cut.max(1));
         more = true;
+    }
+    if before.is_some() {
+        conversations.retain(|c| messages.iter().any(|m| m.conversation == c.id));
+        for m in &messages {
+            if !conversations.iter().any(|c| c.id == m.conversation)
+                && let Some(c) = conversation(conn, m.conversation)?
+            {
+                conversations.push(c);
+            }
+        }
     }
     Ok(QueryResult::History {
         visitor: Some(Box::new(info)),
