@@ -165,7 +165,6 @@ async fn handle(
             return;
         }
     };
-    io.codec_mut().set_max_frame_length(ctx.cfg.max_frame);
     let agent = conn.agent.id;
     let result = conn.run(&mut io, &ctx).await;
     ctx.hub.unregister_agent(agent, conn.conn_id);
@@ -464,6 +463,9 @@ async fn establish(
         return Err(End::Full(max));
     };
     tracing::debug!(%peer, agent = row.id, ?proof, "logged in");
+    // Logged in: frames of the full size both ways from here (the resume
+    // that follows sends snapshots and lists of up to half a frame).
+    io.codec_mut().set_max_frame_length(ctx.cfg.max_frame);
     let (agent_id, device) = (row.id, login.device_id);
     let active = ctx
         .reads

@@ -263,11 +263,14 @@ pub async fn authenticate(
             // (BENCHMARKS.md, reconnect storm). Logins queue here instead,
             // one per core, and only after the throttle let them in.
             match password_gate().acquire().await {
-                Ok(_permit) => tokio::task::spawn_blocking(move || {
-                    crate::auth::verify_password(&password, Some(&hash))
-                })
-                .await
-                .unwrap_or(false),
+                Ok(_permit) => {
+                    ctx.metrics.password_checks.inc();
+                    tokio::task::spawn_blocking(move || {
+                        crate::auth::verify_password(&password, Some(&hash))
+                    })
+                    .await
+                    .unwrap_or(false)
+                }
                 Err(_) => false,
             }
         }

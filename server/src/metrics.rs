@@ -124,6 +124,7 @@ pub struct Metrics {
     pub rejected_frames: Counter,
     pub commit_failures: Counter,
     pub logins_by_ticket: Counter,
+    pub password_checks: Counter,
     pub preauth_refused: Counter,
     pub preauth_evicted: Counter,
     pub visitor_limited: Counter,
@@ -151,6 +152,7 @@ impl Default for Metrics {
             rejected_frames: Counter::default(),
             commit_failures: Counter::default(),
             logins_by_ticket: Counter::default(),
+            password_checks: Counter::default(),
             preauth_refused: Counter::default(),
             preauth_evicted: Counter::default(),
             visitor_limited: Counter::default(),
@@ -194,7 +196,7 @@ impl Metrics {
             "gauge",
             self.visitor_long_polls.get(),
         );
-        let counters: [(&str, &str, &Counter); 17] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             (
                 "holdfast_messages_in_total",
                 "Chat messages committed.",
@@ -259,6 +261,11 @@ impl Metrics {
                 "holdfast_logins_by_ticket_total",
                 "Agent logins by resume ticket (no password hash).",
                 &self.logins_by_ticket,
+            ),
+            (
+                "holdfast_password_checks_total",
+                "Argon2 password verifications run.",
+                &self.password_checks,
             ),
             (
                 "holdfast_preauth_refused_total",

@@ -9,6 +9,8 @@
 //! - [`core_agent`]: the real agent client core as a test peer.
 //! - [`browser`]: a small WebDriver client for headless Chromium.
 //! - [`chaos`]: the chaos run (every fault at once, real processes, checker).
+//! - [`attack`]: connections from other loopback addresses, and the
+//!   bystander chat that must stay fast while an attack runs.
 //!
 //! Test code may unwrap: a panic is how a test fails.
 #![allow(
@@ -19,6 +21,7 @@
     clippy::cast_possible_truncation
 )]
 
+pub mod attack;
 pub mod browser;
 pub mod chaos;
 pub mod checker;

@@ -38,10 +38,26 @@ impl RawAgent {
         Self::handshake_version(addr, holdfast_protocol::PROTOCOL_VERSION).await
     }
 
+    /// Connect from another local address (127.x.y.z), so per-address
+    /// limits see a different client.
+    pub async fn handshake_from(
+        addr: SocketAddr,
+        from: std::net::IpAddr,
+    ) -> Result<Self, ConnectError> {
+        let stream = crate::attack::tcp_from(from, addr)
+            .await
+            .map_err(|e| ConnectError::Io(e.to_string()))?;
+        Self::handshake_on(stream, holdfast_protocol::PROTOCOL_VERSION).await
+    }
+
     pub async fn handshake_version(addr: SocketAddr, version: u16) -> Result<Self, ConnectError> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| ConnectError::Io(e.to_string()))?;
+        Self::handshake_on(stream, version).await
+    }
+
+    async fn handshake_on(stream: TcpStream, version: u16) -> Result<Self, ConnectError> {
         let mut io = Framed::new(stream, FrameCodec::default());
         let mut secret = [0u8; 32];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);

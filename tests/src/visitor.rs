@@ -62,12 +62,32 @@ impl WsVisitor {
 
     /// Connect with an explicit hello.
     pub async fn connect_with(http: SocketAddr, hello: VisitorIn) -> anyhow::Result<Self> {
+        let (ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://{http}/v1/visitor/ws")).await?;
+        Self::start(ws, hello).await
+    }
+
+    /// Connect from another local address (127.x.y.z), so per-address
+    /// limits see a different client.
+    pub async fn connect_from(
+        http: SocketAddr,
+        from: std::net::IpAddr,
+        hello: VisitorIn,
+    ) -> anyhow::Result<Self> {
+        let tcp = crate::attack::tcp_from(from, http).await?;
+        let (ws, _) = tokio_tungstenite::client_async(
+            format!("ws://{http}/v1/visitor/ws"),
+            tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        )
+        .await?;
+        Self::start(ws, hello).await
+    }
+
+    async fn start(mut ws: Ws, hello: VisitorIn) -> anyhow::Result<Self> {
         let after = match &hello {
             VisitorIn::Hello { after, .. } => after.unwrap_or(0),
             _ => 0,
         };
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async(format!("ws://{http}/v1/visitor/ws")).await?;
         ws.send(Message::Text(serde_json::to_string(&hello)?.into()))
             .await?;
         let first = next_json(&mut ws, Duration::from_secs(5)).await?;
