@@ -537,13 +537,18 @@ impl Watch<'_> {
                     }
                     let now = Instant::now();
                     match self.activity.idle_deadline(self.first_request, self.idle) {
+                        // Never a request: nothing to finish, and a silent
+                        // HTTP/2 peer would sit through a graceful close
+                        // (hyper waits out its handshake, h2 its GOAWAY
+                        // ping), so it goes now.
+                        Some(d) if d <= now && !self.activity.answered.load(Ordering::Acquire) => {
+                            self.log.cut(Reason::Header, self.peer);
+                            return;
+                        }
+                        // Idle after answering: say goodbye (HTTP/2 GOAWAY)
+                        // and cut it if the peer does not let it go.
                         Some(d) if d <= now => {
-                            let reason = if self.activity.answered.load(Ordering::Acquire) {
-                                Reason::Idle
-                            } else {
-                                Reason::Header
-                            };
-                            self.log.cut(reason, self.peer);
+                            self.log.cut(Reason::Idle, self.peer);
                             conn.as_mut().graceful();
                             closing_by = Some(now + self.first_request);
                         }
