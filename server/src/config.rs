@@ -132,6 +132,54 @@ impl Default for VisitorConfig {
     }
 }
 
+/// Timers and caps on every connection to the HTTP port, so sockets that
+/// send nothing, send slowly or sit idle cannot use up the process's file
+/// descriptors (and with them the agent port).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// From accept until the first bytes say HTTP/1 or HTTP/2 (TLS
+    /// handshake included). A socket that sends nothing is closed then.
+    pub detect_timeout: Duration,
+    /// Each request's headers, and an HTTP/2 connection's first request;
+    /// `None` means the visitor hello timeout, so a WebSocket gets one
+    /// deadline for its upgrade request and one for its hello.
+    pub header_timeout: Option<Duration>,
+    /// A request body, from the end of its headers to its last byte. Visitor
+    /// bodies are a few KiB, so this is a total, not a per-read, timer: a
+    /// trickle of one byte a second does not reset it.
+    pub body_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    /// HTTP/1 also has the header timer while it waits for the next request.
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING interval, and how long to wait for its answer.
+    pub h2_keepalive_interval: Duration,
+    pub h2_keepalive_timeout: Duration,
+    pub h2_max_streams: u32,
+    /// Open connections per source address (per /64 for IPv6), WebSockets
+    /// included. Generous: a whole office may share one NAT address.
+    pub max_per_ip: usize,
+    /// File descriptors kept back from HTTP for the agent port, the
+    /// database and the server itself. HTTP may hold the process's
+    /// RLIMIT_NOFILE minus this many connections.
+    pub fd_reserve: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            detect_timeout: Duration::from_secs(10),
+            header_timeout: None,
+            body_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(30),
+            h2_keepalive_interval: Duration::from_secs(20),
+            h2_keepalive_timeout: Duration::from_secs(10),
+            h2_max_streams: 100,
+            max_per_ip: 512,
+            fd_reserve: 512,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
@@ -163,6 +211,7 @@ pub struct ServerConfig {
     pub preauth: crate::login::PreAuthConfig,
     /// How long a resume ticket lets a device reconnect without a password.
     pub ticket_lifetime: Duration,
+    pub http_limits: HttpConfig,
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -194,6 +243,7 @@ impl ServerConfig {
             owner_grace: Duration::from_secs(120),
             preauth: crate::login::PreAuthConfig::default(),
             ticket_lifetime: Duration::from_secs(12 * 3600),
+            http_limits: HttpConfig::default(),
         }
     }
 
@@ -282,6 +332,16 @@ pub struct FileConfig {
     pub ticket_hours: Option<u64>,
     /// Logged-in agent sessions in all.
     pub agent_max_connections: Option<usize>,
+    /// [`HttpConfig`]: timers in milliseconds, caps as counts.
+    pub http_detect_timeout_ms: Option<u64>,
+    pub http_header_timeout_ms: Option<u64>,
+    pub http_body_timeout_ms: Option<u64>,
+    pub http_idle_timeout_ms: Option<u64>,
+    pub http2_keepalive_interval_ms: Option<u64>,
+    pub http2_keepalive_timeout_ms: Option<u64>,
+    pub http2_max_streams: Option<u32>,
+    pub http_max_per_ip: Option<usize>,
+    pub http_fd_reserve: Option<u64>,
 }
 
 /// Values from flags or the environment (flags win; clap does that part).
@@ -318,6 +378,8 @@ fn burst_from(v: f64) -> u32 {
 
 /// Merge flags/env over the file over defaults.
 pub fn resolve(file: FileConfig, o: Overrides) -> anyhow::Result<ServerConfig> {
+    let mut http_limits = HttpConfig::default();
+    resolve_http(&file, &mut http_limits)?;
     let data_dir = o
         .data_dir
         .or(file.data_dir)
@@ -462,12 +524,66 @@ pub fn resolve(file: FileConfig, o: Overrides) -> anyhow::Result<ServerConfig> {
     if let Some(v) = file.agent_max_connections {
         c.agent_max_connections = v.max(1);
     }
+    c.http_limits = http_limits;
     c.tls = match (o.tls_cert.or(file.tls_cert), o.tls_key.or(file.tls_key)) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         (None, None) => None,
         _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
     };
     Ok(c)
+}
+
+fn resolve_http(file: &FileConfig, h: &mut HttpConfig) -> anyhow::Result<()> {
+    // A zero timer would close every connection at once: refuse it rather
+    // than read it as "off".
+    let ms = |key: &str, v: Option<u64>, into: &mut Duration| -> anyhow::Result<()> {
+        if let Some(v) = v {
+            anyhow::ensure!(v > 0, "{key} must be more than 0");
+            *into = Duration::from_millis(v);
+        }
+        Ok(())
+    };
+    ms(
+        "http_detect_timeout_ms",
+        file.http_detect_timeout_ms,
+        &mut h.detect_timeout,
+    )?;
+    if let Some(v) = file.http_header_timeout_ms {
+        anyhow::ensure!(v > 0, "http_header_timeout_ms must be more than 0");
+        h.header_timeout = Some(Duration::from_millis(v));
+    }
+    ms(
+        "http_body_timeout_ms",
+        file.http_body_timeout_ms,
+        &mut h.body_timeout,
+    )?;
+    ms(
+        "http_idle_timeout_ms",
+        file.http_idle_timeout_ms,
+        &mut h.idle_timeout,
+    )?;
+    ms(
+        "http2_keepalive_interval_ms",
+        file.http2_keepalive_interval_ms,
+        &mut h.h2_keepalive_interval,
+    )?;
+    ms(
+        "http2_keepalive_timeout_ms",
+        file.http2_keepalive_timeout_ms,
+        &mut h.h2_keepalive_timeout,
+    )?;
+    if let Some(v) = file.http2_max_streams {
+        anyhow::ensure!(v > 0, "http2_max_streams must be more than 0");
+        h.h2_max_streams = v;
+    }
+    if let Some(v) = file.http_max_per_ip {
+        anyhow::ensure!(v > 0, "http_max_per_ip must be more than 0");
+        h.max_per_ip = v;
+    }
+    if let Some(v) = file.http_fd_reserve {
+        h.fd_reserve = v;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -494,6 +610,36 @@ mod tests {
         assert_eq!(c.agent_listen.port(), 9001);
         assert_eq!(c.liveness.heartbeat, Duration::from_secs(1));
         assert_eq!(c.liveness.dead_after, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn http_limits_from_the_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            http_detect_timeout_ms = 700
+            http_header_timeout_ms = 900
+            http_max_per_ip = 40
+            http_fd_reserve = 100
+            "#,
+        )
+        .unwrap();
+        let o = Overrides {
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        let c = resolve(file, o).unwrap();
+        let h = &c.http_limits;
+        assert_eq!(h.detect_timeout, Duration::from_millis(700));
+        assert_eq!(h.header_timeout, Some(Duration::from_millis(900)));
+        assert_eq!(h.max_per_ip, 40);
+        assert_eq!(h.fd_reserve, 100);
+        assert_eq!(h.body_timeout, HttpConfig::default().body_timeout);
+        let zero: FileConfig = toml::from_str("http_idle_timeout_ms = 0").unwrap();
+        let o = Overrides {
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        assert!(resolve(zero, o).is_err());
     }
 
     #[test]

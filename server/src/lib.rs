@@ -6,7 +6,8 @@
 //!   [`pushq`]: the small bounded queue from the hub to each connection.
 //! - [`agent_gw`]: the agent TCP gateway (protocol crate, sealed frames).
 //! - [`visitor_gw`]: HTTP: visitor WebSocket and long-poll, widget assets,
-//!   `/healthz`, `/metrics`.
+//!   `/healthz`, `/metrics`; [`http`]: its accept loop, with a timer on
+//!   every phase of a connection and caps on how many it may hold.
 //! - [`auth`], [`token`], [`throttle`], [`identity`]: passwords, visitor
 //!   tokens and identify hashes, rate limits, the server's static key.
 //! - [`login`], [`ticket`]: who may log in (the pre-auth pool, the login
@@ -22,6 +23,7 @@ pub mod agent_gw;
 pub mod assets;
 pub mod auth;
 pub mod config;
+pub mod http;
 pub mod hub;
 pub mod identity;
 pub mod limits;

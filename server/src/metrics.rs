@@ -23,6 +23,9 @@ impl Counter {
 pub struct Gauge(AtomicU64);
 
 impl Gauge {
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
@@ -131,6 +134,97 @@ pub struct Metrics {
     pub queries_refused: Counter,
     pub commit_batch: Histogram,
     pub commit_seconds: Histogram,
+    pub http: HttpMetrics,
+}
+
+/// The HTTP port's connections and every one the server cut, by reason
+/// (see `http`): what an operator reads to tell an attack from a bug.
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    pub connections: Gauge,
+    /// The most connections HTTP may hold (descriptor limit less reserve).
+    pub connection_limit: Gauge,
+    pub detect_timeouts: Counter,
+    pub header_timeouts: Counter,
+    pub body_timeouts: Counter,
+    pub idle_timeouts: Counter,
+    pub per_ip_cuts: Counter,
+    pub capacity_cuts: Counter,
+    pub refused: Counter,
+    pub accept_errors: Counter,
+}
+
+impl HttpMetrics {
+    fn render(&self, out: &mut String) {
+        let gauges: [(&str, &str, &Gauge); 2] = [
+            (
+                "holdfast_http_connections",
+                "Open connections on the HTTP port, upgraded WebSockets included.",
+                &self.connections,
+            ),
+            (
+                "holdfast_http_connection_limit",
+                "Most HTTP connections held at once: RLIMIT_NOFILE less the reserve.",
+                &self.connection_limit,
+            ),
+        ];
+        for (name, help, g) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                g.get()
+            );
+        }
+        let counters: [(&str, &str, &Counter); 8] = [
+            (
+                "holdfast_http_detect_timeouts_total",
+                "HTTP connections closed for not starting TLS or HTTP in time.",
+                &self.detect_timeouts,
+            ),
+            (
+                "holdfast_http_header_timeouts_total",
+                "HTTP connections closed for request headers (or a first HTTP/2 request) not arriving in time.",
+                &self.header_timeouts,
+            ),
+            (
+                "holdfast_http_body_timeouts_total",
+                "Requests cut for a body slower than the body timeout.",
+                &self.body_timeouts,
+            ),
+            (
+                "holdfast_http_idle_timeouts_total",
+                "HTTP connections closed after sitting idle between requests.",
+                &self.idle_timeouts,
+            ),
+            (
+                "holdfast_http_per_ip_cuts_total",
+                "HTTP connections closed or refused for the per-address cap.",
+                &self.per_ip_cuts,
+            ),
+            (
+                "holdfast_http_capacity_cuts_total",
+                "Idle new HTTP connections closed to make room under the descriptor cap.",
+                &self.capacity_cuts,
+            ),
+            (
+                "holdfast_http_refused_total",
+                "HTTP connections refused at the cap with nothing idle to close.",
+                &self.refused,
+            ),
+            (
+                "holdfast_http_accept_errors_total",
+                "Failed accepts on the HTTP port (EMFILE and the like).",
+                &self.accept_errors,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.get()
+            );
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -159,6 +253,7 @@ impl Default for Metrics {
             queries_refused: Counter::default(),
             commit_batch: Histogram::new(BATCH_BOUNDS),
             commit_seconds: Histogram::new(LATENCY_BOUNDS),
+            http: HttpMetrics::default(),
         }
     }
 }
@@ -305,6 +400,7 @@ impl Metrics {
             "holdfast_commit_seconds",
             "Group commit latency including fsync.",
         );
+        self.http.render(&mut out);
         out
     }
 }

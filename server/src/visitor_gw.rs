@@ -35,69 +35,11 @@ use crate::store::writer::VisitorSendOutcome;
 use crate::store::{Op, StoreError, now_ms};
 use crate::throttle::SendGate;
 
-/// Serve HTTP (and HTTPS when configured) until shutdown.
+/// Serve HTTP (and HTTPS when configured) until shutdown; the listener,
+/// TLS and every connection's timers and caps are in [`crate::http`].
 pub async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>) {
     let app = router(ctx.clone());
-    let shutdown = ctx.shutdown.clone();
-    let handle = axum_server::Handle::new();
-    let h2 = handle.clone();
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        h2.graceful_shutdown(Some(Duration::from_secs(5)));
-    });
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    // A client that sends half a request and stalls (slowloris) would hold
-    // its socket forever: hyper only enforces a header deadline once it has
-    // a timer. Requests get as long as a WebSocket gets for its hello.
-    let header_timeout = ctx.cfg.visitor.hello_timeout;
-    let harden = |b: &mut hyper_util::server::conn::auto::Builder<_>| {
-        b.http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(header_timeout);
-    };
-    match &ctx.cfg.tls {
-        Some(tls) => {
-            let config =
-                match axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-                    .await
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::error!(
-                            "cannot load TLS certificate {} / key {}: {e}",
-                            tls.cert.display(),
-                            tls.key.display()
-                        );
-                        ctx.shutdown.cancel();
-                        return;
-                    }
-                };
-            let mut server = match axum_server::from_tcp_rustls(listener, config) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("cannot start the TLS listener: {e}");
-                    return;
-                }
-            };
-            harden(server.http_builder());
-            if let Err(e) = server.handle(handle).serve(service).await {
-                tracing::error!("https server failed: {e}");
-            }
-        }
-        None => {
-            let mut server = match axum_server::from_tcp(listener) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("cannot use the HTTP listener: {e}");
-                    return;
-                }
-            };
-            harden(server.http_builder());
-            if let Err(e) = server.handle(handle).serve(service).await {
-                tracing::error!("http server failed: {e}");
-            }
-        }
-    }
+    crate::http::serve(listener, ctx, app).await;
 }
 
 pub fn router(ctx: Arc<Ctx>) -> Router {

@@ -97,6 +97,7 @@ addr_identifies_burst = 100000
 addr_new_visitors_per_sec = 100000.0
 addr_new_visitors_burst = 100000
 preauth_max_per_ip = 1024
+http_max_per_ip = 100000
 ";
 
 impl TestServer {
@@ -247,10 +248,19 @@ pub struct ServerProcess {
     pub admin: SocketAddr,
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
+    /// RLIMIT_NOFILE (soft and hard) for the server, to test running out of
+    /// descriptors without exhausting the machine's.
+    pub nofile: Option<u64>,
 }
 
 impl ServerProcess {
     pub fn start(dir: &Path, extra_args: &[&str]) -> Self {
+        Self::start_limited(dir, extra_args, None)
+    }
+
+    /// Like [`ServerProcess::start`], with the descriptor limit lowered to
+    /// `nofile` when given.
+    pub fn start_limited(dir: &Path, extra_args: &[&str], nofile: Option<u64>) -> Self {
         let mut p = Self {
             dir: dir.to_path_buf(),
             http: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -258,6 +268,7 @@ impl ServerProcess {
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
             child: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            nofile,
         };
         p.spawn();
         p
@@ -267,7 +278,19 @@ impl ServerProcess {
         let bin = server_binary();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let mut child = Command::new(&bin)
+            // The shell sets the limit and execs the server, so the child's
+            // pid is the server's (kill9 and terminate reach it).
+            let mut cmd = match self.nofile {
+                Some(n) => {
+                    let mut c = Command::new("sh");
+                    c.arg("-c")
+                        .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                        .arg(&bin);
+                    c
+                }
+                None => Command::new(&bin),
+            };
+            let mut child = cmd
                 .arg("serve")
                 .arg("--data-dir")
                 .arg(&self.dir)
