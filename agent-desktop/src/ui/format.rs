@@ -100,6 +100,63 @@ pub fn visitor_label(name: Option<&str>, id: &str) -> String {
     }
 }
 
+/// Whether `c` reorders or hides the text around it: the bidi embeddings,
+/// overrides and isolates (U+202A–U+202E, U+2066–U+2069) and the implicit
+/// direction marks (U+200E, U+200F, U+061C), and the zero-width and
+/// invisible characters (U+200B–U+200D, U+2060–U+2064, U+FEFF).
+/// `char::is_control` covers none of them: they are format characters.
+pub fn is_bidi_or_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Text from outside (a visitor's name or message) made safe to show: bidi
+/// controls and invisible characters dropped, and control characters other
+/// than newline and tab. A right-to-left override in a name shows
+/// "Bob\u{202E}gpj.exe" as "Bobexe.jpg", an unclosed one flips whatever is
+/// drawn after it, and zero-width characters make different strings look
+/// the same. Dropping them loses nothing a reader can see; the text's own
+/// right-to-left letters still lay out by the Unicode bidi rules.
+///
+/// A zero-width joiner between two emoji stays: it is what makes 👨‍👩‍👧 one
+/// family instead of three people, and between two pictographs it can
+/// neither reorder nor hide anything.
+pub fn display_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{200D}' {
+            let joins_emoji = out.chars().next_back().is_some_and(is_emoji_part)
+                && chars.peek().copied().is_some_and(is_emoji_part);
+            if joins_emoji {
+                out.push(c);
+            }
+            continue;
+        }
+        if is_bidi_or_invisible(c) || (c.is_control() && c != '\n' && c != '\t') {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Pictographs, and the variation selector and skin-tone modifiers that
+/// end one, as found on either side of a joiner in an emoji sequence.
+fn is_emoji_part(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2600}'..='\u{27BF}' | '\u{2B00}'..='\u{2BFF}' | '\u{FE0F}' | '\u{1F000}'..='\u{1FAFF}'
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +201,49 @@ mod tests {
         assert_eq!(preview("你好世界", 2), "你好…");
         assert_eq!(preview("one\ntwo", 10), "one…");
         assert_eq!(preview("short", 10), "short");
+    }
+
+    #[test]
+    fn display_safe_drops_bidi_controls_and_invisibles() {
+        // The classic extension spoof: it shows as "Invoice annexe.pdf" and
+        // is an .exe.
+        assert_eq!(
+            display_safe("Invoice ann\u{202E}fdp.exe"),
+            "Invoice annfdp.exe"
+        );
+        for c in [
+            '\u{061C}', '\u{200B}', '\u{200C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}',
+            '\u{202C}', '\u{202D}', '\u{202E}', '\u{2060}', '\u{2064}', '\u{2066}', '\u{2067}',
+            '\u{2068}', '\u{2069}', '\u{FEFF}',
+        ] {
+            assert!(is_bidi_or_invisible(c), "{:04X}", u32::from(c));
+            assert_eq!(
+                display_safe(&format!("a{c}b")),
+                "ab",
+                "{:04X}",
+                u32::from(c)
+            );
+        }
+        assert_eq!(display_safe("a\u{200D}b"), "ab");
+        assert_eq!(display_safe("\u{200D}"), "");
+    }
+
+    #[test]
+    fn display_safe_keeps_text_emoji_and_layout() {
+        assert_eq!(display_safe("line one\n\tline two"), "line one\n\tline two");
+        assert_eq!(display_safe("bell\u{7}\r\u{9B}!"), "bell!");
+        // Right-to-left letters are text, not controls.
+        assert_eq!(display_safe("שלום עולם"), "שלום עולם");
+        assert_eq!(display_safe("你好！📦"), "你好！📦");
+        // Emoji sequences joined with ZWJ stay whole.
+        for seq in [
+            "👨\u{200D}👩\u{200D}👧",
+            "❤\u{FE0F}\u{200D}🔥",
+            "🧑🏽\u{200D}💻",
+        ] {
+            assert_eq!(display_safe(seq), seq);
+        }
+        // Markup is text to this helper: escaping is the display's business.
+        assert_eq!(display_safe("<b>&</b>"), "<b>&</b>");
     }
 }

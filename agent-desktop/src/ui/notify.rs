@@ -9,10 +9,17 @@
 //! where `paplay` or `aplay` is on the PATH a short bundled chime is played
 //! through it. A Rust audio crate (rodio/cpal) would need the ALSA
 //! development headers at build time for a two-note chime, so it is not used.
+//!
+//! Titles and bodies carry a visitor's name and words, so they are made safe
+//! on the way out (see [`notification_text`]): a freedesktop server that
+//! advertises `body-markup` parses the body as a subset of HTML, links and
+//! images included, and would otherwise render whatever a visitor typed.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+
+use crate::ui::format;
 
 /// What happened, for the notification text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,10 +57,11 @@ impl Notifier {
         // Both calls block (D-Bus round trip, child process); keep them off
         // the UI thread.
         std::thread::spawn(move || {
+            let (summary, body) = notification_text(&alert, server_renders_markup());
             let shown = notify_rust::Notification::new()
                 .appname("Holdfast")
-                .summary(&alert.title)
-                .body(&alert.body)
+                .summary(&summary)
+                .body(&body)
                 .sound_name("message-new-instant")
                 .show();
             if let Err(e) = shown {
@@ -62,6 +70,87 @@ impl Notifier {
             play_chime();
         });
     }
+}
+
+/// Whether the notification server would parse markup in what it is sent.
+///
+/// The freedesktop spec makes the body plain text unless the server
+/// advertises `body-markup`, and then it is markup: `<a>`, `<img>` and
+/// entities. So the body is escaped exactly when the server says it parses
+/// it. Escaping always would be one D-Bus call cheaper, but a server
+/// without `body-markup` (dunst with its markup setting off, for one) shows
+/// text as it is, so an agent would read `&lt;` and `&amp;` in every message
+/// that has them. Chromium and qutebrowser decide the same way.
+///
+/// Asked on every alert, in the alert's own thread, rather than once: the
+/// daemon can be replaced while the app runs (a user switching dunst's
+/// markup on and restarting it), and a stale "plain" would let markup
+/// through. Alerts come at a person's pace, so the extra round trip is
+/// nothing. When the question fails the answer is "yes": a server that
+/// cannot be asked may still parse markup, and a stray `&lt;` on screen is
+/// the cheaper mistake.
+#[cfg(all(unix, not(target_os = "macos")))]
+fn server_renders_markup() -> bool {
+    match notify_rust::get_capabilities() {
+        Ok(caps) => caps.iter().any(|c| c == "body-markup"),
+        Err(e) => {
+            tracing::debug!("cannot ask the notification server what it renders: {e}");
+            true
+        }
+    }
+}
+
+/// Windows toasts (the text is set as XML text content, not parsed) and
+/// macOS notifications take plain text.
+#[cfg(not(all(unix, not(target_os = "macos"))))]
+fn server_renders_markup() -> bool {
+    false
+}
+
+/// The summary and body to send for `alert`, for a server that parses
+/// markup in the body (`markup`) or not.
+///
+/// Both lose bidi controls and invisible characters
+/// ([`format::display_safe`]), so a visitor named with a right-to-left
+/// override cannot reorder the notification. The summary is one line.
+///
+/// With `markup`, the body is escaped. The summary is plain text by the
+/// spec and is not escaped: dunst, for one, escapes it itself, so escaping
+/// it here would show "Tom &amp; Jerry". But mako, for one, puts it into
+/// its Pango markup as it is. So its angle brackets become the look-alike
+/// single guillemets ‹ ›, which nothing parses: a name cannot open a tag on
+/// either kind of server, and reads the same.
+fn notification_text(alert: &Alert, markup: bool) -> (String, String) {
+    let summary: String = format::display_safe(&alert.title)
+        .chars()
+        .map(|c| match c {
+            '\n' | '\t' => ' ',
+            '<' if markup => '\u{2039}',
+            '>' if markup => '\u{203A}',
+            c => c,
+        })
+        .collect();
+    let body = format::display_safe(&alert.body);
+    let body = if markup { escape_markup(&body) } else { body };
+    (summary, body)
+}
+
+/// `text` as markup that shows it literally: the five characters XML
+/// gives meaning to, escaped as GLib's `g_markup_escape_text` does (Pango
+/// and Qt's rich text, which the daemons parse with, both read these).
+fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn play_chime() {
@@ -157,5 +246,65 @@ mod tests {
         }
         assert_eq!(n.log.len(), LOG_CAP);
         assert_eq!(n.log.last().map(|a| a.title.as_str()), Some("t99"));
+    }
+
+    const HOSTILE_BODY: &str = "\u{2067}<a href=\"https://evil.example/login\">Your session expired…</a> <img src=\"file:///etc/passwd\"/>\u{FEFF}";
+
+    fn hostile() -> Alert {
+        Alert {
+            title: "Message from <b>Support</b> \u{202E}gpj.exe\u{200B}\n".into(),
+            body: HOSTILE_BODY.into(),
+        }
+    }
+
+    #[test]
+    fn markup_servers_get_an_escaped_body_and_a_tagless_summary() {
+        let (summary, body) = notification_text(&hostile(), true);
+        assert_eq!(
+            body,
+            "&lt;a href=&quot;https://evil.example/login&quot;&gt;Your session expired…&lt;/a&gt; \
+             &lt;img src=&quot;file:///etc/passwd&quot;/&gt;"
+        );
+        assert_eq!(
+            summary,
+            "Message from \u{2039}b\u{203A}Support\u{2039}/b\u{203A} gpj.exe "
+        );
+    }
+
+    #[test]
+    fn plain_servers_get_the_text_as_typed_less_bidi_and_invisibles() {
+        let (summary, body) = notification_text(&hostile(), false);
+        assert_eq!(
+            body,
+            "<a href=\"https://evil.example/login\">Your session expired…</a> <img src=\"file:///etc/passwd\"/>"
+        );
+        assert_eq!(summary, "Message from <b>Support</b> gpj.exe ");
+        let (summary, body) = notification_text(
+            &Alert {
+                title: "Message from Tom & Jerry's".into(),
+                body: "Fish & chips \"now\"".into(),
+            },
+            false,
+        );
+        assert_eq!(summary, "Message from Tom & Jerry's");
+        assert_eq!(body, "Fish & chips \"now\"");
+    }
+
+    #[test]
+    fn escaping_covers_the_xml_five_and_nothing_else() {
+        assert_eq!(
+            escape_markup("a&b<c>d\"e'f 你好 &amp;"),
+            "a&amp;b&lt;c&gt;d&quot;e&#39;f 你好 &amp;amp;"
+        );
+        // A markup server keeps an ampersand in the summary as it is: the
+        // spec makes the summary plain text.
+        let (summary, _) = notification_text(
+            &Alert {
+                title: "Message from Tom & Jerry".into(),
+                body: String::new(),
+            },
+            true,
+        );
+        assert_eq!(summary, "Message from Tom & Jerry");
     }
 }
