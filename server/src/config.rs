@@ -342,6 +342,15 @@ pub struct FileConfig {
     pub http2_max_streams: Option<u32>,
     pub http_max_per_ip: Option<usize>,
     pub http_fd_reserve: Option<u64>,
+    /// Bytes waiting for one agent (or visitor) connection before it is
+    /// cut as a slow consumer, and how long it may take nothing.
+    pub agent_queue_bytes: Option<usize>,
+    pub visitor_queue_bytes: Option<usize>,
+    pub queue_stall_secs: Option<u64>,
+    /// How often agents are sent the visitors that changed.
+    pub presence_every_ms: Option<u64>,
+    /// Page views kept per visitor.
+    pub page_trail_max: Option<u32>,
 }
 
 /// Values from flags or the environment (flags win; clap does that part).
@@ -523,6 +532,31 @@ pub fn resolve(file: FileConfig, o: Overrides) -> anyhow::Result<ServerConfig> {
     }
     if let Some(v) = file.agent_max_connections {
         c.agent_max_connections = v.max(1);
+    }
+    if let Some(v) = file.agent_queue_bytes {
+        anyhow::ensure!(
+            v >= c.max_frame,
+            "agent_queue_bytes ({v}) must hold at least one frame (max_frame {})",
+            c.max_frame
+        );
+        c.hub.agent_queue_bytes = v;
+    }
+    if let Some(v) = file.visitor_queue_bytes {
+        anyhow::ensure!(
+            v >= 64 * 1024,
+            "visitor_queue_bytes must be at least 65536 (a visitor snapshot), got {v}"
+        );
+        c.hub.visitor_queue_bytes = v;
+    }
+    if let Some(v) = file.queue_stall_secs {
+        anyhow::ensure!(v > 0, "queue_stall_secs must be more than 0");
+        c.hub.queue_stall = Duration::from_secs(v);
+    }
+    if let Some(v) = file.presence_every_ms {
+        c.hub.presence_every = Duration::from_millis(v.clamp(10, 10_000));
+    }
+    if let Some(v) = file.page_trail_max {
+        c.writer.trail_keep = v.max(1);
     }
     c.http_limits = http_limits;
     c.tls = match (o.tls_cert.or(file.tls_cert), o.tls_key.or(file.tls_key)) {

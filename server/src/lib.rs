@@ -200,6 +200,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     tasks.push(tokio::spawn(sweeps::owner_sweep(ctx.clone())));
     tasks.push(tokio::spawn(sweeps::presence(ctx.clone())));
     tasks.push(tokio::spawn(sweeps::agent_changes(ctx.clone())));
+    tasks.push(tokio::spawn(sweeps::forget_limits(ctx.clone())));
     let sweeper = ctx.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

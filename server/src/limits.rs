@@ -12,12 +12,27 @@
 //! be back at a full burst are pruned by [`VisitorLimits::prune`], instead of
 //! a map that was cleared wholesale when it grew.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+
+/// The key every per-address limit counts by. An IPv6 user is normally
+/// handed a whole /64, so one address of it would be no limit at all.
+pub fn addr_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
 
 /// A rate and the burst allowed above it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -120,7 +135,7 @@ impl Pair {
                 retry_after: n.wait_time_from(now),
             });
         }
-        if let Err(n) = self.addr.check_key(&ip) {
+        if let Err(n) = self.addr.check_key(&addr_key(ip)) {
             return Err(Limited {
                 by: "from your network address",
                 retry_after: n.wait_time_from(now),
@@ -158,7 +173,7 @@ impl VisitorLimits {
     }
 
     pub fn http_request(&self, ip: IpAddr) -> bool {
-        self.http_requests.check_key(&ip).is_ok()
+        self.http_requests.check_key(&addr_key(ip)).is_ok()
     }
 
     pub fn message(&self, visitor: &str, ip: IpAddr) -> Result<(), Limited> {
@@ -175,10 +190,12 @@ impl VisitorLimits {
 
     pub fn new_visitor(&self, ip: IpAddr) -> Result<(), Limited> {
         let now = DefaultClock::default().now();
-        self.new_visitors.check_key(&ip).map_err(|n| Limited {
-            by: "from your network address",
-            retry_after: n.wait_time_from(now),
-        })
+        self.new_visitors
+            .check_key(&addr_key(ip))
+            .map_err(|n| Limited {
+                by: "from your network address",
+                retry_after: n.wait_time_from(now),
+            })
     }
 
     /// Forget keys back at a full burst. Run now and then.

@@ -127,6 +127,7 @@ impl PreAuthPool {
 
     /// A place for a new connection from `ip`, or `None` (refuse it).
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PreAuthSlot> {
+        let ip = crate::limits::addr_key(ip);
         let mut st = self.lock();
         let mine = st.by_ip.get(&ip).map_or(0, VecDeque::len);
         if mine >= self.cfg.max_per_ip {
@@ -199,6 +200,7 @@ pub enum Proof {
 }
 
 fn throttle_keys(username: &str, ip: IpAddr) -> (Vec<String>, Vec<String>) {
+    let ip = crate::limits::addr_key(ip);
     (
         vec![format!("ip:{ip}")],
         vec![format!("u:{}@{ip}", username.to_lowercase())],

@@ -13,6 +13,9 @@
 //!   lost their rights and refreshes the team panel. The writer also checks
 //!   every command against the account row, so nothing is applied between
 //!   the change and the poll.
+//! - [`forget_limits`]: drops rate-limit state of addresses and visitors
+//!   that are back at a full burst, so a flood from many addresses leaves no
+//!   memory behind once it stops.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,6 +80,21 @@ pub async fn presence(ctx: Arc<Ctx>) {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,
             _ = tick.tick() => ctx.hub.flush_presence(),
+        }
+    }
+}
+
+/// How often idle rate-limit keys are dropped. A key is only dropped once
+/// its bucket has refilled, so this cannot loosen any limit.
+const FORGET_LIMITS_EVERY: Duration = Duration::from_secs(60);
+
+pub async fn forget_limits(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(FORGET_LIMITS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => ctx.visitor_limits.prune(),
         }
     }
 }

@@ -353,6 +353,7 @@ impl ConnLimiter {
     }
 
     pub fn acquire(&self, ip: IpAddr) -> Option<ConnSlot> {
+        let ip = crate::limits::addr_key(ip);
         let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(ip).or_insert(0);
         if *n >= self.max_per_ip {

@@ -11,33 +11,19 @@
 //! visitor out until their timers run out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::addr_key;
 use crate::metrics::Metrics;
 
 /// Connections that were told to close may still hold their descriptors
 /// for a moment; a burst of new ones must not push past the cap by more
 /// than this while they do.
 const CLOSING_SLACK: usize = 64;
-
-/// The key the per-address cap counts by. An IPv6 user is normally handed a
-/// whole /64, so one address of it would be no cap at all.
-pub(crate) fn addr_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
 
 #[derive(Debug)]
 pub(crate) struct Conns {

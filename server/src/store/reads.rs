@@ -21,10 +21,6 @@ pub const HISTORY_PAGE_BYTES: usize = 256 * 1024;
 /// The most message bytes a visitor's snapshot carries (its newest ones).
 pub const VISITOR_SNAPSHOT_BYTES: usize = 64 * 1024;
 
-/// How many page views of a visitor's trail are stored; older ones are
-/// deleted as new ones come (and all with retention).
-pub const TRAIL_KEEP: i64 = 100;
-
 /// How many page views of a visitor's trail are kept in memory and sent live.
 pub const TRAIL_LEN: usize = 20;
 

@@ -47,6 +47,9 @@ pub struct WriterConfig {
     pub queue: usize,
     /// How often expired events are pruned.
     pub prune_every: Duration,
+    /// Page views kept per visitor (the newest); older ones are deleted as
+    /// new ones arrive.
+    pub trail_keep: u32,
 }
 
 impl Default for WriterConfig {
@@ -57,6 +60,7 @@ impl Default for WriterConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             queue: 8192,
             prune_every: Duration::from_secs(60),
+            trail_keep: 100,
         }
     }
 }
@@ -347,6 +351,8 @@ impl Pending {
 struct OpCtx {
     heads: HashMap<String, Seq>,
     effects: Vec<Effect>,
+    /// [`WriterConfig::trail_keep`].
+    trail_keep: u32,
 }
 
 struct Writer {
@@ -423,7 +429,10 @@ impl Writer {
                 fail_op(op, msg);
                 continue;
             }
-            let mut ctx = OpCtx::default();
+            let mut ctx = OpCtx {
+                trail_keep: self.cfg.trail_keep,
+                ..OpCtx::default()
+            };
             // Each op runs in its own savepoint, so a failing op is undone
             // without losing the rest of the batch.
             // Cached statements: execute_batch would parse the SQL on every op.
@@ -1572,7 +1581,7 @@ impl Tx<'_> {
                 "DELETE FROM page_views WHERE visitor_id = ?1 AND id < \
                  (SELECT id FROM page_views WHERE visitor_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
             )?
-            .execute(params![visitor, reads::TRAIL_KEEP - 1])
+            .execute(params![visitor, self.ctx.trail_keep.max(1) - 1])
             .map_err(StoreError::from_sqlite)?;
         self.conn
             .prepare_cached("UPDATE visitors SET last_seen_ms = ?2 WHERE id = ?1")?
