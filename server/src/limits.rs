@@ -172,8 +172,14 @@ impl VisitorLimits {
         }
     }
 
-    pub fn http_request(&self, ip: IpAddr) -> bool {
-        self.http_requests.check_key(&addr_key(ip)).is_ok()
+    pub fn http_request(&self, ip: IpAddr) -> Result<(), Limited> {
+        let now = DefaultClock::default().now();
+        self.http_requests
+            .check_key(&addr_key(ip))
+            .map_err(|n| Limited {
+                by: "from your network address",
+                retry_after: n.wait_time_from(now),
+            })
     }
 
     pub fn message(&self, visitor: &str, ip: IpAddr) -> Result<(), Limited> {

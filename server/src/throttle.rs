@@ -239,6 +239,11 @@ impl TokenBucket {
         }
     }
 
+    /// Give back a token taken for something another limit then refused.
+    pub fn refund(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
+
     /// How long until the next token (after a refused `take`).
     pub fn wait(&self) -> Duration {
         if self.rate <= 0.0 {
@@ -258,6 +263,9 @@ impl TokenBucket {
 pub struct SendGate {
     bucket: TokenBucket,
     blocked: Option<(holdfast_protocol::ids::MsgId, Instant)>,
+    /// When the limit that refused the blocking message lets it through
+    /// (another limit than this gate's bucket).
+    held_until: Option<Instant>,
 }
 
 /// Why the gate refused, and when to try again.
@@ -276,6 +284,7 @@ impl SendGate {
         Self {
             bucket: TokenBucket::new(rate_per_sec, burst, now),
             blocked: None,
+            held_until: None,
         }
     }
 
@@ -288,15 +297,20 @@ impl SendGate {
         if let Some((first, since)) = self.blocked {
             if now.saturating_duration_since(since) >= BLOCK_LAPSES {
                 self.blocked = None;
+                self.held_until = None;
             } else if first != id {
+                let held = self
+                    .held_until
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
                 return Err(Refused {
-                    retry_after: self.bucket.wait(),
+                    retry_after: self.bucket.wait().max(held),
                     waiting_for: Some(first),
                 });
             }
         }
         if self.bucket.take(now) {
             self.blocked = None;
+            self.held_until = None;
             Ok(())
         } else {
             if self.blocked.is_none() {
@@ -309,11 +323,14 @@ impl SendGate {
         }
     }
 
-    /// Another limit refused `id` after this gate let it through: hold its
-    /// place all the same, so nothing after it is stored first.
-    pub fn hold(&mut self, id: holdfast_protocol::ids::MsgId, now: Instant) {
-        if self.blocked.is_none() {
+    /// Another limit refused `id` after this gate let it through, for
+    /// `retry_after`: hold its place all the same, so nothing after it is
+    /// stored first, and give back this gate's token, which bought nothing.
+    pub fn hold(&mut self, id: holdfast_protocol::ids::MsgId, now: Instant, retry_after: Duration) {
+        self.bucket.refund();
+        if self.blocked.is_none_or(|(first, _)| first == id) {
             self.blocked = Some((id, now));
+            self.held_until = Some(now + retry_after);
         }
     }
 }
@@ -456,5 +473,22 @@ mod tests {
         assert!(g.admit(b, t2).is_err());
         let later = t2 + BLOCK_LAPSES + Duration::from_secs(1);
         assert_eq!(g.admit(MsgId([3; 16]), later), Ok(()));
+    }
+
+    #[test]
+    fn a_message_held_by_another_limit_costs_no_token_and_tells_its_wait() {
+        use holdfast_protocol::ids::MsgId;
+        let t0 = Instant::now();
+        let (a, b) = (MsgId([1; 16]), MsgId([2; 16]));
+        let mut g = SendGate::new(100.0, 2.0, t0);
+        assert_eq!(g.admit(a, t0), Ok(()));
+        // The visitor's share refused A for 3 s.
+        g.hold(a, t0, Duration::from_secs(3));
+        let r = g.admit(b, t0).unwrap_err();
+        assert_eq!(r.waiting_for, Some(a));
+        assert!(r.retry_after >= Duration::from_millis(2900), "{r:?}");
+        // Both of the gate's tokens are still there for A and B.
+        assert_eq!(g.admit(a, t0), Ok(()));
+        assert_eq!(g.admit(b, t0), Ok(()));
     }
 }

@@ -104,6 +104,13 @@ impl TokenKey {
         Some((hex::encode(&body[..16]), u64::from_be_bytes(site)))
     }
 
+    /// Whether `token` has the old format without an issue time: accepted
+    /// only in a `hello` (which replaces it), and only for a visitor seen
+    /// within a token's lifetime.
+    pub fn is_legacy(token: &str) -> bool {
+        token.len() == 80
+    }
+
     fn verify_legacy(&self, token: &str) -> Option<(String, SiteId)> {
         let raw = hex::decode(token).ok()?;
         let mut id = [0u8; 16];

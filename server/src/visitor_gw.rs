@@ -46,16 +46,19 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
     let body_limit = ctx.cfg.visitor.limits.max_text.saturating_mul(4);
     // The widget runs on customers' own domains, so the long-poll fallback
     // is always a cross-origin request (a JSON POST even needs a preflight).
-    // Any origin may call it: the visitor token travels in the body or the
-    // query, never in a cookie, so there is no ambient credential to abuse.
-    // A site that lists its origins gets them checked at hello.
+    // Any origin may call it: the visitor token travels in a header (or,
+    // from old widgets, the body or the query), never in a cookie, so there
+    // is no ambient credential to abuse. A site that lists its origins gets
+    // them checked at hello.
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([
             header::CONTENT_TYPE,
             header::HeaderName::from_static(TOKEN_HEADER),
+            header::HeaderName::from_static(IDENTITY_HEADER),
         ])
+        .expose_headers([header::RETRY_AFTER])
         .max_age(Duration::from_secs(3600));
     let long_poll = Router::new()
         .route("/v1/visitor/lp", post(long_poll_send))
@@ -333,17 +336,36 @@ async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut>
             ),
         ));
     }
+    let expired = || {
+        ctx.metrics.rejected_frames.inc();
+        err(
+            ErrorCode::Unauthorized,
+            "invalid or expired visitor token; start a new session without it",
+        )
+    };
     let known = match token {
         None => None,
         Some(t) => match ctx.tokens.verify(&t, ctx.cfg.visitor.token_lifetime) {
-            Some((id, s)) if s == site.id => Some(id),
-            _ => {
-                ctx.metrics.rejected_frames.inc();
-                return Err(err(
-                    ErrorCode::Unauthorized,
-                    "invalid or expired visitor token; start a new session without it",
-                ));
+            Some((id, s)) if s == site.id => {
+                // An old-format token carries no issue time: it stands for
+                // a visitor seen within a token's lifetime, and this
+                // welcome replaces it.
+                if crate::token::TokenKey::is_legacy(&t) {
+                    let vid = id.clone();
+                    let seen = ctx
+                        .reads
+                        .run(move |c| reads::visitor_last_seen(c, &vid))
+                        .await
+                        .map_err(store_err)?;
+                    let lifetime_ms = i64::try_from(ctx.cfg.visitor.token_lifetime.as_millis())
+                        .unwrap_or(i64::MAX);
+                    if seen.is_none_or(|at| now_ms().saturating_sub(at) > lifetime_ms) {
+                        return Err(expired());
+                    }
+                }
+                Some(id)
             }
+            _ => return Err(expired()),
         },
     };
     // A token that belongs to a verified identity resumes only with that
@@ -364,8 +386,10 @@ async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut>
                             if crate::token::verify_identity(secret, &p.id, h))
                 })
             };
-            match bound {
-                Some(external) if !proven(&external) => None,
+            match (bound, &site.secret) {
+                (Some(external), Some(_)) if !proven(&external) => None,
+                // A site that dropped its secret can verify nobody any
+                // more; its visitors resume as any unverified one does.
                 _ => Some(id),
             }
         }
@@ -505,8 +529,7 @@ async fn handle_msg(
         }
         VisitorIn::Page(p) => {
             if let Err(l) = ctx.visitor_limits.page(&v.id, v.ip) {
-                ctx.metrics.visitor_limited.inc();
-                return Some(err(ErrorCode::RateLimited, l.message("page views")));
+                return Some(limited(ctx, l, "page views"));
             }
             record_page(ctx, v, p);
             None
@@ -519,8 +542,7 @@ async fn handle_msg(
             attrs,
         } => {
             if let Err(l) = ctx.visitor_limits.identify(&v.id, v.ip) {
-                ctx.metrics.visitor_limited.inc();
-                return Some(err(ErrorCode::RateLimited, l.message("identifies")));
+                return Some(limited(ctx, l, "identifies"));
             }
             let verified = match (&v.site.secret, hash) {
                 (Some(secret), Some(h)) if crate::token::verify_identity(secret, &id, &h) => true,
@@ -621,7 +643,7 @@ fn shared_limits(
         return None;
     };
     ctx.metrics.visitor_limited.inc();
-    gate.hold(id, Instant::now());
+    gate.hold(id, Instant::now(), l.retry_after);
     Some(VisitorOut::Error {
         code: ErrorCode::RateLimited,
         message: format!(
@@ -631,6 +653,18 @@ fn shared_limits(
         id: Some(id),
         retry_after_ms: Some(ms(l.retry_after)),
     })
+}
+
+/// A refused page view or identify: nothing to resend by id, but the
+/// client learns when the next one will be taken.
+fn limited(ctx: &Ctx, l: crate::limits::Limited, what: &str) -> VisitorOut {
+    ctx.metrics.visitor_limited.inc();
+    VisitorOut::Error {
+        code: ErrorCode::RateLimited,
+        message: l.message(what),
+        id: None,
+        retry_after_ms: Some(ms(l.retry_after)),
+    }
 }
 
 fn rate_limited(id: MsgId, r: crate::throttle::Refused) -> VisitorOut {
@@ -680,29 +714,50 @@ fn action_reply(
     }
 }
 
-/// The page's origin. An opaque origin (`null`: sandboxed iframes, data:
-/// URLs) is kept as "null", which no allow-list contains, so a site with a
-/// list cannot be embedded from anywhere through a sandbox.
 /// The client's address: the peer's, or, when the peer is a trusted
 /// reverse proxy, the nearest address in `X-Forwarded-For` that is not one
-/// of them (what a client puts further left it could have made up).
+/// of them (what a client puts further left it could have made up). A hop
+/// that is not an address ends the walk at the last trusted one: what lies
+/// left of it cannot be told apart from what a client wrote.
 fn client_ip(ctx: &Ctx, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     let trusted = &ctx.cfg.visitor.trusted_proxies;
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
     if trusted.is_empty() || !is_trusted(peer.ip()) {
         return peer.ip();
     }
-    let mut hops: Vec<IpAddr> = Vec::new();
+    let mut hops: Vec<&str> = Vec::new();
     for h in headers.get_all("x-forwarded-for") {
-        let Ok(h) = h.to_str() else { continue };
-        hops.extend(h.split(',').filter_map(|a| a.trim().parse::<IpAddr>().ok()));
+        // A header that is not text is unreadable as a whole: the chain
+        // ends at the proxy.
+        let Ok(h) = h.to_str() else {
+            return peer.ip();
+        };
+        hops.extend(h.split(','));
     }
-    hops.into_iter()
-        .rev()
-        .find(|ip| !is_trusted(*ip))
-        .unwrap_or(peer.ip())
+    let mut nearest = peer.ip();
+    for hop in hops.into_iter().rev() {
+        let Some(ip) = hop_address(hop.trim()) else {
+            return nearest;
+        };
+        if !is_trusted(ip) {
+            return ip;
+        }
+        nearest = ip;
+    }
+    nearest
 }
 
+/// An `X-Forwarded-For` entry: an address, or one with a port
+/// (`203.0.113.9:4711`, `[2001:db8::1]:4711`) as some proxies write it.
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+/// The page's origin. An opaque origin (`null`: sandboxed iframes, data:
+/// URLs) is kept as "null", which no allow-list contains, so a site with a
+/// list cannot be embedded from anywhere through a sandbox.
 fn client_origin(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::ORIGIN)
@@ -1070,9 +1125,44 @@ fn lp_token(headers: &HeaderMap, fallback: Option<String>) -> Option<String> {
 }
 
 const TOKEN_HEADER: &str = "x-holdfast-token";
+/// The verified identity's hash, on long-poll requests of a visitor bound
+/// to one (see [`resolve_token`]).
+const IDENTITY_HEADER: &str = "x-holdfast-identity";
 
 fn lp_response(status: StatusCode, msgs: Vec<VisitorOut>) -> Response {
     (status, axum::Json(LongPollResponse { msgs })).into_response()
+}
+
+/// 429 with the wait both as `Retry-After` (whole seconds, for proxies and
+/// generic clients) and as `retry_after_ms` (for the widget).
+fn too_many_requests(ctx: &Ctx, l: crate::limits::Limited) -> Response {
+    ctx.metrics.visitor_limited.inc();
+    let mut r = lp_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        vec![VisitorOut::Error {
+            code: ErrorCode::RateLimited,
+            message: l.message("requests"),
+            id: None,
+            retry_after_ms: Some(ms(l.retry_after)),
+        }],
+    );
+    let secs = l.retry_after.as_secs() + u64::from(l.retry_after.subsec_nanos() > 0);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
+}
+
+/// A refusal's HTTP status: the client's fault (401) only when it is;
+/// the server's trouble (a full disk, a busy database) is 503, so the
+/// widget keeps its token and tries again.
+fn refusal_status(e: &VisitorOut) -> StatusCode {
+    match e {
+        VisitorOut::Error {
+            code: ErrorCode::Unauthorized,
+            ..
+        } => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }
 
 async fn long_poll_send(
@@ -1082,11 +1172,8 @@ async fn long_poll_send(
     body: Bytes,
 ) -> Response {
     let ip = client_ip(&ctx, peer, &headers);
-    if !ctx.visitor_limits.http_request(ip) {
-        return lp_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            vec![err(ErrorCode::RateLimited, "too many requests")],
-        );
+    if let Err(l) = ctx.visitor_limits.http_request(ip) {
+        return too_many_requests(&ctx, l);
     }
     let req = match visitor::parse_long_poll(&body, &ctx.cfg.visitor.limits) {
         Ok(r) => r,
@@ -1101,18 +1188,31 @@ async fn long_poll_send(
         }
     };
     let ua = client_ua(&headers);
-    let mut current: Option<Visitor> = match lp_token(&headers, req.token) {
+    // A batch that opens with a hello is a new session; its own token and
+    // identity are what count, not the header's.
+    let opens_with_hello = matches!(req.msgs.first(), Some(VisitorIn::Hello { .. }));
+    let token = lp_token(&headers, req.token).filter(|_| !opens_with_hello);
+    let mut current: Option<Visitor> = match token {
         None => None,
-        Some(t) => match resolve_token(&ctx, &t, ua.clone(), ip).await {
+        Some(t) => match resolve_token(&ctx, &headers, &t, ua.clone(), ip).await {
             Ok(v) => Some(v),
-            Err(e) => return lp_response(StatusCode::UNAUTHORIZED, vec![e]),
+            Err(e) => return lp_response(refusal_status(&e), vec![e]),
         },
     };
     let vc = &ctx.cfg.visitor;
     let origin = client_origin(&headers);
     let mut out = Vec::new();
+    let mut hellos = 0;
     for msg in req.msgs {
         if let Some(req) = HelloReq::from_msg(msg.clone(), origin.clone(), ua.clone(), ip) {
+            // Each hello is a database write; one a request is all a
+            // widget ever sends.
+            hellos += 1;
+            if hellos > 1 {
+                ctx.metrics.rejected_frames.inc();
+                out.push(err(ErrorCode::BadRequest, "one hello per request"));
+                continue;
+            }
             match hello(&ctx, req).await {
                 Ok(h) => {
                     out.push(VisitorOut::Welcome {
@@ -1167,17 +1267,30 @@ fn lp_gate(ctx: &Arc<Ctx>, visitor: &str) -> Arc<tokio::sync::Mutex<SendGate>> {
         .clone()
 }
 
+/// The visitor of a long-poll request's token. A token of a visitor bound
+/// to a verified identity is not enough on its own (it may have been copied
+/// to another user's browser): the request must carry that identity's hash
+/// in `X-Holdfast-Identity`, as a `hello` carries it in `identity`.
 async fn resolve_token(
     ctx: &Arc<Ctx>,
+    headers: &HeaderMap,
     token: &str,
     ua: Option<String>,
     ip: IpAddr,
 ) -> Result<Visitor, VisitorOut> {
-    let Some((id, site_id)) = ctx.tokens.verify(token, ctx.cfg.visitor.token_lifetime) else {
+    let unauthorized = |why: &str| {
         ctx.metrics.rejected_frames.inc();
-        return Err(err(
-            ErrorCode::Unauthorized,
-            "invalid or expired visitor token",
+        err(ErrorCode::Unauthorized, why)
+    };
+    // Old-format tokens only in a hello, which replaces them.
+    let verified = if crate::token::TokenKey::is_legacy(token) {
+        None
+    } else {
+        ctx.tokens.verify(token, ctx.cfg.visitor.token_lifetime)
+    };
+    let Some((id, site_id)) = verified else {
+        return Err(unauthorized(
+            "invalid or expired visitor token; start a new session with a hello",
         ));
     };
     let site = ctx
@@ -1191,6 +1304,22 @@ async fn resolve_token(
                 "the site of this token no longer exists",
             )
         })?;
+    if let Some(secret) = site.secret.clone() {
+        let vid = id.clone();
+        let bound = ctx
+            .reads
+            .run(move |c| reads::verified_identity(c, &vid))
+            .await
+            .map_err(store_err)?;
+        if let Some(external) = bound {
+            let proof = headers.get(IDENTITY_HEADER).and_then(|h| h.to_str().ok());
+            if !proof.is_some_and(|h| crate::token::verify_identity(&secret, &external, h)) {
+                return Err(unauthorized(
+                    "this visitor belongs to a signed-in user: send the identity's hash in X-Holdfast-Identity, or start a new session with a hello",
+                ));
+            }
+        }
+    }
     Ok(Visitor {
         id,
         site,
@@ -1216,11 +1345,8 @@ async fn long_poll_recv(
     Query(q): Query<PollParams>,
 ) -> Response {
     let ip = client_ip(&ctx, peer, &headers);
-    if !ctx.visitor_limits.http_request(ip) {
-        return lp_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            vec![err(ErrorCode::RateLimited, "too many requests")],
-        );
+    if let Err(l) = ctx.visitor_limits.http_request(ip) {
+        return too_many_requests(&ctx, l);
     }
     let Some(token) = lp_token(&headers, q.token) else {
         return lp_response(
@@ -1231,9 +1357,9 @@ async fn long_poll_recv(
             )],
         );
     };
-    let v = match resolve_token(&ctx, &token, client_ua(&headers), ip).await {
+    let v = match resolve_token(&ctx, &headers, &token, client_ua(&headers), ip).await {
         Ok(v) => v,
-        Err(e) => return lp_response(StatusCode::UNAUTHORIZED, vec![e]),
+        Err(e) => return lp_response(refusal_status(&e), vec![e]),
     };
     let info = match visitor_info(&ctx, &v).await {
         Ok(i) => i,

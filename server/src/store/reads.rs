@@ -558,7 +558,8 @@ pub fn visitor_snapshot(
         .collect();
     // The newest messages that fit a WebSocket write: a snapshot over the
     // socket's 256 KiB write buffer never arrived, and the widget kept
-    // reconnecting for it. The widget keeps its own copy of older ones.
+    // reconnecting for it. A visitor whose chat is longer sees its newest
+    // part after a snapshot; the agents' history keeps all of it.
     let mut size = 0;
     let keep = msgs
         .iter()
@@ -597,6 +598,14 @@ pub fn verified_identity(conn: &Connection, visitor: &str) -> Result<Option<Stri
         .query_row([visitor], |r| r.get(0))
         .optional()?;
     Ok(row.flatten())
+}
+
+/// When the visitor was last seen (ms since the epoch), if it exists.
+pub fn visitor_last_seen(conn: &Connection, visitor: &str) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT last_seen_ms FROM visitors WHERE id = ?1")?
+        .query_row([visitor], |r| r.get(0))
+        .optional()?)
 }
 
 /// The stored part of a visitor's record; the hub overlays live fields.

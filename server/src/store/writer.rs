@@ -1607,10 +1607,14 @@ impl Tx<'_> {
             return Ok(false);
         }
         let attrs = serde_json::to_string(attrs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // An unverified identify of the id this visitor was verified as
+        // (a site that dropped its secret) keeps the binding: it proves
+        // nothing either way, and unbinding would let any id in later.
         self.conn
             .prepare_cached(
-                "UPDATE visitors SET external_id = ?2, name = COALESCE(?3, name), email = COALESCE(?4, email), \
-                 attrs = ?5, verified = ?6 WHERE id = ?1",
+                "UPDATE visitors SET name = COALESCE(?3, name), email = COALESCE(?4, email), attrs = ?5, \
+                 verified = CASE WHEN verified = 1 AND external_id = ?2 THEN 1 ELSE ?6 END, \
+                 external_id = ?2 WHERE id = ?1",
             )?
             .execute(params![visitor, external_id, name, email, attrs, i64::from(verified)])
             .map_err(StoreError::from_sqlite)?;
