@@ -246,12 +246,51 @@ pub async fn http_request(
     path: &str,
     body: Option<&[u8]>,
 ) -> anyhow::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(addr).await?;
+    let r = http_exchange(None, addr, method, path, &[], body).await?;
+    Ok((r.status, r.body))
+}
+
+/// An HTTP answer with its head, for tests that look at headers.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    /// Header lines, names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request from `from` (another loopback address) when given, with
+/// extra header lines.
+pub async fn http_exchange(
+    from: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> anyhow::Result<HttpAnswer> {
+    let mut s = match from {
+        Some(ip) => crate::attack::tcp_from(ip, addr).await?,
+        None => TcpStream::connect(addr).await?,
+    };
     let body = body.unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: HoldfastTest/1.0\r\n\r\n",
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: HoldfastTest/1.0\r\n",
         body.len()
     );
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
     s.write_all(head.as_bytes()).await?;
     s.write_all(body).await?;
     let mut buf = Vec::new();
@@ -266,14 +305,24 @@ pub async fn http_request(
         .nth(1)
         .ok_or_else(|| anyhow::anyhow!("no status"))?
         .parse()?;
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
     let mut body = buf[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
     {
         body = dechunk(&body)?;
     }
-    Ok((status, body))
+    Ok(HttpAnswer {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -335,14 +384,18 @@ impl LpVisitor {
     }
 
     pub async fn send(&self, msgs: Vec<VisitorIn>) -> anyhow::Result<Vec<VisitorOut>> {
-        let (status, resp) = Self::post(
+        // The token goes in the header, as the widget sends it.
+        let body = serde_json::to_vec(&LongPollRequest { token: None, msgs })?;
+        let r = http_exchange(
+            None,
             self.http,
-            &LongPollRequest {
-                token: Some(self.token.clone()),
-                msgs,
-            },
+            "POST",
+            "/v1/visitor/lp",
+            &[("X-Holdfast-Token", &self.token)],
+            Some(&body),
         )
         .await?;
+        let (status, resp): (u16, LongPollResponse) = (r.status, serde_json::from_slice(&r.body)?);
         anyhow::ensure!(
             status == 200,
             "long-poll POST status {status}: {:?}",
@@ -364,11 +417,17 @@ impl LpVisitor {
 
     /// One poll: returns what arrived (possibly nothing, after the hold).
     pub async fn poll(&mut self) -> anyhow::Result<Vec<VisitorOut>> {
-        let path = format!(
-            "/v1/visitor/poll?token={}&after={}",
-            self.token, self.cursor
-        );
-        let (status, body) = http_request(self.http, "GET", &path, None).await?;
+        let path = format!("/v1/visitor/poll?after={}", self.cursor);
+        let r = http_exchange(
+            None,
+            self.http,
+            "GET",
+            &path,
+            &[("X-Holdfast-Token", &self.token)],
+            None,
+        )
+        .await?;
+        let (status, body) = (r.status, r.body);
         anyhow::ensure!(status == 200, "poll status {status}");
         let resp: LongPollResponse = serde_json::from_slice(&body)?;
         for m in &resp.msgs {
