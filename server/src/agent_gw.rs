@@ -168,11 +168,17 @@ async fn handle(
     let agent = conn.agent.id;
     let result = conn.run(&mut io, &ctx).await;
     ctx.hub.unregister_agent(agent, conn.conn_id);
+    // Its queue and buffers go now, not when the task ends.
+    drop(conn);
+    drop(io);
     match &result {
         End::Dead(_) => ctx.metrics.dead_peer_cuts.inc(),
         End::Frame(FrameError::Oversize { .. }) | End::Open(_) | End::Protocol(_) => {
             ctx.metrics.rejected_frames.inc();
         }
+        // A consumer cut for what it left unread freed up to its queue's
+        // byte limit.
+        End::Kicked | End::WriteStalled(_) => crate::mem::give_back_freed(),
         _ => {}
     }
     tracing::info!(%peer, agent, "agent connection ended: {result}");

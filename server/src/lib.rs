@@ -16,6 +16,9 @@
 //! - [`sweeps`]: the background tasks: hand back the chats of agents
 //!   offline past the grace period, and act on CLI changes to agents
 //!   (disable, password) within a second.
+//! - [`limits`]: per-visitor and per-address rate limits (keyed GCRA).
+//! - [`mem`]: hands freed memory back to the OS after a slow consumer's
+//!   cut.
 //! - [`metrics`]: Prometheus counters, served on the admin listener.
 
 pub mod admin;
@@ -28,6 +31,7 @@ pub mod hub;
 pub mod identity;
 pub mod limits;
 pub mod login;
+pub mod mem;
 pub mod metrics;
 pub mod pushq;
 pub mod store;

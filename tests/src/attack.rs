@@ -45,16 +45,27 @@ impl Bystander {
     /// Bob signs in (a real client core) and a visitor on 127.0.0.1 starts
     /// chatting with him.
     pub async fn start(srv: &TestServer, dir: &std::path::Path) -> Self {
+        Self::start_at(srv.http(), srv.agent_addr(), srv.running().fingerprint, dir).await
+    }
+
+    /// The same against any server (a [`crate::server::ServerProcess`]),
+    /// on site "acme".
+    pub async fn start_at(
+        http: SocketAddr,
+        agent_addr: SocketAddr,
+        fingerprint: holdfast_protocol::handshake::Fingerprint,
+        dir: &std::path::Path,
+    ) -> Self {
         let mut agent = CoreAgent::start(fast_config(
-            &srv.agent_addr().to_string(),
+            &agent_addr.to_string(),
             "bob",
             &dir.join("bystander-bob.sqlite3"),
-            srv.running().fingerprint,
+            fingerprint,
         ));
         agent.live().await;
         let mut v = WsVisitor::connect_with(
-            srv.http(),
-            hello(&srv.site_key, None, None, "https://shop.example/bystander"),
+            http,
+            hello("acme", None, None, "https://shop.example/bystander"),
         )
         .await
         .expect("bystander connects");
