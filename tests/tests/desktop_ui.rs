@@ -22,7 +22,7 @@ use holdfast_tests::server::{PASSWORD, TestServer};
 use holdfast_tests::visitor::WsVisitor;
 use iced::keyboard::key::Named;
 use iced::widget::Id;
-use iced::{Settings, Task};
+use iced::{Rectangle, Settings, Task};
 use iced_test::Simulator;
 use iced_test::runtime::Action;
 use iced_test::selector::Candidate;
@@ -132,6 +132,36 @@ impl Driver {
             None::<()>
         });
         out
+    }
+
+    /// Every text on screen with its bounds, in widget-tree order.
+    fn text_boxes(&self) -> Vec<(String, Rectangle)> {
+        let mut out = Vec::new();
+        let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), self.app.view());
+        let _none = ui.find(|c: Candidate<'_>| {
+            if let Candidate::Text {
+                content, bounds, ..
+            } = c
+            {
+                out.push((content.to_owned(), bounds));
+            }
+            None::<()>
+        });
+        out
+    }
+
+    /// The texts drawn inside the widget with this id.
+    fn texts_in(&self, id: &str) -> Vec<String> {
+        let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), self.app.view());
+        let Ok(target) = ui.find(Id::from(id.to_owned())) else {
+            return Vec::new();
+        };
+        let area = iced_test::selector::Bounded::bounds(&target);
+        self.text_boxes()
+            .into_iter()
+            .filter(|(_, b)| area.contains(b.center()))
+            .map(|(t, _)| t)
+            .collect()
     }
 
     fn shows(&self, needle: &str) -> bool {
@@ -832,5 +862,132 @@ async fn a_supervisor_opens_a_chat_read_only() {
         h.shutdown().await.unwrap();
     }
     alice.shutdown().await;
+    srv.stop().await;
+}
+
+/// Texts that say "verified": the word itself, in any case.
+fn says_verified(t: &str) -> bool {
+    t.to_lowercase().contains("verified")
+}
+
+/// Whether two boxes sit on one line, side by side (not merely in the same
+/// band of the window: the side panel, chat and details are columns).
+fn side_by_side(a: &Rectangle, b: &Rectangle) -> bool {
+    let same_line = a.y < b.y + b.height && b.y < a.y + a.height;
+    let gap = (a.x - (b.x + b.width)).max(b.x - (a.x + a.width));
+    same_line && gap < 150.0
+}
+
+/// The site's identify hash covers its id for the visitor and nothing else:
+/// a visitor who chose the name "Chief Executive" and the attribute
+/// `role=admin` on a correctly signed identity must not have them shown as
+/// verified. Only the id carries the site's word; the rest is stated by
+/// the visitor, in the list, the chat header and the details.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_site_id_is_shown_as_verified() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    // Mallory's site, "other", has a secret: identities must be signed.
+    d.sign_in("mallory").await;
+    let mut v = WsVisitor::connect(srv.http(), "other").await.unwrap();
+    let vid = v.visitor.clone();
+    v.send_json(&holdfast_agent::protocol::visitor::VisitorIn::Identify {
+        id: "user-829".into(),
+        name: Some("Chief Executive".into()),
+        email: Some("ceo@example.com".into()),
+        hash: Some(holdfast_server::token::identity_hash(
+            "other-secret",
+            "user-829",
+        )),
+        attrs: [("role".to_string(), serde_json::json!("admin"))]
+            .into_iter()
+            .collect(),
+    })
+    .await
+    .unwrap();
+    d.until("the verified visitor", |d| {
+        d.app
+            .desk
+            .visitors
+            .get(&vid)
+            .is_some_and(|v| v.verified && v.name.as_deref() == Some("Chief Executive"))
+    })
+    .await;
+    v.say_acked("Please reset the admin password")
+        .await
+        .unwrap();
+    d.until("the chat open with the visitor's details", |d| {
+        d.has_id("composer")
+            && d.shows("Please reset the admin password")
+            && d.app.desk.details_visitor.as_deref() == Some(vid.as_str())
+    })
+    .await;
+
+    let stated = ["Chief Executive", "ceo@example.com", "admin"];
+    let boxes = d.text_boxes();
+    // Every "verified" on screen names the id, and only the id.
+    let claims: Vec<&(String, Rectangle)> =
+        boxes.iter().filter(|(t, _)| says_verified(t)).collect();
+    for (t, _) in &claims {
+        assert!(
+            t.contains("user-829") && !stated.iter().any(|s| t.contains(s)),
+            "a \"verified\" that is not about the site's id: {t:?}; on screen: {:?}",
+            d.texts()
+        );
+    }
+    // The id is shown as verified in the list, the chat header and the
+    // details.
+    for place in [
+        format!("visitor-{vid}"),
+        "chat-header".into(),
+        "details".into(),
+    ] {
+        let texts = d.texts_in(&place);
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("✓") && t.contains("user-829") && says_verified(t)),
+            "no verified id in {place}: {texts:?}"
+        );
+    }
+    // Nothing the visitor stated sits next to a "verified".
+    for (t, b) in boxes
+        .iter()
+        .filter(|(t, _)| stated.iter().any(|s| t.contains(s)))
+    {
+        for (claim, cb) in &claims {
+            assert!(!side_by_side(b, cb), "{t:?} is drawn next to {claim:?}");
+        }
+    }
+    // The details list name, email and attributes under "Stated by the
+    // visitor", below the caption, and the verified id is not among them.
+    let block = d.texts_in("visitor-stated");
+    let caption = block
+        .iter()
+        .position(|t| t.to_lowercase().contains("stated by the visitor"))
+        .unwrap_or_else(|| panic!("no caption in the stated block: {block:?}"));
+    for s in ["Chief Executive", "ceo@example.com", "role: admin"] {
+        let at = block
+            .iter()
+            .position(|t| t.contains(s))
+            .unwrap_or_else(|| panic!("{s:?} not under the caption: {block:?}"));
+        assert!(caption < at, "{block:?}");
+    }
+    assert!(!block.iter().any(|t| says_verified(t)), "{block:?}");
+    // The list row and the chat header say the name is the visitor's word.
+    for place in [format!("visitor-{vid}"), "chat-header".into()] {
+        let texts = d.texts_in(&place);
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.to_lowercase().contains("stated by the visitor")),
+            "{place} does not say who stated the name: {texts:?}"
+        );
+    }
+
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
     srv.stop().await;
 }
