@@ -991,3 +991,153 @@ async fn only_the_site_id_is_shown_as_verified() {
     }
     srv.stop().await;
 }
+
+/// This test's own list of the characters that reorder or hide text, so a
+/// gap in the app's list shows here.
+fn is_bidi_or_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{061C}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{FEFF}')
+}
+
+/// A visitor who puts right-to-left overrides, isolates and zero-width
+/// spaces in their name, message, attributes and page reaches the screen
+/// as the letters they typed and nothing else: the name cannot pass for
+/// "exe.jpg", and no text drawn after it is flipped. The store keeps what
+/// was said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidi_and_invisible_characters_never_reach_the_screen() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // An agent whose display name carries an override too: it is in the
+    // window title, the team panel and the transcript's system lines.
+    {
+        let conn = holdfast_server::store::open_connection(srv.dir.path()).unwrap();
+        holdfast_server::admin::add_agent(
+            &conn,
+            "acme",
+            "zed",
+            "Zed \u{202E}xoN",
+            PASSWORD,
+            2,
+            holdfast_agent::protocol::agent::Role::Agent,
+        )
+        .unwrap();
+    }
+    let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    d.sign_in("zed").await;
+    let mut hello = holdfast_tests::visitor::hello("acme", None, None, "https://shop.example/");
+    if let holdfast_agent::protocol::visitor::VisitorIn::Hello { page, .. } = &mut hello {
+        *page = Some(holdfast_agent::protocol::visitor::PageInfo {
+            url: "https://shop.example/\u{202E}fdp.exe".into(),
+            title: "\u{2067}Checkout\u{200B}".into(),
+            referrer: Some("https://ref.example/\u{202E}moc.knab".into()),
+        });
+    }
+    let mut v = WsVisitor::connect_with(srv.http(), hello).await.unwrap();
+    let vid = v.visitor.clone();
+    // "acme" has no secret: the id is the visitor's word like the rest.
+    v.send_json(&holdfast_agent::protocol::visitor::VisitorIn::Identify {
+        id: "guest\u{200B}-7".into(),
+        name: Some("\u{202E}gpj.exe".into()),
+        email: Some("eve\u{200B}@example.com".into()),
+        hash: None,
+        attrs: [(
+            "\u{202E}plan".to_string(),
+            serde_json::json!("\u{2067}gold\u{200B}"),
+        )]
+        .into_iter()
+        .collect(),
+    })
+    .await
+    .unwrap();
+    let body = "Invoice \u{202E}fdp.exe attached, \u{2067}please\u{200B} open it";
+    v.say_acked(body).await.unwrap();
+    d.until("the chat open with the visitor's details", |d| {
+        d.has_id("composer") && d.app.desk.details_visitor.as_deref() == Some(vid.as_str())
+    })
+    .await;
+    d.until("the identity and the message", |d| {
+        d.app
+            .desk
+            .visitors
+            .get(&vid)
+            .is_some_and(|v| v.email.is_some())
+            && d.app
+                .desk
+                .selected
+                .is_some_and(|c| d.app.desk.convs[&c].messages.iter().any(|m| m.body == body))
+    })
+    .await;
+    // History from the server shows the same message again.
+    d.apply(Message::LoadHistory {
+        visitor: vid.clone(),
+        older: false,
+    });
+    d.until("history", |d| {
+        d.app
+            .desk
+            .history
+            .get(&vid)
+            .is_some_and(|h| !h.loading && h.messages.iter().any(|m| m.body == body))
+    })
+    .await;
+
+    let texts = d.texts();
+    for t in &texts {
+        assert!(
+            !t.chars().any(is_bidi_or_invisible),
+            "{t:?} ({:?}) reached the screen; on screen: {texts:?}",
+            t.chars()
+                .filter(|c| is_bidi_or_invisible(*c))
+                .map(|c| format!("U+{:04X}", u32::from(c)))
+                .collect::<Vec<_>>()
+        );
+    }
+    // What is left is what the visitor typed, everywhere it shows.
+    let visible = "Invoice fdp.exe attached, please open it";
+    let count = |needle: &str| texts.iter().filter(|t| t.contains(needle)).count();
+    assert!(count(visible) >= 3, "bubble, preview, history: {texts:?}");
+    for needle in [
+        "gpj.exe",
+        "eve@example.com",
+        "plan: gold",
+        "Checkout",
+        "https://shop.example/fdp.exe",
+        "https://ref.example/moc.knab",
+        "guest-7",
+    ] {
+        assert!(count(needle) > 0, "{needle:?} not on screen: {texts:?}");
+    }
+    // A site without a secret vouches for nothing, the id included.
+    assert!(!texts.iter().any(|t| says_verified(t)), "{texts:?}");
+    assert!(count("Zed xoN (you)") > 0, "{texts:?}");
+    // The window title is made safe the same way.
+    let title = d.app.title();
+    assert!(
+        !title.chars().any(is_bidi_or_invisible) && title.ends_with("Zed xoN"),
+        "{title:?}"
+    );
+    // The data keeps what was said; only the display drops the controls.
+    let conv = d.app.desk.selected.unwrap();
+    assert!(
+        d.app.desk.convs[&conv]
+            .messages
+            .iter()
+            .any(|m| m.body == body),
+        "the stored message lost its text"
+    );
+    assert_eq!(
+        d.app.desk.visitors[&vid].name.as_deref(),
+        Some("\u{202E}gpj.exe")
+    );
+
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
+    srv.stop().await;
+}

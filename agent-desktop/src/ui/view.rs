@@ -5,14 +5,23 @@
 //! Everything visitors or sites supply is shown through `text`, which never
 //! interprets markup, and wraps at any glyph so one long unbroken string
 //! cannot push the layout wider than the window.
+//!
+//! Every text widget here is made through this module's own [`text`], which
+//! drops bidi controls and invisible characters ([`format::display_safe`])
+//! from whatever it draws: names, messages, attributes, pages, user agents,
+//! left-message details, team names, history. It is one seam rather than a
+//! call at each field, so a field added later is covered, and a string put
+//! together from several fields is cleaned as a whole (an override left open
+//! in one cannot flip the next). The data itself keeps the raw text: the
+//! store, the outbox and the notification log are not touched.
 
 use holdfast_protocol::agent::{
     Author, ConversationState, Presence, Role, TeamMember, VisitorInfo,
 };
 use holdfast_protocol::notice::Notice;
-use iced::widget::text::Wrapping;
+use iced::widget::text::{self, Wrapping};
 use iced::widget::{
-    Column, button, column, container, row, rule, scrollable, space, text, text_editor, text_input,
+    Column, button, column, container, row, rule, scrollable, space, text_editor, text_input,
 };
 use iced::{Alignment, Border, Color, Element, Fill, Length, Theme, border, keyboard};
 
@@ -24,6 +33,14 @@ use crate::ui::format;
 
 const SIDE: f32 = 330.0;
 const DETAILS: f32 = 300.0;
+
+/// The only way text reaches the screen from this module: iced's `text`,
+/// minus the characters that reorder or hide what is around them. (The
+/// `text` imported above is iced's module, for its types and styles; the
+/// widget function is this one.)
+fn text<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
+    iced::widget::text(format::shown(s.into_fragment()))
+}
 
 fn body_text<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
     text(s).wrapping(Wrapping::WordOrGlyph)
@@ -409,10 +426,7 @@ impl App {
         .max_width(560);
         for c in &mine {
             let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
-            let last = c
-                .last_said()
-                .map(|m| format::preview(&message_text(m), 60))
-                .unwrap_or_default();
+            let last = said_preview(c, 60);
             col = col.push(small(format!("• {name}: {last}")));
         }
         if !live {
@@ -612,10 +626,7 @@ impl App {
         for (i, c) in queue.into_iter().enumerate() {
             let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
             let waited = format::elapsed(self.now_ms - c.info.opened_at_ms);
-            let preview = c
-                .last_said()
-                .map(|m| format::preview(&message_text(m), 60))
-                .unwrap_or_default();
+            let preview = said_preview(c, 60);
             let left = if c.info.state == ConversationState::LeftMessage {
                 " · left a message"
             } else {
@@ -664,10 +675,7 @@ impl App {
         for c in mine {
             let selected = self.desk.selected == Some(c.info.id);
             let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
-            let preview = c
-                .last_said()
-                .map(|m| format::preview(&message_text(m), 60))
-                .unwrap_or_default();
+            let preview = said_preview(c, 60);
             let mut top = row![text(name).size(14).width(Fill)].align_y(Alignment::Center);
             if c.unread > 0 {
                 top = top.push(
@@ -728,10 +736,7 @@ impl App {
             let selected = self.desk.selected == Some(c.info.id);
             let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
             let who = self.desk.serving_name(&c.info).unwrap_or_default();
-            let preview = c
-                .last_said()
-                .map(|m| format::preview(&message_text(m), 50))
-                .unwrap_or_default();
+            let preview = said_preview(c, 50);
             col = col.push(
                 container(
                     button(
@@ -1280,6 +1285,15 @@ fn left_message_lines(c: &Conv) -> Vec<String> {
         out.push(format!("Left on {u}"));
     }
     out
+}
+
+/// The start of the newest thing a person said in `c`, for a list row. Cut
+/// after the invisible characters are dropped, so a message padded with
+/// zero-width spaces cannot preview as nothing.
+fn said_preview(c: &Conv, max: usize) -> String {
+    c.last_said()
+        .map(|m| format::preview(&format::display_safe(&message_text(m)), max))
+        .unwrap_or_default()
 }
 
 /// The words shown under the agent's own messages.
