@@ -1141,3 +1141,66 @@ async fn bidi_and_invisible_characters_never_reach_the_screen() {
     }
     srv.stop().await;
 }
+
+/// Page addresses are whatever the visitor's browser reported, `javascript:`
+/// included. The app opens nothing (no link, no "open page" action), so they
+/// show as text; clicking one does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_urls_show_as_inert_text() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    d.sign_in("alice").await;
+    let mut hello = holdfast_tests::visitor::hello("acme", None, None, "https://shop.example/");
+    if let holdfast_agent::protocol::visitor::VisitorIn::Hello { page, .. } = &mut hello {
+        *page = Some(holdfast_agent::protocol::visitor::PageInfo {
+            url: "javascript:alert(1)".into(),
+            title: "Click me".into(),
+            referrer: Some("javascript:alert(1)".into()),
+        });
+    }
+    let v = WsVisitor::connect_with(srv.http(), hello).await.unwrap();
+    let vid = v.visitor.clone();
+    d.until("the visitor in the list", |d| {
+        d.has_id(&format!("visitor-{vid}"))
+    })
+    .await;
+    d.apply(Message::SelectVisitor(vid.clone()));
+    d.until("the page in the list and the details", |d| {
+        d.texts_in(&format!("visitor-{vid}"))
+            .iter()
+            .any(|t| t.contains("javascript:alert(1)"))
+            && d.texts_in("details")
+                .iter()
+                .filter(|t| t.contains("javascript:alert(1)"))
+                .count()
+                >= 2
+    })
+    .await;
+    let boxes: Vec<(String, Rectangle)> = d
+        .text_boxes()
+        .into_iter()
+        .filter(|(t, _)| t.contains("javascript:"))
+        .collect();
+    // Page, referrer in the list; referrer and trail in the details.
+    assert!(boxes.len() >= 4, "{boxes:?}");
+    for (t, b) in &boxes {
+        // The address is the whole of its text, not a label on something.
+        assert!(
+            t == "javascript:alert(1)" || t.ends_with(" javascript:alert(1)"),
+            "{t:?}"
+        );
+        let produced: Vec<String> = {
+            let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), d.app.view());
+            ui.point_at(b.center());
+            let _ = ui.simulate(iced_test::simulator::click());
+            ui.into_messages().map(|m| format!("{m:?}")).collect()
+        };
+        assert!(produced.is_empty(), "clicking {t:?} did {produced:?}");
+    }
+
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
+    srv.stop().await;
+}

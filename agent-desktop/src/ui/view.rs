@@ -14,6 +14,11 @@
 //! together from several fields is cleaned as a whole (an override left open
 //! in one cannot flip the next). The data itself keeps the raw text: the
 //! store, the outbox and the notification log are not touched.
+//!
+//! Page addresses and referrers are shown as text and nothing here opens a
+//! URL: they are whatever the visitor's browser reported, `javascript:` and
+//! `file:` included. An "open page" action, if one is ever added, must take
+//! only `http` and `https` and leave anything else as text.
 
 use holdfast_protocol::agent::{
     Author, ConversationState, Presence, Role, TeamMember, VisitorInfo,
