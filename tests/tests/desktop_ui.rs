@@ -22,7 +22,7 @@ use holdfast_tests::server::{PASSWORD, TestServer};
 use holdfast_tests::visitor::WsVisitor;
 use iced::keyboard::key::Named;
 use iced::widget::Id;
-use iced::{Settings, Task};
+use iced::{Rectangle, Settings, Task};
 use iced_test::Simulator;
 use iced_test::runtime::Action;
 use iced_test::selector::Candidate;
@@ -132,6 +132,36 @@ impl Driver {
             None::<()>
         });
         out
+    }
+
+    /// Every text on screen with its bounds, in widget-tree order.
+    fn text_boxes(&self) -> Vec<(String, Rectangle)> {
+        let mut out = Vec::new();
+        let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), self.app.view());
+        let _none = ui.find(|c: Candidate<'_>| {
+            if let Candidate::Text {
+                content, bounds, ..
+            } = c
+            {
+                out.push((content.to_owned(), bounds));
+            }
+            None::<()>
+        });
+        out
+    }
+
+    /// The texts drawn inside the widget with this id.
+    fn texts_in(&self, id: &str) -> Vec<String> {
+        let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), self.app.view());
+        let Ok(target) = ui.find(Id::from(id.to_owned())) else {
+            return Vec::new();
+        };
+        let area = iced_test::selector::Bounded::bounds(&target);
+        self.text_boxes()
+            .into_iter()
+            .filter(|(_, b)| area.contains(b.center()))
+            .map(|(t, _)| t)
+            .collect()
     }
 
     fn shows(&self, needle: &str) -> bool {
@@ -832,5 +862,345 @@ async fn a_supervisor_opens_a_chat_read_only() {
         h.shutdown().await.unwrap();
     }
     alice.shutdown().await;
+    srv.stop().await;
+}
+
+/// Texts that say "verified": the word itself, in any case.
+fn says_verified(t: &str) -> bool {
+    t.to_lowercase().contains("verified")
+}
+
+/// Whether two boxes sit on one line, side by side (not merely in the same
+/// band of the window: the side panel, chat and details are columns).
+fn side_by_side(a: &Rectangle, b: &Rectangle) -> bool {
+    let same_line = a.y < b.y + b.height && b.y < a.y + a.height;
+    let gap = (a.x - (b.x + b.width)).max(b.x - (a.x + a.width));
+    same_line && gap < 150.0
+}
+
+/// The site's identify hash covers its id for the visitor and nothing else:
+/// a visitor who chose the name "Chief Executive" and the attribute
+/// `role=admin` on a correctly signed identity must not have them shown as
+/// verified. Only the id carries the site's word; the rest is stated by
+/// the visitor, in the list, the chat header and the details.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_site_id_is_shown_as_verified() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    // Mallory's site, "other", has a secret: identities must be signed.
+    d.sign_in("mallory").await;
+    let mut v = WsVisitor::connect(srv.http(), "other").await.unwrap();
+    let vid = v.visitor.clone();
+    v.send_json(&holdfast_agent::protocol::visitor::VisitorIn::Identify {
+        id: "user-829".into(),
+        name: Some("Chief Executive".into()),
+        email: Some("ceo@example.com".into()),
+        hash: Some(holdfast_server::token::identity_hash(
+            "other-secret",
+            "user-829",
+        )),
+        attrs: [("role".to_string(), serde_json::json!("admin"))]
+            .into_iter()
+            .collect(),
+    })
+    .await
+    .unwrap();
+    d.until("the verified visitor", |d| {
+        d.app
+            .desk
+            .visitors
+            .get(&vid)
+            .is_some_and(|v| v.verified && v.name.as_deref() == Some("Chief Executive"))
+    })
+    .await;
+    v.say_acked("Please reset the admin password")
+        .await
+        .unwrap();
+    d.until("the chat open with the visitor's details", |d| {
+        d.has_id("composer")
+            && d.shows("Please reset the admin password")
+            && d.app.desk.details_visitor.as_deref() == Some(vid.as_str())
+    })
+    .await;
+
+    let stated = ["Chief Executive", "ceo@example.com", "admin"];
+    let boxes = d.text_boxes();
+    // Every "verified" on screen names the id, and only the id.
+    let claims: Vec<&(String, Rectangle)> =
+        boxes.iter().filter(|(t, _)| says_verified(t)).collect();
+    for (t, _) in &claims {
+        assert!(
+            t.contains("user-829") && !stated.iter().any(|s| t.contains(s)),
+            "a \"verified\" that is not about the site's id: {t:?}; on screen: {:?}",
+            d.texts()
+        );
+    }
+    // The id is shown as verified in the list, the chat header and the
+    // details.
+    for place in [
+        format!("visitor-{vid}"),
+        "chat-header".into(),
+        "details".into(),
+    ] {
+        let texts = d.texts_in(&place);
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("✓") && t.contains("user-829") && says_verified(t)),
+            "no verified id in {place}: {texts:?}"
+        );
+    }
+    // Nothing the visitor stated sits next to a "verified".
+    for (t, b) in boxes
+        .iter()
+        .filter(|(t, _)| stated.iter().any(|s| t.contains(s)))
+    {
+        for (claim, cb) in &claims {
+            assert!(!side_by_side(b, cb), "{t:?} is drawn next to {claim:?}");
+        }
+    }
+    // The details list name, email and attributes under "Stated by the
+    // visitor", below the caption, and the verified id is not among them.
+    let block = d.texts_in("visitor-stated");
+    let caption = block
+        .iter()
+        .position(|t| t.to_lowercase().contains("stated by the visitor"))
+        .unwrap_or_else(|| panic!("no caption in the stated block: {block:?}"));
+    for s in ["Chief Executive", "ceo@example.com", "role: admin"] {
+        let at = block
+            .iter()
+            .position(|t| t.contains(s))
+            .unwrap_or_else(|| panic!("{s:?} not under the caption: {block:?}"));
+        assert!(caption < at, "{block:?}");
+    }
+    assert!(!block.iter().any(|t| says_verified(t)), "{block:?}");
+    // The list row and the chat header say the name is the visitor's word.
+    for place in [format!("visitor-{vid}"), "chat-header".into()] {
+        let texts = d.texts_in(&place);
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.to_lowercase().contains("stated by the visitor")),
+            "{place} does not say who stated the name: {texts:?}"
+        );
+    }
+
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
+    srv.stop().await;
+}
+
+/// This test's own list of the characters that reorder or hide text, so a
+/// gap in the app's list shows here.
+fn is_bidi_or_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{061C}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{FEFF}')
+}
+
+/// A visitor who puts right-to-left overrides, isolates and zero-width
+/// spaces in their name, message, attributes and page reaches the screen
+/// as the letters they typed and nothing else: the name cannot pass for
+/// "exe.jpg", and no text drawn after it is flipped. The store keeps what
+/// was said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidi_and_invisible_characters_never_reach_the_screen() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // An agent whose display name carries an override too: it is in the
+    // window title, the team panel and the transcript's system lines.
+    {
+        let conn = holdfast_server::store::open_connection(srv.dir.path()).unwrap();
+        holdfast_server::admin::add_agent(
+            &conn,
+            "acme",
+            "zed",
+            "Zed \u{202E}xoN",
+            PASSWORD,
+            2,
+            holdfast_agent::protocol::agent::Role::Agent,
+        )
+        .unwrap();
+    }
+    let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    d.sign_in("zed").await;
+    let mut hello = holdfast_tests::visitor::hello("acme", None, None, "https://shop.example/");
+    if let holdfast_agent::protocol::visitor::VisitorIn::Hello { page, .. } = &mut hello {
+        *page = Some(holdfast_agent::protocol::visitor::PageInfo {
+            url: "https://shop.example/\u{202E}fdp.exe".into(),
+            title: "\u{2067}Checkout\u{200B}".into(),
+            referrer: Some("https://ref.example/\u{202E}moc.knab".into()),
+        });
+    }
+    let mut v = WsVisitor::connect_with(srv.http(), hello).await.unwrap();
+    let vid = v.visitor.clone();
+    // "acme" has no secret: the id is the visitor's word like the rest.
+    v.send_json(&holdfast_agent::protocol::visitor::VisitorIn::Identify {
+        id: "guest\u{200B}-7".into(),
+        name: Some("\u{202E}gpj.exe".into()),
+        email: Some("eve\u{200B}@example.com".into()),
+        hash: None,
+        attrs: [(
+            "\u{202E}plan".to_string(),
+            serde_json::json!("\u{2067}gold\u{200B}"),
+        )]
+        .into_iter()
+        .collect(),
+    })
+    .await
+    .unwrap();
+    let body = "Invoice \u{202E}fdp.exe attached, \u{2067}please\u{200B} open it";
+    v.say_acked(body).await.unwrap();
+    d.until("the chat open with the visitor's details", |d| {
+        d.has_id("composer") && d.app.desk.details_visitor.as_deref() == Some(vid.as_str())
+    })
+    .await;
+    d.until("the identity and the message", |d| {
+        d.app
+            .desk
+            .visitors
+            .get(&vid)
+            .is_some_and(|v| v.email.is_some())
+            && d.app
+                .desk
+                .selected
+                .is_some_and(|c| d.app.desk.convs[&c].messages.iter().any(|m| m.body == body))
+    })
+    .await;
+    // History from the server shows the same message again.
+    d.apply(Message::LoadHistory {
+        visitor: vid.clone(),
+        older: false,
+    });
+    d.until("history", |d| {
+        d.app
+            .desk
+            .history
+            .get(&vid)
+            .is_some_and(|h| !h.loading && h.messages.iter().any(|m| m.body == body))
+    })
+    .await;
+
+    let texts = d.texts();
+    for t in &texts {
+        assert!(
+            !t.chars().any(is_bidi_or_invisible),
+            "{t:?} ({:?}) reached the screen; on screen: {texts:?}",
+            t.chars()
+                .filter(|c| is_bidi_or_invisible(*c))
+                .map(|c| format!("U+{:04X}", u32::from(c)))
+                .collect::<Vec<_>>()
+        );
+    }
+    // What is left is what the visitor typed, everywhere it shows.
+    let visible = "Invoice fdp.exe attached, please open it";
+    let count = |needle: &str| texts.iter().filter(|t| t.contains(needle)).count();
+    assert!(count(visible) >= 3, "bubble, preview, history: {texts:?}");
+    for needle in [
+        "gpj.exe",
+        "eve@example.com",
+        "plan: gold",
+        "Checkout",
+        "https://shop.example/fdp.exe",
+        "https://ref.example/moc.knab",
+        "guest-7",
+    ] {
+        assert!(count(needle) > 0, "{needle:?} not on screen: {texts:?}");
+    }
+    // A site without a secret vouches for nothing, the id included.
+    assert!(!texts.iter().any(|t| says_verified(t)), "{texts:?}");
+    assert!(count("Zed xoN (you)") > 0, "{texts:?}");
+    // The window title is made safe the same way.
+    let title = d.app.title();
+    assert!(
+        !title.chars().any(is_bidi_or_invisible) && title.ends_with("Zed xoN"),
+        "{title:?}"
+    );
+    // The data keeps what was said; only the display drops the controls.
+    let conv = d.app.desk.selected.unwrap();
+    assert!(
+        d.app.desk.convs[&conv]
+            .messages
+            .iter()
+            .any(|m| m.body == body),
+        "the stored message lost its text"
+    );
+    assert_eq!(
+        d.app.desk.visitors[&vid].name.as_deref(),
+        Some("\u{202E}gpj.exe")
+    );
+
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
+    srv.stop().await;
+}
+
+/// Page addresses are whatever the visitor's browser reported, `javascript:`
+/// included. The app opens nothing (no link, no "open page" action), so they
+/// show as text; clicking one does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_urls_show_as_inert_text() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    d.sign_in("alice").await;
+    let mut hello = holdfast_tests::visitor::hello("acme", None, None, "https://shop.example/");
+    if let holdfast_agent::protocol::visitor::VisitorIn::Hello { page, .. } = &mut hello {
+        *page = Some(holdfast_agent::protocol::visitor::PageInfo {
+            url: "javascript:alert(1)".into(),
+            title: "Click me".into(),
+            referrer: Some("javascript:alert(1)".into()),
+        });
+    }
+    let v = WsVisitor::connect_with(srv.http(), hello).await.unwrap();
+    let vid = v.visitor.clone();
+    d.until("the visitor in the list", |d| {
+        d.has_id(&format!("visitor-{vid}"))
+    })
+    .await;
+    d.apply(Message::SelectVisitor(vid.clone()));
+    d.until("the page in the list and the details", |d| {
+        d.texts_in(&format!("visitor-{vid}"))
+            .iter()
+            .any(|t| t.contains("javascript:alert(1)"))
+            && d.texts_in("details")
+                .iter()
+                .filter(|t| t.contains("javascript:alert(1)"))
+                .count()
+                >= 2
+    })
+    .await;
+    let boxes: Vec<(String, Rectangle)> = d
+        .text_boxes()
+        .into_iter()
+        .filter(|(t, _)| t.contains("javascript:"))
+        .collect();
+    // Page, referrer in the list; referrer and trail in the details.
+    assert!(boxes.len() >= 4, "{boxes:?}");
+    for (t, b) in &boxes {
+        // The address is the whole of its text, not a label on something.
+        assert!(
+            t == "javascript:alert(1)" || t.ends_with(" javascript:alert(1)"),
+            "{t:?}"
+        );
+        let produced: Vec<String> = {
+            let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), d.app.view());
+            ui.point_at(b.center());
+            let _ = ui.simulate(iced_test::simulator::click());
+            ui.into_messages().map(|m| format!("{m:?}")).collect()
+        };
+        assert!(produced.is_empty(), "clicking {t:?} did {produced:?}");
+    }
+
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
     srv.stop().await;
 }

@@ -304,11 +304,13 @@ impl App {
 
     pub fn title(&self) -> String {
         let unread = self.desk.unread_total();
+        // The display name is the server's, set by an administrator; it
+        // still goes through the same filter as everything on screen.
         let who = self
             .desk
             .me
             .as_ref()
-            .map(|s| format!(" — {}", s.display_name))
+            .map(|s| format!(" — {}", format::display_safe(&s.display_name)))
             .unwrap_or_default();
         if unread > 0 {
             format!("({unread}) Holdfast{who}")

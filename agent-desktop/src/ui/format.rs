@@ -1,5 +1,6 @@
 //! Turning raw fields into the short strings the workspace shows.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// `HH:MM` of a Unix-ms timestamp at a fixed UTC offset (seconds).
@@ -148,6 +149,17 @@ pub fn display_safe(text: &str) -> String {
     out
 }
 
+/// [`display_safe`] for text on its way to the screen, without a copy for
+/// the usual text that has nothing to drop.
+pub fn shown(text: Cow<'_, str>) -> Cow<'_, str> {
+    let drops = |c: char| is_bidi_or_invisible(c) || (c.is_control() && c != '\n' && c != '\t');
+    if text.chars().any(drops) {
+        Cow::Owned(display_safe(&text))
+    } else {
+        text
+    }
+}
+
 /// Pictographs, and the variation selector and skin-tone modifiers that
 /// end one, as found on either side of a joiner in an emoji sequence.
 fn is_emoji_part(c: char) -> bool {
@@ -245,5 +257,17 @@ mod tests {
         }
         // Markup is text to this helper: escaping is the display's business.
         assert_eq!(display_safe("<b>&</b>"), "<b>&</b>");
+    }
+
+    #[test]
+    fn shown_copies_only_what_it_changes() {
+        let plain = shown(Cow::Borrowed("你好！📦 שלום\n\tline"));
+        assert!(matches!(plain, Cow::Borrowed(_)), "{plain:?}");
+        // A joiner is looked at (and the text copied), and kept in emoji.
+        let family = "👨\u{200D}👩\u{200D}👧";
+        assert_eq!(shown(Cow::Borrowed(family)), family);
+        assert_eq!(shown(Cow::Borrowed("\u{202E}gpj.exe\u{200B}")), "gpj.exe");
+        assert_eq!(shown(Cow::Borrowed("a\u{200D}b")), "ab");
+        assert_eq!(shown(Cow::Borrowed("bell\u{7}")), "bell");
     }
 }

@@ -5,14 +5,28 @@
 //! Everything visitors or sites supply is shown through `text`, which never
 //! interprets markup, and wraps at any glyph so one long unbroken string
 //! cannot push the layout wider than the window.
+//!
+//! Every text widget here is made through this module's own [`text`], which
+//! drops bidi controls and invisible characters ([`format::display_safe`])
+//! from whatever it draws: names, messages, attributes, pages, user agents,
+//! left-message details, team names, history. It is one seam rather than a
+//! call at each field, so a field added later is covered, and a string put
+//! together from several fields is cleaned as a whole (an override left open
+//! in one cannot flip the next). The data itself keeps the raw text: the
+//! store, the outbox and the notification log are not touched.
+//!
+//! Page addresses and referrers are shown as text and nothing here opens a
+//! URL: they are whatever the visitor's browser reported, `javascript:` and
+//! `file:` included. An "open page" action, if one is ever added, must take
+//! only `http` and `https` and leave anything else as text.
 
 use holdfast_protocol::agent::{
     Author, ConversationState, Presence, Role, TeamMember, VisitorInfo,
 };
 use holdfast_protocol::notice::Notice;
-use iced::widget::text::Wrapping;
+use iced::widget::text::{self, Wrapping};
 use iced::widget::{
-    Column, button, column, container, row, rule, scrollable, space, text, text_editor, text_input,
+    Column, button, column, container, row, rule, scrollable, space, text_editor, text_input,
 };
 use iced::{Alignment, Border, Color, Element, Fill, Length, Theme, border, keyboard};
 
@@ -24,6 +38,14 @@ use crate::ui::format;
 
 const SIDE: f32 = 330.0;
 const DETAILS: f32 = 300.0;
+
+/// The only way text reaches the screen from this module: iced's `text`,
+/// minus the characters that reorder or hide what is around them. (The
+/// `text` imported above is iced's module, for its types and styles; the
+/// widget function is this one.)
+fn text<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
+    iced::widget::text(format::shown(s.into_fragment()))
+}
 
 fn body_text<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
     text(s).wrapping(Wrapping::WordOrGlyph)
@@ -59,6 +81,36 @@ fn card(theme: &Theme) -> container::Style {
         background: Some(p.background.weak.color.into()),
         border: border::rounded(8),
         ..container::Style::default()
+    }
+}
+
+/// Whether a visitor-supplied name is there to show (the label falls back
+/// to a short id otherwise, which nobody stated).
+fn has_stated_name(name: Option<&str>) -> bool {
+    name.is_some_and(|n| !n.trim().is_empty())
+}
+
+/// The muted words under what the visitor's page told us about them.
+fn stated<'a>(what: &str) -> text::Text<'a> {
+    small(format!("{what} stated by the visitor")).style(muted)
+}
+
+/// The site's own id for the visitor: the one thing the identify hash
+/// covers (`hash = HMAC(site secret, id)`), so the one thing shown with a
+/// check mark. The name, email and attributes travel beside the hash,
+/// unsigned, and are whatever the page said; they are shown as stated (see
+/// [`stated`]). Without a secret the site vouches for nothing, so the id is
+/// stated too.
+fn site_id_line<'a>(v: &VisitorInfo) -> Option<text::Text<'a>> {
+    let id = v.external_id.as_deref().filter(|id| !id.trim().is_empty());
+    match (id, v.verified) {
+        (Some(id), true) => {
+            Some(small(format!("✓ ID {id} · verified by the site")).style(text::success))
+        }
+        // A record from before ids were sent along: the check still holds.
+        (None, true) => Some(small("✓ ID verified by the site").style(text::success)),
+        (Some(id), false) => Some(small(format!("ID {id} · stated by the visitor")).style(muted)),
+        (None, false) => None,
     }
 }
 
@@ -379,10 +431,7 @@ impl App {
         .max_width(560);
         for c in &mine {
             let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
-            let last = c
-                .last_said()
-                .map(|m| format::preview(&message_text(m), 60))
-                .unwrap_or_default();
+            let last = said_preview(c, 60);
             col = col.push(small(format!("• {name}: {last}")));
         }
         if !live {
@@ -492,6 +541,12 @@ impl App {
             .align_y(Alignment::Center),
         ]
         .spacing(2);
+        if has_stated_name(v.name.as_deref()) {
+            info = info.push(stated("name"));
+        }
+        if let Some(id) = site_id_line(v) {
+            info = info.push(id);
+        }
         if let Some(p) = page {
             let title = if p.title.trim().is_empty() {
                 "(untitled page)"
@@ -512,6 +567,7 @@ impl App {
                 .map(|(k, val)| format!("{k}: {val}"))
                 .collect::<Vec<_>>()
                 .join(" · ");
+            info = info.push(stated("attributes"));
             info = info.push(small(attrs));
         }
         let mut actions = row![
@@ -575,10 +631,7 @@ impl App {
         for (i, c) in queue.into_iter().enumerate() {
             let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
             let waited = format::elapsed(self.now_ms - c.info.opened_at_ms);
-            let preview = c
-                .last_said()
-                .map(|m| format::preview(&message_text(m), 60))
-                .unwrap_or_default();
+            let preview = said_preview(c, 60);
             let left = if c.info.state == ConversationState::LeftMessage {
                 " · left a message"
             } else {
@@ -627,10 +680,7 @@ impl App {
         for c in mine {
             let selected = self.desk.selected == Some(c.info.id);
             let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
-            let preview = c
-                .last_said()
-                .map(|m| format::preview(&message_text(m), 60))
-                .unwrap_or_default();
+            let preview = said_preview(c, 60);
             let mut top = row![text(name).size(14).width(Fill)].align_y(Alignment::Center);
             if c.unread > 0 {
                 top = top.push(
@@ -691,10 +741,7 @@ impl App {
             let selected = self.desk.selected == Some(c.info.id);
             let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
             let who = self.desk.serving_name(&c.info).unwrap_or_default();
-            let preview = c
-                .last_said()
-                .map(|m| format::preview(&message_text(m), 50))
-                .unwrap_or_default();
+            let preview = said_preview(c, 50);
             col = col.push(
                 container(
                     button(
@@ -733,9 +780,21 @@ impl App {
         let oversees = self.desk.oversees();
         let active = c.info.state == ConversationState::Active;
         let serving = self.desk.serving_name(&c.info);
-        let mut header = row![text(name).size(18).width(Fill)]
-            .spacing(10)
-            .align_y(Alignment::Center);
+        // Who this is, as far as anyone can tell: the name the visitor gave
+        // and, apart from it, the id the site vouches for.
+        let mut who = column![text(name).size(18)].spacing(1).width(Fill);
+        if has_stated_name(c.info.visitor_name.as_deref()) {
+            who = who.push(stated("name"));
+        }
+        if let Some(id) = self
+            .desk
+            .visitors
+            .get(&c.info.visitor)
+            .and_then(site_id_line)
+        {
+            who = who.push(id);
+        }
+        let mut header = row![who].spacing(10).align_y(Alignment::Center);
         let state_label = match c.info.state {
             ConversationState::Queued => "waiting".to_owned(),
             ConversationState::Active if mine => "open".to_owned(),
@@ -770,7 +829,7 @@ impl App {
                 .id("close-conversation"),
             );
         }
-        let mut top = column![container(header).padding([8, 14])];
+        let mut top = column![container(header).id("chat-header").padding([8, 14])];
         let left = left_message_lines(c);
         if !left.is_empty() {
             let mut block = column![].spacing(2);
@@ -1014,24 +1073,43 @@ impl App {
             .history
             .get(vid)
             .and_then(|h| h.conversations.iter().find_map(|c| c.visitor_name.clone()));
-        let name = format::visitor_label(
-            v.and_then(|v| v.name.as_deref())
-                .or(name_from_history.as_deref()),
-            vid,
-        );
+        let stated_name = v
+            .and_then(|v| v.name.as_deref())
+            .or(name_from_history.as_deref())
+            .filter(|n| has_stated_name(Some(n)));
+        let name = format::visitor_label(stated_name, vid);
         let mut col = Column::new().spacing(6).push(heading(name));
         match v {
             Some(v) => {
-                if let Some(e) = &v.email {
-                    col = col.push(small(e.as_str()));
+                // Everything the visitor's page said about them, together
+                // under one caption, right under the name; the id the site
+                // vouches for apart, after it.
+                let email = v.email.as_deref().filter(|e| !e.trim().is_empty());
+                if stated_name.is_some() || email.is_some() || !v.attrs.is_empty() {
+                    let mut block = column![small("Stated by the visitor").style(muted)].spacing(2);
+                    if let Some(n) = stated_name {
+                        block = block.push(small(format!("Name: {n}")));
+                    }
+                    if let Some(e) = email {
+                        block = block.push(small(format!("Email: {e}")));
+                    }
+                    for (k, val) in &v.attrs {
+                        block = block.push(small(format!("{k}: {val}")));
+                    }
+                    col = col.push(
+                        container(block)
+                            .id("visitor-stated")
+                            .padding(6)
+                            .width(Fill)
+                            .style(card),
+                    );
                 }
                 col = col.push(
-                    small(if v.verified {
-                        "Identity verified by the site"
-                    } else {
-                        "Identity not verified"
-                    })
-                    .style(muted),
+                    container(
+                        site_id_line(v)
+                            .unwrap_or_else(|| small("Not identified by the site").style(muted)),
+                    )
+                    .id("visitor-id"),
                 );
                 col = col.push(small(if v.online { "On the site now" } else { "Gone" }));
                 col = col.push(small(format!(
@@ -1045,12 +1123,6 @@ impl App {
                 }
                 if let Some(r) = v.referrer.as_deref().filter(|r| !r.is_empty()) {
                     col = col.push(small(format!("Came from {r}")));
-                }
-                if !v.attrs.is_empty() {
-                    col = col.push(heading("Attributes"));
-                    for (k, val) in &v.attrs {
-                        col = col.push(small(format!("{k}: {val}")));
-                    }
                 }
                 col = col.push(heading("Page trail"));
                 for p in v.trail.iter().rev().take(30) {
@@ -1072,6 +1144,9 @@ impl App {
                 }
             }
             None => {
+                if stated_name.is_some() {
+                    col = col.push(stated("name"));
+                }
                 col = col.push(small("Not on the site now.").style(muted));
             }
         }
@@ -1215,6 +1290,15 @@ fn left_message_lines(c: &Conv) -> Vec<String> {
         out.push(format!("Left on {u}"));
     }
     out
+}
+
+/// The start of the newest thing a person said in `c`, for a list row. Cut
+/// after the invisible characters are dropped, so a message padded with
+/// zero-width spaces cannot preview as nothing.
+fn said_preview(c: &Conv, max: usize) -> String {
+    c.last_said()
+        .map(|m| format::preview(&format::display_safe(&message_text(m)), max))
+        .unwrap_or_default()
 }
 
 /// The words shown under the agent's own messages.
