@@ -351,6 +351,10 @@ pub struct FileConfig {
     pub presence_every_ms: Option<u64>,
     /// Page views kept per visitor.
     pub page_trail_max: Option<u32>,
+    /// Failed logins (per address, and per name at an address) before a
+    /// lockout, and the longest lockout (it doubles from 2 s).
+    pub login_free_failures: Option<u32>,
+    pub login_max_lockout_secs: Option<u64>,
 }
 
 /// Values from flags or the environment (flags win; clap does that part).
@@ -557,6 +561,12 @@ pub fn resolve(file: FileConfig, o: Overrides) -> anyhow::Result<ServerConfig> {
     }
     if let Some(v) = file.page_trail_max {
         c.writer.trail_keep = v.max(1);
+    }
+    if let Some(v) = file.login_free_failures {
+        c.throttle.free_failures = v.max(1);
+    }
+    if let Some(v) = file.login_max_lockout_secs {
+        c.throttle.max_lockout = Duration::from_secs(v.max(2));
     }
     c.http_limits = http_limits;
     c.tls = match (o.tls_cert.or(file.tls_cert), o.tls_key.or(file.tls_key)) {
