@@ -262,3 +262,30 @@ fn config_file_is_read_and_unknown_keys_are_refused() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("bogus_key"), "{}", stderr(&o));
 }
+
+/// Every key the README's limits table names is one the config file takes:
+/// an admin copying a key from the table must not get "unknown field".
+#[test]
+fn the_readme_limits_table_names_real_config_keys() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let table = readme
+        .split("### Limits")
+        .nth(1)
+        .and_then(|s| s.split("\n### ").next())
+        .expect("a Limits section");
+    let mut keys = Vec::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let first = row.split('|').nth(1).unwrap_or_default();
+        keys.extend(first.split('`').skip(1).step_by(2).map(str::to_owned));
+    }
+    assert!(keys.len() > 30, "{keys:?}");
+    for key in &keys {
+        // The value's type may be wrong for the key; only an unknown key
+        // is a failure here.
+        if let Err(e) = toml::from_str::<holdfast_server::config::FileConfig>(&format!("{key} = 1"))
+        {
+            assert!(!e.to_string().contains("unknown field"), "{key}: {e}");
+        }
+    }
+}
