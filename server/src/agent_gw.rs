@@ -104,12 +104,16 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
             }
         };
         let Some(slot) = ctx.agent_ip_limiter.acquire(peer.ip()) else {
-            tracing::warn!(%peer, "too many agent connections from this address; refusing");
+            if let Some(more) = PER_IP_WARN.due() {
+                tracing::warn!(%peer, "too many agent connections from this address; refusing ({more} more refused since the last warning)");
+            }
             continue;
         };
         let Some(preauth) = ctx.preauth.admit(peer.ip()) else {
             ctx.metrics.preauth_refused.inc();
-            tracing::warn!(%peer, "too many agent connections waiting to log in; refusing");
+            if let Some(more) = PREAUTH_WARN.due() {
+                tracing::warn!(%peer, "too many agent connections waiting to log in; refusing ({more} more refused since the last warning)");
+            }
             continue;
         };
         let (ctx, limit) = (ctx.clone(), limit.clone());
@@ -119,6 +123,12 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
         });
     }
 }
+
+/// Refusals at accept come in floods; one warning per 10 s is plenty.
+static PER_IP_WARN: crate::metrics::WarnEvery =
+    crate::metrics::WarnEvery::new(Duration::from_secs(10));
+static PREAUTH_WARN: crate::metrics::WarnEvery =
+    crate::metrics::WarnEvery::new(Duration::from_secs(10));
 
 async fn handle(
     stream: TcpStream,
@@ -161,7 +171,9 @@ async fn handle(
             ) {
                 ctx.metrics.rejected_frames.inc();
             }
-            tracing::info!(%peer, "agent connection ended before login: {e}");
+            // Debug: a flood of unauthenticated sockets would otherwise
+            // write a line each; the refusals are counted in metrics.
+            tracing::debug!(%peer, "agent connection ended before login: {e}");
             return;
         }
     };

@@ -404,3 +404,36 @@ impl Metrics {
         out
     }
 }
+
+/// A warning that a flood would otherwise write thousands of times a
+/// second (each refusal is counted in a metric anyway): logged at most once
+/// per interval, saying how many were left out since.
+#[derive(Debug)]
+pub struct WarnEvery {
+    every: std::time::Duration,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+impl WarnEvery {
+    pub const fn new(every: std::time::Duration) -> Self {
+        Self {
+            every,
+            last: std::sync::Mutex::new(None),
+            skipped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(left out since the last one)` when this one should be logged.
+    pub fn due(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < self.every) {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.skipped.swap(0, Ordering::Relaxed))
+    }
+}
