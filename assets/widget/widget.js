@@ -619,7 +619,7 @@
 
   // --- Long-poll
 
-  function xhr(method, url, body, timeout, cb) {
+  function xhr(method, url, body, token, timeout, cb) {
     var x = new XMLHttpRequest(), fin = false;
     function end() {
       if (fin) return;
@@ -628,8 +628,12 @@
     }
     x.open(method, url, true);
     x.timeout = timeout;
-    // text/plain keeps a cross-origin POST "simple" (no preflight).
+    // text/plain keeps the first cross-origin POST, the hello, "simple" (no
+    // preflight).
     if (body) x.setRequestHeader('Content-Type', 'text/plain;charset=UTF-8');
+    // The token goes in a header, never in the URL: proxies and servers
+    // log URLs.
+    if (token) x.setRequestHeader('X-Holdfast-Token', token);
     x.onreadystatechange = function () {
       if (x.readyState === 4) end();
     };
@@ -656,7 +660,7 @@
       }
     };
     function req(method, url, body, timeout, cb) {
-      var r = xhr(method, url, body, timeout, function (status, data) {
+      var r = xhr(method, url, body, S.online ? S.token : null, timeout, function (status, data) {
         for (var i = 0; i < reqs.length; i++) if (reqs[i] === r) reqs.splice(i, 1);
         if (g !== gen) return;
         if (status === 401) return onError({ code: 'unauthorized', message: 'token refused' });
@@ -669,16 +673,16 @@
       for (var i = 0; i < out.length && g === gen; i++) onMsg(out[i]);
     }
     function post(msgs) {
-      req('POST', BASE + '/v1/visitor/lp', JSON.stringify({ token: S.token, msgs: msgs }), 30000, handle);
+      req('POST', BASE + '/v1/visitor/lp', JSON.stringify({ msgs: msgs }), 30000, handle);
     }
     // The pending poll is the liveness check; `after` is the cumulative ack.
     function poll() {
-      req('GET', BASE + '/v1/visitor/poll?token=' + encodeURIComponent(S.token) + '&after=' + Math.max(connSeq, 0), null, 60000, function (out) {
+      req('GET', BASE + '/v1/visitor/poll?after=' + Math.max(connSeq, 0), null, 60000, function (out) {
         handle(out);
         if (g === gen) poll();
       });
     }
-    req('POST', BASE + '/v1/visitor/lp', JSON.stringify({ token: null, msgs: [hello()] }), 30000, function (out) {
+    req('POST', BASE + '/v1/visitor/lp', JSON.stringify({ msgs: [hello()] }), 30000, function (out) {
       handle(out);
       if (g === gen && S.online) poll();
       else if (g === gen) lost(true);

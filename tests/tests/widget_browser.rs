@@ -1057,6 +1057,8 @@ async fn cross_origin_embedding_over_long_poll() {
 struct Attempts {
     websockets: AtomicU64,
     long_poll_posts: AtomicU64,
+    /// The head (request line and headers) of every request, in order.
+    heads: std::sync::Mutex<Vec<String>>,
 }
 
 impl Attempts {
@@ -1092,6 +1094,7 @@ async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<Attempts>) {
                     }
                 };
                 let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                count.heads.lock().unwrap().push(head.clone());
                 let lower = head.to_ascii_lowercase();
                 let upgrade = lower.contains("upgrade: websocket");
                 if upgrade {
@@ -1592,4 +1595,105 @@ fn count_system_js(text: &str) -> String {
          function (n) {{ return n.textContent === {}; }})",
         lit(text)
     )
+}
+
+/// Wait until the widget is on the page.
+async fn mounted(b: &Browser) {
+    wait(
+        b,
+        &format!("!!(document.querySelector('holdfast-widget') && {ROOT}.querySelector('.go'))"),
+    )
+    .await;
+}
+
+/// 14. Over long-poll the token travels in the `X-Holdfast-Token` header,
+///     never in a URL (proxies and servers log URLs), across a reload, and
+///     the chat still runs both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_keeps_the_token_out_of_urls() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let (proxy, seen) = counting_proxy(srv.http()).await;
+    let origin = format!("http://{proxy}");
+    let attrs = [("site", "demo"), ("transport", "longpoll")];
+    let b = Browser::start().await.unwrap();
+    let mut urls = Vec::<String>::new();
+    let mut conversation = None;
+    for (said, answer) in [
+        ("Long-poll, first page", "First reply"),
+        ("Long-poll, after a reload", "Second reply"),
+    ] {
+        embed(&b, &origin, &attrs).await;
+        mounted(&b).await;
+        open_widget(&b).await;
+        wait_online(&b).await;
+        say(&b, said).await;
+        let m = next_visitor_message(&mut bea).await;
+        assert_eq!(m.body, said);
+        assert_eq!(*conversation.get_or_insert(m.conversation), m.conversation);
+        reply(&mut bea, m.conversation, answer).await;
+        wait_shown(&b, "agent", answer).await;
+        wait_shown(&b, "visitor", said).await;
+        let v = b
+            .js(
+                "return performance.getEntriesByType('resource')\
+                 .map(function (e) { return e.name; });",
+                json!([]),
+            )
+            .await
+            .unwrap();
+        urls.extend(serde_json::from_value::<Vec<String>>(v).unwrap());
+    }
+    assert_eq!(gauge(&srv, "ws"), 0, "a WebSocket was used");
+    token_only_in_headers(&b, &seen, &urls).await;
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// Every long-poll request after the hello carries the visitor token in the
+/// `X-Holdfast-Token` header, and no URL the page requested (the proxy's
+/// request lines, and `urls` from the page's resource timing) names it.
+async fn token_only_in_headers(b: &Browser, seen: &Attempts, urls: &[String]) {
+    let heads = seen.heads.lock().unwrap().clone();
+    let header = |head: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-holdfast-token")
+                .then(|| v.trim().to_string())
+        })
+    };
+    let mut tokens: Vec<String> = heads.iter().filter_map(|h| header(h)).collect();
+    tokens.extend(
+        b.js(
+            "return localStorage.getItem('holdfast:demo:token');",
+            json!([]),
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .map(str::to_string),
+    );
+    let polls: Vec<&String> = heads
+        .iter()
+        .filter(|h| h.starts_with("GET /v1/visitor/poll"))
+        .collect();
+    assert!(!polls.is_empty(), "no poll went through the proxy");
+    for p in &polls {
+        assert!(
+            header(p).is_some_and(|t| !t.is_empty()),
+            "a poll without the token header:\n{p}"
+        );
+    }
+    let lines = heads
+        .iter()
+        .map(|h| h.lines().next().unwrap_or_default().to_string());
+    for url in urls.iter().cloned().chain(lines) {
+        assert!(
+            !url.to_ascii_lowercase().contains("token"),
+            "a URL names the token: {url}"
+        );
+        for t in &tokens {
+            assert!(!url.contains(t.as_str()), "the token is in a URL: {url}");
+        }
+    }
 }
