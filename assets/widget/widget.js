@@ -308,6 +308,19 @@
   var gen = 0; // bumps whenever a transport ends; stale callbacks check it
   var connSeq = 0; // last seq received on this connection (gap check)
   var attempt = 0, retryTimer = null, wsFails = 0, everOnline = false;
+  // The backoff starts over only once a link has been useful: the server
+  // answered something sent after its welcome (a pong on WebSocket, which
+  // it sends only after the replay or snapshot, so that went through every
+  // proxy in the way; a poll on long-poll) and the link has been up for
+  // USEFUL_MS. A server or proxy that closes each link right after the
+  // welcome then gets slower and slower reconnects, not a storm.
+  var USEFUL_MS = 3000;
+  // In `auto` mode, this many WebSockets in a row that were welcomed but
+  // never became useful mean WebSocket does not work from here: long-poll
+  // takes over, and WebSocket is tried again after WS_RETRY_MS (doubling,
+  // up to 10 minutes), once, while long-poll keeps working.
+  var SHORT_LINKS = 3, WS_RETRY_MS = 30000;
+  var shortLinks = 0, probing = false, wsRetryAt = 0, wsRetryMs = WS_RETRY_MS;
   // Stop-and-wait: only the outbox's oldest entry is ever on the wire, so
   // a rate limit or a lost connection cannot get a later message stored
   // before an earlier one. `flying` is [id, gen] of that entry.
@@ -356,26 +369,57 @@
   }
   function lost(beforeWelcome) {
     if (S.fatal) return;
+    var t = T;
     gen++;
     T = null;
     S.online = false;
     clearTimeout(ackTimer);
     ackTimer = null;
     unlock();
-    if (beforeWelcome && MODE === 'auto') {
-      // WebSocket failing twice while the browser is online: a proxy may be
-      // blocking it; try long-poll. If long-poll fails too, go back.
-      if (!useLP && nav.onLine !== false && ++wsFails >= 2) useLP = true;
-      else if (useLP && typeof win.WebSocket !== 'undefined' && wsFails >= 2) {
-        useLP = false;
-        wsFails = 0;
+    if (MODE === 'auto') {
+      if (beforeWelcome) {
+        // WebSocket failing twice while the browser is online: a proxy may
+        // be blocking it; try long-poll. If long-poll fails too, go back.
+        if (!useLP && nav.onLine !== false && (++wsFails >= 2 || probing)) toLongPoll();
+        else if (useLP && typeof win.WebSocket !== 'undefined' && wsFails >= 2) {
+          useLP = false;
+          wsFails = shortLinks = 0;
+        }
+      } else if (t && t.kind === 'ws' && !t.useful && nav.onLine !== false &&
+        (++shortLinks >= SHORT_LINKS || probing)) {
+        // Welcomed, then gone before it was of any use, again and again,
+        // while the browser is online: a proxy that cannot carry what
+        // follows the welcome.
+        toLongPoll();
       }
     }
     setState();
-    // Full jitter: uniform in [0, min(10 s, 250 ms * 2^n)].
-    var delay = Math.random() * Math.min(10000, 250 * Math.pow(2, attempt++));
     clearTimeout(retryTimer);
-    retryTimer = setTimeout(connect, delay);
+    retryTimer = setTimeout(connect, backoff());
+  }
+  // Full jitter: uniform in [0, min(10 s, 250 ms * 2^n)].
+  function backoff() {
+    return Math.random() * Math.min(10000, 250 * Math.pow(2, attempt++));
+  }
+  function toLongPoll() {
+    useLP = true;
+    probing = false;
+    wsFails = 2; // so that long-poll failing as well goes back to WebSocket
+    shortLinks = 0;
+    wsRetryAt = now() + wsRetryMs;
+    wsRetryMs = Math.min(wsRetryMs * 2, 600000);
+  }
+  // See USEFUL_MS.
+  function useful(t) {
+    if (t !== T || !t.proof || t.useful || now() - t.upAt < USEFUL_MS) return;
+    t.useful = true;
+    attempt = 0;
+    shortLinks = 0;
+    if (t.kind === 'ws') {
+      probing = false;
+      wsRetryAt = 0;
+      wsRetryMs = WS_RETRY_MS;
+    }
   }
   function drop() {
     if (T) {
@@ -394,19 +438,28 @@
         // the first poll brings either.
         connSeq = T && T.kind === 'lp' ? S.cursor : m.resumed ? helloAfter : -1;
         S.visitor = m.visitor;
+        // Every welcome renews the token (tokens expire): keep the newest.
         S.token = m.token;
         sset('token', m.token);
         S.agents = !!m.agents_online;
         S.online = everOnline = true;
-        attempt = 0;
         wsFails = 0;
-        if (T) T.hb = Math.max(m.heartbeat_ms || 3000, 100);
+        var w = T;
+        if (w) {
+          w.hb = Math.max(m.heartbeat_ms || 3000, 100);
+          w.upAt = now();
+          setTimeout(function () {
+            useful(w);
+          }, USEFUL_MS + 10);
+        }
         if (helloView && views[0] === helloView) views.shift();
         helloView = null;
         if (S.idn) send(S.idn);
         report();
         setState();
         flush();
+        // Its pong follows the replay or snapshot: the proof of a useful link.
+        if (w && w.kind === 'ws') send({ t: 'ping' });
         break;
       case 'event':
         if (connSeq >= 0 && m.seq <= connSeq) return ackSoon(true); // duplicate
@@ -446,7 +499,13 @@
       case 'going_away':
         drop();
         break;
-      default: // pong and anything newer
+      case 'pong':
+        if (T) {
+          T.proof = true;
+          useful(T);
+        }
+        break;
+      default: // anything newer
     }
   }
   var RETRY = { throttled: 1, rate_limited: 1, unavailable: 1, going_away: 1 };
@@ -679,7 +738,18 @@
     function poll() {
       req('GET', BASE + '/v1/visitor/poll?after=' + Math.max(connSeq, 0), null, 60000, function (out) {
         handle(out);
-        if (g === gen) poll();
+        if (g !== gen) return;
+        t.proof = true;
+        useful(t);
+        // On long-poll because WebSocket did not work: try it again now and
+        // then, while nothing waits to be sent.
+        if (wsRetryAt && now() >= wsRetryAt && !outbox().length) {
+          useLP = false;
+          probing = true;
+          wsRetryAt = 0;
+          return drop();
+        }
+        poll();
       });
     }
     req('POST', BASE + '/v1/visitor/lp', JSON.stringify({ msgs: [hello()] }), 30000, function (out) {

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use holdfast_agent::DeliveryState;
@@ -1059,6 +1059,8 @@ struct Attempts {
     long_poll_posts: AtomicU64,
     /// The head (request line and headers) of every request, in order.
     heads: std::sync::Mutex<Vec<String>>,
+    /// Close each WebSocket right after the server's first frame.
+    cut_websockets: AtomicBool,
 }
 
 impl Attempts {
@@ -1074,9 +1076,18 @@ impl Attempts {
 /// the first request on a connection is looked at: one request per
 /// connection means none goes uncounted.
 async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<Attempts>) {
+    http_proxy(target, false).await
+}
+
+/// [`counting_proxy`], and with `cut_websockets` (also later, through
+/// [`Attempts::cut_websockets`]) every WebSocket is closed right after the
+/// server's first frame (its `welcome`), as a proxy that cannot pass what
+/// follows would.
+async fn http_proxy(target: SocketAddr, cut_websockets: bool) -> (SocketAddr, Arc<Attempts>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Attempts::default());
+    seen.cut_websockets.store(cut_websockets, Ordering::SeqCst);
     let count = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
@@ -1119,13 +1130,69 @@ async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<Attempts>) {
                 let Ok(mut server) = TcpStream::connect(target).await else {
                     return;
                 };
-                if server.write_all(&out).await.is_ok() {
+                if server.write_all(&out).await.is_err() {
+                    return;
+                }
+                if upgrade && count.cut_websockets.load(Ordering::SeqCst) {
+                    cut_after_first_frame(client, server).await;
+                } else {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                 }
             });
         }
     });
     (addr, seen)
+}
+
+/// Relay a WebSocket until the server's upgrade answer and its first frame
+/// have reached the client, then close both sides.
+async fn cut_after_first_frame(client: TcpStream, server: TcpStream) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+    let (mut got, mut sent) = (Vec::new(), 0);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match sr.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        got.extend_from_slice(&chunk[..n]);
+        // Pass on what arrives (the browser sends its hello only after
+        // the 101), up to the end of the first frame.
+        let end = head_and_frame(&got);
+        let upto = end.unwrap_or(got.len());
+        if cw.write_all(&got[sent..upto]).await.is_err() || end.is_some() {
+            break;
+        }
+        sent = upto;
+    }
+    up.abort();
+    let _ = cw.shutdown().await;
+}
+
+/// The length of an HTTP response head plus the WebSocket frame after it,
+/// once `b` holds both.
+fn head_and_frame(b: &[u8]) -> Option<usize> {
+    let head = b.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let f = b.get(head..)?;
+    let (b1, mut at) = (*f.get(1)?, 2usize);
+    let len = match b1 & 0x7f {
+        126 => {
+            at += 2;
+            u64::from(u16::from_be_bytes(f.get(2..4)?.try_into().ok()?))
+        }
+        127 => {
+            at += 8;
+            u64::from_be_bytes(f.get(2..10)?.try_into().ok()?)
+        }
+        n => u64::from(n),
+    };
+    if b1 & 0x80 != 0 {
+        at += 4; // masked (servers do not mask, but be exact)
+    }
+    let total = at + usize::try_from(len).ok()?;
+    (f.len() >= total).then_some(head + total)
 }
 
 /// Put the one tag (with these `data-` attributes) on a plain page of
@@ -1696,4 +1763,126 @@ async fn token_only_in_headers(b: &Browser, seen: &Attempts, urls: &[String]) {
             assert!(!url.contains(t.as_str()), "the token is in a URL: {url}");
         }
     }
+}
+
+/// Wait (up to [`T`]) until `cond` holds.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + T;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// 15. A proxy in the way closes every WebSocket right after the server's
+///     welcome. The widget does not reset its backoff for such links: a few
+///     WebSockets in 20 s (not hundreds), then long-poll, over which a
+///     message reaches the agent (acked) and a reply comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_cut_after_welcome_fall_back_to_long_poll_without_a_storm() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let (proxy, seen) = http_proxy(srv.http(), true).await;
+    let b = Browser::start().await.unwrap();
+    let started = tokio::time::Instant::now();
+    b.goto(&format!("http://{proxy}/demo")).await.unwrap();
+    mounted(&b).await;
+    open_widget(&b).await;
+    let text = "Through a proxy that cuts WebSockets";
+    say(&b, text).await;
+    let got = bea
+        .recv_until(Duration::from_secs(20), |m| visitor_message(m).is_some())
+        .await;
+    let websockets = || seen.websockets.load(Ordering::SeqCst);
+    assert!(
+        websockets() <= 10,
+        "{} WebSockets in {:?}",
+        websockets(),
+        started.elapsed()
+    );
+    let Ok(got) = got else {
+        let requests: Vec<String> = seen
+            .heads
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|h| h.lines().next().unwrap_or_default().to_string())
+            .collect();
+        panic!(
+            "the agent got no message ({} WebSockets, {} long-poll POSTs): {got:?}\n\
+             requests: {requests:#?}\nbrowser console:\n{}",
+            websockets(),
+            seen.long_poll_posts.load(Ordering::SeqCst),
+            b.console().await
+        )
+    };
+    let m = visitor_message(&got).unwrap().clone();
+    assert_eq!(m.body, text);
+    wait_shown(&b, "visitor", text).await; // acked
+    reply(&mut bea, m.conversation, "Reply over the fallback").await;
+    wait_shown(&b, "agent", "Reply over the fallback").await;
+    // Keep watching: no reconnect storm later either.
+    tokio::time::sleep_until(started + Duration::from_secs(20)).await;
+    let n = websockets();
+    assert!((1..=10).contains(&n), "{n} WebSockets in 20 s");
+    assert!(seen.long_poll_posts.load(Ordering::SeqCst) >= 2, "{seen:?}");
+    assert_eq!(gauge(&srv, "ws"), 0);
+    assert_eq!(
+        visitor_messages_within(&mut bea, Duration::from_millis(300)).await,
+        Vec::<String>::new(),
+        "a message reached the agent twice"
+    );
+    token_only_in_headers(&b, &seen, &[]).await;
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// 16. After a fallback to long-poll the widget tries WebSocket again later
+///     (after 30 s, then 60 s, …): one attempt, straight back to long-poll
+///     while it still fails, and WebSocket to stay once it works. The
+///     page's clock is moved forward instead of waiting those minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_fallback_websocket_is_tried_again_later() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let (proxy, seen) = http_proxy(srv.http(), true).await;
+    let b = Browser::start().await.unwrap();
+    b.on_new_document(
+        "window.__skew = 0; (function () { var t = Date.prototype.getTime; \
+         Date.prototype.getTime = function () { return t.call(this) + window.__skew; }; })();",
+    )
+    .await
+    .unwrap();
+    b.goto(&format!("http://{proxy}/demo")).await.unwrap();
+    mounted(&b).await;
+    let websockets = || seen.websockets.load(Ordering::SeqCst);
+    let posts = || seen.long_poll_posts.load(Ordering::SeqCst);
+    until("long-poll takes over", || gauge(&srv, "lp") >= 1).await;
+    assert_eq!(websockets(), 3, "three WebSockets, then long-poll");
+
+    // 31 s later: one WebSocket, cut again, and back to long-poll.
+    let before = posts();
+    b.js("window.__skew += 31000;", json!([])).await.unwrap();
+    until("WebSocket is tried again", || websockets() == 4).await;
+    until("long-poll again", || posts() > before).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(websockets(), 4, "tried WebSocket more than once");
+
+    // The proxy heals; 61 s later WebSocket is tried, works, and stays.
+    seen.cut_websockets.store(false, Ordering::SeqCst);
+    b.js("window.__skew += 61000;", json!([])).await.unwrap();
+    until("a WebSocket is live", || gauge(&srv, "ws") == 1).await;
+    open_widget(&b).await;
+    say(&b, "Back on WebSocket").await;
+    let m = next_visitor_message(&mut bea).await;
+    assert_eq!(m.body, "Back on WebSocket");
+    reply(&mut bea, m.conversation, "Welcome back").await;
+    wait_shown(&b, "agent", "Welcome back").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!((websockets(), gauge(&srv, "ws")), (5, 1));
+    b.quit().await;
+    srv.stop().await;
 }
