@@ -1,4 +1,4 @@
-/*! Holdfast visitor widget | plain ES5, no dependencies | see assets/widget/README.md */
+/*! Holdfast visitor widget | plain ES5, no dependencies | see "The visitor widget" in README.md */
 (function (win, doc) {
   'use strict';
 
@@ -170,9 +170,22 @@
 
   // ------------------------------------------------------------ state
 
+  // The identity proof from Holdfast.identify ({id, hash}), kept with the
+  // token: a token bound to a verified identity resumes only with its
+  // proof, and the widget connects before the page identifies again.
+  function proofOf(p) {
+    return p && typeof p === 'object' && typeof p.id === 'string' && p.id ?
+      { id: p.id, hash: typeof p.hash === 'string' ? p.hash : null } : null;
+  }
+  // reset() and a change of user give this browser's chat a new epoch, in
+  // every tab: a tab still holding the old chat in memory then takes the
+  // new state instead of writing the old one back.
+  var EPOCH = sget('epoch');
+
   var TAB = uuid7();
   var S = {
     token: sget('token'),
+    proof: proofOf(jget('identity', null)),
     visitor: null,
     cursor: 0, // last event seq applied (and stored) by any tab
     conv: null, // ConversationView
@@ -191,7 +204,7 @@
     return l && typeof l === 'object' ? l : null;
   }
   function mergeLog(l) {
-    if (!l || (S.visitor && l.visitor && l.visitor !== S.visitor)) return false;
+    if (!l || (l.epoch || null) !== EPOCH || (S.visitor && l.visitor && l.visitor !== S.visitor)) return false;
     var changed = false;
     if (!S.visitor) S.visitor = l.visitor || null;
     if (l.cursor > S.cursor) S.cursor = l.cursor;
@@ -212,6 +225,7 @@
   // The cursor and the messages it covers are written in one setItem, so
   // they can never disagree. Merge first: another tab may have gone further.
   function saveLog(force) {
+    if (!current()) return;
     if (!force) mergeLog(logFromStorage());
     var list = [], k;
     for (k in S.msgs) {
@@ -219,7 +233,7 @@
     }
     list.sort(order);
     if (list.length > 200) list = list.slice(list.length - 200);
-    jset('log', { visitor: S.visitor, cursor: S.cursor, conv: S.conv, convSeq: S.convSeq, msgs: list });
+    jset('log', { epoch: EPOCH, visitor: S.visitor, cursor: S.cursor, conv: S.conv, convSeq: S.convSeq, msgs: list });
   }
   function resetLog() {
     S.cursor = 0;
@@ -239,6 +253,7 @@
     return o && o.length ? o : [];
   }
   function unqueue(id) {
+    if (!current()) return;
     var o = outbox(), n = [];
     each(o, function (e) {
       if (e.id !== id) n.push(e);
@@ -250,6 +265,7 @@
   // in localStorage, renewed while it is connected. The server dedupes by
   // id as well, so a rare overlap at handover cannot create a duplicate.
   function leader() {
+    if (!current()) return false;
     var l = jget('lock', null), t = now();
     if (!l || l.tab === TAB || l.exp < t) {
       jset('lock', { tab: TAB, exp: t + 5000 });
@@ -343,10 +359,13 @@
     // A reconnect on the same page is not a new page view.
     helloView = views[0] || null;
     var page = helloView ? pageInfo(helloView) : null;
+    // Another tab may have been welcomed since this one lost its token.
+    if (!S.token) S.token = sget('token');
     helloAfter = S.token ? S.cursor : 0;
     return {
       t: 'hello', site: SITE, token: S.token || null, after: S.token ? helloAfter : null, page: page,
-      user_agent: clean(nav.userAgent || '', 500) || null, lang: clean(LANG, 35), v: 1
+      user_agent: clean(nav.userAgent || '', 500) || null, lang: clean(LANG, 35), v: 1,
+      identity: S.proof ? { id: S.proof.id, hash: S.proof.hash } : null
     };
   }
   function send(m) {
@@ -356,7 +375,7 @@
   function connect() {
     clearTimeout(retryTimer);
     retryTimer = null;
-    if (T || S.fatal) return;
+    if (T || S.fatal || !current()) return;
     if (nav.onLine === false) {
       // Certainly offline: wait for the `online` event (or a slow retry in
       // case the browser is wrong).
@@ -430,7 +449,8 @@
   }
 
   function onMsg(m) {
-    if (!m || typeof m !== 'object') return;
+    // Nothing of a link from before another tab's reset() gets through.
+    if (!m || typeof m !== 'object' || !current()) return;
     switch (m.t) {
       case 'welcome':
         if (S.visitor && S.visitor !== m.visitor) resetLog();
@@ -534,7 +554,12 @@
       }
       return;
     }
-    if (m.code === 'unauthorized') {
+    if (m.code === 'unauthorized' && S.online && !m.refused) {
+      // The answer to identify: this visitor belongs to another signed-in
+      // user. Its chat and unsent messages are theirs: forget them and
+      // start a new visitor, identified as the page says, at its welcome.
+      forget(S.idn ? { id: S.idn.id, hash: S.idn.hash } : S.proof, true, backoff());
+    } else if (m.code === 'unauthorized') {
       // Our token is no longer accepted: start afresh as a new visitor.
       S.token = null;
       sset('token', null);
@@ -545,11 +570,60 @@
     } else if (FATAL[m.code] && !S.online) {
       fatal(m.message);
     } else if (m.code === 'bad_identity') {
+      // Refused: do not vouch for it in the next hello either.
+      var p = proofOf(jget('identity', null));
+      if (S.idn && p && p.id === S.idn.id && p.hash === S.idn.hash) jset('identity', null);
+      if (S.idn && S.proof && S.proof.id === S.idn.id && S.proof.hash === S.idn.hash) S.proof = null;
       S.idn = null;
       if (win.console) console.error('Holdfast.identify: ' + m.message);
     } else if (win.console) {
       console.warn('Holdfast: ' + m.code + ': ' + m.message);
     }
+  }
+  // Forget this browser's chat (token, cursor, log, outbox and lease) and
+  // start over, after `delay` ms, as a new visitor that vouches for `proof`
+  // (null: anonymous). `mine`: this tab decided it, so it clears
+  // localStorage and starts a new epoch; other tabs follow through
+  // current(), with whatever identity this one stored.
+  function forget(proof, mine, delay) {
+    gen++;
+    var t = T, k;
+    T = null;
+    S.online = false;
+    if (t) t.close();
+    each([retryTimer, ackTimer, flushTimer], clearTimeout);
+    retryTimer = ackTimer = flushTimer = null;
+    for (k in S.msgs) if (S.msgs.hasOwnProperty(k)) unplace(k);
+    S.msgs = {};
+    S.token = S.visitor = S.conv = flying = null;
+    S.cursor = S.convSeq = connSeq = unacked = holdUntil = 0;
+    // The new visitor lands on this page, and is "connecting" at first.
+    views = [{ url: win.location.href, title: doc.title, referrer: doc.referrer }];
+    everOnline = false;
+    started = now();
+    if (mine) {
+      jset('identity', proof);
+      each(['token', 'log', 'outbox', 'lock'], function (n) {
+        sset(n, null);
+      });
+      sset('epoch', EPOCH = uuid7());
+    } else {
+      EPOCH = sget('epoch');
+      proof = proofOf(jget('identity', null));
+    }
+    S.proof = proof;
+    if (S.idn && !(proof && proof.id === S.idn.id)) S.idn = null;
+    setState();
+    if (!S.fatal) retryTimer = setTimeout(connect, delay);
+  }
+  // False (after taking the new state) if another tab has reset this
+  // browser's chat since this one last looked.
+  function current() {
+    if (sget('epoch') === EPOCH) return true;
+    // Give the tab that reset a moment to be welcomed: its new token is
+    // then ours too (see hello).
+    forget(null, false, 500 + Math.random() * 1000);
+    return false;
   }
   function done(id) {
     if (flying && flying[0] === id) flying = null;
@@ -609,6 +683,7 @@
       e.t === 'leave_message' ? { t: e.t, id: e.id, body: e.body, email: e.email || null } : { t: 'send', id: e.id, body: e.body });
   }
   function enqueue(t, body, email) {
+    current();
     var e = { id: uuid7(), t: t, body: body, at: now() };
     if (email) e.email = email;
     var o = outbox();
@@ -722,7 +797,7 @@
       var r = xhr(method, url, body, S.online ? S.token : null, timeout, function (status, data) {
         for (var i = 0; i < reqs.length; i++) if (reqs[i] === r) reqs.splice(i, 1);
         if (g !== gen) return;
-        if (status === 401) return onError({ code: 'unauthorized', message: 'token refused' });
+        if (status === 401) return onError({ code: 'unauthorized', message: 'token refused', refused: true });
         if (status === 0 || status >= 500 || status === 429 || !data || !data.msgs) return lost(!S.online);
         cb(data.msgs);
       });
@@ -776,7 +851,9 @@
   listen(win, 'storage', function (e) {
     if (!e.key || e.key.indexOf(NS) !== 0) return;
     var k = e.key.slice(NS.length);
-    if (k === 'log') {
+    if (k === 'epoch') {
+      current();
+    } else if (k === 'log') {
       if (mergeLog(parse(e.newValue))) {
         for (var id in S.msgs) if (S.msgs.hasOwnProperty(id)) place(S.msgs[id]);
         setState();
@@ -1123,7 +1200,8 @@
     },
     // identify({id, name, email, hash, ...custom attributes})
     identify: function (o) {
-      if (!o || o.id == null) return;
+      if (!o || o.id == null || !clean(o.id, 256)) return;
+      current(); // take another tab's reset first
       var attrs = {}, k, v, n = 0;
       for (k in o) {
         if (!o.hasOwnProperty(k) || k === 'id' || k === 'name' || k === 'email' || k === 'hash' || n >= 50) continue;
@@ -1137,7 +1215,20 @@
         t: 'identify', id: clean(o.id, 256), name: o.name == null ? null : clean(o.name, 256),
         email: o.email == null ? null : clean(o.email, 256), hash: o.hash == null ? null : clean(o.hash, 128), attrs: attrs
       };
+      var proof = { id: S.idn.id, hash: S.idn.hash }, had = proofOf(jget('identity', null));
+      // Another user on this browser: the chat here is the previous one's.
+      // Start a new visitor; its welcome sends this identify.
+      if (had && had.id !== proof.id) return forget(proof, true, 0);
+      S.proof = proof;
+      jset('identity', proof);
       send(S.idn);
+    },
+    // A site's logout: forget this browser's chat (token, outbox, cursor,
+    // messages, identity) in every tab, and start over as a new anonymous
+    // visitor. The conversation stays on the server.
+    reset: function () {
+      S.idn = null;
+      forget(null, true, 0);
     },
     // The pre-load queue: Holdfast.push(['identify', {...}]), ['open'], ...
     push: function (cmd) {
