@@ -1,4 +1,4 @@
-/*! Holdfast visitor widget | plain ES5, no dependencies | see assets/widget/README.md */
+/*! Holdfast visitor widget | plain ES5, no dependencies | see "The visitor widget" in README.md */
 (function (win, doc) {
   'use strict';
 
@@ -170,9 +170,22 @@
 
   // ------------------------------------------------------------ state
 
+  // The identity proof from Holdfast.identify ({id, hash}), kept with the
+  // token: a token bound to a verified identity resumes only with its
+  // proof, and the widget connects before the page identifies again.
+  function proofOf(p) {
+    return p && typeof p === 'object' && typeof p.id === 'string' && p.id ?
+      { id: p.id, hash: typeof p.hash === 'string' ? p.hash : null } : null;
+  }
+  // reset() and a change of user give this browser's chat a new epoch, in
+  // every tab: a tab still holding the old chat in memory then takes the
+  // new state instead of writing the old one back.
+  var EPOCH = sget('epoch');
+
   var TAB = uuid7();
   var S = {
     token: sget('token'),
+    proof: proofOf(jget('identity', null)),
     visitor: null,
     cursor: 0, // last event seq applied (and stored) by any tab
     conv: null, // ConversationView
@@ -191,7 +204,7 @@
     return l && typeof l === 'object' ? l : null;
   }
   function mergeLog(l) {
-    if (!l || (S.visitor && l.visitor && l.visitor !== S.visitor)) return false;
+    if (!l || (l.epoch || null) !== EPOCH || (S.visitor && l.visitor && l.visitor !== S.visitor)) return false;
     var changed = false;
     if (!S.visitor) S.visitor = l.visitor || null;
     if (l.cursor > S.cursor) S.cursor = l.cursor;
@@ -212,6 +225,7 @@
   // The cursor and the messages it covers are written in one setItem, so
   // they can never disagree. Merge first: another tab may have gone further.
   function saveLog(force) {
+    if (!current()) return;
     if (!force) mergeLog(logFromStorage());
     var list = [], k;
     for (k in S.msgs) {
@@ -219,7 +233,7 @@
     }
     list.sort(order);
     if (list.length > 200) list = list.slice(list.length - 200);
-    jset('log', { visitor: S.visitor, cursor: S.cursor, conv: S.conv, convSeq: S.convSeq, msgs: list });
+    jset('log', { epoch: EPOCH, visitor: S.visitor, cursor: S.cursor, conv: S.conv, convSeq: S.convSeq, msgs: list });
   }
   function resetLog() {
     S.cursor = 0;
@@ -239,6 +253,7 @@
     return o && o.length ? o : [];
   }
   function unqueue(id) {
+    if (!current()) return;
     var o = outbox(), n = [];
     each(o, function (e) {
       if (e.id !== id) n.push(e);
@@ -250,6 +265,7 @@
   // in localStorage, renewed while it is connected. The server dedupes by
   // id as well, so a rare overlap at handover cannot create a duplicate.
   function leader() {
+    if (!current()) return false;
     var l = jget('lock', null), t = now();
     if (!l || l.tab === TAB || l.exp < t) {
       jset('lock', { tab: TAB, exp: t + 5000 });
@@ -308,6 +324,19 @@
   var gen = 0; // bumps whenever a transport ends; stale callbacks check it
   var connSeq = 0; // last seq received on this connection (gap check)
   var attempt = 0, retryTimer = null, wsFails = 0, everOnline = false;
+  // The backoff starts over only once a link has been useful: the server
+  // answered something sent after its welcome (a pong on WebSocket, which
+  // it sends only after the replay or snapshot, so that went through every
+  // proxy in the way; a poll on long-poll) and the link has been up for
+  // USEFUL_MS. A server or proxy that closes each link right after the
+  // welcome then gets slower and slower reconnects, not a storm.
+  var USEFUL_MS = 3000;
+  // In `auto` mode, this many WebSockets in a row that were welcomed but
+  // never became useful mean WebSocket does not work from here: long-poll
+  // takes over, and WebSocket is tried again after WS_RETRY_MS (doubling,
+  // up to 10 minutes), once, while long-poll keeps working.
+  var SHORT_LINKS = 3, WS_RETRY_MS = 30000;
+  var shortLinks = 0, probing = false, wsRetryAt = 0, wsRetryMs = WS_RETRY_MS;
   // Stop-and-wait: only the outbox's oldest entry is ever on the wire, so
   // a rate limit or a lost connection cannot get a later message stored
   // before an earlier one. `flying` is [id, gen] of that entry.
@@ -330,10 +359,13 @@
     // A reconnect on the same page is not a new page view.
     helloView = views[0] || null;
     var page = helloView ? pageInfo(helloView) : null;
+    // Another tab may have been welcomed since this one lost its token.
+    if (!S.token) S.token = sget('token');
     helloAfter = S.token ? S.cursor : 0;
     return {
       t: 'hello', site: SITE, token: S.token || null, after: S.token ? helloAfter : null, page: page,
-      user_agent: clean(nav.userAgent || '', 500) || null, lang: clean(LANG, 35), v: 1
+      user_agent: clean(nav.userAgent || '', 500) || null, lang: clean(LANG, 35), v: 1,
+      identity: S.proof ? { id: S.proof.id, hash: S.proof.hash } : null
     };
   }
   function send(m) {
@@ -343,7 +375,7 @@
   function connect() {
     clearTimeout(retryTimer);
     retryTimer = null;
-    if (T || S.fatal) return;
+    if (T || S.fatal || !current()) return;
     if (nav.onLine === false) {
       // Certainly offline: wait for the `online` event (or a slow retry in
       // case the browser is wrong).
@@ -356,26 +388,57 @@
   }
   function lost(beforeWelcome) {
     if (S.fatal) return;
+    var t = T;
     gen++;
     T = null;
     S.online = false;
     clearTimeout(ackTimer);
     ackTimer = null;
     unlock();
-    if (beforeWelcome && MODE === 'auto') {
-      // WebSocket failing twice while the browser is online: a proxy may be
-      // blocking it; try long-poll. If long-poll fails too, go back.
-      if (!useLP && nav.onLine !== false && ++wsFails >= 2) useLP = true;
-      else if (useLP && typeof win.WebSocket !== 'undefined' && wsFails >= 2) {
-        useLP = false;
-        wsFails = 0;
+    if (MODE === 'auto') {
+      if (beforeWelcome) {
+        // WebSocket failing twice while the browser is online: a proxy may
+        // be blocking it; try long-poll. If long-poll fails too, go back.
+        if (!useLP && nav.onLine !== false && (++wsFails >= 2 || probing)) toLongPoll();
+        else if (useLP && typeof win.WebSocket !== 'undefined' && wsFails >= 2) {
+          useLP = false;
+          wsFails = shortLinks = 0;
+        }
+      } else if (t && t.kind === 'ws' && !t.useful && nav.onLine !== false &&
+        (++shortLinks >= SHORT_LINKS || probing)) {
+        // Welcomed, then gone before it was of any use, again and again,
+        // while the browser is online: a proxy that cannot carry what
+        // follows the welcome.
+        toLongPoll();
       }
     }
     setState();
-    // Full jitter: uniform in [0, min(10 s, 250 ms * 2^n)].
-    var delay = Math.random() * Math.min(10000, 250 * Math.pow(2, attempt++));
     clearTimeout(retryTimer);
-    retryTimer = setTimeout(connect, delay);
+    retryTimer = setTimeout(connect, backoff());
+  }
+  // Full jitter: uniform in [0, min(10 s, 250 ms * 2^n)].
+  function backoff() {
+    return Math.random() * Math.min(10000, 250 * Math.pow(2, attempt++));
+  }
+  function toLongPoll() {
+    useLP = true;
+    probing = false;
+    wsFails = 2; // so that long-poll failing as well goes back to WebSocket
+    shortLinks = 0;
+    wsRetryAt = now() + wsRetryMs;
+    wsRetryMs = Math.min(wsRetryMs * 2, 600000);
+  }
+  // See USEFUL_MS.
+  function useful(t) {
+    if (t !== T || !t.proof || t.useful || now() - t.upAt < USEFUL_MS) return;
+    t.useful = true;
+    attempt = 0;
+    shortLinks = 0;
+    if (t.kind === 'ws') {
+      probing = false;
+      wsRetryAt = 0;
+      wsRetryMs = WS_RETRY_MS;
+    }
   }
   function drop() {
     if (T) {
@@ -386,7 +449,8 @@
   }
 
   function onMsg(m) {
-    if (!m || typeof m !== 'object') return;
+    // Nothing of a link from before another tab's reset() gets through.
+    if (!m || typeof m !== 'object' || !current()) return;
     switch (m.t) {
       case 'welcome':
         if (S.visitor && S.visitor !== m.visitor) resetLog();
@@ -394,19 +458,28 @@
         // the first poll brings either.
         connSeq = T && T.kind === 'lp' ? S.cursor : m.resumed ? helloAfter : -1;
         S.visitor = m.visitor;
+        // Every welcome renews the token (tokens expire): keep the newest.
         S.token = m.token;
         sset('token', m.token);
         S.agents = !!m.agents_online;
         S.online = everOnline = true;
-        attempt = 0;
         wsFails = 0;
-        if (T) T.hb = Math.max(m.heartbeat_ms || 3000, 100);
+        var w = T;
+        if (w) {
+          w.hb = Math.max(m.heartbeat_ms || 3000, 100);
+          w.upAt = now();
+          setTimeout(function () {
+            useful(w);
+          }, USEFUL_MS + 10);
+        }
         if (helloView && views[0] === helloView) views.shift();
         helloView = null;
         if (S.idn) send(S.idn);
         report();
         setState();
         flush();
+        // Its pong follows the replay or snapshot: the proof of a useful link.
+        if (w && w.kind === 'ws') send({ t: 'ping' });
         break;
       case 'event':
         if (connSeq >= 0 && m.seq <= connSeq) return ackSoon(true); // duplicate
@@ -446,7 +519,13 @@
       case 'going_away':
         drop();
         break;
-      default: // pong and anything newer
+      case 'pong':
+        if (T) {
+          T.proof = true;
+          useful(T);
+        }
+        break;
+      default: // anything newer
     }
   }
   var RETRY = { throttled: 1, rate_limited: 1, unavailable: 1, going_away: 1 };
@@ -475,7 +554,12 @@
       }
       return;
     }
-    if (m.code === 'unauthorized') {
+    if (m.code === 'unauthorized' && S.online && !m.refused) {
+      // The answer to identify: this visitor belongs to another signed-in
+      // user. Its chat and unsent messages are theirs: forget them and
+      // start a new visitor, identified as the page says, at its welcome.
+      forget(S.idn ? { id: S.idn.id, hash: S.idn.hash } : S.proof, true, backoff());
+    } else if (m.code === 'unauthorized') {
       // Our token is no longer accepted: start afresh as a new visitor.
       S.token = null;
       sset('token', null);
@@ -486,11 +570,60 @@
     } else if (FATAL[m.code] && !S.online) {
       fatal(m.message);
     } else if (m.code === 'bad_identity') {
+      // Refused: do not vouch for it in the next hello either.
+      var p = proofOf(jget('identity', null));
+      if (S.idn && p && p.id === S.idn.id && p.hash === S.idn.hash) jset('identity', null);
+      if (S.idn && S.proof && S.proof.id === S.idn.id && S.proof.hash === S.idn.hash) S.proof = null;
       S.idn = null;
       if (win.console) console.error('Holdfast.identify: ' + m.message);
     } else if (win.console) {
       console.warn('Holdfast: ' + m.code + ': ' + m.message);
     }
+  }
+  // Forget this browser's chat (token, cursor, log, outbox and lease) and
+  // start over, after `delay` ms, as a new visitor that vouches for `proof`
+  // (null: anonymous). `mine`: this tab decided it, so it clears
+  // localStorage and starts a new epoch; other tabs follow through
+  // current(), with whatever identity this one stored.
+  function forget(proof, mine, delay) {
+    gen++;
+    var t = T, k;
+    T = null;
+    S.online = false;
+    if (t) t.close();
+    each([retryTimer, ackTimer, flushTimer], clearTimeout);
+    retryTimer = ackTimer = flushTimer = null;
+    for (k in S.msgs) if (S.msgs.hasOwnProperty(k)) unplace(k);
+    S.msgs = {};
+    S.token = S.visitor = S.conv = flying = null;
+    S.cursor = S.convSeq = connSeq = unacked = holdUntil = 0;
+    // The new visitor lands on this page, and is "connecting" at first.
+    views = [{ url: win.location.href, title: doc.title, referrer: doc.referrer }];
+    everOnline = false;
+    started = now();
+    if (mine) {
+      jset('identity', proof);
+      each(['token', 'log', 'outbox', 'lock'], function (n) {
+        sset(n, null);
+      });
+      sset('epoch', EPOCH = uuid7());
+    } else {
+      EPOCH = sget('epoch');
+      proof = proofOf(jget('identity', null));
+    }
+    S.proof = proof;
+    if (S.idn && !(proof && proof.id === S.idn.id)) S.idn = null;
+    setState();
+    if (!S.fatal) retryTimer = setTimeout(connect, delay);
+  }
+  // False (after taking the new state) if another tab has reset this
+  // browser's chat since this one last looked.
+  function current() {
+    if (sget('epoch') === EPOCH) return true;
+    // Give the tab that reset a moment to be welcomed: its new token is
+    // then ours too (see hello).
+    forget(null, false, 500 + Math.random() * 1000);
+    return false;
   }
   function done(id) {
     if (flying && flying[0] === id) flying = null;
@@ -550,6 +683,7 @@
       e.t === 'leave_message' ? { t: e.t, id: e.id, body: e.body, email: e.email || null } : { t: 'send', id: e.id, body: e.body });
   }
   function enqueue(t, body, email) {
+    current();
     var e = { id: uuid7(), t: t, body: body, at: now() };
     if (email) e.email = email;
     var o = outbox();
@@ -619,7 +753,7 @@
 
   // --- Long-poll
 
-  function xhr(method, url, body, timeout, cb) {
+  function xhr(method, url, body, token, timeout, cb) {
     var x = new XMLHttpRequest(), fin = false;
     function end() {
       if (fin) return;
@@ -628,8 +762,12 @@
     }
     x.open(method, url, true);
     x.timeout = timeout;
-    // text/plain keeps a cross-origin POST "simple" (no preflight).
+    // text/plain keeps the first cross-origin POST, the hello, "simple" (no
+    // preflight).
     if (body) x.setRequestHeader('Content-Type', 'text/plain;charset=UTF-8');
+    // The token goes in a header, never in the URL: proxies and servers
+    // log URLs.
+    if (token) x.setRequestHeader('X-Holdfast-Token', token);
     x.onreadystatechange = function () {
       if (x.readyState === 4) end();
     };
@@ -656,10 +794,10 @@
       }
     };
     function req(method, url, body, timeout, cb) {
-      var r = xhr(method, url, body, timeout, function (status, data) {
+      var r = xhr(method, url, body, S.online ? S.token : null, timeout, function (status, data) {
         for (var i = 0; i < reqs.length; i++) if (reqs[i] === r) reqs.splice(i, 1);
         if (g !== gen) return;
-        if (status === 401) return onError({ code: 'unauthorized', message: 'token refused' });
+        if (status === 401) return onError({ code: 'unauthorized', message: 'token refused', refused: true });
         if (status === 0 || status >= 500 || status === 429 || !data || !data.msgs) return lost(!S.online);
         cb(data.msgs);
       });
@@ -669,16 +807,27 @@
       for (var i = 0; i < out.length && g === gen; i++) onMsg(out[i]);
     }
     function post(msgs) {
-      req('POST', BASE + '/v1/visitor/lp', JSON.stringify({ token: S.token, msgs: msgs }), 30000, handle);
+      req('POST', BASE + '/v1/visitor/lp', JSON.stringify({ msgs: msgs }), 30000, handle);
     }
     // The pending poll is the liveness check; `after` is the cumulative ack.
     function poll() {
-      req('GET', BASE + '/v1/visitor/poll?token=' + encodeURIComponent(S.token) + '&after=' + Math.max(connSeq, 0), null, 60000, function (out) {
+      req('GET', BASE + '/v1/visitor/poll?after=' + Math.max(connSeq, 0), null, 60000, function (out) {
         handle(out);
-        if (g === gen) poll();
+        if (g !== gen) return;
+        t.proof = true;
+        useful(t);
+        // On long-poll because WebSocket did not work: try it again now and
+        // then, while nothing waits to be sent.
+        if (wsRetryAt && now() >= wsRetryAt && !outbox().length) {
+          useLP = false;
+          probing = true;
+          wsRetryAt = 0;
+          return drop();
+        }
+        poll();
       });
     }
-    req('POST', BASE + '/v1/visitor/lp', JSON.stringify({ token: null, msgs: [hello()] }), 30000, function (out) {
+    req('POST', BASE + '/v1/visitor/lp', JSON.stringify({ msgs: [hello()] }), 30000, function (out) {
       handle(out);
       if (g === gen && S.online) poll();
       else if (g === gen) lost(true);
@@ -702,7 +851,9 @@
   listen(win, 'storage', function (e) {
     if (!e.key || e.key.indexOf(NS) !== 0) return;
     var k = e.key.slice(NS.length);
-    if (k === 'log') {
+    if (k === 'epoch') {
+      current();
+    } else if (k === 'log') {
       if (mergeLog(parse(e.newValue))) {
         for (var id in S.msgs) if (S.msgs.hasOwnProperty(id)) place(S.msgs[id]);
         setState();
@@ -1049,7 +1200,8 @@
     },
     // identify({id, name, email, hash, ...custom attributes})
     identify: function (o) {
-      if (!o || o.id == null) return;
+      if (!o || o.id == null || !clean(o.id, 256)) return;
+      current(); // take another tab's reset first
       var attrs = {}, k, v, n = 0;
       for (k in o) {
         if (!o.hasOwnProperty(k) || k === 'id' || k === 'name' || k === 'email' || k === 'hash' || n >= 50) continue;
@@ -1063,7 +1215,20 @@
         t: 'identify', id: clean(o.id, 256), name: o.name == null ? null : clean(o.name, 256),
         email: o.email == null ? null : clean(o.email, 256), hash: o.hash == null ? null : clean(o.hash, 128), attrs: attrs
       };
+      var proof = { id: S.idn.id, hash: S.idn.hash }, had = proofOf(jget('identity', null));
+      // Another user on this browser: the chat here is the previous one's.
+      // Start a new visitor; its welcome sends this identify.
+      if (had && had.id !== proof.id) return forget(proof, true, 0);
+      S.proof = proof;
+      jset('identity', proof);
       send(S.idn);
+    },
+    // A site's logout: forget this browser's chat (token, outbox, cursor,
+    // messages, identity) in every tab, and start over as a new anonymous
+    // visitor. The conversation stays on the server.
+    reset: function () {
+      S.idn = null;
+      forget(null, true, 0);
     },
     // The pre-load queue: Holdfast.push(['identify', {...}]), ['open'], ...
     push: function (cmd) {

@@ -6,9 +6,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use hmac::{Hmac, KeyInit, Mac};
 use holdfast_agent::DeliveryState;
 use holdfast_protocol::agent::{
     Action, Author, ChatMessage, ClientMsg, ConversationState, Event, LiveEvent, Outcome,
@@ -24,6 +25,7 @@ use holdfast_tests::proxy::Proxy;
 use holdfast_tests::raw_agent::RawAgent;
 use holdfast_tests::server::{PASSWORD, TestServer};
 use serde_json::json;
+use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -1057,6 +1059,10 @@ async fn cross_origin_embedding_over_long_poll() {
 struct Attempts {
     websockets: AtomicU64,
     long_poll_posts: AtomicU64,
+    /// The head (request line and headers) of every request, in order.
+    heads: std::sync::Mutex<Vec<String>>,
+    /// Close each WebSocket right after the server's first frame.
+    cut_websockets: AtomicBool,
 }
 
 impl Attempts {
@@ -1072,9 +1078,18 @@ impl Attempts {
 /// the first request on a connection is looked at: one request per
 /// connection means none goes uncounted.
 async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<Attempts>) {
+    http_proxy(target, false).await
+}
+
+/// [`counting_proxy`], and with `cut_websockets` (also later, through
+/// [`Attempts::cut_websockets`]) every WebSocket is closed right after the
+/// server's first frame (its `welcome`), as a proxy that cannot pass what
+/// follows would.
+async fn http_proxy(target: SocketAddr, cut_websockets: bool) -> (SocketAddr, Arc<Attempts>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Attempts::default());
+    seen.cut_websockets.store(cut_websockets, Ordering::SeqCst);
     let count = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
@@ -1092,6 +1107,7 @@ async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<Attempts>) {
                     }
                 };
                 let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                count.heads.lock().unwrap().push(head.clone());
                 let lower = head.to_ascii_lowercase();
                 let upgrade = lower.contains("upgrade: websocket");
                 if upgrade {
@@ -1116,7 +1132,12 @@ async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<Attempts>) {
                 let Ok(mut server) = TcpStream::connect(target).await else {
                     return;
                 };
-                if server.write_all(&out).await.is_ok() {
+                if server.write_all(&out).await.is_err() {
+                    return;
+                }
+                if upgrade && count.cut_websockets.load(Ordering::SeqCst) {
+                    cut_after_first_frame(client, server).await;
+                } else {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                 }
             });
@@ -1125,10 +1146,67 @@ async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<Attempts>) {
     (addr, seen)
 }
 
+/// Relay a WebSocket until the server's upgrade answer and its first frame
+/// have reached the client, then close both sides.
+async fn cut_after_first_frame(client: TcpStream, server: TcpStream) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+    let (mut got, mut sent) = (Vec::new(), 0);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match sr.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        got.extend_from_slice(&chunk[..n]);
+        // Pass on what arrives (the browser sends its hello only after
+        // the 101), up to the end of the first frame.
+        let end = head_and_frame(&got);
+        let upto = end.unwrap_or(got.len());
+        if cw.write_all(&got[sent..upto]).await.is_err() || end.is_some() {
+            break;
+        }
+        sent = upto;
+    }
+    up.abort();
+    let _ = cw.shutdown().await;
+}
+
+/// The length of an HTTP response head plus the WebSocket frame after it,
+/// once `b` holds both.
+fn head_and_frame(b: &[u8]) -> Option<usize> {
+    let head = b.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let f = b.get(head..)?;
+    let (b1, mut at) = (*f.get(1)?, 2usize);
+    let len = match b1 & 0x7f {
+        126 => {
+            at += 2;
+            u64::from(u16::from_be_bytes(f.get(2..4)?.try_into().ok()?))
+        }
+        127 => {
+            at += 8;
+            u64::from_be_bytes(f.get(2..10)?.try_into().ok()?)
+        }
+        n => u64::from(n),
+    };
+    if b1 & 0x80 != 0 {
+        at += 4; // masked (servers do not mask, but be exact)
+    }
+    let total = at + usize::try_from(len).ok()?;
+    (f.len() >= total).then_some(head + total)
+}
+
 /// Put the one tag (with these `data-` attributes) on a plain page of
 /// `origin`, with `console.error` recorded in `window.__errors`. The panel
 /// starts closed, whatever an earlier page of the tab left open.
 async fn embed(b: &Browser, origin: &str, attrs: &[(&str, &str)]) {
+    embed_queued(b, origin, attrs, json!([])).await;
+}
+
+/// [`embed`], with `queue` (calls such as `["identify", {...}]`) waiting in
+/// `window.Holdfast` before the script loads, as a site queues them.
+async fn embed_queued(b: &Browser, origin: &str, attrs: &[(&str, &str)], queue: serde_json::Value) {
     b.goto(&format!("{origin}/healthz")).await.unwrap();
     let attrs: serde_json::Map<String, serde_json::Value> = attrs
         .iter()
@@ -1140,10 +1218,11 @@ async fn embed(b: &Browser, origin: &str, attrs: &[(&str, &str)]) {
          console.error = function () { \
            window.__errors.push(Array.prototype.join.call(arguments, ' ')); \
            return orig.apply(console, arguments); }; \
+         window.Holdfast = arguments[2]; \
          var s = document.createElement('script'); s.async = true; s.src = arguments[0]; \
          for (var k in arguments[1]) s.setAttribute(k, arguments[1][k]); \
          document.body.appendChild(s);",
-        json!([format!("{origin}/widget.js"), attrs]),
+        json!([format!("{origin}/widget.js"), attrs, queue]),
     )
     .await
     .unwrap();
@@ -1592,4 +1671,599 @@ fn count_system_js(text: &str) -> String {
          function (n) {{ return n.textContent === {}; }})",
         lit(text)
     )
+}
+
+/// Wait until the widget is on the page.
+async fn mounted(b: &Browser) {
+    wait(
+        b,
+        &format!("!!(document.querySelector('holdfast-widget') && {ROOT}.querySelector('.go'))"),
+    )
+    .await;
+}
+
+/// 14. Over long-poll the token travels in the `X-Holdfast-Token` header,
+///     never in a URL (proxies and servers log URLs), across a reload, and
+///     the chat still runs both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_keeps_the_token_out_of_urls() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let (proxy, seen) = counting_proxy(srv.http()).await;
+    let origin = format!("http://{proxy}");
+    let attrs = [("site", "demo"), ("transport", "longpoll")];
+    let b = Browser::start().await.unwrap();
+    let mut urls = Vec::<String>::new();
+    let mut conversation = None;
+    for (said, answer) in [
+        ("Long-poll, first page", "First reply"),
+        ("Long-poll, after a reload", "Second reply"),
+    ] {
+        embed(&b, &origin, &attrs).await;
+        mounted(&b).await;
+        open_widget(&b).await;
+        wait_online(&b).await;
+        say(&b, said).await;
+        let m = next_visitor_message(&mut bea).await;
+        assert_eq!(m.body, said);
+        assert_eq!(*conversation.get_or_insert(m.conversation), m.conversation);
+        reply(&mut bea, m.conversation, answer).await;
+        wait_shown(&b, "agent", answer).await;
+        wait_shown(&b, "visitor", said).await;
+        let v = b
+            .js(
+                "return performance.getEntriesByType('resource')\
+                 .map(function (e) { return e.name; });",
+                json!([]),
+            )
+            .await
+            .unwrap();
+        urls.extend(serde_json::from_value::<Vec<String>>(v).unwrap());
+    }
+    assert_eq!(gauge(&srv, "ws"), 0, "a WebSocket was used");
+    token_only_in_headers(&b, &seen, &urls).await;
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// Every long-poll request after the hello carries the visitor token in the
+/// `X-Holdfast-Token` header, and no URL the page requested (the proxy's
+/// request lines, and `urls` from the page's resource timing) names it.
+async fn token_only_in_headers(b: &Browser, seen: &Attempts, urls: &[String]) {
+    let heads = seen.heads.lock().unwrap().clone();
+    let header = |head: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-holdfast-token")
+                .then(|| v.trim().to_string())
+        })
+    };
+    let mut tokens: Vec<String> = heads.iter().filter_map(|h| header(h)).collect();
+    tokens.extend(
+        b.js(
+            "return localStorage.getItem('holdfast:demo:token');",
+            json!([]),
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .map(str::to_string),
+    );
+    let polls: Vec<&String> = heads
+        .iter()
+        .filter(|h| h.starts_with("GET /v1/visitor/poll"))
+        .collect();
+    assert!(!polls.is_empty(), "no poll went through the proxy");
+    for p in &polls {
+        assert!(
+            header(p).is_some_and(|t| !t.is_empty()),
+            "a poll without the token header:\n{p}"
+        );
+    }
+    let lines = heads
+        .iter()
+        .map(|h| h.lines().next().unwrap_or_default().to_string());
+    for url in urls.iter().cloned().chain(lines) {
+        assert!(
+            !url.to_ascii_lowercase().contains("token"),
+            "a URL names the token: {url}"
+        );
+        for t in &tokens {
+            assert!(!url.contains(t.as_str()), "the token is in a URL: {url}");
+        }
+    }
+}
+
+/// Wait (up to [`T`]) until `cond` holds.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + T;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// 15. A proxy in the way closes every WebSocket right after the server's
+///     welcome. The widget does not reset its backoff for such links: a few
+///     WebSockets in 20 s (not hundreds), then long-poll, over which a
+///     message reaches the agent (acked) and a reply comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_cut_after_welcome_fall_back_to_long_poll_without_a_storm() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let (proxy, seen) = http_proxy(srv.http(), true).await;
+    let b = Browser::start().await.unwrap();
+    let started = tokio::time::Instant::now();
+    b.goto(&format!("http://{proxy}/demo")).await.unwrap();
+    mounted(&b).await;
+    open_widget(&b).await;
+    let text = "Through a proxy that cuts WebSockets";
+    say(&b, text).await;
+    let got = bea
+        .recv_until(Duration::from_secs(20), |m| visitor_message(m).is_some())
+        .await;
+    let websockets = || seen.websockets.load(Ordering::SeqCst);
+    assert!(
+        websockets() <= 10,
+        "{} WebSockets in {:?}",
+        websockets(),
+        started.elapsed()
+    );
+    let Ok(got) = got else {
+        let requests: Vec<String> = seen
+            .heads
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|h| h.lines().next().unwrap_or_default().to_string())
+            .collect();
+        panic!(
+            "the agent got no message ({} WebSockets, {} long-poll POSTs): {got:?}\n\
+             requests: {requests:#?}\nbrowser console:\n{}",
+            websockets(),
+            seen.long_poll_posts.load(Ordering::SeqCst),
+            b.console().await
+        )
+    };
+    let m = visitor_message(&got).unwrap().clone();
+    assert_eq!(m.body, text);
+    wait_shown(&b, "visitor", text).await; // acked
+    reply(&mut bea, m.conversation, "Reply over the fallback").await;
+    wait_shown(&b, "agent", "Reply over the fallback").await;
+    // Keep watching: no reconnect storm later either.
+    tokio::time::sleep_until(started + Duration::from_secs(20)).await;
+    let n = websockets();
+    assert!((1..=10).contains(&n), "{n} WebSockets in 20 s");
+    assert!(seen.long_poll_posts.load(Ordering::SeqCst) >= 2, "{seen:?}");
+    assert_eq!(gauge(&srv, "ws"), 0);
+    assert_eq!(
+        visitor_messages_within(&mut bea, Duration::from_millis(300)).await,
+        Vec::<String>::new(),
+        "a message reached the agent twice"
+    );
+    token_only_in_headers(&b, &seen, &[]).await;
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// 16. After a fallback to long-poll the widget tries WebSocket again later
+///     (after 30 s, then 60 s, …): one attempt, straight back to long-poll
+///     while it still fails, and WebSocket to stay once it works. The
+///     page's clock is moved forward instead of waiting those minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_fallback_websocket_is_tried_again_later() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let (proxy, seen) = http_proxy(srv.http(), true).await;
+    let b = Browser::start().await.unwrap();
+    b.on_new_document(
+        "window.__skew = 0; (function () { var t = Date.prototype.getTime; \
+         Date.prototype.getTime = function () { return t.call(this) + window.__skew; }; })();",
+    )
+    .await
+    .unwrap();
+    b.goto(&format!("http://{proxy}/demo")).await.unwrap();
+    mounted(&b).await;
+    let websockets = || seen.websockets.load(Ordering::SeqCst);
+    let posts = || seen.long_poll_posts.load(Ordering::SeqCst);
+    until("long-poll takes over", || gauge(&srv, "lp") >= 1).await;
+    assert_eq!(websockets(), 3, "three WebSockets, then long-poll");
+
+    // 31 s later: one WebSocket, cut again, and back to long-poll.
+    let before = posts();
+    b.js("window.__skew += 31000;", json!([])).await.unwrap();
+    until("WebSocket is tried again", || websockets() == 4).await;
+    until("long-poll again", || posts() > before).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(websockets(), 4, "tried WebSocket more than once");
+
+    // The proxy heals; 61 s later WebSocket is tried, works, and stays.
+    seen.cut_websockets.store(false, Ordering::SeqCst);
+    b.js("window.__skew += 61000;", json!([])).await.unwrap();
+    until("a WebSocket is live", || gauge(&srv, "ws") == 1).await;
+    open_widget(&b).await;
+    say(&b, "Back on WebSocket").await;
+    let m = next_visitor_message(&mut bea).await;
+    assert_eq!(m.body, "Back on WebSocket");
+    reply(&mut bea, m.conversation, "Welcome back").await;
+    wait_shown(&b, "agent", "Welcome back").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!((websockets(), gauge(&srv, "ws")), (5, 1));
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// The visitor a chat message came from.
+fn author_visitor(m: &ChatMessage) -> String {
+    match &m.author {
+        Author::Visitor { visitor } => visitor.clone(),
+        a => panic!("not a visitor's message: {a:?}"),
+    }
+}
+
+/// Every message of a visitor as the server stored it: (from, body).
+fn stored_messages(srv: &TestServer, visitor: &str) -> Vec<(Sender, String)> {
+    let conn = store::open_connection(srv.dir.path()).unwrap();
+    let (_, msgs) = store::reads::visitor_snapshot(&conn, visitor).unwrap();
+    msgs.into_iter()
+        .filter(|m| m.from != Sender::System)
+        .map(|m| (m.from, m.body))
+        .collect()
+}
+
+/// 17. `Holdfast.reset()`, a site's logout: this browser forgets the token,
+///     the outbox, the cursor and the log at once, shows none of the old
+///     chat, and the next hello is a new visitor. The old conversation is
+///     intact on the server, and what the old user left unsent never goes
+///     out. A reset queued before the script loads is safe too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_forgets_this_browser_and_starts_a_new_visitor() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    load(&b, &srv, "/demo").await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    say(&b, "Signed in and chatting").await;
+    let m = next_visitor_message(&mut bea).await;
+    let old = author_visitor(&m);
+    reply(&mut bea, m.conversation, "Reply before the logout").await;
+    wait_shown(&b, "agent", "Reply before the logout").await;
+    wait_shown(&b, "visitor", "Signed in and chatting").await;
+
+    // One more typed offline: it still waits in the outbox at the logout.
+    b.set_offline(true).await.unwrap();
+    wait(&b, &format!("!{ROOT}.querySelector('.st').hidden")).await;
+    say(&b, "Typed before the logout").await;
+    wait(
+        &b,
+        "(JSON.parse(localStorage.getItem('holdfast:demo:outbox')) || []).length === 1",
+    )
+    .await;
+
+    // Twice (it is idempotent); what is left is read in the same script,
+    // before anything can reconnect.
+    let left = b
+        .js(
+            &format!(
+                "Holdfast.reset(); Holdfast.reset(); \
+                 return {{ keys: Object.keys(localStorage).filter(function (k) {{ \
+                             return /^holdfast:demo:(token|outbox|log|identity|lock)$/.test(k); }}), \
+                           bubbles: {ROOT}.querySelectorAll('.m').length }};"
+            ),
+            json!([]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("Holdfast.reset() failed: {e:#}"));
+    assert_eq!(left, json!({ "keys": [], "bubbles": 0 }), "after reset()");
+
+    b.set_offline(false).await.unwrap();
+    wait_online(&b).await;
+    say(&b, "A new visitor now").await;
+    let m2 = next_visitor_message(&mut bea).await;
+    assert_eq!(
+        m2.body, "A new visitor now",
+        "the old user's unsent message went out"
+    );
+    let new = author_visitor(&m2);
+    assert_ne!(new, old, "reset() kept the visitor");
+    assert_ne!(m2.conversation, m.conversation);
+    wait_shown(&b, "visitor", "A new visitor now").await;
+    assert_eq!(shown(&b, "visitor").await, ["A new visitor now"]);
+    assert_eq!(shown(&b, "agent").await, Vec::<String>::new());
+
+    // The old conversation is untouched on the server.
+    assert_eq!(
+        stored_messages(&srv, &old),
+        [
+            (Sender::Visitor, "Signed in and chatting".to_string()),
+            (Sender::Agent, "Reply before the logout".to_string())
+        ]
+    );
+    // A reload shows only the new visitor's chat.
+    load(&b, &srv, "/demo").await;
+    wait_shown(&b, "visitor", "A new visitor now").await;
+    assert_eq!(shown(&b, "visitor").await, ["A new visitor now"]);
+    assert_eq!(shown(&b, "agent").await, Vec::<String>::new());
+    assert_eq!(
+        visitor_messages_within(&mut bea, Duration::from_millis(500)).await,
+        Vec::<String>::new(),
+        "the old user's unsent message went out"
+    );
+
+    // Queued before the script loads, before any connection: a new visitor.
+    b.on_new_document("window.Holdfast = [['reset']];")
+        .await
+        .unwrap();
+    load(&b, &srv, "/demo").await;
+    // (The panel stays open across loads of this tab.)
+    wait(&b, &format!("!{ROOT}.querySelector('.p').hidden")).await;
+    wait_online(&b).await;
+    say(&b, "Third visitor").await;
+    let m3 = next_visitor_message(&mut bea).await;
+    assert_eq!(m3.body, "Third visitor");
+    let third = author_visitor(&m3);
+    assert!(third != new && third != old, "{third}");
+    wait_shown(&b, "visitor", "Third visitor").await;
+    assert_eq!(shown(&b, "visitor").await, ["Third visitor"]);
+    assert_eq!(stored_visitor_bodies(&srv, &new), ["A new visitor now"]);
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// The seeded site "other" has this secret (tests/src/server.rs).
+const OTHER_SECRET: &str = "other-secret";
+
+/// What a site's backend hands its page for `Holdfast.identify`:
+/// `hash = hex(HMAC-SHA256(site secret, id))`, computed here independently
+/// of the server's code.
+fn signed_in(id: &str) -> serde_json::Value {
+    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(OTHER_SECRET.as_bytes()).unwrap();
+    m.update(id.as_bytes());
+    json!({ "id": id, "name": id, "hash": hex::encode(m.finalize().into_bytes()) })
+}
+
+/// Page script: every text added to the widget's shadow root, ever, in
+/// `window.__seen` (so a flash of someone else's chat counts too).
+const RECORD_SHOWN: &str = "window.__seen = []; (function () { \
+    var attach = Element.prototype.attachShadow; if (!attach) return; \
+    Element.prototype.attachShadow = function (o) { \
+      var root = attach.call(this, o); \
+      new MutationObserver(function (list) { list.forEach(function (r) { \
+        if (r.type === 'characterData') window.__seen.push(r.target.data); \
+        r.addedNodes.forEach(function (n) { window.__seen.push(n.textContent); }); \
+      }); }).observe(root, { childList: true, subtree: true, characterData: true }); \
+      return root; }; })();";
+
+/// 18. A verified identity keeps its chat across reloads even when the page
+///     identifies only after the widget connected (the proof is stored with
+///     the token and sent in hello). Another user signing in on the same
+///     browser gets a new visitor and never sees, even for a moment, the
+///     first user's messages, which stay as they were on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_identity_keeps_its_chat_and_the_next_user_sees_none_of_it() {
+    let srv = demo_server().await;
+    let mut mallory = agent(&srv, "mallory").await;
+    let b = Browser::start().await.unwrap();
+    b.on_new_document(RECORD_SHOWN).await.unwrap();
+    let page = format!("http://{}", srv.http());
+    let site = [("site", "other")];
+    let alice = signed_in("alice@shop");
+    let said = [
+        "Alice: where is order 1234?",
+        "Alice: same chat after a reload",
+    ];
+
+    embed_queued(&b, &page, &site, json!([["identify", alice]])).await;
+    mounted(&b).await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    say(&b, said[0]).await;
+    let m = next_visitor_message(&mut mallory).await;
+    assert_eq!(m.body, said[0]);
+    let a = author_visitor(&m);
+    reply(&mut mallory, m.conversation, "Alice, it ships today").await;
+    wait_shown(&b, "agent", "Alice, it ships today").await;
+    let conn = store::open_connection(srv.dir.path()).unwrap();
+    assert_eq!(
+        store::reads::verified_identity(&conn, &a)
+            .unwrap()
+            .as_deref(),
+        Some("alice@shop")
+    );
+
+    // A reload where the page identifies late (after the widget connected).
+    embed_queued(&b, &page, &site, json!([])).await;
+    mounted(&b).await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    wait_shown(&b, "visitor", said[0]).await;
+    wait_shown(&b, "agent", "Alice, it ships today").await;
+    b.js("Holdfast.identify(arguments[0]);", json!([alice]))
+        .await
+        .unwrap();
+    say(&b, said[1]).await;
+    let m2 = next_visitor_message(&mut mallory).await;
+    assert_eq!(m2.body, said[1]);
+    assert_eq!(author_visitor(&m2), a, "the reload started a new visitor");
+    assert_eq!(m2.conversation, m.conversation);
+    wait_shown(&b, "visitor", said[1]).await;
+    assert_eq!(shown(&b, "visitor").await, said);
+
+    // Bob signs in on the same browser (the site did not call reset()).
+    embed_queued(
+        &b,
+        &page,
+        &site,
+        json!([["identify", signed_in("bob@shop")]]),
+    )
+    .await;
+    mounted(&b).await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    say(&b, "Bob here").await;
+    let m3 = next_visitor_message(&mut mallory).await;
+    assert_eq!(m3.body, "Bob here");
+    let bob = author_visitor(&m3);
+    assert_ne!(bob, a, "Bob got Alice's visitor");
+    assert_ne!(m3.conversation, m.conversation);
+    wait_shown(&b, "visitor", "Bob here").await;
+    assert_eq!(shown(&b, "visitor").await, ["Bob here"]);
+    assert_eq!(shown(&b, "agent").await, Vec::<String>::new());
+    let seen = b
+        .js("return window.__seen.join('\\n');", json!([]))
+        .await
+        .unwrap();
+    let seen = seen.as_str().unwrap();
+    for text in [said[0], said[1], "Alice, it ships today"] {
+        assert!(
+            !seen.contains(text),
+            "Bob's page showed Alice's {text:?}:\n{seen}"
+        );
+    }
+    assert_eq!(
+        store::reads::verified_identity(&conn, &bob)
+            .unwrap()
+            .as_deref(),
+        Some("bob@shop")
+    );
+    // Alice's conversation is as she left it.
+    assert_eq!(
+        stored_messages(&srv, &a),
+        [
+            (Sender::Visitor, said[0].to_string()),
+            (Sender::Agent, "Alice, it ships today".to_string()),
+            (Sender::Visitor, said[1].to_string()),
+        ]
+    );
+
+    // The server catches what the widget cannot: with the stored identity
+    // gone, Carol's identify reaches Bob's visitor, which the server
+    // refuses (`unauthorized`); the widget starts a new visitor for Carol.
+    b.js(
+        "localStorage.removeItem('holdfast:other:identity'); \
+         Holdfast.identify(arguments[0]);",
+        json!([signed_in("carol@shop")]),
+    )
+    .await
+    .unwrap();
+    wait(
+        &b,
+        &format!("{ROOT}.querySelectorAll('.m.visitor').length === 0"),
+    )
+    .await;
+    wait_online(&b).await;
+    say(&b, "Carol here").await;
+    let m4 = next_visitor_message(&mut mallory).await;
+    assert_eq!(m4.body, "Carol here");
+    let carol = author_visitor(&m4);
+    assert!(carol != bob && carol != a, "{carol}");
+    wait_shown(&b, "visitor", "Carol here").await;
+    assert_eq!(shown(&b, "visitor").await, ["Carol here"]);
+    wait(
+        &b,
+        "JSON.parse(localStorage.getItem('holdfast:other:identity') || '{}').id === 'carol@shop'",
+    )
+    .await;
+    assert_eq!(
+        store::reads::verified_identity(&conn, &carol)
+            .unwrap()
+            .as_deref(),
+        Some("carol@shop")
+    );
+    assert_eq!(stored_visitor_bodies(&srv, &bob), ["Bob here"]);
+
+    // A page that signs another user in without a reload (a single-page
+    // app): the widget sees the new id and starts a new visitor at once.
+    b.js(
+        "Holdfast.identify(arguments[0]);",
+        json!([signed_in("dave@shop")]),
+    )
+    .await
+    .unwrap();
+    wait(
+        &b,
+        &format!("{ROOT}.querySelectorAll('.m.visitor').length === 0"),
+    )
+    .await;
+    wait_online(&b).await;
+    say(&b, "Dave here").await;
+    let m5 = next_visitor_message(&mut mallory).await;
+    assert_eq!(m5.body, "Dave here");
+    let dave = author_visitor(&m5);
+    assert!(![&a, &bob, &carol].contains(&&dave), "{dave}");
+    wait_shown(&b, "visitor", "Dave here").await;
+    assert_eq!(shown(&b, "visitor").await, ["Dave here"]);
+    assert_eq!(stored_visitor_bodies(&srv, &carol), ["Carol here"]);
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// 19. `reset()` in one tab clears every tab of the site: the other tab
+///     drops the old chat from its page and memory, writes none of it back,
+///     and joins the one new visitor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_in_one_tab_clears_the_other_tabs() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    load(&b, &srv, "/demo").await;
+    let first = b.cmd("GET", "/window", None).await.unwrap();
+    open_widget(&b).await;
+    wait_online(&b).await;
+    say(&b, "Before the logout").await;
+    let m = next_visitor_message(&mut bea).await;
+    reply(&mut bea, m.conversation, "Seen in both tabs").await;
+    wait_shown(&b, "agent", "Seen in both tabs").await;
+
+    let second = b
+        .cmd("POST", "/window/new", Some(json!({ "type": "tab" })))
+        .await
+        .unwrap();
+    b.cmd(
+        "POST",
+        "/window",
+        Some(json!({ "handle": second["handle"] })),
+    )
+    .await
+    .unwrap();
+    load(&b, &srv, "/demo").await;
+    wait_shown(&b, "agent", "Seen in both tabs").await;
+    b.js("Holdfast.reset();", json!([])).await.unwrap();
+    open_widget(&b).await;
+    wait_online(&b).await;
+    say(&b, "After the logout").await;
+    let m2 = next_visitor_message(&mut bea).await;
+    assert_eq!(m2.body, "After the logout");
+    assert_ne!(author_visitor(&m2), author_visitor(&m));
+    wait_shown(&b, "visitor", "After the logout").await;
+
+    b.cmd("POST", "/window", Some(json!({ "handle": first })))
+        .await
+        .unwrap();
+    wait_shown(&b, "visitor", "After the logout").await;
+    assert_eq!(shown(&b, "visitor").await, ["After the logout"]);
+    assert_eq!(shown(&b, "agent").await, Vec::<String>::new());
+    let log = b
+        .js(
+            "return localStorage.getItem('holdfast:demo:log');",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    let log = log.as_str().unwrap_or_default();
+    assert!(
+        !log.contains("Before the logout") && !log.contains("Seen in both tabs"),
+        "the old chat was written back: {log}"
+    );
+    // A reload of the first tab: the new visitor's chat only.
+    load(&b, &srv, "/demo").await;
+    wait_shown(&b, "visitor", "After the logout").await;
+    assert_eq!(shown(&b, "visitor").await, ["After the logout"]);
+    assert_eq!(shown(&b, "agent").await, Vec::<String>::new());
+    b.quit().await;
+    srv.stop().await;
 }
