@@ -768,6 +768,9 @@
     // The token goes in a header, never in the URL: proxies and servers
     // log URLs.
     if (token) x.setRequestHeader('X-Holdfast-Token', token);
+    // A visitor bound to a verified identity is served over long-poll only
+    // with that identity's hash: a copied token alone reads nothing.
+    if (token && S.proof && S.proof.hash) x.setRequestHeader('X-Holdfast-Identity', S.proof.hash);
     x.onreadystatechange = function () {
       if (x.readyState === 4) end();
     };

@@ -2045,12 +2045,23 @@ const RECORD_SHOWN: &str = "window.__seen = []; (function () { \
 ///     first user's messages, which stay as they were on the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verified_identity_keeps_its_chat_and_the_next_user_sees_none_of_it() {
+    verified_identity_across_users("websocket").await;
+}
+
+/// The same over long-poll, where every request of a bound visitor carries
+/// its identity's hash (`X-Holdfast-Identity`) besides the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_identity_keeps_its_chat_over_long_poll_too() {
+    verified_identity_across_users("longpoll").await;
+}
+
+async fn verified_identity_across_users(transport: &str) {
     let srv = demo_server().await;
     let mut mallory = agent(&srv, "mallory").await;
     let b = Browser::start().await.unwrap();
     b.on_new_document(RECORD_SHOWN).await.unwrap();
     let page = format!("http://{}", srv.http());
-    let site = [("site", "other")];
+    let site = [("site", "other"), ("transport", transport)];
     let alice = signed_in("alice@shop");
     let said = [
         "Alice: where is order 1234?",
