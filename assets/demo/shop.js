@@ -77,3 +77,8 @@ document.addEventListener('click', function (e) {
 });
 window.addEventListener('popstate', function () { render(current()); });
 render(current());
+
+// The page's CSP allows no inline handlers: the button is wired here.
+document.getElementById('ask').addEventListener('click', function () {
+  if (window.Holdfast && window.Holdfast.open) window.Holdfast.open();
+});

@@ -264,7 +264,14 @@ async fn demo_page_chats_with_a_real_agent() {
         info.attrs
     );
 
-    open_widget(&b).await;
+    // The page's own "Ask a barista" button opens the chat: wired from
+    // shop.js, since the demo's CSP refuses inline handlers.
+    let ask = b
+        .element("return document.getElementById('ask')")
+        .await
+        .unwrap();
+    b.click(&ask).await.unwrap();
+    wait(&b, &format!("!{ROOT}.querySelector('.p').hidden")).await;
     wait_online(&b).await;
     // The shop's heavy-handed CSS (dashed hot-pink textareas, uppercase
     // buttons) does not reach into the widget.
