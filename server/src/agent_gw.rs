@@ -257,32 +257,36 @@ async fn send_snapshot(
         conversations: Vec::new(),
         messages: Vec::new(),
     };
-    let mut size = 0;
-    for c in conversations {
-        let n = holdfast_protocol::agent::encoded_len(&c);
-        if size + n > budget && size > 0 {
-            session.feed(io, &ServerMsg::SnapshotPart(part)).await?;
-            part = SnapshotPart {
-                conversations: Vec::new(),
-                messages: Vec::new(),
-            };
-            size = 0;
-        }
-        size += n;
-        part.conversations.push(c);
+    enum Piece {
+        Conversation(holdfast_protocol::agent::ConversationInfo),
+        Message(holdfast_protocol::agent::ChatMessage),
     }
-    for m in messages {
-        let n = holdfast_protocol::agent::encoded_len(&m);
+    let pieces = conversations
+        .into_iter()
+        .map(Piece::Conversation)
+        .chain(messages.into_iter().map(Piece::Message));
+    let mut size = 0;
+    for piece in pieces {
+        let n = match &piece {
+            Piece::Conversation(c) => holdfast_protocol::agent::encoded_len(c),
+            Piece::Message(m) => holdfast_protocol::agent::encoded_len(m),
+        };
         if size + n > budget && size > 0 {
-            session.feed(io, &ServerMsg::SnapshotPart(part)).await?;
-            part = SnapshotPart {
-                conversations: Vec::new(),
-                messages: Vec::new(),
-            };
+            let full = std::mem::replace(
+                &mut part,
+                SnapshotPart {
+                    conversations: Vec::new(),
+                    messages: Vec::new(),
+                },
+            );
+            session.feed(io, &ServerMsg::SnapshotPart(full)).await?;
             size = 0;
         }
         size += n;
-        part.messages.push(m);
+        match piece {
+            Piece::Conversation(c) => part.conversations.push(c),
+            Piece::Message(m) => part.messages.push(m),
+        }
     }
     session
         .send(

@@ -395,16 +395,20 @@ impl Hub {
     /// CLI): keep it and tell the site.
     pub fn update_member(&self, site: SiteId, member: TeamMember) {
         let mut st = self.lock();
+        self.set_member(&mut st, site, member);
+    }
+
+    fn set_member(&self, st: &mut State, site: SiteId, member: TeamMember) {
         let agent = member.agent;
         match st.agents.get_mut(&agent) {
             Some(a) => {
                 a.member = member;
-                self.broadcast_member(&mut st, agent);
+                self.broadcast_member(st, agent);
             }
             None => {
                 // Not connected since start: offline, but the panel still
                 // wants its load.
-                self.broadcast_live(&mut st, site, LiveEvent::TeamMember(member));
+                self.broadcast_live(st, site, LiveEvent::TeamMember(member));
             }
         }
     }
@@ -660,16 +664,7 @@ impl Hub {
                     }
                     Effect::Presence { .. } => {}
                     Effect::Team { site, member } => {
-                        let agent = member.agent;
-                        match st.agents.get_mut(&agent) {
-                            Some(a) => {
-                                a.member = member;
-                                self.broadcast_member(&mut st, agent);
-                            }
-                            None => {
-                                self.broadcast_live(&mut st, site, LiveEvent::TeamMember(member));
-                            }
-                        }
+                        self.set_member(&mut st, site, member);
                     }
                 }
             }

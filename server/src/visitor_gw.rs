@@ -373,12 +373,7 @@ async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut>
     // token) starts a new visitor instead of reading this one's chat.
     let known = match known {
         Some(id) => {
-            let vid = id.clone();
-            let bound = ctx
-                .reads
-                .run(move |c| reads::verified_identity(c, &vid))
-                .await
-                .map_err(store_err)?;
+            let bound = bound_identity(ctx, &id).await?;
             let proven = |want: &str| {
                 identity.as_ref().is_some_and(|p| {
                     p.id == want
@@ -1267,6 +1262,15 @@ fn lp_gate(ctx: &Arc<Ctx>, visitor: &str) -> Arc<tokio::sync::Mutex<SendGate>> {
         .clone()
 }
 
+/// The verified identity `visitor` is bound to, if any.
+async fn bound_identity(ctx: &Ctx, visitor: &str) -> Result<Option<String>, VisitorOut> {
+    let vid = visitor.to_owned();
+    ctx.reads
+        .run(move |c| reads::verified_identity(c, &vid))
+        .await
+        .map_err(store_err)
+}
+
 /// The visitor of a long-poll request's token. A token of a visitor bound
 /// to a verified identity is not enough on its own (it may have been copied
 /// to another user's browser): the request must carry that identity's hash
@@ -1304,20 +1308,14 @@ async fn resolve_token(
                 "the site of this token no longer exists",
             )
         })?;
-    if let Some(secret) = site.secret.clone() {
-        let vid = id.clone();
-        let bound = ctx
-            .reads
-            .run(move |c| reads::verified_identity(c, &vid))
-            .await
-            .map_err(store_err)?;
-        if let Some(external) = bound {
-            let proof = headers.get(IDENTITY_HEADER).and_then(|h| h.to_str().ok());
-            if !proof.is_some_and(|h| crate::token::verify_identity(&secret, &external, h)) {
-                return Err(unauthorized(
-                    "this visitor belongs to a signed-in user: send the identity's hash in X-Holdfast-Identity, or start a new session with a hello",
-                ));
-            }
+    if let Some(secret) = site.secret.clone()
+        && let Some(external) = bound_identity(ctx, &id).await?
+    {
+        let proof = headers.get(IDENTITY_HEADER).and_then(|h| h.to_str().ok());
+        if !proof.is_some_and(|h| crate::token::verify_identity(&secret, &external, h)) {
+            return Err(unauthorized(
+                "this visitor belongs to a signed-in user: send the identity's hash in X-Holdfast-Identity, or start a new session with a hello",
+            ));
         }
     }
     Ok(Visitor {

@@ -370,3 +370,26 @@ impl Drop for ServerProcess {
         self.kill9();
     }
 }
+
+/// A process's resident memory in MB, from `/proc`.
+pub fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// One counter or gauge from a server's admin listener (`/metrics`).
+pub async fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
+    let (_, body) = crate::visitor::http_request(admin, "GET", "/metrics", None)
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}

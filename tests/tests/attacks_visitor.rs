@@ -21,7 +21,9 @@ use holdfast_server::limits::LimitsConfig;
 use holdfast_server::token::identity_hash;
 use holdfast_tests::attack::{Bystander, attacker};
 use holdfast_tests::raw_agent::RawAgent;
-use holdfast_tests::server::{LOOPBACK_LOAD_TOML, PASSWORD, ServerProcess, TestServer, seed};
+use holdfast_tests::server::{
+    LOOPBACK_LOAD_TOML, PASSWORD, ServerProcess, TestServer, metric, rss_mb, seed,
+};
 use holdfast_tests::visitor::{HttpAnswer, WsVisitor, hello, http_exchange, new_id};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -626,25 +628,8 @@ async fn a_visitor_chat_bigger_than_a_socket_write_still_arrives() {
     by.finish(SECOND).await;
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb / 1024.0
-}
-
-async fn metric(admin: std::net::SocketAddr, name: &str) -> f64 {
-    let r = http_exchange(None, admin, "GET", "/metrics", &[], None)
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+fn rss(pid: u32) -> f64 {
+    rss_mb(pid).expect("the server's RSS")
 }
 
 /// Finding 12: one logged-in agent that heartbeats but never reads took
@@ -670,7 +655,7 @@ async fn an_agent_that_never_reads_is_cut_and_its_memory_returned() {
     // then her queue.
     let (mut alice, _) = RawAgent::login(srv.agent, "alice", PASSWORD).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let base = rss_mb(pid);
+    let base = rss(pid);
     // Visitors whose chats wait in the queue: every message goes to every
     // agent of the site.
     let flooding = Arc::new(AtomicBool::new(true));
@@ -701,12 +686,16 @@ async fn an_agent_that_never_reads_is_cut_and_its_memory_returned() {
     }
     let started = Instant::now();
     let mut peak = base;
-    while metric(srv.admin, "holdfast_slow_consumer_cuts_total").await < 1.0 {
+    while metric(srv.admin, "holdfast_slow_consumer_cuts_total")
+        .await
+        .expect("the cut counter")
+        < 1.0
+    {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the agent that never reads was not cut"
         );
-        peak = peak.max(rss_mb(pid));
+        peak = peak.max(rss(pid));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let cut_after = started.elapsed();
@@ -721,7 +710,7 @@ async fn an_agent_that_never_reads_is_cut_and_its_memory_returned() {
         .await
         .expect("the cut connection ends");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_mb(pid);
+    let after = rss(pid);
     println!(
         "agent that never reads: cut after {cut_after:.1?} and {sent} messages of 8 KB; server RSS {base:.0} MB before, {peak:.0} MB peak, {after:.0} MB after"
     );

@@ -17,24 +17,22 @@
     clippy::print_stdout
 )]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use futures_util::{SinkExt, StreamExt};
 use holdfast_protocol::agent::{Action, LiveEvent, Outcome, ServerMsg};
-use holdfast_protocol::visitor::{LongPollResponse, VisitorIn, VisitorOut};
+use holdfast_protocol::visitor::{LongPollResponse, VisitorOut};
 use holdfast_tests::flows::{T, run, wait_body};
 use holdfast_tests::raw_agent::RawAgent;
 use holdfast_tests::server::{PASSWORD, ServerProcess, seed};
-use holdfast_tests::visitor::{LpVisitor, WsVisitor, hello, http_request, new_id};
+use holdfast_tests::visitor::{LpVisitor, WsVisitor, hello, http_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
-use tokio_tungstenite::tungstenite::Message;
 
 /// The server's timers in these tests, as `--config` keys.
 const TIMERS: [(&str, &str); 8] = [
@@ -325,64 +323,32 @@ async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
     .map_err(|_| anyhow::anyhow!("GET {path} timed out"))?
 }
 
-/// One counter or gauge from the admin listener's `/metrics`.
+/// One counter or gauge from the admin listener's `/metrics` (all of the
+/// ones used here count whole things).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 async fn metric(srv: &ServerProcess, name: &str) -> u64 {
-    let (_, body) = get(srv.admin, "/metrics").await.unwrap();
-    let text = String::from_utf8(body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
-
-async fn ws_until(ws: &mut Ws, pred: impl Fn(&VisitorOut) -> bool) -> VisitorOut {
-    let deadline = Instant::now() + T;
-    loop {
-        let m = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .expect("timed out")
-            .expect("closed")
-            .unwrap();
-        if let Message::Text(t) = m {
-            let out: VisitorOut = serde_json::from_str(&t).unwrap();
-            if pred(&out) {
-                return out;
-            }
-        }
-    }
+    let v = holdfast_tests::server::metric(srv.admin, name)
+        .await
+        .unwrap_or_else(|| panic!("no metric {name}"));
+    v as u64
 }
 
 /// A new visitor from `ip` connects over WebSocket and gets `text` acked.
-async fn visitor_from(ip: [u8; 4], http: SocketAddr, text: &str) -> Ws {
-    let s = connect_from(ip, http)
-        .await
-        .expect("a new visitor could not connect");
-    let (mut ws, _) = timeout(
+async fn visitor_from(ip: [u8; 4], http: SocketAddr, text: &str) -> WsVisitor {
+    let mut v = timeout(
         T,
-        tokio_tungstenite::client_async(format!("ws://{http}/v1/visitor/ws"), s),
+        WsVisitor::connect_from(
+            http,
+            IpAddr::from(ip),
+            hello("acme", None, None, "https://new-visitor/"),
+        ),
     )
     .await
-    .expect("websocket upgrade timed out")
-    .unwrap();
-    let send = |m: &VisitorIn| Message::Text(serde_json::to_string(m).unwrap().into());
-    ws.send(send(&hello("acme", None, None, "https://new-visitor/")))
-        .await
-        .unwrap();
-    ws_until(&mut ws, |m| matches!(m, VisitorOut::Welcome { .. })).await;
-    let id = new_id();
-    ws.send(send(&VisitorIn::Send {
-        id,
-        body: text.into(),
-    }))
-    .await
-    .unwrap();
-    ws_until(
-        &mut ws,
-        |m| matches!(m, VisitorOut::Ack { id: a, .. } if *a == id),
-    )
-    .await;
-    ws
+    .expect("a new visitor timed out")
+    .expect("a new visitor could not connect");
+    let acked = v.say_acked(text).await.unwrap();
+    assert!(matches!(acked, VisitorOut::Ack { .. }), "{acked:?}");
+    v
 }
 
 fn addrs(from: u8, to: u8) -> Vec<[u8; 4]> {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use holdfast_tests::attack::tcp_from;
-use holdfast_tests::server::{free_port, server_binary};
+use holdfast_tests::server::{free_port, rss_mb, server_binary};
 use holdfast_tests::visitor::new_id;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -125,16 +125,8 @@ fn start(bin: &Path) -> Server {
     Server { child, http, dir }
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+fn rss_now(pid: u32) -> f64 {
+    rss_mb(pid).unwrap_or(0.0)
 }
 
 fn dir_mb(dir: &Path) -> f64 {
@@ -296,7 +288,7 @@ async fn main() {
     let srv = start(&bin);
     let pid = srv.child.id();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let base_rss = rss_mb(pid);
+    let base_rss = rss_now(pid);
     let base_disk = dir_mb(srv.dir.path());
     let started = Instant::now();
     let until = started + Duration::from_secs(args.duration);
@@ -314,7 +306,7 @@ async fn main() {
     let by = tokio::spawn(bystander(srv.http, until));
     let mut rss = Vec::new();
     while Instant::now() < until {
-        rss.push(rss_mb(pid));
+        rss.push(rss_now(pid));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     for t in tasks {
@@ -323,7 +315,7 @@ async fn main() {
     let (times, failed) = by.await.unwrap();
     let secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let end_rss = rss_mb(pid);
+    let end_rss = rss_now(pid);
     let disk = dir_mb(srv.dir.path()) - base_disk;
     rss.sort_by(f64::total_cmp);
     let mut ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
