@@ -60,6 +60,10 @@ struct Args {
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Pin the server to these CPUs (a taskset list, e.g. "0"); run this
+    /// tool under `taskset -c 1` so the two do not share a core.
+    #[arg(long)]
+    pin_server: Option<String>,
 }
 
 #[derive(Default)]
@@ -287,6 +291,14 @@ async fn main() {
     let bin = args.server.clone().unwrap_or_else(server_binary);
     let srv = start(&bin);
     let pid = srv.child.id();
+    if let Some(cpus) = &args.pin_server {
+        let st = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "taskset failed");
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base_rss = rss_now(pid);
     let base_disk = dir_mb(srv.dir.path());
