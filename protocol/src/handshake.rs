@@ -489,7 +489,7 @@ mod tests {
         let err = c.handle_reply(&refusal.reply.unwrap()).unwrap_err();
         assert_eq!(err, HandshakeError::VersionMismatch { ours: 9, theirs: 2 });
         let text = err.to_string();
-        assert!(text.contains('9') && text.contains('1'), "{text}");
+        assert!(text.contains('9') && text.contains('2'), "{text}");
     }
 
     #[test]
