@@ -189,8 +189,14 @@ async fn handle(
             ctx.metrics.rejected_frames.inc();
         }
         // A consumer cut for what it left unread freed up to its queue's
-        // byte limit.
-        End::Kicked | End::WriteStalled(_) => crate::mem::give_back_freed(),
+        // byte limit. A queue-full cut is counted where it happens (the
+        // hub); a write that stalled is the same slow consumer, found by
+        // its age instead.
+        End::Kicked => crate::mem::give_back_freed(),
+        End::WriteStalled(_) => {
+            ctx.metrics.slow_consumer_cuts.inc();
+            crate::mem::give_back_freed();
+        }
         _ => {}
     }
     tracing::info!(%peer, agent, "agent connection ended: {result}");

@@ -324,7 +324,7 @@ impl Metrics {
             ),
             (
                 "holdfast_slow_consumer_cuts_total",
-                "Connections cut for a full outbound queue.",
+                "Connections cut for not reading: a full outbound queue, or a write that stalled.",
                 &self.slow_consumer_cuts,
             ),
             (

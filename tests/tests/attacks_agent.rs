@@ -179,16 +179,30 @@ async fn concurrent_logins_cannot_race_the_throttle() {
     let by = Bystander::start(&srv, dir.path()).await;
     let checks = || srv.running().ctx.metrics.password_checks.get();
     let before = checks();
-    let logins = (0..61).map(|_| {
-        let addr = srv.agent_addr();
-        tokio::spawn(async move {
-            let mut a = RawAgent::handshake_from(addr, attacker(30)).await.ok()?;
-            a.send(&RawAgent::login_msg("alice", "guess", new_id(), None))
+    // Every connection's handshake first, then all 61 logins back to back:
+    // one at a time, a throttle that counts only finished checks keeps up.
+    let mut conns = Vec::new();
+    for _ in 0..61 {
+        conns.push(
+            RawAgent::handshake_from(srv.agent_addr(), attacker(30))
                 .await
-                .ok()?;
-            a.recv(T).await.ok().flatten()
+                .unwrap(),
+        );
+    }
+    let go = std::sync::Arc::new(tokio::sync::Barrier::new(conns.len()));
+    let logins: Vec<_> = conns
+        .into_iter()
+        .map(|mut a| {
+            let go = go.clone();
+            tokio::spawn(async move {
+                go.wait().await;
+                a.send(&RawAgent::login_msg("alice", "guess", new_id(), None))
+                    .await
+                    .ok()?;
+                a.recv(T).await.ok().flatten()
+            })
         })
-    });
+        .collect();
     let mut unauthorized = 0;
     let mut throttled = 0;
     for l in logins {

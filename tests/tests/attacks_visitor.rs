@@ -656,8 +656,9 @@ async fn an_agent_that_never_reads_is_cut_and_its_memory_returned() {
     let (mut alice, _) = RawAgent::login(srv.agent, "alice", PASSWORD).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base = rss(pid);
-    // Visitors whose chats wait in the queue: every message goes to every
-    // agent of the site.
+    // Visitors from one address whose chats wait in the queue (every
+    // message goes to every agent of the site), browsing and identifying
+    // as fast as they can.
     let flooding = Arc::new(AtomicBool::new(true));
     let mut tasks = Vec::new();
     for i in 0..6 {
@@ -673,6 +674,15 @@ async fn an_agent_that_never_reads_is_cut_and_its_memory_returned() {
             .unwrap();
             let mut n = 0u32;
             while flooding.load(Ordering::Relaxed) {
+                // The review's attack: page views and identifies (each a
+                // full visitor record for every agent, before coalescing),
+                // besides the messages.
+                for k in 0..10 {
+                    v.send_json(&page(n as usize * 10 + k)).await.unwrap();
+                }
+                v.send_json(&identify(&format!("q{i}"), &format!("Name {n}"), false))
+                    .await
+                    .unwrap();
                 let r = v
                     .say_acked(&format!("{i}/{n} {}", "z".repeat(8000)))
                     .await
