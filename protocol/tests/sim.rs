@@ -1,10 +1,11 @@
 //! A deterministic client/server simulation of the agent channel under
 //! virtual time and a hostile network.
 //!
-//! The promise being tested is DESIGN.md's "no message is ever lost or shown
-//! twice". The real protocol pieces do the work: `FrameCodec` framing, the
-//! X25519 handshake, sealed frames, `agent` messages, `delivery::{Outbox,
-//! Inbox}`, `liveness::Liveness` and `backoff::Backoff`. The harness supplies
+//! The promise being tested is the product's (README.md: "no message is ever
+//! lost or shown twice"; RELIABILITY.md says what that covers). The real
+//! protocol pieces do the work: `FrameCodec` framing, the X25519 handshake,
+//! sealed frames, `agent` messages, `delivery::{Outbox, Inbox}`,
+//! `liveness::Liveness` and `backoff::Backoff`. The harness supplies
 //! only what a real deployment would: a network ([`Net`], [`Link`]), an agent
 //! app ([`SimClient`]), a server with durable state ([`SimServer`]), and an
 //! independent observer ([`Checker`]) that counts every loss, duplicate and
@@ -698,7 +699,7 @@ impl Checker {
 /// How the client treats its outbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum OutboxPolicy {
-    /// DESIGN.md: clear an entry only on the server's ack.
+    /// What the shipped outbox does: clear an entry only on the server's ack.
     ClearOnAck,
     /// The classic bug: treat "written to the socket" as "delivered".
     ClearOnTransmit,

@@ -342,8 +342,12 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
+        // Handlers go in before the ports open: a supervisor that sees the
+        // port and sends SIGTERM at once must get a clean shutdown, not the
+        // default action's kill.
+        let signalled = shutdown_signal();
         let server = holdfast_server::start(cfg).await?;
-        wait_for_signal().await;
+        signalled.await;
         tracing::info!("shutting down: no new connections, flushing the writer");
         server.shutdown().await;
         anyhow::Ok(())
@@ -358,27 +362,34 @@ fn origins_text(origins: &[String]) -> String {
     }
 }
 
-async fn wait_for_signal() {
+/// Registers the handlers now and returns a future that ends on the first
+/// SIGINT or SIGTERM (Ctrl-C elsewhere).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
+        let handlers = (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
+        );
+        async move {
+            match handlers {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            _ => {
-                let _ignored = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ignored = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ignored = tokio::signal::ctrl_c().await;
+        async {
+            let _ignored = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -25,7 +25,8 @@ pub const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// The WebDriver key code for Enter.
 pub const ENTER: &str = "\u{E007}";
 
-/// The flags every test browser gets (see DEVELOPERS.md).
+/// The flags every test browser gets: headless, and nothing that reaches for
+/// the internet (these machines have none), so a run is the same offline.
 pub const FLAGS: &[&str] = &[
     "--headless",
     "--no-sandbox",
