@@ -1,12 +1,11 @@
 //! `holdfast-server`: serve, manage sites and agents, show the fingerprint.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use holdfast_protocol::agent::Role;
-use holdfast_server::config::{self, Overrides};
+use holdfast_server::config;
 use holdfast_server::{admin, identity, store};
 
 #[derive(Debug, Parser)]
@@ -34,7 +33,7 @@ impl DataDir {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage sites.
     Site {
         #[command(subcommand)]
@@ -58,51 +57,12 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// TOML config file.
+    /// TOML config file: every setting below, by its name with underscores
+    /// (`agent_listen = "0.0.0.0:7070"`).
     #[arg(long, env = "HOLDFAST_CONFIG")]
     config: Option<PathBuf>,
-    #[arg(long, env = "HOLDFAST_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// HTTP/WebSocket address [default: 0.0.0.0:8080]
-    #[arg(long, env = "HOLDFAST_HTTP")]
-    http: Option<SocketAddr>,
-    /// Agent TCP address [default: 0.0.0.0:7070]
-    #[arg(long, env = "HOLDFAST_AGENT_LISTEN")]
-    agent_listen: Option<SocketAddr>,
-    /// PEM certificate chain for HTTPS/WSS.
-    #[arg(long, env = "HOLDFAST_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for HTTPS/WSS.
-    #[arg(long, env = "HOLDFAST_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    /// Create a demo site and agent if missing, and print how to use them.
-    #[arg(long, env = "HOLDFAST_DEMO")]
-    demo: bool,
-    /// Public base URL shown in the demo banner (e.g. https://chat.example.com).
-    #[arg(long, env = "HOLDFAST_PUBLIC_URL")]
-    public_url: Option<String>,
-    /// Maximum agent frame size in bytes.
-    #[arg(long, env = "HOLDFAST_MAX_FRAME")]
-    max_frame: Option<usize>,
-    /// Heartbeat interval in milliseconds [default: 3000]
-    #[arg(long, env = "HOLDFAST_HEARTBEAT_MS")]
-    heartbeat_ms: Option<u64>,
-    /// Dead-peer timeout in milliseconds [default: 10000]
-    #[arg(long, env = "HOLDFAST_DEAD_AFTER_MS")]
-    dead_after_ms: Option<u64>,
-    /// Event log retention in days [default: 7]
-    #[arg(long, env = "HOLDFAST_RETENTION_DAYS")]
-    retention_days: Option<u64>,
-    /// Group commit on or off (off only to measure what it buys).
-    #[arg(long, env = "HOLDFAST_GROUP_COMMIT")]
-    group_commit: Option<bool>,
-    /// Admin listener for /metrics and /healthz, or "off" [default: 127.0.0.1:9090]
-    #[arg(long, env = "HOLDFAST_ADMIN_LISTEN")]
-    admin_listen: Option<String>,
-    /// How long an agent may be offline before its open chats go back to
-    /// the queue, in seconds [default: 120]
-    #[arg(long, env = "HOLDFAST_OWNER_GRACE_SECS")]
-    owner_grace_secs: Option<u64>,
+    #[command(flatten)]
+    settings: config::Settings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,7 +165,7 @@ fn main() -> anyhow::Result<()> {
     fixed_mmap_threshold();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Serve(a) => serve(a),
+        Cmd::Serve(a) => serve(*a),
         Cmd::Fingerprint { dir } => {
             let id = identity::load_or_create(&dir.path()).context("loading the server key")?;
             println!("{}", id.fingerprint());
@@ -316,27 +276,9 @@ fn main() -> anyhow::Result<()> {
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let file = match &a.config {
         Some(p) => config::load_file(p)?,
-        None => config::FileConfig::default(),
+        None => config::Settings::default(),
     };
-    let cfg = config::resolve(
-        file,
-        Overrides {
-            data_dir: a.data_dir,
-            http: a.http,
-            agent_listen: a.agent_listen,
-            tls_cert: a.tls_cert,
-            tls_key: a.tls_key,
-            demo: a.demo,
-            public_url: a.public_url,
-            max_frame: a.max_frame,
-            heartbeat_ms: a.heartbeat_ms,
-            dead_after_ms: a.dead_after_ms,
-            retention_days: a.retention_days,
-            group_commit: a.group_commit,
-            admin_listen: a.admin_listen,
-            owner_grace_secs: a.owner_grace_secs,
-        },
-    )?;
+    let cfg = config::resolve(a.settings.over(file))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
