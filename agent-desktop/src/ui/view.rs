@@ -195,7 +195,10 @@ impl App {
         form = form.push(
             small("The password is kept in memory only and never written to disk.").style(muted),
         );
-        container(container(form).padding(24).style(card))
+        // The card is as wide as the form: an error or notice box fills
+        // its width, which would otherwise stretch the card across the
+        // window.
+        container(container(form).padding(24).style(card).max_width(468))
             .center(Fill)
             .into()
     }
@@ -416,16 +419,22 @@ impl App {
     fn sign_out_view(&self) -> Element<'_, Message> {
         let mine = self.desk.mine();
         let live = matches!(self.status.state, ConnState::Live);
+        // One chat reads "it", several "them": the agent is deciding about
+        // people, and the wording should not make them count.
+        let one = mine.len() == 1;
         let mut col = column![
             heading(format!(
                 "You have {} open chat{}",
                 mine.len(),
-                if mine.len() == 1 { "" } else { "s" }
+                if one { "" } else { "s" }
             )),
-            body_text(
-                "Visitors are waiting on these. Hand them to a colleague, or let them go back \
-                 to the queue, where the next available agent takes them."
-            ),
+            body_text(if one {
+                "A visitor is waiting on you. Hand the chat to a colleague, or let it go back \
+                 to the queue, where the next available agent takes it."
+            } else {
+                "Visitors are waiting on you. Hand the chats to a colleague, or let them go \
+                 back to the queue, where the next available agent takes them."
+            }),
         ]
         .spacing(10)
         .max_width(560);
@@ -446,7 +455,11 @@ impl App {
         }
         col = col.push(
             container(
-                button(text("Return them to the queue and sign out"))
+                button(text(if one {
+                    "Return it to the queue and sign out"
+                } else {
+                    "Return them to the queue and sign out"
+                }))
                     .style(button::primary)
                     .padding([6, 14])
                     .on_press(Message::SignOutConfirm),
@@ -455,7 +468,11 @@ impl App {
         );
         let targets = self.desk.transfer_targets(self.desk.my_id());
         if live && !targets.is_empty() {
-            col = col.push(text("Or transfer them all to:"));
+            col = col.push(text(if one {
+                "Or transfer it to:"
+            } else {
+                "Or transfer them all to:"
+            }));
             let mut row_ = row![].spacing(8);
             for m in targets {
                 row_ = row_.push(
