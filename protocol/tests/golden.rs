@@ -10,7 +10,8 @@
 //!   every visitor-channel message in `tests/fixtures/visitor/*.json`. Run
 //!   with `HOLDFAST_BLESS=1` to rewrite the fixtures after a deliberate wire
 //!   change; without it a missing, different or orphaned fixture fails.
-//! - `PROTOCOL.md` must quote every pinned vector, every hex string it quotes
+//! - `PROTOCOL.md` must quote every pinned vector and every agent message
+//!   fixture in full, every hex string it quotes
 //!   must be one of them, its byte breakdowns must add up, and its variant,
 //!   error-code, limit and constant tables must match the code.
 
@@ -2051,29 +2052,6 @@ fn every_visitor_variant_has_a_fixture() {
 
 const DOC: &str = include_str!("../PROTOCOL.md");
 
-/// Bincode examples PROTOCOL.md must quote in full.
-const DOC_EXAMPLES: [&str; 19] = [
-    "client_heartbeat",
-    "client_ack",
-    "client_command_send",
-    "client_login",
-    "server_login_ok_replay",
-    "client_login_ticket",
-    "server_login_ok_ticket",
-    "server_snapshot_part",
-    "server_error",
-    "error_code_bad_request",
-    "client_command_transfer",
-    "client_command_transfer_waiting",
-    "client_sign_out",
-    "server_signed_out",
-    "server_error_revoked",
-    "server_live_team_member",
-    "server_live_team",
-    "server_event_message_notice",
-    "server_event_message_note",
-];
-
 fn pinned() -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = [
         ("CLIENT_EPH_SECRET", h(CLIENT_EPH_SECRET)),
@@ -2141,11 +2119,19 @@ fn pinned() -> Vec<(String, String)> {
             b"hf-ticket-v1",
         )),
     ));
-    let samples: BTreeMap<String, Msg> = agent_samples().into_iter().collect();
-    for name in DOC_EXAMPLES {
-        v.push((name.to_string(), h(samples[name].encode())));
-    }
     v
+}
+
+/// Whether `hex` appears in PROTOCOL.md as a whole run of hex digits, not
+/// only inside a longer one (a one-byte message such as `03` would
+/// otherwise be "quoted" by any vector that contains those two digits).
+fn doc_quotes_whole(hex: &str) -> bool {
+    DOC.match_indices(hex).any(|(at, _)| {
+        let before = DOC[..at].chars().next_back();
+        let after = DOC[at + hex.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_hexdigit())
+            && !after.is_some_and(|c| c.is_ascii_hexdigit())
+    })
 }
 
 /// The rows of the markdown table that follows `marker`, header and
@@ -2183,6 +2169,24 @@ fn protocol_md_quotes_every_pinned_vector() {
     assert!(
         missing.is_empty(),
         "PROTOCOL.md lacks:\n{}",
+        missing.join("\n")
+    );
+}
+
+/// Every agent-channel message of the fixtures, one per variant of every
+/// enum (section 19), is quoted in full, so a client can be checked against
+/// the document alone.
+#[test]
+fn protocol_md_quotes_every_agent_message() {
+    let missing: Vec<String> = agent_samples()
+        .into_iter()
+        .map(|(name, m)| (name, h(m.encode())))
+        .filter(|(_, hex)| !doc_quotes_whole(hex))
+        .map(|(name, hex)| format!("{name} = {hex}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "PROTOCOL.md does not quote these agent messages in full:\n{}",
         missing.join("\n")
     );
 }

@@ -439,8 +439,39 @@ async fn greet(io: &mut Io, ctx: &Arc<Ctx>) -> Result<(Session, Login), End> {
         liveness: Liveness::new(ctx.cfg.liveness, now()),
         write_stall: ctx.cfg.liveness.dead_after,
     };
-    let frame = next_frame(io, "Login", hs_timeout).await?;
-    let login = match session.open(&frame)? {
+    // From here the client holds the keys, so a refusal can be told to it:
+    // an Error before the close lets it tell "my Login is too big" or "my
+    // Login is malformed" from a network fault (PROTOCOL.md sections 3 and
+    // 9). A frame that fails its MAC still closes without a word.
+    let frame = match next_frame(io, "Login", hs_timeout).await {
+        Err(End::Frame(FrameError::Oversize { len, max })) => {
+            session
+                .error(
+                    io,
+                    ErrorCode::TooLarge,
+                    format!("frame of {len} bytes exceeds the limit of {max} before login"),
+                    None,
+                )
+                .await;
+            return Err(End::Frame(FrameError::Oversize { len, max }));
+        }
+        r => r?,
+    };
+    let opened = match session.open(&frame) {
+        Err(End::Protocol(why)) => {
+            session
+                .error(
+                    io,
+                    ErrorCode::BadRequest,
+                    format!("malformed message: {why}"),
+                    None,
+                )
+                .await;
+            return Err(End::Protocol(why));
+        }
+        r => r?,
+    };
+    let login = match opened {
         ClientMsg::Login(l) => l,
         other => {
             session
