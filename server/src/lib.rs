@@ -5,7 +5,7 @@
 //! - [`hub`]: in-memory presence, visitors, and the live-connection registry;
 //!   [`pushq`]: the small bounded queue from the hub to each connection.
 //! - [`agent_gw`]: the agent TCP gateway (protocol crate, sealed frames).
-//! - [`visitor_gw`]: HTTP: visitor WebSocket and long-poll, widget assets,
+//! - [`visitor`]: HTTP: visitor WebSocket and long-poll, widget assets,
 //!   `/healthz`, `/metrics`; [`http`]: its accept loop, with a timer on
 //!   every phase of a connection and caps on how many it may hold.
 //! - [`auth`], [`token`], [`throttle`], [`identity`]: passwords, visitor
@@ -23,7 +23,6 @@
 
 pub mod admin;
 pub mod agent_gw;
-pub mod assets;
 pub mod auth;
 pub mod config;
 pub mod http;
@@ -39,7 +38,7 @@ pub mod sweeps;
 pub mod throttle;
 pub mod ticket;
 pub mod token;
-pub mod visitor_gw;
+pub mod visitor;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -197,9 +196,12 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     });
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(agent_gw::serve(agent_listener, ctx.clone())));
-    tasks.push(tokio::spawn(visitor_gw::serve(http_listener, ctx.clone())));
+    tasks.push(tokio::spawn(visitor::session::serve(
+        http_listener,
+        ctx.clone(),
+    )));
     if let Some(l) = admin_listener {
-        tasks.push(tokio::spawn(visitor_gw::serve_admin(l, ctx.clone())));
+        tasks.push(tokio::spawn(visitor::session::serve_admin(l, ctx.clone())));
     }
     tasks.push(tokio::spawn(sweeps::owner_sweep(ctx.clone())));
     tasks.push(tokio::spawn(sweeps::presence(ctx.clone())));

@@ -18,6 +18,7 @@
 //! [`conns`] caps connections per address and in total, cutting sockets
 //! that never got an answer before it refuses a new one.
 
+pub mod assets;
 mod body;
 mod conns;
 mod io;

@@ -139,10 +139,10 @@ const DEMO_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 
      base-uri 'none'; form-action 'self'; object-src 'none'";
 
 fn asset(path: &str, req: &HeaderMap) -> Response {
-    let Some((_, mime, bytes)) = crate::assets::find(path) else {
+    let Some((_, mime, bytes)) = crate::http::assets::find(path) else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
-    let etag = crate::assets::etag(path).unwrap_or("\"0\"");
+    let etag = crate::http::assets::etag(path).unwrap_or("\"0\"");
     let fresh = req
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
