@@ -196,12 +196,12 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     });
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(agent_gw::serve(agent_listener, ctx.clone())));
-    tasks.push(tokio::spawn(visitor::session::serve(
+    tasks.push(tokio::spawn(http::router::serve(
         http_listener,
         ctx.clone(),
     )));
     if let Some(l) = admin_listener {
-        tasks.push(tokio::spawn(visitor::session::serve_admin(l, ctx.clone())));
+        tasks.push(tokio::spawn(http::router::serve_admin(l, ctx.clone())));
     }
     tasks.push(tokio::spawn(sweeps::owner_sweep(ctx.clone())));
     tasks.push(tokio::spawn(sweeps::presence(ctx.clone())));

@@ -22,6 +22,7 @@ pub mod assets;
 mod body;
 mod conns;
 mod io;
+pub mod router;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,5 +1,5 @@
-//! The HTTP side: visitor WebSocket and long-poll, embedded widget assets,
-//! `/healthz` and `/metrics`.
+//! The visitor side of the HTTP port: WebSocket and long-poll (routed from
+//! [`crate::http::router`]).
 //!
 //! Both visitor transports share [`handle_msg`], so a message means the same
 //! thing however it arrived.
@@ -8,13 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use holdfast_protocol::agent::{PageView, Seq};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
@@ -24,8 +22,6 @@ use holdfast_protocol::visitor::{
 };
 use serde::Deserialize;
 use tokio::time::{sleep_until, timeout};
-use tower_http::compression::CompressionLayer;
-use tower_http::cors::{Any, CorsLayer};
 
 use crate::Ctx;
 use crate::hub::VisitorPush;
@@ -34,174 +30,6 @@ use crate::store::reads::{self, SiteRow};
 use crate::store::writer::VisitorSendOutcome;
 use crate::store::{Op, StoreError, now_ms};
 use crate::throttle::SendGate;
-
-/// Serve HTTP (and HTTPS when configured) until shutdown; the listener,
-/// TLS and every connection's timers and caps are in [`crate::http`].
-pub async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>) {
-    let app = router(ctx.clone());
-    crate::http::serve(listener, ctx, app).await;
-}
-
-pub fn router(ctx: Arc<Ctx>) -> Router {
-    let body_limit = ctx.cfg.visitor.limits.max_text.saturating_mul(4);
-    // The widget runs on customers' own domains, so the long-poll fallback
-    // is always a cross-origin request (a JSON POST even needs a preflight).
-    // Any origin may call it: the visitor token travels in a header (or,
-    // from old widgets, the body or the query), never in a cookie, so there
-    // is no ambient credential to abuse. A site that lists its origins gets
-    // them checked at hello.
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::HeaderName::from_static(TOKEN_HEADER),
-            header::HeaderName::from_static(IDENTITY_HEADER),
-        ])
-        .expose_headers([header::RETRY_AFTER])
-        .max_age(Duration::from_secs(3600));
-    let long_poll = Router::new()
-        .route("/v1/visitor/lp", post(long_poll_send))
-        .route("/v1/visitor/poll", get(long_poll_recv))
-        .layer(cors);
-    let mut files = Router::new()
-        .route(
-            "/widget.js",
-            get(|h: HeaderMap| async move { asset("/widget/widget.js", &h) }),
-        )
-        .route("/widget/{*path}", get(widget_file));
-    // The demo shop exists only with --demo: a production server shows no
-    // demo pieces, and its front page just says what it is.
-    if ctx.cfg.demo {
-        files = files
-            .route(
-                "/demo",
-                get(|h: HeaderMap| async move { asset("/demo/index.html", &h) }),
-            )
-            .route(
-                "/demo/",
-                get(|h: HeaderMap| async move { asset("/demo/index.html", &h) }),
-            )
-            .route("/demo/{*path}", get(demo_file))
-            .route("/", get(|| async { Redirect::temporary("/demo") }));
-    } else {
-        files = files.route("/", get(front_page));
-    }
-    Router::new()
-        .route("/v1/visitor/ws", get(ws_upgrade))
-        .merge(long_poll)
-        .merge(files.layer(CompressionLayer::new()))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(ctx)
-}
-
-async fn front_page() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        "Holdfast chat server.\n\nAdd the chat to a site with:\n  \
-         <script src=\"/widget.js\" data-site=\"SITE_KEY\" async></script>\n",
-    )
-        .into_response()
-}
-
-/// The operators' listener: `/metrics` and `/healthz`, on an address that is
-/// not public by default (`--admin-listen`, 127.0.0.1:9090).
-pub async fn serve_admin(listener: std::net::TcpListener, ctx: Arc<Ctx>) {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(ctx.clone());
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("cannot use the admin listener: {e}");
-            return;
-        }
-    };
-    let shutdown = ctx.shutdown.clone();
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    {
-        tracing::error!("admin listener failed: {e}");
-    }
-}
-
-/// The demo pages' policy: scripts and connections from this server only
-/// (WebSocket included), styles inline (the shop's and the widget's), no
-/// framing, no plugins.
-const DEMO_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-     img-src 'self' data:; connect-src 'self' ws: wss:; frame-src 'self'; frame-ancestors 'none'; \
-     base-uri 'none'; form-action 'self'; object-src 'none'";
-
-fn asset(path: &str, req: &HeaderMap) -> Response {
-    let Some((_, mime, bytes)) = crate::http::assets::find(path) else {
-        return (StatusCode::NOT_FOUND, "not found\n").into_response();
-    };
-    let etag = crate::http::assets::etag(path).unwrap_or("\"0\"");
-    let fresh = req
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let headers = [
-        (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
-        // no-cache means "revalidate", so a deploy reaches every visitor on
-        // their next page load while unchanged files cost a 304.
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
-        (header::ETAG, HeaderValue::from_static(etag)),
-    ];
-    let mut resp = if fresh {
-        (StatusCode::NOT_MODIFIED, headers).into_response()
-    } else {
-        (headers, *bytes).into_response()
-    };
-    if path.starts_with("/demo/") {
-        // The demo shop is a page on this origin: it runs no inline script
-        // and may not be framed, so a hostile visitor field that slipped
-        // into it could neither run nor be clickjacked.
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(DEMO_CSP),
-        );
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("strict-origin-when-cross-origin"),
-        );
-    }
-    resp
-}
-
-async fn widget_file(
-    axum::extract::Path(path): axum::extract::Path<String>,
-    h: HeaderMap,
-) -> Response {
-    asset(&format!("/widget/{path}"), &h)
-}
-
-async fn demo_file(
-    axum::extract::Path(path): axum::extract::Path<String>,
-    h: HeaderMap,
-) -> Response {
-    asset(&format!("/demo/{path}"), &h)
-}
-
-async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        ctx.metrics.render(),
-    )
-        .into_response()
-}
 
 /// A visitor, once its hello checked out.
 #[derive(Debug)]
@@ -769,7 +597,7 @@ fn client_ua(headers: &HeaderMap) -> Option<String> {
 
 // ------------------------------------------------------------------ WebSocket
 
-async fn ws_upgrade(
+pub(crate) async fn ws_upgrade(
     State(ctx): State<Arc<Ctx>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -1119,10 +947,10 @@ fn lp_token(headers: &HeaderMap, fallback: Option<String>) -> Option<String> {
         .or(fallback)
 }
 
-const TOKEN_HEADER: &str = "x-holdfast-token";
+pub(crate) const TOKEN_HEADER: &str = "x-holdfast-token";
 /// The verified identity's hash, on long-poll requests of a visitor bound
 /// to one (see [`resolve_token`]).
-const IDENTITY_HEADER: &str = "x-holdfast-identity";
+pub(crate) const IDENTITY_HEADER: &str = "x-holdfast-identity";
 
 fn lp_response(status: StatusCode, msgs: Vec<VisitorOut>) -> Response {
     (status, axum::Json(LongPollResponse { msgs })).into_response()
@@ -1160,7 +988,7 @@ fn refusal_status(e: &VisitorOut) -> StatusCode {
     }
 }
 
-async fn long_poll_send(
+pub(crate) async fn long_poll_send(
     State(ctx): State<Arc<Ctx>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -1328,7 +1156,7 @@ async fn resolve_token(
 }
 
 #[derive(Debug, Deserialize)]
-struct PollParams {
+pub(crate) struct PollParams {
     /// Deprecated: widgets send the `X-Holdfast-Token` header.
     #[serde(default)]
     token: Option<String>,
@@ -1336,7 +1164,7 @@ struct PollParams {
     after: Seq,
 }
 
-async fn long_poll_recv(
+pub(crate) async fn long_poll_recv(
     State(ctx): State<Arc<Ctx>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
