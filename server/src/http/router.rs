@@ -20,9 +20,8 @@ use tower_http::cors::{Any, CorsLayer};
 
 use super::assets::{asset, demo_file, widget_file};
 use crate::Ctx;
-use crate::visitor::session::{
-    IDENTITY_HEADER, TOKEN_HEADER, long_poll_recv, long_poll_send, ws_upgrade,
-};
+use crate::visitor::long_poll::{IDENTITY_HEADER, TOKEN_HEADER, long_poll_recv, long_poll_send};
+use crate::visitor::ws::ws_upgrade;
 
 /// Serve HTTP (and HTTPS when configured) until shutdown; the listener,
 /// TLS and every connection's timers and caps are in [`crate::http`].

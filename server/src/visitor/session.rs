@@ -1,31 +1,23 @@
-//! The visitor side of the HTTP port: WebSocket and long-poll (routed from
-//! [`crate::http::router`]).
+//! What both visitor transports share: the hello (site key, origin, token
+//! and bound identity), the snapshot a visitor without a usable cursor gets,
+//! the rate gates, and [`handle_msg`], so a message means the same thing
+//! whether it came over the WebSocket or in a long-poll POST.
 //!
-//! Both visitor transports share [`handle_msg`], so a message means the same
-//! thing however it arrived.
+//! Nothing here knows either transport: [`super::ws`] and
+//! [`super::long_poll`] call in, never the reverse, so neither can grow a
+//! private meaning for a message.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
 use holdfast_protocol::agent::{PageView, Seq};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
-use holdfast_protocol::liveness::{Liveness, LivenessAction};
-use holdfast_protocol::visitor::{
-    self, LongPollResponse, PageInfo, VisitorEvent, VisitorIn, VisitorOut,
-};
-use serde::Deserialize;
-use tokio::time::{sleep_until, timeout};
+use holdfast_protocol::visitor::{self, PageInfo, VisitorIn, VisitorOut};
 
 use crate::Ctx;
-use crate::hub::VisitorPush;
-use crate::pushq::Recv;
 use crate::store::reads::{self, SiteRow};
 use crate::store::writer::VisitorSendOutcome;
 use crate::store::{Op, StoreError, now_ms};
@@ -33,20 +25,20 @@ use crate::throttle::SendGate;
 
 /// A visitor, once its hello checked out.
 #[derive(Debug)]
-struct Visitor {
-    id: String,
-    site: SiteRow,
-    token: String,
-    user_agent: Option<String>,
+pub(super) struct Visitor {
+    pub(super) id: String,
+    pub(super) site: SiteRow,
+    pub(super) token: String,
+    pub(super) user_agent: Option<String>,
     /// The client's address, for the per-address limits.
-    ip: IpAddr,
+    pub(super) ip: IpAddr,
 }
 
-fn ms(d: Duration) -> u32 {
+pub(super) fn ms(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
 }
 
-fn err(code: ErrorCode, message: impl Into<String>) -> VisitorOut {
+pub(super) fn err(code: ErrorCode, message: impl Into<String>) -> VisitorOut {
     VisitorOut::Error {
         code,
         message: message.into(),
@@ -56,7 +48,7 @@ fn err(code: ErrorCode, message: impl Into<String>) -> VisitorOut {
 }
 
 /// An error answering the action `id`.
-fn err_for(id: MsgId, code: ErrorCode, message: impl Into<String>) -> VisitorOut {
+pub(super) fn err_for(id: MsgId, code: ErrorCode, message: impl Into<String>) -> VisitorOut {
     VisitorOut::Error {
         code,
         message: message.into(),
@@ -66,7 +58,7 @@ fn err_for(id: MsgId, code: ErrorCode, message: impl Into<String>) -> VisitorOut
 }
 
 /// What a hello asks for, with where it came from.
-struct HelloReq {
+pub(super) struct HelloReq {
     site: String,
     token: Option<String>,
     after: Option<Seq>,
@@ -84,7 +76,7 @@ struct HelloReq {
 
 impl HelloReq {
     /// The fields of a `hello`; `None` for any other message.
-    fn from_msg(
+    pub(super) fn from_msg(
         msg: VisitorIn,
         origin: Option<String>,
         ua: Option<String>,
@@ -116,15 +108,15 @@ impl HelloReq {
     }
 }
 
-struct HelloResult {
-    visitor: Visitor,
-    resumed: bool,
-    after: Seq,
+pub(super) struct HelloResult {
+    pub(super) visitor: Visitor,
+    pub(super) resumed: bool,
+    pub(super) after: Seq,
 }
 
 /// Validate a hello: site key, origin, token (if any), create or refresh the
 /// visitor.
-async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut> {
+pub(super) async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut> {
     let HelloReq {
         site,
         token,
@@ -276,7 +268,7 @@ async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut>
     })
 }
 
-fn store_err(e: StoreError) -> VisitorOut {
+pub(super) fn store_err(e: StoreError) -> VisitorOut {
     tracing::warn!("visitor request failed in storage: {e}");
     err(
         ErrorCode::Unavailable,
@@ -305,7 +297,7 @@ fn record_page(ctx: &Arc<Ctx>, v: &Visitor, p: PageInfo) {
 }
 
 /// Stored visitor record with live bits, for registering with the hub.
-async fn visitor_info(
+pub(super) async fn visitor_info(
     ctx: &Arc<Ctx>,
     v: &Visitor,
 ) -> Result<holdfast_protocol::agent::VisitorInfo, VisitorOut> {
@@ -322,7 +314,7 @@ async fn visitor_info(
 }
 
 /// Handle one post-hello message; returns the reply, if any.
-async fn handle_msg(
+pub(super) async fn handle_msg(
     ctx: &Arc<Ctx>,
     v: &Visitor,
     gate: &mut SendGate,
@@ -542,7 +534,7 @@ fn action_reply(
 /// of them (what a client puts further left it could have made up). A hop
 /// that is not an address ends the walk at the last trusted one: what lies
 /// left of it cannot be told apart from what a client wrote.
-fn client_ip(ctx: &Ctx, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+pub(super) fn client_ip(ctx: &Ctx, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     let trusted = &ctx.cfg.visitor.trusted_proxies;
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
     if trusted.is_empty() || !is_trusted(peer.ip()) {
@@ -581,201 +573,21 @@ fn hop_address(hop: &str) -> Option<IpAddr> {
 /// The page's origin. An opaque origin (`null`: sandboxed iframes, data:
 /// URLs) is kept as "null", which no allow-list contains, so a site with a
 /// list cannot be embedded from anywhere through a sandbox.
-fn client_origin(headers: &HeaderMap) -> Option<String> {
+pub(super) fn client_origin(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::ORIGIN)
         .and_then(|h| h.to_str().ok())
         .map(|s| s.chars().take(256).collect())
 }
 
-fn client_ua(headers: &HeaderMap) -> Option<String> {
+pub(super) fn client_ua(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::USER_AGENT)
         .and_then(|h| h.to_str().ok())
         .map(|s| s.chars().take(512).collect())
 }
 
-// ------------------------------------------------------------------ WebSocket
-
-pub(crate) async fn ws_upgrade(
-    State(ctx): State<Arc<Ctx>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let ip = client_ip(&ctx, peer, &headers);
-    let Some(slot) = ctx.visitor_ip_limiter.acquire(ip) else {
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many connections from your address\n",
-        )
-            .into_response();
-    };
-    let vc = &ctx.cfg.visitor;
-    let max = vc.limits.max_text;
-    let opening = Box::new(Opening {
-        ua: client_ua(&headers),
-        origin: client_origin(&headers),
-        ip,
-    });
-    ws.read_buffer_size(vc.ws_read_buffer)
-        .write_buffer_size(vc.ws_write_buffer)
-        .max_write_buffer_size(256 * 1024)
-        .max_message_size(max)
-        .max_frame_size(max)
-        // No async block around the session: a block's captures stay in its
-        // future for its whole life, which kept a second copy of the socket
-        // (and of ua, slot and ctx) in every idle visitor's task.
-        .on_upgrade(move |socket| ws_session(Box::new(socket), ctx, opening, slot))
-}
-
-/// What the upgrade request said that the hello needs; boxed, since the
-/// session future keeps its arguments for its whole life.
-#[derive(Debug)]
-struct Opening {
-    ua: Option<String>,
-    origin: Option<String>,
-    ip: IpAddr,
-}
-
-async fn ws_send(socket: &mut WebSocket, out: &VisitorOut) -> bool {
-    match serde_json::to_string(out) {
-        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// One visitor WebSocket, from hello to close.
-///
-/// An idle visitor's memory is mostly this future, so it is kept small (see
-/// BENCHMARKS.md, section 6): the opening is boxed and ends before the loop,
-/// because a future is as big as its biggest await point; the socket and
-/// the visitor live in boxes, because an async fn keeps each argument twice
-/// (as captured and as moved into the body) for its whole life.
-async fn ws_session(
-    mut socket: Box<WebSocket>,
-    ctx: Arc<Ctx>,
-    opening: Box<Opening>,
-    _slot: crate::throttle::ConnSlot,
-) {
-    let Some((v, resumed, after, reg)) = Box::pin(ws_open(&mut socket, &ctx, opening)).await else {
-        return;
-    };
-    let conn_id = reg.id;
-    let end = match Box::pin(ws_greet(&mut socket, &ctx, &v, resumed, after)).await {
-        Ok(sent) => ws_loop(&mut socket, &ctx, &v, sent, reg).await,
-        Err(end) => end,
-    };
-    ctx.hub.unregister_visitor(&v.id, conn_id);
-    if end == "dead" {
-        ctx.metrics.dead_peer_cuts.inc();
-    }
-    tracing::debug!(visitor = %v.id, "visitor websocket ended: {end}");
-}
-
-/// Read the hello and register the visitor; None when the session is over.
-async fn ws_open(
-    socket: &mut WebSocket,
-    ctx: &Arc<Ctx>,
-    opening: Box<Opening>,
-) -> Option<(
-    Box<Visitor>,
-    bool,
-    Seq,
-    crate::hub::Registration<crate::hub::VisitorPush>,
-)> {
-    let first = timeout(ctx.cfg.visitor.hello_timeout, socket.recv()).await;
-    let text = match first {
-        Ok(Some(Ok(Message::Text(t)))) => t,
-        Ok(Some(Ok(_))) => {
-            ws_send(
-                socket,
-                &err(
-                    ErrorCode::BadRequest,
-                    "the first message must be a JSON hello",
-                ),
-            )
-            .await;
-            return None;
-        }
-        _ => return None,
-    };
-    let lim = &ctx.cfg.visitor.limits;
-    let Opening { ua, origin, ip } = *opening;
-    let req = match visitor::parse_in(text.as_bytes(), lim) {
-        Ok(m) => match HelloReq::from_msg(m, origin, ua, ip) {
-            Some(r) => r,
-            None => {
-                ws_send(
-                    socket,
-                    &err(ErrorCode::BadRequest, "the first message must be a hello"),
-                )
-                .await;
-                return None;
-            }
-        },
-        Err(e) => {
-            ctx.metrics.rejected_frames.inc();
-            ws_send(socket, &err(e.code(), e.to_string())).await;
-            return None;
-        }
-    };
-    let h = match hello(ctx, req).await {
-        Ok(h) => h,
-        Err(e) => {
-            ws_send(socket, &e).await;
-            return None;
-        }
-    };
-    let info = match visitor_info(ctx, &h.visitor).await {
-        Ok(i) => i,
-        Err(e) => {
-            ws_send(socket, &e).await;
-            return None;
-        }
-    };
-    let reg = ctx.hub.register_visitor(info);
-    let mut v = Box::new(h.visitor);
-    // Registering was its only use; the hub entry keeps the user agent, and
-    // an idle session should not hold a second copy.
-    v.user_agent = None;
-    Some((v, h.resumed, h.after, reg))
-}
-
-/// Replay or snapshot; returns the last seq sent.
-async fn catch_up_ws(
-    socket: &mut WebSocket,
-    ctx: &Arc<Ctx>,
-    v: &Visitor,
-    after: Seq,
-    until: Seq,
-) -> Result<Seq, ()> {
-    let mut sent = after;
-    loop {
-        let id = v.id.clone();
-        let from = sent;
-        let page = ctx
-            .reads
-            .run(move |c| reads::visitor_events_after(c, &id, from, 256))
-            .await
-            .map_err(|_| ())?;
-        let n = page.len();
-        for (seq, event) in page {
-            if seq > until {
-                return Ok(sent);
-            }
-            if !ws_send(socket, &VisitorOut::Event { seq, event }).await {
-                return Err(());
-            }
-            sent = seq;
-        }
-        if n < 256 {
-            return Ok(sent);
-        }
-    }
-}
-
-async fn snapshot(ctx: &Arc<Ctx>, v: &Visitor) -> Result<VisitorOut, VisitorOut> {
+pub(super) async fn snapshot(ctx: &Arc<Ctx>, v: &Visitor) -> Result<VisitorOut, VisitorOut> {
     let id = v.id.clone();
     ctx.reads
         .run(move |c| {
@@ -797,457 +609,11 @@ async fn snapshot(ctx: &Arc<Ctx>, v: &Visitor) -> Result<VisitorOut, VisitorOut>
         .map_err(store_err)
 }
 
-/// Welcome, then the snapshot or the replay after `after`: the seq sent.
-/// Boxed by its caller and over before the loop starts, so none of this
-/// stays in an idle visitor's future.
-async fn ws_greet(
-    socket: &mut WebSocket,
-    ctx: &Arc<Ctx>,
-    v: &Visitor,
-    resumed: bool,
-    after: Seq,
-) -> Result<Seq, &'static str> {
-    let welcome = VisitorOut::Welcome {
-        visitor: v.id.clone(),
-        token: v.token.clone(),
-        resumed,
-        agents_online: ctx.hub.agents_online(v.site.id),
-        heartbeat_ms: u32::try_from(ctx.cfg.visitor.liveness.heartbeat.as_millis()).unwrap_or(3000),
-    };
-    if !ws_send(socket, &welcome).await {
-        return Err("send failed");
-    }
-    let sent = if resumed {
-        match catch_up_ws(socket, ctx, v, after, Seq::MAX).await {
-            Ok(s) => s,
-            Err(()) => return Err("replay failed"),
-        }
-    } else {
-        match snapshot(ctx, v).await {
-            Ok(snap) => {
-                let seq = match &snap {
-                    VisitorOut::Snapshot { seq, .. } => *seq,
-                    _ => 0,
-                };
-                if !ws_send(socket, &snap).await {
-                    return Err("send failed");
-                }
-                seq
-            }
-            Err(e) => {
-                ws_send(socket, &e).await;
-                return Err("snapshot failed");
-            }
-        }
-    };
-    Ok(sent)
-}
-
-/// Pushes out, messages in, until the visitor goes; `sent` is the last seq
-/// the greeting sent.
-async fn ws_loop(
-    socket: &mut WebSocket,
-    ctx: &Arc<Ctx>,
-    v: &Visitor,
-    mut sent: Seq,
-    mut reg: crate::hub::Registration<VisitorPush>,
-) -> &'static str {
-    let vc = &ctx.cfg.visitor;
-    let mut gate = SendGate::new(vc.msg_rate, vc.msg_burst, Instant::now());
-    let now = || tokio::time::Instant::now().into_std();
-    let mut live = Liveness::new(vc.liveness, now());
-    loop {
-        let deadline = tokio::time::Instant::from_std(live.poll_timeout());
-        tokio::select! {
-            biased;
-            // Shutdown kicks every queue too (Hub::kick_all), so this one
-            // branch covers both: a select arm is paid for in every idle
-            // visitor's future.
-            push = reg.rx.recv() => {
-                match push {
-                    Recv::Kicked => {
-                        let (reason, end) = if ctx.shutdown.is_cancelled() {
-                            ("server going away", "shutdown")
-                        } else {
-                            ("too slow; reconnect and resume", "kicked")
-                        };
-                        ws_send(socket, &VisitorOut::GoingAway { reason: reason.into() }).await;
-                        return end;
-                    }
-                    Recv::Closed => return "hub dropped",
-                    Recv::Item(VisitorPush::Agents(online)) => {
-                        if !ws_send(socket, &VisitorOut::Agents { online }).await { return "send failed"; }
-                    }
-                    Recv::Item(VisitorPush::Event(seq, event)) => {
-                        if seq <= sent { continue; }
-                        if seq > sent + 1 {
-                            match Box::pin(catch_up_ws(socket, ctx, v, sent, seq - 1)).await {
-                                Ok(s) => sent = s,
-                                Err(()) => return "replay failed",
-                            }
-                        }
-                        if seq == sent + 1 {
-                            let ev: VisitorEvent = (*event).clone();
-                            if !ws_send(socket, &VisitorOut::Event { seq, event: ev }).await { return "send failed"; }
-                            ctx.metrics.messages_out.inc();
-                            sent = seq;
-                        }
-                    }
-                }
-            }
-            msg = socket.recv() => {
-                let text = match msg {
-                    None | Some(Err(_)) => return "closed",
-                    Some(Ok(Message::Close(_))) => return "closed",
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => { live.on_recv(now()); continue; }
-                    Some(Ok(Message::Binary(_))) => {
-                        ws_send(socket, &err(ErrorCode::BadRequest, "binary frames are not part of the protocol")).await;
-                        continue;
-                    }
-                };
-                live.on_recv(now());
-                let reply = match visitor::parse_in(text.as_bytes(), &vc.limits) {
-                    Ok(m) => Box::pin(handle_msg(ctx, v, &mut gate, m, sent)).await,
-                    Err(e) => {
-                        ctx.metrics.rejected_frames.inc();
-                        Some(match visitor::action_id(text.as_bytes(), &vc.limits) {
-                            Some(id) => err_for(id, e.code(), e.to_string()),
-                            None => err(e.code(), e.to_string()),
-                        })
-                    }
-                };
-                if let Some(r) = reply
-                    && !ws_send(socket, &r).await
-                {
-                    return "send failed";
-                }
-            }
-            () = sleep_until(deadline) => {
-                // The browser pings us; we only need to notice silence.
-                if live.poll(now()) == LivenessAction::Dead {
-                    return "dead";
-                }
-                live.on_send(now());
-            }
-        }
-    }
-}
-
-// ------------------------------------------------------------------ long-poll
-
-/// The visitor token of a long-poll request: the `X-Holdfast-Token`
-/// header, where proxies do not log it; the body's or the query's from
-/// widgets older than the header (deprecated).
-fn lp_token(headers: &HeaderMap, fallback: Option<String>) -> Option<String> {
-    headers
-        .get(TOKEN_HEADER)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or(fallback)
-}
-
-pub(crate) const TOKEN_HEADER: &str = "x-holdfast-token";
-/// The verified identity's hash, on long-poll requests of a visitor bound
-/// to one (see [`resolve_token`]).
-pub(crate) const IDENTITY_HEADER: &str = "x-holdfast-identity";
-
-fn lp_response(status: StatusCode, msgs: Vec<VisitorOut>) -> Response {
-    (status, axum::Json(LongPollResponse { msgs })).into_response()
-}
-
-/// 429 with the wait both as `Retry-After` (whole seconds, for proxies and
-/// generic clients) and as `retry_after_ms` (for the widget).
-fn too_many_requests(ctx: &Ctx, l: crate::limits::Limited) -> Response {
-    ctx.metrics.visitor_limited.inc();
-    let mut r = lp_response(
-        StatusCode::TOO_MANY_REQUESTS,
-        vec![VisitorOut::Error {
-            code: ErrorCode::RateLimited,
-            message: l.message("requests"),
-            id: None,
-            retry_after_ms: Some(ms(l.retry_after)),
-        }],
-    );
-    let secs = l.retry_after.as_secs() + u64::from(l.retry_after.subsec_nanos() > 0);
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    r
-}
-
-/// A refusal's HTTP status: the client's fault (401) only when it is;
-/// the server's trouble (a full disk, a busy database) is 503, so the
-/// widget keeps its token and tries again.
-fn refusal_status(e: &VisitorOut) -> StatusCode {
-    match e {
-        VisitorOut::Error {
-            code: ErrorCode::Unauthorized,
-            ..
-        } => StatusCode::UNAUTHORIZED,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
-pub(crate) async fn long_poll_send(
-    State(ctx): State<Arc<Ctx>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let ip = client_ip(&ctx, peer, &headers);
-    if let Err(l) = ctx.visitor_limits.http_request(ip) {
-        return too_many_requests(&ctx, l);
-    }
-    let req = match visitor::parse_long_poll(&body, &ctx.cfg.visitor.limits) {
-        Ok(r) => r,
-        Err(e) => {
-            ctx.metrics.rejected_frames.inc();
-            let status = if e.code() == ErrorCode::TooLarge {
-                StatusCode::PAYLOAD_TOO_LARGE
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            return lp_response(status, vec![err(e.code(), e.to_string())]);
-        }
-    };
-    let ua = client_ua(&headers);
-    // A batch that opens with a hello is a new session; its own token and
-    // identity are what count, not the header's.
-    let opens_with_hello = matches!(req.msgs.first(), Some(VisitorIn::Hello { .. }));
-    let token = lp_token(&headers, req.token).filter(|_| !opens_with_hello);
-    let mut current: Option<Visitor> = match token {
-        None => None,
-        Some(t) => match resolve_token(&ctx, &headers, &t, ua.clone(), ip).await {
-            Ok(v) => Some(v),
-            Err(e) => return lp_response(refusal_status(&e), vec![e]),
-        },
-    };
-    let vc = &ctx.cfg.visitor;
-    let origin = client_origin(&headers);
-    let mut out = Vec::new();
-    let mut hellos = 0;
-    for msg in req.msgs {
-        if let Some(req) = HelloReq::from_msg(msg.clone(), origin.clone(), ua.clone(), ip) {
-            // Each hello is a database write; one a request is all a
-            // widget ever sends.
-            hellos += 1;
-            if hellos > 1 {
-                ctx.metrics.rejected_frames.inc();
-                out.push(err(ErrorCode::BadRequest, "one hello per request"));
-                continue;
-            }
-            match hello(&ctx, req).await {
-                Ok(h) => {
-                    out.push(VisitorOut::Welcome {
-                        visitor: h.visitor.id.clone(),
-                        token: h.visitor.token.clone(),
-                        resumed: h.resumed,
-                        agents_online: ctx.hub.agents_online(h.visitor.site.id),
-                        heartbeat_ms: u32::try_from(vc.liveness.heartbeat.as_millis())
-                            .unwrap_or(3000),
-                    });
-                    current = Some(h.visitor);
-                }
-                Err(e) => out.push(e),
-            }
-            continue;
-        }
-        let Some(v) = current.as_ref() else {
-            out.push(err(
-                ErrorCode::Unauthorized,
-                "send a hello or a token first",
-            ));
-            continue;
-        };
-        // Held across the writer's answer: two POSTs of one visitor at once
-        // take turns, so neither the count nor the order can be raced.
-        let gate = lp_gate(&ctx, &v.id);
-        let mut gate = gate.lock().await;
-        let head = Seq::MAX;
-        if let Some(r) = handle_msg(&ctx, v, &mut gate, msg, head).await {
-            out.push(r);
-        }
-    }
-    lp_response(StatusCode::OK, out)
-}
-
-/// Long-poll visitors have no connection to hang a rate limiter on, so their
-/// gates are kept by visitor id between requests.
-fn lp_gate(ctx: &Arc<Ctx>, visitor: &str) -> Arc<tokio::sync::Mutex<SendGate>> {
-    let vc = &ctx.cfg.visitor;
-    let mut map = ctx.lp_buckets.lock().unwrap_or_else(|p| p.into_inner());
-    if map.len() > 50_000 {
-        map.retain(|_, g| Arc::strong_count(g) > 1);
-    }
-    map.entry(visitor.to_owned())
-        .or_insert_with(|| {
-            Arc::new(tokio::sync::Mutex::new(SendGate::new(
-                vc.msg_rate,
-                vc.msg_burst,
-                Instant::now(),
-            )))
-        })
-        .clone()
-}
-
 /// The verified identity `visitor` is bound to, if any.
-async fn bound_identity(ctx: &Ctx, visitor: &str) -> Result<Option<String>, VisitorOut> {
+pub(super) async fn bound_identity(ctx: &Ctx, visitor: &str) -> Result<Option<String>, VisitorOut> {
     let vid = visitor.to_owned();
     ctx.reads
         .run(move |c| reads::verified_identity(c, &vid))
         .await
         .map_err(store_err)
-}
-
-/// The visitor of a long-poll request's token. A token of a visitor bound
-/// to a verified identity is not enough on its own (it may have been copied
-/// to another user's browser): the request must carry that identity's hash
-/// in `X-Holdfast-Identity`, as a `hello` carries it in `identity`.
-async fn resolve_token(
-    ctx: &Arc<Ctx>,
-    headers: &HeaderMap,
-    token: &str,
-    ua: Option<String>,
-    ip: IpAddr,
-) -> Result<Visitor, VisitorOut> {
-    let unauthorized = |why: &str| {
-        ctx.metrics.rejected_frames.inc();
-        err(ErrorCode::Unauthorized, why)
-    };
-    // Old-format tokens only in a hello, which replaces them.
-    let verified = if crate::token::TokenKey::is_legacy(token) {
-        None
-    } else {
-        ctx.tokens.verify(token, ctx.cfg.visitor.token_lifetime)
-    };
-    let Some((id, site_id)) = verified else {
-        return Err(unauthorized(
-            "invalid or expired visitor token; start a new session with a hello",
-        ));
-    };
-    let site = ctx
-        .reads
-        .run(move |c| reads::site_by_id(c, site_id))
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| {
-            err(
-                ErrorCode::Unauthorized,
-                "the site of this token no longer exists",
-            )
-        })?;
-    if let Some(secret) = site.secret.clone()
-        && let Some(external) = bound_identity(ctx, &id).await?
-    {
-        let proof = headers.get(IDENTITY_HEADER).and_then(|h| h.to_str().ok());
-        if !proof.is_some_and(|h| crate::token::verify_identity(&secret, &external, h)) {
-            return Err(unauthorized(
-                "this visitor belongs to a signed-in user: send the identity's hash in X-Holdfast-Identity, or start a new session with a hello",
-            ));
-        }
-    }
-    Ok(Visitor {
-        id,
-        site,
-        token: token.to_string(),
-        user_agent: ua,
-        ip,
-    })
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct PollParams {
-    /// Deprecated: widgets send the `X-Holdfast-Token` header.
-    #[serde(default)]
-    token: Option<String>,
-    #[serde(default)]
-    after: Seq,
-}
-
-pub(crate) async fn long_poll_recv(
-    State(ctx): State<Arc<Ctx>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<PollParams>,
-) -> Response {
-    let ip = client_ip(&ctx, peer, &headers);
-    if let Err(l) = ctx.visitor_limits.http_request(ip) {
-        return too_many_requests(&ctx, l);
-    }
-    let Some(token) = lp_token(&headers, q.token) else {
-        return lp_response(
-            StatusCode::UNAUTHORIZED,
-            vec![err(
-                ErrorCode::Unauthorized,
-                "no visitor token (X-Holdfast-Token)",
-            )],
-        );
-    };
-    let v = match resolve_token(&ctx, &headers, &token, client_ua(&headers), ip).await {
-        Ok(v) => v,
-        Err(e) => return lp_response(refusal_status(&e), vec![e]),
-    };
-    let info = match visitor_info(&ctx, &v).await {
-        Ok(i) => i,
-        Err(e) => return lp_response(StatusCode::SERVICE_UNAVAILABLE, vec![e]),
-    };
-    let notify = ctx.hub.poll_begin(info);
-    let out = poll_events(&ctx, &v, q.after, &notify).await;
-    ctx.hub.poll_end(&v.id);
-    match out {
-        Ok(msgs) => lp_response(StatusCode::OK, msgs),
-        Err(e) => lp_response(StatusCode::SERVICE_UNAVAILABLE, vec![e]),
-    }
-}
-
-async fn poll_events(
-    ctx: &Arc<Ctx>,
-    v: &Visitor,
-    after: Seq,
-    notify: &tokio::sync::Notify,
-) -> Result<Vec<VisitorOut>, VisitorOut> {
-    let id = v.id.clone();
-    let (floor, head) = ctx
-        .reads
-        .run(move |c| reads::visitor_log_bounds(c, &id))
-        .await
-        .map_err(store_err)?;
-    if after < floor || after > head {
-        return Ok(vec![snapshot(ctx, v).await?]);
-    }
-    // `after` doubles as the cumulative ack of everything before it.
-    if after > 0 {
-        let _queued = ctx.writer.try_submit(Op::Delivered {
-            visitor: v.id.clone(),
-            up_to: after,
-        });
-    }
-    let deadline = tokio::time::Instant::now() + ctx.cfg.visitor.poll_timeout;
-    loop {
-        // Arm the notification before reading, so an event committed between
-        // the read and the wait still wakes us.
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let id = v.id.clone();
-        let events = ctx
-            .reads
-            .run(move |c| reads::visitor_events_after(c, &id, after, 256))
-            .await
-            .map_err(store_err)?;
-        if !events.is_empty() {
-            ctx.metrics.messages_out.add(events.len() as u64);
-            return Ok(events
-                .into_iter()
-                .map(|(seq, event)| VisitorOut::Event { seq, event })
-                .collect());
-        }
-        tokio::select! {
-            () = &mut notified => {}
-            () = tokio::time::sleep_until(deadline) => return Ok(vec![VisitorOut::Pong]),
-            () = ctx.shutdown.cancelled() => {
-                return Ok(vec![VisitorOut::GoingAway { reason: "server going away".into() }]);
-            }
-        }
-    }
 }
