@@ -27,7 +27,7 @@ use super::session::{
 use crate::Ctx;
 use crate::hub::VisitorPush;
 use crate::pushq::Recv;
-use crate::store::reads;
+use crate::store::{StoreError, reads};
 use crate::throttle::SendGate;
 
 pub(crate) async fn ws_upgrade(
@@ -100,10 +100,58 @@ async fn ws_session(
         Err(end) => end,
     };
     ctx.hub.unregister_visitor(&v.id, conn_id);
-    if end == "dead" {
+    if end == VisitorEnd::Dead {
         ctx.metrics.dead_peer_cuts.inc();
     }
-    tracing::debug!(visitor = %v.id, "visitor websocket ended: {end}");
+    tracing::debug!(visitor = %v.id, "visitor websocket ended: {}", end.as_str());
+}
+
+/// Why a visitor's WebSocket session ended. Only the WebSocket has a session
+/// to end; a long-poll visitor is simply gone when its requests stop.
+/// Matching on this instead of on words means a reworded log line cannot
+/// quietly stop the dead-peer count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VisitorEnd {
+    /// The browser closed the socket, or the socket broke.
+    Closed,
+    /// The browser's pings stopped: the one end counted as a dead peer cut.
+    Dead,
+    SendFailed,
+    /// Catching up on missed events failed, reading or sending.
+    ReplayFailed,
+    SnapshotFailed,
+    /// The hub cut this visitor as a slow consumer; it may reconnect and
+    /// resume.
+    Kicked,
+    Shutdown,
+    HubDropped,
+}
+
+impl VisitorEnd {
+    /// The words the log line has always used, so searches over old and new
+    /// logs find the same thing.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Dead => "dead",
+            Self::SendFailed => "send failed",
+            Self::ReplayFailed => "replay failed",
+            Self::SnapshotFailed => "snapshot failed",
+            Self::Kicked => "kicked",
+            Self::Shutdown => "shutdown",
+            Self::HubDropped => "hub dropped",
+        }
+    }
+}
+
+/// Why a replay stopped short. The session ends the same way for both, but a
+/// failed read is not a closed socket, and `()` could not say which.
+#[derive(Debug, thiserror::Error)]
+enum ReplayError {
+    #[error("reading the visitor's log: {0}")]
+    Read(#[from] StoreError),
+    #[error("the socket would not take an event")]
+    Send,
 }
 
 /// Read the hello and register the visitor; None when the session is over.
@@ -182,7 +230,7 @@ async fn catch_up_ws(
     v: &Visitor,
     after: Seq,
     until: Seq,
-) -> Result<Seq, ()> {
+) -> Result<Seq, ReplayError> {
     let mut sent = after;
     loop {
         let id = v.id.clone();
@@ -190,15 +238,14 @@ async fn catch_up_ws(
         let page = ctx
             .reads
             .run(move |c| reads::visitor_events_after(c, &id, from, 256))
-            .await
-            .map_err(|_| ())?;
+            .await?;
         let n = page.len();
         for (seq, event) in page {
             if seq > until {
                 return Ok(sent);
             }
             if !ws_send(socket, &VisitorOut::Event { seq, event }).await {
-                return Err(());
+                return Err(ReplayError::Send);
             }
             sent = seq;
         }
@@ -217,7 +264,7 @@ async fn ws_greet(
     v: &Visitor,
     resumed: bool,
     after: Seq,
-) -> Result<Seq, &'static str> {
+) -> Result<Seq, VisitorEnd> {
     let welcome = VisitorOut::Welcome {
         visitor: v.id.clone(),
         token: v.token.clone(),
@@ -226,12 +273,12 @@ async fn ws_greet(
         heartbeat_ms: u32::try_from(ctx.cfg.visitor.liveness.heartbeat.as_millis()).unwrap_or(3000),
     };
     if !ws_send(socket, &welcome).await {
-        return Err("send failed");
+        return Err(VisitorEnd::SendFailed);
     }
     let sent = if resumed {
         match catch_up_ws(socket, ctx, v, after, Seq::MAX).await {
             Ok(s) => s,
-            Err(()) => return Err("replay failed"),
+            Err(_) => return Err(VisitorEnd::ReplayFailed),
         }
     } else {
         match snapshot(ctx, v).await {
@@ -241,13 +288,13 @@ async fn ws_greet(
                     _ => 0,
                 };
                 if !ws_send(socket, &snap).await {
-                    return Err("send failed");
+                    return Err(VisitorEnd::SendFailed);
                 }
                 seq
             }
             Err(e) => {
                 ws_send(socket, &e).await;
-                return Err("snapshot failed");
+                return Err(VisitorEnd::SnapshotFailed);
             }
         }
     };
@@ -262,7 +309,7 @@ async fn ws_loop(
     v: &Visitor,
     mut sent: Seq,
     mut reg: crate::hub::Registration<VisitorPush>,
-) -> &'static str {
+) -> VisitorEnd {
     let vc = &ctx.cfg.visitor;
     let mut gate = SendGate::new(vc.msg_rate, vc.msg_burst, Instant::now());
     let now = || tokio::time::Instant::now().into_std();
@@ -278,28 +325,28 @@ async fn ws_loop(
                 match push {
                     Recv::Kicked => {
                         let (reason, end) = if ctx.shutdown.is_cancelled() {
-                            ("server going away", "shutdown")
+                            ("server going away", VisitorEnd::Shutdown)
                         } else {
-                            ("too slow; reconnect and resume", "kicked")
+                            ("too slow; reconnect and resume", VisitorEnd::Kicked)
                         };
                         ws_send(socket, &VisitorOut::GoingAway { reason: reason.into() }).await;
                         return end;
                     }
-                    Recv::Closed => return "hub dropped",
+                    Recv::Closed => return VisitorEnd::HubDropped,
                     Recv::Item(VisitorPush::Agents(online)) => {
-                        if !ws_send(socket, &VisitorOut::Agents { online }).await { return "send failed"; }
+                        if !ws_send(socket, &VisitorOut::Agents { online }).await { return VisitorEnd::SendFailed; }
                     }
                     Recv::Item(VisitorPush::Event(seq, event)) => {
                         if seq <= sent { continue; }
                         if seq > sent + 1 {
                             match Box::pin(catch_up_ws(socket, ctx, v, sent, seq - 1)).await {
                                 Ok(s) => sent = s,
-                                Err(()) => return "replay failed",
+                                Err(_) => return VisitorEnd::ReplayFailed,
                             }
                         }
                         if seq == sent + 1 {
                             let ev: VisitorEvent = (*event).clone();
-                            if !ws_send(socket, &VisitorOut::Event { seq, event: ev }).await { return "send failed"; }
+                            if !ws_send(socket, &VisitorOut::Event { seq, event: ev }).await { return VisitorEnd::SendFailed; }
                             ctx.metrics.messages_out.inc();
                             sent = seq;
                         }
@@ -308,8 +355,8 @@ async fn ws_loop(
             }
             msg = socket.recv() => {
                 let text = match msg {
-                    None | Some(Err(_)) => return "closed",
-                    Some(Ok(Message::Close(_))) => return "closed",
+                    None | Some(Err(_)) => return VisitorEnd::Closed,
+                    Some(Ok(Message::Close(_))) => return VisitorEnd::Closed,
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => { live.on_recv(now()); continue; }
                     Some(Ok(Message::Binary(_))) => {
@@ -331,13 +378,13 @@ async fn ws_loop(
                 if let Some(r) = reply
                     && !ws_send(socket, &r).await
                 {
-                    return "send failed";
+                    return VisitorEnd::SendFailed;
                 }
             }
             () = sleep_until(deadline) => {
                 // The browser pings us; we only need to notice silence.
                 if live.poll(now()) == LivenessAction::Dead {
-                    return "dead";
+                    return VisitorEnd::Dead;
                 }
                 live.on_send(now());
             }
