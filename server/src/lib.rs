@@ -5,9 +5,12 @@
 //! - [`hub`]: in-memory presence, visitors, and the live-connection registry;
 //!   [`pushq`]: the small bounded queue from the hub to each connection.
 //! - [`agent_gw`]: the agent TCP gateway (protocol crate, sealed frames).
-//! - [`visitor`]: HTTP: visitor WebSocket and long-poll, widget assets,
-//!   `/healthz`, `/metrics`; [`http`]: its accept loop, with a timer on
-//!   every phase of a connection and caps on how many it may hold.
+//! - [`http`]: the HTTP port's accept loop, with a timer on every phase of
+//!   a connection and caps on how many it may hold; its routes
+//!   ([`http::router`]: `/healthz`, and `/metrics` on the admin listener)
+//!   and the embedded widget and demo files ([`http::assets`]).
+//! - [`visitor`]: what the visitor routes do: the session both transports
+//!   share, the WebSocket, and the long-poll fallback.
 //! - [`auth`], [`token`], [`throttle`], [`identity`]: passwords, visitor
 //!   tokens and identify hashes, rate limits, the server's static key.
 //! - [`login`], [`ticket`]: who may log in (the pre-auth pool, the login
