@@ -5,9 +5,12 @@
 //! - [`hub`]: in-memory presence, visitors, and the live-connection registry;
 //!   [`pushq`]: the small bounded queue from the hub to each connection.
 //! - [`agent_gw`]: the agent TCP gateway (protocol crate, sealed frames).
-//! - [`visitor_gw`]: HTTP: visitor WebSocket and long-poll, widget assets,
-//!   `/healthz`, `/metrics`; [`http`]: its accept loop, with a timer on
-//!   every phase of a connection and caps on how many it may hold.
+//! - [`http`]: the HTTP port's accept loop, with a timer on every phase of
+//!   a connection and caps on how many it may hold; its routes
+//!   ([`http::router`]: `/healthz`, and `/metrics` on the admin listener)
+//!   and the embedded widget and demo files ([`http::assets`]).
+//! - [`visitor`]: what the visitor routes do: the session both transports
+//!   share, the WebSocket, and the long-poll fallback.
 //! - [`auth`], [`token`], [`throttle`], [`identity`]: passwords, visitor
 //!   tokens and identify hashes, rate limits, the server's static key.
 //! - [`login`], [`ticket`]: who may log in (the pre-auth pool, the login
@@ -23,7 +26,6 @@
 
 pub mod admin;
 pub mod agent_gw;
-pub mod assets;
 pub mod auth;
 pub mod config;
 pub mod http;
@@ -39,7 +41,7 @@ pub mod sweeps;
 pub mod throttle;
 pub mod ticket;
 pub mod token;
-pub mod visitor_gw;
+pub mod visitor;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -197,9 +199,12 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     });
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(agent_gw::serve(agent_listener, ctx.clone())));
-    tasks.push(tokio::spawn(visitor_gw::serve(http_listener, ctx.clone())));
+    tasks.push(tokio::spawn(http::router::serve(
+        http_listener,
+        ctx.clone(),
+    )));
     if let Some(l) = admin_listener {
-        tasks.push(tokio::spawn(visitor_gw::serve_admin(l, ctx.clone())));
+        tasks.push(tokio::spawn(http::router::serve_admin(l, ctx.clone())));
     }
     tasks.push(tokio::spawn(sweeps::owner_sweep(ctx.clone())));
     tasks.push(tokio::spawn(sweeps::presence(ctx.clone())));

@@ -17,10 +17,16 @@
 //!
 //! [`conns`] caps connections per address and in total, cutting sockets
 //! that never got an answer before it refuses a new one.
+//!
+//! What is served is decided apart from how: [`router`] holds the routes
+//! and their layers, [`assets`] the embedded files; the visitor handlers
+//! are in [`crate::visitor`].
 
+pub mod assets;
 mod body;
 mod conns;
 mod io;
+pub mod router;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -237,7 +243,7 @@ pub async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>, app: Router) 
         };
         // Behind a trusted reverse proxy every visitor arrives from the
         // proxy's address; the per-address limits then apply to the
-        // forwarded address instead (see `client_ip`).
+        // forwarded address instead (see `visitor::session::client_ip`).
         let proxied = trusted.iter().any(|c| c.contains(peer.ip()));
         match conns.admit(peer.ip(), !proxied) {
             Ok((slot, eviction)) => {

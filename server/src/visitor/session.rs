@@ -1,0 +1,619 @@
+//! What both visitor transports share: the hello (site key, origin, token
+//! and bound identity), the snapshot a visitor without a usable cursor gets,
+//! the rate gates, and [`handle_msg`], so a message means the same thing
+//! whether it came over the WebSocket or in a long-poll POST.
+//!
+//! Nothing here knows either transport: [`super::ws`] and
+//! [`super::long_poll`] call in, never the reverse, so neither can grow a
+//! private meaning for a message.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, header};
+use holdfast_protocol::agent::{PageView, Seq};
+use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::ids::MsgId;
+use holdfast_protocol::visitor::{self, PageInfo, VisitorIn, VisitorOut};
+
+use crate::Ctx;
+use crate::store::reads::{self, SiteRow};
+use crate::store::writer::VisitorSendOutcome;
+use crate::store::{Op, StoreError, now_ms};
+use crate::throttle::SendGate;
+
+/// A visitor, once its hello checked out.
+#[derive(Debug)]
+pub(super) struct Visitor {
+    pub(super) id: String,
+    pub(super) site: SiteRow,
+    pub(super) token: String,
+    pub(super) user_agent: Option<String>,
+    /// The client's address, for the per-address limits.
+    pub(super) ip: IpAddr,
+}
+
+pub(super) fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+}
+
+pub(super) fn err(code: ErrorCode, message: impl Into<String>) -> VisitorOut {
+    VisitorOut::Error {
+        code,
+        message: message.into(),
+        id: None,
+        retry_after_ms: None,
+    }
+}
+
+/// An error answering the action `id`.
+pub(super) fn err_for(id: MsgId, code: ErrorCode, message: impl Into<String>) -> VisitorOut {
+    VisitorOut::Error {
+        code,
+        message: message.into(),
+        id: Some(id),
+        retry_after_ms: None,
+    }
+}
+
+/// What a hello asks for, with where it came from.
+pub(super) struct HelloReq {
+    site: String,
+    token: Option<String>,
+    after: Option<Seq>,
+    page: Option<PageInfo>,
+    user_agent: Option<String>,
+    v: Option<u16>,
+    /// The page's origin (the `Origin` header), checked against the site's
+    /// allowed origins.
+    origin: Option<String>,
+    /// The identity the page vouches for.
+    identity: Option<visitor::IdentityProof>,
+    /// The client's address (through trusted proxies).
+    ip: IpAddr,
+}
+
+impl HelloReq {
+    /// The fields of a `hello`; `None` for any other message.
+    pub(super) fn from_msg(
+        msg: VisitorIn,
+        origin: Option<String>,
+        ua: Option<String>,
+        ip: IpAddr,
+    ) -> Option<Self> {
+        match msg {
+            VisitorIn::Hello {
+                site,
+                token,
+                after,
+                page,
+                user_agent,
+                v,
+                identity,
+                ..
+            } => Some(Self {
+                site,
+                token,
+                after,
+                page,
+                user_agent: user_agent.or(ua),
+                v,
+                origin,
+                identity,
+                ip,
+            }),
+            _ => None,
+        }
+    }
+}
+
+pub(super) struct HelloResult {
+    pub(super) visitor: Visitor,
+    pub(super) resumed: bool,
+    pub(super) after: Seq,
+}
+
+/// Validate a hello: site key, origin, token (if any), create or refresh the
+/// visitor.
+pub(super) async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut> {
+    let HelloReq {
+        site,
+        token,
+        after,
+        page,
+        user_agent,
+        v,
+        origin,
+        identity,
+        ip,
+    } = req;
+    let version = v.unwrap_or(1);
+    if version != holdfast_protocol::VISITOR_PROTOCOL_VERSION {
+        return Err(err(
+            ErrorCode::VersionMismatch,
+            format!(
+                "protocol version mismatch: server speaks {}, widget speaks {version}",
+                holdfast_protocol::VISITOR_PROTOCOL_VERSION
+            ),
+        ));
+    }
+    let key = site.clone();
+    let site = ctx
+        .reads
+        .run(move |c| reads::site_by_key(c, &key))
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| err(ErrorCode::NotFound, format!("unknown site key {site:?}")))?;
+    if !site.allows_origin(origin.as_deref()) {
+        ctx.metrics.rejected_frames.inc();
+        return Err(err(
+            ErrorCode::Forbidden,
+            format!(
+                "site {:?} does not allow its chat on {}; add the origin with `holdfast-server site origins`",
+                site.key,
+                origin.as_deref().unwrap_or("this page")
+            ),
+        ));
+    }
+    let expired = || {
+        ctx.metrics.rejected_frames.inc();
+        err(
+            ErrorCode::Unauthorized,
+            "invalid or expired visitor token; start a new session without it",
+        )
+    };
+    let known = match token {
+        None => None,
+        Some(t) => match ctx.tokens.verify(&t, ctx.cfg.visitor.token_lifetime) {
+            Some((id, s)) if s == site.id => {
+                // An old-format token carries no issue time: it stands for
+                // a visitor seen within a token's lifetime, and this
+                // welcome replaces it.
+                if crate::token::TokenKey::is_legacy(&t) {
+                    let vid = id.clone();
+                    let seen = ctx
+                        .reads
+                        .run(move |c| reads::visitor_last_seen(c, &vid))
+                        .await
+                        .map_err(store_err)?;
+                    let lifetime_ms = i64::try_from(ctx.cfg.visitor.token_lifetime.as_millis())
+                        .unwrap_or(i64::MAX);
+                    if seen.is_none_or(|at| now_ms().saturating_sub(at) > lifetime_ms) {
+                        return Err(expired());
+                    }
+                }
+                Some(id)
+            }
+            _ => return Err(expired()),
+        },
+    };
+    // A token that belongs to a verified identity resumes only with that
+    // identity: another signed-in user of the same browser (or a copied
+    // token) starts a new visitor instead of reading this one's chat.
+    let known = match known {
+        Some(id) => {
+            let bound = bound_identity(ctx, &id).await?;
+            let proven = |want: &str| {
+                identity.as_ref().is_some_and(|p| {
+                    p.id == want
+                        && matches!((&site.secret, &p.hash), (Some(secret), Some(h))
+                            if crate::token::verify_identity(secret, &p.id, h))
+                })
+            };
+            match (bound, &site.secret) {
+                (Some(external), Some(_)) if !proven(&external) => None,
+                // A site that dropped its secret can verify nobody any
+                // more; its visitors resume as any unverified one does.
+                _ => Some(id),
+            }
+        }
+        None => None,
+    };
+    if known.is_none()
+        && let Err(l) = ctx.visitor_limits.new_visitor(ip)
+    {
+        ctx.metrics.visitor_limited.inc();
+        return Err(VisitorOut::Error {
+            code: ErrorCode::RateLimited,
+            message: l.message("new visitors"),
+            id: None,
+            retry_after_ms: Some(ms(l.retry_after)),
+        });
+    }
+    let site_id = site.id;
+    let ua = user_agent.clone();
+    let page = page.map(page_view);
+    let id = ctx
+        .writer
+        .call(|reply| Op::VisitorHello {
+            site: site_id,
+            visitor: known.clone(),
+            user_agent: ua,
+            page,
+            reply,
+        })
+        .await
+        .map_err(store_err)?;
+    let token = ctx
+        .tokens
+        .issue(&id, site.id)
+        .ok_or_else(|| err(ErrorCode::Internal, "cannot issue a token"))?;
+    // A new identity (unknown or fresh token) has no history to resume: it
+    // replays its (empty) log from the start. A known one without a cursor
+    // has lost its local state (another browser, cleared storage) and gets
+    // a snapshot, as the spec says, rather than every event since seq 1.
+    let (after, resumable) = if known.as_deref() == Some(id.as_str()) {
+        (after.unwrap_or(0), after.is_some())
+    } else {
+        (0, true)
+    };
+    let vid = id.clone();
+    let (floor, head) = ctx
+        .reads
+        .run(move |c| reads::visitor_log_bounds(c, &vid))
+        .await
+        .map_err(store_err)?;
+    let visitor = Visitor {
+        id,
+        site,
+        token,
+        user_agent,
+        ip,
+    };
+    Ok(HelloResult {
+        resumed: resumable && after >= floor && after <= head,
+        after,
+        visitor,
+    })
+}
+
+pub(super) fn store_err(e: StoreError) -> VisitorOut {
+    tracing::warn!("visitor request failed in storage: {e}");
+    err(
+        ErrorCode::Unavailable,
+        "the server cannot store that right now; it will be retried",
+    )
+}
+
+fn page_view(p: PageInfo) -> PageView {
+    PageView {
+        url: p.url,
+        title: p.title,
+        referrer: p.referrer.filter(|r| !r.is_empty()),
+        at_ms: now_ms(),
+    }
+}
+
+fn record_page(ctx: &Arc<Ctx>, v: &Visitor, p: PageInfo) {
+    let page = page_view(p);
+    ctx.hub.visitor_page(&v.id, page.clone(), None);
+    if !ctx.writer.try_submit(Op::PageView {
+        visitor: v.id.clone(),
+        page,
+    }) {
+        tracing::warn!("page view dropped: writer queue full");
+    }
+}
+
+/// Stored visitor record with live bits, for registering with the hub.
+pub(super) async fn visitor_info(
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+) -> Result<holdfast_protocol::agent::VisitorInfo, VisitorOut> {
+    let id = v.id.clone();
+    let mut info = ctx
+        .reads
+        .run(move |c| reads::visitor_info(c, &id))
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| err(ErrorCode::Internal, "visitor vanished"))?;
+    info.user_agent = v.user_agent.clone().or(info.user_agent);
+    info.online = true;
+    Ok(info)
+}
+
+/// Handle one post-hello message; returns the reply, if any.
+pub(super) async fn handle_msg(
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    gate: &mut SendGate,
+    msg: VisitorIn,
+    sent: Seq,
+) -> Option<VisitorOut> {
+    match msg {
+        VisitorIn::Hello { .. } => Some(err(ErrorCode::BadRequest, "already said hello")),
+        VisitorIn::Ping => Some(VisitorOut::Pong),
+        VisitorIn::Send { id, body } => Some(send(ctx, v, gate, id, body, None).await),
+        VisitorIn::LeaveMessage { id, body, email } => {
+            Some(send(ctx, v, gate, id, body, Some(email)).await)
+        }
+        VisitorIn::EndChat { id } => {
+            if let Err(r) = gate.admit(id, Instant::now()) {
+                return Some(rate_limited(id, r));
+            }
+            if let Some(r) = shared_limits(ctx, v, gate, id) {
+                return Some(r);
+            }
+            let visitor = v.id.clone();
+            let r = ctx
+                .writer
+                .call(|reply| Op::VisitorEndChat { visitor, id, reply })
+                .await;
+            Some(action_reply(ctx, id, r))
+        }
+        VisitorIn::Page(p) => {
+            if let Err(l) = ctx.visitor_limits.page(&v.id, v.ip) {
+                return Some(limited(ctx, l, "page views"));
+            }
+            record_page(ctx, v, p);
+            None
+        }
+        VisitorIn::Identify {
+            id,
+            name,
+            email,
+            hash,
+            attrs,
+        } => {
+            if let Err(l) = ctx.visitor_limits.identify(&v.id, v.ip) {
+                return Some(limited(ctx, l, "identifies"));
+            }
+            let verified = match (&v.site.secret, hash) {
+                (Some(secret), Some(h)) if crate::token::verify_identity(secret, &id, &h) => true,
+                (Some(_), _) => {
+                    ctx.metrics.rejected_frames.inc();
+                    return Some(err(
+                        ErrorCode::BadIdentity,
+                        "identify rejected: this site requires hash = HMAC-SHA256(site secret, id) and it did not match",
+                    ));
+                }
+                (None, _) => false,
+            };
+            let attrs = attrs
+                .iter()
+                .map(|(k, val)| (k.clone(), visitor::attr_text(val)))
+                .collect();
+            let visitor = v.id.clone();
+            let r = ctx
+                .writer
+                .call(|reply| Op::Identify {
+                    visitor,
+                    external_id: id,
+                    name,
+                    email,
+                    attrs,
+                    verified,
+                    reply,
+                })
+                .await;
+            match r {
+                Ok(true) => None,
+                // This visitor is bound to another verified identity (the
+                // browser now belongs to someone else): the client starts a
+                // new visitor, and identifies that one.
+                Ok(false) => Some(err(
+                    ErrorCode::Unauthorized,
+                    "this visitor belongs to another signed-in user; start a new session without the token",
+                )),
+                Err(e) => Some(store_err(e)),
+            }
+        }
+        VisitorIn::Ack { seq } => {
+            if !ctx.writer.try_submit(Op::Delivered {
+                visitor: v.id.clone(),
+                up_to: seq.min(sent),
+            }) {
+                tracing::debug!("delivery receipt dropped: writer queue full");
+            }
+            None
+        }
+    }
+}
+
+async fn send(
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    gate: &mut SendGate,
+    id: MsgId,
+    body: String,
+    leave: Option<Option<String>>,
+) -> VisitorOut {
+    if let Err(r) = gate.admit(id, Instant::now()) {
+        return rate_limited(id, r);
+    }
+    if let Some(r) = shared_limits(ctx, v, gate, id) {
+        return r;
+    }
+    // A left message shows agents the page it was left on.
+    let page = leave
+        .as_ref()
+        .and_then(|_| ctx.hub.visitor_live(&v.id))
+        .and_then(|info| info.trail.last().cloned());
+    let (visitor, site) = (v.id.clone(), v.site.id);
+    let r = ctx
+        .writer
+        .call(|reply| Op::VisitorSend {
+            visitor,
+            site,
+            id,
+            body,
+            leave,
+            page,
+            reply,
+        })
+        .await;
+    action_reply(ctx, id, r)
+}
+
+/// The visitor's and the address's share, after the connection's own: a
+/// refusal (`Some`) holds the action's place in the order like any other.
+fn shared_limits(
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    gate: &mut SendGate,
+    id: MsgId,
+) -> Option<VisitorOut> {
+    let Err(l) = ctx.visitor_limits.message(&v.id, v.ip) else {
+        return None;
+    };
+    ctx.metrics.visitor_limited.inc();
+    gate.hold(id, Instant::now(), l.retry_after);
+    Some(VisitorOut::Error {
+        code: ErrorCode::RateLimited,
+        message: format!(
+            "{}; send this again then, before anything after it",
+            l.message("messages")
+        ),
+        id: Some(id),
+        retry_after_ms: Some(ms(l.retry_after)),
+    })
+}
+
+/// A refused page view or identify: nothing to resend by id, but the
+/// client learns when the next one will be taken.
+fn limited(ctx: &Ctx, l: crate::limits::Limited, what: &str) -> VisitorOut {
+    ctx.metrics.visitor_limited.inc();
+    VisitorOut::Error {
+        code: ErrorCode::RateLimited,
+        message: l.message(what),
+        id: None,
+        retry_after_ms: Some(ms(l.retry_after)),
+    }
+}
+
+fn rate_limited(id: MsgId, r: crate::throttle::Refused) -> VisitorOut {
+    let message = match r.waiting_for {
+        Some(first) => {
+            format!("sending too fast; {first} was refused first: send it again, then this one")
+        }
+        None => "sending too fast; send this again shortly, before anything after it".into(),
+    };
+    VisitorOut::Error {
+        code: ErrorCode::RateLimited,
+        message,
+        id: Some(id),
+        retry_after_ms: Some(
+            u32::try_from(r.retry_after.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1),
+        ),
+    }
+}
+
+/// The answer to a visitor action: its ack once durable, or why not.
+fn action_reply(
+    ctx: &Arc<Ctx>,
+    id: MsgId,
+    r: Result<VisitorSendOutcome, StoreError>,
+) -> VisitorOut {
+    match r {
+        Ok(VisitorSendOutcome::Done {
+            conversation,
+            message,
+            at_ms,
+        }) => {
+            ctx.metrics.messages_in.inc();
+            VisitorOut::Ack {
+                id,
+                conversation,
+                message,
+                at_ms,
+            }
+        }
+        Ok(VisitorSendOutcome::Rejected { code, message }) => err_for(id, code, message),
+        Err(e) => match store_err(e) {
+            VisitorOut::Error { code, message, .. } => err_for(id, code, message),
+            other => other,
+        },
+    }
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted
+/// reverse proxy, the nearest address in `X-Forwarded-For` that is not one
+/// of them (what a client puts further left it could have made up). A hop
+/// that is not an address ends the walk at the last trusted one: what lies
+/// left of it cannot be told apart from what a client wrote.
+pub(super) fn client_ip(ctx: &Ctx, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let trusted = &ctx.cfg.visitor.trusted_proxies;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if trusted.is_empty() || !is_trusted(peer.ip()) {
+        return peer.ip();
+    }
+    let mut hops: Vec<&str> = Vec::new();
+    for h in headers.get_all("x-forwarded-for") {
+        // A header that is not text is unreadable as a whole: the chain
+        // ends at the proxy.
+        let Ok(h) = h.to_str() else {
+            return peer.ip();
+        };
+        hops.extend(h.split(','));
+    }
+    let mut nearest = peer.ip();
+    for hop in hops.into_iter().rev() {
+        let Some(ip) = hop_address(hop.trim()) else {
+            return nearest;
+        };
+        if !is_trusted(ip) {
+            return ip;
+        }
+        nearest = ip;
+    }
+    nearest
+}
+
+/// An `X-Forwarded-For` entry: an address, or one with a port
+/// (`203.0.113.9:4711`, `[2001:db8::1]:4711`) as some proxies write it.
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+/// The page's origin. An opaque origin (`null`: sandboxed iframes, data:
+/// URLs) is kept as "null", which no allow-list contains, so a site with a
+/// list cannot be embedded from anywhere through a sandbox.
+pub(super) fn client_origin(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::ORIGIN)
+        .and_then(|h| h.to_str().ok())
+        .map(|s| s.chars().take(256).collect())
+}
+
+pub(super) fn client_ua(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .map(|s| s.chars().take(512).collect())
+}
+
+pub(super) async fn snapshot(ctx: &Arc<Ctx>, v: &Visitor) -> Result<VisitorOut, VisitorOut> {
+    let id = v.id.clone();
+    ctx.reads
+        .run(move |c| {
+            c.execute_batch("BEGIN")?;
+            let r = (|| {
+                let head = reads::log_head(c, &reads::visitor_key(&id))?;
+                let (conversation, messages) = reads::visitor_snapshot(c, &id)?;
+                Ok(VisitorOut::Snapshot {
+                    seq: head,
+                    recovered: false,
+                    conversation,
+                    messages,
+                })
+            })();
+            let _ignored = c.execute_batch("COMMIT");
+            r
+        })
+        .await
+        .map_err(store_err)
+}
+
+/// The verified identity `visitor` is bound to, if any.
+pub(super) async fn bound_identity(ctx: &Ctx, visitor: &str) -> Result<Option<String>, VisitorOut> {
+    let vid = visitor.to_owned();
+    ctx.reads
+        .run(move |c| reads::verified_identity(c, &vid))
+        .await
+        .map_err(store_err)
+}

@@ -1,0 +1,393 @@
+//! The visitor WebSocket: upgrade, hello, greeting (welcome, then a
+//! snapshot or the replay after the client's cursor), then one loop of
+//! pushes out and messages in until the visitor goes.
+//!
+//! An idle visitor's memory is mostly this module's session future, which
+//! is why the opening and greeting are boxed and over before the loop
+//! starts (BENCHMARKS.md, section 6).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use holdfast_protocol::agent::Seq;
+use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::liveness::{Liveness, LivenessAction};
+use holdfast_protocol::visitor::{self, VisitorEvent, VisitorOut};
+use tokio::time::{sleep_until, timeout};
+
+use super::session::{
+    HelloReq, Visitor, client_ip, client_origin, client_ua, err, err_for, handle_msg, hello,
+    snapshot, visitor_info,
+};
+use crate::Ctx;
+use crate::hub::VisitorPush;
+use crate::pushq::Recv;
+use crate::store::{StoreError, reads};
+use crate::throttle::SendGate;
+
+pub(crate) async fn ws_upgrade(
+    State(ctx): State<Arc<Ctx>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ip = client_ip(&ctx, peer, &headers);
+    let Some(slot) = ctx.visitor_ip_limiter.acquire(ip) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from your address\n",
+        )
+            .into_response();
+    };
+    let vc = &ctx.cfg.visitor;
+    let max = vc.limits.max_text;
+    let opening = Box::new(Opening {
+        ua: client_ua(&headers),
+        origin: client_origin(&headers),
+        ip,
+    });
+    ws.read_buffer_size(vc.ws_read_buffer)
+        .write_buffer_size(vc.ws_write_buffer)
+        .max_write_buffer_size(256 * 1024)
+        .max_message_size(max)
+        .max_frame_size(max)
+        // No async block around the session: a block's captures stay in its
+        // future for its whole life, which kept a second copy of the socket
+        // (and of ua, slot and ctx) in every idle visitor's task.
+        .on_upgrade(move |socket| ws_session(Box::new(socket), ctx, opening, slot))
+}
+
+/// What the upgrade request said that the hello needs; boxed, since the
+/// session future keeps its arguments for its whole life.
+#[derive(Debug)]
+struct Opening {
+    ua: Option<String>,
+    origin: Option<String>,
+    ip: IpAddr,
+}
+
+async fn ws_send(socket: &mut WebSocket, out: &VisitorOut) -> bool {
+    match serde_json::to_string(out) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// One visitor WebSocket, from hello to close.
+///
+/// An idle visitor's memory is mostly this future, so it is kept small (see
+/// BENCHMARKS.md, section 6): the opening is boxed and ends before the loop,
+/// because a future is as big as its biggest await point; the socket and
+/// the visitor live in boxes, because an async fn keeps each argument twice
+/// (as captured and as moved into the body) for its whole life.
+async fn ws_session(
+    mut socket: Box<WebSocket>,
+    ctx: Arc<Ctx>,
+    opening: Box<Opening>,
+    _slot: crate::throttle::ConnSlot,
+) {
+    let Some((v, resumed, after, reg)) = Box::pin(ws_open(&mut socket, &ctx, opening)).await else {
+        return;
+    };
+    let conn_id = reg.id;
+    let end = match Box::pin(ws_greet(&mut socket, &ctx, &v, resumed, after)).await {
+        Ok(sent) => ws_loop(&mut socket, &ctx, &v, sent, reg).await,
+        Err(end) => end,
+    };
+    ctx.hub.unregister_visitor(&v.id, conn_id);
+    if end == VisitorEnd::Dead {
+        ctx.metrics.dead_peer_cuts.inc();
+    }
+    tracing::debug!(visitor = %v.id, "visitor websocket ended: {}", end.as_str());
+}
+
+/// Why a visitor's WebSocket session ended. Only the WebSocket has a session
+/// to end; a long-poll visitor is simply gone when its requests stop.
+/// Matching on this instead of on words means a reworded log line cannot
+/// quietly stop the dead-peer count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VisitorEnd {
+    /// The browser closed the socket, or the socket broke.
+    Closed,
+    /// The browser's pings stopped: the one end counted as a dead peer cut.
+    Dead,
+    SendFailed,
+    /// Catching up on missed events failed, reading or sending.
+    ReplayFailed,
+    SnapshotFailed,
+    /// The hub cut this visitor as a slow consumer; it may reconnect and
+    /// resume.
+    Kicked,
+    Shutdown,
+    HubDropped,
+}
+
+impl VisitorEnd {
+    /// The words the log line has always used, so searches over old and new
+    /// logs find the same thing.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Dead => "dead",
+            Self::SendFailed => "send failed",
+            Self::ReplayFailed => "replay failed",
+            Self::SnapshotFailed => "snapshot failed",
+            Self::Kicked => "kicked",
+            Self::Shutdown => "shutdown",
+            Self::HubDropped => "hub dropped",
+        }
+    }
+}
+
+/// Why a replay stopped short. The session ends the same way for both, but a
+/// failed read is not a closed socket, and `()` could not say which.
+#[derive(Debug, thiserror::Error)]
+enum ReplayError {
+    #[error("reading the visitor's log: {0}")]
+    Read(#[from] StoreError),
+    #[error("the socket would not take an event")]
+    Send,
+}
+
+/// Read the hello and register the visitor; None when the session is over.
+async fn ws_open(
+    socket: &mut WebSocket,
+    ctx: &Arc<Ctx>,
+    opening: Box<Opening>,
+) -> Option<(
+    Box<Visitor>,
+    bool,
+    Seq,
+    crate::hub::Registration<crate::hub::VisitorPush>,
+)> {
+    let first = timeout(ctx.cfg.visitor.hello_timeout, socket.recv()).await;
+    let text = match first {
+        Ok(Some(Ok(Message::Text(t)))) => t,
+        Ok(Some(Ok(_))) => {
+            ws_send(
+                socket,
+                &err(
+                    ErrorCode::BadRequest,
+                    "the first message must be a JSON hello",
+                ),
+            )
+            .await;
+            return None;
+        }
+        _ => return None,
+    };
+    let lim = &ctx.cfg.visitor.limits;
+    let Opening { ua, origin, ip } = *opening;
+    let req = match visitor::parse_in(text.as_bytes(), lim) {
+        Ok(m) => match HelloReq::from_msg(m, origin, ua, ip) {
+            Some(r) => r,
+            None => {
+                ws_send(
+                    socket,
+                    &err(ErrorCode::BadRequest, "the first message must be a hello"),
+                )
+                .await;
+                return None;
+            }
+        },
+        Err(e) => {
+            ctx.metrics.rejected_frames.inc();
+            ws_send(socket, &err(e.code(), e.to_string())).await;
+            return None;
+        }
+    };
+    let h = match hello(ctx, req).await {
+        Ok(h) => h,
+        Err(e) => {
+            ws_send(socket, &e).await;
+            return None;
+        }
+    };
+    let info = match visitor_info(ctx, &h.visitor).await {
+        Ok(i) => i,
+        Err(e) => {
+            ws_send(socket, &e).await;
+            return None;
+        }
+    };
+    let reg = ctx.hub.register_visitor(info);
+    let mut v = Box::new(h.visitor);
+    // Registering was its only use; the hub entry keeps the user agent, and
+    // an idle session should not hold a second copy.
+    v.user_agent = None;
+    Some((v, h.resumed, h.after, reg))
+}
+
+/// Replay or snapshot; returns the last seq sent.
+async fn catch_up_ws(
+    socket: &mut WebSocket,
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    after: Seq,
+    until: Seq,
+) -> Result<Seq, ReplayError> {
+    let mut sent = after;
+    loop {
+        let id = v.id.clone();
+        let from = sent;
+        let page = ctx
+            .reads
+            .run(move |c| reads::visitor_events_after(c, &id, from, 256))
+            .await?;
+        let n = page.len();
+        for (seq, event) in page {
+            if seq > until {
+                return Ok(sent);
+            }
+            if !ws_send(socket, &VisitorOut::Event { seq, event }).await {
+                return Err(ReplayError::Send);
+            }
+            sent = seq;
+        }
+        if n < 256 {
+            return Ok(sent);
+        }
+    }
+}
+
+/// Welcome, then the snapshot or the replay after `after`: the seq sent.
+/// Boxed by its caller and over before the loop starts, so none of this
+/// stays in an idle visitor's future.
+async fn ws_greet(
+    socket: &mut WebSocket,
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    resumed: bool,
+    after: Seq,
+) -> Result<Seq, VisitorEnd> {
+    let welcome = VisitorOut::Welcome {
+        visitor: v.id.clone(),
+        token: v.token.clone(),
+        resumed,
+        agents_online: ctx.hub.agents_online(v.site.id),
+        heartbeat_ms: u32::try_from(ctx.cfg.visitor.liveness.heartbeat.as_millis()).unwrap_or(3000),
+    };
+    if !ws_send(socket, &welcome).await {
+        return Err(VisitorEnd::SendFailed);
+    }
+    let sent = if resumed {
+        match catch_up_ws(socket, ctx, v, after, Seq::MAX).await {
+            Ok(s) => s,
+            Err(_) => return Err(VisitorEnd::ReplayFailed),
+        }
+    } else {
+        match snapshot(ctx, v).await {
+            Ok(snap) => {
+                let seq = match &snap {
+                    VisitorOut::Snapshot { seq, .. } => *seq,
+                    _ => 0,
+                };
+                if !ws_send(socket, &snap).await {
+                    return Err(VisitorEnd::SendFailed);
+                }
+                seq
+            }
+            Err(e) => {
+                ws_send(socket, &e).await;
+                return Err(VisitorEnd::SnapshotFailed);
+            }
+        }
+    };
+    Ok(sent)
+}
+
+/// Pushes out, messages in, until the visitor goes; `sent` is the last seq
+/// the greeting sent.
+async fn ws_loop(
+    socket: &mut WebSocket,
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    mut sent: Seq,
+    mut reg: crate::hub::Registration<VisitorPush>,
+) -> VisitorEnd {
+    let vc = &ctx.cfg.visitor;
+    let mut gate = SendGate::new(vc.msg_rate, vc.msg_burst, Instant::now());
+    let now = || tokio::time::Instant::now().into_std();
+    let mut live = Liveness::new(vc.liveness, now());
+    loop {
+        let deadline = tokio::time::Instant::from_std(live.poll_timeout());
+        tokio::select! {
+            biased;
+            // Shutdown kicks every queue too (Hub::kick_all), so this one
+            // branch covers both: a select arm is paid for in every idle
+            // visitor's future.
+            push = reg.rx.recv() => {
+                match push {
+                    Recv::Kicked => {
+                        let (reason, end) = if ctx.shutdown.is_cancelled() {
+                            ("server going away", VisitorEnd::Shutdown)
+                        } else {
+                            ("too slow; reconnect and resume", VisitorEnd::Kicked)
+                        };
+                        ws_send(socket, &VisitorOut::GoingAway { reason: reason.into() }).await;
+                        return end;
+                    }
+                    Recv::Closed => return VisitorEnd::HubDropped,
+                    Recv::Item(VisitorPush::Agents(online)) => {
+                        if !ws_send(socket, &VisitorOut::Agents { online }).await { return VisitorEnd::SendFailed; }
+                    }
+                    Recv::Item(VisitorPush::Event(seq, event)) => {
+                        if seq <= sent { continue; }
+                        if seq > sent + 1 {
+                            match Box::pin(catch_up_ws(socket, ctx, v, sent, seq - 1)).await {
+                                Ok(s) => sent = s,
+                                Err(_) => return VisitorEnd::ReplayFailed,
+                            }
+                        }
+                        if seq == sent + 1 {
+                            let ev: VisitorEvent = (*event).clone();
+                            if !ws_send(socket, &VisitorOut::Event { seq, event: ev }).await { return VisitorEnd::SendFailed; }
+                            ctx.metrics.messages_out.inc();
+                            sent = seq;
+                        }
+                    }
+                }
+            }
+            msg = socket.recv() => {
+                let text = match msg {
+                    None | Some(Err(_)) => return VisitorEnd::Closed,
+                    Some(Ok(Message::Close(_))) => return VisitorEnd::Closed,
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => { live.on_recv(now()); continue; }
+                    Some(Ok(Message::Binary(_))) => {
+                        ws_send(socket, &err(ErrorCode::BadRequest, "binary frames are not part of the protocol")).await;
+                        continue;
+                    }
+                };
+                live.on_recv(now());
+                let reply = match visitor::parse_in(text.as_bytes(), &vc.limits) {
+                    Ok(m) => Box::pin(handle_msg(ctx, v, &mut gate, m, sent)).await,
+                    Err(e) => {
+                        ctx.metrics.rejected_frames.inc();
+                        Some(match visitor::action_id(text.as_bytes(), &vc.limits) {
+                            Some(id) => err_for(id, e.code(), e.to_string()),
+                            None => err(e.code(), e.to_string()),
+                        })
+                    }
+                };
+                if let Some(r) = reply
+                    && !ws_send(socket, &r).await
+                {
+                    return VisitorEnd::SendFailed;
+                }
+            }
+            () = sleep_until(deadline) => {
+                // The browser pings us; we only need to notice silence.
+                if live.poll(now()) == LivenessAction::Dead {
+                    return VisitorEnd::Dead;
+                }
+                live.on_send(now());
+            }
+        }
+    }
+}
