@@ -184,7 +184,9 @@ async fn handle(
     drop(conn);
     drop(io);
     match &result {
-        End::Dead(_) => ctx.metrics.dead_peer_cuts.inc(),
+        End::Dead(_) => {
+            ctx.metrics.dead_peer_cuts.inc();
+        }
         End::Frame(FrameError::Oversize { .. }) | End::Open(_) | End::Protocol(_) => {
             ctx.metrics.rejected_frames.inc();
         }
@@ -738,7 +740,7 @@ impl Conn {
                         }
                     }
                     acked_up_to = acked_up_to.max(results.iter().map(|r| r.seq).max().unwrap_or(0));
-                    ctx.metrics.messages_in.add(results.len() as u64);
+                    ctx.metrics.messages_in.inc_by(results.len() as u64);
                     self.session.send(io, &ServerMsg::Ack(AckBatch { up_to: acked_up_to, results })).await?;
                 }
                 push = self.rx.recv() => {
@@ -903,7 +905,7 @@ impl Conn {
         }
         if !results.is_empty() {
             *acked_up_to = (*acked_up_to).max(results.iter().map(|r| r.seq).max().unwrap_or(0));
-            ctx.metrics.messages_in.add(results.len() as u64);
+            ctx.metrics.messages_in.inc_by(results.len() as u64);
             self.session
                 .send(
                     io,

@@ -1,106 +1,19 @@
-//! Counters and histograms, rendered as Prometheus text at `/metrics`.
+//! Counters, gauges and histograms, served at `/metrics` on the admin
+//! listener. The types, the registry and the text format (OpenMetrics,
+//! which Prometheus scrapes) are prometheus-client's; this file only names
+//! what Holdfast measures. Counters gain their `_total` suffix from the
+//! encoder, so the series names are the ones dashboards already use.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicU64);
-
-impl Gauge {
-    pub fn set(&self, v: u64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn dec(&self) {
-        // Saturate rather than wrap if a decrement ever races ahead.
-        let _ignored = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                Some(v.saturating_sub(1))
-            });
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A fixed-bucket histogram (cumulative buckets, as Prometheus wants).
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    /// Sum in millionths, to stay integral.
-    sum_micro: AtomicU64,
-}
-
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_micro: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, v: f64) {
-        for (b, bound) in self.buckets.iter().zip(self.bounds) {
-            if v <= *bound {
-                b.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        self.sum_micro
-            .fetch_add((v * 1e6).max(0.0) as u64, Ordering::Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    #[allow(clippy::cast_precision_loss)]
-    pub fn sum(&self) -> f64 {
-        self.sum_micro.load(Ordering::Relaxed) as f64 / 1e6
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (b, bound) in self.buckets.iter().zip(self.bounds) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                b.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count());
-        let _ = writeln!(
-            out,
-            "{name}_sum {}\n{name}_count {}",
-            self.sum(),
-            self.count()
-        );
-    }
-}
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 const BATCH_BOUNDS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
@@ -109,6 +22,8 @@ const LATENCY_BOUNDS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
 
+/// Each field is a handle onto a series in `registry` (the handles share
+/// their atomics with the registered copies).
 #[derive(Debug)]
 pub struct Metrics {
     pub agent_connections: Gauge,
@@ -135,14 +50,13 @@ pub struct Metrics {
     pub commit_batch: Histogram,
     pub commit_seconds: Histogram,
     pub http: HttpMetrics,
+    registry: Registry,
 }
 
-/// The HTTP port's connections and every one the server cut, by reason
-/// (see `http`): what an operator reads to tell an attack from a bug.
+/// The HTTP port's connection handling (server/src/http).
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
     pub connections: Gauge,
-    /// The most connections HTTP may hold (descriptor limit less reserve).
     pub connection_limit: Gauge,
     pub detect_timeouts: Counter,
     pub header_timeouts: Counter,
@@ -154,82 +68,9 @@ pub struct HttpMetrics {
     pub accept_errors: Counter,
 }
 
-impl HttpMetrics {
-    fn render(&self, out: &mut String) {
-        let gauges: [(&str, &str, &Gauge); 2] = [
-            (
-                "holdfast_http_connections",
-                "Open connections on the HTTP port, upgraded WebSockets included.",
-                &self.connections,
-            ),
-            (
-                "holdfast_http_connection_limit",
-                "Most HTTP connections held at once: RLIMIT_NOFILE less the reserve.",
-                &self.connection_limit,
-            ),
-        ];
-        for (name, help, g) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-                g.get()
-            );
-        }
-        let counters: [(&str, &str, &Counter); 8] = [
-            (
-                "holdfast_http_detect_timeouts_total",
-                "HTTP connections closed for not starting TLS or HTTP in time.",
-                &self.detect_timeouts,
-            ),
-            (
-                "holdfast_http_header_timeouts_total",
-                "HTTP connections closed for request headers (or a first HTTP/2 request) not arriving in time.",
-                &self.header_timeouts,
-            ),
-            (
-                "holdfast_http_body_timeouts_total",
-                "Requests cut for a body slower than the body timeout.",
-                &self.body_timeouts,
-            ),
-            (
-                "holdfast_http_idle_timeouts_total",
-                "HTTP connections closed after sitting idle between requests.",
-                &self.idle_timeouts,
-            ),
-            (
-                "holdfast_http_per_ip_cuts_total",
-                "HTTP connections closed or refused for the per-address cap.",
-                &self.per_ip_cuts,
-            ),
-            (
-                "holdfast_http_capacity_cuts_total",
-                "Idle new HTTP connections closed to make room under the descriptor cap.",
-                &self.capacity_cuts,
-            ),
-            (
-                "holdfast_http_refused_total",
-                "HTTP connections refused at the cap with nothing idle to close.",
-                &self.refused,
-            ),
-            (
-                "holdfast_http_accept_errors_total",
-                "Failed accepts on the HTTP port (EMFILE and the like).",
-                &self.accept_errors,
-            ),
-        ];
-        for (name, help, c) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                c.get()
-            );
-        }
-    }
-}
-
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
+        let mut m = Self {
             agent_connections: Gauge::default(),
             visitor_ws_connections: Gauge::default(),
             visitor_long_polls: Gauge::default(),
@@ -251,156 +92,195 @@ impl Default for Metrics {
             preauth_evicted: Counter::default(),
             visitor_limited: Counter::default(),
             queries_refused: Counter::default(),
-            commit_batch: Histogram::new(BATCH_BOUNDS),
-            commit_seconds: Histogram::new(LATENCY_BOUNDS),
+            commit_batch: Histogram::new(BATCH_BOUNDS.iter().copied()),
+            commit_seconds: Histogram::new(LATENCY_BOUNDS.iter().copied()),
             http: HttpMetrics::default(),
-        }
+            registry: Registry::with_prefix("holdfast"),
+        };
+        m.register();
+        m
     }
 }
 
 impl Metrics {
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "agent_connections",
+            "Live agent TCP sessions",
+            self.agent_connections.clone(),
+        );
+        r.register(
+            "visitor_ws_connections",
+            "Live visitor WebSockets",
+            self.visitor_ws_connections.clone(),
+        );
+        r.register(
+            "visitor_long_polls",
+            "Long-polls being held open",
+            self.visitor_long_polls.clone(),
+        );
+        r.register(
+            "messages_in",
+            "Chat messages committed",
+            self.messages_in.clone(),
+        );
+        r.register(
+            "messages_out",
+            "Events sent to clients",
+            self.messages_out.clone(),
+        );
+        r.register(
+            "events_pushed",
+            "Events handed to live connections",
+            self.events_pushed.clone(),
+        );
+        r.register(
+            "resumes_replay",
+            "Resumes served by replay",
+            self.resumes_replay.clone(),
+        );
+        r.register(
+            "resumes_snapshot",
+            "Resumes served by snapshot",
+            self.resumes_snapshot.clone(),
+        );
+        r.register(
+            "dead_peer_cuts",
+            "Connections cut after heartbeat silence",
+            self.dead_peer_cuts.clone(),
+        );
+        r.register(
+            "slow_consumer_cuts",
+            "Connections cut for not reading: a full outbound queue, or a write that stalled",
+            self.slow_consumer_cuts.clone(),
+        );
+        r.register(
+            "live_resyncs",
+            "Agents whose presence updates overflowed and got the whole list again",
+            self.live_resyncs.clone(),
+        );
+        r.register(
+            "login_failures",
+            "Failed agent logins",
+            self.login_failures.clone(),
+        );
+        r.register(
+            "logins_throttled",
+            "Agent logins refused by throttling",
+            self.logins_throttled.clone(),
+        );
+        r.register(
+            "rejected_frames",
+            "Frames or messages rejected as malformed, oversize or forged",
+            self.rejected_frames.clone(),
+        );
+        r.register(
+            "commit_failures",
+            "Group commits that failed (nothing acked)",
+            self.commit_failures.clone(),
+        );
+        r.register(
+            "logins_by_ticket",
+            "Agent logins by resume ticket (no password hash)",
+            self.logins_by_ticket.clone(),
+        );
+        r.register(
+            "password_checks",
+            "Argon2 password verifications run",
+            self.password_checks.clone(),
+        );
+        r.register(
+            "preauth_refused",
+            "Agent connections refused before login (pre-auth pool full, or the address's share)",
+            self.preauth_refused.clone(),
+        );
+        r.register(
+            "preauth_evicted",
+            "Connections not logged in yet, closed to make room for a less crowded address",
+            self.preauth_evicted.clone(),
+        );
+        r.register(
+            "visitor_limited",
+            "Visitor actions refused by a per-address or per-visitor limit",
+            self.visitor_limited.clone(),
+        );
+        r.register(
+            "queries_refused",
+            "Agent queries refused while another was in flight",
+            self.queries_refused.clone(),
+        );
+        r.register(
+            "commit_batch_ops",
+            "Ops per group commit",
+            self.commit_batch.clone(),
+        );
+        r.register(
+            "commit_seconds",
+            "Group commit latency including fsync",
+            self.commit_seconds.clone(),
+        );
+        r.register(
+            "http_connections",
+            "Open connections on the HTTP port, upgraded WebSockets included",
+            self.http.connections.clone(),
+        );
+        r.register(
+            "http_connection_limit",
+            "Most HTTP connections held at once: RLIMIT_NOFILE less the reserve",
+            self.http.connection_limit.clone(),
+        );
+        r.register(
+            "http_detect_timeouts",
+            "HTTP connections closed for not starting TLS or HTTP in time",
+            self.http.detect_timeouts.clone(),
+        );
+        r.register("http_header_timeouts", "HTTP connections closed for request headers (or a first HTTP/2 request) not arriving in time", self.http.header_timeouts.clone());
+        r.register(
+            "http_body_timeouts",
+            "Requests cut for a body slower than the body timeout",
+            self.http.body_timeouts.clone(),
+        );
+        r.register(
+            "http_idle_timeouts",
+            "HTTP connections closed after sitting idle between requests",
+            self.http.idle_timeouts.clone(),
+        );
+        r.register(
+            "http_per_ip_cuts",
+            "HTTP connections closed or refused for the per-address cap",
+            self.http.per_ip_cuts.clone(),
+        );
+        r.register(
+            "http_capacity_cuts",
+            "Idle new HTTP connections closed to make room under the descriptor cap",
+            self.http.capacity_cuts.clone(),
+        );
+        r.register(
+            "http_refused",
+            "HTTP connections refused at the cap with nothing idle to close",
+            self.http.refused.clone(),
+        );
+        r.register(
+            "http_accept_errors",
+            "Failed accepts on the HTTP port (EMFILE and the like)",
+            self.http.accept_errors.clone(),
+        );
+    }
+
     #[allow(clippy::cast_precision_loss)]
     pub fn record_commit(&self, ops: usize, latency: Duration) {
         self.commit_batch.observe(ops as f64);
         self.commit_seconds.observe(latency.as_secs_f64());
     }
 
+    /// The registry as OpenMetrics text ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        gauge(
-            "holdfast_agent_connections",
-            "Live agent TCP sessions.",
-            "gauge",
-            self.agent_connections.get(),
-        );
-        gauge(
-            "holdfast_visitor_ws_connections",
-            "Live visitor WebSockets.",
-            "gauge",
-            self.visitor_ws_connections.get(),
-        );
-        gauge(
-            "holdfast_visitor_long_polls",
-            "Long-polls being held open.",
-            "gauge",
-            self.visitor_long_polls.get(),
-        );
-        let counters: [(&str, &str, &Counter); 18] = [
-            (
-                "holdfast_messages_in_total",
-                "Chat messages committed.",
-                &self.messages_in,
-            ),
-            (
-                "holdfast_messages_out_total",
-                "Events sent to clients.",
-                &self.messages_out,
-            ),
-            (
-                "holdfast_events_pushed_total",
-                "Events handed to live connections.",
-                &self.events_pushed,
-            ),
-            (
-                "holdfast_resumes_replay_total",
-                "Resumes served by replay.",
-                &self.resumes_replay,
-            ),
-            (
-                "holdfast_resumes_snapshot_total",
-                "Resumes served by snapshot.",
-                &self.resumes_snapshot,
-            ),
-            (
-                "holdfast_dead_peer_cuts_total",
-                "Connections cut after heartbeat silence.",
-                &self.dead_peer_cuts,
-            ),
-            (
-                "holdfast_slow_consumer_cuts_total",
-                "Connections cut for not reading: a full outbound queue, or a write that stalled.",
-                &self.slow_consumer_cuts,
-            ),
-            (
-                "holdfast_live_resyncs_total",
-                "Agents whose presence updates overflowed and got the whole list again.",
-                &self.live_resyncs,
-            ),
-            (
-                "holdfast_login_failures_total",
-                "Failed agent logins.",
-                &self.login_failures,
-            ),
-            (
-                "holdfast_logins_throttled_total",
-                "Agent logins refused by throttling.",
-                &self.logins_throttled,
-            ),
-            (
-                "holdfast_rejected_frames_total",
-                "Frames or messages rejected as malformed, oversize or forged.",
-                &self.rejected_frames,
-            ),
-            (
-                "holdfast_commit_failures_total",
-                "Group commits that failed (nothing acked).",
-                &self.commit_failures,
-            ),
-            (
-                "holdfast_logins_by_ticket_total",
-                "Agent logins by resume ticket (no password hash).",
-                &self.logins_by_ticket,
-            ),
-            (
-                "holdfast_password_checks_total",
-                "Argon2 password verifications run.",
-                &self.password_checks,
-            ),
-            (
-                "holdfast_preauth_refused_total",
-                "Agent connections refused before login (pre-auth pool full, or the address's share).",
-                &self.preauth_refused,
-            ),
-            (
-                "holdfast_preauth_evicted_total",
-                "Connections not logged in yet, closed to make room for a less crowded address.",
-                &self.preauth_evicted,
-            ),
-            (
-                "holdfast_visitor_limited_total",
-                "Visitor actions refused by a per-address or per-visitor limit.",
-                &self.visitor_limited,
-            ),
-            (
-                "holdfast_queries_refused_total",
-                "Agent queries refused while another was in flight.",
-                &self.queries_refused,
-            ),
-        ];
-        for (name, help, c) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                c.get()
-            );
+        let mut out = String::with_capacity(8192);
+        if let Err(e) = encode(&mut out, &self.registry) {
+            // Writing into a String cannot fail; keep what was written.
+            tracing::warn!("encoding metrics: {e}");
         }
-        self.commit_batch.render(
-            &mut out,
-            "holdfast_commit_batch_ops",
-            "Ops per group commit.",
-        );
-        self.commit_seconds.render(
-            &mut out,
-            "holdfast_commit_seconds",
-            "Group commit latency including fsync.",
-        );
-        self.http.render(&mut out);
         out
     }
 }
@@ -435,5 +315,42 @@ impl WarnEvery {
         }
         *last = Some(now);
         Some(self.skipped.swap(0, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The series names are an interface (dashboards, alerts, the load
+    /// generator and the tests read them): the move to prometheus-client
+    /// kept every one, and this pins them.
+    #[test]
+    fn series_keep_their_names() {
+        let m = Metrics::default();
+        m.slow_consumer_cuts.inc();
+        m.messages_in.inc_by(3);
+        m.agent_connections.inc();
+        m.http.connection_limit.set(19_488);
+        m.record_commit(5, Duration::from_millis(2));
+        let text = m.render();
+        for line in [
+            "holdfast_slow_consumer_cuts_total 1",
+            "holdfast_messages_in_total 3",
+            "holdfast_agent_connections 1",
+            "holdfast_http_connection_limit 19488",
+            "holdfast_http_accept_errors_total 0",
+            "holdfast_commit_batch_ops_count 1",
+            "holdfast_commit_batch_ops_sum 5.0",
+            "holdfast_commit_seconds_bucket{le=\"0.0025\"} 1",
+            "# TYPE holdfast_commit_seconds histogram",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+        }
+        // 26 counters, 5 gauges, 2 histograms; the encoder ends each help
+        // with its own full stop.
+        assert_eq!(text.matches("# TYPE ").count(), 33, "{text}");
+        assert!(!text.contains("..\n"), "{text}");
     }
 }

@@ -460,9 +460,9 @@ impl App {
                 } else {
                     "Return them to the queue and sign out"
                 }))
-                    .style(button::primary)
-                    .padding([6, 14])
-                    .on_press(Message::SignOutConfirm),
+                .style(button::primary)
+                .padding([6, 14])
+                .on_press(Message::SignOutConfirm),
             )
             .id("sign-out-release"),
         );

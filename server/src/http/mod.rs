@@ -195,7 +195,7 @@ pub async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>, app: Router) 
     ctx.metrics
         .http
         .connection_limit
-        .set(u64::try_from(cap).unwrap_or(u64::MAX));
+        .set(i64::try_from(cap).unwrap_or(i64::MAX));
     let conns = Conns::new(cap, limits.max_per_ip, ctx.metrics.clone());
 
     let mut h1 = http1::Builder::new();

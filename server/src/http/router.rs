@@ -121,7 +121,7 @@ pub async fn serve_admin(listener: std::net::TcpListener, ctx: Arc<Ctx>) {
 
 async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         ctx.metrics.render(),
     )
         .into_response()

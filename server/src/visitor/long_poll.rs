@@ -321,7 +321,7 @@ async fn poll_events(
             .await
             .map_err(store_err)?;
         if !events.is_empty() {
-            ctx.metrics.messages_out.add(events.len() as u64);
+            ctx.metrics.messages_out.inc_by(events.len() as u64);
             return Ok(events
                 .into_iter()
                 .map(|(seq, event)| VisitorOut::Event { seq, event })
