@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use holdfast_agent::{ConnState, DeliveryState, StopReason, Update};
+use holdfast_client::{ConnState, DeliveryState, StopReason, Update};
 use holdfast_protocol::agent::Author;
 use holdfast_protocol::handshake::ServerIdentity;
 use holdfast_protocol::visitor::{VisitorIn, VisitorOut};
