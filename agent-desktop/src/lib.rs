@@ -1,46 +1,9 @@
-//! The Holdfast agent client core: everything the desktop app does except
-//! drawing. The iced UI talks to it through a [`ClientHandle`] and a stream
-//! of [`Update`]s, and holds no networking code of its own.
+//! The Holdfast agent desktop app: an iced UI over the client core
+//! (`holdfast-client`, in `client/`), which holds all networking, the local
+//! store and the connection state machine.
 //!
-//! - [`store`]: the local SQLite store: outbox, event cursor, server pins,
-//!   and the cached workspace that lets the app start instantly and work
-//!   offline. It is the truth; updates are only notifications.
-//! - `core` (private; its module docs draw the state machine): the tokio
-//!   task with the connection state machine (connect, handshake, pin check,
-//!   login, live, backoff), wrapped around the protocol crate's sans-IO
-//!   outbox, inbox, liveness and backoff machines.
-//! - [`client`]: [`start`] and the [`ClientHandle`].
-//! - [`update`]: [`Update`], [`ConnectionStatus`], [`ConnState`].
-//! - [`config`]: [`ClientConfig`] and [`default_store_path`].
-//! - [`error`]: [`StoreError`] and [`ClientError`].
-//! - [`preconfig`]: what an installer preconfigured for this machine (server
-//!   and pinned fingerprint), from a file or the Windows registry.
-//! - [`ui`] (feature `desktop`, on by default): the iced desktop app that
-//!   the `holdfast-agent` binary runs. It sits on the modules above and
-//!   holds no networking of its own.
-//!
-//! Delivery, in short: an action is written to the outbox before the call
-//! that made it returns and before its first send; it leaves the outbox only
-//! on the server's ack, and every reconnect resends what is left, in order.
-//! An event is applied together with the cursor in one transaction, and only
-//! then acked; a restart resumes from that cursor.
+//! - [`ui`]: the iced app that the `holdfast-agent` binary (`src/main.rs`)
+//!   runs: state and update logic, the workspace's data, drawing, the
+//!   remembered preferences, and OS notifications.
 
-pub mod client;
-pub mod config;
-mod core;
-pub mod error;
-pub mod preconfig;
-pub mod store;
-#[cfg(feature = "desktop")]
 pub mod ui;
-pub mod update;
-
-pub use holdfast_protocol as protocol;
-
-pub use client::{ClientHandle, UPDATE_CAPACITY, start};
-pub use config::{ClientConfig, default_store_path};
-pub use error::{ClientError, StoreError};
-pub use store::{
-    ConversationSummary, DeliveryState, MessageOrder, Store, StoredMessage, Workspace,
-};
-pub use update::{ConnState, ConnectionStatus, SignOutResult, StopReason, Update};

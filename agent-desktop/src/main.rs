@@ -64,7 +64,7 @@ fn main() -> anyhow::Result<()> {
     };
     // A broken admin file is reported, not fatal: the agent can still type
     // the server in and be asked about its key.
-    let preconfig = match holdfast_agent::preconfig::Preconfig::load() {
+    let preconfig = match holdfast_client::preconfig::Preconfig::load() {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!("ignoring the preconfiguration: {e}");

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use holdfast_agent::{ConnState, Update, start};
+use holdfast_client::{ConnState, Update, start};
 use holdfast_tests::Reaper;
 use holdfast_tests::server::{PASSWORD, TestServer};
 use holdfast_tests::visitor::WsVisitor;

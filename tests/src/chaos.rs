@@ -1346,7 +1346,7 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
             last_store_read = Instant::now();
             let mut stored = Vec::new();
             for (path, visitors) in &agent_stores {
-                let Ok(store) = holdfast_agent::Store::open(path) else {
+                let Ok(store) = holdfast_client::Store::open(path) else {
                     continue;
                 };
                 let convs: Vec<u64> = {
@@ -1407,7 +1407,7 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
     {
         let mut b = lock(&book);
         for (idx, path, visitors) in &stores {
-            let store = holdfast_agent::Store::open(path).expect("open agent store");
+            let store = holdfast_client::Store::open(path).expect("open agent store");
             for v in visitors {
                 let Some(conv) = b.conv_of.get(v).copied() else {
                     continue;

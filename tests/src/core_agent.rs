@@ -1,11 +1,11 @@
-//! The real agent client core (`holdfast-agent`'s library) as a test peer:
+//! The real agent client core (`holdfast-client`) as a test peer:
 //! the same outbox, cursor store, pinning, heartbeats and backoff the
 //! desktop app runs, driven by a test instead of a window.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use holdfast_agent::{
+use holdfast_client::{
     ClientConfig, ClientHandle, ConnState, DeliveryState, StoredMessage, Update, start,
 };
 use holdfast_protocol::agent::{Author, ConversationId, ConversationInfo, TeamMember, VisitorInfo};

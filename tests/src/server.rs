@@ -189,7 +189,9 @@ pub fn agent_app_binary() -> PathBuf {
 ///
 /// Inside a test, the build selects what the suite selects (`cargo test
 /// --no-run --workspace --all-targets`, which is what `scripts/test-all` has
-/// just built), so it is a sub-second no-op there. Cargo resolves dependency
+/// just built), so it is a sub-second no-op there. That build includes a
+/// package's binaries only because the package has integration tests of its
+/// own (`server/tests/cli.rs`, `agent-desktop/tests/cli.rs`). Cargo resolves dependency
 /// features over the packages it is asked for: `-p holdfast-agent` alone
 /// turns off a few features of futures-util, iced_graphics and others, which
 /// re-compiles a second copy of most of the tree in the middle of the run.

@@ -1,11 +1,12 @@
-//! The real agent client core (the library the desktop app runs) against a
-//! real server and real visitors, over real TCP, with link faults in
-//! between. Every message has a unique body and goes through the checker.
+//! The real agent client core (`holdfast-client`, which the desktop app
+//! runs) against a real server and real visitors, over real TCP, with link
+//! faults in between. Every message has a unique body and goes through the
+//! checker.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
-use holdfast_agent::{ConnState, DeliveryState, StopReason, Update};
+use holdfast_client::{ConnState, DeliveryState, StopReason, Update};
 use holdfast_protocol::agent::Author;
 use holdfast_protocol::handshake::ServerIdentity;
 use holdfast_protocol::visitor::{VisitorIn, VisitorOut};

@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use holdfast_agent::protocol::visitor::{VisitorEvent, VisitorOut};
-use holdfast_agent::{ConnState, Update, start};
+use holdfast_client::protocol::visitor::{VisitorEvent, VisitorOut};
+use holdfast_client::{ConnState, Update, start};
 use holdfast_tests::Reaper;
 use holdfast_tests::server::{PASSWORD, TestServer, agent_app_binary};
 

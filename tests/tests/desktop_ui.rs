@@ -10,12 +10,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use holdfast_agent::preconfig::Preconfig;
-use holdfast_agent::protocol::backoff::BackoffConfig;
-use holdfast_agent::protocol::handshake::Fingerprint;
-use holdfast_agent::protocol::liveness::LivenessConfig;
 use holdfast_agent::ui::{App, Message, Options, Screen};
-use holdfast_agent::{ClientConfig, ConnState, Store};
+use holdfast_client::preconfig::Preconfig;
+use holdfast_client::protocol::backoff::BackoffConfig;
+use holdfast_client::protocol::handshake::Fingerprint;
+use holdfast_client::protocol::liveness::LivenessConfig;
+use holdfast_client::{ClientConfig, ConnState, Store};
 use holdfast_tests::core_agent::{self, CoreAgent};
 use holdfast_tests::proxy::Proxy;
 use holdfast_tests::server::{PASSWORD, TestServer};
@@ -401,7 +401,7 @@ async fn waiting_queue_accept_notifications_and_unread_title() {
     // Away: new chats wait in the queue instead of being assigned.
     d.click_text("Away");
     d.until("away", |d| {
-        d.app.desk.presence == Some(holdfast_agent::protocol::agent::Presence::Away)
+        d.app.desk.presence == Some(holdfast_client::protocol::agent::Presence::Away)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -434,7 +434,7 @@ async fn waiting_queue_accept_notifications_and_unread_title() {
     let epoch = d.app.core_epoch();
     d.apply(Message::Core(
         epoch,
-        Box::new(holdfast_agent::Update::Resync),
+        Box::new(holdfast_client::Update::Resync),
     ));
     assert!(d.app.desk.convs.contains_key(&cid));
     assert!(
@@ -700,13 +700,13 @@ async fn order_team_transfer_left_message_and_sign_out_on_screen() {
     // Everyone away: a visitor leaves a message with an email.
     let p = bob
         .handle
-        .set_presence(holdfast_agent::protocol::agent::Presence::Away)
+        .set_presence(holdfast_client::protocol::agent::Presence::Away)
         .await
         .unwrap();
     bob.outcome(p).await.unwrap();
     d.click_text("Away");
     d.until("away", |d| {
-        d.app.desk.presence == Some(holdfast_agent::protocol::agent::Presence::Away)
+        d.app.desk.presence == Some(holdfast_client::protocol::agent::Presence::Away)
     })
     .await;
     let mut lm = WsVisitor::connect_with(
@@ -716,7 +716,7 @@ async fn order_team_transfer_left_message_and_sign_out_on_screen() {
     .await
     .unwrap();
     lm.send_json(
-        &holdfast_agent::protocol::visitor::VisitorIn::LeaveMessage {
+        &holdfast_client::protocol::visitor::VisitorIn::LeaveMessage {
             id: holdfast_tests::visitor::new_id(),
             body: "Do you ship to Norway?".into(),
             email: Some("dana@example.com".into()),
@@ -759,7 +759,7 @@ async fn order_team_transfer_left_message_and_sign_out_on_screen() {
     assert!(d.shows("Signed out. Your open chats were handed on."));
     let q = bob
         .conversation_where(|c| {
-            c.id == left && c.state == holdfast_agent::protocol::agent::ConversationState::Queued
+            c.id == left && c.state == holdfast_client::protocol::agent::ConversationState::Queued
         })
         .await;
     assert_eq!(q.assigned, None);
@@ -823,7 +823,7 @@ async fn a_supervisor_opens_a_chat_read_only() {
             "Sue",
             PASSWORD,
             5,
-            holdfast_agent::protocol::agent::Role::Supervisor,
+            holdfast_client::protocol::agent::Role::Supervisor,
         )
         .unwrap();
     }
@@ -833,7 +833,7 @@ async fn a_supervisor_opens_a_chat_read_only() {
     v.say_acked("my order is late").await.unwrap();
     let c = alice
         .conversation_where(|c| {
-            c.state == holdfast_agent::protocol::agent::ConversationState::Active
+            c.state == holdfast_client::protocol::agent::ConversationState::Active
         })
         .await;
     let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
@@ -892,7 +892,7 @@ async fn only_the_site_id_is_shown_as_verified() {
     d.sign_in("mallory").await;
     let mut v = WsVisitor::connect(srv.http(), "other").await.unwrap();
     let vid = v.visitor.clone();
-    v.send_json(&holdfast_agent::protocol::visitor::VisitorIn::Identify {
+    v.send_json(&holdfast_client::protocol::visitor::VisitorIn::Identify {
         id: "user-829".into(),
         name: Some("Chief Executive".into()),
         email: Some("ceo@example.com".into()),
@@ -1024,15 +1024,15 @@ async fn bidi_and_invisible_characters_never_reach_the_screen() {
             "Zed \u{202E}xoN",
             PASSWORD,
             2,
-            holdfast_agent::protocol::agent::Role::Agent,
+            holdfast_client::protocol::agent::Role::Agent,
         )
         .unwrap();
     }
     let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
     d.sign_in("zed").await;
     let mut hello = holdfast_tests::visitor::hello("acme", None, None, "https://shop.example/");
-    if let holdfast_agent::protocol::visitor::VisitorIn::Hello { page, .. } = &mut hello {
-        *page = Some(holdfast_agent::protocol::visitor::PageInfo {
+    if let holdfast_client::protocol::visitor::VisitorIn::Hello { page, .. } = &mut hello {
+        *page = Some(holdfast_client::protocol::visitor::PageInfo {
             url: "https://shop.example/\u{202E}fdp.exe".into(),
             title: "\u{2067}Checkout\u{200B}".into(),
             referrer: Some("https://ref.example/\u{202E}moc.knab".into()),
@@ -1041,7 +1041,7 @@ async fn bidi_and_invisible_characters_never_reach_the_screen() {
     let mut v = WsVisitor::connect_with(srv.http(), hello).await.unwrap();
     let vid = v.visitor.clone();
     // "acme" has no secret: the id is the visitor's word like the rest.
-    v.send_json(&holdfast_agent::protocol::visitor::VisitorIn::Identify {
+    v.send_json(&holdfast_client::protocol::visitor::VisitorIn::Identify {
         id: "guest\u{200B}-7".into(),
         name: Some("\u{202E}gpj.exe".into()),
         email: Some("eve\u{200B}@example.com".into()),
@@ -1152,8 +1152,8 @@ async fn javascript_urls_show_as_inert_text() {
     let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
     d.sign_in("alice").await;
     let mut hello = holdfast_tests::visitor::hello("acme", None, None, "https://shop.example/");
-    if let holdfast_agent::protocol::visitor::VisitorIn::Hello { page, .. } = &mut hello {
-        *page = Some(holdfast_agent::protocol::visitor::PageInfo {
+    if let holdfast_client::protocol::visitor::VisitorIn::Hello { page, .. } = &mut hello {
+        *page = Some(holdfast_client::protocol::visitor::PageInfo {
             url: "javascript:alert(1)".into(),
             title: "Click me".into(),
             referrer: Some("javascript:alert(1)".into()),

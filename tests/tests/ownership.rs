@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use holdfast_agent::{ConnState, SignOutResult, StopReason, Update};
+use holdfast_client::{ConnState, SignOutResult, StopReason, Update};
 use holdfast_protocol::agent::{
     Action, Author, ClientMsg, ConversationState, Presence, Role, ServerMsg,
 };
@@ -68,7 +68,7 @@ async fn wait_body(a: &CoreAgent, conv: u64, body: &str) {
 }
 
 /// The system lines in a list of messages, decoded.
-fn notices(msgs: &[holdfast_agent::StoredMessage]) -> Vec<Notice> {
+fn notices(msgs: &[holdfast_client::StoredMessage]) -> Vec<Notice> {
     msgs.iter()
         .filter(|m| matches!(m.author, Author::System))
         .filter_map(|m| Notice::parse(&m.body))

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
-use holdfast_agent::DeliveryState;
+use holdfast_client::DeliveryState;
 use holdfast_protocol::agent::{
     Action, Author, ChatMessage, ClientMsg, ConversationState, Event, LiveEvent, Outcome,
     ServerMsg, VisitorInfo,

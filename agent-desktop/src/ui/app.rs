@@ -21,12 +21,12 @@ use iced::Task;
 use iced::widget::text_editor;
 use zeroize::Zeroizing;
 
-use crate::store::{Session, now_ms};
 use crate::ui::desk::{DEFAULT_INVITE, Desk, HISTORY_PAGE, PendingOpen, message_text};
 use crate::ui::format;
 use crate::ui::notify::{Alert, Notifier};
 use crate::ui::prefs::Prefs;
-use crate::{
+use holdfast_client::store::{Session, now_ms};
+use holdfast_client::{
     ClientConfig, ClientHandle, ConnState, ConnectionStatus, SignOutResult, StopReason, Store,
     StoredMessage, Update, default_store_path,
 };
@@ -61,7 +61,7 @@ pub struct Options {
     pub expected_fingerprint: Option<Fingerprint>,
     /// What an admin preconfigured for this machine (installer): the
     /// default server, and the key to pin when first talking to it.
-    pub preconfig: Option<crate::preconfig::Preconfig>,
+    pub preconfig: Option<holdfast_client::preconfig::Preconfig>,
     /// Benchmark mode: print the time from this instant to the first frame
     /// on stderr, then exit.
     pub exit_after_first_frame: Option<Instant>,
@@ -596,7 +596,7 @@ impl App {
     fn with_handle<F, Fut>(&mut self, f: F) -> Task<Message>
     where
         F: FnOnce(ClientHandle) -> Fut,
-        Fut: Future<Output = Result<(), crate::ClientError>> + Send + 'static,
+        Fut: Future<Output = Result<(), holdfast_client::ClientError>> + Send + 'static,
     {
         match self.handle.clone() {
             Some(h) => {
@@ -681,7 +681,7 @@ impl App {
         {
             return self.fail_sign_in(format!("Cannot create {}: {e}", dir.display()));
         }
-        let (handle, rx) = match crate::start(cfg) {
+        let (handle, rx) = match holdfast_client::start(cfg) {
             Ok(x) => x,
             Err(e) => return self.fail_sign_in(e.to_string()),
         };

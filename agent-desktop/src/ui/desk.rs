@@ -19,8 +19,8 @@ use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::{Notice, system_text};
 use iced::widget::text_editor;
 
-use crate::store::{DeliveryState, MessageOrder, RECENT_PER_CONVERSATION, Session};
-use crate::{ConversationSummary, StoredMessage, Workspace};
+use holdfast_client::store::{DeliveryState, MessageOrder, RECENT_PER_CONVERSATION, Session};
+use holdfast_client::{ConversationSummary, StoredMessage, Workspace};
 
 /// Messages of one conversation kept in memory when it is not open. The
 /// store has the rest; keeping only a window is what keeps memory flat over
@@ -616,7 +616,7 @@ mod tests {
         // A queued message has no server id yet: it joins once acked.
         let mut queued = msg(1, 0);
         queued.message = None;
-        queued.order = MessageOrder(crate::store::QUEUED_SORT_BASE + 1);
+        queued.order = MessageOrder(holdfast_client::store::QUEUED_SORT_BASE + 1);
         queued.client_id = MsgId([7; 16]);
         d.apply_message(queued);
         assert_eq!(d.history["v-1"].messages.len(), 2);
@@ -643,9 +643,9 @@ mod tests {
         use proptest::prelude::*;
 
         use super::*;
-        use crate::core::{ack_update, event_updates};
-        use crate::store::Store;
-        use crate::update::Update;
+        use holdfast_client::store::Store;
+        use holdfast_client::update::Update;
+        use holdfast_client::{ack_update, event_updates};
 
         const ME: AgentId = 7;
         const CONV: ConversationId = 1;

@@ -10,7 +10,7 @@
 //! - `notify`: OS notifications and the chime when the window is unfocused.
 //!
 //! The UI holds no networking code: commands go through the
-//! [`crate::ClientHandle`], and the core's [`crate::Update`] channel is
+//! [`holdfast_client::ClientHandle`], and the core's [`holdfast_client::Update`] channel is
 //! consumed as a stream of messages (see `App::start_core`), in the way
 //! halloy's `data/src/stream.rs` feeds its screens.
 

@@ -30,11 +30,11 @@ use iced::widget::{
 };
 use iced::{Alignment, Border, Color, Element, Fill, Length, Theme, border, keyboard};
 
-use crate::ConnState;
-use crate::store::{DeliveryState, StoredMessage};
 use crate::ui::app::{App, Message, Screen, TransferForm, TrustPrompt};
 use crate::ui::desk::{Conv, message_text};
 use crate::ui::format;
+use holdfast_client::ConnState;
+use holdfast_client::store::{DeliveryState, StoredMessage};
 
 const SIDE: f32 = 330.0;
 const DETAILS: f32 = 300.0;

@@ -1,4 +1,4 @@
-//! `holdfast-chaos-agent`: the real agent client core (`holdfast-agent`, with
+//! `holdfast-chaos-agent`: the real agent client core (`holdfast-client`, with
 //! its SQLite outbox and cursor) as a headless process, so the chaos suite can
 //! SIGKILL it in the middle of a send and start it again on the same store.
 //!
@@ -26,10 +26,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use holdfast_agent::protocol::agent::Author;
-use holdfast_agent::protocol::backoff::BackoffConfig;
-use holdfast_agent::protocol::liveness::LivenessConfig;
-use holdfast_agent::{ClientConfig, ConnState, Update};
+use holdfast_client::protocol::agent::Author;
+use holdfast_client::protocol::backoff::BackoffConfig;
+use holdfast_client::protocol::liveness::LivenessConfig;
+use holdfast_client::{ClientConfig, ConnState, Update};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use zeroize::Zeroizing;
 
@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     }
     cfg.backoff = backoff;
 
-    let (handle, mut updates) = holdfast_agent::start(cfg)?;
+    let (handle, mut updates) = holdfast_client::start(cfg)?;
     out(&format!("ready {}", handle.device_id()));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut last_state = "";

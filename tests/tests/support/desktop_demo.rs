@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use holdfast_agent::protocol::backoff::BackoffConfig;
-use holdfast_agent::protocol::visitor::{PageInfo, VisitorIn};
-use holdfast_agent::{ClientConfig, ConnState, Update, start};
+use holdfast_client::protocol::backoff::BackoffConfig;
+use holdfast_client::protocol::visitor::{PageInfo, VisitorIn};
+use holdfast_client::{ClientConfig, ConnState, Update, start};
 use holdfast_tests::server::{PASSWORD, TestServer};
 use holdfast_tests::visitor::{WsVisitor, hello};
 use zeroize::Zeroizing;
@@ -84,7 +84,7 @@ const SAFARI: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) App
 #[allow(dead_code)]
 pub struct Demo {
     pub visitors: Vec<WsVisitor>,
-    pub bob: holdfast_agent::ClientHandle,
+    pub bob: holdfast_client::ClientHandle,
 }
 
 /// Start demo traffic and leave `alice`'s store pinned and filled: two open
@@ -235,7 +235,7 @@ pub async fn populate(srv: &TestServer, store: &Path) -> Demo {
 
     // Bob steps away, and Alice is at capacity (3) once she is back: this
     // one waits.
-    bob.set_presence(holdfast_agent::protocol::agent::Presence::Away)
+    bob.set_presence(holdfast_client::protocol::agent::Presence::Away)
         .await
         .unwrap();
     let mut bst = bob.status_watch();

@@ -2,8 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use holdfast_agent::store::{EventEffect, QUEUED_SORT_BASE};
-use holdfast_agent::{DeliveryState, Store, StoreError};
+use holdfast_client::store::{EventEffect, QUEUED_SORT_BASE};
+use holdfast_client::{DeliveryState, Store, StoreError};
 use holdfast_protocol::agent::{
     Action, Author, ChatMessage, CommandResult, ConversationInfo, ConversationState, Event,
     Outcome, Presence, Snapshot, VisitorInfo,
@@ -423,7 +423,7 @@ fn workspace_has_everything_to_draw() {
     let (_d, path) = tmp();
     let mut s = Store::open(&path).unwrap();
     s.set_account("host:1", "alice").unwrap();
-    s.set_session(&holdfast_agent::store::Session {
+    s.set_session(&holdfast_client::store::Session {
         agent: 7,
         display_name: "Alice".into(),
         site: 1,

@@ -1220,12 +1220,12 @@ impl Core {
 }
 
 /// What the UI hears about a message an ack settled.
-pub(crate) fn ack_update(message: Option<&StoredMessage>) -> Option<Update> {
+pub fn ack_update(message: Option<&StoredMessage>) -> Option<Update> {
     message.map(Update::message_state)
 }
 
 /// What the UI hears about an applied event.
-pub(crate) fn event_updates(effect: EventEffect) -> Vec<Update> {
+pub fn event_updates(effect: EventEffect) -> Vec<Update> {
     match effect {
         EventEffect::Message { message, new: true } => vec![Update::Message(message)],
         EventEffect::Message {

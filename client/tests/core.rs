@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use holdfast_agent::{
+use holdfast_client::{
     ClientConfig, ClientHandle, ConnState, DeliveryState, StopReason, Update, start,
 };
 use holdfast_protocol::agent::{
@@ -861,7 +861,10 @@ async fn an_action_too_big_for_a_frame_is_refused_up_front() {
     let (h, _rx) = start(cfg).unwrap();
     let err = h.send_message(1, "x".repeat(2000)).await.unwrap_err();
     assert!(
-        matches!(err, holdfast_agent::ClientError::TooLarge { max: 1024, .. }),
+        matches!(
+            err,
+            holdfast_client::ClientError::TooLarge { max: 1024, .. }
+        ),
         "{err}"
     );
     assert_eq!(h.status().unsent, 0);
