@@ -213,7 +213,7 @@ fn stored_visitor_bodies(srv: &TestServer, visitor: &str) -> Vec<String> {
         .collect()
 }
 
-fn gauge(srv: &TestServer, name: &str) -> u64 {
+fn gauge(srv: &TestServer, name: &str) -> i64 {
     let m = &srv.running().ctx.metrics;
     match name {
         "ws" => m.visitor_ws_connections.get(),
@@ -1042,7 +1042,7 @@ async fn cross_origin_conversation(transport: &str) {
     wait_shown(&b, "agent", "Hello back").await;
     assert_eq!(
         gauge(&srv, "ws"),
-        u64::from(transport == "websocket"),
+        i64::from(transport == "websocket"),
         "transport"
     );
     b.quit().await;
@@ -1413,7 +1413,7 @@ async fn typed_order_under_a_rate_limit(long_poll: bool) {
     wait(&b, "localStorage.getItem('holdfast:demo:outbox') === null").await;
     assert_eq!(
         gauge(&srv, "ws"),
-        u64::from(!long_poll),
+        i64::from(!long_poll),
         "the wrong transport"
     );
     b.quit().await;
