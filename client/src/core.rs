@@ -909,6 +909,11 @@ impl Core {
             }
             ServerMsg::LoginOk(_) => Some(retry("protocol error: LoginOk after login")),
             ServerMsg::SignedOut => {
+                // Forgotten before the caller hears "released", so an app
+                // that exits at once leaves nothing of the workspace behind.
+                if let Err(e) = self.store.forget_workspace() {
+                    tracing::warn!("signed out, but the cached workspace stays: {e}");
+                }
                 if let Some(s) = self.signing_out.take() {
                     let _ignored = s.reply.send(SignOutResult::Released);
                 }

@@ -1106,6 +1106,34 @@ impl Store {
         Ok(())
     }
 
+    /// After a sign-out the server has handed this agent's chats on, so the
+    /// cached copy is both stale and no longer this person's to read: drop
+    /// the session, the cursor and everything it covered. Whoever opens the
+    /// app next signs in first, and a new login gets a fresh snapshot. The
+    /// pins, the account (to prefill the sign-in form), the device id and
+    /// the command numbering stay; so does anything still in the outbox,
+    /// which a sign-out never leaves behind but must never be lost either.
+    pub fn forget_workspace(&mut self) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM meta WHERE key IN ('agent', 'display_name', 'site', 'cursor')",
+            [],
+        )?;
+        tx.execute(
+            "DELETE FROM messages WHERE state != ?1",
+            [DeliveryState::Queued.to_sql()],
+        )?;
+        tx.execute(
+            "DELETE FROM conversations WHERE id NOT IN (SELECT conversation FROM messages)",
+            [],
+        )?;
+        tx.execute("DELETE FROM visitors", [])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Everything the UI needs to draw at once, read in one transaction so
     /// the parts agree with each other.
     pub fn cached_workspace(&self) -> Result<Workspace> {

@@ -611,6 +611,21 @@ async fn signing_out_hands_open_chats_to_the_queue_and_the_next_agent() {
         }
     );
     assert_eq!(alice.handle.status().unsent, 0);
+    // Signed out, the device keeps none of the workspace: the chats are
+    // someone else's now, and whoever opens the app next must sign in
+    // before they see any visitor. The pin and the account stay.
+    alice.shutdown().await;
+    let local = holdfast_client::Store::open(dir.path().join("alice.sqlite3")).unwrap();
+    let ws = local.cached_workspace().unwrap();
+    assert!(
+        ws.session.is_none(),
+        "a signed-out store still has a session"
+    );
+    assert!(ws.conversations.is_empty(), "{:?}", ws.conversations);
+    assert!(local.visitors().unwrap().is_empty());
+    assert_eq!(local.cursor().unwrap(), None);
+    assert!(local.account().unwrap().is_some());
+    drop(local);
     let _ = last;
     v1.wait_message("one moment…").await.unwrap();
     for (v, _) in [(&mut v1, c1), (&mut v2, c2)] {
@@ -649,7 +664,6 @@ async fn signing_out_hands_open_chats_to_the_queue_and_the_next_agent() {
             (ConversationState::Active, Some(bob_id))
         );
     }
-    alice.shutdown().await;
     bob.shutdown().await;
     srv.stop().await;
 }
