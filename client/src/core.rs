@@ -647,10 +647,15 @@ impl Core {
             .retry_after_ms
             .map(|ms| Duration::from_millis(u64::from(ms)));
         match e.code {
+            // The same Login would be refused the same way: too big for the
+            // pre-login frame limit, or one the server cannot read. Retrying
+            // would only loop; the person must change what they typed.
             ErrorCode::Unauthorized
             | ErrorCode::Disabled
             | ErrorCode::Revoked
-            | ErrorCode::VersionMismatch => self.login_refused(e.code, e.message),
+            | ErrorCode::VersionMismatch
+            | ErrorCode::TooLarge
+            | ErrorCode::BadRequest => self.login_refused(e.code, e.message),
             code => {
                 self.emit(Update::LoginFailed {
                     code,

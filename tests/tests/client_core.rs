@@ -329,3 +329,48 @@ async fn wrong_fingerprint_is_a_hard_stop() {
     alice.shutdown().await;
     srv.stop().await;
 }
+
+/// A Login the server cannot take as sent (a 9,000-byte password is over
+/// the pre-login frame limit) is refused for good, with the server's
+/// reason: sending it again unchanged can only fail again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_too_big_to_send_stops_with_the_reason() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = fast_config(
+        &srv.agent_addr().to_string(),
+        "alice",
+        &dir.path().join("alice.sqlite3"),
+        srv.running().fingerprint,
+    );
+    cfg.password = zeroize::Zeroizing::new("p".repeat(9_000));
+    let mut alice = CoreAgent::start(cfg);
+    let state = alice
+        .until("the core to stop", |u| match u {
+            Update::Connection(s) if matches!(s.state, ConnState::Stopped { .. }) => {
+                Some(s.state.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert!(
+        matches!(
+            state,
+            ConnState::Stopped {
+                reason: StopReason::LoginRejected {
+                    code: holdfast_protocol::error::ErrorCode::TooLarge,
+                    ..
+                }
+            }
+        ),
+        "{state:?}"
+    );
+    let attempts = alice
+        .seen
+        .iter()
+        .filter(|u| matches!(u, Update::LoginFailed { .. }))
+        .count();
+    assert_eq!(attempts, 1, "the same Login was sent again");
+    alice.shutdown().await;
+    srv.stop().await;
+}

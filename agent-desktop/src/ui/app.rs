@@ -1256,6 +1256,10 @@ fn login_error_text(
             let secs = retry_after.map_or(0, format::seconds_left);
             format!("Too many failed sign-ins. Trying again in {secs} s.")
         }
+        ErrorCode::TooLarge => format!(
+            "The username or password is too long for the server to take ({message}). \
+             Shorten it and sign in again."
+        ),
         _ => format!("Sign-in failed ({code}): {message}"),
     }
 }
@@ -1269,5 +1273,24 @@ fn waiting_alert(info: &ConversationInfo) -> Alert {
     Alert {
         title: "New chat waiting".into(),
         body: format::visitor_label(info.visitor_name.as_deref(), &info.visitor),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_too_big_to_send_says_what_to_change() {
+        let text = login_error_text(
+            ErrorCode::TooLarge,
+            "frame of 9100 bytes exceeds the limit of 8192 before login",
+            None,
+        );
+        assert!(
+            text.starts_with("The username or password is too long"),
+            "{text}"
+        );
+        assert!(text.contains("8192"), "{text}");
     }
 }
