@@ -24,8 +24,8 @@ use tokio::sync::Notify;
 use crate::metrics::Metrics;
 use crate::pushq::{self, TrySendError};
 use crate::store::ReadPool;
+use crate::store::effect::Effect;
 use crate::store::reads::{self, TRAIL_LEN};
-use crate::store::writer::Effect;
 
 /// What an agent connection receives.
 #[derive(Debug, Clone)]
@@ -728,7 +728,7 @@ impl Hub {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::writer::Effect;
+    use crate::store::effect::Effect;
     use holdfast_protocol::agent::{Author, ChatMessage};
 
     fn visitor(i: usize) -> VisitorInfo {

@@ -10,8 +10,9 @@
 //! - `ownership` (private): the writer's rules for who owns a chat:
 //!   transfer, and handing back the chats of an agent who left.
 
-mod ownership;
+pub mod effect;
 pub mod reads;
+mod rules;
 pub mod schema;
 pub mod writer;
 

@@ -1,0 +1,179 @@
+//! The chat rules: what each op does to the database, inside the op's
+//! savepoint on the writer thread. One file per kind of operation, in the
+//! manner of mini-redis's `cmd/`: the file reads its op's fields, checks
+//! them, applies the change and says what to tell whom.
+//!
+//! Agent commands (`Op::AgentCommand`, dispatched in [`agent_command`]):
+//! - [`agent_send`]: `Action::Send`, a message in a chat one serves.
+//! - [`invite`]: `Action::Invite`, start (or join) a chat with a visitor.
+//! - [`accept`]: `Action::Accept`, take a waiting chat or a left message.
+//! - [`close`]: `Action::Close`, end a chat.
+//! - [`transfer`]: `Action::Transfer`, hand a chat to another agent.
+//! - [`presence`]: `Action::SetPresence`, online or away.
+//!
+//! Other ops:
+//! - [`agent_login`]: `Op::AgentLogin`, register a device.
+//! - [`release_chats`]: `Op::ReleaseChats`, an agent signed out, stayed
+//!   offline or was disabled: its chats go back to the queue.
+//! - [`assign`]: `Op::AssignQueued`, and auto-assignment for every rule
+//!   that frees an agent.
+//! - [`visitor_hello`]: `Op::VisitorHello`, create or refresh a visitor.
+//! - [`visitor_send`]: `Op::VisitorSend`, a visitor's message or a left
+//!   message.
+//! - [`end_chat`]: `Op::VisitorEndChat`, the visitor ends the chat.
+//! - [`page_view`]: `Op::PageView`, one page of the trail.
+//! - [`identify`]: `Op::Identify`, who the visitor is.
+//! - [`delivered`]: `Op::Delivered`, the visitor received messages.
+//!
+//! Shared by the rules: [`events`] (the two logs and who reads them),
+//! [`conversation`] (open, change state, post, catch up), and here the
+//! per-op state, the idempotency check, and the small checks every rule
+//! uses.
+
+mod accept;
+mod agent_command;
+mod agent_login;
+mod agent_send;
+mod assign;
+mod close;
+mod conversation;
+mod delivered;
+mod end_chat;
+mod events;
+mod identify;
+mod invite;
+mod page_view;
+mod presence;
+mod release_chats;
+mod transfer;
+mod visitor_hello;
+mod visitor_send;
+
+use std::collections::HashMap;
+
+use holdfast_protocol::agent::{Author, ConversationId, MessageId, Outcome, Seq};
+use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::ids::MsgId;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use super::effect::Effect;
+use super::reads::{self, to_i64};
+use super::writer::AgentActor;
+use crate::hub::Hub;
+
+/// The longest chat message body, in bytes.
+pub const MAX_BODY: usize = 8 * 1024;
+
+/// Per-op scratch: heads and effects only become real if the op's savepoint
+/// and then the batch commit succeed.
+#[derive(Default)]
+pub(super) struct OpCtx {
+    pub(super) heads: HashMap<String, Seq>,
+    pub(super) effects: Vec<Effect>,
+    /// [`WriterConfig::trail_keep`](super::WriterConfig::trail_keep).
+    pub(super) trail_keep: u32,
+}
+
+/// The business logic of one op, inside its savepoint.
+pub(super) struct Tx<'a> {
+    pub(super) conn: &'a Connection,
+    pub(super) hub: &'a Hub,
+    pub(super) ctx: &'a mut OpCtx,
+    pub(super) heads: &'a dyn Fn(&str) -> Option<Seq>,
+}
+
+pub(super) fn rejected(code: ErrorCode, message: impl Into<String>) -> Outcome {
+    Outcome::Rejected {
+        code,
+        message: message.into(),
+    }
+}
+
+pub(super) fn check_body(body: &str) -> Option<Outcome> {
+    if body.trim().is_empty() {
+        return Some(rejected(ErrorCode::BadRequest, "message is empty"));
+    }
+    if body.len() > MAX_BODY {
+        return Some(rejected(
+            ErrorCode::TooLarge,
+            format!("message is {} bytes; the limit is {MAX_BODY}", body.len()),
+        ));
+    }
+    None
+}
+
+/// An action applied.
+fn done(conversation: Option<ConversationId>, message: Option<MessageId>, at_ms: i64) -> Outcome {
+    Outcome::Done {
+        conversation,
+        message,
+        at_ms,
+    }
+}
+
+/// How an agent's lines are signed: with the name as stored now.
+fn agent_author(actor: &AgentActor, me: &reads::AgentRow) -> Author {
+    Author::Agent {
+        agent: actor.id,
+        name: me.display_name.clone(),
+    }
+}
+
+fn encode_outcome(o: &Outcome) -> Result<Vec<u8>, StoreError> {
+    bincode::serde::encode_to_vec(o, bincode::config::standard())
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode_outcome(b: &[u8]) -> Result<Outcome, StoreError> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .map(|(o, _)| o)
+        .map_err(|e| StoreError::Corrupt(format!("stored outcome: {e}")))
+}
+
+impl Tx<'_> {
+    /// The idempotency check, for both channels: the original outcome of an
+    /// action id this actor already used; a refusal if someone else used it;
+    /// `None` if it is new.
+    pub(super) fn prior_outcome(
+        &self,
+        id: &MsgId,
+        actor_key: &str,
+    ) -> Result<Option<Outcome>, StoreError> {
+        let prior: Option<(String, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT actor, outcome FROM actions WHERE client_id = ?1")?
+            .query_row([&id.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(match prior {
+            // A resend: answer with the original result, apply nothing.
+            Some((who, bytes)) if who == actor_key => Some(decode_outcome(&bytes)?),
+            Some(_) => Some(rejected(
+                ErrorCode::Conflict,
+                "this action id was already used by someone else",
+            )),
+            None => None,
+        })
+    }
+
+    pub(super) fn record_outcome(
+        &self,
+        id: &MsgId,
+        actor_key: &str,
+        seq: Seq,
+        outcome: &Outcome,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO actions (client_id, actor, seq, outcome) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                &id.0[..],
+                actor_key,
+                to_i64(seq),
+                encode_outcome(outcome)?
+            ])
+            .map_err(StoreError::from_sqlite)?;
+        Ok(())
+    }
+}
