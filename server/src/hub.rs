@@ -23,9 +23,9 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::pushq::{self, TrySendError};
-use crate::store::ReadPool;
 use crate::store::effect::Effect;
 use crate::store::reads::{self, TRAIL_LEN};
+use crate::store::{Availability, Publish, ReadPool};
 
 /// What an agent connection receives.
 #[derive(Debug, Clone)]
@@ -349,8 +349,9 @@ impl Hub {
         true
     }
 
-    pub fn set_presence(&self, agent: AgentId, presence: Presence) {
-        let mut st = self.lock();
+    /// A committed presence change (`Effect::Presence`): the only way an
+    /// agent's presence moves other than connecting and disconnecting.
+    fn apply_presence(&self, st: &mut State, agent: AgentId, presence: Presence) {
         let Some(a) = st.agents.get_mut(&agent) else {
             return;
         };
@@ -359,8 +360,8 @@ impl Hub {
         }
         a.presence = presence;
         let site = a.site;
-        self.broadcast_member(&mut st, agent);
-        self.broadcast_agents_online(&mut st, site);
+        self.broadcast_member(st, agent);
+        self.broadcast_agents_online(st, site);
     }
 
     /// How many connections (devices) the agent has now.
@@ -623,57 +624,6 @@ impl Hub {
         }
     }
 
-    /// Route committed effects to live connections. Called by the writer
-    /// thread right after each commit, in commit order.
-    pub fn publish(&self, effects: Vec<Effect>) {
-        if effects.is_empty() {
-            return;
-        }
-        let mut refresh = Vec::new();
-        {
-            let mut st = self.lock();
-            for e in effects {
-                match e {
-                    Effect::AgentEvent { agent, seq, event } => {
-                        if let Some(a) = st.agents.get_mut(&agent) {
-                            a.conns.retain(|c| {
-                                push(c, AgentPush::Event(seq, event.clone()), &self.metrics)
-                            });
-                            self.metrics.events_pushed.inc();
-                        }
-                    }
-                    Effect::VisitorEvent {
-                        visitor,
-                        seq,
-                        event,
-                    } => {
-                        if let Some(v) = st.visitors.get_mut(&visitor) {
-                            v.conns.retain(|c| {
-                                push(c, VisitorPush::Event(seq, event.clone()), &self.metrics)
-                            });
-                            if let Some(n) = &v.notify {
-                                n.notify_waiters();
-                            }
-                            self.metrics.events_pushed.inc();
-                        }
-                    }
-                    Effect::VisitorChanged { visitor } => {
-                        if st.visitors.contains_key(&visitor) && !refresh.contains(&visitor) {
-                            refresh.push(visitor);
-                        }
-                    }
-                    Effect::Presence { .. } => {}
-                    Effect::Team { site, member } => {
-                        self.set_member(&mut st, site, member);
-                    }
-                }
-            }
-        }
-        for visitor in refresh {
-            self.refresh_visitor(visitor);
-        }
-    }
-
     /// Reload a visitor's stored fields and tell the site's agents.
     fn refresh_visitor(&self, visitor: String) {
         let reads = self.reads.clone();
@@ -720,6 +670,82 @@ impl Hub {
             if let Some(n) = &v.notify {
                 n.notify_waiters();
             }
+        }
+    }
+}
+
+/// The store asks the hub who can take a chat (see `store::live`).
+impl Availability for Hub {
+    fn connections(&self, agent: AgentId) -> usize {
+        Hub::connections(self, agent)
+    }
+
+    fn presence(&self, agent: AgentId) -> Presence {
+        Hub::presence(self, agent)
+    }
+
+    fn connected(&self, site: SiteId) -> Vec<(AgentId, Presence)> {
+        self.lock()
+            .agents
+            .iter()
+            .filter(|(_, a)| a.site == site && !a.conns.is_empty())
+            .map(|(id, a)| (*id, a.presence))
+            .collect()
+    }
+}
+
+/// The writer hands each committed batch's effects here.
+impl Publish for Hub {
+    /// Route committed effects to live connections. Called by the writer
+    /// thread right after each commit, in commit order.
+    fn publish(&self, effects: Vec<Effect>) {
+        if effects.is_empty() {
+            return;
+        }
+        let mut refresh = Vec::new();
+        {
+            let mut st = self.lock();
+            for e in effects {
+                match e {
+                    Effect::AgentEvent { agent, seq, event } => {
+                        if let Some(a) = st.agents.get_mut(&agent) {
+                            a.conns.retain(|c| {
+                                push(c, AgentPush::Event(seq, event.clone()), &self.metrics)
+                            });
+                            self.metrics.events_pushed.inc();
+                        }
+                    }
+                    Effect::VisitorEvent {
+                        visitor,
+                        seq,
+                        event,
+                    } => {
+                        if let Some(v) = st.visitors.get_mut(&visitor) {
+                            v.conns.retain(|c| {
+                                push(c, VisitorPush::Event(seq, event.clone()), &self.metrics)
+                            });
+                            if let Some(n) = &v.notify {
+                                n.notify_waiters();
+                            }
+                            self.metrics.events_pushed.inc();
+                        }
+                    }
+                    Effect::VisitorChanged { visitor } => {
+                        if st.visitors.contains_key(&visitor) && !refresh.contains(&visitor) {
+                            refresh.push(visitor);
+                        }
+                    }
+                    Effect::Presence { agent, presence } => {
+                        self.apply_presence(&mut st, agent, presence);
+                    }
+                    Effect::Team { site, member } => {
+                        self.set_member(&mut st, site, member);
+                    }
+                }
+            }
+        }
+        for visitor in refresh {
+            self.refresh_visitor(visitor);
         }
     }
 }

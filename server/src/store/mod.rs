@@ -11,6 +11,7 @@
 //!   transfer, and handing back the chats of an agent who left.
 
 pub mod effect;
+pub mod live;
 pub mod reads;
 mod rules;
 pub mod schema;
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use live::{Availability, Publish};
 pub use writer::{Op, WriterConfig, WriterHandle};
 
 #[derive(Debug, thiserror::Error)]

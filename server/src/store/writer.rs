@@ -21,10 +21,10 @@ use holdfast_protocol::notice::LeaveReason;
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::live::Live;
 use super::reads::to_i64;
-use super::rules::{OpCtx, Tx};
+use super::rules::{Rules, Staged};
 use super::{StoreError, now_ms};
-use crate::hub::Hub;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -168,27 +168,27 @@ pub enum Op {
 /// Cheap handle for submitting ops.
 #[derive(Clone, Debug)]
 pub struct WriterHandle {
-    tx: mpsc::Sender<Op>,
+    ops: mpsc::Sender<Op>,
 }
 
 impl WriterHandle {
     /// Submit an op, waiting for queue space.
     pub async fn submit(&self, op: Op) -> Result<(), StoreError> {
-        self.tx.send(op).await.map_err(|_| StoreError::WriterGone)
+        self.ops.send(op).await.map_err(|_| StoreError::WriterGone)
     }
 
     /// Submit an op without waiting; for fire-and-forget ops like page views,
     /// dropped (with a metric) when the queue is full rather than stalling a
     /// connection.
     pub fn try_submit(&self, op: Op) -> bool {
-        self.tx.try_send(op).is_ok()
+        self.ops.try_send(op).is_ok()
     }
 
     /// Submit an op and await its reply.
     pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.submit(make(tx)).await?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        let (reply, answer) = oneshot::channel();
+        self.submit(make(reply)).await?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// Wait until everything submitted so far is committed.
@@ -201,10 +201,10 @@ impl WriterHandle {
 pub fn spawn(
     conn: Connection,
     cfg: WriterConfig,
-    hub: Arc<Hub>,
+    live: Arc<dyn Live>,
     metrics: Arc<Metrics>,
 ) -> (WriterHandle, std::thread::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+    let (ops, queue) = mpsc::channel(cfg.queue.max(1));
     let checkpointer = spawn_checkpointer(&conn);
     // The writer touches index pages all over the database (message ids are
     // random); SQLite's default 2 MB cache made it re-read pages through
@@ -216,18 +216,18 @@ pub fn spawn(
     let handle = std::thread::Builder::new()
         .name("holdfast-writer".into())
         .spawn(move || {
-            Writer::new(conn, cfg, hub, metrics).run(rx);
+            Writer::new(conn, cfg, live, metrics).run(queue);
             // Dropping the sender stops the checkpointer.
             drop(checkpointer);
         });
     match handle {
-        Ok(join) => (WriterHandle { tx }, join),
+        Ok(join) => (WriterHandle { ops }, join),
         // Without a writer thread the server cannot do anything useful; the
         // caller sees every op fail with WriterGone.
         Err(e) => {
             tracing::error!("cannot start writer thread: {e}");
-            let (tx2, _) = mpsc::channel(1);
-            (WriterHandle { tx: tx2 }, std::thread::spawn(|| {}))
+            let (closed, _) = mpsc::channel(1);
+            (WriterHandle { ops: closed }, std::thread::spawn(|| {}))
         }
     }
 }
@@ -312,7 +312,8 @@ impl Pending {
 struct Writer {
     conn: Connection,
     cfg: WriterConfig,
-    hub: Arc<Hub>,
+    /// The hub, behind the store's own traits.
+    live: Arc<dyn Live>,
     metrics: Arc<Metrics>,
     /// Committed log heads.
     heads: HashMap<String, Seq>,
@@ -320,22 +321,27 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(conn: Connection, cfg: WriterConfig, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
+    fn new(
+        conn: Connection,
+        cfg: WriterConfig,
+        live: Arc<dyn Live>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             conn,
             cfg,
-            hub,
+            live,
             metrics,
             heads: HashMap::new(),
             last_prune: Instant::now(),
         }
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
-        while let Some(first) = rx.blocking_recv() {
+    fn run(mut self, mut queue: mpsc::Receiver<Op>) {
+        while let Some(first) = queue.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < self.cfg.max_batch.max(1) {
-                match rx.try_recv() {
+                match queue.try_recv() {
                     Ok(op) => batch.push(op),
                     Err(_) => break,
                 }
@@ -358,12 +364,11 @@ impl Writer {
         let started = Instant::now();
         let n = batch.len();
         let mut pending = Vec::with_capacity(n);
-        let mut batch_heads: HashMap<String, Seq> = HashMap::new();
-        let mut effects = Vec::new();
+        let mut staged = Staged::default();
         let mut barriers = Vec::new();
 
-        let tx = match self.conn.transaction() {
-            Ok(tx) => tx,
+        let txn = match self.conn.transaction() {
+            Ok(txn) => txn,
             Err(e) => {
                 let msg = e.to_string();
                 tracing::error!("cannot begin transaction: {msg}");
@@ -383,30 +388,28 @@ impl Writer {
                 fail_op(op, msg);
                 continue;
             }
-            let mut ctx = OpCtx {
-                trail_keep: self.cfg.trail_keep,
-                ..OpCtx::default()
-            };
             // Each op runs in its own savepoint, so a failing op is undone
             // without losing the rest of the batch.
             // Cached statements: execute_batch would parse the SQL on every op.
-            if let Err(e) = exec_cached(&tx, "SAVEPOINT op") {
+            if let Err(e) = exec_cached(&txn, "SAVEPOINT op") {
                 let msg = e.to_string();
                 fail_op(op, &msg);
                 fatal = Some(msg);
                 continue;
             }
-            let lookup = |key: &str| {
-                batch_heads
-                    .get(key)
-                    .copied()
-                    .or_else(|| self.heads.get(key).copied())
-            };
-            match apply(&tx, &self.hub, op, &mut ctx, &lookup) {
-                Ok(p) => match exec_cached(&tx, "RELEASE op") {
+            let mut op_staged = Staged::default();
+            let rules = Rules::new(
+                &txn,
+                &*self.live,
+                &mut op_staged,
+                &staged,
+                &self.heads,
+                self.cfg.trail_keep,
+            );
+            match apply(rules, op) {
+                Ok(p) => match exec_cached(&txn, "RELEASE op") {
                     Ok(()) => {
-                        batch_heads.extend(ctx.heads);
-                        effects.extend(ctx.effects);
+                        staged.absorb(op_staged);
                         pending.extend(p);
                     }
                     Err(e) => {
@@ -419,7 +422,7 @@ impl Writer {
                     }
                 },
                 Err((e, p)) => {
-                    if let Err(rb) = tx.execute_batch("ROLLBACK TO op; RELEASE op") {
+                    if let Err(rb) = txn.execute_batch("ROLLBACK TO op; RELEASE op") {
                         fatal = Some(rb.to_string());
                     }
                     let full = matches!(e, StoreError::Full(_));
@@ -433,17 +436,19 @@ impl Writer {
                 }
             }
         }
-        let heads_ok = persist_heads(&tx, &batch_heads);
-        let result = heads_ok.and_then(|()| tx.commit().map_err(StoreError::from_sqlite));
+        let heads_ok = persist_heads(&txn, &staged.heads);
+        let result = heads_ok.and_then(|()| txn.commit().map_err(StoreError::from_sqlite));
         let latency = started.elapsed();
         match result {
             Ok(()) => {
-                self.heads.extend(batch_heads);
+                self.heads.extend(staged.heads);
                 self.metrics.record_commit(n, latency);
                 for p in pending {
                     p.succeed();
                 }
-                self.hub.publish(effects);
+                // Staged presence goes no further: the hub has it from here
+                // on, through the effects.
+                self.live.publish(staged.effects);
                 for b in barriers {
                     b.succeed();
                 }
@@ -541,24 +546,12 @@ fn persist_heads(conn: &Connection, heads: &HashMap<String, Seq>) -> Result<(), 
 
 type ApplyResult = Result<Option<Pending>, (StoreError, Option<Pending>)>;
 
-/// Apply one op. The error variant is large, but this runs once per op on
-/// one thread; boxing would only add an allocation.
-#[allow(clippy::result_large_err)]
-/// On error the caller rolls back the op's savepoint and the
+/// Apply one op: dispatch to its rule in `rules/`. The error variant is
+/// large, but this runs once per op on one thread; boxing would only add an
+/// allocation. On error the caller rolls back the op's savepoint and the
 /// reply (if any) gets the error.
-fn apply(
-    conn: &Connection,
-    hub: &Hub,
-    op: Op,
-    ctx: &mut OpCtx,
-    heads: &dyn Fn(&str) -> Option<Seq>,
-) -> ApplyResult {
-    let mut w = Tx {
-        conn,
-        hub,
-        ctx,
-        heads,
-    };
+#[allow(clippy::result_large_err)]
+fn apply(mut w: Rules<'_>, op: Op) -> ApplyResult {
     match op {
         Op::AgentLogin {
             agent,

@@ -9,12 +9,12 @@ use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 use rusqlite::params;
 
-use super::{Tx, rejected};
+use super::{Rules, rejected};
 use crate::store::reads::{self, agent_key, to_i64};
 use crate::store::writer::AgentActor;
 use crate::store::{StoreError, now_ms};
 
-impl Tx<'_> {
+impl Rules<'_> {
     /// The actor's account as it is now, if this session may still act.
     /// Checked inside the transaction, so nothing a disabled agent (or a
     /// session from before a password change) sends is applied, however

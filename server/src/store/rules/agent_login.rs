@@ -5,11 +5,11 @@ use holdfast_protocol::agent::{AgentId, Seq};
 use holdfast_protocol::ids::MsgId;
 use rusqlite::params;
 
-use super::Tx;
+use super::Rules;
 use crate::store::reads::{self, to_i64};
 use crate::store::{StoreError, now_ms};
 
-impl Tx<'_> {
+impl Rules<'_> {
     pub(in crate::store) fn agent_login(
         &mut self,
         agent: AgentId,

@@ -5,12 +5,12 @@ use holdfast_protocol::agent::{ConversationId, ConversationState, Outcome};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 
-use super::{Tx, agent_author, check_body, done, rejected};
+use super::{Rules, agent_author, check_body, done, rejected};
 use crate::store::StoreError;
 use crate::store::reads::AgentRow;
 use crate::store::writer::AgentActor;
 
-impl Tx<'_> {
+impl Rules<'_> {
     pub(super) fn agent_send(
         &mut self,
         actor: &AgentActor,

@@ -3,11 +3,11 @@
 
 use holdfast_protocol::agent::{AgentId, ConversationState, SiteId};
 
-use super::Tx;
+use super::Rules;
 use crate::store::reads::{self, to_i64};
 use crate::store::{StoreError, now_ms};
 
-impl Tx<'_> {
+impl Rules<'_> {
     /// The least-busy online agent of the site with spare capacity, other
     /// than `exclude` (an agent on its way out).
     pub(super) fn pick_agent(
@@ -15,7 +15,7 @@ impl Tx<'_> {
         site: SiteId,
         exclude: Option<AgentId>,
     ) -> Result<Option<AgentId>, StoreError> {
-        let online = self.hub.available_agents(site);
+        let online = self.available_agents(site);
         let mut best: Option<(u32, AgentId)> = None;
         for agent in online.into_iter().filter(|a| Some(*a) != exclude) {
             let Some(row) = reads::agent_by_id(self.conn, agent)? else {

@@ -5,12 +5,12 @@ use holdfast_protocol::agent::{ConversationId, ConversationState, Outcome};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::notice::Notice;
 
-use super::{Tx, done, rejected};
+use super::{Rules, done, rejected};
 use crate::store::StoreError;
 use crate::store::reads::AgentRow;
 use crate::store::writer::AgentActor;
 
-impl Tx<'_> {
+impl Rules<'_> {
     pub(super) fn close(
         &mut self,
         actor: &AgentActor,

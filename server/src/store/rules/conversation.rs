@@ -12,12 +12,12 @@ use holdfast_protocol::notice::Notice;
 use holdfast_protocol::visitor::VisitorEvent;
 use rusqlite::{OptionalExtension, params};
 
-use super::Tx;
+use super::Rules;
 use crate::store::StoreError;
 use crate::store::effect::Effect;
 use crate::store::reads::{self, AUTHOR_AGENT, AUTHOR_VISITOR, state_to_int, to_i64};
 
-impl Tx<'_> {
+impl Rules<'_> {
     pub(super) fn create_conversation(
         &mut self,
         site: SiteId,
@@ -34,7 +34,7 @@ impl Tx<'_> {
             )?
             .execute(params![to_i64(site), visitor, state_to_int(state), assigned.map(to_i64), now, email])
             .map_err(StoreError::from_sqlite)?;
-        self.ctx.effects.push(Effect::VisitorChanged {
+        self.op.effects.push(Effect::VisitorChanged {
             visitor: visitor.to_string(),
         });
         Ok(u64::try_from(self.conn.last_insert_rowid()).unwrap_or(0))
@@ -81,7 +81,7 @@ impl Tx<'_> {
             ])
             .map_err(StoreError::from_sqlite)?;
         let updated = self.announce(c.id, now)?;
-        self.ctx.effects.push(Effect::VisitorChanged {
+        self.op.effects.push(Effect::VisitorChanged {
             visitor: updated.visitor.clone(),
         });
         let load_changed = c.assigned != assigned
@@ -100,7 +100,7 @@ impl Tx<'_> {
             return Ok(());
         };
         let active = reads::agent_load(self.conn, agent)?;
-        self.ctx.effects.push(Effect::Team {
+        self.op.effects.push(Effect::Team {
             site: row.site,
             member: TeamMember {
                 agent,

@@ -4,11 +4,11 @@
 use holdfast_protocol::agent::{Event, Seq};
 use rusqlite::{OptionalExtension, params};
 
-use super::Tx;
+use super::Rules;
 use crate::store::reads::{self, to_i64, visitor_key};
 use crate::store::{StoreError, now_ms};
 
-impl Tx<'_> {
+impl Rules<'_> {
     pub(in crate::store) fn delivered(
         &mut self,
         visitor: &str,
@@ -20,7 +20,7 @@ impl Tx<'_> {
             .query_row([visitor], |r| r.get(0))
             .optional()?;
         let Some(prev) = prev else { return Ok(()) };
-        let head = match (self.heads)(&visitor_key(visitor)) {
+        let head = match self.known_head(&visitor_key(visitor)) {
             Some(h) => h,
             None => reads::log_head(self.conn, &visitor_key(visitor))?,
         };

@@ -6,11 +6,11 @@ use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::Notice;
 
-use super::{Tx, rejected};
+use super::{Rules, rejected};
 use crate::store::reads::{self};
 use crate::store::{StoreError, now_ms};
 
-impl Tx<'_> {
+impl Rules<'_> {
     pub(in crate::store) fn visitor_end_chat(
         &mut self,
         visitor: &str,

@@ -13,25 +13,30 @@ use holdfast_protocol::agent::{
 use holdfast_protocol::visitor::VisitorEvent;
 use rusqlite::params;
 
-use super::Tx;
+use super::Rules;
 use crate::store::StoreError;
 use crate::store::effect::Effect;
 use crate::store::reads::{self, agent_key, to_i64, visitor_key};
 
-impl Tx<'_> {
-    pub(super) fn next_seq(&mut self, key: String) -> Result<Seq, StoreError> {
-        let cur = match self
-            .ctx
+impl Rules<'_> {
+    /// The newest head of a log known without reading the database: this
+    /// op's, the batch's so far, or the committed one.
+    pub(super) fn known_head(&self, key: &str) -> Option<Seq> {
+        self.op
             .heads
-            .get(&key)
+            .get(key)
+            .or_else(|| self.batch.heads.get(key))
+            .or_else(|| self.committed_heads.get(key))
             .copied()
-            .or_else(|| (self.heads)(&key))
-        {
+    }
+
+    pub(super) fn next_seq(&mut self, key: String) -> Result<Seq, StoreError> {
+        let cur = match self.known_head(&key) {
             Some(h) => h,
             None => reads::log_head(self.conn, &key)?,
         };
         let next = cur + 1;
-        self.ctx.heads.insert(key, next);
+        self.op.heads.insert(key, next);
         Ok(next)
     }
 
@@ -49,7 +54,7 @@ impl Tx<'_> {
             )?
             .execute(params![to_i64(agent), to_i64(seq), bytes, at])
             .map_err(StoreError::from_sqlite)?;
-        self.ctx.effects.push(Effect::AgentEvent {
+        self.op.effects.push(Effect::AgentEvent {
             agent,
             seq,
             event: Arc::new(event),
@@ -77,7 +82,7 @@ impl Tx<'_> {
             )?
             .execute(params![visitor, to_i64(seq), text, to_i64(conv), agent_message.map(to_i64), at])
             .map_err(StoreError::from_sqlite)?;
-        self.ctx.effects.push(Effect::VisitorEvent {
+        self.op.effects.push(Effect::VisitorEvent {
             visitor: visitor.to_string(),
             seq,
             event: Arc::new(event),

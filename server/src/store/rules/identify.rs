@@ -2,12 +2,12 @@
 
 use rusqlite::params;
 
-use super::Tx;
+use super::Rules;
 use crate::store::StoreError;
 use crate::store::effect::Effect;
 use crate::store::reads::{self};
 
-impl Tx<'_> {
+impl Rules<'_> {
     pub(in crate::store) fn identify(
         &mut self,
         visitor: &str,
@@ -36,7 +36,7 @@ impl Tx<'_> {
             )?
             .execute(params![visitor, external_id, name, email, attrs, i64::from(verified)])
             .map_err(StoreError::from_sqlite)?;
-        self.ctx.effects.push(Effect::VisitorChanged {
+        self.op.effects.push(Effect::VisitorChanged {
             visitor: visitor.to_string(),
         });
         Ok(true)

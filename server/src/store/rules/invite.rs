@@ -7,12 +7,12 @@ use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 use rusqlite::OptionalExtension;
 
-use super::{Tx, agent_author, check_body, done, rejected};
+use super::{Rules, agent_author, check_body, done, rejected};
 use crate::store::StoreError;
 use crate::store::reads::{self, AgentRow};
 use crate::store::writer::AgentActor;
 
-impl Tx<'_> {
+impl Rules<'_> {
     pub(super) fn invite(
         &mut self,
         actor: &AgentActor,

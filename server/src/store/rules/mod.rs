@@ -51,36 +51,79 @@ mod visitor_send;
 
 use std::collections::HashMap;
 
-use holdfast_protocol::agent::{Author, ConversationId, MessageId, Outcome, Seq};
+use holdfast_protocol::agent::{
+    AgentId, Author, ConversationId, MessageId, Outcome, Presence, Seq,
+};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
 use super::effect::Effect;
+use super::live::Availability;
 use super::reads::{self, to_i64};
 use super::writer::AgentActor;
-use crate::hub::Hub;
 
 /// The longest chat message body, in bytes.
 pub const MAX_BODY: usize = 8 * 1024;
 
-/// Per-op scratch: heads and effects only become real if the op's savepoint
-/// and then the batch commit succeed.
+/// What ops changed that is not committed yet: one op's, kept apart until
+/// its savepoint is released, then the batch's, which the commit makes real
+/// (and a failed commit drops).
 #[derive(Default)]
-pub(super) struct OpCtx {
-    pub(super) heads: HashMap<String, Seq>,
-    pub(super) effects: Vec<Effect>,
-    /// [`WriterConfig::trail_keep`](super::WriterConfig::trail_keep).
-    pub(super) trail_keep: u32,
+pub(in crate::store) struct Staged {
+    /// Log heads advanced.
+    pub(in crate::store) heads: HashMap<String, Seq>,
+    /// Presence set by `Action::SetPresence` or a sign-out. The hub learns
+    /// it from the committed [`Effect::Presence`]; until then, later ops of
+    /// the batch see it here, so assignment right after "online" already
+    /// counts the agent.
+    pub(in crate::store) presence: HashMap<AgentId, Presence>,
+    /// What to tell the hub after the commit.
+    pub(in crate::store) effects: Vec<Effect>,
 }
 
-/// The business logic of one op, inside its savepoint.
-pub(super) struct Tx<'a> {
-    pub(super) conn: &'a Connection,
-    pub(super) hub: &'a Hub,
-    pub(super) ctx: &'a mut OpCtx,
-    pub(super) heads: &'a dyn Fn(&str) -> Option<Seq>,
+impl Staged {
+    /// A released op's changes join the batch's.
+    pub(in crate::store) fn absorb(&mut self, op: Staged) {
+        self.heads.extend(op.heads);
+        self.presence.extend(op.presence);
+        self.effects.extend(op.effects);
+    }
+}
+
+/// One op being applied, inside its savepoint: the connection, the live
+/// side's view of who is available, and what this op and the batch so far
+/// have changed.
+pub(in crate::store) struct Rules<'a> {
+    conn: &'a Connection,
+    live: &'a dyn Availability,
+    op: &'a mut Staged,
+    batch: &'a Staged,
+    /// Log heads as of the last commit.
+    committed_heads: &'a HashMap<String, Seq>,
+    /// [`WriterConfig::trail_keep`](super::WriterConfig::trail_keep).
+    trail_keep: u32,
+}
+
+impl<'a> Rules<'a> {
+    pub(in crate::store) fn new(
+        conn: &'a Connection,
+        live: &'a dyn Availability,
+        op: &'a mut Staged,
+        batch: &'a Staged,
+        committed_heads: &'a HashMap<String, Seq>,
+        trail_keep: u32,
+    ) -> Self {
+        Self {
+            conn,
+            live,
+            op,
+            batch,
+            committed_heads,
+            trail_keep,
+        }
+    }
 }
 
 pub(super) fn rejected(code: ErrorCode, message: impl Into<String>) -> Outcome {
@@ -131,7 +174,7 @@ fn decode_outcome(b: &[u8]) -> Result<Outcome, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("stored outcome: {e}")))
 }
 
-impl Tx<'_> {
+impl Rules<'_> {
     /// The idempotency check, for both channels: the original outcome of an
     /// action id this actor already used; a refusal if someone else used it;
     /// `None` if it is new.

@@ -3,10 +3,10 @@
 use holdfast_protocol::agent::PageView;
 use rusqlite::params;
 
-use super::Tx;
+use super::Rules;
 use crate::store::StoreError;
 
-impl Tx<'_> {
+impl Rules<'_> {
     pub(in crate::store) fn page_view(
         &mut self,
         visitor: &str,
@@ -23,7 +23,7 @@ impl Tx<'_> {
                 "DELETE FROM page_views WHERE visitor_id = ?1 AND id < \
                  (SELECT id FROM page_views WHERE visitor_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
             )?
-            .execute(params![visitor, self.ctx.trail_keep.max(1) - 1])
+            .execute(params![visitor, self.trail_keep.max(1) - 1])
             .map_err(StoreError::from_sqlite)?;
         self.conn
             .prepare_cached("UPDATE visitors SET last_seen_ms = ?2 WHERE id = ?1")?

@@ -3,14 +3,14 @@
 //! Each open chat goes back to the queue with a line saying why, and then
 //! to an available agent by the normal rules.
 
-use holdfast_protocol::agent::{AgentId, ConversationState};
+use holdfast_protocol::agent::{AgentId, ConversationState, Presence};
 use holdfast_protocol::notice::{LeaveReason, Notice};
 
-use super::Tx;
+use super::Rules;
 use crate::store::reads;
 use crate::store::{StoreError, now_ms};
 
-impl Tx<'_> {
+impl Rules<'_> {
     /// Hand an agent's open chats back: each goes to the queue with a line
     /// saying why, and then to an available agent by the normal rules. A
     /// sign-out or the offline sweep changes nothing if the agent is
@@ -21,13 +21,18 @@ impl Tx<'_> {
         reason: LeaveReason,
     ) -> Result<(), StoreError> {
         let still_here = match reason {
-            LeaveReason::Offline => self.hub.connections(agent) > 0,
+            LeaveReason::Offline => self.live.connections(agent) > 0,
             // The device signing out is still connected while this runs.
-            LeaveReason::SignedOut => self.hub.connections(agent) > 1,
+            LeaveReason::SignedOut => self.live.connections(agent) > 1,
             LeaveReason::Disabled => false,
         };
         if still_here {
             return Ok(());
+        }
+        // No new chats for an agent on its way out: the release below
+        // excludes it, and so does every op after this one.
+        if reason == LeaveReason::SignedOut {
+            self.stage_presence(agent, Presence::Offline);
         }
         let Some(row) = reads::agent_by_id(self.conn, agent)? else {
             return Ok(());

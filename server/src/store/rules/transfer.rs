@@ -9,12 +9,12 @@ use holdfast_protocol::agent::{AgentId, ConversationId, ConversationState, Outco
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::notice::Notice;
 
-use super::{Tx, check_body, rejected};
+use super::{Rules, check_body, rejected};
 use crate::store::StoreError;
 use crate::store::reads::{self, AgentRow};
 use crate::store::writer::AgentActor;
 
-impl Tx<'_> {
+impl Rules<'_> {
     /// `Action::Transfer`: the owner hands its chat on, or a supervisor
     /// moves (or assigns) any chat of the site.
     #[allow(clippy::too_many_arguments)]
@@ -111,7 +111,7 @@ impl Tx<'_> {
         if target.disabled {
             return Ok(Some(format!("{name}'s account is disabled")));
         }
-        match self.hub.presence(target.id) {
+        match self.presence_of(target.id) {
             Presence::Online => {}
             Presence::Away => return Ok(Some(format!("{name} is away"))),
             Presence::Offline => return Ok(Some(format!("{name} is offline"))),

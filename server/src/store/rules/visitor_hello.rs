@@ -4,11 +4,11 @@
 use holdfast_protocol::agent::{PageView, SiteId};
 use rusqlite::params;
 
-use super::Tx;
+use super::Rules;
 use crate::store::reads::to_i64;
 use crate::store::{StoreError, now_ms};
 
-impl Tx<'_> {
+impl Rules<'_> {
     pub(in crate::store) fn visitor_hello(
         &mut self,
         site: SiteId,

@@ -7,12 +7,12 @@ use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::Notice;
 use rusqlite::params;
 
-use super::{Tx, check_body};
+use super::{Rules, check_body};
 use crate::store::reads::{self, to_i64, visitor_key};
 use crate::store::writer::VisitorSendOutcome;
 use crate::store::{StoreError, now_ms};
 
-impl Tx<'_> {
+impl Rules<'_> {
     /// A visitor action, applied once per id: a resend gets the original
     /// outcome.
     pub(in crate::store) fn visitor_action(
