@@ -11,7 +11,7 @@
 //! exact connection, never a newer one for the same agent or visitor.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
@@ -24,8 +24,9 @@ use tokio::sync::Notify;
 use crate::metrics::Metrics;
 use crate::pushq::{self, TrySendError};
 use crate::store::effect::Effect;
-use crate::store::reads::{self, TRAIL_LEN};
-use crate::store::{Availability, Publish, ReadPool};
+use crate::store::effect::VisitorChange;
+use crate::store::reads::TRAIL_LEN;
+use crate::store::{Availability, Publish};
 
 /// What an agent connection receives.
 #[derive(Debug, Clone)]
@@ -207,10 +208,6 @@ pub struct Hub {
     state: Mutex<State>,
     cfg: HubConfig,
     metrics: Arc<Metrics>,
-    reads: ReadPool,
-    rt: tokio::runtime::Handle,
-    /// Background refreshes hold a weak reference back, avoiding a cycle.
-    me: Weak<Hub>,
 }
 
 /// Send a presence change to an agent; a full queue drops it and marks the
@@ -242,19 +239,11 @@ fn push<T: pushq::Weigh>(conn: &Conn<T>, item: T, metrics: &Metrics) -> bool {
 }
 
 impl Hub {
-    pub fn new(
-        cfg: HubConfig,
-        metrics: Arc<Metrics>,
-        reads: ReadPool,
-        rt: tokio::runtime::Handle,
-    ) -> Arc<Self> {
-        Arc::new_cyclic(|me| Self {
+    pub fn new(cfg: HubConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
             state: Mutex::new(State::default()),
             cfg,
             metrics,
-            reads,
-            rt,
-            me: me.clone(),
         })
     }
 
@@ -624,33 +613,29 @@ impl Hub {
         }
     }
 
-    /// Reload a visitor's stored fields and tell the site's agents.
-    fn refresh_visitor(&self, visitor: String) {
-        let reads = self.reads.clone();
-        let hub = self.me.clone();
-        self.rt.spawn(async move {
-            let id = visitor.clone();
-            let Ok(Some(stored)) = reads.run(move |c| reads::visitor_info(c, &id)).await else {
-                return;
-            };
-            if let Some(h) = hub.upgrade() {
-                h.merge_visitor(stored);
-            }
-        });
-    }
-
-    fn merge_visitor(&self, stored: VisitorInfo) {
-        let mut st = self.lock();
-        let Some(v) = st.visitors.get_mut(&stored.id) else {
+    /// A committed change to a visitor's stored record: update the live
+    /// copy and send it to agents with the next presence flush.
+    fn apply_visitor_change(st: &mut State, visitor: String, change: VisitorChange) {
+        let Some(v) = st.visitors.get_mut(&visitor) else {
             return;
         };
-        v.info.name = stored.name;
-        v.info.email = stored.email;
-        v.info.attrs = stored.attrs;
-        v.info.external_id = stored.external_id;
-        v.info.verified = stored.verified;
-        v.info.conversation = stored.conversation;
-        st.dirty.insert(stored.id);
+        match change {
+            VisitorChange::Identity {
+                name,
+                email,
+                attrs,
+                external_id,
+                verified,
+            } => {
+                v.info.name = name;
+                v.info.email = email;
+                v.info.attrs = attrs;
+                v.info.external_id = external_id;
+                v.info.verified = verified;
+            }
+            VisitorChange::Conversation(open) => v.info.conversation = open,
+        }
+        st.dirty.insert(visitor);
     }
 
     /// Tell every connection to go away (shutdown), and any that registers
@@ -702,50 +687,42 @@ impl Publish for Hub {
         if effects.is_empty() {
             return;
         }
-        let mut refresh = Vec::new();
-        {
-            let mut st = self.lock();
-            for e in effects {
-                match e {
-                    Effect::AgentEvent { agent, seq, event } => {
-                        if let Some(a) = st.agents.get_mut(&agent) {
-                            a.conns.retain(|c| {
-                                push(c, AgentPush::Event(seq, event.clone()), &self.metrics)
-                            });
-                            self.metrics.events_pushed.inc();
-                        }
-                    }
-                    Effect::VisitorEvent {
-                        visitor,
-                        seq,
-                        event,
-                    } => {
-                        if let Some(v) = st.visitors.get_mut(&visitor) {
-                            v.conns.retain(|c| {
-                                push(c, VisitorPush::Event(seq, event.clone()), &self.metrics)
-                            });
-                            if let Some(n) = &v.notify {
-                                n.notify_waiters();
-                            }
-                            self.metrics.events_pushed.inc();
-                        }
-                    }
-                    Effect::VisitorChanged { visitor } => {
-                        if st.visitors.contains_key(&visitor) && !refresh.contains(&visitor) {
-                            refresh.push(visitor);
-                        }
-                    }
-                    Effect::Presence { agent, presence } => {
-                        self.apply_presence(&mut st, agent, presence);
-                    }
-                    Effect::Team { site, member } => {
-                        self.set_member(&mut st, site, member);
+        let mut st = self.lock();
+        for e in effects {
+            match e {
+                Effect::AgentEvent { agent, seq, event } => {
+                    if let Some(a) = st.agents.get_mut(&agent) {
+                        a.conns.retain(|c| {
+                            push(c, AgentPush::Event(seq, event.clone()), &self.metrics)
+                        });
+                        self.metrics.events_pushed.inc();
                     }
                 }
+                Effect::VisitorEvent {
+                    visitor,
+                    seq,
+                    event,
+                } => {
+                    if let Some(v) = st.visitors.get_mut(&visitor) {
+                        v.conns.retain(|c| {
+                            push(c, VisitorPush::Event(seq, event.clone()), &self.metrics)
+                        });
+                        if let Some(n) = &v.notify {
+                            n.notify_waiters();
+                        }
+                        self.metrics.events_pushed.inc();
+                    }
+                }
+                Effect::VisitorChanged { visitor, change } => {
+                    Self::apply_visitor_change(&mut st, visitor, change);
+                }
+                Effect::Presence { agent, presence } => {
+                    self.apply_presence(&mut st, agent, presence);
+                }
+                Effect::Team { site, member } => {
+                    self.set_member(&mut st, site, member);
+                }
             }
-        }
-        for visitor in refresh {
-            self.refresh_visitor(visitor);
         }
     }
 }
@@ -803,25 +780,19 @@ mod tests {
         }
     }
 
-    fn hub(dir: &std::path::Path) -> (Arc<Hub>, Arc<Metrics>) {
+    fn hub() -> (Arc<Hub>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::default());
         let cfg = HubConfig {
             agent_queue: 3,
             ..HubConfig::default()
         };
-        let h = Hub::new(
-            cfg,
-            metrics.clone(),
-            ReadPool::new(dir),
-            tokio::runtime::Handle::current(),
-        );
+        let h = Hub::new(cfg, metrics.clone());
         (h, metrics)
     }
 
     #[tokio::test]
     async fn a_presence_flood_marks_the_agent_stale_instead_of_cutting_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (h, metrics) = hub(dir.path());
+        let (h, metrics) = hub();
         let mut reg = h.register_agent(1, member(1, "Alice"));
         // The agent does not read; 20 visitors arrive (20 presence changes
         // into a queue of 3).
@@ -844,8 +815,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_kicks_every_connection_and_any_that_registers_later() {
-        let dir = tempfile::tempdir().unwrap();
-        let (h, _metrics) = hub(dir.path());
+        let (h, _metrics) = hub();
         let agent = h.register_agent(1, member(1, "Alice"));
         let before = h.register_visitor(visitor(1));
         assert!(!agent.rx.is_kicked() && !before.rx.is_kicked());
@@ -858,5 +828,42 @@ mod tests {
         assert!(matches!(got, Ok(crate::pushq::Recv::Kicked)), "{got:?}");
         let late_agent = h.register_agent(1, member(2, "Bob"));
         assert!(late_agent.rx.is_kicked());
+    }
+
+    #[tokio::test]
+    async fn committed_effects_carry_presence_and_visitor_data() {
+        let (h, _metrics) = hub();
+        let _alice = h.register_agent(1, member(1, "Alice"));
+        let _tab = h.register_visitor(visitor(1));
+        h.publish(vec![
+            Effect::Presence {
+                agent: 1,
+                presence: Presence::Away,
+            },
+            Effect::VisitorChanged {
+                visitor: "v1".into(),
+                change: VisitorChange::Identity {
+                    name: Some("Ann".into()),
+                    email: None,
+                    attrs: vec![("plan".into(), "pro".into())],
+                    external_id: Some("u-7".into()),
+                    verified: true,
+                },
+            },
+            Effect::VisitorChanged {
+                visitor: "v1".into(),
+                change: VisitorChange::Conversation(Some(7)),
+            },
+        ]);
+        assert_eq!(h.presence(1), Presence::Away);
+        assert!(h.available_agents(1).is_empty());
+        // Applied from the effect itself: there is no database behind this
+        // hub to read back from.
+        let v = h.visitor_live("v1").unwrap();
+        assert_eq!(v.name.as_deref(), Some("Ann"));
+        assert_eq!(v.external_id.as_deref(), Some("u-7"));
+        assert!(v.verified);
+        assert_eq!(v.attrs, vec![("plan".to_string(), "pro".to_string())]);
+        assert_eq!(v.conversation, Some(7));
     }
 }

@@ -163,12 +163,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
 
     let metrics = Arc::new(metrics::Metrics::default());
     let reads = store::ReadPool::new(&cfg.data_dir);
-    let hub = hub::Hub::new(
-        cfg.hub.clone(),
-        metrics.clone(),
-        reads.clone(),
-        tokio::runtime::Handle::current(),
-    );
+    let hub = hub::Hub::new(cfg.hub.clone(), metrics.clone());
     let (writer, writer_thread) =
         store::writer::spawn(conn, cfg.writer.clone(), hub.clone(), metrics.clone());
     let tokens = token::TokenKey::derive(&identity.secret_bytes());

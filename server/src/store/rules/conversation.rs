@@ -14,7 +14,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::Rules;
 use crate::store::StoreError;
-use crate::store::effect::Effect;
+use crate::store::effect::{Effect, VisitorChange};
 use crate::store::reads::{self, AUTHOR_AGENT, AUTHOR_VISITOR, state_to_int, to_i64};
 
 impl Rules<'_> {
@@ -34,10 +34,12 @@ impl Rules<'_> {
             )?
             .execute(params![to_i64(site), visitor, state_to_int(state), assigned.map(to_i64), now, email])
             .map_err(StoreError::from_sqlite)?;
+        let id = u64::try_from(self.conn.last_insert_rowid()).unwrap_or(0);
         self.op.effects.push(Effect::VisitorChanged {
             visitor: visitor.to_string(),
+            change: VisitorChange::Conversation(Some(id)),
         });
-        Ok(u64::try_from(self.conn.last_insert_rowid()).unwrap_or(0))
+        Ok(id)
     }
 
     /// Tell every site agent and the visitor about a conversation's state.
@@ -81,8 +83,12 @@ impl Rules<'_> {
             ])
             .map_err(StoreError::from_sqlite)?;
         let updated = self.announce(c.id, now)?;
+        // A visitor has at most one open conversation (a new one is opened
+        // only when there is none), so this one's state says which is open.
+        let open = (updated.state != ConversationState::Closed).then_some(updated.id);
         self.op.effects.push(Effect::VisitorChanged {
             visitor: updated.visitor.clone(),
+            change: VisitorChange::Conversation(open),
         });
         let load_changed = c.assigned != assigned
             || (c.state == ConversationState::Active) != (state == ConversationState::Active);

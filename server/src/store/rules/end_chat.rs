@@ -7,7 +7,7 @@ use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::Notice;
 
 use super::{Rules, rejected};
-use crate::store::reads::{self};
+use crate::store::reads;
 use crate::store::{StoreError, now_ms};
 
 impl Rules<'_> {

@@ -1,11 +1,11 @@
 //! `Op::Identify`: the site tells who the visitor is, verified or not.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::Rules;
 use crate::store::StoreError;
-use crate::store::effect::Effect;
-use crate::store::reads::{self};
+use crate::store::effect::{Effect, VisitorChange};
+use crate::store::reads;
 
 impl Rules<'_> {
     pub(in crate::store) fn identify(
@@ -24,21 +24,38 @@ impl Rules<'_> {
         {
             return Ok(false);
         }
-        let attrs = serde_json::to_string(attrs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let attrs_json =
+            serde_json::to_string(attrs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // An unverified identify of the id this visitor was verified as
         // (a site that dropped its secret) keeps the binding: it proves
         // nothing either way, and unbinding would let any id in later.
-        self.conn
+        // RETURNING gives the values as stored, for the hub to show agents.
+        let stored: Option<(Option<String>, Option<String>, Option<String>, bool)> = self
+            .conn
             .prepare_cached(
                 "UPDATE visitors SET name = COALESCE(?3, name), email = COALESCE(?4, email), attrs = ?5, \
                  verified = CASE WHEN verified = 1 AND external_id = ?2 THEN 1 ELSE ?6 END, \
-                 external_id = ?2 WHERE id = ?1",
+                 external_id = ?2 WHERE id = ?1 \
+                 RETURNING name, email, external_id, verified",
             )?
-            .execute(params![visitor, external_id, name, email, attrs, i64::from(verified)])
+            .query_row(
+                params![visitor, external_id, name, email, attrs_json, i64::from(verified)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? != 0)),
+            )
+            .optional()
             .map_err(StoreError::from_sqlite)?;
-        self.op.effects.push(Effect::VisitorChanged {
-            visitor: visitor.to_string(),
-        });
+        if let Some((name, email, external_id, verified)) = stored {
+            self.op.effects.push(Effect::VisitorChanged {
+                visitor: visitor.to_string(),
+                change: VisitorChange::Identity {
+                    name,
+                    email,
+                    attrs: attrs.to_vec(),
+                    external_id,
+                    verified,
+                },
+            });
+        }
         Ok(true)
     }
 }
