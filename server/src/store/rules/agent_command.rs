@@ -45,14 +45,9 @@ impl Rules<'_> {
     ) -> Result<CommandResult, StoreError> {
         let me = self.current_actor(actor)?;
         let actor_key = agent_key(actor.id);
-        let outcome = match self.prior_outcome(&cmd.id, &actor_key)? {
-            Some(o) => o,
-            None => {
-                let outcome = self.agent_action(actor, &me, cmd)?;
-                self.record_outcome(&cmd.id, &actor_key, cmd.seq, &outcome)?;
-                outcome
-            }
-        };
+        let outcome = self.once(&cmd.id, &actor_key, cmd.seq, |rules| {
+            rules.agent_action(actor, &me, cmd)
+        })?;
         self.conn
             .prepare_cached(
                 "UPDATE devices SET commands_acked = MAX(commands_acked, ?3) WHERE agent_id = ?1 AND device_id = ?2",

@@ -175,37 +175,35 @@ fn decode_outcome(b: &[u8]) -> Result<Outcome, StoreError> {
 }
 
 impl Rules<'_> {
-    /// The idempotency check, for both channels: the original outcome of an
-    /// action id this actor already used; a refusal if someone else used it;
-    /// `None` if it is new.
-    pub(super) fn prior_outcome(
-        &self,
+    /// The idempotency check, the one place both channels ask "was this
+    /// action id already applied?": a new id runs `apply` and records its
+    /// outcome in the same savepoint; the actor's resend gets the recorded
+    /// outcome and applies nothing; an id someone else used is refused.
+    /// `actor_key` is the actor's log key; `seq` is the agent command's
+    /// sequence number (0 for visitors, who have none).
+    pub(super) fn once(
+        &mut self,
         id: &MsgId,
         actor_key: &str,
-    ) -> Result<Option<Outcome>, StoreError> {
+        seq: Seq,
+        apply: impl FnOnce(&mut Self) -> Result<Outcome, StoreError>,
+    ) -> Result<Outcome, StoreError> {
         let prior: Option<(String, Vec<u8>)> = self
             .conn
             .prepare_cached("SELECT actor, outcome FROM actions WHERE client_id = ?1")?
             .query_row([&id.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        Ok(match prior {
-            // A resend: answer with the original result, apply nothing.
-            Some((who, bytes)) if who == actor_key => Some(decode_outcome(&bytes)?),
-            Some(_) => Some(rejected(
-                ErrorCode::Conflict,
-                "this action id was already used by someone else",
-            )),
-            None => None,
-        })
-    }
-
-    pub(super) fn record_outcome(
-        &self,
-        id: &MsgId,
-        actor_key: &str,
-        seq: Seq,
-        outcome: &Outcome,
-    ) -> Result<(), StoreError> {
+        match prior {
+            Some((who, bytes)) if who == actor_key => return decode_outcome(&bytes),
+            Some(_) => {
+                return Ok(rejected(
+                    ErrorCode::Conflict,
+                    "this action id was already used by someone else",
+                ));
+            }
+            None => {}
+        }
+        let outcome = apply(self)?;
         self.conn
             .prepare_cached(
                 "INSERT INTO actions (client_id, actor, seq, outcome) VALUES (?1, ?2, ?3, ?4)",
@@ -214,9 +212,9 @@ impl Rules<'_> {
                 &id.0[..],
                 actor_key,
                 to_i64(seq),
-                encode_outcome(outcome)?
+                encode_outcome(&outcome)?
             ])
             .map_err(StoreError::from_sqlite)?;
-        Ok(())
+        Ok(outcome)
     }
 }

@@ -22,14 +22,7 @@ impl Rules<'_> {
         apply: impl FnOnce(&mut Self) -> Result<Outcome, StoreError>,
     ) -> Result<VisitorSendOutcome, StoreError> {
         let actor_key = visitor_key(visitor);
-        let outcome = match self.prior_outcome(&id, &actor_key)? {
-            Some(o) => o,
-            None => {
-                let o = apply(self)?;
-                self.record_outcome(&id, &actor_key, 0, &o)?;
-                o
-            }
-        };
+        let outcome = self.once(&id, &actor_key, 0, apply)?;
         Ok(match outcome {
             Outcome::Done {
                 conversation,
