@@ -2,7 +2,10 @@
 //! registry of live connections with their bounded outbound queues.
 //!
 //! The hub holds no durable data; the store does. It only routes committed
-//! events to live connections. A connection whose queue is full is cut (its
+//! effects (`store::effect::Effect`) to live connections, and answers the
+//! store's questions about who is available (`store::live`). Presence
+//! changes only by connecting, disconnecting, or a committed
+//! `Effect::Presence`. A connection whose queue is full is cut (its
 //! queue answers `Kicked`) instead of growing memory; it resumes later from
 //! its cursor. Presence is the exception: it is not durable and a newer list
 //! supersedes it, so an agent whose queue is full of presence changes (5,000

@@ -30,7 +30,7 @@ impl Rules<'_> {
         // (a site that dropped its secret) keeps the binding: it proves
         // nothing either way, and unbinding would let any id in later.
         // RETURNING gives the values as stored, for the hub to show agents.
-        let stored: Option<(Option<String>, Option<String>, Option<String>, bool)> = self
+        let stored = self
             .conn
             .prepare_cached(
                 "UPDATE visitors SET name = COALESCE(?3, name), email = COALESCE(?4, email), attrs = ?5, \
@@ -40,20 +40,22 @@ impl Rules<'_> {
             )?
             .query_row(
                 params![visitor, external_id, name, email, attrs_json, i64::from(verified)],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? != 0)),
+                |r| {
+                    Ok(VisitorChange::Identity {
+                        name: r.get(0)?,
+                        email: r.get(1)?,
+                        attrs: attrs.to_vec(),
+                        external_id: r.get(2)?,
+                        verified: r.get::<_, i64>(3)? != 0,
+                    })
+                },
             )
             .optional()
             .map_err(StoreError::from_sqlite)?;
-        if let Some((name, email, external_id, verified)) = stored {
+        if let Some(change) = stored {
             self.op.effects.push(Effect::VisitorChanged {
                 visitor: visitor.to_string(),
-                change: VisitorChange::Identity {
-                    name,
-                    email,
-                    attrs: attrs.to_vec(),
-                    external_id,
-                    verified,
-                },
+                change,
             });
         }
         Ok(true)
