@@ -3,10 +3,14 @@
 //! Every mutation is an [`Op`] sent over a bounded channel. The thread takes
 //! whatever is queued (up to `max_batch`), applies each op inside its own
 //! savepoint of one transaction, commits once, and only after the commit
-//! replies to each op and hands the events to the hub. With fsync costing
+//! replies to each op and hands the batch's effects to the hub (through
+//! [`Publish`](super::live::Publish)). With fsync costing
 //! ~0.2 ms, one commit per batch instead of per message is what makes full
 //! durability fast. If the commit fails (a full disk), every op in the batch
 //! is answered with an error, no event is published, and nothing is acked.
+//!
+//! What each op does is not here: `apply` dispatches it to its rule in
+//! `rules/`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -551,13 +555,13 @@ type ApplyResult = Result<Option<Pending>, (StoreError, Option<Pending>)>;
 /// allocation. On error the caller rolls back the op's savepoint and the
 /// reply (if any) gets the error.
 #[allow(clippy::result_large_err)]
-fn apply(mut w: Rules<'_>, op: Op) -> ApplyResult {
+fn apply(mut rules: Rules<'_>, op: Op) -> ApplyResult {
     match op {
         Op::AgentLogin {
             agent,
             device,
             reply,
-        } => match w.agent_login(agent, &device) {
+        } => match rules.agent_login(agent, &device) {
             Ok(v) => Ok(Some(Pending::Login(reply, v))),
             Err(e) => Err((e, Some(Pending::Login(reply, 0)))),
         },
@@ -566,7 +570,7 @@ fn apply(mut w: Rules<'_>, op: Op) -> ApplyResult {
             device,
             cmd,
             reply,
-        } => match w.agent_command(&actor, &device, &cmd) {
+        } => match rules.agent_command(&actor, &device, &cmd) {
             Ok(v) => Ok(Some(Pending::Command(reply, v))),
             Err(e) => {
                 let placeholder = CommandResult {
@@ -586,7 +590,7 @@ fn apply(mut w: Rules<'_>, op: Op) -> ApplyResult {
             user_agent,
             page,
             reply,
-        } => match w.visitor_hello(site, visitor, user_agent, page) {
+        } => match rules.visitor_hello(site, visitor, user_agent, page) {
             Ok(v) => Ok(Some(Pending::Hello(reply, v))),
             Err(e) => Err((e, Some(Pending::Hello(reply, String::new())))),
         },
@@ -599,24 +603,25 @@ fn apply(mut w: Rules<'_>, op: Op) -> ApplyResult {
             page,
             reply,
         } => {
-            let r = w.visitor_action(&visitor, id, |w| {
-                w.visitor_post(&visitor, site, id, &body, leave, page)
+            let r = rules.visitor_action(&visitor, id, |rules| {
+                rules.visitor_post(&visitor, site, id, &body, leave, page)
             });
             send_result(r, reply)
         }
         Op::VisitorEndChat { visitor, id, reply } => {
-            let r = w.visitor_action(&visitor, id, |w| w.visitor_end_chat(&visitor, id));
+            let r =
+                rules.visitor_action(&visitor, id, |rules| rules.visitor_end_chat(&visitor, id));
             send_result(r, reply)
         }
         Op::ReleaseChats {
             agent,
             reason,
             reply,
-        } => match w.release_chats(agent, reason) {
+        } => match rules.release_chats(agent, reason) {
             Ok(()) => Ok(reply.map(Pending::Unit)),
             Err(e) => Err((e, reply.map(Pending::Unit))),
         },
-        Op::PageView { visitor, page } => w
+        Op::PageView { visitor, page } => rules
             .page_view(&visitor, &page)
             .map(|()| None)
             .map_err(|e| (e, None)),
@@ -628,15 +633,15 @@ fn apply(mut w: Rules<'_>, op: Op) -> ApplyResult {
             attrs,
             verified,
             reply,
-        } => match w.identify(&visitor, &external_id, name, email, &attrs, verified) {
+        } => match rules.identify(&visitor, &external_id, name, email, &attrs, verified) {
             Ok(ok) => Ok(Some(Pending::Flag(reply, ok))),
             Err(e) => Err((e, Some(Pending::Flag(reply, false)))),
         },
-        Op::Delivered { visitor, up_to } => w
+        Op::Delivered { visitor, up_to } => rules
             .delivered(&visitor, up_to)
             .map(|()| None)
             .map_err(|e| (e, None)),
-        Op::AssignQueued { site } => w
+        Op::AssignQueued { site } => rules
             .assign_queued(site, None)
             .map(|()| None)
             .map_err(|e| (e, None)),

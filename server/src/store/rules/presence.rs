@@ -71,3 +71,66 @@ impl Rules<'_> {
         online
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+
+    use holdfast_protocol::agent::{AgentId, Presence, SiteId};
+    use rusqlite::Connection;
+
+    use super::super::{Rules, Staged};
+    use crate::store::live::Availability;
+
+    /// Agents 1 and 2 of site 1 are connected and online; agent 3 has no
+    /// connection.
+    struct Hub;
+
+    impl Availability for Hub {
+        fn connections(&self, agent: AgentId) -> usize {
+            usize::from(agent != 3)
+        }
+
+        fn presence(&self, agent: AgentId) -> Presence {
+            if agent == 3 {
+                Presence::Offline
+            } else {
+                Presence::Online
+            }
+        }
+
+        fn connected(&self, site: SiteId) -> Vec<(AgentId, Presence)> {
+            if site == 1 {
+                vec![(2, Presence::Online), (1, Presence::Online)]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+
+    #[test]
+    fn staged_presence_is_seen_by_later_ops_of_the_batch_as_the_hub_would_apply_it() {
+        let conn = Connection::open_in_memory().unwrap();
+        let committed = HashMap::new();
+        let mut batch = Staged::default();
+        let mut op = Staged::default();
+        {
+            let mut rules = Rules::new(&conn, &Hub, &mut op, &batch, &committed, 1);
+            rules.stage_presence(1, Presence::Away);
+            rules.stage_presence(3, Presence::Online);
+            assert_eq!(rules.presence_of(1), Presence::Away);
+        }
+        batch.absorb(op);
+        // Both go to the hub, after the commit.
+        assert_eq!(batch.effects.len(), 2);
+        let mut op = Staged::default();
+        let rules = Rules::new(&conn, &Hub, &mut op, &batch, &committed, 1);
+        assert_eq!(rules.available_agents(1), vec![2]);
+        assert_eq!(rules.presence_of(1), Presence::Away);
+        // The hub ignores presence for an agent without a connection, and
+        // so does the view.
+        assert_eq!(rules.presence_of(3), Presence::Offline);
+        assert!(rules.available_agents(2).is_empty());
+    }
+}
