@@ -13,8 +13,9 @@ use crate::store::writer::VisitorSendOutcome;
 use crate::store::{StoreError, now_ms};
 
 impl Rules<'_> {
-    /// A visitor action, applied once per id: a resend gets the original
-    /// outcome.
+    /// A visitor action, applied once per id (through [`Rules::once`]): a
+    /// resend gets the original outcome, told in the visitor channel's
+    /// terms. Also used by `end_chat`.
     pub(in crate::store) fn visitor_action(
         &mut self,
         visitor: &str,
