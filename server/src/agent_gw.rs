@@ -937,11 +937,9 @@ impl Conn {
                 }
             });
         }
-        // No new chats for an agent on its way out; presence is per agent,
-        // so an agent still connected on another device stays as it was.
-        if ctx.hub.connections(self.agent.id) <= 1 {
-            ctx.hub.set_presence(self.agent.id, Presence::Offline);
-        }
+        // The release also takes the agent offline (unless it is still
+        // connected on another device), in the same op, so no new chat is
+        // assigned to it on its way out.
         let agent = self.agent.id;
         ctx.writer
             .call(|reply| Op::ReleaseChats {

@@ -2,7 +2,10 @@
 //! registry of live connections with their bounded outbound queues.
 //!
 //! The hub holds no durable data; the store does. It only routes committed
-//! events to live connections. A connection whose queue is full is cut (its
+//! effects (`store::effect::Effect`) to live connections, and answers the
+//! store's questions about who is available (`store::live`). Presence
+//! changes only by connecting, disconnecting, or a committed
+//! `Effect::Presence`. A connection whose queue is full is cut (its
 //! queue answers `Kicked`) instead of growing memory; it resumes later from
 //! its cursor. Presence is the exception: it is not durable and a newer list
 //! supersedes it, so an agent whose queue is full of presence changes (5,000
@@ -11,7 +14,7 @@
 //! exact connection, never a newer one for the same agent or visitor.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
@@ -23,9 +26,10 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::pushq::{self, TrySendError};
-use crate::store::ReadPool;
-use crate::store::reads::{self, TRAIL_LEN};
-use crate::store::writer::Effect;
+use crate::store::effect::Effect;
+use crate::store::effect::VisitorChange;
+use crate::store::reads::TRAIL_LEN;
+use crate::store::{Availability, Publish};
 
 /// What an agent connection receives.
 #[derive(Debug, Clone)]
@@ -207,10 +211,6 @@ pub struct Hub {
     state: Mutex<State>,
     cfg: HubConfig,
     metrics: Arc<Metrics>,
-    reads: ReadPool,
-    rt: tokio::runtime::Handle,
-    /// Background refreshes hold a weak reference back, avoiding a cycle.
-    me: Weak<Hub>,
 }
 
 /// Send a presence change to an agent; a full queue drops it and marks the
@@ -242,19 +242,11 @@ fn push<T: pushq::Weigh>(conn: &Conn<T>, item: T, metrics: &Metrics) -> bool {
 }
 
 impl Hub {
-    pub fn new(
-        cfg: HubConfig,
-        metrics: Arc<Metrics>,
-        reads: ReadPool,
-        rt: tokio::runtime::Handle,
-    ) -> Arc<Self> {
-        Arc::new_cyclic(|me| Self {
+    pub fn new(cfg: HubConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
             state: Mutex::new(State::default()),
             cfg,
             metrics,
-            reads,
-            rt,
-            me: me.clone(),
         })
     }
 
@@ -349,8 +341,9 @@ impl Hub {
         true
     }
 
-    pub fn set_presence(&self, agent: AgentId, presence: Presence) {
-        let mut st = self.lock();
+    /// A committed presence change (`Effect::Presence`): the only way an
+    /// agent's presence moves other than connecting and disconnecting.
+    fn apply_presence(&self, st: &mut State, agent: AgentId, presence: Presence) {
         let Some(a) = st.agents.get_mut(&agent) else {
             return;
         };
@@ -359,8 +352,8 @@ impl Hub {
         }
         a.presence = presence;
         let site = a.site;
-        self.broadcast_member(&mut st, agent);
-        self.broadcast_agents_online(&mut st, site);
+        self.broadcast_member(st, agent);
+        self.broadcast_agents_online(st, site);
     }
 
     /// How many connections (devices) the agent has now.
@@ -623,84 +616,29 @@ impl Hub {
         }
     }
 
-    /// Route committed effects to live connections. Called by the writer
-    /// thread right after each commit, in commit order.
-    pub fn publish(&self, effects: Vec<Effect>) {
-        if effects.is_empty() {
-            return;
-        }
-        let mut refresh = Vec::new();
-        {
-            let mut st = self.lock();
-            for e in effects {
-                match e {
-                    Effect::AgentEvent { agent, seq, event } => {
-                        if let Some(a) = st.agents.get_mut(&agent) {
-                            a.conns.retain(|c| {
-                                push(c, AgentPush::Event(seq, event.clone()), &self.metrics)
-                            });
-                            self.metrics.events_pushed.inc();
-                        }
-                    }
-                    Effect::VisitorEvent {
-                        visitor,
-                        seq,
-                        event,
-                    } => {
-                        if let Some(v) = st.visitors.get_mut(&visitor) {
-                            v.conns.retain(|c| {
-                                push(c, VisitorPush::Event(seq, event.clone()), &self.metrics)
-                            });
-                            if let Some(n) = &v.notify {
-                                n.notify_waiters();
-                            }
-                            self.metrics.events_pushed.inc();
-                        }
-                    }
-                    Effect::VisitorChanged { visitor } => {
-                        if st.visitors.contains_key(&visitor) && !refresh.contains(&visitor) {
-                            refresh.push(visitor);
-                        }
-                    }
-                    Effect::Presence { .. } => {}
-                    Effect::Team { site, member } => {
-                        self.set_member(&mut st, site, member);
-                    }
-                }
-            }
-        }
-        for visitor in refresh {
-            self.refresh_visitor(visitor);
-        }
-    }
-
-    /// Reload a visitor's stored fields and tell the site's agents.
-    fn refresh_visitor(&self, visitor: String) {
-        let reads = self.reads.clone();
-        let hub = self.me.clone();
-        self.rt.spawn(async move {
-            let id = visitor.clone();
-            let Ok(Some(stored)) = reads.run(move |c| reads::visitor_info(c, &id)).await else {
-                return;
-            };
-            if let Some(h) = hub.upgrade() {
-                h.merge_visitor(stored);
-            }
-        });
-    }
-
-    fn merge_visitor(&self, stored: VisitorInfo) {
-        let mut st = self.lock();
-        let Some(v) = st.visitors.get_mut(&stored.id) else {
+    /// A committed change to a visitor's stored record: update the live
+    /// copy and send it to agents with the next presence flush.
+    fn apply_visitor_change(st: &mut State, visitor: String, change: VisitorChange) {
+        let Some(v) = st.visitors.get_mut(&visitor) else {
             return;
         };
-        v.info.name = stored.name;
-        v.info.email = stored.email;
-        v.info.attrs = stored.attrs;
-        v.info.external_id = stored.external_id;
-        v.info.verified = stored.verified;
-        v.info.conversation = stored.conversation;
-        st.dirty.insert(stored.id);
+        match change {
+            VisitorChange::Identity {
+                name,
+                email,
+                attrs,
+                external_id,
+                verified,
+            } => {
+                v.info.name = name;
+                v.info.email = email;
+                v.info.attrs = attrs;
+                v.info.external_id = external_id;
+                v.info.verified = verified;
+            }
+            VisitorChange::Conversation(open) => v.info.conversation = open,
+        }
+        st.dirty.insert(visitor);
     }
 
     /// Tell every connection to go away (shutdown), and any that registers
@@ -724,113 +662,73 @@ impl Hub {
     }
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::store::writer::Effect;
-    use holdfast_protocol::agent::{Author, ChatMessage};
-
-    fn visitor(i: usize) -> VisitorInfo {
-        VisitorInfo {
-            id: format!("v{i}"),
-            site: 1,
-            name: None,
-            email: None,
-            attrs: Vec::new(),
-            external_id: None,
-            verified: false,
-            online: true,
-            user_agent: None,
-            referrer: None,
-            visit_started_ms: 0,
-            first_seen_ms: 0,
-            trail: Vec::new(),
-            conversation: None,
-        }
+/// The store asks the hub who can take a chat (see `store::live`).
+impl Availability for Hub {
+    fn connections(&self, agent: AgentId) -> usize {
+        Hub::connections(self, agent)
     }
 
-    fn event(i: u64) -> Effect {
-        Effect::AgentEvent {
-            agent: 1,
-            seq: i,
-            event: Arc::new(Event::Message(ChatMessage {
-                conversation: 1,
-                message: i,
-                client_id: holdfast_protocol::ids::MsgId([0; 16]),
-                author: Author::System,
-                body: String::new(),
-                at_ms: 0,
-            })),
-        }
+    fn presence(&self, agent: AgentId) -> Presence {
+        Hub::presence(self, agent)
     }
 
-    fn member(agent: AgentId, name: &str) -> TeamMember {
-        TeamMember {
-            agent,
-            name: name.into(),
-            role: holdfast_protocol::agent::Role::Agent,
-            presence: Presence::Offline,
-            active: 0,
-            capacity: 5,
-            disabled: false,
-        }
-    }
-
-    fn hub(dir: &std::path::Path) -> (Arc<Hub>, Arc<Metrics>) {
-        let metrics = Arc::new(Metrics::default());
-        let cfg = HubConfig {
-            agent_queue: 3,
-            ..HubConfig::default()
-        };
-        let h = Hub::new(
-            cfg,
-            metrics.clone(),
-            ReadPool::new(dir),
-            tokio::runtime::Handle::current(),
-        );
-        (h, metrics)
-    }
-
-    #[tokio::test]
-    async fn a_presence_flood_marks_the_agent_stale_instead_of_cutting_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (h, metrics) = hub(dir.path());
-        let mut reg = h.register_agent(1, member(1, "Alice"));
-        // The agent does not read; 20 visitors arrive (20 presence changes
-        // into a queue of 3).
-        let _visitors: Vec<_> = (0..20).map(|i| h.register_visitor(visitor(i))).collect();
-        // Coalesced, but 20 visitors are 20 updates even then.
-        h.flush_presence();
-        assert!(!reg.rx.is_kicked(), "cut for presence alone");
-        assert!(reg.rx.take_stale());
-        assert_eq!(metrics.live_resyncs.get(), 1);
-        assert_eq!(metrics.slow_consumer_cuts.get(), 0);
-        // What it missed is in the current list, which the gateway resends.
-        assert_eq!(h.visitors_of_site(1).len(), 20);
-        // Durable events still cut a full queue: they must be resumed from
-        // the log, never silently dropped.
-        while reg.rx.try_recv().is_some() {}
-        h.publish((1..=4).map(event).collect());
-        assert!(reg.rx.is_kicked());
-        assert_eq!(metrics.slow_consumer_cuts.get(), 1);
-    }
-
-    #[tokio::test]
-    async fn shutdown_kicks_every_connection_and_any_that_registers_later() {
-        let dir = tempfile::tempdir().unwrap();
-        let (h, _metrics) = hub(dir.path());
-        let agent = h.register_agent(1, member(1, "Alice"));
-        let before = h.register_visitor(visitor(1));
-        assert!(!agent.rx.is_kicked() && !before.rx.is_kicked());
-        h.kick_all();
-        assert!(agent.rx.is_kicked());
-        assert!(before.rx.is_kicked());
-        // A hello that was in flight when shutdown began.
-        let mut late = h.register_visitor(visitor(2));
-        let got = tokio::time::timeout(Duration::from_secs(5), late.rx.recv()).await;
-        assert!(matches!(got, Ok(crate::pushq::Recv::Kicked)), "{got:?}");
-        let late_agent = h.register_agent(1, member(2, "Bob"));
-        assert!(late_agent.rx.is_kicked());
+    fn connected(&self, site: SiteId) -> Vec<(AgentId, Presence)> {
+        self.lock()
+            .agents
+            .iter()
+            .filter(|(_, a)| a.site == site && !a.conns.is_empty())
+            .map(|(id, a)| (*id, a.presence))
+            .collect()
     }
 }
+
+/// The writer hands each committed batch's effects here.
+impl Publish for Hub {
+    /// Route committed effects to live connections. Called by the writer
+    /// thread right after each commit, in commit order.
+    fn publish(&self, effects: Vec<Effect>) {
+        if effects.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        for e in effects {
+            match e {
+                Effect::AgentEvent { agent, seq, event } => {
+                    if let Some(a) = st.agents.get_mut(&agent) {
+                        a.conns.retain(|c| {
+                            push(c, AgentPush::Event(seq, event.clone()), &self.metrics)
+                        });
+                        self.metrics.events_pushed.inc();
+                    }
+                }
+                Effect::VisitorEvent {
+                    visitor,
+                    seq,
+                    event,
+                } => {
+                    if let Some(v) = st.visitors.get_mut(&visitor) {
+                        v.conns.retain(|c| {
+                            push(c, VisitorPush::Event(seq, event.clone()), &self.metrics)
+                        });
+                        if let Some(n) = &v.notify {
+                            n.notify_waiters();
+                        }
+                        self.metrics.events_pushed.inc();
+                    }
+                }
+                Effect::VisitorChanged { visitor, change } => {
+                    Self::apply_visitor_change(&mut st, visitor, change);
+                }
+                Effect::Presence { agent, presence } => {
+                    self.apply_presence(&mut st, agent, presence);
+                }
+                Effect::Team { site, member } => {
+                    self.set_member(&mut st, site, member);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,11 @@
 //! The Holdfast server: one binary, embedded SQLite, two gateways.
 //!
 //! - [`config`]: settings from TOML, `HOLDFAST_*` env and flags.
-//! - [`store`]: SQLite schema, the group-commit writer, read queries.
-//! - [`hub`]: in-memory presence, visitors, and the live-connection registry;
+//! - [`store`]: SQLite schema, the group-commit writer, the chat rules it
+//!   applies, read queries. It does not know the hub: it declares what it
+//!   needs ([`store::live`]) and the hub implements that.
+//! - [`hub`]: in-memory presence, visitors, and the live-connection registry,
+//!   fed the committed [`store::effect::Effect`]s;
 //!   [`pushq`]: the small bounded queue from the hub to each connection.
 //! - [`agent_gw`]: the agent TCP gateway (protocol crate, sealed frames).
 //! - [`http`]: the HTTP port's accept loop, with a timer on every phase of
@@ -163,12 +166,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
 
     let metrics = Arc::new(metrics::Metrics::default());
     let reads = store::ReadPool::new(&cfg.data_dir);
-    let hub = hub::Hub::new(
-        cfg.hub.clone(),
-        metrics.clone(),
-        reads.clone(),
-        tokio::runtime::Handle::current(),
-    );
+    let hub = hub::Hub::new(cfg.hub.clone(), metrics.clone());
     let (writer, writer_thread) =
         store::writer::spawn(conn, cfg.writer.clone(), hub.clone(), metrics.clone());
     let tokens = token::TokenKey::derive(&identity.secret_bytes());

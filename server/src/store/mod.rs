@@ -5,13 +5,22 @@
 //! - [`writer`]: the single writer thread. Every mutation is an [`Op`]; the
 //!   thread drains its queue, applies the whole batch in one transaction,
 //!   commits (one fsync for the batch), and only then replies to each op and
-//!   publishes its events. Nothing is acked or delivered before it is durable.
+//!   publishes its effects. Nothing is acked or delivered before it is
+//!   durable. Its own concerns only: queue, batching, savepoints, commit,
+//!   checkpoints, pruning, a full disk.
+//! - `rules` (private): the chat rules the writer applies to each op, one
+//!   file per kind of operation (send, accept, transfer, identify, ...),
+//!   with the shared helpers and the idempotency check in `rules/mod.rs`.
+//! - [`effect`]: what a committed batch asks of the hub ([`effect::Effect`]),
+//!   carrying the data, so the hub never reads back what was just written.
+//! - [`live`]: what the store needs from the hub ([`Availability`],
+//!   [`Publish`]), declared here so the store never imports the hub.
 //! - [`reads`]: queries for logins, replay, snapshots and history.
-//! - `ownership` (private): the writer's rules for who owns a chat:
-//!   transfer, and handing back the chats of an agent who left.
 
-mod ownership;
+pub mod effect;
+pub mod live;
 pub mod reads;
+mod rules;
 pub mod schema;
 pub mod writer;
 
@@ -20,6 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use live::{Availability, Publish};
 pub use writer::{Op, WriterConfig, WriterHandle};
 
 #[derive(Debug, thiserror::Error)]

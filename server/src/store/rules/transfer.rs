@@ -1,19 +1,20 @@
-//! Who owns a chat: transfers, and what happens to an agent's chats when
-//! the agent leaves. Every open chat has exactly one owner or waits in the
-//! queue. These run on the writer thread inside an op's savepoint, like
-//! every other rule, so two transfers (or a transfer and a release) racing
-//! for one chat are applied one after the other and the second sees what
-//! the first did.
+//! `Action::Transfer`: the owner hands its chat on, or a supervisor moves
+//! (or assigns) any chat of the site. Every open chat has exactly one owner
+//! or waits in the queue. This runs on the writer thread inside an op's
+//! savepoint, like every other rule, so two transfers (or a transfer and a
+//! release) racing for one chat are applied one after the other and the
+//! second sees what the first did.
 
 use holdfast_protocol::agent::{AgentId, ConversationId, ConversationState, Outcome, Presence};
 use holdfast_protocol::error::ErrorCode;
-use holdfast_protocol::notice::{LeaveReason, Notice};
+use holdfast_protocol::notice::Notice;
 
-use super::StoreError;
-use super::reads::{self, AgentRow};
-use super::writer::{AgentActor, Tx, check_body, rejected};
+use super::{Rules, check_body, rejected};
+use crate::store::StoreError;
+use crate::store::reads::{self, AgentRow};
+use crate::store::writer::AgentActor;
 
-impl Tx<'_> {
+impl Rules<'_> {
     /// `Action::Transfer`: the owner hands its chat on, or a supervisor
     /// moves (or assigns) any chat of the site.
     #[allow(clippy::too_many_arguments)]
@@ -110,7 +111,7 @@ impl Tx<'_> {
         if target.disabled {
             return Ok(Some(format!("{name}'s account is disabled")));
         }
-        match self.hub.presence(target.id) {
+        match self.presence_of(target.id) {
             Presence::Online => {}
             Presence::Away => return Ok(Some(format!("{name} is away"))),
             Presence::Offline => return Ok(Some(format!("{name} is offline"))),
@@ -123,50 +124,5 @@ impl Tx<'_> {
             )));
         }
         Ok(None)
-    }
-
-    /// Hand an agent's open chats back: each goes to the queue with a line
-    /// saying why, and then to an available agent by the normal rules. A
-    /// sign-out or the offline sweep changes nothing if the agent is
-    /// connected again (or still, on another device) by now.
-    pub(super) fn release_chats(
-        &mut self,
-        agent: AgentId,
-        reason: LeaveReason,
-    ) -> Result<(), StoreError> {
-        let still_here = match reason {
-            LeaveReason::Offline => self.hub.connections(agent) > 0,
-            // The device signing out is still connected while this runs.
-            LeaveReason::SignedOut => self.hub.connections(agent) > 1,
-            LeaveReason::Disabled => false,
-        };
-        if still_here {
-            return Ok(());
-        }
-        let Some(row) = reads::agent_by_id(self.conn, agent)? else {
-            return Ok(());
-        };
-        let owned = reads::owned_conversations(self.conn, agent)?;
-        if owned.is_empty() {
-            return Ok(());
-        }
-        let now = super::now_ms();
-        for id in owned {
-            let Some(c) = reads::conversation(self.conn, id)? else {
-                continue;
-            };
-            let line = Notice::Requeued {
-                agent: row.display_name.clone(),
-                reason,
-            };
-            self.system_line(&c, &line, now)?;
-            self.set_state(&c, ConversationState::Queued, None, now)?;
-        }
-        tracing::info!(
-            agent,
-            ?reason,
-            "released an agent's open chats to the queue"
-        );
-        self.assign_queued(row.site, Some(agent))
     }
 }

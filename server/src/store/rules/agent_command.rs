@@ -1,0 +1,105 @@
+//! `Op::AgentCommand`: the checks every agent command passes before its
+//! rule runs (the session may still act, the action id is new), the ack
+//! recorded per device, and the dispatch to one rule file per action.
+
+use holdfast_protocol::agent::{
+    Action, Command, CommandResult, ConversationId, ConversationInfo, Outcome,
+};
+use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::ids::MsgId;
+use rusqlite::params;
+
+use super::{Rules, rejected};
+use crate::store::reads::{self, agent_key, to_i64};
+use crate::store::writer::AgentActor;
+use crate::store::{StoreError, now_ms};
+
+impl Rules<'_> {
+    /// The actor's account as it is now, if this session may still act.
+    /// Checked inside the transaction, so nothing a disabled agent (or a
+    /// session from before a password change) sends is applied, however
+    /// late the server noticed the change.
+    pub(super) fn current_actor(&self, actor: &AgentActor) -> Result<reads::AgentRow, StoreError> {
+        match reads::agent_by_id(self.conn, actor.id)? {
+            Some(r) if r.disabled => Err(StoreError::Revoked {
+                code: ErrorCode::Disabled,
+                message: "your account was disabled".into(),
+            }),
+            Some(r) if r.auth_epoch != actor.epoch => Err(StoreError::Revoked {
+                code: ErrorCode::Revoked,
+                message: "your password was changed; sign in again".into(),
+            }),
+            Some(r) => Ok(r),
+            None => Err(StoreError::Revoked {
+                code: ErrorCode::Disabled,
+                message: "your account no longer exists".into(),
+            }),
+        }
+    }
+
+    pub(in crate::store) fn agent_command(
+        &mut self,
+        actor: &AgentActor,
+        device: &MsgId,
+        cmd: &Command,
+    ) -> Result<CommandResult, StoreError> {
+        let me = self.current_actor(actor)?;
+        let actor_key = agent_key(actor.id);
+        let outcome = self.once(&cmd.id, &actor_key, cmd.seq, |rules| {
+            rules.agent_action(actor, &me, cmd)
+        })?;
+        self.conn
+            .prepare_cached(
+                "UPDATE devices SET commands_acked = MAX(commands_acked, ?3) WHERE agent_id = ?1 AND device_id = ?2",
+            )?
+            .execute(params![to_i64(actor.id), &device.0[..], to_i64(cmd.seq)])
+            .map_err(StoreError::from_sqlite)?;
+        Ok(CommandResult {
+            seq: cmd.seq,
+            id: cmd.id,
+            outcome,
+        })
+    }
+
+    /// Look up a conversation the actor may touch. Another site's
+    /// conversation gets the same answer as one that does not exist, so ids
+    /// cannot be probed across sites.
+    pub(super) fn conv_for(
+        &self,
+        actor: &AgentActor,
+        id: ConversationId,
+    ) -> Result<Result<ConversationInfo, Outcome>, StoreError> {
+        match reads::conversation(self.conn, id)? {
+            Some(c) if c.site == actor.site => Ok(Ok(c)),
+            _ => Ok(Err(rejected(
+                ErrorCode::NotFound,
+                format!("no conversation {id}"),
+            ))),
+        }
+    }
+
+    /// One rule per action, each in its own file.
+    pub(super) fn agent_action(
+        &mut self,
+        actor: &AgentActor,
+        me: &reads::AgentRow,
+        cmd: &Command,
+    ) -> Result<Outcome, StoreError> {
+        let now = now_ms();
+        match &cmd.action {
+            Action::Send { conversation, body } => {
+                self.agent_send(actor, me, *conversation, body, cmd.id, now)
+            }
+            Action::Invite { visitor, body } => self.invite(actor, me, visitor, body, cmd.id, now),
+            Action::Accept { conversation } => self.accept(actor, me, *conversation, now),
+            Action::Close { conversation } => self.close(actor, me, *conversation, now),
+            Action::SetPresence { presence } => self.set_presence(actor, *presence, now),
+            Action::Transfer {
+                conversation,
+                from,
+                to,
+                note,
+            } => self.transfer(actor, me, *conversation, *from, *to, note.as_deref(), now),
+        }
+    }
+}

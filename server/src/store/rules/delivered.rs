@@ -1,0 +1,62 @@
+//! `Op::Delivered`: a visitor acked its events; the agents who wrote the
+//! messages it received hear that they were delivered.
+
+use holdfast_protocol::agent::{Event, Seq};
+use rusqlite::{OptionalExtension, params};
+
+use super::Rules;
+use crate::store::reads::{self, to_i64, visitor_key};
+use crate::store::{StoreError, now_ms};
+
+impl Rules<'_> {
+    pub(in crate::store) fn delivered(
+        &mut self,
+        visitor: &str,
+        up_to: Seq,
+    ) -> Result<(), StoreError> {
+        let prev: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT delivered_seq FROM visitors WHERE id = ?1")?
+            .query_row([visitor], |r| r.get(0))
+            .optional()?;
+        let Some(prev) = prev else { return Ok(()) };
+        let head = match self.known_head(&visitor_key(visitor)) {
+            Some(h) => h,
+            None => reads::log_head(self.conn, &visitor_key(visitor))?,
+        };
+        let up_to = to_i64(up_to.min(head));
+        if up_to <= prev {
+            return Ok(());
+        }
+        let rows: Vec<(i64, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT conversation_id, MAX(agent_message) FROM visitor_events \
+                 WHERE visitor_id = ?1 AND seq > ?2 AND seq <= ?3 AND agent_message IS NOT NULL \
+                 GROUP BY conversation_id",
+            )?
+            .query_map(params![visitor, prev, up_to], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        self.conn
+            .prepare_cached("UPDATE visitors SET delivered_seq = ?2 WHERE id = ?1")?
+            .execute(params![visitor, up_to])
+            .map_err(StoreError::from_sqlite)?;
+        let now = now_ms();
+        for (conv, msg) in rows {
+            let conv = u64::try_from(conv).unwrap_or(0);
+            let Some(c) = reads::conversation(self.conn, conv)? else {
+                continue;
+            };
+            let event = Event::Delivered {
+                conversation: conv,
+                message: u64::try_from(msg).unwrap_or(0),
+            };
+            for a in self.message_recipients(&c)? {
+                self.agent_event(a, event.clone(), now)?;
+            }
+        }
+        Ok(())
+    }
+}

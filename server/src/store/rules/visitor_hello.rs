@@ -1,0 +1,54 @@
+//! `Op::VisitorHello`: create or refresh a visitor, with the page the hello
+//! came from committed in the same op.
+
+use holdfast_protocol::agent::{PageView, SiteId};
+use rusqlite::params;
+
+use super::Rules;
+use crate::store::reads::to_i64;
+use crate::store::{StoreError, now_ms};
+
+impl Rules<'_> {
+    pub(in crate::store) fn visitor_hello(
+        &mut self,
+        site: SiteId,
+        visitor: Option<String>,
+        ua: Option<String>,
+        page: Option<PageView>,
+    ) -> Result<String, StoreError> {
+        let id = self.visitor_upsert(site, visitor, ua)?;
+        if let Some(p) = page {
+            self.page_view(&id, &p)?;
+        }
+        Ok(id)
+    }
+
+    pub(super) fn visitor_upsert(
+        &mut self,
+        site: SiteId,
+        visitor: Option<String>,
+        ua: Option<String>,
+    ) -> Result<String, StoreError> {
+        let now = now_ms();
+        if let Some(v) = visitor {
+            let n = self
+                .conn
+                .prepare_cached(
+                    "UPDATE visitors SET last_seen_ms = ?3, user_agent = COALESCE(?4, user_agent) WHERE id = ?1 AND site_id = ?2",
+                )?
+                .execute(params![v, to_i64(site), now, ua])
+                .map_err(StoreError::from_sqlite)?;
+            if n == 1 {
+                return Ok(v);
+            }
+        }
+        let id = crate::token::new_visitor_id();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO visitors (id, site_id, user_agent, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
+            )?
+            .execute(params![id, to_i64(site), ua, now])
+            .map_err(StoreError::from_sqlite)?;
+        Ok(id)
+    }
+}

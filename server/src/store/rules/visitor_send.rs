@@ -1,0 +1,117 @@
+//! `Op::VisitorSend`: a visitor's message, or a left message (the same op
+//! with `leave` set, when no agent is there). Opens a conversation if the
+//! visitor has none and hands it to an available agent at once.
+
+use holdfast_protocol::agent::{Author, ConversationState, Outcome, PageView, SiteId};
+use holdfast_protocol::ids::MsgId;
+use holdfast_protocol::notice::Notice;
+use rusqlite::params;
+
+use super::{Rules, check_body};
+use crate::store::reads::{self, to_i64, visitor_key};
+use crate::store::writer::VisitorSendOutcome;
+use crate::store::{StoreError, now_ms};
+
+impl Rules<'_> {
+    /// A visitor action, applied once per id (through [`Rules::once`]): a
+    /// resend gets the original outcome, told in the visitor channel's
+    /// terms. Also used by `end_chat`.
+    pub(in crate::store) fn visitor_action(
+        &mut self,
+        visitor: &str,
+        id: MsgId,
+        apply: impl FnOnce(&mut Self) -> Result<Outcome, StoreError>,
+    ) -> Result<VisitorSendOutcome, StoreError> {
+        let actor_key = visitor_key(visitor);
+        let outcome = self.once(&id, &actor_key, 0, apply)?;
+        Ok(match outcome {
+            Outcome::Done {
+                conversation,
+                message,
+                at_ms,
+            } => VisitorSendOutcome::Done {
+                conversation: conversation.unwrap_or(0),
+                message: message.unwrap_or(0),
+                at_ms,
+            },
+            Outcome::Rejected { code, message } => VisitorSendOutcome::Rejected { code, message },
+        })
+    }
+
+    pub(in crate::store) fn visitor_post(
+        &mut self,
+        visitor: &str,
+        site: SiteId,
+        id: MsgId,
+        body: &str,
+        leave: Option<Option<String>>,
+        page: Option<PageView>,
+    ) -> Result<Outcome, StoreError> {
+        if let Some(bad) = check_body(body) {
+            return Ok(bad);
+        }
+        let now = now_ms();
+        let mut joined = None;
+        let c = match reads::open_conversation(self.conn, visitor)? {
+            Some(c) => {
+                if let Some(Some(email)) = &leave {
+                    self.conn
+                        .prepare_cached(
+                            "UPDATE conversations SET contact_email = ?2 WHERE id = ?1",
+                        )?
+                        .execute(params![to_i64(c.id), email])
+                        .map_err(StoreError::from_sqlite)?;
+                }
+                c
+            }
+            None => {
+                let (state, email) = match &leave {
+                    Some(email) => (ConversationState::LeftMessage, email.clone()),
+                    None => (ConversationState::Queued, None),
+                };
+                let cid = self.create_conversation(site, visitor, state, None, email, now)?;
+                if state == ConversationState::Queued
+                    && let Some(agent) = self.pick_agent(site, None)?
+                {
+                    self.conn
+                        .prepare_cached(
+                            "UPDATE conversations SET state = 1, assigned_agent = ?2 WHERE id = ?1",
+                        )?
+                        .execute(params![to_i64(cid), to_i64(agent)])
+                        .map_err(StoreError::from_sqlite)?;
+                    self.team_effect(agent)?;
+                    joined = Some(agent);
+                }
+                self.announce(cid, now)?
+            }
+        };
+        let m = self.post(
+            &c,
+            Author::Visitor {
+                visitor: visitor.to_string(),
+            },
+            body,
+            id,
+            now,
+            false,
+        )?;
+        if let Some(email) = leave {
+            let line = Notice::LeftMessage {
+                email,
+                url: page.as_ref().map(|p| p.url.clone()),
+                title: page.map(|p| p.title).filter(|t| !t.is_empty()),
+            };
+            self.system_line(&c, &line, now)?;
+        }
+        if let Some(agent) = joined
+            && let Some(row) = reads::agent_by_id(self.conn, agent)?
+        {
+            self.joined(&c, &row.display_name, now)?;
+        }
+        Ok(Outcome::Done {
+            conversation: Some(c.id),
+            message: Some(m),
+            at_ms: now,
+        })
+    }
+}
