@@ -30,8 +30,7 @@
 //! The fingerprint is what `holdfast-server fingerprint` prints (bare hex,
 //! either case, also accepted). An empty string means "not set". Unknown
 //! keys are an error, so a typo is reported rather than silently ignored.
-//! The reader here handles the subset of TOML these files need (comments,
-//! `key = "basic"` and `key = 'literal'` strings), without a TOML dependency.
+//! The file is read by the `toml` crate, so anything TOML allows works.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -48,6 +47,14 @@ pub const FILE_NAME: &str = "agent.toml";
 
 /// The registry key the Windows installer writes (64-bit view).
 pub const REGISTRY_KEY: &str = r"HKLM\SOFTWARE\Holdfast\Agent";
+
+/// The file's keys. Both optional; anything else is refused.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileValues {
+    server: Option<String>,
+    fingerprint: Option<String>,
+}
 
 /// Values an admin set for every user of this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,41 +90,14 @@ impl Preconfig {
     /// Parse the file format; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, PreconfigError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text); // Notepad's BOM
-        let mut server = None;
-        let mut fingerprint = None;
-        for (i, raw) in text.lines().enumerate() {
-            let syntax = |message: &str| PreconfigError::Syntax {
-                origin: origin.to_owned(),
-                line: i + 1,
-                message: message.to_owned(),
-            };
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            if line.starts_with('[') {
-                return Err(syntax("tables are not used in this file"));
-            }
-            let Some((key, rest)) = line.split_once('=') else {
-                return Err(syntax("expected `key = \"value\"`"));
-            };
-            let key = key.trim();
-            let value = parse_string(rest.trim()).map_err(|m| syntax(&m))?;
-            let slot = match key {
-                "server" => &mut server,
-                "fingerprint" => &mut fingerprint,
-                _ => {
-                    return Err(syntax(&format!(
-                        "unknown key `{key}` (expected `server` or `fingerprint`)"
-                    )));
-                }
-            };
-            if slot.is_some() {
-                return Err(syntax(&format!("`{key}` is set twice")));
-            }
-            *slot = Some(value);
-        }
-        Self::from_values(server, fingerprint, origin)
+        let values: FileValues = toml::from_str(text).map_err(|e| PreconfigError::Syntax {
+            origin: origin.to_owned(),
+            line: e
+                .span()
+                .map_or(1, |span| text[..span.start].matches('\n').count() + 1),
+            message: e.message().to_owned(),
+        })?;
+        Self::from_values(values.server, values.fingerprint, origin)
     }
 
     /// Build from raw values, treating empty strings as unset.
@@ -243,102 +223,28 @@ fn files_for(os: &str, exe_dir: Option<&Path>) -> Vec<PathBuf> {
     }
 }
 
-/// One TOML string value, optionally followed by a comment.
-fn parse_string(s: &str) -> Result<String, String> {
-    let mut chars = s.chars();
-    let quote = chars.next();
-    let mut out = String::new();
-    match quote {
-        Some('\'') => loop {
-            match chars.next() {
-                Some('\'') => break,
-                Some(c) => out.push(c),
-                None => return Err("unterminated string".into()),
-            }
-        },
-        Some('"') => loop {
-            match chars.next() {
-                Some('"') => break,
-                Some('\\') => out.push(match chars.next() {
-                    Some('"') => '"',
-                    Some('\\') => '\\',
-                    Some('n') => '\n',
-                    Some('t') => '\t',
-                    Some('r') => '\r',
-                    Some(u @ ('u' | 'U')) => {
-                        let n = if u == 'u' { 4 } else { 8 };
-                        let hex: String = chars.by_ref().take(n).collect();
-                        u32::from_str_radix(&hex, 16)
-                            .ok()
-                            .filter(|_| hex.len() == n)
-                            .and_then(char::from_u32)
-                            .ok_or("bad unicode escape")?
-                    }
-                    _ => return Err("unknown escape in string".into()),
-                }),
-                Some(c) => out.push(c),
-                None => return Err("unterminated string".into()),
-            }
-        },
-        _ => return Err("values are quoted strings, like \"host:7070\"".into()),
-    }
-    let rest = chars.as_str().trim_start();
-    if !(rest.is_empty() || rest.starts_with('#')) {
-        return Err(format!("unexpected `{rest}` after the value"));
-    }
-    Ok(out)
-}
-
-/// Values from the output of `reg query <key>`:
-/// `    Server    REG_SZ    host:7070`.
-#[cfg(any(windows, test))]
-fn parse_reg_query(out: &str) -> (Option<String>, Option<String>) {
-    let mut server = None;
-    let mut fingerprint = None;
-    for line in out.lines() {
-        let mut parts = line.trim().splitn(3, "    ");
-        let (Some(name), Some(kind), value) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        if !matches!(kind.trim(), "REG_SZ" | "REG_EXPAND_SZ") {
-            continue;
-        }
-        let value = value.unwrap_or("").trim().to_owned();
-        if name.eq_ignore_ascii_case("Server") {
-            server = Some(value);
-        } else if name.eq_ignore_ascii_case("Fingerprint") {
-            fingerprint = Some(value);
-        }
-    }
-    (server, fingerprint)
-}
-
 #[cfg(windows)]
 mod windows {
-    use std::os::windows::process::CommandExt as _;
-    use std::process::Command;
+    use winreg::RegKey;
+    use winreg::enums::{HKEY_LOCAL_MACHINE, KEY_READ, KEY_WOW64_64KEY};
 
-    use super::{Preconfig, PreconfigError, REGISTRY_KEY, parse_reg_query};
+    use super::{Preconfig, PreconfigError, REGISTRY_KEY};
 
-    /// Read the values the MSI wrote. `reg.exe` ships with every Windows and
-    /// keeps this crate free of `unsafe` and of a registry dependency.
+    /// Read the values the MSI wrote, from the 64-bit view whatever this
+    /// build's bitness. No key (or no access to it) means nothing was
+    /// preconfigured there.
     pub(super) fn load_registry() -> Result<Option<Preconfig>, PreconfigError> {
-        const CREATE_NO_WINDOW: u32 = 0x0800_0000;
-        let reg = std::env::var_os("SystemRoot")
-            .map(|r| std::path::PathBuf::from(r).join(r"System32\reg.exe"))
-            .unwrap_or_else(|| "reg.exe".into());
-        let Ok(out) = Command::new(reg)
-            .args(["query", REGISTRY_KEY, "/reg:64"])
-            .creation_flags(CREATE_NO_WINDOW)
-            .output()
+        let Ok(key) = RegKey::predef(HKEY_LOCAL_MACHINE)
+            .open_subkey_with_flags(r"SOFTWARE\Holdfast\Agent", KEY_READ | KEY_WOW64_64KEY)
         else {
             return Ok(None);
         };
-        if !out.status.success() {
-            return Ok(None); // no such key: nothing preconfigured
-        }
-        let (server, fingerprint) = parse_reg_query(&String::from_utf8_lossy(&out.stdout));
-        let p = Preconfig::from_values(server, fingerprint, &format!("registry {REGISTRY_KEY}"))?;
+        let value = |name: &str| key.get_value::<String, _>(name).ok();
+        let p = Preconfig::from_values(
+            value("Server"),
+            value("Fingerprint"),
+            &format!("registry {REGISTRY_KEY}"),
+        )?;
         Ok((!p.is_empty()).then_some(p))
     }
 }
@@ -387,16 +293,21 @@ mod tests {
     #[test]
     fn mistakes_are_reported_with_the_line() {
         let err = |t: &str| Preconfig::parse(t, "f.toml").unwrap_err().to_string();
-        assert!(err("\nsever = \"h:1\"").contains("f.toml, line 2: unknown key `sever`"));
-        assert!(err("server = h:1").contains("quoted strings"));
-        assert!(err("server = \"h:1").contains("unterminated"));
-        assert!(err("server = \"a\"\nserver = \"b\"").contains("set twice"));
-        assert!(err("server = \"a\" b").contains("after the value"));
-        assert!(err("[agent]").contains("tables"));
-        assert!(err("server").contains("expected"));
-        assert!(err("fingerprint = \"abcd\"").contains("64 hex digits"));
-        assert!(err("server = \"a b:1\"").contains("not a host:port"));
-        assert!(err(r#"server = "\q""#).contains("unknown escape"));
+        for (text, says) in [
+            ("\nsever = \"h:1\"", "f.toml, line 2: unknown field `sever`"),
+            ("server = h:1", "line 1: string values must be quoted"),
+            ("server = \"h:1", "line 1: invalid basic string"),
+            ("server = \"a\"\nserver = \"b\"", "line 2: duplicate key"),
+            ("server = \"a\" b", "line 1: unexpected key or value"),
+            ("[agent]", "unknown field `agent`"),
+            ("server", "key with no value"),
+            ("fingerprint = \"abcd\"", "64 hex digits"),
+            ("server = \"a b:1\"", "not a host:port"),
+            (r#"server = "\q""#, "missing escaped value"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
     }
 
     #[test]
@@ -449,19 +360,5 @@ mod tests {
             files_for("linux", None),
             [PathBuf::from("/etc/holdfast/agent.toml")]
         );
-    }
-
-    #[test]
-    fn reads_reg_query_output() {
-        let out = "\r\nHKEY_LOCAL_MACHINE\\SOFTWARE\\Holdfast\\Agent\r\n    \
-                   Server    REG_SZ    chat.example.com:7070\r\n    \
-                   Fingerprint    REG_SZ    \r\n    \
-                   Other    REG_DWORD    0x1\r\n\r\n";
-        let (server, fingerprint) = parse_reg_query(out);
-        assert_eq!(server.as_deref(), Some("chat.example.com:7070"));
-        assert_eq!(fingerprint.as_deref(), Some(""));
-        let p = Preconfig::from_values(server, fingerprint, "registry").unwrap();
-        assert_eq!(p.server.as_deref(), Some("chat.example.com:7070"));
-        assert!(p.fingerprint.is_none());
     }
 }
