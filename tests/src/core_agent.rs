@@ -101,6 +101,18 @@ impl CoreAgent {
         .await;
     }
 
+    /// The state the core stopped in (it stops for good: a refused login,
+    /// a key mismatch, a sign-out).
+    pub async fn stopped(&mut self) -> ConnState {
+        self.until("the core to stop", |u| match u {
+            Update::Connection(s) if matches!(s.state, ConnState::Stopped { .. }) => {
+                Some(s.state.clone())
+            }
+            _ => None,
+        })
+        .await
+    }
+
     /// The next state other than live (backing off, stopped…).
     pub async fn not_live(&mut self) -> ConnState {
         self.until("the connection to drop", |u| match u {

@@ -300,14 +300,7 @@ async fn wrong_fingerprint_is_a_hard_stop() {
         .await;
     assert_eq!(pinned, impostor);
     assert_eq!(presented, srv.running().fingerprint);
-    let state = alice
-        .until("the core to stop", |u| match u {
-            Update::Connection(s) if matches!(s.state, ConnState::Stopped { .. }) => {
-                Some(s.state.clone())
-            }
-            _ => None,
-        })
-        .await;
+    let state = alice.stopped().await;
     assert!(
         matches!(
             state,
@@ -345,14 +338,7 @@ async fn a_login_too_big_to_send_stops_with_the_reason() {
     );
     cfg.password = zeroize::Zeroizing::new("p".repeat(9_000));
     let mut alice = CoreAgent::start(cfg);
-    let state = alice
-        .until("the core to stop", |u| match u {
-            Update::Connection(s) if matches!(s.state, ConnState::Stopped { .. }) => {
-                Some(s.state.clone())
-            }
-            _ => None,
-        })
-        .await;
+    let state = alice.stopped().await;
     assert!(
         matches!(
             state,

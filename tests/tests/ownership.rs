@@ -596,14 +596,7 @@ async fn signing_out_hands_open_chats_to_the_queue_and_the_next_agent() {
         alice.handle.sign_out().await.unwrap(),
         SignOutResult::Released
     );
-    let state = alice
-        .until("the stop", |u| match u {
-            Update::Connection(s) if matches!(s.state, ConnState::Stopped { .. }) => {
-                Some(s.state.clone())
-            }
-            _ => None,
-        })
-        .await;
+    let state = alice.stopped().await;
     assert_eq!(
         state,
         ConnState::Stopped {
