@@ -8,7 +8,6 @@
 //! stream turned into messages, tagged with a session epoch so a stream from
 //! a replaced session can never touch the new one.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -101,7 +100,6 @@ pub enum Message {
         visitor: String,
         older: bool,
     },
-    HistoryRequested(String, Result<u32, String>),
     ReconnectNow,
     /// "Open chat" on a visitor in the list.
     OpenVisitorChat(String),
@@ -194,8 +192,6 @@ pub struct App {
     pub signing_out: bool,
     handle: Option<ClientHandle>,
     epoch: u64,
-    /// History answers that arrived before their request id did.
-    orphan_history: HashMap<u32, QueryResult>,
 }
 
 impl App {
@@ -248,7 +244,6 @@ impl App {
             signing_out: false,
             handle: None,
             epoch: 0,
-            orphan_history: HashMap::new(),
         };
         if !app.login.username.is_empty() {
             app.open_cached();
@@ -481,23 +476,6 @@ impl App {
                 Task::none()
             }
             Message::LoadHistory { visitor, older } => self.load_history(visitor, older),
-            Message::HistoryRequested(visitor, res) => {
-                match res {
-                    Ok(req) => {
-                        if let Some(result) = self.orphan_history.remove(&req) {
-                            self.apply_history(&visitor, result);
-                        } else {
-                            self.desk.history_requests.insert(req, visitor);
-                        }
-                    }
-                    Err(e) => {
-                        let h = self.desk.history.entry(visitor).or_default();
-                        h.loading = false;
-                        h.error = Some(e);
-                    }
-                }
-                Task::none()
-            }
             Message::ReconnectNow => self.with_handle(|h| async move { h.reconnect_now().await }),
             Message::OpenVisitorChat(visitor) => self.open_visitor_chat(&visitor),
             Message::TransferOpen(id) => {
@@ -864,13 +842,11 @@ impl App {
                 Task::none()
             }
             Update::History { request, result } => {
-                match self.desk.history_requests.remove(&request) {
-                    Some(visitor) => self.apply_history(&visitor, result),
-                    None => {
-                        // Bounded: only requests this app made can be
-                        // answered, and each is answered once.
-                        self.orphan_history.insert(request, result);
-                    }
+                // Every request this app made was filed when it was made (the
+                // id comes back at once): an answer to none of them is no
+                // one's.
+                if let Some(visitor) = self.desk.history_requests.remove(&request) {
+                    self.apply_history(&visitor, result);
                 }
                 Task::none()
             }
@@ -1211,15 +1187,18 @@ impl App {
         } else {
             None
         };
-        let v = visitor.clone();
-        Task::perform(
-            async move {
-                h.load_history(v, before, HISTORY_PAGE)
-                    .await
-                    .map_err(|e| e.to_string())
-            },
-            move |res| Message::HistoryRequested(visitor.clone(), res),
-        )
+        // The id comes back at once, so the request is filed before its
+        // answer can arrive on the update stream.
+        match h.load_history(visitor.clone(), before, HISTORY_PAGE) {
+            Ok(req) => {
+                self.desk.history_requests.insert(req, visitor);
+            }
+            Err(e) => {
+                entry.loading = false;
+                entry.error = Some(e.to_string());
+            }
+        }
+        Task::none()
     }
 
     fn apply_history(&mut self, visitor: &str, result: QueryResult) {
