@@ -231,14 +231,16 @@ pub struct MessageApplied {
 pub struct Desk {
     pub me: Option<Session>,
     pub presence: Option<Presence>,
+    /// The visitor list: held here only. The visitors panel, the chat
+    /// header and the details panel all read it from here.
     pub visitors: HashMap<String, VisitorInfo>,
     pub convs: HashMap<ConversationId, Conv>,
     pub team: BTreeMap<AgentId, TeamMember>,
     pub selected: Option<ConversationId>,
     pub details_visitor: Option<String>,
     pub drafts: HashMap<ConversationId, text_editor::Content>,
-    pub invite_text: String,
     pub history: HashMap<String, History>,
+    /// History requests in flight, by the id the client handed back.
     pub history_requests: HashMap<u32, String>,
     /// Select the conversation that an invite to (or an accept of) this
     /// opens, when it arrives.
@@ -255,10 +257,7 @@ pub enum PendingOpen {
 
 impl Desk {
     pub fn new() -> Self {
-        Self {
-            invite_text: DEFAULT_INVITE.to_owned(),
-            ..Self::default()
-        }
+        Self::default()
     }
 
     pub fn unread_total(&self) -> u32 {
