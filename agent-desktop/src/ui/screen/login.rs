@@ -147,3 +147,90 @@ impl State {
             .into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The form alone, clicked and typed into through iced's simulator, the
+    //! way iced's `todos` example tests its task component.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use iced::keyboard::key::Named;
+    use iced::widget::Id;
+    use iced::{Settings, Size};
+    use iced_test::{Error, Simulator};
+
+    use super::*;
+
+    fn simulator(view: Element<'_, Message>) -> Simulator<'_, Message> {
+        Simulator::with_size(Settings::default(), Size::new(1280.0, 800.0), view)
+    }
+
+    /// Feed what the simulator produced through `update`, collecting events.
+    fn apply(state: &mut State, messages: Vec<Message>) -> Vec<Event> {
+        messages
+            .into_iter()
+            .filter_map(|m| state.update(m))
+            .collect()
+    }
+
+    #[test]
+    fn typing_the_password_and_pressing_enter_asks_to_sign_in() -> Result<(), Error> {
+        let mut state = State {
+            server: "chat.example.com:7070".into(),
+            username: "alice".into(),
+            ..State::default()
+        };
+        let messages: Vec<Message> = {
+            let mut ui = simulator(state.view(String::new()));
+            let _input = ui.click(Id::new("login-password"))?;
+            let _typed = ui.typewrite("s3cret");
+            let _entered = ui.tap_key(Named::Enter);
+            ui.into_messages().collect()
+        };
+        let events = apply(&mut state, messages);
+        assert_eq!(state.password.as_str(), "s3cret");
+        assert_eq!(events, [Event::SignIn]);
+        assert!(state.check(), "{:?}", state.error);
+        Ok(())
+    }
+
+    #[test]
+    fn a_sign_in_under_way_can_only_be_cancelled() -> Result<(), Error> {
+        let mut state = State {
+            busy: true,
+            ..State::default()
+        };
+        let messages: Vec<Message> = {
+            let mut ui = simulator(state.view("Connecting…".into()));
+            let _shown = ui.find("Connecting…")?;
+            // The disabled button produces nothing.
+            let _sign_in = ui.click("Sign in")?;
+            let _cancel = ui.click("Cancel")?;
+            ui.into_messages().collect()
+        };
+        let events = apply(&mut state, messages);
+        assert_eq!(events, [Event::Cancel]);
+        assert!(!state.busy);
+        Ok(())
+    }
+
+    #[test]
+    fn an_incomplete_form_says_what_is_missing_where_tests_look() -> Result<(), Error> {
+        let mut state = State {
+            server: "chat.example.com:7070".into(),
+            notice: Some("Signed out.".into()),
+            ..State::default()
+        };
+        {
+            let mut ui = simulator(state.view(String::new()));
+            let _notice = ui.find(Id::new("login-notice"))?;
+        }
+        assert!(!state.check());
+        let mut ui = simulator(state.view(String::new()));
+        let _error = ui.find(Id::new("login-error"))?;
+        let _words = ui.find("Enter your username.")?;
+        // The error takes the notice's place.
+        assert!(ui.find(Id::new("login-notice")).is_err());
+        Ok(())
+    }
+}

@@ -143,3 +143,81 @@ impl State {
             .into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The prompt alone, clicked through iced's simulator.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use iced::widget::Id;
+    use iced::{Settings, Size};
+    use iced_test::{Error, Simulator};
+
+    use super::*;
+
+    fn simulator(view: Element<'_, Message>) -> Simulator<'_, Message> {
+        Simulator::with_size(Settings::default(), Size::new(1280.0, 800.0), view)
+    }
+
+    /// Click the button with this label and return the prompt's answer.
+    fn answer(state: &mut State, label: &'static str) -> Result<Vec<Event>, Error> {
+        let messages: Vec<Message> = {
+            let mut ui = simulator(state.view());
+            let _clicked = ui.click(label)?;
+            ui.into_messages().collect()
+        };
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| state.update(m))
+            .collect())
+    }
+
+    #[test]
+    fn a_new_server_shows_its_fingerprint_and_can_be_trusted() -> Result<(), Error> {
+        let fingerprint = Fingerprint([7; 32]);
+        let mut state = State::Unknown {
+            server: "chat.example.com:7070".into(),
+            fingerprint,
+        };
+        {
+            let mut ui = simulator(state.view());
+            let _box = ui.find(Id::new("fingerprint"))?;
+            let _shown = ui.find(fingerprint.to_string())?;
+            assert!(ui.find(Id::new("fingerprint-mismatch")).is_err());
+        }
+        assert_eq!(answer(&mut state, "Trust this server")?, [Event::Trusted]);
+        assert_eq!(
+            answer(&mut state, "Cancel")?,
+            [Event::Refused { mismatch: false }]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_changed_key_shows_both_and_disconnect_says_it_was_a_mismatch() -> Result<(), Error> {
+        let (pinned, presented) = (Fingerprint([1; 32]), Fingerprint([2; 32]));
+        let mut state = State::Mismatch {
+            server: "chat.example.com:7070".into(),
+            pinned,
+            presented,
+        };
+        {
+            let mut ui = simulator(state.view());
+            let _warning = ui.find(Id::new("fingerprint-mismatch"))?;
+            let _pinned = ui.find(pinned.to_string())?;
+            let _presented = ui.find(presented.to_string())?;
+        }
+        assert_eq!(
+            answer(&mut state, "Disconnect")?,
+            [Event::Refused { mismatch: true }]
+        );
+        assert_eq!(
+            answer(
+                &mut state,
+                "The administrator confirmed the new key: trust it"
+            )?,
+            [Event::Trusted]
+        );
+        Ok(())
+    }
+}
