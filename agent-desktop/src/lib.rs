@@ -3,7 +3,9 @@
 //! store and the connection state machine.
 //!
 //! - [`ui`]: the iced app that the `holdfast-agent` binary (`src/main.rs`)
-//!   runs: state and update logic, the workspace's data, drawing, the
-//!   remembered preferences, and OS notifications.
+//!   runs: the top level, the screens (login, server key prompt, workspace
+//!   and its panels) each with its own state, messages, update and view,
+//!   the workspace's data, the remembered preferences, and OS
+//!   notifications.
 
 pub mod ui;

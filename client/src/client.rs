@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use holdfast_protocol::agent::{Action, AgentId, ConversationId, MessageId, Presence};
 use holdfast_protocol::delivery::Outbox;
 use holdfast_protocol::ids::MsgId;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use zeroize::Zeroizing;
@@ -77,6 +78,7 @@ pub fn start(config: ClientConfig) -> Result<(ClientHandle, mpsc::Receiver<Updat
             reader: Arc::new(Mutex::new(reader)),
             abort: task.abort_handle(),
             device_id,
+            next_history: Arc::new(Mutex::new(1)),
         },
         upd_rx,
     ))
@@ -96,6 +98,13 @@ pub struct ClientHandle {
     reader: Arc<Mutex<Store>>,
     abort: AbortHandle,
     device_id: MsgId,
+    /// The id the core gives the next history query: it numbers them 1, 2,
+    /// … in the order they reach it over `requests` (wrapping to 1), and
+    /// only handles send them, so counting here under the lock that also
+    /// orders the sends gives the same number without waiting for the core.
+    /// `history_queries_are_answered_and_survive_a_reconnect` checks the two
+    /// agree.
+    next_history: Arc<Mutex<u32>>,
 }
 
 impl ClientHandle {
@@ -180,24 +189,37 @@ impl ClientHandle {
         rx.await.map_err(|_| ClientError::Stopped)
     }
 
-    /// Ask for a page of a visitor's history. Returns the request id the
-    /// `Update::History` will carry. Sent when live; kept and resent after a
-    /// reconnect until answered.
-    pub async fn load_history(
+    /// Ask for a page of a visitor's history. Returns at once with the
+    /// request id the `Update::History` will carry, so the caller can note
+    /// what it asked for before any answer can reach it. Sent when live;
+    /// kept and resent after a reconnect until answered. `Busy` if the core
+    /// is too far behind on requests to take one more now.
+    pub fn load_history(
         &self,
         visitor: impl Into<String>,
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<u32, ClientError> {
-        let (reply, rx) = oneshot::channel();
-        self.request(Request::History {
-            visitor: visitor.into(),
-            before,
-            limit,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| ClientError::Stopped)
+        let mut next = self
+            .next_history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The core also replies with the id; the count above already has it.
+        let (reply, _id) = oneshot::channel();
+        self.requests
+            .try_send(Request::History {
+                visitor: visitor.into(),
+                before,
+                limit,
+                reply,
+            })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => ClientError::Busy,
+                TrySendError::Closed(_) => ClientError::Stopped,
+            })?;
+        let request = *next;
+        *next = next.checked_add(1).unwrap_or(1);
+        Ok(request)
     }
 
     /// Drop the current connection (or wait) and connect at once.

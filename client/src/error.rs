@@ -55,4 +55,6 @@ pub enum ClientError {
     TooLarge { len: usize, max: usize },
     #[error("the client has stopped")]
     Stopped,
+    #[error("the client is busy; try again in a moment")]
+    Busy,
 }

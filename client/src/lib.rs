@@ -43,7 +43,7 @@ pub use store::{
 pub use update::{ConnState, ConnectionStatus, SignOutResult, StopReason, Update};
 
 /// The core's conversions from store effects to [`Update`]s, for the desktop
-/// app's order property test (`agent-desktop/src/ui/desk.rs`), which drives
+/// app's order property test (`agent-desktop/src/ui/desk/tests.rs`), which drives
 /// the real store and these through random interleavings.
 #[doc(hidden)]
 pub use core::{ack_update, event_updates};

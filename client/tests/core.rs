@@ -688,7 +688,7 @@ async fn history_queries_are_answered_and_survive_a_reconnect() {
     let dir = tempfile::tempdir().unwrap();
     let (h, mut rx) = start(config(&peer, dir.path())).unwrap();
     // Asked while still connecting: sent once live.
-    let req = h.load_history("v-1", None, 20).await.unwrap();
+    let req = h.load_history("v-1", None, 20).unwrap();
     let mut c = peer.accept().await;
     c.accept_login(0, 0).await;
     let q = c.recv_business().await;

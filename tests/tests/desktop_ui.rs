@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use holdfast_agent::ui::screen::workspace::{self, details, visitors};
 use holdfast_agent::ui::{App, Message, Options, Screen};
 use holdfast_client::preconfig::Preconfig;
 use holdfast_client::protocol::backoff::BackoffConfig;
@@ -275,7 +276,7 @@ async fn log_in_invite_chat_and_survive_an_outage() {
     // Invite them: the conversation opens in the chat pane.
     d.click_id(&format!("invite-{vid}"));
     d.until("the invited conversation to open", |d| {
-        d.app.desk.selected.is_some() && d.has_id("composer")
+        d.app.workspace.desk.selected.is_some() && d.has_id("composer")
     })
     .await;
     v.wait_message("Hi! Can I help you with anything?")
@@ -315,8 +316,8 @@ async fn log_in_invite_chat_and_survive_an_outage() {
     .await;
     assert_eq!(seen, ["Queued", "Sent", "Delivered"]);
     // The draft was cleared by sending.
-    let conv = d.app.desk.selected.unwrap();
-    assert_eq!(d.app.desk.drafts[&conv].text().trim(), "");
+    let conv = d.app.workspace.desk.selected.unwrap();
+    assert_eq!(d.app.workspace.desk.drafts[&conv].text().trim(), "");
 
     // The link drops and stays down: the bar says so and offers a retry.
     proxy.refuse_new(true);
@@ -361,7 +362,10 @@ async fn log_in_invite_chat_and_survive_an_outage() {
         ui.click(Id::new("composer")).unwrap();
         ui.typewrite("half a thought");
     });
-    assert_eq!(d.app.desk.drafts[&conv].text().trim_end(), "half a thought");
+    assert_eq!(
+        d.app.workspace.desk.drafts[&conv].text().trim_end(),
+        "half a thought"
+    );
 
     // Close the conversation.
     d.click_id("close-conversation");
@@ -371,12 +375,15 @@ async fn log_in_invite_chat_and_survive_an_outage() {
     .await;
 
     // Past conversations load from the server into the details panel.
-    d.apply(Message::LoadHistory {
-        visitor: vid.clone(),
-        older: false,
-    });
+    d.apply(Message::Workspace(workspace::Message::Details(
+        details::Message::LoadHistory {
+            visitor: vid.clone(),
+            older: false,
+        },
+    )));
     d.until("history", |d| {
         d.app
+            .workspace
             .desk
             .history
             .get(&vid)
@@ -401,7 +408,7 @@ async fn waiting_queue_accept_notifications_and_unread_title() {
     // Away: new chats wait in the queue instead of being assigned.
     d.click_text("Away");
     d.until("away", |d| {
-        d.app.desk.presence == Some(holdfast_client::protocol::agent::Presence::Away)
+        d.app.workspace.desk.presence == Some(holdfast_client::protocol::agent::Presence::Away)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -409,9 +416,11 @@ async fn waiting_queue_accept_notifications_and_unread_title() {
     d.apply(Message::Focus(false));
     let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
     v.say_acked("Anyone there?").await.unwrap();
-    d.until("the waiting chat", |d| !d.app.desk.queue().is_empty())
-        .await;
-    let cid = d.app.desk.queue()[0].info.id;
+    d.until("the waiting chat", |d| {
+        !d.app.workspace.desk.queue().is_empty()
+    })
+    .await;
+    let cid = d.app.workspace.desk.queue()[0].info.id;
     assert!(
         d.shows(&format!("#1 Visitor {}", &v.visitor[..8])),
         "{:?}",
@@ -430,13 +439,13 @@ async fn waiting_queue_accept_notifications_and_unread_title() {
     // The same alert when the chat reaches the window through a store
     // reload (the core coalesces updates into Resync when the UI lags).
     d.app.notifier.log.clear();
-    d.app.desk.convs.remove(&cid);
+    d.app.workspace.desk.convs.remove(&cid);
     let epoch = d.app.core_epoch();
     d.apply(Message::Core(
         epoch,
         Box::new(holdfast_client::Update::Resync),
     ));
-    assert!(d.app.desk.convs.contains_key(&cid));
+    assert!(d.app.workspace.desk.convs.contains_key(&cid));
     assert!(
         d.app
             .notifier
@@ -450,7 +459,7 @@ async fn waiting_queue_accept_notifications_and_unread_title() {
     // Accept: it becomes mine and opens.
     d.click_id(&format!("accept-{cid}"));
     d.until("the accepted chat open", |d| {
-        d.app.desk.selected == Some(cid) && d.has_id("composer")
+        d.app.workspace.desk.selected == Some(cid) && d.has_id("composer")
     })
     .await;
     assert!(d.shows("Waiting (0)"));
@@ -474,7 +483,7 @@ async fn waiting_queue_accept_notifications_and_unread_title() {
     );
     // Focusing the window reads the open conversation.
     d.apply(Message::Focus(true));
-    assert_eq!(d.app.desk.unread_total(), 0);
+    assert_eq!(d.app.workspace.desk.unread_total(), 0);
     assert!(!d.app.title().starts_with('('));
 
     if let Some(h) = d.app.handle() {
@@ -656,8 +665,8 @@ async fn order_team_transfer_left_message_and_sign_out_on_screen() {
         at(t, "question 3"),
     );
     assert!(q1 < a1 && a1 < q2 && q2 < q3, "{t:?}");
-    let conv = d.app.desk.selected.unwrap();
-    let mine = d.app.desk.mine();
+    let conv = d.app.workspace.desk.selected.unwrap();
+    let mine = d.app.workspace.desk.mine();
     assert_eq!(
         mine[0].last_said().map(|m| m.body.as_str()),
         Some("question 3")
@@ -706,7 +715,7 @@ async fn order_team_transfer_left_message_and_sign_out_on_screen() {
     bob.outcome(p).await.unwrap();
     d.click_text("Away");
     d.until("away", |d| {
-        d.app.desk.presence == Some(holdfast_client::protocol::agent::Presence::Away)
+        d.app.workspace.desk.presence == Some(holdfast_client::protocol::agent::Presence::Away)
     })
     .await;
     let mut lm = WsVisitor::connect_with(
@@ -730,10 +739,12 @@ async fn order_team_transfer_left_message_and_sign_out_on_screen() {
             && d.shows("Left on Page https://shop.example/pricing — https://shop.example/pricing")
     })
     .await;
-    let left = d.app.desk.queue()[0].info.id;
+    let left = d.app.workspace.desk.queue()[0].info.id;
     d.click_id(&format!("accept-{left}"));
     d.until("the left message open", |d| {
-        d.app.desk.selected == Some(left) && d.has_id("composer") && d.has_id("left-message")
+        d.app.workspace.desk.selected == Some(left)
+            && d.has_id("composer")
+            && d.has_id("left-message")
     })
     .await;
     d.interact(|ui| {
@@ -908,6 +919,7 @@ async fn only_the_site_id_is_shown_as_verified() {
     .unwrap();
     d.until("the verified visitor", |d| {
         d.app
+            .workspace
             .desk
             .visitors
             .get(&vid)
@@ -920,7 +932,7 @@ async fn only_the_site_id_is_shown_as_verified() {
     d.until("the chat open with the visitor's details", |d| {
         d.has_id("composer")
             && d.shows("Please reset the admin password")
-            && d.app.desk.details_visitor.as_deref() == Some(vid.as_str())
+            && d.app.workspace.desk.details_visitor.as_deref() == Some(vid.as_str())
     })
     .await;
 
@@ -1058,28 +1070,35 @@ async fn bidi_and_invisible_characters_never_reach_the_screen() {
     let body = "Invoice \u{202E}fdp.exe attached, \u{2067}please\u{200B} open it";
     v.say_acked(body).await.unwrap();
     d.until("the chat open with the visitor's details", |d| {
-        d.has_id("composer") && d.app.desk.details_visitor.as_deref() == Some(vid.as_str())
+        d.has_id("composer")
+            && d.app.workspace.desk.details_visitor.as_deref() == Some(vid.as_str())
     })
     .await;
     d.until("the identity and the message", |d| {
         d.app
+            .workspace
             .desk
             .visitors
             .get(&vid)
             .is_some_and(|v| v.email.is_some())
-            && d.app
-                .desk
-                .selected
-                .is_some_and(|c| d.app.desk.convs[&c].messages.iter().any(|m| m.body == body))
+            && d.app.workspace.desk.selected.is_some_and(|c| {
+                d.app.workspace.desk.convs[&c]
+                    .messages
+                    .iter()
+                    .any(|m| m.body == body)
+            })
     })
     .await;
     // History from the server shows the same message again.
-    d.apply(Message::LoadHistory {
-        visitor: vid.clone(),
-        older: false,
-    });
+    d.apply(Message::Workspace(workspace::Message::Details(
+        details::Message::LoadHistory {
+            visitor: vid.clone(),
+            older: false,
+        },
+    )));
     d.until("history", |d| {
         d.app
+            .workspace
             .desk
             .history
             .get(&vid)
@@ -1123,16 +1142,16 @@ async fn bidi_and_invisible_characters_never_reach_the_screen() {
         "{title:?}"
     );
     // The data keeps what was said; only the display drops the controls.
-    let conv = d.app.desk.selected.unwrap();
+    let conv = d.app.workspace.desk.selected.unwrap();
     assert!(
-        d.app.desk.convs[&conv]
+        d.app.workspace.desk.convs[&conv]
             .messages
             .iter()
             .any(|m| m.body == body),
         "the stored message lost its text"
     );
     assert_eq!(
-        d.app.desk.visitors[&vid].name.as_deref(),
+        d.app.workspace.desk.visitors[&vid].name.as_deref(),
         Some("\u{202E}gpj.exe")
     );
 
@@ -1165,7 +1184,9 @@ async fn javascript_urls_show_as_inert_text() {
         d.has_id(&format!("visitor-{vid}"))
     })
     .await;
-    d.apply(Message::SelectVisitor(vid.clone()));
+    d.apply(Message::Workspace(workspace::Message::Visitors(
+        visitors::Message::Details(vid.clone()),
+    )));
     d.until("the page in the list and the details", |d| {
         d.texts_in(&format!("visitor-{vid}"))
             .iter()

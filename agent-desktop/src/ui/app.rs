@@ -1,40 +1,55 @@
-//! The application state and its update logic (the view is in `view.rs`).
+//! The top level: which screen is up, routing each screen's messages to
+//! it, the client session, and turning the core's updates into screen
+//! updates.
 //!
 //! The app is two screens over one client session: the login screen until
 //! the first successful sign-in (or straight to the workspace when a cached
 //! store for the remembered account exists), then the workspace. A server
-//! key prompt can cover either. All networking is the core's: the app holds
-//! a [`ClientHandle`] for commands and reads the core's [`Update`]s as a
-//! stream turned into messages, tagged with a session epoch so a stream from
-//! a replaced session can never touch the new one.
+//! key prompt can cover either. Each screen owns its state, messages,
+//! `update` and `view` (see [`crate::ui::screen`]); both screens' states
+//! live here side by side rather than inside [`Screen`], because both
+//! outlive a switch: the workspace's top bar shows the typed username and a
+//! re-sign-in reuses the form, and a workspace sent back to the login
+//! screen by a revoked password keeps its drafts for the next sign-in.
+//!
+//! All networking is the core's: the app holds a [`ClientHandle`] for
+//! commands and reads the core's [`Update`]s as a stream turned into
+//! messages, tagged with a session epoch so a stream from a replaced
+//! session can never touch the new one.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use holdfast_protocol::agent::{
-    AgentId, ConversationId, ConversationInfo, ConversationState, Presence, QueryResult,
-};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::handshake::Fingerprint;
-use iced::Task;
-use iced::widget::text_editor;
+use iced::widget::column;
+use iced::{Element, Task};
 use zeroize::Zeroizing;
 
-use crate::ui::desk::{DEFAULT_INVITE, Desk, HISTORY_PAGE, PendingOpen, message_text};
 use crate::ui::format;
-use crate::ui::notify::{Alert, Notifier};
+use crate::ui::notify::Notifier;
 use crate::ui::prefs::Prefs;
+use crate::ui::screen::workspace::{self, Context, Env};
+use crate::ui::screen::{login, trust};
 use holdfast_client::store::{Session, now_ms};
 use holdfast_client::{
     ClientConfig, ClientHandle, ConnState, ConnectionStatus, SignOutResult, StopReason, Store,
-    StoredMessage, Update, default_store_path,
+    Update, default_store_path,
 };
 
-/// Page size for "Load earlier messages" (local store).
-pub const PAGE: u32 = 50;
-/// Visitor histories kept in memory at once.
-const HISTORY_KEEP: usize = 32;
+/// What the workspace borrows from the app for one call. A macro rather
+/// than a method so the borrow is of the fields, leaving `self.workspace`
+/// free to be borrowed beside it.
+macro_rules! env_of {
+    ($app:ident) => {
+        Env {
+            handle: $app.handle.as_ref(),
+            focused: $app.focused,
+            notifier: &mut $app.notifier,
+            store_path: $app.store_path.as_deref(),
+        }
+    };
+}
 
 /// How the app was started (command line, or a test).
 #[derive(Debug, Clone, Default)]
@@ -69,103 +84,27 @@ pub struct Options {
 
 #[derive(Debug, Clone)]
 pub enum Message {
-    // Login screen.
-    ServerChanged(String),
-    UsernameChanged(String),
-    PasswordChanged(String),
-    SignIn,
+    Login(login::Message),
+    Trust(trust::Message),
+    Workspace(workspace::Message),
+    /// Start the core, once the previous session has closed its store.
     StartCore,
-    CancelSignIn,
-    // Server key prompt.
-    Trust(bool),
     // The core.
     Core(u64, Box<Update>),
     CoreEnded(u64),
-    // Workspace.
+    // The window.
     Tick,
     Focus(bool),
     FirstFrame,
-    SelectConversation(ConversationId),
-    SelectVisitor(String),
-    InviteTextChanged(String),
-    Invite(String),
-    Accept(ConversationId),
-    CloseConversation(ConversationId),
-    SetPresence(Presence),
-    Compose(text_editor::Action),
-    Send,
-    LoadEarlier,
-    /// Load a visitor's history: the newest page, or (`older`) the page
-    /// before the oldest one loaded.
-    LoadHistory {
-        visitor: String,
-        older: bool,
-    },
-    HistoryRequested(String, Result<u32, String>),
-    ReconnectNow,
-    /// "Open chat" on a visitor in the list.
-    OpenVisitorChat(String),
-    // Transfer.
-    TransferOpen(ConversationId),
-    TransferTo(AgentId),
-    TransferNote(String),
-    TransferSend,
-    TransferCancel,
-    // Signing out.
-    SignOut,
-    /// Sign out and let the server hand the open chats back.
-    SignOutConfirm,
-    /// Transfer every open chat to this agent, then sign out.
-    SignOutTransferAll(AgentId),
-    SignOutCancel,
-    SignOutFinished(Result<SignOutResult, String>),
+    /// A stopped session's store is closed.
     SignedOut,
-    DismissBanner,
-    /// An action reached the outbox (or failed to).
-    ActionDone(Result<(), String>),
 }
 
+/// Which screen is up. Their states are the app's (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
     Login,
     Workspace,
-}
-
-/// A server key decision the user has to make.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TrustPrompt {
-    Unknown {
-        server: String,
-        fingerprint: Fingerprint,
-    },
-    Mismatch {
-        server: String,
-        pinned: Fingerprint,
-        presented: Fingerprint,
-    },
-}
-
-/// The transfer panel of one conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferForm {
-    pub conversation: ConversationId,
-    /// Who served it when the panel opened: the server refuses the transfer
-    /// if that changed meanwhile.
-    pub from: Option<AgentId>,
-    pub to: Option<AgentId>,
-    pub note: String,
-}
-
-#[derive(Debug, Default)]
-pub struct LoginForm {
-    pub server: String,
-    pub username: String,
-    pub password: Zeroizing<String>,
-    pub error: Option<String>,
-    /// Something to know that is not an error (how the last sign-out went).
-    pub notice: Option<String>,
-    /// A sign-in is in progress.
-    pub busy: bool,
 }
 
 /// The whole app.
@@ -173,29 +112,26 @@ pub struct LoginForm {
 pub struct App {
     pub opts: Options,
     pub screen: Screen,
-    pub login: LoginForm,
-    pub trust: Option<TrustPrompt>,
-    pub desk: Desk,
+    pub login: login::State,
+    /// The server key prompt, over whichever screen is up.
+    pub trust: Option<trust::State>,
+    pub workspace: workspace::State,
     pub status: ConnectionStatus,
     /// Signed in during this run (a `LoggedIn` arrived).
     pub signed_in: bool,
     /// The store the current or next session uses.
     pub store_path: Option<PathBuf>,
-    /// Password for re-signing in from the workspace's connection bar.
-    pub bar_password: Zeroizing<String>,
     pub focused: bool,
     pub now_ms: i64,
     pub now: Instant,
     pub notifier: Notifier,
-    pub transfer: Option<TransferForm>,
-    /// Asking before a sign-out that leaves open chats behind.
-    pub sign_out_prompt: bool,
-    /// A sign-out is waiting for the server.
-    pub signing_out: bool,
     handle: Option<ClientHandle>,
     epoch: u64,
-    /// History answers that arrived before their request id did.
-    orphan_history: HashMap<u32, QueryResult>,
+}
+
+/// A client call's outcome, reported where the workspace shows errors.
+fn action_done(result: Result<(), String>) -> Message {
+    Message::Workspace(workspace::Message::ActionDone(result))
 }
 
 impl App {
@@ -223,7 +159,7 @@ impl App {
             notifier: Notifier::new(opts.notifications),
             opts,
             screen: Screen::Login,
-            login: LoginForm {
+            login: login::State {
                 server,
                 username,
                 password: password.unwrap_or_default(),
@@ -232,23 +168,18 @@ impl App {
                 busy: false,
             },
             trust: None,
-            desk: Desk::new(),
+            workspace: workspace::State::new(),
             status: ConnectionStatus {
                 state: ConnState::Disconnected,
                 unsent: 0,
             },
             signed_in: false,
             store_path: None,
-            bar_password: Zeroizing::default(),
             focused: true,
             now_ms: now_ms(),
             now: Instant::now(),
-            transfer: None,
-            sign_out_prompt: false,
-            signing_out: false,
             handle: None,
             epoch: 0,
-            orphan_history: HashMap::new(),
         };
         if !app.login.username.is_empty() {
             app.open_cached();
@@ -256,7 +187,7 @@ impl App {
         let task = if app.login.password.is_empty() || app.login.username.is_empty() {
             Task::none()
         } else {
-            Task::done(Message::SignIn)
+            Task::done(Message::Login(login::Message::SignIn))
         };
         (app, task)
     }
@@ -281,7 +212,7 @@ impl App {
                     && ws.session.is_some() =>
             {
                 self.status.unsent = ws.unsent;
-                self.desk.load(ws);
+                self.workspace.desk.load(ws);
                 self.store_path = Some(path);
                 self.screen = Screen::Workspace;
             }
@@ -303,10 +234,11 @@ impl App {
     }
 
     pub fn title(&self) -> String {
-        let unread = self.desk.unread_total();
+        let unread = self.workspace.desk.unread_total();
         // The display name is the server's, set by an administrator; it
         // still goes through the same filter as everything on screen.
         let who = self
+            .workspace
             .desk
             .me
             .as_ref()
@@ -356,53 +288,30 @@ impl App {
 
     pub fn update(&mut self, message: Message) -> Task<Message> {
         match message {
-            Message::ServerChanged(s) => {
-                self.login.server = s;
-                Task::none()
-            }
-            Message::UsernameChanged(s) => {
-                self.login.username = s;
-                Task::none()
-            }
-            Message::PasswordChanged(s) => {
-                if self.screen == Screen::Login {
-                    self.login.password = Zeroizing::new(s);
-                } else {
-                    self.bar_password = Zeroizing::new(s);
-                }
-                Task::none()
-            }
-            Message::SignIn => self.sign_in(),
-            Message::StartCore => self.start_core(),
-            Message::CancelSignIn => {
-                self.login.busy = false;
-                self.stop_session()
-            }
-            Message::Trust(yes) => {
-                let prompt = self.trust.take();
-                let Some(h) = self.handle.clone() else {
+            Message::Login(m) => match self.login.update(m) {
+                None => Task::none(),
+                Some(login::Event::SignIn) => self.sign_in(),
+                Some(login::Event::Cancel) => self.stop_session(),
+            },
+            Message::Trust(m) => {
+                let Some(event) = self.trust.as_mut().and_then(|t| t.update(m)) else {
                     return Task::none();
                 };
-                if !yes && matches!(prompt, Some(TrustPrompt::Mismatch { .. })) {
-                    // A refused mismatch is the end of this session: back to
-                    // the sign-in screen with the reason.
-                    self.login.error = Some(
-                        "Not connected: the server's key did not match the pinned key.".to_owned(),
-                    );
-                    self.login.busy = false;
-                    self.screen = Screen::Login;
-                    return self.stop_session();
-                }
-                if !yes {
-                    self.login.busy = false;
-                    self.login.error =
-                        Some("Not connected: the server key was not trusted.".into());
-                }
-                Task::perform(
-                    async move { h.trust_fingerprint(yes).await.map_err(|e| e.to_string()) },
-                    Message::ActionDone,
-                )
+                self.trust = None;
+                self.on_trust(event)
             }
+            Message::Workspace(m) => {
+                let (task, event) = self.workspace.update(m, &mut env_of!(self));
+                let task = task.map(Message::Workspace);
+                match event {
+                    None => task,
+                    Some(workspace::Event::Connect) => Task::batch([task, self.sign_in()]),
+                    Some(workspace::Event::SignedOut(result)) => {
+                        Task::batch([task, self.signed_out(result)])
+                    }
+                }
+            }
+            Message::StartCore => self.start_core(),
             Message::Core(epoch, update) => {
                 if epoch != self.epoch {
                     return Task::none();
@@ -433,184 +342,87 @@ impl App {
             Message::Focus(f) => {
                 self.focused = f;
                 if f {
-                    self.mark_selected_read()
+                    self.workspace
+                        .mark_selected_read(&env_of!(self))
+                        .map(Message::Workspace)
                 } else {
                     Task::none()
                 }
-            }
-            Message::SelectConversation(id) => self.select(id),
-            Message::SelectVisitor(v) => {
-                self.desk.details_visitor = Some(v.clone());
-                self.ensure_history(v)
-            }
-            Message::InviteTextChanged(s) => {
-                self.desk.invite_text = s;
-                Task::none()
-            }
-            Message::Invite(visitor) => {
-                let body = self.desk.invite_text.trim().to_owned();
-                let body = if body.is_empty() {
-                    DEFAULT_INVITE.to_owned()
-                } else {
-                    body
-                };
-                self.desk.pending_open = Some(PendingOpen::Visitor(visitor.clone()));
-                self.desk.details_visitor = Some(visitor.clone());
-                self.with_handle(move |h| async move { h.invite(visitor, body).await.map(drop) })
-            }
-            Message::Accept(id) => {
-                self.desk.pending_open = Some(PendingOpen::Conversation(id));
-                self.with_handle(move |h| async move { h.accept(id).await.map(drop) })
-            }
-            Message::CloseConversation(id) => {
-                self.with_handle(move |h| async move { h.close(id).await.map(drop) })
-            }
-            Message::SetPresence(p) => {
-                self.desk.presence = Some(p);
-                self.with_handle(move |h| async move { h.set_presence(p).await.map(drop) })
-            }
-            Message::Compose(action) => {
-                if let Some(id) = self.desk.selected {
-                    self.desk.drafts.entry(id).or_default().perform(action);
-                }
-                Task::none()
-            }
-            Message::Send => self.send(),
-            Message::LoadEarlier => {
-                self.load_earlier();
-                Task::none()
-            }
-            Message::LoadHistory { visitor, older } => self.load_history(visitor, older),
-            Message::HistoryRequested(visitor, res) => {
-                match res {
-                    Ok(req) => {
-                        if let Some(result) = self.orphan_history.remove(&req) {
-                            self.apply_history(&visitor, result);
-                        } else {
-                            self.desk.history_requests.insert(req, visitor);
-                        }
-                    }
-                    Err(e) => {
-                        let h = self.desk.history.entry(visitor).or_default();
-                        h.loading = false;
-                        h.error = Some(e);
-                    }
-                }
-                Task::none()
-            }
-            Message::ReconnectNow => self.with_handle(|h| async move { h.reconnect_now().await }),
-            Message::OpenVisitorChat(visitor) => self.open_visitor_chat(&visitor),
-            Message::TransferOpen(id) => {
-                let from = self
-                    .desk
-                    .convs
-                    .get(&id)
-                    .filter(|c| c.info.state == ConversationState::Active)
-                    .and_then(|c| c.info.assigned);
-                self.transfer = Some(TransferForm {
-                    conversation: id,
-                    from,
-                    to: None,
-                    note: String::new(),
-                });
-                Task::none()
-            }
-            Message::TransferTo(agent) => {
-                if let Some(t) = &mut self.transfer {
-                    t.to = Some(agent);
-                }
-                Task::none()
-            }
-            Message::TransferNote(note) => {
-                if let Some(t) = &mut self.transfer {
-                    t.note = note;
-                }
-                Task::none()
-            }
-            Message::TransferCancel => {
-                self.transfer = None;
-                Task::none()
-            }
-            Message::TransferSend => {
-                let Some(TransferForm {
-                    conversation,
-                    from,
-                    to: Some(to),
-                    note,
-                }) = self.transfer.take()
-                else {
-                    return Task::none();
-                };
-                let note = Some(note.trim().to_owned()).filter(|n| !n.is_empty());
-                self.with_handle(move |h| async move {
-                    h.transfer(conversation, from, to, note).await.map(drop)
-                })
-            }
-            Message::SignOut => {
-                if self.desk.mine().is_empty() {
-                    self.sign_out(None)
-                } else {
-                    self.sign_out_prompt = true;
-                    Task::none()
-                }
-            }
-            Message::SignOutConfirm => self.sign_out(None),
-            Message::SignOutTransferAll(to) => self.sign_out(Some(to)),
-            Message::SignOutCancel => {
-                self.sign_out_prompt = false;
-                Task::none()
-            }
-            Message::SignOutFinished(result) => {
-                self.signing_out = false;
-                self.login.notice = Some(match result {
-                    Ok(SignOutResult::Released) => {
-                        "Signed out. Your open chats were handed on.".to_owned()
-                    }
-                    Ok(SignOutResult::Offline | SignOutResult::TimedOut) | Err(_) => {
-                        "Signed out while offline. Anything unsent goes out at your next \
-                         sign-in; the server hands your open chats on once you have been \
-                         offline for its grace period (2 minutes by default)."
-                            .to_owned()
-                    }
-                });
-                self.screen = Screen::Login;
-                self.signed_in = false;
-                self.desk = Desk::new();
-                self.transfer = None;
-                self.stop_session()
             }
             Message::SignedOut => Task::none(),
-            Message::DismissBanner => {
-                self.desk.banner = None;
-                Task::none()
-            }
-            Message::ActionDone(res) => {
-                if let Err(e) = res {
-                    self.desk.banner = Some(e);
-                }
-                Task::none()
-            }
         }
     }
 
-    fn with_handle<F, Fut>(&mut self, f: F) -> Task<Message>
-    where
-        F: FnOnce(ClientHandle) -> Fut,
-        Fut: Future<Output = Result<(), holdfast_client::ClientError>> + Send + 'static,
-    {
-        match self.handle.clone() {
-            Some(h) => {
-                let fut = f(h);
-                Task::perform(
-                    async move { fut.await.map_err(|e| e.to_string()) },
-                    Message::ActionDone,
-                )
-            }
-            None => {
-                self.desk.banner = Some("Not signed in: enter your password to connect.".into());
-                Task::none()
-            }
+    pub fn view(&self) -> Element<'_, Message> {
+        let ctx = self.context();
+        let content: Element<'_, Message> = match (&self.trust, self.screen) {
+            (Some(prompt), _) => prompt.view().map(Message::Trust),
+            (None, Screen::Login) => self.login.view(self.connection_text()).map(Message::Login),
+            (None, Screen::Workspace) => self.workspace.view(&ctx).map(Message::Workspace),
+        };
+        if self.screen == Screen::Workspace {
+            column![self.workspace.bars(&ctx).map(Message::Workspace), content].into()
+        } else {
+            content
         }
+    }
+
+    fn context(&self) -> Context<'_> {
+        Context {
+            status: &self.status,
+            connection_text: self.connection_text(),
+            needs_password: self.needs_password(),
+            username: &self.login.username,
+            now_ms: self.now_ms,
+            utc_offset_secs: self.opts.utc_offset_secs,
+        }
+    }
+
+    /// The answer to the server key prompt, passed on to the core.
+    fn on_trust(&mut self, event: trust::Event) -> Task<Message> {
+        let Some(h) = self.handle.clone() else {
+            return Task::none();
+        };
+        match event {
+            trust::Event::Refused { mismatch: true } => {
+                // A refused mismatch is the end of this session: back to
+                // the sign-in screen with the reason.
+                self.login.error = Some(
+                    "Not connected: the server's key did not match the pinned key.".to_owned(),
+                );
+                self.login.busy = false;
+                self.screen = Screen::Login;
+                return self.stop_session();
+            }
+            trust::Event::Refused { mismatch: false } => {
+                self.login.busy = false;
+                self.login.error = Some("Not connected: the server key was not trusted.".into());
+            }
+            trust::Event::Trusted => {}
+        }
+        let yes = event == trust::Event::Trusted;
+        Task::perform(
+            async move { h.trust_fingerprint(yes).await.map_err(|e| e.to_string()) },
+            action_done,
+        )
+    }
+
+    /// The sign-out went through (or was given up on): back to the login
+    /// screen, saying how it went.
+    fn signed_out(&mut self, result: Result<SignOutResult, String>) -> Task<Message> {
+        self.login.notice = Some(match result {
+            Ok(SignOutResult::Released) => "Signed out. Your open chats were handed on.".to_owned(),
+            Ok(SignOutResult::Offline | SignOutResult::TimedOut) | Err(_) => {
+                "Signed out while offline. Anything unsent goes out at your next \
+                 sign-in; the server hands your open chats on once you have been \
+                 offline for its grace period (2 minutes by default)."
+                    .to_owned()
+            }
+        });
+        self.screen = Screen::Login;
+        self.signed_in = false;
+        self.workspace.clear();
+        self.stop_session()
     }
 
     fn stop_session(&mut self) -> Task<Message> {
@@ -624,26 +436,17 @@ impl App {
     }
 
     fn sign_in(&mut self) -> Task<Message> {
-        if self.screen == Screen::Workspace && !self.bar_password.is_empty() {
-            let pw = std::mem::take(&mut self.bar_password);
+        if self.screen == Screen::Workspace && !self.workspace.bar.password.is_empty() {
+            let pw = std::mem::take(&mut self.workspace.bar.password);
             if let Some(h) = self.handle.clone() {
                 return Task::perform(
                     async move { h.set_password(pw).await.map_err(|e| e.to_string()) },
-                    Message::ActionDone,
+                    action_done,
                 );
             }
             self.login.password = pw;
         }
-        if self.login.server.trim().is_empty() {
-            self.login.error = Some("Enter the server address (host:port).".into());
-            return Task::none();
-        }
-        if self.login.username.trim().is_empty() {
-            self.login.error = Some("Enter your username.".into());
-            return Task::none();
-        }
-        if self.login.password.is_empty() {
-            self.login.error = Some("Enter your password.".into());
+        if !self.login.check() {
             return Task::none();
         }
         self.login.error = None;
@@ -690,7 +493,7 @@ impl App {
         match handle.cached_workspace() {
             Ok(ws) => {
                 self.status.unsent = ws.unsent;
-                self.desk.load(ws);
+                self.workspace.desk.load(ws);
             }
             Err(e) => tracing::warn!("cannot read the cached workspace: {e}"),
         }
@@ -711,7 +514,7 @@ impl App {
         if self.screen == Screen::Login {
             self.login.error = Some(error);
         } else {
-            self.desk.banner = Some(error);
+            self.workspace.desk.banner = Some(error);
         }
         Task::none()
     }
@@ -730,7 +533,7 @@ impl App {
     }
 
     fn on_update(&mut self, update: Update) -> Task<Message> {
-        match update {
+        let task = match update {
             Update::Connection(s) => {
                 self.now = Instant::now();
                 if self.screen == Screen::Login
@@ -751,7 +554,7 @@ impl App {
                 server,
                 fingerprint,
             } => {
-                self.trust = Some(TrustPrompt::Unknown {
+                self.trust = Some(trust::State::Unknown {
                     server,
                     fingerprint,
                 });
@@ -762,7 +565,7 @@ impl App {
                 pinned,
                 presented,
             } => {
-                self.trust = Some(TrustPrompt::Mismatch {
+                self.trust = Some(trust::State::Mismatch {
                     server,
                     pinned,
                     presented,
@@ -782,7 +585,7 @@ impl App {
                 {
                     self.screen = Screen::Login;
                     self.signed_in = false;
-                    self.transfer = None;
+                    self.workspace.chat.transfer = None;
                     self.login.busy = false;
                     self.login.error = Some(text);
                     return Task::none();
@@ -793,7 +596,7 @@ impl App {
                         self.login.busy = false;
                     }
                 } else {
-                    self.desk.banner = Some(text);
+                    self.workspace.desk.banner = Some(text);
                 }
                 Task::none()
             }
@@ -802,51 +605,43 @@ impl App {
                 display_name,
                 site,
             } => {
-                self.desk.me = Some(Session {
-                    agent,
-                    display_name,
-                    site,
-                });
                 self.signed_in = true;
                 self.login.busy = false;
                 self.login.error = None;
                 self.login.password = Zeroizing::default();
-                self.desk.banner = None;
-                if self.desk.presence.is_none() {
-                    self.desk.presence = Some(Presence::Online);
-                }
                 self.screen = Screen::Workspace;
                 self.remember_account();
-                self.desk.select_default();
-                let read = self.mark_selected_read();
-                let history = match self.desk.details_visitor.clone() {
-                    Some(v) => self.ensure_history(v),
-                    None => Task::none(),
+                let session = Session {
+                    agent,
+                    display_name,
+                    site,
                 };
-                Task::batch([read, history])
+                self.workspace.logged_in(&mut env_of!(self), session)
             }
+            // The one visitor list is the desk's; the panels read it there.
             Update::Visitors(list) => {
-                self.desk.visitors = list.into_iter().map(|v| (v.id.clone(), v)).collect();
+                self.workspace.desk.visitors =
+                    list.into_iter().map(|v| (v.id.clone(), v)).collect();
                 Task::none()
             }
             Update::Visitor(v) => {
-                self.desk.visitors.insert(v.id.clone(), *v);
+                self.workspace.desk.visitors.insert(v.id.clone(), *v);
                 Task::none()
             }
             Update::VisitorGone { visitor } => {
-                self.desk.visitors.remove(&visitor);
+                self.workspace.desk.visitors.remove(&visitor);
                 Task::none()
             }
             Update::Team(list) => {
-                self.desk.apply_team(list);
+                self.workspace.desk.apply_team(list);
                 Task::none()
             }
             Update::TeamMember(m) => {
-                self.desk.apply_member(m);
+                self.workspace.desk.apply_member(m);
                 Task::none()
             }
-            Update::Conversation(info) => self.on_conversation(info),
-            Update::Message(m) => self.on_message(m),
+            Update::Conversation(info) => self.workspace.on_conversation(&mut env_of!(self), info),
+            Update::Message(m) => self.workspace.on_message(&mut env_of!(self), m),
             Update::MessageState {
                 client_id,
                 conversation,
@@ -854,382 +649,51 @@ impl App {
                 state,
                 order,
             } => {
-                self.desk
+                self.workspace
+                    .desk
                     .apply_state(conversation, client_id, message, state, order);
                 Task::none()
             }
             Update::CommandDone { .. } => Task::none(),
             Update::CommandRejected { code, message, .. } => {
-                self.desk.banner = Some(format!("The server refused that ({code}): {message}"));
+                self.workspace.desk.banner =
+                    Some(format!("The server refused that ({code}): {message}"));
                 Task::none()
             }
             Update::History { request, result } => {
-                match self.desk.history_requests.remove(&request) {
-                    Some(visitor) => self.apply_history(&visitor, result),
-                    None => {
-                        // Bounded: only requests this app made can be
-                        // answered, and each is answered once.
-                        self.orphan_history.insert(request, result);
-                    }
-                }
+                self.workspace.on_history(request, result);
                 Task::none()
             }
             Update::SnapshotApplied { .. } | Update::Resync => {
-                if let Some(h) = &self.handle {
-                    let waiting_before: Vec<ConversationId> = self
-                        .desk
-                        .convs
-                        .values()
-                        .filter(|c| is_waiting(&c.info))
-                        .map(|c| c.info.id)
-                        .collect();
-                    match h.cached_workspace() {
-                        Ok(ws) => self.desk.load(ws),
-                        Err(e) => self.desk.banner = Some(e.to_string()),
+                let reload = match self.handle.clone() {
+                    Some(h) => {
+                        let ws = h.cached_workspace().map_err(|e| e.to_string());
+                        self.status = h.status();
+                        self.workspace.reload(&mut env_of!(self), ws)
                     }
-                    self.status = h.status();
-                    // A chat that started waiting while updates were
-                    // coalesced into this reload still deserves its alert.
-                    if !self.focused {
-                        let new: Vec<Alert> = self
-                            .desk
-                            .convs
-                            .values()
-                            .filter(|c| is_waiting(&c.info) && !waiting_before.contains(&c.info.id))
-                            .map(|c| waiting_alert(&c.info))
-                            .collect();
-                        for a in new {
-                            self.notifier.alert(a);
-                        }
-                    }
-                }
+                    None => Task::none(),
+                };
                 // What is on screen in a focused window has been read, even
                 // if the snapshot brought older read marks.
-                self.mark_selected_read()
+                let read = self.workspace.mark_selected_read(&env_of!(self));
+                Task::batch([reload, read])
             }
             Update::ServerError { code, message } => {
-                self.desk.banner = Some(format!("Server error ({code}): {message}"));
+                self.workspace.desk.banner = Some(format!("Server error ({code}): {message}"));
                 Task::none()
             }
             Update::StoreFailed { message } => {
-                self.desk.banner = Some(format!("Local store error: {message}"));
+                self.workspace.desk.banner = Some(format!("Local store error: {message}"));
                 Task::none()
             }
-        }
+        };
+        task.map(Message::Workspace)
     }
 
     /// The current core session's epoch: updates tagged with an older one
     /// are ignored (tests inject updates with it).
     pub fn core_epoch(&self) -> u64 {
         self.epoch
-    }
-
-    fn on_conversation(&mut self, info: ConversationInfo) -> Task<Message> {
-        let id = info.id;
-        let me = self.desk.my_id();
-        let previous = self.desk.convs.get(&id).map(|c| c.info.state);
-        if is_waiting(&info) && previous != Some(ConversationState::Queued) && !self.focused {
-            self.notifier.alert(waiting_alert(&info));
-        }
-        let mine = info.assigned.is_some() && info.assigned == me;
-        let open_now = mine
-            && match &self.desk.pending_open {
-                Some(PendingOpen::Visitor(v)) => *v == info.visitor,
-                Some(PendingOpen::Conversation(c)) => *c == id,
-                None => false,
-            };
-        let closed = info.state == ConversationState::Closed;
-        let selected = self.desk.selected == Some(id);
-        // A transfer panel for a chat that changed hands meanwhile would
-        // only be refused: close it.
-        if self
-            .transfer
-            .as_ref()
-            .is_some_and(|t| t.conversation == id && t.from != info.assigned)
-        {
-            self.transfer = None;
-        }
-        self.desk.apply_conversation(info);
-        if let Some(c) = self.desk.convs.get_mut(&id)
-            && closed
-            && !selected
-            && c.messages.len() > 1
-        {
-            // A closed chat is history: keep only its preview in memory
-            // unless it is on screen (the store has the rest).
-            let cut = c.messages.len() - 1;
-            c.messages.drain(..cut);
-            c.more_before = true;
-        }
-        if closed
-            && !selected
-            && self
-                .desk
-                .drafts
-                .get(&id)
-                .is_some_and(|d| d.text().trim().is_empty())
-        {
-            self.desk.drafts.remove(&id);
-        }
-        if open_now || (mine && self.desk.selected.is_none()) {
-            if open_now {
-                self.desk.pending_open = None;
-            }
-            return self.select(id);
-        }
-        Task::none()
-    }
-
-    fn on_message(&mut self, m: StoredMessage) -> Task<Message> {
-        let conv_id = m.conversation;
-        let body = message_text(&m);
-        let selected = self.desk.selected == Some(conv_id);
-        if !self.desk.convs.contains_key(&conv_id) {
-            // The conversation's own event comes first; if not, the store
-            // has it.
-            if let Some(h) = &self.handle
-                && let Ok(list) = h.conversations()
-            {
-                for s in list {
-                    let id = s.info.id;
-                    self.desk
-                        .convs
-                        .entry(id)
-                        .or_insert_with(|| crate::ui::desk::Conv::from_summary(s, Vec::new()));
-                }
-            }
-            if !self.desk.convs.contains_key(&conv_id) {
-                return Task::none();
-            }
-        }
-        let Some(applied) = self.desk.apply_message(m) else {
-            return Task::none();
-        };
-        let Some(c) = self.desk.convs.get_mut(&conv_id) else {
-            return Task::none();
-        };
-        if !selected {
-            c.trim();
-        }
-        let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
-        if !(applied.new && applied.from_visitor) {
-            return Task::none();
-        }
-        if !self.focused {
-            self.notifier.alert(Alert {
-                title: format!("Message from {name}"),
-                body: format::preview(&body, 120),
-            });
-        }
-        if selected && self.focused {
-            self.mark_selected_read()
-        } else {
-            c.unread = c.unread.saturating_add(1);
-            Task::none()
-        }
-    }
-
-    /// "Open chat" on a visitor: mine or waiting opens; someone else's
-    /// opens read-only for a supervisor, and otherwise says who serves it.
-    fn open_visitor_chat(&mut self, visitor: &str) -> Task<Message> {
-        let conv = self
-            .desk
-            .visitors
-            .get(visitor)
-            .and_then(|v| v.conversation)
-            .and_then(|id| self.desk.convs.get(&id));
-        let Some(c) = conv else {
-            self.desk.banner = Some(
-                "That chat is not on this device yet; it appears once the server sends it.".into(),
-            );
-            return Task::none();
-        };
-        let id = c.info.id;
-        let theirs = c.info.state == ConversationState::Active
-            && c.info.assigned.is_some()
-            && c.info.assigned != self.desk.my_id();
-        if theirs && !self.desk.oversees() {
-            let who = self
-                .desk
-                .serving_name(&c.info)
-                .unwrap_or_else(|| "Another agent".into());
-            self.desk.banner = Some(format!(
-                "{who} is serving this visitor. A supervisor can transfer the chat to you."
-            ));
-            return Task::none();
-        }
-        self.select(id)
-    }
-
-    /// Sign out: optionally hand every open chat to `to` first; the server
-    /// releases what is left once everything queued is acked.
-    fn sign_out(&mut self, to: Option<AgentId>) -> Task<Message> {
-        self.sign_out_prompt = false;
-        let Some(h) = self.handle.clone() else {
-            return Task::done(Message::SignOutFinished(Ok(SignOutResult::Offline)));
-        };
-        let me = self.desk.my_id();
-        let chats: Vec<ConversationId> = match to {
-            Some(_) => self.desk.mine().iter().map(|c| c.info.id).collect(),
-            None => Vec::new(),
-        };
-        self.signing_out = true;
-        Task::perform(
-            async move {
-                if let Some(to) = to {
-                    for id in chats {
-                        h.transfer(id, me, to, None)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    }
-                }
-                h.sign_out().await.map_err(|e| e.to_string())
-            },
-            Message::SignOutFinished,
-        )
-    }
-
-    fn select(&mut self, id: ConversationId) -> Task<Message> {
-        // The one we leave goes back to a small window.
-        if let Some(prev) = self.desk.selected
-            && prev != id
-            && let Some(c) = self.desk.convs.get_mut(&prev)
-        {
-            c.trim();
-        }
-        let Some(visitor) = self.desk.select_local(id) else {
-            return Task::none();
-        };
-        let read = self.mark_selected_read();
-        Task::batch([read, self.ensure_history(visitor)])
-    }
-
-    fn mark_selected_read(&mut self) -> Task<Message> {
-        let Some(id) = self.desk.selected else {
-            return Task::none();
-        };
-        let Some(c) = self.desk.convs.get_mut(&id) else {
-            return Task::none();
-        };
-        if c.unread == 0 || !self.focused {
-            return Task::none();
-        }
-        c.unread = 0;
-        match self.handle.clone() {
-            Some(h) => Task::perform(
-                async move { h.mark_read(id).await.map_err(|e| e.to_string()) },
-                Message::ActionDone,
-            ),
-            None => Task::none(),
-        }
-    }
-
-    fn send(&mut self) -> Task<Message> {
-        let Some(id) = self.desk.selected else {
-            return Task::none();
-        };
-        let Some(draft) = self.desk.drafts.get(&id) else {
-            return Task::none();
-        };
-        let text = draft.text();
-        let body = text.trim_end_matches(['\n', '\r']).to_owned();
-        if body.trim().is_empty() {
-            return Task::none();
-        }
-        let Some(h) = self.handle.clone() else {
-            self.desk.banner = Some("Not signed in: enter your password to connect.".into());
-            return Task::none();
-        };
-        self.desk.drafts.insert(id, text_editor::Content::new());
-        Task::perform(
-            async move {
-                h.send_message(id, body)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            },
-            Message::ActionDone,
-        )
-    }
-
-    fn load_earlier(&mut self) {
-        let Some(id) = self.desk.selected else { return };
-        let Some(h) = self.handle.clone() else {
-            return self.load_earlier_from_file(id);
-        };
-        let Some(c) = self.desk.convs.get_mut(&id) else {
-            return;
-        };
-        let before = c.messages.first().map(|m| m.order);
-        match h.messages_page(id, before, PAGE) {
-            Ok(page) => c.prepend(page, PAGE as usize),
-            Err(e) => self.desk.banner = Some(e.to_string()),
-        }
-    }
-
-    /// Paging before a session exists (cached workspace, no password yet).
-    fn load_earlier_from_file(&mut self, id: ConversationId) {
-        let Some(path) = self.store_path.clone() else {
-            return;
-        };
-        let Some(c) = self.desk.convs.get_mut(&id) else {
-            return;
-        };
-        let before = c.messages.first().map(|m| m.order);
-        match Store::open(&path).and_then(|s| s.messages_page(id, before, PAGE)) {
-            Ok(page) => c.prepend(page, PAGE as usize),
-            Err(e) => self.desk.banner = Some(e.to_string()),
-        }
-    }
-
-    /// Refresh the newest page of a visitor's history (merged with what is
-    /// loaded, so older pages already fetched stay).
-    fn ensure_history(&mut self, visitor: String) -> Task<Message> {
-        self.load_history(visitor, false)
-    }
-
-    fn load_history(&mut self, visitor: String, older: bool) -> Task<Message> {
-        let Some(h) = self.handle.clone() else {
-            return Task::none();
-        };
-        // Histories of visitors looked at earlier in the day are dropped
-        // past a few dozen; they reload on demand.
-        if self.desk.history.len() >= HISTORY_KEEP && !self.desk.history.contains_key(&visitor) {
-            let keep = self.desk.details_visitor.clone();
-            self.desk
-                .history
-                .retain(|v, h| h.loading || Some(v) == keep.as_ref());
-        }
-        let entry = self.desk.history.entry(visitor.clone()).or_default();
-        if entry.loading {
-            return Task::none();
-        }
-        entry.loading = true;
-        entry.error = None;
-        let before = if older {
-            entry.messages.last().map(|m| m.message)
-        } else {
-            None
-        };
-        let v = visitor.clone();
-        Task::perform(
-            async move {
-                h.load_history(v, before, HISTORY_PAGE)
-                    .await
-                    .map_err(|e| e.to_string())
-            },
-            move |res| Message::HistoryRequested(visitor.clone(), res),
-        )
-    }
-
-    fn apply_history(&mut self, visitor: &str, result: QueryResult) {
-        let h = self.desk.history.entry(visitor.to_owned()).or_default();
-        if let Some(info) = h.apply(result) {
-            self.desk
-                .visitors
-                .entry(info.id.clone())
-                .or_insert_with(|| *info);
-        }
     }
 }
 
@@ -1261,18 +725,6 @@ fn login_error_text(
              Shorten it and sign in again."
         ),
         _ => format!("Sign-in failed ({code}): {message}"),
-    }
-}
-
-/// In the queue with no agent yet.
-fn is_waiting(info: &ConversationInfo) -> bool {
-    info.assigned.is_none() && info.state == ConversationState::Queued
-}
-
-fn waiting_alert(info: &ConversationInfo) -> Alert {
-    Alert {
-        title: "New chat waiting".into(),
-        body: format::visitor_label(info.visitor_name.as_deref(), &info.visitor),
     }
 }
 

@@ -1,10 +1,14 @@
 //! The desktop app: an iced 0.14 UI over the client core.
 //!
-//! - `app`: state, messages and update logic ([`App`], [`Message`],
-//!   [`Options`]).
-//! - `desk`: the workspace's data (conversations in commit order, visitors,
-//!   histories, the team), kept current by the core's updates.
-//! - `view`: drawing, with stable widget ids for tests.
+//! - `app`: the top level ([`App`], [`Message`], [`Options`], [`Screen`]):
+//!   which screen is up, routing messages to it, the client session, and
+//!   the core's updates turned into screen updates.
+//! - `screen`: the screens and their panels, each with its own state,
+//!   messages, update and view (stable widget ids for tests).
+//! - `desk`: the workspace's data (conversations in commit order, the one
+//!   visitor list, histories, the team), kept current by the core's updates.
+//! - `widget`: drawing helpers the screens share, and the one seam all text
+//!   goes through on its way to the screen.
 //! - `format`: timestamps, durations, User-Agent parsing, previews.
 //! - `prefs`: the remembered server and username (never the password).
 //! - `notify`: OS notifications and the chime when the window is unfocused.
@@ -19,13 +23,14 @@ pub mod desk;
 pub mod format;
 pub mod notify;
 pub mod prefs;
-pub mod view;
+pub mod screen;
+pub mod widget;
 
 use std::time::Duration;
 
 use iced::{Subscription, Theme, window};
 
-pub use app::{App, Message, Options, Screen, TrustPrompt};
+pub use app::{App, Message, Options, Screen};
 
 /// A CJK-capable fallback font (Droid Sans Fallback, Apache-2.0), bundled
 /// so Chinese and Japanese render even where no CJK system font is

@@ -1,0 +1,186 @@
+//! The two bars above the workspace: the top bar (who, presence, Sign
+//! out) and the connection bar (state, Reconnect now, the password to
+//! connect with, and the banner of the last error).
+//!
+//! They stay up while the server key prompt covers the workspace, so the
+//! app draws them apart from the workspace's content. Their own state is
+//! the connection bar's password field.
+
+use holdfast_client::ConnState;
+use holdfast_protocol::agent::Presence;
+use iced::widget::{button, column, container, row, space, text_input};
+use iced::{Alignment, Element, Fill, Theme};
+use zeroize::Zeroizing;
+
+use super::Context;
+use crate::ui::desk::Desk;
+use crate::ui::widget::{body_text, text};
+
+#[derive(Debug, Default)]
+pub struct State {
+    /// Password for re-signing in from the connection bar.
+    pub password: Zeroizing<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Message {
+    SetPresence(Presence),
+    SignOut,
+    ReconnectNow,
+    PasswordChanged(String),
+    /// Sign in with the password typed here.
+    Connect,
+    DismissBanner,
+}
+
+/// All but typing go up: presence, signing out and reconnecting need the
+/// client; connecting is the app's; the banner is the desk's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    SetPresence(Presence),
+    SignOut,
+    ReconnectNow,
+    Connect,
+    DismissBanner,
+}
+
+impl State {
+    pub fn update(&mut self, message: Message) -> Option<Event> {
+        Some(match message {
+            Message::PasswordChanged(s) => {
+                self.password = Zeroizing::new(s);
+                return None;
+            }
+            Message::SetPresence(p) => Event::SetPresence(p),
+            Message::SignOut => Event::SignOut,
+            Message::ReconnectNow => Event::ReconnectNow,
+            Message::Connect => Event::Connect,
+            Message::DismissBanner => Event::DismissBanner,
+        })
+    }
+
+    /// Who is signed in, presence, and Sign out.
+    pub fn top_bar<'a>(
+        &'a self,
+        desk: &'a Desk,
+        ctx: &Context<'a>,
+        signing_out: bool,
+    ) -> Element<'a, Message> {
+        let me = desk
+            .me
+            .as_ref()
+            .map_or_else(|| ctx.username.to_owned(), |s| s.display_name.clone());
+        let presence_button = |label: &'static str, p: Presence| {
+            let active = desk.presence == Some(p);
+            button(text(label).size(13))
+                .padding([4, 10])
+                .style(if active {
+                    button::primary
+                } else {
+                    button::secondary
+                })
+                .on_press(Message::SetPresence(p))
+        };
+        row![
+            text("Holdfast").size(18),
+            text(me),
+            space::horizontal(),
+            presence_button("Online", Presence::Online),
+            presence_button("Away", Presence::Away),
+            container(
+                button(
+                    text(if signing_out {
+                        "Signing out…"
+                    } else {
+                        "Sign out"
+                    })
+                    .size(13)
+                )
+                .padding([4, 10])
+                .style(button::text)
+                .on_press_maybe((!signing_out).then_some(Message::SignOut)),
+            )
+            .id("sign-out"),
+        ]
+        .spacing(10)
+        .padding([6, 12])
+        .align_y(Alignment::Center)
+        .into()
+    }
+
+    /// The connection's state, Reconnect now, the password to connect with when
+    /// the session needs one, and the banner under it.
+    pub fn connection_bar<'a>(&'a self, desk: &'a Desk, ctx: &Context<'a>) -> Element<'a, Message> {
+        let state = &ctx.status.state;
+        let live = matches!(state, ConnState::Live);
+        let offline = matches!(state, ConnState::Disconnected | ConnState::Stopped { .. });
+        let mut bar = row![text(ctx.connection_text.clone())]
+            .spacing(12)
+            .align_y(Alignment::Center);
+        if matches!(state, ConnState::BackingOff { .. }) {
+            bar = bar.push(
+                button(text("Reconnect now").size(13))
+                    .padding([3, 10])
+                    .style(button::secondary)
+                    .on_press(Message::ReconnectNow),
+            );
+        }
+        if ctx.needs_password {
+            bar = bar.push(space::horizontal());
+            bar = bar.push(
+                text_input("password to connect", &self.password)
+                    .id("bar-password")
+                    .secure(true)
+                    .on_input(Message::PasswordChanged)
+                    .on_submit(Message::Connect)
+                    .width(220)
+                    .padding(4),
+            );
+            bar = bar.push(
+                button(text("Connect").size(13))
+                    .padding([3, 10])
+                    .style(button::primary)
+                    .on_press(Message::Connect),
+            );
+        }
+        let mut col = column![
+            container(bar)
+                .id("connection-bar")
+                .padding([6, 12])
+                .width(Fill)
+                .style(move |theme: &Theme| {
+                    let p = theme.extended_palette();
+                    let pair = if live {
+                        p.success.base
+                    } else if offline {
+                        p.danger.base
+                    } else {
+                        p.warning.base
+                    };
+                    container::Style {
+                        background: Some(pair.color.into()),
+                        text_color: Some(pair.text),
+                        ..container::Style::default()
+                    }
+                })
+        ];
+        if let Some(b) = &desk.banner {
+            col = col.push(
+                container(
+                    row![
+                        body_text(b.as_str()).width(Fill),
+                        button(text("Dismiss").size(12))
+                            .style(button::text)
+                            .on_press(Message::DismissBanner),
+                    ]
+                    .align_y(Alignment::Center),
+                )
+                .id("banner")
+                .padding([4, 12])
+                .width(Fill)
+                .style(container::danger),
+            );
+        }
+        col.into()
+    }
+}

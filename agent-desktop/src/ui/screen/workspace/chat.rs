@@ -1,0 +1,426 @@
+//! The chat pane: the open conversation's header (who, state, transfer
+//! and close), its transcript, the composer, and the transfer panel.
+//!
+//! Its own state is the transfer form; drafts stay in the desk, since they
+//! survive switching conversations and the desk's reloads. Sending,
+//! closing, transferring and paging need the client, so they go up to the
+//! workspace as events.
+
+use holdfast_protocol::agent::{AgentId, Author, ConversationId, ConversationState};
+use holdfast_protocol::notice::Notice;
+use iced::widget::text::{self as itext, Wrapping};
+use iced::widget::{
+    Column, button, column, container, row, rule, scrollable, space, text_editor, text_input,
+};
+use iced::{Alignment, Border, Color, Element, Fill, Theme, border, keyboard};
+
+use crate::ui::desk::{Desk, message_text};
+use crate::ui::format;
+use crate::ui::widget::{
+    body_text, card, has_stated_name, left_message_lines, muted, site_id_line, small, stated, text,
+};
+use holdfast_client::store::{DeliveryState, StoredMessage};
+
+/// The transfer panel of one conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferForm {
+    pub conversation: ConversationId,
+    /// Who served it when the panel opened: the server refuses the transfer
+    /// if that changed meanwhile.
+    pub from: Option<AgentId>,
+    pub to: Option<AgentId>,
+    pub note: String,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub transfer: Option<TransferForm>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Message {
+    Compose(text_editor::Action),
+    Send,
+    LoadEarlier,
+    Close(ConversationId),
+    TransferOpen(ConversationId),
+    TransferTo(AgentId),
+    TransferNote(String),
+    TransferSend,
+    TransferCancel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Send the open conversation's draft.
+    Send,
+    LoadEarlier,
+    Close(ConversationId),
+    Transfer {
+        conversation: ConversationId,
+        from: Option<AgentId>,
+        to: AgentId,
+        note: Option<String>,
+    },
+}
+
+impl State {
+    /// Typing goes into the desk's draft of the open conversation.
+    pub fn update(&mut self, message: Message, desk: &mut Desk) -> Option<Event> {
+        match message {
+            Message::Compose(action) => {
+                if let Some(id) = desk.selected {
+                    desk.drafts.entry(id).or_default().perform(action);
+                }
+                None
+            }
+            Message::Send => Some(Event::Send),
+            Message::LoadEarlier => Some(Event::LoadEarlier),
+            Message::Close(id) => Some(Event::Close(id)),
+            Message::TransferOpen(id) => {
+                let from = desk
+                    .convs
+                    .get(&id)
+                    .filter(|c| c.info.state == ConversationState::Active)
+                    .and_then(|c| c.info.assigned);
+                self.transfer = Some(TransferForm {
+                    conversation: id,
+                    from,
+                    to: None,
+                    note: String::new(),
+                });
+                None
+            }
+            Message::TransferTo(agent) => {
+                if let Some(t) = &mut self.transfer {
+                    t.to = Some(agent);
+                }
+                None
+            }
+            Message::TransferNote(note) => {
+                if let Some(t) = &mut self.transfer {
+                    t.note = note;
+                }
+                None
+            }
+            Message::TransferCancel => {
+                self.transfer = None;
+                None
+            }
+            Message::TransferSend => {
+                let Some(TransferForm {
+                    conversation,
+                    from,
+                    to: Some(to),
+                    note,
+                }) = self.transfer.take()
+                else {
+                    return None;
+                };
+                let note = Some(note.trim().to_owned()).filter(|n| !n.is_empty());
+                Some(Event::Transfer {
+                    conversation,
+                    from,
+                    to,
+                    note,
+                })
+            }
+        }
+    }
+
+    pub fn view<'a>(&'a self, desk: &'a Desk, utc_offset_secs: i32) -> Element<'a, Message> {
+        let Some(c) = desk.selected.and_then(|id| desk.convs.get(&id)) else {
+            return container(
+                text("Pick a conversation, accept a waiting chat, or invite a visitor.")
+                    .style(muted),
+            )
+            .center(Fill)
+            .into();
+        };
+        let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
+        let mine = desk.is_mine(c.info.id);
+        let oversees = desk.oversees();
+        let active = c.info.state == ConversationState::Active;
+        let serving = desk.serving_name(&c.info);
+        // Who this is, as far as anyone can tell: the name the visitor gave
+        // and, apart from it, the id the site vouches for.
+        let mut who = column![text(name).size(18)].spacing(1).width(Fill);
+        if has_stated_name(c.info.visitor_name.as_deref()) {
+            who = who.push(stated("name"));
+        }
+        if let Some(id) = desk.visitors.get(&c.info.visitor).and_then(site_id_line) {
+            who = who.push(id);
+        }
+        let mut header = row![who].spacing(10).align_y(Alignment::Center);
+        let state_label = match c.info.state {
+            ConversationState::Queued => "waiting".to_owned(),
+            ConversationState::Active if mine => "open".to_owned(),
+            ConversationState::Active => format!(
+                "{} is serving · read-only",
+                serving.clone().unwrap_or_else(|| "another agent".into())
+            ),
+            ConversationState::Closed => "closed".to_owned(),
+            ConversationState::LeftMessage => "left a message".to_owned(),
+        };
+        header = header.push(small(state_label).style(muted));
+        let can_transfer = (mine || oversees) && c.info.state != ConversationState::Closed;
+        if can_transfer && self.transfer.is_none() {
+            header = header.push(
+                container(
+                    button(text("Transfer…").size(13))
+                        .padding([4, 10])
+                        .style(button::secondary)
+                        .on_press(Message::TransferOpen(c.info.id)),
+                )
+                .id("transfer"),
+            );
+        }
+        if active && (mine || oversees) {
+            header = header.push(
+                container(
+                    button(text("Close conversation").size(13))
+                        .padding([4, 10])
+                        .style(button::danger)
+                        .on_press(Message::Close(c.info.id)),
+                )
+                .id("close-conversation"),
+            );
+        }
+        let mut top = column![container(header).id("chat-header").padding([8, 14])];
+        let left = left_message_lines(c);
+        if !left.is_empty() {
+            let mut block = column![].spacing(2);
+            for line in left {
+                block = block.push(small(line));
+            }
+            top = top.push(
+                container(block)
+                    .id("left-message")
+                    .padding([4, 14])
+                    .width(Fill),
+            );
+        }
+        if let Some(t) = self
+            .transfer
+            .as_ref()
+            .filter(|t| t.conversation == c.info.id)
+        {
+            top = top.push(transfer_panel(desk, t));
+        }
+        let mut msgs = Column::new().spacing(8).padding([8, 14]);
+        if c.more_before {
+            msgs = msgs.push(
+                container(
+                    button(text("Load earlier messages").size(12))
+                        .style(button::text)
+                        .on_press(Message::LoadEarlier),
+                )
+                .id("load-earlier")
+                .center_x(Fill),
+            );
+        }
+        for m in &c.messages {
+            msgs = msgs.push(bubble(desk, m, utc_offset_secs));
+        }
+        let transcript = scrollable(msgs)
+            .id("transcript")
+            .anchor_bottom()
+            .height(Fill)
+            .width(Fill);
+        let composer: Element<'_, Message> = match desk.drafts.get(&c.info.id) {
+            Some(draft) if active && mine => {
+                let editor = text_editor(draft)
+                    .id("composer")
+                    .placeholder("Write a reply. Enter sends, Shift+Enter starts a new line.")
+                    .on_action(Message::Compose)
+                    .wrapping(Wrapping::WordOrGlyph)
+                    .height(96)
+                    .key_binding(|press| {
+                        let enter =
+                            matches!(press.key, keyboard::Key::Named(keyboard::key::Named::Enter));
+                        if enter && !press.modifiers.shift() {
+                            Some(text_editor::Binding::Custom(Message::Send))
+                        } else {
+                            text_editor::Binding::from_key_press(press)
+                        }
+                    });
+                row![
+                    editor,
+                    button(text("Send"))
+                        .padding([8, 16])
+                        .style(button::primary)
+                        .on_press(Message::Send),
+                ]
+                .spacing(8)
+                .align_y(Alignment::End)
+                .into()
+            }
+            _ if active => container(
+                small(format!(
+                    "Read-only: {} is serving this chat.",
+                    serving.unwrap_or_else(|| "another agent".into())
+                ))
+                .style(muted),
+            )
+            .id("read-only")
+            .into(),
+            _ => small("This conversation is not open; replies are off.")
+                .style(muted)
+                .into(),
+        };
+        column![
+            top,
+            rule::horizontal(1),
+            transcript,
+            container(composer).padding(10),
+        ]
+        .width(Fill)
+        .height(Fill)
+        .into()
+    }
+}
+
+fn transfer_panel<'a>(desk: &'a Desk, t: &'a TransferForm) -> Element<'a, Message> {
+    let targets = desk.transfer_targets(t.from);
+    let mut col = column![small("Transfer to:")].spacing(6);
+    if targets.is_empty() {
+        col = col
+            .push(small("No one else is online with room for another chat.").style(itext::danger));
+    }
+    let mut choices = row![].spacing(6);
+    for m in targets {
+        let chosen = t.to == Some(m.agent);
+        choices = choices.push(
+            container(
+                button(text(format!("{} ({}/{})", m.name, m.active, m.capacity)).size(13))
+                    .padding([4, 10])
+                    .style(if chosen {
+                        button::primary
+                    } else {
+                        button::secondary
+                    })
+                    .on_press(Message::TransferTo(m.agent)),
+            )
+            .id(format!("transfer-to-{}", m.agent)),
+        );
+    }
+    col = col.push(choices.wrap());
+    col = col.push(
+        text_input("Note for the next agent (only agents see it)", &t.note)
+            .id("transfer-note")
+            .on_input(Message::TransferNote)
+            .size(13)
+            .padding(6),
+    );
+    col = col.push(
+        row![
+            container(
+                button(text("Transfer").size(13))
+                    .padding([4, 12])
+                    .style(button::primary)
+                    .on_press_maybe(t.to.map(|_| Message::TransferSend)),
+            )
+            .id("transfer-send"),
+            button(text("Cancel").size(13))
+                .padding([4, 12])
+                .style(button::text)
+                .on_press(Message::TransferCancel),
+        ]
+        .spacing(8),
+    );
+    container(col)
+        .id("transfer-panel")
+        .padding([6, 14])
+        .width(Fill)
+        .style(card)
+        .into()
+}
+
+fn bubble<'a>(desk: &'a Desk, m: &'a StoredMessage, utc_offset_secs: i32) -> Element<'a, Message> {
+    let time = format::clock(m.at_ms, utc_offset_secs);
+    match &m.author {
+        Author::System => match Notice::parse(&m.body) {
+            Some(Notice::Note { author, text: note }) => container(
+                column![
+                    small(format!("Note from {author} · agents only · {time}")),
+                    body_text(note),
+                ]
+                .spacing(2),
+            )
+            .padding([6, 10])
+            .width(Fill)
+            .style(|theme: &Theme| {
+                let p = theme.extended_palette();
+                container::Style {
+                    background: Some(p.warning.weak.color.into()),
+                    text_color: Some(p.warning.weak.text),
+                    border: border::rounded(6),
+                    ..container::Style::default()
+                }
+            })
+            .into(),
+            _ => container(small(format!("{} · {time}", message_text(m))).style(muted))
+                .center_x(Fill)
+                .into(),
+        },
+        Author::Visitor { .. } => {
+            let b =
+                container(column![body_text(m.body.as_str()), small(time).style(muted)].spacing(2))
+                    .padding([6, 10])
+                    .max_width(520)
+                    .style(|theme: &Theme| {
+                        let p = theme.extended_palette();
+                        container::Style {
+                            background: Some(p.background.weaker.color.into()),
+                            text_color: Some(p.background.weaker.text),
+                            border: border::rounded(10),
+                            ..container::Style::default()
+                        }
+                    });
+            row![b, space::horizontal()].into()
+        }
+        Author::Agent { name, .. } => {
+            let own = desk.me.as_ref().is_some_and(
+                |me| matches!(&m.author, Author::Agent { agent, .. } if *agent == me.agent),
+            );
+            let mut meta = row![small(time)].spacing(6);
+            if !own {
+                meta = meta.push(small(name.as_str()));
+            }
+            let label = delivery_label(m.state);
+            let failed = m.state == DeliveryState::Failed;
+            if own {
+                meta = meta.push(small(label).style(move |theme: &Theme| itext::Style {
+                    color: failed.then(|| theme.extended_palette().danger.strong.color),
+                }));
+            }
+            let b = container(column![body_text(m.body.as_str()), meta].spacing(2))
+                .padding([6, 10])
+                .max_width(520)
+                .style(|theme: &Theme| {
+                    let p = theme.extended_palette();
+                    container::Style {
+                        background: Some(p.primary.weak.color.into()),
+                        text_color: Some(p.primary.weak.text),
+                        border: Border {
+                            radius: 10.0.into(),
+                            width: 0.0,
+                            color: Color::TRANSPARENT,
+                        },
+                        ..container::Style::default()
+                    }
+                });
+            row![space::horizontal(), b].into()
+        }
+    }
+}
+
+/// The words shown under the agent's own messages.
+pub fn delivery_label(state: DeliveryState) -> &'static str {
+    match state {
+        DeliveryState::Queued => "Queued",
+        DeliveryState::Sent => "Sent",
+        DeliveryState::Delivered => "Delivered",
+        DeliveryState::Failed => "Failed",
+    }
+}

@@ -1,0 +1,103 @@
+//! The chats the agent can open: their own, most recently active first,
+//! and, for a supervisor, everyone else's.
+//!
+//! No state of its own (the desk holds the conversations and the
+//! selection), so no `update`: selecting is the workspace's to do.
+
+use holdfast_protocol::agent::ConversationId;
+use iced::widget::{Column, button, column, container, row};
+use iced::{Alignment, Element, Fill, Theme, border};
+
+use crate::ui::desk::Desk;
+use crate::ui::format;
+use crate::ui::widget::{heading, muted, said_preview, small, text};
+
+#[derive(Debug, Clone)]
+pub enum Message {
+    Select(ConversationId),
+}
+
+/// "My conversations", with unread counts.
+pub fn mine(desk: &Desk) -> Element<'_, Message> {
+    let mine = desk.mine();
+    let mut col = Column::new()
+        .spacing(6)
+        .push(heading(format!("My conversations ({})", mine.len())));
+    if mine.is_empty() {
+        col = col.push(small("No open conversations.").style(muted));
+    }
+    for c in mine {
+        let selected = desk.selected == Some(c.info.id);
+        let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
+        let preview = said_preview(c, 60);
+        let mut top = row![text(name).size(14).width(Fill)].align_y(Alignment::Center);
+        if c.unread > 0 {
+            top = top.push(
+                container(text(c.unread.to_string()).size(12))
+                    .padding([1, 7])
+                    .style(|theme: &Theme| {
+                        let p = theme.extended_palette();
+                        container::Style {
+                            background: Some(p.danger.base.color.into()),
+                            text_color: Some(p.danger.base.text),
+                            border: border::rounded(9),
+                            ..container::Style::default()
+                        }
+                    }),
+            );
+        }
+        col = col.push(
+            container(
+                button(column![top, small(preview).style(muted)].spacing(2))
+                    .width(Fill)
+                    .padding(8)
+                    .style(if selected {
+                        button::primary
+                    } else {
+                        button::secondary
+                    })
+                    .on_press(Message::Select(c.info.id)),
+            )
+            .id(format!("conv-{}", c.info.id)),
+        );
+    }
+    col.into()
+}
+
+/// A supervisor's view of everyone else's open chats.
+pub fn team_chats(desk: &Desk) -> Element<'_, Message> {
+    let chats = desk.team_chats();
+    let mut col = Column::new()
+        .spacing(6)
+        .push(heading(format!("Team chats ({})", chats.len())));
+    if chats.is_empty() {
+        col = col.push(small("No one else has an open chat.").style(muted));
+    }
+    for c in chats {
+        let selected = desk.selected == Some(c.info.id);
+        let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
+        let who = desk.serving_name(&c.info).unwrap_or_default();
+        let preview = said_preview(c, 50);
+        col = col.push(
+            container(
+                button(
+                    column![
+                        row![text(name).size(14).width(Fill), small(who).style(muted)],
+                        small(preview).style(muted)
+                    ]
+                    .spacing(2),
+                )
+                .width(Fill)
+                .padding(8)
+                .style(if selected {
+                    button::primary
+                } else {
+                    button::secondary
+                })
+                .on_press(Message::Select(c.info.id)),
+            )
+            .id(format!("team-conv-{}", c.info.id)),
+        );
+    }
+    col.into()
+}

@@ -1,0 +1,656 @@
+//! The workspace: the side column (waiting list, the agent's chats, a
+//! supervisor's view of the team's chats, the team, the visitors), the chat
+//! pane and the details panel, under the top and connection bars; or, when
+//! signing out with chats open, the sign-out prompt in their place.
+//!
+//! Its data is the [`Desk`], held here once and read by every panel: the
+//! visitor list in particular lives only in `desk.visitors`, which the
+//! visitors panel lists, the chat header reads the site's id from and the
+//! details panel describes. Each panel sends its own messages; a panel with
+//! state of its own (the bars, visitors, chat, sign-out) turns them into
+//! events in its `update`, and a panel without (queue, conversations,
+//! details) sends requests only this module can carry out. Everything that
+//! needs the client happens here, with the handle the app lends for the
+//! call ([`Env`]).
+//!
+//! The app turns the core's updates into calls on this state
+//! (`on_conversation`, `on_message`, `on_history`, `reload`, `logged_in`).
+
+pub mod bar;
+pub mod chat;
+pub mod conversations;
+pub mod details;
+pub mod queue;
+pub mod sign_out;
+pub mod team;
+pub mod visitors;
+
+use std::path::Path;
+
+use holdfast_protocol::agent::{
+    AgentId, ConversationId, ConversationInfo, ConversationState, Presence, QueryResult,
+};
+use iced::widget::{column, row, rule, scrollable, text_editor};
+use iced::{Element, Fill, Task};
+
+use crate::ui::desk::{Conv, Desk, HISTORY_PAGE, PendingOpen, message_text};
+use crate::ui::format;
+use crate::ui::notify::{Alert, Notifier};
+use holdfast_client::store::Session;
+use holdfast_client::{ClientHandle, ConnState, ConnectionStatus, SignOutResult, Store};
+use holdfast_client::{StoredMessage, Workspace};
+
+/// Page size for "Load earlier messages" (local store).
+pub const PAGE: u32 = 50;
+/// Visitor histories kept in memory at once.
+const HISTORY_KEEP: usize = 32;
+/// The side column's width.
+const SIDE: f32 = 330.0;
+
+/// What the views need from outside the workspace: the connection, the
+/// clock, and the username typed at sign-in (shown until the server names
+/// the agent).
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    pub status: &'a ConnectionStatus,
+    pub connection_text: String,
+    pub needs_password: bool,
+    pub username: &'a str,
+    pub now_ms: i64,
+    pub utc_offset_secs: i32,
+}
+
+/// What an update borrows from the app: the session's handle (none before
+/// a sign-in), the window's focus, the notifier, and the store to page from
+/// when there is no session yet. All of it outlives the workspace.
+#[derive(Debug)]
+pub struct Env<'a> {
+    pub handle: Option<&'a ClientHandle>,
+    pub focused: bool,
+    pub notifier: &'a mut Notifier,
+    pub store_path: Option<&'a Path>,
+}
+
+#[derive(Debug)]
+pub struct State {
+    pub desk: Desk,
+    pub bar: bar::State,
+    pub visitors: visitors::State,
+    pub chat: chat::State,
+    pub sign_out: sign_out::State,
+}
+
+#[derive(Debug, Clone)]
+pub enum Message {
+    Bar(bar::Message),
+    Queue(queue::Message),
+    Conversations(conversations::Message),
+    Visitors(visitors::Message),
+    Chat(chat::Message),
+    Details(details::Message),
+    SignOut(sign_out::Message),
+    SignOutFinished(Result<SignOutResult, String>),
+    /// An action reached the outbox (or failed to).
+    ActionDone(Result<(), String>),
+}
+
+/// What only the app can do: start a session, and leave the workspace.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Connect with the password typed in the connection bar.
+    Connect,
+    SignedOut(Result<SignOutResult, String>),
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl State {
+    pub fn new() -> Self {
+        Self {
+            desk: Desk::new(),
+            bar: bar::State::default(),
+            visitors: visitors::State::default(),
+            chat: chat::State::default(),
+            sign_out: sign_out::State::default(),
+        }
+    }
+
+    /// After a sign-out: nothing of this account stays on screen. (The
+    /// connection bar's password field is left as typed.)
+    pub fn clear(&mut self) {
+        self.desk = Desk::new();
+        self.visitors = visitors::State::default();
+        self.chat = chat::State::default();
+        self.sign_out = sign_out::State::default();
+    }
+
+    pub fn update(
+        &mut self,
+        message: Message,
+        env: &mut Env<'_>,
+    ) -> (Task<Message>, Option<Event>) {
+        let task = match message {
+            Message::Bar(m) => match self.bar.update(m) {
+                None => Task::none(),
+                Some(bar::Event::Connect) => return (Task::none(), Some(Event::Connect)),
+                Some(bar::Event::SetPresence(p)) => {
+                    self.desk.presence = Some(p);
+                    self.with_handle(
+                        env,
+                        move |h| async move { h.set_presence(p).await.map(drop) },
+                    )
+                }
+                Some(bar::Event::SignOut) => {
+                    if self.desk.mine().is_empty() {
+                        self.start_sign_out(env, None)
+                    } else {
+                        self.sign_out.prompt = true;
+                        Task::none()
+                    }
+                }
+                Some(bar::Event::ReconnectNow) => {
+                    self.with_handle(env, |h| async move { h.reconnect_now().await })
+                }
+                Some(bar::Event::DismissBanner) => {
+                    self.desk.banner = None;
+                    Task::none()
+                }
+            },
+            Message::Queue(queue::Message::Accept(id)) => {
+                self.desk.pending_open = Some(PendingOpen::Conversation(id));
+                self.with_handle(env, move |h| async move { h.accept(id).await.map(drop) })
+            }
+            Message::Conversations(conversations::Message::Select(id)) => self.select(env, id),
+            Message::Visitors(m) => match self.visitors.update(m) {
+                None => Task::none(),
+                Some(visitors::Event::Details(v)) => {
+                    self.desk.details_visitor = Some(v.clone());
+                    self.load_history(env, v, false)
+                }
+                Some(visitors::Event::OpenChat(v)) => self.open_visitor_chat(env, &v),
+                Some(visitors::Event::Invite { visitor, body }) => {
+                    self.desk.pending_open = Some(PendingOpen::Visitor(visitor.clone()));
+                    self.desk.details_visitor = Some(visitor.clone());
+                    self.with_handle(env, move |h| async move {
+                        h.invite(visitor, body).await.map(drop)
+                    })
+                }
+            },
+            Message::Chat(m) => match self.chat.update(m, &mut self.desk) {
+                None => Task::none(),
+                Some(chat::Event::Send) => self.send(env),
+                Some(chat::Event::LoadEarlier) => {
+                    self.load_earlier(env);
+                    Task::none()
+                }
+                Some(chat::Event::Close(id)) => {
+                    self.with_handle(env, move |h| async move { h.close(id).await.map(drop) })
+                }
+                Some(chat::Event::Transfer {
+                    conversation,
+                    from,
+                    to,
+                    note,
+                }) => self.with_handle(env, move |h| async move {
+                    h.transfer(conversation, from, to, note).await.map(drop)
+                }),
+            },
+            Message::Details(details::Message::LoadHistory { visitor, older }) => {
+                self.load_history(env, visitor, older)
+            }
+            Message::SignOut(m) => match self.sign_out.update(m) {
+                None => Task::none(),
+                Some(sign_out::Event::SignOut { to }) => self.start_sign_out(env, to),
+            },
+            Message::SignOutFinished(result) => {
+                self.sign_out.signing_out = false;
+                return (Task::none(), Some(Event::SignedOut(result)));
+            }
+            Message::ActionDone(res) => {
+                if let Err(e) = res {
+                    self.desk.banner = Some(e);
+                }
+                Task::none()
+            }
+        };
+        (task, None)
+    }
+
+    /// The top and connection bars, drawn above the content (and above the
+    /// server key prompt when it covers the workspace).
+    pub fn bars<'a>(&'a self, ctx: &Context<'a>) -> Element<'a, Message> {
+        column![
+            self.bar
+                .top_bar(&self.desk, ctx, self.sign_out.signing_out)
+                .map(Message::Bar),
+            self.bar.connection_bar(&self.desk, ctx).map(Message::Bar),
+        ]
+        .into()
+    }
+
+    /// The panes, or the sign-out prompt in their place.
+    pub fn view<'a>(&'a self, ctx: &Context<'a>) -> Element<'a, Message> {
+        let desk = &self.desk;
+        if self.sign_out.prompt {
+            let live = matches!(ctx.status.state, ConnState::Live);
+            return sign_out::view(desk, live).map(Message::SignOut);
+        }
+        let mut side_col = column![
+            queue::view(desk, ctx.now_ms).map(Message::Queue),
+            conversations::mine(desk).map(Message::Conversations),
+        ]
+        .spacing(16)
+        .padding(10);
+        if desk.oversees() {
+            side_col = side_col.push(conversations::team_chats(desk).map(Message::Conversations));
+        }
+        let live = matches!(ctx.status.state, ConnState::Live);
+        side_col = side_col.push(team::view(desk)).push(
+            self.visitors
+                .view(desk, live, ctx.now_ms)
+                .map(Message::Visitors),
+        );
+        let side = scrollable(side_col).id("side").width(SIDE).height(Fill);
+        row![
+            side,
+            rule::vertical(1),
+            self.chat.view(desk, ctx.utc_offset_secs).map(Message::Chat),
+            rule::vertical(1),
+            details::view(desk, ctx.now_ms, ctx.utc_offset_secs).map(Message::Details),
+        ]
+        .height(Fill)
+        .into()
+    }
+
+    fn with_handle<F, Fut>(&mut self, env: &Env<'_>, f: F) -> Task<Message>
+    where
+        F: FnOnce(ClientHandle) -> Fut,
+        Fut: Future<Output = Result<(), holdfast_client::ClientError>> + Send + 'static,
+    {
+        match env.handle.cloned() {
+            Some(h) => {
+                let fut = f(h);
+                Task::perform(
+                    async move { fut.await.map_err(|e| e.to_string()) },
+                    Message::ActionDone,
+                )
+            }
+            None => {
+                self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+                Task::none()
+            }
+        }
+    }
+
+    /// The server named the agent: the workspace opens where they left off.
+    pub fn logged_in(&mut self, env: &mut Env<'_>, session: Session) -> Task<Message> {
+        self.desk.me = Some(session);
+        self.desk.banner = None;
+        if self.desk.presence.is_none() {
+            self.desk.presence = Some(Presence::Online);
+        }
+        self.desk.select_default();
+        let read = self.mark_selected_read(env);
+        let history = match self.desk.details_visitor.clone() {
+            Some(v) => self.load_history(env, v, false),
+            None => Task::none(),
+        };
+        Task::batch([read, history])
+    }
+
+    /// The store's workspace replaces what is shown (a snapshot, or a
+    /// resync after the update channel lagged).
+    pub fn reload(&mut self, env: &mut Env<'_>, ws: Result<Workspace, String>) -> Task<Message> {
+        let waiting_before: Vec<ConversationId> = self
+            .desk
+            .convs
+            .values()
+            .filter(|c| is_waiting(&c.info))
+            .map(|c| c.info.id)
+            .collect();
+        match ws {
+            Ok(ws) => self.desk.load(ws),
+            Err(e) => self.desk.banner = Some(e),
+        }
+        // A chat that started waiting while updates were coalesced into
+        // this reload still deserves its alert.
+        if !env.focused {
+            let new: Vec<Alert> = self
+                .desk
+                .convs
+                .values()
+                .filter(|c| is_waiting(&c.info) && !waiting_before.contains(&c.info.id))
+                .map(|c| waiting_alert(&c.info))
+                .collect();
+            for a in new {
+                env.notifier.alert(a);
+            }
+        }
+        Task::none()
+    }
+
+    pub fn on_conversation(&mut self, env: &mut Env<'_>, info: ConversationInfo) -> Task<Message> {
+        let id = info.id;
+        let me = self.desk.my_id();
+        let previous = self.desk.convs.get(&id).map(|c| c.info.state);
+        if is_waiting(&info) && previous != Some(ConversationState::Queued) && !env.focused {
+            env.notifier.alert(waiting_alert(&info));
+        }
+        let mine = info.assigned.is_some() && info.assigned == me;
+        let open_now = mine
+            && match &self.desk.pending_open {
+                Some(PendingOpen::Visitor(v)) => *v == info.visitor,
+                Some(PendingOpen::Conversation(c)) => *c == id,
+                None => false,
+            };
+        let closed = info.state == ConversationState::Closed;
+        let selected = self.desk.selected == Some(id);
+        // A transfer panel for a chat that changed hands meanwhile would
+        // only be refused: close it.
+        if self
+            .chat
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.conversation == id && t.from != info.assigned)
+        {
+            self.chat.transfer = None;
+        }
+        self.desk.apply_conversation(info);
+        if let Some(c) = self.desk.convs.get_mut(&id)
+            && closed
+            && !selected
+            && c.messages.len() > 1
+        {
+            // A closed chat is history: keep only its preview in memory
+            // unless it is on screen (the store has the rest).
+            let cut = c.messages.len() - 1;
+            c.messages.drain(..cut);
+            c.more_before = true;
+        }
+        if closed
+            && !selected
+            && self
+                .desk
+                .drafts
+                .get(&id)
+                .is_some_and(|d| d.text().trim().is_empty())
+        {
+            self.desk.drafts.remove(&id);
+        }
+        if open_now || (mine && self.desk.selected.is_none()) {
+            if open_now {
+                self.desk.pending_open = None;
+            }
+            return self.select(env, id);
+        }
+        Task::none()
+    }
+
+    pub fn on_message(&mut self, env: &mut Env<'_>, m: StoredMessage) -> Task<Message> {
+        let conv_id = m.conversation;
+        let body = message_text(&m);
+        let selected = self.desk.selected == Some(conv_id);
+        if !self.desk.convs.contains_key(&conv_id) {
+            // The conversation's own event comes first; if not, the store
+            // has it.
+            if let Some(h) = env.handle
+                && let Ok(list) = h.conversations()
+            {
+                for s in list {
+                    let id = s.info.id;
+                    self.desk
+                        .convs
+                        .entry(id)
+                        .or_insert_with(|| Conv::from_summary(s, Vec::new()));
+                }
+            }
+            if !self.desk.convs.contains_key(&conv_id) {
+                return Task::none();
+            }
+        }
+        let Some(applied) = self.desk.apply_message(m) else {
+            return Task::none();
+        };
+        let Some(c) = self.desk.convs.get_mut(&conv_id) else {
+            return Task::none();
+        };
+        if !selected {
+            c.trim();
+        }
+        let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
+        if !(applied.new && applied.from_visitor) {
+            return Task::none();
+        }
+        if !env.focused {
+            env.notifier.alert(Alert {
+                title: format!("Message from {name}"),
+                body: format::preview(&body, 120),
+            });
+        }
+        if selected && env.focused {
+            self.mark_selected_read(env)
+        } else {
+            c.unread = c.unread.saturating_add(1);
+            Task::none()
+        }
+    }
+
+    /// A page of history arrived.
+    pub fn on_history(&mut self, request: u32, result: QueryResult) {
+        // Every request this session made was filed when it was made (the
+        // id comes back at once): an answer to none of them is no one's.
+        let Some(visitor) = self.desk.history_requests.remove(&request) else {
+            return;
+        };
+        let h = self.desk.history.entry(visitor).or_default();
+        if let Some(info) = h.apply(result) {
+            // The one visitor list: the history's record joins it only if
+            // the live list has none (the live one is newer).
+            self.desk
+                .visitors
+                .entry(info.id.clone())
+                .or_insert_with(|| *info);
+        }
+    }
+
+    /// "Open chat" on a visitor: mine or waiting opens; someone else's
+    /// opens read-only for a supervisor, and otherwise says who serves it.
+    fn open_visitor_chat(&mut self, env: &mut Env<'_>, visitor: &str) -> Task<Message> {
+        let conv = self
+            .desk
+            .visitors
+            .get(visitor)
+            .and_then(|v| v.conversation)
+            .and_then(|id| self.desk.convs.get(&id));
+        let Some(c) = conv else {
+            self.desk.banner = Some(
+                "That chat is not on this device yet; it appears once the server sends it.".into(),
+            );
+            return Task::none();
+        };
+        let id = c.info.id;
+        let theirs = c.info.state == ConversationState::Active
+            && c.info.assigned.is_some()
+            && c.info.assigned != self.desk.my_id();
+        if theirs && !self.desk.oversees() {
+            let who = self
+                .desk
+                .serving_name(&c.info)
+                .unwrap_or_else(|| "Another agent".into());
+            self.desk.banner = Some(format!(
+                "{who} is serving this visitor. A supervisor can transfer the chat to you."
+            ));
+            return Task::none();
+        }
+        self.select(env, id)
+    }
+
+    /// Sign out: optionally hand every open chat to `to` first; the server
+    /// releases what is left once everything queued is acked.
+    fn start_sign_out(&mut self, env: &Env<'_>, to: Option<AgentId>) -> Task<Message> {
+        self.sign_out.prompt = false;
+        let Some(h) = env.handle.cloned() else {
+            return Task::done(Message::SignOutFinished(Ok(SignOutResult::Offline)));
+        };
+        let me = self.desk.my_id();
+        let chats: Vec<ConversationId> = match to {
+            Some(_) => self.desk.mine().iter().map(|c| c.info.id).collect(),
+            None => Vec::new(),
+        };
+        self.sign_out.signing_out = true;
+        Task::perform(
+            async move {
+                if let Some(to) = to {
+                    for id in chats {
+                        h.transfer(id, me, to, None)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                h.sign_out().await.map_err(|e| e.to_string())
+            },
+            Message::SignOutFinished,
+        )
+    }
+
+    fn select(&mut self, env: &mut Env<'_>, id: ConversationId) -> Task<Message> {
+        // The one we leave goes back to a small window.
+        if let Some(prev) = self.desk.selected
+            && prev != id
+            && let Some(c) = self.desk.convs.get_mut(&prev)
+        {
+            c.trim();
+        }
+        let Some(visitor) = self.desk.select_local(id) else {
+            return Task::none();
+        };
+        let read = self.mark_selected_read(env);
+        Task::batch([read, self.load_history(env, visitor, false)])
+    }
+
+    pub fn mark_selected_read(&mut self, env: &Env<'_>) -> Task<Message> {
+        let Some(id) = self.desk.selected else {
+            return Task::none();
+        };
+        let Some(c) = self.desk.convs.get_mut(&id) else {
+            return Task::none();
+        };
+        if c.unread == 0 || !env.focused {
+            return Task::none();
+        }
+        c.unread = 0;
+        match env.handle.cloned() {
+            Some(h) => Task::perform(
+                async move { h.mark_read(id).await.map_err(|e| e.to_string()) },
+                Message::ActionDone,
+            ),
+            None => Task::none(),
+        }
+    }
+
+    fn send(&mut self, env: &Env<'_>) -> Task<Message> {
+        let Some(id) = self.desk.selected else {
+            return Task::none();
+        };
+        let Some(draft) = self.desk.drafts.get(&id) else {
+            return Task::none();
+        };
+        let text = draft.text();
+        let body = text.trim_end_matches(['\n', '\r']).to_owned();
+        if body.trim().is_empty() {
+            return Task::none();
+        }
+        let Some(h) = env.handle.cloned() else {
+            self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+            return Task::none();
+        };
+        self.desk.drafts.insert(id, text_editor::Content::new());
+        Task::perform(
+            async move {
+                h.send_message(id, body)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
+            Message::ActionDone,
+        )
+    }
+
+    /// The page before the oldest message shown: from the session's store,
+    /// or, before there is a session (a cached workspace, no password yet),
+    /// from the store file.
+    fn load_earlier(&mut self, env: &Env<'_>) {
+        let Some(id) = self.desk.selected else { return };
+        let Some(c) = self.desk.convs.get_mut(&id) else {
+            return;
+        };
+        let before = c.messages.first().map(|m| m.order);
+        let page = match (env.handle, env.store_path) {
+            (Some(h), _) => h.messages_page(id, before, PAGE).map_err(|e| e.to_string()),
+            (None, Some(path)) => Store::open(path)
+                .and_then(|s| s.messages_page(id, before, PAGE))
+                .map_err(|e| e.to_string()),
+            (None, None) => return,
+        };
+        match page {
+            Ok(page) => c.prepend(page, PAGE as usize),
+            Err(e) => self.desk.banner = Some(e),
+        }
+    }
+
+    /// Load a page of a visitor's history: the newest (merged with what is
+    /// loaded, so older pages already fetched stay), or the one before the
+    /// oldest loaded.
+    fn load_history(&mut self, env: &Env<'_>, visitor: String, older: bool) -> Task<Message> {
+        let Some(h) = env.handle else {
+            return Task::none();
+        };
+        // Histories of visitors looked at earlier in the day are dropped
+        // past a few dozen; they reload on demand.
+        if self.desk.history.len() >= HISTORY_KEEP && !self.desk.history.contains_key(&visitor) {
+            let keep = self.desk.details_visitor.clone();
+            self.desk
+                .history
+                .retain(|v, h| h.loading || Some(v) == keep.as_ref());
+        }
+        let entry = self.desk.history.entry(visitor.clone()).or_default();
+        if entry.loading {
+            return Task::none();
+        }
+        entry.loading = true;
+        entry.error = None;
+        let before = if older {
+            entry.messages.last().map(|m| m.message)
+        } else {
+            None
+        };
+        // The id comes back at once, so the request is filed before its
+        // answer can arrive on the update stream.
+        match h.load_history(visitor.clone(), before, HISTORY_PAGE) {
+            Ok(req) => {
+                self.desk.history_requests.insert(req, visitor);
+            }
+            Err(e) => {
+                entry.loading = false;
+                entry.error = Some(e.to_string());
+            }
+        }
+        Task::none()
+    }
+}
+
+/// In the queue with no agent yet.
+fn is_waiting(info: &ConversationInfo) -> bool {
+    info.assigned.is_none() && info.state == ConversationState::Queued
+}
+
+fn waiting_alert(info: &ConversationInfo) -> Alert {
+    Alert {
+        title: "New chat waiting".into(),
+        body: format::visitor_label(info.visitor_name.as_deref(), &info.visitor),
+    }
+}

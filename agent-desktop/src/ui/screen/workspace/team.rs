@@ -1,0 +1,53 @@
+//! The team panel: who is online, their role and load. A component of its
+//! own because it is its own panel in the side column, but with nothing to
+//! click it has no messages: it draws the desk's team and that is all.
+
+use holdfast_protocol::agent::{Presence, Role, TeamMember};
+use iced::widget::text as itext;
+use iced::widget::{Column, container, row};
+use iced::{Alignment, Element, Fill, Theme};
+
+use crate::ui::desk::Desk;
+use crate::ui::widget::{heading, muted, small, text};
+
+/// Generic over the message so it fits any parent: it sends none.
+pub fn view<Message: 'static>(desk: &Desk) -> Element<'_, Message> {
+    let team = desk.team_sorted();
+    let mut col = Column::new()
+        .spacing(4)
+        .push(heading(format!("Team ({})", team.len())));
+    let me = desk.my_id();
+    for m in team {
+        col = col.push(container(member(m, Some(m.agent) == me)).id(format!("team-{}", m.agent)));
+    }
+    col.into()
+}
+
+/// One member: presence, name, role and load.
+fn member<Message: 'static>(m: &TeamMember, me: bool) -> Element<'_, Message> {
+    let (dot, label) = match m.presence {
+        Presence::Online => ("●", "online"),
+        Presence::Away => ("◐", "away"),
+        Presence::Offline => ("○", "offline"),
+    };
+    let role = match m.role {
+        Role::Agent => String::new(),
+        r => format!(" · {r}"),
+    };
+    let you = if me { " (you)" } else { "" };
+    let online = m.presence == Presence::Online;
+    row![
+        text(dot).size(12).style(move |theme: &Theme| itext::Style {
+            color: Some(if online {
+                theme.extended_palette().success.base.color
+            } else {
+                theme.extended_palette().background.strong.color
+            }),
+        }),
+        small(format!("{}{you}{role}", m.name)).width(Fill),
+        small(format!("{label} · {}/{}", m.active, m.capacity)).style(muted),
+    ]
+    .spacing(6)
+    .align_y(Alignment::Center)
+    .into()
+}

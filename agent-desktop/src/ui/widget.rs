@@ -1,0 +1,144 @@
+//! The drawing helpers every screen shares, and the one seam text goes
+//! through on its way to the screen.
+//!
+//! Every text widget in the screens is made through this module's own
+//! [`text`] (or [`small`], [`body_text`], [`heading`], built on it), which
+//! drops bidi controls and invisible characters ([`format::display_safe`])
+//! from whatever it draws: names, messages, attributes, pages, user agents,
+//! left-message details, team names, history. It is one seam rather than a
+//! call at each field, so a field added later is covered, and a string put
+//! together from several fields is cleaned as a whole (an override left open
+//! in one cannot flip the next). The data itself keeps the raw text: the
+//! store, the outbox and the notification log are not touched. A screen
+//! module imports `text` from here and iced's `text` only as a module, for
+//! its types and styles.
+//!
+//! Everything visitors or sites supply is shown through `text`, which never
+//! interprets markup, and wraps at any glyph so one long unbroken string
+//! cannot push the layout wider than the window.
+//!
+//! Page addresses and referrers are shown as text and nothing in the UI
+//! opens a URL: they are whatever the visitor's browser reported,
+//! `javascript:` and `file:` included. An "open page" action, if one is ever
+//! added, must take only `http` and `https` and leave anything else as text.
+
+use holdfast_protocol::agent::{ConversationState, VisitorInfo};
+use holdfast_protocol::notice::Notice;
+use iced::widget::container;
+use iced::widget::text::{self, Wrapping};
+use iced::{Theme, border};
+
+use crate::ui::desk::{Conv, message_text};
+use crate::ui::format;
+
+/// The only way text reaches the screen: iced's `text`, minus the
+/// characters that reorder or hide what is around them.
+pub fn text<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
+    iced::widget::text(format::shown(s.into_fragment()))
+}
+
+pub fn body_text<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
+    text(s).wrapping(Wrapping::WordOrGlyph)
+}
+
+pub fn small<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
+    text(s).size(12).wrapping(Wrapping::WordOrGlyph)
+}
+
+pub fn muted(theme: &Theme) -> text::Style {
+    text::Style {
+        color: Some(
+            theme
+                .extended_palette()
+                .background
+                .base
+                .text
+                .scale_alpha(0.6),
+        ),
+    }
+}
+
+pub fn heading<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
+    text(s).size(15).font(iced::Font {
+        weight: iced::font::Weight::Bold,
+        ..iced::Font::DEFAULT
+    })
+}
+
+pub fn card(theme: &Theme) -> container::Style {
+    let p = theme.extended_palette();
+    container::Style {
+        background: Some(p.background.weak.color.into()),
+        border: border::rounded(8),
+        ..container::Style::default()
+    }
+}
+
+/// Whether a visitor-supplied name is there to show (the label falls back
+/// to a short id otherwise, which nobody stated).
+pub fn has_stated_name(name: Option<&str>) -> bool {
+    name.is_some_and(|n| !n.trim().is_empty())
+}
+
+/// The muted words under what the visitor's page told us about them.
+pub fn stated<'a>(what: &str) -> text::Text<'a> {
+    small(format!("{what} stated by the visitor")).style(muted)
+}
+
+/// The site's own id for the visitor: the one thing the identify hash
+/// covers (`hash = HMAC(site secret, id)`), so the one thing shown with a
+/// check mark. The name, email and attributes travel beside the hash,
+/// unsigned, and are whatever the page said; they are shown as stated (see
+/// [`stated`]). Without a secret the site vouches for nothing, so the id is
+/// stated too.
+pub fn site_id_line<'a>(v: &VisitorInfo) -> Option<text::Text<'a>> {
+    let id = v.external_id.as_deref().filter(|id| !id.trim().is_empty());
+    match (id, v.verified) {
+        (Some(id), true) => {
+            Some(small(format!("✓ ID {id} · verified by the site")).style(text::success))
+        }
+        // A record from before ids were sent along: the check still holds.
+        (None, true) => Some(small("✓ ID verified by the site").style(text::success)),
+        (Some(id), false) => Some(small(format!("ID {id} · stated by the visitor")).style(muted)),
+        (None, false) => None,
+    }
+}
+
+/// What a left message tells the agent: how to reach the visitor, and the
+/// page it was left on. The queue row and the chat header both show it.
+pub fn left_message_lines(c: &Conv) -> Vec<String> {
+    let mut out = Vec::new();
+    let (email, url) = match c.left_message() {
+        Some(Notice::LeftMessage { email, url, title }) => (
+            email.or_else(|| c.info.contact_email.clone()),
+            url.map(|u| match title {
+                Some(t) => format!("{t} — {u}"),
+                None => u,
+            }),
+        ),
+        _ => (c.info.contact_email.clone(), None),
+    };
+    if c.info.state != ConversationState::LeftMessage && email.is_none() && url.is_none() {
+        return out;
+    }
+    match email {
+        Some(e) => out.push(format!("✉ {e}")),
+        None if c.info.state == ConversationState::LeftMessage => {
+            out.push("No email left: your reply waits for the visitor's return.".to_owned());
+        }
+        None => {}
+    }
+    if let Some(u) = url {
+        out.push(format!("Left on {u}"));
+    }
+    out
+}
+
+/// The start of the newest thing a person said in `c`, for a list row. Cut
+/// after the invisible characters are dropped, so a message padded with
+/// zero-width spaces cannot preview as nothing.
+pub fn said_preview(c: &Conv, max: usize) -> String {
+    c.last_said()
+        .map(|m| format::preview(&format::display_safe(&message_text(m)), max))
+        .unwrap_or_default()
+}
