@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::session::{
     HelloReq, Visitor, bound_identity, client_ip, client_origin, client_ua, err, handle_msg, hello,
-    ms, snapshot, store_err, visitor_info,
+    ms, snapshot, store_err, visitor_info, welcome,
 };
 use crate::Ctx;
 use crate::store::Op;
@@ -116,7 +116,6 @@ pub(crate) async fn long_poll_send(
             Err(e) => return lp_response(refusal_status(&e), vec![e]),
         },
     };
-    let vc = &ctx.cfg.visitor;
     let origin = client_origin(&headers);
     let mut out = Vec::new();
     let mut hellos = 0;
@@ -132,14 +131,7 @@ pub(crate) async fn long_poll_send(
             }
             match hello(&ctx, req).await {
                 Ok(h) => {
-                    out.push(VisitorOut::Welcome {
-                        visitor: h.visitor.id.clone(),
-                        token: h.visitor.token.clone(),
-                        resumed: h.resumed,
-                        agents_online: ctx.hub.agents_online(h.visitor.site.id),
-                        heartbeat_ms: u32::try_from(vc.liveness.heartbeat.as_millis())
-                            .unwrap_or(3000),
-                    });
+                    out.push(welcome(&ctx, &h.visitor, h.resumed));
                     current = Some(h.visitor);
                 }
                 Err(e) => out.push(e),

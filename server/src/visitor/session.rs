@@ -114,6 +114,18 @@ pub(super) struct HelloResult {
     pub(super) after: Seq,
 }
 
+/// The answer to a good hello, the same on both transports.
+pub(super) fn welcome(ctx: &Ctx, v: &Visitor, resumed: bool) -> VisitorOut {
+    VisitorOut::Welcome {
+        visitor: v.id.clone(),
+        token: v.token.clone(),
+        resumed,
+        agents_online: ctx.hub.agents_online(v.site.id),
+        heartbeat_ms: u32::try_from(ctx.cfg.visitor.liveness.heartbeat.as_millis())
+            .unwrap_or(u32::MAX),
+    }
+}
+
 /// Validate a hello: site key, origin, token (if any), create or refresh the
 /// visitor.
 pub(super) async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, VisitorOut> {

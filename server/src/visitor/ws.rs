@@ -22,7 +22,7 @@ use tokio::time::{sleep_until, timeout};
 
 use super::session::{
     HelloReq, Visitor, client_ip, client_origin, client_ua, err, err_for, handle_msg, hello,
-    snapshot, visitor_info,
+    snapshot, visitor_info, welcome,
 };
 use crate::Ctx;
 use crate::hub::VisitorPush;
@@ -265,14 +265,7 @@ async fn ws_greet(
     resumed: bool,
     after: Seq,
 ) -> Result<Seq, VisitorEnd> {
-    let welcome = VisitorOut::Welcome {
-        visitor: v.id.clone(),
-        token: v.token.clone(),
-        resumed,
-        agents_online: ctx.hub.agents_online(v.site.id),
-        heartbeat_ms: u32::try_from(ctx.cfg.visitor.liveness.heartbeat.as_millis()).unwrap_or(3000),
-    };
-    if !ws_send(socket, &welcome).await {
+    if !ws_send(socket, &welcome(ctx, v, resumed)).await {
         return Err(VisitorEnd::SendFailed);
     }
     let sent = if resumed {
