@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -135,30 +136,6 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(b.get(..size)?);
         b = b.get(size + 2..)?;
     }
-}
-
-/// Decode standard base64 (screenshots arrive that way).
-pub fn base64_decode(s: &str) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' | b'\n' | b'\r' => continue,
-            _ => bail!("not base64: {c:#x}"),
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Ok(out)
 }
 
 /// Whether a JSON value is what JavaScript would call truthy.
@@ -311,7 +288,8 @@ impl Browser {
     /// The PNG of the current viewport.
     pub async fn screenshot(&self) -> anyhow::Result<Vec<u8>> {
         let v = self.cmd("GET", "/screenshot", None).await?;
-        base64_decode(v.as_str().context("screenshot is not a string")?)
+        let text = v.as_str().context("screenshot is not a string")?;
+        Ok(base64::engine::general_purpose::STANDARD.decode(text)?)
     }
 
     /// An element returned by `script` (which may reach into a shadow root).
