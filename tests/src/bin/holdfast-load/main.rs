@@ -136,6 +136,10 @@ pub fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
+/// Nearest-rank percentile of every sample (sorted). Not hdrhistogram: the
+/// samples are all kept anyway (child processes send theirs whole in their
+/// JSON `Partial`), a run holds at most a few hundred thousand, and these
+/// figures are exact where a histogram's would be rounded to its buckets.
 fn pct(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
