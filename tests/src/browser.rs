@@ -1,10 +1,10 @@
 //! Headless Chromium for real-browser tests, driven over WebDriver.
 //!
-//! A deliberately small client: chromedriver speaks JSON over HTTP/1.1 on
-//! loopback, so one request per connection with `Connection: close` is all
-//! the HTTP this needs, and the tests get every WebDriver command plus
-//! ChromeDriver's CDP passthrough (`POST /session/{id}/goog/cdp/execute`)
-//! without pulling a WebDriver crate and its HTTP stack into the build.
+//! The WebDriver client is thirtyfour (on reqwest, plain HTTP to a loopback
+//! chromedriver). `Browser` keeps the small API the tests were written
+//! against: typed calls where thirtyfour has them, and `cmd` for the rest of
+//! WebDriver (frames, windows, async scripts) and ChromeDriver's CDP
+//! passthrough.
 //!
 //! Everything is async, so a server running in the same tokio runtime keeps
 //! serving while the browser waits for it.
@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use thirtyfour::common::command::FormatRequestData;
+use thirtyfour::{RequestData, SessionId, WebDriver, WebElement};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -44,121 +44,40 @@ pub const FLAGS: &[&str] = &[
 #[derive(Debug)]
 pub struct Browser {
     driver: Option<Child>,
-    port: u16,
-    session: String,
+    /// The session; `None` once quit.
+    web: Option<WebDriver>,
     profile: tempfile::TempDir,
 }
 
-/// One HTTP/1.1 exchange with chromedriver: (status, JSON body).
-/// ChromeDriver keeps connections open whatever the request says, so the
-/// body ends where Content-Length (or the last chunk) says, not at EOF.
-async fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> anyhow::Result<(u16, Value)> {
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let exchange = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-             Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n{body}",
-            body.len()
+/// Any WebDriver command on the session: `path` is what follows
+/// `/session/{id}`.
+#[derive(Debug)]
+struct Raw {
+    method: reqwest::Method,
+    path: String,
+    body: Option<Value>,
+}
+
+impl FormatRequestData for Raw {
+    fn format_request(&self, session_id: &SessionId) -> RequestData {
+        let req = RequestData::new(
+            self.method.clone(),
+            format!("session/{session_id}{}", self.path),
         );
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            if let Some(done) = complete(&buf)? {
-                return anyhow::Ok(done);
-            }
-            let n = s.read(&mut chunk).await?;
-            if n == 0 {
-                bail!("chromedriver closed the connection mid-response");
-            }
-            buf.extend_from_slice(&chunk[..n]);
+        match &self.body {
+            Some(b) => req.add_body(b.clone()),
+            None => req,
         }
-    };
-    let (status, payload) = tokio::time::timeout(Duration::from_secs(90), exchange)
-        .await
-        .with_context(|| format!("chromedriver did not answer {method} {path}"))??;
-    let v = if payload.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&payload).with_context(|| {
-            format!(
-                "bad JSON from chromedriver: {}",
-                String::from_utf8_lossy(&payload)
-            )
-        })?
-    };
-    Ok((status, v))
-}
-
-/// The status and body once `buf` holds a whole response.
-fn complete(buf: &[u8]) -> anyhow::Result<Option<(u16, Vec<u8>)>> {
-    let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Ok(None);
-    };
-    let head = String::from_utf8_lossy(&buf[..split]).to_ascii_lowercase();
-    let rest = &buf[split + 4..];
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("bad HTTP status line")?;
-    let header = |name: &str| {
-        head.lines()
-            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
-    };
-    if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
-        return Ok(dechunk(rest).map(|b| (status, b)));
-    }
-    let len: usize = header("content-length:")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    Ok((rest.len() >= len).then(|| (status, rest[..len].to_vec())))
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = String::from_utf8_lossy(&b[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
     }
 }
 
-/// Decode standard base64 (screenshots arrive that way).
-pub fn base64_decode(s: &str) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' | b'\n' | b'\r' => continue,
-            _ => bail!("not base64: {c:#x}"),
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Ok(out)
+/// The client thirtyfour talks to chromedriver with: loopback, so never
+/// through a proxy from the environment.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(90))
+        .build()?)
 }
 
 /// Whether a JSON value is what JavaScript would call truthy.
@@ -195,14 +114,19 @@ impl Browser {
         let driver = cmd.spawn().context("starting chromedriver")?;
         let mut b = Self {
             driver: Some(driver),
-            port,
-            session: String::new(),
+            web: None,
             profile,
         };
+        let url = format!("http://127.0.0.1:{port}");
+        let client = http_client()?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok((200, v)) = http(port, "GET", "/status", None).await
-                && v["value"]["ready"] == json!(true)
+            let status = client.get(format!("{url}/status")).send().await;
+            if let Ok(r) = status
+                && r.status() == 200
+                && let Ok(body) = r.bytes().await
+                && serde_json::from_slice::<Value>(&body)
+                    .is_ok_and(|v| v["value"]["ready"] == json!(true))
             {
                 break;
             }
@@ -214,22 +138,31 @@ impl Browser {
         }
         let mut args: Vec<String> = FLAGS.iter().map(|s| s.to_string()).collect();
         args.push(format!("--user-data-dir={}", b.profile.path().display()));
-        let caps = json!({"capabilities": {"alwaysMatch": {
+        let caps = json!({
             "browserName": "chrome",
             "pageLoadStrategy": "normal",
             "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
             "goog:loggingPrefs": {"browser": "ALL"},
-        }}});
-        let (status, v) = http(port, "POST", "/session", Some(&caps)).await?;
-        anyhow::ensure!(status == 200, "cannot start a browser session: {v}");
-        b.session = v["value"]["sessionId"]
-            .as_str()
-            .context("no session id")?
-            .to_string();
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!("capabilities are an object")
+        };
+        let web = WebDriver::builder(url, caps)
+            .client(client)
+            .request_timeout(Duration::from_secs(90))
+            .connect()
+            .await
+            .context("cannot start a browser session")?;
+        b.web = Some(web);
         Ok(b)
     }
 
-    /// One WebDriver command on this session; returns its `value`.
+    fn web(&self) -> anyhow::Result<&WebDriver> {
+        self.web.as_ref().context("the browser session has ended")
+    }
+
+    /// One WebDriver command on this session (`path` after
+    /// `/session/{id}`); returns its `value`.
     pub async fn cmd(
         &self,
         method: &str,
@@ -240,45 +173,42 @@ impl Browser {
             ("POST", None) => Some(json!({})),
             (_, b) => b,
         };
-        let url = format!("/session/{}{path}", self.session);
-        let (status, v) = http(self.port, method, &url, body.as_ref()).await?;
-        if status != 200 {
-            bail!(
-                "WebDriver {method} {path} failed ({status}): {}",
-                v["value"]
-            );
-        }
-        Ok(v["value"].clone())
+        let raw = Raw {
+            method: method.parse()?,
+            path: path.to_string(),
+            body,
+        };
+        let r = self
+            .web()?
+            .cmd(raw)
+            .await
+            .with_context(|| format!("WebDriver {method} {path} failed"))?;
+        Ok(r.value_json()?)
     }
 
     pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
-        self.cmd("POST", "/url", Some(json!({ "url": url })))
-            .await
-            .map(drop)
+        Ok(self.web()?.goto(url).await?)
     }
 
     pub async fn refresh(&self) -> anyhow::Result<()> {
-        self.cmd("POST", "/refresh", None).await.map(drop)
+        Ok(self.web()?.refresh().await?)
     }
 
-    /// Run a function body in the page (`return …` to get a value).
+    /// Run a function body in the page (`return …` to get a value); `args`
+    /// is a JSON array of its `arguments`.
     pub async fn js(&self, script: &str, args: Value) -> anyhow::Result<Value> {
-        self.cmd(
-            "POST",
-            "/execute/sync",
-            Some(json!({ "script": script, "args": args })),
-        )
-        .await
+        let args = match args {
+            Value::Array(a) => a,
+            Value::Null => Vec::new(),
+            one => vec![one],
+        };
+        let r = self.web()?.execute(script, args).await?;
+        Ok(r.json().clone())
     }
 
     /// A Chrome DevTools Protocol command through ChromeDriver.
     pub async fn cdp(&self, cmd: &str, params: Value) -> anyhow::Result<Value> {
-        self.cmd(
-            "POST",
-            "/goog/cdp/execute",
-            Some(json!({ "cmd": cmd, "params": params })),
-        )
-        .await
+        Ok(self.web()?.cdp().send_raw(cmd, params).await?)
     }
 
     /// Emulate airplane mode (or end it).
@@ -310,11 +240,11 @@ impl Browser {
 
     /// The PNG of the current viewport.
     pub async fn screenshot(&self) -> anyhow::Result<Vec<u8>> {
-        let v = self.cmd("GET", "/screenshot", None).await?;
-        base64_decode(v.as_str().context("screenshot is not a string")?)
+        Ok(self.web()?.screenshot_as_png().await?)
     }
 
-    /// An element returned by `script` (which may reach into a shadow root).
+    /// An element returned by `script` (which may reach into a shadow root):
+    /// its WebDriver id.
     pub async fn element(&self, script: &str) -> anyhow::Result<String> {
         let v = self.js(script, json!([])).await?;
         v[ELEMENT]
@@ -323,43 +253,39 @@ impl Browser {
             .with_context(|| format!("no element from {script}: {v}"))
     }
 
+    fn web_element(&self, element: &str) -> anyhow::Result<WebElement> {
+        Ok(WebElement::from_json(
+            json!({ ELEMENT: element }),
+            self.web()?.handle().clone(),
+        )?)
+    }
+
     pub async fn click(&self, element: &str) -> anyhow::Result<()> {
-        self.cmd("POST", &format!("/element/{element}/click"), None)
-            .await
-            .map(drop)
+        Ok(self.web_element(element)?.click().await?)
     }
 
     /// Type into an element as a user would (real key events).
     pub async fn type_into(&self, element: &str, text: &str) -> anyhow::Result<()> {
-        self.cmd(
-            "POST",
-            &format!("/element/{element}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await
-        .map(drop)
+        Ok(self.web_element(element)?.send_keys(text).await?)
     }
 
     /// The text of an open alert/confirm/prompt, if any.
     pub async fn alert_text(&self) -> Option<String> {
-        self.cmd("GET", "/alert/text", None)
-            .await
-            .ok()
-            .map(|v| v.as_str().unwrap_or_default().to_string())
+        self.web.as_ref()?.get_alert_text().await.ok()
     }
 
     /// The browser console since the last call (for failure messages).
     pub async fn console(&self) -> String {
-        match self
-            .cmd("POST", "/se/log", Some(json!({ "type": "browser" })))
-            .await
-        {
-            Ok(Value::Array(entries)) => entries
+        let log = match self.web() {
+            Ok(web) => web.browser_log().await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        match log {
+            Ok(entries) => entries
                 .iter()
-                .map(|e| format!("{} {}", e["level"], e["message"]))
+                .map(|e| format!("{:?} {:?}", e.level, e.message))
                 .collect::<Vec<_>>()
                 .join("\n"),
-            Ok(v) => v.to_string(),
             Err(e) => format!("(no console log: {e})"),
         }
     }
@@ -388,8 +314,9 @@ impl Browser {
 
     /// End the session (closing Chromium) and stop chromedriver.
     pub async fn quit(mut self) {
-        let _ignored = self.cmd("DELETE", "", None).await;
-        self.session.clear();
+        if let Some(web) = self.web.take() {
+            let _ignored = web.quit().await;
+        }
         self.stop_driver();
     }
 
@@ -402,22 +329,11 @@ impl Browser {
 }
 
 impl Drop for Browser {
-    /// A failed test still closes its browser: a blocking DELETE (the server
-    /// is not needed for that), then chromedriver goes.
+    /// A failed test still closes its browser: dropping the session makes
+    /// thirtyfour end it with a blocking DELETE (on a thread of its own, so
+    /// it works inside the test's runtime), then chromedriver goes.
     fn drop(&mut self) {
-        if !self.session.is_empty() {
-            use std::io::{Read as _, Write as _};
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                let _ = write!(
-                    s,
-                    "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    self.session
-                );
-                let mut sink = Vec::new();
-                let _ = s.read_to_end(&mut sink);
-            }
-        }
+        drop(self.web.take());
         self.stop_driver();
     }
 }

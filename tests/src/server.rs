@@ -375,15 +375,9 @@ impl Drop for ServerProcess {
 
 /// A process's resident memory in MB, from `/proc`.
 pub fn rss_mb(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
+    let p = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
+    let kb = p.status().ok()?.vmrss?;
+    Some(kb as f64 / 1024.0)
 }
 
 /// One counter or gauge from a server's admin listener (`/metrics`).

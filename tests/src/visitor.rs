@@ -10,7 +10,6 @@ use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::visitor::{
     LongPollRequest, LongPollResponse, PageInfo, Sender, VisitorEvent, VisitorIn, VisitorOut,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -239,7 +238,7 @@ async fn next_json(ws: &mut Ws, limit: Duration) -> anyhow::Result<VisitorOut> {
     }
 }
 
-/// A minimal HTTP/1.1 client for loopback tests: one request per connection.
+/// One HTTP request to a test server: (status, body).
 pub async fn http_request(
     addr: SocketAddr,
     method: &str,
@@ -268,8 +267,14 @@ impl HttpAnswer {
     }
 }
 
-/// One request from `from` (another loopback address) when given, with
-/// extra header lines.
+/// One well-formed request from `from` (another loopback address) when
+/// given, with extra header lines, on a connection of its own (no pooling:
+/// per-address limits see one connection per request, as before).
+///
+/// This is the general-purpose client, on reqwest. Requests a client crate
+/// will not send (malformed heads, slowloris, half-sent bodies) are written
+/// by hand on raw sockets where they are used: `crate::attack` and the
+/// hostile tests.
 pub async fn http_exchange(
     from: Option<std::net::IpAddr>,
     addr: SocketAddr,
@@ -278,68 +283,41 @@ pub async fn http_exchange(
     extra: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> anyhow::Result<HttpAnswer> {
-    let mut s = match from {
-        Some(ip) => crate::attack::tcp_from(ip, addr).await?,
-        None => TcpStream::connect(addr).await?,
-    };
-    let body = body.unwrap_or_default();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: HoldfastTest/1.0\r\n",
-        body.len()
-    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .local_address(from)
+        .user_agent("HoldfastTest/1.0")
+        .build()?;
+    let method: reqwest::Method = method.parse()?;
+    let mut req = client
+        .request(method.clone(), format!("http://{addr}{path}"))
+        .header("Connection", "close")
+        .header("Content-Type", "application/json");
     for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
+        req = req.header(*k, *v);
     }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await?;
-    s.write_all(body).await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no HTTP header end"))?;
-    let head = std::str::from_utf8(&buf[..split])?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .ok_or_else(|| anyhow::anyhow!("no status"))?
-        .parse()?;
-    let headers: Vec<(String, String)> = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = buf[split + 4..].to_vec();
-    if headers
+    if body.is_some() || !matches!(method, reqwest::Method::GET | reqwest::Method::HEAD) {
+        req = req.body(body.unwrap_or_default().to_vec());
+    }
+    let r = req.send().await?;
+    let status = r.status().as_u16();
+    let headers = r
+        .headers()
         .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
-    {
-        body = dechunk(&body)?;
-    }
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).trim().to_owned(),
+            )
+        })
+        .collect();
+    let body = r.bytes().await?.to_vec();
     Ok(HttpAnswer {
         status,
         headers,
         body,
     })
-}
-
-fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| anyhow::anyhow!("bad chunk"))?;
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..line_end])?.trim(), 16)?;
-        b = &b[line_end + 2..];
-        if n == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(&b[..n]);
-        b = &b[n + 2..];
-    }
 }
 
 /// A visitor over long-poll only.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use holdfast_client::DeliveryState;
 use holdfast_protocol::agent::{
@@ -719,14 +720,14 @@ async fn screenshot_of_the_demo_with_the_widget_open() {
     .await
     .unwrap();
 
-    let shot = b.cmd("GET", "/screenshot", None).await.unwrap();
-    let png = browser::base64_decode(shot.as_str().unwrap()).unwrap();
+    let png = b.screenshot().await.unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
     assert_eq!(&png[12..16], b"IHDR");
     let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
     let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
     assert!(w >= 1000 && h >= 600, "{w}x{h}");
     // Not blank: decode it in the browser and count distinct colours.
+    let shot = base64::engine::general_purpose::STANDARD.encode(&png);
     let colours = b
         .cmd(
             "POST",

@@ -1,7 +1,7 @@
 //! `holdfast-load`: drive a Holdfast server (or, for comparison, a plain
 //! Node `ws` server or Mosquitto) with visitors and agents, timestamp every
 //! message, and report latency, throughput, errors and the server's RSS and
-//! CPU from `/proc`. It targets loopback only and every run stops by itself.
+//! CPU from `/proc` (through procfs). It targets loopback only and every run stops by itself.
 //!
 //! - `main` (this file): arguments, spawning the target, the `chat`, `idle`
 //!   and `storm` modes, agents, child processes and the report.
@@ -136,6 +136,10 @@ pub fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
+/// Nearest-rank percentile of every sample (sorted). Not hdrhistogram: the
+/// samples are all kept anyway (child processes send theirs whole in their
+/// JSON `Partial`), a run holds at most a few hundred thousand, and these
+/// figures are exact where a histogram's would be rounded to its buckets.
 fn pct(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -203,19 +207,10 @@ pub fn report_flows(
 
 /// (RSS in KB, utime + stime in clock ticks) of a process.
 pub fn proc_stat(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit(')').next()?;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some((rss_kb, ticks))
+    let p = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
+    let rss_kb = p.status().ok()?.vmrss?;
+    let stat = p.stat().ok()?;
+    Some((rss_kb, stat.utime + stat.stime))
 }
 
 /// Samples the target's RSS every 50 ms in the background, keeping the peak.
@@ -254,7 +249,7 @@ impl Sampler {
     }
     pub fn cpu_percent(t0: Option<u64>, t1: Option<u64>, secs: f64) -> f64 {
         match (t0, t1) {
-            (Some(a), Some(b)) => (b - a) as f64 / 100.0 / secs * 100.0,
+            (Some(a), Some(b)) => (b - a) as f64 / procfs::ticks_per_second() as f64 / secs * 100.0,
             _ => f64::NAN,
         }
     }
