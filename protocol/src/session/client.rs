@@ -497,6 +497,9 @@ impl Client {
     /// the answer to the hello or the Login is due within it).
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
+            // More of the outbox to hand out: at once, after the driver
+            // has had a chance to read.
+            State::Live if self.outbox.in_flight() < self.outbox.unacked() => Some(self.now),
             State::Live => {
                 let due = self.liveness.poll_timeout();
                 Some(self.inbox.poll_timeout().map_or(due, |t| t.min(due)))
