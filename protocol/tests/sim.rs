@@ -3,11 +3,14 @@
 //!
 //! The promise being tested is the product's (README.md: "no message is ever
 //! lost or shown twice"; RELIABILITY.md says what that covers). The real
-//! protocol pieces do the work: `FrameCodec` framing, the X25519 handshake,
-//! sealed frames, `agent` messages, `delivery::{Outbox, Inbox}`,
-//! `liveness::Liveness` and `backoff::Backoff`. The harness supplies
-//! only what a real deployment would: a network ([`Net`], [`Link`]), an agent
-//! app ([`SimClient`]), a server with durable state ([`SimServer`]), and an
+//! protocol pieces do the work: the server side of every connection is the
+//! shipped `session::server` machine, driven the way the gateway drives it
+//! (a Login answered, each command committed and acked at once, the log
+//! pushed in order); the client side uses `FrameCodec` framing, the X25519
+//! handshake, sealed frames, `agent` messages, `delivery::{Outbox, Inbox}`,
+//! `liveness::Liveness` and `backoff::Backoff`. The harness supplies only
+//! what a real deployment would: a network ([`Net`], [`Link`]), an agent
+//! app ([`SimClient`]), durable server state ([`SimServer`]), and an
 //! independent observer ([`Checker`]) that counts every loss, duplicate and
 //! reordering it sees.
 //!
@@ -18,9 +21,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use holdfast_protocol::DEFAULT_MAX_FRAME;
 use holdfast_protocol::agent::{
     AckBatch, Action, Author, ChatMessage, ClientMsg, Command, CommandResult, ConversationId,
     ConversationInfo, ConversationState, Event, Login, LoginOk, MessageId, Outcome, Presence,
@@ -29,12 +34,12 @@ use holdfast_protocol::agent::{
 use holdfast_protocol::backoff::{Backoff, BackoffConfig};
 use holdfast_protocol::codec::{FrameCodec, FrameError, HEADER_LEN};
 use holdfast_protocol::delivery::{AckPolicy, Inbox, Outbox, Verdict};
-use holdfast_protocol::handshake::{
-    ClientHandshake, ClientSession, ServerIdentity, ServerSession, server_accept,
-};
+use holdfast_protocol::handshake::{ClientHandshake, ClientSession, ServerIdentity};
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::liveness::{Liveness, LivenessAction, LivenessConfig};
 use holdfast_protocol::seal::IV_LEN;
+use holdfast_protocol::session::SessionError;
+use holdfast_protocol::session::server::{Server, ServerConfig, ServerEvent};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio_util::codec::{Decoder, Encoder};
@@ -43,10 +48,6 @@ use tokio_util::codec::{Decoder, Encoder};
 /// then is abandoned. Liveness cannot cover it: before the session exists
 /// there is no way to send a heartbeat.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The server acks commands once this many results are waiting...
-const SERVER_ACK_BATCH: usize = 8;
-/// ...or this long after the first one, whichever comes first.
-const SERVER_ACK_DELAY: Duration = Duration::from_millis(20);
 /// At most this many commands in flight per connection. Flow control, and
 /// it bounds the work a client whose acks never come does on each reconnect.
 const SEND_WINDOW: usize = 64;
@@ -923,10 +924,10 @@ impl SimClient {
         let phase = self.conn.as_ref().map(|c| c.phase);
         match (phase, msg) {
             (Some(Phase::Login), ServerMsg::LoginOk(ok)) => {
-                let expect = Resume::Replay {
-                    after: self.inbox.cursor(),
-                };
-                if ok.resume != expect {
+                // A replay from before the cursor is allowed (the server's
+                // copy may lag; the inbox drops the repeats); one from after
+                // it would skip events.
+                if !matches!(ok.resume, Resume::Replay { after } if after <= self.inbox.cursor()) {
                     return Err(Why::Protocol(format!("resume {:?}", ok.resume)));
                 }
                 self.release(ok.commands_acked, checker)?;
@@ -1140,20 +1141,16 @@ impl Durable {
     }
 }
 
+/// One connection as the server sees it: the shipped session machine, and
+/// what the gateway keeps beside it (the pre-auth deadline, the device).
 #[derive(Debug)]
 struct ServerConn {
     link: LinkId,
-    reader: FrameReader,
-    phase: Phase,
+    machine: Server,
+    /// A login not complete by then is abandoned, as by the gateway's
+    /// pre-auth deadline.
     deadline: Instant,
-    session: Option<ServerSession>,
-    liveness: Option<Liveness>,
     device: Option<MsgId>,
-    /// The last event seq sent on this connection.
-    sent: Seq,
-    /// Results committed but not yet acked on the wire.
-    pending_acks: Vec<CommandResult>,
-    pending_since: Option<Instant>,
     closed: bool,
 }
 
@@ -1176,15 +1173,17 @@ struct ServerStats {
 /// mutably alongside the state it acts on.
 #[derive(Debug)]
 struct ServerCore {
-    identity: ServerIdentity,
+    identity: Arc<ServerIdentity>,
     start: Instant,
     rng: StdRng,
-    writer: FrameCodec,
     durable: Durable,
     stats: ServerStats,
     errors: Vec<String>,
 }
 
+/// The server: the shipped `session::server` machine per connection, driven
+/// the way `server/src/agent_gw.rs` drives it (answer a Login, commit a
+/// command and ack it at once, push the log in order), over durable state.
 #[derive(Debug)]
 struct SimServer {
     core: ServerCore,
@@ -1196,10 +1195,9 @@ impl SimServer {
         let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x005E_47E4);
         Self {
             core: ServerCore {
-                identity: ServerIdentity::from_secret_bytes(rng.random()),
+                identity: Arc::new(ServerIdentity::from_secret_bytes(rng.random())),
                 start,
                 rng,
-                writer: FrameCodec::default(),
                 durable: Durable::default(),
                 stats: ServerStats::default(),
                 errors: Vec::new(),
@@ -1210,17 +1208,21 @@ impl SimServer {
 
     fn accept(&mut self, link: LinkId, now: Instant) {
         self.core.stats.accepted += 1;
+        let machine = Server::new(
+            ServerConfig {
+                identity: self.core.identity.clone(),
+                liveness: LivenessConfig::default(),
+                max_frame: DEFAULT_MAX_FRAME,
+                preauth_max_frame: DEFAULT_MAX_FRAME,
+            },
+            now,
+            self.core.rng.random(),
+        );
         self.conns.push(ServerConn {
             link,
-            reader: FrameReader::new(),
-            phase: Phase::Hello,
+            machine,
             deadline: now + HANDSHAKE_TIMEOUT,
-            session: None,
-            liveness: None,
             device: None,
-            sent: 0,
-            pending_acks: Vec::new(),
-            pending_since: None,
             closed: false,
         });
     }
@@ -1239,9 +1241,8 @@ impl SimServer {
         let result = match chunk {
             Chunk::Fin => Err(Why::PeerClosed),
             Chunk::Data(bytes) => {
-                self.conns[i].reader.push(&bytes);
-                self.core
-                    .drain_frames(&mut self.conns[i], net, checker, now)
+                self.conns[i].machine.handle_bytes(now, &bytes);
+                self.core.drive(&mut self.conns[i], net, checker, now)
             }
         };
         match result {
@@ -1295,17 +1296,21 @@ impl SimServer {
     fn next_wakeup(&self) -> Option<Instant> {
         let mut t = None;
         for c in &self.conns {
-            if c.phase != Phase::Ready {
+            if !c.machine.is_live() {
                 t = min_opt(t, Some(c.deadline));
             }
-            if let Some(l) = &c.liveness {
-                t = min_opt(t, Some(l.poll_timeout()));
-            }
-            if let Some(since) = c.pending_since {
-                t = min_opt(t, Some(since + SERVER_ACK_DELAY));
-            }
+            t = min_opt(t, c.machine.poll_timeout());
         }
         t
+    }
+}
+
+/// Why a session machine ended a connection, in the sim's terms.
+fn why(e: SessionError) -> Why {
+    match e {
+        SessionError::Dead(_) => Why::Dead,
+        SessionError::Frame(e) => Why::Framing(e.to_string()),
+        e => Why::Protocol(e.to_string()),
     }
 }
 
@@ -1317,8 +1322,9 @@ impl ServerCore {
         note_error(&mut self.errors, &why);
     }
 
+    /// Answer everything the machine surfaces, then write what it queued.
     /// Returns whether a login completed.
-    fn drain_frames(
+    fn drive(
         &mut self,
         conn: &mut ServerConn,
         net: &mut Net,
@@ -1326,69 +1332,37 @@ impl ServerCore {
         now: Instant,
     ) -> Result<bool, Why> {
         let mut logged_in = false;
-        while let Some(frame) = conn
-            .reader
-            .next_frame()
-            .map_err(|e| Why::Framing(e.to_string()))?
-        {
-            logged_in |= self.on_frame(conn, &frame, net, checker, now)?;
+        loop {
+            match conn.machine.poll_event() {
+                Ok(Some(ev)) => logged_in |= self.on_event(conn, ev, checker, now)?,
+                Ok(None) => break,
+                Err(e) => {
+                    // What the machine queued for the peer (an Error naming
+                    // the reason) goes out before the close.
+                    let _sent = transmit(conn, net, now);
+                    return Err(why(e));
+                }
+            }
         }
+        transmit(conn, net, now)?;
         Ok(logged_in)
     }
 
-    fn on_frame(
+    fn on_event(
         &mut self,
         conn: &mut ServerConn,
-        frame: &[u8],
-        net: &mut Net,
+        ev: ServerEvent,
         checker: &mut Checker,
         now: Instant,
     ) -> Result<bool, Why> {
-        if conn.phase == Phase::Hello {
-            let accepted = server_accept(&self.identity, self.rng.random(), frame)
-                .map_err(|r| Why::Protocol(r.error.to_string()))?;
-            conn.session = Some(accepted.session);
-            conn.liveness = Some(Liveness::new(LivenessConfig::default(), now));
-            conn.phase = Phase::Login;
-            send_frame(
-                &mut self.writer,
-                net,
-                conn.link,
-                End::Server,
-                &accepted.reply,
-                now,
-            )?;
-            return Ok(false);
-        }
-        let session = conn.session.as_mut().expect("session after hello");
-        let plain = session
-            .opener
-            .open(frame)
-            .map_err(|e| Why::Protocol(e.to_string()))?;
-        if let Some(l) = conn.liveness.as_mut() {
-            l.on_recv(now);
-        }
-        let msg = ClientMsg::decode(&plain).map_err(|e| Why::Protocol(e.to_string()))?;
-        self.on_msg(conn, msg, net, checker, now)
-    }
-
-    fn on_msg(
-        &mut self,
-        conn: &mut ServerConn,
-        msg: ClientMsg,
-        net: &mut Net,
-        checker: &mut Checker,
-        now: Instant,
-    ) -> Result<bool, Why> {
-        match (conn.phase, msg) {
-            (Phase::Login, ClientMsg::Login(login)) => {
+        match ev {
+            ServerEvent::Login(login) => {
                 let log_len = self.durable.events.len() as u64;
                 let after = match login.resume_after {
                     Some(after) if after <= log_len => after,
                     other => return Err(Why::Protocol(format!("bad cursor {other:?}"))),
                 };
                 conn.device = Some(login.device_id);
-                conn.phase = Phase::Ready;
                 // Replay starts after the client's cursor; the cursor also
                 // stands in for any ack the client could not send. Now and
                 // then start a little early, as a server whose copy of the
@@ -1400,41 +1374,43 @@ impl ServerCore {
                     0
                 };
                 self.stats.events_resent += overlap;
-                conn.sent = after - overlap;
                 self.stats.logins += 1;
-                let ok = ServerMsg::LoginOk(LoginOk {
+                let ok = LoginOk {
                     agent: 1,
                     display_name: "Sim Agent".into(),
                     site: 1,
-                    resume: Resume::Replay { after },
+                    resume: Resume::Replay {
+                        after: after - overlap,
+                    },
                     commands_acked: self.durable.applied_seq,
                     heartbeat_ms: 3000,
                     dead_after_ms: 10_000,
                     server_time_ms: at_ms(self.start, now),
                     ticket: Vec::new(),
                     ticket_expires_ms: 0,
-                });
-                self.send(conn, &ok, net, now)?;
-                self.fan_out(conn, net, now)?;
+                };
+                conn.machine.accept_login(now, ok).map_err(why)?;
+                self.fan_out(conn)?;
                 Ok(true)
             }
-            (Phase::Ready, ClientMsg::Command(cmd)) => {
+            ServerEvent::Command(cmd) => {
+                // Committed, then acked at once: the gateway acks each
+                // commit as the writer reports it, without holding acks
+                // back for a batch.
                 let result = self.apply(cmd, checker, now)?;
-                conn.pending_acks.push(result);
-                conn.pending_since.get_or_insert(now);
-                if conn.pending_acks.len() >= SERVER_ACK_BATCH {
-                    self.flush_acks(conn, net, now)?;
-                }
+                self.stats.ack_batches += 1;
+                let ack = AckBatch {
+                    up_to: self.durable.applied_seq,
+                    results: vec![result],
+                };
+                conn.machine.ack(ack).map_err(why)?;
                 Ok(false)
             }
-            (Phase::Ready, ClientMsg::Ack { up_to }) => {
-                if up_to > self.durable.events.len() as u64 {
-                    return Err(Why::Protocol(format!("ack of unsent event {up_to}")));
-                }
-                Ok(false)
-            }
-            (Phase::Login | Phase::Ready, ClientMsg::Heartbeat) => Ok(false),
-            (phase, other) => Err(Why::Protocol(format!("unexpected {other:?} in {phase:?}"))),
+            // Checked against what was sent by the machine.
+            ServerEvent::Acked { .. } => Ok(false),
+            ServerEvent::Query(_) | ServerEvent::SignOut => Err(Why::Protocol(
+                "the sim client sends no queries or sign-outs".into(),
+            )),
         }
     }
 
@@ -1524,84 +1500,40 @@ impl ServerCore {
         Ok(result)
     }
 
-    fn flush_acks(
-        &mut self,
-        conn: &mut ServerConn,
-        net: &mut Net,
-        now: Instant,
-    ) -> Result<(), Why> {
-        conn.pending_since = None;
-        let results = std::mem::take(&mut conn.pending_acks);
-        if results.is_empty() {
-            return Ok(());
-        }
-        self.stats.ack_batches += 1;
-        let ack = ServerMsg::Ack(AckBatch {
-            up_to: self.durable.applied_seq,
-            results,
-        });
-        self.send(conn, &ack, net, now)
-    }
-
-    fn fan_out(&mut self, conn: &mut ServerConn, net: &mut Net, now: Instant) -> Result<(), Why> {
-        while conn.sent < self.durable.events.len() as u64 {
-            let seq = conn.sent + 1;
-            let event = self.durable.events[usize::try_from(conn.sent).unwrap()].clone();
-            self.send(conn, &ServerMsg::Event { seq, event }, net, now)?;
-            conn.sent = seq;
+    fn fan_out(&mut self, conn: &mut ServerConn) -> Result<(), Why> {
+        while conn.machine.last_sent() < self.durable.events.len() as u64 {
+            let seq = conn.machine.last_sent() + 1;
+            let event = self.durable.events[usize::try_from(seq - 1).unwrap()].clone();
+            conn.machine.push_event(seq, event).map_err(why)?;
             self.stats.events_sent += 1;
         }
         Ok(())
     }
 
     fn poll_conn(&mut self, conn: &mut ServerConn, net: &mut Net, now: Instant) -> Result<(), Why> {
-        if conn.phase != Phase::Ready && now >= conn.deadline {
+        if !conn.machine.is_live() && now >= conn.deadline {
             return Err(Why::HandshakeTimeout);
         }
-        if let Some(l) = conn.liveness.as_ref() {
-            match l.poll(now) {
-                LivenessAction::Dead => {
-                    if !net.silent(conn.link) {
-                        self.stats.spurious_dead += 1;
-                    }
-                    return Err(Why::Dead);
-                }
-                LivenessAction::SendHeartbeat => {
-                    self.send(conn, &ServerMsg::Heartbeat, net, now)?
-                }
-                LivenessAction::Idle => {}
+        if let Err(e) = conn.machine.handle_timeout(now) {
+            if matches!(e, SessionError::Dead(_)) && !net.silent(conn.link) {
+                self.stats.spurious_dead += 1;
             }
+            return Err(why(e));
         }
-        if conn.phase == Phase::Ready {
-            if conn
-                .pending_since
-                .is_some_and(|t| now >= t + SERVER_ACK_DELAY)
-            {
-                self.flush_acks(conn, net, now)?;
-            }
-            self.fan_out(conn, net, now)?;
+        if conn.machine.is_live() {
+            self.fan_out(conn)?;
         }
-        Ok(())
+        transmit(conn, net, now)
     }
+}
 
-    fn send(
-        &mut self,
-        conn: &mut ServerConn,
-        msg: &ServerMsg,
-        net: &mut Net,
-        now: Instant,
-    ) -> Result<(), Why> {
-        let iv: [u8; IV_LEN] = self.rng.random();
-        let session = conn.session.as_mut().expect("sealed frames need a session");
-        let sealed = session
-            .sealer
-            .seal(iv, &msg.encode())
-            .map_err(|e| Why::Protocol(e.to_string()))?;
-        if let Some(l) = conn.liveness.as_mut() {
-            l.on_send(now);
-        }
-        send_frame(&mut self.writer, net, conn.link, End::Server, &sealed, now)
+/// Write whatever the machine has queued.
+fn transmit(conn: &mut ServerConn, net: &mut Net, now: Instant) -> Result<(), Why> {
+    while let Some(bytes) = conn.machine.poll_transmit(now) {
+        net.send(conn.link, End::Server, &bytes, now)
+            .map_err(|LinkDown| Why::SendFailed)?;
     }
+    Ok(())
 }
 
 // ====================================================================== the simulation
