@@ -95,6 +95,18 @@ pub enum ClientEvent {
     SignedOut,
 }
 
+/// What a client machine has done since it was made, across connections:
+/// for logs and for tests that must show a path was exercised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Commands sealed for sending, resends included.
+    pub commands_sent: u64,
+    /// Events that arrived again and were dropped by the cursor.
+    pub duplicate_events: u64,
+    pub acks_sent: u64,
+    pub heartbeats_sent: u64,
+}
+
 #[derive(Debug)]
 enum State {
     Disconnected,
@@ -131,6 +143,7 @@ pub struct Client {
     sign_out: SignOut,
     snapshot_parts: Option<SnapshotPart>,
     now: Instant,
+    stats: ClientStats,
 }
 
 impl Client {
@@ -158,6 +171,7 @@ impl Client {
             sign_out: SignOut::No,
             snapshot_parts: None,
             now,
+            stats: ClientStats::default(),
         }
     }
 
@@ -319,7 +333,10 @@ impl Client {
             }
             ServerMsg::Event { seq, event } => match self.inbox.check(seq) {
                 Err(gap) => return Err(self.fail(gap.into())),
-                Ok(Verdict::Duplicate) => None,
+                Ok(Verdict::Duplicate) => {
+                    self.stats.duplicate_events += 1;
+                    None
+                }
                 Ok(Verdict::Apply) => Some(ClientEvent::Event { seq, event }),
             },
             ServerMsg::SnapshotPart(p) => {
@@ -422,6 +439,10 @@ impl Client {
         self.inbox.cursor()
     }
 
+    pub fn stats(&self) -> ClientStats {
+        self.stats
+    }
+
     /// Ask a query; the answer comes as [`ClientEvent::QueryResult`], after
     /// a reconnect if need be.
     pub fn query(&mut self, q: Query) {
@@ -468,6 +489,7 @@ impl Client {
             let Some((seq, q)) = self.outbox.poll_transmit() else {
                 break;
             };
+            self.stats.commands_sent += 1;
             msgs.push(ClientMsg::Command(Command {
                 id: q.id,
                 seq,
@@ -480,6 +502,7 @@ impl Client {
             }
         }
         if let Some(up_to) = self.inbox.poll_ack(now) {
+            self.stats.acks_sent += 1;
             msgs.push(ClientMsg::Ack { up_to });
         }
         if self.sign_out == SignOut::Wanted && self.outbox.unacked() == 0 {
@@ -524,6 +547,7 @@ impl Client {
                 Err(self.fail(SessionError::Dead(silence)))
             }
             LivenessAction::SendHeartbeat if self.is_live() && self.wire.out.is_empty() => {
+                self.stats.heartbeats_sent += 1;
                 self.seal(&ClientMsg::Heartbeat.encode())?;
                 self.liveness.on_send(now);
                 Ok(())
