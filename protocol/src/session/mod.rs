@@ -26,9 +26,14 @@
 //! The server machine surfaces a Login, a Command, a Query or a SignOut and
 //! waits for the driver's answer; the client machine surfaces the server's
 //! key, events and acks and waits to hear they are stored. Both are driven
-//! by the shipped drivers (`server/src/agent_gw.rs`) and by the
-//! deterministic tests (the `Pair` in `tests.rs`), so what is tested is
-//! what ships.
+//! by the shipped drivers (`server/src/agent_gw.rs`, `client/src/core.rs`)
+//! and by the deterministic tests (the `Pair` in `tests.rs`, and
+//! `protocol/tests/sim.rs` under thousands of network faults), so what is
+//! tested is what ships. The byte-level scripted peers
+//! (`tests/src/raw_agent.rs`, the scripted server in `client/tests/core.rs`)
+//! stay below the machines on purpose: they send what a machine refuses to
+//! (repeated events, acks beyond what was sent, hostile frames) to test the
+//! other side's defences.
 //!
 //! - [`server`]: the server side of one connection.
 //! - [`client`]: the client side, kept across connections (its outbox,
