@@ -1,5 +1,10 @@
 //! The client core: one tokio task that owns the connection, the store and
-//! the protocol's sans-IO machines, and drives them.
+//! the protocol's client session machine
+//! ([`holdfast_protocol::session::client`]), and drives it: bytes and time
+//! in, bytes out, and the machine's events applied to the store and told to
+//! the UI. The machine owns the protocol state (handshake, sealing, outbox
+//! numbering, cursor, acks, liveness, queries); this file owns persistence,
+//! the pin and trust prompt, backoff and the [`Update`] stream.
 //!
 //! ```text
 //! Disconnected → Connecting → Handshaking → [AwaitingTrust] → LoggingIn → Live
@@ -18,39 +23,37 @@
 //! this class of machine), so handing it to a blocking thread would add a
 //! hop per event without adding throughput.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use holdfast_protocol::agent::{
     Action, ClientMsg, Command, CommandResult, Event, LiveEvent, Login, LoginOk, MessageId,
-    Outcome, Query, Seq, ServerMsg, Snapshot, SnapshotPart, VisitorInfo, WireError,
+    Outcome, Query, Seq, Snapshot, VisitorInfo, WireError,
 };
 use holdfast_protocol::backoff::Backoff;
-use holdfast_protocol::codec::FrameCodec;
-use holdfast_protocol::delivery::{Inbox, Outbox, Verdict};
+use holdfast_protocol::delivery::Outbox;
 use holdfast_protocol::error::ErrorCode;
-use holdfast_protocol::handshake::{
-    ClientHandshake, Fingerprint, HandshakeError, PinCheck, check_pin,
-};
+use holdfast_protocol::handshake::{Fingerprint, HandshakeError, PinCheck, check_pin};
 use holdfast_protocol::ids::MsgId;
-use holdfast_protocol::liveness::{Liveness, LivenessAction, LivenessConfig};
-use holdfast_protocol::seal::{Opener, Sealer, sealed_len};
+use holdfast_protocol::seal::sealed_len;
+use holdfast_protocol::session::SessionError;
+use holdfast_protocol::session::client::{Client, ClientConfig as SessionConfig, ClientEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::codec::Framed;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
+
+mod apply;
+mod connection;
+
+pub use apply::{ack_update, event_updates};
 
 use crate::config::ClientConfig;
 use crate::error::{ClientError, StoreError};
 use crate::store::{self, AckedCommand, EventEffect, Session, Store, StoredMessage};
 use crate::update::{ConnState, ConnectionStatus, SignOutResult, StopReason, Update};
 
-/// Commands handed to the socket per loop turn, so a long outbox replay
-/// does not starve reading.
-const TRANSMIT_BATCH: usize = 64;
 /// Visitor changes are cached for a quick start, not for correctness (the
 /// server resends the list after every login), so they are written at most
 /// this often instead of once per page view.
@@ -61,12 +64,8 @@ const RESYNC_RETRY: Duration = Duration::from_millis(50);
 /// confirm before the app goes on without it.
 const SIGN_OUT_WAIT: Duration = Duration::from_secs(5);
 
-/// An unacked command as the outbox machine holds it.
-#[derive(Debug, Clone)]
-pub(crate) struct Pending {
-    pub(crate) id: MsgId,
-    pub(crate) action: Action,
-}
+/// An unacked command as the session machine's outbox holds it.
+pub(crate) use holdfast_protocol::session::client::Queued as Pending;
 
 /// A request from a [`crate::ClientHandle`].
 #[derive(Debug)]
@@ -131,7 +130,6 @@ enum Control {
 struct SigningOut {
     reply: oneshot::Sender<SignOutResult>,
     deadline: Instant,
-    sent: bool,
 }
 
 /// Sends updates without ever waiting on the UI (see [`crate::update`]).
@@ -173,74 +171,25 @@ impl Emitter {
     }
 }
 
-/// One live connection after the handshake.
+/// The socket of one connection. The session machine stays in [`Core`]; a
+/// read borrows only this, so requests are served while it waits.
 struct Link {
-    framed: Framed<TcpStream, FrameCodec>,
-    sealer: Sealer,
-    opener: Opener,
-    liveness: Liveness,
+    stream: TcpStream,
     io_timeout: Duration,
+    buf: Vec<u8>,
 }
 
-impl Link {
-    async fn send(&mut self, msgs: &[ClientMsg]) -> Result<(), String> {
-        let mut frames = Vec::with_capacity(msgs.len());
-        for m in msgs {
-            let sealed = self
-                .sealer
-                .seal_with(&mut rand::rng(), &m.encode())
-                .map_err(|e| format!("cannot seal a frame: {e}"))?;
-            frames.push(Bytes::from(sealed));
-        }
-        self.write(frames).await
-    }
+/// Bytes per socket read.
+const READ_CHUNK: usize = 16 * 1024;
 
-    /// The Login carries the password: keep its plaintext out of freed
-    /// memory.
-    async fn send_login(&mut self, login: Login) -> Result<(), String> {
-        let msg = ClientMsg::Login(login);
-        let plain = Zeroizing::new(msg.encode());
-        if let ClientMsg::Login(mut l) = msg {
-            l.password.zeroize();
-        }
-        let sealed = self
-            .sealer
-            .seal_with(&mut rand::rng(), &plain)
-            .map_err(|e| format!("cannot seal a frame: {e}"))?;
-        self.write(vec![Bytes::from(sealed)]).await
-    }
-
-    /// Writes are bounded by the dead-peer time too: a peer that stops
-    /// reading fills our socket buffer, and an unbounded write would hang
-    /// the task past any liveness check.
-    async fn write(&mut self, frames: Vec<Bytes>) -> Result<(), String> {
-        let framed = &mut self.framed;
-        let io = async move {
-            for f in frames {
-                framed.feed(f).await?;
-            }
-            SinkExt::<Bytes>::flush(framed).await
-        };
-        match tokio::time::timeout(self.io_timeout, io).await {
-            Err(_) => Err(format!(
-                "the server took no data for {} ms",
-                self.io_timeout.as_millis()
-            )),
-            Ok(Err(e)) => Err(format!("connection lost while sending: {e}")),
-            Ok(Ok(())) => {
-                self.liveness.on_send(Instant::now());
-                Ok(())
-            }
-        }
-    }
-
-    fn open(&mut self, frame: &[u8]) -> Result<ServerMsg, String> {
-        let plain = self
-            .opener
-            .open(frame)
-            .map_err(|e| format!("protocol error: {e}"))?;
-        ServerMsg::decode(&plain).map_err(|e| format!("protocol error: {e}"))
-    }
+/// Why waiting for the machine's next event failed, before the phase names
+/// it for the person.
+enum Wait {
+    TimedOut,
+    Closed,
+    Io(std::io::Error),
+    Session(SessionError),
+    End(End),
 }
 
 fn tokio_instant(t: Instant) -> tokio::time::Instant {
@@ -262,16 +211,10 @@ pub(crate) struct Core {
     updates: Emitter,
     status: watch::Sender<ConnectionStatus>,
     state: ConnState,
-    outbox: Outbox<Pending>,
-    inbox: Inbox,
-    /// No snapshot or event was ever applied: log in without a cursor.
-    fresh: bool,
+    /// The protocol state: outbox, cursor, queries, the connection's keys.
+    machine: Client,
     backoff: Backoff,
     next_request: u32,
-    /// History queries not answered yet; resent after a reconnect since
-    /// they are plain reads.
-    queries: BTreeMap<u32, Query>,
-    unsent_queries: VecDeque<u32>,
     visitors: BTreeMap<String, VisitorInfo>,
     dirty_visitors: BTreeSet<String>,
     visitors_dirty_since: Option<Instant>,
@@ -279,16 +222,14 @@ pub(crate) struct Core {
     /// The server's resume ticket from the last login: the next reconnect
     /// needs no password check. Memory only, like the password.
     ticket: Option<Zeroizing<Vec<u8>>>,
-    /// Pieces of a snapshot too big for one frame, until its last part.
-    snapshot_parts: Option<SnapshotPart>,
 }
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Core")
             .field("state", &self.state)
-            .field("unsent", &self.outbox.unacked())
-            .field("cursor", &self.inbox.cursor())
+            .field("unsent", &self.machine.unacked())
+            .field("cursor", &self.machine.cursor())
             .finish_non_exhaustive()
     }
 }
@@ -313,9 +254,19 @@ impl Core {
                 BTreeMap::new()
             }
         };
+        let machine = Client::new(
+            SessionConfig {
+                liveness: p.cfg.liveness,
+                ack_policy: p.cfg.ack_policy,
+                max_frame: p.cfg.max_frame,
+            },
+            p.cursor,
+            p.outbox,
+            Instant::now(),
+            rand::random(),
+        );
         Self {
-            inbox: Inbox::new(p.cursor.unwrap_or(0), p.cfg.ack_policy),
-            fresh: p.cursor.is_none(),
+            machine,
             backoff: Backoff::new(p.cfg.backoff, rand::random()),
             cfg: p.cfg,
             store: p.store,
@@ -326,16 +277,12 @@ impl Core {
             },
             status: p.status,
             state: ConnState::Disconnected,
-            outbox: p.outbox,
             next_request: 1,
-            queries: BTreeMap::new(),
-            unsent_queries: VecDeque::new(),
             visitors,
             dirty_visitors: BTreeSet::new(),
             visitors_dirty_since: None,
             signing_out: None,
             ticket: None,
-            snapshot_parts: None,
         }
     }
 
@@ -453,628 +400,6 @@ impl Core {
         }
     }
 
-    // ------------------------------------------------------------ one connection
-
-    async fn session(&mut self) -> End {
-        let end = match self.establish().await {
-            Ok(link) => self.live(link).await,
-            Err(end) => end,
-        };
-        // The link is gone before the server confirmed: the grace period
-        // takes over, and the app need not wait.
-        if let Some(s) = self.signing_out.take() {
-            let _ignored = s.reply.send(SignOutResult::Offline);
-        }
-        end
-    }
-
-    /// Connect, handshake, check the pin and log in.
-    async fn establish(&mut self) -> Result<Link, End> {
-        let server = self.cfg.server.clone();
-        let io_timeout = self.cfg.liveness.dead_after;
-
-        self.set_state(ConnState::Connecting);
-        let stream = match self
-            .wait(tokio::time::timeout(
-                io_timeout,
-                TcpStream::connect(server.clone()),
-            ))
-            .await?
-        {
-            Err(_) => return Err(retry(format!("timed out connecting to {server}"))),
-            Ok(Err(e)) => return Err(retry(format!("cannot reach {server}: {e}"))),
-            Ok(Ok(s)) => s,
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-        let mut framed = Framed::new(stream, FrameCodec::new(self.cfg.max_frame));
-
-        self.set_state(ConnState::Handshaking);
-        let hs = ClientHandshake::generate(&mut rand::rng());
-        let hello = Bytes::copy_from_slice(hs.hello());
-        let reply = self
-            .wait(tokio::time::timeout(io_timeout, async {
-                framed.send(hello).await?;
-                framed.next().await.transpose()
-            }))
-            .await?;
-        let reply = match reply {
-            Err(_) => return Err(retry(format!("{server} did not answer the handshake"))),
-            Ok(Err(e)) => return Err(retry(format!("handshake with {server} failed: {e}"))),
-            Ok(Ok(None)) => {
-                return Err(retry(format!(
-                    "{server} closed the connection during the handshake"
-                )));
-            }
-            Ok(Ok(Some(r))) => r,
-        };
-        let session = match hs.handle_reply(&reply) {
-            Ok(s) => s,
-            Err(e @ HandshakeError::VersionMismatch { .. }) => {
-                return Err(self.login_refused(ErrorCode::VersionMismatch, e.to_string()));
-            }
-            Err(e) => return Err(retry(format!("handshake with {server} failed: {e}"))),
-        };
-
-        self.check_server_key(&server, &session.server_static)
-            .await?;
-
-        self.set_state(ConnState::LoggingIn);
-        let mut link = Link {
-            framed,
-            sealer: session.sealer,
-            opener: session.opener,
-            liveness: Liveness::new(self.cfg.liveness, Instant::now()),
-            io_timeout,
-        };
-        let login = Login {
-            username: self.cfg.username.clone(),
-            password: self.cfg.password.as_str().to_owned(),
-            device_id: self.store.device_id(),
-            resume_after: (!self.fresh).then(|| self.inbox.cursor()),
-            ticket: self.ticket.as_ref().map(|t| t.to_vec()),
-            client: format!(
-                "holdfast-agent {} ({})",
-                env!("CARGO_PKG_VERSION"),
-                std::env::consts::OS
-            ),
-        };
-        let answer = self
-            .wait(tokio::time::timeout(io_timeout, async {
-                link.send_login(login).await?;
-                match link.framed.next().await {
-                    None => Err(format!("{server} closed the connection during login")),
-                    Some(Err(e)) => Err(format!("connection lost during login: {e}")),
-                    Some(Ok(frame)) => link.open(&frame),
-                }
-            }))
-            .await?;
-        let answer = match answer {
-            Err(_) => return Err(retry(format!("{server} did not answer the login"))),
-            Ok(Err(reason)) => return Err(retry(reason)),
-            Ok(Ok(msg)) => msg,
-        };
-        link.liveness.on_recv(Instant::now());
-        match answer {
-            ServerMsg::LoginOk(ok) => {
-                self.on_login_ok(ok, &mut link)?;
-                Ok(link)
-            }
-            ServerMsg::Error(e) => Err(self.login_error(e)),
-            ServerMsg::GoingAway { reason } => {
-                Err(retry(format!("the server is going away: {reason}")))
-            }
-            other => Err(retry(format!(
-                "protocol error: expected LoginOk, got {}",
-                msg_name(&other)
-            ))),
-        }
-    }
-
-    /// Pinning happens before anything sealed is sent: the first sealed
-    /// frame carries the password.
-    async fn check_server_key(&mut self, server: &str, key: &[u8; 32]) -> Result<(), End> {
-        let stored = self
-            .store
-            .pinned_fingerprint(server)
-            .map_err(|e| self.store_failed(e))?;
-        let pinned = stored.or(self.cfg.expected_fingerprint);
-        match check_pin(pinned.as_ref(), key) {
-            PinCheck::Match => {
-                if stored.is_none()
-                    && let Some(fp) = pinned
-                {
-                    self.pin(&fp).map_err(|e| self.store_failed(e))?;
-                }
-                Ok(())
-            }
-            PinCheck::FirstUse(fingerprint) => {
-                if self.cfg.trust_on_first_use {
-                    tracing::info!(%fingerprint, %server, "pinning the server key on first use");
-                    return self.pin(&fingerprint).map_err(|e| self.store_failed(e));
-                }
-                self.await_trust(server, fingerprint).await
-            }
-            PinCheck::Mismatch { pinned, presented } => {
-                tracing::error!(%server, %pinned, %presented, "server key does not match the pin");
-                self.emit(Update::FingerprintMismatch {
-                    server: server.to_owned(),
-                    pinned,
-                    presented,
-                });
-                Err(End::Stop(StopReason::FingerprintMismatch {
-                    pinned,
-                    presented,
-                }))
-            }
-        }
-    }
-
-    async fn await_trust(&mut self, server: &str, fingerprint: Fingerprint) -> Result<(), End> {
-        self.emit(Update::FingerprintUnknown {
-            server: server.to_owned(),
-            fingerprint,
-        });
-        self.set_state(ConnState::AwaitingTrust { fingerprint });
-        loop {
-            let Some(req) = self.requests.recv().await else {
-                return Err(End::Shutdown(None));
-            };
-            match self.on_request(req) {
-                Control::Continue => {}
-                Control::Trust(true) => {
-                    return self.pin(&fingerprint).map_err(|e| self.store_failed(e));
-                }
-                Control::Trust(false) => {
-                    return Err(End::Stop(StopReason::FingerprintRefused { fingerprint }));
-                }
-                Control::Reconnect => return Err(End::RetryNow),
-                Control::Shutdown(reply) => return Err(End::Shutdown(Some(reply))),
-                Control::SignOut(reply) => {
-                    let _ignored = reply.send(SignOutResult::Offline);
-                }
-            }
-        }
-    }
-
-    fn pin(&mut self, fp: &Fingerprint) -> Result<(), StoreError> {
-        self.store.pin_fingerprint(&self.cfg.server, fp)
-    }
-
-    fn login_error(&mut self, e: WireError) -> End {
-        let retry_after = e
-            .retry_after_ms
-            .map(|ms| Duration::from_millis(u64::from(ms)));
-        match e.code {
-            // The same Login would be refused the same way: too big for the
-            // pre-login frame limit, or one the server cannot read. Retrying
-            // would only loop; the person must change what they typed.
-            ErrorCode::Unauthorized
-            | ErrorCode::Disabled
-            | ErrorCode::Revoked
-            | ErrorCode::VersionMismatch
-            | ErrorCode::TooLarge
-            | ErrorCode::BadRequest => self.login_refused(e.code, e.message),
-            code => {
-                self.emit(Update::LoginFailed {
-                    code,
-                    message: e.message.clone(),
-                    retry_after,
-                });
-                let reason = format!("login failed ({code}): {}", e.message);
-                match code {
-                    ErrorCode::Throttled | ErrorCode::RateLimited => End::Retry {
-                        reason,
-                        after: Some(retry_after.unwrap_or_else(|| self.backoff.next_delay())),
-                    },
-                    _ => retry(reason),
-                }
-            }
-        }
-    }
-
-    fn login_refused(&mut self, code: ErrorCode, message: String) -> End {
-        self.emit(Update::LoginFailed {
-            code,
-            message: message.clone(),
-            retry_after: None,
-        });
-        End::Stop(StopReason::LoginRejected { code, message })
-    }
-
-    fn on_login_ok(&mut self, ok: LoginOk, link: &mut Link) -> Result<(), End> {
-        self.backoff.reset();
-        self.snapshot_parts = None;
-        self.ticket = (!ok.ticket.is_empty()).then(|| Zeroizing::new(ok.ticket.clone()));
-        let session = Session {
-            agent: ok.agent,
-            display_name: ok.display_name.clone(),
-            site: ok.site,
-        };
-        self.store
-            .set_session(&session)
-            .map_err(|e| self.store_failed(e))?;
-        // Never slower than the server expects of us; the dead-peer time
-        // stays ours.
-        let server_hb = Duration::from_millis(u64::from(ok.heartbeat_ms));
-        let heartbeat = if server_hb.is_zero() {
-            self.cfg.liveness.heartbeat
-        } else {
-            self.cfg.liveness.heartbeat.min(server_hb)
-        };
-        link.liveness = Liveness::new(
-            LivenessConfig {
-                heartbeat,
-                dead_after: self.cfg.liveness.dead_after,
-            },
-            Instant::now(),
-        );
-
-        let acked = ok.commands_acked;
-        if acked >= self.outbox.next_seq() {
-            // The server has committed seqs this store never numbered (it was
-            // restored from an older copy). Renumber what is left after
-            // them; the ids keep resends idempotent.
-            tracing::warn!(
-                acked,
-                next = self.outbox.next_seq(),
-                "renumbering the outbox"
-            );
-            let entries = self
-                .store
-                .rebase_outbox(acked)
-                .map_err(|e| self.store_failed(e))?;
-            self.outbox = Outbox::restore(
-                acked,
-                entries.into_iter().map(|e| {
-                    (
-                        e.seq,
-                        Pending {
-                            id: e.id,
-                            action: e.action,
-                        },
-                    )
-                }),
-            );
-        } else if acked > self.outbox.acked()
-            && let Some(end) = self.on_ack(acked, &[])
-        {
-            return Err(end);
-        }
-        self.outbox.on_reconnect();
-        self.inbox.on_reconnect();
-        self.unsent_queries = self.queries.keys().copied().collect();
-        self.emit(Update::LoggedIn {
-            agent: ok.agent,
-            display_name: ok.display_name,
-            site: ok.site,
-        });
-        tracing::info!(server = %self.cfg.server, unsent = self.outbox.unacked(), "logged in");
-        self.set_state(ConnState::Live);
-        Ok(())
-    }
-
-    async fn live(&mut self, mut link: Link) -> End {
-        loop {
-            if let Err(end) = self.pump(&mut link).await {
-                return end;
-            }
-            let deadline = self.deadline(&link);
-            tokio::select! {
-                frame = link.framed.next() => {
-                    let msg = match frame {
-                        None => return retry("the server closed the connection"),
-                        Some(Err(e)) => return retry(format!("connection lost: {e}")),
-                        Some(Ok(f)) => match link.open(&f) {
-                            Ok(m) => m,
-                            Err(reason) => return retry(reason),
-                        },
-                    };
-                    link.liveness.on_recv(Instant::now());
-                    if let Some(end) = self.on_server_msg(msg) {
-                        return end;
-                    }
-                }
-                req = self.requests.recv() => {
-                    let Some(req) = req else { return End::Shutdown(None) };
-                    match self.on_request(req) {
-                        Control::Continue | Control::Trust(_) => {}
-                        Control::Reconnect => return End::RetryNow,
-                        Control::Shutdown(reply) => return End::Shutdown(Some(reply)),
-                        Control::SignOut(reply) => {
-                            self.signing_out = Some(SigningOut {
-                                reply,
-                                deadline: Instant::now() + SIGN_OUT_WAIT,
-                                sent: false,
-                            });
-                        }
-                    }
-                }
-                () = tokio::time::sleep_until(tokio_instant(deadline)) => self.housekeeping(),
-            }
-        }
-    }
-
-    /// Send whatever is due: outbox commands, queries, the event ack, a
-    /// heartbeat. Also the dead-peer check.
-    async fn pump(&mut self, link: &mut Link) -> Result<(), End> {
-        let now = Instant::now();
-        if link.liveness.poll(now) == LivenessAction::Dead {
-            return Err(retry(format!(
-                "no traffic from the server for {} ms; connection considered dead",
-                link.liveness.silence(now).as_millis()
-            )));
-        }
-        let mut out = Vec::new();
-        for _ in 0..TRANSMIT_BATCH {
-            let Some((seq, p)) = self.outbox.poll_transmit() else {
-                break;
-            };
-            out.push(ClientMsg::Command(Command {
-                id: p.id,
-                seq,
-                action: p.action.clone(),
-            }));
-        }
-        while let Some(r) = self.unsent_queries.pop_front() {
-            if let Some(q) = self.queries.get(&r) {
-                out.push(ClientMsg::Query(q.clone()));
-            }
-        }
-        if let Some(up_to) = self.inbox.poll_ack(now) {
-            out.push(ClientMsg::Ack { up_to });
-        }
-        // A sign-out goes once everything before it is acked, so the chats
-        // it hands back carry every reply the agent wrote.
-        if let Some(s) = self.signing_out.take() {
-            if now >= s.deadline {
-                let _ignored = s.reply.send(SignOutResult::TimedOut);
-            } else {
-                let ready = !s.sent && self.outbox.unacked() == 0;
-                if ready {
-                    out.push(ClientMsg::SignOut);
-                }
-                self.signing_out = Some(SigningOut {
-                    sent: s.sent || ready,
-                    ..s
-                });
-            }
-        }
-        if out.is_empty() && link.liveness.poll(now) == LivenessAction::SendHeartbeat {
-            out.push(ClientMsg::Heartbeat);
-        }
-        if !out.is_empty() {
-            link.send(&out).await.map_err(retry)?;
-        }
-        Ok(())
-    }
-
-    fn deadline(&self, link: &Link) -> Instant {
-        let now = Instant::now();
-        if self.outbox.in_flight() < self.outbox.unacked() {
-            return now;
-        }
-        [
-            Some(link.liveness.poll_timeout()),
-            self.inbox.poll_timeout(),
-            self.housekeeping_due(),
-            self.signing_out.as_ref().map(|s| s.deadline),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(now)
-    }
-
-    // ------------------------------------------------------------ server messages
-
-    fn on_server_msg(&mut self, msg: ServerMsg) -> Option<End> {
-        match msg {
-            ServerMsg::Ack(batch) => self.on_ack(batch.up_to, &batch.results),
-            ServerMsg::Event { seq, event } => self.on_event(seq, event),
-            ServerMsg::Snapshot(s) => {
-                let s = match self.snapshot_parts.take() {
-                    Some(mut parts) => {
-                        parts.conversations.extend(s.conversations);
-                        parts.messages.extend(s.messages);
-                        Snapshot {
-                            conversations: parts.conversations,
-                            messages: parts.messages,
-                            ..s
-                        }
-                    }
-                    None => s,
-                };
-                self.on_snapshot(s)
-            }
-            ServerMsg::SnapshotPart(p) => {
-                let parts = self.snapshot_parts.get_or_insert_with(|| SnapshotPart {
-                    conversations: Vec::new(),
-                    messages: Vec::new(),
-                });
-                parts.conversations.extend(p.conversations);
-                parts.messages.extend(p.messages);
-                None
-            }
-            ServerMsg::Live(ev) => {
-                self.on_live(ev);
-                None
-            }
-            ServerMsg::Heartbeat => None,
-            ServerMsg::Error(e) => self.on_error(e),
-            ServerMsg::GoingAway { reason } => {
-                Some(retry(format!("the server is going away: {reason}")))
-            }
-            ServerMsg::QueryResult { request, result } => {
-                if self.queries.remove(&request).is_some() {
-                    self.emit(Update::History { request, result });
-                }
-                None
-            }
-            ServerMsg::LoginOk(_) => Some(retry("protocol error: LoginOk after login")),
-            ServerMsg::SignedOut => {
-                // Forgotten before the caller hears "released", so an app
-                // that exits at once leaves nothing of the workspace behind.
-                if let Err(e) = self.store.forget_workspace() {
-                    tracing::warn!("signed out, but the cached workspace stays: {e}");
-                }
-                if let Some(s) = self.signing_out.take() {
-                    let _ignored = s.reply.send(SignOutResult::Released);
-                }
-                Some(End::Stop(StopReason::SignedOut))
-            }
-        }
-    }
-
-    /// Disk first, memory second: if the store fails, the outbox rows stay
-    /// and are resent later, which the server answers idempotently.
-    fn on_ack(&mut self, up_to: Seq, results: &[CommandResult]) -> Option<End> {
-        if up_to >= self.outbox.next_seq() {
-            return Some(retry(format!(
-                "protocol error: ack up to {up_to}, but only {} commands were ever numbered",
-                self.outbox.next_seq().saturating_sub(1)
-            )));
-        }
-        if up_to <= self.outbox.acked() {
-            return None;
-        }
-        let acked = match self.store.apply_ack(up_to, results) {
-            Ok(a) => a,
-            Err(e) => return Some(self.store_failed(e)),
-        };
-        if let Err(e) = self.outbox.on_ack(up_to) {
-            return Some(retry(format!("protocol error: {e}")));
-        }
-        for a in acked {
-            self.emit_acked(a);
-        }
-        self.publish();
-        None
-    }
-
-    fn emit_acked(&mut self, a: AckedCommand) {
-        match a.outcome {
-            Some(Outcome::Rejected { code, message }) => {
-                tracing::warn!(id = %a.id, %code, %message, "command rejected");
-                self.emit(Update::CommandRejected {
-                    id: a.id,
-                    code,
-                    message,
-                });
-            }
-            Some(Outcome::Done {
-                conversation,
-                message,
-                ..
-            }) => self.emit(Update::CommandDone {
-                id: a.id,
-                conversation,
-                message,
-            }),
-            None => self.emit(Update::CommandDone {
-                id: a.id,
-                conversation: None,
-                message: None,
-            }),
-        }
-        if let Some(u) = ack_update(a.message.as_ref()) {
-            self.emit(u);
-        }
-    }
-
-    fn on_event(&mut self, seq: Seq, event: Event) -> Option<End> {
-        match self.inbox.check(seq) {
-            Err(gap) => Some(retry(format!("protocol error: {gap}"))),
-            Ok(Verdict::Duplicate) => None,
-            Ok(Verdict::Apply) => {
-                let effect = match self.store.apply_event(seq, &event) {
-                    Ok(e) => e,
-                    Err(e) => return Some(self.store_failed(e)),
-                };
-                self.inbox.applied(seq, Instant::now());
-                self.fresh = false;
-                for u in event_updates(effect) {
-                    self.emit(u);
-                }
-                None
-            }
-        }
-    }
-
-    fn on_snapshot(&mut self, s: Snapshot) -> Option<End> {
-        if let Err(e) = self.store.apply_snapshot(&s) {
-            return Some(self.store_failed(e));
-        }
-        self.inbox.reset_to(s.seq, Instant::now());
-        self.fresh = false;
-        if !s.recovered {
-            tracing::info!(
-                seq = s.seq,
-                "applied a snapshot; history in between may be missing"
-            );
-        }
-        self.emit(Update::SnapshotApplied {
-            recovered: s.recovered,
-        });
-        None
-    }
-
-    fn on_live(&mut self, ev: LiveEvent) {
-        match ev {
-            LiveEvent::Visitors(list) => {
-                if let Err(e) = self.store.replace_visitors(&list) {
-                    tracing::warn!("cannot cache the visitor list: {e}");
-                }
-                self.dirty_visitors.clear();
-                self.visitors_dirty_since = None;
-                self.visitors = list.iter().map(|v| (v.id.clone(), v.clone())).collect();
-                self.emit(Update::Visitors(list));
-            }
-            LiveEvent::Visitor(v) => {
-                self.mark_visitor_dirty(v.id.clone());
-                self.visitors.insert(v.id.clone(), v.clone());
-                self.emit(Update::Visitor(Box::new(v)));
-            }
-            LiveEvent::VisitorGone { visitor } => {
-                self.mark_visitor_dirty(visitor.clone());
-                self.visitors.remove(&visitor);
-                self.emit(Update::VisitorGone { visitor });
-            }
-            // Superseded by TeamMember; servers no longer send it.
-            LiveEvent::AgentPresence { .. } => {}
-            LiveEvent::Team(list) => self.emit(Update::Team(list)),
-            LiveEvent::TeamMember(m) => self.emit(Update::TeamMember(m)),
-        }
-    }
-
-    fn on_error(&mut self, e: WireError) -> Option<End> {
-        match e.code {
-            ErrorCode::Unauthorized | ErrorCode::Disabled | ErrorCode::Revoked => {
-                Some(self.login_refused(e.code, e.message))
-            }
-            ErrorCode::GoingAway => Some(retry(format!("the server is going away: {}", e.message))),
-            code => {
-                tracing::warn!(%code, message = %e.message, "server error");
-                self.emit(Update::ServerError {
-                    code,
-                    message: e.message,
-                });
-                None
-            }
-        }
-    }
-
-    /// A store failure ends the connection: nothing unstored was acked, and
-    /// the next connection replays from the durable cursor.
-    fn store_failed(&mut self, e: StoreError) -> End {
-        tracing::error!("local store failed: {e}");
-        self.emit(Update::StoreFailed {
-            message: e.to_string(),
-        });
-        retry(format!("local store failed: {e}"))
-    }
-
     // ------------------------------------------------------------ requests
 
     fn on_request(&mut self, req: Request) -> Control {
@@ -1092,18 +417,12 @@ impl Core {
             } => {
                 let request = self.next_request;
                 self.next_request = self.next_request.checked_add(1).unwrap_or(1);
-                self.queries.insert(
+                self.machine.query(Query::History {
                     request,
-                    Query::History {
-                        request,
-                        visitor,
-                        before,
-                        limit,
-                    },
-                );
-                if self.state == ConnState::Live {
-                    self.unsent_queries.push_back(request);
-                }
+                    visitor,
+                    before,
+                    limit,
+                });
                 let _ignored = reply.send(request);
                 Control::Continue
             }
@@ -1135,7 +454,7 @@ impl Core {
     fn enqueue(&mut self, action: Action) -> Result<MsgId, ClientError> {
         let now = store::now_ms();
         let id = MsgId::generate(u64::try_from(now).unwrap_or(0), &mut rand::rng());
-        let seq = self.outbox.next_seq();
+        let seq = self.machine.next_seq();
         // An action too big for a frame could never be sent and would block
         // everything queued after it.
         let len = sealed_len(
@@ -1154,7 +473,7 @@ impl Core {
             });
         }
         let stored = self.store.enqueue(seq, id, &action, now)?;
-        let pushed = self.outbox.push(Pending { id, action });
+        let pushed = self.machine.push(id, action);
         debug_assert_eq!(pushed, seq);
         if let Some(m) = stored {
             self.emit(Update::Message(m));
@@ -1220,7 +539,7 @@ impl Core {
     fn publish(&mut self) {
         let status = ConnectionStatus {
             state: self.state.clone(),
-            unsent: self.outbox.unacked(),
+            unsent: self.machine.unacked(),
         };
         if *self.status.borrow() != status {
             self.status.send_replace(status.clone());
@@ -1229,39 +548,14 @@ impl Core {
     }
 }
 
-/// What the UI hears about a message an ack settled.
-pub fn ack_update(message: Option<&StoredMessage>) -> Option<Update> {
-    message.map(Update::message_state)
-}
-
-/// What the UI hears about an applied event.
-pub fn event_updates(effect: EventEffect) -> Vec<Update> {
-    match effect {
-        EventEffect::Message { message, new: true } => vec![Update::Message(message)],
-        EventEffect::Message {
-            message,
-            new: false,
-        } => vec![Update::message_state(&message)],
-        EventEffect::Conversation(c) => vec![Update::Conversation(c)],
-        EventEffect::Delivered { changed, .. } => {
-            changed.iter().map(Update::message_state).collect()
-        }
-        EventEffect::Nothing => Vec::new(),
-    }
-}
-
-fn msg_name(m: &ServerMsg) -> &'static str {
-    match m {
-        ServerMsg::LoginOk(_) => "LoginOk",
-        ServerMsg::Ack(_) => "Ack",
-        ServerMsg::Event { .. } => "Event",
-        ServerMsg::Snapshot(_) => "Snapshot",
-        ServerMsg::Live(_) => "Live",
-        ServerMsg::Heartbeat => "Heartbeat",
-        ServerMsg::Error(_) => "Error",
-        ServerMsg::GoingAway { .. } => "GoingAway",
-        ServerMsg::QueryResult { .. } => "QueryResult",
-        ServerMsg::SignedOut => "SignedOut",
-        ServerMsg::SnapshotPart(_) => "SnapshotPart",
+/// A session failure as the reason a connection ended.
+fn session_failure(e: SessionError) -> String {
+    match e {
+        SessionError::Dead(silence) => format!(
+            "no traffic from the server for {} ms; connection considered dead",
+            silence.as_millis()
+        ),
+        e @ (SessionError::Gap(_) | SessionError::CommandAckBeyondSent(_)) => e.to_string(),
+        e => format!("protocol error: {e}"),
     }
 }

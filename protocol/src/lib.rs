@@ -19,6 +19,9 @@
 //! - [`delivery`]: the sender-side outbox and receiver-side inbox machines.
 //! - [`liveness`]: heartbeat and dead-peer timer.
 //! - [`backoff`]: reconnect backoff with full jitter.
+//! - [`session`]: the client and server session machines that combine all
+//!   of the above behind one `handle_*`/`poll_*` surface; the server's
+//!   gateway and the tests drive them.
 
 pub mod agent;
 pub mod backoff;
@@ -30,6 +33,7 @@ pub mod ids;
 pub mod liveness;
 pub mod notice;
 pub mod seal;
+pub mod session;
 pub mod visitor;
 
 /// The agent channel's protocol version, carried in both hellos. Version 2

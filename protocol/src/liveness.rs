@@ -77,6 +77,11 @@ impl Liveness {
         (self.last_send + self.cfg.heartbeat).min(self.last_recv + self.cfg.dead_after)
     }
 
+    /// When the peer counts as dead if nothing arrives before.
+    pub fn dead_at(&self) -> Instant {
+        self.last_recv + self.cfg.dead_after
+    }
+
     /// How long the peer has been silent.
     pub fn silence(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.last_recv)

@@ -2,12 +2,15 @@
 //! virtual time and a hostile network.
 //!
 //! The promise being tested is the product's (README.md: "no message is ever
-//! lost or shown twice"; RELIABILITY.md says what that covers). The real
-//! protocol pieces do the work: `FrameCodec` framing, the X25519 handshake,
-//! sealed frames, `agent` messages, `delivery::{Outbox, Inbox}`,
-//! `liveness::Liveness` and `backoff::Backoff`. The harness supplies
-//! only what a real deployment would: a network ([`Net`], [`Link`]), an agent
-//! app ([`SimClient`]), a server with durable state ([`SimServer`]), and an
+//! lost or shown twice"; RELIABILITY.md says what that covers). Both ends
+//! are the shipped session machines: every connection's server side is a
+//! `session::server::Server`, driven the way the gateway drives it (a Login
+//! answered, each command committed and acked at once, the log pushed in
+//! order), and the agent app drives a `session::client::Client` the way the
+//! client core does (stored before it is pushed, applied before it is
+//! acked). The harness supplies only what a real deployment would: a
+//! network ([`Net`], [`Link`]), the app's durable outbox and cursor
+//! ([`SimClient`]), the server's durable state ([`SimServer`]), and an
 //! independent observer ([`Checker`]) that counts every loss, duplicate and
 //! reordering it sees.
 //!
@@ -18,38 +21,32 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use holdfast_protocol::DEFAULT_MAX_FRAME;
 use holdfast_protocol::agent::{
-    AckBatch, Action, Author, ChatMessage, ClientMsg, Command, CommandResult, ConversationId,
+    AckBatch, Action, Author, ChatMessage, Command, CommandResult, ConversationId,
     ConversationInfo, ConversationState, Event, Login, LoginOk, MessageId, Outcome, Presence,
-    Resume, Seq, ServerMsg,
+    Resume, Seq,
 };
 use holdfast_protocol::backoff::{Backoff, BackoffConfig};
-use holdfast_protocol::codec::{FrameCodec, FrameError, HEADER_LEN};
 use holdfast_protocol::delivery::{AckPolicy, Inbox, Outbox, Verdict};
-use holdfast_protocol::handshake::{
-    ClientHandshake, ClientSession, ServerIdentity, ServerSession, server_accept,
-};
+use holdfast_protocol::handshake::ServerIdentity;
 use holdfast_protocol::ids::MsgId;
-use holdfast_protocol::liveness::{Liveness, LivenessAction, LivenessConfig};
-use holdfast_protocol::seal::IV_LEN;
+use holdfast_protocol::liveness::LivenessConfig;
+use holdfast_protocol::session::SessionError;
+use holdfast_protocol::session::client::{
+    Client, ClientConfig as SessionClientConfig, ClientEvent, Queued,
+};
+use holdfast_protocol::session::server::{Server, ServerConfig, ServerEvent};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use tokio_util::codec::{Decoder, Encoder};
 
 /// A handshake (hello, reply, login, login-ok) that has not finished by
 /// then is abandoned. Liveness cannot cover it: before the session exists
 /// there is no way to send a heartbeat.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The server acks commands once this many results are waiting...
-const SERVER_ACK_BATCH: usize = 8;
-/// ...or this long after the first one, whichever comes first.
-const SERVER_ACK_DELAY: Duration = Duration::from_millis(20);
-/// At most this many commands in flight per connection. Flow control, and
-/// it bounds the work a client whose acks never come does on each reconnect.
-const SEND_WINDOW: usize = 64;
 /// Conversations the traffic is spread over, so per-conversation commit
 /// order is checked on interleaved streams.
 const CONVERSATIONS: u64 = 4;
@@ -388,47 +385,6 @@ impl Net {
 
 // ====================================================================== framing
 
-/// The receive side of a connection: bytes in, frames out, through the real
-/// `FrameCodec`.
-#[derive(Debug)]
-struct FrameReader {
-    codec: FrameCodec,
-    buf: BytesMut,
-}
-
-impl FrameReader {
-    fn new() -> Self {
-        Self {
-            codec: FrameCodec::default(),
-            buf: BytesMut::new(),
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
-
-    fn next_frame(&mut self) -> Result<Option<BytesMut>, FrameError> {
-        self.codec.decode(&mut self.buf)
-    }
-}
-
-fn send_frame(
-    writer: &mut FrameCodec,
-    net: &mut Net,
-    link: LinkId,
-    from: End,
-    payload: &[u8],
-    now: Instant,
-) -> Result<(), Why> {
-    let mut buf = BytesMut::with_capacity(HEADER_LEN + payload.len());
-    writer
-        .encode(payload, &mut buf)
-        .map_err(|e| Why::Protocol(e.to_string()))?;
-    net.send(link, from, &buf, now)
-        .map_err(|LinkDown| Why::SendFailed)
-}
-
 /// Why an endpoint dropped a connection.
 #[derive(Debug)]
 enum Why {
@@ -705,24 +661,13 @@ enum OutboxPolicy {
     ClearOnTransmit,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Hello sent (client) or awaited (server).
-    Hello,
-    /// Session keys agreed; Login sent (client) or awaited (server).
-    Login,
-    Ready,
-}
-
+/// One connection as the app sees it; the protocol state is the machine's.
 #[derive(Debug)]
 struct ClientConn {
     link: LinkId,
-    reader: FrameReader,
-    phase: Phase,
+    /// A login not complete by then is abandoned.
     deadline: Instant,
-    handshake: Option<ClientHandshake>,
-    session: Option<ClientSession>,
-    liveness: Option<Liveness>,
+    ready: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -740,8 +685,17 @@ struct ClientStats {
     backoff_violations: u64,
 }
 
-/// The agent app: a durable outbox of commands, a durable event cursor, and
-/// one connection at a time.
+fn session_config() -> SessionClientConfig {
+    SessionClientConfig {
+        liveness: LivenessConfig::default(),
+        ack_policy: AckPolicy::default(),
+        max_frame: DEFAULT_MAX_FRAME,
+    }
+}
+
+/// The agent app: the shipped `session::client` machine, a durable outbox
+/// of commands and a durable event cursor beside it, and one connection at
+/// a time.
 #[derive(Debug)]
 struct SimClient {
     device: MsgId,
@@ -750,15 +704,18 @@ struct SimClient {
     rng: StdRng,
     backoff: Backoff,
     // Durable: survives disconnects and restarts.
-    outbox: Outbox<Command>,
-    inbox: Inbox,
+    outbox: BTreeMap<Seq, Command>,
+    acked: Seq,
+    cursor: Seq,
     view: BTreeMap<ConversationId, Vec<MessageId>>,
-    // Volatile.
+    // Volatile: rebuilt from the durable state on restart.
+    machine: Client,
     conn: Option<ClientConn>,
     redial_at: Instant,
     next_command_at: Instant,
     command_gap: Duration,
-    writer: FrameCodec,
+    /// The app's counts, and its machines' from before the last restart
+    /// (see [`SimClient::stats`]).
     stats: ClientStats,
     errors: Vec<String>,
 }
@@ -766,22 +723,43 @@ struct SimClient {
 impl SimClient {
     fn new(cfg: &SimConfig, start: Instant) -> Self {
         let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x00C1_1E47);
+        // A cursor of 0, not none: the sim server always replays.
+        let machine = Client::new(
+            session_config(),
+            Some(0),
+            Outbox::new(),
+            start,
+            rng.random(),
+        );
         Self {
             device: MsgId::generate(EPOCH_MS, &mut rng),
             policy: cfg.policy,
             start,
             backoff: Backoff::new(BackoffConfig::default(), rng.random()),
             rng,
-            outbox: Outbox::new(),
-            inbox: Inbox::new(0, AckPolicy::default()),
+            outbox: BTreeMap::new(),
+            acked: 0,
+            cursor: 0,
             view: BTreeMap::new(),
+            machine,
             conn: None,
             redial_at: start,
             next_command_at: start,
             command_gap: cfg.command_gap,
-            writer: FrameCodec::default(),
             stats: ClientStats::default(),
             errors: Vec::new(),
+        }
+    }
+
+    /// This app's counts and its machines'.
+    fn stats(&self) -> ClientStats {
+        let m = self.machine.stats();
+        ClientStats {
+            commands_sent: self.stats.commands_sent + m.commands_sent,
+            duplicate_events_ignored: self.stats.duplicate_events_ignored + m.duplicate_events,
+            acks_sent: self.stats.acks_sent + m.acks_sent,
+            heartbeats_sent: self.stats.heartbeats_sent + m.heartbeats_sent,
+            ..self.stats
         }
     }
 
@@ -790,31 +768,24 @@ impl SimClient {
     }
 
     fn ready(&self) -> bool {
-        self.conn.as_ref().is_some_and(|c| c.phase == Phase::Ready)
+        self.conn.as_ref().is_some_and(|c| c.ready)
     }
 
     fn wants_dial(&self, now: Instant) -> bool {
         self.conn.is_none() && now >= self.redial_at
     }
 
-    /// A new connection: rewind the outbox so every unacked command goes out
-    /// again, in order, and start the handshake.
-    fn start(&mut self, link: LinkId, net: &mut Net, now: Instant) {
+    /// A new connection: the machine sends its hello, and rewinds its
+    /// outbox at login so every unacked command goes out again, in order.
+    fn start(&mut self, link: LinkId, net: &mut Net, checker: &mut Checker, now: Instant) {
         self.stats.dials += 1;
-        self.outbox.on_reconnect();
-        self.inbox.on_reconnect();
-        let handshake = ClientHandshake::new(self.rng.random());
-        let hello = handshake.hello().to_vec();
+        self.machine.connect(now);
         self.conn = Some(ClientConn {
             link,
-            reader: FrameReader::new(),
-            phase: Phase::Hello,
             deadline: now + HANDSHAKE_TIMEOUT,
-            handshake: Some(handshake),
-            session: None,
-            liveness: None,
+            ready: false,
         });
-        if let Err(why) = send_frame(&mut self.writer, net, link, End::Client, &hello, now) {
+        if let Err(why) = self.transmit(net, checker, now) {
             self.disconnect(net, now, why);
         }
     }
@@ -822,9 +793,10 @@ impl SimClient {
     fn disconnect(&mut self, net: &mut Net, now: Instant, why: Why) {
         let mut was_ready = false;
         if let Some(conn) = self.conn.take() {
-            was_ready = conn.phase == Phase::Ready;
+            was_ready = conn.ready;
             net.close(conn.link, End::Client, now);
         }
+        self.machine.disconnect();
         self.stats.dropped.count(&why);
         note_error(&mut self.errors, &why);
         let delay = self.backoff.next_delay();
@@ -838,173 +810,150 @@ impl SimClient {
     }
 
     /// The app process dies and comes back: everything volatile is gone, and
-    /// the outbox and cursor are rebuilt from what was durable.
+    /// the machine is rebuilt from what was durable.
     fn restart(&mut self, net: &mut Net, now: Instant) {
         if let Some(conn) = self.conn.take() {
             // The kernel closes the dead process's socket.
             net.close(conn.link, End::Client, now);
         }
-        let items: Vec<(Seq, Command)> = self.outbox.iter().cloned().collect();
-        self.outbox = Outbox::restore(self.outbox.acked(), items);
-        self.inbox = Inbox::new(self.inbox.cursor(), AckPolicy::default());
+        self.stats = self.stats();
+        let items = self.outbox.iter().map(|(seq, c)| {
+            (
+                *seq,
+                Queued {
+                    id: c.id,
+                    action: c.action.clone(),
+                },
+            )
+        });
+        let outbox = Outbox::restore(self.acked, items);
+        self.machine = Client::new(
+            session_config(),
+            Some(self.cursor),
+            outbox,
+            now,
+            self.rng.random(),
+        );
         self.backoff = Backoff::new(BackoffConfig::default(), self.rng.random());
         self.redial_at = now + Duration::from_millis(self.rng.random_range(100..2000));
     }
 
     fn on_chunk(&mut self, chunk: Chunk, net: &mut Net, checker: &mut Checker, now: Instant) {
-        let Some(conn) = self.conn.as_mut() else {
+        if self.conn.is_none() {
             return;
-        };
-        let bytes = match chunk {
-            Chunk::Fin => return self.disconnect(net, now, Why::PeerClosed),
-            Chunk::Data(bytes) => bytes,
-        };
-        conn.reader.push(&bytes);
-        loop {
-            let Some(conn) = self.conn.as_mut() else {
-                return;
-            };
-            let frame = match conn.reader.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => return,
-                Err(e) => return self.disconnect(net, now, Why::Framing(e.to_string())),
-            };
-            if let Err(why) = self.on_frame(&frame, net, checker, now) {
-                return self.disconnect(net, now, why);
+        }
+        let result = match chunk {
+            Chunk::Fin => Err(Why::PeerClosed),
+            Chunk::Data(bytes) => {
+                self.machine.handle_bytes(now, &bytes);
+                self.drive(net, checker, now)
             }
+        };
+        if let Err(why) = result {
+            self.disconnect(net, now, why);
         }
     }
 
-    fn on_frame(
+    /// Act on everything the machine surfaces, then write what it queued.
+    fn drive(&mut self, net: &mut Net, checker: &mut Checker, now: Instant) -> Result<(), Why> {
+        loop {
+            match self.machine.poll_event() {
+                Ok(Some(ev)) => self.on_event(ev, checker, now)?,
+                Ok(None) => break,
+                Err(e) => return Err(why(e)),
+            }
+        }
+        self.transmit(net, checker, now)
+    }
+
+    fn on_event(
         &mut self,
-        frame: &[u8],
-        net: &mut Net,
+        ev: ClientEvent,
         checker: &mut Checker,
         now: Instant,
     ) -> Result<(), Why> {
-        let conn = self.conn.as_mut().expect("frames arrive on a connection");
-        if conn.phase == Phase::Hello {
-            let handshake = conn.handshake.take().expect("one reply per handshake");
-            let session = handshake
-                .handle_reply(frame)
-                .map_err(|e| Why::Protocol(e.to_string()))?;
-            conn.session = Some(session);
-            conn.liveness = Some(Liveness::new(LivenessConfig::default(), now));
-            conn.phase = Phase::Login;
-            let login = ClientMsg::Login(Login {
-                username: "agent".into(),
-                password: "hunter2".into(),
-                device_id: self.device,
-                // The cursor is stored with the data it covers, so resuming
-                // from it can neither skip nor repeat an event.
-                resume_after: Some(self.inbox.cursor()),
-                client: "holdfast-sim".into(),
-                ticket: None,
-            });
-            self.send(&login, net, now)?;
-            // Resend unacked commands right behind the login instead of
-            // waiting a round trip for LoginOk. Some were applied before the
-            // old connection died, so the server sees real duplicates.
-            return self.transmit(net, checker, now);
-        }
-        let session = conn.session.as_mut().expect("session after hello");
-        let plain = session
-            .opener
-            .open(frame)
-            .map_err(|e| Why::Protocol(e.to_string()))?;
-        if let Some(l) = conn.liveness.as_mut() {
-            l.on_recv(now);
-        }
-        let msg = ServerMsg::decode(&plain).map_err(|e| Why::Protocol(e.to_string()))?;
-        self.on_msg(msg, checker, now)
-    }
-
-    fn on_msg(&mut self, msg: ServerMsg, checker: &mut Checker, now: Instant) -> Result<(), Why> {
-        let phase = self.conn.as_ref().map(|c| c.phase);
-        match (phase, msg) {
-            (Some(Phase::Login), ServerMsg::LoginOk(ok)) => {
-                let expect = Resume::Replay {
-                    after: self.inbox.cursor(),
+        match ev {
+            ClientEvent::ServerKey(_) => {
+                let login = Login {
+                    username: "agent".into(),
+                    password: "hunter2".into(),
+                    device_id: self.device,
+                    // The machine fills in the cursor, which is stored with
+                    // the data it covers, so resuming from it can neither
+                    // skip nor repeat an event.
+                    resume_after: None,
+                    client: "holdfast-sim".into(),
+                    ticket: None,
                 };
-                if ok.resume != expect {
+                self.machine.login(now, login).map_err(why)
+            }
+            ClientEvent::LoggedIn(ok) => {
+                // A replay from before the cursor is allowed (the server's
+                // copy may lag; the machine drops the repeats); one from
+                // after it would skip events.
+                if !matches!(ok.resume, Resume::Replay { after } if after <= self.cursor) {
                     return Err(Why::Protocol(format!("resume {:?}", ok.resume)));
                 }
                 self.release(ok.commands_acked, checker)?;
                 if let Some(c) = self.conn.as_mut() {
-                    c.phase = Phase::Ready;
+                    c.ready = true;
                 }
                 self.backoff.reset();
                 self.stats.logins += 1;
                 Ok(())
             }
-            (Some(Phase::Ready), ServerMsg::Ack(batch)) => {
+            ClientEvent::Acked(batch) => {
                 for r in &batch.results {
                     checker.result_seen(r);
                 }
                 self.release(batch.up_to, checker)
             }
-            (Some(Phase::Ready), ServerMsg::Event { seq, event }) => {
-                match self.inbox.check(seq) {
-                    Ok(Verdict::Apply) => {
-                        // "Apply and store the cursor in one transaction".
-                        checker.client_applied(seq, &event);
-                        if let Event::Message(m) = &event {
-                            self.view.entry(m.conversation).or_default().push(m.message);
-                        }
-                        self.inbox.applied(seq, now);
-                        Ok(())
-                    }
-                    Ok(Verdict::Duplicate) => {
-                        self.stats.duplicate_events_ignored += 1;
-                        Ok(())
-                    }
-                    Err(gap) => Err(Why::Protocol(gap.to_string())),
+            ClientEvent::Event { seq, event } => {
+                // "Apply and store the cursor in one transaction", then tell
+                // the machine, which acks it.
+                checker.client_applied(seq, &event);
+                if let Event::Message(m) = &event {
+                    self.view.entry(m.conversation).or_default().push(m.message);
                 }
+                self.cursor = seq;
+                self.machine.applied(seq, now);
+                Ok(())
             }
-            (Some(Phase::Login | Phase::Ready), ServerMsg::Heartbeat) => Ok(()),
-            (_, other) => Err(Why::Protocol(format!("unexpected {other:?}"))),
+            other => Err(Why::Protocol(format!("unexpected {other:?}"))),
         }
     }
 
-    /// Forget commands the server says are durable.
+    /// Forget commands the server says are durable: from the durable
+    /// outbox first, then from the machine's.
     fn release(&mut self, up_to: Seq, checker: &mut Checker) -> Result<(), Why> {
-        let done = self
-            .outbox
-            .on_ack(up_to)
-            .map_err(|e| Why::Protocol(e.to_string()))?;
-        for (_, cmd) in done {
+        if up_to <= self.acked {
+            return Ok(());
+        }
+        let kept = self.outbox.split_off(&(up_to + 1));
+        for cmd in std::mem::replace(&mut self.outbox, kept).into_values() {
             checker.client_released(cmd.id);
         }
-        Ok(())
+        self.acked = up_to;
+        self.machine.commands_acked(up_to).map_err(why)
     }
 
+    /// Write what the machine has queued.
     fn transmit(&mut self, net: &mut Net, checker: &mut Checker, now: Instant) -> Result<(), Why> {
-        while self.outbox.in_flight() < SEND_WINDOW {
-            let Some((seq, cmd)) = self.outbox.poll_transmit() else {
-                break;
-            };
-            let msg = ClientMsg::Command(cmd.clone());
-            self.send(&msg, net, now)?;
-            self.stats.commands_sent += 1;
-            if self.policy == OutboxPolicy::ClearOnTransmit {
-                self.release(seq, checker)?;
-            }
+        let Some(link) = self.link() else {
+            return Ok(());
+        };
+        let mut wrote = false;
+        while let Some(bytes) = self.machine.poll_transmit(now) {
+            net.send(link, End::Client, &bytes, now)
+                .map_err(|LinkDown| Why::SendFailed)?;
+            wrote = true;
+        }
+        // The bug under test: every command pushed is in those bytes once
+        // the session is live, and it forgets them as if acked.
+        if wrote && self.policy == OutboxPolicy::ClearOnTransmit && self.machine.is_live() {
+            self.release(self.machine.next_seq() - 1, checker)?;
         }
         Ok(())
-    }
-
-    fn send(&mut self, msg: &ClientMsg, net: &mut Net, now: Instant) -> Result<(), Why> {
-        let conn = self.conn.as_mut().expect("sending needs a connection");
-        let iv: [u8; IV_LEN] = self.rng.random();
-        let session = conn.session.as_mut().expect("sealed frames need a session");
-        let sealed = session
-            .sealer
-            .seal(iv, &msg.encode())
-            .map_err(|e| Why::Protocol(e.to_string()))?;
-        if let Some(l) = conn.liveness.as_mut() {
-            l.on_send(now);
-        }
-        send_frame(&mut self.writer, net, conn.link, End::Client, &sealed, now)
     }
 
     /// The user acts: commands are written to the (durable) outbox first and
@@ -1016,7 +965,7 @@ impl SimClient {
             1
         };
         for _ in 0..burst {
-            let seq = self.outbox.next_seq();
+            let seq = self.machine.next_seq();
             let id = MsgId::generate(unix_ms(self.start, now), &mut self.rng);
             let conversation = self.rng.random_range(1..=CONVERSATIONS);
             let action = match self.rng.random_range(0..20) {
@@ -1031,7 +980,15 @@ impl SimClient {
                 },
             };
             checker.command_created(id, seq);
-            let pushed = self.outbox.push(Command { id, seq, action });
+            self.outbox.insert(
+                seq,
+                Command {
+                    id,
+                    seq,
+                    action: action.clone(),
+                },
+            );
+            let pushed = self.machine.push(id, action);
             assert_eq!(pushed, seq);
         }
         let gap = self.rng.random_range(Duration::ZERO..=self.command_gap * 2);
@@ -1048,57 +1005,32 @@ impl SimClient {
     }
 
     fn poll_conn(&mut self, net: &mut Net, checker: &mut Checker, now: Instant) -> Result<(), Why> {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.conn.as_ref() else {
             return Ok(());
         };
-        if conn.phase != Phase::Ready && now >= conn.deadline {
+        if !conn.ready && now >= conn.deadline {
             return Err(Why::HandshakeTimeout);
         }
-        if let Some(l) = conn.liveness.as_ref() {
-            match l.poll(now) {
-                LivenessAction::Dead => {
-                    if !net.silent(conn.link) {
-                        self.stats.spurious_dead += 1;
-                    }
-                    return Err(Why::Dead);
-                }
-                LivenessAction::SendHeartbeat => {
-                    self.stats.heartbeats_sent += 1;
-                    self.send(&ClientMsg::Heartbeat, net, now)?;
-                }
-                LivenessAction::Idle => {}
+        if let Err(e) = self.machine.handle_timeout(now) {
+            if matches!(e, SessionError::Dead(_)) && !net.silent(conn.link) {
+                self.stats.spurious_dead += 1;
             }
+            return Err(why(e));
         }
-        let phase = self.conn.as_ref().map(|c| c.phase);
-        if phase == Some(Phase::Ready)
-            && let Some(up_to) = self.inbox.poll_ack(now)
-        {
-            self.stats.acks_sent += 1;
-            self.send(&ClientMsg::Ack { up_to }, net, now)?;
-        }
-        if phase != Some(Phase::Hello) {
-            self.transmit(net, checker, now)?;
-        }
-        Ok(())
+        self.transmit(net, checker, now)
     }
 
     fn next_wakeup(&self, workload: bool) -> Option<Instant> {
-        let mut t = workload.then_some(self.next_command_at);
+        let t = workload.then_some(self.next_command_at);
         let Some(conn) = &self.conn else {
             return min_opt(t, Some(self.redial_at));
         };
-        if conn.phase != Phase::Ready {
-            t = min_opt(t, Some(conn.deadline));
-        }
-        if let Some(l) = &conn.liveness {
-            t = min_opt(t, Some(l.poll_timeout()));
-        }
-        if conn.phase == Phase::Ready {
-            // Safe only because `poll` has just drained any "ack now" with
-            // `poll_ack`; see `inbox_poll_timeout_does_not_read_the_wall_clock`.
-            t = min_opt(t, self.inbox.poll_timeout());
-        }
-        t
+        let t = if conn.ready {
+            t
+        } else {
+            min_opt(t, Some(conn.deadline))
+        };
+        min_opt(t, self.machine.poll_timeout())
     }
 }
 
@@ -1140,20 +1072,16 @@ impl Durable {
     }
 }
 
+/// One connection as the server sees it: the shipped session machine, and
+/// what the gateway keeps beside it (the pre-auth deadline, the device).
 #[derive(Debug)]
 struct ServerConn {
     link: LinkId,
-    reader: FrameReader,
-    phase: Phase,
+    machine: Server,
+    /// A login not complete by then is abandoned, as by the gateway's
+    /// pre-auth deadline.
     deadline: Instant,
-    session: Option<ServerSession>,
-    liveness: Option<Liveness>,
     device: Option<MsgId>,
-    /// The last event seq sent on this connection.
-    sent: Seq,
-    /// Results committed but not yet acked on the wire.
-    pending_acks: Vec<CommandResult>,
-    pending_since: Option<Instant>,
     closed: bool,
 }
 
@@ -1176,15 +1104,17 @@ struct ServerStats {
 /// mutably alongside the state it acts on.
 #[derive(Debug)]
 struct ServerCore {
-    identity: ServerIdentity,
+    identity: Arc<ServerIdentity>,
     start: Instant,
     rng: StdRng,
-    writer: FrameCodec,
     durable: Durable,
     stats: ServerStats,
     errors: Vec<String>,
 }
 
+/// The server: the shipped `session::server` machine per connection, driven
+/// the way `server/src/agent_gw.rs` drives it (answer a Login, commit a
+/// command and ack it at once, push the log in order), over durable state.
 #[derive(Debug)]
 struct SimServer {
     core: ServerCore,
@@ -1196,10 +1126,9 @@ impl SimServer {
         let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x005E_47E4);
         Self {
             core: ServerCore {
-                identity: ServerIdentity::from_secret_bytes(rng.random()),
+                identity: Arc::new(ServerIdentity::from_secret_bytes(rng.random())),
                 start,
                 rng,
-                writer: FrameCodec::default(),
                 durable: Durable::default(),
                 stats: ServerStats::default(),
                 errors: Vec::new(),
@@ -1210,17 +1139,21 @@ impl SimServer {
 
     fn accept(&mut self, link: LinkId, now: Instant) {
         self.core.stats.accepted += 1;
+        let machine = Server::new(
+            ServerConfig {
+                identity: self.core.identity.clone(),
+                liveness: LivenessConfig::default(),
+                max_frame: DEFAULT_MAX_FRAME,
+                preauth_max_frame: DEFAULT_MAX_FRAME,
+            },
+            now,
+            self.core.rng.random(),
+        );
         self.conns.push(ServerConn {
             link,
-            reader: FrameReader::new(),
-            phase: Phase::Hello,
+            machine,
             deadline: now + HANDSHAKE_TIMEOUT,
-            session: None,
-            liveness: None,
             device: None,
-            sent: 0,
-            pending_acks: Vec::new(),
-            pending_since: None,
             closed: false,
         });
     }
@@ -1239,9 +1172,8 @@ impl SimServer {
         let result = match chunk {
             Chunk::Fin => Err(Why::PeerClosed),
             Chunk::Data(bytes) => {
-                self.conns[i].reader.push(&bytes);
-                self.core
-                    .drain_frames(&mut self.conns[i], net, checker, now)
+                self.conns[i].machine.handle_bytes(now, &bytes);
+                self.core.drive(&mut self.conns[i], net, checker, now)
             }
         };
         match result {
@@ -1295,17 +1227,21 @@ impl SimServer {
     fn next_wakeup(&self) -> Option<Instant> {
         let mut t = None;
         for c in &self.conns {
-            if c.phase != Phase::Ready {
+            if !c.machine.is_live() {
                 t = min_opt(t, Some(c.deadline));
             }
-            if let Some(l) = &c.liveness {
-                t = min_opt(t, Some(l.poll_timeout()));
-            }
-            if let Some(since) = c.pending_since {
-                t = min_opt(t, Some(since + SERVER_ACK_DELAY));
-            }
+            t = min_opt(t, c.machine.poll_timeout());
         }
         t
+    }
+}
+
+/// Why a session machine ended a connection, in the sim's terms.
+fn why(e: SessionError) -> Why {
+    match e {
+        SessionError::Dead(_) => Why::Dead,
+        SessionError::Frame(e) => Why::Framing(e.to_string()),
+        e => Why::Protocol(e.to_string()),
     }
 }
 
@@ -1317,8 +1253,9 @@ impl ServerCore {
         note_error(&mut self.errors, &why);
     }
 
+    /// Answer everything the machine surfaces, then write what it queued.
     /// Returns whether a login completed.
-    fn drain_frames(
+    fn drive(
         &mut self,
         conn: &mut ServerConn,
         net: &mut Net,
@@ -1326,69 +1263,37 @@ impl ServerCore {
         now: Instant,
     ) -> Result<bool, Why> {
         let mut logged_in = false;
-        while let Some(frame) = conn
-            .reader
-            .next_frame()
-            .map_err(|e| Why::Framing(e.to_string()))?
-        {
-            logged_in |= self.on_frame(conn, &frame, net, checker, now)?;
+        loop {
+            match conn.machine.poll_event() {
+                Ok(Some(ev)) => logged_in |= self.on_event(conn, ev, checker, now)?,
+                Ok(None) => break,
+                Err(e) => {
+                    // What the machine queued for the peer (an Error naming
+                    // the reason) goes out before the close.
+                    let _sent = transmit(conn, net, now);
+                    return Err(why(e));
+                }
+            }
         }
+        transmit(conn, net, now)?;
         Ok(logged_in)
     }
 
-    fn on_frame(
+    fn on_event(
         &mut self,
         conn: &mut ServerConn,
-        frame: &[u8],
-        net: &mut Net,
+        ev: ServerEvent,
         checker: &mut Checker,
         now: Instant,
     ) -> Result<bool, Why> {
-        if conn.phase == Phase::Hello {
-            let accepted = server_accept(&self.identity, self.rng.random(), frame)
-                .map_err(|r| Why::Protocol(r.error.to_string()))?;
-            conn.session = Some(accepted.session);
-            conn.liveness = Some(Liveness::new(LivenessConfig::default(), now));
-            conn.phase = Phase::Login;
-            send_frame(
-                &mut self.writer,
-                net,
-                conn.link,
-                End::Server,
-                &accepted.reply,
-                now,
-            )?;
-            return Ok(false);
-        }
-        let session = conn.session.as_mut().expect("session after hello");
-        let plain = session
-            .opener
-            .open(frame)
-            .map_err(|e| Why::Protocol(e.to_string()))?;
-        if let Some(l) = conn.liveness.as_mut() {
-            l.on_recv(now);
-        }
-        let msg = ClientMsg::decode(&plain).map_err(|e| Why::Protocol(e.to_string()))?;
-        self.on_msg(conn, msg, net, checker, now)
-    }
-
-    fn on_msg(
-        &mut self,
-        conn: &mut ServerConn,
-        msg: ClientMsg,
-        net: &mut Net,
-        checker: &mut Checker,
-        now: Instant,
-    ) -> Result<bool, Why> {
-        match (conn.phase, msg) {
-            (Phase::Login, ClientMsg::Login(login)) => {
+        match ev {
+            ServerEvent::Login(login) => {
                 let log_len = self.durable.events.len() as u64;
                 let after = match login.resume_after {
                     Some(after) if after <= log_len => after,
                     other => return Err(Why::Protocol(format!("bad cursor {other:?}"))),
                 };
                 conn.device = Some(login.device_id);
-                conn.phase = Phase::Ready;
                 // Replay starts after the client's cursor; the cursor also
                 // stands in for any ack the client could not send. Now and
                 // then start a little early, as a server whose copy of the
@@ -1400,41 +1305,51 @@ impl ServerCore {
                     0
                 };
                 self.stats.events_resent += overlap;
-                conn.sent = after - overlap;
+                // The same for the commands it reports committed: the client
+                // resends those it had no ack for, and the server must answer
+                // them from its idempotency keys, never apply them twice.
+                let acked_lag = if self.rng.random_bool(0.2) {
+                    self.rng.random_range(1..=5).min(self.durable.applied_seq)
+                } else {
+                    0
+                };
                 self.stats.logins += 1;
-                let ok = ServerMsg::LoginOk(LoginOk {
+                let ok = LoginOk {
                     agent: 1,
                     display_name: "Sim Agent".into(),
                     site: 1,
-                    resume: Resume::Replay { after },
-                    commands_acked: self.durable.applied_seq,
+                    resume: Resume::Replay {
+                        after: after - overlap,
+                    },
+                    commands_acked: self.durable.applied_seq - acked_lag,
                     heartbeat_ms: 3000,
                     dead_after_ms: 10_000,
                     server_time_ms: at_ms(self.start, now),
                     ticket: Vec::new(),
                     ticket_expires_ms: 0,
-                });
-                self.send(conn, &ok, net, now)?;
-                self.fan_out(conn, net, now)?;
+                };
+                conn.machine.accept_login(now, ok).map_err(why)?;
+                self.fan_out(conn)?;
                 Ok(true)
             }
-            (Phase::Ready, ClientMsg::Command(cmd)) => {
+            ServerEvent::Command(cmd) => {
+                // Committed, then acked at once: the gateway acks each
+                // commit as the writer reports it, without holding acks
+                // back for a batch.
                 let result = self.apply(cmd, checker, now)?;
-                conn.pending_acks.push(result);
-                conn.pending_since.get_or_insert(now);
-                if conn.pending_acks.len() >= SERVER_ACK_BATCH {
-                    self.flush_acks(conn, net, now)?;
-                }
+                self.stats.ack_batches += 1;
+                let ack = AckBatch {
+                    up_to: self.durable.applied_seq,
+                    results: vec![result],
+                };
+                conn.machine.ack(ack).map_err(why)?;
                 Ok(false)
             }
-            (Phase::Ready, ClientMsg::Ack { up_to }) => {
-                if up_to > self.durable.events.len() as u64 {
-                    return Err(Why::Protocol(format!("ack of unsent event {up_to}")));
-                }
-                Ok(false)
-            }
-            (Phase::Login | Phase::Ready, ClientMsg::Heartbeat) => Ok(false),
-            (phase, other) => Err(Why::Protocol(format!("unexpected {other:?} in {phase:?}"))),
+            // Checked against what was sent by the machine.
+            ServerEvent::Acked { .. } => Ok(false),
+            ServerEvent::Query(_) | ServerEvent::SignOut => Err(Why::Protocol(
+                "the sim client sends no queries or sign-outs".into(),
+            )),
         }
     }
 
@@ -1524,84 +1439,40 @@ impl ServerCore {
         Ok(result)
     }
 
-    fn flush_acks(
-        &mut self,
-        conn: &mut ServerConn,
-        net: &mut Net,
-        now: Instant,
-    ) -> Result<(), Why> {
-        conn.pending_since = None;
-        let results = std::mem::take(&mut conn.pending_acks);
-        if results.is_empty() {
-            return Ok(());
-        }
-        self.stats.ack_batches += 1;
-        let ack = ServerMsg::Ack(AckBatch {
-            up_to: self.durable.applied_seq,
-            results,
-        });
-        self.send(conn, &ack, net, now)
-    }
-
-    fn fan_out(&mut self, conn: &mut ServerConn, net: &mut Net, now: Instant) -> Result<(), Why> {
-        while conn.sent < self.durable.events.len() as u64 {
-            let seq = conn.sent + 1;
-            let event = self.durable.events[usize::try_from(conn.sent).unwrap()].clone();
-            self.send(conn, &ServerMsg::Event { seq, event }, net, now)?;
-            conn.sent = seq;
+    fn fan_out(&mut self, conn: &mut ServerConn) -> Result<(), Why> {
+        while conn.machine.last_sent() < self.durable.events.len() as u64 {
+            let seq = conn.machine.last_sent() + 1;
+            let event = self.durable.events[usize::try_from(seq - 1).unwrap()].clone();
+            conn.machine.push_event(seq, event).map_err(why)?;
             self.stats.events_sent += 1;
         }
         Ok(())
     }
 
     fn poll_conn(&mut self, conn: &mut ServerConn, net: &mut Net, now: Instant) -> Result<(), Why> {
-        if conn.phase != Phase::Ready && now >= conn.deadline {
+        if !conn.machine.is_live() && now >= conn.deadline {
             return Err(Why::HandshakeTimeout);
         }
-        if let Some(l) = conn.liveness.as_ref() {
-            match l.poll(now) {
-                LivenessAction::Dead => {
-                    if !net.silent(conn.link) {
-                        self.stats.spurious_dead += 1;
-                    }
-                    return Err(Why::Dead);
-                }
-                LivenessAction::SendHeartbeat => {
-                    self.send(conn, &ServerMsg::Heartbeat, net, now)?
-                }
-                LivenessAction::Idle => {}
+        if let Err(e) = conn.machine.handle_timeout(now) {
+            if matches!(e, SessionError::Dead(_)) && !net.silent(conn.link) {
+                self.stats.spurious_dead += 1;
             }
+            return Err(why(e));
         }
-        if conn.phase == Phase::Ready {
-            if conn
-                .pending_since
-                .is_some_and(|t| now >= t + SERVER_ACK_DELAY)
-            {
-                self.flush_acks(conn, net, now)?;
-            }
-            self.fan_out(conn, net, now)?;
+        if conn.machine.is_live() {
+            self.fan_out(conn)?;
         }
-        Ok(())
+        transmit(conn, net, now)
     }
+}
 
-    fn send(
-        &mut self,
-        conn: &mut ServerConn,
-        msg: &ServerMsg,
-        net: &mut Net,
-        now: Instant,
-    ) -> Result<(), Why> {
-        let iv: [u8; IV_LEN] = self.rng.random();
-        let session = conn.session.as_mut().expect("sealed frames need a session");
-        let sealed = session
-            .sealer
-            .seal(iv, &msg.encode())
-            .map_err(|e| Why::Protocol(e.to_string()))?;
-        if let Some(l) = conn.liveness.as_mut() {
-            l.on_send(now);
-        }
-        send_frame(&mut self.writer, net, conn.link, End::Server, &sealed, now)
+/// Write whatever the machine has queued.
+fn transmit(conn: &mut ServerConn, net: &mut Net, now: Instant) -> Result<(), Why> {
+    while let Some(bytes) = conn.machine.poll_transmit(now) {
+        net.send(conn.link, End::Server, &bytes, now)
+            .map_err(|LinkDown| Why::SendFailed)?;
     }
+    Ok(())
 }
 
 // ====================================================================== the simulation
@@ -1729,7 +1600,8 @@ impl Sim {
     /// about twice).
     fn over_budget(&self) -> bool {
         let commands = self.checker.commands.len() as u64;
-        self.steps >= self.cfg.max_steps || self.client.stats.commands_sent > 10 * (commands + 1000)
+        self.steps >= self.cfg.max_steps
+            || self.client.stats().commands_sent > 10 * (commands + 1000)
     }
 
     fn stressing(&self) -> bool {
@@ -1772,7 +1644,8 @@ impl Sim {
         if self.client.wants_dial(now) {
             let link = self.net.dial();
             self.server.accept(link, now);
-            self.client.start(link, &mut self.net, now);
+            self.client
+                .start(link, &mut self.net, &mut self.checker, now);
         }
         let workload = self.stressing();
         self.client
@@ -1834,8 +1707,8 @@ impl Sim {
 
     fn drained(&self) -> bool {
         self.client.ready()
-            && self.client.outbox.unacked() == 0
-            && self.client.inbox.cursor() == self.server.core.durable.events.len() as u64
+            && self.client.machine.unacked() == 0
+            && self.client.cursor == self.server.core.durable.events.len() as u64
     }
 
     fn report(&self) -> Report {
@@ -1852,7 +1725,7 @@ impl Sim {
             violations: self
                 .checker
                 .finish(&self.client.view, &self.server.core.durable.conversations),
-            client: self.client.stats,
+            client: self.client.stats(),
             server: self.server.core.stats,
             errors: [&self.client.errors[..], &self.server.core.errors[..]].concat(),
         }

@@ -61,7 +61,7 @@ pub use config::ServerConfig;
 #[derive(Debug)]
 pub struct Ctx {
     pub cfg: ServerConfig,
-    pub identity: ServerIdentity,
+    pub identity: Arc<ServerIdentity>,
     pub tokens: token::TokenKey,
     pub tickets: ticket::TicketKey,
     /// Agent connections that have not logged in yet.
@@ -187,7 +187,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         visitor_ip_limiter: throttle::ConnLimiter::new(cfg.visitor.max_ws_per_ip),
         lp_buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
         cfg,
-        identity,
+        identity: Arc::new(identity),
         tokens,
         writer,
         reads,
