@@ -98,12 +98,9 @@ pub struct ClientHandle {
     reader: Arc<Mutex<Store>>,
     abort: AbortHandle,
     device_id: MsgId,
-    /// The id the core gives the next history query: it numbers them 1, 2,
-    /// … in the order they reach it over `requests` (wrapping to 1), and
-    /// only handles send them, so counting here under the lock that also
-    /// orders the sends gives the same number without waiting for the core.
-    /// `history_queries_are_answered_and_survive_a_reconnect` checks the two
-    /// agree.
+    /// The id of the next history query, 1, 2, … (wrapping to 1), shared by
+    /// every clone of the handle: the id goes with the request, so the
+    /// caller has it before any answer can arrive.
     next_history: Arc<Mutex<u32>>,
 }
 
@@ -204,20 +201,18 @@ impl ClientHandle {
             .next_history
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        // The core also replies with the id; the count above already has it.
-        let (reply, _id) = oneshot::channel();
+        let request = *next;
         self.requests
             .try_send(Request::History {
+                request,
                 visitor: visitor.into(),
                 before,
                 limit,
-                reply,
             })
             .map_err(|e| match e {
                 TrySendError::Full(_) => ClientError::Busy,
                 TrySendError::Closed(_) => ClientError::Stopped,
             })?;
-        let request = *next;
         *next = next.checked_add(1).unwrap_or(1);
         Ok(request)
     }

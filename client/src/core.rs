@@ -74,11 +74,13 @@ pub(crate) enum Request {
         action: Action,
         reply: oneshot::Sender<Result<MsgId, ClientError>>,
     },
+    /// `request` is the handle's: it numbers history queries, so it can
+    /// hand the id back before the core has seen the request.
     History {
+        request: u32,
         visitor: String,
         before: Option<MessageId>,
         limit: u32,
-        reply: oneshot::Sender<u32>,
     },
     ReconnectNow,
     Trust(bool),
@@ -214,7 +216,6 @@ pub(crate) struct Core {
     /// The protocol state: outbox, cursor, queries, the connection's keys.
     machine: Client,
     backoff: Backoff,
-    next_request: u32,
     visitors: BTreeMap<String, VisitorInfo>,
     dirty_visitors: BTreeSet<String>,
     visitors_dirty_since: Option<Instant>,
@@ -277,7 +278,6 @@ impl Core {
             },
             status: p.status,
             state: ConnState::Disconnected,
-            next_request: 1,
             visitors,
             dirty_visitors: BTreeSet::new(),
             visitors_dirty_since: None,
@@ -410,20 +410,17 @@ impl Core {
                 Control::Continue
             }
             Request::History {
+                request,
                 visitor,
                 before,
                 limit,
-                reply,
             } => {
-                let request = self.next_request;
-                self.next_request = self.next_request.checked_add(1).unwrap_or(1);
                 self.machine.query(Query::History {
                     request,
                     visitor,
                     before,
                     limit,
                 });
-                let _ignored = reply.send(request);
                 Control::Continue
             }
             Request::ReconnectNow => Control::Reconnect,
