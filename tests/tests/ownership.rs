@@ -590,6 +590,23 @@ async fn signing_out_hands_open_chats_to_the_queue_and_the_next_agent() {
     let mut alice = live(&srv, "alice", &dir).await;
     let (mut v1, c1) = chat_with(&srv, &mut alice, "first").await;
     let (mut v2, c2) = chat_with(&srv, &mut alice, "second").await;
+    // A visitor change the core has not written to its cache yet (it
+    // batches those writes) must not land after the sign-out's forgetting.
+    v1.send_json(&VisitorIn::Page(holdfast_protocol::visitor::PageInfo {
+        url: "https://shop.example/returns".into(),
+        title: "Returns".into(),
+        referrer: None,
+    }))
+    .await
+    .unwrap();
+    alice
+        .visitor_where(|i| {
+            i.id == v1.visitor
+                && i.trail
+                    .last()
+                    .is_some_and(|p| p.url == "https://shop.example/returns")
+        })
+        .await;
     // A reply still in flight goes out before the chats are handed back.
     let last = alice.handle.send_message(c1, "one moment…").await.unwrap();
     assert_eq!(

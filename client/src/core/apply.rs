@@ -30,6 +30,12 @@ impl Core {
             ClientEvent::SignedOut => {
                 // Forgotten before the caller hears "released", so an app
                 // that exits at once leaves nothing of the workspace behind.
+                // The visitor list in memory goes too: its pending cache
+                // writes would otherwise land after the forgetting, at the
+                // next flush or at shutdown.
+                self.visitors.clear();
+                self.dirty_visitors.clear();
+                self.visitors_dirty_since = None;
                 if let Err(e) = self.store.forget_workspace() {
                     tracing::warn!("signed out, but the cached workspace stays: {e}");
                 }
