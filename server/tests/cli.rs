@@ -245,6 +245,9 @@ fn demo_mode_prints_the_page_login_and_fingerprint_and_flags_beat_env() {
         // win over the environment's unusable port 1.
         .env("HOLDFAST_AGENT_LISTEN", format!("127.0.0.1:{agent}"))
         .env("HOLDFAST_HTTP", "127.0.0.1:1")
+        // Not the default 127.0.0.1:9090, which anything else on the
+        // machine (a demo server, another run) may hold.
+        .env("HOLDFAST_ADMIN_LISTEN", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

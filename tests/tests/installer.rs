@@ -589,6 +589,9 @@ fn server_deb_installs_a_sandboxed_service_with_its_user_data_dir_and_config() {
         .arg(&data)
         .args(["--http", &format!("127.0.0.1:{http}")])
         .args(["--agent-listen", &format!("127.0.0.1:{agents}")])
+        // The default admin port may be held by anything else on the
+        // machine; this test is about the packaged config and unit.
+        .args(["--admin-listen", "off"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
