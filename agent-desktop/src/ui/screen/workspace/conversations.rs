@@ -46,20 +46,13 @@ pub fn mine(desk: &Desk) -> Element<'_, Message> {
                     }),
             );
         }
-        col = col.push(
-            container(
-                button(column![top, small(preview).style(muted)].spacing(2))
-                    .width(Fill)
-                    .padding(8)
-                    .style(if selected {
-                        button::primary
-                    } else {
-                        button::secondary
-                    })
-                    .on_press(Message::Select(c.info.id)),
-            )
-            .id(format!("conv-{}", c.info.id)),
-        );
+        col = col.push(card(
+            top,
+            preview,
+            selected,
+            c.info.id,
+            format!("conv-{}", c.info.id),
+        ));
     }
     col.into()
 }
@@ -78,26 +71,37 @@ pub fn team_chats(desk: &Desk) -> Element<'_, Message> {
         let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
         let who = desk.serving_name(&c.info).unwrap_or_default();
         let preview = said_preview(c, 50);
-        col = col.push(
-            container(
-                button(
-                    column![
-                        row![text(name).size(14).width(Fill), small(who).style(muted)],
-                        small(preview).style(muted)
-                    ]
-                    .spacing(2),
-                )
-                .width(Fill)
-                .padding(8)
-                .style(if selected {
-                    button::primary
-                } else {
-                    button::secondary
-                })
-                .on_press(Message::Select(c.info.id)),
-            )
-            .id(format!("team-conv-{}", c.info.id)),
-        );
+        col = col.push(card(
+            row![text(name).size(14).width(Fill), small(who).style(muted)],
+            preview,
+            selected,
+            c.info.id,
+            format!("team-conv-{}", c.info.id),
+        ));
     }
     col.into()
+}
+
+/// One conversation in a list: its top line, the last thing said under
+/// it, highlighted when open; pressing it opens the chat.
+fn card<'a>(
+    top: impl Into<Element<'a, Message>>,
+    preview: String,
+    selected: bool,
+    conversation: ConversationId,
+    id: String,
+) -> Element<'a, Message> {
+    container(
+        button(column![top.into(), small(preview).style(muted)].spacing(2))
+            .width(Fill)
+            .padding(8)
+            .style(if selected {
+                button::primary
+            } else {
+                button::secondary
+            })
+            .on_press(Message::Select(conversation)),
+    )
+    .id(id)
+    .into()
 }
