@@ -340,6 +340,18 @@ impl Server {
         Some(out)
     }
 
+    /// Bytes queued for the peer and not yet taken by
+    /// [`Server::poll_transmit`]: a driver bounds a burst by it, writing
+    /// before it queues more.
+    pub fn pending_transmit(&self) -> usize {
+        self.wire.out.len()
+    }
+
+    #[cfg(test)]
+    pub(super) fn retained_out_capacity(&self) -> usize {
+        self.wire.out.capacity()
+    }
+
     /// When [`Server::handle_timeout`] next has something to do. Before
     /// login the driver's pre-auth deadline governs instead.
     pub fn poll_timeout(&self) -> Option<Instant> {

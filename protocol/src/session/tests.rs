@@ -496,3 +496,29 @@ fn events_must_go_out_in_order() {
     s.push_event(6, event(6)).unwrap();
     assert_eq!(s.last_sent(), 6);
 }
+
+/// A burst pushed to an agent (a thousand visitors arriving) goes out and
+/// leaves no buffer behind: the gateway holds one machine per agent, so a
+/// buffer kept at its high-water mark costs every agent that much for the
+/// rest of its session.
+#[test]
+fn a_written_burst_leaves_no_output_buffer_behind() {
+    let mut p = Pair::live();
+    for seq in 1..=1_000 {
+        p.server.push_event(seq, event(seq)).unwrap();
+    }
+    assert!(p.server.pending_transmit() > 64 * 1024);
+    let mut written = Vec::new();
+    while let Some(b) = p.server.poll_transmit(p.now) {
+        written.push(b);
+    }
+    assert_eq!(p.server.pending_transmit(), 0);
+    drop(written);
+    // The next event reuses whatever the buffer still owns.
+    p.server.push_event(1_001, event(1_001)).unwrap();
+    assert!(
+        p.server.retained_out_capacity() <= 16 * 1024,
+        "kept {} bytes of output buffer after the burst was written",
+        p.server.retained_out_capacity()
+    );
+}

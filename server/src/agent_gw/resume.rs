@@ -42,14 +42,12 @@ pub(super) async fn send_visitor_list(
         first.push(v);
     }
     link.session.live(LiveEvent::Visitors(first))?;
-    // Write as we go, so the machine's buffer holds a few hundred upserts,
-    // not the whole list: 100 agents logging in at once to a site with
-    // 5,000 visitors would otherwise buffer 120 MB.
-    for (i, v) in spill.into_iter().chain(rest).enumerate() {
+    // Write as we go, so the machine's buffer holds a few upserts, not the
+    // whole list: 100 agents logging in at once to a site with 5,000
+    // visitors would otherwise buffer 120 MB.
+    for v in spill.into_iter().chain(rest) {
         link.session.live(LiveEvent::Visitor(v))?;
-        if i % 256 == 255 {
-            link.flush().await?;
-        }
+        link.flush_if_full().await?;
     }
     Ok(())
 }
@@ -206,6 +204,7 @@ impl Conn {
                     break;
                 }
                 self.push_event(seq, event)?;
+                self.link.flush_if_full().await?;
             }
             self.link.flush().await?;
             if n < 512 || self.link.session.last_sent() >= until {
