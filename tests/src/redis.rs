@@ -93,6 +93,44 @@ impl RedisServer {
         command(self.addr(), line)
     }
 
+    /// PUBLISH arbitrary bytes on `channel` (what a buggy or hostile
+    /// client could put there); returns how many subscribers got it.
+    pub fn publish_raw(&self, channel: &str, payload: &[u8]) -> std::io::Result<i64> {
+        let mut req = Vec::new();
+        req.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n");
+        for part in [channel.as_bytes(), payload] {
+            req.extend_from_slice(format!("${}\r\n", part.len()).as_bytes());
+            req.extend_from_slice(part);
+            req.extend_from_slice(b"\r\n");
+        }
+        let reply = exchange(self.addr(), &req)?;
+        reply
+            .strip_prefix(':')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("PUBLISH answered {reply:?}")))
+    }
+
+    /// SIGSTOP: Redis keeps its sockets open but answers nothing, like a
+    /// paused VM or a partition. [`RedisServer::resume`] undoes it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis is running").id();
+        let st = Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {sig} {pid}");
+    }
+
     fn try_spawn(&mut self, wait: Duration) -> bool {
         let conf = self.dir.path().join("redis.conf");
         // Loopback only, no disk writes, logs in the temp dir for a failing
@@ -162,9 +200,14 @@ impl Drop for RedisServer {
 }
 
 fn command(addr: SocketAddr, line: &str) -> std::io::Result<String> {
+    exchange(addr, format!("{line}\r\n").as_bytes())
+}
+
+/// Send `req` and read the first reply line.
+fn exchange(addr: SocketAddr, req: &[u8]) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(format!("{line}\r\n").as_bytes())?;
+    s.write_all(req)?;
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n") {
