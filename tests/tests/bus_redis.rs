@@ -9,7 +9,12 @@
 //!
 //! Timeouts here are for liveness only (a broken bus hangs instead of
 //! failing); latencies are printed, not asserted.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::time::{Duration, Instant};
 

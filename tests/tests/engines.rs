@@ -2,7 +2,12 @@
 //! `tests/src/haproxy.rs`) do what the scale-out tests rely on: they start
 //! from the real Debian binaries on free ports, die on SIGKILL, and come
 //! back on the same port.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
