@@ -205,9 +205,9 @@ pub struct DeployAddrs {
 /// The shipped `deploy/haproxy.cfg`, made runnable for a test:
 /// - its example listen addresses and its first node's addresses are
 ///   replaced by `addrs`;
-/// - the other example nodes are dropped (they do not exist here, and a
-///   server that is not there yet would take traffic until its checks
-///   fail);
+/// - the other example nodes, if they are uncommented, are dropped (they
+///   do not exist here, and a server that is not there would take traffic
+///   until its checks fail);
 /// - `user`, `group` and `chroot` are dropped: the test runs HAProxy as
 ///   itself, which may not be root.
 ///
