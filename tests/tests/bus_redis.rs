@@ -19,7 +19,8 @@
 use std::time::{Duration, Instant};
 
 use holdfast_server::bus::{
-    Bus, BusMsg, Health, Received, Recipient, RedisBus, RedisBusConfig, Subscription,
+    Bus, BusMsg, Follower, Health, Next, Received, Recipient, RedisBus, RedisBusConfig,
+    Subscription, Why,
 };
 use holdfast_tests::redis::RedisServer;
 
@@ -298,4 +299,75 @@ async fn garbage_on_the_channel_is_counted_and_ignored() {
     b.publish(wake(8));
     let mut sa = a.subscribe();
     until_heard(&b, &mut sa, 8).await;
+}
+
+/// The next item from `f` for which `pred` holds, skipping the rest.
+async fn follow_until(f: &mut Follower, what: &str, pred: impl Fn(&Next) -> bool) -> Next {
+    let deadline = tokio::time::Instant::now() + LIVENESS;
+    loop {
+        match tokio::time::timeout_at(deadline, f.next()).await {
+            Ok(Some(n)) if pred(&n) => return n,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the bus closed"),
+            Err(_) => panic!("no {what} within {LIVENESS:?}"),
+        }
+    }
+}
+
+/// What a node's live side sees across an outage: wakes while Redis is up,
+/// reads of the store at the down pace while it is gone, wakes again once
+/// it is back, without anyone restarting anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_reads_the_store_while_redis_is_down_and_follows_wakes_again_after() {
+    let mut redis = RedisServer::start();
+    let a = node(&redis, "node-a");
+    let b = node(&redis, "node-b");
+    wait_health(&a, Health::Up).await;
+    wait_health(&b, Health::Up).await;
+    let mut f = Follower::new(&b);
+    // A new follower has heard nothing: it reads everything first.
+    assert_eq!(f.next().await, Some(Next::ReadAll(Why::Gap)));
+    a.publish(wake(1));
+    let n = follow_until(&mut f, "wake", |n| matches!(n, Next::Wake { .. })).await;
+    assert_eq!(
+        n,
+        Next::Wake {
+            recipient: Recipient::Visitor("v-1".into()),
+            seq: 1
+        }
+    );
+
+    redis.kill9();
+    // Going down is a gap (read at once), then the periodic reads go on.
+    follow_until(&mut f, "gap", |n| *n == Next::ReadAll(Why::Gap)).await;
+    assert_eq!(f.health(), Health::Down);
+    let t = Instant::now();
+    for _ in 0..8 {
+        follow_until(&mut f, "poll", |n| *n == Next::ReadAll(Why::Poll)).await;
+    }
+    println!(
+        "while Redis is down: 8 store reads in {:?} (one per {:?} expected)",
+        t.elapsed(),
+        Health::Down.poll_every()
+    );
+
+    redis.restart();
+    // Back by itself: a gap for what was missed, then wakes again.
+    follow_until(&mut f, "gap", |n| *n == Next::ReadAll(Why::Gap)).await;
+    let deadline = tokio::time::Instant::now() + LIVENESS;
+    let mut seq = 100;
+    loop {
+        a.publish(wake(seq));
+        seq += 1;
+        if let Ok(Some(Next::Wake { .. })) =
+            tokio::time::timeout(Duration::from_millis(100), f.next()).await
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no wake after the restart"
+        );
+    }
+    assert_eq!(f.health(), Health::Up);
 }

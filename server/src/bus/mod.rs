@@ -15,8 +15,11 @@
 //!   way to put several nodes in one test process).
 //! - [`redis`]: Redis pub/sub on one channel, reconnecting by itself.
 //! - [`codec`]: the wire format, a version byte and bincode.
+//! - [`follow`]: what a node's live side makes of it: wakes, gaps and a
+//!   health-paced timer as one stream of "read these from the store".
 
 pub mod codec;
+pub mod follow;
 pub mod local;
 pub mod redis;
 
@@ -29,6 +32,7 @@ use holdfast_protocol::agent::{AgentId, PageView, Presence, Seq, SiteId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
+pub use follow::{Follower, Next, Why};
 pub use local::LocalBus;
 pub use redis::{RedisBus, RedisBusConfig};
 
