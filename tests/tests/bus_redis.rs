@@ -369,5 +369,41 @@ async fn a_follower_reads_the_store_while_redis_is_down_and_follows_wakes_again_
             "no wake after the restart"
         );
     }
-    assert_eq!(f.health(), Health::Up);
+    // (The follower may hear wakes a moment before its own node's
+    // publisher is back too, which health also waits for.)
+    wait_health(&b, Health::Up).await;
+}
+
+/// Dropping a bus ends its tasks: its connections close and nothing
+/// reconnects afterwards (a leaked reconnect loop would be back within one
+/// 2 s backoff step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_bus_closes_its_connections_and_stays_gone() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a");
+    wait_health(&a, Health::Up).await;
+    // CLIENT KILL skips the connection that sends it, so its count is the
+    // bus's: one subscriber and one publisher. Killed here, they come back
+    // by themselves.
+    assert_eq!(redis.command("CLIENT KILL TYPE pubsub").unwrap(), ":1");
+    assert_eq!(redis.command("CLIENT KILL TYPE normal").unwrap(), ":1");
+    let deadline = Instant::now() + LIVENESS;
+    while a.stats().connects < 4 || *a.health().borrow() != Health::Up {
+        assert!(Instant::now() < deadline, "no reconnect: {:?}", a.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(a);
+    let deadline = Instant::now() + LIVENESS;
+    let others = || {
+        (
+            redis.command("CLIENT KILL TYPE pubsub").unwrap(),
+            redis.command("CLIENT KILL TYPE normal").unwrap(),
+        )
+    };
+    while others() != (":0".to_owned(), ":0".to_owned()) {
+        assert!(Instant::now() < deadline, "the dropped bus kept its links");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(others(), (":0".to_owned(), ":0".to_owned()));
 }

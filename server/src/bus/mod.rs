@@ -17,6 +17,12 @@
 //! - [`codec`]: the wire format, a version byte and bincode.
 //! - [`follow`]: what a node's live side makes of it: wakes, gaps and a
 //!   health-paced timer as one stream of "read these from the store".
+//!
+//! Not wired in yet (it needs the shared store to mean anything): the
+//! server does not start a bus; the hub does not publish a `Wake` per
+//! recipient per committed batch nor presence deltas; no task runs a
+//! [`Follower`] to read from the store what its connections have not been
+//! pushed; `/metrics` does not show [`BusStats`] and the health.
 
 pub mod codec;
 pub mod follow;

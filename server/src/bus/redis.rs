@@ -265,7 +265,7 @@ async fn publisher(
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!("bus: publisher cannot connect to Redis: {e}");
-                if !backoff.wait(&stop).await {
+                if !wait_dropping(&mut backoff, &mut rx, &stats, &stop).await {
                     return;
                 }
                 continue;
@@ -309,13 +309,35 @@ async fn publisher(
             }
         };
         state.set(&state.publisher_up, false);
-        // What was queued while the link died would be stale on arrival.
-        while rx.try_recv().is_ok() {
-            BusStats::add(&stats.publish_dropped, 1);
-        }
         tracing::warn!("bus: publisher lost Redis ({why}); reconnecting");
-        if !backoff.wait(&stop).await {
+        if !wait_dropping(&mut backoff, &mut rx, &stats, &stop).await {
             return;
+        }
+    }
+}
+
+/// The backoff wait of a disconnected publisher. What is queued, or slips
+/// in (a publish that saw the link up just before it went down), is
+/// dropped and counted now: it would be stale by the time Redis is back.
+/// False when stopped or when every handle is gone.
+async fn wait_dropping(
+    backoff: &mut Backoff,
+    rx: &mut mpsc::Receiver<Vec<u8>>,
+    stats: &BusStats,
+    stop: &CancellationToken,
+) -> bool {
+    let until = tokio::time::sleep(backoff.step());
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = &mut until => return true,
+            m = rx.recv() => {
+                if m.is_none() {
+                    return false;
+                }
+                BusStats::add(&stats.publish_dropped, 1);
+            }
         }
     }
 }
