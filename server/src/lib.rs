@@ -26,10 +26,13 @@
 //! - [`mem`]: hands freed memory back to the OS after a slow consumer's
 //!   cut.
 //! - [`metrics`]: Prometheus counters, served on the admin listener.
+//! - [`bus`]: wake-ups and presence between nodes (in-process for one
+//!   node, Redis pub/sub for several); not wired into the hub yet.
 
 pub mod admin;
 pub mod agent_gw;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod http;
 pub mod hub;

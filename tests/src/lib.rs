@@ -11,6 +11,8 @@
 //! - [`chaos`]: the chaos run (every fault at once, real processes, checker).
 //! - [`attack`]: connections from other loopback addresses, and the
 //!   bystander chat that must stay fast while an attack runs.
+//! - [`redis`], [`haproxy`]: throwaway `redis-server` and `haproxy`
+//!   processes (Debian's binaries) on free ports, that a test can kill.
 //!
 //! Test code may unwrap: a panic is how a test fails.
 #![allow(
@@ -31,6 +33,10 @@ pub mod proxy;
 pub mod raw_agent;
 pub mod server;
 pub mod visitor;
+
+// Real engines for the scale-out tests, started by the tests themselves.
+pub mod haproxy;
+pub mod redis;
 
 /// A child process killed (and reaped) on drop, so a failing assertion or
 /// an early return leaves no X server, app or broker behind.

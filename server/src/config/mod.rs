@@ -217,6 +217,11 @@ pub struct ServerConfig {
     pub preauth: crate::login::PreAuthConfig,
     /// How long a resume ticket lets a device reconnect without a password.
     pub ticket_lifetime: Duration,
+    /// The wake-up bus between nodes (`crate::bus`); not used by the hub
+    /// yet.
+    pub bus: crate::bus::BusConfig,
+    /// This node's name on the bus.
+    pub node_id: String,
     pub http_limits: HttpConfig,
 }
 
@@ -249,6 +254,8 @@ impl ServerConfig {
             owner_grace: Duration::from_secs(120),
             preauth: crate::login::PreAuthConfig::default(),
             ticket_lifetime: Duration::from_secs(12 * 3600),
+            bus: crate::bus::BusConfig::Local,
+            node_id: crate::bus::default_node_id(),
             http_limits: HttpConfig::default(),
         }
     }

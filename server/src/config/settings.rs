@@ -218,6 +218,12 @@ settings! {
     /// The longest login lockout in seconds (it doubles from 2 s)
     #[arg(long, env = "HOLDFAST_LOGIN_MAX_LOCKOUT_SECS")]
     login_max_lockout_secs: u64,
+    /// Wake-up bus between nodes: "local" (one node) or redis://host:port [default: local]
+    #[arg(long, env = "HOLDFAST_BUS")]
+    bus: String,
+    /// This node's name on the bus and in logs [default: the host name]
+    #[arg(long, env = "HOLDFAST_NODE_ID")]
+    node_id: String,
 }
 
 /// The TOML file.
@@ -407,6 +413,21 @@ pub fn resolve(s: Settings) -> anyhow::Result<ServerConfig> {
     if let Some(v) = s.login_max_lockout_secs {
         c.throttle.max_lockout = Duration::from_secs(v.max(2));
     }
+    if let Some(v) = s.bus {
+        c.bus = v.parse().map_err(|e| anyhow::anyhow!("bus: {e}"))?;
+        if c.bus != crate::bus::BusConfig::Local {
+            // Say so rather than let an admin believe nodes share anything.
+            tracing::warn!(
+                "bus: accepted, but this version does not use it yet: each node still runs on \
+                 its own (see \"Behind a load balancer\" in the README)"
+            );
+        }
+    }
+    if let Some(v) = s.node_id {
+        let v = v.trim();
+        anyhow::ensure!(!v.is_empty(), "node_id must not be empty");
+        c.node_id = v.to_owned();
+    }
     c.http_limits = http_limits;
     c.tls = match (s.tls_cert, s.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -570,6 +591,30 @@ mod tests {
         assert!(c.demo);
         assert!(!c.writer.group_commit);
         assert!(!resolve(dir()).unwrap().demo);
+    }
+
+    #[test]
+    fn the_bus_and_node_id() {
+        use crate::bus::BusConfig;
+        let c = resolve(dir()).unwrap();
+        assert_eq!(c.bus, BusConfig::Local);
+        assert!(!c.node_id.is_empty());
+        let s = flags(&[
+            "--data-dir",
+            "/tmp/x",
+            "--bus",
+            "redis://cache:6379",
+            "--node-id",
+            "web-2",
+        ]);
+        let c = resolve(s).unwrap();
+        assert_eq!(c.bus, BusConfig::Redis("redis://cache:6379".into()));
+        assert_eq!(c.node_id, "web-2");
+        let c = resolve(file("bus = \"local\"").over(dir())).unwrap();
+        assert_eq!(c.bus, BusConfig::Local);
+        assert!(resolve(file("bus = \"amqp://x\"").over(dir())).is_err());
+        assert!(resolve(file("bus = \"redis://\"").over(dir())).is_err());
+        assert!(resolve(file("node_id = \"  \"").over(dir())).is_err());
     }
 
     #[test]
