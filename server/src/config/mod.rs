@@ -189,6 +189,9 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
+    /// A `postgres://` URL: the store (and the server key) live in that
+    /// database, shared by every node. `None`: SQLite in `data_dir`.
+    pub database: Option<String>,
     pub http: SocketAddr,
     pub agent_listen: SocketAddr,
     pub tls: Option<TlsFiles>,
@@ -227,9 +230,15 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 impl ServerConfig {
+    /// Where the store lives.
+    pub fn store(&self) -> Result<crate::store::Database, crate::store::StoreError> {
+        crate::store::Database::new(self.database.as_deref(), &self.data_dir)
+    }
+
     pub fn with_defaults(data_dir: PathBuf) -> Self {
         Self {
             data_dir,
+            database: None,
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
             agent_listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
             tls: None,

@@ -44,6 +44,9 @@ settings! {
     /// Data directory (database and server key) [default: the OS data dir]
     #[arg(long, env = "HOLDFAST_DATA_DIR")]
     data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://user@host/db) shared by every node [default: SQLite in the data dir]
+    #[arg(long, env = "HOLDFAST_DATABASE", hide_env_values = true)]
+    database: String,
     /// HTTP/WebSocket address [default: 0.0.0.0:8080]
     #[arg(long, env = "HOLDFAST_HTTP")]
     http: SocketAddr,
@@ -248,6 +251,13 @@ pub fn resolve(s: Settings) -> anyhow::Result<ServerConfig> {
         c.agent_listen = v;
     }
     c.demo = s.demo.unwrap_or(false);
+    if let Some(url) = s.database.filter(|u| !u.trim().is_empty()) {
+        let url = url.trim().to_owned();
+        // Checked here, so a typo stops the start instead of the writer.
+        crate::store::Database::new(Some(&url), &c.data_dir)
+            .map_err(|e| anyhow::anyhow!("database: {e}"))?;
+        c.database = Some(url);
+    }
     c.public_url = s.public_url;
     if let Some(v) = s.max_frame {
         anyhow::ensure!(v >= 1024, "max_frame must be at least 1024 bytes, got {v}");
