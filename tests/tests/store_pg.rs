@@ -717,3 +717,216 @@ async fn postgres_killed_under_load_loses_nothing_acked_and_the_server_resumes()
     assert!(lost.is_empty(), "acked but lost: {lost:?}");
     drop(srv);
 }
+
+fn pg_database(pg: &TestPg) -> Database {
+    Database::new(Some(&pg.url()), std::path::Path::new("/nonexistent")).unwrap()
+}
+
+/// Queued chats, each opened by its own new visitor through `node`.
+async fn queued_chats(node: &Node, site: SiteId, n: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let v = node.hello(site).await;
+        let VisitorSendOutcome::Done { conversation, .. } =
+            node.send(&v, site, new_id(), "anyone?").await.unwrap()
+        else {
+            panic!("send refused")
+        };
+        out.push(conversation);
+    }
+    out
+}
+
+/// Two agents on two nodes accept the same waiting chat at the same
+/// instant, twenty times: each chat is taken exactly once, the loser is told
+/// who took it, and exactly one "joined" line is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_accepting_one_waiting_chat_at_once_assign_it_exactly_once() {
+    let pg = tokio::task::spawn_blocking(TestPg::start).await.unwrap();
+    let db = pg_database(&pg);
+    let (site, alice, bob) = seed(&db).await;
+    let a = Arc::new(Node::start(&db).await);
+    let b = Arc::new(Node::start(&db).await);
+    let convs = queued_chats(&a, site, 20).await;
+    let (me_a, me_b) = (actor(alice, site, "Alice"), actor(bob, site, "Bob"));
+    let mut wins = BTreeMap::new();
+    for (i, &conversation) in convs.iter().enumerate() {
+        let seq = i as u64 + 1;
+        let (ra, rb) = tokio::join!(
+            a.command(&me_a, seq, new_id(), Action::Accept { conversation }),
+            b.command(&me_b, seq, new_id(), Action::Accept { conversation }),
+        );
+        let winner = match (&ra, &rb) {
+            (Outcome::Done { .. }, Outcome::Rejected { code, message }) => {
+                assert_eq!(*code, ErrorCode::Conflict);
+                assert!(message.contains("Alice"), "{message}");
+                alice
+            }
+            (Outcome::Rejected { code, message }, Outcome::Done { .. }) => {
+                assert_eq!(*code, ErrorCode::Conflict);
+                assert!(message.contains("Bob"), "{message}");
+                bob
+            }
+            other => panic!("not exactly one winner: {other:?}"),
+        };
+        wins.insert(conversation, winner);
+    }
+    let c2 = convs.clone();
+    let stored = a
+        .reads
+        .run(move |c| {
+            c2.iter()
+                .map(|id| reads::conversation(c, *id).map(|c| c.unwrap()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .unwrap();
+    for c in stored {
+        assert_eq!(c.state, ConversationState::Active);
+        assert_eq!(Some(wins[&c.id]), c.assigned, "chat {}", c.id);
+    }
+    let joined = pg.psql(
+        "SELECT conversation_id, count(*) FROM messages WHERE body LIKE '%joined the chat%' \
+         GROUP BY conversation_id HAVING count(*) <> 1",
+    );
+    assert_eq!(joined, "", "chats with other than one joined line");
+}
+
+/// Alice (capacity 2) is online on both nodes, and ten visitors open chats
+/// through both at once: she gets exactly two, the rest wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_holds_across_nodes_assigning_at_once() {
+    let pg = tokio::task::spawn_blocking(TestPg::start).await.unwrap();
+    let db = pg_database(&pg);
+    let (site, alice, _bob) = seed(&db).await;
+    let nodes = [
+        Arc::new(Node::start(&db).await),
+        Arc::new(Node::start(&db).await),
+    ];
+    for n in &nodes {
+        n.hub.online.lock().unwrap().push(alice);
+    }
+    let mut visitors = Vec::new();
+    for i in 0..10 {
+        visitors.push((nodes[i % 2].clone(), nodes[i % 2].hello(site).await));
+    }
+    let sends = visitors.into_iter().map(|(n, v)| {
+        tokio::spawn(async move { n.send(&v, site, new_id(), "hello?").await.unwrap() })
+    });
+    for s in sends.collect::<Vec<_>>() {
+        assert!(matches!(s.await.unwrap(), VisitorSendOutcome::Done { .. }));
+    }
+    let load = nodes[0]
+        .reads
+        .run(move |c| reads::agent_load(c, alice))
+        .await
+        .unwrap();
+    assert_eq!(load, 2, "capacity 2, across both nodes");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM conversations WHERE state = 0"),
+        "8"
+    );
+}
+
+/// Transfer, then a sign-out that hands the chat back: the same rules on
+/// both engines.
+async fn transfer_and_release_scenario(db: Database) {
+    let (site, alice, bob) = seed(&db).await;
+    let node = Node::start(&db).await;
+    node.hub.online.lock().unwrap().extend([alice, bob]);
+    let v = node.hello(site).await;
+    // Both online with nothing: the least busy, lowest id (alice) gets it.
+    let VisitorSendOutcome::Done { conversation, .. } =
+        node.send(&v, site, new_id(), "help").await.unwrap()
+    else {
+        panic!("send refused")
+    };
+    let owner = |node: &Node| {
+        let reads = node.reads.clone();
+        async move {
+            reads
+                .run(move |c| reads::conversation(c, conversation))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    assert_eq!(owner(&node).await.assigned, Some(alice));
+    let me = actor(alice, site, "Alice");
+    // A transfer that names the wrong current owner is refused.
+    let stale = node
+        .command(
+            &me,
+            1,
+            new_id(),
+            Action::Transfer {
+                conversation,
+                from: Some(bob),
+                to: bob,
+                note: None,
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Outcome::Rejected {
+                code: ErrorCode::Conflict,
+                ..
+            }
+        ),
+        "{stale:?}"
+    );
+    let moved = node
+        .command(
+            &me,
+            2,
+            new_id(),
+            Action::Transfer {
+                conversation,
+                from: Some(alice),
+                to: bob,
+                note: Some("VIP".into()),
+            },
+        )
+        .await;
+    assert!(matches!(moved, Outcome::Done { .. }), "{moved:?}");
+    let c = owner(&node).await;
+    assert_eq!(
+        (c.state, c.assigned),
+        (ConversationState::Active, Some(bob))
+    );
+    // Bob signs out (his one device): the chat goes back to the queue and
+    // on to alice, the one still available.
+    node.writer
+        .call(|reply| Op::ReleaseChats {
+            agent: bob,
+            reason: holdfast_protocol::notice::LeaveReason::SignedOut,
+            reply: Some(reply),
+        })
+        .await
+        .unwrap();
+    let c = owner(&node).await;
+    assert_eq!(
+        (c.state, c.assigned),
+        (ConversationState::Active, Some(alice))
+    );
+    let load_bob = node
+        .reads
+        .run(move |c| reads::agent_load(c, bob))
+        .await
+        .unwrap();
+    assert_eq!(load_bob, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_and_release_on_sign_out_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    transfer_and_release_scenario(Database::Sqlite(dir.path().to_path_buf())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_and_release_on_sign_out_on_postgres() {
+    let pg = tokio::task::spawn_blocking(TestPg::start).await.unwrap();
+    transfer_and_release_scenario(pg_database(&pg)).await;
+}
