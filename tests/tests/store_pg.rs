@@ -84,6 +84,7 @@ struct Node {
     writer: WriterHandle,
     reads: ReadPool,
     hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
 }
 
 impl Node {
@@ -95,12 +96,13 @@ impl Node {
             .unwrap();
         let hub = Arc::new(Hub::default());
         let cfg = WriterConfig::default();
-        let (writer, _join) =
-            store::writer::spawn_on(conn, cfg, hub.clone(), Arc::new(Metrics::default()));
+        let metrics = Arc::new(Metrics::default());
+        let (writer, _join) = store::writer::spawn_on(conn, cfg, hub.clone(), metrics.clone());
         Self {
             writer,
             reads: ReadPool::for_database(db),
             hub,
+            metrics,
         }
     }
 
@@ -929,4 +931,61 @@ async fn transfer_and_release_on_sign_out_on_sqlite() {
 async fn transfer_and_release_on_sign_out_on_postgres() {
     let pg = tokio::task::spawn_blocking(TestPg::start).await.unwrap();
     transfer_and_release_scenario(pg_database(&pg)).await;
+}
+
+/// A batch that loses a conflict (here: the first two attempts at storing a
+/// message fail with a serialization failure, as when another node's
+/// transaction wins) is redone whole: both sends are acked once, stored
+/// once, and nothing of the failed attempts was published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_loses_a_conflict_is_redone_whole_and_acked_once() {
+    let pg = tokio::task::spawn_blocking(TestPg::start).await.unwrap();
+    let db = pg_database(&pg);
+    let (site, _alice, _bob) = seed(&db).await;
+    let node = Node::start(&db).await;
+    let v = node.hello(site).await;
+    node.send(&v, site, new_id(), "first").await.unwrap();
+    // nextval is not rolled back with the transaction, so exactly the next
+    // two attempts fail.
+    pg.psql(
+        "CREATE SEQUENCE conflicts; \
+         CREATE FUNCTION conflict_twice() RETURNS trigger AS $$ BEGIN \
+           IF nextval('conflicts') <= 2 THEN \
+             RAISE EXCEPTION 'injected conflict' USING ERRCODE = '40001'; \
+           END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER conflict_twice BEFORE INSERT ON messages \
+           FOR EACH ROW EXECUTE FUNCTION conflict_twice();",
+    );
+    let published_before = node.hub.effects.lock().unwrap().len();
+    let (a, b) = tokio::join!(
+        node.send(&v, site, new_id(), "second"),
+        node.send(&v, site, new_id(), "third"),
+    );
+    assert!(matches!(a, Ok(VisitorSendOutcome::Done { .. })), "{a:?}");
+    assert!(matches!(b, Ok(VisitorSendOutcome::Done { .. })), "{b:?}");
+    assert!(node.metrics.commit_failures.get() >= 2);
+    assert_eq!(
+        pg.psql("SELECT string_agg(body, ',' ORDER BY id) FROM messages WHERE author_kind = 0"),
+        "first,second,third"
+    );
+    let vid = v.clone();
+    let log = node
+        .reads
+        .run(move |c| reads::visitor_events_after(c, &vid, 0, 1000))
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = log.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    // Each committed event was published once: none from the failed tries.
+    let effects = node.hub.effects.lock().unwrap();
+    let visitor_seqs: Vec<u64> = effects[published_before..]
+        .iter()
+        .filter_map(|e| match e {
+            Effect::VisitorEvent { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    let unique: HashSet<u64> = visitor_seqs.iter().copied().collect();
+    assert_eq!(unique.len(), visitor_seqs.len(), "{visitor_seqs:?}");
+    assert_eq!(visitor_seqs.last().copied(), seqs.last().copied());
 }
