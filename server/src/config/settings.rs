@@ -252,11 +252,13 @@ pub fn resolve(s: Settings) -> anyhow::Result<ServerConfig> {
     }
     c.demo = s.demo.unwrap_or(false);
     if let Some(url) = s.database.filter(|u| !u.trim().is_empty()) {
-        let url = url.trim().to_owned();
-        // Checked here, so a typo stops the start instead of the writer.
-        crate::store::Database::new(Some(&url), &c.data_dir)
-            .map_err(|e| anyhow::anyhow!("database: {e}"))?;
-        c.database = Some(url);
+        // Parsed here, so a typo stops the start instead of the writer.
+        match crate::store::Database::new(Some(url.trim()), &c.data_dir)
+            .map_err(|e| anyhow::anyhow!("database: {e}"))?
+        {
+            crate::store::Database::Postgres(t) => c.database = Some(t),
+            crate::store::Database::Sqlite(_) => {}
+        }
     }
     c.public_url = s.public_url;
     if let Some(v) = s.max_frame {
@@ -535,6 +537,26 @@ mod tests {
             assert!(!err.contains("unknown field"), "{key}: {err}");
         }
         assert!(toml::from_str::<Settings>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn the_database_is_a_postgres_url_and_its_password_is_never_shown() {
+        let c = resolve(Settings::default()).unwrap();
+        assert!(c.database.is_none(), "SQLite in the data dir by default");
+        let c = resolve(flags(&[
+            "--database",
+            "postgres://holdfast:s3cret@db.example:5433/chat",
+        ]))
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("db.example"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(matches!(
+            c.store().unwrap(),
+            crate::store::Database::Postgres(_)
+        ));
+        let e = resolve(flags(&["--database", "mysql://db/chat"])).unwrap_err();
+        assert!(format!("{e:#}").contains("postgres://"), "{e:#}");
     }
 
     #[test]

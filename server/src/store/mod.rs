@@ -168,6 +168,9 @@ pub struct ReadPool {
     /// PostgreSQL only: caps the connections in use, so a burst of reads
     /// waits here instead of exhausting the server's connection slots.
     permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// PostgreSQL only: after a failed connect, reads fail at once until
+    /// then, instead of each waiting out a connect timeout.
+    retry_at: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 impl ReadPool {
@@ -187,6 +190,7 @@ impl ReadPool {
             db: db.clone(),
             idle: Arc::new(Mutex::new(Vec::new())),
             permits,
+            retry_at: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -203,7 +207,23 @@ impl ReadPool {
                 conn.busy_timeout(std::time::Duration::from_secs(5))?;
                 Ok(Conn::Sqlite(conn))
             }
-            Database::Postgres(t) => t.connect().map(Conn::Postgres),
+            Database::Postgres(t) => {
+                let now = std::time::Instant::now();
+                if let Ok(at) = self.retry_at.lock()
+                    && at.is_some_and(|at| now < at)
+                {
+                    return Err(StoreError::Unavailable(format!(
+                        "{t:?} is unreachable; retrying shortly"
+                    )));
+                }
+                let c = t.connect();
+                if let Ok(mut at) = self.retry_at.lock() {
+                    *at = c
+                        .is_err()
+                        .then(|| now + std::time::Duration::from_millis(250));
+                }
+                c.map(Conn::Postgres)
+            }
         }
     }
 

@@ -220,6 +220,9 @@ pub enum WriteConn {
         target: PgTarget,
         /// `None` while the database is out of reach.
         conn: Option<PgConn>,
+        /// After a failed connect, batches fail at once until then instead
+        /// of each waiting out a connect timeout.
+        retry_at: Option<Instant>,
     },
 }
 
@@ -230,6 +233,7 @@ impl WriteConn {
             (Conn::Postgres(c), Database::Postgres(t)) => Ok(WriteConn::Postgres {
                 target: t.clone(),
                 conn: Some(c),
+                retry_at: None,
             }),
             (Conn::Sqlite(c), Database::Sqlite(_)) => Ok(WriteConn::Sqlite(c)),
             _ => Err(StoreError::Config(
@@ -243,13 +247,31 @@ impl WriteConn {
     fn db(&mut self) -> Result<&dyn Db, StoreError> {
         match self {
             WriteConn::Sqlite(c) => Ok(c),
-            WriteConn::Postgres { target, conn } => {
+            WriteConn::Postgres {
+                target,
+                conn,
+                retry_at,
+            } => {
                 if conn.as_ref().is_some_and(PgConn::is_broken) {
                     *conn = None;
                 }
                 if conn.is_none() {
-                    *conn = Some(target.connect()?);
-                    tracing::info!("writer connected to {target:?}");
+                    if retry_at.is_some_and(|t| Instant::now() < t) {
+                        return Err(StoreError::Unavailable(format!(
+                            "{target:?} is unreachable; retrying shortly"
+                        )));
+                    }
+                    match target.connect() {
+                        Ok(c) => {
+                            *conn = Some(c);
+                            *retry_at = None;
+                            tracing::info!("writer connected to {target:?}");
+                        }
+                        Err(e) => {
+                            *retry_at = Some(Instant::now() + RECONNECT_PAUSE);
+                            return Err(e);
+                        }
+                    }
                 }
                 match conn {
                     Some(c) => Ok(c),
@@ -272,6 +294,9 @@ impl WriteConn {
         matches!(self, WriteConn::Postgres { .. })
     }
 }
+
+/// How long the writer waits after a failed connect before trying again.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 
 /// Start the writer thread on either engine.
 pub fn spawn_on(
