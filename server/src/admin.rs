@@ -1,14 +1,14 @@
 //! Site and agent management for the CLI and `--demo`. These write through
-//! their own connection; SQLite's locking makes that safe while a server runs
-//! on the same data dir.
+//! their own connection; SQLite's locking (or PostgreSQL's transactions)
+//! makes that safe while servers run on the same database.
 
 use holdfast_protocol::agent::Role;
 use holdfast_protocol::handshake::Fingerprint;
-use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::auth;
 use crate::config::ServerConfig;
-use crate::store::reads::{self, AgentRow, SiteRow, to_i64};
+use crate::store::reads::{self, AgentRow, SiteRow};
+use crate::store::sql::{Db, args, transaction};
 use crate::store::{StoreError, now_ms};
 use crate::sweeps::{CHANGE_DISABLED, CHANGE_PASSWORD, CHANGE_PROFILE};
 
@@ -28,8 +28,6 @@ pub enum AdminError {
     Auth(#[from] auth::AuthError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
 }
 
 fn valid_key(s: &str, what: &str) -> Result<(), AdminError> {
@@ -47,7 +45,7 @@ fn valid_key(s: &str, what: &str) -> Result<(), AdminError> {
 }
 
 pub fn add_site(
-    conn: &Connection,
+    conn: &dyn Db,
     key: &str,
     name: &str,
     secret: Option<&str>,
@@ -58,7 +56,7 @@ pub fn add_site(
     }
     conn.execute(
         "INSERT INTO sites (key, name, secret, created_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![key, name, secret, now_ms()],
+        &args![key, name, secret, now_ms()],
     )?;
     reads::site_by_key(conn, key)?.ok_or_else(|| AdminError::NoSite(key.into()))
 }
@@ -85,7 +83,7 @@ fn valid_origin(o: &str) -> Result<String, AdminError> {
 
 /// Replace the origins a site's widget may run on; empty allows any.
 pub fn set_site_origins(
-    conn: &Connection,
+    conn: &dyn Db,
     key: &str,
     origins: &[String],
 ) -> Result<SiteRow, AdminError> {
@@ -95,7 +93,7 @@ pub fn set_site_origins(
         .collect::<Result<Vec<_>, _>>()?;
     let n = conn.execute(
         "UPDATE sites SET origins = ?2 WHERE key = ?1",
-        params![key, list.join("\n")],
+        &args![key, list.join("\n")],
     )?;
     if n == 0 {
         return Err(AdminError::NoSite(key.into()));
@@ -104,7 +102,7 @@ pub fn set_site_origins(
 }
 
 pub fn add_agent(
-    conn: &Connection,
+    conn: &dyn Db,
     site_key: &str,
     username: &str,
     display_name: &str,
@@ -122,8 +120,8 @@ pub fn add_agent(
     conn.execute(
         "INSERT INTO agents (site_id, username, display_name, password_hash, capacity, created_ms, role) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            to_i64(site.id),
+        &args![
+            site.id,
             username,
             display_name,
             hash,
@@ -141,50 +139,49 @@ pub fn add_agent(
 /// commit. `revoke` bumps the auth epoch: every session opened before may no
 /// longer act.
 fn change_agent(
-    conn: &Connection,
+    conn: &dyn Db,
     username: &str,
     kind: i64,
     revoke: bool,
-    change: impl FnOnce(&Connection, i64) -> Result<(), AdminError>,
+    change: impl FnOnce(&dyn Db, i64) -> Result<(), AdminError>,
 ) -> Result<(), AdminError> {
-    let tx = conn.unchecked_transaction()?;
-    let id: i64 = tx
-        .query_row(
-            "SELECT id FROM agents WHERE username = ?1",
-            [username],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or_else(|| AdminError::NoAgent(username.into()))?;
-    change(&tx, id)?;
-    if revoke {
+    transaction(conn, |tx| {
+        let id: i64 = tx
+            .query_opt(
+                "SELECT id FROM agents WHERE username = ?1",
+                &args![username],
+            )?
+            .ok_or_else(|| AdminError::NoAgent(username.into()))?
+            .get(0)?;
+        change(tx, id)?;
+        if revoke {
+            tx.execute(
+                "UPDATE agents SET auth_epoch = auth_epoch + 1 WHERE id = ?1",
+                &args![id],
+            )?;
+        }
         tx.execute(
-            "UPDATE agents SET auth_epoch = auth_epoch + 1 WHERE id = ?1",
-            [id],
+            "INSERT INTO agent_changes (agent_id, kind, at_ms) VALUES (?1, ?2, ?3)",
+            &args![id, kind, now_ms()],
         )?;
-    }
-    tx.execute(
-        "INSERT INTO agent_changes (agent_id, kind, at_ms) VALUES (?1, ?2, ?3)",
-        params![id, kind, now_ms()],
-    )?;
-    tx.commit()?;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Set a new password; sessions opened with the old one end.
-pub fn set_password(conn: &Connection, username: &str, password: &str) -> Result<(), AdminError> {
+pub fn set_password(conn: &dyn Db, username: &str, password: &str) -> Result<(), AdminError> {
     let hash = auth::hash_password(password)?;
     change_agent(conn, username, CHANGE_PASSWORD, true, |c, id| {
         c.execute(
             "UPDATE agents SET password_hash = ?2 WHERE id = ?1",
-            params![id, hash],
+            &args![id, &hash],
         )?;
         Ok(())
     })
 }
 
 /// Disable (sessions end, chats go back to the queue) or enable an agent.
-pub fn set_disabled(conn: &Connection, username: &str, disabled: bool) -> Result<(), AdminError> {
+pub fn set_disabled(conn: &dyn Db, username: &str, disabled: bool) -> Result<(), AdminError> {
     let kind = if disabled {
         CHANGE_DISABLED
     } else {
@@ -193,7 +190,7 @@ pub fn set_disabled(conn: &Connection, username: &str, disabled: bool) -> Result
     change_agent(conn, username, kind, disabled, |c, id| {
         c.execute(
             "UPDATE agents SET disabled = ?2 WHERE id = ?1",
-            params![id, i64::from(disabled)],
+            &args![id, disabled],
         )?;
         Ok(())
     })
@@ -202,7 +199,7 @@ pub fn set_disabled(conn: &Connection, username: &str, disabled: bool) -> Result
 /// Change an agent's role, capacity or display name; sessions stay, and the
 /// team panel shows the change.
 pub fn update_agent(
-    conn: &Connection,
+    conn: &dyn Db,
     username: &str,
     role: Option<Role>,
     capacity: Option<u32>,
@@ -219,19 +216,19 @@ pub fn update_agent(
         if let Some(r) = role {
             c.execute(
                 "UPDATE agents SET role = ?2 WHERE id = ?1",
-                params![id, reads::role_to_int(r)],
+                &args![id, reads::role_to_int(r)],
             )?;
         }
         if let Some(cap) = capacity {
             c.execute(
                 "UPDATE agents SET capacity = ?2 WHERE id = ?1",
-                params![id, cap],
+                &args![id, cap],
             )?;
         }
         if let Some(n) = name {
             c.execute(
                 "UPDATE agents SET display_name = ?2 WHERE id = ?1",
-                params![id, n.trim()],
+                &args![id, n.trim()],
             )?;
         }
         Ok(())
@@ -245,19 +242,16 @@ pub const DEMO_PASSWORD: &str = "demo";
 
 /// Create the demo site and agent unless they exist. Returns whether
 /// anything was created.
-pub fn ensure_demo(conn: &Connection) -> Result<bool, AdminError> {
+pub fn ensure_demo(conn: &dyn Db) -> Result<bool, AdminError> {
     let mut created = false;
     if reads::site_by_key(conn, DEMO_SITE)?.is_none() {
         add_site(conn, DEMO_SITE, "Holdfast demo shop", None)?;
         created = true;
     }
-    let exists: Option<i64> = conn
-        .query_row(
-            "SELECT id FROM agents WHERE username = ?1",
-            [DEMO_AGENT],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let exists = conn.query_opt(
+        "SELECT id FROM agents WHERE username = ?1",
+        &args![DEMO_AGENT],
+    )?;
     if exists.is_none() {
         add_agent(
             conn,

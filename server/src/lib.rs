@@ -1,4 +1,5 @@
-//! The Holdfast server: one binary, embedded SQLite, two gateways.
+//! The Holdfast server: one binary, embedded SQLite (or a PostgreSQL that
+//! several nodes share), two gateways.
 //!
 //! - [`config`]: settings from TOML, `HOLDFAST_*` env and flags.
 //! - [`store`]: SQLite schema, the group-commit writer, the chat rules it
@@ -134,11 +135,44 @@ impl RunningServer {
 
 /// Open the data dir, bind both listeners and start serving.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
-    let identity = identity::load_or_create(&cfg.data_dir).context("loading the server key")?;
-    let conn = store::open_connection(&cfg.data_dir)
-        .with_context(|| format!("opening the database in {}", cfg.data_dir.display()))?;
-    if cfg.demo {
-        let created = admin::ensure_demo(&conn).context("creating the demo site")?;
+    let database = cfg.store().context("the database setting")?;
+    // On SQLite the key is a file read first, as always; on PostgreSQL it
+    // is a row of the shared database (see identity.rs).
+    let file_identity = match &database {
+        store::Database::Sqlite(dir) => {
+            Some(identity::load_or_create(dir).context("loading the server key")?)
+        }
+        store::Database::Postgres(_) => None,
+    };
+    let demo = cfg.demo;
+    let opened = {
+        let database = database.clone();
+        // Opening and migrating block (PostgreSQL's client runs its own
+        // runtime, which must not run on an async worker).
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let conn = database.open().with_context(|| match &database {
+                store::Database::Sqlite(dir) => {
+                    format!("opening the database in {}", dir.display())
+                }
+                store::Database::Postgres(t) => format!("opening the database {t:?}"),
+            })?;
+            let identity = match file_identity {
+                Some(id) => id,
+                None => identity::load_or_create_in(conn.db()).context("loading the server key")?,
+            };
+            let created = if demo {
+                Some(admin::ensure_demo(conn.db()).context("creating the demo site")?)
+            } else {
+                None
+            };
+            let conn = store::writer::WriteConn::new(conn, &database)?;
+            Ok((identity, conn, created))
+        })
+        .await
+        .context("opening the database")??
+    };
+    let (identity, conn, created) = opened;
+    if let Some(created) = created {
         admin::print_demo(&cfg, &identity.fingerprint(), created);
     }
     let agent_listener = TcpListener::bind(cfg.agent_listen)
@@ -168,10 +202,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         .transpose()?;
 
     let metrics = Arc::new(metrics::Metrics::default());
-    let reads = store::ReadPool::new(&cfg.data_dir);
+    let reads = store::ReadPool::for_database(&database);
     let hub = hub::Hub::new(cfg.hub.clone(), metrics.clone());
     let (writer, writer_thread) =
-        store::writer::spawn(conn, cfg.writer.clone(), hub.clone(), metrics.clone());
+        store::writer::spawn_on(conn, cfg.writer.clone(), hub.clone(), metrics.clone());
     let tokens = token::TokenKey::derive(&identity.secret_bytes());
     let tickets = ticket::TicketKey::derive(&identity.secret_bytes());
     // An unknown username waits as long as a password check takes here.

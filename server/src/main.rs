@@ -20,6 +20,10 @@ struct DataDir {
     /// Data directory (database and server key). Default: the OS data dir.
     #[arg(long, env = "HOLDFAST_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://user@host/db) the nodes share. Default:
+    /// SQLite in the data dir.
+    #[arg(long, env = "HOLDFAST_DATABASE", global = true, hide_env_values = true)]
+    database: Option<String>,
 }
 
 impl DataDir {
@@ -27,6 +31,17 @@ impl DataDir {
         self.data_dir
             .clone()
             .unwrap_or_else(config::default_data_dir)
+    }
+
+    fn database(&self) -> anyhow::Result<store::Database> {
+        store::Database::new(self.database.as_deref(), &self.path()).context("the database setting")
+    }
+
+    /// Open (creating and migrating if needed) the configured database.
+    fn open(&self) -> anyhow::Result<(store::Database, store::Conn)> {
+        let db = self.database()?;
+        let conn = db.open().context("opening the database")?;
+        Ok((db, conn))
     }
 }
 
@@ -50,6 +65,13 @@ enum Cmd {
     },
     /// Print the server's key fingerprint, for agents to check.
     Fingerprint {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Create or upgrade the database schema (and, on PostgreSQL, the
+    /// server key every node shares). Safe to run from several nodes at
+    /// once; `serve` also does it on start.
+    Migrate {
         #[command(flatten)]
         dir: DataDir,
     },
@@ -167,12 +189,34 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(a) => serve(*a),
         Cmd::Fingerprint { dir } => {
-            let id = identity::load_or_create(&dir.path()).context("loading the server key")?;
+            let id = match dir.database()? {
+                store::Database::Sqlite(path) => identity::load_or_create(&path),
+                db @ store::Database::Postgres(_) => {
+                    let conn = db.open().context("opening the database")?;
+                    identity::load_or_create_for(&db, conn.db())
+                }
+            }
+            .context("loading the server key")?;
             println!("{}", id.fingerprint());
             Ok(())
         }
+        Cmd::Migrate { dir } => {
+            let (db, conn) = dir.open()?;
+            let id =
+                identity::load_or_create_for(&db, conn.db()).context("loading the server key")?;
+            let version = match db {
+                store::Database::Sqlite(_) => store::schema::SCHEMA_VERSION,
+                store::Database::Postgres(_) => store::schema_pg::SCHEMA_VERSION,
+            };
+            println!(
+                "schema is at version {version}; server key fingerprint {}",
+                id.fingerprint()
+            );
+            Ok(())
+        }
         Cmd::Site { cmd, dir } => {
-            let conn = store::open_connection(&dir.path()).context("opening the database")?;
+            let (_, conn) = dir.open()?;
+            let conn = conn.db();
             match cmd {
                 SiteCmd::Add {
                     key,
@@ -181,9 +225,9 @@ fn main() -> anyhow::Result<()> {
                     origins,
                 } => {
                     let name = name.unwrap_or_else(|| key.clone());
-                    let mut s = admin::add_site(&conn, &key, &name, secret.as_deref())?;
+                    let mut s = admin::add_site(conn, &key, &name, secret.as_deref())?;
                     if !origins.is_empty() {
-                        s = admin::set_site_origins(&conn, &key, &origins)?;
+                        s = admin::set_site_origins(conn, &key, &origins)?;
                     }
                     println!(
                         "site {} added (id {}); embed with data-site=\"{}\"",
@@ -191,11 +235,11 @@ fn main() -> anyhow::Result<()> {
                     );
                 }
                 SiteCmd::Origins { key, origins } => {
-                    let s = admin::set_site_origins(&conn, &key, &origins)?;
+                    let s = admin::set_site_origins(conn, &key, &origins)?;
                     println!("{}: {}", s.key, origins_text(&s.origins));
                 }
                 SiteCmd::List => {
-                    for s in store::reads::list_sites(&conn)? {
+                    for s in store::reads::list_sites(conn)? {
                         let secret = if s.secret.is_some() {
                             "identify: verified"
                         } else {
@@ -214,7 +258,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Agent { cmd, dir } => {
-            let conn = store::open_connection(&dir.path()).context("opening the database")?;
+            let (_, conn) = dir.open()?;
+            let conn = conn.db();
             match cmd {
                 AgentCmd::Add {
                     username,
@@ -225,9 +270,8 @@ fn main() -> anyhow::Result<()> {
                     role,
                 } => {
                     let name = name.unwrap_or_else(|| username.clone());
-                    let a = admin::add_agent(
-                        &conn, &site, &username, &name, &password, capacity, role,
-                    )?;
+                    let a =
+                        admin::add_agent(conn, &site, &username, &name, &password, capacity, role)?;
                     println!(
                         "{} {} added (id {}) to site {site}",
                         a.role, a.username, a.id
@@ -239,19 +283,19 @@ fn main() -> anyhow::Result<()> {
                     capacity,
                     name,
                 } => {
-                    let a = admin::update_agent(&conn, &username, role, capacity, name.as_deref())?;
+                    let a = admin::update_agent(conn, &username, role, capacity, name.as_deref())?;
                     println!(
                         "{}: {} · {} · capacity {}",
                         a.username, a.display_name, a.role, a.capacity
                     );
                 }
                 AgentCmd::Passwd { username, password } => {
-                    admin::set_password(&conn, &username, &password)?;
+                    admin::set_password(conn, &username, &password)?;
                     println!("password changed for {username}");
                 }
                 AgentCmd::List => {
-                    let sites = store::reads::list_sites(&conn)?;
-                    for a in store::reads::list_agents(&conn)? {
+                    let sites = store::reads::list_sites(conn)?;
+                    for a in store::reads::list_agents(conn)? {
                         let site = sites
                             .iter()
                             .find(|s| s.id == a.site)
@@ -264,7 +308,7 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 AgentCmd::Disable { username, enable } => {
-                    admin::set_disabled(&conn, &username, !enable)?;
+                    admin::set_disabled(conn, &username, !enable)?;
                     println!("{username} {}", if enable { "enabled" } else { "disabled" });
                 }
             }

@@ -109,6 +109,9 @@ pub async fn agent_changes(ctx: Arc<Ctx>) {
     };
     let mut tick = tokio::time::interval(CHANGES_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Said once per outage: a database restart would otherwise log a line
+    // every tick until it is back.
+    let mut failing = false;
     loop {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,
@@ -122,10 +125,17 @@ pub async fn agent_changes(ctx: Arc<Ctx>) {
         {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!("cannot read the agent change feed: {e}");
+                if !failing {
+                    tracing::warn!("cannot read the agent change feed (until it is back): {e}");
+                    failing = true;
+                }
                 continue;
             }
         };
+        if failing {
+            tracing::info!("reading the agent change feed again");
+            failing = false;
+        }
         for (id, agent, kind) in changes {
             cursor = id;
             apply_change(&ctx, agent, kind).await;

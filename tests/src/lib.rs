@@ -8,6 +8,7 @@
 //! - [`checker`]: counts lost, duplicated and reordered messages.
 //! - [`core_agent`]: the real agent client core as a test peer.
 //! - [`browser`]: a small WebDriver client for headless Chromium.
+//! - [`pg`]: a private PostgreSQL (initdb + postgres) in a temp dir.
 //! - [`chaos`]: the chaos run (every fault at once, real processes, checker).
 //! - [`attack`]: connections from other loopback addresses, and the
 //!   bystander chat that must stay fast while an attack runs.
@@ -30,6 +31,8 @@ pub mod checker;
 pub mod core_agent;
 pub mod flows;
 pub mod proxy;
+// PostgreSQL for the tests of the PostgreSQL store.
+pub mod pg;
 pub mod raw_agent;
 pub mod server;
 pub mod visitor;

@@ -604,7 +604,7 @@ async fn a_full_disk_gives_clear_errors_and_no_acks_then_recovers() {
         .running()
         .ctx
         .reads
-        .run_blocking(|c| Ok(c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?))
+        .run_blocking(|c| c.query_one("PRAGMA integrity_check", &[])?.get(0))
         .unwrap();
     assert_eq!(integrity, "ok");
     let events: Vec<_> = check

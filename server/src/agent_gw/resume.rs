@@ -156,14 +156,11 @@ impl Conn {
                 let (seq, conversations, messages) = ctx
                     .reads
                     .run(move |c| {
-                        c.execute_batch("BEGIN")?;
-                        let r = (|| {
+                        crate::store::sql::read_snapshot(c, |c| {
                             let head = reads::log_head(c, &reads::agent_key(agent))?;
                             let (cs, ms) = reads::agent_snapshot(c, agent, site, oversees)?;
                             Ok((head, cs, ms))
-                        })();
-                        let _ignored = c.execute_batch("COMMIT");
-                        r
+                        })
                     })
                     .await?;
                 send_snapshot(&mut self.link, ctx, seq, conversations, messages).await?;

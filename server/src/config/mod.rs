@@ -189,6 +189,10 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
+    /// A PostgreSQL database (from a `postgres://` URL; its `Debug` shows
+    /// no password): the store and the server key live there, shared by
+    /// every node. `None`: SQLite in `data_dir`.
+    pub database: Option<crate::store::PgTarget>,
     pub http: SocketAddr,
     pub agent_listen: SocketAddr,
     pub tls: Option<TlsFiles>,
@@ -232,9 +236,18 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 impl ServerConfig {
+    /// Where the store lives.
+    pub fn store(&self) -> Result<crate::store::Database, crate::store::StoreError> {
+        Ok(match &self.database {
+            Some(t) => crate::store::Database::Postgres(t.clone()),
+            None => crate::store::Database::Sqlite(self.data_dir.clone()),
+        })
+    }
+
     pub fn with_defaults(data_dir: PathBuf) -> Self {
         Self {
             data_dir,
+            database: None,
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
             agent_listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
             tls: None,

@@ -44,6 +44,9 @@ settings! {
     /// Data directory (database and server key) [default: the OS data dir]
     #[arg(long, env = "HOLDFAST_DATA_DIR")]
     data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://user@host/db) shared by every node [default: SQLite in the data dir]
+    #[arg(long, env = "HOLDFAST_DATABASE", hide_env_values = true)]
+    database: String,
     /// HTTP/WebSocket address [default: 0.0.0.0:8080]
     #[arg(long, env = "HOLDFAST_HTTP")]
     http: SocketAddr,
@@ -254,6 +257,15 @@ pub fn resolve(s: Settings) -> anyhow::Result<ServerConfig> {
         c.agent_listen = v;
     }
     c.demo = s.demo.unwrap_or(false);
+    if let Some(url) = s.database.filter(|u| !u.trim().is_empty()) {
+        // Parsed here, so a typo stops the start instead of the writer.
+        match crate::store::Database::new(Some(url.trim()), &c.data_dir)
+            .map_err(|e| anyhow::anyhow!("database: {e}"))?
+        {
+            crate::store::Database::Postgres(t) => c.database = Some(t),
+            crate::store::Database::Sqlite(_) => {}
+        }
+    }
     c.public_url = s.public_url;
     if let Some(v) = s.max_frame {
         anyhow::ensure!(v >= 1024, "max_frame must be at least 1024 bytes, got {v}");
@@ -546,6 +558,26 @@ mod tests {
             assert!(!err.contains("unknown field"), "{key}: {err}");
         }
         assert!(toml::from_str::<Settings>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn the_database_is_a_postgres_url_and_its_password_is_never_shown() {
+        let c = resolve(Settings::default()).unwrap();
+        assert!(c.database.is_none(), "SQLite in the data dir by default");
+        let c = resolve(flags(&[
+            "--database",
+            "postgres://holdfast:s3cret@db.example:5433/chat",
+        ]))
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("db.example"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(matches!(
+            c.store().unwrap(),
+            crate::store::Database::Postgres(_)
+        ));
+        let e = resolve(flags(&["--database", "mysql://db/chat"])).unwrap_err();
+        assert!(format!("{e:#}").contains("postgres://"), "{e:#}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Read queries. Each takes a plain `&Connection`, so the writer thread can
-//! use the same code inside its transaction.
+//! Read queries. Each takes a plain `&dyn Db`, so the writer thread can
+//! use the same code inside its transaction, on either engine.
 
+use super::StoreError;
+use super::sql::{Db, Row, args};
 use holdfast_protocol::agent::{
     AgentId, Author, ChatMessage, ConversationId, ConversationInfo, ConversationState, Event,
     MessageId, PageView, QueryResult, Role, Seq, SiteId, VisitorInfo,
@@ -10,9 +12,6 @@ use holdfast_protocol::notice::Notice;
 use holdfast_protocol::visitor::{
     ConversationView, Sender, VisitorConvState, VisitorEvent, VisitorMessage,
 };
-use rusqlite::{Connection, OptionalExtension, Row, params};
-
-use super::StoreError;
 
 /// The most message bytes in one page of history: a quarter of the smallest
 /// frame a client accepts, so no page can outgrow a frame.
@@ -51,7 +50,7 @@ impl SiteRow {
     }
 }
 
-fn origins_col(r: &Row<'_>, i: usize) -> rusqlite::Result<Vec<String>> {
+fn origins_col(r: &Row, i: usize) -> Result<Vec<String>, StoreError> {
     let text: String = r.get(i)?;
     Ok(text
         .split('\n')
@@ -135,12 +134,11 @@ pub const AUTHOR_VISITOR: i64 = 0;
 pub const AUTHOR_AGENT: i64 = 1;
 pub const AUTHOR_SYSTEM: i64 = 2;
 
-fn u64_col(row: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
-    let v: i64 = row.get(i)?;
-    Ok(u64::try_from(v).unwrap_or(0))
+fn u64_col(row: &Row, i: usize) -> Result<u64, StoreError> {
+    row.get(i)
 }
 
-fn opt_u64_col(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<u64>> {
+fn opt_u64_col(row: &Row, i: usize) -> Result<Option<u64>, StoreError> {
     let v: Option<i64> = row.get(i)?;
     Ok(v.and_then(|v| u64::try_from(v).ok()))
 }
@@ -151,7 +149,7 @@ pub fn to_i64(v: u64) -> i64 {
 
 const SITE_COLS: &str = "id, key, name, secret, origins";
 
-fn site_row(r: &Row<'_>) -> rusqlite::Result<SiteRow> {
+fn site_row(r: &Row) -> Result<SiteRow, StoreError> {
     Ok(SiteRow {
         id: u64_col(r, 0)?,
         key: r.get(1)?,
@@ -161,51 +159,64 @@ fn site_row(r: &Row<'_>) -> rusqlite::Result<SiteRow> {
     })
 }
 
-pub fn site_by_key(conn: &Connection, key: &str) -> Result<Option<SiteRow>, StoreError> {
-    let mut st = conn.prepare_cached(&format!("SELECT {SITE_COLS} FROM sites WHERE key = ?1"))?;
-    Ok(st.query_row([key], site_row).optional()?)
+pub fn site_by_key(conn: &dyn Db, key: &str) -> Result<Option<SiteRow>, StoreError> {
+    conn.query_opt(
+        &format!("SELECT {SITE_COLS} FROM sites WHERE key = ?1"),
+        &args![key],
+    )?
+    .map(|r| site_row(&r))
+    .transpose()
 }
 
-pub fn site_by_id(conn: &Connection, id: SiteId) -> Result<Option<SiteRow>, StoreError> {
-    let mut st = conn.prepare_cached(&format!("SELECT {SITE_COLS} FROM sites WHERE id = ?1"))?;
-    Ok(st.query_row([to_i64(id)], site_row).optional()?)
+pub fn site_by_id(conn: &dyn Db, id: SiteId) -> Result<Option<SiteRow>, StoreError> {
+    conn.query_opt(
+        &format!("SELECT {SITE_COLS} FROM sites WHERE id = ?1"),
+        &args![id],
+    )?
+    .map(|r| site_row(&r))
+    .transpose()
 }
 
-pub fn list_sites(conn: &Connection) -> Result<Vec<SiteRow>, StoreError> {
-    let mut st = conn.prepare_cached(&format!("SELECT {SITE_COLS} FROM sites ORDER BY id"))?;
-    let rows = st.query_map([], site_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn list_sites(conn: &dyn Db) -> Result<Vec<SiteRow>, StoreError> {
+    conn.query_rows(
+        &format!("SELECT {SITE_COLS} FROM sites ORDER BY id"),
+        &args![],
+    )?
+    .iter()
+    .map(site_row)
+    .collect()
 }
 
 const AGENT_COLS: &str =
     "id, site_id, username, display_name, password_hash, capacity, disabled, role, auth_epoch";
 
-fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
+fn agent_row(r: &Row) -> Result<AgentRow, StoreError> {
     Ok(AgentRow {
         id: u64_col(r, 0)?,
         site: u64_col(r, 1)?,
         username: r.get(2)?,
         display_name: r.get(3)?,
         password_hash: r.get(4)?,
-        capacity: u32::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
-        disabled: r.get::<_, i64>(6)? != 0,
+        capacity: u32::try_from(r.get::<i64>(5)?).unwrap_or(0),
+        disabled: r.get::<i64>(6)? != 0,
         role: role_from_int(r.get(7)?),
         auth_epoch: r.get(8)?,
     })
 }
 
 /// How many open chats an agent has.
-pub fn agent_load(conn: &Connection, agent: AgentId) -> Result<u32, StoreError> {
+pub fn agent_load(conn: &dyn Db, agent: AgentId) -> Result<u32, StoreError> {
     let n: i64 = conn
-        .prepare_cached(
+        .query_one(
             "SELECT COUNT(*) FROM conversations WHERE assigned_agent = ?1 AND state = 1",
+            &args![agent],
         )?
-        .query_row([to_i64(agent)], |r| r.get(0))?;
+        .get(0)?;
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// Every agent of a site with its open-chat count, for the team panel.
-pub fn team(conn: &Connection, site: SiteId) -> Result<Vec<(AgentRow, u32)>, StoreError> {
+pub fn team(conn: &dyn Db, site: SiteId) -> Result<Vec<(AgentRow, u32)>, StoreError> {
     agents_of_site(conn, site)?
         .into_iter()
         .map(|a| {
@@ -216,73 +227,88 @@ pub fn team(conn: &Connection, site: SiteId) -> Result<Vec<(AgentRow, u32)>, Sto
 }
 
 /// Agents that own at least one open chat (uses the partial index).
-pub fn active_owners(conn: &Connection) -> Result<Vec<AgentId>, StoreError> {
-    let mut st = conn.prepare_cached(
+pub fn active_owners(conn: &dyn Db) -> Result<Vec<AgentId>, StoreError> {
+    conn.query_rows(
         "SELECT DISTINCT assigned_agent FROM conversations WHERE state = 1 AND assigned_agent IS NOT NULL",
-    )?;
-    let rows = st.query_map([], |r| u64_col(r, 0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &args![],
+    )?
+    .iter()
+    .map(|r| u64_col(r, 0))
+    .collect()
 }
 
 /// The open chats an agent owns, oldest first.
 pub fn owned_conversations(
-    conn: &Connection,
+    conn: &dyn Db,
     agent: AgentId,
 ) -> Result<Vec<ConversationId>, StoreError> {
-    let mut st = conn.prepare_cached(
+    conn.query_rows(
         "SELECT id FROM conversations WHERE assigned_agent = ?1 AND state = 1 ORDER BY id",
-    )?;
-    let rows = st.query_map([to_i64(agent)], |r| u64_col(r, 0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &args![agent],
+    )?
+    .iter()
+    .map(|r| u64_col(r, 0))
+    .collect()
 }
 
 /// What changed about agents since `after` (written by the CLI), oldest
 /// first: (change id, agent, kind).
 pub fn agent_changes_after(
-    conn: &Connection,
+    conn: &dyn Db,
     after: i64,
 ) -> Result<Vec<(i64, AgentId, i64)>, StoreError> {
-    let mut st = conn.prepare_cached(
+    conn.query_rows(
         "SELECT id, agent_id, kind FROM agent_changes WHERE id > ?1 ORDER BY id LIMIT 256",
-    )?;
-    let rows = st.query_map([after], |r| Ok((r.get(0)?, u64_col(r, 1)?, r.get(2)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &args![after],
+    )?
+    .iter()
+    .map(|r| Ok((r.get(0)?, u64_col(r, 1)?, r.get(2)?)))
+    .collect()
 }
 
-pub fn last_agent_change(conn: &Connection) -> Result<i64, StoreError> {
+pub fn last_agent_change(conn: &dyn Db) -> Result<i64, StoreError> {
     let v: Option<i64> = conn
-        .prepare_cached("SELECT MAX(id) FROM agent_changes")?
-        .query_row([], |r| r.get(0))?;
+        .query_one("SELECT MAX(id) FROM agent_changes", &args![])?
+        .get(0)?;
     Ok(v.unwrap_or(0))
 }
 
-pub fn agent_by_username(
-    conn: &Connection,
-    username: &str,
-) -> Result<Option<AgentRow>, StoreError> {
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT {AGENT_COLS} FROM agents WHERE username = ?1"
-    ))?;
-    Ok(st.query_row([username], agent_row).optional()?)
+pub fn agent_by_username(conn: &dyn Db, username: &str) -> Result<Option<AgentRow>, StoreError> {
+    conn.query_opt(
+        &format!("SELECT {AGENT_COLS} FROM agents WHERE username = ?1"),
+        &args![username],
+    )?
+    .map(|r| agent_row(&r))
+    .transpose()
 }
 
-pub fn agent_by_id(conn: &Connection, id: AgentId) -> Result<Option<AgentRow>, StoreError> {
-    let mut st = conn.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"))?;
-    Ok(st.query_row([to_i64(id)], agent_row).optional()?)
+pub fn agent_by_id(conn: &dyn Db, id: AgentId) -> Result<Option<AgentRow>, StoreError> {
+    conn.query_opt(
+        &format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"),
+        &args![id],
+    )?
+    .map(|r| agent_row(&r))
+    .transpose()
 }
 
-pub fn agents_of_site(conn: &Connection, site: SiteId) -> Result<Vec<AgentRow>, StoreError> {
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT {AGENT_COLS} FROM agents WHERE site_id = ?1 ORDER BY id"
-    ))?;
-    let rows = st.query_map([to_i64(site)], agent_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn agents_of_site(conn: &dyn Db, site: SiteId) -> Result<Vec<AgentRow>, StoreError> {
+    conn.query_rows(
+        &format!("SELECT {AGENT_COLS} FROM agents WHERE site_id = ?1 ORDER BY id"),
+        &args![site],
+    )?
+    .iter()
+    .map(agent_row)
+    .collect()
 }
 
-pub fn list_agents(conn: &Connection) -> Result<Vec<AgentRow>, StoreError> {
-    let mut st = conn.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents ORDER BY id"))?;
-    let rows = st.query_map([], agent_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn list_agents(conn: &dyn Db) -> Result<Vec<AgentRow>, StoreError> {
+    conn.query_rows(
+        &format!("SELECT {AGENT_COLS} FROM agents ORDER BY id"),
+        &args![],
+    )?
+    .iter()
+    .map(agent_row)
+    .collect()
 }
 
 pub fn agent_key(agent: AgentId) -> String {
@@ -294,29 +320,41 @@ pub fn visitor_key(visitor: &str) -> String {
 }
 
 /// The newest seq ever assigned to a recipient.
-pub fn log_head(conn: &Connection, recipient: &str) -> Result<Seq, StoreError> {
-    let mut st = conn.prepare_cached("SELECT head FROM log_heads WHERE recipient = ?1")?;
-    let head: Option<i64> = st.query_row([recipient], |r| r.get(0)).optional()?;
+pub fn log_head(conn: &dyn Db, recipient: &str) -> Result<Seq, StoreError> {
+    let head: Option<i64> = conn
+        .query_opt(
+            "SELECT head FROM log_heads WHERE recipient = ?1",
+            &args![recipient],
+        )?
+        .map(|r| r.get(0))
+        .transpose()?;
     Ok(head.and_then(|h| u64::try_from(h).ok()).unwrap_or(0))
 }
 
 /// (floor, head): events floor+1 ..= head are still stored. A cursor below
 /// the floor cannot be replayed and gets a snapshot.
-pub fn agent_log_bounds(conn: &Connection, agent: AgentId) -> Result<(Seq, Seq), StoreError> {
+pub fn agent_log_bounds(conn: &dyn Db, agent: AgentId) -> Result<(Seq, Seq), StoreError> {
     let head = log_head(conn, &agent_key(agent))?;
-    let mut st = conn.prepare_cached("SELECT MIN(seq) FROM agent_events WHERE agent_id = ?1")?;
-    let min: Option<i64> = st.query_row([to_i64(agent)], |r| r.get(0))?;
+    let min: Option<i64> = conn
+        .query_one(
+            "SELECT MIN(seq) FROM agent_events WHERE agent_id = ?1",
+            &args![agent],
+        )?
+        .get(0)?;
     let floor = min
         .and_then(|m| u64::try_from(m).ok())
         .map_or(head, |m| m - 1);
     Ok((floor, head))
 }
 
-pub fn visitor_log_bounds(conn: &Connection, visitor: &str) -> Result<(Seq, Seq), StoreError> {
+pub fn visitor_log_bounds(conn: &dyn Db, visitor: &str) -> Result<(Seq, Seq), StoreError> {
     let head = log_head(conn, &visitor_key(visitor))?;
-    let mut st =
-        conn.prepare_cached("SELECT MIN(seq) FROM visitor_events WHERE visitor_id = ?1")?;
-    let min: Option<i64> = st.query_row([visitor], |r| r.get(0))?;
+    let min: Option<i64> = conn
+        .query_one(
+            "SELECT MIN(seq) FROM visitor_events WHERE visitor_id = ?1",
+            &args![visitor],
+        )?
+        .get(0)?;
     let floor = min
         .and_then(|m| u64::try_from(m).ok())
         .map_or(head, |m| m - 1);
@@ -335,45 +373,38 @@ pub fn encode_agent_event(e: &Event) -> Result<Vec<u8>, StoreError> {
 }
 
 pub fn agent_events_after(
-    conn: &Connection,
+    conn: &dyn Db,
     agent: AgentId,
     after: Seq,
     limit: u32,
 ) -> Result<Vec<(Seq, Event)>, StoreError> {
-    let mut st = conn.prepare_cached(
+    conn.query_rows(
         "SELECT seq, event FROM agent_events WHERE agent_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    )?;
-    let rows = st.query_map(params![to_i64(agent), to_i64(after), limit], |r| {
-        Ok((u64_col(r, 0)?, r.get::<_, Vec<u8>>(1)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (seq, bytes) = row?;
-        out.push((seq, decode_agent_event(&bytes)?));
-    }
-    Ok(out)
+        &args![agent, after, limit],
+    )?
+    .iter()
+    .map(|r| Ok((u64_col(r, 0)?, decode_agent_event(&r.get::<Vec<u8>>(1)?)?)))
+    .collect()
 }
 
 pub fn visitor_events_after(
-    conn: &Connection,
+    conn: &dyn Db,
     visitor: &str,
     after: Seq,
     limit: u32,
 ) -> Result<Vec<(Seq, VisitorEvent)>, StoreError> {
-    let mut st = conn.prepare_cached(
+    conn.query_rows(
         "SELECT seq, event FROM visitor_events WHERE visitor_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    )?;
-    let rows = st.query_map(params![visitor, to_i64(after), limit], |r| {
-        Ok((u64_col(r, 0)?, r.get::<_, String>(1)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (seq, text) = row?;
+        &args![visitor, after, limit],
+    )?
+    .iter()
+    .map(|r| {
+        let text: String = r.get(1)?;
         let ev = serde_json::from_str(&text)
             .map_err(|e| StoreError::Corrupt(format!("visitor event: {e}")))?;
-        out.push((seq, ev));
-    }
-    Ok(out)
+        Ok((u64_col(r, 0)?, ev))
+    })
+    .collect()
 }
 
 const CONV_SELECT: &str = "SELECT c.id, c.site_id, c.visitor_id, v.name, c.state, c.assigned_agent, a.display_name, \
@@ -381,7 +412,7 @@ const CONV_SELECT: &str = "SELECT c.id, c.site_id, c.visitor_id, v.name, c.state
      FROM conversations c LEFT JOIN visitors v ON v.id = c.visitor_id \
      LEFT JOIN agents a ON a.id = c.assigned_agent";
 
-fn conv_row(r: &Row<'_>) -> rusqlite::Result<ConversationInfo> {
+fn conv_row(r: &Row) -> Result<ConversationInfo, StoreError> {
     Ok(ConversationInfo {
         id: u64_col(r, 0)?,
         site: u64_col(r, 1)?,
@@ -397,22 +428,27 @@ fn conv_row(r: &Row<'_>) -> rusqlite::Result<ConversationInfo> {
 }
 
 pub fn conversation(
-    conn: &Connection,
+    conn: &dyn Db,
     id: ConversationId,
 ) -> Result<Option<ConversationInfo>, StoreError> {
-    let mut st = conn.prepare_cached(&format!("{CONV_SELECT} WHERE c.id = ?1"))?;
-    Ok(st.query_row([to_i64(id)], conv_row).optional()?)
+    conn.query_opt(&format!("{CONV_SELECT} WHERE c.id = ?1"), &args![id])?
+        .map(|r| conv_row(&r))
+        .transpose()
 }
 
 /// The visitor's conversation that is not closed, if any.
 pub fn open_conversation(
-    conn: &Connection,
+    conn: &dyn Db,
     visitor: &str,
 ) -> Result<Option<ConversationInfo>, StoreError> {
-    let mut st = conn.prepare_cached(&format!(
-        "{CONV_SELECT} WHERE c.visitor_id = ?1 AND c.state != 2 ORDER BY c.id DESC LIMIT 1"
-    ))?;
-    Ok(st.query_row([visitor], conv_row).optional()?)
+    conn.query_opt(
+        &format!(
+            "{CONV_SELECT} WHERE c.visitor_id = ?1 AND c.state != 2 ORDER BY c.id DESC LIMIT 1"
+        ),
+        &args![visitor],
+    )?
+    .map(|r| conv_row(&r))
+    .transpose()
 }
 
 const MSG_SELECT: &str = "SELECT m.id, m.conversation_id, m.client_id, m.author_kind, m.author_agent, \
@@ -420,7 +456,7 @@ const MSG_SELECT: &str = "SELECT m.id, m.conversation_id, m.client_id, m.author_
      FROM messages m JOIN conversations c ON c.id = m.conversation_id \
      LEFT JOIN agents a ON a.id = m.author_agent";
 
-fn msg_row(r: &Row<'_>) -> rusqlite::Result<ChatMessage> {
+fn msg_row(r: &Row) -> Result<ChatMessage, StoreError> {
     let client: Vec<u8> = r.get(2)?;
     let mut id = [0u8; 16];
     if client.len() == 16 {
@@ -430,7 +466,7 @@ fn msg_row(r: &Row<'_>) -> rusqlite::Result<ChatMessage> {
     let author = match kind {
         AUTHOR_AGENT => Author::Agent {
             agent: opt_u64_col(r, 4)?.unwrap_or(0),
-            name: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+            name: r.get::<Option<String>>(5)?.unwrap_or_default(),
         },
         AUTHOR_VISITOR => Author::Visitor { visitor: r.get(6)? },
         _ => Author::System,
@@ -445,23 +481,27 @@ fn msg_row(r: &Row<'_>) -> rusqlite::Result<ChatMessage> {
     })
 }
 
-pub fn message(conn: &Connection, id: MessageId) -> Result<Option<ChatMessage>, StoreError> {
-    let mut st = conn.prepare_cached(&format!("{MSG_SELECT} WHERE m.id = ?1"))?;
-    Ok(st.query_row([to_i64(id)], msg_row).optional()?)
+pub fn message(conn: &dyn Db, id: MessageId) -> Result<Option<ChatMessage>, StoreError> {
+    conn.query_opt(&format!("{MSG_SELECT} WHERE m.id = ?1"), &args![id])?
+        .map(|r| msg_row(&r))
+        .transpose()
 }
 
 /// Up to `limit` newest messages of a conversation, oldest first, agent-only
 /// ones included: for agents.
 pub fn recent_messages(
-    conn: &Connection,
+    conn: &dyn Db,
     conversation: ConversationId,
     limit: u32,
 ) -> Result<Vec<ChatMessage>, StoreError> {
-    let mut st = conn.prepare_cached(&format!(
-        "{MSG_SELECT} WHERE m.conversation_id = ?1 ORDER BY m.id DESC LIMIT ?2"
-    ))?;
-    let rows = st.query_map(params![to_i64(conversation), limit], msg_row)?;
-    let mut out: Vec<ChatMessage> = rows.collect::<Result<_, _>>()?;
+    let mut out: Vec<ChatMessage> = conn
+        .query_rows(
+            &format!("{MSG_SELECT} WHERE m.conversation_id = ?1 ORDER BY m.id DESC LIMIT ?2"),
+            &args![conversation, limit],
+        )?
+        .iter()
+        .map(msg_row)
+        .collect::<Result<_, _>>()?;
     out.reverse();
     Ok(out)
 }
@@ -469,15 +509,20 @@ pub fn recent_messages(
 /// Up to `limit` newest messages a visitor may see, oldest first: never an
 /// agent-only one.
 fn recent_public_messages(
-    conn: &Connection,
+    conn: &dyn Db,
     conversation: ConversationId,
     limit: u32,
 ) -> Result<Vec<ChatMessage>, StoreError> {
-    let mut st = conn.prepare_cached(&format!(
-        "{MSG_SELECT} WHERE m.conversation_id = ?1 AND m.internal = 0 ORDER BY m.id DESC LIMIT ?2"
-    ))?;
-    let rows = st.query_map(params![to_i64(conversation), limit], msg_row)?;
-    let mut out: Vec<ChatMessage> = rows.collect::<Result<_, _>>()?;
+    let mut out: Vec<ChatMessage> = conn
+        .query_rows(
+            &format!(
+                "{MSG_SELECT} WHERE m.conversation_id = ?1 AND m.internal = 0 ORDER BY m.id DESC LIMIT ?2"
+            ),
+            &args![conversation, limit],
+        )?
+        .iter()
+        .map(msg_row)
+        .collect::<Result<_, _>>()?;
     out.reverse();
     Ok(out)
 }
@@ -487,17 +532,21 @@ fn recent_public_messages(
 /// A supervisor's covers every open chat of the site, since it watches them
 /// all; anyone else's the waiting ones and its own.
 pub fn agent_snapshot(
-    conn: &Connection,
+    conn: &dyn Db,
     agent: AgentId,
     site: SiteId,
     oversees: bool,
 ) -> Result<(Vec<ConversationInfo>, Vec<ChatMessage>), StoreError> {
-    let mut st = conn.prepare_cached(&format!(
-        "{CONV_SELECT} WHERE c.site_id = ?1 AND (c.state IN (0, 3) OR (c.state = 1 AND (c.assigned_agent = ?2 OR ?3))) \
-         ORDER BY c.id"
-    ))?;
-    let convs: Vec<ConversationInfo> = st
-        .query_map(params![to_i64(site), to_i64(agent), oversees], conv_row)?
+    let convs: Vec<ConversationInfo> = conn
+        .query_rows(
+            &format!(
+                "{CONV_SELECT} WHERE c.site_id = ?1 AND (c.state IN (0, 3) OR (c.state = 1 AND (c.assigned_agent = ?2 OR ?3 = 1))) \
+                 ORDER BY c.id"
+            ),
+            &args![site, agent, oversees],
+        )?
+        .iter()
+        .map(conv_row)
         .collect::<Result<_, _>>()?;
     let mut msgs = Vec::new();
     for c in &convs {
@@ -542,13 +591,16 @@ pub fn conversation_view(c: &ConversationInfo) -> ConversationView {
 
 /// What a visitor's browser needs when its cursor cannot be replayed.
 pub fn visitor_snapshot(
-    conn: &Connection,
+    conn: &dyn Db,
     visitor: &str,
 ) -> Result<(Option<ConversationView>, Vec<VisitorMessage>), StoreError> {
-    let mut st = conn.prepare_cached(&format!(
-        "{CONV_SELECT} WHERE c.visitor_id = ?1 ORDER BY c.id DESC LIMIT 1"
-    ))?;
-    let conv = st.query_row([visitor], conv_row).optional()?;
+    let conv = conn
+        .query_opt(
+            &format!("{CONV_SELECT} WHERE c.visitor_id = ?1 ORDER BY c.id DESC LIMIT 1"),
+            &args![visitor],
+        )?
+        .map(|r| conv_row(&r))
+        .transpose()?;
     let Some(conv) = conv else {
         return Ok((None, Vec::new()));
     };
@@ -574,62 +626,71 @@ pub fn visitor_snapshot(
     Ok((Some(conversation_view(&conv)), msgs))
 }
 
-pub fn trail(conn: &Connection, visitor: &str, limit: usize) -> Result<Vec<PageView>, StoreError> {
-    let mut st = conn.prepare_cached(
-        "SELECT url, title, referrer, at_ms FROM page_views WHERE visitor_id = ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = st.query_map(params![visitor, i64::try_from(limit).unwrap_or(20)], |r| {
-        Ok(PageView {
-            url: r.get(0)?,
-            title: r.get(1)?,
-            referrer: r.get(2)?,
-            at_ms: r.get(3)?,
+pub fn trail(conn: &dyn Db, visitor: &str, limit: usize) -> Result<Vec<PageView>, StoreError> {
+    let mut out: Vec<PageView> = conn
+        .query_rows(
+            "SELECT url, title, referrer, at_ms FROM page_views WHERE visitor_id = ?1 ORDER BY id DESC LIMIT ?2",
+            &args![visitor, i64::try_from(limit).unwrap_or(20)],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(PageView {
+                url: r.get(0)?,
+                title: r.get(1)?,
+                referrer: r.get(2)?,
+                at_ms: r.get(3)?,
+            })
         })
-    })?;
-    let mut out: Vec<PageView> = rows.collect::<Result<_, _>>()?;
+        .collect::<Result<_, StoreError>>()?;
     out.reverse();
     Ok(out)
 }
 
 /// The site's id for a visitor, if it was verified with the site's HMAC.
-pub fn verified_identity(conn: &Connection, visitor: &str) -> Result<Option<String>, StoreError> {
+pub fn verified_identity(conn: &dyn Db, visitor: &str) -> Result<Option<String>, StoreError> {
     let row: Option<Option<String>> = conn
-        .prepare_cached("SELECT external_id FROM visitors WHERE id = ?1 AND verified = 1")?
-        .query_row([visitor], |r| r.get(0))
-        .optional()?;
+        .query_opt(
+            "SELECT external_id FROM visitors WHERE id = ?1 AND verified = 1",
+            &args![visitor],
+        )?
+        .map(|r| r.get(0))
+        .transpose()?;
     Ok(row.flatten())
 }
 
 /// When the visitor was last seen (ms since the epoch), if it exists.
-pub fn visitor_last_seen(conn: &Connection, visitor: &str) -> Result<Option<i64>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT last_seen_ms FROM visitors WHERE id = ?1")?
-        .query_row([visitor], |r| r.get(0))
-        .optional()?)
+pub fn visitor_last_seen(conn: &dyn Db, visitor: &str) -> Result<Option<i64>, StoreError> {
+    conn.query_opt(
+        "SELECT last_seen_ms FROM visitors WHERE id = ?1",
+        &args![visitor],
+    )?
+    .map(|r| r.get(0))
+    .transpose()
 }
 
 /// The stored part of a visitor's record; the hub overlays live fields.
-pub fn visitor_info(conn: &Connection, visitor: &str) -> Result<Option<VisitorInfo>, StoreError> {
-    let mut st = conn.prepare_cached(
-        "SELECT id, site_id, name, email, attrs, verified, user_agent, first_seen_ms, last_seen_ms, \
-         external_id FROM visitors WHERE id = ?1",
-    )?;
-    let row = st
-        .query_row([visitor], |r| {
+pub fn visitor_info(conn: &dyn Db, visitor: &str) -> Result<Option<VisitorInfo>, StoreError> {
+    let row = conn
+        .query_opt(
+            "SELECT id, site_id, name, email, attrs, verified, user_agent, first_seen_ms, last_seen_ms, \
+             external_id FROM visitors WHERE id = ?1",
+            &args![visitor],
+        )?
+        .map(|r| -> Result<_, StoreError> {
             Ok((
-                r.get::<_, String>(0)?,
-                u64_col(r, 1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, i64>(5)? != 0,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, i64>(8)?,
-                r.get::<_, Option<String>>(9)?,
+                r.get::<String>(0)?,
+                u64_col(&r, 1)?,
+                r.get::<Option<String>>(2)?,
+                r.get::<Option<String>>(3)?,
+                r.get::<String>(4)?,
+                r.get::<i64>(5)? != 0,
+                r.get::<Option<String>>(6)?,
+                r.get::<i64>(7)?,
+                r.get::<i64>(8)?,
+                r.get::<Option<String>>(9)?,
             ))
         })
-        .optional()?;
+        .transpose()?;
     let Some((id, site, name, email, attrs, verified, user_agent, first_seen, last_seen, external)) =
         row
     else {
@@ -658,7 +719,7 @@ pub fn visitor_info(conn: &Connection, visitor: &str) -> Result<Option<VisitorIn
 
 /// One page of a visitor's whole history, newest messages first.
 pub fn history(
-    conn: &Connection,
+    conn: &dyn Db,
     site: SiteId,
     visitor: &str,
     before: Option<MessageId>,
@@ -676,18 +737,24 @@ pub fn history(
     // The first page lists the visitor's latest conversations; later pages
     // only those their messages belong to, so a visitor with a thousand
     // visits does not resend them all with every page.
-    let mut st = conn.prepare_cached(&format!(
-        "{CONV_SELECT} WHERE c.visitor_id = ?1 ORDER BY c.id DESC LIMIT 50"
-    ))?;
-    let mut conversations: Vec<ConversationInfo> = st
-        .query_map([visitor], conv_row)?
+    let mut conversations: Vec<ConversationInfo> = conn
+        .query_rows(
+            &format!("{CONV_SELECT} WHERE c.visitor_id = ?1 ORDER BY c.id DESC LIMIT 50"),
+            &args![visitor],
+        )?
+        .iter()
+        .map(conv_row)
         .collect::<Result<_, _>>()?;
-    let mut st = conn.prepare_cached(&format!(
-        "{MSG_SELECT} WHERE c.visitor_id = ?1 AND m.id < ?2 ORDER BY m.id DESC LIMIT ?3"
-    ))?;
     let before_id = before.map_or(i64::MAX, to_i64);
-    let mut messages: Vec<ChatMessage> = st
-        .query_map(params![visitor, before_id, limit + 1], msg_row)?
+    let mut messages: Vec<ChatMessage> = conn
+        .query_rows(
+            &format!(
+                "{MSG_SELECT} WHERE c.visitor_id = ?1 AND m.id < ?2 ORDER BY m.id DESC LIMIT ?3"
+            ),
+            &args![visitor, before_id, limit + 1],
+        )?
+        .iter()
+        .map(msg_row)
         .collect::<Result<_, _>>()?;
     let mut more = messages.len() > limit as usize;
     messages.truncate(limit as usize);
@@ -719,16 +786,17 @@ pub fn history(
 }
 
 pub fn device_commands_acked(
-    conn: &Connection,
+    conn: &dyn Db,
     agent: AgentId,
     device: &MsgId,
 ) -> Result<Seq, StoreError> {
-    let mut st = conn.prepare_cached(
-        "SELECT commands_acked FROM devices WHERE agent_id = ?1 AND device_id = ?2",
-    )?;
-    let v: Option<i64> = st
-        .query_row(params![to_i64(agent), &device.0[..]], |r| r.get(0))
-        .optional()?;
+    let v: Option<i64> = conn
+        .query_opt(
+            "SELECT commands_acked FROM devices WHERE agent_id = ?1 AND device_id = ?2",
+            &args![agent, &device.0[..]],
+        )?
+        .map(|r| r.get(0))
+        .transpose()?;
     Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
 }
 

@@ -17,18 +17,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
-    AgentId, Command, CommandResult, ConversationId, MessageId, Outcome, PageView, Seq, SiteId,
+    AgentId, Command, CommandResult, ConversationId, MessageId, PageView, Seq, SiteId,
 };
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::LeaveReason;
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::live::Live;
-use super::reads::to_i64;
 use super::rules::{Rules, Staged};
-use super::{StoreError, now_ms};
+use super::sql::{Db, PgConn, PgTarget, args};
+use super::{Conn, Database, StoreError, now_ms};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -208,15 +208,118 @@ pub fn spawn(
     live: Arc<dyn Live>,
     metrics: Arc<Metrics>,
 ) -> (WriterHandle, std::thread::JoinHandle<()>) {
-    let (ops, queue) = mpsc::channel(cfg.queue.max(1));
-    let checkpointer = spawn_checkpointer(&conn);
-    // The writer touches index pages all over the database (message ids are
-    // random); SQLite's default 2 MB cache made it re-read pages through
-    // pread on most commits. 8 MB is allocated only as pages are used, and
-    // is 8 MB of the 100 MB budget for 15k visitors (BENCHMARKS.md).
-    if let Err(e) = conn.pragma_update(None, "cache_size", -8_192) {
-        tracing::warn!("cannot set the writer's cache size: {e}");
+    spawn_on(WriteConn::Sqlite(conn), cfg, live, metrics)
+}
+
+/// The writer's connection: SQLite in the data dir, or PostgreSQL, which
+/// the writer reconnects to by itself after the database restarts.
+#[derive(Debug)]
+pub enum WriteConn {
+    Sqlite(Connection),
+    Postgres {
+        target: PgTarget,
+        /// `None` while the database is out of reach.
+        conn: Option<PgConn>,
+        /// After a failed connect, batches fail at once until then instead
+        /// of each waiting out a connect timeout.
+        retry_at: Option<Instant>,
+    },
+}
+
+impl WriteConn {
+    /// The writer's side of an open, migrated connection to `db`.
+    pub fn new(conn: Conn, db: &Database) -> Result<Self, StoreError> {
+        match (conn, db) {
+            (Conn::Postgres(c), Database::Postgres(t)) => Ok(WriteConn::Postgres {
+                target: t.clone(),
+                conn: Some(c),
+                retry_at: None,
+            }),
+            (Conn::Sqlite(c), Database::Sqlite(_)) => Ok(WriteConn::Sqlite(c)),
+            _ => Err(StoreError::Config(
+                "the connection is not to the configured database".into(),
+            )),
+        }
     }
+
+    /// The connection to write on, reconnecting to PostgreSQL if the last
+    /// one was lost.
+    fn db(&mut self) -> Result<&dyn Db, StoreError> {
+        match self {
+            WriteConn::Sqlite(c) => Ok(c),
+            WriteConn::Postgres {
+                target,
+                conn,
+                retry_at,
+            } => {
+                if conn.as_ref().is_some_and(PgConn::is_broken) {
+                    *conn = None;
+                }
+                if conn.is_none() {
+                    if retry_at.is_some_and(|t| Instant::now() < t) {
+                        return Err(StoreError::Unavailable(format!(
+                            "{target:?} is unreachable; retrying shortly"
+                        )));
+                    }
+                    match target.connect() {
+                        Ok(c) => {
+                            *conn = Some(c);
+                            *retry_at = None;
+                            tracing::info!("writer connected to {target:?}");
+                        }
+                        Err(e) => {
+                            *retry_at = Some(Instant::now() + RECONNECT_PAUSE);
+                            return Err(e);
+                        }
+                    }
+                }
+                match conn {
+                    Some(c) => Ok(c),
+                    None => Err(StoreError::Unavailable("no database connection".into())),
+                }
+            }
+        }
+    }
+
+    /// Forget a connection that failed, so the next batch opens a new one.
+    fn reset(&mut self) {
+        if let WriteConn::Postgres { conn, .. } = self {
+            *conn = None;
+        }
+    }
+
+    /// Whether other writers may share the database: then no committed log
+    /// head may be cached between batches.
+    fn shared(&self) -> bool {
+        matches!(self, WriteConn::Postgres { .. })
+    }
+}
+
+/// How long the writer waits after a failed connect before trying again.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+
+/// Start the writer thread on either engine.
+pub fn spawn_on(
+    conn: WriteConn,
+    cfg: WriterConfig,
+    live: Arc<dyn Live>,
+    metrics: Arc<Metrics>,
+) -> (WriterHandle, std::thread::JoinHandle<()>) {
+    let (ops, queue) = mpsc::channel(cfg.queue.max(1));
+    let checkpointer = match &conn {
+        WriteConn::Sqlite(c) => {
+            // The writer touches index pages all over the database (message
+            // ids are random); SQLite's default 2 MB cache made it re-read
+            // pages through pread on most commits. 8 MB is allocated only as
+            // pages are used, and is 8 MB of the 100 MB budget for 15k
+            // visitors (BENCHMARKS.md).
+            if let Err(e) = c.pragma_update(None, "cache_size", -8_192) {
+                tracing::warn!("cannot set the writer's cache size: {e}");
+            }
+            spawn_checkpointer(c)
+        }
+        WriteConn::Postgres { .. } => None,
+    };
     let handle = std::thread::Builder::new()
         .name("holdfast-writer".into())
         .spawn(move || {
@@ -278,59 +381,89 @@ fn spawn_checkpointer(conn: &Connection) -> Option<std::sync::mpsc::Sender<()>> 
     }
 }
 
-enum Pending {
-    Login(Reply<Seq>, Seq),
-    Command(Reply<CommandResult>, CommandResult),
-    Hello(Reply<String>, String),
-    Send(Reply<VisitorSendOutcome>, VisitorSendOutcome),
-    Unit(Reply<()>),
-    Flag(Reply<bool>, bool),
+/// What an applied op answers once its batch is committed.
+enum Answer {
+    Login(Seq),
+    Command(CommandResult),
+    Hello(String),
+    Send(VisitorSendOutcome),
+    Unit,
+    Flag(bool),
+    /// Ops nobody waits for.
+    None,
 }
 
-impl Pending {
-    fn fail(self, err: impl Fn() -> StoreError) {
-        // A dropped receiver means the connection already went away; there
-        // is nobody left to tell.
-        let _ignored = match self {
-            Pending::Login(r, _) => r.send(Err(err())).is_ok(),
-            Pending::Command(r, _) => r.send(Err(err())).is_ok(),
-            Pending::Hello(r, _) => r.send(Err(err())).is_ok(),
-            Pending::Send(r, _) => r.send(Err(err())).is_ok(),
-            Pending::Unit(r) => r.send(Err(err())).is_ok(),
-            Pending::Flag(r, _) => r.send(Err(err())).is_ok(),
-        };
+/// Send an op's answer (or error) to whoever submitted it. A dropped
+/// receiver means the connection already went away; there is nobody left
+/// to tell.
+fn reply(op: Op, answer: Result<Answer, StoreError>) {
+    fn send<T>(r: Reply<T>, v: Result<T, StoreError>) {
+        let _ignored = r.send(v);
     }
+    fn mismatch<T>() -> Result<T, StoreError> {
+        Err(StoreError::Corrupt(
+            "the writer mixed up two answers".into(),
+        ))
+    }
+    match (op, answer) {
+        (Op::AgentLogin { reply, .. }, Ok(Answer::Login(v))) => send(reply, Ok(v)),
+        (Op::AgentCommand { reply, .. }, Ok(Answer::Command(v))) => send(reply, Ok(v)),
+        (Op::VisitorHello { reply, .. }, Ok(Answer::Hello(v))) => send(reply, Ok(v)),
+        (Op::VisitorSend { reply, .. } | Op::VisitorEndChat { reply, .. }, Ok(Answer::Send(v))) => {
+            send(reply, Ok(v))
+        }
+        (Op::Identify { reply, .. }, Ok(Answer::Flag(v))) => send(reply, Ok(v)),
+        (Op::Barrier { reply }, Ok(Answer::Unit)) => send(reply, Ok(())),
+        (Op::ReleaseChats { reply, .. }, Ok(Answer::Unit)) => {
+            if let Some(r) = reply {
+                send(r, Ok(()));
+            }
+        }
+        (Op::PageView { .. } | Op::Delivered { .. } | Op::AssignQueued { .. }, _) => {}
+        (op, Ok(_)) => reply(op, mismatch()),
+        (Op::AgentLogin { reply, .. }, Err(e)) => send(reply, Err(e)),
+        (Op::AgentCommand { reply, .. }, Err(e)) => send(reply, Err(e)),
+        (Op::VisitorHello { reply, .. }, Err(e)) => send(reply, Err(e)),
+        (Op::VisitorSend { reply, .. } | Op::VisitorEndChat { reply, .. }, Err(e)) => {
+            send(reply, Err(e));
+        }
+        (Op::Identify { reply, .. }, Err(e)) => send(reply, Err(e)),
+        (Op::Barrier { reply }, Err(e)) => send(reply, Err(e)),
+        (Op::ReleaseChats { reply, .. }, Err(e)) => {
+            if let Some(r) = reply {
+                send(r, Err(e));
+            }
+        }
+    }
+}
 
-    fn succeed(self) {
-        let _ignored = match self {
-            Pending::Login(r, v) => r.send(Ok(v)).is_ok(),
-            Pending::Command(r, v) => r.send(Ok(v)).is_ok(),
-            Pending::Hello(r, v) => r.send(Ok(v)).is_ok(),
-            Pending::Send(r, v) => r.send(Ok(v)).is_ok(),
-            Pending::Unit(r) => r.send(Ok(())).is_ok(),
-            Pending::Flag(r, v) => r.send(Ok(v)).is_ok(),
-        };
-    }
+/// How often a batch that lost a conflict to another node's transaction is
+/// redone before its ops are told to retry.
+const CONFLICT_RETRIES: u32 = 8;
+
+/// How one attempt at a batch ended.
+enum Attempt {
+    /// Committed: each op's answer (or its own error), and what to publish.
+    Committed(Vec<Result<Answer, StoreError>>, Staged),
+    /// Rolled back; the whole batch may be redone.
+    Conflict(StoreError),
+    /// Rolled back (or in doubt); nothing of it is acked.
+    Failed(StoreError),
 }
 
 struct Writer {
-    conn: Connection,
+    conn: WriteConn,
     cfg: WriterConfig,
     /// The hub, behind the store's own traits.
     live: Arc<dyn Live>,
     metrics: Arc<Metrics>,
-    /// Committed log heads.
+    /// Committed log heads (one writer only: empty on a shared database).
     heads: HashMap<String, Seq>,
     last_prune: Instant,
 }
 
 impl Writer {
-    fn new(
-        conn: Connection,
-        cfg: WriterConfig,
-        live: Arc<dyn Live>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    fn new(conn: WriteConn, cfg: WriterConfig, live: Arc<dyn Live>, metrics: Arc<Metrics>) -> Self {
         Self {
             conn,
             cfg,
@@ -364,104 +497,68 @@ impl Writer {
         tracing::info!("writer stopped: all senders gone");
     }
 
+    /// Apply a batch in one transaction and answer every op after the
+    /// commit. A conflict with another node's transaction redoes the whole
+    /// batch (nothing of it was committed, nothing was acked); a lost
+    /// database fails the whole batch, so the clients retry.
     fn process(&mut self, batch: Vec<Op>) {
         let started = Instant::now();
         let n = batch.len();
-        let mut pending = Vec::with_capacity(n);
-        let mut staged = Staged::default();
-        let mut barriers = Vec::new();
-
-        let txn = match self.conn.transaction() {
-            Ok(txn) => txn,
-            Err(e) => {
-                let msg = e.to_string();
-                tracing::error!("cannot begin transaction: {msg}");
-                for op in batch {
-                    fail_op(op, &msg);
+        let mut tries = 0;
+        let outcome = loop {
+            tries += 1;
+            let attempt = match self.conn.db() {
+                Ok(db) => attempt(db, &batch, &*self.live, &self.heads, self.cfg.trail_keep),
+                Err(e) => Attempt::Failed(e),
+            };
+            match attempt {
+                Attempt::Conflict(e) if tries <= CONFLICT_RETRIES => {
+                    self.metrics.commit_failures.inc();
+                    tracing::debug!("batch of {n} ops conflicted (try {tries}), redoing: {e}");
+                    // A little jitter, so two nodes that deadlocked do not
+                    // meet again in the same order at once.
+                    let pause = rand::random_range(0..(2_u64 << tries.min(6)));
+                    std::thread::sleep(Duration::from_millis(pause));
                 }
-                return;
+                Attempt::Conflict(e) => {
+                    break Attempt::Failed(StoreError::Unavailable(format!(
+                        "kept conflicting with other writers: {e}"
+                    )));
+                }
+                other => break other,
             }
         };
-        let mut fatal: Option<String> = None;
-        for op in batch {
-            if let Op::Barrier { reply } = op {
-                barriers.push(Pending::Unit(reply));
-                continue;
-            }
-            if let Some(msg) = &fatal {
-                fail_op(op, msg);
-                continue;
-            }
-            // Each op runs in its own savepoint, so a failing op is undone
-            // without losing the rest of the batch.
-            // Cached statements: execute_batch would parse the SQL on every op.
-            if let Err(e) = exec_cached(&txn, "SAVEPOINT op") {
-                let msg = e.to_string();
-                fail_op(op, &msg);
-                fatal = Some(msg);
-                continue;
-            }
-            let mut op_staged = Staged::default();
-            let rules = Rules::new(
-                &txn,
-                &*self.live,
-                &mut op_staged,
-                &staged,
-                &self.heads,
-                self.cfg.trail_keep,
-            );
-            match apply(rules, op) {
-                Ok(p) => match exec_cached(&txn, "RELEASE op") {
-                    Ok(()) => {
-                        staged.absorb(op_staged);
-                        pending.extend(p);
-                    }
-                    Err(e) => {
-                        let e = StoreError::from_sqlite(e);
-                        let msg = e.to_string();
-                        if let Some(p) = p {
-                            p.fail(|| clone_err(&e));
-                        }
-                        fatal = Some(msg);
-                    }
-                },
-                Err((e, p)) => {
-                    if let Err(rb) = txn.execute_batch("ROLLBACK TO op; RELEASE op") {
-                        fatal = Some(rb.to_string());
-                    }
-                    let full = matches!(e, StoreError::Full(_));
-                    let msg = e.to_string();
-                    if let Some(p) = p {
-                        p.fail(|| clone_err(&e));
-                    }
-                    if full {
-                        fatal = Some(msg);
-                    }
+        match outcome {
+            Attempt::Committed(answers, staged) => {
+                self.metrics.record_commit(n, started.elapsed());
+                if !self.conn.shared() {
+                    self.heads.extend(staged.heads);
                 }
-            }
-        }
-        let heads_ok = persist_heads(&txn, &staged.heads);
-        let result = heads_ok.and_then(|()| txn.commit().map_err(StoreError::from_sqlite));
-        let latency = started.elapsed();
-        match result {
-            Ok(()) => {
-                self.heads.extend(staged.heads);
-                self.metrics.record_commit(n, latency);
-                for p in pending {
-                    p.succeed();
+                let mut barriers = Vec::new();
+                for (op, answer) in batch.into_iter().zip(answers) {
+                    if matches!(op, Op::Barrier { .. }) {
+                        barriers.push(op);
+                    } else {
+                        reply(op, answer);
+                    }
                 }
                 // Staged presence goes no further: the hub has it from here
                 // on, through the effects.
                 self.live.publish(staged.effects);
+                // Barriers last: everything before them is answered and
+                // published.
                 for b in barriers {
-                    b.succeed();
+                    reply(b, Ok(Answer::Unit));
                 }
             }
-            Err(e) => {
-                tracing::error!("commit of {n} ops failed: {e}");
+            Attempt::Failed(e) | Attempt::Conflict(e) => {
+                tracing::error!("batch of {n} ops failed: {e}");
                 self.metrics.commit_failures.inc();
-                for p in pending.into_iter().chain(barriers) {
-                    p.fail(|| clone_err(&e));
+                if e.is_unavailable() || matches!(e, StoreError::Postgres(_)) {
+                    self.conn.reset();
+                }
+                for op in batch {
+                    reply(op, Err(clone_err(&e)));
                 }
             }
         }
@@ -470,19 +567,16 @@ impl Writer {
     fn prune(&mut self) {
         self.last_prune = Instant::now();
         let cutoff = now_ms() - i64::try_from(self.cfg.retention.as_millis()).unwrap_or(i64::MAX);
-        let r = self
-            .conn
-            .execute("DELETE FROM agent_events WHERE at_ms < ?1", [cutoff])
-            .and_then(|a| {
-                self.conn
-                    .execute("DELETE FROM visitor_events WHERE at_ms < ?1", [cutoff])
-                    .map(|b| a + b)
-            })
-            .and_then(|n| {
-                self.conn
-                    .execute("DELETE FROM page_views WHERE at_ms < ?1", [cutoff])
-                    .map(|p| n + p)
-            });
+        let r = self.conn.db().and_then(|db| {
+            let mut n = 0;
+            for table in ["agent_events", "visitor_events", "page_views"] {
+                n += db.execute(
+                    &format!("DELETE FROM {table} WHERE at_ms < ?1"),
+                    &args![cutoff],
+                )?;
+            }
+            Ok(n)
+        });
         match r {
             Ok(0) => {}
             Ok(n) => tracing::info!("pruned {n} events older than retention"),
@@ -491,9 +585,101 @@ impl Writer {
     }
 }
 
+/// One try at a batch: BEGIN, each op in its own savepoint (a failing op is
+/// undone without losing the rest), the heads, COMMIT. Barriers answer
+/// after everything before them; their slot is a plain `Unit`.
+fn attempt(
+    db: &dyn Db,
+    batch: &[Op],
+    live: &dyn Live,
+    committed_heads: &HashMap<String, Seq>,
+    trail_keep: u32,
+) -> Attempt {
+    if let Err(e) = db.batch("BEGIN") {
+        return end_failed(db, e);
+    }
+    let mut staged = Staged::default();
+    let mut answers: Vec<Result<Answer, StoreError>> = Vec::with_capacity(batch.len());
+    let mut fatal: Option<StoreError> = None;
+    for op in batch {
+        if matches!(op, Op::Barrier { .. }) {
+            answers.push(Ok(Answer::Unit));
+            continue;
+        }
+        if let Some(e) = &fatal {
+            answers.push(Err(clone_err(e)));
+            continue;
+        }
+        if let Err(e) = db.batch("SAVEPOINT op") {
+            return end_failed(db, e);
+        }
+        let mut op_staged = Staged::default();
+        let rules = Rules::new(
+            db,
+            live,
+            &mut op_staged,
+            &staged,
+            committed_heads,
+            trail_keep,
+        );
+        match apply(rules, op) {
+            Ok(a) => {
+                if let Err(e) = db.batch("RELEASE op") {
+                    return end_failed(db, e);
+                }
+                staged.absorb(op_staged);
+                answers.push(Ok(a));
+            }
+            // Another node holds what this op needs, or the database went
+            // away: the batch as a whole is redone or failed.
+            Err(e @ (StoreError::Retry(_) | StoreError::Unavailable(_))) => {
+                return end_failed(db, e);
+            }
+            Err(e) => {
+                if let Err(rb) = db
+                    .batch("ROLLBACK TO op")
+                    .and_then(|()| db.batch("RELEASE op"))
+                {
+                    return end_failed(db, rb);
+                }
+                // A full disk fails the rest of the batch; what came before
+                // is still committed if the commit gets through.
+                if matches!(e, StoreError::Full(_)) {
+                    fatal = Some(clone_err(&e));
+                }
+                answers.push(Err(e));
+            }
+        }
+    }
+    if let Err(e) = persist_heads(db, &staged.heads) {
+        return end_failed(db, e);
+    }
+    match db.batch("COMMIT") {
+        Ok(()) => Attempt::Committed(answers, staged),
+        // A COMMIT that failed may or may not have applied (the connection
+        // dropped while it ran): nothing is acked, and the clients' resends
+        // are answered from the idempotency records if it did.
+        Err(e) => end_failed(db, e),
+    }
+}
+
+/// Roll back after an error and say whether the batch may be redone.
+fn end_failed(db: &dyn Db, e: StoreError) -> Attempt {
+    // On SQLite a failed COMMIT leaves the transaction open; on PostgreSQL
+    // an aborted one must still be ended. On a lost connection this fails
+    // too, which changes nothing.
+    let _ignored = db.batch("ROLLBACK");
+    match e {
+        StoreError::Retry(_) => Attempt::Conflict(e),
+        e => Attempt::Failed(e),
+    }
+}
+
 fn clone_err(e: &StoreError) -> StoreError {
     match e {
         StoreError::Full(m) => StoreError::Full(m.clone()),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Retry(m) => StoreError::Retry(m.clone()),
         StoreError::Revoked { code, message } => StoreError::Revoked {
             code: *code,
             message: message.clone(),
@@ -502,98 +688,36 @@ fn clone_err(e: &StoreError) -> StoreError {
     }
 }
 
-fn fail_op(op: Op, msg: &str) {
-    let err = || {
-        if msg.contains("full") {
-            StoreError::Full(msg.to_string())
-        } else {
-            StoreError::Corrupt(msg.to_string())
-        }
-    };
-    match op {
-        Op::AgentLogin { reply, .. } => Pending::Login(reply, 0).fail(err),
-        Op::AgentCommand { reply, .. } => {
-            let _ignored = reply.send(Err(err()));
-        }
-        Op::VisitorHello { reply, .. } => Pending::Hello(reply, String::new()).fail(err),
-        Op::VisitorSend { reply, .. } | Op::VisitorEndChat { reply, .. } => {
-            let _ignored = reply.send(Err(err()));
-        }
-        Op::Identify { reply, .. } => Pending::Flag(reply, false).fail(err),
-        Op::Barrier { reply } => Pending::Unit(reply).fail(err),
-        Op::ReleaseChats { reply, .. } => {
-            if let Some(r) = reply {
-                Pending::Unit(r).fail(err);
-            }
-        }
-        Op::PageView { .. } | Op::Delivered { .. } | Op::AssignQueued { .. } => {}
-    }
-}
-
-fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([]).map(|_| ())
-}
-
-fn persist_heads(conn: &Connection, heads: &HashMap<String, Seq>) -> Result<(), StoreError> {
-    let mut st = conn
-        .prepare_cached(
+fn persist_heads(db: &dyn Db, heads: &HashMap<String, Seq>) -> Result<(), StoreError> {
+    for (k, v) in heads {
+        db.execute(
             "INSERT INTO log_heads (recipient, head) VALUES (?1, ?2) \
              ON CONFLICT(recipient) DO UPDATE SET head = excluded.head",
-        )
-        .map_err(StoreError::from_sqlite)?;
-    for (k, v) in heads {
-        st.execute(params![k, to_i64(*v)])
-            .map_err(StoreError::from_sqlite)?;
+            &args![k, *v],
+        )?;
     }
     Ok(())
 }
 
-type ApplyResult = Result<Option<Pending>, (StoreError, Option<Pending>)>;
-
-/// Apply one op: dispatch to its rule in `rules/`. The error variant is
-/// large, but this runs once per op on one thread; boxing would only add an
-/// allocation. On error the caller rolls back the op's savepoint and the
-/// reply (if any) gets the error.
-#[allow(clippy::result_large_err)]
-fn apply(mut rules: Rules<'_>, op: Op) -> ApplyResult {
+/// Apply one op: dispatch to its rule in `rules/`. On error the caller
+/// rolls back the op's savepoint and the op is answered with the error.
+fn apply(mut rules: Rules<'_>, op: &Op) -> Result<Answer, StoreError> {
     match op {
-        Op::AgentLogin {
-            agent,
-            device,
-            reply,
-        } => match rules.agent_login(agent, &device) {
-            Ok(v) => Ok(Some(Pending::Login(reply, v))),
-            Err(e) => Err((e, Some(Pending::Login(reply, 0)))),
-        },
+        Op::AgentLogin { agent, device, .. } => {
+            rules.agent_login(*agent, device).map(Answer::Login)
+        }
         Op::AgentCommand {
-            actor,
-            device,
-            cmd,
-            reply,
-        } => match rules.agent_command(&actor, &device, &cmd) {
-            Ok(v) => Ok(Some(Pending::Command(reply, v))),
-            Err(e) => {
-                let placeholder = CommandResult {
-                    seq: cmd.seq,
-                    id: cmd.id,
-                    outcome: Outcome::Rejected {
-                        code: ErrorCode::Unavailable,
-                        message: String::new(),
-                    },
-                };
-                Err((e, Some(Pending::Command(reply, placeholder))))
-            }
-        },
+            actor, device, cmd, ..
+        } => rules.agent_command(actor, device, cmd).map(Answer::Command),
         Op::VisitorHello {
             site,
             visitor,
             user_agent,
             page,
-            reply,
-        } => match rules.visitor_hello(site, visitor, user_agent, page) {
-            Ok(v) => Ok(Some(Pending::Hello(reply, v))),
-            Err(e) => Err((e, Some(Pending::Hello(reply, String::new())))),
-        },
+            ..
+        } => rules
+            .visitor_hello(*site, visitor.clone(), user_agent.clone(), page.clone())
+            .map(Answer::Hello),
         Op::VisitorSend {
             visitor,
             site,
@@ -601,30 +725,19 @@ fn apply(mut rules: Rules<'_>, op: Op) -> ApplyResult {
             body,
             leave,
             page,
-            reply,
-        } => {
-            let r = rules.visitor_action(&visitor, id, |rules| {
-                rules.visitor_post(&visitor, site, id, &body, leave, page)
-            });
-            send_result(r, reply)
+            ..
+        } => rules
+            .visitor_action(visitor, *id, |rules| {
+                rules.visitor_post(visitor, *site, *id, body, leave.clone(), page.clone())
+            })
+            .map(Answer::Send),
+        Op::VisitorEndChat { visitor, id, .. } => rules
+            .visitor_action(visitor, *id, |rules| rules.visitor_end_chat(visitor, *id))
+            .map(Answer::Send),
+        Op::ReleaseChats { agent, reason, .. } => {
+            rules.release_chats(*agent, *reason).map(|()| Answer::Unit)
         }
-        Op::VisitorEndChat { visitor, id, reply } => {
-            let r =
-                rules.visitor_action(&visitor, id, |rules| rules.visitor_end_chat(&visitor, id));
-            send_result(r, reply)
-        }
-        Op::ReleaseChats {
-            agent,
-            reason,
-            reply,
-        } => match rules.release_chats(agent, reason) {
-            Ok(()) => Ok(reply.map(Pending::Unit)),
-            Err(e) => Err((e, reply.map(Pending::Unit))),
-        },
-        Op::PageView { visitor, page } => rules
-            .page_view(&visitor, &page)
-            .map(|()| None)
-            .map_err(|e| (e, None)),
+        Op::PageView { visitor, page } => rules.page_view(visitor, page).map(|()| Answer::None),
         Op::Identify {
             visitor,
             external_id,
@@ -632,39 +745,19 @@ fn apply(mut rules: Rules<'_>, op: Op) -> ApplyResult {
             email,
             attrs,
             verified,
-            reply,
-        } => match rules.identify(&visitor, &external_id, name, email, &attrs, verified) {
-            Ok(ok) => Ok(Some(Pending::Flag(reply, ok))),
-            Err(e) => Err((e, Some(Pending::Flag(reply, false)))),
-        },
-        Op::Delivered { visitor, up_to } => rules
-            .delivered(&visitor, up_to)
-            .map(|()| None)
-            .map_err(|e| (e, None)),
-        Op::AssignQueued { site } => rules
-            .assign_queued(site, None)
-            .map(|()| None)
-            .map_err(|e| (e, None)),
-        Op::Barrier { reply } => Ok(Some(Pending::Unit(reply))),
-    }
-}
-
-#[allow(clippy::result_large_err)]
-fn send_result(
-    r: Result<VisitorSendOutcome, StoreError>,
-    reply: Reply<VisitorSendOutcome>,
-) -> ApplyResult {
-    match r {
-        Ok(v) => Ok(Some(Pending::Send(reply, v))),
-        Err(e) => Err((
-            e,
-            Some(Pending::Send(
-                reply,
-                VisitorSendOutcome::Rejected {
-                    code: ErrorCode::Unavailable,
-                    message: String::new(),
-                },
-            )),
-        )),
+            ..
+        } => rules
+            .identify(
+                visitor,
+                external_id,
+                name.clone(),
+                email.clone(),
+                attrs,
+                *verified,
+            )
+            .map(Answer::Flag),
+        Op::Delivered { visitor, up_to } => rules.delivered(visitor, *up_to).map(|()| Answer::None),
+        Op::AssignQueued { site } => rules.assign_queued(*site, None).map(|()| Answer::None),
+        Op::Barrier { .. } => Ok(Answer::Unit),
     }
 }

@@ -603,8 +603,7 @@ pub(super) async fn snapshot(ctx: &Arc<Ctx>, v: &Visitor) -> Result<VisitorOut, 
     let id = v.id.clone();
     ctx.reads
         .run(move |c| {
-            c.execute_batch("BEGIN")?;
-            let r = (|| {
+            crate::store::sql::read_snapshot(c, |c| {
                 let head = reads::log_head(c, &reads::visitor_key(&id))?;
                 let (conversation, messages) = reads::visitor_snapshot(c, &id)?;
                 Ok(VisitorOut::Snapshot {
@@ -613,9 +612,7 @@ pub(super) async fn snapshot(ctx: &Arc<Ctx>, v: &Visitor) -> Result<VisitorOut, 
                     conversation,
                     messages,
                 })
-            })();
-            let _ignored = c.execute_batch("COMMIT");
-            r
+            })
         })
         .await
         .map_err(store_err)

@@ -7,10 +7,10 @@ use holdfast_protocol::agent::{
 };
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
-use rusqlite::params;
 
 use super::{Rules, rejected};
-use crate::store::reads::{self, agent_key, to_i64};
+use crate::store::reads::{self, agent_key};
+use crate::store::sql::args;
 use crate::store::writer::AgentActor;
 use crate::store::{StoreError, now_ms};
 
@@ -48,12 +48,12 @@ impl Rules<'_> {
         let outcome = self.once(&cmd.id, &actor_key, cmd.seq, |rules| {
             rules.agent_action(actor, &me, cmd)
         })?;
-        self.conn
-            .prepare_cached(
-                "UPDATE devices SET commands_acked = MAX(commands_acked, ?3) WHERE agent_id = ?1 AND device_id = ?2",
-            )?
-            .execute(params![to_i64(actor.id), &device.0[..], to_i64(cmd.seq)])
-            .map_err(StoreError::from_sqlite)?;
+        // CASE, not SQLite's two-argument MAX: the same SQL on both engines.
+        self.conn.execute(
+            "UPDATE devices SET commands_acked = CASE WHEN commands_acked < ?3 THEN ?3 ELSE commands_acked END \
+             WHERE agent_id = ?1 AND device_id = ?2",
+            &args![actor.id, &device.0[..], cmd.seq],
+        )?;
         Ok(CommandResult {
             seq: cmd.seq,
             id: cmd.id,
@@ -69,6 +69,7 @@ impl Rules<'_> {
         actor: &AgentActor,
         id: ConversationId,
     ) -> Result<Result<ConversationInfo, Outcome>, StoreError> {
+        self.lock_row("conversations", id)?;
         match reads::conversation(self.conn, id)? {
             Some(c) if c.site == actor.site => Ok(Ok(c)),
             _ => Ok(Err(rejected(

@@ -3,10 +3,10 @@
 
 use holdfast_protocol::agent::{AgentId, Seq};
 use holdfast_protocol::ids::MsgId;
-use rusqlite::params;
 
 use super::Rules;
-use crate::store::reads::{self, to_i64};
+use crate::store::reads;
+use crate::store::sql::args;
 use crate::store::{StoreError, now_ms};
 
 impl Rules<'_> {
@@ -15,13 +15,11 @@ impl Rules<'_> {
         agent: AgentId,
         device: &MsgId,
     ) -> Result<Seq, StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO devices (agent_id, device_id, commands_acked, last_login_ms) VALUES (?1, ?2, 0, ?3) \
-                 ON CONFLICT(agent_id, device_id) DO UPDATE SET last_login_ms = excluded.last_login_ms",
-            )?
-            .execute(params![to_i64(agent), &device.0[..], now_ms()])
-            .map_err(StoreError::from_sqlite)?;
+        self.conn.execute(
+            "INSERT INTO devices (agent_id, device_id, commands_acked, last_login_ms) VALUES (?1, ?2, 0, ?3) \
+             ON CONFLICT(agent_id, device_id) DO UPDATE SET last_login_ms = excluded.last_login_ms",
+            &args![agent, &device.0[..], now_ms()],
+        )?;
         reads::device_commands_acked(self.conn, agent, device)
     }
 }

@@ -4,7 +4,8 @@
 use holdfast_protocol::agent::{AgentId, ConversationState, SiteId};
 
 use super::Rules;
-use crate::store::reads::{self, to_i64};
+use crate::store::reads;
+use crate::store::sql::args;
 use crate::store::{StoreError, now_ms};
 
 impl Rules<'_> {
@@ -18,6 +19,8 @@ impl Rules<'_> {
         let online = self.available_agents(site);
         let mut best: Option<(u32, AgentId)> = None;
         for agent in online.into_iter().filter(|a| Some(*a) != exclude) {
+            // Held to COMMIT, so two nodes cannot both fill its last slot.
+            self.lock_row("agents", agent)?;
             let Some(row) = reads::agent_by_id(self.conn, agent)? else {
                 continue;
             };
@@ -41,22 +44,29 @@ impl Rules<'_> {
         site: SiteId,
         exclude: Option<AgentId>,
     ) -> Result<(), StoreError> {
-        let queued: Vec<i64> = self
+        let queued: Vec<u64> = self
             .conn
-            .prepare_cached(
-                "SELECT id FROM conversations WHERE site_id = ?1 AND state = 0 ORDER BY id",
+            .query_rows(
+                &format!(
+                    "SELECT id FROM conversations WHERE site_id = ?1 AND state = 0 ORDER BY id{}",
+                    self.skip_locked()
+                ),
+                &args![site],
             )?
-            .query_map([to_i64(site)], |r| r.get(0))?
+            .iter()
+            .map(|r| r.get(0))
             .collect::<Result<_, _>>()?;
         let now = now_ms();
         for id in queued {
             let Some(agent) = self.pick_agent(site, exclude)? else {
                 break;
             };
-            let id = u64::try_from(id).unwrap_or(0);
             let Some(c) = reads::conversation(self.conn, id)? else {
                 continue;
             };
+            if c.state != ConversationState::Queued {
+                continue;
+            }
             let c = self.set_state(&c, ConversationState::Active, Some(agent), now)?;
             self.backfill(&c, agent, now)?;
             if let Some(name) = c.assigned_name.clone() {

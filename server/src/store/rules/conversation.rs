@@ -10,12 +10,12 @@ use holdfast_protocol::agent::{
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::Notice;
 use holdfast_protocol::visitor::VisitorEvent;
-use rusqlite::{OptionalExtension, params};
 
 use super::Rules;
 use crate::store::StoreError;
 use crate::store::effect::{Effect, VisitorChange};
-use crate::store::reads::{self, AUTHOR_AGENT, AUTHOR_VISITOR, state_to_int, to_i64};
+use crate::store::reads::{self, AUTHOR_AGENT, AUTHOR_VISITOR, state_to_int};
+use crate::store::sql::args;
 
 impl Rules<'_> {
     pub(super) fn create_conversation(
@@ -27,14 +27,14 @@ impl Rules<'_> {
         email: Option<String>,
         now: i64,
     ) -> Result<ConversationId, StoreError> {
-        self.conn
-            .prepare_cached(
+        let id: u64 = self
+            .conn
+            .query_one(
                 "INSERT INTO conversations (site_id, visitor_id, state, assigned_agent, opened_ms, updated_ms, contact_email) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6) RETURNING id",
+                &args![site, visitor, state_to_int(state), assigned, now, email],
             )?
-            .execute(params![to_i64(site), visitor, state_to_int(state), assigned.map(to_i64), now, email])
-            .map_err(StoreError::from_sqlite)?;
-        let id = u64::try_from(self.conn.last_insert_rowid()).unwrap_or(0);
+            .get(0)?;
         self.op.effects.push(Effect::VisitorChanged {
             visitor: visitor.to_string(),
             change: VisitorChange::Conversation(Some(id)),
@@ -69,19 +69,11 @@ impl Rules<'_> {
         now: i64,
     ) -> Result<ConversationInfo, StoreError> {
         let handoff = c.assigned.is_some() && c.assigned != assigned;
-        self.conn
-            .prepare_cached(
-                "UPDATE conversations SET state = ?2, assigned_agent = ?3, updated_ms = ?4, \
-                 handoffs = handoffs + ?5 WHERE id = ?1",
-            )?
-            .execute(params![
-                to_i64(c.id),
-                state_to_int(state),
-                assigned.map(to_i64),
-                now,
-                i64::from(handoff)
-            ])
-            .map_err(StoreError::from_sqlite)?;
+        self.conn.execute(
+            "UPDATE conversations SET state = ?2, assigned_agent = ?3, updated_ms = ?4, \
+             handoffs = handoffs + ?5 WHERE id = ?1",
+            &args![c.id, state_to_int(state), assigned, now, handoff],
+        )?;
         let updated = self.announce(c.id, now)?;
         // A visitor has at most one open conversation (a new one is opened
         // only when there is none), so this one's state says which is open.
@@ -132,13 +124,12 @@ impl Rules<'_> {
     ) -> Result<(), StoreError> {
         let row: Option<(i64, i64)> = self
             .conn
-            .prepare_cached(
+            .query_opt(
                 "SELECT a.created_ms, c.handoffs FROM agents a, conversations c WHERE a.id = ?1 AND c.id = ?2",
+                &args![agent, c.id],
             )?
-            .query_row(params![to_i64(agent), to_i64(c.id)], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
+            .map(|r| Ok::<_, StoreError>((r.get(0)?, r.get(1)?)))
+            .transpose()?;
         let Some((created, handoffs)) = row else {
             return Ok(());
         };
@@ -168,18 +159,18 @@ impl Rules<'_> {
             Author::Visitor { .. } => (AUTHOR_VISITOR, None),
             Author::System => (reads::AUTHOR_SYSTEM, None),
         };
-        self.conn
-            .prepare_cached(
+        let id: u64 = self
+            .conn
+            .query_one(
                 "INSERT INTO messages (conversation_id, client_id, author_kind, author_agent, body, at_ms, internal) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+                &args![c.id, &client_id.0[..], kind, agent, body, now, internal],
             )?
-            .execute(params![to_i64(c.id), &client_id.0[..], kind, agent.map(to_i64), body, now, internal])
-            .map_err(StoreError::from_sqlite)?;
-        let id = u64::try_from(self.conn.last_insert_rowid()).unwrap_or(0);
-        self.conn
-            .prepare_cached("UPDATE conversations SET updated_ms = ?2 WHERE id = ?1")?
-            .execute(params![to_i64(c.id), now])
-            .map_err(StoreError::from_sqlite)?;
+            .get(0)?;
+        self.conn.execute(
+            "UPDATE conversations SET updated_ms = ?2 WHERE id = ?1",
+            &args![c.id, now],
+        )?;
         let msg = ChatMessage {
             conversation: c.id,
             message: id,

@@ -2,10 +2,10 @@
 //! messages it received hear that they were delivered.
 
 use holdfast_protocol::agent::{Event, Seq};
-use rusqlite::{OptionalExtension, params};
 
 use super::Rules;
 use crate::store::reads::{self, to_i64, visitor_key};
+use crate::store::sql::args;
 use crate::store::{StoreError, now_ms};
 
 impl Rules<'_> {
@@ -16,9 +16,12 @@ impl Rules<'_> {
     ) -> Result<(), StoreError> {
         let prev: Option<i64> = self
             .conn
-            .prepare_cached("SELECT delivered_seq FROM visitors WHERE id = ?1")?
-            .query_row([visitor], |r| r.get(0))
-            .optional()?;
+            .query_opt(
+                "SELECT delivered_seq FROM visitors WHERE id = ?1",
+                &args![visitor],
+            )?
+            .map(|r| r.get(0))
+            .transpose()?;
         let Some(prev) = prev else { return Ok(()) };
         let head = match self.known_head(&visitor_key(visitor)) {
             Some(h) => h,
@@ -30,19 +33,19 @@ impl Rules<'_> {
         }
         let rows: Vec<(i64, i64)> = self
             .conn
-            .prepare_cached(
+            .query_rows(
                 "SELECT conversation_id, MAX(agent_message) FROM visitor_events \
                  WHERE visitor_id = ?1 AND seq > ?2 AND seq <= ?3 AND agent_message IS NOT NULL \
                  GROUP BY conversation_id",
+                &args![visitor, prev, up_to],
             )?
-            .query_map(params![visitor, prev, up_to], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        self.conn
-            .prepare_cached("UPDATE visitors SET delivered_seq = ?2 WHERE id = ?1")?
-            .execute(params![visitor, up_to])
-            .map_err(StoreError::from_sqlite)?;
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect::<Result<_, StoreError>>()?;
+        self.conn.execute(
+            "UPDATE visitors SET delivered_seq = ?2 WHERE id = ?1",
+            &args![visitor, up_to],
+        )?;
         let now = now_ms();
         for (conv, msg) in rows {
             let conv = u64::try_from(conv).unwrap_or(0);

@@ -7,7 +7,6 @@ use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::Notice;
 
 use super::{Rules, rejected};
-use crate::store::reads;
 use crate::store::{StoreError, now_ms};
 
 impl Rules<'_> {
@@ -17,7 +16,7 @@ impl Rules<'_> {
         _id: MsgId,
     ) -> Result<Outcome, StoreError> {
         let now = now_ms();
-        let Some(c) = reads::open_conversation(self.conn, visitor)? else {
+        let Some(c) = self.open_conversation_locked(visitor)? else {
             return Ok(rejected(
                 ErrorCode::NotFound,
                 "there is no open chat to end",

@@ -11,12 +11,12 @@ use holdfast_protocol::agent::{
     AgentId, ConversationInfo, ConversationState, Event, MessageId, Seq, SiteId,
 };
 use holdfast_protocol::visitor::VisitorEvent;
-use rusqlite::params;
 
 use super::Rules;
 use crate::store::StoreError;
 use crate::store::effect::Effect;
-use crate::store::reads::{self, agent_key, to_i64, visitor_key};
+use crate::store::reads::{self, agent_key, visitor_key};
+use crate::store::sql::args;
 
 impl Rules<'_> {
     /// The newest head of a log known without reading the database: this
@@ -33,11 +33,28 @@ impl Rules<'_> {
     pub(super) fn next_seq(&mut self, key: String) -> Result<Seq, StoreError> {
         let cur = match self.known_head(&key) {
             Some(h) => h,
-            None => reads::log_head(self.conn, &key)?,
+            None => self.lock_head(&key)?,
         };
         let next = cur + 1;
         self.op.heads.insert(key, next);
         Ok(next)
+    }
+
+    /// A recipient's committed head, read with its row locked until the
+    /// batch commits. With one writer (SQLite) the lock changes nothing;
+    /// with several nodes on one PostgreSQL database it is what keeps each
+    /// log gap-free and in order: a second node wanting this recipient
+    /// waits here for the first one's COMMIT and then reads its head, so
+    /// seqs are handed out in commit order. The upsert creates the row for
+    /// a new recipient, so two nodes cannot both start it at 1.
+    fn lock_head(&self, key: &str) -> Result<Seq, StoreError> {
+        self.conn
+            .query_one(
+                "INSERT INTO log_heads (recipient, head) VALUES (?1, 0) \
+                 ON CONFLICT(recipient) DO UPDATE SET head = log_heads.head RETURNING head",
+                &args![key],
+            )?
+            .get(0)
     }
 
     pub(super) fn agent_event(
@@ -48,12 +65,10 @@ impl Rules<'_> {
     ) -> Result<(), StoreError> {
         let seq = self.next_seq(agent_key(agent))?;
         let bytes = reads::encode_agent_event(&event)?;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO agent_events (agent_id, seq, event, at_ms) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![to_i64(agent), to_i64(seq), bytes, at])
-            .map_err(StoreError::from_sqlite)?;
+        self.conn.execute(
+            "INSERT INTO agent_events (agent_id, seq, event, at_ms) VALUES (?1, ?2, ?3, ?4)",
+            &args![agent, seq, bytes, at],
+        )?;
         self.op.effects.push(Effect::AgentEvent {
             agent,
             seq,
@@ -75,13 +90,11 @@ impl Rules<'_> {
             VisitorEvent::Message(m) => m.conversation,
             VisitorEvent::Conversation(c) => c.id,
         };
-        self.conn
-            .prepare_cached(
-                "INSERT INTO visitor_events (visitor_id, seq, event, conversation_id, agent_message, at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![visitor, to_i64(seq), text, to_i64(conv), agent_message.map(to_i64), at])
-            .map_err(StoreError::from_sqlite)?;
+        self.conn.execute(
+            "INSERT INTO visitor_events (visitor_id, seq, event, conversation_id, agent_message, at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &args![visitor, seq, text, conv, agent_message, at],
+        )?;
         self.op.effects.push(Effect::VisitorEvent {
             visitor: visitor.to_string(),
             seq,

@@ -1,11 +1,10 @@
 //! `Op::Identify`: the site tells who the visitor is, verified or not.
 
-use rusqlite::{OptionalExtension, params};
-
 use super::Rules;
 use crate::store::StoreError;
 use crate::store::effect::{Effect, VisitorChange};
 use crate::store::reads;
+use crate::store::sql::args;
 
 impl Rules<'_> {
     pub(in crate::store) fn identify(
@@ -32,26 +31,23 @@ impl Rules<'_> {
         // RETURNING gives the values as stored, for the hub to show agents.
         let stored = self
             .conn
-            .prepare_cached(
+            .query_opt(
                 "UPDATE visitors SET name = COALESCE(?3, name), email = COALESCE(?4, email), attrs = ?5, \
                  verified = CASE WHEN verified = 1 AND external_id = ?2 THEN 1 ELSE ?6 END, \
                  external_id = ?2 WHERE id = ?1 \
                  RETURNING name, email, external_id, verified",
+                &args![visitor, external_id, name, email, attrs_json, verified],
             )?
-            .query_row(
-                params![visitor, external_id, name, email, attrs_json, i64::from(verified)],
-                |r| {
-                    Ok(VisitorChange::Identity {
-                        name: r.get(0)?,
-                        email: r.get(1)?,
-                        attrs: attrs.to_vec(),
-                        external_id: r.get(2)?,
-                        verified: r.get::<_, i64>(3)? != 0,
-                    })
-                },
-            )
-            .optional()
-            .map_err(StoreError::from_sqlite)?;
+            .map(|r| {
+                Ok::<_, StoreError>(VisitorChange::Identity {
+                    name: r.get(0)?,
+                    email: r.get(1)?,
+                    attrs: attrs.to_vec(),
+                    external_id: r.get(2)?,
+                    verified: r.get::<i64>(3)? != 0,
+                })
+            })
+            .transpose()?;
         if let Some(change) = stored {
             self.op.effects.push(Effect::VisitorChanged {
                 visitor: visitor.to_string(),

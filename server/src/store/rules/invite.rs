@@ -5,11 +5,11 @@
 use holdfast_protocol::agent::{ConversationState, Outcome};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
-use rusqlite::OptionalExtension;
 
 use super::{Rules, agent_author, check_body, done, rejected};
 use crate::store::StoreError;
-use crate::store::reads::{self, AgentRow};
+use crate::store::reads::AgentRow;
+use crate::store::sql::args;
 use crate::store::writer::AgentActor;
 
 impl Rules<'_> {
@@ -27,14 +27,17 @@ impl Rules<'_> {
         }
         let site: Option<i64> = self
             .conn
-            .prepare_cached("SELECT site_id FROM visitors WHERE id = ?1")?
-            .query_row([visitor], |r| r.get(0))
-            .optional()?;
+            .query_opt(
+                "SELECT site_id FROM visitors WHERE id = ?1",
+                &args![visitor],
+            )?
+            .map(|r| r.get(0))
+            .transpose()?;
         // Another site's visitor gets the same answer as a missing one.
         if site.and_then(|s| u64::try_from(s).ok()) != Some(actor.site) {
             return Ok(rejected(ErrorCode::NotFound, "no such visitor"));
         }
-        let c = match reads::open_conversation(self.conn, visitor)? {
+        let c = match self.open_conversation_locked(visitor)? {
             Some(c) if c.state == ConversationState::Active && c.assigned != Some(actor.id) => {
                 return Ok(rejected(
                     ErrorCode::Conflict,

@@ -56,12 +56,12 @@ use holdfast_protocol::agent::{
 };
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
-use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
 use super::effect::Effect;
 use super::live::Availability;
-use super::reads::{self, to_i64};
+use super::reads;
+use super::sql::{Db, Dialect, args};
 use super::writer::AgentActor;
 
 /// The longest chat message body, in bytes.
@@ -96,7 +96,7 @@ impl Staged {
 /// side's view of who is available, and what this op and the batch so far
 /// have changed.
 pub(in crate::store) struct Rules<'a> {
-    conn: &'a Connection,
+    conn: &'a dyn Db,
     live: &'a dyn Availability,
     op: &'a mut Staged,
     batch: &'a Staged,
@@ -108,7 +108,7 @@ pub(in crate::store) struct Rules<'a> {
 
 impl<'a> Rules<'a> {
     pub(in crate::store) fn new(
-        conn: &'a Connection,
+        conn: &'a dyn Db,
         live: &'a dyn Availability,
         op: &'a mut Staged,
         batch: &'a Staged,
@@ -175,6 +175,58 @@ fn decode_outcome(b: &[u8]) -> Result<Outcome, StoreError> {
 }
 
 impl Rules<'_> {
+    /// Lock a row (`id` of `table`) until the batch commits, before reading
+    /// it to decide on it. With one writer (SQLite) every op already runs
+    /// alone, so this does nothing there. With several nodes on one
+    /// PostgreSQL database it makes a decision and its write one step: a
+    /// second node's op on the same chat, agent or visitor waits here for
+    /// the first one's COMMIT and then reads what it did (two accepts of
+    /// one waiting chat: one wins, the other is told who took it).
+    pub(super) fn lock_row(
+        &self,
+        table: &str,
+        id: impl Into<super::sql::Value>,
+    ) -> Result<(), StoreError> {
+        if self.conn.dialect() == Dialect::Postgres {
+            self.conn.query_rows(
+                &format!("SELECT 1 FROM {table} WHERE id = ?1 FOR UPDATE"),
+                &[id.into()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The visitor's open conversation, with the visitor's row and the
+    /// conversation's locked as [`Rules::lock_row`] does: one visitor's
+    /// ops through two nodes then apply one after the other (and cannot
+    /// open two chats).
+    pub(super) fn open_conversation_locked(
+        &self,
+        visitor: &str,
+    ) -> Result<Option<holdfast_protocol::agent::ConversationInfo>, StoreError> {
+        if self.conn.dialect() == Dialect::Sqlite {
+            return reads::open_conversation(self.conn, visitor);
+        }
+        self.lock_row("visitors", visitor)?;
+        match reads::open_conversation(self.conn, visitor)? {
+            Some(c) => {
+                self.lock_row("conversations", c.id)?;
+                // Read again under the lock: it may have changed meanwhile.
+                reads::open_conversation(self.conn, visitor)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// `FOR UPDATE SKIP LOCKED` where other writers may hold rows: a queue
+    /// read that takes only what no other node is handing out right now.
+    pub(super) fn skip_locked(&self) -> &'static str {
+        match self.conn.dialect() {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     /// The idempotency check, the one place both channels ask "was this
     /// action id already applied?": a new id runs `apply` and records its
     /// outcome in the same savepoint; the actor's resend gets the recorded
@@ -190,9 +242,12 @@ impl Rules<'_> {
     ) -> Result<Outcome, StoreError> {
         let prior: Option<(String, Vec<u8>)> = self
             .conn
-            .prepare_cached("SELECT actor, outcome FROM actions WHERE client_id = ?1")?
-            .query_row([&id.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+            .query_opt(
+                "SELECT actor, outcome FROM actions WHERE client_id = ?1",
+                &args![&id.0[..]],
+            )?
+            .map(|r| Ok::<_, StoreError>((r.get(0)?, r.get(1)?)))
+            .transpose()?;
         match prior {
             Some((who, bytes)) if who == actor_key => return decode_outcome(&bytes),
             Some(_) => {
@@ -204,17 +259,10 @@ impl Rules<'_> {
             None => {}
         }
         let outcome = apply(self)?;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO actions (client_id, actor, seq, outcome) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![
-                &id.0[..],
-                actor_key,
-                to_i64(seq),
-                encode_outcome(&outcome)?
-            ])
-            .map_err(StoreError::from_sqlite)?;
+        self.conn.execute(
+            "INSERT INTO actions (client_id, actor, seq, outcome) VALUES (?1, ?2, ?3, ?4)",
+            &args![&id.0[..], actor_key, seq, encode_outcome(&outcome)?],
+        )?;
         Ok(outcome)
     }
 }

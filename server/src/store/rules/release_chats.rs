@@ -43,9 +43,14 @@ impl Rules<'_> {
         }
         let now = now_ms();
         for id in owned {
+            self.lock_row("conversations", id)?;
             let Some(c) = reads::conversation(self.conn, id)? else {
                 continue;
             };
+            // Another node may have moved it since the list was read.
+            if c.state != ConversationState::Active || c.assigned != Some(agent) {
+                continue;
+            }
             let line = Notice::Requeued {
                 agent: row.display_name.clone(),
                 reason,

@@ -116,6 +116,7 @@ impl Rules<'_> {
             Presence::Away => return Ok(Some(format!("{name} is away"))),
             Presence::Offline => return Ok(Some(format!("{name} is offline"))),
         }
+        self.lock_row("agents", target.id)?;
         let load = reads::agent_load(self.conn, target.id)?;
         if load >= target.capacity {
             return Ok(Some(format!(

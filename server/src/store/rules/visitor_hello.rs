@@ -2,10 +2,9 @@
 //! came from committed in the same op.
 
 use holdfast_protocol::agent::{PageView, SiteId};
-use rusqlite::params;
 
 use super::Rules;
-use crate::store::reads::to_i64;
+use crate::store::sql::args;
 use crate::store::{StoreError, now_ms};
 
 impl Rules<'_> {
@@ -31,24 +30,19 @@ impl Rules<'_> {
     ) -> Result<String, StoreError> {
         let now = now_ms();
         if let Some(v) = visitor {
-            let n = self
-                .conn
-                .prepare_cached(
-                    "UPDATE visitors SET last_seen_ms = ?3, user_agent = COALESCE(?4, user_agent) WHERE id = ?1 AND site_id = ?2",
-                )?
-                .execute(params![v, to_i64(site), now, ua])
-                .map_err(StoreError::from_sqlite)?;
+            let n = self.conn.execute(
+                "UPDATE visitors SET last_seen_ms = ?3, user_agent = COALESCE(?4, user_agent) WHERE id = ?1 AND site_id = ?2",
+                &args![&v, site, now, &ua],
+            )?;
             if n == 1 {
                 return Ok(v);
             }
         }
         let id = crate::token::new_visitor_id();
-        self.conn
-            .prepare_cached(
-                "INSERT INTO visitors (id, site_id, user_agent, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
-            )?
-            .execute(params![id, to_i64(site), ua, now])
-            .map_err(StoreError::from_sqlite)?;
+        self.conn.execute(
+            "INSERT INTO visitors (id, site_id, user_agent, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
+            &args![&id, site, ua, now],
+        )?;
         Ok(id)
     }
 }

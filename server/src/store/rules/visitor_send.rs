@@ -5,10 +5,10 @@
 use holdfast_protocol::agent::{Author, ConversationState, Outcome, PageView, SiteId};
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::Notice;
-use rusqlite::params;
 
 use super::{Rules, check_body};
-use crate::store::reads::{self, to_i64, visitor_key};
+use crate::store::reads::{self, visitor_key};
+use crate::store::sql::args;
 use crate::store::writer::VisitorSendOutcome;
 use crate::store::{StoreError, now_ms};
 
@@ -52,15 +52,13 @@ impl Rules<'_> {
         }
         let now = now_ms();
         let mut joined = None;
-        let c = match reads::open_conversation(self.conn, visitor)? {
+        let c = match self.open_conversation_locked(visitor)? {
             Some(c) => {
                 if let Some(Some(email)) = &leave {
-                    self.conn
-                        .prepare_cached(
-                            "UPDATE conversations SET contact_email = ?2 WHERE id = ?1",
-                        )?
-                        .execute(params![to_i64(c.id), email])
-                        .map_err(StoreError::from_sqlite)?;
+                    self.conn.execute(
+                        "UPDATE conversations SET contact_email = ?2 WHERE id = ?1",
+                        &args![c.id, email],
+                    )?;
                 }
                 c
             }
@@ -73,12 +71,10 @@ impl Rules<'_> {
                 if state == ConversationState::Queued
                     && let Some(agent) = self.pick_agent(site, None)?
                 {
-                    self.conn
-                        .prepare_cached(
-                            "UPDATE conversations SET state = 1, assigned_agent = ?2 WHERE id = ?1",
-                        )?
-                        .execute(params![to_i64(cid), to_i64(agent)])
-                        .map_err(StoreError::from_sqlite)?;
+                    self.conn.execute(
+                        "UPDATE conversations SET state = 1, assigned_agent = ?2 WHERE id = ?1",
+                        &args![cid, agent],
+                    )?;
                     self.team_effect(agent)?;
                     joined = Some(agent);
                 }
