@@ -83,6 +83,16 @@ fn out(line: &str) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The core's own log on stderr (stdout is the harness's line protocol),
+    // at HOLDFAST_LOG's level; the harness keeps it only when asked.
+    let _ignored = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     let mut cfg = ClientConfig::new(
         args.server.clone(),
         args.user.clone(),
