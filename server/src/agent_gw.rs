@@ -251,8 +251,11 @@ struct Link {
     write_stall: Duration,
 }
 
-/// Bytes per socket read: the size of the codec buffer this replaced.
-const READ_CHUNK: usize = 8 * 1024;
+/// Bytes per socket read. Agents send acks, heartbeats and commands of a
+/// few hundred bytes; a bigger frame takes a few reads. The machine keeps
+/// its own buffer of what it has not decoded, so a small read buffer also
+/// keeps that one small, for every agent and every unauthenticated socket.
+const READ_CHUNK: usize = 2 * 1024;
 
 /// Queued output that is written before more is queued. A burst (a thousand
 /// visitors arriving, fanned out to every agent of the site) written as one
