@@ -172,6 +172,7 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                 None => return,
                 Some(Next::Wake { recipient, seq }) => ctx.hub.wake(&recipient, seq),
                 Some(Next::ReadAll(why)) => {
+                    tracing::trace!(?why, health = ?follower.health(), "bus: reading every local connection");
                     ctx.hub.wake_all();
                     if why == Why::Gap {
                         // Resubscribed (or went down): whatever was missed
