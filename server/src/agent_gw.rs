@@ -666,6 +666,12 @@ impl Conn {
                 }
                 Ok(())
             }
+            AgentPush::CatchUp(until) => {
+                if until > self.link.session.last_sent() {
+                    self.catch_up(ctx, until).await?;
+                }
+                Ok(())
+            }
             AgentPush::Live(ev) => Ok(self.link.session.live((*ev).clone())?),
             AgentPush::Revoke(_, _, epoch) if self.agent.auth_epoch >= epoch => Ok(()),
             AgentPush::Revoke(code, message, _) => {

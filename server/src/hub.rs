@@ -14,7 +14,7 @@
 //! exact connection, never a newer one for the same agent or visitor.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
@@ -24,6 +24,7 @@ use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::visitor::VisitorEvent;
 use tokio::sync::Notify;
 
+use crate::bus::{Bus, BusMsg, PresenceDelta, Recipient};
 use crate::metrics::Metrics;
 use crate::pushq::{self, TrySendError};
 use crate::store::effect::Effect;
@@ -40,6 +41,11 @@ pub enum AgentPush {
     /// and close, unless it was opened at `epoch` or later (a sign-in with
     /// the new password that raced the change feed).
     Revoke(ErrorCode, Arc<str>, i64),
+    /// Another node committed events for this agent up to this seq (or the
+    /// node is reading every connection: `Seq::MAX`): read from the log
+    /// what was not sent yet. The only way events written elsewhere reach
+    /// a connection, so nothing is delivered from a bus message.
+    CatchUp(Seq),
 }
 
 /// What a visitor connection receives.
@@ -47,6 +53,8 @@ pub enum AgentPush {
 pub enum VisitorPush {
     Event(Seq, Arc<VisitorEvent>),
     Agents(bool),
+    /// Read the log up to this seq (see [`AgentPush::CatchUp`]).
+    CatchUp(Seq),
 }
 
 fn visitor_weight(v: &VisitorInfo) -> usize {
@@ -79,6 +87,7 @@ impl pushq::Weigh for AgentPush {
                 _ => 96,
             },
             AgentPush::Revoke(_, m, _) => 64 + m.len(),
+            AgentPush::CatchUp(_) => 16,
         }
     }
 }
@@ -90,7 +99,7 @@ impl pushq::Weigh for VisitorPush {
                 VisitorEvent::Message(m) => 160 + m.body.len(),
                 VisitorEvent::Conversation(_) => 96,
             },
-            VisitorPush::Agents(_) => 16,
+            VisitorPush::Agents(_) | VisitorPush::CatchUp(_) => 16,
         }
     }
 }
@@ -203,6 +212,8 @@ struct State {
     dirty: std::collections::HashSet<String>,
     /// Shutting down: `kick_all` has run.
     closing: bool,
+    /// The other nodes' agents and visitors, as heard on the bus.
+    remote: remote::RemoteState,
     next_conn: u64,
 }
 
@@ -211,6 +222,10 @@ pub struct Hub {
     state: Mutex<State>,
     cfg: HubConfig,
     metrics: Arc<Metrics>,
+    /// Set once at start when there are other nodes (`bus` is Redis):
+    /// committed batches then wake them and presence changes are told.
+    /// Unset on a single node, which then pays nothing for any of it.
+    bus: OnceLock<Arc<dyn Bus>>,
 }
 
 /// Send a presence change to an agent; a full queue drops it and marks the
@@ -247,7 +262,35 @@ impl Hub {
             state: Mutex::new(State::default()),
             cfg,
             metrics,
+            bus: OnceLock::new(),
         })
+    }
+
+    /// Share this node's live side with the others over `bus`. Once, at
+    /// start; a second call is ignored.
+    pub fn attach_bus(&self, bus: Arc<dyn Bus>) {
+        let _first = self.bus.set(bus);
+    }
+
+    fn tell(&self, msg: impl FnOnce() -> BusMsg) {
+        if let Some(bus) = self.bus.get() {
+            bus.publish(msg());
+        }
+    }
+
+    /// Tell the other nodes how many devices of `agent` are here now.
+    fn tell_agent(&self, st: &State, agent: AgentId) {
+        let Some(a) = st.agents.get(&agent) else {
+            return;
+        };
+        self.tell(|| {
+            BusMsg::Presence(PresenceDelta::Agent {
+                site: a.site,
+                agent,
+                presence: a.presence,
+                connections: u32::try_from(a.conns.len()).unwrap_or(u32::MAX),
+            })
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -273,10 +316,7 @@ impl Hub {
     }
 
     fn broadcast_agents_online(&self, st: &mut State, site: SiteId) {
-        let online = st
-            .agents
-            .values()
-            .any(|a| a.site == site && a.presence == Presence::Online && !a.conns.is_empty());
+        let online = Self::site_has_online(st, site);
         for v in st.visitors.values_mut().filter(|v| v.info.site == site) {
             v.conns
                 .retain(|c| push(c, VisitorPush::Agents(online), &self.metrics));
@@ -309,6 +349,7 @@ impl Hub {
         }
         // Even a second device broadcasts: the row may have changed.
         self.broadcast_member(&mut st, agent);
+        self.tell_agent(&st, agent);
         if came_online {
             self.broadcast_agents_online(&mut st, site);
         }
@@ -328,9 +369,11 @@ impl Hub {
         if a.conns.len() < before {
             self.metrics.agent_connections.dec();
         }
-        if !a.conns.is_empty() {
+        let last = a.conns.is_empty();
+        self.tell_agent(&st, agent);
+        let Some(a) = st.agents.get_mut(&agent).filter(|_| last) else {
             return false;
-        }
+        };
         a.offline_since = Some(Instant::now());
         if a.presence != Presence::Offline {
             let site = a.site;
@@ -354,11 +397,37 @@ impl Hub {
         let site = a.site;
         self.broadcast_member(st, agent);
         self.broadcast_agents_online(st, site);
+        self.tell_agent(st, agent);
     }
 
-    /// How many connections (devices) the agent has now.
+    /// How many connections (devices) the agent has now, on any node.
     pub fn connections(&self, agent: AgentId) -> usize {
-        self.lock().agents.get(&agent).map_or(0, |a| a.conns.len())
+        let st = self.lock();
+        let here = st.agents.get(&agent).map_or(0, |a| a.conns.len());
+        here + st.remote.agent(agent).map_or(0, |(_, _, n)| n)
+    }
+
+    /// Presence of an agent: this node's connections first, then the
+    /// other nodes'.
+    fn presence_in(st: &State, agent: AgentId) -> Presence {
+        match st.agents.get(&agent).filter(|a| !a.conns.is_empty()) {
+            Some(a) => a.presence,
+            None => st
+                .remote
+                .agent(agent)
+                .map_or(Presence::Offline, |(_, p, _)| p),
+        }
+    }
+
+    fn site_has_online(st: &State, site: SiteId) -> bool {
+        st.agents
+            .values()
+            .any(|a| a.site == site && a.presence == Presence::Online && !a.conns.is_empty())
+            || st
+                .remote
+                .agents_of_site(site)
+                .iter()
+                .any(|(_, p)| *p == Presence::Online)
     }
 
     /// Since when the agent has had no connection: `None` while connected,
@@ -373,13 +442,7 @@ impl Hub {
     pub fn team(&self, mut rows: Vec<TeamMember>) -> Vec<TeamMember> {
         let st = self.lock();
         for m in &mut rows {
-            m.presence = st.agents.get(&m.agent).map_or(Presence::Offline, |a| {
-                if a.conns.is_empty() {
-                    Presence::Offline
-                } else {
-                    a.presence
-                }
-            });
+            m.presence = Self::presence_in(&st, m.agent);
         }
         rows
     }
@@ -424,18 +487,32 @@ impl Hub {
         }
     }
 
-    /// Online, connected agents of a site (for auto-assignment).
+    /// Online, connected agents of a site (for auto-assignment), on any
+    /// node.
     pub fn available_agents(&self, site: SiteId) -> Vec<AgentId> {
         let st = self.lock();
-        let mut v: Vec<AgentId> = st
-            .agents
-            .iter()
-            .filter(|(_, a)| {
-                a.site == site && a.presence == Presence::Online && !a.conns.is_empty()
-            })
-            .map(|(id, _)| *id)
+        let mut v: Vec<AgentId> = Self::connected_in(&st, site)
+            .into_iter()
+            .filter(|(_, p)| *p == Presence::Online)
+            .map(|(id, _)| id)
             .collect();
         v.sort_unstable();
+        v
+    }
+
+    /// The site's agents with a connection on any node, and their presence.
+    fn connected_in(st: &State, site: SiteId) -> Vec<(AgentId, Presence)> {
+        let mut v: Vec<(AgentId, Presence)> = st
+            .agents
+            .iter()
+            .filter(|(_, a)| a.site == site && !a.conns.is_empty())
+            .map(|(id, a)| (*id, a.presence))
+            .collect();
+        for (id, p) in st.remote.agents_of_site(site) {
+            if !v.iter().any(|(a, _)| *a == id) {
+                v.push((id, p));
+            }
+        }
         v
     }
 
@@ -444,10 +521,14 @@ impl Hub {
     }
 
     pub fn presence(&self, agent: AgentId) -> Presence {
-        self.lock()
-            .agents
-            .get(&agent)
-            .map_or(Presence::Offline, |a| a.presence)
+        let st = self.lock();
+        match st.agents.get(&agent) {
+            // Seen here: its presence as last published here, even with no
+            // connection here (the writer's overlay depends on that)...
+            Some(a) if !a.conns.is_empty() || st.remote.agent(agent).is_none() => a.presence,
+            // ...unless it is connected to another node.
+            _ => Self::presence_in(&st, agent),
+        }
     }
 
     /// Register a visitor tab (WebSocket). `info` is the stored record.
@@ -553,7 +634,7 @@ impl Hub {
         st.dirty.insert(visitor.to_owned());
     }
 
-    /// Online visitors of a site, for an agent's login.
+    /// Online visitors of a site, on any node, for an agent's login.
     pub fn visitors_of_site(&self, site: SiteId) -> Vec<VisitorInfo> {
         let st = self.lock();
         let mut v: Vec<VisitorInfo> = st
@@ -562,6 +643,14 @@ impl Hub {
             .filter(|v| v.info.site == site && v.info.online)
             .map(|v| v.info.clone())
             .collect();
+        // A visitor who moved here from another node is listed once, with
+        // this node's copy.
+        v.extend(
+            st.remote
+                .visitors_of_site(site)
+                .into_iter()
+                .filter(|r| !st.visitors.contains_key(&r.id)),
+        );
         v.sort_by(|a, b| {
             a.visit_started_ms
                 .cmp(&b.visit_started_ms)
@@ -583,6 +672,9 @@ impl Hub {
                 continue;
             };
             let (site, info) = (v.info.site, v.info.clone());
+            if info.online {
+                self.tell(|| BusMsg::Presence(PresenceDelta::Visitor(Box::new(info.clone()))));
+            }
             self.broadcast_live(&mut st, site, LiveEvent::Visitor(info));
         }
     }
@@ -612,7 +704,16 @@ impl Hub {
         for (id, site) in gone {
             st.visitors.remove(&id);
             st.dirty.remove(&id);
-            self.broadcast_live(&mut st, site, LiveEvent::VisitorGone { visitor: id });
+            self.tell(|| {
+                BusMsg::Presence(PresenceDelta::VisitorGone {
+                    site,
+                    visitor: id.clone(),
+                })
+            });
+            // Still live on another node (it moved): agents keep it.
+            if st.remote.visitor(&id).is_none() {
+                self.broadcast_live(&mut st, site, LiveEvent::VisitorGone { visitor: id });
+            }
         }
     }
 
@@ -673,12 +774,7 @@ impl Availability for Hub {
     }
 
     fn connected(&self, site: SiteId) -> Vec<(AgentId, Presence)> {
-        self.lock()
-            .agents
-            .iter()
-            .filter(|(_, a)| a.site == site && !a.conns.is_empty())
-            .map(|(id, a)| (*id, a.presence))
-            .collect()
+        Self::connected_in(&self.lock(), site)
     }
 }
 
@@ -689,6 +785,25 @@ impl Publish for Hub {
     fn publish(&self, effects: Vec<Effect>) {
         if effects.is_empty() {
             return;
+        }
+        // One wake per recipient per batch, at its highest seq, for the
+        // other nodes (only when there are any).
+        let mut wakes: HashMap<Recipient, Seq> = HashMap::new();
+        if self.bus.get().is_some() {
+            for e in &effects {
+                let (r, seq) = match e {
+                    Effect::AgentEvent { agent, seq, .. } => (Recipient::Agent(*agent), *seq),
+                    Effect::VisitorEvent { visitor, seq, .. } => {
+                        (Recipient::Visitor(visitor.clone()), *seq)
+                    }
+                    _ => continue,
+                };
+                let top = wakes.entry(r).or_insert(seq);
+                *top = (*top).max(seq);
+            }
+        }
+        for (recipient, seq) in wakes {
+            self.tell(|| BusMsg::Wake { recipient, seq });
         }
         let mut st = self.lock();
         for e in effects {
@@ -727,6 +842,185 @@ impl Publish for Hub {
                 }
             }
         }
+    }
+}
+
+pub mod remote;
+
+/// What the bus brings in (see [`remote`]).
+impl Hub {
+    /// Another node committed `recipient`'s events up to `seq`: its
+    /// connections here read them from the log.
+    pub fn wake(&self, recipient: &Recipient, seq: Seq) {
+        let st = self.lock();
+        match recipient {
+            Recipient::Agent(agent) => {
+                if let Some(a) = st.agents.get(agent) {
+                    for c in &a.conns {
+                        // A full queue is already being drained and the
+                        // next poll repeats this: never cut for a wake.
+                        let _full = c.tx.try_send(AgentPush::CatchUp(seq));
+                    }
+                }
+            }
+            Recipient::Visitor(visitor) => {
+                if let Some(v) = st.visitors.get(visitor) {
+                    Self::wake_visitor(v, seq);
+                }
+            }
+        }
+    }
+
+    fn wake_visitor(v: &VisitorLive, seq: Seq) {
+        for c in &v.conns {
+            let _full = c.tx.try_send(VisitorPush::CatchUp(seq));
+        }
+        if let Some(n) = &v.notify {
+            n.notify_waiters();
+        }
+    }
+
+    /// Every local connection reads the log from its cursor (a gap on the
+    /// bus, or the periodic read).
+    pub fn wake_all(&self) {
+        let st = self.lock();
+        for a in st.agents.values() {
+            for c in &a.conns {
+                let _full = c.tx.try_send(AgentPush::CatchUp(Seq::MAX));
+            }
+        }
+        for v in st.visitors.values() {
+            Self::wake_visitor(v, Seq::MAX);
+        }
+    }
+
+    /// Tell the other nodes every live entry here (periodically, so that
+    /// they can expire a dead node's; and after a gap).
+    pub fn announce_all(&self) {
+        if self.bus.get().is_none() {
+            return;
+        }
+        let st = self.lock();
+        for (id, a) in &st.agents {
+            if !a.conns.is_empty() {
+                self.tell_agent(&st, *id);
+            }
+        }
+        for v in st.visitors.values().filter(|v| v.info.online) {
+            self.tell(|| BusMsg::Presence(PresenceDelta::Visitor(Box::new(v.info.clone()))));
+        }
+    }
+
+    /// Another node's live state changed (or was re-announced).
+    pub fn remote_presence(&self, node: Arc<str>, delta: PresenceDelta) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        match delta {
+            PresenceDelta::Agent {
+                site,
+                agent,
+                presence,
+                connections,
+            } => {
+                let before = (
+                    Self::presence_in(&st, agent),
+                    Self::site_has_online(&st, site),
+                );
+                let n = st.remote.nodes.entry(node).or_default();
+                if connections == 0 {
+                    n.agents.remove(&agent);
+                } else {
+                    n.agents.insert(
+                        agent,
+                        remote::RemoteAgent {
+                            site,
+                            presence,
+                            conns: connections,
+                            heard: now,
+                        },
+                    );
+                }
+                self.remote_agent_changed(&mut st, agent, site, before);
+            }
+            PresenceDelta::Visitor(info) => {
+                let (id, site) = (info.id.clone(), info.site);
+                let changed = st.remote.visitor(&id) != Some(&*info);
+                st.remote.nodes.entry(node).or_default().visitors.insert(
+                    id.clone(),
+                    remote::RemoteVisitor {
+                        info: (*info).clone(),
+                        heard: now,
+                    },
+                );
+                // This node's own copy is what its agents see while the
+                // visitor is (also) here.
+                if changed && !st.visitors.contains_key(&id) {
+                    self.broadcast_live(&mut st, site, LiveEvent::Visitor(*info));
+                }
+            }
+            PresenceDelta::VisitorHere { .. } => {
+                // Superseded by `Visitor`, which carries what agents see;
+                // no node sends it.
+            }
+            PresenceDelta::VisitorGone { site, visitor } => {
+                if let Some(n) = st.remote.nodes.get_mut(&node) {
+                    n.visitors.remove(&visitor);
+                }
+                self.remote_visitor_gone(&mut st, visitor, site);
+            }
+        }
+    }
+
+    fn remote_visitor_gone(&self, st: &mut State, visitor: String, site: SiteId) {
+        if !st.visitors.contains_key(&visitor) && st.remote.visitor(&visitor).is_none() {
+            self.broadcast_live(st, site, LiveEvent::VisitorGone { visitor });
+        }
+    }
+
+    /// An agent's connections elsewhere changed: tell this node's agents
+    /// (team panel) and visitors ("agents online") if what they see moved.
+    fn remote_agent_changed(
+        &self,
+        st: &mut State,
+        agent: AgentId,
+        site: SiteId,
+        (presence_before, online_before): (Presence, bool),
+    ) {
+        // An agent never seen here has no team row in the hub: the panel
+        // shows it at the next login (or its next stored change).
+        if Self::presence_in(st, agent) != presence_before
+            && let Some(a) = st.agents.get(&agent)
+        {
+            let member = TeamMember {
+                presence: Self::presence_in(st, agent),
+                ..a.member.clone()
+            };
+            self.broadcast_live(st, site, LiveEvent::TeamMember(member));
+        }
+        if Self::site_has_online(st, site) != online_before {
+            self.broadcast_agents_online(st, site);
+        }
+    }
+
+    /// Drop other nodes' entries not re-announced within `max_age`.
+    pub fn expire_remote(&self, max_age: Duration) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let gone = st.remote.expire(now, max_age);
+        for (visitor, site) in gone.visitors {
+            self.remote_visitor_gone(&mut st, visitor, site);
+        }
+        for (agent, site, presence) in gone.agents {
+            // The entry is already gone: compare with what it said (a
+            // redundant "agents online: no" at worst).
+            let before = (presence, true);
+            self.remote_agent_changed(&mut st, agent, site, before);
+        }
+    }
+
+    /// The bus was down: give every remote entry a fresh lease.
+    pub fn refresh_remote(&self) {
+        self.lock().remote.refresh(Instant::now());
     }
 }
 

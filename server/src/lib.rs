@@ -27,8 +27,8 @@
 //! - [`mem`]: hands freed memory back to the OS after a slow consumer's
 //!   cut.
 //! - [`metrics`]: Prometheus counters, served on the admin listener.
-//! - [`bus`]: wake-ups and presence between nodes (in-process for one
-//!   node, Redis pub/sub for several); not wired into the hub yet.
+//! - [`bus`]: wake-ups and presence between nodes (Redis pub/sub when
+//!   there are several); [`hub::remote`] follows it.
 
 pub mod admin;
 pub mod agent_gw;
@@ -233,6 +233,20 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         shutdown: CancellationToken::new(),
     });
     let mut tasks = Vec::new();
+    // Other nodes exist only with a shared bus; with `local` no bus is
+    // started at all, so a single node publishes nothing and never polls
+    // the store for events another node wrote.
+    if let bus::BusConfig::Redis(_) = &ctx.cfg.bus {
+        if let store::Database::Sqlite(_) = &database {
+            tracing::warn!(
+                "bus: a Redis bus with SQLite: each node has its own database, so nodes \
+                 share presence but not conversations; use --database postgres://..."
+            );
+        }
+        let bus = bus::start(&ctx.cfg.bus, &ctx.cfg.node_id).context("starting the bus")?;
+        ctx.hub.attach_bus(bus.clone());
+        tasks.push(tokio::spawn(hub::remote::follow(ctx.clone(), bus)));
+    }
     tasks.push(tokio::spawn(agent_gw::serve(agent_listener, ctx.clone())));
     tasks.push(tokio::spawn(http::router::serve(
         http_listener,

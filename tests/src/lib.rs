@@ -28,6 +28,7 @@ pub mod attack;
 pub mod browser;
 pub mod chaos;
 pub mod checker;
+pub mod cluster;
 pub mod core_agent;
 pub mod flows;
 pub mod proxy;

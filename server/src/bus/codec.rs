@@ -137,6 +137,29 @@ mod tests {
                 site: 1,
                 visitor: "v-123".into(),
             }),
+            BusMsg::Presence(PresenceDelta::Visitor(Box::new(
+                holdfast_protocol::agent::VisitorInfo {
+                    id: "v-123".into(),
+                    site: 1,
+                    name: Some("Ann".into()),
+                    email: None,
+                    attrs: vec![("plan".into(), "pro".into())],
+                    external_id: None,
+                    verified: false,
+                    online: true,
+                    user_agent: Some("Firefox".into()),
+                    referrer: None,
+                    visit_started_ms: 1_700_000_000_000,
+                    first_seen_ms: 1_600_000_000_000,
+                    trail: vec![PageView {
+                        url: "https://shop.example/cart".into(),
+                        title: "Cart".into(),
+                        referrer: None,
+                        at_ms: 1_700_000_000_000,
+                    }],
+                    conversation: Some(9),
+                },
+            ))),
         ]
     }
 

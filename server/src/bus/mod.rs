@@ -18,11 +18,12 @@
 //! - [`follow`]: what a node's live side makes of it: wakes, gaps and a
 //!   health-paced timer as one stream of "read these from the store".
 //!
-//! Not wired in yet (it needs the shared store to mean anything): the
-//! server does not start a bus; the hub does not publish a `Wake` per
-//! recipient per committed batch nor presence deltas; no task runs a
-//! [`Follower`] to read from the store what its connections have not been
-//! pushed; `/metrics` does not show [`BusStats`] and the health.
+//! Wired in by `crate::start` when `bus` is a Redis URL (with `local`
+//! a node starts no bus at all: there is nobody to wake): the hub
+//! publishes one `Wake` per recipient per committed batch and its presence
+//! deltas, and `crate::hub::remote` runs the [`Follower`] that turns what
+//! arrives into catch-up reads of the store. `/metrics` does not show
+//! [`BusStats`] and the health yet.
 
 pub mod codec;
 pub mod follow;
@@ -34,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use holdfast_protocol::agent::{AgentId, PageView, Presence, Seq, SiteId};
+use holdfast_protocol::agent::{AgentId, PageView, Presence, Seq, SiteId, VisitorInfo};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
@@ -84,6 +85,11 @@ pub enum PresenceDelta {
     },
     /// 2: the visitor has no connection to the sending node any more.
     VisitorGone { site: SiteId, visitor: String },
+    /// 3: a visitor is live on the sending node, with the whole record
+    /// agents see (name, trail with the current page last, user agent):
+    /// what the hub sends now, so an agent on another node sees the same
+    /// line as one on the visitor's node without a read of the store.
+    Visitor(Box<VisitorInfo>),
 }
 
 /// A message from another node.

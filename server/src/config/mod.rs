@@ -221,8 +221,8 @@ pub struct ServerConfig {
     pub preauth: crate::login::PreAuthConfig,
     /// How long a resume ticket lets a device reconnect without a password.
     pub ticket_lifetime: Duration,
-    /// The wake-up bus between nodes (`crate::bus`); not used by the hub
-    /// yet.
+    /// The wake-up bus between nodes (`crate::bus`): `Local` starts none;
+    /// a Redis URL shares delivery and presence with the other nodes.
     pub bus: crate::bus::BusConfig,
     /// This node's name on the bus.
     pub node_id: String,

@@ -427,13 +427,6 @@ pub fn resolve(s: Settings) -> anyhow::Result<ServerConfig> {
     }
     if let Some(v) = s.bus {
         c.bus = v.parse().map_err(|e| anyhow::anyhow!("bus: {e}"))?;
-        if c.bus != crate::bus::BusConfig::Local {
-            // Say so rather than let an admin believe nodes share anything.
-            tracing::warn!(
-                "bus: accepted, but this version does not use it yet: each node still runs on \
-                 its own (see \"Behind a load balancer\" in the README)"
-            );
-        }
     }
     if let Some(v) = s.node_id {
         let v = v.trim();

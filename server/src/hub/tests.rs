@@ -138,3 +138,150 @@ async fn committed_effects_carry_presence_and_visitor_data() {
     assert_eq!(v.attrs, vec![("plan".to_string(), "pro".to_string())]);
     assert_eq!(v.conversation, Some(7));
 }
+
+/// What a connection's queue holds now.
+fn drain<T>(rx: &mut crate::pushq::Receiver<T>) -> Vec<T> {
+    std::iter::from_fn(|| rx.try_recv()).collect()
+}
+
+#[tokio::test]
+async fn a_committed_batch_wakes_the_other_nodes_once_per_recipient_at_its_highest_seq() {
+    use crate::bus::{Bus as _, BusMsg, LocalBus, Received, Recipient};
+    let a = LocalBus::single("a");
+    let b = a.join("b");
+    let mut heard = b.subscribe();
+    assert_eq!(heard.recv().await, Some(Received::Gap));
+    let (h, _metrics) = hub();
+    h.attach_bus(Arc::new(a));
+    h.publish((1..=3).map(event).collect());
+    let got = tokio::time::timeout(Duration::from_secs(5), heard.recv())
+        .await
+        .unwrap();
+    let Some(Received::Msg(m)) = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        m.msg,
+        BusMsg::Wake {
+            recipient: Recipient::Agent(1),
+            seq: 3
+        }
+    );
+    // One wake for the batch, not one per event.
+    let more = tokio::time::timeout(Duration::from_millis(100), heard.recv()).await;
+    assert!(more.is_err(), "{more:?}");
+}
+
+#[tokio::test]
+async fn a_wake_asks_local_connections_to_catch_up_and_never_cuts_a_full_queue() {
+    use crate::bus::Recipient;
+    let (h, metrics) = hub();
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    let mut tab = h.register_visitor(visitor(1));
+    drain(&mut alice.rx);
+    drain(&mut tab.rx);
+    h.wake(&Recipient::Agent(1), 9);
+    h.wake(&Recipient::Visitor("v1".into()), 4);
+    assert!(matches!(drain(&mut alice.rx)[..], [AgentPush::CatchUp(9)]));
+    assert!(matches!(drain(&mut tab.rx)[..], [VisitorPush::CatchUp(4)]));
+    // The agent's queue holds 3: more wakes than that are dropped (the
+    // queued ones already make it read the log), never a cut.
+    for _ in 0..10 {
+        h.wake_all();
+    }
+    assert!(!alice.rx.is_kicked());
+    assert_eq!(metrics.slow_consumer_cuts.get(), 0);
+    assert!(
+        drain(&mut alice.rx)
+            .iter()
+            .all(|p| matches!(p, AgentPush::CatchUp(Seq::MAX)))
+    );
+}
+
+#[tokio::test]
+async fn other_nodes_agents_count_for_assignment_until_they_expire() {
+    use crate::bus::PresenceDelta;
+    let (h, _metrics) = hub();
+    let mut tab = h.register_visitor(visitor(1));
+    drain(&mut tab.rx);
+    assert!(h.available_agents(1).is_empty());
+    h.remote_presence(
+        "n2".into(),
+        PresenceDelta::Agent {
+            site: 1,
+            agent: 2,
+            presence: Presence::Online,
+            connections: 2,
+        },
+    );
+    assert_eq!(h.available_agents(1), vec![2]);
+    assert_eq!(Availability::connections(&*h, 2), 2);
+    assert_eq!(Availability::presence(&*h, 2), Presence::Online);
+    assert_eq!(Availability::connected(&*h, 1), vec![(2, Presence::Online)]);
+    // The visitor here learns that an agent is online (on another node).
+    assert!(matches!(
+        drain(&mut tab.rx)[..],
+        [VisitorPush::Agents(true)]
+    ));
+    // Re-announced entries stay; a node not heard of goes.
+    h.expire_remote(Duration::from_secs(60));
+    assert_eq!(h.available_agents(1), vec![2]);
+    h.expire_remote(Duration::ZERO);
+    assert!(h.available_agents(1).is_empty());
+    assert_eq!(Availability::connections(&*h, 2), 0);
+    assert!(matches!(
+        drain(&mut tab.rx)[..],
+        [VisitorPush::Agents(false)]
+    ));
+}
+
+#[tokio::test]
+async fn other_nodes_visitors_are_listed_and_gone_only_when_no_node_has_them() {
+    use crate::bus::PresenceDelta;
+    let (h, _metrics) = hub();
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    drain(&mut alice.rx);
+    let mut remote = visitor(7);
+    remote.trail.push(PageView {
+        url: "https://shop.example/cart".into(),
+        title: "Cart".into(),
+        referrer: None,
+        at_ms: 1,
+    });
+    h.remote_presence(
+        "n2".into(),
+        PresenceDelta::Visitor(Box::new(remote.clone())),
+    );
+    let listed = h.visitors_of_site(1);
+    assert_eq!(listed, vec![remote.clone()]);
+    let got = drain(&mut alice.rx);
+    assert!(
+        matches!(&got[..], [AgentPush::Live(l)] if matches!(&**l, LiveEvent::Visitor(v) if *v == remote)),
+        "{got:?}"
+    );
+    // The same announcement again tells agents nothing new.
+    h.remote_presence(
+        "n2".into(),
+        PresenceDelta::Visitor(Box::new(remote.clone())),
+    );
+    assert!(drain(&mut alice.rx).is_empty());
+    // The visitor moves here (its node died): listed once; when the dead
+    // node's entry expires the agents are not told it is gone.
+    let _tab = h.register_visitor(visitor(7));
+    assert_eq!(h.visitors_of_site(1).len(), 1);
+    h.expire_remote(Duration::ZERO);
+    assert!(
+        !drain(&mut alice.rx).iter().any(
+            |p| matches!(p, AgentPush::Live(l) if matches!(&**l, LiveEvent::VisitorGone { .. }))
+        )
+    );
+    // One only on the other node, which then expires: gone.
+    h.remote_presence("n3".into(), PresenceDelta::Visitor(Box::new(visitor(8))));
+    drain(&mut alice.rx);
+    h.expire_remote(Duration::ZERO);
+    let got = drain(&mut alice.rx);
+    assert!(
+        got.iter().any(|p| matches!(p, AgentPush::Live(l) if matches!(&**l, LiveEvent::VisitorGone { visitor } if visitor == "v8"))),
+        "{got:?}"
+    );
+}

@@ -329,6 +329,16 @@ async fn ws_loop(
                     Recv::Item(VisitorPush::Agents(online)) => {
                         if !ws_send(socket, &VisitorOut::Agents { online }).await { return VisitorEnd::SendFailed; }
                     }
+                    // Another node wrote to this visitor's log: read it
+                    // from the cursor, as a gap in the pushes is read.
+                    Recv::Item(VisitorPush::CatchUp(until)) => {
+                        if until > sent {
+                            match Box::pin(catch_up_ws(socket, ctx, v, sent, until)).await {
+                                Ok(s) => sent = s,
+                                Err(_) => return VisitorEnd::ReplayFailed,
+                            }
+                        }
+                    }
                     Recv::Item(VisitorPush::Event(seq, event)) => {
                         if seq <= sent { continue; }
                         if seq > sent + 1 {
