@@ -461,6 +461,7 @@ async fn a_full_disk_gives_clear_errors_and_no_acks_then_recovers() {
         dir: tempfile::tempdir().unwrap(),
         server: Some(server),
         site_key: "acme".into(),
+        database: None,
     };
     let mut bob = agent(&srv, "bob").await;
     let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
