@@ -82,6 +82,18 @@ pub fn seed_on(dir: &Path, database: Option<&str>) {
     });
 }
 
+/// A server on `dir` runs on the store it was given: the SQLite file is
+/// there exactly when no PostgreSQL URL was, so a `::postgres` test that
+/// quietly ran on SQLite fails here.
+fn assert_store(dir: &Path, database: Option<&str>) {
+    assert_eq!(
+        dir.join(store::DB_FILE).exists(),
+        database.is_none(),
+        "the server in {} is not on the store it was given ({database:?})",
+        dir.display()
+    );
+}
+
 /// [`fast_config`] on the given store (see [`seed_on`]).
 pub fn fast_config_on(dir: &Path, database: Option<&str>) -> ServerConfig {
     let mut cfg = fast_config(dir);
@@ -176,6 +188,7 @@ impl TestServer {
         let mut cfg = fast_config_on(dir.path(), database.as_deref());
         tweak(&mut cfg);
         let server = holdfast_server::start(cfg).await.unwrap();
+        assert_store(dir.path(), database.as_deref());
         Self {
             dir,
             server: Some(server),
@@ -414,6 +427,7 @@ impl ServerProcess {
             };
             if ready {
                 self.child = Some(child);
+                assert_store(&self.dir, self.database.as_deref());
                 return;
             }
             // Exited (port still held by the killed predecessor): retry.
