@@ -32,7 +32,8 @@ pub mod cluster;
 pub mod core_agent;
 pub mod flows;
 pub mod proxy;
-// PostgreSQL for the tests of the PostgreSQL store.
+// PostgreSQL for the tests of the PostgreSQL store, and the shared one the
+// end-to-end suites run their second backend on.
 pub mod pg;
 pub mod raw_agent;
 pub mod server;
@@ -41,6 +42,37 @@ pub mod visitor;
 // Real engines for the scale-out tests, started by the tests themselves.
 pub mod haproxy;
 pub mod redis;
+
+/// Run one end-to-end test body on both stores: for `async fn name(backend:
+/// Backend)` in the test file, `on_both_backends!(name);` adds the tests
+/// `name::sqlite` and `name::postgres`, which nextest lists and runs in
+/// parallel like any other two. A test attribute other than
+/// `#[tokio::test]` goes first: `on_both_backends!(#[tokio::test(flavor =
+/// "multi_thread", worker_threads = 2)] name);`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        $crate::on_both_backends!(
+            #[tokio::test]
+            $name
+        );
+    };
+    (#[$test:meta] $name:ident) => {
+        // A module may share its name with the body: they live in different
+        // namespaces, and the test names read `body::backend`.
+        mod $name {
+            #[$test]
+            async fn sqlite() {
+                super::$name($crate::server::Backend::Sqlite).await;
+            }
+
+            #[$test]
+            async fn postgres() {
+                super::$name($crate::server::Backend::Postgres).await;
+            }
+        }
+    };
+}
 
 /// A child process killed (and reaped) on drop, so a failing assertion or
 /// an early return leaves no X server, app or broker behind.

@@ -1,6 +1,7 @@
 //! A private PostgreSQL for tests: `initdb` and `postgres` from Debian's
 //! `postgresql` package (`/usr/lib/postgresql/*/bin`), in a temp dir, on a
-//! free loopback port, with its unix socket in the temp dir and fsync on.
+//! free loopback port, with its unix socket in the temp dir and fsync on (off for the
+//! end-to-end suites' [`shared`] one).
 //! Nothing depends on a system service, so tests run in parallel, and a test
 //! may SIGKILL the server and start it again on the same data.
 //!
@@ -23,6 +24,8 @@ pub struct TestPg {
     child: Option<Child>,
     /// The uid and gid to run as, when this process is root.
     run_as: Option<(u32, u32)>,
+    /// Flush to disk at each commit (`fsync`); see [`TestPg::start_unsynced`].
+    fsync: bool,
 }
 
 /// The newest installed PostgreSQL's programs, or `HOLDFAST_PG_BIN`.
@@ -64,22 +67,53 @@ fn postgres_user() -> (u32, u32) {
         .expect("running as root needs the `postgres` user (Debian's postgresql package adds it)")
 }
 
-impl TestPg {
-    /// initdb and start a server; returns once it accepts connections.
-    pub fn start() -> Self {
-        let bin = pg_bin();
-        let dir = tempfile::Builder::new()
-            .prefix("holdfast-pg")
-            .tempdir()
-            .unwrap();
-        let run_as = is_root().then(postgres_user);
+/// Fill `data` with a fresh cluster: a copy of one `initdb` made once per
+/// machine (per PostgreSQL build and user), which takes a second of CPU,
+/// where copying its 40 MB takes a tenth of that. The end-to-end suites
+/// start a cluster in every test process, so that second adds up.
+fn init_data(bin: &Path, data: &Path, run_as: Option<(u32, u32)>) {
+    let template = template(bin, run_as);
+    // `cp -a` keeps the owner (the `postgres` user when root) and the 0700
+    // modes PostgreSQL insists on.
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(&template)
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "copying the initdb template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `initdb` template for [`init_data`], made on first use under a file
+/// lock (test processes start in parallel) and marked complete only once
+/// `initdb` succeeded, so a killed run never leaves a half-made one in use.
+fn template(bin: &Path, run_as: Option<(u32, u32)>) -> PathBuf {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::hash::DefaultHasher::new();
+    (bin, run_as).hash(&mut h);
+    let root = std::env::temp_dir().join(format!("holdfast-pg-template-{:016x}", h.finish()));
+    std::fs::create_dir_all(&root).unwrap();
+    let lock = std::fs::File::create(root.join("lock")).unwrap();
+    lock.lock().unwrap();
+    let data = root.join("data");
+    let done = root.join("complete");
+    if !done.exists() {
+        let _ = std::fs::remove_dir_all(&data);
+        let work = root.join("work");
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir(&work).unwrap();
         if let Some((uid, gid)) = run_as {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+            std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
+            std::os::unix::fs::chown(&work, Some(uid), Some(gid)).unwrap();
         }
         let mut initdb = Command::new(bin.join("initdb"));
         initdb
             .arg("-D")
-            .arg(dir.path().join("data"))
+            .arg(&data)
             .args([
                 "-U",
                 "holdfast",
@@ -88,7 +122,7 @@ impl TestPg {
                 "--locale=C",
                 "--no-sync",
             ])
-            .current_dir(dir.path())
+            .current_dir(&work)
             .stdout(Stdio::null());
         if let Some((uid, gid)) = run_as {
             initdb.uid(uid).gid(gid);
@@ -99,12 +133,56 @@ impl TestPg {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // --no-sync above: make the template durable before calling it done.
+        let _ = Command::new("sync").arg("-f").arg(&data).status();
+        std::fs::write(&done, "").unwrap();
+    }
+    data
+}
+
+impl TestPg {
+    /// initdb and start a server; returns once it accepts connections.
+    pub fn start() -> Self {
+        Self::start_with_fsync(true)
+    }
+
+    /// Like [`TestPg::start`] with `fsync=off`: commits still wait for their
+    /// WAL write, so nothing a test can do short of crashing the machine
+    /// (killing servers, or this PostgreSQL) tells the difference, but a
+    /// commit no longer waits for the disk, which a busy CI machine's builds
+    /// keep busy. For [`shared`]; the store's own durability tests
+    /// (`store_pg.rs`) keep fsync on, as production does.
+    pub fn start_unsynced() -> Self {
+        Self::start_with_fsync(false)
+    }
+
+    fn start_with_fsync(fsync: bool) -> Self {
+        let bin = pg_bin();
+        // Without fsync nothing needs a disk: in memory, copying the cluster
+        // and CREATE DATABASE take tens of milliseconds instead of seconds
+        // behind a busy machine's writeback.
+        let shm = Path::new("/dev/shm");
+        let parent = if !fsync && shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("holdfast-pg")
+            .tempdir_in(parent)
+            .unwrap();
+        let run_as = is_root().then(postgres_user);
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        init_data(&bin, &dir.path().join("data"), run_as);
         let mut pg = Self {
             dir,
             bin,
             port: crate::server::free_port(),
             child: None,
             run_as,
+            fsync,
         };
         pg.spawn();
         pg
@@ -175,7 +253,7 @@ impl TestPg {
                     "-c",
                     "listen_addresses=127.0.0.1",
                     "-c",
-                    "fsync=on",
+                    if self.fsync { "fsync=on" } else { "fsync=off" },
                     "-c",
                     "synchronous_commit=on",
                     "-c",
@@ -266,6 +344,70 @@ impl TestPg {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// This test process's PostgreSQL, started on first use and shared by every
+/// test in the process that asks for a database (each gets its own, see
+/// [`fresh_database`]), so a suite pays for `initdb` once per process, not
+/// once per test.
+///
+/// A static is never dropped, so [`TestPg::reap_on_exit`] stops it when the
+/// process ends, however it ends.
+pub fn shared() -> &'static TestPg {
+    static SHARED: std::sync::OnceLock<TestPg> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let pg = TestPg::start_unsynced();
+        pg.reap_on_exit();
+        pg
+    })
+}
+
+/// A new, empty database on [`shared`]; its URL. Each name is unique in the
+/// process (and the cluster is the process's own), so parallel tests never
+/// see each other's rows.
+pub fn fresh_database() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared().create_db(&format!("holdfast_test_{n}"))
+}
+
+impl TestPg {
+    /// Stop this server and remove its files once this process exits, even
+    /// by a panic, `process::exit` or SIGKILL: nextest runs each test as a
+    /// process that exits without dropping statics.
+    ///
+    /// A watchdog shell blocks reading a pipe whose only write end this
+    /// process holds (std opens it close-on-exec, so no other child inherits
+    /// it); the kernel closes it when the process dies, the read returns,
+    /// and the watchdog shuts PostgreSQL down immediately (SIGQUIT, then
+    /// SIGKILL if it lingers) and deletes the temp dir.
+    fn reap_on_exit(&self) {
+        let Some(child) = &self.child else { return };
+        let script = r#"read _ignored
+kill -QUIT "$1" 2>/dev/null
+i=0
+while [ $i -lt 100 ] && [ -e "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; do
+  sleep 0.1
+  i=$((i + 1))
+done
+kill -KILL "$1" 2>/dev/null
+rm -rf "$2""#;
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(child.id().to_string())
+            .arg(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the PostgreSQL watchdog");
+        // Held (never closed) until the process exits: that close is the
+        // signal. The watchdog itself outlives us on purpose.
+        std::mem::forget(watchdog.stdin.take());
+        std::mem::forget(watchdog);
     }
 }
 

@@ -9,12 +9,36 @@ use holdfast_protocol::agent::Role;
 use holdfast_server::config::ServerConfig;
 use holdfast_server::{RunningServer, admin, store};
 
+/// Which store a test's server runs on. The end-to-end suites run each body
+/// on both (see [`crate::on_both_backends`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in the data dir, the default.
+    Sqlite,
+    /// A fresh database on this test process's shared PostgreSQL
+    /// ([`crate::pg::shared`]).
+    Postgres,
+}
+
+impl Backend {
+    /// A new, empty store for one test: `None` for SQLite (in whatever data
+    /// dir the test uses), or the URL of a new PostgreSQL database.
+    pub fn fresh_database(self) -> Option<String> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(crate::pg::fresh_database()),
+        }
+    }
+}
+
 /// A server running in this process on loopback ports chosen by the OS.
 #[derive(Debug)]
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub server: Option<RunningServer>,
     pub site_key: String,
+    /// The PostgreSQL URL the server runs on; `None` for SQLite in `dir`.
+    pub database: Option<String>,
 }
 
 pub const PASSWORD: &str = "hunter22";
@@ -22,21 +46,59 @@ pub const PASSWORD: &str = "hunter22";
 /// Create the data dir with one site "acme" and agents `alice` and `bob`
 /// (password [`PASSWORD`]), plus a second site "other" with agent `mallory`.
 pub fn seed(dir: &Path) {
-    let conn = store::open_connection(dir).unwrap();
-    admin::add_site(&conn, "acme", "Acme", None).unwrap();
-    admin::add_site(&conn, "other", "Other Co", Some("other-secret")).unwrap();
-    admin::add_agent(&conn, "acme", "alice", "Alice", PASSWORD, 2, Role::Agent).unwrap();
-    admin::add_agent(&conn, "acme", "bob", "Bob", PASSWORD, 2, Role::Agent).unwrap();
-    admin::add_agent(
-        &conn,
-        "other",
-        "mallory",
-        "Mallory",
-        PASSWORD,
-        2,
-        Role::Agent,
-    )
-    .unwrap();
+    seed_on(dir, None);
+}
+
+/// [`seed`] on the given store: SQLite in `dir` when `database` is `None`,
+/// else that PostgreSQL database (the data dir is still created: the server
+/// keeps its key there).
+pub fn seed_on(dir: &Path, database: Option<&str>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let db = store::Database::new(database, dir).unwrap();
+    // PostgreSQL's synchronous client runs a runtime of its own and panics
+    // inside a tokio one, and async tests seed too: a plain thread is
+    // neither.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let conn = db.open().unwrap();
+            let conn = conn.db();
+            admin::add_site(conn, "acme", "Acme", None).unwrap();
+            admin::add_site(conn, "other", "Other Co", Some("other-secret")).unwrap();
+            admin::add_agent(conn, "acme", "alice", "Alice", PASSWORD, 2, Role::Agent).unwrap();
+            admin::add_agent(conn, "acme", "bob", "Bob", PASSWORD, 2, Role::Agent).unwrap();
+            admin::add_agent(
+                conn,
+                "other",
+                "mallory",
+                "Mallory",
+                PASSWORD,
+                2,
+                Role::Agent,
+            )
+            .unwrap();
+        })
+        .join()
+        .unwrap();
+    });
+}
+
+/// A server on `dir` runs on the store it was given: the SQLite file is
+/// there exactly when no PostgreSQL URL was, so a `::postgres` test that
+/// quietly ran on SQLite fails here.
+fn assert_store(dir: &Path, database: Option<&str>) {
+    assert_eq!(
+        dir.join(store::DB_FILE).exists(),
+        database.is_none(),
+        "the server in {} is not on the store it was given ({database:?})",
+        dir.display()
+    );
+}
+
+/// [`fast_config`] on the given store (see [`seed_on`]).
+pub fn fast_config_on(dir: &Path, database: Option<&str>) -> ServerConfig {
+    let mut cfg = fast_config(dir);
+    cfg.database = database.map(|u| store::PgTarget::parse(u).unwrap());
+    cfg
 }
 
 /// Settings for fast tests: short heartbeats, loopback.
@@ -106,16 +168,32 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::start_with_on(Backend::Sqlite, tweak).await
+    }
+
+    /// A seeded server on a fresh store of `backend`.
+    pub async fn start_on(backend: Backend) -> Self {
+        Self::start_with_on(backend, |_| {}).await
+    }
+
+    pub async fn start_with_on(backend: Backend, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         crate::init_logs();
         let dir = tempfile::tempdir().unwrap();
-        seed(dir.path());
-        let mut cfg = fast_config(dir.path());
+        // Creating the database runs psql (and maybe starts PostgreSQL):
+        // blocking, so off this async worker.
+        let database = tokio::task::spawn_blocking(move || backend.fresh_database())
+            .await
+            .unwrap();
+        seed_on(dir.path(), database.as_deref());
+        let mut cfg = fast_config_on(dir.path(), database.as_deref());
         tweak(&mut cfg);
         let server = holdfast_server::start(cfg).await.unwrap();
+        assert_store(dir.path(), database.as_deref());
         Self {
             dir,
             server: Some(server),
             site_key: "acme".into(),
+            database,
         }
     }
 
@@ -136,7 +214,7 @@ impl TestServer {
         let old = self.server.take().unwrap();
         let (http, agent) = (old.http_addr, old.agent_addr);
         old.shutdown().await;
-        let mut cfg = fast_config(self.dir.path());
+        let mut cfg = fast_config_on(self.dir.path(), self.database.as_deref());
         cfg.http = http;
         cfg.agent_listen = agent;
         // The old sockets may linger briefly; retry the bind.
@@ -250,6 +328,8 @@ pub struct ServerProcess {
     pub admin: SocketAddr,
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
+    /// `--database`: the PostgreSQL URL; `None` for SQLite in `dir`.
+    pub database: Option<String>,
     /// RLIMIT_NOFILE (soft and hard) for the server, to test running out of
     /// descriptors without exhausting the machine's.
     pub nofile: Option<u64>,
@@ -263,6 +343,17 @@ impl ServerProcess {
     /// Like [`ServerProcess::start`], with the descriptor limit lowered to
     /// `nofile` when given.
     pub fn start_limited(dir: &Path, extra_args: &[&str], nofile: Option<u64>) -> Self {
+        Self::start_on(dir, None, extra_args, nofile)
+    }
+
+    /// Like [`ServerProcess::start_limited`], on PostgreSQL database
+    /// `database` when given (seed it with [`seed_on`]).
+    pub fn start_on(
+        dir: &Path,
+        database: Option<&str>,
+        extra_args: &[&str],
+        nofile: Option<u64>,
+    ) -> Self {
         let mut p = Self {
             dir: dir.to_path_buf(),
             http: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -270,6 +361,7 @@ impl ServerProcess {
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
             child: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            database: database.map(str::to_owned),
             nofile,
         };
         p.spawn();
@@ -302,6 +394,11 @@ impl ServerProcess {
                 .arg(self.agent.to_string())
                 .arg("--admin-listen")
                 .arg(self.admin.to_string())
+                .args(
+                    self.database
+                        .iter()
+                        .flat_map(|u| ["--database", u.as_str()]),
+                )
                 .args(&self.extra_args)
                 .env(
                     "HOLDFAST_LOG",
@@ -330,6 +427,7 @@ impl ServerProcess {
             };
             if ready {
                 self.child = Some(child);
+                assert_store(&self.dir, self.database.as_deref());
                 return;
             }
             // Exited (port still held by the killed predecessor): retry.

@@ -2,7 +2,14 @@
 //! runs) against a real server and real visitors, over real TCP, with link
 //! faults in between. Every message has a unique body and goes through the
 //! checker.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    // Test bodies run on both stores are plain async fns, which
+    // `allow-print-in-tests` does not cover.
+    clippy::print_stdout
+)]
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +20,7 @@ use holdfast_protocol::visitor::{VisitorIn, VisitorOut};
 use holdfast_tests::checker::{Checker, SendOutcome};
 use holdfast_tests::core_agent::{CoreAgent, fast_config};
 use holdfast_tests::proxy::Proxy;
-use holdfast_tests::server::TestServer;
+use holdfast_tests::server::{Backend, TestServer};
 use holdfast_tests::visitor::{WsVisitor, hello, new_id};
 
 fn core(srv: &TestServer, server: &str, user: &str, dir: &tempfile::TempDir) -> CoreAgent {
@@ -25,9 +32,8 @@ fn core(srv: &TestServer, server: &str, user: &str, dir: &tempfile::TempDir) -> 
     ))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn visitor_and_client_core_talk_through_every_delivery_state() {
-    let srv = TestServer::start().await;
+async fn visitor_and_client_core_talk_through_every_delivery_state(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let mut alice = core(&srv, &srv.agent_addr().to_string(), "alice", &dir);
     alice.live().await;
@@ -76,14 +82,17 @@ async fn visitor_and_client_core_talk_through_every_delivery_state() {
     alice.shutdown().await;
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    visitor_and_client_core_talk_through_every_delivery_state
+);
 
 /// The agent keeps typing while the cable is pulled (the link stays open
 /// but carries nothing), while the connection is reset or closed, and while
 /// it arrives one byte at a time; the visitor's tab loses its socket too. Nothing is lost, duplicated or reordered, and
 /// what was queued goes out by itself when the link returns.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn link_faults_on_both_sides_lose_and_duplicate_nothing() {
-    let srv = TestServer::start().await;
+async fn link_faults_on_both_sides_lose_and_duplicate_nothing(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let agent_link = Proxy::start(srv.agent_addr()).await;
     let visitor_link = Proxy::start(srv.http()).await;
@@ -248,6 +257,10 @@ async fn link_faults_on_both_sides_lose_and_duplicate_nothing() {
     alice.shutdown().await;
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    link_faults_on_both_sides_lose_and_duplicate_nothing
+);
 
 async fn reconnect(v: WsVisitor, link: &Proxy) -> WsVisitor {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -277,9 +290,8 @@ async fn reconnect(v: WsVisitor, link: &Proxy) -> WsVisitor {
 /// A server presenting a different key than the one pinned is a hard stop:
 /// no login is sent, nothing in the outbox leaves, and both fingerprints
 /// are shown.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_fingerprint_is_a_hard_stop() {
-    let srv = TestServer::start().await;
+async fn wrong_fingerprint_is_a_hard_stop(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let impostor = ServerIdentity::from_secret_bytes([7; 32]).fingerprint();
     let mut cfg = fast_config(
@@ -322,13 +334,16 @@ async fn wrong_fingerprint_is_a_hard_stop() {
     alice.shutdown().await;
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    wrong_fingerprint_is_a_hard_stop
+);
 
 /// A Login the server cannot take as sent (a 9,000-byte password is over
 /// the pre-login frame limit) is refused for good, with the server's
 /// reason: sending it again unchanged can only fail again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_login_too_big_to_send_stops_with_the_reason() {
-    let srv = TestServer::start().await;
+async fn a_login_too_big_to_send_stops_with_the_reason(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = fast_config(
         &srv.agent_addr().to_string(),
@@ -360,3 +375,7 @@ async fn a_login_too_big_to_send_stops_with_the_reason() {
     alice.shutdown().await;
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_login_too_big_to_send_stops_with_the_reason
+);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use holdfast_protocol::agent::{Action, ConversationState, Event, LiveEvent, Resume, ServerMsg};
 use holdfast_protocol::visitor::VisitorOut;
 use holdfast_tests::raw_agent::RawAgent;
-use holdfast_tests::server::{PASSWORD, TestServer};
+use holdfast_tests::server::{Backend, PASSWORD, TestServer};
 use holdfast_tests::visitor::{LpVisitor, WsVisitor};
 
 const T: Duration = Duration::from_secs(10);
@@ -40,9 +40,8 @@ fn message_body(m: &ServerMsg) -> Option<&str> {
     }
 }
 
-#[tokio::test]
-async fn visitor_and_agent_talk_over_websocket() {
-    let srv = TestServer::start().await;
+async fn visitor_and_agent_talk_over_websocket(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let mut alice = agent(&srv, "alice").await;
     let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
 
@@ -120,10 +119,10 @@ async fn visitor_and_agent_talk_over_websocket() {
     );
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(visitor_and_agent_talk_over_websocket);
 
-#[tokio::test]
-async fn visitor_and_agent_talk_over_long_poll() {
-    let srv = TestServer::start().await;
+async fn visitor_and_agent_talk_over_long_poll(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let mut alice = agent(&srv, "alice").await;
     let mut v = LpVisitor::connect(srv.http(), "acme").await.unwrap();
     let ack = v.say("Long-poll hello").await.unwrap();
@@ -153,3 +152,4 @@ async fn visitor_and_agent_talk_over_long_poll() {
     assert_eq!(v.bodies(), vec!["Long-poll hello", "Reply over long-poll"]);
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(visitor_and_agent_talk_over_long_poll);

@@ -10,12 +10,11 @@ use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::visitor::{VisitorConvState, VisitorEvent, VisitorIn, VisitorOut};
 use holdfast_tests::flows::{T, agent, run, set_presence, wait_body, wait_conv};
 use holdfast_tests::raw_agent::RawAgent;
-use holdfast_tests::server::{PASSWORD, TestServer};
+use holdfast_tests::server::{Backend, PASSWORD, TestServer};
 use holdfast_tests::visitor::{WsVisitor, new_id};
 
-#[tokio::test]
-async fn agent_invites_a_browsing_visitor() {
-    let srv = TestServer::start().await;
+async fn agent_invites_a_browsing_visitor(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let mut alice = agent(&srv, "alice").await;
     let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
     // Navigation shows up live in the visitor's trail.
@@ -63,10 +62,10 @@ async fn agent_invites_a_browsing_visitor() {
     wait_body(&mut alice, "Yes please").await;
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(agent_invites_a_browsing_visitor);
 
-#[tokio::test]
-async fn queue_auto_assigns_by_load_within_capacity_and_accept_takes_the_rest() {
-    let srv = TestServer::start().await;
+async fn queue_auto_assigns_by_load_within_capacity_and_accept_takes_the_rest(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     // Alice has capacity 2. Bob is present but away, so only Alice is picked.
     let mut alice = agent(&srv, "alice").await;
     let mut bob = agent(&srv, "bob").await;
@@ -160,10 +159,12 @@ async fn queue_auto_assigns_by_load_within_capacity_and_accept_takes_the_rest() 
     assert_eq!(got.assigned_name.as_deref(), Some("Alice"));
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(
+    queue_auto_assigns_by_load_within_capacity_and_accept_takes_the_rest
+);
 
-#[tokio::test]
-async fn left_message_while_no_agent_is_online_reaches_agents_later() {
-    let srv = TestServer::start().await;
+async fn left_message_while_no_agent_is_online_reaches_agents_later(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
     let VisitorOut::Welcome { agents_online, .. } = &v.welcome else {
         panic!()
@@ -231,10 +232,10 @@ async fn left_message_while_no_agent_is_online_reaches_agents_later() {
 
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(left_message_while_no_agent_is_online_reaches_agents_later);
 
-#[tokio::test]
-async fn offline_agent_with_a_cursor_gets_the_left_message_by_replay() {
-    let srv = TestServer::start().await;
+async fn offline_agent_with_a_cursor_gets_the_left_message_by_replay(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let device = new_id();
     let mut bob = RawAgent::handshake(srv.agent_addr()).await.unwrap();
     bob.send(&RawAgent::login_msg("bob", PASSWORD, device, None))
@@ -275,10 +276,10 @@ async fn offline_agent_with_a_cursor_gets_the_left_message_by_replay() {
     wait_body(&mut bob, "nobody home?").await;
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(offline_agent_with_a_cursor_gets_the_left_message_by_replay);
 
-#[tokio::test]
-async fn history_spans_every_visit_and_pages() {
-    let srv = TestServer::start().await;
+async fn history_spans_every_visit_and_pages(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let mut alice = agent(&srv, "alice").await;
     let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
     let VisitorOut::Ack {
@@ -399,10 +400,10 @@ async fn history_spans_every_visit_and_pages() {
     );
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(history_spans_every_visit_and_pages);
 
-#[tokio::test]
-async fn one_agent_on_two_devices_sees_everything_on_both() {
-    let srv = TestServer::start().await;
+async fn one_agent_on_two_devices_sees_everything_on_both(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let mut laptop = agent(&srv, "alice").await;
     let mut desktop = agent(&srv, "alice").await;
     let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
@@ -430,3 +431,4 @@ async fn one_agent_on_two_devices_sees_everything_on_both() {
     assert!(srv.running().ctx.hub.agents_online(1));
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(one_agent_on_two_devices_sees_everything_on_both);

@@ -12,7 +12,7 @@ use holdfast_protocol::handshake::HandshakeError;
 use holdfast_protocol::visitor::{VisitorIn, VisitorOut};
 use holdfast_tests::flows::{T, agent, run, wait_body};
 use holdfast_tests::raw_agent::{ConnectError, RawAgent};
-use holdfast_tests::server::{PASSWORD, TestServer};
+use holdfast_tests::server::{Backend, PASSWORD, TestServer};
 use holdfast_tests::visitor::{LpVisitor, WsVisitor, hello, http_request, new_id};
 use tokio::io::AsyncWriteExt;
 
@@ -69,9 +69,8 @@ fn error_code(m: &ServerMsg) -> Option<ErrorCode> {
     }
 }
 
-#[tokio::test]
-async fn wrong_password_is_refused_then_throttled_without_locking_out_others() {
-    let srv = TestServer::start().await;
+async fn wrong_password_is_refused_then_throttled_without_locking_out_others(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let mut by = Bystander::new(&srv).await;
     for i in 0..5 {
         let (mut a, reply) = RawAgent::login(srv.agent_addr(), "alice", "wrong")
@@ -113,10 +112,12 @@ async fn wrong_password_is_refused_then_throttled_without_locking_out_others() {
     by.still_fine().await;
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(
+    wrong_password_is_refused_then_throttled_without_locking_out_others
+);
 
-#[tokio::test]
-async fn bad_protocol_version_is_refused_naming_both_versions() {
-    let srv = TestServer::start().await;
+async fn bad_protocol_version_is_refused_naming_both_versions(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let err = RawAgent::handshake_version(srv.agent_addr(), 9)
         .await
         .unwrap_err();
@@ -139,10 +140,10 @@ async fn bad_protocol_version_is_refused_naming_both_versions() {
     assert_eq!(e, HandshakeError::VersionMismatch { ours: 1, theirs: 2 });
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(bad_protocol_version_is_refused_naming_both_versions);
 
-#[tokio::test]
-async fn oversize_and_tampered_frames_close_only_that_connection() {
-    let srv = TestServer::start().await;
+async fn oversize_and_tampered_frames_close_only_that_connection(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let mut by = Bystander::new(&srv).await;
 
     // Oversize: announce 16 MiB. The server answers TooLarge and closes
@@ -207,10 +208,10 @@ async fn oversize_and_tampered_frames_close_only_that_connection() {
     assert!(m >= 3, "rejected frames counted: {m}");
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(oversize_and_tampered_frames_close_only_that_connection);
 
-#[tokio::test]
-async fn malformed_visitor_json_gets_an_error_and_the_socket_survives() {
-    let srv = TestServer::start().await;
+async fn malformed_visitor_json_gets_an_error_and_the_socket_survives(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
     for bad in [
         "{not json",
@@ -258,10 +259,10 @@ async fn malformed_visitor_json_gets_an_error_and_the_socket_survives() {
     assert!(String::from_utf8_lossy(&body).contains("bad_request"));
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(malformed_visitor_json_gets_an_error_and_the_socket_survives);
 
-#[tokio::test]
-async fn forged_tokens_cannot_read_or_write_as_another_visitor() {
-    let srv = TestServer::start().await;
+async fn forged_tokens_cannot_read_or_write_as_another_visitor(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let mut by = Bystander::new(&srv).await;
     let victim = by.visitor.token.clone();
     // Flip one hex digit of the signature.
@@ -333,10 +334,10 @@ async fn forged_tokens_cannot_read_or_write_as_another_visitor() {
     by.still_fine().await;
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(forged_tokens_cannot_read_or_write_as_another_visitor);
 
-#[tokio::test]
-async fn identify_hash_is_enforced_when_the_site_has_a_secret() {
-    let srv = TestServer::start().await;
+async fn identify_hash_is_enforced_when_the_site_has_a_secret(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let mut mallory = agent(&srv, "mallory").await;
     let mut v = WsVisitor::connect(srv.http(), "other").await.unwrap();
     let identify = |hash: Option<String>| VisitorIn::Identify {
@@ -391,10 +392,10 @@ async fn identify_hash_is_enforced_when_the_site_has_a_secret() {
         .unwrap();
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(identify_hash_is_enforced_when_the_site_has_a_secret);
 
-#[tokio::test]
-async fn an_agent_of_one_site_cannot_reach_another() {
-    let srv = TestServer::start().await;
+async fn an_agent_of_one_site_cannot_reach_another(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let mut by = Bystander::new(&srv).await;
     let mut mallory = agent(&srv, "mallory").await;
     let o = run(
@@ -480,12 +481,12 @@ async fn an_agent_of_one_site_cannot_reach_another() {
     }
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(an_agent_of_one_site_cannot_reach_another);
 
 /// Long-poll POSTs of one visitor sent at once cannot each spend the same
 /// tokens: they take turns, so the limit holds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_long_poll_posts_cannot_race_the_rate_limit() {
-    let srv = TestServer::start_with(|c| {
+async fn concurrent_long_poll_posts_cannot_race_the_rate_limit(backend: Backend) {
+    let srv = TestServer::start_with_on(backend, |c| {
         c.visitor.msg_rate = 0.5;
         c.visitor.msg_burst = 2.0;
     })
@@ -516,3 +517,7 @@ async fn concurrent_long_poll_posts_cannot_race_the_rate_limit() {
     assert!(acked >= 2);
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    concurrent_long_poll_posts_cannot_race_the_rate_limit
+);

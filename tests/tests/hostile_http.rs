@@ -27,7 +27,7 @@ use holdfast_protocol::agent::{Action, LiveEvent, Outcome, ServerMsg};
 use holdfast_protocol::visitor::{LongPollResponse, VisitorOut};
 use holdfast_tests::flows::{T, run, wait_body};
 use holdfast_tests::raw_agent::RawAgent;
-use holdfast_tests::server::{PASSWORD, ServerProcess, seed};
+use holdfast_tests::server::{Backend, PASSWORD, ServerProcess, seed_on};
 use holdfast_tests::visitor::{LpVisitor, WsVisitor, hello, http_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -70,10 +70,11 @@ fn serial() -> std::fs::File {
     f
 }
 
-fn start(nofile: u64, overrides: &[(&str, &str)]) -> Server {
+fn start(backend: Backend, nofile: u64, overrides: &[(&str, &str)]) -> Server {
     let serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    seed(dir.path());
+    let database = backend.fresh_database();
+    seed_on(dir.path(), database.as_deref());
     let mut keys: Vec<(&str, &str)> = TIMERS.to_vec();
     for (k, v) in overrides {
         match keys.iter_mut().find(|(key, _)| key == k) {
@@ -84,8 +85,9 @@ fn start(nofile: u64, overrides: &[(&str, &str)]) -> Server {
     let toml: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
     let cfg = dir.path().join("server.toml");
     std::fs::write(&cfg, toml).unwrap();
-    let p = ServerProcess::start_limited(
+    let p = ServerProcess::start_on(
         dir.path(),
+        database.as_deref(),
         &["--config", cfg.to_str().unwrap()],
         Some(nofile),
     );
@@ -355,10 +357,11 @@ fn addrs(from: u8, to: u8) -> Vec<[u8; 4]> {
     (from..=to).map(|i| [127, 0, 0, i]).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_sockets_beyond_the_descriptor_limit_are_cut_and_both_ports_stay_up() {
+async fn silent_sockets_beyond_the_descriptor_limit_are_cut_and_both_ports_stay_up(
+    backend: Backend,
+) {
     // 512 descriptors; HTTP may hold 512 - 128 = 384 connections.
-    let srv = start(512, &[("http_fd_reserve", "128")]);
+    let srv = start(backend, 512, &[("http_fd_reserve", "128")]);
     let by = Bystander::start(&srv.p).await;
 
     // 600 silent sockets at once, then 100 more every 200 ms: well past
@@ -430,10 +433,13 @@ async fn silent_sockets_beyond_the_descriptor_limit_are_cut_and_both_ports_stay_
     by.finish("silent sockets").await;
     assert_eq!(metric(&srv.p, "holdfast_http_accept_errors_total").await, 0);
 }
+holdfast_tests::on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    silent_sockets_beyond_the_descriptor_limit_are_cut_and_both_ports_stay_up
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http2_preface_then_silence_is_cut() {
-    let srv = start(512, &[("http_fd_reserve", "128")]);
+async fn an_http2_preface_then_silence_is_cut(backend: Backend) {
+    let srv = start(backend, 512, &[("http_fd_reserve", "128")]);
     let by = Bystander::start(&srv.p).await;
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     // The preface and an empty SETTINGS frame: a complete HTTP/2 start.
@@ -484,10 +490,13 @@ async fn an_http2_preface_then_silence_is_cut() {
     assert!(s3 <= Duration::from_secs(1) + MARGIN, "{s3:?}");
     by.finish("HTTP/2 preface").await;
 }
+holdfast_tests::on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    an_http2_preface_then_silence_is_cut
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_post_body_on_long_poll_is_cut() {
-    let srv = start(512, &[("http_fd_reserve", "128")]);
+async fn a_slow_post_body_on_long_poll_is_cut(backend: Backend) {
+    let srv = start(backend, 512, &[("http_fd_reserve", "128")]);
     let by = Bystander::start(&srv.p).await;
     // Content-Length promises 100 kB; the body then trickles one byte every
     // 200 ms (or stops), well inside the body size limit.
@@ -526,10 +535,15 @@ async fn a_slow_post_body_on_long_poll_is_cut() {
     assert!(cut >= 120, "{cut}");
     by.finish("slow POST body").await;
 }
+holdfast_tests::on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_slow_post_body_on_long_poll_is_cut
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slowloris_headers_and_idle_keep_alives_are_cut_but_long_polls_and_websockets_are_not() {
-    let srv = start(512, &[("http_fd_reserve", "128")]);
+async fn slowloris_headers_and_idle_keep_alives_are_cut_but_long_polls_and_websockets_are_not(
+    backend: Backend,
+) {
+    let srv = start(backend, 512, &[("http_fd_reserve", "128")]);
     let by = Bystander::start(&srv.p).await;
     let attackers = addrs(2, 5);
     let limit = Duration::from_secs(10);
@@ -613,16 +627,20 @@ async fn slowloris_headers_and_idle_keep_alives_are_cut_but_long_polls_and_webso
     assert!(s2 <= Duration::from_millis(1500) + MARGIN, "{s2:?}");
     by.finish("slowloris and idle keep-alive").await;
 }
+holdfast_tests::on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    slowloris_headers_and_idle_keep_alives_are_cut_but_long_polls_and_websockets_are_not
+);
 
 /// The issue saw 20,113 sockets from one address at a 20,000 limit. This
 /// test process's own limit is about that, so it opens 2,000 against a
 /// per-address cap of 200: ten times the cap shows the cap the same way.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_thousand_connections_from_one_address_are_capped() {
+async fn twenty_thousand_connections_from_one_address_are_capped(backend: Backend) {
     const FLOOD: usize = 2_000;
     const CAP: u64 = 200;
     // The timers are long here so the cap, not a timer, does the work.
     let srv = start(
+        backend,
         4096,
         &[
             ("http_max_per_ip", "200"),
@@ -661,3 +679,7 @@ async fn twenty_thousand_connections_from_one_address_are_capped() {
     drop(open);
     by.finish("one-address flood").await;
 }
+holdfast_tests::on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    twenty_thousand_connections_from_one_address_are_capped
+);

@@ -24,7 +24,7 @@ use holdfast_protocol::handshake::ClientHandshake;
 use holdfast_protocol::visitor::{PageInfo, VisitorEvent, VisitorIn, VisitorOut};
 use holdfast_tests::flows::{T, agent, body, run, wait_body};
 use holdfast_tests::raw_agent::RawAgent;
-use holdfast_tests::server::{PASSWORD, TestServer, fast_config, seed};
+use holdfast_tests::server::{Backend, PASSWORD, TestServer, fast_config, seed};
 use holdfast_tests::visitor::{LpVisitor, WsVisitor, hello, new_id};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -130,9 +130,8 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
     }
 }
 
-#[tokio::test]
-async fn a_connection_flood_from_one_address_is_capped_and_others_still_connect() {
-    let srv = TestServer::start_with(|c| {
+async fn a_connection_flood_from_one_address_is_capped_and_others_still_connect(backend: Backend) {
+    let srv = TestServer::start_with_on(backend, |c| {
         c.visitor.max_ws_per_ip = 20;
         c.agent_max_per_ip = 5;
     })
@@ -215,10 +214,12 @@ async fn a_connection_flood_from_one_address_is_capped_and_others_still_connect(
     again.say_acked("after the flood").await.unwrap();
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(
+    a_connection_flood_from_one_address_is_capped_and_others_still_connect
+);
 
-#[tokio::test]
-async fn half_open_websockets_are_closed_after_the_hello_timeout() {
-    let srv = TestServer::start_with(|c| {
+async fn half_open_websockets_are_closed_after_the_hello_timeout(backend: Backend) {
+    let srv = TestServer::start_with_on(backend, |c| {
         c.visitor.hello_timeout = Duration::from_millis(800);
         c.visitor.max_ws_per_ip = 30;
     })
@@ -281,6 +282,7 @@ async fn half_open_websockets_are_closed_after_the_hello_timeout() {
     wait_body(&mut bob, "still served").await;
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(half_open_websockets_are_closed_after_the_hello_timeout);
 
 const INJECTIONS: [&str; 4] = [
     "<script>alert('x')</script>",
@@ -289,9 +291,8 @@ const INJECTIONS: [&str; 4] = [
     "{{constructor.constructor('alert(1)')()}} ${alert(1)} </textarea><svg/onload=alert(1)>",
 ];
 
-#[tokio::test]
-async fn script_injection_in_every_text_field_arrives_as_inert_text() {
-    let srv = TestServer::start().await;
+async fn script_injection_in_every_text_field_arrives_as_inert_text(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
     let mut bob = agent(&srv, "bob").await;
     for (i, evil) in INJECTIONS.iter().enumerate() {
         let url = format!("https://shop.example/?q={evil}");
@@ -396,6 +397,7 @@ async fn script_injection_in_every_text_field_arrives_as_inert_text() {
     assert!(head.contains(r#""body":"lp <script>"#), "{head}");
     srv.stop().await;
 }
+holdfast_tests::on_both_backends!(script_injection_in_every_text_field_arrives_as_inert_text);
 
 // ---------------------------------------------------------------- full disk
 
@@ -441,6 +443,9 @@ impl Drop for SmallDisk {
     }
 }
 
+// SQLite only: the disk that fills is the one under the SQLite file in the
+// data dir (and the check is SQLite's integrity_check); PostgreSQL keeps its
+// data elsewhere, and its own outage is store_pg's kill-and-restart test.
 #[tokio::test]
 async fn a_full_disk_gives_clear_errors_and_no_acks_then_recovers() {
     holdfast_tests::init_logs();
@@ -461,6 +466,7 @@ async fn a_full_disk_gives_clear_errors_and_no_acks_then_recovers() {
         dir: tempfile::tempdir().unwrap(),
         server: Some(server),
         site_key: "acme".into(),
+        database: None,
     };
     let mut bob = agent(&srv, "bob").await;
     let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();

@@ -8,7 +8,7 @@ use holdfast_protocol::agent::{Action, Event, Outcome, Resume, ServerMsg};
 use holdfast_protocol::visitor::{VisitorEvent, VisitorOut};
 use holdfast_tests::flows::{T, run};
 use holdfast_tests::raw_agent::RawAgent;
-use holdfast_tests::server::{PASSWORD, ServerProcess, seed};
+use holdfast_tests::server::{Backend, PASSWORD, ServerProcess, seed_on};
 use holdfast_tests::visitor::{WsVisitor, hello, new_id};
 
 /// Log in on `device`; returns the agent, how it resumed, and its cursor
@@ -47,12 +47,12 @@ async fn login_device(
     (a, ok.resume, cursor, bodies)
 }
 
-#[tokio::test]
-async fn sigkill_between_send_and_delivery_loses_nothing_acked() {
+async fn sigkill_between_send_and_delivery_loses_nothing_acked(backend: Backend) {
     holdfast_tests::init_logs();
     let dir = tempfile::tempdir().unwrap();
-    seed(dir.path());
-    let mut p = ServerProcess::start(dir.path(), &[]);
+    let database = backend.fresh_database();
+    seed_on(dir.path(), database.as_deref());
+    let mut p = ServerProcess::start_on(dir.path(), database.as_deref(), &[], None);
     let device = new_id();
 
     // Alice's device has seen everything so far, then goes offline.
@@ -130,13 +130,14 @@ async fn sigkill_between_send_and_delivery_loses_nothing_acked() {
         .collect();
     assert_eq!(got, replies);
 }
+holdfast_tests::on_both_backends!(sigkill_between_send_and_delivery_loses_nothing_acked);
 
-#[tokio::test]
-async fn sigterm_says_going_away_and_keeps_everything() {
+async fn sigterm_says_going_away_and_keeps_everything(backend: Backend) {
     holdfast_tests::init_logs();
     let dir = tempfile::tempdir().unwrap();
-    seed(dir.path());
-    let mut p = ServerProcess::start(dir.path(), &[]);
+    let database = backend.fresh_database();
+    seed_on(dir.path(), database.as_deref());
+    let mut p = ServerProcess::start_on(dir.path(), database.as_deref(), &[], None);
     let device = new_id();
     let (mut a, _, _, _) = login_device(&p, device, None).await;
     let mut v = WsVisitor::connect(p.http, "acme").await.unwrap();
@@ -182,3 +183,4 @@ async fn sigterm_says_going_away_and_keeps_everything() {
     };
     assert!(s.messages.iter().any(|m| m.body == "before shutdown"));
 }
+holdfast_tests::on_both_backends!(sigterm_says_going_away_and_keeps_everything);
