@@ -16,10 +16,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use holdfast_protocol::agent::{AgentId, Presence, SiteId, VisitorInfo};
+use holdfast_protocol::agent::{
+    AgentId, LiveEvent, Presence, Seq, SiteId, TeamMember, VisitorInfo,
+};
 
+use super::{AgentPush, State, VisitorLive, VisitorPush};
 use crate::Ctx;
-use crate::bus::{Follower, Next, Why};
+use crate::bus::{BusMsg, Follower, Next, PresenceDelta, Recipient, Why};
 
 /// How often a node announces all of its live entries.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(4);
@@ -194,5 +197,182 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                 }
             }
         }
+    }
+}
+
+/// What the bus brings in.
+impl super::Hub {
+    /// Another node committed `recipient`'s events up to `seq`: its
+    /// connections here read them from the log.
+    pub fn wake(&self, recipient: &Recipient, seq: Seq) {
+        let st = self.lock();
+        match recipient {
+            Recipient::Agent(agent) => {
+                if let Some(a) = st.agents.get(agent) {
+                    for c in &a.conns {
+                        // A full queue is already being drained and the
+                        // next poll repeats this: never cut for a wake.
+                        let _full = c.tx.try_send(AgentPush::CatchUp(seq));
+                    }
+                }
+            }
+            Recipient::Visitor(visitor) => {
+                if let Some(v) = st.visitors.get(visitor) {
+                    Self::wake_visitor(v, seq);
+                }
+            }
+        }
+    }
+
+    fn wake_visitor(v: &VisitorLive, seq: Seq) {
+        for c in &v.conns {
+            let _full = c.tx.try_send(VisitorPush::CatchUp(seq));
+        }
+        if let Some(n) = &v.notify {
+            n.notify_waiters();
+        }
+    }
+
+    /// Every local connection reads the log from its cursor (a gap on the
+    /// bus, or the periodic read).
+    pub fn wake_all(&self) {
+        let st = self.lock();
+        for a in st.agents.values() {
+            for c in &a.conns {
+                let _full = c.tx.try_send(AgentPush::CatchUp(Seq::MAX));
+            }
+        }
+        for v in st.visitors.values() {
+            Self::wake_visitor(v, Seq::MAX);
+        }
+    }
+
+    /// Tell the other nodes every live entry here (periodically, so that
+    /// they can expire a dead node's; and after a gap).
+    pub fn announce_all(&self) {
+        if self.bus.get().is_none() {
+            return;
+        }
+        let st = self.lock();
+        for (id, a) in &st.agents {
+            if !a.conns.is_empty() {
+                self.tell_agent(&st, *id);
+            }
+        }
+        for v in st.visitors.values().filter(|v| v.info.online) {
+            self.tell(|| BusMsg::Presence(PresenceDelta::Visitor(Box::new(v.info.clone()))));
+        }
+    }
+
+    /// Another node's live state changed (or was re-announced).
+    pub fn remote_presence(&self, node: Arc<str>, delta: PresenceDelta) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        match delta {
+            PresenceDelta::Agent {
+                site,
+                agent,
+                presence,
+                connections,
+            } => {
+                let before = (
+                    Self::presence_in(&st, agent),
+                    Self::site_has_online(&st, site),
+                );
+                let n = st.remote.nodes.entry(node).or_default();
+                if connections == 0 {
+                    n.agents.remove(&agent);
+                } else {
+                    n.agents.insert(
+                        agent,
+                        RemoteAgent {
+                            site,
+                            presence,
+                            conns: connections,
+                            heard: now,
+                        },
+                    );
+                }
+                self.remote_agent_changed(&mut st, agent, site, before);
+            }
+            PresenceDelta::Visitor(info) => {
+                let (id, site) = (info.id.clone(), info.site);
+                let changed = st.remote.visitor(&id) != Some(&*info);
+                st.remote.nodes.entry(node).or_default().visitors.insert(
+                    id.clone(),
+                    RemoteVisitor {
+                        info: (*info).clone(),
+                        heard: now,
+                    },
+                );
+                // This node's own copy is what its agents see while the
+                // visitor is (also) here.
+                if changed && !st.visitors.contains_key(&id) {
+                    self.broadcast_live(&mut st, site, LiveEvent::Visitor(*info));
+                }
+            }
+            PresenceDelta::VisitorHere { .. } => {
+                // Superseded by `Visitor`, which carries what agents see;
+                // no node sends it.
+            }
+            PresenceDelta::VisitorGone { site, visitor } => {
+                if let Some(n) = st.remote.nodes.get_mut(&node) {
+                    n.visitors.remove(&visitor);
+                }
+                self.remote_visitor_gone(&mut st, visitor, site);
+            }
+        }
+    }
+
+    fn remote_visitor_gone(&self, st: &mut State, visitor: String, site: SiteId) {
+        if !st.visitors.contains_key(&visitor) && st.remote.visitor(&visitor).is_none() {
+            self.broadcast_live(st, site, LiveEvent::VisitorGone { visitor });
+        }
+    }
+
+    /// An agent's connections elsewhere changed: tell this node's agents
+    /// (team panel) and visitors ("agents online") if what they see moved.
+    fn remote_agent_changed(
+        &self,
+        st: &mut State,
+        agent: AgentId,
+        site: SiteId,
+        (presence_before, online_before): (Presence, bool),
+    ) {
+        // An agent never seen here has no team row in the hub: the panel
+        // shows it at the next login (or its next stored change).
+        if Self::presence_in(st, agent) != presence_before
+            && let Some(a) = st.agents.get(&agent)
+        {
+            let member = TeamMember {
+                presence: Self::presence_in(st, agent),
+                ..a.member.clone()
+            };
+            self.broadcast_live(st, site, LiveEvent::TeamMember(member));
+        }
+        if Self::site_has_online(st, site) != online_before {
+            self.broadcast_agents_online(st, site);
+        }
+    }
+
+    /// Drop other nodes' entries not re-announced within `max_age`.
+    pub fn expire_remote(&self, max_age: Duration) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let gone = st.remote.expire(now, max_age);
+        for (visitor, site) in gone.visitors {
+            self.remote_visitor_gone(&mut st, visitor, site);
+        }
+        for (agent, site, presence) in gone.agents {
+            // The entry is already gone: compare with what it said (a
+            // redundant "agents online: no" at worst).
+            let before = (presence, true);
+            self.remote_agent_changed(&mut st, agent, site, before);
+        }
+    }
+
+    /// The bus was down: give every remote entry a fresh lease.
+    pub fn refresh_remote(&self) {
+        self.lock().remote.refresh(Instant::now());
     }
 }

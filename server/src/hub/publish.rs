@@ -1,0 +1,71 @@
+//! The hub's side of a commit: the effects of a committed batch reach the
+//! live connections here (and, with a bus, the other nodes' wake-ups).
+
+use super::*;
+
+/// The writer hands each committed batch's effects here.
+impl Publish for Hub {
+    /// Route committed effects to live connections. Called by the writer
+    /// thread right after each commit, in commit order.
+    fn publish(&self, effects: Vec<Effect>) {
+        if effects.is_empty() {
+            return;
+        }
+        // One wake per recipient per batch, at its highest seq, for the
+        // other nodes (only when there are any).
+        let mut wakes: HashMap<Recipient, Seq> = HashMap::new();
+        if self.bus.get().is_some() {
+            for e in &effects {
+                let (r, seq) = match e {
+                    Effect::AgentEvent { agent, seq, .. } => (Recipient::Agent(*agent), *seq),
+                    Effect::VisitorEvent { visitor, seq, .. } => {
+                        (Recipient::Visitor(visitor.clone()), *seq)
+                    }
+                    _ => continue,
+                };
+                let top = wakes.entry(r).or_insert(seq);
+                *top = (*top).max(seq);
+            }
+        }
+        for (recipient, seq) in wakes {
+            self.tell(|| BusMsg::Wake { recipient, seq });
+        }
+        let mut st = self.lock();
+        for e in effects {
+            match e {
+                Effect::AgentEvent { agent, seq, event } => {
+                    if let Some(a) = st.agents.get_mut(&agent) {
+                        a.conns.retain(|c| {
+                            push(c, AgentPush::Event(seq, event.clone()), &self.metrics)
+                        });
+                        self.metrics.events_pushed.inc();
+                    }
+                }
+                Effect::VisitorEvent {
+                    visitor,
+                    seq,
+                    event,
+                } => {
+                    if let Some(v) = st.visitors.get_mut(&visitor) {
+                        v.conns.retain(|c| {
+                            push(c, VisitorPush::Event(seq, event.clone()), &self.metrics)
+                        });
+                        if let Some(n) = &v.notify {
+                            n.notify_waiters();
+                        }
+                        self.metrics.events_pushed.inc();
+                    }
+                }
+                Effect::VisitorChanged { visitor, change } => {
+                    Self::apply_visitor_change(&mut st, visitor, change);
+                }
+                Effect::Presence { agent, presence } => {
+                    self.apply_presence(&mut st, agent, presence);
+                }
+                Effect::Team { site, member } => {
+                    self.set_member(&mut st, site, member);
+                }
+            }
+        }
+    }
+}
