@@ -393,6 +393,13 @@ pub fn issue_ticket(
     (ctx.tickets.issue(&t), expires_ms)
 }
 
+/// How long after issuing a ticket a live connection is sent a fresh one:
+/// half its life, so the device always holds one with at least half its
+/// life left (a second, at least, so a zero lifetime cannot spin).
+pub fn ticket_renewal(ctx: &Ctx) -> Duration {
+    (ctx.cfg.ticket_lifetime / 2).max(Duration::from_secs(1))
+}
+
 /// At most one password verification per core at a time.
 fn password_gate() -> &'static tokio::sync::Semaphore {
     static GATE: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();

@@ -166,3 +166,32 @@ async fn an_office_behind_one_address_all_logging_in_at_once_is_not_throttled() 
     }
     srv.stop().await;
 }
+
+/// A connection that stays up longer than its ticket's life is sent fresh
+/// tickets over the link, so after a server restart its device resumes
+/// with a ticket (no password hash), not with a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_older_than_its_ticket_still_resumes_with_a_ticket() {
+    let lifetime = Duration::from_secs(2);
+    let mut srv = TestServer::start_with(|cfg| cfg.ticket_lifetime = lifetime).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = CoreAgent::start(fast_config(
+        &srv.agent_addr().to_string(),
+        "alice",
+        &dir.path().join("alice.sqlite3"),
+        srv.running().fingerprint,
+    ));
+    alice.live().await;
+    // Up for well over the ticket's life: the one from LoginOk has expired.
+    tokio::time::sleep(lifetime * 2).await;
+    srv.restart().await;
+    alice.not_live().await;
+    alice.live().await;
+    let m = &srv.running().ctx.metrics;
+    let (by_ticket, hashes) = (m.logins_by_ticket.get(), m.password_checks.get());
+    println!("after the restart: {by_ticket} ticket logins, {hashes} password checks");
+    assert_eq!(by_ticket, 1, "the device did not resume with a ticket");
+    assert_eq!(hashes, 0, "the device needed its password");
+    alice.shutdown().await;
+    srv.stop().await;
+}
