@@ -370,6 +370,12 @@ pub enum LiveEvent {
     Team(Vec<TeamMember>),
     /// 5: one agent's presence, role, capacity or load changed.
     TeamMember(TeamMember),
+    /// 6: a fresh resume ticket for this device, replacing the one from
+    /// `LoginOk`, sent when half of that one's life has passed. Without it
+    /// a connection that stays up longer than a ticket's life holds an
+    /// expired one, and after a server restart every such agent needs a
+    /// password at once.
+    Ticket { ticket: Vec<u8>, expires_ms: i64 },
 }
 
 /// One agent of the site as the team panel shows it.

@@ -54,6 +54,17 @@ impl Backoff {
         Duration::from_micros(self.rng.random_range(0..=micros))
     }
 
+    /// The delay before retrying after the server said "come back in
+    /// `wait`" (a throttled login): `wait` plus up to half of it again (at
+    /// least `base`), at random. Waiting exactly `wait` would bring back a
+    /// whole office refused at once (one address, one restart) in the same
+    /// instant, to be refused together again.
+    pub fn after_server_wait(&mut self, wait: Duration) -> Duration {
+        let spread = (wait / 2).max(self.cfg.base);
+        let micros = u64::try_from(spread.as_micros()).unwrap_or(u64::MAX);
+        wait.saturating_add(Duration::from_micros(self.rng.random_range(0..=micros)))
+    }
+
     /// A connection succeeded (got past login): start over.
     pub fn reset(&mut self) {
         self.attempt = 0;
@@ -67,6 +78,17 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_wait_is_kept_and_spread() {
+        let mut b = Backoff::new(BackoffConfig::default(), 7);
+        let wait = Duration::from_secs(2);
+        let delays: Vec<_> = (0..50).map(|_| b.after_server_wait(wait)).collect();
+        assert!(delays.iter().all(|d| *d >= wait && *d <= wait * 3 / 2));
+        let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 40, "a crowd would retry in lockstep");
+        assert_eq!(b.attempt(), 0, "a server wait is not a failed connection");
+    }
 
     #[test]
     fn ceilings_double_to_the_cap_and_delays_stay_under() {

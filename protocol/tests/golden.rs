@@ -765,6 +765,13 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 false,
             )))),
         ),
+        (
+            "server_live_ticket".into(),
+            S(ServerMsg::Live(LiveEvent::Ticket {
+                ticket: vec![0xab; 4],
+                expires_ms: 1_700_021_600_000,
+            })),
+        ),
         ("server_heartbeat".into(), S(ServerMsg::Heartbeat)),
         (
             "server_error".into(),

@@ -519,6 +519,8 @@ fn live_event() -> impl Strategy<Value = LiveEvent> {
         }),
         vec(team_member(), 0..5).prop_map(LiveEvent::Team),
         team_member().prop_map(LiveEvent::TeamMember),
+        (vec(any::<u8>(), 0..80), any::<i64>())
+            .prop_map(|(ticket, expires_ms)| LiveEvent::Ticket { ticket, expires_ms }),
     ]
 }
 

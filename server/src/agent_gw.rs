@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
-    AckBatch, CommandResult, Event, Login, Presence, Query, QueryResult, Seq, TeamMember, WireError,
+    AckBatch, CommandResult, Event, LiveEvent, Login, Presence, Query, QueryResult, Seq,
+    TeamMember, WireError,
 };
 use holdfast_protocol::codec::FrameError;
 use holdfast_protocol::error::ErrorCode;
@@ -342,6 +343,10 @@ struct Conn {
     rx: crate::pushq::Receiver<AgentPush>,
     /// The highest command seq acked on this connection.
     acked_up_to: Seq,
+    /// When to send this device a fresh resume ticket: half the life of
+    /// the last one, so a connection that stays up for days still holds a
+    /// valid ticket when the server restarts.
+    renew_ticket_at: tokio::time::Instant,
 }
 
 fn now() -> Instant {
@@ -423,6 +428,7 @@ async fn establish(
         rx: reg.rx,
         query: QueryState::default(),
         acked_up_to: 0,
+        renew_ticket_at: tokio::time::Instant::now() + crate::login::ticket_renewal(ctx),
     };
     if let Err(e) = conn.resume(ctx, login.resume_after, commands_acked).await {
         ctx.hub.unregister_agent(agent_id, conn.conn_id);
@@ -550,6 +556,13 @@ impl Conn {
                     if let Err(e) = self.link.session.handle_timeout(now()) {
                         return Err(self.link.fail(e).await);
                     }
+                }
+                () = sleep_until(self.renew_ticket_at) => {
+                    let (ticket, expires_ms) =
+                        crate::login::issue_ticket(ctx, &self.agent, self.device);
+                    self.link.session.live(LiveEvent::Ticket { ticket, expires_ms })?;
+                    self.renew_ticket_at =
+                        tokio::time::Instant::now() + crate::login::ticket_renewal(ctx);
                 }
             }
         }

@@ -8,9 +8,10 @@
 //!   few addresses can never keep a fresh address from logging in, and can
 //!   never touch sessions that are already logged in.
 //! - [`authenticate`]: a resume ticket, or a password under the login
-//!   throttle. Every attempt is counted before its check starts, under the
-//!   source address and the (username, address) pair, never the username
-//!   alone; unknown usernames cost no password hash; and per-address limits
+//!   throttle. Only failures lock out, but attempts in flight are bounded
+//!   before their check starts (the ones past the bound wait, not refused),
+//!   under the source address and the (username, address) pair, never the
+//!   username alone; unknown usernames cost no password hash; and per-address limits
 //!   are checked before an attempt queues for the hash.
 
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Ctx;
 use crate::store::reads::{self, AgentRow};
 use crate::store::{StoreError, now_ms};
+use crate::throttle::{Attempt, NotYet};
 use crate::ticket::Ticket;
 
 // ---------------------------------------------------------------- pre-auth pool
@@ -229,30 +231,22 @@ pub async fn authenticate(
         ctx.metrics.logins_by_ticket.inc();
         return Ok((row.clone(), Proof::Ticket));
     }
-    // A password attempt: counted before it starts, under the address and
+    // A password attempt: bounded before it starts, under the address and
     // the name at that address.
     let (ip_keys, user_keys) = throttle_keys(&login.username, ip);
-    let now = Instant::now();
-    let throttled = |wait: Duration| {
-        ctx.metrics.logins_throttled.inc();
-        Refusal {
-            code: ErrorCode::Throttled,
-            message: format!(
-                "too many failed logins; try again in {} s",
-                wait.as_secs().max(1)
-            ),
-            retry_after: Some(wait),
-            why: "throttled".into(),
-        }
-    };
-    let ip_attempt = ctx.ip_throttle.begin(ip_keys, now).map_err(throttled)?;
-    let user_attempt = match ctx.throttle.begin(user_keys, now) {
+    let (ip_attempt, user_attempt) = match begin_attempts(ctx, ip_keys, user_keys).await {
         Ok(a) => a,
         Err(wait) => {
-            // Refused for the name: no password was tried from the
-            // address, so its count does not move.
-            ip_attempt.cancel();
-            return Err(throttled(wait));
+            ctx.metrics.logins_throttled.inc();
+            return Err(Refusal {
+                code: ErrorCode::Throttled,
+                message: format!(
+                    "too many failed logins; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+                retry_after: Some(wait),
+                why: "throttled".into(),
+            });
         }
     };
     let verified = match &row {
@@ -309,6 +303,54 @@ pub async fn authenticate(
     Ok((row, Proof::Password))
 }
 
+/// The longest a password login waits for earlier attempts from its
+/// address to be decided before it is told to come back later. Far more
+/// than an office's worth of password checks takes, queued one per core.
+const ATTEMPT_QUEUE_WAIT: Duration = Duration::from_secs(30);
+
+/// Start a password attempt under both keys, or say how long they are
+/// locked out. An attempt past the in-flight bound waits for earlier ones
+/// to be decided instead of being refused: a right password from a busy
+/// address (an office behind one NAT) must never be turned away because
+/// others from that address are being checked, while a flood of guesses
+/// from it still gets no more than the free ones checked before the
+/// lock-out.
+async fn begin_attempts<'a>(
+    ctx: &'a Ctx,
+    ip_keys: Vec<String>,
+    user_keys: Vec<String>,
+) -> Result<(Attempt<'a>, Attempt<'a>), Duration> {
+    let deadline = tokio::time::Instant::now() + ATTEMPT_QUEUE_WAIT;
+    loop {
+        // Registered before the check, so a decision in between wakes us.
+        let ip_changed = ctx.ip_throttle.changed();
+        let user_changed = ctx.throttle.changed();
+        tokio::pin!(ip_changed, user_changed);
+        ip_changed.as_mut().enable();
+        user_changed.as_mut().enable();
+        let now = Instant::now();
+        let busy = match ctx.ip_throttle.begin(ip_keys.clone(), now) {
+            Err(NotYet::Locked(wait)) => return Err(wait),
+            Err(NotYet::Busy) => ip_changed,
+            Ok(ip_attempt) => match ctx.throttle.begin(user_keys.clone(), now) {
+                Ok(user_attempt) => return Ok((ip_attempt, user_attempt)),
+                Err(not_yet) => {
+                    // Not started for the name: no password was tried from
+                    // the address, so its count does not move.
+                    ip_attempt.cancel();
+                    match not_yet {
+                        NotYet::Locked(wait) => return Err(wait),
+                        NotYet::Busy => user_changed,
+                    }
+                }
+            },
+        };
+        if tokio::time::timeout_at(deadline, busy).await.is_err() {
+            return Err(ctx.cfg.throttle.first_lockout);
+        }
+    }
+}
+
 fn disabled(row: &AgentRow) -> Refusal {
     Refusal::new(
         ErrorCode::Disabled,
@@ -349,6 +391,13 @@ pub fn issue_ticket(
         expires_ms,
     };
     (ctx.tickets.issue(&t), expires_ms)
+}
+
+/// How long after issuing a ticket a live connection is sent a fresh one:
+/// half its life, so the device always holds one with at least half its
+/// life left (a second, at least, so a zero lifetime cannot spin).
+pub fn ticket_renewal(ctx: &Ctx) -> Duration {
+    (ctx.cfg.ticket_lifetime / 2).max(Duration::from_secs(1))
 }
 
 /// At most one password verification per core at a time.

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct ThrottleConfig {
-    /// After this many failures (attempts in flight count too), a key is
-    /// locked out.
+    /// After this many failures, a key is locked out. Attempts in flight
+    /// are bounded by what is left of it: the ones past it wait (never
+    /// refused) until earlier ones are decided.
     pub free_failures: u32,
     pub first_lockout: Duration,
     pub max_lockout: Duration,
@@ -47,9 +48,14 @@ struct Entry {
 
 /// Failed logins per key, with a doubling lock-out.
 ///
-/// An attempt is counted when it *starts* ([`LoginThrottle::begin`]), not
-/// when its password check ends: otherwise 60 logins sent at once all get
-/// checked before the first failure is counted. Keys are chosen by the
+/// Only failures lock a key out. But an attempt is bounded when it *starts*
+/// ([`LoginThrottle::begin`]), not when its password check ends: otherwise
+/// 60 logins sent at once all get checked before the first failure is
+/// counted. So at most `free_failures - failures` attempts of a key are in
+/// flight; one past that is told [`NotYet::Busy`] and waits for
+/// [`LoginThrottle::changed`], not refused: fifty agents of one office
+/// behind one address logging in at once after a restart are queued, not
+/// told "too many failed logins" when nothing failed. Keys are chosen by the
 /// caller; the gateway uses the source address and the (username, address)
 /// pair, never the username alone, so guessing at someone's account from
 /// one address slows that address down and never locks the owner out.
@@ -57,6 +63,19 @@ struct Entry {
 pub struct LoginThrottle {
     cfg: ThrottleConfig,
     map: Mutex<HashMap<String, Entry>>,
+    /// Woken whenever an attempt is decided or given up, for the ones
+    /// waiting on [`NotYet::Busy`].
+    changed: tokio::sync::Notify,
+}
+
+/// Why [`LoginThrottle::begin`] did not start an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotYet {
+    /// Locked out by failures, for this long: refuse the login.
+    Locked(Duration),
+    /// Enough attempts in flight to reach the lock-out if they all fail:
+    /// wait for [`LoginThrottle::changed`] and try again.
+    Busy,
 }
 
 /// One attempt in progress; say how it went with `fail` or `succeed`.
@@ -104,7 +123,14 @@ impl LoginThrottle {
         Self {
             cfg,
             map: Mutex::new(HashMap::new()),
+            changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Fires when an attempt in flight is decided. Create (and `enable`)
+    /// it before calling `begin`, so a decision in between is not missed.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -121,14 +147,15 @@ impl LoginThrottle {
         )
     }
 
-    /// Start an attempt under `keys`, or say how long they are locked out.
-    pub fn begin(&self, keys: Vec<String>, now: Instant) -> Result<Attempt<'_>, Duration> {
+    /// Start an attempt under `keys`, or say why not.
+    pub fn begin(&self, keys: Vec<String>, now: Instant) -> Result<Attempt<'_>, NotYet> {
         let mut map = self.lock();
         if map.len() > 100_000 {
             let forget = self.cfg.forget_after;
             map.retain(|_, e| e.in_flight > 0 || now.saturating_duration_since(e.last) < forget);
         }
         let mut wait = None::<Duration>;
+        let mut busy = false;
         for k in &keys {
             let Some(e) = map.get_mut(k) else { continue };
             if now.saturating_duration_since(e.last) >= self.cfg.forget_after && e.in_flight == 0 {
@@ -138,13 +165,17 @@ impl LoginThrottle {
             if let Some(t) = e.locked_until.filter(|t| *t > now) {
                 wait = Some(wait.map_or(t - now, |w| w.max(t - now)));
             } else if e.in_flight > 0 && e.failures + e.in_flight >= self.cfg.free_failures {
-                // Attempts in flight would take it over the limit: the
-                // next one waits for them to be decided.
-                wait = Some(wait.map_or(self.cfg.first_lockout, |w| w.max(self.cfg.first_lockout)));
+                // Attempts in flight would take it to the lock-out if they
+                // all failed: the next one waits for them to be decided.
+                // Not refused: they may well all be right passwords.
+                busy = true;
             }
         }
         if let Some(w) = wait {
-            return Err(w);
+            return Err(NotYet::Locked(w));
+        }
+        if busy {
+            return Err(NotYet::Busy);
         }
         for k in &keys {
             let e = map.entry(k.clone()).or_insert(Entry {
@@ -171,6 +202,8 @@ impl LoginThrottle {
                 e.in_flight = e.in_flight.saturating_sub(1);
             }
         }
+        drop(map);
+        self.changed.notify_waiters();
     }
 
     fn finish(&self, keys: &[String], failed_at: Option<Instant>) {
@@ -193,6 +226,8 @@ impl LoginThrottle {
                 }
             }
         }
+        drop(map);
+        self.changed.notify_waiters();
     }
 
     /// If any key is locked out now, how long until it is not.
@@ -414,12 +449,38 @@ mod tests {
         let t = LoginThrottle::new(ThrottleConfig::default());
         let now = Instant::now();
         let keys = || vec!["ip:10.0.0.1".to_string()];
-        // 61 at once: only the free ones start; the rest wait.
-        let started: Vec<_> = (0..61).filter_map(|_| t.begin(keys(), now).ok()).collect();
+        // 61 at once: only the free ones start; the rest wait, not refused.
+        let tries: Vec<_> = (0..61).map(|_| t.begin(keys(), now)).collect();
+        assert!(tries[5..].iter().all(|r| matches!(r, Err(NotYet::Busy))));
+        let started: Vec<_> = tries.into_iter().filter_map(Result::ok).collect();
         assert_eq!(started.len(), 5);
         // Hanging up mid-check counts as a failure.
         drop(started);
         assert!(t.blocked(&keys(), now).is_some());
+    }
+
+    #[test]
+    fn right_passwords_in_flight_never_lock_a_key_out() {
+        let t = LoginThrottle::new(ThrottleConfig::default());
+        let now = Instant::now();
+        let keys = || vec!["ip:10.0.0.1".to_string()];
+        // An office of 50 at once: each one past the bound waits for an
+        // earlier one to be decided, and none is ever locked out.
+        let mut in_flight: Vec<_> = (0..5).map(|_| t.begin(keys(), now).unwrap()).collect();
+        for _ in 0..45 {
+            assert_eq!(t.begin(keys(), now).err(), Some(NotYet::Busy));
+            in_flight.remove(0).succeed();
+            in_flight.push(t.begin(keys(), now).unwrap());
+        }
+        for a in in_flight {
+            a.succeed();
+        }
+        assert_eq!(t.blocked(&keys(), now), None);
+        // Wrong passwords still lock it out after the free ones.
+        for _ in 0..5 {
+            t.begin(keys(), now).unwrap().fail(now);
+        }
+        assert!(matches!(t.begin(keys(), now), Err(NotYet::Locked(_))));
     }
 
     #[test]

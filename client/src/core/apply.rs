@@ -154,6 +154,12 @@ impl Core {
             LiveEvent::AgentPresence { .. } => {}
             LiveEvent::Team(list) => self.emit(Update::Team(list)),
             LiveEvent::TeamMember(m) => self.emit(Update::TeamMember(m)),
+            // Kept for the next reconnect, like the one from LoginOk.
+            LiveEvent::Ticket { ticket, .. } => {
+                if !ticket.is_empty() {
+                    self.ticket = Some(Zeroizing::new(ticket));
+                }
+            }
         }
     }
 

@@ -272,7 +272,12 @@ impl Core {
                 match code {
                     ErrorCode::Throttled | ErrorCode::RateLimited => End::Retry {
                         reason,
-                        after: Some(retry_after.unwrap_or_else(|| self.backoff.next_delay())),
+                        // Never exactly the server's wait: everyone it
+                        // refused at once would come back at once.
+                        after: Some(match retry_after {
+                            Some(wait) => self.backoff.after_server_wait(wait),
+                            None => self.backoff.next_delay(),
+                        }),
                     },
                     _ => retry(reason),
                 }
