@@ -94,17 +94,21 @@ impl Cluster {
     /// Start one more node.
     pub fn add_node(&mut self, id: &str) {
         let dir = tempfile::tempdir().unwrap();
-        let args = Self::node_args(&self.url, &self.redis.url(), id);
+        let args = Self::node_args(&self.redis.url(), id);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.nodes.push(ServerProcess::start(dir.path(), &args));
+        // The harness passes the database itself, and checks the node is on it.
+        self.nodes.push(ServerProcess::start_on(
+            dir.path(),
+            Some(&self.url),
+            &args,
+            None,
+        ));
         self.dirs.push(dir);
     }
 
     /// What a node is started with, besides its data dir and ports.
-    pub fn node_args(database: &str, bus: &str, id: &str) -> Vec<String> {
+    pub fn node_args(bus: &str, id: &str) -> Vec<String> {
         [
-            "--database",
-            database,
             "--bus",
             bus,
             "--node-id",

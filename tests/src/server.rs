@@ -354,14 +354,25 @@ impl ServerProcess {
         extra_args: &[&str],
         nofile: Option<u64>,
     ) -> Self {
+        // A `--database URL` among the extra arguments is the store too:
+        // taken out of them, so the store check knows it and it is passed once.
+        let mut extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let mut database = database.map(str::to_owned);
+        if let Some(i) = extra.iter().position(|a| a == "--database")
+            && i + 1 < extra.len()
+        {
+            let url = extra.remove(i + 1);
+            extra.remove(i);
+            database.get_or_insert(url);
+        }
         let mut p = Self {
             dir: dir.to_path_buf(),
             http: SocketAddr::from(([127, 0, 0, 1], free_port())),
             agent: SocketAddr::from(([127, 0, 0, 1], free_port())),
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
             child: None,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            database: database.map(str::to_owned),
+            extra_args: extra,
+            database,
             nofile,
         };
         p.spawn();
