@@ -39,9 +39,10 @@ use holdfast_server::store::{
     self, Availability, Database, Op, Publish, ReadPool, WriterConfig, WriterHandle, reads,
 };
 use holdfast_server::{admin, identity};
+use holdfast_tests::cluster::cli;
 use holdfast_tests::pg::TestPg;
 use holdfast_tests::raw_agent::RawAgent;
-use holdfast_tests::server::{PASSWORD, ServerProcess, server_binary};
+use holdfast_tests::server::{PASSWORD, ServerProcess};
 use holdfast_tests::visitor::{WsVisitor, new_id};
 
 /// The live side as the writer sees it: who is online (set by the test)
@@ -497,24 +498,6 @@ fn migrate_twice_at_once_is_safe_and_both_get_the_same_key() {
     );
     assert_eq!(v, store::schema_pg::SCHEMA_VERSION.to_string());
     assert_eq!(pg.psql_in("fresh", "SELECT count(*) FROM server_key"), "1");
-}
-
-fn cli(url: &str, dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(server_binary())
-        .args(args)
-        .arg("--database")
-        .arg(url)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("HOLDFAST_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// The CLI and the real server against one PostgreSQL: two "nodes" with
