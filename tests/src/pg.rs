@@ -317,10 +317,7 @@ impl TestPg {
 
     /// SIGKILL the postmaster: no shutdown, no checkpoint.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        crate::server::kill_child(&mut self.child);
     }
 
     /// Immediate shutdown (SIGQUIT), then SIGKILL if it lingers.

@@ -59,17 +59,12 @@ impl RedisServer {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        crate::server::child_running(&mut self.child)
     }
 
     /// SIGKILL: clients see their connections reset, nothing is flushed.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        crate::server::kill_child(&mut self.child);
     }
 
     /// Start again on the same port (after [`RedisServer::kill9`]). The

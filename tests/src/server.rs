@@ -449,10 +449,7 @@ impl ServerProcess {
 
     /// SIGKILL: no flush, no goodbye.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// SIGTERM and wait for a clean exit; returns the exit status.
@@ -497,4 +494,20 @@ pub async fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
     String::from_utf8_lossy(&body)
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// SIGKILL a harness's child process and reap it, if it is running: what
+/// every `kill9` of the real server and of the engines the tests start does.
+pub fn kill_child(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Whether a harness's child process is still running.
+pub fn child_running(child: &mut Option<std::process::Child>) -> bool {
+    child
+        .as_mut()
+        .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
 }
