@@ -175,6 +175,9 @@ pub fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
 /// Pragmas for every connection: WAL so readers never block the writer, and
 /// FULL sync so a commit survives power loss before we ack it.
 pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // First: the pragmas below read the database too, and a connection
+    // opened while the writer is busy must wait for it, not fail at once.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -188,7 +191,6 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
         true,
     )?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
 }
 
