@@ -49,6 +49,11 @@ impl RedisServer {
         panic!("redis-server did not start on any of 5 free ports (is it installed?)");
     }
 
+    /// The running server's process id (to pin it to a CPU, say).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }

@@ -15,6 +15,7 @@
 )]
 
 mod mqtt;
+mod nodes;
 mod shard;
 
 use std::collections::HashSet;
@@ -52,17 +53,32 @@ struct Args {
     /// Start a fresh Holdfast server (the release binary next to this one) on a temp dir.
     #[arg(long)]
     spawn: bool,
-    /// HTTP address of an existing Holdfast server (with --agent).
+    /// With --spawn: run the server on a fresh PostgreSQL (started here,
+    /// fsync on, in a temp dir on the same disk as SQLite's).
     #[arg(long)]
-    http: Option<SocketAddr>,
-    #[arg(long)]
-    agent: Option<SocketAddr>,
-    /// The existing server's admin listener, for its counters.
-    #[arg(long)]
-    admin: Option<SocketAddr>,
-    /// PID of an existing target, to sample its RSS and CPU.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    postgres: bool,
+    /// With --spawn: start this many nodes on one PostgreSQL and one Redis.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// With --nodes: the nodes (from 0) visitors are spread over, in blocks.
+    #[arg(long, value_delimiter = ',')]
+    visitor_nodes: Vec<usize>,
+    /// With --nodes: the nodes agents are spread over, round-robin.
+    #[arg(long, value_delimiter = ',')]
+    agent_nodes: Vec<usize>,
+    /// HTTP addresses of existing Holdfast servers (with --agent);
+    /// visitors are spread over them in blocks.
+    #[arg(long, value_delimiter = ',')]
+    http: Vec<SocketAddr>,
+    /// Agent ports of existing servers; agents are spread round-robin.
+    #[arg(long, value_delimiter = ',')]
+    agent: Vec<SocketAddr>,
+    /// The existing servers' admin listeners, for their counters.
+    #[arg(long, value_delimiter = ',')]
+    admin: Vec<SocketAddr>,
+    /// PIDs of existing targets, to sample their RSS and CPU.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Idle mode against a plain Node `ws` server: the directory holding
     /// `server.js` and its installed `node_modules` (tests/bench/node-ws).
     #[arg(long)]
@@ -213,39 +229,52 @@ pub fn proc_stat(pid: u32) -> Option<(u64, u64)> {
     Some((rss_kb, stat.utime + stat.stime))
 }
 
-/// Samples the target's RSS every 50 ms in the background, keeping the peak.
+/// Summed (RSS in KB, CPU ticks) of several processes: the nodes of a
+/// cluster count as one target. `None` when none of them can be read.
+pub fn procs_stat(pids: &[u32]) -> Option<(u64, u64)> {
+    pids.iter()
+        .filter_map(|&p| proc_stat(p))
+        .reduce(|a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// Samples the target's RSS every 50 ms in the background, keeping the peak
+/// (of the sum over its processes).
 #[derive(Debug, Clone)]
 pub struct Sampler {
-    pid: Option<u32>,
+    pids: Vec<u32>,
     peak_kb: Arc<AtomicU64>,
 }
 
 impl Sampler {
-    pub fn start(pid: Option<u32>) -> Self {
+    pub fn start(pids: &[u32]) -> Self {
         let peak_kb = Arc::new(AtomicU64::new(0));
-        if let Some(pid) = pid {
+        if !pids.is_empty() {
             let peak = peak_kb.clone();
+            let watched = pids.to_vec();
             tokio::spawn(async move {
                 loop {
-                    if let Some((rss, _)) = proc_stat(pid) {
+                    if let Some((rss, _)) = procs_stat(&watched) {
                         peak.fetch_max(rss, Ordering::Relaxed);
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             });
         }
-        Self { pid, peak_kb }
+        Self {
+            pids: pids.to_vec(),
+            peak_kb,
+        }
     }
     /// Reset the peak to the current RSS.
     pub fn reset(&self) {
-        let now = self.pid.and_then(proc_stat).map_or(0, |s| s.0);
+        let now = procs_stat(&self.pids).map_or(0, |s| s.0);
         self.peak_kb.store(now, Ordering::Relaxed);
     }
     pub fn peak_kb(&self) -> u64 {
         self.peak_kb.load(Ordering::Relaxed)
     }
     pub fn ticks(&self) -> Option<u64> {
-        self.pid.and_then(proc_stat).map(|s| s.1)
+        procs_stat(&self.pids).map(|s| s.1)
     }
     pub fn cpu_percent(t0: Option<u64>, t1: Option<u64>, secs: f64) -> f64 {
         match (t0, t1) {
@@ -363,29 +392,56 @@ impl AnyShard {
     }
 }
 
-/// This process holds the agents and up to `per_process - agents`
-/// visitors; each further `per_process` visitors get a child process.
+/// Visitors are split into equal blocks, one per target, in order. This
+/// process holds the agents and up to `per_process - agents` visitors of the
+/// first block; every further `per_process` visitors of a block get a child
+/// process.
 fn make_shards(
     args: &Args,
-    target: &WsTarget,
+    targets: &[WsTarget],
     open_chat: bool,
     rst: bool,
     total: usize,
 ) -> anyhow::Result<Vec<AnyShard>> {
     let mut shards = Vec::new();
-    let local = total.min(args.per_process.saturating_sub(args.agents));
-    let cfg = |offset| ShardCfg {
-        target: target.clone(),
-        site: args.site.clone(),
-        offset,
-        open_chat,
-        size: args.size,
-        rst,
-    };
-    shards.push(AnyShard::Local(Shard::new(cfg(0)), local));
-    let mut offset = local;
-    while offset < total {
-        let n = (total - offset).min(args.per_process);
+    let n_targets = targets.len().max(1);
+    let mut start = 0;
+    for (k, target) in targets.iter().enumerate() {
+        let end = total * (k + 1) / n_targets;
+        let local = if k == 0 {
+            (end - start).min(args.per_process.saturating_sub(args.agents))
+        } else {
+            0
+        };
+        if k == 0 {
+            let cfg = ShardCfg {
+                target: target.clone(),
+                site: args.site.clone(),
+                offset: 0,
+                open_chat,
+                size: args.size,
+                rst,
+            };
+            shards.push(AnyShard::Local(Shard::new(cfg), local));
+        }
+        spawn_children(args, target, open_chat, start + local, end, &mut shards)?;
+        start = end;
+    }
+    Ok(shards)
+}
+
+/// Child processes for visitors `from..to` of `target`.
+fn spawn_children(
+    args: &Args,
+    target: &WsTarget,
+    open_chat: bool,
+    from: usize,
+    to: usize,
+    shards: &mut Vec<AnyShard>,
+) -> anyhow::Result<()> {
+    let mut offset = from;
+    while offset < to {
+        let n = (to - offset).min(args.per_process);
         let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
         cmd.args([
             "--child",
@@ -427,7 +483,7 @@ fn make_shards(
         });
         offset += n;
     }
-    Ok(shards)
+    Ok(())
 }
 
 /// Connect the first `k` visitors overall, filling shards in order.
@@ -472,6 +528,8 @@ async fn child_main(args: Args) -> anyhow::Result<()> {
     let target = WsTarget {
         addr: args
             .http
+            .first()
+            .copied()
             .ok_or_else(|| anyhow::anyhow!("--child needs --http"))?,
         path: if args.plain_ws {
             "/".into()
@@ -736,16 +794,17 @@ async fn agent_reconnect(
 }
 
 /// Log in `args.agents` agents; they run until the phase says Quit.
+/// Agent `i` logs in at `addrs[i % len]`.
 async fn start_agents(
     args: &Args,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     rst: bool,
 ) -> anyhow::Result<(Arc<AgentShared>, watch::Sender<Phase>)> {
     let shared = Arc::new(AgentShared::default());
     let (tx, _) = watch::channel(Phase::Hold);
     for i in 0..args.agents {
         let cfg = AgentCfg {
-            addr,
+            addr: addrs[i % addrs.len()],
             user: format!("{}-{i}", args.agent_prefix),
             size: args.size,
             rst,
@@ -759,12 +818,16 @@ async fn start_agents(
 
 // ---------------------------------------------------------------- targets
 
+/// What the load goes to: one server, or the nodes of a cluster, where
+/// visitor `i` connects to `ws[i % len]`-ish blocks (see [`make_shards`]) and
+/// agent `i` to `agent[i % len]`.
 struct Target {
-    ws: WsTarget,
-    agent: Option<SocketAddr>,
-    /// Where the server's `/metrics` is, if it has one.
-    admin: Option<SocketAddr>,
-    pid: Option<u32>,
+    ws: Vec<WsTarget>,
+    agent: Vec<SocketAddr>,
+    /// Where the servers' `/metrics` are (counters are summed).
+    admin: Vec<SocketAddr>,
+    /// The server processes, for RSS and CPU.
+    pids: Vec<u32>,
     name: String,
     _guards: Vec<Box<dyn std::any::Any>>,
 }
@@ -804,14 +867,14 @@ fn spawn_holdfast(args: &Args) -> anyhow::Result<Target> {
         pin(pid, cpus)?;
     }
     Ok(Target {
-        ws: WsTarget {
+        ws: vec![WsTarget {
             addr: p.http,
             path: "/v1/visitor/ws".into(),
             holdfast: true,
-        },
-        agent: Some(p.agent),
-        admin: Some(p.admin),
-        pid,
+        }],
+        agent: vec![p.agent],
+        admin: vec![p.admin],
+        pids: pid.into_iter().collect(),
         name: "holdfast".into(),
         _guards: vec![Box::new(p), Box::new(dir)],
     })
@@ -842,14 +905,14 @@ async fn spawn_node(args: &Args, dir: &std::path::Path) -> anyhow::Result<Target
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     Ok(Target {
-        ws: WsTarget {
+        ws: vec![WsTarget {
             addr,
             path: "/".into(),
             holdfast: false,
-        },
-        agent: None,
-        admin: None,
-        pid: Some(pid),
+        }],
+        agent: Vec::new(),
+        admin: Vec::new(),
+        pids: vec![pid],
         name: format!("node {version} + ws"),
         _guards: vec![Box::new(guard)],
     })
@@ -859,19 +922,17 @@ async fn spawn_node(args: &Args, dir: &std::path::Path) -> anyhow::Result<Target
 
 async fn idle(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     let max = args.steps.iter().copied().max().unwrap_or(0);
-    let sampler = Sampler::start(t.pid);
+    let sampler = Sampler::start(&t.pids);
     let mut _agents = None;
-    if let Some(addr) = t.agent
-        && args.agents > 0
-    {
-        _agents = Some(start_agents(args, addr, false).await?);
+    if !t.agent.is_empty() && args.agents > 0 {
+        _agents = Some(start_agents(args, &t.agent, false).await?);
     }
     let mut shards = make_shards(args, &t.ws, false, false, max)?;
     let mut rows = Vec::new();
     println!(
         "holdfast-load idle: {} ({} agents), {} per process",
         t.name,
-        if t.agent.is_some() { args.agents } else { 0 },
+        if t.agent.is_empty() { 0 } else { args.agents },
         args.per_process
     );
     println!(
@@ -887,10 +948,17 @@ async fn idle(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         let c0 = sampler.ticks();
         let c_t0 = Instant::now();
         let mut samples = Vec::new();
+        let mut per_node = Vec::new();
         for _ in 0..5 {
-            if let Some((rss, _)) = t.pid.and_then(proc_stat) {
+            if let Some((rss, _)) = procs_stat(&t.pids) {
                 samples.push(rss);
             }
+            per_node.push(
+                t.pids
+                    .iter()
+                    .map(|&p| proc_stat(p).map_or(0, |s| s.0))
+                    .collect::<Vec<_>>(),
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let cpu = Sampler::cpu_percent(c0, sampler.ticks(), c_t0.elapsed().as_secs_f64());
@@ -909,7 +977,22 @@ async fn idle(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
             cpu,
             connect_s
         );
-        rows.push(serde_json::json!({"visitors": k, "rss_kb": rss, "kb_per_visitor": per, "cpu_percent": cpu, "connect_s": connect_s}));
+        // Each node's median, when there are several.
+        let nodes_kb: Vec<u64> = (0..t.pids.len())
+            .map(|n| {
+                let mut v: Vec<u64> = per_node.iter().map(|row: &Vec<u64>| row[n]).collect();
+                v.sort_unstable();
+                v.get(v.len() / 2).copied().unwrap_or(0)
+            })
+            .collect();
+        if nodes_kb.len() > 1 {
+            let mb: Vec<String> = nodes_kb
+                .iter()
+                .map(|kb| format!("{:.1}", *kb as f64 / 1024.0))
+                .collect();
+            println!("  {:>8} per node RSS MB: {}", "", mb.join(" / "));
+        }
+        rows.push(serde_json::json!({"visitors": k, "rss_kb": rss, "nodes_rss_kb": nodes_kb, "kb_per_visitor": per, "cpu_percent": cpu, "connect_s": connect_s}));
     }
     let p = take_all(&mut shards).await?;
     println!("  visitor errors {}", p.errors);
@@ -917,34 +1000,34 @@ async fn idle(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         s.quit().await;
     }
     Ok(serde_json::json!({
-        "mode": "idle", "target": t.name, "agents": if t.agent.is_some() { args.agents } else { 0 },
+        "mode": "idle", "target": t.name, "nodes": t.pids.len(), "agents": if t.agent.is_empty() { 0 } else { args.agents },
         "steps": rows, "errors": p.errors,
     }))
 }
 
-/// Named counters from the server's `/metrics` (0 when absent).
-async fn counters(admin: Option<SocketAddr>, names: &[&str]) -> Vec<f64> {
-    let text = match admin {
-        Some(a) => match http_request(a, "GET", "/metrics", None).await {
+/// Named counters from the servers' `/metrics`, summed over them (0 when
+/// absent).
+async fn counters(admin: &[SocketAddr], names: &[&str]) -> Vec<f64> {
+    let mut sums = vec![0.0; names.len()];
+    for &a in admin {
+        let text = match http_request(a, "GET", "/metrics", None).await {
             Ok((_, body)) => String::from_utf8_lossy(&body).to_string(),
             Err(_) => String::new(),
-        },
-        None => String::new(),
-    };
-    names
-        .iter()
-        .map(|name| {
-            text.lines()
+        };
+        for (sum, name) in sums.iter_mut().zip(names) {
+            *sum += text
+                .lines()
                 .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
                 .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0)
-        })
-        .collect()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    sums
 }
 
 /// (commit batches, ops in them, seconds spent committing) so far.
-async fn metrics(admin: Option<SocketAddr>) -> (f64, f64, f64) {
+async fn metrics(admin: &[SocketAddr]) -> (f64, f64, f64) {
     let c = counters(
         admin,
         &[
@@ -958,11 +1041,9 @@ async fn metrics(admin: Option<SocketAddr>) -> (f64, f64, f64) {
 }
 
 async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
-    let agent_addr = t
-        .agent
-        .ok_or_else(|| anyhow::anyhow!("chat mode needs agents"))?;
-    let sampler = Sampler::start(t.pid);
-    let (agents, agent_phase) = start_agents(args, agent_addr, false).await?;
+    anyhow::ensure!(!t.agent.is_empty(), "chat mode needs agents");
+    let sampler = Sampler::start(&t.pids);
+    let (agents, agent_phase) = start_agents(args, &t.agent, false).await?;
     let mut shards = make_shards(args, &t.ws, true, false, args.visitors)?;
     let t_connect = Instant::now();
     connect_total(&mut shards, args.visitors).await?;
@@ -976,7 +1057,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = take_all(&mut shards).await?;
-    let (b0, o0, s0) = metrics(t.admin).await;
+    let (b0, o0, s0) = metrics(&t.admin).await;
     sampler.reset();
     let c0 = sampler.ticks();
     let t0 = Instant::now();
@@ -993,7 +1074,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     let peak = sampler.peak_kb();
     // Drain: count what was in flight when the senders stopped.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (b1, o1, s1) = metrics(t.admin).await;
+    let (b1, o1, s1) = metrics(&t.admin).await;
     let v = take_all(&mut shards).await?;
     let _ = agent_phase.send(Phase::Quit);
     for s in shards {
@@ -1037,7 +1118,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     );
     println!("  server peak RSS {peak} KB  CPU {cpu:.0}%");
     Ok(serde_json::json!({
-        "mode": "chat", "target": t.name, "visitors": args.visitors, "agents": args.agents,
+        "mode": "chat", "target": t.name, "nodes": t.pids.len(), "visitors": args.visitors, "agents": args.agents,
         "rate": args.rate, "agent_rate": args.agent_rate, "size": args.size,
         "duration_s": elapsed, "connect_s": connect_s,
         "v2a": v2a_json, "a2v": a2v_json,
@@ -1055,11 +1136,9 @@ async fn storm(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         "storm runs in one process: at most {} connections",
         args.per_process
     );
-    let agent_addr = t
-        .agent
-        .ok_or_else(|| anyhow::anyhow!("storm needs a Holdfast server"))?;
-    let sampler = Sampler::start(t.pid);
-    let (agents, agent_phase) = start_agents(args, agent_addr, true).await?;
+    anyhow::ensure!(!t.agent.is_empty(), "storm needs a Holdfast server");
+    let sampler = Sampler::start(&t.pids);
+    let (agents, agent_phase) = start_agents(args, &t.agent, true).await?;
     let mut shards = make_shards(args, &t.ws, true, true, args.visitors)?;
     let t_connect = Instant::now();
     connect_total(&mut shards, args.visitors).await?;
@@ -1072,7 +1151,7 @@ async fn storm(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = take_all(&mut shards).await?;
-    let before_kb = t.pid.and_then(proc_stat).map_or(0, |s| s.0);
+    let before_kb = procs_stat(&t.pids).map_or(0, |s| s.0);
     sampler.reset();
     let at = Instant::now();
     let _ = agent_phase.send(Phase::Storm { at });
@@ -1115,7 +1194,7 @@ async fn storm(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     }
     let peak = sampler.peak_kb();
     let server_counts = counters(
-        t.admin,
+        &t.admin,
         &[
             "holdfast_slow_consumer_cuts_total",
             "holdfast_dead_peer_cuts_total",
@@ -1177,7 +1256,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // A load generator pointed at a real deployment is an attack; this one
     // only ever talks to this machine.
-    for a in [args.http, args.agent, args.mqtt].into_iter().flatten() {
+    for a in args.http.iter().chain(&args.agent).chain(&args.mqtt) {
         anyhow::ensure!(
             a.ip().is_loopback(),
             "holdfast-load targets loopback only, not {a}"
@@ -1191,20 +1270,25 @@ async fn main() -> anyhow::Result<()> {
     } else {
         let t = if let Some(dir) = &args.spawn_node {
             spawn_node(&args, dir).await?
+        } else if args.spawn && (args.nodes > 1 || args.postgres) {
+            nodes::spawn(&args)?
         } else if args.spawn {
             spawn_holdfast(&args)?
         } else {
+            anyhow::ensure!(!args.http.is_empty(), "--spawn, --spawn-node or --http");
             Target {
-                ws: WsTarget {
-                    addr: args
-                        .http
-                        .ok_or_else(|| anyhow::anyhow!("--spawn, --spawn-node or --http"))?,
-                    path: "/v1/visitor/ws".into(),
-                    holdfast: true,
-                },
-                agent: args.agent,
-                admin: args.admin,
-                pid: args.server_pid,
+                ws: args
+                    .http
+                    .iter()
+                    .map(|&addr| WsTarget {
+                        addr,
+                        path: "/v1/visitor/ws".into(),
+                        holdfast: true,
+                    })
+                    .collect(),
+                agent: args.agent.clone(),
+                admin: args.admin.clone(),
+                pids: args.server_pid.clone(),
                 name: "holdfast".into(),
                 _guards: Vec::new(),
             }

@@ -202,11 +202,11 @@ pub async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         (
             args.mqtt
                 .ok_or_else(|| anyhow::anyhow!("--mqtt or --spawn-mosquitto"))?,
-            args.server_pid,
+            args.server_pid.first().copied(),
             "mqtt broker".to_string(),
         )
     };
-    let sampler = Sampler::start(pid);
+    let sampler = Sampler::start(&pid.into_iter().collect::<Vec<_>>());
     let c = Arc::new(Counters::default());
     let (agent_phase, _) = watch::channel(Phase::Hold);
     let (visitor_phase, _) = watch::channel(Phase::Hold);
