@@ -828,6 +828,8 @@ struct Target {
     admin: Vec<SocketAddr>,
     /// The server processes, for RSS and CPU.
     pids: Vec<u32>,
+    /// The PostgreSQL database, for its write counters.
+    pg_url: Option<String>,
     name: String,
     _guards: Vec<Box<dyn std::any::Any>>,
 }
@@ -875,6 +877,7 @@ fn spawn_holdfast(args: &Args) -> anyhow::Result<Target> {
         agent: vec![p.agent],
         admin: vec![p.admin],
         pids: pid.into_iter().collect(),
+        pg_url: None,
         name: "holdfast".into(),
         _guards: vec![Box::new(p), Box::new(dir)],
     })
@@ -913,6 +916,7 @@ async fn spawn_node(args: &Args, dir: &std::path::Path) -> anyhow::Result<Target
         agent: Vec::new(),
         admin: Vec::new(),
         pids: vec![pid],
+        pg_url: None,
         name: format!("node {version} + ws"),
         _guards: vec![Box::new(guard)],
     })
@@ -1058,6 +1062,15 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     }
     let _ = take_all(&mut shards).await?;
     let (b0, o0, s0) = metrics(&t.admin).await;
+    let w0 = match t.pg_url.as_deref() {
+        // PostgreSQL's backends publish their counters after a second idle:
+        // let the opening messages' writes land before the first reading.
+        Some(url) => {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            nodes::writes(url)
+        }
+        None => None,
+    };
     sampler.reset();
     let c0 = sampler.ticks();
     let t0 = Instant::now();
@@ -1075,6 +1088,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     // Drain: count what was in flight when the senders stopped.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (b1, o1, s1) = metrics(&t.admin).await;
+    let w1 = t.pg_url.as_deref().and_then(nodes::writes);
     let v = take_all(&mut shards).await?;
     let _ = agent_phase.send(Phase::Quit);
     for s in shards {
@@ -1117,7 +1131,29 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         agents.reconnects.load(Ordering::Relaxed) + v.reconnects
     );
     println!("  server peak RSS {peak} KB  CPU {cpu:.0}%");
+    // Write amplification: what PostgreSQL wrote per message delivered.
+    let pg_writes = match (w0, w1) {
+        (Some(a), Some(b)) => {
+            let msgs = (v2a.len() + a2v.len()).max(1) as f64;
+            let rows =
+                (b.inserted - a.inserted) + (b.updated - a.updated) + (b.deleted - a.deleted);
+            let wal = b.wal_bytes - a.wal_bytes;
+            println!(
+                "  postgresql per message: {:.1} rows ({:.1} inserted, {:.1} updated, {:.1} deleted), {:.0} WAL bytes",
+                rows / msgs,
+                (b.inserted - a.inserted) / msgs,
+                (b.updated - a.updated) / msgs,
+                (b.deleted - a.deleted) / msgs,
+                wal / msgs
+            );
+            serde_json::json!({ "rows_per_msg": rows / msgs, "inserted_per_msg": (b.inserted - a.inserted) / msgs,
+                "updated_per_msg": (b.updated - a.updated) / msgs, "deleted_per_msg": (b.deleted - a.deleted) / msgs,
+                "wal_bytes_per_msg": wal / msgs })
+        }
+        _ => serde_json::Value::Null,
+    };
     Ok(serde_json::json!({
+        "pg_writes": pg_writes,
         "mode": "chat", "target": t.name, "nodes": t.pids.len(), "visitors": args.visitors, "agents": args.agents,
         "rate": args.rate, "agent_rate": args.agent_rate, "size": args.size,
         "duration_s": elapsed, "connect_s": connect_s,
@@ -1289,6 +1325,7 @@ async fn main() -> anyhow::Result<()> {
                 agent: args.agent.clone(),
                 admin: args.admin.clone(),
                 pids: args.server_pid.clone(),
+                pg_url: None,
                 name: "holdfast".into(),
                 _guards: Vec::new(),
             }

@@ -9,7 +9,7 @@
 
 use holdfast_server::store::Database;
 use holdfast_tests::cluster::cli;
-use holdfast_tests::pg::TestPg;
+use holdfast_tests::pg::{TestPg, pg_bin};
 use holdfast_tests::redis::RedisServer;
 use holdfast_tests::server::{LOOPBACK_LOAD_TOML, ServerProcess};
 
@@ -89,6 +89,7 @@ pub fn spawn(args: &Args) -> anyhow::Result<Target> {
             .iter()
             .filter_map(|n| n.child.as_ref().map(std::process::Child::id))
             .collect(),
+        pg_url: Some(url.clone()),
         name: if args.nodes == 1 {
             "holdfast on postgresql".into()
         } else {
@@ -134,4 +135,41 @@ fn seed(args: &Args, url: &str, dir: &std::path::Path) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("seeding panicked"))?
     })
+}
+
+/// What PostgreSQL wrote so far: rows inserted, updated and deleted in the
+/// store's tables, and WAL bytes (its durable write volume). Backends flush
+/// their counters when idle for a second, so read this after a pause.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Writes {
+    pub inserted: f64,
+    pub updated: f64,
+    pub deleted: f64,
+    pub wal_bytes: f64,
+}
+
+pub fn writes(url: &str) -> Option<Writes> {
+    let out = std::process::Command::new(pg_bin().join("psql"))
+        .args(["-X", "-A", "-t", "-F", " ", "-d", url, "-c"])
+        .arg(
+            "SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0), \
+             coalesce(sum(n_tup_del), 0), (SELECT wal_bytes FROM pg_stat_wal) \
+             FROM pg_stat_user_tables",
+        )
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    match v[..] {
+        [inserted, updated, deleted, wal_bytes] => Some(Writes {
+            inserted,
+            updated,
+            deleted,
+            wal_bytes,
+        }),
+        _ => None,
+    }
 }
