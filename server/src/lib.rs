@@ -145,12 +145,21 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         store::Database::Postgres(_) => None,
     };
     let demo = cfg.demo;
+    let migrate = cfg.migrate;
     let opened = {
         let database = database.clone();
         // Opening and migrating block (PostgreSQL's client runs its own
         // runtime, which must not run on an async worker).
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let conn = database.open().with_context(|| match &database {
+            // A shared schema changes only when asked: a node of an older
+            // build must not be upgraded under its neighbours by a newer one
+            // that merely started.
+            let conn = if migrate {
+                database.open()
+            } else {
+                database.open_current()
+            };
+            let conn = conn.with_context(|| match &database {
                 store::Database::Sqlite(dir) => {
                     format!("opening the database in {}", dir.display())
                 }

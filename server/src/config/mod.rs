@@ -197,6 +197,9 @@ pub struct ServerConfig {
     pub agent_listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub demo: bool,
+    /// Create or upgrade a PostgreSQL schema on start; without it, a
+    /// schema that is behind stops the start (SQLite always migrates).
+    pub migrate: bool,
     /// The address visitors and agents use to reach this server, for the
     /// demo banner; derived from `http` when unset.
     pub public_url: Option<String>,
@@ -252,6 +255,7 @@ impl ServerConfig {
             agent_listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
             tls: None,
             demo: false,
+            migrate: false,
             public_url: None,
             max_frame: holdfast_protocol::DEFAULT_MAX_FRAME,
             liveness: LivenessConfig::default(),

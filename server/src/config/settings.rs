@@ -227,6 +227,9 @@ settings! {
     /// This node's name on the bus and in logs [default: the host name]
     #[arg(long, env = "HOLDFAST_NODE_ID")]
     node_id: String,
+    /// Create or upgrade the PostgreSQL schema before serving (without it, a schema that is behind stops the start); SQLite always migrates
+    #[arg(long, env = "HOLDFAST_MIGRATE", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    migrate: bool,
 }
 
 /// The TOML file.
@@ -257,6 +260,7 @@ pub fn resolve(s: Settings) -> anyhow::Result<ServerConfig> {
         c.agent_listen = v;
     }
     c.demo = s.demo.unwrap_or(false);
+    c.migrate = s.migrate.unwrap_or(false);
     if let Some(url) = s.database.filter(|u| !u.trim().is_empty()) {
         // Parsed here, so a typo stops the start instead of the writer.
         match crate::store::Database::new(Some(url.trim()), &c.data_dir)
