@@ -23,6 +23,8 @@
 //! - [`sweeps`]: the background tasks: hand back the chats of agents
 //!   offline past the grace period, and act on CLI changes to agents
 //!   (disable, password) within a second.
+//! - [`proxy_protocol`]: the PROXY protocol header a load balancer puts
+//!   in front of an agent connection, naming the agent's own address.
 //! - [`limits`]: per-visitor and per-address rate limits (keyed GCRA).
 //! - [`mem`]: hands freed memory back to the OS after a slow consumer's
 //!   cut.
@@ -42,6 +44,7 @@ pub mod limits;
 pub mod login;
 pub mod mem;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod pushq;
 pub mod store;
 pub mod sweeps;
