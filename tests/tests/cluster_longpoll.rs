@@ -137,8 +137,10 @@ async fn held_poll_wakes(
         let msgs = poll_via(&mut v, node).await;
         (v, msgs, Instant::now())
     });
-    // Long enough for the request to be parked in the node's wait.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Long enough for the request to be parked in the node's wait, and a
+    // different phase against the nodes' 250 ms store reads each time
+    // (a fixed pause measured the same point of that period every time).
+    tokio::time::sleep(Duration::from_millis(400 + rand::random_range(0..250))).await;
     assert!(!held.is_finished(), "the poll was not held");
     let sent = Instant::now();
     agent.handle.send_message(conversation, body).await.unwrap();
