@@ -1,4 +1,5 @@
-//! Embed `assets/widget/**` and `assets/demo/**` into the binary.
+//! Embed `assets/widget/**`, `assets/demo/**` and the schema migrations
+//! (`migrations/{sqlite,postgres}/NNNN_name.sql`) into the binary.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -62,6 +63,56 @@ fn main() {
     }
     code.push_str("];\n");
     let out = Path::new(&std::env::var("OUT_DIR").unwrap_or_default()).join("assets.rs");
+    if let Err(e) = std::fs::write(&out, code) {
+        println!("cargo::warning=cannot write {}: {e}", out.display());
+    }
+    migrations(Path::new(&manifest));
+}
+
+/// One `&[Migration]` per engine from its directory, in file-name order, so
+/// adding a step is adding a file. A name that is not `NNNN_name.sql`, or
+/// versions that are not 1, 2, 3, ... in order, stop the build: a gap or a
+/// duplicate would make the version recorded in a database ambiguous.
+fn migrations(manifest: &Path) {
+    let mut code = String::new();
+    for (engine, konst) in [("sqlite", "SQLITE"), ("postgres", "POSTGRES")] {
+        let dir = manifest.join("migrations").join(engine);
+        println!("cargo::rerun-if-changed={}", dir.display());
+        let mut files = Vec::new();
+        walk(&dir, "", &mut files);
+        let _ = writeln!(code, "pub const {konst}: &[Migration] = &[");
+        for (i, (name, path)) in files.iter().enumerate() {
+            println!("cargo::rerun-if-changed={}", path.display());
+            let name = name.trim_start_matches('/');
+            let version = name
+                .strip_suffix(".sql")
+                .and_then(|n| n.split_once('_'))
+                .and_then(|(v, _)| v.parse::<usize>().ok());
+            if version != Some(i + 1) {
+                let _ = writeln!(
+                    code,
+                    "];\ncompile_error!({:?});",
+                    format!(
+                        "migrations/{engine}/{name}: expected version {} as NNNN_name.sql",
+                        i + 1
+                    )
+                );
+                break;
+            }
+            let abs = path.canonicalize().unwrap_or_else(|_| path.clone());
+            let _ = writeln!(
+                code,
+                "    Migration {{ version: {}, name: {:?}, sql: include_str!({:?}) }},",
+                i + 1,
+                name.trim_end_matches(".sql"),
+                abs.display().to_string()
+            );
+        }
+        if !code.ends_with(");\n") {
+            code.push_str("];\n");
+        }
+    }
+    let out = Path::new(&std::env::var("OUT_DIR").unwrap_or_default()).join("migrations.rs");
     if let Err(e) = std::fs::write(&out, code) {
         println!("cargo::warning=cannot write {}: {e}", out.display());
     }

@@ -124,31 +124,72 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
                 continue;
             }
         };
-        let Some(slot) = ctx.agent_ip_limiter.acquire(peer.ip()) else {
-            if let Some(more) = PER_IP_WARN.due() {
-                tracing::warn!(%peer, "too many agent connections from this address; refusing ({more} more refused since the last warning)");
-            }
-            continue;
-        };
-        let Some(preauth) = ctx.preauth.admit(peer.ip()) else {
-            ctx.metrics.preauth_refused.inc();
-            if let Some(more) = PREAUTH_WARN.due() {
-                tracing::warn!(%peer, "too many agent connections waiting to log in; refusing ({more} more refused since the last warning)");
-            }
-            continue;
-        };
-        let (ctx, limit) = (ctx.clone(), limit.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            handle(stream, peer, ctx, limit, preauth).await;
-        });
+        if ctx
+            .cfg
+            .agent_proxy_protocol_from
+            .iter()
+            .any(|c| c.contains(peer.ip()))
+        {
+            // The header is read on the connection's own task, so a slow
+            // balancer connection never holds up the accept loop; the
+            // per-address checks then apply to the address it carries.
+            let (ctx, limit) = (ctx.clone(), limit.clone());
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let read = timeout(
+                    ctx.cfg.handshake_timeout,
+                    crate::proxy_protocol::read(&mut stream),
+                )
+                .await;
+                let why = match read {
+                    Ok(Ok(source)) => return admit(stream, source.unwrap_or(peer), ctx, limit),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!(
+                        "no PROXY protocol header within {:?}",
+                        ctx.cfg.handshake_timeout
+                    ),
+                };
+                ctx.metrics.rejected_frames.inc();
+                // A misconfigured balancer sends every connection here.
+                if let Some(more) = PROXY_WARN.due() {
+                    tracing::warn!(%peer, "agent connection from a load balancer refused: {why} ({more} more refused since the last warning)");
+                }
+            });
+        } else {
+            admit(stream, peer, ctx.clone(), limit.clone());
+        }
     }
+}
+
+/// The per-address checks at the door (`peer` is the client's address,
+/// from a PROXY protocol header when a balancer sent one), then the
+/// connection's task.
+fn admit(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, limit: Arc<Semaphore>) {
+    let Some(slot) = ctx.agent_ip_limiter.acquire(peer.ip()) else {
+        if let Some(more) = PER_IP_WARN.due() {
+            tracing::warn!(%peer, "too many agent connections from this address; refusing ({more} more refused since the last warning)");
+        }
+        return;
+    };
+    let Some(preauth) = ctx.preauth.admit(peer.ip()) else {
+        ctx.metrics.preauth_refused.inc();
+        if let Some(more) = PREAUTH_WARN.due() {
+            tracing::warn!(%peer, "too many agent connections waiting to log in; refusing ({more} more refused since the last warning)");
+        }
+        return;
+    };
+    tokio::spawn(async move {
+        let _slot = slot;
+        handle(stream, peer, ctx, limit, preauth).await;
+    });
 }
 
 /// Refusals at accept come in floods; one warning per 10 s is plenty.
 static PER_IP_WARN: crate::metrics::WarnEvery =
     crate::metrics::WarnEvery::new(Duration::from_secs(10));
 static PREAUTH_WARN: crate::metrics::WarnEvery =
+    crate::metrics::WarnEvery::new(Duration::from_secs(10));
+static PROXY_WARN: crate::metrics::WarnEvery =
     crate::metrics::WarnEvery::new(Duration::from_secs(10));
 
 async fn handle(

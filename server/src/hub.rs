@@ -553,8 +553,24 @@ impl Hub {
         reg
     }
 
+    /// The visitor's live entry, made from `info` (the stored record) if
+    /// there is none. An existing entry takes the stored trail when that is
+    /// newer: with several nodes a visitor's requests land on any of them
+    /// (long-poll above all), and a page recorded through another node
+    /// reaches this node's copy, which is what this node's agents see,
+    /// only through the store.
     fn visitor_entry<'a>(&self, st: &'a mut State, info: &mut VisitorInfo) -> &'a mut VisitorLive {
         let now = crate::store::now_ms();
+        let last_page = |i: &VisitorInfo| i.trail.last().map(|p| p.at_ms);
+        if let Some(v) = st.visitors.get_mut(&info.id)
+            && last_page(info) > last_page(&v.info)
+        {
+            v.info.trail = info.trail.clone();
+            if v.info.referrer.is_none() {
+                v.info.referrer = info.referrer.clone();
+            }
+            st.dirty.insert(info.id.clone());
+        }
         let entry = st.visitors.entry(info.id.clone()).or_insert_with(|| {
             let mut i = info.clone();
             i.visit_started_ms = now;

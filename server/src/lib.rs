@@ -23,6 +23,8 @@
 //! - [`sweeps`]: the background tasks: hand back the chats of agents
 //!   offline past the grace period, and act on CLI changes to agents
 //!   (disable, password) within a second.
+//! - [`proxy_protocol`]: the PROXY protocol header a load balancer puts
+//!   in front of an agent connection, naming the agent's own address.
 //! - [`limits`]: per-visitor and per-address rate limits (keyed GCRA).
 //! - [`mem`]: hands freed memory back to the OS after a slow consumer's
 //!   cut.
@@ -42,6 +44,7 @@ pub mod limits;
 pub mod login;
 pub mod mem;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod pushq;
 pub mod store;
 pub mod sweeps;
@@ -145,12 +148,21 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         store::Database::Postgres(_) => None,
     };
     let demo = cfg.demo;
+    let migrate = cfg.migrate;
     let opened = {
         let database = database.clone();
         // Opening and migrating block (PostgreSQL's client runs its own
         // runtime, which must not run on an async worker).
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let conn = database.open().with_context(|| match &database {
+            // A shared schema changes only when asked: a node of an older
+            // build must not be upgraded under its neighbours by a newer one
+            // that merely started.
+            let conn = if migrate {
+                database.open()
+            } else {
+                database.open_current()
+            };
+            let conn = conn.with_context(|| match &database {
                 store::Database::Sqlite(dir) => {
                     format!("opening the database in {}", dir.display())
                 }

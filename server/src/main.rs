@@ -37,10 +37,11 @@ impl DataDir {
         store::Database::new(self.database.as_deref(), &self.path()).context("the database setting")
     }
 
-    /// Open (creating and migrating if needed) the configured database.
+    /// Open the configured database, whose schema must be current on
+    /// PostgreSQL (see `migrate`).
     fn open(&self) -> anyhow::Result<(store::Database, store::Conn)> {
         let db = self.database()?;
-        let conn = db.open().context("opening the database")?;
+        let conn = db.open_current().context("opening the database")?;
         Ok((db, conn))
     }
 }
@@ -70,7 +71,9 @@ enum Cmd {
     },
     /// Create or upgrade the database schema (and, on PostgreSQL, the
     /// server key every node shares). Safe to run from several nodes at
-    /// once; `serve` also does it on start.
+    /// once. On PostgreSQL, `serve` and the other commands refuse a schema
+    /// that is behind, unless started with `serve --migrate`; SQLite is
+    /// upgraded on start as always.
     Migrate {
         #[command(flatten)]
         dir: DataDir,
@@ -192,7 +195,7 @@ fn main() -> anyhow::Result<()> {
             let id = match dir.database()? {
                 store::Database::Sqlite(path) => identity::load_or_create(&path),
                 db @ store::Database::Postgres(_) => {
-                    let conn = db.open().context("opening the database")?;
+                    let conn = db.open_current().context("opening the database")?;
                     identity::load_or_create_for(&db, conn.db())
                 }
             }
@@ -201,7 +204,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Migrate { dir } => {
-            let (db, conn) = dir.open()?;
+            let db = dir.database()?;
+            let conn = db.open().context("migrating the database")?;
             let id =
                 identity::load_or_create_for(&db, conn.db()).context("loading the server key")?;
             let version = match db {

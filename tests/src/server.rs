@@ -51,7 +51,9 @@ pub fn seed(dir: &Path) {
 
 /// [`seed`] on the given store: SQLite in `dir` when `database` is `None`,
 /// else that PostgreSQL database (the data dir is still created: the server
-/// keeps its key there).
+/// keeps its key there). On PostgreSQL this first migrates the schema, as
+/// an operator's `holdfast-server migrate` would, so servers started on it
+/// afterwards need no `--migrate`.
 pub fn seed_on(dir: &Path, database: Option<&str>) {
     std::fs::create_dir_all(dir).unwrap();
     let db = store::Database::new(database, dir).unwrap();

@@ -6,8 +6,10 @@
 //! over long-poll chat with an agent (the real client core) on the agent
 //! TCP port; an idle agent link, an idle WebSocket and a long-poll held
 //! its full 25 s are not cut by HAProxy's timers; the server sees each
-//! visitor's own address through X-Forwarded-For; and the health checks on
-//! `/healthz` take a dead node out and put it back.
+//! visitor's own address through X-Forwarded-For, and each agent's own
+//! address through the PROXY protocol header (a header from anyone but the
+//! balancer is not believed); and the health checks on `/healthz` take a
+//! dead node out and put it back.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{IpAddr, SocketAddr};
@@ -27,14 +29,17 @@ fn loopback() -> SocketAddr {
 }
 
 /// A seeded server process that trusts the balancer (on 127.0.0.1) for
-/// X-Forwarded-For, with a tiny new-visitor allowance per address so the
-/// test can tell addresses apart by it.
+/// X-Forwarded-For and for the PROXY protocol header on the agent port,
+/// with a tiny new-visitor allowance per address so the test can tell
+/// addresses apart by it.
 fn server(dir: &Path) -> ServerProcess {
     seed(dir);
     ServerProcess::start(
         dir,
         &[
             "--trusted-proxies",
+            "127.0.0.1",
+            "--agent-proxy-protocol-from",
             "127.0.0.1",
             "--addr-new-visitors-burst",
             "2",
@@ -261,4 +266,98 @@ async fn wait_status(stats: SocketAddr, backend: &str, want: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A TCP connection to `to` from local address `from`.
+async fn connect_from(from: IpAddr, to: SocketAddr) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(from, 0)).unwrap();
+    sock.connect(to).await.unwrap()
+}
+
+/// Whether the server closed `s` (before login, a refusal closes at once;
+/// an admitted connection waits silently for the agent's hello).
+async fn closed_soon(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut b = [0u8; 64];
+    match tokio::time::timeout(Duration::from_millis(1500), s.read(&mut b)).await {
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(n)) => panic!("the server spoke first: {:?}", &b[..n]),
+        Err(_) => false,
+    }
+}
+
+/// A PROXY protocol v2 header naming `src` as the client.
+fn proxy_v2(src: [u8; 4]) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&[127, 0, 0, 1, 0x12, 0x34, 0x1b, 0x9e]);
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_haproxy_each_agent_s_own_address_meets_the_per_address_limits() {
+    use tokio::io::AsyncWriteExt as _;
+    holdfast_tests::init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("srv");
+    seed(&data);
+    // One agent connection per address: behind a balancer that does not
+    // say whose connections they are, a second agent anywhere would be
+    // refused.
+    let srv = ServerProcess::start(
+        &data,
+        &[
+            "--agent-proxy-protocol-from",
+            "127.0.0.1",
+            "--agent-max-per-ip",
+            "1",
+        ],
+    );
+    let (lb, addrs) = balancer(&srv).await;
+    let (a, b) = (IpAddr::from([127, 0, 3, 1]), IpAddr::from([127, 0, 3, 2]));
+    let mut first_a = connect_from(a, addrs.agents).await;
+    let mut first_b = connect_from(b, addrs.agents).await;
+    assert!(
+        !closed_soon(&mut first_a).await,
+        "the first agent connection was refused:\n{}",
+        lb.log()
+    );
+    assert!(
+        !closed_soon(&mut first_b).await,
+        "an agent at another address was refused: the node saw the balancer's address\n{}",
+        lb.log()
+    );
+    let mut second_a = connect_from(a, addrs.agents).await;
+    assert!(
+        closed_soon(&mut second_a).await,
+        "a second connection from the same agent address was let in"
+    );
+    // A real agent logs in through the balancer, header and all.
+    let alice = alice(&addrs, &data, dir.path()).await;
+
+    // Straight to the node from the balancer's address without a header:
+    // refused, whatever follows.
+    let mut bare = connect_from(IpAddr::from([127, 0, 0, 1]), srv.agent).await;
+    bare.write_all(&[0u8; 32]).await.unwrap();
+    assert!(
+        closed_soon(&mut bare).await,
+        "a listed sender got in without a header"
+    );
+
+    // From an address that is not the balancer, a header is not believed:
+    // the connection counts against its real address, which already holds
+    // one, however new the address it claims.
+    let c = IpAddr::from([127, 0, 3, 3]);
+    let mut held = connect_from(c, srv.agent).await;
+    assert!(!closed_soon(&mut held).await);
+    let mut forged = connect_from(c, srv.agent).await;
+    forged.write_all(&proxy_v2([10, 9, 8, 7])).await.unwrap();
+    assert!(
+        closed_soon(&mut forged).await,
+        "a header from an unlisted address was believed"
+    );
+    drop((first_a, first_b, held));
+    alice.shutdown().await;
 }

@@ -7,7 +7,10 @@
 //! - two writers ("nodes") on one database racing hundreds of sends whose
 //!   events go to the same recipients: every log stays gap-free, and each
 //!   node saw its seqs for a recipient strictly increasing;
-//! - `migrate` (with the shared server key) run twice at once;
+//! - `migrate` (with the shared server key) run twice at once, and two
+//!   nodes started with `serve --migrate` at once; `serve` without it
+//!   refusing a schema that is behind or a migration file that changed;
+//!   a schema recorded the old way adopted by `migrate`;
 //! - the real `holdfast-server` binary with `--database`: CLI set-up, a
 //!   visitor and an agent chatting end to end, one fingerprint for every
 //!   node;
@@ -494,10 +497,176 @@ fn migrate_twice_at_once_is_safe_and_both_get_the_same_key() {
     assert_eq!(fps.len(), 1, "{fps:?}");
     let v = pg.psql_in(
         "fresh",
-        "SELECT string_agg(version::text, ',') FROM schema_version",
+        "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations",
     );
-    assert_eq!(v, store::schema_pg::SCHEMA_VERSION.to_string());
+    let all: Vec<String> = (1..=store::schema_pg::SCHEMA_VERSION)
+        .map(|v| v.to_string())
+        .collect();
+    assert_eq!(v, all.join(","));
     assert_eq!(pg.psql_in("fresh", "SELECT count(*) FROM server_key"), "1");
+}
+
+/// `serve` on `url` with ephemeral ports: `Some(status, stderr)` if it
+/// exited within a few seconds, `None` if it was still serving (then
+/// killed).
+fn serve_briefly(url: &str, extra: &[&str]) -> Option<(std::process::ExitStatus, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(holdfast_tests::server::server_binary())
+        .args(["serve", "--database", url, "--data-dir"])
+        .arg(dir.path())
+        .args(["--http", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "off"])
+        .args(extra)
+        .env("HOLDFAST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return Some((
+                out.status,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// The CLI's `migrate`: its status and stderr.
+fn migrate_outcome(url: &str) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(holdfast_tests::server::server_binary())
+        .args(["migrate", "--database", url, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serve_refuses_a_schema_behind_until_migrate_runs_and_refuses_a_changed_file() {
+    let pg = TestPg::start();
+    let url = pg.create_db("holdfast");
+    // A fresh database: serve without --migrate stops, naming the command.
+    let (status, err) = serve_briefly(&url, &[]).expect("serve started on an empty schema");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("schema is at version 0")
+            && err.contains("holdfast-server migrate --database"),
+        "{err}"
+    );
+    // Nothing was created behind the operator's back.
+    assert_eq!(
+        pg.psql_in(
+            "holdfast",
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "0"
+    );
+    // The other commands refuse too, rather than writing into no schema.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(holdfast_tests::server::server_binary())
+        .args(["site", "add", "acme", "--database", &url, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holdfast-server migrate"));
+
+    // migrate, then serve: it runs.
+    let (status, err) = migrate_outcome(&url);
+    assert!(status.success(), "{err}");
+    assert!(
+        serve_briefly(&url, &[]).is_none(),
+        "serve on a current schema exited"
+    );
+
+    // An applied file that changed since (here: its recorded checksum no
+    // longer matches) stops both serve and migrate, naming the file.
+    pg.psql_in(
+        "holdfast",
+        "UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1",
+    );
+    let (status, err) = serve_briefly(&url, &[]).expect("serve started on a changed migration");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("migration 0001_initial was applied with checksum edited"),
+        "{err}"
+    );
+    let (status, err) = migrate_outcome(&url);
+    assert!(!status.success());
+    assert!(
+        err.contains("0001_initial") && err.contains("must never change"),
+        "{err}"
+    );
+    let (status, err) = serve_briefly(&url, &["--migrate"]).expect("serve --migrate started");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("0001_initial"), "{err}");
+}
+
+#[test]
+fn a_database_migrated_the_old_way_is_adopted_by_migrate() {
+    let pg = TestPg::start();
+    let url = pg.create_db("old");
+    // What the server wrote before the steps were files: version 1 (the
+    // first file) in `schema_version`.
+    let initial = store::migrations::POSTGRES[0].sql;
+    pg.psql_in(
+        "old",
+        &format!(
+            "{initial}\nCREATE TABLE schema_version (version BIGINT NOT NULL);\n\
+             INSERT INTO schema_version VALUES (1);\n\
+             INSERT INTO sites (key, name, created_ms) VALUES ('acme', 'Acme', 0);"
+        ),
+    );
+    let (status, err) = serve_briefly(&url, &[]).expect("serve started on an old-style schema");
+    assert_eq!(status.code(), Some(1), "{err}");
+    let (status, err) = migrate_outcome(&url);
+    assert!(status.success(), "{err}");
+    assert_eq!(pg.psql_in("old", "SELECT count(*) FROM sites"), "1");
+    assert_eq!(
+        pg.psql_in("old", "SELECT min(version) FROM schema_migrations"),
+        "1"
+    );
+    assert_eq!(
+        pg.psql_in("old", "SELECT to_regclass('schema_version') IS NULL"),
+        "t"
+    );
+    assert!(serve_briefly(&url, &[]).is_none());
+}
+
+#[test]
+fn two_nodes_starting_with_migrate_at_once_share_one_schema_and_key() {
+    let pg = TestPg::start();
+    let url = pg.create_db("fresh");
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let nodes: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, barrier) = (url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let dir = tempfile::tempdir().unwrap();
+                barrier.wait();
+                let p = ServerProcess::start_on(dir.path(), Some(&url), &["--migrate"], None);
+                (p, dir)
+            })
+        })
+        .collect();
+    let nodes: Vec<_> = nodes.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(nodes.len(), 2);
+    let n = pg.psql_in("fresh", "SELECT count(*) FROM schema_migrations");
+    assert_eq!(n, store::schema_pg::SCHEMA_VERSION.to_string());
+    assert_eq!(pg.psql_in("fresh", "SELECT count(*) FROM server_key"), "1");
+    // Both run: a plain `serve` now finds the schema current too.
+    assert!(serve_briefly(&url, &[]).is_none());
 }
 
 /// The CLI and the real server against one PostgreSQL: two "nodes" with

@@ -197,6 +197,14 @@ pub struct ServerConfig {
     pub agent_listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub demo: bool,
+    /// Create or upgrade a PostgreSQL schema on start; without it, a
+    /// schema that is behind stops the start (SQLite always migrates).
+    pub migrate: bool,
+    /// Load balancers whose agent connections start with a PROXY protocol
+    /// header (v1 or v2): the address it carries is then the client's, for
+    /// every per-address limit and log. Connections from anywhere else
+    /// are taken as they are, header or not.
+    pub agent_proxy_protocol_from: Vec<Cidr>,
     /// The address visitors and agents use to reach this server, for the
     /// demo banner; derived from `http` when unset.
     pub public_url: Option<String>,
@@ -252,6 +260,8 @@ impl ServerConfig {
             agent_listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
             tls: None,
             demo: false,
+            migrate: false,
+            agent_proxy_protocol_from: Vec::new(),
             public_url: None,
             max_frame: holdfast_protocol::DEFAULT_MAX_FRAME,
             liveness: LivenessConfig::default(),

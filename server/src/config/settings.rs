@@ -227,6 +227,12 @@ settings! {
     /// This node's name on the bus and in logs [default: the host name]
     #[arg(long, env = "HOLDFAST_NODE_ID")]
     node_id: String,
+    /// Create or upgrade the PostgreSQL schema before serving (without it, a schema that is behind stops the start); SQLite always migrates
+    #[arg(long, env = "HOLDFAST_MIGRATE", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    migrate: bool,
+    /// Load balancers (addresses or CIDRs, comma-separated) whose agent connections must start with a PROXY protocol header naming the real client
+    #[arg(long, env = "HOLDFAST_AGENT_PROXY_PROTOCOL_FROM", value_delimiter = ',')]
+    agent_proxy_protocol_from: Vec<String>,
 }
 
 /// The TOML file.
@@ -257,6 +263,14 @@ pub fn resolve(s: Settings) -> anyhow::Result<ServerConfig> {
         c.agent_listen = v;
     }
     c.demo = s.demo.unwrap_or(false);
+    c.migrate = s.migrate.unwrap_or(false);
+    if let Some(list) = s.agent_proxy_protocol_from {
+        c.agent_proxy_protocol_from = list
+            .iter()
+            .map(|s| s.trim().parse::<Cidr>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("agent_proxy_protocol_from: {e}"))?;
+    }
     if let Some(url) = s.database.filter(|u| !u.trim().is_empty()) {
         // Parsed here, so a typo stops the start instead of the writer.
         match crate::store::Database::new(Some(url.trim()), &c.data_dir)
@@ -616,6 +630,31 @@ mod tests {
         assert!(c.demo);
         assert!(!c.writer.group_commit);
         assert!(!resolve(dir()).unwrap().demo);
+    }
+
+    #[test]
+    fn migrate_and_the_proxy_protocol_senders_at_every_layer() {
+        let c = resolve(dir()).unwrap();
+        assert!(!c.migrate);
+        assert!(c.agent_proxy_protocol_from.is_empty());
+        let c = resolve(flags(&[
+            "--data-dir",
+            "/tmp/x",
+            "--migrate",
+            "--agent-proxy-protocol-from",
+            "10.0.0.5,192.168.0.0/24",
+        ]))
+        .unwrap();
+        assert!(c.migrate);
+        assert_eq!(c.agent_proxy_protocol_from.len(), 2);
+        assert!(c.agent_proxy_protocol_from[1].contains([192, 168, 0, 9].into()));
+        assert!(!c.agent_proxy_protocol_from[0].contains([10, 0, 0, 6].into()));
+        let c =
+            resolve(file("migrate = true\nagent_proxy_protocol_from = [\"10.0.0.5\"]").over(dir()))
+                .unwrap();
+        assert!(c.migrate);
+        assert_eq!(c.agent_proxy_protocol_from.len(), 1);
+        assert!(resolve(file("agent_proxy_protocol_from = [\"haproxy\"]").over(dir())).is_err());
     }
 
     #[test]

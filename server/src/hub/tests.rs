@@ -285,3 +285,41 @@ async fn other_nodes_visitors_are_listed_and_gone_only_when_no_node_has_them() {
         "{got:?}"
     );
 }
+
+#[tokio::test]
+async fn a_poll_brings_this_node_s_copy_up_to_a_newer_stored_trail_but_never_back() {
+    let page = |url: &str, at_ms: i64| holdfast_protocol::agent::PageView {
+        url: url.into(),
+        title: String::new(),
+        referrer: None,
+        at_ms,
+    };
+    let (h, _metrics) = hub();
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    let mut v = visitor(1);
+    v.trail = vec![page("https://shop/a", 10)];
+    let _ = h.poll_begin(v.clone());
+    h.poll_end("v1");
+    h.flush_presence();
+    drain(&mut alice.rx);
+    // Another node recorded the checkout; this node hears of it from the
+    // store when the visitor's next poll comes here.
+    let mut stored = v.clone();
+    stored.trail.push(page("https://shop/checkout", 20));
+    let _ = h.poll_begin(stored.clone());
+    h.flush_presence();
+    let seen = drain(&mut alice.rx);
+    assert!(
+        seen.iter().any(|p| matches!(p, AgentPush::Live(ev)
+            if matches!(&**ev, LiveEvent::Visitor(i) if i.trail.last().map(|p| p.url.as_str()) == Some("https://shop/checkout")))),
+        "{seen:?}"
+    );
+    // A store read that lags behind a page this node just recorded does
+    // not take it back.
+    h.visitor_page("v1", page("https://shop/thanks", 30), None);
+    let _ = h.poll_begin(stored);
+    assert_eq!(
+        h.visitor_live("v1").unwrap().trail.last().unwrap().url,
+        "https://shop/thanks"
+    );
+}

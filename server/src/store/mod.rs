@@ -3,8 +3,9 @@
 //!
 //! - [`sql`]: the one SQL interface both engines implement, so each rule
 //!   and query below is written once.
-//! - [`schema`]: SQLite's tables and `user_version` migrations;
-//!   [`schema_pg`]: PostgreSQL's, versioned in a table under a lock.
+//! - [`migrations`]: the schema's steps, one SQL file each, embedded;
+//!   [`schema`] runs SQLite's (`user_version`), [`schema_pg`] PostgreSQL's
+//!   (checksummed in a table, under a lock).
 //! - [`writer`]: the single writer thread. Every mutation is an [`Op`]; the
 //!   thread drains its queue, applies the whole batch in one transaction,
 //!   commits (one fsync for the batch), and only then replies to each op and
@@ -22,6 +23,7 @@
 
 pub mod effect;
 pub mod live;
+pub mod migrations;
 pub mod reads;
 mod rules;
 pub mod schema;
@@ -114,7 +116,8 @@ impl Database {
         }
     }
 
-    /// Open a connection, creating and migrating the schema if needed.
+    /// Open a connection, creating and migrating the schema if needed:
+    /// what `migrate` (and `serve --migrate`) do.
     /// Blocking (PostgreSQL's client too): call it off the async workers.
     pub fn open(&self) -> Result<Conn, StoreError> {
         match self {
@@ -122,6 +125,22 @@ impl Database {
             Database::Postgres(t) => {
                 let c = t.connect()?;
                 schema_pg::migrate(&c)?;
+                Ok(Conn::Postgres(c))
+            }
+        }
+    }
+
+    /// Open a connection to a schema that must already be current: on
+    /// PostgreSQL, a schema that is behind (or whose applied files
+    /// changed) is an error naming `migrate`, since the schema is shared
+    /// and only an explicit `migrate` changes it. SQLite is one server's
+    /// own file and still migrates here, as it always has.
+    pub fn open_current(&self) -> Result<Conn, StoreError> {
+        match self {
+            Database::Sqlite(_) => self.open(),
+            Database::Postgres(t) => {
+                let c = t.connect()?;
+                schema_pg::check_current(&c)?;
                 Ok(Conn::Postgres(c))
             }
         }

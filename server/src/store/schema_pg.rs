@@ -1,138 +1,26 @@
-//! PostgreSQL's schema and migrations, versioned in `schema_version`.
+//! PostgreSQL's schema and migrations.
 //!
-//! The same tables as SQLite's (`schema.rs`) in PostgreSQL's types: BIGINT
-//! for every integer (ids, times, seqs, flags), BIGSERIAL for generated ids,
-//! BYTEA for bytes. Integer flags stay integers so that the store's SQL
-//! (`verified = 1`) is the same on both engines.
+//! The steps are the files in `server/migrations/postgres/` (see
+//! [`super::migrations`]): the same tables as SQLite's in PostgreSQL's
+//! types (BIGINT for every integer, BIGSERIAL for generated ids, BYTEA for
+//! bytes; integer flags stay integers so that the store's SQL is the same
+//! on both engines). Each applied step is a row of `schema_migrations`
+//! with the file's checksum; a file that changed after it was applied is
+//! refused, both by `migrate` and by a starting node.
 //!
-//! Several nodes may start (or `migrate` may run) at the same moment, so the
-//! whole upgrade runs in one transaction holding an advisory lock: the
-//! second node waits, then finds the schema current and does nothing.
+//! Only [`migrate`] changes the schema (`holdfast-server migrate`, or
+//! `serve --migrate`); a node started without it checks with
+//! [`check_current`] and refuses to run on an older schema. Several nodes
+//! may migrate at the same moment, so the whole upgrade runs in one
+//! transaction holding an advisory lock: the second waits, then finds the
+//! schema current and does nothing.
 
 use super::StoreError;
+use super::migrations::{Migration, POSTGRES};
+use super::schema::MigrateError;
 use super::sql::{Db, args, transaction};
 
-/// Each entry upgrades the schema from version `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE sites (
-    id BIGSERIAL PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    secret TEXT,
-    created_ms BIGINT NOT NULL,
-    origins TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE agents (
-    id BIGSERIAL PRIMARY KEY,
-    site_id BIGINT NOT NULL REFERENCES sites(id),
-    username TEXT NOT NULL UNIQUE,
-    display_name TEXT NOT NULL,
-    password_hash TEXT NOT NULL,
-    capacity BIGINT NOT NULL DEFAULT 5,
-    disabled BIGINT NOT NULL DEFAULT 0,
-    created_ms BIGINT NOT NULL,
-    role BIGINT NOT NULL DEFAULT 0,
-    auth_epoch BIGINT NOT NULL DEFAULT 0
-);
-CREATE INDEX agents_site ON agents(site_id);
-CREATE TABLE devices (
-    agent_id BIGINT NOT NULL,
-    device_id BYTEA NOT NULL,
-    commands_acked BIGINT NOT NULL DEFAULT 0,
-    last_login_ms BIGINT NOT NULL,
-    PRIMARY KEY (agent_id, device_id)
-);
-CREATE TABLE visitors (
-    id TEXT PRIMARY KEY,
-    site_id BIGINT NOT NULL,
-    external_id TEXT,
-    name TEXT,
-    email TEXT,
-    attrs TEXT NOT NULL DEFAULT '[]',
-    verified BIGINT NOT NULL DEFAULT 0,
-    user_agent TEXT,
-    first_seen_ms BIGINT NOT NULL,
-    last_seen_ms BIGINT NOT NULL,
-    delivered_seq BIGINT NOT NULL DEFAULT 0
-);
-CREATE INDEX visitors_external ON visitors(site_id, external_id);
-CREATE TABLE page_views (
-    id BIGSERIAL PRIMARY KEY,
-    visitor_id TEXT NOT NULL,
-    url TEXT NOT NULL,
-    title TEXT NOT NULL,
-    referrer TEXT,
-    at_ms BIGINT NOT NULL
-);
-CREATE INDEX page_views_visitor ON page_views(visitor_id, id);
-CREATE TABLE conversations (
-    id BIGSERIAL PRIMARY KEY,
-    site_id BIGINT NOT NULL,
-    visitor_id TEXT NOT NULL,
-    state BIGINT NOT NULL,
-    assigned_agent BIGINT,
-    opened_ms BIGINT NOT NULL,
-    updated_ms BIGINT NOT NULL,
-    contact_email TEXT,
-    handoffs BIGINT NOT NULL DEFAULT 0
-);
-CREATE INDEX conversations_visitor ON conversations(visitor_id, id);
-CREATE INDEX conversations_site_state ON conversations(site_id, state);
-CREATE INDEX conversations_agent_state ON conversations(assigned_agent, state);
-CREATE INDEX conversations_active_owner ON conversations(assigned_agent) WHERE state = 1;
-CREATE TABLE messages (
-    id BIGSERIAL PRIMARY KEY,
-    conversation_id BIGINT NOT NULL,
-    client_id BYTEA NOT NULL UNIQUE,
-    author_kind BIGINT NOT NULL,
-    author_agent BIGINT,
-    body TEXT NOT NULL,
-    at_ms BIGINT NOT NULL,
-    internal BIGINT NOT NULL DEFAULT 0
-);
-CREATE INDEX messages_conversation ON messages(conversation_id, id);
-CREATE TABLE actions (
-    client_id BYTEA PRIMARY KEY,
-    actor TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    outcome BYTEA NOT NULL
-);
-CREATE TABLE agent_events (
-    agent_id BIGINT NOT NULL,
-    seq BIGINT NOT NULL,
-    event BYTEA NOT NULL,
-    at_ms BIGINT NOT NULL,
-    PRIMARY KEY (agent_id, seq)
-);
-CREATE TABLE visitor_events (
-    visitor_id TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    event TEXT NOT NULL,
-    conversation_id BIGINT,
-    agent_message BIGINT,
-    at_ms BIGINT NOT NULL,
-    PRIMARY KEY (visitor_id, seq)
-);
--- Each recipient's newest seq. Its row is also the lock that orders two
--- nodes' writes to one recipient: a writer takes it (upsert ... RETURNING)
--- before its first event for that recipient and holds it to COMMIT.
-CREATE TABLE log_heads (
-    recipient TEXT PRIMARY KEY,
-    head BIGINT NOT NULL
-);
-CREATE TABLE agent_changes (
-    id BIGSERIAL PRIMARY KEY,
-    agent_id BIGINT NOT NULL,
-    kind BIGINT NOT NULL,
-    at_ms BIGINT NOT NULL
-);
--- The server's X25519 key, shared by every node (see identity.rs).
-CREATE TABLE server_key (
-    id BIGINT PRIMARY KEY CHECK (id = 1),
-    secret BYTEA NOT NULL,
-    created_ms BIGINT NOT NULL
-);
-"#];
+const MIGRATIONS: &[Migration] = POSTGRES;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -140,32 +28,131 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 /// Any fixed number: the advisory lock migrations take ("hfmigr").
 const MIGRATE_LOCK: i64 = 0x6866_6d69_6772;
 
-/// Bring the schema up to date. Safe to run from several nodes at once.
-pub fn migrate(db: &dyn Db) -> Result<(), StoreError> {
+const LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    applied_ms BIGINT NOT NULL
+)";
+
+fn table_exists(db: &dyn Db, name: &str) -> Result<bool, StoreError> {
+    db.query_one(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables \
+         WHERE schemaname = current_schema() AND tablename = ?1::text)",
+        &args![name],
+    )?
+    .get(0)
+}
+
+/// The applied steps as recorded, checked against this build's files; the
+/// schema's version.
+fn verified_version(db: &dyn Db) -> Result<usize, StoreError> {
+    if !table_exists(db, "schema_migrations")? {
+        return Ok(0);
+    }
+    let rows = db.query_rows(
+        "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
+        &args![],
+    )?;
+    for (at, row) in rows.iter().enumerate() {
+        let version: i64 = row.get(0)?;
+        let version = usize::try_from(version).unwrap_or(0);
+        if version != at + 1 {
+            return Err(MigrateError::Gap {
+                found: version,
+                at: at + 1,
+            }
+            .into());
+        }
+        let Some(m) = MIGRATIONS.get(at) else {
+            return Err(MigrateError::TooNew {
+                found: rows.len(),
+                supported: SCHEMA_VERSION,
+            }
+            .into());
+        };
+        let recorded: String = row.get(2)?;
+        let embedded = m.checksum();
+        if recorded != embedded {
+            let name: String = row.get(1)?;
+            return Err(MigrateError::ChecksumMismatch {
+                name,
+                recorded,
+                embedded,
+            }
+            .into());
+        }
+    }
+    Ok(rows.len())
+}
+
+/// A database migrated before the steps were files kept one number in
+/// `schema_version`; its steps were this build's first files, so they are
+/// recorded with these files' checksums, once.
+fn adopt_version_table(db: &dyn Db) -> Result<(), StoreError> {
+    if !table_exists(db, "schema_version")? {
+        return Ok(());
+    }
+    let old: i64 = db
+        .query_opt("SELECT version FROM schema_version", &args![])?
+        .map(|r| r.get(0))
+        .transpose()?
+        .unwrap_or(0);
+    let old = usize::try_from(old).unwrap_or(0);
+    if old > SCHEMA_VERSION {
+        return Err(MigrateError::TooNew {
+            found: old,
+            supported: SCHEMA_VERSION,
+        }
+        .into());
+    }
+    for m in &MIGRATIONS[..old] {
+        record(db, m)?;
+    }
+    db.batch("DROP TABLE schema_version")
+}
+
+fn record(db: &dyn Db, m: &Migration) -> Result<(), StoreError> {
+    db.execute(
+        "INSERT INTO schema_migrations (version, name, checksum, applied_ms) VALUES (?1, ?2, ?3, ?4)",
+        &args![
+            i64::try_from(m.version).unwrap_or(i64::MAX),
+            m.name,
+            m.checksum(),
+            super::now_ms()
+        ],
+    )?;
+    Ok(())
+}
+
+/// Bring the schema up to date; its version. Safe to run from several
+/// nodes at once.
+pub fn migrate(db: &dyn Db) -> Result<usize, StoreError> {
     transaction(db, |db| {
         db.execute("SELECT pg_advisory_xact_lock(?1)", &args![MIGRATE_LOCK])?;
-        db.batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")?;
-        let current: i64 = match db.query_opt("SELECT version FROM schema_version", &args![])? {
-            Some(r) => r.get(0)?,
-            None => {
-                db.execute("INSERT INTO schema_version (version) VALUES (0)", &args![])?;
-                0
-            }
-        };
-        let current = usize::try_from(current).unwrap_or(0);
-        if current > SCHEMA_VERSION {
-            return Err(StoreError::Migrate(super::schema::MigrateError::TooNew {
-                found: current,
-                supported: SCHEMA_VERSION,
-            }));
+        db.batch(LEDGER)?;
+        adopt_version_table(db)?;
+        let current = verified_version(db)?;
+        for m in MIGRATIONS.iter().skip(current) {
+            db.batch(m.sql)?;
+            record(db, m)?;
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-            db.batch(sql)?;
-            db.execute(
-                "UPDATE schema_version SET version = ?1",
-                &args![i64::try_from(i + 1).unwrap_or(i64::MAX)],
-            )?;
-        }
-        Ok(())
+        Ok(SCHEMA_VERSION)
     })
+}
+
+/// Whether this build can run on the schema as it is, without changing it:
+/// every applied step matches this build's file and none is missing.
+pub fn check_current(db: &dyn Db) -> Result<(), StoreError> {
+    // A schema recorded the old way (`schema_version` only) counts as 0
+    // here: `migrate` adopts it.
+    let found = verified_version(db)?;
+    if found < SCHEMA_VERSION {
+        return Err(MigrateError::Behind {
+            found,
+            needed: SCHEMA_VERSION,
+        }
+        .into());
+    }
+    Ok(())
 }

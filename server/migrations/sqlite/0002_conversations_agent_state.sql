@@ -1,0 +1,1 @@
+CREATE INDEX conversations_agent_state ON conversations(assigned_agent, state);

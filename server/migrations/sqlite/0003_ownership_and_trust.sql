@@ -1,0 +1,12 @@
+ALTER TABLE agents ADD COLUMN role INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN auth_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN internal INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sites ADD COLUMN origins TEXT NOT NULL DEFAULT '';
+ALTER TABLE conversations ADD COLUMN handoffs INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE agent_changes (
+    id INTEGER PRIMARY KEY,
+    agent_id INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX conversations_active_owner ON conversations(assigned_agent) WHERE state = 1;
