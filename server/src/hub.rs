@@ -279,7 +279,13 @@ impl Hub {
 
     fn tell(&self, msg: impl FnOnce() -> BusMsg) {
         if let Some(bus) = self.bus.get() {
-            bus.publish(msg());
+            let msg = msg();
+            let counter = match &msg {
+                BusMsg::Wake { .. } => &self.metrics.bus.wakes_published,
+                BusMsg::Presence(_) => &self.metrics.bus.presence_sent,
+            };
+            counter.inc();
+            bus.publish(msg);
         }
     }
 

@@ -164,6 +164,8 @@ pub(super) struct Expired {
 /// node's own entries are announced every [`ANNOUNCE_EVERY`].
 pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
     let mut follower = Follower::new(&*bus);
+    let m = &ctx.metrics.bus;
+    m.up.set(i64::from(follower.health() == crate::bus::Health::Up));
     let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
     announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut expire = tokio::time::interval(Duration::from_secs(1));
@@ -173,9 +175,17 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
             () = ctx.shutdown.cancelled() => return,
             next = follower.next() => match next {
                 None => return,
-                Some(Next::Wake { recipient, seq }) => ctx.hub.wake(&recipient, seq),
+                Some(Next::Wake { recipient, seq }) => {
+                    m.wakes_received.inc();
+                    ctx.hub.wake(&recipient, seq);
+                }
                 Some(Next::ReadAll(why)) => {
+                    m.up.set(i64::from(follower.health() == crate::bus::Health::Up));
                     tracing::trace!(?why, health = ?follower.health(), "bus: reading every local connection");
+                    match why {
+                        Why::Gap => m.gaps.inc(),
+                        Why::Poll => m.polls.inc(),
+                    };
                     ctx.hub.wake_all();
                     if why == Why::Gap {
                         // Resubscribed (or went down): whatever was missed
@@ -185,7 +195,10 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                         ctx.hub.announce_all();
                     }
                 }
-                Some(Next::Presence { node, delta }) => ctx.hub.remote_presence(node, delta),
+                Some(Next::Presence { node, delta }) => {
+                    m.presence_received.inc();
+                    ctx.hub.remote_presence(node, delta);
+                }
             },
             _ = announce.tick() => ctx.hub.announce_all(),
             _ = expire.tick() => {
