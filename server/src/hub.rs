@@ -15,8 +15,11 @@
 //!
 //! - `publish`: committed effects to live connections, and wake-ups for
 //!   the other nodes.
-//! - [`remote`]: the other nodes' connections as heard on the bus, and the
-//!   task that follows it.
+//! - [`remote`]: the other nodes' connections as heard on the bus, the
+//!   task that follows it, and the safety-net poll of the log heads (each
+//!   live recipient's head as last handed to its connections here is kept
+//!   in `AgentLive::head` / `VisitorLive::head`, so a poll wakes only the
+//!   connections that are behind).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -135,6 +138,10 @@ struct AgentLive {
     /// When the last connection went away: the grace period before the
     /// agent's open chats are handed back runs from here.
     offline_since: Option<Instant>,
+    /// The newest seq of the agent's log its connections here were handed
+    /// (pushed, or told to catch up to); 0 when unknown (a connection just
+    /// registered). A poll of the log heads wakes only who is behind it.
+    head: Seq,
 }
 
 impl AgentLive {
@@ -159,6 +166,8 @@ struct VisitorLive {
     /// When the last connection went away (a grace period follows, so a page
     /// navigation does not flicker the visitor off the agents' list).
     gone_since: Option<Instant>,
+    /// As [`AgentLive::head`], for the visitor's log.
+    head: Seq,
 }
 
 #[derive(Debug, Clone)]
@@ -350,10 +359,14 @@ impl Hub {
             conns: Vec::new(),
             member: member.clone(),
             offline_since: None,
+            head: 0,
         });
         entry.member = member;
         entry.conns.push(conn);
         entry.offline_since = None;
+        // The new connection read the log before registering: whatever was
+        // committed elsewhere since, the next poll finds it behind.
+        entry.head = 0;
         let came_online = entry.presence == Presence::Offline;
         if came_online {
             entry.presence = Presence::Online;
@@ -571,9 +584,13 @@ impl Hub {
                 last_poll: None,
                 notify: None,
                 gone_since: None,
+                head: 0,
             }
         });
         entry.info.online = true;
+        // A new connection or long-poll: checked by the next poll (see
+        // `register_agent`).
+        entry.head = 0;
         entry
     }
 

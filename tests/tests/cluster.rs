@@ -20,12 +20,21 @@ use holdfast_tests::core_agent::{CoreAgent, fast_config};
 use holdfast_tests::visitor::WsVisitor;
 
 fn alice(c: &Cluster, node: usize, dir: &tempfile::TempDir) -> CoreAgent {
+    agent(c, node, dir, "alice")
+}
+
+fn agent(c: &Cluster, node: usize, dir: &tempfile::TempDir, user: &str) -> CoreAgent {
     CoreAgent::start(fast_config(
         &c.agent_server(node),
-        "alice",
-        &dir.path().join("alice.sqlite3"),
+        user,
+        &dir.path().join(format!("{user}.sqlite3")),
         c.fingerprint,
     ))
+}
+
+/// A counter from node `node`'s `/metrics` (0 when it is not there).
+async fn counter(c: &Cluster, node: usize, name: &str) -> f64 {
+    c.metric(node, name).await.unwrap_or(0.0)
 }
 
 async fn cluster(nodes: usize, capacity: u32) -> Cluster {
@@ -332,6 +341,76 @@ async fn a_killed_node_s_visitor_resumes_on_another_and_its_presence_expires() {
     println!("dead node's presence expired {expired:?} after the kill");
     assert!(expired < Duration::from_secs(15), "{expired:?}");
     // The moved visitor stays listed: node 1 has it now.
+    alice.shutdown().await;
+    drop(idle);
+}
+
+/// The safety net's periodic read of the log (every second while Redis is
+/// up) is one query of the log heads of every recipient live on the node,
+/// and wakes only the connections that are behind: 21 idle connections on
+/// node 1 cost no catch-up reads per poll (they used to cost one each).
+/// With Redis killed the polls are the only path, and still deliver. The
+/// bus counters on `/metrics` move as the bus is used and lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_safety_net_poll_is_one_query_for_the_node_not_one_read_per_connection() {
+    holdfast_tests::init_logs();
+    let mut c = cluster(2, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = alice(&c, 0, &dir);
+    alice.live().await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(WsVisitor::connect(c.nodes[0].http, "acme").await.unwrap());
+    }
+    let mut far = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    alice.visitor_where(|i| i.id == far.visitor).await;
+    agents_online(&mut far).await;
+    // New connections are checked once by the next poll; then they idle.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let polls = counter(&c, 0, "holdfast_bus_polls_total").await;
+    let reads = counter(&c, 0, "holdfast_catch_up_reads_total").await;
+    let queries = counter(&c, 0, "holdfast_bus_poll_queries_total").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let polls = counter(&c, 0, "holdfast_bus_polls_total").await - polls;
+    let reads = counter(&c, 0, "holdfast_catch_up_reads_total").await - reads;
+    let queries = counter(&c, 0, "holdfast_bus_poll_queries_total").await - queries;
+    println!(
+        "21 idle connections, {polls} polls: {queries} log-head queries, {reads} catch-up reads ({:.2} per poll)",
+        reads / polls.max(1.0)
+    );
+    assert!(polls >= 2.0, "the safety net did not poll: {polls}");
+    assert!(
+        reads / polls < 1.0,
+        "{reads} catch-up reads in {polls} polls with nothing new to read"
+    );
+    assert!(
+        (queries - polls).abs() <= 1.0,
+        "{queries} queries for {polls} polls"
+    );
+
+    // Wakes cross (node 2 publishes, node 1 receives), presence is told.
+    far.say_acked("over the bus").await.unwrap();
+    let conv = alice.visitor_message().await.conversation;
+    assert_eq!(c.metric(0, "holdfast_bus_up").await, Some(1.0));
+    assert!(counter(&c, 1, "holdfast_bus_wakes_published_total").await >= 1.0);
+    assert!(counter(&c, 0, "holdfast_bus_wakes_received_total").await >= 1.0);
+    assert!(counter(&c, 1, "holdfast_bus_presence_sent_total").await >= 1.0);
+    assert!(counter(&c, 0, "holdfast_bus_presence_received_total").await >= 1.0);
+
+    // Without Redis the polls are the only path: the visitor's line and
+    // the agent's reply still cross, found behind by a poll.
+    let gaps = counter(&c, 0, "holdfast_bus_gaps_total").await;
+    let woken = counter(&c, 0, "holdfast_bus_poll_woken_total").await;
+    c.redis.kill9();
+    let t = Instant::now();
+    while c.metric(0, "holdfast_bus_up").await != Some(0.0) {
+        assert!(t.elapsed() < LIVENESS, "node 1 never saw the bus go down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (a, b) = round(&mut alice, &mut far, conv, "down").await;
+    println!("Redis down, delivered by polls: {a:?} / {b:?}");
+    assert!(counter(&c, 0, "holdfast_bus_gaps_total").await > gaps);
+    assert!(counter(&c, 0, "holdfast_bus_poll_woken_total").await > woken);
     alice.shutdown().await;
     drop(idle);
 }

@@ -4,9 +4,12 @@
 //! - a wake from another node: read that recipient now (milliseconds);
 //! - a gap (the bus resubscribed, or this follower fell behind): read every
 //!   live recipient, since wakes were lost;
-//! - a timer: read every live recipient every [`Health::poll_every`], 250
-//!   ms while the bus is down (the store is then the only path) and 1 s
-//!   while it is up (a safety net for a wake Redis dropped silently).
+//! - a timer: poll every [`Health::poll_every`], 250 ms while the bus is
+//!   down (the store is then the only path) and 1 s while it is up (a
+//!   safety net for a wake Redis dropped silently). The node's live side
+//!   answers a poll with one query of the log heads of all its live
+//!   recipients and wakes only those whose head moved
+//!   (`crate::hub::remote`), not with a read per connection.
 //!
 //! The reads themselves are cursor reads the store already serves (the
 //! events after a recipient's cursor), so a wake that arrives after the
@@ -32,7 +35,8 @@ pub enum Next {
         node: Arc<str>,
         delta: PresenceDelta,
     },
-    /// Read every live recipient's events from its cursor.
+    /// A gap: read every live recipient's events from its cursor. A poll:
+    /// check every live recipient's log head (see the module docs).
     ReadAll(Why),
 }
 

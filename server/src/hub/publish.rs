@@ -38,6 +38,7 @@ impl Publish for Hub {
                         a.conns.retain(|c| {
                             push(c, AgentPush::Event(seq, event.clone()), &self.metrics)
                         });
+                        a.head = a.head.max(seq);
                         self.metrics.events_pushed.inc();
                     }
                 }
@@ -50,6 +51,7 @@ impl Publish for Hub {
                         v.conns.retain(|c| {
                             push(c, VisitorPush::Event(seq, event.clone()), &self.metrics)
                         });
+                        v.head = v.head.max(seq);
                         if let Some(n) = &v.notify {
                             n.notify_waiters();
                         }

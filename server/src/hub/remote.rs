@@ -10,7 +10,11 @@
 //!
 //! Delivery never comes from a bus message's content: a wake (or a gap, or
 //! the follower's timer) only tells the local connections to read the log
-//! from their cursor ([`crate::hub::AgentPush::CatchUp`]).
+//! from their cursor ([`crate::hub::AgentPush::CatchUp`]). The timer's
+//! safety-net poll is one query of the log heads of every recipient live
+//! here ([`reads::log_heads`]); only the connections whose recipient's
+//! head moved past what they were handed are woken, so an idle node's
+//! poll costs one query, not one read per connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,9 +24,10 @@ use holdfast_protocol::agent::{
     AgentId, LiveEvent, Presence, Seq, SiteId, TeamMember, VisitorInfo,
 };
 
-use super::{AgentPush, State, VisitorLive, VisitorPush};
+use super::{AgentLive, AgentPush, State, VisitorLive, VisitorPush};
 use crate::Ctx;
 use crate::bus::{BusMsg, Follower, Next, PresenceDelta, Recipient, Why};
+use crate::store::reads;
 
 /// How often a node announces all of its live entries.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(4);
@@ -170,6 +175,8 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
     announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut expire = tokio::time::interval(Duration::from_secs(1));
     expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One poll at a time: a slow store makes polls rarer, never pile up.
+    let mut polling: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,
@@ -183,16 +190,24 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                     m.up.set(i64::from(follower.health() == crate::bus::Health::Up));
                     tracing::trace!(?why, health = ?follower.health(), "bus: reading every local connection");
                     match why {
-                        Why::Gap => m.gaps.inc(),
-                        Why::Poll => m.polls.inc(),
-                    };
-                    ctx.hub.wake_all();
-                    if why == Why::Gap {
-                        // Resubscribed (or went down): whatever was missed
-                        // is re-announced by everyone, and entries get a
-                        // fresh lease instead of expiring for our outage.
-                        ctx.hub.refresh_remote();
-                        ctx.hub.announce_all();
+                        Why::Gap => {
+                            m.gaps.inc();
+                            // Wakes were lost, for anyone: every connection
+                            // reads from its cursor (rare, so the cost of
+                            // a read each is fine).
+                            ctx.hub.wake_all();
+                            // Resubscribed (or went down): whatever was
+                            // missed is re-announced by everyone, and
+                            // entries get a fresh lease instead of
+                            // expiring for our outage.
+                            ctx.hub.refresh_remote();
+                            ctx.hub.announce_all();
+                        }
+                        Why::Poll => {
+                            if polling.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                                polling = Some(tokio::spawn(poll_heads(ctx.clone())));
+                            }
+                        }
                     }
                 }
                 Some(Next::Presence { node, delta }) => {
@@ -213,51 +228,144 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
     }
 }
 
+static POLL_FAILED: crate::metrics::WarnEvery =
+    crate::metrics::WarnEvery::new(Duration::from_secs(30));
+
+/// The safety-net poll: one query of the log heads of every recipient live
+/// here (per [`reads::LOG_HEADS_BATCH`]), and a wake for each one whose
+/// head moved past what its connections were handed. It replaces a read
+/// of the log per connection per poll: at 5,000 idle visitors that was
+/// 5,000 reads a second.
+async fn poll_heads(ctx: Arc<Ctx>) {
+    let m = &ctx.metrics.bus;
+    m.polls.inc();
+    let keys = ctx.hub.live_keys();
+    let mut heads = Vec::new();
+    for chunk in keys.chunks(reads::LOG_HEADS_BATCH) {
+        let chunk = chunk.to_vec();
+        m.poll_queries.inc();
+        match ctx.reads.run(move |c| reads::log_heads(c, &chunk)).await {
+            Ok(h) => heads.extend(h),
+            Err(e) => {
+                // The next poll tries again; connections keep their cursors.
+                if let Some(skipped) = POLL_FAILED.due() {
+                    tracing::warn!(skipped, "bus: cannot read the log heads: {e}");
+                }
+                return;
+            }
+        }
+    }
+    let woken = ctx.hub.poll_heads(&heads);
+    m.poll_woken
+        .inc_by(u64::try_from(woken).unwrap_or(u64::MAX));
+}
+
 /// What the bus brings in.
 impl super::Hub {
     /// Another node committed `recipient`'s events up to `seq`: its
-    /// connections here read them from the log.
+    /// connections here read them from the log (unless they were already
+    /// handed that much).
     pub fn wake(&self, recipient: &Recipient, seq: Seq) {
-        let st = self.lock();
+        let mut st = self.lock();
         match recipient {
             Recipient::Agent(agent) => {
-                if let Some(a) = st.agents.get(agent) {
-                    for c in &a.conns {
-                        // A full queue is already being drained and the
-                        // next poll repeats this: never cut for a wake.
-                        let _full = c.tx.try_send(AgentPush::CatchUp(seq));
-                    }
+                if let Some(a) = st.agents.get_mut(agent).filter(|a| seq > a.head) {
+                    a.head = Self::wake_agent(a, seq);
                 }
             }
             Recipient::Visitor(visitor) => {
-                if let Some(v) = st.visitors.get(visitor) {
-                    Self::wake_visitor(v, seq);
+                if let Some(v) = st.visitors.get_mut(visitor).filter(|v| seq > v.head) {
+                    v.head = Self::wake_visitor(v, seq);
                 }
             }
         }
     }
 
-    fn wake_visitor(v: &VisitorLive, seq: Seq) {
+    /// Tell the agent's connections to catch up to `seq`; the head to keep:
+    /// `seq`, or 0 if a queue was full, so that the next poll repeats it
+    /// (a full queue is being drained: never cut for a wake).
+    fn wake_agent(a: &AgentLive, seq: Seq) -> Seq {
+        let mut head = seq;
+        for c in &a.conns {
+            if let Err(crate::pushq::TrySendError::Full(_)) = c.tx.try_send(AgentPush::CatchUp(seq))
+            {
+                head = 0;
+            }
+        }
+        head
+    }
+
+    /// As [`Self::wake_agent`], and the visitor's long-polls.
+    fn wake_visitor(v: &VisitorLive, seq: Seq) -> Seq {
+        let mut head = seq;
         for c in &v.conns {
-            let _full = c.tx.try_send(VisitorPush::CatchUp(seq));
+            if let Err(crate::pushq::TrySendError::Full(_)) =
+                c.tx.try_send(VisitorPush::CatchUp(seq))
+            {
+                head = 0;
+            }
         }
         if let Some(n) = &v.notify {
             n.notify_waiters();
         }
+        head
     }
 
-    /// Every local connection reads the log from its cursor (a gap on the
-    /// bus, or the periodic read).
+    /// Every local connection reads the log from its cursor: wakes may
+    /// have been lost (a gap on the bus).
     pub fn wake_all(&self) {
+        let mut st = self.lock();
+        for a in st.agents.values_mut() {
+            Self::wake_agent(a, Seq::MAX);
+            a.head = 0;
+        }
+        for v in st.visitors.values_mut() {
+            Self::wake_visitor(v, Seq::MAX);
+            v.head = 0;
+        }
+    }
+
+    /// The log-head keys of every recipient with a live connection here,
+    /// for the safety-net poll.
+    pub fn live_keys(&self) -> Vec<String> {
         let st = self.lock();
-        for a in st.agents.values() {
-            for c in &a.conns {
-                let _full = c.tx.try_send(AgentPush::CatchUp(Seq::MAX));
+        let agents = st
+            .agents
+            .iter()
+            .filter(|(_, a)| !a.conns.is_empty())
+            .map(|(id, _)| reads::agent_key(*id));
+        let visitors = st
+            .visitors
+            .iter()
+            .filter(|(_, v)| !v.conns.is_empty() || v.polls > 0)
+            .map(|(id, _)| reads::visitor_key(id));
+        agents.chain(visitors).collect()
+    }
+
+    /// The log heads a poll read (as [`Self::live_keys`] named them):
+    /// wake the recipients whose head moved past what their connections
+    /// here were handed. How many were woken.
+    pub fn poll_heads(&self, heads: &[(String, Seq)]) -> usize {
+        let heads: HashMap<&str, Seq> = heads.iter().map(|(k, s)| (k.as_str(), *s)).collect();
+        let mut st = self.lock();
+        let mut woken = 0;
+        for (id, a) in st.agents.iter_mut().filter(|(_, a)| !a.conns.is_empty()) {
+            if let Some(&seq) = heads.get(reads::agent_key(*id).as_str())
+                && seq > a.head
+            {
+                a.head = Self::wake_agent(a, seq);
+                woken += 1;
             }
         }
-        for v in st.visitors.values() {
-            Self::wake_visitor(v, Seq::MAX);
+        for (id, v) in st.visitors.iter_mut() {
+            if let Some(&seq) = heads.get(reads::visitor_key(id).as_str())
+                && seq > v.head
+            {
+                v.head = Self::wake_visitor(v, seq);
+                woken += 1;
+            }
         }
+        woken
     }
 
     /// Tell the other nodes every live entry here (periodically, so that

@@ -285,3 +285,63 @@ async fn other_nodes_visitors_are_listed_and_gone_only_when_no_node_has_them() {
         "{got:?}"
     );
 }
+
+/// What a connection's queue holds now, as the seqs of its catch-ups.
+fn catch_ups(reg: &mut Registration<AgentPush>) -> Vec<Seq> {
+    std::iter::from_fn(|| reg.rx.try_recv())
+        .filter_map(|p| match p {
+            AgentPush::CatchUp(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_poll_of_the_log_heads_wakes_only_the_recipients_that_are_behind() {
+    let (h, _metrics) = hub();
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    let mut bob = h.register_agent(1, member(2, "Bob"));
+    let _tab = h.register_visitor(visitor(1));
+    while alice.rx.try_recv().is_some() {}
+    while bob.rx.try_recv().is_some() {}
+    let mut keys = h.live_keys();
+    keys.sort();
+    assert_eq!(keys, ["a:1", "a:2", "v:v1"]);
+    // Just registered: whatever the log holds, each is checked once.
+    let heads = |a: Seq, b: Seq| vec![("a:1".to_owned(), a), ("a:2".to_owned(), b)];
+    assert_eq!(h.poll_heads(&heads(4, 2)), 2);
+    assert_eq!(catch_ups(&mut alice), [4]);
+    assert_eq!(catch_ups(&mut bob), [2]);
+    // Nothing moved: nobody is woken, nothing is read.
+    assert_eq!(h.poll_heads(&heads(4, 2)), 0);
+    assert!(catch_ups(&mut alice).is_empty());
+    // Alice's log moved by a commit here (pushed) and bob's elsewhere (a
+    // wake that was lost): only bob is behind.
+    h.publish(vec![event(5)]);
+    assert_eq!(h.poll_heads(&heads(5, 3)), 1);
+    assert!(catch_ups(&mut alice).is_empty());
+    assert_eq!(catch_ups(&mut bob), [3]);
+    // A wake that did arrive counts too.
+    h.wake(&Recipient::Agent(2), 4);
+    assert_eq!(catch_ups(&mut bob), [4]);
+    assert_eq!(h.poll_heads(&heads(5, 4)), 0);
+    // A gap wakes everyone and forgets the heads: the next poll checks all.
+    h.wake_all();
+    assert_eq!(catch_ups(&mut alice), [Seq::MAX]);
+    assert_eq!(h.poll_heads(&heads(5, 4)), 2);
+}
+
+#[tokio::test]
+async fn a_catch_up_that_did_not_fit_in_a_full_queue_is_repeated_by_the_next_poll() {
+    let (h, _metrics) = hub();
+    // The queue holds 3: two flushes' worth of live updates fill it.
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    let _visitors: Vec<_> = (0..3).map(|i| h.register_visitor(visitor(i))).collect();
+    h.flush_presence();
+    assert_eq!(h.poll_heads(&[("a:1".to_owned(), 7)]), 1);
+    assert!(!alice.rx.is_kicked(), "never cut for a wake");
+    // Drained: the poll tries again, since the catch-up was not handed over.
+    while alice.rx.try_recv().is_some() {}
+    assert_eq!(h.poll_heads(&[("a:1".to_owned(), 7)]), 1);
+    assert_eq!(catch_ups(&mut alice), [7]);
+}
