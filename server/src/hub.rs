@@ -32,7 +32,7 @@ use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::visitor::VisitorEvent;
 use tokio::sync::Notify;
 
-use crate::bus::{Bus, BusMsg, PresenceDelta, Recipient};
+use crate::bus::{Bus, BusMsg, Changed, PresenceDelta, Recipient};
 use crate::metrics::Metrics;
 use crate::pushq::{self, TrySendError};
 use crate::store::effect::Effect;
@@ -142,15 +142,6 @@ struct AgentLive {
     /// (pushed, or told to catch up to); 0 when unknown (a connection just
     /// registered). A poll of the log heads wakes only who is behind it.
     head: Seq,
-}
-
-impl AgentLive {
-    fn member(&self) -> TeamMember {
-        TeamMember {
-            presence: self.presence,
-            ..self.member.clone()
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -292,6 +283,7 @@ impl Hub {
             let counter = match &msg {
                 BusMsg::Wake { .. } => &self.metrics.bus.wakes_published,
                 BusMsg::Presence(_) => &self.metrics.bus.presence_sent,
+                BusMsg::Changed(_) => &self.metrics.bus.changes_sent,
             };
             counter.inc();
             bus.publish(msg);
@@ -331,7 +323,12 @@ impl Hub {
         let Some(a) = st.agents.get(&agent) else {
             return;
         };
-        let (site, member) = (a.site, a.member());
+        // Its presence on any node: seen here once, it may be on another.
+        let member = TeamMember {
+            presence: Self::presence_in(st, agent),
+            ..a.member.clone()
+        };
+        let site = a.site;
         self.broadcast_live(st, site, LiveEvent::TeamMember(member));
     }
 
@@ -486,8 +483,12 @@ impl Hub {
                 self.broadcast_member(st, agent);
             }
             None => {
-                // Not connected since start: offline, but the panel still
-                // wants its load.
+                // Not connected here since start: its presence is another
+                // node's (or offline), and the panel still wants its load.
+                let member = TeamMember {
+                    presence: Self::presence_in(st, agent),
+                    ..member
+                };
                 self.broadcast_live(st, site, LiveEvent::TeamMember(member));
             }
         }
@@ -743,6 +744,52 @@ impl Hub {
                 self.broadcast_live(&mut st, site, LiveEvent::VisitorGone { visitor: id });
             }
         }
+    }
+
+    /// The stored part of a live visitor's record, read again because
+    /// another node committed a change to it ([`Changed::Visitor`]): as a
+    /// committed change made here, it reaches agents with the next flush
+    /// (and the other nodes with its presence delta).
+    pub fn visitor_reread(&self, stored: VisitorInfo) {
+        let mut st = self.lock();
+        let id = stored.id.clone();
+        let Some(v) = st.visitors.get(&id) else {
+            return;
+        };
+        let i = &v.info;
+        if (
+            &i.name,
+            &i.email,
+            &i.attrs,
+            &i.external_id,
+            i.verified,
+            i.conversation,
+        ) == (
+            &stored.name,
+            &stored.email,
+            &stored.attrs,
+            &stored.external_id,
+            stored.verified,
+            stored.conversation,
+        ) {
+            return;
+        }
+        Self::apply_visitor_change(
+            &mut st,
+            id.clone(),
+            VisitorChange::Identity {
+                name: stored.name,
+                email: stored.email,
+                attrs: stored.attrs,
+                external_id: stored.external_id,
+                verified: stored.verified,
+            },
+        );
+        Self::apply_visitor_change(
+            &mut st,
+            id,
+            VisitorChange::Conversation(stored.conversation),
+        );
     }
 
     /// A committed change to a visitor's stored record: update the live

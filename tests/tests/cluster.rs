@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use holdfast_client::DeliveryState;
-use holdfast_protocol::agent::{ConversationId, ConversationState};
+use holdfast_protocol::agent::{ConversationId, ConversationState, Presence};
 use holdfast_protocol::visitor::{PageInfo, VisitorIn, VisitorOut};
 use holdfast_tests::cluster::{Cluster, LIVENESS};
 use holdfast_tests::core_agent::{CoreAgent, fast_config};
@@ -413,4 +413,90 @@ async fn the_safety_net_poll_is_one_query_for_the_node_not_one_read_per_connecti
     assert!(counter(&c, 0, "holdfast_bus_poll_woken_total").await > woken);
     alice.shutdown().await;
     drop(idle);
+}
+
+/// The team panel follows teammates on other nodes live: bob logging in
+/// on node 2, his load as node 2 assigns him a chat, his presence, and his
+/// logging out all reach alice on node 1 without a login of hers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teammate_s_changes_on_another_node_show_live_on_the_team_panel() {
+    holdfast_tests::init_logs();
+    let c = cluster(2, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = alice(&c, 0, &dir);
+    alice.live().await;
+    let bob_id = alice
+        .until("the team", |u| match u {
+            holdfast_client::Update::Team(list) => {
+                list.iter().find(|m| m.name == "Bob").map(|m| m.agent)
+            }
+            _ => None,
+        })
+        .await;
+    // Alice away: node 2 assigns the next chat to bob.
+    let id = alice.handle.set_presence(Presence::Away).await.unwrap();
+    alice.outcome(id).await.unwrap();
+
+    let mut bob = agent(&c, 1, &dir, "bob");
+    bob.live().await;
+    let t = Instant::now();
+    alice
+        .member_where(bob_id, |m| m.presence == Presence::Online)
+        .await;
+    println!("bob online on node 2, seen on node 1 in {:?}", t.elapsed());
+
+    let mut v = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    agents_online(&mut v).await;
+    v.say_acked("for bob").await.unwrap();
+    bob.visitor_message().await;
+    let t = Instant::now();
+    alice.member_where(bob_id, |m| m.active == 1).await;
+    // It came as a note to re-read bob's row, counted on both sides.
+    assert!(counter(&c, 1, "holdfast_bus_changes_sent_total").await >= 1.0);
+    assert!(counter(&c, 0, "holdfast_bus_changes_received_total").await >= 1.0);
+    println!(
+        "bob's load, committed on node 2, seen on node 1 in {:?}",
+        t.elapsed()
+    );
+
+    let id = bob.handle.set_presence(Presence::Away).await.unwrap();
+    bob.outcome(id).await.unwrap();
+    alice
+        .member_where(bob_id, |m| m.presence == Presence::Away)
+        .await;
+    bob.shutdown().await;
+    alice
+        .member_where(bob_id, |m| m.presence == Presence::Offline)
+        .await;
+    alice.shutdown().await;
+}
+
+/// A visitor's row in the agents' list says which conversation is open.
+/// Closed by an agent on node 1 while the visitor's widget is on node 2,
+/// the row is cleared live on node 1 too (node 2 re-reads the visitor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_closed_on_another_node_clears_the_visitor_s_row_live() {
+    holdfast_tests::init_logs();
+    let c = cluster(2, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = alice(&c, 0, &dir);
+    alice.live().await;
+    let mut v = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    agents_online(&mut v).await;
+    v.say_acked("hello").await.unwrap();
+    let conv = alice.visitor_message().await.conversation;
+    alice
+        .visitor_where(|i| i.id == v.visitor && i.conversation == Some(conv))
+        .await;
+    let id = alice.handle.close(conv).await.unwrap();
+    alice.outcome(id).await.unwrap();
+    let t = Instant::now();
+    alice
+        .visitor_where(|i| i.id == v.visitor && i.conversation.is_none())
+        .await;
+    println!(
+        "closed on node 1, the visitor's row on node 1 cleared in {:?}",
+        t.elapsed()
+    );
+    alice.shutdown().await;
 }

@@ -22,7 +22,7 @@ use holdfast_protocol::agent::Seq;
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::{Bus, BusMsg, Health, PresenceDelta, Received, Recipient, Subscription};
+use super::{Bus, BusMsg, Changed, Health, PresenceDelta, Received, Recipient, Subscription};
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,8 @@ pub enum Next {
     /// A gap: read every live recipient's events from its cursor. A poll:
     /// check every live recipient's log head (see the module docs).
     ReadAll(Why),
+    /// A stored record changed on another node: read it again.
+    Changed(Changed),
 }
 
 /// Why a [`Next::ReadAll`].
@@ -142,6 +144,7 @@ impl Follower {
                                 node: m.node.clone(),
                                 delta: delta.clone(),
                             },
+                            BusMsg::Changed(c) => Next::Changed(c.clone()),
                         }),
                     };
                 }

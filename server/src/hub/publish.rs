@@ -1,5 +1,7 @@
 //! The hub's side of a commit: the effects of a committed batch reach the
-//! live connections here (and, with a bus, the other nodes' wake-ups).
+//! live connections here (and, with a bus, the other nodes: a wake-up per
+//! recipient, and a "re-read it" note for each changed team row or visitor
+//! record, which the nodes show from memory).
 
 use super::*;
 
@@ -59,12 +61,21 @@ impl Publish for Hub {
                     }
                 }
                 Effect::VisitorChanged { visitor, change } => {
+                    // The visitor may be live on another node (its widget
+                    // there, the change made here): that node re-reads it.
+                    self.tell(|| {
+                        BusMsg::Changed(Changed::Visitor {
+                            visitor: visitor.clone(),
+                        })
+                    });
                     Self::apply_visitor_change(&mut st, visitor, change);
                 }
                 Effect::Presence { agent, presence } => {
                     self.apply_presence(&mut st, agent, presence);
                 }
                 Effect::Team { site, member } => {
+                    let agent = member.agent;
+                    self.tell(|| BusMsg::Changed(Changed::Member { site, agent }));
                     self.set_member(&mut st, site, member);
                 }
             }

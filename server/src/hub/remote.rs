@@ -1,6 +1,14 @@
 //! The other nodes' live connections as this node hears of them on the bus
 //! (issue 15), and the task that follows the bus.
 //!
+//! What this node shows from memory and another node may change reaches
+//! it as a note to read the record again ([`Changed`]), never as the
+//! record: a team row (load, role, capacity) committed elsewhere is read
+//! and sent to the site's agents here; a visitor's stored record (identity,
+//! open conversation) is read by the node the visitor is live on, whose
+//! presence delta then carries it to everyone. An agent whose presence
+//! moves on another node but who has no team row here yet is read too.
+//!
 //! Presence is not stored: each node announces its agents and visitors
 //! when they change and all of them every [`ANNOUNCE_EVERY`], and an entry
 //! not heard of for [`EXPIRE_AFTER`] is dropped, so a node that dies takes
@@ -26,7 +34,7 @@ use holdfast_protocol::agent::{
 
 use super::{AgentLive, AgentPush, State, VisitorLive, VisitorPush};
 use crate::Ctx;
-use crate::bus::{BusMsg, Follower, Next, PresenceDelta, Recipient, Why};
+use crate::bus::{BusMsg, Changed, Follower, Next, PresenceDelta, Recipient, Why};
 use crate::store::reads;
 
 /// How often a node announces all of its live entries.
@@ -177,6 +185,15 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
     expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One poll at a time: a slow store makes polls rarer, never pile up.
     let mut polling: Option<tokio::task::JoinHandle<()>> = None;
+    let (reread, rereads) = tokio::sync::mpsc::channel(REREAD_QUEUE);
+    tokio::spawn(reread_loop(ctx.clone(), rereads));
+    let ask = |what: Changed| {
+        // Full: the store is slow or gone; the record is read again at
+        // its next change or announcement.
+        if reread.try_send(what).is_err() {
+            tracing::debug!("bus: re-read queue full, dropping a note");
+        }
+    };
     loop {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,
@@ -212,7 +229,13 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                 }
                 Some(Next::Presence { node, delta }) => {
                     m.presence_received.inc();
-                    ctx.hub.remote_presence(node, delta);
+                    if let Some((site, agent)) = ctx.hub.remote_presence(node, delta) {
+                        ask(Changed::Member { site, agent });
+                    }
+                }
+                Some(Next::Changed(what)) => {
+                    m.changes_received.inc();
+                    ask(what);
                 }
             },
             _ = announce.tick() => ctx.hub.announce_all(),
@@ -221,7 +244,55 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                 // the last known entries rather than call live agents on
                 // other nodes offline (which would hand back their chats).
                 if follower.health() == crate::bus::Health::Up {
-                    ctx.hub.expire_remote(EXPIRE_AFTER);
+                    for (site, agent) in ctx.hub.expire_remote(EXPIRE_AFTER) {
+                        ask(Changed::Member { site, agent });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Notes waiting to be read again; more are dropped (see `follow`).
+const REREAD_QUEUE: usize = 1024;
+
+/// Read again, one at a time and in the order asked, the records other
+/// nodes changed (or whose presence moved) and that this node shows live:
+/// one at a time so that an older read never lands after a newer one.
+async fn reread_loop(ctx: Arc<Ctx>, mut notes: tokio::sync::mpsc::Receiver<Changed>) {
+    while let Some(what) = notes.recv().await {
+        match what {
+            Changed::Member { agent, .. } => {
+                let row = ctx
+                    .reads
+                    .run(move |c| {
+                        let Some(row) = reads::agent_by_id(c, agent)? else {
+                            return Ok(None);
+                        };
+                        Ok(Some((row.clone(), reads::agent_load(c, agent)?)))
+                    })
+                    .await;
+                match row {
+                    Ok(Some((row, load))) => ctx
+                        .hub
+                        .update_member(row.site, crate::agent_gw::team_member(&row, load)),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(agent, "bus: cannot re-read a team row: {e}"),
+                }
+            }
+            Changed::Visitor { visitor } => {
+                // Only the node the visitor is live on shows its record.
+                if ctx.hub.visitor_live(&visitor).is_none() {
+                    continue;
+                }
+                match ctx
+                    .reads
+                    .run(move |c| reads::visitor_info(c, &visitor))
+                    .await
+                {
+                    Ok(Some(stored)) => ctx.hub.visitor_reread(stored),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("bus: cannot re-read a visitor: {e}"),
                 }
             }
         }
@@ -385,8 +456,14 @@ impl super::Hub {
         }
     }
 
-    /// Another node's live state changed (or was re-announced).
-    pub fn remote_presence(&self, node: Arc<str>, delta: PresenceDelta) {
+    /// Another node's live state changed (or was re-announced). An agent
+    /// whose presence moved but who has no team row here yet: the caller
+    /// reads its row and passes it to [`Self::update_member`].
+    pub fn remote_presence(
+        &self,
+        node: Arc<str>,
+        delta: PresenceDelta,
+    ) -> Option<(SiteId, AgentId)> {
         let now = Instant::now();
         let mut st = self.lock();
         match delta {
@@ -414,7 +491,7 @@ impl super::Hub {
                         },
                     );
                 }
-                self.remote_agent_changed(&mut st, agent, site, before);
+                return self.remote_agent_changed(&mut st, agent, site, before);
             }
             PresenceDelta::Visitor(info) => {
                 let (id, site) = (info.id.clone(), info.site);
@@ -443,6 +520,7 @@ impl super::Hub {
                 self.remote_visitor_gone(&mut st, visitor, site);
             }
         }
+        None
     }
 
     fn remote_visitor_gone(&self, st: &mut State, visitor: String, site: SiteId) {
@@ -453,34 +531,42 @@ impl super::Hub {
 
     /// An agent's connections elsewhere changed: tell this node's agents
     /// (team panel) and visitors ("agents online") if what they see moved.
+    /// An agent never seen here has no team row in the hub: returned, for
+    /// the caller to read it from the store.
     fn remote_agent_changed(
         &self,
         st: &mut State,
         agent: AgentId,
         site: SiteId,
         (presence_before, online_before): (Presence, bool),
-    ) {
-        // An agent never seen here has no team row in the hub: the panel
-        // shows it at the next login (or its next stored change).
-        if Self::presence_in(st, agent) != presence_before
-            && let Some(a) = st.agents.get(&agent)
-        {
-            let member = TeamMember {
-                presence: Self::presence_in(st, agent),
-                ..a.member.clone()
-            };
-            self.broadcast_live(st, site, LiveEvent::TeamMember(member));
+    ) -> Option<(SiteId, AgentId)> {
+        let mut unknown = None;
+        if Self::presence_in(st, agent) != presence_before {
+            match st.agents.get(&agent) {
+                Some(a) => {
+                    let member = TeamMember {
+                        presence: Self::presence_in(st, agent),
+                        ..a.member.clone()
+                    };
+                    self.broadcast_live(st, site, LiveEvent::TeamMember(member));
+                }
+                None => unknown = Some((site, agent)),
+            }
         }
         if Self::site_has_online(st, site) != online_before {
             self.broadcast_agents_online(st, site);
         }
+        unknown
     }
 
-    /// Drop other nodes' entries not re-announced within `max_age`.
-    pub fn expire_remote(&self, max_age: Duration) {
+    /// Drop other nodes' entries not re-announced within `max_age`; the
+    /// agents among them to read from the store (see
+    /// [`Self::remote_presence`]).
+    pub fn expire_remote(&self, max_age: Duration) -> Vec<(SiteId, AgentId)> {
         let mut st = self.lock();
         let now = Instant::now();
         let gone = st.remote.expire(now, max_age);
+        let mut reread = Vec::new();
         for (visitor, site) in gone.visitors {
             self.remote_visitor_gone(&mut st, visitor, site);
         }
@@ -488,8 +574,9 @@ impl super::Hub {
             // The entry is already gone: compare with what it said (a
             // redundant "agents online: no" at worst).
             let before = (presence, true);
-            self.remote_agent_changed(&mut st, agent, site, before);
+            reread.extend(self.remote_agent_changed(&mut st, agent, site, before));
         }
+        reread
     }
 
     /// The bus was down: give every remote entry a fresh lease.
