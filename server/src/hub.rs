@@ -15,6 +15,8 @@
 //!
 //! - `publish`: committed effects to live connections, and wake-ups for
 //!   the other nodes.
+//! - [`fallback`]: presence's PostgreSQL copy, which keeps the other
+//!   nodes' entries right while the bus is down.
 //! - [`remote`]: the other nodes' connections as heard on the bus, the
 //!   task that follows it, and the safety-net poll of the log heads (each
 //!   live recipient's head as last handed to its connections here is kept
@@ -231,6 +233,9 @@ pub struct Hub {
     /// committed batches then wake them and presence changes are told.
     /// Unset on a single node, which then pays nothing for any of it.
     bus: OnceLock<Arc<dyn Bus>>,
+    /// Set when this node tells the bus of a presence change (or
+    /// re-announces): the PostgreSQL copy's writer looks for what changed.
+    presence_dirty: std::sync::atomic::AtomicBool,
 }
 
 /// Send a presence change to an agent; a full queue drops it and marks the
@@ -268,6 +273,7 @@ impl Hub {
             cfg,
             metrics,
             bus: OnceLock::new(),
+            presence_dirty: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -282,7 +288,11 @@ impl Hub {
             let msg = msg();
             let counter = match &msg {
                 BusMsg::Wake { .. } => &self.metrics.bus.wakes_published,
-                BusMsg::Presence(_) => &self.metrics.bus.presence_sent,
+                BusMsg::Presence(_) => {
+                    self.presence_dirty
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    &self.metrics.bus.presence_sent
+                }
                 BusMsg::Changed(_) => &self.metrics.bus.changes_sent,
             };
             counter.inc();
@@ -853,6 +863,7 @@ impl Availability for Hub {
     }
 }
 
+pub mod fallback;
 mod publish;
 pub mod remote;
 

@@ -500,3 +500,76 @@ async fn a_conversation_closed_on_another_node_clears_the_visitor_s_row_live() {
     );
     alice.shutdown().await;
 }
+
+/// Presence survives a Redis outage through its PostgreSQL copy: with the
+/// bus down, a visitor who leaves node 2 is gone from alice's list on node
+/// 1 within 15 s, and when node 2 itself dies its visitor and bob are gone
+/// within 15 s too (they used to stay listed until Redis was back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_presence_follows_the_database_copy() {
+    holdfast_tests::init_logs();
+    let mut c = cluster(2, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = alice(&c, 0, &dir);
+    alice.live().await;
+    let bob_id = alice
+        .until("the team", |u| match u {
+            holdfast_client::Update::Team(list) => {
+                list.iter().find(|m| m.name == "Bob").map(|m| m.agent)
+            }
+            _ => None,
+        })
+        .await;
+    let mut bob = agent(&c, 1, &dir, "bob");
+    bob.live().await;
+    alice
+        .member_where(bob_id, |m| m.presence == Presence::Online)
+        .await;
+    let leaving = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    let staying = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    alice.visitor_where(|i| i.id == leaving.visitor).await;
+    alice.visitor_where(|i| i.id == staying.visitor).await;
+
+    c.redis.kill9();
+    for node in 0..2 {
+        let t = Instant::now();
+        while c.metric(node, "holdfast_bus_up").await != Some(0.0) {
+            assert!(
+                t.elapsed() < LIVENESS,
+                "node {node} never saw the bus go down"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let gone = |id: String| {
+        move |u: &holdfast_client::Update| match u {
+            holdfast_client::Update::VisitorGone { visitor, .. } if *visitor == id => Some(()),
+            _ => None,
+        }
+    };
+    let left = Instant::now();
+    let id = leaving.visitor.clone();
+    leaving.close().await;
+    alice.until("the visitor who left to go", gone(id)).await;
+    let after = left.elapsed();
+    println!("Redis down: a visitor who left node 2 was gone from node 1 after {after:?}");
+    assert!(after < Duration::from_secs(15), "{after:?}");
+
+    tokio::task::block_in_place(|| c.nodes[1].kill9());
+    let killed = Instant::now();
+    alice
+        .until(
+            "the dead node's visitor to go",
+            gone(staying.visitor.clone()),
+        )
+        .await;
+    alice
+        .member_where(bob_id, |m| m.presence == Presence::Offline)
+        .await;
+    let after = killed.elapsed();
+    println!("Redis down: node 2's entries gone from node 1 {after:?} after its kill -9");
+    assert!(after < Duration::from_secs(15), "{after:?}");
+    drop(staying);
+    drop(bob);
+    alice.shutdown().await;
+}

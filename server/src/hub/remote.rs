@@ -9,12 +9,16 @@
 //! presence delta then carries it to everyone. An agent whose presence
 //! moves on another node but who has no team row here yet is read too.
 //!
-//! Presence is not stored: each node announces its agents and visitors
-//! when they change and all of them every [`ANNOUNCE_EVERY`], and an entry
-//! not heard of for [`EXPIRE_AFTER`] is dropped, so a node that dies takes
-//! its entries with it within 15 s. While the bus is down nothing can be
-//! heard, so nothing expires then (see [`RemoteState::expire`]); when it is
-//! back every node re-announces at once.
+//! Presence travels on the bus: each node announces its agents and
+//! visitors when they change and all of them every [`ANNOUNCE_EVERY`], and
+//! an entry not heard of for [`EXPIRE_AFTER`] is dropped, so a node that
+//! dies takes its entries with it within 15 s. While the bus is down
+//! nothing can be heard, so nothing expires by age then; instead, on
+//! PostgreSQL, every second the other nodes' entries are replaced by
+//! presence's copy in the database (`super::fallback`), where each node
+//! writes its entries as they change and a heartbeat, so someone who
+//! leaves, or a node that dies, during the outage is gone within 15 s too.
+//! When the bus is back every node re-announces at once.
 //!
 //! Delivery never comes from a bus message's content: a wake (or a gap, or
 //! the follower's timer) only tells the local connections to read the log
@@ -185,6 +189,8 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
     expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One poll at a time: a slow store makes polls rarer, never pile up.
     let mut polling: Option<tokio::task::JoinHandle<()>> = None;
+    // Likewise the reads of presence's PostgreSQL copy while the bus is down.
+    let mut copying: Option<tokio::task::JoinHandle<()>> = None;
     let (reread, rereads) = tokio::sync::mpsc::channel(REREAD_QUEUE);
     tokio::spawn(reread_loop(ctx.clone(), rereads));
     let ask = |what: Changed| {
@@ -247,6 +253,10 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                     for (site, agent) in ctx.hub.expire_remote(EXPIRE_AFTER) {
                         ask(Changed::Member { site, agent });
                     }
+                } else if ctx.cfg.database.is_some()
+                    && copying.as_ref().is_none_or(tokio::task::JoinHandle::is_finished)
+                {
+                    copying = Some(tokio::spawn(read_copy(ctx.clone(), reread.clone())));
                 }
             }
         }
@@ -294,6 +304,28 @@ async fn reread_loop(ctx: Arc<Ctx>, mut notes: tokio::sync::mpsc::Receiver<Chang
                     Ok(None) => {}
                     Err(e) => tracing::warn!("bus: cannot re-read a visitor: {e}"),
                 }
+            }
+        }
+    }
+}
+
+/// While the bus is down: the other nodes' entries as presence's
+/// PostgreSQL copy has them (see `super::fallback`).
+async fn read_copy(ctx: Arc<Ctx>, reread: tokio::sync::mpsc::Sender<Changed>) {
+    let node = ctx.cfg.node_id.clone();
+    match ctx
+        .reads
+        .run(move |c| crate::store::presence_pg::others(c, &node))
+        .await
+    {
+        Ok(others) => {
+            for (site, agent) in ctx.hub.remote_replace(&others) {
+                let _full = reread.try_send(Changed::Member { site, agent });
+            }
+        }
+        Err(e) => {
+            if let Some(skipped) = POLL_FAILED.due() {
+                tracing::warn!(skipped, "bus down: cannot read presence's copy: {e}");
             }
         }
     }
