@@ -345,3 +345,60 @@ async fn a_catch_up_that_did_not_fit_in_a_full_queue_is_repeated_by_the_next_pol
     assert_eq!(h.poll_heads(&[("a:1".to_owned(), 7)]), 1);
     assert_eq!(catch_ups(&mut alice), [7]);
 }
+
+#[tokio::test]
+async fn the_database_copy_replaces_other_nodes_entries_and_agents_hear_only_what_moved() {
+    use crate::bus::PresenceDelta;
+    use crate::store::presence_pg::{AgentEntry, Entries};
+    let (h, _metrics) = hub();
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    drain(&mut alice.rx);
+    h.remote_presence("n2".into(), PresenceDelta::Visitor(Box::new(visitor(7))));
+    h.remote_presence("n3".into(), PresenceDelta::Visitor(Box::new(visitor(8))));
+    let bob = |connections| PresenceDelta::Agent {
+        site: 1,
+        agent: 2,
+        presence: Presence::Online,
+        connections,
+    };
+    // Bob has no team row here: his row is to be read from the store.
+    assert_eq!(h.remote_presence("n2".into(), bob(1)), Some((1, 2)));
+    assert_eq!(h.available_agents(1), [1, 2]);
+    drain(&mut alice.rx);
+    // The copy, during an outage: n2 still has v7 but bob left it, and n3
+    // is not heard from any more.
+    let mut n2 = Entries::default();
+    n2.visitors.insert("v7".into(), visitor(7));
+    let others = HashMap::from([("n2".to_owned(), n2.clone())]);
+    assert_eq!(h.remote_replace(&others), [(1, 2)]);
+    assert_eq!(h.available_agents(1), [1]);
+    let got = drain(&mut alice.rx);
+    let gone: Vec<&str> = got
+        .iter()
+        .filter_map(|p| match p {
+            AgentPush::Live(l) => match &**l {
+                LiveEvent::VisitorGone { visitor } => Some(visitor.as_str()),
+                LiveEvent::Visitor(v) => panic!("v{} did not change: {v:?}", v.id),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gone, ["v8"]);
+    assert_eq!(h.visitors_of_site(1), [visitor(7)]);
+    // The same copy again moves nothing.
+    assert!(h.remote_replace(&others).is_empty());
+    assert!(drain(&mut alice.rx).is_empty());
+    // Bob back on n2, per the copy.
+    n2.agents.insert(
+        2,
+        AgentEntry {
+            site: 1,
+            presence: Presence::Away,
+            connections: 1,
+        },
+    );
+    let others = HashMap::from([("n2".to_owned(), n2)]);
+    assert_eq!(h.remote_replace(&others), [(1, 2)]);
+    assert_eq!(h.presence(2), Presence::Away);
+}
