@@ -225,6 +225,8 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                             // expiring for our outage.
                             ctx.hub.refresh_remote();
                             ctx.hub.announce_all();
+                            // Notes to re-read team rows were lost too.
+                            tokio::spawn(reread_teams(ctx.clone()));
                         }
                         Why::Poll => {
                             if polling.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
@@ -305,6 +307,23 @@ async fn reread_loop(ctx: Arc<Ctx>, mut notes: tokio::sync::mpsc::Receiver<Chang
                     Err(e) => tracing::warn!("bus: cannot re-read a visitor: {e}"),
                 }
             }
+        }
+    }
+}
+
+/// After a gap: the teams of the sites with agents here, read again, since
+/// notes of team rows changed elsewhere may have been lost; only the rows
+/// that differ from what this node knows are sent to its agents.
+async fn reread_teams(ctx: Arc<Ctx>) {
+    for site in ctx.hub.agent_sites() {
+        match ctx.reads.run(move |c| reads::team(c, site)).await {
+            Ok(rows) => ctx.hub.team_reread(
+                site,
+                rows.iter()
+                    .map(|(r, n)| crate::agent_gw::team_member(r, *n))
+                    .collect(),
+            ),
+            Err(e) => tracing::warn!(site, "bus: cannot re-read a team after a gap: {e}"),
         }
     }
 }
@@ -589,6 +608,38 @@ impl super::Hub {
             self.broadcast_agents_online(st, site);
         }
         unknown
+    }
+
+    /// Sites with an agent connected here.
+    pub fn agent_sites(&self) -> Vec<SiteId> {
+        let st = self.lock();
+        let mut sites: Vec<SiteId> = st
+            .agents
+            .values()
+            .filter(|a| !a.conns.is_empty())
+            .map(|a| a.site)
+            .collect();
+        sites.sort_unstable();
+        sites.dedup();
+        sites
+    }
+
+    /// A site's team rows as stored, read again after a gap: the ones
+    /// that differ from the row this node holds (or that it holds none of)
+    /// go to the site's agents.
+    pub fn team_reread(&self, site: SiteId, rows: Vec<TeamMember>) {
+        let mut st = self.lock();
+        for row in rows {
+            let same = st.agents.get(&row.agent).is_some_and(|a| {
+                TeamMember {
+                    presence: a.member.presence,
+                    ..row.clone()
+                } == a.member
+            });
+            if !same {
+                self.set_member(&mut st, site, row);
+            }
+        }
     }
 
     /// Drop other nodes' entries not re-announced within `max_age`; the
