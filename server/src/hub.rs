@@ -161,6 +161,9 @@ struct VisitorLive {
     gone_since: Option<Instant>,
     /// As [`AgentLive::head`], for the visitor's log.
     head: Seq,
+    /// `State::visitor_changes` when a committed change last reached this
+    /// record here: a re-read started before that is older than it.
+    changed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +224,9 @@ struct State {
     closing: bool,
     /// The other nodes' agents and visitors, as heard on the bus.
     remote: remote::RemoteState,
+    /// Counts committed changes applied to visitors' records (see
+    /// `VisitorLive::changed`).
+    visitor_changes: u64,
     next_conn: u64,
 }
 
@@ -596,6 +602,7 @@ impl Hub {
                 notify: None,
                 gone_since: None,
                 head: 0,
+                changed: 0,
             }
         });
         entry.info.online = true;
@@ -808,6 +815,8 @@ impl Hub {
         let Some(v) = st.visitors.get_mut(&visitor) else {
             return;
         };
+        st.visitor_changes += 1;
+        v.changed = st.visitor_changes;
         match change {
             VisitorChange::Identity {
                 name,

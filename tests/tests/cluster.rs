@@ -637,3 +637,46 @@ async fn a_team_change_made_during_a_redis_outage_shows_once_the_bus_is_back() {
     bob.shutdown().await;
     alice.shutdown().await;
 }
+
+/// The visitor's row is made up for after an outage too: a conversation
+/// closed on node 1 while Redis was down (the note to node 2 lost) is
+/// cleared from the visitor's row once the bus is back, as node 2 reads
+/// its visitors' open conversations again on the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_closed_during_a_redis_outage_clears_the_row_once_the_bus_is_back() {
+    holdfast_tests::init_logs();
+    let mut c = cluster(2, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = alice(&c, 0, &dir);
+    alice.live().await;
+    let mut v = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    agents_online(&mut v).await;
+    v.say_acked("hello").await.unwrap();
+    let conv = alice.visitor_message().await.conversation;
+    alice
+        .visitor_where(|i| i.id == v.visitor && i.conversation == Some(conv))
+        .await;
+    c.redis.kill9();
+    for node in 0..2 {
+        let t = Instant::now();
+        while c.metric(node, "holdfast_bus_up").await != Some(0.0) {
+            assert!(
+                t.elapsed() < LIVENESS,
+                "node {node} never saw the bus go down"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let id = alice.handle.close(conv).await.unwrap();
+    alice.outcome(id).await.unwrap();
+    let back = Instant::now();
+    tokio::task::block_in_place(|| c.redis.restart());
+    alice
+        .visitor_where(|i| i.id == v.visitor && i.conversation.is_none())
+        .await;
+    println!(
+        "closed during the outage, the row cleared {:?} after Redis was started again",
+        back.elapsed()
+    );
+    alice.shutdown().await;
+}

@@ -352,6 +352,18 @@ async fn chat_scenario(db: Database) {
     ];
     expect.sort();
     assert_eq!(heads, expect);
+    // Likewise the open conversations read again after a bus gap.
+    let vid = v.clone();
+    let (many, one) = node
+        .reads
+        .run(move |c| {
+            let many = reads::open_conversations(c, &[vid.clone(), "nobody".to_owned()])?;
+            let one = reads::open_conversation(c, &vid)?.map(|c| (vid.clone(), c.id));
+            Ok((many, one))
+        })
+        .await
+        .unwrap();
+    assert_eq!(many, one.into_iter().collect::<Vec<_>>());
 
     // History, newest first, with both lines exactly once.
     let vid = v.clone();

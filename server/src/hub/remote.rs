@@ -8,6 +8,9 @@
 //! open conversation) is read by the node the visitor is live on, whose
 //! presence delta then carries it to everyone. An agent whose presence
 //! moves on another node but who has no team row here yet is read too.
+//! Notes lost with the bus are made up for on a gap: the node reads again
+//! the teams of the sites with agents here, and the open conversations of
+//! its live visitors (one query), and passes on only what differs.
 //!
 //! Presence travels on the bus: each node announces its agents and
 //! visitors when they change and all of them every [`ANNOUNCE_EVERY`], and
@@ -225,8 +228,10 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                             // expiring for our outage.
                             ctx.hub.refresh_remote();
                             ctx.hub.announce_all();
-                            // Notes to re-read team rows were lost too.
+                            // Notes to re-read team rows and visitors'
+                            // records were lost too.
                             tokio::spawn(reread_teams(ctx.clone()));
+                            tokio::spawn(reread_conversations(ctx.clone()));
                         }
                         Why::Poll => {
                             if polling.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
@@ -324,6 +329,28 @@ async fn reread_teams(ctx: Arc<Ctx>) {
                     .collect(),
             ),
             Err(e) => tracing::warn!(site, "bus: cannot re-read a team after a gap: {e}"),
+        }
+    }
+}
+
+/// After a gap: the open conversation of every visitor live here, read
+/// again in one query per [`reads::LOG_HEADS_BATCH`] visitors, since a
+/// note that one changed on another node may have been lost.
+async fn reread_conversations(ctx: Arc<Ctx>) {
+    let (ids, epoch) = ctx.hub.live_visitors();
+    for chunk in ids.chunks(reads::LOG_HEADS_BATCH) {
+        let chunk = chunk.to_vec();
+        let asked = chunk.clone();
+        match ctx
+            .reads
+            .run(move |c| reads::open_conversations(c, &chunk))
+            .await
+        {
+            Ok(open) => ctx.hub.conversations_reread(&asked, &open, epoch),
+            Err(e) => {
+                tracing::warn!("bus: cannot re-read visitors' conversations after a gap: {e}");
+                return;
+            }
         }
     }
 }
@@ -608,6 +635,47 @@ impl super::Hub {
             self.broadcast_agents_online(st, site);
         }
         unknown
+    }
+
+    /// The visitors live here, and the count of committed changes applied
+    /// so far (for [`Self::conversations_reread`]).
+    pub fn live_visitors(&self) -> (Vec<String>, u64) {
+        let st = self.lock();
+        let ids = st
+            .visitors
+            .iter()
+            .filter(|(_, v)| v.info.online)
+            .map(|(id, _)| id.clone())
+            .collect();
+        (ids, st.visitor_changes)
+    }
+
+    /// The open conversations of the visitors `asked` about, as stored
+    /// (read after `epoch`): a live record that says otherwise, and has no
+    /// committed change newer than the read, is corrected, and reaches
+    /// agents with the next flush.
+    pub fn conversations_reread(
+        &self,
+        asked: &[String],
+        open: &[(String, holdfast_protocol::agent::ConversationId)],
+        epoch: u64,
+    ) {
+        let open: HashMap<&str, u64> = open.iter().map(|(v, c)| (v.as_str(), *c)).collect();
+        let mut st = self.lock();
+        for id in asked {
+            let stored = open.get(id.as_str()).copied();
+            let stale = st
+                .visitors
+                .get(id)
+                .is_some_and(|v| v.changed <= epoch && v.info.conversation != stored);
+            if stale {
+                Self::apply_visitor_change(
+                    &mut st,
+                    id.clone(),
+                    super::VisitorChange::Conversation(stored),
+                );
+            }
+        }
     }
 
     /// Sites with an agent connected here.

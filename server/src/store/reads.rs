@@ -225,6 +225,33 @@ pub fn conversation(
         .transpose()
 }
 
+/// The open (not closed) conversation of each of `visitors` that has one,
+/// in one query (the ids as one JSON array parameter, as [`log_heads`]).
+pub fn open_conversations(
+    conn: &dyn Db,
+    visitors: &[String],
+) -> Result<Vec<(String, ConversationId)>, StoreError> {
+    if visitors.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = serde_json::to_string(visitors)
+        .map_err(|e| StoreError::Corrupt(format!("visitor ids: {e}")))?;
+    let ids = match conn.dialect() {
+        Dialect::Sqlite => "SELECT value FROM json_each(?1)",
+        Dialect::Postgres => "SELECT json_array_elements_text(?1::text::json)",
+    };
+    conn.query_rows(
+        &format!(
+            "SELECT visitor_id, MAX(id) FROM conversations \
+             WHERE state != 2 AND visitor_id IN ({ids}) GROUP BY visitor_id"
+        ),
+        &args![list],
+    )?
+    .iter()
+    .map(|r| Ok((r.get(0)?, u64_col(r, 1)?)))
+    .collect()
+}
+
 /// The visitor's conversation that is not closed, if any.
 pub fn open_conversation(
     conn: &dyn Db,
