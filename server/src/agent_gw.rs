@@ -722,6 +722,7 @@ impl Conn {
             }
             AgentPush::CatchUp(until) => {
                 if until > self.link.session.last_sent() {
+                    ctx.metrics.bus.catch_up_reads.inc();
                     self.catch_up(ctx, until).await?;
                 }
                 Ok(())

@@ -15,8 +15,13 @@
 //!
 //! - `publish`: committed effects to live connections, and wake-ups for
 //!   the other nodes.
-//! - [`remote`]: the other nodes' connections as heard on the bus, and the
-//!   task that follows it.
+//! - [`fallback`]: presence's PostgreSQL copy, which keeps the other
+//!   nodes' entries right while the bus is down.
+//! - [`remote`]: the other nodes' connections as heard on the bus, the
+//!   task that follows it, and the safety-net poll of the log heads (each
+//!   live recipient's head as last handed to its connections here is kept
+//!   in `AgentLive::head` / `VisitorLive::head`, so a poll wakes only the
+//!   connections that are behind).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -29,7 +34,7 @@ use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::visitor::VisitorEvent;
 use tokio::sync::Notify;
 
-use crate::bus::{Bus, BusMsg, PresenceDelta, Recipient};
+use crate::bus::{Bus, BusMsg, Changed, PresenceDelta, Recipient};
 use crate::metrics::Metrics;
 use crate::pushq::{self, TrySendError};
 use crate::store::effect::Effect;
@@ -135,15 +140,10 @@ struct AgentLive {
     /// When the last connection went away: the grace period before the
     /// agent's open chats are handed back runs from here.
     offline_since: Option<Instant>,
-}
-
-impl AgentLive {
-    fn member(&self) -> TeamMember {
-        TeamMember {
-            presence: self.presence,
-            ..self.member.clone()
-        }
-    }
+    /// The newest seq of the agent's log its connections here were handed
+    /// (pushed, or told to catch up to); 0 when unknown (a connection just
+    /// registered). A poll of the log heads wakes only who is behind it.
+    head: Seq,
 }
 
 #[derive(Debug)]
@@ -159,6 +159,11 @@ struct VisitorLive {
     /// When the last connection went away (a grace period follows, so a page
     /// navigation does not flicker the visitor off the agents' list).
     gone_since: Option<Instant>,
+    /// As [`AgentLive::head`], for the visitor's log.
+    head: Seq,
+    /// `State::visitor_changes` when a committed change last reached this
+    /// record here: a re-read started before that is older than it.
+    changed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -219,6 +224,9 @@ struct State {
     closing: bool,
     /// The other nodes' agents and visitors, as heard on the bus.
     remote: remote::RemoteState,
+    /// Counts committed changes applied to visitors' records (see
+    /// `VisitorLive::changed`).
+    visitor_changes: u64,
     next_conn: u64,
 }
 
@@ -231,6 +239,9 @@ pub struct Hub {
     /// committed batches then wake them and presence changes are told.
     /// Unset on a single node, which then pays nothing for any of it.
     bus: OnceLock<Arc<dyn Bus>>,
+    /// Set when this node tells the bus of a presence change (or
+    /// re-announces): the PostgreSQL copy's writer looks for what changed.
+    presence_dirty: std::sync::atomic::AtomicBool,
 }
 
 /// Send a presence change to an agent; a full queue drops it and marks the
@@ -268,6 +279,7 @@ impl Hub {
             cfg,
             metrics,
             bus: OnceLock::new(),
+            presence_dirty: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -279,7 +291,18 @@ impl Hub {
 
     fn tell(&self, msg: impl FnOnce() -> BusMsg) {
         if let Some(bus) = self.bus.get() {
-            bus.publish(msg());
+            let msg = msg();
+            let counter = match &msg {
+                BusMsg::Wake { .. } => &self.metrics.bus.wakes_published,
+                BusMsg::Presence(_) => {
+                    self.presence_dirty
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    &self.metrics.bus.presence_sent
+                }
+                BusMsg::Changed(_) => &self.metrics.bus.changes_sent,
+            };
+            counter.inc();
+            bus.publish(msg);
         }
     }
 
@@ -316,7 +339,12 @@ impl Hub {
         let Some(a) = st.agents.get(&agent) else {
             return;
         };
-        let (site, member) = (a.site, a.member());
+        // Its presence on any node: seen here once, it may be on another.
+        let member = TeamMember {
+            presence: Self::presence_in(st, agent),
+            ..a.member.clone()
+        };
+        let site = a.site;
         self.broadcast_live(st, site, LiveEvent::TeamMember(member));
     }
 
@@ -344,10 +372,14 @@ impl Hub {
             conns: Vec::new(),
             member: member.clone(),
             offline_since: None,
+            head: 0,
         });
         entry.member = member;
         entry.conns.push(conn);
         entry.offline_since = None;
+        // The new connection read the log before registering: whatever was
+        // committed elsewhere since, the next poll finds it behind.
+        entry.head = 0;
         let came_online = entry.presence == Presence::Offline;
         if came_online {
             entry.presence = Presence::Online;
@@ -467,8 +499,12 @@ impl Hub {
                 self.broadcast_member(st, agent);
             }
             None => {
-                // Not connected since start: offline, but the panel still
-                // wants its load.
+                // Not connected here since start: its presence is another
+                // node's (or offline), and the panel still wants its load.
+                let member = TeamMember {
+                    presence: Self::presence_in(st, agent),
+                    ..member
+                };
                 self.broadcast_live(st, site, LiveEvent::TeamMember(member));
             }
         }
@@ -581,9 +617,14 @@ impl Hub {
                 last_poll: None,
                 notify: None,
                 gone_since: None,
+                head: 0,
+                changed: 0,
             }
         });
         entry.info.online = true;
+        // A new connection or long-poll: checked by the next poll (see
+        // `register_agent`).
+        entry.head = 0;
         entry
     }
 
@@ -738,12 +779,60 @@ impl Hub {
         }
     }
 
+    /// The stored part of a live visitor's record, read again because
+    /// another node committed a change to it ([`Changed::Visitor`]): as a
+    /// committed change made here, it reaches agents with the next flush
+    /// (and the other nodes with its presence delta).
+    pub fn visitor_reread(&self, stored: VisitorInfo) {
+        let mut st = self.lock();
+        let id = stored.id.clone();
+        let Some(v) = st.visitors.get(&id) else {
+            return;
+        };
+        let i = &v.info;
+        if (
+            &i.name,
+            &i.email,
+            &i.attrs,
+            &i.external_id,
+            i.verified,
+            i.conversation,
+        ) == (
+            &stored.name,
+            &stored.email,
+            &stored.attrs,
+            &stored.external_id,
+            stored.verified,
+            stored.conversation,
+        ) {
+            return;
+        }
+        Self::apply_visitor_change(
+            &mut st,
+            id.clone(),
+            VisitorChange::Identity {
+                name: stored.name,
+                email: stored.email,
+                attrs: stored.attrs,
+                external_id: stored.external_id,
+                verified: stored.verified,
+            },
+        );
+        Self::apply_visitor_change(
+            &mut st,
+            id,
+            VisitorChange::Conversation(stored.conversation),
+        );
+    }
+
     /// A committed change to a visitor's stored record: update the live
     /// copy and send it to agents with the next presence flush.
     fn apply_visitor_change(st: &mut State, visitor: String, change: VisitorChange) {
         let Some(v) = st.visitors.get_mut(&visitor) else {
             return;
         };
+        st.visitor_changes += 1;
+        v.changed = st.visitor_changes;
         match change {
             VisitorChange::Identity {
                 name,
@@ -799,6 +888,7 @@ impl Availability for Hub {
     }
 }
 
+pub mod fallback;
 mod publish;
 pub mod remote;
 

@@ -257,6 +257,15 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         }
         let bus = bus::start(&ctx.cfg.bus, &ctx.cfg.node_id).context("starting the bus")?;
         ctx.hub.attach_bus(bus.clone());
+        if let store::Database::Postgres(target) = &database {
+            hub::fallback::spawn_writer(
+                ctx.hub.clone(),
+                target.clone(),
+                ctx.cfg.node_id.clone(),
+                ctx.shutdown.clone(),
+            )
+            .context("starting the presence copy's writer")?;
+        }
         tasks.push(tokio::spawn(hub::remote::follow(ctx.clone(), bus)));
     }
     tasks.push(tokio::spawn(agent_gw::serve(agent_listener, ctx.clone())));

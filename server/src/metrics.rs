@@ -50,7 +50,37 @@ pub struct Metrics {
     pub commit_batch: Histogram,
     pub commit_seconds: Histogram,
     pub http: HttpMetrics,
+    pub bus: BusMetrics,
     registry: Registry,
+}
+
+/// The bus between nodes and what the live side does with it (issue 15).
+/// All stay 0 on a single node, which runs no bus.
+#[derive(Debug, Default)]
+pub struct BusMetrics {
+    /// 1 while the bus is delivering, 0 while it is down (or absent).
+    pub up: Gauge,
+    pub wakes_published: Counter,
+    pub wakes_received: Counter,
+    pub presence_sent: Counter,
+    pub presence_received: Counter,
+    /// "Re-read this record" notes: a stored record other nodes show from
+    /// memory (a team row, a visitor's) changed.
+    pub changes_sent: Counter,
+    pub changes_received: Counter,
+    /// Times wake-ups may have been lost (a resubscribe, a lagging
+    /// follower, the bus going down): every live connection reads the log.
+    pub gaps: Counter,
+    /// Safety-net reads of the log heads of this node's live recipients.
+    pub polls: Counter,
+    /// Store queries those polls made (one per poll up to a few thousand
+    /// recipients).
+    pub poll_queries: Counter,
+    /// Recipients a poll found behind and woke.
+    pub poll_woken: Counter,
+    /// Store reads connections made to catch up with events committed on
+    /// another node (a wake, a gap or a poll woke them).
+    pub catch_up_reads: Counter,
 }
 
 /// The HTTP port's connection handling (server/src/http).
@@ -95,6 +125,7 @@ impl Default for Metrics {
             commit_batch: Histogram::new(BATCH_BOUNDS.iter().copied()),
             commit_seconds: Histogram::new(LATENCY_BOUNDS.iter().copied()),
             http: HttpMetrics::default(),
+            bus: BusMetrics::default(),
             registry: Registry::with_prefix("holdfast"),
         };
         m.register();
@@ -266,6 +297,67 @@ impl Metrics {
             "Failed accepts on the HTTP port (EMFILE and the like)",
             self.http.accept_errors.clone(),
         );
+        let b = &self.bus;
+        r.register(
+            "bus_up",
+            "1 while the bus between nodes delivers, 0 while it is down or there is none",
+            b.up.clone(),
+        );
+        r.register(
+            "bus_wakes_published",
+            "Wake-ups for other nodes handed to the bus (one per recipient per commit)",
+            b.wakes_published.clone(),
+        );
+        r.register(
+            "bus_wakes_received",
+            "Wake-ups from other nodes",
+            b.wakes_received.clone(),
+        );
+        r.register(
+            "bus_presence_sent",
+            "Presence announcements and deltas handed to the bus",
+            b.presence_sent.clone(),
+        );
+        r.register(
+            "bus_presence_received",
+            "Presence announcements and deltas from other nodes",
+            b.presence_received.clone(),
+        );
+        r.register(
+            "bus_changes_sent",
+            "Notes to other nodes to re-read a changed team row or visitor record",
+            b.changes_sent.clone(),
+        );
+        r.register(
+            "bus_changes_received",
+            "Notes from other nodes to re-read a changed team row or visitor record",
+            b.changes_received.clone(),
+        );
+        r.register(
+            "bus_gaps",
+            "Times wake-ups may have been lost (resubscribe, lag, bus down) and every live connection read the log",
+            b.gaps.clone(),
+        );
+        r.register(
+            "bus_polls",
+            "Safety-net reads of the log heads of this node's live recipients",
+            b.polls.clone(),
+        );
+        r.register(
+            "bus_poll_queries",
+            "Store queries made by the safety-net polls",
+            b.poll_queries.clone(),
+        );
+        r.register(
+            "bus_poll_woken",
+            "Recipients the safety-net polls found behind and woke",
+            b.poll_woken.clone(),
+        );
+        r.register(
+            "catch_up_reads",
+            "Store reads by connections catching up with events committed on another node",
+            b.catch_up_reads.clone(),
+        );
     }
 
     #[allow(clippy::cast_precision_loss)]
@@ -348,9 +440,9 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
         }
-        // 26 counters, 5 gauges, 2 histograms; the encoder ends each help
+        // 37 counters, 6 gauges, 2 histograms; the encoder ends each help
         // with its own full stop.
-        assert_eq!(text.matches("# TYPE ").count(), 33, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), 45, "{text}");
         assert!(!text.contains("..\n"), "{text}");
     }
 }

@@ -13,19 +13,28 @@
 use std::time::{Duration, Instant};
 
 use holdfast_client::DeliveryState;
-use holdfast_protocol::agent::{ConversationId, ConversationState};
+use holdfast_protocol::agent::{ConversationId, ConversationState, Presence};
 use holdfast_protocol::visitor::{PageInfo, VisitorIn, VisitorOut};
 use holdfast_tests::cluster::{Cluster, LIVENESS};
 use holdfast_tests::core_agent::{CoreAgent, fast_config};
 use holdfast_tests::visitor::WsVisitor;
 
 fn alice(c: &Cluster, node: usize, dir: &tempfile::TempDir) -> CoreAgent {
+    agent(c, node, dir, "alice")
+}
+
+fn agent(c: &Cluster, node: usize, dir: &tempfile::TempDir, user: &str) -> CoreAgent {
     CoreAgent::start(fast_config(
         &c.agent_server(node),
-        "alice",
-        &dir.path().join("alice.sqlite3"),
+        user,
+        &dir.path().join(format!("{user}.sqlite3")),
         c.fingerprint,
     ))
+}
+
+/// A counter from node `node`'s `/metrics` (0 when it is not there).
+async fn counter(c: &Cluster, node: usize, name: &str) -> f64 {
+    c.metric(node, name).await.unwrap_or(0.0)
 }
 
 async fn cluster(nodes: usize, capacity: u32) -> Cluster {
@@ -334,4 +343,340 @@ async fn a_killed_node_s_visitor_resumes_on_another_and_its_presence_expires() {
     // The moved visitor stays listed: node 1 has it now.
     alice.shutdown().await;
     drop(idle);
+}
+
+/// The safety net's periodic read of the log (every second while Redis is
+/// up) is one query of the log heads of every recipient live on the node,
+/// and wakes only the connections that are behind: 21 idle connections on
+/// node 1 cost no catch-up reads per poll (they used to cost one each).
+/// With Redis killed the polls are the only path, and still deliver. The
+/// bus counters on `/metrics` move as the bus is used and lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_safety_net_poll_is_one_query_for_the_node_not_one_read_per_connection() {
+    holdfast_tests::init_logs();
+    let mut c = cluster(2, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = alice(&c, 0, &dir);
+    alice.live().await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(WsVisitor::connect(c.nodes[0].http, "acme").await.unwrap());
+    }
+    let mut far = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    alice.visitor_where(|i| i.id == far.visitor).await;
+    agents_online(&mut far).await;
+    // New connections are checked once by the next poll; then they idle.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let polls = counter(&c, 0, "holdfast_bus_polls_total").await;
+    let reads = counter(&c, 0, "holdfast_catch_up_reads_total").await;
+    let queries = counter(&c, 0, "holdfast_bus_poll_queries_total").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let polls = counter(&c, 0, "holdfast_bus_polls_total").await - polls;
+    let reads = counter(&c, 0, "holdfast_catch_up_reads_total").await - reads;
+    let queries = counter(&c, 0, "holdfast_bus_poll_queries_total").await - queries;
+    println!(
+        "21 idle connections, {polls} polls: {queries} log-head queries, {reads} catch-up reads ({:.2} per poll)",
+        reads / polls.max(1.0)
+    );
+    assert!(polls >= 2.0, "the safety net did not poll: {polls}");
+    assert!(
+        reads / polls < 1.0,
+        "{reads} catch-up reads in {polls} polls with nothing new to read"
+    );
+    assert!(
+        (queries - polls).abs() <= 1.0,
+        "{queries} queries for {polls} polls"
+    );
+
+    // Wakes cross (node 2 publishes, node 1 receives), presence is told.
+    far.say_acked("over the bus").await.unwrap();
+    let conv = alice.visitor_message().await.conversation;
+    assert_eq!(c.metric(0, "holdfast_bus_up").await, Some(1.0));
+    assert!(counter(&c, 1, "holdfast_bus_wakes_published_total").await >= 1.0);
+    assert!(counter(&c, 0, "holdfast_bus_wakes_received_total").await >= 1.0);
+    assert!(counter(&c, 1, "holdfast_bus_presence_sent_total").await >= 1.0);
+    assert!(counter(&c, 0, "holdfast_bus_presence_received_total").await >= 1.0);
+
+    // Without Redis the polls are the only path: the visitor's line and
+    // the agent's reply still cross, found behind by a poll.
+    let gaps = counter(&c, 0, "holdfast_bus_gaps_total").await;
+    let woken = counter(&c, 0, "holdfast_bus_poll_woken_total").await;
+    c.redis.kill9();
+    let t = Instant::now();
+    while c.metric(0, "holdfast_bus_up").await != Some(0.0) {
+        assert!(t.elapsed() < LIVENESS, "node 1 never saw the bus go down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (a, b) = round(&mut alice, &mut far, conv, "down").await;
+    println!("Redis down, delivered by polls: {a:?} / {b:?}");
+    assert!(counter(&c, 0, "holdfast_bus_gaps_total").await > gaps);
+    assert!(counter(&c, 0, "holdfast_bus_poll_woken_total").await > woken);
+    alice.shutdown().await;
+    drop(idle);
+}
+
+/// The team panel follows teammates on other nodes live: bob logging in
+/// on node 2, his load as node 2 assigns him a chat, his presence, and his
+/// logging out all reach alice on node 1 without a login of hers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teammate_s_changes_on_another_node_show_live_on_the_team_panel() {
+    holdfast_tests::init_logs();
+    let c = cluster(2, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = alice(&c, 0, &dir);
+    alice.live().await;
+    let bob_id = alice
+        .until("the team", |u| match u {
+            holdfast_client::Update::Team(list) => {
+                list.iter().find(|m| m.name == "Bob").map(|m| m.agent)
+            }
+            _ => None,
+        })
+        .await;
+    // Alice away: node 2 assigns the next chat to bob.
+    let id = alice.handle.set_presence(Presence::Away).await.unwrap();
+    alice.outcome(id).await.unwrap();
+
+    let mut bob = agent(&c, 1, &dir, "bob");
+    bob.live().await;
+    let t = Instant::now();
+    alice
+        .member_where(bob_id, |m| m.presence == Presence::Online)
+        .await;
+    println!("bob online on node 2, seen on node 1 in {:?}", t.elapsed());
+
+    let mut v = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    agents_online(&mut v).await;
+    v.say_acked("for bob").await.unwrap();
+    bob.visitor_message().await;
+    let t = Instant::now();
+    alice.member_where(bob_id, |m| m.active == 1).await;
+    // It came as a note to re-read bob's row, counted on both sides.
+    assert!(counter(&c, 1, "holdfast_bus_changes_sent_total").await >= 1.0);
+    assert!(counter(&c, 0, "holdfast_bus_changes_received_total").await >= 1.0);
+    println!(
+        "bob's load, committed on node 2, seen on node 1 in {:?}",
+        t.elapsed()
+    );
+
+    let id = bob.handle.set_presence(Presence::Away).await.unwrap();
+    bob.outcome(id).await.unwrap();
+    alice
+        .member_where(bob_id, |m| m.presence == Presence::Away)
+        .await;
+    bob.shutdown().await;
+    alice
+        .member_where(bob_id, |m| m.presence == Presence::Offline)
+        .await;
+    alice.shutdown().await;
+}
+
+/// A visitor's row in the agents' list says which conversation is open.
+/// Closed by an agent on node 1 while the visitor's widget is on node 2,
+/// the row is cleared live on node 1 too (node 2 re-reads the visitor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_closed_on_another_node_clears_the_visitor_s_row_live() {
+    holdfast_tests::init_logs();
+    let c = cluster(2, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = alice(&c, 0, &dir);
+    alice.live().await;
+    let mut v = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    agents_online(&mut v).await;
+    v.say_acked("hello").await.unwrap();
+    let conv = alice.visitor_message().await.conversation;
+    alice
+        .visitor_where(|i| i.id == v.visitor && i.conversation == Some(conv))
+        .await;
+    let id = alice.handle.close(conv).await.unwrap();
+    alice.outcome(id).await.unwrap();
+    let t = Instant::now();
+    alice
+        .visitor_where(|i| i.id == v.visitor && i.conversation.is_none())
+        .await;
+    println!(
+        "closed on node 1, the visitor's row on node 1 cleared in {:?}",
+        t.elapsed()
+    );
+    alice.shutdown().await;
+}
+
+/// Presence survives a Redis outage through its PostgreSQL copy: with the
+/// bus down, a visitor who leaves node 2 is gone from alice's list on node
+/// 1 within 15 s, and when node 2 itself dies its visitor and bob are gone
+/// within 15 s too (they used to stay listed until Redis was back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_presence_follows_the_database_copy() {
+    holdfast_tests::init_logs();
+    let mut c = cluster(2, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = alice(&c, 0, &dir);
+    alice.live().await;
+    let bob_id = alice
+        .until("the team", |u| match u {
+            holdfast_client::Update::Team(list) => {
+                list.iter().find(|m| m.name == "Bob").map(|m| m.agent)
+            }
+            _ => None,
+        })
+        .await;
+    let mut bob = agent(&c, 1, &dir, "bob");
+    bob.live().await;
+    alice
+        .member_where(bob_id, |m| m.presence == Presence::Online)
+        .await;
+    let leaving = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    let staying = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    // Both listed, whether they come in one update or two.
+    let mut unseen = vec![leaving.visitor.clone(), staying.visitor.clone()];
+    alice
+        .until("both visitors to be listed", |u| {
+            match u {
+                holdfast_client::Update::Visitor(v) => unseen.retain(|id| *id != v.id),
+                holdfast_client::Update::Visitors(vs) => {
+                    unseen.retain(|id| !vs.iter().any(|v| v.id == *id));
+                }
+                _ => {}
+            }
+            unseen.is_empty().then_some(())
+        })
+        .await;
+
+    c.redis.kill9();
+    for node in 0..2 {
+        let t = Instant::now();
+        while c.metric(node, "holdfast_bus_up").await != Some(0.0) {
+            assert!(
+                t.elapsed() < LIVENESS,
+                "node {node} never saw the bus go down"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let gone = |id: String| {
+        move |u: &holdfast_client::Update| match u {
+            holdfast_client::Update::VisitorGone { visitor, .. } if *visitor == id => Some(()),
+            _ => None,
+        }
+    };
+    let left = Instant::now();
+    let id = leaving.visitor.clone();
+    leaving.close().await;
+    alice.until("the visitor who left to go", gone(id)).await;
+    let after = left.elapsed();
+    println!("Redis down: a visitor who left node 2 was gone from node 1 after {after:?}");
+    assert!(after < Duration::from_secs(15), "{after:?}");
+
+    tokio::task::block_in_place(|| c.nodes[1].kill9());
+    let killed = Instant::now();
+    alice
+        .until(
+            "the dead node's visitor to go",
+            gone(staying.visitor.clone()),
+        )
+        .await;
+    alice
+        .member_where(bob_id, |m| m.presence == Presence::Offline)
+        .await;
+    let after = killed.elapsed();
+    println!("Redis down: node 2's entries gone from node 1 {after:?} after its kill -9");
+    assert!(after < Duration::from_secs(15), "{after:?}");
+    drop(staying);
+    drop(bob);
+    alice.shutdown().await;
+}
+
+/// A note lost with Redis is made up for once the bus is back: bob's load
+/// changed on node 2 during an outage reaches alice's team panel on node
+/// 1 after the bus returns (node 1 reads its agents' teams again on a gap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_change_made_during_a_redis_outage_shows_once_the_bus_is_back() {
+    holdfast_tests::init_logs();
+    let mut c = cluster(2, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = alice(&c, 0, &dir);
+    alice.live().await;
+    let bob_id = alice
+        .until("the team", |u| match u {
+            holdfast_client::Update::Team(list) => {
+                list.iter().find(|m| m.name == "Bob").map(|m| m.agent)
+            }
+            _ => None,
+        })
+        .await;
+    let id = alice.handle.set_presence(Presence::Away).await.unwrap();
+    alice.outcome(id).await.unwrap();
+    let mut bob = agent(&c, 1, &dir, "bob");
+    bob.live().await;
+    alice
+        .member_where(bob_id, |m| m.presence == Presence::Online)
+        .await;
+    let mut v = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    agents_online(&mut v).await;
+
+    c.redis.kill9();
+    for node in 0..2 {
+        let t = Instant::now();
+        while c.metric(node, "holdfast_bus_up").await != Some(0.0) {
+            assert!(
+                t.elapsed() < LIVENESS,
+                "node {node} never saw the bus go down"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    v.say_acked("for bob, while Redis is down").await.unwrap();
+    bob.visitor_message().await;
+    let back = Instant::now();
+    tokio::task::block_in_place(|| c.redis.restart());
+    alice.member_where(bob_id, |m| m.active == 1).await;
+    println!(
+        "bob's load changed during the outage, seen {:?} after Redis was started again",
+        back.elapsed()
+    );
+    bob.shutdown().await;
+    alice.shutdown().await;
+}
+
+/// The visitor's row is made up for after an outage too: a conversation
+/// closed on node 1 while Redis was down (the note to node 2 lost) is
+/// cleared from the visitor's row once the bus is back, as node 2 reads
+/// its visitors' open conversations again on the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_closed_during_a_redis_outage_clears_the_row_once_the_bus_is_back() {
+    holdfast_tests::init_logs();
+    let mut c = cluster(2, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = alice(&c, 0, &dir);
+    alice.live().await;
+    let mut v = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    agents_online(&mut v).await;
+    v.say_acked("hello").await.unwrap();
+    let conv = alice.visitor_message().await.conversation;
+    alice
+        .visitor_where(|i| i.id == v.visitor && i.conversation == Some(conv))
+        .await;
+    c.redis.kill9();
+    for node in 0..2 {
+        let t = Instant::now();
+        while c.metric(node, "holdfast_bus_up").await != Some(0.0) {
+            assert!(
+                t.elapsed() < LIVENESS,
+                "node {node} never saw the bus go down"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let id = alice.handle.close(conv).await.unwrap();
+    alice.outcome(id).await.unwrap();
+    let back = Instant::now();
+    tokio::task::block_in_place(|| c.redis.restart());
+    alice
+        .visitor_where(|i| i.id == v.visitor && i.conversation.is_none())
+        .await;
+    println!(
+        "closed during the outage, the row cleared {:?} after Redis was started again",
+        back.elapsed()
+    );
+    alice.shutdown().await;
 }

@@ -325,6 +325,49 @@ async fn chat_scenario(db: Database) {
         .collect();
     assert_eq!(published, (1..=head).collect::<Vec<_>>());
 
+    // The safety-net poll's one query for many heads agrees with the
+    // heads read one by one, and leaves out a recipient with no log.
+    let vid = v.clone();
+    let mut heads = node
+        .reads
+        .run(move |c| {
+            let keys = [
+                reads::agent_key(alice),
+                reads::visitor_key(&vid),
+                reads::agent_key(999_999),
+            ];
+            reads::log_heads(c, &keys)
+        })
+        .await
+        .unwrap();
+    heads.sort();
+    let vhead = node
+        .reads
+        .run({
+            let vid = v.clone();
+            move |c| reads::log_head(c, &reads::visitor_key(&vid))
+        })
+        .await
+        .unwrap();
+    let mut expect = vec![
+        (reads::agent_key(alice), head),
+        (reads::visitor_key(&v), vhead),
+    ];
+    expect.sort();
+    assert_eq!(heads, expect);
+    // Likewise the open conversations read again after a bus gap.
+    let vid = v.clone();
+    let (many, one) = node
+        .reads
+        .run(move |c| {
+            let many = reads::open_conversations(c, &[vid.clone(), "nobody".to_owned()])?;
+            let one = reads::open_conversation(c, &vid)?.map(|c| (vid.clone(), c.id));
+            Ok((many, one))
+        })
+        .await
+        .unwrap();
+    assert_eq!(many, one.into_iter().collect::<Vec<_>>());
+
     // History, newest first, with both lines exactly once.
     let vid = v.clone();
     let h = node

@@ -137,6 +137,10 @@ mod tests {
                 site: 1,
                 visitor: "v-123".into(),
             }),
+            BusMsg::Changed(crate::bus::Changed::Member { site: 1, agent: 7 }),
+            BusMsg::Changed(crate::bus::Changed::Visitor {
+                visitor: "v-123".into(),
+            }),
             BusMsg::Presence(PresenceDelta::Visitor(Box::new(
                 holdfast_protocol::agent::VisitorInfo {
                     id: "v-123".into(),

@@ -4,9 +4,12 @@
 //! - a wake from another node: read that recipient now (milliseconds);
 //! - a gap (the bus resubscribed, or this follower fell behind): read every
 //!   live recipient, since wakes were lost;
-//! - a timer: read every live recipient every [`Health::poll_every`], 250
-//!   ms while the bus is down (the store is then the only path) and 1 s
-//!   while it is up (a safety net for a wake Redis dropped silently).
+//! - a timer: poll every [`Health::poll_every`], 250 ms while the bus is
+//!   down (the store is then the only path) and 1 s while it is up (a
+//!   safety net for a wake Redis dropped silently). The node's live side
+//!   answers a poll with one query of the log heads of all its live
+//!   recipients and wakes only those whose head moved
+//!   (`crate::hub::remote`), not with a read per connection.
 //!
 //! The reads themselves are cursor reads the store already serves (the
 //! events after a recipient's cursor), so a wake that arrives after the
@@ -19,7 +22,7 @@ use holdfast_protocol::agent::Seq;
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::{Bus, BusMsg, Health, PresenceDelta, Received, Recipient, Subscription};
+use super::{Bus, BusMsg, Changed, Health, PresenceDelta, Received, Recipient, Subscription};
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +35,11 @@ pub enum Next {
         node: Arc<str>,
         delta: PresenceDelta,
     },
-    /// Read every live recipient's events from its cursor.
+    /// A gap: read every live recipient's events from its cursor. A poll:
+    /// check every live recipient's log head (see the module docs).
     ReadAll(Why),
+    /// A stored record changed on another node: read it again.
+    Changed(Changed),
 }
 
 /// Why a [`Next::ReadAll`].
@@ -138,6 +144,7 @@ impl Follower {
                                 node: m.node.clone(),
                                 delta: delta.clone(),
                             },
+                            BusMsg::Changed(c) => Next::Changed(c.clone()),
                         }),
                     };
                 }

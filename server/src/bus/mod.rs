@@ -20,10 +20,12 @@
 //!
 //! Wired in by `crate::start` when `bus` is a Redis URL (with `local`
 //! a node starts no bus at all: there is nobody to wake): the hub
-//! publishes one `Wake` per recipient per committed batch and its presence
-//! deltas, and `crate::hub::remote` runs the [`Follower`] that turns what
-//! arrives into catch-up reads of the store. `/metrics` does not show
-//! [`BusStats`] and the health yet.
+//! publishes one `Wake` per recipient per committed batch, its presence
+//! deltas, and a `Changed` note for each committed change to a record
+//! nodes show from memory (a team row, a visitor's conversation), and
+//! `crate::hub::remote` runs the [`Follower`] that turns what arrives into
+//! catch-up reads of the store. `/metrics` shows the bus's health and
+//! what the live side sent, received and polled (`holdfast_bus_*`).
 
 pub mod codec;
 pub mod follow;
@@ -62,6 +64,21 @@ pub enum BusMsg {
     Wake { recipient: Recipient, seq: Seq },
     /// 1: live state changed on the sending node.
     Presence(PresenceDelta),
+    /// 2: a stored record that nodes show live from memory changed (it is
+    /// committed): a node that shows it reads it again from the store.
+    Changed(Changed),
+}
+
+/// Which stored record to read again (see [`BusMsg::Changed`]). It names
+/// the record only: the content is read from the store, so a lost note
+/// costs freshness, never data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Changed {
+    /// 0: an agent's team row (name, role, capacity, load, disabled).
+    Member { site: SiteId, agent: AgentId },
+    /// 1: the stored part of a visitor's record agents see (identity,
+    /// open conversation); the node the visitor is live on re-reads it.
+    Visitor { visitor: String },
 }
 
 /// What the sending node's live state says now. Presence is not stored: a

@@ -1,5 +1,7 @@
 //! The hub's side of a commit: the effects of a committed batch reach the
-//! live connections here (and, with a bus, the other nodes' wake-ups).
+//! live connections here (and, with a bus, the other nodes: a wake-up per
+//! recipient, and a "re-read it" note for each changed team row or visitor
+//! record, which the nodes show from memory).
 
 use super::*;
 
@@ -38,6 +40,7 @@ impl Publish for Hub {
                         a.conns.retain(|c| {
                             push(c, AgentPush::Event(seq, event.clone()), &self.metrics)
                         });
+                        a.head = a.head.max(seq);
                         self.metrics.events_pushed.inc();
                     }
                 }
@@ -50,6 +53,7 @@ impl Publish for Hub {
                         v.conns.retain(|c| {
                             push(c, VisitorPush::Event(seq, event.clone()), &self.metrics)
                         });
+                        v.head = v.head.max(seq);
                         if let Some(n) = &v.notify {
                             n.notify_waiters();
                         }
@@ -57,12 +61,21 @@ impl Publish for Hub {
                     }
                 }
                 Effect::VisitorChanged { visitor, change } => {
+                    // The visitor may be live on another node (its widget
+                    // there, the change made here): that node re-reads it.
+                    self.tell(|| {
+                        BusMsg::Changed(Changed::Visitor {
+                            visitor: visitor.clone(),
+                        })
+                    });
                     Self::apply_visitor_change(&mut st, visitor, change);
                 }
                 Effect::Presence { agent, presence } => {
                     self.apply_presence(&mut st, agent, presence);
                 }
                 Effect::Team { site, member } => {
+                    let agent = member.agent;
+                    self.tell(|| BusMsg::Changed(Changed::Member { site, agent }));
                     self.set_member(&mut st, site, member);
                 }
             }

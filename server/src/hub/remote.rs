@@ -1,16 +1,35 @@
 //! The other nodes' live connections as this node hears of them on the bus
 //! (issue 15), and the task that follows the bus.
 //!
-//! Presence is not stored: each node announces its agents and visitors
-//! when they change and all of them every [`ANNOUNCE_EVERY`], and an entry
-//! not heard of for [`EXPIRE_AFTER`] is dropped, so a node that dies takes
-//! its entries with it within 15 s. While the bus is down nothing can be
-//! heard, so nothing expires then (see [`RemoteState::expire`]); when it is
-//! back every node re-announces at once.
+//! What this node shows from memory and another node may change reaches
+//! it as a note to read the record again ([`Changed`]), never as the
+//! record: a team row (load, role, capacity) committed elsewhere is read
+//! and sent to the site's agents here; a visitor's stored record (identity,
+//! open conversation) is read by the node the visitor is live on, whose
+//! presence delta then carries it to everyone. An agent whose presence
+//! moves on another node but who has no team row here yet is read too.
+//! Notes lost with the bus are made up for on a gap: the node reads again
+//! the teams of the sites with agents here, and the open conversations of
+//! its live visitors (one query), and passes on only what differs.
+//!
+//! Presence travels on the bus: each node announces its agents and
+//! visitors when they change and all of them every [`ANNOUNCE_EVERY`], and
+//! an entry not heard of for [`EXPIRE_AFTER`] is dropped, so a node that
+//! dies takes its entries with it within 15 s. While the bus is down
+//! nothing can be heard, so nothing expires by age then; instead, on
+//! PostgreSQL, every second the other nodes' entries are replaced by
+//! presence's copy in the database (`super::fallback`), where each node
+//! writes its entries as they change and a heartbeat, so someone who
+//! leaves, or a node that dies, during the outage is gone within 15 s too.
+//! When the bus is back every node re-announces at once.
 //!
 //! Delivery never comes from a bus message's content: a wake (or a gap, or
 //! the follower's timer) only tells the local connections to read the log
-//! from their cursor ([`crate::hub::AgentPush::CatchUp`]).
+//! from their cursor ([`crate::hub::AgentPush::CatchUp`]). The timer's
+//! safety-net poll is one query of the log heads of every recipient live
+//! here ([`reads::log_heads`]); only the connections whose recipient's
+//! head moved past what they were handed are woken, so an idle node's
+//! poll costs one query, not one read per connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,9 +39,10 @@ use holdfast_protocol::agent::{
     AgentId, LiveEvent, Presence, Seq, SiteId, TeamMember, VisitorInfo,
 };
 
-use super::{AgentPush, State, VisitorLive, VisitorPush};
+use super::{AgentLive, AgentPush, State, VisitorLive, VisitorPush};
 use crate::Ctx;
-use crate::bus::{BusMsg, Follower, Next, PresenceDelta, Recipient, Why};
+use crate::bus::{BusMsg, Changed, Follower, Next, PresenceDelta, Recipient, Why};
+use crate::store::reads;
 
 /// How often a node announces all of its live entries.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(4);
@@ -164,28 +184,72 @@ pub(super) struct Expired {
 /// node's own entries are announced every [`ANNOUNCE_EVERY`].
 pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
     let mut follower = Follower::new(&*bus);
+    let m = &ctx.metrics.bus;
+    m.up.set(i64::from(follower.health() == crate::bus::Health::Up));
     let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
     announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut expire = tokio::time::interval(Duration::from_secs(1));
     expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One poll at a time: a slow store makes polls rarer, never pile up.
+    let mut polling: Option<tokio::task::JoinHandle<()>> = None;
+    // Likewise the reads of presence's PostgreSQL copy while the bus is down.
+    let mut copying: Option<tokio::task::JoinHandle<()>> = None;
+    let (reread, rereads) = tokio::sync::mpsc::channel(REREAD_QUEUE);
+    tokio::spawn(reread_loop(ctx.clone(), rereads));
+    let ask = |what: Changed| {
+        // Full: the store is slow or gone; the record is read again at
+        // its next change or announcement.
+        if reread.try_send(what).is_err() {
+            tracing::debug!("bus: re-read queue full, dropping a note");
+        }
+    };
     loop {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,
             next = follower.next() => match next {
                 None => return,
-                Some(Next::Wake { recipient, seq }) => ctx.hub.wake(&recipient, seq),
+                Some(Next::Wake { recipient, seq }) => {
+                    m.wakes_received.inc();
+                    ctx.hub.wake(&recipient, seq);
+                }
                 Some(Next::ReadAll(why)) => {
+                    m.up.set(i64::from(follower.health() == crate::bus::Health::Up));
                     tracing::trace!(?why, health = ?follower.health(), "bus: reading every local connection");
-                    ctx.hub.wake_all();
-                    if why == Why::Gap {
-                        // Resubscribed (or went down): whatever was missed
-                        // is re-announced by everyone, and entries get a
-                        // fresh lease instead of expiring for our outage.
-                        ctx.hub.refresh_remote();
-                        ctx.hub.announce_all();
+                    match why {
+                        Why::Gap => {
+                            m.gaps.inc();
+                            // Wakes were lost, for anyone: every connection
+                            // reads from its cursor (rare, so the cost of
+                            // a read each is fine).
+                            ctx.hub.wake_all();
+                            // Resubscribed (or went down): whatever was
+                            // missed is re-announced by everyone, and
+                            // entries get a fresh lease instead of
+                            // expiring for our outage.
+                            ctx.hub.refresh_remote();
+                            ctx.hub.announce_all();
+                            // Notes to re-read team rows and visitors'
+                            // records were lost too.
+                            tokio::spawn(reread_teams(ctx.clone()));
+                            tokio::spawn(reread_conversations(ctx.clone()));
+                        }
+                        Why::Poll => {
+                            if polling.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                                polling = Some(tokio::spawn(poll_heads(ctx.clone())));
+                            }
+                        }
                     }
                 }
-                Some(Next::Presence { node, delta }) => ctx.hub.remote_presence(node, delta),
+                Some(Next::Presence { node, delta }) => {
+                    m.presence_received.inc();
+                    if let Some((site, agent)) = ctx.hub.remote_presence(node, delta) {
+                        ask(Changed::Member { site, agent });
+                    }
+                }
+                Some(Next::Changed(what)) => {
+                    m.changes_received.inc();
+                    ask(what);
+                }
             },
             _ = announce.tick() => ctx.hub.announce_all(),
             _ = expire.tick() => {
@@ -193,58 +257,264 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                 // the last known entries rather than call live agents on
                 // other nodes offline (which would hand back their chats).
                 if follower.health() == crate::bus::Health::Up {
-                    ctx.hub.expire_remote(EXPIRE_AFTER);
+                    for (site, agent) in ctx.hub.expire_remote(EXPIRE_AFTER) {
+                        ask(Changed::Member { site, agent });
+                    }
+                } else if ctx.cfg.database.is_some()
+                    && copying.as_ref().is_none_or(tokio::task::JoinHandle::is_finished)
+                {
+                    copying = Some(tokio::spawn(read_copy(ctx.clone(), reread.clone())));
                 }
             }
         }
     }
 }
 
+/// Notes waiting to be read again; more are dropped (see `follow`).
+const REREAD_QUEUE: usize = 1024;
+
+/// Read again, one at a time and in the order asked, the records other
+/// nodes changed (or whose presence moved) and that this node shows live:
+/// one at a time so that an older read never lands after a newer one.
+async fn reread_loop(ctx: Arc<Ctx>, mut notes: tokio::sync::mpsc::Receiver<Changed>) {
+    while let Some(what) = notes.recv().await {
+        match what {
+            Changed::Member { agent, .. } => {
+                let row = ctx
+                    .reads
+                    .run(move |c| {
+                        let Some(row) = reads::agent_by_id(c, agent)? else {
+                            return Ok(None);
+                        };
+                        Ok(Some((row.clone(), reads::agent_load(c, agent)?)))
+                    })
+                    .await;
+                match row {
+                    Ok(Some((row, load))) => ctx
+                        .hub
+                        .update_member(row.site, crate::agent_gw::team_member(&row, load)),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(agent, "bus: cannot re-read a team row: {e}"),
+                }
+            }
+            Changed::Visitor { visitor } => {
+                // Only the node the visitor is live on shows its record.
+                if ctx.hub.visitor_live(&visitor).is_none() {
+                    continue;
+                }
+                match ctx
+                    .reads
+                    .run(move |c| reads::visitor_info(c, &visitor))
+                    .await
+                {
+                    Ok(Some(stored)) => ctx.hub.visitor_reread(stored),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("bus: cannot re-read a visitor: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// After a gap: the teams of the sites with agents here, read again, since
+/// notes of team rows changed elsewhere may have been lost; only the rows
+/// that differ from what this node knows are sent to its agents.
+async fn reread_teams(ctx: Arc<Ctx>) {
+    for site in ctx.hub.agent_sites() {
+        match ctx.reads.run(move |c| reads::team(c, site)).await {
+            Ok(rows) => ctx.hub.team_reread(
+                site,
+                rows.iter()
+                    .map(|(r, n)| crate::agent_gw::team_member(r, *n))
+                    .collect(),
+            ),
+            Err(e) => tracing::warn!(site, "bus: cannot re-read a team after a gap: {e}"),
+        }
+    }
+}
+
+/// After a gap: the open conversation of every visitor live here, read
+/// again in one query per [`reads::LOG_HEADS_BATCH`] visitors, since a
+/// note that one changed on another node may have been lost.
+async fn reread_conversations(ctx: Arc<Ctx>) {
+    let (ids, epoch) = ctx.hub.live_visitors();
+    for chunk in ids.chunks(reads::LOG_HEADS_BATCH) {
+        let chunk = chunk.to_vec();
+        let asked = chunk.clone();
+        match ctx
+            .reads
+            .run(move |c| reads::open_conversations(c, &chunk))
+            .await
+        {
+            Ok(open) => ctx.hub.conversations_reread(&asked, &open, epoch),
+            Err(e) => {
+                tracing::warn!("bus: cannot re-read visitors' conversations after a gap: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// While the bus is down: the other nodes' entries as presence's
+/// PostgreSQL copy has them (see `super::fallback`).
+async fn read_copy(ctx: Arc<Ctx>, reread: tokio::sync::mpsc::Sender<Changed>) {
+    let node = ctx.cfg.node_id.clone();
+    match ctx
+        .reads
+        .run(move |c| crate::store::presence_pg::others(c, &node))
+        .await
+    {
+        Ok(others) => {
+            for (site, agent) in ctx.hub.remote_replace(&others) {
+                let _full = reread.try_send(Changed::Member { site, agent });
+            }
+        }
+        Err(e) => {
+            if let Some(skipped) = POLL_FAILED.due() {
+                tracing::warn!(skipped, "bus down: cannot read presence's copy: {e}");
+            }
+        }
+    }
+}
+
+static POLL_FAILED: crate::metrics::WarnEvery =
+    crate::metrics::WarnEvery::new(Duration::from_secs(30));
+
+/// The safety-net poll: one query of the log heads of every recipient live
+/// here (per [`reads::LOG_HEADS_BATCH`]), and a wake for each one whose
+/// head moved past what its connections were handed. It replaces a read
+/// of the log per connection per poll: at 5,000 idle visitors that was
+/// 5,000 reads a second.
+async fn poll_heads(ctx: Arc<Ctx>) {
+    let m = &ctx.metrics.bus;
+    m.polls.inc();
+    let keys = ctx.hub.live_keys();
+    let mut heads = Vec::new();
+    for chunk in keys.chunks(reads::LOG_HEADS_BATCH) {
+        let chunk = chunk.to_vec();
+        m.poll_queries.inc();
+        match ctx.reads.run(move |c| reads::log_heads(c, &chunk)).await {
+            Ok(h) => heads.extend(h),
+            Err(e) => {
+                // The next poll tries again; connections keep their cursors.
+                if let Some(skipped) = POLL_FAILED.due() {
+                    tracing::warn!(skipped, "bus: cannot read the log heads: {e}");
+                }
+                return;
+            }
+        }
+    }
+    let woken = ctx.hub.poll_heads(&heads);
+    m.poll_woken
+        .inc_by(u64::try_from(woken).unwrap_or(u64::MAX));
+}
+
 /// What the bus brings in.
 impl super::Hub {
     /// Another node committed `recipient`'s events up to `seq`: its
-    /// connections here read them from the log.
+    /// connections here read them from the log (unless they were already
+    /// handed that much).
     pub fn wake(&self, recipient: &Recipient, seq: Seq) {
-        let st = self.lock();
+        let mut st = self.lock();
         match recipient {
             Recipient::Agent(agent) => {
-                if let Some(a) = st.agents.get(agent) {
-                    for c in &a.conns {
-                        // A full queue is already being drained and the
-                        // next poll repeats this: never cut for a wake.
-                        let _full = c.tx.try_send(AgentPush::CatchUp(seq));
-                    }
+                if let Some(a) = st.agents.get_mut(agent).filter(|a| seq > a.head) {
+                    a.head = Self::wake_agent(a, seq);
                 }
             }
             Recipient::Visitor(visitor) => {
-                if let Some(v) = st.visitors.get(visitor) {
-                    Self::wake_visitor(v, seq);
+                if let Some(v) = st.visitors.get_mut(visitor).filter(|v| seq > v.head) {
+                    v.head = Self::wake_visitor(v, seq);
                 }
             }
         }
     }
 
-    fn wake_visitor(v: &VisitorLive, seq: Seq) {
+    /// Tell the agent's connections to catch up to `seq`; the head to keep:
+    /// `seq`, or 0 if a queue was full, so that the next poll repeats it
+    /// (a full queue is being drained: never cut for a wake).
+    fn wake_agent(a: &AgentLive, seq: Seq) -> Seq {
+        let mut head = seq;
+        for c in &a.conns {
+            if let Err(crate::pushq::TrySendError::Full(_)) = c.tx.try_send(AgentPush::CatchUp(seq))
+            {
+                head = 0;
+            }
+        }
+        head
+    }
+
+    /// As [`Self::wake_agent`], and the visitor's long-polls.
+    fn wake_visitor(v: &VisitorLive, seq: Seq) -> Seq {
+        let mut head = seq;
         for c in &v.conns {
-            let _full = c.tx.try_send(VisitorPush::CatchUp(seq));
+            if let Err(crate::pushq::TrySendError::Full(_)) =
+                c.tx.try_send(VisitorPush::CatchUp(seq))
+            {
+                head = 0;
+            }
         }
         if let Some(n) = &v.notify {
             n.notify_waiters();
         }
+        head
     }
 
-    /// Every local connection reads the log from its cursor (a gap on the
-    /// bus, or the periodic read).
+    /// Every local connection reads the log from its cursor: wakes may
+    /// have been lost (a gap on the bus).
     pub fn wake_all(&self) {
+        let mut st = self.lock();
+        for a in st.agents.values_mut() {
+            Self::wake_agent(a, Seq::MAX);
+            a.head = 0;
+        }
+        for v in st.visitors.values_mut() {
+            Self::wake_visitor(v, Seq::MAX);
+            v.head = 0;
+        }
+    }
+
+    /// The log-head keys of every recipient with a live connection here,
+    /// for the safety-net poll.
+    pub fn live_keys(&self) -> Vec<String> {
         let st = self.lock();
-        for a in st.agents.values() {
-            for c in &a.conns {
-                let _full = c.tx.try_send(AgentPush::CatchUp(Seq::MAX));
+        let agents = st
+            .agents
+            .iter()
+            .filter(|(_, a)| !a.conns.is_empty())
+            .map(|(id, _)| reads::agent_key(*id));
+        let visitors = st
+            .visitors
+            .iter()
+            .filter(|(_, v)| !v.conns.is_empty() || v.polls > 0)
+            .map(|(id, _)| reads::visitor_key(id));
+        agents.chain(visitors).collect()
+    }
+
+    /// The log heads a poll read (as [`Self::live_keys`] named them):
+    /// wake the recipients whose head moved past what their connections
+    /// here were handed. How many were woken.
+    pub fn poll_heads(&self, heads: &[(String, Seq)]) -> usize {
+        let heads: HashMap<&str, Seq> = heads.iter().map(|(k, s)| (k.as_str(), *s)).collect();
+        let mut st = self.lock();
+        let mut woken = 0;
+        for (id, a) in st.agents.iter_mut().filter(|(_, a)| !a.conns.is_empty()) {
+            if let Some(&seq) = heads.get(reads::agent_key(*id).as_str())
+                && seq > a.head
+            {
+                a.head = Self::wake_agent(a, seq);
+                woken += 1;
             }
         }
-        for v in st.visitors.values() {
-            Self::wake_visitor(v, Seq::MAX);
+        for (id, v) in st.visitors.iter_mut() {
+            if let Some(&seq) = heads.get(reads::visitor_key(id).as_str())
+                && seq > v.head
+            {
+                v.head = Self::wake_visitor(v, seq);
+                woken += 1;
+            }
         }
+        woken
     }
 
     /// Tell the other nodes every live entry here (periodically, so that
@@ -264,8 +534,14 @@ impl super::Hub {
         }
     }
 
-    /// Another node's live state changed (or was re-announced).
-    pub fn remote_presence(&self, node: Arc<str>, delta: PresenceDelta) {
+    /// Another node's live state changed (or was re-announced). An agent
+    /// whose presence moved but who has no team row here yet: the caller
+    /// reads its row and passes it to [`Self::update_member`].
+    pub fn remote_presence(
+        &self,
+        node: Arc<str>,
+        delta: PresenceDelta,
+    ) -> Option<(SiteId, AgentId)> {
         let now = Instant::now();
         let mut st = self.lock();
         match delta {
@@ -293,7 +569,7 @@ impl super::Hub {
                         },
                     );
                 }
-                self.remote_agent_changed(&mut st, agent, site, before);
+                return self.remote_agent_changed(&mut st, agent, site, before);
             }
             PresenceDelta::Visitor(info) => {
                 let (id, site) = (info.id.clone(), info.site);
@@ -322,6 +598,7 @@ impl super::Hub {
                 self.remote_visitor_gone(&mut st, visitor, site);
             }
         }
+        None
     }
 
     fn remote_visitor_gone(&self, st: &mut State, visitor: String, site: SiteId) {
@@ -332,34 +609,115 @@ impl super::Hub {
 
     /// An agent's connections elsewhere changed: tell this node's agents
     /// (team panel) and visitors ("agents online") if what they see moved.
+    /// An agent never seen here has no team row in the hub: returned, for
+    /// the caller to read it from the store.
     fn remote_agent_changed(
         &self,
         st: &mut State,
         agent: AgentId,
         site: SiteId,
         (presence_before, online_before): (Presence, bool),
-    ) {
-        // An agent never seen here has no team row in the hub: the panel
-        // shows it at the next login (or its next stored change).
-        if Self::presence_in(st, agent) != presence_before
-            && let Some(a) = st.agents.get(&agent)
-        {
-            let member = TeamMember {
-                presence: Self::presence_in(st, agent),
-                ..a.member.clone()
-            };
-            self.broadcast_live(st, site, LiveEvent::TeamMember(member));
+    ) -> Option<(SiteId, AgentId)> {
+        let mut unknown = None;
+        if Self::presence_in(st, agent) != presence_before {
+            match st.agents.get(&agent) {
+                Some(a) => {
+                    let member = TeamMember {
+                        presence: Self::presence_in(st, agent),
+                        ..a.member.clone()
+                    };
+                    self.broadcast_live(st, site, LiveEvent::TeamMember(member));
+                }
+                None => unknown = Some((site, agent)),
+            }
         }
         if Self::site_has_online(st, site) != online_before {
             self.broadcast_agents_online(st, site);
         }
+        unknown
     }
 
-    /// Drop other nodes' entries not re-announced within `max_age`.
-    pub fn expire_remote(&self, max_age: Duration) {
+    /// The visitors live here, and the count of committed changes applied
+    /// so far (for [`Self::conversations_reread`]).
+    pub fn live_visitors(&self) -> (Vec<String>, u64) {
+        let st = self.lock();
+        let ids = st
+            .visitors
+            .iter()
+            .filter(|(_, v)| v.info.online)
+            .map(|(id, _)| id.clone())
+            .collect();
+        (ids, st.visitor_changes)
+    }
+
+    /// The open conversations of the visitors `asked` about, as stored
+    /// (read after `epoch`): a live record that says otherwise, and has no
+    /// committed change newer than the read, is corrected, and reaches
+    /// agents with the next flush.
+    pub fn conversations_reread(
+        &self,
+        asked: &[String],
+        open: &[(String, holdfast_protocol::agent::ConversationId)],
+        epoch: u64,
+    ) {
+        let open: HashMap<&str, u64> = open.iter().map(|(v, c)| (v.as_str(), *c)).collect();
+        let mut st = self.lock();
+        for id in asked {
+            let stored = open.get(id.as_str()).copied();
+            let stale = st
+                .visitors
+                .get(id)
+                .is_some_and(|v| v.changed <= epoch && v.info.conversation != stored);
+            if stale {
+                Self::apply_visitor_change(
+                    &mut st,
+                    id.clone(),
+                    super::VisitorChange::Conversation(stored),
+                );
+            }
+        }
+    }
+
+    /// Sites with an agent connected here.
+    pub fn agent_sites(&self) -> Vec<SiteId> {
+        let st = self.lock();
+        let mut sites: Vec<SiteId> = st
+            .agents
+            .values()
+            .filter(|a| !a.conns.is_empty())
+            .map(|a| a.site)
+            .collect();
+        sites.sort_unstable();
+        sites.dedup();
+        sites
+    }
+
+    /// A site's team rows as stored, read again after a gap: the ones
+    /// that differ from the row this node holds (or that it holds none of)
+    /// go to the site's agents.
+    pub fn team_reread(&self, site: SiteId, rows: Vec<TeamMember>) {
+        let mut st = self.lock();
+        for row in rows {
+            let same = st.agents.get(&row.agent).is_some_and(|a| {
+                TeamMember {
+                    presence: a.member.presence,
+                    ..row.clone()
+                } == a.member
+            });
+            if !same {
+                self.set_member(&mut st, site, row);
+            }
+        }
+    }
+
+    /// Drop other nodes' entries not re-announced within `max_age`; the
+    /// agents among them to read from the store (see
+    /// [`Self::remote_presence`]).
+    pub fn expire_remote(&self, max_age: Duration) -> Vec<(SiteId, AgentId)> {
         let mut st = self.lock();
         let now = Instant::now();
         let gone = st.remote.expire(now, max_age);
+        let mut reread = Vec::new();
         for (visitor, site) in gone.visitors {
             self.remote_visitor_gone(&mut st, visitor, site);
         }
@@ -367,8 +725,9 @@ impl super::Hub {
             // The entry is already gone: compare with what it said (a
             // redundant "agents online: no" at worst).
             let before = (presence, true);
-            self.remote_agent_changed(&mut st, agent, site, before);
+            reread.extend(self.remote_agent_changed(&mut st, agent, site, before));
         }
+        reread
     }
 
     /// The bus was down: give every remote entry a fresh lease.

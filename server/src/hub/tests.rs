@@ -323,3 +323,120 @@ async fn a_poll_brings_this_node_s_copy_up_to_a_newer_stored_trail_but_never_bac
         "https://shop/thanks"
     );
 }
+
+/// What a connection's queue holds now, as the seqs of its catch-ups.
+fn catch_ups(reg: &mut Registration<AgentPush>) -> Vec<Seq> {
+    std::iter::from_fn(|| reg.rx.try_recv())
+        .filter_map(|p| match p {
+            AgentPush::CatchUp(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_poll_of_the_log_heads_wakes_only_the_recipients_that_are_behind() {
+    let (h, _metrics) = hub();
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    let mut bob = h.register_agent(1, member(2, "Bob"));
+    let _tab = h.register_visitor(visitor(1));
+    while alice.rx.try_recv().is_some() {}
+    while bob.rx.try_recv().is_some() {}
+    let mut keys = h.live_keys();
+    keys.sort();
+    assert_eq!(keys, ["a:1", "a:2", "v:v1"]);
+    // Just registered: whatever the log holds, each is checked once.
+    let heads = |a: Seq, b: Seq| vec![("a:1".to_owned(), a), ("a:2".to_owned(), b)];
+    assert_eq!(h.poll_heads(&heads(4, 2)), 2);
+    assert_eq!(catch_ups(&mut alice), [4]);
+    assert_eq!(catch_ups(&mut bob), [2]);
+    // Nothing moved: nobody is woken, nothing is read.
+    assert_eq!(h.poll_heads(&heads(4, 2)), 0);
+    assert!(catch_ups(&mut alice).is_empty());
+    // Alice's log moved by a commit here (pushed) and bob's elsewhere (a
+    // wake that was lost): only bob is behind.
+    h.publish(vec![event(5)]);
+    assert_eq!(h.poll_heads(&heads(5, 3)), 1);
+    assert!(catch_ups(&mut alice).is_empty());
+    assert_eq!(catch_ups(&mut bob), [3]);
+    // A wake that did arrive counts too.
+    h.wake(&Recipient::Agent(2), 4);
+    assert_eq!(catch_ups(&mut bob), [4]);
+    assert_eq!(h.poll_heads(&heads(5, 4)), 0);
+    // A gap wakes everyone and forgets the heads: the next poll checks all.
+    h.wake_all();
+    assert_eq!(catch_ups(&mut alice), [Seq::MAX]);
+    assert_eq!(h.poll_heads(&heads(5, 4)), 2);
+}
+
+#[tokio::test]
+async fn a_catch_up_that_did_not_fit_in_a_full_queue_is_repeated_by_the_next_poll() {
+    let (h, _metrics) = hub();
+    // The queue holds 3: two flushes' worth of live updates fill it.
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    let _visitors: Vec<_> = (0..3).map(|i| h.register_visitor(visitor(i))).collect();
+    h.flush_presence();
+    assert_eq!(h.poll_heads(&[("a:1".to_owned(), 7)]), 1);
+    assert!(!alice.rx.is_kicked(), "never cut for a wake");
+    // Drained: the poll tries again, since the catch-up was not handed over.
+    while alice.rx.try_recv().is_some() {}
+    assert_eq!(h.poll_heads(&[("a:1".to_owned(), 7)]), 1);
+    assert_eq!(catch_ups(&mut alice), [7]);
+}
+
+#[tokio::test]
+async fn the_database_copy_replaces_other_nodes_entries_and_agents_hear_only_what_moved() {
+    use crate::bus::PresenceDelta;
+    use crate::store::presence_pg::{AgentEntry, Entries};
+    let (h, _metrics) = hub();
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    drain(&mut alice.rx);
+    h.remote_presence("n2".into(), PresenceDelta::Visitor(Box::new(visitor(7))));
+    h.remote_presence("n3".into(), PresenceDelta::Visitor(Box::new(visitor(8))));
+    let bob = |connections| PresenceDelta::Agent {
+        site: 1,
+        agent: 2,
+        presence: Presence::Online,
+        connections,
+    };
+    // Bob has no team row here: his row is to be read from the store.
+    assert_eq!(h.remote_presence("n2".into(), bob(1)), Some((1, 2)));
+    assert_eq!(h.available_agents(1), [1, 2]);
+    drain(&mut alice.rx);
+    // The copy, during an outage: n2 still has v7 but bob left it, and n3
+    // is not heard from any more.
+    let mut n2 = Entries::default();
+    n2.visitors.insert("v7".into(), visitor(7));
+    let others = HashMap::from([("n2".to_owned(), n2.clone())]);
+    assert_eq!(h.remote_replace(&others), [(1, 2)]);
+    assert_eq!(h.available_agents(1), [1]);
+    let got = drain(&mut alice.rx);
+    let gone: Vec<&str> = got
+        .iter()
+        .filter_map(|p| match p {
+            AgentPush::Live(l) => match &**l {
+                LiveEvent::VisitorGone { visitor } => Some(visitor.as_str()),
+                LiveEvent::Visitor(v) => panic!("v{} did not change: {v:?}", v.id),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gone, ["v8"]);
+    assert_eq!(h.visitors_of_site(1), [visitor(7)]);
+    // The same copy again moves nothing.
+    assert!(h.remote_replace(&others).is_empty());
+    assert!(drain(&mut alice.rx).is_empty());
+    // Bob back on n2, per the copy.
+    n2.agents.insert(
+        2,
+        AgentEntry {
+            site: 1,
+            presence: Presence::Away,
+            connections: 1,
+        },
+    );
+    let others = HashMap::from([("n2".to_owned(), n2)]);
+    assert_eq!(h.remote_replace(&others), [(1, 2)]);
+    assert_eq!(h.presence(2), Presence::Away);
+}

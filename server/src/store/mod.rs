@@ -20,10 +20,13 @@
 //! - [`live`]: what the store needs from the hub ([`Availability`],
 //!   [`Publish`]), declared here so the store never imports the hub.
 //! - [`reads`]: queries for logins, replay, snapshots and history.
+//! - [`presence_pg`]: presence's PostgreSQL copy, read while the bus is
+//!   down.
 
 pub mod effect;
 pub mod live;
 pub mod migrations;
+pub mod presence_pg;
 pub mod reads;
 mod rules;
 pub mod schema;

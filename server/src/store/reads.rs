@@ -2,7 +2,7 @@
 //! use the same code inside its transaction, on either engine.
 
 use super::StoreError;
-use super::sql::{Db, Row, args};
+use super::sql::{Db, Dialect, Row, args};
 use holdfast_protocol::agent::{
     AgentId, Author, ChatMessage, ConversationId, ConversationInfo, ConversationState, Event,
     MessageId, PageView, QueryResult, Role, Seq, SiteId, VisitorInfo,
@@ -88,6 +88,36 @@ pub fn log_head(conn: &dyn Db, recipient: &str) -> Result<Seq, StoreError> {
         .map(|r| r.get(0))
         .transpose()?;
     Ok(head.and_then(|h| u64::try_from(h).ok()).unwrap_or(0))
+}
+
+/// How many recipients one [`log_heads`] query asks about: 5,000 keys
+/// are about 100 KB of parameter; a node with more live recipients makes
+/// one query per 5,000.
+pub const LOG_HEADS_BATCH: usize = 5000;
+
+/// The heads of many recipients' logs in one query (keys as [`agent_key`]
+/// and [`visitor_key`] make them); a recipient with no event yet is left
+/// out. The keys travel as one JSON array parameter, so the statement is
+/// the same whatever their number and is prepared once per connection.
+pub fn log_heads(conn: &dyn Db, keys: &[String]) -> Result<Vec<(String, Seq)>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = serde_json::to_string(keys)
+        .map_err(|e| StoreError::Corrupt(format!("log head keys: {e}")))?;
+    let sql = match conn.dialect() {
+        Dialect::Sqlite => {
+            "SELECT recipient, head FROM log_heads WHERE recipient IN (SELECT value FROM json_each(?1))"
+        }
+        Dialect::Postgres => {
+            "SELECT recipient, head FROM log_heads \
+             WHERE recipient IN (SELECT json_array_elements_text(?1::text::json))"
+        }
+    };
+    conn.query_rows(sql, &args![list])?
+        .iter()
+        .map(|r| Ok((r.get(0)?, u64_col(r, 1)?)))
+        .collect()
 }
 
 /// (floor, head): events floor+1 ..= head are still stored. A cursor below
@@ -193,6 +223,33 @@ pub fn conversation(
     conn.query_opt(&format!("{CONV_SELECT} WHERE c.id = ?1"), &args![id])?
         .map(|r| conv_row(&r))
         .transpose()
+}
+
+/// The open (not closed) conversation of each of `visitors` that has one,
+/// in one query (the ids as one JSON array parameter, as [`log_heads`]).
+pub fn open_conversations(
+    conn: &dyn Db,
+    visitors: &[String],
+) -> Result<Vec<(String, ConversationId)>, StoreError> {
+    if visitors.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = serde_json::to_string(visitors)
+        .map_err(|e| StoreError::Corrupt(format!("visitor ids: {e}")))?;
+    let ids = match conn.dialect() {
+        Dialect::Sqlite => "SELECT value FROM json_each(?1)",
+        Dialect::Postgres => "SELECT json_array_elements_text(?1::text::json)",
+    };
+    conn.query_rows(
+        &format!(
+            "SELECT visitor_id, MAX(id) FROM conversations \
+             WHERE state != 2 AND visitor_id IN ({ids}) GROUP BY visitor_id"
+        ),
+        &args![list],
+    )?
+    .iter()
+    .map(|r| Ok((r.get(0)?, u64_col(r, 1)?)))
+    .collect()
 }
 
 /// The visitor's conversation that is not closed, if any.

@@ -333,6 +333,7 @@ async fn ws_loop(
                     // from the cursor, as a gap in the pushes is read.
                     Recv::Item(VisitorPush::CatchUp(until)) => {
                         if until > sent {
+                            ctx.metrics.bus.catch_up_reads.inc();
                             match Box::pin(catch_up_ws(socket, ctx, v, sent, until)).await {
                                 Ok(s) => sent = s,
                                 Err(_) => return VisitorEnd::ReplayFailed,
