@@ -582,8 +582,17 @@ impl super::Hub {
                     },
                 );
                 // This node's own copy is what its agents see while the
-                // visitor is (also) here.
-                if changed && !st.visitors.contains_key(&id) {
+                // visitor is (also) here. A page recorded through the other
+                // node (long-poll requests land on any node) reaches that
+                // copy from here; an announcement older than the copy's
+                // newest page never takes it back.
+                let last_page = |i: &VisitorInfo| i.trail.last().map(|p| p.at_ms);
+                if let Some(v) = st.visitors.get_mut(&id) {
+                    if last_page(&info) > last_page(&v.info) {
+                        v.info.trail = info.trail.clone();
+                        st.dirty.insert(id);
+                    }
+                } else if changed {
                     self.broadcast_live(&mut st, site, LiveEvent::Visitor(*info));
                 }
             }

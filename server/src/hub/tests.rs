@@ -440,3 +440,47 @@ async fn the_database_copy_replaces_other_nodes_entries_and_agents_hear_only_wha
     assert_eq!(h.remote_replace(&others), [(1, 2)]);
     assert_eq!(h.presence(2), Presence::Away);
 }
+
+#[tokio::test]
+async fn another_node_s_newer_page_reaches_this_node_s_copy_and_an_older_one_never_takes_it_back() {
+    use crate::bus::PresenceDelta;
+    let page = |url: &str, at_ms: i64| holdfast_protocol::agent::PageView {
+        url: url.into(),
+        title: String::new(),
+        referrer: None,
+        at_ms,
+    };
+    let (h, _metrics) = hub();
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    let mut v = visitor(1);
+    v.trail = vec![page("https://shop/a", 10)];
+    let _tab = h.register_visitor(v.clone());
+    h.flush_presence();
+    drain(&mut alice.rx);
+    // The visitor's next request went to node 2, which recorded checkout.
+    let mut there = v.clone();
+    there.trail.push(page("https://shop/checkout", 20));
+    h.remote_presence("n2".into(), PresenceDelta::Visitor(Box::new(there.clone())));
+    h.flush_presence();
+    let last = |h: &Hub| {
+        h.visitor_live("v1")
+            .unwrap()
+            .trail
+            .last()
+            .unwrap()
+            .url
+            .clone()
+    };
+    assert_eq!(last(&h), "https://shop/checkout");
+    let seen = drain(&mut alice.rx);
+    assert!(
+        seen.iter().any(|p| matches!(p, AgentPush::Live(ev)
+            if matches!(&**ev, LiveEvent::Visitor(i) if i.trail.len() == 2))),
+        "{seen:?}"
+    );
+    // Back here, a newer page; node 2's periodic re-announcement of its
+    // older copy does not undo it.
+    h.visitor_page("v1", page("https://shop/thanks", 30), None);
+    h.remote_presence("n2".into(), PresenceDelta::Visitor(Box::new(there)));
+    assert_eq!(last(&h), "https://shop/thanks");
+}
