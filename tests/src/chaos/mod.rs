@@ -213,6 +213,7 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
         server_recovery: Mutex::new(Vec::new()),
         server_link_recovery: Mutex::new((Vec::new(), 0, Vec::new())),
         agent_recovery: Mutex::new(Vec::new()),
+        fault_log: Mutex::new((HashMap::new(), Vec::new())),
         started,
     });
 

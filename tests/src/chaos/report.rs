@@ -213,6 +213,10 @@ pub struct ClusterReport {
     pub redis_down_latency: Spread,
     /// Every other message: sent to applied (faults of all kinds included).
     pub other_latency: Spread,
+    /// The same two, only for messages with no link fault (or agent kill)
+    /// on their sender's or receiver's link while they were on their way.
+    pub redis_down_latency_clean: Spread,
+    pub other_latency_clean: Spread,
     /// PostgreSQL up again to the first message the server acked after it.
     pub pg_writes_resumed: Spread,
     /// PostgreSQL stopped to back up again (the harness's stop and start).
@@ -252,6 +256,11 @@ impl std::fmt::Display for ClusterReport {
             f,
             "sent -> applied, every other message:       {}",
             self.other_latency
+        )?;
+        writeln!(
+            f,
+            "  the same, no link fault on the way:  Redis down {}; other {}",
+            self.redis_down_latency_clean, self.other_latency_clean
         )?;
         writeln!(f, "PostgreSQL down (stop to up again):  {}", self.pg_outage)?;
         write!(

@@ -369,20 +369,41 @@ impl World {
         };
         let f = self.figures();
         let b = lock(&self.book);
-        let (mut down, mut other) = (Vec::new(), Vec::new());
+        let windows = self
+            .fault_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone();
+        // [down, other] x [all, on links with no fault in flight].
+        let mut lat: [[Vec<Duration>; 2]; 2] = Default::default();
         for (body, sent) in &b.sent_at {
             let Some(applied) = b.applied_at.get(body) else {
                 continue;
             };
             let d = applied.saturating_duration_since(*sent);
-            if f.redis_windows.iter().any(|(a, z)| a <= sent && sent <= z) {
-                down.push(d);
-            } else {
-                other.push(d);
+            let row = usize::from(!f.redis_windows.iter().any(|(a, z)| a <= sent && sent <= z));
+            lat[row][0].push(d);
+            // The message's links: its sender's and its receiver's (`v3`,
+            // `a1`), named in its stream (`v3`, `a1>v3`) and receiver
+            // (`a1<v3`, `v3`).
+            let stream = body.split('#').next().unwrap_or("");
+            let receiver = b.receiver_of.get(body).map_or("", String::as_str);
+            let links: Vec<&str> = stream
+                .split(['>', '<'])
+                .chain(receiver.split(['>', '<']))
+                .collect();
+            let faulted = windows
+                .iter()
+                .any(|(l, a, z)| links.contains(&l.as_str()) && a <= applied && sent <= z);
+            if !faulted {
+                lat[row][1].push(d);
             }
         }
-        r.redis_down_latency = Spread::of(&down);
-        r.other_latency = Spread::of(&other);
+        r.redis_down_latency = Spread::of(&lat[0][0]);
+        r.other_latency = Spread::of(&lat[1][0]);
+        r.redis_down_latency_clean = Spread::of(&lat[0][1]);
+        r.other_latency_clean = Spread::of(&lat[1][1]);
         r.node_client_recovery = Spread::of(&f.node_client_recovery);
         r.node_clients_elsewhere = f.node_clients_elsewhere;
         r.node_clients_stranded = f.node_clients_stranded;

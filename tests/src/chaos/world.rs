@@ -57,6 +57,8 @@ pub(crate) const LINK_FAULTS: [Fault; 7] = [
     Fault::Reload,
 ];
 
+pub(crate) type FaultLog = (HashMap<String, Instant>, Vec<(String, Instant, Instant)>);
+
 /// Shared by the load, fault and drain phases.
 pub(crate) struct World {
     pub(crate) book: SharedBook,
@@ -75,6 +77,9 @@ pub(crate) struct World {
     /// Per link back after a kill; links left out; every link live at once.
     pub(crate) server_link_recovery: Mutex<(Vec<Duration>, usize, Vec<Duration>)>,
     pub(crate) agent_recovery: Mutex<Vec<Duration>>,
+    /// Link faults and agent kills: link -> since when, in progress; and
+    /// (link, from, to) once over, settling time included.
+    pub(crate) fault_log: Mutex<FaultLog>,
     pub(crate) started: Instant,
 }
 
@@ -124,10 +129,19 @@ impl World {
     }
 
     pub(crate) fn claim(&self, link: &str) -> bool {
-        self.busy
+        let claimed = self
+            .busy
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(link.to_string())
+            .insert(link.to_string());
+        if claimed {
+            self.fault_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+                .insert(link.to_string(), Instant::now());
+        }
+        claimed
     }
 
     pub(crate) fn release(&self, link: &str) {
@@ -135,6 +149,10 @@ impl World {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(link);
+        let mut log = self.fault_log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(from) = log.0.remove(link) {
+            log.1.push((link.to_string(), from, Instant::now()));
+        }
     }
 
     /// A random link with no fault in progress.
