@@ -2,9 +2,10 @@
 //!
 //! - [`owner_sweep`]: an agent who stays offline past the grace period gets
 //!   its open chats handed back, so no chat is stranded with someone who is
-//!   not there. The grace runs from the agent's last disconnect, or from the
-//!   server's start for agents it has not seen since (a restart does not
-//!   reset anyone's clock to "connected").
+//!   not there. The grace runs from the last time the agent was connected,
+//!   to this node or to another on the bus, or from the server's start for
+//!   agents it has not seen since (a restart does not reset anyone's clock
+//!   to "connected").
 //! - [`presence`]: sends agents the visitors that changed, at most every
 //!   250 ms each, latest state only.
 //! - [`agent_changes`]: the CLI writes `agent disable`, `agent passwd` and
@@ -17,9 +18,11 @@
 //!   that are back at a full burst, so a flood from many addresses leaves no
 //!   memory behind once it stops.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use holdfast_protocol::agent::AgentId;
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::notice::LeaveReason;
 
@@ -37,11 +40,19 @@ pub const CHANGE_PROFILE: i64 = 2;
 const CHANGES_EVERY: Duration = Duration::from_millis(200);
 
 pub async fn owner_sweep(ctx: Arc<Ctx>) {
-    let started = Instant::now();
     let grace = ctx.cfg.owner_grace;
     let every = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When this sweep last saw each chat owner connected, on this node or
+    // another, or first saw it own a chat. The hub's `offline_since` only
+    // knows this node's own connections: for an agent connected elsewhere
+    // it is unset (or as old as the agent's last connection here), and a
+    // blip of that agent's link would count as an absence since then and
+    // hand its chats back at once. Seen once per tick (the first one at
+    // start), so a release may come up to one tick (a quarter of the grace
+    // at most) early.
+    let mut seen: HashMap<AgentId, Instant> = HashMap::new();
     loop {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,
@@ -54,11 +65,18 @@ pub async fn owner_sweep(ctx: Arc<Ctx>) {
                 continue;
             }
         };
+        let owning: HashSet<AgentId> = owners.iter().copied().collect();
+        seen.retain(|a, _| owning.contains(a));
         for agent in owners {
             if ctx.hub.connections(agent) > 0 {
+                seen.insert(agent, Instant::now());
                 continue;
             }
-            let since = ctx.hub.offline_since(agent).unwrap_or(started);
+            let seen_at = *seen.entry(agent).or_insert_with(Instant::now);
+            let since = ctx
+                .hub
+                .offline_since(agent)
+                .map_or(seen_at, |t| t.max(seen_at));
             if since.elapsed() >= grace {
                 // Idempotent: a second release finds nothing to hand back,
                 // and the writer skips it if the agent came back meanwhile.

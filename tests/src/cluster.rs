@@ -26,6 +26,8 @@ pub struct Cluster {
     pub fingerprint: Fingerprint,
     pub pg: TestPg,
     dirs: Vec<tempfile::TempDir>,
+    /// Node arguments in place of [`Cluster::node_args`]'s timings, if any.
+    node_extra: Vec<String>,
 }
 
 /// Run one CLI subcommand against the cluster's database; its stdout.
@@ -52,6 +54,12 @@ impl Cluster {
     /// (capacity `capacity`, password [`PASSWORD`]); Redis; and `n` nodes.
     /// Blocking: call from `spawn_blocking` in async tests.
     pub fn start(n: usize, capacity: u32) -> Self {
+        Self::start_with(n, capacity, &[])
+    }
+
+    /// Like [`Cluster::start`], each node started with `node_extra` (its
+    /// own timings, a config file) instead of the scripted agents' timings.
+    pub fn start_with(n: usize, capacity: u32, node_extra: &[&str]) -> Self {
         let pg = TestPg::start();
         let url = pg.create_db("holdfast");
         let setup = tempfile::tempdir().unwrap();
@@ -84,6 +92,7 @@ impl Cluster {
             fingerprint,
             pg,
             dirs: vec![setup],
+            node_extra: node_extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         for i in 1..=n {
             c.add_node(&format!("node{i}"));
@@ -94,7 +103,12 @@ impl Cluster {
     /// Start one more node.
     pub fn add_node(&mut self, id: &str) {
         let dir = tempfile::tempdir().unwrap();
-        let args = Self::node_args(&self.redis.url(), id);
+        let mut args = Self::node_args(&self.redis.url(), id);
+        if !self.node_extra.is_empty() {
+            // Keep `--bus` and `--node-id`; the timings are replaced.
+            args.truncate(4);
+            args.extend(self.node_extra.iter().cloned());
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         // The harness passes the database itself, and checks the node is on it.
         self.nodes.push(ServerProcess::start_on(

@@ -246,3 +246,103 @@ pub fn deploy_config(addrs: DeployAddrs) -> String {
     }
     text
 }
+
+/// Where the balancer listens and where each node is, for
+/// [`cluster_config`].
+#[derive(Debug, Clone)]
+pub struct ClusterAddrs {
+    pub visitors: SocketAddr,
+    pub agents: SocketAddr,
+    pub stats: SocketAddr,
+    /// Each node's `--http` and `--agent-listen`, node1 first.
+    pub nodes: Vec<(SocketAddr, SocketAddr)>,
+}
+
+/// The shipped `deploy/haproxy.cfg` for a cluster of up to three nodes
+/// (the file's node1–node3): the example nodes the cluster has are
+/// uncommented and pointed at its nodes, the others dropped; listen
+/// addresses, `user`, `group` and `chroot` as in [`deploy_config`]. Every
+/// node line must be found in both backends, so the test runs the file
+/// users copy.
+pub fn cluster_config(addrs: &ClusterAddrs) -> String {
+    assert!(
+        (1..=3).contains(&addrs.nodes.len()),
+        "deploy/haproxy.cfg names three nodes"
+    );
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy.cfg");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut found = vec![0; addrs.nodes.len()];
+    let mut out = String::new();
+    for l in text.lines() {
+        let t = l.trim_start();
+        if t.starts_with("user ") || t.starts_with("group ") || t.starts_with("chroot ") {
+            continue;
+        }
+        // `server nodeK 10.0.0.1K:PORT ...`, commented out or not.
+        let bare = t.trim_start_matches('#').trim_start();
+        let node = bare
+            .strip_prefix("server node")
+            .and_then(|r| r.split(' ').next())
+            .and_then(|k| k.parse::<usize>().ok());
+        let Some(k) = node else {
+            out.push_str(l);
+            out.push('\n');
+            continue;
+        };
+        let Some((http, agent)) = addrs.nodes.get(k - 1) else {
+            continue;
+        };
+        let mut words: Vec<String> = bare.split(' ').map(str::to_owned).collect();
+        let to = match words.get(2).map(String::as_str) {
+            Some(a) if a == format!("10.0.0.1{k}:8080") => http,
+            Some(a) if a == format!("10.0.0.1{k}:7070") => agent,
+            other => {
+                panic!("deploy/haproxy.cfg: node{k} at {other:?}; update tests/src/haproxy.rs")
+            }
+        };
+        words[2] = to.to_string();
+        found[k - 1] += 1;
+        out.push_str("    ");
+        out.push_str(&words.join(" "));
+        out.push('\n');
+    }
+    assert!(
+        found.iter().all(|n| *n == 2),
+        "deploy/haproxy.cfg: node lines found per node {found:?}, expected one per backend"
+    );
+    for (from, to) in [
+        ("bind :80", format!("bind {}", addrs.visitors)),
+        ("bind :7070", format!("bind {}", addrs.agents)),
+        ("bind 127.0.0.1:8404", format!("bind {}", addrs.stats)),
+    ] {
+        assert!(
+            out.contains(from),
+            "deploy/haproxy.cfg no longer has {from:?}; update tests/src/haproxy.rs"
+        );
+        out = out.replace(from, &to);
+    }
+    out
+}
+
+/// A counter of `backend/server` from the stats page's CSV: column `col`
+/// (4 is current sessions, 7 total sessions).
+pub async fn server_stat(
+    stats: SocketAddr,
+    backend: &str,
+    server: &str,
+    col: usize,
+) -> Option<u64> {
+    let (status, body) = crate::visitor::http_request(stats, "GET", "/;csv", None)
+        .await
+        .ok()?;
+    if status != 200 {
+        return None;
+    }
+    String::from_utf8_lossy(&body).lines().find_map(|l| {
+        let cols: Vec<&str> = l.split(',').collect();
+        (cols.first() == Some(&backend) && cols.get(1) == Some(&server))
+            .then(|| cols.get(col).and_then(|s| s.parse().ok()))
+            .flatten()
+    })
+}

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use holdfast_tests::chaos::{ChaosConfig, Spread, Timings, run};
+use holdfast_tests::chaos::{ChaosConfig, Spread, Timings, Topology, run};
 use holdfast_tests::proxy::Proxy;
 use holdfast_tests::server::{PASSWORD, ServerProcess, seed};
 use holdfast_tests::visitor::WsVisitor;
@@ -27,12 +27,17 @@ fn agent_bin() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_ci_run_loses_and_duplicates_nothing() {
     let cfg = ChaosConfig {
+        topology: Topology::Single,
         visitors: 6,
         agents: 3,
         messages: 5_000,
         link_faults: 50,
         server_kills: 2,
         agent_kills: 2,
+        redis_outages: 0,
+        redis_down: Duration::ZERO,
+        pg_restarts: 0,
+        pg_down: Duration::ZERO,
         timings: Timings::fast(),
         rate: 80.0,
         time_limit: Duration::from_secs(240),
