@@ -81,7 +81,12 @@ impl Rig {
             drop(conn);
             return Rig::Single(Box::new(ServerProcess::start(&data, args)));
         };
-        let cluster = Cluster::start_with(n, capacity, args);
+        // The shipped balancer config sends a PROXY protocol header on the
+        // agent port, so the nodes take one from it (on loopback here), as
+        // the README tells users to start them.
+        let mut node_args = args.to_vec();
+        node_args.extend(["--agent-proxy-protocol-from", "127.0.0.1/32"]);
+        let cluster = Cluster::start_with(n, capacity, &node_args);
         let cap = capacity.to_string();
         for k in 0..agents {
             cli(
