@@ -457,3 +457,23 @@ async fn nothing_is_served_after_retention() {
     );
     srv.stop().await;
 }
+
+/// The per-visitor upload rate slows a fast client down rather than
+/// failing it: 600 kB at 200 kB/s (one second's burst) takes at least 2 s,
+/// and arrives whole.
+#[tokio::test]
+async fn uploads_are_paced_to_the_visitor_rate() {
+    let srv = TestServer::start_with(|c| c.attach.rate_bytes_per_sec = 200_000).await;
+    let http = srv.http();
+    let v = visitor(&srv).await;
+    let doc = pdf(600_000);
+    let t = std::time::Instant::now();
+    let (id, r) = upload(http, &v.token, "slow.pdf", &doc, 100_000).await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(took >= Duration::from_millis(1900), "took {took:?}");
+    let link = json_of(&get(http, &format!("/v1/attach/{id}/link"), Some(&v.token)).await);
+    let file = get(http, link["url"].as_str().unwrap(), None).await;
+    assert_eq!(file.body, doc);
+    srv.stop().await;
+}
