@@ -34,6 +34,7 @@
 
 pub mod admin;
 pub mod agent_gw;
+pub mod attach;
 pub mod auth;
 pub mod bus;
 pub mod config;
@@ -90,6 +91,8 @@ pub struct Ctx {
         std::collections::HashMap<String, Arc<tokio::sync::Mutex<throttle::SendGate>>>,
     >,
     pub shutdown: CancellationToken,
+    /// Uploads and downloads of files (see [`attach`]).
+    pub attach: Arc<attach::Attachments>,
 }
 
 /// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -223,7 +226,12 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     // An unknown username waits as long as a password check takes here.
     tokio::task::spawn_blocking(auth::measure_verify_time);
     let fingerprint = identity.fingerprint();
+    let attach = Arc::new(
+        attach::Attachments::open(&cfg.data_dir, cfg.attach.clone())
+            .context("opening the attachments directory")?,
+    );
     let ctx = Arc::new(Ctx {
+        attach,
         throttle: throttle::LoginThrottle::new(cfg.throttle.clone()),
         ip_throttle: throttle::LoginThrottle::new(throttle::ThrottleConfig {
             free_failures: cfg.throttle.free_failures.saturating_mul(6),
@@ -280,6 +288,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     tasks.push(tokio::spawn(sweeps::presence(ctx.clone())));
     tasks.push(tokio::spawn(sweeps::agent_changes(ctx.clone())));
     tasks.push(tokio::spawn(sweeps::forget_limits(ctx.clone())));
+    tasks.push(tokio::spawn(attach::sweep(ctx.clone())));
     let sweeper = ctx.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

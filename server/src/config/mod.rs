@@ -193,6 +193,8 @@ pub struct ServerConfig {
     /// no password): the store and the server key live there, shared by
     /// every node. `None`: SQLite in `data_dir`.
     pub database: Option<crate::store::PgTarget>,
+    /// Attachment limits (the same for every site for now).
+    pub attach: crate::attach::Policy,
     pub http: SocketAddr,
     pub agent_listen: SocketAddr,
     pub tls: Option<TlsFiles>,
@@ -256,6 +258,7 @@ impl ServerConfig {
         Self {
             data_dir,
             database: None,
+            attach: crate::attach::Policy::default(),
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
             agent_listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
             tls: None,

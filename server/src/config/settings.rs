@@ -200,6 +200,18 @@ settings! {
     /// File descriptors kept back from HTTP for the agent port and the server
     #[arg(long, env = "HOLDFAST_HTTP_FD_RESERVE")]
     http_fd_reserve: u64,
+    /// Largest attachment in bytes [default: 20971520]
+    #[arg(long, env = "HOLDFAST_ATTACH_MAX_BYTES")]
+    attach_max_bytes: u64,
+    /// Unfinished uploads per visitor [default: 4]
+    #[arg(long, env = "HOLDFAST_ATTACH_PENDING_PER_VISITOR")]
+    attach_pending_per_visitor: usize,
+    /// Unfinished uploads per source address [default: 32]
+    #[arg(long, env = "HOLDFAST_ATTACH_PENDING_PER_ADDR")]
+    attach_pending_per_addr: usize,
+    /// Upload bytes per second per visitor [default: 8388608]
+    #[arg(long, env = "HOLDFAST_ATTACH_RATE_BYTES")]
+    attach_rate_bytes: u64,
     /// Bytes waiting for one agent connection before it is cut as a slow consumer
     #[arg(long, env = "HOLDFAST_AGENT_QUEUE_BYTES")]
     agent_queue_bytes: usize,
@@ -254,6 +266,8 @@ fn burst_from(v: f64) -> u32 {
 pub fn resolve(s: Settings) -> anyhow::Result<ServerConfig> {
     let mut http_limits = HttpConfig::default();
     resolve_http(&s, &mut http_limits)?;
+    let mut attach = crate::attach::Policy::default();
+    resolve_attach(&s, &mut attach)?;
     let data_dir = s.data_dir.unwrap_or_else(default_data_dir);
     let mut c = ServerConfig::with_defaults(data_dir);
     if let Some(v) = s.http {
@@ -264,6 +278,7 @@ pub fn resolve(s: Settings) -> anyhow::Result<ServerConfig> {
     }
     c.demo = s.demo.unwrap_or(false);
     c.migrate = s.migrate.unwrap_or(false);
+    c.attach = attach;
     if let Some(list) = s.agent_proxy_protocol_from {
         c.agent_proxy_protocol_from = list
             .iter()
@@ -505,6 +520,24 @@ fn resolve_http(s: &Settings, h: &mut HttpConfig) -> anyhow::Result<()> {
     }
     if let Some(v) = s.http_fd_reserve {
         h.fd_reserve = v;
+    }
+    Ok(())
+}
+
+fn resolve_attach(s: &Settings, a: &mut crate::attach::Policy) -> anyhow::Result<()> {
+    if let Some(v) = s.attach_max_bytes {
+        anyhow::ensure!(v > 0, "attach_max_bytes must be more than 0");
+        a.max_size = v;
+    }
+    if let Some(v) = s.attach_pending_per_visitor {
+        a.max_pending_per_visitor = v;
+    }
+    if let Some(v) = s.attach_pending_per_addr {
+        a.max_pending_per_ip = v;
+    }
+    if let Some(v) = s.attach_rate_bytes {
+        anyhow::ensure!(v > 0, "attach_rate_bytes must be more than 0");
+        a.rate_bytes_per_sec = v;
     }
     Ok(())
 }

@@ -78,6 +78,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
         .route("/v1/visitor/ws", get(ws_upgrade))
         .merge(long_poll)
+        .merge(crate::attach::serve::routes())
         .merge(files.layer(CompressionLayer::new()))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(body_limit))

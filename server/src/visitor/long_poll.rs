@@ -232,6 +232,23 @@ async fn resolve_token(
     })
 }
 
+/// The visitor and site of an HTTP request's `X-Holdfast-Token`, for the
+/// attachment endpoints: the same checks as a long-poll request. `Err(true)`
+/// is a bad token, `Err(false)` the server's trouble.
+pub(crate) async fn authenticate(
+    ctx: &Arc<Ctx>,
+    headers: &HeaderMap,
+    ip: IpAddr,
+) -> Result<(String, u64), bool> {
+    let Some(token) = lp_token(headers, None) else {
+        return Err(true);
+    };
+    match resolve_token(ctx, headers, &token, client_ua(headers), ip).await {
+        Ok(v) => Ok((v.id, v.site.id)),
+        Err(e) => Err(refusal_status(&e) == StatusCode::UNAUTHORIZED),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct PollParams {
     /// Deprecated: widgets send the `X-Holdfast-Token` header.

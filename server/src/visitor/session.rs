@@ -546,7 +546,7 @@ fn action_reply(
 /// of them (what a client puts further left it could have made up). A hop
 /// that is not an address ends the walk at the last trusted one: what lies
 /// left of it cannot be told apart from what a client wrote.
-pub(super) fn client_ip(ctx: &Ctx, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+pub(crate) fn client_ip(ctx: &Ctx, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     let trusted = &ctx.cfg.visitor.trusted_proxies;
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
     if trusted.is_empty() || !is_trusted(peer.ip()) {

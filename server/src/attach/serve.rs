@@ -1,0 +1,650 @@
+//! The attachment endpoints on the HTTP port.
+//!
+//! ```text
+//! POST  /v1/attach               create: {"length","name","type"} → 201
+//! HEAD  /v1/attach/{id}          Upload-Offset, Upload-Length
+//! PATCH /v1/attach/{id}          Upload-Offset + bytes → 204, or 200 when complete
+//! GET   /v1/attach/{id}/link     a signed, expiring download link
+//! GET   /v1/files/{id}?e=&s=     the file (always a download)
+//! GET   /v1/files/{id}/thumb?e=&s=  the re-encoded thumbnail (inline)
+//! ```
+//!
+//! Upload requests carry the visitor's session token in `X-Holdfast-Token`,
+//! as long-poll requests do. Download links carry their own signature
+//! instead, so an `<img>` or a plain link works without the token, and
+//! expire; everything about an attachment that is not the caller's, or is
+//! past retention, is 404.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tower_http::cors::{Any, CorsLayer};
+
+use super::store::{FinishError, Meta, valid_id};
+use super::upload::{self, Refusal, UploadState};
+use crate::Ctx;
+use crate::store::{now_ms, reads};
+
+const UPLOAD_OFFSET: &str = "upload-offset";
+const UPLOAD_LENGTH: &str = "upload-length";
+
+pub fn routes() -> Router<Arc<Ctx>> {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::HEAD])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            HeaderName::from_static(crate::visitor::long_poll::TOKEN_HEADER),
+            HeaderName::from_static(crate::visitor::long_poll::IDENTITY_HEADER),
+            HeaderName::from_static(UPLOAD_OFFSET),
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static(UPLOAD_OFFSET),
+            HeaderName::from_static(UPLOAD_LENGTH),
+        ]);
+    Router::new()
+        .route("/v1/attach", post(create))
+        .route("/v1/attach/{id}", axum::routing::patch(patch).head(head))
+        .route("/v1/attach/{id}/link", get(link))
+        .layer(cors)
+        .route("/v1/files/{id}", get(file))
+        .route("/v1/files/{id}/thumb", get(thumb))
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+}
+
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    let mut r = (
+        status,
+        axum::Json(ErrorBody {
+            error: code,
+            message: message.into(),
+            offset: None,
+        }),
+    )
+        .into_response();
+    no_store(r.headers_mut());
+    r
+}
+
+fn no_store(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such attachment")
+}
+
+fn refused(r: &Refusal) -> Response {
+    let (status, code) = match r {
+        Refusal::Empty | Refusal::NoLength | Refusal::Overrun { .. } => {
+            (StatusCode::BAD_REQUEST, "bad_request")
+        }
+        Refusal::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        Refusal::TooManyPending => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        Refusal::WrongOffset { .. } | Refusal::Complete => (StatusCode::CONFLICT, "conflict"),
+        Refusal::BadType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_type"),
+        Refusal::ImageTooBig { .. } | Refusal::BadImage(_) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "bad_image")
+        }
+    };
+    let mut resp = error(status, code, r.to_string());
+    if let Refusal::WrongOffset { stored, .. } = r {
+        resp.headers_mut()
+            .insert(UPLOAD_OFFSET, HeaderValue::from(*stored));
+    }
+    resp
+}
+
+/// A storage failure: a full disk is 507 so the client knows to wait
+/// rather than retry at once; nothing past the last stored offset was
+/// acknowledged.
+fn io_error(e: &io::Error) -> Response {
+    tracing::warn!("attachment storage failed: {e}");
+    if e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+        error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "unavailable",
+            "the server's disk is full; try again later from the current offset",
+        )
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server cannot store that right now; try again from the current offset",
+        )
+    }
+}
+
+/// The caller: a visitor, from its token.
+struct Caller {
+    visitor: String,
+    site: u64,
+    ip: std::net::IpAddr,
+}
+
+async fn caller(ctx: &Arc<Ctx>, peer: SocketAddr, headers: &HeaderMap) -> Result<Caller, Response> {
+    let ip = crate::visitor::session::client_ip(ctx, peer, headers);
+    if let Err(l) = ctx.visitor_limits.http_request(ip) {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            l.message("requests"),
+        );
+        let secs = l.retry_after.as_secs() + u64::from(l.retry_after.subsec_nanos() > 0);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        return Err(r);
+    }
+    match crate::visitor::long_poll::authenticate(ctx, headers, ip).await {
+        Ok((visitor, site)) => Ok(Caller { visitor, site, ip }),
+        Err(unauthorized) if unauthorized => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid or expired visitor token (X-Holdfast-Token)",
+        )),
+        Err(_) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server cannot check that token right now",
+        )),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+#[derive(Deserialize)]
+struct CreateReq {
+    length: Option<u64>,
+    #[serde(default)]
+    name: String,
+    #[serde(default, rename = "type")]
+    declared_type: String,
+}
+
+#[derive(Serialize)]
+struct Created {
+    id: String,
+    url: String,
+    offset: u64,
+}
+
+async fn create(
+    State(ctx): State<Arc<Ctx>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let who = match caller(&ctx, peer, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(req) = serde_json::from_slice::<CreateReq>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected {\"length\": N, \"name\": \"…\", \"type\": \"…\"}",
+        );
+    };
+    let policy = &ctx.attach.policy;
+    let length = match upload::check_create(policy, req.length) {
+        Ok(l) => l,
+        Err(r) => return refused(&r),
+    };
+    let visitor = who.visitor.clone();
+    let conv = ctx
+        .reads
+        .run(move |c| reads::open_conversation(c, &visitor))
+        .await;
+    let conversation = match conv {
+        Ok(Some(c)) => c.id,
+        Ok(None) => {
+            return error(
+                StatusCode::CONFLICT,
+                "conflict",
+                "no open chat to attach to; send a message first",
+            );
+        }
+        Err(e) => {
+            tracing::warn!("attachment create cannot read the chat: {e}");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again");
+        }
+    };
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    if !ctx.attach.reserve(&id, &who.visitor, who.ip) {
+        return refused(&Refusal::TooManyPending);
+    }
+    let state = UploadState {
+        id: id.clone(),
+        site: who.site,
+        visitor: who.visitor,
+        conversation,
+        name: upload::clean_name(&req.name, policy.max_name),
+        declared_type: req.declared_type.chars().take(100).collect(),
+        length,
+        offset: 0,
+        created_ms: now_ms(),
+    };
+    let a = ctx.attach.clone();
+    if let Err(e) = blocking(move || a.disk.create(&state)).await {
+        ctx.attach.release(&id);
+        return io_error(&e);
+    }
+    let url = format!("/v1/attach/{id}");
+    let mut r = (
+        StatusCode::CREATED,
+        axum::Json(Created {
+            id,
+            url: url.clone(),
+            offset: 0,
+        }),
+    )
+        .into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(UPLOAD_OFFSET, HeaderValue::from(0u64));
+    h.insert(UPLOAD_LENGTH, HeaderValue::from(length));
+    no_store(h);
+    r
+}
+
+/// The caller's upload `id`, or 404 for anyone else's.
+async fn own_upload(ctx: &Arc<Ctx>, who: &Caller, id: &str) -> Result<UploadState, Response> {
+    let a = ctx.attach.clone();
+    let id2 = id.to_string();
+    match blocking(move || a.disk.load(&id2)).await {
+        Ok(Some(s)) if s.visitor == who.visitor && s.site == who.site => Ok(s),
+        Ok(_) => Err(not_found()),
+        Err(e) => Err(io_error(&e)),
+    }
+}
+
+async fn own_meta(ctx: &Arc<Ctx>, visitor: &str, site: u64, id: &str) -> Result<Meta, Response> {
+    match load_meta(ctx, id).await? {
+        Some(m) if m.visitor == visitor && m.site == site => Ok(m),
+        _ => Err(not_found()),
+    }
+}
+
+/// A complete attachment that is still within retention.
+async fn load_meta(ctx: &Arc<Ctx>, id: &str) -> Result<Option<Meta>, Response> {
+    let a = ctx.attach.clone();
+    let id2 = id.to_string();
+    let m = blocking(move || a.disk.meta(&id2))
+        .await
+        .map_err(|e| io_error(&e))?;
+    let retention = i64::try_from(ctx.cfg.writer.retention.as_millis()).unwrap_or(i64::MAX);
+    Ok(m.filter(|m| m.completed_ms >= now_ms().saturating_sub(retention)))
+}
+
+fn offsets(r: &mut Response, offset: u64, length: u64) {
+    let h = r.headers_mut();
+    h.insert(UPLOAD_OFFSET, HeaderValue::from(offset));
+    h.insert(UPLOAD_LENGTH, HeaderValue::from(length));
+    no_store(h);
+}
+
+async fn head(
+    State(ctx): State<Arc<Ctx>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let who = match caller(&ctx, peer, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !valid_id(&id) {
+        return not_found();
+    }
+    let (offset, length) = match own_upload(&ctx, &who, &id).await {
+        Ok(s) => (s.offset, s.length),
+        Err(not) => match own_meta(&ctx, &who.visitor, who.site, &id).await {
+            Ok(m) => (m.size, m.size),
+            Err(_) => return not,
+        },
+    };
+    let mut r = StatusCode::OK.into_response();
+    offsets(&mut r, offset, length);
+    r
+}
+
+#[derive(Serialize)]
+struct Completed {
+    offset: u64,
+    attachment: AttachmentView,
+}
+
+#[derive(Serialize)]
+struct AttachmentView {
+    id: String,
+    name: String,
+    mime: String,
+    size: u64,
+    image: bool,
+}
+
+impl From<&Meta> for AttachmentView {
+    fn from(m: &Meta) -> Self {
+        Self {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            mime: m.mime.clone(),
+            size: m.size,
+            image: m.thumb.is_some(),
+        }
+    }
+}
+
+async fn patch(
+    State(ctx): State<Arc<Ctx>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let who = match caller(&ctx, peer, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !valid_id(&id) {
+        return not_found();
+    }
+    let Some(sent) = headers
+        .get(UPLOAD_OFFSET)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Upload-Offset is missing or not a number",
+        );
+    };
+    if !ctx.attach.try_busy(&id) {
+        return error(
+            StatusCode::CONFLICT,
+            "conflict",
+            "another PATCH of this upload is in progress",
+        );
+    }
+    let r = patch_locked(&ctx, &who, &id, sent, body).await;
+    ctx.attach.done_busy(&id);
+    r
+}
+
+async fn patch_locked(ctx: &Arc<Ctx>, who: &Caller, id: &str, sent: u64, body: Body) -> Response {
+    let mut state = match own_upload(ctx, who, id).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = upload::check_patch(&state, sent) {
+        let mut resp = refused(&r);
+        offsets(&mut resp, state.offset, state.length);
+        return resp;
+    }
+    let a = ctx.attach.clone();
+    let s2 = state.clone();
+    let file = match blocking(move || a.disk.open_part(&s2)).await {
+        Ok(f) => f,
+        Err(e) => return io_error(&e),
+    };
+    let mut file = tokio::fs::File::from_std(file);
+    let start = state.offset;
+    let mut at = start;
+    let mut stream = body.into_data_stream();
+    let mut failure: Option<Response> = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            // The client went away mid-chunk: keep what arrived, so it
+            // resumes from there rather than from the chunk's start.
+            Err(_) => break,
+        };
+        if let Err(r) = upload::accept_chunk(&state, at, chunk.len()) {
+            failure = Some(refused(&r));
+            at = start;
+            break;
+        }
+        let wait = ctx.attach.pace(&who.visitor, chunk.len());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        if let Err(e) = file.write_all(&chunk).await {
+            failure = Some(io_error(&e));
+            at = start;
+            break;
+        }
+        at += chunk.len() as u64;
+    }
+    // Acknowledge only what is on disk: the bytes, then the offset.
+    let synced = async {
+        file.flush().await?;
+        file.set_len(at).await?;
+        file.sync_all().await
+    }
+    .await;
+    if let Err(e) = synced {
+        return io_error(&e);
+    }
+    drop(file);
+    if at != state.offset {
+        state.offset = at;
+        let a = ctx.attach.clone();
+        let s2 = state.clone();
+        if let Err(e) = blocking(move || a.disk.save(&s2)).await {
+            return io_error(&e);
+        }
+    }
+    if let Some(mut f) = failure {
+        offsets(&mut f, state.offset, state.length);
+        return f;
+    }
+    if state.offset < state.length {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        offsets(&mut r, state.offset, state.length);
+        return r;
+    }
+    let a = ctx.attach.clone();
+    let s2 = state.clone();
+    let now = now_ms();
+    let done = tokio::task::spawn_blocking(move || a.disk.finish(&s2, now))
+        .await
+        .unwrap_or_else(|e| Err(FinishError::Io(io::Error::other(e))));
+    ctx.attach.release(id);
+    match done {
+        Ok(meta) => {
+            let mut r = (
+                StatusCode::OK,
+                axum::Json(Completed {
+                    offset: meta.size,
+                    attachment: AttachmentView::from(&meta),
+                }),
+            )
+                .into_response();
+            offsets(&mut r, meta.size, meta.size);
+            r
+        }
+        Err(FinishError::Refused(r)) => refused(&r),
+        Err(FinishError::Io(e)) => io_error(&e),
+    }
+}
+
+#[derive(Serialize)]
+struct Link {
+    attachment: AttachmentView,
+    url: String,
+    thumb_url: Option<String>,
+    expires_ms: i64,
+}
+
+async fn link(
+    State(ctx): State<Arc<Ctx>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let who = match caller(&ctx, peer, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let meta = match own_meta(&ctx, &who.visitor, who.site, &id).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let exp = now_ms() + i64::try_from(super::LINK_LIFETIME.as_millis()).unwrap_or(0);
+    let url = format!(
+        "/v1/files/{id}?e={exp}&s={}",
+        ctx.attach.sign(&id, false, exp)
+    );
+    let thumb_url = meta.thumb.as_ref().map(|_| {
+        format!(
+            "/v1/files/{id}/thumb?e={exp}&s={}",
+            ctx.attach.sign(&id, true, exp)
+        )
+    });
+    let mut r = axum::Json(Link {
+        attachment: AttachmentView::from(&meta),
+        url,
+        thumb_url,
+        expires_ms: exp,
+    })
+    .into_response();
+    no_store(r.headers_mut());
+    r
+}
+
+#[derive(Deserialize)]
+struct Signed {
+    #[serde(default)]
+    e: i64,
+    #[serde(default)]
+    s: String,
+}
+
+async fn file(
+    State(ctx): State<Arc<Ctx>>,
+    Path(id): Path<String>,
+    Query(q): Query<Signed>,
+) -> Response {
+    serve_file(&ctx, &id, false, &q).await
+}
+
+async fn thumb(
+    State(ctx): State<Arc<Ctx>>,
+    Path(id): Path<String>,
+    Query(q): Query<Signed>,
+) -> Response {
+    serve_file(&ctx, &id, true, &q).await
+}
+
+async fn serve_file(ctx: &Arc<Ctx>, id: &str, want_thumb: bool, q: &Signed) -> Response {
+    if !valid_id(id) || !ctx.attach.verify(id, want_thumb, q.e, &q.s, now_ms()) {
+        return not_found();
+    }
+    let meta = match load_meta(ctx, id).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return not_found(),
+        Err(r) => return r,
+    };
+    let (sha, mime, disposition) = if want_thumb {
+        let Some(t) = meta.thumb.clone() else {
+            return not_found();
+        };
+        // Our own PNG encoding of the pixels: safe to show inline.
+        (t, "image/png".to_string(), "inline".to_string())
+    } else {
+        let ascii: String = meta
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        (
+            meta.sha256.clone(),
+            meta.mime.clone(),
+            format!("attachment; filename=\"{ascii}\""),
+        )
+    };
+    let path = ctx.attach.disk.content_path(&sha);
+    let f = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return not_found(),
+        Err(e) => return io_error(&e),
+    };
+    let len = match f.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return io_error(&e),
+    };
+    // Streamed in 64 KiB reads: a 20 MB download holds 64 KiB of memory.
+    let stream = futures_util::stream::unfold(Some(f), |f| async move {
+        let mut f = f?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<Bytes, io::Error>(Bytes::from(buf)), Some(f)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    let h = r.headers_mut();
+    let put = |h: &mut HeaderMap, k: HeaderName, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    };
+    put(h, header::CONTENT_TYPE, &mime);
+    put(h, header::CONTENT_DISPOSITION, &disposition);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}

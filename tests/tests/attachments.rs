@@ -1,0 +1,479 @@
+//! Attachments through a real server over real HTTP: resumable uploads,
+//! sniffing, thumbnails, limits, and safe, scoped download links.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use holdfast_protocol::visitor::VisitorOut;
+use holdfast_tests::server::{Backend, TestServer};
+use holdfast_tests::visitor::{HttpAnswer, WsVisitor, http_exchange};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+const TOKEN: &str = "x-holdfast-token";
+
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, 99])
+    });
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn pdf(len: usize) -> Vec<u8> {
+    let mut v = b"%PDF-1.4\n".to_vec();
+    let mut x: u32 = 12345;
+    while v.len() < len {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        v.push((x >> 16) as u8);
+    }
+    v
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xffff_ffffu32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A valid small PNG whose header claims `w`x`h` pixels.
+fn bomb(w: u32, h: u32) -> Vec<u8> {
+    let mut out = png(8, 8);
+    out[16..20].copy_from_slice(&w.to_be_bytes());
+    out[20..24].copy_from_slice(&h.to_be_bytes());
+    let crc = crc32(&out[12..29]);
+    out[29..33].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+fn json_of(a: &HttpAnswer) -> Value {
+    serde_json::from_slice(&a.body).unwrap_or(Value::Null)
+}
+
+/// A visitor over WebSocket with an open chat (its first message).
+async fn visitor(srv: &TestServer) -> WsVisitor {
+    let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
+    let ack = v.say_acked("here is my file").await.unwrap();
+    assert!(matches!(ack, VisitorOut::Ack { .. }), "{ack:?}");
+    v
+}
+
+async fn create(http: SocketAddr, token: &str, length: u64, name: &str) -> HttpAnswer {
+    let body = json!({"length": length, "name": name, "type": "image/png"}).to_string();
+    http_exchange(
+        None,
+        http,
+        "POST",
+        "/v1/attach",
+        &[(TOKEN, token)],
+        Some(body.as_bytes()),
+    )
+    .await
+    .unwrap()
+}
+
+async fn patch(http: SocketAddr, token: &str, id: &str, offset: u64, bytes: &[u8]) -> HttpAnswer {
+    let off = offset.to_string();
+    http_exchange(
+        None,
+        http,
+        "PATCH",
+        &format!("/v1/attach/{id}"),
+        &[
+            (TOKEN, token),
+            ("upload-offset", &off),
+            ("content-type", "application/offset+octet-stream"),
+        ],
+        Some(bytes),
+    )
+    .await
+    .unwrap()
+}
+
+async fn head(http: SocketAddr, token: &str, id: &str) -> HttpAnswer {
+    http_exchange(
+        None,
+        http,
+        "HEAD",
+        &format!("/v1/attach/{id}"),
+        &[(TOKEN, token)],
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+async fn get(http: SocketAddr, path: &str, token: Option<&str>) -> HttpAnswer {
+    let extra: Vec<(&str, &str)> = token.map(|t| vec![(TOKEN, t)]).unwrap_or_default();
+    http_exchange(None, http, "GET", path, &extra, None)
+        .await
+        .unwrap()
+}
+
+/// Create and send `bytes` in `chunk`-sized PATCHes; the last answer.
+async fn upload(
+    http: SocketAddr,
+    token: &str,
+    name: &str,
+    bytes: &[u8],
+    chunk: usize,
+) -> (String, HttpAnswer) {
+    let c = create(http, token, bytes.len() as u64, name).await;
+    assert_eq!(c.status, 201, "{:?}", String::from_utf8_lossy(&c.body));
+    let id = json_of(&c)["id"].as_str().unwrap().to_string();
+    let mut at = 0;
+    let mut last = None;
+    for part in bytes.chunks(chunk) {
+        let r = patch(http, token, &id, at, part).await;
+        at += part.len() as u64;
+        last = Some(r);
+    }
+    (id, last.unwrap())
+}
+
+fn offset(a: &HttpAnswer) -> u64 {
+    a.header("upload-offset").unwrap().parse().unwrap()
+}
+
+async fn bystander_still_works(v: &mut WsVisitor) {
+    let ack = v.say_acked("still there?").await.unwrap();
+    assert!(matches!(ack, VisitorOut::Ack { .. }), "{ack:?}");
+}
+
+async fn image_and_pdf_are_stored_and_served_safely(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
+    let http = srv.http();
+    let v = visitor(&srv).await;
+
+    // An image in three chunks: complete on the last, with a thumbnail.
+    let img = png(1200, 800);
+    let (id, done) = upload(http, &v.token, "screen shot.png", &img, img.len() / 3 + 1).await;
+    assert_eq!(
+        done.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&done.body)
+    );
+    let a = json_of(&done);
+    assert_eq!(a["attachment"]["mime"], "image/png");
+    assert_eq!(a["attachment"]["image"], true);
+    assert_eq!(a["attachment"]["size"], img.len());
+
+    let link = get(http, &format!("/v1/attach/{id}/link"), Some(&v.token)).await;
+    assert_eq!(link.status, 200);
+    let link = json_of(&link);
+    let thumb = get(http, link["thumb_url"].as_str().unwrap(), None).await;
+    assert_eq!(thumb.status, 200);
+    assert_eq!(thumb.header("content-type"), Some("image/png"));
+    assert_eq!(thumb.header("content-disposition"), Some("inline"));
+    assert_eq!(thumb.header("x-content-type-options"), Some("nosniff"));
+    assert!(
+        thumb
+            .header("content-security-policy")
+            .unwrap()
+            .starts_with("sandbox")
+    );
+    let t = image::load_from_memory(&thumb.body).unwrap();
+    assert_eq!((t.width(), t.height()), (320, 213));
+
+    let file = get(http, link["url"].as_str().unwrap(), None).await;
+    assert_eq!(file.status, 200);
+    assert_eq!(file.body, img);
+    assert_eq!(
+        file.header("content-disposition"),
+        Some("attachment; filename=\"screen shot.png\"")
+    );
+
+    // A PDF: a download, never inline, no thumbnail.
+    let doc = pdf(300_000);
+    let (id, done) = upload(http, &v.token, "invoice.pdf", &doc, 64 * 1024).await;
+    assert_eq!(done.status, 200);
+    assert_eq!(json_of(&done)["attachment"]["mime"], "application/pdf");
+    let link = json_of(&get(http, &format!("/v1/attach/{id}/link"), Some(&v.token)).await);
+    assert!(link["thumb_url"].is_null());
+    let file = get(http, link["url"].as_str().unwrap(), None).await;
+    assert_eq!(file.status, 200);
+    assert_eq!(Sha256::digest(&file.body), Sha256::digest(&doc));
+    assert_eq!(file.header("content-type"), Some("application/pdf"));
+    assert!(
+        file.header("content-disposition")
+            .unwrap()
+            .starts_with("attachment")
+    );
+    assert_eq!(file.header("x-content-type-options"), Some("nosniff"));
+    assert!(
+        file.header("content-security-policy")
+            .unwrap()
+            .starts_with("sandbox")
+    );
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(image_and_pdf_are_stored_and_served_safely);
+
+/// Writes a PATCH head announcing `announced` bytes, sends `sent` of them,
+/// and drops the connection: a pulled cable mid-chunk.
+async fn cut_patch(
+    http: SocketAddr,
+    token: &str,
+    id: &str,
+    offset: u64,
+    bytes: &[u8],
+    sent: usize,
+) {
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    let head = format!(
+        "PATCH /v1/attach/{id} HTTP/1.1\r\nHost: x\r\n{TOKEN}: {token}\r\nUpload-Offset: {offset}\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&bytes[..sent]).await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(s);
+}
+
+async fn upload_resumes_after_a_cut_and_a_restart(backend: Backend) {
+    let mut srv = TestServer::start_on(backend).await;
+    let v = visitor(&srv).await;
+    let doc = pdf(1_000_000);
+    let c = create(srv.http(), &v.token, doc.len() as u64, "manual.pdf").await;
+    let id = json_of(&c)["id"].as_str().unwrap().to_string();
+
+    let r = patch(srv.http(), &v.token, &id, 0, &doc[..250_000]).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(offset(&r), 250_000);
+
+    // The cable is pulled 100 000 bytes into a 250 000 byte chunk: what
+    // arrived is kept, so the client resumes from there, not from zero.
+    cut_patch(
+        srv.http(),
+        &v.token,
+        &id,
+        250_000,
+        &doc[250_000..500_000],
+        100_000,
+    )
+    .await;
+    let mut at = 0;
+    for _ in 0..50 {
+        at = offset(&head(srv.http(), &v.token, &id).await);
+        if at > 250_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(at > 250_000 && at <= 350_000, "offset after the cut: {at}");
+
+    // The server restarts: the upload and its offset are still there.
+    srv.restart().await;
+    let h = head(srv.http(), &v.token, &id).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(offset(&h), at);
+    assert_eq!(h.header("upload-length"), Some("1000000"));
+
+    let at_usize = usize::try_from(at).unwrap();
+    let r = patch(srv.http(), &v.token, &id, at, &doc[at_usize..]).await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    let link = json_of(&get(srv.http(), &format!("/v1/attach/{id}/link"), Some(&v.token)).await);
+    let file = get(srv.http(), link["url"].as_str().unwrap(), None).await;
+    assert_eq!(
+        Sha256::digest(&file.body),
+        Sha256::digest(&doc),
+        "the file is whole"
+    );
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(upload_resumes_after_a_cut_and_a_restart);
+
+async fn hostile_uploads_get_clear_errors(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
+    let http = srv.http();
+    let mut bystander = visitor(&srv).await;
+    let v = visitor(&srv).await;
+    let t = v.token.as_str();
+
+    // 0 bytes, and 1 byte over the limit: refused at create, before any byte.
+    let r = create(http, t, 0, "empty.png").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(json_of(&r)["error"], "bad_request");
+    let r = create(http, t, 20 * 1024 * 1024 + 1, "big.pdf").await;
+    assert_eq!(r.status, 413);
+    assert!(
+        json_of(&r)["message"]
+            .as_str()
+            .unwrap()
+            .contains("20971520")
+    );
+
+    // Offsets that skip ahead or overlap: 409 with the stored offset.
+    let c = create(http, t, 10, "x.pdf").await;
+    let id = json_of(&c)["id"].as_str().unwrap().to_string();
+    let r = patch(http, t, &id, 5, b"%PDF-").await;
+    assert_eq!(r.status, 409);
+    assert_eq!(offset(&r), 0);
+    assert_eq!(patch(http, t, &id, 0, b"%PDF-").await.status, 204);
+    let r = patch(http, t, &id, 0, b"%PDF-").await;
+    assert_eq!(r.status, 409);
+    assert_eq!(offset(&r), 5);
+    // More bytes than declared: refused, and nothing of that chunk is kept.
+    let r = patch(http, t, &id, 5, b"123456").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(offset(&r), 5);
+    assert_eq!(offset(&head(http, t, &id).await), 5);
+    assert_eq!(patch(http, t, &id, 5, b"12345").await.status, 200);
+
+    // A decompression bomb: 8x8 pixels of data claiming 100000x100000.
+    let (_, r) = upload(http, t, "bomb.png", &bomb(100_000, 100_000), 1 << 20).await;
+    assert_eq!(r.status, 422, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(json_of(&r)["error"], "bad_image");
+
+    // Script carriers named as images: refused by their content.
+    let svg = br#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#;
+    let (_, r) = upload(http, t, "cat.png", svg, 1 << 20).await;
+    assert_eq!(r.status, 415);
+    let html = b"<!DOCTYPE html><html><script>alert(document.domain)</script></html>";
+    let (_, r) = upload(http, t, "cat.png", html, 1 << 20).await;
+    assert_eq!(r.status, 415);
+    // A GIF header in front of HTML passes the sniff but not the decoder.
+    let mut poly = b"GIF89a\x01\x00\x01\x00".to_vec();
+    poly.extend_from_slice(b"<html><script>alert(1)</script></html>");
+    let (_, r) = upload(http, t, "cat.png", &poly, 1 << 20).await;
+    assert_eq!(r.status, 422);
+
+    // Another visitor's token: every view of the upload is 404.
+    let other = visitor(&srv).await;
+    let (id, r) = upload(http, t, "mine.pdf", &pdf(1000), 1000).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(head(http, &other.token, &id).await.status, 404);
+    assert_eq!(
+        get(http, &format!("/v1/attach/{id}/link"), Some(&other.token))
+            .await
+            .status,
+        404
+    );
+    let link = json_of(&get(http, &format!("/v1/attach/{id}/link"), Some(t)).await);
+    let url = link["url"].as_str().unwrap();
+    // A forged or re-targeted signature, and a wrong kind, are 404 too.
+    let forged = format!("{}0", &url[..url.len() - 1]);
+    assert_eq!(get(http, &forged, None).await.status, 404);
+    assert_eq!(
+        get(http, &url.replacen("?", "/thumb?", 1), None)
+            .await
+            .status,
+        404
+    );
+    let (other_id, _) = upload(http, &other.token, "theirs.pdf", &pdf(1000), 1000).await;
+    assert_eq!(
+        get(http, &url.replace(&id, &other_id), None).await.status,
+        404
+    );
+    // No token at all.
+    assert_eq!(create(http, "nonsense", 10, "a").await.status, 401);
+
+    bystander_still_works(&mut bystander).await;
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(hostile_uploads_get_clear_errors);
+
+#[tokio::test]
+async fn a_thousand_parallel_creations_are_capped() {
+    let srv = TestServer::start().await;
+    let http = srv.http();
+    let mut bystander = visitor(&srv).await;
+    let v = visitor(&srv).await;
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let t = v.token.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"length": 1000, "name": "f.pdf"}).to_string();
+            http_exchange(
+                None,
+                http,
+                "POST",
+                "/v1/attach",
+                &[(TOKEN, &t)],
+                Some(body.as_bytes()),
+            )
+            .await
+            .map(|a| a.status)
+        }));
+    }
+    let mut created = 0;
+    let mut limited = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(201) => created += 1,
+            Ok(429) => limited += 1,
+            Ok(s) => panic!("unexpected status {s}"),
+            // A connection refused under the flood is a limit too.
+            Err(_) => limited += 1,
+        }
+    }
+    assert_eq!(created, 4, "the per-visitor cap of pending uploads");
+    assert_eq!(limited, 996);
+    bystander_still_works(&mut bystander).await;
+    // The bystander can still upload.
+    let (_, r) = upload(http, &bystander.token, "ok.pdf", &pdf(5000), 5000).await;
+    assert_eq!(r.status, 200);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn nothing_is_served_after_retention() {
+    let srv = TestServer::start_with(|c| c.writer.retention = Duration::from_secs(2)).await;
+    let http = srv.http();
+    let v = visitor(&srv).await;
+    let (id, r) = upload(http, &v.token, "a.pdf", &pdf(2000), 2000).await;
+    assert_eq!(r.status, 200);
+    let link = json_of(&get(http, &format!("/v1/attach/{id}/link"), Some(&v.token)).await);
+    let url = link["url"].as_str().unwrap().to_string();
+    assert_eq!(get(http, &url, None).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(get(http, &url, None).await.status, 404);
+    assert_eq!(
+        get(http, &format!("/v1/attach/{id}/link"), Some(&v.token))
+            .await
+            .status,
+        404
+    );
+    srv.stop().await;
+}
+
+/// The per-visitor upload rate slows a fast client down rather than
+/// failing it: 600 kB at 200 kB/s (one second's burst) takes at least 2 s,
+/// and arrives whole.
+#[tokio::test]
+async fn uploads_are_paced_to_the_visitor_rate() {
+    let srv = TestServer::start_with(|c| c.attach.rate_bytes_per_sec = 200_000).await;
+    let http = srv.http();
+    let v = visitor(&srv).await;
+    let doc = pdf(600_000);
+    let t = std::time::Instant::now();
+    let (id, r) = upload(http, &v.token, "slow.pdf", &doc, 100_000).await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(took >= Duration::from_millis(1900), "took {took:?}");
+    let link = json_of(&get(http, &format!("/v1/attach/{id}/link"), Some(&v.token)).await);
+    let file = get(http, link["url"].as_str().unwrap(), None).await;
+    assert_eq!(file.body, doc);
+    srv.stop().await;
+}
