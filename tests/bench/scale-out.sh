@@ -3,8 +3,11 @@
 # on PostgreSQL, and 3 nodes on PostgreSQL + Redis, interleaved in one run so
 # the shared machine's noise falls on all alike. The harness starts its own
 # PostgreSQL (fsync on, on the same disk as SQLite's temp dir) and Redis.
-# Everything of "the server" (nodes, PostgreSQL, Redis) is pinned to CPU 0,
-# the generator to CPU 1.
+# By default nothing is pinned: on a 2-core machine, three nodes plus
+# PostgreSQL and Redis on one core starve each other (BENCHMARKS.md section
+# 10 says what that did). PIN=1 pins everything of "the server" (nodes,
+# PostgreSQL, Redis) to CPU 0 and the generator to CPU 1, as the other
+# sections do.
 #   cargo build --release -p holdfast-server -p holdfast-tests
 #   tests/bench/scale-out.sh            # RUNS=3 by default
 set -euo pipefail
@@ -15,7 +18,14 @@ export HOLDFAST_SERVER_BIN=$T/holdfast-server
 OUT=${OUT:-bench-results}
 RUNS=${RUNS:-3}
 mkdir -p "$OUT"
-run() { local name=$1; shift; echo "== $name"; taskset -c 1 "$L" --pin-server 0 --json "$OUT/$name.json" "$@"; }
+run() {
+  local name=$1; shift; echo "== $name"
+  if [ -n "${PIN:-}" ]; then
+    taskset -c 1 "$L" --pin-server 0 --json "$OUT/$name.json" "$@"
+  else
+    "$L" --json "$OUT/$name.json" "$@"
+  fi
+}
 sqlite=(--spawn)
 pg1=(--spawn --postgres)
 pg3=(--spawn --nodes 3)

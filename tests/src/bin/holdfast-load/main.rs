@@ -1030,18 +1030,20 @@ async fn counters(admin: &[SocketAddr], names: &[&str]) -> Vec<f64> {
     sums
 }
 
-/// (commit batches, ops in them, seconds spent committing) so far.
-async fn metrics(admin: &[SocketAddr]) -> (f64, f64, f64) {
+/// (commit batches, ops in them, seconds spent committing, batches that
+/// failed or conflicted and were redone) so far.
+async fn metrics(admin: &[SocketAddr]) -> (f64, f64, f64, f64) {
     let c = counters(
         admin,
         &[
             "holdfast_commit_batch_ops_count",
             "holdfast_commit_batch_ops_sum",
             "holdfast_commit_seconds_sum",
+            "holdfast_commit_failures_total",
         ],
     )
     .await;
-    (c[0], c[1], c[2])
+    (c[0], c[1], c[2], c[3])
 }
 
 async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
@@ -1061,7 +1063,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = take_all(&mut shards).await?;
-    let (b0, o0, s0) = metrics(&t.admin).await;
+    let (b0, o0, s0, f0) = metrics(&t.admin).await;
     let w0 = match t.pg_url.as_deref() {
         // PostgreSQL's backends publish their counters after a second idle:
         // let the opening messages' writes land before the first reading.
@@ -1087,7 +1089,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     let peak = sampler.peak_kb();
     // Drain: count what was in flight when the senders stopped.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (b1, o1, s1) = metrics(&t.admin).await;
+    let (b1, o1, s1, f1) = metrics(&t.admin).await;
     let w1 = t.pg_url.as_deref().and_then(nodes::writes);
     let v = take_all(&mut shards).await?;
     let _ = agent_phase.send(Phase::Quit);
@@ -1126,7 +1128,8 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         elapsed,
     );
     println!(
-        "  commits {batches:.0}  mean batch {mean_batch:.1} ops  mean commit {mean_commit_ms:.3} ms  errors {errors}  duplicates {}  reconnects {}",
+        "  commits {batches:.0}  mean batch {mean_batch:.1} ops  mean commit {mean_commit_ms:.3} ms  failed or redone {:.0}  errors {errors}  duplicates {}  reconnects {}",
+        f1 - f0,
         agents.duplicates.load(Ordering::Relaxed),
         agents.reconnects.load(Ordering::Relaxed) + v.reconnects
     );
@@ -1158,7 +1161,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         "rate": args.rate, "agent_rate": args.agent_rate, "size": args.size,
         "duration_s": elapsed, "connect_s": connect_s,
         "v2a": v2a_json, "a2v": a2v_json,
-        "commit": { "batches": batches, "ops": ops, "mean_batch": mean_batch, "mean_commit_ms": mean_commit_ms },
+        "commit": { "batches": batches, "ops": ops, "mean_batch": mean_batch, "mean_commit_ms": mean_commit_ms, "failed_or_redone": f1 - f0 },
         "errors": errors, "duplicates": agents.duplicates.load(Ordering::Relaxed),
         "reconnects": { "agents": agents.reconnects.load(Ordering::Relaxed), "visitors": v.reconnects },
         "server": { "peak_rss_kb": peak, "cpu_percent": cpu },
