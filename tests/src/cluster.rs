@@ -11,6 +11,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use holdfast_protocol::handshake::Fingerprint;
+use holdfast_protocol::visitor::VisitorOut;
+
+use crate::core_agent::{CoreAgent, fast_config};
+use crate::visitor::WsVisitor;
 
 use crate::pg::TestPg;
 use crate::redis::RedisServer;
@@ -143,6 +147,24 @@ impl Cluster {
         self.nodes[node].agent.to_string()
     }
 
+    /// The real client core logged in as `user` on node `node`, its store
+    /// in `dir`.
+    pub fn agent(&self, node: usize, dir: &tempfile::TempDir, user: &str) -> CoreAgent {
+        CoreAgent::start(fast_config(
+            &self.agent_server(node),
+            user,
+            &dir.path().join(format!("{user}.sqlite3")),
+            self.fingerprint,
+        ))
+    }
+
+    /// [`Cluster::start`] from an async test.
+    pub async fn start_async(n: usize, capacity: u32) -> Self {
+        tokio::task::spawn_blocking(move || Self::start(n, capacity))
+            .await
+            .unwrap()
+    }
+
     /// A Prometheus value from node `node`'s admin listener.
     pub async fn metric(&self, node: usize, name: &str) -> Option<f64> {
         crate::server::metric(self.nodes[node].admin, name).await
@@ -153,3 +175,22 @@ impl Cluster {
 /// liveness bound on a loaded 2-core machine, not a speed assertion (the
 /// tests print the measured figure).
 pub const LIVENESS: Duration = Duration::from_secs(5);
+
+/// Wait until the visitor's node knows an agent is online (on any node):
+/// said in the welcome, or pushed once the bus brings the news.
+pub async fn agents_online(v: &mut WsVisitor) {
+    if matches!(
+        v.welcome,
+        VisitorOut::Welcome {
+            agents_online: true,
+            ..
+        }
+    ) {
+        return;
+    }
+    v.wait_for(LIVENESS, |m| {
+        matches!(m, VisitorOut::Agents { online: true })
+    })
+    .await
+    .expect("the visitor's node never heard that an agent is online");
+}

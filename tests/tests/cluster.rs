@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use holdfast_client::DeliveryState;
 use holdfast_protocol::agent::{ConversationId, ConversationState, Presence};
 use holdfast_protocol::visitor::{PageInfo, VisitorIn, VisitorOut};
-use holdfast_tests::cluster::{Cluster, LIVENESS};
+use holdfast_tests::cluster::{Cluster, LIVENESS, agents_online};
 use holdfast_tests::core_agent::{CoreAgent, fast_config};
 use holdfast_tests::visitor::WsVisitor;
 
@@ -24,12 +24,7 @@ fn alice(c: &Cluster, node: usize, dir: &tempfile::TempDir) -> CoreAgent {
 }
 
 fn agent(c: &Cluster, node: usize, dir: &tempfile::TempDir, user: &str) -> CoreAgent {
-    CoreAgent::start(fast_config(
-        &c.agent_server(node),
-        user,
-        &dir.path().join(format!("{user}.sqlite3")),
-        c.fingerprint,
-    ))
+    c.agent(node, dir, user)
 }
 
 /// A counter from node `node`'s `/metrics` (0 when it is not there).
@@ -38,28 +33,7 @@ async fn counter(c: &Cluster, node: usize, name: &str) -> f64 {
 }
 
 async fn cluster(nodes: usize, capacity: u32) -> Cluster {
-    tokio::task::spawn_blocking(move || Cluster::start(nodes, capacity))
-        .await
-        .unwrap()
-}
-
-/// Wait until the visitor's node knows an agent is online (on any node):
-/// said in the welcome, or pushed once the bus brings the news.
-async fn agents_online(v: &mut WsVisitor) {
-    if matches!(
-        v.welcome,
-        VisitorOut::Welcome {
-            agents_online: true,
-            ..
-        }
-    ) {
-        return;
-    }
-    v.wait_for(LIVENESS, |m| {
-        matches!(m, VisitorOut::Agents { online: true })
-    })
-    .await
-    .expect("the visitor's node never heard that an agent is online");
+    Cluster::start_async(nodes, capacity).await
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
