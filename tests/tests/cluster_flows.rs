@@ -8,11 +8,15 @@
 use std::time::{Duration, Instant};
 
 use holdfast_client::{DeliveryState, Update};
-use holdfast_protocol::agent::{Author, ConversationState, Presence, QueryResult};
+use holdfast_protocol::agent::{
+    Author, ConversationState, Event, Presence, QueryResult, Resume, ServerMsg,
+};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::visitor::{VisitorConvState, VisitorEvent, VisitorIn, VisitorOut};
 use holdfast_tests::cluster::{Cluster, LIVENESS, agents_online};
 use holdfast_tests::core_agent::{CoreAgent, WAIT};
+use holdfast_tests::raw_agent::RawAgent;
+use holdfast_tests::server::PASSWORD;
 use holdfast_tests::visitor::{WsVisitor, new_id};
 
 /// The agent id of the teammate called `name`, from the team panel (the
@@ -404,4 +408,58 @@ async fn a_chat_transferred_to_an_agent_on_another_node_moves_with_its_history()
     assert!(!v.bodies().iter().any(|b| b.contains("VIP")));
     alice.shutdown().await;
     bob.shutdown().await;
+}
+
+/// The other half of leave-a-message, as `flows.rs` tests it on one node:
+/// an agent device that was logged in before (on node 1) and comes back
+/// with its cursor on node 3 gets a message left on node 2 by replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_back_on_another_node_gets_a_left_message_by_replay() {
+    holdfast_tests::init_logs();
+    let c = Cluster::start_async(3, 5).await;
+    let device = new_id();
+    let mut bob = RawAgent::handshake(c.nodes[0].agent).await.unwrap();
+    bob.send(&RawAgent::login_msg("bob", PASSWORD, device, None))
+        .await
+        .unwrap();
+    let snap = bob
+        .recv_until(LIVENESS, |m| matches!(m, ServerMsg::Snapshot(_)))
+        .await
+        .unwrap();
+    let ServerMsg::Snapshot(s) = snap else {
+        unreachable!()
+    };
+    let cursor = s.seq;
+    drop(bob);
+
+    let mut v = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    let id = new_id();
+    v.send_json(&VisitorIn::LeaveMessage {
+        id,
+        body: "nobody home?".into(),
+        email: None,
+    })
+    .await
+    .unwrap();
+    v.wait_for(
+        LIVENESS,
+        |m| matches!(m, VisitorOut::Ack { id: a, .. } if *a == id),
+    )
+    .await
+    .unwrap();
+
+    let mut bob = RawAgent::handshake(c.nodes[2].agent).await.unwrap();
+    bob.send(&RawAgent::login_msg("bob", PASSWORD, device, Some(cursor)))
+        .await
+        .unwrap();
+    let ok = bob.recv(LIVENESS).await.unwrap().unwrap();
+    let ServerMsg::LoginOk(ok) = ok else {
+        panic!("{ok:?}")
+    };
+    assert_eq!(ok.resume, Resume::Replay { after: cursor });
+    bob.recv_until(WAIT, |m| {
+        matches!(m, ServerMsg::Event { event: Event::Message(msg), .. } if msg.body == "nobody home?")
+    })
+    .await
+    .unwrap();
 }
