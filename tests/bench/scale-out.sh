@@ -43,6 +43,12 @@ for r in $(seq "$RUNS"); do
   run "lat-pg1-$r" "${pg1[@]}" "${lat[@]}"
   run "lat-pg3-same-$r" "${pg3[@]}" --visitor-nodes 0 --agent-nodes 0 "${lat[@]}"
   run "lat-pg3-cross-$r" "${pg3[@]}" --visitor-nodes 1 --agent-nodes 0 "${lat[@]}"
+  # The same at 400 + 100 msg/s, which one PostgreSQL node sustains here.
+  lat500=(--visitors 1000 --agents 50 --rate 400 --agent-rate 100 --duration 10)
+  run "lat500-sqlite-$r" "${sqlite[@]}" "${lat500[@]}"
+  run "lat500-pg1-$r" "${pg1[@]}" "${lat500[@]}"
+  run "lat500-pg3-same-$r" "${pg3[@]}" --visitor-nodes 0 --agent-nodes 0 "${lat500[@]}"
+  run "lat500-pg3-cross-$r" "${pg3[@]}" --visitor-nodes 1 --agent-nodes 0 "${lat500[@]}"
   # Idle: 5,000 visitors per node, 50 agents.
   run "idle-sqlite-$r" "${sqlite[@]}" --mode idle --agents 50 --steps 0,5000
   run "idle-pg1-$r" "${pg1[@]}" --mode idle --agents 50 --steps 0,5000

@@ -37,9 +37,12 @@ for name, label in [("thr-sqlite", "1 node, SQLite"), ("thr-pg1", "1 node, Postg
 print()
 print("| setup | visitor→agent p50 ms | p99 ms | agent→visitor p50 ms | p99 ms | delivered |")
 print("|---|---|---|---|---|---|")
-for name, label in [("lat-sqlite", "1 node, SQLite"), ("lat-pg1", "1 node, PostgreSQL"),
-                    ("lat-pg3-same", "3 nodes, same node"), ("lat-pg3-cross", "3 nodes, cross-node")]:
+for name, label in [(f"{p}-{k}", f"{l}, {rate}") for p, rate in [("lat", "1,000 + 250 msg/s"), ("lat500", "400 + 100 msg/s")]
+                    for k, l in [("sqlite", "1 node, SQLite"), ("pg1", "1 node, PostgreSQL"),
+                                 ("pg3-same", "3 nodes, same node"), ("pg3-cross", "3 nodes, cross-node")]]:
     r = runs(name)
+    if not r:
+        continue
     print(f"| {label} | {cell([x['v2a']['latency_us']['p50'] for x in r], ms)} | "
           f"{cell([x['v2a']['latency_us']['p99'] for x in r], ms)} | "
           f"{cell([x['a2v']['latency_us']['p50'] for x in r], ms)} | "
