@@ -25,6 +25,15 @@ fn visitor(i: usize) -> VisitorInfo {
     }
 }
 
+fn page(url: &str, at_ms: i64) -> holdfast_protocol::agent::PageView {
+    holdfast_protocol::agent::PageView {
+        url: url.into(),
+        title: String::new(),
+        referrer: None,
+        at_ms,
+    }
+}
+
 fn event(i: u64) -> Effect {
     Effect::AgentEvent {
         agent: 1,
@@ -288,12 +297,6 @@ async fn other_nodes_visitors_are_listed_and_gone_only_when_no_node_has_them() {
 
 #[tokio::test]
 async fn a_poll_brings_this_node_s_copy_up_to_a_newer_stored_trail_but_never_back() {
-    let page = |url: &str, at_ms: i64| holdfast_protocol::agent::PageView {
-        url: url.into(),
-        title: String::new(),
-        referrer: None,
-        at_ms,
-    };
     let (h, _metrics) = hub();
     let mut alice = h.register_agent(1, member(1, "Alice"));
     let mut v = visitor(1);
@@ -444,12 +447,6 @@ async fn the_database_copy_replaces_other_nodes_entries_and_agents_hear_only_wha
 #[tokio::test]
 async fn another_node_s_newer_page_reaches_this_node_s_copy_and_an_older_one_never_takes_it_back() {
     use crate::bus::PresenceDelta;
-    let page = |url: &str, at_ms: i64| holdfast_protocol::agent::PageView {
-        url: url.into(),
-        title: String::new(),
-        referrer: None,
-        at_ms,
-    };
     let (h, _metrics) = hub();
     let mut alice = h.register_agent(1, member(1, "Alice"));
     let mut v = visitor(1);
