@@ -377,11 +377,24 @@ impl ServerProcess {
             database,
             nofile,
         };
-        p.spawn();
+        p.spawn_on_fresh_ports();
         p
     }
 
+    /// Restart on the same ports (clients and balancers know them).
     pub fn spawn(&mut self) {
+        self.spawn_with(false);
+    }
+
+    /// The first start. The ports came from [`free_port`], which frees them
+    /// again before the server binds them, so a parallel test may take one
+    /// meanwhile: then the server exits on the bind and is started again on
+    /// new ones, rather than retried on a port someone else now holds.
+    fn spawn_on_fresh_ports(&mut self) {
+        self.spawn_with(true);
+    }
+
+    fn spawn_with(&mut self, new_ports_on_exit: bool) {
         let bin = server_binary();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -443,8 +456,14 @@ impl ServerProcess {
                 assert_store(&self.dir, self.database.as_deref());
                 return;
             }
-            // Exited (port still held by the killed predecessor): retry.
+            // Exited: a port still held by the killed predecessor (retry
+            // on it), or taken by someone else before the first start.
             assert!(Instant::now() < deadline, "server process kept exiting");
+            if new_ports_on_exit {
+                self.http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                self.agent = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                self.admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -71,8 +71,14 @@ async fn three_nodes_behind_haproxy_lose_duplicate_and_reorder_nothing_through_n
         assert!(v + a > 0, "{node} took no client: {rep}");
     }
     // The killed node's clients all came back, through the balancer, on
-    // the nodes still up (before it was started again).
-    assert!(cl.node_client_recovery.n > 0, "{rep}");
+    // the nodes still up (before it was started again). The node is picked
+    // at random and may have had few clients; one that also had a link
+    // fault is left out of the timing (it is back, but the fault's own
+    // recovery would be measured), so count those as seen too.
+    assert!(
+        cl.node_client_recovery.n + cl.node_clients_left_out > 0,
+        "{rep}"
+    );
     assert_eq!(cl.node_clients_stranded, 0, "{rep}");
     assert_eq!(
         cl.node_clients_elsewhere, cl.node_client_recovery.n,
