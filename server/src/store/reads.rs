@@ -57,7 +57,7 @@ pub const AUTHOR_VISITOR: i64 = 0;
 pub const AUTHOR_AGENT: i64 = 1;
 pub const AUTHOR_SYSTEM: i64 = 2;
 
-fn u64_col(row: &Row, i: usize) -> Result<u64, StoreError> {
+pub(crate) fn u64_col(row: &Row, i: usize) -> Result<u64, StoreError> {
     row.get(i)
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
-    AgentId, Command, CommandResult, ConversationId, MessageId, PageView, Seq, SiteId,
+    Action, AgentId, Command, CommandResult, ConversationId, MessageId, PageView, Seq, SiteId,
 };
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
@@ -26,8 +26,8 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::live::Live;
-use super::rules::{Rules, Staged};
-use super::sql::{Db, PgConn, PgTarget, args};
+use super::rules::{Rules, Staged, finish_logs};
+use super::sql::{Db, Dialect, PgConn, PgTarget, args};
 use super::{Conn, Database, StoreError, now_ms};
 use crate::metrics::Metrics;
 
@@ -443,8 +443,13 @@ const CONFLICT_RETRIES: u32 = 8;
 
 /// How one attempt at a batch ended.
 enum Attempt {
-    /// Committed: each op's answer (or its own error), and what to publish.
-    Committed(Vec<Result<Answer, StoreError>>, Staged),
+    /// Committed: each op's answer (or its own error), what to publish, and
+    /// the new heads of the logs it wrote.
+    Committed(
+        Vec<Result<Answer, StoreError>>,
+        Staged,
+        HashMap<String, Seq>,
+    ),
     /// Rolled back; the whole batch may be redone.
     Conflict(StoreError),
     /// Rolled back (or in doubt); nothing of it is acked.
@@ -529,10 +534,10 @@ impl Writer {
             }
         };
         match outcome {
-            Attempt::Committed(answers, staged) => {
+            Attempt::Committed(answers, staged, heads) => {
                 self.metrics.record_commit(n, started.elapsed());
                 if !self.conn.shared() {
-                    self.heads.extend(staged.heads);
+                    self.heads.extend(heads);
                 }
                 let mut barriers = Vec::new();
                 for (op, answer) in batch.into_iter().zip(answers) {
@@ -598,6 +603,11 @@ fn attempt(
     if let Err(e) = db.batch("BEGIN") {
         return end_failed(db, e);
     }
+    if db.dialect() == Dialect::Postgres
+        && let Err(e) = lock_in_order(db, batch)
+    {
+        return end_failed(db, e);
+    }
     let mut staged = Staged::default();
     let mut answers: Vec<Result<Answer, StoreError>> = Vec::with_capacity(batch.len());
     let mut fatal: Option<StoreError> = None;
@@ -651,16 +661,69 @@ fn attempt(
             }
         }
     }
-    if let Err(e) = persist_heads(db, &staged.heads) {
-        return end_failed(db, e);
-    }
+    let heads = match finish_logs(db, &mut staged, committed_heads) {
+        Ok(h) => h,
+        Err(e) => return end_failed(db, e),
+    };
     match db.batch("COMMIT") {
-        Ok(()) => Attempt::Committed(answers, staged),
+        Ok(()) => Attempt::Committed(answers, staged, heads),
         // A COMMIT that failed may or may not have applied (the connection
         // dropped while it ran): nothing is acked, and the clients' resends
         // are answered from the idempotency records if it did.
         Err(e) => end_failed(db, e),
     }
+}
+
+/// On a shared database, lock up front, in id order, the visitor and
+/// conversation rows the batch's ops will lock anyway (each rule locks
+/// what it decides on, see [`Rules::lock_row`]). Locked op by op, two
+/// nodes' batches meeting the same chats in different orders (an agent's
+/// replies through one node, the visitors' messages through another)
+/// deadlocked, and PostgreSQL only breaks a deadlock after a second. In
+/// one order on every node they wait for each other instead. A row an op
+/// reaches that is not known here (a chat opened meanwhile) is still
+/// locked by the op itself; a rare deadlock then is redone as before.
+fn lock_in_order(db: &dyn Db, batch: &[Op]) -> Result<(), StoreError> {
+    let mut visitors: Vec<&str> = Vec::new();
+    let mut chats: Vec<ConversationId> = Vec::new();
+    for op in batch {
+        match op {
+            Op::VisitorSend { visitor, .. }
+            | Op::VisitorEndChat { visitor, .. }
+            | Op::PageView { visitor, .. }
+            | Op::Identify { visitor, .. }
+            | Op::Delivered { visitor, .. } => visitors.push(visitor),
+            Op::AgentCommand { cmd, .. } => match &cmd.action {
+                Action::Send { conversation, .. }
+                | Action::Accept { conversation }
+                | Action::Close { conversation }
+                | Action::Transfer { conversation, .. } => chats.push(*conversation),
+                Action::Invite { visitor, .. } => visitors.push(visitor),
+                Action::SetPresence { .. } => {}
+            },
+            _ => {}
+        }
+    }
+    if visitors.is_empty() && chats.is_empty() {
+        return Ok(());
+    }
+    let visitors = serde_json::to_string(&visitors)
+        .map_err(|e| StoreError::Corrupt(format!("visitor ids: {e}")))?;
+    let chats =
+        serde_json::to_string(&chats).map_err(|e| StoreError::Corrupt(format!("chat ids: {e}")))?;
+    db.query_rows(
+        "SELECT id FROM visitors WHERE id IN (SELECT json_array_elements_text(?1::text::json)) \
+         ORDER BY id COLLATE \"C\" FOR UPDATE",
+        &args![visitors.as_str()],
+    )?;
+    db.query_rows(
+        "SELECT id FROM conversations \
+         WHERE id IN (SELECT json_array_elements_text(?1::text::json)::bigint) \
+            OR (state != 2 AND visitor_id IN (SELECT json_array_elements_text(?2::text::json))) \
+         ORDER BY id FOR UPDATE",
+        &args![chats, visitors],
+    )?;
+    Ok(())
 }
 
 /// Roll back after an error and say whether the batch may be redone.
@@ -686,17 +749,6 @@ fn clone_err(e: &StoreError) -> StoreError {
         },
         other => StoreError::Corrupt(other.to_string()),
     }
-}
-
-fn persist_heads(db: &dyn Db, heads: &HashMap<String, Seq>) -> Result<(), StoreError> {
-    for (k, v) in heads {
-        db.execute(
-            "INSERT INTO log_heads (recipient, head) VALUES (?1, ?2) \
-             ON CONFLICT(recipient) DO UPDATE SET head = excluded.head",
-            &args![k, *v],
-        )?;
-    }
-    Ok(())
 }
 
 /// Apply one op: dispatch to its rule in `rules/`. On error the caller

@@ -23,10 +23,8 @@ impl Rules<'_> {
             .map(|r| r.get(0))
             .transpose()?;
         let Some(prev) = prev else { return Ok(()) };
-        let head = match self.known_head(&visitor_key(visitor)) {
-            Some(h) => h,
-            None => reads::log_head(self.conn, &visitor_key(visitor))?,
-        };
+        // A visitor can only have received what is committed.
+        let head = self.committed_head(&visitor_key(visitor))?;
         let up_to = to_i64(up_to.min(head));
         if up_to <= prev {
             return Ok(());

@@ -40,6 +40,8 @@ mod conversation;
 mod delivered;
 mod end_chat;
 mod events;
+
+pub(in crate::store) use events::{PendingEvent, finish_logs};
 mod identify;
 mod invite;
 mod page_view;
@@ -72,8 +74,14 @@ pub const MAX_BODY: usize = 8 * 1024;
 /// (and a failed commit drops).
 #[derive(Default)]
 pub(in crate::store) struct Staged {
-    /// Log heads advanced.
-    pub(in crate::store) heads: HashMap<String, Seq>,
+    /// How many events each log (keyed as [`reads::agent_key`] and
+    /// [`reads::visitor_key`]) gains. Until the batch ends, an event's seq
+    /// is its place among these (1, 2, …); [`finish_logs`] adds the log's
+    /// head to it.
+    pub(in crate::store) counts: HashMap<String, Seq>,
+    /// The events themselves, written by [`finish_logs`] once their seqs
+    /// are known.
+    pub(in crate::store) events: Vec<PendingEvent>,
     /// Presence set by `Action::SetPresence` or a sign-out. The hub learns
     /// it from the committed [`Effect::Presence`]; until then, later ops of
     /// the batch see it here, so assignment right after "online" already
@@ -86,7 +94,8 @@ pub(in crate::store) struct Staged {
 impl Staged {
     /// A released op's changes join the batch's.
     pub(in crate::store) fn absorb(&mut self, op: Staged) {
-        self.heads.extend(op.heads);
+        self.counts.extend(op.counts);
+        self.events.extend(op.events);
         self.presence.extend(op.presence);
         self.effects.extend(op.effects);
     }
