@@ -340,6 +340,11 @@ async fn hostile_uploads_get_clear_errors(backend: Backend) {
     assert_eq!(offset(&r), 5);
     assert_eq!(offset(&head(http, t, &id).await), 5);
     assert_eq!(patch(http, t, &id, 5, b"12345").await.status, 200);
+    // The last PATCH retried (its answer was lost): the upload is
+    // complete, and the client is told so with its final offset.
+    let r = patch(http, t, &id, 5, b"12345").await;
+    assert_eq!(r.status, 409, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(offset(&r), 10);
 
     // A decompression bomb: 8x8 pixels of data claiming 100000x100000.
     let (_, r) = upload(http, t, "bomb.png", &bomb(100_000, 100_000), 1 << 20).await;
