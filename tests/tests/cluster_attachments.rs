@@ -180,7 +180,7 @@ async fn an_upload_moves_between_nodes_and_survives_a_killed_node() {
 
     // A PDF: the node that took its last chunk is killed; another node
     // knows the stored offset and the upload resumes from there.
-    let doc = pdf(1_500_000, 7);
+    let doc = pdf(3_000_000, 7);
     let id = created(n[2], t, doc.len(), "manual.pdf").await;
     assert_eq!(patch(n[0], t, &id, 0, &doc[..400_000]).await.status, 204);
     let r = patch(n[1], t, &id, 400_000, &doc[400_000..900_000]).await;
@@ -189,7 +189,18 @@ async fn an_upload_moves_between_nodes_and_survives_a_killed_node() {
     let h = head(n[2], t, &id).await;
     assert_eq!(h.status, 200);
     assert_eq!(offset(&h), 900_000, "resumes from the stored offset");
-    let r = patch(n[0], t, &id, 900_000, &doc[900_000..]).await;
+    // The rest with one byte too many, in one PATCH of 2.1 MB: refused,
+    // keeping only whole 1 MiB pieces it stored before the overrun, and
+    // saying where the upload is; every node agrees.
+    let mut over = doc[900_000..].to_vec();
+    over.push(b'!');
+    let r = patch(n[0], t, &id, 900_000, &over).await;
+    assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(&r.body));
+    let at = offset(&r);
+    assert_eq!((at - 900_000) % (1024 * 1024), 0, "whole pieces only: {at}");
+    assert_eq!(offset(&head(n[2], t, &id).await), at);
+    let at = usize::try_from(at).unwrap();
+    let r = patch(n[0], t, &id, at, &doc[at..]).await;
     assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
     let l = link(n[2], t, &id).await;
     let file = get(n[0], l["url"].as_str().unwrap(), None).await;

@@ -432,7 +432,8 @@ async fn patch_pg(ctx: &Arc<Ctx>, who: &Caller, id: &str, sent: u64, body: Body)
                 Some(Ok(chunk)) => {
                     let pending = at + buf.len() as u64;
                     if let Err(r) = upload::accept_chunk(&state, pending, chunk.len()) {
-                        // Nothing of this PATCH past the stored pieces is kept.
+                        // Nothing of this PATCH past its pieces already
+                        // stored is kept; Upload-Offset says where it is.
                         overrun = Some(r);
                     } else {
                         let wait = ctx.attach.pace(&who.visitor, chunk.len());
@@ -452,7 +453,10 @@ async fn patch_pg(ctx: &Arc<Ctx>, who: &Caller, id: &str, sent: u64, body: Body)
             offsets(&mut resp, at, length);
             return resp;
         }
-        if buf.len() < pg::PIECE && !(ended && (!buf.is_empty() || at == length)) {
+        // A full piece is stored at once; what is left when the body ends
+        // (or breaks off) is stored then.
+        let flush = buf.len() >= pg::PIECE || (ended && !buf.is_empty());
+        if !flush {
             if ended {
                 break;
             }
