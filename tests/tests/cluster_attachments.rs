@@ -308,6 +308,46 @@ async fn the_pending_upload_cap_holds_across_nodes() {
     );
 }
 
+/// The per-address cap (32 unfinished uploads) over nodes: ten visitors
+/// from one address ask for four uploads each (their own cap), spread over
+/// three nodes that each see no more than 14; exactly 32 are made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_address_cap_holds_across_nodes() {
+    holdfast_tests::init_logs();
+    let c = Cluster::start_async(3, 5).await;
+    let n: Vec<SocketAddr> = c.nodes.iter().map(|p| p.http).collect();
+    let mut tokens = Vec::new();
+    for i in 0..10 {
+        tokens.push(visitor(n[i % n.len()]).await.token);
+    }
+    let mut tasks = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        for k in 0..4 {
+            let (t, http) = (t.clone(), n[(i + k) % n.len()]);
+            tasks.push(tokio::spawn(async move {
+                create(http, &t, 1000, "f.pdf").await
+            }));
+        }
+    }
+    let mut made = 0;
+    for t in tasks {
+        let a = t.await.unwrap();
+        match a.status {
+            201 => made += 1,
+            429 => assert!(
+                json_of(&a)["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("uploads in progress"),
+                "refused by the cap, not another limit: {:?}",
+                String::from_utf8_lossy(&a.body)
+            ),
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert_eq!(made, 32, "the per-address cap, counted over all nodes");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn links_work_on_every_node_and_forged_ones_on_none() {
     holdfast_tests::init_logs();
