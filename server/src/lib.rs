@@ -226,10 +226,17 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     // An unknown username waits as long as a password check takes here.
     tokio::task::spawn_blocking(auth::measure_verify_time);
     let fingerprint = identity.fingerprint();
-    let attach = Arc::new(
-        attach::Attachments::open(&cfg.data_dir, cfg.attach.clone())
+    // Every node of a PostgreSQL setup serves every attachment, so they
+    // live in the database there; one SQLite node keeps files.
+    let attach = Arc::new(match &database {
+        store::Database::Sqlite(_) => attach::Attachments::open(&cfg.data_dir, cfg.attach.clone())
             .context("opening the attachments directory")?,
-    );
+        store::Database::Postgres(_) => attach::Attachments::on_postgres(
+            reads.clone(),
+            &identity.secret_bytes(),
+            cfg.attach.clone(),
+        ),
+    });
     let ctx = Arc::new(Ctx {
         attach,
         throttle: throttle::LoginThrottle::new(cfg.throttle.clone()),

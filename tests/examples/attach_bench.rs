@@ -4,10 +4,14 @@
 //! once. The per-visitor upload rate is lifted to measure the server, not
 //! the limit. See BENCHMARKS.md section 9.
 //!
+//! `--postgres` runs the server on a throwaway PostgreSQL started by the
+//! harness (fsync on), where the bytes go into the database instead of
+//! the data dir.
+//!
 //! ```sh
 //! cargo build --release -p holdfast-server
 //! HOLDFAST_SERVER_BIN=target/release/holdfast-server \
-//!   cargo run --release -p holdfast-tests --example attach_bench
+//!   cargo run --release -p holdfast-tests --example attach_bench [-- --postgres]
 //! ```
 #![allow(
     clippy::unwrap_used,
@@ -22,7 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use holdfast_tests::server::{LOOPBACK_LOAD_TOML, ServerProcess, rss_mb, seed};
+use holdfast_tests::pg::TestPg;
+use holdfast_tests::server::{LOOPBACK_LOAD_TOML, ServerProcess, rss_mb, seed_on};
 use holdfast_tests::visitor::{WsVisitor, http_exchange};
 
 const SIZE: usize = 20 * 1024 * 1024;
@@ -80,8 +85,11 @@ async fn visitor(http: SocketAddr) -> WsVisitor {
 
 #[tokio::main]
 async fn main() {
+    let postgres = std::env::args().any(|a| a == "--postgres");
+    let pg = postgres.then(TestPg::start);
+    let url = pg.as_ref().map(|pg| pg.create_db("holdfast"));
     let dir = tempfile::tempdir().unwrap();
-    seed(dir.path());
+    seed_on(dir.path(), url.as_deref());
     let conf = dir.path().join("bench.toml");
     std::fs::write(
         &conf,
@@ -90,7 +98,20 @@ async fn main() {
         ),
     )
     .unwrap();
-    let mut srv = ServerProcess::start(dir.path(), &["--config", conf.to_str().unwrap()]);
+    let mut srv = ServerProcess::start_on(
+        dir.path(),
+        url.as_deref(),
+        &["--config", conf.to_str().unwrap()],
+        None,
+    );
+    println!(
+        "store: {}",
+        if postgres {
+            "PostgreSQL (harness's own, fsync on)"
+        } else {
+            "SQLite and files in the data dir"
+        }
+    );
     let pid = srv.child.as_ref().unwrap().id();
     let http = srv.http;
     let data = Arc::new(file());
@@ -147,4 +168,5 @@ async fn main() {
         (PARALLEL * SIZE) as f64 / secs / 1e6
     );
     srv.terminate();
+    drop(pg);
 }

@@ -340,6 +340,11 @@ async fn hostile_uploads_get_clear_errors(backend: Backend) {
     assert_eq!(offset(&r), 5);
     assert_eq!(offset(&head(http, t, &id).await), 5);
     assert_eq!(patch(http, t, &id, 5, b"12345").await.status, 200);
+    // The last PATCH retried (its answer was lost): the upload is
+    // complete, and the client is told so with its final offset.
+    let r = patch(http, t, &id, 5, b"12345").await;
+    assert_eq!(r.status, 409, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(offset(&r), 10);
 
     // A decompression bomb: 8x8 pixels of data claiming 100000x100000.
     let (_, r) = upload(http, t, "bomb.png", &bomb(100_000, 100_000), 1 << 20).await;
@@ -480,3 +485,82 @@ async fn uploads_are_paced_to_the_visitor_rate() {
     assert_eq!(file.body, doc);
     srv.stop().await;
 }
+
+/// The sweep deletes attachments past retention and abandoned uploads,
+/// and keeps content a newer attachment still names (the same file sent
+/// twice is stored once).
+async fn the_sweep_prunes_old_attachments_and_abandoned_uploads(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
+    let http = srv.http();
+    let v = visitor(&srv).await;
+    let t = v.token.as_str();
+    let same = pdf(200_000);
+    let (old, r) = upload(http, t, "old.pdf", &same, 100_000).await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cutoff = holdfast_server::store::now_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (new, r) = upload(http, t, "new.pdf", &same, 100_000).await;
+    assert_eq!(r.status, 200);
+    let abandoned = json_of(&create(http, t, 5000, "left.pdf").await)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        patch(http, t, &abandoned, 0, &pdf(5000)[..1000])
+            .await
+            .status,
+        204
+    );
+
+    let attach = srv.running().ctx.attach.clone();
+    let far = holdfast_server::store::now_ms() + 1000;
+    assert_eq!(attach.prune(cutoff, far).await.unwrap(), 1);
+    let link_of =
+        |id: String| async move { get(http, &format!("/v1/attach/{id}/link"), Some(t)).await };
+    assert_eq!(link_of(old.clone()).await.status, 404);
+    assert_eq!(head(http, t, &abandoned).await.status, 404);
+    let l = json_of(&link_of(new.clone()).await);
+    let file = get(http, l["url"].as_str().unwrap(), None).await;
+    assert_eq!(file.status, 200);
+    assert!(
+        file.body == same,
+        "content still named by a newer attachment stays"
+    );
+
+    assert_eq!(attach.prune(far, far).await.unwrap(), 1);
+    assert_eq!(link_of(new).await.status, 404);
+    assert_eq!(
+        get(http, l["url"].as_str().unwrap(), None).await.status,
+        404
+    );
+    if let Some(url) = srv.database.clone() {
+        let left = tokio::task::spawn_blocking(move || {
+            let db = holdfast_server::store::Database::new(Some(&url), std::path::Path::new("."))
+                .unwrap();
+            let conn = db.open_current().unwrap();
+            let mut left = Vec::new();
+            for table in [
+                "attachments",
+                "attach_uploads",
+                "attach_chunks",
+                "attach_contents",
+                "attach_blobs",
+            ] {
+                let n: i64 = conn
+                    .db()
+                    .query_one(&format!("SELECT COUNT(*) FROM {table}"), &[])
+                    .unwrap()
+                    .get(0)
+                    .unwrap();
+                left.push((table, n));
+            }
+            left
+        })
+        .await
+        .unwrap();
+        assert!(left.iter().all(|(_, n)| *n == 0), "left behind: {left:?}");
+    }
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(the_sweep_prunes_old_attachments_and_abandoned_uploads);

@@ -4,13 +4,24 @@
 //! - [`upload`]: the upload rules (offsets, lengths, limits), no I/O.
 //! - [`sniff`]: what a file is, from its magic bytes.
 //! - [`thumb`]: thumbnails through the `image` crate, with a bomb guard.
-//! - [`store`]: the files under the data directory.
+//! - [`store`]: the files under the data directory (SQLite, one node).
+//! - [`pg`]: the same in PostgreSQL, for several nodes (`--database`).
 //! - [`serve`]: the HTTP handlers.
+//!
+//! Where they live is [`Storage`], chosen by the setup: one node on SQLite
+//! keeps files under its data dir, as it always has; N nodes on PostgreSQL
+//! keep upload state, bytes, pending counts and the per-upload lock in the
+//! database, since a balancer without sticky sessions sends each request of
+//! one upload to any node (see `pg`'s docs for why PostgreSQL and not an
+//! object store; one would be a third variant). The download-link key is
+//! the data dir's `link.key` on SQLite and derived from the shared server
+//! key on PostgreSQL, so a link signed by one node verifies on all.
 //!
 //! Who may upload: a visitor, with the token of its session, into its open
 //! chat. Agents speak only the agent channel; their uploads need a token
 //! issued there, which is not built yet (see PROTOCOL.md 10.13).
 
+pub mod pg;
 pub mod serve;
 pub mod sniff;
 pub mod store;
@@ -22,8 +33,11 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::io;
+
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use zeroize::Zeroizing;
 
 pub use upload::Policy;
 
@@ -42,23 +56,35 @@ struct Pending {
     at: Instant,
 }
 
+/// Where attachments live.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// Files under the data dir: one node (SQLite).
+    Disk(store::Disk),
+    /// Rows in the shared database: any number of nodes.
+    Postgres(crate::store::ReadPool),
+}
+
 /// The attachment service's shared state.
 pub struct Attachments {
-    pub disk: store::Disk,
+    pub storage: Storage,
     pub policy: Policy,
-    link_key: [u8; 32],
+    link_key: Zeroizing<[u8; 32]>,
+    /// Disk only: the pending uploads counted against the caps (PostgreSQL
+    /// counts its rows, over all nodes).
     pending: Mutex<HashMap<String, Pending>>,
     /// Per visitor: when its uploads may next send, for the rate limit.
     pace: Mutex<HashMap<String, Instant>>,
-    /// One PATCH at a time per upload: two at once would both pass the
-    /// offset check and then interleave their bytes.
+    /// Disk only: one PATCH at a time per upload: two at once would both
+    /// pass the offset check and then interleave their bytes. (PostgreSQL
+    /// locks the upload's row instead, which holds across nodes.)
     busy: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Attachments {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Attachments")
-            .field("root", &self.disk.root())
+            .field("storage", &self.storage)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -70,18 +96,137 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The HKDF salt of the link key derived from the server key: distinct
+/// from every other key derived from it (tokens, tickets).
+const LINK_KEY_SALT: &[u8] = b"holdfast attachment links";
+const LINK_KEY_INFO: &[u8] = b"hf-attach-link-v1";
+
+/// The download-link key of a cluster: every node derives the same one
+/// from the server key they share.
+fn derive_link_key(server_secret: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    let hk = hkdf::Hkdf::<Sha256>::new(Some(LINK_KEY_SALT), server_secret);
+    let mut k = Zeroizing::new([0u8; 32]);
+    // 32 bytes is always a valid HKDF-SHA256 output length.
+    if hk.expand(LINK_KEY_INFO, k.as_mut()).is_err() {
+        tracing::error!("HKDF refused a 32-byte output");
+    }
+    k
+}
+
 impl Attachments {
+    /// Files under `data_dir`, with the link key kept there (one node).
     pub fn open(data_dir: &std::path::Path, policy: Policy) -> std::io::Result<Self> {
         let disk = store::Disk::open(data_dir)?;
-        let link_key = disk.link_key()?;
-        Ok(Self {
-            disk,
+        let link_key = Zeroizing::new(disk.link_key()?);
+        Ok(Self::with(Storage::Disk(disk), link_key, policy))
+    }
+
+    /// Rows in the shared PostgreSQL database, reached through `reads`,
+    /// with the link key derived from the shared server key.
+    pub fn on_postgres(
+        reads: crate::store::ReadPool,
+        server_secret: &[u8; 32],
+        policy: Policy,
+    ) -> Self {
+        Self::with(
+            Storage::Postgres(reads),
+            derive_link_key(server_secret),
+            policy,
+        )
+    }
+
+    fn with(storage: Storage, link_key: Zeroizing<[u8; 32]>, policy: Policy) -> Self {
+        Self {
+            storage,
             policy,
             link_key,
             pending: Mutex::new(HashMap::new()),
             pace: Mutex::new(HashMap::new()),
             busy: Mutex::new(std::collections::HashSet::new()),
-        })
+        }
+    }
+
+    /// Records a new upload, counted against its visitor's and address's
+    /// caps; `false` if a cap is reached.
+    pub async fn create(&self, s: upload::UploadState, ip: IpAddr) -> io::Result<bool> {
+        match &self.storage {
+            Storage::Disk(disk) => {
+                if !self.reserve(&s.id, &s.visitor, ip) {
+                    return Ok(false);
+                }
+                let id = s.id.clone();
+                let disk = disk.clone();
+                let r = blocking(move || disk.create(&s)).await;
+                if r.is_err() {
+                    self.release(&id);
+                }
+                r.map(|()| true)
+            }
+            Storage::Postgres(reads) => {
+                let caps = pg::Caps {
+                    per_visitor: self.policy.max_pending_per_visitor,
+                    per_ip: self.policy.max_pending_per_ip,
+                    since_ms: crate::store::now_ms().saturating_sub(
+                        i64::try_from(PENDING_WINDOW.as_millis()).unwrap_or(i64::MAX),
+                    ),
+                };
+                let ip = ip.to_string();
+                reads
+                    .run(move |db| pg::create(db, &s, &ip, caps))
+                    .await
+                    .map_err(store_io)
+            }
+        }
+    }
+
+    /// Upload `id` in progress, if any.
+    pub async fn load(&self, id: &str) -> io::Result<Option<upload::UploadState>> {
+        if !store::valid_id(id) {
+            return Ok(None);
+        }
+        let id = id.to_string();
+        match &self.storage {
+            Storage::Disk(disk) => {
+                let disk = disk.clone();
+                blocking(move || disk.load(&id)).await
+            }
+            Storage::Postgres(reads) => reads
+                .run(move |db| pg::load(db, &id))
+                .await
+                .map_err(store_io),
+        }
+    }
+
+    /// Complete attachment `id`, if any (whatever its age).
+    pub async fn meta(&self, id: &str) -> io::Result<Option<store::Meta>> {
+        if !store::valid_id(id) {
+            return Ok(None);
+        }
+        let id = id.to_string();
+        match &self.storage {
+            Storage::Disk(disk) => {
+                let disk = disk.clone();
+                blocking(move || disk.meta(&id)).await
+            }
+            Storage::Postgres(reads) => reads
+                .run(move |db| pg::meta(db, &id))
+                .await
+                .map_err(store_io),
+        }
+    }
+
+    /// Deletes what is past retention and abandoned uploads.
+    pub async fn prune(&self, cutoff_ms: i64, stale_ms: i64) -> io::Result<usize> {
+        match &self.storage {
+            Storage::Disk(disk) => {
+                let disk = disk.clone();
+                blocking(move || disk.prune(cutoff_ms, stale_ms)).await
+            }
+            Storage::Postgres(reads) => reads
+                .run(move |db| pg::prune(db, cutoff_ms, stale_ms))
+                .await
+                .map_err(store_io),
+        }
     }
 
     /// Counts a new upload against its visitor's and address's caps, or
@@ -140,7 +285,7 @@ impl Attachments {
     /// The signature of a download link for attachment `id` (`thumb` for its
     /// thumbnail) until `exp_ms`.
     pub fn sign(&self, id: &str, thumb: bool, exp_ms: i64) -> String {
-        let mut mac = match HmacSha256::new_from_slice(&self.link_key) {
+        let mut mac = match HmacSha256::new_from_slice(self.link_key.as_ref()) {
             Ok(m) => m,
             Err(_) => return String::new(),
         };
@@ -177,18 +322,33 @@ pub async fn sweep(ctx: std::sync::Arc<crate::Ctx>) {
         let now = crate::store::now_ms();
         let retention = i64::try_from(ctx.cfg.writer.retention.as_millis()).unwrap_or(i64::MAX);
         let stale = i64::try_from(STALE_UPLOAD.as_millis()).unwrap_or(i64::MAX);
-        let a = ctx.attach.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            a.disk
-                .prune(now.saturating_sub(retention), now.saturating_sub(stale))
-        })
-        .await;
+        let r = ctx
+            .attach
+            .prune(now.saturating_sub(retention), now.saturating_sub(stale))
+            .await;
         match r {
-            Ok(Ok(n)) if n > 0 => tracing::info!("pruned {n} attachments older than retention"),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("attachment sweep failed: {e}"),
-            Err(e) => tracing::warn!("attachment sweep panicked: {e}"),
+            Ok(n) if n > 0 => tracing::info!("pruned {n} attachments older than retention"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("attachment sweep failed: {e}"),
         }
+    }
+}
+
+/// Runs blocking file work off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+/// A database failure as the HTTP layer reports storage failures: a full
+/// database like a full disk (507), anything else as unavailable (503).
+pub(crate) fn store_io(e: crate::store::StoreError) -> io::Error {
+    match e {
+        crate::store::StoreError::Full(m) => io::Error::new(io::ErrorKind::StorageFull, m),
+        e => io::Error::other(e),
     }
 }
 

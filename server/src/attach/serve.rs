@@ -30,8 +30,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tower_http::cors::{Any, CorsLayer};
 
-use super::store::{FinishError, Meta, valid_id};
+use super::pg::{self, Appended};
+use super::store::{Disk, FinishError, Meta, valid_id};
 use super::upload::{self, Refusal, UploadState};
+use super::{Storage, blocking};
 use crate::Ctx;
 use crate::store::{now_ms, reads};
 
@@ -169,14 +171,6 @@ async fn caller(ctx: &Arc<Ctx>, peer: SocketAddr, headers: &HeaderMap) -> Result
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e)))
-}
-
 #[derive(Deserialize)]
 struct CreateReq {
     length: Option<u64>,
@@ -235,9 +229,6 @@ async fn create(
         }
     };
     let id = hex::encode(rand::random::<[u8; 16]>());
-    if !ctx.attach.reserve(&id, &who.visitor, who.ip) {
-        return refused(&Refusal::TooManyPending);
-    }
     let state = UploadState {
         id: id.clone(),
         site: who.site,
@@ -249,10 +240,10 @@ async fn create(
         offset: 0,
         created_ms: now_ms(),
     };
-    let a = ctx.attach.clone();
-    if let Err(e) = blocking(move || a.disk.create(&state)).await {
-        ctx.attach.release(&id);
-        return io_error(&e);
+    match ctx.attach.create(state, who.ip).await {
+        Ok(true) => {}
+        Ok(false) => return refused(&Refusal::TooManyPending),
+        Err(e) => return io_error(&e),
     }
     let url = format!("/v1/attach/{id}");
     let mut r = (
@@ -276,9 +267,7 @@ async fn create(
 
 /// The caller's upload `id`, or 404 for anyone else's.
 async fn own_upload(ctx: &Arc<Ctx>, who: &Caller, id: &str) -> Result<UploadState, Response> {
-    let a = ctx.attach.clone();
-    let id2 = id.to_string();
-    match blocking(move || a.disk.load(&id2)).await {
+    match ctx.attach.load(id).await {
         Ok(Some(s)) if s.visitor == who.visitor && s.site == who.site => Ok(s),
         Ok(_) => Err(not_found()),
         Err(e) => Err(io_error(&e)),
@@ -294,11 +283,7 @@ async fn own_meta(ctx: &Arc<Ctx>, visitor: &str, site: u64, id: &str) -> Result<
 
 /// A complete attachment that is still within retention.
 async fn load_meta(ctx: &Arc<Ctx>, id: &str) -> Result<Option<Meta>, Response> {
-    let a = ctx.attach.clone();
-    let id2 = id.to_string();
-    let m = blocking(move || a.disk.meta(&id2))
-        .await
-        .map_err(|e| io_error(&e))?;
+    let m = ctx.attach.meta(id).await.map_err(|e| io_error(&e))?;
     let retention = i64::try_from(ctx.cfg.writer.retention.as_millis()).unwrap_or(i64::MAX);
     Ok(m.filter(|m| m.completed_ms >= now_ms().saturating_sub(retention)))
 }
@@ -387,6 +372,10 @@ async fn patch(
             "Upload-Offset is missing or not a number",
         );
     };
+    let disk = match &ctx.attach.storage {
+        Storage::Postgres(_) => return patch_pg(&ctx, &who, &id, sent, body).await,
+        Storage::Disk(d) => d.clone(),
+    };
     if !ctx.attach.try_busy(&id) {
         return error(
             StatusCode::CONFLICT,
@@ -394,24 +383,151 @@ async fn patch(
             "another PATCH of this upload is in progress",
         );
     }
-    let r = patch_locked(&ctx, &who, &id, sent, body).await;
+    let r = patch_disk(&ctx, &disk, &who, &id, sent, body).await;
     ctx.attach.done_busy(&id);
     r
 }
 
-async fn patch_locked(ctx: &Arc<Ctx>, who: &Caller, id: &str, sent: u64, body: Body) -> Response {
-    let mut state = match own_upload(ctx, who, id).await {
+/// The answer to a PATCH that completed its upload.
+fn completed(meta: &Meta) -> Response {
+    let mut r = (
+        StatusCode::OK,
+        axum::Json(Completed {
+            offset: meta.size,
+            attachment: AttachmentView::from(meta),
+        }),
+    )
+        .into_response();
+    offsets(&mut r, meta.size, meta.size);
+    r
+}
+
+/// A PATCH on PostgreSQL: the body is stored in pieces of at most
+/// [`pg::PIECE`], each in its own transaction under the upload's row lock
+/// (so a piece is committed before any offset past it is told, and a
+/// second PATCH at the same offset, on any node, finds the offset moved).
+/// One piece is the most of an upload held in memory.
+async fn patch_pg(ctx: &Arc<Ctx>, who: &Caller, id: &str, sent: u64, body: Body) -> Response {
+    let state = match own_upload(ctx, who, id).await {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return already_complete(ctx, who, id, r).await,
     };
     if let Err(r) = upload::check_patch(&state, sent) {
         let mut resp = refused(&r);
         offsets(&mut resp, state.offset, state.length);
         return resp;
     }
-    let a = ctx.attach.clone();
+    let Storage::Postgres(reads) = &ctx.attach.storage else {
+        return not_found();
+    };
+    let remaining = usize::try_from(state.length - state.offset).unwrap_or(pg::PIECE);
+    let mut buf: Vec<u8> = Vec::with_capacity(remaining.min(pg::PIECE));
+    let (mut at, length) = (state.offset, state.length);
+    let mut stream = body.into_data_stream();
+    let mut ended = false;
+    loop {
+        let mut overrun = None;
+        if !ended {
+            match stream.next().await {
+                Some(Ok(chunk)) => {
+                    let pending = at + buf.len() as u64;
+                    if let Err(r) = upload::accept_chunk(&state, pending, chunk.len()) {
+                        // Nothing of this PATCH past its pieces already
+                        // stored is kept; Upload-Offset says where it is.
+                        overrun = Some(r);
+                    } else {
+                        let wait = ctx.attach.pace(&who.visitor, chunk.len());
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
+                        buf.extend_from_slice(&chunk);
+                    }
+                }
+                // The client went away mid-chunk: keep what arrived, so it
+                // resumes from there rather than from the chunk's start.
+                Some(Err(_)) | None => ended = true,
+            }
+        }
+        if let Some(r) = overrun {
+            let mut resp = refused(&r);
+            offsets(&mut resp, at, length);
+            return resp;
+        }
+        // A full piece is stored at once; what is left when the body ends
+        // (or breaks off) is stored then.
+        let flush = buf.len() >= pg::PIECE || (ended && !buf.is_empty());
+        if !flush {
+            if ended {
+                break;
+            }
+            continue;
+        }
+        let rest = if buf.len() > pg::PIECE {
+            buf.split_off(pg::PIECE)
+        } else {
+            Vec::new()
+        };
+        let piece = std::mem::replace(&mut buf, rest);
+        let (id2, now) = (id.to_string(), now_ms());
+        let stored = reads
+            .run(move |db| pg::append(db, &id2, at, piece, now))
+            .await;
+        match stored {
+            Ok(Appended::Stored(s)) => at = s.offset,
+            Ok(Appended::Finished(meta)) => return completed(&meta),
+            Ok(Appended::Conflict(r, s)) => {
+                let mut resp = refused(&r);
+                offsets(&mut resp, s.offset, s.length);
+                return resp;
+            }
+            Ok(Appended::Rejected(r)) => return refused(&r),
+            Ok(Appended::Gone) => return already_complete(ctx, who, id, not_found()).await,
+            Err(e) => return io_error(&super::store_io(e)),
+        }
+        if ended && buf.is_empty() {
+            break;
+        }
+    }
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    offsets(&mut r, at, length);
+    r
+}
+
+/// The answer to a PATCH of an upload that is no longer in progress: if
+/// it completed (its last PATCH's answer was lost, or another PATCH took
+/// it to the end), 409 with its final offset, as for any stale offset, so
+/// a retrying client learns it is done; otherwise `not`.
+async fn already_complete(ctx: &Arc<Ctx>, who: &Caller, id: &str, not: Response) -> Response {
+    match own_meta(ctx, &who.visitor, who.site, id).await {
+        Ok(m) => {
+            let mut r = refused(&Refusal::Complete);
+            offsets(&mut r, m.size, m.size);
+            r
+        }
+        Err(_) => not,
+    }
+}
+
+async fn patch_disk(
+    ctx: &Arc<Ctx>,
+    disk: &Disk,
+    who: &Caller,
+    id: &str,
+    sent: u64,
+    body: Body,
+) -> Response {
+    let mut state = match own_upload(ctx, who, id).await {
+        Ok(s) => s,
+        Err(r) => return already_complete(ctx, who, id, r).await,
+    };
+    if let Err(r) = upload::check_patch(&state, sent) {
+        let mut resp = refused(&r);
+        offsets(&mut resp, state.offset, state.length);
+        return resp;
+    }
+    let d = disk.clone();
     let s2 = state.clone();
-    let file = match blocking(move || a.disk.open_part(&s2)).await {
+    let file = match blocking(move || d.open_part(&s2)).await {
         Ok(f) => f,
         Err(e) => return io_error(&e),
     };
@@ -456,9 +572,9 @@ async fn patch_locked(ctx: &Arc<Ctx>, who: &Caller, id: &str, sent: u64, body: B
     drop(file);
     if at != state.offset {
         state.offset = at;
-        let a = ctx.attach.clone();
+        let d = disk.clone();
         let s2 = state.clone();
-        if let Err(e) = blocking(move || a.disk.save(&s2)).await {
+        if let Err(e) = blocking(move || d.save(&s2)).await {
             return io_error(&e);
         }
     }
@@ -471,26 +587,15 @@ async fn patch_locked(ctx: &Arc<Ctx>, who: &Caller, id: &str, sent: u64, body: B
         offsets(&mut r, state.offset, state.length);
         return r;
     }
-    let a = ctx.attach.clone();
+    let d = disk.clone();
     let s2 = state.clone();
     let now = now_ms();
-    let done = tokio::task::spawn_blocking(move || a.disk.finish(&s2, now))
+    let done = tokio::task::spawn_blocking(move || d.finish(&s2, now))
         .await
         .unwrap_or_else(|e| Err(FinishError::Io(io::Error::other(e))));
     ctx.attach.release(id);
     match done {
-        Ok(meta) => {
-            let mut r = (
-                StatusCode::OK,
-                axum::Json(Completed {
-                    offset: meta.size,
-                    attachment: AttachmentView::from(&meta),
-                }),
-            )
-                .into_response();
-            offsets(&mut r, meta.size, meta.size);
-            r
-        }
+        Ok(meta) => completed(&meta),
         Err(FinishError::Refused(r)) => refused(&r),
         Err(FinishError::Io(e)) => io_error(&e),
     }
@@ -597,30 +702,17 @@ async fn serve_file(ctx: &Arc<Ctx>, id: &str, want_thumb: bool, q: &Signed) -> R
             format!("attachment; filename=\"{ascii}\""),
         )
     };
-    let path = ctx.attach.disk.content_path(&sha);
-    let f = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return not_found(),
-        Err(e) => return io_error(&e),
+    let (body, len) = match &ctx.attach.storage {
+        Storage::Disk(disk) => match disk_content(disk, &sha).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        },
+        Storage::Postgres(reads) => match pg_content(reads, &sha).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        },
     };
-    let len = match f.metadata().await {
-        Ok(m) => m.len(),
-        Err(e) => return io_error(&e),
-    };
-    // Streamed in 64 KiB reads: a 20 MB download holds 64 KiB of memory.
-    let stream = futures_util::stream::unfold(Some(f), |f| async move {
-        let mut f = f?;
-        let mut buf = vec![0u8; 64 * 1024];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<Bytes, io::Error>(Bytes::from(buf)), Some(f)))
-            }
-            Err(e) => Some((Err(e), None)),
-        }
-    });
-    let mut r = Response::new(Body::from_stream(stream));
+    let mut r = Response::new(body);
     let h = r.headers_mut();
     let put = |h: &mut HeaderMap, k: HeaderName, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
@@ -647,4 +739,60 @@ async fn serve_file(ctx: &Arc<Ctx>, id: &str, want_thumb: bool, q: &Signed) -> R
         HeaderValue::from_static("no-referrer"),
     );
     r
+}
+
+/// Content `sha` from its file, streamed, and its length.
+async fn disk_content(disk: &Disk, sha: &str) -> Result<(Body, u64), Response> {
+    let path = disk.content_path(sha);
+    let f = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
+        Err(e) => return Err(io_error(&e)),
+    };
+    let len = match f.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return Err(io_error(&e)),
+    };
+    // Streamed in 64 KiB reads: a 20 MB download holds 64 KiB of memory.
+    let stream = futures_util::stream::unfold(Some(f), |f| async move {
+        let mut f = f?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<Bytes, io::Error>(Bytes::from(buf)), Some(f)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    Ok((Body::from_stream(stream), len))
+}
+
+/// Content `sha` from the database, streamed one stored piece per read (a
+/// 20 MB download holds one piece of memory), and its length.
+async fn pg_content(reads: &crate::store::ReadPool, sha: &str) -> Result<(Body, u64), Response> {
+    let sha2 = sha.to_string();
+    let len = match reads.run(move |db| pg::content_size(db, &sha2)).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return Err(not_found()),
+        Err(e) => return Err(io_error(&super::store_io(e))),
+    };
+    let reads = reads.clone();
+    let sha = sha.to_string();
+    let stream = futures_util::stream::unfold(Some(0u64), move |from| {
+        let (reads, sha) = (reads.clone(), sha.clone());
+        async move {
+            let from = from?;
+            match reads.run(move |db| pg::content_from(db, &sha, from)).await {
+                Ok(Some((at, data))) if !data.is_empty() => {
+                    let next = at + data.len() as u64;
+                    Some((Ok::<Bytes, io::Error>(Bytes::from(data)), Some(next)))
+                }
+                Ok(_) => None,
+                Err(e) => Some((Err(super::store_io(e)), None)),
+            }
+        }
+    });
+    Ok((Body::from_stream(stream), len))
 }
