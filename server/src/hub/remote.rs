@@ -231,7 +231,7 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                             // Notes to re-read team rows and visitors'
                             // records were lost too.
                             tokio::spawn(reread_teams(ctx.clone()));
-                            tokio::spawn(reread_conversations(ctx.clone()));
+                            tokio::spawn(reread_visitors(ctx.clone()));
                         }
                         Why::Poll => {
                             if polling.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
@@ -333,22 +333,29 @@ async fn reread_teams(ctx: Arc<Ctx>) {
     }
 }
 
-/// After a gap: the open conversation of every visitor live here, read
-/// again in one query per [`reads::LOG_HEADS_BATCH`] visitors, since a
-/// note that one changed on another node may have been lost.
-async fn reread_conversations(ctx: Arc<Ctx>) {
+/// After a gap: the stored record (identity, open conversation) of every
+/// visitor live here, read again in two queries per
+/// [`reads::LOG_HEADS_BATCH`] visitors, since a note that one changed on
+/// another node (an identify or a close made through it) may have been
+/// lost.
+async fn reread_visitors(ctx: Arc<Ctx>) {
     let (ids, epoch) = ctx.hub.live_visitors();
     for chunk in ids.chunks(reads::LOG_HEADS_BATCH) {
         let chunk = chunk.to_vec();
         let asked = chunk.clone();
         match ctx
             .reads
-            .run(move |c| reads::open_conversations(c, &chunk))
+            .run(move |c| {
+                Ok((
+                    reads::open_conversations(c, &chunk)?,
+                    reads::identities(c, &chunk)?,
+                ))
+            })
             .await
         {
-            Ok(open) => ctx.hub.conversations_reread(&asked, &open, epoch),
+            Ok((open, identities)) => ctx.hub.records_reread(&asked, &open, identities, epoch),
             Err(e) => {
-                tracing::warn!("bus: cannot re-read visitors' conversations after a gap: {e}");
+                tracing::warn!("bus: cannot re-read visitors' records after a gap: {e}");
                 return;
             }
         }
@@ -659,14 +666,15 @@ impl super::Hub {
         (ids, st.visitor_changes)
     }
 
-    /// The open conversations of the visitors `asked` about, as stored
-    /// (read after `epoch`): a live record that says otherwise, and has no
-    /// committed change newer than the read, is corrected, and reaches
-    /// agents with the next flush.
-    pub fn conversations_reread(
+    /// The stored records (identity, open conversation) of the visitors
+    /// `asked` about, as read after `epoch`: a live record that says
+    /// otherwise, and has no committed change newer than the read, is
+    /// corrected, and reaches agents with the next flush.
+    pub fn records_reread(
         &self,
         asked: &[String],
         open: &[(String, holdfast_protocol::agent::ConversationId)],
+        identities: Vec<reads::Identity>,
         epoch: u64,
     ) {
         let open: HashMap<&str, u64> = open.iter().map(|(v, c)| (v.as_str(), *c)).collect();
@@ -682,6 +690,27 @@ impl super::Hub {
                     &mut st,
                     id.clone(),
                     super::VisitorChange::Conversation(stored),
+                );
+            }
+        }
+        for i in identities {
+            let stale = st.visitors.get(&i.visitor).is_some_and(|v| {
+                let l = &v.info;
+                v.changed <= epoch
+                    && (&l.name, &l.email, &l.attrs, &l.external_id, l.verified)
+                        != (&i.name, &i.email, &i.attrs, &i.external_id, i.verified)
+            });
+            if stale {
+                Self::apply_visitor_change(
+                    &mut st,
+                    i.visitor,
+                    super::VisitorChange::Identity {
+                        name: i.name,
+                        email: i.email,
+                        attrs: i.attrs,
+                        external_id: i.external_id,
+                        verified: i.verified,
+                    },
                 );
             }
         }

@@ -481,3 +481,45 @@ async fn another_node_s_newer_page_reaches_this_node_s_copy_and_an_older_one_nev
     h.remote_presence("n2".into(), PresenceDelta::Visitor(Box::new(there)));
     assert_eq!(last(&h), "https://shop/thanks");
 }
+
+#[tokio::test]
+async fn a_visitor_s_identity_read_again_after_a_gap_reaches_agents_unless_a_newer_change_did() {
+    let (h, _metrics) = hub();
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    let _tab = h.register_visitor(visitor(1));
+    h.flush_presence();
+    drain(&mut alice.rx);
+    let (ids, epoch) = h.live_visitors();
+    let ann = crate::store::reads::Identity {
+        visitor: "v1".into(),
+        name: Some("Ann".into()),
+        email: None,
+        attrs: vec![("plan".into(), "pro".into())],
+        external_id: Some("u1".into()),
+        verified: false,
+    };
+    h.records_reread(&ids, &[], vec![ann.clone()], epoch);
+    h.flush_presence();
+    let info = h.visitor_live("v1").unwrap();
+    assert_eq!(info.name.as_deref(), Some("Ann"));
+    assert!(
+        drain(&mut alice.rx)
+            .iter()
+            .any(|p| matches!(p, AgentPush::Live(l)
+        if matches!(&**l, LiveEvent::Visitor(i) if i.name.as_deref() == Some("Ann"))))
+    );
+    // A read older than a change committed here since is not applied.
+    let (_, old) = h.live_visitors();
+    h.publish(vec![Effect::VisitorChanged {
+        visitor: "v1".into(),
+        change: VisitorChange::Identity {
+            name: Some("Ann B".into()),
+            email: None,
+            attrs: Vec::new(),
+            external_id: Some("u1".into()),
+            verified: false,
+        },
+    }]);
+    h.records_reread(&ids, &[], vec![ann], old);
+    assert_eq!(h.visitor_live("v1").unwrap().name.as_deref(), Some("Ann B"));
+}
