@@ -11,9 +11,20 @@
 
 use std::time::{Duration, Instant};
 
+use holdfast_client::Update;
+use holdfast_protocol::agent::Presence;
 use holdfast_protocol::visitor::VisitorIn;
 use holdfast_tests::cluster::{Cluster, LIVENESS, agents_online};
+use holdfast_tests::core_agent::CoreAgent;
 use holdfast_tests::visitor::{WsVisitor, hello};
+
+async fn team_id(a: &mut CoreAgent, name: &str) -> u64 {
+    a.until("the team", |u| match u {
+        Update::Team(list) => list.iter().find(|m| m.name == name).map(|m| m.agent),
+        _ => None,
+    })
+    .await
+}
 
 async fn bus_down_everywhere(c: &Cluster) {
     for node in 0..c.nodes.len() {
@@ -26,6 +37,87 @@ async fn bus_down_everywhere(c: &Cluster) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Alice on two devices, her desktop on node 1 and a second device on
+/// node 2. On one node the hub keeps one presence per agent, whichever
+/// device set it last, so "away" set on either device is what every device
+/// and every teammate sees. Node 2 used to keep showing her online: it
+/// preferred its own device's "online" over the other node's "away".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn away_set_on_one_node_shows_on_every_node_an_agent_is_connected_to() {
+    holdfast_tests::init_logs();
+    let c = Cluster::start_async(2, 5).await;
+    let (d1, d2, d3) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut desktop = c.agent(0, &d1, "alice");
+    desktop.live().await;
+    let alice = team_id(&mut desktop, "Alice").await;
+    let mut phone = c.agent(1, &d2, "alice");
+    phone.live().await;
+    let mut bob = c.agent(1, &d3, "bob");
+    bob.live().await;
+    bob.member_where(alice, |m| m.presence == Presence::Online)
+        .await;
+
+    let id = desktop.handle.set_presence(Presence::Away).await.unwrap();
+    desktop.outcome(id).await.unwrap();
+    desktop
+        .member_where(alice, |m| m.presence == Presence::Away)
+        .await;
+    bob.member_where(alice, |m| m.presence == Presence::Away)
+        .await;
+    phone
+        .member_where(alice, |m| m.presence == Presence::Away)
+        .await;
+    // Node 2 decides with it too: a visitor there finds nobody online.
+    let mut v = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    let id = bob.handle.set_presence(Presence::Away).await.unwrap();
+    bob.outcome(id).await.unwrap();
+    v.wait_for(LIVENESS, |m| {
+        matches!(
+            m,
+            holdfast_protocol::visitor::VisitorOut::Agents { online: false }
+        )
+    })
+    .await
+    .expect("node 2 still says an agent is online");
+
+    // Back online from the other device: the desktop and bob follow.
+    let id = phone.handle.set_presence(Presence::Online).await.unwrap();
+    phone.outcome(id).await.unwrap();
+    desktop
+        .member_where(alice, |m| m.presence == Presence::Online)
+        .await;
+    bob.member_where(alice, |m| m.presence == Presence::Online)
+        .await;
+    agents_online(&mut v).await;
+
+    // A third device joining on node 2 takes her presence as it is, as a
+    // second device does on one node: it does not reset her to online.
+    let id = desktop.handle.set_presence(Presence::Away).await.unwrap();
+    desktop.outcome(id).await.unwrap();
+    phone
+        .member_where(alice, |m| m.presence == Presence::Away)
+        .await;
+    phone.shutdown().await;
+    let d4 = tempfile::tempdir().unwrap();
+    let mut tablet = c.agent(1, &d4, "alice");
+    tablet.live().await;
+    let m = tablet.member_where(alice, |_| true).await;
+    assert_eq!(
+        m.presence,
+        Presence::Away,
+        "a new device reset her presence"
+    );
+    bob.member_where(alice, |m| m.presence == Presence::Away)
+        .await;
+    tablet.shutdown().await;
+    bob.shutdown().await;
+    desktop.shutdown().await;
 }
 
 /// An identify made through node 2 (the visitor's second tab) while Redis

@@ -55,6 +55,9 @@ pub const EXPIRE_AFTER: Duration = Duration::from_secs(12);
 pub(super) struct RemoteAgent {
     pub site: SiteId,
     pub presence: Presence,
+    /// When the presence was set (0: unknown, from an old node or from
+    /// presence's PostgreSQL copy, which does not keep it).
+    pub since_ms: i64,
     pub conns: u32,
     pub heard: Instant,
 }
@@ -78,25 +81,50 @@ pub(super) struct RemoteState {
     pub nodes: HashMap<Arc<str>, RemoteNode>,
 }
 
+/// Which of two settings of one agent's presence wins: the later one, and
+/// on a tie (two nodes in the same millisecond, or settings of unknown
+/// time) online over away over offline. Every node orders them the same
+/// way, so nodes that hear the same settings agree.
+pub(super) fn setting_key(presence: Presence, since_ms: i64) -> (i64, u8) {
+    let rank = match presence {
+        Presence::Offline => 0,
+        Presence::Away => 1,
+        Presence::Online => 2,
+    };
+    (since_ms, rank)
+}
+
 impl RemoteState {
     /// Connections of the agent on other nodes, and its presence there
-    /// (the first node's that has any).
+    /// (the latest setting any of them has: see [`setting_key`]).
     pub fn agent(&self, agent: AgentId) -> Option<(SiteId, Presence, usize)> {
-        let mut found: Option<(SiteId, Presence, usize)> = None;
+        let mut found: Option<(SiteId, Presence, i64, usize)> = None;
         for n in self.nodes.values() {
             if let Some(a) = n.agents.get(&agent).filter(|a| a.conns > 0) {
                 let conns = a.conns as usize;
                 found = Some(match found {
-                    // Online anywhere wins: it is what auto-assignment asks.
-                    Some((s, p, c)) => {
-                        let p = if p == Presence::Online { p } else { a.presence };
-                        (s, p, c + conns)
+                    Some((s, p, at, c)) => {
+                        if setting_key(a.presence, a.since_ms) > setting_key(p, at) {
+                            (s, a.presence, a.since_ms, c + conns)
+                        } else {
+                            (s, p, at, c + conns)
+                        }
                     }
-                    None => (a.site, a.presence, conns),
+                    None => (a.site, a.presence, a.since_ms, conns),
                 });
             }
         }
-        found
+        found.map(|(s, p, _, c)| (s, p, c))
+    }
+
+    /// The agent's latest presence setting on other nodes, and when it
+    /// was made.
+    pub fn latest(&self, agent: AgentId) -> Option<(Presence, i64)> {
+        self.nodes
+            .values()
+            .filter_map(|n| n.agents.get(&agent).filter(|a| a.conns > 0))
+            .map(|a| (a.presence, a.since_ms))
+            .max_by_key(|(p, at)| setting_key(*p, *at))
     }
 
     /// The site's agents connected to other nodes, with their presence.
@@ -558,25 +586,39 @@ impl super::Hub {
                 presence,
                 connections,
             } => {
-                let before = (
-                    Self::presence_in(&st, agent),
-                    Self::site_has_online(&st, site),
-                );
-                let n = st.remote.nodes.entry(node).or_default();
-                if connections == 0 {
-                    n.agents.remove(&agent);
-                } else {
-                    n.agents.insert(
-                        agent,
-                        RemoteAgent {
-                            site,
-                            presence,
-                            conns: connections,
-                            heard: now,
-                        },
-                    );
-                }
-                return self.remote_agent_changed(&mut st, agent, site, before);
+                // From an old node or presence's PostgreSQL copy: no time.
+                // An unchanged presence keeps the time heard with it.
+                let since_ms = st
+                    .remote
+                    .nodes
+                    .get(&node)
+                    .and_then(|n| n.agents.get(&agent))
+                    .filter(|a| a.presence == presence)
+                    .map_or(0, |a| a.since_ms);
+                let entry = RemoteAgent {
+                    site,
+                    presence,
+                    since_ms,
+                    conns: connections,
+                    heard: now,
+                };
+                return self.remote_agent(&mut st, node, agent, entry);
+            }
+            PresenceDelta::AgentAt {
+                site,
+                agent,
+                presence,
+                since_ms,
+                connections,
+            } => {
+                let entry = RemoteAgent {
+                    site,
+                    presence,
+                    since_ms,
+                    conns: connections,
+                    heard: now,
+                };
+                return self.remote_agent(&mut st, node, agent, entry);
             }
             PresenceDelta::Visitor(info) => {
                 let (id, site) = (info.id.clone(), info.site);
@@ -615,6 +657,43 @@ impl super::Hub {
             }
         }
         None
+    }
+
+    /// Another node's entry for an agent (`conns` 0: none there any more).
+    fn remote_agent(
+        &self,
+        st: &mut State,
+        node: Arc<str>,
+        agent: AgentId,
+        entry: RemoteAgent,
+    ) -> Option<(SiteId, AgentId)> {
+        let site = entry.site;
+        let before = (
+            Self::presence_in(st, agent),
+            Self::site_has_online(st, site),
+        );
+        let (presence, since_ms, there) = (entry.presence, entry.since_ms, entry.conns > 0);
+        let n = st.remote.nodes.entry(node).or_default();
+        if there {
+            n.agents.insert(agent, entry);
+        } else {
+            n.agents.remove(&agent);
+        }
+        // One presence per agent whichever device set it, as on one node:
+        // the devices here take a later setting made through another node
+        // ("away" on the desktop is away on the phone too). Never
+        // "offline": that is said by leaving, per node.
+        if there
+            && presence != Presence::Offline
+            && let Some(a) = st.agents.get_mut(&agent).filter(|a| !a.conns.is_empty())
+            && setting_key(presence, since_ms) > setting_key(a.presence, a.presence_ms)
+        {
+            a.presence = presence;
+            a.presence_ms = since_ms;
+            // Told on, so that presence's PostgreSQL copy has it too.
+            self.tell_agent(st, agent);
+        }
+        self.remote_agent_changed(st, agent, site, before)
     }
 
     fn remote_visitor_gone(&self, st: &mut State, visitor: String, site: SiteId) {
