@@ -304,6 +304,7 @@ impl Hub {
                     &self.metrics.bus.presence_sent
                 }
                 BusMsg::Changed(_) => &self.metrics.bus.changes_sent,
+                BusMsg::Hello => &self.metrics.bus.presence_sent,
             };
             counter.inc();
             bus.publish(msg);

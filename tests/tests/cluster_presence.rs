@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use holdfast_client::Update;
 use holdfast_protocol::agent::Presence;
-use holdfast_protocol::visitor::VisitorIn;
+use holdfast_protocol::visitor::{PageInfo, VisitorIn};
 use holdfast_tests::cluster::{Cluster, LIVENESS, agents_online};
 use holdfast_tests::core_agent::CoreAgent;
 use holdfast_tests::visitor::{WsVisitor, hello};
@@ -118,6 +118,50 @@ async fn away_set_on_one_node_shows_on_every_node_an_agent_is_connected_to() {
     tablet.shutdown().await;
     bob.shutdown().await;
     desktop.shutdown().await;
+}
+
+/// A visitor browsing on node 2 before an agent logs in on node 3, a node
+/// that has just started, is in the visitor list the agent gets at login,
+/// on its current page. Node 3 used to hear of the visitor only at node 2's
+/// next periodic announcement, up to 4 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_just_started_lists_the_visitors_already_on_other_nodes() {
+    holdfast_tests::init_logs();
+    let mut c = Cluster::start_async(2, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = c.agent(0, &dir, "bob");
+    bob.live().await;
+    let mut v = WsVisitor::connect(c.nodes[1].http, "acme").await.unwrap();
+    let page = "https://shop.example/pricing";
+    v.send_json(&VisitorIn::Page(PageInfo {
+        url: page.into(),
+        title: "Pricing".into(),
+        referrer: None,
+    }))
+    .await
+    .unwrap();
+    // Node 2 has told the others (bob's node heard it)...
+    bob.visitor_where(|i| i.id == v.visitor && i.trail.last().is_some_and(|p| p.url == page))
+        .await;
+    // ...but a node started now has heard nothing of it on the bus, and
+    // presence's PostgreSQL copy, which it reads at start, may not have it
+    // yet (it is written every half second): the node asks the others to
+    // announce themselves as soon as its bus is up.
+    tokio::task::block_in_place(|| c.add_node("node3"));
+    let mut alice = c.agent(2, &dir, "alice");
+    let list = alice
+        .until("the visitor list at login", |u| match u {
+            Update::Visitors(list) => Some(list.clone()),
+            _ => None,
+        })
+        .await;
+    let listed = list.iter().find(|i| i.id == v.visitor);
+    assert!(
+        listed.is_some_and(|i| i.trail.last().is_some_and(|p| p.url == page)),
+        "the visitor on node 2 is not in the login list of node 3 on its page: {list:#?}"
+    );
+    alice.shutdown().await;
+    bob.shutdown().await;
 }
 
 /// An identify made through node 2 (the visitor's second tab) while Redis

@@ -141,6 +141,7 @@ mod tests {
             BusMsg::Changed(crate::bus::Changed::Visitor {
                 visitor: "v-123".into(),
             }),
+            BusMsg::Hello,
             BusMsg::Presence(PresenceDelta::AgentAt {
                 site: 1,
                 agent: 7,

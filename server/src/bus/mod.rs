@@ -67,6 +67,11 @@ pub enum BusMsg {
     /// 2: a stored record that nodes show live from memory changed (it is
     /// committed): a node that shows it reads it again from the store.
     Changed(Changed),
+    /// 3: the sending node has just (re)joined the bus, or missed messages
+    /// (a gap): every node announces all of its live entries now, rather
+    /// than at its next periodic announcement, up to
+    /// `crate::hub::remote::ANNOUNCE_EVERY` later.
+    Hello,
 }
 
 /// Which stored record to read again (see [`BusMsg::Changed`]). It names

@@ -46,6 +46,8 @@ use crate::store::reads;
 
 /// How often a node announces all of its live entries.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(4);
+/// The least time between two answers to other nodes' [`BusMsg::Hello`].
+const HELLO_ANSWER_EVERY: Duration = Duration::from_secs(1);
 /// An entry not re-announced for this long is gone: three announcements
 /// missed. With the 1 s expiry sweep an entry of a dead node is gone at
 /// most 13 s after the node's last announcement, within the 15 s promised.
@@ -224,6 +226,11 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
     let mut copying: Option<tokio::task::JoinHandle<()>> = None;
     let (reread, rereads) = tokio::sync::mpsc::channel(REREAD_QUEUE);
     tokio::spawn(reread_loop(ctx.clone(), rereads));
+    // Other nodes' hellos are answered with everything at most once per
+    // `HELLO_ANSWER_EVERY` (three nodes starting at once ask three times);
+    // one that comes sooner is answered by the expiry tick after that.
+    let mut answered: Option<Instant> = None;
+    let mut hello_waiting = false;
     let ask = |what: Changed| {
         // Full: the store is slow or gone; the record is read again at
         // its next change or announcement.
@@ -260,6 +267,12 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                             // records were lost too.
                             tokio::spawn(reread_teams(ctx.clone()));
                             tokio::spawn(reread_visitors(ctx.clone()));
+                            // The others' announcements were missed too:
+                            // ask for them now (dropped if the bus is down;
+                            // then `Next::Up` asks again).
+                            if follower.health() == crate::bus::Health::Up {
+                                ctx.hub.hello();
+                            }
                         }
                         Why::Poll => {
                             if polling.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
@@ -278,9 +291,30 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                     m.changes_received.inc();
                     ask(what);
                 }
+                Some(Next::Hello) => {
+                    m.presence_received.inc();
+                    if answered.is_none_or(|t| t.elapsed() >= HELLO_ANSWER_EVERY) {
+                        ctx.hub.announce_all();
+                        answered = Some(Instant::now());
+                    } else {
+                        hello_waiting = true;
+                    }
+                }
+                Some(Next::Up) => {
+                    m.up.set(1);
+                    // What this node published while the bus was down was
+                    // dropped, and it heard nothing: tell and ask.
+                    ctx.hub.announce_all();
+                    ctx.hub.hello();
+                }
             },
             _ = announce.tick() => ctx.hub.announce_all(),
             _ = expire.tick() => {
+                if hello_waiting && answered.is_none_or(|t| t.elapsed() >= HELLO_ANSWER_EVERY) {
+                    hello_waiting = false;
+                    ctx.hub.announce_all();
+                    answered = Some(Instant::now());
+                }
                 // While the bus is down nothing can be re-announced: keep
                 // the last known entries rather than call live agents on
                 // other nodes offline (which would hand back their chats).
@@ -387,6 +421,27 @@ async fn reread_visitors(ctx: Arc<Ctx>) {
                 return;
             }
         }
+    }
+}
+
+/// At start, before serving: the other nodes' entries as presence's
+/// PostgreSQL copy has them, so that the first agent to log in here is
+/// shown the visitors and teammates already on other nodes, and not only
+/// those re-announced once this node's bus is up. Bounded: a database too
+/// slow to answer delays the start by at most `within`, and the entries
+/// then come with the bus.
+pub async fn seed_from_copy(ctx: &Ctx, within: Duration) {
+    let node = ctx.cfg.node_id.clone();
+    let read = ctx
+        .reads
+        .run(move |c| crate::store::presence_pg::others(c, &node));
+    match tokio::time::timeout(within, read).await {
+        Ok(Ok(others)) => {
+            // No agent is connected here yet: no team row to re-read.
+            let _rows = ctx.hub.remote_replace(&others);
+        }
+        Ok(Err(e)) => tracing::warn!("cannot read presence's copy at start: {e}"),
+        Err(_) => tracing::warn!("presence's copy not read within {within:?} at start"),
     }
 }
 
@@ -567,6 +622,12 @@ impl super::Hub {
         for v in st.visitors.values().filter(|v| v.info.online) {
             self.tell(|| BusMsg::Presence(PresenceDelta::Visitor(Box::new(v.info.clone()))));
         }
+    }
+
+    /// Ask every other node to announce its entries now (this node just
+    /// joined the bus, or missed what was said on it).
+    pub fn hello(&self) {
+        self.tell(|| BusMsg::Hello);
     }
 
     /// Another node's live state changed (or was re-announced). An agent
