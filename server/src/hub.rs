@@ -135,6 +135,10 @@ struct AgentLive {
     site: SiteId,
     presence: Presence,
     conns: Vec<Conn<AgentPush>>,
+    /// When `presence` was set (`crate::store::now_ms`, raised past any
+    /// setting heard of): of the nodes holding devices of the agent, the
+    /// latest setting wins (see `remote`), so that they agree.
+    presence_ms: i64,
     /// The agent's team row (name, role, capacity, load) as last committed.
     member: TeamMember,
     /// When the last connection went away: the grace period before the
@@ -300,6 +304,7 @@ impl Hub {
                     &self.metrics.bus.presence_sent
                 }
                 BusMsg::Changed(_) => &self.metrics.bus.changes_sent,
+                BusMsg::Hello => &self.metrics.bus.presence_sent,
             };
             counter.inc();
             bus.publish(msg);
@@ -312,10 +317,11 @@ impl Hub {
             return;
         };
         self.tell(|| {
-            BusMsg::Presence(PresenceDelta::Agent {
+            BusMsg::Presence(PresenceDelta::AgentAt {
                 site: a.site,
                 agent,
                 presence: a.presence,
+                since_ms: a.presence_ms,
                 connections: u32::try_from(a.conns.len()).unwrap_or(u32::MAX),
             })
         });
@@ -366,9 +372,17 @@ impl Hub {
             stall: self.cfg.queue_stall,
         });
         let agent = member.agent;
+        // On one node a device that joins keeps the presence the agent's
+        // other devices have ("away" stays away); so does one that joins
+        // here while the others are on other nodes.
+        let elsewhere = st
+            .remote
+            .latest(agent)
+            .filter(|(p, _)| *p != Presence::Offline);
         let entry = st.agents.entry(agent).or_insert_with(|| AgentLive {
             site,
             presence: Presence::Offline,
+            presence_ms: 0,
             conns: Vec::new(),
             member: member.clone(),
             offline_since: None,
@@ -382,7 +396,10 @@ impl Hub {
         entry.head = 0;
         let came_online = entry.presence == Presence::Offline;
         if came_online {
-            entry.presence = Presence::Online;
+            (entry.presence, entry.presence_ms) = elsewhere.unwrap_or((
+                Presence::Online,
+                crate::store::now_ms().max(entry.presence_ms + 1),
+            ));
         }
         // Even a second device broadcasts: the row may have changed.
         self.broadcast_member(&mut st, agent);
@@ -430,7 +447,14 @@ impl Hub {
         if a.conns.is_empty() || a.presence == presence {
             return;
         }
+        // Later than any setting known, whatever the clocks say, so that
+        // it wins over what it replaces on every node.
+        let heard = st.remote.latest(agent).map_or(0, |(_, at)| at);
+        let Some(a) = st.agents.get_mut(&agent) else {
+            return;
+        };
         a.presence = presence;
+        a.presence_ms = crate::store::now_ms().max(a.presence_ms + 1).max(heard + 1);
         let site = a.site;
         self.broadcast_member(st, agent);
         self.broadcast_agents_online(st, site);

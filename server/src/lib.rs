@@ -281,6 +281,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             )
             .context("starting the presence copy's writer")?;
         }
+        if let store::Database::Postgres(_) = &database {
+            hub::remote::seed_from_copy(&ctx, Duration::from_secs(2)).await;
+        }
         tasks.push(tokio::spawn(hub::remote::follow(ctx.clone(), bus)));
     }
     tasks.push(tokio::spawn(agent_gw::serve(agent_listener, ctx.clone())));

@@ -141,6 +141,14 @@ mod tests {
             BusMsg::Changed(crate::bus::Changed::Visitor {
                 visitor: "v-123".into(),
             }),
+            BusMsg::Hello,
+            BusMsg::Presence(PresenceDelta::AgentAt {
+                site: 1,
+                agent: 7,
+                presence: Presence::Away,
+                since_ms: 1_700_000_000_123,
+                connections: 2,
+            }),
             BusMsg::Presence(PresenceDelta::Visitor(Box::new(
                 holdfast_protocol::agent::VisitorInfo {
                     id: "v-123".into(),

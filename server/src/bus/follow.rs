@@ -40,6 +40,12 @@ pub enum Next {
     ReadAll(Why),
     /// A stored record changed on another node: read it again.
     Changed(Changed),
+    /// Another node (re)joined or missed messages: announce every entry.
+    Hello,
+    /// The bus is up again (both links): what this node published while
+    /// it was down was dropped, so it announces its entries and asks the
+    /// others for theirs.
+    Up,
 }
 
 /// Why a [`Next::ReadAll`].
@@ -124,11 +130,12 @@ impl Follower {
                     if h != self.current {
                         self.current = h;
                         self.tick = Self::timer(self.pace, h);
-                        if h == Health::Down {
-                            // From now on wakes are lost: read at once
-                            // rather than wait for the first tick.
-                            return Some(Next::ReadAll(Why::Gap));
-                        }
+                        // From now on wakes are lost: read at once
+                        // rather than wait for the first tick.
+                        return Some(match h {
+                            Health::Down => Next::ReadAll(Why::Gap),
+                            Health::Up => Next::Up,
+                        });
                     }
                 }
                 _ = self.tick.tick() => return Some(Next::ReadAll(Why::Poll)),
@@ -145,6 +152,7 @@ impl Follower {
                                 delta: delta.clone(),
                             },
                             BusMsg::Changed(c) => Next::Changed(c.clone()),
+                            BusMsg::Hello => Next::Hello,
                         }),
                     };
                 }
@@ -254,8 +262,9 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(next(&mut f).await, Next::ReadAll(Why::Poll));
         }
-        // Back up: the slow safety net again.
+        // Back up: said once, then the slow safety net again.
         bus.health.send_replace(Health::Up);
+        assert_eq!(next(&mut f).await, Next::Up);
         nothing(&mut f).await;
         assert_eq!(f.health(), Health::Up);
     }

@@ -67,6 +67,11 @@ pub enum BusMsg {
     /// 2: a stored record that nodes show live from memory changed (it is
     /// committed): a node that shows it reads it again from the store.
     Changed(Changed),
+    /// 3: the sending node has just (re)joined the bus, or missed messages
+    /// (a gap): every node announces all of its live entries now, rather
+    /// than at its next periodic announcement, up to
+    /// `crate::hub::remote::ANNOUNCE_EVERY` later.
+    Hello,
 }
 
 /// Which stored record to read again (see [`BusMsg::Changed`]). It names
@@ -107,6 +112,18 @@ pub enum PresenceDelta {
     /// what the hub sends now, so an agent on another node sees the same
     /// line as one on the visitor's node without a read of the store.
     Visitor(Box<VisitorInfo>),
+    /// 4: as `Agent`, with when the presence was set (`since_ms`, the
+    /// setting node's clock, never lower than an earlier setting it knew
+    /// of): what the hub sends now. An agent has one presence whichever
+    /// of its devices set it, as on one node; nodes holding devices of the
+    /// same agent take the latest one, so they agree.
+    AgentAt {
+        site: SiteId,
+        agent: AgentId,
+        presence: Presence,
+        since_ms: i64,
+        connections: u32,
+    },
 }
 
 /// A message from another node.

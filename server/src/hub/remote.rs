@@ -46,6 +46,8 @@ use crate::store::reads;
 
 /// How often a node announces all of its live entries.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(4);
+/// The least time between two answers to other nodes' [`BusMsg::Hello`].
+const HELLO_ANSWER_EVERY: Duration = Duration::from_secs(1);
 /// An entry not re-announced for this long is gone: three announcements
 /// missed. With the 1 s expiry sweep an entry of a dead node is gone at
 /// most 13 s after the node's last announcement, within the 15 s promised.
@@ -55,6 +57,9 @@ pub const EXPIRE_AFTER: Duration = Duration::from_secs(12);
 pub(super) struct RemoteAgent {
     pub site: SiteId,
     pub presence: Presence,
+    /// When the presence was set (0: unknown, from an old node or from
+    /// presence's PostgreSQL copy, which does not keep it).
+    pub since_ms: i64,
     pub conns: u32,
     pub heard: Instant,
 }
@@ -78,25 +83,50 @@ pub(super) struct RemoteState {
     pub nodes: HashMap<Arc<str>, RemoteNode>,
 }
 
+/// Which of two settings of one agent's presence wins: the later one, and
+/// on a tie (two nodes in the same millisecond, or settings of unknown
+/// time) online over away over offline. Every node orders them the same
+/// way, so nodes that hear the same settings agree.
+pub(super) fn setting_key(presence: Presence, since_ms: i64) -> (i64, u8) {
+    let rank = match presence {
+        Presence::Offline => 0,
+        Presence::Away => 1,
+        Presence::Online => 2,
+    };
+    (since_ms, rank)
+}
+
 impl RemoteState {
     /// Connections of the agent on other nodes, and its presence there
-    /// (the first node's that has any).
+    /// (the latest setting any of them has: see [`setting_key`]).
     pub fn agent(&self, agent: AgentId) -> Option<(SiteId, Presence, usize)> {
-        let mut found: Option<(SiteId, Presence, usize)> = None;
+        let mut found: Option<(SiteId, Presence, i64, usize)> = None;
         for n in self.nodes.values() {
             if let Some(a) = n.agents.get(&agent).filter(|a| a.conns > 0) {
                 let conns = a.conns as usize;
                 found = Some(match found {
-                    // Online anywhere wins: it is what auto-assignment asks.
-                    Some((s, p, c)) => {
-                        let p = if p == Presence::Online { p } else { a.presence };
-                        (s, p, c + conns)
+                    Some((s, p, at, c)) => {
+                        if setting_key(a.presence, a.since_ms) > setting_key(p, at) {
+                            (s, a.presence, a.since_ms, c + conns)
+                        } else {
+                            (s, p, at, c + conns)
+                        }
                     }
-                    None => (a.site, a.presence, conns),
+                    None => (a.site, a.presence, a.since_ms, conns),
                 });
             }
         }
-        found
+        found.map(|(s, p, _, c)| (s, p, c))
+    }
+
+    /// The agent's latest presence setting on other nodes, and when it
+    /// was made.
+    pub fn latest(&self, agent: AgentId) -> Option<(Presence, i64)> {
+        self.nodes
+            .values()
+            .filter_map(|n| n.agents.get(&agent).filter(|a| a.conns > 0))
+            .map(|a| (a.presence, a.since_ms))
+            .max_by_key(|(p, at)| setting_key(*p, *at))
     }
 
     /// The site's agents connected to other nodes, with their presence.
@@ -196,6 +226,11 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
     let mut copying: Option<tokio::task::JoinHandle<()>> = None;
     let (reread, rereads) = tokio::sync::mpsc::channel(REREAD_QUEUE);
     tokio::spawn(reread_loop(ctx.clone(), rereads));
+    // Other nodes' hellos are answered with everything at most once per
+    // `HELLO_ANSWER_EVERY` (three nodes starting at once ask three times);
+    // one that comes sooner is answered by the expiry tick after that.
+    let mut answered: Option<Instant> = None;
+    let mut hello_waiting = false;
     let ask = |what: Changed| {
         // Full: the store is slow or gone; the record is read again at
         // its next change or announcement.
@@ -231,7 +266,13 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                             // Notes to re-read team rows and visitors'
                             // records were lost too.
                             tokio::spawn(reread_teams(ctx.clone()));
-                            tokio::spawn(reread_conversations(ctx.clone()));
+                            tokio::spawn(reread_visitors(ctx.clone()));
+                            // The others' announcements were missed too:
+                            // ask for them now (dropped if the bus is down;
+                            // then `Next::Up` asks again).
+                            if follower.health() == crate::bus::Health::Up {
+                                ctx.hub.hello();
+                            }
                         }
                         Why::Poll => {
                             if polling.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
@@ -250,9 +291,30 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                     m.changes_received.inc();
                     ask(what);
                 }
+                Some(Next::Hello) => {
+                    m.presence_received.inc();
+                    if answered.is_none_or(|t| t.elapsed() >= HELLO_ANSWER_EVERY) {
+                        ctx.hub.announce_all();
+                        answered = Some(Instant::now());
+                    } else {
+                        hello_waiting = true;
+                    }
+                }
+                Some(Next::Up) => {
+                    m.up.set(1);
+                    // What this node published while the bus was down was
+                    // dropped, and it heard nothing: tell and ask.
+                    ctx.hub.announce_all();
+                    ctx.hub.hello();
+                }
             },
             _ = announce.tick() => ctx.hub.announce_all(),
             _ = expire.tick() => {
+                if hello_waiting && answered.is_none_or(|t| t.elapsed() >= HELLO_ANSWER_EVERY) {
+                    hello_waiting = false;
+                    ctx.hub.announce_all();
+                    answered = Some(Instant::now());
+                }
                 // While the bus is down nothing can be re-announced: keep
                 // the last known entries rather than call live agents on
                 // other nodes offline (which would hand back their chats).
@@ -333,25 +395,53 @@ async fn reread_teams(ctx: Arc<Ctx>) {
     }
 }
 
-/// After a gap: the open conversation of every visitor live here, read
-/// again in one query per [`reads::LOG_HEADS_BATCH`] visitors, since a
-/// note that one changed on another node may have been lost.
-async fn reread_conversations(ctx: Arc<Ctx>) {
+/// After a gap: the stored record (identity, open conversation) of every
+/// visitor live here, read again in two queries per
+/// [`reads::LOG_HEADS_BATCH`] visitors, since a note that one changed on
+/// another node (an identify or a close made through it) may have been
+/// lost.
+async fn reread_visitors(ctx: Arc<Ctx>) {
     let (ids, epoch) = ctx.hub.live_visitors();
     for chunk in ids.chunks(reads::LOG_HEADS_BATCH) {
         let chunk = chunk.to_vec();
         let asked = chunk.clone();
         match ctx
             .reads
-            .run(move |c| reads::open_conversations(c, &chunk))
+            .run(move |c| {
+                Ok((
+                    reads::open_conversations(c, &chunk)?,
+                    reads::identities(c, &chunk)?,
+                ))
+            })
             .await
         {
-            Ok(open) => ctx.hub.conversations_reread(&asked, &open, epoch),
+            Ok((open, identities)) => ctx.hub.records_reread(&asked, &open, identities, epoch),
             Err(e) => {
-                tracing::warn!("bus: cannot re-read visitors' conversations after a gap: {e}");
+                tracing::warn!("bus: cannot re-read visitors' records after a gap: {e}");
                 return;
             }
         }
+    }
+}
+
+/// At start, before serving: the other nodes' entries as presence's
+/// PostgreSQL copy has them, so that the first agent to log in here is
+/// shown the visitors and teammates already on other nodes, and not only
+/// those re-announced once this node's bus is up. Bounded: a database too
+/// slow to answer delays the start by at most `within`, and the entries
+/// then come with the bus.
+pub async fn seed_from_copy(ctx: &Ctx, within: Duration) {
+    let node = ctx.cfg.node_id.clone();
+    let read = ctx
+        .reads
+        .run(move |c| crate::store::presence_pg::others(c, &node));
+    match tokio::time::timeout(within, read).await {
+        Ok(Ok(others)) => {
+            // No agent is connected here yet: no team row to re-read.
+            let _rows = ctx.hub.remote_replace(&others);
+        }
+        Ok(Err(e)) => tracing::warn!("cannot read presence's copy at start: {e}"),
+        Err(_) => tracing::warn!("presence's copy not read within {within:?} at start"),
     }
 }
 
@@ -534,6 +624,12 @@ impl super::Hub {
         }
     }
 
+    /// Ask every other node to announce its entries now (this node just
+    /// joined the bus, or missed what was said on it).
+    pub fn hello(&self) {
+        self.tell(|| BusMsg::Hello);
+    }
+
     /// Another node's live state changed (or was re-announced). An agent
     /// whose presence moved but who has no team row here yet: the caller
     /// reads its row and passes it to [`Self::update_member`].
@@ -551,25 +647,39 @@ impl super::Hub {
                 presence,
                 connections,
             } => {
-                let before = (
-                    Self::presence_in(&st, agent),
-                    Self::site_has_online(&st, site),
-                );
-                let n = st.remote.nodes.entry(node).or_default();
-                if connections == 0 {
-                    n.agents.remove(&agent);
-                } else {
-                    n.agents.insert(
-                        agent,
-                        RemoteAgent {
-                            site,
-                            presence,
-                            conns: connections,
-                            heard: now,
-                        },
-                    );
-                }
-                return self.remote_agent_changed(&mut st, agent, site, before);
+                // From an old node or presence's PostgreSQL copy: no time.
+                // An unchanged presence keeps the time heard with it.
+                let since_ms = st
+                    .remote
+                    .nodes
+                    .get(&node)
+                    .and_then(|n| n.agents.get(&agent))
+                    .filter(|a| a.presence == presence)
+                    .map_or(0, |a| a.since_ms);
+                let entry = RemoteAgent {
+                    site,
+                    presence,
+                    since_ms,
+                    conns: connections,
+                    heard: now,
+                };
+                return self.remote_agent(&mut st, node, agent, entry);
+            }
+            PresenceDelta::AgentAt {
+                site,
+                agent,
+                presence,
+                since_ms,
+                connections,
+            } => {
+                let entry = RemoteAgent {
+                    site,
+                    presence,
+                    since_ms,
+                    conns: connections,
+                    heard: now,
+                };
+                return self.remote_agent(&mut st, node, agent, entry);
             }
             PresenceDelta::Visitor(info) => {
                 let (id, site) = (info.id.clone(), info.site);
@@ -608,6 +718,43 @@ impl super::Hub {
             }
         }
         None
+    }
+
+    /// Another node's entry for an agent (`conns` 0: none there any more).
+    fn remote_agent(
+        &self,
+        st: &mut State,
+        node: Arc<str>,
+        agent: AgentId,
+        entry: RemoteAgent,
+    ) -> Option<(SiteId, AgentId)> {
+        let site = entry.site;
+        let before = (
+            Self::presence_in(st, agent),
+            Self::site_has_online(st, site),
+        );
+        let (presence, since_ms, there) = (entry.presence, entry.since_ms, entry.conns > 0);
+        let n = st.remote.nodes.entry(node).or_default();
+        if there {
+            n.agents.insert(agent, entry);
+        } else {
+            n.agents.remove(&agent);
+        }
+        // One presence per agent whichever device set it, as on one node:
+        // the devices here take a later setting made through another node
+        // ("away" on the desktop is away on the phone too). Never
+        // "offline": that is said by leaving, per node.
+        if there
+            && presence != Presence::Offline
+            && let Some(a) = st.agents.get_mut(&agent).filter(|a| !a.conns.is_empty())
+            && setting_key(presence, since_ms) > setting_key(a.presence, a.presence_ms)
+        {
+            a.presence = presence;
+            a.presence_ms = since_ms;
+            // Told on, so that presence's PostgreSQL copy has it too.
+            self.tell_agent(st, agent);
+        }
+        self.remote_agent_changed(st, agent, site, before)
     }
 
     fn remote_visitor_gone(&self, st: &mut State, visitor: String, site: SiteId) {
@@ -659,14 +806,15 @@ impl super::Hub {
         (ids, st.visitor_changes)
     }
 
-    /// The open conversations of the visitors `asked` about, as stored
-    /// (read after `epoch`): a live record that says otherwise, and has no
-    /// committed change newer than the read, is corrected, and reaches
-    /// agents with the next flush.
-    pub fn conversations_reread(
+    /// The stored records (identity, open conversation) of the visitors
+    /// `asked` about, as read after `epoch`: a live record that says
+    /// otherwise, and has no committed change newer than the read, is
+    /// corrected, and reaches agents with the next flush.
+    pub fn records_reread(
         &self,
         asked: &[String],
         open: &[(String, holdfast_protocol::agent::ConversationId)],
+        identities: Vec<reads::Identity>,
         epoch: u64,
     ) {
         let open: HashMap<&str, u64> = open.iter().map(|(v, c)| (v.as_str(), *c)).collect();
@@ -682,6 +830,27 @@ impl super::Hub {
                     &mut st,
                     id.clone(),
                     super::VisitorChange::Conversation(stored),
+                );
+            }
+        }
+        for i in identities {
+            let stale = st.visitors.get(&i.visitor).is_some_and(|v| {
+                let l = &v.info;
+                v.changed <= epoch
+                    && (&l.name, &l.email, &l.attrs, &l.external_id, l.verified)
+                        != (&i.name, &i.email, &i.attrs, &i.external_id, i.verified)
+            });
+            if stale {
+                Self::apply_visitor_change(
+                    &mut st,
+                    i.visitor,
+                    super::VisitorChange::Identity {
+                        name: i.name,
+                        email: i.email,
+                        attrs: i.attrs,
+                        external_id: i.external_id,
+                        verified: i.verified,
+                    },
                 );
             }
         }

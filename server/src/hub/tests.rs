@@ -481,3 +481,95 @@ async fn another_node_s_newer_page_reaches_this_node_s_copy_and_an_older_one_nev
     h.remote_presence("n2".into(), PresenceDelta::Visitor(Box::new(there)));
     assert_eq!(last(&h), "https://shop/thanks");
 }
+
+#[tokio::test]
+async fn an_agent_on_two_nodes_has_the_presence_its_latest_setting_gave_on_either() {
+    use crate::bus::PresenceDelta;
+    let (h, _metrics) = hub();
+    let mut phone = h.register_agent(1, member(1, "Alice"));
+    let mut bob = h.register_agent(1, member(2, "Bob"));
+    drain(&mut phone.rx);
+    drain(&mut bob.rx);
+    let now = crate::store::now_ms();
+    let at = |presence, since_ms| PresenceDelta::AgentAt {
+        site: 1,
+        agent: 1,
+        presence,
+        since_ms,
+        connections: 1,
+    };
+    // Her desktop on n2 set "away" after her phone came online here.
+    h.remote_presence("n2".into(), at(Presence::Away, now + 60_000));
+    assert_eq!(h.presence(1), Presence::Away);
+    assert_eq!(h.available_agents(1), vec![2]);
+    let team: Vec<Presence> = drain(&mut bob.rx)
+        .iter()
+        .filter_map(|p| match p {
+            AgentPush::Live(l) => match &**l {
+                LiveEvent::TeamMember(m) if m.agent == 1 => Some(m.presence),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(team, [Presence::Away]);
+    // n2's periodic re-announcement, or an older setting, changes nothing.
+    h.remote_presence("n2".into(), at(Presence::Away, now + 60_000));
+    h.remote_presence("n3".into(), at(Presence::Online, now));
+    assert_eq!(h.presence(1), Presence::Away);
+    // "Online" from the phone here is later than anything heard: it wins
+    // here, and what is told to the others says so.
+    h.publish(vec![Effect::Presence {
+        agent: 1,
+        presence: Presence::Online,
+    }]);
+    assert_eq!(h.presence(1), Presence::Online);
+    assert_eq!(h.available_agents(1), vec![1, 2]);
+    // A device joining here while she is away on n2 keeps her away.
+    let (h2, _m) = hub();
+    h2.remote_presence("n2".into(), at(Presence::Away, now));
+    let _tablet = h2.register_agent(1, member(1, "Alice"));
+    assert_eq!(h2.presence(1), Presence::Away);
+}
+
+#[tokio::test]
+async fn a_visitor_s_identity_read_again_after_a_gap_reaches_agents_unless_a_newer_change_did() {
+    let (h, _metrics) = hub();
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    let _tab = h.register_visitor(visitor(1));
+    h.flush_presence();
+    drain(&mut alice.rx);
+    let (ids, epoch) = h.live_visitors();
+    let ann = crate::store::reads::Identity {
+        visitor: "v1".into(),
+        name: Some("Ann".into()),
+        email: None,
+        attrs: vec![("plan".into(), "pro".into())],
+        external_id: Some("u1".into()),
+        verified: false,
+    };
+    h.records_reread(&ids, &[], vec![ann.clone()], epoch);
+    h.flush_presence();
+    let info = h.visitor_live("v1").unwrap();
+    assert_eq!(info.name.as_deref(), Some("Ann"));
+    assert!(
+        drain(&mut alice.rx)
+            .iter()
+            .any(|p| matches!(p, AgentPush::Live(l)
+        if matches!(&**l, LiveEvent::Visitor(i) if i.name.as_deref() == Some("Ann"))))
+    );
+    // A read older than a change committed here since is not applied.
+    let (_, old) = h.live_visitors();
+    h.publish(vec![Effect::VisitorChanged {
+        visitor: "v1".into(),
+        change: VisitorChange::Identity {
+            name: Some("Ann B".into()),
+            email: None,
+            attrs: Vec::new(),
+            external_id: Some("u1".into()),
+            verified: false,
+        },
+    }]);
+    h.records_reread(&ids, &[], vec![ann], old);
+    assert_eq!(h.visitor_live("v1").unwrap().name.as_deref(), Some("Ann B"));
+}

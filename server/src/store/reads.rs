@@ -252,6 +252,50 @@ pub fn open_conversations(
     .collect()
 }
 
+/// The stored identity of a visitor (what `identify` sets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub visitor: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub attrs: Vec<(String, String)>,
+    pub external_id: Option<String>,
+    pub verified: bool,
+}
+
+/// The stored identities of `visitors` (those that exist), in one query.
+pub fn identities(conn: &dyn Db, visitors: &[String]) -> Result<Vec<Identity>, StoreError> {
+    if visitors.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = serde_json::to_string(visitors)
+        .map_err(|e| StoreError::Corrupt(format!("visitor ids: {e}")))?;
+    let ids = match conn.dialect() {
+        Dialect::Sqlite => "SELECT value FROM json_each(?1)",
+        Dialect::Postgres => "SELECT json_array_elements_text(?1::text::json)",
+    };
+    conn.query_rows(
+        &format!(
+            "SELECT id, name, email, attrs, verified, external_id FROM visitors \
+             WHERE id IN ({ids})"
+        ),
+        &args![list],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Identity {
+            visitor: r.get(0)?,
+            name: r.get(1)?,
+            email: r.get(2)?,
+            // As `visitor_info` reads them.
+            attrs: serde_json::from_str(&r.get::<String>(3)?).unwrap_or_default(),
+            verified: r.get::<i64>(4)? != 0,
+            external_id: r.get(5)?,
+        })
+    })
+    .collect()
+}
+
 /// The visitor's conversation that is not closed, if any.
 pub fn open_conversation(
     conn: &dyn Db,
