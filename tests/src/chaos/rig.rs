@@ -260,8 +260,14 @@ impl World {
                     if busy.contains(&l) || back.contains(&l) || left_out.contains(&l) {
                         continue;
                     }
-                    let went = b.went_down.get(&l).is_some_and(|t| *t >= killed);
-                    if went && killed.elapsed() <= notice {
+                    // Judged by when the drop happened, not by when this
+                    // loop saw it: a loop starved past the notice on a
+                    // loaded machine still counts the node's clients.
+                    let went = b
+                        .went_down
+                        .get(&l)
+                        .is_some_and(|t| *t >= killed && t.duration_since(killed) <= notice);
+                    if went {
                         dropped.insert(l.clone());
                     }
                     if !dropped.contains(&l) {
