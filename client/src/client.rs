@@ -127,6 +127,7 @@ impl ClientHandle {
         self.action(Action::Send {
             conversation,
             body: body.into(),
+            attachment: None,
         })
         .await
     }

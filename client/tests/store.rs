@@ -48,6 +48,7 @@ fn visitor_msg(conversation: u64, message: u64, client: MsgId, body: &str) -> Ch
         },
         body: body.into(),
         at_ms: i64::try_from(message).unwrap(),
+        attachment: None,
     }
 }
 
@@ -65,6 +66,7 @@ fn send(conversation: u64, body: &str) -> Action {
     Action::Send {
         conversation,
         body: body.into(),
+        attachment: None,
     }
 }
 

@@ -96,6 +96,9 @@ pub enum Action {
     Send {
         conversation: ConversationId,
         body: String,
+        /// An attachment uploaded to this conversation (version 3). With
+        /// one, the body may be empty; without, the body rules stay.
+        attachment: Option<String>,
     },
     /// 1: proactively open a conversation with a browsing visitor.
     Invite { visitor: String, body: String },
@@ -178,6 +181,19 @@ pub enum Query {
         before: Option<MessageId>,
         limit: u32,
     },
+    /// 1: a signed, expiring download link for an attachment referred to by
+    /// a message of a conversation this agent may read (version 3). Agents
+    /// hold no visitor token, so this is their only way to the file.
+    AttachmentLink { request: u32, id: String },
+}
+
+impl Query {
+    /// The caller's id for matching the answer.
+    pub fn request(&self) -> u32 {
+        match self {
+            Query::History { request, .. } | Query::AttachmentLink { request, .. } => *request,
+        }
+    }
 }
 
 // ---------------------------------------------------------------- server → client
@@ -299,6 +315,23 @@ pub struct ChatMessage {
     pub author: Author,
     pub body: String,
     pub at_ms: i64,
+    /// The file this message carries (version 3), stored with the message
+    /// so every replay path has it without a second lookup.
+    pub attachment: Option<AttachmentInfo>,
+}
+
+/// A complete attachment as a message refers to it: the same fields as the
+/// HTTP `attachment` object (PROTOCOL.md 10.13).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    pub id: String,
+    /// The uploader's file name, for display only.
+    pub name: String,
+    /// The sniffed type, never the declared one.
+    pub mime: String,
+    pub size: u64,
+    /// A raster image with a server-made thumbnail.
+    pub image: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -448,6 +481,14 @@ pub enum QueryResult {
     },
     /// 1: the query was refused.
     Refused(WireError),
+    /// 2: the answer to [`Query::AttachmentLink`]. The URLs are paths on the
+    /// server's HTTP origin (the one serving the widget); they stop working
+    /// at `expires_ms`, after which the agent asks again.
+    AttachmentLink {
+        url: String,
+        thumb_url: Option<String>,
+        expires_ms: i64,
+    },
 }
 
 // ---------------------------------------------------------------- encoding

@@ -690,7 +690,7 @@ impl Conn {
             self.query.queued.push_back(q);
         } else {
             ctx.metrics.queries_refused.inc();
-            let Query::History { request, .. } = q;
+            let request = q.request();
             let refused = QueryResult::Refused(WireError {
                 code: ErrorCode::RateLimited,
                 message: format!(
@@ -781,6 +781,7 @@ impl Conn {
     fn spawn_query(&self, ctx: &Arc<Ctx>, q: Query, tx: mpsc::Sender<(u32, QueryResult)>) {
         let site = self.agent.site;
         let reads = ctx.reads.clone();
+        let attach = ctx.attach.clone();
         tokio::spawn(async move {
             match q {
                 Query::History {
@@ -801,8 +802,41 @@ impl Conn {
                         });
                     let _ignored = tx.send((request, result)).await;
                 }
+                Query::AttachmentLink { request, id } => {
+                    let result = attachment_link(&attach, site, &id).await;
+                    let _ignored = tx.send((request, result)).await;
+                }
             }
         });
+    }
+}
+
+/// A signed link for an attachment of this agent's site. Any other id, an
+/// unfinished upload or another site's file all answer the same `NotFound`,
+/// so the answer tells nothing about what exists elsewhere.
+async fn attachment_link(attach: &crate::attach::Attachments, site: u64, id: &str) -> QueryResult {
+    match attach.meta(id).await {
+        Ok(Some(meta)) if meta.site == site => {
+            let links = attach.links(&meta, crate::store::now_ms());
+            QueryResult::AttachmentLink {
+                url: links.url,
+                thumb_url: links.thumb_url,
+                expires_ms: links.expires_ms,
+            }
+        }
+        Ok(_) => QueryResult::Refused(WireError {
+            code: ErrorCode::NotFound,
+            message: format!("no attachment {id:?} on this site"),
+            retry_after_ms: None,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading attachment metadata for a link");
+            QueryResult::Refused(WireError {
+                code: ErrorCode::Unavailable,
+                message: "attachment storage is unavailable; try again".into(),
+                retry_after_ms: Some(1000),
+            })
+        }
     }
 }
 

@@ -11,7 +11,11 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use holdfast_protocol::agent::{ClientMsg, Query, QueryResult, ServerMsg};
+use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::visitor::VisitorOut;
+use holdfast_tests::flows::{T, agent};
+use holdfast_tests::raw_agent::RawAgent;
 use holdfast_tests::server::{Backend, TestServer};
 use holdfast_tests::visitor::{HttpAnswer, WsVisitor, http_exchange};
 use serde_json::{Value, json};
@@ -564,3 +568,68 @@ async fn the_sweep_prunes_old_attachments_and_abandoned_uploads(backend: Backend
     srv.stop().await;
 }
 holdfast_tests::on_both_backends!(the_sweep_prunes_old_attachments_and_abandoned_uploads);
+
+/// Ask for a link to attachment `id` on the agent channel.
+async fn link_query(a: &mut RawAgent, request: u32, id: &str) -> QueryResult {
+    a.send(&ClientMsg::Query(Query::AttachmentLink {
+        request,
+        id: id.into(),
+    }))
+    .await
+    .unwrap();
+    let m = a
+        .recv_until(T, |m| matches!(m, ServerMsg::QueryResult { .. }))
+        .await
+        .unwrap();
+    let ServerMsg::QueryResult { request: r, result } = m else {
+        unreachable!()
+    };
+    assert_eq!(r, request);
+    result
+}
+
+fn refused_not_found(r: &QueryResult) -> bool {
+    matches!(r, QueryResult::Refused(e) if e.code == ErrorCode::NotFound)
+}
+
+/// Agents hold no visitor token: they get signed links on their own channel,
+/// for complete files of their site only.
+async fn agents_get_links_on_their_channel_for_their_site_only(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
+    let http = srv.http();
+    let v = visitor(&srv).await;
+    let img = png(640, 480);
+    let (id, done) = upload(http, &v.token, "parcel.png", &img, img.len()).await;
+    assert_eq!(done.status, 200);
+    let half = create(http, &v.token, 10_000, "half.png").await;
+    let half = json_of(&half)["id"].as_str().unwrap().to_string();
+
+    let mut alice = agent(&srv, "alice").await;
+    let QueryResult::AttachmentLink {
+        url,
+        thumb_url,
+        expires_ms,
+    } = link_query(&mut alice, 1, &id).await
+    else {
+        panic!("no link for a file of alice's site")
+    };
+    assert!(expires_ms > 0);
+    let file = get(http, &url, None).await;
+    assert_eq!(file.status, 200);
+    assert_eq!(file.body, img);
+    let thumb = get(http, &thumb_url.unwrap(), None).await;
+    assert_eq!(thumb.status, 200);
+    assert_eq!(thumb.header("content-type"), Some("image/png"));
+
+    // An unfinished upload and an unknown id: the same answer.
+    assert!(refused_not_found(&link_query(&mut alice, 2, &half).await));
+    let unknown = "0".repeat(id.len());
+    assert!(refused_not_found(
+        &link_query(&mut alice, 3, &unknown).await
+    ));
+    // An agent of another site cannot tell the file exists.
+    let mut mallory = agent(&srv, "mallory").await;
+    assert!(refused_not_found(&link_query(&mut mallory, 4, &id).await));
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(agents_get_links_on_their_channel_for_their_site_only);

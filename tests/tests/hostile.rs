@@ -54,6 +54,7 @@ impl Bystander {
             Action::Send {
                 conversation: self.conversation,
                 body: reply.clone(),
+                attachment: None,
             },
         )
         .await;
@@ -124,20 +125,20 @@ async fn bad_protocol_version_is_refused_naming_both_versions(backend: Backend) 
     let ConnectError::Handshake(e) = err else {
         panic!("{err:?}")
     };
-    assert_eq!(e, HandshakeError::VersionMismatch { ours: 9, theirs: 2 });
+    assert_eq!(e, HandshakeError::VersionMismatch { ours: 9, theirs: 3 });
     assert!(
-        e.to_string().contains("version 9") && e.to_string().contains("version 2"),
+        e.to_string().contains("version 9") && e.to_string().contains("version 3"),
         "{e}"
     );
-    // A version 1 app (before chat ownership) is told to update, rather
-    // than failing on the first message it cannot decode.
-    let err = RawAgent::handshake_version(srv.agent_addr(), 1)
+    // A version 2 app (before attachments) is told to update, rather than
+    // misreading the first message, whose layout changed under it.
+    let err = RawAgent::handshake_version(srv.agent_addr(), 2)
         .await
         .unwrap_err();
     let ConnectError::Handshake(e) = err else {
         panic!("{err:?}")
     };
-    assert_eq!(e, HandshakeError::VersionMismatch { ours: 1, theirs: 2 });
+    assert_eq!(e, HandshakeError::VersionMismatch { ours: 2, theirs: 3 });
     srv.stop().await;
 }
 holdfast_tests::on_both_backends!(bad_protocol_version_is_refused_naming_both_versions);
@@ -403,6 +404,7 @@ async fn an_agent_of_one_site_cannot_reach_another(backend: Backend) {
         Action::Send {
             conversation: by.conversation,
             body: "phish".into(),
+            attachment: None,
         },
     )
     .await;

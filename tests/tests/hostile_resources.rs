@@ -193,6 +193,7 @@ async fn a_connection_flood_from_one_address_is_capped_and_others_still_connect(
         Action::Send {
             conversation,
             body: "bob still here".into(),
+            attachment: None,
         },
     )
     .await;
@@ -369,6 +370,7 @@ async fn script_injection_in_every_text_field_arrives_as_inert_text(backend: Bac
             Action::Send {
                 conversation,
                 body: reply.clone(),
+                attachment: None,
             },
         )
         .await;
@@ -513,6 +515,7 @@ async fn a_full_disk_gives_clear_errors_and_no_acks_then_recovers() {
         .command(Action::Send {
             conversation,
             body: "agent while full".into(),
+            attachment: None,
         })
         .await
         .unwrap();
@@ -579,6 +582,7 @@ async fn a_full_disk_gives_clear_errors_and_no_acks_then_recovers() {
         action: Action::Send {
             conversation,
             body: "agent while full".into(),
+            attachment: None,
         },
     }))
     .await

@@ -90,7 +90,10 @@ impl Store {
             "INSERT INTO outbox(seq, id, action, created_ms) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![seq_i, &id.0[..], command, now_ms])?;
-        if let Action::Send { conversation, body } = action {
+        if let Action::Send {
+            conversation, body, ..
+        } = action
+        {
             let author = Author::Agent {
                 agent: session.as_ref().map_or(0, |s| s.agent),
                 name: session.map(|s| s.display_name).unwrap_or_default(),

@@ -294,6 +294,7 @@ fn msg_row(r: &Row) -> Result<ChatMessage, StoreError> {
         author,
         body: r.get(7)?,
         at_ms: r.get(8)?,
+        attachment: None,
     })
 }
 

@@ -209,6 +209,7 @@ mod order {
                 author,
                 body,
                 at_ms: i64::try_from(message).unwrap_or(0),
+                attachment: None,
             };
             self.committed.push(m.clone());
             self.log.push(Event::Message(m));
@@ -286,7 +287,7 @@ mod order {
                         typed += 1;
                         let id = srv.id();
                         let body = format!("typed {typed}");
-                        let action = Action::Send { conversation: CONV, body: body.clone() };
+                        let action = Action::Send { conversation: CONV, body: body.clone(), attachment: None };
                         let stored = store.enqueue(srv.next_seq, id, &action, 0).unwrap();
                         srv.outbox.push_back((srv.next_seq, id, body));
                         srv.next_seq += 1;

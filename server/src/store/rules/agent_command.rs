@@ -88,9 +88,18 @@ impl Rules<'_> {
     ) -> Result<Outcome, StoreError> {
         let now = now_ms();
         match &cmd.action {
-            Action::Send { conversation, body } => {
-                self.agent_send(actor, me, *conversation, body, cmd.id, now)
-            }
+            Action::Send {
+                conversation,
+                body,
+                attachment: None,
+            } => self.agent_send(actor, me, *conversation, body, cmd.id, now),
+            Action::Send {
+                attachment: Some(_),
+                ..
+            } => Ok(rejected(
+                ErrorCode::BadRequest,
+                "this server cannot attach files to agent messages yet",
+            )),
             Action::Invite { visitor, body } => self.invite(actor, me, visitor, body, cmd.id, now),
             Action::Accept { conversation } => self.accept(actor, me, *conversation, now),
             Action::Close { conversation } => self.close(actor, me, *conversation, now),

@@ -178,6 +178,7 @@ impl Rules<'_> {
             author,
             body: body.to_string(),
             at_ms: now,
+            attachment: None,
         };
         let vmsg = if internal {
             None
