@@ -924,6 +924,7 @@ fn visitor_message() -> VisitorMessage {
         body: "Of course.".into(),
         at_ms: T0 + 2_000,
         notice: None,
+        attachment: None,
     }
 }
 
@@ -940,6 +941,28 @@ fn visitor_notice_message() -> VisitorMessage {
         body: notice.english_for_visitor(),
         at_ms: T0 + 3_000,
         notice: Some(notice),
+        attachment: None,
+    }
+}
+
+/// The visitor's image message of 19.10, as the visitor channel shows it.
+fn visitor_file_message() -> VisitorMessage {
+    VisitorMessage {
+        conversation: 12,
+        message: 348,
+        id: id(9),
+        from: Sender::Visitor,
+        name: None,
+        body: String::new(),
+        at_ms: T0 + 1_000,
+        notice: None,
+        attachment: Some(Box::new(AttachmentInfo {
+            id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+            name: "broken parcel.png".into(),
+            mime: "image/png".into(),
+            size: 48_213,
+            image: true,
+        })),
     }
 }
 
@@ -947,6 +970,7 @@ fn in_send() -> VisitorIn {
     VisitorIn::Send {
         id: id(2),
         body: "Hi, can I change my plan?".into(),
+        attachment: None,
     }
 }
 
@@ -1028,6 +1052,21 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
         ),
         ("in_send", Json::In(in_send())),
         (
+            "in_send_attachment",
+            Json::In(VisitorIn::Send {
+                id: id(9),
+                body: String::new(),
+                attachment: Some("a1b2c3d4e5f60718293a4b5c6d7e8f90".into()),
+            }),
+        ),
+        (
+            "out_event_message_attachment",
+            Json::Out(VisitorOut::Event {
+                seq: 11,
+                event: VisitorEvent::Message(visitor_file_message()),
+            }),
+        ),
+        (
             "in_leave_message",
             Json::In(VisitorIn::LeaveMessage {
                 id: id(4),
@@ -1098,6 +1137,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                         body: "Hi".into(),
                         at_ms: T0 + 1_000,
                         notice: None,
+                        attachment: None,
                     },
                     VisitorMessage {
                         conversation: 12,
@@ -1108,6 +1148,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                         body: "Alice joined".into(),
                         at_ms: T0 + 1_500,
                         notice: None,
+                        attachment: None,
                     },
                 ],
             }),
@@ -2531,7 +2572,13 @@ fn protocol_md_struct_tables_match_the_code() {
                 agent_name: None,
             }),
         ),
-        ("VisitorMessage", j(&visitor_notice_message())),
+        (
+            "VisitorMessage",
+            j(&VisitorMessage {
+                attachment: visitor_file_message().attachment,
+                ..visitor_notice_message()
+            }),
+        ),
         (
             "TeamMember",
             j(&member(1, "", Role::Agent, Presence::Online, (0, 0), false)),

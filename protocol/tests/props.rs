@@ -723,7 +723,11 @@ fn visitor_in() -> impl Strategy<Value = VisitorIn> {
         });
     prop_oneof![
         hello(),
-        (msg_id(), text()).prop_map(|(id, body)| VisitorIn::Send { id, body }),
+        (msg_id(), text()).prop_map(|(id, body)| VisitorIn::Send {
+            id,
+            body,
+            attachment: None
+        }),
         (msg_id(), text(), opt_text()).prop_map(|(id, body, email)| VisitorIn::LeaveMessage {
             id,
             body,
@@ -796,6 +800,7 @@ fn visitor_message() -> impl Strategy<Value = VisitorMessage> {
                 body,
                 at_ms,
                 notice,
+                attachment: None,
             },
         )
 }

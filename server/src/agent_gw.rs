@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
-    AckBatch, CommandResult, Event, LiveEvent, Login, Presence, Query, QueryResult, Seq,
-    TeamMember, WireError,
+    AckBatch, Action, AttachmentInfo, CommandResult, Event, LiveEvent, Login, Presence, Query,
+    QueryResult, Seq, TeamMember, WireError,
 };
 use holdfast_protocol::codec::FrameError;
 use holdfast_protocol::error::ErrorCode;
@@ -42,7 +42,7 @@ use crate::Ctx;
 use crate::hub::AgentPush;
 use crate::pushq::Recv;
 use crate::store::reads::{self, AgentRow};
-use crate::store::writer::AgentActor;
+use crate::store::writer::{AgentActor, FileCheck, VisitorFile};
 use crate::store::{Op, StoreError};
 /// Why a connection ended, for the log.
 #[derive(Debug, thiserror::Error)]
@@ -510,12 +510,22 @@ impl Conn {
                 };
                 match event {
                     ServerEvent::Command(cmd) => {
+                        // Read here, in command order, so the writer never
+                        // waits on attachment storage.
+                        let attachment = match &cmd.action {
+                            Action::Send {
+                                attachment: Some(aid),
+                                ..
+                            } => Some(agent_file(ctx, self.agent.site, aid).await?),
+                            _ => None,
+                        };
                         let (tx, rx) = oneshot::channel();
                         ctx.writer
                             .submit(Op::AgentCommand {
                                 actor: actor.clone(),
                                 device: self.device,
                                 cmd,
+                                attachment,
                                 reply: tx,
                             })
                             .await?;
@@ -809,6 +819,39 @@ impl Conn {
             }
         });
     }
+}
+
+/// The complete file `aid` of this agent's site, as a message carries it,
+/// or why it may not be sent (the writer then records the refusal). A
+/// storage failure ends the connection instead: the command stays in the
+/// app's outbox and is sent again, rather than being refused for good.
+async fn agent_file(ctx: &Ctx, site: u64, aid: &str) -> Result<FileCheck, End> {
+    let io = |e: std::io::Error| End::Store(StoreError::Unavailable(format!("attachments: {e}")));
+    Ok(match ctx.attach.meta(aid).await.map_err(io)? {
+        Some(m) if m.site == site => Ok(VisitorFile {
+            info: AttachmentInfo {
+                id: m.id.clone(),
+                name: m.name.clone(),
+                mime: m.mime.clone(),
+                size: m.size,
+                image: m.thumb.is_some(),
+            },
+            conversation: m.conversation,
+        }),
+        _ => match ctx.attach.load(aid).await.map_err(io)? {
+            Some(u) if u.site == site => Err((
+                ErrorCode::Conflict,
+                format!(
+                    "the upload of {:?} is not complete yet ({} of {} bytes)",
+                    u.name, u.offset, u.length
+                ),
+            )),
+            _ => Err((
+                ErrorCode::NotFound,
+                "no such file in this conversation".into(),
+            )),
+        },
+    })
 }
 
 /// A signed link for an attachment of this agent's site. Any other id, an

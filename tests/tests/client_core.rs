@@ -153,6 +153,7 @@ async fn link_faults_on_both_sides_lose_and_duplicate_nothing(backend: Backend) 
         v.send_json(&VisitorIn::Send {
             id,
             body: body.clone(),
+            attachment: None,
         })
         .await
         .unwrap();
@@ -165,6 +166,7 @@ async fn link_faults_on_both_sides_lose_and_duplicate_nothing(backend: Backend) 
         v.send_json(&VisitorIn::Send {
             id,
             body: body.clone(),
+            attachment: None,
         })
         .await
         .unwrap();
@@ -379,3 +381,4 @@ holdfast_tests::on_both_backends!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     a_login_too_big_to_send_stops_with_the_reason
 );
+

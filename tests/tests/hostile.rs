@@ -304,6 +304,7 @@ async fn forged_tokens_cannot_read_or_write_as_another_visitor(backend: Backend)
         .send_json(&VisitorIn::Send {
             id,
             body: "mine".into(),
+            attachment: None,
         })
         .await
         .unwrap();
@@ -318,6 +319,7 @@ async fn forged_tokens_cannot_read_or_write_as_another_visitor(backend: Backend)
         .send(vec![VisitorIn::Send {
             id,
             body: "hijack".into(),
+            attachment: None,
         }])
         .await
         .unwrap();
@@ -502,6 +504,7 @@ async fn concurrent_long_poll_posts_cannot_race_the_rate_limit(backend: Backend)
                 msgs: vec![VisitorIn::Send {
                     id: new_id(),
                     body: format!("burst {i}"),
+                    attachment: None,
                 }],
             };
             LpVisitor::post(http, &req).await.unwrap().1.msgs

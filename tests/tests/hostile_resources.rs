@@ -77,6 +77,7 @@ async fn visitor_from(ip: [u8; 4], http: SocketAddr, text: &str) -> Ws {
         &VisitorIn::Send {
             id,
             body: text.into(),
+            attachment: None,
         },
     )
     .await;
@@ -552,6 +553,7 @@ async fn a_full_disk_gives_clear_errors_and_no_acks_then_recovers() {
         v.send_json(&VisitorIn::Send {
             id: refused_id,
             body: refused_body.clone(),
+            attachment: None,
         })
         .await
         .unwrap();

@@ -140,6 +140,7 @@ impl Node {
                 body,
                 leave: None,
                 page: None,
+                attachment: None,
                 reply,
             })
             .await
@@ -150,6 +151,7 @@ impl Node {
         let device = MsgId([9; 16]);
         self.writer
             .call(|reply| Op::AgentCommand {
+                attachment: None,
                 actor,
                 device,
                 cmd: Command { id, seq, action },

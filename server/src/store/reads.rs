@@ -4,8 +4,8 @@
 use super::StoreError;
 use super::sql::{Db, Dialect, Row, args};
 use holdfast_protocol::agent::{
-    AgentId, Author, ChatMessage, ConversationId, ConversationInfo, ConversationState, Event,
-    MessageId, PageView, QueryResult, Role, Seq, SiteId, VisitorInfo,
+    AgentId, AttachmentInfo, Author, ChatMessage, ConversationId, ConversationInfo,
+    ConversationState, Event, MessageId, PageView, QueryResult, Role, Seq, SiteId, VisitorInfo,
 };
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::Notice;
@@ -272,9 +272,25 @@ pub fn open_conversation(
 }
 
 const MSG_SELECT: &str = "SELECT m.id, m.conversation_id, m.client_id, m.author_kind, m.author_agent, \
-     a.display_name, c.visitor_id, m.body, m.at_ms \
+     a.display_name, c.visitor_id, m.body, m.at_ms, \
+     m.attach_id, m.attach_name, m.attach_mime, m.attach_size, m.attach_image \
      FROM messages m JOIN conversations c ON c.id = m.conversation_id \
      LEFT JOIN agents a ON a.id = m.author_agent";
+
+/// The attachment columns of a message row from `first` on, stored with
+/// the message when it was posted.
+fn attachment_cols(r: &Row, first: usize) -> Result<Option<AttachmentInfo>, StoreError> {
+    let Some(id) = r.get::<Option<String>>(first)? else {
+        return Ok(None);
+    };
+    Ok(Some(AttachmentInfo {
+        id,
+        name: r.get::<Option<String>>(first + 1)?.unwrap_or_default(),
+        mime: r.get::<Option<String>>(first + 2)?.unwrap_or_default(),
+        size: opt_u64_col(r, first + 3)?.unwrap_or(0),
+        image: r.get::<Option<i64>>(first + 4)?.unwrap_or(0) != 0,
+    }))
+}
 
 fn msg_row(r: &Row) -> Result<ChatMessage, StoreError> {
     let client: Vec<u8> = r.get(2)?;
@@ -298,7 +314,7 @@ fn msg_row(r: &Row) -> Result<ChatMessage, StoreError> {
         author,
         body: r.get(7)?,
         at_ms: r.get(8)?,
-        attachment: None,
+        attachment: attachment_cols(r, 9)?,
     })
 }
 
@@ -399,6 +415,7 @@ pub fn visitor_message(m: &ChatMessage) -> Option<VisitorMessage> {
         body,
         at_ms: m.at_ms,
         notice,
+        attachment: m.attachment.clone().map(Box::new),
     })
 }
 
