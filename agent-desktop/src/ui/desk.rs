@@ -216,7 +216,7 @@ fn as_chat(m: &StoredMessage) -> Option<ChatMessage> {
         author: m.author.clone(),
         body: m.body.clone(),
         at_ms: m.at_ms,
-        attachment: None,
+        attachment: m.attachment.clone(),
     })
 }
 

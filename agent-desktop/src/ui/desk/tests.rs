@@ -31,6 +31,7 @@ fn msg(conv: ConversationId, n: u64) -> StoredMessage {
         body: format!("m{n}"),
         at_ms: 0,
         state: DeliveryState::Sent,
+        attachment: None,
     }
 }
 
