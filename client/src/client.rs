@@ -127,6 +127,7 @@ impl ClientHandle {
         self.action(Action::Send {
             conversation,
             body: body.into(),
+            attachment: None,
         })
         .await
     }
@@ -208,6 +209,30 @@ impl ClientHandle {
                 visitor: visitor.into(),
                 before,
                 limit,
+            })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => ClientError::Busy,
+                TrySendError::Closed(_) => ClientError::Stopped,
+            })?;
+        *next = next.checked_add(1).unwrap_or(1);
+        Ok(request)
+    }
+
+    /// Ask for a signed, expiring download link for an attachment a message
+    /// carries. Returns the request id at once; the answer comes as
+    /// `Update::History` with that id and a `QueryResult::AttachmentLink`
+    /// (paths on the server's HTTP origin) or `Refused`. Kept and resent
+    /// after a reconnect like a history request.
+    pub fn link(&self, attachment_id: impl Into<String>) -> Result<u32, ClientError> {
+        let mut next = self
+            .next_history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let request = *next;
+        self.requests
+            .try_send(Request::AttachmentLink {
+                request,
+                id: attachment_id.into(),
             })
             .map_err(|e| match e {
                 TrySendError::Full(_) => ClientError::Busy,

@@ -82,6 +82,11 @@ pub(crate) enum Request {
         before: Option<MessageId>,
         limit: u32,
     },
+    /// A download link for an attachment; numbered like `History`.
+    AttachmentLink {
+        request: u32,
+        id: String,
+    },
     ReconnectNow,
     Trust(bool),
     SetPassword(Zeroizing<String>),
@@ -407,6 +412,10 @@ impl Core {
             Request::Action { action, reply } => {
                 let r = self.enqueue(action);
                 let _ignored = reply.send(r);
+                Control::Continue
+            }
+            Request::AttachmentLink { request, id } => {
+                self.machine.query(Query::AttachmentLink { request, id });
                 Control::Continue
             }
             Request::History {

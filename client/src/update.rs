@@ -188,7 +188,8 @@ pub enum Update {
         code: ErrorCode,
         message: String,
     },
-    /// The answer to `load_history`.
+    /// The answer to `load_history` or `link` (a
+    /// `QueryResult::AttachmentLink`), by request id.
     History {
         request: u32,
         result: QueryResult,

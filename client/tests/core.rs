@@ -250,6 +250,7 @@ fn visitor_msg(message: u64, body: &str) -> ChatMessage {
         },
         body: body.into(),
         at_ms: 1,
+        attachment: None,
     }
 }
 
@@ -635,6 +636,7 @@ async fn events_are_applied_once_and_the_cursor_resumes() {
             },
             body: "Hello, how can I help?".into(),
             at_ms: 5,
+            attachment: None,
         }),
     })
     .await;
@@ -810,7 +812,8 @@ async fn version_refusal_names_both_versions_and_stops() {
         .unwrap();
     let mut framed = Framed::new(stream, FrameCodec::default());
     framed.next().await.unwrap().unwrap();
-    let refusal = holdfast_protocol::handshake::encode_version_refusal(9, 2);
+    let ours = holdfast_protocol::PROTOCOL_VERSION;
+    let refusal = holdfast_protocol::handshake::encode_version_refusal(9, ours);
     framed.send(Bytes::from(refusal)).await.unwrap();
     let (code, message) = wait_for(&mut rx, |u| match u {
         Update::LoginFailed { code, message, .. } => Some((*code, message.clone())),
@@ -818,7 +821,10 @@ async fn version_refusal_names_both_versions_and_stops() {
     })
     .await;
     assert_eq!(code, ErrorCode::VersionMismatch);
-    assert!(message.contains('9') && message.contains('2'), "{message}");
+    assert!(
+        message.contains('9') && message.contains(&ours.to_string()),
+        "{message}"
+    );
     wait_state(&mut rx, |s| matches!(s, ConnState::Stopped { .. })).await;
     assert!(
         peer.quiet_for(Duration::from_millis(300)).await,

@@ -48,6 +48,7 @@ fn visitor_msg(conversation: u64, message: u64, client: MsgId, body: &str) -> Ch
         },
         body: body.into(),
         at_ms: i64::try_from(message).unwrap(),
+        attachment: None,
     }
 }
 
@@ -65,6 +66,7 @@ fn send(conversation: u64, body: &str) -> Action {
     Action::Send {
         conversation,
         body: body.into(),
+        attachment: None,
     }
 }
 
@@ -497,4 +499,41 @@ fn a_newer_schema_is_refused() {
         Err(StoreError::TooNew { found: 99, .. }) => {}
         other => panic!("expected TooNew, got {other:?}"),
     }
+}
+
+/// A command a version 2 app queued before the upgrade (the older `Send`
+/// layout, without an attachment) is still in the outbox afterwards.
+#[test]
+fn a_send_queued_by_version_2_survives_the_upgrade() {
+    let (_d, path) = tmp();
+    {
+        let mut s = Store::open(&path).unwrap();
+        s.enqueue(1, id(1), &send(12, "Hello!"), 5).unwrap();
+    }
+    // The version 2 golden vector `client_command_send`, as that app's
+    // outbox stored it (seq 7 there; the row is rewritten to match).
+    let v2 = hex_bytes("010190123456797101810101010101010107000c0648656c6c6f21");
+    let mut v2_id = [0u8; 16];
+    v2_id.copy_from_slice(&v2[1..17]);
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute(
+            "UPDATE outbox SET seq = 7, id = ?1, action = ?2 WHERE seq = 1",
+            rusqlite::params![&v2_id[..], &v2],
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let entries = s.outbox().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].seq, 7);
+    assert_eq!(entries[0].id, MsgId(v2_id));
+    assert_eq!(entries[0].action, send(12, "Hello!"));
+}
+
+fn hex_bytes(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect()
 }

@@ -96,6 +96,9 @@ pub enum Action {
     Send {
         conversation: ConversationId,
         body: String,
+        /// An attachment uploaded to this conversation (version 3). With
+        /// one, the body may be empty; without, the body rules stay.
+        attachment: Option<String>,
     },
     /// 1: proactively open a conversation with a browsing visitor.
     Invite { visitor: String, body: String },
@@ -178,6 +181,19 @@ pub enum Query {
         before: Option<MessageId>,
         limit: u32,
     },
+    /// 1: a signed, expiring download link for an attachment referred to by
+    /// a message of a conversation this agent may read (version 3). Agents
+    /// hold no visitor token, so this is their only way to the file.
+    AttachmentLink { request: u32, id: String },
+}
+
+impl Query {
+    /// The caller's id for matching the answer.
+    pub fn request(&self) -> u32 {
+        match self {
+            Query::History { request, .. } | Query::AttachmentLink { request, .. } => *request,
+        }
+    }
 }
 
 // ---------------------------------------------------------------- server → client
@@ -299,6 +315,23 @@ pub struct ChatMessage {
     pub author: Author,
     pub body: String,
     pub at_ms: i64,
+    /// The file this message carries (version 3), stored with the message
+    /// so every replay path has it without a second lookup.
+    pub attachment: Option<AttachmentInfo>,
+}
+
+/// A complete attachment as a message refers to it: the same fields as the
+/// HTTP `attachment` object (PROTOCOL.md 10.13).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    pub id: String,
+    /// The uploader's file name, for display only.
+    pub name: String,
+    /// The sniffed type, never the declared one.
+    pub mime: String,
+    pub size: u64,
+    /// A raster image with a server-made thumbnail.
+    pub image: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -448,6 +481,149 @@ pub enum QueryResult {
     },
     /// 1: the query was refused.
     Refused(WireError),
+    /// 2: the answer to [`Query::AttachmentLink`]. The URLs are paths on the
+    /// server's HTTP origin (the one serving the widget); they stop working
+    /// at `expires_ms`, after which the agent asks again.
+    AttachmentLink {
+        url: String,
+        thumb_url: Option<String>,
+        expires_ms: i64,
+    },
+}
+
+// ---------------------------------------------------------------- version 2
+
+/// The version 2 layouts of what version 3 changed, for bytes a version 2
+/// build stored before an upgrade: a server's agent event log and an app's
+/// outbox keep their rows across it, and a version 3 decoder would refuse
+/// them (a `ChatMessage` or `Send` without its attachment field runs short).
+/// Decode with the current layout first, and these only when that fails.
+pub mod v2 {
+    use serde::Deserialize;
+
+    use super::{AgentId, Author, ConversationId, ConversationInfo, MessageId, Presence, Seq};
+    use crate::ids::MsgId;
+
+    #[derive(Deserialize)]
+    struct ChatMessage {
+        conversation: ConversationId,
+        message: MessageId,
+        client_id: MsgId,
+        author: Author,
+        body: String,
+        at_ms: i64,
+    }
+
+    #[derive(Deserialize)]
+    enum Event {
+        Message(ChatMessage),
+        Conversation(ConversationInfo),
+        Delivered {
+            conversation: ConversationId,
+            message: MessageId,
+        },
+    }
+
+    #[derive(Deserialize)]
+    enum Action {
+        Send {
+            conversation: ConversationId,
+            body: String,
+        },
+        Invite {
+            visitor: String,
+            body: String,
+        },
+        Accept {
+            conversation: ConversationId,
+        },
+        Close {
+            conversation: ConversationId,
+        },
+        SetPresence {
+            presence: Presence,
+        },
+        Transfer {
+            conversation: ConversationId,
+            from: Option<AgentId>,
+            to: AgentId,
+            note: Option<String>,
+        },
+    }
+
+    #[derive(Deserialize)]
+    struct Command {
+        id: MsgId,
+        seq: Seq,
+        action: Action,
+    }
+
+    /// Only the variants up to `Command` matter: an outbox stores nothing
+    /// else, and bincode picks the variant by index.
+    #[derive(Deserialize)]
+    enum ClientMsg {
+        #[allow(dead_code)]
+        Login(super::Login),
+        Command(Command),
+    }
+
+    /// An [`super::Event`] stored by a version 2 build.
+    pub fn decode_event(bytes: &[u8]) -> Result<super::Event, super::DecodeError> {
+        Ok(match super::decode::<Event>(bytes)? {
+            Event::Message(m) => super::Event::Message(super::ChatMessage {
+                conversation: m.conversation,
+                message: m.message,
+                client_id: m.client_id,
+                author: m.author,
+                body: m.body,
+                at_ms: m.at_ms,
+                attachment: None,
+            }),
+            Event::Conversation(c) => super::Event::Conversation(c),
+            Event::Delivered {
+                conversation,
+                message,
+            } => super::Event::Delivered {
+                conversation,
+                message,
+            },
+        })
+    }
+
+    /// A [`super::Command`] stored by a version 2 build; `None` for a
+    /// well-formed message that is not a command.
+    pub fn decode_command(bytes: &[u8]) -> Result<Option<super::Command>, super::DecodeError> {
+        let ClientMsg::Command(c) = super::decode::<ClientMsg>(bytes)? else {
+            return Ok(None);
+        };
+        let action = match c.action {
+            Action::Send { conversation, body } => super::Action::Send {
+                conversation,
+                body,
+                attachment: None,
+            },
+            Action::Invite { visitor, body } => super::Action::Invite { visitor, body },
+            Action::Accept { conversation } => super::Action::Accept { conversation },
+            Action::Close { conversation } => super::Action::Close { conversation },
+            Action::SetPresence { presence } => super::Action::SetPresence { presence },
+            Action::Transfer {
+                conversation,
+                from,
+                to,
+                note,
+            } => super::Action::Transfer {
+                conversation,
+                from,
+                to,
+                note,
+            },
+        };
+        Ok(Some(super::Command {
+            id: c.id,
+            seq: c.seq,
+            action,
+        }))
+    }
 }
 
 // ---------------------------------------------------------------- encoding

@@ -484,12 +484,24 @@ mod tests {
         let refusal = server_accept(&id, [5; 32], c.hello()).unwrap_err();
         assert_eq!(
             refusal.error,
-            HandshakeError::VersionMismatch { ours: 2, theirs: 9 }
+            HandshakeError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: 9
+            }
         );
         let err = c.handle_reply(&refusal.reply.unwrap()).unwrap_err();
-        assert_eq!(err, HandshakeError::VersionMismatch { ours: 9, theirs: 2 });
+        assert_eq!(
+            err,
+            HandshakeError::VersionMismatch {
+                ours: 9,
+                theirs: PROTOCOL_VERSION
+            }
+        );
         let text = err.to_string();
-        assert!(text.contains('9') && text.contains('2'), "{text}");
+        assert!(
+            text.contains('9') && text.contains(&PROTOCOL_VERSION.to_string()),
+            "{text}"
+        );
     }
 
     #[test]

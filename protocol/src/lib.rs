@@ -40,8 +40,10 @@ pub mod visitor;
 /// (chat ownership: the team, transfer, sign-out, resume tickets, snapshots
 /// in parts) changed structs that version 1 clients cannot decode, so the
 /// handshake refuses the other version with both numbers named instead of
-/// letting an old app fail on the first new message.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// letting an old app fail on the first new message. Version 3 (messages
+/// that carry an attachment, and the attachment link query) changed
+/// `ChatMessage` and `Action::Send` the same way.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The visitor channel's version, in `hello.v`. Its changes since version 1
 /// only added optional fields and new message types a widget may ignore.

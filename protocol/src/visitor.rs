@@ -67,7 +67,14 @@ pub enum VisitorIn {
         identity: Option<IdentityProof>,
     },
     /// A chat message; idempotent by `id`.
-    Send { id: MsgId, body: String },
+    Send {
+        id: MsgId,
+        body: String,
+        /// A complete upload of this visitor into its open chat (10.13)
+        /// that the message carries; with one, the body may be empty.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attachment: Option<String>,
+    },
     /// A message left while no agent is online; idempotent by `id`.
     LeaveMessage {
         id: MsgId,
@@ -192,6 +199,11 @@ pub struct VisitorMessage {
     /// language (`body` has it in English).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice: Option<Notice>,
+    /// The file the message carries: the HTTP `attachment` object. Fetch
+    /// it through `GET /v1/attach/{id}/link`.
+    /// Boxed: most messages carry none, and events stay small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Box<crate::agent::AttachmentInfo>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,6 +350,15 @@ pub fn validate_in(msg: &VisitorIn, lim: &Limits) -> Result<(), VisitorParseErro
                 check_opt("identity.hash", &p.hash, 128)?;
             }
             check_opt("lang", lang, 35)
+        }
+        VisitorIn::Send {
+            body,
+            attachment: Some(a),
+            ..
+        } => {
+            // A file alone needs no words, but the body keeps its limit.
+            check_len("body", body, lim.max_body)?;
+            check_len("attachment", a, lim.max_short)
         }
         VisitorIn::Send { body, .. } => check_body("body", body, lim),
         VisitorIn::LeaveMessage { body, email, .. } => {

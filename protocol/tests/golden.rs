@@ -31,10 +31,10 @@ use tokio_util::codec::{Decoder, Encoder};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use holdfast_protocol::agent::{
-    AckBatch, Action, Author, ChatMessage, ClientMsg, Command, CommandResult, ConversationInfo,
-    ConversationState, DECODE_LIMIT, Event, LiveEvent, Login, LoginOk, Outcome, PageView, Presence,
-    Query, QueryResult, Resume, Role, ServerMsg, Snapshot, SnapshotPart, TeamMember, VisitorInfo,
-    WireError,
+    AckBatch, Action, AttachmentInfo, Author, ChatMessage, ClientMsg, Command, CommandResult,
+    ConversationInfo, ConversationState, DECODE_LIMIT, Event, LiveEvent, Login, LoginOk, Outcome,
+    PageView, Presence, Query, QueryResult, Resume, Role, ServerMsg, Snapshot, SnapshotPart,
+    TeamMember, VisitorInfo, WireError,
 };
 use holdfast_protocol::backoff::BackoffConfig;
 use holdfast_protocol::codec::{FrameCodec, FrameError, HEADER_LEN};
@@ -117,31 +117,31 @@ const SERVER_EPH_PUBLIC: &str = "5869aff450549732cbaaed5e5df9b30a6da31cb0e5742ba
 const SERVER_STATIC_PUBLIC: &str =
     "64b101b1d0be5a8704bd078f9895001fc03e8e9f9522f188dd128d9846d48466";
 const CLIENT_HELLO: &str =
-    "4846535401000207a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
-const SERVER_HELLO: &str = "484653540200025869aff450549732cbaaed5e5df9b30a6da31cb0e5742bad5ad4a1a768f1a67b64b101b1d0be5a8704bd078f9895001fc03e8e9f9522f188dd128d9846d48466";
-const SALT: &str = "92297e9f2d3469be34581246de21726fb6e72cf88b46b84ac2f2b4d8e0f1cc7d";
+    "4846535401000307a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
+const SERVER_HELLO: &str = "484653540200035869aff450549732cbaaed5e5df9b30a6da31cb0e5742bad5ad4a1a768f1a67b64b101b1d0be5a8704bd078f9895001fc03e8e9f9522f188dd128d9846d48466";
+const SALT: &str = "5c90f395ca920176ca65e1250a01ac42c3f5eaf8bd52bacc8f0160f2fcd3d500";
 const DH_EPH: &str = "a84dc7c3c8f058b1b2dc4cd1e9b5dc0a7987f88b6a9564cde3391fc421159e77";
 const DH_STATIC: &str = "26c2c17fdb82161cb21ad16e721315355b64d1763119b10bfc962530dc7cc163";
-const KEY_C2S_ENC: &str = "f60da2eb35513e8696b9a00d340b34028bd1e2e78cc009db13d4e211515c9734";
-const KEY_C2S_MAC: &str = "2b0c0fa85a9cb687d9997bba8deecfe0cd28e4551728e5608a1e7f1bc09e715b";
-const KEY_S2C_ENC: &str = "a906e09286187cddfbaf6f7ae1252124e83b65c9e2005d3f7c567c57170bd688";
-const KEY_S2C_MAC: &str = "bf5087d50af6105f748089adee747c984b48115c43d43655329e8995a5d9940b";
+const KEY_C2S_ENC: &str = "e8e0aa19b813dcf5583860ae23e449f31f0b010d4822043f87a8f330e36a7425";
+const KEY_C2S_MAC: &str = "968caca6beae588cec0d194520a92c8bbd89909fdbd4a88f23ce8925761e2b79";
+const KEY_S2C_ENC: &str = "598ac878dc6a60eb1df29b6f7ca132fa1648e0cd3534e8100c73b0901475123b";
+const KEY_S2C_MAC: &str = "81ad1b9c77245c0c6da0b1e2f0fba136d050b162395240dfd06296f143b7a902";
 const FINGERPRINT: &str =
     "bc84:1db8:fea3:efd8:4555:a7f8:eeb9:2503:3c90:c9d5:034b:1a4c:48a6:c87d:e3c0:ebde";
-/// A version 1 client (an agent app built before version 2) ...
-const CLIENT_HELLO_V1: &str =
-    "4846535401000107a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
-/// ... and the server's refusal (server 2, client 1).
-const VERSION_REFUSAL: &str = "484653540300020001";
+/// A version 2 client (an agent app built before version 3) ...
+const CLIENT_HELLO_V2: &str =
+    "4846535401000207a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
+/// ... and the server's refusal (server 3, client 2).
+const VERSION_REFUSAL: &str = "484653540300030002";
 /// The first sealed frame of the session: `client_login` under the c2s keys, counter 0.
-const LOGIN_FRAME: &str = "6162636465666768696a6b6c6d6e6f709dd8969265dd4d953dd4979c0f00a0201083941882773dde76329dfd4d70911d0252d103f5758281f3b0646f28781e34f60330923e1bcb48133289ee278ebdb7151c5933ef0d710d9e355ca9364164168b18e5c0c81ce39795cc7dcd999d7949";
+const LOGIN_FRAME: &str = "6162636465666768696a6b6c6d6e6f70631151fcf1dc8d9e4245dd971d864da832c3f56a144450b41ff62cd639c2e2185d0634bce8df5fbc1279e445a88f07178116c60afdab6c3ac93379f4f7e37dcf119d0ab479e50ad85ae8393fa8f08c92f3621afb2c69238bceca48ef2cb56145";
 /// The server's first sealed frame: `server_login_ok_replay` under the s2c keys, counter 0.
-const LOGIN_OK_FRAME: &str = "7172737475767778797a7b7c7d7e7f80a2b4d3470976a0c9cbb56f2d38d30d3c7915306efcc7203deea8527696abaebc07bf0e9ca35591eb487236deafe20b9245bd53cbc4154d6a8a8439814a7b953c";
+const LOGIN_OK_FRAME: &str = "7172737475767778797a7b7c7d7e7f80c03ed39d222bea824644c5a7fcb39f7f918c8a3e17f30ad21ed724be95c886a60aefdc6b2f1dc0eaba47fd76626c8c8218f0e6cfb83b19defb5267156c1d5374";
 /// The ClientHello as it goes on the wire: length prefix and payload.
 const CLIENT_HELLO_FRAMED: &str =
-    "000000274846535401000207a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
+    "000000274846535401000307a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
 /// The Login frame as it goes on the wire.
-const LOGIN_FRAME_FRAMED: &str = "000000706162636465666768696a6b6c6d6e6f709dd8969265dd4d953dd4979c0f00a0201083941882773dde76329dfd4d70911d0252d103f5758281f3b0646f28781e34f60330923e1bcb48133289ee278ebdb7151c5933ef0d710d9e355ca9364164168b18e5c0c81ce39795cc7dcd999d7949";
+const LOGIN_FRAME_FRAMED: &str = "000000706162636465666768696a6b6c6d6e6f70631151fcf1dc8d9e4245dd971d864da832c3f56a144450b41ff62cd639c2e2185d0634bce8df5fbc1279e445a88f07178116c60afdab6c3ac93379f4f7e37dcf119d0ab479e50ad85ae8393fa8f08c92f3621afb2c69238bceca48ef2cb56145";
 
 const SEAL_C2S_0: &str = "c0c1c2c3c4c5c6c7c8c9cacbcccdcecf02237f5b80287b49f0a8ae4a95d6b036fd0e68984fff7f7313ec7ceadaa3e3460df0caaeb924e0448f7675b95b27a0ef";
 const SEAL_C2S_1: &str = "d0d1d2d3d4d5d6d7d8d9dadbdcdddedfbafc05c0ae405caea82a290f9fdce533eeb8187c2ca647d2d43fc642d90cb171988ff94b8334196e2e54fce8f49e89de";
@@ -304,6 +304,7 @@ fn chat_message(message: u64, author: Author, body: &str) -> ChatMessage {
         author,
         body: body.into(),
         at_ms: T0 + 1_000,
+        attachment: None,
     }
 }
 
@@ -457,6 +458,7 @@ fn notice_line(message: u64, client_id: MsgId, notice: &Notice) -> ChatMessage {
         author: Author::System,
         body: notice.to_body(),
         at_ms: T0 + 3_000,
+        attachment: None,
     }
 }
 
@@ -506,6 +508,19 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 Action::Send {
                     conversation: 12,
                     body: "Hello!".into(),
+                    attachment: None,
+                },
+            )),
+        ),
+        (
+            "client_command_send_attachment".into(),
+            C(command(
+                9,
+                Action::Send {
+                    conversation: 12,
+                    // A file alone: the body may be empty then.
+                    body: String::new(),
+                    attachment: Some("a1b2c3d4e5f60718293a4b5c6d7e8f90".into()),
                 },
             )),
         ),
@@ -592,6 +607,13 @@ fn agent_samples() -> Vec<(String, Msg)> {
             })),
         ),
         (
+            "client_query_attachment_link".into(),
+            C(ClientMsg::Query(Query::AttachmentLink {
+                request: 7,
+                id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+            })),
+        ),
+        (
             "server_login_ok_replay".into(),
             S(login_ok(Resume::Replay { after: 41 })),
         ),
@@ -645,6 +667,22 @@ fn agent_samples() -> Vec<(String, Msg)> {
             S(ServerMsg::Event {
                 seq: 43,
                 event: Event::Message(chat_message(346, agent_author(), "Of course.")),
+            }),
+        ),
+        (
+            "server_event_message_attachment".into(),
+            S(ServerMsg::Event {
+                seq: 45,
+                event: Event::Message(ChatMessage {
+                    attachment: Some(AttachmentInfo {
+                        id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+                        name: "broken parcel.png".into(),
+                        mime: "image/png".into(),
+                        size: 48_213,
+                        image: true,
+                    }),
+                    ..chat_message(348, visitor_author(), "")
+                }),
             }),
         ),
         (
@@ -812,6 +850,17 @@ fn agent_samples() -> Vec<(String, Msg)> {
             }),
         ),
         (
+            "server_query_result_attachment_link".into(),
+            S(ServerMsg::QueryResult {
+                request: 7,
+                result: QueryResult::AttachmentLink {
+                    url: "/v1/files/a1b2c3d4e5f60718293a4b5c6d7e8f90?e=1767225600000&s=00112233445566778899aabbccddeeff".into(),
+                    thumb_url: Some("/v1/files/a1b2c3d4e5f60718293a4b5c6d7e8f90/thumb?e=1767225600000&s=ffeeddccbbaa99887766554433221100".into()),
+                    expires_ms: 1_767_225_600_000,
+                },
+            }),
+        ),
+        (
             "server_query_result_refused".into(),
             S(ServerMsg::QueryResult {
                 request: 6,
@@ -875,6 +924,7 @@ fn visitor_message() -> VisitorMessage {
         body: "Of course.".into(),
         at_ms: T0 + 2_000,
         notice: None,
+        attachment: None,
     }
 }
 
@@ -891,6 +941,28 @@ fn visitor_notice_message() -> VisitorMessage {
         body: notice.english_for_visitor(),
         at_ms: T0 + 3_000,
         notice: Some(notice),
+        attachment: None,
+    }
+}
+
+/// The visitor's image message of 19.10, as the visitor channel shows it.
+fn visitor_file_message() -> VisitorMessage {
+    VisitorMessage {
+        conversation: 12,
+        message: 348,
+        id: id(9),
+        from: Sender::Visitor,
+        name: None,
+        body: String::new(),
+        at_ms: T0 + 1_000,
+        notice: None,
+        attachment: Some(Box::new(AttachmentInfo {
+            id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+            name: "broken parcel.png".into(),
+            mime: "image/png".into(),
+            size: 48_213,
+            image: true,
+        })),
     }
 }
 
@@ -898,6 +970,7 @@ fn in_send() -> VisitorIn {
     VisitorIn::Send {
         id: id(2),
         body: "Hi, can I change my plan?".into(),
+        attachment: None,
     }
 }
 
@@ -979,6 +1052,21 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
         ),
         ("in_send", Json::In(in_send())),
         (
+            "in_send_attachment",
+            Json::In(VisitorIn::Send {
+                id: id(9),
+                body: String::new(),
+                attachment: Some("a1b2c3d4e5f60718293a4b5c6d7e8f90".into()),
+            }),
+        ),
+        (
+            "out_event_message_attachment",
+            Json::Out(VisitorOut::Event {
+                seq: 11,
+                event: VisitorEvent::Message(visitor_file_message()),
+            }),
+        ),
+        (
             "in_leave_message",
             Json::In(VisitorIn::LeaveMessage {
                 id: id(4),
@@ -1049,6 +1137,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                         body: "Hi".into(),
                         at_ms: T0 + 1_000,
                         notice: None,
+                        attachment: None,
                     },
                     VisitorMessage {
                         conversation: 12,
@@ -1059,6 +1148,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                         body: "Alice joined".into(),
                         at_ms: T0 + 1_500,
                         notice: None,
+                        attachment: None,
                     },
                 ],
             }),
@@ -1448,6 +1538,7 @@ fn walk(seen: &mut Seen, msg: &Msg) {
                             messages.iter().for_each(|cm| note_message(seen, cm));
                         }
                         QueryResult::Refused(e) => note(seen, "ErrorCode", &e.code),
+                        QueryResult::AttachmentLink { .. } => {}
                     }
                 }
                 _ => {}
@@ -1478,7 +1569,7 @@ fn handshake_and_key_schedule_vector() {
     assert_eq!(hello.len(), CLIENT_HELLO_LEN);
     assert_eq!(
         hello,
-        [&b"HFST"[..], &[0x01, 0x00, 0x02], c_eph_pub.as_bytes()].concat()
+        [&b"HFST"[..], &[0x01, 0x00, 0x03], c_eph_pub.as_bytes()].concat()
     );
     let identity = ServerIdentity::from_secret_bytes(SERVER_STATIC_SECRET);
     assert_eq!(h(identity.public_bytes()), SERVER_STATIC_PUBLIC);
@@ -1490,7 +1581,7 @@ fn handshake_and_key_schedule_vector() {
         reply,
         [
             &b"HFST"[..],
-            &[0x02, 0x00, 0x02],
+            &[0x02, 0x00, 0x03],
             s_eph_pub.as_bytes(),
             s_static_pub.as_bytes()
         ]
@@ -1561,26 +1652,26 @@ fn handshake_and_key_schedule_vector() {
 #[test]
 fn version_refusal_vector() {
     let identity = ServerIdentity::from_secret_bytes(SERVER_STATIC_SECRET);
-    // An agent app of version 1 meets a version 2 server: it hears both
+    // An agent app of version 2 meets a version 3 server: it hears both
     // numbers instead of failing on the first message it cannot decode.
-    let client = ClientHandshake::with_version(CLIENT_EPH_SECRET, 1);
-    assert_eq!(h(client.hello()), CLIENT_HELLO_V1);
+    let client = ClientHandshake::with_version(CLIENT_EPH_SECRET, 2);
+    assert_eq!(h(client.hello()), CLIENT_HELLO_V2);
     let refusal = server_accept(&identity, SERVER_EPH_SECRET, client.hello()).unwrap_err();
     assert_eq!(
         refusal.error,
-        HandshakeError::VersionMismatch { ours: 2, theirs: 1 }
+        HandshakeError::VersionMismatch { ours: 3, theirs: 2 }
     );
     let reply = refusal.reply.unwrap();
     assert_eq!(h(&reply), VERSION_REFUSAL);
     assert_eq!(reply.len(), VERSION_REFUSAL_LEN);
     assert_eq!(
         client.handle_reply(&reply).unwrap_err(),
-        HandshakeError::VersionMismatch { ours: 1, theirs: 2 }
+        HandshakeError::VersionMismatch { ours: 2, theirs: 3 }
     );
     // The version is read before the length is checked, so a hello of
     // another version and another length (a future one) still hears which
     // versions differ.
-    let mut long = hex::decode(CLIENT_HELLO_V1).unwrap();
+    let mut long = hex::decode(CLIENT_HELLO_V2).unwrap();
     long.extend_from_slice(&[0; 32]);
     let refusal = server_accept(&identity, SERVER_EPH_SECRET, &long).unwrap_err();
     assert_eq!(h(refusal.reply.unwrap()), VERSION_REFUSAL);
@@ -2077,7 +2168,7 @@ fn pinned() -> Vec<(String, String)> {
         ("KEY_S2C_ENC", KEY_S2C_ENC.into()),
         ("KEY_S2C_MAC", KEY_S2C_MAC.into()),
         ("FINGERPRINT", FINGERPRINT.into()),
-        ("CLIENT_HELLO_V1", CLIENT_HELLO_V1.into()),
+        ("CLIENT_HELLO_V2", CLIENT_HELLO_V2.into()),
         ("VERSION_REFUSAL", VERSION_REFUSAL.into()),
         ("LOGIN_IV", h(LOGIN_IV)),
         ("LOGIN_OK_IV", h(LOGIN_OK_IV)),
@@ -2481,7 +2572,13 @@ fn protocol_md_struct_tables_match_the_code() {
                 agent_name: None,
             }),
         ),
-        ("VisitorMessage", j(&visitor_notice_message())),
+        (
+            "VisitorMessage",
+            j(&VisitorMessage {
+                attachment: visitor_file_message().attachment,
+                ..visitor_notice_message()
+            }),
+        ),
         (
             "TeamMember",
             j(&member(1, "", Role::Agent, Presence::Online, (0, 0), false)),

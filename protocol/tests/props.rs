@@ -9,10 +9,10 @@
 use bytes::{Bytes, BytesMut};
 use holdfast_protocol::PROTOCOL_VERSION;
 use holdfast_protocol::agent::{
-    AckBatch, Action, AgentId, Author, ChatMessage, ClientMsg, Command, ConversationInfo,
-    ConversationState, Event, LiveEvent, Login, LoginOk, Outcome, PageView, Presence, Query,
-    QueryResult, Resume, Role, ServerMsg, Snapshot, SnapshotPart, TeamMember, VisitorInfo,
-    WireError, encoded_len,
+    AckBatch, Action, AgentId, AttachmentInfo, Author, ChatMessage, ClientMsg, Command,
+    ConversationInfo, ConversationState, Event, LiveEvent, Login, LoginOk, Outcome, PageView,
+    Presence, Query, QueryResult, Resume, Role, ServerMsg, Snapshot, SnapshotPart, TeamMember,
+    VisitorInfo, WireError, encoded_len,
 };
 use holdfast_protocol::codec::{FrameCodec, FrameError, HEADER_LEN};
 use holdfast_protocol::error::ErrorCode;
@@ -275,7 +275,13 @@ fn role() -> impl Strategy<Value = Role> {
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        (any::<u64>(), text()).prop_map(|(conversation, body)| Action::Send { conversation, body }),
+        (any::<u64>(), text(), option::of(text())).prop_map(|(conversation, body, attachment)| {
+            Action::Send {
+                conversation,
+                body,
+                attachment,
+            }
+        }),
         (text(), text()).prop_map(|(visitor, body)| Action::Invite { visitor, body }),
         any::<u64>().prop_map(|conversation| Action::Accept { conversation }),
         any::<u64>().prop_map(|conversation| Action::Close { conversation }),
@@ -330,9 +336,12 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             })
         },
     );
+    let link = (any::<u32>(), text())
+        .prop_map(|(request, id)| ClientMsg::Query(Query::AttachmentLink { request, id }));
     prop_oneof![
         login,
         command,
+        link,
         any::<u64>().prop_map(|up_to| ClientMsg::Ack { up_to }),
         Just(ClientMsg::Heartbeat),
         query,
@@ -348,6 +357,18 @@ fn author() -> impl Strategy<Value = Author> {
     ]
 }
 
+fn attachment_info() -> impl Strategy<Value = AttachmentInfo> {
+    (text(), text(), text(), any::<u64>(), any::<bool>()).prop_map(
+        |(id, name, mime, size, image)| AttachmentInfo {
+            id,
+            name,
+            mime,
+            size,
+            image,
+        },
+    )
+}
+
 fn chat_message() -> impl Strategy<Value = ChatMessage> {
     (
         any::<u64>(),
@@ -356,15 +377,17 @@ fn chat_message() -> impl Strategy<Value = ChatMessage> {
         author(),
         text(),
         any::<i64>(),
+        option::of(attachment_info()),
     )
         .prop_map(
-            |(conversation, message, client_id, author, body, at_ms)| ChatMessage {
+            |(conversation, message, client_id, author, body, at_ms, attachment)| ChatMessage {
                 conversation,
                 message,
                 client_id,
                 author,
                 body,
                 at_ms,
+                attachment,
             },
         )
 }
@@ -590,6 +613,13 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 }
             ),
         wire_error().prop_map(QueryResult::Refused),
+        (text(), option::of(text()), any::<i64>()).prop_map(|(url, thumb_url, expires_ms)| {
+            QueryResult::AttachmentLink {
+                url,
+                thumb_url,
+                expires_ms,
+            }
+        }),
     ];
     prop_oneof![
         login_ok,
@@ -693,7 +723,11 @@ fn visitor_in() -> impl Strategy<Value = VisitorIn> {
         });
     prop_oneof![
         hello(),
-        (msg_id(), text()).prop_map(|(id, body)| VisitorIn::Send { id, body }),
+        (msg_id(), text()).prop_map(|(id, body)| VisitorIn::Send {
+            id,
+            body,
+            attachment: None
+        }),
         (msg_id(), text(), opt_text()).prop_map(|(id, body, email)| VisitorIn::LeaveMessage {
             id,
             body,
@@ -766,6 +800,7 @@ fn visitor_message() -> impl Strategy<Value = VisitorMessage> {
                 body,
                 at_ms,
                 notice,
+                attachment: None,
             },
         )
 }

@@ -977,6 +977,7 @@ impl SimClient {
                 _ => Action::Send {
                     conversation,
                     body: format!("agent #{seq}: 了解しました 👍"),
+                    attachment: None,
                 },
             };
             checker.command_created(id, seq);
@@ -1207,6 +1208,7 @@ impl SimServer {
             },
             body: format!("visitor #{message}: 你好, is anyone there? 🙋"),
             at_ms: at_ms(core.start, now),
+            attachment: None,
         });
         core.durable.append(event, checker);
         core.stats.visitor_messages += 1;
@@ -1373,7 +1375,9 @@ impl ServerCore {
         }
         let at = at_ms(self.start, now);
         let outcome = match cmd.action {
-            Action::Send { conversation, body } => {
+            Action::Send {
+                conversation, body, ..
+            } => {
                 let message = self.durable.new_message_id();
                 let event = Event::Message(ChatMessage {
                     conversation,
@@ -1385,6 +1389,7 @@ impl ServerCore {
                     },
                     body,
                     at_ms: at,
+                    attachment: None,
                 });
                 self.durable.append(event, checker);
                 Outcome::Done {

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
-    AckBatch, CommandResult, Event, LiveEvent, Login, Presence, Query, QueryResult, Seq,
-    TeamMember, WireError,
+    AckBatch, Action, AttachmentInfo, CommandResult, Event, LiveEvent, Login, Presence, Query,
+    QueryResult, Seq, TeamMember, WireError,
 };
 use holdfast_protocol::codec::FrameError;
 use holdfast_protocol::error::ErrorCode;
@@ -42,7 +42,7 @@ use crate::Ctx;
 use crate::hub::AgentPush;
 use crate::pushq::Recv;
 use crate::store::reads::{self, AgentRow};
-use crate::store::writer::AgentActor;
+use crate::store::writer::{AgentActor, FileCheck, VisitorFile};
 use crate::store::{Op, StoreError};
 /// Why a connection ended, for the log.
 #[derive(Debug, thiserror::Error)]
@@ -510,12 +510,22 @@ impl Conn {
                 };
                 match event {
                     ServerEvent::Command(cmd) => {
+                        // Read here, in command order, so the writer never
+                        // waits on attachment storage.
+                        let attachment = match &cmd.action {
+                            Action::Send {
+                                attachment: Some(aid),
+                                ..
+                            } => Some(agent_file(ctx, self.agent.site, aid).await?),
+                            _ => None,
+                        };
                         let (tx, rx) = oneshot::channel();
                         ctx.writer
                             .submit(Op::AgentCommand {
                                 actor: actor.clone(),
                                 device: self.device,
                                 cmd,
+                                attachment,
                                 reply: tx,
                             })
                             .await?;
@@ -690,7 +700,7 @@ impl Conn {
             self.query.queued.push_back(q);
         } else {
             ctx.metrics.queries_refused.inc();
-            let Query::History { request, .. } = q;
+            let request = q.request();
             let refused = QueryResult::Refused(WireError {
                 code: ErrorCode::RateLimited,
                 message: format!(
@@ -781,6 +791,7 @@ impl Conn {
     fn spawn_query(&self, ctx: &Arc<Ctx>, q: Query, tx: mpsc::Sender<(u32, QueryResult)>) {
         let site = self.agent.site;
         let reads = ctx.reads.clone();
+        let attach = ctx.attach.clone();
         tokio::spawn(async move {
             match q {
                 Query::History {
@@ -801,8 +812,74 @@ impl Conn {
                         });
                     let _ignored = tx.send((request, result)).await;
                 }
+                Query::AttachmentLink { request, id } => {
+                    let result = attachment_link(&attach, site, &id).await;
+                    let _ignored = tx.send((request, result)).await;
+                }
             }
         });
+    }
+}
+
+/// The complete file `aid` of this agent's site, as a message carries it,
+/// or why it may not be sent (the writer then records the refusal). A
+/// storage failure ends the connection instead: the command stays in the
+/// app's outbox and is sent again, rather than being refused for good.
+async fn agent_file(ctx: &Ctx, site: u64, aid: &str) -> Result<FileCheck, End> {
+    let io = |e: std::io::Error| End::Store(StoreError::Unavailable(format!("attachments: {e}")));
+    Ok(match ctx.attach.meta(aid).await.map_err(io)? {
+        Some(m) if m.site == site => Ok(VisitorFile {
+            info: AttachmentInfo {
+                id: m.id.clone(),
+                name: m.name.clone(),
+                mime: m.mime.clone(),
+                size: m.size,
+                image: m.thumb.is_some(),
+            },
+            conversation: m.conversation,
+        }),
+        _ => match ctx.attach.load(aid).await.map_err(io)? {
+            Some(u) if u.site == site => Err((
+                ErrorCode::Conflict,
+                format!(
+                    "the upload of {:?} is not complete yet ({} of {} bytes)",
+                    u.name, u.offset, u.length
+                ),
+            )),
+            _ => Err((
+                ErrorCode::NotFound,
+                "no such file in this conversation".into(),
+            )),
+        },
+    })
+}
+
+/// A signed link for an attachment of this agent's site. Any other id, an
+/// unfinished upload or another site's file all answer the same `NotFound`,
+/// so the answer tells nothing about what exists elsewhere.
+async fn attachment_link(attach: &crate::attach::Attachments, site: u64, id: &str) -> QueryResult {
+    match attach.meta(id).await {
+        Ok(Some(meta)) if meta.site == site => {
+            let links = attach.links(&meta, crate::store::now_ms());
+            QueryResult::AttachmentLink {
+                url: links.url,
+                thumb_url: links.thumb_url,
+                expires_ms: links.expires_ms,
+            }
+        }
+        Ok(_) => QueryResult::Refused(WireError {
+            code: ErrorCode::NotFound,
+            message: format!("no attachment {id:?} on this site"),
+            retry_after_ms: None,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading attachment metadata for a link");
+            QueryResult::Refused(WireError {
+                code: ErrorCode::Unavailable,
+                message: "attachment storage is unavailable; try again".into(),
+                retry_after_ms: Some(1000),
+            })
+        }
     }
 }
 

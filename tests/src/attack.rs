@@ -84,6 +84,7 @@ impl Bystander {
                 v.send_json(&VisitorIn::Send {
                     id,
                     body: body.clone(),
+                    attachment: None,
                 })
                 .await
                 .expect("bystander sends");

@@ -140,6 +140,7 @@ impl WsVisitor {
         self.send_json(&VisitorIn::Send {
             id,
             body: body.into(),
+            attachment: None,
         })
         .await?;
         Ok(id)
@@ -388,6 +389,7 @@ impl LpVisitor {
             .send(vec![VisitorIn::Send {
                 id,
                 body: body.into(),
+                attachment: None,
             }])
             .await?;
         r.pop().ok_or_else(|| anyhow::anyhow!("no reply"))

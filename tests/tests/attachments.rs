@@ -11,8 +11,17 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use holdfast_protocol::visitor::VisitorOut;
+use holdfast_protocol::agent::{
+    Action, ChatMessage, ClientMsg, Event, Outcome, Query, QueryResult, ServerMsg,
+};
+use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::ids::MsgId;
+use holdfast_protocol::visitor::{VisitorEvent, VisitorOut};
+use holdfast_tests::flows::{T, agent, run};
+use holdfast_tests::raw_agent::RawAgent;
+use holdfast_tests::server::PASSWORD;
 use holdfast_tests::server::{Backend, TestServer};
+use holdfast_tests::visitor::new_id;
 use holdfast_tests::visitor::{HttpAnswer, WsVisitor, http_exchange};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -564,3 +573,380 @@ async fn the_sweep_prunes_old_attachments_and_abandoned_uploads(backend: Backend
     srv.stop().await;
 }
 holdfast_tests::on_both_backends!(the_sweep_prunes_old_attachments_and_abandoned_uploads);
+
+/// Ask for a link to attachment `id` on the agent channel.
+async fn link_query(a: &mut RawAgent, request: u32, id: &str) -> QueryResult {
+    a.send(&ClientMsg::Query(Query::AttachmentLink {
+        request,
+        id: id.into(),
+    }))
+    .await
+    .unwrap();
+    let m = a
+        .recv_until(T, |m| matches!(m, ServerMsg::QueryResult { .. }))
+        .await
+        .unwrap();
+    let ServerMsg::QueryResult { request: r, result } = m else {
+        unreachable!()
+    };
+    assert_eq!(r, request);
+    result
+}
+
+fn refused_not_found(r: &QueryResult) -> bool {
+    matches!(r, QueryResult::Refused(e) if e.code == ErrorCode::NotFound)
+}
+
+/// Agents hold no visitor token: they get signed links on their own channel,
+/// for complete files of their site only.
+async fn agents_get_links_on_their_channel_for_their_site_only(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
+    let http = srv.http();
+    let v = visitor(&srv).await;
+    let img = png(640, 480);
+    let (id, done) = upload(http, &v.token, "parcel.png", &img, img.len()).await;
+    assert_eq!(done.status, 200);
+    let half = create(http, &v.token, 10_000, "half.png").await;
+    let half = json_of(&half)["id"].as_str().unwrap().to_string();
+
+    let mut alice = agent(&srv, "alice").await;
+    let QueryResult::AttachmentLink {
+        url,
+        thumb_url,
+        expires_ms,
+    } = link_query(&mut alice, 1, &id).await
+    else {
+        panic!("no link for a file of alice's site")
+    };
+    assert!(expires_ms > 0);
+    let file = get(http, &url, None).await;
+    assert_eq!(file.status, 200);
+    assert_eq!(file.body, img);
+    let thumb = get(http, &thumb_url.unwrap(), None).await;
+    assert_eq!(thumb.status, 200);
+    assert_eq!(thumb.header("content-type"), Some("image/png"));
+
+    // An unfinished upload and an unknown id: the same answer.
+    assert!(refused_not_found(&link_query(&mut alice, 2, &half).await));
+    let unknown = "0".repeat(id.len());
+    assert!(refused_not_found(
+        &link_query(&mut alice, 3, &unknown).await
+    ));
+    // An agent of another site cannot tell the file exists.
+    let mut mallory = agent(&srv, "mallory").await;
+    assert!(refused_not_found(&link_query(&mut mallory, 4, &id).await));
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(agents_get_links_on_their_channel_for_their_site_only);
+
+/// Send a message that carries attachment `aid` (body may be empty); the
+/// visitor's answer to it, ack or error.
+async fn send_file(v: &mut WsVisitor, id: MsgId, body: &str, aid: &str) -> VisitorOut {
+    let msg = json!({"t": "send", "id": id, "body": body, "attachment": aid});
+    v.send_raw(&msg.to_string()).await.unwrap();
+    v.wait_for(T, |m| match m {
+        VisitorOut::Ack { id: a, .. } | VisitorOut::Error { id: Some(a), .. } => *a == id,
+        _ => false,
+    })
+    .await
+    .unwrap()
+}
+
+/// Every message event carrying `aid` that reaches `a` within `wait`.
+async fn messages_with(a: &mut RawAgent, aid: &str, wait: Duration) -> Vec<ChatMessage> {
+    let mut got = Vec::new();
+    let end = tokio::time::Instant::now() + wait;
+    loop {
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return got;
+        }
+        // A quiet link ends the wait as an error: nothing more came.
+        match a.recv(left).await {
+            Ok(Some(ServerMsg::Event {
+                event: Event::Message(m),
+                ..
+            })) if m.attachment.as_ref().is_some_and(|f| f.id == aid) => got.push(m),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return got,
+        }
+    }
+}
+
+async fn fetch_via_agent(srv: &TestServer, a: &mut RawAgent, request: u32, aid: &str) -> Vec<u8> {
+    let QueryResult::AttachmentLink { url, .. } = link_query(a, request, aid).await else {
+        panic!("no link for {aid}")
+    };
+    let file = get(srv.http(), &url, None).await;
+    assert_eq!(file.status, 200);
+    file.body
+}
+
+/// The keystone of issue 18: a visitor's file reaches the agent as exactly
+/// one message that carries it, in every replay path, and the agent gets
+/// the identical bytes through its own channel.
+async fn a_visitor_file_reaches_the_agent_as_exactly_one_message(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
+    let http = srv.http();
+    let mut alice = agent(&srv, "alice").await;
+    let mut v = visitor(&srv).await;
+    let img = png(900, 600);
+    let doc = pdf(200_000);
+    let (img_id, done) = upload(http, &v.token, "damaged parcel.png", &img, 50_000).await;
+    assert_eq!(done.status, 200);
+    let (doc_id, done) = upload(http, &v.token, "invoice.pdf", &doc, 64 * 1024).await;
+    assert_eq!(done.status, 200);
+
+    let img_send = new_id();
+    let VisitorOut::Ack {
+        conversation,
+        message: img_msg,
+        ..
+    } = send_file(&mut v, img_send, "", &img_id).await
+    else {
+        panic!("image message refused")
+    };
+    let VisitorOut::Ack { .. } = send_file(&mut v, new_id(), "the invoice", &doc_id).await else {
+        panic!("pdf message refused")
+    };
+    // A resend of the same send is answered from the record: same message.
+    let VisitorOut::Ack { message: again, .. } = send_file(&mut v, img_send, "", &img_id).await
+    else {
+        panic!("resend refused")
+    };
+    assert_eq!(again, img_msg);
+
+    let got = messages_with(&mut alice, &img_id, Duration::from_secs(2)).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let f = got[0].attachment.clone().unwrap();
+    assert_eq!(
+        (f.name.as_str(), f.mime.as_str(), f.size, f.image),
+        ("damaged parcel.png", "image/png", img.len() as u64, true)
+    );
+    assert_eq!(
+        (got[0].conversation, got[0].message),
+        (conversation, img_msg)
+    );
+    assert_eq!(fetch_via_agent(&srv, &mut alice, 1, &img_id).await, img);
+
+    // A fresh device of the agent: the snapshot carries both files.
+    let mut fresh = RawAgent::login(srv.agent_addr(), "alice", PASSWORD)
+        .await
+        .unwrap()
+        .0;
+    let ServerMsg::Snapshot(snap) = fresh
+        .recv_until(T, |m| matches!(m, ServerMsg::Snapshot(_)))
+        .await
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    let files: Vec<_> = snap
+        .messages
+        .iter()
+        .filter_map(|m| m.attachment.as_ref().map(|f| f.id.clone()))
+        .collect();
+    assert_eq!(files, vec![img_id.clone(), doc_id.clone()]);
+    let pdf_bytes = fetch_via_agent(&srv, &mut fresh, 2, &doc_id).await;
+    assert_eq!(Sha256::digest(&pdf_bytes), Sha256::digest(&doc));
+
+    // History has them too, each once.
+    fresh
+        .send(&ClientMsg::Query(Query::History {
+            request: 3,
+            visitor: v.visitor.clone(),
+            before: None,
+            limit: 50,
+        }))
+        .await
+        .unwrap();
+    let ServerMsg::QueryResult {
+        result: QueryResult::History { messages, .. },
+        ..
+    } = fresh
+        .recv_until(T, |m| matches!(m, ServerMsg::QueryResult { .. }))
+        .await
+        .unwrap()
+    else {
+        panic!("no history")
+    };
+    let mut ids: Vec<_> = messages
+        .iter()
+        .filter_map(|m| m.attachment.as_ref().map(|f| f.id.clone()))
+        .collect();
+    ids.reverse();
+    assert_eq!(ids, vec![img_id.clone(), doc_id.clone()]);
+
+    // The visitor's live events carried the files, and so does the
+    // snapshot of a new tab without a cursor.
+    let live: Vec<_> = v
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            VisitorEvent::Message(m) => m.attachment.as_ref().map(|f| f.id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(live, vec![img_id.clone(), doc_id.clone()]);
+    let mut tab = WsVisitor::connect_with(
+        http,
+        holdfast_tests::visitor::hello(
+            "acme",
+            Some(v.token.clone()),
+            None,
+            "https://shop.example/",
+        ),
+    )
+    .await
+    .unwrap();
+    let snap = tab
+        .wait_for(T, |m| matches!(m, VisitorOut::Snapshot { .. }))
+        .await
+        .unwrap();
+    let VisitorOut::Snapshot { messages, .. } = snap else {
+        unreachable!()
+    };
+    let shown: Vec<_> = messages
+        .iter()
+        .filter_map(|m| m.attachment.as_ref().map(|f| (f.id.clone(), f.image)))
+        .collect();
+    assert_eq!(shown, vec![(img_id.clone(), true), (doc_id.clone(), false)]);
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(a_visitor_file_reaches_the_agent_as_exactly_one_message);
+
+/// A message may refer only to a complete file its own visitor uploaded
+/// into this chat: anything else is refused with a clear error and nothing
+/// is stored.
+async fn a_message_cannot_carry_someone_elses_or_an_unfinished_file(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
+    let http = srv.http();
+    let mut alice = agent(&srv, "alice").await;
+    let mut owner = visitor(&srv).await;
+    let mut other = visitor(&srv).await;
+    let img = png(300, 200);
+    let (theirs, done) = upload(http, &owner.token, "mine.png", &img, img.len()).await;
+    assert_eq!(done.status, 200);
+    let half = create(http, &owner.token, 10_000, "half.png").await;
+    let half = json_of(&half)["id"].as_str().unwrap().to_string();
+
+    let VisitorOut::Error { code, message, .. } =
+        send_file(&mut other, new_id(), "look", &theirs).await
+    else {
+        panic!("another visitor's file was accepted")
+    };
+    assert_eq!(code, ErrorCode::NotFound, "{message}");
+    let VisitorOut::Error { code, message, .. } = send_file(&mut owner, new_id(), "", &half).await
+    else {
+        panic!("an unfinished upload was accepted")
+    };
+    assert_eq!(code, ErrorCode::Conflict, "{message}");
+    assert!(message.contains("not complete"), "{message}");
+    let VisitorOut::Error { code, .. } = send_file(&mut owner, new_id(), "", "nope").await else {
+        panic!("an unknown id was accepted")
+    };
+    assert_eq!(code, ErrorCode::NotFound);
+    // Nothing reached the agent, and the chats still work.
+    for aid in [&theirs, &half] {
+        assert!(
+            messages_with(&mut alice, aid, Duration::from_millis(500))
+                .await
+                .is_empty()
+        );
+    }
+    bystander_still_works(&mut owner).await;
+    bystander_still_works(&mut other).await;
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(a_message_cannot_carry_someone_elses_or_an_unfinished_file);
+
+/// An agent's message may carry a file of the chat it serves: the visitor
+/// sees it; a file of another chat or an unfinished upload is refused as
+/// the command's outcome, and nothing is stored.
+async fn an_agent_message_carries_a_file_of_its_chat_only(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
+    let http = srv.http();
+    // Alice is online first, so the visitor's chat is hers at once.
+    let mut alice = agent(&srv, "alice").await;
+    let mut v = visitor(&srv).await;
+    let mut w = visitor(&srv).await;
+    let doc = pdf(20_000);
+    let (mine, done) = upload(http, &v.token, "manual.pdf", &doc, doc.len()).await;
+    assert_eq!(done.status, 200);
+    let (elsewhere, done) = upload(http, &w.token, "other.pdf", &doc, doc.len()).await;
+    assert_eq!(done.status, 200);
+    let half = create(http, &v.token, 10_000, "half.png").await;
+    let half = json_of(&half)["id"].as_str().unwrap().to_string();
+    let VisitorOut::Ack {
+        conversation: conv, ..
+    } = v
+        .say_acked("here is the manual you asked for?")
+        .await
+        .unwrap()
+    else {
+        panic!("no ack")
+    };
+    let send = |aid: &str| Action::Send {
+        conversation: conv,
+        body: String::new(),
+        attachment: Some(aid.to_string()),
+    };
+
+    let o = run(&mut alice, send(&mine)).await;
+    assert!(matches!(o, Outcome::Done { .. }), "{o:?}");
+    let got = v
+        .wait_for(T, |m| {
+            matches!(m, VisitorOut::Event { event: VisitorEvent::Message(m), .. }
+                if m.attachment.as_ref().is_some_and(|f| f.id == mine))
+        })
+        .await
+        .unwrap();
+    let VisitorOut::Event {
+        event: VisitorEvent::Message(m),
+        ..
+    } = got
+    else {
+        unreachable!()
+    };
+    assert_eq!(m.attachment.unwrap().name, "manual.pdf");
+
+    let o = run(&mut alice, send(&elsewhere)).await;
+    assert!(
+        matches!(
+            &o,
+            Outcome::Rejected {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{o:?}"
+    );
+    let o = run(&mut alice, send(&half)).await;
+    assert!(
+        matches!(&o, Outcome::Rejected { code: ErrorCode::Conflict, message } if message.contains("not complete")),
+        "{o:?}"
+    );
+    // Without words or a file it is still an empty message.
+    let o = run(
+        &mut alice,
+        Action::Send {
+            conversation: conv,
+            body: " ".into(),
+            attachment: None,
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            o,
+            Outcome::Rejected {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ),
+        "{o:?}"
+    );
+    bystander_still_works(&mut w).await;
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(an_agent_message_carries_a_file_of_its_chat_only);

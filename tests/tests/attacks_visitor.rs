@@ -209,6 +209,7 @@ async fn a_token_of_one_signed_in_user_never_resumes_as_another() {
         msgs: vec![VisitorIn::Send {
             id: new_id(),
             body: "written as A".into(),
+            attachment: None,
         }],
     })
     .unwrap();
@@ -297,6 +298,7 @@ async fn a_message_flood_through_many_connections_gets_one_address_share() {
                 v.send_json(&VisitorIn::Send {
                     id,
                     body: body.clone(),
+                    attachment: None,
                 })
                 .await
                 .unwrap();

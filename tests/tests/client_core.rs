@@ -153,6 +153,7 @@ async fn link_faults_on_both_sides_lose_and_duplicate_nothing(backend: Backend) 
         v.send_json(&VisitorIn::Send {
             id,
             body: body.clone(),
+            attachment: None,
         })
         .await
         .unwrap();
@@ -165,6 +166,7 @@ async fn link_faults_on_both_sides_lose_and_duplicate_nothing(backend: Backend) 
         v.send_json(&VisitorIn::Send {
             id,
             body: body.clone(),
+            attachment: None,
         })
         .await
         .unwrap();
@@ -379,3 +381,97 @@ holdfast_tests::on_both_backends!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     a_login_too_big_to_send_stops_with_the_reason
 );
+
+/// The real client core caches a visitor's file with its message (across
+/// a restart of the app) and fetches a download link on its own channel.
+async fn client_core_keeps_a_file_message_and_links_to_the_file(backend: Backend) {
+    use holdfast_protocol::agent::QueryResult;
+    use holdfast_tests::visitor::http_exchange;
+    let srv = TestServer::start_on(backend).await;
+    let http = srv.http();
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = core(&srv, &srv.agent_addr().to_string(), "alice", &dir);
+    alice.live().await;
+    let mut v = WsVisitor::connect(http, "acme").await.unwrap();
+    v.say_acked("my invoice is wrong").await.unwrap();
+    alice.visitor_message().await;
+
+    let mut doc = b"%PDF-1.4\n".to_vec();
+    doc.extend((0..5_000u32).map(|i| (i % 251) as u8));
+    doc.extend_from_slice(b"\n%%EOF\n");
+    let create =
+        serde_json::json!({"length": doc.len(), "name": "invoice.pdf", "type": "application/pdf"});
+    let c = http_exchange(
+        None,
+        http,
+        "POST",
+        "/v1/attach",
+        &[("x-holdfast-token", &v.token)],
+        Some(create.to_string().as_bytes()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.status, 201);
+    let aid = serde_json::from_slice::<serde_json::Value>(&c.body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = http_exchange(
+        None,
+        http,
+        "PATCH",
+        &format!("/v1/attach/{aid}"),
+        &[
+            ("x-holdfast-token", &v.token),
+            ("upload-offset", "0"),
+            ("content-type", "application/offset+octet-stream"),
+        ],
+        Some(&doc),
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.status, 200, "{}", String::from_utf8_lossy(&p.body));
+    let send = serde_json::json!({"t": "send", "id": new_id(), "body": "", "attachment": aid});
+    v.send_raw(&send.to_string()).await.unwrap();
+
+    let m = alice.visitor_message().await;
+    let f = m.attachment.clone().expect("the message carries the file");
+    assert_eq!(
+        (f.id.as_str(), f.name.as_str()),
+        (aid.as_str(), "invoice.pdf")
+    );
+    assert_eq!(
+        (f.mime.as_str(), f.size, f.image),
+        ("application/pdf", doc.len() as u64, false)
+    );
+
+    let request = alice.handle.link(&aid).unwrap();
+    let url = alice
+        .until("the link", |u| match u {
+            Update::History {
+                request: r,
+                result: QueryResult::AttachmentLink { url, .. },
+            } if *r == request => Some(url.clone()),
+            _ => None,
+        })
+        .await;
+    let file = http_exchange(None, http, "GET", &url, &[], None)
+        .await
+        .unwrap();
+    assert_eq!(file.status, 200);
+    assert_eq!(file.body, doc);
+
+    // The app restarts: the cached message still carries the file, once.
+    let conv = m.conversation;
+    alice.shutdown().await;
+    let alice = core(&srv, &srv.agent_addr().to_string(), "alice", &dir);
+    let files: Vec<_> = alice
+        .messages(conv)
+        .into_iter()
+        .filter_map(|m| m.attachment.map(|f| f.id))
+        .collect();
+    assert_eq!(files, vec![aid]);
+    alice.shutdown().await;
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(client_core_keeps_a_file_message_and_links_to_the_file);

@@ -95,6 +95,7 @@ async fn visitor_and_agent_talk_over_websocket(backend: Backend) {
         .command(Action::Send {
             conversation,
             body: "Hi! How can I help? 你好 👋".into(),
+            attachment: None,
         })
         .await
         .unwrap();
@@ -145,6 +146,7 @@ async fn visitor_and_agent_talk_over_long_poll(backend: Backend) {
         .command(Action::Send {
             conversation,
             body: "Reply over long-poll".into(),
+            attachment: None,
         })
         .await
         .unwrap();

@@ -225,6 +225,7 @@ async fn left_message_while_no_agent_is_online_reaches_agents_later(backend: Bac
         Action::Send {
             conversation: conv.id,
             body: "Calling you now".into(),
+            attachment: None,
         },
     )
     .await;
@@ -314,6 +315,7 @@ async fn history_spans_every_visit_and_pages(backend: Backend) {
         Action::Send {
             conversation: second,
             body: "welcome back".into(),
+            attachment: None,
         },
     )
     .await;
@@ -419,6 +421,7 @@ async fn one_agent_on_two_devices_sees_everything_on_both(backend: Backend) {
         Action::Send {
             conversation,
             body: "typed on the laptop".into(),
+            attachment: None,
         },
     )
     .await;

@@ -54,6 +54,7 @@ impl Bystander {
             Action::Send {
                 conversation: self.conversation,
                 body: reply.clone(),
+                attachment: None,
             },
         )
         .await;
@@ -124,20 +125,20 @@ async fn bad_protocol_version_is_refused_naming_both_versions(backend: Backend) 
     let ConnectError::Handshake(e) = err else {
         panic!("{err:?}")
     };
-    assert_eq!(e, HandshakeError::VersionMismatch { ours: 9, theirs: 2 });
+    assert_eq!(e, HandshakeError::VersionMismatch { ours: 9, theirs: 3 });
     assert!(
-        e.to_string().contains("version 9") && e.to_string().contains("version 2"),
+        e.to_string().contains("version 9") && e.to_string().contains("version 3"),
         "{e}"
     );
-    // A version 1 app (before chat ownership) is told to update, rather
-    // than failing on the first message it cannot decode.
-    let err = RawAgent::handshake_version(srv.agent_addr(), 1)
+    // A version 2 app (before attachments) is told to update, rather than
+    // misreading the first message, whose layout changed under it.
+    let err = RawAgent::handshake_version(srv.agent_addr(), 2)
         .await
         .unwrap_err();
     let ConnectError::Handshake(e) = err else {
         panic!("{err:?}")
     };
-    assert_eq!(e, HandshakeError::VersionMismatch { ours: 1, theirs: 2 });
+    assert_eq!(e, HandshakeError::VersionMismatch { ours: 2, theirs: 3 });
     srv.stop().await;
 }
 holdfast_tests::on_both_backends!(bad_protocol_version_is_refused_naming_both_versions);
@@ -303,6 +304,7 @@ async fn forged_tokens_cannot_read_or_write_as_another_visitor(backend: Backend)
         .send_json(&VisitorIn::Send {
             id,
             body: "mine".into(),
+            attachment: None,
         })
         .await
         .unwrap();
@@ -317,6 +319,7 @@ async fn forged_tokens_cannot_read_or_write_as_another_visitor(backend: Backend)
         .send(vec![VisitorIn::Send {
             id,
             body: "hijack".into(),
+            attachment: None,
         }])
         .await
         .unwrap();
@@ -403,6 +406,7 @@ async fn an_agent_of_one_site_cannot_reach_another(backend: Backend) {
         Action::Send {
             conversation: by.conversation,
             body: "phish".into(),
+            attachment: None,
         },
     )
     .await;
@@ -500,6 +504,7 @@ async fn concurrent_long_poll_posts_cannot_race_the_rate_limit(backend: Backend)
                 msgs: vec![VisitorIn::Send {
                     id: new_id(),
                     body: format!("burst {i}"),
+                    attachment: None,
                 }],
             };
             LpVisitor::post(http, &req).await.unwrap().1.msgs

@@ -151,6 +151,7 @@ impl Bystander {
                     Action::Send {
                         conversation,
                         body: reply.clone(),
+                        attachment: None,
                     },
                 )
                 .await;

@@ -77,6 +77,7 @@ async fn visitor_from(ip: [u8; 4], http: SocketAddr, text: &str) -> Ws {
         &VisitorIn::Send {
             id,
             body: text.into(),
+            attachment: None,
         },
     )
     .await;
@@ -193,6 +194,7 @@ async fn a_connection_flood_from_one_address_is_capped_and_others_still_connect(
         Action::Send {
             conversation,
             body: "bob still here".into(),
+            attachment: None,
         },
     )
     .await;
@@ -369,6 +371,7 @@ async fn script_injection_in_every_text_field_arrives_as_inert_text(backend: Bac
             Action::Send {
                 conversation,
                 body: reply.clone(),
+                attachment: None,
             },
         )
         .await;
@@ -513,6 +516,7 @@ async fn a_full_disk_gives_clear_errors_and_no_acks_then_recovers() {
         .command(Action::Send {
             conversation,
             body: "agent while full".into(),
+            attachment: None,
         })
         .await
         .unwrap();
@@ -549,6 +553,7 @@ async fn a_full_disk_gives_clear_errors_and_no_acks_then_recovers() {
         v.send_json(&VisitorIn::Send {
             id: refused_id,
             body: refused_body.clone(),
+            attachment: None,
         })
         .await
         .unwrap();
@@ -579,6 +584,7 @@ async fn a_full_disk_gives_clear_errors_and_no_acks_then_recovers() {
         action: Action::Send {
             conversation,
             body: "agent while full".into(),
+            attachment: None,
         },
     }))
     .await

@@ -154,6 +154,7 @@ async fn a_slow_consumer_is_cut_and_resumes_without_loss() {
         v.send_json(&VisitorIn::Send {
             id: new_id(),
             body: format!("{i:04} {big}"),
+            attachment: None,
         })
         .await
         .unwrap();

@@ -96,6 +96,7 @@ async fn sigkill_between_send_and_delivery_loses_nothing_acked(backend: Backend)
             Action::Send {
                 conversation: conv,
                 body: body.clone(),
+                attachment: None,
             },
         )
         .await;

@@ -140,6 +140,7 @@ impl Node {
                 body,
                 leave: None,
                 page: None,
+                attachment: None,
                 reply,
             })
             .await
@@ -150,6 +151,7 @@ impl Node {
         let device = MsgId([9; 16]);
         self.writer
             .call(|reply| Op::AgentCommand {
+                attachment: None,
                 actor,
                 device,
                 cmd: Command { id, seq, action },
@@ -254,6 +256,7 @@ async fn chat_scenario(db: Database) {
     let reply = Action::Send {
         conversation,
         body: "hello, how can I help?".into(),
+        attachment: None,
     };
     let sent = node.command(&me, 2, send_id, reply.clone()).await;
     let Outcome::Done {
@@ -788,6 +791,7 @@ async fn the_server_binary_serves_a_chat_from_postgres_and_every_node_shares_one
         .command(Action::Send {
             conversation,
             body: "yes, Alice here".into(),
+            attachment: None,
         })
         .await
         .unwrap();
@@ -1259,6 +1263,7 @@ async fn an_agent_node_and_a_visitor_node_writing_the_same_chats_never_deadlock(
                     let action = Action::Send {
                         conversation,
                         body: format!("answer {i}"),
+                        attachment: None,
                     };
                     let r = a.command(&me, seq, new_id(), action).await;
                     assert!(matches!(r, Outcome::Done { .. }), "{r:?}");

@@ -195,6 +195,7 @@ async fn reply(a: &mut RawAgent, conversation: u64, body: &str) {
         Action::Send {
             conversation,
             body: body.into(),
+            attachment: None,
         },
     )
     .await;

@@ -201,6 +201,8 @@ impl History {
                 self.error = Some(format!("History refused ({}): {}", e.code, e.message));
                 None
             }
+            // Not a history answer: link queries are answered elsewhere.
+            QueryResult::AttachmentLink { .. } => None,
         }
     }
 }
@@ -214,6 +216,7 @@ fn as_chat(m: &StoredMessage) -> Option<ChatMessage> {
         author: m.author.clone(),
         body: m.body.clone(),
         at_ms: m.at_ms,
+        attachment: m.attachment.clone(),
     })
 }
 

@@ -5,7 +5,7 @@
 use super::*;
 
 pub(super) const MESSAGE_COLUMNS: &str =
-    "sort_key, conversation, message, client_id, author, body, at_ms, state";
+    "sort_key, conversation, message, client_id, author, body, at_ms, state, attachment";
 
 /// Where a message sits in its conversation; pass it back to
 /// [`Store::messages_page`] to page further back.
@@ -60,6 +60,8 @@ pub struct StoredMessage {
     pub body: String,
     pub at_ms: i64,
     pub state: DeliveryState,
+    /// The file the message carries (protocol version 3).
+    pub attachment: Option<AttachmentInfo>,
 }
 
 /// A cached conversation with its unread count.
@@ -102,6 +104,7 @@ pub(super) struct RawMessage {
     body: String,
     at_ms: i64,
     state: i64,
+    attachment: Option<String>,
 }
 
 impl RawMessage {
@@ -115,6 +118,7 @@ impl RawMessage {
             body: r.get(5)?,
             at_ms: r.get(6)?,
             state: r.get(7)?,
+            attachment: r.get(8)?,
         })
     }
 
@@ -127,6 +131,14 @@ impl RawMessage {
             what: "message state",
             detail: format!("unknown state {}", self.state),
         })?;
+        let attachment = self
+            .attachment
+            .map(|a| serde_json::from_str(&a))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt {
+                what: "message attachment",
+                detail: e.to_string(),
+            })?;
         Ok(StoredMessage {
             order: MessageOrder(self.sort_key),
             conversation: to_u64(self.conversation, "conversation id")?,
@@ -136,6 +148,7 @@ impl RawMessage {
             body: self.body,
             at_ms: self.at_ms,
             state,
+            attachment,
         })
     }
 }
@@ -211,6 +224,11 @@ pub(super) fn upsert_message(conn: &Connection, m: &ChatMessage) -> Result<Event
     let conversation = to_i64(m.conversation)?;
     let author = to_json(&m.author, "message author")?;
     let from_visitor = matches!(m.author, Author::Visitor { .. });
+    let attachment = m
+        .attachment
+        .as_ref()
+        .map(|a| to_json(a, "message attachment"))
+        .transpose()?;
     let existing: Option<i64> = conn
         .prepare_cached("SELECT local FROM messages WHERE client_id = ?1")?
         .query_row([&m.client_id.0[..]], |r| r.get(0))
@@ -220,7 +238,7 @@ pub(super) fn upsert_message(conn: &Connection, m: &ChatMessage) -> Result<Event
             conn.prepare_cached(
                 "UPDATE OR IGNORE messages SET
                     message = ?2, sort_key = ?2, conversation = ?3, author = ?4,
-                    from_visitor = ?5, body = ?6, at_ms = ?7,
+                    from_visitor = ?5, body = ?6, at_ms = ?7, attachment = ?10,
                     state = CASE
                         WHEN state = ?8 OR ?2 <= COALESCE((SELECT delivered_up_to
                             FROM conversations WHERE id = ?3), 0) THEN ?8
@@ -237,6 +255,7 @@ pub(super) fn upsert_message(conn: &Connection, m: &ChatMessage) -> Result<Event
                 m.at_ms,
                 DeliveryState::Delivered.to_sql(),
                 DeliveryState::Sent.to_sql(),
+                attachment,
             ])?;
             false
         }
@@ -245,10 +264,10 @@ pub(super) fn upsert_message(conn: &Connection, m: &ChatMessage) -> Result<Event
                 .prepare_cached(
                     "INSERT OR IGNORE INTO messages
                         (sort_key, conversation, message, client_id, author, from_visitor,
-                         body, at_ms, state)
+                         body, at_ms, state, attachment)
                      VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6, ?7,
                         CASE WHEN ?5 = 0 AND ?1 <= COALESCE((SELECT delivered_up_to
-                            FROM conversations WHERE id = ?2), 0) THEN ?8 ELSE ?9 END)",
+                            FROM conversations WHERE id = ?2), 0) THEN ?8 ELSE ?9 END, ?10)",
                 )?
                 .execute(params![
                     message,
@@ -260,6 +279,7 @@ pub(super) fn upsert_message(conn: &Connection, m: &ChatMessage) -> Result<Event
                     m.at_ms,
                     DeliveryState::Delivered.to_sql(),
                     DeliveryState::Sent.to_sql(),
+                    attachment,
                 ])?;
             if inserted == 0 {
                 // The same server message under another client id: a server

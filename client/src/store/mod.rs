@@ -29,8 +29,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use holdfast_protocol::agent::{
-    Action, AgentId, Author, ChatMessage, ClientMsg, Command, CommandResult, ConversationId,
-    ConversationInfo, Event, MessageId, Outcome, Seq, SiteId, Snapshot, VisitorInfo,
+    Action, AgentId, AttachmentInfo, Author, ChatMessage, ClientMsg, Command, CommandResult,
+    ConversationId, ConversationInfo, Event, MessageId, Outcome, Seq, SiteId, Snapshot,
+    VisitorInfo,
 };
 use holdfast_protocol::handshake::Fingerprint;
 use holdfast_protocol::ids::MsgId;

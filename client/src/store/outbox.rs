@@ -50,15 +50,22 @@ pub(super) fn read_outbox(conn: &Connection, up_to: Option<Seq>) -> Result<Vec<O
                 what: "outbox command",
                 detail,
             };
-            match ClientMsg::decode(&blob) {
-                Ok(ClientMsg::Command(c)) if c.seq == seq && c.id == id => Ok(OutboxEntry {
+            // A command queued by a version 2 app before the upgrade has the
+            // older layout (no attachment in a `Send`): still sent, not lost.
+            let command = match ClientMsg::decode(&blob) {
+                Ok(ClientMsg::Command(c)) => Some(c),
+                Ok(_) => None,
+                Err(e) => holdfast_protocol::agent::v2::decode_command(&blob)
+                    .map_err(|_| corrupt(format!("row {seq}: {e}")))?,
+            };
+            match command {
+                Some(c) if c.seq == seq && c.id == id => Ok(OutboxEntry {
                     seq,
                     id,
                     action: c.action,
                     created_ms,
                 }),
-                Ok(_) => Err(corrupt(format!("row {seq} holds another message"))),
-                Err(e) => Err(corrupt(format!("row {seq}: {e}"))),
+                _ => Err(corrupt(format!("row {seq} holds another message"))),
             }
         })
         .collect()
@@ -90,7 +97,10 @@ impl Store {
             "INSERT INTO outbox(seq, id, action, created_ms) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![seq_i, &id.0[..], command, now_ms])?;
-        if let Action::Send { conversation, body } = action {
+        if let Action::Send {
+            conversation, body, ..
+        } = action
+        {
             let author = Author::Agent {
                 agent: session.as_ref().map_or(0, |s| s.agent),
                 name: session.map(|s| s.display_name).unwrap_or_default(),

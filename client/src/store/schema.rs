@@ -4,7 +4,8 @@ use super::*;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many
 /// ran. Append only.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value
@@ -47,7 +48,14 @@ CREATE TABLE visitors (
     id   TEXT PRIMARY KEY NOT NULL,
     info TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Protocol version 3: the file a message carries, as JSON (the wire's
+-- AttachmentInfo); NULL for a message without one and for every message
+-- cached before.
+ALTER TABLE messages ADD COLUMN attachment TEXT;
+"#,
+];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);

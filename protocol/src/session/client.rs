@@ -446,8 +446,7 @@ impl Client {
     /// Ask a query; the answer comes as [`ClientEvent::QueryResult`], after
     /// a reconnect if need be.
     pub fn query(&mut self, q: Query) {
-        let Query::History { request, .. } = &q;
-        let request = *request;
+        let request = q.request();
         self.queries.insert(request, q);
         if self.is_live() {
             self.unsent_queries.push_back(request);

@@ -295,6 +295,26 @@ impl Attachments {
         hex::encode(&mac.finalize().into_bytes()[..16])
     }
 
+    /// Download links for `meta`, valid for [`LINK_LIFETIME`] from `now_ms`:
+    /// shared by the visitor's HTTP link and the agent's link query so both
+    /// sign the same way.
+    pub fn links(&self, meta: &store::Meta, now_ms: i64) -> SignedLinks {
+        let id = &meta.id;
+        let exp = now_ms.saturating_add(i64::try_from(LINK_LIFETIME.as_millis()).unwrap_or(0));
+        let url = format!("/v1/files/{id}?e={exp}&s={}", self.sign(id, false, exp));
+        let thumb_url = meta.thumb.as_ref().map(|_| {
+            format!(
+                "/v1/files/{id}/thumb?e={exp}&s={}",
+                self.sign(id, true, exp)
+            )
+        });
+        SignedLinks {
+            url,
+            thumb_url,
+            expires_ms: exp,
+        }
+    }
+
     pub fn verify(&self, id: &str, thumb: bool, exp_ms: i64, sig: &str, now_ms: i64) -> bool {
         if exp_ms < now_ms {
             return false;
@@ -309,6 +329,15 @@ impl Attachments {
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0
     }
+}
+
+/// Paths on the server's HTTP origin that fetch an attachment until
+/// `expires_ms`.
+#[derive(Debug, Clone)]
+pub struct SignedLinks {
+    pub url: String,
+    pub thumb_url: Option<String>,
+    pub expires_ms: i64,
 }
 
 /// Deletes attachments past retention and abandoned uploads, hourly.

@@ -623,22 +623,12 @@ async fn link(
         Ok(m) => m,
         Err(r) => return r,
     };
-    let exp = now_ms() + i64::try_from(super::LINK_LIFETIME.as_millis()).unwrap_or(0);
-    let url = format!(
-        "/v1/files/{id}?e={exp}&s={}",
-        ctx.attach.sign(&id, false, exp)
-    );
-    let thumb_url = meta.thumb.as_ref().map(|_| {
-        format!(
-            "/v1/files/{id}/thumb?e={exp}&s={}",
-            ctx.attach.sign(&id, true, exp)
-        )
-    });
+    let links = ctx.attach.links(&meta, now_ms());
     let mut r = axum::Json(Link {
         attachment: AttachmentView::from(&meta),
-        url,
-        thumb_url,
-        expires_ms: exp,
+        url: links.url,
+        thumb_url: links.thumb_url,
+        expires_ms: links.expires_ms,
     })
     .into_response();
     no_store(r.headers_mut());

@@ -45,6 +45,7 @@ fn event(i: u64) -> Effect {
             author: Author::System,
             body: String::new(),
             at_ms: 0,
+            attachment: None,
         })),
     }
 }

@@ -4,8 +4,8 @@
 use super::StoreError;
 use super::sql::{Db, Dialect, Row, args};
 use holdfast_protocol::agent::{
-    AgentId, Author, ChatMessage, ConversationId, ConversationInfo, ConversationState, Event,
-    MessageId, PageView, QueryResult, Role, Seq, SiteId, VisitorInfo,
+    AgentId, AttachmentInfo, Author, ChatMessage, ConversationId, ConversationInfo,
+    ConversationState, Event, MessageId, PageView, QueryResult, Role, Seq, SiteId, VisitorInfo,
 };
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::Notice;
@@ -151,9 +151,13 @@ pub fn visitor_log_bounds(conn: &dyn Db, visitor: &str) -> Result<(Seq, Seq), St
 }
 
 pub fn decode_agent_event(bytes: &[u8]) -> Result<Event, StoreError> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(e, _)| e)
-        .map_err(|e| StoreError::Corrupt(format!("agent event: {e}")))
+    match bincode::serde::decode_from_slice(bytes, bincode::config::standard()) {
+        Ok((e, _)) => Ok(e),
+        // Stored by a version 2 server before the upgrade: its messages have
+        // no attachment field, and the log keeps them until retention.
+        Err(e) => holdfast_protocol::agent::v2::decode_event(bytes)
+            .map_err(|_| StoreError::Corrupt(format!("agent event: {e}"))),
+    }
 }
 
 pub fn encode_agent_event(e: &Event) -> Result<Vec<u8>, StoreError> {
@@ -312,9 +316,25 @@ pub fn open_conversation(
 }
 
 const MSG_SELECT: &str = "SELECT m.id, m.conversation_id, m.client_id, m.author_kind, m.author_agent, \
-     a.display_name, c.visitor_id, m.body, m.at_ms \
+     a.display_name, c.visitor_id, m.body, m.at_ms, \
+     m.attach_id, m.attach_name, m.attach_mime, m.attach_size, m.attach_image \
      FROM messages m JOIN conversations c ON c.id = m.conversation_id \
      LEFT JOIN agents a ON a.id = m.author_agent";
+
+/// The attachment columns of a message row from `first` on, stored with
+/// the message when it was posted.
+fn attachment_cols(r: &Row, first: usize) -> Result<Option<AttachmentInfo>, StoreError> {
+    let Some(id) = r.get::<Option<String>>(first)? else {
+        return Ok(None);
+    };
+    Ok(Some(AttachmentInfo {
+        id,
+        name: r.get::<Option<String>>(first + 1)?.unwrap_or_default(),
+        mime: r.get::<Option<String>>(first + 2)?.unwrap_or_default(),
+        size: opt_u64_col(r, first + 3)?.unwrap_or(0),
+        image: r.get::<Option<i64>>(first + 4)?.unwrap_or(0) != 0,
+    }))
+}
 
 fn msg_row(r: &Row) -> Result<ChatMessage, StoreError> {
     let client: Vec<u8> = r.get(2)?;
@@ -338,6 +358,7 @@ fn msg_row(r: &Row) -> Result<ChatMessage, StoreError> {
         author,
         body: r.get(7)?,
         at_ms: r.get(8)?,
+        attachment: attachment_cols(r, 9)?,
     })
 }
 
@@ -438,6 +459,7 @@ pub fn visitor_message(m: &ChatMessage) -> Option<VisitorMessage> {
         body,
         at_ms: m.at_ms,
         notice,
+        attachment: m.attachment.clone().map(Box::new),
     })
 }
 
@@ -663,6 +685,36 @@ pub fn device_commands_acked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An agent's log keeps events a version 2 server wrote: they replay
+    /// after the upgrade instead of failing the agent's every resume.
+    #[test]
+    fn a_message_event_stored_by_version_2_still_replays() {
+        // The version 2 golden vector `server_event_message_visitor`
+        // without its `ServerMsg::Event` header: what the log stored.
+        let v2 = hex::decode(
+            "000cfb590101901234567a720282020202020202020006762d376633611948692c2063616e2049206368616e6765206d7920706c616e3ffdd0d7ca9f17030000",
+        )
+        .unwrap();
+        let Event::Message(m) = decode_agent_event(&v2).unwrap() else {
+            panic!("not a message")
+        };
+        assert_eq!((m.message, m.attachment), (345, None));
+        // And today's events round-trip as before.
+        let now = Event::Message(ChatMessage {
+            body: String::new(),
+            attachment: Some(holdfast_protocol::agent::AttachmentInfo {
+                id: "ab".into(),
+                name: "a.pdf".into(),
+                mime: "application/pdf".into(),
+                size: 3,
+                image: false,
+            }),
+            ..m
+        });
+        let bytes = encode_agent_event(&now).unwrap();
+        assert_eq!(decode_agent_event(&bytes).unwrap(), now);
+    }
 
     #[test]
     fn an_allow_list_admits_its_origins_only() {

@@ -26,7 +26,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::live::Live;
-use super::rules::{Rules, Staged, finish_logs};
+use super::rules::{Rules, Staged, VisitorText, finish_logs};
 use super::sql::{Db, Dialect, PgConn, PgTarget, args};
 use super::{Conn, Database, StoreError, now_ms};
 use crate::metrics::Metrics;
@@ -74,6 +74,18 @@ pub struct AgentActor {
     pub epoch: i64,
 }
 
+/// A visitor's complete upload, as a message will carry it.
+#[derive(Debug, Clone)]
+pub struct VisitorFile {
+    pub info: holdfast_protocol::agent::AttachmentInfo,
+    /// The chat it was uploaded into.
+    pub conversation: ConversationId,
+}
+
+/// An attachment a message refers to, as the gateway found it: the file, or
+/// why it may not be sent.
+pub type FileCheck = Result<VisitorFile, (ErrorCode, String)>;
+
 /// What a visitor's send resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VisitorSendOutcome {
@@ -103,6 +115,10 @@ pub enum Op {
         actor: AgentActor,
         device: MsgId,
         cmd: Command,
+        /// For a `Send` that carries a file: what the gateway found, read
+        /// before the writer; a refusal becomes the command's durable
+        /// outcome, so the command is still acked in its place.
+        attachment: Option<FileCheck>,
         reply: Reply<CommandResult>,
     },
     /// Create or refresh a visitor; returns the visitor id.
@@ -124,6 +140,9 @@ pub enum Op {
         leave: Option<Option<String>>,
         /// The page the visitor is on (shown to agents with a left message).
         page: Option<PageView>,
+        /// The complete upload the message carries, checked by the gateway
+        /// as this visitor's; the writer checks it belongs to the open chat.
+        attachment: Option<VisitorFile>,
         reply: Reply<VisitorSendOutcome>,
     },
     /// The visitor ends the open chat; idempotent by `id`.
@@ -759,8 +778,14 @@ fn apply(mut rules: Rules<'_>, op: &Op) -> Result<Answer, StoreError> {
             rules.agent_login(*agent, device).map(Answer::Login)
         }
         Op::AgentCommand {
-            actor, device, cmd, ..
-        } => rules.agent_command(actor, device, cmd).map(Answer::Command),
+            actor,
+            device,
+            cmd,
+            attachment,
+            ..
+        } => rules
+            .agent_command(actor, device, cmd, attachment.as_ref())
+            .map(Answer::Command),
         Op::VisitorHello {
             site,
             visitor,
@@ -777,10 +802,21 @@ fn apply(mut rules: Rules<'_>, op: &Op) -> Result<Answer, StoreError> {
             body,
             leave,
             page,
+            attachment,
             ..
         } => rules
             .visitor_action(visitor, *id, |rules| {
-                rules.visitor_post(visitor, *site, *id, body, leave.clone(), page.clone())
+                rules.visitor_post(
+                    visitor,
+                    *site,
+                    *id,
+                    VisitorText {
+                        body,
+                        attachment: attachment.as_ref(),
+                    },
+                    leave.clone(),
+                    page.clone(),
+                )
             })
             .map(Answer::Send),
         Op::VisitorEndChat { visitor, id, .. } => rules

@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, header};
-use holdfast_protocol::agent::{PageView, Seq};
+use holdfast_protocol::agent::{AttachmentInfo, PageView, Seq};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::visitor::{self, PageInfo, VisitorIn, VisitorOut};
 
 use crate::Ctx;
 use crate::store::reads::{self, SiteRow};
-use crate::store::writer::VisitorSendOutcome;
+use crate::store::writer::{VisitorFile, VisitorSendOutcome};
 use crate::store::{Op, StoreError, now_ms};
 use crate::throttle::SendGate;
 
@@ -336,9 +336,13 @@ pub(super) async fn handle_msg(
     match msg {
         VisitorIn::Hello { .. } => Some(err(ErrorCode::BadRequest, "already said hello")),
         VisitorIn::Ping => Some(VisitorOut::Pong),
-        VisitorIn::Send { id, body } => Some(send(ctx, v, gate, id, body, None).await),
+        VisitorIn::Send {
+            id,
+            body,
+            attachment,
+        } => Some(send(ctx, v, gate, id, body, None, attachment).await),
         VisitorIn::LeaveMessage { id, body, email } => {
-            Some(send(ctx, v, gate, id, body, Some(email)).await)
+            Some(send(ctx, v, gate, id, body, Some(email), None).await)
         }
         VisitorIn::EndChat { id } => {
             if let Err(r) = gate.admit(id, Instant::now()) {
@@ -430,6 +434,7 @@ async fn send(
     id: MsgId,
     body: String,
     leave: Option<Option<String>>,
+    attachment: Option<String>,
 ) -> VisitorOut {
     if let Err(r) = gate.admit(id, Instant::now()) {
         return rate_limited(id, r);
@@ -437,6 +442,20 @@ async fn send(
     if let Some(r) = shared_limits(ctx, v, gate, id) {
         return r;
     }
+    let attachment = match attachment {
+        None => None,
+        Some(aid) => match visitor_file(ctx, v, &aid).await {
+            Ok(f) => Some(f),
+            Err((code, message)) => {
+                return VisitorOut::Error {
+                    code,
+                    message,
+                    id: Some(id),
+                    retry_after_ms: None,
+                };
+            }
+        },
+    };
     // A left message shows agents the page it was left on.
     let page = leave
         .as_ref()
@@ -452,10 +471,57 @@ async fn send(
             body,
             leave,
             page,
+            attachment,
             reply,
         })
         .await;
     action_reply(ctx, id, r)
+}
+
+/// The complete upload `aid` of this visitor, as a message carries it.
+/// Looked up here, before the writer, so storage reads never hold it up;
+/// another visitor's file and an unknown id get the same answer.
+async fn visitor_file(
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    aid: &str,
+) -> Result<VisitorFile, (ErrorCode, String)> {
+    let unavailable = |e: std::io::Error| {
+        tracing::warn!(error = %e, "reading attachment metadata for a message");
+        (
+            ErrorCode::Unavailable,
+            "attachment storage is unavailable; send this again shortly".to_string(),
+        )
+    };
+    let not_found = || {
+        (
+            ErrorCode::NotFound,
+            format!("no file {aid:?} of yours: upload it in this chat first"),
+        )
+    };
+    match ctx.attach.meta(aid).await.map_err(unavailable)? {
+        Some(m) if m.visitor == v.id && m.site == v.site.id => Ok(VisitorFile {
+            info: AttachmentInfo {
+                id: m.id.clone(),
+                name: m.name.clone(),
+                mime: m.mime.clone(),
+                size: m.size,
+                image: m.thumb.is_some(),
+            },
+            conversation: m.conversation,
+        }),
+        Some(_) => Err(not_found()),
+        None => match ctx.attach.load(aid).await.map_err(unavailable)? {
+            Some(u) if u.visitor == v.id && u.site == v.site.id => Err((
+                ErrorCode::Conflict,
+                format!(
+                    "the upload of {:?} is not complete yet ({} of {} bytes): send the message once it is",
+                    u.name, u.offset, u.length
+                ),
+            )),
+            _ => Err(not_found()),
+        },
+    }
 }
 
 /// The visitor's and the address's share, after the connection's own: a

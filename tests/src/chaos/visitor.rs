@@ -156,6 +156,7 @@ impl VisitorTask {
             let m = VisitorIn::Send {
                 id: *id,
                 body: body.clone(),
+                attachment: None,
             };
             if !Self::send(ws, &m).await {
                 return;
@@ -175,7 +176,7 @@ impl VisitorTask {
                     let Some(body) = cmd else { return };
                     let id = new_id();
                     outbox.push_back((id, body.clone()));
-                    if !Self::send(ws, &VisitorIn::Send { id, body }).await {
+                    if !Self::send(ws, &VisitorIn::Send { id, body, attachment: None }).await {
                         return;
                     }
                     last_tx = Instant::now();

@@ -31,6 +31,7 @@ fn msg(conv: ConversationId, n: u64) -> StoredMessage {
         body: format!("m{n}"),
         at_ms: 0,
         state: DeliveryState::Sent,
+        attachment: None,
     }
 }
 
@@ -209,6 +210,7 @@ mod order {
                 author,
                 body,
                 at_ms: i64::try_from(message).unwrap_or(0),
+                attachment: None,
             };
             self.committed.push(m.clone());
             self.log.push(Event::Message(m));
@@ -286,7 +288,7 @@ mod order {
                         typed += 1;
                         let id = srv.id();
                         let body = format!("typed {typed}");
-                        let action = Action::Send { conversation: CONV, body: body.clone() };
+                        let action = Action::Send { conversation: CONV, body: body.clone(), attachment: None };
                         let stored = store.enqueue(srv.next_seq, id, &action, 0).unwrap();
                         srv.outbox.push_back((srv.next_seq, id, body));
                         srv.next_seq += 1;

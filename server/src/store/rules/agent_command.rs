@@ -8,10 +8,10 @@ use holdfast_protocol::agent::{
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 
-use super::{Rules, rejected};
+use super::{Content, Rules, rejected};
 use crate::store::reads::{self, agent_key};
 use crate::store::sql::args;
-use crate::store::writer::AgentActor;
+use crate::store::writer::{AgentActor, FileCheck};
 use crate::store::{StoreError, now_ms};
 
 impl Rules<'_> {
@@ -42,11 +42,12 @@ impl Rules<'_> {
         actor: &AgentActor,
         device: &MsgId,
         cmd: &Command,
+        attachment: Option<&FileCheck>,
     ) -> Result<CommandResult, StoreError> {
         let me = self.current_actor(actor)?;
         let actor_key = agent_key(actor.id);
         let outcome = self.once(&cmd.id, &actor_key, cmd.seq, |rules| {
-            rules.agent_action(actor, &me, cmd)
+            rules.agent_action(actor, &me, cmd, attachment)
         })?;
         // CASE, not SQLite's two-argument MAX: the same SQL on both engines.
         self.conn.execute(
@@ -85,12 +86,43 @@ impl Rules<'_> {
         actor: &AgentActor,
         me: &reads::AgentRow,
         cmd: &Command,
+        attachment: Option<&FileCheck>,
     ) -> Result<Outcome, StoreError> {
         let now = now_ms();
         match &cmd.action {
-            Action::Send { conversation, body } => {
-                self.agent_send(actor, me, *conversation, body, cmd.id, now)
-            }
+            Action::Send {
+                conversation,
+                body,
+                attachment: None,
+            } => self.agent_send(actor, me, *conversation, Content::text(body), cmd.id, now),
+            Action::Send {
+                conversation,
+                body,
+                attachment: Some(_),
+            } => match attachment {
+                Some(Ok(f)) if f.conversation == *conversation => self.agent_send(
+                    actor,
+                    me,
+                    *conversation,
+                    Content {
+                        body,
+                        attachment: Some(&f.info),
+                    },
+                    cmd.id,
+                    now,
+                ),
+                // The same answer as an unknown file: ids of other chats
+                // are not to be probed.
+                Some(Ok(_)) => Ok(rejected(
+                    ErrorCode::NotFound,
+                    "no such file in this conversation",
+                )),
+                Some(Err((code, message))) => Ok(rejected(*code, message.clone())),
+                None => Ok(rejected(
+                    ErrorCode::Internal,
+                    "the file of this message was not looked up; send it again",
+                )),
+            },
             Action::Invite { visitor, body } => self.invite(actor, me, visitor, body, cmd.id, now),
             Action::Accept { conversation } => self.accept(actor, me, *conversation, now),
             Action::Close { conversation } => self.close(actor, me, *conversation, now),

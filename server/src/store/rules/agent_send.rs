@@ -5,7 +5,7 @@ use holdfast_protocol::agent::{ConversationId, ConversationState, Outcome};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 
-use super::{Rules, agent_author, check_body, done, rejected};
+use super::{Content, Rules, agent_author, done, rejected};
 use crate::store::StoreError;
 use crate::store::reads::AgentRow;
 use crate::store::writer::AgentActor;
@@ -16,11 +16,11 @@ impl Rules<'_> {
         actor: &AgentActor,
         me: &AgentRow,
         conversation: ConversationId,
-        body: &str,
+        content: Content<'_>,
         client_id: MsgId,
         now: i64,
     ) -> Result<Outcome, StoreError> {
-        if let Some(bad) = check_body(body) {
+        if let Some(bad) = content.check() {
             return Ok(bad);
         }
         let c = match self.conv_for(actor, conversation)? {
@@ -40,7 +40,7 @@ impl Rules<'_> {
                 },
             ));
         }
-        let m = self.post(&c, agent_author(actor, me), body, client_id, now, false)?;
+        let m = self.post(&c, agent_author(actor, me), content, client_id, now, false)?;
         Ok(done(Some(c.id), Some(m), now))
     }
 }

@@ -11,7 +11,7 @@ use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::Notice;
 use holdfast_protocol::visitor::VisitorEvent;
 
-use super::Rules;
+use super::{Content, Rules};
 use crate::store::StoreError;
 use crate::store::effect::{Effect, VisitorChange};
 use crate::store::reads::{self, AUTHOR_AGENT, AUTHOR_VISITOR, state_to_int};
@@ -149,11 +149,12 @@ impl Rules<'_> {
         &mut self,
         c: &ConversationInfo,
         author: Author,
-        body: &str,
+        content: Content<'_>,
         client_id: MsgId,
         now: i64,
         internal: bool,
     ) -> Result<MessageId, StoreError> {
+        let Content { body, attachment } = content;
         let (kind, agent) = match &author {
             Author::Agent { agent, .. } => (AUTHOR_AGENT, Some(*agent)),
             Author::Visitor { .. } => (AUTHOR_VISITOR, None),
@@ -162,9 +163,23 @@ impl Rules<'_> {
         let id: u64 = self
             .conn
             .query_one(
-                "INSERT INTO messages (conversation_id, client_id, author_kind, author_agent, body, at_ms, internal) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
-                &args![c.id, &client_id.0[..], kind, agent, body, now, internal],
+                "INSERT INTO messages (conversation_id, client_id, author_kind, author_agent, body, at_ms, internal, \
+                 attach_id, attach_name, attach_mime, attach_size, attach_image) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
+                &args![
+                    c.id,
+                    &client_id.0[..],
+                    kind,
+                    agent,
+                    body,
+                    now,
+                    internal,
+                    attachment.map(|a| a.id.as_str()),
+                    attachment.map(|a| a.name.as_str()),
+                    attachment.map(|a| a.mime.as_str()),
+                    attachment.map(|a| i64::try_from(a.size).unwrap_or(i64::MAX)),
+                    attachment.map(|a| i64::from(a.image))
+                ],
             )?
             .get(0)?;
         self.conn.execute(
@@ -178,6 +193,7 @@ impl Rules<'_> {
             author,
             body: body.to_string(),
             at_ms: now,
+            attachment: attachment.cloned(),
         };
         let vmsg = if internal {
             None
@@ -206,7 +222,7 @@ impl Rules<'_> {
         self.post(
             c,
             Author::System,
-            &notice.to_body(),
+            Content::text(&notice.to_body()),
             id,
             now,
             notice.agents_only(),

@@ -6,7 +6,7 @@ use holdfast_protocol::agent::{ConversationState, Outcome};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 
-use super::{Rules, agent_author, check_body, done, rejected};
+use super::{Content, Rules, agent_author, check_body, done, rejected};
 use crate::store::StoreError;
 use crate::store::reads::AgentRow;
 use crate::store::sql::args;
@@ -69,7 +69,14 @@ impl Rules<'_> {
                 c
             }
         };
-        let m = self.post(&c, agent_author(actor, me), body, client_id, now, false)?;
+        let m = self.post(
+            &c,
+            agent_author(actor, me),
+            Content::text(body),
+            client_id,
+            now,
+            false,
+        )?;
         Ok(done(Some(c.id), Some(m), now))
     }
 }

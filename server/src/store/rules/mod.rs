@@ -50,11 +50,12 @@ mod release_chats;
 mod transfer;
 mod visitor_hello;
 mod visitor_send;
+pub(in crate::store) use visitor_send::VisitorText;
 
 use std::collections::HashMap;
 
 use holdfast_protocol::agent::{
-    AgentId, Author, ConversationId, MessageId, Outcome, Presence, Seq,
+    AgentId, AttachmentInfo, Author, ConversationId, MessageId, Outcome, Presence, Seq,
 };
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
@@ -132,6 +133,31 @@ impl<'a> Rules<'a> {
             committed_heads,
             trail_keep,
         }
+    }
+}
+
+/// What a message says: words, a file, or both.
+#[derive(Clone, Copy)]
+pub(super) struct Content<'a> {
+    pub body: &'a str,
+    pub attachment: Option<&'a AttachmentInfo>,
+}
+
+impl<'a> Content<'a> {
+    pub(super) fn text(body: &'a str) -> Self {
+        Self {
+            body,
+            attachment: None,
+        }
+    }
+
+    /// A file alone needs no words; words, when there are any, keep their
+    /// limits.
+    pub(super) fn check(&self) -> Option<Outcome> {
+        if self.attachment.is_some() && self.body.is_empty() {
+            return None;
+        }
+        check_body(self.body)
     }
 }
 

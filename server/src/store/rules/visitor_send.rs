@@ -6,11 +6,18 @@ use holdfast_protocol::agent::{Author, ConversationState, Outcome, PageView, Sit
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::Notice;
 
-use super::{Rules, check_body};
+use super::{Content, Rules, rejected};
 use crate::store::reads::{self, visitor_key};
 use crate::store::sql::args;
-use crate::store::writer::VisitorSendOutcome;
+use crate::store::writer::{VisitorFile, VisitorSendOutcome};
 use crate::store::{StoreError, now_ms};
+use holdfast_protocol::error::ErrorCode;
+
+/// A visitor's words and the file they carry, if any.
+pub(in crate::store) struct VisitorText<'a> {
+    pub body: &'a str,
+    pub attachment: Option<&'a VisitorFile>,
+}
 
 impl Rules<'_> {
     /// A visitor action, applied once per id (through [`Rules::once`]): a
@@ -43,11 +50,16 @@ impl Rules<'_> {
         visitor: &str,
         site: SiteId,
         id: MsgId,
-        body: &str,
+        text: VisitorText<'_>,
         leave: Option<Option<String>>,
         page: Option<PageView>,
     ) -> Result<Outcome, StoreError> {
-        if let Some(bad) = check_body(body) {
+        let (body, attachment) = (text.body, text.attachment);
+        let content = Content {
+            body,
+            attachment: attachment.map(|f| &f.info),
+        };
+        if let Some(bad) = content.check() {
             return Ok(bad);
         }
         let now = now_ms();
@@ -81,12 +93,25 @@ impl Rules<'_> {
                 self.announce(cid, now)?
             }
         };
+        if let Some(f) = attachment
+            && f.conversation != c.id
+        {
+            // Checked here, in the writer, because only here is the open
+            // chat known for certain: it may have closed since the upload.
+            return Ok(rejected(
+                ErrorCode::Conflict,
+                "that file was uploaded into an earlier chat: attach it again here",
+            ));
+        }
         let m = self.post(
             &c,
             Author::Visitor {
                 visitor: visitor.to_string(),
             },
-            body,
+            Content {
+                body,
+                attachment: attachment.map(|f| &f.info),
+            },
             id,
             now,
             false,

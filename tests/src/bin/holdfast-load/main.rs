@@ -772,7 +772,14 @@ async fn agent_task(
                 let conversation = convs[rr % convs.len()];
                 rr += 1;
                 let body = format!("a={} {pad}", now_ns());
-                if a.command(Action::Send { conversation, body }).await.is_ok() {
+                if a.command(Action::Send {
+                    conversation,
+                    body,
+                    attachment: None,
+                })
+                .await
+                .is_ok()
+                {
                     shared.sent.fetch_add(1, Ordering::Relaxed);
                 } else {
                     shared.errors.fetch_add(1, Ordering::Relaxed);

@@ -242,6 +242,7 @@ async fn resend(s: &mut Session, outbox: Option<&(MsgId, String)>) -> bool {
     let m = VisitorIn::Send {
         id: *id,
         body: body.clone(),
+        attachment: None,
     };
     s.tx.send(text(&m)).await.is_ok()
 }
@@ -329,6 +330,7 @@ impl Visitor {
             let open = VisitorIn::Send {
                 id,
                 body: "open".into(),
+                attachment: None,
             };
             let opened = async {
                 s.tx.send(text(&open)).await?;
@@ -464,6 +466,7 @@ impl Visitor {
                     let m = VisitorIn::Send {
                         id: new_id(),
                         body: format!("t={} {pad}", now_ns()),
+                        attachment: None,
                     };
                     let ok = s.tx.send(text(&m)).await.is_ok();
                     if ok {
