@@ -10,6 +10,7 @@
 //! - [`browser`]: a small WebDriver client for headless Chromium.
 //! - [`pg`]: a private PostgreSQL (initdb + postgres) in a temp dir.
 //! - [`chaos`]: the chaos run (every fault at once, real processes, checker).
+//! - [`attach`]: the attachment upload calls over HTTP, and test files.
 //! - [`attack`]: connections from other loopback addresses, and the
 //!   bystander chat that must stay fast while an attack runs.
 //! - [`redis`], [`haproxy`]: throwaway `redis-server` and `haproxy`
@@ -24,6 +25,7 @@
     clippy::cast_possible_truncation
 )]
 
+pub mod attach;
 pub mod attack;
 pub mod browser;
 pub mod chaos;

@@ -7,7 +7,6 @@
     clippy::cast_possible_truncation
 )]
 
-use std::io::Cursor;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -17,36 +16,16 @@ use holdfast_protocol::agent::{
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::visitor::{VisitorEvent, VisitorOut};
+use holdfast_tests::attach::{TOKEN, create, get, head, json_of, offset, patch, pdf, png};
 use holdfast_tests::flows::{T, agent, run};
 use holdfast_tests::raw_agent::RawAgent;
 use holdfast_tests::server::PASSWORD;
 use holdfast_tests::server::{Backend, TestServer};
 use holdfast_tests::visitor::new_id;
 use holdfast_tests::visitor::{HttpAnswer, WsVisitor, http_exchange};
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-
-const TOKEN: &str = "x-holdfast-token";
-
-fn png(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x % 251) as u8, (y % 241) as u8, 99])
-    });
-    let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
-
-fn pdf(len: usize) -> Vec<u8> {
-    let mut v = b"%PDF-1.4\n".to_vec();
-    let mut x: u32 = 12345;
-    while v.len() < len {
-        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        v.push((x >> 16) as u8);
-    }
-    v
-}
 
 fn crc32(data: &[u8]) -> u32 {
     let mut c = 0xffff_ffffu32;
@@ -73,68 +52,12 @@ fn bomb(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
-fn json_of(a: &HttpAnswer) -> Value {
-    serde_json::from_slice(&a.body).unwrap_or(Value::Null)
-}
-
 /// A visitor over WebSocket with an open chat (its first message).
 async fn visitor(srv: &TestServer) -> WsVisitor {
     let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
     let ack = v.say_acked("here is my file").await.unwrap();
     assert!(matches!(ack, VisitorOut::Ack { .. }), "{ack:?}");
     v
-}
-
-async fn create(http: SocketAddr, token: &str, length: u64, name: &str) -> HttpAnswer {
-    let body = json!({"length": length, "name": name, "type": "image/png"}).to_string();
-    http_exchange(
-        None,
-        http,
-        "POST",
-        "/v1/attach",
-        &[(TOKEN, token)],
-        Some(body.as_bytes()),
-    )
-    .await
-    .unwrap()
-}
-
-async fn patch(http: SocketAddr, token: &str, id: &str, offset: u64, bytes: &[u8]) -> HttpAnswer {
-    let off = offset.to_string();
-    http_exchange(
-        None,
-        http,
-        "PATCH",
-        &format!("/v1/attach/{id}"),
-        &[
-            (TOKEN, token),
-            ("upload-offset", &off),
-            ("content-type", "application/offset+octet-stream"),
-        ],
-        Some(bytes),
-    )
-    .await
-    .unwrap()
-}
-
-async fn head(http: SocketAddr, token: &str, id: &str) -> HttpAnswer {
-    http_exchange(
-        None,
-        http,
-        "HEAD",
-        &format!("/v1/attach/{id}"),
-        &[(TOKEN, token)],
-        None,
-    )
-    .await
-    .unwrap()
-}
-
-async fn get(http: SocketAddr, path: &str, token: Option<&str>) -> HttpAnswer {
-    let extra: Vec<(&str, &str)> = token.map(|t| vec![(TOKEN, t)]).unwrap_or_default();
-    http_exchange(None, http, "GET", path, &extra, None)
-        .await
-        .unwrap()
 }
 
 /// Create and send `bytes` in `chunk`-sized PATCHes; the last answer.
@@ -156,10 +79,6 @@ async fn upload(
         last = Some(r);
     }
     (id, last.unwrap())
-}
-
-fn offset(a: &HttpAnswer) -> u64 {
-    a.header("upload-offset").unwrap().parse().unwrap()
 }
 
 async fn bystander_still_works(v: &mut WsVisitor) {
@@ -212,7 +131,7 @@ async fn image_and_pdf_are_stored_and_served_safely(backend: Backend) {
     );
 
     // A PDF: a download, never inline, no thumbnail.
-    let doc = pdf(300_000);
+    let doc = pdf(300_000, 12345);
     let (id, done) = upload(http, &v.token, "invoice.pdf", &doc, 64 * 1024).await;
     assert_eq!(done.status, 200);
     assert_eq!(json_of(&done)["attachment"]["mime"], "application/pdf");
@@ -263,7 +182,7 @@ async fn cut_patch(
 async fn upload_resumes_after_a_cut_and_a_restart(backend: Backend) {
     let mut srv = TestServer::start_on(backend).await;
     let v = visitor(&srv).await;
-    let doc = pdf(1_000_000);
+    let doc = pdf(1_000_000, 12345);
     let c = create(srv.http(), &v.token, doc.len() as u64, "manual.pdf").await;
     let id = json_of(&c)["id"].as_str().unwrap().to_string();
 
@@ -375,7 +294,7 @@ async fn hostile_uploads_get_clear_errors(backend: Backend) {
 
     // Another visitor's token: every view of the upload is 404.
     let other = visitor(&srv).await;
-    let (id, r) = upload(http, t, "mine.pdf", &pdf(1000), 1000).await;
+    let (id, r) = upload(http, t, "mine.pdf", &pdf(1000, 12345), 1000).await;
     assert_eq!(r.status, 200);
     assert_eq!(head(http, &other.token, &id).await.status, 404);
     assert_eq!(
@@ -398,7 +317,7 @@ async fn hostile_uploads_get_clear_errors(backend: Backend) {
             .status,
         404
     );
-    let (other_id, _) = upload(http, &other.token, "theirs.pdf", &pdf(1000), 1000).await;
+    let (other_id, _) = upload(http, &other.token, "theirs.pdf", &pdf(1000, 12345), 1000).await;
     assert_eq!(
         get(http, &url.replace(&id, &other_id), None).await.status,
         404
@@ -449,7 +368,7 @@ async fn a_thousand_parallel_creations_are_capped() {
     assert_eq!(limited, 996);
     bystander_still_works(&mut bystander).await;
     // The bystander can still upload.
-    let (_, r) = upload(http, &bystander.token, "ok.pdf", &pdf(5000), 5000).await;
+    let (_, r) = upload(http, &bystander.token, "ok.pdf", &pdf(5000, 12345), 5000).await;
     assert_eq!(r.status, 200);
     srv.stop().await;
 }
@@ -459,7 +378,7 @@ async fn nothing_is_served_after_retention() {
     let srv = TestServer::start_with(|c| c.writer.retention = Duration::from_secs(2)).await;
     let http = srv.http();
     let v = visitor(&srv).await;
-    let (id, r) = upload(http, &v.token, "a.pdf", &pdf(2000), 2000).await;
+    let (id, r) = upload(http, &v.token, "a.pdf", &pdf(2000, 12345), 2000).await;
     assert_eq!(r.status, 200);
     let link = json_of(&get(http, &format!("/v1/attach/{id}/link"), Some(&v.token)).await);
     let url = link["url"].as_str().unwrap().to_string();
@@ -483,7 +402,7 @@ async fn uploads_are_paced_to_the_visitor_rate() {
     let srv = TestServer::start_with(|c| c.attach.rate_bytes_per_sec = 200_000).await;
     let http = srv.http();
     let v = visitor(&srv).await;
-    let doc = pdf(600_000);
+    let doc = pdf(600_000, 12345);
     let t = std::time::Instant::now();
     let (id, r) = upload(http, &v.token, "slow.pdf", &doc, 100_000).await;
     let took = t.elapsed();
@@ -503,7 +422,7 @@ async fn the_sweep_prunes_old_attachments_and_abandoned_uploads(backend: Backend
     let http = srv.http();
     let v = visitor(&srv).await;
     let t = v.token.as_str();
-    let same = pdf(200_000);
+    let same = pdf(200_000, 12345);
     let (old, r) = upload(http, t, "old.pdf", &same, 100_000).await;
     assert_eq!(r.status, 200);
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -516,7 +435,7 @@ async fn the_sweep_prunes_old_attachments_and_abandoned_uploads(backend: Backend
         .unwrap()
         .to_string();
     assert_eq!(
-        patch(http, t, &abandoned, 0, &pdf(5000)[..1000])
+        patch(http, t, &abandoned, 0, &pdf(5000, 12345)[..1000])
             .await
             .status,
         204
@@ -691,7 +610,7 @@ async fn a_visitor_file_reaches_the_agent_as_exactly_one_message(backend: Backen
     let mut alice = agent(&srv, "alice").await;
     let mut v = visitor(&srv).await;
     let img = png(900, 600);
-    let doc = pdf(200_000);
+    let doc = pdf(200_000, 12345);
     let (img_id, done) = upload(http, &v.token, "damaged parcel.png", &img, 50_000).await;
     assert_eq!(done.status, 200);
     let (doc_id, done) = upload(http, &v.token, "invoice.pdf", &doc, 64 * 1024).await;
@@ -870,7 +789,7 @@ async fn an_agent_message_carries_a_file_of_its_chat_only(backend: Backend) {
     let mut alice = agent(&srv, "alice").await;
     let mut v = visitor(&srv).await;
     let mut w = visitor(&srv).await;
-    let doc = pdf(20_000);
+    let doc = pdf(20_000, 12345);
     let (mine, done) = upload(http, &v.token, "manual.pdf", &doc, doc.len()).await;
     assert_eq!(done.status, 200);
     let (elsewhere, done) = upload(http, &w.token, "other.pdf", &doc, doc.len()).await;

@@ -11,45 +11,15 @@
     clippy::cast_possible_truncation
 )]
 
-use std::io::Cursor;
 use std::net::SocketAddr;
 
 use holdfast_protocol::visitor::VisitorOut;
+use holdfast_tests::attach::{
+    TOKEN, create, created, get, head, json_of, link, offset, patch, pdf, png,
+};
 use holdfast_tests::cluster::Cluster;
-use holdfast_tests::visitor::{HttpAnswer, WsVisitor, http_exchange};
-use serde_json::{Value, json};
-
-const TOKEN: &str = "x-holdfast-token";
-
-fn png(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x % 251) as u8, (y % 241) as u8, (x ^ y) as u8])
-    });
-    let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
-
-fn pdf(len: usize, seed: u32) -> Vec<u8> {
-    let mut v = b"%PDF-1.4\n".to_vec();
-    let mut x: u32 = seed;
-    while v.len() < len {
-        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        v.push((x >> 16) as u8);
-    }
-    v
-}
-
-fn json_of(a: &HttpAnswer) -> Value {
-    serde_json::from_slice(&a.body).unwrap_or(Value::Null)
-}
-
-fn offset(a: &HttpAnswer) -> u64 {
-    a.header("upload-offset")
-        .unwrap_or_else(|| panic!("no Upload-Offset in {a:?}"))
-        .parse()
-        .unwrap()
-}
+use holdfast_tests::visitor::{WsVisitor, http_exchange};
+use serde_json::json;
 
 /// A visitor with an open chat (its first message), connected to `http`.
 async fn visitor(http: SocketAddr) -> WsVisitor {
@@ -57,72 +27,6 @@ async fn visitor(http: SocketAddr) -> WsVisitor {
     let ack = v.say_acked("here is my file").await.unwrap();
     assert!(matches!(ack, VisitorOut::Ack { .. }), "{ack:?}");
     v
-}
-
-async fn create(http: SocketAddr, token: &str, length: usize, name: &str) -> HttpAnswer {
-    let body = json!({"length": length, "name": name, "type": "image/png"}).to_string();
-    http_exchange(
-        None,
-        http,
-        "POST",
-        "/v1/attach",
-        &[(TOKEN, token)],
-        Some(body.as_bytes()),
-    )
-    .await
-    .unwrap()
-}
-
-/// Create, expecting success: the upload's id.
-async fn created(http: SocketAddr, token: &str, length: usize, name: &str) -> String {
-    let c = create(http, token, length, name).await;
-    assert_eq!(c.status, 201, "{:?}", String::from_utf8_lossy(&c.body));
-    json_of(&c)["id"].as_str().unwrap().to_string()
-}
-
-async fn patch(http: SocketAddr, token: &str, id: &str, offset: usize, bytes: &[u8]) -> HttpAnswer {
-    let off = offset.to_string();
-    http_exchange(
-        None,
-        http,
-        "PATCH",
-        &format!("/v1/attach/{id}"),
-        &[
-            (TOKEN, token),
-            ("upload-offset", &off),
-            ("content-type", "application/offset+octet-stream"),
-        ],
-        Some(bytes),
-    )
-    .await
-    .unwrap()
-}
-
-async fn head(http: SocketAddr, token: &str, id: &str) -> HttpAnswer {
-    http_exchange(
-        None,
-        http,
-        "HEAD",
-        &format!("/v1/attach/{id}"),
-        &[(TOKEN, token)],
-        None,
-    )
-    .await
-    .unwrap()
-}
-
-async fn get(http: SocketAddr, path: &str, token: Option<&str>) -> HttpAnswer {
-    let extra: Vec<(&str, &str)> = token.map(|t| vec![(TOKEN, t)]).unwrap_or_default();
-    http_exchange(None, http, "GET", path, &extra, None)
-        .await
-        .unwrap()
-}
-
-/// The download link of attachment `id`, asked of `http`.
-async fn link(http: SocketAddr, token: &str, id: &str) -> Value {
-    let l = get(http, &format!("/v1/attach/{id}/link"), Some(token)).await;
-    assert_eq!(l.status, 200, "{:?}", String::from_utf8_lossy(&l.body));
-    json_of(&l)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +41,7 @@ async fn an_upload_moves_between_nodes_and_survives_a_killed_node() {
     // back on node 3, the rest through node 3.
     let img = png(900, 700);
     let half = img.len() / 2;
-    let id = created(n[0], t, img.len(), "parcel.png").await;
+    let id = created(n[0], t, img.len() as u64, "parcel.png").await;
     let r = patch(n[1], t, &id, 0, &img[..half]).await;
     assert_eq!(r.status, 204, "{:?}", String::from_utf8_lossy(&r.body));
     assert_eq!(offset(&r), half as u64);
@@ -153,7 +57,7 @@ async fn an_upload_moves_between_nodes_and_survives_a_killed_node() {
     let r = patch(n[2], t, &id, 0, &img[..half]).await;
     assert_eq!(r.status, 409);
     assert_eq!(offset(&r), half as u64);
-    let done = patch(n[2], t, &id, half, &img[half..]).await;
+    let done = patch(n[2], t, &id, half as u64, &img[half..]).await;
     assert_eq!(
         done.status,
         200,
@@ -181,7 +85,7 @@ async fn an_upload_moves_between_nodes_and_survives_a_killed_node() {
     // A PDF: the node that took its last chunk is killed; another node
     // knows the stored offset and the upload resumes from there.
     let doc = pdf(3_000_000, 7);
-    let id = created(n[2], t, doc.len(), "manual.pdf").await;
+    let id = created(n[2], t, doc.len() as u64, "manual.pdf").await;
     assert_eq!(patch(n[0], t, &id, 0, &doc[..400_000]).await.status, 204);
     let r = patch(n[1], t, &id, 400_000, &doc[400_000..900_000]).await;
     assert_eq!(r.status, 204);
@@ -200,7 +104,7 @@ async fn an_upload_moves_between_nodes_and_survives_a_killed_node() {
     assert_eq!((at - 900_000) % (1024 * 1024), 0, "whole pieces only: {at}");
     assert_eq!(offset(&head(n[2], t, &id).await), at);
     let at = usize::try_from(at).unwrap();
-    let r = patch(n[0], t, &id, at, &doc[at..]).await;
+    let r = patch(n[0], t, &id, at as u64, &doc[at..]).await;
     assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
     let l = link(n[2], t, &id).await;
     let file = get(n[0], l["url"].as_str().unwrap(), None).await;
@@ -229,13 +133,13 @@ async fn two_patches_at_once_on_two_nodes_are_not_both_accepted() {
     let chunk = 300_000;
     let rounds = 6;
     let doc = pdf(chunk * rounds, 11);
-    let id = created(n[0], &v.token, doc.len(), "race.pdf").await;
+    let id = created(n[0], &v.token, doc.len() as u64, "race.pdf").await;
     for round in 0..rounds {
         let at = round * chunk;
         let part = doc[at..at + chunk].to_vec();
         let (a, b) = tokio::join!(
-            patch(n[0], &v.token, &id, at, &part),
-            patch(n[1], &v.token, &id, at, &part)
+            patch(n[0], &v.token, &id, at as u64, &part),
+            patch(n[1], &v.token, &id, at as u64, &part)
         );
         let ok = |s: u16| s == 204 || s == 200;
         let accepted = [&a, &b].iter().filter(|r| ok(r.status)).count();
@@ -301,7 +205,7 @@ async fn the_pending_upload_cap_holds_across_nodes() {
     assert!(matches!(ack, VisitorOut::Ack { .. }), "{ack:?}");
     // The bystander, on another node, can still upload.
     let doc = pdf(5000, 3);
-    let id = created(n[2], &bystander.token, doc.len(), "ok.pdf").await;
+    let id = created(n[2], &bystander.token, doc.len() as u64, "ok.pdf").await;
     assert_eq!(
         patch(n[1], &bystander.token, &id, 0, &doc).await.status,
         200
@@ -355,7 +259,7 @@ async fn links_work_on_every_node_and_forged_ones_on_none() {
     let n: Vec<SocketAddr> = c.nodes.iter().map(|p| p.http).collect();
     let v = visitor(n[2]).await;
     let img = png(64, 48);
-    let id = created(n[0], &v.token, img.len(), "a.png").await;
+    let id = created(n[0], &v.token, img.len() as u64, "a.png").await;
     assert_eq!(patch(n[1], &v.token, &id, 0, &img).await.status, 200);
     let l = link(n[0], &v.token, &id).await;
     let url = l["url"].as_str().unwrap();
