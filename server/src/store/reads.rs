@@ -103,21 +103,31 @@ pub fn log_heads(conn: &dyn Db, keys: &[String]) -> Result<Vec<(String, Seq)>, S
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let list = serde_json::to_string(keys)
-        .map_err(|e| StoreError::Corrupt(format!("log head keys: {e}")))?;
-    let sql = match conn.dialect() {
-        Dialect::Sqlite => {
-            "SELECT recipient, head FROM log_heads WHERE recipient IN (SELECT value FROM json_each(?1))"
-        }
-        Dialect::Postgres => {
-            "SELECT recipient, head FROM log_heads \
-             WHERE recipient IN (SELECT json_array_elements_text(?1::text::json))"
-        }
+    let (list, keys) = json_keys(conn, keys, "log head keys")?;
+    conn.query_rows(
+        &format!("SELECT recipient, head FROM log_heads WHERE recipient IN ({keys})"),
+        &args![list],
+    )?
+    .iter()
+    .map(|r| Ok((r.get(0)?, u64_col(r, 1)?)))
+    .collect()
+}
+
+/// `keys` as one JSON array parameter (`?1`), and the subquery that lists
+/// its elements in this dialect: the statement is then the same whatever
+/// the number of keys, and is prepared once per connection.
+fn json_keys(
+    conn: &dyn Db,
+    keys: &[String],
+    what: &str,
+) -> Result<(String, &'static str), StoreError> {
+    let list =
+        serde_json::to_string(keys).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+    let elements = match conn.dialect() {
+        Dialect::Sqlite => "SELECT value FROM json_each(?1)",
+        Dialect::Postgres => "SELECT json_array_elements_text(?1::text::json)",
     };
-    conn.query_rows(sql, &args![list])?
-        .iter()
-        .map(|r| Ok((r.get(0)?, u64_col(r, 1)?)))
-        .collect()
+    Ok((list, elements))
 }
 
 /// (floor, head): events floor+1 ..= head are still stored. A cursor below
@@ -238,12 +248,7 @@ pub fn open_conversations(
     if visitors.is_empty() {
         return Ok(Vec::new());
     }
-    let list = serde_json::to_string(visitors)
-        .map_err(|e| StoreError::Corrupt(format!("visitor ids: {e}")))?;
-    let ids = match conn.dialect() {
-        Dialect::Sqlite => "SELECT value FROM json_each(?1)",
-        Dialect::Postgres => "SELECT json_array_elements_text(?1::text::json)",
-    };
+    let (list, ids) = json_keys(conn, visitors, "visitor ids")?;
     conn.query_rows(
         &format!(
             "SELECT visitor_id, MAX(id) FROM conversations \
@@ -272,12 +277,7 @@ pub fn identities(conn: &dyn Db, visitors: &[String]) -> Result<Vec<Identity>, S
     if visitors.is_empty() {
         return Ok(Vec::new());
     }
-    let list = serde_json::to_string(visitors)
-        .map_err(|e| StoreError::Corrupt(format!("visitor ids: {e}")))?;
-    let ids = match conn.dialect() {
-        Dialect::Sqlite => "SELECT value FROM json_each(?1)",
-        Dialect::Postgres => "SELECT json_array_elements_text(?1::text::json)",
-    };
+    let (list, ids) = json_keys(conn, visitors, "visitor ids")?;
     conn.query_rows(
         &format!(
             "SELECT id, name, email, attrs, verified, external_id FROM visitors \
