@@ -198,24 +198,13 @@ impl ClientHandle {
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<u32, ClientError> {
-        let mut next = self
-            .next_history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let request = *next;
-        self.requests
-            .try_send(Request::History {
-                request,
-                visitor: visitor.into(),
-                before,
-                limit,
-            })
-            .map_err(|e| match e {
-                TrySendError::Full(_) => ClientError::Busy,
-                TrySendError::Closed(_) => ClientError::Stopped,
-            })?;
-        *next = next.checked_add(1).unwrap_or(1);
-        Ok(request)
+        let visitor = visitor.into();
+        self.query(|request| Request::History {
+            request,
+            visitor,
+            before,
+            limit,
+        })
     }
 
     /// Ask for a signed, expiring download link for an attachment a message
@@ -224,20 +213,21 @@ impl ClientHandle {
     /// (paths on the server's HTTP origin) or `Refused`. Kept and resent
     /// after a reconnect like a history request.
     pub fn link(&self, attachment_id: impl Into<String>) -> Result<u32, ClientError> {
+        let id = attachment_id.into();
+        self.query(|request| Request::AttachmentLink { request, id })
+    }
+
+    /// Queue a query under the next request id, which the answer carries.
+    fn query(&self, make: impl FnOnce(u32) -> Request) -> Result<u32, ClientError> {
         let mut next = self
             .next_history
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let request = *next;
-        self.requests
-            .try_send(Request::AttachmentLink {
-                request,
-                id: attachment_id.into(),
-            })
-            .map_err(|e| match e {
-                TrySendError::Full(_) => ClientError::Busy,
-                TrySendError::Closed(_) => ClientError::Stopped,
-            })?;
+        self.requests.try_send(make(request)).map_err(|e| match e {
+            TrySendError::Full(_) => ClientError::Busy,
+            TrySendError::Closed(_) => ClientError::Stopped,
+        })?;
         *next = next.checked_add(1).unwrap_or(1);
         Ok(request)
     }
