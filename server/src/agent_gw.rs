@@ -792,6 +792,7 @@ impl Conn {
         let site = self.agent.site;
         let reads = ctx.reads.clone();
         let attach = ctx.attach.clone();
+        let retention = i64::try_from(ctx.cfg.writer.retention.as_millis()).unwrap_or(i64::MAX);
         tokio::spawn(async move {
             match q {
                 Query::History {
@@ -813,7 +814,8 @@ impl Conn {
                     let _ignored = tx.send((request, result)).await;
                 }
                 Query::AttachmentLink { request, id } => {
-                    let result = attachment_link(&attach, site, &id).await;
+                    let cutoff = crate::store::now_ms().saturating_sub(retention);
+                    let result = attachment_link(&attach, &reads, site, &id, cutoff).await;
                     let _ignored = tx.send((request, result)).await;
                 }
             }
@@ -854,11 +856,18 @@ async fn agent_file(ctx: &Ctx, site: u64, aid: &str) -> Result<FileCheck, End> {
     })
 }
 
-/// A signed link for an attachment of this agent's site. Any other id, an
+/// A signed link for an attachment of this agent's site whose chat still
+/// keeps it. Any other id, one past retention, an
 /// unfinished upload or another site's file all answer the same `NotFound`,
 /// so the answer tells nothing about what exists elsewhere.
-async fn attachment_link(attach: &crate::attach::Attachments, site: u64, id: &str) -> QueryResult {
-    match attach.meta(id).await {
+async fn attachment_link(
+    attach: &crate::attach::Attachments,
+    reads: &crate::store::ReadPool,
+    site: u64,
+    id: &str,
+    cutoff_ms: i64,
+) -> QueryResult {
+    match attach.live_meta(reads, id, cutoff_ms).await {
         Ok(Some(meta)) if meta.site == site => {
             let links = attach.links(&meta, crate::store::now_ms());
             QueryResult::AttachmentLink {

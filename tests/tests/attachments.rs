@@ -373,23 +373,51 @@ async fn a_thousand_parallel_creations_are_capped() {
     srv.stop().await;
 }
 
+/// A file lives with its chat: an open chat keeps its files however long
+/// it runs, and once it ends they go `retention` later, on every path.
 #[tokio::test]
-async fn nothing_is_served_after_retention() {
+async fn files_live_with_their_chat_then_expire_after_retention() {
     let srv = TestServer::start_with(|c| c.writer.retention = Duration::from_secs(2)).await;
     let http = srv.http();
-    let v = visitor(&srv).await;
+    let mut v = visitor(&srv).await;
     let (id, r) = upload(http, &v.token, "a.pdf", &pdf(2000, 12345), 2000).await;
     assert_eq!(r.status, 200);
-    let link = json_of(&get(http, &format!("/v1/attach/{id}/link"), Some(&v.token)).await);
+    let link_of = |token: String| {
+        let id = id.clone();
+        async move { get(http, &format!("/v1/attach/{id}/link"), Some(&token)).await }
+    };
+    let link = json_of(&link_of(v.token.clone()).await);
     let url = link["url"].as_str().unwrap().to_string();
     assert_eq!(get(http, &url, None).await.status, 200);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(get(http, &url, None).await.status, 404);
     assert_eq!(
-        get(http, &format!("/v1/attach/{id}/link"), Some(&v.token))
+        get(http, &url, None).await.status,
+        200,
+        "the chat is still open: its file stays past the retention period"
+    );
+    assert_eq!(link_of(v.token.clone()).await.status, 200);
+
+    v.send_json(&holdfast_protocol::visitor::VisitorIn::EndChat { id: new_id() })
+        .await
+        .unwrap();
+    v.wait_for(Duration::from_secs(5), |m| {
+        matches!(m, VisitorOut::Ack { .. })
+    })
+    .await
+    .unwrap();
+    assert_eq!(get(http, &url, None).await.status, 200, "just ended");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(get(http, &url, None).await.status, 404);
+    assert_eq!(link_of(v.token.clone()).await.status, 404);
+    let attach = srv.running().ctx.attach.clone();
+    let reads = srv.running().ctx.reads.clone();
+    let now = holdfast_server::store::now_ms();
+    assert_eq!(
+        attach
+            .prune(&reads, now - 2000, now - 86_400_000)
             .await
-            .status,
-        404
+            .unwrap(),
+        1
     );
     srv.stop().await;
 }
@@ -414,16 +442,32 @@ async fn uploads_are_paced_to_the_visitor_rate() {
     srv.stop().await;
 }
 
-/// The sweep deletes attachments past retention and abandoned uploads,
-/// and keeps content a newer attachment still names (the same file sent
-/// twice is stored once).
+/// The sweep deletes the files of chats that ended before the cutoff and
+/// abandoned uploads, keeps an open chat's files however old, and keeps
+/// content a newer attachment still names (the same file sent twice is
+/// stored once).
 async fn the_sweep_prunes_old_attachments_and_abandoned_uploads(backend: Backend) {
     let srv = TestServer::start_on(backend).await;
     let http = srv.http();
-    let v = visitor(&srv).await;
-    let t = v.token.as_str();
+    let mut ended = visitor(&srv).await;
+    let mut v = visitor(&srv).await;
+    let token = v.token.clone();
+    let t = token.as_str();
     let same = pdf(200_000, 12345);
-    let (old, r) = upload(http, t, "old.pdf", &same, 100_000).await;
+    let (old, r) = upload(http, &ended.token, "old.pdf", &same, 100_000).await;
+    assert_eq!(r.status, 200);
+    let old_link = json_of(&get(http, &format!("/v1/attach/{old}/link"), Some(&ended.token)).await);
+    ended
+        .send_json(&holdfast_protocol::visitor::VisitorIn::EndChat { id: new_id() })
+        .await
+        .unwrap();
+    ended
+        .wait_for(Duration::from_secs(5), |m| {
+            matches!(m, VisitorOut::Ack { .. })
+        })
+        .await
+        .unwrap();
+    let (older, r) = upload(http, t, "older.pdf", &pdf(3000, 7), 3000).await;
     assert_eq!(r.status, 200);
     tokio::time::sleep(Duration::from_millis(20)).await;
     let cutoff = holdfast_server::store::now_ms();
@@ -442,11 +486,22 @@ async fn the_sweep_prunes_old_attachments_and_abandoned_uploads(backend: Backend
     );
 
     let attach = srv.running().ctx.attach.clone();
+    let reads = srv.running().ctx.reads.clone();
     let far = holdfast_server::store::now_ms() + 1000;
-    assert_eq!(attach.prune(cutoff, far).await.unwrap(), 1);
+    assert_eq!(
+        attach.prune(&reads, cutoff, far).await.unwrap(),
+        1,
+        "only the ended chat's file goes; `older` is older but its chat is open"
+    );
     let link_of =
         |id: String| async move { get(http, &format!("/v1/attach/{id}/link"), Some(t)).await };
-    assert_eq!(link_of(old.clone()).await.status, 404);
+    assert_eq!(
+        get(http, old_link["url"].as_str().unwrap(), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(link_of(older.clone()).await.status, 200);
     assert_eq!(head(http, t, &abandoned).await.status, 404);
     let l = json_of(&link_of(new.clone()).await);
     let file = get(http, l["url"].as_str().unwrap(), None).await;
@@ -456,8 +511,18 @@ async fn the_sweep_prunes_old_attachments_and_abandoned_uploads(backend: Backend
         "content still named by a newer attachment stays"
     );
 
-    assert_eq!(attach.prune(far, far).await.unwrap(), 1);
+    v.send_json(&holdfast_protocol::visitor::VisitorIn::EndChat { id: new_id() })
+        .await
+        .unwrap();
+    v.wait_for(Duration::from_secs(5), |m| {
+        matches!(m, VisitorOut::Ack { .. })
+    })
+    .await
+    .unwrap();
+    let far = holdfast_server::store::now_ms() + 1000;
+    assert_eq!(attach.prune(&reads, far, far).await.unwrap(), 2);
     assert_eq!(link_of(new).await.status, 404);
+    assert_eq!(link_of(older).await.status, 404);
     assert_eq!(
         get(http, l["url"].as_str().unwrap(), None).await.status,
         404

@@ -215,14 +215,63 @@ impl Attachments {
         }
     }
 
-    /// Deletes what is past retention and abandoned uploads.
-    pub async fn prune(&self, cutoff_ms: i64, stale_ms: i64) -> io::Result<usize> {
+    /// Complete attachment `id` if its chat still keeps it: the chat is
+    /// open, or ended at or after `cutoff_ms` (now minus retention). Files
+    /// live with their chat rather than from their upload, so a chat that
+    /// runs for weeks keeps its first screenshot, and history shows a file
+    /// for as long as the chat is retained.
+    pub async fn live_meta(
+        &self,
+        reads: &crate::store::ReadPool,
+        id: &str,
+        cutoff_ms: i64,
+    ) -> io::Result<Option<store::Meta>> {
+        let Some(m) = self.meta(id).await? else {
+            return Ok(None);
+        };
+        // A file completed after the cutoff cannot be past it yet; only an
+        // older one costs a read of its chat.
+        if m.completed_ms >= cutoff_ms {
+            return Ok(Some(m));
+        }
+        let conversation = m.conversation;
+        let expired = reads
+            .run(move |c| crate::store::reads::chat_files_expired(c, conversation, cutoff_ms))
+            .await
+            .map_err(store_io)?;
+        Ok((!expired).then_some(m))
+    }
+
+    /// Deletes the files of chats that ended before `cutoff_ms` and
+    /// uploads untouched since `stale_ms`.
+    pub async fn prune(
+        &self,
+        reads: &crate::store::ReadPool,
+        cutoff_ms: i64,
+        stale_ms: i64,
+    ) -> io::Result<usize> {
         match &self.storage {
             Storage::Disk(disk) => {
+                // The chats live in the database and the files on disk: ask
+                // about the chats of the files old enough to be candidates.
+                let d = disk.clone();
+                let chats = blocking(move || d.chats_completed_before(cutoff_ms)).await?;
+                let mut ended = std::collections::HashSet::new();
+                for conversation in chats {
+                    let gone = reads
+                        .run(move |c| {
+                            crate::store::reads::chat_files_expired(c, conversation, cutoff_ms)
+                        })
+                        .await
+                        .map_err(store_io)?;
+                    if gone {
+                        ended.insert(conversation);
+                    }
+                }
                 let disk = disk.clone();
-                blocking(move || disk.prune(cutoff_ms, stale_ms)).await
+                blocking(move || disk.prune(cutoff_ms, stale_ms, &ended)).await
             }
-            Storage::Postgres(reads) => reads
+            Storage::Postgres(_) => reads
                 .run(move |db| pg::prune(db, cutoff_ms, stale_ms))
                 .await
                 .map_err(store_io),
@@ -340,7 +389,8 @@ pub struct SignedLinks {
     pub expires_ms: i64,
 }
 
-/// Deletes attachments past retention and abandoned uploads, hourly.
+/// Deletes the files of chats past retention and abandoned uploads,
+/// hourly.
 pub async fn sweep(ctx: std::sync::Arc<crate::Ctx>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
@@ -353,7 +403,11 @@ pub async fn sweep(ctx: std::sync::Arc<crate::Ctx>) {
         let stale = i64::try_from(STALE_UPLOAD.as_millis()).unwrap_or(i64::MAX);
         let r = ctx
             .attach
-            .prune(now.saturating_sub(retention), now.saturating_sub(stale))
+            .prune(
+                &ctx.reads,
+                now.saturating_sub(retention),
+                now.saturating_sub(stale),
+            )
             .await;
         match r {
             Ok(n) if n > 0 => tracing::info!("pruned {n} attachments older than retention"),

@@ -386,12 +386,16 @@ pub fn content_from(
     .transpose()
 }
 
-/// Deletes attachments completed before `cutoff_ms` (their content too,
-/// unless a newer attachment names it) and uploads created before
+/// Deletes the attachments of chats that ended before `cutoff_ms` (their
+/// content too, unless another attachment names it) and uploads created before
 /// `stale_ms`; how many attachments went.
 pub fn prune(db: &dyn Db, cutoff_ms: i64, stale_ms: i64) -> Result<usize, StoreError> {
+    // A file lives with its chat: it goes once its chat ended (closed,
+    // its last change) before the cutoff, or is gone.
     let n = db.execute(
-        "DELETE FROM attachments WHERE completed_ms < ?1",
+        "DELETE FROM attachments a WHERE a.completed_ms < ?1 AND NOT EXISTS \
+         (SELECT 1 FROM conversations c WHERE c.id = a.conversation_id \
+          AND (c.state != 2 OR c.updated_ms >= ?1))",
         &args![cutoff_ms],
     )?;
     transaction(db, |db| {

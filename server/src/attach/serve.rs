@@ -281,11 +281,38 @@ async fn own_meta(ctx: &Arc<Ctx>, visitor: &str, site: u64, id: &str) -> Result<
     }
 }
 
-/// A complete attachment that is still within retention.
+/// A complete attachment whose chat still keeps it (see
+/// `Attachments::live_meta`).
 async fn load_meta(ctx: &Arc<Ctx>, id: &str) -> Result<Option<Meta>, Response> {
-    let m = ctx.attach.meta(id).await.map_err(|e| io_error(&e))?;
     let retention = i64::try_from(ctx.cfg.writer.retention.as_millis()).unwrap_or(i64::MAX);
-    Ok(m.filter(|m| m.completed_ms >= now_ms().saturating_sub(retention)))
+    ctx.attach
+        .live_meta(&ctx.reads, id, now_ms().saturating_sub(retention))
+        .await
+        .map_err(|e| io_error(&e))
+}
+
+/// A file of one of the caller's chats: its own upload, or one an agent
+/// sent into a chat of this visitor. Everything else is the same 404.
+async fn chat_meta(ctx: &Arc<Ctx>, who: &Caller, id: &str) -> Result<Meta, Response> {
+    let Some(m) = load_meta(ctx, id).await? else {
+        return Err(not_found());
+    };
+    if m.site != who.site {
+        return Err(not_found());
+    }
+    if m.visitor == who.visitor {
+        return Ok(m);
+    }
+    let conversation = m.conversation;
+    match ctx
+        .reads
+        .run(move |c| reads::conversation(c, conversation))
+        .await
+    {
+        Ok(Some(c)) if c.visitor == who.visitor && c.site == who.site => Ok(m),
+        Ok(_) => Err(not_found()),
+        Err(e) => Err(io_error(&super::store_io(e))),
+    }
 }
 
 fn offsets(r: &mut Response, offset: u64, length: u64) {
@@ -619,7 +646,7 @@ async fn link(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let meta = match own_meta(&ctx, &who.visitor, who.site, &id).await {
+    let meta = match chat_meta(&ctx, &who, &id).await {
         Ok(m) => m,
         Err(r) => return r,
     };

@@ -242,17 +242,45 @@ impl Disk {
     /// Deletes attachments completed before `cutoff_ms` and uploads
     /// started before `stale_ms`; content still named by a newer
     /// attachment stays.
-    pub fn prune(&self, cutoff_ms: i64, stale_ms: i64) -> io::Result<usize> {
-        let mut keep = std::collections::HashSet::new();
-        let mut gone = Vec::new();
+    /// The chats of the attachments completed before `cutoff_ms`: the
+    /// only ones whose files can be past retention.
+    pub fn chats_completed_before(&self, cutoff_ms: i64) -> io::Result<Vec<u64>> {
+        let mut chats = std::collections::BTreeSet::new();
+        for (_, m) in self.metas()? {
+            if m.completed_ms < cutoff_ms {
+                chats.insert(m.conversation);
+            }
+        }
+        Ok(chats.into_iter().collect())
+    }
+
+    fn metas(&self) -> io::Result<Vec<(std::path::PathBuf, Meta)>> {
+        let mut out = Vec::new();
         for e in fs::read_dir(self.root.join("meta"))? {
             let e = e?;
             let Ok(b) = fs::read(e.path()) else { continue };
             let Ok(m) = serde_json::from_slice::<Meta>(&b) else {
                 continue;
             };
-            if m.completed_ms < cutoff_ms {
-                gone.push((e.path(), m));
+            out.push((e.path(), m));
+        }
+        Ok(out)
+    }
+
+    /// Deletes the attachments completed before `cutoff_ms` whose chat is
+    /// in `ended`, the content no other attachment names, and the uploads
+    /// created before `stale_ms`.
+    pub fn prune(
+        &self,
+        cutoff_ms: i64,
+        stale_ms: i64,
+        ended: &std::collections::HashSet<u64>,
+    ) -> io::Result<usize> {
+        let mut keep = std::collections::HashSet::new();
+        let mut gone = Vec::new();
+        for (path, m) in self.metas()? {
+            if m.completed_ms < cutoff_ms && ended.contains(&m.conversation) {
+                gone.push((path, m));
             } else {
                 keep.insert(m.sha256.clone());
                 keep.extend(m.thumb.clone());

@@ -239,6 +239,21 @@ pub fn conversation(
         .transpose()
 }
 
+/// Whether the files of `conversation` are past retention: it ended
+/// (closed, its last change) before `cutoff_ms`, or it is gone. A file
+/// lives with its chat, so an open chat keeps even its oldest files.
+pub fn chat_files_expired(
+    conn: &dyn Db,
+    conversation: ConversationId,
+    cutoff_ms: i64,
+) -> Result<bool, StoreError> {
+    let live = conn.query_opt(
+        "SELECT 1 FROM conversations WHERE id = ?1 AND (state != 2 OR updated_ms >= ?2)",
+        &args![conversation, cutoff_ms],
+    )?;
+    Ok(live.is_none())
+}
+
 /// The open (not closed) conversation of each of `visitors` that has one,
 /// in one query (the ids as one JSON array parameter, as [`log_heads`]).
 pub fn open_conversations(
