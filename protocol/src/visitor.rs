@@ -109,6 +109,16 @@ pub enum VisitorIn {
     EndChat { id: MsgId },
 }
 
+/// What files a site takes (10.13): checked again by the server, by
+/// content, whatever the widget did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachRules {
+    /// The largest file, in bytes.
+    pub max_bytes: u64,
+    /// The accepted MIME types, as the server sniffs them.
+    pub types: Vec<String>,
+}
+
 /// Server to browser.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -122,6 +132,11 @@ pub enum VisitorOut {
         resumed: bool,
         agents_online: bool,
         heartbeat_ms: u32,
+        /// The site's attachment rules, so the widget refuses a file that
+        /// is too large or of a type the site does not take before sending
+        /// a byte (10.13). Absent from servers before it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attach: Option<AttachRules>,
     },
     Event {
         seq: Seq,

@@ -1096,6 +1096,21 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                 resumed: true,
                 agents_online: true,
                 heartbeat_ms: 3_000,
+                attach: None,
+            }),
+        ),
+        (
+            "out_welcome_attach",
+            Json::Out(VisitorOut::Welcome {
+                visitor: "v-7f3a".into(),
+                token: "tok.v-7f3a.sig".into(),
+                resumed: false,
+                agents_online: true,
+                heartbeat_ms: 3_000,
+                attach: Some(holdfast_protocol::visitor::AttachRules {
+                    max_bytes: 5 * 1024 * 1024,
+                    types: vec!["image/png".into(), "application/pdf".into()],
+                }),
             }),
         ),
         ("out_event_message", Json::Out(out_event_message())),

@@ -813,6 +813,7 @@ fn visitor_out() -> impl Strategy<Value = VisitorOut> {
             resumed,
             agents_online,
             heartbeat_ms,
+            attach: None,
         },
     );
     let event = prop_oneof![

@@ -101,6 +101,51 @@ pub fn set_site_origins(
     reads::site_by_key(conn, key)?.ok_or_else(|| AdminError::NoSite(key.into()))
 }
 
+/// A site's attachment rules, as an admin sets them; `None` in a field
+/// leaves it as it was.
+#[derive(Clone, Debug, Default)]
+pub struct AttachRules {
+    /// The largest file in bytes (at most the server's `--attach-max-mb`).
+    pub max_bytes: Option<u64>,
+    /// The accepted kinds, as `Kinds::parse` reads them ("png, pdf").
+    pub kinds: Option<String>,
+    /// Upload bytes per second per visitor.
+    pub rate: Option<u64>,
+    /// Back to the server's defaults first.
+    pub reset: bool,
+}
+
+pub fn set_site_attachments(
+    conn: &dyn Db,
+    key: &str,
+    rules: &AttachRules,
+) -> Result<SiteRow, AdminError> {
+    let kinds = rules
+        .kinds
+        .as_deref()
+        .map(crate::attach::sniff::Kinds::parse)
+        .transpose()
+        .map_err(AdminError::Invalid)?;
+    if rules.max_bytes == Some(0) || rules.rate == Some(0) {
+        return Err(AdminError::Invalid(
+            "the size limit and the rate must be above 0".into(),
+        ));
+    }
+    let site = reads::site_by_key(conn, key)?.ok_or_else(|| AdminError::NoSite(key.into()))?;
+    let keep = |new: Option<u64>, old: Option<u64>| if rules.reset { new } else { new.or(old) };
+    let max = keep(rules.max_bytes, site.attach_max_bytes);
+    let kinds = keep(
+        kinds.map(|k| u64::from(k.bits())),
+        site.attach_kinds.map(|k| u64::from(k.bits())),
+    );
+    let rate = keep(rules.rate, site.attach_rate);
+    conn.execute(
+        "UPDATE sites SET attach_max_bytes = ?2, attach_kinds = ?3, attach_rate = ?4 WHERE key = ?1",
+        &args![key, max, kinds, rate],
+    )?;
+    reads::site_by_key(conn, key)?.ok_or_else(|| AdminError::NoSite(key.into()))
+}
+
 pub fn add_agent(
     conn: &dyn Db,
     site_key: &str,

@@ -110,6 +110,23 @@ enum SiteCmd {
         key: String,
         origins: Vec<String>,
     },
+    /// Set a site's attachment rules; what is not given stays as it was.
+    Attachments {
+        key: String,
+        /// The largest file, in MB (at most the server's limit).
+        #[arg(long)]
+        max_mb: Option<u64>,
+        /// The accepted types, checked by content: png, jpeg, gif, webp,
+        /// pdf, zip, or image/* (comma-separated).
+        #[arg(long)]
+        types: Option<String>,
+        /// Upload rate per visitor, in KB/s.
+        #[arg(long)]
+        rate_kb: Option<u64>,
+        /// Back to the server's defaults first.
+        #[arg(long)]
+        reset: bool,
+    },
     List,
 }
 
@@ -242,6 +259,22 @@ fn main() -> anyhow::Result<()> {
                     let s = admin::set_site_origins(conn, &key, &origins)?;
                     println!("{}: {}", s.key, origins_text(&s.origins));
                 }
+                SiteCmd::Attachments {
+                    key,
+                    max_mb,
+                    types,
+                    rate_kb,
+                    reset,
+                } => {
+                    let rules = admin::AttachRules {
+                        max_bytes: max_mb.map(|m| m.saturating_mul(1024 * 1024)),
+                        kinds: types,
+                        rate: rate_kb.map(|k| k.saturating_mul(1024)),
+                        reset,
+                    };
+                    let s = admin::set_site_attachments(conn, &key, &rules)?;
+                    println!("{}: {}", s.key, attach_text(&s));
+                }
                 SiteCmd::List => {
                     for s in store::reads::list_sites(conn)? {
                         let secret = if s.secret.is_some() {
@@ -250,11 +283,12 @@ fn main() -> anyhow::Result<()> {
                             "identify: open"
                         };
                         println!(
-                            "{}\t{}\t{}\t{secret}\torigins: {}",
+                            "{}\t{}\t{}\t{secret}\torigins: {}\t{}",
                             s.id,
                             s.key,
                             s.name,
-                            origins_text(&s.origins)
+                            origins_text(&s.origins),
+                            attach_text(&s)
                         );
                     }
                 }
@@ -342,6 +376,19 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         server.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+fn attach_text(s: &store::reads::SiteRow) -> String {
+    let or_default = |v: Option<String>| v.unwrap_or_else(|| "server default".into());
+    format!(
+        "attachments: max {}, types {}, rate {}",
+        or_default(
+            s.attach_max_bytes
+                .map(|b| format!("{} MB", b / (1024 * 1024)))
+        ),
+        or_default(s.attach_kinds.map(|k| k.names())),
+        or_default(s.attach_rate.map(|r| format!("{} KB/s", r / 1024))),
+    )
 }
 
 fn origins_text(origins: &[String]) -> String {

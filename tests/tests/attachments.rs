@@ -934,3 +934,98 @@ async fn an_agent_message_carries_a_file_of_its_chat_only(backend: Backend) {
     srv.stop().await;
 }
 holdfast_tests::on_both_backends!(an_agent_message_carries_a_file_of_its_chat_only);
+
+/// Sets `acme`'s attachment rules through the admin path the CLI uses.
+async fn set_site_rules(srv: &TestServer, rules: holdfast_server::admin::AttachRules) {
+    let (url, dir) = (srv.database.clone(), srv.dir.path().to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let db = holdfast_server::store::Database::new(url.as_deref(), &dir).unwrap();
+        let conn = db.open_current().unwrap();
+        holdfast_server::admin::set_site_attachments(conn.db(), "acme", &rules).unwrap()
+    })
+    .await
+    .unwrap();
+}
+
+/// A site narrows the server's rules: the widget learns them in its
+/// `welcome`, and the server holds to them whatever a client does: the
+/// size before a byte is sent, the kind by content at completion, and the
+/// rate by pacing.
+async fn site_rules_narrow_size_types_and_rate(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
+    let http = srv.http();
+    set_site_rules(
+        &srv,
+        holdfast_server::admin::AttachRules {
+            max_bytes: Some(1024 * 1024),
+            kinds: Some("png, pdf".into()),
+            rate: Some(100 * 1024),
+            reset: false,
+        },
+    )
+    .await;
+    let mut v = WsVisitor::connect(http, "acme").await.unwrap();
+    let VisitorOut::Welcome { attach, .. } = v.welcome.clone() else {
+        panic!("no welcome first: {:?}", v.welcome)
+    };
+    let rules = attach.expect("the welcome carries the site's rules");
+    assert_eq!(rules.max_bytes, 1024 * 1024);
+    assert_eq!(rules.types, ["image/png", "application/pdf"]);
+    v.say_acked("files coming").await.unwrap();
+    let t = v.token.as_str();
+
+    // One byte over the site's limit: refused at create, before any byte.
+    let over = create(http, t, 1024 * 1024 + 1, "big.pdf").await;
+    assert_eq!(over.status, 413);
+    assert!(
+        json_of(&over)["message"]
+            .as_str()
+            .unwrap()
+            .contains("1048576"),
+        "{over:?}"
+    );
+    // A zip is a kind the server takes but this site does not.
+    let mut zip = b"PK\x03\x04".to_vec();
+    zip.resize(4000, 7);
+    let (_, r) = upload(http, t, "logs.zip", &zip, zip.len()).await;
+    assert_eq!(r.status, 415, "{r:?}");
+    let msg = json_of(&r)["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("png, pdf") && msg.contains("zip"), "{msg}");
+    // What the site takes still goes through, at the site's rate: 300 kB
+    // at 100 kB/s after a one-second burst takes two seconds at least.
+    let (_, r) = upload(http, t, "ok.png", &png(40, 30), 10_000).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let doc = pdf(300 * 1024, 12345);
+    let t0 = std::time::Instant::now();
+    let (id, r) = upload(http, t, "slow.pdf", &doc, 50 * 1024).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        t0.elapsed()
+    );
+    let link = json_of(&get(http, &format!("/v1/attach/{id}/link"), Some(t)).await);
+    assert_eq!(
+        get(http, link["url"].as_str().unwrap(), None).await.body,
+        doc
+    );
+
+    // Back to the server's defaults: the zip is taken again.
+    set_site_rules(
+        &srv,
+        holdfast_server::admin::AttachRules {
+            reset: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let v2 = WsVisitor::connect(http, "acme").await.unwrap();
+    let VisitorOut::Welcome { attach, .. } = v2.welcome.clone() else {
+        panic!("no welcome")
+    };
+    assert_eq!(attach.unwrap().max_bytes, 20 * 1024 * 1024);
+    let (_, r) = upload(http, t, "logs.zip", &zip, zip.len()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(site_rules_narrow_size_types_and_rate);

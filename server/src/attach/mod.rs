@@ -215,6 +215,12 @@ impl Attachments {
         }
     }
 
+    /// The rules for `site`: the server's, narrowed by the site's own.
+    pub fn site_policy(&self, site: &crate::store::reads::SiteRow) -> upload::SitePolicy {
+        self.policy
+            .for_site(site.attach_max_bytes, site.attach_kinds, site.attach_rate)
+    }
+
     /// Complete attachment `id` if its chat still keeps it: the chat is
     /// open, or ended at or after `cutoff_ms` (now minus retention). Files
     /// live with their chat rather than from their upload, so a chat that
@@ -316,8 +322,14 @@ impl Attachments {
     /// How long to wait before taking `n` more bytes from `visitor`'s
     /// uploads: the rate limit paces the reads rather than refusing, so a
     /// fast client is slowed, not failed.
-    pub fn pace(&self, visitor: &str, n: usize) -> Duration {
-        let rate = self.policy.rate_bytes_per_sec.max(1);
+    /// `rate` is the upload's (its site's), or 0 for the server's.
+    pub fn pace(&self, visitor: &str, n: usize, rate: u64) -> Duration {
+        let rate = if rate == 0 {
+            self.policy.rate_bytes_per_sec
+        } else {
+            rate
+        }
+        .max(1);
         let cost = Duration::from_secs_f64(n as f64 / rate as f64);
         let now = Instant::now();
         let mut m = lock(&self.pace);

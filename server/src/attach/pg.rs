@@ -34,7 +34,7 @@ use std::io::Cursor;
 
 use sha2::{Digest, Sha256};
 
-use super::sniff;
+use super::sniff::{self, Kinds};
 use super::store::Meta;
 use super::thumb;
 use super::upload::{self, Refusal, UploadState};
@@ -73,7 +73,7 @@ pub enum Appended {
 }
 
 const STATE_COLUMNS: &str = "id, site_id, visitor_id, conversation_id, name, declared_type, \
-     length, stored, created_ms";
+     length, stored, created_ms, kinds, rate";
 
 fn state_of(r: &Row) -> Result<UploadState, StoreError> {
     Ok(UploadState {
@@ -86,6 +86,8 @@ fn state_of(r: &Row) -> Result<UploadState, StoreError> {
         length: r.get(6)?,
         offset: r.get(7)?,
         created_ms: r.get(8)?,
+        kinds: Kinds::from_bits(u8::try_from(r.get::<i64>(9)?).unwrap_or(0)),
+        rate: r.get(10)?,
     })
 }
 
@@ -135,8 +137,8 @@ pub fn create(db: &dyn Db, s: &UploadState, ip: &str, caps: Caps) -> Result<bool
         }
         db.execute(
             "INSERT INTO attach_uploads (id, site_id, visitor_id, conversation_id, ip, name, \
-             declared_type, length, stored, created_ms, updated_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+             declared_type, length, stored, created_ms, updated_ms, kinds, rate) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
             &args![
                 &s.id,
                 s.site,
@@ -147,7 +149,9 @@ pub fn create(db: &dyn Db, s: &UploadState, ip: &str, caps: Caps) -> Result<bool
                 &s.declared_type,
                 s.length,
                 s.offset,
-                s.created_ms
+                s.created_ms,
+                i64::from(s.kinds.bits()),
+                s.rate
             ],
         )?;
         Ok(true)
@@ -276,6 +280,9 @@ fn finish(db: &dyn Db, s: &UploadState, now_ms: i64) -> Result<Appended, StoreEr
     let Some(kind) = sniff::sniff(&head) else {
         return reject(Refusal::BadType);
     };
+    if let Err(r) = super::upload::check_kind(s, kind) {
+        return reject(r);
+    }
     let thumb_sha = if kind.is_image() {
         // The decoder seeks, so the image is read whole: at most the
         // policy's size limit, and the decoder's own limits bound the rest.

@@ -103,7 +103,9 @@ fn refused(r: &Refusal) -> Response {
         Refusal::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         Refusal::TooManyPending => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         Refusal::WrongOffset { .. } | Refusal::Complete => (StatusCode::CONFLICT, "conflict"),
-        Refusal::BadType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_type"),
+        Refusal::BadType | Refusal::NotAccepted { .. } => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_type")
+        }
         Refusal::ImageTooBig { .. } | Refusal::BadImage(_) => {
             (StatusCode::UNPROCESSABLE_ENTITY, "bad_image")
         }
@@ -204,29 +206,36 @@ async fn create(
             "expected {\"length\": N, \"name\": \"…\", \"type\": \"…\"}",
         );
     };
-    let policy = &ctx.attach.policy;
-    let length = match upload::check_create(policy, req.length) {
-        Ok(l) => l,
-        Err(r) => return refused(&r),
-    };
-    let visitor = who.visitor.clone();
-    let conv = ctx
+    let (visitor, site) = (who.visitor.clone(), who.site);
+    let read = ctx
         .reads
-        .run(move |c| reads::open_conversation(c, &visitor))
+        .run(move |c| {
+            Ok((
+                reads::site_by_id(c, site)?,
+                reads::open_conversation(c, &visitor)?,
+            ))
+        })
         .await;
-    let conversation = match conv {
-        Ok(Some(c)) => c.id,
-        Ok(None) => {
-            return error(
-                StatusCode::CONFLICT,
-                "conflict",
-                "no open chat to attach to; send a message first",
-            );
-        }
+    let (site, conv) = match read {
+        Ok((Some(site), conv)) => (site, conv),
+        Ok((None, _)) => return not_found(),
         Err(e) => {
             tracing::warn!("attachment create cannot read the chat: {e}");
             return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again");
         }
+    };
+    let rules = ctx.attach.site_policy(&site);
+    // The size is checked before the chat, and before any byte is sent.
+    let length = match upload::check_create(rules.max_size, req.length) {
+        Ok(l) => l,
+        Err(r) => return refused(&r),
+    };
+    let Some(conversation) = conv.map(|c| c.id) else {
+        return error(
+            StatusCode::CONFLICT,
+            "conflict",
+            "no open chat to attach to; send a message first",
+        );
     };
     let id = hex::encode(rand::random::<[u8; 16]>());
     let state = UploadState {
@@ -234,11 +243,13 @@ async fn create(
         site: who.site,
         visitor: who.visitor,
         conversation,
-        name: upload::clean_name(&req.name, policy.max_name),
+        name: upload::clean_name(&req.name, ctx.attach.policy.max_name),
         declared_type: req.declared_type.chars().take(100).collect(),
         length,
         offset: 0,
         created_ms: now_ms(),
+        kinds: rules.kinds,
+        rate: rules.rate_bytes_per_sec,
     };
     match ctx.attach.create(state, who.ip).await {
         Ok(true) => {}
@@ -463,7 +474,7 @@ async fn patch_pg(ctx: &Arc<Ctx>, who: &Caller, id: &str, sent: u64, body: Body)
                         // stored is kept; Upload-Offset says where it is.
                         overrun = Some(r);
                     } else {
-                        let wait = ctx.attach.pace(&who.visitor, chunk.len());
+                        let wait = ctx.attach.pace(&who.visitor, chunk.len(), state.rate);
                         if !wait.is_zero() {
                             tokio::time::sleep(wait).await;
                         }
@@ -575,7 +586,7 @@ async fn patch_disk(
             at = start;
             break;
         }
-        let wait = ctx.attach.pace(&who.visitor, chunk.len());
+        let wait = ctx.attach.pace(&who.visitor, chunk.len(), state.rate);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }

@@ -182,6 +182,9 @@ impl Disk {
         let Some(kind) = sniff::sniff(&head[..n]) else {
             return Err(refuse(Refusal::BadType));
         };
+        if let Err(r) = super::upload::check_kind(s, kind) {
+            return Err(refuse(r));
+        }
         let thumb_sha = if kind.is_image() {
             let reader = BufReader::new(File::open(&part)?);
             match thumb::thumbnail(kind, reader) {

@@ -56,6 +56,8 @@ pub enum Refusal {
     Complete,
     #[error("the content is not an allowed type (png, jpeg, gif, webp, pdf, zip)")]
     BadType,
+    #[error("this site accepts only {allowed} files; this one is {kind}")]
+    NotAccepted { kind: &'static str, allowed: String },
     #[error("the image is {width}x{height} pixels; the limit is {max} on each side")]
     ImageTooBig { width: u32, height: u32, max: u32 },
     #[error("the image cannot be decoded: {0}")]
@@ -75,19 +77,67 @@ pub struct UploadState {
     pub length: u64,
     pub offset: u64,
     pub created_ms: i64,
+    /// The site's accepted kinds when the upload was created: checked at
+    /// completion, when the content is sniffed.
+    #[serde(default)]
+    pub kinds: super::sniff::Kinds,
+    /// The site's upload rate for this visitor, in bytes per second (0:
+    /// the server's).
+    #[serde(default)]
+    pub rate: u64,
+}
+
+/// One site's attachment rules: the server's defaults, narrowed by what
+/// the site's admin set (`holdfast-server site attachments`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SitePolicy {
+    pub max_size: u64,
+    pub kinds: super::sniff::Kinds,
+    pub rate_bytes_per_sec: u64,
+}
+
+impl Policy {
+    /// The rules for a site that set `max_size`, `kinds` and `rate` (each
+    /// `None` for the server's default). A site may lower the size limit
+    /// but not raise it past the server's, whose memory and disk budget it
+    /// is.
+    pub fn for_site(
+        &self,
+        max_size: Option<u64>,
+        kinds: Option<super::sniff::Kinds>,
+        rate: Option<u64>,
+    ) -> SitePolicy {
+        SitePolicy {
+            max_size: max_size.map_or(self.max_size, |m| m.min(self.max_size)),
+            kinds: kinds.unwrap_or_default(),
+            rate_bytes_per_sec: rate.unwrap_or(self.rate_bytes_per_sec).max(1),
+        }
+    }
+}
+
+/// Checks a sniffed kind against the upload's site rules.
+pub fn check_kind(s: &UploadState, kind: super::sniff::Kind) -> Result<(), Refusal> {
+    if s.kinds.allows(kind) {
+        Ok(())
+    } else {
+        Err(Refusal::NotAccepted {
+            kind: kind.name(),
+            allowed: s.kinds.names(),
+        })
+    }
 }
 
 /// Checks a create request's declared length against the policy: refused
 /// here, before a byte is sent.
-pub fn check_create(p: &Policy, length: Option<u64>) -> Result<u64, Refusal> {
+pub fn check_create(max_size: u64, length: Option<u64>) -> Result<u64, Refusal> {
     let length = length.ok_or(Refusal::NoLength)?;
     if length == 0 {
         return Err(Refusal::Empty);
     }
-    if length > p.max_size {
+    if length > max_size {
         return Err(Refusal::TooLarge {
             declared: length,
-            max: p.max_size,
+            max: max_size,
         });
     }
     Ok(length)
@@ -150,19 +200,21 @@ mod tests {
             length,
             offset,
             created_ms: 0,
+            kinds: super::super::sniff::Kinds::all(),
+            rate: 0,
         }
     }
 
     #[test]
     fn create_limits() {
         let p = Policy::default();
-        assert_eq!(check_create(&p, Some(0)), Err(Refusal::Empty));
-        assert_eq!(check_create(&p, None), Err(Refusal::NoLength));
+        assert_eq!(check_create(p.max_size, Some(0)), Err(Refusal::Empty));
+        assert_eq!(check_create(p.max_size, None), Err(Refusal::NoLength));
         assert!(matches!(
-            check_create(&p, Some(p.max_size + 1)),
+            check_create(p.max_size, Some(p.max_size + 1)),
             Err(Refusal::TooLarge { .. })
         ));
-        assert_eq!(check_create(&p, Some(p.max_size)), Ok(p.max_size));
+        assert_eq!(check_create(p.max_size, Some(p.max_size)), Ok(p.max_size));
     }
 
     #[test]

@@ -739,6 +739,9 @@ mod tests {
             name: "Shop".into(),
             secret: None,
             origins: Vec::new(),
+            attach_max_bytes: None,
+            attach_kinds: None,
+            attach_rate: None,
         };
         assert!(site.allows_origin(Some("https://anywhere.example")));
         site.origins = vec!["https://shop.example".into()];

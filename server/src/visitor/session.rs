@@ -123,6 +123,13 @@ pub(super) fn welcome(ctx: &Ctx, v: &Visitor, resumed: bool) -> VisitorOut {
         agents_online: ctx.hub.agents_online(v.site.id),
         heartbeat_ms: u32::try_from(ctx.cfg.visitor.liveness.heartbeat.as_millis())
             .unwrap_or(u32::MAX),
+        attach: Some({
+            let rules = ctx.attach.site_policy(&v.site);
+            holdfast_protocol::visitor::AttachRules {
+                max_bytes: rules.max_size,
+                types: rules.kinds.iter().map(|k| k.mime().to_string()).collect(),
+            }
+        }),
     }
 }
 

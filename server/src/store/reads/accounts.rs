@@ -13,6 +13,10 @@ pub struct SiteRow {
     /// Origins (`https://shop.example`) the widget may run on; empty means
     /// any.
     pub origins: Vec<String>,
+    /// The site's attachment rules; `None` keeps the server's default.
+    pub attach_max_bytes: Option<u64>,
+    pub attach_kinds: Option<crate::attach::sniff::Kinds>,
+    pub attach_rate: Option<u64>,
 }
 
 impl SiteRow {
@@ -84,7 +88,8 @@ impl std::fmt::Debug for AgentRow {
     }
 }
 
-const SITE_COLS: &str = "id, key, name, secret, origins";
+const SITE_COLS: &str =
+    "id, key, name, secret, origins, attach_max_bytes, attach_kinds, attach_rate";
 
 fn site_row(r: &Row) -> Result<SiteRow, StoreError> {
     Ok(SiteRow {
@@ -93,6 +98,10 @@ fn site_row(r: &Row) -> Result<SiteRow, StoreError> {
         name: r.get(2)?,
         secret: r.get(3)?,
         origins: origins_col(r, 4)?,
+        attach_max_bytes: opt_u64_col(r, 5)?,
+        attach_kinds: opt_u64_col(r, 6)?
+            .map(|b| crate::attach::sniff::Kinds::from_bits(u8::try_from(b).unwrap_or(0))),
+        attach_rate: opt_u64_col(r, 7)?,
     })
 }
 
