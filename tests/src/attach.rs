@@ -121,3 +121,28 @@ pub async fn link(http: SocketAddr, token: &str, id: &str) -> Value {
     assert_eq!(l.status, 200, "{:?}", String::from_utf8_lossy(&l.body));
     json_of(&l)
 }
+
+/// Every message event carrying `aid` that reaches `a` within `wait`.
+pub async fn messages_with(
+    a: &mut crate::raw_agent::RawAgent,
+    aid: &str,
+    wait: std::time::Duration,
+) -> Vec<holdfast_protocol::agent::ChatMessage> {
+    let mut got = Vec::new();
+    let end = tokio::time::Instant::now() + wait;
+    loop {
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return got;
+        }
+        // A quiet link ends the wait as an error: nothing more came.
+        match a.recv(left).await {
+            Ok(Some(holdfast_protocol::agent::ServerMsg::Event {
+                event: holdfast_protocol::agent::Event::Message(m),
+                ..
+            })) if m.attachment.as_ref().is_some_and(|f| f.id == aid) => got.push(m),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return got,
+        }
+    }
+}

@@ -10,13 +10,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use holdfast_protocol::agent::{
-    Action, ChatMessage, ClientMsg, Event, Outcome, Query, QueryResult, ServerMsg,
-};
+use holdfast_protocol::agent::{Action, ClientMsg, Outcome, Query, QueryResult, ServerMsg};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::visitor::{VisitorEvent, VisitorOut};
-use holdfast_tests::attach::{TOKEN, create, get, head, json_of, offset, patch, pdf, png};
+use holdfast_tests::attach::{
+    TOKEN, create, get, head, json_of, messages_with, offset, patch, pdf, png,
+};
 use holdfast_tests::flows::{T, agent, run};
 use holdfast_tests::raw_agent::RawAgent;
 use holdfast_tests::server::PASSWORD;
@@ -634,27 +634,6 @@ async fn send_file(v: &mut WsVisitor, id: MsgId, body: &str, aid: &str) -> Visit
     })
     .await
     .unwrap()
-}
-
-/// Every message event carrying `aid` that reaches `a` within `wait`.
-async fn messages_with(a: &mut RawAgent, aid: &str, wait: Duration) -> Vec<ChatMessage> {
-    let mut got = Vec::new();
-    let end = tokio::time::Instant::now() + wait;
-    loop {
-        let left = end.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return got;
-        }
-        // A quiet link ends the wait as an error: nothing more came.
-        match a.recv(left).await {
-            Ok(Some(ServerMsg::Event {
-                event: Event::Message(m),
-                ..
-            })) if m.attachment.as_ref().is_some_and(|f| f.id == aid) => got.push(m),
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => return got,
-        }
-    }
 }
 
 async fn fetch_via_agent(srv: &TestServer, a: &mut RawAgent, request: u32, aid: &str) -> Vec<u8> {

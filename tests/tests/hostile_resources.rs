@@ -631,3 +631,87 @@ async fn a_full_disk_gives_clear_errors_and_no_acks_then_recovers() {
     let _ = Event::Message;
     srv.stop().await;
 }
+
+/// Attachments on a full disk: a chunk that cannot be stored is 507 with a
+/// clear message and acknowledges nothing; the offset acknowledged before
+/// stays, a finished file stays whole and served, and once space returns
+/// the upload resumes from its acknowledged offset and is carried by
+/// exactly one message.
+#[tokio::test]
+async fn a_full_disk_refuses_upload_chunks_clearly_and_loses_no_acknowledged_byte() {
+    use holdfast_tests::attach::{
+        create, get, head, json_of, link, messages_with, offset, patch, pdf,
+    };
+    holdfast_tests::init_logs();
+    let Some(disk) = SmallDisk::mount("24m") else {
+        println!("SKIPPED: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    let data = disk.path().join("data");
+    seed(&data);
+    let server = holdfast_server::start(fast_config(&data)).await.unwrap();
+    let srv = TestServer {
+        dir: tempfile::tempdir().unwrap(),
+        server: Some(server),
+        site_key: "acme".into(),
+        database: None,
+    };
+    let http = srv.http();
+    let mut bob = agent(&srv, "bob").await;
+    let mut v = WsVisitor::connect(http, "acme").await.unwrap();
+    v.say_acked("my invoice follows").await.unwrap();
+    let t = v.token.clone();
+
+    // A finished file, then half of a 6 MB one, both acknowledged.
+    let small = pdf(50_000, 1);
+    let c = create(http, &t, small.len() as u64, "small.pdf").await;
+    let small_id = json_of(&c)["id"].as_str().unwrap().to_string();
+    assert_eq!(patch(http, &t, &small_id, 0, &small).await.status, 200);
+    let big = pdf(6 * 1024 * 1024, 2);
+    let c = create(http, &t, big.len() as u64, "big.pdf").await;
+    let big_id = json_of(&c)["id"].as_str().unwrap().to_string();
+    let half = 3 * 1024 * 1024;
+    let r = patch(http, &t, &big_id, 0, &big[..half]).await;
+    assert_eq!((r.status, offset(&r)), (204, half as u64));
+
+    let filler = disk.fill();
+    let r = patch(http, &t, &big_id, half as u64, &big[half..]).await;
+    assert_eq!(r.status, 507, "{r:?}");
+    let msg = json_of(&r)["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("disk is full"), "{msg}");
+    println!("a chunk on a full disk: {} {msg}", r.status);
+    // Nothing of the refused chunk was acknowledged, nothing before it lost.
+    let h = head(http, &t, &big_id).await;
+    assert_eq!((h.status, offset(&h)), (200, half as u64));
+    let l = link(http, &t, &small_id).await;
+    let got = get(http, l["url"].as_str().unwrap(), None).await;
+    assert_eq!((got.status, got.body == small), (200, true));
+
+    // Space returns: resume from the acknowledged offset, not from zero.
+    std::fs::remove_file(filler).unwrap();
+    let at = offset(&head(http, &t, &big_id).await);
+    assert_eq!(at, half as u64);
+    let r = patch(http, &t, &big_id, at, &big[half..]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let id = new_id();
+    let send = serde_json::json!({"t": "send", "id": id, "body": "", "attachment": big_id});
+    for _ in 0..2 {
+        // Sent twice (a lost ack): stored once.
+        v.send_raw(&send.to_string()).await.unwrap();
+        let m = v
+            .wait_for(T, |m| match m {
+                VisitorOut::Ack { id: a, .. } | VisitorOut::Error { id: Some(a), .. } => *a == id,
+                _ => false,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(m, VisitorOut::Ack { .. }), "{m:?}");
+    }
+    let carried = messages_with(&mut bob, &big_id, Duration::from_secs(2)).await;
+    assert_eq!(carried.len(), 1, "exactly one message carries the file");
+    let l = link(http, &t, &big_id).await;
+    let got = get(http, l["url"].as_str().unwrap(), None).await;
+    assert_eq!(got.status, 200);
+    assert!(got.body == big, "the whole file, byte for byte");
+    srv.stop().await;
+}
