@@ -864,7 +864,7 @@
   // keep (the upload's id, name, size and offset, in `uploads`) lets the
   // same file, attached again, continue where the server is.
 
-  var CHUNK = 262144, MAX_DEFAULT = 20971520;
+  var CHUNK = 262144, MAX_DEFAULT = 20971520, STALL_MS = 20000;
   var jobs = []; // this tab's uploads
   var ended = []; // the last few that ended, for Holdfast.uploads()
   var links = {}; // signed links by attachment id: memory only, they expire
@@ -1021,6 +1021,7 @@
     }
     x.open(method, url, true);
     x.timeout = 120000;
+    u.moved = now();
     if (tok) x.setRequestHeader('X-Holdfast-Token', tok);
     if (tok && S.proof && S.proof.hash) x.setRequestHeader('X-Holdfast-Identity', S.proof.hash);
     for (k in headers) if (headers.hasOwnProperty(k)) x.setRequestHeader(k, headers[k]);
@@ -1031,6 +1032,7 @@
       end(0);
     };
     if (progress && x.upload) x.upload.onprogress = function (ev) {
+      u.moved = now();
       progress(ev.loaded || 0);
     };
     u.xhr = x;
@@ -1046,6 +1048,7 @@
   }
   // Any answer but progress.
   function trouble(u, st, d, x) {
+    u.fails = (u.fails || 0) + 1;
     var msg = d && typeof d.message === 'string' ? clean(d.message, 500) : '';
     if (st === 413 || st === 415 || st === 422 || st === 400) return fail(u, msg || STR.badType);
     if (st === 404 && u.id) {
@@ -1182,7 +1185,11 @@
   function kick(net) {
     each(jobs.slice(), function (u) {
       if ((u.state === 'chat' && chatOpen()) || (net && (u.state === 'offline' || u.state === 'retry'))) {
-        if (net) u.tries = 0;
+        if (net) {
+          // Back online: ask the server where the upload is first.
+          u.tries = 0;
+          u.needHead = !!u.id;
+        }
         step(u);
       }
     });
@@ -1332,7 +1339,8 @@
   function uploadsState() {
     var r = [];
     each(ended.concat(jobs), function (u) {
-      r.push({ name: u.name, size: u.size, id: u.id, state: u.state, offset: u.offset, resumed: u.resumed, sent: u.sent.slice(), note: u.note || null });
+      r.push({ name: u.name, size: u.size, id: u.id, state: u.state, offset: u.offset, resumed: u.resumed, sent: u.sent.slice(),
+        fails: u.fails || 0, note: u.note || null });
     });
     return r;
   }
@@ -1346,6 +1354,8 @@
   });
   listen(win, 'offline', function () {
     drop(); // the link is gone; `online` brings it back at once
+    // A chunk on its way is left to finish or fail by itself: after a short
+    // blip it often gets through; if it stalls, the ticker ends it.
   });
   listen(win, 'pagehide', function () {
     unlock();
@@ -1389,9 +1399,12 @@
   var ticker = setInterval(function () {
     if (S.online && outbox().length) flush();
     else if (S.online) leader();
-    // Tell other tabs these uploads are still looked after.
     each(jobs, function (u) {
+      // Tell other tabs these uploads are still looked after.
       if (u.id && u.state !== 'failed' && u.state !== 'done') keepUp(u);
+      // A chunk that has not moved for STALL_MS is on a dead link (a pulled
+      // cable gives no `offline` event): end it, ask, go on.
+      if (u.xhr && now() - u.moved > STALL_MS) u.xhr.abort();
     });
   }, 2000);
   // Single-page apps: report every history change as a page view, with
@@ -1845,8 +1858,8 @@
       forget(null, true, 0);
     },
     // Where this tab's uploads stand, for diagnostics: name, size, id,
-    // state, offset, the offset a resumed upload continued from, and the
-    // offset of every PATCH sent.
+    // state, offset, the offset a resumed upload continued from, the
+    // offset of every PATCH sent, and how many requests failed.
     uploads: uploadsState,
     // The pre-load queue: Holdfast.push(['identify', {...}]), ['open'], ...
     push: function (cmd) {

@@ -14,6 +14,7 @@ use holdfast_server::{admin, store};
 use holdfast_tests::attach;
 use holdfast_tests::browser::{Browser, ENTER};
 use holdfast_tests::core_agent::{self, CoreAgent};
+use holdfast_tests::proxy::Proxy;
 use holdfast_tests::server::{PASSWORD, TestServer};
 use holdfast_tests::visitor::http_exchange;
 use serde_json::{Value, json};
@@ -66,9 +67,12 @@ async fn wait(b: &Browser, expr: &str) -> Value {
 
 /// The demo page with its widget open and connected.
 async fn open_demo(b: &Browser, srv: &TestServer) {
-    b.goto(&format!("http://{}/demo", srv.http()))
-        .await
-        .unwrap();
+    open_demo_at(b, &srv.http().to_string()).await;
+}
+
+/// [`open_demo`] through `host` (the server, or a proxy in front of it).
+async fn open_demo_at(b: &Browser, host: &str) {
+    b.goto(&format!("http://{host}/demo")).await.unwrap();
     wait(
         b,
         &format!("!!(document.querySelector('holdfast-widget') && {ROOT}.querySelector('.go'))"),
@@ -117,6 +121,23 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
     p
+}
+
+/// Wait until the widget has handed the upload of `name` to its outbox.
+async fn upload_done(b: &Browser, name: &str) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let u = upload_of(b, name).await;
+        if u["state"] == "done" {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upload of {name} did not finish: {u}\n{}",
+            b.console().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `Holdfast.uploads()`: this tab's uploads, as the widget sees them.
@@ -477,6 +498,7 @@ async fn going_offline_mid_upload_resumes_from_the_stored_offset() {
     );
 
     b.set_offline(false).await.unwrap();
+    upload_done(&b, "manual.pdf").await;
     let (c, a, _) = file_message(&mut bea).await;
     assert_eq!(c, conv);
     assert_eq!(a.id, id, "the same upload completed, not a new one");
@@ -784,6 +806,79 @@ async fn a_reload_mid_upload_says_so_and_the_same_file_resumes() {
         json!(false)
     );
     b.quit().await;
+    bea.shutdown().await;
+    srv.stop().await;
+}
+
+/// 6. A connection cut in the middle of a chunk, with no `offline` event
+///    (a proxy in the way closes it): the same upload continues from the
+///    server's offset, which is inside the cut chunk, not from its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_mid_chunk_resumes_the_same_upload() {
+    let srv = demo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bea = barista(&srv, dir.path()).await;
+    let proxy = Proxy::start(srv.http()).await;
+    let b = Browser::start().await.unwrap();
+    open_demo_at(&b, &proxy.addr.to_string()).await;
+    say(&b, "One more file").await;
+    let conv = bea.visitor_message().await.conversation;
+    let tok = token(&b).await;
+
+    let big = attach::pdf(6 << 20, 5);
+    let path = write(dir.path(), "catalogue.pdf", &big);
+    // 10 ms per 16 KiB read: about 1.6 MB/s, so the upload takes a while.
+    proxy.latency(Duration::from_millis(10), Duration::ZERO);
+    attach_file(&b, &path).await;
+    let id = wait(
+        &b,
+        "(function () { var u = window.Holdfast.uploads()[0]; return u && u.id; })()",
+    )
+    .await
+    .as_str()
+    .unwrap()
+    .to_string();
+    stored_beyond(&srv, &tok, &id, 1 << 20).await;
+    // The upload is nearly all the traffic: the connection that crosses
+    // the next 100 000 bytes, cut there, is one carrying a chunk.
+    proxy.cut_after(100_000);
+    // The server keeps what arrived of the cut chunk, so the upload goes on
+    // from an offset that is not a chunk boundary. (Chromium may resend
+    // the cut PATCH by itself on a new connection; the server's 409 then
+    // tells the widget where it stands.)
+    let k = wait(
+        &b,
+        &format!(
+            "window.Holdfast.uploads()[0].sent.filter(function (o) {{ return o % {CHUNK} !== 0; }})[0]"
+        ),
+    )
+    .await
+    .as_u64()
+    .unwrap();
+    assert!(k > 1 << 20 && k < big.len() as u64, "resumed at {k}");
+    proxy.heal();
+
+    upload_done(&b, "catalogue.pdf").await;
+    let (c, a, _) = file_message(&mut bea).await;
+    assert_eq!(c, conv);
+    assert_eq!(a.id, id, "the same upload completed, not a new one");
+    assert_eq!(agent_download(&mut bea, &srv, &a.id).await, big);
+    let u = upload_of(&b, "catalogue.pdf").await;
+    let sent: Vec<u64> = u["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(
+        sent.windows(2).all(|w| w[0] < w[1]),
+        "an offset was sent again or went back: {sent:?}"
+    );
+    assert!(sent.contains(&k), "no PATCH continued from {k}: {sent:?}");
+    outbox_empty(&b).await;
+    assert_eq!(agent_files(&bea, conv), vec![id]);
+    b.quit().await;
+    proxy.stop();
     bea.shutdown().await;
     srv.stop().await;
 }
