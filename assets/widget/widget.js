@@ -1308,6 +1308,13 @@
         f.title = l ? a.name : STR.unavailable;
         if (!l) return;
         f.setAttribute('href', l.url);
+        if (img && !l.thumb) {
+          // An image the server made no thumbnail of: show it as a file.
+          if (n.hfF !== f) return;
+          n.removeChild(f);
+          n.hfF = null;
+          return fileNode({ id: a.id, name: a.name, mime: a.mime, size: a.size, image: false }, n);
+        }
         if (img && l.thumb && img.getAttribute('src') !== l.thumb && !img.naturalWidth) img.setAttribute('src', l.thumb);
       });
     }
@@ -1405,6 +1412,8 @@
       // A chunk that has not moved for STALL_MS is on a dead link (a pulled
       // cable gives no `offline` event): end it, ask, go on.
       if (u.xhr && now() - u.moved > STALL_MS) u.xhr.abort();
+      // Offline by navigator.onLine, and no `online` event came: look again.
+      if (u.state === 'offline' && nav.onLine !== false) step(u);
     });
   }, 2000);
   // Single-page apps: report every history change as a page view, with
