@@ -49,7 +49,12 @@
     end: '结束对话', endL: '结束本次对话', endQ: '要结束本次对话吗？', yes: '结束', no: '继续聊天',
     joined: '{agent} 加入了对话', handed: '{by} 将对话转给了 {to}', moved: '{by} 将对话从 {from} 转给了 {to}',
     assigned: '{by} 将对话分配给了 {to}', closed_by_agent: '{agent} 结束了对话', closed_by_visitor: '您结束了对话',
-    requeued: '{agent} 已离开 — 您已回到队列中，下一位有空的客服会回复您'
+    requeued: '{agent} 已离开 — 您已回到队列中，下一位有空的客服会回复您',
+    attach: '添加文件', drop: '松开即可发送文件', cancel: '取消', dismiss: '关闭', download: '下载',
+    cancelOf: '取消上传 {name}', dismissOf: '关闭 {name} 的提示', opener: '发送文件：{name}',
+    empty: '空文件无法发送', tooBig: '文件太大（{size}），上限为 {max}', badType: '不支持这种类型的文件',
+    chat: '正在开始对话…', waitNet: '等待网络…', unavailable: '文件暂不可用',
+    interrupted: '{name} 的上传因页面重新加载而中断。请重新添加该文件以发送。'
   } : {
     open: 'Open chat', close: 'Close chat', title: 'Chat with us', sub: 'We usually reply in a few minutes',
     queued: 'Finding someone to help you…', active: 'You are chatting with ', closed: 'This chat has ended',
@@ -62,7 +67,13 @@
     joined: '{agent} joined the chat', handed: '{by} transferred the chat to {to}',
     moved: '{by} moved the chat from {from} to {to}', assigned: '{by} assigned the chat to {to}',
     closed_by_agent: '{agent} ended the chat', closed_by_visitor: 'You ended the chat',
-    requeued: '{agent} had to leave — you are back in the queue; the next available agent will reply'
+    requeued: '{agent} had to leave — you are back in the queue; the next available agent will reply',
+    attach: 'Attach a file', drop: 'Drop a file here to send it', cancel: 'Cancel', dismiss: 'Dismiss',
+    download: 'Download', cancelOf: 'Cancel the upload of {name}', dismissOf: 'Dismiss the note about {name}',
+    opener: 'Sending a file: {name}', empty: 'An empty file cannot be sent',
+    tooBig: 'This file is too large ({size}); the limit is {max}', badType: 'This type of file cannot be sent',
+    chat: 'Starting the chat…', waitNet: 'Waiting for the network…', unavailable: 'This file is not available',
+    interrupted: 'The upload of {name} was interrupted by reloading the page. Attach it again to send it.'
   };
 
   // The notice kinds a visitor can see, with their own line in STR.
@@ -290,7 +301,7 @@
   function emit(m) {
     each(listeners.message, function (f) {
       try {
-        f({ id: m.id, conversation: m.conversation, message: m.message, from: m.from, name: m.name, body: m.body, at_ms: m.at_ms, notice: m.notice });
+        f({ id: m.id, conversation: m.conversation, message: m.message, from: m.from, name: m.name, body: m.body, at_ms: m.at_ms, notice: m.notice, attachment: m.attachment || null });
       } catch (e) {
         if (win.console) console.error(e);
       }
@@ -302,7 +313,9 @@
     S.msgs[m.id] = {
       id: m.id, conversation: m.conversation, message: m.message, from: m.from || (old && old.from) || 'visitor',
       name: m.name || null, body: m.body != null ? m.body : old && old.body, at_ms: m.at_ms,
-      notice: m.notice || (old && old.notice) || null
+      notice: m.notice || (old && old.notice) || null,
+      // Only the file's description is kept (and stored): its links expire.
+      attachment: fileMeta(m.attachment) || (old && old.attachment) || null
     };
     place(S.msgs[m.id]);
     if (live && (!old || old.message == null)) {
@@ -314,7 +327,7 @@
   function pending(e) {
     // Ending a chat is an action, not a bubble: its system line shows it.
     if (e.t === 'end_chat' || (S.msgs[e.id] && (S.msgs[e.id].message != null || S.msgs[e.id].failed))) return;
-    S.msgs[e.id] = { id: e.id, from: 'visitor', body: e.body, at: e.at, pending: true, t: e.t };
+    S.msgs[e.id] = { id: e.id, from: 'visitor', body: e.body, at: e.at, pending: true, t: e.t, attachment: fileMeta(e.file) };
     place(S.msgs[e.id]);
   }
 
@@ -462,6 +475,7 @@
         S.token = m.token;
         sset('token', m.token);
         S.agents = !!m.agents_online;
+        if (m.attach && typeof m.attach === 'object') limits = m.attach;
         S.online = everOnline = true;
         wsFails = 0;
         var w = T;
@@ -595,6 +609,8 @@
     retryTimer = ackTimer = flushTimer = null;
     for (k in S.msgs) if (S.msgs.hasOwnProperty(k)) unplace(k);
     S.msgs = {};
+    // Uploads belong to the chat being forgotten.
+    each(jobs.slice(), cancel);
     S.token = S.visitor = S.conv = flying = null;
     S.cursor = S.convSeq = connSeq = unacked = holdUntil = 0;
     // The new visitor lands on this page, and is "connecting" at first.
@@ -603,7 +619,7 @@
     started = now();
     if (mine) {
       jset('identity', proof);
-      each(['token', 'log', 'outbox', 'lock'], function (n) {
+      each(['token', 'log', 'outbox', 'lock', 'uploads'], function (n) {
         sset(n, null);
       });
       sset('epoch', EPOCH = uuid7());
@@ -680,7 +696,8 @@
     if (!e || (flying && flying[0] === e.id && flying[1] === gen)) return;
     flying = [e.id, gen];
     T.send(e.t === 'end_chat' ? { t: e.t, id: e.id } :
-      e.t === 'leave_message' ? { t: e.t, id: e.id, body: e.body, email: e.email || null } : { t: 'send', id: e.id, body: e.body });
+      e.t === 'leave_message' ? { t: e.t, id: e.id, body: e.body, email: e.email || null } :
+      e.attachment ? { t: 'send', id: e.id, body: e.body, attachment: e.attachment } : { t: 'send', id: e.id, body: e.body });
   }
   function enqueue(t, body, email) {
     current();
@@ -838,18 +855,534 @@
     setState();
   }
 
+  // ------------------------------------------------------------ attachments
+  // PROTOCOL.md 10.13. A file goes up in CHUNK-sized PATCHes, one at a
+  // time, each at the offset the server last acknowledged. Only once the
+  // server has all of it (and has checked what it is) does a `send` naming
+  // it go into the outbox, so the message is delivered exactly once like
+  // any other. A browser cannot keep a File across a reload: what it can
+  // keep (the upload's id, name, size and offset, in `uploads`) lets the
+  // same file, attached again, continue where the server is.
+
+  var CHUNK = 262144, MAX_DEFAULT = 20971520, STALL_MS = 20000;
+  var jobs = []; // this tab's uploads
+  var ended = []; // the last few that ended, for Holdfast.uploads()
+  var links = {}; // signed links by attachment id: memory only, they expire
+  var limits = null; // welcome.attach: {max_bytes, types}
+  var ORIGIN = (/^https?:\/\/[^\/?#]+/i.exec(BASE) || [win.location.protocol + '//' + win.location.host])[0];
+
+  function fill(s, o) {
+    return s.replace(/\{(\w+)\}/g, function (x, k) {
+      return o[k] == null ? '' : String(o[k]);
+    });
+  }
+  function human(n) {
+    n = +n || 0;
+    if (n < 1024) return n + ' B';
+    var u = ['KB', 'MB', 'GB'], i = -1;
+    do {
+      n /= 1024;
+      i++;
+    } while (n >= 1024 && i < 2);
+    return (n < 10 ? Math.round(n * 10) / 10 : Math.round(n)) + ' ' + u[i];
+  }
+  // The description of a file, from the server or storage: plain values
+  // only, whatever arrived.
+  function fileMeta(a) {
+    if (!a || typeof a !== 'object' || typeof a.id !== 'string' || !a.id) return null;
+    return {
+      id: a.id, name: String(a.name == null ? '' : a.name), mime: String(a.mime == null ? '' : a.mime),
+      size: +a.size || 0, image: a.image === true
+    };
+  }
+  // Links from the server are paths on its origin; anything that is not
+  // http(s) in the end (javascript:, data:, …) is not a link.
+  function safeUrl(u) {
+    if (typeof u !== 'string' || !u) return null;
+    if (/^\/(?![\/\\])/.test(u)) u = ORIGIN + u;
+    return /^https?:\/\/[^\/?#\\\s]+([\/?#]|$)/i.test(u) && !/[\s"'<>\\]/.test(u) ? u : null;
+  }
+  function maxBytes() {
+    return limits && limits.max_bytes > 0 ? limits.max_bytes : MAX_DEFAULT;
+  }
+  function chatOpen() {
+    return !!(S.conv && (S.conv.state === 'active' || S.conv.state === 'queued'));
+  }
+
+  // --- what survives a reload
+
+  function saved() {
+    var l = jget('uploads', []);
+    return l && l.length ? l : [];
+  }
+  function keepUp(u) {
+    if (!u.id || !current()) return;
+    var l = saved(), n = [], e = { id: u.id, name: u.name, size: u.size, offset: u.offset, tab: TAB, seen: now(), at: u.at };
+    each(l, function (x) {
+      if (x.id !== u.id) n.push(x);
+    });
+    n.push(e);
+    jset('uploads', n);
+  }
+  function unkeep(id) {
+    if (!id) return;
+    var l = saved(), n = [];
+    each(l, function (x) {
+      if (x.id !== id) n.push(x);
+    });
+    if (n.length !== l.length) jset('uploads', n.length ? n : null);
+  }
+  // Another tab's upload is left alone unless that tab went away (a
+  // reload or a closed tab marks it `orphan`) or stopped looking after it.
+  function abandoned(x) {
+    return x.orphan || now() - (x.seen || 0) > 60000;
+  }
+  function jobOf(id) {
+    for (var i = 0; i < jobs.length; i++) if (jobs[i].id === id) return jobs[i];
+    return null;
+  }
+
+  // --- sending
+
+  function attachFiles(list) {
+    var fs = [], i;
+    for (i = 0; list && i < list.length; i++) fs.push(list[i]);
+    if (!fs.length || !ui.input) return;
+    // What the visitor typed goes with the (first) file.
+    var body = clean(ui.input.value, 0);
+    if (!/\S/.test(body) || utf8len(body) > 8192) body = '';
+    else ui.input.value = '';
+    for (i = 0; i < fs.length; i++) attachFile(fs[i], i ? '' : body);
+  }
+  function attachFile(f, body) {
+    var u = {
+      key: uuid7(), file: f, name: clean(f.name || 'file', 255) || 'file', size: f.size, type: clean(f.type || '', 100),
+      body: body, id: null, offset: 0, state: 'new', tries: 0, sent: [], at: now(), needHead: false, resumed: null
+    };
+    jobs.push(u);
+    if (!(u.size > 0)) return fail(u, STR.empty);
+    if (u.size > maxBytes()) return fail(u, fill(STR.tooBig, { size: human(u.size), max: human(maxBytes()) }));
+    var types = limits && limits.types;
+    if (types && types.length && u.type) {
+      var ok = false;
+      each(types, function (t) {
+        if (t === u.type) ok = true;
+      });
+      if (!ok) return fail(u, STR.badType);
+    }
+    // The same file (by name and size) as an upload a reload interrupted:
+    // continue that one from the server's offset.
+    each(saved(), function (x) {
+      if (!u.id && x.name === u.name && x.size === u.size && abandoned(x) && !jobOf(x.id)) {
+        u.id = x.id;
+        u.offset = x.offset || 0;
+        u.needHead = true;
+        u.resumed = -1; // the offset the server gives, once asked
+        unnote(x.id);
+      }
+    });
+    if (u.id) keepUp(u);
+    step(u);
+  }
+  function step(u) {
+    if (u.state === 'cancelled' || u.state === 'failed' || u.state === 'done') return;
+    clearTimeout(u.timer);
+    if (nav.onLine === false) {
+      u.state = 'offline'; // the `online` event steps it again
+      return draw(u);
+    }
+    if (!u.id) return create(u);
+    if (u.needHead) return head(u);
+    patch(u);
+  }
+  // Try again after a while; first ask the server where the upload is.
+  function later(u, ms, why) {
+    u.state = 'retry';
+    u.note = why || '';
+    u.needHead = !!u.id;
+    draw(u);
+    clearTimeout(u.timer);
+    u.timer = setTimeout(function () {
+      step(u);
+    }, ms == null ? pause(u) : ms);
+  }
+  function pause(u) {
+    return Math.min(30000, 1000 * Math.pow(2, Math.min(u.tries++, 5))) * (0.5 + Math.random() / 2);
+  }
+  // One upload request; its answer goes to `cb(status, json, xhr)`, unless
+  // the upload was cancelled meanwhile.
+  function call(u, method, url, headers, body, cb, progress) {
+    var x = new XMLHttpRequest(), fin = false, k, tok = S.token || sget('token');
+    function end(st) {
+      if (fin) return;
+      fin = true;
+      if (u.xhr === x) u.xhr = null;
+      if (u.state !== 'cancelled' && u.state !== 'failed') cb(st, st ? parse(x.responseText) : null, x);
+    }
+    x.open(method, url, true);
+    x.timeout = 120000;
+    u.moved = now();
+    if (tok) x.setRequestHeader('X-Holdfast-Token', tok);
+    if (tok && S.proof && S.proof.hash) x.setRequestHeader('X-Holdfast-Identity', S.proof.hash);
+    for (k in headers) if (headers.hasOwnProperty(k)) x.setRequestHeader(k, headers[k]);
+    x.onreadystatechange = function () {
+      if (x.readyState === 4) end(x.status);
+    };
+    x.ontimeout = x.onerror = x.onabort = function () {
+      end(0);
+    };
+    if (progress && x.upload) x.upload.onprogress = function (ev) {
+      u.moved = now();
+      progress(ev.loaded || 0);
+    };
+    u.xhr = x;
+    try {
+      x.send(body);
+    } catch (e) {
+      end(0);
+    }
+  }
+  function offsetOf(x) {
+    var k = parseInt(x && x.getResponseHeader('Upload-Offset'), 10);
+    return isNaN(k) ? -1 : k;
+  }
+  // Any answer but progress.
+  function trouble(u, st, d, x) {
+    u.fails = (u.fails || 0) + 1;
+    var msg = d && typeof d.message === 'string' ? clean(d.message, 500) : '';
+    if (st === 413 || st === 415 || st === 422 || st === 400) return fail(u, msg || STR.badType);
+    if (st === 404 && u.id) {
+      // Gone (swept, or expired): this file starts over as a new upload.
+      unkeep(u.id);
+      u.id = null;
+      u.offset = 0;
+      return later(u, 0);
+    }
+    if (st === 429) {
+      var ra = parseInt(x && x.getResponseHeader('Retry-After'), 10);
+      return later(u, ra > 0 ? ra * 1000 : null, msg);
+    }
+    // 507 (a full disk), 5xx, 401 (the transport renews the token), a lost
+    // link: keep what the server has, and try again.
+    later(u, null, st ? msg : '');
+  }
+  function create(u) {
+    if (!chatOpen()) {
+      // Files go into an open chat. Without one, the visitor's words (or a
+      // line naming the file) start it, as typing would; the upload
+      // follows as soon as the chat is there (setState steps it).
+      if (!u.opened) {
+        u.opened = true;
+        enqueue('send', u.body || fill(STR.opener, { name: u.name }));
+        u.body = '';
+      }
+      u.state = 'chat';
+      return draw(u);
+    }
+    u.state = 'up';
+    draw(u);
+    var req = JSON.stringify({ length: u.size, name: u.name, type: u.type || 'application/octet-stream' });
+    call(u, 'POST', BASE + '/v1/attach', { 'Content-Type': 'application/json' }, req, function (st, d, x) {
+      if (st === 201 && d && typeof d.id === 'string' && /^[0-9a-zA-Z_-]{1,128}$/.test(d.id)) {
+        u.id = d.id;
+        u.offset = 0;
+        keepUp(u);
+        return step(u);
+      }
+      if (st === 409 && !u.opened) {
+        // The chat this tab thought open has ended: start one.
+        u.opened = true;
+        enqueue('send', u.body || fill(STR.opener, { name: u.name }));
+        u.body = '';
+      }
+      if (st === 409 && u.tries > 6) return fail(u, d && d.message ? clean(d.message, 500) : STR.unavailable);
+      trouble(u, st === 409 ? 503 : st, d, x);
+    });
+  }
+  function head(u) {
+    u.state = 'up';
+    draw(u);
+    call(u, 'HEAD', BASE + '/v1/attach/' + u.id, {}, null, function (st, d, x) {
+      var k = offsetOf(x);
+      if (st === 200 && k >= 0 && k <= u.size) {
+        u.offset = k;
+        u.needHead = false;
+        if (u.resumed === -1) u.resumed = k;
+        keepUp(u);
+        return step(u);
+      }
+      trouble(u, st, d, x);
+    });
+  }
+  function patch(u) {
+    if (u.offset >= u.size) return complete(u, null);
+    var from = u.offset, to = Math.min(u.size, from + CHUNK);
+    u.state = 'up';
+    u.sent.push(from);
+    u.shown = from;
+    draw(u);
+    call(u, 'PATCH', BASE + '/v1/attach/' + u.id, { 'Upload-Offset': String(from), 'Content-Type': 'application/offset+octet-stream' },
+      u.file.slice(from, to), function (st, d, x) {
+        var k = offsetOf(x);
+        if (st === 200 && d && d.attachment) return complete(u, d.attachment);
+        if ((st === 204 && k > from && k <= u.size) || (st === 409 && k >= 0 && k <= u.size && k !== from)) {
+          // 409: another offset is stored (an earlier answer was lost);
+          // continue from there, or finish if it is all there.
+          if (st === 204) u.tries = 0;
+          u.offset = k;
+          keepUp(u);
+          return step(u);
+        }
+        trouble(u, st, d, x);
+      }, function (loaded) {
+        u.shown = Math.min(to, from + loaded);
+        draw(u);
+      });
+  }
+  // All of it is on the server: now, and only now, the message.
+  function complete(u, att) {
+    if (!current()) return;
+    u.state = 'done';
+    var meta = fileMeta(att) || { id: u.id, name: u.name, mime: u.type, size: u.size, image: /^image\/(png|jpeg|gif|webp)$/.test(u.type) };
+    var e = { id: uuid7(), t: 'send', body: u.body, attachment: u.id, file: meta, at: now() };
+    var o = outbox();
+    o.push(e);
+    jset('outbox', o); // durable before the first send, like any message
+    unkeep(u.id);
+    forgetJob(u);
+    pending(e);
+    setState();
+    flush();
+  }
+  function fail(u, why) {
+    u.state = 'failed';
+    u.note = why;
+    clearTimeout(u.timer);
+    if (u.xhr) u.xhr.abort();
+    unkeep(u.id); // the server sweeps what it has
+    draw(u);
+  }
+  function cancel(u) {
+    u.state = 'cancelled';
+    clearTimeout(u.timer);
+    if (u.xhr) u.xhr.abort();
+    unkeep(u.id);
+    forgetJob(u);
+  }
+  function forgetJob(u) {
+    for (var i = 0; i < jobs.length; i++) {
+      if (jobs[i] === u) {
+        jobs.splice(i, 1);
+        ended.push(u);
+        if (ended.length > 20) ended.shift();
+      }
+    }
+    if (u.node && u.node.parentNode) u.node.parentNode.removeChild(u.node);
+    u.node = null;
+    if (ui.tray) ui.tray.hidden = !ui.tray.firstChild;
+  }
+  // Uploads waiting for a chat, or for the network.
+  function kick(net) {
+    each(jobs.slice(), function (u) {
+      if ((u.state === 'chat' && chatOpen()) || (net && (u.state === 'offline' || u.state === 'retry'))) {
+        if (net) {
+          // Back online: ask the server where the upload is first.
+          u.tries = 0;
+          u.needHead = !!u.id;
+        }
+        step(u);
+      }
+    });
+  }
+
+  // --- the uploads tray
+
+  function draw(u) {
+    if (!ui.tray) return;
+    var n = u.node;
+    if (!n) {
+      n = u.node = el('div', 'uj', { 'data-upload': u.key }, [
+        el('div', 'un'), el('div', 'ur', null, [el('progress', null, { max: '100', value: '0' }), el('span', 'upc')]),
+        el('div', 'um'), el('button', 'ux', { type: 'button' })
+      ]);
+      listen(n.lastChild, 'click', function () {
+        var focus = ui.input;
+        if (u.state === 'failed') forgetJob(u);
+        else cancel(u);
+        focus.focus();
+      });
+      ui.tray.appendChild(n);
+      ui.tray.hidden = false;
+    }
+    var bad = u.state === 'failed', pct = u.size ? Math.floor(100 * Math.max(u.shown || 0, u.offset) / u.size) : 0;
+    n.className = 'uj' + (bad ? ' err' : '');
+    n.setAttribute('data-state', u.state);
+    text(n.childNodes[0], u.name + ' · ' + human(u.size));
+    n.childNodes[1].hidden = bad;
+    n.childNodes[1].firstChild.value = pct;
+    text(n.childNodes[1].lastChild, pct + '%');
+    var m = bad ? u.note : u.state === 'chat' ? STR.chat : u.state === 'offline' ? STR.waitNet : u.state === 'retry' ? u.note || STR.waitNet : '';
+    text(n.childNodes[2], m || '');
+    n.childNodes[2].hidden = !m;
+    // A refusal is announced; progress is not (it would chatter).
+    if (bad) n.childNodes[2].setAttribute('role', 'alert');
+    text(n.lastChild, bad ? STR.dismiss : STR.cancel);
+    n.lastChild.setAttribute('aria-label', fill(bad ? STR.dismissOf : STR.cancelOf, { name: u.name }));
+  }
+  // After a reload: say what happened to the upload this page was doing.
+  function notes() {
+    if (!ui.tray) return;
+    var l = saved(), keep = [];
+    each(l, function (x) {
+      // The server sweeps uploads abandoned for a day.
+      if (now() - (x.at || 0) > 20 * 3600000) return;
+      keep.push(x);
+      if (!abandoned(x) || x.dismissed || jobOf(x.id)) return;
+      var n = el('div', 'uj int', { 'data-note': x.id }, [
+        el('div', 'um', { role: 'status' }, [fill(STR.interrupted, { name: String(x.name) })]),
+        el('button', 'ux', { type: 'button', 'aria-label': fill(STR.dismissOf, { name: String(x.name) }) }, [STR.dismiss])
+      ]);
+      listen(n.lastChild, 'click', function () {
+        var k = saved();
+        each(k, function (y) {
+          if (y.id === x.id) y.dismissed = true;
+        });
+        jset('uploads', k.length ? k : null);
+        unnote(x.id);
+        ui.input.focus();
+      });
+      ui.tray.appendChild(n);
+    });
+    if (keep.length !== l.length) jset('uploads', keep.length ? keep : null);
+    ui.tray.hidden = !ui.tray.firstChild;
+  }
+  function unnote(id) {
+    var c = ui.tray && ui.tray.firstChild;
+    for (; c; c = c.nextSibling) {
+      if (c.getAttribute('data-note') === id) {
+        ui.tray.removeChild(c);
+        break;
+      }
+    }
+    if (ui.tray) ui.tray.hidden = !ui.tray.firstChild;
+  }
+
+  // --- showing
+
+  // A fresh signed link for attachment `id` (cached in memory until
+  // shortly before it expires); `cb(null)` if the server gives none.
+  function linkFor(id, cb) {
+    var l = links[id];
+    if (l && l.url && l.exp > now()) return cb(l);
+    if (l && l.wait) return l.wait.push(cb);
+    if (l && !l.url && now() - l.at < 30000) return cb(null); // just refused: not again at once
+    links[id] = { wait: [cb] };
+    xhr('GET', BASE + '/v1/attach/' + encodeURIComponent(id) + '/link', null, S.token || sget('token'), 15000, function (st, d) {
+      var w = links[id].wait, url = st === 200 && d && safeUrl(d.url);
+      // Valid for an hour by the server's clock; the widget counts 50
+      // minutes by its own, so a skewed clock cannot keep a dead link.
+      links[id] = url ? { url: url, thumb: safeUrl(d.thumb_url), exp: now() + 3000000 } : { at: now() };
+      each(w, function (f) {
+        f(url ? links[id] : null);
+      });
+    });
+  }
+  function fileNode(a, n) {
+    if (n.hfF && n.hfF.getAttribute('data-file') === a.id) return;
+    if (n.hfF) n.removeChild(n.hfF);
+    var f, img = null;
+    if (a.image) {
+      img = el('img', null, { alt: a.name });
+      f = el('a', 'th', { 'data-file': a.id, target: '_blank', rel: 'noopener noreferrer', title: a.name }, [img]);
+    } else {
+      f = el('a', 'fc', { 'data-file': a.id, target: '_blank', rel: 'noopener noreferrer' }, [
+        el('span', 'fn', null, [a.name]), el('span', 'fm', null, [human(a.size) + (a.mime ? ' · ' + a.mime : '')]),
+        el('span', 'fd', null, [STR.download])
+      ]);
+    }
+    n.hfF = f;
+    n.insertBefore(f, n.hfB);
+    function wire() {
+      linkFor(a.id, function (l) {
+        f.className = f.className.replace(/ na$/, '') + (l ? '' : ' na');
+        f.title = l ? a.name : STR.unavailable;
+        if (!l) return;
+        f.setAttribute('href', l.url);
+        if (img && !l.thumb) {
+          // An image the server made no thumbnail of: show it as a file.
+          if (n.hfF !== f) return;
+          n.removeChild(f);
+          n.hfF = null;
+          return fileNode({ id: a.id, name: a.name, mime: a.mime, size: a.size, image: false }, n);
+        }
+        if (img && l.thumb && img.getAttribute('src') !== l.thumb && !img.naturalWidth) img.setAttribute('src', l.thumb);
+      });
+    }
+    if (img) {
+      listen(img, 'error', function () {
+        // An expired thumbnail link (a page left open): one fresh try.
+        if (img.hfRetried) return;
+        img.hfRetried = true;
+        if (links[a.id] && links[a.id].url) links[a.id].exp = 0;
+        img.removeAttribute('src');
+        wire();
+      });
+    }
+    listen(f, 'click', function (e) {
+      var l = links[a.id];
+      if (l && l.url && l.exp > now()) return; // the link is good: the browser opens it
+      e.preventDefault();
+      // Expired (or never fetched): get a fresh one and open it.
+      linkFor(a.id, function (l2) {
+        if (!l2) return wire();
+        f.setAttribute('href', l2.url);
+        win.open(l2.url, '_blank', 'noopener,noreferrer');
+      });
+    });
+    wire();
+  }
+
+  // For diagnostics (and the tests): where this tab's uploads stand.
+  function uploadsState() {
+    var r = [];
+    each(ended.concat(jobs), function (u) {
+      r.push({ name: u.name, size: u.size, id: u.id, state: u.state, offset: u.offset, resumed: u.resumed, sent: u.sent.slice(),
+        fails: u.fails || 0, note: u.note || null });
+    });
+    return r;
+  }
+
   // ------------------------------------------------------------ browser events
 
   listen(win, 'online', function () {
     attempt = 0;
     if (!T) connect();
+    kick(true);
   });
   listen(win, 'offline', function () {
     drop(); // the link is gone; `online` brings it back at once
+    // A chunk on its way is left to finish or fail by itself: after a short
+    // blip it often gets through; if it stalls, the ticker ends it.
   });
-  listen(win, 'pagehide', unlock);
+  listen(win, 'pagehide', function () {
+    unlock();
+    // This page's uploads end with it (a reload, a closed tab): the next
+    // page says so, and can continue them if the file is attached again.
+    var l = saved(), mine = false;
+    each(l, function (x) {
+      if (x.tab === TAB && jobOf(x.id)) x.orphan = mine = true;
+    });
+    if (mine) jset('uploads', l);
+  });
   listen(win, 'pageshow', function (e) {
     if (e.persisted && !T) connect();
+    // Back from the back-forward cache: still this page's uploads.
+    if (e.persisted) {
+      each(jobs, function (u) {
+        keepUp(u);
+      });
+      kick(true);
+    }
   });
   listen(win, 'storage', function (e) {
     if (!e.key || e.key.indexOf(NS) !== 0) return;
@@ -873,6 +1406,15 @@
   var ticker = setInterval(function () {
     if (S.online && outbox().length) flush();
     else if (S.online) leader();
+    each(jobs, function (u) {
+      // Tell other tabs these uploads are still looked after.
+      if (u.id && u.state !== 'failed' && u.state !== 'done') keepUp(u);
+      // A chunk that has not moved for STALL_MS is on a dead link (a pulled
+      // cable gives no `offline` event): end it, ask, go on.
+      if (u.xhr && now() - u.moved > STALL_MS) u.xhr.abort();
+      // Offline by navigator.onLine, and no `online` event came: look again.
+      if (u.state === 'offline' && nav.onLine !== false) step(u);
+    });
   }, 2000);
   // Single-page apps: report every history change as a page view, with
   // the page the visitor was on as its referrer.
@@ -955,6 +1497,33 @@
     '.cp textarea{flex:1;resize:none;height:44px;max-height:120px;margin-right:8px}',
     '.sb{width:44px;height:44px;border-radius:50%;background:#2452c8;color:#fff;display:flex;align-items:center;justify-content:center;flex:none}',
     '.sb svg{width:22px;height:22px}',
+    '.ab{width:40px;height:44px;border-radius:10px;color:#5e6678;display:flex;align-items:center;justify-content:center;flex:none;margin-right:4px}',
+    '.ab:hover{background:#eef2fb;color:#2452c8}',
+    '.ab svg{width:22px;height:22px;fill:currentColor}',
+    '.tr{border-top:1px solid #e3e7ef;background:#fff;padding:6px 12px;max-height:40%;overflow-y:auto}',
+    '.uj{display:flex;flex-wrap:wrap;align-items:center;padding:5px 0;font-size:13px}',
+    '.uj+.uj{border-top:1px solid #eef0f5}',
+    '.un{flex:1;min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;font-weight:600}',
+    '.ur{display:flex;align-items:center;width:100%;order:3;margin-top:4px}',
+    '.ur progress{flex:1;height:6px;margin-right:8px;accent-color:#2452c8}',
+    '.upc{font-size:12px;color:#5e6678;min-width:34px;text-align:right}',
+    '.um{width:100%;order:4;color:#5e6678;margin-top:2px;overflow-wrap:anywhere}',
+    '.err .um,.err .un{color:#a11}',
+    '.int .um{flex:1;width:auto;order:0;color:#6b4a00}',
+    '.ux{font-size:12px;font-weight:600;color:#2452c8;padding:3px 8px;border-radius:8px;margin-left:8px}',
+    '.ux:hover{background:#eef2fb}',
+    '.dz{position:absolute;top:0;left:0;right:0;bottom:0;background:rgba(36,82,200,.12);border:3px dashed #2452c8;border-radius:16px;display:flex;align-items:center;justify-content:center;pointer-events:none;z-index:2}',
+    '.dz span{background:#fff;color:#2452c8;font-weight:600;padding:10px 16px;border-radius:10px;box-shadow:0 4px 14px rgba(20,30,70,.2)}',
+    '.th{display:block;line-height:0;margin:2px 0}',
+    '.th img{display:block;max-width:220px;max-height:220px;min-width:48px;min-height:48px;border-radius:12px;border:1px solid #e3e7ef;background:#e9edf5}',
+    '.fc{display:flex;flex-direction:column;padding:9px 13px;border-radius:14px;border:1px solid #c9d0dd;background:#fff;color:#1d2330;text-decoration:none;min-width:180px;margin:2px 0}',
+    '.fc:hover{border-color:#2452c8}',
+    '.fn{font-weight:600;overflow-wrap:anywhere}',
+    '.fm{font-size:12px;color:#5e6678}',
+    '.fd{font-size:13px;color:#2452c8;font-weight:600;margin-top:2px}',
+    '.na{opacity:.6}',
+    '.visitor .th,.visitor .fc{margin-left:auto}',
+    '.m>.b+.s,.m>a+.b{margin-top:3px}',
     // Phones (the class follows the page's width, also from inside an iframe).
     '.sm .p{right:0;bottom:0;width:100%;height:100%;max-height:none;border-radius:0}',
     '.sm.on .go{display:none}'
@@ -1007,7 +1576,12 @@
     root.appendChild(el('style', null, null, [CSS]));
     ui.send = el('button', 'sb', { type: 'submit', 'aria-label': STR.send }, [icon('M3.4 20.4 21 12 3.4 3.6 3.4 10l12.6 2-12.6 2z')]);
     ui.input = el('textarea', null, { id: 'hf-in', rows: '1', placeholder: STR.ph, maxlength: '8000' });
-    ui.compose = el('form', 'cp', null, [el('label', 'sr', { 'for': 'hf-in' }, [STR.label]), ui.input, ui.send]);
+    ui.attach = el('button', 'ab', { type: 'button', 'aria-label': STR.attach, title: STR.attach },
+      [icon('M16.5 6.5v10.2a4.5 4.5 0 0 1-9 0V5.8a3 3 0 0 1 6 0v10a1.5 1.5 0 0 1-3 0V6.5H9v9.3a3 3 0 0 0 6 0v-10a4.5 4.5 0 0 0-9 0v10.9a6 6 0 0 0 12 0V6.5z')]);
+    ui.file = el('input', null, { id: 'hf-file', type: 'file', multiple: '', hidden: '', tabindex: '-1', 'aria-hidden': 'true' });
+    ui.compose = el('form', 'cp', null, [el('label', 'sr', { 'for': 'hf-in' }, [STR.label]), ui.attach, ui.file, ui.input, ui.send]);
+    ui.tray = el('div', 'tr', { hidden: '' });
+    ui.drop = el('div', 'dz', { hidden: '', 'aria-hidden': 'true' }, [el('span', null, null, [STR.drop])]);
     ui.lmsg = el('textarea', null, { id: 'hf-lm', maxlength: '8000' });
     ui.lmail = el('input', null, { id: 'hf-le', type: 'email', autocomplete: 'email' });
     ui.lnote = el('p', null, { role: 'status' }, [STR.leaveP]);
@@ -1027,7 +1601,7 @@
     ui.ask = el('div', 'ask', { role: 'group', 'aria-labelledby': 'hf-ask', hidden: '' }, [el('span', null, { id: 'hf-ask' }, [STR.endQ]), ui.yes, ui.no]);
     ui.panel = el('div', 'p', { id: 'hf-panel', role: 'dialog', 'aria-labelledby': 'hf-title', hidden: '' }, [
       el('div', 'hd', null, [el('div', null, null, [el('h2', null, { id: 'hf-title' }, [STR.title]), ui.sub]), ui.end, ui.close]),
-      ui.ask, ui.status, ui.log, ui.leave, ui.compose
+      ui.ask, ui.status, ui.log, ui.tray, ui.leave, ui.compose, ui.drop
     ]);
     ui.go = el('button', 'go', { type: 'button', 'aria-label': STR.open, 'aria-expanded': 'false', 'aria-controls': 'hf-panel' },
       [icon('M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H8l-5 4V5a2 2 0 0 1 1-2zm3 6v2h2V9zm4 0v2h2V9zm4 0v2h2V9z')]);
@@ -1068,9 +1642,60 @@
       if (submit(ui.lmsg, 'leave_message', clean(ui.lmail.value, 256).replace(/^\s+|\s+$/g, ''))) text(ui.lnote, STR.thanks);
     });
     listen(ui.top, 'keydown', keys);
+    listen(ui.attach, 'click', function () {
+      ui.file.click();
+    });
+    listen(ui.file, 'change', function () {
+      attachFiles(ui.file.files);
+      ui.file.value = ''; // the same file again is a new choice
+    });
+    // Files dragged onto the panel: a visible hint, and the drop attaches.
+    var depth = 0;
+    function dragged(e) {
+      var t = e.dataTransfer && e.dataTransfer.types;
+      for (var i = 0; t && i < t.length; i++) if (t[i] === 'Files') return !ui.compose.hidden;
+      return false;
+    }
+    listen(ui.panel, 'dragenter', function (e) {
+      if (!dragged(e)) return;
+      e.preventDefault();
+      depth++;
+      ui.drop.hidden = false;
+    });
+    listen(ui.panel, 'dragover', function (e) {
+      if (!dragged(e)) return;
+      e.preventDefault();
+      e.dataTransfer.dropEffect = 'copy';
+    });
+    listen(ui.panel, 'dragleave', function (e) {
+      if (dragged(e) && --depth <= 0) {
+        depth = 0;
+        ui.drop.hidden = true;
+      }
+    });
+    listen(ui.panel, 'drop', function (e) {
+      if (!dragged(e)) return;
+      e.preventDefault();
+      depth = 0;
+      ui.drop.hidden = true;
+      attachFiles(e.dataTransfer.files);
+    });
+    // A pasted screenshot (or copied file) is attached; pasted text stays text.
+    listen(ui.input, 'paste', function (e) {
+      var d = e.clipboardData, fs = [], i, f;
+      for (i = 0; d && d.files && i < d.files.length; i++) fs.push(d.files[i]);
+      for (i = 0; d && !fs.length && d.items && i < d.items.length; i++) {
+        f = d.items[i].kind === 'file' && d.items[i].getAsFile();
+        if (f) fs.push(f);
+      }
+      if (!fs.length) return;
+      e.preventDefault();
+      attachFiles(fs);
+    });
     listen(win, 'resize', show);
     var k;
     for (k in S.msgs) if (S.msgs.hasOwnProperty(k)) place(S.msgs[k]);
+    notes();
     show();
     setState();
   }
@@ -1113,13 +1738,20 @@
     var who = from === 'system' ? '' : (from === 'agent' ? m.name || '' : STR.you) + ' · ' + pad(t.getHours()) + ':' + pad(t.getMinutes());
     if (!n) {
       n = nodes[m.id] = el('div', cls, { 'data-id': m.id }, [el('div', 'who'), el('div', 'b'), el('div', 's')]);
-      text(n.childNodes[1], from === 'system' ? said(m) : m.body || '');
+      n.hfW = n.childNodes[0];
+      n.hfB = n.childNodes[1];
+      n.hfS = n.childNodes[2];
+      text(n.hfB, from === 'system' ? said(m) : m.body || '');
     }
     n.className = cls;
-    text(n.childNodes[0], who);
-    n.childNodes[0].hidden = !who;
-    text(n.childNodes[2], st);
-    n.childNodes[2].hidden = !st;
+    text(n.hfW, who);
+    n.hfW.hidden = !who;
+    text(n.hfS, st);
+    n.hfS.hidden = !st;
+    var file = from !== 'system' && fileMeta(m.attachment);
+    if (file) fileNode(file, n);
+    // A file alone has no text bubble.
+    n.hfB.hidden = !!file && !m.body;
     var list = ui.log, c = list.firstChild, bottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     while (c && (c === n || order(S.msgs[c.getAttribute('data-id')] || {}, m) <= 0)) c = c.nextSibling;
     if (n.nextSibling !== c || n.parentNode !== list) list.insertBefore(n, c);
@@ -1155,6 +1787,7 @@
     var leave = !S.agents && !busy;
     ui.leave.hidden = !leave;
     ui.compose.hidden = leave;
+    if (busy) kick(false);
     // Give a fresh page a moment to connect before crying "offline".
     clearTimeout(offlineTimer);
     if (S.online) status('');
@@ -1233,6 +1866,10 @@
       S.idn = null;
       forget(null, true, 0);
     },
+    // Where this tab's uploads stand, for diagnostics: name, size, id,
+    // state, offset, the offset a resumed upload continued from, the
+    // offset of every PATCH sent, and how many requests failed.
+    uploads: uploadsState,
     // The pre-load queue: Holdfast.push(['identify', {...}]), ['open'], ...
     push: function (cmd) {
       if (cmd && typeof api[cmd[0]] === 'function' && cmd[0] !== 'push') api[cmd[0]].apply(api, [].slice.call(cmd, 1));
