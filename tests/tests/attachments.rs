@@ -179,6 +179,48 @@ async fn cut_patch(
     drop(s);
 }
 
+/// A pulled cable mid-chunk that the server cannot see (the connection
+/// stays open, silent): once the body deadline passes, what arrived is
+/// kept and the upload is free again, so the client resumes from there.
+async fn a_stalled_chunk_keeps_what_arrived_and_frees_its_upload(backend: Backend) {
+    let srv = TestServer::start_with_on(backend, |c| {
+        c.http_limits.body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let http = srv.http();
+    let v = visitor(&srv).await;
+    let doc = pdf(300_000, 12345);
+    let c = create(http, &v.token, doc.len() as u64, "stalled.pdf").await;
+    let id = json_of(&c)["id"].as_str().unwrap().to_string();
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    let head_lines = format!(
+        "PATCH /v1/attach/{id} HTTP/1.1\r\nHost: x\r\n{TOKEN}: {}\r\nUpload-Offset: 0\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
+        v.token,
+        doc.len()
+    );
+    s.write_all(head_lines.as_bytes()).await.unwrap();
+    s.write_all(&doc[..50_000]).await.unwrap();
+    s.flush().await.unwrap();
+    // The stalled chunk keeps its connection open from here on. Once its
+    // deadline (1 s) passes, what arrived is stored.
+    let started = std::time::Instant::now();
+    let mut at = 0;
+    while at < 50_000 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        at = offset(&head(http, &v.token, &id).await);
+    }
+    assert_eq!(at, 50_000, "what arrived before the stall is kept");
+    let r = patch(http, &v.token, &id, at, &doc[50_000..]).await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    let link = json_of(&get(http, &format!("/v1/attach/{id}/link"), Some(&v.token)).await);
+    let file = get(http, link["url"].as_str().unwrap(), None).await;
+    assert!(file.body == doc, "the file is whole");
+    drop(s);
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(a_stalled_chunk_keeps_what_arrived_and_frees_its_upload);
+
 async fn upload_resumes_after_a_cut_and_a_restart(backend: Backend) {
     let mut srv = TestServer::start_on(backend).await;
     let v = visitor(&srv).await;

@@ -56,6 +56,24 @@ struct Pending {
     at: Instant,
 }
 
+/// One PATCH's hold on its upload (disk only); see [`Attachments::try_busy`].
+pub struct Claim {
+    attach: std::sync::Arc<Attachments>,
+    id: String,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim").field("id", &self.id).finish()
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        lock(&self.attach.busy).remove(&self.id);
+    }
+}
+
 /// Where attachments live.
 #[derive(Clone, Debug)]
 pub enum Storage {
@@ -311,12 +329,13 @@ impl Attachments {
         lock(&self.pending).remove(id);
     }
 
-    pub fn try_busy(&self, id: &str) -> bool {
-        lock(&self.busy).insert(id.to_string())
-    }
-
-    pub fn done_busy(&self, id: &str) {
-        lock(&self.busy).remove(id);
+    /// Claims upload `id` for one PATCH, or `None` while another holds it.
+    /// The claim goes when dropped, however its holder ends.
+    pub fn try_busy(self: &std::sync::Arc<Self>, id: &str) -> Option<Claim> {
+        lock(&self.busy).insert(id.to_string()).then(|| Claim {
+            attach: self.clone(),
+            id: id.to_string(),
+        })
     }
 
     /// How long to wait before taking `n` more bytes from `visitor`'s

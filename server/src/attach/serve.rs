@@ -410,20 +410,33 @@ async fn patch(
             "Upload-Offset is missing or not a number",
         );
     };
-    let disk = match &ctx.attach.storage {
-        Storage::Postgres(_) => return patch_pg(&ctx, &who, &id, sent, body).await,
-        Storage::Disk(d) => d.clone(),
-    };
-    if !ctx.attach.try_busy(&id) {
-        return error(
-            StatusCode::CONFLICT,
-            "conflict",
-            "another PATCH of this upload is in progress",
-        );
-    }
-    let r = patch_disk(&ctx, &disk, &who, &id, sent, body).await;
-    ctx.attach.done_busy(&id);
-    r
+    // The request may be dropped mid-body: a body deadline cuts its
+    // connection, a pulled cable that the server notices late. The work
+    // runs in its own task so that what arrived is still recorded (the
+    // client resumes from there) and the upload's claim released.
+    let work = tokio::spawn(async move {
+        match ctx.attach.storage.clone() {
+            Storage::Postgres(_) => patch_pg(&ctx, &who, &id, sent, body).await,
+            Storage::Disk(disk) => {
+                let Some(_claim) = ctx.attach.try_busy(&id) else {
+                    return error(
+                        StatusCode::CONFLICT,
+                        "conflict",
+                        "another PATCH of this upload is in progress",
+                    );
+                };
+                patch_disk(&ctx, &disk, &who, &id, sent, body).await
+            }
+        }
+    });
+    work.await.unwrap_or_else(|e| {
+        tracing::error!("an upload chunk's task failed: {e}");
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server cannot store that right now; try again from the current offset",
+        )
+    })
 }
 
 /// The answer to a PATCH that completed its upload.
