@@ -1480,6 +1480,7 @@
     '.visitor .who{text-align:right}',
     '.b{padding:9px 13px;border-radius:16px;background:#fff;border:1px solid #e3e7ef;white-space:pre-wrap;word-wrap:break-word;overflow-wrap:anywhere}',
     '.visitor .b{background:#2452c8;color:#fff;border-color:#2452c8}',
+    '.b a{color:inherit;text-decoration:underline}',
     '.system .b{background:none;border:0;padding:2px}',
     '.wait .b{opacity:.7}',
     '.bad .b{background:#fde8e8;color:#8a1c1c;border-color:#f3b9b9}',
@@ -1549,6 +1550,31 @@
   }
   function text(n, s) {
     n.textContent = s; // text, never HTML
+  }
+  // Message text with its web and mail addresses as links. Only http,
+  // https and mailto count: anything else (javascript:, data:) stays text.
+  // Links open in a new tab that cannot reach back into this page, and
+  // carry no referrer (the page URL may hold a visitor's details).
+  var LINK = /\b(?:https?:\/\/|mailto:)[^\s<>"']+/gi;
+  function linkify(n, s) {
+    n.textContent = '';
+    var at = 0, m;
+    LINK.lastIndex = 0;
+    while ((m = LINK.exec(s))) {
+      // Punctuation that ends a sentence is not part of the address.
+      var url = m[0].replace(/[.,;:!?)\]]+$/, '');
+      if (!url || /^(https?:\/\/|mailto:)$/i.test(url)) continue;
+      if (m.index > at) n.appendChild(D.createTextNode(s.slice(at, m.index)));
+      var a = D.createElement('a');
+      a.href = url;
+      a.target = '_blank';
+      a.rel = 'noopener noreferrer';
+      a.textContent = url;
+      n.appendChild(a);
+      at = m.index + url.length;
+      LINK.lastIndex = at;
+    }
+    if (at < s.length) n.appendChild(D.createTextNode(s.slice(at)));
   }
 
   // Shadow DOM when available; otherwise an iframe, which isolates styles
@@ -1741,7 +1767,8 @@
       n.hfW = n.childNodes[0];
       n.hfB = n.childNodes[1];
       n.hfS = n.childNodes[2];
-      text(n.hfB, from === 'system' ? said(m) : m.body || '');
+      if (from === 'system') text(n.hfB, said(m));
+      else linkify(n.hfB, m.body || '');
     }
     n.className = cls;
     text(n.hfW, who);

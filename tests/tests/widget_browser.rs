@@ -688,6 +688,73 @@ async fn hostile_markup_shows_as_literal_text() {
     srv.stop().await;
 }
 
+/// Web and mail addresses in messages are links, both ways: http, https
+/// and mailto only (a `javascript:` or `data:` address stays text), opened
+/// in a new tab that cannot reach back (`noopener noreferrer`), and the
+/// sentence's full stop is not part of the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_in_messages_are_clickable_and_only_safe_schemes_count() {
+    let srv = demo_server().await;
+    let mut bea = agent(&srv, "barista").await;
+    let b = Browser::start().await.unwrap();
+    load(&b, &srv, "/demo").await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    let mine = "my order page is https://shop.example/orders/7?x=1.";
+    say(&b, mine).await;
+    let m = next_visitor_message(&mut bea).await;
+    let theirs = "See http://help.example/returns, write to mailto:care@shop.example \
+                  but not javascript:alert(1) or data:text/html,hi";
+    reply(&mut bea, m.conversation, theirs).await;
+    wait_shown(&b, "agent", theirs).await;
+    wait_shown(&b, "visitor", mine).await;
+    let links = |class: &str| {
+        format!(
+            "return Array.prototype.map.call({ROOT}.querySelectorAll('.m.{class} .b a'), \
+             function (a) {{ return [a.getAttribute('href'), a.target, a.rel, a.textContent]; }});"
+        )
+    };
+    let agent_links = b.js(&links("agent"), json!([])).await.unwrap();
+    assert_eq!(
+        agent_links,
+        json!([
+            [
+                "http://help.example/returns",
+                "_blank",
+                "noopener noreferrer",
+                "http://help.example/returns"
+            ],
+            [
+                "mailto:care@shop.example",
+                "_blank",
+                "noopener noreferrer",
+                "mailto:care@shop.example"
+            ]
+        ])
+    );
+    let visitor_links = b.js(&links("visitor"), json!([])).await.unwrap();
+    assert_eq!(
+        visitor_links,
+        json!([[
+            "https://shop.example/orders/7?x=1",
+            "_blank",
+            "noopener noreferrer",
+            "https://shop.example/orders/7?x=1"
+        ]])
+    );
+    // The text around the links is all still there, as text.
+    let shown = b
+        .js(
+            &format!("return {ROOT}.querySelector('.m.agent .b').textContent;"),
+            json!([]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown, json!(theirs));
+    b.quit().await;
+    srv.stop().await;
+}
+
 /// 5. A screenshot of the demo page with the widget open (written to
 ///    assets/screenshots/ with HOLDFAST_WRITE_SCREENSHOTS=1), and the panel
 ///    fitting a 360 px wide phone.
