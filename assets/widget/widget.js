@@ -54,7 +54,8 @@
     cancelOf: '取消上传 {name}', dismissOf: '关闭 {name} 的提示', opener: '发送文件：{name}',
     empty: '空文件无法发送', tooBig: '文件太大（{size}），上限为 {max}', badType: '不支持这种类型的文件',
     chat: '正在开始对话…', waitNet: '等待网络…', unavailable: '文件暂不可用',
-    interrupted: '{name} 的上传因页面重新加载而中断。请重新添加该文件以发送。'
+    interrupted: '{name} 的上传因页面重新加载而中断。请重新添加该文件以发送。',
+    line: '您排在第 {n} 位', about: '，预计等待约 {t}', soon: '，预计不到 1 分钟', min: '{m} 分钟', mins: '{m} 分钟'
   } : {
     open: 'Open chat', close: 'Close chat', title: 'Chat with us', sub: 'We usually reply in a few minutes',
     queued: 'Finding someone to help you…', active: 'You are chatting with ', closed: 'This chat has ended',
@@ -73,7 +74,9 @@
     opener: 'Sending a file: {name}', empty: 'An empty file cannot be sent',
     tooBig: 'This file is too large ({size}); the limit is {max}', badType: 'This type of file cannot be sent',
     chat: 'Starting the chat…', waitNet: 'Waiting for the network…', unavailable: 'This file is not available',
-    interrupted: 'The upload of {name} was interrupted by reloading the page. Attach it again to send it.'
+    interrupted: 'The upload of {name} was interrupted by reloading the page. Attach it again to send it.',
+    line: 'You are number {n} in line', about: ', about {t}', soon: ', less than a minute',
+    min: '{m} minute', mins: '{m} minutes'
   };
 
   // The notice kinds a visitor can see, with their own line in STR.
@@ -525,6 +528,12 @@
         break;
       case 'agents':
         S.agents = !!m.online;
+        setState();
+        break;
+      case 'queue':
+        // A signal beside the log (PROTOCOL.md 10.14): shown while the
+        // chat waits, never stored.
+        S.queue = { n: m.position, ms: m.wait_ms == null ? null : m.wait_ms };
         setState();
         break;
       case 'error':
@@ -1800,11 +1809,19 @@
     text(ui.status, s || '');
     ui.status.hidden = !s;
   }
+  // "You are number 3 in line, about 2 minutes": whole minutes, rounded up.
+  function inLine() {
+    var q = S.queue;
+    if (!q || !(q.n > 0)) return STR.queued;
+    var m = Math.ceil(q.ms / 60000);
+    var t = q.ms == null ? '' : q.ms < 60000 ? STR.soon : fill(STR.about, { t: fill(m === 1 ? STR.min : STR.mins, { m: m }) });
+    return fill(STR.line, { n: q.n }) + t;
+  }
   var offlineTimer = null, started = now();
   function setState() {
     if (!ui.top) return;
     var c = S.conv, busy = c && (c.state === 'active' || c.state === 'queued');
-    text(ui.sub, !c ? STR.sub : c.state === 'active' && c.agent_name ? STR.active + c.agent_name : c.state === 'queued' ? STR.queued : c.state === 'closed' ? STR.closed : STR.sub);
+    text(ui.sub, !c ? STR.sub : c.state === 'active' && c.agent_name ? STR.active + c.agent_name : c.state === 'queued' ? inLine() : c.state === 'closed' ? STR.closed : STR.sub);
     var ending = false;
     each(outbox(), function (e) {
       if (e.t === 'end_chat') ending = true;

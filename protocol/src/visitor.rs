@@ -161,6 +161,15 @@ pub enum VisitorOut {
     Agents {
         online: bool,
     },
+    /// The visitor's chat waits in the queue at `position` (1: next), and
+    /// about `wait_ms` remain by the site's recent real waits (absent when
+    /// there are too few to tell). A signal, not an event: never stored,
+    /// sent when it changes and again after every (re)connect (10.14).
+    Queue {
+        position: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
+    },
     Error {
         code: ErrorCode,
         message: String,

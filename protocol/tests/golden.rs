@@ -1175,6 +1175,20 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
             Json::Out(VisitorOut::Agents { online: false }),
         ),
         (
+            "out_queue",
+            Json::Out(VisitorOut::Queue {
+                position: 3,
+                wait_ms: Some(120_000),
+            }),
+        ),
+        (
+            "out_queue_no_estimate",
+            Json::Out(VisitorOut::Queue {
+                position: 1,
+                wait_ms: None,
+            }),
+        ),
+        (
             // The answer to `in_end_chat` when there is nothing to end.
             "out_error",
             Json::Out(VisitorOut::Error {

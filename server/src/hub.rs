@@ -65,6 +65,8 @@ pub enum VisitorPush {
     Agents(bool),
     /// Read the log up to this seq (see [`AgentPush::CatchUp`]).
     CatchUp(Seq),
+    /// The chat's place in the queue changed (a signal, not in the log).
+    Queue(crate::queue::Place),
 }
 
 fn visitor_weight(v: &VisitorInfo) -> usize {
@@ -109,7 +111,7 @@ impl pushq::Weigh for VisitorPush {
                 VisitorEvent::Message(m) => 160 + m.body.len(),
                 VisitorEvent::Conversation(_) => 96,
             },
-            VisitorPush::Agents(_) | VisitorPush::CatchUp(_) => 16,
+            VisitorPush::Agents(_) | VisitorPush::CatchUp(_) | VisitorPush::Queue(_) => 16,
         }
     }
 }
@@ -168,6 +170,12 @@ struct VisitorLive {
     /// `State::visitor_changes` when a committed change last reached this
     /// record here: a re-read started before that is older than it.
     changed: u64,
+    /// Its chat's place in the queue as last told, while it waits.
+    queue: Option<crate::queue::Place>,
+    /// Counts changes of `queue`; `queue_polled` is the count a long-poll
+    /// last answered with, so each change reaches long-poll once.
+    queue_gen: u32,
+    queue_polled: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -224,6 +232,8 @@ struct State {
     /// who navigates (or identifies) 1,000 times a second costs agents a
     /// few updates a second, not 1,000.
     dirty: std::collections::HashSet<String>,
+    /// Visitors here whose chat waits in the queue (see `Hub::set_queue`).
+    queued: std::collections::HashSet<String>,
     /// Shutting down: `kick_all` has run.
     closing: bool,
     /// The other nodes' agents and visitors, as heard on the bus.
@@ -605,6 +615,10 @@ impl Hub {
             stall: self.cfg.queue_stall,
         });
         let entry = self.visitor_entry(&mut st, &mut info);
+        // A new connection learns its place at once, not at the next tick.
+        if let Some(place) = entry.queue {
+            push(&conn, VisitorPush::Queue(place), &self.metrics);
+        }
         entry.conns.push(conn);
         entry.gone_since = None;
         let id = entry.info.id.clone();
@@ -643,6 +657,9 @@ impl Hub {
                 gone_since: None,
                 head: 0,
                 changed: 0,
+                queue: None,
+                queue_gen: 0,
+                queue_polled: 0,
             }
         });
         entry.info.online = true;
@@ -693,6 +710,56 @@ impl Hub {
             v.polls = v.polls.saturating_sub(1);
             v.last_poll = Some(Instant::now());
             self.metrics.visitor_long_polls.dec();
+        }
+    }
+
+    /// The queue as read now: each waiting visitor here whose place changed
+    /// is told on every connection and long-poll; one that stopped waiting
+    /// is forgotten (its `conversation` event already said why).
+    pub fn set_queue(&self, mut places: HashMap<String, crate::queue::Place>) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        for id in std::mem::take(&mut st.queued) {
+            if !places.contains_key(&id)
+                && let Some(v) = st.visitors.get_mut(&id)
+            {
+                v.queue = None;
+            }
+        }
+        for (id, place) in places.drain() {
+            let Some(v) = st.visitors.get_mut(&id) else {
+                continue;
+            };
+            if place.worth_sending_over(v.queue.as_ref()) {
+                v.queue = Some(place);
+                v.queue_gen = v.queue_gen.wrapping_add(1);
+                v.conns
+                    .retain(|c| push(c, VisitorPush::Queue(place), &self.metrics));
+                if let Some(n) = &v.notify {
+                    n.notify_waiters();
+                }
+            }
+            st.queued.insert(id);
+        }
+    }
+
+    /// The place a long-poll of `visitor` has not answered with yet, if
+    /// its chat waits.
+    pub fn poll_queue(&self, visitor: &str) -> Option<crate::queue::Place> {
+        let mut st = self.lock();
+        let v = st.visitors.get_mut(visitor)?;
+        let place = v.queue?;
+        (v.queue_polled != v.queue_gen).then(|| {
+            v.queue_polled = v.queue_gen;
+            place
+        })
+    }
+
+    /// A long-poll visitor said hello again (a reload, a new tab): its next
+    /// poll answers with its place even if an earlier one did.
+    pub fn poll_queue_again(&self, visitor: &str) {
+        if let Some(v) = self.lock().visitors.get_mut(visitor) {
+            v.queue_polled = v.queue_gen.wrapping_sub(1);
         }
     }
 

@@ -26,6 +26,8 @@
 //! - [`proxy_protocol`]: the PROXY protocol header a load balancer puts
 //!   in front of an agent connection, naming the agent's own address.
 //! - [`limits`]: per-visitor and per-address rate limits (keyed GCRA).
+//! - [`queue`]: each waiting visitor's place in the queue and its
+//!   estimated wait, read from the store every second.
 //! - [`mem`]: hands freed memory back to the OS after a slow consumer's
 //!   cut.
 //! - [`metrics`]: Prometheus counters, served on the admin listener.
@@ -47,6 +49,7 @@ pub mod mem;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod pushq;
+pub mod queue;
 pub mod store;
 pub mod sweeps;
 pub mod throttle;
@@ -299,6 +302,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     tasks.push(tokio::spawn(sweeps::agent_changes(ctx.clone())));
     tasks.push(tokio::spawn(sweeps::forget_limits(ctx.clone())));
     tasks.push(tokio::spawn(attach::sweep(ctx.clone())));
+    tasks.push(tokio::spawn(queue::watch(ctx.clone())));
     let sweeper = ctx.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

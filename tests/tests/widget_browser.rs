@@ -16,7 +16,7 @@ use holdfast_protocol::agent::{
     Action, Author, ChatMessage, ClientMsg, ConversationState, Event, LiveEvent, Outcome,
     ServerMsg, VisitorInfo,
 };
-use holdfast_protocol::visitor::{Sender, VisitorConvState};
+use holdfast_protocol::visitor::{Sender, VisitorConvState, VisitorIn, VisitorOut};
 use holdfast_server::config::ServerConfig;
 use holdfast_server::{admin, store};
 use holdfast_tests::browser::{self, Browser, ENTER};
@@ -25,6 +25,7 @@ use holdfast_tests::flows::{agent, run, wait_conv};
 use holdfast_tests::proxy::Proxy;
 use holdfast_tests::raw_agent::RawAgent;
 use holdfast_tests::server::{PASSWORD, TestServer};
+use holdfast_tests::visitor::{WsVisitor, new_id};
 use serde_json::json;
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -751,6 +752,86 @@ async fn links_in_messages_are_clickable_and_only_safe_schemes_count() {
         .await
         .unwrap();
     assert_eq!(shown, json!(theirs));
+    b.quit().await;
+    srv.stop().await;
+}
+
+/// A waiting visitor sees its place in line and the wait, updated as the
+/// queue moves (PROTOCOL.md 10.14). The site's history holds three chats
+/// that each waited 40 s at the front of the line, so the estimate is
+/// 40 s a place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_visitor_sees_its_place_in_line_as_the_queue_moves() {
+    let srv = demo_server_with(|cfg| {
+        let conn = store::open_connection(&cfg.data_dir).unwrap();
+        admin::add_agent(
+            &conn,
+            "demo",
+            "solo",
+            "Sol",
+            PASSWORD,
+            1,
+            holdfast_protocol::agent::Role::Agent,
+        )
+        .unwrap();
+        let now = store::now_ms();
+        for i in 0..3i64 {
+            let queued = now - 600_000 + i * 60_000;
+            conn.execute(
+                "INSERT INTO conversations (site_id, visitor_id, state, opened_ms, updated_ms, \
+                 queued_ms, queued_place, taken_ms) \
+                 VALUES ((SELECT id FROM sites WHERE key = 'demo'), ?1, 2, ?2, ?2, ?2, 1, ?3)",
+                rusqlite::params![format!("past-{i}"), queued, queued + 40_000],
+            )
+            .unwrap();
+        }
+    })
+    .await;
+    let mut sol = agent(&srv, "solo").await;
+    let mut served = WsVisitor::connect(srv.http(), "demo").await.unwrap();
+    let VisitorOut::Ack {
+        conversation: c1, ..
+    } = served.say_acked("served first").await.unwrap()
+    else {
+        panic!("not acked")
+    };
+    let mut ahead = Vec::new();
+    for i in 0..2 {
+        let mut v = WsVisitor::connect(srv.http(), "demo").await.unwrap();
+        v.say_acked(&format!("waiting {i}")).await.unwrap();
+        ahead.push(v);
+    }
+    let b = Browser::start().await.unwrap();
+    load(&b, &srv, "/demo").await;
+    open_widget(&b).await;
+    wait_online(&b).await;
+    say(&b, "Is anyone there? My order never arrived.").await;
+    let sub = |want: &str| format!("{ROOT}.querySelector('.sub').textContent === {}", lit(want));
+    wait(&b, &sub("You are number 3 in line, about 2 minutes")).await;
+    b.js(
+        "document.activeElement && document.activeElement.blur();",
+        json!([]),
+    )
+    .await
+    .unwrap();
+    let png = b.screenshot().await.unwrap();
+    if std::env::var("HOLDFAST_WRITE_SCREENSHOTS").as_deref() == Ok("1") {
+        let out =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/screenshots/widget-queue.png");
+        std::fs::write(&out, &png).unwrap();
+    }
+
+    // Someone ahead gives up: one place up, live.
+    let mut first = ahead.remove(0);
+    first
+        .send_json(&VisitorIn::EndChat { id: new_id() })
+        .await
+        .unwrap();
+    wait(&b, &sub("You are number 2 in line, about 2 minutes")).await;
+    // Sol finishes a chat and takes the next one: next in line.
+    let o = run(&mut sol, Action::Close { conversation: c1 }).await;
+    assert!(matches!(o, Outcome::Done { .. }), "{o:?}");
+    wait(&b, &sub("You are number 1 in line, less than a minute")).await;
     b.quit().await;
     srv.stop().await;
 }

@@ -239,6 +239,41 @@ pub fn conversation(
         .transpose()
 }
 
+/// Every waiting chat: (site, conversation, visitor), in queue order
+/// (site, then id, the order the queue is served in). Served by the
+/// `conversations_queued` index, which holds the waiting chats only.
+pub fn queued(conn: &dyn Db) -> Result<Vec<(SiteId, ConversationId, String)>, StoreError> {
+    conn.query_rows(
+        "SELECT site_id, id, visitor_id FROM conversations WHERE state = 0 ORDER BY site_id, id",
+        &args![],
+    )?
+    .iter()
+    .map(|r| Ok((u64_col(r, 0)?, u64_col(r, 1)?, r.get(2)?)))
+    .collect()
+}
+
+/// The real waits of `site`'s chats taken from the queue since `since_ms`,
+/// newest first, at most `limit`: (waited ms, place when it entered the
+/// queue). A chat taken within a second never really waited (an agent was
+/// free), so it says nothing about how fast a queue moves and is left out.
+pub fn recent_waits(
+    conn: &dyn Db,
+    site: SiteId,
+    since_ms: i64,
+    limit: usize,
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    conn.query_rows(
+        "SELECT taken_ms - queued_ms, queued_place FROM conversations \
+         WHERE site_id = ?1 AND taken_ms >= ?2 AND queued_ms IS NOT NULL \
+         AND queued_place IS NOT NULL AND taken_ms - queued_ms >= 1000 \
+         ORDER BY taken_ms DESC LIMIT ?3",
+        &args![site, since_ms, limit as i64],
+    )?
+    .iter()
+    .map(|r| Ok((r.get(0)?, r.get(1)?)))
+    .collect()
+}
+
 /// Whether the files of `conversation` are past retention: it ended
 /// (closed, its last change) before `cutoff_ms`, or it is gone. A file
 /// lives with its chat, so an open chat keeps even its oldest files.

@@ -132,6 +132,7 @@ pub(crate) async fn long_poll_send(
             match hello(&ctx, req).await {
                 Ok(h) => {
                     out.push(welcome(&ctx, &h.visitor, h.resumed));
+                    ctx.hub.poll_queue_again(&h.visitor.id);
                     current = Some(h.visitor);
                 }
                 Err(e) => out.push(e),
@@ -329,11 +330,18 @@ async fn poll_events(
             .run(move |c| reads::visitor_events_after(c, &id, after, 256))
             .await
             .map_err(store_err)?;
-        if !events.is_empty() {
+        // The queue signal rides beside the events, after them: it never
+        // holds an event back or takes its place.
+        let place = ctx.hub.poll_queue(&v.id).map(|p| VisitorOut::Queue {
+            position: p.position,
+            wait_ms: p.wait_ms,
+        });
+        if !events.is_empty() || place.is_some() {
             ctx.metrics.messages_out.inc_by(events.len() as u64);
             return Ok(events
                 .into_iter()
                 .map(|(seq, event)| VisitorOut::Event { seq, event })
+                .chain(place)
                 .collect());
         }
         tokio::select! {

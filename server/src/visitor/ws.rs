@@ -329,6 +329,10 @@ async fn ws_loop(
                     Recv::Item(VisitorPush::Agents(online)) => {
                         if !ws_send(socket, &VisitorOut::Agents { online }).await { return VisitorEnd::SendFailed; }
                     }
+                    Recv::Item(VisitorPush::Queue(p)) => {
+                        let q = VisitorOut::Queue { position: p.position, wait_ms: p.wait_ms };
+                        if !ws_send(socket, &q).await { return VisitorEnd::SendFailed; }
+                    }
                     // Another node wrote to this visitor's log: read it
                     // from the cursor, as a gap in the pushes is read.
                     Recv::Item(VisitorPush::CatchUp(until)) => {

@@ -35,11 +35,41 @@ impl Rules<'_> {
                 &args![site, visitor, state_to_int(state), assigned, now, email],
             )?
             .get(0)?;
+        if state == ConversationState::Queued {
+            self.entered_queue(site, id, now)?;
+        }
         self.op.effects.push(Effect::VisitorChanged {
             visitor: visitor.to_string(),
             change: VisitorChange::Conversation(Some(id)),
         });
         Ok(id)
+    }
+
+    /// Conversation `id` of `site` (re)entered the queue now: when, and at
+    /// which place (the waiting chats of the site opened before it, plus
+    /// one). Its wait, once taken, is a sample for the estimate (10.14).
+    pub(super) fn entered_queue(
+        &mut self,
+        site: SiteId,
+        id: ConversationId,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE conversations SET queued_ms = ?3, queued_place = \
+             (SELECT COUNT(*) FROM conversations q WHERE q.site_id = ?2 AND q.state = 0 AND q.id <= ?1) \
+             WHERE id = ?1",
+            &args![id, site, now],
+        )?;
+        Ok(())
+    }
+
+    /// Conversation `id` left the queue for an agent now.
+    pub(super) fn left_queue(&mut self, id: ConversationId, now: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE conversations SET taken_ms = ?2 WHERE id = ?1",
+            &args![id, now],
+        )?;
+        Ok(())
     }
 
     /// Tell every site agent and the visitor about a conversation's state.
@@ -74,6 +104,11 @@ impl Rules<'_> {
              handoffs = handoffs + ?5 WHERE id = ?1",
             &args![c.id, state_to_int(state), assigned, now, handoff],
         )?;
+        if c.state == ConversationState::Queued && state == ConversationState::Active {
+            self.left_queue(c.id, now)?;
+        } else if c.state != ConversationState::Queued && state == ConversationState::Queued {
+            self.entered_queue(c.site, c.id, now)?;
+        }
         let updated = self.announce(c.id, now)?;
         // A visitor has at most one open conversation (a new one is opened
         // only when there is none), so this one's state says which is open.

@@ -87,6 +87,7 @@ impl Rules<'_> {
                         "UPDATE conversations SET state = 1, assigned_agent = ?2 WHERE id = ?1",
                         &args![cid, agent],
                     )?;
+                    self.left_queue(cid, now)?;
                     self.team_effect(agent)?;
                     joined = Some(agent);
                 }
