@@ -146,6 +146,30 @@ pub fn set_site_attachments(
     reads::site_by_key(conn, key)?.ok_or_else(|| AdminError::NoSite(key.into()))
 }
 
+/// Sets a site's business hours (checked: a mistake is an error naming
+/// it), or with `None` makes it always open.
+pub fn set_site_hours(
+    conn: &dyn Db,
+    key: &str,
+    hours: Option<(&str, &str, &str)>,
+) -> Result<SiteRow, AdminError> {
+    if let Some((tz, week, holidays)) = hours {
+        crate::hours::Hours::parse(tz, week, holidays).map_err(AdminError::Invalid)?;
+    }
+    let (tz, week, holidays) = match hours {
+        Some((t, w, h)) => (Some(t.trim()), Some(w.trim()), Some(h.trim())),
+        None => (None, None, None),
+    };
+    let n = conn.execute(
+        "UPDATE sites SET hours_tz = ?2, hours_week = ?3, hours_holidays = ?4 WHERE key = ?1",
+        &args![key, tz, week, holidays],
+    )?;
+    if n == 0 {
+        return Err(AdminError::NoSite(key.into()));
+    }
+    reads::site_by_key(conn, key)?.ok_or_else(|| AdminError::NoSite(key.into()))
+}
+
 pub fn add_agent(
     conn: &dyn Db,
     site_key: &str,

@@ -234,6 +234,8 @@ struct State {
     dirty: std::collections::HashSet<String>,
     /// Visitors here whose chat waits in the queue (see `Hub::set_queue`).
     queued: std::collections::HashSet<String>,
+    /// Sites outside their business hours now (see `hours::watch`).
+    closed_sites: std::collections::HashSet<SiteId>,
     /// Shutting down: `kick_all` has run.
     closing: bool,
     /// The other nodes' agents and visitors, as heard on the bus.
@@ -365,7 +367,9 @@ impl Hub {
     }
 
     fn broadcast_agents_online(&self, st: &mut State, site: SiteId) {
-        let online = Self::site_has_online(st, site);
+        // Outside business hours no one is there to answer, whoever is
+        // signed in: visitors get the leave-a-message form.
+        let online = Self::site_has_online(st, site) && !st.closed_sites.contains(&site);
         for v in st.visitors.values_mut().filter(|v| v.info.site == site) {
             v.conns
                 .retain(|c| push(c, VisitorPush::Agents(online), &self.metrics));
@@ -591,8 +595,26 @@ impl Hub {
         v
     }
 
+    /// Whether a visitor of `site` would find someone to answer: an agent
+    /// is available and the site is within its business hours.
     pub fn agents_online(&self, site: SiteId) -> bool {
-        !self.available_agents(site).is_empty()
+        let closed = self.lock().closed_sites.contains(&site);
+        !closed && !self.available_agents(site).is_empty()
+    }
+
+    /// The sites outside their business hours now: the visitors of each
+    /// site that opened or closed are told.
+    pub fn set_closed_sites(&self, closed: std::collections::HashSet<SiteId>) {
+        let mut st = self.lock();
+        let changed: Vec<SiteId> = st
+            .closed_sites
+            .symmetric_difference(&closed)
+            .copied()
+            .collect();
+        st.closed_sites = closed;
+        for site in changed {
+            self.broadcast_agents_online(&mut st, site);
+        }
     }
 
     pub fn presence(&self, agent: AgentId) -> Presence {

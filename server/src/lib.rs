@@ -26,6 +26,8 @@
 //! - [`proxy_protocol`]: the PROXY protocol header a load balancer puts
 //!   in front of an agent connection, naming the agent's own address.
 //! - [`limits`]: per-visitor and per-address rate limits (keyed GCRA).
+//! - [`hours`]: business hours per site, in the site's time zone; a
+//!   closed site tells its visitors no one is there to answer.
 //! - [`queue`]: each waiting visitor's place in the queue and its
 //!   estimated wait, read from the store every second.
 //! - [`mem`]: hands freed memory back to the OS after a slow consumer's
@@ -40,6 +42,7 @@ pub mod attach;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod hours;
 pub mod http;
 pub mod hub;
 pub mod identity;
@@ -303,6 +306,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     tasks.push(tokio::spawn(sweeps::forget_limits(ctx.clone())));
     tasks.push(tokio::spawn(attach::sweep(ctx.clone())));
     tasks.push(tokio::spawn(queue::watch(ctx.clone())));
+    tasks.push(tokio::spawn(hours::watch(ctx.clone())));
     let sweeper = ctx.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -127,6 +127,23 @@ enum SiteCmd {
         #[arg(long)]
         reset: bool,
     },
+    /// Set a site's business hours; outside them the widget offers the
+    /// leave-a-message form instead of a chat.
+    Hours {
+        key: String,
+        /// IANA time zone of the hours (Asia/Shanghai, Europe/Berlin).
+        #[arg(long, required_unless_present = "always")]
+        tz: Option<String>,
+        /// Opening ranges: "mon-fri 09:00-18:00, sat 10:00-14:00".
+        #[arg(long, required_unless_present = "always")]
+        open: Option<String>,
+        /// Closed dates: "2026-12-25, 2027-01-01".
+        #[arg(long, default_value = "")]
+        holidays: String,
+        /// Always open (no hours).
+        #[arg(long, conflicts_with_all = ["tz", "open"])]
+        always: bool,
+    },
     List,
 }
 
@@ -275,6 +292,22 @@ fn main() -> anyhow::Result<()> {
                     let s = admin::set_site_attachments(conn, &key, &rules)?;
                     println!("{}: {}", s.key, attach_text(&s));
                 }
+                SiteCmd::Hours {
+                    key,
+                    tz,
+                    open,
+                    holidays,
+                    always,
+                } => {
+                    let hours = match (always, &tz, &open) {
+                        (false, Some(t), Some(o)) => {
+                            Some((t.as_str(), o.as_str(), holidays.as_str()))
+                        }
+                        _ => None,
+                    };
+                    let s = admin::set_site_hours(conn, &key, hours)?;
+                    println!("{}: {}", s.key, hours_text(&s));
+                }
                 SiteCmd::List => {
                     for s in store::reads::list_sites(conn)? {
                         let secret = if s.secret.is_some() {
@@ -283,12 +316,13 @@ fn main() -> anyhow::Result<()> {
                             "identify: open"
                         };
                         println!(
-                            "{}\t{}\t{}\t{secret}\torigins: {}\t{}",
+                            "{}\t{}\t{}\t{secret}\torigins: {}\t{}\t{}",
                             s.id,
                             s.key,
                             s.name,
                             origins_text(&s.origins),
-                            attach_text(&s)
+                            attach_text(&s),
+                            hours_text(&s)
                         );
                     }
                 }
@@ -376,6 +410,14 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         server.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+fn hours_text(s: &store::reads::SiteRow) -> String {
+    match &s.hours {
+        None => "hours: always open".into(),
+        Some((tz, week, holidays)) if holidays.is_empty() => format!("hours: {week} ({tz})"),
+        Some((tz, week, holidays)) => format!("hours: {week} ({tz}); closed {holidays}"),
+    }
 }
 
 fn attach_text(s: &store::reads::SiteRow) -> String {

@@ -98,3 +98,34 @@ pub fn init_logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// The date ("2026-12-01") at Unix time `ms` in a zone `offset_ms` ahead
+/// of UTC, for tests that set business hours in another zone.
+pub fn date_at(ms: i64, offset_ms: i64) -> String {
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = (ms + offset_ms).div_euclid(86_400_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates_at_an_offset() {
+        assert_eq!(super::date_at(0, 0), "1970-01-01");
+        assert_eq!(super::date_at(1_796_083_200_000, 0), "2026-12-01");
+        assert_eq!(super::date_at(1_709_164_800_000, 0), "2024-02-29");
+        // 20:00 UTC on 2026-11-30 is already 2026-12-01 in Shanghai.
+        assert_eq!(
+            super::date_at(1_796_068_800_000, 8 * 3_600_000),
+            "2026-12-01"
+        );
+    }
+}

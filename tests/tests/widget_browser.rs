@@ -756,6 +756,46 @@ async fn links_in_messages_are_clickable_and_only_safe_schemes_count() {
     srv.stop().await;
 }
 
+/// Outside the site's business hours the widget offers the
+/// leave-a-message form, though an agent is signed in; when the hours
+/// change, it offers the chat again without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_business_hours_the_widget_offers_the_message_form() {
+    let srv = demo_server().await;
+    let _bea = agent(&srv, "barista").await;
+    // Today in Shanghai (UTC+8 all year) is a holiday there.
+    let holiday = holdfast_tests::date_at(store::now_ms(), 8 * 3_600_000);
+    let set = |hours: Option<(&str, &str, &str)>| {
+        let conn = store::open_connection(srv.dir.path()).unwrap();
+        admin::set_site_hours(&conn, "demo", hours).unwrap();
+    };
+    set(Some(("Asia/Shanghai", "daily 00:00-24:00", &holiday)));
+    let b = Browser::start().await.unwrap();
+    load(&b, &srv, "/demo").await;
+    let go = b
+        .element(&format!("return {ROOT}.querySelector('.go')"))
+        .await
+        .unwrap();
+    b.click(&go).await.unwrap();
+    let form = |shown: bool| {
+        format!(
+            "{ROOT}.querySelector('.lv').hidden === {} && {ROOT}.querySelector('.cp').hidden === {}",
+            !shown, shown
+        )
+    };
+    wait(&b, &form(true)).await;
+    // The message form has the focus, as when no agent is online.
+    wait(
+        &b,
+        &format!("{ROOT}.activeElement && {ROOT}.activeElement.id === 'hf-lm'"),
+    )
+    .await;
+    set(None);
+    wait(&b, &form(false)).await;
+    b.quit().await;
+    srv.stop().await;
+}
+
 /// A waiting visitor sees its place in line and the wait, updated as the
 /// queue moves (PROTOCOL.md 10.14). The site's history holds three chats
 /// that each waited 40 s at the front of the line, so the estimate is

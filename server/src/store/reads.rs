@@ -777,6 +777,7 @@ mod tests {
             attach_max_bytes: None,
             attach_kinds: None,
             attach_rate: None,
+            hours: None,
         };
         assert!(site.allows_origin(Some("https://anywhere.example")));
         site.origins = vec!["https://shop.example".into()];

@@ -17,6 +17,9 @@ pub struct SiteRow {
     pub attach_max_bytes: Option<u64>,
     pub attach_kinds: Option<crate::attach::sniff::Kinds>,
     pub attach_rate: Option<u64>,
+    /// Business hours (see `hours::Hours::parse`): time zone, weekly
+    /// ranges, holidays; `None`, always open.
+    pub hours: Option<(String, String, String)>,
 }
 
 impl SiteRow {
@@ -88,8 +91,8 @@ impl std::fmt::Debug for AgentRow {
     }
 }
 
-const SITE_COLS: &str =
-    "id, key, name, secret, origins, attach_max_bytes, attach_kinds, attach_rate";
+const SITE_COLS: &str = "id, key, name, secret, origins, attach_max_bytes, attach_kinds, \
+     attach_rate, hours_tz, hours_week, hours_holidays";
 
 fn site_row(r: &Row) -> Result<SiteRow, StoreError> {
     Ok(SiteRow {
@@ -102,6 +105,12 @@ fn site_row(r: &Row) -> Result<SiteRow, StoreError> {
         attach_kinds: opt_u64_col(r, 6)?
             .map(|b| crate::attach::sniff::Kinds::from_bits(u8::try_from(b).unwrap_or(0))),
         attach_rate: opt_u64_col(r, 7)?,
+        hours: match (r.get::<Option<String>>(8)?, r.get::<Option<String>>(9)?) {
+            (Some(tz), Some(week)) => {
+                Some((tz, week, r.get::<Option<String>>(10)?.unwrap_or_default()))
+            }
+            _ => None,
+        },
     })
 }
 
@@ -254,5 +263,17 @@ pub fn list_agents(conn: &dyn Db) -> Result<Vec<AgentRow>, StoreError> {
     )?
     .iter()
     .map(agent_row)
+    .collect()
+}
+
+/// Every site with business hours: (site, time zone, week, holidays).
+pub fn site_hours(conn: &dyn Db) -> Result<Vec<(SiteId, String, String, String)>, StoreError> {
+    conn.query_rows(
+        "SELECT id, hours_tz, hours_week, COALESCE(hours_holidays, '') FROM sites \
+         WHERE hours_tz IS NOT NULL AND hours_week IS NOT NULL",
+        &args![],
+    )?
+    .iter()
+    .map(|r| Ok((u64_col(r, 0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
     .collect()
 }
