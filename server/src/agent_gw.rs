@@ -816,6 +816,18 @@ impl Conn {
                     let result = attachment_link(&attach, site, &id).await;
                     let _ignored = tx.send((request, result)).await;
                 }
+                q @ (Query::UploadCreate { .. }
+                | Query::UploadWrite { .. }
+                | Query::UploadOffset { .. }
+                | Query::AttachmentBytes { .. }) => {
+                    let request = q.request();
+                    let result = QueryResult::Refused(WireError {
+                        code: ErrorCode::Unavailable,
+                        message: "file transfer over the agent channel is not served yet".into(),
+                        retry_after_ms: None,
+                    });
+                    let _ignored = tx.send((request, result)).await;
+                }
             }
         });
     }
