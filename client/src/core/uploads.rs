@@ -394,7 +394,9 @@ impl Core {
             });
             return;
         }
-        let part = dir.join(format!("{name}.part"));
+        // Per request: two fetches of one file at once write apart, and
+        // the later rename wins with the same bytes.
+        let part = dir.join(format!("{name}.{request}.part"));
         let made = std::fs::create_dir_all(&dir).and_then(|()| std::fs::File::create(&part));
         if let Err(e) = made {
             self.emit(Update::AttachmentFailed {
