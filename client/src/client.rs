@@ -1,5 +1,6 @@
 //! Starting the core, and the handle the UI holds.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use holdfast_protocol::agent::{Action, AgentId, ConversationId, MessageId, Presence};
@@ -14,7 +15,7 @@ use crate::config::ClientConfig;
 use crate::core::{Core, CoreParts, Pending, Request};
 use crate::error::ClientError;
 use crate::store::{ConversationSummary, MessageOrder, Store, StoredMessage, Workspace};
-use crate::update::{ConnState, ConnectionStatus, SignOutResult, Update};
+use crate::update::{ConnState, ConnectionStatus, PendingUpload, SignOutResult, Update};
 
 /// Capacity of the update channel. Past it, updates are dropped and a
 /// `Resync` follows (see [`crate::update`]).
@@ -53,6 +54,7 @@ pub fn start(config: ClientConfig) -> Result<(ClientHandle, mpsc::Receiver<Updat
     );
     let cursor = store.cursor()?;
     let device_id = store.device_id();
+    let files = crate::core::uploads::files_dir(&config.store_path);
     let reader = Store::open(&config.store_path)?;
 
     let (req_tx, req_rx) = mpsc::channel(REQUEST_CAPACITY);
@@ -79,6 +81,7 @@ pub fn start(config: ClientConfig) -> Result<(ClientHandle, mpsc::Receiver<Updat
             abort: task.abort_handle(),
             device_id,
             next_history: Arc::new(Mutex::new(1)),
+            files,
         },
         upd_rx,
     ))
@@ -102,6 +105,9 @@ pub struct ClientHandle {
     /// every clone of the handle: the id goes with the request, so the
     /// caller has it before any answer can arrive.
     next_history: Arc<Mutex<u32>>,
+    /// Where files to send are kept until sent, and downloads are cached:
+    /// beside the store, per account.
+    files: PathBuf,
 }
 
 impl ClientHandle {
@@ -217,6 +223,110 @@ impl ClientHandle {
         self.query(|request| Request::AttachmentLink { request, id })
     }
 
+    /// Send a file, with `body` as the message text (may be empty). The file
+    /// is copied into the client's data directory and recorded in the store
+    /// before this returns, so it is sent even if the app is closed or
+    /// killed meanwhile: it uploads in the background (resuming where the
+    /// server's stored bytes end after a reconnect or a restart, never from
+    /// zero), and only once the server has all of it does the message that
+    /// carries it go into the outbox, under the returned id. Progress comes
+    /// as `Update::Upload`; the message itself as `Update::Message` once
+    /// queued. The original file may be changed or deleted after this
+    /// returns.
+    pub async fn send_file(
+        &self,
+        conversation: ConversationId,
+        path: PathBuf,
+        body: String,
+    ) -> Result<MsgId, ClientError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".to_string());
+        self.upload(conversation, name, Source::Path(path), body)
+            .await
+    }
+
+    /// As [`ClientHandle::send_file`] for bytes in memory (a pasted
+    /// screenshot), named `name`.
+    pub async fn send_file_bytes(
+        &self,
+        conversation: ConversationId,
+        name: String,
+        bytes: Vec<u8>,
+        body: String,
+    ) -> Result<MsgId, ClientError> {
+        self.upload(conversation, name, Source::Bytes(bytes), body)
+            .await
+    }
+
+    async fn upload(
+        &self,
+        conversation: ConversationId,
+        name: String,
+        source: Source,
+        body: String,
+    ) -> Result<MsgId, ClientError> {
+        let now = u64::try_from(crate::store::now_ms()).unwrap_or(0);
+        let id = MsgId::generate(now, &mut rand::rng());
+        let dest = crate::core::uploads::outgoing_path(&self.files, &id);
+        let d2 = dest.clone();
+        let total = tokio::task::spawn_blocking(move || keep_copy(&source, &d2))
+            .await
+            .map_err(|_| ClientError::Stopped)??;
+        let (reply, rx) = oneshot::channel();
+        let sent = self
+            .request(Request::Upload {
+                upload: crate::core::uploads::NewUpload {
+                    id,
+                    conversation,
+                    name,
+                    body,
+                    file: dest.clone(),
+                    total,
+                },
+                reply,
+            })
+            .await;
+        let r = match sent {
+            Ok(()) => rx.await.map_err(|_| ClientError::Stopped)?,
+            Err(e) => Err(e),
+        };
+        if r.is_err() {
+            // Not recorded: nothing will send it, so the copy goes.
+            let _ = std::fs::remove_file(&dest);
+        }
+        r.map(|()| id)
+    }
+
+    /// Stop sending file `id` (the id `send_file` returned). `true` if it
+    /// was stopped (or had failed and is now dismissed): nothing of it is
+    /// sent. `false` if it is too late: the upload has completed and its
+    /// message is in the outbox (or sent), where it is sent like any other
+    /// message; or no such file is pending.
+    pub async fn cancel_upload(&self, id: MsgId) -> Result<bool, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::CancelUpload { id, reply }).await?;
+        rx.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Files not sent yet (uploading, waiting for the send's ack, or
+    /// failed), oldest first: what a UI shows after a restart.
+    pub fn pending_uploads(&self) -> Result<Vec<PendingUpload>, ClientError> {
+        Ok(self.reader().pending_uploads()?)
+    }
+
+    /// Download attachment `id` (its thumbnail with `thumb`) into a cache
+    /// file under the client's data directory, in chunks over the agent
+    /// channel. Returns the request id at once; the answer is
+    /// `Update::AttachmentReady` (with the file's path and type) or
+    /// `Update::AttachmentFailed` with that id. A file fetched before is
+    /// answered from the cache.
+    pub fn fetch_attachment(&self, id: impl Into<String>, thumb: bool) -> Result<u32, ClientError> {
+        let id = id.into();
+        self.query(|request| Request::Fetch { request, id, thumb })
+    }
+
     /// Queue a query under the next request id, which the answer carries.
     fn query(&self, make: impl FnOnce(u32) -> Request) -> Result<u32, ClientError> {
         let mut next = self
@@ -324,4 +434,41 @@ impl ClientHandle {
     pub fn unread(&self, conversation: ConversationId) -> Result<u32, ClientError> {
         Ok(self.reader().unread(conversation)?)
     }
+}
+
+/// Where the bytes of a file to send come from.
+enum Source {
+    Path(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+/// Copies `source` to `dest`, fsynced with its directory, so the file is
+/// on disk before the store says it is to be sent; its length.
+fn keep_copy(source: &Source, dest: &Path) -> Result<u64, ClientError> {
+    use std::io::Write as _;
+    let fail = |source: std::io::Error| ClientError::File {
+        path: dest.to_path_buf(),
+        source,
+    };
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let mut f = std::fs::File::create(dest).map_err(fail)?;
+    let total = match source {
+        Source::Path(p) => {
+            let mut src = std::fs::File::open(p).map_err(|source| ClientError::File {
+                path: p.clone(),
+                source,
+            })?;
+            std::io::copy(&mut src, &mut f).map_err(fail)?
+        }
+        Source::Bytes(b) => {
+            f.write_all(b).map_err(fail)?;
+            b.len() as u64
+        }
+    };
+    f.sync_all().map_err(fail)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(fail)?;
+    Ok(total)
 }

@@ -46,6 +46,7 @@ use zeroize::Zeroizing;
 
 mod apply;
 mod connection;
+pub(crate) mod uploads;
 
 pub use apply::{ack_update, event_updates};
 
@@ -86,6 +87,21 @@ pub(crate) enum Request {
     AttachmentLink {
         request: u32,
         id: String,
+    },
+    /// A file to send, already copied under the data dir.
+    Upload {
+        upload: uploads::NewUpload,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    CancelUpload {
+        id: MsgId,
+        reply: oneshot::Sender<Result<bool, ClientError>>,
+    },
+    /// A download into the cache; numbered like `History`.
+    Fetch {
+        request: u32,
+        id: String,
+        thumb: bool,
     },
     ReconnectNow,
     Trust(bool),
@@ -228,6 +244,8 @@ pub(crate) struct Core {
     /// The server's resume ticket from the last login: the next reconnect
     /// needs no password check. Memory only, like the password.
     ticket: Option<Zeroizing<Vec<u8>>>,
+    /// Files being sent and downloads (see `uploads`).
+    uploads: uploads::Uploads,
 }
 
 impl std::fmt::Debug for Core {
@@ -271,7 +289,9 @@ impl Core {
             Instant::now(),
             rand::random(),
         );
+        let uploads = uploads::Uploads::restore(&p.cfg.store_path, &p.store);
         Self {
+            uploads,
             machine,
             backoff: Backoff::new(p.cfg.backoff, rand::random()),
             cfg: p.cfg,
@@ -432,6 +452,20 @@ impl Core {
                 });
                 Control::Continue
             }
+            Request::Upload { upload, reply } => {
+                let r = self.add_upload(upload);
+                let _ignored = reply.send(r);
+                Control::Continue
+            }
+            Request::CancelUpload { id, reply } => {
+                let r = self.cancel_upload(id);
+                let _ignored = reply.send(r);
+                Control::Continue
+            }
+            Request::Fetch { request, id, thumb } => {
+                self.fetch(request, id, thumb);
+                Control::Continue
+            }
             Request::ReconnectNow => Control::Reconnect,
             Request::Trust(yes) => Control::Trust(yes),
             Request::SetPassword(p) => {
@@ -498,7 +532,10 @@ impl Core {
     fn housekeeping_due(&self) -> Option<Instant> {
         let flush = self.visitors_dirty_since.map(|t| t + VISITOR_FLUSH);
         let resync = self.updates.lagged.then(|| Instant::now() + RESYNC_RETRY);
-        [flush, resync].into_iter().flatten().min()
+        [flush, resync, self.uploads.due()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn housekeeping(&mut self) {
@@ -509,6 +546,9 @@ impl Core {
             self.flush_visitors();
         }
         self.updates.retry_resync();
+        if self.uploads.due().is_some_and(|t| Instant::now() >= t) {
+            self.pump_uploads();
+        }
     }
 
     fn flush_visitors(&mut self) {

@@ -57,4 +57,9 @@ pub enum ClientError {
     Stopped,
     #[error("the client is busy; try again in a moment")]
     Busy,
+    #[error("cannot keep a copy of the file {path} to send: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }

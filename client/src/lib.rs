@@ -40,7 +40,9 @@ pub use error::{ClientError, StoreError};
 pub use store::{
     ConversationSummary, DeliveryState, MessageOrder, Store, StoredMessage, Workspace,
 };
-pub use update::{ConnState, ConnectionStatus, SignOutResult, StopReason, Update};
+pub use update::{
+    ConnState, ConnectionStatus, PendingUpload, SignOutResult, StopReason, Update, UploadState,
+};
 
 /// The core's conversions from store effects to [`Update`]s, for the desktop
 /// app's order property test (`agent-desktop/src/ui/desk/tests.rs`), which drives

@@ -9,6 +9,7 @@
 //! before its update is sent.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
@@ -107,6 +108,40 @@ pub enum SignOutResult {
     Offline,
     /// Connected, but the server did not confirm in time; as for `Offline`.
     TimedOut,
+}
+
+/// Where a file being sent stands (`ClientHandle::send_file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadState {
+    /// Its bytes are going up (or wait for the link to come back).
+    Uploading,
+    /// The server has the whole file: the message that carries it is in
+    /// the outbox, waiting for the server's ack. Too late to cancel.
+    Sending,
+    /// The server committed the message.
+    Sent,
+    /// Refused for good (too large, a type the server does not take, a chat
+    /// that is no longer this agent's): the server's words. Never sent;
+    /// `cancel_upload` dismisses it.
+    Failed(String),
+    /// Cancelled before the message was queued; nothing was sent.
+    Cancelled,
+}
+
+/// A file being sent, as `ClientHandle::pending_uploads` lists it (after a
+/// restart, too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// The id of the message that will carry it (the id `send_file` returned).
+    pub id: MsgId,
+    pub conversation: ConversationId,
+    pub name: String,
+    /// The message text sent with the file.
+    pub body: String,
+    /// Bytes the server has stored.
+    pub sent: u64,
+    pub total: u64,
+    pub state: UploadState,
 }
 
 impl Update {
@@ -212,4 +247,32 @@ pub enum Update {
     },
     /// Updates were dropped because the UI was slow: re-read the store.
     Resync,
+    /// Progress of a file being sent (`send_file`, `send_file_bytes`), keyed
+    /// by the id of the message that will carry it.
+    Upload {
+        id: MsgId,
+        conversation: ConversationId,
+        name: String,
+        sent: u64,
+        total: u64,
+        state: UploadState,
+    },
+    /// The answer to `fetch_attachment`: the file (or its thumbnail) is at
+    /// `path`, a cache file under the client's data directory, whole.
+    AttachmentReady {
+        request: u32,
+        id: String,
+        thumb: bool,
+        path: PathBuf,
+        mime: String,
+    },
+    /// `fetch_attachment` failed: the server refused (`not_found` for a
+    /// file past retention or of another site) or the local disk failed.
+    AttachmentFailed {
+        request: u32,
+        id: String,
+        thumb: bool,
+        code: ErrorCode,
+        message: String,
+    },
 }

@@ -42,8 +42,11 @@ pub mod visitor;
 /// handshake refuses the other version with both numbers named instead of
 /// letting an old app fail on the first new message. Version 3 (messages
 /// that carry an attachment, and the attachment link query) changed
-/// `ChatMessage` and `Action::Send` the same way.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// `ChatMessage` and `Action::Send` the same way. Version 4 (agents upload
+/// and download files over this channel) added query and answer variants a
+/// version 3 peer would fail to decode mid-session; no stored layout
+/// changed, so nothing stored by version 3 needs a second decoder.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The visitor channel's version, in `hello.v`. Its changes since version 1
 /// only added optional fields and new message types a widget may ignore.

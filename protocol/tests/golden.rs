@@ -32,9 +32,9 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 use holdfast_protocol::agent::{
     AckBatch, Action, AttachmentInfo, Author, ChatMessage, ClientMsg, Command, CommandResult,
-    ConversationInfo, ConversationState, DECODE_LIMIT, Event, LiveEvent, Login, LoginOk, Outcome,
-    PageView, Presence, Query, QueryResult, Resume, Role, ServerMsg, Snapshot, SnapshotPart,
-    TeamMember, VisitorInfo, WireError,
+    ConversationInfo, ConversationState, DECODE_LIMIT, Event, LiveEvent, Login, LoginOk,
+    MAX_UPLOAD_CHUNK, Outcome, PageView, Presence, Query, QueryResult, Resume, Role, ServerMsg,
+    Snapshot, SnapshotPart, TeamMember, VisitorInfo, WireError,
 };
 use holdfast_protocol::backoff::BackoffConfig;
 use holdfast_protocol::codec::{FrameCodec, FrameError, HEADER_LEN};
@@ -117,31 +117,31 @@ const SERVER_EPH_PUBLIC: &str = "5869aff450549732cbaaed5e5df9b30a6da31cb0e5742ba
 const SERVER_STATIC_PUBLIC: &str =
     "64b101b1d0be5a8704bd078f9895001fc03e8e9f9522f188dd128d9846d48466";
 const CLIENT_HELLO: &str =
-    "4846535401000307a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
-const SERVER_HELLO: &str = "484653540200035869aff450549732cbaaed5e5df9b30a6da31cb0e5742bad5ad4a1a768f1a67b64b101b1d0be5a8704bd078f9895001fc03e8e9f9522f188dd128d9846d48466";
-const SALT: &str = "5c90f395ca920176ca65e1250a01ac42c3f5eaf8bd52bacc8f0160f2fcd3d500";
+    "4846535401000407a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
+const SERVER_HELLO: &str = "484653540200045869aff450549732cbaaed5e5df9b30a6da31cb0e5742bad5ad4a1a768f1a67b64b101b1d0be5a8704bd078f9895001fc03e8e9f9522f188dd128d9846d48466";
+const SALT: &str = "564f648d844d5b89ccb599560106bba5186841e1b13510f829b935acccb7f8ce";
 const DH_EPH: &str = "a84dc7c3c8f058b1b2dc4cd1e9b5dc0a7987f88b6a9564cde3391fc421159e77";
 const DH_STATIC: &str = "26c2c17fdb82161cb21ad16e721315355b64d1763119b10bfc962530dc7cc163";
-const KEY_C2S_ENC: &str = "e8e0aa19b813dcf5583860ae23e449f31f0b010d4822043f87a8f330e36a7425";
-const KEY_C2S_MAC: &str = "968caca6beae588cec0d194520a92c8bbd89909fdbd4a88f23ce8925761e2b79";
-const KEY_S2C_ENC: &str = "598ac878dc6a60eb1df29b6f7ca132fa1648e0cd3534e8100c73b0901475123b";
-const KEY_S2C_MAC: &str = "81ad1b9c77245c0c6da0b1e2f0fba136d050b162395240dfd06296f143b7a902";
+const KEY_C2S_ENC: &str = "ee40c4d12424553bab1068fc66d1005304eb6cf34e1d167bd767d232cfa05a36";
+const KEY_C2S_MAC: &str = "4248099a3516c0eb848f24e54e878b31936de9bd5764b0e53d5f98c75beb648e";
+const KEY_S2C_ENC: &str = "a16d6c0c2ad036bec97c5b8b06a4d62f8bd3917b6e888eaa875285c56aa58e10";
+const KEY_S2C_MAC: &str = "263d766177c77e05b5d8f7061f8ae22caafa91197a48a52786a972decb69775e";
 const FINGERPRINT: &str =
     "bc84:1db8:fea3:efd8:4555:a7f8:eeb9:2503:3c90:c9d5:034b:1a4c:48a6:c87d:e3c0:ebde";
-/// A version 2 client (an agent app built before version 3) ...
-const CLIENT_HELLO_V2: &str =
-    "4846535401000207a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
-/// ... and the server's refusal (server 3, client 2).
-const VERSION_REFUSAL: &str = "484653540300030002";
+/// A version 3 client (an agent app built before version 4) ...
+const CLIENT_HELLO_V3: &str =
+    "4846535401000307a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
+/// ... and the server's refusal (server 4, client 3).
+const VERSION_REFUSAL: &str = "484653540300040003";
 /// The first sealed frame of the session: `client_login` under the c2s keys, counter 0.
-const LOGIN_FRAME: &str = "6162636465666768696a6b6c6d6e6f70631151fcf1dc8d9e4245dd971d864da832c3f56a144450b41ff62cd639c2e2185d0634bce8df5fbc1279e445a88f07178116c60afdab6c3ac93379f4f7e37dcf119d0ab479e50ad85ae8393fa8f08c92f3621afb2c69238bceca48ef2cb56145";
+const LOGIN_FRAME: &str = "6162636465666768696a6b6c6d6e6f703ece7a971049c58447343ad1d84c54bc8e5c176988b1126f0cf8b34953a6a6c3d499e1bff67dc4d9e4e6ea148c13074a3b9d232038387e16475a1bd17c33e6f9679799251e27dcbdec6a35f1b8d7920c23f9f5c29ef0c09a1d97534626c98f33";
 /// The server's first sealed frame: `server_login_ok_replay` under the s2c keys, counter 0.
-const LOGIN_OK_FRAME: &str = "7172737475767778797a7b7c7d7e7f80c03ed39d222bea824644c5a7fcb39f7f918c8a3e17f30ad21ed724be95c886a60aefdc6b2f1dc0eaba47fd76626c8c8218f0e6cfb83b19defb5267156c1d5374";
+const LOGIN_OK_FRAME: &str = "7172737475767778797a7b7c7d7e7f8098946201f19d7abef55993fcd8f564f5aeba192e14f09915a1cbdc420d38c00b56190df3dba08c5283cc84c25b892a31f5450d2f191d37e9a138f2916a6f8e31";
 /// The ClientHello as it goes on the wire: length prefix and payload.
 const CLIENT_HELLO_FRAMED: &str =
-    "000000274846535401000307a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
+    "000000274846535401000407a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c";
 /// The Login frame as it goes on the wire.
-const LOGIN_FRAME_FRAMED: &str = "000000706162636465666768696a6b6c6d6e6f70631151fcf1dc8d9e4245dd971d864da832c3f56a144450b41ff62cd639c2e2185d0634bce8df5fbc1279e445a88f07178116c60afdab6c3ac93379f4f7e37dcf119d0ab479e50ad85ae8393fa8f08c92f3621afb2c69238bceca48ef2cb56145";
+const LOGIN_FRAME_FRAMED: &str = "000000706162636465666768696a6b6c6d6e6f703ece7a971049c58447343ad1d84c54bc8e5c176988b1126f0cf8b34953a6a6c3d499e1bff67dc4d9e4e6ea148c13074a3b9d232038387e16475a1bd17c33e6f9679799251e27dcbdec6a35f1b8d7920c23f9f5c29ef0c09a1d97534626c98f33";
 
 const SEAL_C2S_0: &str = "c0c1c2c3c4c5c6c7c8c9cacbcccdcecf02237f5b80287b49f0a8ae4a95d6b036fd0e68984fff7f7313ec7ceadaa3e3460df0caaeb924e0448f7675b95b27a0ef";
 const SEAL_C2S_1: &str = "d0d1d2d3d4d5d6d7d8d9dadbdcdddedfbafc05c0ae405caea82a290f9fdce533eeb8187c2ca647d2d43fc642d90cb171988ff94b8334196e2e54fce8f49e89de";
@@ -614,6 +614,42 @@ fn agent_samples() -> Vec<(String, Msg)> {
             })),
         ),
         (
+            "client_query_upload_create".into(),
+            C(ClientMsg::Query(Query::UploadCreate {
+                request: 8,
+                conversation: 12,
+                name: "invoice.pdf".into(),
+                length: 300_000,
+                mime_hint: "application/pdf".into(),
+            })),
+        ),
+        (
+            "client_query_upload_write".into(),
+            C(ClientMsg::Query(Query::UploadWrite {
+                request: 9,
+                id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+                offset: 262_144,
+                bytes: b"%PDF".to_vec(),
+            })),
+        ),
+        (
+            "client_query_upload_offset".into(),
+            C(ClientMsg::Query(Query::UploadOffset {
+                request: 10,
+                id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+            })),
+        ),
+        (
+            "client_query_attachment_bytes".into(),
+            C(ClientMsg::Query(Query::AttachmentBytes {
+                request: 11,
+                id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+                thumb: true,
+                offset: 0,
+                max: 262_144,
+            })),
+        ),
+        (
             "server_login_ok_replay".into(),
             S(login_ok(Resume::Replay { after: 41 })),
         ),
@@ -857,6 +893,45 @@ fn agent_samples() -> Vec<(String, Msg)> {
                     url: "/v1/files/a1b2c3d4e5f60718293a4b5c6d7e8f90?e=1767225600000&s=00112233445566778899aabbccddeeff".into(),
                     thumb_url: Some("/v1/files/a1b2c3d4e5f60718293a4b5c6d7e8f90/thumb?e=1767225600000&s=ffeeddccbbaa99887766554433221100".into()),
                     expires_ms: 1_767_225_600_000,
+                },
+            }),
+        ),
+        (
+            "server_query_result_upload".into(),
+            S(ServerMsg::QueryResult {
+                request: 9,
+                result: QueryResult::Upload {
+                    id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+                    offset: 262_148,
+                    length: 300_000,
+                },
+            }),
+        ),
+        (
+            "server_query_result_upload_done".into(),
+            S(ServerMsg::QueryResult {
+                request: 9,
+                result: QueryResult::UploadDone {
+                    offset: 300_000,
+                    attachment: AttachmentInfo {
+                        id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+                        name: "invoice.pdf".into(),
+                        mime: "application/pdf".into(),
+                        size: 300_000,
+                        image: false,
+                    },
+                },
+            }),
+        ),
+        (
+            "server_query_result_attachment_bytes".into(),
+            S(ServerMsg::QueryResult {
+                request: 11,
+                result: QueryResult::AttachmentBytes {
+                    total: 4,
+                    offset: 0,
+                    bytes: b"\x89PNG".to_vec(),
+                    mime: "image/png".into(),
                 },
             }),
         ),
@@ -1567,7 +1642,10 @@ fn walk(seen: &mut Seen, msg: &Msg) {
                             messages.iter().for_each(|cm| note_message(seen, cm));
                         }
                         QueryResult::Refused(e) => note(seen, "ErrorCode", &e.code),
-                        QueryResult::AttachmentLink { .. } => {}
+                        QueryResult::AttachmentLink { .. }
+                        | QueryResult::Upload { .. }
+                        | QueryResult::UploadDone { .. }
+                        | QueryResult::AttachmentBytes { .. } => {}
                     }
                 }
                 _ => {}
@@ -1598,7 +1676,7 @@ fn handshake_and_key_schedule_vector() {
     assert_eq!(hello.len(), CLIENT_HELLO_LEN);
     assert_eq!(
         hello,
-        [&b"HFST"[..], &[0x01, 0x00, 0x03], c_eph_pub.as_bytes()].concat()
+        [&b"HFST"[..], &[0x01, 0x00, 0x04], c_eph_pub.as_bytes()].concat()
     );
     let identity = ServerIdentity::from_secret_bytes(SERVER_STATIC_SECRET);
     assert_eq!(h(identity.public_bytes()), SERVER_STATIC_PUBLIC);
@@ -1610,7 +1688,7 @@ fn handshake_and_key_schedule_vector() {
         reply,
         [
             &b"HFST"[..],
-            &[0x02, 0x00, 0x03],
+            &[0x02, 0x00, 0x04],
             s_eph_pub.as_bytes(),
             s_static_pub.as_bytes()
         ]
@@ -1681,26 +1759,26 @@ fn handshake_and_key_schedule_vector() {
 #[test]
 fn version_refusal_vector() {
     let identity = ServerIdentity::from_secret_bytes(SERVER_STATIC_SECRET);
-    // An agent app of version 2 meets a version 3 server: it hears both
+    // An agent app of version 3 meets a version 4 server: it hears both
     // numbers instead of failing on the first message it cannot decode.
-    let client = ClientHandshake::with_version(CLIENT_EPH_SECRET, 2);
-    assert_eq!(h(client.hello()), CLIENT_HELLO_V2);
+    let client = ClientHandshake::with_version(CLIENT_EPH_SECRET, 3);
+    assert_eq!(h(client.hello()), CLIENT_HELLO_V3);
     let refusal = server_accept(&identity, SERVER_EPH_SECRET, client.hello()).unwrap_err();
     assert_eq!(
         refusal.error,
-        HandshakeError::VersionMismatch { ours: 3, theirs: 2 }
+        HandshakeError::VersionMismatch { ours: 4, theirs: 3 }
     );
     let reply = refusal.reply.unwrap();
     assert_eq!(h(&reply), VERSION_REFUSAL);
     assert_eq!(reply.len(), VERSION_REFUSAL_LEN);
     assert_eq!(
         client.handle_reply(&reply).unwrap_err(),
-        HandshakeError::VersionMismatch { ours: 2, theirs: 3 }
+        HandshakeError::VersionMismatch { ours: 3, theirs: 4 }
     );
     // The version is read before the length is checked, so a hello of
     // another version and another length (a future one) still hears which
     // versions differ.
-    let mut long = hex::decode(CLIENT_HELLO_V2).unwrap();
+    let mut long = hex::decode(CLIENT_HELLO_V3).unwrap();
     long.extend_from_slice(&[0; 32]);
     let refusal = server_accept(&identity, SERVER_EPH_SECRET, &long).unwrap_err();
     assert_eq!(h(refusal.reply.unwrap()), VERSION_REFUSAL);
@@ -2197,7 +2275,7 @@ fn pinned() -> Vec<(String, String)> {
         ("KEY_S2C_ENC", KEY_S2C_ENC.into()),
         ("KEY_S2C_MAC", KEY_S2C_MAC.into()),
         ("FINGERPRINT", FINGERPRINT.into()),
-        ("CLIENT_HELLO_V2", CLIENT_HELLO_V2.into()),
+        ("CLIENT_HELLO_V3", CLIENT_HELLO_V3.into()),
         ("VERSION_REFUSAL", VERSION_REFUSAL.into()),
         ("LOGIN_IV", h(LOGIN_IV)),
         ("LOGIN_OK_IV", h(LOGIN_OK_IV)),
@@ -2760,6 +2838,7 @@ fn protocol_md_error_codes_limits_and_constants_match_the_code() {
             max_plaintext(DEFAULT_MAX_FRAME).to_string(),
         ),
         ("DECODE_LIMIT", DECODE_LIMIT.to_string()),
+        ("MAX_UPLOAD_CHUNK", MAX_UPLOAD_CHUNK.to_string()),
         ("HEARTBEAT_MS", ms(live.heartbeat)),
         ("DEAD_AFTER_MS", ms(live.dead_after)),
         ("ACK_MAX_DELAY_MS", ms(ack.max_delay)),

@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::{sleep, sleep_until, timeout};
 
+mod attach;
 mod resume;
 
 use resume::send_visitor_list;
@@ -375,6 +376,8 @@ type PendingCommands = VecDeque<oneshot::Receiver<Result<CommandResult, StoreErr
 
 struct Conn {
     link: Link,
+    /// The peer's address, counted against the per-address upload cap.
+    ip: std::net::IpAddr,
     query: QueryState,
     agent: AgentRow,
     device: holdfast_protocol::ids::MsgId,
@@ -463,6 +466,7 @@ async fn establish(
     let reg = ctx.hub.register_agent(row.site, team_member(&row, active));
     let mut conn = Conn {
         link,
+        ip: peer.ip(),
         agent: row,
         device,
         conn_id: reg.id,
@@ -793,6 +797,12 @@ impl Conn {
         let reads = ctx.reads.clone();
         let attach = ctx.attach.clone();
         let retention = i64::try_from(ctx.cfg.writer.retention.as_millis()).unwrap_or(i64::MAX);
+        let ctx = ctx.clone();
+        let me = attach::Asker {
+            agent: self.agent.id,
+            site,
+            ip: self.ip,
+        };
         tokio::spawn(async move {
             match q {
                 Query::History {
@@ -816,6 +826,40 @@ impl Conn {
                 Query::AttachmentLink { request, id } => {
                     let cutoff = crate::store::now_ms().saturating_sub(retention);
                     let result = attachment_link(&attach, &reads, site, &id, cutoff).await;
+                    let _ignored = tx.send((request, result)).await;
+                }
+                Query::UploadCreate {
+                    request,
+                    conversation,
+                    name,
+                    length,
+                    mime_hint,
+                } => {
+                    let result =
+                        attach::create(&ctx, &me, conversation, &name, length, &mime_hint).await;
+                    let _ignored = tx.send((request, result)).await;
+                }
+                Query::UploadWrite {
+                    request,
+                    id,
+                    offset,
+                    bytes,
+                } => {
+                    let result = attach::write(&ctx, &me, &id, offset, bytes).await;
+                    let _ignored = tx.send((request, result)).await;
+                }
+                Query::UploadOffset { request, id } => {
+                    let result = attach::offset(&ctx, &me, &id).await;
+                    let _ignored = tx.send((request, result)).await;
+                }
+                Query::AttachmentBytes {
+                    request,
+                    id,
+                    thumb,
+                    offset,
+                    max,
+                } => {
+                    let result = attach::bytes(&ctx, &me, &id, thumb, offset, max).await;
                     let _ignored = tx.send((request, result)).await;
                 }
             }

@@ -686,6 +686,10 @@ impl App {
                 self.workspace.desk.banner = Some(format!("Local store error: {message}"));
                 Task::none()
             }
+            // Files: drawn by the attachment UI, not built on this branch.
+            Update::Upload { .. }
+            | Update::AttachmentReady { .. }
+            | Update::AttachmentFailed { .. } => Task::none(),
         };
         task.map(Message::Workspace)
     }

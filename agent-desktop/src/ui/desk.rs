@@ -202,7 +202,10 @@ impl History {
                 None
             }
             // Not a history answer: link queries are answered elsewhere.
-            QueryResult::AttachmentLink { .. } => None,
+            QueryResult::AttachmentLink { .. }
+            | QueryResult::Upload { .. }
+            | QueryResult::UploadDone { .. }
+            | QueryResult::AttachmentBytes { .. } => None,
         }
     }
 }

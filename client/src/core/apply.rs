@@ -21,7 +21,11 @@ impl Core {
                 Some(retry(format!("the server is going away: {reason}")))
             }
             ClientEvent::QueryResult { request, result } => {
-                self.emit(Update::History { request, result });
+                if self.uploads.owns(request) {
+                    self.on_upload_answer(request, result);
+                } else {
+                    self.emit(Update::History { request, result });
+                }
                 None
             }
             ClientEvent::ServerKey(_) | ClientEvent::LoggedIn(_) | ClientEvent::LoginRefused(_) => {
@@ -69,6 +73,17 @@ impl Core {
     }
 
     pub(super) fn emit_acked(&mut self, a: AckedCommand) {
+        if let Action::Send {
+            attachment: Some(_),
+            ..
+        } = &a.action
+        {
+            let rejected = match &a.outcome {
+                Some(Outcome::Rejected { message, .. }) => Some(message.as_str()),
+                _ => None,
+            };
+            self.upload_acked(a.id, rejected);
+        }
         match a.outcome {
             Some(Outcome::Rejected { code, message }) => {
                 tracing::warn!(id = %a.id, %code, %message, "command rejected");

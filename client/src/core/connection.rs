@@ -343,6 +343,9 @@ impl Core {
         });
         tracing::info!(server = %self.cfg.server, unsent = self.machine.unacked(), "logged in");
         self.set_state(ConnState::Live);
+        // Uploads waiting for the link go on; one already in flight was
+        // resent by the machine with the other unanswered queries.
+        self.pump_uploads();
         Ok(())
     }
 

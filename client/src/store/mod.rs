@@ -43,12 +43,14 @@ use crate::error::StoreError;
 mod messages;
 mod outbox;
 mod schema;
+mod uploads;
 mod visitors;
 
 use messages::*;
 pub use messages::{ConversationSummary, DeliveryState, EventEffect, MessageOrder, StoredMessage};
 pub use outbox::{AckedCommand, OutboxEntry};
 use schema::*;
+pub use uploads::UploadRow;
 use visitors::*;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;

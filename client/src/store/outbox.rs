@@ -71,6 +71,50 @@ pub(super) fn read_outbox(conn: &Connection, up_to: Option<Seq>) -> Result<Vec<O
         .collect()
 }
 
+/// [`Store::enqueue`]'s writes, inside the caller's transaction: an upload's
+/// send is queued in the same transaction that marks the upload sent.
+pub(super) fn enqueue_in(
+    tx: &Connection,
+    session: Option<Session>,
+    seq: Seq,
+    id: MsgId,
+    action: &Action,
+    command: Vec<u8>,
+    now_ms: i64,
+) -> Result<Option<StoredMessage>> {
+    let seq_i = to_i64(seq)?;
+    tx.prepare_cached("INSERT INTO outbox(seq, id, action, created_ms) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![seq_i, &id.0[..], command, now_ms])?;
+    if let Action::Send {
+        conversation, body, ..
+    } = action
+    {
+        let author = Author::Agent {
+            agent: session.as_ref().map_or(0, |s| s.agent),
+            name: session.map(|s| s.display_name).unwrap_or_default(),
+        };
+        let sort_key = QUEUED_SORT_BASE
+            .checked_add(seq_i)
+            .ok_or(StoreError::OutOfRange(seq))?;
+        tx.prepare_cached(
+            "INSERT INTO messages
+                (sort_key, conversation, message, client_id, author, from_visitor,
+                 body, at_ms, state)
+             VALUES (?1, ?2, NULL, ?3, ?4, 0, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            sort_key,
+            to_i64(*conversation)?,
+            &id.0[..],
+            to_json(&author, "message author")?,
+            body,
+            now_ms,
+            DeliveryState::Queued.to_sql()
+        ])?;
+    }
+    message_by_client_id(tx, &id)
+}
+
 impl Store {
     /// Durably add a command to the outbox under `seq` (which must be the
     /// in-memory outbox's `next_seq`). A `Send` also stores its message as
@@ -88,43 +132,11 @@ impl Store {
             action: action.clone(),
         })
         .encode();
-        let seq_i = to_i64(seq)?;
         let session = self.session()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.prepare_cached(
-            "INSERT INTO outbox(seq, id, action, created_ms) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![seq_i, &id.0[..], command, now_ms])?;
-        if let Action::Send {
-            conversation, body, ..
-        } = action
-        {
-            let author = Author::Agent {
-                agent: session.as_ref().map_or(0, |s| s.agent),
-                name: session.map(|s| s.display_name).unwrap_or_default(),
-            };
-            let sort_key = QUEUED_SORT_BASE
-                .checked_add(seq_i)
-                .ok_or(StoreError::OutOfRange(seq))?;
-            tx.prepare_cached(
-                "INSERT INTO messages
-                    (sort_key, conversation, message, client_id, author, from_visitor,
-                     body, at_ms, state)
-                 VALUES (?1, ?2, NULL, ?3, ?4, 0, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                sort_key,
-                to_i64(*conversation)?,
-                &id.0[..],
-                to_json(&author, "message author")?,
-                body,
-                now_ms,
-                DeliveryState::Queued.to_sql()
-            ])?;
-        }
-        let stored = message_by_client_id(&tx, &id)?;
+        let stored = enqueue_in(&tx, session, seq, id, action, command, now_ms)?;
         tx.commit()?;
         Ok(stored)
     }
@@ -194,7 +206,13 @@ impl Store {
                 .find(|r| r.seq == e.seq && r.id == e.id)
                 .map(|r| r.outcome.clone());
             let message = match e.action {
-                Action::Send { .. } => settle_local_message(&tx, &e.id, outcome.as_ref())?,
+                Action::Send { .. } => {
+                    // A file's send settled: its pending upload goes in the
+                    // same transaction, so no restart finds it half done.
+                    tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?
+                        .execute(params![&e.id.0[..]])?;
+                    settle_local_message(&tx, &e.id, outcome.as_ref())?
+                }
                 _ => None,
             };
             out.push(AckedCommand {

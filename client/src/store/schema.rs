@@ -55,6 +55,26 @@ CREATE TABLE visitors (
 -- cached before.
 ALTER TABLE messages ADD COLUMN attachment TEXT;
 "#,
+    r#"
+-- Files being sent (ClientHandle::send_file): `file` is the copy under the
+-- data dir, `server_id` the server's upload id once created. A row leaves
+-- when its send is acked (with the outbox row, in one transaction) or is
+-- cancelled. state: 0 uploading, 1 sending (the Send is in the outbox),
+-- 2 failed (`error` says why).
+CREATE TABLE uploads (
+    id           BLOB PRIMARY KEY NOT NULL,
+    conversation INTEGER NOT NULL,
+    name         TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    file         TEXT NOT NULL,
+    total        INTEGER NOT NULL,
+    server_id    TEXT,
+    sent         INTEGER NOT NULL DEFAULT 0,
+    state        INTEGER NOT NULL DEFAULT 0,
+    error        TEXT,
+    created_ms   INTEGER NOT NULL
+);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -6,6 +6,8 @@
 //! - [`thumb`]: thumbnails through the `image` crate, with a bomb guard.
 //! - [`store`]: the files under the data directory (SQLite, one node).
 //! - [`pg`]: the same in PostgreSQL, for several nodes (`--database`).
+//! - [`write`]: writing bytes into an upload and finishing it, shared by
+//!   the HTTP handlers and the agent channel.
 //! - [`serve`]: the HTTP handlers.
 //!
 //! Where they live is [`Storage`], chosen by the setup: one node on SQLite
@@ -18,8 +20,10 @@
 //! key on PostgreSQL, so a link signed by one node verifies on all.
 //!
 //! Who may upload: a visitor, with the token of its session, into its open
-//! chat. Agents speak only the agent channel; their uploads need a token
-//! issued there, which is not built yet (see PROTOCOL.md 10.13).
+//! chat, over HTTP; an agent, over its own channel, into an active chat it
+//! serves (`crate::agent_gw::attach`, PROTOCOL.md 10.13.1). An upload's
+//! owner is kept in [`upload::UploadState::visitor`]: a visitor id, or
+//! [`agent_owner`] for an agent, which no visitor id can equal.
 
 pub mod pg;
 pub mod serve;
@@ -27,6 +31,7 @@ pub mod sniff;
 pub mod store;
 pub mod thumb;
 pub mod upload;
+pub mod write;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -40,6 +45,13 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 pub use upload::Policy;
+
+/// The owner key of an agent's uploads: stands where a visitor id does
+/// (caps, pacing, who may write). Visitor ids are UUIDs, so none starts
+/// with `agent:`.
+pub fn agent_owner(agent: u64) -> String {
+    format!("agent:{agent}")
+}
 
 /// How long a download link works.
 pub const LINK_LIFETIME: Duration = Duration::from_secs(3600);

@@ -393,6 +393,50 @@ pub fn content_from(
     .transpose()
 }
 
+/// Up to `max` bytes of content `sha` from `from`, with its size, read
+/// from the stored pieces holding them (a few rows: pieces are what the
+/// uploads' writes stored, up to [`PIECE`] each).
+pub fn content_range(
+    db: &dyn Db,
+    sha: &str,
+    from: u64,
+    max: usize,
+) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    let Some(total) = content_size(db, sha)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    let mut pos = from;
+    // Bounded: tiny pieces (an upload of many small writes) give a short
+    // read, which the reader continues from, rather than a long loop here.
+    for _ in 0..64 {
+        if pos >= total || out.len() >= max {
+            break;
+        }
+        let Some(r) = db.query_opt(
+            "SELECT at, data FROM attach_blobs WHERE sha256 = ?1 AND at <= ?2 \
+             ORDER BY at DESC LIMIT 1",
+            &args![sha, pos],
+        )?
+        else {
+            break;
+        };
+        let (at, data): (u64, Vec<u8>) = (r.get(0)?, r.get(1)?);
+        let skip = usize::try_from(pos - at).unwrap_or(usize::MAX);
+        let piece = data.get(skip..).unwrap_or_default();
+        if piece.is_empty() {
+            break;
+        }
+        let take = piece.len().min(max - out.len());
+        out.extend_from_slice(&piece[..take]);
+        pos += take as u64;
+    }
+    if out.is_empty() && from < total {
+        return Ok(None);
+    }
+    Ok(Some((total, out)))
+}
+
 /// Deletes the attachments of chats that ended before `cutoff_ms` (their
 /// content too, unless another attachment names it) and uploads created before
 /// `stale_ms`; how many attachments went.

@@ -25,15 +25,15 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 use tower_http::cors::{Any, CorsLayer};
 
-use super::pg::{self, Appended};
-use super::store::{Disk, FinishError, Meta, valid_id};
+use super::Storage;
+use super::pg;
+use super::store::{Disk, Meta, valid_id};
 use super::upload::{self, Refusal, UploadState};
-use super::{Storage, blocking};
+use super::write::{self, Written};
 use crate::Ctx;
 use crate::store::{now_ms, reads};
 
@@ -415,17 +415,37 @@ async fn patch(
     // runs in its own task so that what arrived is still recorded (the
     // client resumes from there) and the upload's claim released.
     let work = tokio::spawn(async move {
-        match ctx.attach.storage.clone() {
-            Storage::Postgres(_) => patch_pg(&ctx, &who, &id, sent, body).await,
-            Storage::Disk(disk) => {
-                let Some(_claim) = ctx.attach.try_busy(&id) else {
-                    return error(
-                        StatusCode::CONFLICT,
-                        "conflict",
-                        "another PATCH of this upload is in progress",
-                    );
-                };
-                patch_disk(&ctx, &disk, &who, &id, sent, body).await
+        let state = match own_upload(&ctx, &who, &id).await {
+            Ok(s) => s,
+            Err(r) => return already_complete(&ctx, &who, &id, r).await,
+        };
+        let stream = body.into_data_stream();
+        match write::write(&ctx.attach, state, sent, stream, &who.visitor).await {
+            Written::Stored { offset, length } => {
+                let mut r = StatusCode::NO_CONTENT.into_response();
+                offsets(&mut r, offset, length);
+                r
+            }
+            Written::Finished(meta) => completed(&meta),
+            Written::Refused { refusal, at } => {
+                let mut r = refused(&refusal);
+                if let Some((offset, length)) = at {
+                    offsets(&mut r, offset, length);
+                }
+                r
+            }
+            Written::Busy => error(
+                StatusCode::CONFLICT,
+                "conflict",
+                "another PATCH of this upload is in progress",
+            ),
+            Written::Gone => already_complete(&ctx, &who, &id, not_found()).await,
+            Written::Failed { error, at } => {
+                let mut r = io_error(&error);
+                if let Some((offset, length)) = at {
+                    offsets(&mut r, offset, length);
+                }
+                r
             }
         }
     });
@@ -453,97 +473,6 @@ fn completed(meta: &Meta) -> Response {
     r
 }
 
-/// A PATCH on PostgreSQL: the body is stored in pieces of at most
-/// [`pg::PIECE`], each in its own transaction under the upload's row lock
-/// (so a piece is committed before any offset past it is told, and a
-/// second PATCH at the same offset, on any node, finds the offset moved).
-/// One piece is the most of an upload held in memory.
-async fn patch_pg(ctx: &Arc<Ctx>, who: &Caller, id: &str, sent: u64, body: Body) -> Response {
-    let state = match own_upload(ctx, who, id).await {
-        Ok(s) => s,
-        Err(r) => return already_complete(ctx, who, id, r).await,
-    };
-    if let Err(r) = upload::check_patch(&state, sent) {
-        let mut resp = refused(&r);
-        offsets(&mut resp, state.offset, state.length);
-        return resp;
-    }
-    let Storage::Postgres(reads) = &ctx.attach.storage else {
-        return not_found();
-    };
-    let remaining = usize::try_from(state.length - state.offset).unwrap_or(pg::PIECE);
-    let mut buf: Vec<u8> = Vec::with_capacity(remaining.min(pg::PIECE));
-    let (mut at, length) = (state.offset, state.length);
-    let mut stream = body.into_data_stream();
-    let mut ended = false;
-    loop {
-        let mut overrun = None;
-        if !ended {
-            match stream.next().await {
-                Some(Ok(chunk)) => {
-                    let pending = at + buf.len() as u64;
-                    if let Err(r) = upload::accept_chunk(&state, pending, chunk.len()) {
-                        // Nothing of this PATCH past its pieces already
-                        // stored is kept; Upload-Offset says where it is.
-                        overrun = Some(r);
-                    } else {
-                        let wait = ctx.attach.pace(&who.visitor, chunk.len(), state.rate);
-                        if !wait.is_zero() {
-                            tokio::time::sleep(wait).await;
-                        }
-                        buf.extend_from_slice(&chunk);
-                    }
-                }
-                // The client went away mid-chunk: keep what arrived, so it
-                // resumes from there rather than from the chunk's start.
-                Some(Err(_)) | None => ended = true,
-            }
-        }
-        if let Some(r) = overrun {
-            let mut resp = refused(&r);
-            offsets(&mut resp, at, length);
-            return resp;
-        }
-        // A full piece is stored at once; what is left when the body ends
-        // (or breaks off) is stored then.
-        let flush = buf.len() >= pg::PIECE || (ended && !buf.is_empty());
-        if !flush {
-            if ended {
-                break;
-            }
-            continue;
-        }
-        let rest = if buf.len() > pg::PIECE {
-            buf.split_off(pg::PIECE)
-        } else {
-            Vec::new()
-        };
-        let piece = std::mem::replace(&mut buf, rest);
-        let (id2, now) = (id.to_string(), now_ms());
-        let stored = reads
-            .run(move |db| pg::append(db, &id2, at, piece, now))
-            .await;
-        match stored {
-            Ok(Appended::Stored(s)) => at = s.offset,
-            Ok(Appended::Finished(meta)) => return completed(&meta),
-            Ok(Appended::Conflict(r, s)) => {
-                let mut resp = refused(&r);
-                offsets(&mut resp, s.offset, s.length);
-                return resp;
-            }
-            Ok(Appended::Rejected(r)) => return refused(&r),
-            Ok(Appended::Gone) => return already_complete(ctx, who, id, not_found()).await,
-            Err(e) => return io_error(&super::store_io(e)),
-        }
-        if ended && buf.is_empty() {
-            break;
-        }
-    }
-    let mut r = StatusCode::NO_CONTENT.into_response();
-    offsets(&mut r, at, length);
-    r
-}
-
 /// The answer to a PATCH of an upload that is no longer in progress: if
 /// it completed (its last PATCH's answer was lost, or another PATCH took
 /// it to the end), 409 with its final offset, as for any stale offset, so
@@ -556,99 +485,6 @@ async fn already_complete(ctx: &Arc<Ctx>, who: &Caller, id: &str, not: Response)
             r
         }
         Err(_) => not,
-    }
-}
-
-async fn patch_disk(
-    ctx: &Arc<Ctx>,
-    disk: &Disk,
-    who: &Caller,
-    id: &str,
-    sent: u64,
-    body: Body,
-) -> Response {
-    let mut state = match own_upload(ctx, who, id).await {
-        Ok(s) => s,
-        Err(r) => return already_complete(ctx, who, id, r).await,
-    };
-    if let Err(r) = upload::check_patch(&state, sent) {
-        let mut resp = refused(&r);
-        offsets(&mut resp, state.offset, state.length);
-        return resp;
-    }
-    let d = disk.clone();
-    let s2 = state.clone();
-    let file = match blocking(move || d.open_part(&s2)).await {
-        Ok(f) => f,
-        Err(e) => return io_error(&e),
-    };
-    let mut file = tokio::fs::File::from_std(file);
-    let start = state.offset;
-    let mut at = start;
-    let mut stream = body.into_data_stream();
-    let mut failure: Option<Response> = None;
-    while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            // The client went away mid-chunk: keep what arrived, so it
-            // resumes from there rather than from the chunk's start.
-            Err(_) => break,
-        };
-        if let Err(r) = upload::accept_chunk(&state, at, chunk.len()) {
-            failure = Some(refused(&r));
-            at = start;
-            break;
-        }
-        let wait = ctx.attach.pace(&who.visitor, chunk.len(), state.rate);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-        if let Err(e) = file.write_all(&chunk).await {
-            failure = Some(io_error(&e));
-            at = start;
-            break;
-        }
-        at += chunk.len() as u64;
-    }
-    // Acknowledge only what is on disk: the bytes, then the offset.
-    let synced = async {
-        file.flush().await?;
-        file.set_len(at).await?;
-        file.sync_all().await
-    }
-    .await;
-    if let Err(e) = synced {
-        return io_error(&e);
-    }
-    drop(file);
-    if at != state.offset {
-        state.offset = at;
-        let d = disk.clone();
-        let s2 = state.clone();
-        if let Err(e) = blocking(move || d.save(&s2)).await {
-            return io_error(&e);
-        }
-    }
-    if let Some(mut f) = failure {
-        offsets(&mut f, state.offset, state.length);
-        return f;
-    }
-    if state.offset < state.length {
-        let mut r = StatusCode::NO_CONTENT.into_response();
-        offsets(&mut r, state.offset, state.length);
-        return r;
-    }
-    let d = disk.clone();
-    let s2 = state.clone();
-    let now = now_ms();
-    let done = tokio::task::spawn_blocking(move || d.finish(&s2, now))
-        .await
-        .unwrap_or_else(|e| Err(FinishError::Io(io::Error::other(e))));
-    ctx.attach.release(id);
-    match done {
-        Ok(meta) => completed(&meta),
-        Err(FinishError::Refused(r)) => refused(&r),
-        Err(FinishError::Io(e)) => io_error(&e),
     }
 }
 
