@@ -570,7 +570,8 @@
       done(m.id);
       var p = S.msgs[m.id];
       if (p) {
-        p.failed = m.code;
+        // A refusal for good says why in the server's words.
+        p.failed = m.code === 'forbidden' && m.message ? m.message : m.code;
         p.pending = false;
         place(p);
         saveLog();

@@ -159,6 +159,31 @@ impl ClientHandle {
         self.action(Action::Close { conversation }).await
     }
 
+    /// Shut a visitor out of the site's chat (and, with `by_address`, the
+    /// address it last came from); ends its open chat. `reason` is kept for
+    /// the site's staff.
+    pub async fn block(
+        &self,
+        visitor: impl Into<String>,
+        by_address: bool,
+        reason: impl Into<String>,
+    ) -> Result<MsgId, ClientError> {
+        self.action(Action::Block {
+            visitor: visitor.into(),
+            by_address,
+            reason: reason.into(),
+        })
+        .await
+    }
+
+    /// Let a blocked visitor back in.
+    pub async fn unblock(&self, visitor: impl Into<String>) -> Result<MsgId, ClientError> {
+        self.action(Action::Unblock {
+            visitor: visitor.into(),
+        })
+        .await
+    }
+
     pub async fn set_presence(&self, presence: Presence) -> Result<MsgId, ClientError> {
         self.action(Action::SetPresence { presence }).await
     }

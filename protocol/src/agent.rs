@@ -120,6 +120,17 @@ pub enum Action {
         to: AgentId,
         note: Option<String>,
     },
+    /// 6 (version 4): shut a visitor of this site out of the chat, by its
+    /// id and, with `by_address`, by the address of its latest hello.
+    /// `reason` is for the site's staff (never shown to the visitor). Ends
+    /// the visitor's open chat; the outcome names it.
+    Block {
+        visitor: String,
+        by_address: bool,
+        reason: String,
+    },
+    /// 7 (version 4): lift every block of the visitor.
+    Unblock { visitor: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -594,6 +594,26 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 },
             )),
         ),
+        (
+            "client_command_block".into(),
+            C(command(
+                16,
+                Action::Block {
+                    visitor: "v-7f3a".into(),
+                    by_address: true,
+                    reason: "abusive language".into(),
+                },
+            )),
+        ),
+        (
+            "client_command_unblock".into(),
+            C(command(
+                17,
+                Action::Unblock {
+                    visitor: "v-7f3a".into(),
+                },
+            )),
+        ),
         ("client_ack".into(), C(ClientMsg::Ack { up_to: 300 })),
         ("client_heartbeat".into(), C(ClientMsg::Heartbeat)),
         ("client_sign_out".into(), C(ClientMsg::SignOut)),

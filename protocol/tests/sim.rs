@@ -1423,13 +1423,15 @@ impl ServerCore {
                 message: None,
                 at_ms: at,
             },
-            Action::Invite { .. } | Action::SetPresence { .. } | Action::Transfer { .. } => {
-                Outcome::Done {
-                    conversation: None,
-                    message: None,
-                    at_ms: at,
-                }
-            }
+            Action::Invite { .. }
+            | Action::SetPresence { .. }
+            | Action::Transfer { .. }
+            | Action::Block { .. }
+            | Action::Unblock { .. } => Outcome::Done {
+                conversation: None,
+                message: None,
+                at_ms: at,
+            },
         };
         let result = CommandResult {
             seq: cmd.seq,

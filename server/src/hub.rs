@@ -961,6 +961,15 @@ impl Hub {
                 v.info.verified = verified;
             }
             VisitorChange::Conversation(open) => v.info.conversation = open,
+            VisitorChange::Blocked => {
+                // Their reconnect's hello is refused: the widget goes.
+                for c in v.conns.drain(..) {
+                    c.tx.kick();
+                }
+                if let Some(n) = &v.notify {
+                    n.notify_waiters();
+                }
+            }
         }
         st.dirty.insert(visitor);
     }

@@ -115,6 +115,7 @@ impl Node {
             .call(|reply| Op::VisitorHello {
                 site,
                 visitor: None,
+                ip: "127.0.0.1".into(),
                 user_agent: Some("test".into()),
                 page: None,
                 reply,

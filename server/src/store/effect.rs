@@ -45,6 +45,8 @@ pub enum Effect {
 /// What changed in a visitor's record, with the values as committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VisitorChange {
+    /// `Action::Block`: its live connections go; its hello is refused.
+    Blocked,
     /// `Op::Identify`: who the visitor is, as stored after the update (the
     /// update keeps a name or email the site did not send, and a verified
     /// binding an unverified identify of the same id does not undo).

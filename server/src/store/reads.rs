@@ -239,6 +239,36 @@ pub fn conversation(
         .transpose()
 }
 
+/// Whether a block (not lifted) of `site` names `visitor` or `ip`.
+pub fn blocked(
+    conn: &dyn Db,
+    site: SiteId,
+    visitor: Option<&str>,
+    ip: Option<&str>,
+) -> Result<bool, StoreError> {
+    if let Some(v) = visitor
+        && conn
+            .query_opt(
+                "SELECT 1 FROM blocks WHERE visitor_id = ?1 AND site_id = ?2 AND lifted_ms IS NULL",
+                &args![v, site],
+            )?
+            .is_some()
+    {
+        return Ok(true);
+    }
+    if let Some(ip) = ip
+        && conn
+            .query_opt(
+                "SELECT 1 FROM blocks WHERE site_id = ?1 AND ip = ?2 AND lifted_ms IS NULL",
+                &args![site, ip],
+            )?
+            .is_some()
+    {
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Every waiting chat: (site, conversation, visitor), in queue order
 /// (site, then id, the order the queue is served in). Served by the
 /// `conversations_queued` index, which holds the waiting chats only.

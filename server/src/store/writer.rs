@@ -125,6 +125,8 @@ pub enum Op {
     VisitorHello {
         site: SiteId,
         visitor: Option<String>,
+        /// The address the hello came from, kept for a block by address.
+        ip: String,
         user_agent: Option<String>,
         /// The page the hello came from, committed with it so the visitor's
         /// first listing already shows it.
@@ -717,7 +719,9 @@ fn lock_in_order(db: &dyn Db, batch: &[Op]) -> Result<(), StoreError> {
                 | Action::Accept { conversation }
                 | Action::Close { conversation }
                 | Action::Transfer { conversation, .. } => chats.push(*conversation),
-                Action::Invite { visitor, .. } => visitors.push(visitor),
+                Action::Invite { visitor, .. }
+                | Action::Block { visitor, .. }
+                | Action::Unblock { visitor } => visitors.push(visitor),
                 Action::SetPresence { .. } => {}
             },
             _ => {}
@@ -789,11 +793,12 @@ fn apply(mut rules: Rules<'_>, op: &Op) -> Result<Answer, StoreError> {
         Op::VisitorHello {
             site,
             visitor,
+            ip,
             user_agent,
             page,
             ..
         } => rules
-            .visitor_hello(*site, visitor.clone(), user_agent.clone(), page.clone())
+            .visitor_hello(*site, visitor.clone(), ip, user_agent.clone(), page.clone())
             .map(Answer::Hello),
         Op::VisitorSend {
             visitor,

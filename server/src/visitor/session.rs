@@ -241,6 +241,20 @@ pub(super) async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, 
         });
     }
     let site_id = site.id;
+    let (who, addr) = (known.clone(), ip.to_string());
+    let blocked = ctx
+        .reads
+        .run(move |c| reads::blocked(c, site_id, who.as_deref(), Some(&addr)))
+        .await
+        .map_err(store_err)?;
+    if blocked {
+        // The same words whatever the reason an agent wrote down: that is
+        // for the site's staff. The widget shows nothing after this.
+        return Err(err(
+            ErrorCode::Forbidden,
+            "this site's chat is not available to you",
+        ));
+    }
     let ua = user_agent.clone();
     let page = page.map(page_view);
     let id = ctx
@@ -248,6 +262,7 @@ pub(super) async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, 
         .call(|reply| Op::VisitorHello {
             site: site_id,
             visitor: known.clone(),
+            ip: ip.to_string(),
             user_agent: ua,
             page,
             reply,

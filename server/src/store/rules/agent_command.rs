@@ -133,6 +133,12 @@ impl Rules<'_> {
                 to,
                 note,
             } => self.transfer(actor, me, *conversation, *from, *to, note.as_deref(), now),
+            Action::Block {
+                visitor,
+                by_address,
+                reason,
+            } => self.block(actor, me, visitor, *by_address, reason, now),
+            Action::Unblock { visitor } => self.unblock(actor, visitor, now),
         }
     }
 }

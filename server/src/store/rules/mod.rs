@@ -35,6 +35,7 @@ mod agent_command;
 mod agent_login;
 mod agent_send;
 mod assign;
+mod block;
 mod close;
 mod conversation;
 mod delivered;

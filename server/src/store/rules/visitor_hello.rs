@@ -12,10 +12,15 @@ impl Rules<'_> {
         &mut self,
         site: SiteId,
         visitor: Option<String>,
+        ip: &str,
         ua: Option<String>,
         page: Option<PageView>,
     ) -> Result<String, StoreError> {
         let id = self.visitor_upsert(site, visitor, ua)?;
+        self.conn.execute(
+            "UPDATE visitors SET last_ip = ?2 WHERE id = ?1",
+            &args![&id, ip],
+        )?;
         if let Some(p) = page {
             self.page_view(&id, &p)?;
         }

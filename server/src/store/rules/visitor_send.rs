@@ -62,6 +62,14 @@ impl Rules<'_> {
         if let Some(bad) = content.check() {
             return Ok(bad);
         }
+        // Checked in the writer, with the message: a block takes effect on
+        // the next message, on whichever node it arrives.
+        if reads::blocked(self.conn, site, Some(visitor), None)? {
+            return Ok(rejected(
+                ErrorCode::Forbidden,
+                "this site's chat is not available to you; the message was not sent",
+            ));
+        }
         let now = now_ms();
         let mut joined = None;
         let c = match self.open_conversation_locked(visitor)? {
