@@ -172,6 +172,27 @@ async fn a_pasted_screenshot_and_a_visitors_image_show_as_thumbnails() {
     );
     drop(ui);
 
+    // A fetch that fails (the core's answer for a file past retention)
+    // says so with Retry, never a blank; Retry fetches it again.
+    let epoch = d.app.core_epoch();
+    d.apply(Message::Core(
+        epoch,
+        Box::new(holdfast_client::Update::AttachmentFailed {
+            request: 0,
+            id: aid.clone(),
+            thumb: true,
+            code: holdfast_client::protocol::error::ErrorCode::NotFound,
+            message: "not found".into(),
+        }),
+    ));
+    assert!(d.has_id(&format!("thumb-failed-{aid}")));
+    assert!(d.shows("No longer available"), "{:?}", d.texts());
+    d.interact(|ui| {
+        ui.click("Retry").unwrap();
+    });
+    d.until("the thumbnail fetched again", |d| thumb_ready(d, &aid))
+        .await;
+
     if std::env::var_os("HOLDFAST_WRITE_SCREENSHOTS").is_some() {
         let out = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../assets/screenshots/desktop-attachment.png");
@@ -313,7 +334,12 @@ async fn a_cancelled_file_is_never_sent() {
     proxy.blackhole(true);
     let pdf = dir.path().join("wrong.pdf");
     std::fs::write(&pdf, attach::pdf(400_000, 3)).unwrap();
-    d.apply(chat_msg(chat::Message::Picked(Some(pdf))));
+    // Dragged onto the window: the hint covers the chat until the drop.
+    d.apply(chat_msg(chat::Message::FileHovered));
+    assert!(d.has_id("drop-hint"));
+    assert!(d.shows("Drop the file to send it to this visitor"));
+    d.apply(chat_msg(chat::Message::FileDropped(pdf)));
+    assert!(!d.has_id("drop-hint"));
     d.until("the pending file's bubble", |d| {
         only_upload(d).is_some_and(|u| d.has_id(&format!("upload-cancel-{}", u.id)))
     })
@@ -341,5 +367,45 @@ async fn a_cancelled_file_is_never_sent() {
         h.shutdown().await.unwrap();
     }
     proxy.stop();
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_file_says_why_and_is_removed_unsent() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    let mut v = open_chat(&mut d, &srv, "alice").await;
+
+    // HTML named .png: sniffed, not trusted, and refused.
+    let fake = dir.path().join("totally-a-picture.png");
+    std::fs::write(&fake, b"<html><script>alert(1)</script></html>".repeat(50)).unwrap();
+    d.apply(chat_msg(chat::Message::Picked(Some(fake))));
+    d.until("the refusal in the bubble", |d| {
+        only_upload(d).is_some_and(|u| matches!(u.state, UploadState::Failed(_)))
+            && d.shows("Not sent:")
+    })
+    .await;
+    let id = only_upload(&d).unwrap().id;
+    assert!(d.has_id(&format!("upload-retry-{id}")));
+    d.click_id(&format!("upload-remove-{id}"));
+    d.until("the bubble gone", |d| {
+        d.app.workspace.desk.files.uploads.is_empty() && !d.has_id(&format!("upload-{id}"))
+    })
+    .await;
+    assert!(
+        d.app
+            .handle()
+            .unwrap()
+            .pending_uploads()
+            .unwrap()
+            .is_empty()
+    );
+    then_nothing_more(&mut d, &mut v, "let me send it another way").await;
+    assert!(files_received(&v).is_empty(), "{:?}", v.events);
+
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
     srv.stop().await;
 }
