@@ -168,6 +168,20 @@ impl Files {
         self.sources.remove(&id);
     }
 
+    /// Decoded thumbnails are what a long day of images costs in memory:
+    /// past `keep`, only those of `on_screen` stay, with fetches under way
+    /// and files the agent is waiting for. The core's disk cache answers
+    /// at once if one comes back into view.
+    pub fn trim(&mut self, on_screen: &[String], keep: usize) {
+        if self.fetched.len() <= keep {
+            return;
+        }
+        let then = &self.then;
+        self.fetched.retain(|(id, _), f| {
+            matches!(f, Fetched::Loading) || on_screen.contains(id) || then.contains_key(id)
+        });
+    }
+
     pub fn in_conversation(&self, id: ConversationId) -> impl Iterator<Item = &Upload> {
         self.uploads.iter().filter(move |u| u.conversation == id)
     }
@@ -500,6 +514,28 @@ pub fn upload_bubble<'a>(files: &'a Files, u: &'a Upload) -> Element<'a, Action>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn past_the_limit_only_what_is_on_screen_or_awaited_stays() {
+        let ready = |n: &str| Fetched::Ready {
+            path: PathBuf::from(n),
+            mime: "image/png".into(),
+            handle: None,
+        };
+        let mut f = Files::default();
+        for i in 0..10 {
+            f.fetched.insert((format!("a{i}"), true), ready("x"));
+        }
+        f.fetched.insert(("loading".into(), true), Fetched::Loading);
+        f.fetched.insert(("wanted".into(), false), ready("y"));
+        f.then.insert("wanted".into(), Then::Open);
+        f.trim(&["a3".to_owned()], 20);
+        assert_eq!(f.fetched.len(), 12, "under the limit nothing goes");
+        f.trim(&["a3".to_owned()], 5);
+        let mut left: Vec<&str> = f.fetched.keys().map(|(id, _)| id.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["a3", "loading", "wanted"]);
+    }
 
     #[test]
     fn sizes_read_like_a_file_manager() {

@@ -47,6 +47,8 @@ pub const PAGE: u32 = 50;
 const HISTORY_KEEP: usize = 32;
 /// The side column's width.
 const SIDE: f32 = 330.0;
+/// Thumbnails and downloads kept in memory before those off screen go.
+const FILES_KEEP: usize = 64;
 
 /// What the views need from outside the workspace: the connection, the
 /// clock, and the username typed at sign-in (shown until the server names
@@ -854,6 +856,7 @@ impl State {
                     .map(|a| a.id.clone()),
             );
         }
+        self.desk.files.trim(&ids, FILES_KEEP);
         for id in ids {
             if !self.desk.files.fetched.contains_key(&(id.clone(), true)) {
                 self.fetch(h, id, true);
