@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use holdfast_agent::ui::files::{Fetched, RawImage};
+use holdfast_agent::ui::files::{self, Fetched, RawImage};
 use holdfast_agent::ui::screen::workspace::chat;
 use holdfast_client::UploadState;
 use holdfast_client::protocol::ids::MsgId;
@@ -248,6 +248,17 @@ async fn a_file_sent_while_the_link_is_cut_arrives_once() {
     })
     .await;
     assert!(d.shows("Save as…"));
+    // Save as…: the dialog's answer goes in as its message; the whole file
+    // comes down through the core and lands there, byte for byte.
+    let dest = dir.path().join("saved copy.pdf");
+    d.apply(chat_msg(chat::Message::File(files::Action::SaveTo(
+        got.clone(),
+        Some(dest.clone()),
+    ))));
+    d.until("the file saved", |_| {
+        std::fs::read(&dest).is_ok_and(|b| b == attach::pdf(600_000, 7))
+    })
+    .await;
     then_nothing_more(&mut d, &mut v, "invoice attached").await;
     assert_eq!(files_received(&v), [got.id]);
 
