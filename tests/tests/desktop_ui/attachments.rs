@@ -397,8 +397,16 @@ async fn a_refused_file_says_why_and_is_removed_unsent() {
             && d.shows("Not sent:")
     })
     .await;
+    let first = only_upload(&d).unwrap().id;
+    // Retry sends it again from what was picked, in place of the failed
+    // one (dismissed, so at most one can ever go): refused again.
+    d.click_id(&format!("upload-retry-{first}"));
+    d.until("the second attempt refused", |d| {
+        only_upload(d).is_some_and(|u| u.id != first && matches!(u.state, UploadState::Failed(_)))
+    })
+    .await;
+    assert_eq!(d.app.handle().unwrap().pending_uploads().unwrap().len(), 1);
     let id = only_upload(&d).unwrap().id;
-    assert!(d.has_id(&format!("upload-retry-{id}")));
     d.click_id(&format!("upload-remove-{id}"));
     d.until("the bubble gone", |d| {
         d.app.workspace.desk.files.uploads.is_empty() && !d.has_id(&format!("upload-{id}"))

@@ -220,7 +220,7 @@ impl State {
                         text_editor::Edit::Paste(t),
                     )))
                 }),
-                Some(chat::Event::SendFile(source)) => self.send_file(env, source),
+                Some(chat::Event::SendFile(source)) => self.send_file(env, source, None),
                 Some(chat::Event::File(a)) => self.file_action(env, a),
                 Some(chat::Event::FileQueued(Ok((upload, source)))) => {
                     self.desk.files.queued(upload, source);
@@ -661,10 +661,15 @@ impl State {
 
     /// Send a file in the open conversation: the core keeps a copy and
     /// records it before answering, so it goes out even if the app closes.
-    fn send_file(&mut self, env: &Env<'_>, source: Source) -> Task<Message> {
-        let open = self
-            .desk
-            .selected
+    /// `to` a conversation, or the open one.
+    fn send_file(
+        &mut self,
+        env: &Env<'_>,
+        source: Source,
+        to: Option<ConversationId>,
+    ) -> Task<Message> {
+        let open = to
+            .or(self.desk.selected)
             .filter(|id| self.desk.is_mine(*id))
             .and_then(|id| self.desk.convs.get(&id))
             .filter(|c| c.info.state == ConversationState::Active)
@@ -765,16 +770,13 @@ impl State {
                     .find(|u| u.id == id)
                     .map(|u| u.conversation);
                 self.desk.files.forget(id);
-                if conversation.is_some() && conversation != self.desk.selected {
-                    self.desk.selected = conversation;
-                }
                 // The failed one is dismissed first, so only the new one can
                 // ever be sent.
                 let dismiss = Task::perform(
                     async move { h.cancel_upload(id).await.map_err(|e| e.to_string()) },
                     |r| Message::ActionDone(r.map(drop)),
                 );
-                Task::batch([dismiss, self.send_file(env, source)])
+                Task::batch([dismiss, self.send_file(env, source, conversation)])
             }
         }
     }
