@@ -128,8 +128,31 @@ async fn a_pasted_screenshot_and_a_visitors_image_show_as_thumbnails() {
     let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
     let mut v = open_chat(&mut d, &srv, "alice").await;
 
-    // Ctrl+V with an image on the clipboard: the clipboard's answer goes in
-    // as the message the real read produces, and on from the pixels.
+    // Ctrl+V in the composer asks for the clipboard (not iced's text-only
+    // paste). Headless, there is no clipboard to read: its answer goes in
+    // next as the message the real read produces, and on from the pixels.
+    let pressed: Vec<Message> = {
+        let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), d.app.view());
+        ui.click(Id::new("composer")).unwrap();
+        let v = iced::keyboard::Key::Character("v".into());
+        let _ = ui.simulate([iced::Event::Keyboard(iced::keyboard::Event::KeyPressed {
+            key: v.clone(),
+            modified_key: v,
+            physical_key: iced::keyboard::key::Physical::Code(iced::keyboard::key::Code::KeyV),
+            location: iced::keyboard::Location::Standard,
+            modifiers: iced::keyboard::Modifiers::CTRL,
+            repeat: false,
+            text: None,
+        })]);
+        ui.into_messages().collect()
+    };
+    assert!(
+        pressed.iter().any(|m| matches!(
+            m,
+            Message::Workspace(workspace::Message::Chat(chat::Message::Paste))
+        )),
+        "{pressed:?}"
+    );
     d.apply(chat_msg(chat::Message::Clipboard(Ok(Some(screenshot(
         320, 200,
     ))))));

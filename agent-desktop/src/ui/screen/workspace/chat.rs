@@ -12,12 +12,12 @@
 //! clipboard holds an image. The OS side of each (dialog, window event,
 //! clipboard) answers with a message, so tests inject the same message.
 
-use holdfast_protocol::agent::{AgentId, Author, ConversationId, ConversationState};
-use holdfast_protocol::notice::Notice;
-use iced::widget::text::{self as itext, Wrapping};
 use std::path::PathBuf;
 
+use holdfast_protocol::agent::{AgentId, Author, ConversationId, ConversationState};
 use holdfast_protocol::ids::MsgId;
+use holdfast_protocol::notice::Notice;
+use iced::widget::text::{self as itext, Wrapping};
 use iced::widget::{
     Column, button, column, container, row, rule, scrollable, space, stack, text_editor, text_input,
 };
