@@ -125,20 +125,20 @@ async fn bad_protocol_version_is_refused_naming_both_versions(backend: Backend) 
     let ConnectError::Handshake(e) = err else {
         panic!("{err:?}")
     };
-    assert_eq!(e, HandshakeError::VersionMismatch { ours: 9, theirs: 3 });
+    assert_eq!(e, HandshakeError::VersionMismatch { ours: 9, theirs: 4 });
     assert!(
-        e.to_string().contains("version 9") && e.to_string().contains("version 3"),
+        e.to_string().contains("version 9") && e.to_string().contains("version 4"),
         "{e}"
     );
-    // A version 2 app (before attachments) is told to update, rather than
-    // misreading the first message, whose layout changed under it.
-    let err = RawAgent::handshake_version(srv.agent_addr(), 2)
+    // A version 3 app (before agents sent files) is told to update, rather
+    // than failing on the first answer it cannot decode.
+    let err = RawAgent::handshake_version(srv.agent_addr(), 3)
         .await
         .unwrap_err();
     let ConnectError::Handshake(e) = err else {
         panic!("{err:?}")
     };
-    assert_eq!(e, HandshakeError::VersionMismatch { ours: 2, theirs: 3 });
+    assert_eq!(e, HandshakeError::VersionMismatch { ours: 3, theirs: 4 });
     srv.stop().await;
 }
 holdfast_tests::on_both_backends!(bad_protocol_version_is_refused_naming_both_versions);
