@@ -1225,3 +1225,6 @@ async fn javascript_urls_show_as_inert_text() {
     }
     srv.stop().await;
 }
+// Files in chats (issue 18), on the same driver.
+#[path = "desktop_ui/attachments.rs"]
+mod files;

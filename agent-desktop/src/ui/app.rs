@@ -26,6 +26,7 @@ use iced::widget::column;
 use iced::{Element, Task};
 use zeroize::Zeroizing;
 
+use crate::ui::files;
 use crate::ui::format;
 use crate::ui::notify::Notifier;
 use crate::ui::prefs::Prefs;
@@ -203,16 +204,19 @@ impl App {
         }
         let read = Store::open(&path).and_then(|s| {
             let account = s.account()?;
-            Ok((account, s.cached_workspace()?))
+            Ok((account, s.cached_workspace()?, s.pending_uploads()?))
         });
         match read {
-            Ok((Some(account), ws))
+            Ok((Some(account), ws, uploads))
                 if account.server == self.login.server
                     && account.username == self.login.username
                     && ws.session.is_some() =>
             {
                 self.status.unsent = ws.unsent;
                 self.workspace.desk.load(ws);
+                // Files picked before the app last closed: they go out once
+                // signed in, and are shown on their way meanwhile.
+                self.workspace.desk.files.restore(uploads);
                 self.store_path = Some(path);
                 self.screen = Screen::Workspace;
             }
@@ -287,6 +291,14 @@ impl App {
     }
 
     pub fn update(&mut self, message: Message) -> Task<Message> {
+        let task = self.route(message);
+        if self.screen == Screen::Workspace {
+            self.workspace.want_thumbnails(&env_of!(self));
+        }
+        task
+    }
+
+    fn route(&mut self, message: Message) -> Task<Message> {
         match message {
             Message::Login(m) => match self.login.update(m) {
                 None => Task::none(),
@@ -497,6 +509,10 @@ impl App {
             }
             Err(e) => tracing::warn!("cannot read the cached workspace: {e}"),
         }
+        match handle.pending_uploads() {
+            Ok(list) => self.workspace.desk.files.restore(list),
+            Err(e) => tracing::warn!("cannot read the files waiting to be sent: {e}"),
+        }
         self.status = handle.status();
         self.store_path = Some(path);
         self.handle = Some(handle);
@@ -669,6 +685,9 @@ impl App {
                     Some(h) => {
                         let ws = h.cached_workspace().map_err(|e| e.to_string());
                         self.status = h.status();
+                        if let Ok(list) = h.pending_uploads() {
+                            self.workspace.desk.files.restore(list);
+                        }
                         self.workspace.reload(&mut env_of!(self), ws)
                     }
                     None => Task::none(),
@@ -686,10 +705,42 @@ impl App {
                 self.workspace.desk.banner = Some(format!("Local store error: {message}"));
                 Task::none()
             }
-            // Files: drawn by the attachment UI, not built on this branch.
-            Update::Upload { .. }
-            | Update::AttachmentReady { .. }
-            | Update::AttachmentFailed { .. } => Task::none(),
+            Update::Upload {
+                id,
+                conversation,
+                name,
+                sent,
+                total,
+                state,
+            } => {
+                self.workspace.desk.files.progress(files::Upload {
+                    id,
+                    conversation,
+                    name,
+                    sent,
+                    total,
+                    state,
+                });
+                Task::none()
+            }
+            Update::AttachmentReady {
+                id,
+                thumb,
+                path,
+                mime,
+                ..
+            } => self.workspace.on_file_ready(id, thumb, path, mime),
+            Update::AttachmentFailed {
+                id,
+                thumb,
+                code,
+                message,
+                ..
+            } => {
+                self.workspace
+                    .on_file_failed(id, thumb, files::fetch_error(code, &message));
+                Task::none()
+            }
         };
         task.map(Message::Workspace)
     }

@@ -253,6 +253,8 @@ pub struct Desk {
     pub pending_open: Option<PendingOpen>,
     /// The last error worth showing above the workspace.
     pub banner: Option<String>,
+    /// Attachments fetched, and files on their way up.
+    pub files: crate::ui::files::Files,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,8 @@
 //!   visitor list, histories, the team), kept current by the core's updates.
 //! - `widget`: drawing helpers the screens share, and the one seam all text
 //!   goes through on its way to the screen.
+//! - `files`: attachments on screen (thumbnails, file cards, upload
+//!   bubbles) and the OS side of files (clipboard, dialogs, opening).
 //! - `format`: timestamps, durations, User-Agent parsing, previews.
 //! - `prefs`: the remembered server and username (never the password).
 //! - `notify`: OS notifications and the chime when the window is unfocused.
@@ -20,6 +22,7 @@
 
 pub mod app;
 pub mod desk;
+pub mod files;
 pub mod format;
 pub mod notify;
 pub mod prefs;
@@ -57,11 +60,18 @@ pub fn theme(_: &App) -> Theme {
 }
 
 /// A one-second tick only where something on screen counts time (time on
-/// site, waiting time, the reconnect countdown), and window focus always.
+/// site, waiting time, the reconnect countdown), and window focus and
+/// files dragged onto the window always.
 pub fn subscription(app: &App) -> Subscription<Message> {
+    use screen::workspace::chat::Message as Chat;
     let focus = iced::event::listen_with(|event, _status, _window| match event {
         iced::Event::Window(window::Event::Focused) => Some(Message::Focus(true)),
         iced::Event::Window(window::Event::Unfocused) => Some(Message::Focus(false)),
+        iced::Event::Window(window::Event::FileHovered(_)) => Some(to_chat(Chat::FileHovered)),
+        iced::Event::Window(window::Event::FilesHoveredLeft) => Some(to_chat(Chat::HoverLeft)),
+        iced::Event::Window(window::Event::FileDropped(path)) => {
+            Some(to_chat(Chat::FileDropped(path)))
+        }
         _ => None,
     });
     let mut subs = vec![focus];
@@ -72,4 +82,8 @@ pub fn subscription(app: &App) -> Subscription<Message> {
         subs.push(window::frames().map(|_| Message::FirstFrame));
     }
     Subscription::batch(subs)
+}
+
+fn to_chat(m: screen::workspace::chat::Message) -> Message {
+    Message::Workspace(screen::workspace::Message::Chat(m))
 }

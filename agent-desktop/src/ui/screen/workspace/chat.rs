@@ -5,16 +5,26 @@
 //! survive switching conversations and the desk's reloads. Sending,
 //! closing, transferring and paging need the client, so they go up to the
 //! workspace as events.
+//!
+//! Files come in three ways, all ending in [`Event::SendFile`]: the attach
+//! button's picker, a file dropped on the window (a hint covers the chat
+//! while one is dragged over it), and Ctrl+V in the composer when the
+//! clipboard holds an image. The OS side of each (dialog, window event,
+//! clipboard) answers with a message, so tests inject the same message.
+
+use std::path::PathBuf;
 
 use holdfast_protocol::agent::{AgentId, Author, ConversationId, ConversationState};
+use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::Notice;
 use iced::widget::text::{self as itext, Wrapping};
 use iced::widget::{
-    Column, button, column, container, row, rule, scrollable, space, text_editor, text_input,
+    Column, button, column, container, row, rule, scrollable, space, stack, text_editor, text_input,
 };
 use iced::{Alignment, Border, Color, Element, Fill, Theme, border, keyboard};
 
 use crate::ui::desk::{Desk, message_text};
+use crate::ui::files::{self, RawImage, Source};
 use crate::ui::format;
 use crate::ui::widget::{
     body_text, card, has_stated_name, left_message_lines, muted, site_id_line, small, stated, text,
@@ -48,9 +58,26 @@ pub enum Message {
     TransferNote(String),
     TransferSend,
     TransferCancel,
+    /// The attach button: ask for a file.
+    Attach,
+    /// The picker's answer (`None`: cancelled).
+    Picked(Option<PathBuf>),
+    /// Ctrl+V in the composer.
+    Paste,
+    /// What the clipboard held on Ctrl+V: an image, or (`Ok(None)`)
+    /// something else, pasted as text.
+    Clipboard(Result<Option<RawImage>, String>),
+    FileHovered,
+    HoverLeft,
+    FileDropped(PathBuf),
+    File(files::Action),
+    /// `send_file` answered: the file is kept and will be sent.
+    FileQueued(Result<(files::Upload, Source), String>),
+    /// `cancel_upload` answered for this file.
+    UploadStopped(MsgId, Result<bool, String>),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Event {
     /// Send the open conversation's draft.
     Send,
@@ -62,6 +89,16 @@ pub enum Event {
         to: AgentId,
         note: Option<String>,
     },
+    Attach,
+    /// Read the clipboard for an image.
+    Paste,
+    /// The clipboard held no image: paste its text.
+    PasteText,
+    /// Send this file in the open conversation.
+    SendFile(Source),
+    File(files::Action),
+    FileQueued(Result<(files::Upload, Source), String>),
+    UploadStopped(MsgId, Result<bool, String>),
 }
 
 impl State {
@@ -75,6 +112,32 @@ impl State {
                 None
             }
             Message::Send => Some(Event::Send),
+            Message::Attach => Some(Event::Attach),
+            Message::Picked(path) => path.map(|p| Event::SendFile(Source::Path(p))),
+            Message::Paste => Some(Event::Paste),
+            Message::Clipboard(Ok(Some(img))) => Some(Event::SendFile(Source::Image(img))),
+            Message::Clipboard(Ok(None)) => Some(Event::PasteText),
+            Message::Clipboard(Err(e)) => {
+                // No clipboard to read images from (a headless session, an
+                // X server that went away): the paste is still text.
+                tracing::debug!("clipboard image unreadable: {e}");
+                Some(Event::PasteText)
+            }
+            Message::FileHovered => {
+                desk.files.hovering = true;
+                None
+            }
+            Message::HoverLeft => {
+                desk.files.hovering = false;
+                None
+            }
+            Message::FileDropped(p) => {
+                desk.files.hovering = false;
+                Some(Event::SendFile(Source::Path(p)))
+            }
+            Message::File(a) => Some(Event::File(a)),
+            Message::FileQueued(r) => Some(Event::FileQueued(r)),
+            Message::UploadStopped(id, r) => Some(Event::UploadStopped(id, r)),
             Message::LoadEarlier => Some(Event::LoadEarlier),
             Message::Close(id) => Some(Event::Close(id)),
             Message::TransferOpen(id) => {
@@ -222,6 +285,12 @@ impl State {
         for m in &c.messages {
             msgs = msgs.push(bubble(desk, m, utc_offset_secs));
         }
+        for u in desk.files.in_conversation(c.info.id) {
+            msgs = msgs.push(row![
+                space::horizontal(),
+                files::upload_bubble(&desk.files, u).map(Message::File)
+            ]);
+        }
         let transcript = scrollable(msgs)
             .id("transcript")
             .anchor_bottom()
@@ -238,13 +307,26 @@ impl State {
                     .key_binding(|press| {
                         let enter =
                             matches!(press.key, keyboard::Key::Named(keyboard::key::Named::Enter));
+                        let paste = press.modifiers.command()
+                            && matches!(press.key.as_ref(), keyboard::Key::Character("v"));
                         if enter && !press.modifiers.shift() {
                             Some(text_editor::Binding::Custom(Message::Send))
+                        } else if paste {
+                            // Looked at for an image first; text is pasted
+                            // by the workspace when there is none.
+                            Some(text_editor::Binding::Custom(Message::Paste))
                         } else {
                             text_editor::Binding::from_key_press(press)
                         }
                     });
                 row![
+                    container(
+                        button(text("Attach…"))
+                            .padding([8, 12])
+                            .style(button::secondary)
+                            .on_press(Message::Attach),
+                    )
+                    .id("attach"),
                     editor,
                     button(text("Send"))
                         .padding([8, 16])
@@ -268,15 +350,42 @@ impl State {
                 .style(muted)
                 .into(),
         };
-        column![
+        let pane = column![
             top,
             rule::horizontal(1),
             transcript,
             container(composer).padding(10),
         ]
         .width(Fill)
-        .height(Fill)
-        .into()
+        .height(Fill);
+        if desk.files.hovering {
+            let hint = if active && mine {
+                "Drop the file to send it to this visitor"
+            } else {
+                "Files can be sent only in your open chats"
+            };
+            stack![
+                pane,
+                container(container(text(hint).size(18)).padding(24).style(card))
+                    .id("drop-hint")
+                    .center(Fill)
+                    .style(|theme: &Theme| container::Style {
+                        background: Some(
+                            theme
+                                .extended_palette()
+                                .background
+                                .base
+                                .color
+                                .scale_alpha(0.8)
+                                .into()
+                        ),
+                        ..container::Style::default()
+                    })
+            ]
+            .into()
+        } else {
+            pane.into()
+        }
     }
 }
 
@@ -364,19 +473,18 @@ fn bubble<'a>(desk: &'a Desk, m: &'a StoredMessage, utc_offset_secs: i32) -> Ele
                 .into(),
         },
         Author::Visitor { .. } => {
-            let b =
-                container(column![body_text(m.body.as_str()), small(time).style(muted)].spacing(2))
-                    .padding([6, 10])
-                    .max_width(520)
-                    .style(|theme: &Theme| {
-                        let p = theme.extended_palette();
-                        container::Style {
-                            background: Some(p.background.weaker.color.into()),
-                            text_color: Some(p.background.weaker.text),
-                            border: border::rounded(10),
-                            ..container::Style::default()
-                        }
-                    });
+            let b = container(content(desk, m).push(small(time).style(muted)))
+                .padding([6, 10])
+                .max_width(520)
+                .style(|theme: &Theme| {
+                    let p = theme.extended_palette();
+                    container::Style {
+                        background: Some(p.background.weaker.color.into()),
+                        text_color: Some(p.background.weaker.text),
+                        border: border::rounded(10),
+                        ..container::Style::default()
+                    }
+                });
             row![b, space::horizontal()].into()
         }
         Author::Agent { name, .. } => {
@@ -394,7 +502,7 @@ fn bubble<'a>(desk: &'a Desk, m: &'a StoredMessage, utc_offset_secs: i32) -> Ele
                     color: failed.then(|| theme.extended_palette().danger.strong.color),
                 }));
             }
-            let b = container(column![body_text(m.body.as_str()), meta].spacing(2))
+            let b = container(content(desk, m).push(meta))
                 .padding([6, 10])
                 .max_width(520)
                 .style(|theme: &Theme| {
@@ -413,6 +521,18 @@ fn bubble<'a>(desk: &'a Desk, m: &'a StoredMessage, utc_offset_secs: i32) -> Ele
             row![space::horizontal(), b].into()
         }
     }
+}
+
+/// What a person's message says: its text (if any) and its file (if any).
+fn content<'a>(desk: &'a Desk, m: &'a StoredMessage) -> Column<'a, Message> {
+    let mut col = Column::new().spacing(4);
+    if !m.body.is_empty() || m.attachment.is_none() {
+        col = col.push(body_text(m.body.as_str()));
+    }
+    if let Some(a) = &m.attachment {
+        col = col.push(files::attachment_view(&desk.files, a).map(Message::File));
+    }
+    col
 }
 
 /// The words shown under the agent's own messages.

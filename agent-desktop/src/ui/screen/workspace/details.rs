@@ -23,6 +23,8 @@ pub enum Message {
     /// Load a visitor's history: the newest page, or (`older`) the page
     /// before the oldest one loaded.
     LoadHistory { visitor: String, older: bool },
+    /// A file in a past conversation.
+    File(crate::ui::files::Action),
 }
 
 pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32) -> Element<'_, Message> {
@@ -159,14 +161,25 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32) -> Element<'_, Messa
                     .rev()
                     .filter(|m| m.conversation == conv.id)
                 {
+                    // A file sent without words still says who sent it.
+                    let said = if m.body.is_empty() && m.attachment.is_some() {
+                        "(a file)"
+                    } else {
+                        m.body.as_str()
+                    };
                     let line = match &m.author {
-                        Author::Visitor { .. } => format!("Visitor: {}", m.body),
-                        Author::Agent { name, .. } => format!("{name}: {}", m.body),
+                        Author::Visitor { .. } => format!("Visitor: {said}"),
+                        Author::Agent { name, .. } => format!("{name}: {said}"),
                         Author::System => {
                             format!("— {}", holdfast_protocol::notice::system_text(&m.body))
                         }
                     };
                     block = block.push(small(line));
+                    if let Some(a) = &m.attachment {
+                        block = block.push(
+                            crate::ui::files::attachment_view(&desk.files, a).map(Message::File),
+                        );
+                    }
                 }
                 col = col.push(container(block).padding(6).width(Fill).style(card));
             }

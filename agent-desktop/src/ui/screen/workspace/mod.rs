@@ -34,6 +34,7 @@ use iced::widget::{column, row, rule, scrollable, text_editor};
 use iced::{Element, Fill, Task};
 
 use crate::ui::desk::{Conv, Desk, HISTORY_PAGE, PendingOpen, message_text};
+use crate::ui::files::{self, Fetched, Source, Then};
 use crate::ui::format;
 use crate::ui::notify::{Alert, Notifier};
 use holdfast_client::store::Session;
@@ -46,6 +47,8 @@ pub const PAGE: u32 = 50;
 const HISTORY_KEEP: usize = 32;
 /// The side column's width.
 const SIDE: f32 = 330.0;
+/// Thumbnails and downloads kept in memory before those off screen go.
+const FILES_KEEP: usize = 64;
 
 /// What the views need from outside the workspace: the connection, the
 /// clock, and the username typed at sign-in (shown until the server names
@@ -92,6 +95,8 @@ pub enum Message {
     SignOutFinished(Result<SignOutResult, String>),
     /// An action reached the outbox (or failed to).
     ActionDone(Result<(), String>),
+    /// A fetched thumbnail, decoded (or not).
+    Thumbnail(String, Result<iced::widget::image::Handle, String>),
 }
 
 /// What only the app can do: start a session, and leave the workspace.
@@ -198,10 +203,50 @@ impl State {
                 }) => self.with_handle(env, move |h| async move {
                     h.transfer(conversation, from, to, note).await.map(drop)
                 }),
+                Some(chat::Event::Attach) => Task::perform(files::pick_file(), |p| {
+                    Message::Chat(chat::Message::Picked(p))
+                }),
+                Some(chat::Event::Paste) => Task::perform(
+                    async {
+                        tokio::task::spawn_blocking(files::read_clipboard_image)
+                            .await
+                            .map_err(|e| e.to_string())?
+                    },
+                    |r| Message::Chat(chat::Message::Clipboard(r)),
+                ),
+                Some(chat::Event::PasteText) => iced::clipboard::read().map(|t| {
+                    let t = std::sync::Arc::new(t.unwrap_or_default());
+                    Message::Chat(chat::Message::Compose(text_editor::Action::Edit(
+                        text_editor::Edit::Paste(t),
+                    )))
+                }),
+                Some(chat::Event::SendFile(source)) => self.send_file(env, source, None),
+                Some(chat::Event::File(a)) => self.file_action(env, a),
+                Some(chat::Event::FileQueued(Ok((upload, source)))) => {
+                    self.desk.files.queued(upload, source);
+                    Task::none()
+                }
+                Some(chat::Event::FileQueued(Err(e))) => {
+                    self.desk.banner = Some(format!("The file was not sent: {e}"));
+                    Task::none()
+                }
+                Some(chat::Event::UploadStopped(id, r)) => {
+                    match r {
+                        Ok(true) => self.desk.files.forget(id),
+                        Ok(false) => {
+                            self.desk.files.forget(id);
+                            self.desk.banner =
+                                Some("Too late to cancel: the file was already sent.".into());
+                        }
+                        Err(e) => self.desk.banner = Some(e),
+                    }
+                    Task::none()
+                }
             },
             Message::Details(details::Message::LoadHistory { visitor, older }) => {
                 self.load_history(env, visitor, older)
             }
+            Message::Details(details::Message::File(a)) => self.file_action(env, a),
             Message::SignOut(m) => match self.sign_out.update(m) {
                 None => Task::none(),
                 Some(sign_out::Event::SignOut { to }) => self.start_sign_out(env, to),
@@ -209,6 +254,18 @@ impl State {
             Message::SignOutFinished(result) => {
                 self.sign_out.signing_out = false;
                 return (Task::none(), Some(Event::SignedOut(result)));
+            }
+            Message::Thumbnail(id, r) => {
+                let key = (id, true);
+                match (r, self.desk.files.fetched.get_mut(&key)) {
+                    (Ok(h), Some(Fetched::Ready { handle, .. })) => *handle = Some(h),
+                    (Err(e), _) => {
+                        self.desk.files.fetched.insert(key, Fetched::Failed(e));
+                    }
+                    // Dropped meanwhile (a sign-out): nothing to show it in.
+                    (Ok(_), _) => {}
+                }
+                Task::none()
             }
             Message::ActionDone(res) => {
                 if let Err(e) = res {
@@ -600,6 +657,255 @@ impl State {
             Ok(page) => c.prepend(page, PAGE as usize),
             Err(e) => self.desk.banner = Some(e),
         }
+    }
+
+    /// Send a file in the open conversation: the core keeps a copy and
+    /// records it before answering, so it goes out even if the app closes.
+    /// `to` a conversation, or the open one.
+    fn send_file(
+        &mut self,
+        env: &Env<'_>,
+        source: Source,
+        to: Option<ConversationId>,
+    ) -> Task<Message> {
+        let open = to
+            .or(self.desk.selected)
+            .filter(|id| self.desk.is_mine(*id))
+            .and_then(|id| self.desk.convs.get(&id))
+            .filter(|c| c.info.state == ConversationState::Active)
+            .map(|c| c.info.id);
+        let Some(conversation) = open else {
+            self.desk.banner = Some("Open one of your chats to send a file in it.".into());
+            return Task::none();
+        };
+        let Some(h) = env.handle.cloned() else {
+            self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+            return Task::none();
+        };
+        let now = holdfast_client::store::now_ms();
+        Task::perform(
+            async move {
+                let (id, name, total) = match &source {
+                    Source::Path(p) => {
+                        let name = p.file_name().map_or_else(
+                            || "file".to_owned(),
+                            |n| n.to_string_lossy().into_owned(),
+                        );
+                        let total = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                        let id = h
+                            .send_file(conversation, p.clone(), String::new())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        (id, name, total)
+                    }
+                    Source::Image(img) => {
+                        let img = img.clone();
+                        // A full-screen screenshot takes a moment to encode:
+                        // off the UI's thread.
+                        let png = tokio::task::spawn_blocking(move || files::encode_png(&img))
+                            .await
+                            .map_err(|e| e.to_string())??;
+                        let name = files::screenshot_name(now);
+                        let total = png.len() as u64;
+                        let id = h
+                            .send_file_bytes(conversation, name.clone(), png, String::new())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        (id, name, total)
+                    }
+                };
+                let upload = files::Upload {
+                    id,
+                    conversation,
+                    name,
+                    sent: 0,
+                    total,
+                    state: holdfast_client::UploadState::Uploading,
+                };
+                Ok((upload, source))
+            },
+            |r| Message::Chat(chat::Message::FileQueued(r)),
+        )
+    }
+
+    fn file_action(&mut self, env: &Env<'_>, action: files::Action) -> Task<Message> {
+        let Some(h) = env.handle.cloned() else {
+            self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+            return Task::none();
+        };
+        match action {
+            files::Action::Open(a) => {
+                if !files::openable(&a.mime) {
+                    self.desk.banner = Some(format!(
+                        "{} ({}) could run script if opened: use Save as… instead.",
+                        a.name, a.mime
+                    ));
+                    return Task::none();
+                }
+                self.want_full(&h, a.id, Then::Open)
+            }
+            files::Action::SaveAs(a) => Task::perform(files::pick_save_path(a.name.clone()), {
+                move |p| Message::Chat(chat::Message::File(files::Action::SaveTo(a.clone(), p)))
+            }),
+            files::Action::SaveTo(_, None) => Task::none(),
+            files::Action::SaveTo(a, Some(dest)) => self.want_full(&h, a.id, Then::SaveTo(dest)),
+            files::Action::Retry { id, thumb } => {
+                self.desk.files.fetched.remove(&(id.clone(), thumb));
+                self.fetch(&h, id, thumb);
+                Task::none()
+            }
+            files::Action::CancelUpload(id) | files::Action::RemoveUpload(id) => Task::perform(
+                async move { h.cancel_upload(id).await.map_err(|e| e.to_string()) },
+                move |r| Message::Chat(chat::Message::UploadStopped(id, r)),
+            ),
+            files::Action::RetryUpload(id) => {
+                let Some(source) = self.desk.files.sources.get(&id).cloned() else {
+                    return Task::none();
+                };
+                let conversation = self
+                    .desk
+                    .files
+                    .uploads
+                    .iter()
+                    .find(|u| u.id == id)
+                    .map(|u| u.conversation);
+                self.desk.files.forget(id);
+                // The failed one is dismissed first, so only the new one can
+                // ever be sent.
+                let dismiss = Task::perform(
+                    async move { h.cancel_upload(id).await.map_err(|e| e.to_string()) },
+                    |r| Message::ActionDone(r.map(drop)),
+                );
+                Task::batch([dismiss, self.send_file(env, source, conversation)])
+            }
+        }
+    }
+
+    /// The whole file, then `then`: at once if it is here already.
+    fn want_full(&mut self, h: &ClientHandle, id: String, then: Then) -> Task<Message> {
+        if let Some(Fetched::Ready { path, .. }) = self.desk.files.fetched.get(&(id.clone(), false))
+        {
+            return self.finish(path.clone(), then);
+        }
+        self.desk.files.then.insert(id.clone(), then);
+        if !matches!(
+            self.desk.files.fetched.get(&(id.clone(), false)),
+            Some(Fetched::Loading)
+        ) {
+            self.desk.files.fetched.remove(&(id.clone(), false));
+            self.fetch(h, id, false);
+        }
+        Task::none()
+    }
+
+    fn fetch(&mut self, h: &ClientHandle, id: String, thumb: bool) {
+        let state = match h.fetch_attachment(id.clone(), thumb) {
+            Ok(_) => Fetched::Loading,
+            Err(e) => Fetched::Failed(e.to_string()),
+        };
+        self.desk.files.fetched.insert((id, thumb), state);
+    }
+
+    fn finish(&mut self, path: std::path::PathBuf, then: Then) -> Task<Message> {
+        match then {
+            Then::Open => {
+                if let Err(e) = files::open_with_os(&path) {
+                    self.desk.banner = Some(e);
+                }
+                Task::none()
+            }
+            Then::SaveTo(dest) => Task::perform(
+                async move {
+                    let d = dest.clone();
+                    tokio::task::spawn_blocking(move || std::fs::copy(&path, &d))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map(drop)
+                        .map_err(|e| format!("Cannot save to {}: {e}", dest.display()))
+                },
+                Message::ActionDone,
+            ),
+        }
+    }
+
+    /// Ask for the thumbnail of every image on screen not asked for yet:
+    /// the open chat and the visitor history in the details panel. Called
+    /// after every update, so whatever path put a message on screen (live,
+    /// a page from the store, a replay, a history page) its image follows.
+    pub fn want_thumbnails(&mut self, env: &Env<'_>) {
+        let Some(h) = env.handle else { return };
+        let mut ids: Vec<String> = Vec::new();
+        if let Some(c) = self.desk.selected.and_then(|id| self.desk.convs.get(&id)) {
+            ids.extend(
+                c.messages
+                    .iter()
+                    .filter_map(|m| m.attachment.as_ref())
+                    .filter(|a| a.image)
+                    .map(|a| a.id.clone()),
+            );
+        }
+        if let Some(hist) = self
+            .desk
+            .details_visitor
+            .as_ref()
+            .and_then(|v| self.desk.history.get(v))
+        {
+            ids.extend(
+                hist.messages
+                    .iter()
+                    .filter_map(|m| m.attachment.as_ref())
+                    .filter(|a| a.image)
+                    .map(|a| a.id.clone()),
+            );
+        }
+        self.desk.files.trim(&ids, FILES_KEEP);
+        for id in ids {
+            if !self.desk.files.fetched.contains_key(&(id.clone(), true)) {
+                self.fetch(h, id, true);
+            }
+        }
+    }
+
+    /// A fetched file is in the cache.
+    pub fn on_file_ready(
+        &mut self,
+        id: String,
+        thumb: bool,
+        path: std::path::PathBuf,
+        mime: String,
+    ) -> Task<Message> {
+        self.desk.files.fetched.insert(
+            (id.clone(), thumb),
+            Fetched::Ready {
+                path: path.clone(),
+                mime,
+                handle: None,
+            },
+        );
+        if thumb {
+            return Task::perform(
+                async move {
+                    tokio::task::spawn_blocking(move || files::decode_thumbnail(&path))
+                        .await
+                        .map_err(|e| e.to_string())?
+                },
+                move |r| Message::Thumbnail(id.clone(), r),
+            );
+        }
+        match self.desk.files.then.remove(&id) {
+            Some(then) => self.finish(path, then),
+            None => Task::none(),
+        }
+    }
+
+    pub fn on_file_failed(&mut self, id: String, thumb: bool, text: String) {
+        if !thumb {
+            self.desk.files.then.remove(&id);
+        }
+        self.desk
+            .files
+            .fetched
+            .insert((id, thumb), Fetched::Failed(text));
     }
 
     /// Load a page of a visitor's history: the newest (merged with what is
