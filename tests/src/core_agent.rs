@@ -251,3 +251,20 @@ impl CoreAgent {
         let _ = self.handle.shutdown().await;
     }
 }
+
+/// A real client core signed in as `user` to `srv` (its store under
+/// `dir`), once it is live.
+pub async fn live(
+    srv: &crate::server::TestServer,
+    user: &str,
+    dir: &tempfile::TempDir,
+) -> CoreAgent {
+    let mut a = CoreAgent::start(fast_config(
+        &srv.agent_addr().to_string(),
+        user,
+        &dir.path().join(format!("{user}.sqlite3")),
+        srv.running().fingerprint,
+    ));
+    a.live().await;
+    a
+}

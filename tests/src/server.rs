@@ -211,6 +211,23 @@ impl TestServer {
         self.running().agent_addr
     }
 
+    /// Runs `f` on a connection of its own to this server's store, as the
+    /// CLI would while the server runs (off the async workers: the
+    /// PostgreSQL client blocks).
+    pub async fn admin<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn holdfast_server::store::Db) -> T + Send + 'static,
+    ) -> T {
+        let (url, dir) = (self.database.clone(), self.dir.path().to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let db = store::Database::new(url.as_deref(), &dir).unwrap();
+            let conn = db.open_current().unwrap();
+            f(conn.db())
+        })
+        .await
+        .unwrap()
+    }
+
     /// Graceful stop, then start again on the same data dir and ports.
     pub async fn restart(&mut self) {
         let old = self.server.take().unwrap();

@@ -958,14 +958,8 @@ holdfast_tests::on_both_backends!(an_agent_message_carries_a_file_of_its_chat_on
 
 /// Sets `acme`'s attachment rules through the admin path the CLI uses.
 async fn set_site_rules(srv: &TestServer, rules: holdfast_server::admin::AttachRules) {
-    let (url, dir) = (srv.database.clone(), srv.dir.path().to_path_buf());
-    tokio::task::spawn_blocking(move || {
-        let db = holdfast_server::store::Database::new(url.as_deref(), &dir).unwrap();
-        let conn = db.open_current().unwrap();
-        holdfast_server::admin::set_site_attachments(conn.db(), "acme", &rules).unwrap()
-    })
-    .await
-    .unwrap();
+    srv.admin(move |db| holdfast_server::admin::set_site_attachments(db, "acme", &rules).unwrap())
+        .await;
 }
 
 /// A site narrows the server's rules: the widget learns them in its

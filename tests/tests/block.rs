@@ -11,22 +11,11 @@ use std::time::Duration;
 
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::visitor::{VisitorIn, VisitorOut};
-use holdfast_tests::core_agent::{CoreAgent, fast_config};
+use holdfast_tests::core_agent::{CoreAgent, live};
 use holdfast_tests::server::{Backend, TestServer};
 use holdfast_tests::visitor::{LpVisitor, WsVisitor, hello};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn live(srv: &TestServer, user: &str, dir: &tempfile::TempDir) -> CoreAgent {
-    let mut a = CoreAgent::start(fast_config(
-        &srv.agent_addr().to_string(),
-        user,
-        &dir.path().join(format!("{user}.sqlite3")),
-        srv.running().fingerprint,
-    ));
-    a.live().await;
-    a
-}
 
 fn from(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))

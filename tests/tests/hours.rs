@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use holdfast_protocol::visitor::VisitorOut;
-use holdfast_tests::core_agent::{CoreAgent, fast_config};
+use holdfast_tests::core_agent::live;
 use holdfast_tests::server::{Backend, TestServer};
 use holdfast_tests::visitor::{LpVisitor, WsVisitor};
 
@@ -16,17 +16,13 @@ use holdfast_tests::visitor::{LpVisitor, WsVisitor};
 const SHANGHAI_MS: i64 = 8 * 3600 * 1000;
 
 async fn set_hours(srv: &TestServer, hours: Option<(String, String, String)>) {
-    let (url, dir) = (srv.database.clone(), srv.dir.path().to_path_buf());
-    tokio::task::spawn_blocking(move || {
-        let db = holdfast_server::store::Database::new(url.as_deref(), &dir).unwrap();
-        let conn = db.open_current().unwrap();
+    srv.admin(move |db| {
         let h = hours
             .as_ref()
             .map(|(t, w, d)| (t.as_str(), w.as_str(), d.as_str()));
-        holdfast_server::admin::set_site_hours(conn.db(), "acme", h).unwrap()
+        holdfast_server::admin::set_site_hours(db, "acme", h).unwrap()
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 fn agents(m: &VisitorOut) -> Option<bool> {
@@ -49,13 +45,7 @@ fn welcome_online(m: &VisitorOut) -> bool {
 async fn the_site_closes_at_the_boundary_minute_in_its_own_zone(backend: Backend) {
     let srv = TestServer::start_on(backend).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut alice = CoreAgent::start(fast_config(
-        &srv.agent_addr().to_string(),
-        "alice",
-        &dir.path().join("alice.sqlite3"),
-        srv.running().fingerprint,
-    ));
-    alice.live().await;
+    let alice = live(&srv, "alice", &dir).await;
 
     // The next whole minute at least 4 s away, as a Shanghai wall-clock
     // time: the site is open from midnight until then, every day.

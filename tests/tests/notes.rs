@@ -9,22 +9,11 @@ use std::time::Duration;
 use holdfast_client::Update;
 use holdfast_protocol::agent::{Author, QueryResult};
 use holdfast_protocol::visitor::{VisitorEvent, VisitorOut};
-use holdfast_tests::core_agent::{CoreAgent, fast_config};
+use holdfast_tests::core_agent::live;
 use holdfast_tests::server::{Backend, TestServer};
 use holdfast_tests::visitor::{LpVisitor, WsVisitor, hello};
 
 const NOTE: &str = "NOTE: customer is on a trial plan, refund policy B";
-
-async fn live(srv: &TestServer, user: &str, dir: &tempfile::TempDir) -> CoreAgent {
-    let mut a = CoreAgent::start(fast_config(
-        &srv.agent_addr().to_string(),
-        user,
-        &dir.path().join(format!("{user}.sqlite3")),
-        srv.running().fingerprint,
-    ));
-    a.live().await;
-    a
-}
 
 /// Every text a visitor was given, in events or a snapshot.
 fn texts(msgs: &[VisitorOut]) -> Vec<String> {

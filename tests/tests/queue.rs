@@ -14,22 +14,11 @@ use std::time::Duration;
 
 use holdfast_protocol::agent::ConversationId;
 use holdfast_protocol::visitor::{VisitorConvState, VisitorEvent, VisitorIn, VisitorOut};
-use holdfast_tests::core_agent::{CoreAgent, fast_config};
+use holdfast_tests::core_agent::{CoreAgent, live};
 use holdfast_tests::server::{Backend, TestServer};
 use holdfast_tests::visitor::{LpVisitor, WsVisitor, new_id};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn live(srv: &TestServer, user: &str, dir: &tempfile::TempDir) -> CoreAgent {
-    let mut a = CoreAgent::start(fast_config(
-        &srv.agent_addr().to_string(),
-        user,
-        &dir.path().join(format!("{user}.sqlite3")),
-        srv.running().fingerprint,
-    ));
-    a.live().await;
-    a
-}
 
 fn place(m: &VisitorOut) -> Option<(u32, Option<u64>)> {
     match m {
