@@ -176,6 +176,20 @@ impl ClientHandle {
         .await
     }
 
+    /// An internal note in a conversation: agents see it as
+    /// `Author::Note`; the visitor never does.
+    pub async fn note(
+        &self,
+        conversation: ConversationId,
+        body: impl Into<String>,
+    ) -> Result<MsgId, ClientError> {
+        self.action(Action::Note {
+            conversation,
+            body: body.into(),
+        })
+        .await
+    }
+
     /// Let a blocked visitor back in.
     pub async fn unblock(&self, visitor: impl Into<String>) -> Result<MsgId, ClientError> {
         self.action(Action::Unblock {

@@ -131,6 +131,12 @@ pub enum Action {
     },
     /// 7 (version 4): lift every block of the visitor.
     Unblock { visitor: String },
+    /// 8 (version 4): an internal note in a conversation: stored and shown
+    /// to agents as `Author::Note`, never sent to the visitor.
+    Note {
+        conversation: ConversationId,
+        body: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -394,9 +400,20 @@ pub struct AttachmentInfo {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Author {
-    Visitor { visitor: String },
-    Agent { agent: AgentId, name: String },
+    Visitor {
+        visitor: String,
+    },
+    Agent {
+        agent: AgentId,
+        name: String,
+    },
     System,
+    /// 3 (version 4): an internal note by an agent: shown to agents only,
+    /// never sent to the visitor (10.17).
+    Note {
+        agent: AgentId,
+        name: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

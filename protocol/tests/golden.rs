@@ -614,6 +614,16 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 },
             )),
         ),
+        (
+            "client_command_note".into(),
+            C(command(
+                18,
+                Action::Note {
+                    conversation: 12,
+                    body: "Trial plan".into(),
+                },
+            )),
+        ),
         ("client_ack".into(), C(ClientMsg::Ack { up_to: 300 })),
         ("client_heartbeat".into(), C(ClientMsg::Heartbeat)),
         ("client_sign_out".into(), C(ClientMsg::SignOut)),
@@ -746,6 +756,20 @@ fn agent_samples() -> Vec<(String, Msg)> {
             S(ServerMsg::Event {
                 seq: 44,
                 event: Event::Message(chat_message(347, Author::System, "Alice joined")),
+            }),
+        ),
+        (
+            "server_event_message_internal_note".into(),
+            S(ServerMsg::Event {
+                seq: 48,
+                event: Event::Message(chat_message(
+                    349,
+                    Author::Note {
+                        agent: 3,
+                        name: "Alice".into(),
+                    },
+                    "Trial plan",
+                )),
             }),
         ),
         (

@@ -1427,7 +1427,8 @@ impl ServerCore {
             | Action::SetPresence { .. }
             | Action::Transfer { .. }
             | Action::Block { .. }
-            | Action::Unblock { .. } => Outcome::Done {
+            | Action::Unblock { .. }
+            | Action::Note { .. } => Outcome::Done {
                 conversation: None,
                 message: None,
                 at_ms: at,

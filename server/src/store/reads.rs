@@ -56,6 +56,8 @@ pub fn visitor_state(s: ConversationState) -> VisitorConvState {
 pub const AUTHOR_VISITOR: i64 = 0;
 pub const AUTHOR_AGENT: i64 = 1;
 pub const AUTHOR_SYSTEM: i64 = 2;
+/// An agent's internal note (stored `internal`, like agent-only notices).
+pub const AUTHOR_NOTE: i64 = 3;
 
 pub(crate) fn u64_col(row: &Row, i: usize) -> Result<u64, StoreError> {
     row.get(i)
@@ -429,6 +431,10 @@ fn msg_row(r: &Row) -> Result<ChatMessage, StoreError> {
             name: r.get::<Option<String>>(5)?.unwrap_or_default(),
         },
         AUTHOR_VISITOR => Author::Visitor { visitor: r.get(6)? },
+        AUTHOR_NOTE => Author::Note {
+            agent: opt_u64_col(r, 4)?.unwrap_or(0),
+            name: r.get::<Option<String>>(5)?.unwrap_or_default(),
+        },
         _ => Author::System,
     };
     Ok(ChatMessage {
@@ -524,6 +530,9 @@ pub fn visitor_message(m: &ChatMessage) -> Option<VisitorMessage> {
     let (from, name, body, notice) = match &m.author {
         Author::Visitor { .. } => (Sender::Visitor, None, m.body.clone(), None),
         Author::Agent { name, .. } => (Sender::Agent, Some(name.clone()), m.body.clone(), None),
+        // Belt and braces: notes are stored internal and never reach a
+        // visitor path; were one asked for, it would still not be made.
+        Author::Note { .. } => return None,
         Author::System => match Notice::parse(&m.body) {
             Some(n) if n.agents_only() => return None,
             Some(n) => (Sender::System, None, n.english_for_visitor(), Some(n)),

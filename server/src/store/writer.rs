@@ -718,7 +718,8 @@ fn lock_in_order(db: &dyn Db, batch: &[Op]) -> Result<(), StoreError> {
                 Action::Send { conversation, .. }
                 | Action::Accept { conversation }
                 | Action::Close { conversation }
-                | Action::Transfer { conversation, .. } => chats.push(*conversation),
+                | Action::Transfer { conversation, .. }
+                | Action::Note { conversation, .. } => chats.push(*conversation),
                 Action::Invite { visitor, .. }
                 | Action::Block { visitor, .. }
                 | Action::Unblock { visitor } => visitors.push(visitor),

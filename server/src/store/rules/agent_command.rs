@@ -139,6 +139,9 @@ impl Rules<'_> {
                 reason,
             } => self.block(actor, me, visitor, *by_address, reason, now),
             Action::Unblock { visitor } => self.unblock(actor, visitor, now),
+            Action::Note { conversation, body } => {
+                self.note(actor, me, *conversation, body, cmd.id, now)
+            }
         }
     }
 }

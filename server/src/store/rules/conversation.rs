@@ -194,7 +194,10 @@ impl Rules<'_> {
             Author::Agent { agent, .. } => (AUTHOR_AGENT, Some(*agent)),
             Author::Visitor { .. } => (AUTHOR_VISITOR, None),
             Author::System => (reads::AUTHOR_SYSTEM, None),
+            Author::Note { agent, .. } => (reads::AUTHOR_NOTE, Some(*agent)),
         };
+        // A note is internal whatever the caller said.
+        let internal = internal || matches!(author, Author::Note { .. });
         let id: u64 = self
             .conn
             .query_one(

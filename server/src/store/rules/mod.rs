@@ -45,6 +45,7 @@ mod events;
 pub(in crate::store) use events::{PendingEvent, finish_logs};
 mod identify;
 mod invite;
+mod note;
 mod page_view;
 mod presence;
 mod release_chats;

@@ -445,29 +445,37 @@ fn transfer_panel<'a>(desk: &'a Desk, t: &'a TransferForm) -> Element<'a, Messag
         .into()
 }
 
+/// A note for agents only: another colour and its own label, never to be
+/// taken for something the visitor sees.
+fn note_bubble<'a>(author: &str, note: &str, time: &str) -> Element<'a, Message> {
+    container(
+        column![
+            small(format!("Note from {author} · agents only · {time}")),
+            body_text(note.to_string()),
+        ]
+        .spacing(2),
+    )
+    .padding([6, 10])
+    .width(Fill)
+    .style(|theme: &Theme| {
+        let p = theme.extended_palette();
+        container::Style {
+            background: Some(p.warning.weak.color.into()),
+            text_color: Some(p.warning.weak.text),
+            border: border::rounded(6),
+            ..container::Style::default()
+        }
+    })
+    .into()
+}
+
 fn bubble<'a>(desk: &'a Desk, m: &'a StoredMessage, utc_offset_secs: i32) -> Element<'a, Message> {
     let time = format::clock(m.at_ms, utc_offset_secs);
     match &m.author {
+        // An internal note, as a transfer's note: agents only, and marked so.
+        Author::Note { name, .. } => note_bubble(name, &m.body, &time),
         Author::System => match Notice::parse(&m.body) {
-            Some(Notice::Note { author, text: note }) => container(
-                column![
-                    small(format!("Note from {author} · agents only · {time}")),
-                    body_text(note),
-                ]
-                .spacing(2),
-            )
-            .padding([6, 10])
-            .width(Fill)
-            .style(|theme: &Theme| {
-                let p = theme.extended_palette();
-                container::Style {
-                    background: Some(p.warning.weak.color.into()),
-                    text_color: Some(p.warning.weak.text),
-                    border: border::rounded(6),
-                    ..container::Style::default()
-                }
-            })
-            .into(),
+            Some(Notice::Note { author, text: note }) => note_bubble(&author, &note, &time),
             _ => container(small(format!("{} · {time}", message_text(m))).style(muted))
                 .center_x(Fill)
                 .into(),

@@ -182,6 +182,7 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32) -> Element<'_, Messa
                     let line = match &m.author {
                         Author::Visitor { .. } => format!("Visitor: {said}"),
                         Author::Agent { name, .. } => format!("{name}: {said}"),
+                        Author::Note { name, .. } => format!("Note from {name}: {said}"),
                         Author::System => {
                             format!("— {}", holdfast_protocol::notice::system_text(&m.body))
                         }
