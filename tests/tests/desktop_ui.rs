@@ -1231,3 +1231,6 @@ mod files;
 
 #[path = "desktop_ui/block.rs"]
 mod block;
+
+#[path = "desktop_ui/notes.rs"]
+mod notes;

@@ -737,12 +737,18 @@ impl State {
             return Task::none();
         };
         self.desk.drafts.insert(id, text_editor::Content::new());
+        let note = self.chat.writes_note(id);
         Task::perform(
             async move {
-                h.send_message(id, body)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                // A note shows once the server has it (it is not queued on
+                // screen as a reply is): it must never look like something
+                // on its way to the visitor.
+                let sent = if note {
+                    h.note(id, body).await
+                } else {
+                    h.send_message(id, body).await
+                };
+                sent.map(drop).map_err(|e| e.to_string())
             },
             Message::ActionDone,
         )
