@@ -1228,3 +1228,9 @@ async fn javascript_urls_show_as_inert_text() {
 // Files in chats (issue 18), on the same driver.
 #[path = "desktop_ui/attachments.rs"]
 mod files;
+
+#[path = "desktop_ui/block.rs"]
+mod block;
+
+#[path = "desktop_ui/notes.rs"]
+mod notes;

@@ -670,10 +670,20 @@ impl App {
                     .apply_state(conversation, client_id, message, state, order);
                 Task::none()
             }
-            Update::CommandDone { .. } => Task::none(),
-            Update::CommandRejected { code, message, .. } => {
-                self.workspace.desk.banner =
-                    Some(format!("The server refused that ({code}): {message}"));
+            Update::CommandDone { id, .. } => {
+                self.workspace.on_command_outcome(id, Ok(()));
+                Task::none()
+            }
+            Update::CommandRejected { id, code, message } => {
+                // A refused block says why in the details panel, next to
+                // the form it came from; anything else in the banner.
+                if !self
+                    .workspace
+                    .on_command_outcome(id, Err(format!("{message} ({code})")))
+                {
+                    self.workspace.desk.banner =
+                        Some(format!("The server refused that ({code}): {message}"));
+                }
                 Task::none()
             }
             Update::History { request, result } => {

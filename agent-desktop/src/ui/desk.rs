@@ -9,7 +9,7 @@
 //! device, a replay) moves it, so what arrives in which order cannot change
 //! what is shown.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use holdfast_protocol::agent::{
     AgentId, Author, ChatMessage, ConversationId, ConversationInfo, ConversationState, MessageId,
@@ -255,6 +255,73 @@ pub struct Desk {
     pub banner: Option<String>,
     /// Attachments fetched, and files on their way up.
     pub files: crate::ui::files::Files,
+    /// The block form, open in the details panel for one visitor.
+    pub block_form: Option<BlockForm>,
+    /// Blocks and unblocks made from this app since it started, by visitor.
+    /// The server does not list a visitor's older blocks to agents, so a
+    /// visitor missing here may still be blocked: the app only knows what
+    /// it did itself.
+    pub blocks: HashMap<String, Blocking>,
+    /// Command outcomes no one here was waiting for yet: the server can
+    /// answer before the outbox has told the app the command's id.
+    pub early_outcomes: VecDeque<(MsgId, Result<(), String>)>,
+}
+
+/// Outcomes kept while their command's id is on its way; the race they
+/// cover lasts one round of the event loop, so a few are plenty.
+const EARLY_OUTCOMES: usize = 16;
+
+/// The block form being filled in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockForm {
+    pub visitor: String,
+    pub reason: String,
+    pub by_address: bool,
+}
+
+impl BlockForm {
+    /// The server takes 1 to 500 characters that are not all blanks.
+    pub fn can_confirm(&self) -> bool {
+        let r = self.reason.trim();
+        !r.is_empty() && r.chars().count() <= BLOCK_REASON_MAX
+    }
+}
+
+/// The longest reason the server keeps (PROTOCOL.md, `Action::Block`).
+pub const BLOCK_REASON_MAX: usize = 500;
+
+/// A block (or unblock) this app sent, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocking {
+    pub reason: String,
+    pub state: BlockState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockState {
+    /// On its way; `id` is `None` until the outbox has it.
+    Sending {
+        unblock: bool,
+        id: Option<MsgId>,
+    },
+    Blocked,
+    Unblocked,
+    /// The server (or the outbox) said no; what it said.
+    Refused {
+        unblock: bool,
+        message: String,
+    },
+}
+
+impl Blocking {
+    /// Whether, as far as this app knows, the visitor is blocked now.
+    pub fn blocked(&self) -> bool {
+        match &self.state {
+            BlockState::Blocked => true,
+            BlockState::Sending { unblock, .. } | BlockState::Refused { unblock, .. } => *unblock,
+            BlockState::Unblocked => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -493,6 +560,52 @@ impl Desk {
         {
             self.presence = Some(me.presence);
         }
+    }
+
+    /// The outbox took a block or unblock of `visitor` as command `id`.
+    pub fn block_queued(&mut self, visitor: &str, id: MsgId) {
+        let early = self
+            .early_outcomes
+            .iter()
+            .position(|(o, _)| *o == id)
+            .and_then(|i| self.early_outcomes.remove(i));
+        let Some(b) = self.blocks.get_mut(visitor) else {
+            return;
+        };
+        let BlockState::Sending { unblock, .. } = b.state else {
+            return;
+        };
+        b.state = BlockState::Sending {
+            unblock,
+            id: Some(id),
+        };
+        if let Some((_, outcome)) = early {
+            self.command_outcome(id, outcome);
+        }
+    }
+
+    /// The server's outcome of command `id`; false if it was none of the
+    /// blocks shown here (it is kept a while in case it is one whose id
+    /// is still on its way).
+    pub fn command_outcome(&mut self, id: MsgId, outcome: Result<(), String>) -> bool {
+        let found = self
+            .blocks
+            .values_mut()
+            .find(|b| matches!(b.state, BlockState::Sending { id: Some(i), .. } if i == id));
+        let Some(b) = found else {
+            if self.early_outcomes.len() >= EARLY_OUTCOMES {
+                self.early_outcomes.pop_front();
+            }
+            self.early_outcomes.push_back((id, outcome));
+            return false;
+        };
+        let unblock = matches!(b.state, BlockState::Sending { unblock: true, .. });
+        b.state = match (outcome, unblock) {
+            (Ok(()), false) => BlockState::Blocked,
+            (Ok(()), true) => BlockState::Unblocked,
+            (Err(message), unblock) => BlockState::Refused { unblock, message },
+        };
+        true
     }
 
     /// Who serves a conversation, for the words on screen.

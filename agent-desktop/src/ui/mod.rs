@@ -61,19 +61,9 @@ pub fn theme(_: &App) -> Theme {
 
 /// A one-second tick only where something on screen counts time (time on
 /// site, waiting time, the reconnect countdown), and window focus and
-/// files dragged onto the window always.
+/// files dragged onto the window and Esc always.
 pub fn subscription(app: &App) -> Subscription<Message> {
-    use screen::workspace::chat::Message as Chat;
-    let focus = iced::event::listen_with(|event, _status, _window| match event {
-        iced::Event::Window(window::Event::Focused) => Some(Message::Focus(true)),
-        iced::Event::Window(window::Event::Unfocused) => Some(Message::Focus(false)),
-        iced::Event::Window(window::Event::FileHovered(_)) => Some(to_chat(Chat::FileHovered)),
-        iced::Event::Window(window::Event::FilesHoveredLeft) => Some(to_chat(Chat::HoverLeft)),
-        iced::Event::Window(window::Event::FileDropped(path)) => {
-            Some(to_chat(Chat::FileDropped(path)))
-        }
-        _ => None,
-    });
+    let focus = iced::event::listen_with(window_event);
     let mut subs = vec![focus];
     if app.screen == Screen::Workspace || app.login.busy {
         subs.push(iced::time::every(Duration::from_secs(1)).map(|_| Message::Tick));
@@ -82,6 +72,31 @@ pub fn subscription(app: &App) -> Subscription<Message> {
         subs.push(window::frames().map(|_| Message::FirstFrame));
     }
     Subscription::batch(subs)
+}
+
+/// The window's events the app acts on wherever focus is: focus, files
+/// dragged onto it, and Esc (which closes an open form even while its text
+/// field has focus).
+pub fn window_event(
+    event: iced::Event,
+    _status: iced::event::Status,
+    _window: window::Id,
+) -> Option<Message> {
+    use screen::workspace::chat::Message as Chat;
+    match event {
+        iced::Event::Keyboard(iced::keyboard::Event::KeyPressed {
+            key: iced::keyboard::Key::Named(iced::keyboard::key::Named::Escape),
+            ..
+        }) => Some(Message::Workspace(screen::workspace::Message::Escape)),
+        iced::Event::Window(window::Event::Focused) => Some(Message::Focus(true)),
+        iced::Event::Window(window::Event::Unfocused) => Some(Message::Focus(false)),
+        iced::Event::Window(window::Event::FileHovered(_)) => Some(to_chat(Chat::FileHovered)),
+        iced::Event::Window(window::Event::FilesHoveredLeft) => Some(to_chat(Chat::HoverLeft)),
+        iced::Event::Window(window::Event::FileDropped(path)) => {
+            Some(to_chat(Chat::FileDropped(path)))
+        }
+        _ => None,
+    }
 }
 
 fn to_chat(m: screen::workspace::chat::Message) -> Message {

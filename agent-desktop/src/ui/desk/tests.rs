@@ -403,3 +403,40 @@ mod order {
         }
     }
 }
+
+fn sending(desk: &mut Desk, visitor: &str, unblock: bool) {
+    desk.blocks.insert(
+        visitor.to_owned(),
+        Blocking {
+            reason: "spam".into(),
+            state: BlockState::Sending { unblock, id: None },
+        },
+    );
+}
+
+#[test]
+fn a_block_outcome_that_beats_its_id_still_lands() {
+    let mut desk = Desk::new();
+    sending(&mut desk, "v1", false);
+    let id = MsgId([1; 16]);
+    // The server answered before the outbox handed the id back.
+    assert!(!desk.command_outcome(id, Ok(())));
+    desk.block_queued("v1", id);
+    assert_eq!(desk.blocks["v1"].state, BlockState::Blocked);
+    assert!(desk.early_outcomes.is_empty());
+
+    // In the usual order, a refused unblock leaves the visitor blocked.
+    let id2 = MsgId([2; 16]);
+    desk.blocks.get_mut("v1").unwrap().state = BlockState::Sending {
+        unblock: true,
+        id: None,
+    };
+    desk.block_queued("v1", id2);
+    assert!(desk.command_outcome(id2, Err("no".into())));
+    assert!(desk.blocks["v1"].blocked());
+    // Someone else's outcomes do not pile up.
+    for n in 0..100u8 {
+        desk.command_outcome(MsgId([n.wrapping_add(3); 16]), Ok(()));
+    }
+    assert!(desk.early_outcomes.len() <= EARLY_OUTCOMES);
+}

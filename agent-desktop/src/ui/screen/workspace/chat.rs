@@ -12,6 +12,7 @@
 //! clipboard holds an image. The OS side of each (dialog, window event,
 //! clipboard) answers with a message, so tests inject the same message.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use holdfast_protocol::agent::{AgentId, Author, ConversationId, ConversationState};
@@ -19,7 +20,8 @@ use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::Notice;
 use iced::widget::text::{self as itext, Wrapping};
 use iced::widget::{
-    Column, button, column, container, row, rule, scrollable, space, stack, text_editor, text_input,
+    Column, button, checkbox, column, container, row, rule, scrollable, space, stack, text_editor,
+    text_input,
 };
 use iced::{Alignment, Border, Color, Element, Fill, Theme, border, keyboard};
 
@@ -45,12 +47,24 @@ pub struct TransferForm {
 #[derive(Debug, Default)]
 pub struct State {
     pub transfer: Option<TransferForm>,
+    /// Conversations whose composer writes internal notes, not replies.
+    /// Per chat, so a note mode left on in one cannot swallow a reply
+    /// meant for another visitor.
+    pub note_mode: HashSet<ConversationId>,
+}
+
+impl State {
+    pub fn writes_note(&self, conversation: ConversationId) -> bool {
+        self.note_mode.contains(&conversation)
+    }
 }
 
 #[derive(Debug, Clone)]
 pub enum Message {
     Compose(text_editor::Action),
     Send,
+    /// The "Internal note" switch of the open conversation's composer.
+    NoteMode(bool),
     LoadEarlier,
     Close(ConversationId),
     TransferOpen(ConversationId),
@@ -112,6 +126,16 @@ impl State {
                 None
             }
             Message::Send => Some(Event::Send),
+            Message::NoteMode(on) => {
+                if let Some(id) = desk.selected {
+                    if on {
+                        self.note_mode.insert(id);
+                    } else {
+                        self.note_mode.remove(&id);
+                    }
+                }
+                None
+            }
             Message::Attach => Some(Event::Attach),
             Message::Picked(path) => path.map(|p| Event::SendFile(Source::Path(p))),
             Message::Paste => Some(Event::Paste),
@@ -298,9 +322,25 @@ impl State {
             .width(Fill);
         let composer: Element<'_, Message> = match desk.drafts.get(&c.info.id) {
             Some(draft) if active && mine => {
+                let note = self.writes_note(c.info.id);
                 let editor = text_editor(draft)
                     .id("composer")
-                    .placeholder("Write a reply. Enter sends, Shift+Enter starts a new line.")
+                    .placeholder(if note {
+                        "Write an internal note: only agents see it. Enter adds it."
+                    } else {
+                        "Write a reply. Enter sends, Shift+Enter starts a new line."
+                    })
+                    .style(move |theme: &Theme, status| {
+                        let mut style = text_editor::default(theme, status);
+                        if note {
+                            // The same colours as a note in the transcript,
+                            // so what is being written is plain to see.
+                            let p = theme.extended_palette();
+                            style.background = p.warning.weak.color.into();
+                            style.value = p.warning.weak.text;
+                        }
+                        style
+                    })
                     .on_action(Message::Compose)
                     .wrapping(Wrapping::WordOrGlyph)
                     .height(96)
@@ -319,22 +359,46 @@ impl State {
                             text_editor::Binding::from_key_press(press)
                         }
                     });
-                row![
+                let switch = container(
+                    checkbox(note)
+                        .label("Internal note")
+                        .on_toggle(Message::NoteMode)
+                        .size(14)
+                        .text_size(12),
+                )
+                .id("note-toggle");
+                // Notes carry no files: the attach button goes while one
+                // is written, so a file cannot look like part of a note.
+                let attach: Element<'_, Message> = if note {
+                    space::horizontal().width(0).into()
+                } else {
                     container(
                         button(text("Attach…"))
                             .padding([8, 12])
                             .style(button::secondary)
                             .on_press(Message::Attach),
                     )
-                    .id("attach"),
-                    editor,
-                    button(text("Send"))
-                        .padding([8, 16])
-                        .style(button::primary)
-                        .on_press(Message::Send),
+                    .id("attach")
+                    .into()
+                };
+                column![
+                    switch,
+                    row![
+                        attach,
+                        editor,
+                        button(text(if note { "Add note" } else { "Send" }))
+                            .padding([8, 16])
+                            .style(if note {
+                                button::warning
+                            } else {
+                                button::primary
+                            })
+                            .on_press(Message::Send),
+                    ]
+                    .spacing(8)
+                    .align_y(Alignment::End),
                 ]
-                .spacing(8)
-                .align_y(Alignment::End)
+                .spacing(6)
                 .into()
             }
             _ if active => container(

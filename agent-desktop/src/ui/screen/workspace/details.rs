@@ -3,15 +3,16 @@
 //! paged from the server.
 //!
 //! No state of its own: the desk holds which visitor is in focus, the
-//! visitor list and the histories, which live updates keep current. Its
-//! one message asks the workspace for a page of history.
+//! visitor list and the histories, which live updates keep current, and the
+//! block form and the blocks made from this app. Its messages ask the
+//! workspace for a page of history, and fill in, send or cancel a block.
 
 use holdfast_protocol::agent::{Author, ConversationState};
 use iced::widget::text as itext;
-use iced::widget::{Column, button, column, container, scrollable};
+use iced::widget::{Column, button, checkbox, column, container, row, scrollable, text_input};
 use iced::{Element, Fill, Length};
 
-use crate::ui::desk::Desk;
+use crate::ui::desk::{BlockForm, BlockState, Desk};
 use crate::ui::format;
 use crate::ui::widget::{card, has_stated_name, heading, muted, site_id_line, small, stated, text};
 
@@ -22,9 +23,19 @@ pub const WIDTH: f32 = 300.0;
 pub enum Message {
     /// Load a visitor's history: the newest page, or (`older`) the page
     /// before the oldest one loaded.
-    LoadHistory { visitor: String, older: bool },
+    LoadHistory {
+        visitor: String,
+        older: bool,
+    },
     /// A file in a past conversation.
     File(crate::ui::files::Action),
+    /// Open the block form for this visitor.
+    BlockOpen(String),
+    BlockReason(String),
+    BlockByAddress(bool),
+    BlockConfirm,
+    BlockCancel,
+    Unblock(String),
 }
 
 pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32) -> Element<'_, Message> {
@@ -117,6 +128,7 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32) -> Element<'_, Messa
             col = col.push(small("Not on the site now.").style(muted));
         }
     }
+    col = col.push(block_section(desk, vid));
     col = col.push(heading("Past conversations"));
     match desk.history.get(vid) {
         None => {
@@ -208,5 +220,115 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32) -> Element<'_, Messa
         .id("details")
         .width(Length::Fixed(WIDTH))
         .height(Fill)
+        .into()
+}
+
+/// Block and unblock: the button, the form, and what became of a block
+/// sent from here. Only blocks made in this session are known (the server
+/// does not list older ones to agents), so "Unblock" appears only after
+/// one; a visitor blocked earlier simply shows "Block…".
+fn block_section<'a>(desk: &'a Desk, vid: &'a str) -> Element<'a, Message> {
+    if let Some(f) = desk.block_form.as_ref().filter(|f| f.visitor == vid) {
+        return block_form(f);
+    }
+    let mut col = column![].spacing(6);
+    let blocking = desk.blocks.get(vid);
+    if let Some(b) = blocking {
+        if b.blocked() {
+            col = col.push(
+                container(small(format!("Blocked: {}", b.reason)).style(itext::danger))
+                    .id("block-status"),
+            );
+        }
+        match &b.state {
+            BlockState::Sending { unblock: false, .. } => {
+                col = col.push(small("Blocking…").style(muted));
+            }
+            BlockState::Sending { unblock: true, .. } => {
+                col = col.push(small("Unblocking…").style(muted));
+            }
+            BlockState::Unblocked => {
+                col = col.push(container(small("Unblocked.").style(muted)).id("block-status"));
+            }
+            BlockState::Refused { unblock, message } => {
+                let what = if *unblock {
+                    "Not unblocked"
+                } else {
+                    "Not blocked"
+                };
+                col = col.push(
+                    container(small(format!("{what}: {message}")).style(itext::danger))
+                        .id("block-refused"),
+                );
+            }
+            BlockState::Blocked => {}
+        }
+    }
+    let sending = matches!(blocking.map(|b| &b.state), Some(BlockState::Sending { .. }));
+    if sending {
+        return col.into();
+    }
+    if blocking.is_some_and(|b| b.blocked()) {
+        col = col.push(
+            container(
+                button(text("Unblock").size(12))
+                    .padding([4, 10])
+                    .style(button::secondary)
+                    .on_press(Message::Unblock(vid.to_owned())),
+            )
+            .id("unblock"),
+        );
+    } else {
+        col = col.push(
+            container(
+                button(text("Block…").size(12))
+                    .padding([4, 10])
+                    .style(button::secondary)
+                    .on_press(Message::BlockOpen(vid.to_owned())),
+            )
+            .id("block"),
+        );
+    }
+    col.into()
+}
+
+fn block_form(f: &BlockForm) -> Element<'_, Message> {
+    let col = column![
+        small("Block this visitor: their chat ends and the widget no longer shows."),
+        text_input("Reason (required, only agents see it)", &f.reason)
+            .id("block-reason")
+            .on_input(Message::BlockReason)
+            .on_submit_maybe(f.can_confirm().then_some(Message::BlockConfirm))
+            .size(13)
+            .padding(6),
+        container(
+            checkbox(f.by_address)
+                .label("Also block their address")
+                .on_toggle(Message::BlockByAddress)
+                .size(14)
+                .text_size(12),
+        )
+        .id("block-by-address"),
+        row![
+            container(
+                button(text("Confirm").size(13))
+                    .padding([4, 12])
+                    .style(button::danger)
+                    .on_press_maybe(f.can_confirm().then_some(Message::BlockConfirm)),
+            )
+            .id("block-confirm"),
+            button(text("Cancel").size(13))
+                .padding([4, 12])
+                .style(button::text)
+                .on_press(Message::BlockCancel),
+        ]
+        .spacing(8),
+    ]
+    .spacing(6);
+    container(col)
+        .id("block-form")
+        .padding(6)
+        .width(Fill)
+        .style(card)
         .into()
 }

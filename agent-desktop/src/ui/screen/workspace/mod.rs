@@ -30,10 +30,11 @@ use std::path::Path;
 use holdfast_protocol::agent::{
     AgentId, ConversationId, ConversationInfo, ConversationState, Presence, QueryResult,
 };
+use holdfast_protocol::ids::MsgId;
 use iced::widget::{column, row, rule, scrollable, text_editor};
 use iced::{Element, Fill, Task};
 
-use crate::ui::desk::{Conv, Desk, HISTORY_PAGE, PendingOpen, message_text};
+use crate::ui::desk::{BlockState, Blocking, Conv, Desk, HISTORY_PAGE, PendingOpen, message_text};
 use crate::ui::files::{self, Fetched, Source, Then};
 use crate::ui::format;
 use crate::ui::notify::{Alert, Notifier};
@@ -97,6 +98,14 @@ pub enum Message {
     ActionDone(Result<(), String>),
     /// A fetched thumbnail, decoded (or not).
     Thumbnail(String, Result<iced::widget::image::Handle, String>),
+    /// A block or unblock of this visitor reached the outbox as this
+    /// command, or failed to.
+    BlockQueued {
+        visitor: String,
+        result: Result<MsgId, String>,
+    },
+    /// Esc: close the form that is open.
+    Escape,
 }
 
 /// What only the app can do: start a session, and leave the workspace.
@@ -247,6 +256,43 @@ impl State {
                 self.load_history(env, visitor, older)
             }
             Message::Details(details::Message::File(a)) => self.file_action(env, a),
+            Message::Details(details::Message::BlockOpen(visitor)) => {
+                self.desk.block_form = Some(crate::ui::desk::BlockForm {
+                    visitor,
+                    ..Default::default()
+                });
+                Task::none()
+            }
+            Message::Details(details::Message::BlockReason(r)) => {
+                if let Some(f) = &mut self.desk.block_form {
+                    f.reason = r;
+                }
+                Task::none()
+            }
+            Message::Details(details::Message::BlockByAddress(on)) => {
+                if let Some(f) = &mut self.desk.block_form {
+                    f.by_address = on;
+                }
+                Task::none()
+            }
+            Message::Details(details::Message::BlockCancel) | Message::Escape => {
+                self.desk.block_form = None;
+                Task::none()
+            }
+            Message::Details(details::Message::BlockConfirm) => self.block(env),
+            Message::Details(details::Message::Unblock(visitor)) => self.unblock(env, visitor),
+            Message::BlockQueued { visitor, result } => {
+                match result {
+                    Ok(id) => self.desk.block_queued(&visitor, id),
+                    Err(message) => {
+                        if let Some(b) = self.desk.blocks.get_mut(&visitor) {
+                            let unblock = b.blocked();
+                            b.state = BlockState::Refused { unblock, message };
+                        }
+                    }
+                }
+                Task::none()
+            }
             Message::SignOut(m) => match self.sign_out.update(m) {
                 None => Task::none(),
                 Some(sign_out::Event::SignOut { to }) => self.start_sign_out(env, to),
@@ -341,6 +387,71 @@ impl State {
                 Task::none()
             }
         }
+    }
+
+    /// Send the block form: the visitor shows as being blocked until the
+    /// server's outcome says done or why not.
+    fn block(&mut self, env: &Env<'_>) -> Task<Message> {
+        let Some(form) = self.desk.block_form.take_if(|f| f.can_confirm()) else {
+            return Task::none();
+        };
+        let Some(h) = env.handle.cloned() else {
+            self.desk.block_form = Some(form);
+            self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+            return Task::none();
+        };
+        let reason = form.reason.trim().to_owned();
+        self.desk.blocks.insert(
+            form.visitor.clone(),
+            Blocking {
+                reason: reason.clone(),
+                state: BlockState::Sending {
+                    unblock: false,
+                    id: None,
+                },
+            },
+        );
+        let visitor = form.visitor;
+        Task::perform(
+            {
+                let visitor = visitor.clone();
+                async move { h.block(visitor, form.by_address, reason).await }
+            },
+            move |r| Message::BlockQueued {
+                visitor: visitor.clone(),
+                result: r.map_err(|e| e.to_string()),
+            },
+        )
+    }
+
+    fn unblock(&mut self, env: &Env<'_>, visitor: String) -> Task<Message> {
+        let Some(h) = env.handle.cloned() else {
+            self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+            return Task::none();
+        };
+        let Some(b) = self.desk.blocks.get_mut(&visitor).filter(|b| b.blocked()) else {
+            return Task::none();
+        };
+        b.state = BlockState::Sending {
+            unblock: true,
+            id: None,
+        };
+        Task::perform(
+            {
+                let visitor = visitor.clone();
+                async move { h.unblock(visitor).await }
+            },
+            move |r| Message::BlockQueued {
+                visitor: visitor.clone(),
+                result: r.map_err(|e| e.to_string()),
+            },
+        )
+    }
+
+    /// The server's outcome of a command; true if it was a block shown
+    /// here, which then says it in the details panel.
+    pub fn on_command_outcome(&mut self, id: MsgId, outcome: Result<(), String>) -> bool {
+        self.desk.command_outcome(id, outcome)
     }
 
     /// The server named the agent: the workspace opens where they left off.
@@ -626,12 +737,18 @@ impl State {
             return Task::none();
         };
         self.desk.drafts.insert(id, text_editor::Content::new());
+        let note = self.chat.writes_note(id);
         Task::perform(
             async move {
-                h.send_message(id, body)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                // A note shows once the server has it (it is not queued on
+                // screen as a reply is): it must never look like something
+                // on its way to the visitor.
+                let sent = if note {
+                    h.note(id, body).await
+                } else {
+                    h.send_message(id, body).await
+                };
+                sent.map(drop).map_err(|e| e.to_string())
             },
             Message::ActionDone,
         )
