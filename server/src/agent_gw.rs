@@ -796,7 +796,6 @@ impl Conn {
         let site = self.agent.site;
         let reads = ctx.reads.clone();
         let attach = ctx.attach.clone();
-        let retention = i64::try_from(ctx.cfg.writer.retention.as_millis()).unwrap_or(i64::MAX);
         let ctx = ctx.clone();
         let me = attach::Asker {
             agent: self.agent.id,
@@ -824,7 +823,7 @@ impl Conn {
                     let _ignored = tx.send((request, result)).await;
                 }
                 Query::AttachmentLink { request, id } => {
-                    let cutoff = crate::store::now_ms().saturating_sub(retention);
+                    let cutoff = crate::attach::files_cutoff(&ctx.cfg, crate::store::now_ms());
                     let result = attachment_link(&attach, &reads, site, &id, cutoff).await;
                     let _ignored = tx.send((request, result)).await;
                 }

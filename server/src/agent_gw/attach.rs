@@ -280,8 +280,7 @@ pub(super) async fn bytes(
         return not_found();
     }
     // A file lives with its chat (PROTOCOL.md 10.13, Retention).
-    let retention = i64::try_from(ctx.cfg.writer.retention.as_millis()).unwrap_or(i64::MAX);
-    let cutoff = now_ms().saturating_sub(retention);
+    let cutoff = crate::attach::files_cutoff(&ctx.cfg, now_ms());
     let meta = match ctx.attach.live_meta(&ctx.reads, id, cutoff).await {
         Ok(Some(m)) if m.site == me.site => m,
         Ok(_) => return not_found(),

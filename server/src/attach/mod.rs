@@ -432,6 +432,13 @@ pub struct SignedLinks {
     pub expires_ms: i64,
 }
 
+/// The cutoff [`Attachments::live_meta`] and the sweep take at `now_ms`: a
+/// chat that ended before it has had its files for the retention period.
+pub fn files_cutoff(cfg: &crate::config::ServerConfig, now_ms: i64) -> i64 {
+    let retention = i64::try_from(cfg.writer.retention.as_millis()).unwrap_or(i64::MAX);
+    now_ms.saturating_sub(retention)
+}
+
 /// Deletes the files of chats past retention and abandoned uploads,
 /// hourly.
 pub async fn sweep(ctx: std::sync::Arc<crate::Ctx>) {
@@ -442,13 +449,12 @@ pub async fn sweep(ctx: std::sync::Arc<crate::Ctx>) {
             _ = tick.tick() => {}
         }
         let now = crate::store::now_ms();
-        let retention = i64::try_from(ctx.cfg.writer.retention.as_millis()).unwrap_or(i64::MAX);
         let stale = i64::try_from(STALE_UPLOAD.as_millis()).unwrap_or(i64::MAX);
         let r = ctx
             .attach
             .prune(
                 &ctx.reads,
-                now.saturating_sub(retention),
+                files_cutoff(&ctx.cfg, now),
                 now.saturating_sub(stale),
             )
             .await;

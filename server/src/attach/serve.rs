@@ -295,9 +295,8 @@ async fn own_meta(ctx: &Arc<Ctx>, visitor: &str, site: u64, id: &str) -> Result<
 /// A complete attachment whose chat still keeps it (see
 /// `Attachments::live_meta`).
 async fn load_meta(ctx: &Arc<Ctx>, id: &str) -> Result<Option<Meta>, Response> {
-    let retention = i64::try_from(ctx.cfg.writer.retention.as_millis()).unwrap_or(i64::MAX);
     ctx.attach
-        .live_meta(&ctx.reads, id, now_ms().saturating_sub(retention))
+        .live_meta(&ctx.reads, id, super::files_cutoff(&ctx.cfg, now_ms()))
         .await
         .map_err(|e| io_error(&e))
 }
