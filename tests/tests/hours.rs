@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use holdfast_protocol::visitor::VisitorOut;
+use holdfast_protocol::visitor::{VisitorIn, VisitorOut};
 use holdfast_tests::core_agent::live;
 use holdfast_tests::server::{Backend, TestServer};
 use holdfast_tests::visitor::{LpVisitor, WsVisitor};
@@ -77,8 +77,21 @@ async fn the_site_closes_at_the_boundary_minute_in_its_own_zone(backend: Backend
         v.welcome
     );
 
-    let wait = Duration::from_millis(u64::try_from(boundary - now).unwrap() + 5_000);
-    let m = v.wait_for(wait, |m| agents(m).is_some()).await.unwrap();
+    // Up to a minute until then: ping as the widget does, or the server
+    // rightly drops a visitor that has gone silent.
+    let end = tokio::time::Instant::now()
+        + Duration::from_millis(u64::try_from(boundary - now).unwrap() + 5_000);
+    let m = loop {
+        v.send_json(&VisitorIn::Ping).await.unwrap();
+        match v
+            .wait_for(Duration::from_secs(1), |m| agents(m).is_some())
+            .await
+        {
+            Ok(m) => break m,
+            Err(_) if tokio::time::Instant::now() < end => {}
+            Err(e) => panic!("not told the site closed at {until}: {e}"),
+        }
+    };
     let told = holdfast_server::store::now_ms();
     assert_eq!(agents(&m), Some(false));
     assert!(
