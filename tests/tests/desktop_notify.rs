@@ -14,9 +14,7 @@
 //! `xdotool`; installed by `scripts/test-all`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/desktop_demo.rs"]
-#[allow(dead_code)]
-mod demo;
+use crate::support::desktop_demo as demo;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

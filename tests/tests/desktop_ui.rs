@@ -1229,8 +1229,6 @@ async fn javascript_urls_show_as_inert_text() {
 #[path = "desktop_ui/attachments.rs"]
 mod files;
 
-#[path = "desktop_ui/block.rs"]
 mod block;
 
-#[path = "desktop_ui/notes.rs"]
 mod notes;

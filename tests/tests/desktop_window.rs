@@ -7,8 +7,7 @@
 //! capture (that is how `assets/screenshots/agent-workspace.png` is made).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/desktop_demo.rs"]
-mod demo;
+use crate::support::desktop_demo as demo;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

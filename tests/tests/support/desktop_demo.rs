@@ -1,6 +1,7 @@
 //! Demo traffic for the window test, the screenshot and the benchmark: a
 //! real server, visitors with names, attributes and page trails, and a few
 //! conversations already in the agent's store.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
