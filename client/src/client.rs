@@ -190,6 +190,16 @@ impl ClientHandle {
         .await
     }
 
+    /// Set a conversation's tags to exactly `tags` (from the site's list;
+    /// empty clears them).
+    pub async fn tag(
+        &self,
+        conversation: ConversationId,
+        tags: Vec<String>,
+    ) -> Result<MsgId, ClientError> {
+        self.action(Action::Tag { conversation, tags }).await
+    }
+
     /// Let a blocked visitor back in.
     pub async fn unblock(&self, visitor: impl Into<String>) -> Result<MsgId, ClientError> {
         self.action(Action::Unblock {

@@ -197,6 +197,9 @@ pub enum Update {
     Team(Vec<TeamMember>),
     /// One agent's presence, role, capacity or load changed.
     TeamMember(TeamMember),
+    /// The tags this site's chats may carry, in the admin's order (after
+    /// each login). A chat's own tags are its latest `tagged` line.
+    SiteTags(Vec<String>),
     Conversation(ConversationInfo),
     /// A message to add: queued locally or new from the server. Key it by
     /// `client_id`.

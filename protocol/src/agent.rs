@@ -137,6 +137,13 @@ pub enum Action {
         conversation: ConversationId,
         body: String,
     },
+    /// 9 (version 4): set the conversation's tags to exactly `tags`, each
+    /// from the site's list ([`LiveEvent::SiteTags`]); an empty list clears
+    /// them. Agents see the change as an agents-only `tagged` line (10.18).
+    Tag {
+        conversation: ConversationId,
+        tags: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -484,6 +491,9 @@ pub enum LiveEvent {
     /// expired one, and after a server restart every such agent needs a
     /// password at once.
     Ticket { ticket: Vec<u8>, expires_ms: i64 },
+    /// 7 (version 4): the site's tags, in the order its admin listed them,
+    /// which [`Action::Tag`] may set: after login (10.18).
+    SiteTags(Vec<String>),
 }
 
 /// One agent of the site as the team panel shows it.

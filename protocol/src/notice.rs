@@ -52,12 +52,17 @@ pub enum Notice {
     },
     /// Agents only: a note (for example, the one that came with a transfer).
     Note { author: String, text: String },
+    /// Agents only: `by` set the chat's tags to `tags` (empty: cleared).
+    Tagged { by: String, tags: Vec<String> },
 }
 
 impl Notice {
     /// Whether only agents may see this line.
     pub fn agents_only(&self) -> bool {
-        matches!(self, Notice::LeftMessage { .. } | Notice::Note { .. })
+        matches!(
+            self,
+            Notice::LeftMessage { .. } | Notice::Note { .. } | Notice::Tagged { .. }
+        )
     }
 
     /// The message body that carries this notice.
@@ -109,6 +114,10 @@ impl Notice {
                 s
             }
             Notice::Note { author, text } => format!("Note from {author}: {text}"),
+            Notice::Tagged { by, tags } if tags.is_empty() => {
+                format!("{by} removed the chat's tags")
+            }
+            Notice::Tagged { by, tags } => format!("{by} tagged the chat: {}", tags.join(", ")),
         }
     }
 }
@@ -126,7 +135,9 @@ impl Notice {
                 format!("{agent} had to leave; the next available agent will reply")
             }
             // Never sent to visitors.
-            Notice::LeftMessage { .. } | Notice::Note { .. } => String::new(),
+            Notice::LeftMessage { .. } | Notice::Note { .. } | Notice::Tagged { .. } => {
+                String::new()
+            }
         }
     }
 }

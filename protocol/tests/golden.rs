@@ -624,6 +624,16 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 },
             )),
         ),
+        (
+            "client_command_tag".into(),
+            C(command(
+                19,
+                Action::Tag {
+                    conversation: 12,
+                    tags: vec!["refund".into(), "billing".into()],
+                },
+            )),
+        ),
         ("client_ack".into(), C(ClientMsg::Ack { up_to: 300 })),
         ("client_heartbeat".into(), C(ClientMsg::Heartbeat)),
         ("client_sign_out".into(), C(ClientMsg::SignOut)),
@@ -889,6 +899,13 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 ticket: vec![0xab; 4],
                 expires_ms: 1_700_021_600_000,
             })),
+        ),
+        (
+            "server_live_site_tags".into(),
+            S(ServerMsg::Live(LiveEvent::SiteTags(vec![
+                "billing".into(),
+                "refund".into(),
+            ]))),
         ),
         ("server_heartbeat".into(), S(ServerMsg::Heartbeat)),
         (
@@ -2771,6 +2788,10 @@ fn notices() -> Vec<Notice> {
             title: Some("Pricing".into()),
         },
         transfer_note(),
+        Notice::Tagged {
+            by: "Alice".into(),
+            tags: vec!["refund".into(), "billing".into()],
+        },
     ]
 }
 

@@ -1428,7 +1428,8 @@ impl ServerCore {
             | Action::Transfer { .. }
             | Action::Block { .. }
             | Action::Unblock { .. }
-            | Action::Note { .. } => Outcome::Done {
+            | Action::Note { .. }
+            | Action::Tag { .. } => Outcome::Done {
                 conversation: None,
                 message: None,
                 at_ms: at,

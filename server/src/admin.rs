@@ -101,6 +101,59 @@ pub fn set_site_origins(
     reads::site_by_key(conn, key)?.ok_or_else(|| AdminError::NoSite(key.into()))
 }
 
+/// The most tags a site may list, and the longest tag: a list an agent
+/// picks from at a glance, not a taxonomy.
+pub const MAX_SITE_TAGS: usize = 100;
+pub const MAX_TAG_CHARS: usize = 40;
+
+/// A tag as agents see and set it: trimmed, 1 to [`MAX_TAG_CHARS`]
+/// characters, no line breaks or other control characters (the store keeps
+/// one per line) and no commas (the CLI and the CSV use them as separators).
+pub fn valid_tag(tag: &str) -> Result<String, String> {
+    let t = tag.trim();
+    if t.is_empty() || t.chars().count() > MAX_TAG_CHARS {
+        return Err(format!(
+            "a tag must be 1 to {MAX_TAG_CHARS} characters, not {tag:?}"
+        ));
+    }
+    if t.chars().any(|c| c.is_control() || c == ',') {
+        return Err(format!(
+            "a tag cannot hold commas or control characters: {tag:?}"
+        ));
+    }
+    Ok(t.to_owned())
+}
+
+/// Replace a site's tag list. Duplicates (ignoring case) are refused rather
+/// than merged, so the admin learns of the typo. Chats keep tags that leave
+/// the list: history stays as it was written.
+pub fn set_site_tags(conn: &dyn Db, key: &str, tags: &[String]) -> Result<SiteRow, AdminError> {
+    let mut list: Vec<String> = Vec::with_capacity(tags.len());
+    for t in tags {
+        let t = valid_tag(t).map_err(AdminError::Invalid)?;
+        if list.iter().any(|x| x.to_lowercase() == t.to_lowercase()) {
+            return Err(AdminError::Invalid(format!(
+                "the tag {t:?} is listed twice"
+            )));
+        }
+        list.push(t);
+    }
+    if list.len() > MAX_SITE_TAGS {
+        return Err(AdminError::Invalid(format!(
+            "a site may list at most {MAX_SITE_TAGS} tags, not {}",
+            list.len()
+        )));
+    }
+    let n = conn.execute(
+        "UPDATE sites SET tags = ?2 WHERE key = ?1",
+        &args![key, list.join("\n")],
+    )?;
+    if n == 0 {
+        return Err(AdminError::NoSite(key.into()));
+    }
+    reads::site_by_key(conn, key)?.ok_or_else(|| AdminError::NoSite(key.into()))
+}
+
 /// A site's attachment rules, as an admin sets them; `None` in a field
 /// leaves it as it was.
 #[derive(Clone, Debug, Default)]

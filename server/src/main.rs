@@ -144,6 +144,19 @@ enum SiteCmd {
         #[arg(long, conflicts_with_all = ["tz", "open"])]
         always: bool,
     },
+    /// Show a site's tags, or change them: agents tag chats from this list.
+    Tags {
+        key: String,
+        /// Replace the list ("billing, refund, bug"; "" clears it).
+        #[arg(long, conflicts_with_all = ["add", "remove"])]
+        set: Option<String>,
+        /// Add tags to the end of the list (comma-separated).
+        #[arg(long)]
+        add: Option<String>,
+        /// Take tags off the list (comma-separated); chats keep them.
+        #[arg(long)]
+        remove: Option<String>,
+    },
     List,
 }
 
@@ -308,6 +321,34 @@ fn main() -> anyhow::Result<()> {
                     let s = admin::set_site_hours(conn, &key, hours)?;
                     println!("{}: {}", s.key, hours_text(&s));
                 }
+                SiteCmd::Tags {
+                    key,
+                    set,
+                    add,
+                    remove,
+                } => {
+                    let s = store::reads::site_by_key(conn, &key)?
+                        .with_context(|| format!("no site with key {key:?}"))?;
+                    let split = |l: &str| -> Vec<String> {
+                        l.split(',')
+                            .map(str::trim)
+                            .filter(|t| !t.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    };
+                    let s = if let Some(list) = set {
+                        admin::set_site_tags(conn, &key, &split(&list))?
+                    } else if add.is_some() || remove.is_some() {
+                        let mut list = s.tags.clone();
+                        list.extend(split(add.as_deref().unwrap_or_default()));
+                        let gone = split(remove.as_deref().unwrap_or_default());
+                        list.retain(|t| !gone.iter().any(|g| g.eq_ignore_ascii_case(t)));
+                        admin::set_site_tags(conn, &key, &list)?
+                    } else {
+                        s
+                    };
+                    println!("{}: {}", s.key, tags_text(&s.tags));
+                }
                 SiteCmd::List => {
                     for s in store::reads::list_sites(conn)? {
                         let secret = if s.secret.is_some() {
@@ -316,13 +357,14 @@ fn main() -> anyhow::Result<()> {
                             "identify: open"
                         };
                         println!(
-                            "{}\t{}\t{}\t{secret}\torigins: {}\t{}\t{}",
+                            "{}\t{}\t{}\t{secret}\torigins: {}\t{}\t{}\t{}",
                             s.id,
                             s.key,
                             s.name,
                             origins_text(&s.origins),
                             attach_text(&s),
-                            hours_text(&s)
+                            hours_text(&s),
+                            tags_text(&s.tags)
                         );
                     }
                 }
@@ -410,6 +452,14 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         server.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+fn tags_text(tags: &[String]) -> String {
+    if tags.is_empty() {
+        "tags: none".into()
+    } else {
+        format!("tags: {}", tags.join(", "))
+    }
 }
 
 fn hours_text(s: &store::reads::SiteRow) -> String {

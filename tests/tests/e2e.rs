@@ -45,5 +45,6 @@ mod ownership;
 mod process;
 mod queue;
 mod store_pg;
+mod tags;
 mod widget_attachments;
 mod widget_browser;

@@ -656,6 +656,10 @@ impl App {
                 self.workspace.desk.apply_member(m);
                 Task::none()
             }
+            Update::SiteTags(tags) => {
+                self.workspace.desk.site_tags = tags;
+                Task::none()
+            }
             Update::Conversation(info) => self.workspace.on_conversation(&mut env_of!(self), info),
             Update::Message(m) => self.workspace.on_message(&mut env_of!(self), m),
             Update::MessageState {
@@ -683,6 +687,9 @@ impl App {
                 {
                     self.workspace.desk.banner =
                         Some(format!("The server refused that ({code}): {message}"));
+                    // A refused tag change never comes back as a line:
+                    // show the tags as the server has them.
+                    self.workspace.desk.tags_pending.clear();
                 }
                 Task::none()
             }

@@ -92,6 +92,18 @@ impl Conv {
         })
     }
 
+    /// The chat's tags: those of its latest `tagged` line.
+    pub fn tags(&self) -> Vec<String> {
+        self.messages
+            .iter()
+            .rev()
+            .find_map(|m| match (&m.author, Notice::parse(&m.body)) {
+                (Author::System, Some(Notice::Tagged { tags, .. })) => Some(tags),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
     /// Insert or replace by client id, at the place its order says; true
     /// if it was not there.
     pub fn upsert(&mut self, m: StoredMessage) -> bool {
@@ -265,6 +277,10 @@ pub struct Desk {
     /// Command outcomes no one here was waiting for yet: the server can
     /// answer before the outbox has told the app the command's id.
     pub early_outcomes: VecDeque<(MsgId, Result<(), String>)>,
+    /// The tags this site's chats may carry, from the last login.
+    pub site_tags: Vec<String>,
+    /// Tag changes sent but not yet back as a `tagged` line, by chat.
+    pub tags_pending: HashMap<ConversationId, Vec<String>>,
 }
 
 /// Outcomes kept while their command's id is on its way; the race they
@@ -519,6 +535,12 @@ impl Desk {
         let c = self.convs.get_mut(&m.conversation)?;
         if let (Some(chat), Some(h)) = (as_chat(&m), self.history.get_mut(&c.info.visitor)) {
             h.merge_message(chat);
+        }
+        if let (Author::System, Some(Notice::Tagged { tags, .. })) =
+            (&m.author, Notice::parse(&m.body))
+            && self.tags_pending.get(&m.conversation) == Some(&tags)
+        {
+            self.tags_pending.remove(&m.conversation);
         }
         let new = c.upsert(m);
         Some(MessageApplied { new, from_visitor })

@@ -169,6 +169,7 @@ impl Core {
             LiveEvent::AgentPresence { .. } => {}
             LiveEvent::Team(list) => self.emit(Update::Team(list)),
             LiveEvent::TeamMember(m) => self.emit(Update::TeamMember(m)),
+            LiveEvent::SiteTags(tags) => self.emit(Update::SiteTags(tags)),
             // Kept for the next reconnect, like the one from LoginOk.
             LiveEvent::Ticket { ticket, .. } => {
                 if !ticket.is_empty() {

@@ -169,6 +169,7 @@ impl Conn {
         let visitors = ctx.hub.visitors_of_site(site);
         send_visitor_list(&mut self.link, ctx, visitors).await?;
         self.send_team(ctx).await?;
+        self.send_site_tags(ctx).await?;
         self.link.flush().await?;
         // This agent may take waiting conversations now.
         let _queued = ctx.writer.try_submit(Op::AssignQueued { site });
@@ -184,6 +185,23 @@ impl Conn {
             .hub
             .team(rows.iter().map(|(r, n)| team_member(r, *n)).collect());
         Ok(self.link.session.live(LiveEvent::Team(team))?)
+    }
+
+    /// The site's tag list for the app's picker. Sent at login only: an
+    /// admin's change reaches agents at their next login, and until then
+    /// a tag that left the list is refused by the `Tag` rule, which reads
+    /// the list afresh.
+    pub(super) async fn send_site_tags(&mut self, ctx: &Arc<Ctx>) -> Result<(), End> {
+        let site = self.agent.site;
+        let tags = ctx
+            .reads
+            .run(move |c| {
+                Ok(reads::site_by_id(c, site)?
+                    .map(|s| s.tags)
+                    .unwrap_or_default())
+            })
+            .await?;
+        Ok(self.link.session.live(LiveEvent::SiteTags(tags))?)
     }
 
     /// Send stored events after the last one sent, up to `until`.

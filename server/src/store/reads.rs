@@ -454,6 +454,44 @@ pub fn message(conn: &dyn Db, id: MessageId) -> Result<Option<ChatMessage>, Stor
         .transpose()
 }
 
+fn is_tag_line(m: &ChatMessage) -> bool {
+    m.author == Author::System
+        && matches!(
+            holdfast_protocol::notice::Notice::parse(&m.body),
+            Some(holdfast_protocol::notice::Notice::Tagged { .. })
+        )
+}
+
+/// The newest `tagged` line of a conversation, if it was ever tagged.
+fn latest_tag_line(
+    conn: &dyn Db,
+    conversation: ConversationId,
+) -> Result<Option<ChatMessage>, StoreError> {
+    let row = conn.query_opt(
+        &format!(
+            "{MSG_SELECT} WHERE m.conversation_id = ?1 AND m.author_kind = ?2 \
+             AND m.body LIKE '{{\"kind\":\"tagged\"%' ORDER BY m.id DESC LIMIT 1"
+        ),
+        &args![conversation, AUTHOR_SYSTEM],
+    )?;
+    row.map(|r| msg_row(&r)).transpose()
+}
+
+/// A conversation's current tags, in the order they were set.
+pub fn conversation_tags(
+    conn: &dyn Db,
+    conversation: ConversationId,
+) -> Result<Vec<String>, StoreError> {
+    let Some(row) = conn.query_opt(
+        "SELECT tags FROM conversations WHERE id = ?1",
+        &args![conversation],
+    )?
+    else {
+        return Ok(Vec::new());
+    };
+    accounts::origins_col(&row, 0)
+}
+
 /// Up to `limit` newest messages of a conversation, oldest first, agent-only
 /// ones included: for agents.
 pub fn recent_messages(
@@ -517,7 +555,13 @@ pub fn agent_snapshot(
         .collect::<Result<_, _>>()?;
     let mut msgs = Vec::new();
     for c in &convs {
-        msgs.extend(recent_messages(conn, c.id, 200)?);
+        let recent = recent_messages(conn, c.id, 200)?;
+        // A device learns a chat's tags from its latest `tagged` line;
+        // one older than the recent window still has to come along.
+        if !recent.iter().any(is_tag_line) {
+            msgs.extend(latest_tag_line(conn, c.id)?);
+        }
+        msgs.extend(recent);
     }
     Ok((convs, msgs))
 }
@@ -817,6 +861,7 @@ mod tests {
             attach_kinds: None,
             attach_rate: None,
             hours: None,
+            tags: Vec::new(),
         };
         assert!(site.allows_origin(Some("https://anywhere.example")));
         site.origins = vec!["https://shop.example".into()];

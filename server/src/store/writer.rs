@@ -719,7 +719,8 @@ fn lock_in_order(db: &dyn Db, batch: &[Op]) -> Result<(), StoreError> {
                 | Action::Accept { conversation }
                 | Action::Close { conversation }
                 | Action::Transfer { conversation, .. }
-                | Action::Note { conversation, .. } => chats.push(*conversation),
+                | Action::Note { conversation, .. }
+                | Action::Tag { conversation, .. } => chats.push(*conversation),
                 Action::Invite { visitor, .. }
                 | Action::Block { visitor, .. }
                 | Action::Unblock { visitor } => visitors.push(visitor),

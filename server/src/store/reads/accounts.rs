@@ -20,6 +20,8 @@ pub struct SiteRow {
     /// Business hours (see `hours::Hours::parse`): time zone, weekly
     /// ranges, holidays; `None`, always open.
     pub hours: Option<(String, String, String)>,
+    /// The tags agents may set on the site's chats, in the admin's order.
+    pub tags: Vec<String>,
 }
 
 impl SiteRow {
@@ -38,7 +40,8 @@ impl SiteRow {
     }
 }
 
-fn origins_col(r: &Row, i: usize) -> Result<Vec<String>, StoreError> {
+/// A column of one entry per line (origins, tags).
+pub(crate) fn origins_col(r: &Row, i: usize) -> Result<Vec<String>, StoreError> {
     let text: String = r.get(i)?;
     Ok(text
         .split('\n')
@@ -92,7 +95,7 @@ impl std::fmt::Debug for AgentRow {
 }
 
 const SITE_COLS: &str = "id, key, name, secret, origins, attach_max_bytes, attach_kinds, \
-     attach_rate, hours_tz, hours_week, hours_holidays";
+     attach_rate, hours_tz, hours_week, hours_holidays, tags";
 
 fn site_row(r: &Row) -> Result<SiteRow, StoreError> {
     Ok(SiteRow {
@@ -111,6 +114,7 @@ fn site_row(r: &Row) -> Result<SiteRow, StoreError> {
             }
             _ => None,
         },
+        tags: origins_col(r, 11)?,
     })
 }
 

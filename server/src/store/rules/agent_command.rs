@@ -142,6 +142,7 @@ impl Rules<'_> {
             Action::Note { conversation, body } => {
                 self.note(actor, me, *conversation, body, cmd.id, now)
             }
+            Action::Tag { conversation, tags } => self.tag(actor, me, *conversation, tags, now),
         }
     }
 }

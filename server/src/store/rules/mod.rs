@@ -49,6 +49,7 @@ mod note;
 mod page_view;
 mod presence;
 mod release_chats;
+mod tag;
 mod transfer;
 mod visitor_hello;
 mod visitor_send;

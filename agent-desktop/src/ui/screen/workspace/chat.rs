@@ -65,6 +65,8 @@ pub enum Message {
     Send,
     /// The "Internal note" switch of the open conversation's composer.
     NoteMode(bool),
+    /// Set the chat's tags to exactly these (a chip removed or one added).
+    SetTags(ConversationId, Vec<String>),
     LoadEarlier,
     Close(ConversationId),
     TransferOpen(ConversationId),
@@ -103,6 +105,7 @@ pub enum Event {
         to: AgentId,
         note: Option<String>,
     },
+    SetTags(ConversationId, Vec<String>),
     Attach,
     /// Read the clipboard for an image.
     Paste,
@@ -135,6 +138,18 @@ impl State {
                     }
                 }
                 None
+            }
+            Message::SetTags(id, tags) => {
+                let now = desk
+                    .tags_pending
+                    .get(&id)
+                    .cloned()
+                    .or_else(|| desk.convs.get(&id).map(|c| c.tags()));
+                if now.as_ref() == Some(&tags) {
+                    return None;
+                }
+                desk.tags_pending.insert(id, tags.clone());
+                Some(Event::SetTags(id, tags))
             }
             Message::Attach => Some(Event::Attach),
             Message::Picked(path) => path.map(|p| Event::SendFile(Source::Path(p))),
@@ -274,6 +289,11 @@ impl State {
             );
         }
         let mut top = column![container(header).id("chat-header").padding([8, 14])];
+        // Who may note in a chat may tag it (the server's rule too).
+        let can_tag = mine || oversees || !active;
+        if let Some(tags) = super::tags::view(desk, c, can_tag) {
+            top = top.push(tags);
+        }
         let left = left_message_lines(c);
         if !left.is_empty() {
             let mut block = column![].spacing(2);

@@ -22,6 +22,7 @@ pub mod conversations;
 pub mod details;
 pub mod queue;
 pub mod sign_out;
+pub mod tags;
 pub mod team;
 pub mod visitors;
 
@@ -200,6 +201,9 @@ impl State {
                 Some(chat::Event::LoadEarlier) => {
                     self.load_earlier(env);
                     Task::none()
+                }
+                Some(chat::Event::SetTags(id, tags)) => {
+                    self.with_handle(env, move |h| async move { h.tag(id, tags).await.map(drop) })
                 }
                 Some(chat::Event::Close(id)) => {
                     self.with_handle(env, move |h| async move { h.close(id).await.map(drop) })
