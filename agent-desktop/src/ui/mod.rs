@@ -136,3 +136,18 @@ pub fn window_event(
 fn to_chat(m: screen::workspace::chat::Message) -> Message {
     Message::Workspace(screen::workspace::Message::Chat(m))
 }
+
+#[cfg(test)]
+mod tests {
+    /// The bundled artwork decodes to the square icon the window gets.
+    #[test]
+    fn the_window_icon_decodes() {
+        let icon = super::window_icon().expect("the icon decodes");
+        let (rgba, size) = icon.into_raw();
+        assert_eq!((size.width, size.height), (256, 256));
+        assert_eq!(rgba.len(), 256 * 256 * 4);
+        // Not a blank square: some pixels are drawn, some transparent.
+        assert!(rgba.chunks(4).any(|p| p[3] == 255));
+        assert!(rgba.chunks(4).any(|p| p[3] == 0));
+    }
+}

@@ -309,6 +309,7 @@ pub fn pairs(p: &Palette) -> Vec<UsedPair> {
         t("visitor bubble", p.text, p.surface),
         t("note", p.on_note, p.note),
         t("note being written (editor)", p.on_note, p.note),
+        t("placeholder in the note editor", p.muted, p.note),
         t("connected bar", p.on_success, p.success),
         t("connecting bar", p.on_warning, p.warning),
         t("offline bar, banner, danger button", p.on_danger, p.danger),

@@ -84,6 +84,8 @@ fn rgb(p: image::Rgba<u8>) -> iced::Color {
 }
 
 /// The pixels inside `area` (logical pixels), at the snapshot's scale.
+// Widget bounds on a window of at most 1920 px: small and not negative.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn pixels(img: &image::RgbaImage, area: Rectangle) -> Vec<iced::Color> {
     let mut out = Vec::new();
     let (x0, y0) = ((area.x * 2.0).ceil() as u32, (area.y * 2.0).ceil() as u32);

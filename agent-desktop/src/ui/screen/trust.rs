@@ -127,14 +127,9 @@ impl State {
             )
             .id("fingerprint-mismatch")
             .padding(20)
-            .style(|theme: &Theme| {
-                let p = theme.extended_palette();
-                container::Style {
-                    background: Some(p.danger.base.color.into()),
-                    text_color: Some(p.danger.base.text),
-                    border: border::rounded(8),
-                    ..container::Style::default()
-                }
+            .style(|theme: &Theme| container::Style {
+                border: border::rounded(8),
+                ..crate::ui::theme::danger_box(theme)
             })
             .into(),
         };

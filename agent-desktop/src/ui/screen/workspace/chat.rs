@@ -340,9 +340,10 @@ impl State {
                         if note {
                             // The same colours as a note in the transcript,
                             // so what is being written is plain to see.
-                            let p = theme.extended_palette();
-                            style.background = p.warning.weak.color.into();
-                            style.value = p.warning.weak.text;
+                            let p = theme::Palette::of(theme);
+                            style.background = p.note.into();
+                            style.value = p.on_note;
+                            style.placeholder = p.muted;
                         }
                         style
                     })
@@ -439,14 +440,9 @@ impl State {
                     .id("drop-hint")
                     .center(Fill)
                     .style(|theme: &Theme| container::Style {
+                        // The chat shows through, dimmed, under the hint.
                         background: Some(
-                            theme
-                                .extended_palette()
-                                .background
-                                .base
-                                .color
-                                .scale_alpha(0.8)
-                                .into()
+                            theme::Palette::of(theme).background.scale_alpha(0.8).into()
                         ),
                         ..container::Style::default()
                     })
