@@ -12,6 +12,10 @@ use iced::theme::Mode;
 
 use super::*;
 
+#[path = "../support/desktop_demo.rs"]
+#[allow(dead_code)]
+mod demo;
+
 /// Sign in, let a visitor in and invite them; they answer. The chat is
 /// open and selected.
 async fn chat_open(d: &mut Driver, srv: &TestServer) -> WsVisitor {
@@ -173,7 +177,6 @@ async fn dark_mode_switches_the_palette_and_the_selected_row_stays_readable() {
     let said = text_bounds(&d, "Where is my parcel?");
     let c = drawn_contrast(&img, said);
     assert!(c >= 4.5, "the visitor's message is {c:.2}:1");
-    keep_screenshot(&img, "desktop-dark.png");
 
     // System follows the OS, both ways, live.
     d.click_id("theme-system");
@@ -293,6 +296,84 @@ async fn at_1920_by_1080_the_room_is_used() {
     assert!(chat.width > 700.0 && chat.width < 1000.0, "{chat:?}");
     let said = text_bounds(&d, "Where is my parcel?");
     assert!(said.width <= BUBBLE_MAX, "{said:?}");
+
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
+    srv.stop().await;
+}
+
+/// The demo workspace (three chats, one handed over with a note, one
+/// waiting, visitors browsing) in dark mode, with Lena's chat open: every
+/// text in the selected row, the note and the own bubbles reads at AA on
+/// the drawn pixels. This is where `desktop-dark.png` comes from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_workspace_in_dark_mode_reads_at_aa() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("agent.sqlite3");
+    let _demo = demo::populate(&srv, &store).await;
+    let mut opts = options(dir.path(), srv.agent_addr().to_string());
+    opts.username = Some("alice".into());
+    opts.password = Some(zeroize::Zeroizing::new(PASSWORD.to_owned()));
+    let mut d = Driver::new(opts);
+    d.until("the demo workspace", |d| {
+        d.shows("Connected")
+            && d.app.workspace.desk.mine().len() == 3
+            && d.shows("Waiting (1)")
+            && d.shows("Team (2)")
+    })
+    .await;
+    let lena = d
+        .app
+        .workspace
+        .desk
+        .mine()
+        .iter()
+        .find(|c| c.info.visitor_name.as_deref() == Some("Lena Fischer"))
+        .map(|c| c.info.id)
+        .unwrap();
+    d.click_id(&format!("conv-{lena}"));
+    d.until("Lena's chat with the note", |d| {
+        d.shows("Duplicate charge on INV-2231")
+            && d.has_id("composer")
+            && d.shows("On the site now")
+            && d.shows("Past conversations")
+            && !d.shows("Loading…")
+    })
+    .await;
+    d.click_id("theme-dark");
+    let img = render(&d);
+    let row = bounds_of(&d, &format!("conv-{lena}"));
+    assert!(same(dominant(&pixels(&img, row)), DARK.selected));
+    for needle in [
+        "Lena Fischer",
+        "Hi Lena, I'm Alice from billing",
+        "Duplicate charge on INV-2231",
+        "Note from Bob",
+        "Sorry about that, Lena.",
+        "I was charged twice",
+        "Waiting (1)",
+    ] {
+        // Those scrolled out of the window are not drawn: the visible ones
+        // are measured, and there is at least one.
+        let window = Rectangle::new(iced::Point::ORIGIN, d.size.into());
+        let mut seen = 0;
+        for (t, b) in d
+            .text_boxes()
+            .into_iter()
+            .filter(|(t, _)| t.contains(needle))
+        {
+            if !window.contains(b.position()) || !window.contains(b.center()) {
+                continue;
+            }
+            seen += 1;
+            let c = drawn_contrast(&img, b);
+            assert!(c >= 4.5, "{t:?} is drawn at {c:.2}:1");
+        }
+        assert!(seen > 0, "{needle:?} is not on screen");
+    }
+    keep_screenshot(&img, "desktop-dark.png");
 
     if let Some(h) = d.app.handle() {
         h.shutdown().await.unwrap();
