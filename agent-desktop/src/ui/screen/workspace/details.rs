@@ -217,6 +217,9 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Eleme
     }
     scrollable(container(col).padding(12))
         .id("details")
+        // Beside the content, not over it: the last characters of a line
+        // stay readable.
+        .spacing(2)
         .width(Length::Fixed(width))
         .height(Fill)
         .into()

@@ -419,6 +419,8 @@ impl State {
         let (now_ms, offset) = (ctx.now_ms, ctx.utc_offset_secs);
         responsive(move |size| {
             let layout = Layout::for_width(size.width, panels);
+            // The panels' scrollbars sit beside their content (`spacing`),
+            // not over the end of its lines.
             let mut panes = row![].height(Fill);
             match layout.lists {
                 Some(width) => {
@@ -441,15 +443,17 @@ impl State {
                     match layout.visitors {
                         None => {
                             side_col = side_col.push(visitors);
-                            panes = panes.push(scrollable(side_col).id("side").width(width));
+                            panes =
+                                panes.push(scrollable(side_col).id("side").spacing(2).width(width));
                         }
                         Some(vw) => {
                             panes = panes
-                                .push(scrollable(side_col).id("side").width(width))
+                                .push(scrollable(side_col).id("side").spacing(2).width(width))
                                 .push(rule::vertical(1))
                                 .push(
                                     scrollable(container(visitors).padding(10))
                                         .id("visitors-column")
+                                        .spacing(2)
                                         .width(vw),
                                 );
                         }
