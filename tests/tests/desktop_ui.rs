@@ -61,6 +61,9 @@ fn options(dir: &Path, server: String) -> Options {
 /// The app plus a runner for the tasks its `update` returns.
 struct Driver {
     app: App,
+    /// The window the views are laid out in (1280×800 unless a test
+    /// sizes it).
+    size: (f32, f32),
     tx: mpsc::UnboundedSender<Message>,
     rx: mpsc::UnboundedReceiver<Message>,
 }
@@ -69,7 +72,12 @@ impl Driver {
     fn new(options: Options) -> Self {
         let (app, task) = App::new(options);
         let (tx, rx) = mpsc::unbounded_channel();
-        let d = Self { app, tx, rx };
+        let d = Self {
+            app,
+            size: (1280.0, 800.0),
+            tx,
+            rx,
+        };
         d.spawn(task);
         d
     }
@@ -96,9 +104,9 @@ impl Driver {
     /// Build the current view, let `f` click and type in it, then apply
     /// what it produced.
     fn interact(&mut self, f: impl FnOnce(&mut Simulator<'_, Message>)) {
+        let size = self.size;
         let messages: Vec<Message> = {
-            let mut ui =
-                Simulator::with_size(Settings::default(), (1280.0, 800.0), self.app.view());
+            let mut ui = Simulator::with_size(Settings::default(), size, self.app.view());
             f(&mut ui);
             ui.into_messages().collect()
         };
@@ -125,7 +133,7 @@ impl Driver {
     /// Every text on screen, in widget-tree order.
     fn texts(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), self.app.view());
+        let mut ui = Simulator::with_size(Settings::default(), self.size, self.app.view());
         let _none = ui.find(|c: Candidate<'_>| {
             if let Candidate::Text { content, .. } = c {
                 out.push(content.to_owned());
@@ -138,7 +146,7 @@ impl Driver {
     /// Every text on screen with its bounds, in widget-tree order.
     fn text_boxes(&self) -> Vec<(String, Rectangle)> {
         let mut out = Vec::new();
-        let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), self.app.view());
+        let mut ui = Simulator::with_size(Settings::default(), self.size, self.app.view());
         let _none = ui.find(|c: Candidate<'_>| {
             if let Candidate::Text {
                 content, bounds, ..
@@ -153,7 +161,7 @@ impl Driver {
 
     /// The texts drawn inside the widget with this id.
     fn texts_in(&self, id: &str) -> Vec<String> {
-        let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), self.app.view());
+        let mut ui = Simulator::with_size(Settings::default(), self.size, self.app.view());
         let Ok(target) = ui.find(Id::from(id.to_owned())) else {
             return Vec::new();
         };
@@ -170,7 +178,7 @@ impl Driver {
     }
 
     fn has_id(&self, id: &str) -> bool {
-        let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), self.app.view());
+        let mut ui = Simulator::with_size(Settings::default(), self.size, self.app.view());
         ui.find(Id::from(id.to_owned())).is_ok()
     }
 
@@ -1232,3 +1240,6 @@ mod files;
 mod block;
 
 mod notes;
+
+#[path = "desktop_ui/looks.rs"]
+mod looks;

@@ -30,8 +30,10 @@ use crate::ui::files;
 use crate::ui::format;
 use crate::ui::notify::Notifier;
 use crate::ui::prefs::Prefs;
+use crate::ui::screen::workspace::Panel;
 use crate::ui::screen::workspace::{self, Context, Env};
 use crate::ui::screen::{login, trust};
+use crate::ui::theme::{Choice, Palette};
 use holdfast_client::store::{Session, now_ms};
 use holdfast_client::{
     ClientConfig, ClientHandle, ConnState, ConnectionStatus, SignOutResult, StopReason, Store,
@@ -99,6 +101,12 @@ pub enum Message {
     FirstFrame,
     /// A stopped session's store is closed.
     SignedOut,
+    /// The OS's light or dark mode, at start and whenever it changes.
+    SystemTheme(iced::theme::Mode),
+    /// The agent's theme choice (remembered).
+    SetTheme(Choice),
+    /// Collapse or expand a side panel (remembered).
+    TogglePanel(Panel),
 }
 
 /// Which screen is up. Their states are the app's (see the module doc).
@@ -126,6 +134,12 @@ pub struct App {
     pub now_ms: i64,
     pub now: Instant,
     pub notifier: Notifier,
+    /// What is remembered between runs (the account, the theme, the
+    /// collapsed panels), kept whole so saving one part keeps the others.
+    pub prefs: Prefs,
+    /// The OS's mode as last reported (`None` until it says, or where it
+    /// cannot).
+    pub system_theme: iced::theme::Mode,
     handle: Option<ClientHandle>,
     epoch: u64,
 }
@@ -181,16 +195,20 @@ impl App {
             now: Instant::now(),
             handle: None,
             epoch: 0,
+            prefs,
+            system_theme: iced::theme::Mode::None,
         };
         if !app.login.username.is_empty() {
             app.open_cached();
         }
-        let task = if app.login.password.is_empty() || app.login.username.is_empty() {
+        let sign_in = if app.login.password.is_empty() || app.login.username.is_empty() {
             Task::none()
         } else {
             Task::done(Message::Login(login::Message::SignIn))
         };
-        (app, task)
+        // Changes come from the subscription; this is the mode at start.
+        let system = iced::system::theme().map(Message::SystemTheme);
+        (app, Task::batch([system, sign_in]))
     }
 
     /// Show the remembered account's cached workspace at once, before any
@@ -321,6 +339,12 @@ impl App {
                     Some(workspace::Event::SignedOut(result)) => {
                         Task::batch([task, self.signed_out(result)])
                     }
+                    Some(workspace::Event::SetTheme(choice)) => {
+                        Task::batch([task, self.update(Message::SetTheme(choice))])
+                    }
+                    Some(workspace::Event::TogglePanel(panel)) => {
+                        Task::batch([task, self.update(Message::TogglePanel(panel))])
+                    }
                 }
             }
             Message::StartCore => self.start_core(),
@@ -362,7 +386,33 @@ impl App {
                 }
             }
             Message::SignedOut => Task::none(),
+            Message::SystemTheme(mode) => {
+                self.system_theme = mode;
+                Task::none()
+            }
+            Message::SetTheme(choice) => {
+                self.prefs.theme = choice;
+                self.save_prefs();
+                Task::none()
+            }
+            // The shortcuts reach here from any screen; only the
+            // workspace has panels.
+            Message::TogglePanel(_) if self.screen != Screen::Workspace => Task::none(),
+            Message::TogglePanel(panel) => {
+                let panels = &mut self.prefs.panels;
+                match panel {
+                    Panel::Lists => panels.lists_collapsed = !panels.lists_collapsed,
+                    Panel::Details => panels.details_collapsed = !panels.details_collapsed,
+                }
+                self.save_prefs();
+                Task::none()
+            }
         }
+    }
+
+    /// The palette on screen: the agent's choice, or the OS's mode.
+    pub fn palette(&self) -> &'static Palette {
+        self.prefs.theme.palette(self.system_theme)
     }
 
     pub fn view(&self) -> Element<'_, Message> {
@@ -387,6 +437,8 @@ impl App {
             username: &self.login.username,
             now_ms: self.now_ms,
             utc_offset_secs: self.opts.utc_offset_secs,
+            theme: self.prefs.theme,
+            panels: self.prefs.panels,
         }
     }
 
@@ -535,15 +587,17 @@ impl App {
         Task::none()
     }
 
-    fn remember_account(&self) {
+    fn remember_account(&mut self) {
+        self.prefs.server = self.login.server.trim().to_owned();
+        self.prefs.username = self.login.username.trim().to_owned();
+        self.save_prefs();
+    }
+
+    fn save_prefs(&self) {
         let Some(path) = &self.opts.prefs_path else {
             return;
         };
-        let prefs = Prefs {
-            server: self.login.server.trim().to_owned(),
-            username: self.login.username.trim().to_owned(),
-        };
-        if let Err(e) = prefs.save(path) {
+        if let Err(e) = self.prefs.save(path) {
             tracing::warn!("cannot save prefs to {}: {e}", path.display());
         }
     }

@@ -16,7 +16,7 @@ use holdfast_client::{PendingUpload, UploadState};
 use holdfast_protocol::agent::{AttachmentInfo, ConversationId};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
-use iced::widget::{button, column, container, image, progress_bar, row, text as itext};
+use iced::widget::{button, column, container, image, progress_bar, row};
 use iced::{Alignment, ContentFit, Element, Length};
 
 use crate::ui::widget::{card, muted, small, text};
@@ -360,7 +360,7 @@ pub fn attachment_view<'a>(files: &'a Files, a: &'a AttachmentInfo) -> Element<'
             .into(),
             Some(Fetched::Failed(e)) => container(
                 column![
-                    small(format!("Image unavailable. {e}")).style(itext::danger),
+                    small(format!("Image unavailable. {e}")).style(crate::ui::theme::danger_text),
                     retry(&a.id, true),
                 ]
                 .spacing(4),
@@ -390,14 +390,14 @@ pub fn attachment_view<'a>(files: &'a Files, a: &'a AttachmentInfo) -> Element<'
         buttons = buttons.push(
             button(text("Open").size(12))
                 .padding([3, 10])
-                .style(button::secondary)
+                .style(crate::ui::theme::button_secondary)
                 .on_press(Action::Open(a.clone())),
         );
     }
     buttons = buttons.push(
         button(text("Save as…").size(12))
             .padding([3, 10])
-            .style(button::secondary)
+            .style(crate::ui::theme::button_secondary)
             .on_press(Action::SaveAs(a.clone())),
     );
     let mut col = column![
@@ -422,9 +422,12 @@ fn full_state<'a>(full: Option<&'a Fetched>, id: &str) -> Option<Element<'a, Act
     match full? {
         Fetched::Loading => Some(small("Downloading…").style(muted).into()),
         Fetched::Failed(e) => Some(
-            column![small(e.as_str()).style(itext::danger), retry(id, false)]
-                .spacing(4)
-                .into(),
+            column![
+                small(e.as_str()).style(crate::ui::theme::danger_text),
+                retry(id, false)
+            ]
+            .spacing(4)
+            .into(),
         ),
         Fetched::Ready { .. } => None,
     }
@@ -433,7 +436,7 @@ fn full_state<'a>(full: Option<&'a Fetched>, id: &str) -> Option<Element<'a, Act
 fn retry<'a>(id: &str, thumb: bool) -> Element<'a, Action> {
     button(text("Retry").size(12))
         .padding([3, 10])
-        .style(button::secondary)
+        .style(crate::ui::theme::button_secondary)
         .on_press(Action::Retry {
             id: id.to_owned(),
             thumb,
@@ -448,14 +451,14 @@ pub fn upload_bubble<'a>(files: &'a Files, u: &'a Upload) -> Element<'a, Action>
     let mut col = column![text(u.name.as_str()).size(14)].spacing(4);
     match &u.state {
         UploadState::Failed(why) => {
-            col = col.push(small(format!("Not sent: {why}")).style(itext::danger));
+            col = col.push(small(format!("Not sent: {why}")).style(crate::ui::theme::danger_text));
             let mut buttons = row![].spacing(6);
             if files.sources.contains_key(&u.id) {
                 buttons = buttons.push(
                     container(
                         button(text("Retry").size(12))
                             .padding([3, 10])
-                            .style(button::secondary)
+                            .style(crate::ui::theme::button_secondary)
                             .on_press(Action::RetryUpload(u.id)),
                     )
                     .id(format!("upload-retry-{}", u.id)),

@@ -12,7 +12,10 @@
 //! - `files`: attachments on screen (thumbnails, file cards, upload
 //!   bubbles) and the OS side of files (clipboard, dialogs, opening).
 //! - `format`: timestamps, durations, User-Agent parsing, previews.
-//! - `prefs`: the remembered server and username (never the password).
+//! - `theme`: the light and dark palettes every colour comes from, the
+//!   styles built on them, and their WCAG contrast test.
+//! - `prefs`: the remembered server, username, theme and collapsed panels
+//!   (never the password).
 //! - `notify`: OS notifications and the chime when the window is unfocused.
 //!
 //! The UI holds no networking code: commands go through the
@@ -27,6 +30,7 @@ pub mod format;
 pub mod notify;
 pub mod prefs;
 pub mod screen;
+pub mod theme;
 pub mod widget;
 
 use std::time::Duration;
@@ -50,13 +54,31 @@ pub fn run(options: Options) -> iced::Result {
         .window(window::Settings {
             size: iced::Size::new(1280.0, 800.0),
             min_size: Some(iced::Size::new(900.0, 560.0)),
+            icon: window_icon(),
             ..window::Settings::default()
         })
         .run()
 }
 
-pub fn theme(_: &App) -> Theme {
-    Theme::Light
+/// The app's icon, the installers' artwork (`assets/icons/holdfast.svg`
+/// rendered by `assets/icons/render`).
+pub const ICON_PNG: &[u8] = include_bytes!("../../../assets/icons/holdfast-256.png");
+
+/// The window's icon. A PNG that does not decode only costs the icon.
+pub fn window_icon() -> Option<window::Icon> {
+    let img = image::load_from_memory_with_format(ICON_PNG, image::ImageFormat::Png)
+        .map_err(|e| tracing::warn!("window icon: {e}"))
+        .ok()?
+        .into_rgba8();
+    let (w, h) = img.dimensions();
+    window::icon::from_rgba(img.into_raw(), w, h)
+        .map_err(|e| tracing::warn!("window icon: {e}"))
+        .ok()
+}
+
+/// The agent's theme, or the OS's when they chose to follow it.
+pub fn theme(app: &App) -> Theme {
+    app.palette().theme()
 }
 
 /// A one-second tick only where something on screen counts time (time on
@@ -64,7 +86,8 @@ pub fn theme(_: &App) -> Theme {
 /// files dragged onto the window and Esc always.
 pub fn subscription(app: &App) -> Subscription<Message> {
     let focus = iced::event::listen_with(window_event);
-    let mut subs = vec![focus];
+    let system_theme = iced::system::theme_changes().map(Message::SystemTheme);
+    let mut subs = vec![focus, system_theme];
     if app.screen == Screen::Workspace || app.login.busy {
         subs.push(iced::time::every(Duration::from_secs(1)).map(|_| Message::Tick));
     }
@@ -75,8 +98,9 @@ pub fn subscription(app: &App) -> Subscription<Message> {
 }
 
 /// The window's events the app acts on wherever focus is: focus, files
-/// dragged onto it, and Esc (which closes an open form even while its text
-/// field has focus).
+/// dragged onto it, Esc (which closes an open form even while its text
+/// field has focus), and the panel shortcuts: Ctrl+B the lists, Ctrl+D the
+/// details (⌘ on macOS), which no text field uses.
 pub fn window_event(
     event: iced::Event,
     _status: iced::event::Status,
@@ -88,6 +112,16 @@ pub fn window_event(
             key: iced::keyboard::Key::Named(iced::keyboard::key::Named::Escape),
             ..
         }) => Some(Message::Workspace(screen::workspace::Message::Escape)),
+        iced::Event::Keyboard(iced::keyboard::Event::KeyPressed { key, modifiers, .. })
+            if modifiers.command() && !modifiers.alt() && !modifiers.shift() =>
+        {
+            use screen::workspace::Panel;
+            match key.as_ref() {
+                iced::keyboard::Key::Character("b") => Some(Message::TogglePanel(Panel::Lists)),
+                iced::keyboard::Key::Character("d") => Some(Message::TogglePanel(Panel::Details)),
+                _ => None,
+            }
+        }
         iced::Event::Window(window::Event::Focused) => Some(Message::Focus(true)),
         iced::Event::Window(window::Event::Unfocused) => Some(Message::Focus(false)),
         iced::Event::Window(window::Event::FileHovered(_)) => Some(to_chat(Chat::FileHovered)),
@@ -101,4 +135,19 @@ pub fn window_event(
 
 fn to_chat(m: screen::workspace::chat::Message) -> Message {
     Message::Workspace(screen::workspace::Message::Chat(m))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The bundled artwork decodes to the square icon the window gets.
+    #[test]
+    fn the_window_icon_decodes() {
+        let icon = super::window_icon().expect("the icon decodes");
+        let (rgba, size) = icon.into_raw();
+        assert_eq!((size.width, size.height), (256, 256));
+        assert_eq!(rgba.len(), 256 * 256 * 4);
+        // Not a blank square: some pixels are drawn, some transparent.
+        assert!(rgba.chunks(4).any(|p| p[3] == 255));
+        assert!(rgba.chunks(4).any(|p| p[3] == 0));
+    }
 }

@@ -1,5 +1,6 @@
 //! What the app remembers between runs: the server address and username of
-//! the last sign-in. Never the password: it lives only in memory (zeroized
+//! the last sign-in, the theme (light, dark or the OS's), and which side
+//! panels the agent collapsed. Never the password: it lives only in memory (zeroized
 //! on drop) for the life of the process. An OS keyring was considered and
 //! left out: the maintained crates need a running Secret Service, which a
 //! headless box or a bare window manager does not have, and a silent
@@ -9,10 +10,27 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ui::theme::Choice;
+
+/// Every field has a default, so a prefs file from an older version (or
+/// one missing a field) still loads with what it has.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Prefs {
     pub server: String,
     pub username: String,
+    pub theme: Choice,
+    pub panels: Panels,
+}
+
+/// The side panels the agent collapsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Panels {
+    /// The lists: waiting, conversations, team, visitors.
+    pub lists_collapsed: bool,
+    /// The visitor details.
+    pub details_collapsed: bool,
 }
 
 /// `~/.config/holdfast/agent.json` on Linux.
@@ -64,6 +82,11 @@ mod tests {
         let p = Prefs {
             server: "chat.example:7070".into(),
             username: "alice".into(),
+            theme: Choice::Dark,
+            panels: Panels {
+                lists_collapsed: true,
+                details_collapsed: false,
+            },
         };
         p.save(&path).unwrap();
         assert_eq!(Prefs::load(&path), p);
@@ -71,5 +94,24 @@ mod tests {
         assert!(!raw.contains("password"), "{raw}");
         std::fs::write(&path, "{not json").unwrap();
         assert_eq!(Prefs::load(&path), Prefs::default());
+    }
+
+    /// A prefs file written before the theme and panels were remembered
+    /// keeps its account and gets the defaults for the rest.
+    #[test]
+    fn an_older_file_loads_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.json");
+        std::fs::write(&path, r#"{"server":"s:7070","username":"bea"}"#).unwrap();
+        let p = Prefs::load(&path);
+        assert_eq!(p.username, "bea");
+        assert_eq!(p.theme, Choice::System);
+        assert_eq!(p.panels, Panels::default());
+        std::fs::write(
+            &path,
+            r#"{"server":"s:7070","username":"bea","theme":"dark"}"#,
+        )
+        .unwrap();
+        assert_eq!(Prefs::load(&path).theme, Choice::Dark);
     }
 }

@@ -24,12 +24,12 @@
 
 use holdfast_protocol::agent::{ConversationState, VisitorInfo};
 use holdfast_protocol::notice::Notice;
-use iced::widget::container;
 use iced::widget::text::{self, Wrapping};
-use iced::{Theme, border};
 
 use crate::ui::desk::{Conv, message_text};
 use crate::ui::format;
+use crate::ui::theme::success_text;
+pub use crate::ui::theme::{card, muted};
 
 /// The only way text reaches the screen: iced's `text`, minus the
 /// characters that reorder or hide what is around them.
@@ -45,33 +45,11 @@ pub fn small<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
     text(s).size(12).wrapping(Wrapping::WordOrGlyph)
 }
 
-pub fn muted(theme: &Theme) -> text::Style {
-    text::Style {
-        color: Some(
-            theme
-                .extended_palette()
-                .background
-                .base
-                .text
-                .scale_alpha(0.6),
-        ),
-    }
-}
-
 pub fn heading<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
     text(s).size(15).font(iced::Font {
         weight: iced::font::Weight::Bold,
         ..iced::Font::DEFAULT
     })
-}
-
-pub fn card(theme: &Theme) -> container::Style {
-    let p = theme.extended_palette();
-    container::Style {
-        background: Some(p.background.weak.color.into()),
-        border: border::rounded(8),
-        ..container::Style::default()
-    }
 }
 
 /// Whether a visitor-supplied name is there to show (the label falls back
@@ -95,10 +73,10 @@ pub fn site_id_line<'a>(v: &VisitorInfo) -> Option<text::Text<'a>> {
     let id = v.external_id.as_deref().filter(|id| !id.trim().is_empty());
     match (id, v.verified) {
         (Some(id), true) => {
-            Some(small(format!("✓ ID {id} · verified by the site")).style(text::success))
+            Some(small(format!("✓ ID {id} · verified by the site")).style(success_text))
         }
         // A record from before ids were sent along: the check still holds.
-        (None, true) => Some(small("✓ ID verified by the site").style(text::success)),
+        (None, true) => Some(small("✓ ID verified by the site").style(success_text)),
         (Some(id), false) => Some(small(format!("ID {id} · stated by the visitor")).style(muted)),
         (None, false) => None,
     }

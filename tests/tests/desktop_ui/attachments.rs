@@ -221,7 +221,7 @@ async fn a_pasted_screenshot_and_a_visitors_image_show_as_thumbnails() {
             .join("../assets/screenshots/desktop-attachment.png");
         let shot = tempfile::tempdir().unwrap();
         let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), d.app.view());
-        let snap = ui.snapshot(&iced::Theme::Light).unwrap();
+        let snap = ui.snapshot(&holdfast_agent::ui::theme(&d.app)).unwrap();
         // Writes the file when none is there, under a name with the
         // renderer's in it: the only file in a fresh directory.
         let _ = snap.matches_image(shot.path().join("shot.png")).unwrap();

@@ -112,7 +112,7 @@ impl State {
                 row![
                     text(connection),
                     button(text("Cancel"))
-                        .style(button::secondary)
+                        .style(crate::ui::theme::button_secondary)
                         .on_press(Message::Cancel),
                 ]
                 .spacing(10)
@@ -125,7 +125,7 @@ impl State {
                     .id("login-error")
                     .padding(10)
                     .width(Fill)
-                    .style(container::danger),
+                    .style(crate::ui::theme::danger_box),
             );
         } else if let Some(n) = &self.notice {
             form = form.push(
@@ -133,7 +133,7 @@ impl State {
                     .id("login-notice")
                     .padding(10)
                     .width(Fill)
-                    .style(container::bordered_box),
+                    .style(crate::ui::theme::framed),
             );
         }
         form = form.push(

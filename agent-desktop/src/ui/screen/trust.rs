@@ -68,13 +68,13 @@ impl State {
                 )
                 .id("fingerprint")
                 .padding(10)
-                .style(container::bordered_box),
+                .style(crate::ui::theme::framed),
                 row![
                     button(text("Trust this server"))
                         .style(button::primary)
                         .on_press(Message::Decide(true)),
                     button(text("Cancel"))
-                        .style(button::secondary)
+                        .style(crate::ui::theme::button_secondary)
                         .on_press(Message::Decide(false)),
                 ]
                 .spacing(10),
@@ -102,7 +102,7 @@ impl State {
                     )
                     .id("fingerprint-pinned")
                     .padding(8)
-                    .style(container::bordered_box),
+                    .style(crate::ui::theme::framed),
                     text("Presented fingerprint"),
                     container(
                         text(presented.to_string())
@@ -111,10 +111,10 @@ impl State {
                     )
                     .id("fingerprint-presented")
                     .padding(8)
-                    .style(container::bordered_box),
+                    .style(crate::ui::theme::framed),
                     row![
                         button(text("Disconnect"))
-                            .style(button::secondary)
+                            .style(crate::ui::theme::button_secondary)
                             .on_press(Message::Decide(false)),
                         button(text("The administrator confirmed the new key: trust it"))
                             .style(button::danger)
@@ -127,14 +127,9 @@ impl State {
             )
             .id("fingerprint-mismatch")
             .padding(20)
-            .style(|theme: &Theme| {
-                let p = theme.extended_palette();
-                container::Style {
-                    background: Some(p.danger.base.color.into()),
-                    text_color: Some(p.danger.base.text),
-                    border: border::rounded(8),
-                    ..container::Style::default()
-                }
+            .style(|theme: &Theme| container::Style {
+                border: border::rounded(8),
+                ..crate::ui::theme::danger_box(theme)
             })
             .into(),
         };

@@ -14,7 +14,9 @@ use zeroize::Zeroizing;
 
 use super::Context;
 use crate::ui::desk::Desk;
-use crate::ui::widget::{body_text, text};
+use crate::ui::theme::Choice;
+use crate::ui::theme::{self, Tone};
+use crate::ui::widget::{body_text, muted, small, text};
 
 #[derive(Debug, Default)]
 pub struct State {
@@ -31,6 +33,7 @@ pub enum Message {
     /// Sign in with the password typed here.
     Connect,
     DismissBanner,
+    SetTheme(Choice),
 }
 
 /// All but typing go up: presence, signing out and reconnecting need the
@@ -42,6 +45,7 @@ pub enum Event {
     ReconnectNow,
     Connect,
     DismissBanner,
+    SetTheme(Choice),
 }
 
 impl State {
@@ -56,6 +60,7 @@ impl State {
             Message::ReconnectNow => Event::ReconnectNow,
             Message::Connect => Event::Connect,
             Message::DismissBanner => Event::DismissBanner,
+            Message::SetTheme(c) => Event::SetTheme(c),
         })
     }
 
@@ -77,14 +82,32 @@ impl State {
                 .style(if active {
                     button::primary
                 } else {
-                    button::secondary
+                    crate::ui::theme::button_secondary
                 })
                 .on_press(Message::SetPresence(p))
         };
+        // Light, Dark, or as the OS says: a small segmented switch.
+        let mut switch = row![small("Theme").style(muted)]
+            .spacing(2)
+            .align_y(Alignment::Center);
+        for c in Choice::ALL {
+            let on = ctx.theme == c;
+            switch = switch.push(
+                container(
+                    button(small(c.label()))
+                        .padding([2, 8])
+                        .style(if on { button::primary } else { button::text })
+                        .on_press(Message::SetTheme(c)),
+                )
+                .id(format!("theme-{}", c.label().to_lowercase())),
+            );
+        }
         row![
             text("Holdfast").size(18),
             text(me),
             space::horizontal(),
+            switch,
+            space::horizontal().width(12),
             presence_button("Online", Presence::Online),
             presence_button("Away", Presence::Away),
             container(
@@ -121,7 +144,7 @@ impl State {
             bar = bar.push(
                 button(text("Reconnect now").size(13))
                     .padding([3, 10])
-                    .style(button::secondary)
+                    .style(crate::ui::theme::button_secondary)
                     .on_press(Message::ReconnectNow),
             );
         }
@@ -149,19 +172,14 @@ impl State {
                 .padding([6, 12])
                 .width(Fill)
                 .style(move |theme: &Theme| {
-                    let p = theme.extended_palette();
-                    let pair = if live {
-                        p.success.base
+                    let tone = if live {
+                        Tone::Good
                     } else if offline {
-                        p.danger.base
+                        Tone::Bad
                     } else {
-                        p.warning.base
+                        Tone::Pending
                     };
-                    container::Style {
-                        background: Some(pair.color.into()),
-                        text_color: Some(pair.text),
-                        ..container::Style::default()
-                    }
+                    theme::bar(theme, tone)
                 })
         ];
         if let Some(b) = &desk.banner {
@@ -178,7 +196,7 @@ impl State {
                 .id("banner")
                 .padding([4, 12])
                 .width(Fill)
-                .style(container::danger),
+                .style(crate::ui::theme::danger_box),
             );
         }
         col.into()

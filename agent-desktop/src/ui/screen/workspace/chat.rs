@@ -18,20 +18,25 @@ use std::path::PathBuf;
 use holdfast_protocol::agent::{AgentId, Author, ConversationId, ConversationState};
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::notice::Notice;
-use iced::widget::text::{self as itext, Wrapping};
+use iced::widget::text::Wrapping;
 use iced::widget::{
     Column, button, checkbox, column, container, row, rule, scrollable, space, stack, text_editor,
     text_input,
 };
-use iced::{Alignment, Border, Color, Element, Fill, Theme, border, keyboard};
+use iced::{Alignment, Element, Fill, Theme, keyboard};
 
 use crate::ui::desk::{Desk, message_text};
 use crate::ui::files::{self, RawImage, Source};
 use crate::ui::format;
+use crate::ui::theme;
 use crate::ui::widget::{
     body_text, card, has_stated_name, left_message_lines, muted, site_id_line, small, stated, text,
 };
 use holdfast_client::store::{DeliveryState, StoredMessage};
+
+/// The widest a message bubble gets: about 70 characters of body text, a
+/// line length that stays readable however wide the window is.
+pub const BUBBLE_MAX: f32 = 560.0;
 
 /// The transfer panel of one conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,7 +276,7 @@ impl State {
                 container(
                     button(text("Transfer…").size(13))
                         .padding([4, 10])
-                        .style(button::secondary)
+                        .style(crate::ui::theme::button_secondary)
                         .on_press(Message::TransferOpen(c.info.id)),
                 )
                 .id("transfer"),
@@ -355,9 +360,10 @@ impl State {
                         if note {
                             // The same colours as a note in the transcript,
                             // so what is being written is plain to see.
-                            let p = theme.extended_palette();
-                            style.background = p.warning.weak.color.into();
-                            style.value = p.warning.weak.text;
+                            let p = theme::Palette::of(theme);
+                            style.background = p.note.into();
+                            style.value = p.on_note;
+                            style.placeholder = p.muted;
                         }
                         style
                     })
@@ -395,7 +401,7 @@ impl State {
                     container(
                         button(text("Attach…"))
                             .padding([8, 12])
-                            .style(button::secondary)
+                            .style(crate::ui::theme::button_secondary)
                             .on_press(Message::Attach),
                     )
                     .id("attach")
@@ -454,14 +460,9 @@ impl State {
                     .id("drop-hint")
                     .center(Fill)
                     .style(|theme: &Theme| container::Style {
+                        // The chat shows through, dimmed, under the hint.
                         background: Some(
-                            theme
-                                .extended_palette()
-                                .background
-                                .base
-                                .color
-                                .scale_alpha(0.8)
-                                .into()
+                            theme::Palette::of(theme).background.scale_alpha(0.8).into()
                         ),
                         ..container::Style::default()
                     })
@@ -477,8 +478,10 @@ fn transfer_panel<'a>(desk: &'a Desk, t: &'a TransferForm) -> Element<'a, Messag
     let targets = desk.transfer_targets(t.from);
     let mut col = column![small("Transfer to:")].spacing(6);
     if targets.is_empty() {
-        col = col
-            .push(small("No one else is online with room for another chat.").style(itext::danger));
+        col = col.push(
+            small("No one else is online with room for another chat.")
+                .style(crate::ui::theme::danger_text),
+        );
     }
     let mut choices = row![].spacing(6);
     for m in targets {
@@ -490,7 +493,7 @@ fn transfer_panel<'a>(desk: &'a Desk, t: &'a TransferForm) -> Element<'a, Messag
                     .style(if chosen {
                         button::primary
                     } else {
-                        button::secondary
+                        crate::ui::theme::button_secondary
                     })
                     .on_press(Message::TransferTo(m.agent)),
             )
@@ -541,15 +544,7 @@ fn note_bubble<'a>(author: &str, note: &str, time: &str) -> Element<'a, Message>
     )
     .padding([6, 10])
     .width(Fill)
-    .style(|theme: &Theme| {
-        let p = theme.extended_palette();
-        container::Style {
-            background: Some(p.warning.weak.color.into()),
-            text_color: Some(p.warning.weak.text),
-            border: border::rounded(6),
-            ..container::Style::default()
-        }
-    })
+    .style(theme::note)
     .into()
 }
 
@@ -567,49 +562,31 @@ fn bubble<'a>(desk: &'a Desk, m: &'a StoredMessage, utc_offset_secs: i32) -> Ele
         Author::Visitor { .. } => {
             let b = container(content(desk, m).push(small(time).style(muted)))
                 .padding([6, 10])
-                .max_width(520)
-                .style(|theme: &Theme| {
-                    let p = theme.extended_palette();
-                    container::Style {
-                        background: Some(p.background.weaker.color.into()),
-                        text_color: Some(p.background.weaker.text),
-                        border: border::rounded(10),
-                        ..container::Style::default()
-                    }
-                });
+                .max_width(BUBBLE_MAX)
+                .style(theme::visitor_bubble);
             row![b, space::horizontal()].into()
         }
         Author::Agent { name, .. } => {
             let own = desk.me.as_ref().is_some_and(
                 |me| matches!(&m.author, Author::Agent { agent, .. } if *agent == me.agent),
             );
-            let mut meta = row![small(time)].spacing(6);
+            let mut meta = row![small(time).style(theme::own_bubble_muted)].spacing(6);
             if !own {
-                meta = meta.push(small(name.as_str()));
+                meta = meta.push(small(name.as_str()).style(theme::own_bubble_muted));
             }
             let label = delivery_label(m.state);
             let failed = m.state == DeliveryState::Failed;
             if own {
-                meta = meta.push(small(label).style(move |theme: &Theme| itext::Style {
-                    color: failed.then(|| theme.extended_palette().danger.strong.color),
+                meta = meta.push(small(label).style(if failed {
+                    theme::danger_text
+                } else {
+                    theme::own_bubble_muted
                 }));
             }
             let b = container(content(desk, m).push(meta))
                 .padding([6, 10])
-                .max_width(520)
-                .style(|theme: &Theme| {
-                    let p = theme.extended_palette();
-                    container::Style {
-                        background: Some(p.primary.weak.color.into()),
-                        text_color: Some(p.primary.weak.text),
-                        border: Border {
-                            radius: 10.0.into(),
-                            width: 0.0,
-                            color: Color::TRANSPARENT,
-                        },
-                        ..container::Style::default()
-                    }
-                });
+                .max_width(BUBBLE_MAX)
+                .style(theme::own_bubble);
             row![space::horizontal(), b].into()
         }
     }

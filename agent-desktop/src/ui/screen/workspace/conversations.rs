@@ -6,10 +6,11 @@
 
 use holdfast_protocol::agent::ConversationId;
 use iced::widget::{Column, button, column, container, row};
-use iced::{Alignment, Element, Fill, Theme, border};
+use iced::{Alignment, Element, Fill};
 
 use crate::ui::desk::Desk;
 use crate::ui::format;
+use crate::ui::theme;
 use crate::ui::widget::{heading, muted, said_preview, small, text};
 
 #[derive(Debug, Clone)]
@@ -35,15 +36,7 @@ pub fn mine(desk: &Desk) -> Element<'_, Message> {
             top = top.push(
                 container(text(c.unread.to_string()).size(12))
                     .padding([1, 7])
-                    .style(|theme: &Theme| {
-                        let p = theme.extended_palette();
-                        container::Style {
-                            background: Some(p.danger.base.color.into()),
-                            text_color: Some(p.danger.base.text),
-                            border: border::rounded(9),
-                            ..container::Style::default()
-                        }
-                    }),
+                    .style(theme::badge),
             );
         }
         col = col.push(card(
@@ -72,7 +65,10 @@ pub fn team_chats(desk: &Desk) -> Element<'_, Message> {
         let who = desk.serving_name(&c.info).unwrap_or_default();
         let preview = said_preview(c, 50);
         col = col.push(card(
-            row![text(name).size(14).width(Fill), small(who).style(muted)],
+            row![
+                text(name).size(14).width(Fill),
+                small(who).style(theme::row_muted(selected))
+            ],
             preview,
             selected,
             c.info.id,
@@ -92,14 +88,10 @@ fn card<'a>(
     id: String,
 ) -> Element<'a, Message> {
     container(
-        button(column![top.into(), small(preview).style(muted)].spacing(2))
+        button(column![top.into(), small(preview).style(theme::row_muted(selected))].spacing(2))
             .width(Fill)
             .padding(8)
-            .style(if selected {
-                button::primary
-            } else {
-                button::secondary
-            })
+            .style(theme::row(selected))
             .on_press(Message::Select(conversation)),
     )
     .id(id)

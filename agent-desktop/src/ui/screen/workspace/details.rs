@@ -8,7 +8,6 @@
 //! workspace for a page of history, and fill in, send or cancel a block.
 
 use holdfast_protocol::agent::{Author, ConversationState};
-use iced::widget::text as itext;
 use iced::widget::{Column, button, checkbox, column, container, row, scrollable, text_input};
 use iced::{Element, Fill, Length};
 
@@ -16,7 +15,7 @@ use crate::ui::desk::{BlockForm, BlockState, Desk};
 use crate::ui::format;
 use crate::ui::widget::{card, has_stated_name, heading, muted, site_id_line, small, stated, text};
 
-/// The panel's width.
+/// The panel's width on a window of ordinary size.
 pub const WIDTH: f32 = 300.0;
 
 #[derive(Debug, Clone)]
@@ -38,10 +37,10 @@ pub enum Message {
     Unblock(String),
 }
 
-pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32) -> Element<'_, Message> {
+pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Element<'_, Message> {
     let Some(vid) = &desk.details_visitor else {
         return container(small("Visitor details appear here.").style(muted))
-            .width(WIDTH)
+            .width(width)
             .height(Fill)
             .padding(12)
             .into();
@@ -212,13 +211,16 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32) -> Element<'_, Messa
                 );
             }
             if let Some(e) = &h.error {
-                col = col.push(small(e.as_str()).style(itext::danger));
+                col = col.push(small(e.as_str()).style(crate::ui::theme::danger_text));
             }
         }
     }
     scrollable(container(col).padding(12))
         .id("details")
-        .width(Length::Fixed(WIDTH))
+        // Beside the content, not over it: the last characters of a line
+        // stay readable.
+        .spacing(2)
+        .width(Length::Fixed(width))
         .height(Fill)
         .into()
 }
@@ -236,8 +238,10 @@ fn block_section<'a>(desk: &'a Desk, vid: &'a str) -> Element<'a, Message> {
     if let Some(b) = blocking {
         if b.blocked() {
             col = col.push(
-                container(small(format!("Blocked: {}", b.reason)).style(itext::danger))
-                    .id("block-status"),
+                container(
+                    small(format!("Blocked: {}", b.reason)).style(crate::ui::theme::danger_text),
+                )
+                .id("block-status"),
             );
         }
         match &b.state {
@@ -257,8 +261,10 @@ fn block_section<'a>(desk: &'a Desk, vid: &'a str) -> Element<'a, Message> {
                     "Not blocked"
                 };
                 col = col.push(
-                    container(small(format!("{what}: {message}")).style(itext::danger))
-                        .id("block-refused"),
+                    container(
+                        small(format!("{what}: {message}")).style(crate::ui::theme::danger_text),
+                    )
+                    .id("block-refused"),
                 );
             }
             BlockState::Blocked => {}
@@ -273,7 +279,7 @@ fn block_section<'a>(desk: &'a Desk, vid: &'a str) -> Element<'a, Message> {
             container(
                 button(text("Unblock").size(12))
                     .padding([4, 10])
-                    .style(button::secondary)
+                    .style(crate::ui::theme::button_secondary)
                     .on_press(Message::Unblock(vid.to_owned())),
             )
             .id("unblock"),
@@ -283,7 +289,7 @@ fn block_section<'a>(desk: &'a Desk, vid: &'a str) -> Element<'a, Message> {
             container(
                 button(text("Block…").size(12))
                     .padding([4, 10])
-                    .style(button::secondary)
+                    .style(crate::ui::theme::button_secondary)
                     .on_press(Message::BlockOpen(vid.to_owned())),
             )
             .id("block"),

@@ -15,6 +15,13 @@
 //!
 //! The app turns the core's updates into calls on this state
 //! (`on_conversation`, `on_message`, `on_history`, `reload`, `logged_in`).
+//!
+//! The layout follows the room it gets ([`Layout::for_width`]): the lists
+//! and the details can each be collapsed to a thin rail (a button, Ctrl+B
+//! and Ctrl+D; remembered) so a 1024 px window keeps a readable chat, and
+//! past 1600 px the visitors get a column of their own beside the chats
+//! and the panels widen, rather than the transcript stretching into empty
+//! space. Bubbles stay at most [`chat::BUBBLE_MAX`] wide either way.
 
 pub mod bar;
 pub mod chat;
@@ -32,13 +39,18 @@ use holdfast_protocol::agent::{
     AgentId, ConversationId, ConversationInfo, ConversationState, Presence, QueryResult,
 };
 use holdfast_protocol::ids::MsgId;
-use iced::widget::{column, row, rule, scrollable, text_editor};
-use iced::{Element, Fill, Task};
+use iced::widget::{
+    button, column, container, responsive, row, rule, scrollable, space, text_editor, tooltip,
+};
+use iced::{Alignment, Element, Fill, Task};
 
 use crate::ui::desk::{BlockState, Blocking, Conv, Desk, HISTORY_PAGE, PendingOpen, message_text};
 use crate::ui::files::{self, Fetched, Source, Then};
 use crate::ui::format;
 use crate::ui::notify::{Alert, Notifier};
+use crate::ui::prefs::Panels;
+use crate::ui::theme::{self, Choice};
+use crate::ui::widget::{card, small, text};
 use holdfast_client::store::Session;
 use holdfast_client::{ClientHandle, ConnState, ConnectionStatus, SignOutResult, Store};
 use holdfast_client::{StoredMessage, Workspace};
@@ -49,6 +61,12 @@ pub const PAGE: u32 = 50;
 const HISTORY_KEEP: usize = 32;
 /// The side column's width.
 const SIDE: f32 = 330.0;
+/// A collapsed panel's rail.
+pub const RAIL: f32 = 44.0;
+/// From this width on, the visitors get a column of their own.
+pub const WIDE: f32 = 1600.0;
+/// Below this width, the open panels are narrower.
+const NARROW: f32 = 1200.0;
 /// Thumbnails and downloads kept in memory before those off screen go.
 const FILES_KEEP: usize = 64;
 
@@ -63,6 +81,51 @@ pub struct Context<'a> {
     pub username: &'a str,
     pub now_ms: i64,
     pub utc_offset_secs: i32,
+    /// The theme the agent chose (the top bar's switch shows it).
+    pub theme: Choice,
+    pub panels: Panels,
+}
+
+/// A side panel that can be collapsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Panel {
+    /// Waiting, conversations, team and visitors.
+    Lists,
+    Details,
+}
+
+/// The widths of the workspace's columns for one window width.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Layout {
+    /// The chats column (waiting, conversations, team), or the whole side
+    /// column when the visitors share it; `None` when collapsed.
+    pub lists: Option<f32>,
+    /// The visitors' own column, on wide windows.
+    pub visitors: Option<f32>,
+    pub details: Option<f32>,
+}
+
+impl Layout {
+    pub fn for_width(width: f32, panels: Panels) -> Self {
+        let (lists, visitors, details) = if width >= WIDE {
+            (340.0, Some(360.0), 380.0)
+        } else if width < NARROW {
+            (290.0, None, 270.0)
+        } else {
+            (SIDE, None, details::WIDTH)
+        };
+        Self {
+            lists: (!panels.lists_collapsed).then_some(lists),
+            visitors: visitors.filter(|_| !panels.lists_collapsed),
+            details: (!panels.details_collapsed).then_some(details),
+        }
+    }
+
+    /// What is left for the chat.
+    pub fn chat_width(&self, width: f32) -> f32 {
+        let rail = |w: Option<f32>| w.unwrap_or(RAIL) + 1.0;
+        width - rail(self.lists) - self.visitors.map_or(0.0, |w| w + 1.0) - rail(self.details)
+    }
 }
 
 /// What an update borrows from the app: the session's handle (none before
@@ -107,6 +170,8 @@ pub enum Message {
     },
     /// Esc: close the form that is open.
     Escape,
+    SetTheme(Choice),
+    TogglePanel(Panel),
 }
 
 /// What only the app can do: start a session, and leave the workspace.
@@ -115,6 +180,10 @@ pub enum Event {
     /// Connect with the password typed in the connection bar.
     Connect,
     SignedOut(Result<SignOutResult, String>),
+    /// The theme switch: the choice is the app's to remember.
+    SetTheme(Choice),
+    /// Collapse or expand a panel: remembered by the app.
+    TogglePanel(Panel),
 }
 
 impl Default for State {
@@ -174,6 +243,7 @@ impl State {
                     self.desk.banner = None;
                     Task::none()
                 }
+                Some(bar::Event::SetTheme(c)) => return (Task::none(), Some(Event::SetTheme(c))),
             },
             Message::Queue(queue::Message::Accept(id)) => {
                 self.desk.pending_open = Some(PendingOpen::Conversation(id));
@@ -317,6 +387,8 @@ impl State {
                 }
                 Task::none()
             }
+            Message::SetTheme(c) => return (Task::none(), Some(Event::SetTheme(c))),
+            Message::TogglePanel(p) => return (Task::none(), Some(Event::TogglePanel(p))),
             Message::ActionDone(res) => {
                 if let Err(e) = res {
                     self.desk.banner = Some(e);
@@ -346,30 +418,68 @@ impl State {
             let live = matches!(ctx.status.state, ConnState::Live);
             return sign_out::view(desk, live).map(Message::SignOut);
         }
-        let mut side_col = column![
-            queue::view(desk, ctx.now_ms).map(Message::Queue),
-            conversations::mine(desk).map(Message::Conversations),
-        ]
-        .spacing(16)
-        .padding(10);
-        if desk.oversees() {
-            side_col = side_col.push(conversations::team_chats(desk).map(Message::Conversations));
-        }
+        let panels = ctx.panels;
         let live = matches!(ctx.status.state, ConnState::Live);
-        side_col = side_col.push(team::view(desk)).push(
-            self.visitors
-                .view(desk, live, ctx.now_ms)
-                .map(Message::Visitors),
-        );
-        let side = scrollable(side_col).id("side").width(SIDE).height(Fill);
-        row![
-            side,
-            rule::vertical(1),
-            self.chat.view(desk, ctx.utc_offset_secs).map(Message::Chat),
-            rule::vertical(1),
-            details::view(desk, ctx.now_ms, ctx.utc_offset_secs).map(Message::Details),
-        ]
-        .height(Fill)
+        let (now_ms, offset) = (ctx.now_ms, ctx.utc_offset_secs);
+        responsive(move |size| {
+            let layout = Layout::for_width(size.width, panels);
+            // The panels' scrollbars sit beside their content (`spacing`),
+            // not over the end of its lines.
+            let mut panes = row![].height(Fill);
+            match layout.lists {
+                Some(width) => {
+                    let mut side_col = column![
+                        collapse_button(Panel::Lists),
+                        queue::view(desk, now_ms).map(Message::Queue),
+                        conversations::mine(desk).map(Message::Conversations),
+                    ]
+                    .spacing(16)
+                    .padding(10);
+                    if desk.oversees() {
+                        side_col = side_col
+                            .push(conversations::team_chats(desk).map(Message::Conversations));
+                    }
+                    side_col = side_col.push(team::view(desk));
+                    let visitors = self
+                        .visitors
+                        .view(desk, live, now_ms)
+                        .map(Message::Visitors);
+                    match layout.visitors {
+                        None => {
+                            side_col = side_col.push(visitors);
+                            panes =
+                                panes.push(scrollable(side_col).id("side").spacing(2).width(width));
+                        }
+                        Some(vw) => {
+                            panes = panes
+                                .push(scrollable(side_col).id("side").spacing(2).width(width))
+                                .push(rule::vertical(1))
+                                .push(
+                                    scrollable(container(visitors).padding(10))
+                                        .id("visitors-column")
+                                        .spacing(2)
+                                        .width(vw),
+                                );
+                        }
+                    }
+                }
+                None => panes = panes.push(lists_rail(desk)),
+            }
+            panes = panes
+                .push(rule::vertical(1))
+                .push(self.chat.view(desk, offset).map(Message::Chat))
+                .push(rule::vertical(1));
+            panes = panes.push(match layout.details {
+                Some(width) => column![
+                    container(collapse_button(Panel::Details)).padding([6, 10]),
+                    details::view(desk, now_ms, offset, width).map(Message::Details),
+                ]
+                .width(width)
+                .into(),
+                None => rail(Panel::Details, column![]),
+            });
+            panes.into()
+        })
         .into()
     }
 
@@ -1080,4 +1190,95 @@ fn waiting_alert(info: &ConversationInfo) -> Alert {
         title: "New chat waiting".into(),
         body: format::visitor_label(info.visitor_name.as_deref(), &info.visitor),
     }
+}
+
+/// The button that collapses a panel, with its shortcut in the tooltip.
+fn collapse_button<'a>(panel: Panel) -> Element<'a, Message> {
+    let (label, id, tip) = match panel {
+        Panel::Lists => ("‹ Hide", "collapse-lists", "Hide the lists (Ctrl+B)"),
+        Panel::Details => ("Hide ›", "collapse-details", "Hide the details (Ctrl+D)"),
+    };
+    let b = container(
+        button(small(label))
+            .padding([2, 8])
+            .style(button::text)
+            .on_press(Message::TogglePanel(panel)),
+    )
+    .id(id);
+    let b = tooltip(b, small(tip), tooltip::Position::Bottom)
+        .style(card)
+        .padding(6);
+    match panel {
+        Panel::Lists => row![space::horizontal(), b].into(),
+        Panel::Details => row![b].into(),
+    }
+}
+
+/// A collapsed panel: a thin rail with the button that brings it back.
+fn rail<'a>(panel: Panel, extra: iced::widget::Column<'a, Message>) -> Element<'a, Message> {
+    let (label, id, tip) = match panel {
+        Panel::Lists => ("»", "expand-lists", "Show the lists (Ctrl+B)"),
+        Panel::Details => ("«", "expand-details", "Show the details (Ctrl+D)"),
+    };
+    let b = container(
+        button(text(label).size(16))
+            .padding([4, 10])
+            .style(theme::button_secondary)
+            .on_press(Message::TogglePanel(panel)),
+    )
+    .id(id);
+    let pos = match panel {
+        Panel::Lists => tooltip::Position::Right,
+        Panel::Details => tooltip::Position::Left,
+    };
+    let b = tooltip(b, small(tip), pos).style(card).padding(6);
+    container(
+        column![b]
+            .push(extra)
+            .spacing(10)
+            .align_x(Alignment::Center),
+    )
+    .id(format!("rail-{id}"))
+    .padding([8, 0])
+    .width(RAIL)
+    .height(Fill)
+    .center_x(RAIL)
+    .into()
+}
+
+/// The collapsed lists still say what needs the agent: how many wait, and
+/// how many messages are unread.
+fn lists_rail(desk: &Desk) -> Element<'_, Message> {
+    let waiting = desk.queue().len();
+    let unread = desk.unread_total();
+    let mut extra = column![].spacing(8).align_x(Alignment::Center);
+    if waiting > 0 {
+        extra = extra.push(
+            tooltip(
+                container(small(waiting.to_string()))
+                    .id("rail-waiting")
+                    .padding([1, 7])
+                    .style(|t: &iced::Theme| theme::bar(t, theme::Tone::Pending)),
+                small(format!("{waiting} waiting")),
+                tooltip::Position::Right,
+            )
+            .style(card)
+            .padding(6),
+        );
+    }
+    if unread > 0 {
+        extra = extra.push(
+            tooltip(
+                container(small(unread.to_string()))
+                    .id("rail-unread")
+                    .padding([1, 7])
+                    .style(theme::badge),
+                small(format!("{unread} unread")),
+                tooltip::Position::Right,
+            )
+            .style(card)
+            .padding(6),
+        );
+    }
+    rail(Panel::Lists, extra)
 }

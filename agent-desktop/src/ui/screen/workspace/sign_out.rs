@@ -7,7 +7,6 @@
 //! one button does not need to know about.
 
 use holdfast_protocol::agent::AgentId;
-use iced::widget::text as itext;
 use iced::widget::{button, column, container, row};
 use iced::{Element, Fill};
 
@@ -82,7 +81,7 @@ pub fn view<'a>(desk: &'a Desk, live: bool) -> Element<'a, Message> {
                  queue once you have been offline for the server's grace period (2 minutes \
                  by default).",
             )
-            .style(itext::danger),
+            .style(crate::ui::theme::danger_text),
         );
     }
     col = col.push(
@@ -110,7 +109,7 @@ pub fn view<'a>(desk: &'a Desk, live: bool) -> Element<'a, Message> {
             row_ = row_.push(
                 container(
                     button(text(format!("{} ({}/{})", m.name, m.active, m.capacity)).size(13))
-                        .style(button::secondary)
+                        .style(crate::ui::theme::button_secondary)
                         .on_press(Message::TransferAll(m.agent)),
                 )
                 .id(format!("sign-out-to-{}", m.agent)),

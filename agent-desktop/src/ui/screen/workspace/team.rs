@@ -3,11 +3,11 @@
 //! click it has no messages: it draws the desk's team and that is all.
 
 use holdfast_protocol::agent::{Presence, Role, TeamMember};
-use iced::widget::text as itext;
 use iced::widget::{Column, container, row};
-use iced::{Alignment, Element, Fill, Theme};
+use iced::{Alignment, Element, Fill};
 
 use crate::ui::desk::Desk;
+use crate::ui::theme;
 use crate::ui::widget::{heading, muted, small, text};
 
 /// Generic over the message so it fits any parent: it sends none.
@@ -37,13 +37,7 @@ fn member<Message: 'static>(m: &TeamMember, me: bool) -> Element<'_, Message> {
     let you = if me { " (you)" } else { "" };
     let online = m.presence == Presence::Online;
     row![
-        text(dot).size(12).style(move |theme: &Theme| itext::Style {
-            color: Some(if online {
-                theme.extended_palette().success.base.color
-            } else {
-                theme.extended_palette().background.strong.color
-            }),
-        }),
+        text(dot).size(12).style(theme::dot(online)),
         small(format!("{}{you}{role}", m.name)).width(Fill),
         small(format!("{label} · {}/{}", m.active, m.capacity)).style(muted),
     ]

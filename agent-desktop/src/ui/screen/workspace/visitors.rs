@@ -155,7 +155,7 @@ fn row_view<'a>(desk: &'a Desk, v: &'a VisitorInfo, now_ms: i64) -> Element<'a, 
                 container(
                     button(text("Open chat").size(12))
                         .padding([3, 8])
-                        .style(button::secondary)
+                        .style(crate::ui::theme::button_secondary)
                         .on_press(Message::OpenChat(v.id.clone())),
                 )
                 .id(format!("open-{}", v.id)),
