@@ -1216,6 +1216,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                 agents_online: true,
                 heartbeat_ms: 3_000,
                 attach: None,
+                sneak_peek: None,
             }),
         ),
         (
@@ -1230,6 +1231,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                     max_bytes: 5 * 1024 * 1024,
                     types: vec!["image/png".into(), "application/pdf".into()],
                 }),
+                sneak_peek: None,
             }),
         ),
         ("out_event_message", Json::Out(out_event_message())),

@@ -144,6 +144,14 @@ enum SiteCmd {
         #[arg(long, conflicts_with_all = ["tz", "open"])]
         always: bool,
     },
+    /// Whether the site's agents see a visitor's draft as it is typed
+    /// (sneak peek; on unless turned off). Off: the widget sends typing
+    /// without the text, and the server strips any text it gets.
+    SneakPeek {
+        key: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     List,
 }
 
@@ -308,6 +316,10 @@ fn main() -> anyhow::Result<()> {
                     let s = admin::set_site_hours(conn, &key, hours)?;
                     println!("{}: {}", s.key, hours_text(&s));
                 }
+                SiteCmd::SneakPeek { key, state } => {
+                    let s = admin::set_site_sneak_peek(conn, &key, state == "on")?;
+                    println!("{}: {}", s.key, peek_text(&s));
+                }
                 SiteCmd::List => {
                     for s in store::reads::list_sites(conn)? {
                         let secret = if s.secret.is_some() {
@@ -316,13 +328,14 @@ fn main() -> anyhow::Result<()> {
                             "identify: open"
                         };
                         println!(
-                            "{}\t{}\t{}\t{secret}\torigins: {}\t{}\t{}",
+                            "{}\t{}\t{}\t{secret}\torigins: {}\t{}\t{}\t{}",
                             s.id,
                             s.key,
                             s.name,
                             origins_text(&s.origins),
                             attach_text(&s),
-                            hours_text(&s)
+                            hours_text(&s),
+                            peek_text(&s)
                         );
                     }
                 }
@@ -410,6 +423,14 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         server.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+fn peek_text(s: &store::reads::SiteRow) -> &'static str {
+    if s.sneak_peek {
+        "sneak peek: on"
+    } else {
+        "sneak peek: off"
+    }
 }
 
 fn hours_text(s: &store::reads::SiteRow) -> String {

@@ -817,6 +817,7 @@ mod tests {
             attach_kinds: None,
             attach_rate: None,
             hours: None,
+            sneak_peek: true,
         };
         assert!(site.allows_origin(Some("https://anywhere.example")));
         site.origins = vec!["https://shop.example".into()];

@@ -130,6 +130,7 @@ pub(super) fn welcome(ctx: &Ctx, v: &Visitor, resumed: bool) -> VisitorOut {
                 types: rules.kinds.iter().map(|k| k.mime().to_string()).collect(),
             }
         }),
+        sneak_peek: Some(v.site.sneak_peek),
     }
 }
 
@@ -358,6 +359,10 @@ pub(super) async fn handle_msg(
     match msg {
         VisitorIn::Hello { .. } => Some(err(ErrorCode::BadRequest, "already said hello")),
         VisitorIn::Ping => Some(VisitorOut::Pong),
+        VisitorIn::Typing { typing, draft } => {
+            crate::typing::from_visitor(ctx, &v.id, typing, draft).await;
+            None
+        }
         VisitorIn::Send {
             id,
             body,

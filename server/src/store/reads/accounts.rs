@@ -20,6 +20,8 @@ pub struct SiteRow {
     /// Business hours (see `hours::Hours::parse`): time zone, weekly
     /// ranges, holidays; `None`, always open.
     pub hours: Option<(String, String, String)>,
+    /// Agents see visitors' drafts as they are typed (PROTOCOL.md 10.18).
+    pub sneak_peek: bool,
 }
 
 impl SiteRow {
@@ -92,7 +94,7 @@ impl std::fmt::Debug for AgentRow {
 }
 
 const SITE_COLS: &str = "id, key, name, secret, origins, attach_max_bytes, attach_kinds, \
-     attach_rate, hours_tz, hours_week, hours_holidays";
+     attach_rate, hours_tz, hours_week, hours_holidays, sneak_peek";
 
 fn site_row(r: &Row) -> Result<SiteRow, StoreError> {
     Ok(SiteRow {
@@ -111,6 +113,7 @@ fn site_row(r: &Row) -> Result<SiteRow, StoreError> {
             }
             _ => None,
         },
+        sneak_peek: r.get::<i64>(11)? != 0,
     })
 }
 
