@@ -452,6 +452,12 @@ impl Core {
     fn on_request(&mut self, req: Request) -> Control {
         match req {
             Request::Action { action, reply } => {
+                // A reply ends the agent's typing at the visitor (the widget
+                // stops the indicator at the message): the next keystroke
+                // starts it again at once.
+                if let Action::Send { conversation, .. } = &action {
+                    self.typing.remove(conversation);
+                }
                 let r = self.enqueue(action);
                 let _ignored = reply.send(r);
                 Control::Continue

@@ -517,6 +517,9 @@ impl Conn {
                 };
                 match event {
                     ServerEvent::Command(cmd) => {
+                        if let Action::Send { conversation, .. } = &cmd.action {
+                            self.typing.reset(*conversation);
+                        }
                         // Read here, in command order, so the writer never
                         // waits on attachment storage.
                         let attachment = match &cmd.action {

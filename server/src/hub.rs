@@ -821,6 +821,13 @@ impl Hub {
             .is_some_and(|v| v.typing_in.admit(now, typing))
     }
 
+    /// The visitor sent a message: its typing throttle starts over.
+    pub fn visitor_typing_reset(&self, visitor: &str) {
+        if let Some(v) = self.lock().visitors.get_mut(visitor) {
+            v.typing_in.reset();
+        }
+    }
+
     /// A typing signal to the given agents' connections here, or, with
     /// `site`, to every agent of that site connected here. Best-effort: see
     /// [`push_signal`].

@@ -19,44 +19,61 @@ use holdfast_protocol::agent::{AgentId, ConversationId, ConversationState, LiveE
 use crate::Ctx;
 use crate::store::reads;
 
-/// The least time between two forwarded "typing" signals of one sender:
-/// at most 4 a second, as issue 17 asks for drafts.
-pub const MIN_GAP: Duration = Duration::from_millis(250);
+/// The most "typing" signals forwarded from one sender, per second, as
+/// issue 17 asks for drafts.
+pub const PER_SEC: f64 = 4.0;
+
+/// How many may go out back to back: a little over one, so two signals a
+/// widget sent 250 ms apart still both go out when the network delays the
+/// first more than the second, while a flood gets 5 in its first second
+/// and 4 a second after that.
+const BURST: f64 = 1.25;
 
 /// A signal is queued to a connection only while less than this is queued
 /// for it: a connection with a backlog gets its real messages first.
 pub const SIGNAL_ROOM: usize = 16 * 1024;
 
-/// One sender's rate of typing signals. Excess signals are dropped, never
-/// queued: a draft that comes too soon is superseded by the next one.
+/// One sender's rate of typing signals: a token bucket of [`PER_SEC`].
+/// Excess signals are dropped, never queued: a draft that comes too soon is
+/// superseded by the next one.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Throttle {
-    /// When the last "typing" signal went out.
-    last: Option<Instant>,
+    /// Tokens left, as of `at`; `None`: a full bucket.
+    left: Option<(f64, Instant)>,
     /// What the last forwarded signal said.
     typing: bool,
 }
 
 impl Throttle {
     /// Whether a signal at `now` goes out. A "typing" (with or without a
-    /// draft) needs [`MIN_GAP`] since the last one that went out; a stop
-    /// after a forwarded "typing" always goes out, so an indicator is not
-    /// left on by the throttle (it is at most one per forwarded start).
+    /// draft) takes a token; a stop after a forwarded "typing" always goes
+    /// out, so an indicator is not left on by the throttle (it is at most
+    /// one per forwarded start).
     pub fn admit(&mut self, now: Instant, typing: bool) -> bool {
         if !typing {
             let ends = self.typing;
             self.typing = false;
             return ends;
         }
-        if self
-            .last
-            .is_some_and(|t| now.saturating_duration_since(t) < MIN_GAP)
-        {
+        let tokens = match self.left {
+            None => BURST,
+            Some((t, at)) => {
+                (t + now.saturating_duration_since(at).as_secs_f64() * PER_SEC).min(BURST)
+            }
+        };
+        if tokens < 1.0 {
+            self.left = Some((tokens, now));
             return false;
         }
-        self.last = Some(now);
+        self.left = Some((tokens - 1.0, now));
         self.typing = true;
         true
+    }
+
+    /// The sender's real message ended its typing: the next keystroke may
+    /// start it again at once.
+    pub fn reset(&mut self) {
+        *self = Self::default();
     }
 }
 
@@ -75,6 +92,11 @@ impl Throttles {
             self.0.clear();
         }
         self.0.entry(conversation).or_default().admit(now, typing)
+    }
+
+    /// The agent replied in `conversation` (see [`Throttle::reset`]).
+    pub fn reset(&mut self, conversation: ConversationId) {
+        self.0.remove(&conversation);
     }
 }
 
@@ -154,13 +176,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_flood_of_drafts_goes_out_at_most_four_a_second() {
+    fn a_flood_of_drafts_goes_out_at_most_four_a_second_after_the_first() {
         let mut t = Throttle::default();
         let start = Instant::now();
         let sent = (0..100)
             .filter(|i| t.admit(start + Duration::from_millis(i * 10), true))
             .count();
-        assert_eq!(sent, 4, "100 drafts in 1 s");
+        assert_eq!(sent, 5, "100 drafts in 1 s");
+        let more = (100..200)
+            .filter(|i| t.admit(start + Duration::from_millis(i * 10), true))
+            .count();
+        assert_eq!(more, 4, "the next second");
+    }
+
+    #[test]
+    fn drafts_250_ms_apart_all_go_out_despite_jitter() {
+        let mut t = Throttle::default();
+        let start = Instant::now();
+        // Sent every 250 ms, each delayed by 0 to 60 ms on the way.
+        let jitter = [60, 0, 45, 10, 60, 0, 30, 55, 0, 20];
+        for (i, j) in jitter.iter().enumerate() {
+            let at = start + Duration::from_millis(250 * i as u64 + j);
+            assert!(t.admit(at, true), "draft {i}");
+        }
     }
 
     #[test]
@@ -172,8 +210,9 @@ mod tests {
         assert!(!t.admit(now + Duration::from_millis(10), true));
         assert!(t.admit(now + Duration::from_millis(20), false));
         assert!(!t.admit(now + Duration::from_millis(30), false));
-        // The gap still counts from the last start that went out.
-        assert!(!t.admit(now + Duration::from_millis(100), true));
-        assert!(t.admit(now + Duration::from_millis(250), true));
+        // A reply resets it: typing again shows at once.
+        assert!(!t.admit(now + Duration::from_millis(40), true));
+        t.reset();
+        assert!(t.admit(now + Duration::from_millis(50), true));
     }
 }

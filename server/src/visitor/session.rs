@@ -367,7 +367,10 @@ pub(super) async fn handle_msg(
             id,
             body,
             attachment,
-        } => Some(send(ctx, v, gate, id, body, None, attachment).await),
+        } => {
+            ctx.hub.visitor_typing_reset(&v.id);
+            Some(send(ctx, v, gate, id, body, None, attachment).await)
+        }
         VisitorIn::LeaveMessage { id, body, email } => {
             Some(send(ctx, v, gate, id, body, Some(email), None).await)
         }
