@@ -1234,3 +1234,6 @@ mod block;
 
 #[path = "desktop_ui/notes.rs"]
 mod notes;
+
+#[path = "desktop_ui/typing.rs"]
+mod typing;
