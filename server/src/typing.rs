@@ -12,7 +12,7 @@
 //! carries wake-ups, not signals).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use holdfast_protocol::agent::{AgentId, ConversationId, ConversationState, LiveEvent};
 
@@ -174,6 +174,7 @@ pub async fn from_agent(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_flood_of_drafts_goes_out_at_most_four_a_second_after_the_first() {
