@@ -338,7 +338,7 @@ impl Hub {
                     &self.metrics.bus.presence_sent
                 }
                 BusMsg::Changed(_) => &self.metrics.bus.changes_sent,
-                BusMsg::Hello => &self.metrics.bus.presence_sent,
+                BusMsg::Hello | BusMsg::Typing(_) => &self.metrics.bus.presence_sent,
             };
             counter.inc();
             bus.publish(msg);
@@ -832,6 +832,54 @@ impl Hub {
     /// `site`, to every agent of that site connected here. Best-effort: see
     /// [`push_signal`].
     pub fn signal_agents(&self, to: &[AgentId], site: Option<SiteId>, ev: LiveEvent) {
+        if let LiveEvent::Typing {
+            conversation,
+            visitor,
+            typing,
+            draft,
+        } = &ev
+        {
+            self.tell(|| {
+                BusMsg::Typing(crate::bus::TypingSignal::ToAgents {
+                    agents: to.to_vec(),
+                    site,
+                    conversation: *conversation,
+                    visitor: visitor.clone(),
+                    typing: *typing,
+                    draft: draft.clone(),
+                })
+            });
+        }
+        self.signal_agents_here(to, site, ev);
+    }
+
+    /// A typing signal another node passed on, for connections here.
+    pub fn typing_heard(&self, t: crate::bus::TypingSignal) {
+        match t {
+            crate::bus::TypingSignal::ToAgents {
+                agents,
+                site,
+                conversation,
+                visitor,
+                typing,
+                draft,
+            } => self.signal_agents_here(
+                &agents,
+                site,
+                LiveEvent::Typing {
+                    conversation,
+                    visitor,
+                    typing,
+                    draft,
+                },
+            ),
+            crate::bus::TypingSignal::ToVisitor { visitor, name } => {
+                self.agent_typing_here(&visitor, name.as_deref());
+            }
+        }
+    }
+
+    fn signal_agents_here(&self, to: &[AgentId], site: Option<SiteId>, ev: LiveEvent) {
         let ev = Arc::new(ev);
         let mut st = self.lock();
         for (id, a) in st.agents.iter_mut() {
@@ -845,6 +893,16 @@ impl Hub {
     /// The chat's agent is typing (`Some(name)`) or stopped, to every live
     /// connection and long-poll of `visitor` here. Best-effort.
     pub fn agent_typing(&self, visitor: &str, name: Option<&str>) {
+        self.tell(|| {
+            BusMsg::Typing(crate::bus::TypingSignal::ToVisitor {
+                visitor: visitor.to_owned(),
+                name: name.map(str::to_owned),
+            })
+        });
+        self.agent_typing_here(visitor, name);
+    }
+
+    fn agent_typing_here(&self, visitor: &str, name: Option<&str>) {
         let mut st = self.lock();
         let Some(v) = st.visitors.get_mut(visitor) else {
             return;

@@ -7,9 +7,9 @@
 //! message; the next signal, a real message or the receiver's timeout
 //! corrects whatever a dropped one would have said.
 //!
-//! This node's connections only: a visitor and the chat's agent connected
-//! to different nodes of a cluster see no typing from each other (the bus
-//! carries wake-ups, not signals).
+//! With several nodes, the node that gets a signal throttles it, hands it
+//! to its own connections and publishes it once on the bus
+//! (`BusMsg::Typing`); the others hand it to theirs (`Hub::typing_heard`).
 
 use std::sync::Arc;
 use std::time::Instant;
