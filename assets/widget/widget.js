@@ -1811,7 +1811,9 @@
     var v = ui.input ? clean(ui.input.value, 0) : '';
     if (!/\S/.test(v) || !chatting() || !T || !S.online) return;
     var m = { t: 'typing', typing: true };
-    if (peek) m.draft = v.slice(0, 4000);
+    // 2,000 UTF-16 units are at most 6,000 UTF-8 bytes: within the server's
+    // 8 KiB field limit whatever the script.
+    if (peek) m.draft = whole(v.slice(0, 2000));
     send(m);
     typed.sent = true;
     typed.at = now();
