@@ -55,6 +55,7 @@
     empty: '空文件无法发送', tooBig: '文件太大（{size}），上限为 {max}', badType: '不支持这种类型的文件',
     chat: '正在开始对话…', waitNet: '等待网络…', unavailable: '文件暂不可用',
     interrupted: '{name} 的上传因页面重新加载而中断。请重新添加该文件以发送。',
+    typing: '{agent} 正在输入…', someone: '客服',
     line: '您排在第 {n} 位', about: '，预计等待约 {t}', soon: '，预计不到 1 分钟', min: '{m} 分钟', mins: '{m} 分钟'
   } : {
     open: 'Open chat', close: 'Close chat', title: 'Chat with us', sub: 'We usually reply in a few minutes',
@@ -75,6 +76,7 @@
     tooBig: 'This file is too large ({size}); the limit is {max}', badType: 'This type of file cannot be sent',
     chat: 'Starting the chat…', waitNet: 'Waiting for the network…', unavailable: 'This file is not available',
     interrupted: 'The upload of {name} was interrupted by reloading the page. Attach it again to send it.',
+    typing: '{agent} is typing…', someone: 'The agent',
     line: 'You are number {n} in line', about: ', about {t}', soon: ', less than a minute',
     min: '{m} minute', mins: '{m} minutes'
   };
@@ -479,6 +481,9 @@
         sset('token', m.token);
         S.agents = !!m.agents_online;
         if (m.attach && typeof m.attach === 'object') limits = m.attach;
+        // Only a server that says so gets drafts (PROTOCOL.md 10.18).
+        peek = m.sneak_peek === true;
+        typed.sent = false;
         S.online = everOnline = true;
         wsFails = 0;
         var w = T;
@@ -535,6 +540,17 @@
         // chat waits, never stored.
         S.queue = { n: m.position, ms: m.wait_ms == null ? null : m.wait_ms };
         setState();
+        break;
+      case 'typing':
+        // A signal (PROTOCOL.md 10.18): shown until a stop, the agent's
+        // next message, or AGENT_TYPING_MS without a refresh.
+        clearTimeout(agentTypingTimer);
+        agentTyping = m.typing ? clean(m.name || '', 100) || STR.someone : null;
+        if (agentTyping) agentTypingTimer = setTimeout(function () {
+          agentTyping = null;
+          showTyping();
+        }, AGENT_TYPING_MS);
+        showTyping();
         break;
       case 'error':
         onError(m);
@@ -676,6 +692,10 @@
   function apply(ev, seq) {
     if (!ev) return;
     if (ev.kind === 'message') {
+      if (ev.from === 'agent' && agentTyping) {
+        agentTyping = null;
+        showTyping();
+      }
       addMsg(ev, true);
       done(ev.id); // in the log means durable: no need to send again
     } else if (ev.kind === 'conversation' && seq > S.convSeq) {
@@ -1481,6 +1501,7 @@
     '.ask .yes{background:#b3261e;border-color:#b3261e;color:#fff}',
     '.x svg{width:22px;height:22px}',
     '.st{background:#fff4d6;color:#6b4a00;font-size:13px;padding:7px 18px;border-bottom:1px solid #f1dfa8}',
+    '.ty{padding:4px 18px;font-size:12px;font-style:italic;color:#5b6475;background:#f5f7fb}',
     '.lg{flex:1;overflow-y:auto;padding:16px 14px;background:#f5f7fb;display:flex;flex-direction:column}',
     '.m+.m{margin-top:8px}',
     '.m{max-width:82%;align-self:flex-start}',
@@ -1616,6 +1637,7 @@
       [icon('M16.5 6.5v10.2a4.5 4.5 0 0 1-9 0V5.8a3 3 0 0 1 6 0v10a1.5 1.5 0 0 1-3 0V6.5H9v9.3a3 3 0 0 0 6 0v-10a4.5 4.5 0 0 0-9 0v10.9a6 6 0 0 0 12 0V6.5z')]);
     ui.file = el('input', null, { id: 'hf-file', type: 'file', multiple: '', hidden: '', tabindex: '-1', 'aria-hidden': 'true' });
     ui.compose = el('form', 'cp', null, [el('label', 'sr', { 'for': 'hf-in' }, [STR.label]), ui.attach, ui.file, ui.input, ui.send]);
+    ui.typing = el('div', 'ty', { id: 'hf-typing', 'aria-live': 'polite', hidden: '' });
     ui.tray = el('div', 'tr', { hidden: '' });
     ui.drop = el('div', 'dz', { hidden: '', 'aria-hidden': 'true' }, [el('span', null, null, [STR.drop])]);
     ui.lmsg = el('textarea', null, { id: 'hf-lm', maxlength: '8000' });
@@ -1637,7 +1659,7 @@
     ui.ask = el('div', 'ask', { role: 'group', 'aria-labelledby': 'hf-ask', hidden: '' }, [el('span', null, { id: 'hf-ask' }, [STR.endQ]), ui.yes, ui.no]);
     ui.panel = el('div', 'p', { id: 'hf-panel', role: 'dialog', 'aria-labelledby': 'hf-title', hidden: '' }, [
       el('div', 'hd', null, [el('div', null, null, [el('h2', null, { id: 'hf-title' }, [STR.title]), ui.sub]), ui.end, ui.close]),
-      ui.ask, ui.status, ui.log, ui.tray, ui.leave, ui.compose, ui.drop
+      ui.ask, ui.status, ui.log, ui.typing, ui.tray, ui.leave, ui.compose, ui.drop
     ]);
     ui.go = el('button', 'go', { type: 'button', 'aria-label': STR.open, 'aria-expanded': 'false', 'aria-controls': 'hf-panel' },
       [icon('M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H8l-5 4V5a2 2 0 0 1 1-2zm3 6v2h2V9zm4 0v2h2V9zm4 0v2h2V9z')]);
@@ -1666,6 +1688,7 @@
       e.preventDefault();
       submit(ui.input, 'send');
     });
+    listen(ui.input, 'input', typingInput);
     listen(ui.input, 'keydown', function (e) {
       // Enter sends, Shift+Enter is a new line; not while an IME composes.
       if ((e.key === 'Enter' || e.keyCode === 13) && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
@@ -1754,8 +1777,61 @@
       return false;
     }
     box.value = '';
+    if (box === ui.input) typingStop();
     enqueue(t, body, email);
     return true;
+  }
+
+  // --- typing signals (PROTOCOL.md 10.18): never in the outbox, sent only
+  // while connected, at most one every TYPING_GAP_MS; the draft only when
+  // the welcome said sneak_peek.
+
+  var TYPING_GAP_MS = 250, TYPING_REFRESH_MS = 2000, TYPING_IDLE_MS = 5000, AGENT_TYPING_MS = 6000;
+  var peek = false, typed = { sent: false, at: 0, timer: null, idle: null, draft: null };
+  var agentTyping = null, agentTypingTimer = null;
+  function chatting() {
+    return !!(S.conv && (S.conv.state === 'active' || S.conv.state === 'queued'));
+  }
+  function typingInput() {
+    if (!ui.input) return;
+    var v = clean(ui.input.value, 0);
+    if (!/\S/.test(v) || !chatting()) return typingStop();
+    clearTimeout(typed.idle);
+    typed.idle = setTimeout(typingStop, TYPING_IDLE_MS);
+    // Without sneak peek there is nothing new to say until the refresh.
+    if (!peek && typed.sent && now() - typed.at < TYPING_REFRESH_MS) return;
+    if (peek && typed.sent && v === typed.draft) return;
+    var wait = typed.at + TYPING_GAP_MS - now();
+    if (wait <= 0) return typingSend();
+    if (!typed.timer) typed.timer = setTimeout(typingSend, wait);
+  }
+  function typingSend() {
+    clearTimeout(typed.timer);
+    typed.timer = null;
+    var v = ui.input ? clean(ui.input.value, 0) : '';
+    if (!/\S/.test(v) || !chatting() || !T || !S.online) return;
+    var m = { t: 'typing', typing: true };
+    // 2,000 UTF-16 units are at most 6,000 UTF-8 bytes: within the server's
+    // 8 KiB field limit whatever the script.
+    if (peek) m.draft = whole(v.slice(0, 2000));
+    send(m);
+    typed.sent = true;
+    typed.at = now();
+    typed.draft = v;
+  }
+  function typingStop() {
+    clearTimeout(typed.timer);
+    clearTimeout(typed.idle);
+    typed.timer = typed.idle = null;
+    typed.draft = null;
+    if (typed.sent) send({ t: 'typing', typing: false });
+    typed.sent = false;
+  }
+  function showTyping() {
+    if (!ui.typing) return;
+    var on = !!agentTyping && chatting();
+    text(ui.typing, on ? fill(STR.typing, { agent: agentTyping }) : '');
+    ui.typing.hidden = !on;
   }
   function pad(n) {
     return (n < 10 ? '0' : '') + n;

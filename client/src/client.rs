@@ -232,6 +232,22 @@ impl ClientHandle {
         .await
     }
 
+    /// The agent is typing in `conversation`'s composer (`true`, on every
+    /// edit: the core sends a start at most every 2 s) or cleared it or
+    /// sent (`false`). A signal: dropped when offline or when the core is
+    /// busy, never stored.
+    pub fn typing(&self, conversation: ConversationId, typing: bool) -> Result<(), ClientError> {
+        self.requests
+            .try_send(Request::Typing {
+                conversation,
+                typing,
+            })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => ClientError::Busy,
+                TrySendError::Closed(_) => ClientError::Stopped,
+            })
+    }
+
     /// Sign out on purpose: once everything queued is acked, the server
     /// hands this agent's open chats back (unless another of its devices is
     /// connected) and the core stops. Offline, it answers at once and the

@@ -116,6 +116,11 @@ pub(crate) enum Request {
     SignOut {
         reply: oneshot::Sender<SignOutResult>,
     },
+    /// The agent types in a chat's composer (or cleared it, or sent).
+    Typing {
+        conversation: holdfast_protocol::agent::ConversationId,
+        typing: bool,
+    },
 }
 
 /// How a connection (or a wait) ended, and so what comes next.
@@ -163,6 +168,14 @@ struct Emitter {
 
 impl Emitter {
     /// Returns true when this call is the one that found the UI lagging.
+    /// A signal (typing) for the UI: dropped rather than queued behind, or
+    /// counted as, a lag: a missed one costs nothing to re-read.
+    fn signal(&mut self, update: Update) {
+        if !self.lagged {
+            let _dropped_when_full = self.tx.try_send(update);
+        }
+    }
+
     fn emit(&mut self, update: Update) -> bool {
         if self.lagged && !self.retry_resync() {
             return false;
@@ -246,7 +259,15 @@ pub(crate) struct Core {
     ticket: Option<Zeroizing<Vec<u8>>>,
     /// Files being sent and downloads (see `uploads`).
     uploads: uploads::Uploads,
+    /// Per chat, when "typing" was last sent and whether the last signal
+    /// was a start (see [`TYPING_REFRESH`]).
+    typing: BTreeMap<holdfast_protocol::agent::ConversationId, (Instant, bool)>,
 }
+
+/// While the agent keeps typing, "typing" is sent again this often, so the
+/// visitor's indicator (which ends after 6 s without one) stays on; every
+/// keystroke in between sends nothing.
+pub const TYPING_REFRESH: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -308,6 +329,7 @@ impl Core {
             visitors_dirty_since: None,
             signing_out: None,
             ticket: None,
+            typing: BTreeMap::new(),
         }
     }
 
@@ -430,6 +452,12 @@ impl Core {
     fn on_request(&mut self, req: Request) -> Control {
         match req {
             Request::Action { action, reply } => {
+                // A reply ends the agent's typing at the visitor (the widget
+                // stops the indicator at the message): the next keystroke
+                // starts it again at once.
+                if let Action::Send { conversation, .. } = &action {
+                    self.typing.remove(conversation);
+                }
                 let r = self.enqueue(action);
                 let _ignored = reply.send(r);
                 Control::Continue
@@ -486,7 +514,41 @@ impl Core {
             }
             Request::Shutdown { reply } => Control::Shutdown(reply),
             Request::SignOut { reply } => Control::SignOut(reply),
+            Request::Typing {
+                conversation,
+                typing,
+            } => {
+                self.typing_signal(conversation, typing, Instant::now());
+                Control::Continue
+            }
         }
+    }
+
+    /// Throttle the agent's typing: a start at most every
+    /// [`TYPING_REFRESH`], a stop only after a start. A signal, so nothing is
+    /// stored and nothing waits for a connection.
+    fn typing_signal(
+        &mut self,
+        conversation: holdfast_protocol::agent::ConversationId,
+        typing: bool,
+        now: Instant,
+    ) {
+        let last = self.typing.get(&conversation).copied();
+        let send = match (typing, last) {
+            (true, Some((at, true))) => now.saturating_duration_since(at) >= TYPING_REFRESH,
+            (true, _) => true,
+            (false, Some((_, was))) => was,
+            (false, None) => false,
+        };
+        if !send {
+            return;
+        }
+        if typing {
+            self.typing.insert(conversation, (now, true));
+        } else {
+            self.typing.remove(&conversation);
+        }
+        self.machine.typing(conversation, typing);
     }
 
     /// Make an action durable and queue it. It is transmitted by the next

@@ -35,6 +35,11 @@ pub mod update;
 pub use holdfast_protocol as protocol;
 
 pub use client::{ClientHandle, UPDATE_CAPACITY, start};
+pub use core::TYPING_REFRESH;
+
+/// How long a typing indicator stays without a refresh (the sender sends
+/// one every [`TYPING_REFRESH`] while typing): a lost stop costs this much.
+pub const TYPING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6);
 pub use config::{ClientConfig, default_store_path};
 pub use error::{ClientError, StoreError};
 pub use store::{

@@ -201,6 +201,16 @@ pub enum Update {
     /// each login). A chat's own tags are its latest `tagged` line.
     SiteTags(Vec<String>),
     Conversation(ConversationInfo),
+    /// The visitor of `conversation` is typing, or stopped. `draft` is the
+    /// unsent text when the site has sneak peek on: never stored, not a
+    /// message. A signal: show it until `typing: false`, the visitor's next
+    /// message, or [`crate::TYPING_TIMEOUT`] without a refresh.
+    Typing {
+        conversation: ConversationId,
+        visitor: String,
+        typing: bool,
+        draft: Option<String>,
+    },
     /// A message to add: queued locally or new from the server. Key it by
     /// `client_id`.
     Message(StoredMessage),

@@ -49,6 +49,14 @@ pub enum ClientMsg {
     /// sign-out that never reached the server must not take effect at the
     /// next sign-in.
     SignOut,
+    /// 6 (version 4): the agent is typing in `conversation` (or stopped):
+    /// a signal, not an action. Never in the outbox, never acked, never
+    /// stored; the server forwards it to the visitor's live connections
+    /// when they have room and drops it otherwise (10.18).
+    Typing {
+        conversation: ConversationId,
+        typing: bool,
+    },
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -491,7 +499,19 @@ pub enum LiveEvent {
     /// expired one, and after a server restart every such agent needs a
     /// password at once.
     Ticket { ticket: Vec<u8>, expires_ms: i64 },
-    /// 7 (version 4): the site's tags, in the order its admin listed them,
+    /// 7 (version 4): the visitor of `conversation` is typing (or stopped),
+    /// with the text of its unsent draft when the site has sneak peek on.
+    /// A best-effort signal (10.18): never stored, never in the log or a
+    /// replay, sent only when this connection's queue has room; a newer
+    /// one supersedes it, and `typing: false` (or a message from the
+    /// visitor, or 6 s without a refresh) ends it.
+    Typing {
+        conversation: ConversationId,
+        visitor: String,
+        typing: bool,
+        draft: Option<String>,
+    },
+    /// 8 (version 4): the site's tags, in the order its admin listed them,
     /// which [`Action::Tag`] may set: after login (10.18).
     SiteTags(Vec<String>),
 }

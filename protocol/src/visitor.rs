@@ -107,6 +107,15 @@ pub enum VisitorIn {
     /// `ack` whose `message` is the "ended" system line (or, when there was
     /// no open chat, an `error` with code `not_found`).
     EndChat { id: MsgId },
+    /// The visitor is typing (`typing: true`, with the draft so far when
+    /// the welcome said `sneak_peek`) or stopped. A signal, not an action:
+    /// no id, no answer, never stored; the server forwards at most 4 a
+    /// second and drops the rest (10.18).
+    Typing {
+        typing: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        draft: Option<String>,
+    },
 }
 
 /// What files a site takes (10.13): checked again by the server, by
@@ -137,6 +146,11 @@ pub enum VisitorOut {
         /// a byte (10.13). Absent from servers before it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attach: Option<AttachRules>,
+        /// Whether the site lets its agents see the visitor's draft as it
+        /// is typed (10.18): without `true` the widget sends typing without
+        /// the text. Absent from servers before it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sneak_peek: Option<bool>,
     },
     Event {
         seq: Seq,
@@ -169,6 +183,15 @@ pub enum VisitorOut {
         position: u32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         wait_ms: Option<u64>,
+    },
+    /// The chat's agent `name` is typing (`typing: true`) or stopped. A
+    /// signal (10.18): never stored or replayed, dropped when the
+    /// connection has no room; the widget also ends it at the agent's next
+    /// message or after 6 s without a refresh.
+    Typing {
+        typing: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
     Error {
         code: ErrorCode,
@@ -426,6 +449,7 @@ pub fn validate_in(msg: &VisitorIn, lim: &Limits) -> Result<(), VisitorParseErro
             }
             Ok(())
         }
+        VisitorIn::Typing { draft, .. } => check_opt("draft", draft, lim.max_body),
         VisitorIn::Ack { .. } | VisitorIn::Ping | VisitorIn::EndChat { .. } => Ok(()),
     }
 }

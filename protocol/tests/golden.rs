@@ -638,6 +638,13 @@ fn agent_samples() -> Vec<(String, Msg)> {
         ("client_heartbeat".into(), C(ClientMsg::Heartbeat)),
         ("client_sign_out".into(), C(ClientMsg::SignOut)),
         (
+            "client_typing".into(),
+            C(ClientMsg::Typing {
+                conversation: 12,
+                typing: true,
+            }),
+        ),
+        (
             "client_query_history".into(),
             C(ClientMsg::Query(Query::History {
                 request: 5,
@@ -898,6 +905,15 @@ fn agent_samples() -> Vec<(String, Msg)> {
             S(ServerMsg::Live(LiveEvent::Ticket {
                 ticket: vec![0xab; 4],
                 expires_ms: 1_700_021_600_000,
+            })),
+        ),
+        (
+            "server_live_typing".into(),
+            S(ServerMsg::Live(LiveEvent::Typing {
+                conversation: 12,
+                visitor: "v-7f3a".into(),
+                typing: true,
+                draft: Some("Where is".into()),
             })),
         ),
         (
@@ -1225,6 +1241,27 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
         ("in_ping", Json::In(VisitorIn::Ping)),
         ("in_end_chat", Json::In(VisitorIn::EndChat { id: id(8) })),
         (
+            "in_typing",
+            Json::In(VisitorIn::Typing {
+                typing: true,
+                draft: Some("Where is my".into()),
+            }),
+        ),
+        (
+            "in_typing_stop",
+            Json::In(VisitorIn::Typing {
+                typing: false,
+                draft: None,
+            }),
+        ),
+        (
+            "out_typing",
+            Json::Out(VisitorOut::Typing {
+                typing: true,
+                name: Some("Alice".into()),
+            }),
+        ),
+        (
             "out_welcome",
             Json::Out(VisitorOut::Welcome {
                 visitor: "v-7f3a".into(),
@@ -1233,6 +1270,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                 agents_online: true,
                 heartbeat_ms: 3_000,
                 attach: None,
+                sneak_peek: None,
             }),
         ),
         (
@@ -1247,6 +1285,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                     max_bytes: 5 * 1024 * 1024,
                     types: vec!["image/png".into(), "application/pdf".into()],
                 }),
+                sneak_peek: Some(true),
             }),
         ),
         ("out_event_message", Json::Out(out_event_message())),

@@ -814,6 +814,7 @@ fn visitor_out() -> impl Strategy<Value = VisitorOut> {
             agents_online,
             heartbeat_ms,
             attach: None,
+            sneak_peek: None,
         },
     );
     let event = prop_oneof![

@@ -1349,6 +1349,8 @@ impl ServerCore {
             }
             // Checked against what was sent by the machine.
             ServerEvent::Acked { .. } => Ok(false),
+            // A signal: the simulated server forwards nothing.
+            ServerEvent::Typing { .. } => Ok(false),
             ServerEvent::Query(_) | ServerEvent::SignOut => Err(Why::Protocol(
                 "the sim client sends no queries or sign-outs".into(),
             )),

@@ -223,6 +223,18 @@ pub fn set_site_hours(
     reads::site_by_key(conn, key)?.ok_or_else(|| AdminError::NoSite(key.into()))
 }
 
+/// Turn a site's sneak peek (agents see drafts as typed) on or off.
+pub fn set_site_sneak_peek(conn: &dyn Db, key: &str, on: bool) -> Result<SiteRow, AdminError> {
+    let n = conn.execute(
+        "UPDATE sites SET sneak_peek = ?2 WHERE key = ?1",
+        &args![key, i64::from(on)],
+    )?;
+    if n == 0 {
+        return Err(AdminError::NoSite(key.into()));
+    }
+    reads::site_by_key(conn, key)?.ok_or_else(|| AdminError::NoSite(key.into()))
+}
+
 pub fn add_agent(
     conn: &dyn Db,
     site_key: &str,

@@ -387,6 +387,8 @@ struct Conn {
     rx: crate::pushq::Receiver<AgentPush>,
     /// The highest command seq acked on this connection.
     acked_up_to: Seq,
+    /// The agent's typing signals forwarded from this connection, per chat.
+    typing: crate::typing::Throttles,
     /// When to send this device a fresh resume ticket: half the life of
     /// the last one, so a connection that stays up for days still holds a
     /// valid ticket when the server restarts.
@@ -473,6 +475,7 @@ async fn establish(
         rx: reg.rx,
         query: QueryState::default(),
         acked_up_to: 0,
+        typing: crate::typing::Throttles::default(),
         renew_ticket_at: tokio::time::Instant::now() + crate::login::ticket_renewal(ctx),
     };
     if let Err(e) = conn.resume(ctx, login.resume_after, commands_acked).await {
@@ -514,6 +517,9 @@ impl Conn {
                 };
                 match event {
                     ServerEvent::Command(cmd) => {
+                        if let Action::Send { conversation, .. } = &cmd.action {
+                            self.typing.reset(*conversation);
+                        }
                         // Read here, in command order, so the writer never
                         // waits on attachment storage.
                         let attachment = match &cmd.action {
@@ -540,6 +546,21 @@ impl Conn {
                     ServerEvent::Acked { .. } => {}
                     ServerEvent::Query(q) => self.on_query(ctx, q, &query_tx)?,
                     ServerEvent::SignOut => return self.sign_out(ctx, &mut pending).await,
+                    // A signal: checked and forwarded off this loop, so
+                    // its read never waits in front of a command or push.
+                    ServerEvent::Typing {
+                        conversation,
+                        typing,
+                    } => {
+                        if self.typing.admit(conversation, Instant::now(), typing) {
+                            let (ctx, agent, name) =
+                                (ctx.clone(), self.agent.id, self.agent.display_name.clone());
+                            tokio::spawn(async move {
+                                crate::typing::from_agent(&ctx, agent, &name, conversation, typing)
+                                    .await;
+                            });
+                        }
+                    }
                     ServerEvent::Login(_) => {
                         return Err(End::Protocol("a second Login surfaced".into()));
                     }

@@ -67,6 +67,9 @@ pub enum VisitorPush {
     CatchUp(Seq),
     /// The chat's place in the queue changed (a signal, not in the log).
     Queue(crate::queue::Place),
+    /// The chat's agent (named) is typing, or stopped (`None`): a signal,
+    /// queued only when there is room (see `crate::typing`).
+    Typing(Option<Arc<str>>),
 }
 
 fn visitor_weight(v: &VisitorInfo) -> usize {
@@ -96,6 +99,7 @@ impl pushq::Weigh for AgentPush {
                 LiveEvent::Visitors(list) => list.iter().map(visitor_weight).sum(),
                 LiveEvent::Visitor(v) => visitor_weight(v),
                 LiveEvent::Team(t) => 96 * t.len(),
+                LiveEvent::Typing { draft, .. } => 96 + draft.as_ref().map_or(0, String::len),
                 _ => 96,
             },
             AgentPush::Revoke(_, m, _) => 64 + m.len(),
@@ -112,6 +116,7 @@ impl pushq::Weigh for VisitorPush {
                 VisitorEvent::Conversation(_) => 96,
             },
             VisitorPush::Agents(_) | VisitorPush::CatchUp(_) | VisitorPush::Queue(_) => 16,
+            VisitorPush::Typing(n) => 32 + n.as_ref().map_or(0, |n| n.len()),
         }
     }
 }
@@ -176,6 +181,13 @@ struct VisitorLive {
     /// last answered with, so each change reaches long-poll once.
     queue_gen: u32,
     queue_polled: u32,
+    /// The visitor's typing signals forwarded to agents so far.
+    typing_in: crate::typing::Throttle,
+    /// Its agent's typing as last told (the agent's name while typing),
+    /// and, as for `queue`, the change counts for long-poll.
+    agent_typing: Option<Arc<str>>,
+    typing_gen: u32,
+    typing_polled: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -275,6 +287,16 @@ fn push_live(conn: &Conn<AgentPush>, ev: Arc<LiveEvent>, metrics: &Metrics) -> b
     }
 }
 
+/// Send a typing signal to one connection only when its queue holds less
+/// than [`crate::typing::SIGNAL_ROOM`] bytes; otherwise drop it. Never cuts
+/// or marks the connection: a signal must not cost a real message anything.
+fn push_signal<T: pushq::Weigh>(conn: &Conn<T>, item: T) -> bool {
+    if conn.tx.queued_bytes() >= crate::typing::SIGNAL_ROOM {
+        return true;
+    }
+    !matches!(conn.tx.try_send(item), Err(TrySendError::Closed(_)))
+}
+
 /// Send to one connection; a full queue cuts it.
 fn push<T: pushq::Weigh>(conn: &Conn<T>, item: T, metrics: &Metrics) -> bool {
     match conn.tx.try_send(item) {
@@ -316,7 +338,7 @@ impl Hub {
                     &self.metrics.bus.presence_sent
                 }
                 BusMsg::Changed(_) => &self.metrics.bus.changes_sent,
-                BusMsg::Hello => &self.metrics.bus.presence_sent,
+                BusMsg::Hello | BusMsg::Typing(_) => &self.metrics.bus.presence_sent,
             };
             counter.inc();
             bus.publish(msg);
@@ -682,6 +704,10 @@ impl Hub {
                 queue: None,
                 queue_gen: 0,
                 queue_polled: 0,
+                typing_in: crate::typing::Throttle::default(),
+                agent_typing: None,
+                typing_gen: 0,
+                typing_polled: 0,
             }
         });
         entry.info.online = true;
@@ -783,6 +809,123 @@ impl Hub {
         if let Some(v) = self.lock().visitors.get_mut(visitor) {
             v.queue_polled = v.queue_gen.wrapping_sub(1);
         }
+    }
+
+    /// Whether a typing signal of `visitor` at `now` may go out (at most 4
+    /// a second, see [`crate::typing::Throttle`]); false for a visitor not
+    /// live here.
+    pub fn visitor_typing_admit(&self, visitor: &str, typing: bool, now: Instant) -> bool {
+        self.lock()
+            .visitors
+            .get_mut(visitor)
+            .is_some_and(|v| v.typing_in.admit(now, typing))
+    }
+
+    /// The visitor sent a message: its typing throttle starts over.
+    pub fn visitor_typing_reset(&self, visitor: &str) {
+        if let Some(v) = self.lock().visitors.get_mut(visitor) {
+            v.typing_in.reset();
+        }
+    }
+
+    /// A typing signal to the given agents' connections here, or, with
+    /// `site`, to every agent of that site connected here. Best-effort: see
+    /// [`push_signal`].
+    pub fn signal_agents(&self, to: &[AgentId], site: Option<SiteId>, ev: LiveEvent) {
+        if let LiveEvent::Typing {
+            conversation,
+            visitor,
+            typing,
+            draft,
+        } = &ev
+        {
+            self.tell(|| {
+                BusMsg::Typing(crate::bus::TypingSignal::ToAgents {
+                    agents: to.to_vec(),
+                    site,
+                    conversation: *conversation,
+                    visitor: visitor.clone(),
+                    typing: *typing,
+                    draft: draft.clone(),
+                })
+            });
+        }
+        self.signal_agents_here(to, site, ev);
+    }
+
+    /// A typing signal another node passed on, for connections here.
+    pub fn typing_heard(&self, t: crate::bus::TypingSignal) {
+        match t {
+            crate::bus::TypingSignal::ToAgents {
+                agents,
+                site,
+                conversation,
+                visitor,
+                typing,
+                draft,
+            } => self.signal_agents_here(
+                &agents,
+                site,
+                LiveEvent::Typing {
+                    conversation,
+                    visitor,
+                    typing,
+                    draft,
+                },
+            ),
+            crate::bus::TypingSignal::ToVisitor { visitor, name } => {
+                self.agent_typing_here(&visitor, name.as_deref());
+            }
+        }
+    }
+
+    fn signal_agents_here(&self, to: &[AgentId], site: Option<SiteId>, ev: LiveEvent) {
+        let ev = Arc::new(ev);
+        let mut st = self.lock();
+        for (id, a) in st.agents.iter_mut() {
+            if to.contains(id) || site == Some(a.site) {
+                a.conns
+                    .retain(|c| push_signal(c, AgentPush::Live(ev.clone())));
+            }
+        }
+    }
+
+    /// The chat's agent is typing (`Some(name)`) or stopped, to every live
+    /// connection and long-poll of `visitor` here. Best-effort.
+    pub fn agent_typing(&self, visitor: &str, name: Option<&str>) {
+        self.tell(|| {
+            BusMsg::Typing(crate::bus::TypingSignal::ToVisitor {
+                visitor: visitor.to_owned(),
+                name: name.map(str::to_owned),
+            })
+        });
+        self.agent_typing_here(visitor, name);
+    }
+
+    fn agent_typing_here(&self, visitor: &str, name: Option<&str>) {
+        let mut st = self.lock();
+        let Some(v) = st.visitors.get_mut(visitor) else {
+            return;
+        };
+        let name: Option<Arc<str>> = name.map(Arc::from);
+        v.agent_typing = name.clone();
+        v.typing_gen = v.typing_gen.wrapping_add(1);
+        v.conns
+            .retain(|c| push_signal(c, VisitorPush::Typing(name.clone())));
+        if let Some(n) = &v.notify {
+            n.notify_waiters();
+        }
+    }
+
+    /// The agent's typing a long-poll of `visitor` has not answered with
+    /// yet: `Some(None)` is a stop.
+    pub fn poll_typing(&self, visitor: &str) -> Option<Option<Arc<str>>> {
+        let mut st = self.lock();
+        let v = st.visitors.get_mut(visitor)?;
+        (v.typing_polled != v.typing_gen).then(|| {
+            v.typing_polled = v.typing_gen;
+            v.agent_typing.clone()
+        })
     }
 
     /// Whether the visitor is known to the hub (online or within grace).

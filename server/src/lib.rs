@@ -58,6 +58,7 @@ pub mod sweeps;
 pub mod throttle;
 pub mod ticket;
 pub mod token;
+pub mod typing;
 pub mod visitor;
 
 use std::net::SocketAddr;

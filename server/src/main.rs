@@ -157,6 +157,14 @@ enum SiteCmd {
         #[arg(long)]
         remove: Option<String>,
     },
+    /// Whether the site's agents see a visitor's draft as it is typed
+    /// (sneak peek; on unless turned off). Off: the widget sends typing
+    /// without the text, and the server strips any text it gets.
+    SneakPeek {
+        key: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     List,
 }
 
@@ -349,6 +357,10 @@ fn main() -> anyhow::Result<()> {
                     };
                     println!("{}: {}", s.key, tags_text(&s.tags));
                 }
+                SiteCmd::SneakPeek { key, state } => {
+                    let s = admin::set_site_sneak_peek(conn, &key, state == "on")?;
+                    println!("{}: {}", s.key, peek_text(&s));
+                }
                 SiteCmd::List => {
                     for s in store::reads::list_sites(conn)? {
                         let secret = if s.secret.is_some() {
@@ -357,14 +369,15 @@ fn main() -> anyhow::Result<()> {
                             "identify: open"
                         };
                         println!(
-                            "{}\t{}\t{}\t{secret}\torigins: {}\t{}\t{}\t{}",
+                            "{}\t{}\t{}\t{secret}\torigins: {}\t{}\t{}\t{}\t{}",
                             s.id,
                             s.key,
                             s.name,
                             origins_text(&s.origins),
                             attach_text(&s),
                             hours_text(&s),
-                            tags_text(&s.tags)
+                            tags_text(&s.tags),
+                            peek_text(&s)
                         );
                     }
                 }
@@ -459,6 +472,14 @@ fn tags_text(tags: &[String]) -> String {
         "tags: none".into()
     } else {
         format!("tags: {}", tags.join(", "))
+    }
+}
+
+fn peek_text(s: &store::reads::SiteRow) -> &'static str {
+    if s.sneak_peek {
+        "sneak peek: on"
+    } else {
+        "sneak peek: off"
     }
 }
 

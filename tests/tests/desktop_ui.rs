@@ -1243,3 +1243,5 @@ mod notes;
 
 #[path = "desktop_ui/looks.rs"]
 mod looks;
+#[path = "desktop_ui/typing.rs"]
+mod typing;

@@ -8,7 +8,6 @@
 mod support {
     pub mod desktop_demo;
 }
-
 mod agent_files;
 mod assets;
 mod attachments;
@@ -25,6 +24,7 @@ mod cluster_flows;
 mod cluster_longpoll;
 mod cluster_ownership;
 mod cluster_presence;
+mod cluster_typing;
 mod conversation;
 mod desktop_notify;
 mod desktop_ui;
@@ -46,5 +46,7 @@ mod process;
 mod queue;
 mod store_pg;
 mod tags;
+mod typing;
 mod widget_attachments;
 mod widget_browser;
+mod widget_typing;

@@ -715,7 +715,27 @@ impl App {
                 Task::none()
             }
             Update::Conversation(info) => self.workspace.on_conversation(&mut env_of!(self), info),
-            Update::Message(m) => self.workspace.on_message(&mut env_of!(self), m),
+            Update::Message(m) => {
+                if matches!(m.author, holdfast_protocol::agent::Author::Visitor { .. }) {
+                    self.workspace
+                        .chat
+                        .typing
+                        .on_visitor_message(m.conversation);
+                }
+                self.workspace.on_message(&mut env_of!(self), m)
+            }
+            Update::Typing {
+                conversation,
+                typing,
+                draft,
+                ..
+            } => {
+                self.workspace
+                    .chat
+                    .typing
+                    .on_signal(conversation, typing, draft);
+                Task::none()
+            }
             Update::MessageState {
                 client_id,
                 conversation,

@@ -168,6 +168,17 @@ impl Core {
             // Superseded by TeamMember; servers no longer send it.
             LiveEvent::AgentPresence { .. } => {}
             LiveEvent::Team(list) => self.emit(Update::Team(list)),
+            LiveEvent::Typing {
+                conversation,
+                visitor,
+                typing,
+                draft,
+            } => self.updates.signal(Update::Typing {
+                conversation,
+                visitor,
+                typing,
+                draft,
+            }),
             LiveEvent::TeamMember(m) => self.emit(Update::TeamMember(m)),
             LiveEvent::SiteTags(tags) => self.emit(Update::SiteTags(tags)),
             // Kept for the next reconnect, like the one from LoginOk.

@@ -141,6 +141,9 @@ pub struct Client {
     queries: BTreeMap<u32, Query>,
     unsent_queries: VecDeque<u32>,
     sign_out: SignOut,
+    /// Typing signals to send with the next transmit. Signals, not
+    /// commands: only while live, dropped on a disconnect, never resent.
+    signals: Vec<ClientMsg>,
     snapshot_parts: Option<SnapshotPart>,
     now: Instant,
     stats: ClientStats,
@@ -169,6 +172,7 @@ impl Client {
             queries: BTreeMap::new(),
             unsent_queries: VecDeque::new(),
             sign_out: SignOut::No,
+            signals: Vec::new(),
             snapshot_parts: None,
             now,
             stats: ClientStats::default(),
@@ -196,6 +200,7 @@ impl Client {
         self.keys = None;
         self.snapshot_parts = None;
         self.sign_out = SignOut::No;
+        self.signals.clear();
     }
 
     /// Send the Login, once the app has checked the server's key. Its
@@ -453,6 +458,22 @@ impl Client {
         }
     }
 
+    /// Tell the server the agent is typing in `conversation` (or stopped).
+    /// Best-effort: dropped when not logged in, and a newer signal for the
+    /// same chat replaces one not yet sent. The caller throttles.
+    pub fn typing(&mut self, conversation: crate::agent::ConversationId, typing: bool) {
+        if !self.is_live() {
+            return;
+        }
+        self.signals.retain(
+            |m| !matches!(m, ClientMsg::Typing { conversation: c, .. } if *c == conversation),
+        );
+        self.signals.push(ClientMsg::Typing {
+            conversation,
+            typing,
+        });
+    }
+
     /// Sign out once every command before it is acked, so the chats it
     /// hands back carry every reply written. Only on a live connection: a
     /// sign-out that never reached the server must not take effect later.
@@ -500,6 +521,7 @@ impl Client {
                 msgs.push(ClientMsg::Query(q.clone()));
             }
         }
+        msgs.append(&mut self.signals);
         if let Some(up_to) = self.inbox.poll_ack(now) {
             self.stats.acks_sent += 1;
             msgs.push(ClientMsg::Ack { up_to });

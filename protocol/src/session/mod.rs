@@ -142,6 +142,7 @@ pub fn client_msg_name(m: &crate::agent::ClientMsg) -> &'static str {
         M::Heartbeat => "Heartbeat",
         M::Query(_) => "Query",
         M::SignOut => "SignOut",
+        M::Typing { .. } => "Typing",
     }
 }
 

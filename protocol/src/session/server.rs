@@ -70,6 +70,12 @@ pub enum ServerEvent {
     /// Release the agent's chats once the commands before it are acked,
     /// then [`Server::signed_out`].
     SignOut,
+    /// The agent is typing (or stopped) in a chat: a signal, forwarded
+    /// best-effort, never stored or acked.
+    Typing {
+        conversation: crate::agent::ConversationId,
+        typing: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +232,13 @@ impl Server {
             ClientMsg::Heartbeat => None,
             ClientMsg::Query(q) => Some(ServerEvent::Query(q)),
             ClientMsg::SignOut => Some(ServerEvent::SignOut),
+            ClientMsg::Typing {
+                conversation,
+                typing,
+            } => Some(ServerEvent::Typing {
+                conversation,
+                typing,
+            }),
             ClientMsg::Login(_) => {
                 self.fail_with(ErrorCode::BadRequest, "already logged in");
                 return Err(SessionError::Unexpected {

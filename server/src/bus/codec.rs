@@ -142,6 +142,18 @@ mod tests {
                 visitor: "v-123".into(),
             }),
             BusMsg::Hello,
+            BusMsg::Typing(crate::bus::TypingSignal::ToAgents {
+                agents: vec![7],
+                site: None,
+                conversation: 12,
+                visitor: "v-123".into(),
+                typing: true,
+                draft: Some("where is".into()),
+            }),
+            BusMsg::Typing(crate::bus::TypingSignal::ToVisitor {
+                visitor: "v-123".into(),
+                name: Some("Alice".into()),
+            }),
             BusMsg::Presence(PresenceDelta::AgentAt {
                 site: 1,
                 agent: 7,

@@ -42,6 +42,8 @@ pub enum Next {
     Changed(Changed),
     /// Another node (re)joined or missed messages: announce every entry.
     Hello,
+    /// A typing signal from another node, for connections here.
+    Typing(crate::bus::TypingSignal),
     /// The bus is up again (both links): what this node published while
     /// it was down was dropped, so it announces its entries and asks the
     /// others for theirs.
@@ -153,6 +155,7 @@ impl Follower {
                             },
                             BusMsg::Changed(c) => Next::Changed(c.clone()),
                             BusMsg::Hello => Next::Hello,
+                            BusMsg::Typing(t) => Next::Typing(t.clone()),
                         }),
                     };
                 }

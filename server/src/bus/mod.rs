@@ -72,6 +72,30 @@ pub enum BusMsg {
     /// than at its next periodic announcement, up to
     /// `crate::hub::remote::ANNOUNCE_EVERY` later.
     Hello,
+    /// 4: a typing signal (PROTOCOL.md 10.18) for connections on other
+    /// nodes. Best-effort like the signal itself: a lost one is never
+    /// re-read, since nothing of it is stored.
+    Typing(TypingSignal),
+}
+
+/// A typing signal passed on by the node that got (and throttled) it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TypingSignal {
+    /// 0: a visitor's typing, for these agents (a chat's owner) or every
+    /// agent of `site` (a waiting chat).
+    ToAgents {
+        agents: Vec<AgentId>,
+        site: Option<SiteId>,
+        conversation: u64,
+        visitor: String,
+        typing: bool,
+        draft: Option<String>,
+    },
+    /// 1: the chat's agent `name` is typing (or stopped: `None`).
+    ToVisitor {
+        visitor: String,
+        name: Option<String>,
+    },
 }
 
 /// Which stored record to read again (see [`BusMsg::Changed`]). It names

@@ -300,6 +300,7 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                         hello_waiting = true;
                     }
                 }
+                Some(Next::Typing(t)) => ctx.hub.typing_heard(t),
                 Some(Next::Up) => {
                     m.up.set(1);
                     // What this node published while the bus was down was

@@ -861,6 +861,7 @@ mod tests {
             attach_kinds: None,
             attach_rate: None,
             hours: None,
+            sneak_peek: true,
             tags: Vec::new(),
         };
         assert!(site.allows_origin(Some("https://anywhere.example")));

@@ -336,12 +336,18 @@ async fn poll_events(
             position: p.position,
             wait_ms: p.wait_ms,
         });
-        if !events.is_empty() || place.is_some() {
+        // So does the agent's typing (10.18).
+        let typing = ctx.hub.poll_typing(&v.id).map(|name| VisitorOut::Typing {
+            typing: name.is_some(),
+            name: name.map(|n| n.to_string()),
+        });
+        if !events.is_empty() || place.is_some() || typing.is_some() {
             ctx.metrics.messages_out.inc_by(events.len() as u64);
             return Ok(events
                 .into_iter()
                 .map(|(seq, event)| VisitorOut::Event { seq, event })
                 .chain(place)
+                .chain(typing)
                 .collect());
         }
         tokio::select! {

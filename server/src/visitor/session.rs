@@ -130,6 +130,7 @@ pub(super) fn welcome(ctx: &Ctx, v: &Visitor, resumed: bool) -> VisitorOut {
                 types: rules.kinds.iter().map(|k| k.mime().to_string()).collect(),
             }
         }),
+        sneak_peek: Some(v.site.sneak_peek),
     }
 }
 
@@ -358,11 +359,18 @@ pub(super) async fn handle_msg(
     match msg {
         VisitorIn::Hello { .. } => Some(err(ErrorCode::BadRequest, "already said hello")),
         VisitorIn::Ping => Some(VisitorOut::Pong),
+        VisitorIn::Typing { typing, draft } => {
+            crate::typing::from_visitor(ctx, &v.id, typing, draft).await;
+            None
+        }
         VisitorIn::Send {
             id,
             body,
             attachment,
-        } => Some(send(ctx, v, gate, id, body, None, attachment).await),
+        } => {
+            ctx.hub.visitor_typing_reset(&v.id);
+            Some(send(ctx, v, gate, id, body, None, attachment).await)
+        }
         VisitorIn::LeaveMessage { id, body, email } => {
             Some(send(ctx, v, gate, id, body, Some(email), None).await)
         }

@@ -333,6 +333,10 @@ async fn ws_loop(
                         let q = VisitorOut::Queue { position: p.position, wait_ms: p.wait_ms };
                         if !ws_send(socket, &q).await { return VisitorEnd::SendFailed; }
                     }
+                    Recv::Item(VisitorPush::Typing(name)) => {
+                        let t = VisitorOut::Typing { typing: name.is_some(), name: name.map(|n| n.to_string()) };
+                        if !ws_send(socket, &t).await { return VisitorEnd::SendFailed; }
+                    }
                     // Another node wrote to this visitor's log: read it
                     // from the cursor, as a gap in the pushes is read.
                     Recv::Item(VisitorPush::CatchUp(until)) => {

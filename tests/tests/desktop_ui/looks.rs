@@ -12,9 +12,7 @@ use iced::theme::Mode;
 
 use super::*;
 
-#[path = "../support/desktop_demo.rs"]
-#[allow(dead_code)]
-mod demo;
+use crate::support::desktop_demo as demo;
 
 /// Sign in, let a visitor in and invite them; they answer. The chat is
 /// open and selected.

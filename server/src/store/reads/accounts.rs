@@ -20,6 +20,8 @@ pub struct SiteRow {
     /// Business hours (see `hours::Hours::parse`): time zone, weekly
     /// ranges, holidays; `None`, always open.
     pub hours: Option<(String, String, String)>,
+    /// Agents see visitors' drafts as they are typed (PROTOCOL.md 10.18).
+    pub sneak_peek: bool,
     /// The tags agents may set on the site's chats, in the admin's order.
     pub tags: Vec<String>,
 }
@@ -95,7 +97,7 @@ impl std::fmt::Debug for AgentRow {
 }
 
 const SITE_COLS: &str = "id, key, name, secret, origins, attach_max_bytes, attach_kinds, \
-     attach_rate, hours_tz, hours_week, hours_holidays, tags";
+     attach_rate, hours_tz, hours_week, hours_holidays, sneak_peek, tags";
 
 fn site_row(r: &Row) -> Result<SiteRow, StoreError> {
     Ok(SiteRow {
@@ -114,7 +116,8 @@ fn site_row(r: &Row) -> Result<SiteRow, StoreError> {
             }
             _ => None,
         },
-        tags: origins_col(r, 11)?,
+        sneak_peek: r.get::<i64>(11)? != 0,
+        tags: origins_col(r, 12)?,
     })
 }
 

@@ -56,6 +56,8 @@ pub struct State {
     /// Per chat, so a note mode left on in one cannot swallow a reply
     /// meant for another visitor.
     pub note_mode: HashSet<ConversationId>,
+    /// Whether each chat's visitor is typing, and its draft.
+    pub typing: super::typing::State,
 }
 
 impl State {
@@ -121,6 +123,8 @@ pub enum Event {
     File(files::Action),
     FileQueued(Result<(files::Upload, Source), String>),
     UploadStopped(MsgId, Result<bool, String>),
+    /// The agent edited the chat's draft: whether something is written.
+    Typing(ConversationId, bool),
 }
 
 impl State {
@@ -128,10 +132,11 @@ impl State {
     pub fn update(&mut self, message: Message, desk: &mut Desk) -> Option<Event> {
         match message {
             Message::Compose(action) => {
-                if let Some(id) = desk.selected {
-                    desk.drafts.entry(id).or_default().perform(action);
-                }
-                None
+                let id = desk.selected?;
+                let edit = action.is_edit();
+                let draft = desk.drafts.entry(id).or_default();
+                draft.perform(action);
+                edit.then(|| Event::Typing(id, !draft.text().trim().is_empty()))
             }
             Message::Send => Some(Event::Send),
             Message::NoteMode(on) => {
@@ -440,14 +445,10 @@ impl State {
                 .style(muted)
                 .into(),
         };
-        let pane = column![
-            top,
-            rule::horizontal(1),
-            transcript,
-            container(composer).padding(10),
-        ]
-        .width(Fill)
-        .height(Fill);
+        let pane = column![top, rule::horizontal(1), transcript]
+            .push(self.typing.view(c.info.id))
+            .push(container(composer).padding(10));
+        let pane = pane.width(Fill).height(Fill);
         if desk.files.hovering {
             let hint = if active && mine {
                 "Drop the file to send it to this visitor"

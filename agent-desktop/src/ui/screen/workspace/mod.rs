@@ -31,6 +31,7 @@ pub mod queue;
 pub mod sign_out;
 pub mod tags;
 pub mod team;
+pub mod typing;
 pub mod visitors;
 
 use std::path::Path;
@@ -268,6 +269,13 @@ impl State {
             Message::Chat(m) => match self.chat.update(m, &mut self.desk) {
                 None => Task::none(),
                 Some(chat::Event::Send) => self.send(env),
+                // A signal: the core throttles it and drops it offline.
+                Some(chat::Event::Typing(id, typing)) => {
+                    if let Some(h) = env.handle {
+                        let _best_effort = h.typing(id, typing);
+                    }
+                    Task::none()
+                }
                 Some(chat::Event::LoadEarlier) => {
                     self.load_earlier(env);
                     Task::none()
@@ -851,6 +859,7 @@ impl State {
             return Task::none();
         };
         self.desk.drafts.insert(id, text_editor::Content::new());
+        let _best_effort = h.typing(id, false);
         let note = self.chat.writes_note(id);
         Task::perform(
             async move {
