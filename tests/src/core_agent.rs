@@ -8,7 +8,9 @@ use std::time::Duration;
 use holdfast_client::{
     ClientConfig, ClientHandle, ConnState, DeliveryState, StoredMessage, Update, start,
 };
-use holdfast_protocol::agent::{Author, ConversationId, ConversationInfo, TeamMember, VisitorInfo};
+use holdfast_protocol::agent::{
+    Author, ChatMessage, ConversationId, ConversationInfo, QueryResult, TeamMember, VisitorInfo,
+};
 use holdfast_protocol::backoff::BackoffConfig;
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::handshake::Fingerprint;
@@ -224,6 +226,25 @@ impl CoreAgent {
             _ => None,
         })
         .await
+    }
+
+    /// The newest page (up to 50 messages, newest first) of a visitor's
+    /// history, as the server answers `Query::History`.
+    pub async fn history(&mut self, visitor: &str) -> Vec<ChatMessage> {
+        let request = self
+            .handle
+            .load_history(visitor.to_owned(), None, 50)
+            .expect("ask for history");
+        let result = self
+            .until("history", |u| match u {
+                Update::History { request: r, result } if *r == request => Some(result.clone()),
+                _ => None,
+            })
+            .await;
+        let QueryResult::History { messages, .. } = result else {
+            panic!("history refused: {result:?}")
+        };
+        messages
     }
 
     /// Every message in a conversation as the local store has it, in the

@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use holdfast_client::Update;
-use holdfast_protocol::agent::{Author, QueryResult};
+use holdfast_protocol::agent::Author;
 use holdfast_protocol::visitor::{VisitorEvent, VisitorOut};
 use holdfast_tests::core_agent::live;
 use holdfast_tests::server::{Backend, TestServer};
@@ -131,19 +130,7 @@ async fn notes_reach_agents_and_never_a_visitor(backend: Backend) {
     );
 
     // History keeps it, for agents.
-    let request = alice
-        .handle
-        .load_history(ws.visitor.clone(), None, 50)
-        .unwrap();
-    let hist = alice
-        .until("history", |u| match u {
-            Update::History { request: r, result } if *r == request => Some(result.clone()),
-            _ => None,
-        })
-        .await;
-    let QueryResult::History { messages, .. } = hist else {
-        panic!("{hist:?}")
-    };
+    let messages = alice.history(&ws.visitor).await;
     assert!(
         messages
             .iter()

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use holdfast_client::Update;
-use holdfast_protocol::agent::{Author, ConversationId, QueryResult};
+use holdfast_protocol::agent::{Author, ConversationId};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::notice::Notice;
 use holdfast_protocol::visitor::VisitorOut;
@@ -128,19 +128,7 @@ async fn tags_are_set_from_the_site_list_kept_and_never_shown_to_visitors(backen
     );
 
     // History keeps each change, with who made it.
-    let request = alice
-        .handle
-        .load_history(ws.visitor.clone(), None, 50)
-        .unwrap();
-    let hist = alice
-        .until("history", |u| match u {
-            Update::History { request: r, result } if *r == request => Some(result.clone()),
-            _ => None,
-        })
-        .await;
-    let QueryResult::History { messages, .. } = hist else {
-        panic!("{hist:?}")
-    };
+    let messages = alice.history(&ws.visitor).await;
     let changes: Vec<Vec<String>> = messages
         .iter()
         .filter_map(|m| match Notice::parse(&m.body) {
