@@ -3,7 +3,9 @@
 //! chat, kept in history, and never written to the visitor's log or put
 //! in a visitor's snapshot (PROTOCOL.md 10.17).
 
-use holdfast_protocol::agent::{Author, ConversationId, ConversationState, Outcome};
+use holdfast_protocol::agent::{
+    Author, ConversationId, ConversationInfo, ConversationState, Outcome,
+};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 
@@ -11,6 +13,22 @@ use super::{Content, Rules, done, rejected};
 use crate::store::StoreError;
 use crate::store::reads::AgentRow;
 use crate::store::writer::AgentActor;
+
+/// Who reads a chat may note in it and tag it: its agent, a supervisor,
+/// and anyone while it waits or after it ended. `None` when `actor` may.
+pub(super) fn may_annotate(
+    c: &ConversationInfo,
+    actor: &AgentActor,
+    me: &AgentRow,
+) -> Option<Outcome> {
+    (c.state == ConversationState::Active && c.assigned != Some(actor.id) && !me.role.oversees())
+        .then(|| {
+            rejected(
+                ErrorCode::Forbidden,
+                "another agent is serving this conversation",
+            )
+        })
+}
 
 impl Rules<'_> {
     pub(super) fn note(
@@ -30,16 +48,8 @@ impl Rules<'_> {
             Ok(c) => c,
             Err(o) => return Ok(o),
         };
-        // Who reads a chat may note in it: its agent, a supervisor, and
-        // anyone while it waits or after it ended.
-        if c.state == ConversationState::Active
-            && c.assigned != Some(actor.id)
-            && !me.role.oversees()
-        {
-            return Ok(rejected(
-                ErrorCode::Forbidden,
-                "another agent is serving this conversation",
-            ));
+        if let Some(refused) = may_annotate(&c, actor, me) {
+            return Ok(refused);
         }
         let author = Author::Note {
             agent: actor.id,

@@ -3,7 +3,7 @@
 //! agents-only `tagged` line, so history shows who tagged what and when
 //! (PROTOCOL.md 10.18).
 
-use holdfast_protocol::agent::{ConversationId, ConversationState, Outcome};
+use holdfast_protocol::agent::{ConversationId, Outcome};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::notice::Notice;
 
@@ -29,16 +29,8 @@ impl Rules<'_> {
             Ok(c) => c,
             Err(o) => return Ok(o),
         };
-        // Who may write a note may tag: the chat's agent, a supervisor,
-        // and anyone while it waits or after it ended.
-        if c.state == ConversationState::Active
-            && c.assigned != Some(actor.id)
-            && !me.role.oversees()
-        {
-            return Ok(rejected(
-                ErrorCode::Forbidden,
-                "another agent is serving this conversation",
-            ));
+        if let Some(refused) = super::note::may_annotate(&c, actor, me) {
+            return Ok(refused);
         }
         let Some(site) = reads::site_by_id(self.conn, c.site)? else {
             return Ok(rejected(ErrorCode::NotFound, "the site is gone"));
