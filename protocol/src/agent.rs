@@ -514,6 +514,37 @@ pub enum LiveEvent {
     /// 8 (version 4): the site's tags, in the order its admin listed them,
     /// which [`Action::Tag`] may set: after login (10.18).
     SiteTags(Vec<String>),
+    /// 9 (version 4): one of the site's invitation rules fired for a
+    /// visitor, or what became of it since (10.22). A signal to the site's
+    /// agents, never stored in their log; the invitation itself is kept
+    /// for the site's counts.
+    Invitation(InvitationSignal),
+}
+
+/// An automatic invitation, as the agents see it (10.22).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitationSignal {
+    pub visitor: String,
+    /// The invitation (one a visit), not the rule.
+    pub id: u64,
+    /// The rule's name, as its admin gave it.
+    pub rule: String,
+    pub text: String,
+    pub state: InvitationState,
+    pub at_ms: i64,
+}
+
+/// Where an automatic invitation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvitationState {
+    /// 0: sent to the visitor's widget.
+    Fired,
+    /// 1: the widget shows it.
+    Shown,
+    /// 2: the visitor replied; the chat that follows starts with it.
+    Accepted,
+    /// 3: the visitor closed it.
+    Dismissed,
 }
 
 /// One agent of the site as the team panel shows it.

@@ -54,6 +54,9 @@ pub enum Notice {
     Note { author: String, text: String },
     /// Agents only: `by` set the chat's tags to `tags` (empty: cleared).
     Tagged { by: String, tags: Vec<String> },
+    /// The chat began as a reply to the site's automatic invitation `text`
+    /// from the rule named `rule` (10.22). The visitor sees the text.
+    Invited { rule: String, text: String },
 }
 
 impl Notice {
@@ -118,6 +121,7 @@ impl Notice {
                 format!("{by} removed the chat's tags")
             }
             Notice::Tagged { by, tags } => format!("{by} tagged the chat: {}", tags.join(", ")),
+            Notice::Invited { rule, text } => format!("Invited by the rule {rule:?}: {text}"),
         }
     }
 }
@@ -134,6 +138,8 @@ impl Notice {
             Notice::Requeued { agent, .. } => {
                 format!("{agent} had to leave; the next available agent will reply")
             }
+            // The words the visitor replied to, as they read them.
+            Notice::Invited { text, .. } => text.clone(),
             // Never sent to visitors.
             Notice::LeftMessage { .. } | Notice::Note { .. } | Notice::Tagged { .. } => {
                 String::new()

@@ -116,6 +116,20 @@ pub enum VisitorIn {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         draft: Option<String>,
     },
+    /// What became of an automatic invitation (`invite`, 10.22): the widget
+    /// `shown` it, or the visitor `dismissed` it. Accepting is replying:
+    /// the server sees that from the chat itself. Not acked.
+    Invitation { id: u64, event: InvitationEvent },
+}
+
+/// What the widget reports about an invitation it was sent (10.22).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvitationEvent {
+    /// It is on the visitor's screen.
+    Shown,
+    /// The visitor closed it without replying.
+    Dismissed,
 }
 
 /// What files a site takes (10.13): checked again by the server, by
@@ -192,6 +206,14 @@ pub enum VisitorOut {
         typing: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+    },
+    /// An automatic invitation from one of the site's rules (10.22): show
+    /// `text` unless a chat is open, then answer `invitation` with `shown`
+    /// (or `dismissed`). At most one a visit; never while the visitor
+    /// chats. A signal, not in the log: a reload does not bring it back.
+    Invite {
+        id: u64,
+        text: String,
     },
     Error {
         code: ErrorCode,
@@ -450,7 +472,10 @@ pub fn validate_in(msg: &VisitorIn, lim: &Limits) -> Result<(), VisitorParseErro
             Ok(())
         }
         VisitorIn::Typing { draft, .. } => check_opt("draft", draft, lim.max_body),
-        VisitorIn::Ack { .. } | VisitorIn::Ping | VisitorIn::EndChat { .. } => Ok(()),
+        VisitorIn::Ack { .. }
+        | VisitorIn::Ping
+        | VisitorIn::EndChat { .. }
+        | VisitorIn::Invitation { .. } => Ok(()),
     }
 }
 

@@ -32,9 +32,9 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 use holdfast_protocol::agent::{
     AckBatch, Action, AttachmentInfo, Author, ChatMessage, ClientMsg, Command, CommandResult,
-    ConversationInfo, ConversationState, DECODE_LIMIT, Event, LiveEvent, Login, LoginOk,
-    MAX_UPLOAD_CHUNK, Outcome, PageView, Presence, Query, QueryResult, Resume, Role, ServerMsg,
-    Snapshot, SnapshotPart, TeamMember, VisitorInfo, WireError,
+    ConversationInfo, ConversationState, DECODE_LIMIT, Event, InvitationSignal, InvitationState,
+    LiveEvent, Login, LoginOk, MAX_UPLOAD_CHUNK, Outcome, PageView, Presence, Query, QueryResult,
+    Resume, Role, ServerMsg, Snapshot, SnapshotPart, TeamMember, VisitorInfo, WireError,
 };
 use holdfast_protocol::backoff::BackoffConfig;
 use holdfast_protocol::codec::{FrameCodec, FrameError, HEADER_LEN};
@@ -53,9 +53,9 @@ use holdfast_protocol::seal::{
     max_plaintext, sealed_len,
 };
 use holdfast_protocol::visitor::{
-    ConversationView, IdentityProof, Limits, LongPollRequest, LongPollResponse, PageInfo, Sender,
-    VisitorConvState, VisitorEvent, VisitorIn, VisitorMessage, VisitorOut, parse_in,
-    parse_long_poll,
+    ConversationView, IdentityProof, InvitationEvent, Limits, LongPollRequest, LongPollResponse,
+    PageInfo, Sender, VisitorConvState, VisitorEvent, VisitorIn, VisitorMessage, VisitorOut,
+    parse_in, parse_long_poll,
 };
 use holdfast_protocol::{DEFAULT_MAX_FRAME, PROTOCOL_VERSION, VISITOR_PROTOCOL_VERSION};
 
@@ -923,6 +923,17 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 "refund".into(),
             ]))),
         ),
+        (
+            "server_live_invitation".into(),
+            S(ServerMsg::Live(LiveEvent::Invitation(InvitationSignal {
+                visitor: "v-7f3a".into(),
+                id: 5,
+                rule: "pricing".into(),
+                text: "Questions about plans?".into(),
+                state: InvitationState::Shown,
+                at_ms: 1_700_000_000_000,
+            }))),
+        ),
         ("server_heartbeat".into(), S(ServerMsg::Heartbeat)),
         (
             "server_error".into(),
@@ -1252,6 +1263,27 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
             Json::In(VisitorIn::Typing {
                 typing: false,
                 draft: None,
+            }),
+        ),
+        (
+            "in_invitation",
+            Json::In(VisitorIn::Invitation {
+                id: 5,
+                event: InvitationEvent::Shown,
+            }),
+        ),
+        (
+            "in_invitation_dismissed",
+            Json::In(VisitorIn::Invitation {
+                id: 5,
+                event: InvitationEvent::Dismissed,
+            }),
+        ),
+        (
+            "out_invite",
+            Json::Out(VisitorOut::Invite {
+                id: 5,
+                text: "Questions about plans? We are here.".into(),
             }),
         ),
         (
@@ -2830,6 +2862,10 @@ fn notices() -> Vec<Notice> {
         Notice::Tagged {
             by: "Alice".into(),
             tags: vec!["refund".into(), "billing".into()],
+        },
+        Notice::Invited {
+            rule: "pricing".into(),
+            text: "Questions about plans?".into(),
         },
     ]
 }
