@@ -70,6 +70,8 @@ pub enum VisitorPush {
     /// The chat's agent (named) is typing, or stopped (`None`): a signal,
     /// queued only when there is room (see `crate::typing`).
     Typing(Option<Arc<str>>),
+    /// An automatic invitation for the visitor (10.22): a signal, sent once.
+    Invite(crate::invite::Invite),
 }
 
 fn visitor_weight(v: &VisitorInfo) -> usize {
@@ -117,6 +119,7 @@ impl pushq::Weigh for VisitorPush {
             },
             VisitorPush::Agents(_) | VisitorPush::CatchUp(_) | VisitorPush::Queue(_) => 16,
             VisitorPush::Typing(n) => 32 + n.as_ref().map_or(0, |n| n.len()),
+            VisitorPush::Invite(i) => 48 + i.text.len(),
         }
     }
 }
@@ -188,6 +191,11 @@ struct VisitorLive {
     agent_typing: Option<Arc<str>>,
     typing_gen: u32,
     typing_polled: u32,
+    /// An invitation rule was tried for this visit here (fired or not):
+    /// the writer decides once, not every tick.
+    invite_tried: bool,
+    /// The invitation a long-poll has not answered with yet.
+    invite_unpolled: Option<crate::invite::Invite>,
 }
 
 #[derive(Debug, Clone)]
@@ -708,6 +716,8 @@ impl Hub {
                 agent_typing: None,
                 typing_gen: 0,
                 typing_polled: 0,
+                invite_tried: false,
+                invite_unpolled: None,
             }
         });
         entry.info.online = true;
@@ -832,6 +842,14 @@ impl Hub {
     /// `site`, to every agent of that site connected here. Best-effort: see
     /// [`push_signal`].
     pub fn signal_agents(&self, to: &[AgentId], site: Option<SiteId>, ev: LiveEvent) {
+        if let (LiveEvent::Invitation(signal), Some(site)) = (&ev, site) {
+            self.tell(|| {
+                BusMsg::Typing(crate::bus::TypingSignal::Invitation {
+                    site,
+                    signal: signal.clone(),
+                })
+            });
+        }
         if let LiveEvent::Typing {
             conversation,
             visitor,
@@ -875,6 +893,9 @@ impl Hub {
             ),
             crate::bus::TypingSignal::ToVisitor { visitor, name } => {
                 self.agent_typing_here(&visitor, name.as_deref());
+            }
+            crate::bus::TypingSignal::Invitation { site, signal } => {
+                self.signal_agents_here(&[], Some(site), LiveEvent::Invitation(signal));
             }
         }
     }
@@ -926,6 +947,58 @@ impl Hub {
             v.typing_polled = v.typing_gen;
             v.agent_typing.clone()
         })
+    }
+
+    /// Visitors connected here (a WebSocket or a recent long-poll) of
+    /// `site` that no invitation rule was tried for in this visit and that
+    /// are not chatting: the ones [`crate::invite::watch`] may invite.
+    pub fn invite_candidates(&self, site: SiteId) -> Vec<VisitorInfo> {
+        let st = self.lock();
+        st.visitors
+            .values()
+            .filter(|v| {
+                v.info.site == site
+                    && v.info.online
+                    && !v.invite_tried
+                    && v.info.conversation.is_none()
+                    && v.gone_since.is_none()
+            })
+            .map(|v| v.info.clone())
+            .collect()
+    }
+
+    /// The writer is deciding on an invitation for `visitor`: do not ask
+    /// again in this visit.
+    pub fn invite_tried(&self, visitor: &str) {
+        if let Some(v) = self.lock().visitors.get_mut(visitor) {
+            v.invite_tried = true;
+        }
+    }
+
+    /// Hand `invite` to every live connection and long-poll of `visitor`
+    /// here. Best-effort like every signal: a tab with no room misses it,
+    /// and the rule does not fire again in this visit.
+    pub fn invite(&self, visitor: &str, invite: crate::invite::Invite) {
+        let mut st = self.lock();
+        let Some(v) = st.visitors.get_mut(visitor) else {
+            return;
+        };
+        v.conns
+            .retain(|c| push_signal(c, VisitorPush::Invite(invite.clone())));
+        if v.notify.is_some() {
+            v.invite_unpolled = Some(invite);
+        }
+        if let Some(n) = &v.notify {
+            n.notify_waiters();
+        }
+    }
+
+    /// The invitation a long-poll of `visitor` has not answered with yet.
+    pub fn poll_invite(&self, visitor: &str) -> Option<crate::invite::Invite> {
+        self.lock()
+            .visitors
+            .get_mut(visitor)
+            .and_then(|v| v.invite_unpolled.take())
     }
 
     /// Whether the visitor is known to the hub (online or within grace).

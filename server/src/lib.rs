@@ -30,6 +30,8 @@
 //!   closed site tells its visitors no one is there to answer.
 //! - [`queue`]: each waiting visitor's place in the queue and its
 //!   estimated wait, read from the store every second.
+//! - [`invite`]: proactive invitations by the site's rules, tried every
+//!   second against this node's visitors.
 //! - [`mem`]: hands freed memory back to the OS after a slow consumer's
 //!   cut.
 //! - [`metrics`]: Prometheus counters, served on the admin listener.
@@ -46,6 +48,7 @@ pub mod hours;
 pub mod http;
 pub mod hub;
 pub mod identity;
+pub mod invite;
 pub mod limits;
 pub mod login;
 pub mod mem;
@@ -307,6 +310,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     tasks.push(tokio::spawn(sweeps::forget_limits(ctx.clone())));
     tasks.push(tokio::spawn(attach::sweep(ctx.clone())));
     tasks.push(tokio::spawn(queue::watch(ctx.clone())));
+    tasks.push(tokio::spawn(invite::watch(ctx.clone())));
     tasks.push(tokio::spawn(hours::watch(ctx.clone())));
     let sweeper = ctx.clone();
     tasks.push(tokio::spawn(async move {

@@ -64,6 +64,14 @@ enum Cmd {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Manage a site's automatic invitations: whom the widget invites to
+    /// chat by itself (at most once a visit, never while chatting).
+    InviteRule {
+        #[command(subcommand)]
+        cmd: InviteRuleCmd,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Print the server's key fingerprint, for agents to check.
     Fingerprint {
         #[command(flatten)]
@@ -169,6 +177,58 @@ enum SiteCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum InviteRuleCmd {
+    /// Add a rule. Every condition given must hold; with none, every
+    /// visitor is invited as they arrive. Rules are tried in the order
+    /// they were added, and the first that fits sends its text.
+    Add {
+        /// The site key.
+        site: String,
+        /// A name for the rule, unique in the site (for list, remove).
+        #[arg(long)]
+        name: String,
+        /// What the widget shows, up to 500 characters.
+        #[arg(long)]
+        text: String,
+        /// The page's URL matches this pattern; `*` is any run of
+        /// characters, case is ignored: `*/pricing*`.
+        #[arg(long)]
+        url: Option<String>,
+        /// At least this many seconds on the site in this visit.
+        #[arg(long)]
+        after_site: Option<u32>,
+        /// At least this many seconds on the current page.
+        #[arg(long)]
+        after_page: Option<u32>,
+        /// Only visitors who were here on an earlier visit.
+        #[arg(long, conflicts_with = "first_visit")]
+        returning: bool,
+        /// Only first-time visitors.
+        #[arg(long)]
+        first_visit: bool,
+        /// The visit's referrer contains this text (case ignored).
+        #[arg(long)]
+        referrer: Option<String>,
+        /// A page of the visit carries this utm_campaign (case ignored).
+        #[arg(long)]
+        campaign: Option<String>,
+        /// An attribute from Holdfast.identify has this value: key=value.
+        #[arg(long)]
+        attr: Option<String>,
+    },
+    /// List a site's rules with what they did: fired (sent to a widget),
+    /// shown, accepted (the visitor replied) and ignored (closed, or left
+    /// unanswered for 30 minutes).
+    List { site: String },
+    /// Remove a rule; the invitations it sent stay in history.
+    Remove { site: String, name: String },
+    /// Switch a rule on again.
+    Enable { site: String, name: String },
+    /// Switch a rule off, keeping it and its counts.
+    Disable { site: String, name: String },
+}
+
+#[derive(Debug, Subcommand)]
 enum AgentCmd {
     /// Add an agent to a site. The password is read from HOLDFAST_PASSWORD or --password.
     Add {
@@ -246,6 +306,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Serve(a) => serve(*a),
+        Cmd::InviteRule { cmd, dir } => {
+            let (_, conn) = dir.open()?;
+            invite_rule(conn.db(), cmd)
+        }
         Cmd::Fingerprint { dir } => {
             let id = match dir.database()? {
                 store::Database::Sqlite(path) => identity::load_or_create(&path),
@@ -542,4 +606,85 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ignored = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+// A CLI: its answers are its output.
+#[allow(clippy::print_stdout)]
+fn invite_rule(conn: &dyn holdfast_server::store::Db, cmd: InviteRuleCmd) -> anyhow::Result<()> {
+    use holdfast_server::invite::admin;
+    let show = |r: &holdfast_server::invite::rule::Rule| {
+        format!(
+            "{}{}: {} -> {:?}",
+            r.name,
+            if r.enabled { "" } else { " (off)" },
+            r.describe(),
+            r.text
+        )
+    };
+    match cmd {
+        InviteRuleCmd::Add {
+            site,
+            name,
+            text,
+            url,
+            after_site,
+            after_page,
+            returning,
+            first_visit,
+            referrer,
+            campaign,
+            attr,
+        } => {
+            let spec = admin::RuleSpec {
+                name,
+                text,
+                url,
+                site_secs: after_site,
+                page_secs: after_page,
+                returning: match (returning, first_visit) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                referrer,
+                campaign,
+                attr,
+            };
+            let r = admin::add_rule(conn, &site, &spec)?;
+            println!("{site}: added {}", show(&r));
+        }
+        InviteRuleCmd::List { site } => {
+            let s = holdfast_server::store::reads::site_by_key(conn, &site)?
+                .with_context(|| format!("no site with key {site:?}"))?;
+            let rules = admin::rules(conn, Some(s.id))?;
+            if rules.is_empty() {
+                println!("{site}: no invitation rules");
+            }
+            let now = holdfast_server::store::now_ms();
+            for r in rules {
+                let c = admin::counts(conn, r.id, now)?;
+                println!(
+                    "{}\tfired {}\tshown {}\taccepted {}\tignored {}",
+                    show(&r),
+                    c.fired,
+                    c.shown,
+                    c.accepted,
+                    c.ignored
+                );
+            }
+        }
+        InviteRuleCmd::Remove { site, name } => {
+            let r = admin::remove_rule(conn, &site, &name)?;
+            println!("{site}: removed {}", r.name);
+        }
+        InviteRuleCmd::Enable { site, name } => {
+            let r = admin::set_enabled(conn, &site, &name, true)?;
+            println!("{site}: {}", show(&r));
+        }
+        InviteRuleCmd::Disable { site, name } => {
+            let r = admin::set_enabled(conn, &site, &name, false)?;
+            println!("{site}: {}", show(&r));
+        }
+    }
+    Ok(())
 }

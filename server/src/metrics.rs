@@ -40,6 +40,7 @@ pub struct Metrics {
     pub login_failures: Counter,
     pub logins_throttled: Counter,
     pub rejected_frames: Counter,
+    pub invitations_fired: Counter,
     pub commit_failures: Counter,
     pub logins_by_ticket: Counter,
     pub password_checks: Counter,
@@ -115,6 +116,7 @@ impl Default for Metrics {
             login_failures: Counter::default(),
             logins_throttled: Counter::default(),
             rejected_frames: Counter::default(),
+            invitations_fired: Counter::default(),
             commit_failures: Counter::default(),
             logins_by_ticket: Counter::default(),
             password_checks: Counter::default(),
@@ -205,6 +207,11 @@ impl Metrics {
             "rejected_frames",
             "Frames or messages rejected as malformed, oversize or forged",
             self.rejected_frames.clone(),
+        );
+        r.register(
+            "invitations_fired",
+            "Automatic invitations sent to visitors by the site's rules",
+            self.invitations_fired.clone(),
         );
         r.register(
             "commit_failures",

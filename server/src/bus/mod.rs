@@ -96,6 +96,12 @@ pub enum TypingSignal {
         visitor: String,
         name: Option<String>,
     },
+    /// 2: an automatic invitation fired for a visitor of `site`, or what
+    /// became of it (10.22), for that site's agents.
+    Invitation {
+        site: SiteId,
+        signal: holdfast_protocol::agent::InvitationSignal,
+    },
 }
 
 /// Which stored record to read again (see [`BusMsg::Changed`]). It names

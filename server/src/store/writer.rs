@@ -185,6 +185,22 @@ pub enum Op {
     AssignQueued {
         site: SiteId,
     },
+    /// An invitation rule fits `visitor`: record it unless the visitor
+    /// chats or was invited in this visit (10.22). `None`: send nothing.
+    FireInvitation {
+        site: SiteId,
+        visitor: String,
+        rule: i64,
+        visit_started_ms: i64,
+        reply: Reply<Option<crate::invite::Fired>>,
+    },
+    /// The visitor's widget showed (or the visitor closed) invitation `id`.
+    InvitationSeen {
+        visitor: String,
+        id: u64,
+        dismissed: bool,
+        reply: Reply<Option<crate::invite::Fired>>,
+    },
     /// Replies once everything queued before it is committed.
     Barrier {
         reply: Reply<()>,
@@ -410,6 +426,7 @@ enum Answer {
     Send(VisitorSendOutcome),
     Unit,
     Flag(bool),
+    Invitation(Option<crate::invite::Fired>),
     /// Ops nobody waits for.
     None,
 }
@@ -434,6 +451,10 @@ fn reply(op: Op, answer: Result<Answer, StoreError>) {
             send(reply, Ok(v))
         }
         (Op::Identify { reply, .. }, Ok(Answer::Flag(v))) => send(reply, Ok(v)),
+        (
+            Op::FireInvitation { reply, .. } | Op::InvitationSeen { reply, .. },
+            Ok(Answer::Invitation(v)),
+        ) => send(reply, Ok(v)),
         (Op::Barrier { reply }, Ok(Answer::Unit)) => send(reply, Ok(())),
         (Op::ReleaseChats { reply, .. }, Ok(Answer::Unit)) => {
             if let Some(r) = reply {
@@ -449,6 +470,9 @@ fn reply(op: Op, answer: Result<Answer, StoreError>) {
             send(reply, Err(e));
         }
         (Op::Identify { reply, .. }, Err(e)) => send(reply, Err(e)),
+        (Op::FireInvitation { reply, .. } | Op::InvitationSeen { reply, .. }, Err(e)) => {
+            send(reply, Err(e));
+        }
         (Op::Barrier { reply }, Err(e)) => send(reply, Err(e)),
         (Op::ReleaseChats { reply, .. }, Err(e)) => {
             if let Some(r) = reply {
@@ -713,6 +737,8 @@ fn lock_in_order(db: &dyn Db, batch: &[Op]) -> Result<(), StoreError> {
             | Op::VisitorEndChat { visitor, .. }
             | Op::PageView { visitor, .. }
             | Op::Identify { visitor, .. }
+            | Op::FireInvitation { visitor, .. }
+            | Op::InvitationSeen { visitor, .. }
             | Op::Delivered { visitor, .. } => visitors.push(visitor),
             Op::AgentCommand { cmd, .. } => match &cmd.action {
                 Action::Send { conversation, .. }
@@ -853,6 +879,23 @@ fn apply(mut rules: Rules<'_>, op: &Op) -> Result<Answer, StoreError> {
             .map(Answer::Flag),
         Op::Delivered { visitor, up_to } => rules.delivered(visitor, *up_to).map(|()| Answer::None),
         Op::AssignQueued { site } => rules.assign_queued(*site, None).map(|()| Answer::None),
+        Op::FireInvitation {
+            site,
+            visitor,
+            rule,
+            visit_started_ms,
+            ..
+        } => rules
+            .fire_invitation(*site, visitor, *rule, *visit_started_ms, now_ms())
+            .map(Answer::Invitation),
+        Op::InvitationSeen {
+            visitor,
+            id,
+            dismissed,
+            ..
+        } => rules
+            .invitation_seen(visitor, *id, *dismissed, now_ms())
+            .map(Answer::Invitation),
         Op::Barrier { .. } => Ok(Answer::Unit),
     }
 }

@@ -341,13 +341,19 @@ async fn poll_events(
             typing: name.is_some(),
             name: name.map(|n| n.to_string()),
         });
-        if !events.is_empty() || place.is_some() || typing.is_some() {
+        // And an invitation (10.22).
+        let invite = ctx.hub.poll_invite(&v.id).map(|i| VisitorOut::Invite {
+            id: i.id,
+            text: i.text.to_string(),
+        });
+        if !events.is_empty() || place.is_some() || typing.is_some() || invite.is_some() {
             ctx.metrics.messages_out.inc_by(events.len() as u64);
             return Ok(events
                 .into_iter()
                 .map(|(seq, event)| VisitorOut::Event { seq, event })
                 .chain(place)
                 .chain(typing)
+                .chain(invite)
                 .collect());
         }
         tokio::select! {

@@ -445,6 +445,10 @@ pub(super) async fn handle_msg(
                 Err(e) => Some(store_err(e)),
             }
         }
+        VisitorIn::Invitation { id, event } => {
+            crate::invite::seen(ctx, v.site.id, &v.id, id, event).await;
+            None
+        }
         VisitorIn::Ack { seq } => {
             if !ctx.writer.try_submit(Op::Delivered {
                 visitor: v.id.clone(),

@@ -333,6 +333,10 @@ async fn ws_loop(
                         let q = VisitorOut::Queue { position: p.position, wait_ms: p.wait_ms };
                         if !ws_send(socket, &q).await { return VisitorEnd::SendFailed; }
                     }
+                    Recv::Item(VisitorPush::Invite(i)) => {
+                        let out = VisitorOut::Invite { id: i.id, text: i.text.to_string() };
+                        if !ws_send(socket, &out).await { return VisitorEnd::SendFailed; }
+                    }
                     Recv::Item(VisitorPush::Typing(name)) => {
                         let t = VisitorOut::Typing { typing: name.is_some(), name: name.map(|n| n.to_string()) };
                         if !ws_send(socket, &t).await { return VisitorEnd::SendFailed; }

@@ -24,6 +24,8 @@
 //! - [`page_view`]: `Op::PageView`, one page of the trail.
 //! - [`identify`]: `Op::Identify`, who the visitor is.
 //! - [`delivered`]: `Op::Delivered`, the visitor received messages.
+//! - [`invitation`]: `Op::FireInvitation` and `Op::InvitationSeen`, and
+//!   accepting an invitation when the reply opens a chat.
 //!
 //! Shared by the rules: [`events`] (the two logs and who reads them),
 //! [`conversation`] (open, change state, post, catch up), and here the
@@ -44,6 +46,7 @@ mod events;
 
 pub(in crate::store) use events::{PendingEvent, finish_logs};
 mod identify;
+mod invitation;
 mod invite;
 mod note;
 mod page_view;

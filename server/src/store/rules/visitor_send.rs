@@ -99,7 +99,11 @@ impl Rules<'_> {
                     self.team_effect(agent)?;
                     joined = Some(agent);
                 }
-                self.announce(cid, now)?
+                let c = self.announce(cid, now)?;
+                if leave.is_none() {
+                    self.accept_invitation(&c, now)?;
+                }
+                c
             }
         };
         if let Some(f) = attachment

@@ -1,0 +1,36 @@
+-- Proactive invitations (issue 17). A rule is one admin's "invite visitors
+-- who ..." for a site; every condition it has must hold. An invitation is
+-- one rule firing for one visitor, kept so the site can count how many were
+-- shown, accepted and ignored. At most one fires a visit, and the writer
+-- checks that here, so two nodes (or two tabs) cannot both fire one.
+CREATE TABLE invite_rules (
+    id BIGSERIAL PRIMARY KEY,
+    site_id BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    text TEXT NOT NULL,
+    url_pattern TEXT,
+    site_secs BIGINT,
+    page_secs BIGINT,
+    returning_visitor BIGINT,
+    referrer TEXT,
+    campaign TEXT,
+    attr_key TEXT,
+    attr_value TEXT,
+    enabled BIGINT NOT NULL DEFAULT 1,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX invite_rules_site ON invite_rules (site_id);
+CREATE TABLE invitations (
+    id BIGSERIAL PRIMARY KEY,
+    site_id BIGINT NOT NULL,
+    rule_id BIGINT NOT NULL,
+    visitor_id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    fired_ms BIGINT NOT NULL,
+    shown_ms BIGINT,
+    accepted_ms BIGINT,
+    dismissed_ms BIGINT,
+    conversation_id BIGINT
+);
+CREATE INDEX invitations_visitor ON invitations (visitor_id, fired_ms);
+CREATE INDEX invitations_rule ON invitations (rule_id);
