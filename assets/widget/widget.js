@@ -40,7 +40,7 @@
   var useLP = MODE === 'longpoll' || typeof win.WebSocket === 'undefined';
 
   var STR = ZH ? {
-    open: '打开聊天', close: '关闭聊天', title: '在线客服', sub: '我们通常几分钟内回复',
+    invReply: '回复', invClose: '关闭邀请', open: '打开聊天', close: '关闭聊天', title: '在线客服', sub: '我们通常几分钟内回复',
     queued: '正在为您接入客服…', active: '为您服务：', closed: '本次对话已结束',
     label: '消息', ph: '输入消息…', send: '发送', offline: '离线 — 恢复连接后发送',
     connecting: '正在连接…', sending: '发送中…', failed: '发送失败：', you: '您',
@@ -58,6 +58,7 @@
     typing: '{agent} 正在输入…', someone: '客服',
     line: '您排在第 {n} 位', about: '，预计等待约 {t}', soon: '，预计不到 1 分钟', min: '{m} 分钟', mins: '{m} 分钟'
   } : {
+    invReply: 'Reply', invClose: 'Close the invitation',
     open: 'Open chat', close: 'Close chat', title: 'Chat with us', sub: 'We usually reply in a few minutes',
     queued: 'Finding someone to help you…', active: 'You are chatting with ', closed: 'This chat has ended',
     label: 'Message', ph: 'Type your message…', send: 'Send', offline: 'Offline — will send when back',
@@ -540,6 +541,11 @@
         // chat waits, never stored.
         S.queue = { n: m.position, ms: m.wait_ms == null ? null : m.wait_ms };
         setState();
+        break;
+      case 'invite':
+        // An automatic invitation (PROTOCOL.md 10.22): a signal, shown
+        // once, and never over a chat that is already going.
+        if (!chatting() && ui.top && typeof m.id === 'number') showInvite(m.id, clean(String(m.text || ''), 500));
         break;
       case 'typing':
         // A signal (PROTOCOL.md 10.18): shown until a stop, the agent's
@@ -1558,7 +1564,12 @@
     '.m>.b+.s,.m>a+.b{margin-top:3px}',
     // Phones (the class follows the page's width, also from inside an iframe).
     '.sm .p{right:0;bottom:0;width:100%;height:100%;max-height:none;border-radius:0}',
-    '.sm.on .go{display:none}'
+    '.sm.on .go{display:none}',
+    '.inv{position:fixed;right:20px;bottom:90px;max-width:300px;background:#fff;color:#1b2230;border-radius:12px;padding:12px 14px;box-shadow:0 6px 24px rgba(20,30,70,.3);z-index:2147483000;font-size:14px;line-height:1.4;white-space:pre-wrap}',
+    '.inv .ib{display:flex;gap:8px;margin-top:10px;align-items:center}',
+    '.inv .ir{background:#2452c8;color:#fff;border-radius:6px;padding:6px 12px}',
+    '.inv .ix{margin-left:auto;color:#4a5468;padding:4px 6px}',
+    '.on .inv{display:none}'
   ].join('\n');
 
   function el(name, cls, attrs, kids) {
@@ -1932,6 +1943,42 @@
   }
 
   // ------------------------------------------------------------ public API
+
+  // The site's automatic invitation: a card over the launcher. Replying
+  // opens the chat with the words in place; closing it tells the server,
+  // which counts it as ignored. Neither is stored by the widget: a reload
+  // does not bring it back (once a visit).
+  var invite = null;
+  function showInvite(id, text) {
+    if (!text || invite) return;
+    var reply = el('button', 'ir', { type: 'button' }, [STR.invReply]);
+    var x = el('button', 'ix', { type: 'button', 'aria-label': STR.invClose }, ['×']);
+    var card = el('div', 'inv', { role: 'status', id: 'hf-inv' }, [el('div', 'it', null, [text]), el('div', 'ib', null, [reply, x])]);
+    invite = { id: id, text: text, card: card };
+    ui.top.appendChild(card);
+    if (frame && !S.open) {
+      frame.style.width = '340px';
+      frame.style.height = '260px';
+    }
+    send({ t: 'invitation', id: id, event: 'shown' });
+    listen(reply, 'click', function () {
+      hideInvite();
+      // Shown as the first line, so the reply reads as an answer to it; the
+      // server puts the same words first in the chat once it is answered.
+      var line = el('div', 'm agent inv', null, [el('div', 'b', null, [text])]);
+      if (ui.log) ui.log.insertBefore(line, ui.log.firstChild);
+      api.open();
+    });
+    listen(x, 'click', function () {
+      hideInvite();
+      send({ t: 'invitation', id: id, event: 'dismissed' });
+      ui.go.focus();
+    });
+  }
+  function hideInvite() {
+    if (invite && invite.card.parentNode) invite.card.parentNode.removeChild(invite.card);
+    if (frame && !S.open) show();
+  }
 
   var api = {
     version: '1',

@@ -200,6 +200,9 @@ pub enum Update {
     /// The tags this site's chats may carry, in the admin's order (after
     /// each login). A chat's own tags are its latest `tagged` line.
     SiteTags(Vec<String>),
+    /// An automatic invitation fired for a visitor, or what became of it
+    /// (a signal: not stored, not replayed).
+    Invitation(holdfast_protocol::agent::InvitationSignal),
     Conversation(ConversationInfo),
     /// The visitor of `conversation` is typing, or stopped. `draft` is the
     /// unsent text when the site has sneak peek on: never stored, not a

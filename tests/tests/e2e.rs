@@ -37,6 +37,7 @@ mod hostile_http;
 mod hostile_resources;
 mod hours;
 mod installer;
+mod invitations;
 mod load_generator;
 mod nat_office;
 mod notes;

@@ -699,6 +699,7 @@ impl App {
                 Task::none()
             }
             Update::VisitorGone { visitor } => {
+                self.workspace.desk.invitations.remove(&visitor);
                 self.workspace.desk.visitors.remove(&visitor);
                 Task::none()
             }
@@ -712,6 +713,10 @@ impl App {
             }
             Update::SiteTags(tags) => {
                 self.workspace.desk.site_tags = tags;
+                Task::none()
+            }
+            Update::Invitation(i) => {
+                self.workspace.desk.invitations.insert(i.visitor.clone(), i);
                 Task::none()
             }
             Update::Conversation(info) => self.workspace.on_conversation(&mut env_of!(self), info),

@@ -281,6 +281,9 @@ pub struct Desk {
     pub site_tags: Vec<String>,
     /// Tag changes sent but not yet back as a `tagged` line, by chat.
     pub tags_pending: HashMap<ConversationId, Vec<String>>,
+    /// The latest automatic invitation of each visitor, as signalled (not
+    /// stored: after a restart only new ones show).
+    pub invitations: HashMap<String, holdfast_protocol::agent::InvitationSignal>,
 }
 
 /// Outcomes kept while their command's id is on its way; the race they

@@ -450,7 +450,7 @@ impl State {
                     side_col = side_col.push(team::view(desk));
                     let visitors = self
                         .visitors
-                        .view(desk, live, now_ms)
+                        .view(desk, live, now_ms, offset)
                         .map(Message::Visitors);
                     match layout.visitors {
                         None => {

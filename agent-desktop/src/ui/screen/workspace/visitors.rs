@@ -3,9 +3,12 @@
 //!
 //! It reads the visitor list from the desk, the one place it is held (the
 //! chat header and the details panel read the same map); its own state is
-//! only the invitation text being typed.
+//! each visitor's invitation text, typed for that visitor alone, and which
+//! visitor's text is open for editing.
 
-use holdfast_protocol::agent::{ConversationState, VisitorInfo};
+use std::collections::HashMap;
+
+use holdfast_protocol::agent::{ConversationState, InvitationState, VisitorInfo};
 use iced::widget::{Column, button, column, container, row, text_input};
 use iced::{Alignment, Element, Fill};
 
@@ -13,22 +16,20 @@ use crate::ui::desk::{DEFAULT_INVITE, Desk};
 use crate::ui::format;
 use crate::ui::widget::{card, has_stated_name, heading, muted, site_id_line, small, stated, text};
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct State {
-    pub invite_text: String,
-}
-
-impl Default for State {
-    fn default() -> Self {
-        Self {
-            invite_text: DEFAULT_INVITE.to_owned(),
-        }
-    }
+    /// Each visitor's own invitation text, once the agent edited it; the
+    /// others get [`DEFAULT_INVITE`].
+    pub invite_text: HashMap<String, String>,
+    /// The visitor whose invitation text is open for editing.
+    pub editing: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub enum Message {
-    InviteTextChanged(String),
+    /// Open (or close) the invitation text of this visitor.
+    EditInvite(String),
+    InviteTextChanged(String, String),
     /// Show this visitor in the details panel.
     Details(String),
     /// "Open chat" on a visitor already chatting.
@@ -50,30 +51,54 @@ pub enum Event {
 impl State {
     pub fn update(&mut self, message: Message) -> Option<Event> {
         match message {
-            Message::InviteTextChanged(s) => {
-                self.invite_text = s;
+            Message::EditInvite(v) => {
+                self.editing = if self.editing.as_ref() == Some(&v) {
+                    None
+                } else {
+                    Some(v)
+                };
+                None
+            }
+            Message::InviteTextChanged(v, s) => {
+                self.invite_text.insert(v, s);
                 None
             }
             Message::Details(v) => Some(Event::Details(v)),
             Message::OpenChat(v) => Some(Event::OpenChat(v)),
             Message::Invite(visitor) => {
-                let body = self.invite_text.trim();
+                let body = self.text_for(&visitor).trim();
                 let body = if body.is_empty() {
-                    DEFAULT_INVITE
+                    DEFAULT_INVITE.to_owned()
                 } else {
-                    body
+                    body.to_owned()
                 };
-                Some(Event::Invite {
-                    visitor,
-                    body: body.to_owned(),
-                })
+                // Sent: the next invitation to anyone starts from the
+                // default again, and this one's draft is done.
+                self.invite_text.remove(&visitor);
+                if self.editing.as_ref() == Some(&visitor) {
+                    self.editing = None;
+                }
+                Some(Event::Invite { visitor, body })
             }
         }
     }
 
+    /// The invitation text for `visitor`: their own, or the default.
+    pub fn text_for(&self, visitor: &str) -> &str {
+        self.invite_text
+            .get(visitor)
+            .map_or(DEFAULT_INVITE, String::as_str)
+    }
+
     /// `live`: connected now. Offline, the list is the cache, and the
     /// heading says so.
-    pub fn view<'a>(&'a self, desk: &'a Desk, live: bool, now_ms: i64) -> Element<'a, Message> {
+    pub fn view<'a>(
+        &'a self,
+        desk: &'a Desk,
+        live: bool,
+        now_ms: i64,
+        utc_offset_secs: i32,
+    ) -> Element<'a, Message> {
         let visitors = desk.visitors_sorted();
         // Offline, the list is the cache: say so rather than pass it off as
         // who is on the site now.
@@ -83,24 +108,23 @@ impl State {
             format!("Visitors, as last seen ({})", visitors.len())
         };
         let mut col = Column::new().spacing(8).push(heading(heading_text));
-        col = col.push(
-            text_input("Invitation message", &self.invite_text)
-                .id("invite-text")
-                .on_input(Message::InviteTextChanged)
-                .size(13)
-                .padding(6),
-        );
         if visitors.is_empty() {
             col = col.push(small("Nobody is browsing right now.").style(muted));
         }
         for v in visitors {
-            col = col.push(row_view(desk, v, now_ms));
+            col = col.push(row_view(self, desk, v, now_ms, utc_offset_secs));
         }
         col.into()
     }
 }
 
-fn row_view<'a>(desk: &'a Desk, v: &'a VisitorInfo, now_ms: i64) -> Element<'a, Message> {
+fn row_view<'a>(
+    state: &'a State,
+    desk: &'a Desk,
+    v: &'a VisitorInfo,
+    now_ms: i64,
+    utc_offset_secs: i32,
+) -> Element<'a, Message> {
     let name = format::visitor_label(v.name.as_deref(), &v.id);
     let on_site = format::elapsed(now_ms - v.visit_started_ms);
     let page = v.trail.last();
@@ -142,6 +166,31 @@ fn row_view<'a>(desk: &'a Desk, v: &'a VisitorInfo, now_ms: i64) -> Element<'a, 
         info = info.push(stated("attributes"));
         info = info.push(small(attrs));
     }
+    // The site's automatic invitation, while the visitor has not replied
+    // (a reply opens a chat, which then starts with it).
+    if let Some(i) = desk
+        .invitations
+        .get(&v.id)
+        .filter(|_| v.conversation.is_none())
+    {
+        let state = match i.state {
+            InvitationState::Fired => "sent",
+            InvitationState::Shown => "on their screen",
+            InvitationState::Accepted => "accepted",
+            InvitationState::Dismissed => "closed by the visitor",
+        };
+        info = info.push(
+            container(
+                small(format!(
+                    "Auto-invited by \"{}\" at {} · {state}",
+                    i.rule,
+                    format::clock(i.at_ms, utc_offset_secs)
+                ))
+                .style(muted),
+            )
+            .id(format!("auto-invite-{}", v.id)),
+        );
+    }
     let mut actions = row![
         button(text("Details").size(12))
             .padding([3, 8])
@@ -182,9 +231,30 @@ fn row_view<'a>(desk: &'a Desk, v: &'a VisitorInfo, now_ms: i64) -> Element<'a, 
                 )
                 .id(format!("invite-{}", v.id)),
             );
+            actions = actions.push(
+                container(
+                    button(text("Edit invitation…").size(12))
+                        .padding([3, 8])
+                        .style(button::text)
+                        .on_press(Message::EditInvite(v.id.clone())),
+                )
+                .id(format!("invite-edit-{}", v.id)),
+            );
         }
     }
-    container(column![info, actions].spacing(4))
+    let mut body = column![info, actions].spacing(4);
+    if v.conversation.is_none() && state.editing.as_deref() == Some(v.id.as_str()) {
+        let id = v.id.clone();
+        body = body.push(
+            text_input("Invitation for this visitor", state.text_for(&v.id))
+                .id(format!("invite-text-{}", v.id))
+                .on_input(move |s| Message::InviteTextChanged(id.clone(), s))
+                .on_submit(Message::Invite(v.id.clone()))
+                .size(13)
+                .padding(6),
+        );
+    }
+    container(body)
         .id(format!("visitor-{}", v.id))
         .padding(8)
         .width(Fill)
