@@ -439,6 +439,7 @@ mod tests {
             "holdfast_agent_connections 1",
             "holdfast_http_connection_limit 19488",
             "holdfast_http_accept_errors_total 0",
+            "holdfast_invitations_fired_total 0",
             "holdfast_commit_batch_ops_count 1",
             "holdfast_commit_batch_ops_sum 5.0",
             "holdfast_commit_seconds_bucket{le=\"0.0025\"} 1",
@@ -447,9 +448,9 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
         }
-        // 37 counters, 6 gauges, 2 histograms; the encoder ends each help
+        // 38 counters, 6 gauges, 2 histograms; the encoder ends each help
         // with its own full stop.
-        assert_eq!(text.matches("# TYPE ").count(), 45, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), 46, "{text}");
         assert!(!text.contains("..\n"), "{text}");
     }
 }
