@@ -1245,3 +1245,6 @@ mod notes;
 mod looks;
 #[path = "desktop_ui/typing.rs"]
 mod typing;
+
+#[path = "desktop_ui/attention.rs"]
+mod attention;

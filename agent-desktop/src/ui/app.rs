@@ -363,6 +363,11 @@ impl App {
             Message::Tick => {
                 self.now_ms = now_ms();
                 self.now = Instant::now();
+                if self.screen == Screen::Workspace {
+                    let attention = self.prefs.attention;
+                    self.workspace
+                        .tick(&mut env_of!(self), self.now_ms, &attention);
+                }
                 Task::none()
             }
             Message::FirstFrame => match self.opts.exit_after_first_frame {
@@ -439,6 +444,7 @@ impl App {
             utc_offset_secs: self.opts.utc_offset_secs,
             theme: self.prefs.theme,
             panels: self.prefs.panels,
+            attention: self.prefs.attention,
         }
     }
 

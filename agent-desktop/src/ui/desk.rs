@@ -22,6 +22,8 @@ use iced::widget::text_editor;
 use holdfast_client::store::{DeliveryState, MessageOrder, RECENT_PER_CONVERSATION, Session};
 use holdfast_client::{ConversationSummary, StoredMessage, Workspace};
 
+use crate::ui::format;
+
 /// Messages of one conversation kept in memory when it is not open. The
 /// store has the rest; keeping only a window is what keeps memory flat over
 /// a long day.
@@ -29,6 +31,14 @@ pub const KEEP_PER_CONVERSATION: usize = RECENT_PER_CONVERSATION as usize;
 /// Page size for visitor history (server).
 pub const HISTORY_PAGE: u32 = 20;
 pub const DEFAULT_INVITE: &str = "Hi! Can I help you with anything?";
+
+/// A conversation's name on screen; see [`Desk::conv_label`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvLabel {
+    pub name: String,
+    /// "on Checkout", from the visitor's current page, when it is known.
+    pub place: Option<String>,
+}
 
 /// One conversation as the workspace shows it.
 #[derive(Debug, Clone)]
@@ -422,6 +432,59 @@ impl Desk {
                 && c.info.assigned.is_some()
                 && c.info.assigned == self.my_id()
         })
+    }
+
+    /// How a conversation is named in lists, alerts and its header: the
+    /// visitor's name (or short id), and where they are on the site.
+    ///
+    /// A site may name every visitor alike (the demo calls each one "Demo
+    /// shopper", a shop may say "Guest"), and two rows that read the same
+    /// cannot be told apart; so when another open chat has the same name
+    /// but another visitor, the name gets the visitor's own short tag: the
+    /// site's id for them, else the start of theirs.
+    pub fn conv_label(&self, info: &ConversationInfo) -> ConvLabel {
+        let visitor = self.visitors.get(&info.visitor);
+        let name = format::visitor_label(info.visitor_name.as_deref(), &info.visitor);
+        let open = |s: ConversationState| {
+            matches!(
+                s,
+                ConversationState::Active
+                    | ConversationState::Queued
+                    | ConversationState::LeftMessage
+            )
+        };
+        let clash = self.convs.values().any(|o| {
+            o.info.visitor != info.visitor
+                && open(o.info.state)
+                && format::visitor_label(o.info.visitor_name.as_deref(), &o.info.visitor) == name
+        });
+        let name = if clash {
+            let tag: String = visitor
+                .and_then(|v| v.external_id.as_deref())
+                .filter(|x| !x.trim().is_empty())
+                .unwrap_or(&info.visitor)
+                .chars()
+                .take(12)
+                .collect();
+            format!("{name} · {tag}")
+        } else {
+            name
+        };
+        let place = visitor.and_then(|v| {
+            let page = v.trail.last()?;
+            let title = page.title.trim();
+            let at = if title.is_empty() {
+                page.url.as_str()
+            } else {
+                title
+            };
+            Some(if v.online {
+                format!("on {at}")
+            } else {
+                format!("left the site · last on {at}")
+            })
+        });
+        ConvLabel { name, place }
     }
 
     /// Online visitors, newest visit first.

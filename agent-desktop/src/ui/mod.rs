@@ -14,9 +14,10 @@
 //! - `format`: timestamps, durations, User-Agent parsing, previews.
 //! - `theme`: the light and dark palettes every colour comes from, the
 //!   styles built on them, and their WCAG contrast test.
-//! - `prefs`: the remembered server, username, theme and collapsed panels
-//!   (never the password).
+//! - `prefs`: the remembered server, username, theme, collapsed panels and
+//!   attention settings (never the password).
 //! - `notify`: OS notifications and the chime when the window is unfocused.
+//! - `attention`: when a waiting chat alerts again, and its wait's colour.
 //!
 //! The UI holds no networking code: commands go through the
 //! [`holdfast_client::ClientHandle`], and the core's [`holdfast_client::Update`] channel is
@@ -24,6 +25,7 @@
 //! halloy's `data/src/stream.rs` feeds its screens.
 
 pub mod app;
+pub mod attention;
 pub mod desk;
 pub mod files;
 pub mod format;

@@ -1,6 +1,6 @@
 //! What the app remembers between runs: the server address and username of
-//! the last sign-in, the theme (light, dark or the OS's), and which side
-//! panels the agent collapsed. Never the password: it lives only in memory (zeroized
+//! the last sign-in, the theme (light, dark or the OS's), which side
+//! panels the agent collapsed, and the attention settings. Never the password: it lives only in memory (zeroized
 //! on drop) for the life of the process. An OS keyring was considered and
 //! left out: the maintained crates need a running Secret Service, which a
 //! headless box or a bare window manager does not have, and a silent
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ui::attention::Attention;
 use crate::ui::theme::Choice;
 
 /// Every field has a default, so a prefs file from an older version (or
@@ -21,6 +22,8 @@ pub struct Prefs {
     pub username: String,
     pub theme: Choice,
     pub panels: Panels,
+    /// When a waiting chat alerts again and turns amber and red.
+    pub attention: Attention,
 }
 
 /// The side panels the agent collapsed.
@@ -86,6 +89,10 @@ mod tests {
             panels: Panels {
                 lists_collapsed: true,
                 details_collapsed: false,
+            },
+            attention: Attention {
+                first_repeat_secs: 10,
+                ..Attention::default()
             },
         };
         p.save(&path).unwrap();

@@ -440,3 +440,76 @@ fn a_block_outcome_that_beats_its_id_still_lands() {
     }
     assert!(desk.early_outcomes.len() <= EARLY_OUTCOMES);
 }
+
+fn visitor(id: &str, external: Option<&str>, page: &str, online: bool) -> VisitorInfo {
+    VisitorInfo {
+        id: id.into(),
+        site: 1,
+        name: Some("Demo shopper".into()),
+        email: None,
+        attrs: Vec::new(),
+        external_id: external.map(Into::into),
+        verified: false,
+        online,
+        user_agent: None,
+        referrer: None,
+        visit_started_ms: 0,
+        first_seen_ms: 0,
+        trail: vec![holdfast_protocol::agent::PageView {
+            url: format!("https://shop.example/{page}"),
+            title: page.into(),
+            referrer: None,
+            at_ms: 0,
+        }],
+        conversation: None,
+    }
+}
+
+/// Rows that read alike cannot be told apart, so a shared name gets each
+/// visitor's own tag, and every row says where its visitor is.
+#[test]
+fn conversations_with_one_name_are_told_apart() {
+    let mut d = Desk::default();
+    let named = |id: ConversationId, v: &str| ConversationInfo {
+        visitor: v.into(),
+        visitor_name: Some("Demo shopper".into()),
+        ..info(id)
+    };
+    d.convs.insert(1, Conv::new(named(1, "v-aaaaaaaaaaaaaaaa")));
+    d.visitors.insert(
+        "v-aaaaaaaaaaaaaaaa".into(),
+        visitor("v-aaaaaaaaaaaaaaaa", Some("cust-k3x9"), "Checkout", true),
+    );
+    // Alone, the name is enough.
+    let one = d.conv_label(&d.convs[&1].info);
+    assert_eq!(one.name, "Demo shopper");
+    assert_eq!(one.place.as_deref(), Some("on Checkout"));
+
+    d.convs
+        .insert(2, Conv::new(named(2, "v-bbbbbbbbbbbbbbbbbb")));
+    let a = d.conv_label(&d.convs[&1].info);
+    let b = d.conv_label(&d.convs[&2].info);
+    assert_eq!(a.name, "Demo shopper · cust-k3x9");
+    assert_eq!(
+        b.name, "Demo shopper · v-bbbbbbbbbb",
+        "no site id: the visitor's own"
+    );
+    assert_eq!(b.place, None, "a visitor not in the list has no known page");
+
+    // A closed chat with the same name does not count, nor does a second
+    // chat of the same visitor.
+    if let Some(c) = d.convs.get_mut(&2) {
+        c.info.state = ConversationState::Closed;
+    }
+    d.convs.insert(3, Conv::new(named(3, "v-aaaaaaaaaaaaaaaa")));
+    assert_eq!(d.conv_label(&d.convs[&1].info).name, "Demo shopper");
+
+    d.visitors.insert(
+        "v-aaaaaaaaaaaaaaaa".into(),
+        visitor("v-aaaaaaaaaaaaaaaa", None, "Pricing", false),
+    );
+    assert_eq!(
+        d.conv_label(&d.convs[&1].info).place.as_deref(),
+        Some("left the site · last on Pricing")
+    );
+}

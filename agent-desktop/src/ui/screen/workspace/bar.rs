@@ -148,6 +148,27 @@ impl State {
                     .on_press(Message::ReconnectNow),
             );
         }
+        // Away is easy to forget after a break, and while it lasts no new
+        // chat is routed here: say so where the agent looks for the
+        // connection, with the way back beside it.
+        if desk.presence == Some(Presence::Away) {
+            bar = bar.push(
+                container(
+                    row![
+                        small("Away: no new chats come to you").style(muted),
+                        button(small("Go online"))
+                            .padding([2, 8])
+                            .style(crate::ui::theme::button_secondary)
+                            .on_press(Message::SetPresence(Presence::Online)),
+                    ]
+                    .spacing(8)
+                    .align_y(Alignment::Center),
+                )
+                .id("away-notice")
+                .padding([2, 8])
+                .style(crate::ui::theme::card),
+            );
+        }
         if ctx.needs_password {
             bar = bar.push(space::horizontal());
             bar = bar.push(

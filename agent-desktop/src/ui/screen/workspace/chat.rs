@@ -249,7 +249,7 @@ impl State {
             .center(Fill)
             .into();
         };
-        let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
+        let name = desk.conv_label(&c.info).name;
         let mine = desk.is_mine(c.info.id);
         let oversees = desk.oversees();
         let active = c.info.state == ConversationState::Active;

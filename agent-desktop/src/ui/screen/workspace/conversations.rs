@@ -9,7 +9,6 @@ use iced::widget::{Column, button, column, container, row};
 use iced::{Alignment, Element, Fill};
 
 use crate::ui::desk::Desk;
-use crate::ui::format;
 use crate::ui::theme;
 use crate::ui::widget::{heading, muted, said_preview, small, text};
 
@@ -29,9 +28,9 @@ pub fn mine(desk: &Desk) -> Element<'_, Message> {
     }
     for c in mine {
         let selected = desk.selected == Some(c.info.id);
-        let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
+        let label = desk.conv_label(&c.info);
         let preview = said_preview(c, 60);
-        let mut top = row![text(name).size(14).width(Fill)].align_y(Alignment::Center);
+        let mut top = row![text(label.name).size(14).width(Fill)].align_y(Alignment::Center);
         if c.unread > 0 {
             top = top.push(
                 container(text(c.unread.to_string()).size(12))
@@ -41,6 +40,7 @@ pub fn mine(desk: &Desk) -> Element<'_, Message> {
         }
         col = col.push(card(
             top,
+            label.place,
             preview,
             selected,
             c.info.id,
@@ -61,14 +61,15 @@ pub fn team_chats(desk: &Desk) -> Element<'_, Message> {
     }
     for c in chats {
         let selected = desk.selected == Some(c.info.id);
-        let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
+        let label = desk.conv_label(&c.info);
         let who = desk.serving_name(&c.info).unwrap_or_default();
         let preview = said_preview(c, 50);
         col = col.push(card(
             row![
-                text(name).size(14).width(Fill),
+                text(label.name).size(14).width(Fill),
                 small(who).style(theme::row_muted(selected))
             ],
+            label.place,
             preview,
             selected,
             c.info.id,
@@ -78,17 +79,22 @@ pub fn team_chats(desk: &Desk) -> Element<'_, Message> {
     col.into()
 }
 
-/// One conversation in a list: its top line, the last thing said under
-/// it, highlighted when open; pressing it opens the chat.
+/// One conversation in a list: its top line, where the visitor is, and
+/// the last thing said, highlighted when open; pressing it opens the chat.
 fn card<'a>(
     top: impl Into<Element<'a, Message>>,
+    place: Option<String>,
     preview: String,
     selected: bool,
     conversation: ConversationId,
     id: String,
 ) -> Element<'a, Message> {
+    let mut lines = column![top.into()].spacing(2);
+    if let Some(place) = place {
+        lines = lines.push(small(place).style(theme::row_muted(selected)));
+    }
     container(
-        button(column![top.into(), small(preview).style(theme::row_muted(selected))].spacing(2))
+        button(lines.push(small(preview).style(theme::row_muted(selected))))
             .width(Fill)
             .padding(8)
             .style(theme::row(selected))

@@ -34,6 +34,7 @@ pub mod team;
 pub mod typing;
 pub mod visitors;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use holdfast_protocol::agent::{
@@ -45,6 +46,7 @@ use iced::widget::{
 };
 use iced::{Alignment, Element, Fill, Task};
 
+use crate::ui::attention::Attention;
 use crate::ui::desk::{BlockState, Blocking, Conv, Desk, HISTORY_PAGE, PendingOpen, message_text};
 use crate::ui::files::{self, Fetched, Source, Then};
 use crate::ui::format;
@@ -85,6 +87,7 @@ pub struct Context<'a> {
     /// The theme the agent chose (the top bar's switch shows it).
     pub theme: Choice,
     pub panels: Panels,
+    pub attention: Attention,
 }
 
 /// A side panel that can be collapsed.
@@ -147,6 +150,8 @@ pub struct State {
     pub visitors: visitors::State,
     pub chat: chat::State,
     pub sign_out: sign_out::State,
+    /// Repeat alerts raised so far for each chat still waiting.
+    realerted: HashMap<ConversationId, u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +206,7 @@ impl State {
             visitors: visitors::State::default(),
             chat: chat::State::default(),
             sign_out: sign_out::State::default(),
+            realerted: HashMap::new(),
         }
     }
 
@@ -429,6 +435,7 @@ impl State {
         let panels = ctx.panels;
         let live = matches!(ctx.status.state, ConnState::Live);
         let (now_ms, offset) = (ctx.now_ms, ctx.utc_offset_secs);
+        let attention = ctx.attention;
         responsive(move |size| {
             let layout = Layout::for_width(size.width, panels);
             // The panels' scrollbars sit beside their content (`spacing`),
@@ -438,7 +445,7 @@ impl State {
                 Some(width) => {
                     let mut side_col = column![
                         collapse_button(Panel::Lists),
-                        queue::view(desk, now_ms).map(Message::Queue),
+                        queue::view(desk, now_ms, &attention).map(Message::Queue),
                         conversations::mine(desk).map(Message::Conversations),
                     ]
                     .spacing(16)
@@ -614,7 +621,7 @@ impl State {
                 .convs
                 .values()
                 .filter(|c| is_waiting(&c.info) && !waiting_before.contains(&c.info.id))
-                .map(|c| waiting_alert(&c.info))
+                .map(|c| waiting_alert(&self.desk, &c.info))
                 .collect();
             for a in new {
                 env.notifier.alert(a);
@@ -628,7 +635,7 @@ impl State {
         let me = self.desk.my_id();
         let previous = self.desk.convs.get(&id).map(|c| c.info.state);
         if is_waiting(&info) && previous != Some(ConversationState::Queued) && !env.focused {
-            env.notifier.alert(waiting_alert(&info));
+            env.notifier.alert(waiting_alert(&self.desk, &info));
         }
         let mine = info.assigned.is_some() && info.assigned == me;
         let open_now = mine
@@ -705,13 +712,16 @@ impl State {
         let Some(applied) = self.desk.apply_message(m) else {
             return Task::none();
         };
+        let name = match self.desk.convs.get(&conv_id) {
+            Some(c) => self.desk.conv_label(&c.info).name,
+            None => return Task::none(),
+        };
         let Some(c) = self.desk.convs.get_mut(&conv_id) else {
             return Task::none();
         };
         if !selected {
             c.trim();
         }
-        let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
         if !(applied.new && applied.from_visitor) {
             return Task::none();
         }
@@ -1194,10 +1204,44 @@ fn is_waiting(info: &ConversationInfo) -> bool {
     info.assigned.is_none() && info.state == ConversationState::Queued
 }
 
-fn waiting_alert(info: &ConversationInfo) -> Alert {
+impl State {
+    /// Once a second: a chat that is still waiting alerts again on the
+    /// agent's schedule, whether or not the window has focus (the agent
+    /// may be deep in another chat), until someone takes it.
+    pub fn tick(&mut self, env: &mut Env<'_>, now_ms: i64, attention: &Attention) {
+        let desk = &self.desk;
+        self.realerted
+            .retain(|id, _| desk.convs.get(id).is_some_and(|c| is_waiting(&c.info)));
+        for c in desk.queue() {
+            if !is_waiting(&c.info) {
+                continue;
+            }
+            let waited = now_ms - c.info.opened_at_ms;
+            let due = attention.repeats_due(waited);
+            let done = self.realerted.entry(c.info.id).or_default();
+            if due > *done {
+                *done = due;
+                env.notifier.alert(Alert {
+                    title: "Chat still waiting".into(),
+                    body: format!(
+                        "{} has waited {}",
+                        desk.conv_label(&c.info).name,
+                        format::elapsed(waited)
+                    ),
+                });
+            }
+        }
+    }
+}
+
+fn waiting_alert(desk: &Desk, info: &ConversationInfo) -> Alert {
+    let label = desk.conv_label(info);
     Alert {
         title: "New chat waiting".into(),
-        body: format::visitor_label(info.visitor_name.as_deref(), &info.visitor),
+        body: match label.place {
+            Some(place) => format!("{} · {place}", label.name),
+            None => label.name,
+        },
     }
 }
 

@@ -8,8 +8,10 @@ use holdfast_protocol::agent::{ConversationId, ConversationState};
 use iced::widget::{Column, button, column, container, row};
 use iced::{Element, Fill};
 
+use crate::ui::attention::{Attention, Level};
 use crate::ui::desk::Desk;
 use crate::ui::format;
+use crate::ui::theme::{self, Tone};
 use crate::ui::widget::{card, heading, left_message_lines, muted, said_preview, small, text};
 
 #[derive(Debug, Clone)]
@@ -17,7 +19,7 @@ pub enum Message {
     Accept(ConversationId),
 }
 
-pub fn view(desk: &Desk, now_ms: i64) -> Element<'_, Message> {
+pub fn view<'a>(desk: &'a Desk, now_ms: i64, attention: &Attention) -> Element<'a, Message> {
     let queue = desk.queue();
     let mut col = Column::new()
         .spacing(8)
@@ -26,8 +28,15 @@ pub fn view(desk: &Desk, now_ms: i64) -> Element<'_, Message> {
         col = col.push(small("No one is waiting.").style(muted));
     }
     for (i, c) in queue.into_iter().enumerate() {
-        let name = format::visitor_label(c.info.visitor_name.as_deref(), &c.info.visitor);
-        let waited = format::elapsed(now_ms - c.info.opened_at_ms);
+        let label = desk.conv_label(&c.info);
+        let waited_ms = now_ms - c.info.opened_at_ms;
+        let waited = format::elapsed(waited_ms);
+        // A left message is not a live visitor waiting: it never turns red.
+        let level = if c.info.state == ConversationState::Queued {
+            attention.level(waited_ms)
+        } else {
+            Level::Calm
+        };
         let preview = said_preview(c, 60);
         let left = if c.info.state == ConversationState::LeftMessage {
             " · left a message"
@@ -35,6 +44,9 @@ pub fn view(desk: &Desk, now_ms: i64) -> Element<'_, Message> {
             ""
         };
         let mut details = column![].spacing(1);
+        if let Some(place) = label.place {
+            details = details.push(small(place).style(muted));
+        }
         for line in left_message_lines(c) {
             details = details.push(small(line).style(muted));
         }
@@ -42,9 +54,12 @@ pub fn view(desk: &Desk, now_ms: i64) -> Element<'_, Message> {
             container(
                 column![
                     row![
-                        text(format!("#{} {name}", i + 1)).size(14).width(Fill),
-                        small(format!("waiting {waited}{left}")).style(muted),
-                    ],
+                        text(format!("#{} {}", i + 1, label.name))
+                            .size(14)
+                            .width(Fill),
+                        wait_pill(format!("waiting {waited}{}{left}", level.words()), level),
+                    ]
+                    .spacing(6),
                     small(preview),
                     details,
                     container(
@@ -64,4 +79,21 @@ pub fn view(desk: &Desk, now_ms: i64) -> Element<'_, Message> {
         );
     }
     col.into()
+}
+
+/// The waiting time, on amber or red once the wait is long: the pairs are
+/// the connection bar's (amber) and the badge's (red), whose contrast the
+/// theme's test already holds.
+fn wait_pill<'a>(words: String, level: Level) -> Element<'a, Message> {
+    match level {
+        Level::Calm => small(words).style(muted).into(),
+        Level::Amber => container(small(words))
+            .padding([1, 6])
+            .style(|t| theme::bar(t, Tone::Pending))
+            .into(),
+        Level::Red => container(small(words))
+            .padding([1, 6])
+            .style(theme::badge)
+            .into(),
+    }
 }
