@@ -699,6 +699,17 @@ async fn order_team_transfer_left_message_and_sign_out_on_screen() {
     assert!(d.shows("Note from Alice · agents only"), "{:?}", d.texts());
     assert!(d.shows("wants a refund"));
     assert!(!d.has_id("composer"), "a transferred chat is read-only");
+    // Alice no longer follows the chat live, so the pane says so rather
+    // than look like a chat that went quiet.
+    assert!(d.shows("Bob is serving now"), "{:?}", d.texts());
+    assert!(
+        d.shows(
+            "Bob serves this chat now. New messages go to them, not here; \
+             the whole chat stays in the visitor's history."
+        ),
+        "{:?}",
+        d.texts()
+    );
 
     // "Open chat" on Bob's visitor says who serves it.
     let vid = v.visitor.clone();

@@ -267,8 +267,12 @@ impl State {
         let state_label = match c.info.state {
             ConversationState::Queued => "waiting".to_owned(),
             ConversationState::Active if mine => "open".to_owned(),
-            ConversationState::Active => format!(
+            ConversationState::Active if oversees => format!(
                 "{} is serving · read-only",
+                serving.clone().unwrap_or_else(|| "another agent".into())
+            ),
+            ConversationState::Active => format!(
+                "{} is serving now",
                 serving.clone().unwrap_or_else(|| "another agent".into())
             ),
             ConversationState::Closed => "closed".to_owned(),
@@ -432,10 +436,23 @@ impl State {
                 .spacing(6)
                 .into()
             }
-            _ if active => container(
+            // Only a supervisor follows other agents' chats live; anyone
+            // else would be looking at a transcript that silently stopped
+            // (after handing the chat on, say), so say that it did.
+            _ if active && oversees => container(
                 small(format!(
                     "Read-only: {} is serving this chat.",
                     serving.unwrap_or_else(|| "another agent".into())
+                ))
+                .style(muted),
+            )
+            .id("read-only")
+            .into(),
+            _ if active => container(
+                small(format!(
+                    "{} serves this chat now. New messages go to them, not here; \
+                     the whole chat stays in the visitor's history.",
+                    serving.unwrap_or_else(|| "Another agent".into())
                 ))
                 .style(muted),
             )
