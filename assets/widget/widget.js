@@ -1876,8 +1876,14 @@
     if (file) fileNode(file, n);
     // A file alone has no text bubble.
     n.hfB.hidden = !!file && !m.body;
+    // The invitation's stand-in line goes once the server has the chat:
+    // the chat's own first line then says the same words, in its place.
+    if (invLine && m.message != null) {
+      if (invLine.parentNode) invLine.parentNode.removeChild(invLine);
+      invLine = null;
+    }
     var list = ui.log, c = list.firstChild, bottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-    while (c && (c === n || order(S.msgs[c.getAttribute('data-id')] || {}, m) <= 0)) c = c.nextSibling;
+    while (c && (c === n || c === invLine || order(S.msgs[c.getAttribute('data-id')] || {}, m) <= 0)) c = c.nextSibling;
     if (n.nextSibling !== c || n.parentNode !== list) list.insertBefore(n, c);
     if (bottom || from === 'visitor') list.scrollTop = list.scrollHeight;
   }
@@ -1948,7 +1954,7 @@
   // opens the chat with the words in place; closing it tells the server,
   // which counts it as ignored. Neither is stored by the widget: a reload
   // does not bring it back (once a visit).
-  var invite = null;
+  var invite = null, invLine = null;
   function showInvite(id, text) {
     if (!text || invite) return;
     var reply = el('button', 'ir', { type: 'button' }, [STR.invReply]);
@@ -1965,8 +1971,8 @@
       hideInvite();
       // Shown as the first line, so the reply reads as an answer to it; the
       // server puts the same words first in the chat once it is answered.
-      var line = el('div', 'm agent inv', null, [el('div', 'b', null, [text])]);
-      if (ui.log) ui.log.insertBefore(line, ui.log.firstChild);
+      invLine = el('div', 'm agent inv', null, [el('div', 'b', null, [text])]);
+      if (ui.log) ui.log.insertBefore(invLine, ui.log.firstChild);
       api.open();
     });
     listen(x, 'click', function () {

@@ -50,4 +50,5 @@ mod tags;
 mod typing;
 mod widget_attachments;
 mod widget_browser;
+mod widget_invitations;
 mod widget_typing;
