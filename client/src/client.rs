@@ -200,6 +200,29 @@ impl ClientHandle {
         self.action(Action::Tag { conversation, tags }).await
     }
 
+    /// Add a canned reply (`id: None`) or replace one: the agent's own
+    /// (`personal`) or, for an admin, the site's. The new list arrives as
+    /// [`crate::Update::Canned`].
+    pub async fn save_canned(
+        &self,
+        id: Option<u64>,
+        personal: bool,
+        shortcut: impl Into<String>,
+        body: impl Into<String>,
+    ) -> Result<MsgId, ClientError> {
+        self.action(Action::SaveCanned {
+            id,
+            personal,
+            shortcut: shortcut.into(),
+            body: body.into(),
+        })
+        .await
+    }
+
+    pub async fn delete_canned(&self, id: u64) -> Result<MsgId, ClientError> {
+        self.action(Action::DeleteCanned { id }).await
+    }
+
     /// Let a blocked visitor back in.
     pub async fn unblock(&self, visitor: impl Into<String>) -> Result<MsgId, ClientError> {
         self.action(Action::Unblock {

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
-    AgentId, ConversationId, ConversationInfo, MessageId, QueryResult, SiteId, TeamMember,
-    VisitorInfo,
+    AgentId, CannedReply, ConversationId, ConversationInfo, MessageId, QueryResult, SiteId,
+    TeamMember, VisitorInfo,
 };
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::handshake::Fingerprint;
@@ -200,6 +200,9 @@ pub enum Update {
     /// The tags this site's chats may carry, in the admin's order (after
     /// each login). A chat's own tags are its latest `tagged` line.
     SiteTags(Vec<String>),
+    /// Every canned reply this agent may use, replacing the earlier list
+    /// (the site's, then its own; 10.21).
+    Canned(Vec<CannedReply>),
     /// An automatic invitation fired for a visitor, or what became of it
     /// (a signal: not stored, not replayed).
     Invitation(holdfast_protocol::agent::InvitationSignal),

@@ -152,6 +152,30 @@ pub enum Action {
         conversation: ConversationId,
         tags: Vec<String>,
     },
+    /// 10 (version 4): add a canned reply (`id: None`) or replace one
+    /// (10.21). `personal` ones are this agent's own; the site's are an
+    /// admin's to manage. Every agent who may use it gets the new list
+    /// ([`LiveEvent::Canned`]).
+    SaveCanned {
+        id: Option<u64>,
+        personal: bool,
+        shortcut: String,
+        body: String,
+    },
+    /// 11 (version 4): delete a canned reply (10.21), on the same terms.
+    DeleteCanned { id: u64 },
+}
+
+/// A canned reply (10.21): a shortcut the composer finds it by, and the
+/// text it puts there, with `{visitor.name}` and `{agent.name}` filled in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CannedReply {
+    pub id: u64,
+    /// This agent's own; otherwise the site's, for every agent of it.
+    pub personal: bool,
+    pub shortcut: String,
+    pub body: String,
+    pub updated_ms: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -519,6 +543,10 @@ pub enum LiveEvent {
     /// agents, never stored in their log; the invitation itself is kept
     /// for the site's counts.
     Invitation(InvitationSignal),
+    /// 10 (version 4): every canned reply this agent may use (the site's,
+    /// then its own, each by shortcut), replacing any earlier list: at
+    /// login, and whenever one of them changes (10.21).
+    Canned(Vec<CannedReply>),
 }
 
 /// An automatic invitation, as the agents see it (10.22).

@@ -31,10 +31,11 @@ use tokio_util::codec::{Decoder, Encoder};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use holdfast_protocol::agent::{
-    AckBatch, Action, AttachmentInfo, Author, ChatMessage, ClientMsg, Command, CommandResult,
-    ConversationInfo, ConversationState, DECODE_LIMIT, Event, InvitationSignal, InvitationState,
-    LiveEvent, Login, LoginOk, MAX_UPLOAD_CHUNK, Outcome, PageView, Presence, Query, QueryResult,
-    Resume, Role, ServerMsg, Snapshot, SnapshotPart, TeamMember, VisitorInfo, WireError,
+    AckBatch, Action, AttachmentInfo, Author, CannedReply, ChatMessage, ClientMsg, Command,
+    CommandResult, ConversationInfo, ConversationState, DECODE_LIMIT, Event, InvitationSignal,
+    InvitationState, LiveEvent, Login, LoginOk, MAX_UPLOAD_CHUNK, Outcome, PageView, Presence,
+    Query, QueryResult, Resume, Role, ServerMsg, Snapshot, SnapshotPart, TeamMember, VisitorInfo,
+    WireError,
 };
 use holdfast_protocol::backoff::BackoffConfig;
 use holdfast_protocol::codec::{FrameCodec, FrameError, HEADER_LEN};
@@ -634,6 +635,22 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 },
             )),
         ),
+        (
+            "client_command_save_canned".into(),
+            C(command(
+                20,
+                Action::SaveCanned {
+                    id: None,
+                    personal: false,
+                    shortcut: "hi".into(),
+                    body: "Hi {visitor.name}, I am {agent.name}.".into(),
+                },
+            )),
+        ),
+        (
+            "client_command_delete_canned".into(),
+            C(command(21, Action::DeleteCanned { id: 3 })),
+        ),
         ("client_ack".into(), C(ClientMsg::Ack { up_to: 300 })),
         ("client_heartbeat".into(), C(ClientMsg::Heartbeat)),
         ("client_sign_out".into(), C(ClientMsg::SignOut)),
@@ -933,6 +950,16 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 state: InvitationState::Shown,
                 at_ms: 1_700_000_000_000,
             }))),
+        ),
+        (
+            "server_live_canned".into(),
+            S(ServerMsg::Live(LiveEvent::Canned(vec![CannedReply {
+                id: 3,
+                personal: false,
+                shortcut: "hi".into(),
+                body: "Hi {visitor.name}!".into(),
+                updated_ms: 1_700_000_000_000,
+            }]))),
         ),
         ("server_heartbeat".into(), S(ServerMsg::Heartbeat)),
         (

@@ -1431,7 +1431,9 @@ impl ServerCore {
             | Action::Block { .. }
             | Action::Unblock { .. }
             | Action::Note { .. }
-            | Action::Tag { .. } => Outcome::Done {
+            | Action::Tag { .. }
+            | Action::SaveCanned { .. }
+            | Action::DeleteCanned { .. } => Outcome::Done {
                 conversation: None,
                 message: None,
                 at_ms: at,

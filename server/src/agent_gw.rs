@@ -763,6 +763,7 @@ impl Conn {
                 Ok(())
             }
             AgentPush::Live(ev) => Ok(self.link.session.live((*ev).clone())?),
+            AgentPush::Canned => self.send_canned(ctx).await,
             AgentPush::Revoke(_, _, epoch) if self.agent.auth_epoch >= epoch => Ok(()),
             AgentPush::Revoke(code, message, _) => {
                 self.link.refuse(code, message.to_string(), None).await;

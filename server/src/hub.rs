@@ -56,6 +56,11 @@ pub enum AgentPush {
     /// what was not sent yet. The only way events written elsewhere reach
     /// a connection, so nothing is delivered from a bus message.
     CatchUp(Seq),
+    /// A canned-reply list this agent uses changed (committed here or on
+    /// another node): read the agent's replies from the store and send
+    /// them whole. The list is read by the connection, not carried here,
+    /// because each agent's list is the site's and its own.
+    Canned,
 }
 
 /// What a visitor connection receives.
@@ -105,7 +110,7 @@ impl pushq::Weigh for AgentPush {
                 _ => 96,
             },
             AgentPush::Revoke(_, m, _) => 64 + m.len(),
-            AgentPush::CatchUp(_) => 16,
+            AgentPush::CatchUp(_) | AgentPush::Canned => 16,
         }
     }
 }
@@ -379,6 +384,34 @@ impl Hub {
         let ev = Arc::new(ev);
         for a in st.agents.values_mut().filter(|a| a.site == site) {
             a.conns.retain(|c| push_live(c, ev.clone(), &self.metrics));
+        }
+    }
+
+    /// Tell the connections that use a canned-reply list to read it again:
+    /// every agent of `site` for the site's (`owner: None`), or the one
+    /// agent whose own list it is. Called for changes committed here and
+    /// for those other nodes announce.
+    pub fn canned_changed(&self, site: SiteId, owner: Option<AgentId>) {
+        let mut st = self.lock();
+        self.canned_changed_in(&mut st, site, owner);
+    }
+
+    fn canned_changed_in(&self, st: &mut State, site: SiteId, owner: Option<AgentId>) {
+        for (id, a) in &mut st.agents {
+            if a.site == site && owner.is_none_or(|o| o == *id) {
+                a.conns
+                    .retain(|c| push(c, AgentPush::Canned, &self.metrics));
+            }
+        }
+    }
+
+    /// Every agent connection here reads its canned replies again: notes
+    /// of changes on other nodes may have been lost (a bus gap).
+    pub fn canned_changed_all(&self) {
+        let mut st = self.lock();
+        for a in st.agents.values_mut() {
+            a.conns
+                .retain(|c| push(c, AgentPush::Canned, &self.metrics));
         }
     }
 

@@ -30,6 +30,8 @@
 //!   closed site tells its visitors no one is there to answer.
 //! - [`queue`]: each waiting visitor's place in the queue and its
 //!   estimated wait, read from the store every second.
+//! - [`canned`]: canned replies, the site's and each agent's, with the
+//!   CLI's CSV import and export.
 //! - [`invite`]: proactive invitations by the site's rules, tried every
 //!   second against this node's visitors.
 //! - [`mem`]: hands freed memory back to the OS after a slow consumer's
@@ -43,6 +45,7 @@ pub mod agent_gw;
 pub mod attach;
 pub mod auth;
 pub mod bus;
+pub mod canned;
 pub mod config;
 pub mod hours;
 pub mod http;

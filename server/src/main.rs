@@ -72,6 +72,14 @@ enum Cmd {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Export or import canned replies as CSV (`shortcut,body`): the
+    /// site's list, or with --agent that agent's own.
+    Canned {
+        #[command(subcommand)]
+        cmd: CannedCmd,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Print the server's key fingerprint, for agents to check.
     Fingerprint {
         #[command(flatten)]
@@ -229,6 +237,30 @@ enum InviteRuleCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum CannedCmd {
+    /// Print the list as CSV (RFC 4180) with the header shortcut,body.
+    Export {
+        /// The site key.
+        site: String,
+        /// This agent's own list instead of the site's.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Read a CSV file (header shortcut,body; `-` for standard input): a
+    /// row whose shortcut the list has replaces its text, the others are
+    /// added. One bad row refuses the whole file, naming the row. Agents
+    /// signed in get the new list at their next login.
+    Import {
+        /// The site key.
+        site: String,
+        file: PathBuf,
+        /// Into this agent's own list instead of the site's.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AgentCmd {
     /// Add an agent to a site. The password is read from HOLDFAST_PASSWORD or --password.
     Add {
@@ -310,6 +342,7 @@ fn main() -> anyhow::Result<()> {
             let (_, conn) = dir.open()?;
             invite_rule(conn.db(), cmd)
         }
+        Cmd::Canned { cmd, dir } => canned(&dir, cmd),
         Cmd::Fingerprint { dir } => {
             let id = match dir.database()? {
                 store::Database::Sqlite(path) => identity::load_or_create(&path),
@@ -606,6 +639,38 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ignored = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+// A CLI: its answers are its output.
+#[allow(clippy::print_stdout)]
+fn canned(dir: &DataDir, cmd: CannedCmd) -> anyhow::Result<()> {
+    use holdfast_server::canned::admin;
+    match cmd {
+        CannedCmd::Export { site, agent } => {
+            let (_, conn) = dir.open()?;
+            print!("{}", admin::export(conn.db(), &site, agent.as_deref())?);
+        }
+        CannedCmd::Import { site, file, agent } => {
+            // Read before opening the database: a wrong path changes
+            // nothing and holds no lock.
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let (_, conn) = dir.open()?;
+            let done = admin::import(conn.db(), &site, agent.as_deref(), &text)
+                .with_context(|| format!("{} was not imported; nothing changed", file.display()))?;
+            let list =
+                agent.map_or_else(|| "the site's list".to_owned(), |a| format!("{a}'s list"));
+            println!(
+                "{site}: {} added, {} replaced in {list}",
+                done.added, done.replaced
+            );
+        }
+    }
+    Ok(())
 }
 
 // A CLI: its answers are its output.

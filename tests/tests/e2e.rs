@@ -15,6 +15,7 @@ mod attacks_agent;
 mod attacks_visitor;
 mod block;
 mod bus_redis;
+mod canned;
 mod chaos;
 mod client_core;
 mod cluster;

@@ -181,6 +181,7 @@ impl Core {
             }),
             LiveEvent::TeamMember(m) => self.emit(Update::TeamMember(m)),
             LiveEvent::SiteTags(tags) => self.emit(Update::SiteTags(tags)),
+            LiveEvent::Canned(list) => self.emit(Update::Canned(list)),
             LiveEvent::Invitation(i) => self.updates.signal(Update::Invitation(i)),
             // Kept for the next reconnect, like the one from LoginOk.
             LiveEvent::Ticket { ticket, .. } => {

@@ -170,6 +170,7 @@ impl Conn {
         send_visitor_list(&mut self.link, ctx, visitors).await?;
         self.send_team(ctx).await?;
         self.send_site_tags(ctx).await?;
+        self.send_canned(ctx).await?;
         self.link.flush().await?;
         // This agent may take waiting conversations now.
         let _queued = ctx.writer.try_submit(Op::AssignQueued { site });
@@ -202,6 +203,19 @@ impl Conn {
             })
             .await?;
         Ok(self.link.session.live(LiveEvent::SiteTags(tags))?)
+    }
+
+    /// Every canned reply this agent may use, replacing the app's list: at
+    /// login, and each time the hub says one of its lists changed. Read
+    /// when it is sent, so two changes close together end with the newer
+    /// list, whatever order their notes came in.
+    pub(super) async fn send_canned(&mut self, ctx: &Arc<Ctx>) -> Result<(), End> {
+        let (site, agent) = (self.agent.site, self.agent.id);
+        let list = ctx
+            .reads
+            .run(move |c| crate::canned::for_agent(c, site, agent))
+            .await?;
+        Ok(self.link.session.live(LiveEvent::Canned(list))?)
     }
 
     /// Send stored events after the last one sent, up to `until`.

@@ -138,6 +138,14 @@ mod tests {
                 visitor: "v-123".into(),
             }),
             BusMsg::Changed(crate::bus::Changed::Member { site: 1, agent: 7 }),
+            BusMsg::Changed(crate::bus::Changed::Canned {
+                site: 1,
+                owner: None,
+            }),
+            BusMsg::Changed(crate::bus::Changed::Canned {
+                site: 1,
+                owner: Some(7),
+            }),
             BusMsg::Changed(crate::bus::Changed::Visitor {
                 visitor: "v-123".into(),
             }),

@@ -114,6 +114,15 @@ pub enum Changed {
     /// 1: the stored part of a visitor's record agents see (identity,
     /// open conversation); the node the visitor is live on re-reads it.
     Visitor { visitor: String },
+    /// 2: a canned-reply list (PROTOCOL.md 10.21): the site's (`owner:
+    /// None`) or one agent's own. Each connection here that uses it reads
+    /// the agent's replies again. A node that does not know this variant
+    /// counts the message as malformed and skips it: its agents get the
+    /// list at their next login, as after any lost note.
+    Canned {
+        site: SiteId,
+        owner: Option<AgentId>,
+    },
 }
 
 /// What the sending node's live state says now. Presence is not stored: a

@@ -1,7 +1,7 @@
 //! The hub's side of a commit: the effects of a committed batch reach the
 //! live connections here (and, with a bus, the other nodes: a wake-up per
-//! recipient, and a "re-read it" note for each changed team row or visitor
-//! record, which the nodes show from memory).
+//! recipient, and a "re-read it" note for each changed team row, visitor
+//! record or canned-reply list, which the nodes show from memory).
 
 use super::*;
 
@@ -77,6 +77,10 @@ impl Publish for Hub {
                     let agent = member.agent;
                     self.tell(|| BusMsg::Changed(Changed::Member { site, agent }));
                     self.set_member(&mut st, site, member);
+                }
+                Effect::Canned { site, owner } => {
+                    self.tell(|| BusMsg::Changed(Changed::Canned { site, owner }));
+                    self.canned_changed_in(&mut st, site, owner);
                 }
             }
         }

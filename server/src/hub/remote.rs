@@ -6,11 +6,13 @@
 //! record: a team row (load, role, capacity) committed elsewhere is read
 //! and sent to the site's agents here; a visitor's stored record (identity,
 //! open conversation) is read by the node the visitor is live on, whose
-//! presence delta then carries it to everyone. An agent whose presence
-//! moves on another node but who has no team row here yet is read too.
-//! Notes lost with the bus are made up for on a gap: the node reads again
-//! the teams of the sites with agents here, and the open conversations of
-//! its live visitors (one query), and passes on only what differs.
+//! presence delta then carries it to everyone; a canned-reply list
+//! changed elsewhere is read again by each connection here that uses it.
+//! An agent whose presence moves on another node but who has no team row
+//! here yet is read too. Notes lost with the bus are made up for on a gap:
+//! the node reads again the teams of the sites with agents here, and the
+//! open conversations of its live visitors (one query), and passes on only
+//! what differs; each agent connection reads its canned replies again.
 //!
 //! Presence travels on the bus: each node announces its agents and
 //! visitors when they change and all of them every [`ANNOUNCE_EVERY`], and
@@ -263,10 +265,11 @@ pub async fn follow(ctx: Arc<Ctx>, bus: Arc<dyn crate::bus::Bus>) {
                             // expiring for our outage.
                             ctx.hub.refresh_remote();
                             ctx.hub.announce_all();
-                            // Notes to re-read team rows and visitors'
-                            // records were lost too.
+                            // Notes to re-read team rows, visitors'
+                            // records and canned replies were lost too.
                             tokio::spawn(reread_teams(ctx.clone()));
                             tokio::spawn(reread_visitors(ctx.clone()));
+                            ctx.hub.canned_changed_all();
                             // The others' announcements were missed too:
                             // ask for them now (dropped if the bus is down;
                             // then `Next::Up` asks again).
@@ -375,6 +378,8 @@ async fn reread_loop(ctx: Arc<Ctx>, mut notes: tokio::sync::mpsc::Receiver<Chang
                     Err(e) => tracing::warn!("bus: cannot re-read a visitor: {e}"),
                 }
             }
+            // Each connection reads its own list: nothing to read here.
+            Changed::Canned { site, owner } => ctx.hub.canned_changed(site, owner),
         }
     }
 }

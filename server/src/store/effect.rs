@@ -40,6 +40,13 @@ pub enum Effect {
         site: SiteId,
         member: TeamMember,
     },
+    /// A canned-reply list changed: the site's (`owner: None`), for every
+    /// agent of the site, or one agent's own. It names the list only: each
+    /// connection that uses it reads it again, on every node.
+    Canned {
+        site: SiteId,
+        owner: Option<AgentId>,
+    },
 }
 
 /// What changed in a visitor's record, with the values as committed.

@@ -750,7 +750,10 @@ fn lock_in_order(db: &dyn Db, batch: &[Op]) -> Result<(), StoreError> {
                 Action::Invite { visitor, .. }
                 | Action::Block { visitor, .. }
                 | Action::Unblock { visitor } => visitors.push(visitor),
-                Action::SetPresence { .. } => {}
+                // Canned replies lock their site's row themselves.
+                Action::SetPresence { .. }
+                | Action::SaveCanned { .. }
+                | Action::DeleteCanned { .. } => {}
             },
             _ => {}
         }

@@ -143,6 +143,23 @@ impl Rules<'_> {
                 self.note(actor, me, *conversation, body, cmd.id, now)
             }
             Action::Tag { conversation, tags } => self.tag(actor, me, *conversation, tags, now),
+            Action::SaveCanned {
+                id,
+                personal,
+                shortcut,
+                body,
+            } => self.save_canned(
+                actor,
+                me,
+                &super::canned::Save {
+                    id: *id,
+                    personal: *personal,
+                    shortcut,
+                    body,
+                },
+                now,
+            ),
+            Action::DeleteCanned { id } => self.delete_canned(actor, me, *id, now),
         }
     }
 }

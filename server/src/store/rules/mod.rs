@@ -10,6 +10,8 @@
 //! - [`close`]: `Action::Close`, end a chat.
 //! - [`transfer`]: `Action::Transfer`, hand a chat to another agent.
 //! - [`presence`]: `Action::SetPresence`, online or away.
+//! - [`canned`]: `Action::SaveCanned` and `Action::DeleteCanned`, the
+//!   site's and each agent's canned replies.
 //!
 //! Other ops:
 //! - [`agent_login`]: `Op::AgentLogin`, register a device.
@@ -38,6 +40,7 @@ mod agent_login;
 mod agent_send;
 mod assign;
 mod block;
+mod canned;
 mod close;
 mod conversation;
 mod delivered;
