@@ -1259,3 +1259,5 @@ mod typing;
 
 #[path = "desktop_ui/attention.rs"]
 mod attention;
+#[path = "desktop_ui/canned.rs"]
+mod canned;

@@ -721,9 +721,10 @@ impl App {
                 self.workspace.desk.site_tags = tags;
                 Task::none()
             }
-            // The canned-reply picker is the app side of issue 17, which
-            // follows; until then the list is not kept.
-            Update::Canned(_) => Task::none(),
+            Update::Canned(list) => {
+                self.workspace.desk.canned = list;
+                Task::none()
+            }
             Update::Invitation(i) => {
                 self.workspace.desk.invitations.insert(i.visitor.clone(), i);
                 Task::none()

@@ -289,6 +289,9 @@ pub struct Desk {
     pub early_outcomes: VecDeque<(MsgId, Result<(), String>)>,
     /// The tags this site's chats may carry, from the last login.
     pub site_tags: Vec<String>,
+    /// The canned replies this agent may use (the site's, then its own),
+    /// as the server last listed them.
+    pub canned: Vec<holdfast_protocol::agent::CannedReply>,
     /// Tag changes sent but not yet back as a `tagged` line, by chat.
     pub tags_pending: HashMap<ConversationId, Vec<String>>,
     /// The latest automatic invitation of each visitor, as signalled (not

@@ -18,6 +18,8 @@
 //!   attention settings (never the password).
 //! - `notify`: OS notifications and the chime when the window is unfocused.
 //! - `attention`: when a waiting chat alerts again, and its wait's colour.
+//! - `canned`: which canned replies a `/` in the composer offers, and the
+//!   text a picked one leaves there.
 //!
 //! The UI holds no networking code: commands go through the
 //! [`holdfast_client::ClientHandle`], and the core's [`holdfast_client::Update`] channel is
@@ -26,6 +28,7 @@
 
 pub mod app;
 pub mod attention;
+pub mod canned;
 pub mod desk;
 pub mod files;
 pub mod format;

@@ -42,7 +42,7 @@ async fn chat_open(d: &mut Driver, srv: &TestServer) -> WsVisitor {
 
 /// The view drawn with the app's own theme, decoded to RGBA (the
 /// simulator draws at scale 2).
-fn render(d: &Driver) -> image::RgbaImage {
+pub(super) fn render(d: &Driver) -> image::RgbaImage {
     let dir = tempfile::tempdir().unwrap();
     let mut ui = Simulator::with_size(Settings::default(), d.size, d.app.view());
     let snap = ui.snapshot(&holdfast_agent::ui::theme(&d.app)).unwrap();
@@ -56,6 +56,14 @@ fn render(d: &Driver) -> image::RgbaImage {
         .unwrap()
         .path();
     image::open(written).unwrap().into_rgba8()
+}
+
+/// With `HOLDFAST_LOOK_DIR` set, the screen as it is now goes there as
+/// `name`, for a person to look at (never compared).
+pub(super) fn look(d: &Driver, name: &str) {
+    if let Some(dir) = std::env::var_os("HOLDFAST_LOOK_DIR") {
+        render(d).save(Path::new(&dir).join(name)).unwrap();
+    }
 }
 
 fn keep_screenshot(img: &image::RgbaImage, name: &str) {

@@ -34,6 +34,8 @@ pub enum Message {
     Connect,
     DismissBanner,
     SetTheme(Choice),
+    /// Open the canned replies panel.
+    Canned,
 }
 
 /// All but typing go up: presence, signing out and reconnecting need the
@@ -46,6 +48,7 @@ pub enum Event {
     Connect,
     DismissBanner,
     SetTheme(Choice),
+    Canned,
 }
 
 impl State {
@@ -61,6 +64,7 @@ impl State {
             Message::Connect => Event::Connect,
             Message::DismissBanner => Event::DismissBanner,
             Message::SetTheme(c) => Event::SetTheme(c),
+            Message::Canned => Event::Canned,
         })
     }
 
@@ -108,6 +112,13 @@ impl State {
             space::horizontal(),
             switch,
             space::horizontal().width(12),
+            container(
+                button(text("Canned replies").size(13))
+                    .padding([4, 10])
+                    .style(crate::ui::theme::button_secondary)
+                    .on_press(Message::Canned),
+            )
+            .id("canned-open"),
             presence_button("Online", Presence::Online),
             presence_button("Away", Presence::Away),
             container(

@@ -58,6 +58,8 @@ pub struct State {
     pub note_mode: HashSet<ConversationId>,
     /// Whether each chat's visitor is typing, and its draft.
     pub typing: super::typing::State,
+    /// The canned reply picker and panel.
+    pub canned: super::canned::State,
 }
 
 impl State {
@@ -98,6 +100,7 @@ pub enum Message {
     FileQueued(Result<(files::Upload, Source), String>),
     /// `cancel_upload` answered for this file.
     UploadStopped(MsgId, Result<bool, String>),
+    Canned(super::canned::Message),
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +128,7 @@ pub enum Event {
     UploadStopped(MsgId, Result<bool, String>),
     /// The agent edited the chat's draft: whether something is written.
     Typing(ConversationId, bool),
+    Canned(super::canned::Event),
 }
 
 impl State {
@@ -139,6 +143,14 @@ impl State {
                 edit.then(|| Event::Typing(id, !draft.text().trim().is_empty()))
             }
             Message::Send => Some(Event::Send),
+            Message::Canned(m) => {
+                let draft = desk
+                    .selected
+                    .and_then(|id| desk.drafts.get(&id))
+                    .map(text_editor::Content::text)
+                    .unwrap_or_default();
+                self.canned.update(m, desk, &draft).map(Event::Canned)
+            }
             Message::NoteMode(on) => {
                 if let Some(id) = desk.selected {
                     if on {
@@ -241,6 +253,9 @@ impl State {
     }
 
     pub fn view<'a>(&'a self, desk: &'a Desk, utc_offset_secs: i32) -> Element<'a, Message> {
+        if let Some(panel) = self.canned.manager(desk) {
+            return panel.map(Message::Canned);
+        }
         let Some(c) = desk.selected.and_then(|id| desk.convs.get(&id)) else {
             return container(
                 text("Pick a conversation, accept a waiting chat, or invite a visitor.")
@@ -357,12 +372,18 @@ impl State {
         let composer: Element<'_, Message> = match desk.drafts.get(&c.info.id) {
             Some(draft) if active && mine => {
                 let note = self.writes_note(c.info.id);
+                let draft_text = draft.text();
+                let picker = self.canned.picker(desk, &draft_text);
+                // While the picker is open, Enter and Tab take the
+                // highlighted reply and the arrows move through them.
+                let picking = picker.is_some();
                 let editor = text_editor(draft)
                     .id("composer")
                     .placeholder(if note {
                         "Write an internal note: only agents see it. Enter adds it."
                     } else {
-                        "Write a reply. Enter sends, Shift+Enter starts a new line."
+                        "Write a reply. Enter sends, Shift+Enter starts a new line, \
+                         / finds a canned reply."
                     })
                     .style(move |theme: &Theme, status| {
                         let mut style = text_editor::default(theme, status);
@@ -379,7 +400,20 @@ impl State {
                     .on_action(Message::Compose)
                     .wrapping(Wrapping::WordOrGlyph)
                     .height(96)
-                    .key_binding(|press| {
+                    .key_binding(move |press| {
+                        use keyboard::key::Named;
+                        let named =
+                            |n: Named| matches!(press.key, keyboard::Key::Named(k) if k == n);
+                        if picking && !press.modifiers.shift() {
+                            let pick = |m| Some(text_editor::Binding::Custom(Message::Canned(m)));
+                            if named(Named::Enter) || named(Named::Tab) {
+                                return pick(super::canned::Message::PickSelected);
+                            } else if named(Named::ArrowUp) {
+                                return pick(super::canned::Message::Move(-1));
+                            } else if named(Named::ArrowDown) {
+                                return pick(super::canned::Message::Move(1));
+                            }
+                        }
                         let enter =
                             matches!(press.key, keyboard::Key::Named(keyboard::key::Named::Enter));
                         let paste = press.modifiers.command()
@@ -416,25 +450,28 @@ impl State {
                     .id("attach")
                     .into()
                 };
-                column![
-                    switch,
-                    row![
-                        attach,
-                        editor,
-                        button(text(if note { "Add note" } else { "Send" }))
-                            .padding([8, 16])
-                            .style(if note {
-                                button::warning
-                            } else {
-                                button::primary
-                            })
-                            .on_press(Message::Send),
-                    ]
-                    .spacing(8)
-                    .align_y(Alignment::End),
-                ]
-                .spacing(6)
-                .into()
+                let mut composer = column![switch].spacing(6);
+                if let Some(p) = picker {
+                    composer = composer.push(p.map(Message::Canned));
+                }
+                composer
+                    .push(
+                        row![
+                            attach,
+                            editor,
+                            button(text(if note { "Add note" } else { "Send" }))
+                                .padding([8, 16])
+                                .style(if note {
+                                    button::warning
+                                } else {
+                                    button::primary
+                                })
+                                .on_press(Message::Send),
+                        ]
+                        .spacing(8)
+                        .align_y(Alignment::End),
+                    )
+                    .into()
             }
             // Only a supervisor follows other agents' chats live; anyone
             // else would be looking at a transcript that silently stopped

@@ -24,6 +24,7 @@
 //! space. Bubbles stay at most [`chat::BUBBLE_MAX`] wide either way.
 
 pub mod bar;
+pub mod canned;
 pub mod chat;
 pub mod conversations;
 pub mod details;
@@ -251,6 +252,10 @@ impl State {
                     Task::none()
                 }
                 Some(bar::Event::SetTheme(c)) => return (Task::none(), Some(Event::SetTheme(c))),
+                Some(bar::Event::Canned) => {
+                    self.chat.canned.manager = Some(canned::Manager::default());
+                    Task::none()
+                }
             },
             Message::Queue(queue::Message::Accept(id)) => {
                 self.desk.pending_open = Some(PendingOpen::Conversation(id));
@@ -272,9 +277,28 @@ impl State {
                     })
                 }
             },
+            // The server may answer before the outbox has told us the
+            // command's id: such an outcome waits in the desk.
+            Message::Chat(chat::Message::Canned(canned::Message::Queued(Ok(id)))) => {
+                self.chat.update(
+                    chat::Message::Canned(canned::Message::Queued(Ok(id))),
+                    &mut self.desk,
+                );
+                let early = self
+                    .desk
+                    .early_outcomes
+                    .iter()
+                    .position(|(o, _)| *o == id)
+                    .and_then(|i| self.desk.early_outcomes.remove(i));
+                if let Some((_, outcome)) = early {
+                    self.chat.canned.outcome(id, &outcome);
+                }
+                Task::none()
+            }
             Message::Chat(m) => match self.chat.update(m, &mut self.desk) {
                 None => Task::none(),
                 Some(chat::Event::Send) => self.send(env),
+                Some(chat::Event::Canned(e)) => self.on_canned(env, e),
                 // A signal: the core throttles it and drops it offline.
                 Some(chat::Event::Typing(id, typing)) => {
                     if let Some(h) = env.handle {
@@ -361,6 +385,15 @@ impl State {
                 if let Some(f) = &mut self.desk.block_form {
                     f.by_address = on;
                 }
+                Task::none()
+            }
+            // Esc closes the innermost thing open: the reply picker, then
+            // the canned replies panel, then the block form.
+            Message::Escape if self.chat.canned.dismiss(&self.desk, &self.selected_draft()) => {
+                Task::none()
+            }
+            Message::Escape if self.chat.canned.manager.is_some() => {
+                self.chat.canned.manager = None;
                 Task::none()
             }
             Message::Details(details::Message::BlockCancel) | Message::Escape => {
@@ -580,6 +613,9 @@ impl State {
     /// The server's outcome of a command; true if it was a block shown
     /// here, which then says it in the details panel.
     pub fn on_command_outcome(&mut self, id: MsgId, outcome: Result<(), String>) -> bool {
+        if self.chat.canned.outcome(id, &outcome) {
+            return true;
+        }
         self.desk.command_outcome(id, outcome)
     }
 
@@ -1205,6 +1241,59 @@ fn is_waiting(info: &ConversationInfo) -> bool {
 }
 
 impl State {
+    /// The open chat's draft as text ("" with none).
+    fn selected_draft(&self) -> String {
+        self.desk
+            .selected
+            .and_then(|id| self.desk.drafts.get(&id))
+            .map(text_editor::Content::text)
+            .unwrap_or_default()
+    }
+
+    fn on_canned(&mut self, env: &Env<'_>, e: canned::Event) -> Task<Message> {
+        match e {
+            canned::Event::Insert(text) => {
+                let Some(id) = self.desk.selected else {
+                    return Task::none();
+                };
+                let draft = self.desk.drafts.entry(id).or_default();
+                canned::replace_draft(draft, &text);
+                if let Some(h) = env.handle {
+                    let _best_effort = h.typing(id, !text.trim().is_empty());
+                }
+                Task::none()
+            }
+            canned::Event::Save {
+                id,
+                personal,
+                shortcut,
+                body,
+            } => {
+                let Some(h) = env.handle.cloned() else {
+                    let m = "Not signed in: enter your password to connect.";
+                    self.chat
+                        .canned
+                        .update(canned::Message::Queued(Err(m.into())), &self.desk, "");
+                    return Task::none();
+                };
+                Task::perform(
+                    async move { h.save_canned(id, personal, shortcut, body).await },
+                    |r| {
+                        Message::Chat(chat::Message::Canned(canned::Message::Queued(
+                            r.map_err(|e| e.to_string()),
+                        )))
+                    },
+                )
+            }
+            canned::Event::Delete(id) => {
+                self.with_handle(
+                    env,
+                    move |h| async move { h.delete_canned(id).await.map(drop) },
+                )
+            }
+        }
+    }
+
     /// Once a second: a chat that is still waiting alerts again on the
     /// agent's schedule, whether or not the window has focus (the agent
     /// may be deep in another chat), until someone takes it.
