@@ -12,6 +12,8 @@
 //! - `files`: attachments on screen (thumbnails, file cards, upload
 //!   bubbles) and the OS side of files (clipboard, dialogs, opening).
 //! - `format`: timestamps, durations, User-Agent parsing, previews.
+//! - `links`: the web and mail links in message text, and opening one with
+//!   the OS.
 //! - `theme`: the light and dark palettes every colour comes from, the
 //!   styles built on them, and their WCAG contrast test.
 //! - `prefs`: the remembered server, username, theme and collapsed panels
@@ -27,6 +29,7 @@ pub mod app;
 pub mod desk;
 pub mod files;
 pub mod format;
+pub mod links;
 pub mod notify;
 pub mod prefs;
 pub mod screen;

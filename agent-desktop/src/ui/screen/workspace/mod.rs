@@ -269,6 +269,13 @@ impl State {
             Message::Chat(m) => match self.chat.update(m, &mut self.desk) {
                 None => Task::none(),
                 Some(chat::Event::Send) => self.send(env),
+                Some(chat::Event::OpenLink(url)) => open_link(url),
+                Some(chat::Event::Copy(id, text)) => Task::batch([
+                    iced::clipboard::write(text),
+                    Task::perform(tokio::time::sleep(COPIED_SHOWN), move |()| {
+                        Message::Chat(chat::Message::CopiedShown(id))
+                    }),
+                ]),
                 // A signal: the core throttles it and drops it offline.
                 Some(chat::Event::Typing(id, typing)) => {
                     if let Some(h) = env.handle {
@@ -1186,6 +1193,26 @@ impl State {
             }
         }
         Task::none()
+    }
+}
+
+/// How long a message's "Copied" sign stays up.
+const COPIED_SHOWN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Hand a clicked link to the OS, and say so in the banner if it could not
+/// be opened. The opener is waited for off the UI's thread: `xdg-open`
+/// reports a link nothing can open only by how it exits.
+fn open_link(url: String) -> Task<Message> {
+    match crate::ui::links::open(&url) {
+        Err(e) => Task::done(Message::ActionDone(Err(e))),
+        Ok(child) => Task::perform(
+            async move {
+                tokio::task::spawn_blocking(move || crate::ui::links::finished(child, &url))
+                    .await
+                    .map_err(|e| e.to_string())?
+            },
+            Message::ActionDone,
+        ),
     }
 }
 
