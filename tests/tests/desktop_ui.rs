@@ -1266,4 +1266,6 @@ mod looks;
 #[path = "desktop_ui/typing.rs"]
 mod typing;
 
+mod keyboard;
+
 mod links;

@@ -40,6 +40,10 @@ use crate::ui::widget::{
 };
 use holdfast_client::store::{DeliveryState, StoredMessage};
 
+/// The composer's id: the chat's one text field, focused when a chat is
+/// opened.
+pub const COMPOSER: &str = "composer";
+
 /// The widest a message bubble gets: about 70 characters of body text, a
 /// line length that stays readable however wide the window is.
 pub const BUBBLE_MAX: f32 = 560.0;
@@ -385,7 +389,7 @@ impl State {
             Some(draft) if active && mine => {
                 let note = self.writes_note(c.info.id);
                 let editor = text_editor(draft)
-                    .id("composer")
+                    .id(COMPOSER)
                     .placeholder(if note {
                         "Write an internal note: only agents see it. Enter adds it."
                     } else {
@@ -407,11 +411,23 @@ impl State {
                     .wrapping(Wrapping::WordOrGlyph)
                     .height(96)
                     .key_binding(|press| {
-                        let enter =
-                            matches!(press.key, keyboard::Key::Named(keyboard::key::Named::Enter));
+                        use keyboard::key::Named;
+                        let named =
+                            |n: Named| matches!(press.key, keyboard::Key::Named(k) if k == n);
+                        let enter = named(Named::Enter);
                         let paste = press.modifiers.command()
                             && matches!(press.key.as_ref(), keyboard::Key::Character("v"));
-                        if enter && !press.modifiers.shift() {
+                        // The app's own shortcuts, which the editor would
+                        // otherwise take too: Ctrl+Enter accepts the oldest
+                        // waiting chat, Alt+↑/↓ moves between chats, and Tab
+                        // moves to the next field rather than typing a tab.
+                        let app_shortcut = (enter && press.modifiers.command())
+                            || (press.modifiers.alt()
+                                && (named(Named::ArrowUp) || named(Named::ArrowDown)))
+                            || named(Named::Tab);
+                        if app_shortcut {
+                            None
+                        } else if enter && !press.modifiers.shift() {
                             Some(text_editor::Binding::Custom(Message::Send))
                         } else if paste {
                             // Looked at for an image first; text is pasted
