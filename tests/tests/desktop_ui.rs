@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -66,6 +67,13 @@ struct Driver {
     size: (f32, f32),
     tx: mpsc::UnboundedSender<Message>,
     rx: mpsc::UnboundedReceiver<Message>,
+    /// What the app's tasks wrote to the clipboard, in order: the runtime
+    /// would write it to the OS's; a simulator has none.
+    clipboard: Arc<Mutex<Vec<String>>>,
+    /// The widget operations (focus) the app's tasks asked for, in order:
+    /// a fresh simulator is built per interaction, so they are kept here
+    /// for tests to run against the fields they expect.
+    operations: Arc<Mutex<Vec<Box<dyn iced_test::core::widget::Operation>>>>,
 }
 
 impl Driver {
@@ -77,6 +85,8 @@ impl Driver {
             size: (1280.0, 800.0),
             tx,
             rx,
+            clipboard: Arc::default(),
+            operations: Arc::default(),
         };
         d.spawn(task);
         d
@@ -87,10 +97,20 @@ impl Driver {
             return;
         };
         let tx = self.tx.clone();
+        let clipboard = self.clipboard.clone();
+        let operations = self.operations.clone();
         tokio::spawn(async move {
             while let Some(action) = stream.next().await {
-                if let Action::Output(m) = action {
-                    let _ = tx.send(m);
+                match action {
+                    Action::Output(m) => {
+                        let _ = tx.send(m);
+                    }
+                    Action::Clipboard(iced_test::runtime::clipboard::Action::Write {
+                        contents,
+                        ..
+                    }) => clipboard.lock().unwrap().push(contents),
+                    Action::Widget(op) => operations.lock().unwrap().push(op),
+                    _ => {}
                 }
             }
         });
@@ -1261,3 +1281,6 @@ mod typing;
 mod attention;
 #[path = "desktop_ui/canned.rs"]
 mod canned;
+mod keyboard;
+
+mod links;

@@ -107,6 +107,11 @@ pub enum Message {
     SetTheme(Choice),
     /// Collapse or expand a side panel (remembered).
     TogglePanel(Panel),
+    /// A workspace keyboard shortcut, from any screen (acted on only in
+    /// the workspace).
+    Shortcut(workspace::Shortcut),
+    /// Tab (`true`) or Shift+Tab: the next or previous text field.
+    FocusNext(bool),
 }
 
 /// Which screen is up. Their states are the app's (see the module doc).
@@ -403,6 +408,14 @@ impl App {
             // The shortcuts reach here from any screen; only the
             // workspace has panels.
             Message::TogglePanel(_) if self.screen != Screen::Workspace => Task::none(),
+            // Not under the server key prompt either: a chat accepted
+            // behind it would be one the agent never saw.
+            Message::Shortcut(s) if self.screen == Screen::Workspace && self.trust.is_none() => {
+                self.route(Message::Workspace(workspace::Message::Shortcut(s)))
+            }
+            Message::Shortcut(_) => Task::none(),
+            Message::FocusNext(true) => iced::widget::operation::focus_next(),
+            Message::FocusNext(false) => iced::widget::operation::focus_previous(),
             Message::TogglePanel(panel) => {
                 let panels = &mut self.prefs.panels;
                 match panel {

@@ -12,6 +12,8 @@
 //! - `files`: attachments on screen (thumbnails, file cards, upload
 //!   bubbles) and the OS side of files (clipboard, dialogs, opening).
 //! - `format`: timestamps, durations, User-Agent parsing, previews.
+//! - `links`: the web and mail links in message text, and opening one with
+//!   the OS.
 //! - `theme`: the light and dark palettes every colour comes from, the
 //!   styles built on them, and their WCAG contrast test.
 //! - `prefs`: the remembered server, username, theme, collapsed panels and
@@ -32,6 +34,7 @@ pub mod canned;
 pub mod desk;
 pub mod files;
 pub mod format;
+pub mod links;
 pub mod notify;
 pub mod prefs;
 pub mod screen;
@@ -99,31 +102,58 @@ pub fn subscription(app: &App) -> Subscription<Message> {
     if app.opts.exit_after_first_frame.is_some() {
         subs.push(window::frames().map(|_| Message::FirstFrame));
     }
+    if app.workspace.jump.is_some() {
+        subs.push(iced::event::listen_with(jump_keys));
+    }
     Subscription::batch(subs)
 }
 
 /// The window's events the app acts on wherever focus is: focus, files
-/// dragged onto it, Esc (which closes an open form even while its text
-/// field has focus), and the panel shortcuts: Ctrl+B the lists, Ctrl+D the
-/// details (⌘ on macOS), which no text field uses.
+/// dragged onto it, Esc (which closes an open box or form even while its
+/// text field has focus), Tab and Shift+Tab between text fields, and the
+/// shortcuts (⌘ for Ctrl on macOS), none of which a text field uses or
+/// the composer keeps: Ctrl+B the lists, Ctrl+D the details, Ctrl+K jump to
+/// a conversation, Ctrl+Enter accept the oldest waiting chat, Alt+↑/↓ the
+/// previous and next chat.
 pub fn window_event(
     event: iced::Event,
     _status: iced::event::Status,
     _window: window::Id,
 ) -> Option<Message> {
+    use iced::keyboard::Key;
+    use iced::keyboard::key::Named;
+    use screen::workspace::Shortcut;
     use screen::workspace::chat::Message as Chat;
     match event {
         iced::Event::Keyboard(iced::keyboard::Event::KeyPressed {
-            key: iced::keyboard::Key::Named(iced::keyboard::key::Named::Escape),
+            key: Key::Named(Named::Escape),
             ..
         }) => Some(Message::Workspace(screen::workspace::Message::Escape)),
+        iced::Event::Keyboard(iced::keyboard::Event::KeyPressed {
+            key: Key::Named(Named::Tab),
+            modifiers,
+            ..
+        }) if !modifiers.command() && !modifiers.alt() => {
+            Some(Message::FocusNext(!modifiers.shift()))
+        }
+        iced::Event::Keyboard(iced::keyboard::Event::KeyPressed { key, modifiers, .. })
+            if modifiers.alt() && !modifiers.command() && !modifiers.shift() =>
+        {
+            match key.as_ref() {
+                Key::Named(Named::ArrowUp) => Some(Message::Shortcut(Shortcut::Previous)),
+                Key::Named(Named::ArrowDown) => Some(Message::Shortcut(Shortcut::Next)),
+                _ => None,
+            }
+        }
         iced::Event::Keyboard(iced::keyboard::Event::KeyPressed { key, modifiers, .. })
             if modifiers.command() && !modifiers.alt() && !modifiers.shift() =>
         {
             use screen::workspace::Panel;
             match key.as_ref() {
-                iced::keyboard::Key::Character("b") => Some(Message::TogglePanel(Panel::Lists)),
-                iced::keyboard::Key::Character("d") => Some(Message::TogglePanel(Panel::Details)),
+                Key::Character("b") => Some(Message::TogglePanel(Panel::Lists)),
+                Key::Character("d") => Some(Message::TogglePanel(Panel::Details)),
+                Key::Character("k") => Some(Message::Shortcut(Shortcut::Jump)),
+                Key::Named(Named::Enter) => Some(Message::Shortcut(Shortcut::AcceptOldest)),
                 _ => None,
             }
         }
@@ -136,6 +166,33 @@ pub fn window_event(
         }
         _ => None,
     }
+}
+
+/// ↑ and ↓ while the "Jump to conversation" box is open: they move its
+/// highlight (its text field has no use for them).
+pub fn jump_keys(
+    event: iced::Event,
+    _status: iced::event::Status,
+    _window: window::Id,
+) -> Option<Message> {
+    use iced::keyboard::Key;
+    use iced::keyboard::key::Named;
+    use screen::workspace::jump::{Direction, Message as Jump};
+    let iced::Event::Keyboard(iced::keyboard::Event::KeyPressed { key, modifiers, .. }) = event
+    else {
+        return None;
+    };
+    if modifiers.alt() || modifiers.command() || modifiers.shift() {
+        return None;
+    }
+    let direction = match key {
+        Key::Named(Named::ArrowUp) => Direction::Up,
+        Key::Named(Named::ArrowDown) => Direction::Down,
+        _ => return None,
+    };
+    Some(Message::Workspace(screen::workspace::Message::Jump(
+        Jump::Move(direction),
+    )))
 }
 
 fn to_chat(m: screen::workspace::chat::Message) -> Message {

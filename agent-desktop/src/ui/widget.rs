@@ -17,17 +17,21 @@
 //! interprets markup, and wraps at any glyph so one long unbroken string
 //! cannot push the layout wider than the window.
 //!
-//! Page addresses and referrers are shown as text and nothing in the UI
-//! opens a URL: they are whatever the visitor's browser reported,
-//! `javascript:` and `file:` included. An "open page" action, if one is ever
-//! added, must take only `http` and `https` and leave anything else as text.
+//! Page addresses and referrers are shown as text and nothing opens them:
+//! they are whatever the visitor's browser reported, `javascript:` and
+//! `file:` included. The one place links are followed is message text
+//! ([`linked_text`]), and there only `http`, `https` and `mailto` links (see
+//! [`links`]); anything else stays text.
 
 use holdfast_protocol::agent::{ConversationState, VisitorInfo};
 use holdfast_protocol::notice::Notice;
+use iced::Element;
 use iced::widget::text::{self, Wrapping};
+use iced::widget::{rich_text, span};
 
 use crate::ui::desk::{Conv, message_text};
 use crate::ui::format;
+use crate::ui::links::{self, Piece};
 use crate::ui::theme::success_text;
 pub use crate::ui::theme::{card, muted};
 
@@ -39,6 +43,29 @@ pub fn text<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
 
 pub fn body_text<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
     text(s).wrapping(Wrapping::WordOrGlyph)
+}
+
+/// Message text with its web and mail links made clickable: a click
+/// produces `on_link` with the link as shown. Cleaned first, like all
+/// [`text`], so a link is found in, and opens, exactly what the agent sees:
+/// an invisible character cannot hide inside one. Text without a link is
+/// plain [`body_text`].
+pub fn linked_text<'a, M: 'a>(s: &str, on_link: impl Fn(String) -> M + 'a) -> Element<'a, M> {
+    let shown = format::display_safe(s);
+    if !links::has_link(&shown) {
+        return body_text(shown).into();
+    }
+    let spans: Vec<text::Span<'a, String>> = links::split(&shown)
+        .into_iter()
+        .map(|piece| match piece {
+            Piece::Text(t) => span(t.to_owned()),
+            Piece::Link(l) => span(l.to_owned()).link(l.to_owned()).underline(true),
+        })
+        .collect();
+    rich_text(spans)
+        .wrapping(Wrapping::WordOrGlyph)
+        .on_link_click(on_link)
+        .into()
 }
 
 pub fn small<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {

@@ -11,6 +11,11 @@
 //! while one is dragged over it), and Ctrl+V in the composer when the
 //! clipboard holds an image. The OS side of each (dialog, window event,
 //! clipboard) answers with a message, so tests inject the same message.
+//!
+//! Message text cannot be selected in iced 0.14, so each message has a
+//! "Copy" button that puts its text on the clipboard, and its web and mail
+//! links are drawn as links ([`crate::ui::links`]) that open in the OS's
+//! browser or mail app.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -30,9 +35,14 @@ use crate::ui::files::{self, RawImage, Source};
 use crate::ui::format;
 use crate::ui::theme;
 use crate::ui::widget::{
-    body_text, card, has_stated_name, left_message_lines, muted, site_id_line, small, stated, text,
+    card, has_stated_name, left_message_lines, linked_text, muted, site_id_line, small, stated,
+    text,
 };
 use holdfast_client::store::{DeliveryState, StoredMessage};
+
+/// The composer's id: the chat's one text field, focused when a chat is
+/// opened.
+pub const COMPOSER: &str = "composer";
 
 /// The widest a message bubble gets: about 70 characters of body text, a
 /// line length that stays readable however wide the window is.
@@ -60,6 +70,9 @@ pub struct State {
     pub typing: super::typing::State,
     /// The canned reply picker and panel.
     pub canned: super::canned::State,
+    /// The message whose text was just copied: its button says so for a
+    /// moment, the only sign a clipboard write gives.
+    pub copied: Option<MsgId>,
 }
 
 impl State {
@@ -101,6 +114,12 @@ pub enum Message {
     /// `cancel_upload` answered for this file.
     UploadStopped(MsgId, Result<bool, String>),
     Canned(super::canned::Message),
+    /// A link in a message was clicked.
+    OpenLink(String),
+    /// A message's "Copy" button: its id and its text as shown.
+    Copy(MsgId, String),
+    /// The "Copied" sign of this message has been up long enough.
+    CopiedShown(MsgId),
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +148,11 @@ pub enum Event {
     /// The agent edited the chat's draft: whether something is written.
     Typing(ConversationId, bool),
     Canned(super::canned::Event),
+    /// Open this link with the OS.
+    OpenLink(String),
+    /// Put this text on the clipboard, and take the "Copied" sign of this
+    /// message down after a moment.
+    Copy(MsgId, String),
 }
 
 impl State {
@@ -150,6 +174,17 @@ impl State {
                     .map(text_editor::Content::text)
                     .unwrap_or_default();
                 self.canned.update(m, desk, &draft).map(Event::Canned)
+            }
+            Message::OpenLink(url) => Some(Event::OpenLink(url)),
+            Message::Copy(id, text) => {
+                self.copied = Some(id);
+                Some(Event::Copy(id, text))
+            }
+            Message::CopiedShown(id) => {
+                if self.copied == Some(id) {
+                    self.copied = None;
+                }
+                None
             }
             Message::NoteMode(on) => {
                 if let Some(id) = desk.selected {
@@ -356,7 +391,7 @@ impl State {
             );
         }
         for m in &c.messages {
-            msgs = msgs.push(bubble(desk, m, utc_offset_secs));
+            msgs = msgs.push(bubble(desk, m, utc_offset_secs, self.copied));
         }
         for u in desk.files.in_conversation(c.info.id) {
             msgs = msgs.push(row![
@@ -378,7 +413,7 @@ impl State {
                 // highlighted reply and the arrows move through them.
                 let picking = picker.is_some();
                 let editor = text_editor(draft)
-                    .id("composer")
+                    .id(COMPOSER)
                     .placeholder(if note {
                         "Write an internal note: only agents see it. Enter adds it."
                     } else {
@@ -404,9 +439,11 @@ impl State {
                         use keyboard::key::Named;
                         let named =
                             |n: Named| matches!(press.key, keyboard::Key::Named(k) if k == n);
-                        if picking && !press.modifiers.shift() {
+                        if picking && !press.modifiers.shift() && !press.modifiers.alt() {
                             let pick = |m| Some(text_editor::Binding::Custom(Message::Canned(m)));
-                            if named(Named::Enter) || named(Named::Tab) {
+                            if (named(Named::Enter) && !press.modifiers.command())
+                                || named(Named::Tab)
+                            {
                                 return pick(super::canned::Message::PickSelected);
                             } else if named(Named::ArrowUp) {
                                 return pick(super::canned::Message::Move(-1));
@@ -414,11 +451,20 @@ impl State {
                                 return pick(super::canned::Message::Move(1));
                             }
                         }
-                        let enter =
-                            matches!(press.key, keyboard::Key::Named(keyboard::key::Named::Enter));
+                        let enter = named(Named::Enter);
                         let paste = press.modifiers.command()
                             && matches!(press.key.as_ref(), keyboard::Key::Character("v"));
-                        if enter && !press.modifiers.shift() {
+                        // The app's own shortcuts, which the editor would
+                        // otherwise take too: Ctrl+Enter accepts the oldest
+                        // waiting chat, Alt+↑/↓ moves between chats, and Tab
+                        // moves to the next field rather than typing a tab.
+                        let app_shortcut = (enter && press.modifiers.command())
+                            || (press.modifiers.alt()
+                                && (named(Named::ArrowUp) || named(Named::ArrowDown)))
+                            || named(Named::Tab);
+                        if app_shortcut {
+                            None
+                        } else if enter && !press.modifiers.shift() {
                             Some(text_editor::Binding::Custom(Message::Send))
                         } else if paste {
                             // Looked at for an image first; text is pasted
@@ -589,13 +635,24 @@ fn transfer_panel<'a>(desk: &'a Desk, t: &'a TransferForm) -> Element<'a, Messag
 
 /// A note for agents only: another colour and its own label, never to be
 /// taken for something the visitor sees.
-fn note_bubble<'a>(author: &str, note: &str, time: &str) -> Element<'a, Message> {
+fn note_bubble<'a>(
+    id: MsgId,
+    author: &str,
+    note: &str,
+    time: &str,
+    copied: Option<MsgId>,
+) -> Element<'a, Message> {
     container(
-        column![
-            small(format!("Note from {author} · agents only · {time}")),
-            body_text(note.to_string()),
+        row![
+            column![
+                small(format!("Note from {author} · agents only · {time}")),
+                linked_text(note, Message::OpenLink),
+            ]
+            .spacing(2)
+            .width(Fill),
+            copy_button(id, note, copied, theme::muted),
         ]
-        .spacing(2),
+        .spacing(6),
     )
     .padding([6, 10])
     .width(Fill)
@@ -603,19 +660,54 @@ fn note_bubble<'a>(author: &str, note: &str, time: &str) -> Element<'a, Message>
     .into()
 }
 
-fn bubble<'a>(desk: &'a Desk, m: &'a StoredMessage, utc_offset_secs: i32) -> Element<'a, Message> {
+/// The small button that copies a message's text (as shown: without the
+/// invisible characters [`format::display_safe`] drops), and says "Copied"
+/// for a moment after.
+fn copy_button<'a>(
+    id: MsgId,
+    body: &str,
+    copied: Option<MsgId>,
+    style: fn(&Theme) -> iced::widget::text::Style,
+) -> Element<'a, Message> {
+    let label = if copied == Some(id) { "Copied" } else { "Copy" };
+    container(
+        button(small(label).style(style))
+            .padding([0, 4])
+            .style(button::text)
+            .on_press(Message::Copy(id, format::display_safe(body))),
+    )
+    .id(format!("copy-{id}"))
+    .into()
+}
+
+fn bubble<'a>(
+    desk: &'a Desk,
+    m: &'a StoredMessage,
+    utc_offset_secs: i32,
+    copied: Option<MsgId>,
+) -> Element<'a, Message> {
     let time = format::clock(m.at_ms, utc_offset_secs);
+    let id = m.client_id;
+    let has_text = !m.body.trim().is_empty();
     match &m.author {
         // An internal note, as a transfer's note: agents only, and marked so.
-        Author::Note { name, .. } => note_bubble(name, &m.body, &time),
+        Author::Note { name, .. } => note_bubble(id, name, &m.body, &time, copied),
         Author::System => match Notice::parse(&m.body) {
-            Some(Notice::Note { author, text: note }) => note_bubble(&author, &note, &time),
+            Some(Notice::Note { author, text: note }) => {
+                note_bubble(id, &author, &note, &time, copied)
+            }
             _ => container(small(format!("{} · {time}", message_text(m))).style(muted))
                 .center_x(Fill)
                 .into(),
         },
         Author::Visitor { .. } => {
-            let b = container(content(desk, m).push(small(time).style(muted)))
+            let mut meta = row![small(time).style(muted)]
+                .spacing(6)
+                .align_y(Alignment::Center);
+            if has_text {
+                meta = meta.push(copy_button(id, &m.body, copied, theme::muted));
+            }
+            let b = container(content(desk, m).push(meta))
                 .padding([6, 10])
                 .max_width(BUBBLE_MAX)
                 .style(theme::visitor_bubble);
@@ -625,7 +717,9 @@ fn bubble<'a>(desk: &'a Desk, m: &'a StoredMessage, utc_offset_secs: i32) -> Ele
             let own = desk.me.as_ref().is_some_and(
                 |me| matches!(&m.author, Author::Agent { agent, .. } if *agent == me.agent),
             );
-            let mut meta = row![small(time).style(theme::own_bubble_muted)].spacing(6);
+            let mut meta = row![small(time).style(theme::own_bubble_muted)]
+                .spacing(6)
+                .align_y(Alignment::Center);
             if !own {
                 meta = meta.push(small(name.as_str()).style(theme::own_bubble_muted));
             }
@@ -637,6 +731,9 @@ fn bubble<'a>(desk: &'a Desk, m: &'a StoredMessage, utc_offset_secs: i32) -> Ele
                 } else {
                     theme::own_bubble_muted
                 }));
+            }
+            if has_text {
+                meta = meta.push(copy_button(id, &m.body, copied, theme::own_bubble_muted));
             }
             let b = container(content(desk, m).push(meta))
                 .padding([6, 10])
@@ -651,7 +748,9 @@ fn bubble<'a>(desk: &'a Desk, m: &'a StoredMessage, utc_offset_secs: i32) -> Ele
 fn content<'a>(desk: &'a Desk, m: &'a StoredMessage) -> Column<'a, Message> {
     let mut col = Column::new().spacing(4);
     if !m.body.is_empty() || m.attachment.is_none() {
-        col = col.push(body_text(m.body.as_str()));
+        col = col.push(
+            container(linked_text(&m.body, Message::OpenLink)).id(format!("body-{}", m.client_id)),
+        );
     }
     if let Some(a) = &m.attachment {
         col = col.push(files::attachment_view(&desk.files, a).map(Message::File));

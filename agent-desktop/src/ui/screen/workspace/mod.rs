@@ -22,12 +22,18 @@
 //! past 1600 px the visitors get a column of their own beside the chats
 //! and the panels widen, rather than the transcript stretching into empty
 //! space. Bubbles stay at most [`chat::BUBBLE_MAX`] wide either way.
+//!
+//! The keyboard reaches everything that matters in a day ([`Shortcut`]):
+//! Alt+↑/↓ the previous and next chat in the lists' order, Ctrl+Enter
+//! accepts the longest waiting chat, Ctrl+K finds a chat by name
+//! ([`jump`]), and opening a chat puts the cursor in its composer.
 
 pub mod bar;
 pub mod canned;
 pub mod chat;
 pub mod conversations;
 pub mod details;
+pub mod jump;
 pub mod queue;
 pub mod sign_out;
 pub mod tags;
@@ -43,7 +49,8 @@ use holdfast_protocol::agent::{
 };
 use holdfast_protocol::ids::MsgId;
 use iced::widget::{
-    button, column, container, responsive, row, rule, scrollable, space, text_editor, tooltip,
+    button, column, container, responsive, row, rule, scrollable, space, stack, text_editor,
+    tooltip,
 };
 use iced::{Alignment, Element, Fill, Task};
 
@@ -153,6 +160,8 @@ pub struct State {
     pub sign_out: sign_out::State,
     /// Repeat alerts raised so far for each chat still waiting.
     realerted: HashMap<ConversationId, u32>,
+    /// The "Jump to conversation" box, when open.
+    pub jump: Option<jump::State>,
 }
 
 #[derive(Debug, Clone)]
@@ -175,10 +184,25 @@ pub enum Message {
         visitor: String,
         result: Result<MsgId, String>,
     },
-    /// Esc: close the form that is open.
+    /// Esc: close the box or form that is open.
     Escape,
+    Shortcut(Shortcut),
+    Jump(jump::Message),
     SetTheme(Choice),
     TogglePanel(Panel),
+}
+
+/// The workspace's keyboard shortcuts, which work wherever focus is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortcut {
+    /// Ctrl+K: open the "Jump to conversation" box.
+    Jump,
+    /// Alt+↑: the chat above the open one in the lists.
+    Previous,
+    /// Alt+↓: the chat below.
+    Next,
+    /// Ctrl+Enter: accept the chat that has waited longest.
+    AcceptOldest,
 }
 
 /// What only the app can do: start a session, and leave the workspace.
@@ -208,6 +232,7 @@ impl State {
             chat: chat::State::default(),
             sign_out: sign_out::State::default(),
             realerted: HashMap::new(),
+            jump: None,
         }
     }
 
@@ -218,6 +243,7 @@ impl State {
         self.visitors = visitors::State::default();
         self.chat = chat::State::default();
         self.sign_out = sign_out::State::default();
+        self.jump = None;
     }
 
     pub fn update(
@@ -257,11 +283,23 @@ impl State {
                     Task::none()
                 }
             },
-            Message::Queue(queue::Message::Accept(id)) => {
-                self.desk.pending_open = Some(PendingOpen::Conversation(id));
-                self.with_handle(env, move |h| async move { h.accept(id).await.map(drop) })
+            Message::Queue(queue::Message::Accept(id)) => self.accept(env, id),
+            Message::Conversations(conversations::Message::Select(id)) => {
+                self.select_and_focus(env, id)
             }
-            Message::Conversations(conversations::Message::Select(id)) => self.select(env, id),
+            Message::Shortcut(s) => self.shortcut(env, s),
+            Message::Jump(m) => {
+                let Some(jump) = &mut self.jump else {
+                    return (Task::none(), None);
+                };
+                match jump.update(m, &self.desk) {
+                    None => Task::none(),
+                    Some(jump::Event::Open(id)) => {
+                        self.jump = None;
+                        self.select_and_focus(env, id)
+                    }
+                }
+            }
             Message::Visitors(m) => match self.visitors.update(m) {
                 None => Task::none(),
                 Some(visitors::Event::Details(v)) => {
@@ -299,6 +337,13 @@ impl State {
                 None => Task::none(),
                 Some(chat::Event::Send) => self.send(env),
                 Some(chat::Event::Canned(e)) => self.on_canned(env, e),
+                Some(chat::Event::OpenLink(url)) => open_link(url),
+                Some(chat::Event::Copy(id, text)) => Task::batch([
+                    iced::clipboard::write(text),
+                    Task::perform(tokio::time::sleep(COPIED_SHOWN), move |()| {
+                        Message::Chat(chat::Message::CopiedShown(id))
+                    }),
+                ]),
                 // A signal: the core throttles it and drops it offline.
                 Some(chat::Event::Typing(id, typing)) => {
                     if let Some(h) = env.handle {
@@ -387,8 +432,14 @@ impl State {
                 }
                 Task::none()
             }
-            // Esc closes the innermost thing open: the reply picker, then
-            // the canned replies panel, then the block form.
+            // Esc closes the innermost thing open: the jump box, the reply
+            // picker, the canned replies panel, then the forms (the jump
+            // box alone when it is open, so a form under it keeps what was
+            // typed).
+            Message::Escape if self.jump.is_some() => {
+                self.jump = None;
+                Task::none()
+            }
             Message::Escape if self.chat.canned.dismiss(&self.desk, &self.selected_draft()) => {
                 Task::none()
             }
@@ -396,7 +447,12 @@ impl State {
                 self.chat.canned.manager = None;
                 Task::none()
             }
-            Message::Details(details::Message::BlockCancel) | Message::Escape => {
+            Message::Escape => {
+                self.desk.block_form = None;
+                self.chat.transfer = None;
+                Task::none()
+            }
+            Message::Details(details::Message::BlockCancel) => {
                 self.desk.block_form = None;
                 Task::none()
             }
@@ -526,7 +582,16 @@ impl State {
                 .into(),
                 None => rail(Panel::Details, column![]),
             });
-            panes.into()
+            match &self.jump {
+                Some(jump) => stack![
+                    panes,
+                    container(jump.view(desk).map(Message::Jump))
+                        .center_x(Fill)
+                        .padding([40, 0])
+                ]
+                .into(),
+                None => panes.into(),
+            }
         })
         .into()
     }
@@ -714,10 +779,11 @@ impl State {
         {
             self.desk.drafts.remove(&id);
         }
-        if open_now || (mine && self.desk.selected.is_none()) {
-            if open_now {
-                self.desk.pending_open = None;
-            }
+        if open_now {
+            self.desk.pending_open = None;
+            return self.select_and_focus(env, id);
+        }
+        if mine && self.desk.selected.is_none() {
             return self.select(env, id);
         }
         Task::none()
@@ -851,6 +917,41 @@ impl State {
             },
             Message::SignOutFinished,
         )
+    }
+
+    /// Open a chat the agent chose, with the cursor in its composer, ready
+    /// to type. (A chat opened by itself, as the first one assigned, leaves
+    /// the cursor where it is: the agent may be typing elsewhere.)
+    fn select_and_focus(&mut self, env: &mut Env<'_>, id: ConversationId) -> Task<Message> {
+        let task = self.select(env, id);
+        if self.desk.selected != Some(id) {
+            return task;
+        }
+        Task::batch([task, iced::widget::operation::focus(chat::COMPOSER)])
+    }
+
+    fn accept(&mut self, env: &mut Env<'_>, id: ConversationId) -> Task<Message> {
+        self.desk.pending_open = Some(PendingOpen::Conversation(id));
+        self.with_handle(env, move |h| async move { h.accept(id).await.map(drop) })
+    }
+
+    fn shortcut(&mut self, env: &mut Env<'_>, shortcut: Shortcut) -> Task<Message> {
+        match shortcut {
+            Shortcut::Jump => {
+                self.jump = Some(jump::State::default());
+                iced::widget::operation::focus(jump::INPUT)
+            }
+            Shortcut::AcceptOldest => match self.desk.queue().first().map(|c| c.info.id) {
+                Some(id) => self.accept(env, id),
+                None => Task::none(),
+            },
+            Shortcut::Previous | Shortcut::Next => {
+                match neighbour(&self.desk, shortcut == Shortcut::Next) {
+                    Some(id) => self.select_and_focus(env, id),
+                    None => Task::none(),
+                }
+            }
+        }
     }
 
     fn select(&mut self, env: &mut Env<'_>, id: ConversationId) -> Task<Message> {
@@ -1232,6 +1333,46 @@ impl State {
             }
         }
         Task::none()
+    }
+}
+
+/// How long a message's "Copied" sign stays up.
+const COPIED_SHOWN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The chat after (`down`) or before the open one among the chats the
+/// agent works in, as the lists show them: my conversations, then a
+/// supervisor's team chats. With none of them open, the first (down) or the
+/// last. No wrapping round: at the end of the list the key does nothing.
+fn neighbour(desk: &Desk, down: bool) -> Option<ConversationId> {
+    let mut order: Vec<ConversationId> = desk.mine().iter().map(|c| c.info.id).collect();
+    if desk.oversees() {
+        order.extend(desk.team_chats().iter().map(|c| c.info.id));
+    }
+    let at = desk
+        .selected
+        .and_then(|s| order.iter().position(|id| *id == s));
+    match (at, down) {
+        (Some(i), true) => order.get(i + 1).copied(),
+        (Some(i), false) => i.checked_sub(1).and_then(|i| order.get(i).copied()),
+        (None, true) => order.first().copied(),
+        (None, false) => order.last().copied(),
+    }
+}
+
+/// Hand a clicked link to the OS, and say so in the banner if it could not
+/// be opened. The opener is waited for off the UI's thread: `xdg-open`
+/// reports a link nothing can open only by how it exits.
+fn open_link(url: String) -> Task<Message> {
+    match crate::ui::links::open(&url) {
+        Err(e) => Task::done(Message::ActionDone(Err(e))),
+        Ok(child) => Task::perform(
+            async move {
+                tokio::task::spawn_blocking(move || crate::ui::links::finished(child, &url))
+                    .await
+                    .map_err(|e| e.to_string())?
+            },
+            Message::ActionDone,
+        ),
     }
 }
 
