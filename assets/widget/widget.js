@@ -1597,14 +1597,29 @@
   // https and mailto count: anything else (javascript:, data:) stays text.
   // Links open in a new tab that cannot reach back into this page, and
   // carry no referrer (the page URL may hold a visitor's details).
-  var LINK = /\b(?:https?:\/\/|mailto:)[^\s<>"']+/gi;
+  // Chinese and full-width punctuation and curly quotes end a link too:
+  // Chinese text puts no space before its full stop. (The app's links.rs
+  // finds links by the same rule.)
+  var LINK = /\b(?:https?:\/\/|mailto:)[^\s<>"'\u2018-\u201F\u3000-\u303F\uFF00-\uFF65]+/gi;
+  function count(s, c) {
+    return s.split(c).length - 1;
+  }
+  // Sentence punctuation off the end; a closing bracket stays when the
+  // link holds the one that opens it (…/wiki/Rust_(language)).
+  function trimLink(u) {
+    for (;;) {
+      var c = u.charAt(u.length - 1);
+      var drop = c && ('.,;:!?'.indexOf(c) >= 0 || (c === ')' && count(u, '(') < count(u, ')')) || (c === ']' && count(u, '[') < count(u, ']')));
+      if (!drop) return u;
+      u = u.slice(0, -1);
+    }
+  }
   function linkify(n, s) {
     n.textContent = '';
     var at = 0, m;
     LINK.lastIndex = 0;
     while ((m = LINK.exec(s))) {
-      // Punctuation that ends a sentence is not part of the address.
-      var url = m[0].replace(/[.,;:!?)\]]+$/, '');
+      var url = trimLink(m[0]);
       if (!url || /^(https?:\/\/|mailto:)$/i.test(url)) continue;
       if (m.index > at) n.appendChild(D.createTextNode(s.slice(at, m.index)));
       var a = D.createElement('a');
@@ -1923,8 +1938,14 @@
     ui.end.hidden = !busy || ending;
     if (ui.end.hidden) ui.ask.hidden = true;
     var leave = !S.agents && !busy;
+    // The field with the focus may be the one about to hide (the panel was
+    // opened before the server said no one is there): the focus moves to
+    // the field shown in its place, not off the page.
+    var act = frame ? D.activeElement : root && root.activeElement;
+    var moveTo = leave && act === ui.input && !ui.compose.hidden ? ui.lmsg : !leave && act === ui.lmsg && !ui.leave.hidden ? ui.input : null;
     ui.leave.hidden = !leave;
     ui.compose.hidden = leave;
+    if (moveTo) moveTo.focus();
     if (busy) kick(false);
     // Give a fresh page a moment to connect before crying "offline".
     clearTimeout(offlineTimer);

@@ -705,7 +705,9 @@ async fn links_in_messages_are_clickable_and_only_safe_schemes_count() {
     say(&b, mine).await;
     let m = next_visitor_message(&mut bea).await;
     let theirs = "See http://help.example/returns, write to mailto:care@shop.example \
-                  but not javascript:alert(1) or data:text/html,hi";
+                  but not javascript:alert(1) or data:text/html,hi \
+                  (about https://en.wikipedia.org/wiki/Rust_(language)). \
+                  订单见https://shop.example/o/8。谢谢";
     reply(&mut bea, m.conversation, theirs).await;
     wait_shown(&b, "agent", theirs).await;
     wait_shown(&b, "visitor", mine).await;
@@ -730,6 +732,18 @@ async fn links_in_messages_are_clickable_and_only_safe_schemes_count() {
                 "_blank",
                 "noopener noreferrer",
                 "mailto:care@shop.example"
+            ],
+            [
+                "https://en.wikipedia.org/wiki/Rust_(language)",
+                "_blank",
+                "noopener noreferrer",
+                "https://en.wikipedia.org/wiki/Rust_(language)"
+            ],
+            [
+                "https://shop.example/o/8",
+                "_blank",
+                "noopener noreferrer",
+                "https://shop.example/o/8"
             ]
         ])
     );
