@@ -179,8 +179,13 @@ async fn canned_replies_are_managed_in_the_app_and_picked_with_a_slash() {
         reply(d, "refund").is_some_and(|r| r.body.ends_with("Thanks for waiting."))
     })
     .await;
-    // And deletes it: gone for Bob too.
+    // And deletes it, once she confirms: gone for Bob too.
     ada.click_id(&format!("canned-delete-{site_id}"));
+    assert!(ada.shows("Delete it for everyone?"), "{:?}", ada.texts());
+    ada.click_text("Keep");
+    assert!(!ada.shows("Delete it for everyone?"));
+    ada.click_id(&format!("canned-delete-{site_id}"));
+    ada.click_id(&format!("canned-confirm-delete-{site_id}"));
     bob.until("the reply gone", |d| reply(d, "refund").is_none())
         .await;
 

@@ -40,6 +40,9 @@ pub struct State {
 #[derive(Debug, Default)]
 pub struct Manager {
     pub form: Option<Form>,
+    /// The reply whose Delete was pressed, waiting for a second press: a
+    /// site reply deleted by a slip is gone for every agent at once.
+    pub confirm_delete: Option<u64>,
 }
 
 /// A reply being added or changed.
@@ -90,6 +93,8 @@ pub enum Message {
     New,
     Edit(u64),
     Delete(u64),
+    ConfirmDelete(u64),
+    KeepReply,
     Shortcut(String),
     Body(text_editor::Action),
     Personal(bool),
@@ -211,7 +216,22 @@ impl State {
                 }
                 None
             }
-            Message::Delete(id) => Some(Event::Delete(id)),
+            Message::Delete(id) => {
+                if let Some(m) = &mut self.manager {
+                    m.confirm_delete = Some(id);
+                }
+                None
+            }
+            Message::ConfirmDelete(id) => {
+                let m = self.manager.as_mut()?;
+                (m.confirm_delete.take() == Some(id)).then_some(Event::Delete(id))
+            }
+            Message::KeepReply => {
+                if let Some(m) = &mut self.manager {
+                    m.confirm_delete = None;
+                }
+                None
+            }
             Message::Shortcut(s) => {
                 let f = self.form()?;
                 f.shortcut = s;
@@ -384,7 +404,29 @@ impl State {
                 ]
                 .spacing(6)
                 .align_y(Alignment::Center);
-                if may_change(desk, r) {
+                if m.confirm_delete == Some(r.id) {
+                    let whose = if r.personal {
+                        "Delete it?"
+                    } else {
+                        "Delete it for everyone?"
+                    };
+                    line = line.push(small(whose));
+                    line = line.push(
+                        container(
+                            button(small("Delete"))
+                                .padding([2, 8])
+                                .style(iced::widget::button::danger)
+                                .on_press(Message::ConfirmDelete(r.id)),
+                        )
+                        .id(format!("canned-confirm-delete-{}", r.id)),
+                    );
+                    line = line.push(
+                        button(small("Keep"))
+                            .padding([2, 8])
+                            .style(theme::button_secondary)
+                            .on_press(Message::KeepReply),
+                    );
+                } else if may_change(desk, r) {
                     line = line.push(
                         container(
                             button(small("Edit"))
