@@ -10,6 +10,35 @@ pub fn clock(at_ms: i64, offset_secs: i32) -> String {
     format!("{:02}:{:02}", day_secs / 3600, (day_secs % 3600) / 60)
 }
 
+/// The local day number (days since 1970-01-01 at the offset) of a Unix-ms
+/// timestamp: two messages are on one day when these are equal.
+pub fn local_day(at_ms: i64, offset_secs: i32) -> i64 {
+    (at_ms.div_euclid(1000) + i64::from(offset_secs)).div_euclid(86_400)
+}
+
+/// A transcript's day separator: "Today", "Yesterday", or the date
+/// ("Mon 30 Nov 2026"), all in the agent's local time.
+pub fn day_label(at_ms: i64, offset_secs: i32, now_ms: i64) -> String {
+    let day = local_day(at_ms, offset_secs);
+    let today = local_day(now_ms, offset_secs);
+    if day == today {
+        return "Today".into();
+    }
+    if day == today - 1 {
+        return "Yesterday".into();
+    }
+    let local = time::OffsetDateTime::from_unix_timestamp(day * 86_400)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let short = |s: String| s.chars().take(3).collect::<String>();
+    format!(
+        "{} {} {} {}",
+        short(local.weekday().to_string()),
+        local.day(),
+        short(local.month().to_string()),
+        local.year()
+    )
+}
+
 /// A compact elapsed time: `42 s`, `7 min`, `2 h 05 min`, `3 d`.
 pub fn elapsed(ms: i64) -> String {
     let s = ms.max(0) / 1000;
@@ -172,6 +201,24 @@ fn is_emoji_part(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_are_local_and_named_near_today() {
+        // 2026-11-30 23:30 UTC is 1 Dec 07:30 in Shanghai (UTC+8).
+        let late = 1_796_081_400_000;
+        let shanghai = 8 * 3600;
+        assert_eq!(local_day(late, 0) + 1, local_day(late, shanghai));
+        let now = late + 3_600_000; // 1 Dec 00:30 UTC
+        assert_eq!(day_label(late, 0, now), "Yesterday");
+        assert_eq!(day_label(late, shanghai, now), "Today");
+        assert_eq!(day_label(late, 0, late), "Today");
+        assert_eq!(day_label(late - 2 * 86_400_000, 0, now), "Sat 28 Nov 2026");
+        // Before 1970 and far offsets still give a day.
+        assert_eq!(
+            day_label(-86_400_000, -12 * 3600, 10 * 86_400_000),
+            "Tue 30 Dec 1969"
+        );
+    }
 
     #[test]
     fn clock_wraps_days_and_offsets() {

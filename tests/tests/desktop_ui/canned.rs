@@ -127,6 +127,17 @@ async fn canned_replies_are_managed_in_the_app_and_picked_with_a_slash() {
         d.has_id("composer") && d.shows("Where is my refund?")
     })
     .await;
+    // The day's separator, once, above the first message.
+    let t = bob.texts_in("transcript");
+    assert_eq!(
+        t.iter().filter(|x| x.as_str() == "Today").count(),
+        1,
+        "{t:?}"
+    );
+    assert!(
+        t.iter().position(|x| x == "Today") < t.iter().position(|x| x == "Where is my refund?"),
+        "{t:?}"
+    );
 
     // "/rfd" finds "refund"; Enter puts it in the composer, filled in, and
     // sends nothing yet.

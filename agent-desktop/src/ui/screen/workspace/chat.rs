@@ -287,7 +287,12 @@ impl State {
         }
     }
 
-    pub fn view<'a>(&'a self, desk: &'a Desk, utc_offset_secs: i32) -> Element<'a, Message> {
+    pub fn view<'a>(
+        &'a self,
+        desk: &'a Desk,
+        utc_offset_secs: i32,
+        now_ms: i64,
+    ) -> Element<'a, Message> {
         if let Some(panel) = self.canned.manager(desk) {
             return panel.map(Message::Canned);
         }
@@ -390,7 +395,22 @@ impl State {
                 .center_x(Fill),
             );
         }
+        // A separator wherever the local day changes (and above the first
+        // message), so "09:12" under yesterday's messages is not read as
+        // this morning.
+        let mut day = None;
         for m in &c.messages {
+            let d = format::local_day(m.at_ms, utc_offset_secs);
+            if day != Some(d) {
+                day = Some(d);
+                msgs = msgs.push(
+                    container(
+                        small(format::day_label(m.at_ms, utc_offset_secs, now_ms)).style(muted),
+                    )
+                    .id(format!("day-{d}"))
+                    .center_x(Fill),
+                );
+            }
             msgs = msgs.push(bubble(desk, m, utc_offset_secs, self.copied));
         }
         for u in desk.files.in_conversation(c.info.id) {

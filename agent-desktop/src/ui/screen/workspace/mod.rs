@@ -571,7 +571,7 @@ impl State {
             }
             panes = panes
                 .push(rule::vertical(1))
-                .push(self.chat.view(desk, offset).map(Message::Chat))
+                .push(self.chat.view(desk, offset, now_ms).map(Message::Chat))
                 .push(rule::vertical(1));
             panes = panes.push(match layout.details {
                 Some(width) => column![
