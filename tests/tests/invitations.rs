@@ -148,6 +148,19 @@ async fn a_page_rule_invites_once_a_visit_and_a_reply_starts_the_chat(backend: B
         "{lines:?}"
     );
     assert!(matches!(lines[1].0, Author::Visitor { .. }), "{lines:?}");
+    // And the agents hear that it was accepted, as they heard it fire.
+    let accepted = alice
+        .until("the invitation to be accepted", |u| match u {
+            Update::Invitation(i) if i.id == id && i.state == InvitationState::Accepted => {
+                Some(i.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (accepted.visitor.as_str(), accepted.rule.as_str()),
+        (v.visitor.as_str(), "pricing")
+    );
     v.wait_message("yes, which plan fits?").await.unwrap();
     let seen: Vec<(Sender, String)> = v
         .events

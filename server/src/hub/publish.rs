@@ -33,6 +33,8 @@ impl Publish for Hub {
             self.tell(|| BusMsg::Wake { recipient, seq });
         }
         let mut st = self.lock();
+        // Signals go out after the lock is let go: sending one takes it.
+        let mut signals = Vec::new();
         for e in effects {
             match e {
                 Effect::AgentEvent { agent, seq, event } => {
@@ -82,7 +84,12 @@ impl Publish for Hub {
                     self.tell(|| BusMsg::Changed(Changed::Canned { site, owner }));
                     self.canned_changed_in(&mut st, site, owner);
                 }
+                Effect::Invitation { site, signal } => signals.push((site, signal)),
             }
+        }
+        drop(st);
+        for (site, signal) in signals {
+            self.signal_agents(&[], Some(site), LiveEvent::Invitation(signal));
         }
     }
 }

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use holdfast_protocol::agent::{AgentId, ConversationId, Event, Presence, Seq, SiteId, TeamMember};
+use holdfast_protocol::agent::{
+    AgentId, ConversationId, Event, InvitationSignal, Presence, Seq, SiteId, TeamMember,
+};
 use holdfast_protocol::visitor::VisitorEvent;
 
 /// What the hub must do once a batch is durable.
@@ -46,6 +48,13 @@ pub enum Effect {
     Canned {
         site: SiteId,
         owner: Option<AgentId>,
+    },
+    /// A visitor's reply accepted an automatic invitation: a signal for
+    /// the site's agents on every node, sent only once the chat it opened
+    /// is committed.
+    Invitation {
+        site: SiteId,
+        signal: InvitationSignal,
     },
 }
 

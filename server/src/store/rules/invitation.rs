@@ -3,13 +3,14 @@
 //! widget says it showed it, or the visitor closed it. Accepting is
 //! replying: [`Rules::accept_invitation`] runs when that reply opens a chat.
 
-use holdfast_protocol::agent::{ConversationInfo, SiteId};
+use holdfast_protocol::agent::{ConversationInfo, InvitationSignal, InvitationState, SiteId};
 use holdfast_protocol::notice::Notice;
 
 use super::Rules;
 use crate::invite::Fired;
 use crate::invite::rule::VISIT_GAP_MS;
 use crate::store::StoreError;
+use crate::store::effect::Effect;
 use crate::store::sql::args;
 
 impl Rules<'_> {
@@ -126,6 +127,17 @@ impl Rules<'_> {
             &args![id, now, c.id],
         )?;
         if let Some(f) = self.fired(id, now)? {
+            self.op.effects.push(Effect::Invitation {
+                site: c.site,
+                signal: InvitationSignal {
+                    visitor: c.visitor.clone(),
+                    id,
+                    rule: f.rule.clone(),
+                    text: f.text.clone(),
+                    state: InvitationState::Accepted,
+                    at_ms: now,
+                },
+            });
             self.system_line(
                 c,
                 &Notice::Invited {
