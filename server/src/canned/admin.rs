@@ -48,7 +48,13 @@ pub fn export(conn: &dyn Db, key: &str, agent: Option<&str>) -> Result<String, A
     let mut out = String::new();
     csv::write_record(&mut out, &["shortcut", "body"]);
     for s in super::list(conn, site, owner)? {
-        csv::write_record(&mut out, &[&s.reply.shortcut, &s.reply.body]);
+        csv::write_record(
+            &mut out,
+            &[
+                &csv::guard_formula(&s.reply.shortcut),
+                &csv::guard_formula(&s.reply.body),
+            ],
+        );
     }
     Ok(out)
 }
@@ -102,7 +108,8 @@ fn plan(records: &[Record], owner: Owner, list: &[Stored]) -> Result<Vec<Change>
         };
         // Spreadsheets on Windows end lines inside a cell with CRLF; the
         // app writes LF. One reply reads the same whichever wrote it.
-        let body = body.replace("\r\n", "\n");
+        let body = csv::unguard_formula(body).replace("\r\n", "\n");
+        let shortcut = csv::unguard_formula(shortcut);
         super::check_shortcut(shortcut).map_err(|e| bad(r, e))?;
         super::check_body(&body).map_err(|e| bad(r, e))?;
         let key = super::key(shortcut);
@@ -125,7 +132,7 @@ fn plan(records: &[Record], owner: Owner, list: &[Stored]) -> Result<Vec<Change>
                 count += 1;
                 bytes += super::weight(shortcut, &body);
                 changes.push(Change::Add {
-                    shortcut: shortcut.clone(),
+                    shortcut: shortcut.to_owned(),
                     body,
                 });
             }
@@ -225,6 +232,54 @@ mod tests {
             export(&c, "acme", Some("alice")).unwrap(),
             "shortcut,body\r\n"
         );
+    }
+
+    #[test]
+    fn canned_export_never_starts_a_cell_a_spreadsheet_would_run() {
+        // A reply an agent saved can be a formula to a spreadsheet; the
+        // admin who opens the export must not run it.
+        let c = db();
+        let bodies = [
+            "=HYPERLINK(\"http://evil.example\",\"Click\")",
+            "+1 555 0100",
+            "-- thanks",
+            "@mention",
+            "\tindented",
+            "'=already quoted once",
+            "''@twice",
+            "'plain apostrophe",
+            "plain",
+        ];
+        let mut file = String::new();
+        csv::write_record(&mut file, &["shortcut", "body"]);
+        for (i, b) in bodies.iter().enumerate() {
+            csv::write_record(&mut file, &[&format!("r{i}"), &csv::guard_formula(b)]);
+        }
+        // Typed by hand without the apostrophe, a formula-like text is
+        // taken as written too.
+        csv::write_record(&mut file, &["raw", "=1+1"]);
+        import(&c, "acme", None, &file).unwrap();
+        let out = export(&c, "acme", None).unwrap();
+        for rec in csv::parse(&out).unwrap() {
+            for cell in &rec.fields {
+                assert!(
+                    !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                    "a cell a spreadsheet would run: {cell:?}"
+                );
+            }
+        }
+        // And the export imports back to the same replies.
+        let d = db();
+        import(&d, "acme", None, &out).unwrap();
+        assert_eq!(export(&d, "acme", None).unwrap(), out);
+        let (site, owner) = target(&d, "acme", None).unwrap();
+        let listed = super::super::list(&d, site, owner).unwrap();
+        let mut got: Vec<&str> = listed.iter().map(|s| s.reply.body.as_str()).collect();
+        let mut want: Vec<&str> = bodies.to_vec();
+        want.push("=1+1");
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want);
     }
 
     #[test]

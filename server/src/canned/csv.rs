@@ -52,6 +52,39 @@ pub fn write_record(out: &mut String, fields: &[&str]) {
     out.push_str("\r\n");
 }
 
+/// What makes Excel, LibreOffice and Google Sheets read a cell as a
+/// formula (or, for tab and CR, what they strip before looking).
+const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Whether `cell`, after any leading apostrophes, starts a formula.
+fn formula_like(cell: &str) -> bool {
+    cell.trim_start_matches('\'').starts_with(FORMULA_START)
+}
+
+/// `cell` as written to a file an admin may open in a spreadsheet: one
+/// more apostrophe in front when it reads as a formula, so a reply saved
+/// as `=HYPERLINK(…)` is shown there as text, never run (OWASP's advice
+/// for CSV injection). [`unguard_formula`] undoes exactly this, also for
+/// a reply that itself starts with apostrophes, so export and import
+/// round-trip every text.
+#[must_use]
+pub fn guard_formula(cell: &str) -> std::borrow::Cow<'_, str> {
+    if formula_like(cell) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
+/// The text [`guard_formula`] was given.
+#[must_use]
+pub fn unguard_formula(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if formula_like(cell) => rest,
+        _ => cell,
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
     /// At the start of a field.
@@ -225,6 +258,20 @@ mod tests {
         let e = parse("shortcut,body\nok,fine\nhi,\"never closed\nmore\n").unwrap_err();
         assert_eq!((e.row, e.line), (3, 3));
         assert!(e.to_string().starts_with("row 3 (line 3): "), "{e}");
+    }
+
+    #[test]
+    fn canned_csv_formula_guard_round_trips() {
+        for cell in [
+            "=1+1", "+x", "-", "@a", "\tx", "\rx", "'=x", "''-x", "'", "''", "'a", "a=b", "",
+            "退款",
+        ] {
+            let g = guard_formula(cell);
+            assert!(!g.starts_with(FORMULA_START), "{g:?}");
+            assert_eq!(unguard_formula(&g), cell);
+        }
+        assert_eq!(guard_formula("=1"), "'=1");
+        assert_eq!(guard_formula("plain"), "plain");
     }
 
     #[test]
