@@ -73,8 +73,19 @@ impl CoreAgent {
     }
 
     /// The next update for which `f` returns `Some`, skipping the rest.
-    pub async fn until<T>(&mut self, what: &str, mut f: impl FnMut(&Update) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + WAIT;
+    pub async fn until<T>(&mut self, what: &str, f: impl FnMut(&Update) -> Option<T>) -> T {
+        self.until_within(WAIT, what, f).await
+    }
+
+    /// [`Self::until`] with its own bound, for a wait whose length is the
+    /// point of the test rather than the harness's default.
+    pub async fn until_within<T>(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        mut f: impl FnMut(&Update) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let u = tokio::time::timeout_at(deadline, self.updates.recv())
                 .await
@@ -93,10 +104,15 @@ impl CoreAgent {
     }
 
     pub async fn live(&mut self) {
+        self.live_within(WAIT).await;
+    }
+
+    /// Waits for the connection to be live, panicking after `limit`.
+    pub async fn live_within(&mut self, limit: Duration) {
         if self.handle.status().state == ConnState::Live {
             return;
         }
-        self.until("the connection to be live", |u| match u {
+        self.until_within(limit, "the connection to be live", |u| match u {
             Update::Connection(s) if s.state == ConnState::Live => Some(()),
             _ => None,
         })

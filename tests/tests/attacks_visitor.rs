@@ -714,8 +714,11 @@ async fn an_agent_that_never_reads_is_cut_and_its_memory_returned() {
         .expect("the cut counter")
         < 1.0
     {
+        // A liveness bound, not a speed one: the queue fills only as fast
+        // as the visitors' acked sends, which on a two-core machine busy
+        // with builds once took longer than a minute.
         assert!(
-            started.elapsed() < Duration::from_secs(60),
+            started.elapsed() < Duration::from_secs(180),
             "the agent that never reads was not cut"
         );
         peak = peak.max(rss(pid));
