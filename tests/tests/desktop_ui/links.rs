@@ -78,7 +78,7 @@ fn message_id(d: &Driver, body: &str) -> MsgId {
 
 /// Click at a point of the window, returning what the view produced.
 fn click_at(d: &mut Driver, at: Point) -> Vec<Message> {
-    let mut ui = Simulator::with_size(Settings::default(), d.size, d.app.view());
+    let mut ui = Simulator::with_size(settings(), d.size, d.app.view());
     ui.point_at(at);
     let _ = ui.simulate(iced_test::simulator::click());
     ui.into_messages().collect()
@@ -86,7 +86,7 @@ fn click_at(d: &mut Driver, at: Point) -> Vec<Message> {
 
 /// The bounds of the widget with this id.
 fn bounds_of(d: &Driver, id: &str) -> Rectangle {
-    let mut ui = Simulator::with_size(Settings::default(), d.size, d.app.view());
+    let mut ui = Simulator::with_size(settings(), d.size, d.app.view());
     let target = ui
         .find(Id::from(id.to_owned()))
         .unwrap_or_else(|e| panic!("no {id}: {e}"));
