@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 
 use crate::ui::files;
 use crate::ui::format;
-use crate::ui::i18n::{self, Lang, tr};
+use crate::ui::i18n::{self, Lang, Texts, Words, tr};
 use crate::ui::notify::Notifier;
 use crate::ui::prefs::Prefs;
 use crate::ui::screen::workspace::Panel;
@@ -262,11 +262,11 @@ impl App {
         }
     }
 
-    fn resolve_store_path(&self) -> Result<PathBuf, String> {
+    fn resolve_store_path(&self) -> Result<PathBuf, Words> {
         match &self.opts.store {
             Some(p) => Ok(p.clone()),
             None => default_store_path(self.login.server.trim(), self.login.username.trim())
-                .map_err(|e| tr().client_error(&e)),
+                .map_err(|e| Words::worded(|t| t.client_error(&e))),
         }
     }
 
@@ -504,14 +504,14 @@ impl App {
             trust::Event::Refused { mismatch: true } => {
                 // A refused mismatch is the end of this session: back to
                 // the sign-in screen with the reason.
-                self.login.error = Some(tr().key_mismatch_refused.to_owned());
+                self.login.error = Some(Words::new(|t| t.key_mismatch_refused.to_owned()));
                 self.login.busy = false;
                 self.screen = Screen::Login;
                 return self.stop_session();
             }
             trust::Event::Refused { mismatch: false } => {
                 self.login.busy = false;
-                self.login.error = Some(tr().key_not_trusted.into());
+                self.login.error = Some(Words::new(|t| t.key_not_trusted.to_owned()));
             }
             trust::Event::Trusted => {}
         }
@@ -530,11 +530,10 @@ impl App {
     /// The sign-out went through (or was given up on): back to the login
     /// screen, saying how it went.
     fn signed_out(&mut self, result: Result<SignOutResult, String>) -> Task<Message> {
-        let t = tr();
         self.login.notice = Some(match result {
-            Ok(SignOutResult::Released) => t.signed_out_released.to_owned(),
+            Ok(SignOutResult::Released) => Words::new(|t| t.signed_out_released.to_owned()),
             Ok(SignOutResult::Offline | SignOutResult::TimedOut) | Err(_) => {
-                t.signed_out_offline.to_owned()
+                Words::new(|t| t.signed_out_offline.to_owned())
             }
         });
         self.screen = Screen::Login;
@@ -601,12 +600,12 @@ impl App {
         if let Some(dir) = path.parent()
             && let Err(e) = std::fs::create_dir_all(dir)
         {
-            let dir = dir.display().to_string();
-            return self.fail_sign_in((tr().cannot_create)(&dir, &e.to_string()));
+            let (dir, e) = (dir.display().to_string(), e.to_string());
+            return self.fail_sign_in(Words::new(move |t| (t.cannot_create)(&dir, &e)));
         }
         let (handle, rx) = match holdfast_client::start(cfg) {
             Ok(x) => x,
-            Err(e) => return self.fail_sign_in(tr().client_error(&e)),
+            Err(e) => return self.fail_sign_in(Words::worded(|t| t.client_error(&e))),
         };
         self.epoch += 1;
         let epoch = self.epoch;
@@ -633,12 +632,12 @@ impl App {
             .chain(Task::done(Message::CoreEnded(epoch)))
     }
 
-    fn fail_sign_in(&mut self, error: String) -> Task<Message> {
+    fn fail_sign_in(&mut self, error: Words) -> Task<Message> {
         self.login.busy = false;
         if self.screen == Screen::Login {
             self.login.error = Some(error);
         } else {
-            self.workspace.desk.banner = Some(error);
+            self.workspace.desk.banner = Some(error.text());
         }
         Task::none()
     }
@@ -668,8 +667,10 @@ impl App {
                     && !self.signed_in
                 {
                     let left = format::seconds_left(retry_at.saturating_duration_since(self.now));
-                    self.login.error =
-                        Some((tr().cannot_reach)(self.login.server.trim(), reason, left));
+                    let (server, reason) = (self.login.server.trim().to_owned(), reason.clone());
+                    self.login.error = Some(Words::new(move |t| {
+                        (t.cannot_reach)(&server, &reason, left)
+                    }));
                 }
                 self.status = s;
                 Task::none()
@@ -720,7 +721,7 @@ impl App {
                         self.login.busy = false;
                     }
                 } else {
-                    self.workspace.desk.banner = Some(text);
+                    self.workspace.desk.banner = Some(text.text());
                 }
                 Task::none()
             }
@@ -906,12 +907,22 @@ impl App {
     }
 }
 
+/// A refused sign-in, worded when shown.
 fn login_error_text(
     code: ErrorCode,
     message: &str,
     retry_after: Option<std::time::Duration>,
+) -> Words {
+    let message = message.to_owned();
+    Words::new(move |t| login_error_in(t, code, &message, retry_after))
+}
+
+fn login_error_in(
+    t: &Texts,
+    code: ErrorCode,
+    message: &str,
+    retry_after: Option<std::time::Duration>,
 ) -> String {
-    let t = tr();
     match code {
         ErrorCode::Unauthorized => t.wrong_password.to_owned(),
         ErrorCode::Disabled => t.account_disabled.to_owned(),
@@ -933,7 +944,8 @@ mod tests {
             ErrorCode::TooLarge,
             "frame of 9100 bytes exceeds the limit of 8192 before login",
             None,
-        );
+        )
+        .text();
         assert!(
             text.starts_with("The username or password is too long"),
             "{text}"

@@ -22,6 +22,7 @@
 //! error code, a system line's [`Notice`], a delivery state) is worded here.
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use holdfast_protocol::agent::{ConversationState, InvitationState, Presence, Role};
 use holdfast_protocol::notice::{LeaveReason, Notice};
@@ -106,6 +107,58 @@ pub fn current() -> Lang {
 /// Speak `lang` on this thread from now on.
 pub fn set(lang: Lang) {
     CURRENT.with(|c| c.set(lang));
+}
+
+/// Words kept to be shown later (the sign-in screen's error and notice),
+/// worded each time they are drawn, so a language switch rewords them too.
+/// What came from outside (the server's own message, an OS error) is held
+/// inside as it is; [`Words::fixed`] holds text that is only data.
+#[derive(Clone)]
+pub struct Words(Arc<dyn Fn(&Texts) -> String + Send + Sync>);
+
+impl Words {
+    pub fn new(f: impl Fn(&Texts) -> String + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// Words from something that cannot be kept (an error that is not
+    /// `Clone`): worded in every language now, the one in force shown.
+    pub fn worded(f: impl Fn(&Texts) -> String) -> Self {
+        let (en, zh) = (f(&EN), f(&ZH));
+        Self::new(move |_| match current() {
+            Lang::En => en.clone(),
+            Lang::Zh => zh.clone(),
+        })
+    }
+
+    /// Text that is the same in every language.
+    pub fn fixed(text: impl Into<String>) -> Self {
+        let text: String = text.into();
+        Self::new(move |_| text.clone())
+    }
+
+    /// The words in the language in force.
+    pub fn text(&self) -> String {
+        (self.0)(tr())
+    }
+}
+
+impl std::fmt::Debug for Words {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.text())
+    }
+}
+
+impl From<&str> for Words {
+    fn from(text: &str) -> Self {
+        Self::fixed(text)
+    }
+}
+
+impl From<String> for Words {
+    fn from(text: String) -> Self {
+        Self::fixed(text)
+    }
 }
 
 /// Every text of the app in one language. Plain fields for fixed words;

@@ -73,9 +73,13 @@ async fn the_language_switch_turns_the_workspace_chinese_and_back() {
     let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
     assert_eq!(d.app.lang, Lang::En, "no locale given: English");
 
-    // On the sign-in screen, both ways, before anyone signs in.
+    // On the sign-in screen, both ways, before anyone signs in; the error
+    // already up is reworded too.
     assert!(d.shows("Sign in") && d.shows("Server address"));
+    d.click_text("Sign in");
+    assert!(d.shows(EN.enter_username), "{:?}", d.texts());
     d.click_id("lang-zh");
+    assert!(d.shows(ZH.enter_username) && !d.shows(EN.enter_username));
     assert!(
         d.shows(ZH.sign_in) && d.shows(ZH.server_address),
         "{:?}",

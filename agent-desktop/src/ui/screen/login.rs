@@ -10,7 +10,7 @@ use iced::widget::{button, column, container, row, text_input};
 use iced::{Alignment, Element, Fill};
 use zeroize::Zeroizing;
 
-use crate::ui::i18n::{Lang, tr};
+use crate::ui::i18n::{Lang, Words, tr};
 use crate::ui::widget::{body_text, card, language_switch, muted, small, text};
 
 #[derive(Debug, Default)]
@@ -18,9 +18,10 @@ pub struct State {
     pub server: String,
     pub username: String,
     pub password: Zeroizing<String>,
-    pub error: Option<String>,
+    /// Worded when drawn, so a language switch rewords it.
+    pub error: Option<Words>,
     /// Something to know that is not an error (how the last sign-out went).
-    pub notice: Option<String>,
+    pub notice: Option<Words>,
     /// A sign-in is in progress.
     pub busy: bool,
 }
@@ -64,17 +65,17 @@ impl State {
     /// Whether the form has all a sign-in needs; if not, says what is
     /// missing in the error box.
     pub fn check(&mut self) -> bool {
-        let t = tr();
-        let missing = if self.server.trim().is_empty() {
-            t.enter_server
+        let missing: fn(&crate::ui::i18n::Texts) -> &'static str = if self.server.trim().is_empty()
+        {
+            |t| t.enter_server
         } else if self.username.trim().is_empty() {
-            t.enter_username
+            |t| t.enter_username
         } else if self.password.is_empty() {
-            t.enter_password
+            |t| t.enter_password
         } else {
             return true;
         };
-        self.error = Some(missing.into());
+        self.error = Some(Words::new(move |t| missing(t).to_owned()));
         false
     }
 
@@ -133,7 +134,7 @@ impl State {
         }
         if let Some(e) = &self.error {
             form = form.push(
-                container(body_text(e.as_str()))
+                container(body_text(e.text()))
                     .id("login-error")
                     .padding(10)
                     .width(Fill)
@@ -141,7 +142,7 @@ impl State {
             );
         } else if let Some(n) = &self.notice {
             form = form.push(
-                container(body_text(n.as_str()))
+                container(body_text(n.text()))
                     .id("login-notice")
                     .padding(10)
                     .width(Fill)
