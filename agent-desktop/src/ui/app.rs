@@ -637,7 +637,7 @@ impl App {
         if self.screen == Screen::Login {
             self.login.error = Some(error);
         } else {
-            self.workspace.desk.banner = Some(error.text());
+            self.workspace.desk.banner = Some(error);
         }
         Task::none()
     }
@@ -721,7 +721,7 @@ impl App {
                         self.login.busy = false;
                     }
                 } else {
-                    self.workspace.desk.banner = Some(text.text());
+                    self.workspace.desk.banner = Some(text);
                 }
                 Task::none()
             }
@@ -823,8 +823,9 @@ impl App {
                     .workspace
                     .on_command_outcome(id, Err(format!("{message} ({code})")))
                 {
+                    let code = code.to_string();
                     self.workspace.desk.banner =
-                        Some((tr().server_refused)(&code.to_string(), &message));
+                        Some(Words::new(move |t| (t.server_refused)(&code, &message)));
                     // A refused tag change never comes back as a line:
                     // show the tags as the server has them.
                     self.workspace.desk.tags_pending.clear();
@@ -853,11 +854,13 @@ impl App {
                 Task::batch([reload, read])
             }
             Update::ServerError { code, message } => {
-                self.workspace.desk.banner = Some((tr().server_error)(&code.to_string(), &message));
+                let code = code.to_string();
+                self.workspace.desk.banner =
+                    Some(Words::new(move |t| (t.server_error)(&code, &message)));
                 Task::none()
             }
             Update::StoreFailed { message } => {
-                self.workspace.desk.banner = Some((tr().store_error)(&message));
+                self.workspace.desk.banner = Some(Words::new(move |t| (t.store_error)(&message)));
                 Task::none()
             }
             Update::Upload {

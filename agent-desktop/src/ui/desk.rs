@@ -23,7 +23,7 @@ use holdfast_client::store::{DeliveryState, MessageOrder, RECENT_PER_CONVERSATIO
 use holdfast_client::{ConversationSummary, StoredMessage, Workspace};
 
 use crate::ui::format;
-use crate::ui::i18n::tr;
+use crate::ui::i18n::{Words, tr};
 
 /// Messages of one conversation kept in memory when it is not open. The
 /// store has the rest; keeping only a window is what keeps memory flat over
@@ -274,7 +274,7 @@ pub struct Desk {
     /// opens, when it arrives.
     pub pending_open: Option<PendingOpen>,
     /// The last error worth showing above the workspace.
-    pub banner: Option<String>,
+    pub banner: Option<Words>,
     /// Attachments fetched, and files on their way up.
     pub files: crate::ui::files::Files,
     /// The block form, open in the details panel for one visitor.

@@ -1407,6 +1407,29 @@ mod tests {
         }
     }
 
+    /// Kept words follow the language in force when drawn; data stays.
+    #[test]
+    fn kept_words_follow_a_switch() {
+        let server = String::from("chat.example:7070");
+        let live = Words::new(move |t| (t.cannot_reach)(&server, "refused", 3));
+        let both = Words::worded(|t| t.err_busy.to_owned());
+        let data = Words::fixed("the server's own words");
+        set(Lang::En);
+        assert_eq!(
+            live.text(),
+            "Cannot reach chat.example:7070: refused. Retrying in 3 s."
+        );
+        assert_eq!(both.text(), EN.err_busy);
+        set(Lang::Zh);
+        assert_eq!(
+            live.text(),
+            "无法连接 chat.example:7070：refused。3 秒后重试。"
+        );
+        assert_eq!(both.text(), ZH.err_busy);
+        assert_eq!(data.text(), "the server's own words");
+        set(Lang::En);
+    }
+
     #[test]
     fn the_language_is_per_thread() {
         set(Lang::Zh);

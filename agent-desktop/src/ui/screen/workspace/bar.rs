@@ -226,7 +226,7 @@ impl State {
             col = col.push(
                 container(
                     row![
-                        body_text(b.as_str()).width(Fill),
+                        body_text(b.text()).width(Fill),
                         button(text(t.dismiss).size(12))
                             .style(button::text)
                             .on_press(Message::DismissBanner),

@@ -58,7 +58,7 @@ use crate::ui::attention::Attention;
 use crate::ui::desk::{BlockState, Blocking, Conv, Desk, HISTORY_PAGE, PendingOpen, message_text};
 use crate::ui::files::{self, Fetched, Source, Then};
 use crate::ui::format;
-use crate::ui::i18n::{Lang, tr};
+use crate::ui::i18n::{Lang, Words, tr};
 use crate::ui::notify::{Alert, Notifier};
 use crate::ui::prefs::Panels;
 use crate::ui::theme::{self, Choice};
@@ -401,7 +401,7 @@ impl State {
                     Task::none()
                 }
                 Some(chat::Event::FileQueued(Err(e))) => {
-                    self.desk.banner = Some((tr().file_not_sent)(&e));
+                    self.desk.banner = Some(Words::new(move |t| (t.file_not_sent)(&e)));
                     Task::none()
                 }
                 Some(chat::Event::UploadStopped(id, r)) => {
@@ -409,9 +409,9 @@ impl State {
                         Ok(true) => self.desk.files.forget(id),
                         Ok(false) => {
                             self.desk.files.forget(id);
-                            self.desk.banner = Some(tr().too_late_to_cancel.into());
+                            self.desk.banner = Some(Words::new(|t| t.too_late_to_cancel.into()));
                         }
-                        Err(e) => self.desk.banner = Some(e),
+                        Err(e) => self.desk.banner = Some(e.into()),
                     }
                     Task::none()
                 }
@@ -501,7 +501,7 @@ impl State {
             Message::TogglePanel(p) => return (Task::none(), Some(Event::TogglePanel(p))),
             Message::ActionDone(res) => {
                 if let Err(e) = res {
-                    self.desk.banner = Some(e);
+                    self.desk.banner = Some(e.into());
                 }
                 Task::none()
             }
@@ -618,7 +618,7 @@ impl State {
                 )
             }
             None => {
-                self.desk.banner = Some(tr().not_signed_in.into());
+                self.desk.banner = Some(Words::new(|t| t.not_signed_in.into()));
                 Task::none()
             }
         }
@@ -632,7 +632,7 @@ impl State {
         };
         let Some(h) = env.handle.cloned() else {
             self.desk.block_form = Some(form);
-            self.desk.banner = Some(tr().not_signed_in.into());
+            self.desk.banner = Some(Words::new(|t| t.not_signed_in.into()));
             return Task::none();
         };
         let reason = form.reason.trim().to_owned();
@@ -662,7 +662,7 @@ impl State {
 
     fn unblock(&mut self, env: &Env<'_>, visitor: String) -> Task<Message> {
         let Some(h) = env.handle.cloned() else {
-            self.desk.banner = Some(tr().not_signed_in.into());
+            self.desk.banner = Some(Words::new(|t| t.not_signed_in.into()));
             return Task::none();
         };
         let Some(b) = self.desk.blocks.get_mut(&visitor).filter(|b| b.blocked()) else {
@@ -722,7 +722,7 @@ impl State {
             .collect();
         match ws {
             Ok(ws) => self.desk.load(ws),
-            Err(e) => self.desk.banner = Some(e),
+            Err(e) => self.desk.banner = Some(e.into()),
         }
         // A chat that started waiting while updates were coalesced into
         // this reload still deserves its alert.
@@ -879,7 +879,7 @@ impl State {
             .and_then(|v| v.conversation)
             .and_then(|id| self.desk.convs.get(&id));
         let Some(c) = conv else {
-            self.desk.banner = Some(tr().chat_not_here.into());
+            self.desk.banner = Some(Words::new(|t| t.chat_not_here.into()));
             return Task::none();
         };
         let id = c.info.id;
@@ -891,7 +891,7 @@ impl State {
                 .desk
                 .serving_name(&c.info)
                 .unwrap_or_else(|| tr().another_agent.into());
-            self.desk.banner = Some((tr().serving_this_visitor)(&who));
+            self.desk.banner = Some(Words::new(move |t| (t.serving_this_visitor)(&who)));
             return Task::none();
         }
         self.select(env, id)
@@ -1012,7 +1012,7 @@ impl State {
             return Task::none();
         }
         let Some(h) = env.handle.cloned() else {
-            self.desk.banner = Some(tr().not_signed_in.into());
+            self.desk.banner = Some(Words::new(|t| t.not_signed_in.into()));
             return Task::none();
         };
         self.desk.drafts.insert(id, text_editor::Content::new());
@@ -1055,7 +1055,7 @@ impl State {
         };
         match page {
             Ok(page) => c.prepend(page, PAGE as usize),
-            Err(e) => self.desk.banner = Some(e),
+            Err(e) => self.desk.banner = Some(e.into()),
         }
     }
 
@@ -1075,11 +1075,11 @@ impl State {
             .filter(|c| c.info.state == ConversationState::Active)
             .map(|c| c.info.id);
         let Some(conversation) = open else {
-            self.desk.banner = Some(tr().open_chat_to_send_file.into());
+            self.desk.banner = Some(Words::new(|t| t.open_chat_to_send_file.into()));
             return Task::none();
         };
         let Some(h) = env.handle.cloned() else {
-            self.desk.banner = Some(tr().not_signed_in.into());
+            self.desk.banner = Some(Words::new(|t| t.not_signed_in.into()));
             return Task::none();
         };
         let now = holdfast_client::store::now_ms();
@@ -1131,13 +1131,15 @@ impl State {
 
     fn file_action(&mut self, env: &Env<'_>, action: files::Action) -> Task<Message> {
         let Some(h) = env.handle.cloned() else {
-            self.desk.banner = Some(tr().not_signed_in.into());
+            self.desk.banner = Some(Words::new(|t| t.not_signed_in.into()));
             return Task::none();
         };
         match action {
             files::Action::Open(a) => {
                 if !files::openable(&a.mime) {
-                    self.desk.banner = Some((tr().could_run_script)(&a.name, &a.mime));
+                    let (name, mime) = (a.name.clone(), a.mime.clone());
+                    self.desk.banner =
+                        Some(Words::new(move |t| (t.could_run_script)(&name, &mime)));
                     return Task::none();
                 }
                 self.want_full(&h, a.id, Then::Open)
@@ -1216,7 +1218,7 @@ impl State {
         match then {
             Then::Open => {
                 if let Err(e) = files::open_with_os(&path) {
-                    self.desk.banner = Some(e);
+                    self.desk.banner = Some(e.into());
                 }
                 Task::none()
             }
