@@ -107,7 +107,7 @@ async fn the_language_switch_turns_the_workspace_chinese_and_back() {
         assert!(!on_screen(&texts, &en), "{en:?} still on screen: {texts:?}");
     }
     // Times too: the visitor's time on the site, in Chinese units.
-    assert!(texts.iter().any(|t| t.starts_with("已访问 ")), "{texts:?}");
+    assert!(texts.iter().any(|t| t.starts_with("已停留 ")), "{texts:?}");
     // Nothing on the Chinese screen is a sentence of English words, except
     // what the visitor and the site wrote (their words, the page titles and
     // the browser's name).
