@@ -82,6 +82,9 @@ fn main() -> anyhow::Result<()> {
         tune: None,
         expected_fingerprint: None,
         preconfig,
+        // The OS's language setting (LC_ALL / LC_MESSAGES / LANG on Unix,
+        // the user's UI language on Windows and macOS).
+        locale: sys_locale::get_locale(),
         exit_after_first_frame: args.bench_first_frame.then_some(started),
     };
     ui::run(options).context("the window could not be opened")

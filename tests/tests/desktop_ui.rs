@@ -56,6 +56,20 @@ fn options(dir: &Path, server: String) -> Options {
         exit_after_first_frame: None,
         expected_fingerprint: None,
         preconfig: None,
+        // English whatever the machine's locale: the tests read English words.
+        locale: None,
+    }
+}
+
+/// The simulators' settings: the app's bundled CJK font loaded as the real
+/// window loads it (`ui::CJK_FONT`), so Chinese is laid out and drawn with
+/// it rather than looked for glyph by glyph among the machine's fonts
+/// (slow, and missing-glyph boxes where none has them). Loaded once: the
+/// font system is shared and knows a font it has seen.
+fn settings() -> Settings {
+    Settings {
+        fonts: vec![holdfast_agent::ui::CJK_FONT.into()],
+        ..Settings::default()
     }
 }
 
@@ -126,7 +140,7 @@ impl Driver {
     fn interact(&mut self, f: impl FnOnce(&mut Simulator<'_, Message>)) {
         let size = self.size;
         let messages: Vec<Message> = {
-            let mut ui = Simulator::with_size(Settings::default(), size, self.app.view());
+            let mut ui = Simulator::with_size(settings(), size, self.app.view());
             f(&mut ui);
             ui.into_messages().collect()
         };
@@ -153,7 +167,7 @@ impl Driver {
     /// Every text on screen, in widget-tree order.
     fn texts(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let mut ui = Simulator::with_size(Settings::default(), self.size, self.app.view());
+        let mut ui = Simulator::with_size(settings(), self.size, self.app.view());
         let _none = ui.find(|c: Candidate<'_>| {
             if let Candidate::Text { content, .. } = c {
                 out.push(content.to_owned());
@@ -166,7 +180,7 @@ impl Driver {
     /// Every text on screen with its bounds, in widget-tree order.
     fn text_boxes(&self) -> Vec<(String, Rectangle)> {
         let mut out = Vec::new();
-        let mut ui = Simulator::with_size(Settings::default(), self.size, self.app.view());
+        let mut ui = Simulator::with_size(settings(), self.size, self.app.view());
         let _none = ui.find(|c: Candidate<'_>| {
             if let Candidate::Text {
                 content, bounds, ..
@@ -181,7 +195,7 @@ impl Driver {
 
     /// The texts drawn inside the widget with this id.
     fn texts_in(&self, id: &str) -> Vec<String> {
-        let mut ui = Simulator::with_size(Settings::default(), self.size, self.app.view());
+        let mut ui = Simulator::with_size(settings(), self.size, self.app.view());
         let Ok(target) = ui.find(Id::from(id.to_owned())) else {
             return Vec::new();
         };
@@ -198,7 +212,7 @@ impl Driver {
     }
 
     fn has_id(&self, id: &str) -> bool {
-        let mut ui = Simulator::with_size(Settings::default(), self.size, self.app.view());
+        let mut ui = Simulator::with_size(settings(), self.size, self.app.view());
         ui.find(Id::from(id.to_owned())).is_ok()
     }
 
@@ -1251,7 +1265,7 @@ async fn javascript_urls_show_as_inert_text() {
             "{t:?}"
         );
         let produced: Vec<String> = {
-            let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), d.app.view());
+            let mut ui = Simulator::with_size(settings(), (1280.0, 800.0), d.app.view());
             ui.point_at(b.center());
             let _ = ui.simulate(iced_test::simulator::click());
             ui.into_messages().map(|m| format!("{m:?}")).collect()
@@ -1284,3 +1298,6 @@ mod canned;
 mod keyboard;
 
 mod links;
+
+#[path = "desktop_ui/i18n.rs"]
+mod i18n;

@@ -1,10 +1,13 @@
 //! The real `holdfast-agent` binary opens its real window under Xvfb, signs
 //! in to a real server with demo traffic, and a screenshot taken with
-//! ImageMagick's `import` shows a drawn workspace, not a blank screen.
+//! ImageMagick's `import` shows a drawn workspace, not a blank screen: once
+//! on an English system, once on a Chinese one (`LC_ALL=zh_CN.UTF-8`), where
+//! the app starts in Chinese and draws it with the bundled CJK font.
 //!
 //! Needs `Xvfb` and `import` (Debian: `xvfb`, `imagemagick`; installed by
 //! `scripts/test-all`). Set `HOLDFAST_SCREENSHOT=path.png` to keep the
-//! capture (that is how `assets/screenshots/agent-workspace.png` is made).
+//! capture (that is how `assets/screenshots/agent-workspace.png` is made),
+//! and `HOLDFAST_SCREENSHOT_ZH=path.png` for the Chinese one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::support::desktop_demo as demo;
@@ -70,6 +73,17 @@ fn screenshot(display: &str, out: &Path) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_window_draws_the_workspace_under_xvfb() {
+    real_window("C.UTF-8", "HOLDFAST_SCREENSHOT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_window_draws_chinese_on_a_chinese_system() {
+    real_window("zh_CN.UTF-8", "HOLDFAST_SCREENSHOT_ZH").await;
+}
+
+/// The demo workspace in the real window, the OS's locale `locale`; the
+/// capture kept where `keep` (an environment variable) says, if set.
+async fn real_window(locale: &str, keep: &str) {
     let srv = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("alice.sqlite3");
@@ -85,6 +99,9 @@ async fn the_real_window_draws_the_workspace_under_xvfb() {
         .arg(dir.path().join("prefs.json"))
         .env("HOLDFAST_TEST_PASSWORD", PASSWORD)
         .env("DISPLAY", &display)
+        // The OS's language as the app reads it (LANGUAGE would come first).
+        .env("LC_ALL", locale)
+        .env_remove("LANGUAGE")
         .env_remove("WAYLAND_DISPLAY")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -115,7 +132,7 @@ async fn the_real_window_draws_the_workspace_under_xvfb() {
     assert!(screenshot(&display, &shot));
     let n = colours(&shot);
     assert!(n > 64, "the window looks blank: {n} colours");
-    if let Ok(keep) = std::env::var("HOLDFAST_SCREENSHOT") {
+    if let Ok(keep) = std::env::var(keep) {
         std::fs::copy(&shot, keep).unwrap();
     }
     let _ = app.0.kill();

@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 
 use crate::ui::files;
 use crate::ui::format;
+use crate::ui::i18n::{self, Lang, Texts, Words, tr};
 use crate::ui::notify::Notifier;
 use crate::ui::prefs::Prefs;
 use crate::ui::screen::workspace::Panel;
@@ -80,6 +81,10 @@ pub struct Options {
     /// What an admin preconfigured for this machine (installer): the
     /// default server, and the key to pin when first talking to it.
     pub preconfig: Option<holdfast_client::preconfig::Preconfig>,
+    /// The OS's locale (`zh_CN.UTF-8`, `en-US`), which picks the language
+    /// until the agent picks one in the app. `None` (tests, or an OS that
+    /// does not say) is English.
+    pub locale: Option<String>,
     /// Benchmark mode: print the time from this instant to the first frame
     /// on stderr, then exit.
     pub exit_after_first_frame: Option<Instant>,
@@ -105,6 +110,8 @@ pub enum Message {
     SystemTheme(iced::theme::Mode),
     /// The agent's theme choice (remembered).
     SetTheme(Choice),
+    /// The agent's language choice (remembered, applied at once).
+    SetLang(Lang),
     /// Collapse or expand a side panel (remembered).
     TogglePanel(Panel),
     /// A workspace keyboard shortcut, from any screen (acted on only in
@@ -145,6 +152,8 @@ pub struct App {
     /// The OS's mode as last reported (`None` until it says, or where it
     /// cannot).
     pub system_theme: iced::theme::Mode,
+    /// The language on screen: the agent's pick, else the OS's.
+    pub lang: Lang,
     handle: Option<ClientHandle>,
     epoch: u64,
 }
@@ -175,6 +184,10 @@ impl App {
             .or_else(|| (!prefs.username.is_empty()).then(|| prefs.username.clone()))
             .unwrap_or_default();
         let password = opts.password.take();
+        let lang = prefs
+            .lang
+            .unwrap_or_else(|| Lang::from_locale(opts.locale.as_deref().unwrap_or_default()));
+        i18n::set(lang);
         let mut app = Self {
             notifier: Notifier::new(opts.notifications),
             opts,
@@ -202,6 +215,7 @@ impl App {
             epoch: 0,
             prefs,
             system_theme: iced::theme::Mode::None,
+            lang,
         };
         if !app.login.username.is_empty() {
             app.open_cached();
@@ -248,11 +262,11 @@ impl App {
         }
     }
 
-    fn resolve_store_path(&self) -> Result<PathBuf, String> {
+    fn resolve_store_path(&self) -> Result<PathBuf, Words> {
         match &self.opts.store {
             Some(p) => Ok(p.clone()),
             None => default_store_path(self.login.server.trim(), self.login.username.trim())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| Words::worded(|t| t.client_error(&e))),
         }
     }
 
@@ -280,24 +294,25 @@ impl App {
 
     /// The connection bar's words.
     pub fn connection_text(&self) -> String {
+        let t = tr();
         let unsent = self.status.unsent;
         let unsent_part = if unsent > 0 {
-            format!(" · {unsent} unsent")
+            format!(" · {}", (t.unsent)(unsent))
         } else {
             String::new()
         };
         match &self.status.state {
-            ConnState::Live => format!("Connected{unsent_part}"),
+            ConnState::Live => format!("{}{unsent_part}", t.connected),
             ConnState::BackingOff { retry_at, .. } => {
                 let left = format::seconds_left(retry_at.saturating_duration_since(self.now));
-                format!("Reconnecting in {left} s{unsent_part}")
+                format!("{}{unsent_part}", (t.reconnecting_in)(left))
             }
             ConnState::Connecting
             | ConnState::Handshaking
             | ConnState::LoggingIn
-            | ConnState::AwaitingTrust { .. } => format!("Connecting…{unsent_part}"),
+            | ConnState::AwaitingTrust { .. } => format!("{}{unsent_part}", t.connecting),
             ConnState::Disconnected | ConnState::Stopped { .. } => {
-                format!("Offline · {unsent} unsent")
+                format!("{} · {}", t.offline, (t.unsent)(unsent))
             }
         }
     }
@@ -314,6 +329,9 @@ impl App {
     }
 
     pub fn update(&mut self, message: Message) -> Task<Message> {
+        // The app's language is the one in force wherever it runs (see
+        // `i18n`): a test, or any caller, gets the words its app speaks.
+        i18n::set(self.lang);
         let task = self.route(message);
         if self.screen == Screen::Workspace {
             self.workspace.want_thumbnails(&env_of!(self));
@@ -327,6 +345,7 @@ impl App {
                 None => Task::none(),
                 Some(login::Event::SignIn) => self.sign_in(),
                 Some(login::Event::Cancel) => self.stop_session(),
+                Some(login::Event::SetLang(lang)) => self.update(Message::SetLang(lang)),
             },
             Message::Trust(m) => {
                 let Some(event) = self.trust.as_mut().and_then(|t| t.update(m)) else {
@@ -346,6 +365,9 @@ impl App {
                     }
                     Some(workspace::Event::SetTheme(choice)) => {
                         Task::batch([task, self.update(Message::SetTheme(choice))])
+                    }
+                    Some(workspace::Event::SetLang(lang)) => {
+                        Task::batch([task, self.update(Message::SetLang(lang))])
                     }
                     Some(workspace::Event::TogglePanel(panel)) => {
                         Task::batch([task, self.update(Message::TogglePanel(panel))])
@@ -405,6 +427,13 @@ impl App {
                 self.save_prefs();
                 Task::none()
             }
+            Message::SetLang(lang) => {
+                self.lang = lang;
+                i18n::set(lang);
+                self.prefs.lang = Some(lang);
+                self.save_prefs();
+                Task::none()
+            }
             // The shortcuts reach here from any screen; only the
             // workspace has panels.
             Message::TogglePanel(_) if self.screen != Screen::Workspace => Task::none(),
@@ -434,10 +463,14 @@ impl App {
     }
 
     pub fn view(&self) -> Element<'_, Message> {
+        i18n::set(self.lang);
         let ctx = self.context();
         let content: Element<'_, Message> = match (&self.trust, self.screen) {
             (Some(prompt), _) => prompt.view().map(Message::Trust),
-            (None, Screen::Login) => self.login.view(self.connection_text()).map(Message::Login),
+            (None, Screen::Login) => self
+                .login
+                .view(self.connection_text(), self.lang)
+                .map(Message::Login),
             (None, Screen::Workspace) => self.workspace.view(&ctx).map(Message::Workspace),
         };
         if self.screen == Screen::Workspace {
@@ -456,6 +489,7 @@ impl App {
             now_ms: self.now_ms,
             utc_offset_secs: self.opts.utc_offset_secs,
             theme: self.prefs.theme,
+            lang: self.lang,
             panels: self.prefs.panels,
             attention: self.prefs.attention,
         }
@@ -470,22 +504,25 @@ impl App {
             trust::Event::Refused { mismatch: true } => {
                 // A refused mismatch is the end of this session: back to
                 // the sign-in screen with the reason.
-                self.login.error = Some(
-                    "Not connected: the server's key did not match the pinned key.".to_owned(),
-                );
+                self.login.error = Some(Words::new(|t| t.key_mismatch_refused.to_owned()));
                 self.login.busy = false;
                 self.screen = Screen::Login;
                 return self.stop_session();
             }
             trust::Event::Refused { mismatch: false } => {
                 self.login.busy = false;
-                self.login.error = Some("Not connected: the server key was not trusted.".into());
+                self.login.error = Some(Words::new(|t| t.key_not_trusted.to_owned()));
             }
             trust::Event::Trusted => {}
         }
         let yes = event == trust::Event::Trusted;
+        let t = tr();
         Task::perform(
-            async move { h.trust_fingerprint(yes).await.map_err(|e| e.to_string()) },
+            async move {
+                h.trust_fingerprint(yes)
+                    .await
+                    .map_err(|e| t.client_error(&e))
+            },
             action_done,
         )
     }
@@ -494,12 +531,9 @@ impl App {
     /// screen, saying how it went.
     fn signed_out(&mut self, result: Result<SignOutResult, String>) -> Task<Message> {
         self.login.notice = Some(match result {
-            Ok(SignOutResult::Released) => "Signed out. Your open chats were handed on.".to_owned(),
+            Ok(SignOutResult::Released) => Words::new(|t| t.signed_out_released.to_owned()),
             Ok(SignOutResult::Offline | SignOutResult::TimedOut) | Err(_) => {
-                "Signed out while offline. Anything unsent goes out at your next \
-                 sign-in; the server hands your open chats on once you have been \
-                 offline for its grace period (2 minutes by default)."
-                    .to_owned()
+                Words::new(|t| t.signed_out_offline.to_owned())
             }
         });
         self.screen = Screen::Login;
@@ -522,8 +556,9 @@ impl App {
         if self.screen == Screen::Workspace && !self.workspace.bar.password.is_empty() {
             let pw = std::mem::take(&mut self.workspace.bar.password);
             if let Some(h) = self.handle.clone() {
+                let t = tr();
                 return Task::perform(
-                    async move { h.set_password(pw).await.map_err(|e| e.to_string()) },
+                    async move { h.set_password(pw).await.map_err(|e| t.client_error(&e)) },
                     action_done,
                 );
             }
@@ -565,11 +600,12 @@ impl App {
         if let Some(dir) = path.parent()
             && let Err(e) = std::fs::create_dir_all(dir)
         {
-            return self.fail_sign_in(format!("Cannot create {}: {e}", dir.display()));
+            let (dir, e) = (dir.display().to_string(), e.to_string());
+            return self.fail_sign_in(Words::new(move |t| (t.cannot_create)(&dir, &e)));
         }
         let (handle, rx) = match holdfast_client::start(cfg) {
             Ok(x) => x,
-            Err(e) => return self.fail_sign_in(e.to_string()),
+            Err(e) => return self.fail_sign_in(Words::worded(|t| t.client_error(&e))),
         };
         self.epoch += 1;
         let epoch = self.epoch;
@@ -596,7 +632,7 @@ impl App {
             .chain(Task::done(Message::CoreEnded(epoch)))
     }
 
-    fn fail_sign_in(&mut self, error: String) -> Task<Message> {
+    fn fail_sign_in(&mut self, error: Words) -> Task<Message> {
         self.login.busy = false;
         if self.screen == Screen::Login {
             self.login.error = Some(error);
@@ -631,10 +667,10 @@ impl App {
                     && !self.signed_in
                 {
                     let left = format::seconds_left(retry_at.saturating_duration_since(self.now));
-                    self.login.error = Some(format!(
-                        "Cannot reach {}: {reason}. Retrying in {left} s.",
-                        self.login.server.trim()
-                    ));
+                    let (server, reason) = (self.login.server.trim().to_owned(), reason.clone());
+                    self.login.error = Some(Words::new(move |t| {
+                        (t.cannot_reach)(&server, &reason, left)
+                    }));
                 }
                 self.status = s;
                 Task::none()
@@ -787,8 +823,9 @@ impl App {
                     .workspace
                     .on_command_outcome(id, Err(format!("{message} ({code})")))
                 {
+                    let code = code.to_string();
                     self.workspace.desk.banner =
-                        Some(format!("The server refused that ({code}): {message}"));
+                        Some(Words::new(move |t| (t.server_refused)(&code, &message)));
                     // A refused tag change never comes back as a line:
                     // show the tags as the server has them.
                     self.workspace.desk.tags_pending.clear();
@@ -817,11 +854,13 @@ impl App {
                 Task::batch([reload, read])
             }
             Update::ServerError { code, message } => {
-                self.workspace.desk.banner = Some(format!("Server error ({code}): {message}"));
+                let code = code.to_string();
+                self.workspace.desk.banner =
+                    Some(Words::new(move |t| (t.server_error)(&code, &message)));
                 Task::none()
             }
             Update::StoreFailed { message } => {
-                self.workspace.desk.banner = Some(format!("Local store error: {message}"));
+                self.workspace.desk.banner = Some(Words::new(move |t| (t.store_error)(&message)));
                 Task::none()
             }
             Update::Upload {
@@ -871,34 +910,30 @@ impl App {
     }
 }
 
+/// A refused sign-in, worded when shown.
 fn login_error_text(
+    code: ErrorCode,
+    message: &str,
+    retry_after: Option<std::time::Duration>,
+) -> Words {
+    let message = message.to_owned();
+    Words::new(move |t| login_error_in(t, code, &message, retry_after))
+}
+
+fn login_error_in(
+    t: &Texts,
     code: ErrorCode,
     message: &str,
     retry_after: Option<std::time::Duration>,
 ) -> String {
     match code {
-        ErrorCode::Unauthorized => "Wrong username or password.".to_owned(),
-        ErrorCode::Disabled => {
-            "Your account was disabled by an administrator. Your open chats went back to \
-             the queue."
-                .to_owned()
-        }
-        ErrorCode::Revoked => {
-            "Your password was changed. Sign in again with the new one.".to_owned()
-        }
-        ErrorCode::VersionMismatch => format!(
-            "Incompatible version: this app and the server speak different protocol versions \
-             ({message}). Update the app or the server."
-        ),
-        ErrorCode::Throttled => {
-            let secs = retry_after.map_or(0, format::seconds_left);
-            format!("Too many failed sign-ins. Trying again in {secs} s.")
-        }
-        ErrorCode::TooLarge => format!(
-            "The username or password is too long for the server to take ({message}). \
-             Shorten it and sign in again."
-        ),
-        _ => format!("Sign-in failed ({code}): {message}"),
+        ErrorCode::Unauthorized => t.wrong_password.to_owned(),
+        ErrorCode::Disabled => t.account_disabled.to_owned(),
+        ErrorCode::Revoked => t.password_changed.to_owned(),
+        ErrorCode::VersionMismatch => (t.version_mismatch)(message),
+        ErrorCode::Throttled => (t.throttled)(retry_after.map_or(0, format::seconds_left)),
+        ErrorCode::TooLarge => (t.login_too_large)(message),
+        _ => (t.sign_in_failed)(&code.to_string(), message),
     }
 }
 
@@ -912,7 +947,8 @@ mod tests {
             ErrorCode::TooLarge,
             "frame of 9100 bytes exceeds the limit of 8192 before login",
             None,
-        );
+        )
+        .text();
         assert!(
             text.starts_with("The username or password is too long"),
             "{text}"

@@ -40,17 +40,6 @@ pub enum Level {
     Red,
 }
 
-impl Level {
-    /// Words beside the colour, so the urgency does not rest on colour alone.
-    pub fn words(self) -> &'static str {
-        match self {
-            Level::Calm => "",
-            Level::Amber => " · long wait",
-            Level::Red => " · very long wait",
-        }
-    }
-}
-
 fn ms(secs: u32) -> i64 {
     i64::from(secs) * 1000
 }
@@ -129,7 +118,8 @@ mod tests {
             ..Attention::default()
         };
         assert_eq!(odd.level(150_000), Level::Red);
-        assert_eq!(Level::Amber.words(), " · long wait");
+        assert_eq!(crate::ui::i18n::EN.wait_level(Level::Amber), " · long wait");
+        assert_eq!(crate::ui::i18n::ZH.wait_level(Level::Red), " · 等待过久");
     }
 
     #[test]

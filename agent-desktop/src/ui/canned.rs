@@ -59,13 +59,13 @@ pub fn ranked<'a>(list: &'a [CannedReply], q: &str) -> Vec<&'a CannedReply> {
 }
 
 /// The reply's text as it goes into the composer: `{visitor.name}` is the
-/// name the visitor gave (or "there": "Hi there"), `{agent.name}` the
-/// agent's. Any other `{...}` stays as written, for the agent to see.
+/// name the visitor gave (or the catalog's stand-in: "Hi there"),
+/// `{agent.name}` the agent's. Any other `{...}` stays as written, for the agent to see.
 pub fn fill(body: &str, visitor_name: Option<&str>, agent_name: &str) -> String {
     let visitor = visitor_name
         .map(str::trim)
         .filter(|n| !n.is_empty())
-        .unwrap_or("there");
+        .unwrap_or(crate::ui::i18n::tr().visitor_name_fallback);
     body.replace("{visitor.name}", visitor)
         .replace("{agent.name}", agent_name)
 }

@@ -16,13 +16,14 @@ use holdfast_protocol::agent::{
     Presence, QueryResult, Role, TeamMember, VisitorInfo,
 };
 use holdfast_protocol::ids::MsgId;
-use holdfast_protocol::notice::{Notice, system_text};
+use holdfast_protocol::notice::Notice;
 use iced::widget::text_editor;
 
 use holdfast_client::store::{DeliveryState, MessageOrder, RECENT_PER_CONVERSATION, Session};
 use holdfast_client::{ConversationSummary, StoredMessage, Workspace};
 
 use crate::ui::format;
+use crate::ui::i18n::{Words, tr};
 
 /// Messages of one conversation kept in memory when it is not open. The
 /// store has the rest; keeping only a window is what keeps memory flat over
@@ -30,7 +31,6 @@ use crate::ui::format;
 pub const KEEP_PER_CONVERSATION: usize = RECENT_PER_CONVERSATION as usize;
 /// Page size for visitor history (server).
 pub const HISTORY_PAGE: u32 = 20;
-pub const DEFAULT_INVITE: &str = "Hi! Can I help you with anything?";
 
 /// A conversation's name on screen; see [`Desk::conv_label`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,7 +220,7 @@ impl History {
                 visitor
             }
             QueryResult::Refused(e) => {
-                self.error = Some(format!("History refused ({}): {}", e.code, e.message));
+                self.error = Some((tr().history_refused)(&e.code.to_string(), &e.message));
                 None
             }
             // Not a history answer: link queries are answered elsewhere.
@@ -274,7 +274,7 @@ pub struct Desk {
     /// opens, when it arrives.
     pub pending_open: Option<PendingOpen>,
     /// The last error worth showing above the workspace.
-    pub banner: Option<String>,
+    pub banner: Option<Words>,
     /// Attachments fetched, and files on their way up.
     pub files: crate::ui::files::Files,
     /// The block form, open in the details panel for one visitor.
@@ -482,9 +482,9 @@ impl Desk {
                 title
             };
             Some(if v.online {
-                format!("on {at}")
+                (tr().place_on)(at)
             } else {
-                format!("left the site · last on {at}")
+                (tr().place_left)(at)
             })
         });
         ConvLabel { name, place }
@@ -712,7 +712,7 @@ impl Desk {
 /// How a message reads in a list or a notification.
 pub fn message_text(m: &StoredMessage) -> String {
     match m.author {
-        Author::System => system_text(&m.body),
+        Author::System => tr().system_text(&m.body),
         _ => m.body.clone(),
     }
 }

@@ -19,6 +19,7 @@ use holdfast_protocol::ids::MsgId;
 use iced::widget::{button, column, container, image, progress_bar, row};
 use iced::{Alignment, ContentFit, Element, Length};
 
+use crate::ui::i18n::{Texts, tr};
 use crate::ui::widget::{card, muted, small, text};
 
 /// Thumbnails are drawn no larger than this, whatever the server made.
@@ -194,10 +195,11 @@ fn bubbled(state: &UploadState) -> bool {
 
 /// The words for a failed fetch: what it means for the agent, not the code.
 pub fn fetch_error(code: ErrorCode, message: &str) -> String {
+    let t = tr();
     match code {
-        ErrorCode::NotFound => "No longer available: expired or removed.".to_owned(),
-        ErrorCode::Unavailable => format!("Cannot fetch it now ({message})."),
-        _ => format!("Could not fetch it ({code}): {message}"),
+        ErrorCode::NotFound => t.file_gone.to_owned(),
+        ErrorCode::Unavailable => (t.cannot_fetch_now)(message),
+        _ => (t.could_not_fetch)(&code.to_string(), message),
     }
 }
 
@@ -249,22 +251,24 @@ pub fn read_clipboard_image() -> Result<Option<RawImage>, String> {
     }
 }
 
-/// Clipboard pixels as a PNG file's bytes.
-pub fn encode_png(img: &RawImage) -> Result<Vec<u8>, String> {
+/// Clipboard pixels as a PNG file's bytes; a failure in the words of `t`
+/// (this runs off the UI thread).
+pub fn encode_png(img: &RawImage, t: &Texts) -> Result<Vec<u8>, String> {
     let buf = ::image::RgbaImage::from_raw(img.width, img.height, img.rgba.to_vec())
-        .ok_or_else(|| "the clipboard image's size does not match its pixels".to_owned())?;
+        .ok_or_else(|| t.clipboard_size_mismatch.to_owned())?;
     let mut out = Cursor::new(Vec::new());
     buf.write_to(&mut out, ::image::ImageFormat::Png)
-        .map_err(|e| format!("cannot encode the screenshot: {e}"))?;
+        .map_err(|e| (t.cannot_encode_screenshot)(&e.to_string()))?;
     Ok(out.into_inner())
 }
 
 /// Decode a thumbnail from the cache, by its content (cache files carry no
 /// extension), within bounds: a file that is not what the server made must
 /// not take the app's memory. The renderer is handed pixels, never a path,
-/// so a file it cannot read shows as an error rather than failing a frame.
-pub fn decode_thumbnail(path: &Path) -> Result<image::Handle, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the thumbnail: {e}"))?;
+/// so a file it cannot read shows as an error (in the words of `t`) rather
+/// than failing a frame.
+pub fn decode_thumbnail(path: &Path, t: &Texts) -> Result<image::Handle, String> {
+    let bytes = std::fs::read(path).map_err(|e| (t.cannot_read_thumbnail)(&e.to_string()))?;
     let mut reader = ::image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
@@ -275,7 +279,7 @@ pub fn decode_thumbnail(path: &Path) -> Result<image::Handle, String> {
     reader.limits(limits);
     let img = reader
         .decode()
-        .map_err(|e| format!("not a readable image: {e}"))?
+        .map_err(|e| (t.not_readable_image)(&e.to_string()))?
         .into_rgba8();
     let (w, h) = img.dimensions();
     Ok(image::Handle::from_rgba(w, h, img.into_raw()))
@@ -286,19 +290,20 @@ pub fn screenshot_name(now_ms: i64) -> String {
     format!("screenshot-{now_ms}.png")
 }
 
-/// Ask the agent for a file to send.
-pub async fn pick_file() -> Option<PathBuf> {
+/// Ask the agent for a file to send. The dialog's title comes in, worded
+/// on the UI thread (this runs on an executor's).
+pub async fn pick_file(title: &'static str) -> Option<PathBuf> {
     rfd::AsyncFileDialog::new()
-        .set_title("Send a file")
+        .set_title(title)
         .pick_file()
         .await
         .map(|f| f.path().to_path_buf())
 }
 
-/// Ask the agent where to save `name`.
-pub async fn pick_save_path(name: String) -> Option<PathBuf> {
+/// Ask the agent where to save `name`, under the dialog title `title`.
+pub async fn pick_save_path(title: &'static str, name: String) -> Option<PathBuf> {
     rfd::AsyncFileDialog::new()
-        .set_title("Save as")
+        .set_title(title)
         .set_file_name(name)
         .save_file()
         .await
@@ -325,7 +330,7 @@ pub fn open_with_os(path: &Path) -> Result<(), String> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        .map_err(|e| (tr().could_not_open)(&path.display().to_string(), &e.to_string()))?;
     // Reaped in the background so no zombie stays behind.
     std::thread::spawn(move || {
         let _ = child.wait();
@@ -360,7 +365,7 @@ pub fn attachment_view<'a>(files: &'a Files, a: &'a AttachmentInfo) -> Element<'
             .into(),
             Some(Fetched::Failed(e)) => container(
                 column![
-                    small(format!("Image unavailable. {e}")).style(crate::ui::theme::danger_text),
+                    small((tr().image_unavailable)(e)).style(crate::ui::theme::danger_text),
                     retry(&a.id, true),
                 ]
                 .spacing(4),
@@ -371,7 +376,7 @@ pub fn attachment_view<'a>(files: &'a Files, a: &'a AttachmentInfo) -> Element<'
             .style(card)
             .into(),
             Some(Fetched::Loading | Fetched::Ready { handle: None, .. }) | None => {
-                container(small("Loading image…").style(muted))
+                container(small(tr().loading_image).style(muted))
                     .id(format!("thumb-loading-{}", a.id))
                     .center_x(THUMB_MAX)
                     .center_y(THUMB_MAX / 2.0)
@@ -388,14 +393,14 @@ pub fn attachment_view<'a>(files: &'a Files, a: &'a AttachmentInfo) -> Element<'
     let mut buttons = row![].spacing(6);
     if openable(&a.mime) {
         buttons = buttons.push(
-            button(text("Open").size(12))
+            button(text(tr().open).size(12))
                 .padding([3, 10])
                 .style(crate::ui::theme::button_secondary)
                 .on_press(Action::Open(a.clone())),
         );
     }
     buttons = buttons.push(
-        button(text("Save as…").size(12))
+        button(text(tr().save_as).size(12))
             .padding([3, 10])
             .style(crate::ui::theme::button_secondary)
             .on_press(Action::SaveAs(a.clone())),
@@ -420,7 +425,7 @@ pub fn attachment_view<'a>(files: &'a Files, a: &'a AttachmentInfo) -> Element<'
 /// The whole file's download, while it is under way or if it failed.
 fn full_state<'a>(full: Option<&'a Fetched>, id: &str) -> Option<Element<'a, Action>> {
     match full? {
-        Fetched::Loading => Some(small("Downloading…").style(muted).into()),
+        Fetched::Loading => Some(small(tr().downloading).style(muted).into()),
         Fetched::Failed(e) => Some(
             column![
                 small(e.as_str()).style(crate::ui::theme::danger_text),
@@ -434,7 +439,7 @@ fn full_state<'a>(full: Option<&'a Fetched>, id: &str) -> Option<Element<'a, Act
 }
 
 fn retry<'a>(id: &str, thumb: bool) -> Element<'a, Action> {
-    button(text("Retry").size(12))
+    button(text(tr().retry).size(12))
         .padding([3, 10])
         .style(crate::ui::theme::button_secondary)
         .on_press(Action::Retry {
@@ -451,12 +456,12 @@ pub fn upload_bubble<'a>(files: &'a Files, u: &'a Upload) -> Element<'a, Action>
     let mut col = column![text(u.name.as_str()).size(14)].spacing(4);
     match &u.state {
         UploadState::Failed(why) => {
-            col = col.push(small(format!("Not sent: {why}")).style(crate::ui::theme::danger_text));
+            col = col.push(small((tr().not_sent)(why)).style(crate::ui::theme::danger_text));
             let mut buttons = row![].spacing(6);
             if files.sources.contains_key(&u.id) {
                 buttons = buttons.push(
                     container(
-                        button(text("Retry").size(12))
+                        button(text(tr().retry).size(12))
                             .padding([3, 10])
                             .style(crate::ui::theme::button_secondary)
                             .on_press(Action::RetryUpload(u.id)),
@@ -466,7 +471,7 @@ pub fn upload_bubble<'a>(files: &'a Files, u: &'a Upload) -> Element<'a, Action>
             }
             buttons = buttons.push(
                 container(
-                    button(text("Remove").size(12))
+                    button(text(tr().remove).size(12))
                         .padding([3, 10])
                         .style(button::text)
                         .on_press(Action::RemoveUpload(u.id)),
@@ -486,7 +491,7 @@ pub fn upload_bubble<'a>(files: &'a Files, u: &'a Upload) -> Element<'a, Action>
                         .girth(6),
                     small(format!("{pct}%")),
                     container(
-                        button(text("Cancel").size(12))
+                        button(text(tr().cancel).size(12))
                             .padding([3, 10])
                             .style(button::text)
                             .on_press(Action::CancelUpload(u.id)),
@@ -497,12 +502,7 @@ pub fn upload_bubble<'a>(files: &'a Files, u: &'a Upload) -> Element<'a, Action>
                 .align_y(Alignment::Center),
             );
             col = col.push(
-                small(format!(
-                    "Sending · {} of {}",
-                    human_size(u.sent),
-                    human_size(u.total)
-                ))
-                .style(muted),
+                small((tr().sending_of)(&human_size(u.sent), &human_size(u.total))).style(muted),
             );
         }
     }
@@ -563,7 +563,7 @@ mod tests {
             height: 2,
             rgba: Arc::new(vec![200; 3 * 2 * 4]),
         };
-        let png = encode_png(&img).unwrap();
+        let png = encode_png(&img, &crate::ui::i18n::EN).unwrap();
         let back = ::image::load_from_memory(&png).unwrap();
         assert_eq!((back.width(), back.height()), (3, 2));
         let short = RawImage {
@@ -571,6 +571,6 @@ mod tests {
             height: 2,
             rgba: Arc::new(vec![0; 5]),
         };
-        assert!(encode_png(&short).is_err());
+        assert!(encode_png(&short, &crate::ui::i18n::EN).is_err());
     }
 }

@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use crate::ui::i18n::{Texts, tr};
+
 /// `HH:MM` of a Unix-ms timestamp at a fixed UTC offset (seconds).
 pub fn clock(at_ms: i64, offset_secs: i32) -> String {
     let secs = at_ms.div_euclid(1000) + i64::from(offset_secs);
@@ -17,39 +19,49 @@ pub fn local_day(at_ms: i64, offset_secs: i32) -> i64 {
 }
 
 /// A transcript's day separator: "Today", "Yesterday", or the date
-/// ("Mon 30 Nov 2026"), all in the agent's local time.
+/// ("Mon 30 Nov 2026", "2026年11月30日 周一"), all in the agent's local time
+/// and language.
 pub fn day_label(at_ms: i64, offset_secs: i32, now_ms: i64) -> String {
+    day_label_in(tr(), at_ms, offset_secs, now_ms)
+}
+
+/// [`day_label`] in the language of `t`.
+pub fn day_label_in(t: &Texts, at_ms: i64, offset_secs: i32, now_ms: i64) -> String {
     let day = local_day(at_ms, offset_secs);
     let today = local_day(now_ms, offset_secs);
     if day == today {
-        return "Today".into();
+        return t.today.into();
     }
     if day == today - 1 {
-        return "Yesterday".into();
+        return t.yesterday.into();
     }
     let local = time::OffsetDateTime::from_unix_timestamp(day * 86_400)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let short = |s: String| s.chars().take(3).collect::<String>();
-    format!(
-        "{} {} {} {}",
-        short(local.weekday().to_string()),
+    (t.date)(
+        local.year(),
+        u8::from(local.month()),
         local.day(),
-        short(local.month().to_string()),
-        local.year()
+        local.weekday().number_days_from_monday(),
     )
 }
 
-/// A compact elapsed time: `42 s`, `7 min`, `2 h 05 min`, `3 d`.
+/// A compact elapsed time: `42 s`, `7 min`, `2 h 05 min`, `3 d` (or
+/// `42 秒`, `7 分钟`, …).
 pub fn elapsed(ms: i64) -> String {
+    elapsed_in(tr(), ms)
+}
+
+/// [`elapsed`] in the language of `t`.
+pub fn elapsed_in(t: &Texts, ms: i64) -> String {
     let s = ms.max(0) / 1000;
     if s < 60 {
-        format!("{s} s")
+        (t.seconds)(s)
     } else if s < 3600 {
-        format!("{} min", s / 60)
+        (t.minutes)(s / 60)
     } else if s < 86_400 {
-        format!("{} h {:02} min", s / 3600, (s % 3600) / 60)
+        (t.hours_minutes)(s / 3600, (s % 3600) / 60)
     } else {
-        format!("{} d", s / 86_400)
+        (t.days)(s / 86_400)
     }
 }
 
@@ -89,7 +101,7 @@ pub fn browser_and_os(ua: &str) -> (String, String) {
         ua.split_whitespace()
             .next()
             .map(|t| t.replace('/', " "))
-            .unwrap_or_else(|| "Unknown browser".to_owned())
+            .unwrap_or_else(|| tr().unknown_browser.to_owned())
     };
     let os = if ua.contains("Windows") {
         "Windows"
@@ -104,7 +116,7 @@ pub fn browser_and_os(ua: &str) -> (String, String) {
     } else if ua.contains("Linux") || ua.contains("X11") {
         "Linux"
     } else {
-        "Unknown OS"
+        tr().unknown_os
     };
     (browser, os.to_owned())
 }
@@ -125,7 +137,7 @@ pub fn visitor_label(name: Option<&str>, id: &str) -> String {
         Some(n) if !n.trim().is_empty() => n.to_owned(),
         _ => {
             let short: String = id.chars().take(8).collect();
-            format!("Visitor {short}")
+            (tr().visitor_short)(&short)
         }
     }
 }
@@ -213,6 +225,14 @@ mod tests {
         assert_eq!(day_label(late, shanghai, now), "Today");
         assert_eq!(day_label(late, 0, late), "Today");
         assert_eq!(day_label(late - 2 * 86_400_000, 0, now), "Sat 28 Nov 2026");
+        // The same days in Chinese.
+        let zh = &crate::ui::i18n::ZH;
+        assert_eq!(day_label_in(zh, late, 0, now), "昨天");
+        assert_eq!(day_label_in(zh, late, shanghai, now), "今天");
+        assert_eq!(
+            day_label_in(zh, late - 2 * 86_400_000, 0, now),
+            "2026年11月28日 周六"
+        );
         // Before 1970 and far offsets still give a day.
         assert_eq!(
             day_label(-86_400_000, -12 * 3600, 10 * 86_400_000),
@@ -235,6 +255,11 @@ mod tests {
         assert_eq!(elapsed(7 * 60_000 + 5), "7 min");
         assert_eq!(elapsed(2 * 3_600_000 + 5 * 60_000), "2 h 05 min");
         assert_eq!(elapsed(3 * 86_400_000), "3 d");
+        let zh = &crate::ui::i18n::ZH;
+        assert_eq!(elapsed_in(zh, 42_000), "42 秒");
+        assert_eq!(elapsed_in(zh, 7 * 60_000), "7 分钟");
+        assert_eq!(elapsed_in(zh, 2 * 3_600_000 + 5 * 60_000), "2 小时 05 分钟");
+        assert_eq!(elapsed_in(zh, 3 * 86_400_000), "3 天");
     }
 
     #[test]

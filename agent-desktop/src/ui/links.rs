@@ -14,6 +14,8 @@
 
 use std::process::{Command, Stdio};
 
+use crate::ui::i18n::{Texts, tr};
+
 /// The schemes that make a link, lower case.
 const SCHEMES: [&str; 3] = ["https://", "http://", "mailto:"];
 
@@ -145,14 +147,14 @@ pub fn openable(url: &str) -> bool {
 /// can open the link.
 pub fn open(url: &str) -> Result<std::process::Child, String> {
     if !openable(url) {
-        return Err(format!("Not opened: {url} is not a web or mail link."));
+        return Err((tr().link_not_opened)(url));
     }
     opener(url)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("Could not open {url}: {e}"))
+        .map_err(|e| (tr().could_not_open)(url, &e.to_string()))
 }
 
 #[cfg(target_os = "macos")]
@@ -178,15 +180,13 @@ fn opener(url: &str) -> Command {
     c
 }
 
-/// Wait for an opener started by [`open`]: an error says the link did not
-/// open.
-pub fn finished(mut child: std::process::Child, url: &str) -> Result<(), String> {
+/// Wait for an opener started by [`open`]: an error says, in the words of
+/// `t` (this runs off the UI thread), that the link did not open.
+pub fn finished(mut child: std::process::Child, url: &str, t: &Texts) -> Result<(), String> {
     match child.wait() {
         Ok(status) if status.success() => Ok(()),
-        Ok(status) => Err(format!(
-            "Could not open {url}: the opener failed ({status})."
-        )),
-        Err(e) => Err(format!("Could not open {url}: {e}")),
+        Ok(status) => Err((t.could_not_open)(url, &status.to_string())),
+        Err(e) => Err((t.could_not_open)(url, &e.to_string())),
     }
 }
 

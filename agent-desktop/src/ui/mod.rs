@@ -11,13 +11,15 @@
 //!   goes through on its way to the screen.
 //! - `files`: attachments on screen (thumbnails, file cards, upload
 //!   bubbles) and the OS side of files (clipboard, dialogs, opening).
+//! - `i18n`: every word on screen, in English and Simplified Chinese (one
+//!   typed table per language), and the language in force.
 //! - `format`: timestamps, durations, User-Agent parsing, previews.
 //! - `links`: the web and mail links in message text, and opening one with
 //!   the OS.
 //! - `theme`: the light and dark palettes every colour comes from, the
 //!   styles built on them, and their WCAG contrast test.
-//! - `prefs`: the remembered server, username, theme, collapsed panels and
-//!   attention settings (never the password).
+//! - `prefs`: the remembered server, username, theme, language, collapsed
+//!   panels and attention settings (never the password).
 //! - `notify`: OS notifications and the chime when the window is unfocused.
 //! - `attention`: when a waiting chat alerts again, and its wait's colour.
 //! - `canned`: which canned replies a `/` in the composer offers, and the
@@ -34,6 +36,7 @@ pub mod canned;
 pub mod desk;
 pub mod files;
 pub mod format;
+pub mod i18n;
 pub mod links;
 pub mod notify;
 pub mod prefs;

@@ -1,6 +1,7 @@
 //! What the app remembers between runs: the server address and username of
-//! the last sign-in, the theme (light, dark or the OS's), which side
-//! panels the agent collapsed, and the attention settings. Never the password: it lives only in memory (zeroized
+//! the last sign-in, the theme (light, dark or the OS's), the language the
+//! agent picked (none: the OS's), which side panels the agent collapsed,
+//! and the attention settings. Never the password: it lives only in memory (zeroized
 //! on drop) for the life of the process. An OS keyring was considered and
 //! left out: the maintained crates need a running Secret Service, which a
 //! headless box or a bare window manager does not have, and a silent
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::ui::attention::Attention;
+use crate::ui::i18n::{Lang, lenient_lang};
 use crate::ui::theme::Choice;
 
 /// Every field has a default, so a prefs file from an older version (or
@@ -24,6 +26,14 @@ pub struct Prefs {
     pub panels: Panels,
     /// When a waiting chat alerts again and turns amber and red.
     pub attention: Attention,
+    /// The language the agent picked in the app; `None` (never picked)
+    /// follows the OS's locale at each start. One this version does not
+    /// know reads as `None` rather than failing the whole file.
+    #[serde(
+        deserialize_with = "lenient_lang",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lang: Option<Lang>,
 }
 
 /// The side panels the agent collapsed.
@@ -94,6 +104,7 @@ mod tests {
                 first_repeat_secs: 10,
                 ..Attention::default()
             },
+            lang: Some(Lang::Zh),
         };
         p.save(&path).unwrap();
         assert_eq!(Prefs::load(&path), p);
@@ -120,5 +131,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(Prefs::load(&path).theme, Choice::Dark);
+        assert_eq!(Prefs::load(&path).lang, None);
+    }
+
+    /// The language the agent picked is kept; a file naming a language
+    /// this version does not have keeps its account and follows the OS.
+    #[test]
+    fn the_language_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.json");
+        for lang in [Lang::Zh, Lang::En] {
+            let p = Prefs {
+                username: "bea".into(),
+                lang: Some(lang),
+                ..Prefs::default()
+            };
+            p.save(&path).unwrap();
+            assert_eq!(Prefs::load(&path), p);
+        }
+        std::fs::write(&path, r#"{"username":"bea","lang":"tlh"}"#).unwrap();
+        let p = Prefs::load(&path);
+        assert_eq!((p.username.as_str(), p.lang), ("bea", None));
+        // Never picked: nothing written, so the OS's language goes on
+        // being followed.
+        Prefs::default().save(&path).unwrap();
+        let raw = std::fs::read_to_string(&path).unwrap();
+        assert!(!raw.contains("lang"), "{raw}");
     }
 }

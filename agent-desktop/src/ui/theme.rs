@@ -37,11 +37,13 @@ pub enum Choice {
 impl Choice {
     pub const ALL: [Choice; 3] = [Choice::Light, Choice::Dark, Choice::System];
 
-    pub fn label(self) -> &'static str {
+    /// A stable name for widget ids (the words on screen are the
+    /// catalog's, [`crate::ui::i18n::Texts::theme_choice`]).
+    pub fn code(self) -> &'static str {
         match self {
-            Choice::Light => "Light",
-            Choice::Dark => "Dark",
-            Choice::System => "System",
+            Choice::Light => "light",
+            Choice::Dark => "dark",
+            Choice::System => "system",
         }
     }
 

@@ -31,6 +31,7 @@ use iced::widget::{rich_text, span};
 
 use crate::ui::desk::{Conv, message_text};
 use crate::ui::format;
+use crate::ui::i18n::{Lang, tr};
 use crate::ui::links::{self, Piece};
 use crate::ui::theme::success_text;
 pub use crate::ui::theme::{card, muted};
@@ -79,15 +80,44 @@ pub fn heading<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
     })
 }
 
+/// The language switch, "中文 English", the one on screen lit: on the
+/// sign-in screen and in the top bar. Each language is named in itself, so
+/// it is found by someone who cannot read the other. Ids `lang-zh` and
+/// `lang-en`.
+pub fn language_switch<'a, M: Clone + 'a>(on: Lang, pick: impl Fn(Lang) -> M) -> Element<'a, M> {
+    use iced::widget::{button, container, row, tooltip};
+    let mut r = row![].spacing(2).align_y(iced::Alignment::Center);
+    for lang in Lang::ALL {
+        r = r.push(
+            container(
+                button(small(lang.autonym()))
+                    .padding([2, 8])
+                    .style(if lang == on {
+                        button::primary
+                    } else {
+                        button::text
+                    })
+                    .on_press(pick(lang)),
+            )
+            .id(format!("lang-{}", lang.code())),
+        );
+    }
+    tooltip(r, small(tr().language), tooltip::Position::Bottom)
+        .style(card)
+        .padding(6)
+        .into()
+}
+
 /// Whether a visitor-supplied name is there to show (the label falls back
 /// to a short id otherwise, which nobody stated).
 pub fn has_stated_name(name: Option<&str>) -> bool {
     name.is_some_and(|n| !n.trim().is_empty())
 }
 
-/// The muted words under what the visitor's page told us about them.
-pub fn stated<'a>(what: &str) -> text::Text<'a> {
-    small(format!("{what} stated by the visitor")).style(muted)
+/// The muted words under what the visitor's page told us about them
+/// ([`crate::ui::i18n::Texts::name_stated`] and the like).
+pub fn stated<'a>(words: &'static str) -> text::Text<'a> {
+    small(words).style(muted)
 }
 
 /// The site's own id for the visitor: the one thing the identify hash
@@ -97,14 +127,13 @@ pub fn stated<'a>(what: &str) -> text::Text<'a> {
 /// [`stated`]). Without a secret the site vouches for nothing, so the id is
 /// stated too.
 pub fn site_id_line<'a>(v: &VisitorInfo) -> Option<text::Text<'a>> {
+    let t = tr();
     let id = v.external_id.as_deref().filter(|id| !id.trim().is_empty());
     match (id, v.verified) {
-        (Some(id), true) => {
-            Some(small(format!("✓ ID {id} · verified by the site")).style(success_text))
-        }
+        (Some(id), true) => Some(small((t.site_id_verified)(id)).style(success_text)),
         // A record from before ids were sent along: the check still holds.
-        (None, true) => Some(small("✓ ID verified by the site").style(success_text)),
-        (Some(id), false) => Some(small(format!("ID {id} · stated by the visitor")).style(muted)),
+        (None, true) => Some(small(t.id_verified).style(success_text)),
+        (Some(id), false) => Some(small((t.site_id_stated)(id)).style(muted)),
         (None, false) => None,
     }
 }
@@ -129,12 +158,12 @@ pub fn left_message_lines(c: &Conv) -> Vec<String> {
     match email {
         Some(e) => out.push(format!("✉ {e}")),
         None if c.info.state == ConversationState::LeftMessage => {
-            out.push("No email left: your reply waits for the visitor's return.".to_owned());
+            out.push(tr().no_email_left.to_owned());
         }
         None => {}
     }
     if let Some(u) = url {
-        out.push(format!("Left on {u}"));
+        out.push((tr().left_on)(&u));
     }
     out
 }

@@ -132,7 +132,7 @@ async fn a_pasted_screenshot_and_a_visitors_image_show_as_thumbnails() {
     // paste). Headless, there is no clipboard to read: its answer goes in
     // next as the message the real read produces, and on from the pixels.
     let pressed: Vec<Message> = {
-        let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), d.app.view());
+        let mut ui = Simulator::with_size(settings(), (1280.0, 800.0), d.app.view());
         ui.click(Id::new("composer")).unwrap();
         let v = iced::keyboard::Key::Character("v".into());
         let _ = ui.simulate([iced::Event::Keyboard(iced::keyboard::Event::KeyPressed {
@@ -186,7 +186,7 @@ async fn a_pasted_screenshot_and_a_visitors_image_show_as_thumbnails() {
     .await;
     assert!(d.shows("parcel.png · "), "{:?}", d.texts());
     // Bounded: a 640 px photo is drawn at most THUMB_MAX wide.
-    let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), d.app.view());
+    let mut ui = Simulator::with_size(settings(), (1280.0, 800.0), d.app.view());
     let b =
         iced_test::selector::Bounded::bounds(&ui.find(Id::from(format!("thumb-{aid}"))).unwrap());
     assert!(
@@ -220,7 +220,7 @@ async fn a_pasted_screenshot_and_a_visitors_image_show_as_thumbnails() {
         let out = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../assets/screenshots/desktop-attachment.png");
         let shot = tempfile::tempdir().unwrap();
-        let mut ui = Simulator::with_size(Settings::default(), (1280.0, 800.0), d.app.view());
+        let mut ui = Simulator::with_size(settings(), (1280.0, 800.0), d.app.view());
         let snap = ui.snapshot(&holdfast_agent::ui::theme(&d.app)).unwrap();
         // Writes the file when none is there, under a name with the
         // renderer's in it: the only file in a fresh directory.

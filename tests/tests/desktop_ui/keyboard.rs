@@ -125,7 +125,7 @@ impl Driver {
     }
 
     fn bounds(&self, id: &str) -> Rectangle {
-        let mut ui = Simulator::with_size(Settings::default(), self.size, self.app.view());
+        let mut ui = Simulator::with_size(settings(), self.size, self.app.view());
         let target = ui
             .find(Id::from(id.to_owned()))
             .unwrap_or_else(|e| panic!("no {id}: {e}"));

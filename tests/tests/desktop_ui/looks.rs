@@ -16,7 +16,7 @@ use crate::support::desktop_demo as demo;
 
 /// Sign in, let a visitor in and invite them; they answer. The chat is
 /// open and selected.
-async fn chat_open(d: &mut Driver, srv: &TestServer) -> WsVisitor {
+pub(super) async fn chat_open(d: &mut Driver, srv: &TestServer) -> WsVisitor {
     d.sign_in("alice").await;
     let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
     let vid = v.visitor.clone();
@@ -44,7 +44,7 @@ async fn chat_open(d: &mut Driver, srv: &TestServer) -> WsVisitor {
 /// simulator draws at scale 2).
 pub(super) fn render(d: &Driver) -> image::RgbaImage {
     let dir = tempfile::tempdir().unwrap();
-    let mut ui = Simulator::with_size(Settings::default(), d.size, d.app.view());
+    let mut ui = Simulator::with_size(settings(), d.size, d.app.view());
     let snap = ui.snapshot(&holdfast_agent::ui::theme(&d.app)).unwrap();
     // Writes the file when none is there, under a name with the renderer's
     // in it: the only file in a fresh directory.
@@ -66,7 +66,7 @@ pub(super) fn look(d: &Driver, name: &str) {
     }
 }
 
-fn keep_screenshot(img: &image::RgbaImage, name: &str) {
+pub(super) fn keep_screenshot(img: &image::RgbaImage, name: &str) {
     if std::env::var_os("HOLDFAST_WRITE_SCREENSHOTS").is_some() {
         let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/screenshots");
         img.save(out.join(name)).unwrap();
@@ -74,7 +74,7 @@ fn keep_screenshot(img: &image::RgbaImage, name: &str) {
 }
 
 fn bounds_of(d: &Driver, id: &str) -> Rectangle {
-    let mut ui = Simulator::with_size(Settings::default(), d.size, d.app.view());
+    let mut ui = Simulator::with_size(settings(), d.size, d.app.view());
     let target = ui
         .find(Id::from(id.to_owned()))
         .unwrap_or_else(|e| panic!("no {id}: {e}"));

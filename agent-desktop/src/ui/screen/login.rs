@@ -10,16 +10,18 @@ use iced::widget::{button, column, container, row, text_input};
 use iced::{Alignment, Element, Fill};
 use zeroize::Zeroizing;
 
-use crate::ui::widget::{body_text, card, muted, small, text};
+use crate::ui::i18n::{Lang, Words, tr};
+use crate::ui::widget::{body_text, card, language_switch, muted, small, text};
 
 #[derive(Debug, Default)]
 pub struct State {
     pub server: String,
     pub username: String,
     pub password: Zeroizing<String>,
-    pub error: Option<String>,
+    /// Worded when drawn, so a language switch rewords it.
+    pub error: Option<Words>,
     /// Something to know that is not an error (how the last sign-out went).
-    pub notice: Option<String>,
+    pub notice: Option<Words>,
     /// A sign-in is in progress.
     pub busy: bool,
 }
@@ -31,6 +33,7 @@ pub enum Message {
     PasswordChanged(String),
     SignIn,
     Cancel,
+    SetLang(Lang),
 }
 
 /// What the app has to do: starting and stopping a session is its business,
@@ -39,6 +42,8 @@ pub enum Message {
 pub enum Event {
     SignIn,
     Cancel,
+    /// The language picked here, for the app to apply and remember.
+    SetLang(Lang),
 }
 
 impl State {
@@ -48,6 +53,7 @@ impl State {
             Message::UsernameChanged(s) => self.username = s,
             Message::PasswordChanged(s) => self.password = Zeroizing::new(s),
             Message::SignIn => return Some(Event::SignIn),
+            Message::SetLang(lang) => return Some(Event::SetLang(lang)),
             Message::Cancel => {
                 self.busy = false;
                 return Some(Event::Cancel);
@@ -59,45 +65,52 @@ impl State {
     /// Whether the form has all a sign-in needs; if not, says what is
     /// missing in the error box.
     pub fn check(&mut self) -> bool {
-        let missing = if self.server.trim().is_empty() {
-            "Enter the server address (host:port)."
+        let missing: fn(&crate::ui::i18n::Texts) -> &'static str = if self.server.trim().is_empty()
+        {
+            |t| t.enter_server
         } else if self.username.trim().is_empty() {
-            "Enter your username."
+            |t| t.enter_username
         } else if self.password.is_empty() {
-            "Enter your password."
+            |t| t.enter_password
         } else {
             return true;
         };
-        self.error = Some(missing.into());
+        self.error = Some(Words::new(move |t| missing(t).to_owned()));
         false
     }
 
     /// `connection` is the connection bar's words, shown beside Cancel
-    /// while a sign-in is under way.
-    pub fn view(&self, connection: String) -> Element<'_, Message> {
-        let mut sign_in = button(text("Sign in"))
+    /// while a sign-in is under way; `lang` the language on screen, lit in
+    /// the switch.
+    pub fn view(&self, connection: String, lang: Lang) -> Element<'_, Message> {
+        let t = tr();
+        let mut sign_in = button(text(t.sign_in))
             .style(button::primary)
             .padding([8, 20]);
         if !self.busy {
             sign_in = sign_in.on_press(Message::SignIn);
         }
         let mut form = column![
-            text("Holdfast").size(32),
-            text("Sign in to your team's chat server").style(muted),
-            text("Server address"),
+            row![
+                text("Holdfast").size(32).width(Fill),
+                language_switch(lang, Message::SetLang),
+            ]
+            .align_y(Alignment::Center),
+            text(t.login_tagline).style(muted),
+            text(t.server_address),
             text_input("chat.example.com:7070", &self.server)
                 .id("login-server")
                 .on_input(Message::ServerChanged)
                 .on_submit(Message::SignIn)
                 .padding(8),
-            text("Username"),
-            text_input("username", &self.username)
+            text(t.username),
+            text_input(t.username_placeholder, &self.username)
                 .id("login-user")
                 .on_input(Message::UsernameChanged)
                 .on_submit(Message::SignIn)
                 .padding(8),
-            text("Password"),
-            text_input("password", &self.password)
+            text(t.password),
+            text_input(t.password_placeholder, &self.password)
                 .id("login-password")
                 .secure(true)
                 .on_input(Message::PasswordChanged)
@@ -111,7 +124,7 @@ impl State {
             form = form.push(
                 row![
                     text(connection),
-                    button(text("Cancel"))
+                    button(text(t.cancel))
                         .style(crate::ui::theme::button_secondary)
                         .on_press(Message::Cancel),
                 ]
@@ -121,7 +134,7 @@ impl State {
         }
         if let Some(e) = &self.error {
             form = form.push(
-                container(body_text(e.as_str()))
+                container(body_text(e.text()))
                     .id("login-error")
                     .padding(10)
                     .width(Fill)
@@ -129,16 +142,14 @@ impl State {
             );
         } else if let Some(n) = &self.notice {
             form = form.push(
-                container(body_text(n.as_str()))
+                container(body_text(n.text()))
                     .id("login-notice")
                     .padding(10)
                     .width(Fill)
                     .style(crate::ui::theme::framed),
             );
         }
-        form = form.push(
-            small("The password is kept in memory only and never written to disk.").style(muted),
-        );
+        form = form.push(small(t.password_in_memory).style(muted));
         // The card is as wide as the form: an error or notice box fills
         // its width, which would otherwise stretch the card across the
         // window.
@@ -181,7 +192,7 @@ mod tests {
             ..State::default()
         };
         let messages: Vec<Message> = {
-            let mut ui = simulator(state.view(String::new()));
+            let mut ui = simulator(state.view(String::new(), Lang::En));
             let _input = ui.click(Id::new("login-password"))?;
             let _typed = ui.typewrite("s3cret");
             let _entered = ui.tap_key(Named::Enter);
@@ -201,7 +212,7 @@ mod tests {
             ..State::default()
         };
         let messages: Vec<Message> = {
-            let mut ui = simulator(state.view("Connecting…".into()));
+            let mut ui = simulator(state.view("Connecting…".into(), Lang::En));
             let _shown = ui.find("Connecting…")?;
             // The disabled button produces nothing.
             let _sign_in = ui.click("Sign in")?;
@@ -222,11 +233,11 @@ mod tests {
             ..State::default()
         };
         {
-            let mut ui = simulator(state.view(String::new()));
+            let mut ui = simulator(state.view(String::new(), Lang::En));
             let _notice = ui.find(Id::new("login-notice"))?;
         }
         assert!(!state.check());
-        let mut ui = simulator(state.view(String::new()));
+        let mut ui = simulator(state.view(String::new(), Lang::En));
         let _error = ui.find(Id::new("login-error"))?;
         let _words = ui.find("Enter your username.")?;
         // The error takes the notice's place.

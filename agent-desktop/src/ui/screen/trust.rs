@@ -6,6 +6,7 @@ use holdfast_protocol::handshake::Fingerprint;
 use iced::widget::{button, column, container, row};
 use iced::{Element, Fill, Theme, border};
 
+use crate::ui::i18n::tr;
 use crate::ui::widget::{body_text, card, heading, text};
 
 /// A server key decision the user has to make.
@@ -50,17 +51,14 @@ impl State {
     }
 
     pub fn view(&self) -> Element<'_, Message> {
+        let t = tr();
         let inner: Element<'_, Message> = match self {
             Self::Unknown {
                 server,
                 fingerprint,
             } => column![
-                heading("First connection to this server"),
-                body_text(format!(
-                    "Holdfast has not talked to {server} before. Check that the fingerprint \
-                     below matches the one your administrator gets from \
-                     `holdfast-server fingerprint`, then trust it. It is pinned from then on."
-                )),
+                heading(t.trust_first_title),
+                body_text((t.trust_first_body)(server)),
                 container(
                     text(fingerprint.to_string())
                         .font(iced::Font::MONOSPACE)
@@ -70,10 +68,10 @@ impl State {
                 .padding(10)
                 .style(crate::ui::theme::framed),
                 row![
-                    button(text("Trust this server"))
+                    button(text(t.trust_this_server))
                         .style(button::primary)
                         .on_press(Message::Decide(true)),
-                    button(text("Cancel"))
+                    button(text(t.cancel))
                         .style(crate::ui::theme::button_secondary)
                         .on_press(Message::Decide(false)),
                 ]
@@ -88,13 +86,9 @@ impl State {
                 presented,
             } => container(
                 column![
-                    text("Stop: the server's identity changed").size(22),
-                    body_text(format!(
-                        "The key {server} presented is not the one pinned on this computer. \
-                         Someone may be intercepting the connection. Nothing was sent. Ask \
-                         your administrator before going on."
-                    )),
-                    text("Pinned fingerprint"),
+                    text(t.mismatch_title).size(22),
+                    body_text((t.mismatch_body)(server)),
+                    text(t.pinned_fingerprint),
                     container(
                         text(pinned.to_string())
                             .font(iced::Font::MONOSPACE)
@@ -103,7 +97,7 @@ impl State {
                     .id("fingerprint-pinned")
                     .padding(8)
                     .style(crate::ui::theme::framed),
-                    text("Presented fingerprint"),
+                    text(t.presented_fingerprint),
                     container(
                         text(presented.to_string())
                             .font(iced::Font::MONOSPACE)
@@ -113,10 +107,10 @@ impl State {
                     .padding(8)
                     .style(crate::ui::theme::framed),
                     row![
-                        button(text("Disconnect"))
+                        button(text(t.disconnect))
                             .style(crate::ui::theme::button_secondary)
                             .on_press(Message::Decide(false)),
-                        button(text("The administrator confirmed the new key: trust it"))
+                        button(text(t.trust_new_key))
                             .style(button::danger)
                             .on_press(Message::Decide(true)),
                     ]

@@ -14,9 +14,10 @@ use zeroize::Zeroizing;
 
 use super::Context;
 use crate::ui::desk::Desk;
+use crate::ui::i18n::{Lang, tr};
 use crate::ui::theme::Choice;
 use crate::ui::theme::{self, Tone};
-use crate::ui::widget::{body_text, muted, small, text};
+use crate::ui::widget::{body_text, language_switch, muted, small, text};
 
 #[derive(Debug, Default)]
 pub struct State {
@@ -34,6 +35,7 @@ pub enum Message {
     Connect,
     DismissBanner,
     SetTheme(Choice),
+    SetLang(Lang),
     /// Open the canned replies panel.
     Canned,
 }
@@ -48,6 +50,7 @@ pub enum Event {
     Connect,
     DismissBanner,
     SetTheme(Choice),
+    SetLang(Lang),
     Canned,
 }
 
@@ -64,6 +67,7 @@ impl State {
             Message::Connect => Event::Connect,
             Message::DismissBanner => Event::DismissBanner,
             Message::SetTheme(c) => Event::SetTheme(c),
+            Message::SetLang(l) => Event::SetLang(l),
             Message::Canned => Event::Canned,
         })
     }
@@ -79,6 +83,7 @@ impl State {
             .me
             .as_ref()
             .map_or_else(|| ctx.username.to_owned(), |s| s.display_name.clone());
+        let t = tr();
         let presence_button = |label: &'static str, p: Presence| {
             let active = desk.presence == Some(p);
             button(text(label).size(13))
@@ -91,19 +96,19 @@ impl State {
                 .on_press(Message::SetPresence(p))
         };
         // Light, Dark, or as the OS says: a small segmented switch.
-        let mut switch = row![small("Theme").style(muted)]
+        let mut switch = row![small(t.theme).style(muted)]
             .spacing(2)
             .align_y(Alignment::Center);
         for c in Choice::ALL {
             let on = ctx.theme == c;
             switch = switch.push(
                 container(
-                    button(small(c.label()))
+                    button(small(t.theme_choice(c)))
                         .padding([2, 8])
                         .style(if on { button::primary } else { button::text })
                         .on_press(Message::SetTheme(c)),
                 )
-                .id(format!("theme-{}", c.label().to_lowercase())),
+                .id(format!("theme-{}", c.code())),
             );
         }
         row![
@@ -111,22 +116,24 @@ impl State {
             text(me),
             space::horizontal(),
             switch,
-            space::horizontal().width(12),
+            space::horizontal().width(8),
+            language_switch(ctx.lang, Message::SetLang),
+            space::horizontal().width(8),
             container(
-                button(text("Canned replies").size(13))
+                button(text(t.canned_replies).size(13))
                     .padding([4, 10])
                     .style(crate::ui::theme::button_secondary)
                     .on_press(Message::Canned),
             )
             .id("canned-open"),
-            presence_button("Online", Presence::Online),
-            presence_button("Away", Presence::Away),
+            presence_button(t.online, Presence::Online),
+            presence_button(t.away, Presence::Away),
             container(
                 button(
                     text(if signing_out {
-                        "Signing out…"
+                        t.signing_out
                     } else {
-                        "Sign out"
+                        t.sign_out
                     })
                     .size(13)
                 )
@@ -145,6 +152,7 @@ impl State {
     /// The connection's state, Reconnect now, the password to connect with when
     /// the session needs one, and the banner under it.
     pub fn connection_bar<'a>(&'a self, desk: &'a Desk, ctx: &Context<'a>) -> Element<'a, Message> {
+        let t = tr();
         let state = &ctx.status.state;
         let live = matches!(state, ConnState::Live);
         let offline = matches!(state, ConnState::Disconnected | ConnState::Stopped { .. });
@@ -153,7 +161,7 @@ impl State {
             .align_y(Alignment::Center);
         if matches!(state, ConnState::BackingOff { .. }) {
             bar = bar.push(
-                button(text("Reconnect now").size(13))
+                button(text(t.reconnect_now).size(13))
                     .padding([3, 10])
                     .style(crate::ui::theme::button_secondary)
                     .on_press(Message::ReconnectNow),
@@ -166,8 +174,8 @@ impl State {
             bar = bar.push(
                 container(
                     row![
-                        small("Away: no new chats come to you").style(muted),
-                        button(small("Go online"))
+                        small(t.away_notice).style(muted),
+                        button(small(t.go_online))
                             .padding([2, 8])
                             .style(crate::ui::theme::button_secondary)
                             .on_press(Message::SetPresence(Presence::Online)),
@@ -183,7 +191,7 @@ impl State {
         if ctx.needs_password {
             bar = bar.push(space::horizontal());
             bar = bar.push(
-                text_input("password to connect", &self.password)
+                text_input(t.password_to_connect, &self.password)
                     .id("bar-password")
                     .secure(true)
                     .on_input(Message::PasswordChanged)
@@ -192,7 +200,7 @@ impl State {
                     .padding(4),
             );
             bar = bar.push(
-                button(text("Connect").size(13))
+                button(text(t.connect).size(13))
                     .padding([3, 10])
                     .style(button::primary)
                     .on_press(Message::Connect),
@@ -218,8 +226,8 @@ impl State {
             col = col.push(
                 container(
                     row![
-                        body_text(b.as_str()).width(Fill),
-                        button(text("Dismiss").size(12))
+                        body_text(b.text()).width(Fill),
+                        button(text(t.dismiss).size(12))
                             .style(button::text)
                             .on_press(Message::DismissBanner),
                     ]

@@ -16,6 +16,7 @@ use iced::{Alignment, Element, Fill};
 use crate::ui::canned::{self, SHOWN};
 use crate::ui::desk::Desk;
 use crate::ui::format;
+use crate::ui::i18n::tr;
 use crate::ui::theme;
 use crate::ui::widget::{card, heading, muted, small, text};
 
@@ -64,17 +65,18 @@ pub struct Form {
 
 impl Form {
     fn problem(&self) -> Option<&'static str> {
+        let t = tr();
         let s = self.shortcut.trim();
         if s.is_empty() {
-            Some("Give it a shortcut.")
+            Some(t.canned_no_shortcut)
         } else if s.chars().count() > MAX_SHORTCUT {
-            Some("A shortcut is at most 32 characters.")
+            Some(t.canned_shortcut_long)
         } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            Some("A shortcut has no spaces.")
+            Some(t.canned_shortcut_spaces)
         } else if self.body.text().trim().is_empty() {
-            Some("Write the reply.")
+            Some(t.canned_no_body)
         } else if self.body.text().trim_end().len() > MAX_BODY {
-            Some("A reply is at most 4,000 bytes.")
+            Some(t.canned_body_long)
         } else {
             None
         }
@@ -308,19 +310,20 @@ impl State {
 
     /// The picker over the composer, when the draft asks for one.
     pub fn picker<'a>(&self, desk: &'a Desk, draft: &str) -> Option<Element<'a, Message>> {
+        let t = tr();
         let hits = self.offered(desk, draft)?;
         let q = canned::query(draft).unwrap_or_default();
         let sel = self.selected(hits.len().min(SHOWN), q);
-        let mut col = Column::new().spacing(2).push(
-            small(format!(
-                "Canned replies · ↑↓ to choose, Enter to insert, Esc to close ({} found)",
-                hits.len()
-            ))
-            .style(muted),
-        );
+        let mut col = Column::new()
+            .spacing(2)
+            .push(small((t.canned_picker)(hits.len())).style(muted));
         for (i, r) in hits.into_iter().take(SHOWN).enumerate() {
             let on = i == sel;
-            let whose = if r.personal { "mine" } else { "site" };
+            let whose = if r.personal {
+                t.canned_mine
+            } else {
+                t.canned_site
+            };
             col = col.push(
                 container(
                     button(
@@ -354,16 +357,17 @@ impl State {
     /// The management panel, in place of the chat.
     pub fn manager<'a>(&'a self, desk: &'a Desk) -> Option<Element<'a, Message>> {
         let m = self.manager.as_ref()?;
+        let t = tr();
         let admin = desk.my_role() == Role::Admin;
         let mut col = Column::new().spacing(8).push(
             row![
-                heading("Canned replies").width(Fill),
-                button(text("New reply").size(13))
+                heading(t.canned_replies).width(Fill),
+                button(text(t.canned_new).size(13))
                     .padding([4, 10])
                     .style(iced::widget::button::primary)
                     .on_press(Message::New),
                 container(
-                    button(text("Done").size(13))
+                    button(text(t.done).size(13))
                         .padding([4, 10])
                         .style(theme::button_secondary)
                         .on_press(Message::Close),
@@ -373,25 +377,22 @@ impl State {
             .spacing(8)
             .align_y(Alignment::Center),
         );
-        col = col.push(
-            small(
-                "Type / at the start of a reply to insert one. {visitor.name} and {agent.name} \
-                 are filled in.",
-            )
-            .style(muted),
-        );
+        col = col.push(small(t.canned_help).style(muted));
         if let Some(f) = &m.form {
             col = col.push(form(f, admin));
         }
-        for (personal, title) in [(false, "The site's"), (true, "Mine")] {
+        for (personal, title) in [
+            (false, t.canned_site_heading),
+            (true, t.canned_mine_heading),
+        ] {
             let list: Vec<&CannedReply> = desk
                 .canned
                 .iter()
                 .filter(|r| r.personal == personal)
                 .collect();
-            col = col.push(heading(format!("{title} ({})", list.len())));
+            col = col.push(heading(title(list.len())));
             if list.is_empty() {
-                col = col.push(small("None yet.").style(muted));
+                col = col.push(small(t.none_yet).style(muted));
             }
             for r in list {
                 let mut line = row![
@@ -406,14 +407,14 @@ impl State {
                 .align_y(Alignment::Center);
                 if m.confirm_delete == Some(r.id) {
                     let whose = if r.personal {
-                        "Delete it?"
+                        t.delete_it
                     } else {
-                        "Delete it for everyone?"
+                        t.delete_for_everyone
                     };
                     line = line.push(small(whose));
                     line = line.push(
                         container(
-                            button(small("Delete"))
+                            button(small(t.delete))
                                 .padding([2, 8])
                                 .style(iced::widget::button::danger)
                                 .on_press(Message::ConfirmDelete(r.id)),
@@ -421,7 +422,7 @@ impl State {
                         .id(format!("canned-confirm-delete-{}", r.id)),
                     );
                     line = line.push(
-                        button(small("Keep"))
+                        button(small(t.keep))
                             .padding([2, 8])
                             .style(theme::button_secondary)
                             .on_press(Message::KeepReply),
@@ -429,7 +430,7 @@ impl State {
                 } else if may_change(desk, r) {
                     line = line.push(
                         container(
-                            button(small("Edit"))
+                            button(small(t.edit))
                                 .padding([2, 8])
                                 .style(theme::button_secondary)
                                 .on_press(Message::Edit(r.id)),
@@ -438,7 +439,7 @@ impl State {
                     );
                     line = line.push(
                         container(
-                            button(small("Delete"))
+                            button(small(t.delete))
                                 .padding([2, 8])
                                 .style(iced::widget::button::danger)
                                 .on_press(Message::Delete(r.id)),
@@ -460,21 +461,22 @@ impl State {
 }
 
 fn form(f: &Form, admin: bool) -> Element<'_, Message> {
+    let t = tr();
     let mut col = column![
         text(if f.id.is_some() {
-            "Change the reply"
+            t.canned_change
         } else {
-            "Add a reply"
+            t.canned_add
         })
         .size(14),
-        text_input("shortcut, e.g. refund", &f.shortcut)
+        text_input(t.canned_shortcut_placeholder, &f.shortcut)
             .id("canned-shortcut")
             .on_input(Message::Shortcut)
             .on_submit(Message::Save)
             .padding(6),
         iced::widget::text_editor(&f.body)
             .id("canned-body")
-            .placeholder("The reply. {visitor.name} and {agent.name} are filled in.")
+            .placeholder(t.canned_body_placeholder)
             .on_action(Message::Body)
             .wrapping(Wrapping::WordOrGlyph)
             .height(96),
@@ -485,7 +487,7 @@ fn form(f: &Form, admin: bool) -> Element<'_, Message> {
         col = col.push(
             container(
                 checkbox(f.personal)
-                    .label("Only for me (otherwise for everyone on the site)")
+                    .label(t.canned_only_me)
                     .on_toggle(Message::Personal)
                     .size(14)
                     .text_size(12),
@@ -495,7 +497,7 @@ fn form(f: &Form, admin: bool) -> Element<'_, Message> {
     }
     let problem = f.problem();
     if let Some(e) = &f.error {
-        col = col.push(small(format!("Not saved: {e}")).style(theme::danger_text));
+        col = col.push(small((t.not_saved)(e)).style(theme::danger_text));
     } else if let Some(p) =
         problem.filter(|_| !f.shortcut.is_empty() || !f.body.text().trim().is_empty())
     {
@@ -505,13 +507,13 @@ fn form(f: &Form, admin: bool) -> Element<'_, Message> {
     col = col.push(
         row![
             container(
-                button(text(if f.sending { "Saving…" } else { "Save" }).size(13))
+                button(text(if f.sending { t.saving } else { t.save }).size(13))
                     .padding([4, 12])
                     .style(iced::widget::button::primary)
                     .on_press_maybe(ready.then_some(Message::Save)),
             )
             .id("canned-save"),
-            button(text("Cancel").size(13))
+            button(text(t.cancel).size(13))
                 .padding([4, 12])
                 .style(theme::button_secondary)
                 .on_press(Message::CancelForm),

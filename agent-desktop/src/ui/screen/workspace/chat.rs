@@ -33,6 +33,7 @@ use iced::{Alignment, Element, Fill, Theme, keyboard};
 use crate::ui::desk::{Desk, message_text};
 use crate::ui::files::{self, RawImage, Source};
 use crate::ui::format;
+use crate::ui::i18n::tr;
 use crate::ui::theme;
 use crate::ui::widget::{
     card, has_stated_name, left_message_lines, linked_text, muted, site_id_line, small, stated,
@@ -296,13 +297,11 @@ impl State {
         if let Some(panel) = self.canned.manager(desk) {
             return panel.map(Message::Canned);
         }
+        let t = tr();
         let Some(c) = desk.selected.and_then(|id| desk.convs.get(&id)) else {
-            return container(
-                text("Pick a conversation, accept a waiting chat, or invite a visitor.")
-                    .style(muted),
-            )
-            .center(Fill)
-            .into();
+            return container(text(t.pick_a_conversation).style(muted))
+                .center(Fill)
+                .into();
         };
         let name = desk.conv_label(&c.info).name;
         let mine = desk.is_mine(c.info.id);
@@ -313,32 +312,25 @@ impl State {
         // and, apart from it, the id the site vouches for.
         let mut who = column![text(name).size(18)].spacing(1).width(Fill);
         if has_stated_name(c.info.visitor_name.as_deref()) {
-            who = who.push(stated("name"));
+            who = who.push(stated(t.name_stated));
         }
         if let Some(id) = desk.visitors.get(&c.info.visitor).and_then(site_id_line) {
             who = who.push(id);
         }
         let mut header = row![who].spacing(10).align_y(Alignment::Center);
+        let who_serves = || serving.clone().unwrap_or_else(|| t.another_agent.into());
         let state_label = match c.info.state {
-            ConversationState::Queued => "waiting".to_owned(),
-            ConversationState::Active if mine => "open".to_owned(),
-            ConversationState::Active if oversees => format!(
-                "{} is serving · read-only",
-                serving.clone().unwrap_or_else(|| "another agent".into())
-            ),
-            ConversationState::Active => format!(
-                "{} is serving now",
-                serving.clone().unwrap_or_else(|| "another agent".into())
-            ),
-            ConversationState::Closed => "closed".to_owned(),
-            ConversationState::LeftMessage => "left a message".to_owned(),
+            ConversationState::Active if mine => t.state_open.to_owned(),
+            ConversationState::Active if oversees => (t.serving_read_only)(&who_serves()),
+            ConversationState::Active => (t.serving_now)(&who_serves()),
+            s => t.conversation_state(s).to_owned(),
         };
         header = header.push(small(state_label).style(muted));
         let can_transfer = (mine || oversees) && c.info.state != ConversationState::Closed;
         if can_transfer && self.transfer.is_none() {
             header = header.push(
                 container(
-                    button(text("Transfer…").size(13))
+                    button(text(t.transfer_open).size(13))
                         .padding([4, 10])
                         .style(crate::ui::theme::button_secondary)
                         .on_press(Message::TransferOpen(c.info.id)),
@@ -349,7 +341,7 @@ impl State {
         if active && (mine || oversees) {
             header = header.push(
                 container(
-                    button(text("Close conversation").size(13))
+                    button(text(t.close_conversation).size(13))
                         .padding([4, 10])
                         .style(button::danger)
                         .on_press(Message::Close(c.info.id)),
@@ -387,7 +379,7 @@ impl State {
         if c.more_before {
             msgs = msgs.push(
                 container(
-                    button(text("Load earlier messages").size(12))
+                    button(text(t.load_earlier).size(12))
                         .style(button::text)
                         .on_press(Message::LoadEarlier),
                 )
@@ -435,10 +427,9 @@ impl State {
                 let editor = text_editor(draft)
                     .id(COMPOSER)
                     .placeholder(if note {
-                        "Write an internal note: only agents see it. Enter adds it."
+                        t.note_placeholder
                     } else {
-                        "Write a reply. Enter sends, Shift+Enter starts a new line, \
-                         / finds a canned reply."
+                        t.reply_placeholder
                     })
                     .style(move |theme: &Theme, status| {
                         let mut style = text_editor::default(theme, status);
@@ -496,7 +487,7 @@ impl State {
                     });
                 let switch = container(
                     checkbox(note)
-                        .label("Internal note")
+                        .label(t.internal_note)
                         .on_toggle(Message::NoteMode)
                         .size(14)
                         .text_size(12),
@@ -508,7 +499,7 @@ impl State {
                     space::horizontal().width(0).into()
                 } else {
                     container(
-                        button(text("Attach…"))
+                        button(text(t.attach))
                             .padding([8, 12])
                             .style(crate::ui::theme::button_secondary)
                             .on_press(Message::Attach),
@@ -525,7 +516,7 @@ impl State {
                         row![
                             attach,
                             editor,
-                            button(text(if note { "Add note" } else { "Send" }))
+                            button(text(if note { t.add_note } else { t.send }))
                                 .padding([8, 16])
                                 .style(if note {
                                     button::warning
@@ -543,27 +534,22 @@ impl State {
             // else would be looking at a transcript that silently stopped
             // (after handing the chat on, say), so say that it did.
             _ if active && oversees => container(
-                small(format!(
-                    "Read-only: {} is serving this chat.",
-                    serving.unwrap_or_else(|| "another agent".into())
+                small((t.read_only)(
+                    &serving.unwrap_or_else(|| t.another_agent.into()),
                 ))
                 .style(muted),
             )
             .id("read-only")
             .into(),
             _ if active => container(
-                small(format!(
-                    "{} serves this chat now. New messages go to them, not here; \
-                     the whole chat stays in the visitor's history.",
-                    serving.unwrap_or_else(|| "Another agent".into())
+                small((t.serves_now)(
+                    &serving.unwrap_or_else(|| t.another_agent.into()),
                 ))
                 .style(muted),
             )
             .id("read-only")
             .into(),
-            _ => small("This conversation is not open; replies are off.")
-                .style(muted)
-                .into(),
+            _ => small(t.not_open).style(muted).into(),
         };
         let pane = column![top, rule::horizontal(1), transcript]
             .push(self.typing.view(c.info.id))
@@ -571,9 +557,9 @@ impl State {
         let pane = pane.width(Fill).height(Fill);
         if desk.files.hovering {
             let hint = if active && mine {
-                "Drop the file to send it to this visitor"
+                t.drop_to_send
             } else {
-                "Files can be sent only in your open chats"
+                t.drop_not_here
             };
             stack![
                 pane,
@@ -596,13 +582,11 @@ impl State {
 }
 
 fn transfer_panel<'a>(desk: &'a Desk, t: &'a TransferForm) -> Element<'a, Message> {
+    let words = tr();
     let targets = desk.transfer_targets(t.from);
-    let mut col = column![small("Transfer to:")].spacing(6);
+    let mut col = column![small(words.transfer_to)].spacing(6);
     if targets.is_empty() {
-        col = col.push(
-            small("No one else is online with room for another chat.")
-                .style(crate::ui::theme::danger_text),
-        );
+        col = col.push(small(words.no_transfer_targets).style(crate::ui::theme::danger_text));
     }
     let mut choices = row![].spacing(6);
     for m in targets {
@@ -623,7 +607,7 @@ fn transfer_panel<'a>(desk: &'a Desk, t: &'a TransferForm) -> Element<'a, Messag
     }
     col = col.push(choices.wrap());
     col = col.push(
-        text_input("Note for the next agent (only agents see it)", &t.note)
+        text_input(words.transfer_note, &t.note)
             .id("transfer-note")
             .on_input(Message::TransferNote)
             .size(13)
@@ -632,13 +616,13 @@ fn transfer_panel<'a>(desk: &'a Desk, t: &'a TransferForm) -> Element<'a, Messag
     col = col.push(
         row![
             container(
-                button(text("Transfer").size(13))
+                button(text(words.transfer).size(13))
                     .padding([4, 12])
                     .style(button::primary)
                     .on_press_maybe(t.to.map(|_| Message::TransferSend)),
             )
             .id("transfer-send"),
-            button(text("Cancel").size(13))
+            button(text(words.cancel).size(13))
                 .padding([4, 12])
                 .style(button::text)
                 .on_press(Message::TransferCancel),
@@ -665,7 +649,7 @@ fn note_bubble<'a>(
     container(
         row![
             column![
-                small(format!("Note from {author} · agents only · {time}")),
+                small((tr().note_header)(author, time)),
                 linked_text(note, Message::OpenLink),
             ]
             .spacing(2)
@@ -689,7 +673,11 @@ fn copy_button<'a>(
     copied: Option<MsgId>,
     style: fn(&Theme) -> iced::widget::text::Style,
 ) -> Element<'a, Message> {
-    let label = if copied == Some(id) { "Copied" } else { "Copy" };
+    let label = if copied == Some(id) {
+        tr().copied
+    } else {
+        tr().copy
+    };
     container(
         button(small(label).style(style))
             .padding([0, 4])
@@ -780,10 +768,5 @@ fn content<'a>(desk: &'a Desk, m: &'a StoredMessage) -> Column<'a, Message> {
 
 /// The words shown under the agent's own messages.
 pub fn delivery_label(state: DeliveryState) -> &'static str {
-    match state {
-        DeliveryState::Queued => "Queued",
-        DeliveryState::Sent => "Sent",
-        DeliveryState::Delivered => "Delivered",
-        DeliveryState::Failed => "Failed",
-    }
+    tr().delivery(state)
 }

@@ -9,6 +9,7 @@ use iced::widget::{Column, button, column, container, row};
 use iced::{Alignment, Element, Fill};
 
 use crate::ui::desk::Desk;
+use crate::ui::i18n::tr;
 use crate::ui::theme;
 use crate::ui::widget::{heading, muted, said_preview, small, text};
 
@@ -22,9 +23,9 @@ pub fn mine(desk: &Desk) -> Element<'_, Message> {
     let mine = desk.mine();
     let mut col = Column::new()
         .spacing(6)
-        .push(heading(format!("My conversations ({})", mine.len())));
+        .push(heading((tr().my_conversations)(mine.len())));
     if mine.is_empty() {
-        col = col.push(small("No open conversations.").style(muted));
+        col = col.push(small(tr().no_open_conversations).style(muted));
     }
     for c in mine {
         let selected = desk.selected == Some(c.info.id);
@@ -55,9 +56,9 @@ pub fn team_chats(desk: &Desk) -> Element<'_, Message> {
     let chats = desk.team_chats();
     let mut col = Column::new()
         .spacing(6)
-        .push(heading(format!("Team chats ({})", chats.len())));
+        .push(heading((tr().team_chats)(chats.len())));
     if chats.is_empty() {
-        col = col.push(small("No one else has an open chat.").style(muted));
+        col = col.push(small(tr().no_team_chats).style(muted));
     }
     for c in chats {
         let selected = desk.selected == Some(c.info.id);

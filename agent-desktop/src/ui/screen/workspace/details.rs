@@ -7,12 +7,13 @@
 //! block form and the blocks made from this app. Its messages ask the
 //! workspace for a page of history, and fill in, send or cancel a block.
 
-use holdfast_protocol::agent::{Author, ConversationState};
+use holdfast_protocol::agent::Author;
 use iced::widget::{Column, button, checkbox, column, container, row, scrollable, text_input};
 use iced::{Element, Fill, Length};
 
 use crate::ui::desk::{BlockForm, BlockState, Desk};
 use crate::ui::format;
+use crate::ui::i18n::tr;
 use crate::ui::widget::{card, has_stated_name, heading, muted, site_id_line, small, stated, text};
 
 /// The panel's width on a window of ordinary size.
@@ -38,8 +39,9 @@ pub enum Message {
 }
 
 pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Element<'_, Message> {
+    let t = tr();
     let Some(vid) = &desk.details_visitor else {
-        return container(small("Visitor details appear here.").style(muted))
+        return container(small(t.details_empty).style(muted))
             .width(width)
             .height(Fill)
             .padding(12)
@@ -63,12 +65,12 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Eleme
             // vouches for apart, after it.
             let email = v.email.as_deref().filter(|e| !e.trim().is_empty());
             if stated_name.is_some() || email.is_some() || !v.attrs.is_empty() {
-                let mut block = column![small("Stated by the visitor").style(muted)].spacing(2);
+                let mut block = column![small(t.stated_by_visitor).style(muted)].spacing(2);
                 if let Some(n) = stated_name {
-                    block = block.push(small(format!("Name: {n}")));
+                    block = block.push(small((t.name_line)(n)));
                 }
                 if let Some(e) = email {
-                    block = block.push(small(format!("Email: {e}")));
+                    block = block.push(small((t.email_line)(e)));
                 }
                 for (k, val) in &v.attrs {
                     block = block.push(small(format!("{k}: {val}")));
@@ -82,26 +84,22 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Eleme
                 );
             }
             col = col.push(
-                container(
-                    site_id_line(v)
-                        .unwrap_or_else(|| small("Not identified by the site").style(muted)),
-                )
-                .id("visitor-id"),
+                container(site_id_line(v).unwrap_or_else(|| small(t.not_identified).style(muted)))
+                    .id("visitor-id"),
             );
-            col = col.push(small(if v.online { "On the site now" } else { "Gone" }));
-            col = col.push(small(format!(
-                "On site {}",
-                format::elapsed(now_ms - v.visit_started_ms)
-            )));
+            col = col.push(small(if v.online { t.on_site_now } else { t.gone }));
+            col = col.push(small((t.on_site_since)(&format::elapsed(
+                now_ms - v.visit_started_ms,
+            ))));
             if let Some(ua) = &v.user_agent {
                 let (b, os) = format::browser_and_os(ua);
                 col = col.push(small(format!("{b} · {os}")));
                 col = col.push(small(ua.as_str()).style(muted));
             }
             if let Some(r) = v.referrer.as_deref().filter(|r| !r.is_empty()) {
-                col = col.push(small(format!("Came from {r}")));
+                col = col.push(small((t.came_from)(r)));
             }
-            col = col.push(heading("Page trail"));
+            col = col.push(heading(t.page_trail));
             for p in v.trail.iter().rev().take(30) {
                 col = col.push(
                     column![
@@ -109,7 +107,7 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Eleme
                             "{} {}",
                             format::clock(p.at_ms, utc_offset_secs),
                             if p.title.is_empty() {
-                                "(untitled)"
+                                t.untitled
                             } else {
                                 p.title.as_str()
                             }
@@ -122,18 +120,18 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Eleme
         }
         None => {
             if stated_name.is_some() {
-                col = col.push(stated("name"));
+                col = col.push(stated(t.name_stated));
             }
-            col = col.push(small("Not on the site now.").style(muted));
+            col = col.push(small(t.not_on_site_now).style(muted));
         }
     }
     col = col.push(block_section(desk, vid));
-    col = col.push(heading("Past conversations"));
+    col = col.push(heading(t.past_conversations));
     match desk.history.get(vid) {
         None => {
-            col = col.push(small("Not loaded.").style(muted));
+            col = col.push(small(t.not_loaded).style(muted));
             col = col.push(
-                button(text("Load history").size(12))
+                button(text(t.load_history).size(12))
                     .style(button::text)
                     .on_press(Message::LoadHistory {
                         visitor: vid.clone(),
@@ -143,15 +141,10 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Eleme
         }
         Some(h) => {
             if h.conversations.is_empty() && !h.loading {
-                col = col.push(small("None.").style(muted));
+                col = col.push(small(t.none).style(muted));
             }
             for conv in &h.conversations {
-                let state = match conv.state {
-                    ConversationState::Queued => "waiting",
-                    ConversationState::Active => "open",
-                    ConversationState::Closed => "closed",
-                    ConversationState::LeftMessage => "left a message",
-                };
+                let state = t.conversation_state(conv.state);
                 let mut block = column![
                     small(format!(
                         "#{} · {} · {state}{}",
@@ -174,17 +167,15 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Eleme
                 {
                     // A file sent without words still says who sent it.
                     let said = if m.body.is_empty() && m.attachment.is_some() {
-                        "(a file)"
+                        t.a_file
                     } else {
                         m.body.as_str()
                     };
                     let line = match &m.author {
-                        Author::Visitor { .. } => format!("Visitor: {said}"),
+                        Author::Visitor { .. } => (t.visitor_said)(said),
                         Author::Agent { name, .. } => format!("{name}: {said}"),
-                        Author::Note { name, .. } => format!("Note from {name}: {said}"),
-                        Author::System => {
-                            format!("— {}", holdfast_protocol::notice::system_text(&m.body))
-                        }
+                        Author::Note { name, .. } => (t.note_from)(name, said),
+                        Author::System => format!("— {}", t.system_text(&m.body)),
                     };
                     block = block.push(small(line));
                     if let Some(a) = &m.attachment {
@@ -196,11 +187,11 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Eleme
                 col = col.push(container(block).padding(6).width(Fill).style(card));
             }
             if h.loading {
-                col = col.push(small("Loading…").style(muted));
+                col = col.push(small(t.loading).style(muted));
             } else if h.more {
                 col = col.push(
                     container(
-                        button(text("Load older history").size(12))
+                        button(text(t.load_older_history).size(12))
                             .style(button::text)
                             .on_press(Message::LoadHistory {
                                 visitor: vid.clone(),
@@ -230,6 +221,7 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Eleme
 /// does not list older ones to agents), so "Unblock" appears only after
 /// one; a visitor blocked earlier simply shows "Block…".
 fn block_section<'a>(desk: &'a Desk, vid: &'a str) -> Element<'a, Message> {
+    let t = tr();
     if let Some(f) = desk.block_form.as_ref().filter(|f| f.visitor == vid) {
         return block_form(f);
     }
@@ -238,33 +230,28 @@ fn block_section<'a>(desk: &'a Desk, vid: &'a str) -> Element<'a, Message> {
     if let Some(b) = blocking {
         if b.blocked() {
             col = col.push(
-                container(
-                    small(format!("Blocked: {}", b.reason)).style(crate::ui::theme::danger_text),
-                )
-                .id("block-status"),
+                container(small((t.blocked)(&b.reason)).style(crate::ui::theme::danger_text))
+                    .id("block-status"),
             );
         }
         match &b.state {
             BlockState::Sending { unblock: false, .. } => {
-                col = col.push(small("Blocking…").style(muted));
+                col = col.push(small(t.blocking).style(muted));
             }
             BlockState::Sending { unblock: true, .. } => {
-                col = col.push(small("Unblocking…").style(muted));
+                col = col.push(small(t.unblocking).style(muted));
             }
             BlockState::Unblocked => {
-                col = col.push(container(small("Unblocked.").style(muted)).id("block-status"));
+                col = col.push(container(small(t.unblocked).style(muted)).id("block-status"));
             }
             BlockState::Refused { unblock, message } => {
                 let what = if *unblock {
-                    "Not unblocked"
+                    (t.not_unblocked)(message)
                 } else {
-                    "Not blocked"
+                    (t.not_blocked)(message)
                 };
                 col = col.push(
-                    container(
-                        small(format!("{what}: {message}")).style(crate::ui::theme::danger_text),
-                    )
-                    .id("block-refused"),
+                    container(small(what).style(crate::ui::theme::danger_text)).id("block-refused"),
                 );
             }
             BlockState::Blocked => {}
@@ -277,7 +264,7 @@ fn block_section<'a>(desk: &'a Desk, vid: &'a str) -> Element<'a, Message> {
     if blocking.is_some_and(|b| b.blocked()) {
         col = col.push(
             container(
-                button(text("Unblock").size(12))
+                button(text(t.unblock).size(12))
                     .padding([4, 10])
                     .style(crate::ui::theme::button_secondary)
                     .on_press(Message::Unblock(vid.to_owned())),
@@ -287,7 +274,7 @@ fn block_section<'a>(desk: &'a Desk, vid: &'a str) -> Element<'a, Message> {
     } else {
         col = col.push(
             container(
-                button(text("Block…").size(12))
+                button(text(t.block).size(12))
                     .padding([4, 10])
                     .style(crate::ui::theme::button_secondary)
                     .on_press(Message::BlockOpen(vid.to_owned())),
@@ -299,9 +286,10 @@ fn block_section<'a>(desk: &'a Desk, vid: &'a str) -> Element<'a, Message> {
 }
 
 fn block_form(f: &BlockForm) -> Element<'_, Message> {
+    let t = tr();
     let col = column![
-        small("Block this visitor: their chat ends and the widget no longer shows."),
-        text_input("Reason (required, only agents see it)", &f.reason)
+        small(t.block_explained),
+        text_input(t.block_reason, &f.reason)
             .id("block-reason")
             .on_input(Message::BlockReason)
             .on_submit_maybe(f.can_confirm().then_some(Message::BlockConfirm))
@@ -309,7 +297,7 @@ fn block_form(f: &BlockForm) -> Element<'_, Message> {
             .padding(6),
         container(
             checkbox(f.by_address)
-                .label("Also block their address")
+                .label(t.block_by_address)
                 .on_toggle(Message::BlockByAddress)
                 .size(14)
                 .text_size(12),
@@ -317,13 +305,13 @@ fn block_form(f: &BlockForm) -> Element<'_, Message> {
         .id("block-by-address"),
         row![
             container(
-                button(text("Confirm").size(13))
+                button(text(t.confirm).size(13))
                     .padding([4, 12])
                     .style(button::danger)
                     .on_press_maybe(f.can_confirm().then_some(Message::BlockConfirm)),
             )
             .id("block-confirm"),
-            button(text("Cancel").size(13))
+            button(text(t.cancel).size(13))
                 .padding([4, 12])
                 .style(button::text)
                 .on_press(Message::BlockCancel),

@@ -13,6 +13,7 @@ use iced::{Element, Fill};
 
 use crate::ui::desk::Desk;
 use crate::ui::format;
+use crate::ui::i18n::tr;
 use crate::ui::theme;
 use crate::ui::widget::{card, muted, small, text};
 
@@ -106,10 +107,11 @@ impl State {
     }
 
     pub fn view<'a>(&'a self, desk: &'a Desk) -> Element<'a, Message> {
+        let t = tr();
         let found = matches(desk, &self.query);
         let mut list = Column::new().spacing(2);
         if found.is_empty() {
-            list = list.push(small("No conversation has that name.").style(muted));
+            list = list.push(small(t.jump_none).style(muted));
         }
         for (i, (id, name)) in found.into_iter().take(SHOWN).enumerate() {
             let on = i == self.highlight;
@@ -127,10 +129,10 @@ impl State {
         container(
             column![
                 row![
-                    text("Jump to conversation").size(13).width(Fill),
-                    small("↑↓ choose · Enter open · Esc close").style(muted),
+                    text(t.jump_title).size(13).width(Fill),
+                    small(t.jump_keys).style(muted),
                 ],
-                text_input("Name…", &self.query)
+                text_input(t.jump_placeholder, &self.query)
                     .id(INPUT)
                     .on_input(Message::Query)
                     .on_submit(Message::Submit)

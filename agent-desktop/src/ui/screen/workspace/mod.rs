@@ -58,6 +58,7 @@ use crate::ui::attention::Attention;
 use crate::ui::desk::{BlockState, Blocking, Conv, Desk, HISTORY_PAGE, PendingOpen, message_text};
 use crate::ui::files::{self, Fetched, Source, Then};
 use crate::ui::format;
+use crate::ui::i18n::{Lang, Words, tr};
 use crate::ui::notify::{Alert, Notifier};
 use crate::ui::prefs::Panels;
 use crate::ui::theme::{self, Choice};
@@ -94,6 +95,8 @@ pub struct Context<'a> {
     pub utc_offset_secs: i32,
     /// The theme the agent chose (the top bar's switch shows it).
     pub theme: Choice,
+    /// The language on screen (the top bar's switch shows it).
+    pub lang: Lang,
     pub panels: Panels,
     pub attention: Attention,
 }
@@ -213,6 +216,8 @@ pub enum Event {
     SignedOut(Result<SignOutResult, String>),
     /// The theme switch: the choice is the app's to remember.
     SetTheme(Choice),
+    /// The language switch: the app applies and remembers it.
+    SetLang(Lang),
     /// Collapse or expand a panel: remembered by the app.
     TogglePanel(Panel),
 }
@@ -278,6 +283,7 @@ impl State {
                     Task::none()
                 }
                 Some(bar::Event::SetTheme(c)) => return (Task::none(), Some(Event::SetTheme(c))),
+                Some(bar::Event::SetLang(l)) => return (Task::none(), Some(Event::SetLang(l))),
                 Some(bar::Event::Canned) => {
                     self.chat.canned.manager = Some(canned::Manager::default());
                     Task::none()
@@ -369,9 +375,11 @@ impl State {
                 }) => self.with_handle(env, move |h| async move {
                     h.transfer(conversation, from, to, note).await.map(drop)
                 }),
-                Some(chat::Event::Attach) => Task::perform(files::pick_file(), |p| {
-                    Message::Chat(chat::Message::Picked(p))
-                }),
+                Some(chat::Event::Attach) => {
+                    Task::perform(files::pick_file(tr().send_a_file), |p| {
+                        Message::Chat(chat::Message::Picked(p))
+                    })
+                }
                 Some(chat::Event::Paste) => Task::perform(
                     async {
                         tokio::task::spawn_blocking(files::read_clipboard_image)
@@ -393,7 +401,7 @@ impl State {
                     Task::none()
                 }
                 Some(chat::Event::FileQueued(Err(e))) => {
-                    self.desk.banner = Some(format!("The file was not sent: {e}"));
+                    self.desk.banner = Some(Words::new(move |t| (t.file_not_sent)(&e)));
                     Task::none()
                 }
                 Some(chat::Event::UploadStopped(id, r)) => {
@@ -401,10 +409,9 @@ impl State {
                         Ok(true) => self.desk.files.forget(id),
                         Ok(false) => {
                             self.desk.files.forget(id);
-                            self.desk.banner =
-                                Some("Too late to cancel: the file was already sent.".into());
+                            self.desk.banner = Some(Words::new(|t| t.too_late_to_cancel.into()));
                         }
-                        Err(e) => self.desk.banner = Some(e),
+                        Err(e) => self.desk.banner = Some(e.into()),
                     }
                     Task::none()
                 }
@@ -494,7 +501,7 @@ impl State {
             Message::TogglePanel(p) => return (Task::none(), Some(Event::TogglePanel(p))),
             Message::ActionDone(res) => {
                 if let Err(e) = res {
-                    self.desk.banner = Some(e);
+                    self.desk.banner = Some(e.into());
                 }
                 Task::none()
             }
@@ -604,13 +611,14 @@ impl State {
         match env.handle.cloned() {
             Some(h) => {
                 let fut = f(h);
+                let t = tr();
                 Task::perform(
-                    async move { fut.await.map_err(|e| e.to_string()) },
+                    async move { fut.await.map_err(|e| t.client_error(&e)) },
                     Message::ActionDone,
                 )
             }
             None => {
-                self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+                self.desk.banner = Some(Words::new(|t| t.not_signed_in.into()));
                 Task::none()
             }
         }
@@ -624,7 +632,7 @@ impl State {
         };
         let Some(h) = env.handle.cloned() else {
             self.desk.block_form = Some(form);
-            self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+            self.desk.banner = Some(Words::new(|t| t.not_signed_in.into()));
             return Task::none();
         };
         let reason = form.reason.trim().to_owned();
@@ -639,6 +647,7 @@ impl State {
             },
         );
         let visitor = form.visitor;
+        let t = tr();
         Task::perform(
             {
                 let visitor = visitor.clone();
@@ -646,14 +655,14 @@ impl State {
             },
             move |r| Message::BlockQueued {
                 visitor: visitor.clone(),
-                result: r.map_err(|e| e.to_string()),
+                result: r.map_err(|e| t.client_error(&e)),
             },
         )
     }
 
     fn unblock(&mut self, env: &Env<'_>, visitor: String) -> Task<Message> {
         let Some(h) = env.handle.cloned() else {
-            self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+            self.desk.banner = Some(Words::new(|t| t.not_signed_in.into()));
             return Task::none();
         };
         let Some(b) = self.desk.blocks.get_mut(&visitor).filter(|b| b.blocked()) else {
@@ -663,6 +672,7 @@ impl State {
             unblock: true,
             id: None,
         };
+        let t = tr();
         Task::perform(
             {
                 let visitor = visitor.clone();
@@ -670,7 +680,7 @@ impl State {
             },
             move |r| Message::BlockQueued {
                 visitor: visitor.clone(),
-                result: r.map_err(|e| e.to_string()),
+                result: r.map_err(|e| t.client_error(&e)),
             },
         )
     }
@@ -712,7 +722,7 @@ impl State {
             .collect();
         match ws {
             Ok(ws) => self.desk.load(ws),
-            Err(e) => self.desk.banner = Some(e),
+            Err(e) => self.desk.banner = Some(e.into()),
         }
         // A chat that started waiting while updates were coalesced into
         // this reload still deserves its alert.
@@ -829,7 +839,7 @@ impl State {
         }
         if !env.focused {
             env.notifier.alert(Alert {
-                title: format!("Message from {name}"),
+                title: (tr().message_from)(&name),
                 body: format::preview(&body, 120),
             });
         }
@@ -869,9 +879,7 @@ impl State {
             .and_then(|v| v.conversation)
             .and_then(|id| self.desk.convs.get(&id));
         let Some(c) = conv else {
-            self.desk.banner = Some(
-                "That chat is not on this device yet; it appears once the server sends it.".into(),
-            );
+            self.desk.banner = Some(Words::new(|t| t.chat_not_here.into()));
             return Task::none();
         };
         let id = c.info.id;
@@ -882,10 +890,8 @@ impl State {
             let who = self
                 .desk
                 .serving_name(&c.info)
-                .unwrap_or_else(|| "Another agent".into());
-            self.desk.banner = Some(format!(
-                "{who} is serving this visitor. A supervisor can transfer the chat to you."
-            ));
+                .unwrap_or_else(|| tr().another_agent.into());
+            self.desk.banner = Some(Words::new(move |t| (t.serving_this_visitor)(&who)));
             return Task::none();
         }
         self.select(env, id)
@@ -904,16 +910,17 @@ impl State {
             None => Vec::new(),
         };
         self.sign_out.signing_out = true;
+        let t = tr();
         Task::perform(
             async move {
                 if let Some(to) = to {
                     for id in chats {
                         h.transfer(id, me, to, None)
                             .await
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| t.client_error(&e))?;
                     }
                 }
-                h.sign_out().await.map_err(|e| e.to_string())
+                h.sign_out().await.map_err(|e| t.client_error(&e))
             },
             Message::SignOutFinished,
         )
@@ -982,7 +989,10 @@ impl State {
         c.unread = 0;
         match env.handle.cloned() {
             Some(h) => Task::perform(
-                async move { h.mark_read(id).await.map_err(|e| e.to_string()) },
+                {
+                    let t = tr();
+                    async move { h.mark_read(id).await.map_err(|e| t.client_error(&e)) }
+                },
                 Message::ActionDone,
             ),
             None => Task::none(),
@@ -1002,12 +1012,13 @@ impl State {
             return Task::none();
         }
         let Some(h) = env.handle.cloned() else {
-            self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+            self.desk.banner = Some(Words::new(|t| t.not_signed_in.into()));
             return Task::none();
         };
         self.desk.drafts.insert(id, text_editor::Content::new());
         let _best_effort = h.typing(id, false);
         let note = self.chat.writes_note(id);
+        let t = tr();
         Task::perform(
             async move {
                 // A note shows once the server has it (it is not queued on
@@ -1018,7 +1029,7 @@ impl State {
                 } else {
                     h.send_message(id, body).await
                 };
-                sent.map(drop).map_err(|e| e.to_string())
+                sent.map(drop).map_err(|e| t.client_error(&e))
             },
             Message::ActionDone,
         )
@@ -1034,7 +1045,9 @@ impl State {
         };
         let before = c.messages.first().map(|m| m.order);
         let page = match (env.handle, env.store_path) {
-            (Some(h), _) => h.messages_page(id, before, PAGE).map_err(|e| e.to_string()),
+            (Some(h), _) => h
+                .messages_page(id, before, PAGE)
+                .map_err(|e| tr().client_error(&e)),
             (None, Some(path)) => Store::open(path)
                 .and_then(|s| s.messages_page(id, before, PAGE))
                 .map_err(|e| e.to_string()),
@@ -1042,7 +1055,7 @@ impl State {
         };
         match page {
             Ok(page) => c.prepend(page, PAGE as usize),
-            Err(e) => self.desk.banner = Some(e),
+            Err(e) => self.desk.banner = Some(e.into()),
         }
     }
 
@@ -1062,14 +1075,15 @@ impl State {
             .filter(|c| c.info.state == ConversationState::Active)
             .map(|c| c.info.id);
         let Some(conversation) = open else {
-            self.desk.banner = Some("Open one of your chats to send a file in it.".into());
+            self.desk.banner = Some(Words::new(|t| t.open_chat_to_send_file.into()));
             return Task::none();
         };
         let Some(h) = env.handle.cloned() else {
-            self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+            self.desk.banner = Some(Words::new(|t| t.not_signed_in.into()));
             return Task::none();
         };
         let now = holdfast_client::store::now_ms();
+        let t = tr();
         Task::perform(
             async move {
                 let (id, name, total) = match &source {
@@ -1082,14 +1096,14 @@ impl State {
                         let id = h
                             .send_file(conversation, p.clone(), String::new())
                             .await
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| t.client_error(&e))?;
                         (id, name, total)
                     }
                     Source::Image(img) => {
                         let img = img.clone();
                         // A full-screen screenshot takes a moment to encode:
                         // off the UI's thread.
-                        let png = tokio::task::spawn_blocking(move || files::encode_png(&img))
+                        let png = tokio::task::spawn_blocking(move || files::encode_png(&img, t))
                             .await
                             .map_err(|e| e.to_string())??;
                         let name = files::screenshot_name(now);
@@ -1097,7 +1111,7 @@ impl State {
                         let id = h
                             .send_file_bytes(conversation, name.clone(), png, String::new())
                             .await
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| t.client_error(&e))?;
                         (id, name, total)
                     }
                 };
@@ -1117,23 +1131,24 @@ impl State {
 
     fn file_action(&mut self, env: &Env<'_>, action: files::Action) -> Task<Message> {
         let Some(h) = env.handle.cloned() else {
-            self.desk.banner = Some("Not signed in: enter your password to connect.".into());
+            self.desk.banner = Some(Words::new(|t| t.not_signed_in.into()));
             return Task::none();
         };
         match action {
             files::Action::Open(a) => {
                 if !files::openable(&a.mime) {
-                    self.desk.banner = Some(format!(
-                        "{} ({}) could run script if opened: use Save as… instead.",
-                        a.name, a.mime
-                    ));
+                    let (name, mime) = (a.name.clone(), a.mime.clone());
+                    self.desk.banner =
+                        Some(Words::new(move |t| (t.could_run_script)(&name, &mime)));
                     return Task::none();
                 }
                 self.want_full(&h, a.id, Then::Open)
             }
-            files::Action::SaveAs(a) => Task::perform(files::pick_save_path(a.name.clone()), {
-                move |p| Message::Chat(chat::Message::File(files::Action::SaveTo(a.clone(), p)))
-            }),
+            files::Action::SaveAs(a) => {
+                Task::perform(files::pick_save_path(tr().save_as_title, a.name.clone()), {
+                    move |p| Message::Chat(chat::Message::File(files::Action::SaveTo(a.clone(), p)))
+                })
+            }
             files::Action::SaveTo(_, None) => Task::none(),
             files::Action::SaveTo(a, Some(dest)) => self.want_full(&h, a.id, Then::SaveTo(dest)),
             files::Action::Retry { id, thumb } => {
@@ -1142,7 +1157,10 @@ impl State {
                 Task::none()
             }
             files::Action::CancelUpload(id) | files::Action::RemoveUpload(id) => Task::perform(
-                async move { h.cancel_upload(id).await.map_err(|e| e.to_string()) },
+                {
+                    let t = tr();
+                    async move { h.cancel_upload(id).await.map_err(|e| t.client_error(&e)) }
+                },
                 move |r| Message::Chat(chat::Message::UploadStopped(id, r)),
             ),
             files::Action::RetryUpload(id) => {
@@ -1160,7 +1178,10 @@ impl State {
                 // The failed one is dismissed first, so only the new one can
                 // ever be sent.
                 let dismiss = Task::perform(
-                    async move { h.cancel_upload(id).await.map_err(|e| e.to_string()) },
+                    {
+                        let t = tr();
+                        async move { h.cancel_upload(id).await.map_err(|e| t.client_error(&e)) }
+                    },
                     |r| Message::ActionDone(r.map(drop)),
                 );
                 Task::batch([dismiss, self.send_file(env, source, conversation)])
@@ -1188,7 +1209,7 @@ impl State {
     fn fetch(&mut self, h: &ClientHandle, id: String, thumb: bool) {
         let state = match h.fetch_attachment(id.clone(), thumb) {
             Ok(_) => Fetched::Loading,
-            Err(e) => Fetched::Failed(e.to_string()),
+            Err(e) => Fetched::Failed(tr().client_error(&e)),
         };
         self.desk.files.fetched.insert((id, thumb), state);
     }
@@ -1197,18 +1218,23 @@ impl State {
         match then {
             Then::Open => {
                 if let Err(e) = files::open_with_os(&path) {
-                    self.desk.banner = Some(e);
+                    self.desk.banner = Some(e.into());
                 }
                 Task::none()
             }
             Then::SaveTo(dest) => Task::perform(
-                async move {
-                    let d = dest.clone();
-                    tokio::task::spawn_blocking(move || std::fs::copy(&path, &d))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map(drop)
-                        .map_err(|e| format!("Cannot save to {}: {e}", dest.display()))
+                {
+                    let t = tr();
+                    async move {
+                        let d = dest.clone();
+                        tokio::task::spawn_blocking(move || std::fs::copy(&path, &d))
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map(drop)
+                            .map_err(|e| {
+                                (t.cannot_save_to)(&dest.display().to_string(), &e.to_string())
+                            })
+                    }
                 },
                 Message::ActionDone,
             ),
@@ -1270,9 +1296,10 @@ impl State {
             },
         );
         if thumb {
+            let t = tr();
             return Task::perform(
                 async move {
-                    tokio::task::spawn_blocking(move || files::decode_thumbnail(&path))
+                    tokio::task::spawn_blocking(move || files::decode_thumbnail(&path, t))
                         .await
                         .map_err(|e| e.to_string())?
                 },
@@ -1329,7 +1356,7 @@ impl State {
             }
             Err(e) => {
                 entry.loading = false;
-                entry.error = Some(e.to_string());
+                entry.error = Some(tr().client_error(&e));
             }
         }
         Task::none()
@@ -1366,10 +1393,13 @@ fn open_link(url: String) -> Task<Message> {
     match crate::ui::links::open(&url) {
         Err(e) => Task::done(Message::ActionDone(Err(e))),
         Ok(child) => Task::perform(
-            async move {
-                tokio::task::spawn_blocking(move || crate::ui::links::finished(child, &url))
-                    .await
-                    .map_err(|e| e.to_string())?
+            {
+                let t = tr();
+                async move {
+                    tokio::task::spawn_blocking(move || crate::ui::links::finished(child, &url, t))
+                        .await
+                        .map_err(|e| e.to_string())?
+                }
             },
             Message::ActionDone,
         ),
@@ -1411,17 +1441,18 @@ impl State {
                 body,
             } => {
                 let Some(h) = env.handle.cloned() else {
-                    let m = "Not signed in: enter your password to connect.";
+                    let m = tr().not_signed_in;
                     self.chat
                         .canned
                         .update(canned::Message::Queued(Err(m.into())), &self.desk, "");
                     return Task::none();
                 };
+                let t = tr();
                 Task::perform(
                     async move { h.save_canned(id, personal, shortcut, body).await },
-                    |r| {
+                    move |r| {
                         Message::Chat(chat::Message::Canned(canned::Message::Queued(
-                            r.map_err(|e| e.to_string()),
+                            r.map_err(|e| t.client_error(&e)),
                         )))
                     },
                 )
@@ -1452,11 +1483,10 @@ impl State {
             if due > *done {
                 *done = due;
                 env.notifier.alert(Alert {
-                    title: "Chat still waiting".into(),
-                    body: format!(
-                        "{} has waited {}",
-                        desk.conv_label(&c.info).name,
-                        format::elapsed(waited)
+                    title: tr().chat_still_waiting.into(),
+                    body: (tr().has_waited)(
+                        &desk.conv_label(&c.info).name,
+                        &format::elapsed(waited),
                     ),
                 });
             }
@@ -1467,7 +1497,7 @@ impl State {
 fn waiting_alert(desk: &Desk, info: &ConversationInfo) -> Alert {
     let label = desk.conv_label(info);
     Alert {
-        title: "New chat waiting".into(),
+        title: tr().new_chat_waiting.into(),
         body: match label.place {
             Some(place) => format!("{} · {place}", label.name),
             None => label.name,
@@ -1477,9 +1507,10 @@ fn waiting_alert(desk: &Desk, info: &ConversationInfo) -> Alert {
 
 /// The button that collapses a panel, with its shortcut in the tooltip.
 fn collapse_button<'a>(panel: Panel) -> Element<'a, Message> {
+    let t = tr();
     let (label, id, tip) = match panel {
-        Panel::Lists => ("‹ Hide", "collapse-lists", "Hide the lists (Ctrl+B)"),
-        Panel::Details => ("Hide ›", "collapse-details", "Hide the details (Ctrl+D)"),
+        Panel::Lists => (t.hide_lists, "collapse-lists", t.hide_lists_tip),
+        Panel::Details => (t.hide_details, "collapse-details", t.hide_details_tip),
     };
     let b = container(
         button(small(label))
@@ -1500,8 +1531,8 @@ fn collapse_button<'a>(panel: Panel) -> Element<'a, Message> {
 /// A collapsed panel: a thin rail with the button that brings it back.
 fn rail<'a>(panel: Panel, extra: iced::widget::Column<'a, Message>) -> Element<'a, Message> {
     let (label, id, tip) = match panel {
-        Panel::Lists => ("»", "expand-lists", "Show the lists (Ctrl+B)"),
-        Panel::Details => ("«", "expand-details", "Show the details (Ctrl+D)"),
+        Panel::Lists => ("»", "expand-lists", tr().show_lists_tip),
+        Panel::Details => ("«", "expand-details", tr().show_details_tip),
     };
     let b = container(
         button(text(label).size(16))
@@ -1542,7 +1573,7 @@ fn lists_rail(desk: &Desk) -> Element<'_, Message> {
                     .id("rail-waiting")
                     .padding([1, 7])
                     .style(|t: &iced::Theme| theme::bar(t, theme::Tone::Pending)),
-                small(format!("{waiting} waiting")),
+                small((tr().n_waiting)(waiting)),
                 tooltip::Position::Right,
             )
             .style(card)
@@ -1556,7 +1587,7 @@ fn lists_rail(desk: &Desk) -> Element<'_, Message> {
                     .id("rail-unread")
                     .padding([1, 7])
                     .style(theme::badge),
-                small(format!("{unread} unread")),
+                small((tr().n_unread)(unread)),
                 tooltip::Position::Right,
             )
             .style(card)

@@ -11,6 +11,7 @@ use iced::{Element, Fill};
 use crate::ui::attention::{Attention, Level};
 use crate::ui::desk::Desk;
 use crate::ui::format;
+use crate::ui::i18n::tr;
 use crate::ui::theme::{self, Tone};
 use crate::ui::widget::{card, heading, left_message_lines, muted, said_preview, small, text};
 
@@ -20,12 +21,13 @@ pub enum Message {
 }
 
 pub fn view<'a>(desk: &'a Desk, now_ms: i64, attention: &Attention) -> Element<'a, Message> {
+    let t = tr();
     let queue = desk.queue();
     let mut col = Column::new()
         .spacing(8)
-        .push(heading(format!("Waiting ({})", queue.len())));
+        .push(heading((t.waiting_heading)(queue.len())));
     if queue.is_empty() {
-        col = col.push(small("No one is waiting.").style(muted));
+        col = col.push(small(t.no_one_waiting).style(muted));
     }
     for (i, c) in queue.into_iter().enumerate() {
         let label = desk.conv_label(&c.info);
@@ -39,7 +41,7 @@ pub fn view<'a>(desk: &'a Desk, now_ms: i64, attention: &Attention) -> Element<'
         };
         let preview = said_preview(c, 60);
         let left = if c.info.state == ConversationState::LeftMessage {
-            " · left a message"
+            t.left_a_message_suffix
         } else {
             ""
         };
@@ -57,13 +59,16 @@ pub fn view<'a>(desk: &'a Desk, now_ms: i64, attention: &Attention) -> Element<'
                         text(format!("#{} {}", i + 1, label.name))
                             .size(14)
                             .width(Fill),
-                        wait_pill(format!("waiting {waited}{}{left}", level.words()), level),
+                        wait_pill(
+                            format!("{}{}{left}", (t.waiting_for)(&waited), t.wait_level(level)),
+                            level
+                        ),
                     ]
                     .spacing(6),
                     small(preview),
                     details,
                     container(
-                        button(text("Accept").size(12))
+                        button(text(t.accept).size(12))
                             .padding([3, 10])
                             .style(button::success)
                             .on_press(Message::Accept(c.info.id)),

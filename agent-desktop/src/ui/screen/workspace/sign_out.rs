@@ -12,6 +12,7 @@ use iced::{Element, Fill};
 
 use crate::ui::desk::Desk;
 use crate::ui::format;
+use crate::ui::i18n::tr;
 use crate::ui::widget::{body_text, card, heading, said_preview, small, text};
 
 #[derive(Debug, Default)]
@@ -49,23 +50,14 @@ impl State {
 }
 
 pub fn view<'a>(desk: &'a Desk, live: bool) -> Element<'a, Message> {
+    let t = tr();
     let mine = desk.mine();
     // One chat reads "it", several "them": the agent is deciding about
     // people, and the wording should not make them count.
     let one = mine.len() == 1;
     let mut col = column![
-        heading(format!(
-            "You have {} open chat{}",
-            mine.len(),
-            if one { "" } else { "s" }
-        )),
-        body_text(if one {
-            "A visitor is waiting on you. Hand the chat to a colleague, or let it go back \
-             to the queue, where the next available agent takes it."
-        } else {
-            "Visitors are waiting on you. Hand the chats to a colleague, or let them go \
-             back to the queue, where the next available agent takes them."
-        }),
+        heading((t.open_chats)(mine.len())),
+        body_text(if one { t.sign_out_one } else { t.sign_out_many }),
     ]
     .spacing(10)
     .max_width(560);
@@ -75,34 +67,23 @@ pub fn view<'a>(desk: &'a Desk, live: bool) -> Element<'a, Message> {
         col = col.push(small(format!("• {name}: {last}")));
     }
     if !live {
-        col = col.push(
-            body_text(
-                "You are offline: the server cannot be told now. Your chats go back to the \
-                 queue once you have been offline for the server's grace period (2 minutes \
-                 by default).",
-            )
-            .style(crate::ui::theme::danger_text),
-        );
+        col = col.push(body_text(t.sign_out_offline).style(crate::ui::theme::danger_text));
     }
     col = col.push(
         container(
-            button(text(if one {
-                "Return it to the queue and sign out"
-            } else {
-                "Return them to the queue and sign out"
-            }))
-            .style(button::primary)
-            .padding([6, 14])
-            .on_press(Message::Confirm),
+            button(text(if one { t.return_one } else { t.return_many }))
+                .style(button::primary)
+                .padding([6, 14])
+                .on_press(Message::Confirm),
         )
         .id("sign-out-release"),
     );
     let targets = desk.transfer_targets(desk.my_id());
     if live && !targets.is_empty() {
         col = col.push(text(if one {
-            "Or transfer it to:"
+            t.transfer_one_to
         } else {
-            "Or transfer them all to:"
+            t.transfer_many_to
         }));
         let mut row_ = row![].spacing(8);
         for m in targets {
@@ -119,7 +100,7 @@ pub fn view<'a>(desk: &'a Desk, live: bool) -> Element<'a, Message> {
     }
     col = col.push(
         container(
-            button(text("Cancel"))
+            button(text(t.cancel))
                 .style(button::text)
                 .on_press(Message::Cancel),
         )

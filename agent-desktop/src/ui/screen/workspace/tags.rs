@@ -11,6 +11,7 @@ use iced::{Alignment, Element};
 
 use super::chat::Message;
 use crate::ui::desk::{Conv, Desk};
+use crate::ui::i18n::tr;
 use crate::ui::widget::{muted, small};
 
 pub fn view<'a>(desk: &'a Desk, c: &'a Conv, can_edit: bool) -> Option<Element<'a, Message>> {
@@ -22,7 +23,7 @@ pub fn view<'a>(desk: &'a Desk, c: &'a Conv, can_edit: bool) -> Option<Element<'
     let mut row = Row::new()
         .spacing(6)
         .align_y(Alignment::Center)
-        .push(small("Tags").style(muted));
+        .push(small(tr().tags).style(muted));
     for t in &shown {
         let chip = button(text(format!("{t}  ×")).size(12))
             .padding([2, 8])
@@ -50,7 +51,7 @@ pub fn view<'a>(desk: &'a Desk, c: &'a Conv, can_edit: bool) -> Option<Element<'
                     next.push(t);
                     Message::SetTags(id, next)
                 })
-                .placeholder("Add tag…")
+                .placeholder(tr().add_tag)
                 .text_size(12)
                 .padding([2, 8]),
             )
@@ -58,7 +59,7 @@ pub fn view<'a>(desk: &'a Desk, c: &'a Conv, can_edit: bool) -> Option<Element<'
         );
     }
     if pending.is_some() {
-        row = row.push(small("saving…").style(muted));
+        row = row.push(small(tr().saving_lower).style(muted));
     }
     Some(container(row).id("chat-tags").padding([0, 14]).into())
 }

@@ -7,6 +7,7 @@ use iced::widget::{Column, container, row};
 use iced::{Alignment, Element, Fill};
 
 use crate::ui::desk::Desk;
+use crate::ui::i18n::tr;
 use crate::ui::theme;
 use crate::ui::widget::{heading, muted, small, text};
 
@@ -15,7 +16,7 @@ pub fn view<Message: 'static>(desk: &Desk) -> Element<'_, Message> {
     let team = desk.team_sorted();
     let mut col = Column::new()
         .spacing(4)
-        .push(heading(format!("Team ({})", team.len())));
+        .push(heading((tr().team)(team.len())));
     let me = desk.my_id();
     for m in team {
         col = col.push(container(member(m, Some(m.agent) == me)).id(format!("team-{}", m.agent)));
@@ -25,16 +26,18 @@ pub fn view<Message: 'static>(desk: &Desk) -> Element<'_, Message> {
 
 /// One member: presence, name, role and load.
 fn member<Message: 'static>(m: &TeamMember, me: bool) -> Element<'_, Message> {
-    let (dot, label) = match m.presence {
-        Presence::Online => ("●", "online"),
-        Presence::Away => ("◐", "away"),
-        Presence::Offline => ("○", "offline"),
+    let t = tr();
+    let dot = match m.presence {
+        Presence::Online => "●",
+        Presence::Away => "◐",
+        Presence::Offline => "○",
     };
+    let label = t.presence(m.presence);
     let role = match m.role {
         Role::Agent => String::new(),
-        r => format!(" · {r}"),
+        r => format!(" · {}", t.role(r)),
     };
-    let you = if me { " (you)" } else { "" };
+    let you = if me { t.you_suffix } else { "" };
     let online = m.presence == Presence::Online;
     row![
         text(dot).size(12).style(theme::dot(online)),

@@ -14,6 +14,7 @@ use holdfast_protocol::agent::ConversationId;
 use iced::widget::{column, container};
 use iced::{Element, Font, font};
 
+use crate::ui::i18n::tr;
 use crate::ui::widget::{muted, small};
 
 /// What the visitor of one chat is doing now.
@@ -56,16 +57,12 @@ impl State {
             .typing
             .get(&conversation)
             .filter(|p| p.at.elapsed() < holdfast_client::TYPING_TIMEOUT)?;
-        let mut col = column![small("Visitor is typing…").style(muted)].spacing(2);
+        let mut col = column![small(tr().visitor_typing).style(muted)].spacing(2);
         if let Some(d) = p.draft.as_deref().filter(|d| !d.trim().is_empty()) {
-            col = col.push(
-                small(format!("Not sent yet: “{d}”"))
-                    .style(muted)
-                    .font(Font {
-                        style: font::Style::Italic,
-                        ..Font::DEFAULT
-                    }),
-            );
+            col = col.push(small((tr().not_sent_yet)(d)).style(muted).font(Font {
+                style: font::Style::Italic,
+                ..Font::DEFAULT
+            }));
         }
         Some(container(col).id("typing").padding([2, 10]).into())
     }

@@ -8,18 +8,19 @@
 
 use std::collections::HashMap;
 
-use holdfast_protocol::agent::{ConversationState, InvitationState, VisitorInfo};
+use holdfast_protocol::agent::{ConversationState, VisitorInfo};
 use iced::widget::{Column, button, column, container, row, text_input};
 use iced::{Alignment, Element, Fill};
 
-use crate::ui::desk::{DEFAULT_INVITE, Desk};
+use crate::ui::desk::Desk;
 use crate::ui::format;
+use crate::ui::i18n::tr;
 use crate::ui::widget::{card, has_stated_name, heading, muted, site_id_line, small, stated, text};
 
 #[derive(Debug, Default)]
 pub struct State {
     /// Each visitor's own invitation text, once the agent edited it; the
-    /// others get [`DEFAULT_INVITE`].
+    /// others get the catalog's default one, in the agent's language.
     pub invite_text: HashMap<String, String>,
     /// The visitor whose invitation text is open for editing.
     pub editing: Option<String>,
@@ -68,7 +69,7 @@ impl State {
             Message::Invite(visitor) => {
                 let body = self.text_for(&visitor).trim();
                 let body = if body.is_empty() {
-                    DEFAULT_INVITE.to_owned()
+                    tr().default_invite.to_owned()
                 } else {
                     body.to_owned()
                 };
@@ -87,7 +88,7 @@ impl State {
     pub fn text_for(&self, visitor: &str) -> &str {
         self.invite_text
             .get(visitor)
-            .map_or(DEFAULT_INVITE, String::as_str)
+            .map_or(tr().default_invite, String::as_str)
     }
 
     /// `live`: connected now. Offline, the list is the cache, and the
@@ -102,14 +103,15 @@ impl State {
         let visitors = desk.visitors_sorted();
         // Offline, the list is the cache: say so rather than pass it off as
         // who is on the site now.
+        let t = tr();
         let heading_text = if live {
-            format!("Visitors on the site ({})", visitors.len())
+            (t.visitors_live)(visitors.len())
         } else {
-            format!("Visitors, as last seen ({})", visitors.len())
+            (t.visitors_cached)(visitors.len())
         };
         let mut col = Column::new().spacing(8).push(heading(heading_text));
         if visitors.is_empty() {
-            col = col.push(small("Nobody is browsing right now.").style(muted));
+            col = col.push(small(t.nobody_browsing).style(muted));
         }
         for v in visitors {
             col = col.push(row_view(self, desk, v, now_ms, utc_offset_secs));
@@ -125,6 +127,7 @@ fn row_view<'a>(
     now_ms: i64,
     utc_offset_secs: i32,
 ) -> Element<'a, Message> {
+    let t = tr();
     let name = format::visitor_label(v.name.as_deref(), &v.id);
     let on_site = format::elapsed(now_ms - v.visit_started_ms);
     let page = v.trail.last();
@@ -132,20 +135,20 @@ fn row_view<'a>(
     let mut info = column![
         row![
             text(name).size(14).width(Fill),
-            small(format!("on site {on_site}")).style(muted),
+            small((t.on_site_for)(&on_site)).style(muted),
         ]
         .align_y(Alignment::Center),
     ]
     .spacing(2);
     if has_stated_name(v.name.as_deref()) {
-        info = info.push(stated("name"));
+        info = info.push(stated(t.name_stated));
     }
     if let Some(id) = site_id_line(v) {
         info = info.push(id);
     }
     if let Some(p) = page {
         let title = if p.title.trim().is_empty() {
-            "(untitled page)"
+            t.untitled_page
         } else {
             p.title.as_str()
         };
@@ -154,7 +157,7 @@ fn row_view<'a>(
     }
     info = info.push(small(format!("{browser} · {os}")).style(muted));
     if let Some(r) = v.referrer.as_deref().filter(|r| !r.is_empty()) {
-        info = info.push(small(format!("from {r}")).style(muted));
+        info = info.push(small((t.from_referrer)(r)).style(muted));
     }
     if !v.attrs.is_empty() {
         let attrs = v
@@ -163,7 +166,7 @@ fn row_view<'a>(
             .map(|(k, val)| format!("{k}: {val}"))
             .collect::<Vec<_>>()
             .join(" · ");
-        info = info.push(stated("attributes"));
+        info = info.push(stated(t.attributes_stated));
         info = info.push(small(attrs));
     }
     // The site's automatic invitation, while the visitor has not replied
@@ -173,18 +176,12 @@ fn row_view<'a>(
         .get(&v.id)
         .filter(|_| v.conversation.is_none())
     {
-        let state = match i.state {
-            InvitationState::Fired => "sent",
-            InvitationState::Shown => "on their screen",
-            InvitationState::Accepted => "accepted",
-            InvitationState::Dismissed => "closed by the visitor",
-        };
         info = info.push(
             container(
-                small(format!(
-                    "Auto-invited by \"{}\" at {} · {state}",
-                    i.rule,
-                    format::clock(i.at_ms, utc_offset_secs)
+                small((t.auto_invited)(
+                    &i.rule,
+                    &format::clock(i.at_ms, utc_offset_secs),
+                    t.invitation(i.state),
                 ))
                 .style(muted),
             )
@@ -192,7 +189,7 @@ fn row_view<'a>(
         );
     }
     let mut actions = row![
-        button(text("Details").size(12))
+        button(text(t.details).size(12))
             .padding([3, 8])
             .style(button::text)
             .on_press(Message::Details(v.id.clone()))
@@ -202,7 +199,7 @@ fn row_view<'a>(
         Some(c) => {
             actions = actions.push(
                 container(
-                    button(text("Open chat").size(12))
+                    button(text(t.open_chat).size(12))
                         .padding([3, 8])
                         .style(crate::ui::theme::button_secondary)
                         .on_press(Message::OpenChat(v.id.clone())),
@@ -214,9 +211,9 @@ fn row_view<'a>(
                     .then(|| desk.serving_name(&conv.info))
                     .flatten();
                 let label = match serving {
-                    _ if desk.is_mine(c) => "Chatting with you".to_owned(),
-                    Some(n) => format!("Chatting with {n}"),
-                    None => "Waiting in the queue".to_owned(),
+                    _ if desk.is_mine(c) => t.chatting_with_you.to_owned(),
+                    Some(n) => (t.chatting_with)(&n),
+                    None => t.waiting_in_queue.to_owned(),
                 };
                 actions = actions.push(small(label).style(muted));
             }
@@ -224,7 +221,7 @@ fn row_view<'a>(
         None => {
             actions = actions.push(
                 container(
-                    button(text("Invite to chat").size(12))
+                    button(text(t.invite_to_chat).size(12))
                         .padding([3, 8])
                         .style(button::primary)
                         .on_press(Message::Invite(v.id.clone())),
@@ -233,7 +230,7 @@ fn row_view<'a>(
             );
             actions = actions.push(
                 container(
-                    button(text("Edit invitation…").size(12))
+                    button(text(t.edit_invitation).size(12))
                         .padding([3, 8])
                         .style(button::text)
                         .on_press(Message::EditInvite(v.id.clone())),
@@ -246,7 +243,7 @@ fn row_view<'a>(
     if v.conversation.is_none() && state.editing.as_deref() == Some(v.id.as_str()) {
         let id = v.id.clone();
         body = body.push(
-            text_input("Invitation for this visitor", state.text_for(&v.id))
+            text_input(t.invitation_placeholder, state.text_for(&v.id))
                 .id(format!("invite-text-{}", v.id))
                 .on_input(move |s| Message::InviteTextChanged(id.clone(), s))
                 .on_submit(Message::Invite(v.id.clone()))
