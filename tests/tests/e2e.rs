@@ -32,6 +32,7 @@ mod desktop_ui;
 mod desktop_window;
 mod engines;
 mod flows;
+mod groups;
 mod haproxy;
 mod hostile;
 mod hostile_http;
