@@ -52,5 +52,6 @@ mod tags;
 mod typing;
 mod widget_attachments;
 mod widget_browser;
+mod widget_groups;
 mod widget_invitations;
 mod widget_typing;
