@@ -405,6 +405,8 @@
     setState();
     if (T) {
       var t = T;
+      // A link closed on purpose says nothing about the network or a proxy.
+      t.useful = true;
       lost(false);
       t.close();
     }
