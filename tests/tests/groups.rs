@@ -165,6 +165,27 @@ async fn chats_go_to_their_groups_agents(backend: Backend) {
     .await
     .unwrap();
 
+    // A supervisor moves a waiting billing chat to sales, where Bob (two
+    // chats of two) has no room: it waits there, for sales now.
+    let mut v5 = ws_in(&srv, "billing", "https://shop.example/late").await;
+    let c5 = ws_says(&mut v5, "late billing question").await;
+    conv(&mut bob, c5, |c| c.state == ConversationState::Queued).await;
+    let sue_dir = tempfile::tempdir().unwrap();
+    let mut sue = live(&srv, "sue", &sue_dir).await;
+    let id = sue
+        .handle
+        .transfer_to_group(c5, None, "sales", None)
+        .await
+        .unwrap();
+    sue.outcome(id).await.unwrap();
+    let moved = conv(&mut bob, c5, |c| c.group.as_deref() == Some("sales")).await;
+    assert_eq!(moved.state, ConversationState::Queued);
+    assert!(
+        bob.handle.offered_to_me(&moved, false),
+        "sales' now: Bob's to take"
+    );
+    sue.shutdown().await;
+
     // Moving it to a group the site does not have is refused.
     let id = bob
         .handle

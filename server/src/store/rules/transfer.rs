@@ -222,7 +222,13 @@ impl Rules<'_> {
         // Back in the queue first (its place now counts in the group's),
         // then to whoever of the group is free: never back to the agent
         // who handed it on.
+        let was_waiting = c.state == ConversationState::Queued;
         let c = self.set_state(&c, ConversationState::Queued, None, now)?;
+        if was_waiting {
+            // Still waiting, now in another queue: its place is that
+            // queue's end, and its wait counts from now.
+            self.entered_queue(c.site, c.id, now)?;
+        }
         if let Some(agent) = self.pick_agent(actor.site, Some(&target.key), current)? {
             let c = self.set_state(&c, ConversationState::Active, Some(agent), now)?;
             self.backfill(&c, agent, now)?;
