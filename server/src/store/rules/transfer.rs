@@ -225,8 +225,8 @@ impl Rules<'_> {
         let was_waiting = c.state == ConversationState::Queued;
         let c = self.set_state(&c, ConversationState::Queued, None, now)?;
         if was_waiting {
-            // Still waiting, now in another queue: its place is that
-            // queue's end, and its wait counts from now.
+            // Still waiting, now in another queue: its wait there counts
+            // from now, from the place it has in it.
             self.entered_queue(c.site, c.id, now)?;
         }
         if let Some(agent) = self.pick_agent(actor.site, Some(&target.key), current)? {
