@@ -38,6 +38,9 @@
   // auto (default), websocket or longpoll
   var MODE = (opt('transport') || 'auto').toLowerCase();
   var useLP = MODE === 'longpoll' || typeof win.WebSocket === 'undefined';
+  // The site group (department) this page's chat is for (PROTOCOL.md
+  // 10.23): data-group, else the visitor's own choice (kept per site).
+  var GROUP = (opt('group') || '').replace(/^\s+|\s+$/g, '').toLowerCase().slice(0, 64);
 
   var STR = ZH ? {
     invReply: '回复', invClose: '关闭邀请', open: '打开聊天', close: '关闭聊天', title: '在线客服', sub: '我们通常几分钟内回复',
@@ -56,7 +59,8 @@
     chat: '正在开始对话…', waitNet: '等待网络…', unavailable: '文件暂不可用',
     interrupted: '{name} 的上传因页面重新加载而中断。请重新添加该文件以发送。',
     typing: '{agent} 正在输入…', someone: '客服',
-    line: '您排在第 {n} 位', about: '，预计等待约 {t}', soon: '，预计不到 1 分钟', min: '{m} 分钟', mins: '{m} 分钟'
+    line: '您排在第 {n} 位', about: '，预计等待约 {t}', soon: '，预计不到 1 分钟', min: '{m} 分钟', mins: '{m} 分钟',
+    pickT: '您想咨询哪个部门？', pickAway: '（现在无人在线，可留言）'
   } : {
     invReply: 'Reply', invClose: 'Close the invitation',
     open: 'Open chat', close: 'Close chat', title: 'Chat with us', sub: 'We usually reply in a few minutes',
@@ -79,7 +83,8 @@
     interrupted: 'The upload of {name} was interrupted by reloading the page. Attach it again to send it.',
     typing: '{agent} is typing…', someone: 'The agent',
     line: 'You are number {n} in line', about: ', about {t}', soon: ', less than a minute',
-    min: '{m} minute', mins: '{m} minutes'
+    min: '{m} minute', mins: '{m} minutes',
+    pickT: 'Who would you like to talk to?', pickAway: ' (no one there now: leave a message)'
   };
 
   // The notice kinds a visitor can see, with their own line in STR.
@@ -384,8 +389,29 @@
     return {
       t: 'hello', site: SITE, token: S.token || null, after: S.token ? helloAfter : null, page: page,
       user_agent: clean(nav.userAgent || '', 500) || null, lang: clean(LANG, 35), v: 1,
-      identity: S.proof ? { id: S.proof.id, hash: S.proof.hash } : null
+      identity: S.proof ? { id: S.proof.id, hash: S.proof.hash } : null,
+      group: groupKey()
     };
+  }
+  // The group the chat is for: the page's, else the visitor's choice.
+  function groupKey() {
+    return GROUP || sget('group') || null;
+  }
+  // The visitor chose a group: a new hello carries it, so the server opens
+  // the chat for it and says whether anyone of it is there.
+  function choose(key) {
+    sset('group', key);
+    S.groups = null;
+    setState();
+    if (T) {
+      var t = T;
+      // A link closed on purpose says nothing about the network or a proxy.
+      t.useful = true;
+      lost(false);
+      t.close();
+    }
+    clearTimeout(retryTimer);
+    connect();
   }
   function send(m) {
     if (T && S.online) T.send(m);
@@ -481,6 +507,11 @@
         S.token = m.token;
         sset('token', m.token);
         S.agents = !!m.agents_online;
+        // A chosen group the site no longer has is forgotten: the visitor
+        // may choose again.
+        if (!GROUP && sget('group') && !m.group) sset('group', '');
+        S.groups = m.groups && m.groups.length ? m.groups : null;
+        drawGroups();
         if (m.attach && typeof m.attach === 'object') limits = m.attach;
         // Only a server that says so gets drafts (PROTOCOL.md 10.18).
         peek = m.sneak_peek === true;
@@ -1524,6 +1555,12 @@
     '.s{font-size:12px;color:#5e6678;margin:2px 6px 0;text-align:right}',
     '.bad .s{color:#a11}',
     '.lv{padding:14px 18px;display:flex;flex-direction:column;border-top:1px solid #e3e7ef}',
+    '.pk{padding:14px 18px;display:flex;flex-direction:column;border-top:1px solid #e3e7ef}',
+    '.pk>*+*{margin-top:8px}',
+    '.pk h3{font-size:15px;font-weight:600}',
+    '.pk button{text-align:left;border:1px solid #c9d0dd;border-radius:10px;padding:9px 12px;background:#fff;overflow-wrap:anywhere}',
+    '.pk button:hover{border-color:#2452c8}',
+    '.pk button span{color:#5e6678;font-size:13px}',
     '.lv>*+*{margin-top:8px}',
     '.lv h3{font-size:15px;font-weight:600}',
     '.lv p{font-size:13px;color:#5e6678}',
@@ -1675,6 +1712,7 @@
       el('label', null, { 'for': 'hf-le' }, [STR.email]), ui.lmail,
       el('button', null, { type: 'submit' }, [STR.leave])
     ]);
+    ui.pick = el('div', 'pk', { role: 'group', 'aria-labelledby': 'hf-pick', hidden: '' });
     ui.log = el('div', 'lg', { role: 'log', 'aria-live': 'polite', 'aria-relevant': 'additions', 'aria-label': STR.log, tabindex: '0' });
     ui.status = el('div', 'st', { role: 'status', 'aria-live': 'polite', hidden: '' });
     ui.sub = el('p', 'sub', null, [STR.sub]);
@@ -1685,7 +1723,7 @@
     ui.ask = el('div', 'ask', { role: 'group', 'aria-labelledby': 'hf-ask', hidden: '' }, [el('span', null, { id: 'hf-ask' }, [STR.endQ]), ui.yes, ui.no]);
     ui.panel = el('div', 'p', { id: 'hf-panel', role: 'dialog', 'aria-labelledby': 'hf-title', hidden: '' }, [
       el('div', 'hd', null, [el('div', null, null, [el('h2', null, { id: 'hf-title' }, [STR.title]), ui.sub]), ui.end, ui.close]),
-      ui.ask, ui.status, ui.log, ui.typing, ui.tray, ui.leave, ui.compose, ui.drop
+      ui.ask, ui.status, ui.log, ui.typing, ui.tray, ui.pick, ui.leave, ui.compose, ui.drop
     ]);
     ui.go = el('button', 'go', { type: 'button', 'aria-label': STR.open, 'aria-expanded': 'false', 'aria-controls': 'hf-panel' },
       [icon('M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H8l-5 4V5a2 2 0 0 1 1-2zm3 6v2h2V9zm4 0v2h2V9zm4 0v2h2V9z')]);
@@ -1913,6 +1951,23 @@
     });
     return ok && s ? s : m.body || '';
   }
+  // The groups offered, by name: names and keys are the site's words and
+  // are only ever text here, never markup.
+  function drawGroups() {
+    if (!ui.pick) return;
+    while (ui.pick.firstChild) ui.pick.removeChild(ui.pick.firstChild);
+    if (!S.groups) return;
+    ui.pick.appendChild(el('h3', null, { id: 'hf-pick' }, [STR.pickT]));
+    each(S.groups, function (g) {
+      if (!g || typeof g.key !== 'string' || typeof g.name !== 'string') return;
+      var b = el('button', null, { type: 'button', 'data-group': g.key }, [g.name]);
+      if (!g.online) b.appendChild(el('span', null, null, [STR.pickAway]));
+      listen(b, 'click', function () {
+        choose(g.key);
+      });
+      ui.pick.appendChild(b);
+    });
+  }
   function status(s) {
     if (!ui.status) return;
     text(ui.status, s || '');
@@ -1937,14 +1992,18 @@
     });
     ui.end.hidden = !busy || ending;
     if (ui.end.hidden) ui.ask.hidden = true;
-    var leave = !S.agents && !busy;
+    // Before the first message of a site that offers a choice, the visitor
+    // picks a group (unless the page names one, or it was picked before).
+    var picking = !c && !!S.groups && !groupKey() && !chatOpen();
+    ui.pick.hidden = !picking;
+    var leave = !picking && !S.agents && !busy;
     // The field with the focus may be the one about to hide (the panel was
     // opened before the server said no one is there): the focus moves to
     // the field shown in its place, not off the page.
     var act = frame ? D.activeElement : root && root.activeElement;
     var moveTo = leave && act === ui.input && !ui.compose.hidden ? ui.lmsg : !leave && act === ui.lmsg && !ui.leave.hidden ? ui.input : null;
     ui.leave.hidden = !leave;
-    ui.compose.hidden = leave;
+    ui.compose.hidden = leave || picking;
     if (moveTo) moveTo.focus();
     if (busy) kick(false);
     // Give a fresh page a moment to connect before crying "offline".

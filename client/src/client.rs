@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use holdfast_protocol::agent::{Action, AgentId, ConversationId, MessageId, Presence};
+use holdfast_protocol::agent::{
+    Action, AgentId, ConversationId, ConversationInfo, GroupInfo, MessageId, Presence,
+};
 use holdfast_protocol::delivery::Outbox;
 use holdfast_protocol::ids::MsgId;
 use tokio::sync::mpsc::error::TrySendError;
@@ -63,6 +65,7 @@ pub fn start(config: ClientConfig) -> Result<(ClientHandle, mpsc::Receiver<Updat
         state: ConnState::Disconnected,
         unsent: outbox.unacked(),
     });
+    let (groups_tx, groups_rx) = watch::channel(Vec::new());
     let core = Core::new(CoreParts {
         cfg: config,
         store,
@@ -71,12 +74,14 @@ pub fn start(config: ClientConfig) -> Result<(ClientHandle, mpsc::Receiver<Updat
         requests: req_rx,
         updates: upd_tx,
         status: status_tx,
+        groups: groups_tx,
     });
     let task = runtime.spawn(core.run());
     Ok((
         ClientHandle {
             requests: req_tx,
             status: status_rx,
+            groups: groups_rx,
             reader: Arc::new(Mutex::new(reader)),
             abort: task.abort_handle(),
             device_id,
@@ -98,6 +103,7 @@ pub fn start(config: ClientConfig) -> Result<(ClientHandle, mpsc::Receiver<Updat
 pub struct ClientHandle {
     requests: mpsc::Sender<Request>,
     status: watch::Receiver<ConnectionStatus>,
+    groups: watch::Receiver<Vec<GroupInfo>>,
     reader: Arc<Mutex<Store>>,
     abort: AbortHandle,
     device_id: MsgId,
@@ -233,6 +239,26 @@ impl ClientHandle {
 
     pub async fn set_presence(&self, presence: Presence) -> Result<MsgId, ClientError> {
         self.action(Action::SetPresence { presence }).await
+    }
+
+    /// Move a conversation to one of the site's groups (10.23): it leaves
+    /// its owner and goes to a free agent of the group, or waits in the
+    /// group's queue. `from` is who serves it now as this app last saw it,
+    /// as for [`ClientHandle::transfer`].
+    pub async fn transfer_to_group(
+        &self,
+        conversation: ConversationId,
+        from: Option<AgentId>,
+        group: impl Into<String>,
+        note: Option<String>,
+    ) -> Result<MsgId, ClientError> {
+        self.action(Action::TransferToGroup {
+            conversation,
+            from,
+            group: group.into(),
+            note: note.filter(|n| !n.trim().is_empty()),
+        })
+        .await
     }
 
     /// Hand a conversation to another agent. `from` is who serves it now as
@@ -489,6 +515,31 @@ impl ClientHandle {
     /// A receiver that always holds the latest status (never lags).
     pub fn status_watch(&self) -> watch::Receiver<ConnectionStatus> {
         self.status.clone()
+    }
+
+    /// The site's groups (departments, 10.23) as the server last sent
+    /// them: at each login and within a second of any change. Each says
+    /// whether this agent is in it (its waiting chats are this agent's to
+    /// take) and whether it is open. Empty until the first login.
+    pub fn groups(&self) -> Vec<GroupInfo> {
+        self.groups.borrow().clone()
+    }
+
+    /// A receiver that always holds the latest groups list: `changed()`
+    /// wakes on each new one.
+    pub fn groups_watch(&self) -> watch::Receiver<Vec<GroupInfo>> {
+        self.groups.clone()
+    }
+
+    /// Whether a chat is this agent's to take from the queue: a chat for
+    /// no group is everyone's; one for a group is its members' (and,
+    /// `oversees`, a supervisor's or admin's, who see every queue). The
+    /// server refuses an agent outside the group who tries.
+    pub fn offered_to_me(&self, info: &ConversationInfo, oversees: bool) -> bool {
+        match &info.group {
+            None => true,
+            Some(g) => oversees || self.groups.borrow().iter().any(|x| &x.key == g && x.member),
+        }
     }
 
     pub fn device_id(&self) -> MsgId {

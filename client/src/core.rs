@@ -246,6 +246,8 @@ pub(crate) struct Core {
     requests: mpsc::Receiver<Request>,
     updates: Emitter,
     status: watch::Sender<ConnectionStatus>,
+    /// The site's groups as the server last sent them (10.23).
+    groups: watch::Sender<Vec<holdfast_protocol::agent::GroupInfo>>,
     state: ConnState,
     /// The protocol state: outbox, cursor, queries, the connection's keys.
     machine: Client,
@@ -288,6 +290,7 @@ pub(crate) struct CoreParts {
     pub(crate) requests: mpsc::Receiver<Request>,
     pub(crate) updates: mpsc::Sender<Update>,
     pub(crate) status: watch::Sender<ConnectionStatus>,
+    pub(crate) groups: watch::Sender<Vec<holdfast_protocol::agent::GroupInfo>>,
 }
 
 impl Core {
@@ -323,6 +326,7 @@ impl Core {
                 lagged: false,
             },
             status: p.status,
+            groups: p.groups,
             state: ConnState::Disconnected,
             visitors,
             dirty_visitors: BTreeSet::new(),

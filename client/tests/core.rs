@@ -237,6 +237,7 @@ fn conv(id: u64) -> ConversationInfo {
         opened_at_ms: 1,
         updated_at_ms: 1,
         contact_email: None,
+        group: None,
     }
 }
 

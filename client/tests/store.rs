@@ -35,6 +35,7 @@ fn conv(id: u64, updated: i64) -> ConversationInfo {
         opened_at_ms: 1,
         updated_at_ms: updated,
         contact_email: None,
+        group: None,
     }
 }
 

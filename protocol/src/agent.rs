@@ -164,6 +164,32 @@ pub enum Action {
     },
     /// 11 (version 4): delete a canned reply (10.21), on the same terms.
     DeleteCanned { id: u64 },
+    /// 12 (version 4): move a chat to one of the site's groups (10.23):
+    /// it leaves its owner and goes to an available agent of the group, or
+    /// waits in the group's queue. The owner may move its own chat; a
+    /// supervisor or admin any open chat of the site. `from` is the owner
+    /// the sender saw, as in `Transfer`; `note` is for agents only.
+    TransferToGroup {
+        conversation: ConversationId,
+        from: Option<AgentId>,
+        group: String,
+        note: Option<String>,
+    },
+}
+
+/// One of the site's groups (departments) as an agent sees it (10.23).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// What the widget's `data-group` and [`ConversationInfo::group`] name.
+    pub key: String,
+    /// For display.
+    pub name: String,
+    /// Whether the receiving agent is in it: its chats are offered to
+    /// members (and to supervisors and admins, who see every queue).
+    pub member: bool,
+    /// Within its business hours now; `None` when it has no hours of its
+    /// own (the site's apply).
+    pub open: Option<bool>,
 }
 
 /// A canned reply (10.21): a shortcut the composer finds it by, and the
@@ -480,6 +506,11 @@ pub struct ConversationInfo {
     pub updated_at_ms: i64,
     /// Email left with an offline message, if any.
     pub contact_email: Option<String>,
+    /// The site group (department) the chat is for, by key (version 4,
+    /// 10.23); `None`: the whole site's. A field added within version 4:
+    /// `v4::decode_event` reads events stored without it.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -547,6 +578,10 @@ pub enum LiveEvent {
     /// then its own, each by shortcut), replacing any earlier list: at
     /// login, and whenever one of them changes (10.21).
     Canned(Vec<CannedReply>),
+    /// 11 (version 4): the site's groups, with whether this agent is in
+    /// each and whether each is open, replacing any earlier list: at login,
+    /// and within a second of any change, on every node (10.23).
+    Groups(Vec<GroupInfo>),
 }
 
 /// An automatic invitation, as the agents see it (10.22).
@@ -718,6 +753,76 @@ mod raw_bytes {
     }
 }
 
+// ---------------------------------------------------------------- version 4
+
+/// The layouts of version 3 and early version 4 builds that site groups
+/// changed, for bytes such a build stored before an upgrade: a server's
+/// agent event log keeps its `Conversation` events, whose
+/// [`super::ConversationInfo`] had no `group` yet, until retention. Decode
+/// with the current layout first, and these only when that fails.
+pub mod v4 {
+    use serde::Deserialize;
+
+    use super::{AgentId, ChatMessage, ConversationId, ConversationState, MessageId, SiteId};
+
+    #[derive(Deserialize)]
+    pub(super) struct ConversationInfo {
+        id: ConversationId,
+        site: SiteId,
+        visitor: String,
+        visitor_name: Option<String>,
+        state: ConversationState,
+        assigned: Option<AgentId>,
+        assigned_name: Option<String>,
+        opened_at_ms: i64,
+        updated_at_ms: i64,
+        contact_email: Option<String>,
+    }
+
+    impl From<ConversationInfo> for super::ConversationInfo {
+        fn from(c: ConversationInfo) -> Self {
+            Self {
+                id: c.id,
+                site: c.site,
+                visitor: c.visitor,
+                visitor_name: c.visitor_name,
+                state: c.state,
+                assigned: c.assigned,
+                assigned_name: c.assigned_name,
+                opened_at_ms: c.opened_at_ms,
+                updated_at_ms: c.updated_at_ms,
+                contact_email: c.contact_email,
+                group: None,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    enum Event {
+        Message(ChatMessage),
+        Conversation(ConversationInfo),
+        Delivered {
+            conversation: ConversationId,
+            message: MessageId,
+        },
+    }
+
+    /// An [`super::Event`] stored by a version 3 or 4 build.
+    pub fn decode_event(bytes: &[u8]) -> Result<super::Event, super::DecodeError> {
+        Ok(match super::decode::<Event>(bytes)? {
+            Event::Message(m) => super::Event::Message(m),
+            Event::Conversation(c) => super::Event::Conversation(c.into()),
+            Event::Delivered {
+                conversation,
+                message,
+            } => super::Event::Delivered {
+                conversation,
+                message,
+            },
+        })
+    }
+}
+
 // ---------------------------------------------------------------- version 2
 
 /// The version 2 layouts of what version 3 changed, for bytes a version 2
@@ -728,7 +833,8 @@ mod raw_bytes {
 pub mod v2 {
     use serde::Deserialize;
 
-    use super::{AgentId, Author, ConversationId, ConversationInfo, MessageId, Presence, Seq};
+    use super::v4::ConversationInfo;
+    use super::{AgentId, Author, ConversationId, MessageId, Presence, Seq};
     use crate::ids::MsgId;
 
     #[derive(Deserialize)]
@@ -806,7 +912,7 @@ pub mod v2 {
                 at_ms: m.at_ms,
                 attachment: None,
             }),
-            Event::Conversation(c) => super::Event::Conversation(c),
+            Event::Conversation(c) => super::Event::Conversation(c.into()),
             Event::Delivered {
                 conversation,
                 message,

@@ -45,7 +45,10 @@ pub mod visitor;
 /// `ChatMessage` and `Action::Send` the same way. Version 4 (agents upload
 /// and download files over this channel) added query and answer variants a
 /// version 3 peer would fail to decode mid-session; no stored layout
-/// changed, so nothing stored by version 3 needs a second decoder.
+/// changed, so nothing stored by version 3 needs a second decoder. Site
+/// groups, added while version 4 was still being built like the other
+/// version 4 messages, added `group` to `ConversationInfo`: events a build
+/// stored before it lack the field, and `agent::v4` decodes those.
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The visitor channel's version, in `hello.v`. Its changes since version 1

@@ -65,6 +65,12 @@ pub enum VisitorIn {
         /// verified identity resumes only with the same one.
         #[serde(default)]
         identity: Option<IdentityProof>,
+        /// The site group (department) the widget targets, by key: the
+        /// page's `data-group`, or the visitor's choice (10.23). A chat the
+        /// visitor opens is for it. A key the site does not have counts as
+        /// none: the visitor is never refused for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
     },
     /// A chat message; idempotent by `id`.
     Send {
@@ -142,6 +148,17 @@ pub struct AttachRules {
     pub types: Vec<String>,
 }
 
+/// One of the site's groups as the widget offers it (10.23).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupChoice {
+    pub key: String,
+    pub name: String,
+    /// Someone of the group would answer now (an agent of it is online and
+    /// it is within its hours); otherwise choosing it leads to the
+    /// leave-a-message form.
+    pub online: bool,
+}
+
 /// Server to browser.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -165,6 +182,16 @@ pub enum VisitorOut {
         /// the text. Absent from servers before it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sneak_peek: Option<bool>,
+        /// The group this visitor's chat is for, as the server took it
+        /// from the hello (10.23): absent for none or an unknown key.
+        /// `agents_online` and `agents` are about this group's agents.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        /// The site's groups to choose from before the first message, when
+        /// the site offers a choice (10.23); absent otherwise. The widget
+        /// shows them only when neither the page nor the visitor chose.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        groups: Option<Vec<GroupChoice>>,
     },
     Event {
         seq: Seq,
@@ -406,6 +433,7 @@ pub fn validate_in(msg: &VisitorIn, lim: &Limits) -> Result<(), VisitorParseErro
             user_agent,
             lang,
             identity,
+            group,
             ..
         } => {
             check_len("site", site, lim.max_short)?;
@@ -414,6 +442,7 @@ pub fn validate_in(msg: &VisitorIn, lim: &Limits) -> Result<(), VisitorParseErro
                 check_page(p, lim)?;
             }
             check_opt("user_agent", user_agent, lim.max_title)?;
+            check_opt("group", group, lim.max_short)?;
             if let Some(p) = identity {
                 check_identity_id(&p.id, lim)?;
                 check_opt("identity.hash", &p.hash, 128)?;

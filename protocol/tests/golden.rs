@@ -32,10 +32,10 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 use holdfast_protocol::agent::{
     AckBatch, Action, AttachmentInfo, Author, CannedReply, ChatMessage, ClientMsg, Command,
-    CommandResult, ConversationInfo, ConversationState, DECODE_LIMIT, Event, InvitationSignal,
-    InvitationState, LiveEvent, Login, LoginOk, MAX_UPLOAD_CHUNK, Outcome, PageView, Presence,
-    Query, QueryResult, Resume, Role, ServerMsg, Snapshot, SnapshotPart, TeamMember, VisitorInfo,
-    WireError,
+    CommandResult, ConversationInfo, ConversationState, DECODE_LIMIT, Event, GroupInfo,
+    InvitationSignal, InvitationState, LiveEvent, Login, LoginOk, MAX_UPLOAD_CHUNK, Outcome,
+    PageView, Presence, Query, QueryResult, Resume, Role, ServerMsg, Snapshot, SnapshotPart,
+    TeamMember, VisitorInfo, WireError,
 };
 use holdfast_protocol::backoff::BackoffConfig;
 use holdfast_protocol::codec::{FrameCodec, FrameError, HEADER_LEN};
@@ -294,6 +294,7 @@ fn conversation(id: u64, state: ConversationState) -> ConversationInfo {
         updated_at_ms: T0 + 5_000,
         contact_email: matches!(state, ConversationState::LeftMessage)
             .then(|| "dana@example.com".into()),
+        group: None,
     }
 }
 
@@ -651,6 +652,18 @@ fn agent_samples() -> Vec<(String, Msg)> {
             "client_command_delete_canned".into(),
             C(command(21, Action::DeleteCanned { id: 3 })),
         ),
+        (
+            "client_command_transfer_to_group".into(),
+            C(command(
+                22,
+                Action::TransferToGroup {
+                    conversation: 12,
+                    from: Some(3),
+                    group: "sales".into(),
+                    note: None,
+                },
+            )),
+        ),
         ("client_ack".into(), C(ClientMsg::Ack { up_to: 300 })),
         ("client_heartbeat".into(), C(ClientMsg::Heartbeat)),
         ("client_sign_out".into(), C(ClientMsg::SignOut)),
@@ -961,6 +974,33 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 updated_ms: 1_700_000_000_000,
             }]))),
         ),
+        (
+            "server_live_groups".into(),
+            S(ServerMsg::Live(LiveEvent::Groups(vec![
+                GroupInfo {
+                    key: "billing".into(),
+                    name: "Billing".into(),
+                    member: true,
+                    open: Some(false),
+                },
+                GroupInfo {
+                    key: "sales".into(),
+                    name: "Sales".into(),
+                    member: false,
+                    open: None,
+                },
+            ]))),
+        ),
+        (
+            "server_event_conversation_group".into(),
+            S(ServerMsg::Event {
+                seq: 43,
+                event: Event::Conversation(ConversationInfo {
+                    group: Some("billing".into()),
+                    ..conversation(14, ConversationState::Queued)
+                }),
+            }),
+        ),
         ("server_heartbeat".into(), S(ServerMsg::Heartbeat)),
         (
             "server_error".into(),
@@ -1207,6 +1247,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                 lang: Some("en-GB".into()),
                 v: Some(1),
                 identity: None,
+                group: None,
             }),
         ),
         (
@@ -1220,6 +1261,7 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                 lang: None,
                 v: None,
                 identity: None,
+                group: None,
             }),
         ),
         (
@@ -1238,6 +1280,22 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                     id: "user-829".into(),
                     hash: Some(IDENTIFY_HASH.into()),
                 }),
+                group: None,
+            }),
+        ),
+        (
+            // A page whose widget targets a site group (10.23).
+            "in_hello_group",
+            Json::In(VisitorIn::Hello {
+                site: "pk_demo".into(),
+                token: None,
+                after: None,
+                page: None,
+                user_agent: None,
+                lang: None,
+                v: Some(1),
+                identity: None,
+                group: Some("billing".into()),
             }),
         ),
         ("in_send", Json::In(in_send())),
@@ -1330,6 +1388,57 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                 heartbeat_ms: 3_000,
                 attach: None,
                 sneak_peek: None,
+                group: None,
+                groups: None,
+            }),
+        ),
+        (
+            // A site that offers its groups to choose from (10.23).
+            "out_welcome_groups",
+            Json::Out(VisitorOut::Welcome {
+                visitor: "v-7f3a".into(),
+                token: "tok.v-7f3a.sig".into(),
+                resumed: false,
+                agents_online: true,
+                heartbeat_ms: 3_000,
+                attach: None,
+                sneak_peek: Some(true),
+                group: None,
+                groups: Some(vec![
+                    holdfast_protocol::visitor::GroupChoice {
+                        key: "billing".into(),
+                        name: "Billing & refunds".into(),
+                        online: false,
+                    },
+                    holdfast_protocol::visitor::GroupChoice {
+                        key: "sales".into(),
+                        name: "Sales".into(),
+                        online: true,
+                    },
+                ]),
+            }),
+        ),
+        (
+            // The welcome of a visitor whose hello named a group the site
+            // has: `agents_online` is about that group's agents.
+            "out_welcome_group",
+            Json::Out(VisitorOut::Welcome {
+                visitor: "v-7f3a".into(),
+                token: "tok.v-7f3a.sig".into(),
+                resumed: false,
+                agents_online: false,
+                heartbeat_ms: 3_000,
+                attach: Some(holdfast_protocol::visitor::AttachRules {
+                    max_bytes: 5 * 1024 * 1024,
+                    types: vec!["image/png".into()],
+                }),
+                sneak_peek: Some(true),
+                group: Some("billing".into()),
+                groups: Some(vec![holdfast_protocol::visitor::GroupChoice {
+                    key: "billing".into(),
+                    name: "Billing".into(),
+                    online: false,
+                }]),
             }),
         ),
         (
@@ -1345,6 +1454,8 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
                     types: vec!["image/png".into(), "application/pdf".into()],
                 }),
                 sneak_peek: Some(true),
+                group: None,
+                groups: None,
             }),
         ),
         ("out_event_message", Json::Out(out_event_message())),

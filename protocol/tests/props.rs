@@ -407,12 +407,13 @@ fn conversation_info() -> impl Strategy<Value = ConversationInfo> {
             any::<i64>(),
             any::<i64>(),
             opt_text(),
+            opt_text(),
         ),
     )
         .prop_map(
             |(
                 (id, site, visitor, visitor_name, state),
-                (assigned, assigned_name, opened_at_ms, updated_at_ms, contact_email),
+                (assigned, assigned_name, opened_at_ms, updated_at_ms, contact_email, group),
             )| ConversationInfo {
                 id,
                 site,
@@ -424,6 +425,7 @@ fn conversation_info() -> impl Strategy<Value = ConversationInfo> {
                 opened_at_ms,
                 updated_at_ms,
                 contact_email,
+                group,
             },
         )
 }
@@ -691,17 +693,21 @@ fn hello() -> impl Strategy<Value = VisitorIn> {
             option::of(any::<u16>()),
         ),
         option::of(identity()),
+        opt_text(),
     )
         .prop_map(
-            |((site, token, after), (page, user_agent, lang, v), identity)| VisitorIn::Hello {
-                site,
-                token,
-                after,
-                page,
-                user_agent,
-                lang,
-                v,
-                identity,
+            |((site, token, after), (page, user_agent, lang, v), identity, group)| {
+                VisitorIn::Hello {
+                    site,
+                    token,
+                    after,
+                    page,
+                    user_agent,
+                    lang,
+                    v,
+                    identity,
+                    group,
+                }
             },
         )
 }
@@ -806,17 +812,28 @@ fn visitor_message() -> impl Strategy<Value = VisitorMessage> {
 }
 
 fn visitor_out() -> impl Strategy<Value = VisitorOut> {
-    let welcome = (text(), text(), any::<bool>(), any::<bool>(), any::<u32>()).prop_map(
-        |(visitor, token, resumed, agents_online, heartbeat_ms)| VisitorOut::Welcome {
-            visitor,
-            token,
-            resumed,
-            agents_online,
-            heartbeat_ms,
-            attach: None,
-            sneak_peek: None,
-        },
-    );
+    let choice = (text(), text(), any::<bool>()).prop_map(|(key, name, online)| {
+        holdfast_protocol::visitor::GroupChoice { key, name, online }
+    });
+    let welcome = (
+        (text(), text(), any::<bool>(), any::<bool>(), any::<u32>()),
+        (opt_text(), option::of(vec(choice, 0..3))),
+    )
+        .prop_map(
+            |((visitor, token, resumed, agents_online, heartbeat_ms), (group, groups))| {
+                VisitorOut::Welcome {
+                    visitor,
+                    token,
+                    resumed,
+                    agents_online,
+                    heartbeat_ms,
+                    attach: None,
+                    sneak_peek: None,
+                    group,
+                    groups,
+                }
+            },
+        );
     let event = prop_oneof![
         visitor_message().prop_map(VisitorEvent::Message),
         conversation_view().prop_map(VisitorEvent::Conversation),

@@ -1412,6 +1412,7 @@ impl ServerCore {
                     opened_at_ms: 0,
                     updated_at_ms: at,
                     contact_email: None,
+                    group: None,
                 };
                 self.durable.append(Event::Conversation(info), checker);
                 Outcome::Done {
@@ -1433,7 +1434,8 @@ impl ServerCore {
             | Action::Note { .. }
             | Action::Tag { .. }
             | Action::SaveCanned { .. }
-            | Action::DeleteCanned { .. } => Outcome::Done {
+            | Action::DeleteCanned { .. }
+            | Action::TransferToGroup { .. } => Outcome::Done {
                 conversation: None,
                 message: None,
                 at_ms: at,

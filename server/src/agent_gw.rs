@@ -610,6 +610,8 @@ impl Conn {
                         let visitors = ctx.hub.visitors_of_site(self.agent.site);
                         send_visitor_list(&mut self.link, ctx, visitors).await?;
                         self.send_team(ctx).await?;
+                        // A groups list may have been among what was dropped.
+                        self.send_groups(ctx).await?;
                     }
                 }
                 q = query_rx.recv() => {

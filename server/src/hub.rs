@@ -201,6 +201,9 @@ struct VisitorLive {
     invite_tried: bool,
     /// The invitation a long-poll has not answered with yet.
     invite_unpolled: Option<crate::invite::Invite>,
+    /// The site group its widget targets (10.23), as its hello here said:
+    /// whether anyone is there to answer is about that group's agents.
+    group: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -261,6 +264,8 @@ struct State {
     queued: std::collections::HashSet<String>,
     /// Sites outside their business hours now (see `hours::watch`).
     closed_sites: std::collections::HashSet<SiteId>,
+    /// Each site's groups, their members and hours (see `groups::watch`).
+    groups: HashMap<SiteId, crate::groups::SiteGroups>,
     /// Shutting down: `kick_all` has run.
     closing: bool,
     /// The other nodes' agents and visitors, as heard on the bus.
@@ -431,11 +436,81 @@ impl Hub {
 
     fn broadcast_agents_online(&self, st: &mut State, site: SiteId) {
         // Outside business hours no one is there to answer, whoever is
-        // signed in: visitors get the leave-a-message form.
-        let online = Self::site_has_online(st, site) && !st.closed_sites.contains(&site);
+        // signed in: visitors get the leave-a-message form. A visitor of a
+        // group hears about that group's agents and hours.
+        let whole = Self::online_for(st, site, None);
+        let per_group: HashMap<String, bool> = st
+            .groups
+            .get(&site)
+            .map(|g| {
+                g.groups
+                    .iter()
+                    .map(|g| (g.key.clone(), Self::online_for(st, site, Some(&g.key))))
+                    .collect()
+            })
+            .unwrap_or_default();
         for v in st.visitors.values_mut().filter(|v| v.info.site == site) {
+            let online = v
+                .group
+                .as_ref()
+                .and_then(|g| per_group.get(g).copied())
+                .unwrap_or(whole);
             v.conns
                 .retain(|c| push(c, VisitorPush::Agents(online), &self.metrics));
+        }
+    }
+
+    /// Whether a visitor of `site` (for `group`, if the site has it) would
+    /// find someone to answer: an agent (of the group) available, within
+    /// the business hours (the group's own, if it has them, else the
+    /// site's).
+    fn online_for(st: &State, site: SiteId, group: Option<&str>) -> bool {
+        let site_open = !st.closed_sites.contains(&site);
+        let Some(g) = group.and_then(|k| st.groups.get(&site)?.get(k)) else {
+            return site_open && Self::site_has_online(st, site);
+        };
+        g.open.unwrap_or(site_open)
+            && Self::connected_in(st, site)
+                .iter()
+                .any(|(a, p)| *p == Presence::Online && g.members.contains(a))
+    }
+
+    /// The site's groups as read last (see `groups::watch`).
+    pub fn site_groups(&self, site: SiteId) -> crate::groups::SiteGroups {
+        self.lock().groups.get(&site).cloned().unwrap_or_default()
+    }
+
+    /// The groups as read now: each site whose groups changed tells its
+    /// agents here their new list, and its visitors whether someone of
+    /// their group is there.
+    pub fn set_groups(&self, groups: HashMap<SiteId, crate::groups::SiteGroups>) {
+        let mut st = self.lock();
+        let empty = crate::groups::SiteGroups::default();
+        let changed: Vec<SiteId> = st
+            .groups
+            .keys()
+            .chain(groups.keys())
+            .copied()
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .filter(|s| st.groups.get(s).unwrap_or(&empty) != groups.get(s).unwrap_or(&empty))
+            .collect();
+        st.groups = groups;
+        for site in changed {
+            let now = st.groups.get(&site).cloned().unwrap_or_default();
+            for (id, a) in st.agents.iter_mut().filter(|(_, a)| a.site == site) {
+                let ev = Arc::new(LiveEvent::Groups(now.for_agent(*id)));
+                a.conns.retain(|c| push_live(c, ev.clone(), &self.metrics));
+            }
+            self.broadcast_agents_online(&mut st, site);
+        }
+    }
+
+    /// The group a visitor's hello here named (known to the site), so its
+    /// `agents` signals are about that group.
+    pub fn set_visitor_group(&self, visitor: &str, group: Option<String>) {
+        if let Some(v) = self.lock().visitors.get_mut(visitor) {
+            v.group = group;
         }
     }
 
@@ -661,8 +736,14 @@ impl Hub {
     /// Whether a visitor of `site` would find someone to answer: an agent
     /// is available and the site is within its business hours.
     pub fn agents_online(&self, site: SiteId) -> bool {
-        let closed = self.lock().closed_sites.contains(&site);
-        !closed && !self.available_agents(site).is_empty()
+        self.agents_online_for(site, None)
+    }
+
+    /// As [`Hub::agents_online`], for a visitor of `group`: an agent of
+    /// the group is available, within the group's hours (or the site's,
+    /// without its own). A group the site does not have counts as none.
+    pub fn agents_online_for(&self, site: SiteId, group: Option<&str>) -> bool {
+        Self::online_for(&self.lock(), site, group)
     }
 
     /// The sites outside their business hours now: the visitors of each
@@ -751,6 +832,7 @@ impl Hub {
                 typing_polled: 0,
                 invite_tried: false,
                 invite_unpolled: None,
+                group: None,
             }
         });
         entry.info.online = true;

@@ -47,6 +47,7 @@ pub mod auth;
 pub mod bus;
 pub mod canned;
 pub mod config;
+pub mod groups;
 pub mod hours;
 pub mod http;
 pub mod hub;
@@ -315,6 +316,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     tasks.push(tokio::spawn(queue::watch(ctx.clone())));
     tasks.push(tokio::spawn(invite::watch(ctx.clone())));
     tasks.push(tokio::spawn(hours::watch(ctx.clone())));
+    tasks.push(tokio::spawn(groups::watch(ctx.clone())));
     let sweeper = ctx.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

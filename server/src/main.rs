@@ -80,6 +80,16 @@ enum Cmd {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Manage a site's groups (departments): which agents are in each,
+    /// their hours, and whether the widget offers a choice of them. A
+    /// chat for a group goes to its agents; running servers see a change
+    /// within a second.
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Print the server's key fingerprint, for agents to check.
     Fingerprint {
         #[command(flatten)]
@@ -237,6 +247,64 @@ enum InviteRuleCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum GroupCmd {
+    /// Add a group. Its key goes in the widget's data-group attribute.
+    Add {
+        site: String,
+        key: String,
+        /// The name visitors and agents see (the key if not given).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Give a group a new display name.
+    Rename {
+        site: String,
+        key: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Remove a group. Its open chats go back to the site-wide queue.
+    Remove { site: String, key: String },
+    /// List the site's groups with their members and hours.
+    List { site: String },
+    /// Add agents to a group or take them out (usernames, comma-separated
+    /// or repeated).
+    Members {
+        site: String,
+        key: String,
+        #[arg(long, value_delimiter = ',')]
+        add: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        remove: Vec<String>,
+    },
+    /// Set a group's own business hours, as `site hours` does for the site;
+    /// outside them its visitors get the leave-a-message form.
+    Hours {
+        site: String,
+        key: String,
+        /// IANA time zone of the hours (Asia/Shanghai, Europe/Berlin).
+        #[arg(long, required_unless_present = "site_hours")]
+        tz: Option<String>,
+        /// Opening ranges: "mon-fri 09:00-18:00, sat 10:00-14:00".
+        #[arg(long, required_unless_present = "site_hours")]
+        open: Option<String>,
+        /// Closed dates: "2026-12-25, 2027-01-01".
+        #[arg(long, default_value = "")]
+        holidays: String,
+        /// No hours of its own: the site's apply.
+        #[arg(long, conflicts_with_all = ["tz", "open"])]
+        site_hours: bool,
+    },
+    /// Whether the widget offers the site's groups to choose from before
+    /// the first message, on pages whose widget names no data-group.
+    Choice {
+        site: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum CannedCmd {
     /// Print the list as CSV (RFC 4180) with the header shortcut,body.
     Export {
@@ -343,6 +411,10 @@ fn main() -> anyhow::Result<()> {
             invite_rule(conn.db(), cmd)
         }
         Cmd::Canned { cmd, dir } => canned(&dir, cmd),
+        Cmd::Group { cmd, dir } => {
+            let (_, conn) = dir.open()?;
+            group(conn.db(), cmd)
+        }
         Cmd::Fingerprint { dir } => {
             let id = match dir.database()? {
                 store::Database::Sqlite(path) => identity::load_or_create(&path),
@@ -639,6 +711,117 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ignored = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+fn group_text(
+    conn: &dyn holdfast_server::store::Db,
+    g: &holdfast_server::groups::Group,
+) -> anyhow::Result<String> {
+    let mut names = Vec::new();
+    for a in &g.members {
+        if let Some(r) = store::reads::agent_by_id(conn, *a)? {
+            names.push(r.username);
+        }
+    }
+    let hours = match &g.hours {
+        None => "hours: the site's".to_owned(),
+        Some((tz, week, h)) if h.is_empty() => format!("hours: {week} ({tz})"),
+        Some((tz, week, h)) => format!("hours: {week} ({tz}); closed {h}"),
+    };
+    Ok(format!(
+        "{}\t{}\tmembers: {}\t{hours}",
+        g.key,
+        g.name,
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    ))
+}
+
+// A CLI: its answers are its output.
+#[allow(clippy::print_stdout)]
+fn group(conn: &dyn holdfast_server::store::Db, cmd: GroupCmd) -> anyhow::Result<()> {
+    use holdfast_server::groups;
+    match cmd {
+        GroupCmd::Add { site, key, name } => {
+            let name = name.unwrap_or_else(|| key.clone());
+            let g = groups::add(conn, &site, &key, &name)?;
+            println!(
+                "{site}: group {} added; target it with data-group=\"{}\"",
+                g.key, g.key
+            );
+        }
+        GroupCmd::Rename { site, key, name } => {
+            let g = groups::rename(conn, &site, &key, &name)?;
+            println!("{site}: {}", group_text(conn, &g)?);
+        }
+        GroupCmd::Remove { site, key } => {
+            groups::remove(conn, &site, &key)?;
+            println!("{site}: group {key} removed; its open chats go to the site-wide queue");
+        }
+        GroupCmd::List { site } => {
+            let id = store::reads::site_by_key(conn, &site)?
+                .with_context(|| format!("no site with key {site:?}"))?
+                .id;
+            println!(
+                "{site}: choice before the first message {}",
+                if groups::choice(conn, &site)? {
+                    "on"
+                } else {
+                    "off"
+                }
+            );
+            for g in groups::list(conn, id)? {
+                println!("{}", group_text(conn, &g)?);
+            }
+        }
+        GroupCmd::Members {
+            site,
+            key,
+            add,
+            remove,
+        } => {
+            let clean = |l: Vec<String>| -> Vec<String> {
+                l.into_iter()
+                    .map(|u| u.trim().to_owned())
+                    .filter(|u| !u.is_empty())
+                    .collect()
+            };
+            let g = groups::members(conn, &site, &key, &clean(add), &clean(remove))?;
+            println!("{site}: {}", group_text(conn, &g)?);
+        }
+        GroupCmd::Hours {
+            site,
+            key,
+            tz,
+            open,
+            holidays,
+            site_hours,
+        } => {
+            let hours = match (site_hours, &tz, &open) {
+                (false, Some(t), Some(o)) => Some((t.as_str(), o.as_str(), holidays.as_str())),
+                _ => None,
+            };
+            let g = groups::set_hours(conn, &site, &key, hours)?;
+            println!("{site}: {}", group_text(conn, &g)?);
+        }
+        GroupCmd::Choice { site, state } => {
+            if let Some(s) = state {
+                groups::set_choice(conn, &site, s == "on")?;
+            }
+            println!(
+                "{site}: choice of group before the first message {}",
+                if groups::choice(conn, &site)? {
+                    "on"
+                } else {
+                    "off"
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 // A CLI: its answers are its output.

@@ -73,22 +73,25 @@ pub fn estimate(waits: &[(i64, i64)], position: u32) -> Option<u64> {
     Some(ms.div_ceil(1000).saturating_mul(1000))
 }
 
-/// Every waiting chat's place, by visitor, from the queue in serving order
-/// and each site's recent waits.
+/// A queue: a site's chats for one group (`None`: for the whole site).
+pub type QueueKey = (SiteId, Option<String>);
+
+/// Every waiting chat's place, by visitor, from the waiting chats in
+/// serving order and each queue's recent waits. A chat's place counts only
+/// the chats of its own queue ahead of it (10.23): a billing visitor does
+/// not wait behind the sales chats.
 pub fn places(
-    queued: &[(SiteId, u64, String)],
-    waits: &HashMap<SiteId, Vec<(i64, i64)>>,
+    queued: &[reads::Queued],
+    waits: &HashMap<QueueKey, Vec<(i64, i64)>>,
 ) -> HashMap<String, Place> {
     let mut out = HashMap::with_capacity(queued.len());
-    let mut site = None;
-    let mut position = 0u32;
-    for (s, _, visitor) in queued {
-        if site != Some(*s) {
-            site = Some(*s);
-            position = 0;
-        }
-        position += 1;
-        let wait_ms = waits.get(s).and_then(|w| estimate(w, position));
+    let mut counts: HashMap<QueueKey, u32> = HashMap::new();
+    for (s, _, visitor, group) in queued {
+        let key = (*s, group.clone());
+        let position = counts.entry(key.clone()).or_insert(0);
+        *position += 1;
+        let position = *position;
+        let wait_ms = waits.get(&key).and_then(|w| estimate(w, position));
         out.insert(visitor.clone(), Place { position, wait_ms });
     }
     out
@@ -110,10 +113,18 @@ pub async fn watch(ctx: Arc<Ctx>) {
             .reads
             .run(move |c| {
                 let queued = reads::queued(c)?;
-                let mut waits = HashMap::new();
-                for site in queued.iter().map(|q| q.0) {
-                    if let std::collections::hash_map::Entry::Vacant(e) = waits.entry(site) {
-                        e.insert(reads::recent_waits(c, site, since, SAMPLES)?);
+                let mut waits: HashMap<QueueKey, _> = HashMap::new();
+                for (site, _, _, group) in &queued {
+                    if let std::collections::hash_map::Entry::Vacant(e) =
+                        waits.entry((*site, group.clone()))
+                    {
+                        e.insert(reads::recent_waits(
+                            c,
+                            *site,
+                            group.as_deref(),
+                            since,
+                            SAMPLES,
+                        )?);
                     }
                 }
                 Ok((queued, waits))
@@ -160,16 +171,44 @@ mod tests {
     }
 
     #[test]
-    fn positions_count_per_site_in_queue_order() {
-        let q = vec![
-            (1, 10, "a".to_string()),
-            (1, 12, "b".to_string()),
-            (2, 11, "c".to_string()),
-            (2, 13, "d".to_string()),
-            (2, 14, "e".to_string()),
+    fn positions_count_per_group_in_queue_order() {
+        let q = |site, id, v: &str, g: Option<&str>| (site, id, v.to_string(), g.map(String::from));
+        let queued = vec![
+            q(1, 10, "x", Some("billing")),
+            q(1, 11, "y", Some("sales")),
+            q(1, 12, "z", Some("billing")),
+            q(1, 13, "w", None),
         ];
         let mut waits = HashMap::new();
-        waits.insert(2, vec![(30_000, 1); 3]);
+        waits.insert((1, Some("billing".to_string())), vec![(10_000, 1); 3]);
+        let p = places(&queued, &waits);
+        assert_eq!(p["x"].position, 1);
+        assert_eq!(p["y"].position, 1, "sales waits behind no billing chat");
+        assert_eq!(
+            p["z"],
+            Place {
+                position: 2,
+                wait_ms: Some(20_000)
+            }
+        );
+        assert_eq!(p["w"].position, 1);
+        assert_eq!(
+            p["y"].wait_ms, None,
+            "billing's pace says nothing of sales'"
+        );
+    }
+
+    #[test]
+    fn positions_count_per_site_in_queue_order() {
+        let q = vec![
+            (1, 10, "a".to_string(), None),
+            (1, 12, "b".to_string(), None),
+            (2, 11, "c".to_string(), None),
+            (2, 13, "d".to_string(), None),
+            (2, 14, "e".to_string(), None),
+        ];
+        let mut waits = HashMap::new();
+        waits.insert((2, None), vec![(30_000, 1); 3]);
         let p = places(&q, &waits);
         assert_eq!(
             p["a"],

@@ -35,7 +35,18 @@ pub fn hello(site: &str, token: Option<String>, after: Option<Seq>, url: &str) -
         lang: Some("en".into()),
         v: None,
         identity: None,
+        group: None,
     }
+}
+
+/// A hello from a page whose widget targets the site group `group`
+/// (`data-group`, or the visitor's choice; PROTOCOL.md 10.23).
+pub fn hello_in_group(site: &str, group: &str, url: &str) -> VisitorIn {
+    let mut h = hello(site, None, None, url);
+    if let VisitorIn::Hello { group: g, .. } = &mut h {
+        *g = Some(group.into());
+    }
+    h
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
@@ -342,24 +353,39 @@ impl LpVisitor {
     }
 
     pub async fn connect(http: SocketAddr, site: &str) -> anyhow::Result<Self> {
+        Ok(
+            Self::connect_with(http, hello(site, None, None, "https://shop.example/lp"))
+                .await?
+                .0,
+        )
+    }
+
+    /// A long-poll session opened with `hello`, and its welcome.
+    pub async fn connect_with(
+        http: SocketAddr,
+        hello: VisitorIn,
+    ) -> anyhow::Result<(Self, VisitorOut)> {
         let (_, resp) = Self::post(
             http,
             &LongPollRequest {
                 token: None,
-                msgs: vec![hello(site, None, None, "https://shop.example/lp")],
+                msgs: vec![hello],
             },
         )
         .await?;
-        let Some(VisitorOut::Welcome { visitor, token, .. }) = resp.msgs.first() else {
+        let Some(welcome @ VisitorOut::Welcome { visitor, token, .. }) = resp.msgs.first() else {
             anyhow::bail!("expected welcome, got {:?}", resp.msgs);
         };
-        Ok(Self {
-            http,
-            visitor: visitor.clone(),
-            token: token.clone(),
-            cursor: 0,
-            events: Vec::new(),
-        })
+        Ok((
+            Self {
+                http,
+                visitor: visitor.clone(),
+                token: token.clone(),
+                cursor: 0,
+                events: Vec::new(),
+            },
+            welcome.clone(),
+        ))
     }
 
     pub async fn send(&self, msgs: Vec<VisitorIn>) -> anyhow::Result<Vec<VisitorOut>> {

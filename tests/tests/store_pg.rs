@@ -118,6 +118,7 @@ impl Node {
                 ip: "127.0.0.1".into(),
                 user_agent: Some("test".into()),
                 page: None,
+                group: None,
                 reply,
             })
             .await

@@ -182,6 +182,11 @@ impl Core {
             LiveEvent::TeamMember(m) => self.emit(Update::TeamMember(m)),
             LiveEvent::SiteTags(tags) => self.emit(Update::SiteTags(tags)),
             LiveEvent::Canned(list) => self.emit(Update::Canned(list)),
+            // Held rather than emitted: the UI reads the latest list (or
+            // watches it) through `ClientHandle::groups`.
+            LiveEvent::Groups(list) => {
+                self.groups.send_replace(list);
+            }
             LiveEvent::Invitation(i) => self.updates.signal(Update::Invitation(i)),
             // Kept for the next reconnect, like the one from LoginOk.
             LiveEvent::Ticket { ticket, .. } => {

@@ -171,6 +171,7 @@ impl Conn {
         self.send_team(ctx).await?;
         self.send_site_tags(ctx).await?;
         self.send_canned(ctx).await?;
+        self.send_groups(ctx).await?;
         self.link.flush().await?;
         // This agent may take waiting conversations now.
         let _queued = ctx.writer.try_submit(Op::AssignQueued { site });
@@ -216,6 +217,22 @@ impl Conn {
             .run(move |c| crate::canned::for_agent(c, site, agent))
             .await?;
         Ok(self.link.session.live(LiveEvent::Canned(list))?)
+    }
+
+    /// The site's groups with this agent's memberships (10.23): at login,
+    /// read from the store (the hub's copy may be a second old); later
+    /// changes come from the hub (`Hub::set_groups`).
+    pub(super) async fn send_groups(&mut self, ctx: &Arc<Ctx>) -> Result<(), End> {
+        let (site, agent) = (self.agent.site, self.agent.id);
+        let now = crate::store::now_ms();
+        let groups = ctx
+            .reads
+            .run(move |c| crate::groups::load_site(c, site, now))
+            .await?;
+        Ok(self
+            .link
+            .session
+            .live(LiveEvent::Groups(groups.for_agent(agent)))?)
     }
 
     /// Send stored events after the last one sent, up to `until`.

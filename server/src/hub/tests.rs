@@ -574,3 +574,101 @@ async fn a_visitor_s_identity_read_again_after_a_gap_reaches_agents_unless_a_new
     h.records_reread(&ids, &[], vec![ann], old);
     assert_eq!(h.visitor_live("v1").unwrap().name.as_deref(), Some("Ann B"));
 }
+
+fn groups_of(reg: &mut Registration<AgentPush>) -> Vec<Vec<(String, bool, Option<bool>)>> {
+    drain(&mut reg.rx)
+        .into_iter()
+        .filter_map(|p| match p {
+            AgentPush::Live(l) => match &*l {
+                LiveEvent::Groups(list) => Some(
+                    list.iter()
+                        .map(|g| (g.key.clone(), g.member, g.open))
+                        .collect(),
+                ),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn agents_said(reg: &mut Registration<VisitorPush>) -> Vec<bool> {
+    drain(&mut reg.rx)
+        .into_iter()
+        .filter_map(|p| match p {
+            VisitorPush::Agents(online) => Some(online),
+            _ => None,
+        })
+        .collect()
+}
+
+fn site_groups(members: &[AgentId], open: Option<bool>) -> crate::groups::SiteGroups {
+    crate::groups::SiteGroups {
+        choice: false,
+        groups: vec![crate::groups::LiveGroup {
+            key: "billing".into(),
+            name: "Billing".into(),
+            members: members.iter().copied().collect(),
+            open,
+        }],
+    }
+}
+
+/// Each agent hears the new list with its own membership, only when its
+/// site's groups changed; a visitor of a group hears about that group's
+/// agents and hours, one of the whole site about the site's.
+#[tokio::test]
+async fn groups_reach_each_agent_with_its_membership_and_visitors_per_group() {
+    let (h, _metrics) = hub();
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    let mut bob = h.register_agent(1, member(2, "Bob"));
+    let mut other = h.register_agent(2, member(3, "Carol"));
+    let mut billing = h.register_visitor(visitor(1));
+    h.set_visitor_group("v1", Some("billing".into()));
+    let mut whole = h.register_visitor(visitor(2));
+    for r in [&mut alice, &mut bob, &mut other] {
+        drain(&mut r.rx);
+    }
+    drain(&mut billing.rx);
+    drain(&mut whole.rx);
+
+    h.set_groups(HashMap::from([(1, site_groups(&[2], None))]));
+    assert_eq!(
+        groups_of(&mut alice),
+        [vec![("billing".to_string(), false, None)]]
+    );
+    assert_eq!(
+        groups_of(&mut bob),
+        [vec![("billing".to_string(), true, None)]]
+    );
+    assert!(groups_of(&mut other).is_empty(), "another site's agent");
+    assert_eq!(agents_said(&mut billing), [true], "Bob is in billing");
+    assert_eq!(agents_said(&mut whole), [true]);
+    assert!(h.agents_online_for(1, Some("billing")));
+    assert!(
+        h.agents_online_for(1, Some("no-such-group")),
+        "counts as none"
+    );
+
+    // The same again: nothing to tell.
+    h.set_groups(HashMap::from([(1, site_groups(&[2], None))]));
+    assert!(groups_of(&mut alice).is_empty());
+    assert!(agents_said(&mut billing).is_empty());
+
+    // Billing closes by its own hours: its visitor hears no one is there,
+    // the site's visitor does not.
+    h.set_groups(HashMap::from([(1, site_groups(&[2], Some(false)))]));
+    assert_eq!(
+        groups_of(&mut bob),
+        [vec![("billing".to_string(), true, Some(false))]]
+    );
+    assert_eq!(agents_said(&mut billing), [false]);
+    assert_eq!(agents_said(&mut whole), [true]);
+    // Open again, but only Alice (not in billing) is online.
+    h.set_groups(HashMap::from([(1, site_groups(&[2], Some(true)))]));
+    drain(&mut billing.rx);
+    h.unregister_agent(2, bob.id);
+    assert!(!h.agents_online_for(1, Some("billing")));
+    assert!(h.agents_online_for(1, None));
+    assert_eq!(agents_said(&mut billing).last(), Some(&false));
+}

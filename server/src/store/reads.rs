@@ -167,7 +167,10 @@ pub fn decode_agent_event(bytes: &[u8]) -> Result<Event, StoreError> {
         Ok((e, _)) => Ok(e),
         // Stored by a version 2 server before the upgrade: its messages have
         // no attachment field, and the log keeps them until retention.
-        Err(e) => holdfast_protocol::agent::v2::decode_event(bytes)
+        // Stored by a version 3 server, or a version 4 one from before site
+        // groups: conversations had no group.
+        Err(e) => holdfast_protocol::agent::v4::decode_event(bytes)
+            .or_else(|_| holdfast_protocol::agent::v2::decode_event(bytes))
             .map_err(|_| StoreError::Corrupt(format!("agent event: {e}"))),
     }
 }
@@ -213,7 +216,7 @@ pub fn visitor_events_after(
 }
 
 const CONV_SELECT: &str = "SELECT c.id, c.site_id, c.visitor_id, v.name, c.state, c.assigned_agent, a.display_name, \
-     c.opened_ms, c.updated_ms, c.contact_email \
+     c.opened_ms, c.updated_ms, c.contact_email, c.group_key \
      FROM conversations c LEFT JOIN visitors v ON v.id = c.visitor_id \
      LEFT JOIN agents a ON a.id = c.assigned_agent";
 
@@ -229,6 +232,7 @@ fn conv_row(r: &Row) -> Result<ConversationInfo, StoreError> {
         opened_at_ms: r.get(7)?,
         updated_at_ms: r.get(8)?,
         contact_email: r.get(9)?,
+        group: r.get(10)?,
     })
 }
 
@@ -271,26 +275,65 @@ pub fn blocked(
     Ok(false)
 }
 
-/// Every waiting chat: (site, conversation, visitor), in queue order
-/// (site, then id, the order the queue is served in). Served by the
-/// `conversations_queued` index, which holds the waiting chats only.
-pub fn queued(conn: &dyn Db) -> Result<Vec<(SiteId, ConversationId, String)>, StoreError> {
+/// A waiting chat: (site, conversation, visitor, group).
+pub type Queued = (SiteId, ConversationId, String, Option<String>);
+
+/// Every waiting chat, in queue order (site, then id, the order the queue
+/// is served in). Served by the `conversations_queued` index, which holds
+/// the waiting chats only.
+pub fn queued(conn: &dyn Db) -> Result<Vec<Queued>, StoreError> {
     conn.query_rows(
-        "SELECT site_id, id, visitor_id FROM conversations WHERE state = 0 ORDER BY site_id, id",
+        "SELECT site_id, id, visitor_id, group_key FROM conversations WHERE state = 0 ORDER BY site_id, id",
         &args![],
     )?
     .iter()
-    .map(|r| Ok((u64_col(r, 0)?, u64_col(r, 1)?, r.get(2)?)))
+    .map(|r| Ok((u64_col(r, 0)?, u64_col(r, 1)?, r.get(2)?, r.get(3)?)))
     .collect()
 }
 
-/// The real waits of `site`'s chats taken from the queue since `since_ms`,
-/// newest first, at most `limit`: (waited ms, place when it entered the
-/// queue). A chat taken within a second never really waited (an agent was
-/// free), so it says nothing about how fast a queue moves and is left out.
+/// The agents of the site's group `key`.
+pub fn group_members(conn: &dyn Db, site: SiteId, key: &str) -> Result<Vec<AgentId>, StoreError> {
+    conn.query_rows(
+        "SELECT m.agent_id FROM group_members m JOIN site_groups g ON g.id = m.group_id \
+         WHERE g.site_id = ?1 AND g.key = ?2 ORDER BY m.agent_id",
+        &args![site, key],
+    )?
+    .iter()
+    .map(|r| u64_col(r, 0))
+    .collect()
+}
+
+/// Whether the agent is in the site's group `key`.
+pub fn in_group(conn: &dyn Db, agent: AgentId, key: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .query_opt(
+            "SELECT 1 FROM group_members m JOIN site_groups g ON g.id = m.group_id \
+             WHERE m.agent_id = ?1 AND g.key = ?2 AND g.site_id = (SELECT site_id FROM agents WHERE id = ?1)",
+            &args![agent, key],
+        )?
+        .is_some())
+}
+
+/// The group the visitor's latest hello targeted, if its site still has it.
+pub fn visitor_group(conn: &dyn Db, visitor: &str) -> Result<Option<String>, StoreError> {
+    conn.query_opt(
+        "SELECT g.key FROM visitors v JOIN site_groups g ON g.site_id = v.site_id AND g.key = v.group_key \
+         WHERE v.id = ?1",
+        &args![visitor],
+    )?
+    .map(|r| r.get(0))
+    .transpose()
+}
+
+/// The real waits of `site`'s chats for `group` (`None`: the whole
+/// site's) taken from the queue since `since_ms`, newest first, at most
+/// `limit`: (waited ms, place when it entered the queue). A chat taken
+/// within a second never really waited (an agent was free), so it says
+/// nothing about how fast a queue moves and is left out.
 pub fn recent_waits(
     conn: &dyn Db,
     site: SiteId,
+    group: Option<&str>,
     since_ms: i64,
     limit: usize,
 ) -> Result<Vec<(i64, i64)>, StoreError> {
@@ -298,8 +341,9 @@ pub fn recent_waits(
         "SELECT taken_ms - queued_ms, queued_place FROM conversations \
          WHERE site_id = ?1 AND taken_ms >= ?2 AND queued_ms IS NOT NULL \
          AND queued_place IS NOT NULL AND taken_ms - queued_ms >= 1000 \
+         AND COALESCE(group_key, '') = ?4 \
          ORDER BY taken_ms DESC LIMIT ?3",
-        &args![site, since_ms, limit as i64],
+        &args![site, since_ms, limit as i64, group.unwrap_or("")],
     )?
     .iter()
     .map(|r| Ok((r.get(0)?, r.get(1)?)))

@@ -131,6 +131,8 @@ pub enum Op {
         /// The page the hello came from, committed with it so the visitor's
         /// first listing already shows it.
         page: Option<PageView>,
+        /// The site group its widget targets (checked: the site has it).
+        group: Option<String>,
         reply: Reply<String>,
     },
     VisitorSend {
@@ -183,6 +185,11 @@ pub enum Op {
     },
     /// Agents became available: hand out queued conversations.
     AssignQueued {
+        site: SiteId,
+    },
+    /// Open chats of `site` for a group it no longer has go back to the
+    /// site-wide queue (and are handed out by the normal rules).
+    Regroup {
         site: SiteId,
     },
     /// An invitation rule fits `visitor`: record it unless the visitor
@@ -461,7 +468,13 @@ fn reply(op: Op, answer: Result<Answer, StoreError>) {
                 send(r, Ok(()));
             }
         }
-        (Op::PageView { .. } | Op::Delivered { .. } | Op::AssignQueued { .. }, _) => {}
+        (
+            Op::PageView { .. }
+            | Op::Delivered { .. }
+            | Op::AssignQueued { .. }
+            | Op::Regroup { .. },
+            _,
+        ) => {}
         (op, Ok(_)) => reply(op, mismatch()),
         (Op::AgentLogin { reply, .. }, Err(e)) => send(reply, Err(e)),
         (Op::AgentCommand { reply, .. }, Err(e)) => send(reply, Err(e)),
@@ -745,6 +758,7 @@ fn lock_in_order(db: &dyn Db, batch: &[Op]) -> Result<(), StoreError> {
                 | Action::Accept { conversation }
                 | Action::Close { conversation }
                 | Action::Transfer { conversation, .. }
+                | Action::TransferToGroup { conversation, .. }
                 | Action::Note { conversation, .. }
                 | Action::Tag { conversation, .. } => chats.push(*conversation),
                 Action::Invite { visitor, .. }
@@ -827,9 +841,17 @@ fn apply(mut rules: Rules<'_>, op: &Op) -> Result<Answer, StoreError> {
             ip,
             user_agent,
             page,
+            group,
             ..
         } => rules
-            .visitor_hello(*site, visitor.clone(), ip, user_agent.clone(), page.clone())
+            .visitor_hello(
+                *site,
+                visitor.clone(),
+                ip,
+                user_agent.clone(),
+                page.clone(),
+                group.as_deref(),
+            )
             .map(Answer::Hello),
         Op::VisitorSend {
             visitor,
@@ -882,6 +904,7 @@ fn apply(mut rules: Rules<'_>, op: &Op) -> Result<Answer, StoreError> {
             .map(Answer::Flag),
         Op::Delivered { visitor, up_to } => rules.delivered(visitor, *up_to).map(|()| Answer::None),
         Op::AssignQueued { site } => rules.assign_queued(*site, None).map(|()| Answer::None),
+        Op::Regroup { site } => rules.regroup(*site).map(|()| Answer::None),
         Op::FireInvitation {
             site,
             visitor,

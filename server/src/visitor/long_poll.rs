@@ -230,6 +230,10 @@ async fn resolve_token(
         token: token.to_string(),
         user_agent: ua,
         ip,
+        // Only a hello names the group: a long-poll request after it needs
+        // none (the store has the visitor's, and a long-poll visitor hears
+        // about its group's agents at its next welcome).
+        group: None,
     })
 }
 

@@ -32,6 +32,8 @@ pub(super) struct Visitor {
     pub(super) user_agent: Option<String>,
     /// The client's address, for the per-address limits.
     pub(super) ip: IpAddr,
+    /// The site group its hello named, if the site has it (10.23).
+    pub(super) group: Option<String>,
 }
 
 pub(super) fn ms(d: Duration) -> u32 {
@@ -72,6 +74,8 @@ pub(super) struct HelloReq {
     identity: Option<visitor::IdentityProof>,
     /// The client's address (through trusted proxies).
     ip: IpAddr,
+    /// The site group the widget targets, as the page wrote it.
+    group: Option<String>,
 }
 
 impl HelloReq {
@@ -91,6 +95,7 @@ impl HelloReq {
                 user_agent,
                 v,
                 identity,
+                group,
                 ..
             } => Some(Self {
                 site,
@@ -102,6 +107,7 @@ impl HelloReq {
                 origin,
                 identity,
                 ip,
+                group,
             }),
             _ => None,
         }
@@ -120,7 +126,7 @@ pub(super) fn welcome(ctx: &Ctx, v: &Visitor, resumed: bool) -> VisitorOut {
         visitor: v.id.clone(),
         token: v.token.clone(),
         resumed,
-        agents_online: ctx.hub.agents_online(v.site.id),
+        agents_online: ctx.hub.agents_online_for(v.site.id, v.group.as_deref()),
         heartbeat_ms: u32::try_from(ctx.cfg.visitor.liveness.heartbeat.as_millis())
             .unwrap_or(u32::MAX),
         attach: Some({
@@ -131,6 +137,22 @@ pub(super) fn welcome(ctx: &Ctx, v: &Visitor, resumed: bool) -> VisitorOut {
             }
         }),
         sneak_peek: Some(v.site.sneak_peek),
+        group: v.group.clone(),
+        groups: {
+            // Sent even with a group named: the widget offers the choice
+            // only when neither the page nor the visitor has chosen.
+            let g = ctx.hub.site_groups(v.site.id);
+            (g.choice && !g.groups.is_empty()).then(|| {
+                g.groups
+                    .iter()
+                    .map(|g| holdfast_protocol::visitor::GroupChoice {
+                        key: g.key.clone(),
+                        name: g.name.clone(),
+                        online: ctx.hub.agents_online_for(v.site.id, Some(&g.key)),
+                    })
+                    .collect()
+            })
+        },
     }
 }
 
@@ -147,6 +169,7 @@ pub(super) async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, 
         origin,
         identity,
         ip,
+        group,
     } = req;
     let version = v.unwrap_or(1);
     if version != holdfast_protocol::VISITOR_PROTOCOL_VERSION {
@@ -256,6 +279,26 @@ pub(super) async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, 
             "this site's chat is not available to you",
         ));
     }
+    // An unknown group is no group: the visitor chats with the whole site
+    // rather than with no one, and the site's staff learn of the typo.
+    let group = match group.filter(|g| !g.trim().is_empty()) {
+        None => None,
+        Some(g) => {
+            let key = crate::groups::normalize_key(&g);
+            let found = match key {
+                Some(k) => ctx
+                    .reads
+                    .run(move |c| crate::groups::by_key(c, site_id, &k))
+                    .await
+                    .map_err(store_err)?,
+                None => None,
+            };
+            if found.is_none() {
+                crate::groups::unknown_key(site_id, &g);
+            }
+            found.map(|f| f.key)
+        }
+    };
     let ua = user_agent.clone();
     let page = page.map(page_view);
     let id = ctx
@@ -266,6 +309,7 @@ pub(super) async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, 
             ip: ip.to_string(),
             user_agent: ua,
             page,
+            group: group.clone(),
             reply,
         })
         .await
@@ -295,6 +339,7 @@ pub(super) async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, 
         token,
         user_agent,
         ip,
+        group,
     };
     Ok(HelloResult {
         resumed: resumable && after >= floor && after <= head,

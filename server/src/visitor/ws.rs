@@ -216,6 +216,8 @@ async fn ws_open(
         }
     };
     let reg = ctx.hub.register_visitor(info);
+    ctx.hub
+        .set_visitor_group(&h.visitor.id, h.visitor.group.clone());
     let mut v = Box::new(h.visitor);
     // Registering was its only use; the hub entry keeps the user agent, and
     // an idle session should not hold a second copy.

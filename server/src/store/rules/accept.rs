@@ -7,7 +7,7 @@ use holdfast_protocol::error::ErrorCode;
 
 use super::{Rules, done, rejected};
 use crate::store::StoreError;
-use crate::store::reads::AgentRow;
+use crate::store::reads::{self, AgentRow};
 use crate::store::writer::AgentActor;
 
 impl Rules<'_> {
@@ -22,6 +22,19 @@ impl Rules<'_> {
             Ok(c) => c,
             Err(o) => return Ok(o),
         };
+        // A waiting chat for a group is its members' to take (and the
+        // supervisors', who see every queue): routing is the server's, not
+        // only what each app chooses to show.
+        if c.state == ConversationState::Queued
+            && let Some(g) = &c.group
+            && !me.role.oversees()
+            && !reads::in_group(self.conn, actor.id, g)?
+        {
+            return Ok(rejected(
+                ErrorCode::Forbidden,
+                format!("this chat waits for the {g} group, which you are not in"),
+            ));
+        }
         match c.state {
             ConversationState::Queued | ConversationState::LeftMessage => {
                 let c = self.set_state(&c, ConversationState::Active, Some(actor.id), now)?;

@@ -160,6 +160,14 @@ impl Rules<'_> {
                 now,
             ),
             Action::DeleteCanned { id } => self.delete_canned(actor, me, *id, now),
+            Action::TransferToGroup {
+                conversation,
+                from,
+                group,
+                note,
+            } => {
+                self.transfer_to_group(actor, me, *conversation, *from, group, note.as_deref(), now)
+            }
         }
     }
 }

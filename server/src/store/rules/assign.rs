@@ -1,5 +1,8 @@
 //! Auto-assignment (`Op::AssignQueued`, and every rule that frees an agent):
-//! waiting chats go, oldest first, to the least busy available agent.
+//! waiting chats go, oldest first, to the least busy available agent; a
+//! chat for a site group only to an agent of that group (10.23).
+
+use std::collections::HashSet;
 
 use holdfast_protocol::agent::{AgentId, ConversationState, SiteId};
 
@@ -9,16 +12,29 @@ use crate::store::sql::args;
 use crate::store::{StoreError, now_ms};
 
 impl Rules<'_> {
-    /// The least-busy online agent of the site with spare capacity, other
-    /// than `exclude` (an agent on its way out).
+    /// The least-busy online agent of the site with spare capacity, in
+    /// `group` when the chat is for one, other than `exclude` (an agent on
+    /// its way out).
     pub(super) fn pick_agent(
         &self,
         site: SiteId,
+        group: Option<&str>,
         exclude: Option<AgentId>,
     ) -> Result<Option<AgentId>, StoreError> {
         let online = self.available_agents(site);
+        let members: Option<HashSet<AgentId>> = match group {
+            Some(g) => Some(
+                reads::group_members(self.conn, site, g)?
+                    .into_iter()
+                    .collect(),
+            ),
+            None => None,
+        };
         let mut best: Option<(u32, AgentId)> = None;
-        for agent in online.into_iter().filter(|a| Some(*a) != exclude) {
+        for agent in online
+            .into_iter()
+            .filter(|a| Some(*a) != exclude && members.as_ref().is_none_or(|m| m.contains(a)))
+        {
             // Held to COMMIT, so two nodes cannot both fill its last slot.
             self.lock_row("agents", agent)?;
             let Some(row) = reads::agent_by_id(self.conn, agent)? else {
@@ -38,28 +54,57 @@ impl Rules<'_> {
         Ok(best.map(|(_, a)| a))
     }
 
-    /// Hand waiting chats, oldest first, to available agents.
+    /// Hand waiting chats, oldest first, to available agents: each to an
+    /// agent of its group, so a billing chat nobody of billing can take
+    /// waits without holding up the sales chats behind it.
     pub(in crate::store) fn assign_queued(
         &mut self,
         site: SiteId,
         exclude: Option<AgentId>,
     ) -> Result<(), StoreError> {
-        let queued: Vec<u64> = self
+        self.assign_queued_but(site, exclude, None)
+    }
+
+    /// As [`Rules::assign_queued`], except that `(chat, agent)`, if given,
+    /// is one chat not to give to one agent (who just handed it on).
+    pub(super) fn assign_queued_but(
+        &mut self,
+        site: SiteId,
+        exclude: Option<AgentId>,
+        not_back: Option<(u64, AgentId)>,
+    ) -> Result<(), StoreError> {
+        let queued: Vec<(u64, Option<String>)> = self
             .conn
             .query_rows(
                 &format!(
-                    "SELECT id FROM conversations WHERE site_id = ?1 AND state = 0 ORDER BY id{}",
+                    "SELECT id, group_key FROM conversations WHERE site_id = ?1 AND state = 0 ORDER BY id{}",
                     self.skip_locked()
                 ),
                 &args![site],
             )?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| Ok::<_, StoreError>((reads::u64_col(r, 0)?, r.get(1)?)))
             .collect::<Result<_, _>>()?;
         let now = now_ms();
-        for id in queued {
-            let Some(agent) = self.pick_agent(site, exclude)? else {
-                break;
+        // Groups (None: the whole site) found with no one free: later chats
+        // of them wait too, without asking again.
+        let mut full: HashSet<Option<String>> = HashSet::new();
+        for (id, group) in queued {
+            if full.contains(&group) {
+                continue;
+            }
+            let skip = not_back.filter(|(chat, _)| *chat == id).map(|(_, a)| a);
+            let Some(agent) = self.pick_agent(site, group.as_deref(), skip.or(exclude))? else {
+                if skip.is_some() {
+                    // Someone else of the group may be free for the next.
+                    continue;
+                }
+                if group.is_none() {
+                    // No one of the site is free: no group has anyone either.
+                    break;
+                }
+                full.insert(group);
+                continue;
             };
             let Some(c) = reads::conversation(self.conn, id)? else {
                 continue;
@@ -74,5 +119,41 @@ impl Rules<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `Op::Regroup`: the site's open chats for a group it no longer has
+    /// go back to the whole site: agents see them as the site's, and the
+    /// waiting ones are handed out by the normal rules.
+    pub(in crate::store) fn regroup(&mut self, site: SiteId) -> Result<(), StoreError> {
+        let orphans: Vec<u64> = self
+            .conn
+            .query_rows(
+                "SELECT c.id FROM conversations c WHERE c.site_id = ?1 AND c.state <> 2 \
+                 AND c.group_key IS NOT NULL AND NOT EXISTS \
+                 (SELECT 1 FROM site_groups g WHERE g.site_id = c.site_id AND g.key = c.group_key) \
+                 ORDER BY c.id",
+                &args![site],
+            )?
+            .iter()
+            .map(|r| reads::u64_col(r, 0))
+            .collect::<Result<_, _>>()?;
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        for id in &orphans {
+            self.lock_row("conversations", *id)?;
+            self.conn.execute(
+                "UPDATE conversations SET group_key = NULL, updated_ms = ?2 WHERE id = ?1",
+                &args![*id, now],
+            )?;
+            self.announce(*id, now)?;
+        }
+        tracing::info!(
+            site,
+            chats = orphans.len(),
+            "chats of a removed group went back to the site-wide queue"
+        );
+        self.assign_queued(site, None)
     }
 }

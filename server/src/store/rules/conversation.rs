@@ -18,6 +18,7 @@ use crate::store::reads::{self, AUTHOR_AGENT, AUTHOR_VISITOR, state_to_int};
 use crate::store::sql::args;
 
 impl Rules<'_> {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn create_conversation(
         &mut self,
         site: SiteId,
@@ -25,14 +26,15 @@ impl Rules<'_> {
         state: ConversationState,
         assigned: Option<AgentId>,
         email: Option<String>,
+        group: Option<&str>,
         now: i64,
     ) -> Result<ConversationId, StoreError> {
         let id: u64 = self
             .conn
             .query_one(
-                "INSERT INTO conversations (site_id, visitor_id, state, assigned_agent, opened_ms, updated_ms, contact_email) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6) RETURNING id",
-                &args![site, visitor, state_to_int(state), assigned, now, email],
+                "INSERT INTO conversations (site_id, visitor_id, state, assigned_agent, opened_ms, updated_ms, contact_email, group_key) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7) RETURNING id",
+                &args![site, visitor, state_to_int(state), assigned, now, email, group],
             )?
             .get(0)?;
         if state == ConversationState::Queued {
@@ -46,8 +48,9 @@ impl Rules<'_> {
     }
 
     /// Conversation `id` of `site` (re)entered the queue now: when, and at
-    /// which place (the waiting chats of the site opened before it, plus
-    /// one). Its wait, once taken, is a sample for the estimate (10.14).
+    /// which place (the waiting chats of the site for the same group opened
+    /// before it, plus one). Its wait, once taken, is a sample for the
+    /// estimate of its group's queue (10.14, 10.23).
     pub(super) fn entered_queue(
         &mut self,
         site: SiteId,
@@ -56,7 +59,8 @@ impl Rules<'_> {
     ) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE conversations SET queued_ms = ?3, queued_place = \
-             (SELECT COUNT(*) FROM conversations q WHERE q.site_id = ?2 AND q.state = 0 AND q.id <= ?1) \
+             (SELECT COUNT(*) FROM conversations q, conversations c WHERE c.id = ?1 AND q.site_id = ?2 \
+              AND q.state = 0 AND q.id <= ?1 AND COALESCE(q.group_key, '') = COALESCE(c.group_key, '')) \
              WHERE id = ?1",
             &args![id, site, now],
         )?;

@@ -61,6 +61,7 @@ impl Rules<'_> {
                     ConversationState::Active,
                     Some(actor.id),
                     None,
+                    None,
                     now,
                 )?;
                 let c = self.announce(id, now)?;

@@ -15,11 +15,13 @@ impl Rules<'_> {
         ip: &str,
         ua: Option<String>,
         page: Option<PageView>,
+        group: Option<&str>,
     ) -> Result<String, StoreError> {
         let id = self.visitor_upsert(site, visitor, ua)?;
+        // The latest hello's group: a chat the visitor opens is for it.
         self.conn.execute(
-            "UPDATE visitors SET last_ip = ?2 WHERE id = ?1",
-            &args![&id, ip],
+            "UPDATE visitors SET last_ip = ?2, group_key = ?3 WHERE id = ?1",
+            &args![&id, ip, group],
         )?;
         if let Some(p) = page {
             self.page_view(&id, &p)?;

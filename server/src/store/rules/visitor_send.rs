@@ -87,9 +87,18 @@ impl Rules<'_> {
                     Some(email) => (ConversationState::LeftMessage, email.clone()),
                     None => (ConversationState::Queued, None),
                 };
-                let cid = self.create_conversation(site, visitor, state, None, email, now)?;
+                let group = reads::visitor_group(self.conn, visitor)?;
+                let cid = self.create_conversation(
+                    site,
+                    visitor,
+                    state,
+                    None,
+                    email,
+                    group.as_deref(),
+                    now,
+                )?;
                 if state == ConversationState::Queued
-                    && let Some(agent) = self.pick_agent(site, None)?
+                    && let Some(agent) = self.pick_agent(site, group.as_deref(), None)?
                 {
                     self.conn.execute(
                         "UPDATE conversations SET state = 1, assigned_agent = ?2 WHERE id = ?1",
