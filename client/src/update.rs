@@ -203,6 +203,10 @@ pub enum Update {
     /// Every canned reply this agent may use, replacing the earlier list
     /// (the site's, then its own; 10.21).
     Canned(Vec<CannedReply>),
+    /// The site's groups (10.23), replacing the earlier list: at each
+    /// login and whenever one changes. Also held by
+    /// [`crate::ClientHandle::groups`].
+    Groups(Vec<holdfast_protocol::agent::GroupInfo>),
     /// An automatic invitation fired for a visitor, or what became of it
     /// (a signal: not stored, not replayed).
     Invitation(holdfast_protocol::agent::InvitationSignal),

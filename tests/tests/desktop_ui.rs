@@ -1301,3 +1301,6 @@ mod links;
 
 #[path = "desktop_ui/i18n.rs"]
 mod i18n;
+
+#[path = "desktop_ui/groups.rs"]
+mod groups;

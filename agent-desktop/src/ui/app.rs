@@ -774,6 +774,10 @@ impl App {
                 self.workspace.desk.canned = list;
                 Task::none()
             }
+            Update::Groups(list) => {
+                self.workspace.desk.groups = list;
+                Task::none()
+            }
             Update::Invitation(i) => {
                 self.workspace.desk.invitations.insert(i.visitor.clone(), i);
                 Task::none()
@@ -841,6 +845,9 @@ impl App {
                     Some(h) => {
                         let ws = h.cached_workspace().map_err(|e| e.to_string());
                         self.status = h.status();
+                        // A dropped Groups update is not replayed; the
+                        // core holds the latest list.
+                        self.workspace.desk.groups = h.groups();
                         if let Ok(list) = h.pending_uploads() {
                             self.workspace.desk.files.restore(list);
                         }

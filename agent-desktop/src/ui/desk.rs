@@ -292,6 +292,10 @@ pub struct Desk {
     /// The canned replies this agent may use (the site's, then its own),
     /// as the server last listed them.
     pub canned: Vec<holdfast_protocol::agent::CannedReply>,
+    /// The site's groups (10.23) as last sent: names to show for a
+    /// chat's group key, which queues are this agent's, and where a chat
+    /// can be moved.
+    pub groups: Vec<holdfast_protocol::agent::GroupInfo>,
     /// Tag changes sent but not yet back as a `tagged` line, by chat.
     pub tags_pending: HashMap<ConversationId, Vec<String>>,
     /// The latest automatic invitation of each visitor, as signalled (not
@@ -386,13 +390,36 @@ impl Desk {
         self.my_role().oversees()
     }
 
-    /// Unassigned conversations waiting for an agent, longest wait first.
+    /// Whether a waiting chat is this agent's to take: one for no group is
+    /// everyone's, one for a group its members' and a supervisor's or
+    /// admin's (10.23; the server refuses anyone else). A group this app
+    /// has not heard of yet counts as not this agent's, as the server
+    /// would say.
+    pub fn offered(&self, info: &ConversationInfo) -> bool {
+        match &info.group {
+            None => true,
+            Some(g) => self.oversees() || self.groups.iter().any(|x| &x.key == g && x.member),
+        }
+    }
+
+    /// A group's name for display, or its key while the list has not
+    /// arrived (or the group was just removed).
+    pub fn group_name<'a>(&'a self, key: &'a str) -> &'a str {
+        self.groups
+            .iter()
+            .find(|g| g.key == key)
+            .map_or(key, |g| g.name.as_str())
+    }
+
+    /// Unassigned conversations waiting for this agent (see
+    /// [`Desk::offered`]), longest wait first.
     pub fn queue(&self) -> Vec<&Conv> {
         let mut q: Vec<&Conv> = self
             .convs
             .values()
             .filter(|c| {
-                c.info.assigned.is_none()
+                self.offered(&c.info)
+                    && c.info.assigned.is_none()
                     && matches!(
                         c.info.state,
                         ConversationState::Queued | ConversationState::LeftMessage

@@ -182,10 +182,11 @@ impl Core {
             LiveEvent::TeamMember(m) => self.emit(Update::TeamMember(m)),
             LiveEvent::SiteTags(tags) => self.emit(Update::SiteTags(tags)),
             LiveEvent::Canned(list) => self.emit(Update::Canned(list)),
-            // Held rather than emitted: the UI reads the latest list (or
-            // watches it) through `ClientHandle::groups`.
+            // Held for `ClientHandle::groups` (which a caller can read at
+            // any time), and emitted for a UI that keeps its own copy.
             LiveEvent::Groups(list) => {
-                self.groups.send_replace(list);
+                self.groups.send_replace(list.clone());
+                self.emit(Update::Groups(list));
             }
             LiveEvent::Invitation(i) => self.updates.signal(Update::Invitation(i)),
             // Kept for the next reconnect, like the one from LoginOk.

@@ -16,6 +16,7 @@ fn info(id: ConversationId) -> ConversationInfo {
         opened_at_ms: 0,
         updated_at_ms: 0,
         contact_email: None,
+        group: None,
     }
 }
 

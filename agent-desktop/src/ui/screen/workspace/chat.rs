@@ -56,8 +56,16 @@ pub struct TransferForm {
     /// Who served it when the panel opened: the server refuses the transfer
     /// if that changed meanwhile.
     pub from: Option<AgentId>,
-    pub to: Option<AgentId>,
+    pub to: Option<TransferTarget>,
     pub note: String,
+}
+
+/// Where a chat is moved: to one agent, or to a group (10.23), whose free
+/// member gets it or whose queue it waits in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTarget {
+    Agent(AgentId),
+    Group(String),
 }
 
 #[derive(Debug, Default)]
@@ -93,7 +101,7 @@ pub enum Message {
     LoadEarlier,
     Close(ConversationId),
     TransferOpen(ConversationId),
-    TransferTo(AgentId),
+    TransferTo(TransferTarget),
     TransferNote(String),
     TransferSend,
     TransferCancel,
@@ -132,7 +140,7 @@ pub enum Event {
     Transfer {
         conversation: ConversationId,
         from: Option<AgentId>,
-        to: AgentId,
+        to: TransferTarget,
         note: Option<String>,
     },
     SetTags(ConversationId, Vec<String>),
@@ -251,9 +259,9 @@ impl State {
                 });
                 None
             }
-            Message::TransferTo(agent) => {
+            Message::TransferTo(target) => {
                 if let Some(t) = &mut self.transfer {
-                    t.to = Some(agent);
+                    t.to = Some(target);
                 }
                 None
             }
@@ -316,6 +324,11 @@ impl State {
         }
         if let Some(id) = desk.visitors.get(&c.info.visitor).and_then(site_id_line) {
             who = who.push(id);
+        }
+        if let Some(g) = &c.info.group {
+            who = who.push(
+                container(small((t.for_group)(desk.group_name(g))).style(muted)).id("chat-group"),
+            );
         }
         let mut header = row![who].spacing(10).align_y(Alignment::Center);
         let who_serves = || serving.clone().unwrap_or_else(|| t.another_agent.into());
@@ -590,7 +603,7 @@ fn transfer_panel<'a>(desk: &'a Desk, t: &'a TransferForm) -> Element<'a, Messag
     }
     let mut choices = row![].spacing(6);
     for m in targets {
-        let chosen = t.to == Some(m.agent);
+        let chosen = t.to == Some(TransferTarget::Agent(m.agent));
         choices = choices.push(
             container(
                 button(text(format!("{} ({}/{})", m.name, m.active, m.capacity)).size(13))
@@ -600,12 +613,48 @@ fn transfer_panel<'a>(desk: &'a Desk, t: &'a TransferForm) -> Element<'a, Messag
                     } else {
                         crate::ui::theme::button_secondary
                     })
-                    .on_press(Message::TransferTo(m.agent)),
+                    .on_press(Message::TransferTo(TransferTarget::Agent(m.agent))),
             )
             .id(format!("transfer-to-{}", m.agent)),
         );
     }
     col = col.push(choices.wrap());
+    // Or to a group: whoever of it is free, or its queue. The chat's own
+    // group is left out while it waits there already.
+    let current = desk
+        .convs
+        .get(&t.conversation)
+        .and_then(|c| c.info.group.as_deref());
+    let groups: Vec<_> = desk
+        .groups
+        .iter()
+        .filter(|g| t.from.is_some() || Some(g.key.as_str()) != current)
+        .collect();
+    if !groups.is_empty() {
+        col = col.push(small(words.transfer_to_group));
+        let mut choices = row![].spacing(6);
+        for g in groups {
+            let target = TransferTarget::Group(g.key.clone());
+            let label = match g.open {
+                Some(false) => (words.group_closed)(&g.name),
+                _ => g.name.clone(),
+            };
+            choices = choices.push(
+                container(
+                    button(text(label).size(13))
+                        .padding([4, 10])
+                        .style(if t.to.as_ref() == Some(&target) {
+                            button::primary
+                        } else {
+                            crate::ui::theme::button_secondary
+                        })
+                        .on_press(Message::TransferTo(target)),
+                )
+                .id(format!("transfer-to-group-{}", g.key)),
+            );
+        }
+        col = col.push(choices.wrap());
+    }
     col = col.push(
         text_input(words.transfer_note, &t.note)
             .id("transfer-note")
@@ -619,7 +668,7 @@ fn transfer_panel<'a>(desk: &'a Desk, t: &'a TransferForm) -> Element<'a, Messag
                 button(text(words.transfer).size(13))
                     .padding([4, 12])
                     .style(button::primary)
-                    .on_press_maybe(t.to.map(|_| Message::TransferSend)),
+                    .on_press_maybe(t.to.as_ref().map(|_| Message::TransferSend)),
             )
             .id("transfer-send"),
             button(text(words.cancel).size(13))

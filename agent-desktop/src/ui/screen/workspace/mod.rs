@@ -373,7 +373,15 @@ impl State {
                     to,
                     note,
                 }) => self.with_handle(env, move |h| async move {
-                    h.transfer(conversation, from, to, note).await.map(drop)
+                    match to {
+                        chat::TransferTarget::Agent(to) => {
+                            h.transfer(conversation, from, to, note).await.map(drop)
+                        }
+                        chat::TransferTarget::Group(group) => h
+                            .transfer_to_group(conversation, from, group, note)
+                            .await
+                            .map(drop),
+                    }
                 }),
                 Some(chat::Event::Attach) => {
                     Task::perform(files::pick_file(tr().send_a_file), |p| {
@@ -731,7 +739,11 @@ impl State {
                 .desk
                 .convs
                 .values()
-                .filter(|c| is_waiting(&c.info) && !waiting_before.contains(&c.info.id))
+                .filter(|c| {
+                    is_waiting(&c.info)
+                        && self.desk.offered(&c.info)
+                        && !waiting_before.contains(&c.info.id)
+                })
                 .map(|c| waiting_alert(&self.desk, &c.info))
                 .collect();
             for a in new {
@@ -745,7 +757,11 @@ impl State {
         let id = info.id;
         let me = self.desk.my_id();
         let previous = self.desk.convs.get(&id).map(|c| c.info.state);
-        if is_waiting(&info) && previous != Some(ConversationState::Queued) && !env.focused {
+        if is_waiting(&info)
+            && self.desk.offered(&info)
+            && previous != Some(ConversationState::Queued)
+            && !env.focused
+        {
             env.notifier.alert(waiting_alert(&self.desk, &info));
         }
         let mine = info.assigned.is_some() && info.assigned == me;

@@ -46,6 +46,12 @@ pub fn view<'a>(desk: &'a Desk, now_ms: i64, attention: &Attention) -> Element<'
             ""
         };
         let mut details = column![].spacing(1);
+        if let Some(g) = &c.info.group {
+            details = details.push(
+                container(small((t.for_group)(desk.group_name(g))))
+                    .id(format!("queued-group-{}", c.info.id)),
+            );
+        }
         if let Some(place) = label.place {
             details = details.push(small(place).style(muted));
         }
