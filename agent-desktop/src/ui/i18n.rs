@@ -386,6 +386,7 @@ pub struct Texts {
     pub read_only: fn(&str) -> String,
     pub serves_now: fn(&str) -> String,
     pub not_open: &'static str,
+    pub waits_for_group: fn(&str) -> String,
     pub drop_to_send: &'static str,
     pub drop_not_here: &'static str,
     pub transfer_to: &'static str,
@@ -893,6 +894,9 @@ pub const EN: Texts = Texts {
         )
     },
     not_open: "This conversation is not open; replies are off.",
+    waits_for_group: |g| {
+        format!("This chat waits for {g}: one of its agents or a supervisor takes it.")
+    },
     drop_to_send: "Drop the file to send it to this visitor",
     drop_not_here: "Files can be sent only in your open chats",
     transfer_to: "Transfer to:",
@@ -1254,6 +1258,7 @@ pub const ZH: Texts = Texts {
         )
     },
     not_open: "此会话未在进行中，无法回复。",
+    waits_for_group: |g| format!("此会话正在等待「{g}」分组：由该组客服或主管接入。"),
     drop_to_send: "松开即可把文件发给这位访客",
     drop_not_here: "只能在您进行中的会话里发送文件",
     transfer_to: "转接给：",

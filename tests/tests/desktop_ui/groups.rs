@@ -60,6 +60,20 @@ async fn a_chat_shows_its_group_is_offered_to_members_and_moves_to_a_group() {
     assert!(!d.has_id(&format!("accept-{billing_conv}")));
     // Ctrl+Enter takes the oldest chat of this list: none for Alice.
     assert!(d.app.workspace.desk.queue().is_empty());
+    // Opened from the visitor list, it says whose it is to take.
+    let billing_visitor = billing.visitor.clone();
+    d.until("the billing visitor listed", |d| {
+        d.has_id(&format!("open-{billing_visitor}"))
+    })
+    .await;
+    d.click_id(&format!("open-{billing_visitor}"));
+    d.until("the billing chat open read-only", |d| {
+        d.shows(
+            "This chat waits for Billing & refunds: one of its agents or a supervisor takes it.",
+        )
+    })
+    .await;
+    assert!(d.shows("for Billing & refunds"), "{:?}", d.texts());
 
     // A sales visitor is Alice's, and its header names the group.
     let mut sales = WsVisitor::connect_with(
@@ -69,11 +83,16 @@ async fn a_chat_shows_its_group_is_offered_to_members_and_moves_to_a_group() {
     .await
     .unwrap();
     sales.say_acked("do you have a team plan?").await.unwrap();
+    d.until("the sales chat Alice's", |d| {
+        d.app.workspace.desk.mine().len() == 1
+    })
+    .await;
+    let sales_conv = d.app.workspace.desk.mine()[0].info.id;
+    d.click_id(&format!("conv-{sales_conv}"));
     d.until("the sales chat open", |d| {
         d.has_id("composer") && d.shows("do you have a team plan?")
     })
     .await;
-    let sales_conv = d.app.workspace.desk.selected.unwrap();
     assert!(d.shows("for Sales"), "{:?}", d.texts());
 
     // Move it to billing: the panel offers the groups by name; Bob, once

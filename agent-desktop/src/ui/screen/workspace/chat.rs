@@ -562,6 +562,15 @@ impl State {
             )
             .id("read-only")
             .into(),
+            // A group's waiting chat seen by an agent outside the group
+            // (from the visitor list): say whose it is to take, rather
+            // than leave them wondering why there is no Accept.
+            _ if c.info.state == ConversationState::Queued && !desk.offered(&c.info) => {
+                let group = c.info.group.as_deref().unwrap_or_default();
+                container(small((t.waits_for_group)(desk.group_name(group))).style(muted))
+                    .id("read-only")
+                    .into()
+            }
             _ => small(t.not_open).style(muted).into(),
         };
         let pane = column![top, rule::horizontal(1), transcript]
