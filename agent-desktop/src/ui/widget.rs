@@ -74,6 +74,13 @@ pub fn small<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
 }
 
 pub fn heading<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
+    // No CJK face here has a bold weight, and in a bold Han run the
+    // digits of "排队中（3）" were shaped from a bold serif face, which
+    // looked broken. Chinese headings are set a size larger in the
+    // regular weight instead, as Chinese interfaces commonly do.
+    if crate::ui::i18n::current() == crate::ui::i18n::Lang::Zh {
+        return text(s).size(16);
+    }
     text(s).size(15).font(iced::Font {
         weight: iced::font::Weight::Bold,
         ..iced::Font::DEFAULT
