@@ -5,7 +5,9 @@
 //! release) racing for one chat are applied one after the other and the
 //! second sees what the first did.
 
-use holdfast_protocol::agent::{AgentId, ConversationId, ConversationState, Outcome, Presence};
+use holdfast_protocol::agent::{
+    AgentId, ConversationId, ConversationInfo, ConversationState, Outcome, Presence,
+};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::notice::Notice;
 
@@ -42,29 +44,10 @@ impl Rules<'_> {
         if c.state == ConversationState::Closed {
             return Ok(rejected(ErrorCode::Conflict, "conversation is closed"));
         }
-        let owns = c.state == ConversationState::Active && c.assigned == Some(actor.id);
-        if !owns && !me.role.oversees() {
-            return Ok(rejected(
-                ErrorCode::Forbidden,
-                "only the agent serving a chat, or a supervisor, can transfer it",
-            ));
-        }
-        // Compare-and-set on the owner the sender saw: of two transfers
-        // racing for one chat, the second finds it moved and is refused.
-        let current = if c.state == ConversationState::Active {
-            c.assigned
-        } else {
-            None
+        let current = match owner_as_seen(&c, actor, me, from, "transfer it") {
+            Ok(current) => current,
+            Err(o) => return Ok(o),
         };
-        if current != from {
-            return Ok(rejected(
-                ErrorCode::Conflict,
-                match c.assigned_name.as_deref().filter(|_| current.is_some()) {
-                    Some(n) => format!("the chat has moved on: {n} is serving it now"),
-                    None => "the chat has moved on: it is waiting in the queue now".into(),
-                },
-            ));
-        }
         if current == Some(to) {
             return Ok(rejected(
                 ErrorCode::Conflict,
@@ -129,6 +112,42 @@ impl Rules<'_> {
     }
 }
 
+/// Who serves `c` now (`None` while it waits), once `me` may move it (its
+/// owner, or a supervisor) and it is still where the sender saw it: a
+/// compare-and-set on `from`, so of two moves racing for one chat the
+/// second finds it moved and is refused. `what` ends the refusal to
+/// anyone else ("…can transfer it").
+fn owner_as_seen(
+    c: &ConversationInfo,
+    actor: &AgentActor,
+    me: &AgentRow,
+    from: Option<AgentId>,
+    what: &str,
+) -> Result<Option<AgentId>, Outcome> {
+    let owns = c.state == ConversationState::Active && c.assigned == Some(actor.id);
+    if !owns && !me.role.oversees() {
+        return Err(rejected(
+            ErrorCode::Forbidden,
+            format!("only the agent serving a chat, or a supervisor, can {what}"),
+        ));
+    }
+    let current = if c.state == ConversationState::Active {
+        c.assigned
+    } else {
+        None
+    };
+    if current != from {
+        return Err(rejected(
+            ErrorCode::Conflict,
+            match c.assigned_name.as_deref().filter(|_| current.is_some()) {
+                Some(n) => format!("the chat has moved on: {n} is serving it now"),
+                None => "the chat has moved on: it is waiting in the queue now".into(),
+            },
+        ));
+    }
+    Ok(current)
+}
+
 impl Rules<'_> {
     /// `Action::TransferToGroup`: the chat leaves its owner (or, moved by
     /// a supervisor, the queue it waits in) for the site group `group`: an
@@ -164,27 +183,10 @@ impl Rules<'_> {
                 "only an open chat moves to a group",
             ));
         }
-        let owns = c.state == ConversationState::Active && c.assigned == Some(actor.id);
-        if !owns && !me.role.oversees() {
-            return Ok(rejected(
-                ErrorCode::Forbidden,
-                "only the agent serving a chat, or a supervisor, can move it to a group",
-            ));
-        }
-        let current = if c.state == ConversationState::Active {
-            c.assigned
-        } else {
-            None
+        let current = match owner_as_seen(&c, actor, me, from, "move it to a group") {
+            Ok(current) => current,
+            Err(o) => return Ok(o),
         };
-        if current != from {
-            return Ok(rejected(
-                ErrorCode::Conflict,
-                match c.assigned_name.as_deref().filter(|_| current.is_some()) {
-                    Some(n) => format!("the chat has moved on: {n} is serving it now"),
-                    None => "the chat has moved on: it is waiting in the queue now".into(),
-                },
-            ));
-        }
         let Some(target) = crate::groups::by_key(self.conn, actor.site, group)? else {
             return Ok(rejected(ErrorCode::NotFound, format!("no group {group:?}")));
         };
