@@ -610,8 +610,10 @@ impl Conn {
                         let visitors = ctx.hub.visitors_of_site(self.agent.site);
                         send_visitor_list(&mut self.link, ctx, visitors).await?;
                         self.send_team(ctx).await?;
-                        // A groups list may have been among what was dropped.
+                        // A groups or tags list may have been among what
+                        // was dropped.
                         self.send_groups(ctx).await?;
+                        self.send_site_tags(ctx).await?;
                     }
                 }
                 q = query_rx.recv() => {

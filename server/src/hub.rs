@@ -410,6 +410,16 @@ impl Hub {
         }
     }
 
+    /// A site's tag list changed (through the CLI, seen by `lists::watch`):
+    /// its agents' pickers get the new list at once.
+    pub fn site_tags_changed(&self, site: SiteId, tags: Vec<String>) {
+        let mut st = self.lock();
+        let ev = Arc::new(LiveEvent::SiteTags(tags));
+        for a in st.agents.values_mut().filter(|a| a.site == site) {
+            a.conns.retain(|c| push_live(c, ev.clone(), &self.metrics));
+        }
+    }
+
     /// Every agent connection here reads its canned replies again: notes
     /// of changes on other nodes may have been lost (a bus gap).
     pub fn canned_changed_all(&self) {

@@ -31,7 +31,8 @@
 //! - [`queue`]: each waiting visitor's place in the queue and its
 //!   estimated wait, read from the store every second.
 //! - [`canned`]: canned replies, the site's and each agent's, with the
-//!   CLI's CSV import and export.
+//!   CLI's CSV import and export; [`lists`] brings the CLI's changes to
+//!   canned replies and site tags to signed-in agents within a second.
 //! - [`invite`]: proactive invitations by the site's rules, tried every
 //!   second against this node's visitors.
 //! - [`mem`]: hands freed memory back to the OS after a slow consumer's
@@ -54,6 +55,7 @@ pub mod hub;
 pub mod identity;
 pub mod invite;
 pub mod limits;
+pub mod lists;
 pub mod login;
 pub mod mem;
 pub mod metrics;
@@ -317,6 +319,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     tasks.push(tokio::spawn(invite::watch(ctx.clone())));
     tasks.push(tokio::spawn(hours::watch(ctx.clone())));
     tasks.push(tokio::spawn(groups::watch(ctx.clone())));
+    tasks.push(tokio::spawn(lists::watch(ctx.clone())));
     let sweeper = ctx.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -317,7 +317,7 @@ enum CannedCmd {
     /// Read a CSV file (header shortcut,body; `-` for standard input): a
     /// row whose shortcut the list has replaces its text, the others are
     /// added. One bad row refuses the whole file, naming the row. Agents
-    /// signed in get the new list at their next login.
+    /// signed in get the new list within a second (`lists::watch`).
     Import {
         /// The site key.
         site: String,

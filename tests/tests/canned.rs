@@ -521,6 +521,69 @@ holdfast_tests::on_both_backends!(
     cli_import_and_export_round_trip_hostile_csv
 );
 
+/// The CLI writes the store with no node told; agents signed in at the
+/// time still get the new lists within seconds (`lists::watch`), each
+/// agent only the lists it uses. So do their tag pickers.
+async fn cli_changes_reach_signed_in_agents(backend: Backend) {
+    holdfast_tests::server::server_binary();
+    let srv = TestServer::start_on(backend).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = Desk::live(&srv, "alice", &da).await;
+    let mut bob = Desk::live(&srv, "bob", &db).await;
+    assert_eq!(rows(&alice.next_list().await), vec![]);
+    assert_eq!(rows(&bob.next_list().await), vec![]);
+
+    let file = write(
+        tmp.path(),
+        "site.csv",
+        "shortcut,body\nhi,Hello!\n退款,三个工作日\n",
+    );
+    ok(&cli(&srv, &["canned", "import", "acme", &file]));
+    let want = vec![site("hi", "Hello!"), site("退款", "三个工作日")];
+    alice.list_becomes(&want).await;
+    bob.list_becomes(&want).await;
+
+    // Bob's own list changes: his list arrives, and Alice gets nothing.
+    let mine = write(tmp.path(), "bob.csv", "shortcut,body\nsig,— Bob\n");
+    ok(&cli(
+        &srv,
+        &["canned", "import", "acme", &mine, "--agent", "bob"],
+    ));
+    let mut want_bob = want.clone();
+    want_bob.push(own("sig", "— Bob"));
+    bob.list_becomes(&want_bob).await;
+    // A body replaced in place (same id, same count) is a change too.
+    let fix = write(tmp.path(), "fix.csv", "shortcut,body\nHI,Hello there!\n");
+    ok(&cli(&srv, &["canned", "import", "acme", &fix]));
+    let want = vec![site("hi", "Hello there!"), site("退款", "三个工作日")];
+    // Had Bob's import reached Alice, this would be her second list.
+    assert_eq!(rows(&alice.next_list().await), want);
+    let mut want_bob = want.clone();
+    want_bob.push(own("sig", "— Bob"));
+    bob.list_becomes(&want_bob).await;
+
+    // The site's tags, set from the CLI, reach the pickers as well.
+    ok(&cli(
+        &srv,
+        &["site", "tags", "acme", "--set", "billing, 退款"],
+    ));
+    let tags = alice
+        .until("the new tag list", |u| match u {
+            Update::SiteTags(t) if !t.is_empty() => Some(t.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(tags, vec!["billing".to_string(), "退款".to_string()]);
+    alice.shutdown().await;
+    bob.shutdown().await;
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    cli_changes_reach_signed_in_agents
+);
+
 /// Two nodes on one PostgreSQL and Redis: a change made through one node
 /// reaches the agents on the other, over the bus.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,10 +189,10 @@ impl Conn {
         Ok(self.link.session.live(LiveEvent::Team(team))?)
     }
 
-    /// The site's tag list for the app's picker. Sent at login only: an
-    /// admin's change reaches agents at their next login, and until then
-    /// a tag that left the list is refused by the `Tag` rule, which reads
-    /// the list afresh.
+    /// The site's tag list for the app's picker, at login. An admin's
+    /// change later comes from the hub (`lists::watch`); a tag that left
+    /// the list is refused by the `Tag` rule at once, since it reads the
+    /// list afresh.
     pub(super) async fn send_site_tags(&mut self, ctx: &Arc<Ctx>) -> Result<(), End> {
         let site = self.agent.site;
         let tags = ctx

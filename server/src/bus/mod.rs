@@ -118,7 +118,7 @@ pub enum Changed {
     /// None`) or one agent's own. Each connection here that uses it reads
     /// the agent's replies again. A node that does not know this variant
     /// counts the message as malformed and skips it: its agents get the
-    /// list at their next login, as after any lost note.
+    /// list when `lists::watch` there sees the change, within a second.
     Canned {
         site: SiteId,
         owner: Option<AgentId>,

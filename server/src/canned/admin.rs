@@ -146,7 +146,7 @@ fn plan(records: &[Record], owner: Owner, list: &[Stored]) -> Result<Vec<Change>
 /// ignored) replaces that reply's body, keeping its id and spelling; the
 /// others are added. In one transaction, after every row is checked, so
 /// a refused file changes nothing. Agents signed in now get the new list
-/// at their next login.
+/// within a second (`lists::watch`).
 pub fn import(
     conn: &dyn Db,
     key: &str,
