@@ -58,13 +58,17 @@ pub fn read(conn: &dyn Db) -> Result<Lists, StoreError> {
     Ok(Lists { canned, tags })
 }
 
-/// What changed from `old` to `new`: the canned lists as (site, owner),
-/// owner `None` for a site's own list, and the sites whose tags changed
-/// with their new tags.
-pub fn changes(
-    old: &Lists,
-    new: &Lists,
-) -> (Vec<(SiteId, Option<AgentId>)>, Vec<(SiteId, Vec<String>)>) {
+/// What changed between two reads.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Canned lists as (site, owner), owner `None` for a site's own list.
+    pub canned: Vec<(SiteId, Option<AgentId>)>,
+    /// Sites whose tags changed, with their new tags.
+    pub tags: Vec<(SiteId, Vec<String>)>,
+}
+
+/// What changed from `old` to `new`.
+pub fn changes(old: &Lists, new: &Lists) -> Changes {
     let mut canned: Vec<_> = old
         .canned
         .keys()
@@ -81,7 +85,7 @@ pub fn changes(
         .map(|(site, t)| (*site, t.clone()))
         .collect();
     tags.sort_unstable();
-    (canned, tags)
+    Changes { canned, tags }
 }
 
 pub async fn watch(ctx: Arc<Ctx>) {
@@ -109,7 +113,7 @@ pub async fn watch(ctx: Arc<Ctx>) {
         // The first read is the baseline: agents signing in get the lists
         // whole at login, so nothing before it needs telling.
         if let Some(old) = &last {
-            let (canned, tags) = changes(old, &now);
+            let Changes { canned, tags } = changes(old, &now);
             for (site, owner) in canned {
                 ctx.hub.canned_changed(site, owner);
             }
@@ -133,7 +137,7 @@ mod tests {
         a.canned.insert((2, 0), (1, 5, 9, 8));
         a.tags.insert(1, vec!["billing".into()]);
         a.tags.insert(2, vec![]);
-        assert_eq!(changes(&a, &a), (vec![], vec![]));
+        assert_eq!(changes(&a, &a), Changes::default());
 
         let mut b = a.clone();
         // Same count and time, one body edited to another length.
@@ -144,10 +148,10 @@ mod tests {
         b.tags.insert(2, vec!["refund".into()]);
         assert_eq!(
             changes(&a, &b),
-            (
-                vec![(1, None), (1, Some(7)), (2, Some(8))],
-                vec![(2, vec!["refund".to_string()])]
-            )
+            Changes {
+                canned: vec![(1, None), (1, Some(7)), (2, Some(8))],
+                tags: vec![(2, vec!["refund".to_string()])],
+            }
         );
     }
 }
