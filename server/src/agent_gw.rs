@@ -609,6 +609,7 @@ impl Conn {
                     if self.rx.take_stale() {
                         let visitors = ctx.hub.visitors_of_site(self.agent.site);
                         send_visitor_list(&mut self.link, ctx, visitors).await?;
+                        self.send_invitations(ctx)?;
                         self.send_team(ctx).await?;
                         // A groups or tags list may have been among what
                         // was dropped.

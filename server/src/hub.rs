@@ -266,6 +266,11 @@ struct State {
     closed_sites: std::collections::HashSet<SiteId>,
     /// Each site's groups, their members and hours (see `groups::watch`).
     groups: HashMap<SiteId, crate::groups::SiteGroups>,
+    /// The latest invitation signal heard here for each visitor, from this
+    /// node or another: an agent signing in (an app restarted) gets those
+    /// of the visitors online now, so it still sees whom a rule invited
+    /// this visit and how it went. Forgotten with the visitor.
+    invitations: HashMap<String, holdfast_protocol::agent::InvitationSignal>,
     /// Shutting down: `kick_all` has run.
     closing: bool,
     /// The other nodes' agents and visitors, as heard on the bus.
@@ -1026,8 +1031,11 @@ impl Hub {
     }
 
     fn signal_agents_here(&self, to: &[AgentId], site: Option<SiteId>, ev: LiveEvent) {
-        let ev = Arc::new(ev);
         let mut st = self.lock();
+        if let LiveEvent::Invitation(i) = &ev {
+            st.invitations.insert(i.visitor.clone(), i.clone());
+        }
+        let ev = Arc::new(ev);
         for (id, a) in st.agents.iter_mut() {
             if to.contains(id) || site == Some(a.site) {
                 a.conns
@@ -1175,6 +1183,23 @@ impl Hub {
         v
     }
 
+    /// The latest invitation signal of each of the site's visitors online
+    /// now, fired in their current visit: what an agent signing in needs
+    /// to show whom the rules invited and how each answered.
+    pub fn invitations_of_site(&self, site: SiteId) -> Vec<LiveEvent> {
+        let online = self.visitors_of_site(site);
+        let st = self.lock();
+        online
+            .iter()
+            .filter_map(|v| {
+                st.invitations
+                    .get(&v.id)
+                    .filter(|i| i.at_ms >= v.visit_started_ms)
+                    .map(|i| LiveEvent::Invitation(i.clone()))
+            })
+            .collect()
+    }
+
     /// Send agents the latest state of every visitor that changed since the
     /// last call. Run every `presence_every`.
     pub fn flush_presence(&self) {
@@ -1217,6 +1242,15 @@ impl Hub {
             })
             .map(|(k, v)| (k.clone(), v.info.site))
             .collect();
+        // Invitations of visitors gone from every node, whichever node
+        // they were on.
+        let State {
+            invitations,
+            visitors,
+            remote,
+            ..
+        } = &mut *st;
+        invitations.retain(|id, _| visitors.contains_key(id) || remote.visitor(id).is_some());
         for (id, site) in gone {
             st.visitors.remove(&id);
             st.dirty.remove(&id);

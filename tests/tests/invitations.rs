@@ -105,6 +105,17 @@ async fn a_page_rule_invites_once_a_visit_and_a_reply_starts_the_chat(backend: B
             _ => None,
         })
         .await;
+    // An app started now (a new device) still sees it and how it stands.
+    let later = tempfile::tempdir().unwrap();
+    let mut bea = live(&srv, "bob", &later).await;
+    let known = bea
+        .until("the invitation at sign-in", |u| match u {
+            Update::Invitation(i) if i.visitor == v.visitor => Some(i.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!((known.id, known.state), (id, InvitationState::Shown));
+    bea.shutdown().await;
 
     // Once a visit: another pricing page brings no second one.
     v.send_json(&VisitorIn::Page(PageInfo {

@@ -168,6 +168,7 @@ impl Conn {
         }
         let visitors = ctx.hub.visitors_of_site(site);
         send_visitor_list(&mut self.link, ctx, visitors).await?;
+        self.send_invitations(ctx)?;
         self.send_team(ctx).await?;
         self.send_site_tags(ctx).await?;
         self.send_canned(ctx).await?;
@@ -175,6 +176,15 @@ impl Conn {
         self.link.flush().await?;
         // This agent may take waiting conversations now.
         let _queued = ctx.writer.try_submit(Op::AssignQueued { site });
+        Ok(())
+    }
+
+    /// The invitations of the visitors online now, each as its latest
+    /// signal (PROTOCOL.md 10.20): at login, and after dropped live events.
+    pub(super) fn send_invitations(&mut self, ctx: &Arc<Ctx>) -> Result<(), End> {
+        for ev in ctx.hub.invitations_of_site(self.agent.site) {
+            self.link.session.live(ev)?;
+        }
         Ok(())
     }
 
