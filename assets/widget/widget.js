@@ -565,6 +565,11 @@
         break;
       case 'agents':
         S.agents = !!m.online;
+        // A choice still on screen follows its groups' agents (10.23).
+        if (m.groups && m.groups.length) {
+          S.groups = m.groups;
+          drawGroups();
+        }
         setState();
         break;
       case 'queue':
@@ -1955,6 +1960,10 @@
   // are only ever text here, never markup.
   function drawGroups() {
     if (!ui.pick) return;
+    // Redrawn live as agents come and go: a button with the keyboard's
+    // focus keeps it.
+    var act = frame ? D.activeElement : root && root.activeElement;
+    var had = act && act.parentNode === ui.pick ? act.getAttribute('data-group') : null;
     while (ui.pick.firstChild) ui.pick.removeChild(ui.pick.firstChild);
     if (!S.groups) return;
     ui.pick.appendChild(el('h3', null, { id: 'hf-pick' }, [STR.pickT]));
@@ -1966,6 +1975,7 @@
         choose(g.key);
       });
       ui.pick.appendChild(b);
+      if (had === g.key) b.focus();
     });
   }
   function status(s) {

@@ -212,9 +212,15 @@ pub enum VisitorOut {
         at_ms: i64,
     },
     Pong,
-    /// Whether any agent is online changed.
+    /// Whether any agent is online changed (for a visitor of a group,
+    /// any agent of it). On a site that offers a choice of groups it also
+    /// carries each group's state, as `welcome.groups` does (10.23), so a
+    /// choice still on screen stays true; absent otherwise and from
+    /// servers before it.
     Agents {
         online: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        groups: Option<Vec<GroupChoice>>,
     },
     /// The visitor's chat waits in the queue at `position` (1: next), and
     /// about `wait_ms` remain by the site's recent real waits (absent when

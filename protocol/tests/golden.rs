@@ -1517,7 +1517,28 @@ fn visitor_samples() -> Vec<(&'static str, Json)> {
         ("out_pong", Json::Out(VisitorOut::Pong)),
         (
             "out_agents",
-            Json::Out(VisitorOut::Agents { online: false }),
+            Json::Out(VisitorOut::Agents {
+                online: false,
+                groups: None,
+            }),
+        ),
+        (
+            "out_agents_groups",
+            Json::Out(VisitorOut::Agents {
+                online: true,
+                groups: Some(vec![
+                    holdfast_protocol::visitor::GroupChoice {
+                        key: "billing".into(),
+                        name: "Billing & refunds".into(),
+                        online: false,
+                    },
+                    holdfast_protocol::visitor::GroupChoice {
+                        key: "sales".into(),
+                        name: "Sales".into(),
+                        online: true,
+                    },
+                ]),
+            }),
         ),
         (
             "out_queue",

@@ -865,7 +865,10 @@ fn visitor_out() -> impl Strategy<Value = VisitorOut> {
             }
         ),
         Just(VisitorOut::Pong),
-        any::<bool>().prop_map(|online| VisitorOut::Agents { online }),
+        any::<bool>().prop_map(|online| VisitorOut::Agents {
+            online,
+            groups: None
+        }),
         (any::<u32>(), option::of(any::<u64>()))
             .prop_map(|(position, wait_ms)| VisitorOut::Queue { position, wait_ms }),
         (

@@ -63,11 +63,22 @@ pub enum AgentPush {
     Canned,
 }
 
+/// What a visitor is told of who would answer: `online` for its own chat
+/// (its group's, if it has one), and each group's state where the site
+/// offers a choice (10.23).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agents {
+    pub online: bool,
+    pub groups: Option<Arc<Vec<holdfast_protocol::visitor::GroupChoice>>>,
+}
+
 /// What a visitor connection receives.
 #[derive(Debug, Clone)]
 pub enum VisitorPush {
     Event(Seq, Arc<VisitorEvent>),
-    Agents(bool),
+    /// Whether someone would answer (see [`Hub::agents_online_for`]), and,
+    /// on a site that offers a choice of groups, each group's state.
+    Agents(Agents),
     /// Read the log up to this seq (see [`AgentPush::CatchUp`]).
     CatchUp(Seq),
     /// The chat's place in the queue changed (a signal, not in the log).
@@ -122,7 +133,9 @@ impl pushq::Weigh for VisitorPush {
                 VisitorEvent::Message(m) => 160 + m.body.len(),
                 VisitorEvent::Conversation(_) => 96,
             },
-            VisitorPush::Agents(_) | VisitorPush::CatchUp(_) | VisitorPush::Queue(_) => 16,
+            // The groups are shared; their text is what the frame carries.
+            VisitorPush::Agents(a) => 16 + a.groups.as_ref().map_or(0, |g| 48 * g.len()),
+            VisitorPush::CatchUp(_) | VisitorPush::Queue(_) => 16,
             VisitorPush::Typing(n) => 32 + n.as_ref().map_or(0, |n| n.len()),
             VisitorPush::Invite(i) => 48 + i.text.len(),
         }
@@ -204,6 +217,11 @@ struct VisitorLive {
     /// The site group its widget targets (10.23), as its hello here said:
     /// whether anyone is there to answer is about that group's agents.
     group: Option<String>,
+    /// Who would answer, as last told, and as for `queue`, the change
+    /// counts for long-poll: a long-poll answers with each change once.
+    agents: Option<Agents>,
+    agents_gen: u32,
+    agents_polled: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +284,9 @@ struct State {
     closed_sites: std::collections::HashSet<SiteId>,
     /// Each site's groups, their members and hours (see `groups::watch`).
     groups: HashMap<SiteId, crate::groups::SiteGroups>,
+    /// The group a long-poll hello named, for a visitor with no entry here
+    /// yet (its entry is made by its first poll): taken when it is made.
+    poll_groups: HashMap<String, (Option<String>, Instant)>,
     /// The latest invitation signal heard here for each visitor, from this
     /// node or another: an agent signing in (an app restarted) gets those
     /// of the visitors online now, so it still sees whom a rule invited
@@ -464,15 +485,81 @@ impl Hub {
                     .collect()
             })
             .unwrap_or_default();
+        // A choice on screen must not go on saying "online" for a group
+        // whose last agent left, nor "away" for one who came.
+        let choices = Self::group_choices(st, site, &per_group);
         for v in st.visitors.values_mut().filter(|v| v.info.site == site) {
             let online = v
                 .group
                 .as_ref()
                 .and_then(|g| per_group.get(g).copied())
                 .unwrap_or(whole);
+            let now = Agents {
+                online,
+                groups: choices.clone(),
+            };
+            if v.agents.as_ref() != Some(&now) {
+                v.agents = Some(now.clone());
+                v.agents_gen = v.agents_gen.wrapping_add(1);
+                if let Some(n) = &v.notify {
+                    n.notify_waiters();
+                }
+            }
             v.conns
-                .retain(|c| push(c, VisitorPush::Agents(online), &self.metrics));
+                .retain(|c| push(c, VisitorPush::Agents(now.clone()), &self.metrics));
         }
+    }
+
+    /// Who would answer for a visitor of `site` (of `group`), now.
+    fn agents_now(st: &State, site: SiteId, group: Option<&str>) -> Agents {
+        let per_group: HashMap<String, bool> = st
+            .groups
+            .get(&site)
+            .map(|g| {
+                g.groups
+                    .iter()
+                    .map(|g| (g.key.clone(), Self::online_for(st, site, Some(&g.key))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Agents {
+            online: Self::online_for(st, site, group),
+            groups: Self::group_choices(st, site, &per_group),
+        }
+    }
+
+    /// The site's groups to choose from with each one's state, where the
+    /// site offers a choice, as `welcome.groups` has them.
+    fn group_choices(
+        st: &State,
+        site: SiteId,
+        per_group: &HashMap<String, bool>,
+    ) -> Option<Arc<Vec<holdfast_protocol::visitor::GroupChoice>>> {
+        let g = st.groups.get(&site)?;
+        (g.choice && !g.groups.is_empty()).then(|| {
+            Arc::new(
+                g.groups
+                    .iter()
+                    .map(|g| holdfast_protocol::visitor::GroupChoice {
+                        key: g.key.clone(),
+                        name: g.name.clone(),
+                        online: per_group.get(&g.key).copied().unwrap_or(false),
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    /// Who would answer, when it changed since a long-poll of `visitor`
+    /// last answered with it.
+    pub fn poll_agents(&self, visitor: &str) -> Option<Agents> {
+        let mut st = self.lock();
+        let v = st.visitors.get_mut(visitor)?;
+        let now = v.agents.clone()?;
+        (v.agents_polled != v.agents_gen).then(|| {
+            v.agents_polled = v.agents_gen;
+            now
+        })
     }
 
     /// Whether a visitor of `site` (for `group`, if the site has it) would
@@ -524,8 +611,14 @@ impl Hub {
     /// The group a visitor's hello here named (known to the site), so its
     /// `agents` signals are about that group.
     pub fn set_visitor_group(&self, visitor: &str, group: Option<String>) {
-        if let Some(v) = self.lock().visitors.get_mut(visitor) {
-            v.group = group;
+        let mut st = self.lock();
+        match st.visitors.get_mut(visitor) {
+            Some(v) => v.group = group,
+            // A long-poll hello comes before the poll that makes the entry.
+            None => {
+                st.poll_groups
+                    .insert(visitor.to_owned(), (group, Instant::now()));
+            }
         }
     }
 
@@ -826,6 +919,7 @@ impl Hub {
             }
             st.dirty.insert(info.id.clone());
         }
+        let group = st.poll_groups.remove(&info.id).and_then(|(g, _)| g);
         let entry = st.visitors.entry(info.id.clone()).or_insert_with(|| {
             let mut i = info.clone();
             i.visit_started_ms = now;
@@ -847,7 +941,10 @@ impl Hub {
                 typing_polled: 0,
                 invite_tried: false,
                 invite_unpolled: None,
-                group: None,
+                agents: None,
+                agents_gen: 0,
+                agents_polled: 0,
+                group,
             }
         });
         entry.info.online = true;
@@ -876,10 +973,29 @@ impl Hub {
     pub fn poll_begin(&self, mut info: VisitorInfo) -> Arc<Notify> {
         let mut st = self.lock();
         let fresh = !st.visitors.get(&info.id).is_some_and(|v| v.info.online);
+        let site = info.site;
+        let told = st
+            .visitors
+            .get(&info.id)
+            .is_some_and(|v| v.agents.is_some());
+        let now = (!told).then(|| {
+            let group = match st.visitors.get(&info.id) {
+                Some(v) => v.group.clone(),
+                None => st.poll_groups.get(&info.id).and_then(|(g, _)| g.clone()),
+            };
+            Self::agents_now(&st, site, group.as_deref())
+        });
         let entry = self.visitor_entry(&mut st, &mut info);
         entry.polls += 1;
         entry.last_poll = Some(Instant::now());
         entry.gone_since = None;
+        // A long-poll visitor new here (or forgotten and back) may have
+        // missed a change since its welcome: its first poll answers with
+        // the state as it is now.
+        if let Some(now) = now {
+            entry.agents = Some(now);
+            entry.agents_gen = entry.agents_polled.wrapping_add(1);
+        }
         let notify = entry
             .notify
             .get_or_insert_with(|| Arc::new(Notify::new()))
@@ -1251,6 +1367,9 @@ impl Hub {
             ..
         } = &mut *st;
         invitations.retain(|id, _| visitors.contains_key(id) || remote.visitor(id).is_some());
+        // A hello whose poll never came (or went to another node).
+        st.poll_groups
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(60));
         for (id, site) in gone {
             st.visitors.remove(&id);
             st.dirty.remove(&id);

@@ -189,7 +189,7 @@ pub async fn agents_online(v: &mut WsVisitor) {
         return;
     }
     v.wait_for(LIVENESS, |m| {
-        matches!(m, VisitorOut::Agents { online: true })
+        matches!(m, VisitorOut::Agents { online: true, .. })
     })
     .await
     .expect("the visitor's node never heard that an agent is online");

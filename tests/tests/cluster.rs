@@ -95,7 +95,7 @@ async fn an_agent_on_one_node_and_visitors_on_another_chat_see_each_other_and_sh
     let mut alice = alice(&c, 0, &dir);
     alice.live().await;
     v.wait_for(LIVENESS, |m| {
-        matches!(m, VisitorOut::Agents { online: true })
+        matches!(m, VisitorOut::Agents { online: true, .. })
     })
     .await
     .expect("node 2 never heard that alice is online on node 1");

@@ -71,7 +71,7 @@ async fn a_blip_shorter_than_the_grace_keeps_the_agent_s_chat_on_every_node() {
         }
     ) {
         v.wait_for(Duration::from_secs(GRACE_S), |m| {
-            matches!(m, VisitorOut::Agents { online: true })
+            matches!(m, VisitorOut::Agents { online: true, .. })
         })
         .await
         .expect("node 2 never heard that Alice is online");

@@ -80,7 +80,7 @@ async fn away_set_on_one_node_shows_on_every_node_an_agent_is_connected_to() {
     v.wait_for(LIVENESS, |m| {
         matches!(
             m,
-            holdfast_protocol::visitor::VisitorOut::Agents { online: false }
+            holdfast_protocol::visitor::VisitorOut::Agents { online: false, .. }
         )
     })
     .await

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use holdfast_protocol::agent::{AgentId, ConversationInfo, ConversationState, Role};
+use holdfast_protocol::agent::{AgentId, ConversationInfo, ConversationState, Presence, Role};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::notice::Notice;
 use holdfast_protocol::visitor::{
@@ -376,9 +376,11 @@ async fn groups_live_to_agents_and_removal_strands_nothing(backend: Backend) {
     .unwrap();
     conv(&mut bob, c, |c| c.assigned == Some(bob_id)).await;
     // The waiting visitor hears someone of its group is there now.
-    w.wait_for(WAIT, |m| matches!(m, VisitorOut::Agents { online: true }))
-        .await
-        .unwrap();
+    w.wait_for(WAIT, |m| {
+        matches!(m, VisitorOut::Agents { online: true, .. })
+    })
+    .await
+    .unwrap();
 
     // Bob takes billing out again and is at capacity (2 chats); a new
     // billing chat waits, then billing is removed: the chat goes back to
@@ -417,6 +419,76 @@ async fn groups_live_to_agents_and_removal_strands_nothing(backend: Backend) {
     srv.stop().await;
 }
 holdfast_tests::on_both_backends!(groups_live_to_agents_and_removal_strands_nothing);
+
+/// Each group's state as a message about the groups says it.
+fn choice_states(m: &VisitorOut) -> Option<Vec<(String, bool)>> {
+    let list = match m {
+        VisitorOut::Welcome { groups, .. } | VisitorOut::Agents { groups, .. } => {
+            groups.as_ref()?
+        }
+        _ => return None,
+    };
+    Some(list.iter().map(|g| (g.key.clone(), g.online)).collect())
+}
+
+fn states(billing: bool, sales: bool) -> Vec<(String, bool)> {
+    vec![("billing".into(), billing), ("sales".into(), sales)]
+}
+
+/// The choice of groups a visitor still has on screen follows the groups'
+/// agents as they come and go, over WebSocket and long-poll alike: a
+/// group shown "online" when its last agent left would lead the visitor
+/// into a chat no one answers.
+async fn a_choice_on_screen_follows_the_groups_agents(backend: Backend) {
+    let srv = TestServer::start_on(backend).await;
+    let (bea_dir, bob_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    departments(&srv).await;
+    srv.admin(|db| holdfast_server::groups::set_choice(db, "acme", true).unwrap())
+        .await;
+    let mut bob = live(&srv, "bob", &bob_dir).await;
+    tokio::time::timeout(WAIT, bob.handle.groups_watch().wait_for(|l| !l.is_empty()))
+        .await
+        .expect("the groups reached Bob")
+        .unwrap();
+    // The nodes read the groups once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut ws = WsVisitor::connect(srv.http(), "acme").await.unwrap();
+    let (mut lp, welcome) = LpVisitor::connect_with(
+        srv.http(),
+        holdfast_tests::visitor::hello("acme", None, None, "https://shop.example/lp"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(choice_states(&ws.welcome), Some(states(false, true)));
+    assert_eq!(choice_states(&welcome), Some(states(false, true)));
+
+    // Bea (billing) comes online, then steps away: both visitors hear it.
+    let mut bea = live(&srv, "bea", &bea_dir).await;
+    for (billing, step) in [(true, None), (false, Some(Presence::Away))] {
+        if let Some(p) = step {
+            bea.handle.set_presence(p).await.unwrap();
+        }
+        let want = states(billing, true);
+        ws.wait_for(WAIT, |m| choice_states(m).as_ref() == Some(&want))
+            .await
+            .unwrap_or_else(|e| panic!("WebSocket not told {want:?}: {e}"));
+        let end = tokio::time::Instant::now() + WAIT;
+        loop {
+            let got = lp.poll().await.unwrap();
+            if got.iter().any(|m| choice_states(m).as_ref() == Some(&want)) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "long-poll not told {want:?}: {got:?}"
+            );
+        }
+    }
+    bea.shutdown().await;
+    bob.shutdown().await;
+    srv.stop().await;
+}
+holdfast_tests::on_both_backends!(a_choice_on_screen_follows_the_groups_agents);
 
 /// Asia/Shanghai is UTC+8 all year (no daylight saving): a zone that is
 /// not the server's (UTC here), with arithmetic the test can do itself.
@@ -484,7 +556,7 @@ async fn a_groups_hours_close_it_at_the_boundary_minute(backend: Backend) {
         site.send_json(&VisitorIn::Ping).await.unwrap();
         match v
             .wait_for(Duration::from_secs(1), |m| {
-                matches!(m, VisitorOut::Agents { online: false })
+                matches!(m, VisitorOut::Agents { online: false, .. })
             })
             .await
         {
@@ -519,7 +591,7 @@ async fn a_groups_hours_close_it_at_the_boundary_minute(backend: Backend) {
         !site
             .other
             .iter()
-            .any(|m| matches!(m, VisitorOut::Agents { online: false })),
+            .any(|m| matches!(m, VisitorOut::Agents { online: false, .. })),
         "{:?}",
         site.other
     );

@@ -27,7 +27,7 @@ async fn set_hours(srv: &TestServer, hours: Option<(String, String, String)>) {
 
 fn agents(m: &VisitorOut) -> Option<bool> {
     match m {
-        VisitorOut::Agents { online } => Some(*online),
+        VisitorOut::Agents { online, .. } => Some(*online),
         _ => None,
     }
 }

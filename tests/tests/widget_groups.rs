@@ -208,10 +208,28 @@ async fn the_visitor_chooses_a_group_before_the_first_message(long_poll: bool) {
     .await;
     b.quit().await;
 
-    // Another visitor chooses sales, where no one is: the message form.
+    // Another visitor, with the choice on screen: sales says no one is
+    // there; Sam signs in and it says so at once, and again when he steps
+    // away, without a reload.
     let b = browser(long_poll).await;
     embed_and_open(&b, &srv, None).await;
     wait(&b, &showing("pk")).await;
+    let sales_away = |away: bool| {
+        format!(
+            "!!{ROOT}.querySelector('.pk button[data-group=\"sales\"]') && \
+             ({ROOT}.querySelector('.pk button[data-group=\"sales\"] span') !== null) === {away}"
+        )
+    };
+    wait(&b, &sales_away(true)).await;
+    let sam_dir = tempfile::tempdir().unwrap();
+    let sam = core_agent::live(&srv, "sam", &sam_dir).await;
+    wait(&b, &sales_away(false)).await;
+    sam.handle
+        .set_presence(holdfast_protocol::agent::Presence::Away)
+        .await
+        .unwrap();
+    wait(&b, &sales_away(true)).await;
+    // Choosing sales now, where no one is: the message form.
     let pick = b
         .element(&format!(
             "return {ROOT}.querySelector('.pk button[data-group=\"sales\"]')"
@@ -221,6 +239,7 @@ async fn the_visitor_chooses_a_group_before_the_first_message(long_poll: bool) {
     b.click(&pick).await.unwrap();
     wait(&b, &showing("lv")).await;
     b.quit().await;
+    sam.shutdown().await;
     bea.shutdown().await;
     srv.stop().await;
 }

@@ -231,7 +231,7 @@ async fn other_nodes_agents_count_for_assignment_until_they_expire() {
     // The visitor here learns that an agent is online (on another node).
     assert!(matches!(
         drain(&mut tab.rx)[..],
-        [VisitorPush::Agents(true)]
+        [VisitorPush::Agents(crate::hub::Agents { online: true, .. })]
     ));
     // Re-announced entries stay; a node not heard of goes.
     h.expire_remote(Duration::from_secs(60));
@@ -241,7 +241,10 @@ async fn other_nodes_agents_count_for_assignment_until_they_expire() {
     assert_eq!(Availability::connections(&*h, 2), 0);
     assert!(matches!(
         drain(&mut tab.rx)[..],
-        [VisitorPush::Agents(false)]
+        [VisitorPush::Agents(crate::hub::Agents {
+            online: false,
+            ..
+        })]
     ));
 }
 
@@ -596,7 +599,7 @@ fn agents_said(reg: &mut Registration<VisitorPush>) -> Vec<bool> {
     drain(&mut reg.rx)
         .into_iter()
         .filter_map(|p| match p {
-            VisitorPush::Agents(online) => Some(online),
+            VisitorPush::Agents(a) => Some(a.online),
             _ => None,
         })
         .collect()

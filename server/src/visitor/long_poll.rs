@@ -133,6 +133,10 @@ pub(crate) async fn long_poll_send(
                 Ok(h) => {
                     out.push(welcome(&ctx, &h.visitor, h.resumed));
                     ctx.hub.poll_queue_again(&h.visitor.id);
+                    // So that what its polls hear of agents is about its
+                    // group, as a WebSocket's is.
+                    ctx.hub
+                        .set_visitor_group(&h.visitor.id, h.visitor.group.clone());
                     current = Some(h.visitor);
                 }
                 Err(e) => out.push(e),
@@ -230,9 +234,8 @@ async fn resolve_token(
         token: token.to_string(),
         user_agent: ua,
         ip,
-        // Only a hello names the group: a long-poll request after it needs
-        // none (the store has the visitor's, and a long-poll visitor hears
-        // about its group's agents at its next welcome).
+        // Only a hello names the group: the hub keeps it from there (see
+        // `Hub::set_visitor_group`), and the store has the chat's.
         group: None,
     })
 }
@@ -350,7 +353,14 @@ async fn poll_events(
             id: i.id,
             text: i.text.to_string(),
         });
-        if !events.is_empty() || place.is_some() || typing.is_some() || invite.is_some() {
+        // And who would answer, as it changed since the welcome (10.23).
+        let agents = ctx.hub.poll_agents(&v.id).map(super::session::agents_out);
+        if !events.is_empty()
+            || place.is_some()
+            || typing.is_some()
+            || invite.is_some()
+            || agents.is_some()
+        {
             ctx.metrics.messages_out.inc_by(events.len() as u64);
             return Ok(events
                 .into_iter()
@@ -358,6 +368,7 @@ async fn poll_events(
                 .chain(place)
                 .chain(typing)
                 .chain(invite)
+                .chain(agents)
                 .collect());
         }
         tokio::select! {

@@ -120,6 +120,14 @@ pub(super) struct HelloResult {
     pub(super) after: Seq,
 }
 
+/// Who would answer, as both transports send it.
+pub(super) fn agents_out(a: crate::hub::Agents) -> VisitorOut {
+    VisitorOut::Agents {
+        online: a.online,
+        groups: a.groups.map(|g| g.to_vec()),
+    }
+}
+
 /// The answer to a good hello, the same on both transports.
 pub(super) fn welcome(ctx: &Ctx, v: &Visitor, resumed: bool) -> VisitorOut {
     VisitorOut::Welcome {

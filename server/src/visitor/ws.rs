@@ -328,8 +328,8 @@ async fn ws_loop(
                         return end;
                     }
                     Recv::Closed => return VisitorEnd::HubDropped,
-                    Recv::Item(VisitorPush::Agents(online)) => {
-                        if !ws_send(socket, &VisitorOut::Agents { online }).await { return VisitorEnd::SendFailed; }
+                    Recv::Item(VisitorPush::Agents(a)) => {
+                        if !ws_send(socket, &super::session::agents_out(a)).await { return VisitorEnd::SendFailed; }
                     }
                     Recv::Item(VisitorPush::Queue(p)) => {
                         let q = VisitorOut::Queue { position: p.position, wait_ms: p.wait_ms };
