@@ -445,7 +445,7 @@ async fn a_choice_on_screen_follows_the_groups_agents(backend: Backend) {
     departments(&srv).await;
     srv.admin(|db| holdfast_server::groups::set_choice(db, "acme", true).unwrap())
         .await;
-    let mut bob = live(&srv, "bob", &bob_dir).await;
+    let bob = live(&srv, "bob", &bob_dir).await;
     tokio::time::timeout(WAIT, bob.handle.groups_watch().wait_for(|l| !l.is_empty()))
         .await
         .expect("the groups reached Bob")
@@ -463,7 +463,7 @@ async fn a_choice_on_screen_follows_the_groups_agents(backend: Backend) {
     assert_eq!(choice_states(&welcome), Some(states(false, true)));
 
     // Bea (billing) comes online, then steps away: both visitors hear it.
-    let mut bea = live(&srv, "bea", &bea_dir).await;
+    let bea = live(&srv, "bea", &bea_dir).await;
     for (billing, step) in [(true, None), (false, Some(Presence::Away))] {
         if let Some(p) = step {
             bea.handle.set_presence(p).await.unwrap();
