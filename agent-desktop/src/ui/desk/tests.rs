@@ -463,6 +463,7 @@ fn visitor(id: &str, external: Option<&str>, page: &str, online: bool) -> Visito
             at_ms: 0,
         }],
         conversation: None,
+        lang: None,
     }
 }
 

@@ -16,12 +16,15 @@ impl Rules<'_> {
         ua: Option<String>,
         page: Option<PageView>,
         group: Option<&str>,
+        lang: Option<&str>,
     ) -> Result<String, StoreError> {
         let id = self.visitor_upsert(site, visitor, ua)?;
         // The latest hello's group: a chat the visitor opens is for it.
+        // Its language replaces the stored one only when it has one, so a
+        // hello from a browser that sends none keeps what an earlier said.
         self.conn.execute(
-            "UPDATE visitors SET last_ip = ?2, group_key = ?3 WHERE id = ?1",
-            &args![&id, ip, group],
+            "UPDATE visitors SET last_ip = ?2, group_key = ?3, lang = COALESCE(?4, lang) WHERE id = ?1",
+            &args![&id, ip, group, lang],
         )?;
         if let Some(p) = page {
             self.page_view(&id, &p)?;
