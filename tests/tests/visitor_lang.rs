@@ -35,9 +35,10 @@ async fn ws(srv: &TestServer, lang: Option<&str>, accept: Option<&str>) -> WsVis
 /// A long-poll visitor, polling in the background so that it is online.
 async fn lp(srv: &TestServer, lang: Option<&str>, accept: Option<&str>) -> String {
     let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept-Language", a)).into_iter().collect();
-    let (mut v, welcome) = LpVisitor::connect_with_headers(srv.http(), hello_lang(lang, None), &headers)
-        .await
-        .unwrap();
+    let (mut v, welcome) =
+        LpVisitor::connect_with_headers(srv.http(), hello_lang(lang, None), &headers)
+            .await
+            .unwrap();
     assert!(matches!(welcome, VisitorOut::Welcome { .. }), "{welcome:?}");
     let id = v.visitor.clone();
     tokio::spawn(async move {
@@ -79,10 +80,16 @@ async fn visitor_language_reaches_agents(backend: Backend) {
 
     // WebSocket. The hello's language wins over the header, in its usual case.
     let zh = ws(&srv, Some("zh_cn"), Some("fr-FR,fr;q=0.9")).await;
-    assert_eq!(seen(&mut alice, &zh.visitor).await.lang.as_deref(), Some("zh-CN"));
+    assert_eq!(
+        seen(&mut alice, &zh.visitor).await.lang.as_deref(),
+        Some("zh-CN")
+    );
     // None in the hello: the upgrade request's first Accept-Language tag.
     let pt = ws(&srv, None, Some("pt-BR,pt;q=0.9,en;q=0.8")).await;
-    assert_eq!(seen(&mut alice, &pt.visitor).await.lang.as_deref(), Some("pt-BR"));
+    assert_eq!(
+        seen(&mut alice, &pt.visitor).await.lang.as_deref(),
+        Some("pt-BR")
+    );
     // Markup in the hello is dropped, not shown, and costs no chat: the
     // header stands in, and with no header there is no language.
     let mut hostile = ws(&srv, Some("<img src=x>"), None).await;
@@ -90,9 +97,12 @@ async fn visitor_language_reaches_agents(backend: Backend) {
     assert_eq!(seen(&mut alice, &hostile.visitor).await.lang, None);
     hostile.say_acked("still served").await.unwrap();
     let fallback = ws(&srv, Some("english please"), Some("de-DE")).await;
-    assert_eq!(seen(&mut alice, &fallback.visitor).await.lang.as_deref(), Some("de-DE"));
+    assert_eq!(
+        seen(&mut alice, &fallback.visitor).await.lang.as_deref(),
+        Some("de-DE")
+    );
     // Over the limit: the hello is refused, naming the field.
-    let long = "en-".to_owned() + &"a".repeat(40);
+    let long = format!("en-{}", "a".repeat(40));
     let e = WsVisitor::connect_with(srv.http(), hello_lang(Some(&long), None))
         .await
         .unwrap_err()
@@ -110,7 +120,10 @@ async fn visitor_language_reaches_agents(backend: Backend) {
 
     // Stored: history answers with it, and a later hello that says no
     // language (a reload with another browser setting off) keeps it.
-    assert_eq!(stored(&mut alice, &zh.visitor).await.lang.as_deref(), Some("zh-CN"));
+    assert_eq!(
+        stored(&mut alice, &zh.visitor).await.lang.as_deref(),
+        Some("zh-CN")
+    );
     assert_eq!(stored(&mut alice, &ja).await.lang.as_deref(), Some("ja"));
     assert_eq!(stored(&mut alice, &hostile.visitor).await.lang, None);
     let token = zh.token.clone();
@@ -120,8 +133,14 @@ async fn visitor_language_reaches_agents(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(again.visitor, zh_id);
-    assert_eq!(stored(&mut alice, &zh_id).await.lang.as_deref(), Some("zh-CN"));
-    assert_eq!(seen(&mut alice, &zh_id).await.lang.as_deref(), Some("zh-CN"));
+    assert_eq!(
+        stored(&mut alice, &zh_id).await.lang.as_deref(),
+        Some("zh-CN")
+    );
+    assert_eq!(
+        seen(&mut alice, &zh_id).await.lang.as_deref(),
+        Some("zh-CN")
+    );
 
     again.close().await;
     alice.shutdown().await;

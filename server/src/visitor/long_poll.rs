@@ -22,8 +22,8 @@ use holdfast_protocol::visitor::{self, LongPollResponse, VisitorIn, VisitorOut};
 use serde::Deserialize;
 
 use super::session::{
-    HelloReq, Visitor, bound_identity, client_accept_language, client_ip, client_origin, client_ua, err, handle_msg, hello,
-    ms, snapshot, store_err, visitor_info, welcome,
+    HelloReq, Visitor, bound_identity, client_accept_language, client_ip, client_origin, client_ua,
+    err, handle_msg, hello, ms, snapshot, store_err, visitor_info, welcome,
 };
 use crate::Ctx;
 use crate::store::Op;

@@ -21,8 +21,8 @@ use holdfast_protocol::visitor::{self, VisitorEvent, VisitorOut};
 use tokio::time::{sleep_until, timeout};
 
 use super::session::{
-    HelloReq, Visitor, client_accept_language, client_ip, client_origin, client_ua, err, err_for, handle_msg, hello,
-    snapshot, visitor_info, welcome,
+    HelloReq, Visitor, client_accept_language, client_ip, client_origin, client_ua, err, err_for,
+    handle_msg, hello, snapshot, visitor_info, welcome,
 };
 use crate::Ctx;
 use crate::hub::VisitorPush;

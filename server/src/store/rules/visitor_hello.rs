@@ -8,6 +8,8 @@ use crate::store::sql::args;
 use crate::store::{StoreError, now_ms};
 
 impl Rules<'_> {
+    // The fields of `Op::VisitorHello`, one for each thing a hello sets.
+    #[allow(clippy::too_many_arguments)]
     pub(in crate::store) fn visitor_hello(
         &mut self,
         site: SiteId,
