@@ -799,6 +799,7 @@ fn visitor(id: &str) -> VisitorInfo {
         first_seen_ms: 1,
         trail: vec![],
         conversation: None,
+        lang: None,
     }
 }
 

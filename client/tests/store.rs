@@ -451,6 +451,7 @@ fn workspace_has_everything_to_draw() {
         first_seen_ms: 1,
         trail: vec![],
         conversation: Some(1),
+        lang: Some("zh-CN".into()),
     };
     s.replace_visitors(std::slice::from_ref(&v)).unwrap();
     s.update_visitors([], ["nobody"]).unwrap();

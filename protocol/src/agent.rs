@@ -658,6 +658,14 @@ pub struct VisitorInfo {
     pub trail: Vec<PageView>,
     /// The visitor's open conversation, if any.
     pub conversation: Option<ConversationId>,
+    /// The visitor's language as a BCP 47 tag (`zh-CN`, `en`): its
+    /// widget's `hello.lang`, else the first tag of the browser's
+    /// `Accept-Language`, as [`crate::visitor::lang_tag`] accepts it;
+    /// `None` when neither said one that is well formed (10.24). A field
+    /// added within version 4, like `ConversationInfo.group`; no stored
+    /// bincode holds a `VisitorInfo`, so no older decoder is needed.
+    #[serde(default)]
+    pub lang: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

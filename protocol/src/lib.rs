@@ -49,6 +49,8 @@ pub mod visitor;
 /// groups, added while version 4 was still being built like the other
 /// version 4 messages, added `group` to `ConversationInfo`: events a build
 /// stored before it lack the field, and `agent::v4` decodes those.
+/// `VisitorInfo.lang` came the same way; no stored bincode holds a
+/// `VisitorInfo`, so it needs no older decoder.
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The visitor channel's version, in `hello.v`. Its changes since version 1

@@ -453,7 +453,7 @@ pub fn validate_in(msg: &VisitorIn, lim: &Limits) -> Result<(), VisitorParseErro
                 check_identity_id(&p.id, lim)?;
                 check_opt("identity.hash", &p.hash, 128)?;
             }
-            check_opt("lang", lang, 35)
+            check_opt("lang", lang, MAX_LANG_TAG)
         }
         VisitorIn::Send {
             body,
@@ -572,9 +572,103 @@ pub fn attr_text(v: &serde_json::Value) -> String {
     }
 }
 
+/// The longest language tag kept (and the most `hello.lang` may hold):
+/// BCP 47's own advice for the longest tag worth supporting.
+pub const MAX_LANG_TAG: usize = 35;
+
+/// A visitor's language tag as agents are given it (10.24), or `None` for
+/// anything that is not one. BCP 47 in shape only, without the registry:
+/// a primary language of 2 to 3 letters (or 5 to 8), then subtags of 1 to
+/// 8 ASCII letters or digits separated by `-` (a `_` counts as one, as in
+/// POSIX locales), at most [`MAX_LANG_TAG`] characters. The case is put
+/// right (`zh-Hant-TW`, `en-GB`), so one language is always spelt one way.
+/// Markup, spaces, bidi controls or a sentence in the field are not a
+/// language: the caller drops them rather than show them to an agent.
+pub fn lang_tag(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.len() > MAX_LANG_TAG {
+        return None;
+    }
+    let mut out = String::with_capacity(raw.len());
+    for (i, sub) in raw.split(['-', '_']).enumerate() {
+        let ok_len = if i == 0 {
+            matches!(sub.len(), 2 | 3 | 5..=8)
+        } else {
+            (1..=8).contains(&sub.len())
+        };
+        if !ok_len || !sub.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        if i == 0 && !sub.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return None;
+        }
+        if i > 0 {
+            out.push('-');
+        }
+        match (i, sub.len()) {
+            (0, _) => out.push_str(&sub.to_ascii_lowercase()),
+            // A script: title case (`Hant`).
+            (_, 4) if sub.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                let lower = sub.to_ascii_lowercase();
+                let mut cs = lower.chars();
+                if let Some(first) = cs.next() {
+                    out.push(first.to_ascii_uppercase());
+                    out.push_str(cs.as_str());
+                }
+            }
+            // A region: upper case (`CN`).
+            (_, 2) => out.push_str(&sub.to_ascii_uppercase()),
+            _ => out.push_str(&sub.to_ascii_lowercase()),
+        }
+    }
+    Some(out)
+}
+
+/// The first language of an HTTP `Accept-Language` header
+/// (`zh-CN,zh;q=0.9,en;q=0.8` gives `zh-CN`), as [`lang_tag`] accepts it:
+/// the fallback for a widget whose hello says none (10.24). Browsers list
+/// the preferred language first; `*` names none.
+pub fn accept_language_tag(header: &str) -> Option<String> {
+    let first = header.split(',').next()?;
+    let tag = first.split(';').next()?.trim();
+    if tag == "*" { None } else { lang_tag(tag) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn language_tags_are_put_in_shape_and_anything_else_dropped() {
+        assert_eq!(lang_tag("zh-CN").as_deref(), Some("zh-CN"));
+        assert_eq!(lang_tag(" ZH_hant_tw ").as_deref(), Some("zh-Hant-TW"));
+        assert_eq!(lang_tag("en").as_deref(), Some("en"));
+        assert_eq!(lang_tag("es-419").as_deref(), Some("es-419"));
+        assert_eq!(lang_tag("de-DE-1996").as_deref(), Some("de-DE-1996"));
+        for bad in [
+            "",
+            "e",
+            "english please",
+            "<script>alert(1)</script>",
+            "zh-\u{202e}NC",
+            "1234",
+            "zh--CN",
+            "zh-",
+            "en-toolongsubtag",
+            "en;q=0.8",
+            &"en-abcdefgh".repeat(4),
+        ] {
+            assert_eq!(lang_tag(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            accept_language_tag("zh-CN,zh;q=0.9,en;q=0.8").as_deref(),
+            Some("zh-CN")
+        );
+        assert_eq!(accept_language_tag("fr;q=0.7").as_deref(), Some("fr"));
+        assert_eq!(accept_language_tag("*"), None);
+        assert_eq!(accept_language_tag(""), None);
+        assert_eq!(accept_language_tag("<b>,en").as_deref(), None);
+    }
 
     #[test]
     fn parses_send_and_rejects_oversize() {

@@ -277,6 +277,7 @@ fn visitor_info() -> VisitorInfo {
         first_seen_ms: T0 - 86_400_000,
         trail: page_views(),
         conversation: Some(12),
+        lang: None,
     }
 }
 
@@ -886,6 +887,28 @@ fn agent_samples() -> Vec<(String, Msg)> {
             "server_live_visitor_unverified".into(),
             S(ServerMsg::Live(LiveEvent::Visitor(VisitorInfo {
                 verified: false,
+                ..visitor_info()
+            }))),
+        ),
+        (
+            // A visitor who gave no name, with the language its widget
+            // said (10.24): what the app labels a chat by.
+            "server_live_visitor_lang".into(),
+            S(ServerMsg::Live(LiveEvent::Visitor(VisitorInfo {
+                name: None,
+                email: None,
+                attrs: vec![],
+                external_id: None,
+                verified: false,
+                referrer: None,
+                trail: vec![PageView {
+                    url: "https://shop.example/pricing".into(),
+                    title: "Pricing".into(),
+                    referrer: None,
+                    at_ms: T0,
+                }],
+                conversation: None,
+                lang: Some("zh-CN".into()),
                 ..visitor_info()
             }))),
         ),

@@ -446,7 +446,7 @@ fn visitor_info() -> impl Strategy<Value = VisitorInfo> {
         (any::<bool>(), any::<bool>(), opt_text(), opt_text()),
         (any::<i64>(), any::<i64>()),
         vec(page_view(), 0..4),
-        (option::of(any::<u64>()), opt_text()),
+        (option::of(any::<u64>()), opt_text(), opt_text()),
     )
         .prop_map(
             |(
@@ -455,7 +455,7 @@ fn visitor_info() -> impl Strategy<Value = VisitorInfo> {
                 (verified, online, user_agent, referrer),
                 (visit_started_ms, first_seen_ms),
                 trail,
-                (conversation, external_id),
+                (conversation, external_id, lang),
             )| VisitorInfo {
                 id,
                 site,
@@ -471,6 +471,7 @@ fn visitor_info() -> impl Strategy<Value = VisitorInfo> {
                 first_seen_ms,
                 trail,
                 conversation,
+                lang,
             },
         )
 }

@@ -101,6 +101,7 @@ fn visitor_weight(v: &VisitorInfo) -> usize {
         + v.name.as_ref().map_or(0, String::len)
         + v.email.as_ref().map_or(0, String::len)
         + v.user_agent.as_ref().map_or(0, String::len)
+        + v.lang.as_ref().map_or(0, String::len)
         + trail
         + attrs
 }
@@ -917,6 +918,15 @@ impl Hub {
             if v.info.referrer.is_none() {
                 v.info.referrer = info.referrer.clone();
             }
+            st.dirty.insert(info.id.clone());
+        }
+        // A later hello (another tab, a browser now set to another
+        // language) may name a new language; none keeps the one known.
+        if let Some(v) = st.visitors.get_mut(&info.id)
+            && info.lang.is_some()
+            && v.info.lang != info.lang
+        {
+            v.info.lang = info.lang.clone();
             st.dirty.insert(info.id.clone());
         }
         let group = st.poll_groups.remove(&info.id).and_then(|(g, _)| g);

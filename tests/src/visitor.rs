@@ -77,6 +77,24 @@ impl WsVisitor {
         Self::start(ws, hello).await
     }
 
+    /// Connect with an explicit hello and extra header lines on the
+    /// upgrade request (`Accept-Language`, as a browser sends it).
+    pub async fn connect_with_headers(
+        http: SocketAddr,
+        hello: VisitorIn,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        let mut req = format!("ws://{http}/v1/visitor/ws").into_client_request()?;
+        for (k, v) in headers {
+            req.headers_mut()
+                .insert(HeaderName::try_from(*k)?, HeaderValue::try_from(*v)?);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        Self::start(ws, hello).await
+    }
+
     /// Connect from another local address (127.x.y.z), so per-address
     /// limits see a different client.
     pub async fn connect_from(
@@ -365,14 +383,22 @@ impl LpVisitor {
         http: SocketAddr,
         hello: VisitorIn,
     ) -> anyhow::Result<(Self, VisitorOut)> {
-        let (_, resp) = Self::post(
-            http,
-            &LongPollRequest {
-                token: None,
-                msgs: vec![hello],
-            },
-        )
-        .await?;
+        Self::connect_with_headers(http, hello, &[]).await
+    }
+
+    /// A long-poll session opened with `hello` in a POST with extra header
+    /// lines (`Accept-Language`, as a browser sends it), and its welcome.
+    pub async fn connect_with_headers(
+        http: SocketAddr,
+        hello: VisitorIn,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(Self, VisitorOut)> {
+        let body = serde_json::to_vec(&LongPollRequest {
+            token: None,
+            msgs: vec![hello],
+        })?;
+        let r = http_exchange(None, http, "POST", "/v1/visitor/lp", headers, Some(&body)).await?;
+        let resp: LongPollResponse = serde_json::from_slice(&r.body)?;
         let Some(welcome @ VisitorOut::Welcome { visitor, token, .. }) = resp.msgs.first() else {
             anyhow::bail!("expected welcome, got {:?}", resp.msgs);
         };

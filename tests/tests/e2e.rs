@@ -50,6 +50,7 @@ mod queue;
 mod store_pg;
 mod tags;
 mod typing;
+mod visitor_lang;
 mod widget_attachments;
 mod widget_browser;
 mod widget_groups;

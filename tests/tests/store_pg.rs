@@ -119,6 +119,7 @@ impl Node {
                 user_agent: Some("test".into()),
                 page: None,
                 group: None,
+                lang: None,
                 reply,
             })
             .await

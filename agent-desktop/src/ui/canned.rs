@@ -59,13 +59,20 @@ pub fn ranked<'a>(list: &'a [CannedReply], q: &str) -> Vec<&'a CannedReply> {
 }
 
 /// The reply's text as it goes into the composer: `{visitor.name}` is the
-/// name the visitor gave (or the catalog's stand-in: "Hi there"),
-/// `{agent.name}` the agent's. Any other `{...}` stays as written, for the agent to see.
-pub fn fill(body: &str, visitor_name: Option<&str>, agent_name: &str) -> String {
+/// name the visitor gave (or the catalog's stand-in: "Hi there", in the
+/// language of `visitor_lang`, the visitor's tag, when it is known, since
+/// the visitor reads it), `{agent.name}` the agent's. Any other `{...}`
+/// stays as written, for the agent to see.
+pub fn fill(
+    body: &str,
+    visitor_name: Option<&str>,
+    visitor_lang: Option<&str>,
+    agent_name: &str,
+) -> String {
     let visitor = visitor_name
         .map(str::trim)
         .filter(|n| !n.is_empty())
-        .unwrap_or(crate::ui::i18n::tr().visitor_name_fallback);
+        .unwrap_or(crate::ui::i18n::for_visitor(visitor_lang).visitor_name_fallback);
     body.replace("{visitor.name}", visitor)
         .replace("{agent.name}", agent_name)
 }
@@ -131,15 +138,41 @@ mod tests {
             fill(
                 "Hi {visitor.name}, I am {agent.name}. {order.id}?",
                 Some("Dana"),
+                Some("zh-CN"),
                 "Bea"
             ),
             "Hi Dana, I am Bea. {order.id}?"
         );
-        assert_eq!(fill("Hi {visitor.name}!", None, "Bea"), "Hi there!");
-        assert_eq!(fill("Hi {visitor.name}!", Some("  "), "Bea"), "Hi there!");
+        assert_eq!(fill("Hi {visitor.name}!", None, None, "Bea"), "Hi there!");
         assert_eq!(
-            fill("贝为您服务：{agent.name}", None, "贝"),
+            fill("Hi {visitor.name}!", Some("  "), None, "Bea"),
+            "Hi there!"
+        );
+        assert_eq!(
+            fill("贝为您服务：{agent.name}", None, None, "贝"),
             "贝为您服务：贝"
+        );
+    }
+
+    /// The stand-in for a nameless visitor is in the visitor's language,
+    /// whatever the agent's app speaks; unknown, it is the app's.
+    #[test]
+    fn a_nameless_visitor_is_greeted_in_their_language() {
+        use crate::ui::i18n::{Lang, set};
+        set(Lang::Zh);
+        assert_eq!(
+            fill("Hi {visitor.name}!", None, Some("en-US"), "贝"),
+            "Hi there!"
+        );
+        assert_eq!(fill("{visitor.name}，您好", None, None, "贝"), "朋友，您好");
+        set(Lang::En);
+        assert_eq!(
+            fill("{visitor.name}，您好", None, Some("zh-TW"), "Bea"),
+            "朋友，您好"
+        );
+        assert_eq!(
+            fill("Hi {visitor.name}!", None, Some("fr"), "Bea"),
+            "Hi there!"
         );
     }
 }

@@ -474,7 +474,7 @@ impl Desk {
     /// site's id for them, else the start of theirs.
     pub fn conv_label(&self, info: &ConversationInfo) -> ConvLabel {
         let visitor = self.visitors.get(&info.visitor);
-        let name = format::visitor_label(info.visitor_name.as_deref(), &info.visitor);
+        let name = self.base_name(info);
         let open = |s: ConversationState| {
             matches!(
                 s,
@@ -484,9 +484,7 @@ impl Desk {
             )
         };
         let clash = self.convs.values().any(|o| {
-            o.info.visitor != info.visitor
-                && open(o.info.state)
-                && format::visitor_label(o.info.visitor_name.as_deref(), &o.info.visitor) == name
+            o.info.visitor != info.visitor && open(o.info.state) && self.base_name(&o.info) == name
         });
         let name = if clash {
             let tag: String = visitor
@@ -515,6 +513,20 @@ impl Desk {
             })
         });
         ConvLabel { name, place }
+    }
+
+    /// A chat's name before it is told apart from others: the name the
+    /// visitor gave; else, as issue 17 asks, their language and current
+    /// page ("Visitor · Chinese · /pricing"); else the start of their id.
+    fn base_name(&self, info: &ConversationInfo) -> String {
+        if crate::ui::widget::has_stated_name(info.visitor_name.as_deref()) {
+            return format::visitor_label(info.visitor_name.as_deref(), &info.visitor);
+        }
+        let visitor = self.visitors.get(&info.visitor);
+        let lang = visitor.and_then(|v| v.lang.as_deref());
+        let page = visitor.and_then(|v| v.trail.last()).map(|p| p.url.as_str());
+        format::nameless_label(lang, page)
+            .unwrap_or_else(|| format::visitor_label(None, &info.visitor))
     }
 
     /// Online visitors, newest visit first.

@@ -142,6 +142,48 @@ pub fn visitor_label(name: Option<&str>, id: &str) -> String {
     }
 }
 
+/// The path of a page's URL, as a label shows where a visitor is
+/// (`https://shop.example/pricing?ref=x` is `/pricing`): the host is the
+/// site's own and the query is noise. At most 32 characters, cut with `…`,
+/// and made [`display_safe`], since a URL is what the visitor's page said.
+pub fn page_path(url: &str) -> String {
+    let rest = match url.find("://") {
+        Some(i) => {
+            let after = &url[i + 3..];
+            after.find('/').map_or("", |j| &after[j..])
+        }
+        None => url,
+    };
+    let path = rest.split(['?', '#']).next().unwrap_or_default();
+    let path = display_safe(if path.is_empty() { "/" } else { path });
+    const MAX: usize = 32;
+    if path.chars().count() > MAX {
+        let cut: String = path.chars().take(MAX - 1).collect();
+        format!("{cut}…")
+    } else {
+        path
+    }
+}
+
+/// How a visitor who gave no name is told apart (issue 17): "Visitor ·
+/// Chinese · /pricing", from their language tag and current page, the
+/// language named in the app's language; `None` when neither is known.
+pub fn nameless_label(lang: Option<&str>, page_url: Option<&str>) -> Option<String> {
+    if lang.is_none() && page_url.is_none() {
+        return None;
+    }
+    let mut out = tr().visitor_word.to_owned();
+    if let Some(l) = lang {
+        out.push_str(" · ");
+        out.push_str(&crate::ui::i18n::language_name(l));
+    }
+    if let Some(u) = page_url {
+        out.push_str(" · ");
+        out.push_str(&page_path(u));
+    }
+    Some(out)
+}
+
 /// Whether `c` reorders or hides the text around it: the bidi embeddings,
 /// overrides and isolates (U+202A–U+202E, U+2066–U+2069) and the implicit
 /// direction marks (U+200E, U+200F, U+061C), and the zero-width and
@@ -213,6 +255,22 @@ fn is_emoji_part(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_is_shown_by_its_path() {
+        assert_eq!(
+            page_path("https://shop.example/pricing?ref=ad#top"),
+            "/pricing"
+        );
+        assert_eq!(page_path("https://shop.example"), "/");
+        assert_eq!(page_path("https://shop.example/"), "/");
+        assert_eq!(page_path("/local/path"), "/local/path");
+        assert_eq!(page_path("https://x.example/a\u{202e}b"), "/ab");
+        let long = format!("https://x.example/{}", "a".repeat(50));
+        let shown = page_path(&long);
+        assert_eq!(shown.chars().count(), 32);
+        assert!(shown.ends_with('…'));
+    }
 
     #[test]
     fn days_are_local_and_named_near_today() {

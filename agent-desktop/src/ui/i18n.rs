@@ -82,6 +82,97 @@ impl Lang {
     }
 }
 
+impl Lang {
+    /// The app language that what is written for a visitor by default
+    /// (an invitation, `{visitor.name}` in a canned reply) should be in,
+    /// from the visitor's language tag (PROTOCOL.md 10.24): any Chinese is
+    /// Chinese, any other language English; `None` when the visitor's
+    /// language is unknown, and the agent's own then applies.
+    pub fn for_visitor(tag: Option<&str>) -> Option<Lang> {
+        let tag = tag?.trim();
+        let primary = tag.split(['-', '_']).next().unwrap_or_default();
+        if primary.is_empty() {
+            None
+        } else if primary.eq_ignore_ascii_case("zh") {
+            Some(Lang::Zh)
+        } else {
+            Some(Lang::En)
+        }
+    }
+}
+
+/// The texts for writing to a visitor whose language tag is `tag`: theirs
+/// when known (see [`Lang::for_visitor`]), else the agent's.
+pub fn for_visitor(tag: Option<&str>) -> &'static Texts {
+    Lang::for_visitor(tag).map_or_else(tr, Lang::texts)
+}
+
+/// The languages the app can name (a visitor's, 10.24): the common ones of
+/// the web, by their primary subtag. A language not here is shown by its
+/// tag, which an agent can still look up; every catalog must name each one
+/// (`Texts::language_name`), so a new one cannot be left untranslated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    Arabic,
+    Chinese,
+    Dutch,
+    English,
+    French,
+    German,
+    Hindi,
+    Indonesian,
+    Italian,
+    Japanese,
+    Korean,
+    Malay,
+    Polish,
+    Portuguese,
+    Russian,
+    Spanish,
+    Thai,
+    Turkish,
+    Vietnamese,
+}
+
+impl Language {
+    /// The language of a BCP 47 tag, by its primary subtag (`zh-CN` and
+    /// `zh-Hant-TW` are both Chinese); `None` for one not in the table.
+    pub fn from_tag(tag: &str) -> Option<Language> {
+        let primary = tag.trim().split(['-', '_']).next()?.to_ascii_lowercase();
+        Some(match primary.as_str() {
+            "ar" => Language::Arabic,
+            "zh" => Language::Chinese,
+            "nl" => Language::Dutch,
+            "en" => Language::English,
+            "fr" => Language::French,
+            "de" => Language::German,
+            "hi" => Language::Hindi,
+            "id" => Language::Indonesian,
+            "it" => Language::Italian,
+            "ja" => Language::Japanese,
+            "ko" => Language::Korean,
+            "ms" => Language::Malay,
+            "pl" => Language::Polish,
+            "pt" => Language::Portuguese,
+            "ru" => Language::Russian,
+            "es" => Language::Spanish,
+            "th" => Language::Thai,
+            "tr" => Language::Turkish,
+            "vi" => Language::Vietnamese,
+            _ => return None,
+        })
+    }
+}
+
+/// A visitor's language as the agent reads it: its name in the app's
+/// language, or the tag itself when the table has no name for it.
+pub fn language_name(tag: &str) -> String {
+    match Language::from_tag(tag) {
+        Some(l) => (tr().language_name)(l).to_owned(),
+        None => tag.to_owned(),
+    }
+}
+
 /// A prefs value for the language that tolerates what it does not know: a
 /// language from a newer version (or a hand-edited typo) means "follow the
 /// OS" rather than a prefs file that fails to load and loses the account.
@@ -180,6 +271,11 @@ pub struct Texts {
     pub unknown_os: &'static str,
     /// A visitor who gave no name: the start of their id.
     pub visitor_short: fn(&str) -> String,
+    /// A visitor who gave no name, before their language and page
+    /// ("Visitor · Chinese · /pricing").
+    pub visitor_word: &'static str,
+    /// A visitor's language by name (PROTOCOL.md 10.24).
+    pub language_name: fn(Language) -> &'static str,
 
     // Connection.
     pub connected: &'static str,
@@ -657,6 +753,28 @@ pub const EN: Texts = Texts {
     unknown_browser: "Unknown browser",
     unknown_os: "Unknown OS",
     visitor_short: |id| format!("Visitor {id}"),
+    visitor_word: "Visitor",
+    language_name: |l| match l {
+        Language::Arabic => "Arabic",
+        Language::Chinese => "Chinese",
+        Language::Dutch => "Dutch",
+        Language::English => "English",
+        Language::French => "French",
+        Language::German => "German",
+        Language::Hindi => "Hindi",
+        Language::Indonesian => "Indonesian",
+        Language::Italian => "Italian",
+        Language::Japanese => "Japanese",
+        Language::Korean => "Korean",
+        Language::Malay => "Malay",
+        Language::Polish => "Polish",
+        Language::Portuguese => "Portuguese",
+        Language::Russian => "Russian",
+        Language::Spanish => "Spanish",
+        Language::Thai => "Thai",
+        Language::Turkish => "Turkish",
+        Language::Vietnamese => "Vietnamese",
+    },
 
     connected: "Connected",
     reconnecting_in: |s| format!("Reconnecting in {s} s"),
@@ -1047,6 +1165,28 @@ pub const ZH: Texts = Texts {
     unknown_browser: "未知浏览器",
     unknown_os: "未知系统",
     visitor_short: |id| format!("访客 {id}"),
+    visitor_word: "访客",
+    language_name: |l| match l {
+        Language::Arabic => "阿拉伯语",
+        Language::Chinese => "中文",
+        Language::Dutch => "荷兰语",
+        Language::English => "英语",
+        Language::French => "法语",
+        Language::German => "德语",
+        Language::Hindi => "印地语",
+        Language::Indonesian => "印尼语",
+        Language::Italian => "意大利语",
+        Language::Japanese => "日语",
+        Language::Korean => "韩语",
+        Language::Malay => "马来语",
+        Language::Polish => "波兰语",
+        Language::Portuguese => "葡萄牙语",
+        Language::Russian => "俄语",
+        Language::Spanish => "西班牙语",
+        Language::Thai => "泰语",
+        Language::Turkish => "土耳其语",
+        Language::Vietnamese => "越南语",
+    },
 
     connected: "已连接",
     reconnecting_in: |s| format!("{s} 秒后重新连接"),
@@ -1419,6 +1559,26 @@ mod tests {
         ] {
             assert_eq!(Lang::from_locale(en), Lang::En, "{en:?}");
         }
+    }
+
+    #[test]
+    fn a_visitors_language_is_named_in_the_agents_and_defaults_follow_the_visitor() {
+        set(Lang::En);
+        assert_eq!(language_name("zh-CN"), "Chinese");
+        assert_eq!(language_name("en-GB"), "English");
+        assert_eq!(language_name("tlh"), "tlh", "no name: the tag itself");
+        set(Lang::Zh);
+        assert_eq!(language_name("zh-Hant-TW"), "中文");
+        assert_eq!(language_name("en"), "英语");
+        assert_eq!(language_name("pt-BR"), "葡萄牙语");
+        // The agent's app is Chinese; an English visitor is written to in
+        // English, a Chinese one in Chinese, an unknown one in the app's.
+        assert_eq!(for_visitor(Some("en-US")).default_invite, EN.default_invite);
+        assert_eq!(for_visitor(Some("fr")).visitor_name_fallback, "there");
+        assert_eq!(for_visitor(None).visitor_name_fallback, "朋友");
+        set(Lang::En);
+        assert_eq!(for_visitor(Some("zh-TW")).visitor_name_fallback, "朋友");
+        assert_eq!(for_visitor(None).default_invite, EN.default_invite);
     }
 
     /// Kept words follow the language in force when drawn; data stays.

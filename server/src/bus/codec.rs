@@ -13,8 +13,10 @@ use super::BusMsg;
 
 /// Bumped when old nodes could no longer read what new ones send (a mixed
 /// cluster during a rolling upgrade then ignores, and counts, the other
-/// version's messages, and falls back to reading the store).
-pub const VERSION: u8 = 1;
+/// version's messages, and falls back to reading the store). 2: visitors
+/// carry their language (`VisitorInfo.lang`), which version 1 nodes would
+/// misread.
+pub const VERSION: u8 = 2;
 
 /// The largest message decoded; a presence delta with a long page URL is
 /// well under this, and a length prefix cannot make us allocate more.
@@ -190,6 +192,7 @@ mod tests {
                         at_ms: 1_700_000_000_000,
                     }],
                     conversation: Some(9),
+                    lang: Some("zh-CN".into()),
                 },
             ))),
         ]

@@ -22,6 +22,7 @@ fn visitor(i: usize) -> VisitorInfo {
         first_seen_ms: 0,
         trail: Vec::new(),
         conversation: None,
+        lang: None,
     }
 }
 

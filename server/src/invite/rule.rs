@@ -230,6 +230,7 @@ mod tests {
                 at_ms: page_at,
             }],
             conversation: None,
+            lang: None,
         }
     }
 

@@ -732,7 +732,7 @@ pub fn visitor_info(conn: &dyn Db, visitor: &str) -> Result<Option<VisitorInfo>,
     let row = conn
         .query_opt(
             "SELECT id, site_id, name, email, attrs, verified, user_agent, first_seen_ms, last_seen_ms, \
-             external_id FROM visitors WHERE id = ?1",
+             external_id, lang FROM visitors WHERE id = ?1",
             &args![visitor],
         )?
         .map(|r| -> Result<_, StoreError> {
@@ -747,11 +747,23 @@ pub fn visitor_info(conn: &dyn Db, visitor: &str) -> Result<Option<VisitorInfo>,
                 r.get::<i64>(7)?,
                 r.get::<i64>(8)?,
                 r.get::<Option<String>>(9)?,
+                r.get::<Option<String>>(10)?,
             ))
         })
         .transpose()?;
-    let Some((id, site, name, email, attrs, verified, user_agent, first_seen, last_seen, external)) =
-        row
+    let Some((
+        id,
+        site,
+        name,
+        email,
+        attrs,
+        verified,
+        user_agent,
+        first_seen,
+        last_seen,
+        external,
+        lang,
+    )) = row
     else {
         return Ok(None);
     };
@@ -773,6 +785,7 @@ pub fn visitor_info(conn: &dyn Db, visitor: &str) -> Result<Option<VisitorInfo>,
         first_seen_ms: first_seen,
         trail,
         conversation,
+        lang,
     }))
 }
 

@@ -133,6 +133,9 @@ pub enum Op {
         page: Option<PageView>,
         /// The site group its widget targets (checked: the site has it).
         group: Option<String>,
+        /// The visitor's language tag, already put in shape (10.24); `None`
+        /// keeps the one stored.
+        lang: Option<String>,
         reply: Reply<String>,
     },
     VisitorSend {
@@ -842,6 +845,7 @@ fn apply(mut rules: Rules<'_>, op: &Op) -> Result<Answer, StoreError> {
             user_agent,
             page,
             group,
+            lang,
             ..
         } => rules
             .visitor_hello(
@@ -851,6 +855,7 @@ fn apply(mut rules: Rules<'_>, op: &Op) -> Result<Answer, StoreError> {
                 user_agent.clone(),
                 page.clone(),
                 group.as_deref(),
+                lang.as_deref(),
             )
             .map(Answer::Hello),
         Op::VisitorSend {

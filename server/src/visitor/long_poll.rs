@@ -22,8 +22,8 @@ use holdfast_protocol::visitor::{self, LongPollResponse, VisitorIn, VisitorOut};
 use serde::Deserialize;
 
 use super::session::{
-    HelloReq, Visitor, bound_identity, client_ip, client_origin, client_ua, err, handle_msg, hello,
-    ms, snapshot, store_err, visitor_info, welcome,
+    HelloReq, Visitor, bound_identity, client_accept_language, client_ip, client_origin, client_ua,
+    err, handle_msg, hello, ms, snapshot, store_err, visitor_info, welcome,
 };
 use crate::Ctx;
 use crate::store::Op;
@@ -117,10 +117,17 @@ pub(crate) async fn long_poll_send(
         },
     };
     let origin = client_origin(&headers);
+    let accept_language = client_accept_language(&headers);
     let mut out = Vec::new();
     let mut hellos = 0;
     for msg in req.msgs {
-        if let Some(req) = HelloReq::from_msg(msg.clone(), origin.clone(), ua.clone(), ip) {
+        if let Some(req) = HelloReq::from_msg(
+            msg.clone(),
+            origin.clone(),
+            ua.clone(),
+            accept_language.as_deref(),
+            ip,
+        ) {
             // Each hello is a database write; one a request is all a
             // widget ever sends.
             hellos += 1;

@@ -76,14 +76,19 @@ pub(super) struct HelloReq {
     ip: IpAddr,
     /// The site group the widget targets, as the page wrote it.
     group: Option<String>,
+    /// The visitor's language tag, put in shape (10.24): the hello's, else
+    /// the request's `Accept-Language`; `None` when neither is one.
+    lang: Option<String>,
 }
 
 impl HelloReq {
     /// The fields of a `hello`; `None` for any other message.
+    /// `accept_language` is the header of the request the hello came in.
     pub(super) fn from_msg(
         msg: VisitorIn,
         origin: Option<String>,
         ua: Option<String>,
+        accept_language: Option<&str>,
         ip: IpAddr,
     ) -> Option<Self> {
         match msg {
@@ -96,7 +101,7 @@ impl HelloReq {
                 v,
                 identity,
                 group,
-                ..
+                lang,
             } => Some(Self {
                 site,
                 token,
@@ -108,6 +113,7 @@ impl HelloReq {
                 identity,
                 ip,
                 group,
+                lang: visitor_lang(lang.as_deref(), accept_language),
             }),
             _ => None,
         }
@@ -178,6 +184,7 @@ pub(super) async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, 
         identity,
         ip,
         group,
+        lang,
     } = req;
     let version = v.unwrap_or(1);
     if version != holdfast_protocol::VISITOR_PROTOCOL_VERSION {
@@ -318,6 +325,7 @@ pub(super) async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, 
             user_agent: ua,
             page,
             group: group.clone(),
+            lang,
             reply,
         })
         .await
@@ -741,6 +749,29 @@ fn hop_address(hop: &str) -> Option<IpAddr> {
 pub(super) fn client_origin(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::ORIGIN)
+        .and_then(|h| h.to_str().ok())
+        .map(|s| s.chars().take(256).collect())
+}
+
+/// A visitor's language (10.24): the hello's when it is a language tag,
+/// else the first of the request's `Accept-Language`. A hello's value that
+/// is not a tag (markup, a sentence) is dropped here, never stored or shown
+/// to an agent; the visitor is not refused for it.
+fn visitor_lang(hello: Option<&str>, accept_language: Option<&str>) -> Option<String> {
+    if let Some(raw) = hello.filter(|s| !s.trim().is_empty()) {
+        match visitor::lang_tag(raw) {
+            Some(tag) => return Some(tag),
+            None => tracing::debug!(lang = ?raw, "hello.lang is not a language tag; dropped"),
+        }
+    }
+    accept_language.and_then(visitor::accept_language_tag)
+}
+
+/// The `Accept-Language` header, when it is text; only its first entry is
+/// ever read (10.24).
+pub(super) fn client_accept_language(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::ACCEPT_LANGUAGE)
         .and_then(|h| h.to_str().ok())
         .map(|s| s.chars().take(256).collect())
 }

@@ -21,8 +21,8 @@ use holdfast_protocol::visitor::{self, VisitorEvent, VisitorOut};
 use tokio::time::{sleep_until, timeout};
 
 use super::session::{
-    HelloReq, Visitor, client_ip, client_origin, client_ua, err, err_for, handle_msg, hello,
-    snapshot, visitor_info, welcome,
+    HelloReq, Visitor, client_accept_language, client_ip, client_origin, client_ua, err, err_for,
+    handle_msg, hello, snapshot, visitor_info, welcome,
 };
 use crate::Ctx;
 use crate::hub::VisitorPush;
@@ -49,6 +49,7 @@ pub(crate) async fn ws_upgrade(
     let opening = Box::new(Opening {
         ua: client_ua(&headers),
         origin: client_origin(&headers),
+        accept_language: client_accept_language(&headers),
         ip,
     });
     ws.read_buffer_size(vc.ws_read_buffer)
@@ -68,6 +69,9 @@ pub(crate) async fn ws_upgrade(
 struct Opening {
     ua: Option<String>,
     origin: Option<String>,
+    /// The upgrade request's `Accept-Language`: the visitor's language
+    /// when the hello names none (10.24).
+    accept_language: Option<String>,
     ip: IpAddr,
 }
 
@@ -182,9 +186,14 @@ async fn ws_open(
         _ => return None,
     };
     let lim = &ctx.cfg.visitor.limits;
-    let Opening { ua, origin, ip } = *opening;
+    let Opening {
+        ua,
+        origin,
+        accept_language,
+        ip,
+    } = *opening;
     let req = match visitor::parse_in(text.as_bytes(), lim) {
-        Ok(m) => match HelloReq::from_msg(m, origin, ua, ip) {
+        Ok(m) => match HelloReq::from_msg(m, origin, ua, accept_language.as_deref(), ip) {
             Some(r) => r,
             None => {
                 ws_send(

@@ -463,6 +463,7 @@ fn visitor(id: &str, external: Option<&str>, page: &str, online: bool) -> Visito
             at_ms: 0,
         }],
         conversation: None,
+        lang: None,
     }
 }
 
@@ -512,5 +513,64 @@ fn conversations_with_one_name_are_told_apart() {
     assert_eq!(
         d.conv_label(&d.convs[&1].info).place.as_deref(),
         Some("left the site · last on Pricing")
+    );
+}
+
+/// A visitor who gave no name is labelled by language and page (issue 17),
+/// the language named in the app's language; without either, by the start
+/// of their id; and two that still read alike get their own tags.
+#[test]
+fn nameless_visitors_are_labelled_by_language_and_page() {
+    crate::ui::i18n::set(crate::ui::i18n::Lang::En);
+    let mut d = Desk::default();
+    let nameless = |id: ConversationId, v: &str| ConversationInfo {
+        visitor: v.into(),
+        visitor_name: None,
+        ..info(id)
+    };
+    let mut zh = visitor("v-zh00000000000000", None, "pricing?ref=ad", true);
+    zh.name = None;
+    zh.lang = Some("zh-CN".into());
+    d.visitors.insert(zh.id.clone(), zh);
+    d.convs
+        .insert(1, Conv::new(nameless(1, "v-zh00000000000000")));
+    assert_eq!(
+        d.conv_label(&d.convs[&1].info).name,
+        "Visitor · Chinese · /pricing"
+    );
+    crate::ui::i18n::set(crate::ui::i18n::Lang::Zh);
+    assert_eq!(
+        d.conv_label(&d.convs[&1].info).name,
+        "访客 · 中文 · /pricing"
+    );
+    crate::ui::i18n::set(crate::ui::i18n::Lang::En);
+
+    // Nothing known of the visitor: the start of the id, as before.
+    d.convs
+        .insert(2, Conv::new(nameless(2, "v-unknown000000000")));
+    assert_eq!(d.conv_label(&d.convs[&2].info).name, "Visitor v-unknow");
+
+    // A language the app has no name for shows as its tag; a second
+    // Chinese visitor on the same page makes both rows carry their tag.
+    let mut other = visitor("v-zh11111111111111", None, "pricing", true);
+    other.name = None;
+    other.lang = Some("zh-Hant-TW".into());
+    d.visitors.insert(other.id.clone(), other);
+    d.convs
+        .insert(3, Conv::new(nameless(3, "v-zh11111111111111")));
+    assert_eq!(
+        d.conv_label(&d.convs[&1].info).name,
+        "Visitor · Chinese · /pricing · v-zh00000000"
+    );
+    if let Some(v) = d.visitors.get_mut("v-zh11111111111111") {
+        v.lang = Some("tlh".into());
+    }
+    assert_eq!(
+        d.conv_label(&d.convs[&3].info).name,
+        "Visitor · tlh · /pricing"
+    );
+    assert_eq!(
+        d.conv_label(&d.convs[&1].info).name,
+        "Visitor · Chinese · /pricing"
     );
 }

@@ -8,6 +8,8 @@ use crate::store::sql::args;
 use crate::store::{StoreError, now_ms};
 
 impl Rules<'_> {
+    // The fields of `Op::VisitorHello`, one for each thing a hello sets.
+    #[allow(clippy::too_many_arguments)]
     pub(in crate::store) fn visitor_hello(
         &mut self,
         site: SiteId,
@@ -16,12 +18,15 @@ impl Rules<'_> {
         ua: Option<String>,
         page: Option<PageView>,
         group: Option<&str>,
+        lang: Option<&str>,
     ) -> Result<String, StoreError> {
         let id = self.visitor_upsert(site, visitor, ua)?;
         // The latest hello's group: a chat the visitor opens is for it.
+        // Its language replaces the stored one only when it has one, so a
+        // hello from a browser that sends none keeps what an earlier said.
         self.conn.execute(
-            "UPDATE visitors SET last_ip = ?2, group_key = ?3 WHERE id = ?1",
-            &args![&id, ip, group],
+            "UPDATE visitors SET last_ip = ?2, group_key = ?3, lang = COALESCE(?4, lang) WHERE id = ?1",
+            &args![&id, ip, group, lang],
         )?;
         if let Some(p) = page {
             self.page_view(&id, &p)?;

@@ -298,14 +298,15 @@ impl State {
             .find(|r| r.id == id)
             .map(|r| r.body.as_str())
             .unwrap_or_default();
-        let visitor = desk
-            .selected
-            .and_then(|c| desk.convs.get(&c))
-            .and_then(|c| c.info.visitor_name.as_deref());
+        let conv = desk.selected.and_then(|c| desk.convs.get(&c));
+        let visitor = conv.and_then(|c| c.info.visitor_name.as_deref());
+        let lang = conv
+            .and_then(|c| desk.visitors.get(&c.info.visitor))
+            .and_then(|v| v.lang.as_deref());
         let agent = desk.me.as_ref().map_or("", |s| s.display_name.as_str());
         self.sel = 0;
         self.sel_query.clear();
-        Event::Insert(canned::fill(body, visitor, agent))
+        Event::Insert(canned::fill(body, visitor, lang, agent))
     }
 
     /// The picker over the composer, when the draft asks for one.

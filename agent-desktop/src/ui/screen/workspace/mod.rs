@@ -306,7 +306,7 @@ impl State {
                     }
                 }
             }
-            Message::Visitors(m) => match self.visitors.update(m) {
+            Message::Visitors(m) => match self.visitors.update(m, &self.desk) {
                 None => Task::none(),
                 Some(visitors::Event::Details(v)) => {
                     self.desk.details_visitor = Some(v.clone());

@@ -20,7 +20,8 @@ use crate::ui::widget::{card, has_stated_name, heading, muted, site_id_line, sma
 #[derive(Debug, Default)]
 pub struct State {
     /// Each visitor's own invitation text, once the agent edited it; the
-    /// others get the catalog's default one, in the agent's language.
+    /// others get the catalog's default one, in the visitor's language
+    /// when it is known (else the agent's).
     pub invite_text: HashMap<String, String>,
     /// The visitor whose invitation text is open for editing.
     pub editing: Option<String>,
@@ -50,7 +51,7 @@ pub enum Event {
 }
 
 impl State {
-    pub fn update(&mut self, message: Message) -> Option<Event> {
+    pub fn update(&mut self, message: Message, desk: &Desk) -> Option<Event> {
         match message {
             Message::EditInvite(v) => {
                 self.editing = if self.editing.as_ref() == Some(&v) {
@@ -67,9 +68,9 @@ impl State {
             Message::Details(v) => Some(Event::Details(v)),
             Message::OpenChat(v) => Some(Event::OpenChat(v)),
             Message::Invite(visitor) => {
-                let body = self.text_for(&visitor).trim();
+                let body = self.text_for(desk, &visitor).trim();
                 let body = if body.is_empty() {
-                    tr().default_invite.to_owned()
+                    default_invite(desk, &visitor).to_owned()
                 } else {
                     body.to_owned()
                 };
@@ -85,10 +86,10 @@ impl State {
     }
 
     /// The invitation text for `visitor`: their own, or the default.
-    pub fn text_for(&self, visitor: &str) -> &str {
+    pub fn text_for(&self, desk: &Desk, visitor: &str) -> &str {
         self.invite_text
             .get(visitor)
-            .map_or(tr().default_invite, String::as_str)
+            .map_or_else(|| default_invite(desk, visitor), String::as_str)
     }
 
     /// `live`: connected now. Offline, the list is the cache, and the
@@ -243,7 +244,7 @@ fn row_view<'a>(
     if v.conversation.is_none() && state.editing.as_deref() == Some(v.id.as_str()) {
         let id = v.id.clone();
         body = body.push(
-            text_input(t.invitation_placeholder, state.text_for(&v.id))
+            text_input(t.invitation_placeholder, state.text_for(desk, &v.id))
                 .id(format!("invite-text-{}", v.id))
                 .on_input(move |s| Message::InviteTextChanged(id.clone(), s))
                 .on_submit(Message::Invite(v.id.clone()))
@@ -257,4 +258,12 @@ fn row_view<'a>(
         .width(Fill)
         .style(card)
         .into()
+}
+
+/// The invitation a visitor gets when the agent wrote none: in the
+/// visitor's language when it is known (PROTOCOL.md 10.24), since it is
+/// the visitor who reads it; else in the agent's.
+fn default_invite(desk: &Desk, visitor: &str) -> &'static str {
+    let lang = desk.visitors.get(visitor).and_then(|v| v.lang.as_deref());
+    crate::ui::i18n::for_visitor(lang).default_invite
 }
