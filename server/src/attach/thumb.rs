@@ -231,4 +231,25 @@ mod tests {
             "{e:?}"
         );
     }
+
+    #[test]
+    fn a_rotated_photo_is_turned_upright() {
+        // A landscape JPEG whose EXIF says "rotate 90° clockwise to show"
+        // (orientation 6), as a phone held upright writes it.
+        let img = image::RgbImage::from_fn(300, 100, |x, _| image::Rgb([x as u8, 0, 0]));
+        let mut jpg = Cursor::new(Vec::new());
+        img.write_to(&mut jpg, ImageFormat::Jpeg).unwrap();
+        let mut src = jpg.into_inner();
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08".to_vec();
+        exif.extend_from_slice(&[0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]);
+        let mut app1 = vec![0xff, 0xe1];
+        app1.extend_from_slice(&u16::try_from(exif.len() + 2).unwrap().to_be_bytes());
+        app1.extend_from_slice(&exif);
+        src.splice(2..2, app1);
+        let v = image::load_from_memory(&view(Kind::Jpeg, Cursor::new(&src)).unwrap()).unwrap();
+        assert_eq!((v.width(), v.height()), (100, 300));
+        let t =
+            image::load_from_memory(&thumbnail(Kind::Jpeg, Cursor::new(&src)).unwrap()).unwrap();
+        assert_eq!((t.width(), t.height()), (107, 320));
+    }
 }
