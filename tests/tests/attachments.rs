@@ -783,6 +783,26 @@ async fn the_sweep_prunes_old_attachments_and_abandoned_uploads(backend: Backend
         "content still named by a newer attachment stays"
     );
 
+    // An image whose view was opened: the view goes with it.
+    let (photo, r) = upload(http, t, "photo.png", &png(300, 200), 1 << 20).await;
+    assert_eq!(r.status, 200);
+    let view_url = json_of(&link_of(photo).await)["view_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(get(http, &view_url, None).await.status, 200);
+    let views_dir = match &attach.storage {
+        holdfast_server::attach::Storage::Disk(d) => Some(d.root().join("views")),
+        holdfast_server::attach::Storage::Postgres(_) => None,
+    };
+    if let Some(dir) = &views_dir {
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            1,
+            "the view is kept"
+        );
+    }
+
     v.send_json(&holdfast_protocol::visitor::VisitorIn::EndChat { id: new_id() })
         .await
         .unwrap();
@@ -792,7 +812,12 @@ async fn the_sweep_prunes_old_attachments_and_abandoned_uploads(backend: Backend
     .await
     .unwrap();
     let far = holdfast_server::store::now_ms() + 1000;
-    assert_eq!(attach.prune(&reads, far, far).await.unwrap(), 2);
+    assert_eq!(attach.prune(&reads, far, far).await.unwrap(), 3);
+    assert_eq!(get(http, &view_url, None).await.status, 404);
+    if let Some(dir) = &views_dir {
+        let left: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
+        assert!(left.is_empty(), "views left behind: {left:?}");
+    }
     assert_eq!(link_of(new).await.status, 404);
     assert_eq!(link_of(older).await.status, 404);
     assert_eq!(
