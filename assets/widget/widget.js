@@ -1353,7 +1353,7 @@
       var w = links[id].wait, url = st === 200 && d && safeUrl(d.url);
       // Valid for an hour by the server's clock; the widget counts 50
       // minutes by its own, so a skewed clock cannot keep a dead link.
-      links[id] = url ? { url: url, thumb: safeUrl(d.thumb_url), exp: now() + 3000000 } : { at: now() };
+      links[id] = url ? { url: url, thumb: safeUrl(d.thumb_url), view: safeUrl(d.view_url), exp: now() + 3000000 } : { at: now() };
       each(w, function (f) {
         f(url ? links[id] : null);
       });
@@ -1363,6 +1363,11 @@
     if (n.hfF && n.hfF.getAttribute('data-file') === a.id) return;
     if (n.hfF) n.removeChild(n.hfF);
     var f, img = null;
+    // A click on an image opens the server's full-size re-encoding, shown
+    // in the tab; the original (with its EXIF) is only ever a download.
+    function hrefOf(l) {
+      return (img && l.view) || l.url;
+    }
     if (a.image) {
       img = el('img', null, { alt: a.name });
       f = el('a', 'th', { 'data-file': a.id, target: '_blank', rel: 'noopener noreferrer', title: a.name }, [img]);
@@ -1379,7 +1384,7 @@
         f.className = f.className.replace(/ na$/, '') + (l ? '' : ' na');
         f.title = l ? a.name : STR.unavailable;
         if (!l) return;
-        f.setAttribute('href', l.url);
+        f.setAttribute('href', hrefOf(l));
         if (img && !l.thumb) {
           // An image the server made no thumbnail of: show it as a file.
           if (n.hfF !== f) return;
@@ -1407,8 +1412,8 @@
       // Expired (or never fetched): get a fresh one and open it.
       linkFor(a.id, function (l2) {
         if (!l2) return wire();
-        f.setAttribute('href', l2.url);
-        win.open(l2.url, '_blank', 'noopener,noreferrer');
+        f.setAttribute('href', hrefOf(l2));
+        win.open(hrefOf(l2), '_blank', 'noopener,noreferrer');
       });
     });
     wire();

@@ -128,23 +128,25 @@ async fn fetched(a: &mut CoreAgent, aid: &str, thumb: bool) -> (Vec<u8>, String)
     .await
 }
 
-/// The visitor's own download of `aid`, when its link scope lets it have
-/// agents' files; `None` while visitors may fetch only their own uploads.
-async fn visitor_download(srv: &TestServer, v: &WsVisitor, aid: &str) -> Option<Vec<u8>> {
+/// The visitor's own download of `aid`: a visitor may link any file of
+/// its own chats, the agents' included.
+async fn visitor_download(srv: &TestServer, v: &WsVisitor, aid: &str) -> Vec<u8> {
     let link = get(
         srv.http(),
         &format!("/v1/attach/{aid}/link"),
         Some(&v.token),
     )
     .await;
-    if link.status == 404 {
-        return None;
-    }
-    assert_eq!(link.status, 200);
+    assert_eq!(
+        link.status,
+        200,
+        "the visitor gets no link to a file of its own chat: {}",
+        String::from_utf8_lossy(&link.body)
+    );
     let link: serde_json::Value = serde_json::from_slice(&link.body).unwrap();
     let file = get(srv.http(), link["url"].as_str().unwrap(), None).await;
     assert_eq!(file.status, 200);
-    Some(file.body)
+    file.body
 }
 
 /// The keystone: the app is killed mid-upload (no shutdown), reopened on
@@ -271,13 +273,11 @@ async fn png_and_pdf_reach_the_visitor_once_with_identical_bytes(backend: Backen
         [(img_id, "the photo".to_string()), (doc_id, String::new())]
     );
 
-    // The visitor's own download, where its link scope allows agents'
-    // files; otherwise a second agent of the site fetches them over its
-    // channel, which must give the same bytes.
+    // The visitor downloads both, and a second agent of the site fetches
+    // them over its channel: the same bytes every way.
     for (f, want) in [(f_img, &img), (f_doc, &doc)] {
-        if let Some(bytes) = visitor_download(&srv, &v, &f.id).await {
-            assert!(bytes == *want, "the visitor's copy of {} differs", f.name);
-        }
+        let bytes = visitor_download(&srv, &v, &f.id).await;
+        assert!(bytes == *want, "the visitor's copy of {} differs", f.name);
         let (bytes, mime) = fetched(&mut bob, &f.id, false).await;
         assert_eq!(mime, f.mime);
         assert!(bytes == *want, "bob's copy of {} differs", f.name);

@@ -421,6 +421,22 @@ impl SmallDisk {
         ok.then_some(Self { dir })
     }
 
+    /// [`Self::mount`], or `None` with a note where mounting is not
+    /// allowed (it needs CAP_SYS_ADMIN). In CI (`CI=true`), which runs as
+    /// root and mounts, not mounting fails the test rather than letting it
+    /// pass without having run.
+    fn mount_or_skip(size: &str) -> Option<Self> {
+        let disk = Self::mount(size);
+        if disk.is_none() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but a tmpfs of {size} cannot be mounted: the full-disk test would not run"
+            );
+            println!("SKIPPED: cannot mount a tmpfs here (not root?)");
+        }
+        disk
+    }
+
     fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -452,9 +468,7 @@ impl Drop for SmallDisk {
 #[tokio::test]
 async fn a_full_disk_gives_clear_errors_and_no_acks_then_recovers() {
     holdfast_tests::init_logs();
-    let Some(disk) = SmallDisk::mount("8m") else {
-        // Mounting needs CAP_SYS_ADMIN; CI runs as root and mounts.
-        println!("SKIPPED: cannot mount a tmpfs here (not root?)");
+    let Some(disk) = SmallDisk::mount_or_skip("8m") else {
         return;
     };
     let data = disk.path().join("data");
@@ -643,8 +657,7 @@ async fn a_full_disk_refuses_upload_chunks_clearly_and_loses_no_acknowledged_byt
         create, get, head, json_of, link, messages_with, offset, patch, pdf,
     };
     holdfast_tests::init_logs();
-    let Some(disk) = SmallDisk::mount("24m") else {
-        println!("SKIPPED: cannot mount a tmpfs here (not root?)");
+    let Some(disk) = SmallDisk::mount_or_skip("24m") else {
         return;
     };
     let data = disk.path().join("data");

@@ -269,7 +269,7 @@ fn upload_error(name: &str) -> String {
 
 /// 1. An image and a PDF chosen with the attach button's file input reach
 ///    the agent once each, byte for byte; the image shows as a thumbnail
-///    that opens the full file in a new tab, the PDF as a card; both show
+///    that opens its full-size view in a new tab, the PDF as a card; both show
 ///    again after a reload, with fresh links that were never stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_and_a_pdf_go_through_the_file_input_and_show() {
@@ -372,7 +372,8 @@ async fn an_image_and_a_pdf_go_through_the_file_input_and_show() {
         ),
     )
     .await;
-    let origin = format!("http://{}/v1/files/{png_id}?", srv.http());
+    // The thumbnail opens the server's full-size view, never the original.
+    let origin = format!("http://{}/v1/files/{png_id}/view?", srv.http());
     assert!(th[0].as_str().unwrap().starts_with(&origin), "{th}");
     assert_eq!(th[1], "_blank");
     assert_eq!(th[2], "noopener noreferrer");
@@ -984,4 +985,265 @@ async fn cancel_stops_an_upload_and_sends_nothing() {
     b.quit().await;
     bea.shutdown().await;
     srv.stop().await;
+}
+
+/// The browser's tabs, in WebDriver's order.
+async fn tabs(b: &Browser) -> Vec<String> {
+    let v = b.cmd("GET", "/window/handles", None).await.unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn switch_to(b: &Browser, tab: &str) {
+    b.cmd("POST", "/window", Some(json!({ "handle": tab })))
+        .await
+        .unwrap();
+}
+
+/// 8. A click on a thumbnail opens the image full size in a new tab,
+///    inline: the server's re-encoding (larger than the thumbnail, at most
+///    2048 pixels, a PNG without the script that rode after the original's
+///    image data), in a tab that has no way back to the page (`noopener`)
+///    and where nothing of the file runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_on_a_thumbnail_shows_the_image_inline_and_runs_nothing() {
+    let srv = demo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bea = barista(&srv, dir.path()).await;
+    let b = Browser::start().await.unwrap();
+    open_demo(&b, &srv).await;
+    say(&b, "Look at this").await;
+    bea.visitor_message().await;
+
+    // Wider than the view's bound, with a script after the image data that
+    // would mark the page's origin if it ever ran there.
+    let mut sneaky = attach::png(2400, 600);
+    sneaky.extend_from_slice(
+        b"<script>localStorage.setItem('pwned','1');document.title='pwned'</script>",
+    );
+    let path = write(dir.path(), "wide shot.png", &sneaky);
+    attach_file(&b, &path).await;
+    let (_, a, _) = file_message(&mut bea).await;
+    wait(&b, &thumb_loaded("wide shot.png")).await;
+    let href = wait(
+        &b,
+        &format!(
+            "(function () {{ var a = {ROOT}.querySelector('.m:not(.wait) a.th'); \
+               return a && a.getAttribute('href'); }})()"
+        ),
+    )
+    .await;
+    let href = href.as_str().unwrap().to_string();
+    assert!(
+        href.starts_with(&format!("http://{}/v1/files/{}/view?", srv.http(), a.id)),
+        "the thumbnail opens the view, not the original: {href}"
+    );
+
+    let home = tabs(&b).await;
+    assert_eq!(home.len(), 1);
+    let th = b
+        .element(&format!(
+            "return {ROOT}.querySelector('.m:not(.wait) a.th')"
+        ))
+        .await
+        .unwrap();
+    b.click(&th).await.unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    let opened = loop {
+        let now = tabs(&b).await;
+        if let Some(t) = now.iter().find(|t| !home.contains(t)) {
+            break t.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no tab opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    switch_to(&b, &opened).await;
+    // The tab shows the image itself: an image document whose one image
+    // decoded, at the view's size.
+    let shown = wait(
+        &b,
+        "document.readyState === 'complete' && document.images.length === 1 && \
+         document.images[0].complete && document.images[0].naturalWidth > 0 && \
+         [document.contentType, document.images[0].naturalWidth, document.images[0].naturalHeight, \
+          document.title, window.opener === null, document.querySelectorAll('script').length]",
+    )
+    .await;
+    assert_eq!(shown[0], "image/png", "{shown}");
+    assert_eq!(
+        (shown[1].as_u64(), shown[2].as_u64()),
+        (Some(2048), Some(512))
+    );
+    assert!(
+        shown[1].as_u64().unwrap() > 320,
+        "larger than the thumbnail"
+    );
+    assert_ne!(shown[3], "pwned");
+    assert_eq!(shown[4], true, "the page is reachable from the new tab");
+    assert_eq!(shown[5], 0);
+    // The view's bytes are the server's encoding: the script is not in them.
+    let view = attach::get(
+        srv.http(),
+        &href[format!("http://{}", srv.http()).len()..],
+        None,
+    )
+    .await;
+    assert_eq!(view.status, 200);
+    assert_eq!(view.header("content-disposition"), Some("inline"));
+    assert!(!view.body.windows(7).any(|w| w == b"<script"));
+
+    switch_to(&b, &home[0]).await;
+    let marks = b
+        .js(
+            "return [localStorage.getItem('pwned'), document.title];",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        marks[0],
+        Value::Null,
+        "a script of the file ran on the origin"
+    );
+    assert_ne!(marks[1], "pwned");
+    b.quit().await;
+    bea.shutdown().await;
+    srv.stop().await;
+}
+
+/// 9. Files the agent sends from the app (the real client core): the widget
+///    shows the PDF as a card and the photo as a thumbnail, and both links
+///    give the bytes the agent sent; over WebSocket and over long-poll.
+async fn files_from_the_agent_show_in_the_widget(long_poll: bool) {
+    let srv = demo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bea = barista(&srv, dir.path()).await;
+    let b = Browser::start().await.unwrap();
+    if long_poll {
+        b.on_new_document(
+            "try { delete window.WebSocket; } catch (e) {} window.WebSocket = undefined;",
+        )
+        .await
+        .unwrap();
+    }
+    open_demo(&b, &srv).await;
+    say(&b, "Can you send me the invoice?").await;
+    let conv = bea.visitor_message().await.conversation;
+    if long_poll {
+        assert_eq!(
+            b.js("return typeof window.WebSocket;", json!([]))
+                .await
+                .unwrap(),
+            "undefined"
+        );
+    }
+
+    let doc = attach::pdf(300_000, 31);
+    let photo = attach::png(800, 600);
+    let pdf_id = bea
+        .handle
+        .send_file_bytes(
+            conv,
+            "invoice 42.pdf".into(),
+            doc.clone(),
+            "Here it is".into(),
+        )
+        .await
+        .unwrap();
+    let img_id = bea
+        .handle
+        .send_file_bytes(conv, "shelf.png".into(), photo.clone(), String::new())
+        .await
+        .unwrap();
+    for id in [pdf_id, img_id] {
+        bea.until("the file sent", |u| match u {
+            Update::Upload { id: i, state, .. }
+                if *i == id && *state == holdfast_client::UploadState::Sent =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    }
+
+    let card = wait(
+        &b,
+        &format!(
+            "(function () {{ var c = {ROOT}.querySelector('.m a.fc'); \
+               return c && c.getAttribute('href') && [c.querySelector('.fn').textContent, \
+               c.querySelector('.fm').textContent, c.getAttribute('href'), c.getAttribute('rel')]; }})()"
+        ),
+    )
+    .await;
+    assert_eq!(card[0], "invoice 42.pdf");
+    assert_eq!(card[1], "293 KB · application/pdf");
+    assert_eq!(card[3], "noopener noreferrer");
+    wait(&b, &thumb_loaded("shelf.png")).await;
+    let th = wait(
+        &b,
+        &format!(
+            "(function () {{ var a = {ROOT}.querySelector('.m a.th'); \
+               return a && a.getAttribute('href') && [a.getAttribute('href'), a.querySelector('img').naturalWidth]; }})()"
+        ),
+    )
+    .await;
+    assert_eq!(th[1], 320, "the thumbnail's width");
+    // The agent's text came with the file, once; each file shows once.
+    assert_eq!(
+        b.js(
+            &format!(
+                "return [{ROOT}.querySelectorAll('.m a.fc').length, {ROOT}.querySelectorAll('.m a.th').length];"
+            ),
+            json!([])
+        )
+        .await
+        .unwrap(),
+        json!([1, 1])
+    );
+
+    // The card's link is the download, byte for byte; the thumbnail's is the
+    // view, the same pixels.
+    let origin = format!("http://{}", srv.http());
+    let path_of = |v: &Value| v.as_str().unwrap()[origin.len()..].to_string();
+    let got = attach::get(srv.http(), &path_of(&card[2]), None).await;
+    assert_eq!(got.status, 200);
+    assert!(
+        got.body == doc,
+        "the visitor's PDF differs from the agent's"
+    );
+    assert!(
+        got.header("content-disposition")
+            .is_some_and(|d| d.starts_with("attachment")),
+        "{got:?}"
+    );
+    let view = attach::get(srv.http(), &path_of(&th[0]), None).await;
+    assert_eq!(view.status, 200);
+    let shown = image::load_from_memory(&view.body).unwrap().to_rgb8();
+    let sent = image::load_from_memory(&photo).unwrap().to_rgb8();
+    assert!(shown == sent, "the view is not the photo's pixels");
+    // And the original photo, as the agent sent it.
+    let files = {
+        let tok = token(&b).await;
+        let aid = agent_files(&bea, conv);
+        assert_eq!(aid.len(), 2, "{aid:?}");
+        let l = attach::link(srv.http(), &tok, &aid[1]).await;
+        attach::get(srv.http(), l["url"].as_str().unwrap(), None).await
+    };
+    assert!(files.body == photo, "the visitor's photo differs");
+    b.quit().await;
+    bea.shutdown().await;
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_from_the_agent_show_in_the_widget_over_websocket() {
+    files_from_the_agent_show_in_the_widget(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_from_the_agent_show_in_the_widget_over_long_poll() {
+    files_from_the_agent_show_in_the_widget(true).await;
 }

@@ -109,6 +109,8 @@ pub struct Attachments {
     /// pass the offset check and then interleave their bytes. (PostgreSQL
     /// locks the upload's row instead, which holds across nodes.)
     busy: Mutex<std::collections::HashSet<String>>,
+    /// One full-size view is made at a time (see [`Attachments::view`]).
+    view_gate: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Attachments {
@@ -173,6 +175,7 @@ impl Attachments {
             pending: Mutex::new(HashMap::new()),
             pace: Mutex::new(HashMap::new()),
             busy: Mutex::new(std::collections::HashSet::new()),
+            view_gate: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -374,15 +377,15 @@ impl Attachments {
         next.saturating_duration_since(now)
     }
 
-    /// The signature of a download link for attachment `id` (`thumb` for its
-    /// thumbnail) until `exp_ms`.
-    pub fn sign(&self, id: &str, thumb: bool, exp_ms: i64) -> String {
+    /// The signature of a download link of `kind` for attachment `id`
+    /// until `exp_ms`.
+    pub fn sign(&self, id: &str, kind: LinkKind, exp_ms: i64) -> String {
         let mut mac = match HmacSha256::new_from_slice(self.link_key.as_ref()) {
             Ok(m) => m,
             Err(_) => return String::new(),
         };
         mac.update(id.as_bytes());
-        mac.update(if thumb { b"/thumb" } else { b"/file\0" });
+        mac.update(kind.label());
         mac.update(&exp_ms.to_be_bytes());
         hex::encode(&mac.finalize().into_bytes()[..16])
     }
@@ -391,27 +394,37 @@ impl Attachments {
     /// shared by the visitor's HTTP link and the agent's link query so both
     /// sign the same way.
     pub fn links(&self, meta: &store::Meta, now_ms: i64) -> SignedLinks {
-        let id = &meta.id;
         let exp = now_ms.saturating_add(i64::try_from(LINK_LIFETIME.as_millis()).unwrap_or(0));
-        let url = format!("/v1/files/{id}?e={exp}&s={}", self.sign(id, false, exp));
-        let thumb_url = meta.thumb.as_ref().map(|_| {
+        self.links_until(meta, exp)
+    }
+
+    /// [`Self::links`] that stop working at `exp` (the tests sign some
+    /// that expired already).
+    pub fn links_until(&self, meta: &store::Meta, exp: i64) -> SignedLinks {
+        let id = &meta.id;
+        let path = |kind: LinkKind| {
             format!(
-                "/v1/files/{id}/thumb?e={exp}&s={}",
-                self.sign(id, true, exp)
+                "/v1/files/{id}{}?e={exp}&s={}",
+                kind.suffix(),
+                self.sign(id, kind, exp)
             )
-        });
+        };
+        // The thumbnail's existence says the file is a raster image that
+        // decoded: the one kind with a view.
+        let image = meta.thumb.is_some();
         SignedLinks {
-            url,
-            thumb_url,
+            url: path(LinkKind::File),
+            thumb_url: image.then(|| path(LinkKind::Thumb)),
+            view_url: image.then(|| path(LinkKind::View)),
             expires_ms: exp,
         }
     }
 
-    pub fn verify(&self, id: &str, thumb: bool, exp_ms: i64, sig: &str, now_ms: i64) -> bool {
+    pub fn verify(&self, id: &str, kind: LinkKind, exp_ms: i64, sig: &str, now_ms: i64) -> bool {
         if exp_ms < now_ms {
             return false;
         }
-        let want = self.sign(id, thumb, exp_ms);
+        let want = self.sign(id, kind, exp_ms);
         // Constant time: a timing oracle on the signature would let one
         // be guessed byte by byte.
         want.len() == sig.len()
@@ -421,6 +434,104 @@ impl Attachments {
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0
     }
+
+    /// Makes sure the full-size view of image `meta` (see [`thumb::view`])
+    /// is stored, making it from the original on the first request, since
+    /// most images are only ever seen as thumbnails; then it is served from
+    /// storage like any content. `false` for a file that is not an image
+    /// with a thumbnail, or whose content is gone.
+    pub async fn ensure_view(&self, meta: &store::Meta) -> io::Result<bool> {
+        let Some(kind) = store::kind_of(meta).filter(|k| k.is_image()) else {
+            return Ok(false);
+        };
+        if meta.thumb.is_none() {
+            return Ok(false);
+        }
+        if self.has_view(&meta.sha256).await? {
+            return Ok(true);
+        }
+        // One view is made at a time on a node: decoding a large image
+        // takes up to 256 MB, and a burst of first clicks on one image
+        // makes it once (the others wait, then find it stored).
+        let _one = self.view_gate.acquire().await.map_err(io::Error::other)?;
+        if self.has_view(&meta.sha256).await? {
+            return Ok(true);
+        }
+        let sha = meta.sha256.clone();
+        match &self.storage {
+            Storage::Disk(disk) => {
+                let disk = disk.clone();
+                blocking(move || {
+                    let f = match std::fs::File::open(disk.content_path(&sha)) {
+                        Ok(f) => f,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                        Err(e) => return Err(e),
+                    };
+                    // It decoded when it was uploaded, with the same limits.
+                    let Ok(v) = thumb::view(kind, io::BufReader::new(f)) else {
+                        return Ok(false);
+                    };
+                    disk.put_view(&sha, &v)?;
+                    Ok(true)
+                })
+                .await
+            }
+            Storage::Postgres(reads) => reads
+                .run(move |db| pg::make_view(db, &sha, kind, crate::store::now_ms()))
+                .await
+                .map_err(store_io),
+        }
+    }
+
+    async fn has_view(&self, sha: &str) -> io::Result<bool> {
+        match &self.storage {
+            Storage::Disk(disk) => {
+                let path = disk.view_path(sha);
+                blocking(move || path.try_exists()).await
+            }
+            Storage::Postgres(reads) => {
+                let key = pg::view_key(sha);
+                reads
+                    .run(move |db| pg::content_size(db, &key))
+                    .await
+                    .map(|n| n.is_some())
+                    .map_err(store_io)
+            }
+        }
+    }
+}
+
+/// What a download link fetches; each is signed apart, so a thumbnail's
+/// link cannot be turned into the file's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkKind {
+    /// The original, always as a download.
+    File,
+    /// The server's 320-pixel PNG.
+    Thumb,
+    /// The server's full-size re-encoding, shown inline.
+    View,
+}
+
+impl LinkKind {
+    /// What the signature covers besides the id and expiry. `File` and
+    /// `Thumb` are what they were before views existed, so links issued
+    /// then still verify.
+    fn label(self) -> &'static [u8] {
+        match self {
+            LinkKind::File => b"/file\0",
+            LinkKind::Thumb => b"/thumb",
+            LinkKind::View => b"/view\0",
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            LinkKind::File => "",
+            LinkKind::Thumb => "/thumb",
+            LinkKind::View => "/view",
+        }
+    }
 }
 
 /// Paths on the server's HTTP origin that fetch an attachment until
@@ -429,6 +540,8 @@ impl Attachments {
 pub struct SignedLinks {
     pub url: String,
     pub thumb_url: Option<String>,
+    /// The full-size view (images only).
+    pub view_url: Option<String>,
     pub expires_ms: i64,
 }
 

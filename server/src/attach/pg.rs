@@ -26,6 +26,9 @@
 //! - `attach_contents` + `attach_blobs`: finished content by SHA-256, kept
 //!   once (dedupe), copied from the chunks inside the database.
 //! - `attachments`: a finished attachment ([`Meta`]).
+//! - An image's full-size view is content too, under [`view_key`] of the
+//!   original's SHA-256 rather than its own: made on the first request,
+//!   found by any node from the original alone, and swept with it.
 //!
 //! Every function here blocks (the synchronous client): call them through
 //! [`crate::store::ReadPool::run`], never on an async worker.
@@ -369,6 +372,58 @@ fn claim_content(db: &dyn Db, sha: &str, size: u64, now_ms: i64) -> Result<bool,
         .is_none())
 }
 
+/// Where the full-size view of content `sha` is kept in `attach_contents`
+/// and `attach_blobs`: not a SHA-256, so it never names other content.
+pub fn view_key(sha: &str) -> String {
+    format!("view-{sha}")
+}
+
+/// Makes and stores the full-size view of image content `sha` of `kind`,
+/// unless it is gone or does not decode (`false`). The view's pieces and
+/// its content row commit together, so a reader finds all of it or none;
+/// two nodes making it at once store it once (the bytes are the same).
+pub fn make_view(
+    db: &dyn Db,
+    sha: &str,
+    kind: sniff::Kind,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let Some(size) = content_size(db, sha)? else {
+        return Ok(false);
+    };
+    // The decoder seeks, so the original is read whole: at most the size
+    // limit, as when its thumbnail was made.
+    let mut all = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    while let Some((at, data)) = content_from(db, sha, all.len() as u64)? {
+        if data.is_empty() || at != all.len() as u64 {
+            break;
+        }
+        all.extend_from_slice(&data);
+    }
+    if all.len() as u64 != size {
+        return Ok(false);
+    }
+    let Ok(view) = thumb::view(kind, Cursor::new(all)) else {
+        return Ok(false);
+    };
+    let key = view_key(sha);
+    transaction(db, |db| {
+        db.execute(
+            "INSERT INTO attach_contents (sha256, size, used_ms) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (sha256) DO UPDATE SET used_ms = excluded.used_ms",
+            &args![&key, view.len() as u64, now_ms],
+        )?;
+        for (i, piece) in view.chunks(PIECE).enumerate() {
+            db.execute(
+                "INSERT INTO attach_blobs (sha256, at, data) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (sha256, at) DO NOTHING",
+                &args![&key, (i * PIECE) as u64, piece.to_vec()],
+            )?;
+        }
+        Ok(true)
+    })
+}
+
 /// The size of stored content `sha`.
 pub fn content_size(db: &dyn Db, sha: &str) -> Result<Option<u64>, StoreError> {
     db.query_opt(
@@ -456,6 +511,8 @@ pub fn prune(db: &dyn Db, cutoff_ms: i64, stale_ms: i64) -> Result<usize, StoreE
             "DELETE FROM attach_contents c WHERE c.used_ms < ?1 \
              AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.sha256 = c.sha256) \
              AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.thumb_sha256 = c.sha256) \
+             AND NOT (c.sha256 LIKE 'view-%' AND EXISTS \
+              (SELECT 1 FROM attachments a WHERE a.sha256 = substr(c.sha256, 6))) \
              RETURNING sha256",
             &args![cutoff_ms],
         )?;

@@ -7,6 +7,7 @@
 //! GET   /v1/attach/{id}/link     a signed, expiring download link
 //! GET   /v1/files/{id}?e=&s=     the file (always a download)
 //! GET   /v1/files/{id}/thumb?e=&s=  the re-encoded thumbnail (inline)
+//! GET   /v1/files/{id}/view?e=&s=   the re-encoded full-size image (inline)
 //! ```
 //!
 //! Upload requests carry the visitor's session token in `X-Holdfast-Token`,
@@ -29,11 +30,11 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt as _;
 use tower_http::cors::{Any, CorsLayer};
 
-use super::Storage;
 use super::pg;
-use super::store::{Disk, Meta, valid_id};
+use super::store::{Meta, valid_id};
 use super::upload::{self, Refusal, UploadState};
 use super::write::{self, Written};
+use super::{LinkKind, Storage};
 use crate::Ctx;
 use crate::store::{now_ms, reads};
 
@@ -63,6 +64,7 @@ pub fn routes() -> Router<Arc<Ctx>> {
         .layer(cors)
         .route("/v1/files/{id}", get(file))
         .route("/v1/files/{id}/thumb", get(thumb))
+        .route("/v1/files/{id}/view", get(view))
 }
 
 #[derive(Serialize)]
@@ -492,6 +494,7 @@ struct Link {
     attachment: AttachmentView,
     url: String,
     thumb_url: Option<String>,
+    view_url: Option<String>,
     expires_ms: i64,
 }
 
@@ -514,6 +517,7 @@ async fn link(
         attachment: AttachmentView::from(&meta),
         url: links.url,
         thumb_url: links.thumb_url,
+        view_url: links.view_url,
         expires_ms: links.expires_ms,
     })
     .into_response();
@@ -534,7 +538,7 @@ async fn file(
     Path(id): Path<String>,
     Query(q): Query<Signed>,
 ) -> Response {
-    serve_file(&ctx, &id, false, &q).await
+    serve_file(&ctx, &id, LinkKind::File, &q).await
 }
 
 async fn thumb(
@@ -542,11 +546,19 @@ async fn thumb(
     Path(id): Path<String>,
     Query(q): Query<Signed>,
 ) -> Response {
-    serve_file(&ctx, &id, true, &q).await
+    serve_file(&ctx, &id, LinkKind::Thumb, &q).await
 }
 
-async fn serve_file(ctx: &Arc<Ctx>, id: &str, want_thumb: bool, q: &Signed) -> Response {
-    if !valid_id(id) || !ctx.attach.verify(id, want_thumb, q.e, &q.s, now_ms()) {
+async fn view(
+    State(ctx): State<Arc<Ctx>>,
+    Path(id): Path<String>,
+    Query(q): Query<Signed>,
+) -> Response {
+    serve_file(&ctx, &id, LinkKind::View, &q).await
+}
+
+async fn serve_file(ctx: &Arc<Ctx>, id: &str, kind: LinkKind, q: &Signed) -> Response {
+    if !valid_id(id) || !ctx.attach.verify(id, kind, q.e, &q.s, now_ms()) {
         return not_found();
     }
     let meta = match load_meta(ctx, id).await {
@@ -554,39 +566,67 @@ async fn serve_file(ctx: &Arc<Ctx>, id: &str, want_thumb: bool, q: &Signed) -> R
         Ok(None) => return not_found(),
         Err(r) => return r,
     };
-    let (sha, mime, disposition) = if want_thumb {
-        let Some(t) = meta.thumb.clone() else {
-            return not_found();
-        };
-        // Our own PNG encoding of the pixels: safe to show inline.
-        (t, "image/png".to_string(), "inline".to_string())
-    } else {
-        let ascii: String = meta
-            .name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_graphic() || c == ' ' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        (
-            meta.sha256.clone(),
-            meta.mime.clone(),
-            format!("attachment; filename=\"{ascii}\""),
-        )
+    // Where the bytes are: content by its SHA-256, or (a view) the
+    // original's view, which disk and database each keep their own way.
+    enum Source {
+        Content(String),
+        View(String),
+    }
+    let (source, mime, disposition) = match kind {
+        LinkKind::Thumb => {
+            let Some(t) = meta.thumb.clone() else {
+                return not_found();
+            };
+            // Our own PNG encoding of the pixels: safe to show inline.
+            (
+                Source::Content(t),
+                "image/png".to_string(),
+                "inline".to_string(),
+            )
+        }
+        LinkKind::View => {
+            match ctx.attach.ensure_view(&meta).await {
+                Ok(true) => {}
+                Ok(false) => return not_found(),
+                Err(e) => return io_error(&e),
+            }
+            // Our own encoding of the pixels again, at a bounded size.
+            (
+                Source::View(meta.sha256.clone()),
+                super::thumb::view_mime(&meta.mime).to_string(),
+                "inline".to_string(),
+            )
+        }
+        LinkKind::File => {
+            let ascii: String = meta
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_graphic() || c == ' ' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            (
+                Source::Content(meta.sha256.clone()),
+                meta.mime.clone(),
+                format!("attachment; filename=\"{ascii}\""),
+            )
+        }
     };
-    let (body, len) = match &ctx.attach.storage {
-        Storage::Disk(disk) => match disk_content(disk, &sha).await {
-            Ok(b) => b,
-            Err(r) => return r,
-        },
-        Storage::Postgres(reads) => match pg_content(reads, &sha).await {
-            Ok(b) => b,
-            Err(r) => return r,
-        },
+    let streamed = match (&ctx.attach.storage, source) {
+        (Storage::Disk(disk), Source::Content(sha)) => disk_content(disk.content_path(&sha)).await,
+        (Storage::Disk(disk), Source::View(sha)) => disk_content(disk.view_path(&sha)).await,
+        (Storage::Postgres(reads), Source::Content(sha)) => pg_content(reads, &sha).await,
+        (Storage::Postgres(reads), Source::View(sha)) => {
+            pg_content(reads, &pg::view_key(&sha)).await
+        }
+    };
+    let (body, len) = match streamed {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let mut r = Response::new(body);
     let h = r.headers_mut();
@@ -617,9 +657,8 @@ async fn serve_file(ctx: &Arc<Ctx>, id: &str, want_thumb: bool, q: &Signed) -> R
     r
 }
 
-/// Content `sha` from its file, streamed, and its length.
-async fn disk_content(disk: &Disk, sha: &str) -> Result<(Body, u64), Response> {
-    let path = disk.content_path(sha);
+/// The file at `path`, streamed, and its length.
+async fn disk_content(path: std::path::PathBuf) -> Result<(Body, u64), Response> {
     let f = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),

@@ -6,6 +6,8 @@
 //! attachments/uploads/ID.json   UploadState (offset, length, owner, chat)
 //! attachments/meta/ID.json      Meta, once complete
 //! attachments/ab/cdef…          content, named by its SHA-256
+//! attachments/views/abcdef…      an image's full-size view, named by the
+//!                                original's SHA-256 (made on first request)
 //! attachments/link.key          the key of download links
 //! ```
 //!
@@ -123,6 +125,35 @@ impl Disk {
     pub fn content_path(&self, sha: &str) -> PathBuf {
         let (a, b) = sha.split_at(2.min(sha.len()));
         self.root.join(a).join(b)
+    }
+
+    /// The full-size view of the image whose content is `sha`.
+    pub fn view_path(&self, sha: &str) -> PathBuf {
+        self.root.join("views").join(sha)
+    }
+
+    /// Stores the full-size view of content `sha`. The temporary name is
+    /// unique, so two nodes' processes (or a restart mid-way) never write
+    /// one file together; the rename makes it appear whole or not at all.
+    pub fn put_view(&self, sha: &str, view: &[u8]) -> io::Result<()> {
+        let path = self.view_path(sha);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(
+            ".{sha}.{}.tmp",
+            hex::encode(rand::random::<[u8; 8]>())
+        ));
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(view)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            sync_dir(&dir)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
     }
 
     pub fn create(&self, s: &UploadState) -> io::Result<()> {
@@ -292,6 +323,10 @@ impl Disk {
         let n = gone.len();
         for (path, m) in gone {
             fs::remove_file(path)?;
+            if !keep.contains(&m.sha256) {
+                // The view is made from the content, and goes with it.
+                let _ = fs::remove_file(self.view_path(&m.sha256));
+            }
             for sha in std::iter::once(m.sha256).chain(m.thumb) {
                 if !keep.contains(&sha) {
                     let _ = fs::remove_file(self.content_path(&sha));
