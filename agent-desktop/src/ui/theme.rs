@@ -346,6 +346,9 @@ pub fn pairs(p: &Palette) -> Vec<UsedPair> {
             p.background,
         ),
         mark("text field border on a card", p.control_border, p.surface),
+        mark("focused region's edge", p.accent, p.background),
+        mark("highlighted row's outline", p.text, p.background),
+        mark("highlighted card's edge", p.text, p.surface),
     ]
 }
 
@@ -377,6 +380,57 @@ pub fn selectable(theme: &Theme) -> iced_selection::text::Style {
     iced_selection::text::Style {
         color: None,
         selection: Palette::of(theme).text_selection,
+    }
+}
+
+/// The frame of a workspace region: an accent edge while Tab's focus
+/// ring is on it, nothing otherwise.
+pub fn region(focused: bool) -> impl Fn(&Theme) -> container::Style {
+    move |theme| {
+        if !focused {
+            return container::Style::default();
+        }
+        container::Style {
+            border: Border {
+                color: Palette::of(theme).accent,
+                width: 2.0,
+                radius: 6.0.into(),
+            },
+            ..container::Style::default()
+        }
+    }
+}
+
+/// The outline around a list row that has the focus ring's highlight: in
+/// the text colour, so it reads apart from the open row's accent edge.
+pub fn highlight(lit: bool) -> impl Fn(&Theme) -> container::Style {
+    move |theme| {
+        if !lit {
+            return container::Style::default();
+        }
+        container::Style {
+            border: Border {
+                color: Palette::of(theme).text,
+                width: 2.0,
+                radius: 8.0.into(),
+            },
+            ..container::Style::default()
+        }
+    }
+}
+
+/// A [`card`], outlined like [`highlight`] while it has the highlight.
+pub fn card_lit(lit: bool) -> impl Fn(&Theme) -> container::Style {
+    move |theme| {
+        let mut style = card(theme);
+        if lit {
+            style.border = Border {
+                color: Palette::of(theme).text,
+                width: 2.0,
+                radius: 8.0.into(),
+            };
+        }
+        style
     }
 }
 
