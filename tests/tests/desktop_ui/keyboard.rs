@@ -389,20 +389,32 @@ async fn ctrl_enter_accepts_the_oldest_waiting_chat_even_from_the_composer() {
     srv.stop().await;
 }
 
-/// The colour drawn just inside the left edge of the widget with this id,
-/// halfway down: where a focused region's frame or a highlighted row's
-/// outline is.
-// Widget bounds on a 1280 px window: small and not negative.
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-fn edge(d: &Driver, id: &str) -> iced::Color {
-    let img = super::looks::render(d);
-    let b = d.bounds(id);
-    // The simulator draws at scale 2.
-    let p = img.get_pixel(
-        ((b.x + 1.0) * 2.0) as u32,
-        ((b.y + b.height / 2.0) * 2.0) as u32,
-    );
-    iced::Color::from_rgb8(p[0], p[1], p[2])
+/// The screen as drawn now, and a way to read the colour just inside the
+/// left edge of a widget, halfway down: where a focused region's frame or
+/// a highlighted row's outline is. One drawing serves several reads: each
+/// costs a whole frame.
+struct Drawn {
+    img: image::RgbaImage,
+}
+
+impl Drawn {
+    fn now(d: &Driver) -> Self {
+        Self {
+            img: super::looks::render(d),
+        }
+    }
+
+    // Widget bounds on a 1280 px window: small and not negative.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    fn edge(&self, d: &Driver, id: &str) -> iced::Color {
+        let b = d.bounds(id);
+        // The simulator draws at scale 2.
+        let p = self.img.get_pixel(
+            ((b.x + 1.0) * 2.0) as u32,
+            ((b.y + b.height / 2.0) * 2.0) as u32,
+        );
+        iced::Color::from_rgb8(p[0], p[1], p[2])
+    }
 }
 
 fn close(a: iced::Color, b: iced::Color) -> bool {
@@ -450,7 +462,7 @@ async fn tab_goes_round_the_regions_and_the_arrows_work_the_focused_list() {
     let ink = d.app.palette().text;
     let lists_hint = "↑↓ choose · Enter open · Tab next area";
     // No region has the ring yet: no frame.
-    assert!(!close(edge(&d, "region-lists"), accent));
+    assert!(!close(Drawn::now(&d).edge(&d, "region-lists"), accent));
     assert!(!d.shows(lists_hint));
 
     // Tab: the lists, framed, with the keys said and the open chat
@@ -460,8 +472,6 @@ async fn tab_goes_round_the_regions_and_the_arrows_work_the_focused_list() {
     assert_eq!(ring(&d).highlight, Some(Item::Chat(opened)));
     assert_eq!(d.focus_after(&FIELDS, Some(0)).await, None);
     assert!(d.shows(lists_hint), "{:?}", d.texts());
-    let framed = edge(&d, "region-lists");
-    assert!(close(framed, accent), "{framed:?} is not {accent:?}");
 
     // ↑ to the top and no further, ↓ to the next; the open chat stays.
     d.press(Key::Named(Named::ArrowUp), Modifiers::empty());
@@ -470,11 +480,15 @@ async fn tab_goes_round_the_regions_and_the_arrows_work_the_focused_list() {
     d.press(Key::Named(Named::ArrowDown), Modifiers::empty());
     assert_eq!(ring(&d).highlight, Some(Item::Chat(bottom)));
     assert_eq!(d.selected(), Some(opened));
-    // The highlighted row is outlined in the text colour.
-    let row = format!("conv-{bottom}");
-    let outlined = edge(&d, &row);
+    // The lists are framed, the highlighted row outlined in the text
+    // colour.
+    super::looks::look(&d, "ring-lists.png");
+    let drawn = Drawn::now(&d);
+    let framed = drawn.edge(&d, "region-lists");
+    assert!(close(framed, accent), "{framed:?} is not {accent:?}");
+    let outlined = drawn.edge(&d, &format!("conv-{bottom}"));
     assert!(close(outlined, ink), "{outlined:?} is not {ink:?}");
-    assert!(!close(edge(&d, &format!("conv-{top}")), ink));
+    assert!(!close(drawn.edge(&d, &format!("conv-{top}")), ink));
 
     // Enter opens it, with the cursor in its composer: the ring is on the
     // chat now, framed.
@@ -485,8 +499,9 @@ async fn tab_goes_round_the_regions_and_the_arrows_work_the_focused_list() {
         Some("composer")
     );
     assert_eq!(ring(&d).region, Some(Region::Chat));
-    assert!(close(edge(&d, "region-chat"), accent));
-    assert!(!close(edge(&d, "region-lists"), accent));
+    let drawn = Drawn::now(&d);
+    assert!(close(drawn.edge(&d, "region-chat"), accent));
+    assert!(!close(drawn.edge(&d, "region-lists"), accent));
     assert!(!d.shows(lists_hint));
 
     // On round: the details, then back to the lists.
@@ -512,7 +527,10 @@ async fn tab_goes_round_the_regions_and_the_arrows_work_the_focused_list() {
     assert_eq!(ring(&d).highlight, Some(Item::Visitor(visitors[0].clone())));
     d.press(Key::Named(Named::ArrowDown), Modifiers::empty());
     assert_eq!(ring(&d).highlight, Some(Item::Visitor(visitors[1].clone())));
-    assert!(close(edge(&d, &format!("visitor-{}", visitors[1])), ink));
+    assert!(close(
+        Drawn::now(&d).edge(&d, &format!("visitor-{}", visitors[1])),
+        ink
+    ));
     d.press(Key::Named(Named::Enter), Modifiers::empty());
     assert_eq!(
         d.app.workspace.desk.details_visitor.as_deref(),

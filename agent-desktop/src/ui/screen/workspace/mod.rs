@@ -1495,9 +1495,15 @@ fn region<'a>(
     ring: &ring::Ring,
     content: impl Into<Element<'a, Message>>,
 ) -> container::Container<'a, Message> {
+    // The lists' rows and headings would touch the edge: they get room
+    // inside it. The chat and the details have their own padding.
+    let room = match region {
+        ring::Region::Lists | ring::Region::Visitors => 6,
+        ring::Region::Chat | ring::Region::Details => 2,
+    };
     container(content)
         .id(region.id())
-        .padding(2)
+        .padding(room)
         .style(theme::region(ring.on(region)))
 }
 
