@@ -134,11 +134,16 @@ pub fn window_event(
             key: Key::Named(Named::Escape),
             ..
         }) => Some(Message::Workspace(screen::workspace::Message::Escape)),
+        // Not a Tab the composer took: with the canned reply picker open,
+        // Tab puts the reply in and the cursor stays.
         iced::Event::Keyboard(iced::keyboard::Event::KeyPressed {
             key: Key::Named(Named::Tab),
             modifiers,
             ..
-        }) if !modifiers.command() && !modifiers.alt() => {
+        }) if !modifiers.command()
+            && !modifiers.alt()
+            && status == iced::event::Status::Ignored =>
+        {
             Some(Message::FocusNext(!modifiers.shift()))
         }
         iced::Event::Keyboard(iced::keyboard::Event::KeyPressed { key, modifiers, .. })
