@@ -26,7 +26,9 @@
 //! The keyboard reaches everything that matters in a day ([`Shortcut`]):
 //! Alt+↑/↓ the previous and next chat in the lists' order, Ctrl+Enter
 //! accepts the longest waiting chat, Ctrl+K finds a chat by name
-//! ([`jump`]), and opening a chat puts the cursor in its composer.
+//! ([`jump`]), Tab goes round the regions with ↑/↓ and Enter working the
+//! focused list ([`ring`]), and opening a chat puts the cursor in its
+//! composer.
 
 pub mod bar;
 pub mod canned;
