@@ -51,6 +51,7 @@ macro_rules! env_of {
             focused: $app.focused,
             notifier: &mut $app.notifier,
             store_path: $app.store_path.as_deref(),
+            panels: $app.prefs.panels,
         }
     };
 }
@@ -354,6 +355,13 @@ impl App {
                 self.trust = None;
                 self.on_trust(event)
             }
+            // The list keys act only on the workspace in view: not from the
+            // sign-in screen, nor under the server key prompt.
+            Message::Workspace(workspace::Message::Ring(_))
+                if self.screen != Screen::Workspace || self.trust.is_some() =>
+            {
+                Task::none()
+            }
             Message::Workspace(m) => {
                 let (task, event) = self.workspace.update(m, &mut env_of!(self));
                 let task = task.map(Message::Workspace);
@@ -443,6 +451,20 @@ impl App {
                 self.route(Message::Workspace(workspace::Message::Shortcut(s)))
             }
             Message::Shortcut(_) => Task::none(),
+            // In the workspace Tab moves between its regions; elsewhere
+            // (the sign-in form, a box over the workspace) between fields.
+            Message::FocusNext(forward)
+                if self.screen == Screen::Workspace
+                    && self.trust.is_none()
+                    && self.workspace.ring_applies() =>
+            {
+                let key = if forward {
+                    workspace::ring::Key::Next
+                } else {
+                    workspace::ring::Key::Previous
+                };
+                self.route(Message::Workspace(workspace::Message::Ring(key)))
+            }
             Message::FocusNext(true) => iced::widget::operation::focus_next(),
             Message::FocusNext(false) => iced::widget::operation::focus_previous(),
             Message::TogglePanel(panel) => {

@@ -301,6 +301,8 @@ pub struct Desk {
     /// The latest automatic invitation of each visitor, as signalled (not
     /// stored: after a restart only new ones show).
     pub invitations: HashMap<String, holdfast_protocol::agent::InvitationSignal>,
+    /// Where Tab's focus ring is, and the highlighted row of a list.
+    pub ring: crate::ui::screen::workspace::ring::Ring,
 }
 
 /// Outcomes kept while their command's id is on its way; the race they

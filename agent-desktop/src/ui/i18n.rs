@@ -461,6 +461,10 @@ pub struct Texts {
     pub jump_placeholder: &'static str,
     pub jump_none: &'static str,
 
+    // Tab's focus ring: the keys of a focused list.
+    pub ring_keys_lists: &'static str,
+    pub ring_keys_visitors: &'static str,
+
     // The chat.
     pub pick_a_conversation: &'static str,
     pub state_waiting: &'static str,
@@ -985,6 +989,9 @@ pub const EN: Texts = Texts {
     jump_placeholder: "Name…",
     jump_none: "No conversation has that name.",
 
+    ring_keys_lists: "↑↓ choose · Enter open · Tab next area",
+    ring_keys_visitors: "↑↓ choose · Enter details · Tab next area",
+
     pick_a_conversation: "Pick a conversation, accept a waiting chat, or invite a visitor.",
     state_waiting: "waiting",
     state_open: "open",
@@ -1373,6 +1380,9 @@ pub const ZH: Texts = Texts {
     jump_keys: "↑↓ 选择 · Enter 打开 · Esc 关闭",
     jump_placeholder: "姓名…",
     jump_none: "没有这个名字的会话。",
+
+    ring_keys_lists: "↑↓ 选择 · Enter 打开 · Tab 下一区域",
+    ring_keys_visitors: "↑↓ 选择 · Enter 查看详情 · Tab 下一区域",
 
     pick_a_conversation: "请选择一个会话、接入排队中的访客，或邀请访客对话。",
     state_waiting: "排队中",

@@ -113,14 +113,16 @@ pub fn subscription(app: &App) -> Subscription<Message> {
 
 /// The window's events the app acts on wherever focus is: focus, files
 /// dragged onto it, Esc (which closes an open box or form even while its
-/// text field has focus), Tab and Shift+Tab between text fields, and the
+/// text field has focus), Tab and Shift+Tab (between the workspace's
+/// regions, or a form's fields), ↑, ↓ and Enter that no text field took
+/// (the focused list's: see `workspace::ring`), and the
 /// shortcuts (⌘ for Ctrl on macOS), none of which a text field uses or
 /// the composer keeps: Ctrl+B the lists, Ctrl+D the details, Ctrl+K jump to
 /// a conversation, Ctrl+Enter accept the oldest waiting chat, Alt+↑/↓ the
 /// previous and next chat.
 pub fn window_event(
     event: iced::Event,
-    _status: iced::event::Status,
+    status: iced::event::Status,
     _window: window::Id,
 ) -> Option<Message> {
     use iced::keyboard::Key;
@@ -132,12 +134,29 @@ pub fn window_event(
             key: Key::Named(Named::Escape),
             ..
         }) => Some(Message::Workspace(screen::workspace::Message::Escape)),
+        // Not a Tab the composer took: with the canned reply picker open,
+        // Tab puts the reply in and the cursor stays.
         iced::Event::Keyboard(iced::keyboard::Event::KeyPressed {
             key: Key::Named(Named::Tab),
             modifiers,
             ..
-        }) if !modifiers.command() && !modifiers.alt() => {
+        }) if !modifiers.command()
+            && !modifiers.alt()
+            && status == iced::event::Status::Ignored =>
+        {
             Some(Message::FocusNext(!modifiers.shift()))
+        }
+        iced::Event::Keyboard(iced::keyboard::Event::KeyPressed { key, modifiers, .. })
+            if modifiers.is_empty() && status == iced::event::Status::Ignored =>
+        {
+            use screen::workspace::ring::Key as Ring;
+            let key = match key.as_ref() {
+                Key::Named(Named::ArrowUp) => Ring::Up,
+                Key::Named(Named::ArrowDown) => Ring::Down,
+                Key::Named(Named::Enter) => Ring::Enter,
+                _ => return None,
+            };
+            Some(Message::Workspace(screen::workspace::Message::Ring(key)))
         }
         iced::Event::Keyboard(iced::keyboard::Event::KeyPressed { key, modifiers, .. })
             if modifiers.alt() && !modifiers.command() && !modifiers.shift() =>

@@ -84,6 +84,9 @@ pub struct Palette {
     pub selected: Color,
     pub on_selected: Color,
     pub on_selected_muted: Color,
+    /// Text selected in a message, under the bubble's own text colour:
+    /// apart from every bubble (`selected` is nearly the own bubble's).
+    pub text_selection: Color,
     /// The agent's own (and colleagues') bubbles.
     pub own_bubble: Color,
     pub on_own_bubble: Color,
@@ -123,6 +126,7 @@ pub static LIGHT: Palette = Palette {
     selected: color!(0xd9e3ff),
     on_selected: color!(0x0f1730),
     on_selected_muted: color!(0x3a4668),
+    text_selection: color!(0xa9c0ff),
     own_bubble: color!(0xdde7ff),
     on_own_bubble: color!(0x141a2b),
     on_own_bubble_muted: color!(0x465170),
@@ -157,6 +161,7 @@ pub static DARK: Palette = Palette {
     selected: color!(0x2d3d6b),
     on_selected: color!(0xf3f5fa),
     on_selected_muted: color!(0xc5cee8),
+    text_selection: color!(0x3d5db8),
     own_bubble: color!(0x243357),
     on_own_bubble: color!(0xedf1f8),
     on_own_bubble_muted: color!(0xb6c1de),
@@ -301,6 +306,17 @@ pub fn pairs(p: &Palette) -> Vec<UsedPair> {
             p.selected,
         ),
         t("selected text in a field", p.on_selected, p.selected),
+        t(
+            "selected text in a visitor bubble",
+            p.text,
+            p.text_selection,
+        ),
+        t(
+            "selected text in an own bubble",
+            p.on_own_bubble,
+            p.text_selection,
+        ),
+        t("selected text in a note", p.on_note, p.text_selection),
         t("own bubble", p.on_own_bubble, p.own_bubble),
         t(
             "time and delivery on own bubble",
@@ -330,6 +346,9 @@ pub fn pairs(p: &Palette) -> Vec<UsedPair> {
             p.background,
         ),
         mark("text field border on a card", p.control_border, p.surface),
+        mark("focused region's edge", p.accent, p.background),
+        mark("highlighted row's outline", p.text, p.background),
+        mark("highlighted card's edge", p.text, p.surface),
     ]
 }
 
@@ -354,6 +373,66 @@ pub fn contrast(a: Color, b: Color) -> f32 {
 
 // The screens' styles. Each reads the palette of the theme it is drawn
 // with, so switching themes needs no rebuilt view.
+
+/// Message text that can be selected: the bubble's colour, on
+/// [`Palette::text_selection`] where selected.
+pub fn selectable(theme: &Theme) -> iced_selection::text::Style {
+    iced_selection::text::Style {
+        color: None,
+        selection: Palette::of(theme).text_selection,
+    }
+}
+
+/// The frame of a workspace region: an accent edge while Tab's focus
+/// ring is on it, nothing otherwise.
+pub fn region(focused: bool) -> impl Fn(&Theme) -> container::Style {
+    move |theme| {
+        if !focused {
+            return container::Style::default();
+        }
+        container::Style {
+            border: Border {
+                color: Palette::of(theme).accent,
+                width: 2.0,
+                radius: 6.0.into(),
+            },
+            ..container::Style::default()
+        }
+    }
+}
+
+/// The outline around a list row that has the focus ring's highlight: in
+/// the text colour, so it reads apart from the open row's accent edge.
+pub fn highlight(lit: bool) -> impl Fn(&Theme) -> container::Style {
+    move |theme| {
+        if !lit {
+            return container::Style::default();
+        }
+        container::Style {
+            border: Border {
+                color: Palette::of(theme).text,
+                width: 2.0,
+                radius: 8.0.into(),
+            },
+            ..container::Style::default()
+        }
+    }
+}
+
+/// A [`card`], outlined like [`highlight`] while it has the highlight.
+pub fn card_lit(lit: bool) -> impl Fn(&Theme) -> container::Style {
+    move |theme| {
+        let mut style = card(theme);
+        if lit {
+            style.border = Border {
+                color: Palette::of(theme).text,
+                width: 2.0,
+                radius: 8.0.into(),
+            };
+        }
+        style
+    }
+}
 
 /// Secondary text.
 pub fn muted(theme: &Theme) -> text::Style {

@@ -26,14 +26,14 @@
 use holdfast_protocol::agent::{ConversationState, VisitorInfo};
 use holdfast_protocol::notice::Notice;
 use iced::Element;
+use iced::widget::span;
 use iced::widget::text::{self, Wrapping};
-use iced::widget::{rich_text, span};
 
 use crate::ui::desk::{Conv, message_text};
 use crate::ui::format;
 use crate::ui::i18n::{Lang, tr};
 use crate::ui::links::{self, Piece};
-use crate::ui::theme::success_text;
+use crate::ui::theme::{self, success_text};
 pub use crate::ui::theme::{card, muted};
 
 /// The only way text reaches the screen: iced's `text`, minus the
@@ -46,15 +46,27 @@ pub fn body_text<'a>(s: impl text::IntoFragment<'a>) -> text::Text<'a> {
     text(s).wrapping(Wrapping::WordOrGlyph)
 }
 
-/// Message text with its web and mail links made clickable: a click
-/// produces `on_link` with the link as shown. Cleaned first, like all
-/// [`text`], so a link is found in, and opens, exactly what the agent sees:
-/// an invisible character cannot hide inside one. Text without a link is
-/// plain [`body_text`].
+/// Message text (a bubble's, a note's) that can be selected with the
+/// mouse and copied with Ctrl+C, with its web and mail links made
+/// clickable: a click produces `on_link` with the link as shown. Cleaned
+/// first, like all [`text`], so a link is found in, and opens, exactly what
+/// the agent sees (an invisible character cannot hide inside one), and what
+/// is copied is what is on screen. Text without a link is one selectable
+/// run.
+///
+/// The selection and the copy are the widget's own (`iced_selection`): a
+/// press on the text starts one, a press anywhere else ends it, and Ctrl+C
+/// writes it through the window's clipboard while it is not empty. A text
+/// field keeps its own Ctrl+C: the field comes later in the tree, so when
+/// both hold a selection the field's is the one that stays on the
+/// clipboard.
 pub fn linked_text<'a, M: 'a>(s: &str, on_link: impl Fn(String) -> M + 'a) -> Element<'a, M> {
     let shown = format::display_safe(s);
     if !links::has_link(&shown) {
-        return body_text(shown).into();
+        return iced_selection::text(shown)
+            .wrapping(Wrapping::WordOrGlyph)
+            .style(theme::selectable)
+            .into();
     }
     let spans: Vec<text::Span<'a, String>> = links::split(&shown)
         .into_iter()
@@ -63,8 +75,9 @@ pub fn linked_text<'a, M: 'a>(s: &str, on_link: impl Fn(String) -> M + 'a) -> El
             Piece::Link(l) => span(l.to_owned()).link(l.to_owned()).underline(true),
         })
         .collect();
-    rich_text(spans)
+    iced_selection::rich_text(spans)
         .wrapping(Wrapping::WordOrGlyph)
+        .style(theme::selectable)
         .on_link_click(on_link)
         .into()
 }

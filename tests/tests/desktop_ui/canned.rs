@@ -178,6 +178,26 @@ async fn canned_replies_are_managed_in_the_app_and_picked_with_a_slash() {
     assert!(!bob.has_id("canned-picker"));
     assert_eq!(draft(&bob), "/re", "Esc keeps the draft");
 
+    // Tab takes the highlighted reply too. The composer takes that Tab, so
+    // the window's Tab (which moves between regions) is not acted on.
+    let tab = iced_test::simulator::press_key(Named::Tab, None);
+    let mut status = Vec::new();
+    bob.interact(|ui| {
+        ui.click(Id::new("composer")).unwrap();
+        for _ in 0..3 {
+            ui.tap_key(Named::Backspace);
+        }
+        ui.typewrite("/rfd");
+    });
+    assert!(bob.has_id("canned-picker"), "{:?}", bob.texts());
+    bob.interact(|ui| status = ui.simulate([tab.clone()]));
+    assert_eq!(draft(&bob), filled);
+    assert_eq!(
+        holdfast_agent::ui::window_event(tab, status[0], iced::window::Id::unique())
+            .map(|m| format!("{m:?}")),
+        None
+    );
+
     // Ada changes the site's reply: Bob's list follows, live.
     ada.click_id("canned-open");
     ada.click_id(&format!("canned-edit-{site_id}"));

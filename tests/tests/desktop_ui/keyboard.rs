@@ -1,7 +1,8 @@
 //! Keyboard first: Alt+↑/↓ between chats in the lists' order, Ctrl+K to
 //! jump to a chat by name, Ctrl+Enter to accept the oldest waiting chat
-//! (from inside the composer too, which keeps Enter for sending), Esc, Tab,
-//! and the cursor put in the composer when a chat is opened.
+//! (from inside the composer too, which keeps Enter for sending), Esc, Tab
+//! round the workspace's regions with ↑/↓ and Enter in a focused list, and
+//! the cursor put in the composer when a chat is opened.
 //!
 //! Keys reach the app as the window reports them: through
 //! `ui::window_event` (and `ui::jump_keys` while the jump box is open), the
@@ -10,6 +11,7 @@
 //! driver records the operations the app's tasks ask for, and the tests run
 //! them against stand-in fields to see which one they focus.
 
+use holdfast_agent::ui::screen::workspace::ring::{Item, Region};
 use holdfast_client::protocol::agent::{ConversationId, Presence};
 use holdfast_client::protocol::visitor::VisitorIn;
 use iced::keyboard::{self, Key, Modifiers, key};
@@ -232,15 +234,13 @@ async fn alt_arrows_and_ctrl_k_move_between_chats_and_focus_the_composer() {
         Some("composer")
     );
 
-    // Tab moves to the next field, Shift+Tab back.
+    // Tab moves on from the chat (the composer lets go of the cursor),
+    // Shift+Tab comes back to it (the composer has it again).
     d.press(Key::Named(Named::Tab), Modifiers::empty());
-    assert_eq!(
-        d.focus_after(&FIELDS, Some(0)).await.as_deref(),
-        Some("jump-input")
-    );
+    assert_eq!(d.focus_after(&FIELDS, Some(0)).await.as_deref(), None);
     d.press(Key::Named(Named::Tab), Modifiers::SHIFT);
     assert_eq!(
-        d.focus_after(&FIELDS, Some(1)).await.as_deref(),
+        d.focus_after(&FIELDS, None).await.as_deref(),
         Some("composer")
     );
 
@@ -382,6 +382,194 @@ async fn ctrl_enter_accepts_the_oldest_waiting_chat_even_from_the_composer() {
     });
     d.until("the reply to Bo", |d| d.label_of("Hi Bo").is_some())
         .await;
+
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
+    srv.stop().await;
+}
+
+/// The screen as drawn now, and a way to read the colour just inside the
+/// left edge of a widget, halfway down: where a focused region's frame or
+/// a highlighted row's outline is. One drawing serves several reads: each
+/// costs a whole frame.
+struct Drawn {
+    img: image::RgbaImage,
+}
+
+impl Drawn {
+    fn now(d: &Driver) -> Self {
+        Self {
+            img: super::looks::render(d),
+        }
+    }
+
+    // Widget bounds on a 1280 px window: small and not negative.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    fn edge(&self, d: &Driver, id: &str) -> iced::Color {
+        let b = d.bounds(id);
+        // The simulator draws at scale 2.
+        let p = self.img.get_pixel(
+            ((b.x + 1.0) * 2.0) as u32,
+            ((b.y + b.height / 2.0) * 2.0) as u32,
+        );
+        iced::Color::from_rgb8(p[0], p[1], p[2])
+    }
+}
+
+fn close(a: iced::Color, b: iced::Color) -> bool {
+    let (a, b) = (a.into_rgba8(), b.into_rgba8());
+    a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 8)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tab_goes_round_the_regions_and_the_arrows_work_the_focused_list() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    // Tall enough that the visitors, under the chats, are on screen.
+    d.size = (1280.0, 1400.0);
+    d.sign_in("alice").await;
+    let _ann = named_visitor(&srv, "Ann Lee", "first question").await;
+    let _bo = named_visitor(&srv, "Bo Chen", "second question").await;
+    d.until("both chats mine, named, and both visitors listed", |d| {
+        let mine = d.app.workspace.desk.mine();
+        mine.len() == 2
+            && mine
+                .iter()
+                .all(|c| c.info.visitor_name.is_some() && c.last_said().is_some())
+            && d.app.workspace.desk.visitors.len() == 2
+    })
+    .await;
+    let mine: Vec<ConversationId> = d
+        .app
+        .workspace
+        .desk
+        .mine()
+        .iter()
+        .map(|c| c.info.id)
+        .collect();
+    let (top, bottom) =
+        if d.bounds(&format!("conv-{}", mine[0])).y < d.bounds(&format!("conv-{}", mine[1])).y {
+            (mine[0], mine[1])
+        } else {
+            (mine[1], mine[0])
+        };
+    let opened = d.selected().expect("the first chat opened by itself");
+    d.forget_focus().await;
+    let ring = |d: &Driver| d.app.workspace.desk.ring.clone();
+    let accent = d.app.palette().accent;
+    let ink = d.app.palette().text;
+    let lists_hint = "↑↓ choose · Enter open · Tab next area";
+    // No region has the ring yet: no frame.
+    assert!(!close(Drawn::now(&d).edge(&d, "region-lists"), accent));
+    assert!(!d.shows(lists_hint));
+
+    // Tab: the lists, framed, with the keys said and the open chat
+    // highlighted; the composer lets go of the cursor.
+    d.press(Key::Named(Named::Tab), Modifiers::empty());
+    assert_eq!(ring(&d).region, Some(Region::Lists));
+    assert_eq!(ring(&d).highlight, Some(Item::Chat(opened)));
+    assert_eq!(d.focus_after(&FIELDS, Some(0)).await, None);
+    assert!(d.shows(lists_hint), "{:?}", d.texts());
+
+    // ↑ to the top and no further, ↓ to the next; the open chat stays.
+    d.press(Key::Named(Named::ArrowUp), Modifiers::empty());
+    d.press(Key::Named(Named::ArrowUp), Modifiers::empty());
+    assert_eq!(ring(&d).highlight, Some(Item::Chat(top)));
+    d.press(Key::Named(Named::ArrowDown), Modifiers::empty());
+    assert_eq!(ring(&d).highlight, Some(Item::Chat(bottom)));
+    assert_eq!(d.selected(), Some(opened));
+    // The lists are framed, the highlighted row outlined in the text
+    // colour.
+    super::looks::look(&d, "ring-lists.png");
+    let drawn = Drawn::now(&d);
+    let framed = drawn.edge(&d, "region-lists");
+    assert!(close(framed, accent), "{framed:?} is not {accent:?}");
+    let outlined = drawn.edge(&d, &format!("conv-{bottom}"));
+    assert!(close(outlined, ink), "{outlined:?} is not {ink:?}");
+    assert!(!close(drawn.edge(&d, &format!("conv-{top}")), ink));
+
+    // Enter opens it, with the cursor in its composer: the ring is on the
+    // chat now, framed.
+    d.press(Key::Named(Named::Enter), Modifiers::empty());
+    assert_eq!(d.selected(), Some(bottom));
+    assert_eq!(
+        d.focus_after(&FIELDS, None).await.as_deref(),
+        Some("composer")
+    );
+    assert_eq!(ring(&d).region, Some(Region::Chat));
+    let drawn = Drawn::now(&d);
+    assert!(close(drawn.edge(&d, "region-chat"), accent));
+    assert!(!close(drawn.edge(&d, "region-lists"), accent));
+    assert!(!d.shows(lists_hint));
+
+    // On round: the details, then back to the lists.
+    d.press(Key::Named(Named::Tab), Modifiers::empty());
+    assert_eq!(ring(&d).region, Some(Region::Details));
+    assert_eq!(d.focus_after(&FIELDS, Some(0)).await, None);
+    d.press(Key::Named(Named::Tab), Modifiers::empty());
+    assert_eq!(ring(&d).region, Some(Region::Lists));
+    // The visitors: ↓ and Enter show the highlighted one's details.
+    d.press(Key::Named(Named::Tab), Modifiers::empty());
+    assert_eq!(ring(&d).region, Some(Region::Visitors));
+    assert!(d.shows("↑↓ choose · Enter details · Tab next area"));
+    let visitors: Vec<String> = d
+        .app
+        .workspace
+        .desk
+        .visitors_sorted()
+        .iter()
+        .map(|v| v.id.clone())
+        .collect();
+    d.press(Key::Named(Named::ArrowUp), Modifiers::empty());
+    d.press(Key::Named(Named::ArrowUp), Modifiers::empty());
+    assert_eq!(ring(&d).highlight, Some(Item::Visitor(visitors[0].clone())));
+    d.press(Key::Named(Named::ArrowDown), Modifiers::empty());
+    assert_eq!(ring(&d).highlight, Some(Item::Visitor(visitors[1].clone())));
+    assert!(close(
+        Drawn::now(&d).edge(&d, &format!("visitor-{}", visitors[1])),
+        ink
+    ));
+    d.press(Key::Named(Named::Enter), Modifiers::empty());
+    assert_eq!(
+        d.app.workspace.desk.details_visitor.as_deref(),
+        Some(visitors[1].as_str())
+    );
+    // Shift+Tab goes back round the other way.
+    d.press(Key::Named(Named::Tab), Modifiers::SHIFT);
+    assert_eq!(ring(&d).region, Some(Region::Lists));
+    d.press(Key::Named(Named::Tab), Modifiers::SHIFT);
+    assert_eq!(ring(&d).region, Some(Region::Details));
+
+    // Collapsed panels are skipped: with the lists shut, the ring is the
+    // chat and the details; with both shut, the chat alone.
+    d.press(Key::Character("b".into()), ctrl());
+    assert!(!d.has_id("region-lists") && !d.has_id("region-visitors"));
+    d.press(Key::Named(Named::Tab), Modifiers::empty());
+    assert_eq!(ring(&d).region, Some(Region::Chat));
+    d.press(Key::Named(Named::Tab), Modifiers::empty());
+    assert_eq!(ring(&d).region, Some(Region::Details));
+    d.press(Key::Named(Named::Tab), Modifiers::empty());
+    assert_eq!(ring(&d).region, Some(Region::Chat));
+    d.press(Key::Character("d".into()), ctrl());
+    d.press(Key::Named(Named::Tab), Modifiers::SHIFT);
+    assert_eq!(ring(&d).region, Some(Region::Chat));
+    d.press(Key::Character("b".into()), ctrl());
+    d.press(Key::Character("d".into()), ctrl());
+
+    // In the chat the arrows and Enter are the composer's, not a list's.
+    d.press(Key::Named(Named::ArrowUp), Modifiers::empty());
+    d.press(Key::Named(Named::Enter), Modifiers::empty());
+    assert_eq!(d.selected(), Some(bottom));
+
+    // The jump box keeps Tab for its own field, and Esc still closes it.
+    d.press(Key::Character("k".into()), ctrl());
+    d.forget_focus().await;
+    d.press(Key::Named(Named::Tab), Modifiers::empty());
+    assert_eq!(ring(&d).region, Some(Region::Chat));
+    d.press(Key::Named(Named::Escape), Modifiers::empty());
+    assert!(!d.has_id("jump"));
 
     if let Some(h) = d.app.handle() {
         h.shutdown().await.unwrap();

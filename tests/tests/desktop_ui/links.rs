@@ -1,12 +1,16 @@
 //! Links and copying in the transcript: `http`, `https` and `mailto` links
 //! open with the OS's opener (a fake `xdg-open` first on PATH here, which
-//! records what it was given), anything else stays inert text, and each
-//! message's Copy button writes its text to the clipboard.
+//! records what it was given), anything else stays inert text, each
+//! message's Copy button writes its text to the clipboard, and message text
+//! can be selected with the mouse and copied with Ctrl+C.
 
 use std::path::PathBuf;
 
 use holdfast_client::protocol::ids::MsgId;
-use iced::Point;
+use iced::keyboard::{self, Key, Modifiers, key};
+use iced::{Point, mouse};
+use iced_test::core::clipboard::{Clipboard, Kind};
+use iced_test::runtime::user_interface::{Cache, UserInterface};
 
 use super::*;
 
@@ -245,6 +249,300 @@ async fn copy_puts_the_message_text_on_the_clipboard() {
     assert_eq!(
         d.clipboard.lock().unwrap()[1],
         "Found it: 7731-B ships today."
+    );
+
+    if let Some(h) = d.app.handle() {
+        h.shutdown().await.unwrap();
+    }
+    srv.stop().await;
+}
+
+/// The clipboard a window hands its widgets, recording what they write.
+#[derive(Default)]
+struct Recorder(Vec<String>);
+
+impl Clipboard for Recorder {
+    fn read(&self, _kind: Kind) -> Option<String> {
+        None
+    }
+    fn write(&mut self, _kind: Kind, contents: String) {
+        self.0.push(contents);
+    }
+}
+
+/// The app in a window, as iced's runtime runs it: each event goes to
+/// the view built from the app as it is now, with the widgets' state (a
+/// selection, the cursor in a field) kept from one build to the next, and
+/// what the event produced goes through the app's `update` before the
+/// next. The widgets are handed a clipboard that records what they write
+/// (a simulator hands them one that drops it), since a selection is
+/// copied by its widget, not by a task of the app.
+struct Window {
+    renderer: iced_test::renderer::Renderer,
+    cache: Option<Cache>,
+    cursor: mouse::Cursor,
+    modifiers: Modifiers,
+    clipboard: Recorder,
+    /// Every message the view produced, in order (as `Debug`).
+    produced: Vec<String>,
+}
+
+impl Window {
+    fn open() -> Self {
+        // As the simulators are made (`settings()`): the same default font
+        // and size, so the same layout as `bounds_of` measures.
+        let renderer = iced_test::futures::futures::executor::block_on(
+            <iced_test::renderer::Renderer as iced_test::core::renderer::Headless>::new(
+                iced::Font::with_name("Fira Sans"),
+                Settings::default().default_text_size,
+                None,
+            ),
+        )
+        .expect("a headless renderer");
+        Self {
+            renderer,
+            cache: Some(Cache::default()),
+            cursor: mouse::Cursor::Unavailable,
+            modifiers: Modifiers::empty(),
+            clipboard: Recorder::default(),
+            produced: Vec::new(),
+        }
+    }
+
+    fn event(&mut self, d: &mut Driver, e: iced::Event) {
+        let mut messages = Vec::new();
+        {
+            let mut ui = UserInterface::build(
+                d.app.view(),
+                iced::Size::new(d.size.0, d.size.1),
+                self.cache.take().unwrap_or_default(),
+                &mut self.renderer,
+            );
+            let _ = ui.update(
+                &[e],
+                self.cursor,
+                &mut self.renderer,
+                &mut self.clipboard,
+                &mut messages,
+            );
+            self.cache = Some(ui.into_cache());
+        }
+        for m in messages {
+            self.produced.push(format!("{m:?}"));
+            d.apply(m);
+        }
+    }
+
+    fn move_to(&mut self, d: &mut Driver, at: Point) {
+        self.cursor = mouse::Cursor::Available(at);
+        self.event(
+            d,
+            iced::Event::Mouse(mouse::Event::CursorMoved { position: at }),
+        );
+    }
+
+    /// Press the left button at `from`, move to `to`, let go.
+    fn drag(&mut self, d: &mut Driver, from: Point, to: Point) {
+        self.move_to(d, from);
+        self.event(
+            d,
+            iced::Event::Mouse(mouse::Event::ButtonPressed(mouse::Button::Left)),
+        );
+        self.move_to(d, Point::new((from.x + to.x) / 2.0, (from.y + to.y) / 2.0));
+        self.move_to(d, to);
+        self.event(
+            d,
+            iced::Event::Mouse(mouse::Event::ButtonReleased(mouse::Button::Left)),
+        );
+    }
+
+    fn click(&mut self, d: &mut Driver, at: Point) {
+        self.drag(d, at, at);
+    }
+
+    /// Hold the modifiers (as the window reports a change in them) and
+    /// press and release `k` with them.
+    fn chord(&mut self, d: &mut Driver, modifiers: Modifiers, k: Key, text: Option<&str>) {
+        if modifiers != self.modifiers {
+            self.modifiers = modifiers;
+            self.event(
+                d,
+                iced::Event::Keyboard(keyboard::Event::ModifiersChanged(modifiers)),
+            );
+        }
+        let physical = key::Physical::Unidentified(key::NativeCode::Unidentified);
+        self.event(
+            d,
+            iced::Event::Keyboard(keyboard::Event::KeyPressed {
+                key: k.clone(),
+                modified_key: k.clone(),
+                physical_key: physical,
+                location: keyboard::Location::Standard,
+                modifiers,
+                text: text.map(Into::into),
+                repeat: false,
+            }),
+        );
+        self.event(
+            d,
+            iced::Event::Keyboard(keyboard::Event::KeyReleased {
+                key: k.clone(),
+                modified_key: k,
+                physical_key: physical,
+                location: keyboard::Location::Standard,
+                modifiers,
+            }),
+        );
+    }
+
+    /// Ctrl (⌘ on macOS) and `c`, then Ctrl let go.
+    fn ctrl(&mut self, d: &mut Driver, c: &str) {
+        let ctrl = if cfg!(target_os = "macos") {
+            Modifiers::LOGO
+        } else {
+            Modifiers::CTRL
+        };
+        self.chord(d, ctrl, Key::Character(c.into()), None);
+        self.modifiers = Modifiers::empty();
+        self.event(
+            d,
+            iced::Event::Keyboard(keyboard::Event::ModifiersChanged(Modifiers::empty())),
+        );
+    }
+
+    fn type_text(&mut self, d: &mut Driver, s: &str) {
+        for c in s.chars() {
+            let c = c.to_string();
+            self.chord(
+                d,
+                Modifiers::empty(),
+                Key::Character(c.as_str().into()),
+                Some(&c),
+            );
+        }
+    }
+
+    fn copied(&self) -> &[String] {
+        &self.clipboard.0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_text_selects_with_the_mouse_and_copies_with_ctrl_c() {
+    let opener = FakeOpener::install();
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    d.sign_in("alice").await;
+
+    // Invisible characters are not copied: what is selected is what is on
+    // screen.
+    let said = "Order 7731\u{200B}-B ships on Tuesday";
+    let shown = "Order 7731-B ships on Tuesday";
+    let linked = "Parcel https://track.example/p?id=42 is late";
+    let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
+    v.say_acked(said).await.unwrap();
+    v.say_acked(linked).await.unwrap();
+    d.until("the messages", |d| {
+        d.has_id("composer")
+            && d.app.workspace.desk.selected.is_some_and(|c| {
+                d.app.workspace.desk.convs[&c]
+                    .messages
+                    .iter()
+                    .any(|m| m.body == linked)
+            })
+    })
+    .await;
+    let body = format!("body-{}", message_id(&d, said));
+    let link_body = format!("body-{}", message_id(&d, linked));
+    d.until("the text drawn", |d| {
+        d.has_id(&body) && d.has_id(&link_body)
+    })
+    .await;
+    let b = bounds_of(&d, &body);
+    let lb = bounds_of(&d, &link_body);
+    let composer = bounds_of(&d, "composer");
+    assert!(
+        b.height < 30.0 && lb.height < 30.0,
+        "one line each: {b:?} {lb:?}"
+    );
+    let mid = b.y + b.height / 2.0;
+
+    let mut w = Window::open();
+    let d = &mut d;
+    // Nothing selected: Ctrl+C writes nothing.
+    w.ctrl(d, "c");
+    assert!(w.copied().is_empty(), "{:?}", w.copied());
+
+    // Dragged from its start to past its end: the whole text.
+    let past_end = Point::new(b.x + b.width + 40.0, mid);
+    w.drag(d, Point::new(b.x + 1.0, mid), past_end);
+    assert!(w.copied().is_empty(), "a selection alone copies nothing");
+    w.ctrl(d, "c");
+    assert_eq!(w.copied(), [shown]);
+
+    // Dragged to the middle: the words up to there, not the rest.
+    w.drag(
+        d,
+        Point::new(b.x + 1.0, mid),
+        Point::new(b.x + b.width / 2.0, mid),
+    );
+    w.ctrl(d, "c");
+    let part = w.copied()[1].clone();
+    assert!(
+        shown.starts_with(&part) && part.len() >= 5 && part.len() < shown.len() - 5,
+        "{part:?}"
+    );
+
+    // A drag that starts on a link selects it; it does not open it.
+    let lmid = lb.y + lb.height / 2.0;
+    w.drag(
+        d,
+        Point::new(lb.x + 1.0, lmid),
+        Point::new(lb.x + lb.width + 40.0, lmid),
+    );
+    w.ctrl(d, "c");
+    assert_eq!(w.copied()[2], linked);
+    assert!(
+        !w.produced.iter().any(|m| m.contains("OpenLink")),
+        "{:?}",
+        w.produced
+    );
+
+    // A press elsewhere ends the selection: Ctrl+C has nothing to copy.
+    w.click(d, Point::new(b.x + b.width + 60.0, mid));
+    w.ctrl(d, "c");
+    assert_eq!(w.copied().len(), 3, "{:?}", w.copied());
+
+    // The composer keeps its own Ctrl+C: its selection is copied, and a
+    // message's selection made before does not take its place.
+    w.drag(d, Point::new(b.x + 1.0, mid), past_end);
+    w.click(d, composer.center());
+    w.type_text(d, "draft words");
+    w.ctrl(d, "a");
+    w.ctrl(d, "c");
+    assert_eq!(w.copied()[3..], ["draft words"]);
+    assert!(opener.read().is_none());
+
+    // The draft was typed through the real composer.
+    let conv = d.app.workspace.desk.selected.unwrap();
+    assert_eq!(
+        d.app.workspace.desk.drafts[&conv].text().trim_end(),
+        "draft words"
+    );
+
+    // A click on the link still opens it.
+    let lb = bounds_of(d, &link_body);
+    let at = Point::new(lb.x + lb.width * 0.45, lb.y + lb.height / 2.0);
+    let produced = click_at(d, at);
+    assert_eq!(produced.len(), 1, "{produced:?}");
+    for m in produced {
+        d.apply(m);
+    }
+    d.until("the opener run", |_| opener.read().is_some()).await;
+    assert_eq!(
+        opener.read().as_deref(),
+        Some("https://track.example/p?id=42")
     );
 
     if let Some(h) = d.app.handle() {

@@ -10,6 +10,7 @@ use iced::{Alignment, Element, Fill};
 
 use crate::ui::desk::Desk;
 use crate::ui::i18n::tr;
+use crate::ui::screen::workspace::ring::Item;
 use crate::ui::theme;
 use crate::ui::widget::{heading, muted, said_preview, small, text};
 
@@ -44,6 +45,7 @@ pub fn mine(desk: &Desk) -> Element<'_, Message> {
             label.place,
             preview,
             selected,
+            desk.ring.lit(&Item::Chat(c.info.id)),
             c.info.id,
             format!("conv-{}", c.info.id),
         ));
@@ -73,6 +75,7 @@ pub fn team_chats(desk: &Desk) -> Element<'_, Message> {
             label.place,
             preview,
             selected,
+            desk.ring.lit(&Item::Chat(c.info.id)),
             c.info.id,
             format!("team-conv-{}", c.info.id),
         ));
@@ -81,12 +84,15 @@ pub fn team_chats(desk: &Desk) -> Element<'_, Message> {
 }
 
 /// One conversation in a list: its top line, where the visitor is, and
-/// the last thing said, highlighted when open; pressing it opens the chat.
+/// the last thing said, highlighted when open and outlined while Tab's
+/// ring has it ([`theme::highlight`]); pressing it opens the chat.
+#[allow(clippy::too_many_arguments)]
 fn card<'a>(
     top: impl Into<Element<'a, Message>>,
     place: Option<String>,
     preview: String,
     selected: bool,
+    lit: bool,
     conversation: ConversationId,
     id: String,
 ) -> Element<'a, Message> {
@@ -101,6 +107,10 @@ fn card<'a>(
             .style(theme::row(selected))
             .on_press(Message::Select(conversation)),
     )
+    // Room for the outline outside the row's own edge, lit or not, so
+    // the list does not shift as the highlight moves.
+    .padding(3)
+    .style(theme::highlight(lit))
     .id(id)
     .into()
 }

@@ -26,7 +26,9 @@
 //! The keyboard reaches everything that matters in a day ([`Shortcut`]):
 //! Alt+↑/↓ the previous and next chat in the lists' order, Ctrl+Enter
 //! accepts the longest waiting chat, Ctrl+K finds a chat by name
-//! ([`jump`]), and opening a chat puts the cursor in its composer.
+//! ([`jump`]), Tab goes round the regions with ↑/↓ and Enter working the
+//! focused list ([`ring`]), and opening a chat puts the cursor in its
+//! composer.
 
 pub mod bar;
 pub mod canned;
@@ -35,6 +37,7 @@ pub mod conversations;
 pub mod details;
 pub mod jump;
 pub mod queue;
+pub mod ring;
 pub mod sign_out;
 pub mod tags;
 pub mod team;
@@ -152,6 +155,8 @@ pub struct Env<'a> {
     pub focused: bool,
     pub notifier: &'a mut Notifier,
     pub store_path: Option<&'a Path>,
+    /// The panels the agent collapsed (Tab skips them).
+    pub panels: Panels,
 }
 
 #[derive(Debug)]
@@ -190,6 +195,8 @@ pub enum Message {
     /// Esc: close the box or form that is open.
     Escape,
     Shortcut(Shortcut),
+    /// Tab, Shift+Tab, and ↑, ↓ and Enter outside a text field.
+    Ring(ring::Key),
     Jump(jump::Message),
     SetTheme(Choice),
     TogglePanel(Panel),
@@ -294,6 +301,7 @@ impl State {
                 self.select_and_focus(env, id)
             }
             Message::Shortcut(s) => self.shortcut(env, s),
+            Message::Ring(key) => self.ring(env, key),
             Message::Jump(m) => {
                 let Some(jump) = &mut self.jump else {
                     return (Task::none(), None);
@@ -338,6 +346,15 @@ impl State {
                     self.chat.canned.outcome(id, &outcome);
                 }
                 Task::none()
+            }
+            // The composer answers a click or typing: the cursor is in the
+            // chat, so the ring is too.
+            Message::Chat(chat::Message::Compose(action))
+                if !self.desk.ring.on(ring::Region::Chat)
+                    && !matches!(action, text_editor::Action::Scroll { .. }) =>
+            {
+                self.desk.ring.region = Some(ring::Region::Chat);
+                return self.update(Message::Chat(chat::Message::Compose(action)), env);
             }
             Message::Chat(m) => match self.chat.update(m, &mut self.desk) {
                 None => Task::none(),
@@ -540,6 +557,7 @@ impl State {
         let live = matches!(ctx.status.state, ConnState::Live);
         let (now_ms, offset) = (ctx.now_ms, ctx.utc_offset_secs);
         let attention = ctx.attention;
+        let ring = &desk.ring;
         responsive(move |size| {
             let layout = Layout::for_width(size.width, panels);
             // The panels' scrollbars sit beside their content (`spacing`),
@@ -547,22 +565,38 @@ impl State {
             let mut panes = row![].height(Fill);
             match layout.lists {
                 Some(width) => {
+                    let mut chats = column![].spacing(16);
+                    if ring.on(ring::Region::Lists) {
+                        chats = chats.push(small(tr().ring_keys_lists).style(theme::muted));
+                    }
+                    chats = chats
+                        .push(queue::view(desk, now_ms, &attention).map(Message::Queue))
+                        .push(conversations::mine(desk).map(Message::Conversations));
+                    if desk.oversees() {
+                        chats =
+                            chats.push(conversations::team_chats(desk).map(Message::Conversations));
+                    }
                     let mut side_col = column![
                         collapse_button(Panel::Lists),
-                        queue::view(desk, now_ms, &attention).map(Message::Queue),
-                        conversations::mine(desk).map(Message::Conversations),
+                        region(ring::Region::Lists, ring, chats),
                     ]
                     .spacing(16)
                     .padding(10);
-                    if desk.oversees() {
-                        side_col = side_col
-                            .push(conversations::team_chats(desk).map(Message::Conversations));
-                    }
                     side_col = side_col.push(team::view(desk));
-                    let visitors = self
-                        .visitors
-                        .view(desk, live, now_ms, offset)
-                        .map(Message::Visitors);
+                    let mut visitors = column![].spacing(8);
+                    if ring.on(ring::Region::Visitors) {
+                        visitors =
+                            visitors.push(small(tr().ring_keys_visitors).style(theme::muted));
+                    }
+                    let visitors = region(
+                        ring::Region::Visitors,
+                        ring,
+                        visitors.push(
+                            self.visitors
+                                .view(desk, live, now_ms, offset)
+                                .map(Message::Visitors),
+                        ),
+                    );
                     match layout.visitors {
                         None => {
                             side_col = side_col.push(visitors);
@@ -586,12 +620,25 @@ impl State {
             }
             panes = panes
                 .push(rule::vertical(1))
-                .push(self.chat.view(desk, offset, now_ms).map(Message::Chat))
+                .push(
+                    region(
+                        ring::Region::Chat,
+                        ring,
+                        self.chat.view(desk, offset, now_ms).map(Message::Chat),
+                    )
+                    .width(Fill)
+                    .height(Fill),
+                )
                 .push(rule::vertical(1));
             panes = panes.push(match layout.details {
                 Some(width) => column![
                     container(collapse_button(Panel::Details)).padding([6, 10]),
-                    details::view(desk, now_ms, offset, width).map(Message::Details),
+                    region(
+                        ring::Region::Details,
+                        ring,
+                        details::view(desk, now_ms, offset, width).map(Message::Details),
+                    )
+                    .height(Fill),
                 ]
                 .width(width)
                 .into(),
@@ -950,7 +997,64 @@ impl State {
         if self.desk.selected != Some(id) {
             return task;
         }
+        self.desk.ring.region = Some(ring::Region::Chat);
         Task::batch([task, iced::widget::operation::focus(chat::COMPOSER)])
+    }
+
+    /// Whether Tab moves the focus ring: not while the jump box, the
+    /// canned replies manager or the sign-out prompt is up, whose fields
+    /// Tab moves between instead.
+    pub fn ring_applies(&self) -> bool {
+        self.jump.is_none() && self.chat.canned.manager.is_none() && !self.sign_out.prompt
+    }
+
+    /// Tab and Shift+Tab move the ring; ↑, ↓ and Enter (which reach here
+    /// only when no text field took them) act in a focused list.
+    fn ring(&mut self, env: &mut Env<'_>, key: ring::Key) -> Task<Message> {
+        use ring::{Act, Key, Region};
+        match key {
+            Key::Next | Key::Previous => {
+                if !self.ring_applies() {
+                    return Task::none();
+                }
+                let region = self.desk.ring.step(key == Key::Next, env.panels);
+                ring::Ring::enter(&mut self.desk, region);
+                if region == Region::Chat {
+                    iced::widget::operation::focus(chat::COMPOSER)
+                } else {
+                    // Out of the chat, the composer lets go of the cursor:
+                    // the arrows and Enter are the list's now.
+                    iced::advanced::widget::operate(
+                        iced::advanced::widget::operation::focusable::unfocus(),
+                    )
+                }
+            }
+            Key::Up | Key::Down => {
+                if self.jump.is_none()
+                    && matches!(
+                        self.desk.ring.region,
+                        Some(Region::Lists | Region::Visitors)
+                    )
+                {
+                    ring::Ring::step_row(&mut self.desk, key == Key::Down);
+                }
+                Task::none()
+            }
+            Key::Enter => {
+                if self.jump.is_some() {
+                    return Task::none();
+                }
+                match self.desk.ring.act(&self.desk) {
+                    None => Task::none(),
+                    Some(Act::Accept(id)) => self.accept(env, id),
+                    Some(Act::Open(id)) => self.select_and_focus(env, id),
+                    Some(Act::Details(v)) => {
+                        self.desk.details_visitor = Some(v.clone());
+                        self.load_history(env, v, false)
+                    }
+                }
+            }
+        }
     }
 
     fn accept(&mut self, env: &mut Env<'_>, id: ConversationId) -> Task<Message> {
@@ -1386,6 +1490,25 @@ const COPIED_SHOWN: std::time::Duration = std::time::Duration::from_secs(2);
 /// agent works in, as the lists show them: my conversations, then a
 /// supervisor's team chats. With none of them open, the first (down) or the
 /// last. No wrapping round: at the end of the list the key does nothing.
+/// A region's frame: the accent edge while Tab's ring is on it, and room
+/// for it either way, so nothing moves as the ring goes round.
+fn region<'a>(
+    region: ring::Region,
+    ring: &ring::Ring,
+    content: impl Into<Element<'a, Message>>,
+) -> container::Container<'a, Message> {
+    // The lists' rows and headings would touch the edge: they get room
+    // inside it. The chat and the details have their own padding.
+    let room = match region {
+        ring::Region::Lists | ring::Region::Visitors => 6,
+        ring::Region::Chat | ring::Region::Details => 2,
+    };
+    container(content)
+        .id(region.id())
+        .padding(room)
+        .style(theme::region(ring.on(region)))
+}
+
 fn neighbour(desk: &Desk, down: bool) -> Option<ConversationId> {
     let mut order: Vec<ConversationId> = desk.mine().iter().map(|c| c.info.id).collect();
     if desk.oversees() {

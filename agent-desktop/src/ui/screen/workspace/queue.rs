@@ -12,8 +12,9 @@ use crate::ui::attention::{Attention, Level};
 use crate::ui::desk::Desk;
 use crate::ui::format;
 use crate::ui::i18n::tr;
+use crate::ui::screen::workspace::ring::Item;
 use crate::ui::theme::{self, Tone};
-use crate::ui::widget::{card, heading, left_message_lines, muted, said_preview, small, text};
+use crate::ui::widget::{heading, left_message_lines, muted, said_preview, small, text};
 
 #[derive(Debug, Clone)]
 pub enum Message {
@@ -86,7 +87,7 @@ pub fn view<'a>(desk: &'a Desk, now_ms: i64, attention: &Attention) -> Element<'
             .id(format!("queued-{}", c.info.id))
             .padding(8)
             .width(Fill)
-            .style(card),
+            .style(theme::card_lit(desk.ring.lit(&Item::Waiting(c.info.id)))),
         );
     }
     col.into()

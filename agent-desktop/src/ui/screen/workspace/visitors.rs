@@ -15,7 +15,7 @@ use iced::{Alignment, Element, Fill};
 use crate::ui::desk::Desk;
 use crate::ui::format;
 use crate::ui::i18n::tr;
-use crate::ui::widget::{card, has_stated_name, heading, muted, site_id_line, small, stated, text};
+use crate::ui::widget::{has_stated_name, heading, muted, site_id_line, small, stated, text};
 
 #[derive(Debug, Default)]
 pub struct State {
@@ -256,7 +256,9 @@ fn row_view<'a>(
         .id(format!("visitor-{}", v.id))
         .padding(8)
         .width(Fill)
-        .style(card)
+        .style(crate::ui::theme::card_lit(
+            desk.ring.lit(&super::ring::Item::Visitor(v.id.clone())),
+        ))
         .into()
 }
 
