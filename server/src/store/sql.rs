@@ -230,7 +230,15 @@ pub fn transaction<T, E: From<StoreError>>(
     db: &dyn Db,
     f: impl FnOnce(&dyn Db) -> Result<T, E>,
 ) -> Result<T, E> {
-    db.batch("BEGIN")?;
+    // On SQLite a plain BEGIN reads first and asks for the write lock at
+    // its first write; if the server's writer committed in between, that
+    // upgrade fails at once with "database is locked", whatever the busy
+    // timeout (a CLI `group members` failed so while the server ran).
+    // IMMEDIATE takes the write lock up front, waiting its turn.
+    db.batch(match db.dialect() {
+        Dialect::Sqlite => "BEGIN IMMEDIATE",
+        Dialect::Postgres => "BEGIN",
+    })?;
     match f(db) {
         Ok(v) => {
             if let Err(e) = db.batch("COMMIT") {
@@ -256,7 +264,7 @@ pub fn read_snapshot<T>(
     f: impl FnOnce(&dyn Db) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     db.batch(match db.dialect() {
-        Dialect::Sqlite => "BEGIN",
+        Dialect::Sqlite => "BEGIN IMMEDIATE",
         Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
     })?;
     let r = f(db);
@@ -660,6 +668,41 @@ impl StoreError {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// An admin change (the CLI's) reads, then writes, while the server's
+    /// writer commits on its own connection: it must wait its turn rather
+    /// than fail with "database is locked".
+    #[test]
+    fn a_transaction_that_reads_then_writes_survives_a_writer_between() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let c = crate::store::open_connection(dir.path()).unwrap();
+            c.execute_batch("CREATE TABLE IF NOT EXISTS t (v INTEGER)")
+                .unwrap();
+            c
+        };
+        let admin = open();
+        let writer = open();
+        let result = transaction(&admin as &dyn Db, |db| {
+            db.query_rows("SELECT COUNT(*) FROM t", &args![])?;
+            // The server's writer commits while the admin's change runs.
+            let other = std::thread::spawn(move || {
+                writer
+                    .execute("INSERT INTO t (v) VALUES (1)", [])
+                    .map(|_| ())
+            });
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            db.execute("INSERT INTO t (v) VALUES (2)", &args![])?;
+            Ok::<_, StoreError>(other)
+        });
+        let other = result.unwrap_or_else(|e| panic!("the admin change failed: {e:?}"));
+        // The other writer waited for the commit, then wrote too.
+        other.join().unwrap().unwrap();
+        let n: i64 = open()
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+    }
 
     #[test]
     fn placeholders_are_rewritten_outside_quotes_only() {
