@@ -69,13 +69,48 @@ where
         Storage::Postgres(reads) => write_pg(attach, reads, state, body, pace_key).await,
         Storage::Disk(disk) => {
             // Held until this write ends, however it ends.
-            let Some(_claim) = attach.try_busy(&state.id) else {
+            let Some(_claim) = claim_soon(attach, &state.id).await else {
                 return Written::Busy;
             };
+            // Go by the offset as stored now that the upload is ours: the
+            // write we waited for may have moved it.
+            let state = match attach.load(&state.id).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Written::Gone,
+                Err(error) => return Written::Failed { error, at: None },
+            };
+            if let Err(r) = upload::check_patch(&state, sent) {
+                return Written::Refused {
+                    refusal: r,
+                    at: Some((state.offset, state.length)),
+                };
+            }
             write_disk(attach, disk, state, body, pace_key).await
         }
     }
 }
+
+/// The upload's claim, waiting up to [`CLAIM_WAIT`] for a write that holds
+/// it. A write saves its new offset a moment before it lets go of the
+/// claim, so a client that asks for the offset (HEAD) and sends the next
+/// chunk at once could find the claim still held; on a loaded server that
+/// moment was long enough to refuse it 409. Two writes really at once
+/// still get one 409.
+async fn claim_soon(attach: &std::sync::Arc<Attachments>, id: &str) -> Option<super::Claim> {
+    let until = tokio::time::Instant::now() + CLAIM_WAIT;
+    loop {
+        if let Some(c) = attach.try_busy(id) {
+            return Some(c);
+        }
+        if tokio::time::Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// How long a write waits for another write of the same upload to end.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// On PostgreSQL: the body is stored in pieces of at most [`pg::PIECE`],
 /// each in its own transaction under the upload's row lock (so a piece is
