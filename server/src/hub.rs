@@ -476,16 +476,7 @@ impl Hub {
         // signed in: visitors get the leave-a-message form. A visitor of a
         // group hears about that group's agents and hours.
         let whole = Self::online_for(st, site, None);
-        let per_group: HashMap<String, bool> = st
-            .groups
-            .get(&site)
-            .map(|g| {
-                g.groups
-                    .iter()
-                    .map(|g| (g.key.clone(), Self::online_for(st, site, Some(&g.key))))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let per_group = Self::online_per_group(st, site);
         // A choice on screen must not go on saying "online" for a group
         // whose last agent left, nor "away" for one who came.
         let choices = Self::group_choices(st, site, &per_group);
@@ -511,10 +502,9 @@ impl Hub {
         }
     }
 
-    /// Who would answer for a visitor of `site` (of `group`), now.
-    fn agents_now(st: &State, site: SiteId, group: Option<&str>) -> Agents {
-        let per_group: HashMap<String, bool> = st
-            .groups
+    /// Whether someone of each of the site's groups would answer, by key.
+    fn online_per_group(st: &State, site: SiteId) -> HashMap<String, bool> {
+        st.groups
             .get(&site)
             .map(|g| {
                 g.groups
@@ -522,7 +512,18 @@ impl Hub {
                     .map(|g| (g.key.clone(), Self::online_for(st, site, Some(&g.key))))
                     .collect()
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// Who would answer for a visitor of `site` (of `group`), now: what a
+    /// welcome says, on both transports.
+    pub fn agents_for(&self, site: SiteId, group: Option<&str>) -> Agents {
+        Self::agents_now(&self.lock(), site, group)
+    }
+
+    /// Who would answer for a visitor of `site` (of `group`), now.
+    fn agents_now(st: &State, site: SiteId, group: Option<&str>) -> Agents {
+        let per_group = Self::online_per_group(st, site);
         Agents {
             online: Self::online_for(st, site, group),
             groups: Self::group_choices(st, site, &per_group),
@@ -576,11 +577,6 @@ impl Hub {
             && Self::connected_in(st, site)
                 .iter()
                 .any(|(a, p)| *p == Presence::Online && g.members.contains(a))
-    }
-
-    /// The site's groups as read last (see `groups::watch`).
-    pub fn site_groups(&self, site: SiteId) -> crate::groups::SiteGroups {
-        self.lock().groups.get(&site).cloned().unwrap_or_default()
     }
 
     /// The groups as read now: each site whose groups changed tells its

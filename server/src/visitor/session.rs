@@ -136,11 +136,13 @@ pub(super) fn agents_out(a: crate::hub::Agents) -> VisitorOut {
 
 /// The answer to a good hello, the same on both transports.
 pub(super) fn welcome(ctx: &Ctx, v: &Visitor, resumed: bool) -> VisitorOut {
+    // The same state later `agents` messages carry (`Hub::agents_for`).
+    let agents = ctx.hub.agents_for(v.site.id, v.group.as_deref());
     VisitorOut::Welcome {
         visitor: v.id.clone(),
         token: v.token.clone(),
         resumed,
-        agents_online: ctx.hub.agents_online_for(v.site.id, v.group.as_deref()),
+        agents_online: agents.online,
         heartbeat_ms: u32::try_from(ctx.cfg.visitor.liveness.heartbeat.as_millis())
             .unwrap_or(u32::MAX),
         attach: Some({
@@ -152,21 +154,9 @@ pub(super) fn welcome(ctx: &Ctx, v: &Visitor, resumed: bool) -> VisitorOut {
         }),
         sneak_peek: Some(v.site.sneak_peek),
         group: v.group.clone(),
-        groups: {
-            // Sent even with a group named: the widget offers the choice
-            // only when neither the page nor the visitor has chosen.
-            let g = ctx.hub.site_groups(v.site.id);
-            (g.choice && !g.groups.is_empty()).then(|| {
-                g.groups
-                    .iter()
-                    .map(|g| holdfast_protocol::visitor::GroupChoice {
-                        key: g.key.clone(),
-                        name: g.name.clone(),
-                        online: ctx.hub.agents_online_for(v.site.id, Some(&g.key)),
-                    })
-                    .collect()
-            })
-        },
+        // Sent even with a group named: the widget offers the choice only
+        // when neither the page nor the visitor has chosen.
+        groups: agents.groups.map(|g| g.to_vec()),
     }
 }
 
