@@ -263,6 +263,16 @@ impl Driver {
         self.until_with(what, |_| {}, pred).await;
     }
 
+    /// Press "Away" and wait until the app says so: new chats then wait
+    /// in the queue instead of being assigned.
+    async fn go_away(&mut self) {
+        self.click_text("Away");
+        self.until("away", |d| {
+            d.app.workspace.desk.presence == Some(holdfast_client::protocol::agent::Presence::Away)
+        })
+        .await;
+    }
+
     /// Type a username and password into the login form and press Sign in.
     fn submit_login(&mut self, user: &str, password: &str) {
         let (user, password) = (user.to_owned(), password.to_owned());
@@ -448,11 +458,7 @@ async fn waiting_queue_accept_notifications_and_unread_title() {
     d.sign_in("bob").await;
 
     // Away: new chats wait in the queue instead of being assigned.
-    d.click_text("Away");
-    d.until("away", |d| {
-        d.app.workspace.desk.presence == Some(holdfast_client::protocol::agent::Presence::Away)
-    })
-    .await;
+    d.go_away().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     d.apply(Message::Focus(false));
@@ -767,11 +773,7 @@ async fn order_team_transfer_left_message_and_sign_out_on_screen() {
         .await
         .unwrap();
     bob.outcome(p).await.unwrap();
-    d.click_text("Away");
-    d.until("away", |d| {
-        d.app.workspace.desk.presence == Some(holdfast_client::protocol::agent::Presence::Away)
-    })
-    .await;
+    d.go_away().await;
     let mut lm = WsVisitor::connect_with(
         srv.http(),
         holdfast_tests::visitor::hello("acme", None, None, "https://shop.example/pricing"),

@@ -55,11 +55,7 @@ async fn a_waiting_chat_alerts_again_and_turns_red_until_taken() {
     assert!(!d.has_id("away-notice"));
 
     // Away, where the connection is shown, with the way back beside it.
-    d.click_text("Away");
-    d.until("away", |d| {
-        d.app.workspace.desk.presence == Some(Presence::Away)
-    })
-    .await;
+    d.go_away().await;
     let bar = d.texts_in("connection-bar");
     assert!(
         bar.iter().any(|t| t == "Away: no new chats come to you"),

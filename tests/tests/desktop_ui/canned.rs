@@ -3,7 +3,7 @@
 //! its own; `/` in the composer finds one fuzzily, Enter puts it in the
 //! composer with the names filled in, and only Send sends it.
 
-use holdfast_client::protocol::agent::{Presence, Role};
+use holdfast_client::protocol::agent::Role;
 use holdfast_client::protocol::visitor::VisitorIn;
 
 use super::*;
@@ -94,11 +94,7 @@ async fn canned_replies_are_managed_in_the_app_and_picked_with_a_slash() {
     // Esc closes the panel; Ada goes away so that Bob gets the chat.
     ada.apply(Message::Workspace(workspace::Message::Escape));
     assert!(!ada.has_id("canned-panel"));
-    ada.click_text("Away");
-    ada.until("away", |d| {
-        d.app.workspace.desk.presence == Some(Presence::Away)
-    })
-    .await;
+    ada.go_away().await;
 
     // Bob, a plain agent, has the site's reply, not Ada's own, and may not
     // change the site's.

@@ -12,7 +12,7 @@
 //! them against stand-in fields to see which one they focus.
 
 use holdfast_agent::ui::screen::workspace::ring::{Item, Region};
-use holdfast_client::protocol::agent::{ConversationId, Presence};
+use holdfast_client::protocol::agent::ConversationId;
 use holdfast_client::protocol::visitor::VisitorIn;
 use iced::keyboard::{self, Key, Modifiers, key};
 use iced_test::core::widget::operation::{Focusable, Operation, Outcome};
@@ -309,11 +309,7 @@ async fn ctrl_enter_accepts_the_oldest_waiting_chat_even_from_the_composer() {
     let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
     d.sign_in("alice").await;
     // Away: chats wait in the queue.
-    d.click_text("Away");
-    d.until("away", |d| {
-        d.app.workspace.desk.presence == Some(Presence::Away)
-    })
-    .await;
+    d.go_away().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Nothing waits: Ctrl+Enter does nothing.

@@ -243,11 +243,7 @@ async fn at_1024_by_700_the_panels_collapse_and_the_chat_keeps_its_width() {
     assert!(d.has_id("composer"));
     // The rail still says what waits: away, a second visitor's chat
     // waits in the queue.
-    d.click_text("Away");
-    d.until("away", |d| {
-        d.app.workspace.desk.presence == Some(holdfast_client::protocol::agent::Presence::Away)
-    })
-    .await;
+    d.go_away().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut w = WsVisitor::connect(srv.http(), "acme").await.unwrap();
     w.say_acked("hello?").await.unwrap();

@@ -6,7 +6,6 @@
 
 use holdfast_agent::ui::i18n::{EN, ZH};
 use holdfast_agent::ui::screen::workspace::jump;
-use holdfast_client::protocol::agent::Presence;
 use holdfast_client::protocol::visitor::VisitorIn;
 use holdfast_tests::visitor::hello;
 
@@ -35,11 +34,7 @@ async fn a_nameless_visitor_is_labelled_by_language_and_page_in_english_and_chin
     let mut d = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
     d.sign_in("bob").await;
     // Away: chats wait in the queue, where their cards are.
-    d.click_text("Away");
-    d.until("away", |d| {
-        d.app.workspace.desk.presence == Some(Presence::Away)
-    })
-    .await;
+    d.go_away().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut zh = nameless(&srv, "zh-CN", "https://shop.example/pricing?ref=ad").await;
@@ -69,11 +64,7 @@ async fn a_nameless_visitor_is_labelled_by_language_and_page_in_english_and_chin
     );
 
     // Taking a chat put Bob back online: away again, so the next waits.
-    d.click_text("Away");
-    d.until("away again", |d| {
-        d.app.workspace.desk.presence == Some(Presence::Away)
-    })
-    .await;
+    d.go_away().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // An English visitor on the same page waits.
