@@ -37,8 +37,6 @@ use tokio::time::{sleep, sleep_until, timeout};
 mod attach;
 mod resume;
 
-use resume::send_visitor_list;
-
 use crate::Ctx;
 use crate::hub::AgentPush;
 use crate::pushq::Recv;
@@ -607,9 +605,7 @@ impl Conn {
                     // list now supersedes them (read after the swap, so it
                     // is at least as new as anything dropped).
                     if self.rx.take_stale() {
-                        let visitors = ctx.hub.visitors_of_site(self.agent.site);
-                        send_visitor_list(&mut self.link, ctx, visitors).await?;
-                        self.send_invitations(ctx)?;
+                        self.send_visitors(ctx).await?;
                         self.send_team(ctx).await?;
                         // A groups or tags list may have been among what
                         // was dropped.

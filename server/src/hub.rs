@@ -1305,11 +1305,11 @@ impl Hub {
         v
     }
 
-    /// The latest invitation signal of each of the site's visitors online
-    /// now, fired in their current visit: what an agent signing in needs
-    /// to show whom the rules invited and how each answered.
-    pub fn invitations_of_site(&self, site: SiteId) -> Vec<LiveEvent> {
-        let online = self.visitors_of_site(site);
+    /// The latest invitation signal of each of `online` (a site's visitors
+    /// online now, as [`Hub::visitors_of_site`] lists them), fired in their
+    /// current visit: what an agent signing in needs to show whom the rules
+    /// invited and how each answered.
+    pub fn invitations_of(&self, online: &[VisitorInfo]) -> Vec<LiveEvent> {
         let st = self.lock();
         online
             .iter()

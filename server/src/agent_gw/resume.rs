@@ -166,9 +166,7 @@ impl Conn {
                 send_snapshot(&mut self.link, ctx, seq, conversations, messages).await?;
             }
         }
-        let visitors = ctx.hub.visitors_of_site(site);
-        send_visitor_list(&mut self.link, ctx, visitors).await?;
-        self.send_invitations(ctx)?;
+        self.send_visitors(ctx).await?;
         self.send_team(ctx).await?;
         self.send_site_tags(ctx).await?;
         self.send_canned(ctx).await?;
@@ -179,10 +177,14 @@ impl Conn {
         Ok(())
     }
 
-    /// The invitations of the visitors online now, each as its latest
-    /// signal (PROTOCOL.md 10.20): at login, and after dropped live events.
-    pub(super) fn send_invitations(&mut self, ctx: &Arc<Ctx>) -> Result<(), End> {
-        for ev in ctx.hub.invitations_of_site(self.agent.site) {
+    /// The site's visitors online now, whole, then the latest invitation
+    /// signal of each that has one (PROTOCOL.md 10.20): at login, and
+    /// after dropped live events.
+    pub(super) async fn send_visitors(&mut self, ctx: &Arc<Ctx>) -> Result<(), End> {
+        let visitors = ctx.hub.visitors_of_site(self.agent.site);
+        let invitations = ctx.hub.invitations_of(&visitors);
+        send_visitor_list(&mut self.link, ctx, visitors).await?;
+        for ev in invitations {
             self.link.session.live(ev)?;
         }
         Ok(())
