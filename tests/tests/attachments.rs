@@ -509,6 +509,8 @@ async fn a_thousand_parallel_creations_are_capped() {
     let http = srv.http();
     let mut bystander = visitor(&srv).await;
     let v = visitor(&srv).await;
+    let http_metrics = || &srv.running().ctx.metrics.http;
+    let cuts_before = http_metrics().per_ip_cuts.get() + http_metrics().capacity_cuts.get();
     let mut tasks = Vec::new();
     for _ in 0..1000 {
         let t = v.token.clone();
@@ -531,18 +533,26 @@ async fn a_thousand_parallel_creations_are_capped() {
     }
     let mut created = 0;
     let mut limited = 0;
+    let mut cut = 0u64;
     for t in tasks {
         match t.await.unwrap() {
             Ok(201) => created += 1,
             Ok(429) => limited += 1,
             Ok(s) => panic!("unexpected status {s}"),
-            // Every creation gets an answer: a refusal the client can
-            // read, never a dropped connection.
-            Err(e) => panic!("a creation got no answer: {e:#}"),
+            // The HTTP port's connection caps close the oldest unanswered
+            // connections of an address holding too many, by design and
+            // before any request is read (hostile_http). That is the only
+            // way a creation may go unanswered: each is counted below.
+            Err(_) => cut += 1,
         }
     }
     assert_eq!(created, 4, "the per-visitor cap of pending uploads");
-    assert_eq!(limited, 996);
+    assert_eq!(limited + cut, 996);
+    let cuts = http_metrics().per_ip_cuts.get() + http_metrics().capacity_cuts.get() - cuts_before;
+    assert!(
+        cut <= cuts,
+        "{cut} creations went unanswered, but the connection caps cut only {cuts}"
+    );
     bystander_still_works(&mut bystander).await;
     // The bystander can still upload.
     let (_, r) = upload(http, &bystander.token, "ok.pdf", &pdf(5000, 12345), 5000).await;
