@@ -50,6 +50,24 @@ impl RawAgent {
         Self::handshake_on(stream, holdfast_protocol::PROTOCOL_VERSION).await
     }
 
+    /// Connect with a receive buffer of a few KiB, so that an agent that
+    /// stops reading backs the server up after a few frames instead of the
+    /// megabytes a loopback socket would otherwise absorb (slow-consumer
+    /// and resync tests).
+    pub async fn handshake_narrow(addr: SocketAddr) -> Result<Self, ConnectError> {
+        let io = |e: std::io::Error| ConnectError::Io(e.to_string());
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(io)?;
+        // Set before connecting: the window scale is agreed in the SYN.
+        socket.set_recv_buffer_size(4096).map_err(io)?;
+        let stream = socket.connect(addr).await.map_err(io)?;
+        Self::handshake_on(stream, holdfast_protocol::PROTOCOL_VERSION).await
+    }
+
     pub async fn handshake_version(addr: SocketAddr, version: u16) -> Result<Self, ConnectError> {
         let stream = TcpStream::connect(addr)
             .await

@@ -47,6 +47,7 @@ mod operations;
 mod ownership;
 mod process;
 mod queue;
+mod resync;
 mod store_pg;
 mod tags;
 mod typing;
