@@ -334,3 +334,66 @@ holdfast_tests::on_both_backends!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     cli_changes_reach_signed_in_admins
 );
+
+/// Two nodes on one PostgreSQL and Redis: an admin's change through one
+/// node reaches an admin signed in on the other, over the bus; an edit that
+/// keeps every length (which `lists::watch` cannot tell) too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_node_reaches_the_admins_on_another() {
+    holdfast_tests::init_logs();
+    let c = holdfast_tests::cluster::Cluster::start_async(2, 5).await;
+    let setup = tempfile::tempdir().unwrap();
+    for user in ["carol", "dave"] {
+        holdfast_tests::cluster::cli(
+            &c.url,
+            setup.path(),
+            &["agent", "add", user, "--site", "acme", "--role", "admin"],
+        );
+    }
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut carol = c.agent(0, &d0, "carol");
+    let mut dave = c.agent(1, &d1, "dave");
+    carol.live().await;
+    dave.live().await;
+
+    let cmd = carol
+        .handle
+        .save_invite_rule(None, pricing())
+        .await
+        .unwrap();
+    carol.outcome(cmd).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let l = dave
+        .until("the rule from the other node", |u| match u {
+            Update::InviteRules(l) if !l.is_empty() => Some(l.clone()),
+            _ => None,
+        })
+        .await;
+    eprintln!("a new rule reached the other node in {:?}", t0.elapsed());
+    assert_eq!(l[0].rule, pricing());
+
+    // Same lengths, same count, same on/off: only the bus can tell.
+    let edited = InviteRuleSpec {
+        text: TEXT.replace('Q', "q"),
+        ..pricing()
+    };
+    let cmd = carol
+        .handle
+        .save_invite_rule(Some(l[0].id), edited.clone())
+        .await
+        .unwrap();
+    carol.outcome(cmd).await.unwrap();
+    let t0 = std::time::Instant::now();
+    dave.until_within(
+        holdfast_tests::cluster::LIVENESS,
+        "the edit from the other node",
+        |u| match u {
+            Update::InviteRules(l) if l.first().is_some_and(|r| r.rule == edited) => Some(()),
+            _ => None,
+        },
+    )
+    .await;
+    eprintln!("an edit reached the other node in {:?}", t0.elapsed());
+    carol.shutdown().await;
+    dave.shutdown().await;
+}
