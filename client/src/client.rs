@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use holdfast_protocol::agent::{
-    Action, AgentId, ConversationId, ConversationInfo, GroupInfo, MessageId, Presence,
+    Action, AgentId, ConversationId, ConversationInfo, GroupInfo, InviteRuleSpec, MessageId,
+    Presence,
 };
 use holdfast_protocol::delivery::Outbox;
 use holdfast_protocol::ids::MsgId;
@@ -227,6 +228,37 @@ impl ClientHandle {
 
     pub async fn delete_canned(&self, id: u64) -> Result<MsgId, ClientError> {
         self.action(Action::DeleteCanned { id }).await
+    }
+
+    /// Add an invitation rule to the site (`id: None`) or replace rule
+    /// `id`'s words and conditions (10.20). Admins only: anyone else's is
+    /// refused `forbidden`. Every admin of the site signed in gets the new
+    /// list as [`crate::Update::InviteRules`].
+    pub async fn save_invite_rule(
+        &self,
+        id: Option<u64>,
+        rule: InviteRuleSpec,
+    ) -> Result<MsgId, ClientError> {
+        self.action(Action::SaveInviteRule { id, rule }).await
+    }
+
+    /// Remove invitation rule `id`; its invitations stay on record.
+    pub async fn delete_invite_rule(&self, id: u64) -> Result<MsgId, ClientError> {
+        self.action(Action::DeleteInviteRule { id }).await
+    }
+
+    /// Switch invitation rule `id` on or off, keeping it and its counts.
+    pub async fn enable_invite_rule(&self, id: u64, enabled: bool) -> Result<MsgId, ClientError> {
+        self.action(Action::EnableInviteRule { id, enabled }).await
+    }
+
+    /// Ask for the site's invitation rules with their counts as of now (an
+    /// admin's; anyone else is refused `forbidden`). Returns the request id
+    /// at once; the list comes as [`crate::Update::InviteRules`], a refusal
+    /// as `Update::History` with that id and `QueryResult::Refused`. Kept
+    /// and resent after a reconnect like a history request.
+    pub fn load_invite_rules(&self) -> Result<u32, ClientError> {
+        self.query(|request| Request::InviteRules { request })
     }
 
     /// Let a blocked visitor back in.

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
     Action, ClientMsg, Command, CommandResult, Event, LiveEvent, Login, LoginOk, MessageId,
-    Outcome, Query, Seq, Snapshot, VisitorInfo, WireError,
+    Outcome, Query, QueryResult, Seq, Snapshot, VisitorInfo, WireError,
 };
 use holdfast_protocol::backoff::Backoff;
 use holdfast_protocol::delivery::Outbox;
@@ -87,6 +87,11 @@ pub(crate) enum Request {
     AttachmentLink {
         request: u32,
         id: String,
+    },
+    /// The site's invitation rules with their counts; numbered like
+    /// `History`.
+    InviteRules {
+        request: u32,
     },
     /// A file to send, already copied under the data dir.
     Upload {
@@ -468,6 +473,10 @@ impl Core {
             }
             Request::AttachmentLink { request, id } => {
                 self.machine.query(Query::AttachmentLink { request, id });
+                Control::Continue
+            }
+            Request::InviteRules { request } => {
+                self.machine.query(Query::InviteRules { request });
                 Control::Continue
             }
             Request::History {

@@ -203,6 +203,11 @@ pub enum Update {
     /// Every canned reply this agent may use, replacing the earlier list
     /// (the site's, then its own; 10.21).
     Canned(Vec<CannedReply>),
+    /// The site's invitation rules with their counts (10.20), replacing
+    /// any earlier list: the answer to
+    /// [`crate::ClientHandle::load_invite_rules`], and, for an admin,
+    /// whenever the rules change.
+    InviteRules(Vec<holdfast_protocol::agent::InviteRule>),
     /// The site's groups (10.23), replacing the earlier list: at each
     /// login and whenever one changes. Also held by
     /// [`crate::ClientHandle::groups`].

@@ -175,6 +175,67 @@ pub enum Action {
         group: String,
         note: Option<String>,
     },
+    /// 13 (version 4): add an invitation rule to the site (`id: None`),
+    /// enabled, or replace rule `id`'s name, text and conditions, keeping
+    /// its on/off and its counts (10.20). Admins only. Every admin of the
+    /// site signed in gets the new list ([`LiveEvent::InviteRules`]).
+    SaveInviteRule {
+        id: Option<u64>,
+        rule: InviteRuleSpec,
+    },
+    /// 14 (version 4): remove invitation rule `id` (10.20); its
+    /// invitations stay on record. Admins only.
+    DeleteInviteRule { id: u64 },
+    /// 15 (version 4): switch invitation rule `id` on or off without
+    /// losing it or its counts (10.20). Admins only.
+    EnableInviteRule { id: u64, enabled: bool },
+}
+
+/// An invitation rule as an admin states it (10.20): the same fields, and
+/// the same checks, as `holdfast-server invite-rule add`. Every condition
+/// that is set must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteRuleSpec {
+    /// Unique in the site, case ignored.
+    pub name: String,
+    /// What the visitor's widget shows.
+    pub text: String,
+    /// A pattern for the current page's URL, `*` any run of characters.
+    pub url: Option<String>,
+    /// Seconds on the site in this visit, at least.
+    pub site_secs: Option<u32>,
+    /// Seconds on the current page, at least.
+    pub page_secs: Option<u32>,
+    /// `Some(true)`: returning visitors only; `Some(false)`: first visits.
+    pub returning: Option<bool>,
+    /// Text the visit's referrer contains.
+    pub referrer: Option<String>,
+    /// A `utm_campaign` of a page of this visit.
+    pub campaign: Option<String>,
+    /// `key=value`: an attribute from `identify` and its value.
+    pub attr: Option<String>,
+}
+
+/// One of the site's invitation rules with how it has done (10.20).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteRule {
+    pub id: u64,
+    pub rule: InviteRuleSpec,
+    pub enabled: bool,
+    pub counts: InviteCounts,
+}
+
+/// How an invitation rule has done, as of when it was read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteCounts {
+    /// Sent to a widget.
+    pub fired: u64,
+    /// On a visitor's screen.
+    pub shown: u64,
+    /// Replied to: a chat began with it.
+    pub accepted: u64,
+    /// Shown and closed, or shown and left unanswered for a visit's gap.
+    pub ignored: u64,
 }
 
 /// One of the site's groups (departments) as an agent sees it (10.23).
@@ -303,6 +364,10 @@ pub enum Query {
         offset: u64,
         max: u32,
     },
+    /// 6 (version 4): the site's invitation rules with their counts
+    /// (10.20), for an admin; anyone else is refused `forbidden`. Answered
+    /// by [`QueryResult::InviteRules`].
+    InviteRules { request: u32 },
 }
 
 /// The most file bytes one [`Query::UploadWrite`] or
@@ -320,7 +385,8 @@ impl Query {
             | Query::UploadCreate { request, .. }
             | Query::UploadWrite { request, .. }
             | Query::UploadOffset { request, .. }
-            | Query::AttachmentBytes { request, .. } => *request,
+            | Query::AttachmentBytes { request, .. }
+            | Query::InviteRules { request } => *request,
         }
     }
 }
@@ -582,6 +648,11 @@ pub enum LiveEvent {
     /// each and whether each is open, replacing any earlier list: at login,
     /// and within a second of any change, on every node (10.23).
     Groups(Vec<GroupInfo>),
+    /// 12 (version 4): the site's invitation rules with their counts as of
+    /// now, replacing any earlier list: to every admin of the site signed
+    /// in, on every node, within a second of a change (10.20), whether an
+    /// admin's command or the CLI made it.
+    InviteRules(Vec<InviteRule>),
 }
 
 /// An automatic invitation, as the agents see it (10.22).
@@ -721,6 +792,9 @@ pub enum QueryResult {
         bytes: Vec<u8>,
         mime: String,
     },
+    /// 6 (version 4): the answer to [`Query::InviteRules`]: the site's
+    /// rules in the order they are tried, with their counts.
+    InviteRules(Vec<InviteRule>),
 }
 
 /// File bytes as one byte string rather than a sequence of `u8`s. The

@@ -33,9 +33,9 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use holdfast_protocol::agent::{
     AckBatch, Action, AttachmentInfo, Author, CannedReply, ChatMessage, ClientMsg, Command,
     CommandResult, ConversationInfo, ConversationState, DECODE_LIMIT, Event, GroupInfo,
-    InvitationSignal, InvitationState, LiveEvent, Login, LoginOk, MAX_UPLOAD_CHUNK, Outcome,
-    PageView, Presence, Query, QueryResult, Resume, Role, ServerMsg, Snapshot, SnapshotPart,
-    TeamMember, VisitorInfo, WireError,
+    InvitationSignal, InvitationState, InviteCounts, InviteRule, InviteRuleSpec, LiveEvent, Login,
+    LoginOk, MAX_UPLOAD_CHUNK, Outcome, PageView, Presence, Query, QueryResult, Resume, Role,
+    ServerMsg, Snapshot, SnapshotPart, TeamMember, VisitorInfo, WireError,
 };
 use holdfast_protocol::backoff::BackoffConfig;
 use holdfast_protocol::codec::{FrameCodec, FrameError, HEADER_LEN};
@@ -376,6 +376,27 @@ fn ticket() -> Vec<u8> {
 
 /// The LoginOk of the session vector, as a server that issues tickets
 /// sends it.
+/// The rule of the invitation-rule vectors (PROTOCOL.md 19.18).
+fn invite_rule() -> InviteRule {
+    InviteRule {
+        id: 4,
+        rule: InviteRuleSpec {
+            name: "pricing".into(),
+            text: "Questions?".into(),
+            url: Some("*/pricing*".into()),
+            page_secs: Some(30),
+            ..InviteRuleSpec::default()
+        },
+        enabled: true,
+        counts: InviteCounts {
+            fired: 10,
+            shown: 8,
+            accepted: 3,
+            ignored: 4,
+        },
+    }
+}
+
 fn login_ok_with_ticket() -> ServerMsg {
     match login_ok(Resume::Replay { after: 41 }) {
         ServerMsg::LoginOk(ok) => ServerMsg::LoginOk(LoginOk {
@@ -665,6 +686,36 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 },
             )),
         ),
+        (
+            "client_command_save_invite_rule".into(),
+            C(command(
+                23,
+                Action::SaveInviteRule {
+                    id: None,
+                    rule: InviteRuleSpec {
+                        name: "pricing".into(),
+                        text: "Questions?".into(),
+                        url: Some("*/pricing*".into()),
+                        page_secs: Some(30),
+                        ..InviteRuleSpec::default()
+                    },
+                },
+            )),
+        ),
+        (
+            "client_command_delete_invite_rule".into(),
+            C(command(24, Action::DeleteInviteRule { id: 4 })),
+        ),
+        (
+            "client_command_enable_invite_rule".into(),
+            C(command(
+                25,
+                Action::EnableInviteRule {
+                    id: 4,
+                    enabled: false,
+                },
+            )),
+        ),
         ("client_ack".into(), C(ClientMsg::Ack { up_to: 300 })),
         ("client_heartbeat".into(), C(ClientMsg::Heartbeat)),
         ("client_sign_out".into(), C(ClientMsg::SignOut)),
@@ -726,6 +777,10 @@ fn agent_samples() -> Vec<(String, Msg)> {
                 offset: 0,
                 max: 262_144,
             })),
+        ),
+        (
+            "client_query_invite_rules".into(),
+            C(ClientMsg::Query(Query::InviteRules { request: 12 })),
         ),
         (
             "server_login_ok_replay".into(),
@@ -1112,6 +1167,17 @@ fn agent_samples() -> Vec<(String, Msg)> {
                     mime: "image/png".into(),
                 },
             }),
+        ),
+        (
+            "server_query_result_invite_rules".into(),
+            S(ServerMsg::QueryResult {
+                request: 12,
+                result: QueryResult::InviteRules(vec![invite_rule()]),
+            }),
+        ),
+        (
+            "server_live_invite_rules".into(),
+            S(ServerMsg::Live(LiveEvent::InviteRules(vec![invite_rule()]))),
         ),
         (
             "server_query_result_refused".into(),
@@ -1959,7 +2025,8 @@ fn walk(seen: &mut Seen, msg: &Msg) {
                         QueryResult::AttachmentLink { .. }
                         | QueryResult::Upload { .. }
                         | QueryResult::UploadDone { .. }
-                        | QueryResult::AttachmentBytes { .. } => {}
+                        | QueryResult::AttachmentBytes { .. }
+                        | QueryResult::InviteRules(_) => {}
                     }
                 }
                 _ => {}
@@ -3012,6 +3079,9 @@ fn protocol_md_struct_tables_match_the_code() {
             }),
         ),
         ("LongPollResponse", j(&LongPollResponse { msgs: vec![] })),
+        ("InviteRule", j(&invite_rule())),
+        ("InviteRuleSpec", j(&invite_rule().rule)),
+        ("InviteCounts", j(&invite_rule().counts)),
     ];
     for (name, json) in structs {
         let got = columns(&table_after(&format!("<!-- struct: {name} -->")), 1);

@@ -1435,6 +1435,9 @@ impl ServerCore {
             | Action::Tag { .. }
             | Action::SaveCanned { .. }
             | Action::DeleteCanned { .. }
+            | Action::SaveInviteRule { .. }
+            | Action::DeleteInviteRule { .. }
+            | Action::EnableInviteRule { .. }
             | Action::TransferToGroup { .. } => Outcome::Done {
                 conversation: None,
                 message: None,

@@ -765,6 +765,7 @@ impl Conn {
             }
             AgentPush::Live(ev) => Ok(self.link.session.live((*ev).clone())?),
             AgentPush::Canned => self.send_canned(ctx).await,
+            AgentPush::InviteRules => self.send_invite_rules(ctx).await,
             AgentPush::Revoke(_, _, epoch) if self.agent.auth_epoch >= epoch => Ok(()),
             AgentPush::Revoke(code, message, _) => {
                 self.link.refuse(code, message.to_string(), None).await;
@@ -882,6 +883,26 @@ impl Conn {
                     max,
                 } => {
                     let result = attach::bytes(&ctx, &me, &id, thumb, offset, max).await;
+                    let _ignored = tx.send((request, result)).await;
+                }
+                Query::InviteRules { request } => {
+                    let agent = me.agent;
+                    let result = reads
+                        .run(move |c| crate::invite::admin::for_admin_agent(c, site, agent))
+                        .await;
+                    let result = match result {
+                        Ok(Some(list)) => QueryResult::InviteRules(list),
+                        Ok(None) => QueryResult::Refused(WireError {
+                            code: ErrorCode::Forbidden,
+                            message: "only an admin may read the site's invitation rules".into(),
+                            retry_after_ms: None,
+                        }),
+                        Err(e) => QueryResult::Refused(WireError {
+                            code: ErrorCode::Unavailable,
+                            message: e.to_string(),
+                            retry_after_ms: Some(1000),
+                        }),
+                    };
                     let _ignored = tx.send((request, result)).await;
                 }
             }

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::agent::{
-    AgentId, Event, LiveEvent, PageView, Presence, Seq, SiteId, TeamMember, VisitorInfo,
+    AgentId, Event, LiveEvent, PageView, Presence, Role, Seq, SiteId, TeamMember, VisitorInfo,
 };
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::visitor::VisitorEvent;
@@ -61,6 +61,10 @@ pub enum AgentPush {
     /// them whole. The list is read by the connection, not carried here,
     /// because each agent's list is the site's and its own.
     Canned,
+    /// The site's invitation rules changed (here, on another node or
+    /// through the CLI): an admin's connection reads them, with their
+    /// counts, and sends them whole; anyone else's ignores it.
+    InviteRules,
 }
 
 /// What a visitor is told of who would answer: `online` for its own chat
@@ -122,7 +126,7 @@ impl pushq::Weigh for AgentPush {
                 _ => 96,
             },
             AgentPush::Revoke(_, m, _) => 64 + m.len(),
-            AgentPush::CatchUp(_) | AgentPush::Canned => 16,
+            AgentPush::CatchUp(_) | AgentPush::Canned | AgentPush::InviteRules => 16,
         }
     }
 }
@@ -315,6 +319,10 @@ pub struct Hub {
     /// Set when this node tells the bus of a presence change (or
     /// re-announces): the PostgreSQL copy's writer looks for what changed.
     presence_dirty: std::sync::atomic::AtomicBool,
+    /// Set when some site's invitation rules changed (here, on another
+    /// node or through the CLI): `invite::watch` reads them again at its
+    /// next tick rather than at its next periodic reload.
+    invite_rules_dirty: std::sync::atomic::AtomicBool,
 }
 
 /// Send a presence change to an agent; a full queue drops it and marks the
@@ -363,6 +371,7 @@ impl Hub {
             metrics,
             bus: OnceLock::new(),
             presence_dirty: std::sync::atomic::AtomicBool::new(false),
+            invite_rules_dirty: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -434,6 +443,35 @@ impl Hub {
                 a.conns
                     .retain(|c| push(c, AgentPush::Canned, &self.metrics));
             }
+        }
+    }
+
+    /// `site`'s invitation rules changed: its admins' connections here
+    /// read them again. Called for changes committed here and for those
+    /// `lists::watch` sees.
+    pub fn invite_rules_changed(&self, site: SiteId) {
+        let mut st = self.lock();
+        self.invite_rules_changed_in(&mut st, site);
+    }
+
+    /// Whether invitation rules changed since the last call.
+    pub fn take_invite_rules_changed(&self) -> bool {
+        self.invite_rules_dirty
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    fn invite_rules_changed_in(&self, st: &mut State, site: SiteId) {
+        self.invite_rules_dirty
+            .store(true, std::sync::atomic::Ordering::Release);
+        // Only admins read the rules; the role as the hub last heard it
+        // is enough to skip the rest, and the connection checks again.
+        for a in st
+            .agents
+            .values_mut()
+            .filter(|a| a.site == site && a.member.role == Role::Admin)
+        {
+            a.conns
+                .retain(|c| push(c, AgentPush::InviteRules, &self.metrics));
         }
     }
 

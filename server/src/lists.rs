@@ -1,6 +1,7 @@
 //! The lists admins change from the CLI while agents are signed in: canned
-//! replies (`holdfast-server canned import`) and a site's tags
-//! (`holdfast-server site tags`). The CLI writes the store directly, on a
+//! replies (`holdfast-server canned import`), a site's tags
+//! (`holdfast-server site tags`) and its invitation rules
+//! (`holdfast-server invite-rule`). The CLI writes the store directly, on a
 //! machine where no node may be running, so it cannot tell the nodes; a
 //! change made through an agent's command is announced by the writer
 //! instead. [`watch`] reads a small fingerprint of each list once a second
@@ -32,6 +33,10 @@ pub struct Lists {
     canned: HashMap<(SiteId, AgentId), (i64, i64, i64, i64)>,
     /// Each site's tags as stored.
     tags: HashMap<SiteId, Vec<String>>,
+    /// site → (count, sum of ids, rules on, bytes of names, texts and
+    /// patterns): what the CLI can change (add, remove, on/off). An edit
+    /// from the app is announced by the writer, on every node.
+    invite: HashMap<SiteId, (i64, i64, i64, i64)>,
 }
 
 /// The lists' fingerprints as stored now.
@@ -55,7 +60,24 @@ pub fn read(conn: &dyn Db) -> Result<Lists, StoreError> {
         .into_iter()
         .map(|s| (s.id, s.tags))
         .collect();
-    Ok(Lists { canned, tags })
+    let mut invite = HashMap::new();
+    for r in conn.query_rows(
+        "SELECT site_id, COUNT(*), CAST(SUM(id) AS BIGINT), \
+         CAST(SUM(enabled) AS BIGINT), \
+         CAST(SUM(LENGTH(name) + LENGTH(text) + COALESCE(LENGTH(url_pattern), 0)) AS BIGINT) \
+         FROM invite_rules GROUP BY site_id",
+        &args![],
+    )? {
+        invite.insert(
+            u64_col(&r, 0)?,
+            (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+        );
+    }
+    Ok(Lists {
+        canned,
+        tags,
+        invite,
+    })
 }
 
 /// What changed between two reads.
@@ -65,6 +87,8 @@ pub struct Changes {
     pub canned: Vec<(SiteId, Option<AgentId>)>,
     /// Sites whose tags changed, with their new tags.
     pub tags: Vec<(SiteId, Vec<String>)>,
+    /// Sites whose invitation rules changed.
+    pub invite: Vec<SiteId>,
 }
 
 /// What changed from `old` to `new`.
@@ -85,7 +109,20 @@ pub fn changes(old: &Lists, new: &Lists) -> Changes {
         .map(|(site, t)| (*site, t.clone()))
         .collect();
     tags.sort_unstable();
-    Changes { canned, tags }
+    let mut invite: Vec<_> = old
+        .invite
+        .keys()
+        .chain(new.invite.keys())
+        .filter(|k| old.invite.get(k) != new.invite.get(k))
+        .copied()
+        .collect();
+    invite.sort_unstable();
+    invite.dedup();
+    Changes {
+        canned,
+        tags,
+        invite,
+    }
 }
 
 pub async fn watch(ctx: Arc<Ctx>) {
@@ -113,7 +150,14 @@ pub async fn watch(ctx: Arc<Ctx>) {
         // The first read is the baseline: agents signing in get the lists
         // whole at login, so nothing before it needs telling.
         if let Some(old) = &last {
-            let Changes { canned, tags } = changes(old, &now);
+            let Changes {
+                canned,
+                tags,
+                invite,
+            } = changes(old, &now);
+            for site in invite {
+                ctx.hub.invite_rules_changed(site);
+            }
             for (site, owner) in canned {
                 ctx.hub.canned_changed(site, owner);
             }
@@ -146,11 +190,18 @@ mod tests {
         b.canned.remove(&(1, 7));
         b.canned.insert((2, 8), (1, 11, 12, 5));
         b.tags.insert(2, vec!["refund".into()]);
+        a.invite.insert(1, (2, 3, 2, 40));
+        a.invite.insert(2, (1, 4, 1, 20));
+        // Site 1: a rule switched off; site 3: its first rule.
+        b.invite.insert(1, (2, 3, 1, 40));
+        b.invite.insert(2, (1, 4, 1, 20));
+        b.invite.insert(3, (1, 9, 1, 12));
         assert_eq!(
             changes(&a, &b),
             Changes {
                 canned: vec![(1, None), (1, Some(7)), (2, Some(8))],
                 tags: vec![(2, vec!["refund".to_string()])],
+                invite: vec![1, 3],
             }
         );
     }

@@ -1298,6 +1298,8 @@ mod typing;
 mod attention;
 #[path = "desktop_ui/canned.rs"]
 mod canned;
+#[path = "desktop_ui/invite_rules.rs"]
+mod invite_rules;
 mod keyboard;
 
 mod links;

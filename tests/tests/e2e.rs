@@ -40,6 +40,7 @@ mod hostile_resources;
 mod hours;
 mod installer;
 mod invitations;
+mod invite_rules;
 mod load_generator;
 mod nat_office;
 mod notes;

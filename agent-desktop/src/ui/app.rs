@@ -796,6 +796,10 @@ impl App {
                 self.workspace.desk.canned = list;
                 Task::none()
             }
+            Update::InviteRules(list) => {
+                self.workspace.rules.set_rules(list);
+                Task::none()
+            }
             Update::Groups(list) => {
                 self.workspace.desk.groups = list;
                 Task::none()

@@ -227,7 +227,8 @@ impl History {
             QueryResult::AttachmentLink { .. }
             | QueryResult::Upload { .. }
             | QueryResult::UploadDone { .. }
-            | QueryResult::AttachmentBytes { .. } => None,
+            | QueryResult::AttachmentBytes { .. }
+            | QueryResult::InviteRules(_) => None,
         }
     }
 }

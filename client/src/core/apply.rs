@@ -23,6 +23,8 @@ impl Core {
             ClientEvent::QueryResult { request, result } => {
                 if self.uploads.owns(request) {
                     self.on_upload_answer(request, result);
+                } else if let QueryResult::InviteRules(list) = result {
+                    self.emit(Update::InviteRules(list));
                 } else {
                     self.emit(Update::History { request, result });
                 }
@@ -182,6 +184,7 @@ impl Core {
             LiveEvent::TeamMember(m) => self.emit(Update::TeamMember(m)),
             LiveEvent::SiteTags(tags) => self.emit(Update::SiteTags(tags)),
             LiveEvent::Canned(list) => self.emit(Update::Canned(list)),
+            LiveEvent::InviteRules(list) => self.emit(Update::InviteRules(list)),
             // Held for `ClientHandle::groups` (which a caller can read at
             // any time), and emitted for a UI that keeps its own copy.
             LiveEvent::Groups(list) => {

@@ -231,6 +231,21 @@ impl Conn {
         Ok(self.link.session.live(LiveEvent::Canned(list))?)
     }
 
+    /// The site's invitation rules with their counts, to an admin, each
+    /// time the hub says they changed. The role is read with them: one
+    /// demoted since the session began gets nothing.
+    pub(super) async fn send_invite_rules(&mut self, ctx: &Arc<Ctx>) -> Result<(), End> {
+        let (site, agent) = (self.agent.site, self.agent.id);
+        let list = ctx
+            .reads
+            .run(move |c| crate::invite::admin::for_admin_agent(c, site, agent))
+            .await?;
+        match list {
+            Some(list) => Ok(self.link.session.live(LiveEvent::InviteRules(list))?),
+            None => Ok(()),
+        }
+    }
+
     /// The site's groups with this agent's memberships (10.23): at login,
     /// read from the store (the hub's copy may be a second old); later
     /// changes come from the hub (`Hub::set_groups`).

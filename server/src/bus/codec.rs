@@ -148,6 +148,7 @@ mod tests {
                 site: 1,
                 owner: Some(7),
             }),
+            BusMsg::Changed(crate::bus::Changed::InviteRules { site: 1 }),
             BusMsg::Changed(crate::bus::Changed::Visitor {
                 visitor: "v-123".into(),
             }),

@@ -123,6 +123,11 @@ pub enum Changed {
         site: SiteId,
         owner: Option<AgentId>,
     },
+    /// 3: a site's invitation rules (PROTOCOL.md 10.20): its admins'
+    /// connections here read them again. A node that does not know this
+    /// variant skips it, and its `lists::watch` sees the change within a
+    /// second unless it kept every length and count the same.
+    InviteRules { site: SiteId },
 }
 
 /// What the sending node's live state says now. Presence is not stored: a

@@ -84,6 +84,10 @@ impl Publish for Hub {
                     self.tell(|| BusMsg::Changed(Changed::Canned { site, owner }));
                     self.canned_changed_in(&mut st, site, owner);
                 }
+                Effect::InviteRules { site } => {
+                    self.tell(|| BusMsg::Changed(Changed::InviteRules { site }));
+                    self.invite_rules_changed_in(&mut st, site);
+                }
                 Effect::Invitation { site, signal } => signals.push((site, signal)),
             }
         }

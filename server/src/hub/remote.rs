@@ -380,6 +380,7 @@ async fn reread_loop(ctx: Arc<Ctx>, mut notes: tokio::sync::mpsc::Receiver<Chang
             }
             // Each connection reads its own list: nothing to read here.
             Changed::Canned { site, owner } => ctx.hub.canned_changed(site, owner),
+            Changed::InviteRules { site } => ctx.hub.invite_rules_changed(site),
         }
     }
 }

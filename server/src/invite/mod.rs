@@ -4,8 +4,9 @@
 //! invitation by itself, at most once a visit and never while they chat.
 //!
 //! - [`rule`]: a rule and whether a visitor meets it, without I/O.
-//! - [`admin`]: the CLI's rules and each rule's counts (fired, shown,
-//!   accepted, ignored).
+//! - [`admin`]: the rules as the CLI and an admin's app manage them, with
+//!   the same checks, and each rule's counts (fired, shown, accepted,
+//!   ignored).
 //! - here: [`watch`], which tries the rules every second against the
 //!   visitors connected to this node, and [`seen`], the widget's answer.
 //!
@@ -31,7 +32,8 @@ use rule::Rule;
 
 /// How often each node tries the rules.
 pub const TICK: Duration = Duration::from_secs(1);
-/// How often the rules are read again, so a CLI change takes effect.
+/// How often (in ticks) the rules are read again even when no change was
+/// heard of.
 const RELOAD_EVERY: u32 = 5;
 
 /// An invitation on its way to a widget.
@@ -75,7 +77,10 @@ pub async fn watch(ctx: Arc<Ctx>) {
             () = ctx.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if ticks.is_multiple_of(RELOAD_EVERY) {
+        // A change the hub heard of (an admin's, or the CLI's seen by
+        // `lists::watch`) takes effect at once; the periodic read is for
+        // one it missed.
+        if ctx.hub.take_invite_rules_changed() || ticks.is_multiple_of(RELOAD_EVERY) {
             match ctx.reads.run(|c| admin::rules(c, None)).await {
                 Ok(all) => {
                     rules.clear();

@@ -49,6 +49,11 @@ pub enum Effect {
         site: SiteId,
         owner: Option<AgentId>,
     },
+    /// An admin changed `site`'s invitation rules: the site's admins read
+    /// the list again, on every node.
+    InviteRules {
+        site: SiteId,
+    },
     /// A visitor's reply accepted an automatic invitation: a signal for
     /// the site's agents on every node, sent only once the chat it opened
     /// is committed.

@@ -767,10 +767,14 @@ fn lock_in_order(db: &dyn Db, batch: &[Op]) -> Result<(), StoreError> {
                 Action::Invite { visitor, .. }
                 | Action::Block { visitor, .. }
                 | Action::Unblock { visitor } => visitors.push(visitor),
-                // Canned replies lock their site's row themselves.
+                // Canned replies and invitation rules lock their site's
+                // row themselves.
                 Action::SetPresence { .. }
                 | Action::SaveCanned { .. }
-                | Action::DeleteCanned { .. } => {}
+                | Action::DeleteCanned { .. }
+                | Action::SaveInviteRule { .. }
+                | Action::DeleteInviteRule { .. }
+                | Action::EnableInviteRule { .. } => {}
             },
             _ => {}
         }

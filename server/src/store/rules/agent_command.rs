@@ -160,6 +160,21 @@ impl Rules<'_> {
                 now,
             ),
             Action::DeleteCanned { id } => self.delete_canned(actor, me, *id, now),
+            Action::SaveInviteRule { id, rule } => self.change_invite_rule(
+                actor,
+                me,
+                super::invite_rules::Change::Save(*id, rule),
+                now,
+            ),
+            Action::DeleteInviteRule { id } => {
+                self.change_invite_rule(actor, me, super::invite_rules::Change::Delete(*id), now)
+            }
+            Action::EnableInviteRule { id, enabled } => self.change_invite_rule(
+                actor,
+                me,
+                super::invite_rules::Change::Enable(*id, *enabled),
+                now,
+            ),
             Action::TransferToGroup {
                 conversation,
                 from,

@@ -12,6 +12,8 @@
 //! - [`presence`]: `Action::SetPresence`, online or away.
 //! - [`canned`]: `Action::SaveCanned` and `Action::DeleteCanned`, the
 //!   site's and each agent's canned replies.
+//! - [`invite_rules`]: `Action::SaveInviteRule`, `DeleteInviteRule` and
+//!   `EnableInviteRule`, an admin's invitation rules.
 //!
 //! Other ops:
 //! - [`agent_login`]: `Op::AgentLogin`, register a device.
@@ -51,6 +53,7 @@ pub(in crate::store) use events::{PendingEvent, finish_logs};
 mod identify;
 mod invitation;
 mod invite;
+mod invite_rules;
 mod note;
 mod page_view;
 mod presence;

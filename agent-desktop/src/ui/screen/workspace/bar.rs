@@ -7,7 +7,7 @@
 //! the connection bar's password field.
 
 use holdfast_client::ConnState;
-use holdfast_protocol::agent::Presence;
+use holdfast_protocol::agent::{Presence, Role};
 use iced::widget::{button, column, container, row, space, text_input};
 use iced::{Alignment, Element, Fill, Theme};
 use zeroize::Zeroizing;
@@ -38,6 +38,8 @@ pub enum Message {
     SetLang(Lang),
     /// Open the canned replies panel.
     Canned,
+    /// Open the invitation rules panel (admins).
+    Rules,
 }
 
 /// All but typing go up: presence, signing out and reconnecting need the
@@ -52,6 +54,7 @@ pub enum Event {
     SetTheme(Choice),
     SetLang(Lang),
     Canned,
+    Rules,
 }
 
 impl State {
@@ -69,6 +72,7 @@ impl State {
             Message::SetTheme(c) => Event::SetTheme(c),
             Message::SetLang(l) => Event::SetLang(l),
             Message::Canned => Event::Canned,
+            Message::Rules => Event::Rules,
         })
     }
 
@@ -111,7 +115,7 @@ impl State {
                 .id(format!("theme-{}", c.code())),
             );
         }
-        row![
+        let mut bar = row![
             text("Holdfast").size(18),
             text(me),
             space::horizontal(),
@@ -126,27 +130,42 @@ impl State {
                     .on_press(Message::Canned),
             )
             .id("canned-open"),
-            presence_button(t.online, Presence::Online),
-            presence_button(t.away, Presence::Away),
-            container(
-                button(
-                    text(if signing_out {
-                        t.signing_out
-                    } else {
-                        t.sign_out
-                    })
-                    .size(13)
-                )
-                .padding([4, 10])
-                .style(button::text)
-                .on_press_maybe((!signing_out).then_some(Message::SignOut)),
-            )
-            .id("sign-out"),
         ]
         .spacing(10)
-        .padding([6, 12])
-        .align_y(Alignment::Center)
-        .into()
+        .padding([6, 12]);
+        // Only an admin manages the site's invitation rules: nobody else
+        // sees the way in (the server would refuse them anyway).
+        if desk.my_role() == Role::Admin {
+            bar = bar.push(
+                container(
+                    button(text(t.rules_open).size(13))
+                        .padding([4, 10])
+                        .style(crate::ui::theme::button_secondary)
+                        .on_press(Message::Rules),
+                )
+                .id("rules-open"),
+            );
+        }
+        bar.push(presence_button(t.online, Presence::Online))
+            .push(presence_button(t.away, Presence::Away))
+            .push(
+                container(
+                    button(
+                        text(if signing_out {
+                            t.signing_out
+                        } else {
+                            t.sign_out
+                        })
+                        .size(13),
+                    )
+                    .padding([4, 10])
+                    .style(button::text)
+                    .on_press_maybe((!signing_out).then_some(Message::SignOut)),
+                )
+                .id("sign-out"),
+            )
+            .align_y(Alignment::Center)
+            .into()
     }
 
     /// The connection's state, Reconnect now, the password to connect with when

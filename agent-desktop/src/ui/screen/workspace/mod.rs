@@ -35,6 +35,7 @@ pub mod canned;
 pub mod chat;
 pub mod conversations;
 pub mod details;
+pub mod invite_rules;
 pub mod jump;
 pub mod queue;
 pub mod ring;
@@ -166,6 +167,8 @@ pub struct State {
     pub visitors: visitors::State,
     pub chat: chat::State,
     pub sign_out: sign_out::State,
+    /// The invitation rules panel (admins).
+    pub rules: invite_rules::State,
     /// Repeat alerts raised so far for each chat still waiting.
     realerted: HashMap<ConversationId, u32>,
     /// The "Jump to conversation" box, when open.
@@ -180,6 +183,7 @@ pub enum Message {
     Visitors(visitors::Message),
     Chat(chat::Message),
     Details(details::Message),
+    Rules(invite_rules::Message),
     SignOut(sign_out::Message),
     SignOutFinished(Result<SignOutResult, String>),
     /// An action reached the outbox (or failed to).
@@ -243,6 +247,7 @@ impl State {
             visitors: visitors::State::default(),
             chat: chat::State::default(),
             sign_out: sign_out::State::default(),
+            rules: invite_rules::State::default(),
             realerted: HashMap::new(),
             jump: None,
         }
@@ -255,6 +260,7 @@ impl State {
         self.visitors = visitors::State::default();
         self.chat = chat::State::default();
         self.sign_out = sign_out::State::default();
+        self.rules = invite_rules::State::default();
         self.jump = None;
     }
 
@@ -292,10 +298,20 @@ impl State {
                 Some(bar::Event::SetTheme(c)) => return (Task::none(), Some(Event::SetTheme(c))),
                 Some(bar::Event::SetLang(l)) => return (Task::none(), Some(Event::SetLang(l))),
                 Some(bar::Event::Canned) => {
+                    self.rules.panel = None;
                     self.chat.canned.manager = Some(canned::Manager::default());
                     Task::none()
                 }
+                Some(bar::Event::Rules) => {
+                    self.chat.canned.manager = None;
+                    let e = self.rules.update(invite_rules::Message::Open);
+                    self.on_rules(env, e)
+                }
             },
+            Message::Rules(m) => {
+                let e = self.rules.update(m);
+                self.on_rules(env, e)
+            }
             Message::Queue(queue::Message::Accept(id)) => self.accept(env, id),
             Message::Conversations(conversations::Message::Select(id)) => {
                 self.select_and_focus(env, id)
@@ -479,6 +495,10 @@ impl State {
                 self.chat.canned.manager = None;
                 Task::none()
             }
+            Message::Escape if self.rules.panel.is_some() => {
+                self.rules.panel = None;
+                Task::none()
+            }
             Message::Escape => {
                 self.desk.block_form = None;
                 self.chat.transfer = None;
@@ -624,7 +644,10 @@ impl State {
                     region(
                         ring::Region::Chat,
                         ring,
-                        self.chat.view(desk, offset, now_ms).map(Message::Chat),
+                        match self.rules.view() {
+                            Some(panel) => panel.map(Message::Rules),
+                            None => self.chat.view(desk, offset, now_ms).map(Message::Chat),
+                        },
                     )
                     .width(Fill)
                     .height(Fill),
@@ -743,7 +766,7 @@ impl State {
     /// The server's outcome of a command; true if it was a block shown
     /// here, which then says it in the details panel.
     pub fn on_command_outcome(&mut self, id: MsgId, outcome: Result<(), String>) -> bool {
-        if self.chat.canned.outcome(id, &outcome) {
+        if self.chat.canned.outcome(id, &outcome) || self.rules.outcome(id, &outcome) {
             return true;
         }
         self.desk.command_outcome(id, outcome)
@@ -916,6 +939,9 @@ impl State {
 
     /// A page of history arrived.
     pub fn on_history(&mut self, request: u32, result: QueryResult) {
+        if self.rules.on_answer(request, &result) {
+            return;
+        }
         // Every request this session made was filed when it was made (the
         // id comes back at once): an answer to none of them is no one's.
         let Some(visitor) = self.desk.history_requests.remove(&request) else {
@@ -1005,7 +1031,10 @@ impl State {
     /// canned replies manager or the sign-out prompt is up, whose fields
     /// Tab moves between instead.
     pub fn ring_applies(&self) -> bool {
-        self.jump.is_none() && self.chat.canned.manager.is_none() && !self.sign_out.prompt
+        self.jump.is_none()
+            && self.chat.canned.manager.is_none()
+            && self.rules.panel.is_none()
+            && !self.sign_out.prompt
     }
 
     /// Tab and Shift+Tab move the ring; ↑, ↓ and Enter (which reach here
@@ -1558,6 +1587,43 @@ impl State {
             .and_then(|id| self.desk.drafts.get(&id))
             .map(text_editor::Content::text)
             .unwrap_or_default()
+    }
+
+    fn on_rules(&mut self, env: &Env<'_>, e: Option<invite_rules::Event>) -> Task<Message> {
+        let Some(e) = e else {
+            return Task::none();
+        };
+        let Some(h) = env.handle.cloned() else {
+            let m = tr().not_signed_in;
+            let undo = match e {
+                invite_rules::Event::Load => invite_rules::Message::Asked(Err(m.into())),
+                _ => invite_rules::Message::Queued(Err(m.into())),
+            };
+            self.rules.update(undo);
+            return Task::none();
+        };
+        let t = tr();
+        match e {
+            invite_rules::Event::Load => {
+                let asked = h.load_invite_rules().map_err(|e| t.client_error(&e));
+                self.rules.update(invite_rules::Message::Asked(asked));
+                Task::none()
+            }
+            invite_rules::Event::Save { id, rule } => Task::perform(
+                async move { h.save_invite_rule(id, rule).await },
+                move |r| {
+                    Message::Rules(invite_rules::Message::Queued(
+                        r.map_err(|e| t.client_error(&e)),
+                    ))
+                },
+            ),
+            invite_rules::Event::Enable(id, on) => self.with_handle(env, move |h| async move {
+                h.enable_invite_rule(id, on).await.map(drop)
+            }),
+            invite_rules::Event::Delete(id) => self.with_handle(env, move |h| async move {
+                h.delete_invite_rule(id).await.map(drop)
+            }),
+        }
     }
 
     fn on_canned(&mut self, env: &Env<'_>, e: canned::Event) -> Task<Message> {
