@@ -579,7 +579,7 @@
         setState();
         break;
       case 'invite':
-        // An automatic invitation (PROTOCOL.md 10.22): a signal, shown
+        // An automatic invitation (PROTOCOL.md 10.20): a signal, shown
         // once, and never over a chat that is already going.
         if (!chatting() && ui.top && typeof m.id === 'number') showInvite(m.id, clean(String(m.text || ''), 500));
         break;

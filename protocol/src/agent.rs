@@ -636,7 +636,7 @@ pub enum LiveEvent {
     /// which [`Action::Tag`] may set: after login (10.18).
     SiteTags(Vec<String>),
     /// 9 (version 4): one of the site's invitation rules fired for a
-    /// visitor, or what became of it since (10.22). A signal to the site's
+    /// visitor, or what became of it since (10.20). A signal to the site's
     /// agents, never stored in their log; the invitation itself is kept
     /// for the site's counts.
     Invitation(InvitationSignal),
@@ -655,7 +655,7 @@ pub enum LiveEvent {
     InviteRules(Vec<InviteRule>),
 }
 
-/// An automatic invitation, as the agents see it (10.22).
+/// An automatic invitation, as the agents see it (10.20).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvitationSignal {
     pub visitor: String,

@@ -55,7 +55,7 @@ pub enum Notice {
     /// Agents only: `by` set the chat's tags to `tags` (empty: cleared).
     Tagged { by: String, tags: Vec<String> },
     /// The chat began as a reply to the site's automatic invitation `text`
-    /// from the rule named `rule` (10.22). The visitor sees the text.
+    /// from the rule named `rule` (10.20). The visitor sees the text.
     Invited { rule: String, text: String },
 }
 

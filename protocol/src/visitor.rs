@@ -122,13 +122,13 @@ pub enum VisitorIn {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         draft: Option<String>,
     },
-    /// What became of an automatic invitation (`invite`, 10.22): the widget
+    /// What became of an automatic invitation (`invite`, 10.20): the widget
     /// `shown` it, or the visitor `dismissed` it. Accepting is replying:
     /// the server sees that from the chat itself. Not acked.
     Invitation { id: u64, event: InvitationEvent },
 }
 
-/// What the widget reports about an invitation it was sent (10.22).
+/// What the widget reports about an invitation it was sent (10.20).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InvitationEvent {
@@ -240,7 +240,7 @@ pub enum VisitorOut {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
     },
-    /// An automatic invitation from one of the site's rules (10.22): show
+    /// An automatic invitation from one of the site's rules (10.20): show
     /// `text` unless a chat is open, then answer `invitation` with `shown`
     /// (or `dismissed`). At most one a visit; never while the visitor
     /// chats. A signal, not in the log: a reload does not bring it back.

@@ -90,7 +90,7 @@ pub enum VisitorPush {
     /// The chat's agent (named) is typing, or stopped (`None`): a signal,
     /// queued only when there is room (see `crate::typing`).
     Typing(Option<Arc<str>>),
-    /// An automatic invitation for the visitor (10.22): a signal, sent once.
+    /// An automatic invitation for the visitor (10.20): a signal, sent once.
     Invite(crate::invite::Invite),
 }
 

@@ -97,7 +97,7 @@ pub enum TypingSignal {
         name: Option<String>,
     },
     /// 2: an automatic invitation fired for a visitor of `site`, or what
-    /// became of it (10.22), for that site's agents.
+    /// became of it (10.20), for that site's agents.
     Invitation {
         site: SiteId,
         signal: holdfast_protocol::agent::InvitationSignal,

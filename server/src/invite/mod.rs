@@ -1,4 +1,4 @@
-//! Proactive invitations by rule (PROTOCOL.md 10.22): the site's admins say
+//! Proactive invitations by rule (PROTOCOL.md 10.20): the site's admins say
 //! whom to invite ("on the pricing page for 30 s", "came from the spring
 //! campaign", "plan is gold"), and a matching visitor's widget shows the
 //! invitation by itself, at most once a visit and never while they chat.

@@ -196,7 +196,7 @@ pub enum Op {
         site: SiteId,
     },
     /// An invitation rule fits `visitor`: record it unless the visitor
-    /// chats or was invited in this visit (10.22). `None`: send nothing.
+    /// chats or was invited in this visit (10.20). `None`: send nothing.
     FireInvitation {
         site: SiteId,
         visitor: String,

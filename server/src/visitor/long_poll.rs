@@ -355,7 +355,7 @@ async fn poll_events(
             typing: name.is_some(),
             name: name.map(|n| n.to_string()),
         });
-        // And an invitation (10.22).
+        // And an invitation (10.20).
         let invite = ctx.hub.poll_invite(&v.id).map(|i| VisitorOut::Invite {
             id: i.id,
             text: i.text.to_string(),
