@@ -464,6 +464,9 @@ pub struct Texts {
     // Tab's focus ring: the keys of a focused list.
     pub ring_keys_lists: &'static str,
     pub ring_keys_visitors: &'static str,
+    /// Under the name of a visitor who gave none: their id, so two alike
+    /// can be told apart.
+    pub visitor_id_line: fn(&str) -> String,
 
     // The chat.
     pub pick_a_conversation: &'static str,
@@ -991,6 +994,7 @@ pub const EN: Texts = Texts {
 
     ring_keys_lists: "↑↓ choose · Enter open · Tab next area",
     ring_keys_visitors: "↑↓ choose · Enter details · Tab next area",
+    visitor_id_line: |id| format!("Visitor id {id}"),
 
     pick_a_conversation: "Pick a conversation, accept a waiting chat, or invite a visitor.",
     state_waiting: "waiting",
@@ -1383,6 +1387,7 @@ pub const ZH: Texts = Texts {
 
     ring_keys_lists: "↑↓ 选择 · Enter 打开 · Tab 下一区域",
     ring_keys_visitors: "↑↓ 选择 · Enter 查看详情 · Tab 下一区域",
+    visitor_id_line: |id| format!("访客编号 {id}"),
 
     pick_a_conversation: "请选择一个会话、接入排队中的访客，或邀请访客对话。",
     state_waiting: "排队中",

@@ -56,8 +56,17 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Eleme
         .and_then(|v| v.name.as_deref())
         .or(name_from_history.as_deref())
         .filter(|n| has_stated_name(Some(n)));
-    let name = format::visitor_label(stated_name, vid);
-    let mut col = Column::new().spacing(6).push(heading(name));
+    let mut col = Column::new()
+        .spacing(6)
+        .push(heading(desk.visitor_name(vid, stated_name)));
+    if stated_name.is_none() {
+        // The label a nameless visitor gets may fit several: the id tells
+        // them apart.
+        let short: String = vid.chars().take(8).collect();
+        col = col.push(
+            container(small((t.visitor_id_line)(&short)).style(muted)).id("visitor-short-id"),
+        );
+    }
     match v {
         Some(v) => {
             // Everything the visitor's page said about them, together
