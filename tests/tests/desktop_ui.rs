@@ -1299,6 +1299,8 @@ mod attention;
 #[path = "desktop_ui/canned.rs"]
 mod canned;
 mod keyboard;
+// The ring's keys that scroll, the details' keys, and one name per visitor.
+mod ring_keys;
 
 mod links;
 

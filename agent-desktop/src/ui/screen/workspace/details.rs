@@ -18,6 +18,44 @@ use crate::ui::widget::{card, has_stated_name, heading, muted, site_id_line, sma
 
 /// The panel's width on a window of ordinary size.
 pub const WIDTH: f32 = 300.0;
+/// The id of the panel's scrollable, which ↑/↓ and PageUp/PageDown move.
+pub const SCROLL: &str = "details";
+
+/// What Enter does on the details: what the visitor's row in the visitors
+/// list offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// They have a chat: open it.
+    OpenChat,
+    /// On the site without one: invite them.
+    Invite,
+}
+
+/// Enter's action for `visitor`: none once they have left without a chat.
+pub fn main_action(desk: &Desk, visitor: &str) -> Option<Action> {
+    let v = desk.visitors.get(visitor)?;
+    if v.conversation.is_some() {
+        Some(Action::OpenChat)
+    } else if v.online {
+        Some(Action::Invite)
+    } else {
+        None
+    }
+}
+
+/// The details' keys, as the region says them while it has the ring.
+pub fn keys_hint(desk: &Desk) -> &'static str {
+    let t = tr();
+    match desk
+        .details_visitor
+        .as_deref()
+        .and_then(|v| main_action(desk, v))
+    {
+        Some(Action::OpenChat) => t.ring_keys_details_open,
+        Some(Action::Invite) => t.ring_keys_details_invite,
+        None => t.ring_keys_details,
+    }
+}
 
 #[derive(Debug, Clone)]
 pub enum Message {
@@ -216,7 +254,7 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Eleme
         }
     }
     scrollable(container(col).padding(12))
-        .id("details")
+        .id(SCROLL)
         // Beside the content, not over it: the last characters of a line
         // stay readable.
         .spacing(2)
