@@ -27,8 +27,8 @@
 //! Alt+↑/↓ the previous and next chat in the lists' order, Ctrl+Enter
 //! accepts the longest waiting chat, Ctrl+K finds a chat by name
 //! ([`jump`]), Tab goes round the regions with ↑/↓ and Enter working the
-//! focused list ([`ring`]), and opening a chat puts the cursor in its
-//! composer.
+//! focused list or the details, which scroll to follow ([`ring`],
+//! [`scroll`]), and opening a chat puts the cursor in its composer.
 
 pub mod bar;
 pub mod canned;
