@@ -1301,6 +1301,8 @@ mod canned;
 #[path = "desktop_ui/invite_rules.rs"]
 mod invite_rules;
 mod keyboard;
+// The ring's keys that scroll, the details' keys, and one name per visitor.
+mod ring_keys;
 
 mod links;
 

@@ -522,14 +522,21 @@ impl Desk {
     /// visitor gave; else, as issue 17 asks, their language and current
     /// page ("Visitor · Chinese · /pricing"); else the start of their id.
     fn base_name(&self, info: &ConversationInfo) -> String {
-        if crate::ui::widget::has_stated_name(info.visitor_name.as_deref()) {
-            return format::visitor_label(info.visitor_name.as_deref(), &info.visitor);
+        self.visitor_name(&info.visitor, info.visitor_name.as_deref())
+    }
+
+    /// How the visitor `visitor` is named wherever they appear (a chat,
+    /// the visitors list, the details): the name they gave (`stated`);
+    /// else their language and current page ("Visitor · Chinese ·
+    /// /pricing"); else the start of their id.
+    pub fn visitor_name(&self, visitor: &str, stated: Option<&str>) -> String {
+        if crate::ui::widget::has_stated_name(stated) {
+            return format::visitor_label(stated, visitor);
         }
-        let visitor = self.visitors.get(&info.visitor);
-        let lang = visitor.and_then(|v| v.lang.as_deref());
-        let page = visitor.and_then(|v| v.trail.last()).map(|p| p.url.as_str());
-        format::nameless_label(lang, page)
-            .unwrap_or_else(|| format::visitor_label(None, &info.visitor))
+        let v = self.visitors.get(visitor);
+        let lang = v.and_then(|v| v.lang.as_deref());
+        let page = v.and_then(|v| v.trail.last()).map(|p| p.url.as_str());
+        format::nameless_label(lang, page).unwrap_or_else(|| format::visitor_label(None, visitor))
     }
 
     /// Online visitors, newest visit first.

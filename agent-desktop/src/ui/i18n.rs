@@ -464,6 +464,15 @@ pub struct Texts {
     // Tab's focus ring: the keys of a focused list.
     pub ring_keys_lists: &'static str,
     pub ring_keys_visitors: &'static str,
+    /// The details' keys, when Enter invites the visitor.
+    pub ring_keys_details_invite: &'static str,
+    /// The details' keys, when Enter opens the visitor's chat.
+    pub ring_keys_details_open: &'static str,
+    /// The details' keys, when Enter has nothing to do (the visitor left).
+    pub ring_keys_details: &'static str,
+    /// Under the name of a visitor who gave none: their id, so two alike
+    /// can be told apart.
+    pub visitor_id_line: fn(&str) -> String,
 
     // The chat.
     pub pick_a_conversation: &'static str,
@@ -1032,8 +1041,12 @@ pub const EN: Texts = Texts {
     jump_placeholder: "Name…",
     jump_none: "No conversation has that name.",
 
-    ring_keys_lists: "↑↓ choose · Enter open · Tab next area",
-    ring_keys_visitors: "↑↓ choose · Enter details · Tab next area",
+    ring_keys_lists: "↑↓ choose · Enter open · Tab next area · Esc chat",
+    ring_keys_visitors: "↑↓ choose · Enter details · Tab next area · Esc chat",
+    ring_keys_details_invite: "↑↓ PgUp PgDn scroll · Enter invite · Tab next area · Esc chat",
+    ring_keys_details_open: "↑↓ PgUp PgDn scroll · Enter open chat · Tab next area · Esc chat",
+    ring_keys_details: "↑↓ PgUp PgDn scroll · Tab next area · Esc chat",
+    visitor_id_line: |id| format!("Visitor id {id}"),
 
     pick_a_conversation: "Pick a conversation, accept a waiting chat, or invite a visitor.",
     state_waiting: "waiting",
@@ -1466,8 +1479,12 @@ pub const ZH: Texts = Texts {
     jump_placeholder: "姓名…",
     jump_none: "没有这个名字的会话。",
 
-    ring_keys_lists: "↑↓ 选择 · Enter 打开 · Tab 下一区域",
-    ring_keys_visitors: "↑↓ 选择 · Enter 查看详情 · Tab 下一区域",
+    ring_keys_lists: "↑↓ 选择 · Enter 打开 · Tab 下一区域 · Esc 回到对话",
+    ring_keys_visitors: "↑↓ 选择 · Enter 查看详情 · Tab 下一区域 · Esc 回到对话",
+    ring_keys_details_invite: "↑↓ PgUp PgDn 滚动 · Enter 邀请 · Tab 下一区域 · Esc 回到对话",
+    ring_keys_details_open: "↑↓ PgUp PgDn 滚动 · Enter 打开对话 · Tab 下一区域 · Esc 回到对话",
+    ring_keys_details: "↑↓ PgUp PgDn 滚动 · Tab 下一区域 · Esc 回到对话",
+    visitor_id_line: |id| format!("访客编号 {id}"),
 
     pick_a_conversation: "请选择一个会话、接入排队中的访客，或邀请访客对话。",
     state_waiting: "排队中",

@@ -114,8 +114,8 @@ pub fn subscription(app: &App) -> Subscription<Message> {
 /// The window's events the app acts on wherever focus is: focus, files
 /// dragged onto it, Esc (which closes an open box or form even while its
 /// text field has focus), Tab and Shift+Tab (between the workspace's
-/// regions, or a form's fields), ↑, ↓ and Enter that no text field took
-/// (the focused list's: see `workspace::ring`), and the
+/// regions, or a form's fields), ↑, ↓, PageUp, PageDown and Enter that no
+/// text field took (the focused region's: see `workspace::ring`), and the
 /// shortcuts (⌘ for Ctrl on macOS), none of which a text field uses or
 /// the composer keeps: Ctrl+B the lists, Ctrl+D the details, Ctrl+K jump to
 /// a conversation, Ctrl+Enter accept the oldest waiting chat, Alt+↑/↓ the
@@ -153,6 +153,8 @@ pub fn window_event(
             let key = match key.as_ref() {
                 Key::Named(Named::ArrowUp) => Ring::Up,
                 Key::Named(Named::ArrowDown) => Ring::Down,
+                Key::Named(Named::PageUp) => Ring::PageUp,
+                Key::Named(Named::PageDown) => Ring::PageDown,
                 Key::Named(Named::Enter) => Ring::Enter,
                 _ => return None,
             };

@@ -72,7 +72,7 @@ fn run(op: &mut dyn Operation, fields: &mut [Field]) {
 
 impl Driver {
     /// A key pressed, as the window reports it wherever focus is.
-    fn press(&mut self, key: Key, modifiers: Modifiers) {
+    pub(super) fn press(&mut self, key: Key, modifiers: Modifiers) {
         let event = key_event(key, modifiers);
         let status = iced::event::Status::Ignored;
         let window = iced::window::Id::unique();
@@ -121,7 +121,7 @@ impl Driver {
     }
 
     /// Let the tasks started so far finish, and forget their operations.
-    async fn forget_focus(&mut self) {
+    pub(super) async fn forget_focus(&mut self) {
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.operations.lock().unwrap().clear();
     }

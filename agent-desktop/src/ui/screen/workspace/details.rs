@@ -18,6 +18,44 @@ use crate::ui::widget::{card, has_stated_name, heading, muted, site_id_line, sma
 
 /// The panel's width on a window of ordinary size.
 pub const WIDTH: f32 = 300.0;
+/// The id of the panel's scrollable, which ↑/↓ and PageUp/PageDown move.
+pub const SCROLL: &str = "details";
+
+/// What Enter does on the details: what the visitor's row in the visitors
+/// list offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// They have a chat: open it.
+    OpenChat,
+    /// On the site without one: invite them.
+    Invite,
+}
+
+/// Enter's action for `visitor`: none once they have left without a chat.
+pub fn main_action(desk: &Desk, visitor: &str) -> Option<Action> {
+    let v = desk.visitors.get(visitor)?;
+    if v.conversation.is_some() {
+        Some(Action::OpenChat)
+    } else if v.online {
+        Some(Action::Invite)
+    } else {
+        None
+    }
+}
+
+/// The details' keys, as the region says them while it has the ring.
+pub fn keys_hint(desk: &Desk) -> &'static str {
+    let t = tr();
+    match desk
+        .details_visitor
+        .as_deref()
+        .and_then(|v| main_action(desk, v))
+    {
+        Some(Action::OpenChat) => t.ring_keys_details_open,
+        Some(Action::Invite) => t.ring_keys_details_invite,
+        None => t.ring_keys_details,
+    }
+}
 
 #[derive(Debug, Clone)]
 pub enum Message {
@@ -56,8 +94,17 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Eleme
         .and_then(|v| v.name.as_deref())
         .or(name_from_history.as_deref())
         .filter(|n| has_stated_name(Some(n)));
-    let name = format::visitor_label(stated_name, vid);
-    let mut col = Column::new().spacing(6).push(heading(name));
+    let mut col = Column::new()
+        .spacing(6)
+        .push(heading(desk.visitor_name(vid, stated_name)));
+    if stated_name.is_none() {
+        // The label a nameless visitor gets may fit several: the id tells
+        // them apart.
+        let short: String = vid.chars().take(8).collect();
+        col = col.push(
+            container(small((t.visitor_id_line)(&short)).style(muted)).id("visitor-short-id"),
+        );
+    }
     match v {
         Some(v) => {
             // Everything the visitor's page said about them, together
@@ -207,7 +254,7 @@ pub fn view(desk: &Desk, now_ms: i64, utc_offset_secs: i32, width: f32) -> Eleme
         }
     }
     scrollable(container(col).padding(12))
-        .id("details")
+        .id(SCROLL)
         // Beside the content, not over it: the last characters of a line
         // stay readable.
         .spacing(2)

@@ -27,8 +27,8 @@
 //! Alt+↑/↓ the previous and next chat in the lists' order, Ctrl+Enter
 //! accepts the longest waiting chat, Ctrl+K finds a chat by name
 //! ([`jump`]), Tab goes round the regions with ↑/↓ and Enter working the
-//! focused list ([`ring`]), and opening a chat puts the cursor in its
-//! composer.
+//! focused list or the details, which scroll to follow ([`ring`],
+//! [`scroll`]), and opening a chat puts the cursor in its composer.
 
 pub mod bar;
 pub mod canned;
@@ -39,6 +39,7 @@ pub mod invite_rules;
 pub mod jump;
 pub mod queue;
 pub mod ring;
+pub mod scroll;
 pub mod sign_out;
 pub mod tags;
 pub mod team;
@@ -499,11 +500,23 @@ impl State {
                 self.rules.panel = None;
                 Task::none()
             }
-            Message::Escape => {
+            Message::Escape if self.desk.block_form.is_some() || self.chat.transfer.is_some() => {
                 self.desk.block_form = None;
                 self.chat.transfer = None;
                 Task::none()
             }
+            // Nothing open to close: out of a list or the details, back to
+            // the chat, as Tab round to it would.
+            Message::Escape
+                if matches!(
+                    self.desk.ring.region,
+                    Some(ring::Region::Lists | ring::Region::Visitors | ring::Region::Details)
+                ) && !self.sign_out.prompt =>
+            {
+                ring::Ring::enter(&mut self.desk, ring::Region::Chat);
+                iced::widget::operation::focus(chat::COMPOSER)
+            }
+            Message::Escape => Task::none(),
             Message::Details(details::Message::BlockCancel) => {
                 self.desk.block_form = None;
                 Task::none()
@@ -659,7 +672,12 @@ impl State {
                     region(
                         ring::Region::Details,
                         ring,
-                        details::view(desk, now_ms, offset, width).map(Message::Details),
+                        column![]
+                            .push(ring.on(ring::Region::Details).then(|| {
+                                container(small(details::keys_hint(desk)).style(theme::muted))
+                                    .padding([4, 10])
+                            }))
+                            .push(details::view(desk, now_ms, offset, width).map(Message::Details)),
                     )
                     .height(Fill),
                 ]
@@ -1053,25 +1071,38 @@ impl State {
                 } else {
                     // Out of the chat, the composer lets go of the cursor:
                     // the arrows and Enter are the list's now.
-                    iced::advanced::widget::operate(
-                        iced::advanced::widget::operation::focusable::unfocus(),
-                    )
+                    Task::batch([
+                        iced::advanced::widget::operate(
+                            iced::advanced::widget::operation::focusable::unfocus(),
+                        ),
+                        self.reveal_highlight(),
+                    ])
                 }
             }
-            Key::Up | Key::Down => {
-                if self.jump.is_none()
-                    && matches!(
-                        self.desk.ring.region,
-                        Some(Region::Lists | Region::Visitors)
-                    )
-                {
-                    ring::Ring::step_row(&mut self.desk, key == Key::Down);
+            Key::Up | Key::Down | Key::PageUp | Key::PageDown if self.jump.is_none() => {
+                let down = matches!(key, Key::Down | Key::PageDown);
+                match self.desk.ring.region {
+                    Some(Region::Lists | Region::Visitors)
+                        if matches!(key, Key::Up | Key::Down) =>
+                    {
+                        ring::Ring::step_row(&mut self.desk, down);
+                        self.reveal_highlight()
+                    }
+                    Some(Region::Details) => scroll::nudge(
+                        details::SCROLL,
+                        down,
+                        matches!(key, Key::PageUp | Key::PageDown),
+                    ),
+                    _ => Task::none(),
                 }
-                Task::none()
             }
+            Key::Up | Key::Down | Key::PageUp | Key::PageDown => Task::none(),
             Key::Enter => {
                 if self.jump.is_some() {
                     return Task::none();
+                }
+                if self.desk.ring.on(Region::Details) {
+                    return self.details_action(env);
                 }
                 match self.desk.ring.act(&self.desk) {
                     None => Task::none(),
@@ -1082,6 +1113,31 @@ impl State {
                         self.load_history(env, v, false)
                     }
                 }
+            }
+        }
+    }
+
+    /// Scroll the focused list so its highlighted row is in view.
+    fn reveal_highlight(&self) -> Task<Message> {
+        match &self.desk.ring.highlight {
+            Some(item) if self.desk.ring.lit(item) => scroll::reveal(item.row_id(&self.desk)),
+            _ => Task::none(),
+        }
+    }
+
+    /// Enter on the details: what its visitor's row in the visitors list
+    /// offers, open their chat if they have one, else invite them (with
+    /// the text typed for them there, or the default).
+    fn details_action(&mut self, env: &mut Env<'_>) -> Task<Message> {
+        let Some(v) = self.desk.details_visitor.clone() else {
+            return Task::none();
+        };
+        match details::main_action(&self.desk, &v) {
+            None => Task::none(),
+            Some(details::Action::OpenChat) => self.open_visitor_chat(env, &v),
+            Some(details::Action::Invite) => {
+                self.update(Message::Visitors(visitors::Message::Invite(v)), env)
+                    .0
             }
         }
     }

@@ -3,9 +3,13 @@
 //! right as they stand on screen, skipping a collapsed panel. The focused
 //! region has an accent edge. In a list region ↑/↓ move a highlight over
 //! its rows and Enter acts on the highlighted one (accepts a waiting chat,
-//! opens one of the agent's, shows a visitor's details); entering the chat
-//! region puts the cursor in the composer, and leaving it takes the cursor
-//! out, so the arrows and Enter are the list's and not the composer's.
+//! opens one of the agent's, shows a visitor's details), the list scrolling
+//! to keep the highlighted row in view ([`super::scroll`]). On the details
+//! ↑/↓ and PageUp/PageDown scroll it and Enter does what the visitor's row
+//! offers (opens their chat, else invites them). Esc leaves a list or the
+//! details for the chat. Entering the chat region puts the cursor in the
+//! composer, and leaving it takes the cursor out, so the arrows and Enter
+//! are the list's and not the composer's.
 //!
 //! The ring lives in the [`Desk`] beside the selection it moves towards, so
 //! the lists draw the highlight without being handed it, and a sign-out
@@ -65,6 +69,9 @@ pub enum Key {
     Previous,
     Up,
     Down,
+    /// PageUp and PageDown: a page of the details.
+    PageUp,
+    PageDown,
     Enter,
 }
 
@@ -75,6 +82,20 @@ pub enum Item {
     /// One of the agent's chats, or (for a supervisor) a colleague's.
     Chat(ConversationId),
     Visitor(String),
+}
+
+impl Item {
+    /// The id of the row's frame on screen, which the view scrolls to.
+    pub fn row_id(&self, desk: &Desk) -> String {
+        match self {
+            Item::Waiting(id) => format!("queued-{id}"),
+            Item::Chat(id) if desk.mine().iter().any(|c| c.info.id == *id) => {
+                format!("conv-{id}")
+            }
+            Item::Chat(id) => format!("team-conv-{id}"),
+            Item::Visitor(v) => format!("visitor-{v}"),
+        }
+    }
 }
 
 /// Where the ring is: the focused region (none until Tab is first

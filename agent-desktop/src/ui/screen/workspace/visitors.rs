@@ -129,7 +129,7 @@ fn row_view<'a>(
     utc_offset_secs: i32,
 ) -> Element<'a, Message> {
     let t = tr();
-    let name = format::visitor_label(v.name.as_deref(), &v.id);
+    let name = desk.visitor_name(&v.id, v.name.as_deref());
     let on_site = format::elapsed(now_ms - v.visit_started_ms);
     let page = v.trail.last();
     let (browser, os) = format::browser_and_os(v.user_agent.as_deref().unwrap_or_default());
