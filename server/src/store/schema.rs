@@ -88,8 +88,18 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
         true,
     )?;
+    // rusqlite keeps 16 prepared statements by default, fewer than one
+    // visitor message's op runs through: the cache thrashed, and every
+    // message re-parsed and re-planned about ten statements, over half of
+    // the server's instructions per message (BENCHMARKS.md section 11).
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
+
+/// Prepared statements kept per connection: room for every statement the
+/// writer's rules use, with margin. Each costs a few KiB once prepared, and
+/// a connection only holds the ones it has run.
+pub const STATEMENT_CACHE: usize = 512;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
