@@ -100,6 +100,10 @@ fn storm_resumes_everyone_and_delivers_the_backlog_once() {
     assert_eq!(r["delivered"], 60, "{r}");
     assert_eq!(r["acked"], 60, "{r}");
     assert_eq!(r["duplicates"], 0, "{r}");
+    // The agents came back as the app does, on their resume tickets, not
+    // through four more password hashes.
+    assert_eq!(r["tickets_refused"], 0, "{r}");
+    assert_eq!(r["server"]["logins_by_ticket"], 4.0, "{r}");
     assert!(r["all_resumed_s"].as_f64().unwrap().is_finite(), "{r}");
     assert!(
         r["backlog_delivered_s"].as_f64().unwrap().is_finite(),

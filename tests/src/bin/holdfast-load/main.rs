@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use holdfast_protocol::agent::{Action, Author, ClientMsg, ConversationId, Event, ServerMsg};
+use holdfast_protocol::agent::{
+    Action, Author, ClientMsg, ConversationId, Event, LiveEvent, ServerMsg,
+};
 use holdfast_tests::Reaper;
 use holdfast_tests::raw_agent::RawAgent;
 use holdfast_tests::server::ServerProcess;
@@ -122,6 +124,11 @@ struct Args {
     /// Switch group commit off in the spawned server (to measure what it buys).
     #[arg(long)]
     no_group_commit: bool,
+    /// Agents reconnect with their password, not the resume ticket the
+    /// server gave them, as clients before tickets did (to measure what
+    /// tickets buy in a storm).
+    #[arg(long)]
+    no_tickets: bool,
     /// Pin the spawned target to these CPUs (taskset list, e.g. "0"). Run the
     /// generator itself under `taskset -c 1` so the two do not share a core.
     #[arg(long)]
@@ -592,6 +599,9 @@ struct AgentShared {
     /// last one arrived (µs after the drop).
     storm_ids: std::sync::Mutex<HashSet<holdfast_protocol::ids::MsgId>>,
     storm_last_us: AtomicU64,
+    /// Reconnects whose ticket was refused (or whose try with one failed);
+    /// the next try uses the password.
+    ticket_refused: AtomicU64,
 }
 
 struct AgentCfg {
@@ -599,6 +609,7 @@ struct AgentCfg {
     user: String,
     size: usize,
     rst: bool,
+    tickets: bool,
 }
 
 #[allow(clippy::large_enum_variant)] // one at a time on each agent's stack
@@ -610,11 +621,14 @@ enum AStep {
     Heartbeat,
 }
 
+/// Log in, with the resume `ticket` when there is one (the password is
+/// then not checked, as for the app); returns the ticket to use next time.
 async fn agent_login(
     cfg: &AgentCfg,
     device: holdfast_protocol::ids::MsgId,
     resume: Option<u64>,
-) -> anyhow::Result<RawAgent> {
+    ticket: Option<&[u8]>,
+) -> anyhow::Result<(RawAgent, Option<Vec<u8>>)> {
     let mut a = RawAgent::handshake(cfg.addr)
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -622,11 +636,17 @@ async fn agent_login(
         #[allow(deprecated)] // set_zero_linger is not in this tokio yet
         a.io.get_ref().set_linger(Some(Duration::ZERO))?;
     }
-    a.send(&RawAgent::login_msg(&cfg.user, "load-pass", device, resume))
-        .await?;
+    let mut login = RawAgent::login_msg(&cfg.user, "load-pass", device, resume);
+    if let ClientMsg::Login(l) = &mut login {
+        l.ticket = ticket.filter(|_| cfg.tickets).map(<[u8]>::to_vec);
+    }
+    a.send(&login).await?;
     loop {
         match a.recv(Duration::from_secs(30)).await? {
-            Some(ServerMsg::LoginOk(_)) => return Ok(a),
+            Some(ServerMsg::LoginOk(ok)) => {
+                let next = (cfg.tickets && !ok.ticket.is_empty()).then_some(ok.ticket);
+                return Ok((a, next));
+            }
             Some(ServerMsg::Error(e)) => anyhow::bail!("login of {} refused: {e:?}", cfg.user),
             Some(_) => {}
             None => anyhow::bail!("closed during login of {}", cfg.user),
@@ -636,7 +656,7 @@ async fn agent_login(
 
 async fn agent_task(
     cfg: AgentCfg,
-    mut a: RawAgent,
+    (mut a, mut ticket): (RawAgent, Option<Vec<u8>>),
     device: holdfast_protocol::ids::MsgId,
     shared: Arc<AgentShared>,
     mut phase: watch::Receiver<Phase>,
@@ -684,7 +704,8 @@ async fn agent_task(
                         next_send = None;
                         ack_at = None;
                         drop(a); // SO_LINGER 0: the server sees an RST
-                        a = agent_reconnect(&cfg, device, last_seq, &shared).await;
+                        (a, ticket) =
+                            agent_reconnect(&cfg, device, last_seq, ticket, &shared).await;
                         last_out = Instant::now();
                         shared
                             .resumed_us
@@ -743,6 +764,11 @@ async fn agent_task(
                     .fetch_add(b.results.len() as u64, Ordering::Relaxed);
             }
             AStep::Msg(Ok(Some(ServerMsg::Heartbeat))) => {}
+            AStep::Msg(Ok(Some(ServerMsg::Live(LiveEvent::Ticket { ticket: t, .. }))))
+                if cfg.tickets && !t.is_empty() =>
+            {
+                ticket = Some(t);
+            }
             AStep::Heartbeat => {
                 let _ = a.send(&ClientMsg::Heartbeat).await;
             }
@@ -759,7 +785,7 @@ async fn agent_task(
                 // overflowed, say): come back and resume, as the app does.
                 shared.reconnects.fetch_add(1, Ordering::Relaxed);
                 drop(a);
-                a = agent_reconnect(&cfg, device, last_seq, &shared).await;
+                (a, ticket) = agent_reconnect(&cfg, device, last_seq, ticket, &shared).await;
                 last_out = Instant::now();
             }
             AStep::Ack => {
@@ -790,14 +816,28 @@ async fn agent_task(
 }
 
 /// Reconnect with full-jitter backoff (250 ms doubling to 10 s) and resume
-/// after the last event seen.
+/// after the last event seen: with the ticket, as the app does, and with
+/// the password once the ticket is refused (expired, or a restarted
+/// server with another key).
 async fn agent_reconnect(
     cfg: &AgentCfg,
     device: holdfast_protocol::ids::MsgId,
     last_seq: u64,
+    ticket: Option<Vec<u8>>,
     shared: &AgentShared,
-) -> RawAgent {
-    shard::with_backoff(&shared.retries, || agent_login(cfg, device, Some(last_seq))).await
+) -> (RawAgent, Option<Vec<u8>>) {
+    let mut ticket = ticket;
+    shard::with_backoff(&shared.retries, || {
+        let t = ticket.take();
+        async move {
+            let r = agent_login(cfg, device, Some(last_seq), t.as_deref()).await;
+            if r.is_err() && t.is_some() {
+                shared.ticket_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        }
+    })
+    .await
 }
 
 /// Log in `args.agents` agents; they run until the phase says Quit.
@@ -815,9 +855,10 @@ async fn start_agents(
             user: format!("{}-{i}", args.agent_prefix),
             size: args.size,
             rst,
+            tickets: !args.no_tickets,
         };
         let device = new_id();
-        let a = agent_login(&cfg, device, None).await?;
+        let a = agent_login(&cfg, device, None, None).await?;
         tokio::spawn(agent_task(cfg, a, device, shared.clone(), tx.subscribe()));
     }
     Ok((shared, tx))
@@ -1245,6 +1286,7 @@ async fn storm(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
             "holdfast_slow_consumer_cuts_total",
             "holdfast_dead_peer_cuts_total",
             "holdfast_live_resyncs_total",
+            "holdfast_logins_by_ticket_total",
         ],
     )
     .await;
@@ -1281,6 +1323,16 @@ async fn storm(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         agents.reconnects.load(Ordering::Relaxed),
         acc.reconnects
     );
+    let refused = agents.ticket_refused.load(Ordering::Relaxed);
+    println!(
+        "  agents resumed with {}; tickets refused {refused}; server logins by ticket {}",
+        if args.no_tickets {
+            "their password (--no-tickets)"
+        } else {
+            "their resume ticket"
+        },
+        server_counts[3]
+    );
     println!("  server RSS before {before_kb} KB, peak during the storm {peak} KB");
     println!(
         "  server counters: slow-consumer cuts {}  dead-peer cuts {}  presence resyncs {}",
@@ -1291,9 +1343,11 @@ async fn storm(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         "all_resumed_s": resumed_all_s, "backlog_delivered_s": delivered_all_s,
         "delivered": got, "acked": acc.acked, "duplicates": dups, "retries": retries, "errors": acc.errors,
         "reconnects": { "agents": agents.reconnects.load(Ordering::Relaxed), "visitors": acc.reconnects },
+        "tickets": !args.no_tickets, "tickets_refused": refused,
         "visitor_resume_us": lat_json(&vr), "agent_resume_us": lat_json(&ar),
         "server": { "rss_before_kb": before_kb, "peak_rss_kb": peak,
-            "slow_consumer_cuts": server_counts[0], "dead_peer_cuts": server_counts[1], "live_resyncs": server_counts[2] },
+            "slow_consumer_cuts": server_counts[0], "dead_peer_cuts": server_counts[1], "live_resyncs": server_counts[2],
+            "logins_by_ticket": server_counts[3] },
     }))
 }
 
