@@ -304,6 +304,12 @@ struct State {
     /// Counts committed changes applied to visitors' records (see
     /// `VisitorLive::changed`).
     visitor_changes: u64,
+    /// Each site's visitor list as last encoded for agents signing in
+    /// (see `visitor_list`), valid while its generation is the site's.
+    visitor_lists: HashMap<SiteId, Arc<visitor_list::VisitorList>>,
+    /// Per site: bumped whenever its agents are told of a change to its
+    /// visitor list, which makes the encoded list above stale.
+    visitor_list_gen: HashMap<SiteId, u64>,
     next_conn: u64,
 }
 
@@ -422,6 +428,12 @@ impl Hub {
     }
 
     fn broadcast_live(&self, st: &mut State, site: SiteId, ev: LiveEvent) {
+        if matches!(
+            ev,
+            LiveEvent::Visitor(_) | LiveEvent::VisitorGone { .. } | LiveEvent::Visitors(_)
+        ) {
+            visitor_list::changed(st, site);
+        }
         let ev = Arc::new(ev);
         for a in st.agents.values_mut().filter(|a| a.site == site) {
             a.conns.retain(|c| push_live(c, ev.clone(), &self.metrics));
@@ -1320,7 +1332,10 @@ impl Hub {
 
     /// Online visitors of a site, on any node, for an agent's login.
     pub fn visitors_of_site(&self, site: SiteId) -> Vec<VisitorInfo> {
-        let st = self.lock();
+        Self::visitors_of_site_in(&self.lock(), site)
+    }
+
+    fn visitors_of_site_in(st: &State, site: SiteId) -> Vec<VisitorInfo> {
         let mut v: Vec<VisitorInfo> = st
             .visitors
             .values()
@@ -1344,17 +1359,17 @@ impl Hub {
     }
 
     /// The latest invitation signal of each of `online` (a site's visitors
-    /// online now, as [`Hub::visitors_of_site`] lists them), fired in their
-    /// current visit: what an agent signing in needs to show whom the rules
-    /// invited and how each answered.
-    pub fn invitations_of(&self, online: &[VisitorInfo]) -> Vec<LiveEvent> {
+    /// online now with the start of their visit, as [`Hub::visitor_list`]
+    /// lists them), fired in their current visit: what an agent signing in
+    /// needs to show whom the rules invited and how each answered.
+    pub fn invitations_of(&self, online: &[(String, i64)]) -> Vec<LiveEvent> {
         let st = self.lock();
         online
             .iter()
-            .filter_map(|v| {
+            .filter_map(|(id, visit_started_ms)| {
                 st.invitations
-                    .get(&v.id)
-                    .filter(|i| i.at_ms >= v.visit_started_ms)
+                    .get(id)
+                    .filter(|i| i.at_ms >= *visit_started_ms)
                     .map(|i| LiveEvent::Invitation(i.clone()))
             })
             .collect()
@@ -1551,6 +1566,7 @@ impl Availability for Hub {
 pub mod fallback;
 mod publish;
 pub mod remote;
+pub mod visitor_list;
 
 #[cfg(test)]
 mod tests;

@@ -87,6 +87,34 @@ enum State {
     Closed,
 }
 
+/// A [`LiveEvent`] encoded as the `ServerMsg` that carries it, once, for
+/// [`Server::live_encoded`]: a site's visitor list is the same for every
+/// agent signing in until it changes, so it need not be encoded again for
+/// each of 100 agents in a reconnect storm. Built only from an event, so
+/// what is sealed is always a valid message.
+#[derive(Clone, Debug)]
+pub struct EncodedLive(Bytes);
+
+impl EncodedLive {
+    pub fn new(event: LiveEvent) -> Self {
+        EncodedLive(Bytes::from(ServerMsg::Live(event).encode()))
+    }
+
+    /// The encoded `ServerMsg`, as [`ServerMsg::decode`] reads it.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Its size in bytes, before sealing.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The server side of one connection.
 #[derive(Debug)]
 pub struct Server {
@@ -324,6 +352,12 @@ impl Server {
         self.send(&ServerMsg::Live(event))
     }
 
+    /// The same as [`Server::live`], for an event encoded once and sent to
+    /// many sessions: only the sealing is done per session.
+    pub fn live_encoded(&mut self, event: &EncodedLive) -> Result<(), SessionError> {
+        self.send_plain(&event.0)
+    }
+
     /// Commands committed durably, with their results.
     pub fn ack(&mut self, batch: AckBatch) -> Result<(), SessionError> {
         self.send(&ServerMsg::Ack(batch))
@@ -394,10 +428,15 @@ impl Server {
     }
 
     fn send(&mut self, msg: &ServerMsg) -> Result<(), SessionError> {
+        self.send_plain(&msg.encode())
+    }
+
+    /// Seal and queue one encoded `ServerMsg`.
+    fn send_plain(&mut self, plaintext: &[u8]) -> Result<(), SessionError> {
         let Some((sealer, _)) = self.keys.as_mut() else {
             return Err(SessionError::State("nothing is sealed before the hello"));
         };
-        let frame = match sealer.seal_with(&mut self.rng, &msg.encode()) {
+        let frame = match sealer.seal_with(&mut self.rng, plaintext) {
             Ok(f) => f,
             Err(e) => return Err(self.fail(e.into())),
         };

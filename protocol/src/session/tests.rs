@@ -11,8 +11,8 @@ use super::SessionError;
 use super::client::{Client, ClientConfig, ClientEvent};
 use super::server::{Server, ServerConfig, ServerEvent};
 use crate::agent::{
-    AckBatch, Action, ClientMsg, CommandResult, Event, Login, LoginOk, Outcome, Resume, Seq,
-    ServerMsg, Snapshot, SnapshotPart,
+    AckBatch, Action, ClientMsg, CommandResult, Event, LiveEvent, Login, LoginOk, Outcome, Resume,
+    Seq, ServerMsg, Snapshot, SnapshotPart,
 };
 use crate::delivery::{AckPolicy, Outbox};
 use crate::error::ErrorCode;
@@ -521,4 +521,25 @@ fn a_written_burst_leaves_no_output_buffer_behind() {
         "kept {} bytes of output buffer after the burst was written",
         p.server.retained_out_capacity()
     );
+}
+
+#[test]
+fn a_live_event_encoded_once_reaches_two_sessions_as_itself() {
+    let team = LiveEvent::SiteTags(vec!["billing".into(), "vip".into()]);
+    let shared = super::server::EncodedLive::new(team.clone());
+    let (mut a, mut b) = (Pair::live(), Pair::live());
+    for p in [&mut a, &mut b] {
+        p.server.live_encoded(&shared).unwrap();
+        p.server.live_encoded(&shared).unwrap();
+        p.drive();
+        let got: Vec<_> = p
+            .client_events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Live(l) => Some(l.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, [team.clone(), team.clone()]);
+    }
 }

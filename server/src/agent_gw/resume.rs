@@ -6,50 +6,18 @@
 
 use std::sync::Arc;
 
-use holdfast_protocol::agent::{
-    LiveEvent, LoginOk, Resume, Seq, Snapshot, SnapshotPart, VisitorInfo,
-};
+use holdfast_protocol::agent::{LiveEvent, LoginOk, Resume, Seq, Snapshot, SnapshotPart};
 
 use super::{Conn, End, Link, now, team_member};
 use crate::Ctx;
 use crate::store::Op;
 use crate::store::reads;
 
-/// Send the whole visitor list without exceeding a frame. It goes as one
-/// `Visitors` when it fits; otherwise the first part is a `Visitors` (which
-/// replaces the client's list) and the rest follow as `Visitor` upserts.
-/// With 5,000 visitors on a site the single message was 1.2 MB, over the
-/// 1 MiB frame limit, and no agent could log in (BENCHMARKS.md, storm).
-pub(super) async fn send_visitor_list(
-    link: &mut Link,
-    ctx: &Ctx,
-    visitors: Vec<VisitorInfo>,
-) -> Result<(), End> {
-    // Half the smaller of our limit and the client's default leaves room
-    // for the envelopes, sealing and a client built with the default.
-    let budget = ctx.cfg.max_frame.min(holdfast_protocol::DEFAULT_MAX_FRAME) / 2;
-    let mut first = Vec::new();
-    let mut size = 0;
-    let mut rest = visitors.into_iter();
-    let mut spill = None;
-    for v in rest.by_ref() {
-        let n = v.encoded_len();
-        if size + n > budget && !first.is_empty() {
-            spill = Some(v);
-            break;
-        }
-        size += n;
-        first.push(v);
-    }
-    link.session.live(LiveEvent::Visitors(first))?;
-    // Write as we go, so the machine's buffer holds a few upserts, not the
-    // whole list: 100 agents logging in at once to a site with 5,000
-    // visitors would otherwise buffer 120 MB.
-    for v in spill.into_iter().chain(rest) {
-        link.session.live(LiveEvent::Visitor(v))?;
-        link.flush_if_full().await?;
-    }
-    Ok(())
+/// The most a visitor-list message may hold: half the smaller of our
+/// frame limit and the client's default, which leaves room for the
+/// envelope, the sealing and a client built with the default.
+fn visitor_list_budget(ctx: &Ctx) -> usize {
+    ctx.cfg.max_frame.min(holdfast_protocol::DEFAULT_MAX_FRAME) / 2
 }
 
 /// Send a snapshot without exceeding a frame: when it does not fit in one,
@@ -181,9 +149,19 @@ impl Conn {
     /// signal of each that has one (PROTOCOL.md 10.20): at login, and
     /// after dropped live events.
     pub(super) async fn send_visitors(&mut self, ctx: &Arc<Ctx>) -> Result<(), End> {
-        let visitors = ctx.hub.visitors_of_site(self.agent.site);
-        let invitations = ctx.hub.invitations_of(&visitors);
-        send_visitor_list(&mut self.link, ctx, visitors).await?;
+        // Shared with the site's other agents signing in now: encoded
+        // once, sealed here (see `hub::visitor_list`).
+        let list = ctx
+            .hub
+            .visitor_list(self.agent.site, visitor_list_budget(ctx));
+        let invitations = ctx.hub.invitations_of(&list.online);
+        // Written as we go, so the machine's buffer holds a few messages,
+        // not the whole list: 100 agents signing in at once to a site
+        // with 5,000 visitors would otherwise buffer 120 MB.
+        for m in &list.messages {
+            self.link.session.live_encoded(m)?;
+            self.link.flush_if_full().await?;
+        }
         for ev in invitations {
             self.link.session.live(ev)?;
         }

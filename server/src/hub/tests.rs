@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::store::effect::Effect;
-use holdfast_protocol::agent::{Author, ChatMessage};
+use holdfast_protocol::agent::{Author, ChatMessage, ServerMsg};
 
 fn visitor(i: usize) -> VisitorInfo {
     VisitorInfo {
@@ -675,4 +675,75 @@ async fn groups_reach_each_agent_with_its_membership_and_visitors_per_group() {
     assert!(!h.agents_online_for(1, Some("billing")));
     assert!(h.agents_online_for(1, None));
     assert_eq!(agents_said(&mut billing).last(), Some(&false));
+}
+
+/// The messages of an encoded visitor list, decoded as a client reads them.
+fn listed(l: &visitor_list::VisitorList) -> Vec<LiveEvent> {
+    l.messages
+        .iter()
+        .map(|m| match ServerMsg::decode(m.as_bytes()).unwrap() {
+            ServerMsg::Live(ev) => ev,
+            other => panic!("not a live event: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn agents_signing_in_share_one_encoded_visitor_list_until_it_changes() {
+    let h = Hub::new(
+        HubConfig {
+            visitor_grace: Duration::ZERO,
+            ..HubConfig::default()
+        },
+        Arc::new(Metrics::default()),
+    );
+    let mut regs: Vec<_> = (0..2).map(|i| h.register_visitor(visitor(i))).collect();
+    h.flush_presence();
+    let first = h.visitor_list(1, 1 << 20);
+    let now = h.visitors_of_site(1);
+    assert_eq!(listed(&first), [LiveEvent::Visitors(now.clone())]);
+    let ids: Vec<_> = first.online.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["v0", "v1"]);
+    assert_eq!(first.online[0].1, now[0].visit_started_ms);
+    // Nothing told to agents since: the same copy, not a new one.
+    assert!(Arc::ptr_eq(&first, &h.visitor_list(1, 1 << 20)));
+    // Another site's visitor changes nothing here.
+    let mut elsewhere = visitor(9);
+    elsewhere.site = 2;
+    regs.push(h.register_visitor(elsewhere));
+    h.flush_presence();
+    assert!(Arc::ptr_eq(&first, &h.visitor_list(1, 1 << 20)));
+    // A new visitor not yet flushed is still to be broadcast, to whoever
+    // read the old copy too; once it is, the copy is dropped.
+    regs.push(h.register_visitor(visitor(2)));
+    assert!(Arc::ptr_eq(&first, &h.visitor_list(1, 1 << 20)));
+    h.flush_presence();
+    let second = h.visitor_list(1, 1 << 20);
+    assert!(!Arc::ptr_eq(&first, &second));
+    let now = h.visitors_of_site(1);
+    assert_eq!(now.len(), 3);
+    assert_eq!(listed(&second), [LiveEvent::Visitors(now.clone())]);
+    // Too long for one message: the first part replaces the list, the
+    // rest are upserts.
+    let budget = now[0].encoded_len() + 1;
+    assert_eq!(
+        listed(&h.visitor_list(1, budget)),
+        [
+            LiveEvent::Visitors(vec![now[0].clone()]),
+            LiveEvent::Visitor(now[1].clone()),
+            LiveEvent::Visitor(now[2].clone()),
+        ]
+    );
+    // A visitor gone from the site is gone from the next copy.
+    let gone = regs.remove(3);
+    let kept = h.visitor_list(1, 1 << 20);
+    h.unregister_visitor("v2", gone.id);
+    h.sweep(Duration::ZERO);
+    assert!(!Arc::ptr_eq(&kept, &h.visitor_list(1, 1 << 20)));
+    assert!(
+        h.visitor_list(1, 1 << 20)
+            .online
+            .iter()
+            .all(|(id, _)| id != "v2")
+    );
 }
