@@ -38,6 +38,8 @@
 //! - [`mem`]: hands freed memory back to the OS after a slow consumer's
 //!   cut.
 //! - [`metrics`]: Prometheus counters, served on the admin listener.
+//! - [`listen`]: the listening sockets, with a backlog for a reconnect
+//!   storm.
 //! - [`bus`]: wake-ups and presence between nodes (Redis pub/sub when
 //!   there are several); [`hub::remote`] follows it.
 
@@ -55,6 +57,7 @@ pub mod hub;
 pub mod identity;
 pub mod invite;
 pub mod limits;
+pub mod listen;
 pub mod lists;
 pub mod login;
 pub mod mem;
@@ -206,23 +209,15 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     if let Some(created) = created {
         admin::print_demo(&cfg, &identity.fingerprint(), created);
     }
-    let agent_listener = TcpListener::bind(cfg.agent_listen)
-        .await
+    let agent_listener = listen::bind(cfg.agent_listen)
+        .and_then(TcpListener::from_std)
         .with_context(|| format!("cannot bind the agent port {}", cfg.agent_listen))?;
-    let http_listener = std::net::TcpListener::bind(cfg.http)
+    let http_listener = listen::bind(cfg.http)
         .with_context(|| format!("cannot bind the HTTP port {}", cfg.http))?;
-    http_listener
-        .set_nonblocking(true)
-        .context("configuring the HTTP listener")?;
     let admin_listener = match cfg.admin_listen {
-        Some(a) => {
-            let l = std::net::TcpListener::bind(a).with_context(|| {
-                format!("cannot bind the admin port {a} (set --admin-listen, or \"off\")")
-            })?;
-            l.set_nonblocking(true)
-                .context("configuring the admin listener")?;
-            Some(l)
-        }
+        Some(a) => Some(listen::bind(a).with_context(|| {
+            format!("cannot bind the admin port {a} (set --admin-listen, or \"off\")")
+        })?),
         None => None,
     };
     let agent_addr = agent_listener.local_addr()?;
