@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 /// The key every per-address limit counts by. An IPv6 user is normally
@@ -110,6 +110,18 @@ impl Limited {
     }
 }
 
+/// Charge `ip` one action of `limiter`. The wait is measured on the
+/// limiter's own clock, and only when refused: a fresh
+/// `DefaultClock::default()` per check calibrated a quanta clock (CPUID
+/// and all) for every visitor message, page and HTTP request, 2 % of the
+/// server's CPU in a reconnect storm.
+fn by_address(limiter: &DefaultKeyedRateLimiter<IpAddr>, ip: IpAddr) -> Result<(), Limited> {
+    limiter.check_key(&addr_key(ip)).map_err(|n| Limited {
+        by: "from your network address",
+        retry_after: n.wait_time_from(limiter.clock().now()),
+    })
+}
+
 #[derive(Debug)]
 struct Pair {
     visitor: DefaultKeyedRateLimiter<String>,
@@ -128,17 +140,16 @@ impl Pair {
     /// within its own share, so one greedy visitor does not use up its
     /// neighbours' budget with refused actions.
     fn check(&self, visitor: &str, ip: IpAddr) -> Result<(), Limited> {
-        let now = DefaultClock::default().now();
         if let Err(n) = self.visitor.check_key(&visitor.to_owned()) {
             return Err(Limited {
                 by: "from this visitor",
-                retry_after: n.wait_time_from(now),
+                retry_after: n.wait_time_from(self.visitor.clock().now()),
             });
         }
         if let Err(n) = self.addr.check_key(&addr_key(ip)) {
             return Err(Limited {
                 by: "from your network address",
-                retry_after: n.wait_time_from(now),
+                retry_after: n.wait_time_from(self.addr.clock().now()),
             });
         }
         Ok(())
@@ -173,13 +184,7 @@ impl VisitorLimits {
     }
 
     pub fn http_request(&self, ip: IpAddr) -> Result<(), Limited> {
-        let now = DefaultClock::default().now();
-        self.http_requests
-            .check_key(&addr_key(ip))
-            .map_err(|n| Limited {
-                by: "from your network address",
-                retry_after: n.wait_time_from(now),
-            })
+        by_address(&self.http_requests, ip)
     }
 
     pub fn message(&self, visitor: &str, ip: IpAddr) -> Result<(), Limited> {
@@ -195,13 +200,7 @@ impl VisitorLimits {
     }
 
     pub fn new_visitor(&self, ip: IpAddr) -> Result<(), Limited> {
-        let now = DefaultClock::default().now();
-        self.new_visitors
-            .check_key(&addr_key(ip))
-            .map_err(|n| Limited {
-                by: "from your network address",
-                retry_after: n.wait_time_from(now),
-            })
+        by_address(&self.new_visitors, ip)
     }
 
     /// Forget keys back at a full burst. Run now and then.
