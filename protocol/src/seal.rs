@@ -6,7 +6,7 @@
 //! is malleable and a padding oracle waiting to happen, so the tag is checked
 //! in constant time before a single block is decrypted.
 
-use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
+use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, block_padding::Pkcs7};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -60,6 +60,10 @@ pub enum SealError {
     /// 2^64 frames in one direction: the session must be re-established.
     #[error("frame counter exhausted; reconnect to rekey")]
     CounterExhausted,
+    /// The padded plaintext did not fit the buffer sized for it: a bug here,
+    /// never the peer's doing.
+    #[error("the padded plaintext did not fit its buffer")]
+    Padding,
 }
 
 /// Errors from opening. Every one of them must close the connection.
@@ -90,34 +94,60 @@ impl std::fmt::Debug for DirectionKeys {
     }
 }
 
-fn compute_tag(mac_key: &[u8; 32], dir: Direction, counter: u64, iv_and_ct: &[u8]) -> HmacSha256 {
-    // HMAC zero-pads keys shorter than its 64-byte block, so padding here is
-    // the same function and avoids the fallible variable-length constructor.
-    let mut block = zeroize::Zeroizing::new([0u8; 64]);
-    block[..32].copy_from_slice(mac_key);
-    let mut mac = <HmacSha256 as KeyInit>::new(&(*block).into());
-    mac.update(&[dir.wire_byte()]);
-    mac.update(&counter.to_be_bytes());
-    mac.update(iv_and_ct);
-    mac
+/// One direction's keys, expanded once: the AES key schedule and the HMAC
+/// state after the key (its inner and outer pads hashed). Expanding them for
+/// every frame cost an AES key expansion and two SHA-256 blocks per frame,
+/// more than the MAC of a typical 200-byte message itself. Both zeroize
+/// themselves on drop (the `zeroize` features of `aes` and `hmac`).
+#[derive(Clone)]
+struct Expanded {
+    cipher: aes::Aes256,
+    mac: HmacSha256,
+}
+
+impl Expanded {
+    fn new(keys: &DirectionKeys) -> Self {
+        // HMAC zero-pads keys shorter than its 64-byte block, so padding
+        // here is the same function and avoids the fallible
+        // variable-length constructor.
+        let mut block = zeroize::Zeroizing::new([0u8; 64]);
+        block[..32].copy_from_slice(&keys.mac);
+        Expanded {
+            cipher: <aes::Aes256 as KeyInit>::new(&keys.enc.into()),
+            mac: <HmacSha256 as KeyInit>::new(&(*block).into()),
+        }
+    }
+
+    fn tag(&self, dir: Direction, counter: u64, iv_and_ct: &[u8]) -> HmacSha256 {
+        let mut mac = self.mac.clone();
+        mac.update(&[dir.wire_byte()]);
+        mac.update(&counter.to_be_bytes());
+        mac.update(iv_and_ct);
+        mac
+    }
 }
 
 /// Seals outgoing frames for one direction.
-#[derive(Debug, ZeroizeOnDrop)]
 pub struct Sealer {
-    keys: DirectionKeys,
-    #[zeroize(skip)]
+    keys: Expanded,
     dir: Direction,
-    #[zeroize(skip)]
     counter: u64,
-    #[zeroize(skip)]
     exhausted: bool,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("dir", &self.dir)
+            .field("counter", &self.counter)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sealer {
     pub fn new(keys: DirectionKeys, dir: Direction) -> Self {
         Self {
-            keys,
+            keys: Expanded::new(&keys),
             dir,
             counter: 0,
             exhausted: false,
@@ -135,12 +165,19 @@ impl Sealer {
         if self.exhausted {
             return Err(SealError::CounterExhausted);
         }
-        let ct = Aes256CbcEnc::new(&self.keys.enc.into(), &iv.into())
-            .encrypt_padded_vec::<Pkcs7>(plaintext);
-        let mut out = Vec::with_capacity(IV_LEN + ct.len() + TAG_LEN);
+        // One buffer, encrypted in place: IV, then the plaintext and room
+        // for its padding, then the tag.
+        let sealed = sealed_len(plaintext.len());
+        let mut out = Vec::with_capacity(sealed);
         out.extend_from_slice(&iv);
-        out.extend_from_slice(&ct);
-        let tag = compute_tag(&self.keys.mac, self.dir, self.counter, &out)
+        out.extend_from_slice(plaintext);
+        out.resize(sealed - TAG_LEN, 0);
+        Aes256CbcEnc::inner_iv_init(self.keys.cipher.clone(), &iv.into())
+            .encrypt_padded::<Pkcs7>(&mut out[IV_LEN..], plaintext.len())
+            .map_err(|_| SealError::Padding)?;
+        let tag = self
+            .keys
+            .tag(self.dir, self.counter, &out)
             .finalize()
             .into_bytes();
         out.extend_from_slice(&tag);
@@ -164,21 +201,27 @@ impl Sealer {
 }
 
 /// Opens incoming frames for one direction.
-#[derive(Debug, ZeroizeOnDrop)]
 pub struct Opener {
-    keys: DirectionKeys,
-    #[zeroize(skip)]
+    keys: Expanded,
     dir: Direction,
-    #[zeroize(skip)]
     counter: u64,
-    #[zeroize(skip)]
     poisoned: bool,
+}
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opener")
+            .field("dir", &self.dir)
+            .field("counter", &self.counter)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Opener {
     pub fn new(keys: DirectionKeys, dir: Direction) -> Self {
         Self {
-            keys,
+            keys: Expanded::new(&keys),
             dir,
             counter: 0,
             poisoned: false,
@@ -211,15 +254,19 @@ impl Opener {
         }
         let (body, tag) = frame.split_at(n - TAG_LEN);
         // verify_slice compares in constant time.
-        compute_tag(&self.keys.mac, self.dir, self.counter, body)
+        self.keys
+            .tag(self.dir, self.counter, body)
             .verify_slice(tag)
             .map_err(|_| OpenError::BadTag)?;
         let (iv, ct) = body.split_at(IV_LEN);
         let mut iv_arr = [0u8; IV_LEN];
         iv_arr.copy_from_slice(iv);
-        let pt = Aes256CbcDec::new(&self.keys.enc.into(), &iv_arr.into())
-            .decrypt_padded_vec::<Pkcs7>(ct)
-            .map_err(|_| OpenError::BadPadding)?;
+        let mut pt = ct.to_vec();
+        let len = Aes256CbcDec::inner_iv_init(self.keys.cipher.clone(), &iv_arr.into())
+            .decrypt_padded::<Pkcs7>(&mut pt)
+            .map_err(|_| OpenError::BadPadding)?
+            .len();
+        pt.truncate(len);
         self.counter = self
             .counter
             .checked_add(1)
