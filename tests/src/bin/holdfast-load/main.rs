@@ -1,5 +1,5 @@
 //! `holdfast-load`: drive a Holdfast server (or, for comparison, a plain
-//! Node `ws` server or Mosquitto) with visitors and agents, timestamp every
+//! Node `ws` server, Mosquitto or Redis Streams) with visitors and agents, timestamp every
 //! message, and report latency, throughput, errors and the server's RSS and
 //! CPU from `/proc` (through procfs). It targets loopback only and every run stops by itself.
 //!
@@ -7,6 +7,8 @@
 //!   and `storm` modes, agents, child processes and the report.
 //! - `shard`: one process's visitor WebSockets (up to 15,000 per process).
 //! - `mqtt`: the chat workload over MQTT QoS 1, for the Mosquitto comparison.
+//! - `streams`: the chat workload over Redis Streams with an fsynced AOF,
+//!   the durable peer.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,6 +19,7 @@
 mod mqtt;
 mod nodes;
 mod shard;
+mod streams;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -89,6 +92,12 @@ struct Args {
     /// Chat mode over MQTT against an existing broker.
     #[arg(long)]
     mqtt: Option<SocketAddr>,
+    /// Chat mode over Redis Streams against a freshly started Debian
+    /// `redis-server` whose AOF is fsynced before every reply (`appendonly
+    /// yes`, `appendfsync always`): a peer that, like Holdfast, acks only
+    /// what is on disk. Visitors XADD to their agent's stream; agents XREAD.
+    #[arg(long)]
+    spawn_redis_aof: bool,
     #[arg(long, default_value = "load")]
     site: String,
     /// Agent usernames are PREFIX-0 .. PREFIX-(M-1), password "load-pass".
@@ -1311,7 +1320,9 @@ async fn main() -> anyhow::Result<()> {
     if args.child {
         return child_main(args).await;
     }
-    let report = if args.spawn_mosquitto || args.mqtt.is_some() {
+    let report = if args.spawn_redis_aof {
+        streams::run(&args).await?
+    } else if args.spawn_mosquitto || args.mqtt.is_some() {
         mqtt::run(&args).await?
     } else {
         let t = if let Some(dir) = &args.spawn_node {
