@@ -246,6 +246,28 @@ pub fn procs_stat(pids: &[u32]) -> Option<(u64, u64)> {
         .reduce(|a, b| (a.0 + b.0, a.1 + b.1))
 }
 
+/// Nanoseconds the threads of these processes have spent runnable but
+/// waiting for a CPU (the second field of each thread's schedstat), summed.
+/// On this shared machine other tenants' work shows up here, not in the
+/// target's CPU time, so a report can tell a slow target from a starved one.
+pub fn runq_wait_ns(pids: &[u32]) -> Option<u64> {
+    let mut total = None;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let wait = std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
+            if let Some(w) = wait {
+                total = Some(total.unwrap_or(0) + w);
+            }
+        }
+    }
+    total
+}
+
 /// Samples the target's RSS every 50 ms in the background, keeping the peak
 /// (of the sum over its processes).
 #[derive(Debug, Clone)]
@@ -284,6 +306,23 @@ impl Sampler {
     }
     pub fn ticks(&self) -> Option<u64> {
         procs_stat(&self.pids).map(|s| s.1)
+    }
+    /// Run-queue waits so far: (the target's, this generator's).
+    pub fn waits(&self) -> (Option<u64>, Option<u64>) {
+        (
+            runq_wait_ns(&self.pids),
+            runq_wait_ns(&[std::process::id()]),
+        )
+    }
+    /// Thread-seconds spent waiting for a CPU per second, in per cent, for
+    /// the target and for this generator, since `w0`.
+    pub fn wait_percent(&self, w0: (Option<u64>, Option<u64>), secs: f64) -> (f64, f64) {
+        let w1 = self.waits();
+        let pct = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1e9 / secs * 100.0,
+            _ => f64::NAN,
+        };
+        (pct(w0.0, w1.0), pct(w0.1, w1.1))
     }
     pub fn cpu_percent(t0: Option<u64>, t1: Option<u64>, secs: f64) -> f64 {
         match (t0, t1) {
@@ -1091,6 +1130,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     };
     sampler.reset();
     let c0 = sampler.ticks();
+    let q0 = sampler.waits();
     let t0 = Instant::now();
     let per_visitor = args.rate / args.visitors.max(1) as f64;
     phase_all(&mut shards, Phase::Send { per_visitor }).await?;
@@ -1102,6 +1142,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     let _ = agent_phase.send(Phase::Hold);
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = Sampler::cpu_percent(c0, sampler.ticks(), elapsed);
+    let (q_server, q_gen) = sampler.wait_percent(q0, elapsed);
     let peak = sampler.peak_kb();
     // Drain: count what was in flight when the senders stopped.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1149,7 +1190,9 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         agents.duplicates.load(Ordering::Relaxed),
         agents.reconnects.load(Ordering::Relaxed) + v.reconnects
     );
-    println!("  server peak RSS {peak} KB  CPU {cpu:.0}%");
+    println!(
+        "  server peak RSS {peak} KB  CPU {cpu:.0}%  waiting for a CPU {q_server:.0}% (generator {q_gen:.0}%)"
+    );
     // Write amplification: what PostgreSQL wrote per message delivered.
     let pg_writes = match (w0, w1) {
         (Some(a), Some(b)) => {
@@ -1180,7 +1223,8 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         "commit": { "batches": batches, "ops": ops, "mean_batch": mean_batch, "mean_commit_ms": mean_commit_ms, "failed_or_redone": f1 - f0 },
         "errors": errors, "duplicates": agents.duplicates.load(Ordering::Relaxed),
         "reconnects": { "agents": agents.reconnects.load(Ordering::Relaxed), "visitors": v.reconnects },
-        "server": { "peak_rss_kb": peak, "cpu_percent": cpu },
+        "server": { "peak_rss_kb": peak, "cpu_percent": cpu, "runq_wait_percent": q_server },
+        "generator_runq_wait_percent": q_gen,
         "group_commit": !args.no_group_commit,
     }))
 }

@@ -391,6 +391,7 @@ pub async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     }
     sampler.reset();
     let c0 = sampler.ticks();
+    let q0 = sampler.waits();
     let t0 = Instant::now();
     let _ = phase.send(Phase::Send {
         per_visitor: args.rate / args.visitors.max(1) as f64,
@@ -399,6 +400,7 @@ pub async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let _ = phase.send(Phase::Hold);
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = Sampler::cpu_percent(c0, sampler.ticks(), elapsed);
+    let (q_server, q_gen) = sampler.wait_percent(q0, elapsed);
     let peak = sampler.peak_kb();
     // The same 2 s for what was in flight as the other modes: throughput
     // and latency count what arrived by then.
@@ -470,7 +472,9 @@ pub async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         g(&c.reordered),
         g(&c.errors)
     );
-    println!("  redis peak RSS {peak} KB  CPU {cpu:.0}%");
+    println!(
+        "  redis peak RSS {peak} KB  CPU {cpu:.0}%  waiting for a CPU {q_server:.0}% (generator {q_gen:.0}%)"
+    );
     Ok(serde_json::json!({
         "mode": "chat", "target": version, "protocol": "redis streams, appendfsync always",
         "visitors": args.visitors, "agents": agents,
@@ -480,6 +484,7 @@ pub async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         "errors": g(&c.errors), "duplicates": g(&c.duplicates), "reordered": g(&c.reordered),
         "lost": lost, "read_not_acked": unacked_read, "delivered_total": delivered_total, "drain_s": drain_s,
         "redis": { "appendonly": appendonly, "appendfsync": appendfsync, "aof_last_write_status": aof_status },
-        "server": { "peak_rss_kb": peak, "cpu_percent": cpu },
+        "server": { "peak_rss_kb": peak, "cpu_percent": cpu, "runq_wait_percent": q_server },
+        "generator_runq_wait_percent": q_gen,
     }))
 }
