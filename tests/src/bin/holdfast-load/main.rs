@@ -246,27 +246,30 @@ pub fn procs_stat(pids: &[u32]) -> Option<(u64, u64)> {
         .reduce(|a, b| (a.0 + b.0, a.1 + b.1))
 }
 
-/// Nanoseconds the threads of these processes have spent runnable but
-/// waiting for a CPU (the second field of each thread's schedstat), summed.
+/// Nanoseconds each thread of these processes has spent runnable but
+/// waiting for a CPU (the second field of its schedstat), by thread id.
 /// On this shared machine other tenants' work shows up here, not in the
 /// target's CPU time, so a report can tell a slow target from a starved one.
-pub fn runq_wait_ns(pids: &[u32]) -> Option<u64> {
-    let mut total = None;
+pub fn runq_wait_ns(pids: &[u32]) -> Option<std::collections::HashMap<u64, u64>> {
+    let mut by_tid = std::collections::HashMap::new();
     for pid in pids {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
         };
         for t in tasks.flatten() {
+            let tid = t.file_name().to_str().and_then(|s| s.parse::<u64>().ok());
             let wait = std::fs::read_to_string(t.path().join("schedstat"))
                 .ok()
                 .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
-            if let Some(w) = wait {
-                total = Some(total.unwrap_or(0) + w);
+            if let (Some(tid), Some(w)) = (tid, wait) {
+                by_tid.insert(tid, w);
             }
         }
     }
-    total
+    (!by_tid.is_empty()).then_some(by_tid)
 }
+
+type Waits = Option<std::collections::HashMap<u64, u64>>;
 
 /// Samples the target's RSS every 50 ms in the background, keeping the peak
 /// (of the sum over its processes).
@@ -308,18 +311,26 @@ impl Sampler {
         procs_stat(&self.pids).map(|s| s.1)
     }
     /// Run-queue waits so far: (the target's, this generator's).
-    pub fn waits(&self) -> (Option<u64>, Option<u64>) {
+    pub fn waits(&self) -> (Waits, Waits) {
         (
             runq_wait_ns(&self.pids),
             runq_wait_ns(&[std::process::id()]),
         )
     }
     /// Thread-seconds spent waiting for a CPU per second, in per cent, for
-    /// the target and for this generator, since `w0`.
-    pub fn wait_percent(&self, w0: (Option<u64>, Option<u64>), secs: f64) -> (f64, f64) {
+    /// the target and for this generator, since `w0`. Counted per thread:
+    /// a thread started since counts from zero, and one that ended is left
+    /// out rather than making the sum go backwards.
+    pub fn wait_percent(&self, w0: (Waits, Waits), secs: f64) -> (f64, f64) {
         let w1 = self.waits();
-        let pct = |a: Option<u64>, b: Option<u64>| match (a, b) {
-            (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1e9 / secs * 100.0,
+        let pct = |a: Waits, b: Waits| match (a, b) {
+            (Some(a), Some(b)) => {
+                let ns: u64 = b
+                    .iter()
+                    .map(|(tid, w)| w.saturating_sub(a.get(tid).copied().unwrap_or(0)))
+                    .sum();
+                ns as f64 / 1e9 / secs * 100.0
+            }
             _ => f64::NAN,
         };
         (pct(w0.0, w1.0), pct(w0.1, w1.1))
