@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::server::free_port;
 
 /// The binary, or what `HOLDFAST_REDIS_SERVER` names.
-fn binary() -> PathBuf {
+pub fn binary() -> PathBuf {
     std::env::var_os("HOLDFAST_REDIS_SERVER")
         .map_or_else(|| PathBuf::from("redis-server"), PathBuf::from)
 }

@@ -110,3 +110,35 @@ fn storm_resumes_everyone_and_delivers_the_backlog_once() {
         "{r}"
     );
 }
+
+#[test]
+fn redis_streams_peer_reads_every_acked_message_once_in_order() {
+    // The durable peer of BENCHMARKS.md section 11: a real redis-server
+    // (scripts/test-all installs it; without it the generator fails, and so
+    // does this test) with its AOF fsynced before every reply.
+    let r = load(&[
+        "--spawn-redis-aof",
+        "--visitors",
+        "20",
+        "--agents",
+        "2",
+        "--rate",
+        "200",
+        "--duration",
+        "2",
+        "--size",
+        "120",
+    ]);
+    assert_eq!(r["redis"]["appendfsync"], "always", "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["duplicates"], 0, "{r}");
+    assert_eq!(r["reordered"], 0, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    let v2a = &r["v2a"];
+    let sent = v2a["sent"].as_u64().unwrap();
+    assert!(sent > 200, "{r}");
+    assert_eq!(v2a["acked"], sent, "{r}");
+    assert_eq!(r["delivered_total"], sent, "{r}");
+    assert_eq!(r["read_not_acked"], 0, "{r}");
+    assert!(r["server"]["peak_rss_kb"].as_u64().unwrap() > 0, "{r}");
+}

@@ -1,5 +1,5 @@
 //! `holdfast-load`: drive a Holdfast server (or, for comparison, a plain
-//! Node `ws` server or Mosquitto) with visitors and agents, timestamp every
+//! Node `ws` server, Mosquitto or Redis Streams) with visitors and agents, timestamp every
 //! message, and report latency, throughput, errors and the server's RSS and
 //! CPU from `/proc` (through procfs). It targets loopback only and every run stops by itself.
 //!
@@ -7,6 +7,8 @@
 //!   and `storm` modes, agents, child processes and the report.
 //! - `shard`: one process's visitor WebSockets (up to 15,000 per process).
 //! - `mqtt`: the chat workload over MQTT QoS 1, for the Mosquitto comparison.
+//! - `streams`: the chat workload over Redis Streams with an fsynced AOF,
+//!   the durable peer.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,6 +19,7 @@
 mod mqtt;
 mod nodes;
 mod shard;
+mod streams;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -91,6 +94,12 @@ struct Args {
     /// Chat mode over MQTT against an existing broker.
     #[arg(long)]
     mqtt: Option<SocketAddr>,
+    /// Chat mode over Redis Streams against a freshly started Debian
+    /// `redis-server` whose AOF is fsynced before every reply (`appendonly
+    /// yes`, `appendfsync always`): a peer that, like Holdfast, acks only
+    /// what is on disk. Visitors XADD to their agent's stream; agents XREAD.
+    #[arg(long)]
+    spawn_redis_aof: bool,
     #[arg(long, default_value = "load")]
     site: String,
     /// Agent usernames are PREFIX-0 .. PREFIX-(M-1), password "load-pass".
@@ -244,6 +253,31 @@ pub fn procs_stat(pids: &[u32]) -> Option<(u64, u64)> {
         .reduce(|a, b| (a.0 + b.0, a.1 + b.1))
 }
 
+/// Nanoseconds each thread of these processes has spent runnable but
+/// waiting for a CPU (the second field of its schedstat), by thread id.
+/// On this shared machine other tenants' work shows up here, not in the
+/// target's CPU time, so a report can tell a slow target from a starved one.
+pub fn runq_wait_ns(pids: &[u32]) -> Option<std::collections::HashMap<u64, u64>> {
+    let mut by_tid = std::collections::HashMap::new();
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let tid = t.file_name().to_str().and_then(|s| s.parse::<u64>().ok());
+            let wait = std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
+            if let (Some(tid), Some(w)) = (tid, wait) {
+                by_tid.insert(tid, w);
+            }
+        }
+    }
+    (!by_tid.is_empty()).then_some(by_tid)
+}
+
+type Waits = Option<std::collections::HashMap<u64, u64>>;
+
 /// Samples the target's RSS every 50 ms in the background, keeping the peak
 /// (of the sum over its processes).
 #[derive(Debug, Clone)]
@@ -282,6 +316,31 @@ impl Sampler {
     }
     pub fn ticks(&self) -> Option<u64> {
         procs_stat(&self.pids).map(|s| s.1)
+    }
+    /// Run-queue waits so far: (the target's, this generator's).
+    pub fn waits(&self) -> (Waits, Waits) {
+        (
+            runq_wait_ns(&self.pids),
+            runq_wait_ns(&[std::process::id()]),
+        )
+    }
+    /// Thread-seconds spent waiting for a CPU per second, in per cent, for
+    /// the target and for this generator, since `w0`. Counted per thread:
+    /// a thread started since counts from zero, and one that ended is left
+    /// out rather than making the sum go backwards.
+    pub fn wait_percent(&self, w0: (Waits, Waits), secs: f64) -> (f64, f64) {
+        let w1 = self.waits();
+        let pct = |a: Waits, b: Waits| match (a, b) {
+            (Some(a), Some(b)) => {
+                let ns: u64 = b
+                    .iter()
+                    .map(|(tid, w)| w.saturating_sub(a.get(tid).copied().unwrap_or(0)))
+                    .sum();
+                ns as f64 / 1e9 / secs * 100.0
+            }
+            _ => f64::NAN,
+        };
+        (pct(w0.0, w1.0), pct(w0.1, w1.1))
     }
     pub fn cpu_percent(t0: Option<u64>, t1: Option<u64>, secs: f64) -> f64 {
         match (t0, t1) {
@@ -1123,6 +1182,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     };
     sampler.reset();
     let c0 = sampler.ticks();
+    let q0 = sampler.waits();
     let t0 = Instant::now();
     let per_visitor = args.rate / args.visitors.max(1) as f64;
     phase_all(&mut shards, Phase::Send { per_visitor }).await?;
@@ -1134,6 +1194,7 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
     let _ = agent_phase.send(Phase::Hold);
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = Sampler::cpu_percent(c0, sampler.ticks(), elapsed);
+    let (q_server, q_gen) = sampler.wait_percent(q0, elapsed);
     let peak = sampler.peak_kb();
     // Drain: count what was in flight when the senders stopped.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1181,7 +1242,9 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         agents.duplicates.load(Ordering::Relaxed),
         agents.reconnects.load(Ordering::Relaxed) + v.reconnects
     );
-    println!("  server peak RSS {peak} KB  CPU {cpu:.0}%");
+    println!(
+        "  server peak RSS {peak} KB  CPU {cpu:.0}%  waiting for a CPU {q_server:.0}% (generator {q_gen:.0}%)"
+    );
     // Write amplification: what PostgreSQL wrote per message delivered.
     let pg_writes = match (w0, w1) {
         (Some(a), Some(b)) => {
@@ -1212,7 +1275,8 @@ async fn chat(args: &Args, t: &Target) -> anyhow::Result<serde_json::Value> {
         "commit": { "batches": batches, "ops": ops, "mean_batch": mean_batch, "mean_commit_ms": mean_commit_ms, "failed_or_redone": f1 - f0 },
         "errors": errors, "duplicates": agents.duplicates.load(Ordering::Relaxed),
         "reconnects": { "agents": agents.reconnects.load(Ordering::Relaxed), "visitors": v.reconnects },
-        "server": { "peak_rss_kb": peak, "cpu_percent": cpu },
+        "server": { "peak_rss_kb": peak, "cpu_percent": cpu, "runq_wait_percent": q_server },
+        "generator_runq_wait_percent": q_gen,
         "group_commit": !args.no_group_commit,
     }))
 }
@@ -1365,7 +1429,9 @@ async fn main() -> anyhow::Result<()> {
     if args.child {
         return child_main(args).await;
     }
-    let report = if args.spawn_mosquitto || args.mqtt.is_some() {
+    let report = if args.spawn_redis_aof {
+        streams::run(&args).await?
+    } else if args.spawn_mosquitto || args.mqtt.is_some() {
         mqtt::run(&args).await?
     } else {
         let t = if let Some(dir) = &args.spawn_node {

@@ -259,6 +259,7 @@ pub async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let connect_s = t_connect.elapsed().as_secs_f64();
     sampler.reset();
     let c0 = sampler.ticks();
+    let q0 = sampler.waits();
     let t0 = Instant::now();
     let _ = visitor_phase.send(Phase::Send {
         per_visitor: args.rate / args.visitors.max(1) as f64,
@@ -271,6 +272,7 @@ pub async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let _ = agent_phase.send(Phase::Hold);
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = Sampler::cpu_percent(c0, sampler.ticks(), elapsed);
+    let (q_server, q_gen) = sampler.wait_percent(q0, elapsed);
     let peak = sampler.peak_kb();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = visitor_phase.send(Phase::Quit);
@@ -298,7 +300,7 @@ pub async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         elapsed,
     );
     println!(
-        "  errors {}  broker peak RSS {peak} KB  CPU {cpu:.0}%",
+        "  errors {}  broker peak RSS {peak} KB  CPU {cpu:.0}%  waiting for a CPU {q_server:.0}% (generator {q_gen:.0}%)",
         g(&c.errors)
     );
     Ok(serde_json::json!({
@@ -307,6 +309,7 @@ pub async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         "duration_s": elapsed, "connect_s": connect_s,
         "v2a": v2a_json, "a2v": a2v_json,
         "errors": g(&c.errors),
-        "server": { "peak_rss_kb": peak, "cpu_percent": cpu },
+        "server": { "peak_rss_kb": peak, "cpu_percent": cpu, "runq_wait_percent": q_server },
+        "generator_runq_wait_percent": q_gen,
     }))
 }
