@@ -129,6 +129,13 @@ impl pushq::Weigh for AgentPush {
             AgentPush::CatchUp(_) | AgentPush::Canned | AgentPush::InviteRules => 16,
         }
     }
+
+    /// Live state is queued only while there is room (see `push_live`),
+    /// and a connection that lost some gets the whole lists again once it
+    /// has caught up: so it may also make room for a durable event.
+    fn sheddable(&self) -> bool {
+        matches!(self, AgentPush::Live(_))
+    }
 }
 
 impl pushq::Weigh for VisitorPush {
@@ -356,10 +363,17 @@ fn push_signal<T: pushq::Weigh>(conn: &Conn<T>, item: T) -> bool {
     !matches!(conn.tx.try_send(item), Err(TrySendError::Closed(_)))
 }
 
-/// Send to one connection; a full queue cuts it.
+/// Send to one connection; a full queue first sheds the live state it
+/// holds (the connection is then marked stale, to get the lists again),
+/// and cuts the connection only if that does not make room.
 fn push<T: pushq::Weigh>(conn: &Conn<T>, item: T, metrics: &Metrics) -> bool {
-    match conn.tx.try_send(item) {
-        Ok(()) => true,
+    match conn.tx.try_send_shedding(item) {
+        Ok(shed) => {
+            if shed && conn.tx.mark_stale() {
+                metrics.live_resyncs.inc();
+            }
+            true
+        }
         Err(TrySendError::Full(_)) => {
             metrics.slow_consumer_cuts.inc();
             conn.tx.kick();

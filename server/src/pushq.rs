@@ -26,6 +26,13 @@ use tokio::sync::Notify;
 /// What an item costs in memory, roughly: its encoded size is close enough.
 pub trait Weigh {
     fn weight(&self) -> usize;
+
+    /// Whether the item may be dropped from a full queue to make room for
+    /// one that may not (see [`Sender::try_send_shedding`]): state that a
+    /// newer copy supersedes, never a durable event.
+    fn sheddable(&self) -> bool {
+        false
+    }
 }
 
 impl Weigh for u32 {
@@ -164,6 +171,36 @@ impl<T: Weigh> Sender<T> {
         // the queue just before this push still wakes.
         self.0.ready.notify_one();
         Ok(())
+    }
+
+    /// As [`Sender::try_send`], but a queue full by count or bytes first
+    /// drops its sheddable items to make room; true when it dropped any.
+    /// Without this, 5,000 visitors reconnecting at once filled an agent's
+    /// queue with their presence changes, and the next chat message to it
+    /// cut the agent, which had to log in and resume in the middle of the
+    /// storm. A stalled queue (a consumer that stopped reading) sheds
+    /// nothing: it is cut as before.
+    pub fn try_send_shedding(&self, item: T) -> Result<bool, TrySendError<T>> {
+        let shed = {
+            let mut st = self.0.lock();
+            let b = st.bounds;
+            let w = item.weight();
+            let stalled = st.stalled_since.is_some_and(|t| t.elapsed() >= b.stall);
+            let full = !st.items.is_empty()
+                && (st.items.len() >= b.items || st.bytes.saturating_add(w) > b.bytes);
+            if full && !stalled && !st.receiver_gone {
+                let before = st.items.len();
+                st.items.retain(|(i, _)| !i.sheddable());
+                st.bytes = st.items.iter().map(|(_, w)| *w as usize).sum();
+                if st.items.is_empty() {
+                    st.stalled_since = None;
+                }
+                st.items.len() < before
+            } else {
+                false
+            }
+        };
+        self.try_send(item).map(|()| shed)
     }
 
     /// Bytes queued now.
@@ -379,6 +416,54 @@ mod tests {
         while rx.try_recv().is_some() {}
         assert_eq!(tx.queued_bytes(), 0);
         tx.try_send(6).unwrap();
+    }
+
+    /// A test item: odd ones are sheddable.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Item(u32);
+
+    impl Weigh for Item {
+        fn weight(&self) -> usize {
+            4
+        }
+        fn sheddable(&self) -> bool {
+            self.0 % 2 == 1
+        }
+    }
+
+    #[test]
+    fn a_full_queue_sheds_what_may_be_dropped_for_what_may_not() {
+        let (tx, mut rx) = bounded::<Item>(Bounds {
+            items: 3,
+            bytes: usize::MAX,
+            stall: Duration::from_millis(50),
+        });
+        for i in [1, 2, 3] {
+            tx.try_send(Item(i)).unwrap();
+        }
+        assert_eq!(tx.try_send(Item(4)), Err(TrySendError::Full(Item(4))));
+        // 1 and 3 make room for 4; the order of the rest is kept.
+        assert_eq!(tx.try_send_shedding(Item(4)), Ok(true));
+        assert_eq!(tx.queued_bytes(), 8);
+        tx.try_send_shedding(Item(6)).unwrap();
+        // Nothing left to shed: full is full.
+        assert_eq!(
+            tx.try_send_shedding(Item(8)),
+            Err(TrySendError::Full(Item(8)))
+        );
+        assert_eq!(rx.try_recv(), Some(Item(2)));
+        assert_eq!(tx.try_send_shedding(Item(8)), Ok(false));
+        let drained: Vec<_> = std::iter::from_fn(|| rx.try_recv()).collect();
+        assert_eq!(drained, [Item(4), Item(6), Item(8)]);
+        // A consumer that stopped reading sheds nothing: it is cut.
+        for i in [1, 3, 5] {
+            tx.try_send(Item(i)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            tx.try_send_shedding(Item(2)),
+            Err(TrySendError::Full(Item(2)))
+        );
     }
 
     #[test]

@@ -97,6 +97,27 @@ async fn a_presence_flood_marks_the_agent_stale_instead_of_cutting_it() {
 }
 
 #[tokio::test]
+async fn a_chat_message_makes_room_among_presence_changes_instead_of_cutting() {
+    let (h, metrics) = hub();
+    let mut reg = h.register_agent(1, member(1, "Alice"));
+    let _visitors: Vec<_> = (0..20).map(|i| h.register_visitor(visitor(i))).collect();
+    h.flush_presence();
+    assert!(reg.rx.take_stale(), "the flood filled the queue of 3");
+    // A message arrives while the queue is full of presence changes: the
+    // changes go (the whole list will follow), the message stays.
+    h.publish(vec![event(1)]);
+    assert!(!reg.rx.is_kicked(), "cut for a full queue of presence");
+    assert_eq!(metrics.slow_consumer_cuts.get(), 0);
+    assert!(reg.rx.take_stale(), "marked to get the list again");
+    let got: Vec<_> = std::iter::from_fn(|| reg.rx.try_recv()).collect();
+    assert!(
+        matches!(&got[..], [AgentPush::Event(1, _)]),
+        "{} items",
+        got.len()
+    );
+}
+
+#[tokio::test]
 async fn shutdown_kicks_every_connection_and_any_that_registers_later() {
     let (h, _metrics) = hub();
     let agent = h.register_agent(1, member(1, "Alice"));
