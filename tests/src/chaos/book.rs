@@ -118,6 +118,16 @@ impl Book {
         }
     }
 
+    /// Agent messages handed to an agent and not acked yet. Some never
+    /// will be (the agent was killed before storing one, or it was
+    /// refused), so the drain waits for these only a while.
+    pub(crate) fn agent_unacked(&self) -> usize {
+        self.receiver_of
+            .iter()
+            .filter(|(body, r)| r.starts_with('v') && !self.acked.contains(*body))
+            .count()
+    }
+
     pub(crate) fn undelivered(&self) -> usize {
         self.acked
             .iter()
