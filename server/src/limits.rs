@@ -146,13 +146,7 @@ impl Pair {
                 retry_after: n.wait_time_from(self.visitor.clock().now()),
             });
         }
-        if let Err(n) = self.addr.check_key(&addr_key(ip)) {
-            return Err(Limited {
-                by: "from your network address",
-                retry_after: n.wait_time_from(self.addr.clock().now()),
-            });
-        }
-        Ok(())
+        by_address(&self.addr, ip)
     }
 
     fn prune(&self) {

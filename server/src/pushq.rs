@@ -94,6 +94,33 @@ struct State<T> {
     stale: bool,
 }
 
+/// Whether an item of some weight fits a queue now.
+#[derive(Debug, PartialEq, Eq)]
+enum Room {
+    Yes,
+    /// Full by count or bytes: shedding may make room.
+    NotBySize,
+    /// No item taken for longer than the stall limit: the consumer
+    /// stopped reading, and nothing makes room for it.
+    NotStalled,
+}
+
+impl<T> State<T> {
+    fn full_for(&self, weight: usize) -> Room {
+        if self.items.is_empty() {
+            return Room::Yes;
+        }
+        let b = self.bounds;
+        if self.stalled_since.is_some_and(|t| t.elapsed() >= b.stall) {
+            Room::NotStalled
+        } else if self.items.len() >= b.items || self.bytes.saturating_add(weight) > b.bytes {
+            Room::NotBySize
+        } else {
+            Room::Yes
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared<T> {
     state: Mutex<State<T>>,
@@ -153,11 +180,7 @@ impl<T: Weigh> Sender<T> {
                 return Err(TrySendError::Closed(item));
             }
             let w = item.weight();
-            let b = st.bounds;
-            let stalled = st.stalled_since.is_some_and(|t| t.elapsed() >= b.stall);
-            if !st.items.is_empty()
-                && (st.items.len() >= b.items || st.bytes.saturating_add(w) > b.bytes || stalled)
-            {
+            if st.full_for(w) != Room::Yes {
                 return Err(TrySendError::Full(item));
             }
             if st.items.is_empty() {
@@ -183,12 +206,7 @@ impl<T: Weigh> Sender<T> {
     pub fn try_send_shedding(&self, item: T) -> Result<bool, TrySendError<T>> {
         let shed = {
             let mut st = self.0.lock();
-            let b = st.bounds;
-            let w = item.weight();
-            let stalled = st.stalled_since.is_some_and(|t| t.elapsed() >= b.stall);
-            let full = !st.items.is_empty()
-                && (st.items.len() >= b.items || st.bytes.saturating_add(w) > b.bytes);
-            if full && !stalled && !st.receiver_gone {
+            if st.full_for(item.weight()) == Room::NotBySize && !st.receiver_gone {
                 let before = st.items.len();
                 st.items.retain(|(i, _)| !i.sheddable());
                 st.bytes = st.items.iter().map(|(_, w)| *w as usize).sum();
