@@ -755,7 +755,7 @@ async fn agent_task(
                     Phase::Send { per_visitor } => {
                         if per_visitor > 0.0 {
                             period = Duration::from_secs_f64(1.0 / per_visitor);
-                            next_send = Some(now + period.mul_f64(rand::random::<f64>()));
+                            next_send = Some(shard::next_due(None, period, now));
                         }
                     }
                     Phase::Storm { at } => {
@@ -852,8 +852,7 @@ async fn agent_task(
                 let _ = a.send(&ClientMsg::Ack { up_to: last_seq }).await;
             }
             AStep::Send => {
-                let due = next_send.unwrap_or(now) + period;
-                next_send = Some(if due < now { now + period } else { due });
+                next_send = Some(shard::next_due(Some(next_send.unwrap_or(now)), period, now));
                 let conversation = convs[rr % convs.len()];
                 rr += 1;
                 let body = format!("a={} {pad}", now_ns());

@@ -213,6 +213,19 @@ enum Step {
     Send,
 }
 
+/// The next send time of a sender paced at one message per `period`,
+/// after the one due at `due` (`None`: the first, at a random point of the
+/// first period, so senders started together do not fire together). Like
+/// `MissedTickBehavior::Delay`, a sender that fell behind never bursts to
+/// catch up.
+pub fn next_due(due: Option<Instant>, period: Duration, now: Instant) -> Instant {
+    match due {
+        None => now + period.mul_f64(rand::random::<f64>()),
+        Some(d) if d + period < now => now + period,
+        Some(d) => d + period,
+    }
+}
+
 /// Retry `attempt` as the real clients do, with the protocol's own
 /// full-jitter backoff (250 ms doubling to 10 s, a delay before every try),
 /// counting the tries that failed.
@@ -460,9 +473,7 @@ impl Visitor {
                         .is_ok()
                 }
                 Step::Send => {
-                    let due = next_send.unwrap_or(now) + period;
-                    // Like MissedTickBehavior::Delay: never burst to catch up.
-                    next_send = Some(if due < now { now + period } else { due });
+                    next_send = Some(next_due(Some(next_send.unwrap_or(now)), period, now));
                     let m = VisitorIn::Send {
                         id: new_id(),
                         body: format!("t={} {pad}", now_ns()),

@@ -178,15 +178,14 @@ async fn visitor(
                     Phase::Quit => break,
                     Phase::Send { per_visitor } if per_visitor > 0.0 => {
                         period = Duration::from_secs_f64(1.0 / per_visitor);
-                        next = Some(Instant::now() + period.mul_f64(rand::random::<f64>()));
+                        next = Some(crate::shard::next_due(None, period, Instant::now()));
                     }
                     _ => next = None,
                 }
             }
             () = tokio::time::sleep_until(next.unwrap_or(far).into()), if next.is_some() => {
                 let now = Instant::now();
-                let due = next.unwrap_or(now) + period;
-                next = Some(if due < now { now + period } else { due });
+                next = Some(crate::shard::next_due(Some(next.unwrap_or(now)), period, now));
                 n += 1;
                 let mut cmd = redis::cmd("XADD");
                 cmd.arg(&key)
