@@ -88,6 +88,10 @@ struct Driver {
     /// a fresh simulator is built per interaction, so they are kept here
     /// for tests to run against the fields they expect.
     operations: Arc<Mutex<Vec<Box<dyn iced_test::core::widget::Operation>>>>,
+    /// Messages from the app's tasks that a test holds back (to apply
+    /// them later, out of their usual order), and which ones.
+    hold: Option<fn(&Message) -> bool>,
+    held: Vec<Message>,
 }
 
 impl Driver {
@@ -101,6 +105,8 @@ impl Driver {
             rx,
             clipboard: Arc::default(),
             operations: Arc::default(),
+            hold: None,
+            held: Vec::new(),
         };
         d.spawn(task);
         d
@@ -254,7 +260,11 @@ impl Driver {
             if let Ok(Some(m)) =
                 tokio::time::timeout(Duration::from_millis(50), self.rx.recv()).await
             {
-                self.apply(m);
+                if self.hold.is_some_and(|held| held(&m)) {
+                    self.held.push(m);
+                } else {
+                    self.apply(m);
+                }
             }
         }
     }

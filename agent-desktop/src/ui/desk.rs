@@ -704,11 +704,7 @@ impl Desk {
 
     /// The outbox took a block or unblock of `visitor` as command `id`.
     pub fn block_queued(&mut self, visitor: &str, id: MsgId) {
-        let early = self
-            .early_outcomes
-            .iter()
-            .position(|(o, _)| *o == id)
-            .and_then(|i| self.early_outcomes.remove(i));
+        let early = self.take_early_outcome(id);
         let Some(b) = self.blocks.get_mut(visitor) else {
             return;
         };
@@ -719,9 +715,16 @@ impl Desk {
             unblock,
             id: Some(id),
         };
-        if let Some((_, outcome)) = early {
+        if let Some(outcome) = early {
             self.command_outcome(id, outcome);
         }
+    }
+
+    /// The server's outcome of command `id` if it came before the outbox
+    /// handed `id` back (the two travel different roads).
+    pub fn take_early_outcome(&mut self, id: MsgId) -> Option<Result<(), String>> {
+        let at = self.early_outcomes.iter().position(|(o, _)| *o == id)?;
+        self.early_outcomes.remove(at).map(|(_, outcome)| outcome)
     }
 
     /// The server's outcome of command `id`; false if it was none of the

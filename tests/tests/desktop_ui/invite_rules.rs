@@ -210,3 +210,55 @@ async fn an_admin_manages_invitation_rules_in_the_app() {
     }
     srv.stop().await;
 }
+
+/// The outbox hands the save's command id back through a task, and the
+/// server's outcome comes through the core: under load the outcome can be
+/// applied first. The form must still close, not say "Saving…" forever
+/// (seen in a full CI run: the rule listed, the form stuck).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_answered_before_its_id_is_known_still_closes_the_form() {
+    use holdfast_agent::ui::screen::workspace::invite_rules::Message as Rules;
+
+    let srv = TestServer::start().await;
+    {
+        let conn = holdfast_server::store::open_connection(srv.dir.path()).unwrap();
+        holdfast_server::admin::add_agent(&conn, "acme", "ada", "Ada", PASSWORD, 2, Role::Admin)
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut ada = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
+    ada.sign_in("ada").await;
+    ada.until("her role", |d| {
+        d.app.workspace.desk.my_role() == Role::Admin
+    })
+    .await;
+    ada.click_id("rules-open");
+    ada.until("the empty list", |d| rules(d).is_some_and(Vec::is_empty))
+        .await;
+
+    ada.hold = Some(|m| {
+        matches!(
+            m,
+            Message::Workspace(workspace::Message::Rules(Rules::Queued(_)))
+        )
+    });
+    ada.click_id("rules-new");
+    fill_and_save(&mut ada, &[("rules-name", "late"), ("rules-text", TEXT)]);
+    ada.until("the outcome, ahead of the id", |d| {
+        !d.held.is_empty()
+            && rules(d).is_some_and(|l| l.len() == 1)
+            && !d.app.workspace.desk.early_outcomes.is_empty()
+    })
+    .await;
+    assert!(form_open(&ada) && ada.shows("Saving…"));
+    ada.hold = None;
+    for m in std::mem::take(&mut ada.held) {
+        ada.apply(m);
+    }
+    assert!(!form_open(&ada), "{:?}", ada.texts());
+    assert!(
+        ada.shows("late") && !ada.shows("Saving…"),
+        "{:?}",
+        ada.texts()
+    );
+}

@@ -310,7 +310,17 @@ impl State {
                 }
             },
             Message::Rules(m) => {
+                let queued = match &m {
+                    invite_rules::Message::Queued(Ok(id)) => Some(*id),
+                    _ => None,
+                };
                 let e = self.rules.update(m);
+                // As with canned replies: the server may have answered first.
+                if let Some(id) = queued
+                    && let Some(outcome) = self.desk.take_early_outcome(id)
+                {
+                    self.rules.outcome(id, &outcome);
+                }
                 self.on_rules(env, e)
             }
             Message::Queue(queue::Message::Accept(id)) => self.accept(env, id),
@@ -353,13 +363,7 @@ impl State {
                     chat::Message::Canned(canned::Message::Queued(Ok(id))),
                     &mut self.desk,
                 );
-                let early = self
-                    .desk
-                    .early_outcomes
-                    .iter()
-                    .position(|(o, _)| *o == id)
-                    .and_then(|i| self.desk.early_outcomes.remove(i));
-                if let Some((_, outcome)) = early {
+                if let Some(outcome) = self.desk.take_early_outcome(id) {
                     self.chat.canned.outcome(id, &outcome);
                 }
                 Task::none()
