@@ -128,6 +128,18 @@ impl Book {
             .count()
     }
 
+    /// Visitor messages handed to a visitor and not acked yet. A
+    /// visitor's outbox survives reconnects and reloads and is resent until
+    /// acked, so each of these will be; the book, not the visitor task,
+    /// says so, because a task that is reconnecting cannot report what was
+    /// queued for it meanwhile.
+    pub(crate) fn visitor_unacked(&self) -> usize {
+        self.receiver_of
+            .iter()
+            .filter(|(body, r)| r.starts_with('a') && !self.acked.contains(*body))
+            .count()
+    }
+
     pub(crate) fn undelivered(&self) -> usize {
         self.acked
             .iter()

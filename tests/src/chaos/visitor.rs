@@ -1,7 +1,7 @@
 //! Visitors: in-process tasks that behave like the widget.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -28,7 +28,6 @@ pub(crate) struct VisitorTask {
     pub(crate) stop: CancellationToken,
     /// Kill the current connection (a page reload).
     pub(crate) reload: Arc<tokio::sync::Notify>,
-    pub(crate) pending: Arc<Mutex<usize>>,
 }
 
 pub(crate) type Ws =
@@ -167,8 +166,6 @@ impl VisitorTask {
         let tick = self.timings.heartbeat / 4;
         let reload = self.reload.clone();
         loop {
-            *self.pending.lock().unwrap_or_else(|e| e.into_inner()) =
-                outbox.len() + self.cmds.len();
             tokio::select! {
                 () = self.stop.cancelled() => return,
                 () = reload.notified() => return,
@@ -176,14 +173,6 @@ impl VisitorTask {
                     let Some(body) = cmd else { return };
                     let id = new_id();
                     outbox.push_back((id, body.clone()));
-                    // Counted at once: a send that fails returns to a
-                    // reconnect with this message still unacked, and a
-                    // count left at its value from before the push told
-                    // the drain there was nothing left, so it ended and
-                    // stopped the agents before the resend was delivered
-                    // (CI: drain 0.0 s, lost 1, undrained 1).
-                    *self.pending.lock().unwrap_or_else(|e| e.into_inner()) =
-                        outbox.len() + self.cmds.len();
                     if !Self::send(ws, &VisitorIn::Send { id, body, attachment: None }).await {
                         return;
                     }
@@ -267,6 +256,5 @@ pub(crate) struct VisitorLink {
     pub(crate) proxy: Proxy,
     pub(crate) tx: mpsc::UnboundedSender<String>,
     pub(crate) reload: Arc<tokio::sync::Notify>,
-    pub(crate) pending: Arc<Mutex<usize>>,
     pub(crate) next: usize,
 }
