@@ -378,3 +378,57 @@ async fn a_visitor_list_bigger_than_a_frame_arrives_in_parts() {
     drop(visitors);
     srv.stop().await;
 }
+
+/// An admin runs CLI changes against the live server's SQLite file: the
+/// server's writer must wait its turn for the write lock, not refuse a
+/// visitor's message with "unavailable" because a CLI commit landed
+/// between its first read and its first write. A password reset did that
+/// to a bystander's message in a full CI run (`attacks_agent`, "database
+/// is locked"); here a cheaper change, every 2 ms, so that many land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_changes_on_the_live_database_refuse_no_visitor_message() {
+    use holdfast_server::limits::Rate;
+    // Fast enough that the writer is busy all along, and nothing refused
+    // for being fast.
+    let srv = TestServer::start_with(|c| {
+        c.visitor.msg_rate = 1e6;
+        c.visitor.msg_burst = 1e6;
+        c.visitor.rates.visitor_messages = Rate::new(1e6, 1_000_000);
+        c.visitor.rates.addr_messages = Rate::new(1e6, 1_000_000);
+    })
+    .await;
+    let _alice = agent(&srv, "alice").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cli = {
+        let dir = srv.dir.path().to_path_buf();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let conn = holdfast_server::store::open_connection(&dir).unwrap();
+            let mut changes = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                holdfast_server::admin::set_disabled(&conn, "bob", false).unwrap();
+                changes += 1;
+                // An admin's commands, fast: not one lock held for ever.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            changes
+        })
+    };
+    let mut refused = Vec::new();
+    let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
+    for i in 0..300 {
+        match v.say_acked(&format!("message {i}")).await.unwrap() {
+            VisitorOut::Ack { .. } => {}
+            other => refused.push(other),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let changes = cli.join().unwrap();
+    assert!(changes > 0);
+    assert!(
+        refused.is_empty(),
+        "{} of 300 refused: {:?}",
+        refused.len(),
+        refused.first()
+    );
+}

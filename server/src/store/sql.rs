@@ -224,21 +224,27 @@ impl std::fmt::Debug for dyn Db + '_ {
     }
 }
 
+/// Open a transaction that will write. On SQLite a plain BEGIN reads
+/// first and asks for the write lock at its first write; if another
+/// connection committed in between, that upgrade fails at once with
+/// "database is locked", whatever the busy timeout. That happened both
+/// ways: a CLI `group members` failed while the server ran, and the
+/// server's writer refused a visitor's message while the CLI reset a
+/// password. IMMEDIATE takes the write lock up front, waiting its turn.
+pub fn begin_write(db: &dyn Db) -> Result<(), StoreError> {
+    db.batch(match db.dialect() {
+        Dialect::Sqlite => "BEGIN IMMEDIATE",
+        Dialect::Postgres => "BEGIN",
+    })
+}
+
 /// Run `f` in a transaction: committed if it returns `Ok`, rolled back
 /// otherwise.
 pub fn transaction<T, E: From<StoreError>>(
     db: &dyn Db,
     f: impl FnOnce(&dyn Db) -> Result<T, E>,
 ) -> Result<T, E> {
-    // On SQLite a plain BEGIN reads first and asks for the write lock at
-    // its first write; if the server's writer committed in between, that
-    // upgrade fails at once with "database is locked", whatever the busy
-    // timeout (a CLI `group members` failed so while the server ran).
-    // IMMEDIATE takes the write lock up front, waiting its turn.
-    db.batch(match db.dialect() {
-        Dialect::Sqlite => "BEGIN IMMEDIATE",
-        Dialect::Postgres => "BEGIN",
-    })?;
+    begin_write(db)?;
     match f(db) {
         Ok(v) => {
             if let Err(e) = db.batch("COMMIT") {

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::live::Live;
 use super::rules::{Rules, Staged, VisitorText, finish_logs};
-use super::sql::{Db, Dialect, PgConn, PgTarget, args};
+use super::sql::{self, Db, Dialect, PgConn, PgTarget, args};
 use super::{Conn, Database, StoreError, now_ms};
 use crate::metrics::Metrics;
 
@@ -661,7 +661,7 @@ fn attempt(
     committed_heads: &HashMap<String, Seq>,
     trail_keep: u32,
 ) -> Attempt {
-    if let Err(e) = db.batch("BEGIN") {
+    if let Err(e) = sql::begin_write(db) {
         return end_failed(db, e);
     }
     if db.dialect() == Dialect::Postgres
