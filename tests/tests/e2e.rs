@@ -58,3 +58,4 @@ mod widget_browser;
 mod widget_groups;
 mod widget_invitations;
 mod widget_typing;
+mod write_amplification;
