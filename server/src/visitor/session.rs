@@ -399,6 +399,62 @@ pub(super) async fn visitor_info(
     Ok(info)
 }
 
+/// Which of a connection's acks must be written. An ack is stored only to
+/// tell agents their messages were delivered, so one that covers none of
+/// an agent's messages tells nobody anything, and most acks are of the
+/// visitor's own messages coming back: each was a write of its own.
+/// Conservative where it cannot see: the first ack of a connection, and
+/// whatever a replay sent, count as covering an agent's message.
+#[derive(Debug)]
+pub(super) struct Receipts {
+    /// The lowest seq that may hold an agent's message not yet receipted.
+    lowest: Option<Seq>,
+    /// The highest such seq sent.
+    highest: Seq,
+}
+
+impl Receipts {
+    /// A connection whose greeting sent everything up to `sent`.
+    pub(super) fn new(sent: Seq) -> Self {
+        Self {
+            lowest: Some(0),
+            highest: sent,
+        }
+    }
+
+    /// Events `(from, to]` were sent unread (a replay, a snapshot).
+    pub(super) fn replayed(&mut self, from: Seq, to: Seq) {
+        if to > from {
+            self.may_hold(from + 1, to);
+        }
+    }
+
+    /// Event `seq` was sent: an agent's message needs a receipt.
+    pub(super) fn sent(&mut self, seq: Seq, event: &visitor::VisitorEvent) {
+        if let visitor::VisitorEvent::Message(m) = event
+            && m.from == visitor::Sender::Agent
+        {
+            self.may_hold(seq, seq);
+        }
+    }
+
+    fn may_hold(&mut self, low: Seq, high: Seq) {
+        self.lowest = Some(self.lowest.map_or(low, |l| l.min(low)));
+        self.highest = self.highest.max(high);
+    }
+
+    /// The visitor acked everything up to `up_to`: whether to write it.
+    pub(super) fn acked(&mut self, up_to: Seq) -> bool {
+        match self.lowest {
+            Some(low) if up_to >= low => {
+                self.lowest = (up_to < self.highest).then_some(up_to + 1);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Handle one post-hello message; returns the reply, if any.
 pub(super) async fn handle_msg(
     ctx: &Arc<Ctx>,
@@ -799,4 +855,65 @@ pub(super) async fn bound_identity(ctx: &Ctx, visitor: &str) -> Result<Option<St
         .run(move |c| reads::verified_identity(c, &vid))
         .await
         .map_err(store_err)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use holdfast_protocol::ids::MsgId;
+    use holdfast_protocol::visitor::{Sender, VisitorEvent, VisitorMessage};
+
+    use super::Receipts;
+
+    fn said(from: Sender) -> VisitorEvent {
+        VisitorEvent::Message(VisitorMessage {
+            conversation: 1,
+            message: 1,
+            id: MsgId([0; 16]),
+            from,
+            name: None,
+            body: "hi".into(),
+            at_ms: 0,
+            notice: None,
+            attachment: None,
+        })
+    }
+
+    #[test]
+    fn only_acks_that_cover_an_agents_message_are_written() {
+        // The greeting sent up to 4: the first ack is written, whatever it
+        // covers, and so is each until 4 is covered.
+        let mut r = Receipts::new(4);
+        assert!(r.acked(2));
+        assert!(r.acked(4));
+        // The visitor's own messages and system lines come back: no write.
+        r.sent(5, &said(Sender::Visitor));
+        r.sent(6, &said(Sender::System));
+        assert!(!r.acked(5));
+        assert!(!r.acked(6));
+        // Two of an agent's messages: acks up to and past each are written,
+        // and none after.
+        r.sent(7, &said(Sender::Agent));
+        r.sent(8, &said(Sender::Visitor));
+        r.sent(9, &said(Sender::Agent));
+        assert!(r.acked(7));
+        assert!(
+            r.acked(8),
+            "may cover 9's predecessors: written, to be safe"
+        );
+        assert!(r.acked(9));
+        assert!(!r.acked(9));
+        r.sent(10, &said(Sender::Visitor));
+        assert!(!r.acked(10));
+        // A catch-up read sent 11..=13 unseen: written until covered.
+        r.replayed(10, 13);
+        assert!(r.acked(11));
+        assert!(r.acked(13));
+        assert!(!r.acked(13));
+        // One ack past several of an agent's messages covers them all.
+        r.sent(14, &said(Sender::Agent));
+        r.sent(15, &said(Sender::Agent));
+        assert!(r.acked(15));
+        assert!(!r.acked(15));
+    }
 }

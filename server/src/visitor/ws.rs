@@ -17,12 +17,12 @@ use axum::response::{IntoResponse, Response};
 use holdfast_protocol::agent::Seq;
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::liveness::{Liveness, LivenessAction};
-use holdfast_protocol::visitor::{self, VisitorEvent, VisitorOut};
+use holdfast_protocol::visitor::{self, VisitorEvent, VisitorIn, VisitorOut};
 use tokio::time::{sleep_until, timeout};
 
 use super::session::{
-    HelloReq, Visitor, client_accept_language, client_ip, client_origin, client_ua, err, err_for,
-    handle_msg, hello, snapshot, visitor_info, welcome,
+    HelloReq, Receipts, Visitor, client_accept_language, client_ip, client_origin, client_ua, err,
+    err_for, handle_msg, hello, snapshot, visitor_info, welcome,
 };
 use crate::Ctx;
 use crate::hub::VisitorPush;
@@ -318,6 +318,7 @@ async fn ws_loop(
     let mut gate = SendGate::new(vc.msg_rate, vc.msg_burst, Instant::now());
     let now = || tokio::time::Instant::now().into_std();
     let mut live = Liveness::new(vc.liveness, now());
+    let mut receipts = Receipts::new(sent);
     loop {
         let deadline = tokio::time::Instant::from_std(live.poll_timeout());
         tokio::select! {
@@ -358,7 +359,10 @@ async fn ws_loop(
                         if until > sent {
                             ctx.metrics.bus.catch_up_reads.inc();
                             match Box::pin(catch_up_ws(socket, ctx, v, sent, until)).await {
-                                Ok(s) => sent = s,
+                                Ok(s) => {
+                                    receipts.replayed(sent, s);
+                                    sent = s;
+                                }
                                 Err(_) => return VisitorEnd::ReplayFailed,
                             }
                         }
@@ -367,12 +371,16 @@ async fn ws_loop(
                         if seq <= sent { continue; }
                         if seq > sent + 1 {
                             match Box::pin(catch_up_ws(socket, ctx, v, sent, seq - 1)).await {
-                                Ok(s) => sent = s,
+                                Ok(s) => {
+                                    receipts.replayed(sent, s);
+                                    sent = s;
+                                }
                                 Err(_) => return VisitorEnd::ReplayFailed,
                             }
                         }
                         if seq == sent + 1 {
                             let ev: VisitorEvent = (*event).clone();
+                            receipts.sent(seq, &ev);
                             if !ws_send(socket, &VisitorOut::Event { seq, event: ev }).await { return VisitorEnd::SendFailed; }
                             ctx.metrics.messages_out.inc();
                             sent = seq;
@@ -393,6 +401,7 @@ async fn ws_loop(
                 };
                 live.on_recv(now());
                 let reply = match visitor::parse_in(text.as_bytes(), &vc.limits) {
+                    Ok(VisitorIn::Ack { seq }) if !receipts.acked(seq.min(sent)) => None,
                     Ok(m) => Box::pin(handle_msg(ctx, v, &mut gate, m, sent)).await,
                     Err(e) => {
                         ctx.metrics.rejected_frames.inc();
