@@ -876,6 +876,37 @@ pub fn device_commands_acked(
 mod tests {
     use super::*;
 
+    /// Who hears of a message: every enabled agent of the site, or only
+    /// its enabled supervisors and admins; never another site's.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn site_agent_ids_are_the_enabled_agents_and_overseers() {
+        use holdfast_protocol::agent::Role;
+
+        use crate::admin;
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open_connection(dir.path()).unwrap();
+        let db: &dyn Db = &conn;
+        let site = admin::add_site(db, "acme", "Acme", None).unwrap().id;
+        admin::add_site(db, "other", "Other", None).unwrap();
+        let add = |site: &str, user: &str, role| {
+            admin::add_agent(db, site, user, user, "a-password", 2, role)
+                .unwrap()
+                .id
+        };
+        let agent = add("acme", "agent", Role::Agent);
+        let sup = add("acme", "sup", Role::Supervisor);
+        let adm = add("acme", "adm", Role::Admin);
+        add("acme", "gone", Role::Admin);
+        add("other", "elsewhere", Role::Admin);
+        admin::set_disabled(db, "gone", true).unwrap();
+        assert_eq!(
+            site_agent_ids(db, site, false).unwrap(),
+            vec![agent, sup, adm]
+        );
+        assert_eq!(site_agent_ids(db, site, true).unwrap(), vec![sup, adm]);
+    }
+
     /// An agent's log keeps events a version 2 server wrote: they replay
     /// after the upgrade instead of failing the agent's every resume.
     #[test]

@@ -338,20 +338,12 @@ impl Rules<'_> {
     }
 
     pub(super) fn site_agents(&self, site: SiteId) -> Result<Vec<AgentId>, StoreError> {
-        Ok(reads::agents_of_site(self.conn, site)?
-            .into_iter()
-            .filter(|a| !a.disabled)
-            .map(|a| a.id)
-            .collect())
+        reads::site_agent_ids(self.conn, site, false)
     }
 
     /// Supervisors and admins of a site, who watch every chat live.
     pub(super) fn overseers(&self, site: SiteId) -> Result<Vec<AgentId>, StoreError> {
-        Ok(reads::agents_of_site(self.conn, site)?
-            .into_iter()
-            .filter(|a| !a.disabled && a.role.oversees())
-            .map(|a| a.id)
-            .collect())
+        reads::site_agent_ids(self.conn, site, true)
     }
 
     /// Who receives a conversation's messages: its agent and the site's
