@@ -26,6 +26,30 @@ fn form_open(d: &Driver) -> bool {
         .is_some_and(|p| p.form.is_some())
 }
 
+/// A server whose site "acme" has an admin, Ada, besides the seed's agents.
+async fn server_with_ada() -> TestServer {
+    let srv = TestServer::start().await;
+    let conn = holdfast_server::store::open_connection(srv.dir.path()).unwrap();
+    holdfast_server::admin::add_agent(&conn, "acme", "ada", "Ada", PASSWORD, 2, Role::Admin)
+        .unwrap();
+    srv
+}
+
+/// Ada signed in, with the rules panel open on the server's (empty) list.
+async fn ada_opens_the_panel(srv: &TestServer, dir: &std::path::Path) -> Driver {
+    let mut ada = Driver::new(options(dir, srv.agent_addr().to_string()));
+    ada.sign_in("ada").await;
+    ada.until("her role", |d| {
+        d.app.workspace.desk.my_role() == Role::Admin
+    })
+    .await;
+    ada.click_id("rules-open");
+    assert!(ada.has_id("rules-panel"));
+    ada.until("the empty list", |d| rules(d).is_some_and(Vec::is_empty))
+        .await;
+    ada
+}
+
 /// Type into the form's fields by id, then press Save.
 fn fill_and_save(d: &mut Driver, fields: &[(&str, &str)]) {
     let fields: Vec<(String, String)> = fields
@@ -43,12 +67,7 @@ fn fill_and_save(d: &mut Driver, fields: &[(&str, &str)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_manages_invitation_rules_in_the_app() {
-    let srv = TestServer::start().await;
-    {
-        let conn = holdfast_server::store::open_connection(srv.dir.path()).unwrap();
-        holdfast_server::admin::add_agent(&conn, "acme", "ada", "Ada", PASSWORD, 2, Role::Admin)
-            .unwrap();
-    }
+    let srv = server_with_ada().await;
     let (ada_dir, bob_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
 
     // Bob, a plain agent, has no way to the panel.
@@ -63,16 +82,7 @@ async fn an_admin_manages_invitation_rules_in_the_app() {
     assert!(!bob.has_id("rules-open") && !bob.shows(EN.rules_open));
 
     // Ada, an admin, opens it: empty, read from the server.
-    let mut ada = Driver::new(options(ada_dir.path(), srv.agent_addr().to_string()));
-    ada.sign_in("ada").await;
-    ada.until("her role", |d| {
-        d.app.workspace.desk.my_role() == Role::Admin
-    })
-    .await;
-    ada.click_id("rules-open");
-    assert!(ada.has_id("rules-panel"));
-    ada.until("the empty list", |d| rules(d).is_some_and(Vec::is_empty))
-        .await;
+    let mut ada = ada_opens_the_panel(&srv, ada_dir.path()).await;
     assert!(ada.shows("Rules (0), tried in this order") && ada.shows("None yet."));
 
     // A rule through the form: on the pricing page, first visits only.
@@ -219,22 +229,9 @@ async fn an_admin_manages_invitation_rules_in_the_app() {
 async fn a_save_answered_before_its_id_is_known_still_closes_the_form() {
     use holdfast_agent::ui::screen::workspace::invite_rules::Message as Rules;
 
-    let srv = TestServer::start().await;
-    {
-        let conn = holdfast_server::store::open_connection(srv.dir.path()).unwrap();
-        holdfast_server::admin::add_agent(&conn, "acme", "ada", "Ada", PASSWORD, 2, Role::Admin)
-            .unwrap();
-    }
+    let srv = server_with_ada().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut ada = Driver::new(options(dir.path(), srv.agent_addr().to_string()));
-    ada.sign_in("ada").await;
-    ada.until("her role", |d| {
-        d.app.workspace.desk.my_role() == Role::Admin
-    })
-    .await;
-    ada.click_id("rules-open");
-    ada.until("the empty list", |d| rules(d).is_some_and(Vec::is_empty))
-        .await;
+    let mut ada = ada_opens_the_panel(&srv, dir.path()).await;
 
     ada.hold = Some(|m| {
         matches!(
