@@ -122,10 +122,8 @@ impl Book {
     /// will be (the agent was killed before storing one, or it was
     /// refused), so the drain waits for these only a while.
     pub(crate) fn agent_unacked(&self) -> usize {
-        self.receiver_of
-            .iter()
-            .filter(|(body, r)| r.starts_with('v') && !self.acked.contains(*body))
-            .count()
+        // Agents' messages go to visitors, "v…".
+        self.unacked_to('v')
     }
 
     /// Visitor messages handed to a visitor and not acked yet. A
@@ -134,9 +132,15 @@ impl Book {
     /// says so, because a task that is reconnecting cannot report what was
     /// queued for it meanwhile.
     pub(crate) fn visitor_unacked(&self) -> usize {
+        // Visitors' messages go to agents, "a…<v…".
+        self.unacked_to('a')
+    }
+
+    /// Messages sent to receivers whose name starts with `kind`, not acked.
+    fn unacked_to(&self, kind: char) -> usize {
         self.receiver_of
             .iter()
-            .filter(|(body, r)| r.starts_with('a') && !self.acked.contains(*body))
+            .filter(|(body, r)| r.starts_with(kind) && !self.acked.contains(*body))
             .count()
     }
 

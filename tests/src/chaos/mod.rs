@@ -435,15 +435,15 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
         // while it reconnected, so a message queued for it then was not
         // seen, the drain ended at once and its ack came after the agents
         // had stopped (CI: drain 0.0 s, undrained 1, and lost 1 or 0).
-        let (undelivered, pending) = {
+        let (undelivered, pending, agents_done) = {
             let b = lock(&book);
-            (b.undelivered(), b.visitor_unacked())
+            (b.undelivered(), b.visitor_unacked(), b.agent_unacked() == 0)
         };
-        if undelivered == 0 && pending == 0 {
-            let agents_done = lock(&book).agent_unacked() == 0;
-            if agents_done || drain_started.elapsed() >= AGENT_ACK_GRACE {
-                break;
-            }
+        if undelivered == 0
+            && pending == 0
+            && (agents_done || drain_started.elapsed() >= AGENT_ACK_GRACE)
+        {
+            break;
         }
         if Instant::now() > drain_deadline {
             world.log(&format!(
