@@ -881,3 +881,58 @@ async fn an_action_too_big_for_a_frame_is_refused_up_front() {
     h.shutdown().await.unwrap();
     assert!(h.send_message(1, "late").await.is_err());
 }
+
+#[tokio::test]
+async fn several_visitors_in_one_message_are_each_applied_and_cached() {
+    let peer = Peer::new(7).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&peer, dir.path());
+    let (h, mut rx) = start(cfg.clone()).unwrap();
+    let mut c = peer.accept().await;
+    c.login().await;
+    c.login_ok(0, Resume::Snapshot).await;
+    c.send(ServerMsg::Snapshot(Snapshot {
+        seq: 0,
+        recovered: false,
+        conversations: vec![],
+        messages: vec![],
+    }))
+    .await;
+    c.send(ServerMsg::Live(LiveEvent::Visitors(vec![visitor("v-1")])))
+        .await;
+    let named = VisitorInfo {
+        name: Some("Ann".into()),
+        ..visitor("v-1")
+    };
+    c.send(ServerMsg::Live(LiveEvent::VisitorUpdates(vec![
+        named.clone(),
+        visitor("v-2"),
+        visitor("v-3"),
+    ])))
+    .await;
+    // The app hears of each, in order, as it would of three `Visitor`s.
+    let mut upserts = Vec::new();
+    wait_for(&mut rx, |u| match u {
+        Update::Visitor(v) => {
+            upserts.push((v.id.clone(), v.name.clone()));
+            (v.id == "v-3").then_some(())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        upserts,
+        [
+            ("v-1".to_string(), Some("Ann".to_string())),
+            ("v-2".to_string(), None),
+            ("v-3".to_string(), None),
+        ]
+    );
+    // And the local cache holds all three, as they are now.
+    h.shutdown().await.unwrap();
+    let (h, _rx) = start(cfg).unwrap();
+    let mut cached = h.cached_workspace().unwrap().visitors;
+    cached.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(cached, vec![named, visitor("v-2"), visitor("v-3")]);
+    h.shutdown().await.unwrap();
+}

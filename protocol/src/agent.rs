@@ -653,6 +653,27 @@ pub enum LiveEvent {
     /// in, on every node, within a second of a change (10.20), whether an
     /// admin's command or the CLI made it.
     InviteRules(Vec<InviteRule>),
+    /// 13 (version 4): several visitors arrived, navigated or identified:
+    /// each entry is applied as a [`LiveEvent::Visitor`] would be, in
+    /// order (9.6). Carries the rest of a visitor list too long for one
+    /// `Visitors`, and the visitors that changed within one presence
+    /// interval, so that a busy site costs an agent a few frames, not one
+    /// per visitor.
+    VisitorUpdates(Vec<VisitorInfo>),
+}
+
+impl LiveEvent {
+    /// The visitors this event adds or updates in the agent's list, in
+    /// order: one for [`LiveEvent::Visitor`], every entry of
+    /// [`LiveEvent::VisitorUpdates`], and none for any other event (a
+    /// `Visitors` replaces the list rather than updating it).
+    pub fn upserts(&self) -> &[VisitorInfo] {
+        match self {
+            LiveEvent::Visitor(v) => std::slice::from_ref(v),
+            LiveEvent::VisitorUpdates(list) => list,
+            _ => &[],
+        }
+    }
 }
 
 /// An automatic invitation, as the agents see it (10.20).

@@ -968,6 +968,29 @@ fn agent_samples() -> Vec<(String, Msg)> {
             }))),
         ),
         (
+            // The visitors that changed within one presence interval, or
+            // the rest of a long list after its `Visitors` (9.6): here one
+            // entry, the visitor of the vector above.
+            "server_live_visitor_updates".into(),
+            S(ServerMsg::Live(LiveEvent::VisitorUpdates(vec![VisitorInfo {
+                name: None,
+                email: None,
+                attrs: vec![],
+                external_id: None,
+                verified: false,
+                referrer: None,
+                trail: vec![PageView {
+                    url: "https://shop.example/pricing".into(),
+                    title: "Pricing".into(),
+                    referrer: None,
+                    at_ms: T0,
+                }],
+                conversation: None,
+                lang: Some("zh-CN".into()),
+                ..visitor_info()
+            }]))),
+        ),
+        (
             "server_live_visitor_gone".into(),
             S(ServerMsg::Live(LiveEvent::VisitorGone {
                 visitor: "v-7f3a".into(),

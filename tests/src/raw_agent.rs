@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use holdfast_protocol::agent::{Action, ClientMsg, Command, Login, Seq, ServerMsg};
+use holdfast_protocol::agent::{Action, ClientMsg, Command, Login, Seq, ServerMsg, VisitorInfo};
 use holdfast_protocol::codec::FrameCodec;
 use holdfast_protocol::handshake::{ClientHandshake, HandshakeError};
 use holdfast_protocol::ids::MsgId;
@@ -144,6 +144,24 @@ impl RawAgent {
                 Some(_) => {}
             }
         }
+    }
+
+    /// Wait for an update of a visitor in the live list (a `Visitor`, or
+    /// an entry of a `VisitorUpdates`) that `pred` accepts.
+    pub async fn recv_visitor(
+        &mut self,
+        limit: Duration,
+        mut pred: impl FnMut(&VisitorInfo) -> bool,
+    ) -> anyhow::Result<VisitorInfo> {
+        let mut found = None;
+        self.recv_until(limit, |m| {
+            if let ServerMsg::Live(ev) = m {
+                found = ev.upserts().iter().find(|v| pred(v)).cloned();
+            }
+            found.is_some()
+        })
+        .await?;
+        found.ok_or_else(|| anyhow::anyhow!("no visitor update matched"))
     }
 
     pub fn login_msg(

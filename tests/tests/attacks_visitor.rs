@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use holdfast_protocol::agent::{LiveEvent, ServerMsg, VisitorInfo};
+use holdfast_protocol::agent::{ServerMsg, VisitorInfo};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::visitor::{
     IdentityProof, LongPollRequest, LongPollResponse, PageInfo, VisitorIn, VisitorOut,
@@ -110,8 +110,10 @@ fn watch_visitors(
         let mut seen: BTreeMap<String, Vec<VisitorInfo>> = BTreeMap::new();
         while !stop.load(Ordering::Relaxed) {
             match agent.recv(Duration::from_millis(100)).await {
-                Ok(Some(ServerMsg::Live(LiveEvent::Visitor(v)))) => {
-                    seen.entry(v.id.clone()).or_default().push(v);
+                Ok(Some(ServerMsg::Live(ev))) => {
+                    for v in ev.upserts() {
+                        seen.entry(v.id.clone()).or_default().push(v.clone());
+                    }
                 }
                 Ok(Some(_)) | Err(_) => {}
                 Ok(None) => panic!("the watching agent was disconnected"),

@@ -46,16 +46,7 @@ async fn visitor_and_agent_talk_over_websocket(backend: Backend) {
     let mut v = WsVisitor::connect(srv.http(), "acme").await.unwrap();
 
     // Alice sees the visitor arrive, with the page they are on.
-    let seen = alice
-        .recv_until(
-            T,
-            |m| matches!(m, ServerMsg::Live(LiveEvent::Visitor(i)) if i.id == v.visitor),
-        )
-        .await
-        .unwrap();
-    let ServerMsg::Live(LiveEvent::Visitor(info)) = seen else {
-        unreachable!()
-    };
+    let info = alice.recv_visitor(T, |i| i.id == v.visitor).await.unwrap();
     assert_eq!(info.trail.last().unwrap().url, "https://shop.example/");
     assert!(
         info.user_agent

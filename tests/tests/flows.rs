@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use holdfast_protocol::agent::{
-    Action, Author, ClientMsg, ConversationState, LiveEvent, Outcome, Presence, Query, QueryResult,
-    Resume, ServerMsg,
+    Action, Author, ClientMsg, ConversationState, Outcome, Presence, Query, QueryResult, Resume,
+    ServerMsg,
 };
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::visitor::{VisitorConvState, VisitorEvent, VisitorIn, VisitorOut};
@@ -26,9 +26,10 @@ async fn agent_invites_a_browsing_visitor(backend: Backend) {
     .await
     .unwrap();
     alice
-        .recv_until(T, |m| {
-            matches!(m, ServerMsg::Live(LiveEvent::Visitor(i))
-                if i.id == v.visitor && i.trail.last().is_some_and(|p| p.title == "Pricing") && i.trail.len() == 2)
+        .recv_visitor(T, |i| {
+            i.id == v.visitor
+                && i.trail.last().is_some_and(|p| p.title == "Pricing")
+                && i.trail.len() == 2
         })
         .await
         .unwrap();

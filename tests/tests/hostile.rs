@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use holdfast_protocol::agent::{
-    Action, ClientMsg, LiveEvent, Outcome, Query, QueryResult, ServerMsg, WireError,
+    Action, ClientMsg, Outcome, Query, QueryResult, ServerMsg, WireError,
 };
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::handshake::HandshakeError;
@@ -386,10 +386,11 @@ async fn identify_hash_is_enforced_when_the_site_has_a_secret(backend: Backend) 
     let good = holdfast_server::token::identity_hash("other-secret", "customer-42");
     v.send_json(&identify(Some(good))).await.unwrap();
     mallory
-        .recv_until(T, |m| {
-            matches!(m, ServerMsg::Live(LiveEvent::Visitor(i))
-                if i.id == v.visitor && i.verified && i.name.as_deref() == Some("Real Customer")
-                    && i.attrs == vec![("plan".to_string(), "gold".to_string())])
+        .recv_visitor(T, |i| {
+            i.id == v.visitor
+                && i.verified
+                && i.name.as_deref() == Some("Real Customer")
+                && i.attrs == vec![("plan".to_string(), "gold".to_string())]
         })
         .await
         .unwrap();
@@ -472,11 +473,13 @@ async fn an_agent_of_one_site_cannot_reach_another(backend: Backend) {
     // Nothing of site A leaked to mallory meanwhile.
     by.still_fine().await;
     while let Ok(Some(m)) = mallory.recv(Duration::from_millis(300)).await {
-        if let ServerMsg::Live(LiveEvent::Visitor(i)) = &m {
-            assert_ne!(
-                i.id, by.visitor.visitor,
-                "site A visitor shown to site B agent"
-            );
+        if let ServerMsg::Live(ev) = &m {
+            for i in ev.upserts() {
+                assert_ne!(
+                    i.id, by.visitor.visitor,
+                    "site A visitor shown to site B agent"
+                );
+            }
         }
         assert!(
             !matches!(m, ServerMsg::Event { .. }),

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use holdfast_protocol::agent::{
-    Action, ClientMsg, Command, Event, LiveEvent, Outcome, ServerMsg, WireError,
-};
+use holdfast_protocol::agent::{Action, ClientMsg, Command, Event, Outcome, ServerMsg, WireError};
 use holdfast_protocol::codec::FrameCodec;
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::handshake::ClientHandshake;
@@ -336,15 +334,9 @@ async fn script_injection_in_every_text_field_arrives_as_inert_text(backend: Bac
             .unwrap();
         assert_eq!(body(&m), Some(msg.as_str()));
         let info = bob
-            .recv_until(T, |m| {
-                matches!(m, ServerMsg::Live(LiveEvent::Visitor(x))
-                    if x.id == v.visitor && x.name.is_some())
-            })
+            .recv_visitor(T, |x| x.id == v.visitor && x.name.is_some())
             .await
             .unwrap();
-        let ServerMsg::Live(LiveEvent::Visitor(info)) = info else {
-            unreachable!()
-        };
         assert_eq!(info.name.as_deref(), Some(format!("name {evil}").as_str()));
         assert_eq!(
             info.email.as_deref(),

@@ -13,8 +13,8 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use holdfast_client::DeliveryState;
 use holdfast_protocol::agent::{
-    Action, Author, ChatMessage, ClientMsg, ConversationState, Event, LiveEvent, Outcome,
-    ServerMsg, VisitorInfo,
+    Action, Author, ChatMessage, ClientMsg, ConversationState, Event, Outcome, ServerMsg,
+    VisitorInfo,
 };
 use holdfast_protocol::visitor::{Sender, VisitorConvState, VisitorIn, VisitorOut};
 use holdfast_server::config::ServerConfig;
@@ -177,17 +177,9 @@ async fn visitor_messages_within(a: &mut RawAgent, quiet: Duration) -> Vec<Strin
 }
 
 async fn visitor_where(a: &mut RawAgent, pred: impl Fn(&VisitorInfo) -> bool) -> VisitorInfo {
-    let m = a
-        .recv_until(
-            T,
-            |m| matches!(m, ServerMsg::Live(LiveEvent::Visitor(i)) if pred(i)),
-        )
+    a.recv_visitor(T, pred)
         .await
-        .unwrap_or_else(|e| panic!("the agent never saw the expected visitor state: {e}"));
-    let ServerMsg::Live(LiveEvent::Visitor(i)) = m else {
-        unreachable!()
-    };
-    i
+        .unwrap_or_else(|e| panic!("the agent never saw the expected visitor state: {e}"))
 }
 
 async fn reply(a: &mut RawAgent, conversation: u64, body: &str) {

@@ -146,6 +146,12 @@ impl Core {
         None
     }
 
+    fn upsert_visitor(&mut self, v: VisitorInfo) {
+        self.mark_visitor_dirty(v.id.clone());
+        self.visitors.insert(v.id.clone(), v.clone());
+        self.emit(Update::Visitor(Box::new(v)));
+    }
+
     pub(super) fn on_live(&mut self, ev: LiveEvent) {
         match ev {
             LiveEvent::Visitors(list) => {
@@ -157,10 +163,11 @@ impl Core {
                 self.visitors = list.iter().map(|v| (v.id.clone(), v.clone())).collect();
                 self.emit(Update::Visitors(list));
             }
-            LiveEvent::Visitor(v) => {
-                self.mark_visitor_dirty(v.id.clone());
-                self.visitors.insert(v.id.clone(), v.clone());
-                self.emit(Update::Visitor(Box::new(v)));
+            LiveEvent::Visitor(v) => self.upsert_visitor(v),
+            LiveEvent::VisitorUpdates(list) => {
+                for v in list {
+                    self.upsert_visitor(v);
+                }
             }
             LiveEvent::VisitorGone { visitor } => {
                 self.mark_visitor_dirty(visitor.clone());
