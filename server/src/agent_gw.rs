@@ -763,7 +763,7 @@ impl Conn {
                 }
                 Ok(())
             }
-            AgentPush::Live(ev) => Ok(self.link.session.live((*ev).clone())?),
+            AgentPush::Live(ev) => Ok(self.link.session.live_encoded(ev.encoded())?),
             AgentPush::Canned => self.send_canned(ctx).await,
             AgentPush::InviteRules => self.send_invite_rules(ctx).await,
             AgentPush::Revoke(_, _, epoch) if self.agent.auth_epoch >= epoch => Ok(()),

@@ -31,6 +31,7 @@ use holdfast_protocol::agent::{
     AgentId, Event, LiveEvent, PageView, Presence, Role, Seq, SiteId, TeamMember, VisitorInfo,
 };
 use holdfast_protocol::error::ErrorCode;
+use holdfast_protocol::session::server::EncodedLive;
 use holdfast_protocol::visitor::VisitorEvent;
 use tokio::sync::Notify;
 
@@ -42,11 +43,40 @@ use crate::store::effect::VisitorChange;
 use crate::store::reads::TRAIL_LEN;
 use crate::store::{Availability, Publish};
 
+/// A live event on its way to every agent of a site, encoded at most once
+/// (by the first connection that sends it) however many agents it goes
+/// to: with 100 agents signed in, each visitor change used to be cloned
+/// and encoded 100 times.
+#[derive(Debug)]
+pub struct SharedLive {
+    event: LiveEvent,
+    encoded: OnceLock<EncodedLive>,
+}
+
+impl SharedLive {
+    pub fn new(event: LiveEvent) -> Arc<Self> {
+        Arc::new(Self {
+            event,
+            encoded: OnceLock::new(),
+        })
+    }
+
+    pub fn event(&self) -> &LiveEvent {
+        &self.event
+    }
+
+    /// The event as `Server::live_encoded` seals it.
+    pub fn encoded(&self) -> &EncodedLive {
+        self.encoded
+            .get_or_init(|| EncodedLive::new(self.event.clone()))
+    }
+}
+
 /// What an agent connection receives.
 #[derive(Debug, Clone)]
 pub enum AgentPush {
     Event(Seq, Arc<Event>),
-    Live(Arc<LiveEvent>),
+    Live(Arc<SharedLive>),
     /// The session lost its rights (disabled, password changed): say why
     /// and close, unless it was opened at `epoch` or later (a sign-in with
     /// the new password that raced the change feed).
@@ -118,9 +148,10 @@ impl pushq::Weigh for AgentPush {
                 Event::Conversation(_) => 256,
                 Event::Delivered { .. } => 48,
             },
-            AgentPush::Live(l) => match &**l {
+            AgentPush::Live(l) => match l.event() {
                 LiveEvent::Visitors(list) => list.iter().map(visitor_weight).sum(),
                 LiveEvent::Visitor(v) => visitor_weight(v),
+                LiveEvent::VisitorUpdates(list) => list.iter().map(visitor_weight).sum(),
                 LiveEvent::Team(t) => 96 * t.len(),
                 LiveEvent::Typing { draft, .. } => 96 + draft.as_ref().map_or(0, String::len),
                 _ => 96,
@@ -250,6 +281,9 @@ pub struct HubConfig {
     pub queue_stall: Duration,
     /// How often changed visitors are sent to agents.
     pub presence_every: Duration,
+    /// The most one visitor-list message may hold, in encoded bytes: a
+    /// long list, or many changes at once, go in several.
+    pub list_budget: usize,
 }
 
 impl Default for HubConfig {
@@ -262,6 +296,7 @@ impl Default for HubConfig {
             visitor_queue_bytes: 512 * 1024,
             queue_stall: Duration::from_secs(30),
             presence_every: Duration::from_millis(250),
+            list_budget: holdfast_protocol::DEFAULT_MAX_FRAME / 2,
         }
     }
 }
@@ -340,7 +375,7 @@ pub struct Hub {
 
 /// Send a presence change to an agent; a full queue drops it and marks the
 /// connection stale instead of cutting it (see the module docs).
-fn push_live(conn: &Conn<AgentPush>, ev: Arc<LiveEvent>, metrics: &Metrics) -> bool {
+fn push_live(conn: &Conn<AgentPush>, ev: Arc<SharedLive>, metrics: &Metrics) -> bool {
     match conn.tx.try_send(AgentPush::Live(ev)) {
         Ok(()) => true,
         Err(TrySendError::Full(_)) => {
@@ -444,11 +479,14 @@ impl Hub {
     fn broadcast_live(&self, st: &mut State, site: SiteId, ev: LiveEvent) {
         if matches!(
             ev,
-            LiveEvent::Visitor(_) | LiveEvent::VisitorGone { .. } | LiveEvent::Visitors(_)
+            LiveEvent::Visitor(_)
+                | LiveEvent::VisitorGone { .. }
+                | LiveEvent::Visitors(_)
+                | LiveEvent::VisitorUpdates(_)
         ) {
             visitor_list::changed(st, site);
         }
-        let ev = Arc::new(ev);
+        let ev = SharedLive::new(ev);
         for a in st.agents.values_mut().filter(|a| a.site == site) {
             a.conns.retain(|c| push_live(c, ev.clone(), &self.metrics));
         }
@@ -505,7 +543,7 @@ impl Hub {
     /// its agents' pickers get the new list at once.
     pub fn site_tags_changed(&self, site: SiteId, tags: Vec<String>) {
         let mut st = self.lock();
-        let ev = Arc::new(LiveEvent::SiteTags(tags));
+        let ev = SharedLive::new(LiveEvent::SiteTags(tags));
         for a in st.agents.values_mut().filter(|a| a.site == site) {
             a.conns.retain(|c| push_live(c, ev.clone(), &self.metrics));
         }
@@ -662,7 +700,7 @@ impl Hub {
         for site in changed {
             let now = st.groups.get(&site).cloned().unwrap_or_default();
             for (id, a) in st.agents.iter_mut().filter(|(_, a)| a.site == site) {
-                let ev = Arc::new(LiveEvent::Groups(now.for_agent(*id)));
+                let ev = SharedLive::new(LiveEvent::Groups(now.for_agent(*id)));
                 a.conns.retain(|c| push_live(c, ev.clone(), &self.metrics));
             }
             self.broadcast_agents_online(&mut st, site);
@@ -1221,7 +1259,7 @@ impl Hub {
         if let LiveEvent::Invitation(i) = &ev {
             st.invitations.insert(i.visitor.clone(), i.clone());
         }
-        let ev = Arc::new(ev);
+        let ev = SharedLive::new(ev);
         for (id, a) in st.agents.iter_mut() {
             if to.contains(id) || site == Some(a.site) {
                 a.conns
@@ -1397,15 +1435,24 @@ impl Hub {
             return;
         }
         let dirty = std::mem::take(&mut st.dirty);
+        // One message per site (or a few, each within a frame), not one
+        // per visitor: 5,000 visitors reconnecting cost each agent a
+        // handful of frames, and its queue a handful of items.
+        let mut by_site: HashMap<SiteId, Vec<VisitorInfo>> = HashMap::new();
         for id in dirty {
             let Some(v) = st.visitors.get(&id) else {
                 continue;
             };
-            let (site, info) = (v.info.site, v.info.clone());
+            let info = v.info.clone();
             if info.online {
                 self.tell(|| BusMsg::Presence(PresenceDelta::Visitor(Box::new(info.clone()))));
             }
-            self.broadcast_live(&mut st, site, LiveEvent::Visitor(info));
+            by_site.entry(info.site).or_default().push(info);
+        }
+        for (site, changed) in by_site {
+            for ev in visitor_list::updates(changed, self.cfg.list_budget) {
+                self.broadcast_live(&mut st, site, ev);
+            }
         }
     }
 

@@ -229,7 +229,14 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
 
     let metrics = Arc::new(metrics::Metrics::default());
     let reads = store::ReadPool::for_database(&database);
-    let hub = hub::Hub::new(cfg.hub.clone(), metrics.clone());
+    let hub = hub::Hub::new(
+        hub::HubConfig {
+            // Never more than a frame of ours or the client's holds.
+            list_budget: cfg.hub.list_budget.min(cfg.live_budget()),
+            ..cfg.hub.clone()
+        },
+        metrics.clone(),
+    );
     let (writer, writer_thread) =
         store::writer::spawn_on(conn, cfg.writer.clone(), hub.clone(), metrics.clone());
     let tokens = token::TokenKey::derive(&identity.secret_bytes());

@@ -38,8 +38,9 @@ impl Seen {
             LiveEvent::Visitors(list) => {
                 self.visitors = list.iter().map(|v| v.id.clone()).collect();
             }
-            LiveEvent::Visitor(v) => {
-                self.visitors.insert(v.id.clone());
+            LiveEvent::Visitor(_) | LiveEvent::VisitorUpdates(_) => {
+                self.visitors
+                    .extend(ev.upserts().iter().map(|v| v.id.clone()));
             }
             LiveEvent::VisitorGone { visitor } => {
                 self.visitors.remove(visitor);
@@ -90,6 +91,10 @@ async fn an_agent_that_fell_behind_gets_every_list_as_it_is_now() {
         // stalled: the test needs the stale path, not megabytes of churn.
         c.hub.agent_queue = 8;
         c.hub.queue_stall = Duration::from_millis(200);
+        // Each heavy visitor in a message of its own (they are bigger
+        // than this), not a burst's worth in one: so that a burst of 20
+        // overflows the queue of 8.
+        c.hub.list_budget = 1024;
         c.visitor.max_ws_per_ip = 10_000;
     })
     .await;

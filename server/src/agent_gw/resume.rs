@@ -13,13 +13,6 @@ use crate::Ctx;
 use crate::store::Op;
 use crate::store::reads;
 
-/// The most a visitor-list message may hold: half the smaller of our
-/// frame limit and the client's default, which leaves room for the
-/// envelope, the sealing and a client built with the default.
-fn visitor_list_budget(ctx: &Ctx) -> usize {
-    ctx.cfg.max_frame.min(holdfast_protocol::DEFAULT_MAX_FRAME) / 2
-}
-
 /// Send a snapshot without exceeding a frame: when it does not fit in one,
 /// `SnapshotPart`s carry the first pieces and the `Snapshot` the last. A
 /// fresh device of an agent with 1.9 MB of history could never log in while
@@ -31,7 +24,7 @@ async fn send_snapshot(
     conversations: Vec<holdfast_protocol::agent::ConversationInfo>,
     messages: Vec<holdfast_protocol::agent::ChatMessage>,
 ) -> Result<(), End> {
-    let budget = ctx.cfg.max_frame.min(holdfast_protocol::DEFAULT_MAX_FRAME) / 2;
+    let budget = ctx.cfg.live_budget();
     let mut part = SnapshotPart {
         conversations: Vec::new(),
         messages: Vec::new(),
@@ -151,9 +144,7 @@ impl Conn {
     pub(super) async fn send_visitors(&mut self, ctx: &Arc<Ctx>) -> Result<(), End> {
         // Shared with the site's other agents signing in now: encoded
         // once, sealed here (see `hub::visitor_list`).
-        let list = ctx
-            .hub
-            .visitor_list(self.agent.site, visitor_list_budget(ctx));
+        let list = ctx.hub.visitor_list(self.agent.site, ctx.cfg.live_budget());
         let invitations = ctx.hub.invitations_of(&list.online);
         // Written as we go, so the machine's buffer holds a few messages,
         // not the whole list: 100 agents signing in at once to a site

@@ -246,6 +246,14 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 impl ServerConfig {
+    /// The most one message of a list (the visitors, a snapshot's parts)
+    /// may hold: half the smaller of our frame limit and the client's
+    /// default, which leaves room for the envelope, the sealing and a
+    /// client built with the default.
+    pub fn live_budget(&self) -> usize {
+        self.max_frame.min(holdfast_protocol::DEFAULT_MAX_FRAME) / 2
+    }
+
     /// Where the store lives.
     pub fn store(&self) -> Result<crate::store::Database, crate::store::StoreError> {
         Ok(match &self.database {

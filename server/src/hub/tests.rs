@@ -73,15 +73,25 @@ fn hub() -> (Arc<Hub>, Arc<Metrics>) {
     (h, metrics)
 }
 
+/// `n` visitors arriving one presence interval apart: an update each, as
+/// one flush carries all the changes of its interval in one message.
+fn arrive_apart(h: &Hub, n: usize) -> Vec<Registration<VisitorPush>> {
+    (0..n)
+        .map(|i| {
+            let r = h.register_visitor(visitor(i));
+            h.flush_presence();
+            r
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_presence_flood_marks_the_agent_stale_instead_of_cutting_it() {
     let (h, metrics) = hub();
     let mut reg = h.register_agent(1, member(1, "Alice"));
-    // The agent does not read; 20 visitors arrive (20 presence changes
-    // into a queue of 3).
-    let _visitors: Vec<_> = (0..20).map(|i| h.register_visitor(visitor(i))).collect();
-    // Coalesced, but 20 visitors are 20 updates even then.
-    h.flush_presence();
+    // The agent does not read; 20 visitors arrive in 20 intervals (20
+    // presence changes into a queue of 3).
+    let _visitors = arrive_apart(&h, 20);
     assert!(!reg.rx.is_kicked(), "cut for presence alone");
     assert!(reg.rx.take_stale());
     assert_eq!(metrics.live_resyncs.get(), 1);
@@ -100,8 +110,7 @@ async fn a_presence_flood_marks_the_agent_stale_instead_of_cutting_it() {
 async fn a_chat_message_makes_room_among_presence_changes_instead_of_cutting() {
     let (h, metrics) = hub();
     let mut reg = h.register_agent(1, member(1, "Alice"));
-    let _visitors: Vec<_> = (0..20).map(|i| h.register_visitor(visitor(i))).collect();
-    h.flush_presence();
+    let _visitors = arrive_apart(&h, 20);
     assert!(reg.rx.take_stale(), "the flood filled the queue of 3");
     // A message arrives while the queue is full of presence changes: the
     // changes go (the whole list will follow), the message stays.
@@ -291,7 +300,7 @@ async fn other_nodes_visitors_are_listed_and_gone_only_when_no_node_has_them() {
     assert_eq!(listed, vec![remote.clone()]);
     let got = drain(&mut alice.rx);
     assert!(
-        matches!(&got[..], [AgentPush::Live(l)] if matches!(&**l, LiveEvent::Visitor(v) if *v == remote)),
+        matches!(&got[..], [AgentPush::Live(l)] if matches!(l.event(), LiveEvent::Visitor(v) if *v == remote)),
         "{got:?}"
     );
     // The same announcement again tells agents nothing new.
@@ -305,18 +314,16 @@ async fn other_nodes_visitors_are_listed_and_gone_only_when_no_node_has_them() {
     let _tab = h.register_visitor(visitor(7));
     assert_eq!(h.visitors_of_site(1).len(), 1);
     h.expire_remote(Duration::ZERO);
-    assert!(
-        !drain(&mut alice.rx).iter().any(
-            |p| matches!(p, AgentPush::Live(l) if matches!(&**l, LiveEvent::VisitorGone { .. }))
-        )
-    );
+    assert!(!drain(&mut alice.rx).iter().any(
+        |p| matches!(p, AgentPush::Live(l) if matches!(l.event(), LiveEvent::VisitorGone { .. }))
+    ));
     // One only on the other node, which then expires: gone.
     h.remote_presence("n3".into(), PresenceDelta::Visitor(Box::new(visitor(8))));
     drain(&mut alice.rx);
     h.expire_remote(Duration::ZERO);
     let got = drain(&mut alice.rx);
     assert!(
-        got.iter().any(|p| matches!(p, AgentPush::Live(l) if matches!(&**l, LiveEvent::VisitorGone { visitor } if visitor == "v8"))),
+        got.iter().any(|p| matches!(p, AgentPush::Live(l) if matches!(l.event(), LiveEvent::VisitorGone { visitor } if visitor == "v8"))),
         "{got:?}"
     );
 }
@@ -340,7 +347,7 @@ async fn a_poll_brings_this_node_s_copy_up_to_a_newer_stored_trail_but_never_bac
     let seen = drain(&mut alice.rx);
     assert!(
         seen.iter().any(|p| matches!(p, AgentPush::Live(ev)
-            if matches!(&**ev, LiveEvent::Visitor(i) if i.trail.last().map(|p| p.url.as_str()) == Some("https://shop/checkout")))),
+            if matches!(ev.event(), LiveEvent::Visitor(i) if i.trail.last().map(|p| p.url.as_str()) == Some("https://shop/checkout")))),
         "{seen:?}"
     );
     // A store read that lags behind a page this node just recorded does
@@ -403,8 +410,7 @@ async fn a_catch_up_that_did_not_fit_in_a_full_queue_is_repeated_by_the_next_pol
     let (h, _metrics) = hub();
     // The queue holds 3: two flushes' worth of live updates fill it.
     let mut alice = h.register_agent(1, member(1, "Alice"));
-    let _visitors: Vec<_> = (0..3).map(|i| h.register_visitor(visitor(i))).collect();
-    h.flush_presence();
+    let _visitors = arrive_apart(&h, 3);
     assert_eq!(h.poll_heads(&[("a:1".to_owned(), 7)]), 1);
     assert!(!alice.rx.is_kicked(), "never cut for a wake");
     // Drained: the poll tries again, since the catch-up was not handed over.
@@ -443,7 +449,7 @@ async fn the_database_copy_replaces_other_nodes_entries_and_agents_hear_only_wha
     let gone: Vec<&str> = got
         .iter()
         .filter_map(|p| match p {
-            AgentPush::Live(l) => match &**l {
+            AgentPush::Live(l) => match l.event() {
                 LiveEvent::VisitorGone { visitor } => Some(visitor.as_str()),
                 LiveEvent::Visitor(v) => panic!("v{} did not change: {v:?}", v.id),
                 _ => None,
@@ -498,7 +504,7 @@ async fn another_node_s_newer_page_reaches_this_node_s_copy_and_an_older_one_nev
     let seen = drain(&mut alice.rx);
     assert!(
         seen.iter().any(|p| matches!(p, AgentPush::Live(ev)
-            if matches!(&**ev, LiveEvent::Visitor(i) if i.trail.len() == 2))),
+            if matches!(ev.event(), LiveEvent::Visitor(i) if i.trail.len() == 2))),
         "{seen:?}"
     );
     // Back here, a newer page; node 2's periodic re-announcement of its
@@ -531,7 +537,7 @@ async fn an_agent_on_two_nodes_has_the_presence_its_latest_setting_gave_on_eithe
     let team: Vec<Presence> = drain(&mut bob.rx)
         .iter()
         .filter_map(|p| match p {
-            AgentPush::Live(l) => match &**l {
+            AgentPush::Live(l) => match l.event() {
                 LiveEvent::TeamMember(m) if m.agent == 1 => Some(m.presence),
                 _ => None,
             },
@@ -582,7 +588,7 @@ async fn a_visitor_s_identity_read_again_after_a_gap_reaches_agents_unless_a_new
         drain(&mut alice.rx)
             .iter()
             .any(|p| matches!(p, AgentPush::Live(l)
-        if matches!(&**l, LiveEvent::Visitor(i) if i.name.as_deref() == Some("Ann"))))
+        if matches!(l.event(), LiveEvent::Visitor(i) if i.name.as_deref() == Some("Ann"))))
     );
     // A read older than a change committed here since is not applied.
     let (_, old) = h.live_visitors();
@@ -604,7 +610,7 @@ fn groups_of(reg: &mut Registration<AgentPush>) -> Vec<Vec<(String, bool, Option
     drain(&mut reg.rx)
         .into_iter()
         .filter_map(|p| match p {
-            AgentPush::Live(l) => match &*l {
+            AgentPush::Live(l) => match l.event() {
                 LiveEvent::Groups(list) => Some(
                     list.iter()
                         .map(|g| (g.key.clone(), g.member, g.open))
@@ -745,14 +751,22 @@ fn agents_signing_in_share_one_encoded_visitor_list_until_it_changes() {
     assert_eq!(now.len(), 3);
     assert_eq!(listed(&second), [LiveEvent::Visitors(now.clone())]);
     // Too long for one message: the first part replaces the list, the
-    // rest are upserts.
+    // rest are upserts, as many to a message as the budget allows.
     let budget = now[0].encoded_len() + 1;
     assert_eq!(
         listed(&h.visitor_list(1, budget)),
         [
             LiveEvent::Visitors(vec![now[0].clone()]),
-            LiveEvent::Visitor(now[1].clone()),
-            LiveEvent::Visitor(now[2].clone()),
+            LiveEvent::VisitorUpdates(vec![now[1].clone()]),
+            LiveEvent::VisitorUpdates(vec![now[2].clone()]),
+        ]
+    );
+    let budget = now[0].encoded_len() + now[1].encoded_len() + now[2].encoded_len();
+    assert_eq!(
+        listed(&h.visitor_list(1, budget - 1)),
+        [
+            LiveEvent::Visitors(vec![now[0].clone(), now[1].clone()]),
+            LiveEvent::VisitorUpdates(vec![now[2].clone()]),
         ]
     );
     // A visitor gone from the site is gone from the next copy.
@@ -767,4 +781,86 @@ fn agents_signing_in_share_one_encoded_visitor_list_until_it_changes() {
             .iter()
             .all(|(id, _)| id != "v2")
     );
+}
+
+/// An agent's queued live events but its team's changes.
+fn live_events(rx: &mut pushq::Receiver<AgentPush>) -> Vec<LiveEvent> {
+    drain(rx)
+        .into_iter()
+        .filter_map(|p| match p {
+            AgentPush::Live(l) if !matches!(l.event(), LiveEvent::TeamMember(_)) => {
+                Some(l.event().clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn visitors_that_change_within_one_interval_reach_agents_in_one_message() {
+    let h = Hub::new(
+        HubConfig {
+            list_budget: 1 << 20,
+            ..HubConfig::default()
+        },
+        Arc::new(Metrics::default()),
+    );
+    let mut alice = h.register_agent(1, member(1, "Alice"));
+    let mut elsewhere = h.register_agent(2, member(2, "Eve"));
+    let _regs: Vec<_> = (0..50).map(|i| h.register_visitor(visitor(i))).collect();
+    let mut other = visitor(99);
+    other.site = 2;
+    let _other = h.register_visitor(other);
+    h.flush_presence();
+    let got = live_events(&mut alice.rx);
+    let [LiveEvent::VisitorUpdates(list)] = &got[..] else {
+        panic!("one message for the 50 arrivals, not {got:?}");
+    };
+    let mut ids: Vec<_> = list.iter().map(|v| v.id.clone()).collect();
+    ids.sort();
+    let mut want: Vec<_> = (0..50).map(|i| format!("v{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want);
+    // The other site's agent hears of its own visitor only.
+    let got = live_events(&mut elsewhere.rx);
+    assert!(
+        matches!(&got[..], [LiveEvent::Visitor(v)] if v.id == "v99"),
+        "{got:?}"
+    );
+    // One change is one `Visitor`, as before.
+    h.visitor_page("v3", page("https://shop/b", 20), None);
+    h.flush_presence();
+    let got = live_events(&mut alice.rx);
+    assert!(
+        matches!(&got[..], [LiveEvent::Visitor(v)] if v.id == "v3"),
+        "{got:?}"
+    );
+    // More than a message holds: several, each within the budget, all
+    // there once.
+    let one = h.visitors_of_site(1)[0].encoded_len();
+    let h2 = Hub::new(
+        HubConfig {
+            list_budget: one * 10,
+            ..HubConfig::default()
+        },
+        Arc::new(Metrics::default()),
+    );
+    let mut bob = h2.register_agent(1, member(1, "Bob"));
+    let _regs2: Vec<_> = (0..50).map(|i| h2.register_visitor(visitor(i))).collect();
+    h2.flush_presence();
+    let got = live_events(&mut bob.rx);
+    assert!(got.len() >= 5, "{} messages", got.len());
+    let mut seen = Vec::new();
+    for ev in &got {
+        assert!(
+            ev.upserts()
+                .iter()
+                .map(VisitorInfo::encoded_len)
+                .sum::<usize>()
+                <= one * 11
+        );
+        seen.extend(ev.upserts().iter().map(|v| v.id.clone()));
+    }
+    seen.sort();
+    assert_eq!(seen, want);
 }

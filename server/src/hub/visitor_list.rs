@@ -28,47 +28,66 @@ use super::{Hub, State};
 pub struct VisitorList {
     budget: usize,
     /// A `Visitors` (which replaces the client's list) with as many as fit
-    /// in the frame budget, then a `Visitor` upsert for each of the rest:
-    /// a list of 5,000 is 1.2 MB, over the 1 MiB frame limit.
+    /// in the frame budget, then `VisitorUpdates` with the rest: a list of
+    /// 5,000 is 1.2 MB, over the 1 MiB frame limit.
     pub messages: Vec<EncodedLive>,
     /// Who is on it, and when their visit started: for their invitations.
     pub online: Vec<(String, i64)>,
 }
 
 impl VisitorList {
-    /// Split `visitors` into messages of at most `budget` bytes each (one
-    /// visitor bigger than that still goes, alone).
+    /// Split `visitors` into messages of at most `budget` bytes each: a
+    /// `Visitors` (which replaces the client's list) with as many as fit,
+    /// then `VisitorUpdates` with the rest.
     fn encode(visitors: Vec<VisitorInfo>, budget: usize) -> Self {
         let online = visitors
             .iter()
             .map(|v| (v.id.clone(), v.visit_started_ms))
             .collect();
-        let mut first = Vec::new();
-        let mut size = 0;
-        let mut rest = visitors.into_iter();
-        let mut spill = None;
-        for v in rest.by_ref() {
-            let n = v.encoded_len();
-            if size + n > budget && !first.is_empty() {
-                spill = Some(v);
-                break;
-            }
-            size += n;
-            first.push(v);
-        }
+        let mut parts = chunks(visitors, budget).into_iter();
+        let first = parts.next().unwrap_or_default();
         let mut messages = vec![EncodedLive::new(LiveEvent::Visitors(first))];
-        messages.extend(
-            spill
-                .into_iter()
-                .chain(rest)
-                .map(|v| EncodedLive::new(LiveEvent::Visitor(v))),
-        );
+        messages.extend(parts.map(|p| EncodedLive::new(LiveEvent::VisitorUpdates(p))));
         VisitorList {
             budget,
             messages,
             online,
         }
     }
+}
+
+/// Visitors that changed, as the events that tell agents of them: one
+/// `Visitor` for a single change, else `VisitorUpdates` of at most
+/// `budget` bytes each.
+pub(super) fn updates(changed: Vec<VisitorInfo>, budget: usize) -> Vec<LiveEvent> {
+    chunks(changed, budget)
+        .into_iter()
+        .map(|mut part| match part.len() {
+            1 => LiveEvent::Visitor(part.remove(0)),
+            _ => LiveEvent::VisitorUpdates(part),
+        })
+        .collect()
+}
+
+/// `visitors` in order, in parts of at most `budget` encoded bytes (a
+/// visitor bigger than that still goes, alone).
+fn chunks(visitors: Vec<VisitorInfo>, budget: usize) -> Vec<Vec<VisitorInfo>> {
+    let mut parts = Vec::new();
+    let mut part = Vec::new();
+    let mut size = 0;
+    for v in visitors {
+        let n = v.encoded_len();
+        if size + n > budget && !part.is_empty() {
+            parts.push(std::mem::take(&mut part));
+            size = 0;
+        }
+        size += n;
+        part.push(v);
+    }
+    if !part.is_empty() {
+        parts.push(part);
+    }
+    parts
 }
 
 /// Agents of `site` are being told of a change to its visitor list: the
