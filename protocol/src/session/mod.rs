@@ -126,8 +126,13 @@ impl Wire {
         self.codec.encode(Bytes::from(frame), &mut self.out)
     }
 
+    /// What is queued for the peer, with the buffer it is in. Splitting it
+    /// off instead would leave this buffer's rest pinning the whole
+    /// allocation, which `BytesMut` then reclaims, at its high-water mark,
+    /// for the session's life: 200 idle agents kept 25 KB each that way
+    /// once visitors had arrived. A write now costs one allocation.
     fn take_out(&mut self) -> Option<Bytes> {
-        (!self.out.is_empty()).then(|| self.out.split().freeze())
+        (!self.out.is_empty()).then(|| std::mem::take(&mut self.out).freeze())
     }
 }
 
