@@ -889,15 +889,7 @@ async fn several_visitors_in_one_message_are_each_applied_and_cached() {
     let cfg = config(&peer, dir.path());
     let (h, mut rx) = start(cfg.clone()).unwrap();
     let mut c = peer.accept().await;
-    c.login().await;
-    c.login_ok(0, Resume::Snapshot).await;
-    c.send(ServerMsg::Snapshot(Snapshot {
-        seq: 0,
-        recovered: false,
-        conversations: vec![],
-        messages: vec![],
-    }))
-    .await;
+    c.accept_login(0, 0).await;
     c.send(ServerMsg::Live(LiveEvent::Visitors(vec![visitor("v-1")])))
         .await;
     let named = VisitorInfo {

@@ -376,6 +376,28 @@ fn ticket() -> Vec<u8> {
 
 /// The LoginOk of the session vector, as a server that issues tickets
 /// sends it.
+/// A visitor who gave no name, with the language its widget said (10.24),
+/// on the pricing page with no chat yet: vectors 19.17 and 19.19.
+fn nameless_visitor() -> VisitorInfo {
+    VisitorInfo {
+        name: None,
+        email: None,
+        attrs: vec![],
+        external_id: None,
+        verified: false,
+        referrer: None,
+        trail: vec![PageView {
+            url: "https://shop.example/pricing".into(),
+            title: "Pricing".into(),
+            referrer: None,
+            at_ms: T0,
+        }],
+        conversation: None,
+        lang: Some("zh-CN".into()),
+        ..visitor_info()
+    }
+}
+
 /// The rule of the invitation-rule vectors (PROTOCOL.md 19.18).
 fn invite_rule() -> InviteRule {
     InviteRule {
@@ -949,46 +971,14 @@ fn agent_samples() -> Vec<(String, Msg)> {
             // A visitor who gave no name, with the language its widget
             // said (10.24): what the app labels a chat by.
             "server_live_visitor_lang".into(),
-            S(ServerMsg::Live(LiveEvent::Visitor(VisitorInfo {
-                name: None,
-                email: None,
-                attrs: vec![],
-                external_id: None,
-                verified: false,
-                referrer: None,
-                trail: vec![PageView {
-                    url: "https://shop.example/pricing".into(),
-                    title: "Pricing".into(),
-                    referrer: None,
-                    at_ms: T0,
-                }],
-                conversation: None,
-                lang: Some("zh-CN".into()),
-                ..visitor_info()
-            }))),
+            S(ServerMsg::Live(LiveEvent::Visitor(nameless_visitor()))),
         ),
         (
             // The visitors that changed within one presence interval, or
             // the rest of a long list after its `Visitors` (9.6): here one
             // entry, the visitor of the vector above.
             "server_live_visitor_updates".into(),
-            S(ServerMsg::Live(LiveEvent::VisitorUpdates(vec![VisitorInfo {
-                name: None,
-                email: None,
-                attrs: vec![],
-                external_id: None,
-                verified: false,
-                referrer: None,
-                trail: vec![PageView {
-                    url: "https://shop.example/pricing".into(),
-                    title: "Pricing".into(),
-                    referrer: None,
-                    at_ms: T0,
-                }],
-                conversation: None,
-                lang: Some("zh-CN".into()),
-                ..visitor_info()
-            }]))),
+            S(ServerMsg::Live(LiveEvent::VisitorUpdates(vec![nameless_visitor()]))),
         ),
         (
             "server_live_visitor_gone".into(),
