@@ -75,27 +75,19 @@ struct Opening {
     ip: IpAddr,
 }
 
-async fn ws_send(socket: &mut WebSocket, out: &VisitorOut) -> bool {
-    match serde_json::to_string(out) {
-        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
-        Err(_) => false,
-    }
-}
-
 /// A visitor message's handling, boxed: what to answer, if anything.
 type Reply<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Option<VisitorOut>> + Send + 'a>>;
 
-/// `out`, serialized now, and its send as a small boxed future. The idle
-/// loop's future is as big as its biggest await point: an inline
-/// `ws_send`, with the message it sends held across it, made every idle
+/// `out`, serialized now (and dropped), and its send as a small boxed
+/// future. The idle loop's future is as big as its biggest await point: an
+/// inline send, with the message it sends held across it, made every idle
 /// visitor's task about 400 bytes bigger.
-fn send_boxed(
+fn ws_send(
     socket: &mut WebSocket,
     out: VisitorOut,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
     let text = serde_json::to_string(&out);
-    drop(out);
     Box::pin(async move {
         match text {
             Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
@@ -197,7 +189,7 @@ async fn ws_open(
         Ok(Some(Ok(_))) => {
             ws_send(
                 socket,
-                &err(
+                err(
                     ErrorCode::BadRequest,
                     "the first message must be a JSON hello",
                 ),
@@ -220,7 +212,7 @@ async fn ws_open(
             None => {
                 ws_send(
                     socket,
-                    &err(ErrorCode::BadRequest, "the first message must be a hello"),
+                    err(ErrorCode::BadRequest, "the first message must be a hello"),
                 )
                 .await;
                 return None;
@@ -228,21 +220,21 @@ async fn ws_open(
         },
         Err(e) => {
             ctx.metrics.rejected_frames.inc();
-            ws_send(socket, &err(e.code(), e.to_string())).await;
+            ws_send(socket, err(e.code(), e.to_string())).await;
             return None;
         }
     };
     let h = match hello(ctx, req).await {
         Ok(h) => h,
         Err(e) => {
-            ws_send(socket, &e).await;
+            ws_send(socket, e).await;
             return None;
         }
     };
     let info = match visitor_info(ctx, &h.visitor).await {
         Ok(i) => i,
         Err(e) => {
-            ws_send(socket, &e).await;
+            ws_send(socket, e).await;
             return None;
         }
     };
@@ -277,7 +269,7 @@ async fn catch_up_ws(
             if seq > until {
                 return Ok(sent);
             }
-            if !ws_send(socket, &VisitorOut::Event { seq, event }).await {
+            if !ws_send(socket, VisitorOut::Event { seq, event }).await {
                 return Err(ReplayError::Send);
             }
             sent = seq;
@@ -298,7 +290,7 @@ async fn ws_greet(
     resumed: bool,
     after: Seq,
 ) -> Result<Seq, VisitorEnd> {
-    if !ws_send(socket, &welcome(ctx, v, resumed)).await {
+    if !ws_send(socket, welcome(ctx, v, resumed)).await {
         return Err(VisitorEnd::SendFailed);
     }
     let sent = if resumed {
@@ -313,13 +305,13 @@ async fn ws_greet(
                     VisitorOut::Snapshot { seq, .. } => *seq,
                     _ => 0,
                 };
-                if !ws_send(socket, &snap).await {
+                if !ws_send(socket, snap).await {
                     return Err(VisitorEnd::SendFailed);
                 }
                 seq
             }
             Err(e) => {
-                ws_send(socket, &e).await;
+                ws_send(socket, e).await;
                 return Err(VisitorEnd::SnapshotFailed);
             }
         }
@@ -356,24 +348,24 @@ async fn ws_loop(
                         } else {
                             ("too slow; reconnect and resume", VisitorEnd::Kicked)
                         };
-                        send_boxed(socket, VisitorOut::GoingAway { reason: reason.into() }).await;
+                        ws_send(socket, VisitorOut::GoingAway { reason: reason.into() }).await;
                         return end;
                     }
                     Recv::Closed => return VisitorEnd::HubDropped,
                     Recv::Item(VisitorPush::Agents(a)) => {
-                        if !send_boxed(socket, super::session::agents_out(a)).await { return VisitorEnd::SendFailed; }
+                        if !ws_send(socket, super::session::agents_out(a)).await { return VisitorEnd::SendFailed; }
                     }
                     Recv::Item(VisitorPush::Queue(p)) => {
                         let q = VisitorOut::Queue { position: p.position, wait_ms: p.wait_ms };
-                        if !send_boxed(socket, q).await { return VisitorEnd::SendFailed; }
+                        if !ws_send(socket, q).await { return VisitorEnd::SendFailed; }
                     }
                     Recv::Item(VisitorPush::Invite(i)) => {
                         let out = VisitorOut::Invite { id: i.id, text: i.text.to_string() };
-                        if !send_boxed(socket, out).await { return VisitorEnd::SendFailed; }
+                        if !ws_send(socket, out).await { return VisitorEnd::SendFailed; }
                     }
                     Recv::Item(VisitorPush::Typing(name)) => {
                         let t = VisitorOut::Typing { typing: name.is_some(), name: name.map(|n| n.to_string()) };
-                        if !send_boxed(socket, t).await { return VisitorEnd::SendFailed; }
+                        if !ws_send(socket, t).await { return VisitorEnd::SendFailed; }
                     }
                     // Another node wrote to this visitor's log: read it
                     // from the cursor, as a gap in the pushes is read.
@@ -403,7 +395,7 @@ async fn ws_loop(
                         if seq == sent + 1 {
                             let ev: VisitorEvent = (*event).clone();
                             receipts.sent(seq, &ev);
-                            if !send_boxed(socket, VisitorOut::Event { seq, event: ev }).await { return VisitorEnd::SendFailed; }
+                            if !ws_send(socket, VisitorOut::Event { seq, event: ev }).await { return VisitorEnd::SendFailed; }
                             ctx.metrics.messages_out.inc();
                             sent = seq;
                         }
@@ -417,7 +409,7 @@ async fn ws_loop(
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => { live.on_recv(now()); continue; }
                     Some(Ok(Message::Binary(_))) => {
-                        send_boxed(socket, err(ErrorCode::BadRequest, "binary frames are not part of the protocol")).await;
+                        ws_send(socket, err(ErrorCode::BadRequest, "binary frames are not part of the protocol")).await;
                         continue;
                     }
                 };
@@ -443,7 +435,7 @@ async fn ws_loop(
                     None => None,
                 };
                 if let Some(r) = reply
-                    && !send_boxed(socket, r).await
+                    && !ws_send(socket, r).await
                 {
                     return VisitorEnd::SendFailed;
                 }
