@@ -1466,11 +1466,6 @@ impl Hub {
         }
     }
 
-    /// The most one visitor-list message holds (see `HubConfig`).
-    pub fn list_budget(&self) -> usize {
-        self.cfg.list_budget
-    }
-
     pub fn presence_every(&self) -> Duration {
         self.cfg.presence_every
     }

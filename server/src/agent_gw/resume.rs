@@ -144,7 +144,7 @@ impl Conn {
     pub(super) async fn send_visitors(&mut self, ctx: &Arc<Ctx>) -> Result<(), End> {
         // Shared with the site's other agents signing in now: encoded
         // once, sealed here (see `hub::visitor_list`).
-        let list = ctx.hub.visitor_list(self.agent.site, ctx.hub.list_budget());
+        let list = ctx.hub.visitor_list(self.agent.site);
         let invitations = ctx.hub.invitations_of(&list.online);
         // Written as we go, so the machine's buffer holds a few messages,
         // not the whole list: 100 agents signing in at once to a site

@@ -726,26 +726,26 @@ fn agents_signing_in_share_one_encoded_visitor_list_until_it_changes() {
     );
     let mut regs: Vec<_> = (0..2).map(|i| h.register_visitor(visitor(i))).collect();
     h.flush_presence();
-    let first = h.visitor_list(1, 1 << 20);
+    let first = h.visitor_list(1);
     let now = h.visitors_of_site(1);
     assert_eq!(listed(&first), [LiveEvent::Visitors(now.clone())]);
     let ids: Vec<_> = first.online.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["v0", "v1"]);
     assert_eq!(first.online[0].1, now[0].visit_started_ms);
     // Nothing told to agents since: the same copy, not a new one.
-    assert!(Arc::ptr_eq(&first, &h.visitor_list(1, 1 << 20)));
+    assert!(Arc::ptr_eq(&first, &h.visitor_list(1)));
     // Another site's visitor changes nothing here.
     let mut elsewhere = visitor(9);
     elsewhere.site = 2;
     regs.push(h.register_visitor(elsewhere));
     h.flush_presence();
-    assert!(Arc::ptr_eq(&first, &h.visitor_list(1, 1 << 20)));
+    assert!(Arc::ptr_eq(&first, &h.visitor_list(1)));
     // A new visitor not yet flushed is still to be broadcast, to whoever
     // read the old copy too; once it is, the copy is dropped.
     regs.push(h.register_visitor(visitor(2)));
-    assert!(Arc::ptr_eq(&first, &h.visitor_list(1, 1 << 20)));
+    assert!(Arc::ptr_eq(&first, &h.visitor_list(1)));
     h.flush_presence();
-    let second = h.visitor_list(1, 1 << 20);
+    let second = h.visitor_list(1);
     assert!(!Arc::ptr_eq(&first, &second));
     let now = h.visitors_of_site(1);
     assert_eq!(now.len(), 3);
@@ -754,7 +754,7 @@ fn agents_signing_in_share_one_encoded_visitor_list_until_it_changes() {
     // rest are upserts, as many to a message as the budget allows.
     let budget = now[0].encoded_len() + 1;
     assert_eq!(
-        listed(&h.visitor_list(1, budget)),
+        listed(&visitor_list::VisitorList::encode(now.clone(), budget)),
         [
             LiveEvent::Visitors(vec![now[0].clone()]),
             LiveEvent::VisitorUpdates(vec![now[1].clone()]),
@@ -763,7 +763,7 @@ fn agents_signing_in_share_one_encoded_visitor_list_until_it_changes() {
     );
     let budget = now[0].encoded_len() + now[1].encoded_len() + now[2].encoded_len();
     assert_eq!(
-        listed(&h.visitor_list(1, budget - 1)),
+        listed(&visitor_list::VisitorList::encode(now.clone(), budget - 1)),
         [
             LiveEvent::Visitors(vec![now[0].clone(), now[1].clone()]),
             LiveEvent::VisitorUpdates(vec![now[2].clone()]),
@@ -771,16 +771,11 @@ fn agents_signing_in_share_one_encoded_visitor_list_until_it_changes() {
     );
     // A visitor gone from the site is gone from the next copy.
     let gone = regs.remove(3);
-    let kept = h.visitor_list(1, 1 << 20);
+    let kept = h.visitor_list(1);
     h.unregister_visitor("v2", gone.id);
     h.sweep(Duration::ZERO);
-    assert!(!Arc::ptr_eq(&kept, &h.visitor_list(1, 1 << 20)));
-    assert!(
-        h.visitor_list(1, 1 << 20)
-            .online
-            .iter()
-            .all(|(id, _)| id != "v2")
-    );
+    assert!(!Arc::ptr_eq(&kept, &h.visitor_list(1)));
+    assert!(h.visitor_list(1).online.iter().all(|(id, _)| id != "v2"));
 }
 
 /// An agent's queued live events but its team's changes.

@@ -26,7 +26,6 @@ use super::{Hub, State};
 /// One site's visitor list, encoded.
 #[derive(Debug)]
 pub struct VisitorList {
-    budget: usize,
     /// A `Visitors` (which replaces the client's list) with as many as fit
     /// in the frame budget, then `VisitorUpdates` with the rest: a list of
     /// 5,000 is 1.2 MB, over the 1 MiB frame limit.
@@ -39,7 +38,7 @@ impl VisitorList {
     /// Split `visitors` into messages of at most `budget` bytes each: a
     /// `Visitors` (which replaces the client's list) with as many as fit,
     /// then `VisitorUpdates` with the rest.
-    fn encode(visitors: Vec<VisitorInfo>, budget: usize) -> Self {
+    pub(super) fn encode(visitors: Vec<VisitorInfo>, budget: usize) -> Self {
         let online = visitors
             .iter()
             .map(|v| (v.id.clone(), v.visit_started_ms))
@@ -48,11 +47,7 @@ impl VisitorList {
         let first = parts.next().unwrap_or_default();
         let mut messages = vec![EncodedLive::new(LiveEvent::Visitors(first))];
         messages.extend(parts.map(|p| EncodedLive::new(LiveEvent::VisitorUpdates(p))));
-        VisitorList {
-            budget,
-            messages,
-            online,
-        }
+        VisitorList { messages, online }
     }
 }
 
@@ -98,19 +93,19 @@ pub(super) fn changed(st: &mut State, site: SiteId) {
 }
 
 impl Hub {
-    /// `site`'s visitors online now, encoded in messages of at most
-    /// `budget` bytes: the cached copy while nothing changed, or a new one.
-    pub fn visitor_list(&self, site: SiteId, budget: usize) -> Arc<VisitorList> {
+    /// `site`'s visitors online now, encoded in messages of at most the
+    /// list budget: the cached copy while nothing changed, or a new one.
+    pub fn visitor_list(&self, site: SiteId) -> Arc<VisitorList> {
         let (generation, visitors) = {
             let st = self.lock();
-            if let Some(l) = st.visitor_lists.get(&site).filter(|l| l.budget == budget) {
+            if let Some(l) = st.visitor_lists.get(&site) {
                 return l.clone();
             }
             let generation = st.visitor_list_gen.get(&site).copied().unwrap_or(0);
             (generation, Self::visitors_of_site_in(&st, site))
         };
         // Encoded outside the lock: 5,000 visitors take milliseconds.
-        let list = Arc::new(VisitorList::encode(visitors, budget));
+        let list = Arc::new(VisitorList::encode(visitors, self.cfg.list_budget));
         let mut st = self.lock();
         if st.visitor_list_gen.get(&site).copied().unwrap_or(0) == generation {
             st.visitor_lists.insert(site, list.clone());
