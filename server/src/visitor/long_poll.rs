@@ -138,7 +138,7 @@ pub(crate) async fn long_poll_send(
             }
             match hello(&ctx, req).await {
                 Ok(h) => {
-                    out.push(welcome(&ctx, &h.visitor, h.resumed));
+                    out.push(welcome(&ctx, &h.visitor, &h.greeting, h.resumed));
                     ctx.hub.poll_queue_again(&h.visitor.id);
                     // So that what its polls hear of agents is about its
                     // group, as a WebSocket's is.
@@ -237,8 +237,8 @@ async fn resolve_token(
     }
     Ok(Visitor {
         id,
-        site,
-        token: token.to_string(),
+        site: site.id,
+        secret: site.secret.map(String::into_boxed_str),
         user_agent: ua,
         ip,
         // Only a hello names the group: the hub keeps it from there (see
@@ -259,7 +259,7 @@ pub(crate) async fn authenticate(
         return Err(true);
     };
     match resolve_token(ctx, headers, &token, client_ua(headers), ip).await {
-        Ok(v) => Ok((v.id, v.site.id)),
+        Ok(v) => Ok((v.id, v.site)),
         Err(e) => Err(refusal_status(&e) == StatusCode::UNAUTHORIZED),
     }
 }

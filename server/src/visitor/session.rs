@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, header};
-use holdfast_protocol::agent::{AttachmentInfo, PageView, Seq};
+use holdfast_protocol::agent::{AttachmentInfo, PageView, Seq, SiteId};
 use holdfast_protocol::error::ErrorCode;
 use holdfast_protocol::ids::MsgId;
 use holdfast_protocol::visitor::{self, PageInfo, VisitorIn, VisitorOut};
@@ -27,8 +27,11 @@ use crate::throttle::SendGate;
 #[derive(Debug)]
 pub(super) struct Visitor {
     pub(super) id: String,
-    pub(super) site: SiteRow,
-    pub(super) token: String,
+    pub(super) site: SiteId,
+    /// The site's secret, for `identify`. The rest of the site's row is the
+    /// greeting's ([`Greeting`]): a WebSocket session lives as long as the
+    /// page, and 15,000 idle copies of the row and the token cost 6 MB.
+    pub(super) secret: Option<Box<str>>,
     pub(super) user_agent: Option<String>,
     /// The client's address, for the per-address limits.
     pub(super) ip: IpAddr,
@@ -120,8 +123,17 @@ impl HelloReq {
     }
 }
 
+/// What only the welcome needs.
+#[derive(Debug)]
+pub(super) struct Greeting {
+    pub(super) site: SiteRow,
+    /// The visitor's token, freshly issued.
+    pub(super) token: String,
+}
+
 pub(super) struct HelloResult {
     pub(super) visitor: Visitor,
+    pub(super) greeting: Greeting,
     pub(super) resumed: bool,
     pub(super) after: Seq,
 }
@@ -135,24 +147,24 @@ pub(super) fn agents_out(a: crate::hub::Agents) -> VisitorOut {
 }
 
 /// The answer to a good hello, the same on both transports.
-pub(super) fn welcome(ctx: &Ctx, v: &Visitor, resumed: bool) -> VisitorOut {
+pub(super) fn welcome(ctx: &Ctx, v: &Visitor, g: &Greeting, resumed: bool) -> VisitorOut {
     // The same state later `agents` messages carry (`Hub::agents_for`).
-    let agents = ctx.hub.agents_for(v.site.id, v.group.as_deref());
+    let agents = ctx.hub.agents_for(v.site, v.group.as_deref());
     VisitorOut::Welcome {
         visitor: v.id.clone(),
-        token: v.token.clone(),
+        token: g.token.clone(),
         resumed,
         agents_online: agents.online,
         heartbeat_ms: u32::try_from(ctx.cfg.visitor.liveness.heartbeat.as_millis())
             .unwrap_or(u32::MAX),
         attach: Some({
-            let rules = ctx.attach.site_policy(&v.site);
+            let rules = ctx.attach.site_policy(&g.site);
             holdfast_protocol::visitor::AttachRules {
                 max_bytes: rules.max_size,
                 types: rules.kinds.iter().map(|k| k.mime().to_string()).collect(),
             }
         }),
-        sneak_peek: Some(v.site.sneak_peek),
+        sneak_peek: Some(g.site.sneak_peek),
         group: v.group.clone(),
         // Sent even with a group named: the widget offers the choice only
         // when neither the page nor the visitor has chosen.
@@ -341,8 +353,8 @@ pub(super) async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, 
         .map_err(store_err)?;
     let visitor = Visitor {
         id,
-        site,
-        token,
+        site: site.id,
+        secret: site.secret.as_deref().map(Box::from),
         user_agent,
         ip,
         group,
@@ -351,6 +363,7 @@ pub(super) async fn hello(ctx: &Arc<Ctx>, req: HelloReq) -> Result<HelloResult, 
         resumed: resumable && after >= floor && after <= head,
         after,
         visitor,
+        greeting: Greeting { site, token },
     })
 }
 
@@ -512,7 +525,7 @@ pub(super) async fn handle_msg(
             if let Err(l) = ctx.visitor_limits.identify(&v.id, v.ip) {
                 return Some(limited(ctx, l, "identifies"));
             }
-            let verified = match (&v.site.secret, hash) {
+            let verified = match (&v.secret, hash) {
                 (Some(secret), Some(h)) if crate::token::verify_identity(secret, &id, &h) => true,
                 (Some(_), _) => {
                     ctx.metrics.rejected_frames.inc();
@@ -553,7 +566,7 @@ pub(super) async fn handle_msg(
             }
         }
         VisitorIn::Invitation { id, event } => {
-            crate::invite::seen(ctx, v.site.id, &v.id, id, event).await;
+            crate::invite::seen(ctx, v.site, &v.id, id, event).await;
             None
         }
         VisitorIn::Ack { seq } => {
@@ -602,7 +615,7 @@ async fn send(
         .as_ref()
         .and_then(|_| ctx.hub.visitor_live(&v.id))
         .and_then(|info| info.trail.last().cloned());
-    let (visitor, site) = (v.id.clone(), v.site.id);
+    let (visitor, site) = (v.id.clone(), v.site);
     let r = ctx
         .writer
         .call(|reply| Op::VisitorSend {
@@ -641,7 +654,7 @@ async fn visitor_file(
         )
     };
     match ctx.attach.meta(aid).await.map_err(unavailable)? {
-        Some(m) if m.visitor == v.id && m.site == v.site.id => Ok(VisitorFile {
+        Some(m) if m.visitor == v.id && m.site == v.site => Ok(VisitorFile {
             info: AttachmentInfo {
                 id: m.id.clone(),
                 name: m.name.clone(),
@@ -653,7 +666,7 @@ async fn visitor_file(
         }),
         Some(_) => Err(not_found()),
         None => match ctx.attach.load(aid).await.map_err(unavailable)? {
-            Some(u) if u.visitor == v.id && u.site == v.site.id => Err((
+            Some(u) if u.visitor == v.id && u.site == v.site => Err((
                 ErrorCode::Conflict,
                 format!(
                     "the upload of {:?} is not complete yet ({} of {} bytes): send the message once it is",

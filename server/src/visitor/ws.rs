@@ -21,8 +21,8 @@ use holdfast_protocol::visitor::{self, VisitorEvent, VisitorIn, VisitorOut};
 use tokio::time::{sleep_until, timeout};
 
 use super::session::{
-    HelloReq, Receipts, Visitor, client_accept_language, client_ip, client_origin, client_ua, err,
-    err_for, handle_msg, hello, snapshot, visitor_info, welcome,
+    Greeting, HelloReq, Receipts, Visitor, client_accept_language, client_ip, client_origin,
+    client_ua, err, err_for, handle_msg, hello, snapshot, visitor_info, welcome,
 };
 use crate::Ctx;
 use crate::hub::VisitorPush;
@@ -109,11 +109,13 @@ async fn ws_session(
     opening: Box<Opening>,
     _slot: crate::throttle::ConnSlot,
 ) {
-    let Some((v, resumed, after, reg)) = Box::pin(ws_open(&mut socket, &ctx, opening)).await else {
+    let Some((v, greeting, resumed, after, reg)) =
+        Box::pin(ws_open(&mut socket, &ctx, opening)).await
+    else {
         return;
     };
     let conn_id = reg.id;
-    let end = match Box::pin(ws_greet(&mut socket, &ctx, &v, resumed, after)).await {
+    let end = match Box::pin(ws_greet(&mut socket, &ctx, &v, greeting, resumed, after)).await {
         Ok(sent) => ws_loop(&mut socket, &ctx, &v, sent, reg).await,
         Err(end) => end,
     };
@@ -179,6 +181,7 @@ async fn ws_open(
     opening: Box<Opening>,
 ) -> Option<(
     Box<Visitor>,
+    Greeting,
     bool,
     Seq,
     crate::hub::Registration<crate::hub::VisitorPush>,
@@ -245,7 +248,7 @@ async fn ws_open(
     // Registering was its only use; the hub entry keeps the user agent, and
     // an idle session should not hold a second copy.
     v.user_agent = None;
-    Some((v, h.resumed, h.after, reg))
+    Some((v, h.greeting, h.resumed, h.after, reg))
 }
 
 /// Replay or snapshot; returns the last seq sent.
@@ -287,10 +290,11 @@ async fn ws_greet(
     socket: &mut WebSocket,
     ctx: &Arc<Ctx>,
     v: &Visitor,
+    greeting: Greeting,
     resumed: bool,
     after: Seq,
 ) -> Result<Seq, VisitorEnd> {
-    if !ws_send(socket, welcome(ctx, v, resumed)).await {
+    if !ws_send(socket, welcome(ctx, v, &greeting, resumed)).await {
         return Err(VisitorEnd::SendFailed);
     }
     let sent = if resumed {
