@@ -4,7 +4,9 @@
 //! once per connection: at 15,000 idle visitors tokio's `mpsc` cost about
 //! 1 KB each (a cache-padded channel plus a first block of 32 slots), the
 //! biggest item after the session task itself. This one is a `VecDeque`
-//! under a mutex and a `Notify`: about 120 bytes until something is queued.
+//! and the receiver's waker under a mutex: about 120 bytes until something
+//! is queued. A waker rather than a `Notify`: waiting on a `Notify` keeps a
+//! 72-byte `Notified` in the receiving task, in every idle visitor's future.
 //!
 //! One sender (the hub's entry), one receiver (the connection task). The
 //! hub only ever calls `try_send`: a full queue is the hub's signal to cut
@@ -21,7 +23,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 /// What an item costs in memory, roughly: its encoded size is close enough.
 pub trait Weigh {
@@ -92,6 +94,8 @@ struct State<T> {
     receiver_gone: bool,
     kicked: bool,
     stale: bool,
+    /// The receiver's task, while it waits for one of the above to change.
+    waker: Option<Waker>,
 }
 
 /// Whether an item of some weight fits a queue now.
@@ -124,7 +128,6 @@ impl<T> State<T> {
 #[derive(Debug)]
 struct Shared<T> {
     state: Mutex<State<T>>,
-    ready: Notify,
 }
 
 impl<T> Shared<T> {
@@ -162,8 +165,8 @@ pub fn bounded<T>(bounds: Bounds) -> (Sender<T>, Receiver<T>) {
             receiver_gone: false,
             kicked: false,
             stale: false,
+            waker: None,
         }),
-        ready: Notify::new(),
     });
     (Sender(shared.clone()), Receiver(shared))
 }
@@ -174,7 +177,7 @@ const KEEP_CAPACITY: usize = 64;
 
 impl<T: Weigh> Sender<T> {
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        {
+        let waiting = {
             let mut st = self.0.lock();
             if st.receiver_gone {
                 return Err(TrySendError::Closed(item));
@@ -189,10 +192,11 @@ impl<T: Weigh> Sender<T> {
             st.bytes = st.bytes.saturating_add(w);
             st.items
                 .push_back((item, u32::try_from(w).unwrap_or(u32::MAX)));
-        }
-        // With no waiter this stores a permit, so a receiver that checked
-        // the queue just before this push still wakes.
-        self.0.ready.notify_one();
+            // Checking the queue and leaving a waker happen under this same
+            // lock, so a receiver that found it empty is woken by this.
+            st.waker.take()
+        };
+        wake(waiting);
         Ok(())
     }
 
@@ -230,8 +234,12 @@ impl<T: Weigh> Sender<T> {
 impl<T> Sender<T> {
     /// Tell the connection to go away; `recv` answers `Kicked` from now on.
     pub fn kick(&self) {
-        self.0.lock().kicked = true;
-        self.0.ready.notify_one();
+        let waiting = {
+            let mut st = self.0.lock();
+            st.kicked = true;
+            st.waker.take()
+        };
+        wake(waiting);
     }
 
     /// Mark the connection stale; true if it was not already.
@@ -242,30 +250,40 @@ impl<T> Sender<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        self.0.lock().sender_gone = true;
-        self.0.ready.notify_one();
+        let waiting = {
+            let mut st = self.0.lock();
+            st.sender_gone = true;
+            st.waker.take()
+        };
+        wake(waiting);
     }
 }
 
 impl<T> Receiver<T> {
     /// The next item, a kick, or the end. Cancel-safe: an item leaves the
     /// queue only when it is returned.
-    pub async fn recv(&mut self) -> Recv<T> {
-        loop {
-            {
-                let mut st = self.0.lock();
-                if st.kicked {
-                    return Recv::Kicked;
-                }
-                if let Some(item) = pop(&mut st) {
-                    return Recv::Item(item);
-                }
-                if st.sender_gone {
-                    return Recv::Closed;
-                }
-            }
-            self.0.ready.notified().await;
+    pub fn recv(&mut self) -> impl Future<Output = Recv<T>> + '_ {
+        std::future::poll_fn(|cx| self.poll_recv(cx))
+    }
+
+    /// As [`Receiver::recv`], polled: when nothing is there, the task is
+    /// woken by the next item, kick or end.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Recv<T>> {
+        let mut st = self.0.lock();
+        if st.kicked {
+            return Poll::Ready(Recv::Kicked);
         }
+        if let Some(item) = pop(&mut st) {
+            return Poll::Ready(Recv::Item(item));
+        }
+        if st.sender_gone {
+            return Poll::Ready(Recv::Closed);
+        }
+        match &mut st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// The next item if one is queued now (none once kicked).
@@ -297,6 +315,14 @@ fn pop<T>(st: &mut State<T>) -> Option<T> {
         st.stalled_since = Some(Instant::now());
     }
     Some(item)
+}
+
+/// Wake a receiver that was waiting, outside the queue's lock (its task may
+/// run at once, on another thread, and take the lock).
+fn wake(waiting: Option<Waker>) {
+    if let Some(w) = waiting {
+        w.wake();
+    }
 }
 
 impl<T> Drop for Receiver<T> {
