@@ -75,25 +75,16 @@ struct Opening {
     ip: IpAddr,
 }
 
-/// A visitor message's handling, boxed: what to answer, if anything.
-type Reply<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Option<VisitorOut>> + Send + 'a>>;
-
-/// `out`, serialized now (and dropped), and its send as a small boxed
-/// future. The idle loop's future is as big as its biggest await point: an
-/// inline send, with the message it sends held across it, made every idle
-/// visitor's task about 400 bytes bigger.
-fn ws_send(
-    socket: &mut WebSocket,
-    out: VisitorOut,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
-    let text = serde_json::to_string(&out);
-    Box::pin(async move {
-        match text {
-            Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
-            Err(_) => false,
-        }
-    })
+/// `out`, serialized and sent; false when the socket would not take it.
+/// Sends run inside the greeting and a wake's handling, both boxed and
+/// over before the loop waits again, so none is part of an idle visitor's
+/// future.
+async fn ws_send(socket: &mut WebSocket, out: VisitorOut) -> bool {
+    let Ok(text) = serde_json::to_string(&out) else {
+        return false;
+    };
+    drop(out);
+    socket.send(Message::Text(text.into())).await.is_ok()
 }
 
 /// One visitor WebSocket, from hello to close.
@@ -101,29 +92,37 @@ fn ws_send(
 /// An idle visitor's memory is mostly this future, so it is kept small (see
 /// BENCHMARKS.md, section 6): the opening is boxed and ends before the loop,
 /// because a future is as big as its biggest await point; the socket and
-/// the visitor live in boxes, because an async fn keeps each argument twice
-/// (as captured and as moved into the body) for its whole life.
-async fn ws_session(
+/// the visitor live in boxes. It is an `async move` block, not an async fn:
+/// an async fn keeps each argument twice (as captured and as moved into the
+/// body) for its whole life, and a block uses its captures in place.
+fn ws_session(
     mut socket: Box<WebSocket>,
     ctx: Arc<Ctx>,
     opening: Box<Opening>,
-    _slot: crate::throttle::ConnSlot,
-) {
-    let Some((v, greeting, resumed, after, reg)) =
-        Box::pin(ws_open(&mut socket, &ctx, opening)).await
-    else {
-        return;
-    };
-    let conn_id = reg.id;
-    let end = match Box::pin(ws_greet(&mut socket, &ctx, &v, greeting, resumed, after)).await {
-        Ok(sent) => ws_loop(&mut socket, &ctx, &v, sent, reg).await,
-        Err(end) => end,
-    };
-    ctx.hub.unregister_visitor(&v.id, conn_id);
-    if end == VisitorEnd::Dead {
-        ctx.metrics.dead_peer_cuts.inc();
+    slot: crate::throttle::ConnSlot,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let Some((v, greeting, resumed, after, reg)) =
+            Box::pin(ws_open(&mut socket, &ctx, opening)).await
+        else {
+            return;
+        };
+        let conn_id = reg.id;
+        let end = match Box::pin(ws_greet(&mut socket, &ctx, &v, greeting, resumed, after)).await {
+            Ok(sent) => {
+                let mut st = LoopState::new(&ctx, sent, reg);
+                ws_loop(&mut socket, &ctx, &v, &mut st).await
+            }
+            Err(end) => end,
+        };
+        ctx.hub.unregister_visitor(&v.id, conn_id);
+        if end == VisitorEnd::Dead {
+            ctx.metrics.dead_peer_cuts.inc();
+        }
+        tracing::debug!(visitor = %v.id, "visitor websocket ended: {}", end.as_str());
+        // Held until here: the address's count of open sockets.
+        drop(slot);
     }
-    tracing::debug!(visitor = %v.id, "visitor websocket ended: {}", end.as_str());
 }
 
 /// Why a visitor's WebSocket session ended. Only the WebSocket has a session
@@ -323,134 +322,218 @@ async fn ws_greet(
     Ok(sent)
 }
 
+/// What woke an idle visitor's loop.
+enum Wake {
+    Push(Recv<VisitorPush>),
+    Msg(Option<Result<Message, axum::Error>>),
+    Tick,
+}
+
+/// A visitor's session state between wakes. The loop borrows it from the
+/// session: an async fn's arguments are kept twice in its future.
+struct LoopState {
+    /// The last seq sent.
+    sent: Seq,
+    gate: SendGate,
+    live: Liveness,
+    receipts: Receipts,
+    reg: crate::hub::Registration<VisitorPush>,
+}
+
+impl LoopState {
+    fn new(ctx: &Ctx, sent: Seq, reg: crate::hub::Registration<VisitorPush>) -> Self {
+        let vc = &ctx.cfg.visitor;
+        Self {
+            sent,
+            gate: SendGate::new(vc.msg_rate, vc.msg_burst, Instant::now()),
+            live: Liveness::new(vc.liveness, now()),
+            receipts: Receipts::new(sent),
+            reg,
+        }
+    }
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// Pushes out, messages in, until the visitor goes; `sent` is the last seq
 /// the greeting sent.
-async fn ws_loop(
+///
+/// The loop awaits only its `select!`: everything a wake does runs in
+/// [`on_wake`], boxed for that wake alone. A future is as big as its
+/// biggest await point plus every local kept across one, and the handling
+/// inline made this future 920 bytes, in every idle visitor's task.
+fn ws_loop<'a>(
+    socket: &'a mut WebSocket,
+    ctx: &'a Arc<Ctx>,
+    v: &'a Visitor,
+    st: &'a mut LoopState,
+) -> impl std::future::Future<Output = VisitorEnd> + Send + 'a {
+    async move {
+        loop {
+            let deadline = tokio::time::Instant::from_std(st.live.poll_timeout());
+            let wake = tokio::select! {
+                biased;
+                // Shutdown kicks every queue too (Hub::kick_all), so this one
+                // branch covers both: a select arm is paid for in every idle
+                // visitor's future.
+                push = st.reg.rx.recv() => Wake::Push(push),
+                msg = socket.recv() => Wake::Msg(msg),
+                () = sleep_until(deadline) => Wake::Tick,
+            };
+            if let Some(end) = Box::pin(on_wake(socket, ctx, v, st, wake)).await {
+                return end;
+            }
+        }
+    }
+}
+
+/// One wake of a visitor's loop; `Some` ends the session.
+async fn on_wake(
     socket: &mut WebSocket,
     ctx: &Arc<Ctx>,
     v: &Visitor,
-    mut sent: Seq,
-    mut reg: crate::hub::Registration<VisitorPush>,
-) -> VisitorEnd {
-    let vc = &ctx.cfg.visitor;
-    let mut gate = SendGate::new(vc.msg_rate, vc.msg_burst, Instant::now());
-    let now = || tokio::time::Instant::now().into_std();
-    let mut live = Liveness::new(vc.liveness, now());
-    let mut receipts = Receipts::new(sent);
-    loop {
-        let deadline = tokio::time::Instant::from_std(live.poll_timeout());
-        tokio::select! {
-            biased;
-            // Shutdown kicks every queue too (Hub::kick_all), so this one
-            // branch covers both: a select arm is paid for in every idle
-            // visitor's future.
-            push = reg.rx.recv() => {
-                match push {
-                    Recv::Kicked => {
-                        let (reason, end) = if ctx.shutdown.is_cancelled() {
-                            ("server going away", VisitorEnd::Shutdown)
-                        } else {
-                            ("too slow; reconnect and resume", VisitorEnd::Kicked)
-                        };
-                        ws_send(socket, VisitorOut::GoingAway { reason: reason.into() }).await;
-                        return end;
-                    }
-                    Recv::Closed => return VisitorEnd::HubDropped,
-                    Recv::Item(VisitorPush::Agents(a)) => {
-                        if !ws_send(socket, super::session::agents_out(a)).await { return VisitorEnd::SendFailed; }
-                    }
-                    Recv::Item(VisitorPush::Queue(p)) => {
-                        let q = VisitorOut::Queue { position: p.position, wait_ms: p.wait_ms };
-                        if !ws_send(socket, q).await { return VisitorEnd::SendFailed; }
-                    }
-                    Recv::Item(VisitorPush::Invite(i)) => {
-                        let out = VisitorOut::Invite { id: i.id, text: i.text.to_string() };
-                        if !ws_send(socket, out).await { return VisitorEnd::SendFailed; }
-                    }
-                    Recv::Item(VisitorPush::Typing(name)) => {
-                        let t = VisitorOut::Typing { typing: name.is_some(), name: name.map(|n| n.to_string()) };
-                        if !ws_send(socket, t).await { return VisitorEnd::SendFailed; }
-                    }
-                    // Another node wrote to this visitor's log: read it
-                    // from the cursor, as a gap in the pushes is read.
-                    Recv::Item(VisitorPush::CatchUp(until)) => {
-                        if until > sent {
-                            ctx.metrics.bus.catch_up_reads.inc();
-                            match Box::pin(catch_up_ws(socket, ctx, v, sent, until)).await {
-                                Ok(s) => {
-                                    receipts.replayed(sent, s);
-                                    sent = s;
-                                }
-                                Err(_) => return VisitorEnd::ReplayFailed,
-                            }
-                        }
-                    }
-                    Recv::Item(VisitorPush::Event(seq, event)) => {
-                        if seq <= sent { continue; }
-                        if seq > sent + 1 {
-                            match Box::pin(catch_up_ws(socket, ctx, v, sent, seq - 1)).await {
-                                Ok(s) => {
-                                    receipts.replayed(sent, s);
-                                    sent = s;
-                                }
-                                Err(_) => return VisitorEnd::ReplayFailed,
-                            }
-                        }
-                        if seq == sent + 1 {
-                            let ev: VisitorEvent = (*event).clone();
-                            receipts.sent(seq, &ev);
-                            if !ws_send(socket, VisitorOut::Event { seq, event: ev }).await { return VisitorEnd::SendFailed; }
-                            ctx.metrics.messages_out.inc();
-                            sent = seq;
-                        }
-                    }
+    st: &mut LoopState,
+    wake: Wake,
+) -> Option<VisitorEnd> {
+    match wake {
+        Wake::Push(Recv::Kicked) => {
+            let (reason, end) = if ctx.shutdown.is_cancelled() {
+                ("server going away", VisitorEnd::Shutdown)
+            } else {
+                ("too slow; reconnect and resume", VisitorEnd::Kicked)
+            };
+            ws_send(
+                socket,
+                VisitorOut::GoingAway {
+                    reason: reason.into(),
+                },
+            )
+            .await;
+            Some(end)
+        }
+        Wake::Push(Recv::Closed) => Some(VisitorEnd::HubDropped),
+        Wake::Push(Recv::Item(push)) => on_push(socket, ctx, v, st, push).await,
+        Wake::Msg(msg) => {
+            let text = match msg {
+                None | Some(Err(_) | Ok(Message::Close(_))) => return Some(VisitorEnd::Closed),
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                    st.live.on_recv(now());
+                    return None;
                 }
-            }
-            msg = socket.recv() => {
-                let text = match msg {
-                    None | Some(Err(_)) => return VisitorEnd::Closed,
-                    Some(Ok(Message::Close(_))) => return VisitorEnd::Closed,
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => { live.on_recv(now()); continue; }
-                    Some(Ok(Message::Binary(_))) => {
-                        ws_send(socket, err(ErrorCode::BadRequest, "binary frames are not part of the protocol")).await;
-                        continue;
-                    }
-                };
-                live.on_recv(now());
-                // The parsed message is moved into its handler's boxed future
-                // before anything is awaited, so it takes no room in this
-                // future while idle.
-                let handling: Option<Reply<'_>> = match visitor::parse_in(text.as_bytes(), &vc.limits) {
-                    Ok(VisitorIn::Ack { seq }) if !receipts.acked(seq.min(sent)) => None,
-                    Ok(m) => Some(Box::pin(handle_msg(ctx, v, &mut gate, m, sent))),
-                    Err(e) => {
-                        ctx.metrics.rejected_frames.inc();
-                        let r = match visitor::action_id(text.as_bytes(), &vc.limits) {
-                            Some(id) => err_for(id, e.code(), e.to_string()),
-                            None => err(e.code(), e.to_string()),
-                        };
-                        Some(Box::pin(std::future::ready(Some(r))))
-                    }
-                };
-                drop(text);
-                let reply = match handling {
-                    Some(h) => h.await,
-                    None => None,
-                };
-                if let Some(r) = reply
-                    && !ws_send(socket, r).await
-                {
-                    return VisitorEnd::SendFailed;
+                Some(Ok(Message::Binary(_))) => {
+                    let e = err(
+                        ErrorCode::BadRequest,
+                        "binary frames are not part of the protocol",
+                    );
+                    ws_send(socket, e).await;
+                    return None;
                 }
-            }
-            () = sleep_until(deadline) => {
-                // The browser pings us; we only need to notice silence.
-                if live.poll(now()) == LivenessAction::Dead {
-                    return VisitorEnd::Dead;
+            };
+            st.live.on_recv(now());
+            let limits = &ctx.cfg.visitor.limits;
+            let reply = match visitor::parse_in(text.as_bytes(), limits) {
+                Ok(VisitorIn::Ack { seq }) if !st.receipts.acked(seq.min(st.sent)) => None,
+                Ok(m) => {
+                    drop(text);
+                    handle_msg(ctx, v, &mut st.gate, m, st.sent).await
                 }
-                live.on_send(now());
+                Err(e) => {
+                    ctx.metrics.rejected_frames.inc();
+                    Some(match visitor::action_id(text.as_bytes(), limits) {
+                        Some(id) => err_for(id, e.code(), e.to_string()),
+                        None => err(e.code(), e.to_string()),
+                    })
+                }
+            };
+            match reply {
+                Some(r) => (!ws_send(socket, r).await).then_some(VisitorEnd::SendFailed),
+                None => None,
             }
         }
+        Wake::Tick => {
+            // The browser pings us; we only need to notice silence.
+            if st.live.poll(now()) == LivenessAction::Dead {
+                return Some(VisitorEnd::Dead);
+            }
+            st.live.on_send(now());
+            None
+        }
+    }
+}
+
+/// A push from the hub, out to the visitor.
+async fn on_push(
+    socket: &mut WebSocket,
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    st: &mut LoopState,
+    push: VisitorPush,
+) -> Option<VisitorEnd> {
+    let out = match push {
+        VisitorPush::Agents(a) => super::session::agents_out(a),
+        VisitorPush::Queue(p) => VisitorOut::Queue {
+            position: p.position,
+            wait_ms: p.wait_ms,
+        },
+        VisitorPush::Invite(i) => VisitorOut::Invite {
+            id: i.id,
+            text: i.text.to_string(),
+        },
+        VisitorPush::Typing(name) => VisitorOut::Typing {
+            typing: name.is_some(),
+            name: name.map(|n| n.to_string()),
+        },
+        // Another node wrote to this visitor's log: read it from the
+        // cursor, as a gap in the pushes is read.
+        VisitorPush::CatchUp(until) => {
+            if until > st.sent {
+                ctx.metrics.bus.catch_up_reads.inc();
+                if !catch_up(socket, ctx, v, st, until).await {
+                    return Some(VisitorEnd::ReplayFailed);
+                }
+            }
+            return None;
+        }
+        VisitorPush::Event(seq, event) => {
+            if seq <= st.sent {
+                return None;
+            }
+            if seq > st.sent + 1 && !catch_up(socket, ctx, v, st, seq - 1).await {
+                return Some(VisitorEnd::ReplayFailed);
+            }
+            if seq != st.sent + 1 {
+                return None;
+            }
+            let ev: VisitorEvent = (*event).clone();
+            st.receipts.sent(seq, &ev);
+            if !ws_send(socket, VisitorOut::Event { seq, event: ev }).await {
+                return Some(VisitorEnd::SendFailed);
+            }
+            ctx.metrics.messages_out.inc();
+            st.sent = seq;
+            return None;
+        }
+    };
+    (!ws_send(socket, out).await).then_some(VisitorEnd::SendFailed)
+}
+
+/// Replay the log after `st.sent` up to `until`; false when that failed.
+async fn catch_up(
+    socket: &mut WebSocket,
+    ctx: &Arc<Ctx>,
+    v: &Visitor,
+    st: &mut LoopState,
+    until: Seq,
+) -> bool {
+    match Box::pin(catch_up_ws(socket, ctx, v, st.sent, until)).await {
+        Ok(s) => {
+            st.receipts.replayed(st.sent, s);
+            st.sent = s;
+            true
+        }
+        Err(_) => false,
     }
 }
