@@ -198,43 +198,11 @@ async fn handle(
     limit: Arc<Semaphore>,
     preauth: crate::login::PreAuthSlot,
 ) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, "set_nodelay: {e}");
-    }
-    // Before login only frames the size of a hello or a Login are read
-    // (the machine's pre-auth limit), so an unauthenticated socket holds a
-    // few KiB, not a megabyte.
-    let mut link = Link {
-        session: Server::new(
-            ServerConfig {
-                identity: ctx.identity.clone(),
-                liveness: ctx.cfg.liveness,
-                max_frame: ctx.cfg.max_frame,
-                preauth_max_frame: ctx.preauth.config().max_frame,
-            },
-            now(),
-            rand::random(),
-        ),
-        stream,
-        buf: vec![0u8; READ_CHUNK],
-        write_stall: ctx.cfg.liveness.dead_after,
-    };
-    let deadline = ctx.preauth.config().deadline;
-    let greeted = tokio::select! {
-        r = timeout(deadline, greet(&mut link, &ctx)) => match r {
-            Ok(r) => r,
-            Err(_) => Err(End::Timeout("a complete login")),
-        },
-        () = preauth.cancelled.cancelled() => {
-            ctx.metrics.preauth_evicted.inc();
-            Err(End::Evicted)
-        }
-    };
-    drop(preauth);
-    let opened = match greeted {
-        Ok(login) => establish(link, peer, &ctx, &limit, login).await,
-        Err(e) => Err(e),
-    };
+    // Everything up to the login is boxed and over before the session runs:
+    // inline, its futures (the handshake, the password check, the first
+    // reads) and the link it moved away made every agent's task 12.9 KB for
+    // as long as the agent stayed connected.
+    let opened = Box::pin(open(stream, peer, &ctx, &limit, preauth)).await;
     let (mut conn, _permit) = match opened {
         Ok(c) => c,
         Err(e) => {
@@ -274,6 +242,51 @@ async fn handle(
         _ => {}
     }
     tracing::info!(%peer, agent, "agent connection ended: {result}");
+}
+
+/// The socket from its first byte to a logged-in connection.
+async fn open(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &Arc<Ctx>,
+    limit: &Arc<Semaphore>,
+    preauth: crate::login::PreAuthSlot,
+) -> Result<(Box<Conn>, OwnedSemaphorePermit), End> {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, "set_nodelay: {e}");
+    }
+    // Before login only frames the size of a hello or a Login are read
+    // (the machine's pre-auth limit), so an unauthenticated socket holds a
+    // few KiB, not a megabyte.
+    let mut link = Link {
+        session: Server::new(
+            ServerConfig {
+                identity: ctx.identity.clone(),
+                liveness: ctx.cfg.liveness,
+                max_frame: ctx.cfg.max_frame,
+                preauth_max_frame: ctx.preauth.config().max_frame,
+            },
+            now(),
+            rand::random(),
+        ),
+        stream,
+        buf: vec![0u8; READ_CHUNK],
+        write_stall: ctx.cfg.liveness.dead_after,
+    };
+    let deadline = ctx.preauth.config().deadline;
+    let greeted = tokio::select! {
+        r = timeout(deadline, greet(&mut link, ctx)) => match r {
+            Ok(r) => r,
+            Err(_) => Err(End::Timeout("a complete login")),
+        },
+        () = preauth.cancelled.cancelled() => {
+            ctx.metrics.preauth_evicted.inc();
+            Err(End::Evicted)
+        }
+    };
+    drop(preauth);
+    let (conn, permit) = establish(link, peer, ctx, limit, greeted?).await?;
+    Ok((Box::new(conn), permit))
 }
 
 /// The socket and the session machine on it: the whole of the driver's
