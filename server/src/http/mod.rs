@@ -50,7 +50,7 @@ use tokio_util::task::TaskTracker;
 use crate::Ctx;
 use crate::config::HttpConfig;
 use crate::metrics::Metrics;
-use conns::{Conns, Eviction, Refusal, Slot};
+use conns::{Admitted, Conns, Eviction, Refusal, Slot};
 use io::{HttpIo, Io, Proto};
 
 /// How long connections get to finish on shutdown, as before.
@@ -246,11 +246,15 @@ pub async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>, app: Router) 
         // forwarded address instead (see `visitor::session::client_ip`).
         let proxied = trusted.iter().any(|c| c.contains(peer.ip()));
         match conns.admit(peer.ip(), !proxied) {
-            Ok((slot, eviction)) => {
+            Ok(Admitted {
+                slot,
+                cut,
+                eviction,
+            }) => {
                 // Small requests and WebSocket frames should not wait for
                 // Nagle.
                 let _ignored = stream.set_nodelay(true);
-                tasks.spawn(connection(shared.clone(), stream, peer, slot));
+                tasks.spawn(connection(shared.clone(), stream, peer, slot, cut));
                 match eviction {
                     Eviction::None => {}
                     // Let the cut connections close (and free their
@@ -322,8 +326,13 @@ fn descriptor_limit() -> u64 {
 }
 
 /// One connection, from accept to close.
-async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slot: Arc<Slot>) {
-    let cut = slot.cut.clone();
+async fn connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+    cut: CancellationToken,
+) {
     let shutdown = shared.ctx.shutdown.clone();
     let opened = tokio::select! {
         r = timeout(shared.limits.detect_timeout, open(&shared, stream)) => r,
