@@ -178,6 +178,14 @@ pub fn open_connection(dir: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Each pooled SQLite reader's page cache, in KiB, instead of SQLite's
+/// 2 MB default. With 15,000 visitors SQLite held 7.6 MB; the readers'
+/// caches filled with the same pages the writer's cache holds, once per
+/// pooled reader, as the visitors' hellos read their rows. A reader that
+/// misses reads the page from the OS's cache; reads are off the message
+/// path, and the writer keeps its own 8 MB.
+const READ_CACHE_KIB: i64 = 256;
+
 /// How many PostgreSQL connections one node's reads may hold at once.
 const PG_READ_CONNECTIONS: usize = 8;
 
@@ -227,6 +235,7 @@ impl ReadPool {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                conn.pragma_update(None, "cache_size", -READ_CACHE_KIB)?;
                 Ok(Conn::Sqlite(conn))
             }
             Database::Postgres(t) => {
