@@ -95,6 +95,10 @@ async fn ws_send(socket: &mut WebSocket, out: VisitorOut) -> bool {
 /// the visitor live in boxes. It is an `async move` block, not an async fn:
 /// an async fn keeps each argument twice (as captured and as moved into the
 /// body) for its whole life, and a block uses its captures in place.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep every argument twice in the idle future"
+)]
 fn ws_session(
     mut socket: Box<WebSocket>,
     ctx: Arc<Ctx>,
@@ -364,6 +368,10 @@ fn now() -> Instant {
 /// [`on_wake`], boxed for that wake alone. A future is as big as its
 /// biggest await point plus every local kept across one, and the handling
 /// inline made this future 920 bytes, in every idle visitor's task.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep every argument twice in the idle future"
+)]
 fn ws_loop<'a>(
     socket: &'a mut WebSocket,
     ctx: &'a Arc<Ctx>,
