@@ -374,8 +374,6 @@ fn ticket() -> Vec<u8> {
     [body, tag.to_vec()].concat()
 }
 
-/// The LoginOk of the session vector, as a server that issues tickets
-/// sends it.
 /// A visitor who gave no name, with the language its widget said (10.24),
 /// on the pricing page with no chat yet: vectors 19.17 and 19.19.
 fn nameless_visitor() -> VisitorInfo {
@@ -419,6 +417,8 @@ fn invite_rule() -> InviteRule {
     }
 }
 
+/// The LoginOk of the session vector, as a server that issues tickets
+/// sends it.
 fn login_ok_with_ticket() -> ServerMsg {
     match login_ok(Resume::Replay { after: 41 }) {
         ServerMsg::LoginOk(ok) => ServerMsg::LoginOk(LoginOk {
