@@ -76,9 +76,9 @@ struct Opening {
 }
 
 /// `out`, serialized and sent; false when the socket would not take it.
-/// Sends run inside the greeting and a wake's handling, both boxed and
-/// over before the loop waits again, so none is part of an idle visitor's
-/// future.
+/// Sends run inside the opening, the greeting and a wake's handling, each
+/// boxed and over before the loop waits again, so none is part of an idle
+/// visitor's future.
 async fn ws_send(socket: &mut WebSocket, out: VisitorOut) -> bool {
     let Ok(text) = serde_json::to_string(&out) else {
         return false;
