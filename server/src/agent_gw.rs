@@ -31,7 +31,7 @@ use holdfast_protocol::session::SessionError;
 use holdfast_protocol::session::server::{Server, ServerConfig, ServerEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::{sleep, sleep_until, timeout};
 
 mod attach;
@@ -377,9 +377,14 @@ impl Link {
 /// in memory at once (2.5 GB).
 const MAX_QUEUED_QUERIES: usize = 4;
 
+type QueryAnswer = oneshot::Receiver<(u32, QueryResult)>;
+
 #[derive(Debug, Default)]
 struct QueryState {
-    in_flight: bool,
+    /// A oneshot per query, not a channel per connection: an idle agent
+    /// holds nothing here (a tokio `mpsc` allocates a block of 32 results,
+    /// about 3.4 KB, when it is made).
+    in_flight: Option<QueryAnswer>,
     queued: VecDeque<Query>,
 }
 
@@ -516,7 +521,6 @@ impl Conn {
             epoch: self.agent.auth_epoch,
         };
         let mut pending = PendingCommands::new();
-        let (query_tx, mut query_rx) = mpsc::channel::<(u32, QueryResult)>(16);
         loop {
             // Frames already read (a burst behind a Login, or more than one
             // per read) are answered before reading again.
@@ -555,7 +559,7 @@ impl Conn {
                     // Checked against what was sent by the machine; the
                     // log keeps everything, so nothing to trim.
                     ServerEvent::Acked { .. } => {}
-                    ServerEvent::Query(q) => self.on_query(ctx, q, &query_tx)?,
+                    ServerEvent::Query(q) => self.on_query(ctx, q)?,
                     ServerEvent::SignOut => return self.sign_out(ctx, &mut pending).await,
                     // A signal: checked and forwarded off this loop, so
                     // its read never waits in front of a command or push.
@@ -626,14 +630,15 @@ impl Conn {
                         self.send_site_tags(ctx).await?;
                     }
                 }
-                q = query_rx.recv() => {
-                    if let Some((request, result)) = q {
+                q = answer(&mut self.query.in_flight) => {
+                    self.query.in_flight = None;
+                    // A query task that panicked sent nothing; the next
+                    // one still runs.
+                    if let Ok((request, result)) = q {
                         self.link.session.query_result(request, result)?;
-                        self.query.in_flight = false;
-                        if let Some(next) = self.query.queued.pop_front() {
-                            self.query.in_flight = true;
-                            self.spawn_query(ctx, next, query_tx.clone());
-                        }
+                    }
+                    if let Some(next) = self.query.queued.pop_front() {
+                        self.query.in_flight = Some(self.spawn_query(ctx, next));
                     }
                 }
                 read = self.link.stream.read(&mut self.link.buf) => {
@@ -726,15 +731,9 @@ impl Conn {
         }
     }
 
-    fn on_query(
-        &mut self,
-        ctx: &Arc<Ctx>,
-        q: Query,
-        query_tx: &mpsc::Sender<(u32, QueryResult)>,
-    ) -> Result<(), End> {
-        if !self.query.in_flight {
-            self.query.in_flight = true;
-            self.spawn_query(ctx, q, query_tx.clone());
+    fn on_query(&mut self, ctx: &Arc<Ctx>, q: Query) -> Result<(), End> {
+        if self.query.in_flight.is_none() {
+            self.query.in_flight = Some(self.spawn_query(ctx, q));
         } else if self.query.queued.len() < MAX_QUEUED_QUERIES {
             self.query.queued.push_back(q);
         } else {
@@ -829,7 +828,8 @@ impl Conn {
         Err(End::SignedOut)
     }
 
-    fn spawn_query(&self, ctx: &Arc<Ctx>, q: Query, tx: mpsc::Sender<(u32, QueryResult)>) {
+    fn spawn_query(&self, ctx: &Arc<Ctx>, q: Query) -> QueryAnswer {
+        let (tx, rx) = oneshot::channel();
         let site = self.agent.site;
         let reads = ctx.reads.clone();
         let attach = ctx.attach.clone();
@@ -857,12 +857,12 @@ impl Conn {
                                 retry_after_ms: Some(1000),
                             })
                         });
-                    let _ignored = tx.send((request, result)).await;
+                    let _ignored = tx.send((request, result));
                 }
                 Query::AttachmentLink { request, id } => {
                     let cutoff = crate::attach::files_cutoff(&ctx.cfg, crate::store::now_ms());
                     let result = attachment_link(&attach, &reads, site, &id, cutoff).await;
-                    let _ignored = tx.send((request, result)).await;
+                    let _ignored = tx.send((request, result));
                 }
                 Query::UploadCreate {
                     request,
@@ -873,7 +873,7 @@ impl Conn {
                 } => {
                     let result =
                         attach::create(&ctx, &me, conversation, &name, length, &mime_hint).await;
-                    let _ignored = tx.send((request, result)).await;
+                    let _ignored = tx.send((request, result));
                 }
                 Query::UploadWrite {
                     request,
@@ -882,11 +882,11 @@ impl Conn {
                     bytes,
                 } => {
                     let result = attach::write(&ctx, &me, &id, offset, bytes).await;
-                    let _ignored = tx.send((request, result)).await;
+                    let _ignored = tx.send((request, result));
                 }
                 Query::UploadOffset { request, id } => {
                     let result = attach::offset(&ctx, &me, &id).await;
-                    let _ignored = tx.send((request, result)).await;
+                    let _ignored = tx.send((request, result));
                 }
                 Query::AttachmentBytes {
                     request,
@@ -896,7 +896,7 @@ impl Conn {
                     max,
                 } => {
                     let result = attach::bytes(&ctx, &me, &id, thumb, offset, max).await;
-                    let _ignored = tx.send((request, result)).await;
+                    let _ignored = tx.send((request, result));
                 }
                 Query::InviteRules { request } => {
                     let agent = me.agent;
@@ -916,10 +916,11 @@ impl Conn {
                             retry_after_ms: Some(1000),
                         }),
                     };
-                    let _ignored = tx.send((request, result)).await;
+                    let _ignored = tx.send((request, result));
                 }
             }
         });
+        rx
     }
 }
 
@@ -993,6 +994,16 @@ async fn attachment_link(
 }
 
 /// Sleep until `t`, or forever.
+/// The answer of the query in flight; never, while none is.
+async fn answer(
+    in_flight: &mut Option<QueryAnswer>,
+) -> Result<(u32, QueryResult), oneshot::error::RecvError> {
+    match in_flight {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     match t {
         Some(t) => sleep_until(t).await,

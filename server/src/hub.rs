@@ -225,12 +225,9 @@ struct AgentLive {
 struct VisitorLive {
     info: VisitorInfo,
     conns: Vec<Conn<VisitorPush>>,
-    /// Long-polls currently held open.
-    polls: usize,
-    last_poll: Option<Instant>,
-    /// Wakes long-polls when an event is committed. Made by the first
-    /// long-poll: most visitors use a WebSocket, and each idle one counts.
-    notify: Option<Arc<Notify>>,
+    /// Made by the first long-poll: most visitors use a WebSocket, and
+    /// each idle one counts (15,000 of them, 1 MB for these fields).
+    poll: Option<Box<LongPoll>>,
     /// When the last connection went away (a grace period follows, so a page
     /// navigation does not flicker the visitor off the agents' list).
     gone_since: Option<Instant>,
@@ -241,30 +238,55 @@ struct VisitorLive {
     changed: u64,
     /// Its chat's place in the queue as last told, while it waits.
     queue: Option<crate::queue::Place>,
-    /// Counts changes of `queue`; `queue_polled` is the count a long-poll
-    /// last answered with, so each change reaches long-poll once.
+    /// Counts changes of `queue`; [`LongPoll::queue_polled`] is the count
+    /// a long-poll last answered with, so each change reaches long-poll
+    /// once.
     queue_gen: u32,
-    queue_polled: u32,
     /// The visitor's typing signals forwarded to agents so far.
     typing_in: crate::typing::Throttle,
     /// Its agent's typing as last told (the agent's name while typing),
-    /// and, as for `queue`, the change counts for long-poll.
+    /// and, as for `queue`, its change count.
     agent_typing: Option<Arc<str>>,
     typing_gen: u32,
-    typing_polled: u32,
     /// An invitation rule was tried for this visit here (fired or not):
     /// the writer decides once, not every tick.
     invite_tried: bool,
-    /// The invitation a long-poll has not answered with yet.
-    invite_unpolled: Option<crate::invite::Invite>,
     /// The site group its widget targets (10.23), as its hello here said:
     /// whether anyone is there to answer is about that group's agents.
     group: Option<String>,
-    /// Who would answer, as last told, and as for `queue`, the change
-    /// counts for long-poll: a long-poll answers with each change once.
+    /// Who would answer, as last told, and as for `queue`, its change
+    /// count: a long-poll answers with each change once.
     agents: Option<Agents>,
     agents_gen: u32,
+}
+
+/// A visitor's long-poll state. The counts start at 0 like the record's
+/// change counts, so a first poll answers with whatever changed since the
+/// record was made.
+#[derive(Debug)]
+struct LongPoll {
+    /// Polls held open now.
+    open: usize,
+    last: Option<Instant>,
+    /// Wakes the polls when anything for the visitor is committed or told.
+    notify: Arc<Notify>,
+    queue_polled: u32,
+    typing_polled: u32,
     agents_polled: u32,
+    /// The invitation a long-poll has not answered with yet.
+    invite: Option<crate::invite::Invite>,
+}
+
+impl VisitorLive {
+    fn polls_open(&self) -> usize {
+        self.poll.as_ref().map_or(0, |p| p.open)
+    }
+
+    fn wake_polls(&self) {
+        if let Some(p) = &self.poll {
+            p.notify.notify_waiters();
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -605,9 +627,7 @@ impl Hub {
             if v.agents.as_ref() != Some(&now) {
                 v.agents = Some(now.clone());
                 v.agents_gen = v.agents_gen.wrapping_add(1);
-                if let Some(n) = &v.notify {
-                    n.notify_waiters();
-                }
+                v.wake_polls();
             }
             v.conns
                 .retain(|c| push(c, VisitorPush::Agents(now.clone()), &self.metrics));
@@ -670,8 +690,10 @@ impl Hub {
         let mut st = self.lock();
         let v = st.visitors.get_mut(visitor)?;
         let now = v.agents.clone()?;
-        (v.agents_polled != v.agents_gen).then(|| {
-            v.agents_polled = v.agents_gen;
+        let gen_now = v.agents_gen;
+        let p = v.poll.as_mut()?;
+        (p.agents_polled != gen_now).then(|| {
+            p.agents_polled = gen_now;
             now
         })
     }
@@ -1044,24 +1066,18 @@ impl Hub {
             Box::new(VisitorLive {
                 info: i,
                 conns: Vec::new(),
-                polls: 0,
-                last_poll: None,
-                notify: None,
+                poll: None,
                 gone_since: None,
                 head: 0,
                 changed: 0,
                 queue: None,
                 queue_gen: 0,
-                queue_polled: 0,
                 typing_in: crate::typing::Throttle::default(),
                 agent_typing: None,
                 typing_gen: 0,
-                typing_polled: 0,
                 invite_tried: false,
-                invite_unpolled: None,
                 agents: None,
                 agents_gen: 0,
-                agents_polled: 0,
                 group,
             })
         });
@@ -1082,7 +1098,7 @@ impl Hub {
         if v.conns.len() < before {
             self.metrics.visitor_ws_connections.dec();
         }
-        if v.conns.is_empty() && v.polls == 0 {
+        if v.conns.is_empty() && v.polls_open() == 0 {
             v.gone_since = Some(Instant::now());
         }
     }
@@ -1104,21 +1120,30 @@ impl Hub {
             Self::agents_now(&st, site, group.as_deref())
         });
         let entry = self.visitor_entry(&mut st, &mut info);
-        entry.polls += 1;
-        entry.last_poll = Some(Instant::now());
         entry.gone_since = None;
+        let v = entry;
+        let p = v.poll.get_or_insert_with(|| {
+            Box::new(LongPoll {
+                open: 0,
+                last: None,
+                notify: Arc::new(Notify::new()),
+                queue_polled: 0,
+                typing_polled: 0,
+                agents_polled: 0,
+                invite: None,
+            })
+        });
+        p.open += 1;
+        p.last = Some(Instant::now());
         // A long-poll visitor new here (or forgotten and back) may have
         // missed a change since its welcome: its first poll answers with
         // the state as it is now.
         if let Some(now) = now {
-            entry.agents = Some(now);
-            entry.agents_gen = entry.agents_polled.wrapping_add(1);
+            v.agents = Some(now);
+            v.agents_gen = p.agents_polled.wrapping_add(1);
         }
-        let notify = entry
-            .notify
-            .get_or_insert_with(|| Arc::new(Notify::new()))
-            .clone();
-        let id = entry.info.id.clone();
+        let notify = p.notify.clone();
+        let id = v.info.id.clone();
         if fresh {
             st.dirty.insert(id);
         }
@@ -1129,8 +1154,10 @@ impl Hub {
     pub fn poll_end(&self, visitor: &str) {
         let mut st = self.lock();
         if let Some(v) = st.visitors.get_mut(visitor) {
-            v.polls = v.polls.saturating_sub(1);
-            v.last_poll = Some(Instant::now());
+            if let Some(p) = v.poll.as_mut() {
+                p.open = p.open.saturating_sub(1);
+                p.last = Some(Instant::now());
+            }
             self.metrics.visitor_long_polls.dec();
         }
     }
@@ -1157,9 +1184,7 @@ impl Hub {
                 v.queue_gen = v.queue_gen.wrapping_add(1);
                 v.conns
                     .retain(|c| push(c, VisitorPush::Queue(place), &self.metrics));
-                if let Some(n) = &v.notify {
-                    n.notify_waiters();
-                }
+                v.wake_polls();
             }
             st.queued.insert(id);
         }
@@ -1171,8 +1196,10 @@ impl Hub {
         let mut st = self.lock();
         let v = st.visitors.get_mut(visitor)?;
         let place = v.queue?;
-        (v.queue_polled != v.queue_gen).then(|| {
-            v.queue_polled = v.queue_gen;
+        let gen_now = v.queue_gen;
+        let p = v.poll.as_mut()?;
+        (p.queue_polled != gen_now).then(|| {
+            p.queue_polled = gen_now;
             place
         })
     }
@@ -1180,8 +1207,10 @@ impl Hub {
     /// A long-poll visitor said hello again (a reload, a new tab): its next
     /// poll answers with its place even if an earlier one did.
     pub fn poll_queue_again(&self, visitor: &str) {
-        if let Some(v) = self.lock().visitors.get_mut(visitor) {
-            v.queue_polled = v.queue_gen.wrapping_sub(1);
+        if let Some(v) = self.lock().visitors.get_mut(visitor)
+            && let Some(p) = v.poll.as_mut()
+        {
+            p.queue_polled = v.queue_gen.wrapping_sub(1);
         }
     }
 
@@ -1300,9 +1329,7 @@ impl Hub {
         v.typing_gen = v.typing_gen.wrapping_add(1);
         v.conns
             .retain(|c| push_signal(c, VisitorPush::Typing(name.clone())));
-        if let Some(n) = &v.notify {
-            n.notify_waiters();
-        }
+        v.wake_polls();
     }
 
     /// The agent's typing a long-poll of `visitor` has not answered with
@@ -1310,8 +1337,10 @@ impl Hub {
     pub fn poll_typing(&self, visitor: &str) -> Option<Option<Arc<str>>> {
         let mut st = self.lock();
         let v = st.visitors.get_mut(visitor)?;
-        (v.typing_polled != v.typing_gen).then(|| {
-            v.typing_polled = v.typing_gen;
+        let gen_now = v.typing_gen;
+        let p = v.poll.as_mut()?;
+        (p.typing_polled != gen_now).then(|| {
+            p.typing_polled = gen_now;
             v.agent_typing.clone()
         })
     }
@@ -1352,11 +1381,9 @@ impl Hub {
         };
         v.conns
             .retain(|c| push_signal(c, VisitorPush::Invite(invite.clone())));
-        if v.notify.is_some() {
-            v.invite_unpolled = Some(invite);
-        }
-        if let Some(n) = &v.notify {
-            n.notify_waiters();
+        if let Some(p) = v.poll.as_mut() {
+            p.invite = Some(invite);
+            p.notify.notify_waiters();
         }
     }
 
@@ -1365,7 +1392,7 @@ impl Hub {
         self.lock()
             .visitors
             .get_mut(visitor)
-            .and_then(|v| v.invite_unpolled.take())
+            .and_then(|v| v.poll.as_mut()?.invite.take())
     }
 
     /// Whether the visitor is known to the hub (online or within grace).
@@ -1479,10 +1506,10 @@ impl Hub {
             .visitors
             .iter()
             .filter(|(_, v)| {
-                let ws_gone = v.conns.is_empty() && v.polls == 0;
+                let ws_gone = v.conns.is_empty() && v.polls_open() == 0;
                 let since = v
                     .gone_since
-                    .or_else(|| v.last_poll.map(|t| t + poll_timeout))
+                    .or_else(|| v.poll.as_ref()?.last.map(|t| t + poll_timeout))
                     .unwrap_or(now);
                 ws_gone && now.saturating_duration_since(since) >= grace
             })
@@ -1590,9 +1617,7 @@ impl Hub {
                 for c in v.conns.drain(..) {
                     c.tx.kick();
                 }
-                if let Some(n) = &v.notify {
-                    n.notify_waiters();
-                }
+                v.wake_polls();
             }
         }
         st.dirty.insert(visitor);
@@ -1612,9 +1637,7 @@ impl Hub {
             for c in &v.conns {
                 c.tx.kick();
             }
-            if let Some(n) = &v.notify {
-                n.notify_waiters();
-            }
+            v.wake_polls();
         }
     }
 }

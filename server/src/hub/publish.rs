@@ -56,9 +56,7 @@ impl Publish for Hub {
                             push(c, VisitorPush::Event(seq, event.clone()), &self.metrics)
                         });
                         v.head = v.head.max(seq);
-                        if let Some(n) = &v.notify {
-                            n.notify_waiters();
-                        }
+                        v.wake_polls();
                         self.metrics.events_pushed.inc();
                     }
                 }

@@ -551,9 +551,7 @@ impl super::Hub {
                 head = 0;
             }
         }
-        if let Some(n) = &v.notify {
-            n.notify_waiters();
-        }
+        v.wake_polls();
         head
     }
 
@@ -583,7 +581,7 @@ impl super::Hub {
         let visitors = st
             .visitors
             .iter()
-            .filter(|(_, v)| !v.conns.is_empty() || v.polls > 0)
+            .filter(|(_, v)| !v.conns.is_empty() || v.polls_open() > 0)
             .map(|(id, _)| reads::visitor_key(id));
         agents.chain(visitors).collect()
     }
