@@ -1024,6 +1024,9 @@ impl Hub {
         if let Some(place) = entry.queue {
             push(&conn, VisitorPush::Queue(place), &self.metrics);
         }
+        // Most visitors have one tab: a `Vec`'s first push makes room for
+        // four (64 bytes), which 15,000 idle records would carry unused.
+        entry.conns.reserve_exact(1);
         entry.conns.push(conn);
         entry.gone_since = None;
         let id = entry.info.id.clone();
